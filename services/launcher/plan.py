@@ -1,0 +1,179 @@
+"""What the local stack is made of: every process, its command line, environment and ports.
+
+Pure: builds a :class:`StackPlan` from :class:`StackSettings` and renders the nginx front door's
+config from the template in ``nginx/``. The supervisor (``supervisor.py``) runs the plan.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+REPO = Path(__file__).resolve().parents[2]
+NGINX_TEMPLATE = REPO / "nginx" / "parley.conf.template"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Ports and names of a local stack. ``port_offset`` shifts every port (for a second stack)."""
+
+    http_port: int = 8000
+    port_offset: int = 0
+    bridges: int = 2
+    public_url: str | None = None
+    xmpp_domain: str = "meet.jitsi"
+    redis_url: str | None = None
+    run_dir: Path = REPO / "run"
+    focus_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    jvb_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    nginx_binary: str = "/usr/sbin/nginx"
+    python: str = sys.executable
+    log_level: str = "INFO"
+
+    def port(self, base: int) -> int:
+        return base + self.port_offset
+
+    @property
+    def front_port(self) -> int:
+        return self.port(self.http_port)
+
+    @property
+    def url(self) -> str:
+        return self.public_url or f"http://localhost:{self.front_port}"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the stack."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    tcp_ports: list[int]
+    udp_ports: list[int]
+    health_url: str
+    front_health_path: str  # the same liveness check, through nginx
+
+
+@dataclass(frozen=True)
+class BridgeRoute:
+    server_id: str
+    public_port: int
+    private_port: int
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    settings: StackSettings
+    processes: list[ProcessSpec]
+    bridges: list[BridgeRoute]
+
+    def nginx_config(self) -> str:
+        return render_nginx_config(self)
+
+
+def _xmpp_names(domain: str) -> dict[str, str]:
+    return {
+        "XMPP_DOMAIN": domain,
+        "XMPP_AUTH_DOMAIN": f"auth.{domain}",
+        "XMPP_MUC_DOMAIN": f"muc.{domain}",
+        "XMPP_INTERNAL_MUC_DOMAIN": f"internal-muc.{domain}",
+    }
+
+
+def build_plan(s: StackSettings) -> StackPlan:
+    py = s.python
+    names = _xmpp_names(s.xmpp_domain)
+    common = {**names, "LOG_LEVEL": s.log_level, "PUBLIC_URL": s.url}
+    if s.redis_url:
+        common["REDIS_URL"] = s.redis_url
+    accounts = {
+        "JICOFO_AUTH_USER": "focus",
+        "JICOFO_AUTH_PASSWORD": s.focus_password,
+        "JVB_AUTH_USER": "jvb",
+        "JVB_AUTH_PASSWORD": s.jvb_password,
+    }
+    c2s, xmpp_http = s.port(5222), s.port(5280)
+    focus_http, web_http = s.port(8888), s.port(8100)
+    xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
+    procs = [
+        ProcessSpec(
+            "xmpp", [py, "-m", "services.xmpp"],
+            {**common, **accounts, "XMPP_C2S_PORT": str(c2s), "XMPP_HTTP_PORT": str(xmpp_http),
+             "XMPP_BIND_ADDRESS": "127.0.0.1"},
+            [c2s, xmpp_http], [], f"http://127.0.0.1:{xmpp_http}/health", "/health/xmpp"),
+    ]
+    bridges: list[BridgeRoute] = []
+    front = urlparse(s.url)
+    ws_tls = front.scheme == "https"
+    for i in range(s.bridges):
+        server_id = f"jvb{i + 1}"
+        private, public, udp = s.port(8080 + i), s.port(9090 + i), s.port(10000 + i)
+        bridges.append(BridgeRoute(server_id, public, private))
+        procs.append(ProcessSpec(
+            server_id, [py, "-m", "services.bridge"],
+            {**common, **xmpp_client, "JVB_AUTH_USER": "jvb", "JVB_AUTH_PASSWORD": s.jvb_password,
+             "JVB_WS_SERVER_ID": server_id, "JVB_WS_DOMAIN": front.netloc, "JVB_WS_TLS": str(ws_tls).lower(),
+             "JVB_PORT": str(udp), "JVB_ADVERTISE_IPS": "127.0.0.1", "JVB_COLIBRI_HOST": "127.0.0.1",
+             "JVB_COLIBRI_PORT": str(private), "JVB_PUBLIC_PORT": str(public), "JVB_BREWERY_MUC": "jvbbrewery"},
+            [private, public], [udp], f"http://127.0.0.1:{private}/about/health",
+            f"/health/bridge/{server_id}"))
+    procs.append(ProcessSpec(
+        "focus", [py, "-m", "services.focus"],
+        {**common, **xmpp_client, "JICOFO_AUTH_USER": "focus", "JICOFO_AUTH_PASSWORD": s.focus_password,
+         "JICOFO_HTTP_HOST": "127.0.0.1", "JICOFO_HTTP_PORT": str(focus_http), "JVB_BREWERY_MUC": "jvbbrewery"},
+        [focus_http], [], f"http://127.0.0.1:{focus_http}/about/health", "/health/focus"))
+    procs.append(ProcessSpec(
+        "web", [py, "-m", "services.web"],
+        {**common, "WEB_HTTP_HOST": "127.0.0.1", "WEB_HTTP_PORT": str(web_http)},
+        [web_http], [], f"http://127.0.0.1:{web_http}/health", "/health/web"))
+    nginx_conf = s.run_dir / "nginx" / "nginx.conf"
+    procs.append(ProcessSpec(
+        "nginx", [s.nginx_binary, "-e", "stderr", "-p", str(s.run_dir / "nginx"), "-c", str(nginx_conf),
+                  "-g", "daemon off;"],
+        {}, [s.front_port], [], f"http://127.0.0.1:{s.front_port}/nginx-health", "/nginx-health"))
+    return StackPlan(s, procs, bridges)
+
+
+def _bridge_locations(bridges: list[BridgeRoute]) -> str:
+    """Seed 000's shape: one location per bridge server id, WebSocket upgrade, tcp_nodelay."""
+    out = []
+    for b in bridges:
+        out.append(f"""
+        # Colibri WebSockets of bridge {b.server_id}
+        location ~ ^/colibri-ws/{b.server_id}/(.*) {{
+            proxy_pass http://127.0.0.1:{b.public_port}/colibri-ws/{b.server_id}/$1$is_args$args;
+            include {{{{ws_proxy}}}};
+        }}
+        location = /health/bridge/{b.server_id} {{
+            proxy_pass http://127.0.0.1:{b.public_port}/about/health;
+        }}""")
+    return "\n".join(out)
+
+
+def render_nginx_config(plan: StackPlan) -> str:
+    s = plan.settings
+    by_name = {p.name: p for p in plan.processes}
+    nginx_dir = s.run_dir / "nginx"
+    values = {
+        "listen": f"127.0.0.1:{s.front_port}",
+        "prefix": str(nginx_dir),
+        "xmpp_http": f"127.0.0.1:{by_name['xmpp'].tcp_ports[1]}",
+        "focus_http": f"127.0.0.1:{by_name['focus'].tcp_ports[0]}",
+        "web_http": f"127.0.0.1:{by_name['web'].tcp_ports[0]}",
+        "bridge_locations": _bridge_locations(plan.bridges),
+        "ws_proxy": str(REPO / "nginx" / "ws-proxy.conf"),
+        "mime_types": "/etc/nginx/mime.types",
+    }
+    text = NGINX_TEMPLATE.read_text()
+    # two passes: bridge locations themselves refer to {{ws_proxy}}
+    for _ in range(2):
+        for key, value in values.items():
+            text = text.replace("{{" + key + "}}", value)
+    if "{{" in text:
+        start = text.index("{{")
+        raise ValueError(f"nginx template has an unknown placeholder near: {text[start:start + 40]!r}")
+    return text

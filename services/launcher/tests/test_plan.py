@@ -1,0 +1,77 @@
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services.launcher.plan import StackSettings, build_plan
+from services.launcher.supervisor import port_conflicts, prepare_run_dir
+
+
+def settings(tmp_path: Path, **kw: object) -> StackSettings:
+    return StackSettings(run_dir=tmp_path, focus_password="f", jvb_password="j", **kw)  # type: ignore[arg-type]
+
+
+def test_default_stack_has_every_service_in_start_order(tmp_path: Path) -> None:
+    plan = build_plan(settings(tmp_path))
+    assert [p.name for p in plan.processes] == ["xmpp", "jvb1", "jvb2", "focus", "web", "nginx"]
+    assert [b.server_id for b in plan.bridges] == ["jvb1", "jvb2"]
+
+
+def test_ports_are_distinct_and_shift_with_the_offset(tmp_path: Path) -> None:
+    base = build_plan(settings(tmp_path))
+    shifted = build_plan(settings(tmp_path, port_offset=100))
+    ports = [p for proc in base.processes for p in proc.tcp_ports]
+    assert len(ports) == len(set(ports))
+    assert [p + 100 for p in ports] == [p for proc in shifted.processes for p in proc.tcp_ports]
+    assert [p.udp_ports for p in base.processes if p.udp_ports] == [[10000], [10001]]
+
+
+def test_services_share_accounts_and_names(tmp_path: Path) -> None:
+    plan = build_plan(settings(tmp_path, xmpp_domain="example.org", redis_url="redis://127.0.0.1:6379/0"))
+    env = {p.name: p.env for p in plan.processes}
+    assert env["xmpp"]["JICOFO_AUTH_PASSWORD"] == env["focus"]["JICOFO_AUTH_PASSWORD"] == "f"
+    assert env["xmpp"]["JVB_AUTH_PASSWORD"] == env["jvb1"]["JVB_AUTH_PASSWORD"] == "j"
+    assert env["jvb2"]["JVB_WS_SERVER_ID"] == "jvb2"
+    assert env["jvb1"]["JVB_WS_DOMAIN"] == "localhost:8000"
+    assert env["jvb1"]["JVB_WS_TLS"] == "false"
+    assert env["focus"]["XMPP_MUC_DOMAIN"] == "muc.example.org"
+    assert all(e.get("REDIS_URL") == "redis://127.0.0.1:6379/0" for n, e in env.items() if n != "nginx")
+    assert "REDIS_URL" not in build_plan(settings(tmp_path)).processes[0].env
+
+
+def test_https_public_url_makes_bridges_advertise_wss(tmp_path: Path) -> None:
+    plan = build_plan(settings(tmp_path, public_url="https://meet.example.org"))
+    jvb1 = plan.processes[1].env
+    assert (jvb1["JVB_WS_DOMAIN"], jvb1["JVB_WS_TLS"]) == ("meet.example.org", "true")
+
+
+def test_nginx_routes_each_bridge_and_hides_colibri_rest(tmp_path: Path) -> None:
+    conf = build_plan(settings(tmp_path)).nginx_config()
+    assert "location ~ ^/colibri-ws/jvb1/(.*)" in conf
+    assert "proxy_pass http://127.0.0.1:9091/colibri-ws/jvb2/$1$is_args$args;" in conf
+    assert "location /colibri/ { return 404; }" in conf
+    for private in (":8080", ":8081"):  # the bridges' private REST ports are never proxied
+        assert private not in conf
+    assert "{{" not in conf
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed")
+def test_real_nginx_accepts_the_rendered_config(tmp_path: Path) -> None:
+    plan = build_plan(settings(tmp_path))
+    prepare_run_dir(plan)
+    result = subprocess.run(["/usr/sbin/nginx", "-t", "-e", "stderr", "-p", str(tmp_path / "nginx"),
+                             "-c", str(tmp_path / "nginx" / "nginx.conf")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_port_conflicts_name_the_port_and_service(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        plan = build_plan(settings(tmp_path, http_port=taken))
+        problems = port_conflicts(plan)
+    assert any(f"TCP port {taken} (needed by nginx)" in p for p in problems)
