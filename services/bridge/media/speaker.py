@@ -1,0 +1,322 @@
+"""Audio levels (RFC 6464) and dominant-speaker identification. No I/O.
+
+Two parts:
+
+* Reading the ``urn:ietf:params:rtp-hdrext:ssrc-audio-level`` header extension out of an RTP
+  packet (RFC 8285 one-byte and two-byte element forms) with plain byte indexing, cheap enough
+  for the per-packet path: :func:`audio_level_from_rtp` and :func:`audio_level_from_extension_block`.
+* :class:`DominantSpeakerDetector`, which is fed ``(endpoint, level, now)`` per audio packet
+  (O(1): one ring-buffer write) and asked every decision interval (:meth:`~DominantSpeakerDetector.decide`)
+  whether the dominant speaker changed.
+
+The detector follows the idea of Volfin and Cohen's "Dominant speaker identification for
+multipoint videoconferencing" (also the basis of Jitsi's detector): activity is judged on three
+time scales and a challenger replaces the dominant speaker only when it is ahead on all of them.
+
+* immediate (last ``immediate_window`` s): mean loudness, level-weighted -- who is loud *now*;
+* medium (last ``medium_window`` s): mean loudness of voiced 20 ms frames, and the fraction of
+  voiced frames -- who has been speaking for a while, not just clicked or coughed;
+* long (last ``long_window`` s): fraction of voiced frames -- who has been holding the floor.
+
+A short noise lifts only the immediate score, so it never moves the floor; a challenger needs
+``min_speech_fraction`` of the medium window voiced, to be louder right now, and to beat the
+dominant's medium score by ``medium_margin``. When the dominant speaker stops and someone else
+keeps talking, the long-window check (``long_ratio``) lets the switch happen after a second or
+two rather than on the first syllable. Silence (nobody voiced for ``silence_timeout``) is an
+event of its own: the dominant speaker stays, with ``silence=True``.
+
+Levels are RFC 6464 values: 0 is the loudest (0 dBov), 127 is silence (-127 dBov).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+SILENT_LEVEL = 127
+"""RFC 6464 level of digital silence."""
+
+FRAME_SECONDS = 0.02
+"""Audio levels are bucketed per 20 ms frame (one Opus packet)."""
+
+ONE_BYTE_PROFILE = 0xBEDE
+TWO_BYTE_PROFILE_MASK = 0xFFF0
+TWO_BYTE_PROFILE = 0x1000
+
+
+def audio_level_from_extension_block(profile: int, block: bytes | memoryview, ext_id: int) -> int:
+    """The audio-level byte of element ``ext_id`` in a header-extension block, or -1.
+
+    ``profile`` is the 16-bit "defined by profile" field (0xBEDE one-byte form, 0x100X two-byte
+    form); ``block`` is the extension data after the 4-byte extension header. The returned byte
+    holds the voice-activity flag in bit 7 and the level (0..127, -dBov) in bits 0..6; use
+    :func:`level_of` and :func:`voice_activity_of`. Malformed blocks give -1, never an exception.
+    """
+    end = len(block)
+    i = 0
+    if profile == ONE_BYTE_PROFILE:
+        while i < end:
+            head = block[i]
+            if head == 0:  # padding
+                i += 1
+                continue
+            elem_id = head >> 4
+            if elem_id == 15:  # reserved: stop parsing (RFC 8285 4.2)
+                return -1
+            length = (head & 0x0F) + 1
+            if i + 1 + length > end:
+                return -1
+            if elem_id == ext_id:
+                return block[i + 1]
+            i += 1 + length
+        return -1
+    if profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
+        while i < end:
+            elem_id = block[i]
+            if elem_id == 0:  # padding
+                i += 1
+                continue
+            if i + 1 >= end:
+                return -1
+            length = block[i + 1]
+            if i + 2 + length > end:
+                return -1
+            if elem_id == ext_id:
+                return block[i + 2] if length >= 1 else -1
+            i += 2 + length
+        return -1
+    return -1
+
+
+def audio_level_from_rtp(packet: bytes | bytearray | memoryview, ext_id: int) -> int:
+    """The audio-level byte (see :func:`audio_level_from_extension_block`) of a decrypted RTP
+    packet, or -1 when the packet has no such element or is malformed."""
+    n = len(packet)
+    if n < 12 or packet[0] & 0x10 == 0:  # no X bit
+        return -1
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    if offset + 4 > n:
+        return -1
+    profile = (packet[offset] << 8) | packet[offset + 1]
+    words = (packet[offset + 2] << 8) | packet[offset + 3]
+    start = offset + 4
+    stop = start + 4 * words
+    if stop > n:
+        return -1
+    return audio_level_from_extension_block(profile, memoryview(packet)[start:stop], ext_id)
+
+
+def level_of(level_byte: int) -> int:
+    """The level (0 loudest .. 127 silent) of an audio-level byte."""
+    return level_byte & 0x7F
+
+
+def voice_activity_of(level_byte: int) -> bool:
+    """The sender's voice-activity flag (RFC 6464 'V' bit) of an audio-level byte."""
+    return level_byte & 0x80 != 0
+
+
+@dataclass(frozen=True)
+class SpeakerChange:
+    """A new dominant-speaker state to announce (``DominantSpeakerEndpointChangeEvent``).
+
+    ``previous_speakers``: earlier dominant speakers, most recent first, without the current one.
+    ``silence``: nobody has spoken for a while; ``dominant`` is then the last one who did.
+    """
+
+    dominant: str
+    previous_speakers: tuple[str, ...]
+    silence: bool
+
+
+@dataclass(frozen=True)
+class SpeakerDetectorSettings:
+    """Tuning of :class:`DominantSpeakerDetector` (seconds, fractions, RFC 6464 levels)."""
+
+    voice_level: int = 70
+    """A 20 ms frame at or below this level (i.e. louder than -70 dBov) counts as voiced."""
+    immediate_window: float = 0.2
+    medium_window: float = 1.0
+    long_window: float = 4.0
+    min_speech_fraction: float = 0.3
+    """Share of the medium window a challenger must have voiced."""
+    medium_margin: float = 0.1
+    """Relative lead on the medium score a challenger needs over the dominant speaker."""
+    long_ratio: float = 0.5
+    """A challenger's long-window activity must reach this share of the dominant speaker's."""
+    silence_timeout: float = 3.0
+    max_previous_speakers: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.voice_level <= SILENT_LEVEL:
+            raise ValueError(f"voice_level must be 0..127, got {self.voice_level}")
+        if not 0 < self.immediate_window <= self.medium_window <= self.long_window:
+            raise ValueError("windows must satisfy 0 < immediate_window <= medium_window <= long_window")
+        if self.silence_timeout <= 0:
+            raise ValueError(f"silence_timeout must be > 0, got {self.silence_timeout}")
+
+
+class _SpeakerActivity:
+    """The loudness of one endpoint's recent 20 ms frames, in a ring indexed by frame number."""
+
+    __slots__ = ("frame_numbers", "last_voiced", "loudness", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.loudness = [0] * size  # 127 - level of the loudest packet in the frame
+        self.frame_numbers = [-1] * size
+        self.last_voiced = float("-inf")
+
+    def observe(self, frame: int, loudness: int) -> None:
+        slot = frame % self.size
+        if self.frame_numbers[slot] != frame:
+            self.frame_numbers[slot] = frame
+            self.loudness[slot] = loudness
+        elif loudness > self.loudness[slot]:
+            self.loudness[slot] = loudness
+
+    def window(self, newest_frame: int, frames: int, voiced_loudness: int) -> tuple[float, float, float]:
+        """(mean loudness, mean loudness of voiced frames counted over all frames, voiced
+        fraction) over the ``frames`` frames ending at ``newest_frame``. Frames without packets
+        (DTX, loss) count as silent."""
+        total = 0
+        voiced_total = 0
+        voiced = 0
+        numbers = self.frame_numbers
+        loud = self.loudness
+        size = self.size
+        for frame in range(newest_frame - frames + 1, newest_frame + 1):
+            slot = frame % size
+            if numbers[slot] != frame:
+                continue
+            value = loud[slot]
+            total += value
+            if value >= voiced_loudness:
+                voiced += 1
+                voiced_total += value
+        return total / (frames * SILENT_LEVEL), voiced_total / (frames * SILENT_LEVEL), voiced / frames
+
+
+@dataclass(frozen=True)
+class SpeakerScores:
+    """One endpoint's activity on the three time scales, all in 0..1."""
+
+    immediate: float
+    medium: float
+    medium_voiced: float
+    long: float
+
+
+class DominantSpeakerDetector:
+    """Dominant speaker of one conference. Feed :meth:`observe` per audio packet, call
+    :meth:`decide` every few hundred ms (Jitsi decides every 300 ms); it returns a
+    :class:`SpeakerChange` when the announcement changes, else ``None``.
+
+    :attr:`speaker_order` is the order last-N uses: the dominant speaker, then the previous
+    speakers by recency, then endpoints that never held the floor in the order they joined.
+    """
+
+    def __init__(self, settings: SpeakerDetectorSettings | None = None) -> None:
+        self.settings = settings or SpeakerDetectorSettings()
+        s = self.settings
+        self._ring_frames = round(s.long_window / FRAME_SECONDS) + 1
+        self._immediate_frames = max(1, round(s.immediate_window / FRAME_SECONDS))
+        self._medium_frames = max(1, round(s.medium_window / FRAME_SECONDS))
+        self._long_frames = max(1, round(s.long_window / FRAME_SECONDS))
+        self._voiced_loudness = SILENT_LEVEL - s.voice_level
+        self._speakers: dict[str, _SpeakerActivity] = {}
+        self._history: list[str] = []  # dominant first, then previous dominants, most recent first
+        self._silence = False
+        self._announced: SpeakerChange | None = None
+
+    @property
+    def dominant(self) -> str | None:
+        return self._history[0] if self._history else None
+
+    @property
+    def silence(self) -> bool:
+        return self._silence
+
+    @property
+    def speaker_order(self) -> list[str]:
+        ranked = list(self._history)
+        seen = set(ranked)
+        ranked.extend(ep for ep in self._speakers if ep not in seen)
+        return ranked
+
+    def add_endpoint(self, endpoint: str) -> None:
+        """Register an endpoint (so it appears in :attr:`speaker_order` before it speaks)."""
+        if endpoint not in self._speakers:
+            self._speakers[endpoint] = _SpeakerActivity(self._ring_frames)
+
+    def remove_endpoint(self, endpoint: str) -> None:
+        self._speakers.pop(endpoint, None)
+        if endpoint in self._history:
+            self._history.remove(endpoint)
+
+    def observe(self, endpoint: str, level: int, now: float) -> None:
+        """One audio packet's level (0 loudest .. 127 silent) from ``endpoint`` at ``now``
+        (monotonic seconds). Unknown endpoints are added."""
+        activity = self._speakers.get(endpoint)
+        if activity is None:
+            activity = self._speakers[endpoint] = _SpeakerActivity(self._ring_frames)
+        if level < 0:
+            level = 0
+        elif level > SILENT_LEVEL:
+            level = SILENT_LEVEL
+        loudness = SILENT_LEVEL - level
+        activity.observe(int(now / FRAME_SECONDS), loudness)
+        if loudness >= self._voiced_loudness:
+            activity.last_voiced = now
+
+    def scores(self, endpoint: str, now: float) -> SpeakerScores:
+        """The endpoint's activity scores as of ``now`` (zeros for an unknown endpoint)."""
+        activity = self._speakers.get(endpoint)
+        if activity is None:
+            return SpeakerScores(0.0, 0.0, 0.0, 0.0)
+        # The frame in progress is incomplete; judge on frames that are over.
+        newest = int(now / FRAME_SECONDS) - 1
+        immediate, _, _ = activity.window(newest, self._immediate_frames, self._voiced_loudness)
+        _, medium, medium_voiced = activity.window(newest, self._medium_frames, self._voiced_loudness)
+        _, _, long = activity.window(newest, self._long_frames, self._voiced_loudness)
+        return SpeakerScores(immediate, medium, medium_voiced, long)
+
+    def decide(self, now: float) -> SpeakerChange | None:
+        """Re-evaluate the floor; the new announcement if it differs from the last one."""
+        s = self.settings
+        dominant = self.dominant
+        scores = {ep: self.scores(ep, now) for ep in self._speakers}
+        challengers = [
+            (sc.medium, sc.immediate, ep)
+            for ep, sc in scores.items()
+            if ep != dominant and sc.medium_voiced >= s.min_speech_fraction
+        ]
+        if challengers:
+            _, _, best = max(challengers)
+            if dominant is None or self._beats(scores[best], scores[dominant]):
+                self._set_dominant(best)
+        latest_voice = max((a.last_voiced for a in self._speakers.values()), default=float("-inf"))
+        self._silence = self.dominant is not None and now - latest_voice >= s.silence_timeout
+        if self.dominant is None:
+            return None
+        change = SpeakerChange(
+            self._history[0], tuple(self._history[1 : 1 + s.max_previous_speakers]), self._silence
+        )
+        if change == self._announced:
+            return None
+        self._announced = change
+        return change
+
+    def _beats(self, challenger: SpeakerScores, dominant: SpeakerScores) -> bool:
+        s = self.settings
+        return (
+            challenger.immediate > dominant.immediate
+            and challenger.medium > dominant.medium * (1.0 + s.medium_margin)
+            and challenger.long >= dominant.long * s.long_ratio
+        )
+
+    def _set_dominant(self, endpoint: str) -> None:
+        if endpoint in self._history:
+            self._history.remove(endpoint)
+        self._history.insert(0, endpoint)

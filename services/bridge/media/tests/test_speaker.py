@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from services.bridge.media.speaker import (
+    AUDIO_LEVEL_URI,
+    DominantSpeakerDetector,
+    SpeakerChange,
+    SpeakerDetectorSettings,
+    audio_level_from_extension_block,
+    audio_level_from_rtp,
+    level_of,
+    voice_activity_of,
+)
+
+
+@pytest.mark.parametrize(
+    ("profile", "block", "ext_id", "expected"),
+    [
+        # one-byte form: id 1, len 1 -> 0x10, value 0x85 (V set, level 5)
+        (0xBEDE, bytes([0x10, 0x85, 0, 0]), 1, 0x85),
+        # audio level after a 3-byte element with id 2, with padding in between
+        (0xBEDE, bytes([0x22, 1, 2, 3, 0, 0, 0x10, 40]), 1, 40),
+        (0xBEDE, bytes([0x22, 1, 2, 3, 0, 0, 0x10, 40]), 2, 1),
+        (0xBEDE, bytes([0x22, 1, 2, 3]), 1, -1),  # absent
+        (0xBEDE, bytes([0xF0, 0x10, 40, 0]), 1, -1),  # id 15 stops parsing
+        (0xBEDE, bytes([0x13, 1]), 1, -1),  # element longer than the block
+        # two-byte form: id, length, data
+        (0x1000, bytes([0, 3, 1, 0x7F, 0, 0, 0, 0]), 3, 0x7F),
+        (0x1000, bytes([7, 2, 9, 9, 3, 1, 0x0A, 0]), 3, 0x0A),
+        (0x1000, bytes([3, 0, 0, 0]), 3, -1),  # zero-length element carries no level
+        (0x1000, bytes([3]), 3, -1),  # truncated
+        (0x1234, bytes([0x10, 0x85, 0, 0]), 1, -1),  # unknown profile
+    ],
+)
+def test_audio_level_from_extension_block(profile: int, block: bytes, ext_id: int, expected: int) -> None:
+    assert audio_level_from_extension_block(profile, block, ext_id) == expected
+
+
+def _aiortc_packet(ext_id: int, vad: bool, level: int, csrcs: list[int] | None = None) -> bytes:
+    ext_map = HeaderExtensionsMap()
+    ext_map.configure(
+        type(
+            "P", (), {"headerExtensions": [RTCRtpHeaderExtensionParameters(id=ext_id, uri=AUDIO_LEVEL_URI)]}
+        )()
+    )
+    packet = RtpPacket(payload_type=111, sequence_number=7, timestamp=960, ssrc=1234, payload=b"\xfc" * 20)
+    packet.csrc = csrcs or []
+    packet.extensions.audio_level = (vad, level)
+    return packet.serialize(ext_map)
+
+
+@pytest.mark.parametrize(
+    ("ext_id", "vad", "level", "csrcs"), [(1, True, 10, None), (5, False, 90, [1, 2, 3])]
+)
+def test_audio_level_from_rtp_reads_what_aiortc_writes(
+    ext_id: int, vad: bool, level: int, csrcs: list[int] | None
+) -> None:
+    raw = _aiortc_packet(ext_id, vad, level, csrcs)
+    byte = audio_level_from_rtp(raw, ext_id)
+    assert level_of(byte) == level
+    assert voice_activity_of(byte) is vad
+    assert audio_level_from_rtp(raw, ext_id + 1) == -1
+
+
+def test_audio_level_from_rtp_rejects_bad_packets() -> None:
+    plain = struct.pack("!BBHII", 0x80, 111, 1, 2, 3) + b"x"
+    assert audio_level_from_rtp(plain, 1) == -1  # no extension
+    assert audio_level_from_rtp(b"\x90\x6f", 1) == -1  # too short
+    # X bit set, extension header claims 3 words but the packet ends
+    truncated = struct.pack("!BBHII", 0x90, 111, 1, 2, 3) + struct.pack("!HH", 0xBEDE, 3) + b"\x10\x05"
+    assert audio_level_from_rtp(truncated, 1) == -1
+
+
+def feed(detector: DominantSpeakerDetector, levels: dict[str, int], start: float, seconds: float) -> float:
+    """Every endpoint sends one packet per 20 ms at its level; returns the end time."""
+    t = start
+    for _ in range(round(seconds / 0.02)):
+        for ep, level in levels.items():
+            detector.observe(ep, level, t)
+        t += 0.02
+    return t
+
+
+def run(
+    detector: DominantSpeakerDetector,
+    levels: dict[str, int],
+    start: float,
+    seconds: float,
+    changes: list[SpeakerChange],
+) -> float:
+    """Feed levels, deciding every 300 ms like the bridge does; collect the announcements."""
+    t = start
+    steps = round(seconds / 0.3)
+    for _ in range(steps):
+        t = feed(detector, levels, t, 0.3)
+        change = detector.decide(t)
+        if change is not None:
+            changes.append(change)
+    return t
+
+
+def test_loudest_of_six_becomes_dominant_and_stays() -> None:
+    detector = DominantSpeakerDetector()
+    levels = {"a": 50, "b": 45, "c": 10, "d": 40, "e": 60, "f": 35}
+    changes: list[SpeakerChange] = []
+    run(detector, levels, 100.0, 5.0, changes)
+    assert changes == [SpeakerChange("c", (), False)]
+    assert detector.speaker_order[0] == "c"
+    assert set(detector.speaker_order) == set(levels)
+
+
+def test_short_noise_does_not_take_the_floor() -> None:
+    detector = DominantSpeakerDetector()
+    changes: list[SpeakerChange] = []
+    t = run(detector, {"a": 30, "b": 127}, 0.0, 3.0, changes)
+    assert detector.dominant == "a"
+    # b coughs very loudly for 100 ms while a keeps talking
+    t = feed(detector, {"a": 30, "b": 0}, t, 0.1)
+    assert detector.decide(t) is None
+    run(detector, {"a": 30, "b": 127}, t, 3.0, changes)
+    assert [c.dominant for c in changes] == ["a"]
+
+
+def test_short_noise_during_silence_does_not_take_the_floor() -> None:
+    detector = DominantSpeakerDetector()
+    changes: list[SpeakerChange] = []
+    t = run(detector, {"a": 30, "b": 127}, 0.0, 3.0, changes)
+    t = run(detector, {"a": 127, "b": 127}, t, 1.2, changes)
+    t = feed(detector, {"a": 127, "b": 5}, t, 0.2)  # a 200 ms click
+    run(detector, {"a": 127, "b": 127}, t, 0.9, changes)
+    assert detector.dominant == "a"
+
+
+def test_floor_moves_when_someone_else_talks_for_a_while() -> None:
+    detector = DominantSpeakerDetector()
+    changes: list[SpeakerChange] = []
+    t = run(detector, {"a": 30, "b": 127, "c": 127}, 0.0, 4.2, changes)
+    t = run(detector, {"a": 127, "b": 30, "c": 127}, t, 3.0, changes)
+    assert [c.dominant for c in changes] == ["a", "b"]
+    assert changes[-1].previous_speakers == ("a",)
+    run(detector, {"a": 127, "b": 127, "c": 30}, t, 3.0, changes)
+    assert changes[-1] == SpeakerChange("c", ("b", "a"), False)
+    assert detector.speaker_order == ["c", "b", "a"]
+
+
+def test_takeover_while_dominant_still_talks_needs_a_clear_lead() -> None:
+    detector = DominantSpeakerDetector()
+    changes: list[SpeakerChange] = []
+    t = run(detector, {"a": 40, "b": 127}, 0.0, 3.0, changes)
+    t = run(detector, {"a": 40, "b": 38}, t, 3.0, changes)  # slightly louder: no lead
+    assert detector.dominant == "a"
+    run(detector, {"a": 40, "b": 5}, t, 3.0, changes)  # much louder: takes over
+    assert detector.dominant == "b"
+
+
+def test_silence_is_announced_and_ends_when_speech_resumes() -> None:
+    detector = DominantSpeakerDetector(SpeakerDetectorSettings(silence_timeout=2.0))
+    changes: list[SpeakerChange] = []
+    t = run(detector, {"a": 30, "b": 127}, 0.0, 3.0, changes)
+    t = run(detector, {"a": 127, "b": 127}, t, 3.0, changes)
+    assert changes[-1] == SpeakerChange("a", (), True)
+    run(detector, {"a": 30, "b": 127}, t, 0.6, changes)
+    assert changes[-1] == SpeakerChange("a", (), False)
+    assert len(changes) == 3
+
+
+def test_nobody_speaking_gives_no_dominant_speaker() -> None:
+    detector = DominantSpeakerDetector()
+    changes: list[SpeakerChange] = []
+    run(detector, {"a": 127, "b": 100}, 0.0, 3.0, changes)
+    assert changes == []
+    assert detector.dominant is None
+
+
+def test_removed_endpoint_leaves_history_and_order() -> None:
+    detector = DominantSpeakerDetector()
+    changes: list[SpeakerChange] = []
+    t = run(detector, {"a": 30, "b": 127}, 0.0, 4.2, changes)
+    run(detector, {"a": 127, "b": 30}, t, 3.0, changes)
+    detector.remove_endpoint("a")
+    detector.add_endpoint("z")
+    assert detector.speaker_order == ["b", "z"]
+
+
+def test_missing_packets_count_as_silence() -> None:
+    detector = DominantSpeakerDetector()
+    t = feed(detector, {"a": 20}, 0.0, 2.0)
+    assert detector.scores("a", t).medium_voiced == pytest.approx(1.0, abs=0.05)
+    assert detector.scores("a", t + 2.0).medium_voiced == 0.0  # DTX: nothing arrived
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="voice_level"):
+        SpeakerDetectorSettings(voice_level=200)
+    with pytest.raises(ValueError, match="windows"):
+        SpeakerDetectorSettings(immediate_window=2.0, medium_window=1.0)
