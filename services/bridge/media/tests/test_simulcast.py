@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+import fractions
+import struct
+
+import av
+import numpy as np
+import pytest
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor, vp8_depayload
+
+from services.bridge.media.model import MediaSources
+from services.bridge.media.simulcast import (
+    LayerMeter,
+    SimulcastLayer,
+    SimulcastProjection,
+    VideoSource,
+    default_layer_heights,
+    highest_layer_within,
+    rtp_payload_bounds,
+    video_sources,
+)
+
+CHROME_SIMULCAST = MediaSources(
+    video_ssrcs=[1, 2, 3, 11, 12, 13],
+    ssrc_groups=[("SIM", [1, 2, 3]), ("FID", [1, 11]), ("FID", [2, 12]), ("FID", [3, 13])],
+)
+
+
+def test_sim_and_fid_groups_make_one_source_with_three_layers() -> None:
+    (source,) = video_sources("ep1", CHROME_SIMULCAST)
+    assert source == VideoSource(
+        "ep1-v0", "ep1", (SimulcastLayer(0, 1, 11), SimulcastLayer(1, 2, 12), SimulcastLayer(2, 3, 13))
+    )
+    assert source.primary_ssrc == 1
+    assert source.layer_of(3) == 2
+    assert source.layer_of(13) == -1
+
+
+def test_plain_video_with_rtx_and_a_second_simulcast_source() -> None:
+    sources = MediaSources(
+        video_ssrcs=[5, 6, 7, 8, 9],
+        ssrc_groups=[("FID", [5, 6]), ("SIM", [7, 8])],
+    )
+    assert video_sources("a", sources) == [
+        VideoSource("a-v0", "a", (SimulcastLayer(0, 7), SimulcastLayer(1, 8))),
+        VideoSource("a-v1", "a", (SimulcastLayer(0, 5, 6),)),
+        VideoSource("a-v2", "a", (SimulcastLayer(0, 9),)),
+    ]
+    assert video_sources("a", MediaSources(audio_ssrcs=[1])) == []
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([("SIM", [1, 2, 99])], "99"),
+        ([("FID", [1, 2, 3])], "exactly two"),
+        ([("SIM", [1, 2]), ("SIM", [2, 3])], "more than one layer"),
+        ([("SIM", [1, 2]), ("FID", [1, 2])], "RTX"),
+    ],
+)
+def test_bad_groups_are_rejected_with_the_group_named(groups: list[tuple[str, list[int]]], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        video_sources("ep", MediaSources(video_ssrcs=[1, 2, 3], ssrc_groups=groups))
+
+
+@pytest.mark.parametrize(
+    ("heights", "max_height", "expected"),
+    [
+        ([180, 360, 720], 180, 0),
+        ([180, 360, 720], 360, 1),
+        ([180, 360, 720], 719, 1),
+        ([180, 360, 720], 1080, 2),
+        ([180, 360, 720], -1, 2),
+        ([180, 360, 720], 90, 0),  # all taller: the lowest still goes
+        ([180, 360, 720], 0, -1),  # receiver wants none
+        ([], 720, -1),
+    ],
+)
+def test_highest_layer_within(heights: list[int], max_height: int, expected: int) -> None:
+    assert highest_layer_within(heights, max_height) == expected
+
+
+def test_default_heights_halve_per_layer() -> None:
+    assert default_layer_heights(3) == [180, 360, 720]
+    assert default_layer_heights(1) == [720]
+
+
+def test_layer_meter_rates_and_silence() -> None:
+    meter = LayerMeter(window=0.5)
+    for i in range(51):  # 1000-byte packets every 10 ms = 800 kbps
+        meter.on_packet(1, 1000, i * 0.01)
+    assert meter.bitrate(1, 0.5) == pytest.approx(800_000, rel=0.05)
+    assert meter.bitrate(1, 2.0) == 0.0  # nothing for two windows
+    assert meter.bitrate(2, 0.5) == 0.0
+    with pytest.raises(ValueError, match="window"):
+        LayerMeter(window=0)
+
+
+def rtp(seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False, padding: int = 0) -> bytearray:
+    first = 0x80 | (0x20 if padding else 0)
+    pad = (b"\x00" * (padding - 1) + bytes([padding])) if padding else b""
+    return bytearray(struct.pack("!BBHII", first, (0x80 if marker else 0) | 100, seq, ts, ssrc) + payload + pad)
+
+
+def test_payload_bounds_skip_csrcs_extension_and_padding() -> None:
+    packet = bytearray(struct.pack("!BBHII", 0xB1, 100, 1, 2, 3))  # X, P, one CSRC
+    packet += struct.pack("!I", 77) + struct.pack("!HH", 0xBEDE, 1) + b"\x10\x05\x00\x00" + b"data" + b"\x00\x02"
+    assert rtp_payload_bounds(packet) == (24, 28)
+    assert rtp_payload_bounds(b"\x80" * 5) == (-1, -1)
+
+
+class EncodedLayer:
+    """One simulcast layer: real VP8 frames from aiortc's encoder in RTP packets."""
+
+    def __init__(self, ssrc: int, width: int, height: int, seq: int, ts: int) -> None:
+        self.ssrc, self.width, self.height = ssrc, width, height
+        self.encoder = Vp8Encoder()
+        self.seq, self.ts = seq, ts
+
+    def frame(self, index: int, keyframe: bool = False) -> list[bytearray]:
+        image = np.zeros((self.height, self.width, 3), np.uint8)
+        image[:, : (index * 7) % self.width] = 200
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = index * 3000
+        frame.time_base = fractions.Fraction(1, 90000)
+        payloads, _ = self.encoder.encode(frame, force_keyframe=keyframe)
+        packets = []
+        for i, payload in enumerate(payloads):
+            packets.append(rtp(self.seq, self.ts + index * 3000, self.ssrc, payload, i == len(payloads) - 1))
+            self.seq = (self.seq + 1) & 0xFFFF
+        return packets
+
+
+def decode(packets: list[bytearray]) -> list[tuple[int, int]]:
+    """Reassemble frames by marker bit and decode them; the decoded (width, height) list."""
+    decoder = av.CodecContext.create("libvpx", "r")
+    sizes = []
+    data = b""
+    for packet in packets:
+        offset, end = rtp_payload_bounds(packet)
+        data += vp8_depayload(bytes(packet[offset:end]))
+        if packet[1] & 0x80:
+            for frame in decoder.decode(av.Packet(data)):
+                sizes.append((frame.width, frame.height))
+            data = b""
+    return sizes
+
+
+def test_projection_forwards_the_constrained_layer_and_switches_up_cleanly() -> None:
+    layers = [
+        EncodedLayer(1, 160, 90, seq=65000, ts=4_000_000_000),
+        EncodedLayer(2, 320, 180, seq=100, ts=7),
+        EncodedLayer(3, 640, 360, seq=30000, ts=123456),
+    ]
+    source = video_sources("s", CHROME_SIMULCAST)[0]
+    meter = LayerMeter()
+    projection = SimulcastProjection(source)
+    assert projection.set_target(highest_layer_within(meter.layer_heights(source), 180)) is True
+    assert projection.keyframe_wanted == 1  # default guess 180/360/720: layer 0 fits 180
+
+    out: list[bytearray] = []
+
+    def send_frame(index: int, keyframe_on: int | None = None) -> None:
+        for layer_index, layer in enumerate(layers):
+            for packet in layer.frame(index, keyframe=(layer_index == keyframe_on)):
+                offset, end = rtp_payload_bounds(packet)
+                meter.on_packet(layer.ssrc, len(packet), index / 30)
+                meter.on_keyframe(layer.ssrc, packet, offset, end)
+                if projection.project(packet, layer_index, index / 30):
+                    out.append(packet)
+
+    send_frame(0)  # every encoder starts with a key frame: heights are learned
+    assert [meter.height(s) for s in (1, 2, 3)] == [90, 180, 360]
+    projection.set_target(highest_layer_within(meter.layer_heights(source), 180))
+    assert projection.keyframe_wanted == 2
+    for i in range(1, 4):
+        send_frame(i)  # no key frame on layer 1 yet: layer 0 keeps flowing
+    send_frame(4, keyframe_on=1)
+    for i in range(5, 8):
+        send_frame(i)
+    assert projection.current == 1
+    projection.set_target(highest_layer_within(meter.layer_heights(source), 360))  # constraint rises
+    send_frame(8)
+    send_frame(9, keyframe_on=2)
+    for i in range(10, 13):
+        send_frame(i)
+    assert projection.switches == 3
+
+    sizes = decode(out)
+    # layers are fed low to high per frame: the old layer's frame goes out before the key frame
+    assert sizes == [(160, 90)] * 5 + [(320, 180)] * 6 + [(640, 360)] * 4
+    seqs = [(p[2] << 8) | p[3] for p in out]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert {int.from_bytes(p[8:12], "big") for p in out} == {1}
+    stamps = [int.from_bytes(p[4:8], "big") for p in out]
+    assert all(0 <= (b - a) & 0xFFFFFFFF < 10_000 for a, b in zip(stamps, stamps[1:], strict=False))
+    starts = [VpxPayloadDescriptor.parse(bytes(p[12:]))[0] for p in out]
+    picture_ids = [d.picture_id for d in starts if d.partition_start]
+    assert all((b - a) & 0x7FFF == 1 for a, b in zip(picture_ids, picture_ids[1:], strict=False))
+
+
+def test_target_minus_one_stops_at_once_and_restart_waits_for_a_keyframe() -> None:
+    source = VideoSource("s-v0", "s", (SimulcastLayer(0, 9),))
+    projection = SimulcastProjection(source)
+    key = bytes(VpxPayloadDescriptor(1, 0, picture_id=10)) + b"\x00\x00\x00\x9d\x01\x2a"
+    delta = bytes(VpxPayloadDescriptor(1, 0, picture_id=11)) + b"\x01\x00\x00"
+    assert not projection.project(rtp(1, 0, 9, key), 0, 0.0)  # no target yet
+    projection.set_target(0)
+    assert not projection.project(rtp(2, 0, 9, delta), 0, 0.0)
+    assert projection.project(rtp(3, 0, 9, key), 0, 0.0)
+    assert projection.project(rtp(4, 3000, 9, delta), 0, 0.03)
+    assert not projection.project(rtp(2, 0, 9, delta), 0, 0.04)  # from before the switch
+    assert projection.set_target(-1) is False
+    assert not projection.project(rtp(5, 6000, 9, delta), 0, 0.06)
+    projection.set_target(0)
+    assert not projection.project(rtp(6, 9000, 9, delta), 0, 0.1)
+    restarted = rtp(7, 12000, 9, key)
+    assert projection.project(restarted, 0, 0.13)
+    assert (restarted[2] << 8) | restarted[3] == 5  # continues after the last sent (4)
+    with pytest.raises(ValueError, match="out of range"):
+        projection.set_target(1)
+
+
+def test_long_runs_do_not_wrap_into_the_switch_guard() -> None:
+    source = VideoSource("s-v0", "s", (SimulcastLayer(0, 9),))
+    projection = SimulcastProjection(source)
+    projection.set_target(0)
+    key = bytes(VpxPayloadDescriptor(1, 0)) + b"\x00"
+    delta = bytes(VpxPayloadDescriptor(0, 0)) + b"\x01"
+    assert projection.project(rtp(0, 0, 9, key), 0, 0.0)
+    sent = sum(projection.project(rtp(seq & 0xFFFF, seq, 9, delta), 0, 0.0) for seq in range(1, 70_000))
+    assert sent == 69_999
