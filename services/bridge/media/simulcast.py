@@ -146,7 +146,9 @@ class LayerMeter:
         else:
             state[1] += size
 
-    def on_keyframe(self, ssrc: int, packet: bytes | bytearray | memoryview, payload_offset: int, end: int) -> None:
+    def on_keyframe(
+        self, ssrc: int, packet: bytes | bytearray | memoryview, payload_offset: int, end: int
+    ) -> None:
         """Learn the layer's height from a VP8 key-frame header (call for key-frame packets)."""
         size = keyframe_size(packet, payload_offset, end)
         if size is not None:

@@ -97,7 +97,9 @@ def is_keyframe_start(buf: bytes | bytearray | memoryview, payload_offset: int, 
     return vp8 < end and buf[vp8] & 0x01 == 0  # P bit 0: key frame
 
 
-def keyframe_size(buf: bytes | bytearray | memoryview, payload_offset: int, end: int) -> tuple[int, int] | None:
+def keyframe_size(
+    buf: bytes | bytearray | memoryview, payload_offset: int, end: int
+) -> tuple[int, int] | None:
     """(width, height) from the key-frame header the packet starts, else ``None``."""
     desc = parse_descriptor(buf, payload_offset, end)
     if desc is None or not desc.start_of_frame:

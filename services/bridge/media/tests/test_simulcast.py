@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import fractions
+import itertools
 import struct
 
 import av
@@ -58,7 +59,9 @@ def test_plain_video_with_rtx_and_a_second_simulcast_source() -> None:
         ([("SIM", [1, 2]), ("FID", [1, 2])], "RTX"),
     ],
 )
-def test_bad_groups_are_rejected_with_the_group_named(groups: list[tuple[str, list[int]]], message: str) -> None:
+def test_bad_groups_are_rejected_with_the_group_named(
+    groups: list[tuple[str, list[int]]], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         video_sources("ep", MediaSources(video_ssrcs=[1, 2, 3], ssrc_groups=groups))
 
@@ -99,12 +102,16 @@ def test_layer_meter_rates_and_silence() -> None:
 def rtp(seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False, padding: int = 0) -> bytearray:
     first = 0x80 | (0x20 if padding else 0)
     pad = (b"\x00" * (padding - 1) + bytes([padding])) if padding else b""
-    return bytearray(struct.pack("!BBHII", first, (0x80 if marker else 0) | 100, seq, ts, ssrc) + payload + pad)
+    return bytearray(
+        struct.pack("!BBHII", first, (0x80 if marker else 0) | 100, seq, ts, ssrc) + payload + pad
+    )
 
 
 def test_payload_bounds_skip_csrcs_extension_and_padding() -> None:
     packet = bytearray(struct.pack("!BBHII", 0xB1, 100, 1, 2, 3))  # X, P, one CSRC
-    packet += struct.pack("!I", 77) + struct.pack("!HH", 0xBEDE, 1) + b"\x10\x05\x00\x00" + b"data" + b"\x00\x02"
+    packet += (
+        struct.pack("!I", 77) + struct.pack("!HH", 0xBEDE, 1) + b"\x10\x05\x00\x00" + b"data" + b"\x00\x02"
+    )
     assert rtp_payload_bounds(packet) == (24, 28)
     assert rtp_payload_bounds(b"\x80" * 5) == (-1, -1)
 
@@ -190,13 +197,13 @@ def test_projection_forwards_the_constrained_layer_and_switches_up_cleanly() -> 
     # layers are fed low to high per frame: the old layer's frame goes out before the key frame
     assert sizes == [(160, 90)] * 5 + [(320, 180)] * 6 + [(640, 360)] * 4
     seqs = [(p[2] << 8) | p[3] for p in out]
-    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
     assert {int.from_bytes(p[8:12], "big") for p in out} == {1}
     stamps = [int.from_bytes(p[4:8], "big") for p in out]
-    assert all(0 <= (b - a) & 0xFFFFFFFF < 10_000 for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all(0 <= (b - a) & 0xFFFFFFFF < 10_000 for a, b in itertools.pairwise(stamps))
     starts = [VpxPayloadDescriptor.parse(bytes(p[12:]))[0] for p in out]
     picture_ids = [d.picture_id for d in starts if d.partition_start]
-    assert all((b - a) & 0x7FFF == 1 for a, b in zip(picture_ids, picture_ids[1:], strict=False))
+    assert all((b - a) & 0x7FFF == 1 for a, b in itertools.pairwise(picture_ids))
 
 
 def test_target_minus_one_stops_at_once_and_restart_waits_for_a_keyframe() -> None:
