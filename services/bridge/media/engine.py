@@ -19,10 +19,19 @@ fans RTP out (``forwarder.py``), with RTCP handled in ``rtcp.py``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import aiortc_adapter as adapter
+from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
+from .forwarder import ConferenceForwarder, EndpointMedia
+from .ice import IceLiteAgent
 from .model import (
     DtlsFingerprint,
     EndpointState,
@@ -35,6 +44,9 @@ from .model import (
     RemoteTransport,
     RtpHeaderExtension,
 )
+from .policy import PolicyFactory, default_policy_factory
+
+log = logging.getLogger("parley.bridge.media")
 
 __all__ = [
     "DtlsFingerprint",
@@ -88,6 +100,42 @@ StateCallback = Callable[[str, str, EndpointState], None]
 MessageCallback = Callable[[str, str, dict[str, Any]], None]
 
 
+_HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255  # RFC 8445 5.1.2.1, host, component 1
+_MAX_EARLY_DTLS = 8
+
+
+class _Endpoint:
+    """Engine-side state of one endpoint: ICE, DTLS, address, timers, and its forwarding state."""
+
+    def __init__(self, conference_id: str, endpoint_id: str, media: EndpointMedia, now: float) -> None:
+        self.conference_id = conference_id
+        self.id = endpoint_id
+        self.ice = IceLiteAgent()
+        self.media = media
+        self.remote: RemoteTransport | None = None
+        self.dtls: DtlsSession | None = None
+        self.early_dtls: list[bytes] = []
+        self.address: tuple[str, int] | None = None
+        self.created = now
+        self.remote_set_at: float | None = None
+        self.last_activity: float | None = None
+        self.state = "new"
+        self.dtls_timer: asyncio.TimerHandle | None = None
+
+
+class _MuxProtocol(asyncio.DatagramProtocol):
+    """The one UDP socket: every datagram goes to the engine."""
+
+    def __init__(self, engine: MediaEngine) -> None:
+        self.engine = engine
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self.engine._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
+
+
 class MediaEngine:
     """All endpoints of all conferences of this bridge, on one UDP port.
 
@@ -99,64 +147,475 @@ class MediaEngine:
 
     ``send_to_endpoint(conference_id, endpoint_id, message)``: a bridge-channel message (a dict
     with ``colibriClass``) the media side wants delivered to that endpoint.
+
+    ``policy_factory(conference_id, send_message)`` builds each conference's forwarding policy
+    (default: forward everything); the conference-intelligence code plugs in here.
     """
 
-    on_endpoint_state: StateCallback | None
-    send_to_endpoint: MessageCallback | None
+    def __init__(self, config: MediaConfig, policy_factory: PolicyFactory = default_policy_factory) -> None:
+        self.config = config
+        self.policy_factory = policy_factory
+        self.on_endpoint_state: StateCallback | None = None
+        self.send_to_endpoint: MessageCallback | None = None
+        self._certificate = DtlsCertificate()
+        self._conferences: dict[str, ConferenceForwarder] = {}
+        self._endpoints: dict[tuple[str, str], _Endpoint] = {}
+        self._by_ufrag: dict[str, _Endpoint] = {}
+        self._by_address: dict[tuple[str, int], _Endpoint] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._port = config.port
+        self._timer: asyncio.Task[None] | None = None
+        self._ice_succeeded = 0
+        self._ice_failed = 0
+        self._rx_packets = 0
+        self._rx_bytes = 0
+        self._dropped = 0
+        self._rates = (0.0, 0.0, 0.0, 0.0)  # pkt/s down, pkt/s up, kbps down, kbps up
+        self._rate_mark: tuple[float, int, int, int, int] | None = None
 
-    def __init__(self, config: MediaConfig) -> None:
-        raise NotImplementedError
+    # ---- lifecycle -------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
         """The UDP port actually bound (useful with ``port=0``)."""
-        raise NotImplementedError
+        return self._port
+
+    @property
+    def fingerprint(self) -> str:
+        return self._certificate.fingerprint("sha-256")
 
     async def start(self) -> None:
-        """Bind the UDP port and start the timers (RTCP, consent, stats). Raises ``OSError``
-        naming the port when it cannot bind."""
-        raise NotImplementedError
+        """Bind the UDP port and start the periodic work (RTCP, consent, rates). Raises
+        ``OSError`` naming the port when it cannot bind."""
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _MuxProtocol(self), local_addr=(self.config.bind_address, self.config.port)
+            )
+        except OSError as exc:
+            raise OSError(
+                f"cannot bind media UDP port {self.config.bind_address}:{self.config.port}: {exc}"
+            ) from exc
+        self._transport = transport  # type: ignore[assignment]
+        self._port = transport.get_extra_info("sockname")[1]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        self._timer = asyncio.ensure_future(self._periodic())
+        log.info(
+            "media port udp %s:%d, advertising %s",
+            self.config.bind_address,
+            self._port,
+            ",".join(self._advertised_ips()),
+        )
 
     async def stop(self) -> None:
         """Expire every conference and close the socket."""
-        raise NotImplementedError
+        for conference_id in list(self._conferences):
+            self.expire_conference(conference_id)
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # ---- control API -----------------------------------------------------------------------
 
     def create_endpoint(self, conference_id: str, endpoint_id: str) -> LocalTransport:
         """Create (or return the existing) endpoint: a fresh ICE ufrag/pwd per endpoint, the
         bridge's shared DTLS certificate fingerprint (setup ``actpass``) and host candidates on
         the one UDP port. Creates the conference on first use."""
-        raise NotImplementedError
+        key = (conference_id, endpoint_id)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            conference = self._conferences.get(conference_id)
+            if conference is None:
+                conference = ConferenceForwarder(
+                    conference_id,
+                    self.policy_factory(conference_id, self._message_sender(conference_id)),
+                    cache_size=self.config.packet_cache_size,
+                    remb_min_bps=self.config.remb_min_bps,
+                    remb_max_bps=self.config.remb_max_bps,
+                )
+                self._conferences[conference_id] = conference
+            endpoint = _Endpoint(
+                conference_id, endpoint_id, conference.add_endpoint(endpoint_id, _discard), time.monotonic()
+            )
+            while endpoint.ice.local_ufrag in self._by_ufrag:
+                endpoint.ice = IceLiteAgent()
+            self._endpoints[key] = endpoint
+            self._by_ufrag[endpoint.ice.local_ufrag] = endpoint
+        return self._local_transport(endpoint)
 
     def set_remote_transport(self, conference_id: str, endpoint_id: str, remote: RemoteTransport) -> None:
         """The endpoint's ICE credentials and DTLS fingerprint. The DTLS role follows the remote
         setup: ``active`` -> the bridge is the DTLS server, ``passive``/``actpass`` -> client.
-        Raises :class:`UnknownEndpoint`, ``ValueError`` for a transport without fingerprint."""
-        raise NotImplementedError
+        Raises :class:`UnknownEndpoint`, ``ValueError`` for a transport without a usable
+        fingerprint. Setting the same transport again is a no-op."""
+        endpoint = self._get(conference_id, endpoint_id)
+        if endpoint.remote == remote:
+            return
+        if not remote.fingerprints:
+            raise ValueError("remote transport has no DTLS fingerprint")
+        if (
+            endpoint.dtls is not None
+            and endpoint.remote is not None
+            and endpoint.remote.fingerprints == remote.fingerprints
+        ):
+            endpoint.remote = remote  # an ICE restart or candidate update; DTLS stays
+            endpoint.ice.set_remote(remote.ufrag, remote.pwd)
+            return
+        role = "server" if remote.fingerprints[0].setup == "active" else "client"
+        session = DtlsSession(self._certificate, role, [(f.hash, f.fingerprint) for f in remote.fingerprints])
+        endpoint.remote = remote
+        endpoint.remote_set_at = time.monotonic()
+        endpoint.ice.set_remote(remote.ufrag, remote.pwd)
+        endpoint.dtls = session
+        if role == "client" and endpoint.address is not None:
+            self._send_dtls(endpoint, session.start())
+        for datagram in endpoint.early_dtls:
+            self._on_dtls(endpoint, datagram)
+        endpoint.early_dtls.clear()
 
     def set_sources(self, conference_id: str, endpoint_id: str, sources: MediaSources) -> None:
         """What the endpoint sends. Replaces the previous set; the other endpoints of the
-        conference receive these streams from now on (and video senders get a PLI)."""
-        raise NotImplementedError
+        conference receive these streams from now on."""
+        self._get(conference_id, endpoint_id)
+        self._conferences[conference_id].set_sources(endpoint_id, sources, time.monotonic())
 
     def expire_endpoint(self, conference_id: str, endpoint_id: str) -> None:
         """Free the endpoint (idempotent); a conference left empty is expired too."""
-        raise NotImplementedError
+        endpoint = self._endpoints.pop((conference_id, endpoint_id), None)
+        if endpoint is None:
+            return
+        endpoint.state = "expired"
+        if self._by_ufrag.get(endpoint.ice.local_ufrag) is endpoint:
+            del self._by_ufrag[endpoint.ice.local_ufrag]
+        if endpoint.address is not None and self._by_address.get(endpoint.address) is endpoint:
+            del self._by_address[endpoint.address]
+        if endpoint.dtls_timer is not None:
+            endpoint.dtls_timer.cancel()
+        endpoint.dtls = None
+        endpoint.early_dtls.clear()
+        conference = self._conferences.get(conference_id)
+        if conference is not None:
+            conference.remove_endpoint(endpoint_id)
+            if not conference.endpoints:
+                del self._conferences[conference_id]
+        log.info("endpoint expired conference=%s endpoint=%s", conference_id, endpoint_id)
+        self._notify(endpoint, "expired")
 
     def expire_conference(self, conference_id: str) -> None:
         """Expire every endpoint of the conference and the conference itself (idempotent)."""
-        raise NotImplementedError
+        for conf, endpoint_id in [k for k in self._endpoints if k[0] == conference_id]:
+            self.expire_endpoint(conf, endpoint_id)
+        self._conferences.pop(conference_id, None)
 
-    def on_bridge_channel_message(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None:
+    def on_bridge_channel_message(
+        self, conference_id: str, endpoint_id: str, message: dict[str, Any]
+    ) -> None:
         """A bridge-channel message from the endpoint that steers media (``LastNChangedEvent``,
         ``ReceiverVideoConstraints``, ``ReceiverAudioSubscription``…), handed to the conference's
-        forwarding policy. Unknown classes are ignored."""
-        raise NotImplementedError
+        forwarding policy. Messages for unknown conferences are ignored."""
+        conference = self._conferences.get(conference_id)
+        if conference is not None:
+            conference.policy.on_message(endpoint_id, message)
 
     def endpoint_last_activity(self, conference_id: str, endpoint_id: str) -> float | None:
         """``time.monotonic()`` of the last packet (STUN, DTLS, RTP, RTCP) from the endpoint, or
         ``None`` if nothing arrived yet or the endpoint is unknown."""
-        raise NotImplementedError
+        endpoint = self._endpoints.get((conference_id, endpoint_id))
+        return endpoint.last_activity if endpoint is not None else None
+
+    def has_endpoint(self, conference_id: str, endpoint_id: str) -> bool:
+        return (conference_id, endpoint_id) in self._endpoints
+
+    def conference_ids(self) -> list[str]:
+        return sorted(self._conferences)
 
     def stats(self) -> MediaStats:
-        """Packet and bit rates up/down, ICE totals and per-endpoint details."""
-        raise NotImplementedError
+        """Packet and bit rates up/down (over the last second), ICE totals, per-endpoint details."""
+        details = [
+            EndpointStats(
+                conference_id=e.conference_id,
+                endpoint_id=e.id,
+                state=e.state,
+                remote_address=f"{e.address[0]}:{e.address[1]}" if e.address else None,
+                packets_received=e.media.packets_received,
+                bytes_received=e.media.bytes_received,
+                packets_sent=e.media.packets_sent,
+                bytes_sent=e.media.bytes_sent,
+                nacks_received=e.media.nacks_received,
+                retransmissions=e.media.retransmissions,
+                plis_forwarded=e.media.plis_forwarded,
+                last_activity=e.last_activity,
+            )
+            for e in self._endpoints.values()
+        ]
+        down, up, kdown, kup = self._rates
+        return MediaStats(
+            conferences=len(self._conferences),
+            endpoints=len(self._endpoints),
+            packet_rate_download=down,
+            packet_rate_upload=up,
+            bit_rate_download_kbps=kdown,
+            bit_rate_upload_kbps=kup,
+            packets_received=sum(d.packets_received for d in details),
+            packets_sent=sum(d.packets_sent for d in details),
+            total_ice_succeeded=self._ice_succeeded,
+            total_ice_failed=self._ice_failed,
+            endpoint_details=details,
+        )
+
+    # ---- packet path -----------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not data:
+            return
+        first = data[0]
+        if first < 4:
+            self._on_stun(data, addr)
+            return
+        endpoint = self._by_address.get(addr)
+        if endpoint is None:
+            self._dropped += 1
+            return
+        now = time.monotonic()
+        endpoint.last_activity = now
+        media = endpoint.media
+        media.packets_received += 1
+        media.bytes_received += len(data)
+        if 127 < first < 192:
+            srtp = media.srtp
+            if srtp is None:
+                return
+            conference = self._conferences.get(endpoint.conference_id)
+            if conference is None:
+                return
+            try:
+                if 191 < data[1] < 224:
+                    conference.handle_rtcp(media, srtp.unprotect_rtcp(data), now)
+                else:
+                    conference.handle_rtp(media, srtp.unprotect(data), now)
+            except SrtpError:
+                media.srtp_errors += 1
+        elif 19 < first < 64:
+            self._on_dtls(endpoint, data)
+
+    def _on_stun(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            request = adapter.parse_binding_request(data)
+        except adapter.StunError:
+            self._dropped += 1
+            return
+        endpoint = self._by_ufrag.get(request.local_ufrag)
+        if endpoint is None:
+            self._sendto(adapter.binding_error(request, 401, "Unauthorized"), addr)
+            return
+        outcome = endpoint.ice.handle(request, addr)
+        if outcome.response is not None:
+            self._sendto(outcome.response, addr)
+        if not outcome.authenticated:
+            return
+        endpoint.last_activity = time.monotonic()
+        if outcome.address_selected:
+            if endpoint.address is not None and self._by_address.get(endpoint.address) is endpoint:
+                del self._by_address[endpoint.address]
+            endpoint.address = addr
+            self._by_address[addr] = endpoint
+            endpoint.media.transmit = self._transmitter(addr)
+            dtls = endpoint.dtls
+            if dtls is not None and dtls.role == "client" and dtls.state is DtlsState.NEW:
+                self._send_dtls(endpoint, dtls.start())
+
+    def _on_dtls(self, endpoint: _Endpoint, data: bytes) -> None:
+        dtls = endpoint.dtls
+        if dtls is None:
+            if len(endpoint.early_dtls) < _MAX_EARLY_DTLS:
+                endpoint.early_dtls.append(data)
+            return
+        self._send_dtls(endpoint, dtls.feed(data))
+
+    def _send_dtls(self, endpoint: _Endpoint, datagrams: list[bytes]) -> None:
+        if endpoint.address is not None:
+            for datagram in datagrams:
+                self._sendto(datagram, endpoint.address)
+        dtls = endpoint.dtls
+        if dtls is None:
+            return
+        if endpoint.dtls_timer is not None:
+            endpoint.dtls_timer.cancel()
+            endpoint.dtls_timer = None
+        if dtls.state is DtlsState.CONNECTED and endpoint.state == "new":
+            endpoint.state = "connected"
+            self._ice_succeeded += 1
+            self._conferences[endpoint.conference_id].set_srtp(endpoint.id, dtls.srtp, time.monotonic())
+            log.info(
+                "endpoint connected conference=%s endpoint=%s address=%s srtp=%s",
+                endpoint.conference_id,
+                endpoint.id,
+                endpoint.address,
+                dtls.srtp.profile if dtls.srtp else None,
+            )
+            self._notify(endpoint, "connected")
+        elif dtls.state is DtlsState.FAILED:
+            log.info(
+                "endpoint DTLS failed conference=%s endpoint=%s: %s",
+                endpoint.conference_id,
+                endpoint.id,
+                dtls.failure,
+            )
+            self._fail(endpoint)
+        elif dtls.state is DtlsState.CLOSED:
+            self._fail(endpoint)
+        else:
+            timeout = dtls.timeout()
+            if timeout is not None:
+                endpoint.dtls_timer = asyncio.get_running_loop().call_later(
+                    max(timeout, 0.01), self._on_dtls_timeout, endpoint
+                )
+
+    def _on_dtls_timeout(self, endpoint: _Endpoint) -> None:
+        endpoint.dtls_timer = None
+        if endpoint.dtls is not None and endpoint.state == "new":
+            self._send_dtls(endpoint, endpoint.dtls.handle_timeout())
+
+    def _transmitter(self, addr: tuple[str, int]) -> Callable[[bytes], None]:
+        transport = self._transport
+        if transport is None:
+            return _discard
+
+        def transmit(data: bytes) -> None:
+            transport.sendto(data, addr)
+
+        return transmit
+
+    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, addr)
+
+    # ---- timers ----------------------------------------------------------------------------
+
+    async def _periodic(self) -> None:
+        interval = self.config.rtcp_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            try:
+                for conference in list(self._conferences.values()):
+                    conference.send_reports(now)
+                self._check_timeouts(now)
+                self._update_rates(now)
+            except Exception:  # keep the media plane alive; the failure is logged
+                log.exception("periodic media work failed")
+
+    def _check_timeouts(self, now: float) -> None:
+        for endpoint in list(self._endpoints.values()):
+            if endpoint.state == "connected":
+                last = endpoint.last_activity or endpoint.created
+                if now - last > self.config.consent_timeout:
+                    log.info(
+                        "endpoint silent for %.1fs conference=%s endpoint=%s",
+                        now - last,
+                        endpoint.conference_id,
+                        endpoint.id,
+                    )
+                    self._fail(endpoint)
+            elif endpoint.state == "new" and endpoint.remote_set_at is not None:
+                if now - endpoint.remote_set_at > self.config.connect_timeout:
+                    log.info(
+                        "endpoint did not connect conference=%s endpoint=%s",
+                        endpoint.conference_id,
+                        endpoint.id,
+                    )
+                    self._fail(endpoint)
+
+    def _update_rates(self, now: float) -> None:
+        rx_p = rx_b = tx_p = tx_b = 0
+        for endpoint in self._endpoints.values():
+            rx_p += endpoint.media.packets_received
+            rx_b += endpoint.media.bytes_received
+            tx_p += endpoint.media.packets_sent
+            tx_b += endpoint.media.bytes_sent
+        if self._rate_mark is not None:
+            then, p0, b0, p1, b1 = self._rate_mark
+            dt = max(now - then, 1e-6)
+            self._rates = (
+                max(0, rx_p - p0) / dt,
+                max(0, tx_p - p1) / dt,
+                max(0, rx_b - b0) * 8 / 1000 / dt,
+                max(0, tx_b - b1) * 8 / 1000 / dt,
+            )
+        self._rate_mark = (now, rx_p, rx_b, tx_p, tx_b)
+
+    def _fail(self, endpoint: _Endpoint) -> None:
+        if endpoint.state in ("failed", "expired"):
+            return
+        if endpoint.state == "new":
+            self._ice_failed += 1
+        endpoint.state = "failed"
+        conference = self._conferences.get(endpoint.conference_id)
+        if conference is not None and endpoint.id in conference.endpoints:
+            conference.set_srtp(endpoint.id, None, time.monotonic())
+        self._notify(endpoint, "failed")
+        if self.config.expire_failed_endpoints:
+            self.expire_endpoint(endpoint.conference_id, endpoint.id)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _get(self, conference_id: str, endpoint_id: str) -> _Endpoint:
+        endpoint = self._endpoints.get((conference_id, endpoint_id))
+        if endpoint is None:
+            raise UnknownEndpoint(f"no endpoint {endpoint_id!r} in conference {conference_id!r}")
+        return endpoint
+
+    def _notify(self, endpoint: _Endpoint, state: EndpointState) -> None:
+        if self.on_endpoint_state is not None:
+            try:
+                self.on_endpoint_state(endpoint.conference_id, endpoint.id, state)
+            except Exception:
+                log.exception("on_endpoint_state callback failed")
+
+    def _message_sender(self, conference_id: str) -> Callable[[str, dict[str, Any]], None]:
+        def send(endpoint_id: str, message: dict[str, Any]) -> None:
+            if self.send_to_endpoint is not None:
+                self.send_to_endpoint(conference_id, endpoint_id, message)
+
+        return send
+
+    def _advertised_ips(self) -> list[str]:
+        if self.config.advertise_ips:
+            return list(self.config.advertise_ips)
+        if self.config.bind_address in ("0.0.0.0", "::", ""):
+            return ["127.0.0.1"]
+        return [self.config.bind_address]
+
+    def _local_transport(self, endpoint: _Endpoint) -> LocalTransport:
+        candidates = [
+            IceCandidate(
+                foundation=str(i + 1),
+                component=1,
+                protocol="udp",
+                priority=_HOST_PRIORITY - i,
+                ip=ip,
+                port=self._port,
+                type="host",
+                id=f"{endpoint.ice.local_ufrag}{i}",
+            )
+            for i, ip in enumerate(self._advertised_ips())
+        ]
+        return LocalTransport(
+            ufrag=endpoint.ice.local_ufrag,
+            pwd=endpoint.ice.local_pwd,
+            fingerprints=[DtlsFingerprint("sha-256", self.fingerprint, "actpass")],
+            candidates=candidates,
+        )
+
+
+def _discard(data: bytes) -> None:
+    """Transmit for an endpoint whose address is not known yet."""

@@ -95,8 +95,11 @@ class MediaSources:
 
     def rtx_pairs(self) -> dict[int, int]:
         """``{media_ssrc: rtx_ssrc}`` from the ``FID`` groups."""
-        return {ssrcs[0]: ssrcs[1] for semantics, ssrcs in self.ssrc_groups if semantics == "FID"
-                and len(ssrcs) == 2}
+        return {
+            ssrcs[0]: ssrcs[1]
+            for semantics, ssrcs in self.ssrc_groups
+            if semantics == "FID" and len(ssrcs) == 2
+        }
 
     def rtx_payload_types(self) -> dict[int, int]:
         """``{rtx_pt: media_pt}`` from ``rtx`` payload types with an ``apt`` parameter."""

@@ -1,0 +1,351 @@
+"""Every use of aiortc/aioice internals in Parley, in one place.
+
+The bridge does not run aiortc's RTCPeerConnection (it would decode everything it receives); it
+uses the pieces underneath, some of which are private:
+
+- ``aiortc.rtcdtlstransport``: ``RTCCertificate`` (public) and its private ``_create_ssl_context``
+  (the DTLS context with the SRTP profiles aiortc negotiates), the private ``SRTP_PROFILES`` list
+  and ``SRTPProtectionProfile.get_key_and_salt`` (how DTLS keying material is split into SRTP
+  keys), ``certificate_digest``.
+- ``aioice.stun``: STUN message parsing, MESSAGE-INTEGRITY and FINGERPRINT (public module of aioice,
+  but not documented as an API).
+- ``pylibsrtp`` (aiortc's SRTP binding): ``Session``/``Policy``.
+
+aiortc and aioice are pinned exactly in ``pyproject.toml``; ``tests/test_aiortc_adapter.py`` checks
+the hooks still exist and behave. Everything here is sans-I/O: datagrams in, datagrams out.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import pylibsrtp
+from aioice import stun
+from aiortc import rtcdtlstransport as _dtls
+from OpenSSL import SSL
+
+SUPPORTED_HASHES = tuple(_dtls.X509_DIGEST_ALGORITHMS)
+
+
+# --------------------------------------------------------------------------------------------
+# DTLS certificate
+
+
+class DtlsCertificate:
+    """The bridge's DTLS certificate (one per process, shared by every endpoint)."""
+
+    def __init__(self) -> None:
+        self._certificate = _dtls.RTCCertificate.generateCertificate()
+        self._context: SSL.Context | None = None
+
+    def fingerprint(self, algorithm: str = "sha-256") -> str:
+        """Upper-case hex with colons, as SDP/Jingle carry it."""
+        return str(_dtls.certificate_digest(self._certificate._cert, algorithm))
+
+    def ssl_context(self) -> SSL.Context:
+        if self._context is None:
+            self._context = self._certificate._create_ssl_context(srtp_profiles=_dtls.SRTP_PROFILES)
+        return self._context
+
+
+# --------------------------------------------------------------------------------------------
+# SRTP
+
+
+class SrtpError(Exception):
+    """A packet failed SRTP/SRTCP authentication or replay checks."""
+
+
+class SrtpContext:
+    """The two SRTP sessions of one endpoint: ``unprotect*`` for what it sends us, ``protect*``
+    for what we send it. Methods raise :class:`SrtpError` on a bad packet."""
+
+    __slots__ = ("_rx", "_tx", "profile")
+
+    def __init__(self, profile: str, tx_key: bytes, rx_key: bytes, libsrtp_profile: int) -> None:
+        self.profile = profile
+        rx_policy = pylibsrtp.Policy(
+            key=rx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=libsrtp_profile
+        )
+        rx_policy.allow_repeat_tx = True
+        rx_policy.window_size = 1024
+        tx_policy = pylibsrtp.Policy(
+            key=tx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=libsrtp_profile
+        )
+        # retransmissions from the packet cache re-send an index already sent
+        tx_policy.allow_repeat_tx = True
+        tx_policy.window_size = 1024
+        self._rx = pylibsrtp.Session(rx_policy)
+        self._tx = pylibsrtp.Session(tx_policy)
+
+    def protect(self, packet: bytes) -> bytes:
+        try:
+            return bytes(self._tx.protect(packet))
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        try:
+            return bytes(self._tx.protect_rtcp(packet))
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+    def unprotect(self, packet: bytes) -> bytes:
+        try:
+            return bytes(self._rx.unprotect(packet))
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes:
+        try:
+            return bytes(self._rx.unprotect_rtcp(packet))
+        except pylibsrtp.Error as exc:
+            raise SrtpError(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# DTLS session (sans-I/O)
+
+
+class DtlsState(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class DtlsSession:
+    """One DTLS-SRTP handshake, fed datagrams and returning datagrams to send.
+
+    ``role`` is ``"server"`` (the remote said ``setup:active``) or ``"client"``. After the
+    handshake the peer certificate is checked against ``remote_fingerprints`` (``(hash, value)``
+    pairs; every supported one must match) and :attr:`srtp` holds the SRTP context.
+    """
+
+    def __init__(
+        self, certificate: DtlsCertificate, role: str, remote_fingerprints: list[tuple[str, str]]
+    ) -> None:
+        if role not in ("server", "client"):
+            raise ValueError(f"DTLS role must be 'server' or 'client', not {role!r}")
+        if not any(alg.lower() in SUPPORTED_HASHES for alg, _ in remote_fingerprints):
+            raise ValueError("no remote DTLS fingerprint with a supported hash (sha-256/384/512)")
+        self.role = role
+        self.state = DtlsState.NEW
+        self.failure: str | None = None
+        self.srtp: SrtpContext | None = None
+        self._remote_fingerprints = remote_fingerprints
+        self._ssl = SSL.Connection(certificate.ssl_context())
+        if role == "server":
+            self._ssl.set_accept_state()
+        else:
+            self._ssl.set_connect_state()
+
+    def start(self) -> list[bytes]:
+        """Begin the handshake; the client's first flight (ClientHello) is returned."""
+        if self.state is DtlsState.NEW:
+            self.state = DtlsState.CONNECTING
+            return self._step()
+        return []
+
+    def feed(self, datagram: bytes) -> list[bytes]:
+        """A DTLS datagram from the peer; returns the datagrams to send back."""
+        if self.state is DtlsState.NEW:
+            self.state = DtlsState.CONNECTING
+        if self.state in (DtlsState.FAILED, DtlsState.CLOSED):
+            return []
+        try:
+            self._ssl.bio_write(datagram)
+        except SSL.Error:
+            return []
+        if self.state is DtlsState.CONNECTING:
+            return self._step()
+        # connected: application data (a data channel, unsupported here) or an alert
+        try:
+            self._ssl.recv(1500)
+        except SSL.ZeroReturnError:
+            self.state = DtlsState.CLOSED
+        except SSL.Error:
+            pass
+        return self._drain()
+
+    def timeout(self) -> float | None:
+        """Seconds until :meth:`handle_timeout` should be called (handshake retransmission)."""
+        if self.state is not DtlsState.CONNECTING:
+            return None
+        return self._ssl.DTLSv1_get_timeout()
+
+    def handle_timeout(self) -> list[bytes]:
+        if self.state is not DtlsState.CONNECTING:
+            return []
+        self._ssl.DTLSv1_handle_timeout()
+        return self._drain()
+
+    def _step(self) -> list[bytes]:
+        try:
+            self._ssl.do_handshake()
+        except SSL.WantReadError:
+            return self._drain()
+        except SSL.Error as exc:
+            self._fail(f"handshake failed: {exc}")
+            return self._drain()
+        out = self._drain()
+        self._finish()
+        return out
+
+    def _finish(self) -> None:
+        certificate = self._ssl.get_peer_certificate(as_cryptography=True)
+        if certificate is None:
+            self._fail("peer sent no certificate")
+            return
+        for algorithm, value in self._remote_fingerprints:
+            algorithm = algorithm.lower()
+            if algorithm in SUPPORTED_HASHES:
+                actual = _dtls.certificate_digest(certificate, algorithm)
+                if not hmac.compare_digest(actual, value.upper()):
+                    self._fail("fingerprint mismatch")
+                    return
+        selected = self._ssl.get_selected_srtp_profile()
+        for profile in _dtls.SRTP_PROFILES:
+            if profile.openssl_profile == selected:
+                break
+        else:
+            self._fail("no SRTP profile negotiated")
+            return
+        material = self._ssl.export_keying_material(
+            b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
+        )
+        client_key = profile.get_key_and_salt(material, 0)
+        server_key = profile.get_key_and_salt(material, 1)
+        if self.role == "server":
+            tx_key, rx_key = server_key, client_key
+        else:
+            tx_key, rx_key = client_key, server_key
+        self.srtp = SrtpContext(profile.openssl_profile.decode(), tx_key, rx_key, profile.libsrtp_profile)
+        self.state = DtlsState.CONNECTED
+
+    def _fail(self, reason: str) -> None:
+        self.state = DtlsState.FAILED
+        self.failure = reason
+
+    def _drain(self) -> list[bytes]:
+        out = []
+        while True:
+            try:
+                data = self._ssl.bio_read(1500)
+            except SSL.Error:
+                break
+            if not data:
+                break
+            out.append(bytes(data))
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# STUN (ICE connectivity checks)
+
+
+STUN_USE_CANDIDATE = "USE-CANDIDATE"
+
+
+@dataclass(frozen=True)
+class StunBindingRequest:
+    """A parsed, not yet authenticated, STUN binding request."""
+
+    local_ufrag: str
+    remote_ufrag: str
+    transaction_id: bytes
+    use_candidate: bool
+    priority: int | None
+    controlling: bool
+    message: stun.Message
+
+
+class StunError(ValueError):
+    """Not a well-formed STUN binding request for us."""
+
+
+def parse_binding_request(datagram: bytes) -> StunBindingRequest:
+    """Parse a STUN binding request and split its USERNAME (``local:remote`` from our side)."""
+    try:
+        message = stun.parse_message(datagram)
+    except ValueError as exc:
+        raise StunError(f"malformed STUN message: {exc}") from exc
+    if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
+        raise StunError("not a binding request")
+    username = message.attributes.get("USERNAME")
+    if not isinstance(username, str) or ":" not in username:
+        raise StunError("binding request without a USERNAME local:remote")
+    local, remote = username.split(":", 1)
+    priority = message.attributes.get("PRIORITY")
+    return StunBindingRequest(
+        local_ufrag=local,
+        remote_ufrag=remote,
+        transaction_id=message.transaction_id,
+        use_candidate=STUN_USE_CANDIDATE in message.attributes,
+        priority=priority if isinstance(priority, int) else None,
+        controlling="ICE-CONTROLLING" in message.attributes,
+        message=message,
+    )
+
+
+def verify_integrity(request: StunBindingRequest, local_pwd: str) -> bool:
+    """MESSAGE-INTEGRITY with our password (short-term credentials, RFC 8489 section 9.1)."""
+    return bool(request.message.check_message_integrity(local_pwd.encode()))
+
+
+def binding_success(request: StunBindingRequest, address: tuple[str, int], local_pwd: str) -> bytes:
+    """The signed success response carrying the request's source as XOR-MAPPED-ADDRESS."""
+    response = stun.Message(
+        message_method=stun.Method.BINDING,
+        message_class=stun.Class.RESPONSE,
+        transaction_id=request.transaction_id,
+    )
+    response.attributes["XOR-MAPPED-ADDRESS"] = address
+    response.add_message_integrity(local_pwd.encode())
+    response.add_fingerprint()
+    return bytes(response)
+
+
+def binding_error(request: StunBindingRequest, code: int, reason: str) -> bytes:
+    response = stun.Message(
+        message_method=stun.Method.BINDING,
+        message_class=stun.Class.ERROR,
+        transaction_id=request.transaction_id,
+    )
+    response.attributes["ERROR-CODE"] = (code, reason)
+    response.add_fingerprint()
+    return bytes(response)
+
+
+def binding_request(
+    local_ufrag: str,
+    remote_ufrag: str,
+    remote_pwd: str,
+    *,
+    use_candidate: bool = True,
+    priority: int = 1853817087,
+    tie_breaker: int | None = None,
+) -> bytes:
+    """A signed binding request as a controlling ICE agent sends it (used by test clients and
+    the benchmark's light clients). ``local_ufrag`` is the *sender's* ufrag."""
+    message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    message.attributes["USERNAME"] = f"{remote_ufrag}:{local_ufrag}"
+    message.attributes["PRIORITY"] = priority
+    message.attributes["ICE-CONTROLLING"] = tie_breaker if tie_breaker is not None else secrets.randbits(63)
+    if use_candidate:
+        message.attributes[STUN_USE_CANDIDATE] = None
+    message.add_message_integrity(remote_pwd.encode())
+    message.add_fingerprint()
+    return bytes(message)
+
+
+def is_binding_success(datagram: bytes) -> bool:
+    try:
+        message = stun.parse_message(datagram)
+    except ValueError:
+        return False
+    return message.message_method == stun.Method.BINDING and message.message_class == stun.Class.RESPONSE

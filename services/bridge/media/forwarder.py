@@ -1,0 +1,487 @@
+"""The SFU core of one conference: streams, subscriptions, RTP fan-out and RTCP termination.
+
+No sockets here. Each endpoint has a ``transmit(datagram)`` callable (the engine binds it to the
+UDP socket and the endpoint's address) and, once DTLS is done, an SRTP context. The engine feeds
+decrypted RTP/RTCP in with :meth:`ConferenceForwarder.handle_rtp` / :meth:`handle_rtcp`.
+
+Per incoming RTP packet: read the header with ``struct``, cache it for NACKs, ask the policy who
+gets it, rewrite the header only for subscriptions that remap it, protect once per receiver,
+transmit. RTX (RFC 4588) answers NACKs when the sender negotiated it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from . import rtcp, rtp
+from .aiortc_adapter import SrtpContext, SrtpError
+from .model import MediaSources
+from .policy import ForwardingPolicy
+
+log = logging.getLogger("parley.bridge.media")
+
+_HEADER = struct.Struct("!BBHII")
+KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between PLIs the bridge sends for one stream
+UPSTREAM_NACK_INTERVAL = 0.02
+
+Transmit = Callable[[bytes], None]
+
+
+class PacketCache:
+    """The last ``size`` packets of a stream by sequence number (a ring; memory is fixed)."""
+
+    __slots__ = ("_mask", "_packets", "_seqs")
+
+    def __init__(self, size: int) -> None:
+        size = 1 << max(4, (size - 1).bit_length())
+        self._mask = size - 1
+        self._seqs = [-1] * size
+        self._packets: list[bytes | None] = [None] * size
+
+    def put(self, seq: int, packet: bytes) -> None:
+        slot = seq & self._mask
+        self._seqs[slot] = seq
+        self._packets[slot] = packet
+
+    def get(self, seq: int) -> bytes | None:
+        slot = seq & self._mask
+        return self._packets[slot] if self._seqs[slot] == seq else None
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+
+class IncomingStream:
+    """One SSRC an endpoint sends (a media stream, or the RTX stream paired with one)."""
+
+    __slots__ = (
+        "audio_level_ext",
+        "cache",
+        "clock_rate",
+        "kind",
+        "last_keyframe_request",
+        "last_sr",
+        "media",
+        "reception",
+        "rtx",
+        "rtx_payload_types",
+        "sender",
+        "ssrc",
+        "subscriptions",
+    )
+
+    def __init__(self, sender: EndpointMedia, ssrc: int, kind: str, clock_rate: int, cache_size: int) -> None:
+        self.sender = sender
+        self.ssrc = ssrc
+        self.kind = kind
+        self.clock_rate = clock_rate
+        self.cache = PacketCache(cache_size)
+        self.reception = rtcp.ReceptionStats(ssrc, clock_rate)
+        self.subscriptions: list[Subscription] = []
+        self.rtx: IncomingStream | None = None  # on a media stream: its RTX stream
+        self.media: IncomingStream | None = None  # on an RTX stream: the media stream it repairs
+        self.rtx_payload_types: dict[int, int] = {}  # media pt -> rtx pt
+        self.audio_level_ext: int | None = None
+        self.last_sr: rtcp.SenderReport | None = None
+        self.last_keyframe_request = -1e9
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.sender.id
+
+
+class Subscription:
+    """One receiver's view of one incoming stream: the SSRC, sequence and timestamp offsets it
+    sees (identity unless a policy remaps them), what was sent, and its feedback."""
+
+    __slots__ = (
+        "fraction_lost",
+        "octets",
+        "out_ssrc",
+        "packets",
+        "receiver",
+        "remb_bps",
+        "rewrite",
+        "rtx_seq",
+        "seq_delta",
+        "stream",
+        "ts_delta",
+    )
+
+    def __init__(self, stream: IncomingStream, receiver: EndpointMedia) -> None:
+        self.stream = stream
+        self.receiver = receiver
+        self.out_ssrc = stream.ssrc
+        self.seq_delta = 0
+        self.ts_delta = 0
+        self.rewrite = False
+        self.packets = 0
+        self.octets = 0
+        self.rtx_seq = secrets.randbits(16)
+        self.remb_bps: int | None = None
+        self.fraction_lost = 0
+
+    def remap(self, out_ssrc: int, seq_delta: int, ts_delta: int) -> None:
+        """Change what the receiver sees (for simulcast layer switches and pauses)."""
+        self.out_ssrc, self.seq_delta, self.ts_delta = out_ssrc, seq_delta, ts_delta
+        self.rewrite = out_ssrc != self.stream.ssrc or seq_delta != 0 or ts_delta != 0
+        self.receiver.subscriptions_by_out_ssrc[out_ssrc] = self
+
+
+class EndpointMedia:
+    """The media state of one endpoint inside its conference."""
+
+    def __init__(self, endpoint_id: str, transmit: Transmit) -> None:
+        self.id = endpoint_id
+        self.transmit = transmit
+        self.srtp: SrtpContext | None = None
+        self.rtcp_ssrc = secrets.randbits(32) or 1
+        self.sources = MediaSources()
+        self.streams: dict[int, IncomingStream] = {}
+        self.subscriptions_by_out_ssrc: dict[int, Subscription] = {}
+        self.subscriptions: dict[int, Subscription] = {}  # by incoming stream ssrc
+        self.packets_received = 0
+        self.bytes_received = 0
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.nacks_received = 0
+        self.retransmissions = 0
+        self.plis_forwarded = 0
+        self.unknown_ssrc_packets = 0
+        self.srtp_errors = 0
+        self.last_upstream_nack = -1e9
+
+    @property
+    def connected(self) -> bool:
+        return self.srtp is not None
+
+    def send_rtp(self, packet: bytes) -> None:
+        srtp = self.srtp
+        if srtp is None:
+            return
+        data = srtp.protect(packet)
+        self.packets_sent += 1
+        self.bytes_sent += len(data)
+        self.transmit(data)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        srtp = self.srtp
+        if srtp is None:
+            return
+        data = srtp.protect_rtcp(packet)
+        self.packets_sent += 1
+        self.bytes_sent += len(data)
+        self.transmit(data)
+
+
+class ConferenceForwarder:
+    """Every endpoint and stream of one conference."""
+
+    def __init__(
+        self,
+        conference_id: str,
+        policy: ForwardingPolicy,
+        *,
+        cache_size: int = 512,
+        remb_min_bps: int = 100_000,
+        remb_max_bps: int = 2_500_000,
+    ) -> None:
+        self.id = conference_id
+        self.policy = policy
+        self.endpoints: dict[str, EndpointMedia] = {}
+        self.cache_size = cache_size
+        self.remb_min_bps = remb_min_bps
+        self.remb_max_bps = remb_max_bps
+        self.packets_forwarded = 0
+
+    # ---- membership ------------------------------------------------------------------------
+
+    def add_endpoint(self, endpoint_id: str, transmit: Transmit) -> EndpointMedia:
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None:
+            endpoint = EndpointMedia(endpoint_id, transmit)
+            self.endpoints[endpoint_id] = endpoint
+            self.policy.on_endpoint_added(endpoint_id)
+        return endpoint
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        endpoint = self.endpoints.pop(endpoint_id, None)
+        if endpoint is None:
+            return
+        endpoint.srtp = None
+        endpoint.streams.clear()
+        endpoint.subscriptions.clear()
+        endpoint.subscriptions_by_out_ssrc.clear()
+        self.policy.on_endpoint_removed(endpoint_id)
+        self._rebuild()
+
+    def set_sources(self, endpoint_id: str, sources: MediaSources, now: float = 0.0) -> None:
+        endpoint = self.endpoints[endpoint_id]
+        endpoint.sources = sources
+        clock = {"audio": 48000, "video": 90000}
+        for pt in sources.payload_types:
+            if pt.name.lower() not in ("rtx", "red", "ulpfec", "telephone-event", "cn"):
+                kind = "audio" if pt.name.lower() in ("opus", "pcmu", "pcma", "g722", "isac") else "video"
+                clock[kind] = pt.clockrate
+        wanted: dict[int, str] = {s: "audio" for s in sources.audio_ssrcs}
+        wanted.update({s: "video" for s in sources.video_ssrcs})
+        streams: dict[int, IncomingStream] = {}
+        for ssrc, kind in wanted.items():
+            stream = endpoint.streams.get(ssrc)
+            if stream is None or stream.kind != kind:
+                stream = IncomingStream(endpoint, ssrc, kind, clock[kind], self.cache_size)
+            stream.rtx = stream.media = None
+            streams[ssrc] = stream
+        rtx_pts = {media_pt: rtx_pt for rtx_pt, media_pt in sources.rtx_payload_types().items()}
+        level_ext = sources.header_extension_id(rtp.AUDIO_LEVEL_URI)
+        for media_ssrc, rtx_ssrc in sources.rtx_pairs().items():
+            media = streams.get(media_ssrc)
+            rtx_stream = streams.get(rtx_ssrc)
+            if media is None or rtx_stream is None or not rtx_pts:
+                continue
+            media.rtx = rtx_stream
+            media.rtx_payload_types = rtx_pts
+            rtx_stream.media = media
+        for stream in streams.values():
+            stream.audio_level_ext = level_ext if stream.kind == "audio" else None
+        endpoint.streams = streams
+        self._rebuild()
+
+    def set_srtp(self, endpoint_id: str, srtp: SrtpContext | None, now: float) -> None:
+        """DTLS finished (or the transport went away): start or stop sending to the endpoint.
+        A new receiver gets a keyframe from every video sender."""
+        endpoint = self.endpoints[endpoint_id]
+        endpoint.srtp = srtp
+        self._rebuild()
+        if srtp is not None:
+            for other in self.endpoints.values():
+                if other is not endpoint:
+                    for stream in other.streams.values():
+                        if stream.kind == "video" and stream.media is None:
+                            self.request_keyframe(stream, now)
+
+    def _rebuild(self) -> None:
+        """Recompute each stream's subscription list (connected receivers other than its sender)."""
+        receivers = [e for e in self.endpoints.values() if e.connected]
+        for sender in self.endpoints.values():
+            for stream in sender.streams.values():
+                if stream.media is not None:  # RTX streams ride on their media stream
+                    continue
+                subs = []
+                for receiver in receivers:
+                    if receiver is sender:
+                        continue
+                    sub = receiver.subscriptions.get(stream.ssrc)
+                    if sub is None or sub.stream is not stream:
+                        sub = Subscription(stream, receiver)
+                        receiver.subscriptions[stream.ssrc] = sub
+                        receiver.subscriptions_by_out_ssrc[sub.out_ssrc] = sub
+                    subs.append(sub)
+                stream.subscriptions = subs
+        live = {(s.sender.id, s.ssrc) for e in self.endpoints.values() for s in e.streams.values()}
+        for receiver in self.endpoints.values():
+            for ssrc, sub in list(receiver.subscriptions.items()):
+                if (
+                    (sub.stream.sender.id, sub.stream.ssrc) not in live
+                    or self.endpoints.get(sub.stream.sender.id) is not sub.stream.sender
+                    or sub.stream.sender.streams.get(sub.stream.ssrc) is not sub.stream
+                ):
+                    del receiver.subscriptions[ssrc]
+                    if receiver.subscriptions_by_out_ssrc.get(sub.out_ssrc) is sub:
+                        del receiver.subscriptions_by_out_ssrc[sub.out_ssrc]
+
+    # ---- RTP -------------------------------------------------------------------------------
+
+    def handle_rtp(self, sender: EndpointMedia, packet: bytes, now: float) -> None:
+        """A decrypted RTP packet from ``sender``: cache it and fan it out."""
+        if len(packet) < 12:
+            return
+        _, _, seq, ts, ssrc = _HEADER.unpack_from(packet)
+        stream = sender.streams.get(ssrc)
+        if stream is None:
+            sender.unknown_ssrc_packets += 1
+            return
+        media = stream.media
+        if media is not None:
+            self._handle_rtx(media, packet, now)
+            return
+        stream.reception.add(seq, ts, now)
+        stream.cache.put(seq, packet)
+        if stream.audio_level_ext is not None:
+            level = rtp.audio_level(packet, stream.audio_level_ext)
+            if level is not None:
+                self.policy.observe_audio_level(stream, level[0], level[1], now)
+        subscriptions = self.policy.select(stream, packet, stream.subscriptions)
+        for sub in subscriptions:
+            receiver = sub.receiver
+            srtp = receiver.srtp
+            if srtp is None:
+                continue
+            out = (
+                rtp.rewrite(packet, seq + sub.seq_delta, ts + sub.ts_delta, sub.out_ssrc)
+                if sub.rewrite
+                else packet
+            )
+            try:
+                data = srtp.protect(out)
+            except SrtpError:
+                continue
+            sub.packets += 1
+            sub.octets += len(packet) - 12
+            receiver.packets_sent += 1
+            receiver.bytes_sent += len(data)
+            receiver.transmit(data)
+        self.packets_forwarded += len(subscriptions)
+
+    def _handle_rtx(self, media: IncomingStream, packet: bytes, now: float) -> None:
+        """A retransmission the sender made (after our NACK): restore it into the media stream's
+        cache and pass it on to the subscribers as their RTX."""
+        pt = packet[1] & 0x7F
+        media_pt = next((m for m, r in media.rtx_payload_types.items() if r == pt), None)
+        if media_pt is None:
+            return
+        try:
+            original = rtp.unwrap_rtx(packet, media_pt, media.ssrc)
+        except rtp.RtpError:
+            return
+        seq = _HEADER.unpack_from(original)[2]
+        if media.cache.get(seq) is None:
+            media.cache.put(seq, original)
+        for sub in self.policy.select(media, original, media.subscriptions):
+            self._retransmit(sub, original)
+
+    def _retransmit(self, sub: Subscription, original: bytes) -> None:
+        """Send a cached packet again to one subscriber, as RTX when the stream has RTX."""
+        stream = sub.stream
+        _, b1, seq, ts, _ = _HEADER.unpack_from(original)
+        out_seq = (seq + sub.seq_delta) & 0xFFFF
+        rtx_stream = stream.rtx
+        rtx_pt = stream.rtx_payload_types.get(b1 & 0x7F) if rtx_stream is not None else None
+        if rtx_stream is not None and rtx_pt is not None:
+            base = (
+                rtp.rewrite(original, out_seq, ts + sub.ts_delta, sub.out_ssrc) if sub.rewrite else original
+            )
+            packet = rtp.wrap_rtx(base, rtx_pt, sub.rtx_seq, rtx_stream.ssrc, out_seq)
+            sub.rtx_seq = (sub.rtx_seq + 1) & 0xFFFF
+        else:
+            packet = rtp.rewrite(original, out_seq, ts + sub.ts_delta, sub.out_ssrc)
+        sub.receiver.retransmissions += 1
+        try:
+            sub.receiver.send_rtp(packet)
+        except SrtpError:
+            pass
+
+    # ---- RTCP ------------------------------------------------------------------------------
+
+    def handle_rtcp(self, endpoint: EndpointMedia, compound: bytes, now: float) -> None:
+        """A decrypted RTCP compound packet from ``endpoint``; malformed input is dropped whole."""
+        try:
+            packets = list(rtcp.iter_packets(compound))
+        except rtcp.RtcpError:
+            return
+        for ptype, fmt, packet in packets:
+            try:
+                if ptype == rtcp.SR:
+                    self._on_sender_report(endpoint, packet, fmt, now)
+                elif ptype == rtcp.RR:
+                    self._on_report_blocks(endpoint, rtcp.parse_report_blocks(packet, fmt, 8))
+                elif ptype == rtcp.RTPFB and fmt == rtcp.FMT_NACK:
+                    self._on_nack(endpoint, packet, now)
+                elif ptype == rtcp.PSFB and fmt == rtcp.FMT_PLI:
+                    sub = endpoint.subscriptions_by_out_ssrc.get(rtcp.feedback_ssrcs(packet)[1])
+                    if sub is not None:
+                        self.request_keyframe(sub.stream, now)
+                elif ptype == rtcp.PSFB and fmt == rtcp.FMT_FIR:
+                    for ssrc in rtcp.parse_fir_ssrcs(packet):
+                        sub = endpoint.subscriptions_by_out_ssrc.get(ssrc)
+                        if sub is not None:
+                            self.request_keyframe(sub.stream, now)
+                elif ptype == rtcp.PSFB and fmt == rtcp.FMT_REMB:
+                    remb = rtcp.parse_remb(packet)
+                    if remb is not None:
+                        for ssrc in remb[1]:
+                            sub = endpoint.subscriptions_by_out_ssrc.get(ssrc)
+                            if sub is not None:
+                                sub.remb_bps = remb[0]
+            except (rtcp.RtcpError, struct.error):
+                continue
+
+    def _on_sender_report(self, endpoint: EndpointMedia, packet: bytes, count: int, now: float) -> None:
+        report = rtcp.parse_sr(packet)
+        self._on_report_blocks(endpoint, rtcp.parse_report_blocks(packet, count, 28))
+        stream = endpoint.streams.get(report.ssrc)
+        if stream is None or stream.media is not None:
+            return
+        stream.last_sr = report
+        stream.reception.sender_report(report.ntp, now)
+        for sub in stream.subscriptions:
+            sub.receiver.send_rtcp(
+                rtcp.build_sr(
+                    rtcp.SenderReport(
+                        sub.out_ssrc, report.ntp, report.rtp_timestamp + sub.ts_delta, sub.packets, sub.octets
+                    )
+                )
+            )
+
+    def _on_report_blocks(self, endpoint: EndpointMedia, blocks: list[rtcp.ReportBlock]) -> None:
+        for block in blocks:
+            sub = endpoint.subscriptions_by_out_ssrc.get(block.ssrc)
+            if sub is not None:
+                sub.fraction_lost = block.fraction_lost
+
+    def _on_nack(self, endpoint: EndpointMedia, packet: bytes, now: float) -> None:
+        endpoint.nacks_received += 1
+        sub = endpoint.subscriptions_by_out_ssrc.get(rtcp.feedback_ssrcs(packet)[1])
+        if sub is None:
+            return
+        missing = []
+        for lost in rtcp.parse_nack(packet):
+            original_seq = (lost - sub.seq_delta) & 0xFFFF
+            cached = sub.stream.cache.get(original_seq)
+            if cached is None:
+                missing.append(original_seq)
+            else:
+                self._retransmit(sub, cached)
+        sender = sub.stream.sender
+        if missing and sender.connected:
+            sender.send_rtcp(rtcp.build_nack(sender.rtcp_ssrc, sub.stream.ssrc, missing))
+
+    def request_keyframe(self, stream: IncomingStream, now: float) -> None:
+        """PLI to the stream's sender, at most one per ``KEYFRAME_REQUEST_INTERVAL``."""
+        if now - stream.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL or not stream.sender.connected:
+            return
+        stream.last_keyframe_request = now
+        stream.sender.plis_forwarded += 1
+        stream.sender.send_rtcp(rtcp.build_pli(stream.sender.rtcp_ssrc, stream.ssrc))
+
+    def send_reports(self, now: float) -> None:
+        """Periodic RTCP to each sender: receiver reports for what it sends us, and REMB with the
+        lowest estimate its receivers reported (bounded by the configured range)."""
+        for endpoint in self.endpoints.values():
+            if not endpoint.connected:
+                continue
+            media = [s for s in endpoint.streams.values() if s.media is None and s.reception.received]
+            if not media:
+                continue
+            packet = rtcp.build_rr(endpoint.rtcp_ssrc, [s.reception.report_block(now) for s in media])
+            video = [s for s in media if s.kind == "video"]
+            if video:
+                estimates = [sub.remb_bps for s in video for sub in s.subscriptions if sub.remb_bps]
+                bitrate = min(estimates) if estimates else self.remb_max_bps
+                bitrate = max(self.remb_min_bps, min(self.remb_max_bps, bitrate))
+                packet += rtcp.build_remb(endpoint.rtcp_ssrc, bitrate, [s.ssrc for s in video])
+            try:
+                endpoint.send_rtcp(packet)
+            except SrtpError:
+                continue
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "endpoints": sorted(self.endpoints),
+            "streams": {e.id: sorted(e.streams) for e in self.endpoints.values()},
+            "packets_forwarded": self.packets_forwarded,
+        }

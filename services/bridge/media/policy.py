@@ -1,0 +1,50 @@
+"""The seam between the packet path and conference intelligence (last-N, simulcast, speakers).
+
+The forwarder asks the conference's :class:`ForwardingPolicy` once per incoming packet which of
+the stream's subscribers get it, and hands it the audio levels it reads. The default forwards
+everything to everyone; the intelligence modules subclass it (or wrap it) without touching the
+forwarding loop. Policies do no I/O: bridge-channel messages go out through ``send_message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .forwarder import IncomingStream, Subscription
+
+SendMessage = Callable[[str, dict[str, Any]], None]  # (endpoint_id, bridge-channel message)
+
+
+class ForwardingPolicy:
+    """Forward every stream to every other endpoint of the conference."""
+
+    def __init__(self, send_message: SendMessage | None = None) -> None:
+        self.send_message = send_message
+
+    def select(
+        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+    ) -> Sequence[Subscription]:
+        """The subscriptions (one per receiving endpoint) that get ``packet`` of ``stream``.
+        Called for every RTP packet: keep it cheap. ``packet`` is the decrypted RTP packet."""
+        return subscriptions
+
+    def observe_audio_level(self, stream: IncomingStream, level: int, voice: bool, now: float) -> None:
+        """RFC 6464 level (0 = loudest, 127 = silence, in -dBov) of an audio packet."""
+
+    def on_endpoint_added(self, endpoint_id: str) -> None:
+        """An endpoint joined the conference."""
+
+    def on_endpoint_removed(self, endpoint_id: str) -> None:
+        """An endpoint left (expired)."""
+
+    def on_message(self, endpoint_id: str, message: dict[str, Any]) -> None:
+        """A media-steering bridge-channel message from ``endpoint_id`` (LastNChangedEvent…)."""
+
+
+PolicyFactory = Callable[[str, SendMessage], ForwardingPolicy]  # (conference_id, send) -> policy
+
+
+def default_policy_factory(conference_id: str, send_message: SendMessage) -> ForwardingPolicy:
+    return ForwardingPolicy(send_message)

@@ -1,0 +1,174 @@
+"""RTP header reading and rewriting with ``struct`` (RFC 3550, 8285, 4588, 6464), no packet objects.
+
+The forwarding path works on ``bytes`` and touches only the fixed header fields it changes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
+_SEQ = struct.Struct("!H")
+_SEQ_TS_SSRC = struct.Struct("!HII")
+_PT_SEQ_TS_SSRC = struct.Struct("!BHII")
+
+RTP_HEADER_SIZE = 12
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+class RtpError(ValueError):
+    """Not a well-formed RTP packet."""
+
+
+def is_rtcp(datagram: bytes) -> bool:
+    """RFC 5761 section 4: RTCP packet types 192-223 occupy the RTP payload-type byte."""
+    return len(datagram) >= 2 and 192 <= datagram[1] <= 223
+
+
+def header_fields(packet: bytes) -> tuple[int, int, int, int, int]:
+    """``(payload_type, marker, sequence_number, timestamp, ssrc)``."""
+    if len(packet) < RTP_HEADER_SIZE or packet[0] >> 6 != 2:
+        raise RtpError("not an RTP version 2 packet")
+    _, b1, seq, ts, ssrc = _HEADER.unpack_from(packet)
+    return b1 & 0x7F, b1 >> 7, seq, ts, ssrc
+
+
+def header_length(packet: bytes) -> int:
+    """Fixed header, CSRCs and the header extension block."""
+    length = RTP_HEADER_SIZE + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10:
+        if len(packet) < length + 4:
+            raise RtpError("truncated header extension")
+        words = _SEQ.unpack_from(packet, length + 2)[0]
+        length += 4 + 4 * words
+    if len(packet) < length:
+        raise RtpError("truncated RTP header")
+    return length
+
+
+def payload_length(packet: bytes) -> int:
+    """Payload size without header or padding."""
+    length = len(packet) - header_length(packet)
+    if packet[0] & 0x20 and length > 0:
+        length -= packet[-1]
+    return length
+
+
+def rewrite(packet: bytes, seq: int, ts: int, ssrc: int) -> bytes:
+    """A copy of ``packet`` with new sequence number, timestamp and SSRC."""
+    out = bytearray(packet)
+    _SEQ_TS_SSRC.pack_into(out, 2, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+    return bytes(out)
+
+
+def find_extension(packet: bytes, ext_id: int) -> bytes | None:
+    """The value of header extension ``ext_id`` (one-byte or two-byte form, RFC 8285)."""
+    if not packet[0] & 0x10:
+        return None
+    start = RTP_HEADER_SIZE + 4 * (packet[0] & 0x0F)
+    if len(packet) < start + 4:
+        return None
+    profile, words = struct.unpack_from("!HH", packet, start)
+    pos = start + 4
+    end = min(pos + 4 * words, len(packet))
+    if profile == 0xBEDE:
+        while pos < end:
+            byte = packet[pos]
+            if byte == 0:
+                pos += 1
+                continue
+            eid, length = byte >> 4, (byte & 0x0F) + 1
+            if eid == 15:
+                return None
+            if eid == ext_id:
+                return packet[pos + 1 : pos + 1 + length]
+            pos += 1 + length
+    elif profile & 0xFFF0 == 0x1000:
+        while pos + 1 < end:
+            eid = packet[pos]
+            if eid == 0:
+                pos += 1
+                continue
+            length = packet[pos + 1]
+            if eid == ext_id:
+                return packet[pos + 2 : pos + 2 + length]
+            pos += 2 + length
+    return None
+
+
+def audio_level(packet: bytes, ext_id: int) -> tuple[int, bool] | None:
+    """RFC 6464: ``(level in -dBov 0..127, voice activity flag)`` or ``None`` without the ext."""
+    value = find_extension(packet, ext_id)
+    if not value:
+        return None
+    return value[0] & 0x7F, bool(value[0] & 0x80)
+
+
+def wrap_rtx(packet: bytes, rtx_payload_type: int, rtx_seq: int, rtx_ssrc: int, original_seq: int) -> bytes:
+    """RFC 4588: the RTX packet retransmitting ``packet`` (its original sequence number, OSN,
+    first in the payload; the marker bit is kept)."""
+    hlen = header_length(packet)
+    end = len(packet)
+    if packet[0] & 0x20:  # drop padding; the RTX packet carries none
+        end -= packet[-1]
+    out = bytearray(packet[:hlen])
+    out[0] &= 0xDF
+    _PT_SEQ_TS_SSRC.pack_into(
+        out,
+        1,
+        (packet[1] & 0x80) | rtx_payload_type,
+        rtx_seq & 0xFFFF,
+        _HEADER.unpack_from(packet)[3],
+        rtx_ssrc,
+    )
+    out += _SEQ.pack(original_seq & 0xFFFF)
+    out += packet[hlen:end]
+    return bytes(out)
+
+
+def unwrap_rtx(packet: bytes, media_payload_type: int, media_ssrc: int) -> bytes:
+    """The original packet inside an RTX packet (RFC 4588 section 4)."""
+    hlen = header_length(packet)
+    end = len(packet)
+    if packet[0] & 0x20:
+        end -= packet[-1]
+    if end - hlen < 2:
+        raise RtpError("RTX packet without original sequence number")
+    osn = _SEQ.unpack_from(packet, hlen)[0]
+    out = bytearray(packet[:hlen])
+    out[0] &= 0xDF
+    _PT_SEQ_TS_SSRC.pack_into(
+        out, 1, (packet[1] & 0x80) | media_payload_type, osn, _HEADER.unpack_from(packet)[3], media_ssrc
+    )
+    out += packet[hlen + 2 : end]
+    return bytes(out)
+
+
+def seq_delta(a: int, b: int) -> int:
+    """Signed distance from ``b`` to ``a`` in 16-bit sequence space."""
+    d = (a - b) & 0xFFFF
+    return d - 0x10000 if d >= 0x8000 else d
+
+
+def vp8_is_keyframe(packet: bytes) -> bool:
+    """True when the packet starts a VP8 key frame (RFC 7741: S bit, partition 0, P bit clear)."""
+    try:
+        pos = header_length(packet)
+    except RtpError:
+        return False
+    if len(packet) <= pos:
+        return False
+    first = packet[pos]
+    if not first & 0x10 or first & 0x0F:  # S=1 and PID=0
+        return False
+    pos += 1
+    if first & 0x80:  # X: extended control bits
+        ext = packet[pos]
+        pos += 1
+        if ext & 0x80:  # I: picture id
+            pos += 2 if packet[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K
+            pos += 1
+    return pos < len(packet) and not packet[pos] & 0x01
