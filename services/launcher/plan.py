@@ -159,7 +159,7 @@ def render_nginx_config(plan: StackPlan) -> str:
     by_name = {p.name: p for p in plan.processes}
     nginx_dir = s.run_dir / "nginx"
     values = {
-        "listen": f"127.0.0.1:{s.front_port}",
+        "listen_directives": f"listen 127.0.0.1:{s.front_port};",
         "prefix": str(nginx_dir),
         "xmpp_http": f"127.0.0.1:{by_name['xmpp'].tcp_ports[1]}",
         "focus_http": f"127.0.0.1:{by_name['focus'].tcp_ports[0]}",
@@ -168,7 +168,11 @@ def render_nginx_config(plan: StackPlan) -> str:
         "ws_proxy": str(REPO / "nginx" / "ws-proxy.conf"),
         "mime_types": "/etc/nginx/mime.types",
     }
-    text = NGINX_TEMPLATE.read_text()
+    return fill_template(NGINX_TEMPLATE.read_text(), values)
+
+
+def fill_template(text: str, values: dict[str, str]) -> str:
+    """Replace every double-braced name; an unknown one left over is an error."""
     # two passes: bridge locations themselves refer to {{ws_proxy}}
     for _ in range(2):
         for key, value in values.items():

@@ -1,0 +1,60 @@
+"""docker-compose.yml: the shape users rely on, checked by a real Compose parser when present."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.launcher.plan import REPO
+
+COMPOSE = REPO / "docker-compose.yml"
+
+
+def load() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_services_and_healthchecks() -> None:
+    services = load()["services"]
+    assert set(services) == {"nginx", "xmpp", "focus", "bridge", "web", "redis"}
+    for name, svc in services.items():
+        assert "healthcheck" in svc, f"{name} has no healthcheck"
+
+
+def test_every_built_service_has_its_dockerfile() -> None:
+    for name, svc in load()["services"].items():
+        if "build" in svc:
+            assert (REPO / svc["build"]["dockerfile"]).is_file(), name
+
+
+def test_bridges_take_port_slots_so_they_can_scale() -> None:
+    env = load()["services"]["bridge"]["environment"]
+    assert env["JVB_PORT"] == "10000-10019"
+    assert env["JVB_PUBLIC_PORT"] == "9090-9109"
+    assert "JVB_WS_SERVER_ID" not in env  # derived per replica
+
+
+def test_only_nginx_and_media_listen_publicly() -> None:
+    services = load()["services"]
+    for name in ("xmpp", "focus", "web"):
+        env = services[name]["environment"]
+        assert "127.0.0.1" in (env.get("XMPP_BIND_ADDRESS", "") + env.get("JICOFO_HTTP_HOST", "")
+                               + env.get("WEB_HTTP_HOST", "")), name
+    assert services["bridge"]["environment"]["JVB_COLIBRI_HOST"] == "127.0.0.1"
+    assert "--bind" in services["redis"]["command"]
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose (Debian) not installed")
+def test_compose_parses(tmp_path: Path) -> None:
+    env = {**os.environ, "JICOFO_AUTH_PASSWORD": "x", "JVB_AUTH_PASSWORD": "y"}
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=env,
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    missing = {k: v for k, v in env.items() if k != "JVB_AUTH_PASSWORD"}
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=missing,
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0 and "JVB_AUTH_PASSWORD" in result.stderr
