@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,8 +44,10 @@ def run(main: Callable[[], Awaitable[Any]]) -> None:
 
 async def serve_http(app: Any, host: str, port: int, *, ssl_certfile: str | None = None,
                      ssl_keyfile: str | None = None, ws_ping_interval: float | None = None,
-                     ws_ping_timeout: float | None = None) -> uvicorn.Server:
+                     ws_ping_timeout: float | None = None, sock: socket.socket | None = None) -> uvicorn.Server:
     """Start an ASGI app on ``host:port`` inside the running loop; returns once it listens.
+
+    ``sock``: an already bound listening socket to serve on instead (see ``services.common.ports``).
 
     Raises ``OSError`` with the port in the message if it cannot bind (port taken), so the
     service fails at start with a clear message.
@@ -59,7 +62,7 @@ async def serve_http(app: Any, host: str, port: int, *, ssl_certfile: str | None
         server.config.load()
     server.lifespan = server.config.lifespan_class(server.config)
     try:
-        await server.startup()
+        await server.startup(sockets=[sock] if sock is not None else None)
     except SystemExit as exc:  # uvicorn exits on bind errors; make it an OSError naming the port
         raise OSError(f"cannot listen on {host}:{port} (port in use or not permitted)") from exc
     if server.should_exit:
