@@ -1,0 +1,341 @@
+"""Which video each receiver gets: last-N, receiver video constraints, bandwidth. No I/O.
+
+Two levels:
+
+* :func:`allocate` is the pure decision for one receiver: given the conference's video sources in
+  speaker order (:class:`SourceLayers`: layer heights and measured bitrates), the receiver's
+  :class:`ReceiverSettings` (Colibri ``last-n``, ``LastNChangedEvent``, ``ReceiverVideoConstraints``)
+  and its bandwidth estimate, it picks the sources to forward and a layer for each.
+* :class:`ConferenceVideoPolicy` keeps that state for a whole conference, recomputes on events
+  (a message, a speaker change, new sources, a new bandwidth estimate, a layer-rate tick) and
+  returns what changed: bridge-channel messages to send (``ForwardedSources`` to receivers,
+  ``SenderSourceConstraints`` to senders) and the per-receiver :class:`SimulcastProjection`
+  targets. The forwarding loop reads :meth:`ConferenceVideoPolicy.routes` per packet: one dict
+  lookup by SSRC gives the receivers of that stream and their projections.
+
+Order of preference for a receiver: on-stage sources, then selected sources, then everyone else by
+speaker order (dominant speaker first). The effective last-N is the smallest non-negative value of
+the Colibri ``last-n`` and the receiver's own ``lastN`` (-1 = unlimited); a source constrained to
+``maxHeight`` 0 is neither forwarded nor counted. Bandwidth is shared greedily in preference
+order: first every chosen source gets its lowest layer while that fits, then each is raised, in
+the same order, as high as its constraint and the remaining budget allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from services.common.bridge_channel import (
+    BridgeChannelMessage,
+    ForwardedSources,
+    LastNChangedEvent,
+    ReceiverVideoConstraints,
+    SenderSourceConstraints,
+)
+
+from .simulcast import SimulcastProjection, VideoSource, default_layer_heights, highest_layer_within
+
+UNLIMITED = -1
+
+
+@dataclass
+class ReceiverSettings:
+    """What one receiver asked for. ``max_height`` values: -1 = no limit, 0 = nothing."""
+
+    colibri_last_n: int = UNLIMITED
+    last_n: int = UNLIMITED
+    selected: tuple[str, ...] = ()
+    on_stage: tuple[str, ...] = ()
+    default_max_height: int = UNLIMITED
+    max_heights: dict[str, int] = field(default_factory=dict)
+    bandwidth_bps: float | None = None
+    """Estimated downlink; ``None`` while unknown (then bandwidth does not limit)."""
+
+    @property
+    def effective_last_n(self) -> int:
+        limits = [n for n in (self.colibri_last_n, self.last_n) if n >= 0]
+        return min(limits) if limits else UNLIMITED
+
+    def max_height_of(self, source: str) -> int:
+        return self.max_heights.get(source, self.default_max_height)
+
+    def apply(self, message: LastNChangedEvent | ReceiverVideoConstraints) -> None:
+        """Apply a bridge-channel message; fields a ReceiverVideoConstraints leaves out keep
+        their previous value, as jitsi-videobridge does."""
+        if isinstance(message, LastNChangedEvent):
+            self.last_n = message.last_n
+            return
+        if message.last_n is not None:
+            self.last_n = message.last_n
+        if message.selected_sources is not None:
+            self.selected = tuple(message.selected_sources)
+        if message.on_stage_sources is not None:
+            self.on_stage = tuple(message.on_stage_sources)
+        if message.default_constraints is not None:
+            self.default_max_height = _height(message.default_constraints.max_height)
+        if message.constraints is not None:
+            self.max_heights = {name: _height(c.max_height) for name, c in message.constraints.items()}
+
+
+def _height(value: int | None) -> int:
+    return UNLIMITED if value is None else value
+
+
+@dataclass(frozen=True)
+class SourceLayers:
+    """A video source as the allocator sees it: layer heights (low to high) and each layer's
+    measured bitrate in bps (0 = not measured yet, counted as free)."""
+
+    name: str
+    endpoint: str
+    heights: tuple[int, ...]
+    bitrates: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ReceiverAllocation:
+    """The layer each forwarded source is sent at (index into its layers), in preference order."""
+
+    layers: dict[str, int]
+
+    @property
+    def forwarded(self) -> list[str]:
+        return list(self.layers)
+
+
+def preference_order(
+    receiver: str, settings: ReceiverSettings, sources: Sequence[SourceLayers]
+) -> list[SourceLayers]:
+    """Other endpoints' sources: on-stage first, then selected, then the given (speaker) order."""
+    others = [s for s in sources if s.endpoint != receiver]
+    by_name = {s.name: s for s in others}
+    ordered: list[SourceLayers] = []
+    seen: set[str] = set()
+    for name in (*settings.on_stage, *settings.selected):
+        if name in by_name and name not in seen:
+            ordered.append(by_name[name])
+            seen.add(name)
+    ordered.extend(s for s in others if s.name not in seen)
+    return ordered
+
+
+def constrained_targets(
+    receiver: str, settings: ReceiverSettings, sources: Sequence[SourceLayers]
+) -> list[tuple[SourceLayers, int]]:
+    """The last-N sources the receiver wants, in preference order, each with the highest layer
+    its constraint allows (bandwidth not considered)."""
+    last_n = settings.effective_last_n
+    chosen: list[tuple[SourceLayers, int]] = []
+    for source in preference_order(receiver, settings, sources):
+        if last_n >= 0 and len(chosen) >= last_n:
+            break
+        target = highest_layer_within(source.heights, settings.max_height_of(source.name))
+        if target >= 0:
+            chosen.append((source, target))
+    return chosen
+
+
+def allocate(
+    receiver: str, settings: ReceiverSettings, sources: Sequence[SourceLayers]
+) -> ReceiverAllocation:
+    """Sources and layers for ``receiver``; ``sources`` in speaker order."""
+    chosen = constrained_targets(receiver, settings, sources)
+    budget = float("inf") if settings.bandwidth_bps is None else settings.bandwidth_bps
+    layers: dict[str, int] = {}
+    fitted: list[tuple[SourceLayers, int]] = []
+    for source, target in chosen:  # everyone gets the lowest layer first, while it fits
+        cost = source.bitrates[0]
+        if cost > budget:
+            break
+        budget -= cost
+        layers[source.name] = 0
+        fitted.append((source, target))
+    for source, target in fitted:  # then raise each, in preference order
+        layer = 0
+        while layer < target:
+            step = source.bitrates[layer + 1] - source.bitrates[layer]
+            if step > budget:
+                break
+            budget -= step
+            layer += 1
+        layers[source.name] = layer
+    return ReceiverAllocation(layers)
+
+
+def sender_max_height(source: SourceLayers, wanted: Iterable[int]) -> int:
+    """What ``SenderSourceConstraints`` tells the sender: -1 if a receiver wants it unlimited,
+    else the largest height asked for, 0 when nobody receives it."""
+    best = 0
+    for height in wanted:
+        if height < 0:
+            return UNLIMITED
+        best = max(best, height)
+    return best
+
+
+@dataclass(frozen=True)
+class Route:
+    """One receiver of a stream: the forwarder projects the packet for it and sends."""
+
+    receiver: str
+    projection: SimulcastProjection
+    layer: int
+    """The layer the packet's SSRC carries."""
+
+
+@dataclass
+class PolicyUpdate:
+    """What a recomputation changed."""
+
+    messages: list[tuple[str, BridgeChannelMessage]] = field(default_factory=list)
+    """(endpoint, message) to deliver on the bridge channel."""
+    keyframe_requests: set[int] = field(default_factory=set)
+    """Sender SSRCs that need a key frame (PLI) because a receiver switches to them."""
+
+
+class ConferenceVideoPolicy:
+    """Last-N, constraints, simulcast layer choice and bandwidth for one conference."""
+
+    def __init__(self, default_max_height: int = UNLIMITED) -> None:
+        self.default_max_height = default_max_height
+        self._sources: dict[str, list[VideoSource]] = {}  # endpoint -> its video sources
+        self._heights: dict[str, tuple[int, ...]] = {}
+        self._bitrates: dict[str, tuple[float, ...]] = {}
+        self._receivers: dict[str, ReceiverSettings] = {}
+        self._speaker_order: list[str] = []
+        self._projections: dict[tuple[str, str], SimulcastProjection] = {}  # (receiver, source)
+        self._allocations: dict[str, ReceiverAllocation] = {}
+        self._announced_forwarded: dict[str, list[str]] = {}
+        self._announced_sender: dict[str, int] = {}
+        self.routes: dict[int, tuple[Route, ...]] = {}
+        """SSRC -> the receivers of that stream, rebuilt on every recomputation."""
+
+    # --- events -------------------------------------------------------------------------------
+    def add_endpoint(self, endpoint: str, colibri_last_n: int = UNLIMITED) -> None:
+        if endpoint not in self._receivers:
+            self._receivers[endpoint] = ReceiverSettings(default_max_height=self.default_max_height)
+        self._receivers[endpoint].colibri_last_n = colibri_last_n
+        if endpoint not in self._speaker_order:
+            self._speaker_order.append(endpoint)
+
+    def remove_endpoint(self, endpoint: str) -> None:
+        self._receivers.pop(endpoint, None)
+        gone = {source.name for source in self._sources.pop(endpoint, [])}
+        for name in gone:
+            self._heights.pop(name, None)
+            self._bitrates.pop(name, None)
+            self._announced_sender.pop(name, None)
+        self._announced_forwarded.pop(endpoint, None)
+        self._allocations.pop(endpoint, None)
+        self._projections = {
+            k: p for k, p in self._projections.items() if k[0] != endpoint and k[1] not in gone
+        }
+        if endpoint in self._speaker_order:
+            self._speaker_order.remove(endpoint)
+
+    def set_sources(self, endpoint: str, sources: list[VideoSource]) -> None:
+        """The endpoint's video sources (from ``simulcast.video_sources``); replaces the old."""
+        if endpoint not in self._receivers:
+            self.add_endpoint(endpoint)
+        old = {s.name: s for s in self._sources.get(endpoint, [])}
+        self._sources[endpoint] = sources
+        for source in sources:
+            if old.get(source.name) != source:
+                self._heights[source.name] = tuple(default_layer_heights(len(source.layers)))
+                self._bitrates[source.name] = (0.0,) * len(source.layers)
+                self._projections = {k: p for k, p in self._projections.items() if k[1] != source.name}
+        for name in set(old) - {s.name for s in sources}:
+            self._heights.pop(name, None)
+            self._bitrates.pop(name, None)
+            self._announced_sender.pop(name, None)
+            self._projections = {k: p for k, p in self._projections.items() if k[1] != name}
+
+    def set_colibri_last_n(self, endpoint: str, last_n: int) -> None:
+        self.add_endpoint(endpoint, last_n)
+
+    def on_message(self, endpoint: str, message: LastNChangedEvent | ReceiverVideoConstraints) -> None:
+        self._settings(endpoint).apply(message)
+
+    def set_speaker_order(self, order: Sequence[str]) -> None:
+        """Endpoints by recency of speaking (dominant first); unknown ones are kept at the end."""
+        known = [ep for ep in order if ep in self._receivers]
+        self._speaker_order = known + [ep for ep in self._speaker_order if ep not in known]
+
+    def set_bandwidth(self, endpoint: str, bps: float | None) -> None:
+        self._settings(endpoint).bandwidth_bps = bps
+
+    def set_layer_info(self, source: str, heights: Sequence[int], bitrates: Sequence[float]) -> None:
+        """Measured heights (learned from key frames) and bitrates of a source's layers."""
+        if source in self._heights:
+            self._heights[source] = tuple(heights)
+            self._bitrates[source] = tuple(bitrates)
+
+    def settings(self, endpoint: str) -> ReceiverSettings:
+        return self._settings(endpoint)
+
+    def allocation(self, endpoint: str) -> ReceiverAllocation:
+        return self._allocations.get(endpoint, ReceiverAllocation({}))
+
+    def video_sources(self) -> list[VideoSource]:
+        return [s for ep in self._speaker_order for s in self._sources.get(ep, [])]
+
+    def _settings(self, endpoint: str) -> ReceiverSettings:
+        if endpoint not in self._receivers:
+            self.add_endpoint(endpoint)
+        return self._receivers[endpoint]
+
+    # --- decision -----------------------------------------------------------------------------
+    def recompute(self) -> PolicyUpdate:
+        """Re-run the allocation for every receiver; returns the messages and key-frame
+        requests the changes call for, and rebuilds :attr:`routes`."""
+        update = PolicyUpdate()
+        ordered = [
+            SourceLayers(s.name, s.endpoint, self._heights[s.name], self._bitrates[s.name])
+            for s in self.video_sources()
+        ]
+        by_name = {s.name: s for ep in self._sources for s in self._sources[ep]}
+        wanted: dict[str, list[int]] = {s.name: [] for s in ordered}
+        for receiver, settings in self._receivers.items():
+            allocation = allocate(receiver, settings, ordered)
+            self._allocations[receiver] = allocation
+            for source, _ in constrained_targets(receiver, settings, ordered):
+                wanted[source.name].append(settings.max_height_of(source.name))
+            forwarded = allocation.forwarded
+            if self._announced_forwarded.get(receiver) != forwarded:
+                self._announced_forwarded[receiver] = forwarded
+                update.messages.append((receiver, ForwardedSources(forwarded_sources=forwarded)))
+            for source in (s for s in ordered if s.endpoint != receiver):
+                layer = allocation.layers.get(source.name, -1)
+                key = (receiver, source.name)
+                projection = self._projections.get(key)
+                if projection is None:
+                    if layer < 0:
+                        continue
+                    projection = self._projections[key] = SimulcastProjection(by_name[source.name])
+                if projection.target != layer and projection.set_target(layer):
+                    update.keyframe_requests.add(by_name[source.name].layers[layer].ssrc)
+        for source in ordered:
+            height = sender_max_height(source, wanted[source.name])
+            if self._announced_sender.get(source.name) != height:
+                self._announced_sender[source.name] = height
+                update.messages.append(
+                    (source.endpoint, SenderSourceConstraints(source_name=source.name, max_height=height))
+                )
+        self._rebuild_routes(by_name)
+        return update
+
+    def pending_keyframes(self) -> set[int]:
+        """SSRCs some receiver still waits on for a key frame (re-send PLIs for these)."""
+        return {p.keyframe_wanted for p in self._projections.values() if p.keyframe_wanted is not None}
+
+    def _rebuild_routes(self, by_name: dict[str, VideoSource]) -> None:
+        routes: dict[int, list[Route]] = {}
+        for (receiver, name), projection in self._projections.items():
+            if projection.target < 0 and projection.current < 0:
+                continue
+            for layer in by_name[name].layers:
+                if layer.index not in (projection.target, projection.current):
+                    continue
+                routes.setdefault(layer.ssrc, []).append(Route(receiver, projection, layer.index))
+        self.routes = {ssrc: tuple(r) for ssrc, r in routes.items()}

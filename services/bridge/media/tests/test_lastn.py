@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import pytest
+
+from services.bridge.media.lastn import (
+    UNLIMITED,
+    ConferenceVideoPolicy,
+    ReceiverSettings,
+    SourceLayers,
+    allocate,
+    sender_max_height,
+)
+from services.bridge.media.model import MediaSources
+from services.bridge.media.simulcast import video_sources
+from services.common.bridge_channel import (
+    ForwardedSources,
+    LastNChangedEvent,
+    ReceiverVideoConstraints,
+    SenderSourceConstraints,
+    parse,
+)
+
+HEIGHTS = (180, 360, 720)
+RATES = (150_000.0, 500_000.0, 1_500_000.0)
+
+
+def sources(*endpoints: str) -> list[SourceLayers]:
+    return [SourceLayers(f"{ep}-v0", ep, HEIGHTS, RATES) for ep in endpoints]
+
+
+def constraints(**fields: object) -> ReceiverVideoConstraints:
+    message = parse({"colibriClass": "ReceiverVideoConstraints", **fields})
+    assert isinstance(message, ReceiverVideoConstraints)
+    return message
+
+
+SPEAKERS = sources("d", "p1", "p2", "p3", "r")  # speaker order: d dominant, then previous ones
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (ReceiverSettings(), {"d-v0": 2, "p1-v0": 2, "p2-v0": 2, "p3-v0": 2}),
+        (ReceiverSettings(colibri_last_n=2), {"d-v0": 2, "p1-v0": 2}),
+        (ReceiverSettings(colibri_last_n=2, last_n=3), {"d-v0": 2, "p1-v0": 2}),  # smallest wins
+        (ReceiverSettings(colibri_last_n=3, last_n=1), {"d-v0": 2}),
+        (ReceiverSettings(last_n=0), {}),
+        (ReceiverSettings(last_n=2, default_max_height=180), {"d-v0": 0, "p1-v0": 0}),
+        (ReceiverSettings(last_n=2, default_max_height=400), {"d-v0": 1, "p1-v0": 1}),
+        # on-stage and selected sources come before the speaker order
+        (ReceiverSettings(last_n=2, on_stage=("p3-v0",), selected=("p2-v0",)), {"p3-v0": 2, "p2-v0": 2}),
+        (ReceiverSettings(last_n=2, selected=("nobody-v0", "p2-v0")), {"p2-v0": 2, "d-v0": 2}),
+        # a source constrained to 0 is neither sent nor counted
+        (ReceiverSettings(last_n=2, max_heights={"d-v0": 0}), {"p1-v0": 2, "p2-v0": 2}),
+        (
+            ReceiverSettings(last_n=2, default_max_height=180, max_heights={"p1-v0": 720}),
+            {"d-v0": 0, "p1-v0": 2},
+        ),
+        # bandwidth: lowest layers first, then the first in preference order goes up
+        (ReceiverSettings(last_n=2, bandwidth_bps=900_000), {"d-v0": 1, "p1-v0": 0}),
+        (ReceiverSettings(last_n=2, bandwidth_bps=1_000_000), {"d-v0": 1, "p1-v0": 1}),
+        (ReceiverSettings(last_n=2, bandwidth_bps=2_000_000), {"d-v0": 2, "p1-v0": 1}),
+        (ReceiverSettings(last_n=3, bandwidth_bps=320_000), {"d-v0": 0, "p1-v0": 0}),  # third does not fit
+        (ReceiverSettings(bandwidth_bps=100_000), {}),
+    ],
+)
+def test_allocate(settings: ReceiverSettings, expected: dict[str, int]) -> None:
+    allocation = allocate("r", settings, SPEAKERS)
+    assert allocation.layers == expected
+    assert allocation.forwarded == list(expected)
+
+
+def test_unmeasured_layers_cost_nothing() -> None:
+    fresh = [SourceLayers("a-v0", "a", HEIGHTS, (0.0, 0.0, 0.0))]
+    assert allocate("r", ReceiverSettings(bandwidth_bps=1), fresh).layers == {"a-v0": 2}
+
+
+def test_receiver_video_constraints_are_partial_updates() -> None:
+    settings = ReceiverSettings()
+    settings.apply(
+        constraints(
+            lastN=3,
+            selectedSources=["a-v0"],
+            onStageSources=["b-v0"],
+            defaultConstraints={"maxHeight": 180},
+            constraints={"b-v0": {"maxHeight": 720}},
+        )
+    )
+    settings.apply(constraints(defaultConstraints={"maxHeight": 360}))
+    assert settings == ReceiverSettings(
+        last_n=3, selected=("a-v0",), on_stage=("b-v0",), default_max_height=360, max_heights={"b-v0": 720}
+    )
+    settings.apply(constraints(constraints={}, onStageSources=[]))
+    assert (settings.on_stage, settings.max_heights, settings.last_n) == ((), {}, 3)
+    settings.apply(LastNChangedEvent(last_n=-1))
+    assert settings.effective_last_n == UNLIMITED
+    settings.apply(constraints(defaultConstraints={}))
+    assert settings.default_max_height == UNLIMITED
+
+
+@pytest.mark.parametrize(
+    ("wanted", "expected"), [([], 0), ([180], 180), ([180, 720, 360], 720), ([180, -1], UNLIMITED)]
+)
+def test_sender_max_height(wanted: list[int], expected: int) -> None:
+    assert sender_max_height(SourceLayers("a-v0", "a", HEIGHTS, RATES), wanted) == expected
+
+
+def simulcast(base: int) -> MediaSources:
+    return MediaSources(
+        video_ssrcs=[base, base + 1, base + 2], ssrc_groups=[("SIM", [base, base + 1, base + 2])]
+    )
+
+
+def six_party_policy(colibri_last_n: int) -> ConferenceVideoPolicy:
+    policy = ConferenceVideoPolicy()
+    for i, ep in enumerate("abcdef"):
+        policy.add_endpoint(ep, colibri_last_n=colibri_last_n)
+        policy.set_sources(ep, video_sources(ep, simulcast(100 * (i + 1))))
+    return policy
+
+
+def forwarded(update_messages: list, endpoint: str) -> list[str] | None:
+    found = [m for ep, m in update_messages if ep == endpoint and isinstance(m, ForwardedSources)]
+    return found[-1].forwarded_sources if found else None
+
+
+def test_last_n_two_follows_the_speakers_and_says_so() -> None:
+    policy = six_party_policy(colibri_last_n=2)
+    policy.set_speaker_order(["c", "e"])
+    update = policy.recompute()
+    assert forwarded(update.messages, "a") == ["c-v0", "e-v0"]
+    assert forwarded(update.messages, "c") == ["e-v0", "a-v0"]  # never its own video
+    assert forwarded(update.messages, "e") == ["c-v0", "a-v0"]
+    # every receiver of c's video waits for a key frame of c's top layer
+    assert 302 in update.keyframe_requests
+    # routes: only receivers that get a stream are listed for its SSRCs
+    assert {r.receiver for r in policy.routes[302]} == {"a", "b", "d", "e", "f"}
+    assert 402 not in policy.routes  # d's video goes to nobody
+    assert 202 not in policy.routes  # b is neither speaker: nobody gets it
+    assert {r.receiver for r in policy.routes[102]} == {"c", "e"}
+
+    assert policy.recompute().messages == []  # nothing changed, nothing said
+    policy.set_speaker_order(["f", "c", "e"])
+    update = policy.recompute()
+    assert forwarded(update.messages, "a") == ["f-v0", "c-v0"]
+    assert forwarded(update.messages, "f") is None  # f still gets c and e
+    assert ("f", SenderSourceConstraints(source_name="f-v0", max_height=UNLIMITED)) in update.messages
+    assert ("a", SenderSourceConstraints(source_name="a-v0", max_height=0)) in update.messages  # nobody now
+    assert not any(ep == "e" and isinstance(m, SenderSourceConstraints) for ep, m in update.messages)
+    assert 602 in update.keyframe_requests
+
+
+def test_sender_constraints_follow_the_receivers() -> None:
+    policy = six_party_policy(colibri_last_n=UNLIMITED)
+    first = policy.recompute()
+    assert ("a", SenderSourceConstraints(source_name="a-v0", max_height=UNLIMITED)) in first.messages
+    for ep in "bcdef":
+        policy.on_message(ep, constraints(defaultConstraints={"maxHeight": 180}))
+    update = policy.recompute()
+    assert ("a", SenderSourceConstraints(source_name="a-v0", max_height=180)) in update.messages
+    assert policy.allocation("b").layers["a-v0"] == 0
+    for ep in "bcdef":
+        policy.on_message(ep, constraints(constraints={"a-v0": {"maxHeight": 0}}))
+    update = policy.recompute()
+    assert ("a", SenderSourceConstraints(source_name="a-v0", max_height=0)) in update.messages
+    assert 100 not in policy.routes and 101 not in policy.routes
+
+
+def test_bandwidth_and_measured_layers_drive_the_layer() -> None:
+    policy = six_party_policy(colibri_last_n=1)
+    policy.set_speaker_order(["a"])
+    policy.set_layer_info("a-v0", (90, 180, 360), RATES)
+    policy.recompute()
+    assert policy.allocation("b").layers == {"a-v0": 2}
+    policy.set_bandwidth("b", 600_000)
+    update = policy.recompute()
+    assert policy.allocation("b").layers == {"a-v0": 1}
+    assert 101 in update.keyframe_requests
+    assert policy.pending_keyframes() >= {101}
+    projection = next(r.projection for r in policy.routes[101] if r.receiver == "b")
+    assert projection.target == 1
+    policy.on_message("b", constraints(defaultConstraints={"maxHeight": 90}))
+    policy.recompute()
+    assert policy.allocation("b").layers == {"a-v0": 0}
+
+
+def test_endpoints_leaving_and_changing_sources() -> None:
+    policy = six_party_policy(colibri_last_n=2)
+    policy.set_speaker_order(["a", "b"])
+    policy.recompute()
+    policy.remove_endpoint("a")
+    update = policy.recompute()
+    assert forwarded(update.messages, "c") == ["b-v0", "d-v0"]
+    assert not any(ep == "a" for ep, _ in update.messages)
+    assert all(r.receiver != "a" for routes in policy.routes.values() for r in routes)
+    assert 100 not in policy.routes
+    policy.set_sources("b", [])
+    update = policy.recompute()
+    assert forwarded(update.messages, "c") == ["d-v0", "e-v0"]
+    assert 200 not in policy.routes
