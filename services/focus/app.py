@@ -1,0 +1,42 @@
+"""Wiring: config -> store, Colibri client, orchestrator, XMPP session, health loop, HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from services.common.runtime import serve_http, stop_http
+
+from .colibri_client import ColibriClient
+from .config import FocusSettings
+from .focus import Focus
+from .http_api import create_app
+from .store import open_store
+from .xmpp import FocusXmpp
+
+log = logging.getLogger("focus")
+
+
+async def main(settings: FocusSettings) -> None:
+    store = open_store(settings.redis_url)
+    colibri = ColibriClient(timeout=settings.bridge.colibri_timeout)
+    focus = Focus(settings, colibri, store)
+    await focus.restore()
+    client = FocusXmpp(settings, focus)
+    focus.signaling = client
+    server = await serve_http(create_app(focus, client.ready.is_set), settings.rest.host, settings.rest.port)
+    log.info("focus HTTP API on %s:%d", settings.rest.host, settings.rest.port)
+    await client.start()
+    health = asyncio.ensure_future(focus.health_loop())
+    try:
+        await asyncio.Event().wait()
+    finally:
+        health.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await health
+        await focus.close()
+        client.disconnect()
+        await stop_http(server)
+        await colibri.close()
+        await store.close()

@@ -1,0 +1,489 @@
+"""The orchestrator: rooms become conferences on bridges; participants get Jingle; failures move them.
+
+It owns the conferences (:class:`~.conference.Conference`), the bridge registry and the state
+store, and drives two I/O adapters: the XMPP session (:class:`Signaling`, implemented by
+:class:`~.xmpp.FocusXmpp`) and the Colibri client. Every operation on one conference runs under
+that conference's lock, so allocations, answers, departures and moves never interleave; Jingle
+IQ answers are awaited outside the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from services.common import jingle
+from services.common.brewery import BridgeStats
+
+from . import metrics, offer
+from .bridges import BridgeRegistry, HealthOutcome
+from .colibri_client import ColibriClient, ColibriError
+from .conference import Conference, MediaSources, Participant, ParticipantState
+from .config import FocusSettings
+from .store import ConferenceStore
+
+log = logging.getLogger("focus")
+
+MOVING = "moving"
+
+
+class Signaling(Protocol):
+    async def ensure_room(self, room: str) -> set[str]: ...
+    def leave_room(self, room: str) -> None: ...
+    async def send_jingle(self, to: str, message: jingle.Jingle) -> bool: ...
+
+
+class Focus:
+    def __init__(
+        self,
+        settings: FocusSettings,
+        colibri: ColibriClient,
+        store: ConferenceStore,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        b = settings.bridge
+        self.registry = BridgeRegistry(
+            b.colibri_urls,
+            ramp_up_window=b.ramp_up_window,
+            health_failures=b.health_failures,
+            overloaded_stress=b.overloaded_stress,
+        )
+        self.colibri = colibri
+        self.store = store
+        self.clock = clock
+        self.signaling: Signaling | None = None
+        self.conferences: dict[str, Conference] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._restored = False
+        self.initiator = settings.xmpp.jid
+
+    # ------------------------------------------------------------------ plumbing
+    def _spawn(self, coro: object, what: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro  # type: ignore[misc]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _lock(self, room: str) -> asyncio.Lock:
+        lock = self._locks.get(room)
+        if lock is None:
+            lock = self._locks[room] = asyncio.Lock()
+        return lock
+
+    def _send(self, to: str, message: jingle.Jingle) -> None:
+        assert self.signaling is not None
+        metrics.JINGLE_SENT.labels(message.action).inc()
+        self._spawn(self.signaling.send_jingle(to, message), f"jingle {message.action} to {to}")
+
+    async def _save(self, conf: Conference) -> None:
+        await self.store.save(conf)
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        metrics.CONFERENCES.set(len(self.conferences))
+        metrics.PARTICIPANTS.set(sum(len(c.participants) for c in self.conferences.values()))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ restore (Redis)
+    async def restore(self) -> None:
+        """Load conferences a previous focus process left in the store (before XMPP is up)."""
+        for conf in await self.store.load_all():
+            self.conferences[conf.room] = conf
+            log.info(
+                "restored conference room=%s bridge=%s participants=%d",
+                conf.room,
+                conf.bridge_id,
+                len(conf.participants),
+            )
+        self._update_gauges()
+
+    def xmpp_ready(self) -> None:
+        if not self._restored:
+            self._restored = True
+            for room in list(self.conferences):
+                self._spawn(self._rejoin(room), f"rejoin {room}")
+
+    async def _rejoin(self, room: str) -> None:
+        assert self.signaling is not None
+        present = await self.signaling.ensure_room(room)
+        async with self._lock(room):
+            conf = self.conferences.get(room)
+            if conf is None:
+                return
+            gone = [ep for ep in conf.participants if ep not in present]
+        for ep in gone:
+            await self._leave(room, ep)
+        async with self._lock(room):
+            conf = self.conferences.get(room)
+            if conf is None:
+                return
+            if conf.bridge_id is not None and conf.bridge_id not in self.registry:
+                log.warning("restored conference room=%s: bridge %s is gone", room, conf.bridge_id)
+                await self._move_locked(conf, started=self.clock())
+            for participant in list(conf.participants.values()):
+                if participant.state is ParticipantState.JOINED:
+                    await self._invite_locked(conf, participant)
+
+    # ------------------------------------------------------------------ XMPP events
+    async def conference_request(self, room: str, requester: str) -> None:
+        assert self.signaling is not None
+        await self.signaling.ensure_room(room)
+        if room not in self.conferences:
+            self.conferences[room] = Conference(room=room)
+            log.info("conference room=%s requested by %s", room, requester)
+            self._update_gauges()
+
+    def occupant_joined(self, room: str, nick: str, occupant_jid: str, real_jid: str | None) -> None:
+        conf = self.conferences.get(room)
+        if conf is None:
+            conf = self.conferences[room] = Conference(room=room)
+        participant = conf.occupant_joined(nick, occupant_jid)
+        if participant is None:
+            return
+        log.info("participant joined room=%s endpoint=%s jid=%s", room, nick, real_jid or "?")
+        self._update_gauges()
+        self._spawn(self._invite(room, nick), f"invite {occupant_jid}")
+
+    def occupant_left(self, room: str, nick: str) -> None:
+        self._spawn(self._leave(room, nick), f"leave {room}/{nick}")
+
+    def bridge_presence(self, bridge_id: str, stats: BridgeStats) -> None:
+        new = self.registry.presence(bridge_id, stats, self.clock())
+        if new:
+            log.info(
+                "bridge joined the brewery id=%s url=%s", bridge_id, self.registry.colibri_url(bridge_id)
+            )
+            self._spawn(self._invite_waiting(), "invite waiting participants")
+        metrics.BRIDGES.set(len(self.registry.ids()))
+
+    def bridge_left(self, bridge_id: str) -> None:
+        if self.registry.departed(bridge_id):
+            log.warning("bridge left the brewery id=%s", bridge_id)
+            metrics.BRIDGES.set(len(self.registry.ids()))
+            self.bridge_failed(bridge_id, "left the brewery")
+
+    def bridge_failed(self, bridge_id: str, reason: str) -> None:
+        started = self.clock()
+        rooms = [c.room for c in self.conferences.values() if c.bridge_id == bridge_id]
+        log.warning("bridge failed id=%s reason=%s conferences=%d", bridge_id, reason, len(rooms))
+        for room in rooms:
+            self._spawn(self._move(room, bridge_id, started), f"move {room}")
+
+    def jingle_received(self, sender: str, message: jingle.Jingle) -> None:
+        room, _, nick = sender.partition("/")
+        self._spawn(self._jingle(room, nick, message), f"jingle {message.action} from {sender}")
+
+    # ------------------------------------------------------------------ health
+    async def check_health(self) -> None:
+        """One round of health checks of every known bridge (in parallel)."""
+        timeout = self.settings.bridge.health_timeout
+
+        async def one(bridge_id: str) -> None:
+            url = self.registry.colibri_url(bridge_id)
+            if url is None:
+                return
+            ok, refused, reason = await self.colibri.health(url, timeout)
+            outcome = HealthOutcome.OK if ok else HealthOutcome.REFUSED if refused else HealthOutcome.BAD
+            if self.registry.health_result(bridge_id, outcome, reason):
+                self.bridge_failed(bridge_id, f"health check: {reason}")
+
+        await asyncio.gather(*(one(b) for b in self.registry.ids()))
+
+    async def health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.bridge.health_interval)
+            await self.check_health()
+
+    # ------------------------------------------------------------------ flows
+    async def _invite(self, room: str, nick: str) -> None:
+        async with self._lock(room):
+            conf = self.conferences.get(room)
+            participant = conf.participants.get(nick) if conf else None
+            if conf is None or participant is None or participant.state is not ParticipantState.JOINED:
+                return
+            await self._invite_locked(conf, participant)
+
+    async def _invite_waiting(self) -> None:
+        for room in list(self.conferences):
+            async with self._lock(room):
+                conf = self.conferences.get(room)
+                if conf is None:
+                    continue
+                for participant in list(conf.participants.values()):
+                    if participant.state is ParticipantState.JOINED:
+                        await self._invite_locked(conf, participant)
+
+    def _place(self, conf: Conference) -> str | None:
+        if conf.bridge_id is not None and self.registry.is_usable(conf.bridge_id):
+            return conf.bridge_id
+        region = self.settings.bridge.region or None
+        return self.registry.select(self.clock(), region=region)
+
+    async def _invite_locked(self, conf: Conference, participant: Participant, attempts: int = 3) -> None:
+        """Allocate channels for ``participant`` and send it session-initiate (conference lock held)."""
+        for _ in range(attempts):
+            bridge_id = self._place(conf)
+            if bridge_id is None:
+                log.error("no bridge available for room=%s; %s waits", conf.room, participant.endpoint_id)
+                return
+            url = self.registry.colibri_url(bridge_id)
+            assert url is not None
+            c = self.settings.conference
+            request = offer.allocation_request(
+                participant.endpoint_id,
+                colibri_id=conf.colibri_id if conf.bridge_id == bridge_id else None,
+                expire=c.channel_expire,
+                enable_sctp=c.enable_sctp,
+                last_n=c.last_n,
+            )
+            participant.state = ParticipantState.INVITING
+            started = time.perf_counter()
+            try:
+                if request.id is None:
+                    response = await self.colibri.create(url, request)
+                else:
+                    response = await self.colibri.patch(url, request)
+                allocation = offer.read_allocation(response, participant.endpoint_id)
+            except (ColibriError, offer.AllocationError) as exc:
+                participant.state = ParticipantState.JOINED
+                log.warning("allocation on %s for %s failed: %s", bridge_id, participant.endpoint_id, exc)
+                if isinstance(exc, ColibriError) and exc.unreachable:
+                    if self.registry.mark_failed(bridge_id, str(exc)):
+                        self.bridge_failed(bridge_id, str(exc))
+                elif not (isinstance(exc, ColibriError) and exc.status == 404):
+                    return
+                if conf.bridge_id == bridge_id:  # the bridge failed or forgot the conference
+                    await self._move_locked(conf, started=self.clock(), except_for=participant)
+                continue
+            metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - started)
+            if request.id is None:
+                conf.bridge_id = bridge_id
+                conf.colibri_id = response.id
+                log.info(
+                    "conference room=%s placed on bridge=%s colibri_id=%s", conf.room, bridge_id, response.id
+                )
+            participant.channels = allocation.channels
+            participant.sid = secrets.token_hex(8)
+            participant.state = ParticipantState.INVITED
+            participant.invites += 1
+            self.registry.endpoint_added(bridge_id, self.clock())
+            message = offer.session_initiate(
+                participant.sid,
+                self.initiator,
+                allocation,
+                conf.sources_of_others(participant.endpoint_id),
+                ice_lite=self.settings.bridge.ice_lite,
+            )
+            self._send(participant.occupant_jid, message)
+            await self._save(conf)
+            return
+
+    async def _leave(self, room: str, nick: str) -> None:
+        async with self._lock(room):
+            conf = self.conferences.get(room)
+            if conf is None:
+                return
+            participant = conf.occupant_left(nick)
+            if participant is None:
+                return
+            log.info("participant left room=%s endpoint=%s", room, nick)
+            await self._drop_session(conf, participant)
+            if conf.empty:
+                await self._end(conf)
+            else:
+                await self._save(conf)
+
+    async def _drop_session(self, conf: Conference, participant: Participant) -> None:
+        """Expire the participant's channels and tell the others its sources are gone."""
+        if participant.channels and conf.bridge_id and conf.colibri_id:
+            url = self.registry.colibri_url(conf.bridge_id)
+            if url is not None and self.registry.is_usable(conf.bridge_id):
+                try:
+                    await self.colibri.patch(url, offer.expire_request(conf.colibri_id, participant))
+                except ColibriError as exc:
+                    log.warning("expiring channels of %s failed: %s", participant.endpoint_id, exc)
+        if participant.has_sources():
+            self._broadcast_sources(
+                conf, "source-remove", participant.sources, exclude=participant.endpoint_id
+            )
+        participant.reset_session()
+
+    async def _end(self, conf: Conference) -> None:
+        log.info("conference ended room=%s bridge=%s", conf.room, conf.bridge_id)
+        self.conferences.pop(conf.room, None)
+        await self.store.delete(conf.room)
+        self._update_gauges()
+        if self.signaling is not None:
+            self.signaling.leave_room(conf.room)
+
+    def _broadcast_sources(
+        self, conf: Conference, action: str, sources: dict[str, MediaSources], exclude: str
+    ) -> None:
+        for other in conf.with_session(exclude=exclude):
+            assert other.sid is not None
+            self._send(other.occupant_jid, offer.source_update(action, other.sid, sources))
+
+    async def _move(self, room: str, from_bridge: str, started: float) -> None:
+        async with self._lock(room):
+            conf = self.conferences.get(room)
+            if conf is None or conf.bridge_id != from_bridge:
+                return
+            await self._move_locked(conf, started)
+
+    async def _move_locked(
+        self, conf: Conference, started: float, except_for: Participant | None = None
+    ) -> None:
+        """Re-create the conference on another bridge: terminate every session ("moving") and
+        invite everyone again."""
+        old_bridge = conf.bridge_id
+        for participant, sid in conf.lose_bridge():
+            self._send(participant.occupant_jid, offer.session_terminate(sid, "success", MOVING))
+        metrics.FAILOVERS.inc()
+        log.warning(
+            "moving conference room=%s from bridge=%s participants=%d",
+            conf.room,
+            old_bridge,
+            len(conf.participants),
+        )
+        for participant in list(conf.participants.values()):
+            if participant is not except_for and participant.state is ParticipantState.JOINED:
+                await self._invite_locked(conf, participant)
+        metrics.FAILOVER_SECONDS.observe(self.clock() - started)
+        await self._save(conf)
+
+    async def _jingle(self, room: str, nick: str, message: jingle.Jingle) -> None:
+        async with self._lock(room):
+            conf = self.conferences.get(room)
+            participant = conf.participants.get(nick) if conf else None
+            if conf is None or participant is None or participant.sid != message.sid:
+                log.warning(
+                    "jingle %s from %s/%s for unknown session sid=%s", message.action, room, nick, message.sid
+                )
+                return
+            action = message.action
+            if action == "session-accept":
+                await self._accepted(conf, participant, message)
+            elif action in ("source-add", "source-remove"):
+                await self._sources_changed(conf, participant, message)
+            elif action == "session-info" and message.ice_state == "failed":
+                log.warning("ICE failed for %s in room=%s: re-inviting", nick, room)
+                old_sid = participant.sid
+                await self._drop_session(conf, participant)
+                self._send(participant.occupant_jid, offer.session_terminate(old_sid, "success", MOVING))
+                await self._invite_locked(conf, participant)
+            elif action == "session-terminate":
+                log.info("%s ended its session in room=%s", nick, room)
+                await self._drop_session(conf, participant)
+                await self._save(conf)
+            elif action == "transport-info":
+                pass  # the ICE-lite bridge learns addresses from STUN; candidates are not needed
+            else:
+                log.info("ignoring jingle %s from %s/%s", action, room, nick)
+
+    async def _accepted(self, conf: Conference, participant: Participant, accept: jingle.Jingle) -> None:
+        if participant.state is not ParticipantState.INVITED:
+            log.warning("session-accept from %s in state %s", participant.endpoint_id, participant.state)
+            return
+        if conf.bridge_id is None or conf.colibri_id is None:
+            return
+        participant.sources = offer.owned_sources(accept, participant)
+        participant.state = ParticipantState.ACTIVE
+        url = self.registry.colibri_url(conf.bridge_id)
+        if url is not None:
+            body = offer.accept_patch(
+                conf.colibri_id, participant, accept, self.settings.conference.channel_expire
+            )
+            try:
+                await self.colibri.patch(url, body)
+            except ColibriError as exc:
+                log.warning("patching %s's answer failed: %s", participant.endpoint_id, exc)
+                if exc.unreachable and self.registry.mark_failed(conf.bridge_id, str(exc)):
+                    self.bridge_failed(conf.bridge_id, str(exc))
+                return
+        if participant.has_sources():
+            self._broadcast_sources(conf, "source-add", participant.sources, exclude=participant.endpoint_id)
+        await self._save(conf)
+
+    async def _sources_changed(
+        self, conf: Conference, participant: Participant, message: jingle.Jingle
+    ) -> None:
+        changed = offer.owned_sources(message, participant)
+        if message.action == "source-add":
+            offer.merge_sources(participant.sources, changed)
+        else:
+            changed = offer.remove_sources(participant.sources, changed)
+        if not changed or conf.bridge_id is None or conf.colibri_id is None:
+            return
+        url = self.registry.colibri_url(conf.bridge_id)
+        if url is not None:
+            body = offer.sources_patch(conf.colibri_id, participant, self.settings.conference.channel_expire)
+            try:
+                await self.colibri.patch(url, body)
+            except ColibriError as exc:
+                log.warning("patching %s's sources failed: %s", participant.endpoint_id, exc)
+        self._broadcast_sources(conf, message.action, changed, exclude=participant.endpoint_id)
+        await self._save(conf)
+
+    # ------------------------------------------------------------------ views (HTTP API)
+    def conferences_view(self) -> list[dict[str, object]]:
+        return [
+            {
+                "room": c.room,
+                "bridge": c.bridge_id,
+                "colibri_id": c.colibri_id,
+                "moves": c.moves,
+                "participants": [
+                    {
+                        "endpoint": p.endpoint_id,
+                        "state": p.state.value,
+                        "sources": sum(len(m.sources) for m in p.sources.values()),
+                    }
+                    for p in c.participants.values()
+                ],
+            }
+            for c in self.conferences.values()
+        ]
+
+    def bridges_view(self) -> list[dict[str, object]]:
+        from .selector import order_bridges
+
+        in_use: dict[str, int] = {}
+        for c in self.conferences.values():
+            if c.bridge_id:
+                in_use[c.bridge_id] = in_use.get(c.bridge_id, 0) + 1
+        out = []
+        for view in order_bridges(self.registry.views(self.clock()), self.settings.bridge.overloaded_stress):
+            known = self.registry.get(view.id)
+            out.append(
+                {
+                    "id": view.id,
+                    "state": view.state.name.lower(),
+                    "stress": view.stats.stress_level,
+                    "load": round(view.load, 4),
+                    "drain": view.stats.drain,
+                    "graceful_shutdown": view.stats.graceful_shutdown,
+                    "region": view.stats.region,
+                    "version": view.stats.version,
+                    "colibri_url": self.registry.colibri_url(view.id),
+                    "conferences": in_use.get(view.id, 0),
+                    "failure_reason": known.failure_reason if known else None,
+                }
+            )
+        return out
