@@ -82,5 +82,7 @@ def claim_slot(requests: list[PortRequest]) -> tuple[int, list[socket.socket]]:
                     sock.close()
             continue
         return slot, bound
-    wanted = ", ".join(f"{'UDP' if r.kind == socket.SOCK_DGRAM else 'TCP'} {r.host}:{r.ports}" for r in requests)
+    wanted = ", ".join(
+        f"{'UDP' if r.kind == socket.SOCK_DGRAM else 'TCP'} {r.host}:{r.ports}" for r in requests
+    )
     raise OSError(f"no free port slot in {wanted}")

@@ -42,9 +42,17 @@ def run(main: Callable[[], Awaitable[Any]]) -> None:
         runner.run(guarded())
 
 
-async def serve_http(app: Any, host: str, port: int, *, ssl_certfile: str | None = None,
-                     ssl_keyfile: str | None = None, ws_ping_interval: float | None = None,
-                     ws_ping_timeout: float | None = None, sock: socket.socket | None = None) -> uvicorn.Server:
+async def serve_http(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    ws_ping_interval: float | None = None,
+    ws_ping_timeout: float | None = None,
+    sock: socket.socket | None = None,
+) -> uvicorn.Server:
     """Start an ASGI app on ``host:port`` inside the running loop; returns once it listens.
 
     ``sock``: an already bound listening socket to serve on instead (see ``services.common.ports``).
@@ -52,10 +60,19 @@ async def serve_http(app: Any, host: str, port: int, *, ssl_certfile: str | None
     Raises ``OSError`` with the port in the message if it cannot bind (port taken), so the
     service fails at start with a clear message.
     """
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, lifespan="off",
-                            ws_ping_interval=ws_ping_interval, ws_ping_timeout=ws_ping_timeout,
-                            server_header=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        lifespan="off",
+        ws_ping_interval=ws_ping_interval,
+        ws_ping_timeout=ws_ping_timeout,
+        server_header=False,
+    )
     server = uvicorn.Server(config)
     server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
     if not server.config.loaded:

@@ -39,17 +39,30 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> StackSet
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="parley", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="parley", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("up", "start the stack and run until Ctrl-C"),
-                            ("plan", "print the processes, ports and nginx config, start nothing")):
+    for name, help_text in (
+        ("up", "start the stack and run until Ctrl-C"),
+        ("plan", "print the processes, ports and nginx config, start nothing"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--http-port", type=int, default=8000, help="front door port (default 8000)")
-        p.add_argument("--port-offset", type=int, default=0,
-                       help="shift every port by this much, to run a second stack beside the first")
-        p.add_argument("--bridges", type=int, default=2, choices=range(1, 10), metavar="N",
-                       help="number of bridges (default 2: jvb1, jvb2)")
+        p.add_argument(
+            "--port-offset",
+            type=int,
+            default=0,
+            help="shift every port by this much, to run a second stack beside the first",
+        )
+        p.add_argument(
+            "--bridges",
+            type=int,
+            default=2,
+            choices=range(1, 10),
+            metavar="N",
+            help="number of bridges (default 2: jvb1, jvb2)",
+        )
         p.add_argument("--public-url", help="URL users open (default http://localhost:<http-port>)")
         p.add_argument("--run-dir", default=str(REPO / "run"), help="where nginx config and state go")
         p.add_argument("--nginx", default="/usr/sbin/nginx", help="nginx binary")
@@ -57,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(settings_from(args, dict(os.environ)))
     if args.command == "plan":
         for proc in plan.processes:
-            print(f"{proc.name}: {' '.join(proc.argv)}  tcp={proc.tcp_ports} udp={proc.udp_ports} "
-                  f"health={proc.health_url}")
+            print(
+                f"{proc.name}: {' '.join(proc.argv)}  tcp={proc.tcp_ports} udp={proc.udp_ports} "
+                f"health={proc.health_url}"
+            )
         print(plan.nginx_config())
         return 0
     try:

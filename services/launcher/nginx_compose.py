@@ -36,10 +36,15 @@ def render(env: Mapping[str, str]) -> str:
     cert, key = env.get("TLS_CERT", ""), env.get("TLS_KEY", "")
     if cert and key and Path(cert).exists() and Path(key).exists():
         https = env.get("NGINX_HTTPS_PORT", "443")
-        listen += [f"listen {https} ssl;", f"listen [::]:{https} ssl;", "http2 on;",
-                   f"ssl_certificate {cert};", f"ssl_certificate_key {key};",
-                   "ssl_protocols TLSv1.2 TLSv1.3;",
-                   'add_header Strict-Transport-Security "max-age=63072000" always;']
+        listen += [
+            f"listen {https} ssl;",
+            f"listen [::]:{https} ssl;",
+            "http2 on;",
+            f"ssl_certificate {cert};",
+            f"ssl_certificate_key {key};",
+            "ssl_protocols TLSv1.2 TLSv1.3;",
+            'add_header Strict-Transport-Security "max-age=63072000" always;',
+        ]
     values = {
         "listen_directives": "\n        ".join(listen),
         "prefix": env.get("NGINX_PREFIX", "/var/lib/parley-nginx"),

@@ -101,10 +101,20 @@ def build_plan(s: StackSettings) -> StackPlan:
     xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
     procs = [
         ProcessSpec(
-            "xmpp", [py, "-m", "services.xmpp"],
-            {**common, **accounts, "XMPP_C2S_PORT": str(c2s), "XMPP_HTTP_PORT": str(xmpp_http),
-             "XMPP_BIND_ADDRESS": "127.0.0.1"},
-            [c2s, xmpp_http], [], f"http://127.0.0.1:{xmpp_http}/health", "/health/xmpp"),
+            "xmpp",
+            [py, "-m", "services.xmpp"],
+            {
+                **common,
+                **accounts,
+                "XMPP_C2S_PORT": str(c2s),
+                "XMPP_HTTP_PORT": str(xmpp_http),
+                "XMPP_BIND_ADDRESS": "127.0.0.1",
+            },
+            [c2s, xmpp_http],
+            [],
+            f"http://127.0.0.1:{xmpp_http}/health",
+            "/health/xmpp",
+        ),
     ]
     bridges: list[BridgeRoute] = []
     front = urlparse(s.url)
@@ -113,28 +123,83 @@ def build_plan(s: StackSettings) -> StackPlan:
         server_id = f"jvb{i + 1}"
         private, public, udp = s.port(8080 + i), s.port(9090 + i), s.port(10000 + i)
         bridges.append(BridgeRoute(server_id, public, private))
-        procs.append(ProcessSpec(
-            server_id, [py, "-m", "services.bridge"],
-            {**common, **xmpp_client, "JVB_AUTH_USER": "jvb", "JVB_AUTH_PASSWORD": s.jvb_password,
-             "JVB_WS_SERVER_ID": server_id, "JVB_WS_DOMAIN": front.netloc, "JVB_WS_TLS": str(ws_tls).lower(),
-             "JVB_PORT": str(udp), "JVB_ADVERTISE_IPS": "127.0.0.1", "JVB_COLIBRI_HOST": "127.0.0.1",
-             "JVB_COLIBRI_PORT": str(private), "JVB_PUBLIC_PORT": str(public), "JVB_BREWERY_MUC": "jvbbrewery"},
-            [private, public], [udp], f"http://127.0.0.1:{private}/about/health",
-            f"/health/bridge/{server_id}"))
-    procs.append(ProcessSpec(
-        "focus", [py, "-m", "services.focus"],
-        {**common, **xmpp_client, "JICOFO_AUTH_USER": "focus", "JICOFO_AUTH_PASSWORD": s.focus_password,
-         "JICOFO_HTTP_HOST": "127.0.0.1", "JICOFO_HTTP_PORT": str(focus_http), "JVB_BREWERY_MUC": "jvbbrewery"},
-        [focus_http], [], f"http://127.0.0.1:{focus_http}/about/health", "/health/focus"))
-    procs.append(ProcessSpec(
-        "web", [py, "-m", "services.web"],
-        {**common, "WEB_HTTP_HOST": "127.0.0.1", "WEB_HTTP_PORT": str(web_http)},
-        [web_http], [], f"http://127.0.0.1:{web_http}/health", "/health/web"))
+        procs.append(
+            ProcessSpec(
+                server_id,
+                [py, "-m", "services.bridge"],
+                {
+                    **common,
+                    **xmpp_client,
+                    "JVB_AUTH_USER": "jvb",
+                    "JVB_AUTH_PASSWORD": s.jvb_password,
+                    "JVB_WS_SERVER_ID": server_id,
+                    "JVB_WS_DOMAIN": front.netloc,
+                    "JVB_WS_TLS": str(ws_tls).lower(),
+                    "JVB_PORT": str(udp),
+                    "JVB_ADVERTISE_IPS": "127.0.0.1",
+                    "JVB_COLIBRI_HOST": "127.0.0.1",
+                    "JVB_COLIBRI_PORT": str(private),
+                    "JVB_PUBLIC_PORT": str(public),
+                    "JVB_BREWERY_MUC": "jvbbrewery",
+                },
+                [private, public],
+                [udp],
+                f"http://127.0.0.1:{private}/about/health",
+                f"/health/bridge/{server_id}",
+            )
+        )
+    procs.append(
+        ProcessSpec(
+            "focus",
+            [py, "-m", "services.focus"],
+            {
+                **common,
+                **xmpp_client,
+                "JICOFO_AUTH_USER": "focus",
+                "JICOFO_AUTH_PASSWORD": s.focus_password,
+                "JICOFO_HTTP_HOST": "127.0.0.1",
+                "JICOFO_HTTP_PORT": str(focus_http),
+                "JVB_BREWERY_MUC": "jvbbrewery",
+            },
+            [focus_http],
+            [],
+            f"http://127.0.0.1:{focus_http}/about/health",
+            "/health/focus",
+        )
+    )
+    procs.append(
+        ProcessSpec(
+            "web",
+            [py, "-m", "services.web"],
+            {**common, "WEB_HTTP_HOST": "127.0.0.1", "WEB_HTTP_PORT": str(web_http)},
+            [web_http],
+            [],
+            f"http://127.0.0.1:{web_http}/health",
+            "/health/web",
+        )
+    )
     nginx_conf = s.run_dir / "nginx" / "nginx.conf"
-    procs.append(ProcessSpec(
-        "nginx", [s.nginx_binary, "-e", "stderr", "-p", str(s.run_dir / "nginx"), "-c", str(nginx_conf),
-                  "-g", "daemon off;"],
-        {}, [s.front_port], [], f"http://127.0.0.1:{s.front_port}/nginx-health", "/nginx-health"))
+    procs.append(
+        ProcessSpec(
+            "nginx",
+            [
+                s.nginx_binary,
+                "-e",
+                "stderr",
+                "-p",
+                str(s.run_dir / "nginx"),
+                "-c",
+                str(nginx_conf),
+                "-g",
+                "daemon off;",
+            ],
+            {},
+            [s.front_port],
+            [],
+            f"http://127.0.0.1:{s.front_port}/nginx-health",
+            "/nginx-health",
+        )
+    )
     return StackPlan(s, procs, bridges)
 
 
@@ -179,5 +244,5 @@ def fill_template(text: str, values: dict[str, str]) -> str:
             text = text.replace("{{" + key + "}}", value)
     if "{{" in text:
         start = text.index("{{")
-        raise ValueError(f"nginx template has an unknown placeholder near: {text[start:start + 40]!r}")
+        raise ValueError(f"nginx template has an unknown placeholder near: {text[start : start + 40]!r}")
     return text

@@ -32,8 +32,9 @@ def port_conflicts(plan: StackPlan, host: str = "127.0.0.1") -> list[str]:
     """Human-readable list of the plan's ports that something else already holds."""
     taken = []
     for proc in plan.processes:
-        for port, kind, label in [(p, socket.SOCK_STREAM, "TCP") for p in proc.tcp_ports] + \
-                [(p, socket.SOCK_DGRAM, "UDP") for p in proc.udp_ports]:
+        for port, kind, label in [(p, socket.SOCK_STREAM, "TCP") for p in proc.tcp_ports] + [
+            (p, socket.SOCK_DGRAM, "UDP") for p in proc.udp_ports
+        ]:
             with socket.socket(socket.AF_INET, kind) as s:
                 if kind == socket.SOCK_STREAM:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -63,8 +64,9 @@ class Running:
 
 
 class Supervisor:
-    def __init__(self, plan: StackPlan, out: Callable[[str], None] | None = None,
-                 start_timeout: float = 40.0) -> None:
+    def __init__(
+        self, plan: StackPlan, out: Callable[[str], None] | None = None, start_timeout: float = 40.0
+    ) -> None:
         self.plan = plan
         self.out = out or (lambda line: print(line, flush=True))
         self.start_timeout = start_timeout
@@ -94,23 +96,31 @@ class Supervisor:
     async def _start_one(self, spec: ProcessSpec) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
         proc = await asyncio.create_subprocess_exec(
-            *spec.argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
+            *spec.argv,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
         assert proc.stdout is not None
         self.running.append(Running(spec, proc, asyncio.create_task(self._pump(spec, proc.stdout))))
         deadline = time.monotonic() + self.start_timeout
         async with httpx.AsyncClient(timeout=1.0) as http:
             while True:
                 if proc.returncode is not None:
-                    raise StackError(f"{spec.name} exited with status {proc.returncode} during start "
-                                     f"(see its log lines above)")
+                    raise StackError(
+                        f"{spec.name} exited with status {proc.returncode} during start "
+                        f"(see its log lines above)"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(spec.health_url)).status_code == 200:
                         self.say(spec.name, f"healthy ({spec.health_url})")
                         return
                 if time.monotonic() > deadline:
-                    raise StackError(f"{spec.name} did not become healthy within {self.start_timeout:.0f}s "
-                                     f"({spec.health_url})")
+                    raise StackError(
+                        f"{spec.name} did not become healthy within {self.start_timeout:.0f}s "
+                        f"({spec.health_url})"
+                    )
                 await asyncio.sleep(0.2)
 
     async def wait_for_failure(self) -> Running:
@@ -123,15 +133,15 @@ class Supervisor:
             for task in waits:
                 task.cancel()
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
         for r in reversed(self.running):
             if r.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(r.proc.pid, signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(r.proc.wait(), timeout)
+                    await asyncio.wait_for(r.proc.wait(), grace)
                 except TimeoutError:
-                    self.say(r.spec.name, f"did not stop within {timeout:.0f}s; killing it")
+                    self.say(r.spec.name, f"did not stop within {grace:.0f}s; killing it")
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(r.proc.pid, signal.SIGKILL)
                     await r.proc.wait()

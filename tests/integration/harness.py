@@ -57,9 +57,15 @@ def wait_tcp(host: str, port: int, timeout: float = 15.0) -> None:
 class ServiceProcess:
     """One running service. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-                 health_url: str | None = None, tcp_port: int | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        health_url: str | None = None,
+        tcp_port: int | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -75,8 +81,14 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             self.wait_ready(timeout)
         except Exception:

@@ -38,9 +38,23 @@ def stack(tmp_path: Path):
     offset = _offset()
     run_dir = tmp_path / "run"
     log = (tmp_path / "launcher.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "services.launcher", "up", "--port-offset", str(offset),
-                             "--run-dir", str(run_dir)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.launcher",
+            "up",
+            "--port-offset",
+            str(offset),
+            "--run-dir",
+            str(run_dir),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
     front = f"http://127.0.0.1:{8000 + offset}"
     deadline = time.monotonic() + 120
     while "the stack is up" not in Path(log.name).read_text():
@@ -60,8 +74,14 @@ def test_stack_is_healthy_through_nginx_and_stops_cleanly(stack) -> None:
     assert f"open http://localhost:{front.rsplit(':', 1)[1]}/" in text
     for name in SERVICES:
         assert f"{name.ljust(5)} | healthy" in text, f"{name} never reported healthy"
-    paths = ["/nginx-health", "/health/xmpp", "/health/focus", "/health/web",
-             "/health/bridge/jvb1", "/health/bridge/jvb2"]
+    paths = [
+        "/nginx-health",
+        "/health/xmpp",
+        "/health/focus",
+        "/health/web",
+        "/health/bridge/jvb1",
+        "/health/bridge/jvb2",
+    ]
     for path in paths:
         response = httpx.get(front + path, timeout=5)
         assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:200]}"
@@ -84,9 +104,22 @@ def test_a_taken_port_is_named_and_nothing_starts(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "services.launcher", "up", "--http-port", str(port),
-                                 "--run-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.launcher",
+                "up",
+                "--http-port",
+                str(port),
+                "--run-dir",
+                str(tmp_path),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1
     assert f"TCP port {port} (needed by nginx) is already in use" in result.stderr
     assert not (tmp_path / "nginx" / "nginx.conf").exists()  # nothing was started

@@ -63,9 +63,16 @@ def test_defaults_come_from_the_reference_file(reference: Path) -> None:
 
 def test_operator_file_then_environment_override(reference: Path, tmp_path: Path) -> None:
     operator = tmp_path / "jvb.conf"
-    operator.write_text("videobridge.websockets.server-id = jvb7\nvideobridge.http-servers.public.port = 9191")
-    cfg = load_config(Root, reference, ENV, config_file=operator,
-                      environ={"JVB_PUBLIC_PORT": "9292", "JVB_ADVERTISE_IPS": "10.0.0.1, 192.0.2.7"})
+    operator.write_text(
+        "videobridge.websockets.server-id = jvb7\nvideobridge.http-servers.public.port = 9191"
+    )
+    cfg = load_config(
+        Root,
+        reference,
+        ENV,
+        config_file=operator,
+        environ={"JVB_PUBLIC_PORT": "9292", "JVB_ADVERTISE_IPS": "10.0.0.1, 192.0.2.7"},
+    )
     assert cfg.videobridge.websockets.server_id == "jvb7"  # file beats reference
     assert cfg.videobridge.http_servers.public.port == 9292  # environment beats file
     assert cfg.videobridge.advertise_ips == ["10.0.0.1", "192.0.2.7"]
@@ -102,7 +109,9 @@ def test_unparsable_file_is_reported(reference: Path, tmp_path: Path) -> None:
     assert str(operator) in str(err.value)
 
 
-def test_load_or_exit_prints_one_line_and_exits_2(reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_load_or_exit_prints_one_line_and_exits_2(
+    reference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_:
         load_or_exit(lambda: load_config(Root, reference, ENV, environ={"JVB_PUBLIC_PORT": "x"}), "bridge")
     assert exit_.value.code == 2

@@ -5,8 +5,10 @@ import pytest
 from services.common.ports import PortRange, PortRequest, claim_slot
 
 
-@pytest.mark.parametrize(("text", "expected"), [("10000", (10000, 10000)), (9090, (9090, 9090)),
-                                                 ("10000-10019", (10000, 10019)), (" 80 ", (80, 80))])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("10000", (10000, 10000)), (9090, (9090, 9090)), ("10000-10019", (10000, 10019)), (" 80 ", (80, 80))],
+)
 def test_parse(text: str | int, expected: tuple[int, int]) -> None:
     r = PortRange.parse(text)
     assert (r.first, r.last) == expected
@@ -42,8 +44,10 @@ def _free_block(n: int) -> int:
 
 def test_replicas_take_successive_slots_and_a_taken_port_skips_a_slot() -> None:
     base = _free_block(4)
-    ranges = [PortRequest("127.0.0.1", PortRange(base, base + 3), socket.SOCK_DGRAM),
-              PortRequest("127.0.0.1", PortRange(base, base + 3))]
+    ranges = [
+        PortRequest("127.0.0.1", PortRange(base, base + 3), socket.SOCK_DGRAM),
+        PortRequest("127.0.0.1", PortRange(base, base + 3)),
+    ]
     held = []
     try:
         slot0, socks0 = claim_slot(ranges)

@@ -41,8 +41,9 @@ def test_only_nginx_and_media_listen_publicly() -> None:
     services = load()["services"]
     for name in ("xmpp", "focus", "web"):
         env = services[name]["environment"]
-        assert "127.0.0.1" in (env.get("XMPP_BIND_ADDRESS", "") + env.get("JICOFO_HTTP_HOST", "")
-                               + env.get("WEB_HTTP_HOST", "")), name
+        assert "127.0.0.1" in (
+            env.get("XMPP_BIND_ADDRESS", "") + env.get("JICOFO_HTTP_HOST", "") + env.get("WEB_HTTP_HOST", "")
+        ), name
     assert services["bridge"]["environment"]["JVB_COLIBRI_HOST"] == "127.0.0.1"
     assert "--bind" in services["redis"]["command"]
 
@@ -51,10 +52,20 @@ def test_only_nginx_and_media_listen_publicly() -> None:
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose (Debian) not installed")
 def test_compose_parses(tmp_path: Path) -> None:
     env = {**os.environ, "JICOFO_AUTH_PASSWORD": "x", "JVB_AUTH_PASSWORD": "y"}
-    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=env,
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     missing = {k: v for k, v in env.items() if k != "JVB_AUTH_PASSWORD"}
-    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=missing,
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        env=missing,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode != 0 and "JVB_AUTH_PASSWORD" in result.stderr

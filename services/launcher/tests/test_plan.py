@@ -58,12 +58,26 @@ def test_nginx_routes_each_bridge_and_hides_colibri_rest(tmp_path: Path) -> None
 
 
 @pytest.mark.peer
-@pytest.mark.skipif(not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed")
+@pytest.mark.skipif(
+    not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed"
+)
 def test_real_nginx_accepts_the_rendered_config(tmp_path: Path) -> None:
     plan = build_plan(settings(tmp_path))
     prepare_run_dir(plan)
-    result = subprocess.run(["/usr/sbin/nginx", "-t", "-e", "stderr", "-p", str(tmp_path / "nginx"),
-                             "-c", str(tmp_path / "nginx" / "nginx.conf")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            "/usr/sbin/nginx",
+            "-t",
+            "-e",
+            "stderr",
+            "-p",
+            str(tmp_path / "nginx"),
+            "-c",
+            str(tmp_path / "nginx" / "nginx.conf"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
