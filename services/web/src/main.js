@@ -1,0 +1,326 @@
+// The meeting page: pre-join (preview, names), the meeting (tiles, controls, chat), and the
+// screen after leaving. Behaviour lives in Meeting (meeting.js); this file wires it to the DOM.
+
+import { Meeting } from './meeting.js';
+import { parseDisplayName, parseRoomName, roomFromPath } from './room.js';
+import { Banner, chatLine, createTile, ICONS, setTileTrack, updateTile } from './ui.js';
+
+const $ = (id) => document.getElementById(id);
+const config = window.config;
+const banner = new Banner($('banner'));
+const state = { stream: null, audioMuted: false, videoMuted: false, meeting: null, room: undefined, name: '' };
+
+/** Diagnostics the page exposes (timings, per-endpoint video stats) for operators and tests. */
+const parley = {
+  state: 'prejoin',
+  timings: {},
+  errors: [],
+  async videoStats() {
+    return state.meeting ? state.meeting.videoStats() : {};
+  },
+};
+window.parley = parley;
+
+function show(screen) {
+  for (const id of ['prejoin', 'meeting', 'left']) $(id).hidden = id !== screen;
+  parley.state = screen;
+}
+
+function fail(kind, message) {
+  parley.errors.push({ kind, message });
+  banner.show(message, 'error');
+}
+
+// ------------------------------------------------------------------------------ pre-join
+
+async function startPreview() {
+  const placeholder = $('preview-placeholder');
+  const message = $('preview-message');
+  if (!navigator.mediaDevices?.getUserMedia) {
+    placeholder.classList.add('error');
+    message.textContent = 'This browser cannot use a camera here (the page needs HTTPS or localhost).';
+    return;
+  }
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 1280, height: 720 } });
+  } catch (e) {
+    try {
+      state.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      message.textContent = `Camera unavailable (${e.name}). You can join with audio only.`;
+    } catch (e2) {
+      message.textContent = `Camera and microphone unavailable (${e2.name}). You can still join to watch and chat.`;
+    }
+    placeholder.classList.add('error');
+    parley.errors.push({ kind: 'media', message: message.textContent });
+    renderPreviewButtons();
+    return;
+  }
+  $('preview-video').srcObject = state.stream;
+  placeholder.hidden = true;
+  renderPreviewButtons();
+}
+
+function renderPreviewButtons() {
+  const hasAudio = !!state.stream?.getAudioTracks().length;
+  const hasVideo = !!state.stream?.getVideoTracks().length;
+  const mic = $('preview-mic');
+  const cam = $('preview-cam');
+  mic.innerHTML = state.audioMuted || !hasAudio ? ICONS.micOff : ICONS.mic;
+  cam.innerHTML = state.videoMuted || !hasVideo ? ICONS.camOff : ICONS.cam;
+  mic.setAttribute('aria-pressed', String(state.audioMuted || !hasAudio));
+  cam.setAttribute('aria-pressed', String(state.videoMuted || !hasVideo));
+  mic.disabled = !hasAudio;
+  cam.disabled = !hasVideo;
+  for (const t of state.stream?.getAudioTracks() ?? []) t.enabled = !state.audioMuted;
+  for (const t of state.stream?.getVideoTracks() ?? []) t.enabled = !state.videoMuted;
+  $('preview-placeholder').hidden = hasVideo && !state.videoMuted;
+  $('preview-avatar').textContent = initialsOf($('name-input').value);
+}
+
+function initialsOf(name) {
+  const words = name.trim().split(/\s+/).filter(Boolean);
+  return words.length ? words.map((w) => w[0]).slice(0, 2).join('').toUpperCase() : '?';
+}
+
+function setupPrejoin() {
+  const roomInput = $('room-input');
+  const nameInput = $('name-input');
+  const fromUrl = roomFromPath(location.pathname);
+  if (fromUrl) roomInput.value = fromUrl;
+  nameInput.value = localStorage.getItem('parley.displayName') ?? '';
+  $('preview-mic').addEventListener('click', () => {
+    state.audioMuted = !state.audioMuted;
+    renderPreviewButtons();
+  });
+  $('preview-cam').addEventListener('click', () => {
+    state.videoMuted = !state.videoMuted;
+    renderPreviewButtons();
+  });
+  nameInput.addEventListener('input', () => ($('preview-avatar').textContent = initialsOf(nameInput.value)));
+  $('join-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const room = parseRoomName(roomInput.value);
+    const name = parseDisplayName(nameInput.value);
+    const error = room.error ?? name.error;
+    const formError = $('form-error');
+    formError.hidden = !error;
+    formError.textContent = error ?? '';
+    if (error) return;
+    localStorage.setItem('parley.displayName', name.name);
+    join(room.room, name.name);
+  });
+  // A room in the URL plus a remembered name joins directly.
+  const autoName = new URLSearchParams(location.search).get('name') ?? nameInput.value;
+  if (fromUrl && autoName) {
+    nameInput.value = autoName;
+    return { autoJoin: true };
+  }
+  return { autoJoin: false };
+}
+
+// ------------------------------------------------------------------------------ meeting
+
+const tiles = new Map();
+
+function stage() {
+  return $('stage');
+}
+
+function layout() {
+  stage().dataset.count = String(tiles.size);
+  $('participant-count').textContent = `${tiles.size} ${tiles.size === 1 ? 'person' : 'people'}`;
+}
+
+function renderControls() {
+  const m = state.meeting;
+  const mic = $('mic-button');
+  const cam = $('cam-button');
+  mic.setAttribute('aria-pressed', String(m.audioMuted));
+  cam.setAttribute('aria-pressed', String(m.videoMuted));
+  mic.querySelector('.tool-icon').innerHTML = m.audioMuted ? ICONS.micOff : ICONS.mic;
+  mic.querySelector('.tool-label').textContent = m.audioMuted ? 'Unmute' : 'Mute';
+  cam.querySelector('.tool-icon').innerHTML = m.videoMuted ? ICONS.camOff : ICONS.cam;
+  cam.querySelector('.tool-label').textContent = m.videoMuted ? 'Start video' : 'Stop video';
+  mic.disabled = !state.stream?.getAudioTracks().length;
+  cam.disabled = !state.stream?.getVideoTracks().length;
+  const local = tiles.get(m.endpointId);
+  if (local) updateTile(local, { audioMuted: m.audioMuted, videoMuted: m.videoMuted });
+}
+
+function onRosterChange(kind, endpoint, person) {
+  const meeting = state.meeting;
+  if (kind === 'left') {
+    tiles.get(endpoint)?.remove();
+    tiles.delete(endpoint);
+    layout();
+    return;
+  }
+  let tile = tiles.get(endpoint);
+  if (!tile && person) {
+    tile = createTile({ endpoint, nick: person.nick });
+    tiles.set(endpoint, tile);
+    stage().append(tile);
+    layout();
+  }
+  if (!tile) {
+    if (kind === 'speaker') tiles.get(meeting.endpointId)?.classList.toggle('speaking', meeting.roster.dominant === endpoint);
+    return;
+  }
+  if (kind === 'track' && person) {
+    for (const k of ['audio', 'video']) {
+      const track = person.tracks.get(k) ?? null;
+      const el = tile.querySelector(k === 'video' ? 'video' : 'audio');
+      if (el && (el.srcObject?.getTracks()[0] ?? null) !== track) {
+        setTileTrack(tile, k, track);
+        if (k === 'video' && track) watchFirstFrame(tile.querySelector('video'));
+      }
+    }
+  }
+  if (person) updateTile(tile, { nick: person.nick, audioMuted: person.audioMuted, videoMuted: person.videoMuted, quality: person.quality });
+  updateTile(tile, { speaking: meeting.roster.dominant === endpoint });
+}
+
+function watchFirstFrame(video) {
+  if (parley.timings.firstRemoteFrameMs !== undefined || !video.requestVideoFrameCallback) return;
+  video.requestVideoFrameCallback(() => {
+    if (parley.timings.firstRemoteFrameMs === undefined) {
+      parley.timings.firstRemoteFrameMs = Math.round(performance.now() - parley.timings.joinClicked);
+    }
+  });
+}
+
+async function join(room, name) {
+  state.room = room;
+  state.name = name;
+  banner.hide();
+  parley.timings = { joinClicked: performance.now() };
+  if (location.pathname !== `/${encodeURIComponent(room)}`) history.replaceState(null, '', `/${encodeURIComponent(room)}`);
+  document.title = `${room} · Parley`;
+  const joinButton = $('join-button');
+  joinButton.disabled = true;
+  joinButton.textContent = 'Joining…';
+
+  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream });
+  state.meeting = meeting;
+  meeting.setAudioMuted(state.audioMuted || !state.stream?.getAudioTracks().length);
+  meeting.setVideoMuted(state.videoMuted || !state.stream?.getVideoTracks().length);
+  meeting.roster.onChange(onRosterChange);
+  meeting.addEventListener('status', ({ detail }) => {
+    parley.phase = detail.phase;
+    const line = $('status-line');
+    line.hidden = !detail.text;
+    line.textContent = detail.text;
+    if (detail.phase === 'joined') parley.timings.mediaConnectedMs = Math.round(performance.now() - parley.timings.joinClicked);
+  });
+  meeting.addEventListener('failure', ({ detail }) => fail(detail.kind, detail.message));
+  meeting.addEventListener('channel', ({ detail }) => {
+    parley.channel = detail.state;
+    if (detail.state === 'reconnecting' && detail.delaySeconds) {
+      banner.show(`Lost the bridge channel; reconnecting in ${detail.delaySeconds} s…`, 'info');
+    } else if (detail.state === 'open') {
+      if ($('banner').dataset.kind === 'info') banner.hide();
+    }
+  });
+  meeting.addEventListener('quality', ({ detail }) => {
+    const q = $('quality');
+    q.dataset.level = detail.level;
+    const label = { good: 'Good connection', fair: 'Fair connection', poor: 'Poor connection', unknown: 'Measuring…' }[detail.level];
+    q.querySelector('.quality-label').textContent = label;
+    q.title = detail.rttMs !== undefined ? `${label}: ${Math.round(detail.rttMs)} ms round trip` : label;
+    const local = tiles.get(meeting.endpointId);
+    if (local) updateTile(local, { quality: detail.level });
+  });
+  let unread = 0;
+  meeting.addEventListener('chat', ({ detail }) => {
+    const log = $('chat-log');
+    log.append(chatLine(detail));
+    log.scrollTop = log.scrollHeight;
+    if ($('chat').hidden && !detail.mine) {
+      unread += 1;
+      $('chat-unread').hidden = false;
+      $('chat-unread').textContent = String(unread);
+    }
+  });
+  $('chat-button').onclick = () => {
+    $('chat').hidden = !$('chat').hidden;
+    if (!$('chat').hidden) {
+      unread = 0;
+      $('chat-unread').hidden = true;
+      $('chat-input').focus();
+    }
+  };
+
+  try {
+    await meeting.join();
+  } catch (e) {
+    meeting.leave();
+    state.meeting = null;
+    joinButton.disabled = false;
+    joinButton.textContent = 'Join meeting';
+    fail(e.kind ?? 'server', e.message);
+    return;
+  }
+  parley.timings.joinedMs = Math.round(performance.now() - parley.timings.joinClicked);
+  $('room-title').textContent = room;
+  $('chat-log').replaceChildren();
+  stage().replaceChildren();
+  tiles.clear();
+  const local = createTile({ endpoint: meeting.endpointId, nick: `${name} (you)`, local: true });
+  tiles.set(meeting.endpointId, local);
+  stage().append(local);
+  if (state.stream?.getVideoTracks()[0]) setTileTrack(local, 'video', state.stream.getVideoTracks()[0]);
+  for (const [endpoint, person] of meeting.roster.people) onRosterChange('joined', endpoint, person);
+  layout();
+  renderControls();
+  show('meeting');
+}
+
+function leave(detail) {
+  state.meeting?.leave();
+  state.meeting = null;
+  for (const tile of tiles.values()) tile.remove();
+  tiles.clear();
+  $('left-detail').textContent = detail ?? `You left “${state.room}”.`;
+  $('join-button').disabled = false;
+  $('join-button').textContent = 'Join meeting';
+  show('left');
+}
+
+function setupMeetingControls() {
+  $('mic-button').addEventListener('click', () => {
+    state.meeting.setAudioMuted(!state.meeting.audioMuted);
+    renderControls();
+  });
+  $('cam-button').addEventListener('click', () => {
+    state.meeting.setVideoMuted(!state.meeting.videoMuted);
+    renderControls();
+  });
+  $('leave-button').addEventListener('click', () => leave());
+  $('chat-close').addEventListener('click', () => ($('chat').hidden = true));
+  $('chat-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const input = $('chat-input');
+    try {
+      if (state.meeting?.sendChat(input.value)) input.value = '';
+    } catch (e) {
+      fail('bridge', e.message);
+    }
+  });
+  $('rejoin-button').addEventListener('click', () => join(state.room, state.name));
+  window.addEventListener('pagehide', () => state.meeting?.leave());
+}
+
+async function main() {
+  if (!config?.hosts?.domain || !config.websocket) {
+    show('prejoin');
+    fail('config', 'This page is missing its server settings (config.js); ask the operator to check the web service.');
+    return;
+  }
+  show('prejoin');
+  const { autoJoin } = setupPrejoin();
+  setupMeetingControls();
+  await startPreview();
+  if (autoJoin) $('join-form').requestSubmit();
+}
+
+main();

@@ -1,0 +1,445 @@
+// One person's meeting: the I/O around the pure modules. It logs in over XMPP (WebSocket), asks
+// the focus for the room, joins the MUC, answers the focus's Jingle offer with an
+// RTCPeerConnection to the bridge, applies source-add/remove, and keeps the Colibri bridge channel
+// open. It emits DOM events the page renders; everything it knows about people lives in `roster`.
+
+import { $iq, $pres, Strophe } from 'strophe.js';
+
+import { BridgeChannel, chatFrom, chatMessage, ColibriClass, endpointStats } from './bridge-channel.js';
+import { qualityLevel, summarizeStats } from './quality.js';
+import { Roster } from './roster.js';
+import { appendContents, NS, parseJingle } from './signalling/jingle.js';
+import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
+import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
+
+/** A failure the page explains to the user; `kind` picks the message. */
+export class MeetingError extends Error {
+  constructor(kind, message) {
+    super(message);
+    this.name = 'MeetingError';
+    this.kind = kind; // 'server' | 'focus' | 'room' | 'bridge' | 'media'
+  }
+}
+
+function randomHex(n) {
+  const bytes = new Uint8Array(Math.ceil(n / 2));
+  crypto.getRandomValues(bytes);
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('').slice(0, n);
+}
+
+const STATUS = Strophe.Status;
+
+export class Meeting extends EventTarget {
+  /**
+   * @param {object} config window.config (hosts, websocket, …)
+   * @param {{room: string, displayName: string, stream: MediaStream|null}} options
+   */
+  constructor(config, { room, displayName, stream }) {
+    super();
+    this.config = config;
+    this.room = room;
+    this.displayName = displayName;
+    this.stream = stream;
+    this.endpointId = randomHex(8);
+    this.roomJid = `${room}@${config.hosts.muc}`;
+    this.occupantJid = `${this.roomJid}/${this.endpointId}`;
+    this.roster = new Roster(this.endpointId);
+    this.audioMuted = !stream?.getAudioTracks().length;
+    this.videoMuted = !stream?.getVideoTracks().length;
+    this.conn = null;
+    this.pc = null;
+    this.offer = null;
+    this.session = null; // {sid, from, initiator}
+    this.channel = null;
+    this.work = Promise.resolve();
+    this.left = false;
+    this.statsTimer = null;
+    this.statsCounters = undefined;
+    this.downlinkBps = undefined;
+    this.quality = 'unknown';
+    this.timings = { joinStarted: performance.now() };
+  }
+
+  #emit(type, detail = {}) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #status(phase, text) {
+    this.#emit('status', { phase, text });
+  }
+
+  // ------------------------------------------------------------------------------------- join
+
+  async join() {
+    this.#status('connecting', 'Connecting to the meeting server…');
+    await this.#connect();
+    this.conn.addHandler((el) => this.#onPresence(el), null, 'presence');
+    this.conn.addHandler((el) => this.#onJingle(el), NS.JINGLE, 'iq', 'set');
+    this.#status('focus', 'Setting up the room…');
+    await this.#askFocus();
+    this.#status('joining', 'Joining the room…');
+    await this.#joinMuc();
+    this.#status('waiting-media', 'Waiting for the media bridge…');
+  }
+
+  #connect() {
+    const { websocket, hosts } = this.config;
+    const timeoutMs = this.config.connectTimeoutMs ?? 8000;
+    return new Promise((resolve, reject) => {
+      const conn = new Strophe.Connection(websocket);
+      this.conn = conn;
+      let settled = false;
+      const fail = (why) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        try {
+          conn.reset();
+        } catch {
+          // nothing to reset
+        }
+        reject(new MeetingError('server', why));
+      };
+      const timer = setTimeout(() => {
+        fail(`The meeting server did not answer within ${Math.round(timeoutMs / 1000)} s.`);
+        conn.disconnect('timeout');
+      }, timeoutMs);
+      conn.connect(hosts.domain, null, (status, condition) => {
+        if (status === STATUS.CONNECTED) {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve();
+        } else if (status === STATUS.CONNFAIL || status === STATUS.ERROR || status === STATUS.CONNTIMEOUT) {
+          fail(`Cannot reach the meeting server (${condition || 'connection failed'}).`);
+        } else if (status === STATUS.AUTHFAIL) {
+          fail('The meeting server refused guest access.');
+        } else if (status === STATUS.DISCONNECTED) {
+          if (!settled) fail('Cannot reach the meeting server.');
+          else if (!this.left) this.#emit('failure', new MeetingError('server', 'Lost the connection to the meeting server.'));
+        }
+      });
+    });
+  }
+
+  async #askFocus() {
+    const focus = this.config.hosts.focus;
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const iq = $iq({ to: focus, type: 'set' });
+      appendConferenceRequest(iq, { roomJid: this.roomJid, machineUid: this.endpointId });
+      let result;
+      try {
+        result = await new Promise((resolve, reject) => this.conn.sendIQ(iq, resolve, reject, 10000));
+      } catch (el) {
+        const why = el ? el.querySelector?.('error > *')?.localName ?? 'no answer' : 'no answer';
+        throw new MeetingError('focus', `The conference service is unavailable (${why}).`);
+      }
+      if (parseConferenceResult(result).ready) return;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    throw new MeetingError('focus', 'The conference service did not get the room ready.');
+  }
+
+  #joinMuc() {
+    return new Promise((resolve, reject) => {
+      this.joinWaiter = { resolve, reject };
+      this.#sendPresence(true);
+      setTimeout(() => {
+        if (this.joinWaiter) {
+          this.joinWaiter = null;
+          reject(new MeetingError('room', 'Joining the room timed out.'));
+        }
+      }, 10000);
+    });
+  }
+
+  #sendPresence(join = false) {
+    const pres = $pres({ to: this.occupantJid });
+    appendPresence(pres, {
+      nick: this.displayName, audioMuted: this.audioMuted, videoMuted: this.videoMuted,
+      statsId: `${this.displayName}-${this.endpointId}`, join,
+    });
+    this.conn.send(pres.tree());
+  }
+
+  #onPresence(el) {
+    const from = el.getAttribute('from') ?? '';
+    if (!from.startsWith(`${this.roomJid}/`)) return true;
+    const p = parsePresence(el, { focusUser: this.config.focusUserJid });
+    if (p.endpoint === this.endpointId) {
+      if (p.error && this.joinWaiter) {
+        this.joinWaiter.reject(new MeetingError('room', `The room refused us (${p.error}).`));
+        this.joinWaiter = null;
+      } else if (!p.error && this.joinWaiter) {
+        this.joinWaiter.resolve();
+        this.joinWaiter = null;
+      }
+      return true;
+    }
+    this.roster.applyPresence(p);
+    return true;
+  }
+
+  // ----------------------------------------------------------------------------------- jingle
+
+  #onJingle(iq) {
+    const from = iq.getAttribute('from');
+    this.conn.send($iq({ type: 'result', to: from, id: iq.getAttribute('id') }).tree());
+    let jingle;
+    try {
+      jingle = parseJingle(iq);
+    } catch (e) {
+      console.warn('dropped a Jingle stanza:', e.message);
+      return true;
+    }
+    this.#enqueue(() => this.#handleJingle(jingle, from));
+    return true;
+  }
+
+  #enqueue(task) {
+    this.work = this.work.then(task).catch((e) => {
+      console.error('signalling failed:', e);
+      this.#emit('failure', e instanceof MeetingError ? e : new MeetingError('bridge', `Media setup failed: ${e.message}`));
+    });
+  }
+
+  async #handleJingle(jingle, from) {
+    switch (jingle.action) {
+      case 'session-initiate':
+        return this.#accept(jingle, from);
+      case 'source-add':
+        if (!this.offer) return undefined;
+        this.offer.addSources(jingle);
+        return this.#renegotiate();
+      case 'source-remove': {
+        if (!this.offer) return undefined;
+        for (const t of this.offer.removeSources(jingle)) this.roster.removeTrack(t.endpoint, t.media);
+        return this.#renegotiate();
+      }
+      case 'transport-info': {
+        if (!this.pc) return undefined;
+        for (const c of jingle.contents) {
+          for (const cand of c.transport?.candidates ?? []) {
+            this.offer.addCandidates([cand]);
+            await this.pc.addIceCandidate({ candidate: candidateLine(cand), sdpMid: this.offer.base[0].name });
+          }
+        }
+        return undefined;
+      }
+      case 'session-terminate':
+        this.#closeMedia();
+        if (jingle.reason === 'moving') this.#status('moving', 'Moving you to another media bridge…');
+        else if (!this.left) this.#emit('failure', new MeetingError('bridge', 'The media session was ended by the server.'));
+        return undefined;
+      default:
+        return undefined;
+    }
+  }
+
+  async #accept(jingle, from) {
+    this.#closeMedia();
+    this.session = { sid: jingle.sid, from, initiator: jingle.initiator };
+    this.offer = new RemoteOffer(jingle, { iceLite: this.config.bridgeIceLite !== false, localOwner: this.occupantJid });
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = pc;
+    pc.ontrack = (event) => {
+      const track = this.offer?.trackForMid(event.transceiver.mid);
+      if (track?.endpoint) {
+        this.roster.addTrack(track.endpoint, track.media, event.track);
+      }
+    };
+    pc.oniceconnectionstatechange = () => {
+      const state = pc.iceConnectionState;
+      this.#emit('media-state', { state });
+      if (state === 'failed') this.#emit('failure', new MeetingError('bridge', 'Cannot reach the media bridge (ICE failed).'));
+      if (state === 'connected' || state === 'completed') this.#status('joined', '');
+    };
+    await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
+    for (const transceiver of pc.getTransceivers()) {
+      const kind = transceiver.receiver.track.kind;
+      const base = this.offer.base.find((c) => c.name === transceiver.mid);
+      if (!base || !this.stream) continue;
+      const local = kind === 'audio' ? this.stream.getAudioTracks()[0] : this.stream.getVideoTracks()[0];
+      if (!local) continue;
+      await transceiver.sender.replaceTrack(local);
+      transceiver.sender.setStreams?.(this.stream);
+      transceiver.direction = 'sendonly';
+    }
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    await this.#gathered(pc, 2000);
+    const contents = answerToContents(pc.localDescription.sdp, {
+      contentNames: this.offer.base.map((c) => c.name), owner: this.occupantJid, endpointId: this.endpointId,
+    });
+    const iq = $iq({ to: from, type: 'set' }).c('jingle', {
+      xmlns: NS.JINGLE, action: 'session-accept', sid: jingle.sid, initiator: jingle.initiator ?? from,
+      responder: this.conn.jid,
+    });
+    appendContents(iq, contents, { bundle: contents.map((c) => c.name) });
+    await new Promise((resolve, reject) => this.conn.sendIQ(iq.tree(), resolve, () => reject(new MeetingError('bridge', 'The focus rejected our media answer.')), 10000));
+    pc.onicecandidate = (event) => this.#trickle(event.candidate);
+    this.#openChannel(this.offer.webSocketUrl);
+    this.#startStats();
+  }
+
+  #gathered(pc, timeoutMs) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        if (pc.iceGatheringState === 'complete') {
+          pc.removeEventListener('icegatheringstatechange', done);
+          resolve();
+        }
+      };
+      pc.addEventListener('icegatheringstatechange', done);
+      setTimeout(resolve, timeoutMs);
+    });
+  }
+
+  #trickle(candidate) {
+    if (!candidate || !candidate.candidate || !this.session) return;
+    let cand;
+    try {
+      cand = parseCandidateLine(candidate.candidate);
+    } catch {
+      return;
+    }
+    const base = this.offer.base[0];
+    const iq = $iq({ to: this.session.from, type: 'set' }).c('jingle', {
+      xmlns: NS.JINGLE, action: 'transport-info', sid: this.session.sid, initiator: this.session.initiator ?? this.session.from,
+    });
+    const local = answerToContents(this.pc.localDescription.sdp, {
+      contentNames: [base.name], owner: this.occupantJid, endpointId: this.endpointId,
+    })[0].transport;
+    appendContents(iq, [{ name: base.name, creator: 'initiator', transport: { ...local, candidates: [cand] } }]);
+    this.conn.sendIQ(iq.tree(), () => {}, () => {}, 10000);
+  }
+
+  async #renegotiate() {
+    const pc = this.pc;
+    if (!pc) return;
+    await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
+    await pc.setLocalDescription(await pc.createAnswer());
+  }
+
+  // ---------------------------------------------------------------------------- bridge channel
+
+  #openChannel(url) {
+    this.channel?.close();
+    this.channel = null;
+    if (!url) {
+      this.#emit('channel', { state: 'unavailable' });
+      return;
+    }
+    this.channel = new BridgeChannel(url, {
+      onMessage: (msg) => this.#onBridgeMessage(msg),
+      onState: (state, detail) => this.#emit('channel', { state, ...detail }),
+    }).open();
+  }
+
+  #onBridgeMessage(msg) {
+    switch (msg.colibriClass) {
+      case ColibriClass.DOMINANT_SPEAKER:
+        this.roster.setDominantSpeaker(msg.dominantSpeakerEndpoint === this.endpointId ? this.endpointId : msg.dominantSpeakerEndpoint);
+        this.#emit('speaker', { endpoint: msg.dominantSpeakerEndpoint });
+        break;
+      case ColibriClass.ENDPOINT_MESSAGE: {
+        const chat = chatFrom(msg);
+        if (chat && chat.from !== this.endpointId) {
+          const person = this.roster.people.get(chat.from);
+          this.#emit('chat', { ...chat, displayName: person?.nick ?? chat.displayName ?? chat.from, mine: false });
+        }
+        break;
+      }
+      case ColibriClass.ENDPOINT_STATS:
+        if (msg.from && typeof msg.connectionQuality === 'string') this.roster.setQuality(msg.from, msg.connectionQuality);
+        break;
+      case ColibriClass.CONNECTION_STATS:
+        if (typeof msg.estimatedDownlinkBandwidth === 'number') this.downlinkBps = msg.estimatedDownlinkBandwidth;
+        break;
+      default:
+        break;
+    }
+  }
+
+  sendChat(text) {
+    const body = text.trim();
+    if (!body) return false;
+    if (!this.channel) throw new MeetingError('bridge', 'Chat is not connected yet.');
+    this.channel.send(chatMessage(body, this.displayName));
+    this.#emit('chat', { from: this.endpointId, text: body, displayName: this.displayName, mine: true });
+    return true;
+  }
+
+  // ------------------------------------------------------------------------------ controls
+
+  setAudioMuted(muted) {
+    this.audioMuted = muted;
+    for (const t of this.stream?.getAudioTracks() ?? []) t.enabled = !muted;
+    if (this.conn?.connected) this.#sendPresence();
+  }
+
+  setVideoMuted(muted) {
+    this.videoMuted = muted;
+    for (const t of this.stream?.getVideoTracks() ?? []) t.enabled = !muted;
+    if (this.conn?.connected) this.#sendPresence();
+  }
+
+  leave() {
+    if (this.left) return;
+    this.left = true;
+    clearInterval(this.statsTimer);
+    this.#closeMedia();
+    if (this.conn?.connected) {
+      this.conn.send($pres({ to: this.occupantJid, type: 'unavailable' }).tree());
+      this.conn.flush();
+      this.conn.disconnect('leaving');
+    }
+  }
+
+  #closeMedia() {
+    this.channel?.close();
+    this.channel = null;
+    if (this.pc) {
+      this.pc.onicecandidate = null;
+      this.pc.oniceconnectionstatechange = null;
+      this.pc.close();
+    }
+    this.pc = null;
+    this.offer = null;
+    for (const p of this.roster.people.values()) for (const kind of [...p.tracks.keys()]) this.roster.removeTrack(p.endpoint, kind);
+  }
+
+  // ------------------------------------------------------------------------------- stats
+
+  #startStats() {
+    clearInterval(this.statsTimer);
+    this.statsTimer = setInterval(() => this.#sampleStats(), 2000);
+  }
+
+  async #sampleStats() {
+    const pc = this.pc;
+    if (!pc) return;
+    const report = await pc.getStats();
+    const summary = summarizeStats(report.values(), this.statsCounters);
+    this.statsCounters = summary.counters;
+    const connected = ['connected', 'completed'].includes(pc.iceConnectionState);
+    const level = qualityLevel({ rttMs: summary.rttMs, lossRatio: summary.lossRatio, downlinkBps: this.downlinkBps, connected });
+    this.quality = level;
+    this.#emit('quality', { level, rttMs: summary.rttMs, lossRatio: summary.lossRatio });
+    if (this.channel?.isOpen) this.channel.send(endpointStats({ connectionQuality: level }));
+  }
+
+  /** Per remote endpoint: frames decoded of its video (for the page's own diagnostics and tests). */
+  async videoStats() {
+    const out = {};
+    if (!this.pc || !this.offer) return out;
+    const report = await this.pc.getStats();
+    for (const r of report.values()) {
+      if (r.type !== 'inbound-rtp' || r.kind !== 'video') continue;
+      const track = this.offer.trackForMid(r.mid);
+      if (track?.endpoint) out[track.endpoint] = { framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc };
+    }
+    return out;
+  }
+}

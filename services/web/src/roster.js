@@ -1,0 +1,87 @@
+// Who is in the meeting and what to show for them: the state behind the tiles. It is fed parsed
+// presences, received tracks and bridge-channel events, and tells its listener what changed. No
+// DOM, no network.
+
+export class Roster {
+  constructor(selfEndpoint) {
+    this.selfEndpoint = selfEndpoint;
+    /** @type {Map<string, {endpoint: string, nick: string, audioMuted: boolean, videoMuted: boolean,
+     *  tracks: Map<string, any>, quality?: string}>} */
+    this.people = new Map();
+    this.dominant = null;
+    this.listeners = new Set();
+  }
+
+  onChange(listener) {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  #emit(kind, endpoint) {
+    for (const l of this.listeners) l(kind, endpoint, this.people.get(endpoint));
+  }
+
+  #person(endpoint, fields = {}) {
+    let p = this.people.get(endpoint);
+    if (!p) {
+      p = { endpoint, nick: endpoint, audioMuted: false, videoMuted: false, tracks: new Map(), quality: undefined, ...fields };
+      this.people.set(endpoint, p);
+      this.#emit('joined', endpoint);
+    }
+    return p;
+  }
+
+  /** Apply a parsed MUC presence (see signalling/muc.js). Ours and the focus's are ignored. */
+  applyPresence(presence) {
+    const { endpoint } = presence;
+    if (!endpoint || presence.isFocus || presence.isSelf || endpoint === this.selfEndpoint || presence.error) return;
+    if (presence.unavailable) {
+      this.remove(endpoint);
+      return;
+    }
+    const fields = { nick: presence.nick, audioMuted: presence.audioMuted, videoMuted: presence.videoMuted };
+    const p = this.#person(endpoint, fields);
+    const changed = p.nick !== presence.nick || p.audioMuted !== presence.audioMuted || p.videoMuted !== presence.videoMuted;
+    Object.assign(p, fields);
+    if (changed) this.#emit('updated', endpoint);
+  }
+
+  remove(endpoint) {
+    if (!this.people.delete(endpoint)) return;
+    if (this.dominant === endpoint) this.dominant = null;
+    this.#emit('left', endpoint);
+  }
+
+  /** A remote track arrived for `endpoint` (kind 'audio'|'video'). */
+  addTrack(endpoint, kind, track) {
+    if (!endpoint || endpoint === this.selfEndpoint) return;
+    const p = this.#person(endpoint);
+    p.tracks.set(kind, track);
+    this.#emit('track', endpoint);
+  }
+
+  removeTrack(endpoint, kind) {
+    const p = this.people.get(endpoint);
+    if (p && p.tracks.delete(kind)) this.#emit('track', endpoint);
+  }
+
+  /** DominantSpeakerEndpointChangeEvent. */
+  setDominantSpeaker(endpoint) {
+    if (this.dominant === endpoint) return;
+    const previous = this.dominant;
+    this.dominant = endpoint;
+    if (previous) this.#emit('speaker', previous);
+    this.#emit('speaker', endpoint);
+  }
+
+  setQuality(endpoint, quality) {
+    const p = this.people.get(endpoint);
+    if (!p || p.quality === quality) return;
+    p.quality = quality;
+    this.#emit('updated', endpoint);
+  }
+
+  get size() {
+    return this.people.size;
+  }
+}

@@ -1,0 +1,91 @@
+// DOM pieces of the meeting page: icons, tiles, chat lines, the banner. Rendering only; the
+// page's behaviour is wired in main.js.
+
+import { initials } from './room.js';
+
+const svg = (path) => `<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${path}</svg>`;
+
+export const ICONS = {
+  mic: svg('<rect x="9" y="3" width="6" height="11" rx="3"/><path d="M5 11a7 7 0 0 0 14 0M12 18v3"/>'),
+  micOff: svg('<path d="M3 3l18 18M9 9v2a3 3 0 0 0 5 2.2M15 10V6a3 3 0 0 0-5.7-1.3M5 11a7 7 0 0 0 11.5 5.3M19 11a7 7 0 0 1-.6 2.8M12 18v3"/>'),
+  cam: svg('<rect x="3" y="6" width="13" height="12" rx="2"/><path d="M16 10l5-3v10l-5-3z"/>'),
+  camOff: svg('<path d="M3 3l18 18M16 16v0a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V8a2 2 0 0 1 2-2h1M10 6h4a2 2 0 0 1 2 2v3l5-3v9"/>'),
+  chat: svg('<path d="M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z"/>'),
+  leave: svg('<path d="M4 15c5-4 11-4 16 0l-2 3-3-1v-3c-2-.6-4-.6-6 0v3l-3 1z"/>'),
+};
+
+/** A participant tile; `local` marks our own. */
+export function createTile({ endpoint, nick, local = false }) {
+  const tile = document.createElement('article');
+  tile.className = `tile${local ? ' local' : ''}`;
+  tile.dataset.endpoint = endpoint;
+  tile.dataset.audioMuted = 'false';
+  tile.dataset.videoOff = 'true';
+  tile.innerHTML = `
+    <video autoplay playsinline ${local ? 'muted' : ''}></video>
+    <span class="avatar"></span>
+    <div class="tile-footer">
+      <span class="tile-name"><span class="mic-off" title="Microphone muted">${ICONS.micOff}</span><span class="nick"></span></span>
+      <span class="tile-quality" data-level="unknown" title="Connection quality"></span>
+    </div>`;
+  if (!local) {
+    const audio = document.createElement('audio');
+    audio.autoplay = true;
+    tile.append(audio);
+  }
+  updateTile(tile, { nick });
+  return tile;
+}
+
+export function updateTile(tile, { nick, audioMuted, videoMuted, quality, speaking }) {
+  if (nick !== undefined) {
+    tile.querySelector('.nick').textContent = nick;
+    tile.querySelector('.avatar').textContent = initials(nick);
+    tile.setAttribute('aria-label', nick);
+  }
+  if (audioMuted !== undefined) tile.dataset.audioMuted = String(audioMuted);
+  if (videoMuted !== undefined) tile.dataset.videoMuted = String(videoMuted);
+  if (quality !== undefined) tile.querySelector('.tile-quality').dataset.level = quality;
+  if (speaking !== undefined) tile.classList.toggle('speaking', speaking);
+  const hasVideo = !!tile.querySelector('video').srcObject;
+  tile.dataset.videoOff = String(!hasVideo || tile.dataset.videoMuted === 'true');
+}
+
+/** Attach (or detach, with null) a track to the tile's <video>/<audio> element. */
+export function setTileTrack(tile, kind, track) {
+  const el = tile.querySelector(kind === 'video' ? 'video' : 'audio');
+  if (!el) return;
+  el.srcObject = track ? new MediaStream([track]) : null;
+  if (track) el.play?.().catch(() => {});
+  updateTile(tile, {});
+}
+
+export function chatLine({ displayName, text, mine }) {
+  const li = document.createElement('li');
+  li.className = `chat-message${mine ? ' mine' : ''}`;
+  const who = document.createElement('div');
+  who.className = 'who';
+  who.textContent = mine ? 'You' : displayName;
+  const body = document.createElement('div');
+  body.className = 'text';
+  body.textContent = text;
+  li.append(who, body);
+  return li;
+}
+
+export class Banner {
+  constructor(el) {
+    this.el = el;
+    el.querySelector('.banner-close').addEventListener('click', () => this.hide());
+  }
+
+  show(text, kind = 'error') {
+    this.el.dataset.kind = kind;
+    this.el.querySelector('.banner-text').textContent = text;
+    this.el.hidden = false;
+  }
+
+  hide() {
+    this.el.hidden = true;
+  }
+}

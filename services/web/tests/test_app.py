@@ -1,0 +1,60 @@
+"""The HTTP app in-process (ASGI, no sockets): page, config.js, assets, health, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.web.app import DistMissing, create_app
+from services.web.config import load
+
+
+@pytest.fixture
+def dist(tmp_path: Path) -> Path:
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text("<!doctype html><title>Parley</title>")
+    (tmp_path / "assets" / "app.js").write_text("console.log('parley')")
+    (tmp_path / "BUILD").write_text("abc123\n")
+    return tmp_path
+
+
+def client_for(dist: Path, **env: str) -> TestClient:
+    return TestClient(create_app(load(environ={"WEB_DIST_DIR": str(dist), **env})))
+
+
+def test_rooms_serve_the_page_uncached(dist: Path) -> None:
+    client = client_for(dist)
+    for path in ("/", "/weekly-standup", "/Team%20Sync"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "<title>Parley</title>" in response.text
+        assert response.headers["cache-control"] == "no-store"
+
+
+def test_assets_and_unknown_files(dist: Path) -> None:
+    client = client_for(dist)
+    assert client.get("/assets/app.js").text == "console.log('parley')"
+    assert client.get("/assets/missing.js").status_code == 404
+    assert client.get("/favicon.ico").status_code == 404
+
+
+def test_config_js_reflects_settings(dist: Path) -> None:
+    client = client_for(dist, PUBLIC_URL="https://meet.example.com")
+    response = client.get("/config.js")
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert '"websocket": "wss://meet.example.com/xmpp-websocket"' in response.text
+
+
+def test_health_and_metrics(dist: Path) -> None:
+    client = client_for(dist)
+    assert client.get("/health").json() == {"status": "ok", "build": "abc123"}
+    client.get("/room")
+    metrics = client.get("/metrics").text
+    assert "parley_web_page_views_total" in metrics
+
+
+def test_refuses_to_start_without_a_build(tmp_path: Path) -> None:
+    with pytest.raises(DistMissing, match=r"build\.sh"):
+        create_app(load(environ={"WEB_DIST_DIR": str(tmp_path)}))
