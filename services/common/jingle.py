@@ -255,7 +255,7 @@ def _payload_type_el(parent: ET.Element, pt: PayloadType) -> None:
         id=pt.id,
         name=pt.name,
         clockrate=pt.clockrate,
-        channels=pt.channels if pt.channels and pt.channels != 1 else None,
+        channels=pt.channels,
     )
     for name, value in pt.parameters.items():
         _sub(el, NS_RTP, "parameter", name=name, value=value)
@@ -395,7 +395,7 @@ def _parse_payload_type(el: ET.Element, where: str) -> PayloadType:
         id=_int(el, "id", where),
         name=el.get("name"),
         clockrate=_int(el, "clockrate", where, 0),
-        channels=_int(el, "channels", where, 1),
+        channels=_int(el, "channels", where) if el.get("channels") else None,
         parameters=params,
         rtcp_fbs=fbs or None,
     )
@@ -912,7 +912,7 @@ def _parse_rtp_section(section: _SdpSection, owner: str | None, name_prefix: str
                 pt_id, _, codec = value.partition(" ")
                 name, clock, *chans = codec.split("/")
                 pts[int(pt_id)] = PayloadType(
-                    id=int(pt_id), name=name, clockrate=int(clock), channels=int(chans[0]) if chans else 1
+                    id=int(pt_id), name=name, clockrate=int(clock), channels=int(chans[0]) if chans else None
                 )
             elif key == "fmtp":
                 pt_id, _, params = value.partition(" ")
