@@ -16,6 +16,7 @@ cache with the projected packets.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from .model import MediaSources
 from .vp8 import keyframe_size, parse_descriptor, rewrite_descriptor
 
 VIDEO_CLOCK_RATE = 90_000
+_SEQ_TS_SSRC = struct.Struct("!HII")
 DEFAULT_TOP_HEIGHT = 720
 
 
@@ -239,9 +241,14 @@ class SimulcastProjection:
         "out_ssrc",
         "switches",
         "target",
+        "wait_for_keyframe",
     )
 
-    def __init__(self, source: VideoSource) -> None:
+    def __init__(self, source: VideoSource, wait_for_keyframe: bool | None = None) -> None:
+        """``wait_for_keyframe``: start and switch only at key frames (default: when the source
+        has more than one layer; a single-layer stream starts at once and its receiver asks for
+        a key frame itself)."""
+        self.wait_for_keyframe = len(source.layers) > 1 if wait_for_keyframe is None else wait_for_keyframe
         self.out_ssrc = source.primary_ssrc
         self.layer_ssrcs = source.ssrcs
         self.target = -1
@@ -262,7 +269,7 @@ class SimulcastProjection:
     @property
     def keyframe_wanted(self) -> int | None:
         """SSRC of the target layer while a switch to it waits for a key frame, else ``None``."""
-        if self.target >= 0 and self.target != self.current:
+        if self.wait_for_keyframe and self.target >= 0 and self.target != self.current:
             return self.layer_ssrcs[self.target]
         return None
 
@@ -274,11 +281,19 @@ class SimulcastProjection:
         if layer < 0:
             self.current = -1
             return False
-        return layer != self.current
+        return self.wait_for_keyframe and layer != self.current
 
     def project(self, packet: bytearray, layer: int, now: float) -> bool:
-        """Rewrite ``packet`` (a decrypted RTP packet of layer ``layer``) for this receiver in
-        place; False when it must not be sent to this receiver."""
+        """:meth:`accept` and, when accepted, :meth:`rewrite` ``packet`` in place."""
+        if not self.accept(packet, layer, now):
+            return False
+        self.rewrite(packet)
+        return True
+
+    def accept(self, packet: bytes | bytearray | memoryview, layer: int, now: float) -> bool:
+        """Whether this receiver gets ``packet`` (a decrypted RTP packet of layer ``layer``);
+        switches layers at the target's key frame. Does not modify the packet: a forwarder that
+        rewrites headers itself uses :attr:`seq_offset`, :attr:`ts_offset` and :attr:`out_ssrc`."""
         if layer != self.current:
             if layer != self.target or not self._switch_here(packet, now):
                 return False
@@ -289,38 +304,50 @@ class SimulcastProjection:
         if since_switch > 0x1000:  # keep the reference near, so it never wraps past us
             self._switch_seq = (seq - 0x1000) & 0xFFFF
         out_seq = (seq + self._seq_offset) & 0xFFFF
-        ts = int.from_bytes(packet[4:8], "big")
-        out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
-        packet[2] = out_seq >> 8
-        packet[3] = out_seq & 0xFF
-        packet[4:8] = out_ts.to_bytes(4, "big")
-        packet[8:12] = self.out_ssrc.to_bytes(4, "big")
-        self._rewrite_vp8(packet)
         if _newer16(out_seq, self._last_out_seq) or not self._started:
             self._last_out_seq = out_seq
-            self._last_out_ts = out_ts
+            self._last_out_ts = (int.from_bytes(packet[4:8], "big") + self._ts_offset) & 0xFFFFFFFF
             self._last_out_time = now
         self._started = True
         return True
 
-    def _switch_here(self, packet: bytearray, now: float) -> bool:
+    def rewrite(self, packet: bytearray) -> None:
+        """Rewrite an accepted packet in place: SSRC, sequence number, timestamp, VP8 picture
+        id and TL0PICIDX as this receiver sees them."""
+        seq = ((packet[2] << 8) | packet[3]) + self._seq_offset
+        ts = int.from_bytes(packet[4:8], "big") + self._ts_offset
+        packet[2:12] = _SEQ_TS_SSRC.pack(seq & 0xFFFF, ts & 0xFFFFFFFF, self.out_ssrc)
+        self._rewrite_vp8(packet)
+
+    @property
+    def seq_offset(self) -> int:
+        """Added (mod 2^16) to the sequence numbers of the current layer."""
+        return self._seq_offset
+
+    @property
+    def ts_offset(self) -> int:
+        """Added (mod 2^32) to the RTP timestamps of the current layer."""
+        return self._ts_offset
+
+    def _switch_here(self, packet: bytes | bytearray | memoryview, now: float) -> bool:
         offset, end = rtp_payload_bounds(packet)
         if offset < 0:
             return False
         desc = parse_descriptor(packet, offset, end)
-        if desc is None or not desc.start_of_frame or offset + desc.size >= end:
-            return False
-        if packet[offset + desc.size] & 0x01:  # not a key frame
-            return False
+        if self.wait_for_keyframe:
+            if desc is None or not desc.start_of_frame or offset + desc.size >= end:
+                return False
+            if packet[offset + desc.size] & 0x01:  # not a key frame
+                return False
         seq = (packet[2] << 8) | packet[3]
         ts = int.from_bytes(packet[4:8], "big")
         if self._started:
             self._seq_offset = (self._last_out_seq + 1 - seq) & 0xFFFF
             elapsed = max(1, round((now - self._last_out_time) * VIDEO_CLOCK_RATE))
             self._ts_offset = (self._last_out_ts + elapsed - ts) & 0xFFFFFFFF
-            if desc.picture_id >= 0 and self._last_pid >= 0:
+            if desc is not None and desc.picture_id >= 0 and self._last_pid >= 0:
                 self._pid_offset = self._last_pid + 1 - desc.picture_id
-            if desc.tl0picidx >= 0 and self._last_tl0 >= 0:
+            if desc is not None and desc.tl0picidx >= 0 and self._last_tl0 >= 0:
                 self._tl0_offset = self._last_tl0 + 1 - desc.tl0picidx
         self._switch_seq = seq
         self.current = self.target

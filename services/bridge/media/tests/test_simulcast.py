@@ -208,7 +208,7 @@ def test_projection_forwards_the_constrained_layer_and_switches_up_cleanly() -> 
 
 def test_target_minus_one_stops_at_once_and_restart_waits_for_a_keyframe() -> None:
     source = VideoSource("s-v0", "s", (SimulcastLayer(0, 9),))
-    projection = SimulcastProjection(source)
+    projection = SimulcastProjection(source, wait_for_keyframe=True)
     key = bytes(VpxPayloadDescriptor(1, 0, picture_id=10)) + b"\x00\x00\x00\x9d\x01\x2a"
     delta = bytes(VpxPayloadDescriptor(1, 0, picture_id=11)) + b"\x01\x00\x00"
     assert not projection.project(rtp(1, 0, 9, key), 0, 0.0)  # no target yet
@@ -237,3 +237,15 @@ def test_long_runs_do_not_wrap_into_the_switch_guard() -> None:
     assert projection.project(rtp(0, 0, 9, key), 0, 0.0)
     sent = sum(projection.project(rtp(seq & 0xFFFF, seq, 9, delta), 0, 0.0) for seq in range(1, 70_000))
     assert sent == 69_999
+
+
+def test_single_layer_starts_at_once_and_accept_leaves_the_packet_alone() -> None:
+    source = VideoSource("s-v0", "s", (SimulcastLayer(0, 9),))
+    projection = SimulcastProjection(source)
+    assert projection.set_target(0) is False  # no key frame needed
+    assert projection.keyframe_wanted is None
+    delta = rtp(100, 5000, 9, bytes(VpxPayloadDescriptor(1, 0, picture_id=11)) + b"\x01\x00\x00")
+    before = bytes(delta)
+    assert projection.accept(delta, 0, 0.0)
+    assert bytes(delta) == before
+    assert (projection.seq_offset, projection.ts_offset, projection.out_ssrc) == (0, 0, 9)
