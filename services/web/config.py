@@ -40,7 +40,6 @@ class Web(Section):
     public_url: str = ""
     xmpp: Xmpp
     connect_timeout: float = Field(gt=0, le=120)
-    bridge_ice_lite: bool = True
     dist_dir: str = ""
 
     @field_validator("public_url")
@@ -79,15 +78,6 @@ class WebConfig(Section):
     web: Web
 
 
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
 ENV = [
     EnvVar("WEB_HTTP_HOST", "web.http.host"),
     EnvVar("WEB_HTTP_PORT", "web.http.port", int),
@@ -99,7 +89,6 @@ ENV = [
     EnvVar("XMPP_WEBSOCKET_URL", "web.xmpp.websocket-url"),
     EnvVar("XMPP_BOSH_URL", "web.xmpp.bosh-url"),
     EnvVar("WEB_CONNECT_TIMEOUT", "web.connect-timeout", float),
-    EnvVar("BRIDGE_ICE_LITE", "web.bridge-ice-lite", _bool),
     EnvVar("WEB_DIST_DIR", "web.dist-dir"),
 ]
 
@@ -124,7 +113,6 @@ def config_js(web: Web) -> str:
         "websocket": web.websocket_url,
         "bosh": web.bosh_url,
         "connectTimeoutMs": int(web.connect_timeout * 1000),
-        "bridgeIceLite": web.bridge_ice_lite,
     }
     body = json.dumps(settings, indent=2).replace("</", "<\\/")
     return (

@@ -8,7 +8,7 @@ import { $iq, $pres, Strophe } from 'strophe.js';
 import { BridgeChannel, chatFrom, chatMessage, ColibriClass, endpointStats } from './bridge-channel.js';
 import { qualityLevel, summarizeStats } from './quality.js';
 import { Roster } from './roster.js';
-import { appendContents, NS, parseJingle } from './signalling/jingle.js';
+import { appendContents, isMove, NS, parseJingle } from './signalling/jingle.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
 
@@ -111,7 +111,8 @@ export class Meeting extends EventTarget {
           clearTimeout(timer);
           resolve();
         } else if (status === STATUS.CONNFAIL || status === STATUS.ERROR || status === STATUS.CONNTIMEOUT) {
-          fail(`Cannot reach the meeting server (${condition || 'connection failed'}).`);
+          console.warn('xmpp connection failed:', condition);
+          fail('Cannot reach the meeting server. Check your network connection and try again.');
         } else if (status === STATUS.AUTHFAIL) {
           fail('The meeting server refused guest access.');
         } else if (status === STATUS.DISCONNECTED) {
@@ -228,7 +229,7 @@ export class Meeting extends EventTarget {
       }
       case 'session-terminate':
         this.#closeMedia();
-        if (jingle.reason === 'moving') this.#status('moving', 'Moving you to another media bridge…');
+        if (isMove(jingle)) this.#status('moving', 'Moving you to another media bridge…');
         else if (!this.left) this.#emit('failure', new MeetingError('bridge', 'The media session was ended by the server.'));
         return undefined;
       default:
@@ -239,7 +240,7 @@ export class Meeting extends EventTarget {
   async #accept(jingle, from) {
     this.#closeMedia();
     this.session = { sid: jingle.sid, from, initiator: jingle.initiator };
-    this.offer = new RemoteOffer(jingle, { iceLite: this.config.bridgeIceLite !== false, localOwner: this.occupantJid });
+    this.offer = new RemoteOffer(jingle, { localOwner: this.occupantJid });
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
     pc.ontrack = (event) => {
@@ -251,8 +252,11 @@ export class Meeting extends EventTarget {
     pc.oniceconnectionstatechange = () => {
       const state = pc.iceConnectionState;
       this.#emit('media-state', { state });
-      if (state === 'failed') this.#emit('failure', new MeetingError('bridge', 'Cannot reach the media bridge (ICE failed).'));
-      if (state === 'connected' || state === 'completed') this.#status('joined', '');
+      if (state === 'failed') this.#iceFailed();
+      if (state === 'connected' || state === 'completed') {
+        this.iceFailures = 0;
+        this.#status('joined', '');
+      }
     };
     await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
     for (const transceiver of pc.getTransceivers()) {
@@ -280,6 +284,20 @@ export class Meeting extends EventTarget {
     pc.onicecandidate = (event) => this.#trickle(event.candidate);
     this.#openChannel(this.offer.webSocketUrl);
     this.#startStats();
+  }
+
+  /** Tell the focus (it re-invites us, maybe onto another bridge); give up after a few tries. */
+  #iceFailed() {
+    this.iceFailures = (this.iceFailures ?? 0) + 1;
+    if (this.iceFailures > 2 || !this.session) {
+      this.#emit('failure', new MeetingError('bridge', 'Cannot reach the media bridge: audio and video are unavailable.'));
+      return;
+    }
+    this.#status('reconnecting-media', 'Reconnecting audio and video…');
+    const iq = $iq({ to: this.session.from, type: 'set' })
+      .c('jingle', { xmlns: NS.JINGLE, action: 'session-info', sid: this.session.sid })
+      .c('ice-state', { xmlns: NS.FOCUS }).t('failed');
+    this.conn.sendIQ(iq.tree(), () => {}, () => {}, 10000);
   }
 
   #gathered(pc, timeoutMs) {

@@ -18,6 +18,7 @@ const transport = `
     <candidate component='1' foundation='1' generation='0' id='c1' ip='127.0.0.1' network='0' port='10000' priority='2130706431' protocol='udp' type='host'/>
     <candidate component='1' foundation='2' generation='0' id='c2' ip='203.0.113.7' network='0' port='10000' priority='1694498815' protocol='udp' type='srflx' rel-addr='127.0.0.1' rel-port='10000'/>
     <web-socket xmlns='http://jitsi.org/protocol/colibri' url='ws://127.0.0.1:8000/colibri-ws/jvb1/c0ffee/me000001?pwd=4s8rjl3kq5n0hhm9bfg0g1h2i3'/>
+    <ice-lite xmlns='http://jitsi.org/protocol/colibri'/>
     <rtcp-mux/>
   </transport>`;
 
@@ -143,7 +144,7 @@ export const SOURCE_REMOVE_ALICE = `
 export const SESSION_TERMINATE_MOVING = `
 <iq xmlns='jabber:client' type='set' id='j4'>
  <jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='6d4k2j'>
-  <reason><moving/><text>bridge failed</text></reason>
+  <reason><success/><text>moving</text></reason>
  </jingle>
 </iq>`;
 

@@ -5,7 +5,7 @@ import sdpTransform from 'sdp-transform';
 import { $iq, Strophe } from 'strophe.js';
 import { DOMParser } from '@xmldom/xmldom';
 
-import { appendContents, NS, parseJingle } from '../src/signalling/jingle.js';
+import { appendContents, isMove, NS, parseJingle } from '../src/signalling/jingle.js';
 import {
   answerToContents, candidateLine, endpointOf, parseCandidateLine, RemoteOffer,
 } from '../src/signalling/sdp.js';
@@ -15,7 +15,7 @@ import {
   SOURCE_REMOVE_ALICE, xml,
 } from './fixtures.js';
 
-const offer = () => new RemoteOffer(parseJingle(xml(SESSION_INITIATE)), { iceLite: true, localOwner: ME });
+const offer = () => new RemoteOffer(parseJingle(xml(SESSION_INITIATE)), { localOwner: ME });
 const mlines = (sdp) => sdpTransform.parse(sdp).media;
 
 describe('parseJingle', () => {
@@ -54,7 +54,9 @@ describe('parseJingle', () => {
   it('reads the reason of a session-terminate', () => {
     const s = parseJingle(xml(SESSION_TERMINATE_MOVING));
     assert.equal(s.action, 'session-terminate');
-    assert.equal(s.reason, 'moving');
+    assert.deepEqual(s.reason, { condition: 'success', text: 'moving' });
+    assert.equal(isMove(s), true);
+    assert.equal(isMove(parseJingle(xml(SESSION_INITIATE))), false);
   });
 
   it('rejects malformed stanzas with a message naming the problem', () => {
@@ -103,8 +105,9 @@ describe('RemoteOffer', () => {
     assert.equal(o.webSocketUrl, 'ws://127.0.0.1:8000/colibri-ws/jvb1/c0ffee/me000001?pwd=4s8rjl3kq5n0hhm9bfg0g1h2i3');
   });
 
-  it('leaves out ice-lite when the bridge is a full ICE agent', () => {
-    const o = new RemoteOffer(parseJingle(xml(SESSION_INITIATE)), { iceLite: false });
+  it('leaves out ice-lite when the bridge is a full ICE agent (no <ice-lite/> marker)', () => {
+    const full = SESSION_INITIATE.replaceAll("<ice-lite xmlns='http://jitsi.org/protocol/colibri'/>", '');
+    const o = new RemoteOffer(parseJingle(xml(full)));
     assert.equal(sdpTransform.parse(o.toSdp()).icelite, undefined);
   });
 

@@ -56,7 +56,6 @@ def test_explicit_websocket_url_wins() -> None:
     )
     settings = settings_of(config_js(web))
     assert settings["websocket"] == "ws://127.0.0.1:5280/xmpp-websocket"
-    assert settings["bridgeIceLite"] is False
 
 
 def test_config_js_cannot_be_broken_out_of() -> None:
@@ -71,7 +70,6 @@ def test_config_js_cannot_be_broken_out_of() -> None:
         ({"WEB_HTTP_PORT": "70000"}, "web.http.port", "WEB_HTTP_PORT"),
         ({"PUBLIC_URL": "meet.example.com"}, "web.public-url", "PUBLIC_URL"),
         ({"XMPP_WEBSOCKET_URL": "http://x/xmpp-websocket"}, "web.xmpp.websocket-url", "XMPP_WEBSOCKET_URL"),
-        ({"BRIDGE_ICE_LITE": "maybe"}, "web.bridge-ice-lite", "BRIDGE_ICE_LITE"),
         ({"WEB_CONNECT_TIMEOUT": "0"}, "web.connect-timeout", "WEB_CONNECT_TIMEOUT"),
     ],
 )

@@ -4,6 +4,12 @@
 
 import { attr, child, children, intAttr, JingleError, text } from './xml.js';
 
+/** A session-terminate that moves us to another bridge (Jicofo: reason success, text "moving"). */
+export function isMove(session) {
+  const r = session.reason;
+  return !!r && (r.condition === 'moving' || r.text === 'moving');
+}
+
 export const NS = Object.freeze({
   JINGLE: 'urn:xmpp:jingle:1',
   RTP: 'urn:xmpp:jingle:apps:rtp:1',
@@ -16,6 +22,7 @@ export const NS = Object.freeze({
   JITMEET: 'http://jitsi.org/jitmeet',
   COLIBRI: 'http://jitsi.org/protocol/colibri',
   SCTP: 'urn:xmpp:jingle:transports:dtls-sctp:1',
+  FOCUS: 'http://jitsi.org/protocol/focus',
 });
 
 /**
@@ -27,13 +34,13 @@ export const NS = Object.freeze({
  *            port: number, type: string, generation?: number, relAddr?: string, relPort?: number,
  *            tcptype?: string}} Candidate
  * @typedef {{ufrag?: string, pwd?: string, fingerprints: {hash: string, setup?: string, value: string}[],
- *            candidates: Candidate[], webSocketUrl?: string, rtcpMux: boolean}} Transport
+ *            candidates: Candidate[], webSocketUrl?: string, iceLite?: boolean, rtcpMux: boolean}} Transport
  * @typedef {{media: string, payloadTypes: PayloadType[], hdrExts: {id: number, uri: string}[],
  *            rtcpMux: boolean, extmapAllowMixed: boolean, sources: Source[], ssrcGroups: SsrcGroup[]}} Description
  * @typedef {{name: string, creator?: string, senders?: string, description?: Description,
  *            transport?: Transport, sctp?: boolean}} Content
  * @typedef {{action: string, sid: string, initiator?: string, responder?: string,
- *            contents: Content[], bundle: string[], reason?: string}} JingleSession
+ *            contents: Content[], bundle: string[], reason?: {condition: string, text: string}}} JingleSession
  */
 
 /** Parse a `<jingle>` element (or an `<iq>` holding one) into a JingleSession. */
@@ -45,6 +52,7 @@ export function parseJingle(el) {
   const group = children(jingle, 'group', NS.GROUPING).find((g) => attr(g, 'semantics') === 'BUNDLE');
   const reasonEl = child(jingle, 'reason');
   const reasonChild = reasonEl ? children(reasonEl).find((c) => c.localName !== 'text') : null;
+  const reasonText = reasonEl ? text(child(reasonEl, 'text')) : '';
   return {
     action,
     sid: attr(jingle, 'sid', ''),
@@ -52,7 +60,7 @@ export function parseJingle(el) {
     responder: attr(jingle, 'responder'),
     contents: children(jingle, 'content').map(parseContent),
     bundle: group ? children(group, 'content').map((c) => attr(c, 'name')) : [],
-    reason: reasonChild?.localName,
+    reason: reasonEl ? { condition: reasonChild?.localName ?? '', text: reasonText } : undefined,
   };
 }
 
@@ -126,6 +134,7 @@ function parseTransport(el) {
     })),
     candidates: children(el, 'candidate', NS.ICE_UDP).map(parseCandidate),
     webSocketUrl: attr(ws, 'url'),
+    iceLite: !!child(el, 'ice-lite', NS.COLIBRI),
     rtcpMux: !!child(el, 'rtcp-mux', NS.ICE_UDP),
   };
 }

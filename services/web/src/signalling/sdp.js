@@ -62,13 +62,11 @@ function fmtpConfig(parameters) {
 export class RemoteOffer {
   /**
    * @param {import('./jingle.js').JingleSession} session a session-initiate
-   * @param {{iceLite?: boolean, localOwner?: string}} options iceLite: the bridge is an ICE-lite
-   *   agent (the browser must then take the controlling role); localOwner: our own occupant JID,
-   *   whose sources are never received.
+   * @param {{localOwner?: string}} options localOwner: our own occupant JID, whose sources are
+   *   never received.
    */
-  constructor(session, { iceLite = false, localOwner } = {}) {
+  constructor(session, { localOwner } = {}) {
     this.sid = session.sid;
-    this.iceLite = iceLite;
     this.localOwner = localOwner;
     this.version = 1;
     this.base = session.contents.filter((c) => c.description && ['audio', 'video'].includes(c.description.media));
@@ -77,6 +75,8 @@ export class RemoteOffer {
     if (!withTransport) throw new JingleError('the offer has no ICE transport (ufrag/pwd)');
     this.transport = withTransport.transport;
     if (!this.transport.fingerprints.length) throw new JingleError('the offer has no DTLS fingerprint');
+    // An ICE-lite bridge (Parley's <ice-lite/> marker) never nominates: the browser must control.
+    this.iceLite = session.contents.some((c) => c.transport?.iceLite);
     this.extraCandidates = [];
     /** @type {Map<string, any>} track key -> track with its mid and state */
     this.tracks = new Map();

@@ -1,0 +1,84 @@
+"""The meeting page in headless Chromium, without focus or bridge: it renders at desktop and
+phone widths, previews the fake camera, validates the form, and reports an unreachable XMPP
+server instead of hanging."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.browser import DESKTOP, PHONE, browsers, chromium_available, console_log, screenshot
+from tests.integration.harness import REPO, ServiceProcess, free_port
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
+]
+
+WEB = REPO / "services" / "web"
+
+
+@pytest.fixture(scope="module")
+def built_client() -> None:
+    subprocess.run([str(WEB / "build.sh")], check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def web_url(built_client: None) -> Iterator[str]:
+    """The web service alone, its XMPP WebSocket pointing at a loopback port nobody listens on."""
+    port = free_port()
+    dead = free_port()
+    env = {
+        "WEB_HTTP_PORT": str(port),
+        "XMPP_WEBSOCKET_URL": f"ws://127.0.0.1:{dead}/xmpp-websocket",
+        "WEB_CONNECT_TIMEOUT": "5",
+    }
+    with ServiceProcess.python_module("web", "services.web", env, health_url=f"http://127.0.0.1:{port}/health"):
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_prejoin_shows_the_camera_preview(web_url: str) -> None:
+    with browsers() as pool:
+        page = pool.open(DESKTOP)
+        log = console_log(page)
+        page.goto(f"{web_url}/")
+        page.wait_for_selector("#prejoin:not([hidden])")
+        # the fake camera plays in the preview: frames are decoded and it has a size
+        page.wait_for_function(
+            "() => { const v = document.getElementById('preview-video');"
+            " return v.srcObject && v.videoWidth > 0 && v.currentTime > 0.2; }"
+        )
+        assert page.is_hidden("#preview-placeholder"), log
+        assert page.input_value("#room-input") == ""
+        screenshot(page, "prejoin-desktop.png")
+
+
+def test_form_asks_for_missing_names(web_url: str) -> None:
+    with browsers() as pool:
+        page = pool.open(DESKTOP)
+        page.goto(f"{web_url}/")
+        page.click("#join-button")
+        assert "Enter a meeting name" in page.inner_text("#form-error")
+        page.fill("#room-input", "bad@room")
+        page.fill("#name-input", "Ada")
+        page.click("#join-button")
+        assert "letters, digits" in page.inner_text("#form-error")
+
+
+def test_unreachable_server_shows_an_error_instead_of_hanging(web_url: str) -> None:
+    with browsers() as pool:
+        page = pool.open(PHONE)
+        log = console_log(page)
+        # a room in the URL and a name join directly
+        page.goto(f"{web_url}/Weekly%20Standup?name=Ada")
+        page.wait_for_selector("#banner:not([hidden])", timeout=10_000)
+        text = page.inner_text("#banner")
+        assert "meeting server" in text, (text, log)
+        assert page.evaluate("window.parley.errors[0].kind") == "server"
+        # the page stays usable: the form is back and keeps the room
+        assert page.is_visible("#join-button")
+        assert page.is_enabled("#join-button")
+        assert page.input_value("#room-input") == "weekly-standup"
+        screenshot(page, "server-unreachable-phone.png")
