@@ -13,6 +13,11 @@ Two levels:
   targets. The forwarding loop reads :meth:`ConferenceVideoPolicy.routes` per packet: one dict
   lookup by SSRC gives the receivers of that stream and their projections.
 
+:class:`ConferenceIntelligencePolicy` is the adapter to the forwarder: it fills the forwarding
+policy seam (``policy.py``) with the cores of this package -- speaker detection, this allocation,
+simulcast projections and bandwidth estimates -- and is built per conference by
+:func:`intelligence_policy_factory` (``MediaEngine(config, policy_factory=...)``).
+
 Order of preference for a receiver: on-stage sources, then selected sources, then everyone else by
 speaker order (dominant speaker first). The effective last-N is the smallest non-negative value of
 the Colibri ``last-n`` and the receiver's own ``lastN`` (-1 = unlimited); a source constrained to
@@ -23,18 +28,41 @@ the same order, as high as its constraint and the remaining budget allow.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from services.common import bridge_channel
 from services.common.bridge_channel import (
     BridgeChannelMessage,
+    DominantSpeakerEndpointChangeEvent,
     ForwardedSources,
     LastNChangedEvent,
     ReceiverVideoConstraints,
     SenderSourceConstraints,
 )
 
-from .simulcast import SimulcastProjection, VideoSource, default_layer_heights, highest_layer_within
+from .bandwidth import DownlinkEstimator
+from .model import MediaSources
+from .policy import ForwardingPolicy, SendMessage
+from .simulcast import (
+    LayerMeter,
+    SimulcastProjection,
+    VideoSource,
+    default_layer_heights,
+    highest_layer_within,
+    rtp_payload_bounds,
+    video_sources,
+)
+from .speaker import DominantSpeakerDetector, SpeakerDetectorSettings
+from .vp8 import is_keyframe_start
+
+if TYPE_CHECKING:
+    from .forwarder import IncomingStream, Subscription
+
+log = logging.getLogger("parley.bridge.intelligence")
 
 UNLIMITED = -1
 
@@ -208,8 +236,8 @@ class ConferenceVideoPolicy:
         self._allocations: dict[str, ReceiverAllocation] = {}
         self._announced_forwarded: dict[str, list[str]] = {}
         self._announced_sender: dict[str, int] = {}
-        self.routes: dict[int, tuple[Route, ...]] = {}
-        """SSRC -> the receivers of that stream, rebuilt on every recomputation."""
+        self.routes: dict[int, dict[str, Route]] = {}
+        """SSRC -> {receiver: route} for that stream, rebuilt on every recomputation."""
 
     # --- events -------------------------------------------------------------------------------
     def add_endpoint(self, endpoint: str, colibri_last_n: int = UNLIMITED) -> None:
@@ -330,12 +358,212 @@ class ConferenceVideoPolicy:
         return {p.keyframe_wanted for p in self._projections.values() if p.keyframe_wanted is not None}
 
     def _rebuild_routes(self, by_name: dict[str, VideoSource]) -> None:
-        routes: dict[int, list[Route]] = {}
+        routes: dict[int, dict[str, Route]] = {}
         for (receiver, name), projection in self._projections.items():
             if projection.target < 0 and projection.current < 0:
                 continue
             for layer in by_name[name].layers:
                 if layer.index not in (projection.target, projection.current):
                     continue
-                routes.setdefault(layer.ssrc, []).append(Route(receiver, projection, layer.index))
-        self.routes = {ssrc: tuple(r) for ssrc, r in routes.items()}
+                routes.setdefault(layer.ssrc, {})[receiver] = Route(receiver, projection, layer.index)
+        self.routes = routes
+
+
+class ConferenceIntelligencePolicy(ForwardingPolicy):
+    """The forwarder's policy seam (``policy.py``) filled with this package's cores.
+
+    * audio levels -> :class:`DominantSpeakerDetector`; a new dominant speaker is announced to
+      every endpoint (``DominantSpeakerEndpointChangeEvent``) and reorders last-N;
+    * ``LastNChangedEvent`` / ``ReceiverVideoConstraints`` / Colibri ``last-n`` and each
+      receiver's REMB and loss (read from its subscriptions) -> :class:`ConferenceVideoPolicy`,
+      whose changes go out as ``ForwardedSources``, ``SenderSourceConstraints`` and
+      ``ConnectionStats``;
+    * per video packet, :meth:`select` keeps the subscriptions whose receiver's projection
+      accepts it and remaps their SSRC/sequence/timestamp to the projection's.
+
+    Work per packet is a dict lookup and one :meth:`SimulcastProjection.accept` per receiver;
+    speaker decisions run every ``decision_interval`` and reallocation every
+    ``allocation_interval`` (and on every message), driven by the packets' own clock.
+
+    ``request_keyframe(stream, now)``, when set (the forwarder's ``request_keyframe``), is
+    called for layers a receiver waits to switch to; without it simulcast switches wait for the
+    sender's next key frame.
+    """
+
+    def __init__(
+        self,
+        send_message: SendMessage | None = None,
+        *,
+        default_max_height: int = UNLIMITED,
+        decision_interval: float = 0.3,
+        allocation_interval: float = 1.0,
+        speaker_settings: SpeakerDetectorSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(send_message)
+        self.video = ConferenceVideoPolicy(default_max_height)
+        self.speakers = DominantSpeakerDetector(speaker_settings)
+        self.meter = LayerMeter()
+        self.estimators: dict[str, DownlinkEstimator] = {}
+        self.request_keyframe: Callable[[IncomingStream, float], None] | None = None
+        self.decision_interval = decision_interval
+        self.allocation_interval = allocation_interval
+        self._clock = clock
+        self._known_sources: dict[str, MediaSources] = {}
+        self._simulcast_ssrcs: set[int] = set()
+        self._streams: dict[int, IncomingStream] = {}
+        self._feedback: dict[str, Subscription] = {}  # receiver -> a video subscription of it
+        self._next_decision = float("-inf")
+        self._next_allocation = float("-inf")
+
+    # --- membership and control ---------------------------------------------------------------
+    def on_endpoint_added(self, endpoint_id: str) -> None:
+        self.video.add_endpoint(endpoint_id)
+        self.speakers.add_endpoint(endpoint_id)
+        self.estimators.setdefault(endpoint_id, DownlinkEstimator())
+
+    def on_endpoint_removed(self, endpoint_id: str) -> None:
+        self.video.remove_endpoint(endpoint_id)
+        self.speakers.remove_endpoint(endpoint_id)
+        self.estimators.pop(endpoint_id, None)
+        self._known_sources.pop(endpoint_id, None)
+        self._feedback.pop(endpoint_id, None)
+        self._streams = {ssrc: s for ssrc, s in self._streams.items() if s.endpoint_id != endpoint_id}
+        self._reallocate(self._clock())
+
+    def set_colibri_last_n(self, endpoint_id: str, last_n: int) -> None:
+        """The ``last-n`` of the endpoint's Colibri video channel (-1 = unlimited)."""
+        self.video.set_colibri_last_n(endpoint_id, last_n)
+        self._reallocate(self._clock())
+
+    def on_message(self, endpoint_id: str, message: dict[str, Any]) -> None:
+        try:
+            parsed = bridge_channel.parse(message)
+        except bridge_channel.BridgeChannelError as exc:
+            log.warning("bad bridge-channel message from %s ignored: %s", endpoint_id, exc)
+            return
+        if isinstance(parsed, LastNChangedEvent | ReceiverVideoConstraints):
+            self.video.on_message(endpoint_id, parsed)
+            self._reallocate(self._clock())
+
+    # --- packet path ----------------------------------------------------------------------------
+    def observe_audio_level(self, stream: IncomingStream, level: int, voice: bool, now: float) -> None:
+        self.speakers.observe(stream.endpoint_id, level, now)
+        if now >= self._next_decision:
+            self._tick(now)
+
+    def select(
+        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+    ) -> Sequence[Subscription]:
+        if stream.kind != "video":
+            return subscriptions
+        now = self._clock()
+        sender = stream.sender
+        if self._known_sources.get(sender.id) is not sender.sources:
+            self._learn_sources(sender.id, sender.sources, now)
+        ssrc = stream.ssrc
+        self.meter.on_packet(ssrc, len(packet), now)
+        if ssrc in self._simulcast_ssrcs:  # learn layer heights from key frames
+            offset, end = rtp_payload_bounds(packet)
+            if offset >= 0 and is_keyframe_start(packet, offset, end):
+                self.meter.on_keyframe(ssrc, packet, offset, end)
+        if ssrc not in self._streams:
+            self._streams[ssrc] = stream
+        if now >= self._next_decision:
+            self._tick(now)
+        routes = self.video.routes.get(ssrc)
+        if not routes:
+            return ()
+        selected = []
+        for sub in subscriptions:
+            route = routes.get(sub.receiver.id)
+            if route is None:
+                continue
+            projection = route.projection
+            if not projection.accept(packet, route.layer, now):
+                continue
+            if (
+                sub.out_ssrc != projection.out_ssrc
+                or sub.seq_delta != projection.seq_offset
+                or sub.ts_delta != projection.ts_offset
+            ):
+                sub.remap(projection.out_ssrc, projection.seq_offset, projection.ts_offset)
+            if sub.receiver.id not in self._feedback:
+                self._feedback[sub.receiver.id] = sub
+            selected.append(sub)
+        return selected
+
+    # --- decisions ------------------------------------------------------------------------------
+    def _learn_sources(self, endpoint_id: str, sources: MediaSources, now: float) -> None:
+        self._known_sources[endpoint_id] = sources
+        try:
+            video = video_sources(endpoint_id, sources)
+        except ValueError as exc:
+            log.warning("endpoint %s: video sources ignored: %s", endpoint_id, exc)
+            video = []
+        self.video.set_sources(endpoint_id, video)
+        self._simulcast_ssrcs = {
+            layer.ssrc for s in self.video.video_sources() if len(s.layers) > 1 for layer in s.layers
+        }
+        self._reallocate(now)
+
+    def _tick(self, now: float) -> None:
+        self._next_decision = now + self.decision_interval
+        change = self.speakers.decide(now)
+        if change is not None:
+            event = DominantSpeakerEndpointChangeEvent(
+                dominant_speaker_endpoint=change.dominant,
+                previous_speakers=list(change.previous_speakers),
+                silence=change.silence,
+            )
+            for endpoint_id in self.estimators:
+                self._send(endpoint_id, event)
+            self.video.set_speaker_order(self.speakers.speaker_order)
+            self._reallocate(now)
+        if now >= self._next_allocation:
+            self._next_allocation = now + self.allocation_interval
+            for source in self.video.video_sources():
+                ssrcs = source.ssrcs
+                self.video.set_layer_info(
+                    source.name,
+                    self.meter.layer_heights(source),
+                    [self.meter.bitrate(ssrc, now) for ssrc in ssrcs],
+                )
+            for receiver, sub in self._feedback.items():
+                estimator = self.estimators.get(receiver)
+                if estimator is None:
+                    continue
+                if sub.remb_bps:
+                    estimator.on_remb(sub.remb_bps, now)
+                    estimator.on_loss(sub.fraction_lost, now)
+                self.video.set_bandwidth(receiver, estimator.estimate(now))
+                stats = estimator.connection_stats(now)
+                if stats is not None:
+                    self._send(receiver, stats)
+            self._reallocate(now)
+            self._ask_keyframes(self.video.pending_keyframes(), now)
+
+    def _reallocate(self, now: float) -> None:
+        update = self.video.recompute()
+        for endpoint_id, message in update.messages:
+            self._send(endpoint_id, message)
+        self._ask_keyframes(update.keyframe_requests, now)
+
+    def _ask_keyframes(self, ssrcs: Iterable[int], now: float) -> None:
+        if self.request_keyframe is None:
+            return
+        for ssrc in ssrcs:
+            stream = self._streams.get(ssrc)
+            if stream is not None:
+                self.request_keyframe(stream, now)
+
+    def _send(self, endpoint_id: str, message: BridgeChannelMessage) -> None:
+        if self.send_message is not None:
+            self.send_message(endpoint_id, bridge_channel.to_dict(message))
+
+
+def intelligence_policy_factory(
+    conference_id: str, send_message: SendMessage
+) -> ConferenceIntelligencePolicy:
+    """A :data:`policy.PolicyFactory` for ``MediaEngine(config, policy_factory=...)``."""
+    return ConferenceIntelligencePolicy(send_message)

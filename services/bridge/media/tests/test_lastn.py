@@ -1,17 +1,24 @@
 from __future__ import annotations
 
+import struct
+
+import pylibsrtp
 import pytest
 
+from services.bridge.media.aiortc_adapter import SrtpContext
+from services.bridge.media.forwarder import ConferenceForwarder
 from services.bridge.media.lastn import (
     UNLIMITED,
+    ConferenceIntelligencePolicy,
     ConferenceVideoPolicy,
     ReceiverSettings,
     SourceLayers,
     allocate,
     sender_max_height,
 )
-from services.bridge.media.model import MediaSources
+from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
 from services.bridge.media.simulcast import video_sources
+from services.bridge.media.speaker import AUDIO_LEVEL_URI
 from services.common.bridge_channel import (
     ForwardedSources,
     LastNChangedEvent,
@@ -134,10 +141,10 @@ def test_last_n_two_follows_the_speakers_and_says_so() -> None:
     # every receiver of c's video waits for a key frame of c's top layer
     assert 302 in update.keyframe_requests
     # routes: only receivers that get a stream are listed for its SSRCs
-    assert {r.receiver for r in policy.routes[302]} == {"a", "b", "d", "e", "f"}
+    assert set(policy.routes[302]) == {"a", "b", "d", "e", "f"}
     assert 402 not in policy.routes  # d's video goes to nobody
     assert 202 not in policy.routes  # b is neither speaker: nobody gets it
-    assert {r.receiver for r in policy.routes[102]} == {"c", "e"}
+    assert set(policy.routes[102]) == {"c", "e"}
 
     assert policy.recompute().messages == []  # nothing changed, nothing said
     policy.set_speaker_order(["f", "c", "e"])
@@ -177,7 +184,7 @@ def test_bandwidth_and_measured_layers_drive_the_layer() -> None:
     assert policy.allocation("b").layers == {"a-v0": 1}
     assert 101 in update.keyframe_requests
     assert policy.pending_keyframes() >= {101}
-    projection = next(r.projection for r in policy.routes[101] if r.receiver == "b")
+    projection = policy.routes[101]["b"].projection
     assert projection.target == 1
     policy.on_message("b", constraints(defaultConstraints={"maxHeight": 90}))
     policy.recompute()
@@ -192,9 +199,129 @@ def test_endpoints_leaving_and_changing_sources() -> None:
     update = policy.recompute()
     assert forwarded(update.messages, "c") == ["b-v0", "d-v0"]
     assert not any(ep == "a" for ep, _ in update.messages)
-    assert all(r.receiver != "a" for routes in policy.routes.values() for r in routes)
+    assert all("a" not in routes for routes in policy.routes.values())
     assert 100 not in policy.routes
     policy.set_sources("b", [])
     update = policy.recompute()
     assert forwarded(update.messages, "c") == ["d-v0", "e-v0"]
     assert 200 not in policy.routes
+
+
+# --- the policy in the real forwarder (no sockets: each endpoint's transmit is a list) -----------
+
+PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+OPUS = PayloadType(111, "opus", 48000, 2)
+VP8 = PayloadType(100, "VP8", 90000)
+LEVEL_EXT = 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Participant:
+    """One endpoint of the forwarder: what it sends, and what reached it (SRTP undone)."""
+
+    def __init__(self, index: int, name: str) -> None:
+        self.name = name
+        self.audio_ssrc = 1000 + index
+        self.video_ssrc = 2000 + index
+        self.sent: list[bytes] = []
+        self.to_bridge = bytes([index + 1]) * 30
+        self.from_bridge = bytes([index + 101]) * 30
+        self.receiver_side = SrtpContext("AES_CM_128_HMAC_SHA1_80", self.to_bridge, self.from_bridge, PROFILE)
+        self.seq = 0
+
+    def sources(self) -> MediaSources:
+        return MediaSources(
+            audio_ssrcs=[self.audio_ssrc],
+            video_ssrcs=[self.video_ssrc],
+            payload_types=[OPUS, VP8],
+            rtp_hdrexts=[RtpHeaderExtension(LEVEL_EXT, AUDIO_LEVEL_URI)],
+        )
+
+    def audio(self, level: int) -> bytes:
+        self.seq += 1
+        header = struct.pack("!BBHII", 0x90, 111, self.seq, self.seq * 960, self.audio_ssrc)
+        return (
+            header + struct.pack("!HH", 0xBEDE, 1) + bytes([(LEVEL_EXT << 4), level, 0, 0]) + b"\xfc\xff\xfe"
+        )
+
+    def video(self) -> bytes:
+        return (
+            struct.pack("!BBHII", 0x80, 0x80 | 100, self.seq, self.seq * 3000, self.video_ssrc)
+            + b"\x90\x80\x01"
+        )
+
+    def received_ssrcs(self, since: int = 0) -> set[int]:
+        ssrcs = set()
+        for datagram in self.sent[since:]:
+            if 192 <= datagram[1] <= 223:
+                continue  # RTCP
+            ssrcs.add(struct.unpack_from("!I", self.receiver_side.unprotect(datagram), 8)[0])
+        return ssrcs
+
+
+def test_six_participants_loudest_is_dominant_and_last_n_two_forwards_the_two_speakers() -> None:
+    clock = Clock()
+    messages: list[tuple[str, dict]] = []
+    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    forwarder = ConferenceForwarder("conf", policy)
+    policy.request_keyframe = forwarder.request_keyframe
+    people = {name: Participant(i, name) for i, name in enumerate("abcdef")}
+    for p in people.values():
+        forwarder.add_endpoint(p.name, p.sent.append)
+        forwarder.set_sources(p.name, p.sources(), clock.now)
+        policy.set_colibri_last_n(p.name, 2)
+    for p in people.values():
+        forwarder.set_srtp(
+            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+
+    def talk(levels: dict[str, int], seconds: float) -> None:
+        for _ in range(round(seconds / 0.02)):
+            clock.now += 0.02
+            for p in people.values():
+                forwarder.handle_rtp(forwarder.endpoints[p.name], p.audio(levels.get(p.name, 127)), clock.now)
+                forwarder.handle_rtp(forwarder.endpoints[p.name], p.video(), clock.now)
+
+    talk({"e": 40}, 3.0)  # e speaks first
+    talk({"c": 10, "e": 60, "a": 70}, 4.0)  # then c, loudest, for longer; others murmur
+    marks = {name: len(p.sent) for name, p in people.items()}
+    talk({"c": 10, "e": 60, "a": 70}, 1.0)
+
+    speaker_events = [
+        (ep, m) for ep, m in messages if m["colibriClass"] == "DominantSpeakerEndpointChangeEvent"
+    ]
+    assert {ep for ep, _ in speaker_events} == set(people)  # everyone is told
+    last = speaker_events[-1][1]
+    assert last == {
+        "colibriClass": "DominantSpeakerEndpointChangeEvent",
+        "dominantSpeakerEndpoint": "c",
+        "previousSpeakers": ["e"],
+        "silence": False,
+    }
+    assert [m["dominantSpeakerEndpoint"] for ep, m in speaker_events if ep == "a"] == ["e", "c"]
+    for name, p in people.items():
+        forwarded_messages = [
+            m for ep, m in messages if ep == name and m["colibriClass"] == "ForwardedSources"
+        ]
+        video = {other.video_ssrc for other in people.values() if other.name != name}
+        got = p.received_ssrcs(marks[name])
+        expected_speakers = {"c": ["e", "a"], "e": ["c", "a"]}.get(name, ["c", "e"])
+        assert forwarded_messages[-1]["forwardedSources"] == [f"{s}-v0" for s in expected_speakers]
+        assert got & video == {people[s].video_ssrc for s in expected_speakers}
+        assert got - video == {other.audio_ssrc for other in people.values() if other.name != name}
+
+
+def test_bad_and_unrelated_messages_are_ignored() -> None:
+    policy = ConferenceIntelligencePolicy(clock=Clock())
+    policy.on_endpoint_added("a")
+    policy.on_message("a", {"colibriClass": "LastNChangedEvent", "lastN": "many"})
+    policy.on_message("a", {"colibriClass": "EndpointMessage", "to": "", "msgPayload": {}})
+    policy.on_message("a", {"colibriClass": "LastNChangedEvent", "lastN": 1})
+    assert policy.video.settings("a").last_n == 1
