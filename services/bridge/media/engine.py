@@ -170,6 +170,7 @@ class MediaEngine:
         self._rx_packets = 0
         self._rx_bytes = 0
         self._dropped = 0
+        self._forwarded_expired = 0
         self._rates = (0.0, 0.0, 0.0, 0.0)  # pkt/s down, pkt/s up, kbps down, kbps up
         self._rate_mark: tuple[float, int, int, int, int] | None = None
 
@@ -306,6 +307,7 @@ class MediaEngine:
         if conference is not None:
             conference.remove_endpoint(endpoint_id)
             if not conference.endpoints:
+                self._forwarded_expired += conference.packets_forwarded
                 del self._conferences[conference_id]
         log.info("endpoint expired conference=%s endpoint=%s", conference_id, endpoint_id)
         self._notify(endpoint, "expired")
@@ -331,6 +333,10 @@ class MediaEngine:
         ``None`` if nothing arrived yet or the endpoint is unknown."""
         endpoint = self._endpoints.get((conference_id, endpoint_id))
         return endpoint.last_activity if endpoint is not None else None
+
+    def packets_forwarded(self) -> int:
+        """RTP packets sent to receivers by the fan-out since start (retransmissions excluded)."""
+        return self._forwarded_expired + sum(c.packets_forwarded for c in self._conferences.values())
 
     def has_endpoint(self, conference_id: str, endpoint_id: str) -> bool:
         return (conference_id, endpoint_id) in self._endpoints
@@ -367,6 +373,7 @@ class MediaEngine:
             bit_rate_upload_kbps=kup,
             packets_received=sum(d.packets_received for d in details),
             packets_sent=sum(d.packets_sent for d in details),
+            packets_forwarded=self.packets_forwarded(),
             total_ice_succeeded=self._ice_succeeded,
             total_ice_failed=self._ice_failed,
             endpoint_details=details,

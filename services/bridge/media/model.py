@@ -146,6 +146,7 @@ class MediaStats:
     bit_rate_upload_kbps: float = 0.0
     packets_received: int = 0
     packets_sent: int = 0
+    packets_forwarded: int = 0
     total_ice_succeeded: int = 0
     total_ice_failed: int = 0
     endpoint_details: list[EndpointStats] = field(default_factory=list)
