@@ -13,8 +13,8 @@ One source of truth for the Jingle wire format Parley's focus speaks with partic
   the Jingle transport of an offer; :func:`transport_to_colibri` and :func:`channel_update` turn a
   participant's answer into the Colibri fields the focus PATCHes;
 * **SDP** - :class:`SdpOffer` renders a Jingle offer (plus the remote sources) as a Unified Plan
-  SDP offer (one ``m=`` line per content for the local sender, one ``recvonly`` line per remote
-  source); :func:`parse_sdp_answer` turns the answer back into Jingle contents. Test participants
+  SDP offer (one ``m=`` line per content for the local sender, one ``sendonly`` line - the bridge
+  sends - per remote owner and media); :func:`parse_sdp_answer` turns the answer back into Jingle contents. Test participants
   use this; the web client mirrors it in JavaScript.
 
 Wire shape of an offer (Jicofo's, with Parley's ``ice-lite`` marker; DESIGN.md section 5)::
@@ -600,7 +600,7 @@ def groups_for(ssrcs: Iterable[int], groups: Iterable[SsrcGroup]) -> list[SsrcGr
 
 @dataclass
 class RemoteSlot:
-    """One ``recvonly`` m-line of the SDP offer: the sources of one owner for one media."""
+    """One ``sendonly`` m-line of the SDP offer: the sources of one owner for one media."""
 
     mid: str
     media: str
@@ -616,7 +616,8 @@ class SdpOffer:
     The session-initiate gives the transport, codecs and the sources already present; every
     ``source-add`` / ``source-remove`` updates the slots and :meth:`render` gives the next offer.
     Layout: one ``m=`` line per Jingle content (mid = content name) for what the participant sends,
-    then one ``recvonly`` line per (owner, media) of remote sources (mid ``r<n>``). A removed
+    then one ``sendonly`` line (the bridge sends, the participant receives) per (owner, media) of
+    remote sources (mid ``r<n>``). A removed
     owner's line stays, ``inactive`` and without SSRCs: Unified Plan never drops m-lines.
     """
 
@@ -699,7 +700,7 @@ class SdpOffer:
             desc = by_media.get(slot.media)
             if desc is None:
                 continue
-            direction = "recvonly" if slot.active else "inactive"
+            direction = "sendonly" if slot.active else "inactive"  # the bridge sends, we receive
             lines += self._rtp_section(slot.mid, desc, direction, slot.sources, slot.groups)
         self.version += 1
         return "\r\n".join(lines) + "\r\n"

@@ -38,6 +38,7 @@ class MediaSources(BaseModel):
 class Participant(BaseModel):
     endpoint_id: str
     occupant_jid: str
+    real_jid: str | None = None
     state: ParticipantState = ParticipantState.JOINED
     sid: str | None = None
     # Colibri ids on the current bridge: content name -> channel id ("data" -> sctpconnection id)
@@ -68,11 +69,13 @@ class Conference(BaseModel):
     participants: dict[str, Participant] = Field(default_factory=dict)
     moves: int = 0
 
-    def occupant_joined(self, endpoint_id: str, occupant_jid: str) -> Participant | None:
+    def occupant_joined(
+        self, endpoint_id: str, occupant_jid: str, real_jid: str | None = None
+    ) -> Participant | None:
         """A new occupant (not the focus): returns the participant if it is new."""
         if endpoint_id in self.participants:
             return None
-        participant = Participant(endpoint_id=endpoint_id, occupant_jid=occupant_jid)
+        participant = Participant(endpoint_id=endpoint_id, occupant_jid=occupant_jid, real_jid=real_jid)
         self.participants[endpoint_id] = participant
         return participant
 

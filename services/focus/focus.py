@@ -61,6 +61,7 @@ class Focus:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._restored = False
+        self._session_rooms: dict[str, str] = {}  # Jingle sid -> room (stale entries are harmless)
         self.initiator = settings.xmpp.jid
 
     # ------------------------------------------------------------------ plumbing
@@ -106,6 +107,9 @@ class Focus:
         """Load conferences a previous focus process left in the store (before XMPP is up)."""
         for conf in await self.store.load_all():
             self.conferences[conf.room] = conf
+            for participant in conf.participants.values():
+                if participant.sid:
+                    self._session_rooms[participant.sid] = conf.room
             log.info(
                 "restored conference room=%s bridge=%s participants=%d",
                 conf.room,
@@ -154,7 +158,7 @@ class Focus:
         conf = self.conferences.get(room)
         if conf is None:
             conf = self.conferences[room] = Conference(room=room)
-        participant = conf.occupant_joined(nick, occupant_jid)
+        participant = conf.occupant_joined(nick, occupant_jid, real_jid)
         if participant is None:
             return
         log.info("participant joined room=%s endpoint=%s jid=%s", room, nick, real_jid or "?")
@@ -187,8 +191,13 @@ class Focus:
             self._spawn(self._move(room, bridge_id, started), f"move {room}")
 
     def jingle_received(self, sender: str, message: jingle.Jingle) -> None:
-        room, _, nick = sender.partition("/")
-        self._spawn(self._jingle(room, nick, message), f"jingle {message.action} from {sender}")
+        """Jingle from a participant: its session is found by sid (participants send from their
+        real JID, or through the room from their occupant JID)."""
+        room = self._session_rooms.get(message.sid)
+        if room is None:
+            log.warning("jingle %s from %s for unknown session sid=%s", message.action, sender, message.sid)
+            return
+        self._spawn(self._jingle(room, sender, message), f"jingle {message.action} from {sender}")
 
     # ------------------------------------------------------------------ health
     async def check_health(self) -> None:
@@ -281,6 +290,7 @@ class Focus:
                 )
             participant.channels = allocation.channels
             participant.sid = secrets.token_hex(8)
+            self._session_rooms[participant.sid] = conf.room
             participant.state = ParticipantState.INVITED
             participant.invites += 1
             self.registry.endpoint_added(bridge_id, self.clock())
@@ -368,15 +378,24 @@ class Focus:
         metrics.FAILOVER_SECONDS.observe(self.clock() - started)
         await self._save(conf)
 
-    async def _jingle(self, room: str, nick: str, message: jingle.Jingle) -> None:
+    async def _jingle(self, room: str, sender: str, message: jingle.Jingle) -> None:
         async with self._lock(room):
             conf = self.conferences.get(room)
-            participant = conf.participants.get(nick) if conf else None
-            if conf is None or participant is None or participant.sid != message.sid:
+            participant = conf.by_sid(message.sid) if conf else None
+            if conf is None or participant is None:
                 log.warning(
-                    "jingle %s from %s/%s for unknown session sid=%s", message.action, room, nick, message.sid
+                    "jingle %s from %s for an ended session sid=%s", message.action, sender, message.sid
                 )
                 return
+            if participant.real_jid and sender not in (participant.real_jid, participant.occupant_jid):
+                log.warning(
+                    "jingle %s for %s's session from %s: refused",
+                    message.action,
+                    participant.endpoint_id,
+                    sender,
+                )
+                return
+            nick = participant.endpoint_id
             action = message.action
             if action == "session-accept":
                 await self._accepted(conf, participant, message)
@@ -384,9 +403,8 @@ class Focus:
                 await self._sources_changed(conf, participant, message)
             elif action == "session-info" and message.ice_state == "failed":
                 log.warning("ICE failed for %s in room=%s: re-inviting", nick, room)
-                old_sid = participant.sid
                 await self._drop_session(conf, participant)
-                self._send(participant.occupant_jid, offer.session_terminate(old_sid, "success", MOVING))
+                self._send(participant.occupant_jid, offer.session_terminate(message.sid, "success", MOVING))
                 await self._invite_locked(conf, participant)
             elif action == "session-terminate":
                 log.info("%s ended its session in room=%s", nick, room)

@@ -180,7 +180,7 @@ def test_sdp_offer_layout() -> None:
     assert [s.split()[0] for s in sections] == ["audio", "video", "audio", "video"]
     local_audio, local_video, remote_audio, remote_video = sections
     assert "a=sendrecv" in local_audio and "a=ssrc:" not in local_audio
-    assert "a=recvonly" in remote_audio and "a=ssrc:11 cname:" + OWNER_A in remote_audio
+    assert "a=sendonly" in remote_audio and "a=ssrc:11 cname:" + OWNER_A in remote_audio
     assert "a=ssrc-group:FID 12 13" in remote_video
     assert remote_video.index("a=ssrc:12 ") < remote_video.index("a=ssrc:13 ")
     assert "a=rtpmap:111 opus/48000/2" in local_audio and "a=fmtp:96 apt=100" in local_video
@@ -217,7 +217,7 @@ def test_sdp_source_add_and_remove_keep_mlines() -> None:
     sections = text.split("m=")[1:]
     assert len(sections) == 5
     assert "a=inactive" in sections[2] and "a=ssrc:11" not in text
-    assert "a=recvonly" in sections[4]
+    assert "a=sendonly" in sections[4]
 
 
 CHROME_LIKE_ANSWER = "\r\n".join([
