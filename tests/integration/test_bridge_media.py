@@ -98,8 +98,8 @@ async def stats(bridge: ServiceProcess) -> dict:
         return response.json()
 
 
-async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate, within: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -150,7 +150,7 @@ def check_identities(person: BridgeParticipant, expected: list[str]) -> None:
 
 async def test_three_participants_loss_recovery_and_expiry(bridge: ServiceProcess, meeting) -> None:  # type: ignore[no-untyped-def]
     people, relays = meeting
-    red, green, blue = people
+    red, _, blue = people
 
     def everyone_receiving(count: int) -> bool:
         return all(

@@ -197,6 +197,7 @@ class ConferenceForwarder:
         self.remb_min_bps = remb_min_bps
         self.remb_max_bps = remb_max_bps
         self.packets_forwarded = 0
+        policy.request_keyframe = self.request_keyframe
 
     # ---- membership ------------------------------------------------------------------------
 

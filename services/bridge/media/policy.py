@@ -22,6 +22,8 @@ class ForwardingPolicy:
 
     def __init__(self, send_message: SendMessage | None = None) -> None:
         self.send_message = send_message
+        # set by the conference's forwarder: ask a stream's sender for a key frame (rate-limited)
+        self.request_keyframe: Callable[[IncomingStream, float], None] | None = None
 
     def select(
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]

@@ -1,0 +1,308 @@
+"""The conference forwarder with real SRTP contexts (from in-memory DTLS handshakes), no sockets.
+
+Each endpoint has a bridge-side SRTP context and a peer-side one; the test plays the peers:
+it protects what a peer sends, and unprotects what the forwarder transmits to a peer."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from services.bridge.media import rtcp, rtp
+from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
+from services.bridge.media.forwarder import ConferenceForwarder, IncomingStream, PacketCache, Subscription
+from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
+from services.bridge.media.policy import ForwardingPolicy
+
+BRIDGE_CERT = DtlsCertificate()
+PEER_CERT = DtlsCertificate()
+
+
+def srtp_pair() -> tuple[SrtpContext, SrtpContext]:
+    server = DtlsSession(BRIDGE_CERT, "server", [("sha-256", PEER_CERT.fingerprint())])
+    client = DtlsSession(PEER_CERT, "client", [("sha-256", BRIDGE_CERT.fingerprint())])
+    to_server = client.start()
+    for _ in range(10):
+        to_client = [d for x in to_server for d in server.feed(x)]
+        to_server = [d for x in to_client for d in client.feed(x)]
+    assert server.srtp is not None and client.srtp is not None
+    return server.srtp, client.srtp
+
+
+class Peer:
+    """The far side of one endpoint."""
+
+    def __init__(self, name: str, conference: ConferenceForwarder, sources: MediaSources) -> None:
+        self.name = name
+        self.wire: list[bytes] = []
+        self.endpoint = conference.add_endpoint(name, self.wire.append)
+        self.bridge_srtp, self.srtp = srtp_pair()
+        self.conference = conference
+        conference.set_sources(name, sources)
+
+    def connect(self, now: float = 0.0) -> None:
+        self.conference.set_srtp(self.name, self.bridge_srtp, now)
+
+    def send_rtp(self, packet: bytes, now: float = 0.0) -> None:
+        wire = self.srtp.protect(packet)
+        self.conference.handle_rtp(self.endpoint, self.bridge_srtp.unprotect(wire), now)
+
+    def send_rtcp(self, packet: bytes, now: float = 0.0) -> None:
+        wire = self.srtp.protect_rtcp(packet)
+        self.conference.handle_rtcp(self.endpoint, self.bridge_srtp.unprotect_rtcp(wire), now)
+
+    def take_rtp(self) -> list[bytes]:
+        out = [self.srtp.unprotect(d) for d in self.wire if not rtp.is_rtcp(d)]
+        self.wire[:] = [d for d in self.wire if rtp.is_rtcp(d)]
+        return out
+
+    def take_rtcp(self) -> list[tuple[int, int, bytes]]:
+        out = [p for d in self.wire if rtp.is_rtcp(d) for p in rtcp.iter_packets(self.srtp.unprotect_rtcp(d))]
+        self.wire[:] = [d for d in self.wire if not rtp.is_rtcp(d)]
+        return out
+
+
+VIDEO_PTS = [
+    PayloadType(96, "VP8", 90000, rtcp_fbs=[("nack", ""), ("nack", "pli")]),
+    PayloadType(97, "rtx", 90000, parameters={"apt": "96"}),
+    PayloadType(111, "opus", 48000, 2),
+]
+LEVEL = [RtpHeaderExtension(1, rtp.AUDIO_LEVEL_URI)]
+
+
+def sources(base: int, rtx: bool = True) -> MediaSources:
+    return MediaSources(
+        audio_ssrcs=[base + 1],
+        video_ssrcs=[base + 2, base + 3] if rtx else [base + 2],
+        ssrc_groups=[("FID", [base + 2, base + 3])] if rtx else [],
+        payload_types=VIDEO_PTS,
+        rtp_hdrexts=LEVEL,
+    )
+
+
+def video(seq: int, ssrc: int, payload: bytes = b"\x10\x00frame") -> bytes:
+    return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, ssrc) + payload
+
+
+def audio(seq: int, ssrc: int, level: int = 20) -> bytes:
+    ext = struct.pack("!HH", 0xBEDE, 1) + bytes([0x10, 0x80 | level, 0, 0])
+    return struct.pack("!BBHII", 0x90, 111, seq, seq * 960, ssrc) + ext + b"opus"
+
+
+def meeting(
+    n: int = 3, policy: ForwardingPolicy | None = None, rtx: bool = True
+) -> tuple[ConferenceForwarder, list[Peer]]:
+    conference = ConferenceForwarder("c", policy or ForwardingPolicy())
+    peers = [Peer(f"p{i}", conference, sources(1000 * (i + 1), rtx)) for i in range(n)]
+    for peer in peers:
+        peer.connect()
+    for peer in peers:
+        peer.take_rtcp()  # keyframe requests made on connect
+    return conference, peers
+
+
+def test_every_packet_reaches_every_other_endpoint_unchanged() -> None:
+    conference, (a, b, c) = meeting()
+    sent = [video(i, 1002) for i in range(5)] + [audio(i, 1001) for i in range(3)]
+    for p in sent:
+        a.send_rtp(p)
+    assert b.take_rtp() == sent
+    assert c.take_rtp() == sent
+    assert a.take_rtp() == []
+    assert conference.packets_forwarded == 16
+
+
+def test_unsignalled_ssrc_is_dropped() -> None:
+    _, (a, b, _) = meeting()
+    a.send_rtp(video(1, 555))
+    assert b.take_rtp() == []
+    assert a.endpoint.unknown_ssrc_packets == 1
+
+
+def test_not_connected_receiver_gets_nothing_until_connected() -> None:
+    conference = ConferenceForwarder("c", ForwardingPolicy())
+    a = Peer("a", conference, sources(1000))
+    b = Peer("b", conference, sources(2000))
+    a.connect()
+    a.send_rtp(video(1, 1002))
+    assert b.wire == []
+    b.connect(now=5.0)
+    # b's arrival asks a for a key frame
+    assert [(t, f) for t, f, _ in a.take_rtcp()] == [(rtcp.PSFB, rtcp.FMT_PLI)]
+    a.send_rtp(video(2, 1002))
+    assert b.take_rtp() == [video(2, 1002)]
+
+
+def test_nack_answered_from_cache_as_rtx() -> None:
+    _, (a, b, _) = meeting()
+    for i in range(10):
+        a.send_rtp(video(100 + i, 1002, payload=bytes([0x10, 0, i])))
+    b.take_rtp()
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [103, 105]))
+    retransmitted = b.take_rtp()
+    assert len(retransmitted) == 2
+    for packet, seq in zip(retransmitted, [103, 105], strict=True):
+        pt, _, _, ts, ssrc = rtp.header_fields(packet)
+        assert (pt, ssrc, ts) == (97, 1003, seq * 3000)
+        assert rtp.unwrap_rtx(packet, 96, 1002) == video(seq, 1002, payload=bytes([0x10, 0, seq - 100]))
+    assert b.endpoint.retransmissions == 2 and b.endpoint.nacks_received == 1
+    assert a.take_rtcp() == []  # nothing had to be asked upstream
+
+
+def test_nack_without_rtx_resends_the_packet() -> None:
+    _, (a, b, _) = meeting(rtx=False)
+    a.send_rtp(video(7, 1002))
+    b.wire.clear()  # lost on the way: the receiver never saw it (or SRTP replay protection drops it)
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [7]))
+    assert b.take_rtp() == [video(7, 1002)]
+
+
+def test_nack_for_uncached_packets_goes_upstream() -> None:
+    _, (a, b, _) = meeting()
+    a.send_rtp(video(10, 1002))
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [8, 9]))
+    ((ptype, fmt, body),) = a.take_rtcp()
+    assert (ptype, fmt) == (rtcp.RTPFB, rtcp.FMT_NACK)
+    assert rtcp.feedback_ssrcs(body)[1] == 1002
+    assert sorted(rtcp.parse_nack(body)) == [8, 9]
+
+
+def test_sender_rtx_restores_cache_and_reaches_receivers() -> None:
+    _, (a, b, c) = meeting()
+    original = video(50, 1002)
+    a.send_rtp(rtp.wrap_rtx(original, 97, 9, 1003, 50))
+    for peer in (b, c):
+        (packet,) = peer.take_rtp()
+        assert rtp.unwrap_rtx(packet, 96, 1002) == original
+    # and it is now in the cache
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [50]))
+    assert len(b.take_rtp()) == 1
+
+
+def test_pli_and_fir_reach_the_sender_rate_limited() -> None:
+    _, (a, b, c) = meeting()
+    b.send_rtcp(rtcp.build_pli(b.endpoint.rtcp_ssrc, 1002), now=10.0)
+    c.send_rtcp(rtcp.build_fir(c.endpoint.rtcp_ssrc, 1002, 1), now=10.1)  # within the interval
+    got = a.take_rtcp()
+    assert [(t, f) for t, f, _ in got] == [(rtcp.PSFB, rtcp.FMT_PLI)]
+    assert rtcp.feedback_ssrcs(got[0][2])[1] == 1002
+    c.send_rtcp(rtcp.build_fir(c.endpoint.rtcp_ssrc, 1002, 2), now=11.0)
+    assert [(t, f) for t, f, _ in a.take_rtcp()] == [(rtcp.PSFB, rtcp.FMT_PLI)]
+
+
+def test_sender_report_forwarded_with_receiver_counts() -> None:
+    _, (a, b, _) = meeting()
+    for i in range(4):
+        a.send_rtp(video(i, 1002, payload=b"x" * 100))
+    a.send_rtcp(rtcp.build_sr(rtcp.SenderReport(1002, 123 << 32, 9000, 4, 400)), now=1.0)
+    ((ptype, _, body),) = b.take_rtcp()
+    assert ptype == rtcp.SR
+    assert rtcp.parse_sr(body) == rtcp.SenderReport(1002, 123 << 32, 9000, 4, 400)
+
+
+def test_periodic_reports_carry_rr_and_remb_from_receivers() -> None:
+    conference, (a, b, c) = meeting()
+    for i in range(10):
+        if i != 4:
+            a.send_rtp(video(i, 1002), now=i * 0.03)
+    b.send_rtcp(rtcp.build_remb(b.endpoint.rtcp_ssrc, 800_000, [1002]))
+    c.send_rtcp(rtcp.build_remb(c.endpoint.rtcp_ssrc, 300_000, [1002]))
+    conference.send_reports(now=1.0)
+    packets = a.take_rtcp()
+    assert [t for t, _, _ in packets] == [rtcp.RR, rtcp.PSFB]
+    (block,) = rtcp.parse_report_blocks(packets[0][2], packets[0][1], 8)
+    assert block.ssrc == 1002 and block.cumulative_lost == 1 and block.highest_seq == 9
+    bitrate, ssrcs = rtcp.parse_remb(packets[1][2])  # type: ignore[misc]
+    assert ssrcs == [1002] and abs(bitrate - 300_000) < 1000
+
+
+def test_remb_bounded_by_configuration() -> None:
+    conference = ConferenceForwarder("c", ForwardingPolicy(), remb_min_bps=200_000, remb_max_bps=1_000_000)
+    a, b = Peer("a", conference, sources(1000)), Peer("b", conference, sources(2000))
+    a.connect()
+    b.connect()
+    a.send_rtp(video(1, 1002))
+    conference.send_reports(now=1.0)
+    bitrate, _ = rtcp.parse_remb([p for t, _, p in a.take_rtcp() if t == rtcp.PSFB][-1])  # type: ignore[misc]
+    assert abs(bitrate - 1_000_000) < 5000
+    b.send_rtcp(rtcp.build_remb(b.endpoint.rtcp_ssrc, 10_000, [1002]))
+    conference.send_reports(now=2.0)
+    bitrate, _ = rtcp.parse_remb([p for t, _, p in a.take_rtcp() if t == rtcp.PSFB][-1])  # type: ignore[misc]
+    assert abs(bitrate - 200_000) < 1000
+
+
+class OnlyTo(ForwardingPolicy):
+    """Forwards to one receiver, remapping what it sees, and records audio levels."""
+
+    def __init__(self, receiver: str) -> None:
+        super().__init__()
+        self.receiver = receiver
+        self.levels: list[tuple[str, int, bool]] = []
+
+    def select(
+        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+    ) -> Sequence[Subscription]:
+        chosen = [s for s in subscriptions if s.receiver.id == self.receiver]
+        for sub in chosen:
+            if stream.kind == "video" and sub.out_ssrc != 77:
+                sub.remap(77, 1000, 5)
+        return chosen
+
+    def observe_audio_level(self, stream: IncomingStream, level: int, voice: bool, now: float) -> None:
+        self.levels.append((stream.endpoint_id, level, voice))
+
+
+def test_policy_seam_filters_remaps_and_sees_audio_levels() -> None:
+    policy = OnlyTo("p2")
+    _, (a, b, c) = meeting(policy=policy)
+    a.send_rtp(video(1, 1002))
+    a.send_rtp(audio(1, 1001, level=42))
+    assert b.take_rtp() == []
+    v, au = c.take_rtp()
+    assert rtp.header_fields(v)[2:] == (1001, 3005, 77)
+    assert au == audio(1, 1001, level=42)
+    assert policy.levels == [("p0", 42, True)]
+    # a NACK for the remapped stream is translated back to the sender's numbering
+    c.send_rtcp(rtcp.build_nack(c.endpoint.rtcp_ssrc, 77, [1001]))
+    (retransmission,) = c.take_rtp()
+    assert rtp.header_fields(retransmission)[4] == 1003  # the RTX SSRC
+    assert retransmission[12:14] == struct.pack("!H", 1001)  # OSN in the receiver's numbering
+    assert policy.request_keyframe is not None
+
+
+def test_removing_endpoints_frees_their_streams_and_subscriptions() -> None:
+    conference, (_, b, c) = meeting()
+    conference.remove_endpoint("p0")
+    assert "p0" not in conference.endpoints
+    assert all(sub.stream.sender.id != "p0" for sub in b.endpoint.subscriptions.values())
+    assert all(sub.stream.sender.id != "p0" for sub in b.endpoint.subscriptions_by_out_ssrc.values())
+    b.send_rtp(video(1, 2002))
+    assert c.take_rtp() == [video(1, 2002)]
+    conference.remove_endpoint("p0")  # idempotent
+
+
+def test_changing_sources_replaces_streams() -> None:
+    conference, (a, b, _) = meeting()
+    conference.set_sources("p0", MediaSources(video_ssrcs=[9], payload_types=VIDEO_PTS))
+    a.send_rtp(video(1, 1002))
+    a.send_rtp(video(1, 9))
+    assert b.take_rtp() == [video(1, 9)]
+    assert 1002 not in b.endpoint.subscriptions
+
+
+def test_malformed_rtcp_is_ignored() -> None:
+    conference, (a, b, _) = meeting()
+    conference.handle_rtcp(b.endpoint, b"\x80\xcd\x00\x09short", 0.0)
+    conference.handle_rtcp(b.endpoint, b"\x81\xcd\x00\x01" + b"\x00" * 4, 0.0)  # NACK too short
+    conference.handle_rtp(b.endpoint, b"\x80", 0.0)
+    assert a.take_rtcp() == []
+
+
+def test_packet_cache_is_a_fixed_ring() -> None:
+    cache = PacketCache(100)
+    assert len(cache) == 128
+    for seq in range(1000):
+        cache.put(seq, bytes([seq & 0xFF]))
+    assert cache.get(999) == bytes([999 & 0xFF])
+    assert cache.get(999 - 128) is None
+    assert cache.get(999 - 127) is not None

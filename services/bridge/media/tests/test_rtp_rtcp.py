@@ -1,0 +1,141 @@
+"""RTP header helpers and RTCP packets: byte-level round trips and malformed input."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.bridge.media import rtcp, rtp
+
+
+def packet(
+    seq: int = 10,
+    ts: int = 1000,
+    ssrc: int = 42,
+    pt: int = 96,
+    payload: bytes = b"abcdef",
+    ext: bytes | None = None,
+    marker: bool = False,
+) -> bytes:
+    first = 0x80 | (0x10 if ext is not None else 0)
+    header = struct.pack("!BBHII", first, (0x80 if marker else 0) | pt, seq, ts, ssrc)
+    if ext is not None:
+        padded = ext + b"\x00" * (-len(ext) % 4)
+        header += struct.pack("!HH", 0xBEDE, len(padded) // 4) + padded
+    return header + payload
+
+
+def test_header_fields_and_rewrite() -> None:
+    p = packet(marker=True)
+    assert rtp.header_fields(p) == (96, 1, 10, 1000, 42)
+    q = rtp.rewrite(p, 0x1FFFF, 2**32 + 5, 7)
+    assert rtp.header_fields(q) == (96, 1, 0xFFFF, 5, 7)
+    assert q[12:] == p[12:]
+
+
+def test_not_rtp() -> None:
+    with pytest.raises(rtp.RtpError):
+        rtp.header_fields(b"\x00" * 12)
+    with pytest.raises(rtp.RtpError):
+        rtp.header_fields(b"\x80")
+
+
+def test_audio_level_one_byte_extension() -> None:
+    p = packet(ext=bytes([0x20, 0x80 | 33]))  # id 2, length 1: voice, -33 dBov
+    assert rtp.audio_level(p, 2) == (33, True)
+    assert rtp.audio_level(p, 3) is None
+    assert rtp.audio_level(packet(), 2) is None
+
+
+def test_rtx_wrap_and_unwrap() -> None:
+    original = packet(seq=500, ts=9000, ssrc=1, pt=96, payload=b"payload", marker=True)
+    wrapped = rtp.wrap_rtx(original, rtx_payload_type=97, rtx_seq=3, rtx_ssrc=2, original_seq=500)
+    assert rtp.header_fields(wrapped) == (97, 1, 3, 9000, 2)
+    assert wrapped[12:14] == struct.pack("!H", 500)
+    assert rtp.unwrap_rtx(wrapped, 96, 1) == original
+
+
+def test_seq_delta_wraps() -> None:
+    assert rtp.seq_delta(2, 65534) == 4
+    assert rtp.seq_delta(65534, 2) == -4
+
+
+def test_vp8_keyframe_detection() -> None:
+    key = packet(payload=bytes([0x10, 0x00, 0x9D, 0x01, 0x2A]))  # S=1, PID 0; P bit clear
+    delta = packet(payload=bytes([0x10, 0x01, 0x00]))
+    assert rtp.vp8_is_keyframe(key)
+    assert not rtp.vp8_is_keyframe(delta)
+    assert not rtp.vp8_is_keyframe(packet(payload=b""))
+
+
+def test_nack_round_trip() -> None:
+    lost = [100, 101, 105, 116, 117, 200]
+    built = rtcp.build_nack(1, 2, lost)
+    ((ptype, fmt, body),) = list(rtcp.iter_packets(built))
+    assert (ptype, fmt) == (rtcp.RTPFB, rtcp.FMT_NACK)
+    assert rtcp.feedback_ssrcs(body) == (1, 2)
+    assert sorted(rtcp.parse_nack(body)) == lost
+
+
+def test_nack_across_wrap() -> None:
+    built = rtcp.build_nack(1, 2, [65535, 0, 1])
+    assert sorted(rtcp.parse_nack(built)) == [0, 1, 65535]
+
+
+def test_remb_round_trip() -> None:
+    built = rtcp.build_remb(9, 1_234_567, [11, 12])
+    ((ptype, fmt, body),) = list(rtcp.iter_packets(built))
+    assert (ptype, fmt) == (rtcp.PSFB, rtcp.FMT_REMB)
+    bitrate, ssrcs = rtcp.parse_remb(body)  # type: ignore[misc]
+    assert ssrcs == [11, 12]
+    assert abs(bitrate - 1_234_567) / 1_234_567 < 0.001
+
+
+def test_sr_rr_and_compound() -> None:
+    sr = rtcp.build_sr(rtcp.SenderReport(5, (7 << 32) | 9, 1000, 10, 2000))
+    block = rtcp.ReportBlock(5, 12, 3, 70000, 4, 0xABCD, 65536)
+    rr = rtcp.build_rr(6, [block])
+    compound = sr + rr + rtcp.build_pli(6, 5)
+    kinds = [(p, f) for p, f, _ in rtcp.iter_packets(compound)]
+    assert kinds == [(rtcp.SR, 0), (rtcp.RR, 1), (rtcp.PSFB, rtcp.FMT_PLI)]
+    packets = list(rtcp.iter_packets(compound))
+    assert rtcp.parse_sr(packets[0][2]) == rtcp.SenderReport(5, (7 << 32) | 9, 1000, 10, 2000)
+    assert rtcp.parse_report_blocks(packets[1][2], 1, 8) == [block]
+
+
+def test_fir_ssrcs() -> None:
+    ((_, fmt, body),) = list(rtcp.iter_packets(rtcp.build_fir(1, 77, 3)))
+    assert fmt == rtcp.FMT_FIR
+    assert rtcp.parse_fir_ssrcs(body) == [77]
+
+
+@pytest.mark.parametrize("data", [b"\x80\xc9", b"\x00\xc9\x00\x01abcd", b"\x80\xc9\x00\x09abcd"])
+def test_malformed_rtcp(data: bytes) -> None:
+    with pytest.raises(rtcp.RtcpError):
+        list(rtcp.iter_packets(data))
+
+
+@given(st.binary(max_size=64))
+def test_rtcp_parser_never_raises_other_errors(data: bytes) -> None:
+    try:
+        for ptype, fmt, body in rtcp.iter_packets(data):
+            if ptype == rtcp.RTPFB:
+                rtcp.parse_nack(body)
+            elif ptype == rtcp.PSFB and fmt == rtcp.FMT_REMB:
+                rtcp.parse_remb(body)
+    except rtcp.RtcpError:
+        pass
+
+
+def test_reception_stats_loss_and_wrap() -> None:
+    stats = rtcp.ReceptionStats(1, 90000)
+    for i, seq in enumerate([65533, 65534, 0, 1, 3]):  # 65535 and 2 lost, one wrap
+        stats.add(seq, i * 3000, i * 0.033)
+    block = stats.report_block(1.0)
+    assert block.cumulative_lost == 2
+    assert block.highest_seq == (1 << 16) | 3
+    assert block.fraction_lost == (2 << 8) // 7
+    assert stats.report_block(2.0).fraction_lost == 0
