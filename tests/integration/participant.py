@@ -231,6 +231,7 @@ class JingleParticipant(slixmpp.ClientXMPP):
     async def _on_initiate(self, message: Jingle) -> None:
         await self._close_pc()
         self.sid = message.sid
+        self.received = {}  # what arrives from now on belongs to this session
         self.offer = SdpOffer(message)
         self.pc = pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         pc.on("track", self._on_track)
