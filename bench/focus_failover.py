@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.participant import JingleParticipant, wait_until  # noqa: E402
-from tests.integration.test_focus_stack import MUC_DOMAIN, Stack, bridge_missing  # noqa: E402
+from tests.integration.participant import JingleParticipant, wait_until
+from tests.integration.test_focus_stack import MUC_DOMAIN, Stack, bridge_missing
 
 
 def hears(p: JingleParticipant, other: str) -> bool:
