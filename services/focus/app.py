@@ -36,7 +36,7 @@ async def main(settings: FocusSettings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await health
         await focus.close()
-        client.disconnect()
+        client.close()
         await stop_http(server)
         await colibri.close()
         await store.close()

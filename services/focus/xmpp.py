@@ -33,6 +33,8 @@ NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 NS_DATA = "jabber:x:data"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
+RECONNECT_DELAY = 1.0
+
 ROOM_CONFIG = {
     "FORM_TYPE": "http://jabber.org/protocol/muc#roomconfig",
     "muc#roomconfig_whois": "anyone",  # non-anonymous: the focus sees real JIDs
@@ -83,6 +85,7 @@ class FocusXmpp(slixmpp.ClientXMPP):
         self["feature_mechanisms"].unencrypted_plain = True
         self.ready = asyncio.Event()
         self._pending: set[asyncio.Future[None]] = set()
+        self._closing = False
         self._rooms: dict[str, asyncio.Task[set[str]]] = {}
         self._joins: dict[str, tuple[asyncio.Future[set[int]], set[str]]] = {}
         self.add_event_handler("session_start", self._session_start)
@@ -119,13 +122,24 @@ class FocusXmpp(slixmpp.ClientXMPP):
         self.events.xmpp_ready()
 
     def _disconnected(self, _event: object) -> None:
-        if self.ready.is_set():
-            log.warning("xmpp disconnected; reconnecting")
         self.ready.clear()
         for fut, _ in self._joins.values():
             if not fut.done():
                 fut.set_exception(RoomError("disconnected"))
         self._joins.clear()
+        if self._closing:
+            return
+        log.warning("xmpp disconnected; reconnecting in %.0f s", RECONNECT_DELAY)
+        self.loop.call_later(RECONNECT_DELAY, self._reconnect)
+
+    def _reconnect(self) -> None:
+        if not self._closing:
+            x = self.settings.xmpp
+            self.connect(x.server, x.port)
+
+    def close(self) -> None:
+        self._closing = True
+        self.disconnect()
 
     # ---------------------------------------------------------------- rooms
     async def ensure_room(self, room: str) -> set[str]:

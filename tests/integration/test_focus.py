@@ -75,6 +75,23 @@ async def test_http_api(stack: Stack) -> None:
         assert debug["xmpp_ready"] is True and "conferences" in debug
 
 
+async def test_focus_reconnects_after_the_broker_restarts() -> None:
+    with Stack(bridges=0) as stack:
+        assert stack.xmpp is not None
+        stack.xmpp.kill()
+        assert await wait_until(lambda: httpx.get(stack.focus_url + "/about/health").status_code == 503, 5)
+        stack.start_xmpp()
+        assert await wait_until(lambda: httpx.get(stack.focus_url + "/about/health").status_code == 200, 10)
+        guest = stack.participant("late", media=False)
+        await guest.start()
+        room = f"after-restart@{MUC_DOMAIN}"
+        try:
+            await guest.join(room)
+            assert await wait_until(lambda: stack.participants_of(room) == {"late": "joined"}, 5)
+        finally:
+            await guest.stop()
+
+
 def test_bad_setting_exits_with_its_name() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "services.focus"],

@@ -100,6 +100,7 @@ class Stack:
         self.focus: ServiceProcess | None = None
         self.redis: RedisServer | None = None
         self.c2s_port = 0
+        self.xmpp_http = 0
         self.focus_http = 0
         self._participants: list[JingleParticipant] = []
 
@@ -119,18 +120,21 @@ class Stack:
         allow_loopback_ice()
         if self.with_redis:
             self.redis = RedisServer().start()
-        self.c2s_port, http = free_port(), free_port()
-        env = {**xmpp_names(), "XMPP_C2S_PORT": str(self.c2s_port), "XMPP_HTTP_PORT": str(http),
-               "XMPP_BIND_ADDRESS": "127.0.0.1"}  # fmt: skip
-        self.xmpp = ServiceProcess.python_module(
-            "xmpp", "services.xmpp", env, health_url=f"http://127.0.0.1:{http}/health"
-        )
-        self.xmpp.start()
+        self.c2s_port, self.xmpp_http = free_port(), free_port()
+        self.start_xmpp()
         for i in range(self.n_bridges):
             self.start_bridge(f"jvb{i + 1}")
         self.start_focus()
         if self.n_bridges:
             self.wait_bridges(set(self.bridges))
+
+    def start_xmpp(self) -> ServiceProcess:
+        env = {**xmpp_names(), "XMPP_C2S_PORT": str(self.c2s_port), "XMPP_HTTP_PORT": str(self.xmpp_http),
+               "XMPP_BIND_ADDRESS": "127.0.0.1"}  # fmt: skip
+        url = f"http://127.0.0.1:{self.xmpp_http}/health"
+        self.xmpp = ServiceProcess.python_module("xmpp", "services.xmpp", env, health_url=url)
+        self.xmpp.start()
+        return self.xmpp
 
     def start_bridge(self, server_id: str) -> ServiceProcess:
         reason = bridge_missing()
