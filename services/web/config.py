@@ -40,6 +40,7 @@ class Web(Section):
     public_url: str = ""
     xmpp: Xmpp
     connect_timeout: float = Field(gt=0, le=120)
+    media_timeout: float = Field(gt=0, le=600)
     dist_dir: str = ""
 
     @field_validator("public_url")
@@ -89,6 +90,7 @@ ENV = [
     EnvVar("XMPP_WEBSOCKET_URL", "web.xmpp.websocket-url"),
     EnvVar("XMPP_BOSH_URL", "web.xmpp.bosh-url"),
     EnvVar("WEB_CONNECT_TIMEOUT", "web.connect-timeout", float),
+    EnvVar("WEB_MEDIA_TIMEOUT", "web.media-timeout", float),
     EnvVar("WEB_DIST_DIR", "web.dist-dir"),
 ]
 
@@ -113,6 +115,7 @@ def config_js(web: Web) -> str:
         "websocket": web.websocket_url,
         "bosh": web.bosh_url,
         "connectTimeoutMs": int(web.connect_timeout * 1000),
+        "mediaTimeoutMs": int(web.media_timeout * 1000),
     }
     body = json.dumps(settings, indent=2).replace("</", "<\\/")
     return (

@@ -9,8 +9,13 @@ root.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ from tests.integration.harness import REPO
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "artifacts"
 
+FAKE_DEVICES = "--use-fake-device-for-media-stream"
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",
@@ -31,7 +37,7 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--use-fake-device-for-media-stream",
+    FAKE_DEVICES,
     "--use-fake-ui-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
     "--allow-loopback-in-peer-connection",
@@ -54,14 +60,15 @@ class Browsers:
         self.contexts: list[BrowserContext] = []
         self.profiles: list[Path] = []
 
-    def open(self, viewport: dict[str, int] | None = None, extra_flags: list[str] | None = None) -> Page:
+    def open(self, viewport: dict[str, int] | None = None, fake_media: bool = True) -> Page:
+        """A new browser; ``fake_media=False`` leaves it without camera or microphone."""
         profile = Path(tempfile.mkdtemp(prefix="parley-chromium-"))
         self.profiles.append(profile)
         context = self.playwright.chromium.launch_persistent_context(
             str(profile),
             executable_path=CHROMIUM,
             headless=True,
-            args=CHROMIUM_FLAGS + (extra_flags or []),
+            args=[f for f in CHROMIUM_FLAGS if fake_media or f != FAKE_DEVICES],
             viewport=viewport or DESKTOP,
             ignore_default_args=["--mute-audio"],
         )
@@ -105,3 +112,76 @@ def console_log(page: Page) -> list[str]:
     page.on("console", record)
     page.on("pageerror", lambda exc: lines.append(f"pageerror: {exc}"))
     return lines
+
+
+class LauncherStack:
+    """The whole stack as a user starts it (``python -m services.launcher up``) on a free port range.
+
+    ``front`` is the nginx front door. The launcher's process group is killed at exit.
+    """
+
+    def __init__(self, run_dir: Path, bridges: int = 1) -> None:
+        self.run_dir = run_dir
+        self.bridges = bridges
+        self.log_path = run_dir.parent / "launcher.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.front = ""
+
+    def start(self, timeout: float = 120.0) -> LauncherStack:
+        from services.launcher.plan import StackSettings, build_plan
+        from services.launcher.supervisor import port_conflicts
+
+        offset = next(
+            off
+            for off in range(21000, 45000, 613)
+            if not port_conflicts(build_plan(StackSettings(port_offset=off, bridges=self.bridges)))
+        )
+        self.front = f"http://127.0.0.1:{8000 + offset}"
+        log = self.log_path.open("wb")
+        argv = [
+            sys.executable,
+            "-m",
+            "services.launcher",
+            "up",
+            "--port-offset",
+            str(offset),
+            "--bridges",
+            str(self.bridges),
+            "--run-dir",
+            str(self.run_dir),
+            "--public-url",
+            self.front,
+        ]
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while "the stack is up" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the launcher did not bring the stack up:\n" + self.log()[-6000:])
+            time.sleep(0.25)
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)

@@ -35,7 +35,9 @@ def web_url(built_client: None) -> Iterator[str]:
         "XMPP_WEBSOCKET_URL": f"ws://127.0.0.1:{dead}/xmpp-websocket",
         "WEB_CONNECT_TIMEOUT": "5",
     }
-    with ServiceProcess.python_module("web", "services.web", env, health_url=f"http://127.0.0.1:{port}/health"):
+    with ServiceProcess.python_module(
+        "web", "services.web", env, health_url=f"http://127.0.0.1:{port}/health"
+    ):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -82,3 +84,15 @@ def test_unreachable_server_shows_an_error_instead_of_hanging(web_url: str) -> N
         assert page.is_enabled("#join-button")
         assert page.input_value("#room-input") == "weekly-standup"
         screenshot(page, "server-unreachable-phone.png")
+
+
+def test_without_a_camera_the_page_explains_and_still_lets_you_join(web_url: str) -> None:
+    with browsers() as pool:
+        page = pool.open(DESKTOP, fake_media=False)
+        page.goto(f"{web_url}/")
+        page.wait_for_function("() => window.parley.errors.some(e => e.kind === 'media')")
+        message = page.inner_text("#preview-message")
+        assert "unavailable" in message and "join" in message, message
+        assert page.is_visible("#preview-placeholder")
+        assert page.is_enabled("#join-button")
+        assert page.get_attribute("#preview-cam", "aria-pressed") == "true"

@@ -202,6 +202,7 @@ async function join(room, name) {
 
   const meeting = new Meeting(config, { room, displayName: name, stream: state.stream });
   state.meeting = meeting;
+  parley.endpointId = meeting.endpointId;
   meeting.setAudioMuted(state.audioMuted || !state.stream?.getAudioTracks().length);
   meeting.setVideoMuted(state.videoMuted || !state.stream?.getVideoTracks().length);
   meeting.roster.onChange(onRosterChange);
@@ -287,6 +288,8 @@ function leave(detail) {
 }
 
 function setupMeetingControls() {
+  $('chat-button').querySelector('.tool-icon').innerHTML = ICONS.chat;
+  $('leave-button').querySelector('.tool-icon').innerHTML = ICONS.leave;
   $('mic-button').addEventListener('click', () => {
     state.meeting.setAudioMuted(!state.meeting.audioMuted);
     renderControls();

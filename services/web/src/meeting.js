@@ -80,6 +80,13 @@ export class Meeting extends EventTarget {
     this.#status('joining', 'Joining the room…');
     await this.#joinMuc();
     this.#status('waiting-media', 'Waiting for the media bridge…');
+    const mediaTimeoutMs = this.config.mediaTimeoutMs ?? 15000;
+    this.mediaTimer = setTimeout(() => {
+      if (!this.session && !this.left) {
+        this.#emit('failure', new MeetingError('bridge',
+          'No media bridge is available right now: you can see who is here, but not hear or see them.'));
+      }
+    }, mediaTimeoutMs);
   }
 
   #connect() {
@@ -238,6 +245,7 @@ export class Meeting extends EventTarget {
   }
 
   async #accept(jingle, from) {
+    clearTimeout(this.mediaTimer);
     this.#closeMedia();
     this.session = { sid: jingle.sid, from, initiator: jingle.initiator };
     this.offer = new RemoteOffer(jingle, { localOwner: this.occupantJid });
@@ -407,6 +415,7 @@ export class Meeting extends EventTarget {
     if (this.left) return;
     this.left = true;
     clearInterval(this.statsTimer);
+    clearTimeout(this.mediaTimer);
     this.#closeMedia();
     if (this.conn?.connected) {
       this.conn.send($pres({ to: this.occupantJid, type: 'unavailable' }).tree());
