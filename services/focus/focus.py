@@ -150,9 +150,9 @@ class Focus:
         assert self.signaling is not None
         await self.signaling.ensure_room(room)
         if room not in self.conferences:
-            self.conferences[room] = Conference(room=room)
+            conf = self.conferences[room] = Conference(room=room)
             log.info("conference room=%s requested by %s", room, requester)
-            self._update_gauges()
+            await self._save(conf)
 
     def occupant_joined(self, room: str, nick: str, occupant_jid: str, real_jid: str | None) -> None:
         conf = self.conferences.get(room)
@@ -162,7 +162,6 @@ class Focus:
         if participant is None:
             return
         log.info("participant joined room=%s endpoint=%s jid=%s", room, nick, real_jid or "?")
-        self._update_gauges()
         self._spawn(self._invite(room, nick), f"invite {occupant_jid}")
 
     def occupant_left(self, room: str, nick: str) -> None:
@@ -228,6 +227,8 @@ class Focus:
             if conf is None or participant is None or participant.state is not ParticipantState.JOINED:
                 return
             await self._invite_locked(conf, participant)
+            if participant.state is ParticipantState.JOINED:  # no bridge yet: remember who waits
+                await self._save(conf)
 
     async def _invite_waiting(self) -> None:
         for room in list(self.conferences):

@@ -6,14 +6,17 @@ and the focus (``python -m services.focus``) run as processes and test participa
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
 import httpx
 import pytest
+import redis
 from slixmpp.exceptions import IqError
 
+from services.focus.store import REDIS_KEY
 from tests.integration.participant import wait_until
 from tests.integration.test_focus_stack import DOMAIN, MUC_DOMAIN, Stack
 
@@ -90,6 +93,28 @@ async def test_focus_reconnects_after_the_broker_restarts() -> None:
             assert await wait_until(lambda: stack.participants_of(room) == {"late": "joined"}, 5)
         finally:
             await guest.stop()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="Debian's redis-server is not installed")
+async def test_conference_state_survives_a_focus_restart_in_redis() -> None:
+    room = f"kept@{MUC_DOMAIN}"
+    with Stack(bridges=0, redis=True) as stack:
+        alice = stack.participant("alice", media=False)
+        await alice.start()
+        try:
+            await alice.join(room)
+            assert await wait_until(lambda: stack.participants_of(room) == {"alice": "joined"}, 5)
+            assert stack.redis is not None and stack.focus is not None
+            stored = redis.Redis(port=stack.redis.port).hkeys(REDIS_KEY)
+            assert stored == [room.encode()]
+            stack.focus.stop()
+            stack.start_focus()
+            assert stack.participants_of(room) == {"alice": "joined"}  # restored before anyone spoke
+            await alice.leave()
+            assert await wait_until(lambda: stack.conference(room) is None, 5)
+            assert redis.Redis(port=stack.redis.port).hkeys(REDIS_KEY) == []
+        finally:
+            await alice.stop()
 
 
 def test_bad_setting_exits_with_its_name() -> None:
