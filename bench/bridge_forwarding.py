@@ -1,0 +1,646 @@
+"""Forwarding cost of Parley's media engine against Janus (VideoRoom), driven by the same clients.
+
+    .venv/bin/python -m bench.bridge_forwarding [--window 8] [--only fanout5,meeting10]
+
+Scenarios: one publisher at 1 Mbps (VP8, pre-encoded) to 5, 10, 20 and 40 subscribers, and a
+10-party meeting where everyone sends Opus-sized audio (50 pps) and VP8 video (~400 kbps) and
+receives everyone else. For each scenario Parley runs, then Janus, alternating, each in its own
+room/conference while the other SFU idles.
+
+Figures, per SFU and scenario, over a measurement window after a warm-up:
+- CPU µs per forwarded packet: the SFU process's CPU time (user+system, all threads, from
+  /proc) divided by the RTP packets subscribers received that were sent in the window;
+- loss: 1 - received / (sent × subscribers of that stream);
+- latency: send-to-receive time through the SFU (both ends in this process, one clock), p50/p95;
+  it includes the client's own receive path, identical for both SFUs;
+- RSS of the SFU process at the end of the scenario.
+
+Clients are light peers (``bench/bridge_peer.py``): real ICE, DTLS and SRTP, pre-encoded RTP, no
+codecs, so one Python process can drive 40 subscribers. Everything runs inside a private network
+namespace (``unshare -n``) with a veth carrying 10.99.0.1/32, because Janus (libnice) does not
+gather loopback candidates; no packet leaves the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bridge_peer import LightPeer, Publisher, Receipts, Remote, encode_vp8  # noqa: E402
+from services.bridge.media.aiortc_adapter import DtlsCertificate  # noqa: E402
+from tests.integration.harness import ServiceProcess, free_port  # noqa: E402
+
+NETNS_ENV = "PARLEY_BENCH_NETNS"
+MEDIA_IP = "10.99.0.1"
+VIDEO_PT, AUDIO_PT = 96, 111
+FANOUT_FPS, MEETING_FPS = 30, 25
+
+
+# ---- network namespace -----------------------------------------------------------------------
+
+
+def enter_namespace() -> None:
+    """Re-run this script in a fresh network namespace (root) with lo and a veth address."""
+    if os.environ.get(NETNS_ENV) == "1":
+        for cmd in (
+            "ip link set lo up",
+            "ip link add v0 type veth peer name v1",
+            f"ip addr add {MEDIA_IP}/32 dev v0",
+            "ip link set v0 up",
+            "ip link set v1 up",
+        ):
+            subprocess.run(cmd.split(), check=True)
+        return
+    env = {**os.environ, NETNS_ENV: "1"}
+    os.execvpe(
+        "unshare", ["unshare", "-n", sys.executable, "-m", "bench.bridge_forwarding", *sys.argv[1:]], env
+    )
+
+
+# ---- process figures ---------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# ---- SDP helpers (Janus speaks SDP) ------------------------------------------------------------
+
+
+def sdp_transport(sdp: str) -> tuple[str, str, list[tuple[str, str]], tuple[str, int], str]:
+    ufrag = pwd = setup = ""
+    fingerprints: list[tuple[str, str]] = []
+    address: tuple[str, int] | None = None
+    for line in sdp.splitlines():
+        if line.startswith("a=ice-ufrag:") and not ufrag:
+            ufrag = line.split(":", 1)[1].strip()
+        elif line.startswith("a=ice-pwd:") and not pwd:
+            pwd = line.split(":", 1)[1].strip()
+        elif line.startswith("a=fingerprint:") and not fingerprints:
+            algorithm, value = line.split(":", 1)[1].split()
+            fingerprints.append((algorithm, value))
+        elif line.startswith("a=setup:") and not setup:
+            setup = line.split(":", 1)[1].strip()
+        elif line.startswith("a=candidate:") and address is None:
+            parts = line.split()
+            if parts[2].lower() == "udp" and ":" not in parts[4]:
+                address = (parts[4], int(parts[5]))
+    if not (ufrag and pwd and fingerprints and address):
+        raise RuntimeError(f"incomplete SDP from the SFU:\n{sdp}")
+    return ufrag, pwd, fingerprints, address, setup
+
+
+def local_attrs(peer: LightPeer, setup: str) -> list[str]:
+    host, port = peer.address
+    return [
+        f"a=ice-ufrag:{peer.ufrag}",
+        f"a=ice-pwd:{peer.pwd}",
+        f"a=fingerprint:sha-256 {peer.fingerprint}",
+        f"a=setup:{setup}",
+        "a=rtcp-mux",
+        f"a=candidate:1 1 udp 2130706431 {host} {port} typ host",
+        "a=end-of-candidates",
+    ]
+
+
+def publisher_offer(peer: LightPeer, pub: Publisher) -> str:
+    mids = ["0", "1"] if pub.audio else ["0"]
+    lines = [
+        "v=0",
+        "o=- 1 1 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        f"a=group:BUNDLE {' '.join(mids)}",
+        "a=msid-semantic: WMS bench",
+    ]
+    if pub.audio:
+        lines += [
+            f"m=audio 9 UDP/TLS/RTP/SAVPF {AUDIO_PT}",
+            f"c=IN IP4 {MEDIA_IP}",
+            "a=mid:0",
+            "a=sendonly",
+            *local_attrs(peer, "actpass"),
+            f"a=rtpmap:{AUDIO_PT} opus/48000/2",
+            f"a=ssrc:{pub.audio_ssrc} cname:bench",
+            f"a=ssrc:{pub.audio_ssrc} msid:bench a0",
+        ]
+    mid = mids[-1]
+    lines += [
+        f"m=video 9 UDP/TLS/RTP/SAVPF {VIDEO_PT}",
+        f"c=IN IP4 {MEDIA_IP}",
+        f"a=mid:{mid}",
+        "a=sendonly",
+        *local_attrs(peer, "actpass"),
+        f"a=rtpmap:{VIDEO_PT} VP8/90000",
+        f"a=rtcp-fb:{VIDEO_PT} nack",
+        f"a=rtcp-fb:{VIDEO_PT} nack pli",
+        f"a=rtcp-fb:{VIDEO_PT} ccm fir",
+        f"a=ssrc:{pub.video_ssrc} cname:bench",
+        f"a=ssrc:{pub.video_ssrc} msid:bench v0",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def subscriber_answer(peer: LightPeer, offer: str) -> str:
+    session, media, current = [], [], None
+    for line in offer.splitlines():
+        if line.startswith("m="):
+            current = [line]
+            media.append(current)
+        elif current is None:
+            session.append(line)
+        else:
+            current.append(line)
+    out = ["v=0", "o=- 2 2 IN IP4 127.0.0.1", "s=-", "t=0 0"]
+    out += [line for line in session if line.startswith("a=group:")]
+    for m in media:
+        head = m[0].split()
+        kind, port, fmts = head[0][2:], head[1], head[3:]
+        mid = next((x.split(":", 1)[1] for x in m if x.startswith("a=mid:")), "")
+        if port == "0" or kind == "application":
+            out += [f"m={kind} 0 {head[2]} {' '.join(fmts)}", f"a=mid:{mid}", "a=inactive"]
+            continue
+        fmt = fmts[0]
+        out += [
+            f"m={kind} 9 UDP/TLS/RTP/SAVPF {fmt}",
+            f"c=IN IP4 {MEDIA_IP}",
+            f"a=mid:{mid}",
+            "a=recvonly",
+            *local_attrs(peer, "active"),
+        ]
+        out += [x for x in m if x.startswith((f"a=rtpmap:{fmt} ", f"a=fmtp:{fmt} ", f"a=rtcp-fb:{fmt} "))]
+    return "\r\n".join(out) + "\r\n"
+
+
+# ---- the two SFUs --------------------------------------------------------------------------------
+
+
+class ParleySfu:
+    name = "parley"
+
+    def __init__(self) -> None:
+        self.http_port = free_port()
+        self.proc = ServiceProcess.python_module(
+            "bench-parley",
+            "services.bridge.media.devserver",
+            {
+                "MEDIA_HTTP_PORT": str(self.http_port),
+                "JVB_PORT": "0",
+                "JVB_BIND_ADDRESS": MEDIA_IP,
+                "JVB_ADVERTISE_IPS": MEDIA_IP,
+                "LOG_LEVEL": "WARNING",
+            },
+            health_url=f"http://127.0.0.1:{self.http_port}/health",
+        )
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}", timeout=10)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.proc is not None
+        return self.proc.proc.pid
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.proc.start)
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        self.proc.stop()
+
+    async def _endpoint(self, room: str, name: str, peer: LightPeer, sources: dict[str, Any]) -> None:
+        url = f"/conferences/{room}/endpoints/{name}"
+        local = (await self.http.post(url)).raise_for_status().json()
+        transport = {
+            "ufrag": peer.ufrag,
+            "pwd": peer.pwd,
+            "fingerprints": [{"hash": "sha-256", "fingerprint": peer.fingerprint, "setup": "active"}],
+        }
+        (await self.http.put(f"{url}/transport", json=transport)).raise_for_status()
+        (await self.http.put(f"{url}/sources", json=sources)).raise_for_status()
+        candidate = local["candidates"][0]
+        await peer.connect(
+            Remote(
+                local["ufrag"],
+                local["pwd"],
+                [(f["hash"], f["fingerprint"]) for f in local["fingerprints"]],
+                (candidate["ip"], candidate["port"]),
+                "client",
+            )
+        )
+
+    async def join(
+        self, room: str, name: str, peers: list[LightPeer], pub: Publisher | None, feeds: list[str]
+    ) -> str:
+        """Parley needs one transport per participant: it sends and receives on ``peers[0]``."""
+        sources: dict[str, Any] = {
+            "payload_types": [
+                {
+                    "id": VIDEO_PT,
+                    "name": "VP8",
+                    "clockrate": 90000,
+                    "rtcp_fbs": [["nack", ""], ["nack", "pli"]],
+                },
+                {"id": AUDIO_PT, "name": "opus", "clockrate": 48000, "channels": 2},
+            ]
+        }
+        if pub is not None:
+            sources["video_ssrcs"] = [pub.video_ssrc]
+            sources["audio_ssrcs"] = [pub.audio_ssrc] if pub.audio else []
+        await self._endpoint(room, name, peers[0], sources)
+        return name
+
+    async def close_room(self, room: str) -> None:
+        (await self.http.delete(f"/conferences/{room}")).raise_for_status()
+
+    peers_per_participant = 1
+
+
+class JanusSfu:
+    name = "janus"
+    peers_per_participant = 2  # Janus VideoRoom: one PeerConnection to publish, one to subscribe
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="parley-bench-janus-"))
+        self.http_port = free_port()
+        self._write_config()
+        self.proc = ServiceProcess(
+            "bench-janus",
+            ["janus", f"--config={self.dir}/janus.jcfg", f"--configs-folder={self.dir}"],
+            health_url=f"http://127.0.0.1:{self.http_port}/janus/info",
+        )
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}/janus", timeout=15)
+        self.session: int | None = None
+        self.events: dict[int, asyncio.Queue[dict[str, Any]]] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._tx = 0
+        self._rooms: dict[str, int] = {}
+        self._handles: list[int] = []
+
+    def _write_config(self) -> None:
+        lib = "/usr/lib/x86_64-linux-gnu/janus"
+        plugins = [p.name for p in Path(f"{lib}/plugins").glob("*.so") if "videoroom" not in p.name]
+        transports = [p.name for p in Path(f"{lib}/transports").glob("*.so") if "http" not in p.name]
+        (self.dir / "janus.jcfg").write_text(f"""
+general: {{ configs_folder = "{self.dir}", plugins_folder = "{lib}/plugins",
+  transports_folder = "{lib}/transports", events_folder = "{lib}/events", loggers_folder = "{lib}/loggers",
+  debug_level = 3, session_timeout = 0, admin_secret = "bench", protected_folders = [] }}
+certificates: {{ }}
+media: {{ rtp_port_range = "30000-40000", ipv6 = false }}
+nat: {{ ice_lite = true, ice_enforce_list = "v0", nice_debug = false }}
+plugins: {{ disable = "{",".join(plugins)}" }}
+transports: {{ disable = "{",".join(transports)}" }}
+loggers: {{ disable = "libjanus_jsonlog.so" }}
+events: {{ broadcast = false }}
+""")
+        (self.dir / "janus.transport.http.jcfg").write_text(f"""
+general: {{ json = "plain", base_path = "/janus", http = true, port = {self.http_port}, ip = "127.0.0.1",
+  https = false }}
+admin: {{ admin_http = false }}
+""")
+        (self.dir / "janus.plugin.videoroom.jcfg").write_text("general: { }\n")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.proc is not None
+        return self.proc.proc.pid
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.proc.start)
+        reply = await self._post("", {"janus": "create"})
+        self.session = reply["data"]["id"]
+        self._poller = asyncio.ensure_future(self._poll())
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        await self.http.aclose()
+        self.proc.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._tx += 1
+        body = {**body, "transaction": f"t{self._tx}"}
+        reply = (await self.http.post(path, json=body)).raise_for_status().json()
+        if reply.get("janus") == "error":
+            raise RuntimeError(f"janus error: {reply}")
+        return reply
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                events = (await self.http.get(f"/{self.session}", params={"maxev": 20}, timeout=40)).json()
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+                continue
+            for event in events if isinstance(events, list) else [events]:
+                sender = event.get("sender")
+                if sender is not None and event.get("janus") == "event":
+                    self.events.setdefault(sender, asyncio.Queue()).put_nowait(event)
+
+    async def _attach(self) -> int:
+        reply = await self._post(f"/{self.session}", {"janus": "attach", "plugin": "janus.plugin.videoroom"})
+        handle = int(reply["data"]["id"])
+        self.events.setdefault(handle, asyncio.Queue())
+        self._handles.append(handle)
+        return handle
+
+    async def _message(
+        self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {"janus": "message", "body": body}
+        if jsep is not None:
+            message["jsep"] = jsep
+        reply = await self._post(f"/{self.session}/{handle}", message)
+        if reply.get("janus") == "success":
+            return reply
+        event = await asyncio.wait_for(self.events[handle].get(), 15)
+        data = event.get("plugindata", {}).get("data", {})
+        if "error" in data:
+            raise RuntimeError(f"janus videoroom error: {data}")
+        return event
+
+    async def _room(self, room: str) -> int:
+        if room not in self._rooms:
+            handle = await self._attach()
+            number = 1000 + len(self._rooms)
+            await self._message(
+                handle,
+                {
+                    "request": "create",
+                    "room": number,
+                    "publishers": 64,
+                    "bitrate": 0,
+                    "videocodec": "vp8",
+                    "audiocodec": "opus",
+                    "fir_freq": 0,
+                },
+            )
+            self._rooms[room] = number
+        return self._rooms[room]
+
+    async def join(
+        self, room: str, name: str, peers: list[LightPeer], pub: Publisher | None, feeds: list[str]
+    ) -> str:
+        """``peers[0]`` publishes (when ``pub``), ``peers[1]`` subscribes to ``feeds``."""
+        number = await self._room(room)
+        feed_id = name
+        if pub is not None:
+            handle = await self._attach()
+            event = await self._message(
+                handle,
+                {
+                    "request": "joinandconfigure",
+                    "room": number,
+                    "ptype": "publisher",
+                    "display": name,
+                    "audio": pub.audio,
+                    "video": True,
+                },
+                {"type": "offer", "sdp": publisher_offer(peers[0], pub)},
+            )
+            feed_id = str(event["plugindata"]["data"]["id"])
+            ufrag, pwd, fps, address, setup = sdp_transport(event["jsep"]["sdp"])
+            await peers[0].connect(
+                Remote(ufrag, pwd, fps, address, "client" if setup == "passive" else "server")
+            )
+        if feeds:
+            handle = await self._attach()
+            event = await self._message(
+                handle,
+                {
+                    "request": "join",
+                    "room": number,
+                    "ptype": "subscriber",
+                    "streams": [{"feed": int(f)} for f in feeds],
+                },
+            )
+            offer = event["jsep"]["sdp"]
+            ufrag, pwd, fps, address, _ = sdp_transport(offer)
+            peer = peers[-1]
+            await self._message(
+                handle,
+                {"request": "start", "room": number},
+                {"type": "answer", "sdp": subscriber_answer(peer, offer)},
+            )
+            await peer.connect(Remote(ufrag, pwd, fps, address, "client"))
+        return feed_id
+
+    async def close_room(self, room: str) -> None:
+        for handle in self._handles:
+            try:
+                await self._post(f"/{self.session}/{handle}", {"janus": "detach"})
+            except (httpx.HTTPError, RuntimeError):
+                pass
+            self.events.pop(handle, None)
+        self._handles.clear()
+
+
+# ---- scenarios -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    sfu: str
+    scenario: str
+    subscribers: int
+    packets: int = 0
+    expected: int = 0
+    cpu: float = 0.0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    rss_mb: float = 0.0
+    endpoints: int = 0
+
+    def row(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        return {
+            "sfu": self.sfu,
+            "scenario": self.scenario,
+            "endpoints": self.endpoints,
+            "forwarded_pps": round(self.packets / self.seconds) if self.seconds else 0,
+            "cpu_us_per_packet": round(self.cpu / self.packets * 1e6, 1) if self.packets else None,
+            "cpu_percent": round(100 * self.cpu / self.seconds, 1) if self.seconds else None,
+            "loss_percent": round(100 * (1 - self.packets / self.expected), 3) if self.expected else None,
+            "latency_p50_ms": round(statistics.median(lat) * 1000, 2) if lat else None,
+            "latency_p95_ms": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2) if lat else None,
+            "rss_mb": round(self.rss_mb, 1),
+        }
+
+
+async def run_scenario(
+    sfu: ParleySfu | JanusSfu,
+    scenario: str,
+    publishers: int,
+    subscribers: int,
+    frames: list[list[bytes]],
+    fps: int,
+    audio: bool,
+    window: float,
+    certificate: DtlsCertificate,
+) -> Result:
+    """``publishers`` participants send (and, in a meeting, receive each other); ``subscribers``
+    extra participants only receive."""
+    room = f"{scenario}-{sfu.name}-{time.monotonic_ns()}"
+    receipts = Receipts()
+    all_peers: list[LightPeer] = []
+    pubs: list[Publisher] = []
+    feed_ids: list[str] = []
+    meeting = subscribers == 0
+    for i in range(publishers):
+        peers = [LightPeer(certificate, MEDIA_IP) for _ in range(sfu.peers_per_participant)]
+        for peer in peers:
+            await peer.open()
+            peer.on_rtp = receipts.on_rtp
+        pub = Publisher(peers[0], frames, fps, audio=audio)
+        feeds = list(feed_ids) if meeting else []
+        feed_ids.append(await sfu.join(room, f"p{i}", peers if meeting else peers[:1], pub, feeds))
+        all_peers += peers
+        pubs.append(pub)
+    for i in range(subscribers):
+        peer = LightPeer(certificate, MEDIA_IP)
+        await peer.open()
+        peer.on_rtp = receipts.on_rtp
+        await sfu.join(room, f"s{i}", [peer], None, feed_ids)
+        all_peers.append(peer)
+    if meeting and isinstance(sfu, JanusSfu):
+        for i, name in enumerate(feed_ids):
+            later = feed_ids[i + 1 :]
+            if later:
+                extra = LightPeer(certificate, MEDIA_IP)
+                await extra.open()
+                extra.on_rtp = receipts.on_rtp
+                await sfu.join(room, f"p{i}-late", [extra], None, later)
+                all_peers.append(extra)
+    for pub in pubs:
+        pub.start()
+    await asyncio.sleep(2.0)  # warm-up: key frames, rates settle
+    start = time.monotonic()
+    receipts.window = (start, start + window)
+    sent_before = [len(p.sent_log) for p in pubs]
+    cpu0 = cpu_seconds(sfu.pid)
+    await asyncio.sleep(window)
+    cpu1 = cpu_seconds(sfu.pid)
+    sent_in_window = [
+        sum(1 for t in p.sent_log[b:] if t < start + window) for p, b in zip(pubs, sent_before, strict=True)
+    ]
+    await asyncio.sleep(1.0)  # stragglers
+    result = Result(sfu.name, scenario, subscribers or publishers - 1)
+    result.endpoints = publishers + subscribers
+    result.packets = receipts.received
+    fan = subscribers if subscribers else publishers - 1
+    result.expected = sum(sent_in_window) * fan
+    result.cpu = cpu1 - cpu0
+    result.seconds = window
+    result.latencies = receipts.latencies
+    result.rss_mb = rss_mb(sfu.pid)
+    for pub in pubs:
+        pub.stop()
+    for peer in all_peers:
+        peer.close()
+    await sfu.close_room(room)
+    await asyncio.sleep(0.5)
+    return result
+
+
+SCENARIOS = {
+    "fanout5": (1, 5),
+    "fanout10": (1, 10),
+    "fanout20": (1, 20),
+    "fanout40": (1, 40),
+    "meeting10": (10, 0),
+}
+
+
+async def main(args: argparse.Namespace) -> None:
+    chosen = [s for s in (args.only.split(",") if args.only else SCENARIOS)]
+    print(f"encoding VP8 test media (1 Mbps @ {FANOUT_FPS} fps, 400 kbps @ {MEETING_FPS} fps)...", flush=True)
+    fanout_frames = await asyncio.to_thread(encode_vp8, 4, FANOUT_FPS, 1_000_000)
+    meeting_frames = await asyncio.to_thread(encode_vp8, 4, MEETING_FPS, 400_000, 480, 270)
+    for name, frames, fps in (
+        ("fanout", fanout_frames, FANOUT_FPS),
+        ("meeting", meeting_frames, MEETING_FPS),
+    ):
+        kbps = sum(len(p) for f in frames for p in f) * 8 / (len(frames) / fps) / 1000
+        pps = sum(len(f) for f in frames) / (len(frames) / fps)
+        print(f"  {name}: {kbps:.0f} kbps, {pps:.0f} video packets/s per publisher", flush=True)
+    certificate = DtlsCertificate()
+    sfus: list[ParleySfu | JanusSfu] = [ParleySfu()]
+    if not args.no_janus:
+        sfus.append(JanusSfu())
+    results = []
+    try:
+        for sfu in sfus:
+            await sfu.start()
+        for scenario in chosen:
+            publishers, subscribers = SCENARIOS[scenario]
+            meeting = subscribers == 0
+            for sfu in sfus:
+                result = await run_scenario(
+                    sfu,
+                    scenario,
+                    publishers,
+                    subscribers,
+                    meeting_frames if meeting else fanout_frames,
+                    MEETING_FPS if meeting else FANOUT_FPS,
+                    meeting,
+                    args.window,
+                    certificate,
+                )
+                row = result.row()
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        for sfu in sfus:
+            await sfu.stop()
+    print()
+    header = (
+        "scenario",
+        "sfu",
+        "endpoints",
+        "forwarded_pps",
+        "cpu_us_per_packet",
+        "cpu_percent",
+        "loss_percent",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "rss_mb",
+    )
+    print(" | ".join(header))
+    for row in results:
+        print(" | ".join(str(row[h]) for h in header))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--window", type=float, default=8.0, help="measurement window per run, seconds")
+    parser.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
+    parser.add_argument("--no-janus", action="store_true", help="measure Parley only")
+    enter_namespace()
+    import uvloop
+
+    uvloop.run(main(parser.parse_args()))

@@ -1,0 +1,287 @@
+"""Light WebRTC peers for the forwarding benchmark: ICE (controlling, nominating), DTLS-SRTP and
+pre-encoded RTP, on one UDP socket each — no encoder or decoder in the loop, so one Python process
+can drive 40 subscribers on 2 cores.
+
+They use the bridge's own sans-I/O adapter (``services.bridge.media.aiortc_adapter``) for STUN,
+DTLS and SRTP, and talk to any SFU that gives them an ICE ufrag/pwd, a fingerprint and a
+candidate (Parley's media engine or Janus).
+
+Every RTP payload the publishers send ends with a 14-byte trailer: ``b"PB"``, the publisher's
+packet index (uint32) and its send time (float64, ``time.monotonic()``), so subscribers can count
+loss and measure latency whatever the SFU does to the RTP header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import os
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.bridge.media import aiortc_adapter as adapter
+from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
+from services.bridge.media.ice import random_token
+
+TRAILER = struct.Struct("!2sId")
+MAGIC = b"PB"
+
+
+@dataclass
+class Remote:
+    ufrag: str
+    pwd: str
+    fingerprints: list[tuple[str, str]]
+    address: tuple[str, int]
+    dtls_role: str  # our role: "client" or "server"
+
+
+class LightPeer(asyncio.DatagramProtocol):
+    """One endpoint: a UDP socket, an ICE agent that nominates the first pair, DTLS, SRTP."""
+
+    def __init__(self, certificate: DtlsCertificate, local_ip: str) -> None:
+        self.certificate = certificate
+        self.local_ip = local_ip
+        self.ufrag = random_token(8)
+        self.pwd = random_token(24)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.remote: Remote | None = None
+        self.dtls: DtlsSession | None = None
+        self.connected = asyncio.Event()
+        self.ice_ok = False
+        self.on_rtp: Callable[[bytes, float], None] | None = None
+        self.rtcp_received = 0
+        self.rtp_received = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def open(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.local_ip, 0))
+        sock = self.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        return self.address
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    @property
+    def fingerprint(self) -> str:
+        return self.certificate.fingerprint("sha-256")
+
+    async def connect(self, remote: Remote, timeout: float = 15.0) -> None:
+        self.remote = remote
+        self.dtls = DtlsSession(self.certificate, remote.dtls_role, remote.fingerprints)
+        deadline = time.monotonic() + timeout
+        while not self.connected.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"peer {self.ufrag} did not connect (ice={self.ice_ok}, dtls={self.dtls.state})"
+                )
+            self._send(adapter.binding_request(self.ufrag, remote.ufrag, remote.pwd, use_candidate=True))
+            if self.ice_ok and self.dtls.role == "client" and self.dtls.state is DtlsState.NEW:
+                self._flush(self.dtls.start())
+            try:
+                await asyncio.wait_for(self.connected.wait(), 0.1)
+            except TimeoutError:
+                pass
+
+    def keepalive(self) -> None:
+        """A consent check (RFC 7675), as browsers send every few seconds."""
+        if self.remote is not None:
+            self._send(
+                adapter.binding_request(self.ufrag, self.remote.ufrag, self.remote.pwd, use_candidate=False)
+            )
+
+    def send_rtp(self, packet: bytes) -> None:
+        if self.dtls is not None and self.dtls.srtp is not None:
+            self._send(self.dtls.srtp.protect(packet))
+
+    def send_rtcp(self, packet: bytes) -> None:
+        if self.dtls is not None and self.dtls.srtp is not None:
+            self._send(self.dtls.srtp.protect_rtcp(packet))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    # ---- datagrams -------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        first = data[0] if data else 255
+        if first < 4:
+            self._on_stun(data, addr)
+        elif 19 < first < 64 and self.dtls is not None:
+            self._flush(self.dtls.feed(data))
+        elif 127 < first < 192 and self.dtls is not None and self.dtls.srtp is not None:
+            if 191 < data[1] < 224:
+                self.rtcp_received += 1
+                return
+            try:
+                plain = self.dtls.srtp.unprotect(data)
+            except adapter.SrtpError:
+                return
+            self.rtp_received += 1
+            if self.on_rtp is not None:
+                self.on_rtp(plain, time.monotonic())
+
+    def _on_stun(self, data: bytes, addr: tuple[str, int]) -> None:
+        if adapter.is_binding_success(data):
+            self.ice_ok = True
+            return
+        try:
+            request = adapter.parse_binding_request(data)
+        except adapter.StunError:
+            return
+        if request.local_ufrag == self.ufrag:
+            assert self.transport is not None
+            self.transport.sendto(adapter.binding_success(request, addr, self.pwd), addr)
+
+    def _flush(self, datagrams: list[bytes]) -> None:
+        for datagram in datagrams:
+            self._send(datagram)
+        if self.dtls is None:
+            return
+        if self.dtls.state is DtlsState.CONNECTED:
+            self.connected.set()
+        elif self.dtls.state is DtlsState.CONNECTING:
+            timeout = self.dtls.timeout()
+            if timeout is not None:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = asyncio.get_running_loop().call_later(max(timeout, 0.01), self._retransmit)
+
+    def _retransmit(self) -> None:
+        if self.dtls is not None and self.dtls.state is DtlsState.CONNECTING:
+            self._flush(self.dtls.handle_timeout())
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None and self.remote is not None:
+            self.transport.sendto(data, self.remote.address)
+
+
+# ---- media -----------------------------------------------------------------------------------
+
+
+def encode_vp8(
+    seconds: float, fps: int, bitrate: int, width: int = 640, height: int = 360
+) -> list[list[bytes]]:
+    """VP8 RTP payloads (per frame) of a moving noisy pattern, encoded once with aiortc's libvpx
+    encoder at ``bitrate``; a key frame every 2 seconds."""
+    import numpy as np
+    from aiortc.codecs.vpx import Vp8Encoder
+    from av import VideoFrame
+
+    encoder = Vp8Encoder()
+    encoder.target_bitrate = bitrate
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    frames = []
+    for i in range(int(seconds * fps)):
+        image = np.roll(base, i * 3, axis=1)
+        image[:, (i * 7) % width] = 255
+        frame = VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = i * 90000 // fps
+        frame.time_base = fractions.Fraction(1, 90000)
+        payloads, _ = encoder.encode(frame, force_keyframe=i % (2 * fps) == 0)
+        frames.append(payloads)
+    return frames
+
+
+class Publisher:
+    """Replays pre-encoded video (and optionally 20 ms audio packets) through a LightPeer."""
+
+    def __init__(
+        self,
+        peer: LightPeer,
+        video_frames: list[list[bytes]],
+        fps: int,
+        *,
+        audio: bool,
+        video_pt: int = 96,
+        audio_pt: int = 111,
+    ) -> None:
+        self.peer = peer
+        self.video_frames = video_frames
+        self.fps = fps
+        self.audio = audio
+        self.video_pt = video_pt
+        self.audio_pt = audio_pt
+        self.video_ssrc = secrets.randbits(32) | 1
+        self.audio_ssrc = secrets.randbits(32) | 1
+        self.sent_log: list[float] = []  # send time by packet index
+        self._task: asyncio.Task[None] | None = None
+        self._audio_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._video())
+        if self.audio:
+            self._audio_task = asyncio.ensure_future(self._audio())
+
+    def stop(self) -> None:
+        for task in (self._task, self._audio_task):
+            if task is not None:
+                task.cancel()
+
+    def _stamp(self, payload: bytes) -> bytes:
+        index = len(self.sent_log)
+        now = time.monotonic()
+        self.sent_log.append(now)
+        return payload + TRAILER.pack(MAGIC, index, now)
+
+    async def _video(self) -> None:
+        seq = secrets.randbits(16)
+        start = time.monotonic()
+        n = 0
+        while True:
+            payloads = self.video_frames[n % len(self.video_frames)]
+            ts = (n * 90000 // self.fps) & 0xFFFFFFFF
+            for i, payload in enumerate(payloads):
+                marker = 0x80 if i == len(payloads) - 1 else 0
+                header = struct.pack(
+                    "!BBHII", 0x80, marker | self.video_pt, seq & 0xFFFF, ts, self.video_ssrc
+                )
+                self.peer.send_rtp(header + self._stamp(payload))
+                seq += 1
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / self.fps - time.monotonic()))
+
+    async def _audio(self) -> None:
+        seq = secrets.randbits(16)
+        start = time.monotonic()
+        n = 0
+        while True:
+            header = struct.pack(
+                "!BBHII", 0x80, self.audio_pt, seq & 0xFFFF, (n * 960) & 0xFFFFFFFF, self.audio_ssrc
+            )
+            self.peer.send_rtp(header + self._stamp(b"\xfc" + os.urandom(79)))
+            seq += 1
+            n += 1
+            await asyncio.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
+
+
+class Receipts:
+    """What subscribers got: per (publisher ssrc-independent) trailer, count and latency."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.received = 0
+        self.window: tuple[float, float] | None = None
+
+    def on_rtp(self, packet: bytes, now: float) -> None:
+        if len(packet) < 12 + TRAILER.size:
+            return
+        magic, _index, sent = TRAILER.unpack_from(packet, len(packet) - TRAILER.size)
+        if magic != MAGIC or self.window is None:
+            return
+        if self.window[0] <= sent < self.window[1]:
+            self.received += 1
+            self.latencies.append(now - sent)
