@@ -10,7 +10,7 @@ room/conference while the other SFU idles.
 Figures, per SFU and scenario, over a measurement window after a warm-up:
 - CPU µs per forwarded packet: the SFU process's CPU time (user+system, all threads, from
   /proc) divided by the RTP packets subscribers received that were sent in the window;
-- loss: 1 - received / (sent × subscribers of that stream);
+- loss: 1 - received / (sent x subscribers of that stream);
 - latency: send-to-receive time through the SFU (both ends in this process, one clock), p50/p95;
   it includes the client's own receive path, identical for both SFUs;
 - RSS of the SFU process at the end of the scenario.
@@ -526,7 +526,7 @@ async def run_scenario(
         await sfu.join(room, f"s{i}", [peer], None, feed_ids)
         all_peers.append(peer)
     if meeting and isinstance(sfu, JanusSfu):
-        for i, name in enumerate(feed_ids):
+        for i in range(len(feed_ids)):
             later = feed_ids[i + 1 :]
             if later:
                 extra = LightPeer(certificate, MEDIA_IP)

@@ -75,10 +75,10 @@ class LightPeer(asyncio.DatagramProtocol):
     def fingerprint(self) -> str:
         return self.certificate.fingerprint("sha-256")
 
-    async def connect(self, remote: Remote, timeout: float = 15.0) -> None:
+    async def connect(self, remote: Remote, within: float = 15.0) -> None:
         self.remote = remote
         self.dtls = DtlsSession(self.certificate, remote.dtls_role, remote.fingerprints)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while not self.connected.is_set():
             if time.monotonic() > deadline:
                 raise TimeoutError(
