@@ -19,16 +19,14 @@ from typing import Protocol
 from services.common import jingle
 from services.common.brewery import BridgeStats
 
-from . import metrics, offer
+from . import flows, metrics, offer
 from .bridges import BridgeRegistry, HealthOutcome
 from .colibri_client import ColibriClient, ColibriError
-from .conference import Conference, MediaSources, Participant, ParticipantState
+from .conference import Conference, Participant, ParticipantState
 from .config import FocusSettings
 from .store import ConferenceStore
 
 log = logging.getLogger("focus")
-
-MOVING = "moving"
 
 
 class Signaling(Protocol):
@@ -62,7 +60,14 @@ class Focus:
         self._tasks: set[asyncio.Task[None]] = set()
         self._restored = False
         self._session_rooms: dict[str, str] = {}  # Jingle sid -> room (stale entries are harmless)
-        self.initiator = settings.xmpp.jid
+        c = settings.conference
+        self.offer_settings = flows.OfferSettings(
+            initiator=settings.xmpp.jid,
+            ice_lite=settings.bridge.ice_lite,
+            channel_expire=c.channel_expire,
+            enable_sctp=c.enable_sctp,
+            last_n=c.last_n,
+        )
 
     # ------------------------------------------------------------------ plumbing
     def _spawn(self, coro: object, what: str) -> None:
@@ -220,6 +225,22 @@ class Focus:
             await self.check_health()
 
     # ------------------------------------------------------------------ flows
+    async def _perform(self, conf: Conference, out: flows.Outbox) -> None:
+        """Send an outbox: PATCHes to the conference's bridge (in order), then the Jingle."""
+        if out.patches and conf.bridge_id is not None:
+            url = self.registry.colibri_url(conf.bridge_id)
+            if url is not None and self.registry.is_usable(conf.bridge_id):
+                for body in out.patches:
+                    try:
+                        await self.colibri.patch(url, body)
+                    except ColibriError as exc:
+                        log.warning("PATCH of room=%s on %s failed: %s", conf.room, conf.bridge_id, exc)
+                        if exc.unreachable and self.registry.mark_failed(conf.bridge_id, str(exc)):
+                            self.bridge_failed(conf.bridge_id, str(exc))
+                        break
+        for to, message in out.jingle:
+            self._send(to, message)
+
     async def _invite(self, room: str, nick: str) -> None:
         async with self._lock(room):
             conf = self.conferences.get(room)
@@ -236,9 +257,8 @@ class Focus:
                 conf = self.conferences.get(room)
                 if conf is None:
                     continue
-                for participant in list(conf.participants.values()):
-                    if participant.state is ParticipantState.JOINED:
-                        await self._invite_locked(conf, participant)
+                for participant in flows.waiting(conf):
+                    await self._invite_locked(conf, participant)
 
     def _place(self, conf: Conference) -> str | None:
         if conf.bridge_id is not None and self.registry.is_usable(conf.bridge_id):
@@ -255,24 +275,19 @@ class Focus:
                 return
             url = self.registry.colibri_url(bridge_id)
             assert url is not None
-            c = self.settings.conference
-            request = offer.allocation_request(
-                participant.endpoint_id,
-                colibri_id=conf.colibri_id if conf.bridge_id == bridge_id else None,
-                expire=c.channel_expire,
-                enable_sctp=c.enable_sctp,
-                last_n=c.last_n,
-            )
-            participant.state = ParticipantState.INVITING
+            request = flows.allocation_request(conf, participant, bridge_id, self.offer_settings)
             started = time.perf_counter()
             try:
                 if request.id is None:
                     response = await self.colibri.create(url, request)
                 else:
                     response = await self.colibri.patch(url, request)
-                allocation = offer.read_allocation(response, participant.endpoint_id)
+                sid = secrets.token_hex(8)
+                out = flows.allocated(
+                    conf, participant, bridge_id, request, response, sid, self.offer_settings
+                )
             except (ColibriError, offer.AllocationError) as exc:
-                participant.state = ParticipantState.JOINED
+                flows.allocation_failed(participant)
                 log.warning("allocation on %s for %s failed: %s", bridge_id, participant.endpoint_id, exc)
                 if isinstance(exc, ColibriError) and exc.unreachable:
                     if self.registry.mark_failed(bridge_id, str(exc)):
@@ -284,25 +299,15 @@ class Focus:
                 continue
             metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - started)
             if request.id is None:
-                conf.bridge_id = bridge_id
-                conf.colibri_id = response.id
                 log.info(
-                    "conference room=%s placed on bridge=%s colibri_id=%s", conf.room, bridge_id, response.id
+                    "conference room=%s placed on bridge=%s colibri_id=%s",
+                    conf.room,
+                    bridge_id,
+                    conf.colibri_id,
                 )
-            participant.channels = allocation.channels
-            participant.sid = secrets.token_hex(8)
-            self._session_rooms[participant.sid] = conf.room
-            participant.state = ParticipantState.INVITED
-            participant.invites += 1
+            self._session_rooms[sid] = conf.room
             self.registry.endpoint_added(bridge_id, self.clock())
-            message = offer.session_initiate(
-                participant.sid,
-                self.initiator,
-                allocation,
-                conf.sources_of_others(participant.endpoint_id),
-                ice_lite=self.settings.bridge.ice_lite,
-            )
-            self._send(participant.occupant_jid, message)
+            await self._perform(conf, out)
             await self._save(conf)
             return
 
@@ -311,30 +316,15 @@ class Focus:
             conf = self.conferences.get(room)
             if conf is None:
                 return
-            participant = conf.occupant_left(nick)
-            if participant is None:
+            out = flows.left(conf, nick)
+            if out is None:
                 return
             log.info("participant left room=%s endpoint=%s", room, nick)
-            await self._drop_session(conf, participant)
+            await self._perform(conf, out)
             if conf.empty:
                 await self._end(conf)
             else:
                 await self._save(conf)
-
-    async def _drop_session(self, conf: Conference, participant: Participant) -> None:
-        """Expire the participant's channels and tell the others its sources are gone."""
-        if participant.channels and conf.bridge_id and conf.colibri_id:
-            url = self.registry.colibri_url(conf.bridge_id)
-            if url is not None and self.registry.is_usable(conf.bridge_id):
-                try:
-                    await self.colibri.patch(url, offer.expire_request(conf.colibri_id, participant))
-                except ColibriError as exc:
-                    log.warning("expiring channels of %s failed: %s", participant.endpoint_id, exc)
-        if participant.has_sources():
-            self._broadcast_sources(
-                conf, "source-remove", participant.sources, exclude=participant.endpoint_id
-            )
-        participant.reset_session()
 
     async def _end(self, conf: Conference) -> None:
         log.info("conference ended room=%s bridge=%s", conf.room, conf.bridge_id)
@@ -343,13 +333,6 @@ class Focus:
         self._update_gauges()
         if self.signaling is not None:
             self.signaling.leave_room(conf.room)
-
-    def _broadcast_sources(
-        self, conf: Conference, action: str, sources: dict[str, MediaSources], exclude: str
-    ) -> None:
-        for other in conf.with_session(exclude=exclude):
-            assert other.sid is not None
-            self._send(other.occupant_jid, offer.source_update(action, other.sid, sources))
 
     async def _move(self, room: str, from_bridge: str, started: float) -> None:
         async with self._lock(room):
@@ -364,17 +347,13 @@ class Focus:
         """Re-create the conference on another bridge: terminate every session ("moving") and
         invite everyone again."""
         old_bridge = conf.bridge_id
-        for participant, sid in conf.lose_bridge():
-            self._send(participant.occupant_jid, offer.session_terminate(sid, "success", MOVING))
+        out = flows.bridge_lost(conf)
+        await self._perform(conf, out)
         metrics.FAILOVERS.inc()
-        log.warning(
-            "moving conference room=%s from bridge=%s participants=%d",
-            conf.room,
-            old_bridge,
-            len(conf.participants),
-        )
-        for participant in list(conf.participants.values()):
-            if participant is not except_for and participant.state is ParticipantState.JOINED:
+        log.warning("moving conference room=%s from bridge=%s participants=%d", conf.room, old_bridge,
+                    len(conf.participants))  # fmt: skip
+        for participant in flows.waiting(conf):
+            if participant is not except_for:
                 await self._invite_locked(conf, participant)
         metrics.FAILOVER_SECONDS.observe(self.clock() - started)
         await self._save(conf)
@@ -389,76 +368,29 @@ class Focus:
                 )
                 return
             if participant.real_jid and sender not in (participant.real_jid, participant.occupant_jid):
-                log.warning(
-                    "jingle %s for %s's session from %s: refused",
-                    message.action,
-                    participant.endpoint_id,
-                    sender,
-                )
+                log.warning("jingle %s for %s's session from %s: refused", message.action, participant.endpoint_id,
+                            sender)  # fmt: skip
                 return
-            nick = participant.endpoint_id
-            action = message.action
+            nick, action = participant.endpoint_id, message.action
             if action == "session-accept":
-                await self._accepted(conf, participant, message)
+                await self._perform(conf, flows.accepted(conf, participant, message, self.offer_settings))
             elif action in ("source-add", "source-remove"):
-                await self._sources_changed(conf, participant, message)
+                await self._perform(
+                    conf, flows.sources_changed(conf, participant, message, self.offer_settings)
+                )
             elif action == "session-info" and message.ice_state == "failed":
                 log.warning("ICE failed for %s in room=%s: re-inviting", nick, room)
-                await self._drop_session(conf, participant)
-                self._send(participant.occupant_jid, offer.session_terminate(message.sid, "success", MOVING))
+                await self._perform(conf, flows.ice_failed(conf, participant))
                 await self._invite_locked(conf, participant)
             elif action == "session-terminate":
                 log.info("%s ended its session in room=%s", nick, room)
-                await self._drop_session(conf, participant)
-                await self._save(conf)
+                await self._perform(conf, flows.drop_session(conf, participant))
             elif action == "transport-info":
-                pass  # the ICE-lite bridge learns addresses from STUN; candidates are not needed
+                return  # the ICE-lite bridge learns addresses from STUN; candidates are not needed
             else:
                 log.info("ignoring jingle %s from %s/%s", action, room, nick)
-
-    async def _accepted(self, conf: Conference, participant: Participant, accept: jingle.Jingle) -> None:
-        if participant.state is not ParticipantState.INVITED:
-            log.warning("session-accept from %s in state %s", participant.endpoint_id, participant.state)
-            return
-        if conf.bridge_id is None or conf.colibri_id is None:
-            return
-        participant.sources = offer.owned_sources(accept, participant)
-        participant.state = ParticipantState.ACTIVE
-        url = self.registry.colibri_url(conf.bridge_id)
-        if url is not None:
-            body = offer.accept_patch(
-                conf.colibri_id, participant, accept, self.settings.conference.channel_expire
-            )
-            try:
-                await self.colibri.patch(url, body)
-            except ColibriError as exc:
-                log.warning("patching %s's answer failed: %s", participant.endpoint_id, exc)
-                if exc.unreachable and self.registry.mark_failed(conf.bridge_id, str(exc)):
-                    self.bridge_failed(conf.bridge_id, str(exc))
                 return
-        if participant.has_sources():
-            self._broadcast_sources(conf, "source-add", participant.sources, exclude=participant.endpoint_id)
-        await self._save(conf)
-
-    async def _sources_changed(
-        self, conf: Conference, participant: Participant, message: jingle.Jingle
-    ) -> None:
-        changed = offer.owned_sources(message, participant)
-        if message.action == "source-add":
-            offer.merge_sources(participant.sources, changed)
-        else:
-            changed = offer.remove_sources(participant.sources, changed)
-        if not changed or conf.bridge_id is None or conf.colibri_id is None:
-            return
-        url = self.registry.colibri_url(conf.bridge_id)
-        if url is not None:
-            body = offer.sources_patch(conf.colibri_id, participant, self.settings.conference.channel_expire)
-            try:
-                await self.colibri.patch(url, body)
-            except ColibriError as exc:
-                log.warning("patching %s's sources failed: %s", participant.endpoint_id, exc)
-        self._broadcast_sources(conf, message.action, changed, exclude=participant.endpoint_id)
-        await self._save(conf)
+            await self._save(conf)
 
     # ------------------------------------------------------------------ views (HTTP API)
     def conferences_view(self) -> list[dict[str, object]]:
