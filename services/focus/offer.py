@@ -129,6 +129,15 @@ def read_allocation(response: colibri.Conference, endpoint_id: str) -> Allocatio
         if conns:
             channels[content.name] = conns[-1].id  # type: ignore[assignment]
             sctp = True
+    for content in response.contents or ():  # a bridge that does not echo endpoint ids
+        only = [c for c in content.channels or () if c.id]
+        if (
+            content.name not in channels
+            and len(only) == 1
+            and not only[0].endpoint
+            and not only[0].channel_bundle_id
+        ):
+            channels[content.name] = only[0].id  # type: ignore[assignment]
     missing = [m for m in RTP_MEDIA if m not in channels]
     if missing:
         raise AllocationError(f"no {'/'.join(missing)} channel for endpoint {endpoint_id} in the response")
