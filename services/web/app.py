@@ -21,6 +21,8 @@ PAGE_VIEWS = Counter("parley_web_page_views_total", "Meeting pages served")
 CONFIG_VIEWS = Counter("parley_web_config_js_total", "config.js served")
 
 NO_STORE = {"Cache-Control": "no-store"}
+# Asset URLs carry the build's content hash (``?v=``), so a browser may keep them.
+ASSET_CACHE = "public, max-age=86400"
 
 
 class DistMissing(RuntimeError):
@@ -58,6 +60,13 @@ def create_app(web: Web) -> FastAPI:
         return Response(script, media_type="application/javascript", headers=NO_STORE)
 
     app.mount("/assets", StaticFiles(directory=dist / "assets"), name="assets")
+
+    @app.middleware("http")
+    async def asset_caching(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        if request.url.path.startswith("/assets/") and response.status_code == 200:
+            response.headers["Cache-Control"] = ASSET_CACHE
+        return response
 
     @app.get("/{path:path}")
     async def page(path: str, request: Request) -> Response:

@@ -41,6 +41,62 @@ def web_url(built_client: None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+def test_jingle_offer_and_source_changes_negotiate_in_chromium(web_url: str) -> None:
+    """The translator against Chromium's own WebRTC: a jicofo-style offer is accepted, the answer
+    becomes a session-accept, source-add/-remove renegotiate (services/web/test/browser/)."""
+    bundle = subprocess.run(
+        [
+            str(WEB / "node_modules" / ".bin" / "esbuild"),
+            "test/browser/sdp-in-chrome.js",
+            "--bundle",
+            "--format=iife",
+            "--log-level=warning",
+        ],
+        cwd=WEB,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    with browsers() as pool:
+        page = pool.open(DESKTOP)
+        page.goto(f"{web_url}/")
+        page.add_script_tag(content=bundle)
+        result = page.evaluate("window.sdpInChrome()")
+    initial, added, removed = result["initial"], result["added"], result["removed"]
+    # we send on the offer's audio/video m-lines and receive Alice's audio and video on their own
+    assert initial["transceivers"] == [
+        ["audio", "sendonly"],
+        ["video", "sendonly"],
+        ["audio-0", "recvonly"],
+        ["video-1", "recvonly"],
+    ]
+    assert {(t["mid"], t["kind"], t["endpoint"]) for t in initial["tracks"]} == {
+        ("audio-0", "audio", "a1b2c3d4"),
+        ("video-1", "video", "a1b2c3d4"),
+    }
+    audio, video = initial["accept"]
+    assert audio["name"] == "audio" and audio["sources"] == ["me000001-a0"]
+    assert video["sources"][0] == "me000001-v0" and "FID" in video["groups"]
+    assert "opus" in audio["codecs"] and "VP8" in video["codecs"]
+    assert audio["ufrag"] and audio["setup"] == "active"
+    assert audio["candidates"] > 0, (
+        "loopback candidates are gathered with --allow-loopback-in-peer-connection"
+    )
+    # Bob's source-add: two more receiving m-lines, tracks mapped to his endpoint
+    assert added["transceivers"][4:] == [["audio-2", "recvonly"], ["video-3", "recvonly"]]
+    assert {t["endpoint"] for t in added["tracks"]} == {"a1b2c3d4", "b0b0b0b0"}
+    # Alice's source-remove: her m-lines go inactive, Bob's stay
+    assert [d for _, d in removed["transceivers"]] == [
+        "sendonly",
+        "sendonly",
+        "inactive",
+        "inactive",
+        "recvonly",
+        "recvonly",
+    ]
+
+
 def test_prejoin_shows_the_camera_preview(web_url: str) -> None:
     with browsers() as pool:
         page = pool.open(DESKTOP)

@@ -35,7 +35,9 @@ def test_rooms_serve_the_page_uncached(dist: Path) -> None:
 
 def test_assets_and_unknown_files(dist: Path) -> None:
     client = client_for(dist)
-    assert client.get("/assets/app.js").text == "console.log('parley')"
+    asset = client.get("/assets/app.js")
+    assert asset.text == "console.log('parley')"
+    assert asset.headers["cache-control"] == "public, max-age=86400"
     assert client.get("/assets/missing.js").status_code == 404
     assert client.get("/favicon.ico").status_code == 404
 
