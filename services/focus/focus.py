@@ -222,7 +222,10 @@ class Focus:
     async def health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.bridge.health_interval)
-            await self.check_health()
+            try:
+                await self.check_health()
+            except Exception:
+                log.exception("health check round failed")
 
     # ------------------------------------------------------------------ flows
     async def _perform(self, conf: Conference, out: flows.Outbox) -> None:
