@@ -115,6 +115,7 @@ function setupPrejoin() {
     nameInput.value = autoName;
     return { autoJoin: true };
   }
+  (fromUrl ? nameInput : roomInput).focus();
   return { autoJoin: false };
 }
 
