@@ -1,0 +1,221 @@
+"""The bridge's settings: ``reference.conf`` (jvb.conf shape) + ``--config``/``$JVB_CONFIG`` + env.
+
+Environment variables use docker-jitsi-meet's names (table in :data:`ENV_VARS`). Derived values
+(server id from the hostname, web-socket domain/TLS from ``PUBLIC_URL``, auth and internal MUC
+domains from the XMPP domain) are resolved by :func:`load`, so the rest of the bridge reads one
+validated, complete :class:`BridgeConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from services.common.config import ConfigError, EnvVar, Section, load_config, split_list
+
+REFERENCE = Path(__file__).with_name("reference.conf")
+
+
+def _bool(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+class PublicHttp(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(9090, ge=0, le=65535)
+    tls_port: int | None = Field(None, ge=0, le=65535)
+    key_store_path: str | None = None
+    key_store_password: str | None = None
+    tls_certificate_path: str | None = None
+    tls_private_key_path: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_port is not None and self.certificate_files is not None
+
+    @property
+    def certificate_files(self) -> tuple[str, str] | None:
+        """(certificate PEM, private key PEM); ``key-store-path`` may be a PEM holding both."""
+        if self.tls_certificate_path and self.tls_private_key_path:
+            return self.tls_certificate_path, self.tls_private_key_path
+        if self.key_store_path and self.key_store_path.endswith(".pem"):
+            return self.key_store_path, self.key_store_path
+        return None
+
+
+class PrivateHttp(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class HttpServers(Section):
+    public: PublicHttp
+    private: PrivateHttp
+
+
+_SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class WebSockets(Section):
+    enabled: bool = True
+    tls: bool = False
+    domain: str | None = None
+    server_id: str | None = None
+    ping_interval: timedelta = timedelta(seconds=15)
+    idle_timeout: timedelta = timedelta(seconds=60)
+    max_message_size: int = Field(1 << 20, ge=1024)
+
+    @field_validator("server_id")
+    @classmethod
+    def _server_id_is_a_path_segment(cls, value: str | None) -> str | None:
+        if value is not None and not _SERVER_ID.match(value):
+            raise ValueError("must be letters, digits, '.', '_' or '-' (it is a URL path segment)")
+        return value
+
+
+class Ice(Section):
+    udp_port: int = Field(10000, ge=0, le=65535)
+    bind_address: str = "0.0.0.0"
+    advertise_ips: list[str] = Field(default_factory=list)
+
+
+class Colibri(Section):
+    default_expire: timedelta = timedelta(seconds=60)
+    conference_idle_timeout: timedelta = timedelta(seconds=60)
+    expire_check_interval: timedelta = timedelta(seconds=1)
+
+
+class LoadManagement(Section):
+    max_packet_rate: int = Field(50000, gt=0)
+
+
+class XmppClient(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(5222, ge=1, le=65535)
+    domain: str = "meet.jitsi"
+    auth_domain: str | None = None
+    username: str = "jvb"
+    password: str | None = None
+    brewery_muc: str = "jvbbrewery"
+    internal_muc_domain: str | None = None
+    presence_interval: timedelta = timedelta(seconds=5)
+    reconnect_min: timedelta = timedelta(seconds=1)
+    reconnect_max: timedelta = timedelta(seconds=30)
+    use_tls: bool = False
+
+
+class Apis(Section):
+    xmpp_client: XmppClient
+
+
+class Videobridge(Section):
+    http_servers: HttpServers
+    websockets: WebSockets
+    ice: Ice
+    colibri: Colibri
+    load_management: LoadManagement
+    region: str | None = None
+    drain: bool = False
+    graceful_shutdown_max_wait: timedelta = timedelta(hours=1)
+    apis: Apis
+
+
+class BridgeConfig(Section):
+    videobridge: Videobridge
+
+    # Convenience accessors for the resolved values (see load()).
+    @property
+    def vb(self) -> Videobridge:
+        return self.videobridge
+
+    @property
+    def server_id(self) -> str:
+        return self.videobridge.websockets.server_id or "default-id"
+
+    @property
+    def xmpp(self) -> XmppClient:
+        return self.videobridge.apis.xmpp_client
+
+
+def _public_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http(s) URL like https://meet.example.com")
+    return value
+
+
+ENV_VARS = [
+    EnvVar("JVB_PORT", "videobridge.ice.udp-port", int),
+    EnvVar("JVB_ADVERTISE_IPS", "videobridge.ice.advertise-ips", split_list),
+    EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
+    EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),
+    EnvVar("JVB_WS_TLS", "videobridge.websockets.tls", _bool),
+    EnvVar("JVB_COLIBRI_PORT", "videobridge.http-servers.private.port", int),
+    EnvVar("JVB_COLIBRI_HOST", "videobridge.http-servers.private.host"),
+    EnvVar("JVB_PUBLIC_PORT", "videobridge.http-servers.public.port", int),
+    EnvVar("XMPP_SERVER", "videobridge.apis.xmpp-client.host"),
+    EnvVar("XMPP_PORT", "videobridge.apis.xmpp-client.port", int),
+    EnvVar("XMPP_DOMAIN", "videobridge.apis.xmpp-client.domain"),
+    EnvVar("XMPP_AUTH_DOMAIN", "videobridge.apis.xmpp-client.auth-domain"),
+    EnvVar("XMPP_INTERNAL_MUC_DOMAIN", "videobridge.apis.xmpp-client.internal-muc-domain"),
+    EnvVar("JVB_AUTH_USER", "videobridge.apis.xmpp-client.username"),
+    EnvVar("JVB_AUTH_PASSWORD", "videobridge.apis.xmpp-client.password"),
+    EnvVar("JVB_BREWERY_MUC", "videobridge.apis.xmpp-client.brewery-muc"),
+    EnvVar("JVB_REGION", "videobridge.region"),
+]
+
+
+def _hostname_server_id() -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname() or "") or "default-id"
+    return name[:63] if name[0].isalnum() else "jvb-" + name[:59]
+
+
+def load(config_file: str | None = None, environ: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read and validate the bridge's settings and fill in the derived ones."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get("JVB_CONFIG") or None
+    cfg = load_config(BridgeConfig, REFERENCE, ENV_VARS, config_file=config_file, environ=environ)
+    vb = cfg.videobridge
+    ws = vb.websockets
+    public_url = environ.get("PUBLIC_URL")
+    domain, tls = ws.domain, ws.tls
+    if public_url and not environ.get("JVB_WS_DOMAIN") and ws.domain is None:
+        try:
+            parts = urlsplit(_public_url(public_url))
+        except ValueError as exc:
+            raise ConfigError(
+                "videobridge.websockets.domain", f"{public_url!r}: {exc}", env="PUBLIC_URL"
+            ) from exc
+        domain = parts.netloc
+        if not environ.get("JVB_WS_TLS"):
+            tls = parts.scheme == "https"
+    if domain is None:
+        domain = f"127.0.0.1:{vb.http_servers.public.port}"
+    server_id = ws.server_id or _hostname_server_id()
+    xmpp = vb.apis.xmpp_client
+    xmpp = xmpp.model_copy(
+        update={
+            "auth_domain": xmpp.auth_domain or f"auth.{xmpp.domain}",
+            "internal_muc_domain": xmpp.internal_muc_domain or f"internal-muc.{xmpp.domain}",
+        }
+    )
+    vb = vb.model_copy(
+        update={
+            "websockets": ws.model_copy(update={"domain": domain, "tls": tls, "server_id": server_id}),
+            "apis": vb.apis.model_copy(update={"xmpp_client": xmpp}),
+        }
+    )
+    return cfg.model_copy(update={"videobridge": vb})
