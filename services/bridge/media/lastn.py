@@ -22,8 +22,10 @@ Order of preference for a receiver: on-stage sources, then selected sources, the
 speaker order (dominant speaker first). The effective last-N is the smallest non-negative value of
 the Colibri ``last-n`` and the receiver's own ``lastN`` (-1 = unlimited); a source constrained to
 ``maxHeight`` 0 is neither forwarded nor counted. Bandwidth is shared greedily in preference
-order: first every chosen source gets its lowest layer while that fits, then each is raised, in
-the same order, as high as its constraint and the remaining budget allow.
+order: every chosen source gets its lowest layer, then each is raised, in the same order, as high
+as its constraint and the remaining budget allow. Bandwidth never drops a source: the bridge does
+not probe, and a REMB-based estimate follows what the receiver gets, so a source dropped for
+bandwidth would never come back (jitsi-videobridge probes with padding to avoid exactly that).
 """
 
 from __future__ import annotations
@@ -171,15 +173,10 @@ def allocate(
     chosen = constrained_targets(receiver, settings, sources)
     budget = float("inf") if settings.bandwidth_bps is None else settings.bandwidth_bps
     layers: dict[str, int] = {}
-    fitted: list[tuple[SourceLayers, int]] = []
-    for source, target in chosen:  # everyone gets the lowest layer first, while it fits
-        cost = source.bitrates[0]
-        if cost > budget:
-            break
-        budget -= cost
+    for source, _ in chosen:  # every chosen source gets its lowest layer, whatever it costs
+        budget -= source.bitrates[0]
         layers[source.name] = 0
-        fitted.append((source, target))
-    for source, target in fitted:  # then raise each, in preference order
+    for source, target in chosen:  # then raise each, in preference order, while it fits
         layer = 0
         while layer < target:
             step = source.bitrates[layer + 1] - source.bitrates[layer]
@@ -341,8 +338,11 @@ class ConferenceVideoPolicy:
                     if layer < 0:
                         continue
                     projection = self._projections[key] = SimulcastProjection(by_name[source.name])
-                if projection.target != layer and projection.set_target(layer):
-                    update.keyframe_requests.add(by_name[source.name].layers[layer].ssrc)
+                if projection.target != layer:
+                    newly_forwarded = projection.target < 0 <= layer
+                    if projection.set_target(layer) or newly_forwarded:
+                        # a receiver that starts (or switches) a stream needs a key frame
+                        update.keyframe_requests.add(by_name[source.name].layers[layer].ssrc)
         for source in ordered:
             height = sender_max_height(source, wanted[source.name])
             if self._announced_sender.get(source.name) != height:
@@ -385,9 +385,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     speaker decisions run every ``decision_interval`` and reallocation every
     ``allocation_interval`` (and on every message), driven by the packets' own clock.
 
-    ``request_keyframe(stream, now)``, when set (the forwarder's ``request_keyframe``), is
-    called for layers a receiver waits to switch to; without it simulcast switches wait for the
-    sender's next key frame.
+    Key frames for streams a receiver starts, or waits to switch to, are asked for through
+    ``request_keyframe``, which the forwarder sets on its policy.
     """
 
     def __init__(
@@ -405,7 +404,6 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self.speakers = DominantSpeakerDetector(speaker_settings)
         self.meter = LayerMeter()
         self.estimators: dict[str, DownlinkEstimator] = {}
-        self.request_keyframe: Callable[[IncomingStream, float], None] | None = None
         self.decision_interval = decision_interval
         self.allocation_interval = allocation_interval
         self._clock = clock

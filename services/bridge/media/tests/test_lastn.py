@@ -67,8 +67,9 @@ SPEAKERS = sources("d", "p1", "p2", "p3", "r")  # speaker order: d dominant, the
         (ReceiverSettings(last_n=2, bandwidth_bps=900_000), {"d-v0": 1, "p1-v0": 0}),
         (ReceiverSettings(last_n=2, bandwidth_bps=1_000_000), {"d-v0": 1, "p1-v0": 1}),
         (ReceiverSettings(last_n=2, bandwidth_bps=2_000_000), {"d-v0": 2, "p1-v0": 1}),
-        (ReceiverSettings(last_n=3, bandwidth_bps=320_000), {"d-v0": 0, "p1-v0": 0}),  # third does not fit
-        (ReceiverSettings(bandwidth_bps=100_000), {}),
+        # too little for even the lowest layers: still the lowest layers (no source dropped)
+        (ReceiverSettings(last_n=3, bandwidth_bps=320_000), {"d-v0": 0, "p1-v0": 0, "p2-v0": 0}),
+        (ReceiverSettings(last_n=2, bandwidth_bps=100_000), {"d-v0": 0, "p1-v0": 0}),
     ],
 )
 def test_allocate(settings: ReceiverSettings, expected: dict[str, int]) -> None:
@@ -271,7 +272,6 @@ def test_six_participants_loudest_is_dominant_and_last_n_two_forwards_the_two_sp
     messages: list[tuple[str, dict]] = []
     policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
-    policy.request_keyframe = forwarder.request_keyframe
     people = {name: Participant(i, name) for i, name in enumerate("abcdef")}
     for p in people.values():
         forwarder.add_endpoint(p.name, p.sent.append)
