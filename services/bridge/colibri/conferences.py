@@ -517,13 +517,13 @@ def render(
     ordered = [contents[n] for n in colibri.CONTENT_NAMES if n in contents]
     rendered_bundles: list[colibri.ChannelBundle] = []
     for bid in bundles:
-        ep = conf.endpoint_of_bundle(bid)
-        if ep is None:
+        owner = conf.endpoint_of_bundle(bid)
+        if owner is None:
             continue
         transport = None
-        if ep.local is not None:
-            url = ws_url(conf.id, ep.id, ep.local.pwd) if ws_url else None
-            transport = convert.local_transport(ep.local, url)
+        if owner.local is not None:
+            url = ws_url(conf.id, owner.id, owner.local.pwd) if ws_url else None
+            transport = convert.local_transport(owner.local, url)
         rendered_bundles.append(colibri.ChannelBundle(id=bid, transport=transport))
     return colibri.Conference(
         id=conf.id,

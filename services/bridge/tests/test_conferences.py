@@ -162,7 +162,7 @@ def test_post_with_id_is_rejected() -> None:
 def test_seed_post_example_creates_two_channels_without_endpoint() -> None:
     book = ConferenceBook()
     out = run(book, None, seed("seed003_post_request.json"))
-    audio, video = out["contents"]
+    audio, _video = out["contents"]
     assert (
         audio["channels"][0]["expire"] == 60 and audio["channels"][0]["rtp-level-relay-type"] == "translator"
     )
@@ -174,10 +174,11 @@ def test_expire_zero_frees_now() -> None:
     cid = seed_conference(book)
     ep = book.get(cid).endpoints[EP]
     ids = [*ep.channels, *ep.sctp]
+    audio_id, video_id, sctp_id = ids
     body = (
-        '{"contents": [{"name": "audio", "channels": [{"id": "%s", "expire": 0}]},'
-        '{"name": "video", "channels": [{"id": "%s", "expire": 0}]},'
-        '{"name": "data", "sctpconnections": [{"id": "%s", "expire": 0}]}]}' % tuple(ids)
+        f'{{"contents": [{{"name": "audio", "channels": [{{"id": "{audio_id}", "expire": 0}}]}},'
+        f'{{"name": "video", "channels": [{{"id": "{video_id}", "expire": 0}}]}},'
+        f'{{"name": "data", "sctpconnections": [{{"id": "{sctp_id}", "expire": 0}}]}}]}}'
     ).encode()
     plan = book.prepare(cid, parse_conference(body), 3.0)
     assert plan.effects == [ExpireEndpoint(EP)]

@@ -1,0 +1,391 @@
+"""The bridge process: media engine + Colibri REST + Colibri WebSocket + brewery presence.
+
+Private HTTP (``videobridge.http-servers.private``, loopback by default; for the focus and the
+operator only): Colibri REST, ``/colibri/stats``, ``/about/health``, ``/about/version``,
+``/metrics``, ``/debug``, drain, shutdown and WebSocket administration. Public HTTP
+(``...public``): only ``/colibri-ws/...`` and ``/about/health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+import ssl
+import threading
+import time
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import Gauge
+
+from services.bridge.colibri.conferences import ConferenceBook, render
+from services.bridge.colibri.rest import colibri_router, error
+from services.bridge.colibri.service import ColibriService
+from services.bridge.config import BridgeConfig
+from services.bridge.media.engine import MediaConfig, MediaEngine
+from services.bridge.presence import BreweryPresence
+from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats
+from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
+from services.common.runtime import metrics_body, serve_http, stop_http
+
+log = logging.getLogger("bridge")
+
+try:
+    VERSION = package_version("parley")
+except PackageNotFoundError:  # running from a checkout that was not pip-installed
+    VERSION = "0.1.0"
+
+_GAUGES = {
+    key: Gauge(f"parley_bridge_{key}", help_text)
+    for key, help_text in {
+        "conferences": "Conferences on this bridge",
+        "endpoints": "Endpoints on this bridge",
+        "largest_conference": "Endpoints in the largest conference",
+        "stress_level": "Packet rate as a fraction of the configured maximum",
+        "packet_rate_download": "RTP/RTCP packets per second received",
+        "packet_rate_upload": "RTP/RTCP packets per second sent",
+        "total_ice_succeeded": "Endpoints whose ICE/DTLS connected since start",
+        "total_ice_failed": "Endpoints whose ICE/DTLS failed since start",
+        "colibri_web_socket_connections": "Open Colibri WebSocket connections",
+    }.items()
+}
+
+
+class Bridge:
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        vb = config.videobridge
+        self.server_id = config.server_id
+        self.status = BridgeStatus(drain=vb.drain)
+        self.engine = MediaEngine(
+            MediaConfig(
+                port=vb.ice.udp_port,
+                bind_address=vb.ice.bind_address,
+                advertise_ips=tuple(vb.ice.advertise_ips),
+            )
+        )
+        self.book = ConferenceBook(
+            default_expire=int(vb.colibri.default_expire.total_seconds()),
+            conference_idle_timeout=vb.colibri.conference_idle_timeout.total_seconds(),
+        )
+        ws = vb.websockets
+        self.colibri = ColibriService(self.book, self.engine, self.web_socket_url if ws.enabled else None)
+        self.ws = ColibriWebSocketServer(
+            server_id=self.server_id,
+            authorize=authorize_with(self._endpoint_pwd),
+            endpoints_of=lambda cid: (
+                list(self.book.conferences[cid].endpoints) if cid in self.book.conferences else []
+            ),
+            to_engine=self.engine.on_bridge_channel_message,
+            version=VERSION,
+            ping_interval=ws.ping_interval.total_seconds(),
+            idle_timeout=ws.idle_timeout.total_seconds(),
+            max_message_size=ws.max_message_size,
+            health=self.health_problem,
+        )
+        self.colibri.endpoint_expired_listeners.append(self.ws.endpoint_expired)
+        self.engine.send_to_endpoint = self._deliver_from_engine
+        self.presence: BreweryPresence | None = None
+        xmpp = config.xmpp
+        if xmpp.enabled and xmpp.password:
+            self.presence = BreweryPresence(
+                jid=f"{xmpp.username}@{xmpp.auth_domain}",
+                password=xmpp.password,
+                host=xmpp.host,
+                port=xmpp.port,
+                room=f"{xmpp.brewery_muc}@{xmpp.internal_muc_domain}",
+                nick=self.server_id,
+                stats=lambda: presence_stats(self.stats()),
+                healthy=self.health_problem,
+                interval=xmpp.presence_interval.total_seconds(),
+                reconnect_min=xmpp.reconnect_min.total_seconds(),
+                reconnect_max=xmpp.reconnect_max.total_seconds(),
+                use_tls=xmpp.use_tls,
+            )
+        self.started = False
+        self.shutdown_requested = asyncio.Event()
+        self.public_port: int | None = None
+
+    def _deliver_from_engine(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None:
+        self.ws.send(conference_id, endpoint_id, message)
+
+    # --- derived values --------------------------------------------------------------------------
+
+    def web_socket_url(self, conference_id: str, endpoint_id: str, pwd: str) -> str:
+        ws = self.config.videobridge.websockets
+        scheme = "wss" if ws.tls else "ws"
+        return f"{scheme}://{ws.domain}/colibri-ws/{self.server_id}/{conference_id}/{endpoint_id}?pwd={pwd}"
+
+    def _endpoint_pwd(self, conference_id: str, endpoint_id: str) -> str | None:
+        ep = self.book.endpoint(conference_id, endpoint_id)
+        return ep.local.pwd if ep is not None and ep.local is not None else None
+
+    def health_problem(self) -> str | None:
+        if not self.started:
+            return "starting"
+        if self.status.shutting_down:
+            return "shutting down"
+        if not self.status.healthy:
+            return self.status.unhealthy_reason or "unhealthy"
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return colibri_stats(
+            media=self.engine.stats(),
+            conference_sizes=self.book.conference_sizes(),
+            status=self.status,
+            max_packet_rate=self.config.videobridge.load_management.max_packet_rate,
+            version=VERSION,
+            region=self.config.videobridge.region,
+            relay_id=None,
+            threads=threading.active_count(),
+            wall_time=time.time(),
+            websockets=len(self.ws.connections),
+        )
+
+    def refusal(self) -> str | None:
+        if self.status.shutting_down:
+            return "bridge is shutting down"
+        if self.status.graceful_shutdown:
+            return "bridge is in graceful shutdown"
+        return None
+
+    def debug(self) -> dict[str, Any]:
+        media = {(d.conference_id, d.endpoint_id): d for d in self.engine.stats().endpoint_details}
+        conferences = []
+        for conf in self.book.conferences.values():
+            endpoints = []
+            for ep in conf.endpoints.values():
+                detail = media.get((conf.id, ep.id))
+                sources = ep.sources()
+                endpoints.append(
+                    {
+                        "id": ep.id,
+                        "state": ep.state,
+                        "bundle": ep.bundle_id,
+                        "remote_transport_set": ep.remote is not None,
+                        "ice_ufrag": ep.local.ufrag if ep.local else None,
+                        "streams": {
+                            "audio_ssrcs": sources.audio_ssrcs,
+                            "video_ssrcs": sources.video_ssrcs,
+                            "ssrc_groups": sources.ssrc_groups,
+                        },
+                        "media": None
+                        if detail is None
+                        else {
+                            k: v for k, v in vars(detail).items() if k not in ("conference_id", "endpoint_id")
+                        },
+                        "web_socket": (conf.id, ep.id) in self.ws.by_endpoint,
+                    }
+                )
+            conferences.append(
+                {"id": conf.id, "name": conf.name, "endpoints": endpoints, "colibri": render(conf).to_json()}
+            )
+        return {
+            "server_id": self.server_id,
+            "status": vars(self.status),
+            "conferences": conferences,
+            "web_sockets": self.ws.dump(),
+            "stats": self.stats(),
+        }
+
+    # --- HTTP --------------------------------------------------------------------------------------
+
+    def private_app(self) -> FastAPI:
+        app = FastAPI(title="Parley bridge (private)", docs_url=None, redoc_url=None, openapi_url=None)
+        app.include_router(colibri_router(self.colibri, self.refusal))
+
+        @app.get("/colibri/stats")
+        def stats() -> JSONResponse:
+            return JSONResponse(self.stats())
+
+        @app.get("/about/health")
+        def health() -> Response:
+            problem = self.health_problem()
+            if problem:
+                return JSONResponse({"error": problem}, status_code=503)
+            return Response(status_code=200)
+
+        @app.get("/about/version")
+        def about_version() -> JSONResponse:
+            return JSONResponse(
+                {
+                    "name": "parley-bridge",
+                    "version": VERSION,
+                    "os": f"{platform.system()} {platform.release()}",
+                }
+            )
+
+        @app.get("/metrics")
+        def metrics() -> Response:
+            current = self.stats()
+            for key, gauge in _GAUGES.items():
+                gauge.set(float(current[key]))
+            body, content_type = metrics_body()
+            return Response(body, media_type=content_type)
+
+        @app.get("/debug")
+        def debug() -> JSONResponse:
+            return JSONResponse(self.debug())
+
+        @app.get("/colibri/drain")
+        def drain_state() -> JSONResponse:
+            return JSONResponse({"drain": self.status.drain})
+
+        @app.post("/colibri/drain/enable")
+        def drain_enable() -> JSONResponse:
+            self._set_drain(True)
+            return JSONResponse({"drain": True})
+
+        @app.post("/colibri/drain/disable")
+        def drain_disable() -> JSONResponse:
+            self._set_drain(False)
+            return JSONResponse({"drain": False})
+
+        @app.post("/colibri/shutdown")
+        async def shutdown(request: Request) -> Response:
+            raw = await request.body()
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError as exc:
+                return error(400, f"malformed JSON: {exc}")
+            if not isinstance(body, dict):
+                return error(400, "expected a JSON object", "graceful-shutdown")
+            graceful = body.get("graceful-shutdown", False)
+            if isinstance(graceful, str) and graceful.lower() in ("true", "false"):
+                graceful = graceful.lower() == "true"
+            if not isinstance(graceful, bool):
+                return error(400, "must be true or false", "graceful-shutdown")
+            if graceful:
+                self.status.graceful_shutdown = True
+                log.info("graceful shutdown requested: exiting when the last conference ends")
+            else:
+                self.status.shutting_down = True
+                log.info("shutdown requested")
+                self.shutdown_requested.set()
+            if self.presence:
+                self.presence.publish_now()
+            return JSONResponse(
+                {
+                    "graceful-shutdown": self.status.graceful_shutdown,
+                    "shutting-down": self.status.shutting_down,
+                }
+            )
+
+        @app.get("/colibri/ws")
+        def ws_list() -> JSONResponse:
+            return JSONResponse(self.ws.dump())
+
+        @app.post("/colibri/ws/disable")
+        def ws_disable() -> JSONResponse:
+            self.ws.accepting = False
+            return JSONResponse({"accepting": False})
+
+        @app.post("/colibri/ws/enable")
+        def ws_enable() -> JSONResponse:
+            self.ws.accepting = True
+            return JSONResponse({"accepting": True})
+
+        @app.post("/colibri/ws/{connection_id}/close")
+        def ws_close(connection_id: int) -> JSONResponse:
+            if not self.ws.close_connection(connection_id):
+                return error(404, f"no connection {connection_id}")
+            return JSONResponse({"closed": connection_id})
+
+        @app.post("/colibri/ws/{connection_id}/ping")
+        async def ws_ping(connection_id: int) -> JSONResponse:
+            try:
+                rtt = await self.ws.ping_connection(connection_id)
+            except TimeoutError:
+                return error(504, "no pong within 5 s")
+            except Exception as exc:  # the connection closed meanwhile
+                return error(409, f"connection {connection_id} cannot be pinged: {exc}")
+            if rtt is None:
+                return error(404, f"no connection {connection_id}")
+            return JSONResponse({"id": connection_id, "rtt_ms": round(rtt * 1000, 3)})
+
+        return app
+
+    def _set_drain(self, drain: bool) -> None:
+        self.status.drain = drain
+        log.info("drain %s", "enabled" if drain else "disabled")
+        if self.presence:
+            self.presence.publish_now()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        public = self.config.videobridge.http_servers.public
+        files = public.certificate_files
+        if public.tls_port is None or files is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(files[0], files[1], password=public.key_store_password)
+        return ctx
+
+    async def run(self) -> None:
+        vb = self.config.videobridge
+        tasks: list[asyncio.Task[Any]] = []
+        private = None
+        await self.engine.start()
+        try:
+            tls = self._tls_context()
+            public = vb.http_servers.public
+            port = public.tls_port if tls is not None and public.tls_port is not None else public.port
+            self.public_port = await self.ws.start(public.host, port, tls)
+            priv = vb.http_servers.private
+            private = await serve_http(self.private_app(), priv.host, priv.port)
+            tasks.append(
+                asyncio.ensure_future(
+                    self.colibri.run_expiry(vb.colibri.expire_check_interval.total_seconds())
+                )
+            )
+            tasks.append(asyncio.ensure_future(self._graceful_watch()))
+            if self.presence is not None:
+                tasks.append(asyncio.ensure_future(self.presence.run()))
+            self.started = True
+            log.info(
+                "bridge %s up: colibri http://%s:%d, colibri-ws on %s:%d%s, media udp %d",
+                self.server_id,
+                priv.host,
+                priv.port,
+                public.host,
+                self.public_port,
+                " (tls)" if tls else "",
+                self.engine.port,
+            )
+            await self.shutdown_requested.wait()
+        finally:
+            self.status.shutting_down = True
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.colibri.expire_all()
+            await self.ws.stop()
+            if private is not None:
+                await stop_http(private)
+            await self.engine.stop()
+            log.info("bridge %s stopped", self.server_id)
+
+    async def _graceful_watch(self) -> None:
+        started: float | None = None
+        max_wait = self.config.videobridge.graceful_shutdown_max_wait.total_seconds()
+        while True:
+            await asyncio.sleep(0.5)
+            if not self.status.graceful_shutdown:
+                started = None
+                continue
+            started = started or time.monotonic()
+            if self.book.endpoint_count() == 0 or time.monotonic() - started >= max_wait:
+                log.info("graceful shutdown: %d conferences left, exiting", len(self.book.conferences))
+                self.status.shutting_down = True
+                self.shutdown_requested.set()
+                return

@@ -1,0 +1,146 @@
+"""Carries Colibri plans out on the media engine; runs expiry; follows engine endpoint states.
+
+The thin I/O layer around :class:`~services.bridge.colibri.conferences.ConferenceBook`: a request
+is planned (validated, nothing changed), its effects are applied to the engine (created endpoints
+are freed again if a later effect fails), then the plan is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from services.bridge.media.engine import MediaEngine, UnknownEndpoint
+from services.common import colibri
+
+from .conferences import (
+    ColibriRequestError,
+    ConferenceBook,
+    CreateEndpoint,
+    ExpireEndpoint,
+    Plan,
+    SetRemoteTransport,
+    SetSources,
+    WebSocketUrlFn,
+    render,
+)
+
+log = logging.getLogger("bridge.colibri")
+
+ExpiredListener = Callable[[str, str], None]
+
+
+class ColibriService:
+    def __init__(
+        self,
+        book: ConferenceBook,
+        engine: MediaEngine,
+        ws_url: WebSocketUrlFn | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.book = book
+        self.engine = engine
+        self.ws_url = ws_url
+        self.clock = clock
+        self.endpoint_expired_listeners: list[ExpiredListener] = []
+        engine.on_endpoint_state = self._on_engine_state
+
+    # --- REST operations -------------------------------------------------------------------------
+
+    def list_conferences(self) -> list[dict[str, Any]]:
+        return [colibri.ConferenceRef(id=cid).to_json() for cid in self.book.conferences]
+
+    def get_conference(self, conference_id: str) -> dict[str, Any]:
+        return render(self.book.get(conference_id), self.ws_url).to_json()
+
+    def create_conference(self, request: colibri.Conference) -> dict[str, Any]:
+        plan = self.book.prepare(None, request, self.clock())
+        self._execute(plan)
+        log.info("conference created id=%s endpoints=%d", plan.conference.id, len(plan.conference.endpoints))
+        return render(plan.conference, self.ws_url, plan).to_json()
+
+    def patch_conference(self, conference_id: str, request: colibri.Conference) -> dict[str, Any]:
+        plan = self.book.prepare(conference_id, request, self.clock())
+        self._execute(plan)
+        return render(plan.conference, self.ws_url, plan).to_json()
+
+    def _execute(self, plan: Plan) -> None:
+        cid = plan.conference.id
+        created: list[str] = []
+        try:
+            for effect in plan.effects:
+                if isinstance(effect, CreateEndpoint):
+                    local = self.engine.create_endpoint(cid, effect.endpoint_id)
+                    created.append(effect.endpoint_id)
+                    plan.set_local_transport(effect.endpoint_id, local)
+                elif isinstance(effect, SetRemoteTransport):
+                    try:
+                        self.engine.set_remote_transport(cid, effect.endpoint_id, effect.remote)
+                    except ValueError as exc:
+                        bundle = plan.conference.endpoints[effect.endpoint_id].bundle_id
+                        raise ColibriRequestError(f"channel-bundles[{bundle}].transport", str(exc)) from exc
+                elif isinstance(effect, SetSources):
+                    self.engine.set_sources(cid, effect.endpoint_id, effect.sources)
+        except BaseException:
+            for eid in created:
+                self.engine.expire_endpoint(cid, eid)
+            raise
+        self.book.commit(plan)
+        for effect in plan.effects:
+            if isinstance(effect, ExpireEndpoint):
+                self._expire_endpoint(cid, effect.endpoint_id)
+
+    # --- expiry --------------------------------------------------------------------------------------
+
+    def _expire_endpoint(self, conference_id: str, endpoint_id: str) -> None:
+        self.engine.expire_endpoint(conference_id, endpoint_id)
+        log.info("endpoint expired conference=%s endpoint=%s", conference_id, endpoint_id)
+        for listener in self.endpoint_expired_listeners:
+            try:
+                listener(conference_id, endpoint_id)
+            except Exception:
+                log.exception("endpoint-expired listener failed")
+
+    def sweep(self) -> None:
+        result = self.book.sweep(self.clock(), self.engine.endpoint_last_activity)
+        for cid, eid in result.expired_endpoints:
+            self._expire_endpoint(cid, eid)
+        for cid in result.expired_conferences:
+            self.engine.expire_conference(cid)
+            log.info("conference expired id=%s", cid)
+
+    def expire_all(self) -> None:
+        for cid in list(self.book.conferences):
+            conf = self.book.remove_conference(cid)
+            for eid in list(conf.endpoints if conf else ()):
+                self._expire_endpoint(cid, eid)
+            self.engine.expire_conference(cid)
+
+    async def run_expiry(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("expiry sweep failed")
+
+    def _on_engine_state(self, conference_id: str, endpoint_id: str, state: str) -> None:
+        if state == "connected":
+            self.book.set_endpoint_state(conference_id, endpoint_id, "connected")
+            log.info("endpoint connected conference=%s endpoint=%s", conference_id, endpoint_id)
+        elif state in ("failed", "expired"):
+            self.book.set_endpoint_state(conference_id, endpoint_id, state)
+            if self.book.remove_endpoint(conference_id, endpoint_id):
+                log.info("endpoint %s conference=%s endpoint=%s", state, conference_id, endpoint_id)
+                if state == "failed":
+                    with contextlib.suppress(UnknownEndpoint):
+                        self.engine.expire_endpoint(conference_id, endpoint_id)
+                for listener in self.endpoint_expired_listeners:
+                    try:
+                        listener(conference_id, endpoint_id)
+                    except Exception:
+                        log.exception("endpoint-expired listener failed")

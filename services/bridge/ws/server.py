@@ -1,0 +1,278 @@
+"""The Colibri WebSocket server (seed 000) on the bridge's public HTTP port.
+
+``GET /colibri-ws/<server-id>/<conference-id>/<endpoint-id>?pwd=<ICE pwd>`` upgrades to the
+endpoint's bridge channel. Wrong server id -> 404; unknown conference or endpoint, or a wrong pwd
+-> 403; new connections disabled by the operator -> 503. On connect the bridge sends
+``ServerHello``. Messages are routed by :mod:`.routing`. Keep-alive: a ping every
+``ping_interval``; a connection that has not answered within ``idle_timeout`` is dropped. Frames
+may be compressed (permessage-deflate, negotiated by the client). When the endpoint expires the
+socket is closed with :data:`CLOSE_ENDPOINT_EXPIRED`.
+
+Also serves ``GET /about/health`` for a front door's health check. Administration (seed 001:
+list, close, ping a connection; refuse and re-accept new ones) is exposed as methods that the
+private HTTP API calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import re
+import ssl
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from services.common import bridge_channel as bc
+
+from .routing import route
+
+log = logging.getLogger("bridge.ws")
+
+CLOSE_ENDPOINT_EXPIRED = 1001
+"""Going Away, reason ``endpoint expired``: the endpoint's channels expired; do not reconnect."""
+CLOSE_REPLACED = 1000
+CLOSE_BY_ADMIN = 1000
+CLOSE_SHUTDOWN = 1001
+
+_PATH = re.compile(r"^/colibri-ws/([^/]+)/([^/]+)/([^/]+)/?$")
+
+Authorize = Callable[[str, str, str], bool]
+"""(conference id, endpoint id, pwd) -> may this endpoint connect?"""
+
+
+@dataclass
+class BridgeChannelConnection:
+    id: int
+    conference_id: str
+    endpoint_id: str
+    socket: ServerConnection
+    opened_wall: float = field(default_factory=time.time)
+    messages_in: int = 0
+    messages_out: int = 0
+    queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+
+    def describe(self) -> dict[str, Any]:
+        remote = self.socket.remote_address
+        return {
+            "id": self.id,
+            "conference": self.conference_id,
+            "endpoint": self.endpoint_id,
+            "remote": f"{remote[0]}:{remote[1]}" if remote else None,
+            "opened": self.opened_wall,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "compression": self.socket.response.headers.get("Sec-WebSocket-Extensions")
+            if self.socket.response
+            else None,
+        }
+
+
+class ColibriWebSocketServer:
+    def __init__(
+        self,
+        *,
+        server_id: str,
+        authorize: Authorize,
+        endpoints_of: Callable[[str], Collection[str]],
+        to_engine: Callable[[str, str, dict[str, Any]], None],
+        version: str,
+        ping_interval: float = 15.0,
+        idle_timeout: float = 60.0,
+        max_message_size: int = 1 << 20,
+        health: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.server_id = server_id
+        self.authorize = authorize
+        self.endpoints_of = endpoints_of
+        self.to_engine = to_engine
+        self.version = version
+        self.ping_interval = ping_interval
+        self.idle_timeout = idle_timeout
+        self.max_message_size = max_message_size
+        self.health = health
+        self.accepting = True
+        self.connections: dict[int, BridgeChannelConnection] = {}
+        self.by_endpoint: dict[tuple[str, str], BridgeChannelConnection] = {}
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        try:
+            self._server = await serve(
+                self._handle,
+                host,
+                port,
+                process_request=self._process_request,
+                ping_interval=self.ping_interval,
+                ping_timeout=self.idle_timeout,
+                max_size=self.max_message_size,
+                compression="deflate",
+                ssl=tls,
+                server_header=None,
+            )
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port} for Colibri WebSockets: {exc}") from exc
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        for conn in list(self.connections.values()):
+            self._close(conn, CLOSE_SHUTDOWN, "bridge shutting down")
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    # --- handshake -------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == "/about/health":
+            reason = self.health()
+            return connection.respond(
+                HTTPStatus.SERVICE_UNAVAILABLE if reason else HTTPStatus.OK, reason or ""
+            )
+        match = _PATH.match(url.path)
+        if match is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        server_id, conference_id, endpoint_id = match.groups()
+        if server_id != self.server_id:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no bridge {server_id!r} here\n")
+        if not self.accepting:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "new connections are disabled\n")
+        pwd = (parse_qs(url.query).get("pwd") or [""])[0]
+        if not pwd or not self.authorize(conference_id, endpoint_id, pwd):
+            return connection.respond(HTTPStatus.FORBIDDEN, "unknown conference or endpoint, or wrong pwd\n")
+        return None
+
+    # --- connection ------------------------------------------------------------------------------
+
+    async def _handle(self, socket: ServerConnection) -> None:
+        match = _PATH.match(urlsplit(socket.request.path).path if socket.request else "")
+        assert match is not None  # _process_request let only these through
+        _, conference_id, endpoint_id = match.groups()
+        conn = BridgeChannelConnection(next(self._ids), conference_id, endpoint_id, socket)
+        old = self.by_endpoint.get((conference_id, endpoint_id))
+        if old is not None:
+            self._close(old, CLOSE_REPLACED, "replaced by a new connection")
+        self.connections[conn.id] = conn
+        self.by_endpoint[(conference_id, endpoint_id)] = conn
+        log.info("bridge channel open id=%d conference=%s endpoint=%s", conn.id, conference_id, endpoint_id)
+        writer = asyncio.ensure_future(self._write(conn))
+        try:
+            self._enqueue(conn, bc.serialize(bc.ServerHello(version=self.version)))
+            async for frame in socket:
+                conn.messages_in += 1
+                self._on_frame(conn, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self.connections.pop(conn.id, None)
+            if self.by_endpoint.get((conference_id, endpoint_id)) is conn:
+                del self.by_endpoint[(conference_id, endpoint_id)]
+            log.info("bridge channel closed id=%d code=%s", conn.id, socket.close_code)
+
+    def _on_frame(self, conn: BridgeChannelConnection, frame: str | bytes) -> None:
+        try:
+            message = bc.parse(frame)
+        except bc.BridgeChannelError as exc:
+            log.info("bad bridge-channel message from endpoint=%s: %s", conn.endpoint_id, exc)
+            return
+        endpoints = self.endpoints_of(conn.conference_id)
+        routing = route(message, conn.endpoint_id, endpoints, self.version)
+        for target, out in routing.deliveries:
+            self.send(conn.conference_id, target, out)
+        if routing.to_engine is not None:
+            try:
+                self.to_engine(conn.conference_id, conn.endpoint_id, routing.to_engine)
+            except Exception:
+                log.exception("media engine rejected a bridge-channel message")
+
+    async def _write(self, conn: BridgeChannelConnection) -> None:
+        while True:
+            text = await conn.queue.get()
+            if text is None:
+                return
+            try:
+                await conn.socket.send(text)
+                conn.messages_out += 1
+            except ConnectionClosed:
+                return
+
+    def _enqueue(self, conn: BridgeChannelConnection, text: str) -> None:
+        conn.queue.put_nowait(text)
+
+    # --- used by the rest of the bridge ----------------------------------------------------------
+
+    def send(
+        self, conference_id: str, endpoint_id: str, message: bc.BridgeChannelMessage | dict[str, Any]
+    ) -> bool:
+        """Queue a message for an endpoint's bridge channel; False if it has no open socket."""
+        conn = self.by_endpoint.get((conference_id, endpoint_id))
+        if conn is None:
+            return False
+        text = (
+            json.dumps(message, separators=(",", ":")) if isinstance(message, dict) else bc.serialize(message)
+        )
+        self._enqueue(conn, text)
+        return True
+
+    def endpoint_expired(self, conference_id: str, endpoint_id: str) -> None:
+        conn = self.by_endpoint.get((conference_id, endpoint_id))
+        if conn is not None:
+            self._close(conn, CLOSE_ENDPOINT_EXPIRED, "endpoint expired")
+
+    def _close(self, conn: BridgeChannelConnection, code: int, reason: str) -> None:
+        if self.by_endpoint.get((conn.conference_id, conn.endpoint_id)) is conn:
+            del self.by_endpoint[(conn.conference_id, conn.endpoint_id)]
+        task = asyncio.ensure_future(conn.socket.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # --- administration (seed 001) ---------------------------------------------------------------
+
+    def dump(self) -> dict[str, Any]:
+        return {"accepting": self.accepting, "connections": [c.describe() for c in self.connections.values()]}
+
+    def close_connection(self, connection_id: int) -> bool:
+        conn = self.connections.get(connection_id)
+        if conn is None:
+            return False
+        self._close(conn, CLOSE_BY_ADMIN, "closed by administrator")
+        return True
+
+    async def ping_connection(self, connection_id: int, pong_within: float = 5.0) -> float | None:
+        """Round-trip time of a WebSocket ping in seconds; None if unknown; TimeoutError if no pong."""
+        conn = self.connections.get(connection_id)
+        if conn is None:
+            return None
+        waiter = await conn.socket.ping()
+        return float(await asyncio.wait_for(waiter, pong_within))
+
+
+def authorize_with(lookup: Callable[[str, str], str | None]) -> Authorize:
+    """An :data:`Authorize` comparing ``pwd`` (constant-time) with the endpoint's ICE pwd."""
+
+    def check(conference_id: str, endpoint_id: str, pwd: str) -> bool:
+        expected = lookup(conference_id, endpoint_id)
+        return expected is not None and hmac.compare_digest(expected.encode(), pwd.encode())
+
+    return check
