@@ -214,8 +214,12 @@ class Focus:
                 return
             ok, refused, reason = await self.colibri.health(url, timeout)
             outcome = HealthOutcome.OK if ok else HealthOutcome.REFUSED if refused else HealthOutcome.BAD
+            was_usable = self.registry.is_usable(bridge_id)
             if self.registry.health_result(bridge_id, outcome, reason):
                 self.bridge_failed(bridge_id, f"health check: {reason}")
+            elif not was_usable and self.registry.is_usable(bridge_id):
+                log.info("bridge %s is healthy again", bridge_id)
+                self._spawn(self._invite_waiting(), "invite waiting participants")
 
         await asyncio.gather(*(one(b) for b in self.registry.ids()))
 
