@@ -35,7 +35,8 @@ ACCOUNTS = {
 
 
 @pytest.fixture(scope="module")
-def web_url() -> Iterator[str]:
+def stack() -> Iterator[tuple[str, ServiceProcess]]:
+    """(page URL, broker process)."""
     subprocess.run(
         [str(REPO / "services" / "web" / "build.sh")], check=True, capture_output=True, timeout=300
     )
@@ -77,7 +78,7 @@ def web_url() -> Iterator[str]:
         health_url=f"http://127.0.0.1:{web_http}/health",
     )
     with xmpp, focus, web:
-        yield f"http://127.0.0.1:{web_http}"
+        yield f"http://127.0.0.1:{web_http}", xmpp
 
 
 def remote_tiles(page: Page) -> dict[str, str]:
@@ -99,7 +100,8 @@ def wait_until(what: str, cond, logs: list[list[str]], timeout: float = 15.0) ->
         time.sleep(0.2)
 
 
-def test_room_on_signalling_alone(web_url: str) -> None:
+def test_room_on_signalling_alone(stack: tuple[str, ServiceProcess]) -> None:
+    web_url, xmpp = stack
     room = f"sig-{uuid.uuid4().hex[:8]}"
     with browsers() as pool:
         pages, logs = [], []
@@ -139,3 +141,10 @@ def test_room_on_signalling_alone(web_url: str) -> None:
         for page in (ada, bob):
             wait_until("Cy's tile to go", lambda p=page: ids[2] not in remote_tiles(p), logs)
         assert ada.inner_text("#participant-count") == "2 people"
+
+        # the broker goes away: the page says so and offers to rejoin instead of freezing
+        xmpp.kill()
+        wait_until("the page to report the lost connection", lambda: ada.is_visible("#left"), logs, timeout=10)
+        assert ada.inner_text("#left-title") == "Disconnected"
+        assert "meeting server" in ada.inner_text("#left-detail")
+        assert ada.is_visible("#rejoin-button")

@@ -214,7 +214,11 @@ async function join(room, name) {
     line.textContent = detail.text;
     if (detail.phase === 'joined') parley.timings.mediaConnectedMs = Math.round(performance.now() - parley.timings.joinClicked);
   });
-  meeting.addEventListener('failure', ({ detail }) => fail(detail.kind, detail.message));
+  meeting.addEventListener('failure', ({ detail }) => {
+    fail(detail.kind, detail.message);
+    // Without the XMPP connection the meeting is over for us: offer to rejoin.
+    if (detail.kind === 'server' && parley.state === 'meeting') leave(detail.message, 'Disconnected');
+  });
   meeting.addEventListener('channel', ({ detail }) => {
     parley.channel = detail.state;
     if (detail.state === 'reconnecting' && detail.delaySeconds) {
@@ -277,11 +281,12 @@ async function join(room, name) {
   show('meeting');
 }
 
-function leave(detail) {
+function leave(detail, title = 'You left the meeting') {
   state.meeting?.leave();
   state.meeting = null;
   for (const tile of tiles.values()) tile.remove();
   tiles.clear();
+  $('left-title').textContent = title;
   $('left-detail').textContent = detail ?? `You left “${state.room}”.`;
   $('join-button').disabled = false;
   $('join-button').textContent = 'Join meeting';

@@ -112,19 +112,22 @@ export class Meeting extends EventTarget {
         conn.disconnect('timeout');
       }, timeoutMs);
       conn.connect(hosts.domain, null, (status, condition) => {
+        const broken = [STATUS.CONNFAIL, STATUS.ERROR, STATUS.CONNTIMEOUT, STATUS.DISCONNECTED].includes(status);
         if (status === STATUS.CONNECTED) {
           if (settled) return;
           settled = true;
+          this.everConnected = true;
           clearTimeout(timer);
           resolve();
-        } else if (status === STATUS.CONNFAIL || status === STATUS.ERROR || status === STATUS.CONNTIMEOUT) {
-          console.warn('xmpp connection failed:', condition);
-          fail('Cannot reach the meeting server. Check your network connection and try again.');
         } else if (status === STATUS.AUTHFAIL) {
           fail('The meeting server refused guest access.');
-        } else if (status === STATUS.DISCONNECTED) {
-          if (!settled) fail('Cannot reach the meeting server.');
-          else if (!this.left) this.#emit('failure', new MeetingError('server', 'Lost the connection to the meeting server.'));
+        } else if (broken && !settled) {
+          console.warn('xmpp connection failed:', condition);
+          fail('Cannot reach the meeting server. Check your network connection and try again.');
+        } else if (broken && this.everConnected && !this.left && !this.connectionLost) {
+          this.connectionLost = true;
+          console.warn('xmpp connection lost:', condition);
+          this.#emit('failure', new MeetingError('server', 'Lost the connection to the meeting server.'));
         }
       });
     });
@@ -402,13 +405,13 @@ export class Meeting extends EventTarget {
   setAudioMuted(muted) {
     this.audioMuted = muted;
     for (const t of this.stream?.getAudioTracks() ?? []) t.enabled = !muted;
-    if (this.conn?.connected) this.#sendPresence();
+    if (this.conn?.connected && !this.connectionLost) this.#sendPresence();
   }
 
   setVideoMuted(muted) {
     this.videoMuted = muted;
     for (const t of this.stream?.getVideoTracks() ?? []) t.enabled = !muted;
-    if (this.conn?.connected) this.#sendPresence();
+    if (this.conn?.connected && !this.connectionLost) this.#sendPresence();
   }
 
   leave() {
@@ -417,10 +420,14 @@ export class Meeting extends EventTarget {
     clearInterval(this.statsTimer);
     clearTimeout(this.mediaTimer);
     this.#closeMedia();
-    if (this.conn?.connected) {
-      this.conn.send($pres({ to: this.occupantJid, type: 'unavailable' }).tree());
-      this.conn.flush();
-      this.conn.disconnect('leaving');
+    if (this.conn?.connected && !this.connectionLost) {
+      try {
+        this.conn.send($pres({ to: this.occupantJid, type: 'unavailable' }).tree());
+        this.conn.flush();
+        this.conn.disconnect('leaving');
+      } catch (e) {
+        console.warn('leaving: the connection is already gone:', e.message);
+      }
     }
   }
 
