@@ -1,0 +1,124 @@
+"""The broker's settings: ``reference.conf`` + operator file + environment (services/common/config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from ..common.config import EnvVar, Section, load_config, split_list
+
+REFERENCE = Path(__file__).with_name("reference.conf")
+
+
+class AccountConfig(Section):
+    user: str
+    salt: str
+    stored_key: str
+    server_key: str
+    iterations: int = Field(4096, ge=1)
+
+
+class C2SConfig(Section):
+    port: int = Field(ge=0, le=65535)
+    bind_address: str
+    tls_certificate: str
+    tls_key: str
+    allow_plain_without_tls: bool
+
+
+class HttpConfig(Section):
+    port: int = Field(ge=0, le=65535)
+
+
+class LimitsConfig(Section):
+    max_stanza_size: int = Field(ge=1024)
+    rate_bytes_per_second: int = Field(ge=1)
+    burst_bytes: int = Field(ge=1)
+    auth_timeout: float = Field(gt=0)
+    idle_timeout: float = Field(ge=0)
+
+
+class WebSocketConfig(Section):
+    keepalive_interval: float = Field(ge=0)
+    keepalive_timeout: float = Field(gt=0)
+    origins: list[str]
+    enabled: bool
+
+
+class BoshConfig(Section):
+    max_wait: float = Field(gt=0)
+    inactivity: float = Field(gt=0)
+    hold: int = Field(ge=1)
+
+
+class StreamManagementConfig(Section):
+    resume_timeout: float = Field(ge=0)
+
+
+class AdminConfig(Section):
+    token: str
+
+
+class ClusterConfig(Section):
+    redis_url: str
+    node_id: str
+    heartbeat_interval: float = Field(gt=0)
+    dead_after: float = Field(gt=0)
+
+
+class XmppConfig(Section):
+    domain: str = Field(min_length=1)
+    auth_domain: str = Field(min_length=1)
+    muc_domain: str = Field(min_length=1)
+    internal_muc_domain: str = Field(min_length=1)
+    focus_component: str
+    focus_resource: str
+    focus_user: str
+    focus_password: str
+    jvb_user: str
+    jvb_password: str
+    accounts: list[AccountConfig]
+    c2s: C2SConfig
+    http: HttpConfig
+    limits: LimitsConfig
+    websocket: WebSocketConfig
+    bosh: BoshConfig
+    stream_management: StreamManagementConfig
+    admin: AdminConfig
+    cluster: ClusterConfig
+
+    @property
+    def focus_address(self) -> str:
+        return self.focus_component or f"focus.{self.domain}"
+
+
+class Root(Section):
+    xmpp: XmppConfig
+
+
+ENV = [
+    EnvVar("XMPP_DOMAIN", "xmpp.domain"),
+    EnvVar("XMPP_AUTH_DOMAIN", "xmpp.auth-domain"),
+    EnvVar("XMPP_MUC_DOMAIN", "xmpp.muc-domain"),
+    EnvVar("XMPP_INTERNAL_MUC_DOMAIN", "xmpp.internal-muc-domain"),
+    EnvVar("JICOFO_AUTH_USER", "xmpp.focus-user"),
+    EnvVar("JICOFO_AUTH_PASSWORD", "xmpp.focus-password"),
+    EnvVar("JVB_AUTH_USER", "xmpp.jvb-user"),
+    EnvVar("JVB_AUTH_PASSWORD", "xmpp.jvb-password"),
+    EnvVar("XMPP_C2S_PORT", "xmpp.c2s.port", int),
+    EnvVar("XMPP_HTTP_PORT", "xmpp.http.port", int),
+    EnvVar("XMPP_BIND_ADDRESS", "xmpp.c2s.bind-address"),
+    EnvVar("XMPP_WS_ORIGINS", "xmpp.websocket.origins", split_list),
+    EnvVar("XMPP_WS_KEEPALIVE_INTERVAL", "xmpp.websocket.keepalive-interval", float),
+    EnvVar("XMPP_WS_KEEPALIVE_TIMEOUT", "xmpp.websocket.keepalive-timeout", float),
+    EnvVar("XMPP_RATE_BYTES_PER_SECOND", "xmpp.limits.rate-bytes-per-second", int),
+    EnvVar("XMPP_IDLE_TIMEOUT", "xmpp.limits.idle-timeout", float),
+    EnvVar("XMPP_ADMIN_TOKEN", "xmpp.admin.token"),
+    EnvVar("REDIS_URL", "xmpp.cluster.redis-url"),
+    EnvVar("XMPP_NODE_ID", "xmpp.cluster.node-id"),
+]
+
+
+def load(config_file: str | Path | None = None, environ: dict[str, str] | None = None) -> XmppConfig:
+    return load_config(Root, REFERENCE, ENV, config_file=config_file, environ=environ).xmpp

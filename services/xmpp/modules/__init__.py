@@ -1,0 +1,1 @@
+"""Broker features, one module each: MUC (XEP-0045), the focus client proxy."""

@@ -1,0 +1,280 @@
+"""Wiring: builds the broker core from the config and serves it on TCP and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .broker import Broker, HostPolicy
+from .config import XmppConfig
+from .jid import JID
+from .metrics import BrokerCollector
+from .modules.client_proxy import ClientProxy
+from .modules.muc import MucService
+from .sasl import ScramCredential
+from .session import ClientSession, SessionLimits
+from .stream_management import ResumptionRegistry
+from .transports.http import HttpConnection, HttpResponse, WebSocketSession
+from .transports.tcp import TcpConnection
+
+log = logging.getLogger("xmpp.server")
+
+Connection = TcpConnection | WebSocketSession
+
+
+def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
+    """The sans-I/O core for a config: hosts, accounts, MUC hosts, the focus proxy."""
+    accounts: dict[str, ScramCredential] = {}
+    for user, password in ((cfg.focus_user, cfg.focus_password), (cfg.jvb_user, cfg.jvb_password)):
+        if password:
+            accounts[user.lower()] = ScramCredential.from_password(password)
+    for acct in cfg.accounts:
+        accounts[acct.user.lower()] = ScramCredential.from_config(
+            acct.salt, acct.stored_key, acct.server_key, acct.iterations
+        )
+    broker = Broker(
+        [
+            HostPolicy(cfg.domain, anonymous=True),
+            HostPolicy(cfg.auth_domain, anonymous=False, accounts=accounts),
+        ]
+    )
+    focus = JID(cfg.focus_user.lower(), cfg.auth_domain, "")
+    conference = MucService(
+        cfg.muc_domain, broker.send_to, broker.route, admins=[focus], creators=[focus], name="Conferences"
+    )
+    brewery = MucService(
+        cfg.internal_muc_domain,
+        broker.send_to,
+        broker.route,
+        admins=[focus],
+        presence_domains={cfg.auth_domain},
+        name="Internal",
+    )
+    broker.add_component(conference)
+    broker.add_component(brewery)
+
+    def resources_of(bare: JID) -> list[JID]:
+        return broker._available(bare) or [s.jid for s in broker.sessions.get(bare, {}).values()]
+
+    broker.add_component(
+        ClientProxy(cfg.focus_address, focus, cfg.focus_resource, resources_of, broker.send_to)
+    )
+    return broker, [conference, brewery]
+
+
+class XmppServer:
+    def __init__(self, cfg: XmppConfig) -> None:
+        self.config = cfg
+        self.broker, self.mucs = build_broker(cfg)
+        self.limits = SessionLimits(
+            max_stanza_size=cfg.limits.max_stanza_size,
+            allow_plain_without_tls=cfg.c2s.allow_plain_without_tls,
+            sm_resume_timeout=cfg.stream_management.resume_timeout,
+        )
+        self.resumption = ResumptionRegistry()
+        self.tls_context: ssl.SSLContext | None = None
+        if cfg.c2s.tls_certificate and cfg.c2s.tls_key:
+            self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls_context.load_cert_chain(cfg.c2s.tls_certificate, cfg.c2s.tls_key)
+        self.connections: dict[int, Connection] = {}
+        self.websockets: dict[int, WebSocketSession] = {}
+        self.http_connections: set[HttpConnection] = set()
+        self.ws_enabled = cfg.websocket.enabled
+        self.websocket_path = "/xmpp-websocket"
+        self.bosh_path = "/http-bind"
+        self.stream_errors = 0
+        self._stanzas_closed = 0
+        self.registry = CollectorRegistry()
+        self.registry.register(BrokerCollector(self))
+        self.servers: list[asyncio.AbstractServer] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.bosh: Any = None
+        self.cluster: Any = None
+        self.started = time.monotonic()
+
+    # -- hooks used by transports ------------------------------------------------------------
+    def schedule(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(delay, fn)
+
+    def session_ended(self, session: ClientSession) -> None:
+        self._stanzas_closed += session.stanzas_in
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections[id(conn)] = conn
+        if isinstance(conn, WebSocketSession):
+            self.websockets[conn.id] = conn
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.pop(id(conn), None)
+        if isinstance(conn, WebSocketSession):
+            self.websockets.pop(conn.id, None)
+
+    def http_connection_lost(self, conn: HttpConnection) -> None:
+        self.http_connections.discard(conn)
+
+    def connection_counts(self) -> dict[str, int]:
+        counts = {"tcp": 0, "websocket": 0, "bosh": 0}
+        for conn in self.connections.values():
+            counts[conn.transport_name] += 1
+        if self.bosh is not None:
+            counts["bosh"] = len(self.bosh.sessions)
+        return counts
+
+    def stanzas_received(self) -> int:
+        live = 0
+        for conn in self.connections.values():
+            s = conn.session_obj
+            if s is not None:
+                live += s.stanzas_in
+        return self._stanzas_closed + live
+
+    # -- HTTP routes -------------------------------------------------------------------------
+    def http_request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, peer: str
+    ) -> HttpResponse | Awaitable[HttpResponse]:
+        if path == "/health" and method in ("GET", "HEAD"):
+            return HttpResponse.json(200, {"status": "ok", "sessions": self.broker.session_count()})
+        if path == "/metrics" and method == "GET":
+            return HttpResponse(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        if path == self.bosh_path and self.bosh is not None:
+            return self.bosh.handle_http(method, headers, body)
+        if path.startswith("/admin/"):
+            if not self._admin_allowed(headers, peer):
+                return HttpResponse.json(403, {"error": "admin access denied"})
+            return self._admin(method, path)
+        if path == self.websocket_path:
+            return HttpResponse(400, b"WebSocket upgrade required", "text/plain")
+        return HttpResponse(404, b"not found", "text/plain")
+
+    def _admin_allowed(self, headers: dict[str, str], peer: str) -> bool:
+        token = self.config.admin.token
+        if token:
+            given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+            return hmac.compare_digest(given.encode(), token.encode())
+        host = peer.rsplit(":", 1)[0]
+        return host.startswith("127.") or host in ("::1", "[::1]")
+
+    def _admin(self, method: str, path: str) -> HttpResponse:
+        """WebSocket administration (seed 001): dump, close, ping, disable/enable."""
+        parts = path.strip("/").split("/")
+        if parts[:2] != ["admin", "ws"]:
+            return HttpResponse.json(404, {"error": "unknown admin path"})
+        rest = parts[2:]
+        if rest == ["connections"] and method == "GET":
+            return HttpResponse.json(
+                200,
+                {
+                    "enabled": self.ws_enabled,
+                    "connections": [ws.describe() for ws in self.websockets.values()],
+                },
+            )
+        if rest in (["disable"], ["enable"]) and method == "POST":
+            self.ws_enabled = rest[0] == "enable"
+            log.info("new WebSocket connections %s", "enabled" if self.ws_enabled else "disabled")
+            return HttpResponse.json(200, {"enabled": self.ws_enabled})
+        if rest == ["status"] and method == "GET":
+            return HttpResponse.json(200, {"enabled": self.ws_enabled, "connections": len(self.websockets)})
+        if len(rest) == 3 and rest[0] == "connections" and method == "POST" and rest[1].isdigit():
+            ws = self.websockets.get(int(rest[1]))
+            if ws is None:
+                return HttpResponse.json(404, {"error": f"no WebSocket connection {rest[1]}"})
+            if rest[2] == "close":
+                session = ws.session_obj
+                if session is not None and not session.closed:
+                    session.fail("policy-violation", "closed by the administrator")
+                else:
+                    ws.close_transport()
+                return HttpResponse.json(200, {"closed": ws.id})
+            if rest[2] == "ping":
+                ws.ping()
+                return HttpResponse.json(200, {"pinged": ws.id})
+        return HttpResponse.json(404, {"error": "unknown admin command"})
+
+    # -- housekeeping ------------------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Idle and authentication timeouts, WebSocket keep-alive pings."""
+        lim = self.config.limits
+        ws_cfg = self.config.websocket
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for conn in list(self.connections.values()):
+                session = conn.session_obj
+                if session is None or session.closed:
+                    continue
+                if not session.bound and now - conn.started > lim.auth_timeout:
+                    self.stream_errors += 1
+                    session.fail("connection-timeout", "authentication took too long")
+                    continue
+                if isinstance(conn, WebSocketSession) and ws_cfg.keepalive_interval > 0:
+                    if conn.ping_sent is not None:
+                        if now - conn.ping_sent > ws_cfg.keepalive_timeout:
+                            log.info("WebSocket %s did not answer a ping; closing", conn.id)
+                            conn.close_transport(1011)
+                            session.transport_lost()
+                        continue
+                    if now - conn.last_rx > ws_cfg.keepalive_interval:
+                        conn.ping()
+                        continue
+                if lim.idle_timeout and now - conn.last_rx > lim.idle_timeout:
+                    self.stream_errors += 1
+                    session.fail("connection-timeout", "idle for too long")
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host = self.config.c2s.bind_address
+        tcp = await loop.create_server(
+            lambda: TcpConnection(self), host, self.config.c2s.port, reuse_address=True, backlog=1024
+        )
+
+        def http_factory() -> HttpConnection:
+            conn = HttpConnection(self)
+            self.http_connections.add(conn)
+            return conn
+
+        http = await loop.create_server(
+            http_factory, host, self.config.http.port, reuse_address=True, backlog=1024
+        )
+        self.servers = [tcp, http]
+        self.tasks.append(asyncio.ensure_future(self.sweep()))
+        if self.config.cluster.redis_url:
+            from .cluster import RedisCluster
+
+            self.cluster = RedisCluster(self, self.config.cluster)
+            await self.cluster.start()
+        try:
+            from .bosh import BoshService
+
+            self.bosh = BoshService(self)
+        except ImportError:  # pragma: no cover - bosh module is optional during development
+            self.bosh = None
+        log.info(
+            "listening: c2s %s:%d, http %s:%d (domain %s)",
+            host,
+            self.config.c2s.port,
+            host,
+            self.config.http.port,
+            self.config.domain,
+        )
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections.values()):
+            session = conn.session_obj
+            if session is not None and not session.closed:
+                session.fail("system-shutdown")
+        if self.cluster is not None:
+            await self.cluster.stop()
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,387 @@
+"""The HTTP port: XMPP over WebSocket (RFC 7395), BOSH, health, metrics, administration.
+
+HTTP/1.1 is parsed by ``h11`` and WebSocket framing by ``websockets``' sans-I/O protocol, both
+driven from one asyncio protocol per connection: the broker owns the socket, so it can ping,
+close and count each WebSocket connection itself (the administration of seed 001).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import h11
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidOrigin
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
+from ..limits import TokenBucket
+from ..session import ClientSession, Link, WebSocketFraming
+from ..xml import CLIENT_NS, FRAMING_NS, StreamOpened, XmlStreamError, parse_document
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..server import XmppServer
+
+log = logging.getLogger("xmpp.http")
+
+_ids = itertools.count(1)
+
+
+class HttpResponse:
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or []
+
+    @classmethod
+    def json(cls, status: int, obj: Any) -> HttpResponse:
+        return cls(status, json.dumps(obj).encode())
+
+
+class WebSocketSession:
+    """One XMPP-over-WebSocket connection after the upgrade."""
+
+    transport_name = "websocket"
+
+    def __init__(self, conn: HttpConnection, proto: ServerProtocol, origin: str | None) -> None:
+        self.conn = conn
+        self.server = conn.server
+        self.proto = proto
+        self.id = next(_ids)
+        self.origin = origin
+        self.peer = conn.peer
+        self.started = self.last_rx = time.monotonic()
+        self.ping_sent: float | None = None
+        self.last_pong: float | None = None
+        self.closing = False
+        self.fragments: list[bytes] = []
+        self.link = Link(WebSocketFraming(), self.write, self.close_transport, secure=conn.secure)
+        self.session = ClientSession(
+            self.server.broker,
+            self.link,
+            self.server.limits,
+            self.server.resumption,
+            self.server.schedule,
+            on_end=self.server.session_ended,
+        )
+
+    def receive(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.proto.receive_data(data)
+        for frame in self.proto.events_received():
+            self._frame(frame)
+            if self.closing:
+                break
+        self.conn.flush_ws()
+        if self.proto.close_expected() and not self.closing:
+            self.closing = True
+            self.conn.close_soon()
+
+    def _frame(self, frame: Frame) -> None:
+        op = frame.opcode
+        if op is Opcode.TEXT or op is Opcode.BINARY:
+            if not frame.fin:
+                self.fragments = [bytes(frame.data)]
+                return
+            self._message(bytes(frame.data))
+        elif op is Opcode.CONT:
+            self.fragments.append(bytes(frame.data))
+            if sum(map(len, self.fragments)) > self.server.limits.max_stanza_size:
+                self.session_obj.fail("policy-violation", "stanza too large")  # type: ignore[union-attr]
+                return
+            if frame.fin:
+                data, self.fragments = b"".join(self.fragments), []
+                self._message(data)
+        elif op is Opcode.PONG:
+            self.ping_sent = None
+            self.last_pong = time.monotonic()
+        elif op is Opcode.CLOSE:
+            self.closing = True
+            session = self.link.session
+            if session is not None and not session.closed:
+                session.transport_lost()
+
+    def _message(self, data: bytes) -> None:
+        session = self.link.session
+        assert session is not None
+        try:
+            el = parse_document(data, self.server.limits.max_stanza_size, default_ns=CLIENT_NS)
+        except XmlStreamError as err:
+            session.fail(err.condition, err.text)
+            return
+        if el.ns == FRAMING_NS and el.name == "open":
+            session.stream_opened(StreamOpened(el.ns, el.name, el.attrs))
+        elif el.ns == FRAMING_NS and el.name == "close":
+            session.stream_closed()
+        else:
+            session.element(el)
+
+    # -- link --------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.proto.send_text(data)
+        self.conn.schedule_flush()
+
+    def close_transport(self, code: int = 1000) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            self.proto.send_close(code)
+        except Exception:  # already closing on the protocol level
+            pass
+        self.conn.flush_ws()
+        self.conn.close_soon()
+
+    def ping(self) -> None:
+        if self.closing:
+            return
+        self.ping_sent = time.monotonic()
+        self.proto.send_ping(b"parley")
+        self.conn.flush_ws()
+
+    def lost(self) -> None:
+        self.closing = True
+        session = self.link.session
+        if session is not None:
+            session.transport_lost()
+
+    @property
+    def session_obj(self) -> ClientSession | None:
+        return self.link.session
+
+    def describe(self) -> dict[str, Any]:
+        s = self.link.session
+        now = time.monotonic()
+        return {
+            "id": self.id,
+            "peer": self.peer,
+            "origin": self.origin,
+            "jid": str(s.jid) if s is not None and s.bound else None,
+            "age": round(now - self.started, 3),
+            "idle": round(now - self.last_rx, 3),
+            "ping_outstanding": self.ping_sent is not None,
+            "last_pong_ago": None if self.last_pong is None else round(now - self.last_pong, 3),
+        }
+
+
+class HttpConnection(asyncio.Protocol):
+    """One TCP connection on the HTTP port: requests until (maybe) a WebSocket upgrade."""
+
+    def __init__(self, server: XmppServer, secure: bool = False) -> None:
+        self.server = server
+        self.secure = secure
+        self.transport: asyncio.Transport | None = None
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=65536)
+        self.ws: WebSocketSession | None = None
+        self.peer = ""
+        self.request: h11.Request | None = None
+        self.body: list[bytes] = []
+        self.busy = False
+        self.flush_scheduled = False
+        self.bucket = TokenBucket(
+            server.config.limits.rate_bytes_per_second, server.config.limits.burst_bytes, time.monotonic()
+        )
+        self.paused = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.ws is not None:
+            self.server.connection_closed(self.ws)
+            self.ws.lost()
+        self.server.http_connection_lost(self)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        delay = self.bucket.consume(len(data), now)
+        if delay > 0 and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(delay, self._resume_reading)
+        if self.ws is not None:
+            self.ws.receive(data)
+            return
+        self.h11.receive_data(data)
+        self._pump()
+
+    def _resume_reading(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _pump(self) -> None:
+        while not self.busy and self.ws is None:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._send_simple(400, f"bad request: {exc}".encode(), close=True)
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self.request = event
+                self.body = []
+                if self._is_upgrade(event):
+                    self._upgrade(event)
+                    return
+            elif isinstance(event, h11.Data):
+                self.body.append(bytes(event.data))
+                if sum(map(len, self.body)) > self.server.limits.max_stanza_size * 2:
+                    self._send_simple(413, b"body too large", close=True)
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._dispatch()
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+
+    @staticmethod
+    def _is_upgrade(req: h11.Request) -> bool:
+        for name, value in req.headers:
+            if name == b"upgrade" and value.lower() == b"websocket":
+                return True
+        return False
+
+    def _dispatch(self) -> None:
+        req = self.request
+        assert req is not None
+        method = req.method.decode()
+        target = req.target.decode("latin-1")
+        path = urlsplit(target).path
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in req.headers}
+        body = b"".join(self.body)
+        self.busy = True
+        result = self.server.http_request(method, path, headers, body, self.peer)
+        if isinstance(result, HttpResponse):
+            self.respond(result)
+        else:  # an awaitable (BOSH long poll)
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(self._async_done)
+
+    def _async_done(self, task: asyncio.Future[HttpResponse]) -> None:
+        if self.closed:
+            return
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                log.warning("request failed: %r", task.exception())
+            self.respond(HttpResponse(500, b"internal error", "text/plain"))
+        else:
+            self.respond(task.result())
+
+    def respond(self, resp: HttpResponse) -> None:
+        if self.closed or self.transport is None:
+            return
+        headers = [
+            ("content-type", resp.content_type),
+            ("content-length", str(len(resp.body))),
+            *resp.headers,
+        ]
+        out = self.h11.send(h11.Response(status_code=resp.status, headers=headers)) or b""
+        out += self.h11.send(h11.Data(data=resp.body)) or b"" if resp.body else b""
+        out += self.h11.send(h11.EndOfMessage()) or b""
+        self.transport.write(out)
+        self.busy = False
+        if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
+            self.transport.close()
+            return
+        try:
+            self.h11.start_next_cycle()
+        except h11.LocalProtocolError:
+            self.transport.close()
+            return
+        self._pump()
+
+    def _send_simple(self, status: int, body: bytes, close: bool = False) -> None:
+        if self.transport is None:
+            return
+        try:
+            self.respond(HttpResponse(status, body, "text/plain", [("connection", "close")] if close else []))
+        except h11.LocalProtocolError:
+            pass
+        if close:
+            self.transport.close()
+
+    # -- WebSocket upgrade -------------------------------------------------------------------
+    def _upgrade(self, req: h11.Request) -> None:
+        target = req.target.decode("latin-1")
+        path = urlsplit(target).path
+        headers = Headers()
+        for k, v in req.headers:
+            headers[k.decode()] = v.decode("latin-1")
+        origin = headers.get("Origin")
+        protocols = ",".join(headers.get_all("Sec-WebSocket-Protocol")).replace(" ", "").split(",")
+        reason = None
+        status = 400
+        if path != self.server.websocket_path:
+            reason, status = "no WebSocket endpoint here", 404
+        elif not self.server.ws_enabled:
+            reason, status = "new WebSocket connections are disabled", 503
+        elif "xmpp" not in protocols:
+            reason = "the 'xmpp' sub-protocol is required (RFC 7395)"
+        if reason is not None:
+            self._send_simple(status, reason.encode(), close=True)
+            return
+        origins = self.server.config.websocket.origins
+        proto = ServerProtocol(
+            origins=list(origins) if origins else None,  # type: ignore[arg-type]
+            subprotocols=["xmpp"],  # type: ignore[list-item]
+            max_size=self.server.limits.max_stanza_size,
+        )
+        request = Request(target, headers)
+        response = proto.accept(request)
+        proto.send_response(response)
+        if self.transport is not None:
+            self.transport.writelines(proto.data_to_send())
+        if response.status_code != 101:
+            if isinstance(proto.handshake_exc, InvalidOrigin):
+                log.info("refused WebSocket from %s: origin %r not allowed", self.peer, origin)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.ws = WebSocketSession(self, proto, origin)
+        self.server.connection_opened(self.ws)
+        trailing, _closed = self.h11.trailing_data
+        if trailing:
+            self.ws.receive(bytes(trailing))
+
+    def schedule_flush(self) -> None:
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_ws)
+
+    def flush_ws(self) -> None:
+        self.flush_scheduled = False
+        if self.ws is None or self.transport is None or self.closed:
+            return
+        data = self.ws.proto.data_to_send()
+        if data:
+            self.transport.writelines(data)
+
+    def close_soon(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.flush_ws()
+            self.transport.close()
+
+
+Handler = Callable[[str, str, dict[str, str], bytes, str], Any]

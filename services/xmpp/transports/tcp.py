@@ -1,0 +1,154 @@
+"""Client-to-server TCP (RFC 6120): an asyncio protocol around StreamParser + ClientSession."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+from ..limits import TokenBucket
+from ..session import ClientSession, Link, TcpFraming
+from ..xml import StreamClosed, StreamOpened, StreamParser, XmlStreamError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..server import XmppServer
+
+log = logging.getLogger("xmpp.tcp")
+
+
+class TcpConnection(asyncio.Protocol):
+    transport_name = "tcp"
+
+    def __init__(self, server: XmppServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = StreamParser(server.limits.max_stanza_size)
+        self.out: list[bytes] = []
+        self.flush_scheduled = False
+        self.closing = False
+        self.started = self.last_rx = time.monotonic()
+        self.peer = ""
+        self.bucket = TokenBucket(
+            server.config.limits.rate_bytes_per_second, server.config.limits.burst_bytes, self.started
+        )
+        self.paused = False
+        self.tls_pending = False
+        tls = server.tls_context
+        self.link = Link(
+            TcpFraming(),
+            self.write,
+            self.close_transport,
+            self.restart,
+            self.starttls if tls is not None else None,
+        )
+        self.session = ClientSession(
+            server.broker,
+            self.link,
+            server.limits,
+            server.resumption,
+            server.schedule,
+            on_end=server.session_ended,
+        )
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.server.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.last_rx = now
+        delay = self.bucket.consume(len(data), now)
+        if delay > 0 and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(delay, self._resume_reading)
+        try:
+            events = self.parser.feed(data)
+        except XmlStreamError as err:
+            self.link.session.fail(err.condition, err.text)  # type: ignore[union-attr]
+            return
+        for event in events:
+            session = self.link.session
+            assert session is not None
+            if isinstance(event, StreamOpened):
+                session.stream_opened(event)
+            elif isinstance(event, StreamClosed):
+                session.stream_closed()
+            else:
+                session.element(event)
+            if self.closing:
+                break
+
+    def _resume_reading(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.tls_pending:
+            return
+        self.closing = True
+        self.server.connection_closed(self)
+        session = self.link.session
+        if session is not None:
+            session.transport_lost()
+
+    # -- link --------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.out.append(data)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.out and self.transport is not None:
+            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+            self.out.clear()
+            self.transport.write(data)
+
+    def close_transport(self) -> None:
+        if self.closing:
+            return
+        self.flush()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def restart(self) -> None:
+        self.parser.reset()
+
+    def starttls(self) -> bool:
+        ctx = self.server.tls_context
+        if ctx is None or self.transport is None:
+            return False
+        self.flush()
+        self.tls_pending = True
+        self._tls_task = asyncio.ensure_future(self._upgrade(ctx))
+        return True
+
+    async def _upgrade(self, ctx: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.transport is not None
+        try:
+            new = await loop.start_tls(self.transport, self, ctx, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            self.tls_pending = False
+            self.connection_lost(exc)
+            return
+        self.tls_pending = False
+        self.transport = new  # type: ignore[assignment]
+        self.link.secure = True
+
+    # -- admin view --------------------------------------------------------------------------
+    @property
+    def session_obj(self) -> ClientSession | None:
+        return self.link.session

@@ -1,0 +1,392 @@
+"""XML for XMPP streams: a small element model, a hardened incremental parser, a serializer.
+
+The parser is expat (C) driven incrementally. XMPP forbids DTDs, entity declarations, comments and
+processing instructions (RFC 6120 section 11.1), so each of those stops the parse with
+:class:`XmlStreamError` carrying the stream error condition to send. A stanza larger than the
+configured limit is refused while it is still arriving, before it is held in memory whole.
+
+Elements carry their namespace URI and local name; the serializer declares a default namespace
+only where it changes, so a stanza serializes identically for TCP and WebSocket streams.
+"""
+
+from __future__ import annotations
+
+import pyexpat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+STREAM_NS = "http://etherx.jabber.org/streams"
+FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
+CLIENT_NS = "jabber:client"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+_SEP = "\x01"  # expat namespace separator: never valid in XML names
+
+
+class XmlStreamError(Exception):
+    """The peer sent XML the stream cannot accept. ``condition`` is the RFC 6120 stream error."""
+
+    def __init__(self, condition: str, text: str) -> None:
+        super().__init__(f"{condition}: {text}")
+        self.condition = condition
+        self.text = text
+
+
+def escape_text(s: str) -> str:
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    return s
+
+
+def escape_attr(s: str) -> str:
+    s = escape_text(s)
+    if "'" in s:
+        s = s.replace("'", "&apos;")
+    if '"' in s:
+        s = s.replace('"', "&quot;")
+    return s
+
+
+class Element:
+    """One XML element: namespace URI, local name, attributes (qualified names), children.
+
+    Children are elements or text strings, in document order, so mixed content round-trips.
+    """
+
+    __slots__ = ("attrs", "children", "name", "ns")
+
+    def __init__(
+        self,
+        name: str,
+        ns: str = CLIENT_NS,
+        attrs: dict[str, str] | None = None,
+        children: list[Element | str] | None = None,
+    ) -> None:
+        self.name = name
+        self.ns = ns
+        self.attrs = attrs if attrs is not None else {}
+        self.children = children if children is not None else []
+
+    # -- reading ----------------------------------------------------------------------------
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.attrs.get(key, default)
+
+    @property
+    def text(self) -> str:
+        return "".join(c for c in self.children if isinstance(c, str))
+
+    def elements(self) -> Iterator[Element]:
+        for c in self.children:
+            if isinstance(c, Element):
+                yield c
+
+    def find(self, name: str, ns: str | None = None) -> Element | None:
+        for c in self.children:
+            if isinstance(c, Element) and c.name == name and (ns is None or c.ns == ns):
+                return c
+        return None
+
+    def find_all(self, name: str, ns: str | None = None) -> list[Element]:
+        return [c for c in self.elements() if c.name == name and (ns is None or c.ns == ns)]
+
+    def find_ns(self, ns: str) -> Element | None:
+        """The first child in namespace ``ns`` (the payload of an IQ, say)."""
+        for c in self.children:
+            if isinstance(c, Element) and c.ns == ns:
+                return c
+        return None
+
+    def first_element(self) -> Element | None:
+        return next(self.elements(), None)
+
+    # -- building ---------------------------------------------------------------------------
+    def append(self, child: Element | str) -> Element | str:
+        self.children.append(child)
+        return child
+
+    def sub(
+        self, name: str, ns: str | None = None, attrs: dict[str, str] | None = None, text: str | None = None
+    ) -> Element:
+        """Append a child element (namespace inherited unless given) and return it."""
+        child = Element(name, self.ns if ns is None else ns, attrs)
+        if text is not None:
+            child.children.append(text)
+        self.children.append(child)
+        return child
+
+    def copy(self) -> Element:
+        return Element(
+            self.name,
+            self.ns,
+            dict(self.attrs),
+            [c.copy() if isinstance(c, Element) else c for c in self.children],
+        )
+
+    def shallow_copy(self) -> Element:
+        """Same attributes copied, same child objects (children are treated as immutable)."""
+        return Element(self.name, self.ns, dict(self.attrs), list(self.children))
+
+    # -- writing ----------------------------------------------------------------------------
+    def serialize(self, parent_ns: str | None = None) -> str:
+        out: list[str] = []
+        _write(self, parent_ns, out)
+        return "".join(out)
+
+    def to_bytes(self) -> bytes:
+        return self.serialize().encode()
+
+    def split_at_to(self) -> tuple[bytes, bytes]:
+        """Serialize with the ``to`` attribute last and cut there: ``head + escaped_to + tail``.
+
+        Fan-out (MUC broadcast) serializes a stanza once and only splices the recipient in.
+        """
+        attrs = {k: v for k, v in self.attrs.items() if k != "to"}
+        el = Element(self.name, self.ns, attrs, self.children)
+        text = el.serialize()
+        # the first '>' ends the start tag: attribute values have '>' escaped
+        cut = text.index(">")
+        if text[cut - 1] == "/":
+            cut -= 1
+        return (text[:cut] + " to='").encode(), ("'" + text[cut:]).encode()
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"<Element {self.serialize()[:200]}>"
+
+
+_STREAM_PREFIXED = {STREAM_NS}
+
+
+def _write(el: Element, parent_ns: str | None, out: list[str]) -> None:
+    if el.ns == STREAM_NS:
+        tag = "stream:" + el.name
+        out.append("<" + tag)
+        if parent_ns != STREAM_NS and parent_ns != "stream-declared":
+            out.append(f" xmlns:stream='{STREAM_NS}'")
+        child_ns: str | None = parent_ns
+    else:
+        tag = el.name
+        out.append("<" + tag)
+        if el.ns != parent_ns:
+            out.append(f" xmlns='{escape_attr(el.ns)}'")
+        child_ns = el.ns
+    for k, v in el.attrs.items():
+        if k[0] == "{":
+            uri, local = k[1:].split("}", 1)
+            out.append(f" xmlns:ns1='{escape_attr(uri)}' ns1:{local}='{escape_attr(v)}'")
+        else:
+            out.append(f" {k}='{escape_attr(v)}'")
+    if not el.children:
+        out.append("/>")
+        return
+    out.append(">")
+    for c in el.children:
+        if isinstance(c, str):
+            out.append(escape_text(c))
+        else:
+            _write(c, child_ns, out)
+    out.append("</" + tag + ">")
+
+
+def _split_name(qname: str) -> tuple[str, str]:
+    if _SEP in qname:
+        ns, local = qname.split(_SEP, 1)
+        return ns, local
+    return "", qname
+
+
+def _attr_name(qname: str) -> str:
+    if _SEP not in qname:
+        return qname
+    ns, local = qname.split(_SEP, 1)
+    if ns == XML_NS:
+        return "xml:" + local
+    return "{" + ns + "}" + local
+
+
+@dataclass(frozen=True)
+class StreamOpened:
+    """The stream header arrived (TCP ``<stream:stream>`` or WebSocket ``<open/>``)."""
+
+    ns: str
+    name: str
+    attrs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StreamClosed:
+    """``</stream:stream>`` (or a WebSocket ``<close/>``)."""
+
+
+StreamEvent = StreamOpened | StreamClosed | Element
+
+
+def _refuse(what: str) -> None:
+    raise XmlStreamError("restricted-xml", f"{what} not allowed in XMPP")
+
+
+class _Builder:
+    """Shared expat callbacks; subclasses decide what depth means."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.parser = self._new_parser()
+
+    def _new_parser(self) -> pyexpat.XMLParserType:
+        p = pyexpat.ParserCreate("UTF-8", namespace_separator=_SEP)
+        p.buffer_text = True
+        p.buffer_size = 65536
+        p.ordered_attributes = False
+        p.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartDoctypeDeclHandler = lambda *a: _refuse("DOCTYPE")
+        p.EntityDeclHandler = lambda *a: _refuse("entity declaration")
+        p.UnparsedEntityDeclHandler = lambda *a: _refuse("entity declaration")
+        p.ExternalEntityRefHandler = lambda *a: _refuse("external entity")
+        p.NotationDeclHandler = lambda *a: _refuse("notation declaration")
+        p.CommentHandler = lambda *a: _refuse("comment")
+        p.ProcessingInstructionHandler = lambda *a: _refuse("processing instruction")
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._chars
+        return p
+
+    def _start(self, qname: str, attrs: dict[str, str]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _end(self, qname: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _chars(self, data: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _element(qname: str, attrs: dict[str, str]) -> Element:
+        ns, local = _split_name(qname)
+        if attrs:
+            for k in attrs:
+                if _SEP in k:
+                    attrs = {_attr_name(k2): v for k2, v in attrs.items()}
+                    break
+        return Element(local, ns, attrs)
+
+
+class StreamParser(_Builder):
+    """Incremental parser of one XMPP TCP stream: feed bytes, get stream events.
+
+    Depth 0 is the stream header, depth 1 elements are stanzas (or stream-level elements such as
+    SASL and stream management ones). Call :meth:`reset` on a stream restart (after SASL or TLS).
+    """
+
+    CHUNK = 16384
+
+    def __init__(self, max_stanza_size: int = 262144) -> None:
+        self._events: list[StreamEvent] = []
+        self._stack: list[Element] = []
+        self._opened = False
+        self._fed = 0
+        self._stanza_start = 0
+        super().__init__(max_stanza_size)
+
+    def reset(self) -> None:
+        self.parser = self._new_parser()
+        self._stack = []
+        self._opened = False
+        self._fed = 0
+        self._stanza_start = 0
+
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        events = self._events = []
+        parser = self.parser
+        for i in range(0, len(data), self.CHUNK):
+            piece = data[i : i + self.CHUNK]
+            self._fed += len(piece)
+            try:
+                parser.Parse(piece, False)
+            except pyexpat.ExpatError as exc:
+                raise XmlStreamError("not-well-formed", str(exc)) from None
+            if self._stack and self._fed - self._stanza_start > self.max_size:
+                raise XmlStreamError("policy-violation", f"stanza larger than {self.max_size} bytes")
+        return events
+
+    def _start(self, qname: str, attrs: dict[str, str]) -> None:
+        if not self._opened:
+            ns, local = _split_name(qname)
+            self._opened = True
+            self._events.append(StreamOpened(ns, local, {_attr_name(k): v for k, v in attrs.items()}))
+            return
+        el = self._element(qname, attrs)
+        if self._stack:
+            self._stack[-1].children.append(el)
+        else:
+            self._stanza_start = self.parser.CurrentByteIndex
+        self._stack.append(el)
+
+    def _end(self, qname: str) -> None:
+        if not self._stack:
+            self._events.append(StreamClosed())
+            return
+        el = self._stack.pop()
+        if not self._stack:
+            if self.parser.CurrentByteIndex - self._stanza_start > self.max_size:
+                raise XmlStreamError("policy-violation", f"stanza larger than {self.max_size} bytes")
+            self._events.append(el)
+
+    def _chars(self, data: str) -> None:
+        if self._stack:
+            self._stack[-1].children.append(data)
+        # whitespace between stanzas (keep-alives) is ignored
+
+
+class _DocumentParser(_Builder):
+    def __init__(self, max_size: int) -> None:
+        self._stack: list[Element] = []
+        self.root: Element | None = None
+        super().__init__(max_size)
+
+    def _start(self, qname: str, attrs: dict[str, str]) -> None:
+        el = self._element(qname, attrs)
+        if self._stack:
+            self._stack[-1].children.append(el)
+        self._stack.append(el)
+
+    def _end(self, qname: str) -> None:
+        el = self._stack.pop()
+        if not self._stack:
+            self.root = el
+
+    def _chars(self, data: str) -> None:
+        if self._stack:
+            self._stack[-1].children.append(data)
+
+
+def parse_document(data: bytes | str, max_size: int = 262144, default_ns: str = "") -> Element:
+    """Parse one complete XML document (a WebSocket frame, a BOSH body) with the same hardening.
+
+    ``default_ns`` fills in elements that declared no namespace (WebSocket clients that omit
+    ``xmlns='jabber:client'`` on stanzas).
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > max_size:
+        raise XmlStreamError("policy-violation", f"stanza larger than {max_size} bytes")
+    doc = _DocumentParser(max_size)
+    try:
+        doc.parser.Parse(raw, True)
+    except pyexpat.ExpatError as exc:
+        raise XmlStreamError("not-well-formed", str(exc)) from None
+    if doc.root is None:
+        raise XmlStreamError("not-well-formed", "no element")
+    if default_ns and not doc.root.ns:
+        _fill_ns(doc.root, default_ns)
+    return doc.root
+
+
+def _fill_ns(el: Element, ns: str) -> None:
+    if el.ns:
+        return
+    el.ns = ns
+    for c in el.children:
+        if isinstance(c, Element):
+            _fill_ns(c, ns)
