@@ -56,7 +56,7 @@ async def test_service_account_and_guest_log_in_and_ping(server):
 
 async def test_wrong_password_is_a_sasl_failure(server):
     with pytest.raises(ConnectionError, match="login failed"):
-        async with connected(server.c2s_port, FOCUS, "not-the-password", timeout=8):
+        async with connected(server.c2s_port, FOCUS, "not-the-password", wait=8):
             pass
 
 
@@ -88,7 +88,7 @@ async def test_muc_conference_flow(server):
         connected(server.c2s_port, FOCUS, FOCUS_PASSWORD) as focus,
         connected(server.c2s_port, DOMAIN, anonymous=True) as guest,
     ):
-        muc_f, muc_g = focus.plugin["xep_0045"], guest.plugin["xep_0045"]
+        muc_f = focus.plugin["xep_0045"]
         await muc_f.join_muc_wait(room, "focus", timeout=5)
         form = await muc_f.get_room_config(room)
         form["type"] = "submit"

@@ -43,13 +43,13 @@ class Client(slixmpp.ClientXMPP):
 
 @contextlib.asynccontextmanager
 async def connected(
-    port: int, jid: str, password: str = "", anonymous: bool = False, timeout: float = 10.0
+    port: int, jid: str, password: str = "", anonymous: bool = False, wait: float = 10.0
 ) -> AsyncIterator[Client]:
     client = Client(jid, password, anonymous)
     client.connect("127.0.0.1", port)
     online = asyncio.ensure_future(client.online.wait())
     failed = asyncio.ensure_future(client.failed.wait())
-    done, _ = await asyncio.wait({online, failed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({online, failed}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
     online.cancel()
     failed.cancel()
     if client.failed.is_set() or not client.online.is_set():
@@ -63,14 +63,14 @@ async def connected(
             await asyncio.wait_for(client.disconnected, 3)
 
 
-async def next_matching(queue: asyncio.Queue, pred, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+async def next_matching(queue: asyncio.Queue, pred, wait: float = 5.0):  # type: ignore[no-untyped-def]
     async def loop():  # type: ignore[no-untyped-def]
         while True:
             item = await queue.get()
             if pred(item):
                 return item
 
-    return await asyncio.wait_for(loop(), timeout)
+    return await asyncio.wait_for(loop(), wait)
 
 
 __all__ = ["JID", "Client", "connected", "next_matching"]
