@@ -12,7 +12,7 @@ def codes(presence):
 
 
 def setup_room():
-    broker, conf, brew = make_broker()
+    broker, conf, _brew = make_broker()
     focus = login(broker, AUTH, "focus", "focus")
     out = focus.send(JOIN.format(to=f"room@{MUC_HOST}/focus", extra=""))
     assert {"110", "201"} <= codes(out[0])
@@ -29,7 +29,7 @@ def test_only_the_focus_creates_conference_rooms():
 
 
 def test_join_rebroadcasts_extensions_verbatim_with_real_jid_to_moderators():
-    broker, conf, focus, guest = setup_room()
+    _broker, _conf, focus, guest = setup_room()
     extra = "<stats-id>Abc</stats-id><audiomuted xmlns='http://jitsi.org/jitmeet/audio'>true</audiomuted>"
     out = guest.send(JOIN.format(to=f"room@{MUC_HOST}/alice", extra=extra))
     # the guest sees the focus (without real JID: semi-anonymous), itself with 110, then the subject
@@ -43,7 +43,7 @@ def test_join_rebroadcasts_extensions_verbatim_with_real_jid_to_moderators():
 
 
 def test_groupchat_private_message_and_iq_to_occupant():
-    broker, conf, focus, guest = setup_room()
+    _broker, _conf, focus, guest = setup_room()
     guest.send(JOIN.format(to=f"room@{MUC_HOST}/alice", extra=""))
     focus.drain()
     out = guest.send(f"<message to='room@{MUC_HOST}' type='groupchat' id='m1'><body>hi</body></message>")
@@ -66,7 +66,7 @@ def test_groupchat_private_message_and_iq_to_occupant():
 
 
 def test_non_occupant_cannot_talk_or_iq():
-    broker, conf, focus, guest = setup_room()
+    _broker, _conf, _focus, guest = setup_room()
     out = guest.send(f"<message to='room@{MUC_HOST}' type='groupchat'><body>x</body></message>")
     assert out[0].find("error").first_element().name == "not-acceptable"
     out = guest.send(f"<iq type='get' id='x' to='room@{MUC_HOST}/focus'><ping xmlns='urn:xmpp:ping'/></iq>")
@@ -74,13 +74,13 @@ def test_non_occupant_cannot_talk_or_iq():
 
 
 def test_nick_conflict():
-    broker, conf, focus, guest = setup_room()
+    _broker, _conf, _focus, guest = setup_room()
     out = guest.send(JOIN.format(to=f"room@{MUC_HOST}/focus", extra=""))
     assert out[0].find("error").first_element().name == "conflict"
 
 
 def test_owner_config_form_and_kick_with_307():
-    broker, conf, focus, guest = setup_room()
+    _broker, conf, focus, guest = setup_room()
     form = focus.send(
         f"<iq type='get' id='c' to='room@{MUC_HOST}'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"
     )
@@ -108,7 +108,7 @@ def test_owner_config_form_and_kick_with_307():
 
 
 def test_non_owner_cannot_configure():
-    broker, conf, focus, guest = setup_room()
+    _broker, _conf, _focus, guest = setup_room()
     guest.send(JOIN.format(to=f"room@{MUC_HOST}/alice", extra=""))
     out = guest.send(
         f"<iq type='get' id='c' to='room@{MUC_HOST}'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"
@@ -117,7 +117,7 @@ def test_non_owner_cannot_configure():
 
 
 def test_empty_room_is_destroyed_and_leaving_session_leaves_rooms():
-    broker, conf, focus, guest = setup_room()
+    _broker, conf, focus, guest = setup_room()
     guest.send(JOIN.format(to=f"room@{MUC_HOST}/alice", extra=""))
     guest.session.close()  # session ends: directed presence becomes unavailable
     left = focus.drain()
@@ -127,7 +127,7 @@ def test_empty_room_is_destroyed_and_leaving_session_leaves_rooms():
 
 
 def test_brewery_accepts_presence_only_from_service_accounts():
-    broker, conf, brew = make_broker()
+    broker, _conf, _brew = make_broker()
     jvb = login(broker, AUTH, "jvb", "jvb1")
     guest = login(broker)
     out = guest.send(JOIN.format(to=f"jvbbrewery@{BREWERY_HOST}/x", extra=""))
