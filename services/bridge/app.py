@@ -202,18 +202,18 @@ class Bridge:
         app.include_router(colibri_router(self.colibri, self.refusal))
 
         @app.get("/colibri/stats")
-        def stats() -> JSONResponse:
+        async def stats() -> JSONResponse:
             return JSONResponse(self.stats())
 
         @app.get("/about/health")
-        def health() -> Response:
+        async def health() -> Response:
             problem = self.health_problem()
             if problem:
                 return JSONResponse({"error": problem}, status_code=503)
             return Response(status_code=200)
 
         @app.get("/about/version")
-        def about_version() -> JSONResponse:
+        async def about_version() -> JSONResponse:
             return JSONResponse(
                 {
                     "name": "parley-bridge",
@@ -223,7 +223,7 @@ class Bridge:
             )
 
         @app.get("/metrics")
-        def metrics() -> Response:
+        async def metrics() -> Response:
             current = self.stats()
             for key, gauge in _GAUGES.items():
                 gauge.set(float(current[key]))
@@ -231,20 +231,20 @@ class Bridge:
             return Response(body, media_type=content_type)
 
         @app.get("/debug")
-        def debug() -> JSONResponse:
+        async def debug() -> JSONResponse:
             return JSONResponse(self.debug())
 
         @app.get("/colibri/drain")
-        def drain_state() -> JSONResponse:
+        async def drain_state() -> JSONResponse:
             return JSONResponse({"drain": self.status.drain})
 
         @app.post("/colibri/drain/enable")
-        def drain_enable() -> JSONResponse:
+        async def drain_enable() -> JSONResponse:
             self._set_drain(True)
             return JSONResponse({"drain": True})
 
         @app.post("/colibri/drain/disable")
-        def drain_disable() -> JSONResponse:
+        async def drain_disable() -> JSONResponse:
             self._set_drain(False)
             return JSONResponse({"drain": False})
 
@@ -279,21 +279,21 @@ class Bridge:
             )
 
         @app.get("/colibri/ws")
-        def ws_list() -> JSONResponse:
+        async def ws_list() -> JSONResponse:
             return JSONResponse(self.ws.dump())
 
         @app.post("/colibri/ws/disable")
-        def ws_disable() -> JSONResponse:
+        async def ws_disable() -> JSONResponse:
             self.ws.accepting = False
             return JSONResponse({"accepting": False})
 
         @app.post("/colibri/ws/enable")
-        def ws_enable() -> JSONResponse:
+        async def ws_enable() -> JSONResponse:
             self.ws.accepting = True
             return JSONResponse({"accepting": True})
 
         @app.post("/colibri/ws/{connection_id}/close")
-        def ws_close(connection_id: int) -> JSONResponse:
+        async def ws_close(connection_id: int) -> JSONResponse:
             if not self.ws.close_connection(connection_id):
                 return error(404, f"no connection {connection_id}")
             return JSONResponse({"closed": connection_id})

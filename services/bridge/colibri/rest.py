@@ -39,7 +39,7 @@ def colibri_router(service: ColibriService, accepting_conferences: Callable[[], 
 
     @router.get("/colibri/conferences")
     @router.get("/colibri/conferences/", include_in_schema=False)
-    def list_conferences() -> JSONResponse:
+    async def list_conferences() -> JSONResponse:
         return JSONResponse(service.list_conferences())
 
     @router.post("/colibri/conferences")
@@ -52,7 +52,7 @@ def colibri_router(service: ColibriService, accepting_conferences: Callable[[], 
         return guarded(lambda: service.create_conference(parse_conference(body)))
 
     @router.get("/colibri/conferences/{conference_id}")
-    def get_conference(conference_id: str) -> JSONResponse:
+    async def get_conference(conference_id: str) -> JSONResponse:
         return guarded(lambda: service.get_conference(conference_id))
 
     @router.patch("/colibri/conferences/{conference_id}")
