@@ -49,8 +49,8 @@ async def conference(
     return out["id"], {b["id"]: b["transport"]["web-socket"] for b in out["channel-bundles"]}
 
 
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+async def recv_json(ws: ClientConnection, within: float = 5.0) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), within))
 
 
 async def quiet(ws: ClientConnection, seconds: float = 0.5) -> bool:
