@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.integration.harness import free_port
 from tests.integration.test_bridge_control_support import RunningBridge, dumps, start_bridge
 
 
@@ -193,3 +201,52 @@ async def test_admin_list_ping_close_disable_enable(bridge: RunningBridge, http:
     assert ws.close_code == 1000
     assert (await http.post(f"/colibri/ws/{mine['id']}/close")).status_code == 404
     await q.close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_public_server(tmp_path: Path) -> None:
+    """tls-port + a PEM pair: the public server speaks TLS and the advertised URL is wss://."""
+    cert, key = self_signed(tmp_path)
+    tls_port = free_port()
+    b = start_bridge(
+        "bridge-wss",
+        f'videobridge.http-servers.public {{ tls-port = {tls_port}, tls-certificate-path = "{cert}", '
+        f'tls-private-key-path = "{key}" }}\n',
+        server_id="jvbtls",
+        JVB_WS_TLS="true",
+        JVB_WS_DOMAIN=f"127.0.0.1:{tls_port}",
+    )
+    try:
+        async with httpx.AsyncClient(base_url=b.url, timeout=10) as http:
+            _, urls = await conference(http, "t")
+        assert urls["t"].startswith(f"wss://127.0.0.1:{tls_port}/colibri-ws/jvbtls/")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        async with connect(urls["t"], ssl=ctx) as ws:
+            assert (await recv_json(ws))["colibriClass"] == "ServerHello"
+    finally:
+        b.process.stop()

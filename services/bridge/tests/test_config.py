@@ -1,0 +1,108 @@
+"""Bridge settings: reference defaults, docker-jitsi-meet environment names, derived values."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from services.bridge import config
+from services.common.config import ConfigError
+
+
+def test_reference_defaults() -> None:
+    cfg = config.load(environ={})
+    vb = cfg.videobridge
+    assert vb.http_servers.private.host == "127.0.0.1" and vb.http_servers.private.port == 8080
+    assert vb.http_servers.public.port == 9090 and vb.ice.udp_port == 10000
+    assert vb.websockets.enabled and vb.websockets.tls is False
+    assert vb.websockets.domain == "127.0.0.1:9090"
+    assert (
+        vb.websockets.ping_interval.total_seconds() == 15 and vb.websockets.idle_timeout.total_seconds() == 60
+    )
+    assert (
+        cfg.xmpp.auth_domain == "auth.meet.jitsi"
+        and cfg.xmpp.internal_muc_domain == "internal-muc.meet.jitsi"
+    )
+    assert cfg.xmpp.password is None
+
+
+def test_environment_overrides() -> None:
+    cfg = config.load(
+        environ={
+            "JVB_PORT": "10001",
+            "JVB_ADVERTISE_IPS": "192.0.2.1, 198.51.100.7",
+            "JVB_WS_SERVER_ID": "jvb2",
+            "JVB_WS_DOMAIN": "meet.example.com:443",
+            "JVB_WS_TLS": "true",
+            "JVB_COLIBRI_PORT": "8081",
+            "JVB_COLIBRI_HOST": "10.0.0.2",
+            "JVB_PUBLIC_PORT": "9091",
+            "XMPP_SERVER": "xmpp.internal",
+            "XMPP_PORT": "5223",
+            "XMPP_DOMAIN": "example.org",
+            "XMPP_AUTH_DOMAIN": "auth.other.org",
+            "JVB_AUTH_USER": "bridge",
+            "JVB_AUTH_PASSWORD": "pw",
+            "JVB_BREWERY_MUC": "brewery2",
+            "JVB_REGION": "eu-west",
+        }
+    )
+    vb = cfg.videobridge
+    assert vb.ice.udp_port == 10001 and vb.ice.advertise_ips == ["192.0.2.1", "198.51.100.7"]
+    assert cfg.server_id == "jvb2" and vb.websockets.domain == "meet.example.com:443" and vb.websockets.tls
+    assert vb.http_servers.private.port == 8081 and vb.http_servers.private.host == "10.0.0.2"
+    assert vb.http_servers.public.port == 9091 and vb.region == "eu-west"
+    x = cfg.xmpp
+    assert (x.host, x.port, x.domain, x.auth_domain) == (
+        "xmpp.internal",
+        5223,
+        "example.org",
+        "auth.other.org",
+    )
+    assert x.internal_muc_domain == "internal-muc.example.org"
+    assert (x.username, x.password, x.brewery_muc) == ("bridge", "pw", "brewery2")
+
+
+def test_public_url_gives_ws_domain_and_tls() -> None:
+    cfg = config.load(environ={"PUBLIC_URL": "https://meet.example.com"})
+    assert cfg.videobridge.websockets.domain == "meet.example.com" and cfg.videobridge.websockets.tls is True
+    cfg = config.load(environ={"PUBLIC_URL": "http://localhost:8000", "JVB_WS_TLS": "true"})
+    assert cfg.videobridge.websockets.domain == "localhost:8000" and cfg.videobridge.websockets.tls is True
+    cfg = config.load(environ={"PUBLIC_URL": "https://a.example", "JVB_WS_DOMAIN": "b.example"})
+    assert cfg.videobridge.websockets.domain == "b.example"
+
+
+def test_server_id_defaults_to_the_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "parley_jvb_3")
+    assert config.load(environ={}).server_id == "parley_jvb_3"
+
+
+def test_config_file_overrides_reference(tmp_path: Path) -> None:
+    f = tmp_path / "jvb.conf"
+    f.write_text(
+        "videobridge { http-servers { public { tls-port = 8443, tls-certificate-path = /c.pem, "
+        "tls-private-key-path = /k.pem } }, websockets { server-id = jvb9, ping-interval = 2 seconds } }"
+    )
+    cfg = config.load(environ={"JVB_CONFIG": str(f)})
+    public = cfg.videobridge.http_servers.public
+    assert public.tls and public.certificate_files == ("/c.pem", "/k.pem")
+    assert cfg.server_id == "jvb9" and cfg.videobridge.websockets.ping_interval.total_seconds() == 2
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"JVB_PORT": "ten"}, "videobridge.ice.udp-port"),
+        ({"JVB_PORT": "70000"}, "videobridge.ice.udp-port"),
+        ({"JVB_WS_TLS": "maybe"}, "videobridge.websockets.tls"),
+        ({"JVB_WS_SERVER_ID": "a/b"}, "videobridge.websockets.server-id"),
+        ({"XMPP_PORT": "0"}, "videobridge.apis.xmpp-client.port"),
+        ({"PUBLIC_URL": "meet.example.com"}, "videobridge.websockets.domain"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load(environ=env)
+    assert err.value.setting == setting
