@@ -114,6 +114,7 @@ class ReceivedMedia:
     video_frames: int = 0
     audio_frames: int = 0
     last_rgb: tuple[float, float, float] | None = None
+    recent_rgb: list[tuple[float, float, float]] = field(default_factory=list)  # last 30 frames
     samples: list[np.ndarray] = field(default_factory=list)
     first_video_at: float | None = None
     last_video_at: float | None = None
@@ -180,10 +181,14 @@ class BridgeParticipant:
             ],
             "candidates": [],
         }
+        # The answer leaves RTX out: aiortc routes RTX by payload type when several video receivers
+        # share one transport, which cannot work, so retransmissions are plain packets (the
+        # bridge sends RTX only when the sources say RTX was negotiated).
+        rtx_ssrcs = {g.items[1] for g in video.ssrc_group if g.semantic == "FID"}
         self.sources = {
             "audio_ssrcs": [s.ssrc for s in audio.ssrc],
-            "video_ssrcs": [s.ssrc for s in video.ssrc],
-            "ssrc_groups": [[g.semantic, list(g.items)] for g in video.ssrc_group],
+            "video_ssrcs": [s.ssrc for s in video.ssrc if s.ssrc not in rtx_ssrcs][:1],
+            "ssrc_groups": [],
             "payload_types": [
                 {
                     "id": c.payloadType,
@@ -195,6 +200,7 @@ class BridgeParticipant:
                 }
                 for m in (audio, video)
                 for c in m.rtp.codecs
+                if c.mimeType.lower() in ("audio/opus", "video/vp8")
             ],
             "rtp_hdrexts": [{"id": 2, "uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level"}],
         }
@@ -226,16 +232,7 @@ class BridgeParticipant:
             "a=msid-semantic:WMS *",
         ]
         for index, media in enumerate(self._offer.media):
-            codecs = [
-                c
-                for c in media.rtp.codecs
-                if c.mimeType.lower() in ("audio/opus", "video/vp8")
-                or (c.mimeType.lower() == "video/rtx" and media.kind == "video")
-            ]
-            keep = {c.payloadType for c in codecs if c.mimeType.lower() != "video/rtx"}
-            codecs = [
-                c for c in codecs if c.mimeType.lower() != "video/rtx" or c.parameters.get("apt") in keep
-            ]
+            codecs = [c for c in media.rtp.codecs if c.mimeType.lower() in ("audio/opus", "video/vp8")]
             lines.append(f"m={media.kind} 9 UDP/TLS/RTP/SAVPF {' '.join(str(c.payloadType) for c in codecs)}")
             lines.append("c=IN IP4 0.0.0.0")
             lines.append(f"a=mid:{media.rtp.muxId}")
@@ -276,11 +273,6 @@ class BridgeParticipant:
                 other.sources["audio_ssrcs"] if media.kind == "audio" else other.sources["video_ssrcs"]
             )
             ssrcs = list(kind_ssrcs)
-            if media.kind == "video":
-                for semantics, group in other.sources["ssrc_groups"]:
-                    if semantics == "FID":
-                        ssrcs = list(group)
-                        lines.append(f"a=ssrc-group:FID {' '.join(map(str, group))}")
             lines.append(f"a=msid:{other.name} {other.name}-{media.kind}")
             for ssrc in ssrcs:
                 lines.append(f"a=ssrc:{ssrc} cname:{other.name}")
@@ -304,6 +296,8 @@ class BridgeParticipant:
                     h, w = image.shape[:2]
                     centre = image[h // 4 : 3 * h // 4, : w // 4]
                     media.last_rgb = tuple(float(v) for v in centre.reshape(-1, 3).mean(axis=0))
+                    media.recent_rgb.append(media.last_rgb)
+                    del media.recent_rgb[:-30]
                     media.video_frames += 1
                     now = time.monotonic()
                     media.first_video_at = media.first_video_at or now

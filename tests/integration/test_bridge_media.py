@@ -98,11 +98,11 @@ async def stats(bridge: ServiceProcess) -> dict:
         return response.json()
 
 
-async def wait_for(predicate, within: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(predicate, within: float, what) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         await asyncio.sleep(0.2)
 
 
@@ -140,8 +140,10 @@ def check_identities(person: BridgeParticipant, expected: list[str]) -> None:
         if owner not in expected:
             continue
         media = person.received[slot]
-        assert media.last_rgb is not None, f"{person.name} decoded no video from {owner}"
-        assert nearest(media.last_rgb, COLOURS) == owner, (person.name, owner, media.last_rgb)
+        assert media.recent_rgb, f"{person.name} decoded no video from {owner}"
+        # most recent frames show the sender's colour (a frame decoded around a loss may not)
+        seen = [nearest(rgb, COLOURS) for rgb in media.recent_rgb]
+        assert seen.count(owner) >= 0.8 * len(seen), (person.name, owner, seen, media.recent_rgb[-3:])
         freq = media.dominant_frequency()
         assert freq is not None, f"{person.name} decoded no audio from {owner}"
         assert nearest([freq], {k: [v] for k, v in TONES.items()}) == owner, (person.name, owner, freq)
@@ -160,7 +162,11 @@ async def test_three_participants_loss_recovery_and_expiry(bridge: ServiceProces
         )
 
     # 1. everyone decodes the other two, and knows who is who
-    await wait_for(lambda: everyone_receiving(30), 40, "all six streams decoded")
+    await wait_for(
+        lambda: everyone_receiving(30),
+        40,
+        lambda: f"all six streams decoded; (video, audio) frames per slot: {[p.snapshot() for p in people]}",
+    )
     for p in people:
         check_identities(p, [o.name for o in people if o is not p])
     s = await stats(bridge)

@@ -9,9 +9,11 @@ uses the pieces underneath, some of which are private:
   keys), ``certificate_digest``.
 - ``aioice.stun``: STUN message parsing, MESSAGE-INTEGRITY and FINGERPRINT (public module of aioice,
   but not documented as an API).
-- ``pylibsrtp`` (aiortc's SRTP binding): ``Session``/``Policy``.
+- ``pylibsrtp`` (aiortc's SRTP binding): ``Session``/``Policy``, and its private cffi binding
+  (``pylibsrtp._binding``: ``srtp_protect``/``srtp_unprotect`` called with a reused buffer, the
+  session handle ``Session._srtp``) for the per-packet path.
 
-aiortc and aioice are pinned exactly in ``pyproject.toml``; ``tests/test_aiortc_adapter.py`` checks
+aiortc, aioice and pylibsrtp are pinned exactly in ``pyproject.toml``; ``tests/test_aiortc_adapter.py`` checks
 the hooks still exist and behave. Everything here is sans-I/O: datagrams in, datagrams out.
 """
 
@@ -20,12 +22,16 @@ from __future__ import annotations
 import enum
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pylibsrtp
 from aioice import stun
 from aiortc import rtcdtlstransport as _dtls
 from OpenSSL import SSL
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
 
 SUPPORTED_HASHES = tuple(_dtls.X509_DIGEST_ALGORITHMS)
 
@@ -56,14 +62,59 @@ class DtlsCertificate:
 
 
 class SrtpError(Exception):
-    """A packet failed SRTP/SRTCP authentication or replay checks."""
+    """A packet failed SRTP/SRTCP authentication or replay checks, or is too long."""
+
+
+_SRTP_BUFFER = 1500 + 148  # a full-size datagram plus the largest SRTCP trailer
+
+
+class _SrtpDirection:
+    """One libsrtp session driven directly through pylibsrtp's cffi binding.
+
+    ``pylibsrtp.Session.protect`` allocates an ``int *`` and goes through two Python frames per
+    packet; on the forwarding path (one protect per receiver per packet) that is a measurable
+    share, so this keeps one buffer and length cell per session and calls libsrtp itself. The
+    session object is still created (and freed) by pylibsrtp.
+    """
+
+    __slots__ = ("_buffer", "_cdata", "_length", "_session", "_srtp")
+
+    def __init__(self, policy: pylibsrtp.Policy) -> None:
+        self._session = pylibsrtp.Session(policy)  # owns the srtp_t and deallocates it
+        self._srtp = self._session._srtp[0]
+        self._cdata = _srtp_ffi.new("char[]", _SRTP_BUFFER)
+        self._buffer = _srtp_ffi.buffer(self._cdata)
+        self._length = _srtp_ffi.new("int *")
+
+    def _run(self, func: Any, packet: bytes, trailer: int) -> bytes:
+        n = len(packet)
+        if n + trailer > _SRTP_BUFFER:
+            raise SrtpError("packet too long")
+        self._buffer[0:n] = packet
+        self._length[0] = n
+        status = func(self._srtp, self._cdata, self._length)
+        if status:
+            raise SrtpError(f"libsrtp error {status}")
+        return self._buffer[0 : self._length[0]]
+
+    def protect(self, packet: bytes) -> bytes:
+        return self._run(_srtp_lib.srtp_protect, packet, 16)
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        return self._run(_srtp_lib.srtp_protect_rtcp, packet, 148)
+
+    def unprotect(self, packet: bytes) -> bytes:
+        return self._run(_srtp_lib.srtp_unprotect, packet, 0)
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes:
+        return self._run(_srtp_lib.srtp_unprotect_rtcp, packet, 0)
 
 
 class SrtpContext:
     """The two SRTP sessions of one endpoint: ``unprotect*`` for what it sends us, ``protect*``
-    for what we send it. Methods raise :class:`SrtpError` on a bad packet."""
+    for what we send it. Each method raises :class:`SrtpError` on a bad packet."""
 
-    __slots__ = ("_rx", "_tx", "profile")
+    __slots__ = ("profile", "protect", "protect_rtcp", "unprotect", "unprotect_rtcp")
 
     def __init__(self, profile: str, tx_key: bytes, rx_key: bytes, libsrtp_profile: int) -> None:
         self.profile = profile
@@ -78,32 +129,12 @@ class SrtpContext:
         # retransmissions from the packet cache re-send an index already sent
         tx_policy.allow_repeat_tx = True
         tx_policy.window_size = 1024
-        self._rx = pylibsrtp.Session(rx_policy)
-        self._tx = pylibsrtp.Session(tx_policy)
-
-    def protect(self, packet: bytes) -> bytes:
-        try:
-            return bytes(self._tx.protect(packet))
-        except pylibsrtp.Error as exc:
-            raise SrtpError(str(exc)) from exc
-
-    def protect_rtcp(self, packet: bytes) -> bytes:
-        try:
-            return bytes(self._tx.protect_rtcp(packet))
-        except pylibsrtp.Error as exc:
-            raise SrtpError(str(exc)) from exc
-
-    def unprotect(self, packet: bytes) -> bytes:
-        try:
-            return bytes(self._rx.unprotect(packet))
-        except pylibsrtp.Error as exc:
-            raise SrtpError(str(exc)) from exc
-
-    def unprotect_rtcp(self, packet: bytes) -> bytes:
-        try:
-            return bytes(self._rx.unprotect_rtcp(packet))
-        except pylibsrtp.Error as exc:
-            raise SrtpError(str(exc)) from exc
+        rx, tx = _SrtpDirection(rx_policy), _SrtpDirection(tx_policy)
+        # bound methods stored on the instance: one attribute lookup and one frame per packet
+        self.protect: Callable[[bytes], bytes] = tx.protect
+        self.protect_rtcp: Callable[[bytes], bytes] = tx.protect_rtcp
+        self.unprotect: Callable[[bytes], bytes] = rx.unprotect
+        self.unprotect_rtcp: Callable[[bytes], bytes] = rx.unprotect_rtcp
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -107,8 +108,11 @@ _MAX_EARLY_DTLS = 8
 class _Endpoint:
     """Engine-side state of one endpoint: ICE, DTLS, address, timers, and its forwarding state."""
 
-    def __init__(self, conference_id: str, endpoint_id: str, media: EndpointMedia, now: float) -> None:
-        self.conference_id = conference_id
+    def __init__(
+        self, conference: ConferenceForwarder, endpoint_id: str, media: EndpointMedia, now: float
+    ) -> None:
+        self.conference = conference
+        self.conference_id = conference.id
         self.id = endpoint_id
         self.ice = IceLiteAgent()
         self.media = media
@@ -130,7 +134,7 @@ class _MuxProtocol(asyncio.DatagramProtocol):
         self.engine = engine
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        self.engine._on_datagram(data, addr)
+        self.engine.datagram_received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
@@ -197,8 +201,7 @@ class MediaEngine:
             raise OSError(
                 f"cannot bind media UDP port {self.config.bind_address}:{self.config.port}: {exc}"
             ) from exc
-        self._transport = transport  # type: ignore[assignment]
-        self._port = transport.get_extra_info("sockname")[1]
+        self.connection_made(transport)  # type: ignore[arg-type]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -245,7 +248,7 @@ class MediaEngine:
                 )
                 self._conferences[conference_id] = conference
             endpoint = _Endpoint(
-                conference_id, endpoint_id, conference.add_endpoint(endpoint_id, _discard), time.monotonic()
+                conference, endpoint_id, conference.add_endpoint(endpoint_id, _discard), time.monotonic()
             )
             while endpoint.ice.local_ufrag in self._by_ufrag:
                 endpoint.ice = IceLiteAgent()
@@ -381,7 +384,16 @@ class MediaEngine:
 
     # ---- packet path -----------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def connection_made(self, transport: asyncio.DatagramTransport) -> None:
+        """Use ``transport`` (anything with ``sendto(data, addr)``) for every datagram sent;
+        :meth:`start` passes the UDP socket's transport."""
+        self._transport = transport
+        sockname = transport.get_extra_info("sockname")
+        if sockname:
+            self._port = sockname[1]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """One datagram from the UDP port: STUN, DTLS or SRTP/SRTCP (RFC 7983 first-byte demux)."""
         if not data:
             return
         first = data[0]
@@ -401,14 +413,11 @@ class MediaEngine:
             srtp = media.srtp
             if srtp is None:
                 return
-            conference = self._conferences.get(endpoint.conference_id)
-            if conference is None:
-                return
             try:
                 if 191 < data[1] < 224:
-                    conference.handle_rtcp(media, srtp.unprotect_rtcp(data), now)
+                    endpoint.conference.handle_rtcp(media, srtp.unprotect_rtcp(data), now)
                 else:
-                    conference.handle_rtp(media, srtp.unprotect(data), now)
+                    endpoint.conference.handle_rtp(media, srtp.unprotect(data), now)
             except SrtpError:
                 media.srtp_errors += 1
         elif 19 < first < 64:
@@ -493,14 +502,10 @@ class MediaEngine:
             self._send_dtls(endpoint, endpoint.dtls.handle_timeout())
 
     def _transmitter(self, addr: tuple[str, int]) -> Callable[[bytes], None]:
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
             return _discard
-
-        def transmit(data: bytes) -> None:
-            transport.sendto(data, addr)
-
-        return transmit
+        # a C-level partial: no Python frame per packet sent
+        return functools.partial(self._transport.sendto, addr=addr)
 
     def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._transport is not None:

@@ -146,8 +146,10 @@ class EndpointMedia:
         self.subscriptions: dict[int, Subscription] = {}  # by incoming stream ssrc
         self.packets_received = 0
         self.bytes_received = 0
-        self.packets_sent = 0
-        self.bytes_sent = 0
+        # what the bridge sent besides the fan-out (RTCP, retransmissions); the fan-out itself is
+        # counted once per subscription to keep the hot loop short (see packets_sent)
+        self.other_packets_sent = 0
+        self.other_bytes_sent = 0
         self.nacks_received = 0
         self.retransmissions = 0
         self.plis_forwarded = 0
@@ -159,13 +161,23 @@ class EndpointMedia:
     def connected(self) -> bool:
         return self.srtp is not None
 
+    @property
+    def packets_sent(self) -> int:
+        return self.other_packets_sent + sum(sub.packets for sub in self.subscriptions.values())
+
+    @property
+    def bytes_sent(self) -> int:
+        """SRTP bytes sent (fan-out counted as payload + RTP header + 16-byte auth tag)."""
+        fanout = sum(sub.octets + 28 * sub.packets for sub in self.subscriptions.values())
+        return self.other_bytes_sent + fanout
+
     def send_rtp(self, packet: bytes) -> None:
         srtp = self.srtp
         if srtp is None:
             return
         data = srtp.protect(packet)
-        self.packets_sent += 1
-        self.bytes_sent += len(data)
+        self.other_packets_sent += 1
+        self.other_bytes_sent += len(data)
         self.transmit(data)
 
     def send_rtcp(self, packet: bytes) -> None:
@@ -173,8 +185,8 @@ class EndpointMedia:
         if srtp is None:
             return
         data = srtp.protect_rtcp(packet)
-        self.packets_sent += 1
-        self.bytes_sent += len(data)
+        self.other_packets_sent += 1
+        self.other_bytes_sent += len(data)
         self.transmit(data)
 
 
@@ -292,6 +304,8 @@ class ConferenceForwarder:
                     or sub.stream.sender.streams.get(sub.stream.ssrc) is not sub.stream
                 ):
                     del receiver.subscriptions[ssrc]
+                    receiver.other_packets_sent += sub.packets
+                    receiver.other_bytes_sent += sub.octets + 28 * sub.packets
                     if receiver.subscriptions_by_out_ssrc.get(sub.out_ssrc) is sub:
                         del receiver.subscriptions_by_out_ssrc[sub.out_ssrc]
 
@@ -317,24 +331,22 @@ class ConferenceForwarder:
             if level is not None:
                 self.policy.observe_audio_level(stream, level[0], level[1], now)
         subscriptions = self.policy.select(stream, packet, stream.subscriptions)
+        octets = len(packet) - 12
         for sub in subscriptions:
             receiver = sub.receiver
             srtp = receiver.srtp
             if srtp is None:
                 continue
-            out = (
-                rtp.rewrite(packet, seq + sub.seq_delta, ts + sub.ts_delta, sub.out_ssrc)
-                if sub.rewrite
-                else packet
-            )
             try:
-                data = srtp.protect(out)
+                data = srtp.protect(
+                    rtp.rewrite(packet, seq + sub.seq_delta, ts + sub.ts_delta, sub.out_ssrc)
+                    if sub.rewrite
+                    else packet
+                )
             except SrtpError:
                 continue
             sub.packets += 1
-            sub.octets += len(packet) - 12
-            receiver.packets_sent += 1
-            receiver.bytes_sent += len(data)
+            sub.octets += octets
             receiver.transmit(data)
         self.packets_forwarded += len(subscriptions)
 
