@@ -1,6 +1,7 @@
 // The meeting page: pre-join (preview, names), the meeting (tiles, controls, chat), and the
 // screen after leaving. Behaviour lives in Meeting (meeting.js); this file wires it to the DOM.
 
+import { bestGrid } from './layout.js';
 import { Meeting } from './meeting.js';
 import { parseDisplayName, parseRoomName, roomFromPath } from './room.js';
 import { Banner, chatLine, createTile, ICONS, setTileTrack, updateTile } from './ui.js';
@@ -127,8 +128,19 @@ function stage() {
   return $('stage');
 }
 
+const PHONE_WIDTH = 720;
+
 function layout() {
-  stage().dataset.count = String(tiles.size);
+  const el = stage();
+  el.dataset.count = String(tiles.size);
+  if (window.innerWidth > PHONE_WIDTH && el.clientWidth > 0) {
+    const grid = bestGrid(tiles.size, el.clientWidth, el.clientHeight);
+    el.style.setProperty('--columns', String(grid.columns));
+    el.style.setProperty('--tile-width', `${grid.tileWidth}px`);
+  } else {
+    el.style.removeProperty('--columns');
+    el.style.removeProperty('--tile-width');
+  }
   $('participant-count').textContent = `${tiles.size} ${tiles.size === 1 ? 'person' : 'people'}`;
 }
 
@@ -316,6 +328,7 @@ function setupMeetingControls() {
     }
   });
   $('rejoin-button').addEventListener('click', () => join(state.room, state.name));
+  new ResizeObserver(() => layout()).observe(stage());
   window.addEventListener('pagehide', () => state.meeting?.leave());
 }
 
