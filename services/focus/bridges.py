@@ -44,12 +44,14 @@ class BridgeRegistry:
         ramp_up_window: float = 10.0,
         health_failures: int = 2,
         overloaded_stress: float = 0.8,
+        min_participant_stress: float = 0.01,
     ) -> None:
         self._bridges: dict[str, KnownBridge] = {}
         self._configured_urls = dict(colibri_urls or {})
         self.ramp_up_window = ramp_up_window
         self.health_failures = health_failures
         self.overloaded_stress = overloaded_stress
+        self.min_participant_stress = min_participant_stress
 
     # --- brewery
     def presence(self, bridge_id: str, stats: BridgeStats, now: float) -> bool:
@@ -108,7 +110,13 @@ class BridgeRegistry:
 
     def views(self, now: float) -> list[BridgeView]:
         return [
-            BridgeView(b.id, b.stats, failed=b.failed, recently_added_endpoints=self._recent(b, now))
+            BridgeView(
+                b.id,
+                b.stats,
+                failed=b.failed,
+                recently_added_endpoints=self._recent(b, now),
+                min_participant_stress=self.min_participant_stress,
+            )
             for b in self._bridges.values()
         ]
 

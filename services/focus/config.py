@@ -38,6 +38,7 @@ class BridgeSettings(Section):
     health_failures: int = Field(ge=1)
     overloaded_stress: float = Field(gt=0)
     ramp_up_window: float = Field(ge=0)
+    min_participant_stress: float = Field(ge=0)
     ice_lite: bool
     colibri_timeout: float = Field(gt=0)
     region: str

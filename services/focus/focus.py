@@ -50,6 +50,7 @@ class Focus:
             ramp_up_window=b.ramp_up_window,
             health_failures=b.health_failures,
             overloaded_stress=b.overloaded_stress,
+            min_participant_stress=b.min_participant_stress,
         )
         self.colibri = colibri
         self.store = store

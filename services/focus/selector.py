@@ -9,7 +9,8 @@ how many endpoints the focus put on it recently). :func:`select_bridge` picks:
 3. not overloaded (stress below the threshold) before overloaded;
 4. in the preferred region before elsewhere (when a region is asked for);
 5. the least loaded: ``stress_level + recently_added_endpoints * average_participant_stress`` -
-   the ramp-up term accounts for endpoints the bridge has not reported in its stress yet;
+   the ramp-up term accounts for endpoints the bridge has not reported in its stress yet (the
+   per-endpoint stress has a floor, ``min_participant_stress``: silent endpoints report 0);
 6. the bridge id, so equal bridges are chosen deterministically.
 
 :func:`order_bridges` sorts any list operational, graceful-shutdown, failed (for listings).
@@ -38,6 +39,8 @@ class BridgeView:
     stats: BridgeStats
     failed: bool = False
     recently_added_endpoints: int = 0
+    # floor of the per-endpoint stress: a bridge whose endpoints send nothing yet reports 0
+    min_participant_stress: float = 0.01
 
     @property
     def state(self) -> BridgeState:
@@ -50,7 +53,8 @@ class BridgeView:
     @property
     def load(self) -> float:
         """Stress now plus the expected stress of endpoints added but not yet reported."""
-        return self.stats.stress_level + self.recently_added_endpoints * self.stats.average_participant_stress
+        per_endpoint = max(self.stats.average_participant_stress, self.min_participant_stress)
+        return self.stats.stress_level + self.recently_added_endpoints * per_endpoint
 
     def overloaded(self, threshold: float) -> bool:
         return self.load >= threshold

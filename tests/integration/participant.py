@@ -233,7 +233,9 @@ class JingleParticipant(slixmpp.ClientXMPP):
         self.sid = message.sid
         self.received = {}  # what arrives from now on belongs to this session
         self.offer = SdpOffer(message)
-        self.pc = pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # no ICE servers: aiortc's default is a public STUN server, and tests stay on loopback
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self.pc = pc = RTCPeerConnection(config)
         pc.on("track", self._on_track)
         pc.on("iceconnectionstatechange", self._ice_state_changed)
         await pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
@@ -300,7 +302,8 @@ class JingleParticipant(slixmpp.ClientXMPP):
         return None
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        assert self.pc is not None
+        if self.pc is None:
+            return  # the session ended meanwhile
         transceiver = next((t for t in self.pc.getTransceivers() if t.receiver.track is track), None)
         owner = self._owner_of(transceiver.mid if transceiver else None)
         if owner is None:

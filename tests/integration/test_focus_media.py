@@ -108,6 +108,8 @@ async def test_killed_bridge_conference_moves_and_media_resumes(stack: Stack) ->
         survivor = ({"jvb1", "jvb2"} - {victim}).pop()
         killed_at = time.perf_counter()
         stack.bridges[victim].kill()
+        moved = await wait_until(lambda: all(len(p.log_.initiated_at) == 2 for p in people), 15, 0.01)
+        assert moved, stack.logs()
         await wait_media(stack, people)
         resumed_at = max(max(p.received[o.nick].first_at or 0 for o in people if o is not p) for p in people)
         print(f"\nfailover: bridge {victim} killed -> media flowing again on {survivor} in "

@@ -32,6 +32,15 @@ BRIDGE_MAIN = REPO / "services" / "bridge" / "__main__.py"
 XMPP_MAIN = REPO / "services" / "xmpp" / "__main__.py"
 
 
+# Test bridges free an empty conference 2 s after its last Colibri request (jvb: 60 s), so a test
+# can see "the last one out ends the conference on the bridge" without waiting a minute.
+BRIDGE_CONFIG = """
+videobridge {
+  colibri { conference-idle-timeout = 2 seconds }
+}
+"""
+
+
 def bridge_missing() -> str | None:
     """Why bridges cannot run in this checkout, or None."""
     if not BRIDGE_MAIN.exists():
@@ -103,6 +112,7 @@ class Stack:
         self.xmpp_http = 0
         self.focus_http = 0
         self._participants: list[JingleParticipant] = []
+        self.bridge_config: Path | None = None
 
     # ------------------------------------------------------------------ processes
     def __enter__(self) -> Stack:
@@ -144,6 +154,9 @@ class Stack:
             "colibri": free_port(), "public": free_port(), "udp": free_tcp_udp_port()
         }  # fmt: skip
         self.bridge_ports[server_id] = ports
+        if self.bridge_config is None:
+            self.bridge_config = Path(tempfile.mkstemp(prefix="parley-jvb-", suffix=".conf")[1])
+            self.bridge_config.write_text(BRIDGE_CONFIG)
         env = {
             **xmpp_names(),
             "XMPP_SERVER": "127.0.0.1",
@@ -158,6 +171,7 @@ class Stack:
             "JVB_COLIBRI_PORT": str(ports["colibri"]),
             "JVB_PUBLIC_PORT": str(ports["public"]),
             "JVB_BREWERY_MUC": "jvbbrewery",
+            "JVB_CONFIG": str(self.bridge_config),
         }
         proc = ServiceProcess.python_module(
             server_id, "services.bridge", env, health_url=f"{self.colibri_url(server_id)}/about/health"
@@ -196,6 +210,8 @@ class Stack:
                 proc.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.bridge_config is not None:
+            self.bridge_config.unlink(missing_ok=True)
 
     def logs(self) -> str:
         out = []

@@ -39,6 +39,7 @@ CASES = [
     ("ties broken by id", [bridge("b", 0.1), bridge("a", 0.1)], {}, "a"),
     ("ramp-up term counts recent endpoints", [bridge("a", 0.1, avg=0.05, recent=3), bridge("b", 0.2)], {}, "b"),
     ("ramp-up small enough still wins", [bridge("a", 0.1, avg=0.01, recent=3), bridge("b", 0.2)], {}, "a"),
+    ("silent endpoints still count (floor)", [bridge("a", 0.0, avg=0.0, recent=1), bridge("b", 0.0)], {}, "b"),
     ("failed is never chosen", [bridge("a", 0.0, failed=True), bridge("b", 0.9)], {}, "b"),
     ("graceful shutdown gets no new conference", [bridge("a", 0.0, graceful=True), bridge("b", 0.7)], {}, "b"),
     ("graceful shutdown only: nothing", [bridge("a", 0.0, graceful=True)], {}, None),
