@@ -21,6 +21,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidOrigin
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ..limits import TokenBucket
@@ -88,7 +89,7 @@ class WebSocketSession:
             if self.closing:
                 break
         self.conn.flush_ws()
-        if self.proto.close_expected() and not self.closing:
+        if self.closing or self.proto.close_expected():
             self.closing = True
             self.conn.close_soon()
 
@@ -343,22 +344,23 @@ class HttpConnection(asyncio.Protocol):
             self._send_simple(status, reason.encode(), close=True)
             return
         origins = self.server.config.websocket.origins
-        proto = ServerProtocol(
+        # the handshake is validated by one protocol object; frames are parsed by a second one
+        # that starts OPEN (h11 has already consumed the request bytes)
+        handshake = ServerProtocol(
             origins=list(origins) if origins else None,  # type: ignore[arg-type]
             subprotocols=["xmpp"],  # type: ignore[list-item]
-            max_size=self.server.limits.max_stanza_size,
         )
-        request = Request(target, headers)
-        response = proto.accept(request)
-        proto.send_response(response)
+        response = handshake.accept(Request(target, headers))
+        handshake.send_response(response)
         if self.transport is not None:
-            self.transport.writelines(proto.data_to_send())
+            self.transport.writelines(handshake.data_to_send())
         if response.status_code != 101:
-            if isinstance(proto.handshake_exc, InvalidOrigin):
+            if isinstance(handshake.handshake_exc, InvalidOrigin):
                 log.info("refused WebSocket from %s: origin %r not allowed", self.peer, origin)
             if self.transport is not None:
                 self.transport.close()
             return
+        proto = ServerProtocol(state=OPEN, max_size=self.server.limits.max_stanza_size)
         self.ws = WebSocketSession(self, proto, origin)
         self.server.connection_opened(self.ws)
         trailing, _closed = self.h11.trailing_data

@@ -1,0 +1,117 @@
+"""XMPP over WebSocket (RFC 7395) and its administration (seed 001) against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import httpx
+import pytest
+import websockets
+
+from tests.integration.xmpp_interop.raw import RawClient
+from tests.integration.xmpp_interop.servers import FOCUS_PASSWORD, start_parley
+
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+
+
+@pytest.fixture(scope="module")
+def broker():
+    proc, endpoint = start_parley("xmpp-ws", XMPP_WS_KEEPALIVE_INTERVAL="1", XMPP_WS_KEEPALIVE_TIMEOUT="2")
+    try:
+        yield endpoint
+    finally:
+        proc.stop()
+
+
+async def ws_login(url: str, host: str = "meet.jitsi", user: str | None = None, password: str = ""):
+    ws = await websockets.connect(url, subprotocols=["xmpp"])
+    assert ws.subprotocol == "xmpp"
+
+    async def recv_until(needle: str) -> str:
+        while True:
+            frame = await asyncio.wait_for(ws.recv(), 5)
+            if needle in frame:
+                return frame
+
+    await ws.send(f"<open xmlns='{FRAMING}' to='{host}' version='1.0'/>")
+    await recv_until("features")
+    if user is None:
+        await ws.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>")
+    else:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        await ws.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    await recv_until("success")
+    await ws.send(f"<open xmlns='{FRAMING}' to='{host}' version='1.0'/>")
+    await recv_until("features")
+    await ws.send(
+        "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
+    )
+    bound = await recv_until("<jid>")
+    jid = bound.split("<jid>")[1].split("</jid>")[0]
+    return ws, jid, recv_until
+
+
+async def test_websocket_guest_chats_with_tcp_service_account(broker):
+    focus = RawClient(broker.c2s_port, "auth.meet.jitsi").login("focus", FOCUS_PASSWORD)
+    try:
+        ws, jid, recv_until = await ws_login(broker.ws_url)
+        async with ws:
+            await ws.send(
+                f"<message xmlns='jabber:client' to='{focus.jid}' type='chat'><body>over ws</body></message>"
+            )
+            got = await asyncio.to_thread(focus.expect, "over ws")
+            assert f"from='{jid}'" in got
+            focus.send(f"<message to='{jid}' type='chat'><body>over tcp</body></message>")
+            frame = await recv_until("over tcp")
+            assert frame.startswith("<message xmlns='jabber:client'")  # one stanza per frame, namespaced
+            await ws.send(f"<close xmlns='{FRAMING}'/>")
+            assert "<close" in await recv_until("close")
+    finally:
+        focus.close()
+
+
+async def test_admin_lists_pings_closes_and_refuses(broker):
+    admin = f"http://127.0.0.1:{broker.http_port}/admin/ws"
+    ws, jid, recv_until = await ws_login(broker.ws_url)
+    async with httpx.AsyncClient() as http, ws:
+        listing = (await http.get(f"{admin}/connections")).json()
+        mine = next(c for c in listing["connections"] if c["jid"] == jid)
+        assert (await http.post(f"{admin}/connections/{mine['id']}/ping")).status_code == 200
+        await asyncio.sleep(0.3)  # the client library answers with a pong
+        listing = (await http.get(f"{admin}/connections")).json()
+        assert next(c for c in listing["connections"] if c["id"] == mine["id"])["last_pong_ago"] is not None
+        # refuse new connections, then accept them again
+        assert (await http.post(f"{admin}/disable")).json() == {"enabled": False}
+        with pytest.raises(websockets.InvalidStatus) as err:
+            await websockets.connect(broker.ws_url, subprotocols=["xmpp"])
+        assert err.value.response.status_code == 503
+        assert (await http.post(f"{admin}/enable")).json() == {"enabled": True}
+        other = await websockets.connect(broker.ws_url, subprotocols=["xmpp"])
+        await other.close()
+        # close one connection: it gets a stream error and the close
+        assert (await http.post(f"{admin}/connections/{mine['id']}/close")).status_code == 200
+        assert "policy-violation" in await recv_until("error")
+        assert "<close" in await recv_until("close")
+        assert (await http.post(f"{admin}/connections/999999/close")).status_code == 404
+
+
+async def test_keepalive_pings_idle_connections(broker):
+    admin = f"http://127.0.0.1:{broker.http_port}/admin/ws"
+    ws, jid, _ = await ws_login(broker.ws_url)
+    async with httpx.AsyncClient() as http, ws:
+        await asyncio.sleep(2.5)  # keep-alive interval is 1 s; the library pongs automatically
+        listing = (await http.get(f"{admin}/connections")).json()
+        mine = next(c for c in listing["connections"] if c["jid"] == jid)
+        assert mine["last_pong_ago"] is not None
+
+
+async def test_websocket_that_never_answers_pings_is_closed(broker):
+    ws = await websockets.connect(broker.ws_url, subprotocols=["xmpp"], ping_interval=None)
+    # stop reading: the client library cannot answer pings while the transport is paused
+    ws.transport.pause_reading()
+    await asyncio.sleep(5)
+    ws.transport.resume_reading()
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), 3)
