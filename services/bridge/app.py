@@ -29,6 +29,7 @@ from services.bridge.colibri.rest import colibri_router, error
 from services.bridge.colibri.service import ColibriService
 from services.bridge.config import BridgeConfig
 from services.bridge.media.engine import MediaConfig, MediaEngine
+from services.bridge.media.lastn import intelligence_policy_factory
 from services.bridge.presence import BreweryPresence
 from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats
 from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
@@ -68,7 +69,8 @@ class Bridge:
                 port=vb.ice.udp_port,
                 bind_address=vb.ice.bind_address,
                 advertise_ips=tuple(vb.ice.advertise_ips),
-            )
+            ),
+            policy_factory=intelligence_policy_factory,
         )
         self.book = ConferenceBook(
             default_expire=int(vb.colibri.default_expire.total_seconds()),

@@ -120,11 +120,40 @@ async def test_hello_relay_and_broadcast(http: httpx.AsyncClient) -> None:
         assert m == {"colibriClass": "EndpointStats", "bitrate": {"upload": 10}, "from": "c"}
     # garbage is ignored, the socket stays up
     await a.send("{not json")
-    await a.send(json.dumps({"colibriClass": "LastNChangedEvent", "lastN": 1}))
+    await a.send(json.dumps({"colibriClass": "NoSuchClass"}))
     await a.send(json.dumps({"colibriClass": "ClientHello"}))
     assert (await recv_json(a))["colibriClass"] == "ServerHello"
     for ws in (a, b, c):
         await ws.close()
+
+
+async def test_media_steering_reaches_the_engine_and_its_answer_the_socket(http: httpx.AsyncClient) -> None:
+    """LastNChangedEvent goes to the media engine's conference policy, whose ForwardedSources
+    comes back over the same bridge channel."""
+    body = {
+        "contents": [
+            {"name": "audio", "channels": [{"endpoint": "m"}, {"endpoint": "n"}]},
+            {
+                "name": "video",
+                "channels": [
+                    {"endpoint": "m"},
+                    {
+                        "endpoint": "n",
+                        "sources": [1111],
+                        "payload-types": [{"id": 100, "name": "VP8", "clockrate": 90000}],
+                    },
+                ],
+            },
+        ],
+        "channel-bundles": [{"id": "m"}, {"id": "n"}],
+    }
+    out = (await http.post("/colibri/conferences", content=dumps(body))).json()
+    url = next(b["transport"]["web-socket"] for b in out["channel-bundles"] if b["id"] == "m")
+    ws = await opened(url)
+    await ws.send(json.dumps({"colibriClass": "LastNChangedEvent", "lastN": 0}))
+    got = await recv_json(ws)
+    assert got == {"colibriClass": "ForwardedSources", "forwardedSources": []}
+    await ws.close()
 
 
 async def test_expiry_closes_the_socket(http: httpx.AsyncClient) -> None:
