@@ -1,0 +1,285 @@
+"""Benchmark: the Parley XMPP broker vs Debian's Prosody, side by side in one run.
+
+For each server and transport (TCP c2s, WebSocket): a focus account creates a room; N clients join
+it one after another (serial join latency, presence sent -> own 110 presence received); the focus
+leaves; every client then sends its share of a groupchat burst as fast as it can, and the script
+counts deliveries until every client has every message. It reports deliveries/s, join p50/p95,
+and the server's CPU seconds and RSS. Finally it opens many idle authenticated connections and
+reports the server's RSS.
+
+The load clients are lean: raw asyncio sockets (and websockets' sans-I/O framing for WebSocket),
+counting ``</body>`` occurrences instead of parsing XML.
+
+Usage: .venv/bin/python bench/xmpp_broker.py [--clients 50] [--messages 1000] [--idle 1000]
+       [--servers parley,prosody] [--transports tcp,websocket]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from websockets.client import ClientProtocol  # noqa: E402
+from websockets.frames import Opcode  # noqa: E402
+from websockets.uri import parse_uri  # noqa: E402
+
+from tests.integration.xmpp_interop.servers import (  # noqa: E402
+    FOCUS_PASSWORD,
+    prosody_server,
+    start_parley,
+)
+
+HEADER = (
+    "<?xml version='1.0'?><stream:stream to='{host}' xmlns='jabber:client' "
+    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+)
+OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{host}' version='1.0'/>"
+ROOM = "bench@muc.meet.jitsi"
+
+
+class LeanClient(asyncio.Protocol):
+    """Raw XMPP client: waits for substrings, counts groupchat bodies."""
+
+    def __init__(self, ws_url: str | None = None) -> None:
+        self.buf = bytearray()
+        self.waiter: tuple[bytes, asyncio.Future[bytes]] | None = None
+        self.counting = False
+        self.bodies = 0
+        self.tail = b""
+        self.target = 0
+        self.done: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.ws: ClientProtocol | None = None
+        self.ws_url = ws_url
+        self.handshake: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.ws_url is not None:
+            self.ws = ClientProtocol(parse_uri(self.ws_url), subprotocols=["xmpp"], max_size=None)  # type: ignore[list-item]
+            self.ws.send_request(self.ws.connect())
+            self.transport.writelines(self.ws.data_to_send())
+            self.handshake = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self.ws.receive_data(data)
+            out = self.ws.data_to_send()
+            if out:
+                self.transport.writelines(out)  # type: ignore[union-attr]
+            if (
+                self.handshake is not None
+                and not self.handshake.done()
+                and self.ws.handshake_exc is None
+                and self.ws.state.name == "OPEN"
+            ):
+                self.handshake.set_result(None)
+            for ev in self.ws.events_received():
+                if getattr(ev, "opcode", None) is Opcode.TEXT:
+                    self._xmpp(bytes(ev.data))
+            return
+        self._xmpp(data)
+
+    def _xmpp(self, data: bytes) -> None:
+        if self.counting:
+            joined = self.tail + data
+            self.bodies += joined.count(b"</body>")
+            self.tail = joined[-6:]
+            if self.bodies >= self.target and self.done is not None and not self.done.done():
+                self.done.set_result(None)
+            return
+        self.buf += data
+        if self.waiter is not None and self.waiter[0] in self.buf:
+            _needle, fut = self.waiter
+            self.waiter = None
+            out = bytes(self.buf)
+            self.buf.clear()
+            fut.set_result(out)
+
+    def send(self, text: str) -> None:
+        data = text.encode()
+        if self.ws is not None:
+            self.ws.send_text(data)
+            self.transport.writelines(self.ws.data_to_send())  # type: ignore[union-attr]
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    async def expect(self, needle: str, wait: float = 20.0) -> bytes:
+        key = needle.encode()
+        if key in self.buf:
+            out = bytes(self.buf)
+            self.buf.clear()
+            return out
+        fut = asyncio.get_running_loop().create_future()
+        self.waiter = (key, fut)
+        return await asyncio.wait_for(fut, wait)
+
+
+async def connect(
+    port: int, http_port: int, transport: str, host: str, user: str | None = None, password: str = ""
+) -> LeanClient:
+    loop = asyncio.get_running_loop()
+    url = f"ws://127.0.0.1:{http_port}/xmpp-websocket" if transport == "websocket" else None
+    _, client = await loop.create_connection(lambda: LeanClient(url), "127.0.0.1", http_port if url else port)
+    if client.handshake is not None:
+        await asyncio.wait_for(client.handshake, 10)
+    header = OPEN if url else HEADER
+    client.send(header.format(host=host))
+    await client.expect("features>")
+    if user is None:
+        client.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>")
+    else:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        client.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    await client.expect("success")
+    client.send(header.format(host=host))
+    await client.expect("features>")
+    client.send(
+        "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
+    )
+    await client.expect("</iq>")
+    return client
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, RSS bytes) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    return cpu, rss
+
+
+async def run_burst(pid: int, port: int, http_port: int, transport: str, n: int, messages: int) -> dict:
+    focus = await connect(port, http_port, transport, "auth.meet.jitsi", "focus", FOCUS_PASSWORD)
+    focus.send(
+        f"<presence xmlns='jabber:client' to='{ROOM}/focus'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    )
+    await focus.expect("code='110'")
+    clients = [await connect(port, http_port, transport, "meet.jitsi") for _ in range(n)]
+    joins = []
+    for i, c in enumerate(clients):
+        t0 = time.perf_counter()
+        c.send(
+            f"<presence xmlns='jabber:client' to='{ROOM}/u{i}'><x xmlns='http://jabber.org/protocol/muc'/>"
+            f"<nick xmlns='http://jabber.org/protocol/nick'>user {i}</nick></presence>"
+        )
+        await c.expect("subject")
+        joins.append((time.perf_counter() - t0) * 1000)
+    focus.send(f"<presence xmlns='jabber:client' to='{ROOM}/focus' type='unavailable'/>")
+    await asyncio.sleep(0.5)
+    loop = asyncio.get_running_loop()
+    for c in clients:
+        c.buf.clear()
+        c.counting = True
+        c.target = messages
+        c.done = loop.create_future()
+    per_client = messages // n
+    cpu0, _ = proc_stats(pid)
+    t0 = time.perf_counter()
+    for k in range(per_client):
+        for i, c in enumerate(clients):
+            c.send(
+                f"<message xmlns='jabber:client' to='{ROOM}' type='groupchat' id='m{i}-{k}'>"
+                f"<body>burst message {k} from {i}</body></message>"
+            )
+        if k % 5 == 4:
+            await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), 120)
+    elapsed = time.perf_counter() - t0
+    cpu1, rss = proc_stats(pid)
+    deliveries = per_client * n * n
+    for c in [*clients, focus]:
+        c.transport.close()  # type: ignore[union-attr]
+    joins.sort()
+    return {
+        "deliveries_per_s": deliveries / elapsed,
+        "deliveries": deliveries,
+        "seconds": elapsed,
+        "join_p50_ms": statistics.median(joins),
+        "join_p95_ms": joins[int(len(joins) * 0.95) - 1],
+        "server_cpu_s": cpu1 - cpu0,
+        "server_rss_mb": rss / 2**20,
+    }
+
+
+async def run_idle(pid: int, port: int, count: int) -> dict:
+    _, rss0 = proc_stats(pid)
+    clients = []
+    for _ in range(count):
+        clients.append(await connect(port, 0, "tcp", "meet.jitsi"))
+    await asyncio.sleep(1)
+    _, rss = proc_stats(pid)
+    for c in clients:
+        c.transport.close()  # type: ignore[union-attr]
+    return {"idle_connections": count, "server_rss_mb": rss / 2**20, "rss_before_mb": rss0 / 2**20}
+
+
+def report(server: str, transport: str, r: dict) -> None:
+    print(
+        f"{server:8s} {transport:9s} deliveries/s={r['deliveries_per_s']:9.0f}  "
+        f"({r['deliveries']} in {r['seconds']:.2f}s)  join p50={r['join_p50_ms']:.1f}ms "
+        f"p95={r['join_p95_ms']:.1f}ms  server cpu={r['server_cpu_s']:.2f}s rss={r['server_rss_mb']:.0f}MB",
+        flush=True,
+    )
+
+
+async def bench_server(name: str, pid: int, port: int, http_port: int, args: argparse.Namespace) -> None:
+    for transport in args.transports.split(","):
+        r = await run_burst(pid, port, http_port, transport, args.clients, args.messages)
+        report(name, transport, r)
+        await asyncio.sleep(1)
+    if args.idle:
+        r = await run_idle(pid, port, args.idle)
+        print(
+            f"{name:8s} idle      {r['idle_connections']} authenticated idle connections: "
+            f"rss={r['server_rss_mb']:.0f}MB (before {r['rss_before_mb']:.0f}MB)",
+            flush=True,
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--servers", default="parley,prosody")
+    ap.add_argument("--transports", default="tcp,websocket")
+    args = ap.parse_args()
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    print(
+        f"{args.clients} clients in one room, {args.messages} groupchat messages "
+        f"({args.messages // args.clients * args.clients * args.clients} deliveries); load: "
+        f"{open('/proc/loadavg').read().split()[0]}",
+        flush=True,
+    )
+    for server in args.servers.split(","):
+        if server == "parley":
+            proc, ep = start_parley(
+                "xmpp-bench", XMPP_IDLE_TIMEOUT="0", LOG_LEVEL="WARNING", XMPP_WS_KEEPALIVE_INTERVAL="0"
+            )
+            try:
+                asyncio.run(bench_server("parley", proc.proc.pid, ep.c2s_port, ep.http_port, args))  # type: ignore[union-attr]
+            finally:
+                proc.stop()
+        elif server == "prosody":
+            with prosody_server() as (pproc, ep):
+                asyncio.run(bench_server("prosody", pproc.pid, ep.c2s_port, ep.http_port, args))
+
+
+if __name__ == "__main__":
+    main()
