@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -84,8 +85,8 @@ async def serve() -> None:  # pragma: no cover - runs in the child process
 # --- the test -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def bridge() -> Iterator[ServiceProcess]:
+def start_bridge() -> Iterator[ServiceProcess]:
+    """The process under test on free ports (``control_url`` set on it); stopped on exit."""
     http_port = free_port()
     media_port = free_tcp_udp_port()
     proc = ServiceProcess(
@@ -108,6 +109,21 @@ def bridge() -> Iterator[ServiceProcess]:
         proc.stop()
 
 
+@pytest.fixture
+def bridge() -> Iterator[ServiceProcess]:
+    yield from start_bridge()
+
+
+class Participant(BridgeParticipant):
+    """A test participant whose receivers ask for key frames (PLI) but never for retransmissions:
+    NACK/RTX recovery is the media plane's and is tested there; six aiortc peers in one process
+    on a loaded machine lose packets, and the retransmissions would blur what the policy sends."""
+
+    def _answer(self, others: list[BridgeParticipant], via: tuple[str, int] | None) -> str:
+        lines = super()._answer(others, via).split("\r\n")
+        return "\r\n".join(line for line in lines if not re.fullmatch(r"a=rtcp-fb:\d+ nack", line))
+
+
 async def set_loudness(person: BridgeParticipant, amplitude: float) -> None:
     person.pc.getTransceivers()[0].sender.replaceTrack(ToneTrack(person.tone, amplitude))
 
@@ -118,7 +134,7 @@ async def meeting(bridge: ServiceProcess) -> AsyncIterator[list[BridgeParticipan
     Their video is small (96x72 at 10 fps) so six aiortc peers fit on a shared 2-core machine."""
     allow_loopback_ice()
     url = bridge.control_url  # type: ignore[attr-defined]
-    people = [BridgeParticipant(n, COLOURS[n], TONES[n], url) for n in NAMES]
+    people: list[BridgeParticipant] = [Participant(n, COLOURS[n], TONES[n], url) for n in NAMES]
     for p in people:
         await p.prepare(slots=len(people) - 1)
         await set_loudness(p, QUIET)
@@ -164,6 +180,13 @@ async def video_packets_by_owner(person: BridgeParticipant) -> dict[str, int]:
     return counts
 
 
+def video_frames_by_owner(person: BridgeParticipant) -> dict[str, int]:
+    return {
+        owner: person.received[slot].video_frames if slot in person.received else 0
+        for slot, owner in person.slot_owner.items()
+    }
+
+
 async def test_loudest_is_dominant_and_last_n_two_forwards_the_two_latest_speakers(meeting) -> None:  # type: ignore[no-untyped-def]
     people = meeting
     by_name = {p.name: p for p in people}
@@ -198,17 +221,26 @@ async def test_loudest_is_dominant_and_last_n_two_forwards_the_two_latest_speake
     await wait_until(forwarded_as_expected, 10, "ForwardedSources naming the two speakers")
 
     # what arrives is what ForwardedSources says: packets from those two, none from the others
-    await asyncio.sleep(1.0)  # packets already in flight when the allocation changed
+    await asyncio.sleep(2.5)  # packets already in flight (or queued here) when the allocation changed
     before = {p.name: await video_packets_by_owner(p) for p in people}
     await asyncio.sleep(4.0)
     for p in people:
         after = await video_packets_by_owner(p)
-        grew = {owner for owner, count in after.items() if count > before[p.name][owner]}
-        assert grew == set(expected[p.name]), (p.name, before[p.name], after)
+        growth = {owner: count - before[p.name][owner] for owner, count in after.items()}
+        assert all(growth[o] >= 10 for o in expected[p.name]), (p.name, growth)
+        assert all(growth[o] == 0 for o in growth if o not in expected[p.name]), (p.name, growth)
 
-    # Decoding is not asserted here: with six aiortc peers in one process on a loaded machine, the
-    # media plane's NACK/RTX recovery stalls every receiver's video after the first loss (see the
-    # bridge media tests); what reaches each receiver is what the policy decides, checked above.
+    # and the receivers decode the two speakers' video (the bridge asked for key frames)
+    frames = {p.name: video_frames_by_owner(p) for p in people}
+
+    async def decoding() -> bool:
+        return all(
+            video_frames_by_owner(p)[owner] > frames[p.name][owner]
+            for p in people
+            for owner in expected[p.name]
+        )
+
+    await wait_until(decoding, 20, "every receiver decoding both forwarded videos")
 
 
 if __name__ == "__main__":  # the process under test
