@@ -45,11 +45,15 @@ def bridge() -> Iterator[ServiceProcess]:
 
 class LossyRelay(asyncio.DatagramProtocol):
     """A UDP relay between one participant and the bridge. It drops every ``drop_every``-th SRTP
-    packet towards the participant (STUN/DTLS pass), and can go silent (``blackhole``)."""
+    RTP packet towards the participant and every ``uplink_drop_every``-th one from it (STUN, DTLS
+    and RTCP pass), and can go silent (``blackhole``)."""
 
-    def __init__(self, bridge_addr: tuple[str, int], drop_every: int = 0) -> None:
+    def __init__(self, bridge_addr: tuple[str, int], drop_every: int = 0, uplink_drop_every: int = 0) -> None:
         self.bridge_addr = bridge_addr
         self.drop_every = drop_every
+        self.uplink_drop_every = uplink_drop_every
+        self.uplink_count = 0
+        self.uplink_dropped = 0
         self.client_addr: tuple[str, int] | None = None
         self.blackhole = False
         self.count = 0
@@ -73,6 +77,11 @@ class LossyRelay(asyncio.DatagramProtocol):
         if self.blackhole or self.back is None:
             return
         self.client_addr = addr
+        if self.uplink_drop_every and 127 < data[0] < 192 and not 191 < data[1] < 224:
+            self.uplink_count += 1
+            if self.uplink_count % self.uplink_drop_every == 0:
+                self.uplink_dropped += 1
+                return
         self.back.sendto(data, self.bridge_addr)
 
     def from_bridge(self, data: bytes) -> None:
@@ -111,7 +120,8 @@ async def meeting(
     bridge: ServiceProcess,
 ) -> AsyncIterator[tuple[list[BridgeParticipant], dict[str, LossyRelay]]]:
     """Three participants; ``blue`` reaches the bridge through a relay dropping 1 in 12 packets
-    towards it, ``green`` through a relay that never drops (so the test can cut it off)."""
+    towards it, ``green`` through one dropping 1 in 15 of the packets it sends (and the test cuts
+    green off later)."""
     allow_loopback_ice()
     names = list(COLOURS)
     people = [BridgeParticipant(n, COLOURS[n], TONES[n], bridge.control_url) for n in names]  # type: ignore[attr-defined]
@@ -120,7 +130,10 @@ async def meeting(
     for p in people:
         await p.register()
     bridge_addr = ("127.0.0.1", people[0].local_transport["candidates"][0]["port"])  # type: ignore[index]
-    relays = {"blue": LossyRelay(bridge_addr, drop_every=12), "green": LossyRelay(bridge_addr)}
+    relays = {
+        "blue": LossyRelay(bridge_addr, drop_every=12),
+        "green": LossyRelay(bridge_addr, uplink_drop_every=15),
+    }
     for p in people:
         others = [o for o in people if o is not p]
         via = await relays[p.name].start() if p.name in relays else None
@@ -174,18 +187,26 @@ async def test_three_participants_loss_recovery_and_expiry(bridge: ServiceProces
     assert s["packets_forwarded"] > 0
 
     # 2. blue's downlink loses 1 packet in 12: NACKs are answered from the cache, and blue's
-    # video keeps flowing at close to the rate the others see
-    before = {slot: m.video_frames for slot, m in blue.received.items()}
-    red_before = {slot: m.video_frames for slot, m in red.received.items()}
+    # video keeps flowing at close to the rate the others see. green's uplink loses 1 in 15:
+    # the receivers' NACKs miss the cache and the bridge asks green, so green's video reaches
+    # red at close to the rate of blue's (lossless uplink) video.
+    def frames(person: BridgeParticipant, owner: str) -> int:
+        slot = next(slot for slot, o in person.slot_owner.items() if o == owner)
+        return person.received[slot].video_frames
+
+    pairs = [(blue, "red"), (blue, "green"), (red, "blue"), (red, "green")]
+    before = {(p.name, o): frames(p, o) for p, o in pairs}
     await asyncio.sleep(6)
-    blue_gain = min(blue.received[s].video_frames - before[s] for s in before)
-    red_gain = min(red.received[s].video_frames - red_before[s] for s in red_before)
-    assert relays["blue"].dropped > 50
+    gain = {(p.name, o): frames(p, o) - before[(p.name, o)] for p, o in pairs}
+    assert relays["blue"].dropped > 50 and relays["green"].uplink_dropped > 20
     s = await stats(bridge)
-    blue_stats = next(e for e in s["endpoint_details"] if e["endpoint_id"] == "blue")
-    assert blue_stats["nacks_received"] > 0 and blue_stats["retransmissions"] > 0, blue_stats
-    assert blue_gain >= 0.6 * red_gain, (blue_gain, red_gain)
+    details = {e["endpoint_id"]: e for e in s["endpoint_details"]}
+    assert details["blue"]["nacks_received"] > 0 and details["blue"]["retransmissions"] > 0, details["blue"]
+    assert details["green"]["nacks_sent"] > 0, details["green"]
+    assert min(gain[("blue", "red")], gain[("blue", "green")]) >= 0.6 * gain[("red", "blue")], gain
+    assert gain[("red", "green")] >= 0.6 * gain[("red", "blue")], gain
     check_identities(blue, ["red", "green"])
+    check_identities(red, ["blue", "green"])
 
     # 3. green vanishes without a word: the bridge expires it on silence, the others go on
     relays["green"].blackhole = True

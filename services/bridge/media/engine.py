@@ -360,6 +360,7 @@ class MediaEngine:
                 packets_sent=e.media.packets_sent,
                 bytes_sent=e.media.bytes_sent,
                 nacks_received=e.media.nacks_received,
+                nacks_sent=e.media.nacks_sent,
                 retransmissions=e.media.retransmissions,
                 plis_forwarded=e.media.plis_forwarded,
                 last_activity=e.last_activity,

@@ -151,6 +151,7 @@ class EndpointMedia:
         self.other_packets_sent = 0
         self.other_bytes_sent = 0
         self.nacks_received = 0
+        self.nacks_sent = 0  # NACKs the bridge sent this endpoint for packets it lost on its uplink
         self.retransmissions = 0
         self.plis_forwarded = 0
         self.unknown_ssrc_packets = 0
@@ -461,6 +462,7 @@ class ConferenceForwarder:
                 self._retransmit(sub, cached)
         sender = sub.stream.sender
         if missing and sender.connected:
+            sender.nacks_sent += 1
             sender.send_rtcp(rtcp.build_nack(sender.rtcp_ssrc, sub.stream.ssrc, missing))
 
     def request_keyframe(self, stream: IncomingStream, now: float) -> None:

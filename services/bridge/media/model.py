@@ -129,6 +129,7 @@ class EndpointStats:
     packets_sent: int
     bytes_sent: int
     nacks_received: int
+    nacks_sent: int
     retransmissions: int
     plis_forwarded: int
     last_activity: float | None
