@@ -165,6 +165,7 @@ def test_nack_for_uncached_packets_goes_upstream() -> None:
     assert (ptype, fmt) == (rtcp.RTPFB, rtcp.FMT_NACK)
     assert rtcp.feedback_ssrcs(body)[1] == 1002
     assert sorted(rtcp.parse_nack(body)) == [8, 9]
+    assert a.endpoint.nacks_sent == 1
 
 
 def test_sender_rtx_restores_cache_and_reaches_receivers() -> None:
