@@ -61,6 +61,7 @@ class BridgeChannelConnection:
     opened_wall: float = field(default_factory=time.time)
     messages_in: int = 0
     messages_out: int = 0
+    closing: bool = False
     queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
 
     def describe(self) -> dict[str, Any]:
@@ -241,6 +242,7 @@ class ColibriWebSocketServer:
             self._close(conn, CLOSE_ENDPOINT_EXPIRED, "endpoint expired")
 
     def _close(self, conn: BridgeChannelConnection, code: int, reason: str) -> None:
+        conn.closing = True
         if self.by_endpoint.get((conn.conference_id, conn.endpoint_id)) is conn:
             del self.by_endpoint[(conn.conference_id, conn.endpoint_id)]
         task = asyncio.ensure_future(conn.socket.close(code, reason))
@@ -250,11 +252,14 @@ class ColibriWebSocketServer:
     # --- administration (seed 001) ---------------------------------------------------------------
 
     def dump(self) -> dict[str, Any]:
-        return {"accepting": self.accepting, "connections": [c.describe() for c in self.connections.values()]}
+        return {
+            "accepting": self.accepting,
+            "connections": [c.describe() for c in self.connections.values() if not c.closing],
+        }
 
     def close_connection(self, connection_id: int) -> bool:
         conn = self.connections.get(connection_id)
-        if conn is None:
+        if conn is None or conn.closing:
             return False
         self._close(conn, CLOSE_BY_ADMIN, "closed by administrator")
         return True
@@ -262,7 +267,7 @@ class ColibriWebSocketServer:
     async def ping_connection(self, connection_id: int, pong_within: float = 5.0) -> float | None:
         """Round-trip time of a WebSocket ping in seconds; None if unknown; TimeoutError if no pong."""
         conn = self.connections.get(connection_id)
-        if conn is None:
+        if conn is None or conn.closing:
             return None
         waiter = await conn.socket.ping()
         return float(await asyncio.wait_for(waiter, pong_within))
