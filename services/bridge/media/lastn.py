@@ -30,7 +30,9 @@ bandwidth would never come back (jitsi-videobridge probes with padding to avoid 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from services.common.bridge_channel import (
 )
 
 from .bandwidth import DownlinkEstimator
+from .mixer import MixedRtpStream, MixerThread, MixMinusMixer
 from .model import MediaSources
 from .policy import ForwardingPolicy, SendMessage
 from .simulcast import (
@@ -62,7 +65,7 @@ from .speaker import DominantSpeakerDetector, SpeakerDetectorSettings
 from .vp8 import is_keyframe_start
 
 if TYPE_CHECKING:
-    from .forwarder import IncomingStream, Subscription
+    from .forwarder import EndpointMedia, IncomingStream, Subscription
 
 log = logging.getLogger("parley.bridge.intelligence")
 
@@ -379,7 +382,11 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
       whose changes go out as ``ForwardedSources``, ``SenderSourceConstraints`` and
       ``ConnectionStats``;
     * per video packet, :meth:`select` keeps the subscriptions whose receiver's projection
-      accepts it and remaps their SSRC/sequence/timestamp to the projection's.
+      accepts it and remaps their SSRC/sequence/timestamp to the projection's;
+    * per audio packet, when some endpoint has a mixer channel (:meth:`set_audio_mixing`), the
+      Opus payload goes to the :class:`MixMinusMixer` and mixer channels are left out; the
+      mixer thread's output comes back to the event loop and is sent as RTP on each mixer
+      receiver's own SSRC.
 
     Work per packet is a dict lookup and one :meth:`SimulcastProjection.accept` per receiver;
     speaker decisions run every ``decision_interval`` and reallocation every
@@ -398,6 +405,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         allocation_interval: float = 1.0,
         speaker_settings: SpeakerDetectorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        mixer_thread: bool = True,
     ) -> None:
         super().__init__(send_message)
         self.video = ConferenceVideoPolicy(default_max_height)
@@ -413,6 +421,12 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._feedback: dict[str, Subscription] = {}  # receiver -> a video subscription of it
         self._next_decision = float("-inf")
         self._next_allocation = float("-inf")
+        # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
+        self.mixer: MixMinusMixer | None = None
+        self._mixer_thread_wanted = mixer_thread
+        self._mixer_thread: MixerThread | None = None
+        self._mixed: dict[str, MixedRtpStream] = {}  # mixer receiver -> its mixed stream
+        self._media: dict[str, EndpointMedia] = {}  # endpoint -> where to send its mix
 
     # --- membership and control ---------------------------------------------------------------
     def on_endpoint_added(self, endpoint_id: str) -> None:
@@ -421,6 +435,10 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self.estimators.setdefault(endpoint_id, DownlinkEstimator())
 
     def on_endpoint_removed(self, endpoint_id: str) -> None:
+        self.set_audio_mixing(endpoint_id, False)
+        self._media.pop(endpoint_id, None)
+        if self.mixer is not None:
+            self.mixer.remove_endpoint(endpoint_id)
         self.video.remove_endpoint(endpoint_id)
         self.speakers.remove_endpoint(endpoint_id)
         self.estimators.pop(endpoint_id, None)
@@ -433,6 +451,53 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         """The ``last-n`` of the endpoint's Colibri video channel (-1 = unlimited)."""
         self.video.set_colibri_last_n(endpoint_id, last_n)
         self._reallocate(self._clock())
+
+    def set_audio_mixing(self, endpoint_id: str, mixed: bool) -> int | None:
+        """Make ``endpoint_id``'s audio channel a mixer channel (``"rtp-level-relay-type":
+        "mixer"``) or a translator one again. A mixer channel gets one Opus stream, everyone
+        else mixed, instead of the individual streams; returns that stream's SSRC (the Colibri
+        channel's ``sources``), ``None`` when mixing is turned off."""
+        if not mixed:
+            if self._mixed.pop(endpoint_id, None) is not None and self.mixer is not None:
+                self.mixer.remove_receiver(endpoint_id)
+                if not self._mixed:
+                    self.close()
+            return None
+        if self.mixer is None:
+            self.mixer = MixMinusMixer()
+        stream = self._mixed.get(endpoint_id)
+        if stream is None:
+            stream = self._mixed[endpoint_id] = MixedRtpStream(
+                secrets.randbits(32) or 1, seq=secrets.randbits(16), timestamp=secrets.randbits(32)
+            )
+            self.mixer.add_receiver(endpoint_id)
+        if self._mixer_thread_wanted and self._mixer_thread is None:
+            loop = asyncio.get_running_loop()
+
+            def deliver(out: list[tuple[str, bytes]]) -> None:  # on the mixer thread
+                loop.call_soon_threadsafe(self._send_mixed, out)
+
+            self._mixer_thread = MixerThread(self.mixer, deliver)
+            self._mixer_thread.start()
+        return stream.ssrc
+
+    def mix_once(self) -> None:
+        """One 20 ms mixing tick on the caller's thread (what the mixer thread does)."""
+        if self.mixer is not None:
+            self._send_mixed(self.mixer.mix())
+
+    def close(self) -> None:
+        """Stop the mixer thread (the conference is going away or mixes for nobody)."""
+        if self._mixer_thread is not None:
+            self._mixer_thread.stop()
+            self._mixer_thread = None
+
+    def _send_mixed(self, out: list[tuple[str, bytes]]) -> None:
+        for receiver, payload in out:
+            stream = self._mixed.get(receiver)
+            media = self._media.get(receiver)
+            if stream is not None and media is not None and media.connected:
+                media.send_rtp(stream.packet(payload))
 
     def on_message(self, endpoint_id: str, message: dict[str, Any]) -> None:
         try:
@@ -454,7 +519,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         if stream.kind != "video":
-            return subscriptions
+            if self.mixer is None:
+                return subscriptions
+            return self._mix_audio(stream, packet, subscriptions)
         now = self._clock()
         sender = stream.sender
         if self._known_sources.get(sender.id) is not sender.sources:
@@ -489,6 +556,24 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             if sub.receiver.id not in self._feedback:
                 self._feedback[sub.receiver.id] = sub
             selected.append(sub)
+        return selected
+
+    def _mix_audio(
+        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+    ) -> Sequence[Subscription]:
+        """Hand the Opus payload to the mixer; mixer channels do not get the stream itself."""
+        assert self.mixer is not None
+        offset, end = rtp_payload_bounds(packet)
+        if offset >= 0:
+            self.mixer.push(stream.endpoint_id, bytes(packet[offset:end]))
+        selected = []
+        for sub in subscriptions:
+            receiver = sub.receiver.id
+            if receiver in self._mixed:
+                if receiver not in self._media:
+                    self._media[receiver] = sub.receiver
+            else:
+                selected.append(sub)
         return selected
 
     # --- decisions ------------------------------------------------------------------------------

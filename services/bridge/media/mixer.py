@@ -110,6 +110,11 @@ class MixMinusMixer:
             if endpoint not in self._encoders:
                 self._encoders[endpoint] = OpusEncoder(self.bitrate)
 
+    def remove_receiver(self, endpoint: str) -> None:
+        """``endpoint`` no longer gets the mix (its audio is still mixed for the others)."""
+        with self._lock:
+            self._encoders.pop(endpoint, None)
+
     def remove_endpoint(self, endpoint: str) -> None:
         with self._lock:
             self._queues.pop(endpoint, None)

@@ -16,9 +16,11 @@ from services.bridge.media.lastn import (
     allocate,
     sender_max_height,
 )
+from services.bridge.media.mixer import OpusEncoder
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
 from services.bridge.media.simulcast import video_sources
 from services.bridge.media.speaker import AUDIO_LEVEL_URI
+from services.bridge.media.tests.test_mixer import decode_all, energy_at, tone_frames
 from services.common.bridge_channel import (
     ForwardedSources,
     LastNChangedEvent,
@@ -325,3 +327,40 @@ def test_bad_and_unrelated_messages_are_ignored() -> None:
     policy.on_message("a", {"colibriClass": "EndpointMessage", "to": "", "msgPayload": {}})
     policy.on_message("a", {"colibriClass": "LastNChangedEvent", "lastN": 1})
     assert policy.video.settings("a").last_n == 1
+
+
+def test_mixer_channel_gets_one_mixed_stream_of_the_others() -> None:
+    clock = Clock()
+    policy = ConferenceIntelligencePolicy(clock=clock, mixer_thread=False)
+    forwarder = ConferenceForwarder("conf", policy)
+    people = {name: Participant(i, name) for i, name in enumerate("abm")}
+    for p in people.values():
+        forwarder.add_endpoint(p.name, p.sent.append)
+        forwarder.set_sources(p.name, p.sources(), clock.now)
+    for p in people.values():
+        forwarder.set_srtp(
+            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+    mixed_ssrc = policy.set_audio_mixing("m", True)
+    assert mixed_ssrc is not None
+    encoders = {name: OpusEncoder() for name in people}
+    tones = {"a": tone_frames(440.0, 40), "b": tone_frames(880.0, 40), "m": tone_frames(660.0, 40)}
+    marks = {name: len(p.sent) for name, p in people.items()}
+    for i in range(40):
+        clock.now += 0.02
+        for name, p in people.items():
+            opus = encoders[name].encode(tones[name][i])
+            header = struct.pack("!BBHII", 0x80, 111, i, i * 960, p.audio_ssrc)
+            forwarder.handle_rtp(forwarder.endpoints[name], header + opus, clock.now)
+        policy.mix_once()
+    got = [
+        people["m"].receiver_side.unprotect(d) for d in people["m"].sent[marks["m"] :] if not 191 < d[1] < 224
+    ]
+    assert {struct.unpack_from("!I", d, 8)[0] for d in got} == {mixed_ssrc}  # no individual streams
+    pcm = decode_all([d[12:] for d in got])[-20 * 960 :]
+    assert energy_at(pcm, 440.0) > 50 * energy_at(pcm, 660.0)
+    assert energy_at(pcm, 880.0) > 50 * energy_at(pcm, 660.0)
+    # translator channels still get every other endpoint's own stream, and no mix
+    a_got = people["a"].received_ssrcs(marks["a"])
+    assert a_got == {people["b"].audio_ssrc, people["m"].audio_ssrc}
+    assert policy.set_audio_mixing("m", False) is None
