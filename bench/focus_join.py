@@ -7,7 +7,9 @@ join latency, plus the focus's own Colibri allocation latency from its ``/metric
 
     .venv/bin/python bench/focus_join.py [--rooms 10] [--per-room 5]
 
-Participants answer without sending media (``media=False``) so the figure is the signalling path.
+Participants answer without sending media (``media=False``) so the figure is the signalling path;
+each join starts once the previous participant's session-accept was processed, so joins do not
+overlap.
 Prints numbers; never fails on timing.
 """
 
@@ -57,6 +59,11 @@ async def run(rooms: int, per_room: int, bridges: int) -> None:
                     assert p.conference_iq_at is not None
                     latencies.append(p.log_.initiated_at[0] - p.conference_iq_at)
                     people.append(p)
+                    # let this session settle (answer, PATCH, source-add) so joins do not overlap
+                    if not await wait_until(
+                        lambda p=p, room=room: stack.participants_of(room).get(p.nick) == "active", 10
+                    ):
+                        raise RuntimeError(f"{p.nick}'s session-accept was not processed\n{stack.logs()}")
             placement = {c["room"]: c["bridge"] for c in stack.get("/conferences")}
             metrics = await asyncio.to_thread(
                 lambda: __import__("httpx").get(stack.focus_url + "/metrics").text

@@ -166,7 +166,8 @@ class JingleParticipant(slixmpp.ClientXMPP):
     async def leave(self) -> None:
         if self.room is not None:
             self.make_presence(pto=self.occupant_jid, ptype="unavailable").send()
-        await self._close_pc()
+        async with self._lock:  # not in the middle of a renegotiation
+            await self._close_pc()
 
     async def stop(self) -> None:
         await self.leave()
@@ -263,7 +264,8 @@ class JingleParticipant(slixmpp.ClientXMPP):
         await self._send_jingle(accept)
 
     async def _renegotiate(self) -> None:
-        assert self.pc is not None and self.offer is not None
+        if self.pc is None or self.offer is None:
+            return  # left or terminated meanwhile: the next session-initiate carries everything
         await self.pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
 
