@@ -136,6 +136,8 @@ class ClientSession:
     # -- output ------------------------------------------------------------------------------
     def deliver(self, data: bytes) -> None:
         """A routed stanza for this client (already serialized with its ``to``)."""
+        if self.closed:
+            return
         sm = self.sm
         if sm is not None:
             request = sm.stanza_sent(data)
@@ -145,8 +147,7 @@ class ClientSession:
             if request:
                 self.link.write(self.link.framing.stream_element(Element("r", SM_NS)))
             return
-        if not self.closed:
-            self.link.write(data)
+        self.link.write(data)
 
     def _send(self, el: Element) -> None:
         if el.name in STANZA_KINDS and el.ns == CLIENT_NS:

@@ -4,6 +4,10 @@ reference, Debian's Prosody configured by the test. Where both pass, the behavio
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from slixmpp.exceptions import IqError, PresenceError
@@ -198,3 +202,55 @@ async def test_focus_client_proxy(server):
         assert "ready='true'" in str(result) or 'ready="true"' in str(result)
         request = await asyncio.wait_for(got.get(), 5)
         assert request["from"] == JID(f"focus.{DOMAIN}/{guest.boundjid.full}")
+
+
+NODE_DIR = Path(__file__).parent / "xmpp_interop" / "node"
+
+
+def node_client_ready() -> str | None:
+    """Why the node client cannot run, or None when it can (installs its packages once)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node/npm not installed"
+    try:
+        subprocess.run([str(NODE_DIR / "install.sh")], check=True, capture_output=True, timeout=180)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        return f"npm install of @xmpp/client failed: {exc}"
+    return None
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websocket"])
+async def test_node_xmpp_client_joins_and_chats(server, transport):
+    reason = node_client_ready()
+    if reason:
+        pytest.skip(reason)
+    room = JID(f"node-{transport}-{server.kind}@{MUC_DOMAIN}")
+    nick = f"node-{transport}"
+    service = f"xmpp://127.0.0.1:{server.c2s_port}" if transport == "tcp" else server.ws_url
+    async with connected(server.c2s_port, FOCUS, FOCUS_PASSWORD) as focus:
+        muc = focus.plugin["xep_0045"]
+        await muc.join_muc_wait(room, "focus", timeout=5)
+
+        async def answer() -> None:
+            msg = await next_matching(focus.groupchat, lambda m: m["body"] == f"hello from {nick}", wait=20)
+            assert msg["from"] == JID(f"{room}/{nick}")
+            focus.send_message(mto=room, mbody=f"reply to {nick}", mtype="groupchat")
+
+        answering = asyncio.ensure_future(answer())
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(NODE_DIR / "interop.mjs"),
+            service,
+            DOMAIN,
+            str(room),
+            nick,
+            cwd=NODE_DIR,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        await asyncio.wait_for(answering, 5)
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        assert proc.returncode == 0, f"{result}\n{err.decode()[-3000:]}"
+        assert result["joined"] and "110" in result["selfCodes"]
+        assert result["jid"].split("@")[1].startswith(DOMAIN)
+        assert result["reply"] == {"from": f"{room}/focus", "body": f"reply to {nick}"}
