@@ -11,10 +11,12 @@ The control plane (Colibri REST, bridge channel) drives it through this API::
     engine.expire_endpoint("conf", "ep1")
     await engine.stop()
 
-Everything about packets lives below: the UDP mux routes STUN by ICE username fragment and then
-everything else by remote address (``udp.py``), ICE-lite answers binding requests (``ice.py``),
-DTLS-SRTP comes from the aiortc adapter (``aiortc_adapter.py``), and the forwarder rewrites and
-fans RTP out (``forwarder.py``), with RTCP handled in ``rtcp.py``.
+Everything about packets lives below. This module is the UDP mux: one datagram protocol for the
+port, demultiplexing by first byte (RFC 7983), routing STUN by the ICE username fragment and
+everything else by the remote address ICE selected. ICE-lite answers binding requests
+(``ice.py``), DTLS-SRTP comes from the aiortc adapter (``aiortc_adapter.py``), the per-conference
+forwarder fans RTP out and terminates RTCP (``forwarder.py``, ``rtp.py``, ``rtcp.py``), and each
+conference's ``policy.py`` object decides who receives what.
 """
 
 from __future__ import annotations

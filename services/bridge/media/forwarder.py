@@ -106,7 +106,6 @@ class Subscription:
         "receiver",
         "remb_bps",
         "rewrite",
-        "rtx_seq",
         "seq_delta",
         "stream",
         "ts_delta",
@@ -121,7 +120,6 @@ class Subscription:
         self.rewrite = False
         self.packets = 0
         self.octets = 0
-        self.rtx_seq = secrets.randbits(16)
         self.remb_bps: int | None = None
         self.fraction_lost = 0
 
@@ -144,6 +142,7 @@ class EndpointMedia:
         self.streams: dict[int, IncomingStream] = {}
         self.subscriptions_by_out_ssrc: dict[int, Subscription] = {}
         self.subscriptions: dict[int, Subscription] = {}  # by incoming stream ssrc
+        self.rtx_seqs: dict[int, int] = {}  # next RTX sequence number per RTX SSRC sent to it
         self.packets_received = 0
         self.bytes_received = 0
         # what the bridge sent besides the fan-out (RTCP, retransmissions); the fan-out itself is
@@ -369,18 +368,28 @@ class ConferenceForwarder:
             self._retransmit(sub, original)
 
     def _retransmit(self, sub: Subscription, original: bytes) -> None:
-        """Send a cached packet again to one subscriber, as RTX when the stream has RTX."""
+        """Send a cached packet again to one subscriber, as RTX when the stream has RTX.
+
+        The RTX SSRC is the one paired (``FID``) with the SSRC the receiver sees, which differs
+        from the stream's own when a policy remaps it (a simulcast layer shown as another); the
+        receiver's RTX sequence numbers are kept per RTX SSRC so layer switches do not reuse them.
+        """
         stream = sub.stream
         _, b1, seq, ts, _ = _HEADER.unpack_from(original)
         out_seq = (seq + sub.seq_delta) & 0xFFFF
-        rtx_stream = stream.rtx
+        shown = stream if sub.out_ssrc == stream.ssrc else stream.sender.streams.get(sub.out_ssrc)
+        rtx_stream = shown.rtx if shown is not None else None
         rtx_pt = stream.rtx_payload_types.get(b1 & 0x7F) if rtx_stream is not None else None
         if rtx_stream is not None and rtx_pt is not None:
             base = (
                 rtp.rewrite(original, out_seq, ts + sub.ts_delta, sub.out_ssrc) if sub.rewrite else original
             )
-            packet = rtp.wrap_rtx(base, rtx_pt, sub.rtx_seq, rtx_stream.ssrc, out_seq)
-            sub.rtx_seq = (sub.rtx_seq + 1) & 0xFFFF
+            rtx_seqs = sub.receiver.rtx_seqs
+            rtx_seq = rtx_seqs.get(rtx_stream.ssrc)
+            if rtx_seq is None:
+                rtx_seq = secrets.randbits(16)
+            packet = rtp.wrap_rtx(base, rtx_pt, rtx_seq, rtx_stream.ssrc, out_seq)
+            rtx_seqs[rtx_stream.ssrc] = (rtx_seq + 1) & 0xFFFF
         else:
             packet = rtp.rewrite(original, out_seq, ts + sub.ts_delta, sub.out_ssrc)
         sub.receiver.retransmissions += 1

@@ -263,11 +263,13 @@ def test_policy_seam_filters_remaps_and_sees_audio_levels() -> None:
     assert rtp.header_fields(v)[2:] == (1001, 3005, 77)
     assert au == audio(1, 1001, level=42)
     assert policy.levels == [("p0", 42, True)]
-    # a NACK for the remapped stream is translated back to the sender's numbering
-    c.send_rtcp(rtcp.build_nack(c.endpoint.rtcp_ssrc, 77, [1001]))
+    # a NACK for the remapped stream is translated back to the sender's numbering; 77 has no RTX
+    # pair, so the packet itself is sent again, as the receiver numbers it
+    a.send_rtp(video(2, 1002))
+    c.wire.clear()  # lost
+    c.send_rtcp(rtcp.build_nack(c.endpoint.rtcp_ssrc, 77, [1002]))
     (retransmission,) = c.take_rtp()
-    assert rtp.header_fields(retransmission)[4] == 1003  # the RTX SSRC
-    assert retransmission[12:14] == struct.pack("!H", 1001)  # OSN in the receiver's numbering
+    assert rtp.header_fields(retransmission)[2:] == (1002, 6005, 77)
     assert policy.request_keyframe is not None
 
 
@@ -307,3 +309,40 @@ def test_packet_cache_is_a_fixed_ring() -> None:
     assert cache.get(999) == bytes([999 & 0xFF])
     assert cache.get(999 - 128) is None
     assert cache.get(999 - 127) is not None
+
+
+class ShowAs(ForwardingPolicy):
+    """Shows every video stream to receivers as ``shown`` (a simulcast layer switch)."""
+
+    def __init__(self, shown: int) -> None:
+        super().__init__()
+        self.shown = shown
+
+    def select(
+        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+    ) -> Sequence[Subscription]:
+        for sub in subscriptions:
+            if stream.kind == "video" and sub.out_ssrc != self.shown:
+                sub.remap(self.shown, 0, 0)
+        return subscriptions
+
+
+def test_retransmission_of_a_remapped_layer_uses_the_rtx_pair_of_the_shown_ssrc() -> None:
+    conference = ConferenceForwarder("c", ShowAs(1004))
+    layered = MediaSources(
+        video_ssrcs=[1002, 1003, 1004, 1005],
+        ssrc_groups=[("SIM", [1004, 1002]), ("FID", [1002, 1003]), ("FID", [1004, 1005])],
+        payload_types=VIDEO_PTS,
+    )
+    a, b = Peer("a", conference, layered), Peer("b", conference, sources(2000))
+    a.connect()
+    b.connect()
+    a.send_rtp(video(10, 1002))
+    b.wire.clear()  # lost
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1004, [10, 11]))
+    (rtx_packet,) = b.take_rtp()
+    assert rtp.header_fields(rtx_packet)[4] == 1005
+    assert rtp.unwrap_rtx(rtx_packet, 96, 1004) == rtp.rewrite(video(10, 1002), 10, 30000, 1004)
+    # 11 was never seen: the bridge asks the sender for the layer it came from
+    ((_, _, nack),) = [p for p in a.take_rtcp() if p[0] == rtcp.RTPFB]
+    assert rtcp.feedback_ssrcs(nack)[1] == 1002 and rtcp.parse_nack(nack) == [11]
