@@ -240,6 +240,7 @@ async function join(room, name) {
     }
   });
   meeting.addEventListener('quality', ({ detail }) => {
+    parley.quality = detail;
     const q = $('quality');
     q.dataset.level = detail.level;
     const label = { good: 'Good connection', fair: 'Fair connection', poor: 'Poor connection', unknown: 'Measuring…' }[detail.level];

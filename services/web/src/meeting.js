@@ -282,7 +282,9 @@ export class Meeting extends EventTarget {
     }
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
-    await this.#gathered(pc, 2000);
+    // The bridge is ICE-lite and learns our address from our checks: do not hold the answer back
+    // for slow interfaces; candidates found later go out as transport-info.
+    await this.#gathered(pc, 250);
     const contents = answerToContents(pc.localDescription.sdp, {
       contentNames: this.offer.base.map((c) => c.name), owner: this.occupantJid, endpointId: this.endpointId,
     });
@@ -292,7 +294,12 @@ export class Meeting extends EventTarget {
     });
     appendContents(iq, contents, { bundle: contents.map((c) => c.name) });
     await new Promise((resolve, reject) => this.conn.sendIQ(iq.tree(), resolve, () => reject(new MeetingError('bridge', 'The focus rejected our media answer.')), 10000));
-    pc.onicecandidate = (event) => this.#trickle(event.candidate);
+    // Candidates the answer did not carry (found while it was on its way) follow as transport-info.
+    this.sentCandidates = new Set(contents.flatMap((c) => c.transport.candidates.map(candidateLine)));
+    pc.onicecandidate = (event) => this.#trickle(event.candidate?.candidate);
+    for (const line of pc.localDescription.sdp.split('\r\n')) {
+      if (line.startsWith('a=candidate:')) this.#trickle(line.slice(2));
+    }
     this.#openChannel(this.offer.webSocketUrl);
     this.#startStats();
   }
@@ -325,14 +332,17 @@ export class Meeting extends EventTarget {
     });
   }
 
-  #trickle(candidate) {
-    if (!candidate || !candidate.candidate || !this.session) return;
+  #trickle(line) {
+    if (!line || !this.session || !this.pc) return;
     let cand;
     try {
-      cand = parseCandidateLine(candidate.candidate);
+      cand = parseCandidateLine(line);
     } catch {
       return;
     }
+    const key = candidateLine(cand);
+    if (this.sentCandidates.has(key)) return;
+    this.sentCandidates.add(key);
     const base = this.offer.base[0];
     const iq = $iq({ to: this.session.from, type: 'set' }).c('jingle', {
       xmlns: NS.JINGLE, action: 'transport-info', sid: this.session.sid, initiator: this.session.initiator ?? this.session.from,
@@ -460,7 +470,7 @@ export class Meeting extends EventTarget {
     const connected = ['connected', 'completed'].includes(pc.iceConnectionState);
     const level = qualityLevel({ rttMs: summary.rttMs, lossRatio: summary.lossRatio, downlinkBps: this.downlinkBps, connected });
     this.quality = level;
-    this.#emit('quality', { level, rttMs: summary.rttMs, lossRatio: summary.lossRatio });
+    this.#emit('quality', { level, rttMs: summary.rttMs, lossRatio: summary.lossRatio, downlinkBps: this.downlinkBps });
     if (this.channel?.isOpen) this.channel.send(endpointStats({ connectionQuality: level }));
   }
 

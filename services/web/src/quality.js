@@ -8,9 +8,11 @@
 export function qualityLevel({ rttMs, lossRatio, downlinkBps, connected }) {
   if (!connected) return 'poor';
   if (rttMs === undefined && lossRatio === undefined && downlinkBps === undefined) return 'unknown';
+  // The bridge's downlink estimate follows what is actually sent (it ramps up with the senders),
+  // so only a very low estimate counts against the connection.
   let score = 2;
-  if ((rttMs ?? 0) > 400 || (lossRatio ?? 0) > 0.08 || (downlinkBps !== undefined && downlinkBps < 150_000)) score = 0;
-  else if ((rttMs ?? 0) > 150 || (lossRatio ?? 0) > 0.02 || (downlinkBps !== undefined && downlinkBps < 500_000)) score = 1;
+  if ((rttMs ?? 0) > 400 || (lossRatio ?? 0) > 0.08 || (downlinkBps !== undefined && downlinkBps < 64_000)) score = 0;
+  else if ((rttMs ?? 0) > 150 || (lossRatio ?? 0) > 0.02 || (downlinkBps !== undefined && downlinkBps < 150_000)) score = 1;
   return ['poor', 'fair', 'good'][score];
 }
 

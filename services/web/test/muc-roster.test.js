@@ -103,7 +103,9 @@ describe('connection quality', () => {
     assert.equal(qualityLevel({ connected: true, rttMs: 20, lossRatio: 0 }), 'good');
     assert.equal(qualityLevel({ connected: true, rttMs: 200, lossRatio: 0 }), 'fair');
     assert.equal(qualityLevel({ connected: true, rttMs: 20, lossRatio: 0.1 }), 'poor');
-    assert.equal(qualityLevel({ connected: true, rttMs: 20, downlinkBps: 300_000 }), 'fair');
+    assert.equal(qualityLevel({ connected: true, rttMs: 20, downlinkBps: 400_000 }), 'good');
+    assert.equal(qualityLevel({ connected: true, rttMs: 20, downlinkBps: 100_000 }), 'fair');
+    assert.equal(qualityLevel({ connected: true, rttMs: 20, downlinkBps: 50_000 }), 'poor');
   });
 
   it('measures loss over the interval since the last sample', () => {
