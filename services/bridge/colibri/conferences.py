@@ -213,6 +213,18 @@ class Plan:
     touched_bundles: list[str]
     freed: dict[str, colibri.Channel | colibri.SctpConnection]  # id -> last state, for the response
     freed_contents: dict[str, str]  # id -> content name
+    owned: set[str] = field(default_factory=set)  # endpoints already copied for this plan
+
+    def own(self, endpoint_id: str) -> EndpointRecord:
+        """The plan's private copy of an endpoint (copy-on-write: the book's stays untouched)."""
+        ep = self.conference.endpoints[endpoint_id]
+        if endpoint_id not in self.owned:
+            ep = copy.copy(ep)
+            ep.channels = {k: copy.copy(v) for k, v in ep.channels.items()}
+            ep.sctp = {k: copy.copy(v) for k, v in ep.sctp.items()}
+            self.conference.endpoints[endpoint_id] = ep
+            self.owned.add(endpoint_id)
+        return ep
 
     def set_local_transport(self, endpoint_id: str, local: LocalTransport) -> None:
         self.conference.endpoints[endpoint_id].local = local
@@ -273,7 +285,8 @@ class ConferenceBook:
         else:
             if request.id is not None and request.id != conference_id:
                 raise ColibriRequestError("id", f"{request.id!r} does not match the conference in the URL")
-            conf = copy.deepcopy(self.get(conference_id))
+            conf = copy.copy(self.get(conference_id))
+            conf.endpoints = dict(conf.endpoints)  # endpoints are copied when the plan touches them
             conf.last_touched = now
             if request.name is not None:
                 conf.name = request.name
@@ -307,6 +320,7 @@ class ConferenceBook:
                 raise ColibriRequestError(
                     f"{where}.id", f"no channel or sctpconnection uses bundle {bundle.id!r}"
                 )
+            ep = plan.own(ep.id)
             if bundle.id not in plan.touched_bundles:
                 plan.touched_bundles.append(bundle.id)
             t = bundle.transport
@@ -347,6 +361,7 @@ class ConferenceBook:
         bid = bundle or eid
         ep = conf.endpoints.get(eid)
         if ep is not None:
+            ep = plan.own(eid)
             if ep.bundle_id != bid:
                 raise ColibriRequestError(
                     f"{where}.channel-bundle-id", f"endpoint {eid!r} already uses bundle {ep.bundle_id!r}"
@@ -358,6 +373,7 @@ class ConferenceBook:
                 f"{where}.channel-bundle-id", f"bundle {bid!r} belongs to endpoint {other.id!r}"
             )
         ep = EndpointRecord(id=eid, bundle_id=bid, created=now)
+        plan.owned.add(eid)
         conf.endpoints[eid] = ep
         return ep
 
@@ -369,7 +385,8 @@ class ConferenceBook:
             rec = conf.find_channel(ch.id)
             if rec is None or rec.content != content:
                 raise ColibriRequestError(f"{where}.id", f"no {content} channel {ch.id!r} in this conference")
-            ep = conf.endpoints[rec.endpoint_id]
+            ep = plan.own(rec.endpoint_id)
+            rec = ep.channels[rec.id]
             if ch.endpoint is not None and ch.endpoint != rec.endpoint_id:
                 raise ColibriRequestError(f"{where}.endpoint", f"channel belongs to {rec.endpoint_id!r}")
             if ch.channel_bundle_id is not None and ch.channel_bundle_id != ep.bundle_id:
@@ -415,7 +432,8 @@ class ConferenceBook:
             rec = conf.find_sctp(sc.id)
             if rec is None:
                 raise ColibriRequestError(f"{where}.id", f"no sctpconnection {sc.id!r} in this conference")
-            ep = conf.endpoints[rec.endpoint_id]
+            ep = plan.own(rec.endpoint_id)
+            rec = ep.sctp[rec.id]
             if sc.endpoint is not None and sc.endpoint != rec.endpoint_id:
                 raise ColibriRequestError(
                     f"{where}.endpoint", f"sctpconnection belongs to {rec.endpoint_id!r}"

@@ -220,3 +220,22 @@ def test_stats_helpers() -> None:
     seed_conference(book)
     run(book, None, seed("seed003_post_request.json"))
     assert book.endpoint_count() == 3 and book.largest_conference() == 2 and book.channel_count() == 5
+
+
+def test_an_uncommitted_plan_leaves_the_book_untouched() -> None:
+    """If the media engine fails after prepare(), nothing of the request may remain."""
+    book = ConferenceBook()
+    cid = seed_conference(book)
+    before = dump(render(book.get(cid)))
+    ep = book.get(cid).endpoints[EP]
+    audio_id = next(iter(ep.channels))
+    body = (
+        f'{{"contents": [{{"name": "audio", "channels": [{{"id": "{audio_id}", "expire": 33, "sources": [7]}},'
+        f'{{"endpoint": "{EP}"}}, {{"endpoint": "other"}}]}}],'
+        f'"channel-bundles": [{{"id": "{EP}", "transport": {{"ufrag": "u", "pwd": "p",'
+        f'"fingerprints": [{{"fingerprint": "AA", "hash": "sha-256"}}]}}}}]}}'
+    ).encode()
+    plan = book.prepare(cid, parse_conference(body), 9.0)
+    assert {type(e) for e in plan.effects} == {CreateEndpoint, SetRemoteTransport, SetSources}
+    assert dump(render(book.get(cid))) == before
+    assert book.get(cid).endpoints[EP].remote is None and book.get(cid).last_touched == 0.0
