@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
@@ -96,7 +97,7 @@ class XmppServer:
         self.registry.register(BrokerCollector(self))
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: list[asyncio.Task[Any]] = []
-        self.bosh: Any = None
+        self.bosh: BoshService | None = None
         self.cluster: Any = None
         self.started = time.monotonic()
 
@@ -206,6 +207,8 @@ class XmppServer:
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
+            if self.bosh is not None:
+                self.bosh.sweep(now)
             for conn in list(self.connections.values()):
                 session = conn.session_obj
                 if session is None or session.closed:
@@ -250,12 +253,7 @@ class XmppServer:
 
             self.cluster = RedisCluster(self, self.config.cluster)
             await self.cluster.start()
-        try:
-            from .bosh import BoshService
-
-            self.bosh = BoshService(self)
-        except ImportError:  # pragma: no cover - bosh module is optional during development
-            self.bosh = None
+        self.bosh = BoshService(self)
         log.info(
             "listening: c2s %s:%d, http %s:%d (domain %s)",
             host,

@@ -1,0 +1,209 @@
+"""BOSH (XEP-0124, XEP-0206): XMPP over long-polled HTTP requests.
+
+Each BOSH session wraps a :class:`ClientSession` whose writes are collected until a held request
+can carry them. Requests are answered in ``rid`` order rules kept simple: each request's payload
+is handed to the session at once, the newest request is held until there is output or ``wait``
+seconds pass, and an older held request is released empty when a newer one arrives (``hold=1``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from .session import ClientSession, Link
+from .xml import STREAM_NS, Element, StreamOpened, XmlStreamError, escape_attr, parse_document
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import XmppServer
+    from .transports.http import HttpResponse
+
+log = logging.getLogger("xmpp.bosh")
+
+BOSH_NS = "http://jabber.org/protocol/httpbind"
+XBOSH_NS = "urn:xmpp:xbosh"
+CORS = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, POST, OPTIONS"),
+    ("access-control-allow-headers", "Content-Type"),
+    ("access-control-max-age", "86400"),
+]
+
+
+class BoshFraming:
+    """Stream framing is implicit in BOSH: the session-creation response carries the header."""
+
+    name = "bosh"
+
+    def open(self, host: str, stream_id: str) -> bytes:
+        return b""
+
+    def stream_element(self, el: Element) -> bytes:
+        return el.serialize().encode()
+
+    def close(self) -> bytes:
+        return b""
+
+
+class BoshSession:
+    transport_name = "bosh"
+
+    def __init__(self, service: BoshService, sid: str, rid: int, wait: float, hold: int) -> None:
+        self.service = service
+        self.sid = sid
+        self.rid = rid
+        self.wait = wait
+        self.hold = hold
+        self.pending: list[bytes] = []
+        self.held: asyncio.Future[None] | None = None
+        self.terminated = False
+        self.last_request = time.monotonic()
+        self.link = Link(BoshFraming(), self.write, self.close, secure=False)
+        server = service.server
+        self.session = ClientSession(
+            server.broker,
+            self.link,
+            server.limits,
+            server.resumption,
+            server.schedule,
+            on_end=server.session_ended,
+        )
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.pending.append(data)
+            self._wake()
+
+    def close(self) -> None:
+        self.terminated = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.held is not None and not self.held.done():
+            self.held.set_result(None)
+
+    def take_body(self) -> bytes:
+        payload = b"".join(self.pending)
+        self.pending.clear()
+        if self.terminated:
+            self.service.sessions.pop(self.sid, None)
+            return (f"<body xmlns='{BOSH_NS}' type='terminate'>").encode() + payload + b"</body>"
+        return f"<body xmlns='{BOSH_NS}'>".encode() + payload + b"</body>"
+
+
+class BoshService:
+    def __init__(self, server: XmppServer) -> None:
+        self.server = server
+        self.sessions: dict[str, BoshSession] = {}
+        self.config = server.config.bosh
+
+    def _response(self, status: int, body: bytes) -> HttpResponse:
+        from .transports.http import HttpResponse
+
+        return HttpResponse(status, body, "text/xml; charset=utf-8", list(CORS))
+
+    def handle_http(self, method: str, headers: dict[str, str], body: bytes):  # type: ignore[no-untyped-def]
+        if method == "OPTIONS":
+            return self._response(200, b"")
+        if method != "POST":
+            return self._response(405, b"BOSH wants POST")
+        try:
+            root = parse_document(body, self.server.limits.max_stanza_size)
+        except XmlStreamError as err:
+            return self._terminate("bad-request", err.text)
+        if root.name != "body" or root.ns != BOSH_NS:
+            return self._terminate(
+                "bad-request", "expected <body xmlns='http://jabber.org/protocol/httpbind'>"
+            )
+        try:
+            rid = int(root.get("rid") or "")
+        except ValueError:
+            return self._terminate("bad-request", "rid missing")
+        sid = root.get("sid")
+        if sid is None:
+            return self._create(root, rid)
+        bs = self.sessions.get(sid)
+        if bs is None:
+            return self._terminate("item-not-found", "unknown sid")
+        return self._request(bs, root, rid)
+
+    def _terminate(self, condition: str, text: str = "") -> HttpResponse:
+        log.info("BOSH request refused: %s %s", condition, text)
+        return self._response(
+            200 if condition != "bad-request" else 400,
+            f"<body xmlns='{BOSH_NS}' type='terminate' condition='{condition}'/>".encode(),
+        )
+
+    def _create(self, root: Element, rid: int) -> HttpResponse:
+        to = root.get("to") or ""
+        wait = min(float(root.get("wait") or self.config.max_wait), self.config.max_wait)
+        hold = min(int(root.get("hold") or 1), self.config.hold)
+        sid = secrets.token_hex(16)
+        bs = BoshSession(self, sid, rid, wait, hold)
+        self.sessions[sid] = bs
+        bs.session.stream_opened(StreamOpened(STREAM_NS, "stream", {"to": to, "version": "1.0"}))
+        if bs.terminated:
+            return self._response(200, bs.take_body())
+        payload = b"".join(bs.pending)
+        bs.pending.clear()
+        head = (
+            f"<body xmlns='{BOSH_NS}' sid='{sid}' wait='{int(wait)}' hold='{hold}' requests='{hold + 1}' "
+            f"inactivity='{int(self.config.inactivity)}' polling='1' ver='1.6' from='{escape_attr(to)}' "
+            f"authid='{bs.session.stream_id}' xmlns:xmpp='{XBOSH_NS}' xmpp:version='1.0' "
+            f"xmlns:stream='{STREAM_NS}'>"
+        )
+        return self._response(200, head.encode() + payload + b"</body>")
+
+    async def _request(self, bs: BoshSession, root: Element, rid: int) -> HttpResponse:
+        if rid <= bs.rid - 2 or rid > bs.rid + bs.hold + 1:
+            bs.session.fail("policy-violation", "BOSH rid out of window")
+            return self._terminate("item-not-found", "rid out of window")
+        bs.rid = max(bs.rid, rid)
+        bs.last_request = time.monotonic()
+        if root.get("type") == "terminate":
+            for child in root.elements():
+                bs.session.element(child)
+            bs.session.stream_closed()
+            bs.terminated = True
+            self.sessions.pop(bs.sid, None)
+            return self._response(200, f"<body xmlns='{BOSH_NS}' type='terminate'/>".encode())
+        restart = root.get(f"{{{XBOSH_NS}}}restart") in ("true", "1")
+        if restart:
+            bs.session.stream_opened(
+                StreamOpened(
+                    STREAM_NS,
+                    "stream",
+                    {
+                        "to": root.get("to") or bs.session.host.domain,  # type: ignore[union-attr]
+                        "version": "1.0",
+                    },
+                )
+            )
+        for child in root.elements():
+            bs.session.element(child)
+        if bs.pending or bs.terminated:
+            return self._response(200, bs.take_body())
+        if bs.held is not None and not bs.held.done():
+            bs.held.set_result(None)  # release the older held request empty
+            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        bs.held = fut
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), bs.wait)
+        except TimeoutError:
+            pass
+        if bs.held is fut:
+            bs.held = None
+        bs.last_request = time.monotonic()
+        return self._response(200, bs.take_body())
+
+    def sweep(self, now: float) -> None:
+        """End sessions whose client stopped polling."""
+        for bs in list(self.sessions.values()):
+            if bs.held is None and now - bs.last_request > self.config.inactivity:
+                self.sessions.pop(bs.sid, None)
+                bs.session.transport_lost()
