@@ -268,16 +268,17 @@ class Focus:
                 for participant in flows.waiting(conf):
                     await self._invite_locked(conf, participant)
 
-    def _place(self, conf: Conference) -> str | None:
+    def _place(self, conf: Conference, refused: set[str]) -> str | None:
         if conf.bridge_id is not None and self.registry.is_usable(conf.bridge_id):
             return conf.bridge_id
         region = self.settings.bridge.region or None
-        return self.registry.select(self.clock(), region=region)
+        return self.registry.select(self.clock(), region=region, exclude=tuple(refused))
 
     async def _invite_locked(self, conf: Conference, participant: Participant, attempts: int = 3) -> None:
         """Allocate channels for ``participant`` and send it session-initiate (conference lock held)."""
+        refused: set[str] = set()  # bridges that turned down a new conference (graceful shutdown)
         for _ in range(attempts):
-            bridge_id = self._place(conf)
+            bridge_id = self._place(conf, refused)
             if bridge_id is None:
                 log.error("no bridge available for room=%s; %s waits", conf.room, participant.endpoint_id)
                 return
@@ -297,6 +298,9 @@ class Focus:
             except (ColibriError, offer.AllocationError) as exc:
                 flows.allocation_failed(participant)
                 log.warning("allocation on %s for %s failed: %s", bridge_id, participant.endpoint_id, exc)
+                if isinstance(exc, ColibriError) and exc.status == 503 and request.id is None:
+                    refused.add(bridge_id)  # it takes no new conferences, but keeps its others
+                    continue
                 if isinstance(exc, ColibriError) and exc.unreachable:
                     if self.registry.mark_failed(bridge_id, str(exc)):
                         self.bridge_failed(bridge_id, str(exc))

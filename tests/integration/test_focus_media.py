@@ -98,6 +98,34 @@ async def test_rooms_spread_over_idle_bridges_and_a_loaded_bridge_is_avoided(sta
         await stop_all(people)
 
 
+async def test_draining_and_graceful_shutdown_steer_new_conferences(stack: Stack) -> None:
+    people: list[JingleParticipant] = []
+    try:
+        people += await joined(stack, f"busy@{MUC_DOMAIN}", "a1", media=False)
+        assert await wait_until(lambda: stack.bridge_of(f"busy@{MUC_DOMAIN}") is not None, 10)
+        busy = stack.bridge_of(f"busy@{MUC_DOMAIN}")
+        idle = ({"jvb1", "jvb2"} - {busy}).pop()
+        async with httpx.AsyncClient(timeout=5) as http:
+            (await http.post(f"{stack.colibri_url(idle)}/colibri/drain/enable")).raise_for_status()
+        assert await wait_until(
+            lambda: any(b["id"] == idle and b["drain"] for b in stack.get("/bridges")), 10
+        )
+        people += await joined(stack, f"second@{MUC_DOMAIN}", "b1", media=False)
+        assert await wait_until(lambda: stack.bridge_of(f"second@{MUC_DOMAIN}") is not None, 10)
+        assert stack.bridge_of(f"second@{MUC_DOMAIN}") == busy  # the idle bridge drains: used last
+        async with httpx.AsyncClient(timeout=5) as http:
+            url = f"{stack.colibri_url(busy)}/colibri/shutdown"
+            (await http.post(url, json={"graceful-shutdown": True})).raise_for_status()
+        states = lambda: {b["id"]: b["state"] for b in stack.get("/bridges")}  # noqa: E731
+        assert await wait_until(lambda: states().get(busy) == "graceful_shutdown", 10), states()
+        people += await joined(stack, f"third@{MUC_DOMAIN}", "c1", media=False)
+        assert await wait_until(lambda: stack.bridge_of(f"third@{MUC_DOMAIN}") is not None, 10)
+        assert stack.bridge_of(f"third@{MUC_DOMAIN}") == idle  # no new conference on a bridge shutting down
+        assert stack.bridge_of(f"busy@{MUC_DOMAIN}") == busy  # its running conferences stay
+    finally:
+        await stop_all(people)
+
+
 async def test_killed_bridge_conference_moves_and_media_resumes(stack: Stack) -> None:
     room = f"failover@{MUC_DOMAIN}"
     people = await joined(stack, room, "alice", "bob")
