@@ -10,6 +10,7 @@ exponential backoff and joins again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -123,6 +124,13 @@ class BreweryPresence:
                     log.warning(
                         "xmpp connection lost (%s); reconnecting", failed.result() if failed.done() else "?"
                     )
+            except asyncio.CancelledError:
+                # the bridge is stopping: leave the brewery so the focus stops choosing this bridge
+                if self.joined:
+                    client.make_presence(pto=f"{self.room}/{self.nick}", ptype="unavailable").send()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(client.disconnect(wait=1.0)), 2)
+                raise
             finally:
                 self.joined = False
                 client.abort()

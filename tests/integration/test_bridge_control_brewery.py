@@ -121,11 +121,15 @@ class Observer(slixmpp.ClientXMPP):
         self.online = asyncio.Event()
         self.stats: list[dict[str, str]] = []
         self.bridge_jid: str | None = None
+        self.bridge_left = asyncio.Event()
         self.add_event_handler("session_start", lambda _: self.online.set())
         self.add_event_handler("presence", self._presence)
 
     def _presence(self, pres: Any) -> None:
-        if str(pres["from"]) != f"{ROOM}/{SERVER_ID}" or pres["type"] == "unavailable":
+        if str(pres["from"]) != f"{ROOM}/{SERVER_ID}":
+            return
+        if pres["type"] == "unavailable":
+            self.bridge_left.set()
             return
         element = brewery.find_stats(pres.xml)
         if element is not None:
@@ -209,4 +213,7 @@ async def test_presence_stats_updates_healthcheck_and_reconnect(
     async with observing(broker.c2s_port) as obs:
         again = await obs.wait_for(lambda s: "stress_level" in s, within=20)
         assert again["drain"] == "true"
-    assert bridge.process.alive
+        assert bridge.process.alive
+        # a bridge that stops leaves the brewery
+        await asyncio.get_running_loop().run_in_executor(None, bridge.process.stop)
+        await asyncio.wait_for(obs.bridge_left.wait(), 10)
