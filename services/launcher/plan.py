@@ -160,6 +160,10 @@ def build_plan(s: StackSettings) -> StackPlan:
                 "JICOFO_HTTP_HOST": "127.0.0.1",
                 "JICOFO_HTTP_PORT": str(focus_http),
                 "JVB_BREWERY_MUC": "jvbbrewery",
+                # also published by each bridge in its brewery stats; this covers older bridges
+                "JICOFO_BRIDGE_COLIBRI_URLS": ",".join(
+                    f"{b.server_id}=http://127.0.0.1:{b.private_port}" for b in bridges
+                ),
             },
             [focus_http],
             [],

@@ -37,6 +37,9 @@ def test_services_share_accounts_and_names(tmp_path: Path) -> None:
     assert env["jvb1"]["JVB_WS_DOMAIN"] == "localhost:8000"
     assert env["jvb1"]["JVB_WS_TLS"] == "false"
     assert env["focus"]["XMPP_MUC_DOMAIN"] == "muc.example.org"
+    assert (
+        env["focus"]["JICOFO_BRIDGE_COLIBRI_URLS"] == "jvb1=http://127.0.0.1:8080,jvb2=http://127.0.0.1:8081"
+    )
     assert all(e.get("REDIS_URL") == "redis://127.0.0.1:6379/0" for n, e in env.items() if n != "nginx")
     assert "REDIS_URL" not in build_plan(settings(tmp_path)).processes[0].env
 
