@@ -131,6 +131,16 @@ def test_everyone_sees_two_remote_videos_playing(meeting: list[Person]) -> None:
     print("join to first remote frame (ms):", {n: t.get("firstRemoteFrameMs") for n, t in timings.items()})
 
 
+def test_the_dominant_speaker_is_highlighted(meeting: list[Person]) -> None:
+    # every fake microphone beeps, so the bridge names one of them dominant speaker
+    for p in meeting:
+        wait_until(
+            f"{p.name} to highlight a speaker",
+            lambda p=p: p.page.eval_on_selector_all(".tile.speaking", "ts => ts.length") == 1,
+            people=meeting,
+        )
+
+
 def test_a_muted_microphone_shows_for_the_others(meeting: list[Person]) -> None:
     bob = meeting[1]
     bob_ep = bob.endpoint
