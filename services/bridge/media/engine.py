@@ -28,7 +28,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import aiortc_adapter as adapter
@@ -96,7 +96,6 @@ class MediaConfig:
     remb_min_bps: int = 100_000
     rtcp_interval: float = 1.0
     expire_failed_endpoints: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 StateCallback = Callable[[str, str, EndpointState], None]

@@ -15,7 +15,6 @@ import logging
 import secrets
 import struct
 from collections.abc import Callable
-from typing import Any
 
 from . import rtcp, rtp
 from .aiortc_adapter import SrtpContext, SrtpError
@@ -502,10 +501,3 @@ class ConferenceForwarder:
                 endpoint.send_rtcp(packet)
             except SrtpError:
                 continue
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "endpoints": sorted(self.endpoints),
-            "streams": {e.id: sorted(e.streams) for e in self.endpoints.values()},
-            "packets_forwarded": self.packets_forwarded,
-        }

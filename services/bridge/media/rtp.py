@@ -46,14 +46,6 @@ def header_length(packet: bytes) -> int:
     return length
 
 
-def payload_length(packet: bytes) -> int:
-    """Payload size without header or padding."""
-    length = len(packet) - header_length(packet)
-    if packet[0] & 0x20 and length > 0:
-        length -= packet[-1]
-    return length
-
-
 def rewrite(packet: bytes, seq: int, ts: int, ssrc: int) -> bytes:
     """A copy of ``packet`` with new sequence number, timestamp and SSRC."""
     out = bytearray(packet)
@@ -142,33 +134,3 @@ def unwrap_rtx(packet: bytes, media_payload_type: int, media_ssrc: int) -> bytes
     )
     out += packet[hlen + 2 : end]
     return bytes(out)
-
-
-def seq_delta(a: int, b: int) -> int:
-    """Signed distance from ``b`` to ``a`` in 16-bit sequence space."""
-    d = (a - b) & 0xFFFF
-    return d - 0x10000 if d >= 0x8000 else d
-
-
-def vp8_is_keyframe(packet: bytes) -> bool:
-    """True when the packet starts a VP8 key frame (RFC 7741: S bit, partition 0, P bit clear)."""
-    try:
-        pos = header_length(packet)
-    except RtpError:
-        return False
-    if len(packet) <= pos:
-        return False
-    first = packet[pos]
-    if not first & 0x10 or first & 0x0F:  # S=1 and PID=0
-        return False
-    pos += 1
-    if first & 0x80:  # X: extended control bits
-        ext = packet[pos]
-        pos += 1
-        if ext & 0x80:  # I: picture id
-            pos += 2 if packet[pos] & 0x80 else 1
-        if ext & 0x40:  # L: TL0PICIDX
-            pos += 1
-        if ext & 0x30:  # T or K
-            pos += 1
-    return pos < len(packet) and not packet[pos] & 0x01

@@ -58,19 +58,6 @@ def test_rtx_wrap_and_unwrap() -> None:
     assert rtp.unwrap_rtx(wrapped, 96, 1) == original
 
 
-def test_seq_delta_wraps() -> None:
-    assert rtp.seq_delta(2, 65534) == 4
-    assert rtp.seq_delta(65534, 2) == -4
-
-
-def test_vp8_keyframe_detection() -> None:
-    key = packet(payload=bytes([0x10, 0x00, 0x9D, 0x01, 0x2A]))  # S=1, PID 0; P bit clear
-    delta = packet(payload=bytes([0x10, 0x01, 0x00]))
-    assert rtp.vp8_is_keyframe(key)
-    assert not rtp.vp8_is_keyframe(delta)
-    assert not rtp.vp8_is_keyframe(packet(payload=b""))
-
-
 def test_nack_round_trip() -> None:
     lost = [100, 101, 105, 116, 117, 200]
     built = rtcp.build_nack(1, 2, lost)
