@@ -7,7 +7,9 @@ and three more routes, started from this module (``python -m tests.integration.t
 
 * ``GET  /conferences/{c}/endpoints/{e}/messages``  -- bridge-channel messages sent to ``e``;
 * ``POST /conferences/{c}/endpoints/{e}/messages``  -- a bridge-channel message from ``e``;
-* ``PUT  /conferences/{c}/endpoints/{e}/last-n``    -- the Colibri video channel's ``last-n``.
+* ``PUT  /conferences/{c}/endpoints/{e}/last-n``    -- the Colibri video channel's ``last-n``;
+* ``PUT  /conferences/{c}/endpoints/{e}/audio-mixing`` -- ``{"mixed": true}`` makes the audio
+  channel a mixer channel (``rtp-level-relay-type: mixer``); answers the mixed stream's SSRC.
 """
 
 from __future__ import annotations
@@ -61,17 +63,25 @@ async def serve() -> None:  # pragma: no cover - runs in the child process
     def messages(conference_id: str, endpoint_id: str) -> list[dict[str, Any]]:
         return outbox[(conference_id, endpoint_id)]
 
+    # async routes: they run on the event loop, like the packet path they steer
     @app.post("/conferences/{conference_id}/endpoints/{endpoint_id}/messages")
-    def message(conference_id: str, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def message(conference_id: str, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
         engine.on_bridge_channel_message(conference_id, endpoint_id, body)
         return {}
 
-    @app.put("/conferences/{conference_id}/endpoints/{endpoint_id}/last-n")
-    def last_n(conference_id: str, endpoint_id: str, body: dict[str, int]) -> dict[str, Any]:
+    def policy_of(conference_id: str) -> ConferenceIntelligencePolicy:
         if conference_id not in policies:
             raise HTTPException(404, f"no conference {conference_id!r}")
-        policies[conference_id].set_colibri_last_n(endpoint_id, body["lastN"])
+        return policies[conference_id]
+
+    @app.put("/conferences/{conference_id}/endpoints/{endpoint_id}/last-n")
+    async def last_n(conference_id: str, endpoint_id: str, body: dict[str, int]) -> dict[str, Any]:
+        policy_of(conference_id).set_colibri_last_n(endpoint_id, body["lastN"])
         return {}
+
+    @app.put("/conferences/{conference_id}/endpoints/{endpoint_id}/audio-mixing")
+    async def audio_mixing(conference_id: str, endpoint_id: str, body: dict[str, bool]) -> dict[str, Any]:
+        return {"ssrc": policy_of(conference_id).set_audio_mixing(endpoint_id, body["mixed"])}
 
     await engine.start()
     server = await serve_http(app, "127.0.0.1", http_port)
@@ -240,7 +250,7 @@ async def test_loudest_is_dominant_and_last_n_two_forwards_the_two_latest_speake
             for owner in expected[p.name]
         )
 
-    await wait_until(decoding, 20, "every receiver decoding both forwarded videos")
+    await wait_until(decoding, 40, "every receiver decoding both forwarded videos")
 
 
 if __name__ == "__main__":  # the process under test
