@@ -154,9 +154,9 @@ class RedisCluster:
         await self.redis.ping()
         await self.redis.set(PREFIX + "alive:" + self.node, b"1", px=int(self.cfg.dead_after * 1000))
         for jid_b, node_b in (await self.redis.hgetall(PREFIX + "sessions")).items():
-            self._apply_event(f"bind {jid_b.decode()} {node_b.decode()}")
+            self._apply_event(f"bind {_text(jid_b)} {_text(node_b)}")
         for jid_b, node_b in (await self.redis.hgetall(PREFIX + "rooms")).items():
-            self._apply_event(f"room {jid_b.decode()} {node_b.decode()}")
+            self._apply_event(f"room {_text(jid_b)} {_text(node_b)}")
         self.pubsub = self.redis.pubsub()
         await self.pubsub.subscribe(PREFIX + "events", PREFIX + "node:" + self.node)
         self.broker.cluster = self
@@ -260,7 +260,7 @@ class RedisCluster:
         """Remove a dead node's entries from the shared hashes (every node may do it; idempotent)."""
         for key in ("sessions", "rooms"):
             entries = await self.redis.hgetall(PREFIX + key)
-            dead = [k for k, v in entries.items() if v.decode() == node]
+            dead = [k for k, v in entries.items() if _text(v) == node]
             if dead:
                 await self.redis.hdel(PREFIX + key, *dead)
 
@@ -275,3 +275,7 @@ class RedisCluster:
                         self._node_dead(node)
             except (OSError, aioredis.RedisError) as exc:
                 log.warning("redis heartbeat failed: %s", exc)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

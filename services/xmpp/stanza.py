@@ -62,13 +62,13 @@ def error_reply(
         attrs["to"] = stanza.attrs["from"]
     if "to" in stanza.attrs:
         attrs["from"] = stanza.attrs["to"]
-    reply = Element(
+    reply = Element(  # an IQ error carries only the request's payload element
         stanza.name,
         CLIENT_NS,
         attrs,
-        [c for c in stanza.children]
+        list[Element | str](stanza.children)
         if stanza.name != "iq"
-        else [c for c in stanza.children if isinstance(c, Element)][:1],
+        else list[Element | str](list(stanza.elements())[:1]),
     )
     err = reply.sub("error", CLIENT_NS, {"type": error_type or _ERROR_TYPE.get(condition, "cancel")})
     err.sub(condition, STANZAS_NS)
@@ -78,7 +78,7 @@ def error_reply(
 
 
 def iq_result(iq: Element, payload: Element | None = None) -> Element:
-    attrs = {"type": "result", "id": iq.get("id", "")}
+    attrs = {"type": "result", "id": iq.attrs.get("id", "")}
     if "from" in iq.attrs:
         attrs["to"] = iq.attrs["from"]
     if "to" in iq.attrs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pyexpat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 STREAM_NS = "http://etherx.jabber.org/streams"
 FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -224,7 +225,7 @@ class StreamClosed:
 StreamEvent = StreamOpened | StreamClosed | Element
 
 
-def _refuse(what: str) -> None:
+def _refuse(what: str) -> NoReturn:
     raise XmlStreamError("restricted-xml", f"{what} not allowed in XMPP")
 
 

@@ -85,6 +85,8 @@ class WebSocketSession:
         self.last_rx = time.monotonic()
         self.proto.receive_data(data)
         for frame in self.proto.events_received():
+            if not isinstance(frame, Frame):
+                continue
             self._frame(frame)
             if self.closing:
                 break
