@@ -617,8 +617,9 @@ class SdpOffer:
     ``source-add`` / ``source-remove`` updates the slots and :meth:`render` gives the next offer.
     Layout: one ``m=`` line per Jingle content (mid = content name) for what the participant sends,
     then one ``sendonly`` line (the bridge sends, the participant receives) per (owner, media) of
-    remote sources (mid ``r<n>``). A removed
-    owner's line stays, ``inactive`` and without SSRCs: Unified Plan never drops m-lines.
+    remote sources (mid ``r<n>``). A removed owner's line stays, ``inactive`` and without SSRCs
+    (Unified Plan never drops m-lines); if that owner's sources come back (a re-invited
+    participant) they get a new line.
     """
 
     def __init__(self, offer: Jingle) -> None:
@@ -671,8 +672,10 @@ class SdpOffer:
                     slot.active = False
 
     def _slot(self, owner: str, media: str) -> RemoteSlot | None:
+        """The owner's *active* line for ``media``. A line that went inactive is never reused:
+        receivers bind to their first SSRCs (aiortc does), so returning sources get a new line."""
         for slot in self.slots:
-            if slot.owner == owner and slot.media == media:
+            if slot.owner == owner and slot.media == media and slot.active:
                 return slot
         return None
 

@@ -271,10 +271,15 @@ class JingleParticipant(slixmpp.ClientXMPP):
 
     def _ice_state_changed(self) -> None:
         if self.pc is not None and self.pc.iceConnectionState == "failed" and self.sid is not None:
-            info = Jingle(action="session-info", sid=self.sid, ice_state="failed")
-            task = asyncio.ensure_future(self._send_jingle(info))
+            task = asyncio.ensure_future(self.report_ice_failure())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def report_ice_failure(self) -> bool:
+        """What a client sends when ICE fails: ``session-info`` with ``<ice-state>failed``."""
+        if self.sid is None:
+            return False
+        return await self._send_jingle(Jingle(action="session-info", sid=self.sid, ice_state="failed"))
 
     async def _send_jingle(self, message: Jingle) -> bool:
         iq = self.make_iq_set(ito=self.focus_full_jid or self.focus_jid)

@@ -189,6 +189,26 @@ async def test_leaving_participant_is_removed_everywhere(stack: Stack) -> None:
         await stop_all(people)
 
 
+async def test_ice_failure_report_gets_a_new_session(stack: Stack) -> None:
+    room = f"ice@{MUC_DOMAIN}"
+    people = await joined(stack, room, "alice", "bob")
+    alice, bob = people
+    try:
+        await wait_media(stack, people)
+        bridge = stack.bridge_of(room)
+        assert await bob.report_ice_failure()
+        assert await wait_until(lambda: len(bob.log_.initiated_at) == 2, 10), stack.logs()
+        assert [(c, t) for _, c, t in bob.log_.terminated] == [("success", "moving")]
+        before = alice.frames_from("bob")
+        await wait_media(stack, people)  # bob's new session receives again...
+        more = lambda: all(n >= b + 5 for n, b in zip(alice.frames_from("bob"), before, strict=True))  # noqa: E731
+        assert await wait_until(more, 15), (before, alice.frames_from("bob"))  # ...and sends again
+        assert stack.bridge_of(room) == bridge and len(alice.log_.initiated_at) == 1
+        assert alice.log_.source_removes == 1  # bob's old sources were withdrawn, then added again
+    finally:
+        await stop_all(people)
+
+
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="Debian's redis-server is not installed")
 async def test_restarted_focus_resumes_conferences_from_redis() -> None:
     room = f"redis@{MUC_DOMAIN}"

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +132,30 @@ class Stack:
         if self.with_redis:
             self.redis = RedisServer().start()
         self.c2s_port, self.xmpp_http = free_port(), free_port()
+        self.bridge_config = Path(tempfile.mkstemp(prefix="parley-jvb-", suffix=".conf")[1])
+        self.bridge_config.write_text(BRIDGE_CONFIG)
         self.start_xmpp()
-        for i in range(self.n_bridges):
-            self.start_bridge(f"jvb{i + 1}")
-        self.start_focus()
+        server_ids = [f"jvb{i + 1}" for i in range(self.n_bridges)]
+        for server_id in server_ids:
+            self._ports(server_id)
+        # bridges and the focus start side by side: the focus discovers bridges from the brewery
+        with ThreadPoolExecutor(max_workers=len(server_ids) + 1) as pool:
+            starts = [pool.submit(self.start_bridge, sid) for sid in server_ids] + [
+                pool.submit(self.start_focus)
+            ]
+            for started in starts:
+                started.result()
         if self.n_bridges:
             self.wait_bridges(set(self.bridges))
+
+    def _ports(self, server_id: str) -> dict[str, int]:
+        if server_id not in self.bridge_ports:
+            self.bridge_ports[server_id] = {
+                "colibri": free_port(),
+                "public": free_port(),
+                "udp": free_tcp_udp_port(),
+            }
+        return self.bridge_ports[server_id]
 
     def start_xmpp(self) -> ServiceProcess:
         env = {**xmpp_names(), "XMPP_C2S_PORT": str(self.c2s_port), "XMPP_HTTP_PORT": str(self.xmpp_http),
@@ -150,13 +169,7 @@ class Stack:
         reason = bridge_missing()
         if reason:
             raise RuntimeError(reason)
-        ports = self.bridge_ports.get(server_id) or {
-            "colibri": free_port(), "public": free_port(), "udp": free_tcp_udp_port()
-        }  # fmt: skip
-        self.bridge_ports[server_id] = ports
-        if self.bridge_config is None:
-            self.bridge_config = Path(tempfile.mkstemp(prefix="parley-jvb-", suffix=".conf")[1])
-            self.bridge_config.write_text(BRIDGE_CONFIG)
+        ports = self._ports(server_id)
         env = {
             **xmpp_names(),
             "XMPP_SERVER": "127.0.0.1",

@@ -218,6 +218,13 @@ def test_sdp_source_add_and_remove_keep_mlines() -> None:
     assert len(sections) == 5
     assert "a=inactive" in sections[2] and "a=ssrc:11" not in text
     assert "a=sendonly" in sections[4]
+    back = Jingle(action="source-add", sid="s1", contents=[
+        JingleContent(name="audio", description=RtpDescription(media="audio", sources=[Source(14, "a-a0", OWNER_A)]))
+    ])  # fmt: skip
+    sdp.add_sources(back)
+    sections = sdp.render().split("m=")[1:]
+    assert len(sections) == 6 and "a=inactive" in sections[2]  # the old line is not reused
+    assert "a=mid:r3" in sections[5] and "a=ssrc:14 " in sections[5]
 
 
 CHROME_LIKE_ANSWER = "\r\n".join([
