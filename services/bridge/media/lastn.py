@@ -417,6 +417,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._clock = clock
         self._known_sources: dict[str, MediaSources] = {}
         self._simulcast_ssrcs: set[int] = set()
+        self._frame_ts: dict[int, bytes] = {}  # simulcast SSRC -> RTP timestamp of its last frame
         self._streams: dict[int, IncomingStream] = {}
         self._feedback: dict[str, Subscription] = {}  # receiver -> a video subscription of it
         self._next_decision = float("-inf")
@@ -529,9 +530,12 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         ssrc = stream.ssrc
         self.meter.on_packet(ssrc, len(packet), now)
         if ssrc in self._simulcast_ssrcs:  # learn layer heights from key frames
-            offset, end = rtp_payload_bounds(packet)
-            if offset >= 0 and is_keyframe_start(packet, offset, end):
-                self.meter.on_keyframe(ssrc, packet, offset, end)
+            frame_ts = packet[4:8]
+            if self._frame_ts.get(ssrc) != frame_ts:  # first packet of a frame: look inside
+                self._frame_ts[ssrc] = frame_ts
+                offset, end = rtp_payload_bounds(packet)
+                if offset >= 0 and is_keyframe_start(packet, offset, end):
+                    self.meter.on_keyframe(ssrc, packet, offset, end)
         if ssrc not in self._streams:
             self._streams[ssrc] = stream
         if now >= self._next_decision:
