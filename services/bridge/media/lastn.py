@@ -44,6 +44,7 @@ from services.common.bridge_channel import (
     DominantSpeakerEndpointChangeEvent,
     ForwardedSources,
     LastNChangedEvent,
+    ReceiverAudioSubscription,
     ReceiverVideoConstraints,
     SenderSourceConstraints,
 )
@@ -56,6 +57,7 @@ from .simulcast import (
     LayerMeter,
     SimulcastProjection,
     VideoSource,
+    audio_source_name,
     default_layer_heights,
     highest_layer_within,
     rtp_payload_bounds,
@@ -200,6 +202,33 @@ def sender_max_height(source: SourceLayers, wanted: Iterable[int]) -> int:
             return UNLIMITED
         best = max(best, height)
     return best
+
+
+@dataclass(frozen=True)
+class AudioSubscription:
+    """Which audio sources a receiver takes (``ReceiverAudioSubscription``): everything, only
+    ``include``, or everything but ``exclude``."""
+
+    everything: bool = True
+    include: frozenset[str] | None = None
+    exclude: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, message: ReceiverAudioSubscription) -> AudioSubscription:
+        if message.all:
+            return cls()
+        if message.include is not None:
+            return cls(False, frozenset(message.include), frozenset(message.exclude or ()))
+        if message.exclude:
+            return cls(False, None, frozenset(message.exclude))
+        return cls()
+
+    def wants(self, source: str) -> bool:
+        if self.everything:
+            return True
+        if self.include is not None and source not in self.include:
+            return False
+        return source not in self.exclude
 
 
 @dataclass(frozen=True)
@@ -428,6 +457,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._mixer_thread: MixerThread | None = None
         self._mixed: dict[str, MixedRtpStream] = {}  # mixer receiver -> its mixed stream
         self._media: dict[str, EndpointMedia] = {}  # endpoint -> where to send its mix
+        self._audio_subscriptions: dict[str, AudioSubscription] = {}  # only receivers not taking all
 
     # --- membership and control ---------------------------------------------------------------
     def on_endpoint_added(self, endpoint_id: str) -> None:
@@ -438,6 +468,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     def on_endpoint_removed(self, endpoint_id: str) -> None:
         self.set_audio_mixing(endpoint_id, False)
         self._media.pop(endpoint_id, None)
+        self._audio_subscriptions.pop(endpoint_id, None)
         if self.mixer is not None:
             self.mixer.remove_endpoint(endpoint_id)
         self.video.remove_endpoint(endpoint_id)
@@ -509,6 +540,12 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         if isinstance(parsed, LastNChangedEvent | ReceiverVideoConstraints):
             self.video.on_message(endpoint_id, parsed)
             self._reallocate(self._clock())
+        elif isinstance(parsed, ReceiverAudioSubscription):
+            audio = AudioSubscription.of(parsed)
+            if audio.everything:
+                self._audio_subscriptions.pop(endpoint_id, None)
+            else:
+                self._audio_subscriptions[endpoint_id] = audio
 
     # --- packet path ----------------------------------------------------------------------------
     def observe_audio_level(self, stream: IncomingStream, level: int, voice: bool, now: float) -> None:
@@ -520,9 +557,17 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         if stream.kind != "video":
-            if self.mixer is None:
-                return subscriptions
-            return self._mix_audio(stream, packet, subscriptions)
+            if self.mixer is not None:
+                subscriptions = self._mix_audio(stream, packet, subscriptions)
+            if self._audio_subscriptions:
+                source = audio_source_name(stream.endpoint_id)
+                subscriptions = [
+                    sub
+                    for sub in subscriptions
+                    if sub.receiver.id not in self._audio_subscriptions
+                    or self._audio_subscriptions[sub.receiver.id].wants(source)
+                ]
+            return subscriptions
         now = self._clock()
         sender = stream.sender
         if self._known_sources.get(sender.id) is not sender.sources:

@@ -9,6 +9,7 @@ from services.bridge.media.aiortc_adapter import SrtpContext
 from services.bridge.media.forwarder import ConferenceForwarder
 from services.bridge.media.lastn import (
     UNLIMITED,
+    AudioSubscription,
     ConferenceIntelligencePolicy,
     ConferenceVideoPolicy,
     ReceiverSettings,
@@ -24,6 +25,7 @@ from services.bridge.media.tests.test_mixer import decode_all, energy_at, tone_f
 from services.common.bridge_channel import (
     ForwardedSources,
     LastNChangedEvent,
+    ReceiverAudioSubscription,
     ReceiverVideoConstraints,
     SenderSourceConstraints,
     parse,
@@ -364,3 +366,48 @@ def test_mixer_channel_gets_one_mixed_stream_of_the_others() -> None:
     a_got = people["a"].received_ssrcs(marks["a"])
     assert a_got == {people["b"].audio_ssrc, people["m"].audio_ssrc}
     assert policy.set_audio_mixing("m", False) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "wanted"),
+    [
+        ({"all": True}, {"a-a0", "b-a0", "c-a0"}),
+        ({}, {"a-a0", "b-a0", "c-a0"}),
+        ({"include": ["b-a0"]}, {"b-a0"}),
+        ({"include": []}, set()),
+        ({"exclude": ["a-a0"]}, {"b-a0", "c-a0"}),
+        ({"include": ["a-a0", "b-a0"], "exclude": ["a-a0"]}, {"b-a0"}),
+    ],
+)
+def test_audio_subscription(fields: dict, wanted: set[str]) -> None:
+    message = parse({"colibriClass": "ReceiverAudioSubscription", **fields})
+    assert isinstance(message, ReceiverAudioSubscription)
+    subscription = AudioSubscription.of(message)
+    assert {s for s in ("a-a0", "b-a0", "c-a0") if subscription.wants(s)} == wanted
+
+
+def test_receiver_audio_subscription_filters_the_audio_it_gets() -> None:
+    clock = Clock()
+    policy = ConferenceIntelligencePolicy(clock=clock, mixer_thread=False)
+    forwarder = ConferenceForwarder("conf", policy)
+    people = {name: Participant(i, name) for i, name in enumerate("abc")}
+    for p in people.values():
+        forwarder.add_endpoint(p.name, p.sent.append)
+        forwarder.set_sources(p.name, p.sources(), clock.now)
+    for p in people.values():
+        forwarder.set_srtp(
+            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+    policy.on_message("a", {"colibriClass": "ReceiverAudioSubscription", "include": ["c-a0"]})
+    mark = len(people["a"].sent)
+    for _ in range(5):
+        clock.now += 0.02
+        for p in people.values():
+            forwarder.handle_rtp(forwarder.endpoints[p.name], p.audio(100), clock.now)
+    assert people["a"].received_ssrcs(mark) == {people["c"].audio_ssrc}
+    policy.on_message("a", {"colibriClass": "ReceiverAudioSubscription", "all": True})
+    mark = len(people["a"].sent)
+    clock.now += 0.02
+    for p in people.values():
+        forwarder.handle_rtp(forwarder.endpoints[p.name], p.audio(100), clock.now)
+    assert people["a"].received_ssrcs(mark) == {people["b"].audio_ssrc, people["c"].audio_ssrc}
