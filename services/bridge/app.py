@@ -29,7 +29,8 @@ from services.bridge.colibri.rest import colibri_router, error
 from services.bridge.colibri.service import ColibriService
 from services.bridge.config import BridgeConfig
 from services.bridge.media.engine import MediaConfig, MediaEngine
-from services.bridge.media.lastn import intelligence_policy_factory
+from services.bridge.media.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
+from services.bridge.media.policy import SendMessage
 from services.bridge.presence import BreweryPresence
 from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats
 from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
@@ -64,20 +65,24 @@ class Bridge:
         vb = config.videobridge
         self.server_id = config.server_id
         self.status = BridgeStatus(drain=vb.drain)
+        self.policies: dict[str, ConferenceIntelligencePolicy] = {}
         self.engine = MediaEngine(
             MediaConfig(
                 port=vb.ice.udp_port,
                 bind_address=vb.ice.bind_address,
                 advertise_ips=tuple(vb.ice.advertise_ips),
             ),
-            policy_factory=intelligence_policy_factory,
+            policy_factory=self._policy_for,
         )
         self.book = ConferenceBook(
             default_expire=int(vb.colibri.default_expire.total_seconds()),
             conference_idle_timeout=vb.colibri.conference_idle_timeout.total_seconds(),
         )
         ws = vb.websockets
-        self.colibri = ColibriService(self.book, self.engine, self.web_socket_url if ws.enabled else None)
+        self.colibri = ColibriService(
+            self.book, self.engine, self.web_socket_url if ws.enabled else None, policy_of=self.policies.get
+        )
+        self.colibri.conference_expired_listeners.append(self._forget_policy)
         self.ws = ColibriWebSocketServer(
             server_id=self.server_id,
             authorize=authorize_with(self._endpoint_pwd),
@@ -113,6 +118,15 @@ class Bridge:
         self.started = False
         self.shutdown_requested = asyncio.Event()
         self.public_port: int | None = None
+
+    def _policy_for(self, conference_id: str, send: SendMessage) -> ConferenceIntelligencePolicy:
+        """The engine builds one forwarding policy per conference; Colibri channel settings
+        (``last-n``, ``rtp-level-relay-type``) are applied to it."""
+        policy = self.policies[conference_id] = intelligence_policy_factory(conference_id, send)
+        return policy
+
+    def _forget_policy(self, conference_id: str) -> None:
+        self.policies.pop(conference_id, None)
 
     def _deliver_from_engine(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None:
         self.ws.send(conference_id, endpoint_id, message)

@@ -84,6 +84,8 @@ def test_seed_example_replayed_step_by_step(bridge: RunningBridge, http: httpx.C
     ):
         assert key in audio
     assert audio["endpoint"] == SEED_ENDPOINT and audio["rtp-level-relay-type"] == "mixer"
+    # a mixer channel receives one mixed stream; its SSRC is the channel's sources (seed 003 step 4)
+    assert len(audio["sources"]) == 1 and 0 < audio["sources"][0] < 2**32
     video = out["contents"][1]["channels"][0]
     assert video["last-n"] == 2 and video["rtp-level-relay-type"] == "translator"
     sctp = out["contents"][2]["sctpconnections"][0]

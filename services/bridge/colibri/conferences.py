@@ -78,6 +78,7 @@ class ChannelRecord:
     ssrc_groups: list[colibri.SsrcGroup] = field(default_factory=list)
     payload_types: list[colibri.PayloadType] = field(default_factory=list)
     rtp_hdrexts: list[colibri.RtpHdrExt] = field(default_factory=list)
+    mixed_ssrc: int | None = None  # the bridge's mixed audio stream, for a mixer channel
 
     def to_colibri(self, bundle_id: str, expire: int | None = None) -> colibri.Channel:
         return colibri.Channel(
@@ -90,7 +91,7 @@ class ChannelRecord:
             last_n=self.last_n,
             rtp_level_relay_type=self.rtp_level_relay_type,  # type: ignore[arg-type]
             receive_simulcast_layer=self.receive_simulcast_layer,
-            sources=list(self.sources),
+            sources=list(self.sources) or ([self.mixed_ssrc] if self.mixed_ssrc is not None else []),
             ssrc_groups=list(self.ssrc_groups) or None,
             payload_types=list(self.payload_types) or None,
             rtp_hdrexts=list(self.rtp_hdrexts) or None,
@@ -199,7 +200,23 @@ class ExpireEndpoint:
     endpoint_id: str
 
 
-Effect = CreateEndpoint | SetRemoteTransport | SetSources | ExpireEndpoint
+@dataclass(frozen=True)
+class SetColibriLastN:
+    """The ``last-n`` of the endpoint's video channel (-1 = unlimited)."""
+
+    endpoint_id: str
+    last_n: int
+
+
+@dataclass(frozen=True)
+class SetAudioMixing:
+    """The endpoint's audio channel became a mixer channel (or a translator one again)."""
+
+    endpoint_id: str
+    mixed: bool
+
+
+Effect = CreateEndpoint | SetRemoteTransport | SetSources | SetColibriLastN | SetAudioMixing | ExpireEndpoint
 
 
 @dataclass
@@ -214,6 +231,12 @@ class Plan:
     freed: dict[str, colibri.Channel | colibri.SctpConnection]  # id -> last state, for the response
     freed_contents: dict[str, str]  # id -> content name
     owned: set[str] = field(default_factory=set)  # endpoints already copied for this plan
+    policy: dict[str, list[SetColibriLastN | SetAudioMixing]] = field(default_factory=dict)
+
+    def set_mixed_ssrc(self, endpoint_id: str, ssrc: int | None) -> None:
+        for ch in self.conference.endpoints[endpoint_id].channels.values():
+            if ch.content == "audio":
+                ch.mixed_ssrc = ssrc if ch.rtp_level_relay_type == "mixer" else None
 
     def own(self, endpoint_id: str) -> EndpointRecord:
         """The plan's private copy of an endpoint (copy-on-write: the book's stays untouched)."""
@@ -350,7 +373,8 @@ class ConferenceBook:
             if eid in conf.endpoints
         ]
         remotes = [r for r in remotes if r.endpoint_id in conf.endpoints]
-        plan.effects = [*created, *remotes, *sources, *plan.effects]
+        policy = [e for eid, changes in plan.policy.items() if eid in conf.endpoints for e in changes]
+        plan.effects = [*created, *remotes, *sources, *policy, *plan.effects]
         return plan
 
     def _endpoint_for_new(
@@ -417,6 +441,11 @@ class ConferenceBook:
             if value is not None:
                 setattr(rec, name, list(value))
                 sources_changed.add(ep.id)
+        changes = plan.policy.setdefault(ep.id, [])
+        if content == "video" and ch.last_n is not None:
+            changes.append(SetColibriLastN(ep.id, ch.last_n))
+        if content == "audio" and ch.rtp_level_relay_type is not None:
+            changes.append(SetAudioMixing(ep.id, ch.rtp_level_relay_type == "mixer"))
         plan.touched_channels.append(rec.id)
         if ep.bundle_id not in plan.touched_bundles:
             plan.touched_bundles.append(ep.bundle_id)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from services.bridge.media.engine import MediaEngine, UnknownEndpoint
 from services.common import colibri
@@ -23,6 +23,8 @@ from .conferences import (
     CreateEndpoint,
     ExpireEndpoint,
     Plan,
+    SetAudioMixing,
+    SetColibriLastN,
     SetRemoteTransport,
     SetSources,
     WebSocketUrlFn,
@@ -34,6 +36,14 @@ log = logging.getLogger("bridge.colibri")
 ExpiredListener = Callable[[str, str], None]
 
 
+class ConferencePolicy(Protocol):
+    """What Colibri channel settings steer in a conference's forwarding policy (media/lastn.py)."""
+
+    def set_colibri_last_n(self, endpoint_id: str, last_n: int) -> None: ...
+
+    def set_audio_mixing(self, endpoint_id: str, mixed: bool) -> int | None: ...
+
+
 class ColibriService:
     def __init__(
         self,
@@ -41,12 +51,15 @@ class ColibriService:
         engine: MediaEngine,
         ws_url: WebSocketUrlFn | None,
         clock: Callable[[], float] = time.monotonic,
+        policy_of: Callable[[str], ConferencePolicy | None] = lambda conference_id: None,
     ) -> None:
         self.book = book
         self.engine = engine
         self.ws_url = ws_url
         self.clock = clock
+        self.policy_of = policy_of
         self.endpoint_expired_listeners: list[ExpiredListener] = []
+        self.conference_expired_listeners: list[Callable[[str], None]] = []
         engine.on_endpoint_state = self._on_engine_state
 
     # --- REST operations -------------------------------------------------------------------------
@@ -85,6 +98,15 @@ class ColibriService:
                         raise ColibriRequestError(f"channel-bundles[{bundle}].transport", str(exc)) from exc
                 elif isinstance(effect, SetSources):
                     self.engine.set_sources(cid, effect.endpoint_id, effect.sources)
+                elif isinstance(effect, SetColibriLastN | SetAudioMixing):
+                    policy = self.policy_of(cid)
+                    if policy is None:
+                        continue
+                    if isinstance(effect, SetColibriLastN):
+                        policy.set_colibri_last_n(effect.endpoint_id, effect.last_n)
+                    else:
+                        ssrc = policy.set_audio_mixing(effect.endpoint_id, effect.mixed)
+                        plan.set_mixed_ssrc(effect.endpoint_id, ssrc)
         except BaseException:
             for eid in created:
                 self.engine.expire_endpoint(cid, eid)
@@ -112,6 +134,8 @@ class ColibriService:
         for cid in result.expired_conferences:
             self.engine.expire_conference(cid)
             log.info("conference expired id=%s", cid)
+            for listener in self.conference_expired_listeners:
+                listener(cid)
 
     def expire_all(self) -> None:
         for cid in list(self.book.conferences):
@@ -119,6 +143,8 @@ class ColibriService:
             for eid in list(conf.endpoints if conf else ()):
                 self._expire_endpoint(cid, eid)
             self.engine.expire_conference(cid)
+            for listener in self.conference_expired_listeners:
+                listener(cid)
 
     async def run_expiry(self, interval: float) -> None:
         while True:

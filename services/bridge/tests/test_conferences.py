@@ -11,6 +11,8 @@ from services.bridge.colibri.conferences import (
     ConferenceBook,
     CreateEndpoint,
     ExpireEndpoint,
+    SetAudioMixing,
+    SetColibriLastN,
     SetRemoteTransport,
     SetSources,
     UnknownConference,
@@ -70,14 +72,17 @@ def test_seed_replay_shapes() -> None:
     assert len(cid) == 16
     body = seed("seed003_allocate_patch.json").replace(b"a439deb315b4128c", cid.encode())
     plan = book.prepare(cid, parse_conference(body), 1.0)
-    assert plan.effects == [CreateEndpoint(EP)]
+    # the Colibri channel settings that steer the conference policy come along
+    assert plan.effects == [CreateEndpoint(EP), SetAudioMixing(EP, True), SetColibriLastN(EP, 2)]
     plan.set_local_transport(EP, LOCAL)
+    plan.set_mixed_ssrc(EP, 3816478770)  # what the policy answers for a mixer channel
     out = dump(render(book.commit(plan), lambda c, e, p: f"wss://h/colibri-ws/jvb1/{c}/{e}?pwd={p}", plan))
     assert out["id"] == cid
     assert [c["name"] for c in out["contents"]] == ["audio", "video", "data"]
     audio = out["contents"][0]["channels"][0]
     assert audio["rtp-level-relay-type"] == "mixer" and audio["endpoint"] == EP and len(audio["id"]) == 16
     assert audio["expire"] == 10 and audio["initiator"] is True and audio["channel-bundle-id"] == EP
+    assert audio["sources"] == [3816478770]  # as in seed 003 step 4: the mixed stream's SSRC
     assert out["contents"][1]["channels"][0]["last-n"] == 2
     sctp = out["contents"][2]["sctpconnections"][0]
     assert sctp["port"] == 5000 and sctp["expire"] == 20
@@ -96,7 +101,7 @@ def test_seed_replay_shapes() -> None:
     answer = answer.replace(b"5c258c1a66d1c021", sctp["id"].encode())
     plan = book.prepare(cid, parse_conference(answer), 2.0)
     kinds = [type(e) for e in plan.effects]
-    assert kinds == [SetRemoteTransport, SetSources]
+    assert kinds == [SetRemoteTransport, SetSources, SetAudioMixing]  # audio is a translator again
     remote = plan.effects[0].remote  # type: ignore[union-attr]
     assert remote.ufrag == "CBdMLgEmFdIJ9xjJ" and remote.fingerprints[0].hash == "sha-256"
     sources = plan.effects[1].sources  # type: ignore[union-attr]
