@@ -67,7 +67,7 @@ async def test_bosh_guest_logs_in_and_chats(server):
             c = BoshClient(http, server.bosh_url)
             created = await c.post(
                 to="meet.jitsi",
-                wait="10",
+                wait="3",
                 hold="1",
                 ver="1.6",
                 xmlns__xmpp="urn:xmpp:xbosh",
