@@ -141,26 +141,43 @@ def test_the_dominant_speaker_is_highlighted(meeting: list[Person]) -> None:
         )
 
 
-def test_a_muted_microphone_shows_for_the_others(meeting: list[Person]) -> None:
+def test_muted_microphone_and_camera_show_for_the_others(meeting: list[Person]) -> None:
     bob = meeting[1]
     bob_ep = bob.endpoint
+    others = (meeting[0], meeting[2])
+
+    def tile_state(p: Person, attribute: str) -> str | None:
+        return p.page.get_attribute(f'.tile[data-endpoint="{bob_ep}"]', attribute)
+
     bob.page.click("#mic-button")
     assert bob.page.get_attribute("#mic-button", "aria-pressed") == "true"
-    for p in (meeting[0], meeting[2]):
+    for p in others:
         wait_until(
             f"{p.name} to show Bob muted",
-            lambda p=p: (
-                p.page.get_attribute(f'.tile[data-endpoint="{bob_ep}"]', "data-audio-muted") == "true"
-            ),
+            lambda p=p: tile_state(p, "data-audio-muted") == "true",
             people=meeting,
         )
     bob.page.click("#mic-button")
-    for p in (meeting[0], meeting[2]):
+    for p in others:
         wait_until(
             f"{p.name} to show Bob unmuted",
-            lambda p=p: (
-                p.page.get_attribute(f'.tile[data-endpoint="{bob_ep}"]', "data-audio-muted") == "false"
-            ),
+            lambda p=p: tile_state(p, "data-audio-muted") == "false",
+            people=meeting,
+        )
+    # camera off: the others show his initials instead of a black picture, and back
+    bob.page.click("#cam-button")
+    for p in others:
+        wait_until(
+            f"{p.name} to show Bob's avatar",
+            lambda p=p: tile_state(p, "data-video-off") == "true",
+            people=meeting,
+        )
+        assert p.page.is_visible(f'.tile[data-endpoint="{bob_ep}"] .avatar')
+    bob.page.click("#cam-button")
+    for p in others:
+        wait_until(
+            f"{p.name} to show Bob's video again",
+            lambda p=p: tile_state(p, "data-video-off") == "false",
             people=meeting,
         )
 
