@@ -472,6 +472,7 @@ class Result:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     rss_mb: float = 0.0
+    rss_start_mb: float = 0.0
     endpoints: int = 0
 
     def row(self) -> dict[str, Any]:
@@ -487,6 +488,7 @@ class Result:
             "latency_p50_ms": round(statistics.median(lat) * 1000, 2) if lat else None,
             "latency_p95_ms": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2) if lat else None,
             "rss_mb": round(self.rss_mb, 1),
+            "rss_growth_mb": round(self.rss_mb - self.rss_start_mb, 1),
         }
 
 
@@ -536,11 +538,20 @@ async def run_scenario(
                 all_peers.append(extra)
     for pub in pubs:
         pub.start()
+
+    async def consent() -> None:  # browsers send a consent check every few seconds (RFC 7675)
+        while True:
+            await asyncio.sleep(2.0)
+            for peer in all_peers:
+                peer.keepalive()
+
+    consent_task = asyncio.ensure_future(consent())
     await asyncio.sleep(2.0)  # warm-up: key frames, rates settle
     start = time.monotonic()
     receipts.window = (start, start + window)
     sent_before = [len(p.sent_log) for p in pubs]
     cpu0 = cpu_seconds(sfu.pid)
+    rss0 = rss_mb(sfu.pid)
     await asyncio.sleep(window)
     cpu1 = cpu_seconds(sfu.pid)
     sent_in_window = [
@@ -556,6 +567,8 @@ async def run_scenario(
     result.seconds = window
     result.latencies = receipts.latencies
     result.rss_mb = rss_mb(sfu.pid)
+    result.rss_start_mb = rss0
+    consent_task.cancel()
     for pub in pubs:
         pub.stop()
     for peer in all_peers:
@@ -627,6 +640,7 @@ async def main(args: argparse.Namespace) -> None:
         "latency_p50_ms",
         "latency_p95_ms",
         "rss_mb",
+        "rss_growth_mb",
     )
     print(" | ".join(header))
     for row in results:

@@ -25,7 +25,8 @@ log = logging.getLogger("parley.bridge.media")
 
 _HEADER = struct.Struct("!BBHII")
 KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between PLIs the bridge sends for one stream
-UPSTREAM_NACK_INTERVAL = 0.02
+UPSTREAM_NACK_RETRY = 0.1  # seconds before the bridge asks a sender again for the same packet
+UPSTREAM_NACK_MAX_GAP = 64  # a larger jump is a restart or a pause, not loss
 
 Transmit = Callable[[bytes], None]
 
@@ -61,10 +62,12 @@ class IncomingStream:
         "audio_level_ext",
         "cache",
         "clock_rate",
+        "highest_seq",
         "kind",
         "last_keyframe_request",
         "last_sr",
         "media",
+        "nack_requests",
         "reception",
         "rtx",
         "rtx_payload_types",
@@ -87,6 +90,8 @@ class IncomingStream:
         self.audio_level_ext: int | None = None
         self.last_sr: rtcp.SenderReport | None = None
         self.last_keyframe_request = -1e9
+        self.highest_seq: int | None = None
+        self.nack_requests: dict[int, float] = {}  # seq -> when the bridge last asked the sender
 
     @property
     def endpoint_id(self) -> str:
@@ -325,6 +330,16 @@ class ConferenceForwarder:
             return
         stream.reception.add(seq, ts, now)
         stream.cache.put(seq, packet)
+        highest = stream.highest_seq
+        if highest is None:
+            stream.highest_seq = seq
+        else:
+            gap = (seq - highest) & 0xFFFF
+            if gap < 0x8000:
+                stream.highest_seq = seq
+                if 1 < gap <= UPSTREAM_NACK_MAX_GAP and stream.kind == "video":
+                    # lost on the sender's uplink: ask now rather than when every receiver notices
+                    self._request_upstream(stream, [(highest + i) & 0xFFFF for i in range(1, gap)], now)
         if stream.audio_level_ext is not None:
             level = rtp.audio_level(packet, stream.audio_level_ext)
             if level is not None:
@@ -468,10 +483,28 @@ class ConferenceForwarder:
                 missing.append(original_seq)
             else:
                 self._retransmit(sub, cached)
-        sender = sub.stream.sender
-        if missing and sender.connected:
-            sender.nacks_sent += 1
-            sender.send_rtcp(rtcp.build_nack(sender.rtcp_ssrc, sub.stream.ssrc, missing))
+        if missing:
+            self._request_upstream(sub.stream, missing, now)
+
+    def _request_upstream(self, stream: IncomingStream, lost: list[int], now: float) -> None:
+        """NACK the sender for ``lost`` packets it has not been asked for in the last
+        ``UPSTREAM_NACK_RETRY`` seconds (the bridge's own gap detection and the receivers' NACKs
+        for the same packet are merged)."""
+        sender = stream.sender
+        if not sender.connected:
+            return
+        requests = stream.nack_requests
+        ask = [seq for seq in lost if now - requests.get(seq, -1e9) >= UPSTREAM_NACK_RETRY]
+        if not ask:
+            return
+        if len(requests) > 512:
+            for seq, when in list(requests.items()):
+                if now - when > 1.0:
+                    del requests[seq]
+        for seq in ask:
+            requests[seq] = now
+        sender.nacks_sent += 1
+        sender.send_rtcp(rtcp.build_nack(sender.rtcp_ssrc, stream.ssrc, ask))
 
     def request_keyframe(self, stream: IncomingStream, now: float) -> None:
         """PLI to the stream's sender, at most one per ``KEYFRAME_REQUEST_INTERVAL``."""

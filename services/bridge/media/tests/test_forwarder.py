@@ -206,6 +206,7 @@ def test_periodic_reports_carry_rr_and_remb_from_receivers() -> None:
     for i in range(10):
         if i != 4:
             a.send_rtp(video(i, 1002), now=i * 0.03)
+    assert [t for t, _, _ in a.take_rtcp()] == [rtcp.RTPFB]  # the bridge asked for 4 at once
     b.send_rtcp(rtcp.build_remb(b.endpoint.rtcp_ssrc, 800_000, [1002]))
     c.send_rtcp(rtcp.build_remb(c.endpoint.rtcp_ssrc, 300_000, [1002]))
     conference.send_reports(now=1.0)
@@ -346,3 +347,30 @@ def test_retransmission_of_a_remapped_layer_uses_the_rtx_pair_of_the_shown_ssrc(
     # 11 was never seen: the bridge asks the sender for the layer it came from
     ((_, _, nack),) = [p for p in a.take_rtcp() if p[0] == rtcp.RTPFB]
     assert rtcp.feedback_ssrcs(nack)[1] == 1002 and rtcp.parse_nack(nack) == [11]
+
+
+def test_uplink_gap_is_nacked_once_and_receiver_nacks_are_merged() -> None:
+    _, (a, b, _) = meeting(rtx=False)
+    for seq in (1, 2, 5):
+        a.send_rtp(video(seq, 1002), now=1.0)
+    ((_, _, nack),) = a.take_rtcp()
+    assert rtcp.feedback_ssrcs(nack)[1] == 1002 and sorted(rtcp.parse_nack(nack)) == [3, 4]
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [3]), now=1.05)
+    assert a.take_rtcp() == []  # already asked
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [3]), now=1.2)
+    ((_, _, again),) = a.take_rtcp()
+    assert rtcp.parse_nack(again) == [3]
+    # the sender's retransmission fills the cache; later receivers' NACKs are answered from it
+    a.send_rtp(video(3, 1002), now=1.25)
+    b.wire.clear()
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [3]), now=1.3)
+    assert b.take_rtp() == [video(3, 1002)]
+    assert a.take_rtcp() == []
+    assert a.endpoint.nacks_sent == 2
+
+
+def test_large_jump_or_old_packet_is_not_loss() -> None:
+    _, (a, _, _) = meeting()
+    for seq in (100, 1000, 999):
+        a.send_rtp(video(seq, 1002))
+    assert a.take_rtcp() == []
