@@ -18,6 +18,7 @@ import threading
 import time
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -60,15 +61,16 @@ _GAUGES = {
 
 
 class Bridge:
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, state_file: Path | None = None) -> None:
         self.config = config
+        self.state_file = state_file
         vb = config.videobridge
         self.server_id = config.server_id
         self.status = BridgeStatus(drain=vb.drain)
         self.policies: dict[str, ConferenceIntelligencePolicy] = {}
         self.engine = MediaEngine(
             MediaConfig(
-                port=vb.ice.udp_port,
+                port=config.udp_port,
                 bind_address=vb.ice.bind_address,
                 advertise_ips=tuple(vb.ice.advertise_ips),
             ),
@@ -138,6 +140,14 @@ class Bridge:
         scheme = "wss" if ws.tls else "ws"
         return f"{scheme}://{ws.domain}/colibri-ws/{self.server_id}/{conference_id}/{endpoint_id}?pwd={pwd}"
 
+    @property
+    def colibri_url(self) -> str:
+        """The private REST base URL as the focus reaches it (published in brewery presence)."""
+        host = self.config.videobridge.http_servers.private.host
+        if host in ("0.0.0.0", "::", ""):
+            host = next(iter(self.config.videobridge.ice.advertise_ips), "127.0.0.1")
+        return f"http://{host}:{self.config.private_port}"
+
     def _endpoint_pwd(self, conference_id: str, endpoint_id: str) -> str | None:
         ep = self.book.endpoint(conference_id, endpoint_id)
         return ep.local.pwd if ep is not None and ep.local is not None else None
@@ -163,6 +173,7 @@ class Bridge:
             threads=threading.active_count(),
             wall_time=time.time(),
             websockets=len(self.ws.connections),
+            colibri_url=self.colibri_url,
         )
 
     def refusal(self) -> str | None:
@@ -353,10 +364,14 @@ class Bridge:
         try:
             tls = self._tls_context()
             public = vb.http_servers.public
-            port = public.tls_port if tls is not None and public.tls_port is not None else public.port
+            port = (
+                public.tls_port
+                if tls is not None and public.tls_port is not None
+                else self.config.public_port
+            )
             self.public_port = await self.ws.start(public.host, port, tls)
             priv = vb.http_servers.private
-            private = await serve_http(self.private_app(), priv.host, priv.port)
+            private = await serve_http(self.private_app(), priv.host, self.config.private_port)
             tasks.append(
                 asyncio.ensure_future(
                     self.colibri.run_expiry(vb.colibri.expire_check_interval.total_seconds())
@@ -365,12 +380,23 @@ class Bridge:
             tasks.append(asyncio.ensure_future(self._graceful_watch()))
             if self.presence is not None:
                 tasks.append(asyncio.ensure_future(self.presence.run()))
+            if self.state_file is not None:
+                self.state_file.write_text(
+                    json.dumps(
+                        {
+                            "server_id": self.server_id,
+                            "private_url": self.colibri_url,
+                            "public_port": self.public_port,
+                            "udp_port": self.engine.port,
+                        }
+                    )
+                )
             self.started = True
             log.info(
                 "bridge %s up: colibri http://%s:%d, colibri-ws on %s:%d%s, media udp %d",
                 self.server_id,
                 priv.host,
-                priv.port,
+                self.config.private_port,
                 public.host,
                 self.public_port,
                 " (tls)" if tls else "",

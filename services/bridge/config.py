@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from services.common.config import ConfigError, EnvVar, Section, load_config, split_list
 
@@ -32,9 +33,33 @@ def _bool(value: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _port_range(value: Any) -> tuple[int, int]:
+    """``9090`` or ``"9090"`` -> (9090, 9090); ``"9090-9109"`` -> (9090, 9109)."""
+    if isinstance(value, tuple | list) and len(value) == 2:
+        first, last = int(value[0]), int(value[1])
+    elif isinstance(value, bool):
+        raise ValueError("expected a port or a range like 10000-10019")
+    elif isinstance(value, int):
+        first = last = value
+    elif isinstance(value, str):
+        parts = value.strip().split("-")
+        if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+            raise ValueError("expected a port or a range like 10000-10019")
+        first, last = int(parts[0]), int(parts[-1])
+    else:
+        raise ValueError("expected a port or a range like 10000-10019")
+    if not (0 <= first <= last <= 65535):
+        raise ValueError(f"{first}-{last} is not a port range within 0-65535")
+    return first, last
+
+
+PortSpec = Annotated[tuple[int, int], BeforeValidator(_port_range)]
+"""A port, or a range of ports of which the bridge takes one slot (docker compose --scale)."""
+
+
 class PublicHttp(Section):
     host: str = "0.0.0.0"
-    port: int = Field(9090, ge=0, le=65535)
+    port: PortSpec = (9090, 9090)
     tls_port: int | None = Field(None, ge=0, le=65535)
     key_store_path: str | None = None
     key_store_password: str | None = None
@@ -57,7 +82,7 @@ class PublicHttp(Section):
 
 class PrivateHttp(Section):
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: PortSpec = (8080, 8080)
 
 
 class HttpServers(Section):
@@ -86,7 +111,7 @@ class WebSockets(Section):
 
 
 class Ice(Section):
-    udp_port: int = Field(10000, ge=0, le=65535)
+    udp_port: PortSpec = (10000, 10000)
     bind_address: str = "0.0.0.0"
     advertise_ips: list[str] = Field(default_factory=list)
 
@@ -149,6 +174,18 @@ class BridgeConfig(Section):
     def xmpp(self) -> XmppClient:
         return self.videobridge.apis.xmpp_client
 
+    @property
+    def udp_port(self) -> int:
+        return self.videobridge.ice.udp_port[0]
+
+    @property
+    def private_port(self) -> int:
+        return self.videobridge.http_servers.private.port[0]
+
+    @property
+    def public_port(self) -> int:
+        return self.videobridge.http_servers.public.port[0]
+
 
 def _public_url(value: str) -> str:
     parts = urlsplit(value)
@@ -158,14 +195,14 @@ def _public_url(value: str) -> str:
 
 
 ENV_VARS = [
-    EnvVar("JVB_PORT", "videobridge.ice.udp-port", int),
+    EnvVar("JVB_PORT", "videobridge.ice.udp-port"),
     EnvVar("JVB_ADVERTISE_IPS", "videobridge.ice.advertise-ips", split_list),
     EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
     EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),
     EnvVar("JVB_WS_TLS", "videobridge.websockets.tls", _bool),
-    EnvVar("JVB_COLIBRI_PORT", "videobridge.http-servers.private.port", int),
+    EnvVar("JVB_COLIBRI_PORT", "videobridge.http-servers.private.port"),
     EnvVar("JVB_COLIBRI_HOST", "videobridge.http-servers.private.host"),
-    EnvVar("JVB_PUBLIC_PORT", "videobridge.http-servers.public.port", int),
+    EnvVar("JVB_PUBLIC_PORT", "videobridge.http-servers.public.port"),
     EnvVar("XMPP_SERVER", "videobridge.apis.xmpp-client.host"),
     EnvVar("XMPP_PORT", "videobridge.apis.xmpp-client.port", int),
     EnvVar("XMPP_DOMAIN", "videobridge.apis.xmpp-client.domain"),
@@ -183,12 +220,85 @@ def _hostname_server_id() -> str:
     return name[:63] if name[0].isalnum() else "jvb-" + name[:59]
 
 
-def load(config_file: str | None = None, environ: Mapping[str, str] | None = None) -> BridgeConfig:
-    """Read and validate the bridge's settings and fill in the derived ones."""
+PortsFree = Callable[[int, int, int], bool]
+"""(udp media port, private http port, public http port) -> can this bridge bind all three?"""
+
+
+def ports_free(udp: int, private: int, public: int) -> bool:
+    for kind, port in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, private), (socket.SOCK_STREAM, public)):
+        if port == 0:
+            continue
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                return False
+    return True
+
+
+def port_ranges(vb: Videobridge) -> list[tuple[int, int]]:
+    """(first, last) of the UDP media, private HTTP and public HTTP ports."""
+    return [vb.ice.udp_port, vb.http_servers.private.port, vb.http_servers.public.port]
+
+
+STATE_FILE = Path("/tmp/parley-bridge.json")
+"""Where a bridge started with port ranges writes the ports it took (read by ``healthcheck``)."""
+
+
+def choose_slot(vb: Videobridge, free: PortsFree) -> tuple[int, int, int]:
+    """The first slot i whose UDP, private and public ports (``first + i`` of each range) are free."""
+    ranges = port_ranges(vb)
+    sizes = {last - first + 1 for first, last in ranges if last != first}
+    if not sizes:
+        return ranges[0][0], ranges[1][0], ranges[2][0]
+    if len(sizes) > 1:
+        raise ConfigError(
+            "videobridge.ice.udp-port",
+            "the port ranges of media, private and public HTTP must have the same length",
+        )
+    for i in range(sizes.pop()):
+        ports = tuple(first if first == last else first + i for first, last in ranges)
+        if free(*ports):
+            return ports  # type: ignore[return-value]
+    raise ConfigError("videobridge.ice.udp-port", "no free slot in the configured port ranges")
+
+
+def load(
+    config_file: str | None = None, environ: Mapping[str, str] | None = None, free: PortsFree = ports_free
+) -> BridgeConfig:
+    """Read and validate the bridge's settings and fill in the derived ones.
+
+    Port ranges (``JVB_PORT=10000-10019`` with ``JVB_COLIBRI_PORT=8080-8099`` and
+    ``JVB_PUBLIC_PORT=9090-9109``) are resolved to the first free slot; the default server id is
+    then ``<hostname>-<public port>`` (what nginx routes on), otherwise the hostname.
+    """
+    environ = os.environ if environ is None else environ
+    return resolve(read(config_file, environ), environ, free)
+
+
+def read(config_file: str | None = None, environ: Mapping[str, str] | None = None) -> BridgeConfig:
+    """The validated settings as given (port ranges and derived values unresolved)."""
     environ = os.environ if environ is None else environ
     config_file = config_file or environ.get("JVB_CONFIG") or None
-    cfg = load_config(BridgeConfig, REFERENCE, ENV_VARS, config_file=config_file, environ=environ)
+    return load_config(BridgeConfig, REFERENCE, ENV_VARS, config_file=config_file, environ=environ)
+
+
+def resolve(cfg: BridgeConfig, environ: Mapping[str, str], free: PortsFree = ports_free) -> BridgeConfig:
+    """Pick the port slot and fill in server id, web-socket domain/TLS and XMPP domains."""
     vb = cfg.videobridge
+    ranged = vb.http_servers.public.port[0] != vb.http_servers.public.port[1]
+    udp, private, public = choose_slot(vb, free)
+    vb = vb.model_copy(
+        update={
+            "ice": vb.ice.model_copy(update={"udp_port": (udp, udp)}),
+            "http_servers": vb.http_servers.model_copy(
+                update={
+                    "private": vb.http_servers.private.model_copy(update={"port": (private, private)}),
+                    "public": vb.http_servers.public.model_copy(update={"port": (public, public)}),
+                }
+            ),
+        }
+    )
     ws = vb.websockets
     public_url = environ.get("PUBLIC_URL")
     domain, tls = ws.domain, ws.tls
@@ -203,8 +313,8 @@ def load(config_file: str | None = None, environ: Mapping[str, str] | None = Non
         if not environ.get("JVB_WS_TLS"):
             tls = parts.scheme == "https"
     if domain is None:
-        domain = f"127.0.0.1:{vb.http_servers.public.port}"
-    server_id = ws.server_id or _hostname_server_id()
+        domain = f"127.0.0.1:{public}"
+    server_id = ws.server_id or (f"{_hostname_server_id()}-{public}" if ranged else _hostname_server_id())
     xmpp = vb.apis.xmpp_client
     xmpp = xmpp.model_copy(
         update={

@@ -48,6 +48,7 @@ def colibri_stats(
     threads: int,
     wall_time: float,
     websockets: int = 0,
+    colibri_url: str | None = None,
 ) -> dict[str, Any]:
     endpoints = sum(conference_sizes)
     stress = stress_level(media, max_packet_rate)
@@ -74,6 +75,7 @@ def colibri_stats(
         brewery.VERSION: version,
         brewery.REGION: region,
         brewery.RELAY_ID: relay_id,
+        brewery.COLIBRI_URL: colibri_url,
     }
 
 

@@ -40,6 +40,8 @@ CONFERENCES = "conferences"
 PARTICIPANTS = "participants"
 ENDPOINTS = "endpoints"
 LARGEST_CONFERENCE = "largest_conference"
+COLIBRI_URL = "colibri_url"
+"""The bridge's Colibri REST base URL (``http://10.0.0.5:8080``), so the focus needs no map."""
 
 PRESENCE_KEYS = (
     STRESS_LEVEL,
@@ -55,6 +57,7 @@ PRESENCE_KEYS = (
     PARTICIPANTS,
     ENDPOINTS,
     LARGEST_CONFERENCE,
+    COLIBRI_URL,
 )
 """Keys the bridge puts in its brewery presence; the focus needs the first nine."""
 

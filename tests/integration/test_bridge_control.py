@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.integration.harness import REPO, free_port
 from tests.integration.test_bridge_control_support import (
     SEED_CONFERENCE,
     SEED_ENDPOINT,
@@ -305,3 +309,14 @@ def test_graceful_shutdown_waits_for_the_last_endpoint() -> None:
         assert b.process.proc.wait(10) == 0
     finally:
         b.process.stop()
+
+
+def test_healthcheck_command_and_colibri_url(bridge: RunningBridge, http: httpx.Client) -> None:
+    """The container health probe passes against a live bridge and fails without one; the stats
+    (and so the brewery presence) carry the Colibri REST base URL the focus should use."""
+    assert http.get("/colibri/stats").json()["colibri_url"] == bridge.url
+    env = {**os.environ, "JVB_COLIBRI_PORT": str(bridge.private_port)}
+    probe = [sys.executable, "-m", "services.bridge.healthcheck"]
+    assert subprocess.run(probe, env=env, cwd=REPO, capture_output=True, timeout=30).returncode == 0
+    env["JVB_COLIBRI_PORT"] = str(free_port())
+    assert subprocess.run(probe, env=env, cwd=REPO, capture_output=True, timeout=30).returncode == 1

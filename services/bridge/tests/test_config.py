@@ -14,8 +14,8 @@ from services.common.config import ConfigError
 def test_reference_defaults() -> None:
     cfg = config.load(environ={})
     vb = cfg.videobridge
-    assert vb.http_servers.private.host == "127.0.0.1" and vb.http_servers.private.port == 8080
-    assert vb.http_servers.public.port == 9090 and vb.ice.udp_port == 10000
+    assert vb.http_servers.private.host == "127.0.0.1" and cfg.private_port == 8080
+    assert cfg.public_port == 9090 and cfg.udp_port == 10000
     assert vb.websockets.enabled and vb.websockets.tls is False
     assert vb.websockets.domain == "127.0.0.1:9090"
     assert (
@@ -50,10 +50,10 @@ def test_environment_overrides() -> None:
         }
     )
     vb = cfg.videobridge
-    assert vb.ice.udp_port == 10001 and vb.ice.advertise_ips == ["192.0.2.1", "198.51.100.7"]
+    assert cfg.udp_port == 10001 and vb.ice.advertise_ips == ["192.0.2.1", "198.51.100.7"]
     assert cfg.server_id == "jvb2" and vb.websockets.domain == "meet.example.com:443" and vb.websockets.tls
-    assert vb.http_servers.private.port == 8081 and vb.http_servers.private.host == "10.0.0.2"
-    assert vb.http_servers.public.port == 9091 and vb.region == "eu-west"
+    assert cfg.private_port == 8081 and vb.http_servers.private.host == "10.0.0.2"
+    assert cfg.public_port == 9091 and vb.region == "eu-west"
     x = cfg.xmpp
     assert (x.host, x.port, x.domain, x.auth_domain) == (
         "xmpp.internal",
@@ -106,3 +106,28 @@ def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
     with pytest.raises(ConfigError) as err:
         config.load(environ=env)
     assert err.value.setting == setting
+
+
+RANGES = {"JVB_PORT": "10000-10019", "JVB_COLIBRI_PORT": "8080-8099", "JVB_PUBLIC_PORT": "9090-9109"}
+
+
+def test_port_ranges_take_the_first_free_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker compose --scale: each replica takes slot i of every range and names itself after it."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "dockerhost")
+    taken = {10000, 10001}  # two replicas already run
+    cfg = config.load(environ=RANGES, free=lambda udp, private, public: udp not in taken)
+    assert (cfg.udp_port, cfg.private_port, cfg.public_port) == (10002, 8082, 9092)
+    assert cfg.server_id == "dockerhost-9092"  # nginx routes /colibri-ws/<host>-<port>/ to that port
+    assert cfg.videobridge.websockets.domain == "127.0.0.1:9092"
+
+
+def test_port_range_errors() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load(environ=RANGES, free=lambda *ports: False)
+    assert "no free slot" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        config.load(environ={**RANGES, "JVB_PORT": "10000-10004"}, free=lambda *ports: True)
+    assert "same length" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        config.load(environ={"JVB_PORT": "10019-10000"})
+    assert err.value.setting == "videobridge.ice.udp-port"
