@@ -191,6 +191,7 @@ async def test_presence_stats_updates_healthcheck_and_reconnect(
         ):
             assert key in first, key
         assert first["region"] == "test-region" and first["drain"] == "false" and first["healthy"] == "true"
+        assert first["colibri_url"] == bridge.url  # where the focus reaches this bridge's Colibri REST
         typed = brewery.BridgeStats.from_stats(first)
         assert 0.0 <= typed.stress_level < 1.0
 
