@@ -6,7 +6,7 @@
 import { $iq, $pres, Strophe } from 'strophe.js';
 
 import { BridgeChannel, chatFrom, chatMessage, ColibriClass, endpointStats } from './bridge-channel.js';
-import { qualityLevel, summarizeStats } from './quality.js';
+import { encodingForConstraint, qualityLevel, summarizeStats } from './quality.js';
 import { Roster } from './roster.js';
 import { appendContents, isMove, NS, parseJingle } from './signalling/jingle.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
@@ -393,12 +393,30 @@ export class Meeting extends EventTarget {
       case ColibriClass.ENDPOINT_STATS:
         if (msg.from && typeof msg.connectionQuality === 'string') this.roster.setQuality(msg.from, msg.connectionQuality);
         break;
+      case ColibriClass.SENDER_SOURCE_CONSTRAINTS:
+        if (msg.sourceName === `${this.endpointId}-v0` && typeof msg.maxHeight === 'number') {
+          this.#constrainCamera(msg.maxHeight).catch((e) => console.warn('sender constraint not applied:', e.message));
+        }
+        break;
       case ColibriClass.CONNECTION_STATS:
         if (typeof msg.estimatedDownlinkBandwidth === 'number') this.downlinkBps = msg.estimatedDownlinkBandwidth;
         break;
       default:
         break;
     }
+  }
+
+  /** Follow the bridge's SenderSourceConstraints for our camera (pause it when nobody watches). */
+  async #constrainCamera(maxHeight) {
+    const sender = this.pc?.getSenders().find((s) => s.track?.kind === 'video');
+    if (!sender) return;
+    const { active, scaleResolutionDownBy } = encodingForConstraint(maxHeight, sender.track.getSettings().height);
+    const params = sender.getParameters();
+    if (!params.encodings?.length) return;
+    const current = params.encodings[0];
+    if (current.active === active && (current.scaleResolutionDownBy ?? 1) === scaleResolutionDownBy) return;
+    Object.assign(current, { active, scaleResolutionDownBy });
+    await sender.setParameters(params);
   }
 
   sendChat(text) {

@@ -40,3 +40,14 @@ export function summarizeStats(reports, previous = { lost: 0, received: 0 }) {
   const lossRatio = dLost + dReceived > 0 ? dLost / (dLost + dReceived) : undefined;
   return { rttMs, lossRatio, counters: { lost, received }, framesDecoded };
 }
+
+/**
+ * How our camera sender should encode for the bridge's SenderSourceConstraints: maxHeight 0 means
+ * nobody receives it (pause the encoder), -1 no limit, otherwise scale down to at most that height.
+ * @returns {{active: boolean, scaleResolutionDownBy: number}}
+ */
+export function encodingForConstraint(maxHeight, trackHeight) {
+  if (maxHeight === 0) return { active: false, scaleResolutionDownBy: 1 };
+  if (!(maxHeight > 0) || !(trackHeight > 0) || trackHeight <= maxHeight) return { active: true, scaleResolutionDownBy: 1 };
+  return { active: true, scaleResolutionDownBy: trackHeight / maxHeight };
+}

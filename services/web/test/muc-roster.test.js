@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 
 import { $iq, $pres, Strophe } from 'strophe.js';
 
-import { qualityLevel, summarizeStats } from '../src/quality.js';
+import { encodingForConstraint, qualityLevel, summarizeStats } from '../src/quality.js';
 import { Roster } from '../src/roster.js';
 import {
   appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence,
@@ -120,5 +120,15 @@ describe('connection quality', () => {
       { type: 'inbound-rtp', kind: 'audio', packetsLost: 10, packetsReceived: 1990 },
     ], first.counters);
     assert.equal(second.lossRatio, 0);
+  });
+});
+
+describe('sender constraints', () => {
+  it('pauses, scales down or leaves the camera encoding alone', () => {
+    assert.deepEqual(encodingForConstraint(0, 720), { active: false, scaleResolutionDownBy: 1 });
+    assert.deepEqual(encodingForConstraint(-1, 720), { active: true, scaleResolutionDownBy: 1 });
+    assert.deepEqual(encodingForConstraint(180, 720), { active: true, scaleResolutionDownBy: 4 });
+    assert.deepEqual(encodingForConstraint(1080, 720), { active: true, scaleResolutionDownBy: 1 });
+    assert.deepEqual(encodingForConstraint(360, undefined), { active: true, scaleResolutionDownBy: 1 });
   });
 });
