@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import os
+import socket
 import statistics
 import sys
 import time
@@ -64,6 +65,9 @@ class LeanClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # no Nagle delay on request/response (joins)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ws_url is not None:
             self.ws = ClientProtocol(parse_uri(self.ws_url), subprotocols=["xmpp"], max_size=None)  # type: ignore[list-item]
             self.ws.send_request(self.ws.connect())

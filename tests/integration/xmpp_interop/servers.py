@@ -92,7 +92,7 @@ cross_domain_bosh = true
 authentication = "internal_plain"
 storage = "internal"
 limits = {{ c2s = {{ rate = "10mb/s"; burst = "10mb" }} }}
-network_settings = {{ read_size = 65536 }}
+network_settings = {{ read_size = 65536; nagle = false }}
 
 VirtualHost "{domain}"
     authentication = "anonymous"
