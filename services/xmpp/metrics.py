@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .session import STREAM_ERRORS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .server import XmppServer
 
@@ -41,6 +43,9 @@ class BrokerCollector(Collector):
             occupants.add_metric([muc.domain], muc.occupant_count())
         yield rooms
         yield occupants
-        yield CounterMetricFamily(
-            "xmpp_stream_errors", "Streams closed with a stream error", value=s.stream_errors
+        errors = CounterMetricFamily(
+            "xmpp_stream_errors", "Streams closed with a stream error", labels=["condition"]
         )
+        for condition, count in STREAM_ERRORS.items():
+            errors.add_metric([condition], count)
+        yield errors

@@ -91,7 +91,6 @@ class XmppServer:
         self.ws_enabled = cfg.websocket.enabled
         self.websocket_path = "/xmpp-websocket"
         self.bosh_path = "/http-bind"
-        self.stream_errors = 0
         self._stanzas_closed = 0
         self.registry = CollectorRegistry()
         self.registry.register(BrokerCollector(self))
@@ -214,7 +213,6 @@ class XmppServer:
                 if session is None or session.closed:
                     continue
                 if not session.bound and now - conn.started > lim.auth_timeout:
-                    self.stream_errors += 1
                     session.fail("connection-timeout", "authentication took too long")
                     continue
                 if isinstance(conn, WebSocketSession) and ws_cfg.keepalive_interval > 0:
@@ -228,7 +226,6 @@ class XmppServer:
                         conn.ping()
                         continue
                 if lim.idle_timeout and now - conn.last_rx > lim.idle_timeout:
-                    self.stream_errors += 1
                     session.fail("connection-timeout", "idle for too long")
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ from .xml import CLIENT_NS, FRAMING_NS, STREAM_NS, Element, StreamOpened, escape
 log = logging.getLogger("xmpp.session")
 
 MAX_SASL_FAILURES = 3
+
+# streams this process closed with a stream error, by condition (read by the metrics collector)
+STREAM_ERRORS: Counter[str] = Counter()
 
 
 class TcpFraming:
@@ -166,6 +170,7 @@ class ClientSession:
         if self.closed:
             return
         log.info("closing stream %s: %s %s", self.jid or "(unbound)", condition, text or "")
+        STREAM_ERRORS[condition] += 1
         if not self.header_sent:
             self._open_header()
         framing = self.link.framing

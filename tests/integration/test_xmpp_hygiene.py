@@ -131,8 +131,19 @@ async def test_websocket_malformed_frame_closes_that_stream(broker, bystander):
     assert_still_served(bystander, "after-ws")
 
 
+async def test_websocket_oversized_stanza_is_policy_violation(broker, bystander):
+    async with websockets.connect(broker.ws_url, subprotocols=["xmpp"], origin="https://meet.example") as ws:
+        await ws.send("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='meet.jitsi' version='1.0'/>")
+        await ws.recv()
+        await ws.recv()
+        await ws.send("<message><body>" + "x" * (300 * 1024) + "</body></message>")
+        assert "policy-violation" in await asyncio.wait_for(ws.recv(), 5)
+    assert_still_served(bystander, "after-ws-oversized")
+
+
 def test_metrics_and_health(broker):
     assert httpx.get(f"http://127.0.0.1:{broker.http_port}/health").status_code == 200
     body = httpx.get(f"http://127.0.0.1:{broker.http_port}/metrics").text
     assert 'xmpp_connections{transport="tcp"}' in body
     assert "xmpp_stanzas_routed_total" in body and "xmpp_muc_rooms" in body
+    assert 'xmpp_stream_errors_total{condition="not-well-formed"}' in body  # from the tests above

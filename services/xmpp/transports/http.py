@@ -362,7 +362,9 @@ class HttpConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        proto = ServerProtocol(state=OPEN, max_size=self.server.limits.max_stanza_size)
+        # frames up to twice the stanza limit reach the XML layer, which answers with the
+        # policy-violation stream error; larger ones are cut off by the WebSocket layer (1009)
+        proto = ServerProtocol(state=OPEN, max_size=self.server.limits.max_stanza_size * 2)
         self.ws = WebSocketSession(self, proto, origin)
         self.server.connection_opened(self.ws)
         trailing, _closed = self.h11.trailing_data
