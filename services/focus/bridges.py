@@ -11,12 +11,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from services.common import brewery
 from services.common.brewery import BridgeStats
 
 from .selector import BridgeState, BridgeView, select_bridge
 
-COLIBRI_URL_STAT = "colibri_url"
-"""Brewery stat a bridge may publish with its Colibri REST base URL (``http://10.0.0.5:8080``)."""
+COLIBRI_URL_STAT = brewery.COLIBRI_URL
+"""Brewery stat with the bridge's Colibri REST base URL (``http://10.0.0.5:8080``)."""
 
 
 class HealthOutcome(Enum):

@@ -3,7 +3,8 @@
 :class:`Stack` starts, on free loopback ports, the real XMPP broker (``python -m services.xmpp``),
 ``bridges`` real bridges (``python -m services.bridge``, server ids ``jvb1``, ``jvb2``...), optionally
 Debian's ``redis-server``, and the focus (``python -m services.focus``), all with the harness, and
-makes :class:`~tests.integration.participant.JingleParticipant` clients for them.
+makes :class:`~tests.integration.participant.JingleParticipant` clients for them. The focus is
+given no bridge URLs: it learns each bridge's Colibri URL from its brewery presence.
 """
 
 from __future__ import annotations
@@ -199,7 +200,6 @@ class Stack:
     def start_focus(self) -> ServiceProcess:
         if not self.focus_http:
             self.focus_http = free_port()
-        urls = ",".join(f"{sid}={self.colibri_url(sid)}" for sid in self.bridge_ports)
         env = {
             **xmpp_names(),
             "XMPP_SERVER": "127.0.0.1",
@@ -207,7 +207,6 @@ class Stack:
             "JICOFO_HTTP_HOST": "127.0.0.1",
             "JICOFO_HTTP_PORT": str(self.focus_http),
             "JVB_BREWERY_MUC": "jvbbrewery",
-            **({"JICOFO_BRIDGE_COLIBRI_URLS": urls} if urls else {}),
             **({"REDIS_URL": self.redis.url} if self.redis else {}),
             **self.focus_env,
         }
