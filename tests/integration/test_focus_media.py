@@ -69,6 +69,9 @@ async def test_three_participants_receive_each_others_media(stack: Stack) -> Non
         await wait_media(stack, people)
         for p in people:
             assert len(p.log_.initiated_at) == 1
+            assert p.offer is not None and p.offer.transport.ice_lite
+            ws = p.offer.transport.web_socket or ""
+            assert "/colibri-ws/" in ws and f"/{p.nick}?pwd=" in ws  # the bridge channel URL, per endpoint
             for o in people:
                 if o is not p:
                     assert colour_of(p, o.nick) == o.nick  # decoded the right sender's video
