@@ -8,8 +8,11 @@ participants speak XMPP and Jingle (:mod:`tests.integration.participant`).
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -152,6 +155,36 @@ async def test_killed_bridge_conference_moves_and_media_resumes(stack: Stack) ->
         assert stack.conference(room)["moves"] == 1  # type: ignore[index]
     finally:
         await stop_all(people)
+
+
+async def test_hung_bridge_fails_its_health_checks_and_the_conference_moves(tmp_path: Path) -> None:
+    """A frozen bridge (SIGSTOP) keeps its XMPP connection, so only health checks can tell."""
+    conf_file = tmp_path / "focus.conf"
+    conf_file.write_text("jicofo.bridge { health-interval = 1, health-timeout = 1, health-failures = 2 }")
+    room = f"hung@{MUC_DOMAIN}"
+    with Stack(bridges=2, focus_env={"JICOFO_CONFIG": str(conf_file)}) as stack:
+        people = await joined(stack, room, "alice", "bob")
+        try:
+            await wait_media(stack, people)
+            victim = stack.bridge_of(room)
+            assert victim is not None
+            proc = stack.bridges[victim].proc
+            assert proc is not None
+            frozen_at = time.perf_counter()
+            os.killpg(proc.pid, signal.SIGSTOP)
+            moved = await wait_until(lambda: all(len(p.log_.initiated_at) == 2 for p in people), 20, 0.02)
+            assert moved, stack.logs()
+            await wait_media(stack, people)
+            print(
+                f"\nhung bridge {victim}: media flowing again after {time.perf_counter() - frozen_at:.2f} s"
+            )
+            listed = {b["id"]: b for b in stack.get("/bridges")}.get(victim)
+            assert listed is None or (listed["state"] == "failed" and listed["failure_reason"])
+            assert stack.bridge_of(room) != victim
+        finally:
+            await stop_all(people)
+            for bridge in stack.bridges.values():
+                bridge.kill()  # a stopped process ignores SIGTERM
 
 
 async def test_leaving_participant_is_removed_everywhere(stack: Stack) -> None:
