@@ -40,6 +40,60 @@ log = logging.getLogger("xmpp.cluster")
 PREFIX = "parley:xmpp:"
 
 
+class ClusterDirectory:
+    """Where other nodes' sessions and rooms live, as told by cluster events. No I/O."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.sessions: dict[JID, str] = {}
+        self.by_bare: dict[JID, set[JID]] = {}
+        self.room_homes: dict[JID, str] = {}
+
+    def apply(self, event: str) -> bool:
+        """Apply ``bind|unbind|room|unroom <jid> <node>``; False if the event is malformed."""
+        try:
+            kind, jid_text, node = event.split(" ", 2)
+            jid = parse_jid(jid_text)
+        except (ValueError, InvalidJid):
+            return False
+        if node == self.node:
+            return True
+        if kind == "bind":
+            self.sessions[jid] = node
+            self.by_bare.setdefault(jid.bare, set()).add(jid)
+        elif kind == "unbind":
+            if self.sessions.get(jid) == node:
+                self.forget(jid)
+        elif kind == "room":
+            self.room_homes[jid] = node
+        elif kind == "unroom":
+            if self.room_homes.get(jid) == node:
+                del self.room_homes[jid]
+        else:
+            return False
+        return True
+
+    def forget(self, jid: JID) -> None:
+        self.sessions.pop(jid, None)
+        peers = self.by_bare.get(jid.bare)
+        if peers is not None:
+            peers.discard(jid)
+            if not peers:
+                del self.by_bare[jid.bare]
+
+    def nodes(self) -> set[str]:
+        return set(self.sessions.values()) | set(self.room_homes.values())
+
+    def drop_node(self, node: str) -> set[JID]:
+        """Forget a dead node's sessions and rooms; returns the sessions that went with it."""
+        gone = {jid for jid, n in self.sessions.items() if n == node}
+        for jid in gone:
+            self.forget(jid)
+        for room in [r for r, n in self.room_homes.items() if n == node]:
+            del self.room_homes[room]
+        return gone
+
+
 class RedisCluster:
     def __init__(self, server: XmppServer, cfg: ClusterConfig) -> None:
         self.server = server
@@ -47,9 +101,7 @@ class RedisCluster:
         self.cfg = cfg
         self.node = cfg.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.redis = aioredis.from_url(cfg.redis_url)
-        self.remote_sessions: dict[JID, str] = {}
-        self.remote_by_bare: dict[JID, set[JID]] = {}
-        self.room_homes: dict[JID, str] = {}
+        self.directory = ClusterDirectory(self.node)
         self.outbox: list[tuple[str, bytes]] = []
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -57,15 +109,15 @@ class RedisCluster:
 
     # -- the broker's view -------------------------------------------------------------------
     def locate(self, jid: JID) -> str | None:
-        return self.remote_sessions.get(jid)
+        return self.directory.sessions.get(jid)
 
     def resources_of(self, bare: JID) -> list[JID]:
-        return list(self.remote_by_bare.get(bare, ()))
+        return list(self.directory.by_bare.get(bare, ()))
 
     def component_node(self, stanza: Element, to: JID) -> str | None:
         if to.domain not in self.muc_domains or not to.node:
             return None
-        home = self.room_homes.get(to.bare)
+        home = self.directory.room_homes.get(to.bare)
         return home if home is not None and home != self.node else None
 
     def forward(self, node: str, jid: JID, data: bytes) -> None:
@@ -99,39 +151,12 @@ class RedisCluster:
 
     # -- remote changes ----------------------------------------------------------------------
     def _apply_event(self, text: str) -> None:
-        try:
-            kind, jid_text, node = text.split(" ", 2)
-            jid = parse_jid(jid_text)
-        except (ValueError, InvalidJid):
+        if not self.directory.apply(text):
             log.warning("bad cluster event %r", text[:200])
-            return
-        if node == self.node:
-            return
-        if kind == "bind":
-            self.remote_sessions[jid] = node
-            self.remote_by_bare.setdefault(jid.bare, set()).add(jid)
-        elif kind == "unbind":
-            self._forget_session(jid)
-        elif kind == "room":
-            self.room_homes[jid] = node
-        elif kind == "unroom" and self.room_homes.get(jid) == node:
-            del self.room_homes[jid]
-
-    def _forget_session(self, jid: JID) -> None:
-        self.remote_sessions.pop(jid, None)
-        peers = self.remote_by_bare.get(jid.bare)
-        if peers is not None:
-            peers.discard(jid)
-            if not peers:
-                del self.remote_by_bare[jid.bare]
 
     def _node_dead(self, node: str) -> None:
-        gone = {jid for jid, n in self.remote_sessions.items() if n == node}
+        gone = self.directory.drop_node(node)
         log.warning("node %s is gone: dropping %d sessions and its rooms", node, len(gone))
-        for jid in gone:
-            self._forget_session(jid)
-        for room_jid in [r for r, n in self.room_homes.items() if n == node]:
-            del self.room_homes[room_jid]
         for muc in self.server.mucs:
             for room in list(muc.rooms.values()):
                 for occ in [o for o in room.occupants.values() if o.real_jid in gone]:
@@ -172,8 +197,8 @@ class RedisCluster:
             "cluster node %s joined via %s (%d remote sessions, %d remote rooms)",
             self.node,
             self.cfg.redis_url,
-            len(self.remote_sessions),
-            len(self.room_homes),
+            len(self.directory.sessions),
+            len(self.directory.room_homes),
         )
 
     async def stop(self) -> None:
@@ -269,8 +294,7 @@ class RedisCluster:
             await asyncio.sleep(self.cfg.heartbeat_interval)
             try:
                 await self.redis.set(PREFIX + "alive:" + self.node, b"1", px=int(self.cfg.dead_after * 1000))
-                nodes = set(self.remote_sessions.values()) | set(self.room_homes.values())
-                for node in nodes:
+                for node in self.directory.nodes():
                     if not await self.redis.exists(PREFIX + "alive:" + node):
                         self._node_dead(node)
             except (OSError, aioredis.RedisError) as exc:
