@@ -215,6 +215,10 @@ export class Meeting extends EventTarget {
   }
 
   async #handleJingle(jingle, from) {
+    if (jingle.action !== 'session-initiate' && jingle.sid !== this.session?.sid) {
+      console.warn(`ignoring ${jingle.action} for session ${jingle.sid} (ours: ${this.session?.sid})`);
+      return undefined;
+    }
     switch (jingle.action) {
       case 'session-initiate':
         return this.#accept(jingle, from);
@@ -239,6 +243,7 @@ export class Meeting extends EventTarget {
       }
       case 'session-terminate':
         this.#closeMedia();
+        this.session = null;
         if (isMove(jingle)) this.#status('moving', 'Moving you to another media bridge…');
         else if (!this.left) this.#emit('failure', new MeetingError('bridge', 'The media session was ended by the server.'));
         return undefined;
