@@ -1,0 +1,66 @@
+"""BOSH sessions driven through the HTTP handler, without sockets."""
+
+import asyncio
+import re
+
+from services.xmpp.bosh import BOSH_NS, BoshService
+from services.xmpp.config import load
+from services.xmpp.server import XmppServer
+
+
+def make_service() -> BoshService:
+    return BoshService(XmppServer(load(environ={})))
+
+
+def body(rid: int, inner: str = "", **attrs: str) -> bytes:
+    extra = "".join(f" {k.replace('__', ':')}='{v}'" for k, v in attrs.items())
+    return f"<body xmlns='{BOSH_NS}' rid='{rid}'{extra}>{inner}</body>".encode()
+
+
+async def test_session_creation_login_bind_and_held_request():
+    bosh = make_service()
+    created = bosh.handle_http(
+        "POST",
+        {},
+        body(1, to="meet.jitsi", wait="5", hold="1", xmlns__xmpp="urn:xmpp:xbosh", xmpp__version="1.0"),
+    )
+    text = created.body.decode()
+    sid = re.search(r"sid='([^']+)'", text).group(1)
+    assert "ANONYMOUS" in text and "requests='2'" in text
+    r = await bosh.handle_http(
+        "POST", {}, body(2, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>", sid=sid)
+    )
+    assert b"<success" in r.body
+    r = await bosh.handle_http(
+        "POST", {}, body(3, sid=sid, to="meet.jitsi", xmpp__restart="true", xmlns__xmpp="urn:xmpp:xbosh")
+    )
+    assert b"urn:ietf:params:xml:ns:xmpp-bind" in r.body
+    r = await bosh.handle_http(
+        "POST",
+        {},
+        body(
+            4,
+            "<iq xmlns='jabber:client' type='set' id='b'>"
+            "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+            sid=sid,
+        ),
+    )
+    jid = re.search(rb"<jid>([^<]+)</jid>", r.body).group(1).decode()
+    held = asyncio.ensure_future(bosh.handle_http("POST", {}, body(5, sid=sid)))
+    await asyncio.sleep(0.05)
+    assert not held.done()  # nothing to say yet: the request is held
+    bosh.server.broker.send_to(
+        bosh.sessions[sid].session.jid, f"<message to='{jid}'><body>hi</body></message>".encode()
+    )
+    r = await asyncio.wait_for(held, 1)
+    assert b"<body>hi</body>" in r.body
+    r = await bosh.handle_http("POST", {}, body(6, sid=sid, type="terminate"))
+    assert b"terminate" in r.body and sid not in bosh.sessions
+
+
+def test_bad_requests_are_terminated_with_a_condition():
+    bosh = make_service()
+    assert b"item-not-found" in bosh.handle_http("POST", {}, body(1, sid="nope")).body
+    assert bosh.handle_http("POST", {}, b"<not-bosh/>").status == 400
+    assert bosh.handle_http("POST", {}, b"<body xmlns='http://jabber.org/protocol/httpbind'").status == 400
+    assert bosh.handle_http("OPTIONS", {}, b"").status == 200
