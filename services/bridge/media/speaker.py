@@ -157,18 +157,31 @@ class SpeakerDetectorSettings:
             raise ValueError(f"silence_timeout must be > 0, got {self.silence_timeout}")
 
 
-class _SpeakerActivity:
-    """The loudness of one endpoint's recent 20 ms frames, in a ring indexed by frame number."""
+MAX_FRAMES_AHEAD = 10
+"""How far (in 20 ms frames) a burst of late packets may be spread ahead of the clock."""
 
-    __slots__ = ("frame_numbers", "last_voiced", "loudness", "size")
+
+class _SpeakerActivity:
+    """The loudness of one endpoint's recent 20 ms frames, in a ring indexed by frame number.
+
+    Each packet is one 20 ms frame: packets that arrive in a burst (a sender or network that
+    stalled) fill consecutive frames instead of collapsing into one, up to ``MAX_FRAMES_AHEAD``
+    frames ahead of the clock; a gap with no packets (DTX, loss) stays silent."""
+
+    __slots__ = ("frame_numbers", "last_voiced", "loudness", "next_frame", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.loudness = [0] * size  # 127 - level of the loudest packet in the frame
         self.frame_numbers = [-1] * size
         self.last_voiced = float("-inf")
+        self.next_frame = -1
 
-    def observe(self, frame: int, loudness: int) -> None:
+    def observe(self, frame_now: int, loudness: int) -> None:
+        frame = self.next_frame if self.next_frame > frame_now else frame_now
+        if frame > frame_now + MAX_FRAMES_AHEAD:
+            frame = frame_now + MAX_FRAMES_AHEAD
+        self.next_frame = frame + 1
         slot = frame % self.size
         if self.frame_numbers[slot] != frame:
             self.frame_numbers[slot] = frame

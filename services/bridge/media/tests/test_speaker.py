@@ -199,3 +199,18 @@ def test_settings_are_validated() -> None:
         SpeakerDetectorSettings(voice_level=200)
     with pytest.raises(ValueError, match="windows"):
         SpeakerDetectorSettings(immediate_window=2.0, medium_window=1.0)
+
+
+def test_bursty_arrival_counts_every_packet_as_a_frame() -> None:
+    detector = DominantSpeakerDetector()
+    # packets arrive five at a time every 100 ms (a stalled sender catching up)
+    t = 0.0
+    for _ in range(20):
+        for _ in range(5):
+            detector.observe("a", 20, t)
+        t += 0.1
+    assert detector.scores("a", t).medium_voiced == pytest.approx(1.0, abs=0.1)
+    # a long stall is not filled: what arrives after it is spread at most 10 frames ahead
+    for _ in range(50):
+        detector.observe("a", 20, t + 1.0)
+    assert detector.scores("a", t + 1.0).medium_voiced < 0.3
