@@ -261,7 +261,8 @@ class MediaEngine:
         """The endpoint's ICE credentials and DTLS fingerprint. The DTLS role follows the remote
         setup: ``active`` -> the bridge is the DTLS server, ``passive``/``actpass`` -> client.
         Raises :class:`UnknownEndpoint`, ``ValueError`` for a transport without a usable
-        fingerprint. Setting the same transport again is a no-op."""
+        fingerprint. Setting the same transport again is a no-op; new ICE credentials with the same
+        fingerprint keep the DTLS association; a new fingerprint starts a new one."""
         endpoint = self._get(conference_id, endpoint_id)
         if endpoint.remote == remote:
             return
@@ -277,6 +278,14 @@ class MediaEngine:
             return
         role = "server" if remote.fingerprints[0].setup == "active" else "client"
         session = DtlsSession(self._certificate, role, [(f.hash, f.fingerprint) for f in remote.fingerprints])
+        if endpoint.dtls_timer is not None:
+            endpoint.dtls_timer.cancel()
+            endpoint.dtls_timer = None
+        if endpoint.state == "connected":
+            # a new DTLS association (the endpoint renegotiated its certificate): stop sending
+            # until it completes; the endpoint reports "connected" again then
+            endpoint.conference.set_srtp(endpoint.id, None, time.monotonic())
+            endpoint.state = "new"
         endpoint.remote = remote
         endpoint.remote_set_at = time.monotonic()
         endpoint.ice.set_remote(remote.ufrag, remote.pwd)

@@ -159,3 +159,27 @@ def test_control_errors(engine) -> None:  # type: ignore[no-untyped-def]
         e.set_remote_transport("conf", "a", RemoteTransport("u", "p", [DtlsFingerprint("md5", "00")]))
     e.expire_conference("conf")
     assert e.conference_ids() == [] and not e.has_endpoint("conf", "a")
+
+
+async def test_new_fingerprint_starts_a_new_dtls_association(engine) -> None:  # type: ignore[no-untyped-def]
+    e, wire, states = engine
+    a, b = Peer(e, wire, "a", 5001), Peer(e, wire, "b", 5002)
+    e.set_sources("conf", "a", MediaSources(video_ssrcs=[11], payload_types=[PayloadType(96, "VP8", 90000)]))
+    for peer in (a, b):
+        peer.check()
+        peer.handshake()
+    new_cert = DtlsCertificate()
+    b.dtls = DtlsSession(new_cert, "client", [("sha-256", b.local.fingerprints[0].fingerprint)])
+    e.set_remote_transport(
+        "conf",
+        "b",
+        RemoteTransport(b.ufrag, b.pwd, [DtlsFingerprint("sha-256", new_cert.fingerprint(), "active")]),
+    )
+    packet = struct.pack("!BBHII", 0x80, 96, 1, 3000, 11) + b"\x10\x00vp8"
+    a.send_rtp(packet)
+    assert wire.take(b.addr) == []  # nothing until the new association is up
+    b.handshake()
+    second = struct.pack("!BBHII", 0x80, 96, 2, 6000, 11) + b"\x10\x00vp8"
+    a.send_rtp(second)
+    assert b.received_rtp() == [second]
+    assert [s for _, n, s in states if n == "b"] == ["connected", "connected"]
