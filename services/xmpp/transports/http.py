@@ -127,12 +127,16 @@ class WebSocketSession:
         except XmlStreamError as err:
             session.fail(err.condition, err.text)
             return
-        if el.ns == FRAMING_NS and el.name == "open":
-            session.stream_opened(StreamOpened(el.ns, el.name, el.attrs))
-        elif el.ns == FRAMING_NS and el.name == "close":
-            session.stream_closed()
-        else:
-            session.element(el)
+        try:
+            if el.ns == FRAMING_NS and el.name == "open":
+                session.stream_opened(StreamOpened(el.ns, el.name, el.attrs))
+            elif el.ns == FRAMING_NS and el.name == "close":
+                session.stream_closed()
+            else:
+                session.element(el)
+        except Exception:  # a bug handling one stanza ends this stream only, with a stream error
+            log.exception("internal error handling input from %s", self.peer)
+            session.fail("internal-server-error")
 
     # -- link --------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

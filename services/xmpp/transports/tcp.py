@@ -75,12 +75,16 @@ class TcpConnection(asyncio.Protocol):
         for event in events:
             session = self.link.session
             assert session is not None
-            if isinstance(event, StreamOpened):
-                session.stream_opened(event)
-            elif isinstance(event, StreamClosed):
-                session.stream_closed()
-            else:
-                session.element(event)
+            try:
+                if isinstance(event, StreamOpened):
+                    session.stream_opened(event)
+                elif isinstance(event, StreamClosed):
+                    session.stream_closed()
+                else:
+                    session.element(event)
+            except Exception:  # a bug handling one stanza ends this stream only, with a stream error
+                log.exception("internal error handling input from %s", self.peer)
+                session.fail("internal-server-error")
             if self.closing:
                 break
 
