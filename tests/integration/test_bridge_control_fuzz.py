@@ -1,4 +1,5 @@
-"""Random and malformed Colibri bodies against a running bridge: never a 500, never a crash."""
+"""Random and malformed input against a running bridge: Colibri REST bodies never get a 500, random
+bridge-channel frames never break a WebSocket, and the bridge never logs a traceback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from websockets.sync.client import connect as ws_connect
 
+from services.common import bridge_channel as bc
 from tests.integration.test_bridge_control_support import RunningBridge, seed, start_bridge
 
 JSON = st.recursive(
@@ -171,6 +174,63 @@ def test_no_500(http: httpx.Client, conference_id: str, body: bytes, method: str
     assert r.status_code in (200, 400, 404), (r.status_code, r.text, body)
     if r.status_code != 200:
         assert r.json()["error"]
+
+
+CLASSES = st.sampled_from([*bc.MESSAGE_CLASSES, "Unknown", ""])
+MESSAGES = (
+    st.builds(
+        lambda cls, extra: json.dumps({"colibriClass": cls, **extra}),
+        CLASSES,
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "to",
+                    "msgPayload",
+                    "lastN",
+                    "constraints",
+                    "selectedSources",
+                    "sourceName",
+                    "videoType",
+                    "from",
+                    "x",
+                ]
+            ),
+            JSON,
+            max_size=4,
+        ),
+    )
+    | JSON.map(json.dumps)
+    | st.text(max_size=40)
+)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(frames=st.lists(MESSAGES, min_size=1, max_size=5))
+def test_bridge_channel_survives_random_frames(
+    http: httpx.Client, ws_urls: dict[str, str], frames: list[str]
+) -> None:
+    with ws_connect(ws_urls["f1"]) as sender, ws_connect(ws_urls["f2"]) as other:
+        assert json.loads(sender.recv(5))["colibriClass"] == "ServerHello"
+        assert json.loads(other.recv(5))["colibriClass"] == "ServerHello"
+        for frame in frames:
+            sender.send(frame)
+        sender.send(json.dumps({"colibriClass": "ClientHello"}))
+        while (reply := json.loads(sender.recv(5)))["colibriClass"] != "ServerHello":
+            assert reply["colibriClass"] in bc.MESSAGE_CLASSES  # e.g. ForwardedSources from the engine
+
+
+@pytest.fixture(scope="module")
+def ws_urls(http: httpx.Client) -> dict[str, str]:
+    body = {
+        "contents": [{"name": "audio", "channels": [{"endpoint": "f1"}, {"endpoint": "f2"}]}],
+        "channel-bundles": [{"id": "f1"}, {"id": "f2"}],
+    }
+    out = http.post("/colibri/conferences", content=json.dumps(body)).json()
+    return {b["id"]: b["transport"]["web-socket"] for b in out["channel-bundles"]}
 
 
 def test_bridge_survived(bridge: RunningBridge, http: httpx.Client) -> None:
