@@ -31,7 +31,9 @@ KEYS = ("joinedMs", "mediaConnectedMs", "firstRemoteFrameMs")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--hosts", type=int, default=1, help="people already in the room")
     args = parser.parse_args()
@@ -48,8 +50,9 @@ def main() -> int:
                     page.wait_for_selector("#meeting:not([hidden])", timeout=20_000)
                 time.sleep(1.0)  # the hosts' media is flowing before the newcomer arrives
                 newcomer.goto(f"{stack.front}/{room}?name=Newcomer")
-                newcomer.wait_for_function("() => window.parley.timings.firstRemoteFrameMs !== undefined",
-                                           timeout=30_000)
+                newcomer.wait_for_function(
+                    "() => window.parley.timings.firstRemoteFrameMs !== undefined", timeout=30_000
+                )
                 timings = newcomer.evaluate("window.parley.timings")
                 results.append({k: float(timings.get(k, float("nan"))) for k in KEYS})
                 print(f"run {run + 1}: " + "  ".join(f"{k}={results[-1][k]:.0f}" for k in KEYS), flush=True)

@@ -144,7 +144,9 @@ def test_room_on_signalling_alone(stack: tuple[str, ServiceProcess]) -> None:
 
         # the broker goes away: the page says so and offers to rejoin instead of freezing
         xmpp.kill()
-        wait_until("the page to report the lost connection", lambda: ada.is_visible("#left"), logs, timeout=10)
+        wait_until(
+            "the page to report the lost connection", lambda: ada.is_visible("#left"), logs, timeout=10
+        )
         assert ada.inner_text("#left-title") == "Disconnected"
         assert "meeting server" in ada.inner_text("#left-detail")
         assert ada.is_visible("#rejoin-button")
