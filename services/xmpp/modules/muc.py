@@ -271,10 +271,11 @@ class MucService:
         if not to.resource:
             raise MucError("jid-malformed", "join with room@host/nick")
         if occupant is not None:
-            if occupant.nick != to.resource:
-                raise MucError("not-acceptable", "nick changes are not supported")
             assert room is not None
             occupant.payload = _presence_payload(stanza)
+            if occupant.nick != to.resource:
+                self._change_nick(room, occupant, to.resource)
+                return
             self._broadcast_presence(room, occupant)
             return
         self._join(stanza, to, frm, room)
@@ -339,6 +340,26 @@ class MucService:
         )
         subject.sub("subject", text=room.subject)
         self.send(frm, _with_to(subject, occupant.real_to))
+
+    def _change_nick(self, room: Room, occupant: Occupant, nick: str) -> None:
+        """XEP-0045 7.6: unavailable with 303 and the new nick, then available under it."""
+        if nick in room.occupants:
+            raise MucError("conflict", "That nickname is already in use by another occupant")
+        payload = occupant.payload
+        occupant.payload = []
+        self._send_presence(
+            room,
+            occupant,
+            list(room.occupants.values()),
+            codes=("303",),
+            kind="unavailable",
+            item_extra={"nick": nick},
+        )
+        del room.occupants[occupant.nick]
+        occupant.nick = nick
+        occupant.payload = payload
+        room.occupants[nick] = occupant
+        self._broadcast_presence(room, occupant)
 
     def _leave(
         self,
@@ -411,6 +432,8 @@ class MucService:
         item_attrs = {"affiliation": occupant.affiliation, "role": occupant.role}
         if with_jid:
             item_attrs["jid"] = str(occupant.real_jid)
+        if item_extra and item_extra.get("nick"):
+            item_attrs["nick"] = item_extra["nick"]
         item = x.sub("item", attrs=item_attrs)
         if item_extra:
             reason = item_extra.get("reason")

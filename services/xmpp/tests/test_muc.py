@@ -144,3 +144,17 @@ def test_brewery_accepts_presence_only_from_service_accounts():
     out = focus.send(JOIN.format(to=f"jvbbrewery@{BREWERY_HOST}/focus", extra=""))
     stats = out[0].find("stats", "http://jitsi.org/protocol/colibri")
     assert stats.find("stat").get("value") == "0.1"
+
+
+def test_nick_change_is_unavailable_303_then_available():
+    _broker, _conf, focus, guest = setup_room()
+    guest.send(JOIN.format(to=f"room@{MUC_HOST}/alice", extra=""))
+    focus.drain()
+    out = guest.send(f"<presence to='room@{MUC_HOST}/alicia'/>")
+    assert out[0].get("type") == "unavailable" and {"303", "110"} <= codes(out[0])
+    assert out[0].find("x", MUC_USER).find("item").get("nick") == "alicia"
+    assert out[1].get("from") == f"room@{MUC_HOST}/alicia" and out[1].get("type") is None
+    seen = focus.drain()
+    assert [p.get("from") for p in seen] == [f"room@{MUC_HOST}/alice", f"room@{MUC_HOST}/alicia"]
+    out = guest.send(f"<presence to='room@{MUC_HOST}/focus'/>")
+    assert out[0].find("error").first_element().name == "conflict"
