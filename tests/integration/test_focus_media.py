@@ -28,6 +28,14 @@ TONES = {"alice": 330.0, "bob": 550.0, "carol": 770.0, "dave": 990.0}
 
 @pytest.fixture
 def stack():
+    """A fresh stack, for tests that kill, freeze, drain or count on idle bridges."""
+    with Stack(bridges=2) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def shared_stack():
+    """One stack for the tests that only use their own room."""
     with Stack(bridges=2) as s:
         yield s
 
@@ -65,7 +73,8 @@ async def stop_all(people: list[JingleParticipant]) -> None:
     await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
 
 
-async def test_three_participants_receive_each_others_media(stack: Stack) -> None:
+async def test_three_participants_receive_each_others_media(shared_stack: Stack) -> None:
+    stack = shared_stack
     room = f"trio@{MUC_DOMAIN}"
     people = await joined(stack, room, "alice", "bob", "carol")
     try:
@@ -187,7 +196,8 @@ async def test_hung_bridge_fails_its_health_checks_and_the_conference_moves(tmp_
                 bridge.kill()  # a stopped process ignores SIGTERM
 
 
-async def test_leaving_participant_is_removed_everywhere(stack: Stack) -> None:
+async def test_leaving_participant_is_removed_everywhere(shared_stack: Stack) -> None:
+    stack = shared_stack
     room = f"leave@{MUC_DOMAIN}"
     people = await joined(stack, room, "alice", "bob", "carol")
     alice, bob, carol = people
@@ -225,7 +235,8 @@ async def test_leaving_participant_is_removed_everywhere(stack: Stack) -> None:
         await stop_all(people)
 
 
-async def test_ice_failure_report_gets_a_new_session(stack: Stack) -> None:
+async def test_ice_failure_report_gets_a_new_session(shared_stack: Stack) -> None:
+    stack = shared_stack
     room = f"ice@{MUC_DOMAIN}"
     people = await joined(stack, room, "alice", "bob")
     alice, bob = people
