@@ -139,14 +139,18 @@ def prosody_server():
     with contextlib.suppress(LookupError, PermissionError):
         for path in (workdir, workdir / "data"):
             shutil.chown(path, "prosody", "prosody")
-    for user, password in (("focus", FOCUS_PASSWORD), ("jvb", JVB_PASSWORD)):
-        subprocess.run(
-            ["prosodyctl", "--config", str(cfg), "register", user, AUTH_DOMAIN, password],
-            check=True,
-            env=env,
-            capture_output=True,
-            timeout=30,
-        )
+    try:
+        for user, password in (("focus", FOCUS_PASSWORD), ("jvb", JVB_PASSWORD)):
+            subprocess.run(
+                ["prosodyctl", "--config", str(cfg), "register", user, AUTH_DOMAIN, password],
+                check=True,
+                env=env,
+                capture_output=True,
+                timeout=30,
+            )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     proc = subprocess.Popen(
         ["prosody", "--config", str(cfg), "-F"],
         env=env,
