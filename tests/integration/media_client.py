@@ -143,7 +143,7 @@ class BridgeParticipant:
         self.control_url = control_url
         self.conference = conference
         # one transport for every m-line, as with the bridge (aiortc's balanced policy mis-bundles)
-        self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.received: dict[int, ReceivedMedia] = {}
         self.local_transport: dict[str, Any] | None = None
         self.sources: dict[str, Any] | None = None
