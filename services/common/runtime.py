@@ -55,7 +55,7 @@ async def serve_http(
 ) -> uvicorn.Server:
     """Start an ASGI app on ``host:port`` inside the running loop; returns once it listens.
 
-    ``sock``: an already bound listening socket to serve on instead (see ``services.common.ports``).
+    ``sock``: an already bound listening socket to serve on instead of binding ``host:port``.
 
     Raises ``OSError`` with the port in the message if it cannot bind (port taken), so the
     service fails at start with a clear message.
