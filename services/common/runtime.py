@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,11 +50,8 @@ async def serve_http(
     ssl_keyfile: str | None = None,
     ws_ping_interval: float | None = None,
     ws_ping_timeout: float | None = None,
-    sock: socket.socket | None = None,
 ) -> uvicorn.Server:
     """Start an ASGI app on ``host:port`` inside the running loop; returns once it listens.
-
-    ``sock``: an already bound listening socket to serve on instead of binding ``host:port``.
 
     Raises ``OSError`` with the port in the message if it cannot bind (port taken), so the
     service fails at start with a clear message.
@@ -79,7 +75,7 @@ async def serve_http(
         server.config.load()
     server.lifespan = server.config.lifespan_class(server.config)
     try:
-        await server.startup(sockets=[sock] if sock is not None else None)
+        await server.startup()
     except SystemExit as exc:  # uvicorn exits on bind errors; make it an OSError naming the port
         raise OSError(f"cannot listen on {host}:{port} (port in use or not permitted)") from exc
     if server.should_exit:
