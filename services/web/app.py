@@ -21,6 +21,14 @@ PAGE_VIEWS = Counter("parley_web_page_views_total", "Meeting pages served")
 CONFIG_VIEWS = Counter("parley_web_config_js_total", "config.js served")
 
 NO_STORE = {"Cache-Control": "no-store"}
+# The page loads nothing but its own files; it talks XMPP and the bridge channel over WebSockets
+# (the bridge's URL comes from the Jingle offer, so any ws:/wss: origin).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'self'"
+)
+PAGE_HEADERS = {**NO_STORE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
 # Asset URLs carry the build's content hash (``?v=``), so a browser may keep them.
 ASSET_CACHE = "public, max-age=86400"
 
@@ -73,6 +81,6 @@ def create_app(web: Web) -> FastAPI:
         if "." in path.rsplit("/", 1)[-1]:
             return Response("not found\n", status_code=404, media_type="text/plain")
         PAGE_VIEWS.inc()
-        return FileResponse(index, media_type="text/html", headers=NO_STORE)
+        return FileResponse(index, media_type="text/html", headers=PAGE_HEADERS)
 
     return app

@@ -31,6 +31,7 @@ def test_rooms_serve_the_page_uncached(dist: Path) -> None:
         assert response.status_code == 200, path
         assert "<title>Parley</title>" in response.text
         assert response.headers["cache-control"] == "no-store"
+        assert "script-src 'self'" in response.headers["content-security-policy"]
 
 
 def test_assets_and_unknown_files(dist: Path) -> None:
