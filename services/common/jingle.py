@@ -61,7 +61,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import defusedxml.ElementTree as SafeET
 from pydantic import ValidationError
@@ -83,20 +83,6 @@ NS_COLIBRI = "http://jitsi.org/protocol/colibri"
 NS_JINGLE_ERRORS = "urn:xmpp:jingle:errors:1"
 NS_FOCUS = "http://jitsi.org/protocol/focus"
 
-ACTIONS = (
-    "session-initiate",
-    "session-accept",
-    "session-terminate",
-    "session-info",
-    "source-add",
-    "source-remove",
-    "transport-info",
-    "transport-replace",
-    "transport-accept",
-    "content-add",
-    "content-remove",
-    "content-modify",
-)
 Action = Literal[
     "session-initiate",
     "session-accept",
@@ -111,6 +97,7 @@ Action = Literal[
     "content-remove",
     "content-modify",
 ]
+ACTIONS: tuple[str, ...] = get_args(Action)
 
 REASONS = (
     "success",
