@@ -9,18 +9,27 @@ uses the pieces underneath, some of which are private:
   keys), ``certificate_digest``.
 - ``aioice.stun``: STUN message parsing, MESSAGE-INTEGRITY and FINGERPRINT (public module of aioice,
   but not documented as an API).
+- ``aiortc.rtcsctptransport.RTCSctpTransport`` (SCTP association, DCEP and data channels, RFC
+  8831/8832) driven over the bridge's own DTLS session: it expects an ``RTCDtlsTransport`` and
+  uses that object's private ``state``, ``_role``, ``_register_data_receiver``,
+  ``_unregister_data_receiver`` and ``_send_data``, and is fed with its private ``_handle_data``;
+  :class:`SctpAssociation` gives it a stand-in with exactly those.
 - ``pylibsrtp`` (aiortc's SRTP binding): ``Session``/``Policy``, and its private cffi binding
   (``pylibsrtp._binding``: ``srtp_protect``/``srtp_unprotect`` called with a reused buffer, the
   session handle ``Session._srtp``) for the per-packet path.
 
 aiortc, aioice and pylibsrtp are pinned exactly in ``pyproject.toml``; ``tests/test_aiortc_adapter.py`` checks
-the hooks still exist and behave. Everything here is sans-I/O: datagrams in, datagrams out.
+the hooks still exist and behave. Everything here but :class:`SctpAssociation` is sans-I/O:
+datagrams in, datagrams out (the SCTP association runs its own timers on the event loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import hmac
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +38,13 @@ from typing import Any
 import pylibsrtp
 from aioice import stun
 from aiortc import rtcdtlstransport as _dtls
+from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
+from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 from OpenSSL import SSL
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
+
+log = logging.getLogger("parley.bridge.media.sctp")
 
 SUPPORTED_HASHES = tuple(_dtls.X509_DIGEST_ALGORITHMS)
 
@@ -149,12 +162,18 @@ class DtlsState(enum.Enum):
     CLOSED = "closed"
 
 
+_MAX_RECORD = 16384  # the largest DTLS plaintext record
+_MAX_PENDING_RECORDS = 64  # application data kept between two take_application_data calls
+
+
 class DtlsSession:
     """One DTLS-SRTP handshake, fed datagrams and returning datagrams to send.
 
     ``role`` is ``"server"`` (the remote said ``setup:active``) or ``"client"``. After the
     handshake the peer certificate is checked against ``remote_fingerprints`` (``(hash, value)``
-    pairs; every supported one must match) and :attr:`srtp` holds the SRTP context.
+    pairs; every supported one must match) and :attr:`srtp` holds the SRTP context. Once
+    connected the association also carries application data (SCTP for data channels):
+    :meth:`take_application_data` returns what arrived, :meth:`send_application_data` encrypts.
     """
 
     def __init__(
@@ -169,6 +188,7 @@ class DtlsSession:
         self.failure: str | None = None
         self.srtp: SrtpContext | None = None
         self._remote_fingerprints = remote_fingerprints
+        self._received: list[bytes] = []
         self._ssl = SSL.Connection(certificate.ssl_context())
         if role == "server":
             self._ssl.set_accept_state()
@@ -193,15 +213,43 @@ class DtlsSession:
         except SSL.Error:
             return []
         if self.state is DtlsState.CONNECTING:
-            return self._step()
-        # connected: application data (a data channel, unsupported here) or an alert
-        try:
-            self._ssl.recv(1500)
-        except SSL.ZeroReturnError:
-            self.state = DtlsState.CLOSED
-        except SSL.Error:
-            pass
+            out = self._step()
+            if self.state is DtlsState.CONNECTED:
+                self._read_application_data()  # records that came with the last flight
+            return out
+        # connected: application data (SCTP packets, RFC 8261) or an alert
+        self._read_application_data()
         return self._drain()
+
+    def take_application_data(self) -> list[bytes]:
+        """The application data (one SCTP packet per DTLS record) received since the last call."""
+        received, self._received = self._received, []
+        return received
+
+    def send_application_data(self, data: bytes) -> list[bytes]:
+        """Encrypt ``data`` as one DTLS record; returns the datagrams to send. Raises
+        ``ConnectionError`` unless the handshake completed."""
+        if self.state is not DtlsState.CONNECTED:
+            raise ConnectionError(f"DTLS is {self.state.value}, not connected")
+        try:
+            self._ssl.send(data)
+        except SSL.Error as exc:
+            raise ConnectionError(f"DTLS send failed: {exc}") from exc
+        return self._drain()
+
+    def _read_application_data(self) -> None:
+        while True:
+            try:
+                data = self._ssl.recv(_MAX_RECORD)
+            except SSL.ZeroReturnError:
+                self.state = DtlsState.CLOSED
+                return
+            except SSL.Error:  # WantRead: nothing (more) buffered; or a bad record, dropped
+                return
+            if not data:
+                return
+            if len(self._received) < _MAX_PENDING_RECORDS:
+                self._received.append(bytes(data))
 
     def timeout(self) -> float | None:
         """Seconds until :meth:`handle_timeout` should be called (handshake retransmission)."""
@@ -380,3 +428,153 @@ def is_binding_success(datagram: bytes) -> bool:
     except ValueError:
         return False
     return message.message_method == stun.Method.BINDING and message.message_class == stun.Class.RESPONSE
+
+
+# --------------------------------------------------------------------------------------------
+# SCTP data channels over the bridge's DTLS session (RFC 8261, 8831, 8832)
+
+
+class _DtlsTransportStandIn:
+    """What ``RTCSctpTransport`` uses of an ``RTCDtlsTransport``, backed by a send function.
+
+    ``send`` encrypts one SCTP packet as DTLS application data and sends it (the engine's
+    ``send_dtls_data``); it raises ``ConnectionError`` once the DTLS association is gone.
+    """
+
+    def __init__(self, role: str, send: Callable[[bytes], None]) -> None:
+        self.state = "connected"
+        self._role = role
+        self._send = send
+        self._data_receiver: Any = None
+
+    def _register_data_receiver(self, receiver: Any) -> None:
+        self._data_receiver = receiver
+
+    def _unregister_data_receiver(self, receiver: Any) -> None:
+        if self._data_receiver is receiver:
+            self._data_receiver = None
+
+    async def _send_data(self, data: bytes) -> None:
+        if self.state != "connected":
+            raise ConnectionError("the DTLS association is closed")
+        self._send(data)
+
+
+class DataChannel:
+    """One WebRTC data channel of an :class:`SctpAssociation` (text messages only are used).
+
+    ``on_open()``, ``on_message(text)`` and ``on_close()`` are set by the owner.
+    """
+
+    def __init__(self, channel: RTCDataChannel) -> None:
+        self._channel = channel
+        self.on_open: Callable[[], None] = lambda: None
+        self.on_message: Callable[[str], None] = lambda text: None
+        self.on_close: Callable[[], None] = lambda: None
+        channel.on("open", lambda: self.on_open())
+        channel.on("message", self._message)
+        channel.on("close", lambda: self.on_close())
+
+    @property
+    def label(self) -> str:
+        return str(self._channel.label)
+
+    @property
+    def stream_id(self) -> int | None:
+        return self._channel.id
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._channel.readyState == "open")
+
+    def send_text(self, text: str) -> None:
+        """Queue a text message (PPID 51); raises ``ConnectionError`` unless the channel is open."""
+        if not self.is_open:
+            raise ConnectionError(f"data channel {self.label!r} is {self._channel.readyState}")
+        self._channel.send(text)
+
+    def _message(self, data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return
+        self.on_message(data)
+
+
+class SctpAssociation:
+    """An SCTP association with WebRTC data channels over a DTLS association owned by the caller.
+
+    ``dtls_role`` is the bridge's DTLS role (``"server"``/``"client"``; RFC 8832: the DTLS client
+    uses even stream ids, the server odd ones). ``send`` transmits one SCTP packet as DTLS
+    application data. SCTP packets from the peer go to :meth:`feed`, in arrival order. Channels
+    the peer opens are announced through ``on_channel``; :meth:`open_channel` opens one from this
+    side (DATA_CHANNEL_OPEN, sent once the association is established). Must be created and used
+    on the running event loop.
+    """
+
+    def __init__(
+        self,
+        dtls_role: str,
+        send: Callable[[bytes], None],
+        *,
+        port: int = 5000,
+        on_channel: Callable[[DataChannel], None] = lambda channel: None,
+    ) -> None:
+        if dtls_role not in ("server", "client"):
+            raise ValueError(f"DTLS role must be 'server' or 'client', not {dtls_role!r}")
+        self._dtls = _DtlsTransportStandIn(dtls_role, send)
+        self._sctp = RTCSctpTransport(self._dtls, port=port)  # type: ignore[arg-type]
+        self._sctp.on("datachannel", lambda channel: on_channel(DataChannel(channel)))
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def state(self) -> str:
+        """``new``, ``connecting``, ``connected`` or ``closed`` (aborted, shut down or failed)."""
+        return str(self._sctp.state)
+
+    async def start(self, remote_port: int = 5000) -> None:
+        """Send INIT (both sides initiate, RFC 8841 section 9.3) and start reading."""
+        if self._reader is None and not self._closed:
+            self._reader = asyncio.ensure_future(self._read())
+            await self._sctp.start(RTCSctpCapabilities(maxMessageSize=65536), remote_port)
+
+    def feed(self, packet: bytes) -> None:
+        """One SCTP packet from the peer (decrypted DTLS application data)."""
+        if not self._closed:
+            self._inbox.put_nowait(packet)
+
+    def open_channel(self, label: str, protocol: str = "") -> DataChannel:
+        """A reliable, ordered channel opened from this side (DCEP, RFC 8832)."""
+        channel = RTCDataChannel(self._sctp, RTCDataChannelParameters(label=label, protocol=protocol))
+        return DataChannel(channel)
+
+    async def close(self, *, transport_gone: bool = False) -> None:
+        """ABORT the association (not sent when ``transport_gone``: the DTLS association is
+        already closed) and stop reading."""
+        if self._closed:
+            return
+        self._closed = True
+        if transport_gone:
+            self._dtls.state = "closed"
+        with contextlib.suppress(Exception):
+            await self._sctp.stop()
+        self._dtls.state = "closed"
+        self._inbox.put_nowait(None)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def _read(self) -> None:
+        while True:
+            packet = await self._inbox.get()
+            if packet is None:
+                return
+            try:
+                await self._sctp._handle_data(packet)
+            except ConnectionError:
+                pass  # the DTLS association went away while answering
+            except Exception:  # a malformed packet must not stop the association
+                log.exception("SCTP packet handling failed")

@@ -105,3 +105,118 @@ def test_stun_binding_round_trip() -> None:
 def test_malformed_stun_raises_stun_error(datagram: bytes) -> None:
     with pytest.raises(adapter.StunError):
         adapter.parse_binding_request(datagram)
+
+
+# --- DTLS application data and SCTP data channels ---------------------------------------------
+
+
+def test_application_data_round_trip_and_not_before_the_handshake() -> None:
+    bridge_cert, peer_cert = DtlsCertificate(), DtlsCertificate()
+    early = DtlsSession(bridge_cert, "client", [("sha-256", peer_cert.fingerprint())])
+    with pytest.raises(ConnectionError):
+        early.send_application_data(b"too early")
+    server, client = dtls_pair()
+    for datagram in client.send_application_data(b"sctp packet 1") + client.send_application_data(b"2"):
+        assert server.feed(datagram) == []
+    assert server.take_application_data() == [b"sctp packet 1", b"2"]
+    assert server.take_application_data() == []
+    for datagram in server.send_application_data(b"back"):
+        client.feed(datagram)
+    assert client.take_application_data() == [b"back"]
+    # SRTP still works beside it
+    assert server.srtp is not None and client.srtp is not None
+    assert server.srtp.unprotect(client.srtp.protect(rtp_packet(3))) == rtp_packet(3)
+
+
+class _Wire:
+    """Two SCTP associations over a real in-memory DTLS pair; ``cut`` drops everything."""
+
+    def __init__(self) -> None:
+        self.server, self.client = dtls_pair()
+        self.cut = False
+        self.bridge_channels: list[adapter.DataChannel] = []
+        self.peer_channels: list[adapter.DataChannel] = []
+        self.bridge = adapter.SctpAssociation(
+            "server", lambda data: self._carry(self.server, self.client, self.peer, data),
+            on_channel=self.bridge_channels.append,
+        )  # fmt: skip
+        self.peer = adapter.SctpAssociation(
+            "client", lambda data: self._carry(self.client, self.server, self.bridge, data),
+            on_channel=self.peer_channels.append,
+        )  # fmt: skip
+
+    def _carry(
+        self, sender: DtlsSession, receiver: DtlsSession, to: adapter.SctpAssociation, data: bytes
+    ) -> None:
+        datagrams = sender.send_application_data(data)
+        if self.cut:
+            return
+        for datagram in datagrams:
+            receiver.feed(datagram)
+        for packet in receiver.take_application_data():
+            to.feed(packet)
+
+
+async def _until(predicate, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_sctp_data_channel_opened_by_the_bridge_carries_text_both_ways() -> None:
+    wire = _Wire()
+    await wire.bridge.start()
+    await wire.peer.start()
+    channel = wire.bridge.open_channel("default")
+    opened: list[bool] = []
+    channel.on_open = lambda: opened.append(True)
+    from_peer: list[str] = []
+    channel.on_message = from_peer.append
+    await _until(lambda: wire.peer_channels and opened)
+    assert wire.bridge.state == "connected" and wire.peer.state == "connected"
+    remote = wire.peer_channels[0]
+    assert remote.label == "default" and remote.is_open
+    assert channel.stream_id is not None and channel.stream_id % 2 == 1  # DTLS server: odd ids
+    to_peer: list[str] = []
+    remote.on_message = to_peer.append
+    channel.send_text('{"colibriClass":"ServerHello"}')
+    remote.send_text('{"colibriClass":"ClientHello"}')
+    remote.send_text("x" * 5000)  # fragmented over several DATA chunks
+    await _until(lambda: to_peer and len(from_peer) == 2)
+    assert to_peer == ['{"colibriClass":"ServerHello"}']
+    assert from_peer == ['{"colibriClass":"ClientHello"}', "x" * 5000]
+    await wire.peer.close()
+    await wire.bridge.close()
+    assert wire.bridge.state == "closed"
+
+
+async def test_sctp_channel_opened_by_the_peer_and_a_lost_association() -> None:
+    wire = _Wire()
+    await wire.bridge.start()
+    await wire.peer.start()
+    channel = wire.peer.open_channel("bridge", protocol="http://jitsi.org/protocols/colibri")
+    await _until(lambda: wire.bridge_channels and channel.is_open)
+    assert wire.bridge_channels[0].label == "bridge" and channel.stream_id == 0  # DTLS client: even
+    closed: list[bool] = []
+    wire.bridge_channels[0].on_close = lambda: closed.append(True)
+    await wire.peer.close()  # ABORT reaches the bridge: its channels close
+    await _until(lambda: closed)
+    assert wire.bridge.state == "closed"
+    with pytest.raises(ConnectionError):
+        wire.bridge_channels[0].send_text("late")
+    await wire.bridge.close(transport_gone=True)
+
+
+async def test_sctp_garbage_and_a_dead_transport_are_contained() -> None:
+    wire = _Wire()
+    wire.cut = True
+    await wire.bridge.start()
+    wire.bridge.feed(b"\x00" * 3)  # not an SCTP packet
+    wire.bridge.feed(b"\x13\x88\x13\x88" + b"\xff" * 40)  # bad checksum
+    await wire.bridge.close(transport_gone=True)
+    assert wire.bridge.state == "closed"
+    with pytest.raises(ValueError, match="role"):
+        adapter.SctpAssociation("both", lambda data: None)
