@@ -100,6 +100,7 @@ class MediaConfig:
 
 StateCallback = Callable[[str, str, EndpointState], None]
 MessageCallback = Callable[[str, str, dict[str, Any]], None]
+DtlsDataCallback = Callable[[str, str, bytes], None]
 
 
 _HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255  # RFC 8445 5.1.2.1, host, component 1
@@ -153,6 +154,9 @@ class MediaEngine:
     ``send_to_endpoint(conference_id, endpoint_id, message)``: a bridge-channel message (a dict
     with ``colibriClass``) the media side wants delivered to that endpoint.
 
+    ``on_dtls_data(conference_id, endpoint_id, data)``: application data (an SCTP packet) the
+    endpoint sent on its DTLS association; :meth:`send_dtls_data` sends some back.
+
     ``policy_factory(conference_id, send_message)`` builds each conference's forwarding policy
     (default: forward everything); the conference-intelligence code plugs in here.
     """
@@ -162,6 +166,7 @@ class MediaEngine:
         self.policy_factory = policy_factory
         self.on_endpoint_state: StateCallback | None = None
         self.send_to_endpoint: MessageCallback | None = None
+        self.on_dtls_data: DtlsDataCallback | None = None
         self._certificate = DtlsCertificate()
         self._conferences: dict[str, ConferenceForwarder] = {}
         self._endpoints: dict[tuple[str, str], _Endpoint] = {}
@@ -341,6 +346,23 @@ class MediaEngine:
         if conference is not None:
             conference.policy.on_message(endpoint_id, message)
 
+    def dtls_role(self, conference_id: str, endpoint_id: str) -> str | None:
+        """The bridge's DTLS role (``"server"``/``"client"``) towards a connected endpoint, or
+        ``None`` while its DTLS association is not up."""
+        endpoint = self._endpoints.get((conference_id, endpoint_id))
+        if endpoint is None or endpoint.dtls is None or endpoint.dtls.state is not DtlsState.CONNECTED:
+            return None
+        return endpoint.dtls.role
+
+    def send_dtls_data(self, conference_id: str, endpoint_id: str, data: bytes) -> None:
+        """Send ``data`` (an SCTP packet) to the endpoint as DTLS application data. Raises
+        ``ConnectionError`` when the endpoint is unknown or its DTLS association is not up."""
+        endpoint = self._endpoints.get((conference_id, endpoint_id))
+        if endpoint is None or endpoint.dtls is None or endpoint.address is None:
+            raise ConnectionError(f"no DTLS association with {endpoint_id!r} in {conference_id!r}")
+        for datagram in endpoint.dtls.send_application_data(data):
+            self._sendto(datagram, endpoint.address)
+
     def endpoint_last_activity(self, conference_id: str, endpoint_id: str) -> float | None:
         """``time.monotonic()`` of the last packet (STUN, DTLS, RTP, RTCP) from the endpoint, or
         ``None`` if nothing arrived yet or the endpoint is unknown."""
@@ -467,6 +489,13 @@ class MediaEngine:
                 endpoint.early_dtls.append(data)
             return
         self._send_dtls(endpoint, dtls.feed(data))
+        received = dtls.take_application_data()
+        if received and self.on_dtls_data is not None and endpoint.dtls is dtls:
+            for payload in received:
+                try:
+                    self.on_dtls_data(endpoint.conference_id, endpoint.id, payload)
+                except Exception:
+                    log.exception("on_dtls_data callback failed")
 
     def _send_dtls(self, endpoint: _Endpoint, datagrams: list[bytes]) -> None:
         if endpoint.address is not None:

@@ -183,3 +183,29 @@ async def test_new_fingerprint_starts_a_new_dtls_association(engine) -> None:  #
     a.send_rtp(second)
     assert b.received_rtp() == [second]
     assert [s for _, n, s in states if n == "b"] == ["connected", "connected"]
+
+
+async def test_dtls_application_data_in_and_out(engine) -> None:  # type: ignore[no-untyped-def]
+    e, wire, _ = engine
+    a = Peer(e, wire, "a", 5001)
+    got: list[tuple[str, str, bytes]] = []
+    e.on_dtls_data = lambda c, ep, data: got.append((c, ep, data))
+    assert e.dtls_role("conf", "a") is None
+    with pytest.raises(ConnectionError):
+        e.send_dtls_data("conf", "a", b"before ICE")
+    a.check()
+    a.handshake()
+    assert e.dtls_role("conf", "a") == "server"  # the peer said setup:active
+    for datagram in a.dtls.send_application_data(b"an SCTP packet"):
+        e.datagram_received(datagram, a.addr)
+    assert got == [("conf", "a", b"an SCTP packet")]
+    e.send_dtls_data("conf", "a", b"answer")
+    for datagram in wire.take(a.addr):
+        a.dtls.feed(datagram)
+    assert a.dtls.take_application_data() == [b"answer"]
+    e.on_dtls_data = lambda c, ep, data: 1 / 0  # a failing consumer does not break the packet path
+    for datagram in a.dtls.send_application_data(b"again"):
+        e.datagram_received(datagram, a.addr)
+    e.expire_endpoint("conf", "a")
+    with pytest.raises(ConnectionError):
+        e.send_dtls_data("conf", "a", b"after expiry")
