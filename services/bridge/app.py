@@ -25,6 +25,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import Gauge
 
+from services.bridge.channel.datachannel import DataChannelTransport
+from services.bridge.channel.dispatch import BridgeChannels
 from services.bridge.colibri.conferences import ConferenceBook, render
 from services.bridge.colibri.rest import colibri_router, error
 from services.bridge.colibri.service import ColibriService
@@ -85,20 +87,41 @@ class Bridge:
             self.book, self.engine, self.web_socket_url if ws.enabled else None, policy_of=self.policies.get
         )
         self.colibri.conference_expired_listeners.append(self._forget_policy)
-        self.ws = ColibriWebSocketServer(
-            server_id=self.server_id,
-            authorize=authorize_with(self._endpoint_pwd),
+        # one bridge channel per endpoint, over the Colibri WebSocket or an SCTP data channel
+        self.channels = BridgeChannels(
             endpoints_of=lambda cid: (
                 list(self.book.conferences[cid].endpoints) if cid in self.book.conferences else []
             ),
             to_engine=self.engine.on_bridge_channel_message,
+            version=VERSION,
+        )
+        self.ws = ColibriWebSocketServer(
+            server_id=self.server_id,
+            authorize=authorize_with(self._endpoint_pwd),
+            on_frame=lambda cid, eid, frame: self.channels.receive(cid, eid, frame, "websocket"),
+            on_open=lambda cid, eid: self.channels.opened(cid, eid, "websocket"),
             version=VERSION,
             ping_interval=ws.ping_interval.total_seconds(),
             idle_timeout=ws.idle_timeout.total_seconds(),
             max_message_size=ws.max_message_size,
             health=self.health_problem,
         )
-        self.colibri.endpoint_expired_listeners.append(self.ws.endpoint_expired)
+        self.data_channels = DataChannelTransport(
+            self.engine,
+            on_frame=lambda cid, eid, text: self.channels.receive(cid, eid, text, "datachannel"),
+            on_open=lambda cid, eid: self.channels.opened(cid, eid, "datachannel"),
+            version=VERSION,
+        )
+        self.channels.add_transport(self.ws)
+        self.channels.add_transport(self.data_channels)
+        self.engine.on_dtls_data = self.data_channels.dtls_data
+        self.colibri.sctp_listeners.append(self.data_channels.set_sctp)
+        self.colibri.endpoint_connected_listeners.append(self.data_channels.dtls_connected)
+        self.colibri.endpoint_expired_listeners += [
+            self.ws.endpoint_expired,
+            self.data_channels.endpoint_expired,
+            self.channels.forget,
+        ]
         self.engine.send_to_endpoint = self._deliver_from_engine
         self.presence: BreweryPresence | None = None
         xmpp = config.xmpp
@@ -131,7 +154,7 @@ class Bridge:
         self.policies.pop(conference_id, None)
 
     def _deliver_from_engine(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None:
-        self.ws.send(conference_id, endpoint_id, message)
+        self.channels.send(conference_id, endpoint_id, message)
 
     # --- derived values --------------------------------------------------------------------------
 
@@ -209,6 +232,8 @@ class Bridge:
                             k: v for k, v in vars(detail).items() if k not in ("conference_id", "endpoint_id")
                         },
                         "web_socket": (conf.id, ep.id) in self.ws.by_endpoint,
+                        "data_channel": self.data_channels.is_open(conf.id, ep.id),
+                        "bridge_channel": self.channels.transport_of(conf.id, ep.id),
                     }
                 )
             conferences.append(
@@ -219,6 +244,7 @@ class Bridge:
             "status": vars(self.status),
             "conferences": conferences,
             "web_sockets": self.ws.dump(),
+            "data_channels": self.data_channels.dump(),
             "stats": self.stats(),
         }
 
@@ -412,6 +438,7 @@ class Bridge:
                     await task
             self.colibri.expire_all()
             await self.ws.stop()
+            await self.data_channels.stop()
             if private is not None:
                 await stop_http(private)
             await self.engine.stop()

@@ -135,6 +135,11 @@ class EndpointRecord:
     def empty(self) -> bool:
         return not self.channels and not self.sctp
 
+    @property
+    def sctp_port(self) -> int | None:
+        """The port of the endpoint's SCTP connection (None without one)."""
+        return next((sc.port for sc in self.sctp.values()), None)
+
     def sources(self) -> MediaSources:
         def described(
             content: str,
@@ -216,7 +221,23 @@ class SetAudioMixing:
     mixed: bool
 
 
-Effect = CreateEndpoint | SetRemoteTransport | SetSources | SetColibriLastN | SetAudioMixing | ExpireEndpoint
+@dataclass(frozen=True)
+class SetSctp:
+    """The endpoint's SCTP connection (data channel) appeared, with its port, or went (``None``)."""
+
+    endpoint_id: str
+    port: int | None
+
+
+Effect = (
+    CreateEndpoint
+    | SetRemoteTransport
+    | SetSources
+    | SetColibriLastN
+    | SetAudioMixing
+    | ExpireEndpoint
+    | SetSctp
+)
 
 
 @dataclass
@@ -374,7 +395,14 @@ class ConferenceBook:
         ]
         remotes = [r for r in remotes if r.endpoint_id in conf.endpoints]
         policy = [e for eid, changes in plan.policy.items() if eid in conf.endpoints for e in changes]
-        plan.effects = [*created, *remotes, *sources, *policy, *plan.effects]
+        original = None if new else self.conferences[conf.id]
+        sctp_changes = [
+            SetSctp(eid, port)
+            for eid, ep in conf.endpoints.items()
+            if (port := ep.sctp_port)
+            != (original.endpoints[eid].sctp_port if original and eid in original.endpoints else None)
+        ]
+        plan.effects = [*created, *remotes, *sources, *policy, *plan.effects, *sctp_changes]
         return plan
 
     def _endpoint_for_new(

@@ -26,6 +26,7 @@ from .conferences import (
     SetAudioMixing,
     SetColibriLastN,
     SetRemoteTransport,
+    SetSctp,
     SetSources,
     WebSocketUrlFn,
     render,
@@ -34,6 +35,7 @@ from .conferences import (
 log = logging.getLogger("bridge.colibri")
 
 ExpiredListener = Callable[[str, str], None]
+SctpListener = Callable[[str, str, int | None], None]
 
 
 class ConferencePolicy(Protocol):
@@ -59,6 +61,9 @@ class ColibriService:
         self.clock = clock
         self.policy_of = policy_of
         self.endpoint_expired_listeners: list[ExpiredListener] = []
+        self.endpoint_connected_listeners: list[ExpiredListener] = []
+        self.sctp_listeners: list[SctpListener] = []
+        """Told when an endpoint's ``sctpconnection`` appears (its port) or goes (None)."""
         self.conference_expired_listeners: list[Callable[[str], None]] = []
         engine.on_endpoint_state = self._on_engine_state
 
@@ -115,6 +120,8 @@ class ColibriService:
         for effect in plan.effects:
             if isinstance(effect, ExpireEndpoint):
                 self._expire_endpoint(cid, effect.endpoint_id)
+            elif isinstance(effect, SetSctp):
+                self._tell(self.sctp_listeners, cid, effect.endpoint_id, effect.port)
 
     # --- expiry --------------------------------------------------------------------------------------
 
@@ -154,10 +161,19 @@ class ColibriService:
             except Exception:
                 log.exception("expiry sweep failed")
 
+    @staticmethod
+    def _tell(listeners: list[Any], *args: Any) -> None:
+        for listener in listeners:
+            try:
+                listener(*args)
+            except Exception:
+                log.exception("Colibri listener failed")
+
     def _on_engine_state(self, conference_id: str, endpoint_id: str, state: str) -> None:
         if state == "connected":
             self.book.set_endpoint_state(conference_id, endpoint_id, "connected")
             log.info("endpoint connected conference=%s endpoint=%s", conference_id, endpoint_id)
+            self._tell(self.endpoint_connected_listeners, conference_id, endpoint_id)
         elif state in ("failed", "expired"):
             self.book.set_endpoint_state(conference_id, endpoint_id, state)
             if self.book.remove_endpoint(conference_id, endpoint_id):

@@ -14,6 +14,7 @@ from services.bridge.colibri.conferences import (
     SetAudioMixing,
     SetColibriLastN,
     SetRemoteTransport,
+    SetSctp,
     SetSources,
     UnknownConference,
     render,
@@ -73,7 +74,13 @@ def test_seed_replay_shapes() -> None:
     body = seed("seed003_allocate_patch.json").replace(b"a439deb315b4128c", cid.encode())
     plan = book.prepare(cid, parse_conference(body), 1.0)
     # the Colibri channel settings that steer the conference policy come along
-    assert plan.effects == [CreateEndpoint(EP), SetAudioMixing(EP, True), SetColibriLastN(EP, 2)]
+    # and the sctpconnection enables the endpoint's data channel
+    assert plan.effects == [
+        CreateEndpoint(EP),
+        SetAudioMixing(EP, True),
+        SetColibriLastN(EP, 2),
+        SetSctp(EP, 5000),
+    ]
     plan.set_local_transport(EP, LOCAL)
     plan.set_mixed_ssrc(EP, 3816478770)  # what the policy answers for a mixer channel
     out = dump(render(book.commit(plan), lambda c, e, p: f"wss://h/colibri-ws/jvb1/{c}/{e}?pwd={p}", plan))
@@ -244,3 +251,21 @@ def test_an_uncommitted_plan_leaves_the_book_untouched() -> None:
     assert {type(e) for e in plan.effects} == {CreateEndpoint, SetRemoteTransport, SetSources}
     assert dump(render(book.get(cid))) == before
     assert book.get(cid).endpoints[EP].remote is None and book.get(cid).last_touched == 0.0
+
+
+def test_sctpconnection_added_later_and_removed_alone() -> None:
+    book = ConferenceBook()
+    cid = seed_conference(book)
+    ep = book.get(cid).endpoints[EP]
+    (sctp_id,) = ep.sctp
+    untouched = book.prepare(cid, parse_conference(b'{"contents": [{"name": "data", "sctpconnections": [{"id": "'
+                             + sctp_id.encode() + b'", "expire": 30}]}]}'), 2.0)  # fmt: skip
+    assert not any(isinstance(e, SetSctp) for e in untouched.effects)  # still the same connection
+    book.commit(untouched)
+    gone = book.prepare(cid, parse_conference(b'{"contents": [{"name": "data", "sctpconnections": [{"id": "'
+                        + sctp_id.encode() + b'", "expire": 0}]}]}'), 3.0)  # fmt: skip
+    assert gone.effects == [SetSctp(EP, None)]  # the channels stay: only the data channel goes
+    book.commit(gone)
+    again = book.prepare(cid, parse_conference(b'{"contents": [{"name": "data", "sctpconnections": '
+                         b'[{"endpoint": "' + EP.encode() + b'", "port": 5001}]}]}'), 4.0)  # fmt: skip
+    assert again.effects == [SetSctp(EP, 5001)]

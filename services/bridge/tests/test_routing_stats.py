@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from services.bridge.channel.routing import route
 from services.bridge.media.model import MediaStats
 from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats, timestamp
-from services.bridge.ws.routing import route
 from services.common import bridge_channel as bc
 
 EPS = ["a", "b", "c"]

@@ -3,7 +3,9 @@
 ``GET /colibri-ws/<server-id>/<conference-id>/<endpoint-id>?pwd=<ICE pwd>`` upgrades to the
 endpoint's bridge channel. Wrong server id -> 404; unknown conference or endpoint, or a wrong pwd
 -> 403; new connections disabled by the operator -> 503. On connect the bridge sends
-``ServerHello``. Messages are routed by :mod:`.routing`. Keep-alive: a ping every
+``ServerHello``. Every message received goes to ``on_frame`` (the transport-independent
+dispatch, :mod:`services.bridge.channel.dispatch`); ``on_open`` is told when an endpoint's socket
+opens. Keep-alive: a ping every
 ``ping_interval``; a connection that has not answered within ``idle_timeout`` is dropped. Frames
 may be compressed (permessage-deflate, negotiated by the client). When the endpoint expires the
 socket is closed with :data:`CLOSE_ENDPOINT_EXPIRED`.
@@ -19,12 +21,11 @@ import asyncio
 import contextlib
 import hmac
 import itertools
-import json
 import logging
 import re
 import ssl
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -35,8 +36,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from services.common import bridge_channel as bc
-
-from .routing import route
 
 log = logging.getLogger("bridge.ws")
 
@@ -50,6 +49,9 @@ _PATH = re.compile(r"^/colibri-ws/([^/]+)/([^/]+)/([^/]+)/?$")
 
 Authorize = Callable[[str, str, str], bool]
 """(conference id, endpoint id, pwd) -> may this endpoint connect?"""
+
+FrameHandler = Callable[[str, str, str | bytes], None]
+"""(conference id, endpoint id, frame): one message an endpoint sent."""
 
 
 @dataclass
@@ -81,13 +83,15 @@ class BridgeChannelConnection:
 
 
 class ColibriWebSocketServer:
+    name = "websocket"
+
     def __init__(
         self,
         *,
         server_id: str,
         authorize: Authorize,
-        endpoints_of: Callable[[str], Collection[str]],
-        to_engine: Callable[[str, str, dict[str, Any]], None],
+        on_frame: FrameHandler,
+        on_open: Callable[[str, str], None] = lambda conference_id, endpoint_id: None,
         version: str,
         ping_interval: float = 15.0,
         idle_timeout: float = 60.0,
@@ -96,8 +100,8 @@ class ColibriWebSocketServer:
     ) -> None:
         self.server_id = server_id
         self.authorize = authorize
-        self.endpoints_of = endpoints_of
-        self.to_engine = to_engine
+        self.on_frame = on_frame
+        self.on_open = on_open
         self.version = version
         self.ping_interval = ping_interval
         self.idle_timeout = idle_timeout
@@ -177,9 +181,13 @@ class ColibriWebSocketServer:
         writer = asyncio.ensure_future(self._write(conn))
         try:
             self._enqueue(conn, bc.serialize(bc.ServerHello(version=self.version)))
+            self.on_open(conference_id, endpoint_id)
             async for frame in socket:
                 conn.messages_in += 1
-                self._on_frame(conn, frame)
+                try:
+                    self.on_frame(conference_id, endpoint_id, frame)
+                except Exception:
+                    log.exception("bridge-channel message from endpoint=%s failed", endpoint_id)
         except ConnectionClosed:
             pass
         finally:
@@ -190,22 +198,6 @@ class ColibriWebSocketServer:
             if self.by_endpoint.get((conference_id, endpoint_id)) is conn:
                 del self.by_endpoint[(conference_id, endpoint_id)]
             log.info("bridge channel closed id=%d code=%s", conn.id, socket.close_code)
-
-    def _on_frame(self, conn: BridgeChannelConnection, frame: str | bytes) -> None:
-        try:
-            message = bc.parse(frame)
-        except bc.BridgeChannelError as exc:
-            log.info("bad bridge-channel message from endpoint=%s: %s", conn.endpoint_id, exc)
-            return
-        endpoints = self.endpoints_of(conn.conference_id)
-        routing = route(message, conn.endpoint_id, endpoints, self.version)
-        for target, out in routing.deliveries:
-            self.send(conn.conference_id, target, out)
-        if routing.to_engine is not None:
-            try:
-                self.to_engine(conn.conference_id, conn.endpoint_id, routing.to_engine)
-            except Exception:
-                log.exception("media engine rejected a bridge-channel message")
 
     async def _write(self, conn: BridgeChannelConnection) -> None:
         while True:
@@ -223,16 +215,11 @@ class ColibriWebSocketServer:
 
     # --- used by the rest of the bridge ----------------------------------------------------------
 
-    def send(
-        self, conference_id: str, endpoint_id: str, message: bc.BridgeChannelMessage | dict[str, Any]
-    ) -> bool:
-        """Queue a message for an endpoint's bridge channel; False if it has no open socket."""
+    def send_text(self, conference_id: str, endpoint_id: str, text: str) -> bool:
+        """Queue a message for an endpoint's socket; False if it has no open socket."""
         conn = self.by_endpoint.get((conference_id, endpoint_id))
         if conn is None:
             return False
-        text = (
-            json.dumps(message, separators=(",", ":")) if isinstance(message, dict) else bc.serialize(message)
-        )
         self._enqueue(conn, text)
         return True
 

@@ -1,0 +1,101 @@
+"""One bridge channel per endpoint, over whichever transport the endpoint has.
+
+:class:`BridgeChannels` is transport-independent: a transport hands it every message an endpoint
+sent (:meth:`BridgeChannels.receive`) and tells it when an endpoint's channel opened
+(:meth:`BridgeChannels.opened`); the rest of the bridge sends with :meth:`BridgeChannels.send`.
+A message from an endpoint is routed by :func:`.routing.route` whatever carried it: relayed
+messages reach the other endpoints over *their* transports, media-steering messages go to the
+media engine. A message to an endpoint takes the transport the endpoint used last (the one it
+opened or sent on most recently) and falls back to any other transport that is open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+from services.common import bridge_channel as bc
+
+from .routing import route
+
+log = logging.getLogger("bridge.channel")
+
+
+class ChannelTransport(Protocol):
+    """A way to reach endpoints (the Colibri WebSocket, SCTP data channels)."""
+
+    name: str
+
+    def send_text(self, conference_id: str, endpoint_id: str, text: str) -> bool:
+        """Queue one message; False when this transport has no open channel to the endpoint."""
+        ...
+
+
+class BridgeChannels:
+    def __init__(
+        self,
+        *,
+        endpoints_of: Callable[[str], Collection[str]],
+        to_engine: Callable[[str, str, dict[str, Any]], None],
+        version: str,
+    ) -> None:
+        self.endpoints_of = endpoints_of
+        self.to_engine = to_engine
+        self.version = version
+        self.transports: dict[str, ChannelTransport] = {}
+        self._preferred: dict[tuple[str, str], str] = {}
+
+    def add_transport(self, transport: ChannelTransport) -> None:
+        self.transports[transport.name] = transport
+
+    # --- from endpoints ------------------------------------------------------------------------
+
+    def opened(self, conference_id: str, endpoint_id: str, via: str) -> None:
+        """The endpoint's channel on transport ``via`` just opened: use it from now on."""
+        self._preferred[(conference_id, endpoint_id)] = via
+
+    def receive(self, conference_id: str, endpoint_id: str, frame: str | bytes, via: str) -> None:
+        """One message from an endpoint, as the transport ``via`` received it."""
+        self._preferred[(conference_id, endpoint_id)] = via
+        try:
+            message = bc.parse(frame)
+        except bc.BridgeChannelError as exc:
+            log.info("bad bridge-channel message from endpoint=%s via %s: %s", endpoint_id, via, exc)
+            return
+        routing = route(message, endpoint_id, self.endpoints_of(conference_id), self.version)
+        for target, out in routing.deliveries:
+            self.send(conference_id, target, out)
+        if routing.to_engine is not None:
+            try:
+                self.to_engine(conference_id, endpoint_id, routing.to_engine)
+            except Exception:
+                log.exception("media engine rejected a bridge-channel message")
+
+    # --- to endpoints --------------------------------------------------------------------------
+
+    def send(
+        self, conference_id: str, endpoint_id: str, message: bc.BridgeChannelMessage | dict[str, Any]
+    ) -> bool:
+        """Queue a message for the endpoint; False if no transport has an open channel to it."""
+        text = (
+            json.dumps(message, separators=(",", ":")) if isinstance(message, dict) else bc.serialize(message)
+        )
+        for transport in self._order(conference_id, endpoint_id):
+            if transport.send_text(conference_id, endpoint_id, text):
+                return True
+        return False
+
+    def transport_of(self, conference_id: str, endpoint_id: str) -> str | None:
+        """The transport the endpoint used last (None before it used any)."""
+        return self._preferred.get((conference_id, endpoint_id))
+
+    def forget(self, conference_id: str, endpoint_id: str) -> None:
+        """The endpoint expired."""
+        self._preferred.pop((conference_id, endpoint_id), None)
+
+    def _order(self, conference_id: str, endpoint_id: str) -> list[ChannelTransport]:
+        preferred = self.transports.get(self._preferred.get((conference_id, endpoint_id), ""))
+        rest = [t for t in self.transports.values() if t is not preferred]
+        return [preferred, *rest] if preferred is not None else rest

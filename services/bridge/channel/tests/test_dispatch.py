@@ -1,0 +1,82 @@
+"""The transport-independent bridge-channel core: routing whatever carried a message, and the
+choice of transport for a message to an endpoint."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.bridge.channel.dispatch import BridgeChannels
+from services.common import bridge_channel as bc
+
+
+class Outbox:
+    """A transport that keeps what it sends; ``open`` lists the endpoints it can reach."""
+
+    def __init__(self, name: str, *open_to: str) -> None:
+        self.name = name
+        self.open = set(open_to)
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send_text(self, conference_id: str, endpoint_id: str, text: str) -> bool:
+        if endpoint_id not in self.open:
+            return False
+        self.sent.append((endpoint_id, json.loads(text)))
+        return True
+
+
+def channels(*transports: Outbox) -> tuple[BridgeChannels, list[tuple[str, str, dict[str, Any]]]]:
+    engine: list[tuple[str, str, dict[str, Any]]] = []
+    hub = BridgeChannels(
+        endpoints_of=lambda cid: ["a", "b", "c"] if cid == "conf" else [],
+        to_engine=lambda c, e, m: engine.append((c, e, m)),
+        version="9.9",
+    )
+    for t in transports:
+        hub.add_transport(t)
+    return hub, engine
+
+
+def test_a_relayed_message_reaches_each_receiver_over_its_own_transport() -> None:
+    ws, dc = Outbox("websocket", "c"), Outbox("datachannel", "a", "b")
+    hub, _ = channels(ws, dc)
+    hub.receive("conf", "c", '{"colibriClass":"EndpointMessage","to":"","msgPayload":{"x":1}}', "websocket")
+    assert sorted(to for to, _ in dc.sent) == ["a", "b"] and ws.sent == []
+    assert all(m == {"colibriClass": "EndpointMessage", "to": "", "msgPayload": {"x": 1}, "from": "c"}
+               for _, m in dc.sent)  # fmt: skip
+    hub.receive("conf", "a", b'{"colibriClass":"EndpointMessage","to":"c","msgPayload":2}', "datachannel")
+    assert ws.sent == [("c", {"colibriClass": "EndpointMessage", "to": "c", "msgPayload": 2, "from": "a"})]
+
+
+def test_media_control_goes_to_the_engine_and_hello_is_answered_on_the_same_channel() -> None:
+    ws, dc = Outbox("websocket", "a"), Outbox("datachannel", "a")
+    hub, engine = channels(ws, dc)
+    hub.receive("conf", "a", '{"colibriClass":"ReceiverVideoConstraints","lastN":1}', "datachannel")
+    assert engine == [("conf", "a", {"colibriClass": "ReceiverVideoConstraints", "lastN": 1})]
+    hub.receive("conf", "a", '{"colibriClass":"ClientHello"}', "datachannel")
+    assert dc.sent == [("a", {"colibriClass": "ServerHello", "version": "9.9"})] and ws.sent == []
+    hub.receive("conf", "a", "not json", "datachannel")  # dropped, nothing breaks
+    hub.receive("conf", "a", '{"colibriClass":"ClientHello"}', "websocket")
+    assert ws.sent == [("a", {"colibriClass": "ServerHello", "version": "9.9"})]
+
+
+def test_the_transport_used_last_is_preferred_and_an_open_one_is_the_fallback() -> None:
+    ws, dc = Outbox("websocket", "a"), Outbox("datachannel", "a")
+    hub, _ = channels(ws, dc)
+    assert hub.transport_of("conf", "a") is None
+    assert hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=["b-v0"]))  # any open one
+    hub.opened("conf", "a", "datachannel")
+    hub.send(
+        "conf", "a", {"colibriClass": "DominantSpeakerEndpointChangeEvent", "dominantSpeakerEndpoint": "b"}
+    )
+    assert dc.sent[-1][1]["colibriClass"] == "DominantSpeakerEndpointChangeEvent"
+    hub.opened("conf", "a", "websocket")
+    hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=[]))
+    assert ws.sent[-1] == ("a", {"colibriClass": "ForwardedSources", "forwardedSources": []})
+    ws.open.clear()  # the socket went away: the data channel carries on
+    assert hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=["c-v0"]))
+    assert dc.sent[-1] == ("a", {"colibriClass": "ForwardedSources", "forwardedSources": ["c-v0"]})
+    dc.open.clear()
+    assert not hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=[]))
+    hub.forget("conf", "a")
+    assert hub.transport_of("conf", "a") is None
