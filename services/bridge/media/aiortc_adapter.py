@@ -438,7 +438,8 @@ class _DtlsTransportStandIn:
     """What ``RTCSctpTransport`` uses of an ``RTCDtlsTransport``, backed by a send function.
 
     ``send`` encrypts one SCTP packet as DTLS application data and sends it (the engine's
-    ``send_dtls_data``); it raises ``ConnectionError`` once the DTLS association is gone.
+    ``send_dtls_data``); it raises ``ConnectionError`` once the DTLS association is gone, after
+    which this stand-in is closed.
     """
 
     def __init__(self, role: str, send: Callable[[bytes], None]) -> None:
@@ -457,7 +458,14 @@ class _DtlsTransportStandIn:
     async def _send_data(self, data: bytes) -> None:
         if self.state != "connected":
             raise ConnectionError("the DTLS association is closed")
-        self._send(data)
+        try:
+            self._send(data)
+        except ConnectionError as exc:
+            # The DTLS association went away under a send aiortc scheduled on its own (a flush,
+            # a retransmission): the packet is lost as on a dead network path. Raising would
+            # end up as an unretrieved task exception; the owner closes the association.
+            log.debug("SCTP packet dropped: %s", exc)
+            self.state = "closed"
 
 
 class DataChannel:

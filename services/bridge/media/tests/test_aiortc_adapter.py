@@ -4,6 +4,7 @@ STUN binding requests and responses. If an aiortc/aioice upgrade breaks a privat
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
@@ -220,3 +221,28 @@ async def test_sctp_garbage_and_a_dead_transport_are_contained() -> None:
     assert wire.bridge.state == "closed"
     with pytest.raises(ValueError, match="role"):
         adapter.SctpAssociation("both", lambda data: None)
+
+
+async def test_sctp_send_after_the_dtls_association_went_is_a_loss_not_an_error() -> None:
+    wire = _Wire()
+    await wire.bridge.start()
+    await wire.peer.start()
+    channel = wire.bridge.open_channel("default")
+    await _until(lambda: channel.is_open)
+
+    def gone(data: bytes) -> None:
+        raise ConnectionError("no DTLS association")
+
+    import asyncio
+    import gc
+
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+    wire.bridge._dtls._send = gone  # the engine expired the endpoint meanwhile
+    channel.send_text("lost")  # aiortc flushes this in a task of its own
+    await asyncio.sleep(0.05)
+    gc.collect()  # an unretrieved task exception is reported when the task is collected
+    assert errors == []
+    assert wire.bridge._dtls.state == "closed"
+    await wire.bridge.close(transport_gone=True)
+    await wire.peer.close()

@@ -1,0 +1,237 @@
+"""The bridge channel over an SCTP data channel, against a running bridge.
+
+Two aiortc participants join the way the focus would have them join: a Colibri allocation with
+the ``data`` content (an ``sctpconnection``), the focus's Jingle offer rendered as SDP (audio,
+video and ``m=application ... webrtc-datachannel``, all BUNDLEd on the one transport), their SDP
+answer PATCHed back. The bridge opens the data channel on each endpoint's DTLS association;
+bridge-channel messages then round-trip over it and mix with a WebSocket-only endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from websockets.asyncio.client import ClientConnection, connect
+
+from services.common import colibri, jingle
+from services.common.jingle import Jingle, SdpOffer
+from services.focus import offer
+from tests.integration.media_client import ColourTrack, ToneTrack, allow_loopback_ice
+from tests.integration.participant import wait_until
+from tests.integration.test_bridge_control_support import RunningBridge, dumps, start_bridge
+
+EXPIRE = 60
+
+
+@pytest.fixture(scope="module")
+def bridge() -> Iterator[RunningBridge]:
+    b = start_bridge("bridge-sctp", server_id="jvbsctp")
+    try:
+        yield b
+    finally:
+        b.process.stop()
+
+
+@pytest.fixture
+async def http(bridge: RunningBridge) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=bridge.url, timeout=10) as client:
+        yield client
+
+
+class DataChannelParticipant:
+    """An aiortc peer that answers the focus's offer (with the data content) and takes the data
+    channel the bridge opens."""
+
+    def __init__(self, name: str, rgb: tuple[int, int, int], tone: float) -> None:
+        self.name = name
+        self.rgb, self.tone = rgb, tone
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.channel: RTCDataChannel | None = None
+        self.channels: list[RTCDataChannel] = []
+        self.received: list[dict[str, Any]] = []
+        self.offer_sdp = ""
+        self.answer_sdp = ""
+        self.pc.on("datachannel", self._on_datachannel)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self.channels.append(channel)
+        self.channel = channel
+        channel.on("message", lambda text: self.received.append(json.loads(text)))
+
+    async def join(self, http: httpx.AsyncClient, conference_id: str | None) -> str:
+        request = offer.allocation_request(
+            self.name, colibri_id=conference_id, expire=EXPIRE, enable_sctp=True
+        )
+        if conference_id is None:
+            response = await http.post("/colibri/conferences", content=dumps(colibri.dump(request)))
+        else:
+            response = await http.patch(
+                f"/colibri/conferences/{conference_id}", content=dumps(colibri.dump(request))
+            )
+        assert response.status_code == 200, response.text
+        allocated = colibri.parse_conference(response.content)
+        assert allocated.id is not None
+        allocation = offer.read_allocation(allocated, self.name)
+        assert allocation.sctp  # the bridge granted the sctpconnection
+        initiate = offer.session_initiate(f"sid-{self.name}", "focus@test", allocation, {}, ice_lite=True)
+        self.offer_sdp = SdpOffer(initiate).render()
+        await self.pc.setRemoteDescription(RTCSessionDescription(self.offer_sdp, "offer"))
+        for transceiver in self.pc.getTransceivers():
+            track = ToneTrack(self.tone) if transceiver.mid == "audio" else ColourTrack(self.rgb)
+            transceiver.sender.replaceTrack(track)
+            transceiver.direction = "sendrecv"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.answer_sdp = self.pc.localDescription.sdp
+        contents = jingle.parse_sdp_answer(self.answer_sdp, owner=self.name, name_prefix=self.name)
+        accept = Jingle(action="session-accept", sid=initiate.sid, contents=contents)
+        patch = self._accept_patch(allocated.id, allocation, accept)
+        response = await http.patch(
+            f"/colibri/conferences/{allocated.id}", content=dumps(colibri.dump(patch))
+        )
+        assert response.status_code == 200, response.text
+        return allocated.id
+
+    def _accept_patch(
+        self, conference_id: str, allocation: offer.Allocation, accept: Jingle
+    ) -> colibri.Conference:
+        """What the focus PATCHes from a session-accept: transport, sources, codecs, and the
+        sctpconnection kept (seed 003, step 6)."""
+        contents = []
+        for content in accept.contents:
+            channel_id = allocation.channels[content.name]
+            if content.name == "data":
+                sctp = colibri.SctpConnection(id=channel_id, endpoint=self.name, expire=EXPIRE)
+                contents.append(colibri.Content(name="data", sctpconnections=[sctp]))
+            else:
+                assert content.description is not None
+                fields = jingle.channel_update(content.description)
+                channel = colibri.Channel(id=channel_id, endpoint=self.name, expire=EXPIRE, **fields)  # type: ignore[arg-type]
+                contents.append(colibri.Content(name=content.name, channels=[channel]))  # type: ignore[arg-type]
+        transport = accept.transport()
+        assert transport is not None
+        bundle = colibri.ChannelBundle(id=self.name, transport=jingle.transport_to_colibri(transport))
+        return colibri.Conference(id=conference_id, contents=contents, channel_bundles=[bundle])
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.channel is not None and self.channel.readyState == "open"
+        self.channel.send(json.dumps(message))
+
+    async def next(self, colibri_class: str, within: float = 15.0, **match: Any) -> dict[str, Any]:
+        """The first received message of that class (and those field values), consumed."""
+
+        def find() -> dict[str, Any] | None:
+            for m in self.received:
+                if m.get("colibriClass") == colibri_class and all(m.get(k) == v for k, v in match.items()):
+                    return m
+            return None
+
+        assert await wait_until(lambda: find() is not None, within), (
+            f"{self.name} got no {colibri_class} {match}; got {self.received}"
+        )
+        found = find()
+        assert found is not None
+        self.received.remove(found)
+        return found
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+async def web_socket_endpoint(http: httpx.AsyncClient, conference_id: str, name: str) -> ClientConnection:
+    """An endpoint with an audio channel only and no media: it talks over the Colibri WebSocket."""
+    body = {
+        "contents": [{"name": "audio", "channels": [{"endpoint": name, "expire": EXPIRE}]}],
+        "channel-bundles": [{"id": name, "transport": {"rtcp-mux": True}}],
+    }
+    r = await http.patch(f"/colibri/conferences/{conference_id}", content=dumps(body))
+    assert r.status_code == 200, r.text
+    url = next(b["transport"]["web-socket"] for b in r.json()["channel-bundles"] if b["id"] == name)
+    ws = await connect(url)
+    hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert hello["colibriClass"] == "ServerHello"
+    return ws
+
+
+async def ws_next(ws: ClientConnection, colibri_class: str, within: float = 10.0) -> dict[str, Any]:
+    async def loop() -> dict[str, Any]:
+        while True:
+            m = json.loads(await ws.recv())
+            if m.get("colibriClass") == colibri_class:
+                return m  # type: ignore[no-any-return]
+
+    return await asyncio.wait_for(loop(), within)
+
+
+async def test_bridge_channel_messages_round_trip_over_the_data_channel(
+    bridge: RunningBridge, http: httpx.AsyncClient
+) -> None:
+    allow_loopback_ice()
+    a = DataChannelParticipant("a", (220, 30, 30), 330.0)
+    b = DataChannelParticipant("b", (30, 220, 30), 550.0)
+    ws_c: ClientConnection | None = None
+    try:
+        cid = await a.join(http, None)
+        await b.join(http, cid)
+        # the data section is offered and answered on the one BUNDLEd transport
+        for p in (a, b):
+            assert "m=application 9 UDP/DTLS/SCTP webrtc-datachannel" in p.offer_sdp
+            assert "a=group:BUNDLE audio video data" in p.offer_sdp
+            assert "m=application" in p.answer_sdp and "a=sctp-port:5000" in p.answer_sdp
+        # the bridge opens the channel (label "default", as jitsi-videobridge) and says hello on it
+        for p in (a, b):
+            hello = await p.next("ServerHello", within=30)
+            assert p.channel is not None and p.channel.label == "default"
+            assert "version" in hello
+        # EndpointMessage: A -> B over both data channels, with from = A
+        a.send({"colibriClass": "EndpointMessage", "to": "b", "msgPayload": {"text": "hi b"}})
+        got = await b.next("EndpointMessage")
+        assert got == {
+            "colibriClass": "EndpointMessage",
+            "to": "b",
+            "msgPayload": {"text": "hi b"},
+            "from": "a",
+        }
+        # ClientHello is answered on the channel it came in on
+        b.send({"colibriClass": "ClientHello"})
+        await b.next("ServerHello")
+        # media steering over the data channel takes effect: ForwardedSources comes back on it
+        a.send({"colibriClass": "ReceiverVideoConstraints", "lastN": 0})
+        assert (await a.next("ForwardedSources", forwardedSources=[]))["forwardedSources"] == []
+        a.send({"colibriClass": "LastNChangedEvent", "lastN": 1})
+        forwarded = await a.next("ForwardedSources", forwardedSources=["b-v0"])
+        assert forwarded["forwardedSources"] == ["b-v0"]
+        # a WebSocket-only endpoint and data-channel endpoints reach each other
+        ws_c = await web_socket_endpoint(http, cid, "c")
+        await ws_c.send(json.dumps({"colibriClass": "EndpointMessage", "to": "a", "msgPayload": "from c"}))
+        got = await a.next("EndpointMessage", msgPayload="from c")
+        assert got["from"] == "c"
+        await ws_c.send(json.dumps({"colibriClass": "EndpointMessage", "to": "", "msgPayload": "all"}))
+        assert (await a.next("EndpointMessage", msgPayload="all"))["from"] == "c"
+        assert (await b.next("EndpointMessage", msgPayload="all"))["from"] == "c"
+        b.send({"colibriClass": "EndpointStats", "bitrate": {"upload": 5}})
+        stats = await ws_next(ws_c, "EndpointStats")
+        assert stats == {"colibriClass": "EndpointStats", "bitrate": {"upload": 5}, "from": "b"}
+        assert (await a.next("EndpointStats"))["from"] == "b"
+        debug = (await http.get("/debug")).json()
+        endpoints = {e["id"]: e for c in debug["conferences"] if c["id"] == cid for e in c["endpoints"]}
+        assert endpoints["a"]["data_channel"] and endpoints["b"]["data_channel"]
+        assert endpoints["a"]["bridge_channel"] == "datachannel"
+        assert endpoints["c"]["bridge_channel"] == "websocket" and not endpoints["c"]["data_channel"]
+        assert endpoints["a"]["state"] == "connected"
+    finally:
+        if ws_c is not None:
+            await ws_c.close()
+        await a.close()
+        await b.close()
+    # the participants hung up (DTLS closed under live SCTP associations): cleaned up quietly
+    assert await wait_until(
+        lambda: "endpoint failed conference=" + cid + " endpoint=b" in bridge.process.log(), 10
+    )
+    await asyncio.sleep(0.5)
+    assert "Traceback" not in bridge.process.log(), bridge.process.log()
