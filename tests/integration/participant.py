@@ -10,7 +10,9 @@ It does what the web client does, in Python:
    Opus tone and one VP8 colour, and the SDP answer goes back as ``session-accept``;
 5. applies ``source-add`` / ``source-remove`` by renegotiating, follows ``session-terminate``
    (reason ``moving``: a new ``session-initiate`` follows), reports ICE failure with
-   ``session-info``, and decodes what it receives, per remote owner.
+   ``session-info``, and decodes what it receives, per remote owner;
+6. when the offer has the ``data`` content, takes the data channel the bridge opens as its bridge
+   channel (:attr:`JingleParticipant.bridge_messages`, :meth:`JingleParticipant.send_bridge_message`).
 
 aioice skips loopback addresses; :func:`allow_loopback_ice` (from the media client) makes it offer
 127.0.0.1 so everything stays on loopback.
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import slixmpp
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 from slixmpp.exceptions import IqError, IqTimeout
@@ -104,6 +107,8 @@ class JingleParticipant(slixmpp.ClientXMPP):
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._tracks: list[MediaStreamTrack] = []
+        self.bridge_channel: RTCDataChannel | None = None
+        self.bridge_messages: list[dict[str, object]] = []
         self.add_event_handler("session_start", lambda _e: self._started.set())
         self.register_handler(
             Callback(
@@ -239,6 +244,7 @@ class JingleParticipant(slixmpp.ClientXMPP):
         self.pc = pc = RTCPeerConnection(config)
         pc.on("track", self._on_track)
         pc.on("iceconnectionstatechange", self._ice_state_changed)
+        pc.on("datachannel", self._on_datachannel)
         await pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
         if self.media:
             for transceiver in pc.getTransceivers():
@@ -268,6 +274,16 @@ class JingleParticipant(slixmpp.ClientXMPP):
             return  # left or terminated meanwhile: the next session-initiate carries everything
         await self.pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self.bridge_channel = channel
+        channel.on("message", lambda text: self.bridge_messages.append(json.loads(text)))
+
+    def send_bridge_message(self, message: dict[str, object]) -> None:
+        """One bridge-channel message over the data channel (which must be open)."""
+        if self.bridge_channel is None or self.bridge_channel.readyState != "open":
+            raise RuntimeError(f"{self.nick} has no open bridge data channel")
+        self.bridge_channel.send(json.dumps(message))
 
     def _ice_state_changed(self) -> None:
         if self.pc is not None and self.pc.iceConnectionState == "failed" and self.sid is not None:
