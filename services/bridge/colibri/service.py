@@ -135,7 +135,16 @@ class ColibriService:
                 log.exception("endpoint-expired listener failed")
 
     def sweep(self) -> None:
+        with_sctp = [
+            (conf.id, ep)
+            for conf in self.book.conferences.values()
+            for ep in conf.endpoints.values()
+            if ep.sctp_port is not None
+        ]
         result = self.book.sweep(self.clock(), self.engine.endpoint_last_activity)
+        for cid, ep in with_sctp:
+            if ep.sctp_port is None and self.book.endpoint(cid, ep.id) is ep:
+                self._tell(self.sctp_listeners, cid, ep.id, None)  # its sctpconnection expired alone
         for cid, eid in result.expired_endpoints:
             self._expire_endpoint(cid, eid)
         for cid in result.expired_conferences:
