@@ -26,6 +26,43 @@ from tests.integration.test_bridge_control_support import dumps
 EXPIRE = 60
 
 
+def allocate_request(endpoint: str, conference_id: str | None) -> bytes:
+    """The focus's allocation for one endpoint with ``enable-sctp``: audio, video and data."""
+    request = offer.allocation_request(endpoint, colibri_id=conference_id, expire=EXPIRE, enable_sctp=True)
+    return dumps(colibri.dump(request))
+
+
+def offer_sdp(endpoint: str, allocated: colibri.Conference) -> tuple[offer.Allocation, Jingle, str]:
+    """The allocation, the focus's session-initiate for it and that offer as SDP."""
+    allocation = offer.read_allocation(allocated, endpoint)
+    assert allocation.sctp  # the bridge granted the sctpconnection
+    initiate = offer.session_initiate(f"sid-{endpoint}", "focus@test", allocation, {}, ice_lite=True)
+    return allocation, initiate, SdpOffer(initiate).render()
+
+
+def accept_patch(conference_id: str, endpoint: str, allocation: offer.Allocation, answer_sdp: str) -> bytes:
+    """What the focus PATCHes from the session-accept of an SDP answer: transport, sources,
+    codecs, and the sctpconnection kept (seed 003, step 6)."""
+    answered = jingle.parse_sdp_answer(answer_sdp, owner=endpoint, name_prefix=endpoint)
+    contents = []
+    for content in answered:
+        channel_id = allocation.channels[content.name]
+        if content.name == "data":
+            sctp = colibri.SctpConnection(id=channel_id, endpoint=endpoint, expire=EXPIRE)
+            contents.append(colibri.Content(name="data", sctpconnections=[sctp]))
+        else:
+            assert content.description is not None
+            fields = jingle.channel_update(content.description)
+            channel = colibri.Channel(id=channel_id, endpoint=endpoint, expire=EXPIRE, **fields)  # type: ignore[arg-type]
+            contents.append(colibri.Content(name=content.name, channels=[channel]))  # type: ignore[arg-type]
+    transport = answered[0].transport
+    assert transport is not None
+    bundle = colibri.ChannelBundle(id=endpoint, transport=jingle.transport_to_colibri(transport))
+    return dumps(
+        colibri.dump(colibri.Conference(id=conference_id, contents=contents, channel_bundles=[bundle]))
+    )
+
+
 class DataChannelParticipant:
     """An aiortc peer that answers the focus's offer (with the data content) and takes the data
     channel the bridge opens."""
@@ -55,22 +92,15 @@ class DataChannelParticipant:
         self.inbox.put_nowait(message)
 
     async def join(self, http: httpx.AsyncClient, conference_id: str | None) -> str:
-        request = offer.allocation_request(
-            self.name, colibri_id=conference_id, expire=EXPIRE, enable_sctp=True
-        )
+        body = allocate_request(self.name, conference_id)
         if conference_id is None:
-            response = await http.post("/colibri/conferences", content=dumps(colibri.dump(request)))
+            response = await http.post("/colibri/conferences", content=body)
         else:
-            response = await http.patch(
-                f"/colibri/conferences/{conference_id}", content=dumps(colibri.dump(request))
-            )
+            response = await http.patch(f"/colibri/conferences/{conference_id}", content=body)
         assert response.status_code == 200, response.text
         allocated = colibri.parse_conference(response.content)
         assert allocated.id is not None
-        allocation = offer.read_allocation(allocated, self.name)
-        assert allocation.sctp  # the bridge granted the sctpconnection
-        initiate = offer.session_initiate(f"sid-{self.name}", "focus@test", allocation, {}, ice_lite=True)
-        self.offer_sdp = SdpOffer(initiate).render()
+        allocation, _, self.offer_sdp = offer_sdp(self.name, allocated)
         await self.pc.setRemoteDescription(RTCSessionDescription(self.offer_sdp, "offer"))
         for transceiver in self.pc.getTransceivers() if self.media else ():
             track = ToneTrack(self.tone) if transceiver.mid == "audio" else ColourTrack(self.rgb)
@@ -78,35 +108,10 @@ class DataChannelParticipant:
             transceiver.direction = "sendrecv"
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self.answer_sdp = self.pc.localDescription.sdp
-        contents = jingle.parse_sdp_answer(self.answer_sdp, owner=self.name, name_prefix=self.name)
-        accept = Jingle(action="session-accept", sid=initiate.sid, contents=contents)
-        patch = self._accept_patch(allocated.id, allocation, accept)
-        response = await http.patch(
-            f"/colibri/conferences/{allocated.id}", content=dumps(colibri.dump(patch))
-        )
+        patch = accept_patch(allocated.id, self.name, allocation, self.answer_sdp)
+        response = await http.patch(f"/colibri/conferences/{allocated.id}", content=patch)
         assert response.status_code == 200, response.text
         return allocated.id
-
-    def _accept_patch(
-        self, conference_id: str, allocation: offer.Allocation, accept: Jingle
-    ) -> colibri.Conference:
-        """What the focus PATCHes from a session-accept: transport, sources, codecs, and the
-        sctpconnection kept (seed 003, step 6)."""
-        contents = []
-        for content in accept.contents:
-            channel_id = allocation.channels[content.name]
-            if content.name == "data":
-                sctp = colibri.SctpConnection(id=channel_id, endpoint=self.name, expire=EXPIRE)
-                contents.append(colibri.Content(name="data", sctpconnections=[sctp]))
-            else:
-                assert content.description is not None
-                fields = jingle.channel_update(content.description)
-                channel = colibri.Channel(id=channel_id, endpoint=self.name, expire=EXPIRE, **fields)  # type: ignore[arg-type]
-                contents.append(colibri.Content(name=content.name, channels=[channel]))  # type: ignore[arg-type]
-        transport = accept.transport()
-        assert transport is not None
-        bundle = colibri.ChannelBundle(id=self.name, transport=jingle.transport_to_colibri(transport))
-        return colibri.Conference(id=conference_id, contents=contents, channel_bundles=[bundle])
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.channel is not None and self.channel.readyState == "open"
