@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.bridge.media.aiortc_adapter import DataChannel, SctpAssociation
@@ -39,9 +39,11 @@ class DtlsCarrier(Protocol):
 
 @dataclass
 class _Endpoint:
+    """One endpoint's SCTP side; the newest open channel carries what the bridge sends."""
+
     port: int
     association: SctpAssociation | None = None
-    channel: DataChannel | None = None
+    channels: list[DataChannel] = field(default_factory=list)  # open ones, oldest first
     opened: int = 0
     messages_in: int = 0
     messages_out: int = 0
@@ -73,8 +75,10 @@ class DataChannelTransport:
         if port is None:
             self._drop(key, transport_gone=False)
             return
-        if key in self._endpoints:
+        current = self._endpoints.get(key)
+        if current is not None and current.port == port:
             return
+        self._drop(key, transport_gone=False)  # a new port: a new association
         self._endpoints[key] = _Endpoint(port)
         if self.carrier.dtls_role(conference_id, endpoint_id) is not None:
             self.dtls_connected(conference_id, endpoint_id)
@@ -95,7 +99,7 @@ class DataChannelTransport:
             # a channel the endpoint opens is open on arrival (the ACK is already queued)
             on_channel=lambda channel: self._channel_open(key, association, channel),
         )
-        ep.association, ep.channel = association, None
+        ep.association, ep.channels = association, []
         own = association.open_channel(LABEL)
         own.on_open = lambda: self._channel_open(key, association, own)
         self._spawn(association.start(ep.port))
@@ -126,10 +130,11 @@ class DataChannelTransport:
 
     def send_text(self, conference_id: str, endpoint_id: str, text: str) -> bool:
         ep = self._endpoints.get((conference_id, endpoint_id))
-        if ep is None or ep.channel is None or not ep.channel.is_open:
+        channel = self._channel(ep) if ep is not None else None
+        if ep is None or channel is None:
             return False
         try:
-            ep.channel.send_text(text)
+            channel.send_text(text)
         except (ConnectionError, ValueError) as exc:
             log.info("data channel send to endpoint=%s failed: %s", endpoint_id, exc)
             return False
@@ -138,7 +143,7 @@ class DataChannelTransport:
 
     def is_open(self, conference_id: str, endpoint_id: str) -> bool:
         ep = self._endpoints.get((conference_id, endpoint_id))
-        return ep is not None and ep.channel is not None and ep.channel.is_open
+        return ep is not None and self._channel(ep) is not None
 
     def dump(self) -> list[dict[str, Any]]:
         return [
@@ -147,7 +152,7 @@ class DataChannelTransport:
                 "endpoint": eid,
                 "port": ep.port,
                 "association": ep.association.state if ep.association else None,
-                "channel": ep.channel.label if ep.channel and ep.channel.is_open else None,
+                "channel": channel.label if (channel := self._channel(ep)) else None,
                 "channels_opened": ep.opened,
                 "messages_in": ep.messages_in,
                 "messages_out": ep.messages_out,
@@ -157,12 +162,19 @@ class DataChannelTransport:
 
     # --- internals -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _channel(ep: _Endpoint) -> DataChannel | None:
+        for channel in reversed(ep.channels):
+            if channel.is_open:
+                return channel
+        return None
+
     def _channel_open(self, key: tuple[str, str], association: SctpAssociation, channel: DataChannel) -> None:
         ep = self._endpoints.get(key)
         if ep is None or ep.association is not association:
             return
         conference_id, endpoint_id = key
-        ep.channel = channel
+        ep.channels.append(channel)
         ep.opened += 1
         channel.on_message = lambda text: self._message(key, channel, text)
         channel.on_close = lambda: self._channel_closed(key, channel)
@@ -191,15 +203,15 @@ class DataChannelTransport:
 
     def _channel_closed(self, key: tuple[str, str], channel: DataChannel) -> None:
         ep = self._endpoints.get(key)
-        if ep is not None and ep.channel is channel:
-            ep.channel = None
+        if ep is not None and channel in ep.channels:
+            ep.channels.remove(channel)
             log.info("data channel closed conference=%s endpoint=%s", key[0], key[1])
 
     def _drop(self, key: tuple[str, str], *, transport_gone: bool) -> None:
         ep = self._endpoints.pop(key, None)
         if ep is not None and ep.association is not None:
             self._close(ep.association, transport_gone=transport_gone)
-            ep.association, ep.channel = None, None
+            ep.association, ep.channels = None, []
 
     def _close(self, association: SctpAssociation, *, transport_gone: bool) -> None:
         self._spawn(association.close(transport_gone=transport_gone))

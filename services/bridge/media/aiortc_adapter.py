@@ -501,6 +501,10 @@ class DataChannel:
             raise ConnectionError(f"data channel {self.label!r} is {self._channel.readyState}")
         self._channel.send(text)
 
+    def close(self) -> None:
+        """Close the channel (its stream is reset, RFC 8831 section 6.7)."""
+        self._channel.close()
+
     def _message(self, data: str | bytes) -> None:
         if isinstance(data, bytes):
             try:

@@ -137,6 +137,14 @@ async def test_sctp_enabled_after_dtls_and_a_channel_the_endpoint_opens() -> Non
     else:
         assert newest == LABEL
         await until(lambda: len(peer.received) > before)
+    # the endpoint closes the channel it opened: the bridge's own channel carries on
+    own.close()
+    await until(lambda: transport.dump()[0]["channel"] == LABEL)
+    before = len(peer.received)
+    assert transport.send_text("conf", "a", '{"colibriClass":"ForwardedSources","forwardedSources":["x"]}')
+    await until(lambda: len(peer.received) > before)
+    transport.set_sctp("conf", "a", 5000)  # the same port again: the association stays
+    assert transport.is_open("conf", "a")
     transport.set_sctp("conf", "a", None)  # the sctpconnection expired alone
     assert not transport.is_open("conf", "a")
     await transport.stop()
