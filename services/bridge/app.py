@@ -109,7 +109,7 @@ class Bridge:
         self.data_channels = DataChannelTransport(
             self.engine,
             on_frame=lambda cid, eid, text: self.channels.receive(cid, eid, text, "datachannel"),
-            on_open=lambda cid, eid: self.channels.opened(cid, eid, "datachannel"),
+            on_open=lambda cid, eid: self.channels.opened(cid, eid, "datachannel", take_over=False),
             version=VERSION,
         )
         self.channels.add_transport(self.ws)

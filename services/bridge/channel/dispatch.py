@@ -6,7 +6,8 @@ sent (:meth:`BridgeChannels.receive`) and tells it when an endpoint's channel op
 A message from an endpoint is routed by :func:`.routing.route` whatever carried it: relayed
 messages reach the other endpoints over *their* transports, media-steering messages go to the
 media engine. A message to an endpoint takes the transport the endpoint used last (the one it
-opened or sent on most recently) and falls back to any other transport that is open.
+sent on most recently, or a WebSocket that just connected) and falls back to any other transport
+that is open.
 """
 
 from __future__ import annotations
@@ -52,9 +53,13 @@ class BridgeChannels:
 
     # --- from endpoints ------------------------------------------------------------------------
 
-    def opened(self, conference_id: str, endpoint_id: str, via: str) -> None:
-        """The endpoint's channel on transport ``via`` just opened: use it from now on."""
-        self._preferred[(conference_id, endpoint_id)] = via
+    def opened(self, conference_id: str, endpoint_id: str, via: str, *, take_over: bool = True) -> None:
+        """The endpoint's channel on transport ``via`` just opened. With ``take_over`` it is used
+        from now on; without, only if the endpoint has used no other yet (jitsi-videobridge: a
+        WebSocket that connects takes over, a data channel that opens does not)."""
+        key = (conference_id, endpoint_id)
+        if take_over or key not in self._preferred:
+            self._preferred[key] = via
 
     def receive(self, conference_id: str, endpoint_id: str, frame: str | bytes, via: str) -> None:
         """One message from an endpoint, as the transport ``via`` received it."""

@@ -65,7 +65,8 @@ def test_the_transport_used_last_is_preferred_and_an_open_one_is_the_fallback() 
     hub, _ = channels(ws, dc)
     assert hub.transport_of("conf", "a") is None
     assert hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=["b-v0"]))  # any open one
-    hub.opened("conf", "a", "datachannel")
+    hub.opened("conf", "a", "datachannel", take_over=False)  # nothing used yet: taken
+    assert hub.transport_of("conf", "a") == "datachannel"
     hub.send(
         "conf", "a", {"colibriClass": "DominantSpeakerEndpointChangeEvent", "dominantSpeakerEndpoint": "b"}
     )
@@ -80,3 +81,18 @@ def test_the_transport_used_last_is_preferred_and_an_open_one_is_the_fallback() 
     assert not hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=[]))
     hub.forget("conf", "a")
     assert hub.transport_of("conf", "a") is None
+
+
+def test_a_data_channel_opening_beside_a_web_socket_does_not_take_over_until_used() -> None:
+    ws, dc = Outbox("websocket", "a"), Outbox("datachannel", "a")
+    hub, _ = channels(ws, dc)
+    hub.opened("conf", "a", "websocket")
+    hub.opened("conf", "a", "datachannel", take_over=False)
+    hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=[]))
+    assert len(ws.sent) == 1 and dc.sent == []
+    hub.receive("conf", "a", '{"colibriClass":"EndpointStats"}', "datachannel")  # it sends on it
+    hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=[]))
+    assert len(dc.sent) == 1
+    hub.opened("conf", "a", "websocket")  # a (re)connected socket takes over again
+    hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=[]))
+    assert len(ws.sent) == 2
