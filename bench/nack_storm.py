@@ -10,7 +10,8 @@ quiet audio), Colibri ``last-n`` 2 on every video channel, bob then eve talking.
 (received from receivers, sent to senders), retransmissions sent, retransmission requests the
 storm protection left unanswered (suppressed duplicates, too old, dropped over budget, never
 forwarded to that receiver), PLIs, and the video frames each receiver decoded
-from the two sources it is forwarded. ``--no-nack`` strips ``a=rtcp-fb:<pt> nack`` from the
+from the two sources it is forwarded, and the worst event-loop lag in this process (the
+participants' side) over the interval and the bridge process's CPU use. ``--no-nack`` strips ``a=rtcp-fb:<pt> nack`` from the
 answers (receivers then never NACK) for comparison. ``--loss P --burst N`` makes the
 participants lose datagrams the way a starved process does: each RTP/RTCP datagram arriving at
 a participant starts, with probability P, a run of N dropped datagrams (dropped right after the
@@ -87,12 +88,38 @@ def inject_loss(probability: float, burst: int) -> None:
     aioice.ice.StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
 
+class LoopLag:
+    """The largest delay of a 50 ms timer on this process's event loop since the last read."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(0.05)
+            self.worst = max(self.worst, time.monotonic() - start - 0.05)
+
+    def read(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return worst
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 def loud(person: BridgeParticipant, amplitude: float) -> None:
     person.pc.getTransceivers()[0].sender.replaceTrack(ToneTrack(person.tone, amplitude))
 
 
 async def run(
-    seconds: float, interval: float, nack: bool, keep_audio: bool, video: tuple[int, int, int]
+    seconds: float,
+    interval: float,
+    nack: bool,
+    keep_audio: bool,
+    video: tuple[int, int, int],
+    no_audio: bool = False,
 ) -> None:
     allow_loopback_ice()
     gen = start_bridge()
@@ -120,7 +147,13 @@ async def run(
             for p in people:
                 for transceiver in p.pc.getTransceivers()[2::2]:
                     await transceiver.receiver.stop()
+        if no_audio:
+            async with httpx.AsyncClient() as http:
+                for p in people:
+                    message = {"colibriClass": "ReceiverAudioSubscription", "include": []}
+                    (await http.post(f"{p.endpoint_url}/messages", json=message)).raise_for_status()
         by_name = {p.name: p for p in people}
+        lag = LoopLag()
         loud(by_name["bob"], LOUD)
         started = time.monotonic()
         eve_started = False
@@ -128,8 +161,10 @@ async def run(
         print(
             "t(s)  "
             + " ".join(f"{c:>10}" for c in HEADINGS)
+            + " loop lag bridge cpu"
             + "   decoded frames per receiver (sum of slots)"
         )
+        cpu = None
         async with httpx.AsyncClient() as http:
             while time.monotonic() - started < seconds:
                 await asyncio.sleep(interval)
@@ -140,16 +175,20 @@ async def run(
                     eve_started = True
                 stats: dict[str, Any] = (await http.get(f"{url}/stats")).json()
                 totals = {c: sum(d.get(c, 0) for d in stats["endpoint_details"]) for c in COUNTERS}
+                now_cpu = (stats["monotonic"], stats["cpu_seconds"])
+                busy = 0.0 if cpu is None else (now_cpu[1] - cpu[1]) / (now_cpu[0] - cpu[0])
+                cpu = now_cpu
                 frames = {p.name: sum(m.video_frames for m in p.received.values()) for p in people}
                 print(
                     f"{elapsed:5.1f} "
                     + " ".join(f"{totals[c]:>10}" for c in COUNTERS)
-                    + "   "
+                    + f" {lag.read():>8.2f} {busy:>8.0%}   "
                     + " ".join(f"{n}={f}" for n, f in frames.items()),
                     flush=True,
                 )
         rtts = {d["endpoint_id"]: d.get("rtt_ms") for d in stats["endpoint_details"]}
         print("round trip to each endpoint (ms): " + " ".join(f"{e}={r}" for e, r in rtts.items()))
+        lag.stop()
         print("per receiver, decoded video frames per slot owner:")
         for p in people:
             print(
@@ -168,6 +207,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2)
     parser.add_argument("--no-nack", action="store_true")
     parser.add_argument("--keep-audio", action="store_true")
+    parser.add_argument("--no-audio", action="store_true", help="receivers subscribe to no audio")
     parser.add_argument("--loss", type=float, default=0.0)
     parser.add_argument("--burst", type=int, default=1)
     parser.add_argument("--video", default="96x72@10", help="WIDTHxHEIGHT@FPS")
@@ -184,6 +224,7 @@ def main() -> None:
             not args.no_nack,
             args.keep_audio,
             (int(width), int(height), int(fps)),
+            args.no_audio,
         )
     )
 

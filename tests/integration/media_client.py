@@ -47,6 +47,42 @@ def allow_loopback_ice() -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # type: ignore[assignment]
 
 
+class FirstCopyLoss:
+    """Loss at the participants' sockets that only NACK recovery repairs: the first copy of
+    every RTP packet whose SSRC is in ``ssrcs`` and whose sequence number is a multiple of
+    ``every`` is dropped (read from the SRTP packet's clear header, right after the socket);
+    later copies -- retransmissions -- pass. Use as a context manager; ``dropped`` counts per
+    SSRC. aiortc's jitter buffer never skips a missing packet, so a receiver whose loss is not
+    repaired stops decoding that stream."""
+
+    def __init__(self, ssrcs: set[int], every: int) -> None:
+        self.ssrcs, self.every = ssrcs, every
+        self.dropped: dict[int, int] = {}
+        self._seen: set[tuple[int, int, int]] = set()  # (socket, ssrc, seq)
+        self._original: Any = None
+
+    def __enter__(self) -> FirstCopyLoss:
+        self._original = original = aioice.ice.StunProtocol.datagram_received
+
+        def datagram_received(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> None:
+            if len(data) >= 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
+                seq = int.from_bytes(data[2:4], "big")
+                ssrc = int.from_bytes(data[8:12], "big")
+                if ssrc in self.ssrcs and seq % self.every == 0:
+                    key = (id(protocol), ssrc, seq)
+                    if key not in self._seen:
+                        self._seen.add(key)
+                        self.dropped[ssrc] = self.dropped.get(ssrc, 0) + 1
+                        return
+            original(protocol, data, addr)
+
+        aioice.ice.StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        aioice.ice.StunProtocol.datagram_received = self._original  # type: ignore[method-assign]
+
+
 class ColourTrack(MediaStreamTrack):
     """Solid-colour frames (with a moving bar so the encoder has work to do)."""
 
