@@ -430,7 +430,7 @@ def test_the_same_packet_is_not_resent_to_a_receiver_within_the_interval() -> No
 
 
 def test_resend_interval_and_age_limit_follow_the_receivers_round_trip() -> None:
-    a, b = lost_then_nacked(range(1, 6))
+    a, b = lost_then_nacked(range(1, 6), max_age=3.0)
     # the bridge relays a's sender report to b at t=1.0; b reports on it at 1.8 having held it
     # 0.3 s: the round trip to b is 0.5 s
     ntp = 0x1234_5678_9ABC_DEF0
