@@ -47,6 +47,44 @@ def allow_loopback_ice() -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # type: ignore[assignment]
 
 
+class FirstCopyLoss:
+    """Loss at the participants' sockets that only NACK recovery repairs: the first copy of
+    every RTP packet whose SSRC is in ``ssrcs`` and whose sequence number is a multiple of
+    ``every`` is dropped (read from the SRTP packet's clear header, right after the socket);
+    later copies -- retransmissions -- pass. Use as a context manager; ``dropped`` counts per
+    SSRC. aiortc's jitter buffer never skips a missing packet, so a receiver whose loss is not
+    repaired stops decoding that stream."""
+
+    def __init__(self, ssrcs: set[int], every: int) -> None:
+        self.ssrcs, self.every = ssrcs, every
+        self.dropped: dict[int, int] = {}
+        self.arrived: dict[int, int] = {}  # every RTP datagram per SSRC, dropped or not
+        self._seen: set[tuple[int, int, int]] = set()  # (socket, ssrc, seq)
+        self._original: Any = None
+
+    def __enter__(self) -> FirstCopyLoss:
+        self._original = original = aioice.ice.StunProtocol.datagram_received
+
+        def datagram_received(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> None:
+            if len(data) >= 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
+                seq = int.from_bytes(data[2:4], "big")
+                ssrc = int.from_bytes(data[8:12], "big")
+                self.arrived[ssrc] = self.arrived.get(ssrc, 0) + 1
+                if ssrc in self.ssrcs and seq % self.every == 0:
+                    key = (id(protocol), ssrc, seq)
+                    if key not in self._seen:
+                        self._seen.add(key)
+                        self.dropped[ssrc] = self.dropped.get(ssrc, 0) + 1
+                        return
+            original(protocol, data, addr)
+
+        aioice.ice.StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        aioice.ice.StunProtocol.datagram_received = self._original  # type: ignore[method-assign]
+
+
 class ColourTrack(MediaStreamTrack):
     """Solid-colour frames (with a moving bar so the encoder has work to do)."""
 
@@ -135,9 +173,19 @@ class BridgeParticipant:
     """One participant: an RTCPeerConnection whose remote side is the bridge's media engine."""
 
     def __init__(
-        self, name: str, rgb: tuple[int, int, int], tone: float, control_url: str, conference: str = "conf"
+        self,
+        name: str,
+        rgb: tuple[int, int, int],
+        tone: float,
+        control_url: str,
+        conference: str = "conf",
+        rtx: bool = False,
     ) -> None:
+        """``rtx``: negotiate RTX (RFC 4588) for video, so the bridge repairs loss with RTX
+        packets on the RTX SSRC paired (``FID``) with the sender's. aiortc routes an RTX packet
+        to its receiver only by payload type, so this works with one video slot, not more."""
         self.name = name
+        self.rtx = rtx
         self.rgb = rgb
         self.tone = tone
         self.control_url = control_url
@@ -181,14 +229,16 @@ class BridgeParticipant:
             ],
             "candidates": [],
         }
-        # The answer leaves RTX out: aiortc routes RTX by payload type when several video receivers
-        # share one transport, which cannot work, so retransmissions are plain packets (the
-        # bridge sends RTX only when the sources say RTX was negotiated).
-        rtx_ssrcs = {g.items[1] for g in video.ssrc_group if g.semantic == "FID"}
+        # Without ``rtx`` the answer leaves RTX out: aiortc routes RTX by payload type when several
+        # video receivers share one transport, which cannot work, so retransmissions are plain
+        # packets (the bridge sends RTX only when the sources say RTX was negotiated).
+        fid = [g.items for g in video.ssrc_group if g.semantic == "FID"]
+        rtx_ssrcs = {items[1] for items in fid}
+        media_ssrc = [s.ssrc for s in video.ssrc if s.ssrc not in rtx_ssrcs][:1]
         self.sources = {
             "audio_ssrcs": [s.ssrc for s in audio.ssrc],
-            "video_ssrcs": [s.ssrc for s in video.ssrc if s.ssrc not in rtx_ssrcs][:1],
-            "ssrc_groups": [],
+            "video_ssrcs": media_ssrc + ([fid[0][1]] if self.rtx and fid else []),
+            "ssrc_groups": [["FID", list(fid[0])]] if self.rtx and fid else [],
             "payload_types": [
                 {
                     "id": c.payloadType,
@@ -200,10 +250,13 @@ class BridgeParticipant:
                 }
                 for m in (audio, video)
                 for c in m.rtp.codecs
-                if c.mimeType.lower() in ("audio/opus", "video/vp8")
+                if c.mimeType.lower() in self._codec_names()
             ],
             "rtp_hdrexts": [{"id": 2, "uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level"}],
         }
+
+    def _codec_names(self) -> tuple[str, ...]:
+        return ("audio/opus", "video/vp8", "video/rtx") if self.rtx else ("audio/opus", "video/vp8")
 
     async def register(self) -> None:
         """Give the bridge this participant's transport and sources."""
@@ -232,7 +285,12 @@ class BridgeParticipant:
             "a=msid-semantic:WMS *",
         ]
         for index, media in enumerate(self._offer.media):
-            codecs = [c for c in media.rtp.codecs if c.mimeType.lower() in ("audio/opus", "video/vp8")]
+            codecs = [c for c in media.rtp.codecs if c.mimeType.lower() in self._codec_names()]
+            if self.rtx:  # only the rtx codec that repairs VP8
+                vp8 = {c.payloadType for c in codecs if c.mimeType.lower() == "video/vp8"}
+                codecs = [
+                    c for c in codecs if c.mimeType.lower() != "video/rtx" or c.parameters.get("apt") in vp8
+                ]
             lines.append(f"m={media.kind} 9 UDP/TLS/RTP/SAVPF {' '.join(str(c.payloadType) for c in codecs)}")
             lines.append("c=IN IP4 0.0.0.0")
             lines.append(f"a=mid:{media.rtp.muxId}")
@@ -274,6 +332,9 @@ class BridgeParticipant:
             )
             ssrcs = list(kind_ssrcs)
             lines.append(f"a=msid:{other.name} {other.name}-{media.kind}")
+            # media SSRC first, then its RTX SSRC: aiortc takes the second as the RTX one
+            for semantics, group in other.sources["ssrc_groups"] if media.kind == "video" else ():
+                lines.append(f"a=ssrc-group:{semantics} {' '.join(map(str, group))}")
             for ssrc in ssrcs:
                 lines.append(f"a=ssrc:{ssrc} cname:{other.name}")
         return "\r\n".join(lines) + "\r\n"

@@ -1,5 +1,6 @@
 """Conference intelligence end to end: six aiortc participants (real VP8 and Opus, distinct tone
-loudness) through one media engine process running :class:`ConferenceIntelligencePolicy`.
+loudness) through one media engine process running :class:`ConferenceIntelligencePolicy`, with
+NACK negotiated and loss that only NACK recovery repairs.
 
 The bridge's Colibri/WebSocket control plane is not part of this test; the process under test is
 the media engine's dev server (``services.bridge.media.devserver``) with the intelligence policy
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +26,14 @@ import httpx
 import pytest
 
 from tests.integration.harness import PYTHON, ServiceProcess, free_port, free_tcp_udp_port
-from tests.integration.media_client import BridgeParticipant, ColourTrack, ToneTrack, allow_loopback_ice
+from tests.integration.media_client import (
+    BridgeParticipant,
+    ColourTrack,
+    FirstCopyLoss,
+    ToneTrack,
+    allow_loopback_ice,
+    nearest,
+)
 
 NAMES = ["ann", "bob", "cid", "dee", "eve", "fay"]
 COLOURS = {n: ((37 * i) % 256, (91 * i + 60) % 256, (53 * i + 120) % 256) for i, n in enumerate(NAMES)}
@@ -124,14 +131,7 @@ def bridge() -> Iterator[ServiceProcess]:
     yield from start_bridge()
 
 
-class Participant(BridgeParticipant):
-    """A test participant whose receivers ask for key frames (PLI) but never for retransmissions:
-    NACK/RTX recovery is the media plane's and is tested there; six aiortc peers in one process
-    on a loaded machine lose packets, and the retransmissions would blur what the policy sends."""
-
-    def _answer(self, others: list[BridgeParticipant], via: tuple[str, int] | None) -> str:
-        lines = super()._answer(others, via).split("\r\n")
-        return "\r\n".join(line for line in lines if not re.fullmatch(r"a=rtcp-fb:\d+ nack", line))
+LOSS_EVERY = 20  # each receiver loses the first copy of every 20th packet of each video it gets
 
 
 async def set_loudness(person: BridgeParticipant, amplitude: float) -> None:
@@ -140,11 +140,13 @@ async def set_loudness(person: BridgeParticipant, amplitude: float) -> None:
 
 @pytest.fixture
 async def meeting(bridge: ServiceProcess) -> AsyncIterator[list[BridgeParticipant]]:
-    """Six participants in this process, all quiet, Colibri last-n 2 on every video channel.
-    Their video is small (96x72 at 10 fps) so six aiortc peers fit on a shared 2-core machine."""
+    """Six participants in this process, all quiet, Colibri last-n 2 on every video channel,
+    NACK negotiated. Their video is small (96x72 at 10 fps) so six aiortc peers fit on a shared
+    2-core machine. Every receiver loses the first copy of every ``LOSS_EVERY``-th video packet
+    (:class:`FirstCopyLoss`, kept on the list as ``loss``): only retransmissions repair it."""
     allow_loopback_ice()
     url = bridge.control_url  # type: ignore[attr-defined]
-    people: list[BridgeParticipant] = [Participant(n, COLOURS[n], TONES[n], url) for n in NAMES]
+    people: list[BridgeParticipant] = [BridgeParticipant(n, COLOURS[n], TONES[n], url) for n in NAMES]
     for p in people:
         await p.prepare(slots=len(people) - 1)
         await set_loudness(p, QUIET)
@@ -155,20 +157,32 @@ async def meeting(bridge: ServiceProcess) -> AsyncIterator[list[BridgeParticipan
             (await http.put(f"{p.endpoint_url}/last-n", json={"lastN": 2})).raise_for_status()
     for p in people:
         await p.connect([o for o in people if o is not p])
-    # nobody here listens to the others' audio: stop those receivers (aiortc then drops the
-    # packets right after SRTP) so the six peers leave CPU for the video that is checked
+    # nobody here listens to the others' audio: everyone subscribes to none
+    # (ReceiverAudioSubscription), so the bridge sends none. Five Opus streams at 50 packets/s to
+    # each of six peers in this one process would be 1,500 packets/s it can read only one per
+    # socket per loop turn: they back up for seconds, overflow the sockets (loss) and delay the
+    # peers' STUN consent checks past aioice's 0.5 s, which closes their connections.
     deadline = time.monotonic() + 30
     while not all(p.pc.connectionState == "connected" for p in people):
         assert time.monotonic() < deadline, "participants did not connect"
         await asyncio.sleep(0.2)
-    for p in people:
-        for transceiver in p.pc.getTransceivers()[2::2]:
-            await transceiver.receiver.stop()
+    async with httpx.AsyncClient() as http:
+        for p in people:
+            no_audio = {"colibriClass": "ReceiverAudioSubscription", "include": []}
+            (await http.post(f"{p.endpoint_url}/messages", json=no_audio)).raise_for_status()
+    video_ssrcs = {ssrc for p in people for ssrc in (p.sources or {})["video_ssrcs"]}
     try:
-        yield people
+        with FirstCopyLoss(video_ssrcs, LOSS_EVERY) as loss:
+            yield Meeting(people, loss)
     finally:
         for p in people:
             await p.close()
+
+
+class Meeting(list[BridgeParticipant]):
+    def __init__(self, people: list[BridgeParticipant], loss: FirstCopyLoss) -> None:
+        super().__init__(people)
+        self.loss = loss
 
 
 async def messages_to(person: BridgeParticipant, colibri_class: str) -> list[dict[str, Any]]:
@@ -254,9 +268,52 @@ async def test_loudest_is_dominant_and_last_n_two_forwards_the_two_latest_speake
             break
         assert time.monotonic() < deadline, f"never exactly the forwarded sources: {windows}"
 
-    # Decoding through the policy's remapping is asserted by frame size in
-    # test_bridge_intelligence_simulcast.py; here six aiortc peers share one process on a loaded
-    # machine and how fast they decode says more about that machine than about the bridge.
+    # and every receiver keeps decoding both forwarded videos, in their colours, through the
+    # injected loss. A stream whose losses the bridge does not repair stalls (aiortc's jitter
+    # buffer waits for the missing packet) or decodes into the wrong picture. Forty frames from
+    # each (four seconds of video, two losses) within a generous deadline.
+    def frames(p: BridgeParticipant) -> dict[str, int]:
+        return {
+            owner: p.received[slot].video_frames for slot, owner in p.slot_owner.items() if slot in p.received
+        }
+
+    mark = {p.name: frames(p) for p in people}
+
+    async def decoded() -> bool:
+        return all(
+            frames(p).get(owner, 0) - mark[p.name].get(owner, 0) >= 40
+            for p in people
+            for owner in expected[p.name]
+        )
+
+    try:
+        await wait_until(decoded, 60, "every receiver decoding 40 more frames of both forwarded videos")
+    except AssertionError:
+        growth = {
+            p.name: {o: frames(p).get(o, 0) - mark[p.name].get(o, 0) for o in expected[p.name]}
+            for p in people
+        }
+        async with httpx.AsyncClient() as http:
+            stats = (await http.get(f"{people[0].control_url}/stats")).json()["endpoint_details"]
+        raise AssertionError(
+            f"frames decoded since the forwarding settled: {growth}; dropped: {meeting.loss.dropped}; "
+            f"bridge: {stats}"
+        ) from None
+    for p in people:
+        for slot, owner in p.slot_owner.items():
+            if owner not in expected[p.name]:
+                continue
+            seen = [nearest(rgb, COLOURS) for rgb in p.received[slot].recent_rgb]
+            assert seen.count(owner) >= 0.8 * len(seen), f"{p.name} decoded {seen} from {owner}"
+
+    # the loss happened and was repaired by retransmissions, not by key frames alone
+    ssrc_of = {p.name: (p.sources or {})["video_ssrcs"][0] for p in people}
+    assert all(meeting.loss.dropped.get(ssrc_of[n], 0) >= 3 for n in ("ann", "bob", "eve")), (
+        meeting.loss.dropped
+    )
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(f"{people[0].control_url}/stats")).json()["endpoint_details"]
+    assert all(d["retransmissions"] > 0 for d in stats), stats
 
 
 if __name__ == "__main__":  # the process under test

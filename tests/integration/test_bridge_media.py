@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port
-from tests.integration.media_client import BridgeParticipant, allow_loopback_ice, nearest
+from tests.integration.media_client import BridgeParticipant, FirstCopyLoss, allow_loopback_ice, nearest
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 40, 230)}
 TONES = {"red": 440.0, "green": 700.0, "blue": 1100.0}
@@ -250,3 +250,47 @@ def test_bad_control_input_is_rejected(bridge: ServiceProcess) -> None:
     assert httpx.get(f"{url}/stats").status_code == 200
     assert httpx.delete(f"{url}/conferences/c").status_code == 200
     assert httpx.get(f"{url}/stats").json()["conferences"] == 0
+
+
+async def test_rtx_repairs_loss_for_an_aiortc_receiver(bridge: ServiceProcess) -> None:
+    """RTX end to end: red sends with RTX negotiated (``FID`` group, ``rtx`` payload type), green
+    receives through one video slot (aiortc routes RTX by payload type, so it can with one) and
+    loses the first copy of every tenth packet of red's video. The bridge answers green's NACKs
+    with RTX on red's RTX SSRC, green unwraps them, and its video keeps decoding: aiortc's jitter
+    buffer waits for every lost packet, so without the repairs it would stall."""
+    allow_loopback_ice()
+    red, green = (
+        BridgeParticipant(n, COLOURS[n], TONES[n], bridge.control_url, rtx=True)  # type: ignore[attr-defined]
+        for n in ("red", "green")
+    )
+    try:
+        for p in (red, green):
+            await p.prepare(slots=1)
+            await p.register()
+        assert red.sources is not None and len(red.sources["video_ssrcs"]) == 2
+        media_ssrc, rtx_ssrc = red.sources["video_ssrcs"]
+        with FirstCopyLoss({media_ssrc}, every=10) as loss:
+            await red.connect([green])
+            await green.connect([red])
+            # 150 frames (10 s of video, about 15 losses), never stalled for 5 s on the way
+            deadline = time.monotonic() + 60
+            longest_stall, last_count, last_change = 0.0, 0, None
+            while not (0 in green.received and green.received[0].video_frames >= 150):
+                assert time.monotonic() < deadline, f"green got {green.snapshot()}, dropped {loss.dropped}"
+                await asyncio.sleep(0.1)
+                count = green.received[0].video_frames if 0 in green.received else 0
+                now = time.monotonic()
+                if count != last_count:
+                    last_count, last_change = count, now
+                elif last_change is not None:
+                    longest_stall = max(longest_stall, now - last_change)
+        assert longest_stall < 5.0, f"red's video stalled {longest_stall:.1f} s at green"
+        assert loss.dropped.get(media_ssrc, 0) >= 10, loss.dropped
+        assert loss.arrived.get(rtx_ssrc, 0) >= loss.dropped[media_ssrc] // 2, (loss.arrived, loss.dropped)
+        seen = [nearest(rgb, COLOURS) for rgb in green.received[0].recent_rgb]
+        assert seen.count("red") >= 0.8 * len(seen), seen
+        details = {d["endpoint_id"]: d for d in (await stats(bridge))["endpoint_details"]}
+        assert details["green"]["retransmissions"] >= 10 and details["green"]["nacks_received"] > 0
+    finally:
+        for p in (red, green):
+            await p.close()

@@ -396,6 +396,11 @@ class MediaEngine:
                 retransmissions=e.media.retransmissions,
                 plis_forwarded=e.media.plis_forwarded,
                 last_activity=e.last_activity,
+                retransmissions_suppressed=e.media.retransmissions_suppressed,
+                retransmissions_too_old=e.media.retransmissions_too_old,
+                retransmissions_dropped=e.media.retransmissions_dropped,
+                retransmissions_not_forwarded=e.media.retransmissions_not_forwarded,
+                rtt_ms=None if e.media.rtt is None else round(e.media.rtt * 1000, 1),
             )
             for e in self._endpoints.values()
         ]

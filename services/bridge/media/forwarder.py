@@ -5,8 +5,14 @@ UDP socket and the endpoint's address) and, once DTLS is done, an SRTP context. 
 decrypted RTP/RTCP in with :meth:`ConferenceForwarder.handle_rtp` / :meth:`handle_rtcp`.
 
 Per incoming RTP packet: read the header with ``struct``, cache it for NACKs, ask the policy who
-gets it, rewrite the header only for subscriptions that remap it, protect once per receiver,
-transmit. RTX (RFC 4588) answers NACKs when the sender negotiated it.
+gets it, rewrite the header only for subscriptions that remap it, note per subscription which
+packet went out under which sequence number, protect once per receiver, transmit. RTX (RFC 4588)
+answers NACKs when the sender negotiated it.
+
+NACKs are answered only with packets the receiver was actually forwarded (so never a stream,
+layer or stretch the policy kept from it), and under storm protection: a packet is not resent
+to the same receiver again within about a round trip, nor when it is older than is useful, and
+each receiver has a retransmission budget (a token bucket, a share of its media rate).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import secrets
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import rtcp, rtp
 from .aiortc_adapter import SrtpContext, SrtpError
@@ -27,6 +34,39 @@ _HEADER = struct.Struct("!BBHII")
 KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between PLIs the bridge sends for one stream
 UPSTREAM_NACK_RETRY = 0.1  # seconds before the bridge asks a sender again for the same packet
 UPSTREAM_NACK_MAX_GAP = 64  # a larger jump is a restart or a pause, not loss
+RTT_SMOOTHING = 0.2  # weight of a new round-trip sample
+
+
+@dataclass(frozen=True)
+class RetransmissionLimits:
+    """How the bridge answers NACKs without feeding a retransmission storm.
+
+    A receiver that lost packets because it is starved (its socket buffer overflowed) loses
+    more when it gets a burst of retransmissions, and NACKs again; receivers also repeat every
+    packet still missing in each NACK (aiortc does on every new gap). So a packet is resent to
+    the same receiver at most once per ``min_interval`` or ``rtt_factor`` round trips, and only
+    while younger than ``max_age`` (or ``max_age_rtts`` round trips); each NACK gets at most
+    ``max_per_nack`` packets; and each receiver's retransmissions fit a token bucket filled at
+    ``budget_share`` of the rate it is sent media at (at least ``budget_min_bps``) holding
+    ``budget_burst`` seconds of it.
+
+    ``max_age`` is much longer than libwebrtc's 1 s: receivers that repeat a NACK only when a
+    new gap appears (aiortc) ask again seconds after a lost retransmission, and one whose
+    jitter buffer never gives up on a packet (aiortc's waits 512 packets) shows a frozen video
+    until it gets it. Measured with ``bench/nack_storm.py``: with 3 s, two of twelve forwarded
+    streams froze for good under 10 % loss; libwebrtc receivers stop asking for old packets
+    themselves. Suppression and the budget bound the cost of answering late NACKs.
+    """
+
+    min_interval: float = 0.1
+    rtt_factor: float = 1.0
+    max_age: float = 10.0
+    max_age_rtts: float = 3.0
+    max_per_nack: int = 32
+    budget_share: float = 0.5
+    budget_min_bps: float = 200_000
+    budget_burst: float = 0.25
+
 
 Transmit = Callable[[bytes], None]
 
@@ -34,25 +74,107 @@ Transmit = Callable[[bytes], None]
 class PacketCache:
     """The last ``size`` packets of a stream by sequence number (a ring; memory is fixed)."""
 
-    __slots__ = ("_mask", "_packets", "_seqs")
+    __slots__ = ("_mask", "_packets", "_seqs", "_times")
 
     def __init__(self, size: int) -> None:
         size = 1 << max(4, (size - 1).bit_length())
         self._mask = size - 1
         self._seqs = [-1] * size
         self._packets: list[bytes | None] = [None] * size
+        self._times = [0.0] * size
 
-    def put(self, seq: int, packet: bytes) -> None:
+    def put(self, seq: int, packet: bytes, now: float = 0.0) -> None:
         slot = seq & self._mask
         self._seqs[slot] = seq
         self._packets[slot] = packet
+        self._times[slot] = now
 
     def get(self, seq: int) -> bytes | None:
         slot = seq & self._mask
         return self._packets[slot] if self._seqs[slot] == seq else None
 
+    def arrival(self, seq: int) -> float | None:
+        """When the cached packet ``seq`` arrived (the ``now`` given to :meth:`put`)."""
+        slot = seq & self._mask
+        return self._times[slot] if self._seqs[slot] == seq else None
+
     def __len__(self) -> int:
         return len(self._seqs)
+
+
+class SentLog:
+    """Which packet of its stream a subscription sent under each outgoing sequence number (the
+    last ``size``), and when each was last resent. Recording is one list store per forwarded
+    packet; a NACK for an outgoing sequence number maps back to exactly what was forwarded, or
+    to nothing when the receiver never got that packet (the policy held it back)."""
+
+    __slots__ = ("_mask", "_resent", "_sent")
+
+    def __init__(self, size: int) -> None:
+        size = 1 << max(4, (size - 1).bit_length())
+        self._mask = size - 1
+        self._sent = [-1] * size  # (out_seq << 16) | original seq
+        self._resent: list[float] | None = None  # when each slot's packet was last resent
+
+    def record(self, out_seq: int, seq: int) -> None:
+        slot = out_seq & self._mask
+        self._sent[slot] = (out_seq << 16) | seq
+        if self._resent is not None:
+            self._resent[slot] = -1e9
+
+    def original(self, out_seq: int) -> int | None:
+        """The stream's sequence number of what went out as ``out_seq``, or ``None``."""
+        entry = self._sent[out_seq & self._mask]
+        return entry & 0xFFFF if entry >= 0 and entry >> 16 == out_seq else None
+
+    def last_resent(self, out_seq: int) -> float:
+        resent = self._resent
+        return -1e9 if resent is None else resent[out_seq & self._mask]
+
+    def mark_resent(self, out_seq: int, now: float) -> None:
+        if self._resent is None:
+            self._resent = [-1e9] * len(self._sent)
+        self._resent[out_seq & self._mask] = now
+
+
+class RetransmissionBudget:
+    """A token bucket in bytes for one receiver's retransmissions: it fills at ``share`` of the
+    rate the receiver is sent media at (measured from the byte count given to :meth:`take`),
+    at least ``min_bps``, and holds ``burst`` seconds of that rate."""
+
+    __slots__ = ("_bytes", "_last", "_rate_bps", "_tokens", "burst", "min_bps", "share")
+
+    def __init__(self, share: float = 0.5, min_bps: float = 200_000, burst: float = 0.25) -> None:
+        self.share, self.min_bps, self.burst = share, min_bps, burst
+        self._last: float | None = None
+        self._bytes = 0
+        self._rate_bps = 0.0
+        self._tokens = self._capacity()
+
+    @property
+    def rate_bps(self) -> float:
+        """What the bucket fills at now."""
+        return max(self.min_bps, self.share * self._rate_bps)
+
+    def _capacity(self) -> float:
+        return self.rate_bps / 8 * self.burst
+
+    def take(self, size: int, now: float, media_bytes: int) -> bool:
+        """Spend ``size`` bytes if the bucket holds them. ``media_bytes``: total bytes the
+        receiver was sent so far (its media rate is measured from it)."""
+        if self._last is None:
+            self._last, self._bytes = now, media_bytes
+        elapsed = now - self._last
+        if elapsed > 0:
+            sample = (media_bytes - self._bytes) * 8 / elapsed
+            weight = min(1.0, elapsed)  # about a one-second average
+            self._rate_bps += weight * (sample - self._rate_bps)
+            self._tokens = min(self._capacity(), self._tokens + self.rate_bps / 8 * elapsed)
+            self._last, self._bytes = now, media_bytes
+        if self._tokens < size:
+            return False
+        self._tokens -= size
+        return True
 
 
 class IncomingStream:
@@ -109,14 +231,19 @@ class Subscription:
         "packets",
         "receiver",
         "remb_bps",
+        "reports_sent",
         "rewrite",
+        "sent",
         "seq_delta",
         "stream",
         "ts_delta",
     )
 
-    def __init__(self, stream: IncomingStream, receiver: EndpointMedia) -> None:
+    def __init__(self, stream: IncomingStream, receiver: EndpointMedia, log_size: int = 512) -> None:
         self.stream = stream
+        self.sent = SentLog(log_size)
+        # middle 32 bits of the NTP time of the sender reports relayed to the receiver -> when
+        self.reports_sent: dict[int, float] = {}
         self.receiver = receiver
         self.out_ssrc = stream.ssrc
         self.seq_delta = 0
@@ -137,7 +264,10 @@ class Subscription:
 class EndpointMedia:
     """The media state of one endpoint inside its conference."""
 
-    def __init__(self, endpoint_id: str, transmit: Transmit) -> None:
+    def __init__(
+        self, endpoint_id: str, transmit: Transmit, limits: RetransmissionLimits | None = None
+    ) -> None:
+        limits = limits or RetransmissionLimits()
         self.id = endpoint_id
         self.transmit = transmit
         self.srtp: SrtpContext | None = None
@@ -156,6 +286,16 @@ class EndpointMedia:
         self.nacks_received = 0
         self.nacks_sent = 0  # NACKs the bridge sent this endpoint for packets it lost on its uplink
         self.retransmissions = 0
+        # retransmission requests (per packet) not answered: resent to it within the interval,
+        # older than is useful, over its budget or the per-NACK cap, never forwarded to it
+        self.retransmissions_suppressed = 0
+        self.retransmissions_too_old = 0
+        self.retransmissions_dropped = 0
+        self.retransmissions_not_forwarded = 0
+        self.retransmission_budget = RetransmissionBudget(
+            limits.budget_share, limits.budget_min_bps, limits.budget_burst
+        )
+        self.rtt: float | None = None  # seconds, from its receiver reports on relayed SRs
         self.plis_forwarded = 0
         self.unknown_ssrc_packets = 0
         self.srtp_errors = 0
@@ -205,8 +345,10 @@ class ConferenceForwarder:
         cache_size: int = 512,
         remb_min_bps: int = 100_000,
         remb_max_bps: int = 2_500_000,
+        retransmission: RetransmissionLimits | None = None,
     ) -> None:
         self.id = conference_id
+        self.retransmission = retransmission or RetransmissionLimits()
         self.policy = policy
         self.endpoints: dict[str, EndpointMedia] = {}
         self.cache_size = cache_size
@@ -220,7 +362,7 @@ class ConferenceForwarder:
     def add_endpoint(self, endpoint_id: str, transmit: Transmit) -> EndpointMedia:
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None:
-            endpoint = EndpointMedia(endpoint_id, transmit)
+            endpoint = EndpointMedia(endpoint_id, transmit, self.retransmission)
             self.endpoints[endpoint_id] = endpoint
             self.policy.on_endpoint_added(endpoint_id)
         return endpoint
@@ -294,7 +436,7 @@ class ConferenceForwarder:
                         continue
                     sub = receiver.subscriptions.get(stream.ssrc)
                     if sub is None or sub.stream is not stream:
-                        sub = Subscription(stream, receiver)
+                        sub = Subscription(stream, receiver, self.cache_size)
                         receiver.subscriptions[stream.ssrc] = sub
                         receiver.subscriptions_by_out_ssrc[sub.out_ssrc] = sub
                     subs.append(sub)
@@ -329,7 +471,7 @@ class ConferenceForwarder:
             self._handle_rtx(media, packet, now)
             return
         stream.reception.add(seq, ts, now)
-        stream.cache.put(seq, packet)
+        stream.cache.put(seq, packet, now)
         highest = stream.highest_seq
         if highest is None:
             stream.highest_seq = seq
@@ -359,6 +501,7 @@ class ConferenceForwarder:
                 )
             except SrtpError:
                 continue
+            sub.sent.record((seq + sub.seq_delta) & 0xFFFF, seq)
             sub.packets += 1
             sub.octets += octets
             receiver.transmit(data)
@@ -377,12 +520,16 @@ class ConferenceForwarder:
             return
         seq = _HEADER.unpack_from(original)[2]
         if media.cache.get(seq) is None:
-            media.cache.put(seq, original)
+            media.cache.put(seq, original, now)
         for sub in self.policy.select(media, original, media.subscriptions):
+            out_seq = (seq + sub.seq_delta) & 0xFFFF
+            sub.sent.record(out_seq, seq)
+            sub.sent.mark_resent(out_seq, now)
             self._retransmit(sub, original)
 
-    def _retransmit(self, sub: Subscription, original: bytes) -> None:
-        """Send a cached packet again to one subscriber, as RTX when the stream has RTX.
+    def _retransmit(self, sub: Subscription, original: bytes, out_seq: int | None = None) -> None:
+        """Send a cached packet again to one subscriber (as ``out_seq``, by default under its
+        current sequence mapping), as RTX when the stream has RTX.
 
         The RTX SSRC is the one paired (``FID``) with the SSRC the receiver sees, which differs
         from the stream's own when a policy remaps it (a simulcast layer shown as another); the
@@ -390,7 +537,8 @@ class ConferenceForwarder:
         """
         stream = sub.stream
         _, b1, seq, ts, _ = _HEADER.unpack_from(original)
-        out_seq = (seq + sub.seq_delta) & 0xFFFF
+        if out_seq is None:
+            out_seq = (seq + sub.seq_delta) & 0xFFFF
         shown = stream if sub.out_ssrc == stream.ssrc else stream.sender.streams.get(sub.out_ssrc)
         rtx_stream = shown.rtx if shown is not None else None
         rtx_pt = stream.rtx_payload_types.get(b1 & 0x7F) if rtx_stream is not None else None
@@ -425,7 +573,7 @@ class ConferenceForwarder:
                 if ptype == rtcp.SR:
                     self._on_sender_report(endpoint, packet, fmt, now)
                 elif ptype == rtcp.RR:
-                    self._on_report_blocks(endpoint, rtcp.parse_report_blocks(packet, fmt, 8))
+                    self._on_report_blocks(endpoint, rtcp.parse_report_blocks(packet, fmt, 8), now)
                 elif ptype == rtcp.RTPFB and fmt == rtcp.FMT_NACK:
                     self._on_nack(endpoint, packet, now)
                 elif ptype == rtcp.PSFB and fmt == rtcp.FMT_PLI:
@@ -449,13 +597,18 @@ class ConferenceForwarder:
 
     def _on_sender_report(self, endpoint: EndpointMedia, packet: bytes, count: int, now: float) -> None:
         report = rtcp.parse_sr(packet)
-        self._on_report_blocks(endpoint, rtcp.parse_report_blocks(packet, count, 28))
+        self._on_report_blocks(endpoint, rtcp.parse_report_blocks(packet, count, 28), now)
         stream = endpoint.streams.get(report.ssrc)
         if stream is None or stream.media is not None:
             return
         stream.last_sr = report
         stream.reception.sender_report(report.ntp, now)
+        middle = (report.ntp >> 16) & 0xFFFFFFFF
         for sub in stream.subscriptions:
+            reports = sub.reports_sent
+            if len(reports) >= 8:
+                del reports[next(iter(reports))]
+            reports[middle] = now
             sub.receiver.send_rtcp(
                 rtcp.build_sr(
                     rtcp.SenderReport(
@@ -464,27 +617,88 @@ class ConferenceForwarder:
                 )
             )
 
-    def _on_report_blocks(self, endpoint: EndpointMedia, blocks: list[rtcp.ReportBlock]) -> None:
+    def _on_report_blocks(self, endpoint: EndpointMedia, blocks: list[rtcp.ReportBlock], now: float) -> None:
         for block in blocks:
             sub = endpoint.subscriptions_by_out_ssrc.get(block.ssrc)
             if sub is not None:
                 sub.fraction_lost = block.fraction_lost
+                sent_at = sub.reports_sent.get(block.lsr) if block.lsr else None
+                if sent_at is not None:
+                    # RFC 3550 6.4.1: round trip = arrival - LSR - DLSR, here measured from when
+                    # the bridge relayed that SR (the receiver's own queueing counts, as it should)
+                    rtt = now - sent_at - block.dlsr / 65536
+                    if rtt >= 0:
+                        old = endpoint.rtt
+                        endpoint.rtt = rtt if old is None else old + RTT_SMOOTHING * (rtt - old)
 
     def _on_nack(self, endpoint: EndpointMedia, packet: bytes, now: float) -> None:
+        """Resend what the receiver lost, from the cache, within :class:`RetransmissionLimits`,
+        and only packets it was forwarded (looked up by the sequence number it NACKs, so a
+        remapping since then does not matter). Lost packets the bridge never got are asked
+        from the sender."""
         endpoint.nacks_received += 1
-        sub = endpoint.subscriptions_by_out_ssrc.get(rtcp.feedback_ssrcs(packet)[1])
-        if sub is None:
+        out_ssrc = rtcp.feedback_ssrcs(packet)[1]
+        current = endpoint.subscriptions_by_out_ssrc.get(out_ssrc)
+        if current is None:
             return
+        limits = self.retransmission
+        rtt = endpoint.rtt or 0.0
+        interval = max(limits.min_interval, limits.rtt_factor * rtt)
+        oldest = now - max(limits.max_age, limits.max_age_rtts * rtt)
         missing = []
+        answered = 0
+        media_bytes = -1
         for lost in rtcp.parse_nack(packet):
-            original_seq = (lost - sub.seq_delta) & 0xFFFF
+            sub = current
+            original_seq = sub.sent.original(lost)
+            if original_seq is None:
+                # sent before a layer switch: from another stream shown under the same SSRC
+                for other in endpoint.subscriptions.values():
+                    if other is not current and other.out_ssrc == out_ssrc:
+                        original_seq = other.sent.original(lost)
+                        if original_seq is not None:
+                            sub = other
+                            break
+            if original_seq is None:
+                # never forwarded to it: lost before the bridge (then ask the sender, if the
+                # sequence number is recent), or held back by the policy (then nothing)
+                guess = (lost - current.seq_delta) & 0xFFFF
+                if current.stream.cache.get(guess) is None and self._recent(current.stream, guess):
+                    missing.append(guess)
+                else:
+                    endpoint.retransmissions_not_forwarded += 1
+                continue
+            sent = sub.sent
+            if now - sent.last_resent(lost) < interval:
+                endpoint.retransmissions_suppressed += 1
+                continue
             cached = sub.stream.cache.get(original_seq)
-            if cached is None:
-                missing.append(original_seq)
-            else:
-                self._retransmit(sub, cached)
+            arrival = sub.stream.cache.arrival(original_seq)
+            if cached is None or arrival is None or arrival < oldest:
+                endpoint.retransmissions_too_old += 1  # or already gone from the cache
+                continue
+            if answered >= limits.max_per_nack:
+                endpoint.retransmissions_dropped += 1
+                continue
+            if media_bytes < 0:
+                media_bytes = endpoint.bytes_sent
+            if not endpoint.retransmission_budget.take(len(cached) + 30, now, media_bytes):
+                endpoint.retransmissions_dropped += 1
+                continue
+            sent.mark_resent(lost, now)
+            answered += 1
+            self._retransmit(sub, cached, lost)
         if missing:
-            self._request_upstream(sub.stream, missing, now)
+            self._request_upstream(current.stream, missing, now)
+
+    @staticmethod
+    def _recent(stream: IncomingStream, seq: int) -> bool:
+        """``seq`` is within ``UPSTREAM_NACK_MAX_GAP`` of the highest sequence number seen."""
+        highest = stream.highest_seq
+        if highest is None:
+            return False
+        distance = (highest - seq) & 0xFFFF
+        return distance <= UPSTREAM_NACK_MAX_GAP or distance >= 0x10000 - UPSTREAM_NACK_MAX_GAP
 
     def _request_upstream(self, stream: IncomingStream, lost: list[int], now: float) -> None:
         """NACK the sender for ``lost`` packets it has not been asked for in the last

@@ -133,6 +133,14 @@ class EndpointStats:
     retransmissions: int
     plis_forwarded: int
     last_activity: float | None
+    # retransmission requests (per packet) the bridge did not answer: the packet was resent to
+    # the endpoint within about a round trip, was too old, was over the endpoint's budget or
+    # the per-NACK cap, or was never forwarded to it (the forwarding policy held it back)
+    retransmissions_suppressed: int = 0
+    retransmissions_too_old: int = 0
+    retransmissions_dropped: int = 0
+    retransmissions_not_forwarded: int = 0
+    rtt_ms: float | None = None  # round trip to the endpoint, from its reports on relayed SRs
 
 
 @dataclass

@@ -9,8 +9,17 @@ import struct
 from collections.abc import Sequence
 
 from services.bridge.media import rtcp, rtp
-from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
-from services.bridge.media.forwarder import ConferenceForwarder, IncomingStream, PacketCache, Subscription
+from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext, SrtpError
+from services.bridge.media.forwarder import (
+    ConferenceForwarder,
+    IncomingStream,
+    PacketCache,
+    RetransmissionBudget,
+    RetransmissionLimits,
+    SentLog,
+    Subscription,
+)
+from services.bridge.media.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
 from services.bridge.media.policy import ForwardingPolicy
 
@@ -175,8 +184,11 @@ def test_sender_rtx_restores_cache_and_reaches_receivers() -> None:
     for peer in (b, c):
         (packet,) = peer.take_rtp()
         assert rtp.unwrap_rtx(packet, 96, 1002) == original
-    # and it is now in the cache
+    # and it is now in the cache: a NACK right after the relayed RTX is a duplicate, a later
+    # one is answered from the cache
     b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [50]))
+    assert b.take_rtp() == [] and b.endpoint.retransmissions_suppressed == 1
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [50]), now=0.5)
     assert len(b.take_rtp()) == 1
 
 
@@ -374,3 +386,216 @@ def test_large_jump_or_old_packet_is_not_loss() -> None:
     for seq in (100, 1000, 999):
         a.send_rtp(video(seq, 1002))
     assert a.take_rtcp() == []
+
+
+# ---- retransmission storm protection ------------------------------------------------------------
+
+
+def lost_then_nacked(seqs: range, rtx: bool = False, **limits: float) -> tuple[Peer, Peer]:
+    """``a`` sends video ``seqs`` at t=0 (b loses them all); returns (a, b)."""
+    conference = ConferenceForwarder("c", ForwardingPolicy(), retransmission=RetransmissionLimits(**limits))  # type: ignore[arg-type]
+    a, b = Peer("a", conference, sources(1000, rtx)), Peer("b", conference, sources(2000, rtx))
+    a.connect()
+    b.connect()
+    for seq in seqs:
+        a.send_rtp(video(seq, 1002))
+    b.wire.clear()
+    a.wire.clear()
+    return a, b
+
+
+def nack(peer: Peer, seqs: list[int], now: float, ssrc: int = 1002) -> list[bytes]:
+    """What the bridge sends ``peer`` for its NACK of ``seqs``. A packet resent a second time
+    is the same SRTP packet again (libsrtp on the peer side would call it a replay): it is
+    returned still protected."""
+    peer.send_rtcp(rtcp.build_nack(peer.endpoint.rtcp_ssrc, ssrc, seqs), now=now)
+    out = []
+    for datagram in [d for d in peer.wire if not rtp.is_rtcp(d)]:
+        try:
+            out.append(peer.srtp.unprotect(datagram))
+        except SrtpError:
+            out.append(datagram)
+    peer.wire[:] = [d for d in peer.wire if rtp.is_rtcp(d)]
+    return out
+
+
+def test_the_same_packet_is_not_resent_to_a_receiver_within_the_interval() -> None:
+    _, b = lost_then_nacked(range(1, 6))
+    assert len(nack(b, [2, 3], now=0.01)) == 2
+    # aiortc repeats every missing packet in each NACK: the repeats are not answered again
+    assert len(nack(b, [2, 3, 4], now=0.05)) == 1
+    assert b.endpoint.retransmissions_suppressed == 2
+    assert len(nack(b, [2, 3, 4], now=0.12)) == 2  # interval over for 2 and 3, not for 4
+    assert b.endpoint.retransmissions == 5 and b.endpoint.retransmissions_suppressed == 3
+
+
+def test_resend_interval_and_age_limit_follow_the_receivers_round_trip() -> None:
+    a, b = lost_then_nacked(range(1, 6), max_age=3.0)
+    # the bridge relays a's sender report to b at t=1.0; b reports on it at 1.8 having held it
+    # 0.3 s: the round trip to b is 0.5 s
+    ntp = 0x1234_5678_9ABC_DEF0
+    a.send_rtcp(rtcp.build_sr(rtcp.SenderReport(1002, ntp, 0, 5, 100)), now=1.0)
+    lsr = (ntp >> 16) & 0xFFFFFFFF
+    block = struct.pack("!IBBHIIII", 1002, 0, 0, 0, 5, 0, lsr, int(0.3 * 65536))
+    b.send_rtcp(struct.pack("!BBHI", 0x81, rtcp.RR, 7, b.endpoint.rtcp_ssrc) + block, now=1.8)
+    assert b.endpoint.rtt is not None and abs(b.endpoint.rtt - 0.5) < 0.01
+    b.take_rtcp()
+    assert len(nack(b, [1], now=2.0)) == 1
+    assert nack(b, [1], now=2.4) == []  # within one round trip
+    assert len(nack(b, [1], now=2.6)) == 1
+    # max(3 s, 3 round trips) = 3 s: packets from t=0 are too old after t=3
+    assert nack(b, [2], now=3.1) == [] and b.endpoint.retransmissions_too_old == 1
+
+
+def test_old_packets_are_not_resent() -> None:
+    _, b = lost_then_nacked(range(1, 4), max_age=1.0)
+    assert nack(b, [1], now=1.5) == []
+    assert b.endpoint.retransmissions_too_old == 1 and b.endpoint.retransmissions == 0
+    assert len(nack(b, [2], now=0.9)) == 1
+
+
+def test_one_nack_resends_a_bounded_number_of_packets() -> None:
+    _, b = lost_then_nacked(range(1, 50), max_per_nack=32)
+    assert len(nack(b, list(range(1, 50)), now=0.01)) == 32
+    assert b.endpoint.retransmissions_dropped == 17
+    # the rest in the next NACK; those just resent are suppressed
+    assert len(nack(b, list(range(1, 50)), now=0.02)) == 17
+    assert b.endpoint.retransmissions_suppressed == 32
+
+
+def test_each_receiver_has_a_retransmission_budget() -> None:
+    # 40 kbps at least, 0.5 s of it in the bucket: 2500 bytes, about 60 packets of 41 bytes
+    _, b = lost_then_nacked(range(1, 200), budget_min_bps=40_000, budget_burst=0.5, max_per_nack=1000)
+    first = nack(b, list(range(1, 200)), now=0.0)
+    assert 50 <= len(first) <= 70
+    assert b.endpoint.retransmissions_dropped == 199 - len(first)
+    # a second later the bucket is full again (and the suppression interval is over)
+    again = nack(b, list(range(1, 200)), now=1.0)
+    assert 50 <= len(again) <= 70
+
+
+def test_retransmission_budget_follows_the_media_rate() -> None:
+    budget = RetransmissionBudget(share=0.5, min_bps=8_000, burst=1.0)
+    assert budget.take(1000, 0.0, 0) and not budget.take(1, 0.0, 0)  # 1000 bytes = 1 s of 8 kbps
+    # the receiver is sent 100 kB/s: after a few seconds the bucket fills at 50 kB/s
+    for second in range(1, 6):
+        budget.take(0, float(second), 100_000 * second)
+    assert 390_000 < budget.rate_bps <= 400_000
+    assert budget.take(40_000, 6.0, 600_000)
+    assert not budget.take(40_000, 6.0, 600_000)
+
+
+def test_sent_log_maps_outgoing_sequence_numbers_back() -> None:
+    log = SentLog(16)
+    for out in range(65530, 65546):
+        log.record(out & 0xFFFF, (out + 100) & 0xFFFF)
+    assert log.original(65535) == 99 and log.original(9) == 109
+    assert log.original(65529) is None  # overwritten by a newer one in the ring
+    assert log.original(20) is None  # never sent
+    assert log.last_resent(3) < 0
+    log.mark_resent(3, 7.0)
+    assert log.last_resent(3) == 7.0
+    log.record(19, 119)  # same slot as 3: a new packet there was never resent
+    assert log.last_resent(19) < 0
+
+
+def test_packets_sent_before_a_receiver_connected_are_not_resent() -> None:
+    conference = ConferenceForwarder("c", ForwardingPolicy())
+    a, b = Peer("a", conference, sources(1000, False)), Peer("b", conference, sources(2000, False))
+    a.connect()
+    a.send_rtp(video(1, 1002))
+    b.connect()
+    a.send_rtp(video(2, 1002))
+    a.wire.clear()
+    b.wire.clear()
+    assert nack(b, [1, 2], now=0.1) == [video(2, 1002)]
+    assert b.endpoint.retransmissions_not_forwarded == 1
+    assert a.take_rtcp() == []  # the bridge has it: not a loss upstream
+
+
+def test_nack_after_a_remap_gets_the_packet_sent_under_that_sequence_number() -> None:
+    """The policy shifts the receiver's sequence numbers (a pause or layer switch): a NACK for a
+    number from before the shift gets the packet that was sent under it, not the one the
+    current mapping would give."""
+    conference, (a, b) = meeting(2, Shift(), rtx=False)
+    for seq in range(10, 15):
+        a.send_rtp(video(seq, 1002))
+    policy = conference.policy
+    assert isinstance(policy, Shift)
+    policy.delta = 1000  # from now on out = seq + 1000
+    for seq in range(15, 18):
+        a.send_rtp(video(seq, 1002))
+    b.wire.clear()
+    (resent,) = nack(b, [12], now=0.1)
+    assert resent == video(12, 1002)
+    (resent,) = nack(b, [1016], now=0.1)
+    assert rtp.header_fields(resent)[2] == 1016 and resent[12:] == video(16, 1002)[12:]
+    # 1012 was never sent (16 + 1000 was; 12 + 1000 was not)
+    assert nack(b, [1012], now=0.1) == [] and b.endpoint.retransmissions_not_forwarded == 1
+
+
+class Shift(ForwardingPolicy):
+    """Adds ``delta`` to the sequence numbers of every video stream."""
+
+    delta = 0
+
+    def select(
+        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+    ) -> Sequence[Subscription]:
+        for sub in subscriptions:
+            if stream.kind == "video" and sub.seq_delta != self.delta:
+                sub.remap(sub.stream.ssrc, self.delta, 0)
+        return subscriptions
+
+
+def vp8(seq: int, ssrc: int, key: bool) -> bytes:
+    return (
+        struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, ssrc)
+        + (b"\x10\x00" if key else b"\x10\x01")
+        + b"vp8"
+    )
+
+
+def test_last_n_receiver_is_not_sent_what_it_is_not_forwarded() -> None:
+    policy = ConferenceIntelligencePolicy(mixer_thread=False)
+    conference = ConferenceForwarder("c", policy)
+    a, b, c = (
+        Peer(n, conference, sources(base, False)) for n, base in (("a", 1000), ("b", 2000), ("c", 3000))
+    )
+    for peer in (a, b, c):
+        peer.connect()
+    policy.set_colibri_last_n("c", 1)  # c gets a (first in speaker order), not b
+    for seq in range(1, 6):
+        a.send_rtp(vp8(seq, 1002, seq == 1))
+        b.send_rtp(vp8(seq, 2002, seq == 1))
+    assert {rtp.header_fields(p)[4] for p in c.take_rtp()} == {1002}
+    assert nack(c, [2, 3], now=0.1, ssrc=2002) == []
+    assert c.endpoint.retransmissions_not_forwarded == 2
+    assert [p for p in b.take_rtcp() if p[0] == rtcp.RTPFB] == []  # nor asks b for them
+    assert len(nack(c, [2, 3], now=0.1, ssrc=1002)) == 2
+
+
+def test_simulcast_receiver_is_not_sent_a_layer_or_stretch_it_was_not_forwarded() -> None:
+    """Two layers; the receiver is switched to the high one at its key frame: NACKs for the
+    high layer's packets before that point (cached, never forwarded to it) get nothing."""
+    policy = ConferenceIntelligencePolicy(mixer_thread=False)
+    conference = ConferenceForwarder("c", policy)
+    layered = MediaSources(
+        video_ssrcs=[1002, 1004], ssrc_groups=[("SIM", [1002, 1004])], payload_types=VIDEO_PTS
+    )
+    a, b = Peer("a", conference, layered), Peer("b", conference, sources(2000, False))
+    a.connect()
+    b.connect()
+    # high layer: delta frames 500..504, then a key frame at 505
+    for seq in range(500, 508):
+        a.send_rtp(vp8(100 + seq, 1002, seq == 500))
+        a.send_rtp(vp8(seq, 1004, seq == 505))
+    got = b.take_rtp()
+    assert [rtp.header_fields(p)[2] for p in got] == [505, 506, 507]
+    assert {rtp.header_fields(p)[4] for p in got} == {1002}  # shown as the source's first SSRC
+    # 503 and 504 of the high layer are in the cache but were before the switch; 600 of the
+    # low layer would map there with no offset; none of them went to b
+    assert nack(b, [503, 504], now=0.1) == []
+    assert b.endpoint.retransmissions_not_forwarded == 2
+    (resent,) = nack(b, [506], now=0.1)
+    assert rtp.header_fields(resent)[2:] == (506, 506 * 3000, 1002)
