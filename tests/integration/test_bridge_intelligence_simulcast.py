@@ -24,7 +24,7 @@ import pytest
 
 from bench.bridge_peer import LightPeer, Remote, encode_vp8
 from services.bridge.media.aiortc_adapter import DtlsCertificate
-from services.bridge.media.simulcast import rtp_payload_bounds
+from services.bridge.media.rtp import payload_bounds
 from tests.integration.harness import ServiceProcess
 from tests.integration.test_bridge_intelligence import messages_to, start_bridge
 
@@ -112,7 +112,7 @@ class Decoder:
             return  # a packet is missing
         data = b""
         for packet in packets:
-            offset, end = rtp_payload_bounds(packet)
+            offset, end = payload_bounds(packet)
             first = packet[offset]
             size = 1
             if first & 0x80:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pylibsrtp
@@ -19,8 +20,8 @@ from services.bridge.media.lastn import (
 )
 from services.bridge.media.mixer import OpusEncoder
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
+from services.bridge.media.rtp import AUDIO_LEVEL_URI
 from services.bridge.media.simulcast import video_sources
-from services.bridge.media.speaker import AUDIO_LEVEL_URI
 from services.bridge.media.tests.test_mixer import decode_all, energy_at, tone_frames
 from services.common.bridge_channel import (
     ForwardedSources,
@@ -411,3 +412,82 @@ def test_receiver_audio_subscription_filters_the_audio_it_gets() -> None:
     for p in people.values():
         forwarder.handle_rtp(forwarder.endpoints[p.name], p.audio(100), clock.now)
     assert people["a"].received_ssrcs(mark) == {people["b"].audio_ssrc, people["c"].audio_ssrc}
+
+
+def vp8_packet(
+    seq: int, ts: int, ssrc: int, picture_id: int, tl0picidx: int, key: tuple[int, int] | None
+) -> bytes:
+    """One-packet VP8 frame: descriptor with a 15-bit picture id, TL0PICIDX and TID 0, then a
+    key-frame header of ``key`` = (width, height) or a delta-frame byte."""
+    descriptor = bytes([0x90, 0xE0, 0x80 | (picture_id >> 8), picture_id & 0xFF, tl0picidx, 0x00])
+    if key is None:
+        body = b"\x01\x00\x00"
+    else:
+        body = b"\x10\x00\x00\x9d\x01\x2a" + struct.pack("<HH", *key)
+    return struct.pack("!BBHII", 0x80, 0x80 | 100, seq, ts, ssrc) + descriptor + body
+
+
+def test_vp8_picture_ids_stay_continuous_for_a_receiver_across_layer_switches() -> None:
+    """Each layer numbers its own pictures; the receiver sees one run of picture ids and
+    TL0PICIDX (+1 a frame) while the bridge switches it 180p -> 720p -> 360p."""
+    clock = Clock()
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=clock)
+    forwarder = ConferenceForwarder("conf", policy)
+    sender, receiver = Participant(0, "s"), Participant(1, "r")
+    ssrcs = [5001, 5002, 5003]
+    sizes = [(320, 180), (640, 360), (1280, 720)]
+    forwarder.add_endpoint("s", sender.sent.append)
+    forwarder.add_endpoint("r", receiver.sent.append)
+    forwarder.set_sources(
+        "s", MediaSources(video_ssrcs=ssrcs, ssrc_groups=[("SIM", ssrcs)], payload_types=[VP8]), clock.now
+    )
+    forwarder.set_sources("r", MediaSources(payload_types=[VP8]), clock.now)
+    for p in (sender, receiver):
+        forwarder.set_srtp(
+            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+    # the layers' counters start far apart, 15-bit picture ids wrap on layer 2, TL0PICIDX on 1
+    picture_ids = [100, 20_000, 32_760]
+    tl0s = [7, 250, 90]
+    seqs = [65_530, 1000, 30_000]
+    frame = 0
+
+    def send(frames: int) -> None:
+        nonlocal frame
+        for _ in range(frames):
+            clock.now += 1 / 30
+            for layer, ssrc in enumerate(ssrcs):
+                key = sizes[layer] if (frame + 3 * layer) % 10 == 0 else None
+                packet = vp8_packet(
+                    seqs[layer], frame * 3000 + layer, ssrc, picture_ids[layer], tl0s[layer], key
+                )
+                forwarder.handle_rtp(forwarder.endpoints["s"], packet, clock.now)
+                seqs[layer] = (seqs[layer] + 1) & 0xFFFF
+                picture_ids[layer] = (picture_ids[layer] + 1) & 0x7FFF
+                tl0s[layer] = (tl0s[layer] + 1) & 0xFF
+            frame += 1
+
+    def constrain(height: int) -> None:
+        policy.on_message(
+            "r", {"colibriClass": "ReceiverVideoConstraints", "defaultConstraints": {"maxHeight": height}}
+        )
+
+    constrain(180)
+    send(25)
+    constrain(720)
+    send(25)
+    constrain(360)
+    send(25)
+
+    got = [receiver.receiver_side.unprotect(d) for d in receiver.sent if not 192 <= d[1] <= 223]
+    assert {struct.unpack_from("!I", p, 8)[0] for p in got} == {5001}
+    keyframe_widths = [struct.unpack_from("<H", p, 24)[0] for p in got if p[18] & 0x01 == 0]
+    assert {320, 1280, 640} <= set(keyframe_widths), keyframe_widths
+    assert keyframe_widths.index(1280) < len(keyframe_widths) - 1 - keyframe_widths[::-1].index(640)
+    seq_out = [struct.unpack_from("!H", p, 2)[0] for p in got]
+    pid_out = [((p[14] & 0x7F) << 8) | p[15] for p in got]
+    tl0_out = [p[16] for p in got]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seq_out))
+    assert all((b - a) & 0x7FFF == 1 for a, b in itertools.pairwise(pid_out)), pid_out
+    assert all((b - a) & 0xFF == 1 for a, b in itertools.pairwise(tl0_out)), tl0_out
+    assert all(p[14] & 0x80 for p in got)  # still the 15-bit form

@@ -10,6 +10,7 @@ import pytest
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor, vp8_depayload
 
 from services.bridge.media.model import MediaSources
+from services.bridge.media.rtp import payload_bounds
 from services.bridge.media.simulcast import (
     LayerMeter,
     SimulcastLayer,
@@ -17,7 +18,6 @@ from services.bridge.media.simulcast import (
     VideoSource,
     default_layer_heights,
     highest_layer_within,
-    rtp_payload_bounds,
     video_sources,
 )
 
@@ -107,15 +107,6 @@ def rtp(seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False, padd
     )
 
 
-def test_payload_bounds_skip_csrcs_extension_and_padding() -> None:
-    packet = bytearray(struct.pack("!BBHII", 0xB1, 100, 1, 2, 3))  # X, P, one CSRC
-    packet += (
-        struct.pack("!I", 77) + struct.pack("!HH", 0xBEDE, 1) + b"\x10\x05\x00\x00" + b"data" + b"\x00\x02"
-    )
-    assert rtp_payload_bounds(packet) == (24, 28)
-    assert rtp_payload_bounds(b"\x80" * 5) == (-1, -1)
-
-
 class EncodedLayer:
     """One simulcast layer: real VP8 frames from aiortc's encoder in RTP packets."""
 
@@ -144,7 +135,7 @@ def decode(packets: list[bytearray]) -> list[tuple[int, int]]:
     sizes = []
     data = b""
     for packet in packets:
-        offset, end = rtp_payload_bounds(packet)
+        offset, end = payload_bounds(packet)
         data += vp8_depayload(bytes(packet[offset:end]))
         if packet[1] & 0x80:
             for frame in decoder.decode(av.Packet(data)):
@@ -170,7 +161,7 @@ def test_projection_forwards_the_constrained_layer_and_switches_up_cleanly() -> 
     def send_frame(index: int, keyframe_on: int | None = None) -> None:
         for layer_index, layer in enumerate(layers):
             for packet in layer.frame(index, keyframe=(layer_index == keyframe_on)):
-                offset, end = rtp_payload_bounds(packet)
+                offset, end = payload_bounds(packet)
                 meter.on_packet(layer.ssrc, len(packet), index / 30)
                 meter.on_keyframe(layer.ssrc, packet, offset, end)
                 if projection.project(packet, layer_index, index / 30):
