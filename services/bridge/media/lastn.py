@@ -448,7 +448,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._simulcast_ssrcs: set[int] = set()
         self._vp8_payload_types: dict[str, frozenset[int]] = {}  # endpoint -> its VP8 payload types
         self._streams: dict[int, IncomingStream] = {}
-        self._feedback: dict[str, Subscription] = {}  # receiver -> a video subscription of it
+        self._feedback: dict[str, Subscription] = {}  # receiver -> its latest forwarded video subscription
         self._next_decision = float("-inf")
         self._next_allocation = float("-inf")
         # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
@@ -613,8 +613,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                     projection.ts_offset,
                     projection.rewrite_payload if rewrites_payload else None,
                 )
-            if sub.receiver.id not in self._feedback:
-                self._feedback[sub.receiver.id] = sub
+            # the receiver's REMB and loss are read from a subscription it is being sent now
+            self._feedback[sub.receiver.id] = sub
             selected.append(sub)
         return selected
 
