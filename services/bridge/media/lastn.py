@@ -577,7 +577,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self.meter.on_packet(ssrc, len(packet), now)
         desc = None
         offset = -1
-        if packet[1] & 0x7F in self._vp8_payload_types.get(sender.id, ()):
+        if rtp.payload_type(packet) in self._vp8_payload_types.get(sender.id, ()):
             offset, end = rtp.payload_bounds(packet)
             if offset >= 0:
                 desc = parse_descriptor(packet, offset, end)

@@ -43,6 +43,15 @@ def header_fields(packet: bytes) -> tuple[int, int, int, int, int]:
     return b1 & 0x7F, b1 >> 7, seq, ts, ssrc
 
 
+def build_header(payload_type: int, marker: bool, seq: int, ts: int, ssrc: int) -> bytes:
+    """A 12-byte RTP header (no CSRCs, no extension); ``seq`` and ``ts`` are wrapped."""
+    return _HEADER.pack(0x80, (0x80 if marker else 0) | payload_type, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+
+
+def payload_type(packet: bytes | bytearray | memoryview) -> int:
+    return packet[1] & 0x7F
+
+
 def sequence_number(packet: bytes | bytearray | memoryview) -> int:
     return _SEQ.unpack_from(packet, 2)[0]
 

@@ -442,15 +442,19 @@ def vp8_packet(
     return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | 100, seq, ts, ssrc) + payload
 
 
-def test_vp8_picture_ids_stay_continuous_for_a_receiver_across_layer_switches() -> None:
-    """Each layer numbers its own pictures; the receiver sees one run of picture ids and
-    TL0PICIDX (+1 a frame) while the bridge switches it 180p -> 720p -> 360p."""
-    clock = Clock()
-    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=clock)
+SIMULCAST_SSRCS = [5001, 5002, 5003]
+SIMULCAST_SIZES = [(320, 180), (640, 360), (1280, 720)]
+
+
+def simulcast_call(
+    clock: Clock, messages: list[tuple[str, dict]]
+) -> tuple[ConferenceIntelligencePolicy, ConferenceForwarder, Participant, Participant]:
+    """Sender ``s`` with three VP8 layers (``SIMULCAST_SSRCS``, SIM group) and receiver ``r``,
+    both connected; bridge-channel messages go to ``messages``."""
+    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
     sender, receiver = Participant(0, "s"), Participant(1, "r")
-    ssrcs = [5001, 5002, 5003]
-    sizes = [(320, 180), (640, 360), (1280, 720)]
+    ssrcs = SIMULCAST_SSRCS
     forwarder.add_endpoint("s", sender.sent.append)
     forwarder.add_endpoint("r", receiver.sent.append)
     forwarder.set_sources(
@@ -461,6 +465,16 @@ def test_vp8_picture_ids_stay_continuous_for_a_receiver_across_layer_switches() 
         forwarder.set_srtp(
             p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
         )
+    return policy, forwarder, sender, receiver
+
+
+def test_vp8_picture_ids_stay_continuous_for_a_receiver_across_layer_switches() -> None:
+    """Each layer numbers its own pictures; the receiver sees one run of picture ids and
+    TL0PICIDX (+1 a frame) while the bridge switches it 180p -> 720p -> 360p."""
+    clock = Clock()
+    policy, forwarder, _, receiver = simulcast_call(clock, [])
+    ssrcs = SIMULCAST_SSRCS
+    sizes = SIMULCAST_SIZES
     # the layers' counters start far apart, 15-bit picture ids wrap on layer 2, TL0PICIDX on 1
     picture_ids = [100, 20_000, 32_760]
     tl0s = [7, 250, 90]
@@ -514,22 +528,10 @@ def test_a_receivers_remb_lowers_its_layer_and_is_announced_as_connection_stats(
     -- and is told the estimate (``ConnectionStats``)."""
     clock = Clock()
     messages: list[tuple[str, dict]] = []
-    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
-    forwarder = ConferenceForwarder("conf", policy)
-    sender, receiver = Participant(0, "s"), Participant(1, "r")
-    ssrcs = [5001, 5002, 5003]
-    sizes = [(320, 180), (640, 360), (1280, 720)]
+    policy, forwarder, _, receiver = simulcast_call(clock, messages)
+    ssrcs = SIMULCAST_SSRCS
+    sizes = SIMULCAST_SIZES
     frame_bytes = [625, 2083, 5000]  # at 30 fps
-    forwarder.add_endpoint("s", sender.sent.append)
-    forwarder.add_endpoint("r", receiver.sent.append)
-    forwarder.set_sources(
-        "s", MediaSources(video_ssrcs=ssrcs, ssrc_groups=[("SIM", ssrcs)], payload_types=[VP8]), clock.now
-    )
-    forwarder.set_sources("r", MediaSources(payload_types=[VP8]), clock.now)
-    for p in (sender, receiver):
-        forwarder.set_srtp(
-            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
-        )
     seqs = [0, 0, 0]
     frame = 0
 
