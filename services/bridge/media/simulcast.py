@@ -213,6 +213,7 @@ class SimulcastProjection:
     __slots__ = (
         "_desc",
         "_desc_offset",
+        "_desc_out_seq",
         "_last_out_seq",
         "_last_out_time",
         "_last_out_ts",
@@ -255,6 +256,7 @@ class SimulcastProjection:
         self._last_tl0 = -1
         self._desc: Vp8Descriptor | None = None
         self._desc_offset = -1
+        self._desc_out_seq = -1
 
     @property
     def keyframe_wanted(self) -> int | None:
@@ -311,6 +313,7 @@ class SimulcastProjection:
         self._started = True
         self._desc = desc
         self._desc_offset = payload_offset
+        self._desc_out_seq = out_seq
         if desc is not None:
             if desc.picture_id >= 0:
                 mask = 0x7FFF if desc.picture_id_bits == 15 else 0x7F
@@ -350,10 +353,17 @@ class SimulcastProjection:
         return self._pid_offset != 0 or self._tl0_offset != 0
 
     def rewrite_payload(self, packet: bytearray) -> None:
-        """Rewrite the VP8 picture id and TL0PICIDX in place in ``packet``, a copy of the packet
-        :meth:`accept` took last (with its descriptor)."""
-        desc = self._desc
-        if desc is None or (self._pid_offset == 0 and self._tl0_offset == 0):
+        """Rewrite the VP8 picture id and TL0PICIDX in place in ``packet``, whose RTP header is
+        already rewritten: normally a copy of the packet :meth:`accept` took last, whose
+        descriptor it has; any other packet of the current layer (a retransmission) has its
+        own descriptor read."""
+        if self._pid_offset == 0 and self._tl0_offset == 0:
+            return
+        desc, offset = self._desc, self._desc_offset
+        if rtp.sequence_number(packet) != self._desc_out_seq:
+            offset, end = rtp.payload_bounds(packet)
+            desc = parse_descriptor(packet, offset, end) if offset >= 0 else None
+        if desc is None:
             return
         pid = desc.picture_id
         if pid >= 0:
@@ -361,7 +371,7 @@ class SimulcastProjection:
         tl0 = desc.tl0picidx
         if tl0 >= 0:
             tl0 = (tl0 + self._tl0_offset) & 0xFF
-        rewrite_descriptor(packet, self._desc_offset, desc, pid, tl0)
+        rewrite_descriptor(packet, offset, desc, pid, tl0)
 
     def _switch_here(
         self, packet: bytes | bytearray | memoryview, now: float, desc: Vp8Descriptor | None, offset: int
