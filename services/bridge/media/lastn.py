@@ -61,10 +61,11 @@ from .simulcast import (
     audio_source_name,
     default_layer_heights,
     highest_layer_within,
+    parse_packet,
     video_sources,
 )
 from .speaker import DominantSpeakerDetector, SpeakerDetectorSettings
-from .vp8 import is_keyframe_start, parse_descriptor
+from .vp8 import is_keyframe_start
 
 if TYPE_CHECKING:
     from .forwarder import EndpointMedia, IncomingStream, Subscription
@@ -575,16 +576,13 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._learn_sources(sender.id, sender.sources, now)
         ssrc = stream.ssrc
         self.meter.on_packet(ssrc, len(packet), now)
-        desc = None
-        offset = -1
-        if rtp.payload_type(packet) in self._vp8_payload_types.get(sender.id, ()):
+        parsed = parse_packet(packet, rtp.payload_type(packet) in self._vp8_payload_types.get(sender.id, ()))
+        desc = parsed.vp8
+        # learn layer heights from key frames (the first packet of a frame may start one)
+        if desc is not None and desc.start_of_frame and ssrc in self._simulcast_ssrcs:
             offset, end = rtp.payload_bounds(packet)
-            if offset >= 0:
-                desc = parse_descriptor(packet, offset, end)
-                # learn layer heights from key frames (the first packet of a frame starts one)
-                if desc is not None and desc.start_of_frame and ssrc in self._simulcast_ssrcs:
-                    if is_keyframe_start(packet, offset, end):
-                        self.meter.on_keyframe(ssrc, packet, offset, end)
+            if is_keyframe_start(packet, offset, end):
+                self.meter.on_keyframe(ssrc, packet, offset, end)
         if ssrc not in self._streams:
             self._streams[ssrc] = stream
         if now >= self._next_decision:
@@ -598,7 +596,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             if route is None:
                 continue
             projection = route.projection
-            if not projection.accept(packet, route.layer, now, desc, offset):
+            if not projection.accept(packet, route.layer, now, parsed):
                 continue
             rewrites_payload = projection.rewrites_payload
             if (

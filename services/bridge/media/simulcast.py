@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import rtp
 from .model import MediaSources
@@ -189,6 +190,26 @@ def highest_layer_within(heights: Sequence[int], max_height: int) -> int:
     return best
 
 
+class ParsedPacket(NamedTuple):
+    """What the projections need of one packet, read once for all its receivers."""
+
+    seq: int
+    timestamp: int
+    payload_offset: int
+    """-1 when the packet is malformed."""
+    vp8: Vp8Descriptor | None
+    """The VP8 payload descriptor; ``None`` for other codecs (picture ids are left alone)."""
+
+
+def parse_packet(packet: bytes | bytearray | memoryview, vp8: bool = True) -> ParsedPacket:
+    """Sequence number, timestamp, payload offset and (``vp8``) the VP8 payload descriptor."""
+    offset, end = rtp.payload_bounds(packet)
+    if offset < 0:
+        return ParsedPacket(0, 0, -1, None)
+    desc = parse_descriptor(packet, offset, end) if vp8 and offset >= 0 else None
+    return ParsedPacket(rtp.sequence_number(packet), rtp.timestamp(packet), offset, desc)
+
+
 class SimulcastProjection:
     """What one receiver gets of one video source: one layer, rewritten to look continuous.
 
@@ -201,7 +222,7 @@ class SimulcastProjection:
 
     * :meth:`project` takes a packet, decides and rewrites it in place;
     * the forwarder's way, which parses each packet once for all its receivers: :meth:`accept`
-      with the packet's VP8 descriptor decides; the forwarder rewrites the RTP header with
+      with the packet's :func:`parse_packet` decides; the forwarder rewrites the RTP header with
       :attr:`out_ssrc`, :attr:`seq_offset` and :attr:`ts_offset`, and, while
       :attr:`rewrites_payload`, calls :meth:`rewrite_payload` on its copy of the packet just
       accepted.
@@ -211,14 +232,12 @@ class SimulcastProjection:
     """
 
     __slots__ = (
-        "_desc",
-        "_desc_offset",
-        "_desc_out_seq",
+        "_last_desc",
         "_last_out_seq",
         "_last_out_time",
         "_last_out_ts",
-        "_last_pid",
-        "_last_tl0",
+        "_parsed",
+        "_parsed_out_seq",
         "_pid_offset",
         "_seq_offset",
         "_started",
@@ -252,11 +271,9 @@ class SimulcastProjection:
         self._last_out_seq = 0
         self._last_out_ts = 0
         self._last_out_time = 0.0
-        self._last_pid = -1
-        self._last_tl0 = -1
-        self._desc: Vp8Descriptor | None = None
-        self._desc_offset = -1
-        self._desc_out_seq = -1
+        self._last_desc: Vp8Descriptor | None = None  # of the newest packet sent
+        self._parsed: ParsedPacket | None = None  # the packet accepted last
+        self._parsed_out_seq = -1
 
     @property
     def keyframe_wanted(self) -> int | None:
@@ -277,9 +294,7 @@ class SimulcastProjection:
 
     def project(self, packet: bytearray, layer: int, now: float) -> bool:
         """:meth:`accept` and, when accepted, :meth:`rewrite` ``packet`` (a VP8 RTP packet) in place."""
-        offset, end = rtp.payload_bounds(packet)
-        desc = parse_descriptor(packet, offset, end) if offset >= 0 else None
-        if not self.accept(packet, layer, now, desc, offset):
+        if not self.accept(packet, layer, now, parse_packet(packet)):
             return False
         self.rewrite(packet)
         return True
@@ -289,41 +304,33 @@ class SimulcastProjection:
         packet: bytes | bytearray | memoryview,
         layer: int,
         now: float,
-        desc: Vp8Descriptor | None = None,
-        payload_offset: int = -1,
+        parsed: ParsedPacket | None = None,
     ) -> bool:
         """Whether this receiver gets ``packet`` (a decrypted RTP packet of layer ``layer``);
-        switches layers at the target's key frame. ``desc`` is the packet's VP8 payload
-        descriptor at ``payload_offset`` (``None`` for other codecs: picture ids are then left
-        alone). Does not modify the packet."""
+        switches layers at the target's key frame. ``parsed`` is :func:`parse_packet` of it
+        (read here when not given). Does not modify the packet."""
+        if parsed is None:
+            parsed = parse_packet(packet)
+        if parsed.payload_offset < 0:
+            return False  # malformed
         if layer != self.current:
-            if layer != self.target or not self._switch_here(packet, now, desc, payload_offset):
+            if layer != self.target or not self._switch_here(packet, parsed, now):
                 return False
-        seq = rtp.sequence_number(packet)
+        seq = parsed.seq
         since_switch = (seq - self._switch_seq) & 0xFFFF
         if since_switch >= 0x8000:
             return False  # older than the key frame we switched at
         if since_switch > 0x1000:  # keep the reference near, so it never wraps past us
             self._switch_seq = (seq - 0x1000) & 0xFFFF
         out_seq = (seq + self._seq_offset) & 0xFFFF
-        if rtp.is_newer_seq(out_seq, self._last_out_seq) or not self._started:
+        if 0 < ((out_seq - self._last_out_seq) & 0xFFFF) < 0x8000 or not self._started:  # newer
             self._last_out_seq = out_seq
-            self._last_out_ts = (rtp.timestamp(packet) + self._ts_offset) & 0xFFFFFFFF
+            self._last_out_ts = (parsed.timestamp + self._ts_offset) & 0xFFFFFFFF
             self._last_out_time = now
+            self._last_desc = parsed.vp8
         self._started = True
-        self._desc = desc
-        self._desc_offset = payload_offset
-        self._desc_out_seq = out_seq
-        if desc is not None:
-            if desc.picture_id >= 0:
-                mask = 0x7FFF if desc.picture_id_bits == 15 else 0x7F
-                pid = (desc.picture_id + self._pid_offset) & mask
-                if self._last_pid < 0 or ((pid - self._last_pid) & mask) < (mask + 1) // 2:
-                    self._last_pid = pid
-            if desc.tl0picidx >= 0:
-                tl0 = (desc.tl0picidx + self._tl0_offset) & 0xFF
-                if self._last_tl0 < 0 or ((tl0 - self._last_tl0) & 0xFF) < 0x80:
-                    self._last_tl0 = tl0
+        self._parsed = parsed
+        self._parsed_out_seq = out_seq
         return True
 
     def rewrite(self, packet: bytearray) -> None:
@@ -359,10 +366,10 @@ class SimulcastProjection:
         own descriptor read."""
         if self._pid_offset == 0 and self._tl0_offset == 0:
             return
-        desc, offset = self._desc, self._desc_offset
-        if rtp.sequence_number(packet) != self._desc_out_seq:
-            offset, end = rtp.payload_bounds(packet)
-            desc = parse_descriptor(packet, offset, end) if offset >= 0 else None
+        parsed = self._parsed
+        if parsed is None or rtp.sequence_number(packet) != self._parsed_out_seq:
+            parsed = parse_packet(packet)
+        desc = parsed.vp8
         if desc is None:
             return
         pid = desc.picture_id
@@ -371,33 +378,34 @@ class SimulcastProjection:
         tl0 = desc.tl0picidx
         if tl0 >= 0:
             tl0 = (tl0 + self._tl0_offset) & 0xFF
-        rewrite_descriptor(packet, offset, desc, pid, tl0)
+        rewrite_descriptor(packet, parsed.payload_offset, desc, pid, tl0)
 
-    def _switch_here(
-        self, packet: bytes | bytearray | memoryview, now: float, desc: Vp8Descriptor | None, offset: int
-    ) -> bool:
+    def _switch_here(self, packet: bytes | bytearray | memoryview, parsed: ParsedPacket, now: float) -> bool:
+        desc = parsed.vp8
         if self.wait_for_keyframe:
-            if desc is None:  # not given: look at the packet itself
-                offset, end = rtp.payload_bounds(packet)
-                if offset < 0:
-                    return False
-                desc = parse_descriptor(packet, offset, end)
+            offset = parsed.payload_offset
+            if desc is None and offset >= 0:  # a stream not declared VP8: look anyway
+                desc = parse_descriptor(packet, offset, len(packet))
             if desc is None or not desc.start_of_frame:
                 return False
             vp8 = offset + desc.size
             if vp8 >= len(packet) or packet[vp8] & 0x01:  # not a key frame
                 return False
-        seq = rtp.sequence_number(packet)
-        ts = rtp.timestamp(packet)
         if self._started:
-            self._seq_offset = (self._last_out_seq + 1 - seq) & 0xFFFF
+            self._seq_offset = (self._last_out_seq + 1 - parsed.seq) & 0xFFFF
             elapsed = max(1, round((now - self._last_out_time) * VIDEO_CLOCK_RATE))
-            self._ts_offset = (self._last_out_ts + elapsed - ts) & 0xFFFFFFFF
-            if desc is not None and desc.picture_id >= 0 and self._last_pid >= 0:
-                self._pid_offset = self._last_pid + 1 - desc.picture_id
-            if desc is not None and desc.tl0picidx >= 0 and self._last_tl0 >= 0:
-                self._tl0_offset = self._last_tl0 + 1 - desc.tl0picidx
-        self._switch_seq = seq
+            self._ts_offset = (self._last_out_ts + elapsed - parsed.timestamp) & 0xFFFFFFFF
+            last = self._last_desc
+            if desc is not None and last is not None:
+                # continue from the last picture id / TL0PICIDX the receiver got, as it saw them
+                if desc.picture_id >= 0 and last.picture_id >= 0:
+                    mask = 0x7FFF if last.picture_id_bits == 15 else 0x7F
+                    last_pid = (last.picture_id + self._pid_offset) & mask
+                    self._pid_offset = last_pid + 1 - desc.picture_id
+                if desc.tl0picidx >= 0 and last.tl0picidx >= 0:
+                    last_tl0 = (last.tl0picidx + self._tl0_offset) & 0xFF
+                    self._tl0_offset = last_tl0 + 1 - desc.tl0picidx
+        self._switch_seq = parsed.seq
         self.current = self.target
         self.switches += 1
         return True

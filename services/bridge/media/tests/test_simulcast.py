@@ -18,9 +18,9 @@ from services.bridge.media.simulcast import (
     VideoSource,
     default_layer_heights,
     highest_layer_within,
+    parse_packet,
     video_sources,
 )
-from services.bridge.media.vp8 import parse_descriptor
 
 CHROME_SIMULCAST = MediaSources(
     video_ssrcs=[1, 2, 3, 11, 12, 13],
@@ -269,9 +269,7 @@ def test_accept_with_the_parsed_descriptor_then_rewrite_payload_continues_pictur
         return out
 
     def forward(original: bytearray, layer: int, now: float) -> bytearray | None:
-        offset, end = payload_bounds(original)
-        desc = parse_descriptor(original, offset, end)
-        if not projection.accept(original, layer, now, desc, offset):
+        if not projection.accept(original, layer, now, parse_packet(original)):
             return None
         return rewritten(original)
 
