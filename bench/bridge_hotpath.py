@@ -1,10 +1,15 @@
 """CPU cost of the forwarder's hot path in one process, without the event loop:
 
     .venv/bin/python -m bench.bridge_hotpath [--subscribers 10] [--packets 20000] [--profile]
+                                             [--policy forward-all|intelligence]
 
 One sender, N receivers, real SRTP (AES-GCM from an in-memory DTLS handshake) and a real
 ``sendto`` on a UDP socket to a loopback sink, so the figure is unprotect + routing + per
 receiver (rewrite if any, protect, send). Prints µs per forwarded packet.
+
+``--policy intelligence`` runs the conference policy the bridge runs
+(``ConferenceIntelligencePolicy``: layer metering, VP8 payload descriptor parsing, one simulcast
+projection per receiver) on VP8 packets with a 15-bit picture id; the default forwards everything.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from services.bridge.media.forwarder import ConferenceForwarder
 from services.bridge.media.model import MediaSources, PayloadType
 from services.bridge.media.policy import ForwardingPolicy
 
+POLICIES = ("forward-all", "intelligence")
+
 BRIDGE, PEER = DtlsCertificate(), DtlsCertificate()
 
 
@@ -35,7 +42,15 @@ def srtp_pair() -> tuple[SrtpContext, SrtpContext]:
     return server.srtp, client.srtp
 
 
-def run(subscribers: int, packets: int, profile: bool) -> None:
+def vp8_payload(index: int) -> bytes:
+    """A VP8 payload descriptor (start of a partition, 15-bit picture id) and 1100 bytes."""
+    picture_id = (index // 3) & 0x7FFF  # three packets a frame
+    return bytes(
+        [0x90 if index % 3 == 0 else 0x80, 0x80, 0x80 | (picture_id >> 8), picture_id & 0xFF]
+    ) + bytes(1096)
+
+
+def run(subscribers: int, packets: int, profile: bool, policy_name: str = "forward-all") -> None:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setblocking(False)
@@ -48,7 +63,13 @@ def run(subscribers: int, packets: int, profile: bool) -> None:
         except BlockingIOError:
             pass
 
-    conference = ConferenceForwarder("bench", ForwardingPolicy())
+    if policy_name == "intelligence":
+        from services.bridge.media.lastn import ConferenceIntelligencePolicy
+
+        policy: ForwardingPolicy = ConferenceIntelligencePolicy(mixer_thread=False)
+    else:
+        policy = ForwardingPolicy()
+    conference = ConferenceForwarder("bench", policy)
     sender = conference.add_endpoint("sender", transmit)
     bridge_rx, peer_tx = srtp_pair()
     conference.set_sources(
@@ -59,7 +80,9 @@ def run(subscribers: int, packets: int, profile: bool) -> None:
         conference.add_endpoint(f"r{i}", transmit)
         conference.set_srtp(f"r{i}", srtp_pair()[0], 0.0)
     wire = [
-        peer_tx.protect(struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, seq * 3000, 1) + bytes(1100))
+        peer_tx.protect(
+            struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, (seq // 3) * 3000, 1) + vp8_payload(seq)
+        )
         for seq in range(packets)
     ]
 
@@ -99,7 +122,7 @@ def run(subscribers: int, packets: int, profile: bool) -> None:
             pass
     floor = time.process_time() - floor_start
     print(
-        f"{subscribers} subscribers: {spent / forwarded * 1e6:.2f} µs per forwarded packet "
+        f"{policy_name}, {subscribers} subscribers: {spent / forwarded * 1e6:.2f} µs per forwarded packet "
         f"(protect+sendto+sink floor {floor / forwarded * 1e6:.2f} µs), "
         f"{spent / packets * 1e6:.1f} µs per incoming packet"
     )
@@ -110,5 +133,6 @@ if __name__ == "__main__":
     parser.add_argument("--subscribers", type=int, default=10)
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--policy", choices=POLICIES, default="forward-all")
     args = parser.parse_args()
-    run(args.subscribers, args.packets, args.profile)
+    run(args.subscribers, args.packets, args.profile, args.policy)

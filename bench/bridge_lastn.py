@@ -41,7 +41,7 @@ from services.bridge.media.forwarder import ConferenceForwarder, EndpointMedia, 
 from services.bridge.media.lastn import ConferenceIntelligencePolicy  # noqa: E402
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension  # noqa: E402
 from services.bridge.media.policy import ForwardingPolicy  # noqa: E402
-from services.bridge.media.speaker import AUDIO_LEVEL_URI  # noqa: E402
+from services.bridge.media.rtp import AUDIO_LEVEL_URI  # noqa: E402
 
 FPS = 15
 LAYERS = ((320, 180, 150_000), (640, 360, 500_000), (1280, 720, 1_500_000))

@@ -146,12 +146,19 @@ class Bridge:
 
     def _policy_for(self, conference_id: str, send: SendMessage) -> ConferenceIntelligencePolicy:
         """The engine builds one forwarding policy per conference; Colibri channel settings
-        (``last-n``, ``rtp-level-relay-type``) are applied to it."""
+        (``last-n``, ``rtp-level-relay-type``) are applied to it. The engine builds a new one when
+        a conference it had dropped (its last endpoint left) gets endpoints again."""
+        old = self.policies.get(conference_id)
+        if old is not None:
+            old.close()
         policy = self.policies[conference_id] = intelligence_policy_factory(conference_id, send)
         return policy
 
     def _forget_policy(self, conference_id: str) -> None:
-        self.policies.pop(conference_id, None)
+        """The Colibri conference expired: its policy goes, mixer thread and all."""
+        policy = self.policies.pop(conference_id, None)
+        if policy is not None:
+            policy.close()
 
     def _deliver_from_engine(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None:
         self.channels.send(conference_id, endpoint_id, message)
@@ -246,6 +253,7 @@ class Bridge:
             "web_sockets": self.ws.dump(),
             "data_channels": self.data_channels.dump(),
             "stats": self.stats(),
+            "threads": sorted(thread.name for thread in threading.enumerate()),
         }
 
     # --- HTTP --------------------------------------------------------------------------------------

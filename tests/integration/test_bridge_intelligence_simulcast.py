@@ -1,6 +1,9 @@
 """Simulcast through the media engine with the intelligence policy: a sender with three VP8 layers
 (320x180, 640x360, 1280x720; real libvpx frames, a key frame every 2 s) and a receiver that
-constrains its view with ``ReceiverVideoConstraints``. The receiver decodes what it gets.
+constrains its view with ``ReceiverVideoConstraints``. The receiver decodes what it gets, and
+reads the VP8 payload descriptor of every packet it receives (with aiortc's parser) to check that
+picture ids and TL0PICIDX run on across the layer switch: each layer numbers its own pictures, far
+apart, and the receiver must see one run.
 
 The peers are the light WebRTC peers of the bridge benchmark (``bench/bridge_peer.py``: real ICE,
 DTLS and SRTP through aiortc's DTLS/SRTP, no RTCPeerConnection), because aiortc's RTCPeerConnection
@@ -21,10 +24,11 @@ from typing import Any
 import av
 import httpx
 import pytest
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 from bench.bridge_peer import LightPeer, Remote, encode_vp8
 from services.bridge.media.aiortc_adapter import DtlsCertificate
-from services.bridge.media.simulcast import rtp_payload_bounds
+from services.bridge.media.rtp import payload_bounds
 from tests.integration.harness import ServiceProcess
 from tests.integration.test_bridge_intelligence import messages_to, start_bridge
 
@@ -62,6 +66,21 @@ class Endpoint:
         (await http.post(f"{self.endpoint_url}/messages", json=message)).raise_for_status()
 
 
+# each layer's own picture-id and TL0PICIDX counters, far apart (and about to wrap on layer 2)
+FIRST_PICTURE_IDS = (100, 20_000, 32_700)
+FIRST_TL0PICIDX = (5, 128, 250)
+
+
+def renumbered(payload: bytes, picture_id: int, tl0picidx: int) -> bytes:
+    """``payload`` with its VP8 descriptor replaced by one carrying a 15-bit ``picture_id``,
+    ``tl0picidx`` and temporal layer 0, as Chrome sends simulcast."""
+    descriptor, rest = VpxPayloadDescriptor.parse(payload)
+    ours = VpxPayloadDescriptor(
+        descriptor.partition_start, descriptor.partition_id, picture_id, tl0picidx, (0, 0)
+    )
+    return bytes(ours) + rest
+
+
 async def send_simulcast(peer: LightPeer, ssrcs: list[int], frames: list[list[list[bytes]]]) -> None:
     """All three layers, frame by frame, in real time, like a browser sending simulcast."""
     seqs = [secrets.randbits(16) for _ in ssrcs]
@@ -71,8 +90,11 @@ async def send_simulcast(peer: LightPeer, ssrcs: list[int], frames: list[list[li
         for layer, ssrc in enumerate(ssrcs):
             payloads = frames[layer][n % len(frames[layer])]
             ts = (n * 90000 // FPS + 1000 * layer) & 0xFFFFFFFF
+            picture_id = (FIRST_PICTURE_IDS[layer] + n) & 0x7FFF
+            tl0picidx = (FIRST_TL0PICIDX[layer] + n) & 0xFF
             for i, payload in enumerate(payloads):
                 marker = 0x80 if i == len(payloads) - 1 else 0
+                payload = renumbered(payload, picture_id, tl0picidx)
                 peer.send_rtp(struct.pack("!BBHII", 0x80, marker | VP8_PT, seqs[layer], ts, ssrc) + payload)
                 seqs[layer] = (seqs[layer] + 1) & 0xFFFF
         n += 1
@@ -92,12 +114,18 @@ class Decoder:
         self._pending: dict[int, list[bytes]] = {}
         self.ssrcs: set[int] = set()
         self.seqs: list[int] = []
+        self.pictures: list[tuple[int, int, int]] = []  # (seq, picture id, TL0PICIDX) of frame starts
 
     def on_rtp(self, packet: bytes, now: float) -> None:
         self.packets.append(packet)
         _, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", packet)
         self.ssrcs.add(ssrc)
         self.seqs.append(seq)
+        offset, end = payload_bounds(packet)
+        descriptor, _ = VpxPayloadDescriptor.parse(packet[offset:end])
+        if descriptor.partition_start and descriptor.partition_id == 0:
+            assert descriptor.picture_id is not None and descriptor.tl0picidx is not None
+            self.pictures.append((seq, descriptor.picture_id, descriptor.tl0picidx))
         frame = self._pending.setdefault(ts, [])
         frame.append(packet)
         if b1 & 0x80:
@@ -112,19 +140,8 @@ class Decoder:
             return  # a packet is missing
         data = b""
         for packet in packets:
-            offset, end = rtp_payload_bounds(packet)
-            first = packet[offset]
-            size = 1
-            if first & 0x80:
-                ext = packet[offset + 1]
-                size = 2
-                if ext & 0x80:
-                    size += 2 if packet[offset + 2] & 0x80 else 1
-                if ext & 0x40:
-                    size += 1
-                if ext & 0x30:
-                    size += 1
-            data += packet[offset + size : end]
+            offset, end = payload_bounds(packet)
+            data += VpxPayloadDescriptor.parse(packet[offset:end])[1]
         try:
             for frame in self._codec.decode(av.Packet(data)):
                 self.sizes.append((now, frame.width, frame.height))
@@ -212,3 +229,13 @@ async def test_receiver_gets_the_layer_its_constraint_allows_and_switches_up(cal
     # and the switch was clean: once 720p frames arrive, no more 180p
     first_720 = next(t for t, _, h in decoder.sizes if h == 720)
     assert all(h == 720 for t, _, h in decoder.sizes if t > first_720)
+
+    # picture ids and TL0PICIDX run on across the switch: one frame later, one more (a few more
+    # only where frames were lost on the way), never the other layer's numbering
+    pictures = sorted(decoder.pictures, key=lambda p: (p[0] - decoder.seqs[0]) & 0xFFFF)
+    picture_steps = [(b[1] - a[1]) & 0x7FFF for a, b in itertools.pairwise(pictures)]
+    tl0_steps = [(b[2] - a[2]) & 0xFF for a, b in itertools.pairwise(pictures)]
+    assert len(pictures) > 20
+    assert all(1 <= step <= 5 for step in picture_steps), picture_steps
+    assert tl0_steps == picture_steps, (tl0_steps, picture_steps)
+    assert picture_steps.count(1) >= 0.9 * len(picture_steps)

@@ -99,7 +99,7 @@ class _SrtpDirection:
         self._buffer = _srtp_ffi.buffer(self._cdata)
         self._length = _srtp_ffi.new("int *")
 
-    def _run(self, func: Any, packet: bytes, trailer: int) -> bytes:
+    def _run(self, func: Any, packet: bytes | bytearray, trailer: int) -> bytes:
         n = len(packet)
         if n + trailer > _SRTP_BUFFER:
             raise SrtpError("packet too long")
@@ -110,7 +110,7 @@ class _SrtpDirection:
             raise SrtpError(f"libsrtp error {status}")
         return self._buffer[0 : self._length[0]]
 
-    def protect(self, packet: bytes) -> bytes:
+    def protect(self, packet: bytes | bytearray) -> bytes:
         return self._run(_srtp_lib.srtp_protect, packet, 16)
 
     def protect_rtcp(self, packet: bytes) -> bytes:
@@ -144,7 +144,7 @@ class SrtpContext:
         tx_policy.window_size = 1024
         rx, tx = _SrtpDirection(rx_policy), _SrtpDirection(tx_policy)
         # bound methods stored on the instance: one attribute lookup and one frame per packet
-        self.protect: Callable[[bytes], bytes] = tx.protect
+        self.protect: Callable[[bytes | bytearray], bytes] = tx.protect
         self.protect_rtcp: Callable[[bytes], bytes] = tx.protect_rtcp
         self.unprotect: Callable[[bytes], bytes] = rx.unprotect
         self.unprotect_rtcp: Callable[[bytes], bytes] = rx.unprotect_rtcp

@@ -327,6 +327,7 @@ class MediaEngine:
             if not conference.endpoints:
                 self._forwarded_expired += conference.packets_forwarded
                 del self._conferences[conference_id]
+                conference.policy.close()
         log.info("endpoint expired conference=%s endpoint=%s", conference_id, endpoint_id)
         self._notify(endpoint, "expired")
 
@@ -334,7 +335,9 @@ class MediaEngine:
         """Expire every endpoint of the conference and the conference itself (idempotent)."""
         for conf, endpoint_id in [k for k in self._endpoints if k[0] == conference_id]:
             self.expire_endpoint(conf, endpoint_id)
-        self._conferences.pop(conference_id, None)
+        conference = self._conferences.pop(conference_id, None)
+        if conference is not None:
+            conference.policy.close()
 
     def on_bridge_channel_message(
         self, conference_id: str, endpoint_id: str, message: dict[str, Any]

@@ -229,6 +229,7 @@ class Subscription:
         "octets",
         "out_ssrc",
         "packets",
+        "payload_rewrite",
         "receiver",
         "remb_bps",
         "reports_sent",
@@ -253,12 +254,33 @@ class Subscription:
         self.octets = 0
         self.remb_bps: int | None = None
         self.fraction_lost = 0
+        # rewrites the payload of the header-rewritten copy in place (VP8 picture ids), or None
+        self.payload_rewrite: Callable[[bytearray], None] | None = None
 
-    def remap(self, out_ssrc: int, seq_delta: int, ts_delta: int) -> None:
+    def remap(
+        self,
+        out_ssrc: int,
+        seq_delta: int,
+        ts_delta: int,
+        payload_rewrite: Callable[[bytearray], None] | None = None,
+    ) -> None:
         """Change what the receiver sees (for simulcast layer switches and pauses)."""
         self.out_ssrc, self.seq_delta, self.ts_delta = out_ssrc, seq_delta, ts_delta
-        self.rewrite = out_ssrc != self.stream.ssrc or seq_delta != 0 or ts_delta != 0
+        self.payload_rewrite = payload_rewrite
+        self.rewrite = (
+            out_ssrc != self.stream.ssrc or seq_delta != 0 or ts_delta != 0 or payload_rewrite is not None
+        )
         self.receiver.subscriptions_by_out_ssrc[out_ssrc] = self
+
+    def rewritten(self, packet: bytes, seq: int, ts: int) -> bytes | bytearray:
+        """``packet`` (sequence number ``seq``, timestamp ``ts``) as this receiver sees it."""
+        if not self.rewrite:
+            return packet
+        out = bytearray(packet)
+        rtp.rewrite_in_place(out, seq + self.seq_delta, ts + self.ts_delta, self.out_ssrc)
+        if self.payload_rewrite is not None:
+            self.payload_rewrite(out)
+        return out
 
 
 class EndpointMedia:
@@ -494,11 +516,7 @@ class ConferenceForwarder:
             if srtp is None:
                 continue
             try:
-                data = srtp.protect(
-                    rtp.rewrite(packet, seq + sub.seq_delta, ts + sub.ts_delta, sub.out_ssrc)
-                    if sub.rewrite
-                    else packet
-                )
+                data = srtp.protect(sub.rewritten(packet, seq, ts) if sub.rewrite else packet)
             except SrtpError:
                 continue
             sub.sent.record((seq + sub.seq_delta) & 0xFFFF, seq)

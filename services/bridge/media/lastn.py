@@ -49,6 +49,7 @@ from services.common.bridge_channel import (
     SenderSourceConstraints,
 )
 
+from . import rtp
 from .bandwidth import DownlinkEstimator
 from .mixer import MixedRtpStream, MixerThread, MixMinusMixer
 from .model import MediaSources
@@ -60,7 +61,7 @@ from .simulcast import (
     audio_source_name,
     default_layer_heights,
     highest_layer_within,
-    rtp_payload_bounds,
+    parse_packet,
     video_sources,
 )
 from .speaker import DominantSpeakerDetector, SpeakerDetectorSettings
@@ -446,9 +447,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._clock = clock
         self._known_sources: dict[str, MediaSources] = {}
         self._simulcast_ssrcs: set[int] = set()
-        self._frame_ts: dict[int, bytes] = {}  # simulcast SSRC -> RTP timestamp of its last frame
+        self._vp8_payload_types: dict[str, frozenset[int]] = {}  # endpoint -> its VP8 payload types
         self._streams: dict[int, IncomingStream] = {}
-        self._feedback: dict[str, Subscription] = {}  # receiver -> a video subscription of it
+        self._feedback: dict[str, Subscription] = {}  # receiver -> its latest forwarded video subscription
         self._next_decision = float("-inf")
         self._next_allocation = float("-inf")
         # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
@@ -475,6 +476,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self.speakers.remove_endpoint(endpoint_id)
         self.estimators.pop(endpoint_id, None)
         self._known_sources.pop(endpoint_id, None)
+        self._vp8_payload_types.pop(endpoint_id, None)
         self._feedback.pop(endpoint_id, None)
         self._streams = {ssrc: s for ssrc, s in self._streams.items() if s.endpoint_id != endpoint_id}
         self._reallocate(self._clock())
@@ -574,13 +576,13 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._learn_sources(sender.id, sender.sources, now)
         ssrc = stream.ssrc
         self.meter.on_packet(ssrc, len(packet), now)
-        if ssrc in self._simulcast_ssrcs:  # learn layer heights from key frames
-            frame_ts = packet[4:8]
-            if self._frame_ts.get(ssrc) != frame_ts:  # first packet of a frame: look inside
-                self._frame_ts[ssrc] = frame_ts
-                offset, end = rtp_payload_bounds(packet)
-                if offset >= 0 and is_keyframe_start(packet, offset, end):
-                    self.meter.on_keyframe(ssrc, packet, offset, end)
+        parsed = parse_packet(packet, rtp.payload_type(packet) in self._vp8_payload_types.get(sender.id, ()))
+        desc = parsed.vp8
+        # learn layer heights from key frames (the first packet of a frame may start one)
+        if desc is not None and desc.start_of_frame and ssrc in self._simulcast_ssrcs:
+            offset, end = rtp.payload_bounds(packet)
+            if is_keyframe_start(packet, offset, end):
+                self.meter.on_keyframe(ssrc, packet, offset, end)
         if ssrc not in self._streams:
             self._streams[ssrc] = stream
         if now >= self._next_decision:
@@ -594,16 +596,23 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             if route is None:
                 continue
             projection = route.projection
-            if not projection.accept(packet, route.layer, now):
+            if not projection.accept(packet, route.layer, now, parsed):
                 continue
+            rewrites_payload = projection.rewrites_payload
             if (
                 sub.out_ssrc != projection.out_ssrc
                 or sub.seq_delta != projection.seq_offset
                 or sub.ts_delta != projection.ts_offset
+                or (sub.payload_rewrite is not None) != rewrites_payload
             ):
-                sub.remap(projection.out_ssrc, projection.seq_offset, projection.ts_offset)
-            if sub.receiver.id not in self._feedback:
-                self._feedback[sub.receiver.id] = sub
+                sub.remap(
+                    projection.out_ssrc,
+                    projection.seq_offset,
+                    projection.ts_offset,
+                    projection.rewrite_payload if rewrites_payload else None,
+                )
+            # the receiver's REMB and loss are read from a subscription it is being sent now
+            self._feedback[sub.receiver.id] = sub
             selected.append(sub)
         return selected
 
@@ -612,7 +621,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     ) -> Sequence[Subscription]:
         """Hand the Opus payload to the mixer; mixer channels do not get the stream itself."""
         assert self.mixer is not None
-        offset, end = rtp_payload_bounds(packet)
+        offset, end = rtp.payload_bounds(packet)
         if offset >= 0:
             self.mixer.push(stream.endpoint_id, bytes(packet[offset:end]))
         selected = []
@@ -628,6 +637,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     # --- decisions ------------------------------------------------------------------------------
     def _learn_sources(self, endpoint_id: str, sources: MediaSources, now: float) -> None:
         self._known_sources[endpoint_id] = sources
+        self._vp8_payload_types[endpoint_id] = frozenset(
+            pt.id for pt in sources.payload_types if pt.name.lower() == "vp8"
+        )
         try:
             video = video_sources(endpoint_id, sources)
         except ValueError as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fractions
 import logging
-import struct
 import threading
 import time
 from collections import deque
@@ -28,12 +27,13 @@ from collections.abc import Callable
 import av
 import numpy as np
 
+from . import rtp
+
 log = logging.getLogger("parley.bridge.mixer")
 
 SAMPLE_RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
-_RTP_HEADER = struct.Struct("!BBHII")
 
 
 class OpusDecoder:
@@ -175,9 +175,7 @@ class MixedRtpStream:
         self._first = True
 
     def packet(self, payload: bytes) -> bytes:
-        header = _RTP_HEADER.pack(
-            0x80, (0x80 if self._first else 0) | self.payload_type, self.seq, self.timestamp, self.ssrc
-        )
+        header = rtp.build_header(self.payload_type, self._first, self.seq, self.timestamp, self.ssrc)
         self._first = False
         self.seq = (self.seq + 1) & 0xFFFF
         self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF

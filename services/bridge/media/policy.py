@@ -44,6 +44,9 @@ class ForwardingPolicy:
     def on_message(self, endpoint_id: str, message: dict[str, Any]) -> None:
         """A media-steering bridge-channel message from ``endpoint_id`` (LastNChangedEvent…)."""
 
+    def close(self) -> None:
+        """The conference is gone: release what the policy holds (threads). Idempotent."""
+
 
 PolicyFactory = Callable[[str, SendMessage], ForwardingPolicy]  # (conference_id, send) -> policy
 

@@ -1,6 +1,9 @@
 """RTP header reading and rewriting with ``struct`` (RFC 3550, 8285, 4588, 6464), no packet objects.
 
-The forwarding path works on ``bytes`` and touches only the fixed header fields it changes.
+The one place in the bridge that knows the RTP header layout: the forwarder, the speaker detector,
+the simulcast projection and the conference policy read sequence numbers, timestamps, payload
+bounds and header extensions through these functions. The forwarding path works on ``bytes`` (or
+a ``bytearray`` it rewrites in place) and touches only the fixed header fields it changes.
 """
 
 from __future__ import annotations
@@ -11,6 +14,13 @@ _HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp,
 _SEQ = struct.Struct("!H")
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _PT_SEQ_TS_SSRC = struct.Struct("!BHII")
+_TS = struct.Struct("!I")
+_EXT_HEADER = struct.Struct("!HH")
+
+ONE_BYTE_PROFILE = 0xBEDE
+"""RFC 8285 one-byte header extension form."""
+TWO_BYTE_PROFILE = 0x1000
+"""RFC 8285 two-byte form (the low four bits are application bits)."""
 
 RTP_HEADER_SIZE = 12
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -33,6 +43,48 @@ def header_fields(packet: bytes) -> tuple[int, int, int, int, int]:
     return b1 & 0x7F, b1 >> 7, seq, ts, ssrc
 
 
+def build_header(payload_type: int, marker: bool, seq: int, ts: int, ssrc: int) -> bytes:
+    """A 12-byte RTP header (no CSRCs, no extension); ``seq`` and ``ts`` are wrapped."""
+    return _HEADER.pack(0x80, (0x80 if marker else 0) | payload_type, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+
+
+def payload_type(packet: bytes | bytearray | memoryview) -> int:
+    return packet[1] & 0x7F
+
+
+def sequence_number(packet: bytes | bytearray | memoryview) -> int:
+    return _SEQ.unpack_from(packet, 2)[0]
+
+
+def timestamp(packet: bytes | bytearray | memoryview) -> int:
+    return _TS.unpack_from(packet, 4)[0]
+
+
+def is_newer_seq(a: int, b: int) -> bool:
+    """Sequence number ``a`` comes after ``b`` (mod 2^16, RFC 3550 A.1)."""
+    return a != b and ((a - b) & 0xFFFF) < 0x8000
+
+
+def payload_bounds(packet: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(payload offset, payload end) of an RTP packet: after CSRCs and the header extension,
+    before padding; (-1, -1) when malformed. Never raises."""
+    n = len(packet)
+    if n < RTP_HEADER_SIZE:
+        return -1, -1
+    first = packet[0]
+    offset = RTP_HEADER_SIZE + 4 * (first & 0x0F)
+    if first & 0x10:
+        if offset + 4 > n:
+            return -1, -1
+        offset += 4 + 4 * ((packet[offset + 2] << 8) | packet[offset + 3])
+    end = n
+    if first & 0x20:
+        end -= packet[n - 1]
+    if offset > end:
+        return -1, -1
+    return offset, end
+
+
 def header_length(packet: bytes) -> int:
     """Fixed header, CSRCs and the header extension block."""
     length = RTP_HEADER_SIZE + 4 * (packet[0] & 0x0F)
@@ -53,43 +105,58 @@ def rewrite(packet: bytes, seq: int, ts: int, ssrc: int) -> bytes:
     return bytes(out)
 
 
-def find_extension(packet: bytes, ext_id: int) -> bytes | None:
-    """The value of header extension ``ext_id`` (one-byte or two-byte form, RFC 8285)."""
-    if not packet[0] & 0x10:
+def rewrite_in_place(packet: bytearray, seq: int, ts: int, ssrc: int) -> None:
+    """Set the sequence number, timestamp (both wrapped) and SSRC of ``packet``."""
+    _SEQ_TS_SSRC.pack_into(packet, 2, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+
+
+def find_extension(packet: bytes | bytearray | memoryview, ext_id: int) -> bytes | None:
+    """The value of header extension element ``ext_id`` (one-byte or two-byte form, RFC 8285),
+    ``None`` when absent, when the block is malformed (an element running past it, a one-byte
+    id 15) or the packet is truncated. Never raises."""
+    n = len(packet)
+    if n < RTP_HEADER_SIZE or not packet[0] & 0x10:
         return None
     start = RTP_HEADER_SIZE + 4 * (packet[0] & 0x0F)
-    if len(packet) < start + 4:
+    if n < start + 4:
         return None
-    profile, words = struct.unpack_from("!HH", packet, start)
+    profile, words = _EXT_HEADER.unpack_from(packet, start)
     pos = start + 4
-    end = min(pos + 4 * words, len(packet))
-    if profile == 0xBEDE:
+    end = pos + 4 * words
+    if end > n:
+        return None
+    if profile == ONE_BYTE_PROFILE:
         while pos < end:
             byte = packet[pos]
-            if byte == 0:
+            if byte == 0:  # padding
                 pos += 1
                 continue
             eid, length = byte >> 4, (byte & 0x0F) + 1
-            if eid == 15:
+            if eid == 15 or pos + 1 + length > end:  # 15: stop parsing (RFC 8285 4.2)
                 return None
             if eid == ext_id:
-                return packet[pos + 1 : pos + 1 + length]
+                return bytes(packet[pos + 1 : pos + 1 + length])
             pos += 1 + length
-    elif profile & 0xFFF0 == 0x1000:
-        while pos + 1 < end:
+    elif profile & 0xFFF0 == TWO_BYTE_PROFILE:
+        while pos < end:
             eid = packet[pos]
             if eid == 0:
                 pos += 1
                 continue
+            if pos + 1 >= end:
+                return None
             length = packet[pos + 1]
+            if pos + 2 + length > end:
+                return None
             if eid == ext_id:
-                return packet[pos + 2 : pos + 2 + length]
+                return bytes(packet[pos + 2 : pos + 2 + length])
             pos += 2 + length
     return None
 
 
-def audio_level(packet: bytes, ext_id: int) -> tuple[int, bool] | None:
-    """RFC 6464: ``(level in -dBov 0..127, voice activity flag)`` or ``None`` without the ext."""
+def audio_level(packet: bytes | bytearray | memoryview, ext_id: int) -> tuple[int, bool] | None:
+    """RFC 6464: ``(level in -dBov 0..127, voice activity flag)``; ``None`` without the element
+    (or with an empty one)."""
     value = find_extension(packet, ext_id)
     if not value:
         return None

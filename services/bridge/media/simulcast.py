@@ -7,24 +7,24 @@
   (O(1) per packet), so the allocator (``lastn.py``) knows what each layer costs and shows.
 * :class:`SimulcastProjection` is one receiver's view of one source: it forwards one layer at a
   time, switches to the target layer only at a key frame of that layer, and rewrites SSRC,
-  sequence number, RTP timestamp and the VP8 picture id / TL0PICIDX in place so the receiver sees
-  a single continuous stream on the source's first SSRC.
+  sequence number, RTP timestamp and the VP8 picture id / TL0PICIDX so the receiver sees a single
+  continuous stream on the source's first SSRC.
 
-No I/O. Retransmissions (RTX) are not projected: the bridge answers NACKs from its own packet
+No I/O; RTP headers are read and written with ``rtp.py``, VP8 payload descriptors with ``vp8.py``. Retransmissions (RTX) are not projected: the bridge answers NACKs from its own packet
 cache with the projected packets.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from . import rtp
 from .model import MediaSources
-from .vp8 import keyframe_size, parse_descriptor, rewrite_descriptor
+from .vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
 
 VIDEO_CLOCK_RATE = 90_000
-_SEQ_TS_SSRC = struct.Struct("!HII")
 DEFAULT_TOP_HEIGHT = 720
 
 
@@ -190,46 +190,54 @@ def highest_layer_within(heights: Sequence[int], max_height: int) -> int:
     return best
 
 
-def rtp_payload_bounds(packet: bytes | bytearray | memoryview) -> tuple[int, int]:
-    """(payload offset, payload end) of an RTP packet, after CSRCs, header extension and before
-    padding; (-1, -1) when malformed."""
-    n = len(packet)
-    if n < 12:
-        return -1, -1
-    offset = 12 + 4 * (packet[0] & 0x0F)
-    if packet[0] & 0x10:
-        if offset + 4 > n:
-            return -1, -1
-        offset += 4 + 4 * ((packet[offset + 2] << 8) | packet[offset + 3])
-    end = n
-    if packet[0] & 0x20:
-        end -= packet[n - 1]
-    if offset > end:
-        return -1, -1
-    return offset, end
+class ParsedPacket(NamedTuple):
+    """What the projections need of one packet, read once for all its receivers."""
+
+    seq: int
+    timestamp: int
+    payload_offset: int
+    """-1 when the packet is malformed."""
+    vp8: Vp8Descriptor | None
+    """The VP8 payload descriptor; ``None`` for other codecs (picture ids are left alone)."""
 
 
-def _newer16(a: int, b: int) -> bool:
-    """Sequence number ``a`` is after ``b`` (mod 2^16)."""
-    return a != b and ((a - b) & 0xFFFF) < 0x8000
+def parse_packet(packet: bytes | bytearray | memoryview, vp8: bool = True) -> ParsedPacket:
+    """Sequence number, timestamp, payload offset and (``vp8``) the VP8 payload descriptor."""
+    offset, end = rtp.payload_bounds(packet)
+    if offset < 0:
+        return ParsedPacket(0, 0, -1, None)
+    desc = parse_descriptor(packet, offset, end) if vp8 and offset >= 0 else None
+    return ParsedPacket(rtp.sequence_number(packet), rtp.timestamp(packet), offset, desc)
 
 
 class SimulcastProjection:
     """What one receiver gets of one video source: one layer, rewritten to look continuous.
 
-    ``target`` is set by the allocator (``-1`` = forward nothing). :meth:`project` is called per
-    packet of the source, rewrites it in place and says whether to send it. A switch to the target
-    layer happens on the first key frame of that layer; until then the current layer keeps
-    flowing (or nothing, at the start). :attr:`keyframe_wanted` names the SSRC the bridge should
-    send a PLI to while a switch waits.
+    ``target`` is set by the allocator (``-1`` = forward nothing). A switch to the target layer
+    happens on the first key frame of that layer; until then the current layer keeps flowing (or
+    nothing, at the start). :attr:`keyframe_wanted` names the SSRC the bridge should send a PLI to
+    while a switch waits.
+
+    Two ways to use it, same decisions:
+
+    * :meth:`project` takes a packet, decides and rewrites it in place;
+    * the forwarder's way, which parses each packet once for all its receivers: :meth:`accept`
+      with the packet's :func:`parse_packet` decides; the forwarder rewrites the RTP header with
+      :attr:`out_ssrc`, :attr:`seq_offset` and :attr:`ts_offset`, and, while
+      :attr:`rewrites_payload`, calls :meth:`rewrite_payload` on its copy of the packet just
+      accepted.
+
+    Picture ids (7 or 15 bits) and TL0PICIDX continue from the last ones the receiver got, +1, at
+    every switch, as sequence numbers and timestamps do; the offsets then hold until the next one.
     """
 
     __slots__ = (
+        "_last_desc",
         "_last_out_seq",
         "_last_out_time",
         "_last_out_ts",
-        "_last_pid",
-        "_last_tl0",
+        "_parsed",
+        "_parsed_out_seq",
         "_pid_offset",
         "_seq_offset",
         "_started",
@@ -263,8 +271,9 @@ class SimulcastProjection:
         self._last_out_seq = 0
         self._last_out_ts = 0
         self._last_out_time = 0.0
-        self._last_pid = -1
-        self._last_tl0 = -1
+        self._last_desc: Vp8Descriptor | None = None  # of the newest packet sent
+        self._parsed: ParsedPacket | None = None  # the packet accepted last
+        self._parsed_out_seq = -1
 
     @property
     def keyframe_wanted(self) -> int | None:
@@ -284,40 +293,56 @@ class SimulcastProjection:
         return self.wait_for_keyframe and layer != self.current
 
     def project(self, packet: bytearray, layer: int, now: float) -> bool:
-        """:meth:`accept` and, when accepted, :meth:`rewrite` ``packet`` in place."""
-        if not self.accept(packet, layer, now):
+        """:meth:`accept` and, when accepted, :meth:`rewrite` ``packet`` (a VP8 RTP packet) in place."""
+        if not self.accept(packet, layer, now, parse_packet(packet)):
             return False
         self.rewrite(packet)
         return True
 
-    def accept(self, packet: bytes | bytearray | memoryview, layer: int, now: float) -> bool:
+    def accept(
+        self,
+        packet: bytes | bytearray | memoryview,
+        layer: int,
+        now: float,
+        parsed: ParsedPacket | None = None,
+    ) -> bool:
         """Whether this receiver gets ``packet`` (a decrypted RTP packet of layer ``layer``);
-        switches layers at the target's key frame. Does not modify the packet: a forwarder that
-        rewrites headers itself uses :attr:`seq_offset`, :attr:`ts_offset` and :attr:`out_ssrc`."""
+        switches layers at the target's key frame. ``parsed`` is :func:`parse_packet` of it
+        (read here when not given). Does not modify the packet."""
+        if parsed is None:
+            parsed = parse_packet(packet)
+        if parsed.payload_offset < 0:
+            return False  # malformed
         if layer != self.current:
-            if layer != self.target or not self._switch_here(packet, now):
+            if layer != self.target or not self._switch_here(packet, parsed, now):
                 return False
-        seq = (packet[2] << 8) | packet[3]
+        seq = parsed.seq
         since_switch = (seq - self._switch_seq) & 0xFFFF
         if since_switch >= 0x8000:
             return False  # older than the key frame we switched at
         if since_switch > 0x1000:  # keep the reference near, so it never wraps past us
             self._switch_seq = (seq - 0x1000) & 0xFFFF
         out_seq = (seq + self._seq_offset) & 0xFFFF
-        if _newer16(out_seq, self._last_out_seq) or not self._started:
+        if 0 < ((out_seq - self._last_out_seq) & 0xFFFF) < 0x8000 or not self._started:  # newer
             self._last_out_seq = out_seq
-            self._last_out_ts = (int.from_bytes(packet[4:8], "big") + self._ts_offset) & 0xFFFFFFFF
+            self._last_out_ts = (parsed.timestamp + self._ts_offset) & 0xFFFFFFFF
             self._last_out_time = now
+            self._last_desc = parsed.vp8
         self._started = True
+        self._parsed = parsed
+        self._parsed_out_seq = out_seq
         return True
 
     def rewrite(self, packet: bytearray) -> None:
-        """Rewrite an accepted packet in place: SSRC, sequence number, timestamp, VP8 picture
-        id and TL0PICIDX as this receiver sees them."""
-        seq = ((packet[2] << 8) | packet[3]) + self._seq_offset
-        ts = int.from_bytes(packet[4:8], "big") + self._ts_offset
-        packet[2:12] = _SEQ_TS_SSRC.pack(seq & 0xFFFF, ts & 0xFFFFFFFF, self.out_ssrc)
-        self._rewrite_vp8(packet)
+        """Rewrite the packet just accepted in place: SSRC, sequence number, timestamp, VP8
+        picture id and TL0PICIDX as this receiver sees them."""
+        rtp.rewrite_in_place(
+            packet,
+            rtp.sequence_number(packet) + self._seq_offset,
+            rtp.timestamp(packet) + self._ts_offset,
+            self.out_ssrc,
+        )
+        self.rewrite_payload(packet)
 
     @property
     def seq_offset(self) -> int:
@@ -329,43 +354,58 @@ class SimulcastProjection:
         """Added (mod 2^32) to the RTP timestamps of the current layer."""
         return self._ts_offset
 
-    def _switch_here(self, packet: bytes | bytearray | memoryview, now: float) -> bool:
-        offset, end = rtp_payload_bounds(packet)
-        if offset < 0:
-            return False
-        desc = parse_descriptor(packet, offset, end)
+    @property
+    def rewrites_payload(self) -> bool:
+        """Whether picture ids or TL0PICIDX change on the way (after a switch, nearly always)."""
+        return self._pid_offset != 0 or self._tl0_offset != 0
+
+    def rewrite_payload(self, packet: bytearray) -> None:
+        """Rewrite the VP8 picture id and TL0PICIDX in place in ``packet``, whose RTP header is
+        already rewritten: normally a copy of the packet :meth:`accept` took last, whose
+        descriptor it has; any other packet of the current layer (a retransmission) has its
+        own descriptor read."""
+        if self._pid_offset == 0 and self._tl0_offset == 0:
+            return
+        parsed = self._parsed
+        if parsed is None or rtp.sequence_number(packet) != self._parsed_out_seq:
+            parsed = parse_packet(packet)
+        desc = parsed.vp8
+        if desc is None:
+            return
+        pid = desc.picture_id
+        if pid >= 0:
+            pid = (pid + self._pid_offset) & (0x7FFF if desc.picture_id_bits == 15 else 0x7F)
+        tl0 = desc.tl0picidx
+        if tl0 >= 0:
+            tl0 = (tl0 + self._tl0_offset) & 0xFF
+        rewrite_descriptor(packet, parsed.payload_offset, desc, pid, tl0)
+
+    def _switch_here(self, packet: bytes | bytearray | memoryview, parsed: ParsedPacket, now: float) -> bool:
+        desc = parsed.vp8
         if self.wait_for_keyframe:
-            if desc is None or not desc.start_of_frame or offset + desc.size >= end:
+            offset = parsed.payload_offset
+            if desc is None and offset >= 0:  # a stream not declared VP8: look anyway
+                desc = parse_descriptor(packet, offset, len(packet))
+            if desc is None or not desc.start_of_frame:
                 return False
-            if packet[offset + desc.size] & 0x01:  # not a key frame
+            vp8 = offset + desc.size
+            if vp8 >= len(packet) or packet[vp8] & 0x01:  # not a key frame
                 return False
-        seq = (packet[2] << 8) | packet[3]
-        ts = int.from_bytes(packet[4:8], "big")
         if self._started:
-            self._seq_offset = (self._last_out_seq + 1 - seq) & 0xFFFF
+            self._seq_offset = (self._last_out_seq + 1 - parsed.seq) & 0xFFFF
             elapsed = max(1, round((now - self._last_out_time) * VIDEO_CLOCK_RATE))
-            self._ts_offset = (self._last_out_ts + elapsed - ts) & 0xFFFFFFFF
-            if desc is not None and desc.picture_id >= 0 and self._last_pid >= 0:
-                self._pid_offset = self._last_pid + 1 - desc.picture_id
-            if desc is not None and desc.tl0picidx >= 0 and self._last_tl0 >= 0:
-                self._tl0_offset = self._last_tl0 + 1 - desc.tl0picidx
-        self._switch_seq = seq
+            self._ts_offset = (self._last_out_ts + elapsed - parsed.timestamp) & 0xFFFFFFFF
+            last = self._last_desc
+            if desc is not None and last is not None:
+                # continue from the last picture id / TL0PICIDX the receiver got, as it saw them
+                if desc.picture_id >= 0 and last.picture_id >= 0:
+                    mask = 0x7FFF if last.picture_id_bits == 15 else 0x7F
+                    last_pid = (last.picture_id + self._pid_offset) & mask
+                    self._pid_offset = last_pid + 1 - desc.picture_id
+                if desc.tl0picidx >= 0 and last.tl0picidx >= 0:
+                    last_tl0 = (last.tl0picidx + self._tl0_offset) & 0xFF
+                    self._tl0_offset = last_tl0 + 1 - desc.tl0picidx
+        self._switch_seq = parsed.seq
         self.current = self.target
         self.switches += 1
         return True
-
-    def _rewrite_vp8(self, packet: bytearray) -> None:
-        offset, end = rtp_payload_bounds(packet)
-        if offset < 0:
-            return
-        desc = parse_descriptor(packet, offset, end)
-        if desc is None or (desc.picture_id < 0 and desc.tl0picidx < 0):
-            return
-        mask = 0x7FFF if desc.picture_id_bits == 15 else 0x7F
-        pid = (desc.picture_id + self._pid_offset) & mask if desc.picture_id >= 0 else -1
-        tl0 = (desc.tl0picidx + self._tl0_offset) & 0xFF if desc.tl0picidx >= 0 else -1
-        rewrite_descriptor(packet, offset, desc, pid, tl0)
-        if pid >= 0 and (self._last_pid < 0 or ((pid - self._last_pid) & mask) < (mask + 1) // 2):
-            self._last_pid = pid
-        if tl0 >= 0 and (self._last_tl0 < 0 or ((tl0 - self._last_tl0) & 0xFF) < 0x80):
-            self._last_tl0 = tl0

@@ -1,13 +1,9 @@
 """Audio levels (RFC 6464) and dominant-speaker identification. No I/O.
 
-Two parts:
-
-* Reading the ``urn:ietf:params:rtp-hdrext:ssrc-audio-level`` header extension out of an RTP
-  packet (RFC 8285 one-byte and two-byte element forms) with plain byte indexing, cheap enough
-  for the per-packet path: :func:`audio_level_from_rtp` and :func:`audio_level_from_extension_block`.
-* :class:`DominantSpeakerDetector`, which is fed ``(endpoint, level, now)`` per audio packet
-  (O(1): one ring-buffer write) and asked every decision interval (:meth:`~DominantSpeakerDetector.decide`)
-  whether the dominant speaker changed.
+The levels come from the ``urn:ietf:params:rtp-hdrext:ssrc-audio-level`` header extension, read
+by the forwarder with :func:`services.bridge.media.rtp.audio_level`. :class:`DominantSpeakerDetector`
+is fed ``(endpoint, level, now)`` per audio packet (O(1): one ring-buffer write) and asked every
+decision interval (:meth:`~DominantSpeakerDetector.decide`) whether the dominant speaker changed.
 
 The detector follows the idea of Volfin and Cohen's "Dominant speaker identification for
 multipoint videoconferencing" (also the basis of Jitsi's detector): activity is judged on three
@@ -32,89 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-
 SILENT_LEVEL = 127
 """RFC 6464 level of digital silence."""
 
 FRAME_SECONDS = 0.02
 """Audio levels are bucketed per 20 ms frame (one Opus packet)."""
-
-ONE_BYTE_PROFILE = 0xBEDE
-TWO_BYTE_PROFILE_MASK = 0xFFF0
-TWO_BYTE_PROFILE = 0x1000
-
-
-def audio_level_from_extension_block(profile: int, block: bytes | memoryview, ext_id: int) -> int:
-    """The audio-level byte of element ``ext_id`` in a header-extension block, or -1.
-
-    ``profile`` is the 16-bit "defined by profile" field (0xBEDE one-byte form, 0x100X two-byte
-    form); ``block`` is the extension data after the 4-byte extension header. The returned byte
-    holds the voice-activity flag in bit 7 and the level (0..127, -dBov) in bits 0..6; use
-    :func:`level_of` and :func:`voice_activity_of`. Malformed blocks give -1, never an exception.
-    """
-    end = len(block)
-    i = 0
-    if profile == ONE_BYTE_PROFILE:
-        while i < end:
-            head = block[i]
-            if head == 0:  # padding
-                i += 1
-                continue
-            elem_id = head >> 4
-            if elem_id == 15:  # reserved: stop parsing (RFC 8285 4.2)
-                return -1
-            length = (head & 0x0F) + 1
-            if i + 1 + length > end:
-                return -1
-            if elem_id == ext_id:
-                return block[i + 1]
-            i += 1 + length
-        return -1
-    if profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
-        while i < end:
-            elem_id = block[i]
-            if elem_id == 0:  # padding
-                i += 1
-                continue
-            if i + 1 >= end:
-                return -1
-            length = block[i + 1]
-            if i + 2 + length > end:
-                return -1
-            if elem_id == ext_id:
-                return block[i + 2] if length >= 1 else -1
-            i += 2 + length
-        return -1
-    return -1
-
-
-def audio_level_from_rtp(packet: bytes | bytearray | memoryview, ext_id: int) -> int:
-    """The audio-level byte (see :func:`audio_level_from_extension_block`) of a decrypted RTP
-    packet, or -1 when the packet has no such element or is malformed."""
-    n = len(packet)
-    if n < 12 or packet[0] & 0x10 == 0:  # no X bit
-        return -1
-    offset = 12 + 4 * (packet[0] & 0x0F)
-    if offset + 4 > n:
-        return -1
-    profile = (packet[offset] << 8) | packet[offset + 1]
-    words = (packet[offset + 2] << 8) | packet[offset + 3]
-    start = offset + 4
-    stop = start + 4 * words
-    if stop > n:
-        return -1
-    return audio_level_from_extension_block(profile, memoryview(packet)[start:stop], ext_id)
-
-
-def level_of(level_byte: int) -> int:
-    """The level (0 loudest .. 127 silent) of an audio-level byte."""
-    return level_byte & 0x7F
-
-
-def voice_activity_of(level_byte: int) -> bool:
-    """The sender's voice-activity flag (RFC 6464 'V' bit) of an audio-level byte."""
-    return level_byte & 0x80 != 0
 
 
 @dataclass(frozen=True)

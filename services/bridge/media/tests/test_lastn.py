@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pylibsrtp
 import pytest
 
+from services.bridge.media import rtcp
 from services.bridge.media.aiortc_adapter import SrtpContext
 from services.bridge.media.forwarder import ConferenceForwarder
 from services.bridge.media.lastn import (
@@ -19,8 +21,8 @@ from services.bridge.media.lastn import (
 )
 from services.bridge.media.mixer import OpusEncoder
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
+from services.bridge.media.rtp import AUDIO_LEVEL_URI
 from services.bridge.media.simulcast import video_sources
-from services.bridge.media.speaker import AUDIO_LEVEL_URI
 from services.bridge.media.tests.test_mixer import decode_all, energy_at, tone_frames
 from services.common.bridge_channel import (
     ForwardedSources,
@@ -411,3 +413,200 @@ def test_receiver_audio_subscription_filters_the_audio_it_gets() -> None:
     for p in people.values():
         forwarder.handle_rtp(forwarder.endpoints[p.name], p.audio(100), clock.now)
     assert people["a"].received_ssrcs(mark) == {people["b"].audio_ssrc, people["c"].audio_ssrc}
+
+
+def vp8_packet(
+    seq: int,
+    ts: int,
+    ssrc: int,
+    picture_id: int,
+    tl0picidx: int,
+    key: tuple[int, int] | None,
+    size: int = 0,
+    start: bool = True,
+    marker: bool = True,
+) -> bytes:
+    """A VP8 packet: descriptor with a 15-bit picture id, TL0PICIDX and TID 0, then (on the
+    frame's first packet) a key-frame header of ``key`` = (width, height) or a delta-frame byte;
+    zeros up to ``size`` bytes of payload."""
+    first = 0x90 if start else 0x80
+    descriptor = bytes([first, 0xE0, 0x80 | (picture_id >> 8), picture_id & 0xFF, tl0picidx, 0x00])
+    if not start:
+        body = b""
+    elif key is None:
+        body = b"\x01\x00\x00"
+    else:
+        body = b"\x10\x00\x00\x9d\x01\x2a" + struct.pack("<HH", *key)
+    payload = descriptor + body
+    payload += bytes(max(0, size - len(payload)))
+    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | 100, seq, ts, ssrc) + payload
+
+
+SIMULCAST_SSRCS = [5001, 5002, 5003]
+SIMULCAST_SIZES = [(320, 180), (640, 360), (1280, 720)]
+
+
+def simulcast_call(
+    clock: Clock, messages: list[tuple[str, dict]]
+) -> tuple[ConferenceIntelligencePolicy, ConferenceForwarder, Participant, Participant]:
+    """Sender ``s`` with three VP8 layers (``SIMULCAST_SSRCS``, SIM group) and receiver ``r``,
+    both connected; bridge-channel messages go to ``messages``."""
+    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    forwarder = ConferenceForwarder("conf", policy)
+    sender, receiver = Participant(0, "s"), Participant(1, "r")
+    ssrcs = SIMULCAST_SSRCS
+    forwarder.add_endpoint("s", sender.sent.append)
+    forwarder.add_endpoint("r", receiver.sent.append)
+    forwarder.set_sources(
+        "s", MediaSources(video_ssrcs=ssrcs, ssrc_groups=[("SIM", ssrcs)], payload_types=[VP8]), clock.now
+    )
+    forwarder.set_sources("r", MediaSources(payload_types=[VP8]), clock.now)
+    for p in (sender, receiver):
+        forwarder.set_srtp(
+            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+    return policy, forwarder, sender, receiver
+
+
+def test_vp8_picture_ids_stay_continuous_for_a_receiver_across_layer_switches() -> None:
+    """Each layer numbers its own pictures; the receiver sees one run of picture ids and
+    TL0PICIDX (+1 a frame) while the bridge switches it 180p -> 720p -> 360p."""
+    clock = Clock()
+    policy, forwarder, _, receiver = simulcast_call(clock, [])
+    ssrcs = SIMULCAST_SSRCS
+    sizes = SIMULCAST_SIZES
+    # the layers' counters start far apart, 15-bit picture ids wrap on layer 2, TL0PICIDX on 1
+    picture_ids = [100, 20_000, 32_760]
+    tl0s = [7, 250, 90]
+    seqs = [65_530, 1000, 30_000]
+    frame = 0
+
+    def send(frames: int) -> None:
+        nonlocal frame
+        for _ in range(frames):
+            clock.now += 1 / 30
+            for layer, ssrc in enumerate(ssrcs):
+                key = sizes[layer] if (frame + 3 * layer) % 10 == 0 else None
+                packet = vp8_packet(
+                    seqs[layer], frame * 3000 + layer, ssrc, picture_ids[layer], tl0s[layer], key
+                )
+                forwarder.handle_rtp(forwarder.endpoints["s"], packet, clock.now)
+                seqs[layer] = (seqs[layer] + 1) & 0xFFFF
+                picture_ids[layer] = (picture_ids[layer] + 1) & 0x7FFF
+                tl0s[layer] = (tl0s[layer] + 1) & 0xFF
+            frame += 1
+
+    def constrain(height: int) -> None:
+        policy.on_message(
+            "r", {"colibriClass": "ReceiverVideoConstraints", "defaultConstraints": {"maxHeight": height}}
+        )
+
+    constrain(180)
+    send(25)
+    constrain(720)
+    send(25)
+    constrain(360)
+    send(25)
+
+    got = [receiver.receiver_side.unprotect(d) for d in receiver.sent if not 192 <= d[1] <= 223]
+    assert {struct.unpack_from("!I", p, 8)[0] for p in got} == {5001}
+    keyframe_widths = [struct.unpack_from("<H", p, 24)[0] for p in got if p[18] & 0x01 == 0]
+    assert {320, 1280, 640} <= set(keyframe_widths), keyframe_widths
+    assert keyframe_widths.index(1280) < len(keyframe_widths) - 1 - keyframe_widths[::-1].index(640)
+    seq_out = [struct.unpack_from("!H", p, 2)[0] for p in got]
+    pid_out = [((p[14] & 0x7F) << 8) | p[15] for p in got]
+    tl0_out = [p[16] for p in got]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seq_out))
+    assert all((b - a) & 0x7FFF == 1 for a, b in itertools.pairwise(pid_out)), pid_out
+    assert all((b - a) & 0xFF == 1 for a, b in itertools.pairwise(tl0_out)), tl0_out
+    assert all(p[14] & 0x80 for p in got)  # still the 15-bit form
+
+
+def test_a_receivers_remb_lowers_its_layer_and_is_announced_as_connection_stats() -> None:
+    """Layers of about 150 kbps, 500 kbps and 1.2 Mbps: a receiver without bandwidth feedback gets
+    the top one; once it reports 600 kbps (REMB) it gets the middle one -- the highest that fits
+    -- and is told the estimate (``ConnectionStats``)."""
+    clock = Clock()
+    messages: list[tuple[str, dict]] = []
+    policy, forwarder, _, receiver = simulcast_call(clock, messages)
+    ssrcs = SIMULCAST_SSRCS
+    sizes = SIMULCAST_SIZES
+    frame_bytes = [625, 2083, 5000]  # at 30 fps
+    seqs = [0, 0, 0]
+    frame = 0
+
+    def send(seconds: float) -> None:
+        nonlocal frame
+        for _ in range(round(seconds * 30)):
+            clock.now += 1 / 30
+            for layer, ssrc in enumerate(ssrcs):
+                key = sizes[layer] if (frame + 3 * layer) % 15 == 0 else None
+                count = -(-frame_bytes[layer] // 1100)
+                for i in range(count):
+                    packet = vp8_packet(
+                        seqs[layer],
+                        frame * 3000,
+                        ssrc,
+                        frame & 0x7FFF,
+                        frame & 0xFF,
+                        key,
+                        size=frame_bytes[layer] // count,
+                        start=i == 0,
+                        marker=i == count - 1,
+                    )
+                    forwarder.handle_rtp(forwarder.endpoints["s"], packet, clock.now)
+                    seqs[layer] = (seqs[layer] + 1) & 0xFFFF
+            frame += 1
+
+    def widths_received(since: int) -> list[int]:
+        got = [receiver.receiver_side.unprotect(d) for d in receiver.sent[since:] if not 192 <= d[1] <= 223]
+        return [struct.unpack_from("<H", p, 24)[0] for p in got if p[12] & 0x10 and p[18] & 0x01 == 0]
+
+    send(3.0)
+    assert policy.video.allocation("r").layers == {"s-v0": 2}
+    assert widths_received(0)[-1] == 1280
+    assert not [m for ep, m in messages if m["colibriClass"] == "ConnectionStats"]
+
+    forwarder.handle_rtcp(forwarder.endpoints["r"], rtcp.build_remb(77, 600_000, [5001]), clock.now)
+    mark = len(receiver.sent)
+    send(3.0)
+    assert policy.video.allocation("r").layers == {"s-v0": 1}
+    widths = widths_received(mark)  # a 1280 key frame may come before the next allocation tick
+    assert 640 in widths and set(widths[widths.index(640) :]) == {640}, widths
+    stats = [m for ep, m in messages if ep == "r" and m["colibriClass"] == "ConnectionStats"]
+    assert stats and abs(stats[-1]["estimatedDownlinkBandwidth"] - 600_000) < 600_000 * 0.01
+
+
+def test_bandwidth_feedback_follows_the_streams_a_receiver_gets_now() -> None:
+    """The REMB and loss a receiver reports are read from a subscription it is being sent now:
+    when the sender it first got video from leaves, its REMB for another stream still counts."""
+    clock = Clock()
+    messages: list[tuple[str, dict]] = []
+    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    forwarder = ConferenceForwarder("conf", policy)
+    people = {name: Participant(i, name) for i, name in enumerate("abr")}
+    for p in people.values():
+        forwarder.add_endpoint(p.name, p.sent.append)
+        forwarder.set_sources(p.name, p.sources(), clock.now)
+        forwarder.set_srtp(
+            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+
+    def send(names: str, seconds: float) -> None:
+        for _ in range(round(seconds / 0.05)):
+            clock.now += 0.05
+            for name in names:
+                person, endpoint = people[name], forwarder.endpoints[name]
+                forwarder.handle_rtp(endpoint, person.audio(127), clock.now)  # moves the sequence on
+                forwarder.handle_rtp(endpoint, person.video(), clock.now)
+
+    send("ab", 1.5)
+    assert people["r"].received_ssrcs() >= {people["a"].video_ssrc, people["b"].video_ssrc}
+    forwarder.remove_endpoint("a")
+    send("b", 0.5)
+    forwarder.handle_rtcp(
+        forwarder.endpoints["r"], rtcp.build_remb(77, 400_000, [people["b"].video_ssrc]), clock.now
+    )
+    send("b", 2.0)
+    stats = [m for ep, m in messages if ep == "r" and m["colibriClass"] == "ConnectionStats"]
+    assert stats and stats[-1]["estimatedDownlinkBandwidth"] == 400_000

@@ -10,6 +10,7 @@ import pytest
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor, vp8_depayload
 
 from services.bridge.media.model import MediaSources
+from services.bridge.media.rtp import payload_bounds
 from services.bridge.media.simulcast import (
     LayerMeter,
     SimulcastLayer,
@@ -17,7 +18,7 @@ from services.bridge.media.simulcast import (
     VideoSource,
     default_layer_heights,
     highest_layer_within,
-    rtp_payload_bounds,
+    parse_packet,
     video_sources,
 )
 
@@ -107,15 +108,6 @@ def rtp(seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False, padd
     )
 
 
-def test_payload_bounds_skip_csrcs_extension_and_padding() -> None:
-    packet = bytearray(struct.pack("!BBHII", 0xB1, 100, 1, 2, 3))  # X, P, one CSRC
-    packet += (
-        struct.pack("!I", 77) + struct.pack("!HH", 0xBEDE, 1) + b"\x10\x05\x00\x00" + b"data" + b"\x00\x02"
-    )
-    assert rtp_payload_bounds(packet) == (24, 28)
-    assert rtp_payload_bounds(b"\x80" * 5) == (-1, -1)
-
-
 class EncodedLayer:
     """One simulcast layer: real VP8 frames from aiortc's encoder in RTP packets."""
 
@@ -144,7 +136,7 @@ def decode(packets: list[bytearray]) -> list[tuple[int, int]]:
     sizes = []
     data = b""
     for packet in packets:
-        offset, end = rtp_payload_bounds(packet)
+        offset, end = payload_bounds(packet)
         data += vp8_depayload(bytes(packet[offset:end]))
         if packet[1] & 0x80:
             for frame in decoder.decode(av.Packet(data)):
@@ -170,7 +162,7 @@ def test_projection_forwards_the_constrained_layer_and_switches_up_cleanly() -> 
     def send_frame(index: int, keyframe_on: int | None = None) -> None:
         for layer_index, layer in enumerate(layers):
             for packet in layer.frame(index, keyframe=(layer_index == keyframe_on)):
-                offset, end = rtp_payload_bounds(packet)
+                offset, end = payload_bounds(packet)
                 meter.on_packet(layer.ssrc, len(packet), index / 30)
                 meter.on_keyframe(layer.ssrc, packet, offset, end)
                 if projection.project(packet, layer_index, index / 30):
@@ -249,3 +241,53 @@ def test_single_layer_starts_at_once_and_accept_leaves_the_packet_alone() -> Non
     assert projection.accept(delta, 0, 0.0)
     assert bytes(delta) == before
     assert (projection.seq_offset, projection.ts_offset, projection.out_ssrc) == (0, 0, 9)
+
+
+def test_accept_with_the_parsed_descriptor_then_rewrite_payload_continues_picture_ids() -> None:
+    """The forwarder's way: the descriptor parsed once, :meth:`accept`, the header rewritten with
+    the offsets, :meth:`rewrite_payload` on the copy; a retransmitted earlier packet of the
+    current layer gets its own picture id shifted, not the last packet's."""
+    source = VideoSource("s-v0", "s", (SimulcastLayer(0, 1), SimulcastLayer(1, 2)))
+    projection = SimulcastProjection(source)
+
+    def packet(seq: int, ssrc: int, picture_id: int, tl0: int, key: bool) -> bytearray:
+        descriptor = bytes(VpxPayloadDescriptor(1, 0, picture_id=picture_id, tl0picidx=tl0, tid=(0, 1)))
+        return rtp(
+            seq, seq * 3000, ssrc, descriptor + (b"\x00\x00\x00\x9d\x01\x2a" if key else b"\x01\x00\x00")
+        )
+
+    def rewritten(original: bytearray) -> bytearray:
+        out = bytearray(original)
+        out[2:12] = struct.pack(
+            "!HII",
+            ((original[2] << 8 | original[3]) + projection.seq_offset) & 0xFFFF,
+            (int.from_bytes(original[4:8], "big") + projection.ts_offset) & 0xFFFFFFFF,
+            projection.out_ssrc,
+        )
+        if projection.rewrites_payload:
+            projection.rewrite_payload(out)
+        return out
+
+    def forward(original: bytearray, layer: int, now: float) -> bytearray | None:
+        if not projection.accept(original, layer, now, parse_packet(original)):
+            return None
+        return rewritten(original)
+
+    def ids(p: bytearray) -> tuple[int, int]:
+        d = VpxPayloadDescriptor.parse(bytes(p[12:]))[0]
+        return d.picture_id, d.tl0picidx
+
+    projection.set_target(0)
+    low = [
+        forward(packet(10 + i, 1, (32_766 + i) & 0x7FFF, (254 + i) & 0xFF, i == 0), 0, i / 30)
+        for i in range(3)
+    ]
+    assert [ids(p) for p in low if p] == [(32_766, 254), (32_767, 255), (0, 0)]
+    assert not projection.rewrites_payload
+    projection.set_target(1)
+    assert forward(packet(500, 2, 7, 90, False), 1, 0.1) is None  # waits for a key frame
+    high = [forward(packet(501 + i, 2, 8 + i, 91 + i, i == 0), 1, 0.13 + i / 30) for i in range(3)]
+    assert [ids(p) for p in high if p] == [(1, 1), (2, 2), (3, 3)]
+    assert projection.rewrites_payload
+    # a retransmission of the second one from the bridge's cache: no accept, its own descriptor
+    assert ids(rewritten(packet(502, 2, 9, 92, False))) == (2, 2)

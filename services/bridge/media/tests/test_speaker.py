@@ -1,79 +1,12 @@
 from __future__ import annotations
 
-import struct
-
 import pytest
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from services.bridge.media.speaker import (
-    AUDIO_LEVEL_URI,
     DominantSpeakerDetector,
     SpeakerChange,
     SpeakerDetectorSettings,
-    audio_level_from_extension_block,
-    audio_level_from_rtp,
-    level_of,
-    voice_activity_of,
 )
-
-
-@pytest.mark.parametrize(
-    ("profile", "block", "ext_id", "expected"),
-    [
-        # one-byte form: id 1, len 1 -> 0x10, value 0x85 (V set, level 5)
-        (0xBEDE, bytes([0x10, 0x85, 0, 0]), 1, 0x85),
-        # audio level after a 3-byte element with id 2, with padding in between
-        (0xBEDE, bytes([0x22, 1, 2, 3, 0, 0, 0x10, 40]), 1, 40),
-        (0xBEDE, bytes([0x22, 1, 2, 3, 0, 0, 0x10, 40]), 2, 1),
-        (0xBEDE, bytes([0x22, 1, 2, 3]), 1, -1),  # absent
-        (0xBEDE, bytes([0xF0, 0x10, 40, 0]), 1, -1),  # id 15 stops parsing
-        (0xBEDE, bytes([0x13, 1]), 1, -1),  # element longer than the block
-        # two-byte form: id, length, data
-        (0x1000, bytes([0, 3, 1, 0x7F, 0, 0, 0, 0]), 3, 0x7F),
-        (0x1000, bytes([7, 2, 9, 9, 3, 1, 0x0A, 0]), 3, 0x0A),
-        (0x1000, bytes([3, 0, 0, 0]), 3, -1),  # zero-length element carries no level
-        (0x1000, bytes([3]), 3, -1),  # truncated
-        (0x1234, bytes([0x10, 0x85, 0, 0]), 1, -1),  # unknown profile
-    ],
-)
-def test_audio_level_from_extension_block(profile: int, block: bytes, ext_id: int, expected: int) -> None:
-    assert audio_level_from_extension_block(profile, block, ext_id) == expected
-
-
-def _aiortc_packet(ext_id: int, vad: bool, level: int, csrcs: list[int] | None = None) -> bytes:
-    ext_map = HeaderExtensionsMap()
-    ext_map.configure(
-        type(
-            "P", (), {"headerExtensions": [RTCRtpHeaderExtensionParameters(id=ext_id, uri=AUDIO_LEVEL_URI)]}
-        )()
-    )
-    packet = RtpPacket(payload_type=111, sequence_number=7, timestamp=960, ssrc=1234, payload=b"\xfc" * 20)
-    packet.csrc = csrcs or []
-    packet.extensions.audio_level = (vad, level)
-    return packet.serialize(ext_map)
-
-
-@pytest.mark.parametrize(
-    ("ext_id", "vad", "level", "csrcs"), [(1, True, 10, None), (5, False, 90, [1, 2, 3])]
-)
-def test_audio_level_from_rtp_reads_what_aiortc_writes(
-    ext_id: int, vad: bool, level: int, csrcs: list[int] | None
-) -> None:
-    raw = _aiortc_packet(ext_id, vad, level, csrcs)
-    byte = audio_level_from_rtp(raw, ext_id)
-    assert level_of(byte) == level
-    assert voice_activity_of(byte) is vad
-    assert audio_level_from_rtp(raw, ext_id + 1) == -1
-
-
-def test_audio_level_from_rtp_rejects_bad_packets() -> None:
-    plain = struct.pack("!BBHII", 0x80, 111, 1, 2, 3) + b"x"
-    assert audio_level_from_rtp(plain, 1) == -1  # no extension
-    assert audio_level_from_rtp(b"\x90\x6f", 1) == -1  # too short
-    # X bit set, extension header claims 3 words but the packet ends
-    truncated = struct.pack("!BBHII", 0x90, 111, 1, 2, 3) + struct.pack("!HH", 0xBEDE, 3) + b"\x10\x05"
-    assert audio_level_from_rtp(truncated, 1) == -1
 
 
 def feed(detector: DominantSpeakerDetector, levels: dict[str, int], start: float, seconds: float) -> float:
