@@ -557,13 +557,20 @@ class ConferenceForwarder:
         _, b1, seq, ts, _ = _HEADER.unpack_from(original)
         if out_seq is None:
             out_seq = (seq + sub.seq_delta) & 0xFFFF
+        if out_seq == (seq + sub.seq_delta) & 0xFFFF:
+            # forwarded under the current mapping: header and payload (VP8 picture ids) as sent
+            base: bytes | bytearray = sub.rewritten(original, seq, ts)
+        elif sub.payload_rewrite is None:
+            base = rtp.rewrite(original, out_seq, ts + sub.ts_delta, sub.out_ssrc)
+        else:
+            # forwarded before a layer switch: the picture-id offsets it was sent with are gone,
+            # and a copy with wrong picture ids is worse than none (a key frame request repairs it)
+            sub.receiver.retransmissions_not_forwarded += 1
+            return
         shown = stream if sub.out_ssrc == stream.ssrc else stream.sender.streams.get(sub.out_ssrc)
         rtx_stream = shown.rtx if shown is not None else None
         rtx_pt = stream.rtx_payload_types.get(b1 & 0x7F) if rtx_stream is not None else None
         if rtx_stream is not None and rtx_pt is not None:
-            base = (
-                rtp.rewrite(original, out_seq, ts + sub.ts_delta, sub.out_ssrc) if sub.rewrite else original
-            )
             rtx_seqs = sub.receiver.rtx_seqs
             rtx_seq = rtx_seqs.get(rtx_stream.ssrc)
             if rtx_seq is None:
@@ -571,7 +578,7 @@ class ConferenceForwarder:
             packet = rtp.wrap_rtx(base, rtx_pt, rtx_seq, rtx_stream.ssrc, out_seq)
             rtx_seqs[rtx_stream.ssrc] = (rtx_seq + 1) & 0xFFFF
         else:
-            packet = rtp.rewrite(original, out_seq, ts + sub.ts_delta, sub.out_ssrc)
+            packet = bytes(base)
         sub.receiver.retransmissions += 1
         try:
             sub.receiver.send_rtp(packet)

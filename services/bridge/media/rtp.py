@@ -85,7 +85,7 @@ def payload_bounds(packet: bytes | bytearray | memoryview) -> tuple[int, int]:
     return offset, end
 
 
-def header_length(packet: bytes) -> int:
+def header_length(packet: bytes | bytearray) -> int:
     """Fixed header, CSRCs and the header extension block."""
     length = RTP_HEADER_SIZE + 4 * (packet[0] & 0x0F)
     if packet[0] & 0x10:
@@ -163,7 +163,9 @@ def audio_level(packet: bytes | bytearray | memoryview, ext_id: int) -> tuple[in
     return value[0] & 0x7F, bool(value[0] & 0x80)
 
 
-def wrap_rtx(packet: bytes, rtx_payload_type: int, rtx_seq: int, rtx_ssrc: int, original_seq: int) -> bytes:
+def wrap_rtx(
+    packet: bytes | bytearray, rtx_payload_type: int, rtx_seq: int, rtx_ssrc: int, original_seq: int
+) -> bytes:
     """RFC 4588: the RTX packet retransmitting ``packet`` (its original sequence number, OSN,
     first in the payload; the marker bit is kept)."""
     hlen = header_length(packet)

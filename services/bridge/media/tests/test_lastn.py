@@ -521,6 +521,15 @@ def test_vp8_picture_ids_stay_continuous_for_a_receiver_across_layer_switches() 
     assert all((b - a) & 0xFF == 1 for a, b in itertools.pairwise(tl0_out)), tl0_out
     assert all(p[14] & 0x80 for p in got)  # still the 15-bit form
 
+    # a NACK for packets forwarded since the last switch gets them exactly as forwarded
+    # (rewritten sequence number, timestamp and picture ids)
+    lost = seq_out[-3:]
+    nack = rtcp.build_nack(12345, 5001, lost)
+    forwarder.handle_rtcp(forwarder.endpoints["r"], nack, clock.now + 0.2)
+    # (SRTP is deterministic for one packet index: the same bytes on the wire as the first time)
+    wire = [d for d in receiver.sent if not 192 <= d[1] <= 223]
+    assert wire[-3:] == wire[-6:-3] and len(wire) == len(got) + 3
+
 
 def test_a_receivers_remb_lowers_its_layer_and_is_announced_as_connection_stats() -> None:
     """Layers of about 150 kbps, 500 kbps and 1.2 Mbps: a receiver without bandwidth feedback gets
