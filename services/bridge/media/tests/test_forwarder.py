@@ -599,4 +599,3 @@ def test_simulcast_receiver_is_not_sent_a_layer_or_stretch_it_was_not_forwarded(
     assert b.endpoint.retransmissions_not_forwarded == 2
     (resent,) = nack(b, [506], now=0.1)
     assert rtp.header_fields(resent)[2:] == (506, 506 * 3000, 1002)
-
