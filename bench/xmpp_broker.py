@@ -170,28 +170,25 @@ async def connect(
     return client
 
 
-def proc_stats(pid: int) -> tuple[float, int]:
-    """(CPU seconds used, RSS bytes) of a process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
+def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
-        rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-    return cpu, rss
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
-def runqueue_wait(pid: int) -> float:
-    """Seconds the process's threads have spent runnable but waiting for a CPU (schedstat):
-    how much of a run's wall time the machine's other load took away from the server."""
-    total = 0
+def sched_times(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of a process's threads, from
+    schedstat (nanosecond resolution). The wait is how much of a run's wall time the machine's
+    other load took away from the server."""
+    on_cpu = waiting = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[1])
-        except (OSError, IndexError, ValueError):
+                fields = f.read().split()
+        except OSError:
             continue
-    return total / 1e9
+        on_cpu += int(fields[0])
+        waiting += int(fields[1])
+    return on_cpu / 1e9, waiting / 1e9
 
 
 async def run_burst(
@@ -221,8 +218,7 @@ async def run_burst(
         c.target = messages
         c.done = loop.create_future()
     per_client = messages // n
-    cpu0, _ = proc_stats(pid)
-    wait0 = runqueue_wait(pid)
+    cpu0, wait0 = sched_times(pid)
     t0 = time.perf_counter()
     for k in range(per_client):
         for i, c in enumerate(clients):
@@ -234,8 +230,8 @@ async def run_burst(
             await asyncio.sleep(0)
     await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), 120)
     elapsed = time.perf_counter() - t0
-    cpu1, rss = proc_stats(pid)
-    wait1 = runqueue_wait(pid)
+    cpu1, wait1 = sched_times(pid)
+    rss = rss_bytes(pid)
     deliveries = per_client * n * n
     received = sum(c.bytes_counted for c in clients)
     for c in [*clients, focus]:
@@ -256,12 +252,12 @@ async def run_burst(
 
 
 async def run_idle(pid: int, port: int, count: int) -> dict:
-    _, rss0 = proc_stats(pid)
+    rss0 = rss_bytes(pid)
     clients = []
     for _ in range(count):
         clients.append(await connect(port, 0, "tcp", "meet.jitsi"))
     await asyncio.sleep(1)
-    _, rss = proc_stats(pid)
+    rss = rss_bytes(pid)
     for c in clients:
         c.transport.close()  # type: ignore[union-attr]
     return {"idle_connections": count, "server_rss_mb": rss / 2**20, "rss_before_mb": rss0 / 2**20}
