@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from websockets.client import ClientProtocol  # noqa: E402
-from websockets.frames import Opcode  # noqa: E402
+from websockets.frames import Frame, Opcode  # noqa: E402
 from websockets.uri import parse_uri  # noqa: E402
 
 from tests.integration.xmpp_interop.servers import (  # noqa: E402
@@ -86,7 +86,7 @@ class LeanClient(asyncio.Protocol):
         if self.ws_url is not None:
             self.ws = ClientProtocol(parse_uri(self.ws_url), subprotocols=["xmpp"], max_size=None)  # type: ignore[list-item]
             self.ws.send_request(self.ws.connect())
-            self.transport.writelines(self.ws.data_to_send())
+            transport.writelines(self.ws.data_to_send())  # type: ignore[attr-defined]
             self.handshake = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
@@ -103,7 +103,7 @@ class LeanClient(asyncio.Protocol):
             ):
                 self.handshake.set_result(None)
             for ev in self.ws.events_received():
-                if getattr(ev, "opcode", None) is Opcode.TEXT:
+                if isinstance(ev, Frame) and ev.opcode is Opcode.TEXT:
                     self._xmpp(bytes(ev.data))
             return
         self._xmpp(data)
@@ -212,11 +212,13 @@ async def run_burst(
     focus.send(f"<presence xmlns='jabber:client' to='{room}/focus' type='unavailable'/>")
     await asyncio.sleep(0.5)
     loop = asyncio.get_running_loop()
+    done: list[asyncio.Future[None]] = []
     for c in clients:
         c.buf.clear()
         c.counting = True
         c.target = messages
         c.done = loop.create_future()
+        done.append(c.done)
     per_client = messages // n
     cpu0, wait0 = sched_times(pid)
     t0 = time.perf_counter()
@@ -228,7 +230,7 @@ async def run_burst(
             )
         if k % 5 == 4:
             await asyncio.sleep(0)
-    await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), 120)
+    await asyncio.wait_for(asyncio.gather(*done), 120)
     elapsed = time.perf_counter() - t0
     cpu1, wait1 = sched_times(pid)
     rss = rss_bytes(pid)
