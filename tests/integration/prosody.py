@@ -1,5 +1,7 @@
 """Debian's Prosody, configured the way Jitsi deploys it, in a temporary directory on free ports.
 
+The one runner for every test and benchmark that needs Prosody as the reference peer:
+
     with Prosody(accounts={"focus": "s3cret", "jvb": "s3cret"}) as xmpp:
         ... connect to 127.0.0.1:xmpp.c2s_port ...
         xmpp.restart()   # same ports, same data: clients must reconnect
@@ -15,13 +17,20 @@ Hosts (docker-jitsi-meet names, all overridable):
 Service accounts are server admins, so only they create rooms where ``restrict_room_creation``
 is on (the internal MUC always; the conference MUC when ``focus_creates_rooms``). Plain-text
 c2s is allowed on loopback (no certificates in tests). HTTP serves BOSH and XMPP over WebSocket.
+
+Server settings follow docker-jitsi-meet's production configuration: the epoll network backend
+with a listen backlog of 511, MUC rooms in memory, and ``mod_limits`` on c2s. The c2s rate limit
+is the same token bucket Parley's broker applies by default (1 MiB/s, 2 MiB of burst), so a
+side-by-side benchmark throttles both servers alike.
+
+Prosody and ``prosodyctl`` both run as the invoking user (``run_as_root``): as root, prosodyctl
+would otherwise switch to the ``prosody`` user and fail to read or write this temporary directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -31,12 +40,22 @@ from pathlib import Path
 
 from tests.integration.harness import free_port, wait_tcp
 
+# Parley's broker default (services/xmpp/reference.conf: xmpp.limits): 1 MiB/s, 2 MiB of burst.
+C2S_RATE_BYTES_PER_SECOND = 1048576
+C2S_BURST_SECONDS = 2
+
 CONFIG = """
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
+run_as_root = true
 admins = {{ {admins} }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "bosh"; "websocket"; "smacks"; {modules} }}
+network_backend = "epoll"
+network_settings = {{ tcp_backlog = 511 }}
+modules_enabled = {{
+    "roster"; "saslauth"; "disco"; "ping"; "limits"; "bosh"; "websocket"; "smacks"; {modules}
+}}
 modules_disabled = {{ "s2s"; "offline"; "posix" }}
+limits = {{ c2s = {{ rate = "{rate}b/s"; burst = "{burst}s" }} }}
 daemonize = false
 log = {{ {level} = "{dir}/prosody.log"; error = "{dir}/prosody.err" }}
 c2s_ports = {{ {c2s} }}
@@ -53,6 +72,7 @@ consider_bosh_secure = true
 cross_domain_websocket = true
 cross_domain_bosh = true
 storage = "internal"
+{extra}
 
 VirtualHost "{domain}"
     authentication = "anonymous"
@@ -63,11 +83,14 @@ VirtualHost "{auth_domain}"
     ssl = {{ }}
 
 Component "{muc_domain}" "muc"
+    storage = "memory"
     restrict_room_creation = {restrict_conference}
     muc_room_locking = false
     muc_room_default_public_jids = true
+    muc_room_cache_size = 1000
 
 Component "{internal_muc_domain}" "muc"
+    storage = "memory"
     restrict_room_creation = true
     muc_room_locking = false
     muc_room_default_public_jids = true
@@ -90,7 +113,10 @@ class Prosody:
         focus_creates_rooms: bool = False,
         extra_modules: tuple[str, ...] = (),
         log_level: str = "info",
+        extra_config: str = "",
     ) -> None:
+        """``extra_config``: more global Lua settings, appended after the defaults (a later
+        assignment of the same name wins)."""
         self.domain = domain
         self.auth_domain = auth_domain or f"auth.{domain}"
         self.muc_domain = muc_domain or f"muc.{domain}"
@@ -99,12 +125,19 @@ class Prosody:
         self.focus_creates_rooms = focus_creates_rooms
         self.extra_modules = extra_modules
         self.log_level = log_level
+        self.extra_config = extra_config
         self.workdir = Path(tempfile.mkdtemp(prefix="parley-prosody-"))
         self.c2s_port = free_port()
         self.http_port = free_port()
         self.config_path = self.workdir / "prosody.cfg.lua"
         self.proc: subprocess.Popen[bytes] | None = None
         self._configured = False
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("prosody is not running")
+        return self.proc.pid
 
     @property
     def websocket_url(self) -> str:
@@ -114,39 +147,35 @@ class Prosody:
     def bosh_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/http-bind"
 
-    def _configure(self) -> None:
-        # prosodyctl (run as root) switches to the 'prosody' user: it must read the config and own
-        # the data directory; the server itself runs as the invoking user.
-        self.workdir.chmod(0o755)
-        data = self.workdir / "data"
-        data.mkdir(exist_ok=True)
-        with contextlib.suppress(KeyError, PermissionError, OSError):
-            entry = pwd.getpwnam("prosody")
-            os.chown(data, entry.pw_uid, entry.pw_gid)
+    def config_text(self) -> str:
         admins = "; ".join(f'"{user}@{self.auth_domain}"' for user in self.accounts)
-        self.config_path.write_text(
-            CONFIG.format(
-                dir=self.workdir,
-                admins=admins,
-                modules="".join(f'"{m}"; ' for m in self.extra_modules),
-                level=self.log_level,
-                c2s=self.c2s_port,
-                http=self.http_port,
-                domain=self.domain,
-                auth_domain=self.auth_domain,
-                muc_domain=self.muc_domain,
-                internal_muc_domain=self.internal_muc_domain,
-                restrict_conference="true" if self.focus_creates_rooms else "false",
-            )
+        return CONFIG.format(
+            dir=self.workdir,
+            admins=admins,
+            modules="".join(f'"{m}"; ' for m in self.extra_modules),
+            rate=C2S_RATE_BYTES_PER_SECOND,
+            burst=C2S_BURST_SECONDS,
+            level=self.log_level,
+            c2s=self.c2s_port,
+            http=self.http_port,
+            extra=self.extra_config,
+            domain=self.domain,
+            auth_domain=self.auth_domain,
+            muc_domain=self.muc_domain,
+            internal_muc_domain=self.internal_muc_domain,
+            restrict_conference="true" if self.focus_creates_rooms else "false",
         )
-        self.config_path.chmod(0o644)
+
+    def _configure(self) -> None:
+        (self.workdir / "data").mkdir(exist_ok=True)
+        self.config_path.write_text(self.config_text())
         for user, password in self.accounts.items():
             self.register(user, password)
         self._configured = True
 
     def register(self, user: str, password: str, host: str | None = None) -> None:
         """Create (or reset) an account with ``prosodyctl register``."""
-        subprocess.run(
+        result = subprocess.run(
             [
                 "prosodyctl",
                 "--config",
@@ -156,14 +185,22 @@ class Prosody:
                 host or self.auth_domain,
                 password,
             ],
-            check=True,
             capture_output=True,
             timeout=30,
         )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"prosodyctl register {user} failed ({result.returncode}):\n"
+                + (result.stdout + result.stderr).decode(errors="replace")
+            )
 
     def start(self, timeout: float = 20.0) -> Prosody:
         if not self._configured:
-            self._configure()
+            try:
+                self._configure()
+            except BaseException:
+                self.close()
+                raise
         self.proc = subprocess.Popen(
             ["prosody", "--config", str(self.config_path), "-F"],
             cwd=self.workdir,

@@ -9,10 +9,10 @@ import re
 import httpx
 import pytest
 
+from tests.integration.prosody import prosody_available
 from tests.integration.xmpp_interop.raw import RawClient
 from tests.integration.xmpp_interop.servers import (
     FOCUS_PASSWORD,
-    prosody_available,
     prosody_server,
     start_parley,
 )

@@ -13,6 +13,7 @@ import pytest
 from slixmpp.exceptions import IqError, PresenceError
 from slixmpp.xmlstream import ET
 
+from tests.integration.prosody import prosody_available
 from tests.integration.xmpp_interop.servers import (
     AUTH_DOMAIN,
     DOMAIN,
@@ -20,7 +21,6 @@ from tests.integration.xmpp_interop.servers import (
     INTERNAL_MUC_DOMAIN,
     JVB_PASSWORD,
     MUC_DOMAIN,
-    prosody_available,
     prosody_server,
     start_parley,
 )

@@ -1,23 +1,21 @@
 """XMPP servers under test, started as real processes on free loopback ports.
 
-``ParleyBroker`` runs ``python -m services.xmpp``; ``ProsodyServer`` runs Debian's Prosody with a
-configuration written to a temporary directory (its own ports, data directory, an anonymous guest
-host, an auth host with service accounts and two MUC components), as the reference peer.
+:func:`start_parley` runs ``python -m services.xmpp``; :func:`prosody_server` runs Debian's Prosody
+as the reference peer, through the one Prosody runner (tests/integration/prosody.py), with the
+same hosts and service accounts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-from tests.integration.harness import ServiceProcess, free_port, wait_tcp
+from tests.integration.harness import ServiceProcess, free_port
+from tests.integration.prosody import Prosody
 
 DOMAIN = "meet.jitsi"
 AUTH_DOMAIN = "auth.meet.jitsi"
@@ -66,112 +64,13 @@ def start_parley(name: str = "xmpp", **extra: str) -> tuple[ServiceProcess, Xmpp
     return proc, XmppEndpoint("parley", c2s, http)
 
 
-PROSODY_CONFIG = """
-pidfile = "{dir}/prosody.pid"
-certificates = "{dir}"
-data_path = "{dir}/data"
-plugin_paths = {{ }}
-admins = {{ "focus@{auth}" }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "bosh"; "websocket"; "smacks"; }}
-modules_disabled = {{ "s2s"; "offline"; "posix" }}
-daemonize = false
-log = {{ info = "{dir}/prosody.log"; error = "{dir}/prosody.err" }}
-c2s_ports = {{ {c2s} }}
-c2s_interfaces = {{ "127.0.0.1" }}
-s2s_ports = {{ }}
-component_ports = {{ }}
-http_ports = {{ {http} }}
-http_interfaces = {{ "127.0.0.1" }}
-https_ports = {{ }}
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-consider_websocket_secure = true
-consider_bosh_secure = true
-cross_domain_websocket = true
-cross_domain_bosh = true
-authentication = "internal_plain"
-storage = "internal"
-limits = {{ c2s = {{ rate = "10mb/s"; burst = "10mb" }} }}
-network_settings = {{ read_size = 65536; nagle = false }}
-
-VirtualHost "{domain}"
-    authentication = "anonymous"
-    ssl = {{ }}
-
-VirtualHost "{auth}"
-    authentication = "internal_plain"
-    ssl = {{ }}
-
-Component "{muc}" "muc"
-    restrict_room_creation = false
-    muc_room_locking = false
-    muc_room_default_public_jids = true
-
-Component "{imuc}" "muc"
-    muc_room_locking = false
-"""
-
-
-def prosody_available() -> bool:
-    return shutil.which("prosody") is not None
-
-
 @contextlib.contextmanager
-def prosody_server():
-    """Debian's Prosody, configured in a temporary directory for this test run."""
-    workdir = Path(tempfile.mkdtemp(prefix="parley-prosody-"))
-    c2s, http = free_port(), free_port()
-    (workdir / "data").mkdir()
-    cfg = workdir / "prosody.cfg.lua"
-    cfg.write_text(
-        PROSODY_CONFIG.format(
-            dir=workdir,
-            c2s=c2s,
-            http=http,
-            domain=DOMAIN,
-            auth=AUTH_DOMAIN,
-            muc=MUC_DOMAIN,
-            imuc=INTERNAL_MUC_DOMAIN,
-        )
-    )
-    env = {**os.environ}
-    # prosodyctl drops root privileges to the prosody user: let it write its data directory
-    with contextlib.suppress(LookupError, PermissionError):
-        for path in (workdir, workdir / "data"):
-            shutil.chown(path, "prosody", "prosody")
-    try:
-        for user, password in (("focus", FOCUS_PASSWORD), ("jvb", JVB_PASSWORD)):
-            subprocess.run(
-                ["prosodyctl", "--config", str(cfg), "register", user, AUTH_DOMAIN, password],
-                check=True,
-                env=env,
-                capture_output=True,
-                timeout=30,
-            )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    proc = subprocess.Popen(
-        ["prosody", "--config", str(cfg), "-F"],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_tcp("127.0.0.1", c2s, 20)
-        wait_tcp("127.0.0.1", http, 20)
-        yield proc, XmppEndpoint("prosody", c2s, http, {"dir": workdir})
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(5)
-        shutil.rmtree(workdir, ignore_errors=True)
+def prosody_server(**options: Any) -> Iterator[tuple[Prosody, XmppEndpoint]]:
+    """Debian's Prosody (tests/integration/prosody.py) with this suite's hosts and service
+    accounts; ``options`` go to :class:`Prosody`."""
+    accounts = {"focus": FOCUS_PASSWORD, "jvb": JVB_PASSWORD}
+    with Prosody(domain=DOMAIN, accounts=accounts, **options) as prosody:
+        yield prosody, XmppEndpoint("prosody", prosody.c2s_port, prosody.http_port, {"dir": prosody.workdir})
 
 
 def raw_connect(port: int, timeout: float = 5.0) -> socket.socket:
