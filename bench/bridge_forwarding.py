@@ -439,6 +439,10 @@ class BridgeSfu:
         )
 
 
+class JanusFeedNotReady(RuntimeError):
+    """VideoRoom error 428 ("No such feed"): a publisher joined but its media is not up yet."""
+
+
 class JanusSfu:
     name = "janus"
     peers_per_participant = 2  # Janus VideoRoom: one PeerConnection to publish, one to subscribe
@@ -539,6 +543,8 @@ admin: {{ admin_http = false }}
             return reply
         event = await asyncio.wait_for(self.events[handle].get(), 15)
         data = event.get("plugindata", {}).get("data", {})
+        if data.get("error_code") == 428:
+            raise JanusFeedNotReady(str(data))
         if "error" in data:
             raise RuntimeError(f"janus videoroom error: {data}")
         return event
@@ -589,15 +595,20 @@ admin: {{ admin_http = false }}
             )
         if feeds:
             handle = await self._attach()
-            event = await self._message(
-                handle,
-                {
-                    "request": "join",
-                    "room": number,
-                    "ptype": "subscriber",
-                    "streams": [{"feed": int(f)} for f in feeds],
-                },
-            )
+            join = {
+                "request": "join",
+                "room": number,
+                "ptype": "subscriber",
+                "streams": [{"feed": int(f)} for f in feeds],
+            }
+            for attempt in range(50):
+                try:
+                    event = await self._message(handle, join)
+                    break
+                except JanusFeedNotReady:  # the publisher's PeerConnection is not up in Janus yet
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.2)
             offer = event["jsep"]["sdp"]
             ufrag, pwd, fps, address, _ = sdp_transport(offer)
             peer = peers[-1]
