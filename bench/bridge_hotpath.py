@@ -1,10 +1,14 @@
 """CPU cost of the forwarder's hot path in one process, without the event loop:
 
     .venv/bin/python -m bench.bridge_hotpath [--subscribers 10] [--packets 20000] [--profile]
+        [--policy default|intelligence]
 
 One sender, N receivers, real SRTP (AES-GCM from an in-memory DTLS handshake) and a real
 ``sendto`` on a UDP socket to a loopback sink, so the figure is unprotect + routing + per
-receiver (rewrite if any, protect, send). Prints µs per forwarded packet.
+receiver (rewrite if any, protect, send). Prints µs per forwarded packet. ``--policy
+intelligence`` runs the bridge's own policy (``ConferenceIntelligencePolicy``: last-N, layer
+projection per receiver) instead of forwarding everything; the packets carry a VP8 payload
+descriptor so the projection parses what it would in a call.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import time
 
 from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
 from services.bridge.media.forwarder import ConferenceForwarder
+from services.bridge.media.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.model import MediaSources, PayloadType
 from services.bridge.media.policy import ForwardingPolicy
 
 BRIDGE, PEER = DtlsCertificate(), DtlsCertificate()
+# VP8 payload descriptor (RFC 7741) with a 15-bit picture id: (middle of a frame, start of a frame)
+VP8_DESCRIPTOR = {False: bytes([0x80, 0x80, 0x80, 0x01]), True: bytes([0x90, 0x80, 0x80, 0x01])}
 
 
 def srtp_pair() -> tuple[SrtpContext, SrtpContext]:
@@ -35,7 +42,7 @@ def srtp_pair() -> tuple[SrtpContext, SrtpContext]:
     return server.srtp, client.srtp
 
 
-def run(subscribers: int, packets: int, profile: bool) -> None:
+def run(subscribers: int, packets: int, profile: bool, policy_name: str = "default") -> None:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setblocking(False)
@@ -48,7 +55,12 @@ def run(subscribers: int, packets: int, profile: bool) -> None:
         except BlockingIOError:
             pass
 
-    conference = ConferenceForwarder("bench", ForwardingPolicy())
+    policy = (
+        ConferenceIntelligencePolicy(mixer_thread=False)
+        if policy_name == "intelligence"
+        else ForwardingPolicy()
+    )
+    conference = ConferenceForwarder("bench", policy)
     sender = conference.add_endpoint("sender", transmit)
     bridge_rx, peer_tx = srtp_pair()
     conference.set_sources(
@@ -59,7 +71,11 @@ def run(subscribers: int, packets: int, profile: bool) -> None:
         conference.add_endpoint(f"r{i}", transmit)
         conference.set_srtp(f"r{i}", srtp_pair()[0], 0.0)
     wire = [
-        peer_tx.protect(struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, seq * 3000, 1) + bytes(1100))
+        peer_tx.protect(
+            struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, (seq // 4) * 3000, 1)
+            + VP8_DESCRIPTOR[seq % 4 == 0]
+            + bytes(1100)
+        )
         for seq in range(packets)
     ]
 
@@ -84,6 +100,8 @@ def run(subscribers: int, packets: int, profile: bool) -> None:
         loop()
     spent = time.process_time() - start
     forwarded = conference.packets_forwarded
+    if forwarded < packets * subscribers * 0.99:
+        raise SystemExit(f"only {forwarded} of {packets * subscribers} packets forwarded")
 
     # the floor on this machine right now: protect + sendto + sink recv alone, same count
     protect = srtp_pair()[0].protect
@@ -110,5 +128,6 @@ if __name__ == "__main__":
     parser.add_argument("--subscribers", type=int, default=10)
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--policy", choices=("default", "intelligence"), default="default")
     args = parser.parse_args()
-    run(args.subscribers, args.packets, args.profile)
+    run(args.subscribers, args.packets, args.profile, args.policy)

@@ -588,22 +588,23 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         routes = self.video.routes.get(ssrc)
         if not routes:
             return ()
+        feedback = self._feedback
         selected = []
         for sub in subscriptions:
-            route = routes.get(sub.receiver.id)
+            receiver_id = sub.receiver.id
+            route = routes.get(receiver_id)
             if route is None:
                 continue
             projection = route.projection
             if not projection.accept(packet, route.layer, now):
                 continue
-            if (
-                sub.out_ssrc != projection.out_ssrc
-                or sub.seq_delta != projection.seq_offset
-                or sub.ts_delta != projection.ts_offset
-            ):
-                sub.remap(projection.out_ssrc, projection.seq_offset, projection.ts_offset)
-            if sub.receiver.id not in self._feedback:
-                self._feedback[sub.receiver.id] = sub
+            seq_offset = projection.seq_offset
+            ts_offset = projection.ts_offset
+            out_ssrc = projection.out_ssrc
+            if sub.seq_delta != seq_offset or sub.ts_delta != ts_offset or sub.out_ssrc != out_ssrc:
+                sub.remap(out_ssrc, seq_offset, ts_offset)
+            if receiver_id not in feedback:
+                feedback[receiver_id] = sub
             selected.append(sub)
         return selected
 

@@ -209,11 +209,6 @@ def rtp_payload_bounds(packet: bytes | bytearray | memoryview) -> tuple[int, int
     return offset, end
 
 
-def _newer16(a: int, b: int) -> bool:
-    """Sequence number ``a`` is after ``b`` (mod 2^16)."""
-    return a != b and ((a - b) & 0xFFFF) < 0x8000
-
-
 class SimulcastProjection:
     """What one receiver gets of one video source: one layer, rewritten to look continuous.
 
@@ -221,7 +216,9 @@ class SimulcastProjection:
     packet of the source, rewrites it in place and says whether to send it. A switch to the target
     layer happens on the first key frame of that layer; until then the current layer keeps
     flowing (or nothing, at the start). :attr:`keyframe_wanted` names the SSRC the bridge should
-    send a PLI to while a switch waits.
+    send a PLI to while a switch waits. ``seq_offset`` and ``ts_offset`` are added (mod 2^16,
+    mod 2^32) to the sequence numbers and timestamps of the current layer (plain attributes: the
+    forwarder reads them for every packet).
     """
 
     __slots__ = (
@@ -231,16 +228,16 @@ class SimulcastProjection:
         "_last_pid",
         "_last_tl0",
         "_pid_offset",
-        "_seq_offset",
         "_started",
         "_switch_seq",
         "_tl0_offset",
-        "_ts_offset",
         "current",
         "layer_ssrcs",
         "out_ssrc",
+        "seq_offset",
         "switches",
         "target",
+        "ts_offset",
         "wait_for_keyframe",
     )
 
@@ -255,8 +252,8 @@ class SimulcastProjection:
         self.current = -1
         self.switches = 0
         self._started = False
-        self._seq_offset = 0
-        self._ts_offset = 0
+        self.seq_offset = 0
+        self.ts_offset = 0
         self._pid_offset = 0
         self._tl0_offset = 0
         self._switch_seq = 0
@@ -303,10 +300,10 @@ class SimulcastProjection:
             return False  # older than the key frame we switched at
         if since_switch > 0x1000:  # keep the reference near, so it never wraps past us
             self._switch_seq = (seq - 0x1000) & 0xFFFF
-        out_seq = (seq + self._seq_offset) & 0xFFFF
-        if _newer16(out_seq, self._last_out_seq) or not self._started:
+        out_seq = (seq + self.seq_offset) & 0xFFFF
+        if 0 < ((out_seq - self._last_out_seq) & 0xFFFF) < 0x8000 or not self._started:  # newer
             self._last_out_seq = out_seq
-            self._last_out_ts = (int.from_bytes(packet[4:8], "big") + self._ts_offset) & 0xFFFFFFFF
+            self._last_out_ts = (int.from_bytes(packet[4:8], "big") + self.ts_offset) & 0xFFFFFFFF
             self._last_out_time = now
         self._started = True
         return True
@@ -314,20 +311,10 @@ class SimulcastProjection:
     def rewrite(self, packet: bytearray) -> None:
         """Rewrite an accepted packet in place: SSRC, sequence number, timestamp, VP8 picture
         id and TL0PICIDX as this receiver sees them."""
-        seq = ((packet[2] << 8) | packet[3]) + self._seq_offset
-        ts = int.from_bytes(packet[4:8], "big") + self._ts_offset
+        seq = ((packet[2] << 8) | packet[3]) + self.seq_offset
+        ts = int.from_bytes(packet[4:8], "big") + self.ts_offset
         packet[2:12] = _SEQ_TS_SSRC.pack(seq & 0xFFFF, ts & 0xFFFFFFFF, self.out_ssrc)
         self._rewrite_vp8(packet)
-
-    @property
-    def seq_offset(self) -> int:
-        """Added (mod 2^16) to the sequence numbers of the current layer."""
-        return self._seq_offset
-
-    @property
-    def ts_offset(self) -> int:
-        """Added (mod 2^32) to the RTP timestamps of the current layer."""
-        return self._ts_offset
 
     def _switch_here(self, packet: bytes | bytearray | memoryview, now: float) -> bool:
         offset, end = rtp_payload_bounds(packet)
@@ -342,9 +329,9 @@ class SimulcastProjection:
         seq = (packet[2] << 8) | packet[3]
         ts = int.from_bytes(packet[4:8], "big")
         if self._started:
-            self._seq_offset = (self._last_out_seq + 1 - seq) & 0xFFFF
+            self.seq_offset = (self._last_out_seq + 1 - seq) & 0xFFFF
             elapsed = max(1, round((now - self._last_out_time) * VIDEO_CLOCK_RATE))
-            self._ts_offset = (self._last_out_ts + elapsed - ts) & 0xFFFFFFFF
+            self.ts_offset = (self._last_out_ts + elapsed - ts) & 0xFFFFFFFF
             if desc is not None and desc.picture_id >= 0 and self._last_pid >= 0:
                 self._pid_offset = self._last_pid + 1 - desc.picture_id
             if desc is not None and desc.tl0picidx >= 0 and self._last_tl0 >= 0:
