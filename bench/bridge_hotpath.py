@@ -1,14 +1,16 @@
 """CPU cost of the forwarder's hot path in one process, without the event loop:
 
     .venv/bin/python -m bench.bridge_hotpath [--subscribers 10] [--packets 20000] [--profile]
-        [--policy default|intelligence]
+        [--policy default|intelligence] [--opcodes]
 
 One sender, N receivers, real SRTP (AES-GCM from an in-memory DTLS handshake) and a real
 ``sendto`` on a UDP socket to a loopback sink, so the figure is unprotect + routing + per
 receiver (rewrite if any, protect, send). Prints µs per forwarded packet. ``--policy
 intelligence`` runs the bridge's own policy (``ConferenceIntelligencePolicy``: last-N, layer
 projection per receiver) instead of forwarding everything; the packets carry a VP8 payload
-descriptor so the projection parses what it would in a call.
+descriptor so the projection parses what it would in a call. ``--opcodes`` counts the Python
+bytecodes and calls per incoming packet instead: deterministic, so it compares code changes on a
+loaded machine where CPU times do not.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ import cProfile
 import pstats
 import socket
 import struct
+import sys
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
 from services.bridge.media.forwarder import ConferenceForwarder
@@ -42,7 +48,29 @@ def srtp_pair() -> tuple[SrtpContext, SrtpContext]:
     return server.srtp, client.srtp
 
 
-def run(subscribers: int, packets: int, profile: bool, policy_name: str = "default") -> None:
+def count_opcodes(step: Callable[[bytes], None], datagrams: list[bytes]) -> tuple[float, float]:
+    """Python bytecodes and Python-level calls executed per datagram by ``step``: a figure that,
+    unlike CPU time, does not move with the machine's load (C code, SRTP and syscalls excluded)."""
+    counts = {"opcode": 0, "call": 0}
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event in counts:
+            counts[event] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for datagram in datagrams:
+            step(datagram)
+    finally:
+        sys.settrace(None)
+    return counts["opcode"] / len(datagrams), counts["call"] / len(datagrams)
+
+
+def run(
+    subscribers: int, packets: int, profile: bool, policy_name: str = "default", opcodes: bool = False
+) -> None:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setblocking(False)
@@ -78,6 +106,20 @@ def run(subscribers: int, packets: int, profile: bool, policy_name: str = "defau
         )
         for seq in range(packets)
     ]
+
+    if opcodes:
+        now = time.monotonic()
+        for datagram in wire[:100]:  # warm up: the policy learns the sources and allocates
+            conference.handle_rtp(sender, bridge_rx.unprotect(datagram), now)
+        per_packet, calls = count_opcodes(
+            lambda d: conference.handle_rtp(sender, bridge_rx.unprotect(d), now), wire[100:600]
+        )
+        print(
+            f"{subscribers} subscribers, {policy_name} policy: {per_packet:.0f} Python opcodes and "
+            f"{calls:.1f} Python calls per incoming packet ({per_packet / subscribers:.0f} opcodes "
+            "per forwarded packet)"
+        )
+        return
 
     def loop() -> None:
         unprotect = bridge_rx.unprotect
@@ -129,5 +171,8 @@ if __name__ == "__main__":
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--policy", choices=("default", "intelligence"), default="default")
+    parser.add_argument(
+        "--opcodes", action="store_true", help="count Python opcodes per packet instead of timing"
+    )
     args = parser.parse_args()
-    run(args.subscribers, args.packets, args.profile, args.policy)
+    run(args.subscribers, args.packets, args.profile, args.policy, args.opcodes)
