@@ -1,15 +1,24 @@
-"""Forwarding cost of Parley's media engine against Janus (VideoRoom), driven by the same clients.
+"""Forwarding cost of Parley's bridge against Janus (VideoRoom), driven by the same clients.
 
     .venv/bin/python -m bench.bridge_forwarding [--window 8] [--only fanout5,meeting10]
+        [--parley bridge|engine|both] [--no-janus] [--idle 4]
 
 Scenarios: one publisher at 1 Mbps (VP8, pre-encoded) to 5, 10, 20 and 40 subscribers, and a
 10-party meeting where everyone sends Opus-sized audio (50 pps) and VP8 video (~400 kbps) and
 receives everyone else. For each scenario Parley runs, then Janus, alternating, each in its own
 room/conference while the other SFU idles.
 
+What runs as Parley: by default the bridge as deployed (``python -m services.bridge``), set up
+through Colibri REST like the focus does it, so the conference-intelligence policy, the HTTP and
+WebSocket servers and the timers are all in the figure; ``--parley engine`` measures the media
+engine's dev server instead (same packet path, forward-everything policy, nothing else).
+
 Figures, per SFU and scenario, over a measurement window after a warm-up:
-- CPU µs per forwarded packet: the SFU process's CPU time (user+system, all threads, from
-  /proc) divided by the RTP packets subscribers received that were sent in the window;
+- CPU µs per forwarded packet: the SFU process's CPU time (user+system, all threads, from the
+  kernel's per-process CPU clock) divided by the RTP packets subscribers received that were sent
+  in the window;
+- idle CPU: the same process's CPU per second with every participant connected and sending
+  consent checks, before any media (what the process costs by itself);
 - loss: 1 - received / (sent x subscribers of that stream);
 - latency: send-to-receive time through the SFU (both ends in this process, one clock), p50/p95;
   it includes the client's own receive path, identical for both SFUs;
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import os
 import shutil
@@ -44,7 +54,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.bridge_peer import LightPeer, Publisher, Receipts, Remote, encode_vp8  # noqa: E402
 from services.bridge.media.aiortc_adapter import DtlsCertificate  # noqa: E402
-from tests.integration.harness import ServiceProcess, free_port  # noqa: E402
+from services.common import colibri  # noqa: E402
+from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port  # noqa: E402
 
 NETNS_ENV = "PARLEY_BENCH_NETNS"
 MEDIA_IP = "10.99.0.1"
@@ -76,7 +87,16 @@ def enter_namespace() -> None:
 # ---- process figures ---------------------------------------------------------------------------
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def cpu_seconds(pid: int) -> float:
+    """CPU time of the whole process (every thread, living or exited), in nanosecond resolution:
+    the kernel's per-process CPU clock (``clock_getcpuclockid``). /proc's utime+stime only has
+    10 ms ticks, which is 5-10 % of a small fan-out's CPU over a window of a few seconds."""
+    clock = ctypes.c_int()
+    if _libc.clock_getcpuclockid(pid, ctypes.byref(clock)) == 0:
+        return time.clock_gettime(clock.value)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -199,8 +219,12 @@ def subscriber_answer(peer: LightPeer, offer: str) -> str:
 # ---- the two SFUs --------------------------------------------------------------------------------
 
 
-class ParleySfu:
-    name = "parley"
+class EngineSfu:
+    """The media engine alone (``services.bridge.media.devserver``): the same packet path with the
+    default forward-everything policy, without Colibri, the intelligence policy or the bridge's
+    servers and timers."""
+
+    name = "parley-engine"
 
     def __init__(self) -> None:
         self.http_port = free_port()
@@ -276,6 +300,147 @@ class ParleySfu:
         (await self.http.delete(f"/conferences/{room}")).raise_for_status()
 
     peers_per_participant = 1
+
+
+class BridgeSfu:
+    """The bridge as deployed (``python -m services.bridge``), driven through Colibri REST the way
+    the focus drives it: its conference-intelligence policy, both HTTP servers, the Colibri
+    WebSocket server and every timer run. Only brewery presence is off (no XMPP server here)."""
+
+    name = "parley"
+    peers_per_participant = 1
+
+    def __init__(self) -> None:
+        self.private_port = free_port()
+        public_port = free_port()
+        self.conf = Path(tempfile.mkstemp(prefix="parley-bench-bridge-", suffix=".conf")[1])
+        self.conf.write_text(f'videobridge.ice.bind-address = "{MEDIA_IP}"\n')
+        self.proc = ServiceProcess.python_module(
+            "bench-bridge",
+            "services.bridge",
+            {
+                "JVB_CONFIG": str(self.conf),
+                "JVB_COLIBRI_PORT": str(self.private_port),
+                "JVB_PUBLIC_PORT": str(public_port),
+                "JVB_PORT": str(free_tcp_udp_port()),
+                "JVB_ADVERTISE_IPS": MEDIA_IP,
+                "JVB_WS_SERVER_ID": "bench",
+                "JVB_WS_DOMAIN": f"127.0.0.1:{public_port}",
+                "JVB_WS_TLS": "false",
+                "LOG_LEVEL": "WARNING",
+            },
+            health_url=f"http://127.0.0.1:{self.private_port}/about/health",
+        )
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.private_port}", timeout=10)
+        self._conferences: dict[str, str] = {}  # bench room -> Colibri conference id
+        self._channels: dict[str, list[tuple[str, str]]] = {}  # room -> (content, channel id)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.proc is not None
+        return self.proc.proc.pid
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.proc.start)
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        self.proc.stop()
+        self.conf.unlink(missing_ok=True)
+
+    async def _patch(self, conference_id: str, body: colibri.Conference) -> dict[str, Any]:
+        reply = await self.http.patch(f"/colibri/conferences/{conference_id}", json=body.to_json())
+        return reply.raise_for_status().json()  # type: ignore[no-any-return]
+
+    async def join(
+        self, room: str, name: str, peers: list[LightPeer], pub: Publisher | None, feeds: list[str]
+    ) -> str:
+        """One channel bundle per participant (``peers[0]``), like the focus allocates it."""
+        if room not in self._conferences:
+            created = (await self.http.post("/colibri/conferences", json={})).raise_for_status().json()
+            self._conferences[room] = created["id"]
+            self._channels[room] = []
+        conference_id = self._conferences[room]
+        peer = peers[0]
+        common: dict[str, Any] = {
+            "endpoint": name,
+            "channel_bundle_id": name,
+            "initiator": True,
+            "direction": "sendrecv",
+            "expire": 60,
+        }
+        audio = colibri.Channel(
+            **common,
+            sources=[pub.audio_ssrc] if pub is not None and pub.audio else [],
+            payload_types=[colibri.PayloadType(id=AUDIO_PT, name="opus", clockrate=48000, channels=2)],
+        )
+        video = colibri.Channel(
+            **common,
+            sources=[pub.video_ssrc] if pub is not None else [],
+            payload_types=[
+                colibri.PayloadType(
+                    id=VIDEO_PT,
+                    name="VP8",
+                    clockrate=90000,
+                    rtcp_fbs=[
+                        colibri.RtcpFb(type="nack"),
+                        colibri.RtcpFb(type="nack", subtype="pli"),
+                        colibri.RtcpFb(type="ccm", subtype="fir"),
+                    ],
+                )
+            ],
+        )
+        transport = colibri.IceUdpTransport(
+            ufrag=peer.ufrag,
+            pwd=peer.pwd,
+            rtcp_mux=True,
+            fingerprints=[colibri.Fingerprint(fingerprint=peer.fingerprint, hash="sha-256", setup="active")],
+        )
+        out = await self._patch(
+            conference_id,
+            colibri.Conference(
+                id=conference_id,
+                contents=[
+                    colibri.Content(name="audio", channels=[audio]),
+                    colibri.Content(name="video", channels=[video]),
+                ],
+                channel_bundles=[colibri.ChannelBundle(id=name, transport=transport)],
+            ),
+        )
+        for content in out["contents"]:
+            for channel in content.get("channels", []):
+                if channel.get("endpoint") == name:
+                    self._channels[room].append((content["name"], channel["id"]))
+        bundle = next(b for b in out["channel-bundles"] if b["id"] == name)["transport"]
+        candidate = bundle["candidates"][0]
+        await peer.connect(
+            Remote(
+                bundle["ufrag"],
+                bundle["pwd"],
+                [(f["hash"], f["fingerprint"]) for f in bundle["fingerprints"]],
+                (candidate["ip"], candidate["port"]),
+                "client",
+            )
+        )
+        return name
+
+    async def close_room(self, room: str) -> None:
+        """Expire every channel (``expire: 0``), as the focus does when a conference ends."""
+        conference_id = self._conferences.pop(room)
+        by_content: dict[str, list[colibri.Channel]] = {}
+        for content, channel_id in self._channels.pop(room):
+            by_content.setdefault(content, []).append(colibri.Channel(id=channel_id, expire=0))
+        await self._patch(
+            conference_id,
+            colibri.Conference(
+                id=conference_id,
+                contents=[colibri.Content(name=n, channels=c) for n, c in by_content.items()],  # type: ignore[arg-type]
+            ),
+        )
+
+
+class JanusFeedNotReady(RuntimeError):
+    """VideoRoom error 428 ("No such feed"): a publisher joined but its media is not up yet."""
 
 
 class JanusSfu:
@@ -378,6 +543,8 @@ admin: {{ admin_http = false }}
             return reply
         event = await asyncio.wait_for(self.events[handle].get(), 15)
         data = event.get("plugindata", {}).get("data", {})
+        if data.get("error_code") == 428:
+            raise JanusFeedNotReady(str(data))
         if "error" in data:
             raise RuntimeError(f"janus videoroom error: {data}")
         return event
@@ -428,15 +595,20 @@ admin: {{ admin_http = false }}
             )
         if feeds:
             handle = await self._attach()
-            event = await self._message(
-                handle,
-                {
-                    "request": "join",
-                    "room": number,
-                    "ptype": "subscriber",
-                    "streams": [{"feed": int(f)} for f in feeds],
-                },
-            )
+            join = {
+                "request": "join",
+                "room": number,
+                "ptype": "subscriber",
+                "streams": [{"feed": int(f)} for f in feeds],
+            }
+            for attempt in range(50):
+                try:
+                    event = await self._message(handle, join)
+                    break
+                except JanusFeedNotReady:  # the publisher's PeerConnection is not up in Janus yet
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.2)
             offer = event["jsep"]["sdp"]
             ufrag, pwd, fps, address, _ = sdp_transport(offer)
             peer = peers[-1]
@@ -474,6 +646,8 @@ class Result:
     rss_mb: float = 0.0
     rss_start_mb: float = 0.0
     endpoints: int = 0
+    idle_cpu: float = 0.0
+    idle_seconds: float = 0.0
 
     def row(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -484,6 +658,9 @@ class Result:
             "forwarded_pps": round(self.packets / self.seconds) if self.seconds else 0,
             "cpu_us_per_packet": round(self.cpu / self.packets * 1e6, 1) if self.packets else None,
             "cpu_percent": round(100 * self.cpu / self.seconds, 1) if self.seconds else None,
+            "idle_cpu_ms_per_s": round(1000 * self.idle_cpu / self.idle_seconds, 2)
+            if self.idle_seconds
+            else None,
             "loss_percent": round(100 * (1 - self.packets / self.expected), 3) if self.expected else None,
             "latency_p50_ms": round(statistics.median(lat) * 1000, 2) if lat else None,
             "latency_p95_ms": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2) if lat else None,
@@ -493,7 +670,7 @@ class Result:
 
 
 async def run_scenario(
-    sfu: ParleySfu | JanusSfu,
+    sfu: BridgeSfu | EngineSfu | JanusSfu,
     scenario: str,
     publishers: int,
     subscribers: int,
@@ -502,6 +679,7 @@ async def run_scenario(
     audio: bool,
     window: float,
     certificate: DtlsCertificate,
+    idle: float = 0.0,
 ) -> Result:
     """``publishers`` participants send (and, in a meeting, receive each other); ``subscribers``
     extra participants only receive."""
@@ -536,8 +714,6 @@ async def run_scenario(
                 extra.on_rtp = receipts.on_rtp
                 await sfu.join(room, f"p{i}-late", [extra], None, later)
                 all_peers.append(extra)
-    for pub in pubs:
-        pub.start()
 
     async def consent() -> None:  # browsers send a consent check every few seconds (RFC 7675)
         while True:
@@ -546,6 +722,14 @@ async def run_scenario(
                 peer.keepalive()
 
     consent_task = asyncio.ensure_future(consent())
+    idle_cpu = 0.0
+    if idle > 0:  # everyone connected, consent checks running, no media yet
+        await asyncio.sleep(1.0)
+        idle0 = cpu_seconds(sfu.pid)
+        await asyncio.sleep(idle)
+        idle_cpu = cpu_seconds(sfu.pid) - idle0
+    for pub in pubs:
+        pub.start()
     await asyncio.sleep(2.0)  # warm-up: key frames, rates settle
     start = time.monotonic()
     receipts.window = (start, start + window)
@@ -565,6 +749,8 @@ async def run_scenario(
     result.expected = sum(sent_in_window) * fan
     result.cpu = cpu1 - cpu0
     result.seconds = window
+    result.idle_cpu = idle_cpu
+    result.idle_seconds = idle
     result.latencies = receipts.latencies
     result.rss_mb = rss_mb(sfu.pid)
     result.rss_start_mb = rss0
@@ -600,7 +786,11 @@ async def main(args: argparse.Namespace) -> None:
         pps = sum(len(f) for f in frames) / (len(frames) / fps)
         print(f"  {name}: {kbps:.0f} kbps, {pps:.0f} video packets/s per publisher", flush=True)
     certificate = DtlsCertificate()
-    sfus: list[ParleySfu | JanusSfu] = [ParleySfu()]
+    sfus: list[BridgeSfu | EngineSfu | JanusSfu] = []
+    if args.parley in ("bridge", "both"):
+        sfus.append(BridgeSfu())
+    if args.parley in ("engine", "both"):
+        sfus.append(EngineSfu())
     if not args.no_janus:
         sfus.append(JanusSfu())
     results = []
@@ -621,6 +811,7 @@ async def main(args: argparse.Namespace) -> None:
                     meeting,
                     args.window,
                     certificate,
+                    args.idle,
                 )
                 row = result.row()
                 results.append(row)
@@ -636,6 +827,7 @@ async def main(args: argparse.Namespace) -> None:
         "forwarded_pps",
         "cpu_us_per_packet",
         "cpu_percent",
+        "idle_cpu_ms_per_s",
         "loss_percent",
         "latency_p50_ms",
         "latency_p95_ms",
@@ -652,7 +844,19 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--window", type=float, default=8.0, help="measurement window per run, seconds")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=4.0,
+        help="seconds of CPU measured with everyone connected, before media",
+    )
     parser.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--parley",
+        choices=("bridge", "engine", "both"),
+        default="bridge",
+        help="the bridge process as deployed (default), the media engine's dev server, or both",
+    )
     parser.add_argument("--no-janus", action="store_true", help="measure Parley only")
     enter_namespace()
     import uvloop

@@ -1,15 +1,16 @@
 """CPU cost of the forwarder's hot path in one process, without the event loop:
 
     .venv/bin/python -m bench.bridge_hotpath [--subscribers 10] [--packets 20000] [--profile]
-                                             [--policy forward-all|intelligence]
+        [--policy default|intelligence] [--opcodes]
 
 One sender, N receivers, real SRTP (AES-GCM from an in-memory DTLS handshake) and a real
 ``sendto`` on a UDP socket to a loopback sink, so the figure is unprotect + routing + per
-receiver (rewrite if any, protect, send). Prints µs per forwarded packet.
-
-``--policy intelligence`` runs the conference policy the bridge runs
-(``ConferenceIntelligencePolicy``: layer metering, VP8 payload descriptor parsing, one simulcast
-projection per receiver) on VP8 packets with a 15-bit picture id; the default forwards everything.
+receiver (rewrite if any, protect, send). Prints µs per forwarded packet. ``--policy
+intelligence`` runs the bridge's own policy (``ConferenceIntelligencePolicy``: last-N, layer
+projection per receiver) instead of forwarding everything; the packets carry a VP8 payload
+descriptor so the projection parses what it would in a call. ``--opcodes`` counts the Python
+bytecodes and calls per incoming packet instead: deterministic, so it compares code changes on a
+loaded machine where CPU times do not.
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ import cProfile
 import pstats
 import socket
 import struct
+import sys
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
 from services.bridge.media.forwarder import ConferenceForwarder
+from services.bridge.media.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.model import MediaSources, PayloadType
 from services.bridge.media.policy import ForwardingPolicy
 
-POLICIES = ("forward-all", "intelligence")
-
 BRIDGE, PEER = DtlsCertificate(), DtlsCertificate()
+# VP8 payload descriptor (RFC 7741) with a 15-bit picture id: (middle of a frame, start of a frame)
+VP8_DESCRIPTOR = {False: bytes([0x80, 0x80, 0x80, 0x01]), True: bytes([0x90, 0x80, 0x80, 0x01])}
 
 
 def srtp_pair() -> tuple[SrtpContext, SrtpContext]:
@@ -42,15 +48,29 @@ def srtp_pair() -> tuple[SrtpContext, SrtpContext]:
     return server.srtp, client.srtp
 
 
-def vp8_payload(index: int) -> bytes:
-    """A VP8 payload descriptor (start of a partition, 15-bit picture id) and 1100 bytes."""
-    picture_id = (index // 3) & 0x7FFF  # three packets a frame
-    return bytes(
-        [0x90 if index % 3 == 0 else 0x80, 0x80, 0x80 | (picture_id >> 8), picture_id & 0xFF]
-    ) + bytes(1096)
+def count_opcodes(step: Callable[[bytes], None], datagrams: list[bytes]) -> tuple[float, float]:
+    """Python bytecodes and Python-level calls executed per datagram by ``step``: a figure that,
+    unlike CPU time, does not move with the machine's load (C code, SRTP and syscalls excluded)."""
+    counts = {"opcode": 0, "call": 0}
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event in counts:
+            counts[event] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for datagram in datagrams:
+            step(datagram)
+    finally:
+        sys.settrace(None)
+    return counts["opcode"] / len(datagrams), counts["call"] / len(datagrams)
 
 
-def run(subscribers: int, packets: int, profile: bool, policy_name: str = "forward-all") -> None:
+def run(
+    subscribers: int, packets: int, profile: bool, policy_name: str = "default", opcodes: bool = False
+) -> None:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setblocking(False)
@@ -63,12 +83,11 @@ def run(subscribers: int, packets: int, profile: bool, policy_name: str = "forwa
         except BlockingIOError:
             pass
 
-    if policy_name == "intelligence":
-        from services.bridge.media.lastn import ConferenceIntelligencePolicy
-
-        policy: ForwardingPolicy = ConferenceIntelligencePolicy(mixer_thread=False)
-    else:
-        policy = ForwardingPolicy()
+    policy = (
+        ConferenceIntelligencePolicy(mixer_thread=False)
+        if policy_name == "intelligence"
+        else ForwardingPolicy()
+    )
     conference = ConferenceForwarder("bench", policy)
     sender = conference.add_endpoint("sender", transmit)
     bridge_rx, peer_tx = srtp_pair()
@@ -81,10 +100,26 @@ def run(subscribers: int, packets: int, profile: bool, policy_name: str = "forwa
         conference.set_srtp(f"r{i}", srtp_pair()[0], 0.0)
     wire = [
         peer_tx.protect(
-            struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, (seq // 3) * 3000, 1) + vp8_payload(seq)
+            struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, (seq // 4) * 3000, 1)
+            + VP8_DESCRIPTOR[seq % 4 == 0]
+            + bytes(1100)
         )
         for seq in range(packets)
     ]
+
+    if opcodes:
+        now = time.monotonic()
+        for datagram in wire[:100]:  # warm up: the policy learns the sources and allocates
+            conference.handle_rtp(sender, bridge_rx.unprotect(datagram), now)
+        per_packet, calls = count_opcodes(
+            lambda d: conference.handle_rtp(sender, bridge_rx.unprotect(d), now), wire[100:600]
+        )
+        print(
+            f"{subscribers} subscribers, {policy_name} policy: {per_packet:.0f} Python opcodes and "
+            f"{calls:.1f} Python calls per incoming packet ({per_packet / subscribers:.0f} opcodes "
+            "per forwarded packet)"
+        )
+        return
 
     def loop() -> None:
         unprotect = bridge_rx.unprotect
@@ -107,6 +142,8 @@ def run(subscribers: int, packets: int, profile: bool, policy_name: str = "forwa
         loop()
     spent = time.process_time() - start
     forwarded = conference.packets_forwarded
+    if forwarded < packets * subscribers * 0.99:
+        raise SystemExit(f"only {forwarded} of {packets * subscribers} packets forwarded")
 
     # the floor on this machine right now: protect + sendto + sink recv alone, same count
     protect = srtp_pair()[0].protect
@@ -122,7 +159,7 @@ def run(subscribers: int, packets: int, profile: bool, policy_name: str = "forwa
             pass
     floor = time.process_time() - floor_start
     print(
-        f"{policy_name}, {subscribers} subscribers: {spent / forwarded * 1e6:.2f} µs per forwarded packet "
+        f"{subscribers} subscribers: {spent / forwarded * 1e6:.2f} µs per forwarded packet "
         f"(protect+sendto+sink floor {floor / forwarded * 1e6:.2f} µs), "
         f"{spent / packets * 1e6:.1f} µs per incoming packet"
     )
@@ -133,6 +170,9 @@ if __name__ == "__main__":
     parser.add_argument("--subscribers", type=int, default=10)
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--policy", choices=POLICIES, default="forward-all")
+    parser.add_argument("--policy", choices=("default", "intelligence"), default="default")
+    parser.add_argument(
+        "--opcodes", action="store_true", help="count Python opcodes per packet instead of timing"
+    )
     args = parser.parse_args()
-    run(args.subscribers, args.packets, args.profile, args.policy)
+    run(args.subscribers, args.packets, args.profile, args.policy, args.opcodes)

@@ -37,7 +37,7 @@ from services.bridge.media.policy import SendMessage
 from services.bridge.presence import BreweryPresence
 from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats
 from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
-from services.common.runtime import metrics_body, serve_http, stop_http
+from services.common.runtime import freeze_heap, metrics_body, serve_http, stop_http
 
 log = logging.getLogger("bridge")
 
@@ -425,6 +425,7 @@ class Bridge:
                         }
                     )
                 )
+            freeze_heap()
             self.started = True
             log.info(
                 "bridge %s up: colibri http://%s:%d, colibri-ws on %s:%d%s, media udp %d",

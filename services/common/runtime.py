@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,16 @@ def run(main: Callable[[], Awaitable[Any]]) -> None:
 
     with runner:
         runner.run(guarded())
+
+
+def freeze_heap() -> None:
+    """Call once a service has started: collect, then move every object alive now (modules,
+    apps, routes, schemas, config; ~100k objects in the bridge) to the collector's permanent
+    generation. A full collection otherwise walks all of them (45-85 ms on a busy 2-core machine,
+    every few seconds under load): a pause in the packet path and, for the bridge, more CPU than
+    forwarding a second of a small conference. Objects made later are collected as usual."""
+    gc.collect()
+    gc.freeze()
 
 
 async def serve_http(
@@ -80,12 +91,29 @@ async def serve_http(
         raise OSError(f"cannot listen on {host}:{port} (port in use or not permitted)") from exc
     if server.should_exit:
         raise OSError(f"cannot listen on {host}:{port} (port in use or not permitted)")
-    server._parley_task = asyncio.ensure_future(server.main_loop())  # type: ignore[attr-defined]
+    stop = asyncio.Event()
+    server._parley_stop = stop  # type: ignore[attr-defined]
+    server._parley_task = asyncio.ensure_future(_housekeeping(server, stop))  # type: ignore[attr-defined]
     return server
+
+
+HOUSEKEEPING_INTERVAL = 1.0  # seconds; the resolution of the Date header uvicorn sends
+
+
+async def _housekeeping(server: uvicorn.Server, stop: asyncio.Event) -> None:
+    """What uvicorn's ``main_loop`` does (refresh the Date header, notice ``should_exit``), once
+    a second instead of ten times, and at once when :func:`stop_http` asks: a service otherwise
+    idle (a bridge between conferences) should not wake up ten times a second per HTTP server."""
+    while not await server.on_tick(0):  # tick 0 refreshes the Date header
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HOUSEKEEPING_INTERVAL)
 
 
 async def stop_http(server: uvicorn.Server) -> None:
     server.should_exit = True
+    stop = getattr(server, "_parley_stop", None)
+    if stop is not None:
+        stop.set()
     task = getattr(server, "_parley_task", None)
     if task is not None:
         with contextlib.suppress(asyncio.CancelledError):

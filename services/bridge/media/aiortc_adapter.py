@@ -86,41 +86,46 @@ class _SrtpDirection:
 
     ``pylibsrtp.Session.protect`` allocates an ``int *`` and goes through two Python frames per
     packet; on the forwarding path (one protect per receiver per packet) that is a measurable
-    share, so this keeps one buffer and length cell per session and calls libsrtp itself. The
-    session object is still created (and freed) by pylibsrtp.
+    share, so this keeps one buffer and length cell per session and calls libsrtp itself, from
+    one closure per operation (one Python frame per packet, its state in closure cells rather
+    than attributes). The session object is still created (and freed) by pylibsrtp.
     """
 
-    __slots__ = ("_buffer", "_cdata", "_length", "_session", "_srtp")
+    __slots__ = ("_session", "protect", "protect_rtcp", "unprotect", "unprotect_rtcp")
 
     def __init__(self, policy: pylibsrtp.Policy) -> None:
-        self._session = pylibsrtp.Session(policy)  # owns the srtp_t and deallocates it
-        self._srtp = self._session._srtp[0]
-        self._cdata = _srtp_ffi.new("char[]", _SRTP_BUFFER)
-        self._buffer = _srtp_ffi.buffer(self._cdata)
-        self._length = _srtp_ffi.new("int *")
+        self._session = session = pylibsrtp.Session(policy)  # owns the srtp_t and deallocates it
+        srtp = session._srtp[0]
+        cdata = _srtp_ffi.new("char[]", _SRTP_BUFFER)
+        buffer = _srtp_ffi.buffer(cdata)
+        length = _srtp_ffi.new("int *")
+        args = (session, srtp, cdata, buffer, length)
+        self.protect = _srtp_call(_srtp_lib.srtp_protect, *args, trailer=16)
+        self.protect_rtcp = _srtp_call(_srtp_lib.srtp_protect_rtcp, *args, trailer=148)
+        self.unprotect = _srtp_call(_srtp_lib.srtp_unprotect, *args, trailer=0)
+        self.unprotect_rtcp = _srtp_call(_srtp_lib.srtp_unprotect_rtcp, *args, trailer=0)
 
-    def _run(self, func: Any, packet: bytes | bytearray, trailer: int) -> bytes:
+
+def _srtp_call(
+    func: Any, session: pylibsrtp.Session, srtp: Any, cdata: Any, buffer: Any, length: Any, *, trailer: int
+) -> Callable[[bytes | bytearray], bytes]:
+    """``packet -> func(packet)`` through the session's buffer; ``trailer``: the most bytes
+    ``func`` adds (auth tag, SRTCP index). The closure keeps ``session`` (which frees the
+    ``srtp_t`` when collected) alive as long as it can be called."""
+    limit = _SRTP_BUFFER - trailer
+
+    def call(packet: bytes | bytearray, _session: pylibsrtp.Session = session) -> bytes:
         n = len(packet)
-        if n + trailer > _SRTP_BUFFER:
+        if n > limit:
             raise SrtpError("packet too long")
-        self._buffer[0:n] = packet
-        self._length[0] = n
-        status = func(self._srtp, self._cdata, self._length)
+        buffer[0:n] = packet
+        length[0] = n
+        status = func(srtp, cdata, length)
         if status:
             raise SrtpError(f"libsrtp error {status}")
-        return self._buffer[0 : self._length[0]]
+        return buffer[0 : length[0]]  # type: ignore[no-any-return]
 
-    def protect(self, packet: bytes | bytearray) -> bytes:
-        return self._run(_srtp_lib.srtp_protect, packet, 16)
-
-    def protect_rtcp(self, packet: bytes) -> bytes:
-        return self._run(_srtp_lib.srtp_protect_rtcp, packet, 148)
-
-    def unprotect(self, packet: bytes) -> bytes:
-        return self._run(_srtp_lib.srtp_unprotect, packet, 0)
-
-    def unprotect_rtcp(self, packet: bytes) -> bytes:
-        return self._run(_srtp_lib.srtp_unprotect_rtcp, packet, 0)
+    return call
 
 
 class SrtpContext:
@@ -143,7 +148,7 @@ class SrtpContext:
         tx_policy.allow_repeat_tx = True
         tx_policy.window_size = 1024
         rx, tx = _SrtpDirection(rx_policy), _SrtpDirection(tx_policy)
-        # bound methods stored on the instance: one attribute lookup and one frame per packet
+        # the closures stored on the instance: one attribute lookup and one frame per packet
         self.protect: Callable[[bytes | bytearray], bytes] = tx.protect
         self.protect_rtcp: Callable[[bytes], bytes] = tx.protect_rtcp
         self.unprotect: Callable[[bytes], bytes] = rx.unprotect

@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.common.config import ConfigError, split_list
 from services.common.logging import setup_logging
-from services.common.runtime import run, serve_http, stop_http
+from services.common.runtime import freeze_heap, run, serve_http, stop_http
 
 from .engine import MediaConfig, MediaEngine, UnknownEndpoint
 from .model import MediaSources, RemoteTransport
@@ -128,6 +128,7 @@ async def main() -> None:
     engine.on_endpoint_state = lambda c, e, s: log.info("endpoint %s conference=%s endpoint=%s", s, c, e)
     await engine.start()
     server = await serve_http(build_app(engine), "127.0.0.1", http_port)
+    freeze_heap()
     try:
         await server._parley_task  # type: ignore[attr-defined]
     finally:

@@ -590,29 +590,31 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         routes = self.video.routes.get(ssrc)
         if not routes:
             return ()
+        feedback = self._feedback
         selected = []
         for sub in subscriptions:
-            route = routes.get(sub.receiver.id)
+            receiver_id = sub.receiver.id
+            route = routes.get(receiver_id)
             if route is None:
                 continue
             projection = route.projection
             if not projection.accept(packet, route.layer, now, parsed):
                 continue
+            out_ssrc = projection.out_ssrc
+            seq_offset = projection.seq_offset
+            ts_offset = projection.ts_offset
             rewrites_payload = projection.rewrites_payload
             if (
-                sub.out_ssrc != projection.out_ssrc
-                or sub.seq_delta != projection.seq_offset
-                or sub.ts_delta != projection.ts_offset
+                sub.out_ssrc != out_ssrc
+                or sub.seq_delta != seq_offset
+                or sub.ts_delta != ts_offset
                 or (sub.payload_rewrite is not None) != rewrites_payload
             ):
                 sub.remap(
-                    projection.out_ssrc,
-                    projection.seq_offset,
-                    projection.ts_offset,
-                    projection.rewrite_payload if rewrites_payload else None,
+                    out_ssrc, seq_offset, ts_offset, projection.rewrite_payload if rewrites_payload else None
                 )
             # the receiver's REMB and loss are read from a subscription it is being sent now
-            self._feedback[sub.receiver.id] = sub
+            feedback[receiver_id] = sub
             selected.append(sub)
         return selected
 

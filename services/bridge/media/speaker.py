@@ -86,7 +86,7 @@ class _SpeakerActivity:
     stalled) fill consecutive frames instead of collapsing into one, up to ``MAX_FRAMES_AHEAD``
     frames ahead of the clock; a gap with no packets (DTX, loss) stays silent."""
 
-    __slots__ = ("frame_numbers", "last_voiced", "loudness", "next_frame", "size")
+    __slots__ = ("frame_numbers", "last_frame", "last_voiced", "loudness", "next_frame", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -94,12 +94,15 @@ class _SpeakerActivity:
         self.frame_numbers = [-1] * size
         self.last_voiced = float("-inf")
         self.next_frame = -1
+        self.last_frame = -1  # the newest frame any packet went to
 
     def observe(self, frame_now: int, loudness: int) -> None:
         frame = self.next_frame if self.next_frame > frame_now else frame_now
         if frame > frame_now + MAX_FRAMES_AHEAD:
             frame = frame_now + MAX_FRAMES_AHEAD
         self.next_frame = frame + 1
+        if frame > self.last_frame:
+            self.last_frame = frame
         slot = frame % self.size
         if self.frame_numbers[slot] != frame:
             self.frame_numbers[slot] = frame
@@ -137,6 +140,9 @@ class SpeakerScores:
     medium: float
     medium_voiced: float
     long: float
+
+
+_NO_ACTIVITY = SpeakerScores(0.0, 0.0, 0.0, 0.0)
 
 
 class DominantSpeakerDetector:
@@ -205,9 +211,13 @@ class DominantSpeakerDetector:
         """The endpoint's activity scores as of ``now`` (zeros for an unknown endpoint)."""
         activity = self._speakers.get(endpoint)
         if activity is None:
-            return SpeakerScores(0.0, 0.0, 0.0, 0.0)
+            return _NO_ACTIVITY
         # The frame in progress is incomplete; judge on frames that are over.
         newest = int(now / FRAME_SECONDS) - 1
+        if activity.last_frame <= newest - self._long_frames:
+            # nothing in the longest window (a muted or receive-only endpoint, the usual case):
+            # every score is zero, without walking the windows every decision
+            return _NO_ACTIVITY
         immediate, _, _ = activity.window(newest, self._immediate_frames, self._voiced_loudness)
         _, medium, medium_voiced = activity.window(newest, self._medium_frames, self._voiced_loudness)
         _, _, long = activity.window(newest, self._long_frames, self._voiced_loudness)

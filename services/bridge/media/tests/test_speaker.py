@@ -147,3 +147,21 @@ def test_bursty_arrival_counts_every_packet_as_a_frame() -> None:
     for _ in range(50):
         detector.observe("a", 20, t + 1.0)
     assert detector.scores("a", t + 1.0).medium_voiced < 0.3
+
+
+def test_scores_fall_to_zero_exactly_when_the_last_frame_leaves_the_long_window() -> None:
+    settings = SpeakerDetectorSettings()
+    detector = DominantSpeakerDetector(settings)
+    detector.add_endpoint("quiet")  # never sends audio
+    start = 100.0
+    for i in range(50):  # one second of loud speech
+        detector.observe("talker", 10, start + i * 0.02)
+    last_packet = start + 49 * 0.02
+    zero = (0.0, 0.0, 0.0, 0.0)
+    for scores in (detector.scores("quiet", last_packet + 1), detector.scores("nobody", last_packet + 1)):
+        assert (scores.immediate, scores.medium, scores.medium_voiced, scores.long) == zero
+    # the talker's last frame is still (barely) inside the long window: a positive long score
+    inside = detector.scores("talker", last_packet + settings.long_window - 0.01)
+    assert inside.long > 0 and inside.immediate == 0.0
+    later = detector.scores("talker", last_packet + settings.long_window + 0.05)
+    assert (later.immediate, later.medium, later.medium_voiced, later.long) == zero
