@@ -82,8 +82,9 @@ export class BridgeChannel {
     this.onState = onState;
     this.WebSocketImpl = WebSocketImpl;
     this.delayScale = delayScale;
-    this.setTimer = setTimer;
-    this.clearTimer = clearTimer;
+    // called unbound: the browser's setTimeout refuses another `this`
+    this.setTimer = (fn, ms) => setTimer(fn, ms);
+    this.clearTimer = (id) => clearTimer(id);
     this.attempt = 0;
     this.ws = null;
     this.timer = null;

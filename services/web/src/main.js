@@ -5,11 +5,16 @@ import { bestGrid } from './layout.js';
 import { Meeting } from './meeting.js';
 import { parseDisplayName, parseRoomName, roomFromPath } from './room.js';
 import { Banner, chatLine, createTile, ICONS, setTileTrack, updateTile } from './ui.js';
+import { Debouncer, receiverVideoConstraints } from './video-constraints.js';
 
 const $ = (id) => document.getElementById(id);
 const config = window.config;
 const banner = new Banner($('banner'));
-const state = { stream: null, audioMuted: false, videoMuted: false, meeting: null, room: undefined, name: '' };
+const state = {
+  stream: null, audioMuted: false, videoMuted: false, meeting: null, room: undefined, name: '',
+  pinned: null, // the endpoint shown large, the others as thumbnails
+  lastN: Number.isInteger(config?.channelLastN) ? config.channelLastN : -1,
+};
 
 /** Diagnostics the page exposes (timings, per-endpoint video stats) for operators and tests. */
 const parley = {
@@ -18,6 +23,29 @@ const parley = {
   errors: [],
   async videoStats() {
     return state.meeting ? state.meeting.videoStats() : {};
+  },
+  async sendStats() {
+    return state.meeting ? state.meeting.sendStats() : [];
+  },
+  /** The ReceiverVideoConstraints last asked of the bridge. */
+  get videoConstraints() {
+    return state.meeting?.videoConstraints ?? null;
+  },
+  /** Our local description as applied (with the simulcast layers). */
+  localSdp() {
+    return state.meeting?.pc?.localDescription?.sdp ?? '';
+  },
+  get forwardedSources() {
+    return state.meeting?.forwardedSources ?? null;
+  },
+  /** How many videos to receive at most (-1: all); starts at config.channelLastN. */
+  setLastN(n) {
+    state.lastN = n;
+    constraints.schedule();
+  },
+  /** Show `endpoint` large (null: back to the grid); clicking a tile does the same. */
+  pin(endpoint) {
+    pin(endpoint);
   },
 };
 window.parley = parley;
@@ -133,7 +161,13 @@ const PHONE_WIDTH = 720;
 function layout() {
   const el = stage();
   el.dataset.count = String(tiles.size);
-  if (window.innerWidth > PHONE_WIDTH && el.clientWidth > 0) {
+  if (state.pinned && !tiles.has(state.pinned)) state.pinned = null;
+  el.classList.toggle('has-pinned', !!state.pinned);
+  for (const [endpoint, tile] of tiles) updateTile(tile, { pinned: endpoint === state.pinned });
+  if (state.pinned) {
+    el.style.removeProperty('--columns');
+    el.style.removeProperty('--tile-width');
+  } else if (window.innerWidth > PHONE_WIDTH && el.clientWidth > 0) {
     const grid = bestGrid(tiles.size, el.clientWidth, el.clientHeight);
     el.style.setProperty('--columns', String(grid.columns));
     el.style.setProperty('--tile-width', `${grid.tileWidth}px`);
@@ -142,7 +176,28 @@ function layout() {
     el.style.removeProperty('--tile-width');
   }
   $('participant-count').textContent = `${tiles.size} ${tiles.size === 1 ? 'person' : 'people'}`;
+  constraints.schedule();
 }
+
+function pin(endpoint) {
+  state.pinned = state.pinned === endpoint || !tiles.has(endpoint) ? null : endpoint;
+  layout();
+}
+
+/** Tell the bridge what video the layout needs: tile heights, the pinned tile, last-N. */
+function sendVideoConstraints() {
+  const meeting = state.meeting;
+  if (!meeting) return;
+  const remote = [...tiles].filter(([endpoint]) => endpoint !== meeting.endpointId);
+  const msg = receiverVideoConstraints({
+    tiles: remote.map(([endpoint, tile]) => ({ source: meeting.roster.videoSourceOf(endpoint), height: tile.clientHeight })),
+    onStage: state.pinned ? [meeting.roster.videoSourceOf(state.pinned)] : [],
+    lastN: state.lastN,
+  });
+  meeting.setReceiverVideoConstraints(msg);
+}
+
+const constraints = new Debouncer(sendVideoConstraints, 250);
 
 function renderControls() {
   const m = state.meeting;
@@ -171,6 +226,8 @@ function onRosterChange(kind, endpoint, person) {
   let tile = tiles.get(endpoint);
   if (!tile && person) {
     tile = createTile({ endpoint, nick: person.nick });
+    tile.addEventListener('click', () => pin(endpoint));
+    tile.title = 'Click to show large';
     tiles.set(endpoint, tile);
     stage().append(tile);
     layout();
@@ -189,7 +246,13 @@ function onRosterChange(kind, endpoint, person) {
       }
     }
   }
-  if (person) updateTile(tile, { nick: person.nick, audioMuted: person.audioMuted, videoMuted: person.videoMuted, quality: person.quality });
+  if (person) {
+    updateTile(tile, {
+      nick: person.nick, audioMuted: person.audioMuted, videoMuted: person.videoMuted, quality: person.quality,
+      forwarded: meeting.roster.isForwarded(endpoint),
+    });
+  }
+  if (kind === 'track') constraints.schedule();
   updateTile(tile, { speaking: meeting.roster.dominant === endpoint });
 }
 
@@ -297,6 +360,8 @@ async function join(room, name) {
 function leave(detail, title = 'You left the meeting') {
   state.meeting?.leave();
   state.meeting = null;
+  state.pinned = null;
+  constraints.cancel();
   for (const tile of tiles.values()) tile.remove();
   tiles.clear();
   $('left-title').textContent = title;
