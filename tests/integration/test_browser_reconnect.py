@@ -13,12 +13,11 @@ import time
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import Page
 
-from tests.integration.browser import DESKTOP, browsers, chromium_available, console_log
-from tests.integration.harness import REPO, ServiceProcess, free_port, free_tcp_udp_port
+from tests.integration.browser import DESKTOP, DirectStack, browsers, chromium_available, console_log
+from tests.integration.harness import REPO
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,78 +27,20 @@ pytestmark = [
     ),
 ]
 
-NAMES = {
-    "XMPP_DOMAIN": "meet.jitsi",
-    "XMPP_AUTH_DOMAIN": "auth.meet.jitsi",
-    "XMPP_MUC_DOMAIN": "muc.meet.jitsi",
-    "XMPP_INTERNAL_MUC_DOMAIN": "internal-muc.meet.jitsi",
-    "JICOFO_AUTH_USER": "focus",
-    "JICOFO_AUTH_PASSWORD": "focus-secret",
-    "JVB_AUTH_USER": "jvb",
-    "JVB_AUTH_PASSWORD": "jvb-secret",
-}
-
-
-class Stack:
-    def __init__(self) -> None:
-        self.procs: list[ServiceProcess] = []
-        self.xmpp: ServiceProcess | None = None
-        self.web = self.focus = ""
-
-    def start(self) -> Stack:
-        c2s, xmpp_http, focus_http, web_http = free_port(), free_port(), free_port(), free_port()
-        colibri, public, udp = free_port(), free_port(), free_tcp_udp_port()
-        xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
-        self.xmpp = self._run(ServiceProcess.python_module(
-            "xmpp", "services.xmpp",
-            {**NAMES, "XMPP_C2S_PORT": str(c2s), "XMPP_HTTP_PORT": str(xmpp_http), "XMPP_BIND_ADDRESS": "127.0.0.1"},
-            health_url=f"http://127.0.0.1:{xmpp_http}/health"))  # fmt: skip
-        self._run(ServiceProcess.python_module(
-            "jvb1", "services.bridge",
-            {**NAMES, **xmpp_client, "JVB_WS_SERVER_ID": "jvb1", "JVB_WS_DOMAIN": f"127.0.0.1:{public}",
-             "JVB_WS_TLS": "false", "JVB_PORT": str(udp), "JVB_ADVERTISE_IPS": "127.0.0.1",
-             "JVB_COLIBRI_HOST": "127.0.0.1", "JVB_COLIBRI_PORT": str(colibri),
-             "JVB_PUBLIC_PORT": str(public), "JVB_BREWERY_MUC": "jvbbrewery"},
-            health_url=f"http://127.0.0.1:{colibri}/about/health"), timeout=30)  # fmt: skip
-        self.focus = f"http://127.0.0.1:{focus_http}"
-        self._run(ServiceProcess.python_module(
-            "focus", "services.focus",
-            {**NAMES, **xmpp_client, "JICOFO_HTTP_HOST": "127.0.0.1", "JICOFO_HTTP_PORT": str(focus_http),
-             "JVB_BREWERY_MUC": "jvbbrewery", "JICOFO_BRIDGE_COLIBRI_URLS": f"jvb1=http://127.0.0.1:{colibri}"},
-            health_url=f"{self.focus}/about/health"))  # fmt: skip
-        self._run(ServiceProcess.python_module(
-            "web", "services.web",
-            {**NAMES, "WEB_HTTP_PORT": str(web_http), "XMPP_WEBSOCKET_URL": f"ws://127.0.0.1:{xmpp_http}/xmpp-websocket"},
-            health_url=f"http://127.0.0.1:{web_http}/health"))  # fmt: skip
-        self.web = f"http://127.0.0.1:{web_http}"
-        deadline = time.monotonic() + 20
-        while len(httpx.get(f"{self.focus}/bridges", timeout=2).json()) < 1:
-            assert time.monotonic() < deadline, "the focus never saw the bridge"
-            time.sleep(0.2)
-        return self
-
-    def _run(self, proc: ServiceProcess, timeout: float = 20.0) -> ServiceProcess:
-        self.procs.append(proc)
-        return proc.start(timeout)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
-
 
 @pytest.fixture
-def stack() -> Iterator[Stack]:
+def stack() -> Iterator[DirectStack]:
     subprocess.run(
         [str(REPO / "services" / "web" / "build.sh")], check=True, capture_output=True, timeout=300
     )
-    s = Stack()
+    s = DirectStack()
     try:
         yield s.start()
     finally:
         s.stop()
 
 
-def test_the_meeting_comes_back_after_the_broker_restarts(stack: Stack) -> None:
+def test_the_meeting_comes_back_after_the_broker_restarts(stack: DirectStack) -> None:
     room = f"rc-{uuid.uuid4().hex[:8]}"
     logs: list[list[str]] = []
 

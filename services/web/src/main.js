@@ -295,6 +295,7 @@ function createMeeting(room, name) {
   meeting.addEventListener('channel', ({ detail }) => {
     if (!current()) return;
     parley.channel = detail.state;
+    if (detail.transport) parley.channelTransport = detail.transport;
     if (detail.state === 'reconnecting' && detail.delaySeconds) {
       banner.show(`Lost the bridge channel; reconnecting in ${detail.delaySeconds} s…`, 'info');
     } else if (detail.state === 'open') {

@@ -265,6 +265,11 @@ export class Meeting extends EventTarget {
     this.offer = new RemoteOffer(jingle, { localOwner: this.occupantJid });
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
+    // the bridge opens the data channel (focus `enable-sctp`); it carries the bridge channel
+    pc.ondatachannel = (event) => {
+      this.dataChannel = event.channel;
+      this.channel?.useDataChannel(event.channel);
+    };
     pc.ontrack = (event) => {
       const track = this.offer?.trackForMid(event.transceiver.mid);
       if (track?.endpoint) {
@@ -296,7 +301,7 @@ export class Meeting extends EventTarget {
     // for slow interfaces; candidates found later go out as transport-info.
     await this.#gathered(pc, 250);
     const contents = answerToContents(pc.localDescription.sdp, {
-      contentNames: this.offer.base.map((c) => c.name), owner: this.occupantJid, endpointId: this.endpointId,
+      contentNames: this.offer.answeredContents, owner: this.occupantJid, endpointId: this.endpointId,
     });
     const iq = $iq({ to: from, type: 'set' }).c('jingle', {
       xmlns: NS.JINGLE, action: 'session-accept', sid: jingle.sid, initiator: jingle.initiator ?? from,
@@ -310,7 +315,7 @@ export class Meeting extends EventTarget {
     for (const line of pc.localDescription.sdp.split('\r\n')) {
       if (line.startsWith('a=candidate:')) this.#trickle(line.slice(2));
     }
-    this.#openChannel(this.offer.webSocketUrl);
+    this.#openChannel(this.offer.webSocketUrl, !!this.offer.data);
     this.#startStats();
   }
 
@@ -381,10 +386,10 @@ export class Meeting extends EventTarget {
 
   // ---------------------------------------------------------------------------- bridge channel
 
-  #openChannel(url) {
+  #openChannel(url, withDataChannel) {
     this.channel?.close();
     this.channel = null;
-    if (!url) {
+    if (!url && !withDataChannel) {
       this.#emit('channel', { state: 'unavailable' });
       return;
     }
@@ -392,6 +397,7 @@ export class Meeting extends EventTarget {
       onMessage: (msg) => this.#onBridgeMessage(msg),
       onState: (state, detail) => this.#emit('channel', { state, ...detail }),
     }).open();
+    if (this.dataChannel && this.dataChannel.readyState !== 'closed') this.channel.useDataChannel(this.dataChannel);
     this.sentConstraints = null;
     if (this.videoConstraints) this.setReceiverVideoConstraints(this.videoConstraints);
   }
@@ -509,7 +515,9 @@ export class Meeting extends EventTarget {
   #closeMedia() {
     this.channel?.close();
     this.channel = null;
+    this.dataChannel = null;
     if (this.pc) {
+      this.pc.ondatachannel = null;
       this.pc.onicecandidate = null;
       this.pc.oniceconnectionstatechange = null;
       this.pc.close();
