@@ -559,7 +559,9 @@ export class Meeting extends EventTarget {
       if (r.type !== 'inbound-rtp' || r.kind !== 'video') continue;
       const track = this.offer.trackForMid(r.mid);
       if (track?.endpoint) {
-        out[track.endpoint] = { framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0 };
+        out[track.endpoint] = {
+          framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, bytesReceived: r.bytesReceived ?? 0,
+        };
       }
     }
     return out;
