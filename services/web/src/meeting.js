@@ -553,11 +553,12 @@ export class Meeting extends EventTarget {
   /** Per remote endpoint: frames decoded of its video (for the page's own diagnostics and tests). */
   async videoStats() {
     const out = {};
-    if (!this.pc || !this.offer) return out;
-    const report = await this.pc.getStats();
+    const { pc, offer } = this; // a move may replace both while getStats runs
+    if (!pc || !offer) return out;
+    const report = await pc.getStats();
     for (const r of report.values()) {
       if (r.type !== 'inbound-rtp' || r.kind !== 'video') continue;
-      const track = this.offer.trackForMid(r.mid);
+      const track = offer.trackForMid(r.mid);
       if (track?.endpoint) {
         out[track.endpoint] = {
           framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, bytesReceived: r.bytesReceived ?? 0,
@@ -569,9 +570,10 @@ export class Meeting extends EventTarget {
 
   /** Our camera's encodings as sent (one per simulcast layer): SSRC, height, bytes sent. */
   async sendStats() {
-    if (!this.pc) return [];
+    const pc = this.pc;
+    if (!pc) return [];
     const out = [];
-    for (const r of (await this.pc.getStats()).values()) {
+    for (const r of (await pc.getStats()).values()) {
       if (r.type === 'outbound-rtp' && r.kind === 'video') {
         out.push({
           ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active,
