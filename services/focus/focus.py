@@ -59,7 +59,6 @@ class Focus:
         self.conferences: dict[str, Conference] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._restored = False
         self._session_rooms: dict[str, str] = {}  # Jingle sid -> room (stale entries are harmless)
         c = settings.conference
         self.offer_settings = flows.OfferSettings(
@@ -125,10 +124,11 @@ class Focus:
         self._update_gauges()
 
     def xmpp_ready(self) -> None:
-        if not self._restored:
-            self._restored = True
-            for room in list(self.conferences):
-                self._spawn(self._rejoin(room), f"rejoin {room}")
+        """The XMPP session (re)started: be in every conference's room again and forget the
+        participants who are no longer there (conferences restored from the store, or a broker
+        restart that emptied the rooms; their pages rejoin as new occupants)."""
+        for room in list(self.conferences):
+            self._spawn(self._rejoin(room), f"rejoin {room}")
 
     async def _rejoin(self, room: str) -> None:
         assert self.signaling is not None

@@ -41,6 +41,8 @@ class Web(Section):
     xmpp: Xmpp
     connect_timeout: float = Field(gt=0, le=120)
     media_timeout: float = Field(gt=0, le=600)
+    channel_last_n: int = Field(ge=-1)
+    disable_simulcast: bool = False
     dist_dir: str = ""
 
     @field_validator("public_url")
@@ -91,6 +93,8 @@ ENV = [
     EnvVar("XMPP_BOSH_URL", "web.xmpp.bosh-url"),
     EnvVar("WEB_CONNECT_TIMEOUT", "web.connect-timeout", float),
     EnvVar("WEB_MEDIA_TIMEOUT", "web.media-timeout", float),
+    EnvVar("WEB_CHANNEL_LAST_N", "web.channel-last-n", int),
+    EnvVar("WEB_DISABLE_SIMULCAST", "web.disable-simulcast"),
     EnvVar("WEB_DIST_DIR", "web.dist-dir"),
 ]
 
@@ -116,6 +120,8 @@ def config_js(web: Web) -> str:
         "bosh": web.bosh_url,
         "connectTimeoutMs": int(web.connect_timeout * 1000),
         "mediaTimeoutMs": int(web.media_timeout * 1000),
+        "channelLastN": web.channel_last_n,
+        "disableSimulcast": web.disable_simulcast,
     }
     body = json.dumps(settings, indent=2).replace("</", "<\\/")
     return (

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
-from tests.integration.harness import REPO
+from tests.integration.harness import REPO, ServiceProcess, free_port, free_tcp_udp_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "artifacts"
@@ -185,3 +186,67 @@ class LauncherStack:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+
+DIRECT_STACK_NAMES = {
+    "XMPP_DOMAIN": "meet.jitsi",
+    "XMPP_AUTH_DOMAIN": "auth.meet.jitsi",
+    "XMPP_MUC_DOMAIN": "muc.meet.jitsi",
+    "XMPP_INTERNAL_MUC_DOMAIN": "internal-muc.meet.jitsi",
+    "JICOFO_AUTH_USER": "focus",
+    "JICOFO_AUTH_PASSWORD": "focus-secret",
+    "JVB_AUTH_USER": "jvb",
+    "JVB_AUTH_PASSWORD": "jvb-secret",
+}
+
+
+class DirectStack:
+    """Broker, one bridge, focus and web started directly (no nginx), so that one of them can be
+    killed and started again on the same ports (``xmpp``); ``focus_env`` adds focus settings."""
+
+    def __init__(self, focus_env: dict[str, str] | None = None) -> None:
+        self.focus_env = focus_env or {}
+        self.procs: list[ServiceProcess] = []
+        self.xmpp: ServiceProcess | None = None
+        self.web = self.focus = ""
+
+    def start(self) -> DirectStack:
+        c2s, xmpp_http, focus_http, web_http = free_port(), free_port(), free_port(), free_port()
+        colibri, public, udp = free_port(), free_port(), free_tcp_udp_port()
+        xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
+        self.xmpp = self._run(ServiceProcess.python_module(
+            "xmpp", "services.xmpp",
+            {**DIRECT_STACK_NAMES, "XMPP_C2S_PORT": str(c2s), "XMPP_HTTP_PORT": str(xmpp_http), "XMPP_BIND_ADDRESS": "127.0.0.1"},
+            health_url=f"http://127.0.0.1:{xmpp_http}/health"))  # fmt: skip
+        self._run(ServiceProcess.python_module(
+            "jvb1", "services.bridge",
+            {**DIRECT_STACK_NAMES, **xmpp_client, "JVB_WS_SERVER_ID": "jvb1", "JVB_WS_DOMAIN": f"127.0.0.1:{public}",
+             "JVB_WS_TLS": "false", "JVB_PORT": str(udp), "JVB_ADVERTISE_IPS": "127.0.0.1",
+             "JVB_COLIBRI_HOST": "127.0.0.1", "JVB_COLIBRI_PORT": str(colibri),
+             "JVB_PUBLIC_PORT": str(public), "JVB_BREWERY_MUC": "jvbbrewery"},
+            health_url=f"http://127.0.0.1:{colibri}/about/health"), timeout=30)  # fmt: skip
+        self.focus = f"http://127.0.0.1:{focus_http}"
+        self._run(ServiceProcess.python_module(
+            "focus", "services.focus",
+            {**DIRECT_STACK_NAMES, **xmpp_client, "JICOFO_HTTP_HOST": "127.0.0.1", "JICOFO_HTTP_PORT": str(focus_http),
+             "JVB_BREWERY_MUC": "jvbbrewery", "JICOFO_BRIDGE_COLIBRI_URLS": f"jvb1=http://127.0.0.1:{colibri}",
+             **self.focus_env},
+            health_url=f"{self.focus}/about/health"))  # fmt: skip
+        self._run(ServiceProcess.python_module(
+            "web", "services.web",
+            {**DIRECT_STACK_NAMES, "WEB_HTTP_PORT": str(web_http), "XMPP_WEBSOCKET_URL": f"ws://127.0.0.1:{xmpp_http}/xmpp-websocket"},
+            health_url=f"http://127.0.0.1:{web_http}/health"))  # fmt: skip
+        self.web = f"http://127.0.0.1:{web_http}"
+        deadline = time.monotonic() + 20
+        while len(httpx.get(f"{self.focus}/bridges", timeout=2).json()) < 1:
+            assert time.monotonic() < deadline, "the focus never saw the bridge"
+            time.sleep(0.2)
+        return self
+
+    def _run(self, proc: ServiceProcess, timeout: float = 20.0) -> ServiceProcess:
+        self.procs.append(proc)
+        return proc.start(timeout)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()

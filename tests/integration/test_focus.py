@@ -95,6 +95,25 @@ async def test_focus_reconnects_after_the_broker_restarts() -> None:
             await guest.stop()
 
 
+async def test_after_a_broker_restart_the_focus_forgets_who_is_gone() -> None:
+    room = f"emptied@{MUC_DOMAIN}"
+    with Stack(bridges=0) as stack:
+        assert stack.xmpp is not None
+        alice = stack.participant("alice", media=False)
+        await alice.start()
+        try:
+            await alice.join(room)
+            assert await wait_until(lambda: stack.participants_of(room) == {"alice": "joined"}, 5)
+            stack.xmpp.kill()  # the rooms go with the broker; alice's client does not come back
+            stack.start_xmpp()
+            assert await wait_until(
+                lambda: httpx.get(stack.focus_url + "/about/health").status_code == 200, 10
+            )
+            assert await wait_until(lambda: stack.conference(room) is None, 10)
+        finally:
+            await alice.stop()
+
+
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="Debian's redis-server is not installed")
 async def test_conference_state_survives_a_focus_restart_in_redis() -> None:
     room = f"kept@{MUC_DOMAIN}"

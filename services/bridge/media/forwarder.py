@@ -755,7 +755,9 @@ class ConferenceForwarder:
 
     def send_reports(self, now: float) -> None:
         """Periodic RTCP to each sender: receiver reports for what it sends us, and REMB with the
-        lowest estimate its receivers reported (bounded by the configured range)."""
+        lowest estimate its receivers reported (bounded by the configured range). A simulcast
+        sender is not held to its slowest receiver (each receiver gets the layer its own estimate
+        allows): it gets the upper bound, and its own loss-based control still applies."""
         for endpoint in self.endpoints.values():
             if not endpoint.connected:
                 continue
@@ -766,7 +768,8 @@ class ConferenceForwarder:
             video = [s for s in media if s.kind == "video"]
             if video:
                 estimates = [sub.remb_bps for s in video for sub in s.subscriptions if sub.remb_bps]
-                bitrate = min(estimates) if estimates else self.remb_max_bps
+                simulcast = any(semantics == "SIM" for semantics, _ in endpoint.sources.ssrc_groups)
+                bitrate = min(estimates) if estimates and not simulcast else self.remb_max_bps
                 bitrate = max(self.remb_min_bps, min(self.remb_max_bps, bitrate))
                 packet += rtcp.build_remb(endpoint.rtcp_ssrc, bitrate, [s.ssrc for s in video])
             try:

@@ -23,7 +23,8 @@ speaker order (dominant speaker first). The effective last-N is the smallest non
 the Colibri ``last-n`` and the receiver's own ``lastN`` (-1 = unlimited); a source constrained to
 ``maxHeight`` 0 is neither forwarded nor counted. Bandwidth is shared greedily in preference
 order: every chosen source gets its lowest layer, then each is raised, in the same order, as high
-as its constraint and the remaining budget allow. Bandwidth never drops a source: the bridge does
+as its constraint and the remaining budget allow, skipping layers the sender does not send (0 bps
+while another layer of the source is measured: Chrome stops simulcast layers on its own). Bandwidth never drops a source: the bridge does
 not probe, and a REMB-based estimate follows what the receiver gets, so a source dropped for
 bandwidth would never come back (jitsi-videobridge probes with padding to avoid exactly that).
 """
@@ -183,13 +184,18 @@ def allocate(
         budget -= source.bitrates[0]
         layers[source.name] = 0
     for source, target in chosen:  # then raise each, in preference order, while it fits
+        # once a source's layers are measured, one reading 0 bps is not being sent (the sender
+        # stopped it for its own bandwidth or CPU, or for SenderSourceConstraints): skip it
+        measured = any(rate > 0 for rate in source.bitrates)
         layer = 0
-        while layer < target:
-            step = source.bitrates[layer + 1] - source.bitrates[layer]
+        for candidate in range(1, target + 1):
+            if measured and source.bitrates[candidate] <= 0:
+                continue
+            step = source.bitrates[candidate] - source.bitrates[layer]
             if step > budget:
                 break
             budget -= step
-            layer += 1
+            layer = candidate
         layers[source.name] = layer
     return ReceiverAllocation(layers)
 

@@ -82,30 +82,76 @@ export class BridgeChannel {
     this.onState = onState;
     this.WebSocketImpl = WebSocketImpl;
     this.delayScale = delayScale;
-    this.setTimer = setTimer;
-    this.clearTimer = clearTimer;
+    // called unbound: the browser's setTimeout refuses another `this`
+    this.setTimer = (fn, ms) => setTimer(fn, ms);
+    this.clearTimer = (id) => clearTimer(id);
     this.attempt = 0;
     this.ws = null;
     this.timer = null;
     this.closed = false;
     this.queue = [];
+    this.dataChannel = null;
   }
 
   open() {
     this.closed = false;
-    this.#connect();
+    if (this.url) this.#connect(); // without a URL only a data channel can carry the messages
     return this;
   }
 
   get isOpen() {
-    return !!this.ws && this.ws.readyState === 1;
+    return this.#dataChannelOpen || (!!this.ws && this.ws.readyState === 1);
   }
 
-  /** Send a message now, or when the socket (re)opens. */
+  get #dataChannelOpen() {
+    return !!this.dataChannel && this.dataChannel.readyState === 'open';
+  }
+
+  /** 'datachannel' while the bridge's SCTP data channel carries the messages, else 'websocket'. */
+  get transport() {
+    return this.#dataChannelOpen ? 'datachannel' : 'websocket';
+  }
+
+  /**
+   * Carry the messages over the data channel the bridge opened (focus `enable-sctp`) while it is
+   * open; the WebSocket stays as the fallback. The bridge answers on the data channel once we
+   * have sent on it, so we greet it there.
+   */
+  useDataChannel(dc) {
+    this.dataChannel = dc;
+    const opened = () => {
+      if (this.dataChannel !== dc || this.closed) return;
+      dc.send(JSON.stringify(clientHello()));
+      for (const text of this.queue.splice(0)) dc.send(text);
+      this.onState('open', { transport: 'datachannel' });
+    };
+    dc.onmessage = (event) => this.#receive(event.data);
+    dc.onclose = () => {
+      if (this.dataChannel !== dc) return;
+      this.dataChannel = null;
+      if (!this.closed) this.onState(this.isOpen ? 'open' : 'reconnecting', { transport: 'websocket', reason: 'data channel closed' });
+    };
+    if (dc.readyState === 'open') opened();
+    else dc.onopen = opened;
+  }
+
+  /** Send a message now, or when the channel (re)opens. */
   send(msg) {
     const text = JSON.stringify(msg);
-    if (this.isOpen) this.ws.send(text);
+    if (this.#dataChannelOpen) this.dataChannel.send(text);
+    else if (this.ws && this.ws.readyState === 1) this.ws.send(text);
     else this.queue.push(text);
+  }
+
+  #receive(data) {
+    let msg;
+    try {
+      msg = parseBridgeMessage(typeof data === 'string' ? data : String(data));
+    } catch (e) {
+      console.warn('bridge channel: dropped a frame:', e.message);
+      return;
+    }
+    this.onMessage(msg);
   }
 
   close() {
@@ -121,6 +167,10 @@ export class BridgeChannel {
       }
     }
     this.ws = null;
+    if (this.dataChannel) {
+      this.dataChannel.onmessage = this.dataChannel.onclose = this.dataChannel.onopen = null;
+      this.dataChannel = null;
+    }
     this.onState('closed');
   }
 
@@ -136,20 +186,11 @@ export class BridgeChannel {
     this.ws = ws;
     ws.onopen = () => {
       this.attempt = 0;
-      this.onState('open');
+      this.onState('open', { transport: this.transport });
       ws.send(JSON.stringify(clientHello()));
       for (const text of this.queue.splice(0)) ws.send(text);
     };
-    ws.onmessage = (event) => {
-      let msg;
-      try {
-        msg = parseBridgeMessage(typeof event.data === 'string' ? event.data : String(event.data));
-      } catch (e) {
-        console.warn('bridge channel: dropped a frame:', e.message);
-        return;
-      }
-      this.onMessage(msg);
-    };
+    ws.onmessage = (event) => this.#receive(event.data);
     ws.onerror = () => {};
     ws.onclose = (event) => {
       if (this.ws !== ws) return;

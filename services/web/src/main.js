@@ -4,12 +4,20 @@
 import { bestGrid } from './layout.js';
 import { Meeting } from './meeting.js';
 import { parseDisplayName, parseRoomName, roomFromPath } from './room.js';
+import { reconnectDelay } from './bridge-channel.js';
 import { Banner, chatLine, createTile, ICONS, setTileTrack, updateTile } from './ui.js';
+import { Debouncer, receiverVideoConstraints } from './video-constraints.js';
 
 const $ = (id) => document.getElementById(id);
 const config = window.config;
 const banner = new Banner($('banner'));
-const state = { stream: null, audioMuted: false, videoMuted: false, meeting: null, room: undefined, name: '' };
+const state = {
+  stream: null, audioMuted: false, videoMuted: false, meeting: null, room: undefined, name: '',
+  pinned: null, // the endpoint shown large, the others as thumbnails
+  reconnecting: false,
+  unread: 0,
+  lastN: Number.isInteger(config?.channelLastN) ? config.channelLastN : -1,
+};
 
 /** Diagnostics the page exposes (timings, per-endpoint video stats) for operators and tests. */
 const parley = {
@@ -18,6 +26,29 @@ const parley = {
   errors: [],
   async videoStats() {
     return state.meeting ? state.meeting.videoStats() : {};
+  },
+  async sendStats() {
+    return state.meeting ? state.meeting.sendStats() : [];
+  },
+  /** The ReceiverVideoConstraints last asked of the bridge. */
+  get videoConstraints() {
+    return state.meeting?.videoConstraints ?? null;
+  },
+  /** Our local description as applied (with the simulcast layers). */
+  localSdp() {
+    return state.meeting?.pc?.localDescription?.sdp ?? '';
+  },
+  get forwardedSources() {
+    return state.meeting?.forwardedSources ?? null;
+  },
+  /** How many videos to receive at most (-1: all); starts at config.channelLastN. */
+  setLastN(n) {
+    state.lastN = n;
+    constraints.schedule();
+  },
+  /** Show `endpoint` large (null: back to the grid); clicking a tile does the same. */
+  pin(endpoint) {
+    pin(endpoint);
   },
 };
 window.parley = parley;
@@ -133,7 +164,13 @@ const PHONE_WIDTH = 720;
 function layout() {
   const el = stage();
   el.dataset.count = String(tiles.size);
-  if (window.innerWidth > PHONE_WIDTH && el.clientWidth > 0) {
+  if (state.pinned && !tiles.has(state.pinned)) state.pinned = null;
+  el.classList.toggle('has-pinned', !!state.pinned);
+  for (const [endpoint, tile] of tiles) updateTile(tile, { pinned: endpoint === state.pinned });
+  if (state.pinned) {
+    el.style.removeProperty('--columns');
+    el.style.removeProperty('--tile-width');
+  } else if (window.innerWidth > PHONE_WIDTH && el.clientWidth > 0) {
     const grid = bestGrid(tiles.size, el.clientWidth, el.clientHeight);
     el.style.setProperty('--columns', String(grid.columns));
     el.style.setProperty('--tile-width', `${grid.tileWidth}px`);
@@ -142,7 +179,28 @@ function layout() {
     el.style.removeProperty('--tile-width');
   }
   $('participant-count').textContent = `${tiles.size} ${tiles.size === 1 ? 'person' : 'people'}`;
+  constraints.schedule();
 }
+
+function pin(endpoint) {
+  state.pinned = state.pinned === endpoint || !tiles.has(endpoint) ? null : endpoint;
+  layout();
+}
+
+/** Tell the bridge what video the layout needs: tile heights, the pinned tile, last-N. */
+function sendVideoConstraints() {
+  const meeting = state.meeting;
+  if (!meeting) return;
+  const remote = [...tiles].filter(([endpoint]) => endpoint !== meeting.endpointId);
+  const msg = receiverVideoConstraints({
+    tiles: remote.map(([endpoint, tile]) => ({ source: meeting.roster.videoSourceOf(endpoint), height: tile.clientHeight })),
+    onStage: state.pinned ? [meeting.roster.videoSourceOf(state.pinned)] : [],
+    lastN: state.lastN,
+  });
+  meeting.setReceiverVideoConstraints(msg);
+}
+
+const constraints = new Debouncer(sendVideoConstraints, 250);
 
 function renderControls() {
   const m = state.meeting;
@@ -171,6 +229,8 @@ function onRosterChange(kind, endpoint, person) {
   let tile = tiles.get(endpoint);
   if (!tile && person) {
     tile = createTile({ endpoint, nick: person.nick });
+    tile.addEventListener('click', () => pin(endpoint));
+    tile.title = 'Click to show large';
     tiles.set(endpoint, tile);
     stage().append(tile);
     layout();
@@ -189,7 +249,13 @@ function onRosterChange(kind, endpoint, person) {
       }
     }
   }
-  if (person) updateTile(tile, { nick: person.nick, audioMuted: person.audioMuted, videoMuted: person.videoMuted, quality: person.quality });
+  if (person) {
+    updateTile(tile, {
+      nick: person.nick, audioMuted: person.audioMuted, videoMuted: person.videoMuted, quality: person.quality,
+      forwarded: meeting.roster.isForwarded(endpoint),
+    });
+  }
+  if (kind === 'track') constraints.schedule();
   updateTile(tile, { speaking: meeting.roster.dominant === endpoint });
 }
 
@@ -200,6 +266,80 @@ function watchFirstFrame(video) {
       parley.timings.firstRemoteFrameMs = Math.round(performance.now() - parley.timings.joinClicked);
     }
   });
+}
+
+/** A Meeting wired to the page (its events update the screen while it is the current one). */
+function createMeeting(room, name) {
+  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream });
+  const current = () => state.meeting === meeting;
+  meeting.setAudioMuted(state.audioMuted || !state.stream?.getAudioTracks().length);
+  meeting.setVideoMuted(state.videoMuted || !state.stream?.getVideoTracks().length);
+  meeting.roster.onChange((...args) => current() && onRosterChange(...args));
+  meeting.addEventListener('status', ({ detail }) => {
+    if (!current()) return;
+    parley.phase = detail.phase;
+    const line = $('status-line');
+    line.hidden = !detail.text;
+    line.textContent = detail.text;
+    if (detail.phase === 'joined') parley.timings.mediaConnectedMs = Math.round(performance.now() - parley.timings.joinClicked);
+  });
+  meeting.addEventListener('failure', ({ detail }) => {
+    if (!current()) return;
+    // The XMPP connection dropped (a server restart, a network change): join again, with backoff.
+    if (detail.kind === 'server' && parley.state === 'meeting') {
+      reconnect(detail.message);
+      return;
+    }
+    fail(detail.kind, detail.message);
+  });
+  meeting.addEventListener('channel', ({ detail }) => {
+    if (!current()) return;
+    parley.channel = detail.state;
+    if (detail.transport) parley.channelTransport = detail.transport;
+    if (detail.state === 'reconnecting' && detail.delaySeconds) {
+      banner.show(`Lost the bridge channel; reconnecting in ${detail.delaySeconds} s…`, 'info');
+    } else if (detail.state === 'open') {
+      if ($('banner').dataset.kind === 'info' && parley.phase !== 'reconnecting') banner.hide();
+      constraints.schedule();
+    }
+  });
+  meeting.addEventListener('quality', ({ detail }) => {
+    if (!current()) return;
+    parley.quality = detail;
+    const q = $('quality');
+    q.dataset.level = detail.level;
+    const label = { good: 'Good connection', fair: 'Fair connection', poor: 'Poor connection', unknown: 'Measuring…' }[detail.level];
+    q.querySelector('.quality-label').textContent = label;
+    q.title = detail.rttMs !== undefined ? `${label}: ${Math.round(detail.rttMs)} ms round trip` : label;
+    const local = tiles.get(meeting.endpointId);
+    if (local) updateTile(local, { quality: detail.level });
+  });
+  meeting.addEventListener('chat', ({ detail }) => {
+    if (!current()) return;
+    const log = $('chat-log');
+    log.append(chatLine(detail));
+    log.scrollTop = log.scrollHeight;
+    if ($('chat').hidden && !detail.mine) {
+      state.unread += 1;
+      $('chat-unread').hidden = false;
+      $('chat-unread').textContent = String(state.unread);
+    }
+  });
+  return meeting;
+}
+
+/** Fresh tiles for `meeting` (ours first, then whoever the roster already knows). */
+function renderMeeting(meeting) {
+  stage().replaceChildren();
+  tiles.clear();
+  state.pinned = null;
+  const local = createTile({ endpoint: meeting.endpointId, nick: `${state.name} (you)`, local: true });
+  tiles.set(meeting.endpointId, local);
+  stage().append(local);
+  if (state.stream?.getVideoTracks()[0]) setTileTrack(local, 'video', state.stream.getVideoTracks()[0]);
+  for (const [endpoint, person] of meeting.roster.people) onRosterChange('joined', endpoint, person);
+  layout();
+  renderControls();
 }
 
 async function join(room, name) {
@@ -213,57 +353,14 @@ async function join(room, name) {
   joinButton.disabled = true;
   joinButton.textContent = 'Joining…';
 
-  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream });
+  const meeting = createMeeting(room, name);
   state.meeting = meeting;
   parley.endpointId = meeting.endpointId;
-  meeting.setAudioMuted(state.audioMuted || !state.stream?.getAudioTracks().length);
-  meeting.setVideoMuted(state.videoMuted || !state.stream?.getVideoTracks().length);
-  meeting.roster.onChange(onRosterChange);
-  meeting.addEventListener('status', ({ detail }) => {
-    parley.phase = detail.phase;
-    const line = $('status-line');
-    line.hidden = !detail.text;
-    line.textContent = detail.text;
-    if (detail.phase === 'joined') parley.timings.mediaConnectedMs = Math.round(performance.now() - parley.timings.joinClicked);
-  });
-  meeting.addEventListener('failure', ({ detail }) => {
-    fail(detail.kind, detail.message);
-    // Without the XMPP connection the meeting is over for us: offer to rejoin.
-    if (detail.kind === 'server' && parley.state === 'meeting') leave(detail.message, 'Disconnected');
-  });
-  meeting.addEventListener('channel', ({ detail }) => {
-    parley.channel = detail.state;
-    if (detail.state === 'reconnecting' && detail.delaySeconds) {
-      banner.show(`Lost the bridge channel; reconnecting in ${detail.delaySeconds} s…`, 'info');
-    } else if (detail.state === 'open') {
-      if ($('banner').dataset.kind === 'info') banner.hide();
-    }
-  });
-  meeting.addEventListener('quality', ({ detail }) => {
-    parley.quality = detail;
-    const q = $('quality');
-    q.dataset.level = detail.level;
-    const label = { good: 'Good connection', fair: 'Fair connection', poor: 'Poor connection', unknown: 'Measuring…' }[detail.level];
-    q.querySelector('.quality-label').textContent = label;
-    q.title = detail.rttMs !== undefined ? `${label}: ${Math.round(detail.rttMs)} ms round trip` : label;
-    const local = tiles.get(meeting.endpointId);
-    if (local) updateTile(local, { quality: detail.level });
-  });
-  let unread = 0;
-  meeting.addEventListener('chat', ({ detail }) => {
-    const log = $('chat-log');
-    log.append(chatLine(detail));
-    log.scrollTop = log.scrollHeight;
-    if ($('chat').hidden && !detail.mine) {
-      unread += 1;
-      $('chat-unread').hidden = false;
-      $('chat-unread').textContent = String(unread);
-    }
-  });
+  state.unread = 0;
   $('chat-button').onclick = () => {
     $('chat').hidden = !$('chat').hidden;
     if (!$('chat').hidden) {
-      unread = 0;
+      state.unread = 0;
       $('chat-unread').hidden = true;
       $('chat-input').focus();
     }
@@ -282,21 +379,58 @@ async function join(room, name) {
   parley.timings.joinedMs = Math.round(performance.now() - parley.timings.joinClicked);
   $('room-title').textContent = room;
   $('chat-log').replaceChildren();
-  stage().replaceChildren();
-  tiles.clear();
-  const local = createTile({ endpoint: meeting.endpointId, nick: `${name} (you)`, local: true });
-  tiles.set(meeting.endpointId, local);
-  stage().append(local);
-  if (state.stream?.getVideoTracks()[0]) setTileTrack(local, 'video', state.stream.getVideoTracks()[0]);
-  for (const [endpoint, person] of meeting.roster.people) onRosterChange('joined', endpoint, person);
-  layout();
-  renderControls();
+  renderMeeting(meeting);
   show('meeting');
+}
+
+/**
+ * The meeting server connection is gone: keep the meeting screen, say so, and join the room again
+ * as a new occupant (new conference request; the focus invites us and the media come back),
+ * retrying with backoff 1, 2, 4 … 30 s until it works or the user leaves.
+ */
+async function reconnect(why) {
+  const lost = state.meeting;
+  if (!lost || state.reconnecting) return;
+  state.reconnecting = true;
+  lost.leave();
+  parley.phase = 'reconnecting';
+  parley.reconnects = (parley.reconnects ?? 0) + 1;
+  const line = $('status-line');
+  line.hidden = false;
+  line.textContent = 'Reconnecting to the meeting…';
+  for (let attempt = 0; parley.state === 'meeting' && state.meeting === lost; attempt++) {
+    const delay = Math.min(30, reconnectDelay(attempt));
+    banner.show(`${why} Reconnecting${attempt ? ` (attempt ${attempt + 1})` : ''}…`, 'info');
+    await new Promise((r) => setTimeout(r, delay * 1000));
+    if (parley.state !== 'meeting' || state.meeting !== lost) break;
+    const meeting = createMeeting(state.room, state.name);
+    state.meeting = meeting; // its events drive the page from now on
+    try {
+      await meeting.join();
+    } catch (e) {
+      console.warn('reconnect failed:', e.message);
+      meeting.leave();
+      if (state.meeting !== meeting) break; // the user left meanwhile
+      state.meeting = lost;
+      continue;
+    }
+    if (parley.state !== 'meeting') {
+      meeting.leave();
+      break;
+    }
+    parley.endpointId = meeting.endpointId;
+    renderMeeting(meeting);
+    banner.hide();
+    break;
+  }
+  state.reconnecting = false;
 }
 
 function leave(detail, title = 'You left the meeting') {
   state.meeting?.leave();
   state.meeting = null;
+  state.pinned = null;
+  constraints.cancel();
   for (const tile of tiles.values()) tile.remove();
   tiles.clear();
   $('left-title').textContent = title;
@@ -309,12 +443,15 @@ function leave(detail, title = 'You left the meeting') {
 function setupMeetingControls() {
   $('chat-button').querySelector('.tool-icon').innerHTML = ICONS.chat;
   $('leave-button').querySelector('.tool-icon').innerHTML = ICONS.leave;
+  // state.audioMuted/videoMuted outlive a reconnect (the next Meeting starts with them)
   $('mic-button').addEventListener('click', () => {
-    state.meeting.setAudioMuted(!state.meeting.audioMuted);
+    state.audioMuted = !state.meeting.audioMuted;
+    state.meeting.setAudioMuted(state.audioMuted);
     renderControls();
   });
   $('cam-button').addEventListener('click', () => {
-    state.meeting.setVideoMuted(!state.meeting.videoMuted);
+    state.videoMuted = !state.meeting.videoMuted;
+    state.meeting.setVideoMuted(state.videoMuted);
     renderControls();
   });
   $('leave-button').addEventListener('click', () => leave());

@@ -11,6 +11,8 @@ import { Roster } from './roster.js';
 import { appendContents, isMove, NS, parseJingle } from './signalling/jingle.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
+import { activeLayers, layerHeights, Simulcast } from './signalling/simulcast.js';
+import { sameConstraints } from './video-constraints.js';
 
 /** A failure the page explains to the user; `kind` picks the message. */
 export class MeetingError extends Error {
@@ -57,6 +59,10 @@ export class Meeting extends EventTarget {
     this.statsCounters = undefined;
     this.downlinkBps = undefined;
     this.quality = 'unknown';
+    // SSRC-signalled simulcast of our camera (config.disableSimulcast turns it off)
+    this.simulcast = config.disableSimulcast ? null : new Simulcast();
+    this.videoConstraints = null; // the ReceiverVideoConstraints the page wants
+    this.sentConstraints = null; // … and what the current bridge channel was sent
     this.timings = { joinStarted: performance.now() };
   }
 
@@ -259,10 +265,15 @@ export class Meeting extends EventTarget {
     this.offer = new RemoteOffer(jingle, { localOwner: this.occupantJid });
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
+    // the bridge opens the data channel (focus `enable-sctp`); it carries the bridge channel
+    pc.ondatachannel = (event) => {
+      this.dataChannel = event.channel;
+      this.channel?.useDataChannel(event.channel);
+    };
     pc.ontrack = (event) => {
       const track = this.offer?.trackForMid(event.transceiver.mid);
       if (track?.endpoint) {
-        this.roster.addTrack(track.endpoint, track.media, event.track);
+        this.roster.addTrack(track.endpoint, track.media, event.track, track.name);
       }
     };
     pc.oniceconnectionstatechange = () => {
@@ -285,13 +296,12 @@ export class Meeting extends EventTarget {
       transceiver.sender.setStreams?.(this.stream);
       transceiver.direction = 'sendonly';
     }
-    const answer = await pc.createAnswer();
-    await pc.setLocalDescription(answer);
+    await pc.setLocalDescription(await this.#localAnswer(pc));
     // The bridge is ICE-lite and learns our address from our checks: do not hold the answer back
     // for slow interfaces; candidates found later go out as transport-info.
     await this.#gathered(pc, 250);
     const contents = answerToContents(pc.localDescription.sdp, {
-      contentNames: this.offer.base.map((c) => c.name), owner: this.occupantJid, endpointId: this.endpointId,
+      contentNames: this.offer.answeredContents, owner: this.occupantJid, endpointId: this.endpointId,
     });
     const iq = $iq({ to: from, type: 'set' }).c('jingle', {
       xmlns: NS.JINGLE, action: 'session-accept', sid: jingle.sid, initiator: jingle.initiator ?? from,
@@ -305,7 +315,7 @@ export class Meeting extends EventTarget {
     for (const line of pc.localDescription.sdp.split('\r\n')) {
       if (line.startsWith('a=candidate:')) this.#trickle(line.slice(2));
     }
-    this.#openChannel(this.offer.webSocketUrl);
+    this.#openChannel(this.offer.webSocketUrl, !!this.offer.data);
     this.#startStats();
   }
 
@@ -363,15 +373,23 @@ export class Meeting extends EventTarget {
     const pc = this.pc;
     if (!pc) return;
     await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
-    await pc.setLocalDescription(await pc.createAnswer());
+    await pc.setLocalDescription(await this.#localAnswer(pc));
+  }
+
+  /** The browser's answer, with our camera's simulcast layers added (the same on every call). */
+  async #localAnswer(pc) {
+    const answer = await pc.createAnswer();
+    if (!this.simulcast || !this.offer) return answer;
+    const mids = this.offer.base.filter((c) => c.description.media === 'video').map((c) => c.name);
+    return { type: 'answer', sdp: this.simulcast.munge(answer.sdp, mids) };
   }
 
   // ---------------------------------------------------------------------------- bridge channel
 
-  #openChannel(url) {
+  #openChannel(url, withDataChannel) {
     this.channel?.close();
     this.channel = null;
-    if (!url) {
+    if (!url && !withDataChannel) {
       this.#emit('channel', { state: 'unavailable' });
       return;
     }
@@ -379,6 +397,22 @@ export class Meeting extends EventTarget {
       onMessage: (msg) => this.#onBridgeMessage(msg),
       onState: (state, detail) => this.#emit('channel', { state, ...detail }),
     }).open();
+    if (this.dataChannel && this.dataChannel.readyState !== 'closed') this.channel.useDataChannel(this.dataChannel);
+    this.sentConstraints = null;
+    if (this.videoConstraints) this.setReceiverVideoConstraints(this.videoConstraints);
+  }
+
+  /**
+   * What video we want from the bridge (a complete ReceiverVideoConstraints, see
+   * video-constraints.js); sent when it differs from what this bridge channel last got, and again
+   * to every new bridge channel.
+   */
+  setReceiverVideoConstraints(msg) {
+    this.videoConstraints = msg;
+    if (!this.channel || sameConstraints(msg, this.sentConstraints)) return false;
+    this.channel.send(msg);
+    this.sentConstraints = msg;
+    return true;
   }
 
   #onBridgeMessage(msg) {
@@ -403,6 +437,12 @@ export class Meeting extends EventTarget {
           this.#constrainCamera(msg.maxHeight).catch((e) => console.warn('sender constraint not applied:', e.message));
         }
         break;
+      case ColibriClass.FORWARDED_SOURCES:
+        if (Array.isArray(msg.forwardedSources)) {
+          this.forwardedSources = msg.forwardedSources;
+          this.roster.setForwarded(msg.forwardedSources);
+        }
+        break;
       case ColibriClass.CONNECTION_STATS:
         if (typeof msg.estimatedDownlinkBandwidth === 'number') this.downlinkBps = msg.estimatedDownlinkBandwidth;
         break;
@@ -415,8 +455,16 @@ export class Meeting extends EventTarget {
   async #constrainCamera(maxHeight) {
     const sender = this.pc?.getSenders().find((s) => s.track?.kind === 'video');
     if (!sender) return;
-    const { active, scaleResolutionDownBy } = encodingForConstraint(maxHeight, sender.track.getSettings().height);
     const params = sender.getParameters();
+    if (params.encodings?.length > 1) {
+      // simulcast: keep the layers someone receives, stop the others
+      const wanted = activeLayers(maxHeight, layerHeights(sender.track.getSettings().height ?? 720, params.encodings.length));
+      if (params.encodings.every((e, i) => e.active === wanted[i])) return;
+      params.encodings.forEach((e, i) => (e.active = wanted[i]));
+      await sender.setParameters(params);
+      return;
+    }
+    const { active, scaleResolutionDownBy } = encodingForConstraint(maxHeight, sender.track.getSettings().height);
     if (!params.encodings?.length) return;
     const current = params.encodings[0];
     if (current.active === active && (current.scaleResolutionDownBy ?? 1) === scaleResolutionDownBy) return;
@@ -467,13 +515,18 @@ export class Meeting extends EventTarget {
   #closeMedia() {
     this.channel?.close();
     this.channel = null;
+    this.dataChannel = null;
     if (this.pc) {
+      this.pc.ondatachannel = null;
       this.pc.onicecandidate = null;
       this.pc.oniceconnectionstatechange = null;
       this.pc.close();
     }
     this.pc = null;
     this.offer = null;
+    this.sentConstraints = null;
+    this.forwardedSources = null;
+    this.roster.setForwarded(null);
     for (const p of this.roster.people.values()) for (const kind of [...p.tracks.keys()]) this.roster.removeTrack(p.endpoint, kind);
   }
 
@@ -500,13 +553,34 @@ export class Meeting extends EventTarget {
   /** Per remote endpoint: frames decoded of its video (for the page's own diagnostics and tests). */
   async videoStats() {
     const out = {};
-    if (!this.pc || !this.offer) return out;
-    const report = await this.pc.getStats();
+    const { pc, offer } = this; // a move may replace both while getStats runs
+    if (!pc || !offer) return out;
+    const report = await pc.getStats();
     for (const r of report.values()) {
       if (r.type !== 'inbound-rtp' || r.kind !== 'video') continue;
-      const track = this.offer.trackForMid(r.mid);
-      if (track?.endpoint) out[track.endpoint] = { framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc };
+      const track = offer.trackForMid(r.mid);
+      if (track?.endpoint) {
+        out[track.endpoint] = {
+          framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, bytesReceived: r.bytesReceived ?? 0,
+        };
+      }
     }
     return out;
+  }
+
+  /** Our camera's encodings as sent (one per simulcast layer): SSRC, height, bytes sent. */
+  async sendStats() {
+    const pc = this.pc;
+    if (!pc) return [];
+    const out = [];
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') {
+        out.push({
+          ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active,
+          limitation: r.qualityLimitationReason, targetBitrate: r.targetBitrate,
+        });
+      }
+    }
+    return out.sort((a, b) => a.frameHeight - b.frameHeight);
   }
 }

@@ -9,6 +9,8 @@ export class Roster {
      *  tracks: Map<string, any>, quality?: string}>} */
     this.people = new Map();
     this.dominant = null;
+    /** Video sources the bridge forwards to us (ForwardedSources); null until it says. */
+    this.forwarded = null;
     this.listeners = new Set();
   }
 
@@ -52,12 +54,30 @@ export class Roster {
     this.#emit('left', endpoint);
   }
 
-  /** A remote track arrived for `endpoint` (kind 'audio'|'video'). */
-  addTrack(endpoint, kind, track) {
+  /** A remote track arrived for `endpoint` (kind 'audio'|'video'); `source`: its source name. */
+  addTrack(endpoint, kind, track, source) {
     if (!endpoint || endpoint === this.selfEndpoint) return;
     const p = this.#person(endpoint);
     p.tracks.set(kind, track);
+    if (kind === 'video' && source) p.videoSource = source;
     this.#emit('track', endpoint);
+  }
+
+  /** The camera source name of `endpoint` (as the offer named it, else the bridge's default). */
+  videoSourceOf(endpoint) {
+    return this.people.get(endpoint)?.videoSource ?? `${endpoint}-v0`;
+  }
+
+  /** Whether the bridge forwards `endpoint`'s video to us (true until it has said otherwise). */
+  isForwarded(endpoint) {
+    return this.forwarded === null || this.forwarded.has(this.videoSourceOf(endpoint));
+  }
+
+  /** ForwardedSources (a list of source names), or null when a new media session starts. */
+  setForwarded(sources) {
+    const before = new Map([...this.people.keys()].map((e) => [e, this.isForwarded(e)]));
+    this.forwarded = sources === null ? null : new Set(sources);
+    for (const [endpoint, was] of before) if (this.isForwarded(endpoint) !== was) this.#emit('updated', endpoint);
   }
 
   removeTrack(endpoint, kind) {

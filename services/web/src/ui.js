@@ -37,7 +37,7 @@ export function createTile({ endpoint, nick, local = false }) {
   return tile;
 }
 
-export function updateTile(tile, { nick, audioMuted, videoMuted, quality, speaking }) {
+export function updateTile(tile, { nick, audioMuted, videoMuted, quality, speaking, forwarded, pinned }) {
   if (nick !== undefined) {
     tile.querySelector('.nick').textContent = nick;
     tile.querySelector('.avatar').textContent = initials(nick);
@@ -47,8 +47,11 @@ export function updateTile(tile, { nick, audioMuted, videoMuted, quality, speaki
   if (videoMuted !== undefined) tile.dataset.videoMuted = String(videoMuted);
   if (quality !== undefined) tile.querySelector('.tile-quality').dataset.level = quality;
   if (speaking !== undefined) tile.classList.toggle('speaking', speaking);
+  // a video the bridge does not forward (last-N) would show its last frame frozen: show initials
+  if (forwarded !== undefined) tile.dataset.forwarded = String(forwarded);
+  if (pinned !== undefined) tile.classList.toggle('pinned', pinned);
   const hasVideo = !!tile.querySelector('video').srcObject;
-  tile.dataset.videoOff = String(!hasVideo || tile.dataset.videoMuted === 'true');
+  tile.dataset.videoOff = String(!hasVideo || tile.dataset.videoMuted === 'true' || tile.dataset.forwarded === 'false');
 }
 
 /** Attach (or detach, with null) a track to the tile's <video>/<audio> element. */

@@ -94,6 +94,26 @@ describe('Roster', () => {
     assert.equal(r.people.get('bob').tracks.size, 0);
     assert.deepEqual(events, ['joined:bob', 'track:bob', 'updated:bob', 'speaker:bob', 'joined:cy', 'speaker:bob', 'speaker:cy', 'track:bob']);
   });
+
+  it('follows ForwardedSources: video counts as forwarded until the bridge says otherwise', () => {
+    const r = new Roster('me');
+    r.applyPresence(occupant('ada'));
+    r.applyPresence(occupant('bob'));
+    r.addTrack('bob', 'video', { id: 't2' }, 'bob-camera');
+    assert.equal(r.videoSourceOf('ada'), 'ada-v0');
+    assert.equal(r.videoSourceOf('bob'), 'bob-camera');
+    assert.ok(r.isForwarded('ada') && r.isForwarded('bob'));
+    const events = [];
+    r.onChange((kind, ep) => events.push(`${kind}:${ep}`));
+    r.setForwarded(['bob-camera']);
+    assert.ok(!r.isForwarded('ada'));
+    assert.ok(r.isForwarded('bob'));
+    r.setForwarded(['bob-camera']);
+    r.setForwarded(['ada-v0']);
+    r.setForwarded(null);
+    assert.ok(r.isForwarded('ada') && r.isForwarded('bob'));
+    assert.deepEqual(events, ['updated:ada', 'updated:ada', 'updated:bob', 'updated:bob']);
+  });
 });
 
 describe('connection quality', () => {

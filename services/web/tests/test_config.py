@@ -25,6 +25,16 @@ def test_defaults_follow_docker_jitsi_meet() -> None:
     assert settings["focusUserJid"] == "focus@auth.meet.jitsi"
     assert settings["websocket"] is None  # derived from the page's address in the browser
     assert settings["connectTimeoutMs"] == 8000
+    assert settings["channelLastN"] == -1
+    assert settings["disableSimulcast"] is False
+
+
+def test_last_n_and_simulcast_reach_the_page() -> None:
+    settings = settings_of(
+        config_js(load(environ={"WEB_CHANNEL_LAST_N": "2", "WEB_DISABLE_SIMULCAST": "true"}))
+    )
+    assert settings["channelLastN"] == 2
+    assert settings["disableSimulcast"] is True
 
 
 def test_public_url_gives_websocket_and_bosh_urls() -> None:
@@ -71,6 +81,9 @@ def test_config_js_cannot_be_broken_out_of() -> None:
         ({"PUBLIC_URL": "meet.example.com"}, "web.public-url", "PUBLIC_URL"),
         ({"XMPP_WEBSOCKET_URL": "http://x/xmpp-websocket"}, "web.xmpp.websocket-url", "XMPP_WEBSOCKET_URL"),
         ({"WEB_CONNECT_TIMEOUT": "0"}, "web.connect-timeout", "WEB_CONNECT_TIMEOUT"),
+        ({"WEB_CHANNEL_LAST_N": "-2"}, "web.channel-last-n", "WEB_CHANNEL_LAST_N"),
+        ({"WEB_CHANNEL_LAST_N": "all"}, "web.channel-last-n", "WEB_CHANNEL_LAST_N"),
+        ({"WEB_DISABLE_SIMULCAST": "perhaps"}, "web.disable-simulcast", "WEB_DISABLE_SIMULCAST"),
     ],
 )
 def test_bad_settings_name_the_setting(environ: dict[str, str], setting: str, env: str) -> None:

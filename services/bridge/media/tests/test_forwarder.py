@@ -245,6 +245,23 @@ def test_remb_bounded_by_configuration() -> None:
     assert abs(bitrate - 200_000) < 1000
 
 
+def test_a_simulcast_sender_is_not_held_to_its_slowest_receiver() -> None:
+    conference = ConferenceForwarder("c", ForwardingPolicy(), remb_max_bps=2_000_000)
+    layers = MediaSources(
+        video_ssrcs=[1002, 1004, 1006],
+        ssrc_groups=[("SIM", [1002, 1004, 1006])],
+        payload_types=VIDEO_PTS,
+    )
+    a, b = Peer("a", conference, layers), Peer("b", conference, sources(2000))
+    a.connect()
+    b.connect()
+    a.send_rtp(video(1, 1002))
+    b.send_rtcp(rtcp.build_remb(b.endpoint.rtcp_ssrc, 150_000, [1002]))
+    conference.send_reports(now=1.0)
+    bitrate, _ = rtcp.parse_remb([p for t, _, p in a.take_rtcp() if t == rtcp.PSFB][-1])  # type: ignore[misc]
+    assert abs(bitrate - 2_000_000) < 10_000
+
+
 class OnlyTo(ForwardingPolicy):
     """Forwards to one receiver, remapping what it sees, and records audio levels."""
 

@@ -89,6 +89,17 @@ def test_unmeasured_layers_cost_nothing() -> None:
     assert allocate("r", ReceiverSettings(bandwidth_bps=1), fresh).layers == {"a-v0": 2}
 
 
+def test_layers_the_sender_stopped_are_skipped() -> None:
+    # Chrome sends only its low layer (bandwidth or CPU): a receiver that wants 720 gets 180
+    low_only = [SourceLayers("a-v0", "a", HEIGHTS, (90_000.0, 0.0, 0.0))]
+    assert allocate("r", ReceiverSettings(), low_only).layers == {"a-v0": 0}
+    # a stopped middle layer does not keep the receiver from the top one
+    gap = [SourceLayers("a-v0", "a", HEIGHTS, (90_000.0, 0.0, 900_000.0))]
+    assert allocate("r", ReceiverSettings(), gap).layers == {"a-v0": 2}
+    assert allocate("r", ReceiverSettings(default_max_height=360), gap).layers == {"a-v0": 0}
+    assert allocate("r", ReceiverSettings(bandwidth_bps=500_000), gap).layers == {"a-v0": 0}
+
+
 def test_receiver_video_constraints_are_partial_updates() -> None:
     settings = ReceiverSettings()
     settings.apply(

@@ -134,6 +134,7 @@ function parseTransport(el) {
     })),
     candidates: children(el, 'candidate', NS.ICE_UDP).map(parseCandidate),
     webSocketUrl: attr(ws, 'url'),
+    sctpPort: child(el, 'sctpmap', NS.SCTP) ? intAttr(child(el, 'sctpmap', NS.SCTP), 'number', 5000) : undefined,
     iceLite: !!child(el, 'ice-lite', NS.COLIBRI),
     rtcpMux: !!child(el, 'rtcp-mux', NS.ICE_UDP),
   };
@@ -255,6 +256,9 @@ function appendTransport(builder, transport) {
     if (c.relAddr) Object.assign(cAttrs, { 'rel-addr': c.relAddr, 'rel-port': c.relPort });
     if (c.tcptype) cAttrs.tcptype = c.tcptype;
     builder.c('candidate', cAttrs).up();
+  }
+  if (transport.sctpPort) {
+    builder.c('sctpmap', { xmlns: NS.SCTP, number: transport.sctpPort, protocol: 'webrtc-datachannel', streams: 1024 }).up();
   }
   if (transport.rtcpMux) builder.c('rtcp-mux').up();
   builder.up();

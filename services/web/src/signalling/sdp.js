@@ -77,6 +77,8 @@ export class RemoteOffer {
     if (!this.transport.fingerprints.length) throw new JingleError('the offer has no DTLS fingerprint');
     // An ICE-lite bridge (Parley's <ice-lite/> marker) never nominates: the browser must control.
     this.iceLite = session.contents.some((c) => c.transport?.iceLite);
+    // The bridge's SCTP data channel (focus `enable-sctp`): a `data` content with an sctpmap.
+    this.data = session.contents.find((c) => c.transport?.sctpPort && c.description?.media !== 'audio' && c.description?.media !== 'video');
     this.extraCandidates = [];
     /** @type {Map<string, any>} track key -> track with its mid and state */
     this.tracks = new Map();
@@ -164,6 +166,7 @@ export class RemoteOffer {
     this.base.forEach((content, i) => {
       media.push(this.#mline(content, content.name, 'recvonly', null, i === 0));
     });
+    if (this.data) media.push(this.#dataMline(this.data));
     for (const track of this.tracks.values()) {
       const content = baseByMedia.get(track.media);
       if (!content) continue; // a source for a media the offer has no content for
@@ -183,6 +186,31 @@ export class RemoteOffer {
     };
     if (this.iceLite) session.icelite = 'ice-lite';
     return sdpTransform.write(session);
+  }
+
+  /** `m=application … webrtc-datachannel` for the bridge's data channel (after the base m-lines,
+   * before the per-track ones, so its place never changes). */
+  #dataMline(content) {
+    const t = this.transport;
+    const fp = t.fingerprints[0];
+    return {
+      type: 'application',
+      port: 9,
+      protocol: 'UDP/DTLS/SCTP',
+      payloads: 'webrtc-datachannel',
+      connection: { version: 4, ip: '0.0.0.0' },
+      iceUfrag: t.ufrag,
+      icePwd: t.pwd,
+      fingerprint: { type: fp.hash, hash: fp.value },
+      setup: fp.setup || 'actpass',
+      mid: content.name,
+      sctpPort: content.transport.sctpPort,
+    };
+  }
+
+  /** The content names of the offer we answer (the base m-lines and the data channel). */
+  get answeredContents() {
+    return [...this.base.map((c) => c.name), ...(this.data ? [this.data.name] : [])];
   }
 
   #mline(content, mid, direction, track, withCandidates) {
@@ -295,6 +323,21 @@ export function answerToContents(answerSdp, { contentNames, owner, endpointId })
     if (!contentNames.includes(mid)) continue;
     const fp = m.fingerprint ?? sessionFp;
     if (!fp) throw new JingleError(`the answer has no DTLS fingerprint for ${mid}`);
+    if (m.type === 'application') {
+      contents.push({
+        name: mid,
+        creator: 'initiator',
+        senders: 'both',
+        transport: {
+          ufrag: m.iceUfrag ?? parsed.iceUfrag,
+          pwd: m.icePwd ?? parsed.icePwd,
+          fingerprints: [{ hash: fp.type, setup: m.setup ?? parsed.setup ?? 'active', value: fp.hash }],
+          candidates: [],
+          sctpPort: Number(m.sctpPort ?? 5000),
+        },
+      });
+      continue;
+    }
     const ssrcIds = [...new Set((m.ssrcs ?? []).map((s) => Number(s.id)))];
     const groups = (m.ssrcGroups ?? []).map((g) => ({ semantics: g.semantics, ssrcs: g.ssrcs.split(' ').map(Number) }));
     const letter = m.type === 'audio' ? 'a' : 'v';

@@ -1,0 +1,174 @@
+"""The page and the bridge's conference intelligence, in three headless Chromiums through the
+launcher's stack: every page sends its 720p camera as three SSRC-signalled simulcast layers, asks
+for video by layout (ReceiverVideoConstraints), and shows ForwardedSources.
+
+Ada shows Bob large (pinned) and Cy as a thumbnail; Bob shows Cy large. So the bridge forwards Cy's
+low layer to Ada and a higher one to Bob. With last-N 1 Ada gets only the video on her stage, and
+Cy's tile shows his initials instead of a frozen frame.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.integration.browser import (
+    DESKTOP,
+    LauncherStack,
+    browsers,
+    chromium_available,
+    console_log,
+    screenshot,
+)
+from tests.integration.harness import REPO
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.peer,
+    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
+    pytest.mark.skipif(
+        not (REPO / "services" / "bridge" / "__main__.py").exists(),
+        reason="the bridge service is not built yet",
+    ),
+]
+
+
+@dataclass
+class Person:
+    name: str
+    page: Page
+    log: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.page.evaluate("window.parley.endpointId"))
+
+    def received(self) -> dict[str, dict[str, Any]]:
+        return dict(self.page.evaluate("window.parley.videoStats()"))
+
+    def height_of(self, endpoint: str) -> int:
+        return int(self.received().get(endpoint, {}).get("frameHeight", 0))
+
+    def tile(self, endpoint: str, attribute: str) -> str | None:
+        return self.page.get_attribute(f'.tile[data-endpoint="{endpoint}"]', attribute)
+
+
+def wait_until(what: str, cond, people: list[Person], timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            logs = "\n\n".join(
+                f"--- {p.name}\nsends {p.page.evaluate('window.parley.sendStats()')}\n"
+                f"receives {p.received()}\nasks {p.page.evaluate('window.parley.videoConstraints')}\n"
+                f"forwarded {p.page.evaluate('window.parley.forwardedSources')}\n" + "\n".join(p.log[-30:])
+                for p in people
+            )
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
+    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start()
+    room = f"sc-{uuid.uuid4().hex[:8]}"
+    try:
+        with browsers() as pool:
+            people = []
+            for name in ("Ada", "Bob", "Cy"):
+                page = pool.open(DESKTOP)
+                log = console_log(page)
+                page.goto(f"{stack.front}/{room}?name={name}")
+                people.append(Person(name, page, log))
+            for p in people:
+                p.page.wait_for_selector("#meeting:not([hidden])", timeout=30_000)
+            for p in people:
+                wait_until(
+                    f"{p.name} to decode both others",
+                    lambda p=p: sum(1 for s in p.received().values() if s["framesDecoded"] > 0) == 2,
+                    people,
+                    timeout=45,
+                )
+            yield people
+    finally:
+        stack.stop()
+
+
+def test_the_camera_goes_out_as_three_simulcast_layers(meeting: list[Person]) -> None:
+    cy = meeting[2]
+    # nobody has asked for more than the grid needs yet; pin Cy large on Bob's page so that the
+    # bridge wants every layer of Cy
+    bob = meeting[1]
+    bob.page.click(f'.tile[data-endpoint="{cy.endpoint}"]')
+    # three encodings; how many of them carry frames is up to Chrome's bandwidth and CPU
+    # adaptation on this machine, at least the low and the standard layer
+    wait_until(
+        "Cy to send the low and a higher layer",
+        lambda: (
+            len(layers := cy.page.evaluate("window.parley.sendStats()")) == 3
+            and {s["frameHeight"] for s in layers} >= {180, 360}
+        ),
+        meeting,
+    )
+    print("Cy sends", cy.page.evaluate("window.parley.sendStats()"))
+    sdp = str(cy.page.evaluate("window.parley.localSdp()"))
+    sim = [line for line in sdp.split("\r\n") if line.startswith("a=ssrc-group:SIM ")]
+    assert len(sim) == 1 and len(sim[0].split()) == 4, sim
+
+
+def test_a_thumbnail_gets_the_low_layer_and_the_stage_a_higher_one(meeting: list[Person]) -> None:
+    ada, bob, cy = meeting
+    cy_ep = cy.endpoint
+    if ada.page.get_attribute(f'.tile[data-endpoint="{bob.endpoint}"]', "class") != "tile pinned":
+        ada.page.click(f'.tile[data-endpoint="{bob.endpoint}"]')
+    if "pinned" not in (bob.tile(cy_ep, "class") or ""):
+        bob.page.click(f'.tile[data-endpoint="{cy_ep}"]')
+    wait_until(
+        "Ada to ask for Cy as a thumbnail and Bob for Cy on stage",
+        lambda: (
+            (ada.page.evaluate("window.parley.videoConstraints") or {})
+            .get("constraints", {})
+            .get(f"{cy_ep}-v0")
+            == {"maxHeight": 180}
+            and (bob.page.evaluate("window.parley.videoConstraints") or {}).get("onStageSources")
+            == [f"{cy_ep}-v0"]
+        ),
+        meeting,
+    )
+    wait_until("Ada to receive Cy's low layer", lambda: 0 < ada.height_of(cy_ep) <= 180, meeting, timeout=45)
+    wait_until(
+        "Bob to receive a higher layer of Cy", lambda: bob.height_of(cy_ep) >= 360, meeting, timeout=45
+    )
+    # and it stays that way while both keep decoding
+    before_ada, before_bob = ada.received()[cy_ep]["framesDecoded"], bob.received()[cy_ep]["framesDecoded"]
+    time.sleep(1.5)
+    assert 0 < ada.height_of(cy_ep) <= 180
+    assert bob.height_of(cy_ep) >= 360
+    assert ada.received()[cy_ep]["framesDecoded"] > before_ada
+    assert bob.received()[cy_ep]["framesDecoded"] > before_bob
+    screenshot(ada.page, "simulcast-pinned.png")
+
+
+def test_last_n_one_shows_initials_for_the_video_not_forwarded(meeting: list[Person]) -> None:
+    ada, bob, cy = meeting
+    bob_ep, cy_ep = bob.endpoint, cy.endpoint
+    if "pinned" not in (ada.tile(bob_ep, "class") or ""):
+        ada.page.click(f'.tile[data-endpoint="{bob_ep}"]')
+    ada.page.evaluate("window.parley.setLastN(1)")
+    wait_until(
+        "the bridge to forward only Bob's video to Ada",
+        lambda: ada.page.evaluate("window.parley.forwardedSources") == [f"{bob_ep}-v0"],
+        meeting,
+    )
+    wait_until("Cy's tile to show initials", lambda: ada.tile(cy_ep, "data-video-off") == "true", meeting)
+    assert ada.page.is_visible(f'.tile[data-endpoint="{cy_ep}"] .avatar')
+    assert ada.tile(bob_ep, "data-video-off") == "false"
+    ada.page.evaluate("window.parley.setLastN(-1)")
+    wait_until("Cy's video back on Ada's page", lambda: ada.tile(cy_ep, "data-video-off") == "false", meeting)
+    before = ada.received()[cy_ep]["framesDecoded"]
+    wait_until("Cy's video to play again", lambda: ada.received()[cy_ep]["framesDecoded"] > before, meeting)
