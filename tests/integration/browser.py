@@ -75,7 +75,7 @@ class Browsers:
         )
         self.contexts.append(context)
         page = context.pages[0] if context.pages else context.new_page()
-        page.set_default_timeout(15_000)
+        page.set_default_timeout(30_000)
         return page
 
     def close(self) -> None:
