@@ -66,7 +66,9 @@ def wait_until(what: str, cond, people: list[Person], timeout: float = 30.0) -> 
             logs = "\n\n".join(
                 f"--- {p.name}\nsends {p.page.evaluate('window.parley.sendStats()')}\n"
                 f"receives {p.received()}\nasks {p.page.evaluate('window.parley.videoConstraints')}\n"
-                f"forwarded {p.page.evaluate('window.parley.forwardedSources')}\n" + "\n".join(p.log[-30:])
+                f"forwarded {p.page.evaluate('window.parley.forwardedSources')}\n"
+                f"bridge's downlink estimate {p.page.evaluate('window.parley.downlinkBps')}\n"
+                + "\n".join(p.log[-30:])
                 for p in people
             )
             raise AssertionError(f"timed out waiting for {what}\n{logs}")

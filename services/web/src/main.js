@@ -41,6 +41,10 @@ const parley = {
   get forwardedSources() {
     return state.meeting?.forwardedSources ?? null;
   },
+  /** The bridge's estimate of our downlink (ConnectionStats), in bits per second. */
+  get downlinkBps() {
+    return state.meeting?.downlinkBps ?? null;
+  },
   /** How many videos to receive at most (-1: all); starts at config.channelLastN. */
   setLastN(n) {
     state.lastN = n;
