@@ -44,7 +44,9 @@ class RetransmissionLimits:
     A receiver that lost packets because it is starved (its socket buffer overflowed) loses
     more when it gets a burst of retransmissions, and NACKs again; receivers also repeat every
     packet still missing in each NACK (aiortc does on every new gap). So a packet is resent to
-    the same receiver at most once per ``min_interval`` or ``rtt_factor`` round trips, and only
+    the same receiver at most once per ``min_interval`` or ``rtt_factor`` round trips (never
+    waiting more than ``max_interval``: a starved receiver's reports make its round trip seconds
+    long, and a lost retransmission must still be repaired soon), and only
     while younger than ``max_age`` (or ``max_age_rtts`` round trips); each NACK gets at most
     ``max_per_nack`` packets; and each receiver's retransmissions fit a token bucket filled at
     ``budget_share`` of the rate it is sent media at (at least ``budget_min_bps``) holding
@@ -59,6 +61,7 @@ class RetransmissionLimits:
     """
 
     min_interval: float = 0.1
+    max_interval: float = 0.6
     rtt_factor: float = 1.0
     max_age: float = 10.0
     max_age_rtts: float = 3.0
@@ -668,7 +671,7 @@ class ConferenceForwarder:
             return
         limits = self.retransmission
         rtt = endpoint.rtt or 0.0
-        interval = max(limits.min_interval, limits.rtt_factor * rtt)
+        interval = min(limits.max_interval, max(limits.min_interval, limits.rtt_factor * rtt))
         oldest = now - max(limits.max_age, limits.max_age_rtts * rtt)
         missing = []
         answered = 0

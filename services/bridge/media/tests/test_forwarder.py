@@ -464,6 +464,22 @@ def test_resend_interval_and_age_limit_follow_the_receivers_round_trip() -> None
     assert nack(b, [2], now=3.1) == [] and b.endpoint.retransmissions_too_old == 1
 
 
+def test_a_long_round_trip_delays_a_resend_by_at_most_the_cap() -> None:
+    """A starved receiver reports a 5 s round trip: the same packet is still resent to it after
+    ``max_interval``, not after 5 s."""
+    a, b = lost_then_nacked(range(1, 6))
+    ntp = 0x1234_5678_9ABC_DEF0
+    a.send_rtcp(rtcp.build_sr(rtcp.SenderReport(1002, ntp, 0, 5, 100)), now=1.0)
+    lsr = (ntp >> 16) & 0xFFFFFFFF
+    block = struct.pack("!IBBHIIII", 1002, 0, 0, 0, 5, 0, lsr, 0)
+    b.send_rtcp(struct.pack("!BBHI", 0x81, rtcp.RR, 7, b.endpoint.rtcp_ssrc) + block, now=6.0)
+    assert b.endpoint.rtt is not None and abs(b.endpoint.rtt - 5.0) < 0.01
+    b.take_rtcp()
+    assert len(nack(b, [1], now=6.1)) == 1
+    assert nack(b, [1], now=6.5) == []
+    assert len(nack(b, [1], now=6.1 + RetransmissionLimits().max_interval + 0.01)) == 1
+
+
 def test_old_packets_are_not_resent() -> None:
     _, b = lost_then_nacked(range(1, 4), max_age=1.0)
     assert nack(b, [1], now=1.5) == []
