@@ -228,7 +228,7 @@ async def test_loudest_is_dominant_and_last_n_two_forwards_the_two_latest_speake
 
     # bob talks, then eve takes over: last-N 2 must then be {eve, bob} for everyone else
     await set_loudness(by_name["bob"], LOUD)
-    await wait_until(lambda: dominant_everywhere("bob", []), 30, "bob dominant for everyone")
+    await wait_until(lambda: dominant_everywhere("bob", []), 60, "bob dominant for everyone")
     await set_loudness(by_name["bob"], QUIET)
     await set_loudness(by_name["eve"], LOUD)
     await wait_until(lambda: dominant_everywhere("eve", ["bob"]), 30, "eve dominant after bob")
