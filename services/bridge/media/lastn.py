@@ -419,8 +419,9 @@ class FanoutTarget:
 
 class StreamFanout:
     """A stream's routes matched to its subscriptions, in subscription order: built when either
-    changes (a recomputation makes new routes, the forwarder new subscription lists), so the
-    packet path does no lookup per receiver."""
+    changes (a recomputation makes new routes, the forwarder a new subscription list -- it
+    replaces a stream's list, never changes it in place), so the packet path does no lookup per
+    receiver."""
 
     __slots__ = ("routes", "subscriptions", "targets")
 

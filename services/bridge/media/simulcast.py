@@ -269,6 +269,7 @@ class SimulcastProjection:
         "_pid_offset",
         "_seq_offset",
         "_switch_seq",
+        "_switch_seq_due",
         "_tl0_offset",
         "_ts_offset",
         "current",
@@ -293,7 +294,11 @@ class SimulcastProjection:
         self._ts_offset = 0
         self._pid_offset = 0
         self._tl0_offset = 0
+        # packets older than this one (the key frame switched at) are not forwarded; it is kept
+        # at most 0x1000 behind the newest packet sent so that it never wraps past us, moved
+        # when a packet takes the long path in :meth:`accept`, or at ``_switch_seq_due``
         self._switch_seq = 0
+        self._switch_seq_due = -1
         self._newest: ParsedPacket | None = None  # the newest packet sent (None: nothing yet)
         self._last_out_time = 0.0  # when it was sent
         # the sequence number after it, on the layer the offsets apply to (the receiver saw it
@@ -341,8 +346,8 @@ class SimulcastProjection:
         if seq == self._next_seq and layer == self.current:
             # the steady state, the packet after the newest one sent on the same layer: it
             # passes every check below, only the bookkeeping is left
-            if (seq - self._switch_seq) & 0xFFFF > 0x1000:
-                self._switch_seq = (seq - 0x1000) & 0xFFFF
+            if seq == self._switch_seq_due:
+                self._keep_switch_seq_near(seq)
             self._next_seq = (seq + 1) & 0xFFFF
             self._newest = self._parsed = parsed
             self._last_out_time = now
@@ -352,18 +357,28 @@ class SimulcastProjection:
         if layer != self.current:
             if layer != self.target or not self._switch_here(packet, parsed, now):
                 return False
+        next_seq = self._next_seq  # None until the first packet
+        if next_seq is not None:
+            self._keep_switch_seq_near((next_seq - 1) & 0xFFFF)  # as of the newest packet sent
         since_switch = (seq - self._switch_seq) & 0xFFFF
         if since_switch >= 0x8000:
             return False  # older than the key frame we switched at
-        if since_switch > 0x1000:  # keep the reference near, so it never wraps past us
-            self._switch_seq = (seq - 0x1000) & 0xFFFF
-        next_seq = self._next_seq  # None until the first packet
         if next_seq is None or 0 < ((seq + 1 - next_seq) & 0xFFFF) < 0x8000:  # newer
             self._newest = parsed
             self._last_out_time = now
             self._next_seq = (seq + 1) & 0xFFFF
+            self._keep_switch_seq_near(seq)
         self._parsed = parsed
         return True
+
+    def _keep_switch_seq_near(self, newest_seq: int) -> None:
+        """Move the switch reference up to 0x1000 behind ``newest_seq`` when it is further back
+        (called for every newest packet that takes the long path in :meth:`accept`, and by
+        the short one when the sequence number reaches ``_switch_seq_due``: in between, the
+        newest packet stays less than 0x4000 ahead, never so far that the distance is ambiguous)."""
+        if (newest_seq - self._switch_seq) & 0xFFFF > 0x1000:
+            self._switch_seq = (newest_seq - 0x1000) & 0xFFFF
+        self._switch_seq_due = (self._switch_seq + 0x4000) & 0xFFFF
 
     def rewrite(self, packet: bytearray) -> None:
         """Rewrite the packet just accepted in place: SSRC, sequence number, timestamp, VP8
@@ -446,6 +461,7 @@ class SimulcastProjection:
                     last_tl0 = (last.tl0picidx + self._tl0_offset) & 0xFF
                     self._tl0_offset = last_tl0 + 1 - desc.tl0picidx
         self._switch_seq = parsed.seq
+        self._switch_seq_due = (parsed.seq + 0x4000) & 0xFFFF
         self.current = self.target
         self.switches += 1
         return True

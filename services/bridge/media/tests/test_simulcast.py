@@ -369,3 +369,32 @@ def test_the_vp8_descriptor_is_read_only_when_a_receiver_needs_it(monkeypatch: p
             p.rewrite(copy)
             assert VpxPayloadDescriptor.parse(bytes(copy[12:]))[0].picture_id == seq - 100
     assert reads == 10 + 1  # one per packet, and the newest packet before the restart
+
+
+@pytest.mark.parametrize("jump", [0, 0x3000, 0x6F00])
+def test_late_packets_after_long_runs_are_judged_against_the_newest(jump: int) -> None:
+    """However long the in-order run since the switch (and across a jump ahead), a packet up to
+    0x1000 behind the newest one sent still goes out and anything older does not."""
+    source = VideoSource("s-v0", "s", (SimulcastLayer(0, 9),))
+    projection = SimulcastProjection(source)
+    projection.set_target(0)
+    delta = bytes(VpxPayloadDescriptor(0, 0)) + b"\x01"
+
+    def accept(seq: int) -> bool:
+        return projection.accept(bytes(rtp(seq & 0xFFFF, seq, 9, delta)), 0, 0.0)
+
+    assert accept(100)
+    newest = 100
+    for seq in range(101, 101 + 0x9000):
+        assert accept(seq)
+        newest = seq
+    if jump:
+        newest += jump
+        assert accept(newest)
+    for seq in range(newest + 1, newest + 0x11000):  # past a full wrap of the sequence numbers
+        assert accept(seq)
+        newest = seq
+    assert not accept(newest - 0x1001)
+    assert accept(newest - 0x1000)
+    assert accept(newest - 1)
+    assert accept(newest + 1)
