@@ -208,7 +208,7 @@ class IncomingStream:
         self.clock_rate = clock_rate
         self.cache = PacketCache(cache_size)
         self.reception = rtcp.ReceptionStats(ssrc, clock_rate)
-        self.subscriptions: list[Subscription] = []
+        self.subscriptions: list[Subscription] = []  # replaced, never changed in place
         self.rtx: IncomingStream | None = None  # on a media stream: its RTX stream
         self.media: IncomingStream | None = None  # on an RTX stream: the media stream it repairs
         self.rtx_payload_types: dict[int, int] = {}  # media pt -> rtx pt

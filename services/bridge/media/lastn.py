@@ -408,6 +408,54 @@ class ConferenceVideoPolicy:
         self.routes = routes
 
 
+class FanoutTarget:
+    """One receiver of a stream as :meth:`ConferenceIntelligencePolicy.select` walks them."""
+
+    __slots__ = ("layer", "projection", "receiver", "subscription", "switches")
+
+    def __init__(self, subscription: Subscription, route: Route) -> None:
+        self.subscription = subscription
+        self.receiver = route.receiver
+        self.projection = route.projection
+        self.layer = route.layer
+        self.switches = -1
+        """The projection's switch count when the subscription last followed its mapping: the
+        SSRC and offsets change only at a switch, so while it is the same there is nothing to do."""
+
+
+class StreamFanout:
+    """A stream's routes matched to its subscriptions, in subscription order: built when either
+    changes (a recomputation makes new routes, the forwarder a new subscription list -- it
+    replaces a stream's list, never changes it in place), so the packet path does no lookup per
+    receiver."""
+
+    __slots__ = ("routes", "subscriptions", "targets")
+
+    def __init__(self, routes: dict[str, Route], subscriptions: Sequence[Subscription]) -> None:
+        self.routes = routes
+        self.subscriptions = subscriptions
+        self.targets = [
+            FanoutTarget(sub, route)
+            for sub in subscriptions
+            if (route := routes.get(sub.receiver.id)) is not None
+        ]
+
+
+def _follow(sub: Subscription, projection: SimulcastProjection) -> None:
+    """Remap ``sub`` to what ``projection`` makes of the stream, when that differs."""
+    out_ssrc = projection.out_ssrc
+    seq_offset = projection.seq_offset
+    ts_offset = projection.ts_offset
+    rewrites_payload = projection.rewrites_payload
+    if (
+        sub.out_ssrc != out_ssrc
+        or sub.seq_delta != seq_offset
+        or sub.ts_delta != ts_offset
+        or (sub.payload_rewrite is not None) != rewrites_payload
+    ):
+        sub.remap(out_ssrc, seq_offset, ts_offset, projection.rewrite_payload if rewrites_payload else None)
+
+
 class ConferenceIntelligencePolicy(ForwardingPolicy):
     """The forwarder's policy seam (``policy.py``) filled with this package's cores.
 
@@ -424,7 +472,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
       mixer thread's output comes back to the event loop and is sent as RTP on each mixer
       receiver's own SSRC.
 
-    Work per packet is a dict lookup and one :meth:`SimulcastProjection.accept` per receiver;
+    Work per packet is a dict lookup and one :meth:`SimulcastProjection.accept` per receiver
+    (the stream's routes matched to its subscriptions are kept in a :class:`StreamFanout`);
     speaker decisions run every ``decision_interval`` and reallocation every
     ``allocation_interval`` (and on every message), driven by the packets' own clock.
 
@@ -455,6 +504,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._simulcast_ssrcs: set[int] = set()
         self._vp8_payload_types: dict[str, frozenset[int]] = {}  # endpoint -> its VP8 payload types
         self._streams: dict[int, IncomingStream] = {}
+        self._fanouts: dict[int, StreamFanout] = {}  # by stream SSRC
         self._feedback: dict[str, Subscription] = {}  # receiver -> its latest forwarded video subscription
         self._next_decision = float("-inf")
         self._next_allocation = float("-inf")
@@ -485,6 +535,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._vp8_payload_types.pop(endpoint_id, None)
         self._feedback.pop(endpoint_id, None)
         self._streams = {ssrc: s for ssrc, s in self._streams.items() if s.endpoint_id != endpoint_id}
+        self._fanouts = {ssrc: f for ssrc, f in self._fanouts.items() if ssrc in self._streams}
         self._reallocate(self._clock())
 
     def set_colibri_last_n(self, endpoint_id: str, last_n: int) -> None:
@@ -583,12 +634,13 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         ssrc = stream.ssrc
         self.meter.on_packet(ssrc, len(packet), now)
         parsed = parse_packet(packet, rtp.payload_type(packet) in self._vp8_payload_types.get(sender.id, ()))
-        desc = parsed.vp8
-        # learn layer heights from key frames (the first packet of a frame may start one)
-        if desc is not None and desc.start_of_frame and ssrc in self._simulcast_ssrcs:
-            offset, end = rtp.payload_bounds(packet)
-            if is_keyframe_start(packet, offset, end):
-                self.meter.on_keyframe(ssrc, packet, offset, end)
+        if ssrc in self._simulcast_ssrcs:
+            # learn layer heights from key frames (the first packet of a frame may start one)
+            desc = parsed.vp8
+            if desc is not None and desc.start_of_frame:
+                offset, end = parsed.payload_offset, parsed.end
+                if is_keyframe_start(packet, offset, end):
+                    self.meter.on_keyframe(ssrc, packet, offset, end)
         if ssrc not in self._streams:
             self._streams[ssrc] = stream
         if now >= self._next_decision:
@@ -596,31 +648,21 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         routes = self.video.routes.get(ssrc)
         if not routes:
             return ()
+        fanout = self._fanouts.get(ssrc)
+        if fanout is None or fanout.routes is not routes or fanout.subscriptions is not subscriptions:
+            fanout = self._fanouts[ssrc] = StreamFanout(routes, subscriptions)
         feedback = self._feedback
         selected = []
-        for sub in subscriptions:
-            receiver_id = sub.receiver.id
-            route = routes.get(receiver_id)
-            if route is None:
+        for target in fanout.targets:
+            projection = target.projection
+            if not projection.accept(packet, target.layer, now, parsed):
                 continue
-            projection = route.projection
-            if not projection.accept(packet, route.layer, now, parsed):
-                continue
-            out_ssrc = projection.out_ssrc
-            seq_offset = projection.seq_offset
-            ts_offset = projection.ts_offset
-            rewrites_payload = projection.rewrites_payload
-            if (
-                sub.out_ssrc != out_ssrc
-                or sub.seq_delta != seq_offset
-                or sub.ts_delta != ts_offset
-                or (sub.payload_rewrite is not None) != rewrites_payload
-            ):
-                sub.remap(
-                    out_ssrc, seq_offset, ts_offset, projection.rewrite_payload if rewrites_payload else None
-                )
+            sub = target.subscription
+            if target.switches != projection.switches:  # the mapping may have changed
+                target.switches = projection.switches
+                _follow(sub, projection)
             # the receiver's REMB and loss are read from a subscription it is being sent now
-            feedback[receiver_id] = sub
+            feedback[target.receiver] = sub
             selected.append(sub)
         return selected
 

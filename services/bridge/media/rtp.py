@@ -15,6 +15,7 @@ _SEQ = struct.Struct("!H")
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _PT_SEQ_TS_SSRC = struct.Struct("!BHII")
 _TS = struct.Struct("!I")
+_SEQ_TS = struct.Struct("!HI")
 _EXT_HEADER = struct.Struct("!HH")
 
 ONE_BYTE_PROFILE = 0xBEDE
@@ -58,6 +59,11 @@ def sequence_number(packet: bytes | bytearray | memoryview) -> int:
 
 def timestamp(packet: bytes | bytearray | memoryview) -> int:
     return _TS.unpack_from(packet, 4)[0]
+
+
+def sequence_number_and_timestamp(packet: bytes | bytearray | memoryview) -> tuple[int, int]:
+    seq, ts = _SEQ_TS.unpack_from(packet, 2)
+    return seq, ts
 
 
 def is_newer_seq(a: int, b: int) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from . import rtp
 from .model import MediaSources
@@ -190,24 +189,55 @@ def highest_layer_within(heights: Sequence[int], max_height: int) -> int:
     return best
 
 
-class ParsedPacket(NamedTuple):
-    """What the projections need of one packet, read once for all its receivers."""
+class ParsedPacket:
+    """What the projections need of one packet, read once for all its receivers.
 
-    seq: int
-    timestamp: int
-    payload_offset: int
-    """-1 when the packet is malformed."""
-    vp8: Vp8Descriptor | None
-    """The VP8 payload descriptor; ``None`` for other codecs (picture ids are left alone)."""
+    The VP8 payload descriptor is read on first use of :attr:`vp8` (a layer switch, a picture-id
+    rewrite, key-frame detection) and kept: in the steady state nobody needs it. ``packet`` must
+    not change while the parse is in use (the forwarder's packets are ``bytes``).
+    """
+
+    __slots__ = ("_desc", "_unread", "end", "packet", "payload_offset", "seq", "timestamp")
+
+    def __init__(
+        self,
+        packet: bytes | bytearray | memoryview,
+        seq: int,
+        timestamp: int,
+        payload_offset: int,
+        end: int,
+        is_vp8: bool,
+    ) -> None:
+        self.packet = packet
+        self.seq = seq
+        """-1 when the packet is malformed."""
+        self.timestamp = timestamp
+        self.payload_offset = payload_offset
+        """-1 when the packet is malformed."""
+        self.end = end
+        self._desc: Vp8Descriptor | None = None
+        self._unread = is_vp8  # the descriptor is still to be read
+
+    @property
+    def vp8(self) -> Vp8Descriptor | None:
+        """The VP8 payload descriptor; ``None`` for other codecs (picture ids are left alone)."""
+        if self._unread:
+            self._unread = False
+            self._desc = parse_descriptor(self.packet, self.payload_offset, self.end)
+        return self._desc
+
+
+_MALFORMED = ParsedPacket(b"", -1, 0, -1, -1, False)
 
 
 def parse_packet(packet: bytes | bytearray | memoryview, vp8: bool = True) -> ParsedPacket:
-    """Sequence number, timestamp, payload offset and (``vp8``) the VP8 payload descriptor."""
+    """Sequence number, timestamp, payload bounds and (``vp8``, on first use) the VP8 payload
+    descriptor of ``packet``, which must not change while the result is in use."""
     offset, end = rtp.payload_bounds(packet)
     if offset < 0:
-        return ParsedPacket(0, 0, -1, None)
-    desc = parse_descriptor(packet, offset, end) if vp8 and offset >= 0 else None
-    return ParsedPacket(rtp.sequence_number(packet), rtp.timestamp(packet), offset, desc)
+        return _MALFORMED
+    seq, timestamp = rtp.sequence_number_and_timestamp(packet)
+    return ParsedPacket(packet, seq, timestamp, offset, end, vp8)
 
 
 class SimulcastProjection:
@@ -232,16 +262,14 @@ class SimulcastProjection:
     """
 
     __slots__ = (
-        "_last_desc",
-        "_last_out_seq",
         "_last_out_time",
-        "_last_out_ts",
+        "_newest",
+        "_next_seq",
         "_parsed",
-        "_parsed_out_seq",
         "_pid_offset",
         "_seq_offset",
-        "_started",
         "_switch_seq",
+        "_switch_seq_due",
         "_tl0_offset",
         "_ts_offset",
         "current",
@@ -262,18 +290,21 @@ class SimulcastProjection:
         self.target = -1
         self.current = -1
         self.switches = 0
-        self._started = False
         self._seq_offset = 0
         self._ts_offset = 0
         self._pid_offset = 0
         self._tl0_offset = 0
+        # packets older than this one (the key frame switched at) are not forwarded; it is kept
+        # at most 0x1000 behind the newest packet sent so that it never wraps past us, moved
+        # when a packet takes the long path in :meth:`accept`, or at ``_switch_seq_due``
         self._switch_seq = 0
-        self._last_out_seq = 0
-        self._last_out_ts = 0
-        self._last_out_time = 0.0
-        self._last_desc: Vp8Descriptor | None = None  # of the newest packet sent
+        self._switch_seq_due = -1
+        self._newest: ParsedPacket | None = None  # the newest packet sent (None: nothing yet)
+        self._last_out_time = 0.0  # when it was sent
+        # the sequence number after it, on the layer the offsets apply to (the receiver saw it
+        # as ``_next_seq - 1 + _seq_offset``)
+        self._next_seq: int | None = None
         self._parsed: ParsedPacket | None = None  # the packet accepted last
-        self._parsed_out_seq = -1
 
     @property
     def keyframe_wanted(self) -> int | None:
@@ -294,7 +325,7 @@ class SimulcastProjection:
 
     def project(self, packet: bytearray, layer: int, now: float) -> bool:
         """:meth:`accept` and, when accepted, :meth:`rewrite` ``packet`` (a VP8 RTP packet) in place."""
-        if not self.accept(packet, layer, now, parse_packet(packet)):
+        if not self.accept(packet, layer, now, parse_packet(bytes(packet))):
             return False
         self.rewrite(packet)
         return True
@@ -310,28 +341,44 @@ class SimulcastProjection:
         switches layers at the target's key frame. ``parsed`` is :func:`parse_packet` of it
         (read here when not given). Does not modify the packet."""
         if parsed is None:
-            parsed = parse_packet(packet)
+            parsed = parse_packet(bytes(packet))
+        seq = parsed.seq
+        if seq == self._next_seq and layer == self.current:
+            # the steady state, the packet after the newest one sent on the same layer: it
+            # passes every check below, only the bookkeeping is left
+            if seq == self._switch_seq_due:
+                self._keep_switch_seq_near(seq)
+            self._next_seq = (seq + 1) & 0xFFFF
+            self._newest = self._parsed = parsed
+            self._last_out_time = now
+            return True
         if parsed.payload_offset < 0:
             return False  # malformed
         if layer != self.current:
             if layer != self.target or not self._switch_here(packet, parsed, now):
                 return False
-        seq = parsed.seq
+        next_seq = self._next_seq  # None until the first packet
+        if next_seq is not None:
+            self._keep_switch_seq_near((next_seq - 1) & 0xFFFF)  # as of the newest packet sent
         since_switch = (seq - self._switch_seq) & 0xFFFF
         if since_switch >= 0x8000:
             return False  # older than the key frame we switched at
-        if since_switch > 0x1000:  # keep the reference near, so it never wraps past us
-            self._switch_seq = (seq - 0x1000) & 0xFFFF
-        out_seq = (seq + self._seq_offset) & 0xFFFF
-        if 0 < ((out_seq - self._last_out_seq) & 0xFFFF) < 0x8000 or not self._started:  # newer
-            self._last_out_seq = out_seq
-            self._last_out_ts = (parsed.timestamp + self._ts_offset) & 0xFFFFFFFF
+        if next_seq is None or 0 < ((seq + 1 - next_seq) & 0xFFFF) < 0x8000:  # newer
+            self._newest = parsed
             self._last_out_time = now
-            self._last_desc = parsed.vp8
-        self._started = True
+            self._next_seq = (seq + 1) & 0xFFFF
+            self._keep_switch_seq_near(seq)
         self._parsed = parsed
-        self._parsed_out_seq = out_seq
         return True
+
+    def _keep_switch_seq_near(self, newest_seq: int) -> None:
+        """Move the switch reference up to 0x1000 behind ``newest_seq`` when it is further back
+        (called for every newest packet that takes the long path in :meth:`accept`, and by
+        the short one when the sequence number reaches ``_switch_seq_due``: in between, the
+        newest packet stays less than 0x4000 ahead, never so far that the distance is ambiguous)."""
+        if (newest_seq - self._switch_seq) & 0xFFFF > 0x1000:
+            self._switch_seq = (newest_seq - 0x1000) & 0xFFFF
+        self._switch_seq_due = (self._switch_seq + 0x4000) & 0xFFFF
 
     def rewrite(self, packet: bytearray) -> None:
         """Rewrite the packet just accepted in place: SSRC, sequence number, timestamp, VP8
@@ -367,7 +414,7 @@ class SimulcastProjection:
         if self._pid_offset == 0 and self._tl0_offset == 0:
             return
         parsed = self._parsed
-        if parsed is None or rtp.sequence_number(packet) != self._parsed_out_seq:
+        if parsed is None or rtp.sequence_number(packet) != (parsed.seq + self._seq_offset) & 0xFFFF:
             parsed = parse_packet(packet)
         desc = parsed.vp8
         if desc is None:
@@ -381,8 +428,9 @@ class SimulcastProjection:
         rewrite_descriptor(packet, parsed.payload_offset, desc, pid, tl0)
 
     def _switch_here(self, packet: bytes | bytearray | memoryview, parsed: ParsedPacket, now: float) -> bool:
-        desc = parsed.vp8
+        desc = None
         if self.wait_for_keyframe:
+            desc = parsed.vp8
             offset = parsed.payload_offset
             if desc is None and offset >= 0:  # a stream not declared VP8: look anyway
                 desc = parse_descriptor(packet, offset, len(packet))
@@ -391,11 +439,18 @@ class SimulcastProjection:
             vp8 = offset + desc.size
             if vp8 >= len(packet) or packet[vp8] & 0x01:  # not a key frame
                 return False
-        if self._started:
-            self._seq_offset = (self._last_out_seq + 1 - parsed.seq) & 0xFFFF
+        newest, next_seq = self._newest, self._next_seq
+        if newest is not None and next_seq is not None:
+            # continue from the newest packet the receiver got, as it saw it (the offsets
+            # have not changed since it was sent: they change only here)
+            self._seq_offset = (next_seq + self._seq_offset - parsed.seq) & 0xFFFF
+            self._next_seq = parsed.seq  # on the new layer, with the new offset
             elapsed = max(1, round((now - self._last_out_time) * VIDEO_CLOCK_RATE))
-            self._ts_offset = (self._last_out_ts + elapsed - parsed.timestamp) & 0xFFFFFFFF
-            last = self._last_desc
+            last_out_ts = newest.timestamp + self._ts_offset
+            self._ts_offset = (last_out_ts + elapsed - parsed.timestamp) & 0xFFFFFFFF
+            if not self.wait_for_keyframe:
+                desc = parsed.vp8
+            last = newest.vp8
             if desc is not None and last is not None:
                 # continue from the last picture id / TL0PICIDX the receiver got, as it saw them
                 if desc.picture_id >= 0 and last.picture_id >= 0:
@@ -406,6 +461,7 @@ class SimulcastProjection:
                     last_tl0 = (last.tl0picidx + self._tl0_offset) & 0xFF
                     self._tl0_offset = last_tl0 + 1 - desc.tl0picidx
         self._switch_seq = parsed.seq
+        self._switch_seq_due = (parsed.seq + 0x4000) & 0xFFFF
         self.current = self.target
         self.switches += 1
         return True

@@ -630,3 +630,63 @@ def test_bandwidth_feedback_follows_the_streams_a_receiver_gets_now() -> None:
     send("b", 2.0)
     stats = [m for ep, m in messages if ep == "r" and m["colibriClass"] == "ConnectionStats"]
     assert stats and stats[-1]["estimatedDownlinkBandwidth"] == 400_000
+
+
+def test_receivers_that_join_leave_or_pause_mid_stream_get_video_accordingly() -> None:
+    """What a stream's packets go to follows the forwarder's subscriptions and the policy's
+    routes as both change while the stream flows: a receiver that joins late gets it, one that
+    leaves stops, one that asks for no video (lastN 0) stops and gets it back, continuing its
+    sequence numbers."""
+    clock = Clock()
+    policy = ConferenceIntelligencePolicy(clock=clock)
+    forwarder = ConferenceForwarder("conf", policy)
+    people = {name: Participant(i, name) for i, name in enumerate("abcd")}
+
+    def join(name: str) -> None:
+        p = people[name]
+        forwarder.add_endpoint(name, p.sent.append)
+        forwarder.set_sources(name, p.sources(), clock.now)
+        forwarder.set_srtp(
+            name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+
+    def send(seconds: float) -> dict[str, int]:
+        marks = {name: len(p.sent) for name, p in people.items()}
+        for _ in range(round(seconds / 0.05)):
+            clock.now += 0.05
+            endpoint = forwarder.endpoints["a"]
+            forwarder.handle_rtp(endpoint, people["a"].audio(127), clock.now)
+            forwarder.handle_rtp(endpoint, people["a"].video(), clock.now)
+        return marks
+
+    # what each one got, SRTP undone once and in order (None for RTCP)
+    decrypted: dict[str, list[bytes | None]] = {name: [] for name in people}
+
+    def video_seqs(name: str, since: int) -> list[int]:
+        p, plain = people[name], decrypted[name]
+        plain.extend(
+            None if 192 <= d[1] <= 223 else p.receiver_side.unprotect(d) for d in p.sent[len(plain) :]
+        )
+        video = struct.pack("!I", people["a"].video_ssrc)
+        return [struct.unpack_from("!H", x, 2)[0] for x in plain[since:] if x and x[8:12] == video]
+
+    for name in "abc":
+        join(name)
+    marks = send(1.0)
+    assert video_seqs("b", marks["b"]) and video_seqs("c", marks["c"])
+    join("d")
+    marks = send(1.0)
+    assert len(video_seqs("d", marks["d"])) >= 15
+    forwarder.remove_endpoint("c")
+    marks = send(1.0)
+    assert len(video_seqs("b", marks["b"])) == len(video_seqs("d", marks["d"])) == 20
+    b_before = video_seqs("b", 0)
+    policy.on_message("b", {"colibriClass": "LastNChangedEvent", "lastN": 0})
+    marks = send(1.0)
+    assert video_seqs("b", marks["b"]) == [] and len(video_seqs("d", marks["d"])) == 20
+    policy.on_message("b", {"colibriClass": "LastNChangedEvent", "lastN": -1})
+    marks = send(1.0)
+    resumed = video_seqs("b", marks["b"])
+    assert len(resumed) == 20
+    assert resumed[0] == (b_before[-1] + 1) & 0xFFFF  # no gap in what b sees
+    assert all((y - x) & 0xFFFF == 1 for x, y in itertools.pairwise(resumed))

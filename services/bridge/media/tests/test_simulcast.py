@@ -291,3 +291,110 @@ def test_accept_with_the_parsed_descriptor_then_rewrite_payload_continues_pictur
     assert projection.rewrites_payload
     # a retransmission of the second one from the bridge's cache: no accept, its own descriptor
     assert ids(rewritten(packet(502, 2, 9, 92, False))) == (2, 2)
+
+
+def test_reordered_duplicate_and_late_packets_around_the_in_order_path() -> None:
+    """In-order packets take the short path; a reordered or duplicated packet of the current
+    layer still goes out with its own sequence number, one from before the switch does not, and
+    a later switch continues after the newest packet sent, not the last one accepted."""
+    source = VideoSource("s-v0", "s", (SimulcastLayer(0, 1), SimulcastLayer(1, 2)))
+    projection = SimulcastProjection(source)
+    key = bytes(VpxPayloadDescriptor(1, 0, picture_id=40)) + b"\x00\x00\x00\x9d\x01\x2a"
+
+    def delta(picture_id: int) -> bytes:
+        return bytes(VpxPayloadDescriptor(1, 0, picture_id=picture_id)) + b"\x01\x00\x00"
+
+    def out_seq(packet: bytearray) -> int:
+        return (packet[2] << 8) | packet[3]
+
+    projection.set_target(0)
+    assert not projection.project(rtp(65_533, 0, 1, delta(39)), 0, 0.0)  # before the key frame
+    first = rtp(65_534, 0, 1, key)
+    assert projection.project(first, 0, 0.0)
+    sent = [out_seq(first)]
+    for seq in (65_535, 0, 2, 1, 1, 3, 4):  # 1 arrives late and twice
+        packet = rtp(seq, 3000, 1, delta(41))
+        assert projection.project(packet, 0, 0.03)
+        sent.append(out_seq(packet))
+    assert sent == [65_534, 65_535, 0, 2, 1, 1, 3, 4]
+    assert not projection.project(rtp(65_533, 0, 1, delta(39)), 0, 0.04)  # from before the switch
+    projection.set_target(1)
+    late = rtp(3, 3000, 1, delta(41))  # the current layer keeps flowing until the key frame
+    assert projection.project(late, 0, 0.05) and out_seq(late) == 3
+    switched = rtp(900, 77_000, 2, key)
+    assert projection.project(switched, 1, 0.1)
+    assert out_seq(switched) == 5  # after 4, the newest sent
+    assert int.from_bytes(switched[4:8], "big") == 3000 + round(0.07 * 90_000)  # 4 went out at 0.03
+    assert VpxPayloadDescriptor.parse(bytes(switched[12:]))[0].picture_id == 42
+    following = rtp(901, 80_000, 2, delta(41))
+    assert projection.project(following, 1, 0.13) and out_seq(following) == 6
+
+
+def test_the_vp8_descriptor_is_read_only_when_a_receiver_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steady forwarding reads no payload descriptor; a picture-id rewrite reads it once per
+    packet, whatever the number of receivers."""
+    import services.bridge.media.simulcast as simulcast
+
+    reads = 0
+    real_parse = simulcast.parse_descriptor
+
+    def counting_parse(*args: object) -> object:
+        nonlocal reads
+        reads += 1
+        return real_parse(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(simulcast, "parse_descriptor", counting_parse)
+    source = VideoSource("s-v0", "s", (SimulcastLayer(0, 9),))
+    projections = [SimulcastProjection(source) for _ in range(5)]
+    for p in projections:
+        p.set_target(0)
+
+    def packet(seq: int) -> bytes:
+        return bytes(rtp(seq, seq * 3000, 9, bytes(VpxPayloadDescriptor(1, 0, picture_id=seq)) + b"\x01"))
+
+    for seq in range(100):
+        parsed = parse_packet(packet(seq))
+        assert all(p.accept(parsed.packet, 0, seq / 30, parsed) for p in projections)
+    assert reads == 0
+    for p in projections:
+        p.set_target(-1)
+        p.set_target(0)
+    reads = 0
+    for seq in range(200, 210):  # restarted: picture ids continue after 99, so they are rewritten
+        parsed = parse_packet(packet(seq))
+        for p in projections:
+            assert p.accept(parsed.packet, 0, seq / 30, parsed)
+            assert p.rewrites_payload
+            copy = bytearray(parsed.packet)
+            p.rewrite(copy)
+            assert VpxPayloadDescriptor.parse(bytes(copy[12:]))[0].picture_id == seq - 100
+    assert reads == 10 + 1  # one per packet, and the newest packet before the restart
+
+
+@pytest.mark.parametrize("jump", [0, 0x3000, 0x6F00])
+def test_late_packets_after_long_runs_are_judged_against_the_newest(jump: int) -> None:
+    """However long the in-order run since the switch (and across a jump ahead), a packet up to
+    0x1000 behind the newest one sent still goes out and anything older does not."""
+    source = VideoSource("s-v0", "s", (SimulcastLayer(0, 9),))
+    projection = SimulcastProjection(source)
+    projection.set_target(0)
+    delta = bytes(VpxPayloadDescriptor(0, 0)) + b"\x01"
+
+    def accept(seq: int) -> bool:
+        return projection.accept(bytes(rtp(seq & 0xFFFF, seq, 9, delta)), 0, 0.0)
+
+    assert accept(100)
+    newest = 100
+    for seq in range(101, 101 + 0x9000):
+        assert accept(seq)
+        newest = seq
+    if jump:
+        newest += jump
+        assert accept(newest)
+    for seq in range(newest + 1, newest + 0x11000):  # past a full wrap of the sequence numbers
+        assert accept(seq)
+        newest = seq
+    assert not accept(newest - 0x1001)
+    assert accept(newest - 0x1000)
+    assert accept(newest - 1)
+    assert accept(newest + 1)
