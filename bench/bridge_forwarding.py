@@ -54,6 +54,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.bridge_peer import (  # noqa: E402
     LEVEL_EXTENSION_ID,
+    SEND_TIME_EXTENSION_ID,
+    SEND_TIME_URI,
     LightPeer,
     MeetingCounters,
     MeetingPeer,
@@ -63,6 +65,7 @@ from bench.bridge_peer import (  # noqa: E402
     SimulcastSender,
     encode_vp8,
     encode_vp8_layer,
+    send_time,
 )
 from services.bridge.media.aiortc_adapter import DtlsCertificate  # noqa: E402
 from services.bridge.media.rtp import AUDIO_LEVEL_URI  # noqa: E402
@@ -415,7 +418,10 @@ class BridgeSfu:
             **common,
             sources=[sender.audio_ssrc],
             payload_types=[OPUS],
-            rtp_hdrexts=[colibri.RtpHdrExt(id=LEVEL_EXTENSION_ID, uri=AUDIO_LEVEL_URI)],
+            rtp_hdrexts=[
+                colibri.RtpHdrExt(id=SEND_TIME_EXTENSION_ID, uri=SEND_TIME_URI),
+                colibri.RtpHdrExt(id=LEVEL_EXTENSION_ID, uri=AUDIO_LEVEL_URI),
+            ],
         )
         video = colibri.Channel(
             **common,
@@ -425,6 +431,7 @@ class BridgeSfu:
             if simulcast
             else None,
             payload_types=[VP8],
+            rtp_hdrexts=[colibri.RtpHdrExt(id=SEND_TIME_EXTENSION_ID, uri=SEND_TIME_URI)],
         )
         bundle = await self._allocate(room, name, peer, audio, video)
         return str(bundle["web-socket"])
@@ -912,6 +919,8 @@ async def run_meeting20(
     certificate: DtlsCertificate,
     idle: float,
 ) -> dict[str, Any]:
+    if window >= 60:
+        raise SystemExit("the 20-party meeting counts packets by abs-send-time, which wraps at 64 s")
     room = f"{scenario}-{time.monotonic_ns()}"
     counters = MeetingCounters()
     names = [f"p{i}" for i in range(MEETING20_PARTIES)]
@@ -978,12 +987,28 @@ async def run_meeting20(
     cpu0 = cpu_seconds(sfu.pid)
     counters.counting = True
     start = time.monotonic()
+    counters.window_start = send_time(start)
+    counters.window_length = int(window * (1 << 18))
     await asyncio.sleep(window)
     counters.counting = False
     seconds = time.monotonic() - start
     cpu = cpu_seconds(sfu.pid) - cpu0
     client_cpu = time.process_time() - client0
+    await asyncio.sleep(2.0)  # what was sent in the window and is still on its way
     drops = udp_drops() - drops0
+    # what the policy should send: audio to everyone else; with last-N and stage view one
+    # stage video at the top layer and last-N - 1 thumbnails at the lowest per receiver
+    # (approximate: the sources and their frames vary); without, every sender's top layer or
+    # every layer to everyone else
+    others = MEETING20_PARTIES - 1
+    by_layer = counters.sent_by_layer or [0]
+    if variant.stage_view:
+        video = by_layer[-1] + (variant.last_n - 1) * by_layer[0]
+        expected = counters.sent_audio * others + video
+    elif variant.simulcast:
+        expected = (counters.sent_audio + by_layer[-1]) * others
+    else:
+        expected = (counters.sent_audio + sum(by_layer)) * others
     row: dict[str, Any] = {
         "sfu": sfu.name,
         "scenario": scenario,
@@ -992,7 +1017,7 @@ async def run_meeting20(
         "incoming_pps": round(counters.sent_packets / seconds),
         "incoming_kbps": round(counters.sent_bytes * 8 / seconds / 1000),
         "forwarded_pps": round(counters.rtp_packets / seconds),
-        "sent_mbps": round(counters.datagram_bytes * 8 / seconds / 1e6, 2),
+        "sent_mbps": round((counters.rtp_bytes + counters.other_bytes) * 8 / seconds / 1e6, 2),
         "cpu_us_per_packet": round(cpu / counters.rtp_packets * 1e6, 1) if counters.rtp_packets else None,
         "cpu_percent": round(100 * cpu / seconds, 1),
         "idle_cpu_ms_per_s": round(1000 * idle_cpu / idle, 2) if idle else None,
@@ -1000,6 +1025,8 @@ async def run_meeting20(
         if counters.rtp_packets
         else None,
         "udp_drops": drops,
+        "stream_jumps": counters.stream_jumps,
+        "expected_pps": round(expected / seconds),
         "video_streams_per_receiver": round(
             sum(len(p.video_ssrcs_received) for p in peers) / MEETING20_PARTIES, 1
         ),
@@ -1037,6 +1064,8 @@ def print_meeting20(rows: list[dict[str, Any]]) -> None:
         "cpu_percent",
         "loss_percent",
         "udp_drops",
+        "stream_jumps",
+        "expected_pps",
         "video_streams_per_receiver",
         "dominant_speaker_changes",
         "keyframe_requests",

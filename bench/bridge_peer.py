@@ -339,17 +339,35 @@ class Receipts:
 # ---- a meeting participant with simulcast (the 20-party scenario) ----------------------------
 
 
+SEND_TIME_EXTENSION_ID = 3
+SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+SEND_TIME_ELEMENT = (SEND_TIME_EXTENSION_ID << 4) | 2  # one-byte header: id, 3 bytes of data
+
+
+def send_time(now: float) -> int:
+    """abs-send-time: seconds in 6.18 fixed point, wrapping every 64 s."""
+    return int(now * (1 << 18)) & 0xFFFFFF
+
+
 class MeetingCounters:
-    """What every participant of a meeting received from the SFU while ``counting`` is on: RTP
-    read from the clear-text header only (no SRTP unprotect, so receiving 20 parties' streams
-    stays cheap for the client), all datagrams' bytes, and gaps in each stream's sequence."""
+    """What every participant of a meeting received from the SFU for the packets the senders
+    sent inside a window: RTP read from the clear-text header only (no SRTP unprotect, so
+    receiving 20 parties' streams stays cheap for the client), its abs-send-time extension (first
+    in every packet's extension block) telling whether it belongs to the window, whatever the
+    client's own delay in reading it; all datagrams' bytes (RTCP too) while ``counting`` is on;
+    and gaps in each stream's sequence."""
 
     def __init__(self) -> None:
-        self.counting = False
+        self.counting = False  # senders count what they send, receivers count datagram bytes
+        self.window_start = 0  # abs-send-time of the window's start
+        self.window_length = -1  # in abs-send-time units (-1: no window yet)
         self.rtp_packets = 0
         self.rtp_bytes = 0
-        self.datagram_bytes = 0
+        self.other_bytes = 0  # RTCP, STUN: by arrival while ``counting``
         self.seq_gaps = 0
+        self.stream_jumps = 0  # sequence jumps over 64: a stream paused or restarted
+        self.sent_audio = 0
+        self.sent_by_layer: list[int] = []
         self.sent_packets = 0
         self.sent_bytes = 0
 
@@ -370,16 +388,21 @@ class MeetingPeer(LightPeer):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         counters = self.counters
-        if counters.counting:
-            counters.datagram_bytes += len(data)
         first = data[0] if data else 255
         if not 127 < first < 192 or self.dtls is None or self.dtls.srtp is None:
+            if counters.counting:
+                counters.other_bytes += len(data)
             super().datagram_received(data, addr)
             return
         if 191 < data[1] < 224:
+            if counters.counting:
+                counters.other_bytes += len(data)
             self._on_rtcp(data)
             return
-        if not counters.counting:
+        if data[16] != SEND_TIME_ELEMENT:
+            return
+        sent = (data[17] << 16) | (data[18] << 8) | data[19]
+        if (sent - counters.window_start) & 0xFFFFFF >= counters.window_length:
             return
         counters.rtp_packets += 1
         counters.rtp_bytes += len(data)
@@ -392,6 +415,8 @@ class MeetingPeer(LightPeer):
             gap = (seq - last) & 0xFFFF
             if 1 < gap <= 64:  # larger jumps are a stream restarting, not loss
                 counters.seq_gaps += gap - 1
+            elif 64 < gap < 0x8000:
+                counters.stream_jumps += 1
 
     def _on_rtcp(self, data: bytes) -> None:
         assert self.dtls is not None and self.dtls.srtp is not None
@@ -482,25 +507,45 @@ class SimulcastSender:
         self._seq[ssrc] = (seq + 1) & 0xFFFF
         # -dBov (0 is the loudest, 127 silence) and the voice-activity flag
         level = 0x80 | 10 if self.speaking() else 100
+        if self.peer.counters.counting:
+            self.peer.counters.sent_audio += 1
+        sent = send_time(time.monotonic())
         self._send(
             struct.pack("!BBHII", 0x90, self.audio_pt, seq, int(n * 48000 * self.ptime) & 0xFFFFFFFF, ssrc)
-            + struct.pack("!HHBBH", 0xBEDE, 1, LEVEL_EXTENSION_ID << 4, level, 0)
+            + struct.pack(
+                "!HHBHBBBH",
+                0xBEDE,
+                2,
+                SEND_TIME_ELEMENT,
+                sent >> 8,
+                sent & 0xFF,
+                LEVEL_EXTENSION_ID << 4,
+                level,
+                0,
+            )
             + b"\xfc"
             + os.urandom(int(4000 * self.ptime) - 1)  # 32 kbps
         )
 
     def _video(self, n: int) -> None:
         ts = (n * 90000 // self.fps) & 0xFFFFFFFF
+        sent = send_time(time.monotonic())
+        extension = struct.pack("!HHBHB", 0xBEDE, 1, SEND_TIME_ELEMENT, sent >> 8, sent & 0xFF)
         for layer, ssrc in enumerate(self.layer_ssrcs):
             frames = self.layers[layer]
             index = self._frame_index[layer]
             self._frame_index[layer] = index + 1
             payloads = frames[index % len(frames)]
+            counters = self.peer.counters
+            if counters.counting:
+                while len(counters.sent_by_layer) <= layer:
+                    counters.sent_by_layer.append(0)
+                counters.sent_by_layer[layer] += len(payloads)
             seq = self._seq[ssrc]
             for i, payload in enumerate(payloads):
                 marker = 0x80 if i == len(payloads) - 1 else 0
-                header = struct.pack("!BBHII", 0x80, marker | self.video_pt, (seq + i) & 0xFFFF, ts, ssrc)
-                self._send(header + payload)
+                header = struct.pack("!BBHII", 0x90, marker | self.video_pt, (seq + i) & 0xFFFF, ts, ssrc)
+                self._send(header + extension + payload)
             self._seq[ssrc] = (seq + len(payloads)) & 0xFFFF
 
     async def _run(self) -> None:
