@@ -2,11 +2,26 @@
 
     .venv/bin/python -m bench.bridge_forwarding [--window 8] [--only fanout5,meeting10]
         [--parley bridge|engine|both] [--no-janus] [--idle 4]
+    .venv/bin/python -m bench.bridge_forwarding --no-janus --only meeting20 [--meeting20-fps 15]
+        [--meeting20-ptime 20]
 
 Scenarios: one publisher at 1 Mbps (VP8, pre-encoded) to 5, 10, 20 and 40 subscribers, and a
 10-party meeting where everyone sends Opus-sized audio (50 pps) and VP8 video (~400 kbps) and
 receives everyone else. For each scenario Parley runs, then Janus, alternating, each in its own
 room/conference while the other SFU idles.
+
+``meeting20`` (the bridge as deployed only: Janus cannot do last-N): 20 participants, each sending
+Opus-sized audio with the RFC 6464 level (three of them talking in turn, so the dominant speaker
+moves) and VP8 simulcast in three SSRC-signalled layers (180p, 360p, 720p; a key frame every 2 s
+and on every PLI or FIR), in three variants: ``meeting20-lastn`` (Colibri ``last-n`` 5 on every
+video channel, every receiver in stage view over the Colibri WebSocket: the dominant speaker on
+stage at 720p, thumbnails at 180p, re-sent when the dominant speaker changes),
+``meeting20-all`` (``last-n`` -1, no constraints: every sender's top layer to everyone) and
+``meeting20-layers`` (the layers without a SIM group, so each is an independent stream and every
+layer goes to everyone). Packets are counted by the abs-send-time extension the senders stamp on
+every packet, read from the clear-text RTP header (receivers do not decrypt), so the client's own
+delay does not move them in or out of the window; the bytes are what the bridge sent (RTP, RTCP,
+STUN) and what forwarding would need by the policy (``expected``), from what the senders sent.
 
 What runs as Parley: by default the bridge as deployed (``python -m services.bridge``), set up
 through Colibri REST like the focus does it, so the conference-intelligence policy, the HTTP and
@@ -1002,13 +1017,18 @@ async def run_meeting20(
     # every layer to everyone else
     others = MEETING20_PARTIES - 1
     by_layer = counters.sent_by_layer or [0]
+    bytes_by_layer = counters.sent_bytes_by_layer or [0]
     if variant.stage_view:
-        video = by_layer[-1] + (variant.last_n - 1) * by_layer[0]
-        expected = counters.sent_audio * others + video
+        expected = counters.sent_audio * others + by_layer[-1] + (variant.last_n - 1) * by_layer[0]
+        expected_bytes = (
+            counters.sent_audio_bytes * others + bytes_by_layer[-1] + (variant.last_n - 1) * bytes_by_layer[0]
+        )
     elif variant.simulcast:
         expected = (counters.sent_audio + by_layer[-1]) * others
+        expected_bytes = (counters.sent_audio_bytes + bytes_by_layer[-1]) * others
     else:
         expected = (counters.sent_audio + sum(by_layer)) * others
+        expected_bytes = (counters.sent_audio_bytes + sum(bytes_by_layer)) * others
     row: dict[str, Any] = {
         "sfu": sfu.name,
         "scenario": scenario,
@@ -1027,6 +1047,8 @@ async def run_meeting20(
         "udp_drops": drops,
         "stream_jumps": counters.stream_jumps,
         "expected_pps": round(expected / seconds),
+        "expected_rtp_mbps": round(expected_bytes * 8 / seconds / 1e6, 2),
+        "rtp_mbps": round(counters.rtp_bytes * 8 / seconds / 1e6, 2),
         "video_streams_per_receiver": round(
             sum(len(p.video_ssrcs_received) for p in peers) / MEETING20_PARTIES, 1
         ),
@@ -1066,6 +1088,8 @@ def print_meeting20(rows: list[dict[str, Any]]) -> None:
         "udp_drops",
         "stream_jumps",
         "expected_pps",
+        "rtp_mbps",
+        "expected_rtp_mbps",
         "video_streams_per_receiver",
         "dominant_speaker_changes",
         "keyframe_requests",
@@ -1083,10 +1107,12 @@ def print_meeting20(rows: list[dict[str, Any]]) -> None:
     for other in ("meeting20-all", "meeting20-layers"):
         if other in by_scenario:
             base = by_scenario[other]
-            saved = 1 - lastn["sent_mbps"] / base["sent_mbps"]
-            pps = 1 - lastn["forwarded_pps"] / base["forwarded_pps"]
             print(
-                f"last-n 5 + stage view vs {base['variant']}: {saved:.1%} of the bytes and {pps:.1%} of the packets saved"
+                f"last-n 5 + stage view vs {base['variant']}: "
+                f"{1 - lastn['sent_mbps'] / base['sent_mbps']:.1%} of the bytes sent saved "
+                f"({1 - lastn['forwarded_pps'] / base['forwarded_pps']:.1%} of the packets); "
+                f"against what forwarding everything needs: {1 - lastn['rtp_mbps'] / base['expected_rtp_mbps']:.1%} "
+                f"of the RTP bytes ({1 - lastn['forwarded_pps'] / base['expected_pps']:.1%} of the packets)"
             )
 
 

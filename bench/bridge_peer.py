@@ -366,8 +366,10 @@ class MeetingCounters:
         self.other_bytes = 0  # RTCP, STUN: by arrival while ``counting``
         self.seq_gaps = 0
         self.stream_jumps = 0  # sequence jumps over 64: a stream paused or restarted
-        self.sent_audio = 0
-        self.sent_by_layer: list[int] = []
+        self.sent_audio = 0  # packets
+        self.sent_audio_bytes = 0  # as SRTP
+        self.sent_by_layer: list[int] = []  # packets
+        self.sent_bytes_by_layer: list[int] = []  # as SRTP
         self.sent_packets = 0
         self.sent_bytes = 0
 
@@ -444,6 +446,7 @@ class MeetingPeer(LightPeer):
             self.on_keyframe_request(ssrc)
 
 
+SRTP_TAG = 10  # bytes SRTP adds to an RTP packet (AES_CM_128_HMAC_SHA1_80)
 LEVEL_EXTENSION_ID = 1
 """The RTP header extension id the meeting's audio uses for RFC 6464 audio levels."""
 
@@ -498,7 +501,7 @@ class SimulcastSender:
         counters = self.peer.counters
         if counters.counting:
             counters.sent_packets += 1
-            counters.sent_bytes += len(packet)
+            counters.sent_bytes += len(packet) + SRTP_TAG
         self.peer.send_rtp(packet)
 
     def _audio(self, n: int) -> None:
@@ -507,10 +510,8 @@ class SimulcastSender:
         self._seq[ssrc] = (seq + 1) & 0xFFFF
         # -dBov (0 is the loudest, 127 silence) and the voice-activity flag
         level = 0x80 | 10 if self.speaking() else 100
-        if self.peer.counters.counting:
-            self.peer.counters.sent_audio += 1
         sent = send_time(time.monotonic())
-        self._send(
+        packet = (
             struct.pack("!BBHII", 0x90, self.audio_pt, seq, int(n * 48000 * self.ptime) & 0xFFFFFFFF, ssrc)
             + struct.pack(
                 "!HHBHBBBH",
@@ -526,6 +527,11 @@ class SimulcastSender:
             + b"\xfc"
             + os.urandom(int(4000 * self.ptime) - 1)  # 32 kbps
         )
+        counters = self.peer.counters
+        if counters.counting:
+            counters.sent_audio += 1
+            counters.sent_audio_bytes += len(packet) + SRTP_TAG
+        self._send(packet)
 
     def _video(self, n: int) -> None:
         ts = (n * 90000 // self.fps) & 0xFFFFFFFF
@@ -540,7 +546,9 @@ class SimulcastSender:
             if counters.counting:
                 while len(counters.sent_by_layer) <= layer:
                     counters.sent_by_layer.append(0)
+                    counters.sent_bytes_by_layer.append(0)
                 counters.sent_by_layer[layer] += len(payloads)
+                counters.sent_bytes_by_layer[layer] += sum(16 + len(p) + SRTP_TAG for p in payloads)
             seq = self._seq[ssrc]
             for i, payload in enumerate(payloads):
                 marker = 0x80 if i == len(payloads) - 1 else 0
