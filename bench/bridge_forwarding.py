@@ -1104,15 +1104,20 @@ def print_meeting20(rows: list[dict[str, Any]]) -> None:
     lastn = by_scenario.get("meeting20-lastn")
     if lastn is None:
         return
+
+    def saved(part: float, whole: float) -> str:
+        return f"{1 - part / whole:.1%}" if whole else "n/a"
+
     for other in ("meeting20-all", "meeting20-layers"):
         if other in by_scenario:
             base = by_scenario[other]
             print(
                 f"last-n 5 + stage view vs {base['variant']}: "
-                f"{1 - lastn['sent_mbps'] / base['sent_mbps']:.1%} of the bytes sent saved "
-                f"({1 - lastn['forwarded_pps'] / base['forwarded_pps']:.1%} of the packets); "
-                f"against what forwarding everything needs: {1 - lastn['rtp_mbps'] / base['expected_rtp_mbps']:.1%} "
-                f"of the RTP bytes ({1 - lastn['forwarded_pps'] / base['expected_pps']:.1%} of the packets)"
+                f"{saved(lastn['sent_mbps'], base['sent_mbps'])} of the bytes sent saved "
+                f"({saved(lastn['forwarded_pps'], base['forwarded_pps'])} of the packets); "
+                f"against what forwarding everything needs: "
+                f"{saved(lastn['rtp_mbps'], base['expected_rtp_mbps'])} of the RTP bytes "
+                f"({saved(lastn['forwarded_pps'], base['expected_pps'])} of the packets)"
             )
 
 
