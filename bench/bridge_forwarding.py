@@ -1036,9 +1036,11 @@ async def run_meeting20(
         "endpoints": MEETING20_PARTIES,
         "incoming_pps": round(counters.sent_packets / seconds),
         "incoming_kbps": round(counters.sent_bytes * 8 / seconds / 1000),
-        "forwarded_pps": round(counters.rtp_packets / seconds),
-        "sent_mbps": round((counters.rtp_bytes + counters.other_bytes) * 8 / seconds / 1e6, 2),
-        "cpu_us_per_packet": round(cpu / counters.rtp_packets * 1e6, 1) if counters.rtp_packets else None,
+        "forwarded_pps": round(counters.arrived_packets / seconds),
+        "sent_mbps": round((counters.arrived_bytes + counters.other_bytes) * 8 / seconds / 1e6, 2),
+        "cpu_us_per_packet": round(cpu / counters.arrived_packets * 1e6, 1)
+        if counters.arrived_packets
+        else None,
         "cpu_percent": round(100 * cpu / seconds, 1),
         "idle_cpu_ms_per_s": round(1000 * idle_cpu / idle, 2) if idle else None,
         "loss_percent": round(100 * counters.seq_gaps / (counters.rtp_packets + counters.seq_gaps), 3)
@@ -1047,6 +1049,7 @@ async def run_meeting20(
         "udp_drops": drops,
         "stream_jumps": counters.stream_jumps,
         "expected_pps": round(expected / seconds),
+        "delivered_percent": round(100 * counters.rtp_packets / expected, 1) if expected else None,
         "expected_rtp_mbps": round(expected_bytes * 8 / seconds / 1e6, 2),
         "rtp_mbps": round(counters.rtp_bytes * 8 / seconds / 1e6, 2),
         "video_streams_per_receiver": round(
@@ -1088,6 +1091,7 @@ def print_meeting20(rows: list[dict[str, Any]]) -> None:
         "udp_drops",
         "stream_jumps",
         "expected_pps",
+        "delivered_percent",
         "rtp_mbps",
         "expected_rtp_mbps",
         "video_streams_per_receiver",

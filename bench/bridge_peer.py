@@ -350,12 +350,12 @@ def send_time(now: float) -> int:
 
 
 class MeetingCounters:
-    """What every participant of a meeting received from the SFU for the packets the senders
-    sent inside a window: RTP read from the clear-text header only (no SRTP unprotect, so
-    receiving 20 parties' streams stays cheap for the client), its abs-send-time extension (first
-    in every packet's extension block) telling whether it belongs to the window, whatever the
-    client's own delay in reading it; all datagrams' bytes (RTCP too) while ``counting`` is on;
-    and gaps in each stream's sequence."""
+    """What every participant of a meeting received from the SFU, read from the clear-text RTP
+    header only (no SRTP unprotect, so receiving 20 parties' streams stays cheap for the client):
+    every datagram arriving while ``counting`` is on (what the SFU sent in the window), and the
+    RTP packets the senders sent inside the window, told by the abs-send-time extension first in
+    every packet's extension block, whenever they arrive (what was delivered, however late), with
+    the gaps in each stream's sequence."""
 
     def __init__(self) -> None:
         self.counting = False  # senders count what they send, receivers count datagram bytes
@@ -364,6 +364,8 @@ class MeetingCounters:
         self.rtp_packets = 0
         self.rtp_bytes = 0
         self.other_bytes = 0  # RTCP, STUN: by arrival while ``counting``
+        self.arrived_packets = 0  # RTP by arrival while ``counting``: what the SFU sent then
+        self.arrived_bytes = 0
         self.seq_gaps = 0
         self.stream_jumps = 0  # sequence jumps over 64: a stream paused or restarted
         self.sent_audio = 0  # packets
@@ -401,6 +403,9 @@ class MeetingPeer(LightPeer):
                 counters.other_bytes += len(data)
             self._on_rtcp(data)
             return
+        if counters.counting:
+            counters.arrived_packets += 1
+            counters.arrived_bytes += len(data)
         if data[16] != SEND_TIME_ELEMENT:
             return
         sent = (data[17] << 16) | (data[18] << 8) | data[19]
