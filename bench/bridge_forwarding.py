@@ -2,11 +2,26 @@
 
     .venv/bin/python -m bench.bridge_forwarding [--window 8] [--only fanout5,meeting10]
         [--parley bridge|engine|both] [--no-janus] [--idle 4]
+    .venv/bin/python -m bench.bridge_forwarding --no-janus --only meeting20 [--meeting20-fps 15]
+        [--meeting20-ptime 20]
 
 Scenarios: one publisher at 1 Mbps (VP8, pre-encoded) to 5, 10, 20 and 40 subscribers, and a
 10-party meeting where everyone sends Opus-sized audio (50 pps) and VP8 video (~400 kbps) and
 receives everyone else. For each scenario Parley runs, then Janus, alternating, each in its own
 room/conference while the other SFU idles.
+
+``meeting20`` (the bridge as deployed only: Janus cannot do last-N): 20 participants, each sending
+Opus-sized audio with the RFC 6464 level (three of them talking in turn, so the dominant speaker
+moves) and VP8 simulcast in three SSRC-signalled layers (180p, 360p, 720p; a key frame every 2 s
+and on every PLI or FIR), in three variants: ``meeting20-lastn`` (Colibri ``last-n`` 5 on every
+video channel, every receiver in stage view over the Colibri WebSocket: the dominant speaker on
+stage at 720p, thumbnails at 180p, re-sent when the dominant speaker changes),
+``meeting20-all`` (``last-n`` -1, no constraints: every sender's top layer to everyone) and
+``meeting20-layers`` (the layers without a SIM group, so each is an independent stream and every
+layer goes to everyone). Packets are counted by the abs-send-time extension the senders stamp on
+every packet, read from the clear-text RTP header (receivers do not decrypt), so the client's own
+delay does not move them in or out of the window; the bytes are what the bridge sent (RTP, RTCP,
+STUN) and what forwarding would need by the policy (``expected``), from what the senders sent.
 
 What runs as Parley: by default the bridge as deployed (``python -m services.bridge``), set up
 through Colibri REST like the focus does it, so the conference-intelligence policy, the HTTP and
@@ -52,15 +67,41 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bridge_peer import LightPeer, Publisher, Receipts, Remote, encode_vp8  # noqa: E402
+from bench.bridge_peer import (  # noqa: E402
+    LEVEL_EXTENSION_ID,
+    SEND_TIME_EXTENSION_ID,
+    SEND_TIME_URI,
+    LightPeer,
+    MeetingCounters,
+    MeetingPeer,
+    Publisher,
+    Receipts,
+    Remote,
+    SimulcastSender,
+    encode_vp8,
+    encode_vp8_layer,
+    send_time,
+)
 from services.bridge.media.aiortc_adapter import DtlsCertificate  # noqa: E402
-from services.common import colibri  # noqa: E402
+from services.bridge.media.rtp import AUDIO_LEVEL_URI  # noqa: E402
+from services.common import bridge_channel, colibri  # noqa: E402
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port  # noqa: E402
 
 NETNS_ENV = "PARLEY_BENCH_NETNS"
 MEDIA_IP = "10.99.0.1"
 VIDEO_PT, AUDIO_PT = 96, 111
 FANOUT_FPS, MEETING_FPS = 30, 25
+OPUS = colibri.PayloadType(id=AUDIO_PT, name="opus", clockrate=48000, channels=2)
+VP8 = colibri.PayloadType(
+    id=VIDEO_PT,
+    name="VP8",
+    clockrate=90000,
+    rtcp_fbs=[
+        colibri.RtcpFb(type="nack"),
+        colibri.RtcpFb(type="nack", subtype="pli"),
+        colibri.RtcpFb(type="ccm", subtype="fir"),
+    ],
+)
 
 
 # ---- network namespace -----------------------------------------------------------------------
@@ -356,11 +397,6 @@ class BridgeSfu:
         self, room: str, name: str, peers: list[LightPeer], pub: Publisher | None, feeds: list[str]
     ) -> str:
         """One channel bundle per participant (``peers[0]``), like the focus allocates it."""
-        if room not in self._conferences:
-            created = (await self.http.post("/colibri/conferences", json={})).raise_for_status().json()
-            self._conferences[room] = created["id"]
-            self._channels[room] = []
-        conference_id = self._conferences[room]
         peer = peers[0]
         common: dict[str, Any] = {
             "endpoint": name,
@@ -372,24 +408,59 @@ class BridgeSfu:
         audio = colibri.Channel(
             **common,
             sources=[pub.audio_ssrc] if pub is not None and pub.audio else [],
-            payload_types=[colibri.PayloadType(id=AUDIO_PT, name="opus", clockrate=48000, channels=2)],
+            payload_types=[OPUS],
+        )
+        video = colibri.Channel(
+            **common, sources=[pub.video_ssrc] if pub is not None else [], payload_types=[VP8]
+        )
+        await self._allocate(room, name, peer, audio, video)
+        return name
+
+    async def join_meeting(
+        self, room: str, name: str, peer: LightPeer, sender: SimulcastSender, simulcast: bool, last_n: int
+    ) -> str:
+        """A 20-party meeting participant: audio with the RFC 6464 level extension, video with
+        one SSRC per simulcast layer (in a ``SIM`` group when ``simulcast``, else each layer an
+        independent stream), the video channel's ``last-n``. Returns its Colibri WebSocket URL."""
+        common: dict[str, Any] = {
+            "endpoint": name,
+            "channel_bundle_id": name,
+            "initiator": True,
+            "direction": "sendrecv",
+            "expire": 60,
+        }
+        audio = colibri.Channel(
+            **common,
+            sources=[sender.audio_ssrc],
+            payload_types=[OPUS],
+            rtp_hdrexts=[
+                colibri.RtpHdrExt(id=SEND_TIME_EXTENSION_ID, uri=SEND_TIME_URI),
+                colibri.RtpHdrExt(id=LEVEL_EXTENSION_ID, uri=AUDIO_LEVEL_URI),
+            ],
         )
         video = colibri.Channel(
             **common,
-            sources=[pub.video_ssrc] if pub is not None else [],
-            payload_types=[
-                colibri.PayloadType(
-                    id=VIDEO_PT,
-                    name="VP8",
-                    clockrate=90000,
-                    rtcp_fbs=[
-                        colibri.RtcpFb(type="nack"),
-                        colibri.RtcpFb(type="nack", subtype="pli"),
-                        colibri.RtcpFb(type="ccm", subtype="fir"),
-                    ],
-                )
-            ],
+            last_n=last_n,
+            sources=list(sender.layer_ssrcs),
+            ssrc_groups=[colibri.SsrcGroup(semantics="SIM", sources=list(sender.layer_ssrcs))]
+            if simulcast
+            else None,
+            payload_types=[VP8],
+            rtp_hdrexts=[colibri.RtpHdrExt(id=SEND_TIME_EXTENSION_ID, uri=SEND_TIME_URI)],
         )
+        bundle = await self._allocate(room, name, peer, audio, video)
+        return str(bundle["web-socket"])
+
+    async def _allocate(
+        self, room: str, name: str, peer: LightPeer, audio: colibri.Channel, video: colibri.Channel
+    ) -> dict[str, Any]:
+        """One channel bundle per participant, one PATCH, like the focus allocates it; then ICE
+        and DTLS. Returns the bridge's side of the bundle's transport."""
+        if room not in self._conferences:
+            created = (await self.http.post("/colibri/conferences", json={})).raise_for_status().json()
+            self._conferences[room] = created["id"]
+            self._channels[room] = []
+        conference_id = self._conferences[room]
         transport = colibri.IceUdpTransport(
             ufrag=peer.ufrag,
             pwd=peer.pwd,
@@ -411,7 +482,7 @@ class BridgeSfu:
             for channel in content.get("channels", []):
                 if channel.get("endpoint") == name:
                     self._channels[room].append((content["name"], channel["id"]))
-        bundle = next(b for b in out["channel-bundles"] if b["id"] == name)["transport"]
+        bundle: dict[str, Any] = next(b for b in out["channel-bundles"] if b["id"] == name)["transport"]
         candidate = bundle["candidates"][0]
         await peer.connect(
             Remote(
@@ -422,7 +493,7 @@ class BridgeSfu:
                 "client",
             )
         )
-        return name
+        return bundle
 
     async def close_room(self, room: str) -> None:
         """Expire every channel (``expire: 0``), as the focus does when a conference ends."""
@@ -764,6 +835,296 @@ async def run_scenario(
     return result
 
 
+# ---- the 20-party meeting: last-N + simulcast against forwarding everything -----------------------
+
+MEETING20_PARTIES = 20
+MEETING20_LAYERS = ((320, 180, 60_000), (640, 360, 200_000), (1280, 720, 600_000))  # bit rates at 15 fps
+MEETING20_TALKERS = 3  # p0, p1, p2 talk in turn, so the dominant speaker moves
+MEETING20_TURN = 3.0  # seconds each talker talks
+MEETING20_STAGE_HEIGHT, MEETING20_THUMBNAIL_HEIGHT = 720, 180
+
+
+@dataclass(frozen=True)
+class MeetingVariant:
+    last_n: int  # Colibri ``last-n`` of every video channel
+    stage_view: bool  # receivers send ReceiverVideoConstraints (stage + thumbnails)
+    simulcast: bool  # the layers in a SIM group (else each layer is an independent stream)
+    label: str
+
+
+MEETING20_VARIANTS = {
+    "meeting20-lastn": MeetingVariant(5, True, True, "last-n 5, simulcast, stage view"),
+    "meeting20-all": MeetingVariant(-1, False, True, "last-n -1, simulcast, no constraints"),
+    "meeting20-layers": MeetingVariant(-1, False, False, "last-n -1, every layer its own stream"),
+}
+
+
+def udp_drops() -> int:
+    """Datagrams the kernel dropped at any UDP socket of this network namespace (a full receive
+    buffer, the bridge's or a client's), from the ``drops`` column of /proc/net/udp."""
+    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return sum(int(line.split()[-1]) for line in lines if line.strip())
+
+
+class StageViewReceiver:
+    """A participant's bridge channel (the Colibri WebSocket) in Jitsi Meet's stage view: the
+    dominant speaker on stage in high resolution, everyone else as thumbnails; the constraints are
+    sent again each time the bridge announces a new dominant speaker (unless it is this
+    participant, whose stage keeps the previous one)."""
+
+    def __init__(self, name: str, url: str, stage_view: bool, last_n: int, first_on_stage: str) -> None:
+        self.name = name
+        self.url = url
+        self.stage_view = stage_view
+        self.last_n = last_n
+        self.on_stage = first_on_stage
+        self.dominant_changes = 0
+        self.constraints_sent = 0
+        self.forwarded_sources: list[str] = []
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def constraints(self) -> str:
+        stage = f"{self.on_stage}-v0"
+        return bridge_channel.serialize(
+            bridge_channel.ReceiverVideoConstraints(
+                last_n=self.last_n,
+                on_stage_sources=[stage],
+                default_constraints=bridge_channel.VideoConstraints(max_height=MEETING20_THUMBNAIL_HEIGHT),
+                constraints={stage: bridge_channel.VideoConstraints(max_height=MEETING20_STAGE_HEIGHT)},
+            )
+        )
+
+    async def _run(self) -> None:
+        from websockets.asyncio.client import connect
+
+        async with connect(self.url) as socket:
+            if self.stage_view:
+                await socket.send(self.constraints())
+                self.constraints_sent += 1
+            self.ready.set()
+            async for frame in socket:
+                message = bridge_channel.parse(frame)
+                if isinstance(message, bridge_channel.DominantSpeakerEndpointChangeEvent):
+                    self.dominant_changes += 1
+                    dominant = message.dominant_speaker_endpoint
+                    if self.stage_view and dominant != self.name and dominant != self.on_stage:
+                        self.on_stage = dominant
+                        await socket.send(self.constraints())
+                        self.constraints_sent += 1
+                elif isinstance(message, bridge_channel.ForwardedSources):
+                    self.forwarded_sources = message.forwarded_sources
+
+
+async def run_meeting20(
+    sfu: BridgeSfu,
+    scenario: str,
+    variant: MeetingVariant,
+    layers: list[list[list[bytes]]],
+    fps: int,
+    ptime: float,
+    window: float,
+    certificate: DtlsCertificate,
+    idle: float,
+) -> dict[str, Any]:
+    if window >= 60:
+        raise SystemExit("the 20-party meeting counts packets by abs-send-time, which wraps at 64 s")
+    room = f"{scenario}-{time.monotonic_ns()}"
+    counters = MeetingCounters()
+    names = [f"p{i}" for i in range(MEETING20_PARTIES)]
+    talkers = names[:MEETING20_TALKERS]
+    talk_start = [float("inf")]
+
+    def speaking_of(name: str) -> Any:
+        def speaking() -> bool:
+            elapsed = time.monotonic() - talk_start[0]
+            return elapsed >= 0 and talkers[int(elapsed / MEETING20_TURN) % len(talkers)] == name
+
+        return speaking
+
+    peers: list[MeetingPeer] = []
+    senders: list[SimulcastSender] = []
+    receivers: list[StageViewReceiver] = []
+    for i, name in enumerate(names):
+        peer = MeetingPeer(certificate, MEDIA_IP, counters)
+        await peer.open()
+        sender = SimulcastSender(
+            peer,
+            layers,
+            fps,
+            speaking_of(name),
+            i / MEETING20_PARTIES,
+            ptime=ptime,
+            video_pt=VIDEO_PT,
+            audio_pt=AUDIO_PT,
+        )
+        url = await sfu.join_meeting(room, name, peer, sender, variant.simulcast, variant.last_n)
+        receiver = StageViewReceiver(
+            name, url, variant.stage_view, variant.last_n, talkers[1] if i == 0 else talkers[0]
+        )
+        receiver.start()
+        peers.append(peer)
+        senders.append(sender)
+        receivers.append(receiver)
+    await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in receivers)), 30)
+
+    async def consent() -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            for peer in peers:
+                peer.keepalive()
+
+    consent_task = asyncio.ensure_future(consent())
+    idle_cpu = 0.0
+    if idle > 0:
+        await asyncio.sleep(1.0)
+        idle0 = cpu_seconds(sfu.pid)
+        await asyncio.sleep(idle)
+        idle_cpu = cpu_seconds(sfu.pid) - idle0
+    talk_start[0] = time.monotonic()
+    for sender in senders:
+        sender.start()
+    await asyncio.sleep(4.0)  # warm-up: first dominant speaker, key frames, layer bitrates measured
+    changes0 = sum(r.dominant_changes for r in receivers)
+    plis0 = sum(p.keyframe_requests for p in peers)
+    drops0 = udp_drops()
+    rss0 = rss_mb(sfu.pid)
+    for peer in peers:
+        peer.video_ssrcs_received.clear()
+    client0 = time.process_time()
+    cpu0 = cpu_seconds(sfu.pid)
+    counters.counting = True
+    start = time.monotonic()
+    counters.window_start = send_time(start)
+    counters.window_length = int(window * (1 << 18))
+    await asyncio.sleep(window)
+    counters.counting = False
+    seconds = time.monotonic() - start
+    cpu = cpu_seconds(sfu.pid) - cpu0
+    client_cpu = time.process_time() - client0
+    await asyncio.sleep(2.0)  # what was sent in the window and is still on its way
+    drops = udp_drops() - drops0
+    # what the policy should send: audio to everyone else; with last-N and stage view one
+    # stage video at the top layer and last-N - 1 thumbnails at the lowest per receiver
+    # (approximate: the sources and their frames vary); without, every sender's top layer or
+    # every layer to everyone else
+    others = MEETING20_PARTIES - 1
+    by_layer = counters.sent_by_layer or [0]
+    bytes_by_layer = counters.sent_bytes_by_layer or [0]
+    if variant.stage_view:
+        expected = counters.sent_audio * others + by_layer[-1] + (variant.last_n - 1) * by_layer[0]
+        expected_bytes = (
+            counters.sent_audio_bytes * others + bytes_by_layer[-1] + (variant.last_n - 1) * bytes_by_layer[0]
+        )
+    elif variant.simulcast:
+        expected = (counters.sent_audio + by_layer[-1]) * others
+        expected_bytes = (counters.sent_audio_bytes + bytes_by_layer[-1]) * others
+    else:
+        expected = (counters.sent_audio + sum(by_layer)) * others
+        expected_bytes = (counters.sent_audio_bytes + sum(bytes_by_layer)) * others
+    row: dict[str, Any] = {
+        "sfu": sfu.name,
+        "scenario": scenario,
+        "variant": variant.label,
+        "endpoints": MEETING20_PARTIES,
+        "incoming_pps": round(counters.sent_packets / seconds),
+        "incoming_kbps": round(counters.sent_bytes * 8 / seconds / 1000),
+        "forwarded_pps": round(counters.arrived_packets / seconds),
+        "sent_mbps": round((counters.arrived_bytes + counters.other_bytes) * 8 / seconds / 1e6, 2),
+        "cpu_us_per_packet": round(cpu / counters.arrived_packets * 1e6, 1)
+        if counters.arrived_packets
+        else None,
+        "cpu_percent": round(100 * cpu / seconds, 1),
+        "idle_cpu_ms_per_s": round(1000 * idle_cpu / idle, 2) if idle else None,
+        "loss_percent": round(100 * counters.seq_gaps / (counters.rtp_packets + counters.seq_gaps), 3)
+        if counters.rtp_packets
+        else None,
+        "udp_drops": drops,
+        "stream_jumps": counters.stream_jumps,
+        "expected_pps": round(expected / seconds),
+        "delivered_percent": round(100 * counters.rtp_packets / expected, 1) if expected else None,
+        "expected_rtp_mbps": round(expected_bytes * 8 / seconds / 1e6, 2),
+        "rtp_mbps": round(counters.rtp_bytes * 8 / seconds / 1e6, 2),
+        "video_streams_per_receiver": round(
+            sum(len(p.video_ssrcs_received) for p in peers) / MEETING20_PARTIES, 1
+        ),
+        "forwarded_sources_per_receiver": round(
+            sum(len(r.forwarded_sources) for r in receivers) / MEETING20_PARTIES, 1
+        ),
+        "dominant_speaker_changes": round(
+            (sum(r.dominant_changes for r in receivers) - changes0) / MEETING20_PARTIES, 1
+        ),
+        "keyframe_requests": sum(p.keyframe_requests for p in peers) - plis0,
+        "client_cpu_percent": round(100 * client_cpu / seconds, 1),
+        "rss_mb": round(rss_mb(sfu.pid), 1),
+        "rss_growth_mb": round(rss_mb(sfu.pid) - rss0, 1),
+    }
+    consent_task.cancel()
+    for sender in senders:
+        sender.stop()
+    for receiver in receivers:
+        receiver.stop()
+    for peer in peers:
+        peer.close()
+    await sfu.close_room(room)
+    await asyncio.sleep(0.5)
+    return row
+
+
+def print_meeting20(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    header = (
+        "variant",
+        "forwarded_pps",
+        "sent_mbps",
+        "cpu_us_per_packet",
+        "cpu_percent",
+        "loss_percent",
+        "udp_drops",
+        "stream_jumps",
+        "expected_pps",
+        "delivered_percent",
+        "rtp_mbps",
+        "expected_rtp_mbps",
+        "video_streams_per_receiver",
+        "dominant_speaker_changes",
+        "keyframe_requests",
+        "client_cpu_percent",
+        "rss_mb",
+    )
+    print()
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(str(row[h]) for h in header))
+    by_scenario = {row["scenario"]: row for row in rows}
+    lastn = by_scenario.get("meeting20-lastn")
+    if lastn is None:
+        return
+
+    def saved(part: float, whole: float) -> str:
+        return f"{1 - part / whole:.1%}" if whole else "n/a"
+
+    for other in ("meeting20-all", "meeting20-layers"):
+        if other in by_scenario:
+            base = by_scenario[other]
+            print(
+                f"last-n 5 + stage view vs {base['variant']}: "
+                f"{saved(lastn['sent_mbps'], base['sent_mbps'])} of the bytes sent saved "
+                f"({saved(lastn['forwarded_pps'], base['forwarded_pps'])} of the packets); "
+                f"against what forwarding everything needs: "
+                f"{saved(lastn['rtp_mbps'], base['expected_rtp_mbps'])} of the RTP bytes "
+                f"({saved(lastn['forwarded_pps'], base['expected_pps'])} of the packets)"
+            )
+
+
 SCENARIOS = {
     "fanout5": (1, 5),
     "fanout10": (1, 10),
@@ -774,7 +1135,14 @@ SCENARIOS = {
 
 
 async def main(args: argparse.Namespace) -> None:
-    chosen = [s for s in (args.only.split(",") if args.only else SCENARIOS)]
+    chosen: list[str] = []
+    for name in args.only.split(",") if args.only else [*SCENARIOS, "meeting20"]:
+        if name == "meeting20":
+            chosen += list(MEETING20_VARIANTS)
+        elif name in SCENARIOS or name in MEETING20_VARIANTS:
+            chosen.append(name)
+        else:
+            raise SystemExit(f"unknown scenario {name!r}")
     print(f"encoding VP8 test media (1 Mbps @ {FANOUT_FPS} fps, 400 kbps @ {MEETING_FPS} fps)...", flush=True)
     fanout_frames = await asyncio.to_thread(encode_vp8, 4, FANOUT_FPS, 1_000_000)
     meeting_frames = await asyncio.to_thread(encode_vp8, 4, MEETING_FPS, 400_000, 480, 270)
@@ -785,6 +1153,16 @@ async def main(args: argparse.Namespace) -> None:
         kbps = sum(len(p) for f in frames for p in f) * 8 / (len(frames) / fps) / 1000
         pps = sum(len(f) for f in frames) / (len(frames) / fps)
         print(f"  {name}: {kbps:.0f} kbps, {pps:.0f} video packets/s per publisher", flush=True)
+    layers: list[list[list[bytes]]] = []
+    if any(name in MEETING20_VARIANTS for name in chosen):
+        fps = args.meeting20_fps
+        for width, height, bitrate in MEETING20_LAYERS:
+            # the same bits per frame at any frame rate: a lower rate means fewer packets
+            frames = await asyncio.to_thread(encode_vp8_layer, 4, fps, bitrate * fps // 15, width, height)
+            layers.append(frames)
+            kbps = sum(len(p) for f in frames for p in f) * 8 / (len(frames) / fps) / 1000
+            pps = sum(len(f) for f in frames) / (len(frames) / fps)
+            print(f"  meeting20 layer {height}p: {kbps:.0f} kbps, {pps:.0f} packets/s", flush=True)
     certificate = DtlsCertificate()
     sfus: list[BridgeSfu | EngineSfu | JanusSfu] = []
     if args.parley in ("bridge", "both"):
@@ -794,10 +1172,29 @@ async def main(args: argparse.Namespace) -> None:
     if not args.no_janus:
         sfus.append(JanusSfu())
     results = []
+    meeting20_rows = []
     try:
         for sfu in sfus:
             await sfu.start()
         for scenario in chosen:
+            if scenario in MEETING20_VARIANTS:
+                # last-N, constraints and the bridge channel need the bridge as deployed
+                bridges = [s for s in sfus if isinstance(s, BridgeSfu)]
+                for bridge in bridges:
+                    row = await run_meeting20(
+                        bridge,
+                        scenario,
+                        MEETING20_VARIANTS[scenario],
+                        layers,
+                        args.meeting20_fps,
+                        args.meeting20_ptime / 1000,
+                        args.window,
+                        certificate,
+                        args.idle,
+                    )
+                    meeting20_rows.append(row)
+                    print(json.dumps(row), flush=True)
+                continue
             publishers, subscribers = SCENARIOS[scenario]
             meeting = subscribers == 0
             for sfu in sfus:
@@ -819,6 +1216,9 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         for sfu in sfus:
             await sfu.stop()
+    print_meeting20(meeting20_rows)
+    if not results:
+        return
     print()
     header = (
         "scenario",
@@ -850,7 +1250,13 @@ if __name__ == "__main__":
         default=4.0,
         help="seconds of CPU measured with everyone connected, before media",
     )
-    parser.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios: "
+        + ",".join([*SCENARIOS, "meeting20", *MEETING20_VARIANTS])
+        + " (meeting20 = its three variants)",
+    )
     parser.add_argument(
         "--parley",
         choices=("bridge", "engine", "both"),
@@ -858,6 +1264,15 @@ if __name__ == "__main__":
         help="the bridge process as deployed (default), the media engine's dev server, or both",
     )
     parser.add_argument("--no-janus", action="store_true", help="measure Parley only")
+    parser.add_argument(
+        "--meeting20-fps",
+        type=int,
+        default=15,
+        help="video frame rate of the 20-party meeting (same bits per frame)",
+    )
+    parser.add_argument(
+        "--meeting20-ptime", type=int, default=20, help="audio packet interval of the 20-party meeting, ms"
+    )
     enter_namespace()
     import uvloop
 

@@ -196,6 +196,55 @@ def encode_vp8(
     return frames
 
 
+def encode_vp8_layer(seconds: float, fps: int, bitrate: int, width: int, height: int) -> list[list[bytes]]:
+    """VP8 RTP payloads (per frame) of one simulcast layer: libvpx in constant bit rate at
+    ``bitrate`` (any rate; aiortc's encoder keeps to 250-1500 kbps), a key frame every 2 s. The
+    picture is a camera-like one (smooth areas and detail, panning), which libvpx can bring
+    down to a thumbnail's bit rate; payloads are packetized with aiortc's VP8 payloader."""
+    import av
+    import numpy as np
+    from aiortc.codecs.vpx import Vp8Encoder
+    from av import VideoFrame
+
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height = width, height
+    codec.bit_rate = bitrate
+    codec.pix_fmt = "yuv420p"
+    codec.framerate = fractions.Fraction(fps, 1)
+    codec.time_base = fractions.Fraction(1, fps)
+    codec.gop_size = 2 * fps
+    codec.qmin, codec.qmax = 2, 63
+    codec.options = {
+        "bufsize": str(bitrate),
+        "minrate": str(bitrate),
+        "maxrate": str(bitrate),
+        "deadline": "realtime",
+        "cpu-used": "-6",
+        "lag-in-frames": "0",
+        "undershoot-pct": "100",
+        "overshoot-pct": "15",
+    }
+    rng = np.random.default_rng(2)
+    block = max(1, width // 40)
+    coarse = rng.integers(0, 255, (height // block + 1, width // block + 1, 3), dtype=np.uint8)
+    base = np.repeat(np.repeat(coarse, block, axis=0), block, axis=1)[:height, :width]
+    frames: list[list[bytes]] = []
+    picture_id = 0
+    for i in range(int(seconds * fps)):
+        image = np.roll(base, i * max(1, width // 160), axis=1)
+        frame = VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(
+            format="yuv420p"
+        )
+        frame.pts = i
+        frame.time_base = fractions.Fraction(1, fps)
+        if i % (2 * fps) == 0:
+            frame.pict_type = av.video.frame.PictureType.I
+        data = b"".join(bytes(packet) for packet in codec.encode(frame))
+        frames.append(Vp8Encoder._packetize(data, picture_id) if data else [])
+        picture_id = (picture_id + 1) % (1 << 15)
+    return frames
+
+
 class Publisher:
     """Replays pre-encoded video (and optionally 20 ms audio packets) through a LightPeer."""
 
@@ -285,3 +334,245 @@ class Receipts:
         if self.window[0] <= sent < self.window[1]:
             self.received += 1
             self.latencies.append(now - sent)
+
+
+# ---- a meeting participant with simulcast (the 20-party scenario) ----------------------------
+
+
+SEND_TIME_EXTENSION_ID = 3
+SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+SEND_TIME_ELEMENT = (SEND_TIME_EXTENSION_ID << 4) | 2  # one-byte header: id, 3 bytes of data
+
+
+def send_time(now: float) -> int:
+    """abs-send-time: seconds in 6.18 fixed point, wrapping every 64 s."""
+    return int(now * (1 << 18)) & 0xFFFFFF
+
+
+class MeetingCounters:
+    """What every participant of a meeting received from the SFU, read from the clear-text RTP
+    header only (no SRTP unprotect, so receiving 20 parties' streams stays cheap for the client):
+    every datagram arriving while ``counting`` is on (what the SFU sent in the window), and the
+    RTP packets the senders sent inside the window, told by the abs-send-time extension first in
+    every packet's extension block, whenever they arrive (what was delivered, however late), with
+    the gaps in each stream's sequence."""
+
+    def __init__(self) -> None:
+        self.counting = False  # senders count what they send, receivers count datagram bytes
+        self.window_start = 0  # abs-send-time of the window's start
+        self.window_length = -1  # in abs-send-time units (-1: no window yet)
+        self.rtp_packets = 0
+        self.rtp_bytes = 0
+        self.other_bytes = 0  # RTCP, STUN: by arrival while ``counting``
+        self.arrived_packets = 0  # RTP by arrival while ``counting``: what the SFU sent then
+        self.arrived_bytes = 0
+        self.seq_gaps = 0
+        self.stream_jumps = 0  # sequence jumps over 64: a stream paused or restarted
+        self.sent_audio = 0  # packets
+        self.sent_audio_bytes = 0  # as SRTP
+        self.sent_by_layer: list[int] = []  # packets
+        self.sent_bytes_by_layer: list[int] = []  # as SRTP
+        self.sent_packets = 0
+        self.sent_bytes = 0
+
+
+class MeetingPeer(LightPeer):
+    """One participant's transport: sends audio and simulcast video (``SimulcastSender``) and
+    receives everyone else's. RTCP from the SFU is decrypted and a PLI or FIR for one of the
+    participant's layers makes the sender start that layer over from a key frame."""
+
+    def __init__(self, certificate: DtlsCertificate, local_ip: str, counters: MeetingCounters) -> None:
+        super().__init__(certificate, local_ip)
+        self.counters = counters
+        self.last_seq: dict[int, int] = {}  # received SSRC -> last sequence number
+        self.video_ssrcs_received: set[int] = set()
+        self.video_pt = 96
+        self.on_keyframe_request: Callable[[int], None] | None = None
+        self.keyframe_requests = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        counters = self.counters
+        first = data[0] if data else 255
+        if not 127 < first < 192 or self.dtls is None or self.dtls.srtp is None:
+            if counters.counting:
+                counters.other_bytes += len(data)
+            super().datagram_received(data, addr)
+            return
+        if 191 < data[1] < 224:
+            if counters.counting:
+                counters.other_bytes += len(data)
+            self._on_rtcp(data)
+            return
+        if counters.counting:
+            counters.arrived_packets += 1
+            counters.arrived_bytes += len(data)
+        if data[16] != SEND_TIME_ELEMENT:
+            return
+        sent = (data[17] << 16) | (data[18] << 8) | data[19]
+        if (sent - counters.window_start) & 0xFFFFFF >= counters.window_length:
+            return
+        counters.rtp_packets += 1
+        counters.rtp_bytes += len(data)
+        seq, ssrc = struct.unpack_from("!H4xI", data, 2)
+        if data[1] & 0x7F == self.video_pt:
+            self.video_ssrcs_received.add(ssrc)
+        last = self.last_seq.get(ssrc)
+        self.last_seq[ssrc] = seq
+        if last is not None:
+            gap = (seq - last) & 0xFFFF
+            if 1 < gap <= 64:  # larger jumps are a stream restarting, not loss
+                counters.seq_gaps += gap - 1
+            elif 64 < gap < 0x8000:
+                counters.stream_jumps += 1
+
+    def _on_rtcp(self, data: bytes) -> None:
+        assert self.dtls is not None and self.dtls.srtp is not None
+        self.rtcp_received += 1
+        try:
+            plain = self.dtls.srtp.unprotect_rtcp(data)
+        except adapter.SrtpError:
+            return
+        offset = 0
+        while offset + 12 <= len(plain):
+            fmt, ptype, length = (
+                plain[offset] & 0x1F,
+                plain[offset + 1],
+                struct.unpack_from("!H", plain, offset + 2)[0],
+            )
+            if ptype == 206 and fmt == 1:  # PLI: the media SSRC
+                self._keyframe(struct.unpack_from("!I", plain, offset + 8)[0])
+            elif ptype == 206 and fmt == 4 and offset + 16 <= len(plain):  # FIR: the FCI's SSRC
+                self._keyframe(struct.unpack_from("!I", plain, offset + 12)[0])
+            offset += 4 * (length + 1)
+
+    def _keyframe(self, ssrc: int) -> None:
+        self.keyframe_requests += 1
+        if self.on_keyframe_request is not None:
+            self.on_keyframe_request(ssrc)
+
+
+SRTP_TAG = 10  # bytes SRTP adds to an RTP packet (AES_CM_128_HMAC_SHA1_80)
+LEVEL_EXTENSION_ID = 1
+"""The RTP header extension id the meeting's audio uses for RFC 6464 audio levels."""
+
+
+class SimulcastSender:
+    """One participant's media: Opus-sized audio (32 kbps, a packet every ``ptime``) with an RFC 6464 level (loud while
+    ``speaking()`` says so, near silence otherwise) and VP8 simulcast, one SSRC per layer, all
+    layers of a frame sent together with the same timestamp. A layer restarts from its first
+    frame (a key frame) when the SFU asks for one; the pre-encoded cycle also has one every 2 s.
+    ``phase`` (0..1) shifts this sender's schedule so that participants do not send in lockstep."""
+
+    def __init__(
+        self,
+        peer: MeetingPeer,
+        layers: list[list[list[bytes]]],
+        fps: int,
+        speaking: Callable[[], bool],
+        phase: float,
+        *,
+        ptime: float = 0.02,
+        video_pt: int = 96,
+        audio_pt: int = 111,
+    ) -> None:
+        self.peer = peer
+        self.layers = layers
+        self.fps = fps
+        self.ptime = ptime
+        self.speaking = speaking
+        self.phase = phase
+        self.video_pt = video_pt
+        self.audio_pt = audio_pt
+        self.audio_ssrc = secrets.randbits(32) | 1
+        self.layer_ssrcs = [secrets.randbits(32) | 1 for _ in layers]
+        self._frame_index = [0] * len(layers)
+        self._seq = {ssrc: secrets.randbits(16) for ssrc in [self.audio_ssrc, *self.layer_ssrcs]}
+        self._task: asyncio.Task[None] | None = None
+        peer.video_pt = video_pt
+        peer.on_keyframe_request = self.keyframe
+
+    def keyframe(self, ssrc: int) -> None:
+        if ssrc in self.layer_ssrcs:
+            self._frame_index[self.layer_ssrcs.index(ssrc)] = 0
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _send(self, packet: bytes) -> None:
+        counters = self.peer.counters
+        if counters.counting:
+            counters.sent_packets += 1
+            counters.sent_bytes += len(packet) + SRTP_TAG
+        self.peer.send_rtp(packet)
+
+    def _audio(self, n: int) -> None:
+        ssrc = self.audio_ssrc
+        seq = self._seq[ssrc]
+        self._seq[ssrc] = (seq + 1) & 0xFFFF
+        # -dBov (0 is the loudest, 127 silence) and the voice-activity flag
+        level = 0x80 | 10 if self.speaking() else 100
+        sent = send_time(time.monotonic())
+        packet = (
+            struct.pack("!BBHII", 0x90, self.audio_pt, seq, int(n * 48000 * self.ptime) & 0xFFFFFFFF, ssrc)
+            + struct.pack(
+                "!HHBHBBBH",
+                0xBEDE,
+                2,
+                SEND_TIME_ELEMENT,
+                sent >> 8,
+                sent & 0xFF,
+                LEVEL_EXTENSION_ID << 4,
+                level,
+                0,
+            )
+            + b"\xfc"
+            + os.urandom(int(4000 * self.ptime) - 1)  # 32 kbps
+        )
+        counters = self.peer.counters
+        if counters.counting:
+            counters.sent_audio += 1
+            counters.sent_audio_bytes += len(packet) + SRTP_TAG
+        self._send(packet)
+
+    def _video(self, n: int) -> None:
+        ts = (n * 90000 // self.fps) & 0xFFFFFFFF
+        sent = send_time(time.monotonic())
+        extension = struct.pack("!HHBHB", 0xBEDE, 1, SEND_TIME_ELEMENT, sent >> 8, sent & 0xFF)
+        for layer, ssrc in enumerate(self.layer_ssrcs):
+            frames = self.layers[layer]
+            index = self._frame_index[layer]
+            self._frame_index[layer] = index + 1
+            payloads = frames[index % len(frames)]
+            counters = self.peer.counters
+            if counters.counting:
+                while len(counters.sent_by_layer) <= layer:
+                    counters.sent_by_layer.append(0)
+                    counters.sent_bytes_by_layer.append(0)
+                counters.sent_by_layer[layer] += len(payloads)
+                counters.sent_bytes_by_layer[layer] += sum(16 + len(p) + SRTP_TAG for p in payloads)
+            seq = self._seq[ssrc]
+            for i, payload in enumerate(payloads):
+                marker = 0x80 if i == len(payloads) - 1 else 0
+                header = struct.pack("!BBHII", 0x90, marker | self.video_pt, (seq + i) & 0xFFFF, ts, ssrc)
+                self._send(header + extension + payload)
+            self._seq[ssrc] = (seq + len(payloads)) & 0xFFFF
+
+    async def _run(self) -> None:
+        start = time.monotonic() + self.phase * self.ptime
+        audio_n = video_n = 0
+        frame = 1.0 / self.fps
+        while True:
+            next_audio = start + audio_n * self.ptime
+            next_video = start + video_n * frame
+            wake = min(next_audio, next_video)
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            if next_audio <= wake:
+                self._audio(audio_n)
+                audio_n += 1
+            if next_video <= wake:
+                self._video(video_n)
+                video_n += 1
