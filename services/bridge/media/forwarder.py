@@ -226,6 +226,7 @@ class Subscription:
 
     __slots__ = (
         "fraction_lost",
+        "loss_reports",
         "octets",
         "out_ssrc",
         "packets",
@@ -254,6 +255,8 @@ class Subscription:
         self.octets = 0
         self.remb_bps: int | None = None
         self.fraction_lost = 0
+        self.loss_reports = 0
+        """Report blocks received about this stream (a new one's ``fraction_lost`` is fresh)."""
         # rewrites the payload of the header-rewritten copy in place (VP8 picture ids), or None
         self.payload_rewrite: Callable[[bytearray], None] | None = None
 
@@ -647,6 +650,7 @@ class ConferenceForwarder:
             sub = endpoint.subscriptions_by_out_ssrc.get(block.ssrc)
             if sub is not None:
                 sub.fraction_lost = block.fraction_lost
+                sub.loss_reports += 1
                 sent_at = sub.reports_sent.get(block.lsr) if block.lsr else None
                 if sent_at is not None:
                     # RFC 3550 6.4.1: round trip = arrival - LSR - DLSR, here measured from when

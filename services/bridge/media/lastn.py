@@ -35,7 +35,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ from .bandwidth import DownlinkEstimator
 from .mixer import MixedRtpStream, MixerThread, MixMinusMixer
 from .model import MediaSources
 from .policy import ForwardingPolicy, SendMessage
+from .probing import StepUpProbe
 from .simulcast import (
     LayerMeter,
     SimulcastProjection,
@@ -135,6 +136,12 @@ class ReceiverAllocation:
     """The layer each forwarded source is sent at (index into its layers), in preference order."""
 
     layers: dict[str, int]
+    within_budget: dict[str, int] = field(default_factory=dict, compare=False)
+    """The layer each source would get from the bandwidth budget alone (no probe steps)."""
+    step_up: tuple[str, int] | None = field(default=None, compare=False)
+    """The next step a probe would try: the first source in preference order below the highest
+    layer its constraint allows (and its sender sends), and the layer above the one it gets.
+    ``None`` when nothing is held back by bandwidth."""
 
     @property
     def forwarded(self) -> list[str]:
@@ -174,30 +181,44 @@ def constrained_targets(
 
 
 def allocate(
-    receiver: str, settings: ReceiverSettings, sources: Sequence[SourceLayers]
+    receiver: str,
+    settings: ReceiverSettings,
+    sources: Sequence[SourceLayers],
+    floors: Mapping[str, int] | None = None,
 ) -> ReceiverAllocation:
-    """Sources and layers for ``receiver``; ``sources`` in speaker order."""
+    """Sources and layers for ``receiver``; ``sources`` in speaker order. ``floors`` (source
+    name -> layer, from :class:`~.probing.StepUpProbe`) are layers a source gets at least,
+    beyond the budget (capped by its constraint and by the layers its sender sends)."""
     chosen = constrained_targets(receiver, settings, sources)
     budget = float("inf") if settings.bandwidth_bps is None else settings.bandwidth_bps
     layers: dict[str, int] = {}
+    within_budget: dict[str, int] = {}
+    step_up: tuple[str, int] | None = None
     for source, _ in chosen:  # every chosen source gets its lowest layer, whatever it costs
         budget -= source.bitrates[0]
         layers[source.name] = 0
     for source, target in chosen:  # then raise each, in preference order, while it fits
         # once a source's layers are measured, one reading 0 bps is not being sent (the sender
         # stopped it for its own bandwidth or CPU, or for SenderSourceConstraints): skip it
-        measured = any(rate > 0 for rate in source.bitrates)
+        bitrates = source.bitrates
+        measured = any(rate > 0 for rate in bitrates)
+        sendable = [c for c in range(1, target + 1) if not measured or bitrates[c] > 0]
         layer = 0
-        for candidate in range(1, target + 1):
-            if measured and source.bitrates[candidate] <= 0:
-                continue
-            step = source.bitrates[candidate] - source.bitrates[layer]
+        for candidate in sendable:
+            step = bitrates[candidate] - bitrates[layer]
             if step > budget:
                 break
             budget -= step
             layer = candidate
-        layers[source.name] = layer
-    return ReceiverAllocation(layers)
+        within_budget[source.name] = layer
+        floor = floors.get(source.name, 0) if floors else 0
+        held = max(layer, max((c for c in sendable if c <= floor), default=0))
+        layers[source.name] = held
+        if step_up is None:
+            above = next((c for c in sendable if c > held), None)
+            if above is not None:
+                step_up = (source.name, above)
+    return ReceiverAllocation(layers, within_budget, step_up)
 
 
 def sender_max_height(source: SourceLayers, wanted: Iterable[int]) -> int:
@@ -261,8 +282,14 @@ class PolicyUpdate:
 class ConferenceVideoPolicy:
     """Last-N, constraints, simulcast layer choice and bandwidth for one conference."""
 
-    def __init__(self, default_max_height: int = UNLIMITED) -> None:
+    def __init__(
+        self,
+        default_max_height: int = UNLIMITED,
+        probe_factory: Callable[[], StepUpProbe] = StepUpProbe,
+    ) -> None:
         self.default_max_height = default_max_height
+        self._probe_factory = probe_factory
+        self._probes: dict[str, StepUpProbe] = {}  # receiver -> its upward probing
         self._sources: dict[str, list[VideoSource]] = {}  # endpoint -> its video sources
         self._heights: dict[str, tuple[int, ...]] = {}
         self._bitrates: dict[str, tuple[float, ...]] = {}
@@ -279,12 +306,14 @@ class ConferenceVideoPolicy:
     def add_endpoint(self, endpoint: str, colibri_last_n: int = UNLIMITED) -> None:
         if endpoint not in self._receivers:
             self._receivers[endpoint] = ReceiverSettings(default_max_height=self.default_max_height)
+            self._probes[endpoint] = self._probe_factory()
         self._receivers[endpoint].colibri_last_n = colibri_last_n
         if endpoint not in self._speaker_order:
             self._speaker_order.append(endpoint)
 
     def remove_endpoint(self, endpoint: str) -> None:
         self._receivers.pop(endpoint, None)
+        self._probes.pop(endpoint, None)
         gone = {source.name for source in self._sources.pop(endpoint, [])}
         for name in gone:
             self._heights.pop(name, None)
@@ -329,6 +358,22 @@ class ConferenceVideoPolicy:
     def set_bandwidth(self, endpoint: str, bps: float | None) -> None:
         self._settings(endpoint).bandwidth_bps = bps
 
+    def on_feedback(self, endpoint: str, now: float, loss: float | None) -> bool:
+        """An allocation tick's feedback from ``endpoint`` (after :meth:`set_bandwidth`): ``loss``
+        is the fraction lost of a report received since the previous tick, ``None`` without
+        one. Advances the receiver's :class:`StepUpProbe`; returns whether its steps changed
+        (then :meth:`recompute`)."""
+        settings = self._settings(endpoint)
+        probe = self._probes[endpoint]
+        allocation = allocate(endpoint, settings, self._source_layers(), probe.floors)
+        changed = probe.on_feedback(now, settings.bandwidth_bps, loss, allocation)
+        if changed:
+            log.debug("receiver %s: steps beyond its estimate now %s", endpoint, probe.floors)
+        return changed
+
+    def probe(self, endpoint: str) -> StepUpProbe:
+        return self._probes[endpoint]
+
     def set_layer_info(self, source: str, heights: Sequence[int], bitrates: Sequence[float]) -> None:
         """Measured heights (learned from key frames) and bitrates of a source's layers."""
         if source in self._heights:
@@ -354,14 +399,11 @@ class ConferenceVideoPolicy:
         """Re-run the allocation for every receiver; returns the messages and key-frame
         requests the changes call for, and rebuilds :attr:`routes`."""
         update = PolicyUpdate()
-        ordered = [
-            SourceLayers(s.name, s.endpoint, self._heights[s.name], self._bitrates[s.name])
-            for s in self.video_sources()
-        ]
+        ordered = self._source_layers()
         by_name = {s.name: s for ep in self._sources for s in self._sources[ep]}
         wanted: dict[str, list[int]] = {s.name: [] for s in ordered}
         for receiver, settings in self._receivers.items():
-            allocation = allocate(receiver, settings, ordered)
+            allocation = allocate(receiver, settings, ordered, self._probes[receiver].floors)
             self._allocations[receiver] = allocation
             for source, _ in constrained_targets(receiver, settings, ordered):
                 wanted[source.name].append(settings.max_height_of(source.name))
@@ -391,6 +433,12 @@ class ConferenceVideoPolicy:
                 )
         self._rebuild_routes(by_name)
         return update
+
+    def _source_layers(self) -> list[SourceLayers]:
+        return [
+            SourceLayers(s.name, s.endpoint, self._heights[s.name], self._bitrates[s.name])
+            for s in self.video_sources()
+        ]
 
     def pending_keyframes(self) -> set[int]:
         """SSRCs some receiver still waits on for a key frame (re-send PLIs for these)."""
@@ -456,6 +504,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._vp8_payload_types: dict[str, frozenset[int]] = {}  # endpoint -> its VP8 payload types
         self._streams: dict[int, IncomingStream] = {}
         self._feedback: dict[str, Subscription] = {}  # receiver -> its latest forwarded video subscription
+        self._reports_read: dict[str, tuple[Subscription, int]] = {}  # receiver -> (sub, loss_reports)
         self._next_decision = float("-inf")
         self._next_allocation = float("-inf")
         # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
@@ -484,6 +533,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._known_sources.pop(endpoint_id, None)
         self._vp8_payload_types.pop(endpoint_id, None)
         self._feedback.pop(endpoint_id, None)
+        self._reports_read.pop(endpoint_id, None)
         self._streams = {ssrc: s for ssrc, s in self._streams.items() if s.endpoint_id != endpoint_id}
         self._reallocate(self._clock())
 
@@ -688,7 +738,16 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                 if sub.remb_bps:
                     estimator.on_remb(sub.remb_bps, now)
                     estimator.on_loss(sub.fraction_lost, now)
-                self.video.set_bandwidth(receiver, estimator.estimate(now))
+                estimate = estimator.estimate(now)
+                self.video.set_bandwidth(receiver, estimate)
+                # a report block that arrived since the previous tick says what the receiver
+                # loses now; the probe judges its steps by those only
+                read = self._reports_read.get(receiver)
+                fresh = sub.loss_reports > 0 and (
+                    read is None or read[0] is not sub or read[1] != sub.loss_reports
+                )
+                self._reports_read[receiver] = (sub, sub.loss_reports)
+                self.video.on_feedback(receiver, now, sub.fraction_lost / 256 if fresh else None)
                 stats = estimator.connection_stats(now)
                 if stats is not None:
                     self._send(receiver, stats)
