@@ -137,7 +137,8 @@ class ReceiverAllocation:
 
     layers: dict[str, int]
     within_budget: dict[str, int] = field(default_factory=dict, compare=False)
-    """The layer each source would get from the bandwidth budget alone (no probe steps)."""
+    """The layer each source whose layers are measured gets from the bandwidth budget alone
+    (without probe steps); unmeasured sources cost nothing and are not listed."""
     step_up: tuple[str, int] | None = field(default=None, compare=False)
     """The next step a probe would try: the first source in preference order below the highest
     layer its constraint allows (and its sender sends), and the layer above the one it gets.
@@ -210,7 +211,8 @@ def allocate(
                 break
             budget -= step
             layer = candidate
-        within_budget[source.name] = layer
+        if measured:
+            within_budget[source.name] = layer
         floor = floors.get(source.name, 0) if floors else 0
         held = max(layer, max((c for c in sendable if c <= floor), default=0))
         layers[source.name] = held
@@ -504,7 +506,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._vp8_payload_types: dict[str, frozenset[int]] = {}  # endpoint -> its VP8 payload types
         self._streams: dict[int, IncomingStream] = {}
         self._feedback: dict[str, Subscription] = {}  # receiver -> its latest forwarded video subscription
-        self._reports_read: dict[str, tuple[Subscription, int]] = {}  # receiver -> (sub, loss_reports)
+        self._reports_read: dict[str, int] = {}  # receiver -> its video_loss_reports at the last tick
         self._next_decision = float("-inf")
         self._next_allocation = float("-inf")
         # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
@@ -735,19 +737,17 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                 estimator = self.estimators.get(receiver)
                 if estimator is None:
                     continue
-                if sub.remb_bps:
-                    estimator.on_remb(sub.remb_bps, now)
-                    estimator.on_loss(sub.fraction_lost, now)
-                estimate = estimator.estimate(now)
-                self.video.set_bandwidth(receiver, estimate)
-                # a report block that arrived since the previous tick says what the receiver
-                # loses now; the probe judges its steps by those only
-                read = self._reports_read.get(receiver)
-                fresh = sub.loss_reports > 0 and (
-                    read is None or read[0] is not sub or read[1] != sub.loss_reports
-                )
-                self._reports_read[receiver] = (sub, sub.loss_reports)
-                self.video.on_feedback(receiver, now, sub.fraction_lost / 256 if fresh else None)
+                media = sub.receiver
+                # a receiver report that arrived since the previous tick says what the receiver
+                # loses now; the estimate and the probe count each report once
+                fresh = media.video_loss_reports != self._reports_read.get(receiver, 0)
+                self._reports_read[receiver] = media.video_loss_reports
+                if media.remb_bps:
+                    estimator.on_remb(media.remb_bps, now)
+                    if fresh:
+                        estimator.on_loss(media.video_fraction_lost, now)
+                self.video.set_bandwidth(receiver, estimator.estimate(now))
+                self.video.on_feedback(receiver, now, media.video_fraction_lost / 256 if fresh else None)
                 stats = estimator.connection_stats(now)
                 if stats is not None:
                     self._send(receiver, stats)

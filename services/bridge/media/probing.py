@@ -172,7 +172,8 @@ class StepUpProbe:
         the next try is a period away."""
         kept = []
         for name, layer in self._steps:
-            if allocation.within_budget.get(name, layer) < layer <= allocation.layers.get(name, -1):
+            # (a source whose layers read unmeasured for a moment has no within_budget entry)
+            if allocation.within_budget.get(name, -1) < layer <= allocation.layers.get(name, -1):
                 kept.append((name, layer))
         if self._probing and (not kept or kept[-1] != self._steps[-1]):
             self._probing = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.bridge.media import rtcp
 from services.bridge.media.lastn import (
     ConferenceVideoPolicy,
     ReceiverSettings,
@@ -13,7 +14,17 @@ from services.bridge.media.lastn import (
 )
 from services.bridge.media.probing import StepUpProbe
 from services.bridge.media.simulcast import video_sources
-from services.bridge.media.tests.test_lastn import HEIGHTS, RATES, simulcast, sources
+from services.bridge.media.tests.test_lastn import (
+    HEIGHTS,
+    RATES,
+    SIMULCAST_SIZES,
+    SIMULCAST_SSRCS,
+    Clock,
+    simulcast,
+    simulcast_call,
+    sources,
+    vp8_packet,
+)
 
 CLEAN = 0.0
 LOSSY = 30 / 256  # about 12 %
@@ -226,3 +237,69 @@ def test_the_conference_policy_steps_a_limited_receiver_up_and_back() -> None:
     assert policy.allocation("b").layers == {"a-v0": 0}
     assert policy.probe("b").next_try == 7.0  # twice the period
     policy.remove_endpoint("b")
+
+
+# --- through the forwarder: real RTP in, the receiver's REMB and reports back ---------------------
+def test_a_receiver_held_low_by_its_remb_climbs_with_clean_reports_and_falls_back_on_loss() -> None:
+    """Layers of about 150 kbps, 500 kbps and 1.2 Mbps; the receiver's REMB stays at 300 kbps
+    (what Chrome says while it gets the low layer). With a clean receiver report every second
+    the bridge tries the middle layer and keeps it; reports of heavy loss take it back down."""
+    clock = Clock()
+    policy, forwarder, _, receiver = simulcast_call(clock, [])
+    sizes = SIMULCAST_SIZES
+    frame_bytes = [625, 2083, 5000]  # at 30 fps
+    seqs = [0, 0, 0]
+    frame = 0
+    shown: set[int] = set()  # the SSRC(s) the receiver sees the source as
+
+    def second(fraction_lost: int | None) -> None:
+        """One second of all three layers, then the receiver's REMB and receiver report."""
+        nonlocal frame
+        mark = len(receiver.sent)
+        for _ in range(30):
+            clock.now += 1 / 30
+            for layer, ssrc in enumerate(SIMULCAST_SSRCS):
+                key = sizes[layer] if (frame + 3 * layer) % 15 == 0 else None
+                count = -(-frame_bytes[layer] // 1100)
+                for i in range(count):
+                    packet = vp8_packet(
+                        seqs[layer],
+                        frame * 3000,
+                        ssrc,
+                        frame & 0x7FFF,
+                        frame & 0xFF,
+                        key,
+                        size=frame_bytes[layer] // count,
+                        start=i == 0,
+                        marker=i == count - 1,
+                    )
+                    forwarder.handle_rtp(forwarder.endpoints["s"], packet, clock.now)
+                    seqs[layer] = (seqs[layer] + 1) & 0xFFFF
+            frame += 1
+        shown.update(receiver.received_ssrcs(mark))
+        feedback = rtcp.build_remb(77, 300_000, sorted(shown))
+        if fraction_lost is not None:
+            blocks = [rtcp.ReportBlock(ssrc, fraction_lost, 0, 0, 0, 0, 0) for ssrc in shown]
+            feedback = rtcp.build_rr(77, blocks) + feedback
+        forwarder.handle_rtcp(forwarder.endpoints["r"], feedback, clock.now)
+
+    def layer() -> int:
+        return policy.video.allocation("r").layers["s-v0"]
+
+    for _ in range(3):
+        second(None)  # REMB without receiver reports: no loss to judge a step by
+    assert layer() == 0
+    climbed = None
+    for seconds in range(1, 8):
+        second(0)
+        if layer() == 1:
+            climbed = seconds
+            break
+    assert climbed is not None and climbed <= 4, climbed
+    assert policy.video.probe("r").probing
+    for _ in range(4):
+        second(0)
+    assert layer() == 1 and not policy.video.probe("r").probing  # kept
+    for _ in range(3):  # (reports are read at the allocation ticks, about every 1.3 s here)
+        second(80)  # about 31 % lost
+    assert layer() == 0 and policy.video.probe("r").floors == {}
