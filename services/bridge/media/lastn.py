@@ -24,9 +24,17 @@ the Colibri ``last-n`` and the receiver's own ``lastN`` (-1 = unlimited); a sour
 ``maxHeight`` 0 is neither forwarded nor counted. Bandwidth is shared greedily in preference
 order: every chosen source gets its lowest layer, then each is raised, in the same order, as high
 as its constraint and the remaining budget allow, skipping layers the sender does not send (0 bps
-while another layer of the source is measured: Chrome stops simulcast layers on its own). Bandwidth never drops a source: the bridge does
-not probe, and a REMB-based estimate follows what the receiver gets, so a source dropped for
-bandwidth would never come back (jitsi-videobridge probes with padding to avoid exactly that).
+while another layer of the source is measured: Chrome stops simulcast layers on its own).
+Bandwidth never drops a source: a REMB-based estimate follows what the receiver gets, so a source
+dropped for bandwidth would never come back.
+
+For the same reason a receiver held on low layers by its estimate would stay there: the bridge
+sends no padding probes (jitsi-videobridge's BandwidthProbing), it probes with media. Each
+receiver has a :class:`~.probing.StepUpProbe`, advanced at every allocation tick with the
+receiver's fresh feedback (:meth:`ConferenceVideoPolicy.on_feedback`): while the allocation is
+bandwidth-limited (:attr:`ReceiverAllocation.step_up`) and the receiver's reports are clean, it
+lets one source go one layer beyond the budget (``floors`` of :func:`allocate`), keeps the step
+when the feedback stays clean and reverts it, with exponential back-off, when it does not.
 """
 
 from __future__ import annotations
@@ -221,6 +229,27 @@ def allocate(
             if above is not None:
                 step_up = (source.name, above)
     return ReceiverAllocation(layers, within_budget, step_up)
+
+
+RATE_SMOOTHING = 0.3
+
+
+def smoothed_layer_rates(
+    previous: Sequence[float] | None, measured: Sequence[float], weight: float = RATE_SMOOTHING
+) -> tuple[float, ...]:
+    """A source's layer bitrates for the allocator, from the previous ones and a new reading
+    (one short meter window, which a key frame doubles): each layer moves ``weight`` of the way
+    to the reading. A layer reading 0 while another is measured has stopped and reads 0 at once;
+    a reading of nothing at all (no packet of the source for a moment: a stalled sender) keeps
+    the previous rates, which would otherwise read as unmeasured, that is free."""
+    if previous is None or len(previous) != len(measured) or not any(previous):
+        return tuple(measured)
+    if not any(measured):
+        return tuple(previous)
+    return tuple(
+        0.0 if new <= 0 else new if old <= 0 else old + weight * (new - old)
+        for old, new in zip(previous, measured, strict=True)
+    )
 
 
 def sender_max_height(source: SourceLayers, wanted: Iterable[int]) -> int:
@@ -464,7 +493,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     * audio levels -> :class:`DominantSpeakerDetector`; a new dominant speaker is announced to
       every endpoint (``DominantSpeakerEndpointChangeEvent``) and reorders last-N;
     * ``LastNChangedEvent`` / ``ReceiverVideoConstraints`` / Colibri ``last-n`` and each
-      receiver's REMB and loss (read from its subscriptions) -> :class:`ConferenceVideoPolicy`,
+      receiver's REMB and receiver-report loss (kept on its ``EndpointMedia``, read every
+      ``allocation_interval``) -> :class:`ConferenceVideoPolicy` (estimate and upward probe),
       whose changes go out as ``ForwardedSources``, ``SenderSourceConstraints`` and
       ``ConnectionStats``;
     * per video packet, :meth:`select` keeps the subscriptions whose receiver's projection
@@ -507,6 +537,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._streams: dict[int, IncomingStream] = {}
         self._feedback: dict[str, Subscription] = {}  # receiver -> its latest forwarded video subscription
         self._reports_read: dict[str, int] = {}  # receiver -> its video_loss_reports at the last tick
+        self._layer_rates: dict[str, tuple[float, ...]] = {}  # source -> smoothed layer bitrates
         self._next_decision = float("-inf")
         self._next_allocation = float("-inf")
         # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
@@ -726,13 +757,12 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._reallocate(now)
         if now >= self._next_allocation:
             self._next_allocation = now + self.allocation_interval
+            rates: dict[str, tuple[float, ...]] = {}
             for source in self.video.video_sources():
-                ssrcs = source.ssrcs
-                self.video.set_layer_info(
-                    source.name,
-                    self.meter.layer_heights(source),
-                    [self.meter.bitrate(ssrc, now) for ssrc in ssrcs],
-                )
+                measured = [self.meter.bitrate(ssrc, now) for ssrc in source.ssrcs]
+                rates[source.name] = smoothed_layer_rates(self._layer_rates.get(source.name), measured)
+                self.video.set_layer_info(source.name, self.meter.layer_heights(source), rates[source.name])
+            self._layer_rates = rates
             for receiver, sub in self._feedback.items():
                 estimator = self.estimators.get(receiver)
                 if estimator is None:

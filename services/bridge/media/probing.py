@@ -14,7 +14,7 @@ last ``clean_reports`` reports at or below ``loss_limit``, the estimate not fall
 step beyond the budget -- the highest-preference limited source, one layer up -- no earlier than
 ``period`` after the previous try. The step is kept when after ``settle`` seconds the reports are
 still clean and the estimate held: the receiver's estimate then grows with the rate it gets, and
-once the budget alone reaches the step the step is no longer needed and is dropped. A failed step
+once the budget alone has reached the step for ``covered_ticks`` ticks the step is dropped. A failed step
 (a lossy report, the estimate falling) is reverted and the next try waits twice as long, up to
 ``max_backoff``. Bad feedback while no step is being tried reverts the newest kept step the same
 way; nothing is tried while loss is high.
@@ -38,6 +38,7 @@ class StepUpProbe:
 
     __slots__ = (
         "_clean",
+        "_covered",
         "_last_estimate",
         "_next_try",
         "_probe_estimate",
@@ -47,6 +48,7 @@ class StepUpProbe:
         "_steps",
         "_wait",
         "clean_reports",
+        "covered_ticks",
         "drop_ratio",
         "fall_ratio",
         "floors",
@@ -63,6 +65,7 @@ class StepUpProbe:
         settle: float = 3.0,
         max_backoff: float = 60.0,
         clean_reports: int = 2,
+        covered_ticks: int = 5,
         loss_limit: float = LOW_LOSS,
         fall_ratio: float = 0.9,
         drop_ratio: float = 0.85,
@@ -73,6 +76,7 @@ class StepUpProbe:
         self.settle = settle
         self.max_backoff = max_backoff
         self.clean_reports = clean_reports
+        self.covered_ticks = covered_ticks
         self.loss_limit = loss_limit
         self.fall_ratio = fall_ratio
         """The estimate is falling when it is below this share of the previous tick's."""
@@ -81,6 +85,7 @@ class StepUpProbe:
         self.floors: dict[str, int] = {}
         """Source name -> the layer it gets at least (the steps allowed beyond the budget)."""
         self._steps: list[tuple[str, int]] = []  # oldest first; the last is the one being tried
+        self._covered: dict[tuple[str, int], int] = {}  # step -> ticks in a row the budget covered it
         self._probing = False
         self._probe_started = 0.0
         self._probe_estimate = 0.0
@@ -111,6 +116,7 @@ class StepUpProbe:
         previous, self._last_estimate = self._last_estimate, estimate
         if estimate is None:
             self._steps.clear()
+            self._covered.clear()
             self._probing = False
             self._clean = 0
         else:
@@ -161,20 +167,32 @@ class StepUpProbe:
     def _revert(self, now: float) -> None:
         """Undo the newest step and wait longer before the next."""
         if self._steps:
-            self._steps.pop()
+            self._covered.pop(self._steps.pop(), None)
         self._probing = False
         self._wait = min(self.max_backoff, self._wait * 2)
         self._next_try = now + self._wait
 
     def _drop_unneeded(self, now: float, allocation: ReceiverAllocation) -> None:
-        """Steps the budget now covers, or that no longer apply (the source is not forwarded,
-        or its constraint went below the step), are forgotten; so is the one being tried, and
-        the next try is a period away."""
+        """Steps that no longer apply (the source is not forwarded, or its constraint went
+        below the step) are forgotten, and so are steps the budget has covered for
+        ``covered_ticks`` ticks in a row (the estimate followed; measured layer rates are
+        noisy, one tick is not enough); when that is the one being tried, the next try is a
+        period away."""
         kept = []
-        for name, layer in self._steps:
+        for step in self._steps:
+            name, layer = step
+            if allocation.layers.get(name, -1) < layer:
+                self._covered.pop(step, None)
+                continue
             # (a source whose layers read unmeasured for a moment has no within_budget entry)
-            if allocation.within_budget.get(name, -1) < layer <= allocation.layers.get(name, -1):
-                kept.append((name, layer))
+            if allocation.within_budget.get(name, -1) >= layer:
+                self._covered[step] = self._covered.get(step, 0) + 1
+                if self._covered[step] >= self.covered_ticks:
+                    del self._covered[step]
+                    continue
+            else:
+                self._covered.pop(step, None)
+            kept.append(step)
         if self._probing and (not kept or kept[-1] != self._steps[-1]):
             self._probing = False
             self._next_try = now + self._wait

@@ -11,6 +11,7 @@ from services.bridge.media.lastn import (
     ReceiverSettings,
     SourceLayers,
     allocate,
+    smoothed_layer_rates,
 )
 from services.bridge.media.probing import StepUpProbe
 from services.bridge.media.simulcast import video_sources
@@ -64,6 +65,20 @@ def test_floors_raise_a_source_beyond_the_budget_within_its_constraint() -> None
     assert allocate("r", ReceiverSettings(bandwidth_bps=300_000), gap, {"a-v0": 1}).layers == {"a-v0": 0}
 
 
+def test_layer_rates_are_smoothed_but_a_stopped_layer_reads_zero_at_once() -> None:
+    assert smoothed_layer_rates(None, (1.0, 2.0, 0.0)) == (1.0, 2.0, 0.0)
+    assert smoothed_layer_rates((0.0, 0.0, 0.0), (1.0, 2.0, 3.0)) == (1.0, 2.0, 3.0)  # first reading
+    # a key frame doubles one reading: the rate moves 30 % of the way
+    assert smoothed_layer_rates((100.0, 400.0, 1000.0), (200.0, 400.0, 1000.0)) == pytest.approx(
+        (130.0, 400.0, 1000.0)
+    )
+    # the sender stopped its top layer: 0 now; it starts again: its reading as is
+    assert smoothed_layer_rates((100.0, 400.0, 1000.0), (100.0, 400.0, 0.0)) == (100.0, 400.0, 0.0)
+    assert smoothed_layer_rates((100.0, 400.0, 0.0), (100.0, 400.0, 900.0)) == (100.0, 400.0, 900.0)
+    # no packet of the source at all for a moment: the known rates stay (unmeasured is free)
+    assert smoothed_layer_rates((100.0, 400.0, 1000.0), (0.0, 0.0, 0.0)) == (100.0, 400.0, 1000.0)
+
+
 # --- the probe state machine -------------------------------------------------------------------
 class Receiver:
     """A receiver whose estimate the test sets, probed by a :class:`StepUpProbe` against one
@@ -73,13 +88,15 @@ class Receiver:
         self.probe = probe or StepUpProbe(period=3.0, settle=3.0, max_backoff=24.0, clean_reports=2)
         self.sources = sources("a")
         self.estimate = estimate
+        self.max_height = -1
         self.now = 0.0
 
     def layer(self) -> int:
         return self.allocation().layers["a-v0"]
 
     def allocation(self):  # type: ignore[no-untyped-def]
-        return allocate("r", ReceiverSettings(bandwidth_bps=self.estimate), self.sources, self.probe.floors)
+        settings = ReceiverSettings(bandwidth_bps=self.estimate, default_max_height=self.max_height)
+        return allocate("r", settings, self.sources, self.probe.floors)
 
     def tick(self, loss: float | None = CLEAN, estimate: float | None = None) -> bool:
         """One second on: a report with ``loss`` (``None``: no report) and maybe a new estimate."""
@@ -111,10 +128,21 @@ def test_a_receiver_stuck_below_its_target_with_clean_feedback_climbs_a_layer() 
 
 def test_the_estimate_following_the_higher_rate_makes_the_step_unneeded() -> None:
     r = Receiver(estimate=300_000)
+    r.max_height = 360  # (no further step to try)
     for _ in range(5):
         r.tick()
     assert r.layer() == 1 and not r.probe.probing  # kept
-    # the receiver's estimator followed: the budget alone gives layer 1, the step is forgotten
+    # a moment of a budget covering the step (measured rates are noisy) does not end it
+    r.tick(estimate=700_000)
+    r.tick()
+    r.sources = [SourceLayers("a-v0", "a", HEIGHTS, tuple(2 * rate for rate in RATES))]
+    r.tick()  # the layers read twice as costly for a tick: not covered
+    assert r.probe.floors == {"a-v0": 1} and r.layer() == 1
+    r.sources = sources("a")
+    # the receiver's estimator followed for good: five ticks in a row, the step is forgotten
+    for _ in range(4):
+        r.tick(estimate=700_000)
+    assert r.probe.floors == {"a-v0": 1}
     r.tick(estimate=700_000)
     assert r.probe.floors == {} and r.layer() == 1
 
