@@ -321,6 +321,12 @@ class EndpointMedia:
             limits.budget_share, limits.budget_min_bps, limits.budget_burst
         )
         self.rtt: float | None = None  # seconds, from its receiver reports on relayed SRs
+        # its feedback on the video it is sent, whichever streams it names: the latest REMB,
+        # and the highest fraction lost (0..255) of its latest receiver report's video blocks
+        self.remb_bps: int | None = None
+        self.video_fraction_lost = 0
+        self.video_loss_reports = 0
+        """Receiver reports with video blocks so far (a change says the loss is fresh)."""
         self.plis_forwarded = 0
         self.unknown_ssrc_packets = 0
         self.srtp_errors = 0
@@ -380,6 +386,8 @@ class ConferenceForwarder:
         self.remb_min_bps = remb_min_bps
         self.remb_max_bps = remb_max_bps
         self.packets_forwarded = 0
+        self.redundant_rtx_dropped = 0
+        """Sender RTX packets carrying a packet the bridge already had (not relayed, not counted)."""
         policy.request_keyframe = self.request_keyframe
 
     # ---- membership ------------------------------------------------------------------------
@@ -530,7 +538,13 @@ class ConferenceForwarder:
 
     def _handle_rtx(self, media: IncomingStream, packet: bytes, now: float) -> None:
         """A retransmission the sender made (after our NACK): restore it into the media stream's
-        cache and pass it on to the subscribers as their RTX."""
+        cache and pass it on to the subscribers as their RTX.
+
+        A packet the cache already holds is dropped: the receivers were sent the original, and
+        one that lost it asks the bridge, which answers from the cache. Chrome sends such
+        redundant RTX as bandwidth-probe padding (old payloads again); relaying it would cost
+        every receiver that much bandwidth, and the policy would meter it as the layer's bitrate.
+        """
         pt = packet[1] & 0x7F
         media_pt = next((m for m, r in media.rtx_payload_types.items() if r == pt), None)
         if media_pt is None:
@@ -540,8 +554,10 @@ class ConferenceForwarder:
         except rtp.RtpError:
             return
         seq = _HEADER.unpack_from(original)[2]
-        if media.cache.get(seq) is None:
-            media.cache.put(seq, original, now)
+        if media.cache.get(seq) is not None:
+            self.redundant_rtx_dropped += 1
+            return
+        media.cache.put(seq, original, now)
         for sub in self.policy.select(media, original, media.subscriptions):
             out_seq = (seq + sub.seq_delta) & 0xFFFF
             sub.sent.record(out_seq, seq)
@@ -616,6 +632,7 @@ class ConferenceForwarder:
                 elif ptype == rtcp.PSFB and fmt == rtcp.FMT_REMB:
                     remb = rtcp.parse_remb(packet)
                     if remb is not None:
+                        endpoint.remb_bps = remb[0]
                         for ssrc in remb[1]:
                             sub = endpoint.subscriptions_by_out_ssrc.get(ssrc)
                             if sub is not None:
@@ -646,10 +663,13 @@ class ConferenceForwarder:
             )
 
     def _on_report_blocks(self, endpoint: EndpointMedia, blocks: list[rtcp.ReportBlock], now: float) -> None:
+        video_lost = -1
         for block in blocks:
             sub = endpoint.subscriptions_by_out_ssrc.get(block.ssrc)
             if sub is not None:
                 sub.fraction_lost = block.fraction_lost
+                if sub.stream.kind == "video":
+                    video_lost = max(video_lost, block.fraction_lost)
                 sent_at = sub.reports_sent.get(block.lsr) if block.lsr else None
                 if sent_at is not None:
                     # RFC 3550 6.4.1: round trip = arrival - LSR - DLSR, here measured from when
@@ -658,6 +678,9 @@ class ConferenceForwarder:
                     if rtt >= 0:
                         old = endpoint.rtt
                         endpoint.rtt = rtt if old is None else old + RTT_SMOOTHING * (rtt - old)
+        if video_lost >= 0:
+            endpoint.video_fraction_lost = video_lost
+            endpoint.video_loss_reports += 1
 
     def _on_nack(self, endpoint: EndpointMedia, packet: bytes, now: float) -> None:
         """Resend what the receiver lost, from the cache, within :class:`RetransmissionLimits`,

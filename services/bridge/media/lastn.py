@@ -24,9 +24,17 @@ the Colibri ``last-n`` and the receiver's own ``lastN`` (-1 = unlimited); a sour
 ``maxHeight`` 0 is neither forwarded nor counted. Bandwidth is shared greedily in preference
 order: every chosen source gets its lowest layer, then each is raised, in the same order, as high
 as its constraint and the remaining budget allow, skipping layers the sender does not send (0 bps
-while another layer of the source is measured: Chrome stops simulcast layers on its own). Bandwidth never drops a source: the bridge does
-not probe, and a REMB-based estimate follows what the receiver gets, so a source dropped for
-bandwidth would never come back (jitsi-videobridge probes with padding to avoid exactly that).
+while another layer of the source is measured: Chrome stops simulcast layers on its own).
+Bandwidth never drops a source: a REMB-based estimate follows what the receiver gets, so a source
+dropped for bandwidth would never come back.
+
+For the same reason a receiver held on low layers by its estimate would stay there: the bridge
+sends no padding probes (jitsi-videobridge's BandwidthProbing), it probes with media. Each
+receiver has a :class:`~.probing.StepUpProbe`, advanced at every allocation tick with the
+receiver's fresh feedback (:meth:`ConferenceVideoPolicy.on_feedback`): while the allocation is
+bandwidth-limited (:attr:`ReceiverAllocation.step_up`) and the receiver's reports are clean, it
+lets one source go one layer beyond the budget (``floors`` of :func:`allocate`), keeps the step
+when the feedback stays clean and reverts it, with exponential back-off, when it does not.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +63,7 @@ from .bandwidth import DownlinkEstimator
 from .mixer import MixedRtpStream, MixerThread, MixMinusMixer
 from .model import MediaSources
 from .policy import ForwardingPolicy, SendMessage
+from .probing import StepUpProbe
 from .simulcast import (
     LayerMeter,
     SimulcastProjection,
@@ -135,6 +144,13 @@ class ReceiverAllocation:
     """The layer each forwarded source is sent at (index into its layers), in preference order."""
 
     layers: dict[str, int]
+    within_budget: dict[str, int] = field(default_factory=dict, compare=False)
+    """The layer each source whose layers are measured gets from the bandwidth budget alone
+    (without probe steps); unmeasured sources cost nothing and are not listed."""
+    step_up: tuple[str, int] | None = field(default=None, compare=False)
+    """The next step a probe would try: the first source in preference order below the highest
+    layer its constraint allows (and its sender sends), and the layer above the one it gets.
+    ``None`` when nothing is held back by bandwidth."""
 
     @property
     def forwarded(self) -> list[str]:
@@ -174,30 +190,66 @@ def constrained_targets(
 
 
 def allocate(
-    receiver: str, settings: ReceiverSettings, sources: Sequence[SourceLayers]
+    receiver: str,
+    settings: ReceiverSettings,
+    sources: Sequence[SourceLayers],
+    floors: Mapping[str, int] | None = None,
 ) -> ReceiverAllocation:
-    """Sources and layers for ``receiver``; ``sources`` in speaker order."""
+    """Sources and layers for ``receiver``; ``sources`` in speaker order. ``floors`` (source
+    name -> layer, from :class:`~.probing.StepUpProbe`) are layers a source gets at least,
+    beyond the budget (capped by its constraint and by the layers its sender sends)."""
     chosen = constrained_targets(receiver, settings, sources)
     budget = float("inf") if settings.bandwidth_bps is None else settings.bandwidth_bps
     layers: dict[str, int] = {}
+    within_budget: dict[str, int] = {}
+    step_up: tuple[str, int] | None = None
     for source, _ in chosen:  # every chosen source gets its lowest layer, whatever it costs
         budget -= source.bitrates[0]
         layers[source.name] = 0
     for source, target in chosen:  # then raise each, in preference order, while it fits
         # once a source's layers are measured, one reading 0 bps is not being sent (the sender
         # stopped it for its own bandwidth or CPU, or for SenderSourceConstraints): skip it
-        measured = any(rate > 0 for rate in source.bitrates)
+        bitrates = source.bitrates
+        measured = any(rate > 0 for rate in bitrates)
+        sendable = [c for c in range(1, target + 1) if not measured or bitrates[c] > 0]
         layer = 0
-        for candidate in range(1, target + 1):
-            if measured and source.bitrates[candidate] <= 0:
-                continue
-            step = source.bitrates[candidate] - source.bitrates[layer]
+        for candidate in sendable:
+            step = bitrates[candidate] - bitrates[layer]
             if step > budget:
                 break
             budget -= step
             layer = candidate
-        layers[source.name] = layer
-    return ReceiverAllocation(layers)
+        if measured:
+            within_budget[source.name] = layer
+        floor = floors.get(source.name, 0) if floors else 0
+        held = max(layer, max((c for c in sendable if c <= floor), default=0))
+        layers[source.name] = held
+        if step_up is None:
+            above = next((c for c in sendable if c > held), None)
+            if above is not None:
+                step_up = (source.name, above)
+    return ReceiverAllocation(layers, within_budget, step_up)
+
+
+RATE_SMOOTHING = 0.3
+
+
+def smoothed_layer_rates(
+    previous: Sequence[float] | None, measured: Sequence[float], weight: float = RATE_SMOOTHING
+) -> tuple[float, ...]:
+    """A source's layer bitrates for the allocator, from the previous ones and a new reading
+    (one short meter window, which a key frame doubles): each layer moves ``weight`` of the way
+    to the reading. A layer reading 0 while another is measured has stopped and reads 0 at once;
+    a reading of nothing at all (no packet of the source for a moment: a stalled sender) keeps
+    the previous rates, which would otherwise read as unmeasured, that is free."""
+    if previous is None or len(previous) != len(measured) or not any(previous):
+        return tuple(measured)
+    if not any(measured):
+        return tuple(previous)
+    return tuple(
+        0.0 if new <= 0 else new if old <= 0 else old + weight * (new - old)
+        for old, new in zip(previous, measured, strict=True)
+    )
 
 
 def sender_max_height(source: SourceLayers, wanted: Iterable[int]) -> int:
@@ -261,8 +313,14 @@ class PolicyUpdate:
 class ConferenceVideoPolicy:
     """Last-N, constraints, simulcast layer choice and bandwidth for one conference."""
 
-    def __init__(self, default_max_height: int = UNLIMITED) -> None:
+    def __init__(
+        self,
+        default_max_height: int = UNLIMITED,
+        probe_factory: Callable[[], StepUpProbe] = StepUpProbe,
+    ) -> None:
         self.default_max_height = default_max_height
+        self._probe_factory = probe_factory
+        self._probes: dict[str, StepUpProbe] = {}  # receiver -> its upward probing
         self._sources: dict[str, list[VideoSource]] = {}  # endpoint -> its video sources
         self._heights: dict[str, tuple[int, ...]] = {}
         self._bitrates: dict[str, tuple[float, ...]] = {}
@@ -279,12 +337,14 @@ class ConferenceVideoPolicy:
     def add_endpoint(self, endpoint: str, colibri_last_n: int = UNLIMITED) -> None:
         if endpoint not in self._receivers:
             self._receivers[endpoint] = ReceiverSettings(default_max_height=self.default_max_height)
+            self._probes[endpoint] = self._probe_factory()
         self._receivers[endpoint].colibri_last_n = colibri_last_n
         if endpoint not in self._speaker_order:
             self._speaker_order.append(endpoint)
 
     def remove_endpoint(self, endpoint: str) -> None:
         self._receivers.pop(endpoint, None)
+        self._probes.pop(endpoint, None)
         gone = {source.name for source in self._sources.pop(endpoint, [])}
         for name in gone:
             self._heights.pop(name, None)
@@ -329,6 +389,22 @@ class ConferenceVideoPolicy:
     def set_bandwidth(self, endpoint: str, bps: float | None) -> None:
         self._settings(endpoint).bandwidth_bps = bps
 
+    def on_feedback(self, endpoint: str, now: float, loss: float | None) -> bool:
+        """An allocation tick's feedback from ``endpoint`` (after :meth:`set_bandwidth`): ``loss``
+        is the fraction lost of a report received since the previous tick, ``None`` without
+        one. Advances the receiver's :class:`StepUpProbe`; returns whether its steps changed
+        (then :meth:`recompute`)."""
+        settings = self._settings(endpoint)
+        probe = self._probes[endpoint]
+        allocation = allocate(endpoint, settings, self._source_layers(), probe.floors)
+        changed = probe.on_feedback(now, settings.bandwidth_bps, loss, allocation)
+        if changed:
+            log.debug("receiver %s: steps beyond its estimate now %s", endpoint, probe.floors)
+        return changed
+
+    def probe(self, endpoint: str) -> StepUpProbe:
+        return self._probes[endpoint]
+
     def set_layer_info(self, source: str, heights: Sequence[int], bitrates: Sequence[float]) -> None:
         """Measured heights (learned from key frames) and bitrates of a source's layers."""
         if source in self._heights:
@@ -354,14 +430,11 @@ class ConferenceVideoPolicy:
         """Re-run the allocation for every receiver; returns the messages and key-frame
         requests the changes call for, and rebuilds :attr:`routes`."""
         update = PolicyUpdate()
-        ordered = [
-            SourceLayers(s.name, s.endpoint, self._heights[s.name], self._bitrates[s.name])
-            for s in self.video_sources()
-        ]
+        ordered = self._source_layers()
         by_name = {s.name: s for ep in self._sources for s in self._sources[ep]}
         wanted: dict[str, list[int]] = {s.name: [] for s in ordered}
         for receiver, settings in self._receivers.items():
-            allocation = allocate(receiver, settings, ordered)
+            allocation = allocate(receiver, settings, ordered, self._probes[receiver].floors)
             self._allocations[receiver] = allocation
             for source, _ in constrained_targets(receiver, settings, ordered):
                 wanted[source.name].append(settings.max_height_of(source.name))
@@ -391,6 +464,12 @@ class ConferenceVideoPolicy:
                 )
         self._rebuild_routes(by_name)
         return update
+
+    def _source_layers(self) -> list[SourceLayers]:
+        return [
+            SourceLayers(s.name, s.endpoint, self._heights[s.name], self._bitrates[s.name])
+            for s in self.video_sources()
+        ]
 
     def pending_keyframes(self) -> set[int]:
         """SSRCs some receiver still waits on for a key frame (re-send PLIs for these)."""
@@ -462,7 +541,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     * audio levels -> :class:`DominantSpeakerDetector`; a new dominant speaker is announced to
       every endpoint (``DominantSpeakerEndpointChangeEvent``) and reorders last-N;
     * ``LastNChangedEvent`` / ``ReceiverVideoConstraints`` / Colibri ``last-n`` and each
-      receiver's REMB and loss (read from its subscriptions) -> :class:`ConferenceVideoPolicy`,
+      receiver's REMB and receiver-report loss (kept on its ``EndpointMedia``, read every
+      ``allocation_interval``) -> :class:`ConferenceVideoPolicy` (estimate and upward probe),
       whose changes go out as ``ForwardedSources``, ``SenderSourceConstraints`` and
       ``ConnectionStats``;
     * per video packet, :meth:`select` keeps the subscriptions whose receiver's projection
@@ -506,6 +586,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._streams: dict[int, IncomingStream] = {}
         self._fanouts: dict[int, StreamFanout] = {}  # by stream SSRC
         self._feedback: dict[str, Subscription] = {}  # receiver -> its latest forwarded video subscription
+        self._reports_read: dict[str, int] = {}  # receiver -> its video_loss_reports at the last tick
+        self._layer_rates: dict[str, tuple[float, ...]] = {}  # source -> smoothed layer bitrates
         self._next_decision = float("-inf")
         self._next_allocation = float("-inf")
         # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
@@ -534,6 +616,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._known_sources.pop(endpoint_id, None)
         self._vp8_payload_types.pop(endpoint_id, None)
         self._feedback.pop(endpoint_id, None)
+        self._reports_read.pop(endpoint_id, None)
         self._streams = {ssrc: s for ssrc, s in self._streams.items() if s.endpoint_id != endpoint_id}
         self._fanouts = {ssrc: f for ssrc, f in self._fanouts.items() if ssrc in self._streams}
         self._reallocate(self._clock())
@@ -716,21 +799,27 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._reallocate(now)
         if now >= self._next_allocation:
             self._next_allocation = now + self.allocation_interval
+            rates: dict[str, tuple[float, ...]] = {}
             for source in self.video.video_sources():
-                ssrcs = source.ssrcs
-                self.video.set_layer_info(
-                    source.name,
-                    self.meter.layer_heights(source),
-                    [self.meter.bitrate(ssrc, now) for ssrc in ssrcs],
-                )
+                measured = [self.meter.bitrate(ssrc, now) for ssrc in source.ssrcs]
+                rates[source.name] = smoothed_layer_rates(self._layer_rates.get(source.name), measured)
+                self.video.set_layer_info(source.name, self.meter.layer_heights(source), rates[source.name])
+            self._layer_rates = rates
             for receiver, sub in self._feedback.items():
                 estimator = self.estimators.get(receiver)
                 if estimator is None:
                     continue
-                if sub.remb_bps:
-                    estimator.on_remb(sub.remb_bps, now)
-                    estimator.on_loss(sub.fraction_lost, now)
+                media = sub.receiver
+                # a receiver report that arrived since the previous tick says what the receiver
+                # loses now; the estimate and the probe count each report once
+                fresh = media.video_loss_reports != self._reports_read.get(receiver, 0)
+                self._reports_read[receiver] = media.video_loss_reports
+                if media.remb_bps:
+                    estimator.on_remb(media.remb_bps, now)
+                    if fresh:
+                        estimator.on_loss(media.video_fraction_lost, now)
                 self.video.set_bandwidth(receiver, estimator.estimate(now))
+                self.video.on_feedback(receiver, now, media.video_fraction_lost / 256 if fresh else None)
                 stats = estimator.connection_stats(now)
                 if stats is not None:
                     self._send(receiver, stats)

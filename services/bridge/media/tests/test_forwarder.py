@@ -192,6 +192,24 @@ def test_sender_rtx_restores_cache_and_reaches_receivers() -> None:
     assert len(b.take_rtp()) == 1
 
 
+def test_sender_rtx_of_a_packet_the_bridge_has_is_dropped() -> None:
+    """Chrome probes its uplink with RTX padding that repeats payloads it already sent: the
+    receivers got those, so they are neither relayed nor shown to the policy."""
+    conference, (a, b, c) = meeting()
+    original = video(50, 1002)
+    a.send_rtp(original)
+    assert len(b.take_rtp()) == 1 and len(c.take_rtp()) == 1
+    forwarded = conference.packets_forwarded
+    a.send_rtp(rtp.wrap_rtx(original, 97, 9, 1003, 50))
+    a.send_rtp(rtp.wrap_rtx(original, 97, 10, 1003, 50))
+    assert b.take_rtp() == [] and c.take_rtp() == []
+    assert conference.redundant_rtx_dropped == 2 and conference.packets_forwarded == forwarded
+    # a receiver that lost the original still gets it, from the cache
+    b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [50]))
+    (packet,) = b.take_rtp()
+    assert rtp.unwrap_rtx(packet, 96, 1002) == original
+
+
 def test_pli_and_fir_reach_the_sender_rate_limited() -> None:
     _, (a, b, c) = meeting()
     b.send_rtcp(rtcp.build_pli(b.endpoint.rtcp_ssrc, 1002), now=10.0)
