@@ -250,3 +250,28 @@ class DirectStack:
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+
+@contextlib.contextmanager
+def direct_stack(**settings: Any) -> Iterator[DirectStack]:
+    """The web client built, then a :class:`DirectStack` (``settings`` are its arguments)
+    started, and stopped afterwards."""
+    subprocess.run(
+        [str(REPO / "services" / "web" / "build.sh")], check=True, capture_output=True, timeout=300
+    )
+    stack = DirectStack(**settings)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+def wait_with_logs(what: str, cond: Any, logs: list[list[str]], timeout: float = 30.0) -> None:
+    """Poll ``cond()`` until true; on timeout fail naming ``what``, with the pages' last console lines."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out waiting for {what}\n" + "\n--\n".join("\n".join(x[-30:]) for x in logs)
+            )
+        time.sleep(0.25)

@@ -5,8 +5,6 @@ and last-N (a ReceiverVideoConstraints out, ForwardedSources back) go over it.""
 
 from __future__ import annotations
 
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
-from tests.integration.browser import DESKTOP, DirectStack, browsers, chromium_available, console_log
+from tests.integration.browser import (
+    DESKTOP,
+    DirectStack,
+    browsers,
+    chromium_available,
+    console_log,
+    direct_stack,
+    wait_with_logs,
+)
 from tests.integration.harness import REPO
 
 pytestmark = [
@@ -28,16 +34,10 @@ pytestmark = [
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DirectStack]:
-    subprocess.run(
-        [str(REPO / "services" / "web" / "build.sh")], check=True, capture_output=True, timeout=300
-    )
     config = tmp_path / "jicofo.conf"
     config.write_text("jicofo.conference.enable-sctp = true\n")
-    s = DirectStack(focus_env={"JICOFO_CONFIG": str(config)})
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+    with direct_stack(focus_env={"JICOFO_CONFIG": str(config)}) as s:
+        yield s
 
 
 def test_the_bridge_channel_moves_to_the_data_channel(stack: DirectStack) -> None:
@@ -45,13 +45,7 @@ def test_the_bridge_channel_moves_to_the_data_channel(stack: DirectStack) -> Non
     logs: list[list[str]] = []
 
     def wait_until(what: str, cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what}\n" + "\n--\n".join("\n".join(x[-30:]) for x in logs)
-                )
-            time.sleep(0.25)
+        wait_with_logs(what, cond, logs, timeout)
 
     with browsers() as pool:
         pages: list[Page] = []

@@ -8,7 +8,6 @@ started again on the same ports."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,15 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page
 
-from tests.integration.browser import DESKTOP, DirectStack, browsers, chromium_available, console_log
+from tests.integration.browser import (
+    DESKTOP,
+    DirectStack,
+    browsers,
+    chromium_available,
+    console_log,
+    direct_stack,
+    wait_with_logs,
+)
 from tests.integration.harness import REPO
 
 pytestmark = [
@@ -30,14 +37,8 @@ pytestmark = [
 
 @pytest.fixture
 def stack() -> Iterator[DirectStack]:
-    subprocess.run(
-        [str(REPO / "services" / "web" / "build.sh")], check=True, capture_output=True, timeout=300
-    )
-    s = DirectStack()
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+    with direct_stack() as s:
+        yield s
 
 
 def test_the_meeting_comes_back_after_the_broker_restarts(stack: DirectStack) -> None:
@@ -45,13 +46,7 @@ def test_the_meeting_comes_back_after_the_broker_restarts(stack: DirectStack) ->
     logs: list[list[str]] = []
 
     def wait_until(what: str, cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what}\n" + "\n--\n".join("\n".join(x[-30:]) for x in logs)
-                )
-            time.sleep(0.25)
+        wait_with_logs(what, cond, logs, timeout)
 
     def frames(page: Page) -> dict[str, int]:
         return {ep: s["framesDecoded"] for ep, s in page.evaluate("window.parley.videoStats()").items()}
