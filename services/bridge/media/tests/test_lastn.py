@@ -479,6 +479,31 @@ def simulcast_call(
     return policy, forwarder, sender, receiver
 
 
+def send_simulcast_frame(
+    forwarder: ConferenceForwarder, frame: int, seqs: list[int], frame_bytes: list[int], now: float
+) -> None:
+    """Frame ``frame`` of the three ``SIMULCAST_SSRCS`` layers from sender ``s``: ``frame_bytes``
+    of each, in packets of up to 1100 bytes, a key frame every 15 frames (staggered per layer);
+    ``seqs`` holds each layer's next sequence number and is advanced."""
+    for layer, ssrc in enumerate(SIMULCAST_SSRCS):
+        key = SIMULCAST_SIZES[layer] if (frame + 3 * layer) % 15 == 0 else None
+        count = -(-frame_bytes[layer] // 1100)
+        for i in range(count):
+            packet = vp8_packet(
+                seqs[layer],
+                frame * 3000,
+                ssrc,
+                frame & 0x7FFF,
+                frame & 0xFF,
+                key,
+                size=frame_bytes[layer] // count,
+                start=i == 0,
+                marker=i == count - 1,
+            )
+            forwarder.handle_rtp(forwarder.endpoints["s"], packet, now)
+            seqs[layer] = (seqs[layer] + 1) & 0xFFFF
+
+
 def test_vp8_picture_ids_stay_continuous_for_a_receiver_across_layer_switches() -> None:
     """Each layer numbers its own pictures; the receiver sees one run of picture ids and
     TL0PICIDX (+1 a frame) while the bridge switches it 180p -> 720p -> 360p."""
@@ -549,8 +574,6 @@ def test_a_receivers_remb_lowers_its_layer_and_is_announced_as_connection_stats(
     clock = Clock()
     messages: list[tuple[str, dict]] = []
     policy, forwarder, _, receiver = simulcast_call(clock, messages)
-    ssrcs = SIMULCAST_SSRCS
-    sizes = SIMULCAST_SIZES
     frame_bytes = [625, 2083, 5000]  # at 30 fps
     seqs = [0, 0, 0]
     frame = 0
@@ -559,23 +582,7 @@ def test_a_receivers_remb_lowers_its_layer_and_is_announced_as_connection_stats(
         nonlocal frame
         for _ in range(round(seconds * 30)):
             clock.now += 1 / 30
-            for layer, ssrc in enumerate(ssrcs):
-                key = sizes[layer] if (frame + 3 * layer) % 15 == 0 else None
-                count = -(-frame_bytes[layer] // 1100)
-                for i in range(count):
-                    packet = vp8_packet(
-                        seqs[layer],
-                        frame * 3000,
-                        ssrc,
-                        frame & 0x7FFF,
-                        frame & 0xFF,
-                        key,
-                        size=frame_bytes[layer] // count,
-                        start=i == 0,
-                        marker=i == count - 1,
-                    )
-                    forwarder.handle_rtp(forwarder.endpoints["s"], packet, clock.now)
-                    seqs[layer] = (seqs[layer] + 1) & 0xFFFF
+            send_simulcast_frame(forwarder, frame, seqs, frame_bytes, clock.now)
             frame += 1
 
     def widths_received(since: int) -> list[int]:

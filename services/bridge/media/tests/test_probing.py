@@ -18,13 +18,11 @@ from services.bridge.media.simulcast import video_sources
 from services.bridge.media.tests.test_lastn import (
     HEIGHTS,
     RATES,
-    SIMULCAST_SIZES,
-    SIMULCAST_SSRCS,
     Clock,
+    send_simulcast_frame,
     simulcast,
     simulcast_call,
     sources,
-    vp8_packet,
 )
 
 CLEAN = 0.0
@@ -274,7 +272,6 @@ def test_a_receiver_held_low_by_its_remb_climbs_with_clean_reports_and_falls_bac
     the bridge tries the middle layer and keeps it; reports of heavy loss take it back down."""
     clock = Clock()
     policy, forwarder, _, receiver = simulcast_call(clock, [])
-    sizes = SIMULCAST_SIZES
     frame_bytes = [625, 2083, 5000]  # at 30 fps
     seqs = [0, 0, 0]
     frame = 0
@@ -286,23 +283,7 @@ def test_a_receiver_held_low_by_its_remb_climbs_with_clean_reports_and_falls_bac
         mark = len(receiver.sent)
         for _ in range(30):
             clock.now += 1 / 30
-            for layer, ssrc in enumerate(SIMULCAST_SSRCS):
-                key = sizes[layer] if (frame + 3 * layer) % 15 == 0 else None
-                count = -(-frame_bytes[layer] // 1100)
-                for i in range(count):
-                    packet = vp8_packet(
-                        seqs[layer],
-                        frame * 3000,
-                        ssrc,
-                        frame & 0x7FFF,
-                        frame & 0xFF,
-                        key,
-                        size=frame_bytes[layer] // count,
-                        start=i == 0,
-                        marker=i == count - 1,
-                    )
-                    forwarder.handle_rtp(forwarder.endpoints["s"], packet, clock.now)
-                    seqs[layer] = (seqs[layer] + 1) & 0xFFFF
+            send_simulcast_frame(forwarder, frame, seqs, frame_bytes, clock.now)
             frame += 1
         shown.update(receiver.received_ssrcs(mark))
         feedback = rtcp.build_remb(77, 300_000, sorted(shown))
