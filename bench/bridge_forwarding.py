@@ -260,7 +260,27 @@ def subscriber_answer(peer: LightPeer, offer: str) -> str:
 # ---- the two SFUs --------------------------------------------------------------------------------
 
 
-class EngineSfu:
+class SfuProcess:
+    """An SFU run as a child process with an HTTP client to its control API; subclasses set
+    ``proc`` and ``http`` and drive the API."""
+
+    proc: ServiceProcess
+    http: httpx.AsyncClient
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.proc is not None
+        return self.proc.proc.pid
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.proc.start)
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        self.proc.stop()
+
+
+class EngineSfu(SfuProcess):
     """The media engine alone (``services.bridge.media.devserver``): the same packet path with the
     default forward-everything policy, without Colibri, the intelligence policy or the bridge's
     servers and timers."""
@@ -282,18 +302,6 @@ class EngineSfu:
             health_url=f"http://127.0.0.1:{self.http_port}/health",
         )
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}", timeout=10)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.proc is not None
-        return self.proc.proc.pid
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.proc.start)
-
-    async def stop(self) -> None:
-        await self.http.aclose()
-        self.proc.stop()
 
     async def _endpoint(self, room: str, name: str, peer: LightPeer, sources: dict[str, Any]) -> None:
         url = f"/conferences/{room}/endpoints/{name}"
@@ -343,7 +351,7 @@ class EngineSfu:
     peers_per_participant = 1
 
 
-class BridgeSfu:
+class BridgeSfu(SfuProcess):
     """The bridge as deployed (``python -m services.bridge``), driven through Colibri REST the way
     the focus drives it: its conference-intelligence policy, both HTTP servers, the Colibri
     WebSocket server and every timer run. Only brewery presence is off (no XMPP server here)."""
@@ -376,17 +384,8 @@ class BridgeSfu:
         self._conferences: dict[str, str] = {}  # bench room -> Colibri conference id
         self._channels: dict[str, list[tuple[str, str]]] = {}  # room -> (content, channel id)
 
-    @property
-    def pid(self) -> int:
-        assert self.proc.proc is not None
-        return self.proc.proc.pid
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.proc.start)
-
     async def stop(self) -> None:
-        await self.http.aclose()
-        self.proc.stop()
+        await super().stop()
         self.conf.unlink(missing_ok=True)
 
     async def _patch(self, conference_id: str, body: colibri.Conference) -> dict[str, Any]:
@@ -514,7 +513,7 @@ class JanusFeedNotReady(RuntimeError):
     """VideoRoom error 428 ("No such feed"): a publisher joined but its media is not up yet."""
 
 
-class JanusSfu:
+class JanusSfu(SfuProcess):
     name = "janus"
     peers_per_participant = 2  # Janus VideoRoom: one PeerConnection to publish, one to subscribe
 
@@ -558,13 +557,8 @@ admin: {{ admin_http = false }}
 """)
         (self.dir / "janus.plugin.videoroom.jcfg").write_text("general: { }\n")
 
-    @property
-    def pid(self) -> int:
-        assert self.proc.proc is not None
-        return self.proc.proc.pid
-
     async def start(self) -> None:
-        await asyncio.to_thread(self.proc.start)
+        await super().start()
         reply = await self._post("", {"janus": "create"})
         self.session = reply["data"]["id"]
         self._poller = asyncio.ensure_future(self._poll())
@@ -572,8 +566,7 @@ admin: {{ admin_http = false }}
     async def stop(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
-        await self.http.aclose()
-        self.proc.stop()
+        await super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
