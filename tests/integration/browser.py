@@ -201,35 +201,41 @@ DIRECT_STACK_NAMES = {
 
 
 class DirectStack:
-    """Broker, one bridge, focus and web started directly (no nginx), so that one of them can be
-    killed and started again on the same ports (``xmpp``); ``focus_env`` adds focus settings."""
+    """Broker, ``bridges`` bridges (``jvb1``, ``jvb2``…), focus and web started directly (no
+    nginx), so that one of them can be killed (``bridges``) or started again on the same ports
+    (``xmpp``); ``focus_env`` adds focus settings."""
 
-    def __init__(self, focus_env: dict[str, str] | None = None) -> None:
+    def __init__(self, focus_env: dict[str, str] | None = None, bridges: int = 1) -> None:
         self.focus_env = focus_env or {}
+        self.bridge_count = bridges
         self.procs: list[ServiceProcess] = []
         self.xmpp: ServiceProcess | None = None
+        self.bridges: dict[str, ServiceProcess] = {}
         self.web = self.focus = ""
 
     def start(self) -> DirectStack:
         c2s, xmpp_http, focus_http, web_http = free_port(), free_port(), free_port(), free_port()
-        colibri, public, udp = free_port(), free_port(), free_tcp_udp_port()
         xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
         self.xmpp = self._run(ServiceProcess.python_module(
             "xmpp", "services.xmpp",
             {**DIRECT_STACK_NAMES, "XMPP_C2S_PORT": str(c2s), "XMPP_HTTP_PORT": str(xmpp_http), "XMPP_BIND_ADDRESS": "127.0.0.1"},
             health_url=f"http://127.0.0.1:{xmpp_http}/health"))  # fmt: skip
-        self._run(ServiceProcess.python_module(
-            "jvb1", "services.bridge",
-            {**DIRECT_STACK_NAMES, **xmpp_client, "JVB_WS_SERVER_ID": "jvb1", "JVB_WS_DOMAIN": f"127.0.0.1:{public}",
-             "JVB_WS_TLS": "false", "JVB_PORT": str(udp), "JVB_ADVERTISE_IPS": "127.0.0.1",
-             "JVB_COLIBRI_HOST": "127.0.0.1", "JVB_COLIBRI_PORT": str(colibri),
-             "JVB_PUBLIC_PORT": str(public), "JVB_BREWERY_MUC": "jvbbrewery"},
-            health_url=f"http://127.0.0.1:{colibri}/about/health"), timeout=30)  # fmt: skip
+        colibri_urls = []
+        for server_id in (f"jvb{i + 1}" for i in range(self.bridge_count)):
+            colibri, public, udp = free_port(), free_port(), free_tcp_udp_port()
+            colibri_urls.append(f"{server_id}=http://127.0.0.1:{colibri}")
+            self.bridges[server_id] = self._run(ServiceProcess.python_module(
+                server_id, "services.bridge",
+                {**DIRECT_STACK_NAMES, **xmpp_client, "JVB_WS_SERVER_ID": server_id, "JVB_WS_DOMAIN": f"127.0.0.1:{public}",
+                 "JVB_WS_TLS": "false", "JVB_PORT": str(udp), "JVB_ADVERTISE_IPS": "127.0.0.1",
+                 "JVB_COLIBRI_HOST": "127.0.0.1", "JVB_COLIBRI_PORT": str(colibri),
+                 "JVB_PUBLIC_PORT": str(public), "JVB_BREWERY_MUC": "jvbbrewery"},
+                health_url=f"http://127.0.0.1:{colibri}/about/health"), timeout=30)  # fmt: skip
         self.focus = f"http://127.0.0.1:{focus_http}"
         self._run(ServiceProcess.python_module(
             "focus", "services.focus",
             {**DIRECT_STACK_NAMES, **xmpp_client, "JICOFO_HTTP_HOST": "127.0.0.1", "JICOFO_HTTP_PORT": str(focus_http),
-             "JVB_BREWERY_MUC": "jvbbrewery", "JICOFO_BRIDGE_COLIBRI_URLS": f"jvb1=http://127.0.0.1:{colibri}",
+             "JVB_BREWERY_MUC": "jvbbrewery", "JICOFO_BRIDGE_COLIBRI_URLS": ",".join(colibri_urls),
              **self.focus_env},
             health_url=f"{self.focus}/about/health"))  # fmt: skip
         self._run(ServiceProcess.python_module(
@@ -238,8 +244,8 @@ class DirectStack:
             health_url=f"http://127.0.0.1:{web_http}/health"))  # fmt: skip
         self.web = f"http://127.0.0.1:{web_http}"
         deadline = time.monotonic() + 20
-        while len(httpx.get(f"{self.focus}/bridges", timeout=2).json()) < 1:
-            assert time.monotonic() < deadline, "the focus never saw the bridge"
+        while len(httpx.get(f"{self.focus}/bridges", timeout=2).json()) < self.bridge_count:
+            assert time.monotonic() < deadline, "the focus never saw every bridge"
             time.sleep(0.2)
         return self
 

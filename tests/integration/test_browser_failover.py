@@ -7,7 +7,6 @@ browsers reach the bridges' Colibri WebSockets on their public ports."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,8 +14,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.browser import DESKTOP, browsers, chromium_available, console_log
-from tests.integration.harness import REPO, ServiceProcess, free_port, free_tcp_udp_port
+from tests.integration.browser import (
+    DESKTOP,
+    DirectStack,
+    browsers,
+    chromium_available,
+    console_log,
+    direct_stack,
+)
+from tests.integration.harness import REPO
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,80 +32,14 @@ pytestmark = [
     ),
 ]
 
-NAMES = {
-    "XMPP_DOMAIN": "meet.jitsi",
-    "XMPP_AUTH_DOMAIN": "auth.meet.jitsi",
-    "XMPP_MUC_DOMAIN": "muc.meet.jitsi",
-    "XMPP_INTERNAL_MUC_DOMAIN": "internal-muc.meet.jitsi",
-    "JICOFO_AUTH_USER": "focus",
-    "JICOFO_AUTH_PASSWORD": "focus-secret",
-    "JVB_AUTH_USER": "jvb",
-    "JVB_AUTH_PASSWORD": "jvb-secret",
-}
-
-
-class Services:
-    def __init__(self) -> None:
-        self.procs: list[ServiceProcess] = []
-        self.bridges: dict[str, ServiceProcess] = {}
-
-    def start(self) -> tuple[str, str]:
-        c2s, xmpp_http, focus_http, web_http = free_port(), free_port(), free_port(), free_port()
-        xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
-        self._run(ServiceProcess.python_module(
-            "xmpp", "services.xmpp",
-            {**NAMES, "XMPP_C2S_PORT": str(c2s), "XMPP_HTTP_PORT": str(xmpp_http), "XMPP_BIND_ADDRESS": "127.0.0.1"},
-            health_url=f"http://127.0.0.1:{xmpp_http}/health"))  # fmt: skip
-        colibri_urls = []
-        for server_id in ("jvb1", "jvb2"):
-            colibri, public, udp = free_port(), free_port(), free_tcp_udp_port()
-            colibri_urls.append(f"{server_id}=http://127.0.0.1:{colibri}")
-            self.bridges[server_id] = self._run(ServiceProcess.python_module(
-                server_id, "services.bridge",
-                {**NAMES, **xmpp_client, "JVB_WS_SERVER_ID": server_id, "JVB_WS_DOMAIN": f"127.0.0.1:{public}",
-                 "JVB_WS_TLS": "false", "JVB_PORT": str(udp), "JVB_ADVERTISE_IPS": "127.0.0.1",
-                 "JVB_COLIBRI_HOST": "127.0.0.1", "JVB_COLIBRI_PORT": str(colibri),
-                 "JVB_PUBLIC_PORT": str(public), "JVB_BREWERY_MUC": "jvbbrewery"},
-                health_url=f"http://127.0.0.1:{colibri}/about/health"), timeout=30)  # fmt: skip
-        focus = f"http://127.0.0.1:{focus_http}"
-        self._run(ServiceProcess.python_module(
-            "focus", "services.focus",
-            {**NAMES, **xmpp_client, "JICOFO_HTTP_HOST": "127.0.0.1", "JICOFO_HTTP_PORT": str(focus_http),
-             "JVB_BREWERY_MUC": "jvbbrewery", "JICOFO_BRIDGE_COLIBRI_URLS": ",".join(colibri_urls)},
-            health_url=f"{focus}/about/health"))  # fmt: skip
-        self._run(ServiceProcess.python_module(
-            "web", "services.web",
-            {**NAMES, "WEB_HTTP_PORT": str(web_http), "XMPP_WEBSOCKET_URL": f"ws://127.0.0.1:{xmpp_http}/xmpp-websocket"},
-            health_url=f"http://127.0.0.1:{web_http}/health"))  # fmt: skip
-        deadline = time.monotonic() + 20
-        while len(httpx.get(f"{focus}/bridges", timeout=2).json()) < 2:
-            assert time.monotonic() < deadline, "the focus never saw both bridges"
-            time.sleep(0.2)
-        return f"http://127.0.0.1:{web_http}", focus
-
-    def _run(self, proc: ServiceProcess, timeout: float = 20.0) -> ServiceProcess:
-        self.procs.append(proc)
-        return proc.start(timeout)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
-
 
 @pytest.fixture
-def services() -> Iterator[tuple[Services, str, str]]:
-    subprocess.run(
-        [str(REPO / "services" / "web" / "build.sh")], check=True, capture_output=True, timeout=300
-    )
-    svc = Services()
-    try:
-        web, focus = svc.start()
-        yield svc, web, focus
-    finally:
-        svc.stop()
+def services() -> Iterator[tuple[DirectStack, str, str]]:
+    with direct_stack(bridges=2) as stack:
+        yield stack, stack.web, stack.focus
 
 
-def test_video_comes_back_after_the_bridge_crashes(services: tuple[Services, str, str]) -> None:
+def test_video_comes_back_after_the_bridge_crashes(services: tuple[DirectStack, str, str]) -> None:
     svc, web, focus = services
     room = f"fo-{uuid.uuid4().hex[:8]}"
 
