@@ -142,6 +142,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (and threads it creates later, which inherit the mask) on ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -1169,6 +1175,13 @@ async def main(args: argparse.Namespace) -> None:
     try:
         for sfu in sfus:
             await sfu.start()
+        if args.pin:
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < 2:
+                raise SystemExit("--pin needs two CPUs")
+            for sfu in sfus:
+                pin_process(sfu.pid, {cpus[0]})
+            pin_process(os.getpid(), set(cpus[1:]))
         for scenario in chosen:
             if scenario in MEETING20_VARIANTS:
                 # last-N, constraints and the bridge channel need the bridge as deployed
@@ -1257,6 +1270,12 @@ if __name__ == "__main__":
         help="the bridge process as deployed (default), the media engine's dev server, or both",
     )
     parser.add_argument("--no-janus", action="store_true", help="measure Parley only")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="SFUs on the first CPU, the clients on the others, so delivering a packet to a "
+        "client never preempts the SFU on its own CPU",
+    )
     parser.add_argument(
         "--meeting20-fps",
         type=int,
