@@ -146,13 +146,20 @@ def test_a_thumbnail_gets_the_low_layer_and_the_stage_a_higher_one(meeting: list
     wait_until(
         "Bob to receive a higher layer of Cy", lambda: bob.height_of(cy_ep) >= 360, meeting, timeout=45
     )
-    # and it stays that way while both keep decoding
+    # and both keep decoding, the thumbnail never above 180 lines; the stage may drop back a
+    # layer for a few seconds when the loaded machine makes Chrome report loss (the bridge then
+    # reverts its step up and tries again later), so it must be back on a higher layer, decoding
     before_ada, before_bob = ada.received()[cy_ep]["framesDecoded"], bob.received()[cy_ep]["framesDecoded"]
     time.sleep(1.5)
     assert 0 < ada.height_of(cy_ep) <= 180
-    assert bob.height_of(cy_ep) >= 360
     assert ada.received()[cy_ep]["framesDecoded"] > before_ada
-    assert bob.received()[cy_ep]["framesDecoded"] > before_bob
+    wait_until(
+        "Bob to decode more of Cy on a higher layer",
+        lambda: bob.height_of(cy_ep) >= 360 and bob.received()[cy_ep]["framesDecoded"] > before_bob,
+        meeting,
+        timeout=45,
+    )
+    assert 0 < ada.height_of(cy_ep) <= 180
     screenshot(ada.page, "simulcast-pinned.png")
 
 
