@@ -390,7 +390,7 @@ def binding_success(request: StunBindingRequest, address: tuple[str, int], local
 
     Encoded here rather than through ``aioice.stun.Message``, which serialises the message three
     times and parses the address with ``ipaddress``: every endpoint's consent checks are answered
-    with one of these, and at ~80 µs each they were most of an idle bridge's CPU. The tests
+    with one of these, and at ~80 µs each they were a large share of an idle bridge's CPU. The tests
     check it byte for byte against aioice's encoding."""
     transaction_id = request.transaction_id
     header = _STUN_SUCCESS_HEADER + transaction_id
