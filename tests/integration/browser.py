@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
 from tests.integration.harness import REPO, ServiceProcess, free_port, free_tcp_udp_port
@@ -51,6 +52,13 @@ PHONE = {"width": 390, "height": 844}
 
 def chromium_available() -> bool:
     return Path(CHROMIUM).exists()
+
+
+# every browser test module's marks: ``pytestmark = BROWSER_MARKS`` (plus its own)
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
+]
 
 
 class Browsers:

@@ -17,14 +17,11 @@ import pytest
 from websockets.sync.client import connect
 
 from services.common import colibri
-from tests.integration.browser import browsers, chromium_available, console_log
+from tests.integration.browser import BROWSER_MARKS, browsers, console_log
 from tests.integration.datachannel_client import EXPIRE, accept_patch, allocate_request, offer_sdp
 from tests.integration.test_bridge_control_support import RunningBridge, dumps, start_bridge
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = BROWSER_MARKS
 
 ANSWER = """async (offer) => {
   const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });

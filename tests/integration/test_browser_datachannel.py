@@ -13,23 +13,16 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.integration.browser import (
+    BROWSER_MARKS,
     DESKTOP,
     DirectStack,
     browsers,
-    chromium_available,
     console_log,
     direct_stack,
     wait_with_logs,
 )
-from tests.integration.harness import REPO
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
-    pytest.mark.skipif(
-        not (REPO / "services" / "bridge" / "__main__.py").exists(), reason="no bridge service"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture

@@ -15,22 +15,15 @@ import httpx
 import pytest
 
 from tests.integration.browser import (
+    BROWSER_MARKS,
     DESKTOP,
     DirectStack,
     browsers,
-    chromium_available,
     console_log,
     direct_stack,
 )
-from tests.integration.harness import REPO
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
-    pytest.mark.skipif(
-        not (REPO / "services" / "bridge" / "__main__.py").exists(), reason="no bridge service"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture

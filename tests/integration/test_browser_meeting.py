@@ -19,25 +19,16 @@ from playwright.sync_api import Page
 
 from tests.integration.browser import (
     ARTIFACTS,
+    BROWSER_MARKS,
     DESKTOP,
     PHONE,
     LauncherStack,
     browsers,
-    chromium_available,
     console_log,
     screenshot,
 )
-from tests.integration.harness import REPO
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.peer,
-    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
-    pytest.mark.skipif(
-        not (REPO / "services" / "bridge" / "__main__.py").exists(),
-        reason="the bridge service is not built yet",
-    ),
-]
+pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 NAMES = ("Ada Lovelace", "Bob Kahn", "Cy Young")
 

@@ -9,13 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.browser import DESKTOP, PHONE, browsers, chromium_available, console_log, screenshot
+from tests.integration.browser import BROWSER_MARKS, DESKTOP, PHONE, browsers, console_log, screenshot
 from tests.integration.harness import REPO, ServiceProcess, free_port
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = BROWSER_MARKS
 
 WEB = REPO / "services" / "web"
 

@@ -19,24 +19,15 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.integration.browser import (
+    BROWSER_MARKS,
     DESKTOP,
     LauncherStack,
     browsers,
-    chromium_available,
     console_log,
     screenshot,
 )
-from tests.integration.harness import REPO
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.peer,
-    pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium"),
-    pytest.mark.skipif(
-        not (REPO / "services" / "bridge" / "__main__.py").exists(),
-        reason="the bridge service is not built yet",
-    ),
-]
+pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 
 @dataclass
