@@ -266,6 +266,18 @@ def subscriber_answer(peer: LightPeer, offer: str) -> str:
 # ---- the two SFUs --------------------------------------------------------------------------------
 
 
+def bundle_channel_fields(endpoint: str) -> dict[str, Any]:
+    """What each of a participant's Colibri channels says, as the focus allocates them: one
+    channel bundle per endpoint, sending and receiving."""
+    return {
+        "endpoint": endpoint,
+        "channel_bundle_id": endpoint,
+        "initiator": True,
+        "direction": "sendrecv",
+        "expire": 60,
+    }
+
+
 class SfuProcess:
     """An SFU run as a child process with an HTTP client to its control API; subclasses set
     ``proc`` and ``http`` and drive the API."""
@@ -403,13 +415,7 @@ class BridgeSfu(SfuProcess):
     ) -> str:
         """One channel bundle per participant (``peers[0]``), like the focus allocates it."""
         peer = peers[0]
-        common: dict[str, Any] = {
-            "endpoint": name,
-            "channel_bundle_id": name,
-            "initiator": True,
-            "direction": "sendrecv",
-            "expire": 60,
-        }
+        common = bundle_channel_fields(name)
         audio = colibri.Channel(
             **common,
             sources=[pub.audio_ssrc] if pub is not None and pub.audio else [],
@@ -427,13 +433,7 @@ class BridgeSfu(SfuProcess):
         """A 20-party meeting participant: audio with the RFC 6464 level extension, video with
         one SSRC per simulcast layer (in a ``SIM`` group when ``simulcast``, else each layer an
         independent stream), the video channel's ``last-n``. Returns its Colibri WebSocket URL."""
-        common: dict[str, Any] = {
-            "endpoint": name,
-            "channel_bundle_id": name,
-            "initiator": True,
-            "direction": "sendrecv",
-            "expire": 60,
-        }
+        common = bundle_channel_fields(name)
         audio = colibri.Channel(
             **common,
             sources=[sender.audio_ssrc],
