@@ -116,6 +116,10 @@ class Ice(Section):
     advertise_ips: list[str] = Field(default_factory=list)
 
 
+class Forwarding(Section):
+    native_loop: bool = True
+
+
 class Colibri(Section):
     default_expire: timedelta = timedelta(seconds=60)
     conference_idle_timeout: timedelta = timedelta(seconds=60)
@@ -150,6 +154,7 @@ class Videobridge(Section):
     http_servers: HttpServers
     websockets: WebSockets
     ice: Ice
+    forwarding: Forwarding
     colibri: Colibri
     load_management: LoadManagement
     region: str | None = None
@@ -197,6 +202,7 @@ def _public_url(value: str) -> str:
 ENV_VARS = [
     EnvVar("JVB_PORT", "videobridge.ice.udp-port"),
     EnvVar("JVB_ADVERTISE_IPS", "videobridge.ice.advertise-ips", split_list),
+    EnvVar("JVB_NATIVE_FORWARDING", "videobridge.forwarding.native-loop", _bool),
     EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
     EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),
     EnvVar("JVB_WS_TLS", "videobridge.websockets.tls", _bool),

@@ -94,11 +94,12 @@ class _SrtpDirection:
     than attributes). The session object is still created (and freed) by pylibsrtp.
     """
 
-    __slots__ = ("_session", "protect", "protect_rtcp", "unprotect", "unprotect_rtcp")
+    __slots__ = ("_session", "protect", "protect_rtcp", "session_address", "unprotect", "unprotect_rtcp")
 
     def __init__(self, policy: pylibsrtp.Policy) -> None:
         self._session = session = pylibsrtp.Session(policy)  # owns the srtp_t and deallocates it
         srtp = session._srtp[0]
+        self.session_address = int(_srtp_ffi.cast("uintptr_t", srtp))
         cdata = _srtp_ffi.new("char[]", _SRTP_BUFFER)
         buffer = _srtp_ffi.buffer(cdata)
         length = _srtp_ffi.new("int *")
@@ -135,7 +136,7 @@ class SrtpContext:
     """The two SRTP sessions of one endpoint: ``unprotect*`` for what it sends us, ``protect*``
     for what we send it. Each method raises :class:`SrtpError` on a bad packet."""
 
-    __slots__ = ("profile", "protect", "protect_rtcp", "unprotect", "unprotect_rtcp")
+    __slots__ = ("profile", "protect", "protect_rtcp", "tx_session", "unprotect", "unprotect_rtcp")
 
     def __init__(self, profile: str, tx_key: bytes, rx_key: bytes, libsrtp_profile: int) -> None:
         self.profile = profile
@@ -156,6 +157,9 @@ class SrtpContext:
         self.protect_rtcp: Callable[[bytes], bytes] = tx.protect_rtcp
         self.unprotect: Callable[[bytes], bytes] = rx.unprotect
         self.unprotect_rtcp: Callable[[bytes], bytes] = rx.unprotect_rtcp
+        # the address of the outbound srtp_t, for the C forwarding loop (native.py); the
+        # closures above keep the session alive as long as this context
+        self.tx_session: int = tx.session_address
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from .model import (
     RemoteTransport,
     RtpHeaderExtension,
 )
+from .native import NativeFanout, NativeUnavailable
 from .policy import PolicyFactory, default_policy_factory
 
 log = logging.getLogger("parley.bridge.media")
@@ -83,6 +84,8 @@ class MediaConfig:
     completed this long after it got its remote transport is failed and expired.
     ``packet_cache_size``: packets kept per incoming stream to answer NACKs.
     ``remb_max_bps``/``remb_min_bps``: bounds of the estimate sent to senders.
+    ``native_forwarding``: forward with the C per-receiver loop (native.py) when it is built;
+    off, or when it is not, the Python loop does it all.
     """
 
     port: int = 10000
@@ -95,6 +98,7 @@ class MediaConfig:
     remb_min_bps: int = 100_000
     rtcp_interval: float = 1.0
     expire_failed_endpoints: bool = True
+    native_forwarding: bool = True
 
 
 StateCallback = Callable[[str, str, EndpointState], None]
@@ -172,6 +176,7 @@ class MediaEngine:
         self._by_ufrag: dict[str, _Endpoint] = {}
         self._by_address: dict[tuple[str, int], _Endpoint] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        self._native: NativeFanout | None = None
         self._port = config.port
         self._timer: asyncio.Task[None] | None = None
         self._ice_succeeded = 0
@@ -212,6 +217,14 @@ class MediaEngine:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            # uvloop's and asyncio's datagram transports both have it, but not the abstract class
+            queued = getattr(transport, "get_write_buffer_size", None)
+            if self.config.native_forwarding and queued is not None:
+                try:
+                    self._native = NativeFanout(sock.fileno(), queued)
+                except NativeUnavailable as exc:
+                    log.warning("forwarding loop in Python: %s", exc)
+        log.info("forwarding loop: %s", "C (native_fanout.so)" if self._native is not None else "Python")
         self._timer = asyncio.ensure_future(self._periodic())
         log.info(
             "media port udp %s:%d, advertising %s",
@@ -232,6 +245,7 @@ class MediaEngine:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        self._native = None
 
     # ---- control API -----------------------------------------------------------------------
 
@@ -250,6 +264,7 @@ class MediaEngine:
                     cache_size=self.config.packet_cache_size,
                     remb_min_bps=self.config.remb_min_bps,
                     remb_max_bps=self.config.remb_max_bps,
+                    native=self._native,
                 )
                 self._conferences[conference_id] = conference
             endpoint = _Endpoint(
@@ -419,6 +434,7 @@ class MediaEngine:
             packets_forwarded=self.packets_forwarded(),
             total_ice_succeeded=self._ice_succeeded,
             total_ice_failed=self._ice_failed,
+            forwarding_loop="python" if self._native is None else "native",
             endpoint_details=details,
         )
 
@@ -484,7 +500,7 @@ class MediaEngine:
                 del self._by_address[endpoint.address]
             endpoint.address = addr
             self._by_address[addr] = endpoint
-            endpoint.media.transmit = self._transmitter(addr)
+            endpoint.media.set_transmit(self._transmitter(addr), addr)
             dtls = endpoint.dtls
             if dtls is not None and dtls.role == "client" and dtls.state is DtlsState.NEW:
                 self._send_dtls(endpoint, dtls.start())

@@ -2,7 +2,9 @@
 
 No sockets here. Each endpoint has a ``transmit(datagram)`` callable (the engine binds it to the
 UDP socket and the endpoint's address) and, once DTLS is done, an SRTP context. The engine feeds
-decrypted RTP/RTCP in with :meth:`ConferenceForwarder.handle_rtp` / :meth:`handle_rtcp`.
+decrypted RTP/RTCP in with :meth:`ConferenceForwarder.handle_rtp` / :meth:`handle_rtcp`. The engine
+may also give the forwarder a :class:`~.native.NativeFanout`: the same per-receiver loop in C,
+sending on the engine's socket; this module keeps the state it reads in step.
 
 Per incoming RTP packet: read the header with ``struct``, cache it for NACKs, ask the policy who
 gets it, rewrite the header only for subscriptions that remap it, note per subscription which
@@ -20,13 +22,19 @@ from __future__ import annotations
 import logging
 import secrets
 import struct
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import rtcp, rtp
 from .aiortc_adapter import SrtpContext, SrtpError
 from .model import MediaSources
+from .native import subscription_struct, update_mapping
 from .policy import ForwardingPolicy
+
+if TYPE_CHECKING:
+    from .native import NativeFanout, NativeReceiver
 
 log = logging.getLogger("parley.bridge.media")
 
@@ -35,6 +43,7 @@ KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between PLIs the bridge sends for one
 UPSTREAM_NACK_RETRY = 0.1  # seconds before the bridge asks a sender again for the same packet
 UPSTREAM_NACK_MAX_GAP = 64  # a larger jump is a restart or a pause, not loss
 RTT_SMOOTHING = 0.2  # weight of a new round-trip sample
+NEVER_RESENT = -1e9
 
 
 @dataclass(frozen=True)
@@ -111,33 +120,30 @@ class SentLog:
     packet; a NACK for an outgoing sequence number maps back to exactly what was forwarded, or
     to nothing when the receiver never got that packet (the policy held it back)."""
 
-    __slots__ = ("_mask", "_resent", "_sent")
+    __slots__ = ("_mask", "entries", "resent_at")
 
     def __init__(self, size: int) -> None:
         size = 1 << max(4, (size - 1).bit_length())
         self._mask = size - 1
-        self._sent = [-1] * size  # (out_seq << 16) | original seq
-        self._resent: list[float] | None = None  # when each slot's packet was last resent
+        # flat arrays rather than lists: the C forwarding loop (native.py) records into them too
+        self.entries = array("q", [-1]) * size  # (out_seq << 16) | original seq, -1: empty
+        self.resent_at = array("d", [NEVER_RESENT]) * size  # when each slot's packet was last resent
 
     def record(self, out_seq: int, seq: int) -> None:
         slot = out_seq & self._mask
-        self._sent[slot] = (out_seq << 16) | seq
-        if self._resent is not None:
-            self._resent[slot] = -1e9
+        self.entries[slot] = (out_seq << 16) | seq
+        self.resent_at[slot] = NEVER_RESENT
 
     def original(self, out_seq: int) -> int | None:
         """The stream's sequence number of what went out as ``out_seq``, or ``None``."""
-        entry = self._sent[out_seq & self._mask]
+        entry = self.entries[out_seq & self._mask]
         return entry & 0xFFFF if entry >= 0 and entry >> 16 == out_seq else None
 
     def last_resent(self, out_seq: int) -> float:
-        resent = self._resent
-        return -1e9 if resent is None else resent[out_seq & self._mask]
+        return self.resent_at[out_seq & self._mask]
 
     def mark_resent(self, out_seq: int, now: float) -> None:
-        if self._resent is None:
-            self._resent = [-1e9] * len(self._sent)
-        self._resent[out_seq & self._mask] = now
+        self.resent_at[out_seq & self._mask] = now
 
 
 class RetransmissionBudget:
@@ -229,9 +235,10 @@ class Subscription:
 
     __slots__ = (
         "fraction_lost",
-        "octets",
+        "native",
+        "octets_by_python",
         "out_ssrc",
-        "packets",
+        "packets_by_python",
         "payload_rewrite",
         "receiver",
         "remb_bps",
@@ -246,6 +253,10 @@ class Subscription:
     def __init__(self, stream: IncomingStream, receiver: EndpointMedia, log_size: int = 512) -> None:
         self.stream = stream
         self.sent = SentLog(log_size)
+        # the C loop's copy of the mapping and its counters (native.py), when the forwarder has one
+        self.native: Any = None
+        if receiver.native is not None:
+            self.native = subscription_struct(receiver.native, self.sent)
         # middle 32 bits of the NTP time of the sender reports relayed to the receiver -> when
         self.reports_sent: dict[int, float] = {}
         self.receiver = receiver
@@ -253,8 +264,8 @@ class Subscription:
         self.seq_delta = 0
         self.ts_delta = 0
         self.rewrite = False
-        self.packets = 0
-        self.octets = 0
+        self.packets_by_python = 0
+        self.octets_by_python = 0  # RTP payload bytes
         self.remb_bps: int | None = None
         self.fraction_lost = 0
         # rewrites the payload of the header-rewritten copy in place (VP8 picture ids), or None
@@ -274,6 +285,22 @@ class Subscription:
             out_ssrc != self.stream.ssrc or seq_delta != 0 or ts_delta != 0 or payload_rewrite is not None
         )
         self.receiver.subscriptions_by_out_ssrc[out_ssrc] = self
+        if self.native is not None:
+            update_mapping(
+                self.native, out_ssrc, seq_delta, ts_delta, self.rewrite, payload_rewrite is not None
+            )
+
+    @property
+    def packets(self) -> int:
+        """RTP packets forwarded (by either loop)."""
+        native = self.native
+        return self.packets_by_python + (0 if native is None else int(native.packets))
+
+    @property
+    def octets(self) -> int:
+        """RTP payload bytes forwarded (by either loop)."""
+        native = self.native
+        return self.octets_by_python + (0 if native is None else int(native.octets))
 
     def rewritten(self, packet: bytes, seq: int, ts: int) -> bytes | bytearray:
         """``packet`` (sequence number ``seq``, timestamp ``ts``) as this receiver sees it."""
@@ -290,12 +317,18 @@ class EndpointMedia:
     """The media state of one endpoint inside its conference."""
 
     def __init__(
-        self, endpoint_id: str, transmit: Transmit, limits: RetransmissionLimits | None = None
+        self,
+        endpoint_id: str,
+        transmit: Transmit,
+        limits: RetransmissionLimits | None = None,
+        native: NativeReceiver | None = None,
     ) -> None:
         limits = limits or RetransmissionLimits()
         self.id = endpoint_id
         self.transmit = transmit
-        self.srtp: SrtpContext | None = None
+        self.native = native
+        """Where the C forwarding loop sends to it (native.py), kept in step with transmit and srtp."""
+        self._srtp: SrtpContext | None = None
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.sources = MediaSources()
         self.streams: dict[int, IncomingStream] = {}
@@ -333,8 +366,24 @@ class EndpointMedia:
         self.last_upstream_nack = -1e9
 
     @property
+    def srtp(self) -> SrtpContext | None:
+        return self._srtp
+
+    @srtp.setter
+    def srtp(self, srtp: SrtpContext | None) -> None:
+        if self.native is not None:
+            self.native.set_srtp(srtp)
+        self._srtp = srtp
+
+    def set_transmit(self, transmit: Transmit, address: tuple[Any, ...] | None = None) -> None:
+        """Send to it with ``transmit``, which sends to ``address`` (for the C loop)."""
+        self.transmit = transmit
+        if self.native is not None:
+            self.native.set_address(address)
+
+    @property
     def connected(self) -> bool:
-        return self.srtp is not None
+        return self._srtp is not None
 
     @property
     def packets_sent(self) -> int:
@@ -377,8 +426,11 @@ class ConferenceForwarder:
         remb_min_bps: int = 100_000,
         remb_max_bps: int = 2_500_000,
         retransmission: RetransmissionLimits | None = None,
+        native: NativeFanout | None = None,
     ) -> None:
         self.id = conference_id
+        self.native = native
+        """The per-receiver loop in C, or None: Python does it (see handle_rtp)."""
         self.retransmission = retransmission or RetransmissionLimits()
         self.policy = policy
         self.endpoints: dict[str, EndpointMedia] = {}
@@ -395,7 +447,8 @@ class ConferenceForwarder:
     def add_endpoint(self, endpoint_id: str, transmit: Transmit) -> EndpointMedia:
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None:
-            endpoint = EndpointMedia(endpoint_id, transmit, self.retransmission)
+            native = self.native.receiver() if self.native is not None else None
+            endpoint = EndpointMedia(endpoint_id, transmit, self.retransmission, native)
             self.endpoints[endpoint_id] = endpoint
             self.policy.on_endpoint_added(endpoint_id)
         return endpoint
@@ -520,6 +573,10 @@ class ConferenceForwarder:
             if level is not None:
                 self.policy.observe_audio_level(stream, level[0], level[1], now)
         subscriptions = self.policy.select(stream, packet, stream.subscriptions)
+        self.packets_forwarded += len(subscriptions)
+        if self.native is not None and subscriptions:
+            # the same loop in C; it leaves payload rewrites and a full socket buffer to this one
+            subscriptions = self.native.forward(packet, subscriptions)
         octets = len(packet) - 12
         # protect for every receiver, then send them all: the interpreter and SRTP on one side and
         # the kernel's send path on the other do not evict each other's caches once per receiver
@@ -535,12 +592,11 @@ class ConferenceForwarder:
             except SrtpError:
                 continue
             sub.sent.record((seq + sub.seq_delta) & 0xFFFF, seq)
-            sub.packets += 1
-            sub.octets += octets
+            sub.packets_by_python += 1
+            sub.octets_by_python += octets
             outgoing.append((receiver.transmit, data))
         for transmit, data in outgoing:
             transmit(data)
-        self.packets_forwarded += len(subscriptions)
 
     def _handle_rtx(self, media: IncomingStream, packet: bytes, now: float) -> None:
         """A retransmission the sender made (after our NACK): restore it into the media stream's

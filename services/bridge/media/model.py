@@ -158,4 +158,6 @@ class MediaStats:
     packets_forwarded: int = 0
     total_ice_succeeded: int = 0
     total_ice_failed: int = 0
+    forwarding_loop: str = "python"
+    """Which per-receiver forwarding loop runs: "native" (C, native.py) or "python"."""
     endpoint_details: list[EndpointStats] = field(default_factory=list)

@@ -1,12 +1,22 @@
-"""The conference forwarder with real SRTP contexts (from in-memory DTLS handshakes), no sockets.
+"""The conference forwarder with real SRTP contexts (from in-memory DTLS handshakes).
 
 Each endpoint has a bridge-side SRTP context and a peer-side one; the test plays the peers:
-it protects what a peer sends, and unprotects what the forwarder transmits to a peer."""
+it protects what a peer sends, and unprotects what the forwarder transmits to a peer.
+
+Every test runs twice: with the Python forwarding loop (what the forwarder transmits is kept in
+a list, no sockets) and with the C loop (native.py, built from the current source), which sends
+on a real UDP socket to a loopback socket per peer; everything else the bridge sends goes on
+the same socket, so each peer reads what it got, in order, from its socket."""
 
 from __future__ import annotations
 
+import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from services.bridge.media import rtcp, rtp
 from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext, SrtpError
@@ -21,10 +31,50 @@ from services.bridge.media.forwarder import (
 )
 from services.bridge.media.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
+from services.bridge.media.native import NativeFanout, build, load
 from services.bridge.media.policy import ForwardingPolicy
 
 BRIDGE_CERT = DtlsCertificate()
 PEER_CERT = DtlsCertificate()
+
+
+class ForwardingLoop:
+    """What the running test forwards with: ``native`` is None for the Python loop."""
+
+    native: NativeFanout | None = None
+    bridge_socket: socket.socket | None = None
+    sockets: list[socket.socket] = []
+
+
+LOOP = ForwardingLoop()
+
+
+@pytest.fixture(scope="module")
+def native_library(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return load(build(Path(tmp_path_factory.mktemp("native")) / "native_fanout.so"))
+
+
+@pytest.fixture(autouse=True, params=["python-loop", "c-loop"])
+def forwarding_loop(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "python-loop":
+        LOOP.native = None
+        yield request.param
+        return
+    bridge = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bridge.bind(("127.0.0.1", 0))
+    bridge.setblocking(False)
+    LOOP.bridge_socket, LOOP.sockets = bridge, [bridge]
+    LOOP.native = NativeFanout(bridge.fileno(), lambda: 0, request.getfixturevalue("native_library"))
+    try:
+        yield request.param
+    finally:
+        LOOP.native = LOOP.bridge_socket = None
+        for s in LOOP.sockets:
+            s.close()
+
+
+def new_conference(policy: ForwardingPolicy | None = None, **options: Any) -> ConferenceForwarder:
+    return ConferenceForwarder("c", policy or ForwardingPolicy(), native=LOOP.native, **options)
 
 
 def srtp_pair() -> tuple[SrtpContext, SrtpContext]:
@@ -43,11 +93,38 @@ class Peer:
 
     def __init__(self, name: str, conference: ConferenceForwarder, sources: MediaSources) -> None:
         self.name = name
-        self.wire: list[bytes] = []
-        self.endpoint = conference.add_endpoint(name, self.wire.append)
+        self._wire: list[bytes] = []
+        self._socket: socket.socket | None = None
+        if conference.native is None:
+            self.endpoint = conference.add_endpoint(name, self._wire.append)
+        else:
+            self._socket = peer_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            LOOP.sockets.append(peer_socket)
+            peer_socket.bind(("127.0.0.1", 0))
+            peer_socket.setblocking(False)
+            address = peer_socket.getsockname()
+            bridge = LOOP.bridge_socket
+            assert bridge is not None
+
+            def transmit(data: bytes) -> None:
+                bridge.sendto(data, address)
+
+            self.endpoint = conference.add_endpoint(name, transmit)
+            self.endpoint.set_transmit(transmit, address)
         self.bridge_srtp, self.srtp = srtp_pair()
         self.conference = conference
         conference.set_sources(name, sources)
+
+    @property
+    def wire(self) -> list[bytes]:
+        """Every datagram the bridge sent this peer and the test has not taken, in order."""
+        if self._socket is not None:
+            while True:
+                try:
+                    self._wire.append(self._socket.recv(2048))
+                except BlockingIOError:
+                    break
+        return self._wire
 
     def connect(self, now: float = 0.0) -> None:
         self.conference.set_srtp(self.name, self.bridge_srtp, now)
@@ -101,7 +178,7 @@ def audio(seq: int, ssrc: int, level: int = 20) -> bytes:
 def meeting(
     n: int = 3, policy: ForwardingPolicy | None = None, rtx: bool = True
 ) -> tuple[ConferenceForwarder, list[Peer]]:
-    conference = ConferenceForwarder("c", policy or ForwardingPolicy())
+    conference = new_conference(policy)
     peers = [Peer(f"p{i}", conference, sources(1000 * (i + 1), rtx)) for i in range(n)]
     for peer in peers:
         peer.connect()
@@ -129,7 +206,7 @@ def test_unsignalled_ssrc_is_dropped() -> None:
 
 
 def test_not_connected_receiver_gets_nothing_until_connected() -> None:
-    conference = ConferenceForwarder("c", ForwardingPolicy())
+    conference = new_conference()
     a = Peer("a", conference, sources(1000))
     b = Peer("b", conference, sources(2000))
     a.connect()
@@ -249,7 +326,7 @@ def test_periodic_reports_carry_rr_and_remb_from_receivers() -> None:
 
 
 def test_remb_bounded_by_configuration() -> None:
-    conference = ConferenceForwarder("c", ForwardingPolicy(), remb_min_bps=200_000, remb_max_bps=1_000_000)
+    conference = new_conference(remb_min_bps=200_000, remb_max_bps=1_000_000)
     a, b = Peer("a", conference, sources(1000)), Peer("b", conference, sources(2000))
     a.connect()
     b.connect()
@@ -264,7 +341,7 @@ def test_remb_bounded_by_configuration() -> None:
 
 
 def test_a_simulcast_sender_is_not_held_to_its_slowest_receiver() -> None:
-    conference = ConferenceForwarder("c", ForwardingPolicy(), remb_max_bps=2_000_000)
+    conference = new_conference(remb_max_bps=2_000_000)
     layers = MediaSources(
         video_ssrcs=[1002, 1004, 1006],
         ssrc_groups=[("SIM", [1002, 1004, 1006])],
@@ -376,7 +453,7 @@ class ShowAs(ForwardingPolicy):
 
 
 def test_retransmission_of_a_remapped_layer_uses_the_rtx_pair_of_the_shown_ssrc() -> None:
-    conference = ConferenceForwarder("c", ShowAs(1004))
+    conference = new_conference(ShowAs(1004))
     layered = MediaSources(
         video_ssrcs=[1002, 1003, 1004, 1005],
         ssrc_groups=[("SIM", [1004, 1002]), ("FID", [1002, 1003]), ("FID", [1004, 1005])],
@@ -428,7 +505,7 @@ def test_large_jump_or_old_packet_is_not_loss() -> None:
 
 def lost_then_nacked(seqs: range, rtx: bool = False, **limits: float) -> tuple[Peer, Peer]:
     """``a`` sends video ``seqs`` at t=0 (b loses them all); returns (a, b)."""
-    conference = ConferenceForwarder("c", ForwardingPolicy(), retransmission=RetransmissionLimits(**limits))  # type: ignore[arg-type]
+    conference = new_conference(retransmission=RetransmissionLimits(**limits))  # type: ignore[arg-type]
     a, b = Peer("a", conference, sources(1000, rtx)), Peer("b", conference, sources(2000, rtx))
     a.connect()
     b.connect()
@@ -551,7 +628,7 @@ def test_sent_log_maps_outgoing_sequence_numbers_back() -> None:
 
 
 def test_packets_sent_before_a_receiver_connected_are_not_resent() -> None:
-    conference = ConferenceForwarder("c", ForwardingPolicy())
+    conference = new_conference()
     a, b = Peer("a", conference, sources(1000, False)), Peer("b", conference, sources(2000, False))
     a.connect()
     a.send_rtp(video(1, 1002))
@@ -609,7 +686,7 @@ def vp8(seq: int, ssrc: int, key: bool) -> bytes:
 
 def test_last_n_receiver_is_not_sent_what_it_is_not_forwarded() -> None:
     policy = ConferenceIntelligencePolicy(mixer_thread=False)
-    conference = ConferenceForwarder("c", policy)
+    conference = new_conference(policy)
     a, b, c = (
         Peer(n, conference, sources(base, False)) for n, base in (("a", 1000), ("b", 2000), ("c", 3000))
     )
@@ -630,7 +707,7 @@ def test_simulcast_receiver_is_not_sent_a_layer_or_stretch_it_was_not_forwarded(
     """Two layers; the receiver is switched to the high one at its key frame: NACKs for the
     high layer's packets before that point (cached, never forwarded to it) get nothing."""
     policy = ConferenceIntelligencePolicy(mixer_thread=False)
-    conference = ConferenceForwarder("c", policy)
+    conference = new_conference(policy)
     layered = MediaSources(
         video_ssrcs=[1002, 1004], ssrc_groups=[("SIM", [1002, 1004])], payload_types=VIDEO_PTS
     )

@@ -1,0 +1,121 @@
+/*
+ * Parley bridge: the per-receiver loop of RTP forwarding, in C.
+ *
+ * For each subscription a packet goes to: copy it, rewrite the RTP header the way the receiver
+ * sees the stream (sequence number, timestamp, SSRC), SRTP-protect it with the receiver's libsrtp
+ * session and send it from the bridge's one UDP socket; then record it in the subscription's sent
+ * log (what a NACK for that outgoing sequence number refers to) and count it. Exactly what
+ * ConferenceForwarder.handle_rtp does in Python (forwarder.py), which stays the reference: the
+ * tests compare the two byte for byte.
+ *
+ * No allocation, no locks, no Python: every structure is owned by Python (cffi) and only read or
+ * updated here. libsrtp is not linked: its srtp_protect is passed in as a function pointer (the
+ * copy inside pylibsrtp, whose sessions these are).
+ *
+ * Build: python -m services.bridge.media.native (gcc -O2 -shared -fPIC).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#define PARLEY_MAX_PACKET 1500 /* what the Python path accepts too (_SRTP_BUFFER - trailer) */
+#define PARLEY_SRTP_TRAILER 148
+#define PARLEY_NEVER_RESENT (-1e9)
+
+typedef int (*parley_protect_fn)(void *session, void *packet, int *length);
+
+struct parley_receiver {
+    void *srtp;                 /* libsrtp session for what is sent to it, NULL: not connected */
+    int fd;                     /* the bridge's UDP socket */
+    int address_length;         /* 0: no address selected yet */
+    unsigned char address[28];  /* struct sockaddr_in or sockaddr_in6 */
+    int64_t send_errors;        /* sendto failures other than a full socket buffer */
+};
+
+struct parley_subscription {
+    struct parley_receiver *receiver;
+    int64_t *sent;              /* sent log: (out_seq << 16) | seq per slot, -1 empty */
+    double *resent;             /* when each slot's packet was last resent */
+    uint32_t sent_mask;         /* slots - 1 (a power of two) */
+    uint32_t out_ssrc;
+    uint32_t seq_delta;         /* added mod 2^16 */
+    uint32_t ts_delta;          /* added mod 2^32 */
+    int32_t rewrite;            /* the header changes on the way */
+    int32_t python_only;        /* the payload changes too (VP8 picture ids): Python sends it */
+    int64_t packets;
+    int64_t octets;             /* RTP payload bytes (packet - 12) */
+};
+
+/*
+ * Forward `packet` (`length` bytes of decrypted RTP) to each of the `n` subscriptions.
+ * `fallback[i]` is set to 1 for each subscription left to the Python path: payload rewrites,
+ * receivers without SRTP or address, and every one from the first send that would block (the
+ * socket buffer is full: Python queues it behind what the event loop already holds). A packet
+ * libsrtp refuses is dropped for that receiver and not counted, as in Python.
+ * Returns how many were left to Python.
+ */
+int parley_fanout(parley_protect_fn protect, const unsigned char *packet, int length,
+                  struct parley_subscription **subscriptions, int n, unsigned char *fallback)
+{
+    unsigned char buffer[PARLEY_MAX_PACKET + PARLEY_SRTP_TRAILER];
+    int left = 0, blocked = 0;
+
+    if (length < 12 || length > PARLEY_MAX_PACKET) {
+        memset(fallback, 1, (size_t)n);
+        return n;
+    }
+    const uint32_t seq = ((uint32_t)packet[2] << 8) | packet[3];
+    const uint32_t ts = ((uint32_t)packet[4] << 24) | ((uint32_t)packet[5] << 16) |
+                        ((uint32_t)packet[6] << 8) | packet[7];
+
+    for (int i = 0; i < n; i++) {
+        struct parley_subscription *sub = subscriptions[i];
+        struct parley_receiver *receiver = sub->receiver;
+        fallback[i] = 0;
+        if (blocked || sub->python_only || receiver->srtp == NULL || receiver->address_length == 0) {
+            fallback[i] = 1;
+            left++;
+            continue;
+        }
+        memcpy(buffer, packet, (size_t)length);
+        uint32_t out_seq = seq;
+        if (sub->rewrite) {
+            out_seq = (seq + sub->seq_delta) & 0xFFFF;
+            uint32_t out_ts = ts + sub->ts_delta;
+            uint32_t ssrc = sub->out_ssrc;
+            buffer[2] = (unsigned char)(out_seq >> 8);
+            buffer[3] = (unsigned char)out_seq;
+            buffer[4] = (unsigned char)(out_ts >> 24);
+            buffer[5] = (unsigned char)(out_ts >> 16);
+            buffer[6] = (unsigned char)(out_ts >> 8);
+            buffer[7] = (unsigned char)out_ts;
+            buffer[8] = (unsigned char)(ssrc >> 24);
+            buffer[9] = (unsigned char)(ssrc >> 16);
+            buffer[10] = (unsigned char)(ssrc >> 8);
+            buffer[11] = (unsigned char)ssrc;
+        }
+        int size = length;
+        if (protect(receiver->srtp, buffer, &size) != 0)
+            continue;
+        ssize_t sent = sendto(receiver->fd, buffer, (size_t)size, MSG_DONTWAIT,
+                              (const struct sockaddr *)receiver->address,
+                              (socklen_t)receiver->address_length);
+        if (sent < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                blocked = 1;
+                fallback[i] = 1;
+                left++;
+                continue;
+            }
+            receiver->send_errors++;
+        }
+        uint32_t slot = out_seq & sub->sent_mask;
+        sub->sent[slot] = ((int64_t)out_seq << 16) | seq;
+        sub->resent[slot] = PARLEY_NEVER_RESENT;
+        sub->packets++;
+        sub->octets += length - 12;
+    }
+    return left;
+}
