@@ -1,7 +1,7 @@
 """Forwarding cost of Parley's bridge against Janus (VideoRoom), driven by the same clients.
 
     .venv/bin/python -m bench.bridge_forwarding [--window 8] [--only fanout5,meeting10]
-        [--parley bridge|engine|both] [--no-janus] [--idle 4]
+        [--parley bridge|engine|both] [--parley-loop c|python|both] [--no-janus] [--idle 4]
     .venv/bin/python -m bench.bridge_forwarding --no-janus --only meeting20 [--meeting20-fps 15]
         [--meeting20-ptime 20]
 
@@ -27,6 +27,8 @@ What runs as Parley: by default the bridge as deployed (``python -m services.bri
 through Colibri REST like the focus does it, so the conference-intelligence policy, the HTTP and
 WebSocket servers and the timers are all in the figure; ``--parley engine`` measures the media
 engine's dev server instead (same packet path, forward-everything policy, nothing else).
+``--parley-loop`` picks the bridge's per-receiver forwarding loop: C as deployed (default; the
+bench stops if the bridge reports another), Python, or both side by side as two bridges.
 
 Figures, per SFU and scenario, over a measurement window after a warm-up:
 - CPU µs per forwarded packet: the SFU process's CPU time (user+system, all threads, from the
@@ -377,7 +379,10 @@ class BridgeSfu(SfuProcess):
     name = "parley"
     peers_per_participant = 1
 
-    def __init__(self) -> None:
+    def __init__(self, loop: str = "c") -> None:
+        self.loop = loop
+        if loop == "python":
+            self.name = "parley-python-loop"
         self.private_port = free_port()
         public_port = free_port()
         self.conf = Path(tempfile.mkstemp(prefix="parley-bench-bridge-", suffix=".conf")[1])
@@ -394,6 +399,7 @@ class BridgeSfu(SfuProcess):
                 "JVB_WS_SERVER_ID": "bench",
                 "JVB_WS_DOMAIN": f"127.0.0.1:{public_port}",
                 "JVB_WS_TLS": "false",
+                "JVB_NATIVE_FORWARDING": "true" if loop == "c" else "false",
                 "LOG_LEVEL": "WARNING",
             },
             health_url=f"http://127.0.0.1:{self.private_port}/about/health",
@@ -401,6 +407,15 @@ class BridgeSfu(SfuProcess):
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.private_port}", timeout=10)
         self._conferences: dict[str, str] = {}  # bench room -> Colibri conference id
         self._channels: dict[str, list[tuple[str, str]]] = {}  # room -> (content, channel id)
+
+    async def start(self) -> None:
+        await super().start()
+        running = (await self.http.get("/colibri/stats")).raise_for_status().json()["forwarding_loop"]
+        if running != {"c": "native", "python": "python"}[self.loop]:
+            raise SystemExit(
+                f"the bridge forwards with its {running} loop, not {self.loop}"
+                " (build it: python -m services.bridge.media.native)"
+            )
 
     async def stop(self) -> None:
         await super().stop()
@@ -1165,7 +1180,8 @@ async def main(args: argparse.Namespace) -> None:
     certificate = DtlsCertificate()
     sfus: list[BridgeSfu | EngineSfu | JanusSfu] = []
     if args.parley in ("bridge", "both"):
-        sfus.append(BridgeSfu())
+        loops = ("c", "python") if args.parley_loop == "both" else (args.parley_loop,)
+        sfus += [BridgeSfu(loop) for loop in loops]
     if args.parley in ("engine", "both"):
         sfus.append(EngineSfu())
     if not args.no_janus:
@@ -1268,6 +1284,12 @@ if __name__ == "__main__":
         choices=("bridge", "engine", "both"),
         default="bridge",
         help="the bridge process as deployed (default), the media engine's dev server, or both",
+    )
+    parser.add_argument(
+        "--parley-loop",
+        choices=("c", "python", "both"),
+        default="c",
+        help="the bridge's per-receiver forwarding loop: C (as deployed), Python, or both side by side",
     )
     parser.add_argument("--no-janus", action="store_true", help="measure Parley only")
     parser.add_argument(

@@ -1,7 +1,7 @@
 """CPU cost of the forwarder's hot path in one process, without the event loop:
 
     .venv/bin/python -m bench.bridge_hotpath [--subscribers 10] [--packets 20000] [--profile]
-        [--policy default|intelligence] [--opcodes] [--burst 3 --gap-ms 25]
+        [--policy default|intelligence] [--opcodes] [--burst 3 --gap-ms 25] [--loop c|python]
 
 One sender, N receivers, real SRTP (AES-GCM from an in-memory DTLS handshake) and a real
 ``sendto`` on a UDP socket to a loopback sink read by another process (as a live bridge's
@@ -18,6 +18,10 @@ in the floor alike (the CPU time of the sleeps alone is measured and subtracted)
 live bridge at a small fan-out, which sleeps between a publisher's packet bursts (one 1 Mbps
 video at 30 fps: ~3-4 packets every 33 ms). What each wake-up costs on top of the work (cold caches
 and TLB, the timer) then shows in both figures.
+
+``--loop c`` forwards with the bridge's C per-receiver loop (``services/bridge/media/native.py``,
+built with ``python -m services.bridge.media.native``) as deployed; ``python`` (the default)
+with the Python loop.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, S
 from services.bridge.media.forwarder import ConferenceForwarder
 from services.bridge.media.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.model import MediaSources, PayloadType
+from services.bridge.media.native import NativeFanout
 from services.bridge.media.policy import ForwardingPolicy
 
 BRIDGE, PEER = DtlsCertificate(), DtlsCertificate()
@@ -92,6 +97,7 @@ def run(
     opcodes: bool = False,
     burst: int = 3,
     gap: float = 0.0,
+    loop: str = "python",
 ) -> None:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
@@ -101,7 +107,7 @@ def run(
         [sys.executable, "-c", SINK_READER, str(sink.fileno())], pass_fds=[sink.fileno()]
     )
     try:
-        measure(sink.getsockname(), subscribers, packets, profile, policy_name, opcodes, burst, gap)
+        measure(sink.getsockname(), subscribers, packets, profile, policy_name, opcodes, burst, gap, loop)
     finally:
         reader.kill()
         reader.wait()
@@ -116,8 +122,10 @@ def measure(
     opcodes: bool,
     burst: int,
     gap: float,
+    loop_name: str,
 ) -> None:
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.setblocking(False)
 
     def transmit(data: bytes) -> None:
         try:
@@ -130,7 +138,8 @@ def measure(
         if policy_name == "intelligence"
         else ForwardingPolicy()
     )
-    conference = ConferenceForwarder("bench", policy)
+    native = NativeFanout(out.fileno(), lambda: 0) if loop_name == "c" else None
+    conference = ConferenceForwarder("bench", policy, native=native)
     sender = conference.add_endpoint("sender", transmit)
     bridge_rx, peer_tx = srtp_pair()
     conference.set_sources(
@@ -138,7 +147,7 @@ def measure(
     )
     conference.set_srtp("sender", bridge_rx, 0.0)
     for i in range(subscribers):
-        conference.add_endpoint(f"r{i}", transmit)
+        conference.add_endpoint(f"r{i}", transmit).set_transmit(transmit, address)
         conference.set_srtp(f"r{i}", srtp_pair()[0], 0.0)
     wire = [
         peer_tx.protect(
@@ -206,7 +215,7 @@ def measure(
             f"pauses of {gap * 1000:g} ms every {burst} packets: {sleeps / packets * 1e6:.1f} µs per packet"
         )
     print(
-        f"{subscribers} subscribers: {spent / forwarded * 1e6:.2f} µs per forwarded packet "
+        f"{loop_name} loop, {subscribers} subscribers: {spent / forwarded * 1e6:.2f} µs per forwarded packet "
         f"(protect+sendto floor {floor / forwarded * 1e6:.2f} µs), "
         f"{spent / packets * 1e6:.1f} µs per incoming packet"
     )
@@ -225,6 +234,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--gap-ms", type=float, default=0.0, help="sleep this long every --burst packets (default: none)"
     )
+    parser.add_argument("--loop", choices=("c", "python"), default="python", help="per-receiver loop")
     args = parser.parse_args()
     run(
         args.subscribers,
@@ -234,4 +244,5 @@ if __name__ == "__main__":
         args.opcodes,
         args.burst,
         args.gap_ms / 1000,
+        args.loop,
     )

@@ -68,6 +68,7 @@ def colibri_stats(
         "total_ice_succeeded": media.total_ice_succeeded,
         "total_ice_failed": media.total_ice_failed,
         "forwarding_loop": media.forwarding_loop,
+        "packets_left_to_python_loop": media.packets_left_to_python_loop,
         "colibri_web_socket_connections": websockets,
         brewery.GRACEFUL_SHUTDOWN: status.graceful_shutdown,
         brewery.SHUTTING_DOWN: status.shutting_down,

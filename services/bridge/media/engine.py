@@ -435,6 +435,7 @@ class MediaEngine:
             total_ice_succeeded=self._ice_succeeded,
             total_ice_failed=self._ice_failed,
             forwarding_loop="python" if self._native is None else "native",
+            packets_left_to_python_loop=0 if self._native is None else self._native.packets_to_python,
             endpoint_details=details,
         )
 

@@ -160,4 +160,7 @@ class MediaStats:
     total_ice_failed: int = 0
     forwarding_loop: str = "python"
     """Which per-receiver forwarding loop runs: "native" (C, native.py) or "python"."""
+    packets_left_to_python_loop: int = 0
+    """Packets (one per receiver) the C loop handed to the Python loop: payload rewrites (VP8
+    picture ids after a simulcast switch), a full socket buffer."""
     endpoint_details: list[EndpointStats] = field(default_factory=list)
