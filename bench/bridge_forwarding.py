@@ -1080,6 +1080,12 @@ async def run_meeting20(
         "rss_mb": round(rss_mb(sfu.pid), 1),
         "rss_growth_mb": round(rss_mb(sfu.pid) - rss0, 1),
     }
+    # since the bridge started: what its C loop handed to the Python loop (payload rewrites)
+    report = (await sfu.http.get("/colibri/stats")).raise_for_status().json()
+    if report.get("packets_forwarded"):
+        row["left_to_python_loop_percent"] = round(
+            100 * report["packets_left_to_python_loop"] / report["packets_forwarded"], 1
+        )
     consent_task.cancel()
     for sender in senders:
         sender.stop()

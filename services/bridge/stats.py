@@ -67,6 +67,7 @@ def colibri_stats(
         "packet_rate_upload": round(media.packet_rate_upload, 1),
         "total_ice_succeeded": media.total_ice_succeeded,
         "total_ice_failed": media.total_ice_failed,
+        "packets_forwarded": media.packets_forwarded,
         "forwarding_loop": media.forwarding_loop,
         "packets_left_to_python_loop": media.packets_left_to_python_loop,
         "colibri_web_socket_connections": websockets,
