@@ -11,7 +11,8 @@ or rewrites: this is the floor under any forwarder on this machine, in each lang
 ``--gap-ms`` sleeps every ``--burst`` packets as ``bench.bridge_hotpath`` does (the live pattern
 at a small fan-out; the sleeps' own CPU is measured and subtracted).
 
-Not part of the bridge: it measures what a native per-receiver loop would save.
+Not part of the bridge (whose own C loop, native_fanout.c, also rewrites, logs and counts): it
+measures the floor under any per-receiver loop on this machine.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pylibsrtp._binding import lib as srtp_lib
 
 from bench.bridge_hotpath import SINK_READER
 from services.bridge.media.aiortc_adapter import SrtpContext
+from services.bridge.media.native import socket_address
 
 C_SOURCE = r"""
 #include <string.h>
@@ -157,16 +159,6 @@ def measure(address: tuple[str, int], subscribers: int, packets: int, burst: int
     print(f"{subscribers} subscribers, {pattern}; µs per forwarded packet (SRTP protect + sendto):")
     for name, figures in results.items():
         print(f"  {name:6s} " + " ".join(f"{f:.2f}" for f in figures))
-
-
-def socket_address(address: tuple[str, int]) -> bytes:
-    """A ``struct sockaddr_in`` for an IPv4 address (Linux layout)."""
-    return (
-        struct.pack("=H", socket.AF_INET)
-        + struct.pack("!H", address[1])
-        + socket.inet_aton(address[0])
-        + bytes(8)
-    )
 
 
 if __name__ == "__main__":
