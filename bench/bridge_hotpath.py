@@ -27,6 +27,7 @@ with the Python loop.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import pstats
 import socket
@@ -34,7 +35,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -99,18 +100,25 @@ def run(
     gap: float = 0.0,
     loop: str = "python",
 ) -> None:
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    # the receiver in its own process: its CPU is not this process's, as in a call
-    reader = subprocess.Popen(
-        [sys.executable, "-c", SINK_READER, str(sink.fileno())], pass_fds=[sink.fileno()]
-    )
-    try:
-        measure(sink.getsockname(), subscribers, packets, profile, policy_name, opcodes, burst, gap, loop)
-    finally:
-        reader.kill()
-        reader.wait()
+    with udp_sink() as address:
+        measure(address, subscribers, packets, profile, policy_name, opcodes, burst, gap, loop)
+
+
+@contextlib.contextmanager
+def udp_sink() -> Iterator[tuple[str, int]]:
+    """A loopback UDP address whose datagrams another process reads and discards: the
+    receivers' CPU is not the measuring process's, as in a call."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", SINK_READER, str(sink.fileno())], pass_fds=[sink.fileno()]
+        )
+        try:
+            yield sink.getsockname()
+        finally:
+            reader.kill()
+            reader.wait()
 
 
 def measure(

@@ -23,7 +23,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import pylibsrtp
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
-from bench.bridge_hotpath import SINK_READER
+from bench.bridge_hotpath import udp_sink
 from services.bridge.media.aiortc_adapter import SrtpContext
 from services.bridge.media.native import socket_address
 
@@ -84,17 +83,8 @@ def build_native() -> tuple[cffi.FFI, Any]:
 
 
 def main(subscribers: int, packets: int, burst: int, gap: float) -> None:
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    reader = subprocess.Popen(
-        [sys.executable, "-c", SINK_READER, str(sink.fileno())], pass_fds=[sink.fileno()]
-    )
-    try:
-        measure(sink.getsockname(), subscribers, packets, burst, gap)
-    finally:
-        reader.kill()
-        reader.wait()
+    with udp_sink() as address:
+        measure(address, subscribers, packets, burst, gap)
 
 
 def measure(address: tuple[str, int], subscribers: int, packets: int, burst: int, gap: float) -> None:
