@@ -11,7 +11,7 @@ import time
 import httpx
 from websockets.asyncio.client import connect
 
-from tests.integration.test_bridge_control_support import seed, start_bridge
+from tests.integration.test_bridge_control_support import example, start_bridge
 
 
 def pct(xs, p):
@@ -30,7 +30,7 @@ async def main():
                 create.append(time.perf_counter() - t)
                 for e in range(10):
                     body = (
-                        seed("seed003_allocate_patch.json")
+                        example("rest_colibri_allocate_patch.json")
                         .replace(b"a439deb315b4128c", cid.encode())
                         .replace(b"9f537ebb-1c2a-4ee9-9940-373304f9b260", f"ep{e}".encode())
                     )
@@ -39,7 +39,7 @@ async def main():
                     alloc.append(time.perf_counter() - t)
                     a, v, d = out["contents"]
                     ans = (
-                        seed("seed003_answer_patch.json")
+                        example("rest_colibri_answer_patch.json")
                         .replace(b"a439deb315b4128c", cid.encode())
                         .replace(b"9f537ebb-1c2a-4ee9-9940-373304f9b260", f"ep{e}".encode())
                     )

@@ -1,4 +1,4 @@
-"""Brewery presence: the bridge announces itself to the focus over XMPP (seed 004, DESIGN.md 3).
+"""Brewery presence: the bridge announces itself to the focus over XMPP (docs/protocols.md#brewery).
 
 The bridge logs in as ``jvb@auth.<domain>/<server-id>``, joins ``<brewery>@<internal-muc-domain>``
 with its server id as nick, and re-sends its presence with a ``<stats/>`` extension

@@ -1,7 +1,7 @@
 """The bridge's statistics report (``GET /colibri/stats``, brewery presence), computed without I/O.
 
-Keys follow seed 003 (``bit_rate_download``, ``bit_rate_upload``, ``conferences``, ``participants``,
-``current_timestamp``, ``threads``) plus the load and state keys of DESIGN.md section 3 that the
+Keys follow the Colibri REST document (``bit_rate_download``, ``bit_rate_upload``, ``conferences``, ``participants``,
+``current_timestamp``, ``threads``) plus the load and state keys of docs/protocols.md#brewery that the
 focus reads from presence (``stress_level``, ``drain``, ``graceful_shutdown``...).
 """
 
@@ -32,7 +32,7 @@ def stress_level(media: MediaStats, max_packet_rate: int) -> float:
 
 
 def timestamp(wall: float) -> str:
-    """``2014-08-14 23:26:14.782`` (UTC), the seed's ``current_timestamp`` format."""
+    """``2014-08-14 23:26:14.782`` (UTC), the ``current_timestamp`` format of the Colibri REST document."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wall)) + f".{int(wall * 1000) % 1000:03d}"
 
 

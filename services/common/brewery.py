@@ -1,4 +1,4 @@
-"""Brewery presence: how bridges announce themselves to the focus (DESIGN.md section 3, seed 004).
+"""Brewery presence: how bridges announce themselves to the focus (docs/protocols.md#brewery).
 
 A bridge joins the brewery MUC room and re-sends its presence every few seconds with
 
@@ -26,7 +26,7 @@ STATS_TAG = f"{{{COLIBRI_NS}}}stats"
 STAT_TAG = f"{{{COLIBRI_NS}}}stat"
 HEALTHCHECK_TAG = f"{{{HEALTHCHECK_NS}}}healthcheck"
 
-# Stats keys a bridge publishes (the flat names of /colibri/stats, DESIGN.md section 3).
+# Stats keys a bridge publishes (the flat names of /colibri/stats, docs/protocols.md#brewery).
 STRESS_LEVEL = "stress_level"
 AVERAGE_PARTICIPANT_STRESS = "average_participant_stress"
 GRACEFUL_SHUTDOWN = "graceful_shutdown"

@@ -1,4 +1,4 @@
-"""Bridge-channel messages (Colibri WebSocket / SCTP data channel), DESIGN.md section 2.
+"""Bridge-channel messages (Colibri WebSocket / SCTP data channel), docs/protocols.md#bridge-channel.
 
 JSON objects tagged by ``colibriClass`` as jitsi-videobridge's ``BridgeChannelMessage.kt`` and
 lib-jitsi-meet's ``BridgeChannel`` exchange them. Each class is a pydantic model; :func:`parse`

@@ -1,7 +1,7 @@
-"""Colibri REST JSON (seed 003, jitsi-videobridge ``doc/rest-colibri.md``) as pydantic models.
+"""Colibri REST JSON (Colibri REST v1: jitsi-videobridge's ``doc/rest-colibri.md``) as pydantic models.
 
 One source of truth for the wire format: the bridge parses requests and renders responses with these
-models, the focus builds requests and reads responses with them. JSON keys are the seed's
+models, the focus builds requests and reads responses with them. JSON keys are the document's
 kebab-case names (``channel-bundle-id``, ``rtp-level-relay-type``...); Python attributes are the
 snake-case equivalents. Unknown keys are rejected so a misspelt field is a clear error instead of
 being silently dropped.
@@ -198,7 +198,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def parse_conference(body: bytes | str | Any) -> Conference:
     """Parse a POST/PATCH body (bytes, text, or already-decoded JSON) into a :class:`Conference`.
 
-    The seed's first example posts ``[]`` to create a conference, so an empty JSON array is read as
+    The document's first example posts ``[]`` to create a conference, so an empty JSON array is read as
     an empty conference object. Raises :class:`ColibriFormatError` naming the field on bad input.
     """
     if isinstance(body, bytes | str):

@@ -17,7 +17,7 @@ One source of truth for the Jingle wire format Parley's focus speaks with partic
   sends - per remote owner and media); :func:`parse_sdp_answer` turns the answer back into Jingle contents. Test participants
   use this; the web client mirrors it in JavaScript.
 
-Wire shape of an offer (Jicofo's, with Parley's ``ice-lite`` marker; DESIGN.md section 5)::
+Wire shape of an offer (Jicofo's, with Parley's ``ice-lite`` marker; docs/protocols.md#join)::
 
     <jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' initiator='focus@...' sid='...'>
       <content creator='initiator' name='audio' senders='both'>

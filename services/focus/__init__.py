@@ -1,4 +1,4 @@
-"""Parley's conference focus: Jicofo's role (issue 7; DESIGN.md sections 1, 3 and 5; seed 004).
+"""Parley's conference focus: Jicofo's role (docs/protocols.md: the join, the brewery, the offer).
 
 It turns "a browser joined a room" into "media flows through a bridge" and keeps it flowing when a
 bridge dies. Layout, core first:

@@ -1,4 +1,4 @@
-"""Colibri REST client (seed 003) over one shared ``httpx.AsyncClient``; bodies are the shared models."""
+"""Colibri REST client (Colibri REST v1, docs/protocols.md#colibri-rest) over one shared ``httpx.AsyncClient``; bodies are the shared models."""
 
 from __future__ import annotations
 

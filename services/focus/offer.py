@@ -72,7 +72,7 @@ def allocation_request(
     enable_sctp: bool = False,
     last_n: int = -1,
 ) -> colibri.Conference:
-    """Audio, video (and data) for one endpoint in one channel-bundle (seed 003, step 3).
+    """Audio, video (and data) for one endpoint in one channel-bundle (Colibri REST v1 join example, step 3; docs/protocols.md#colibri-rest).
 
     With ``colibri_id`` None this is the body of the POST that creates the conference.
     """
@@ -153,7 +153,7 @@ def read_allocation(response: colibri.Conference, endpoint_id: str) -> Allocatio
 def accept_patch(
     colibri_id: str, participant: Participant, accept: Jingle, expire: int
 ) -> colibri.Conference:
-    """PATCH body carrying a participant's answered transport, sources and codecs (seed 003, step 6)."""
+    """PATCH body carrying a participant's answered transport, sources and codecs (Colibri REST v1 join example, step 6; docs/protocols.md#colibri-rest)."""
     contents: list[colibri.Content] = []
     for content in accept.contents:
         channel_id = participant.channels.get(content.name)

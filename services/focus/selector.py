@@ -1,4 +1,4 @@
-"""Bridge selection: which bridge hosts a new conference (pure; DESIGN.md section 3, seed 004).
+"""Bridge selection: which bridge hosts a new conference (pure; docs/protocols.md#brewery).
 
 A bridge is described by :class:`BridgeView` (its brewery stats, whether health checks failed it,
 how many endpoints the focus put on it recently). :func:`select_bridge` picks:

@@ -208,7 +208,7 @@ def build_plan(s: StackSettings) -> StackPlan:
 
 
 def _bridge_locations(bridges: list[BridgeRoute]) -> str:
-    """Seed 000's shape: one location per bridge server id, WebSocket upgrade, tcp_nodelay."""
+    """jitsi-videobridge's doc/web-sockets.md shape: one location per bridge server id, WebSocket upgrade, tcp_nodelay."""
     out = []
     for b in bridges:
         out.append(f"""

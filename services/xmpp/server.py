@@ -163,7 +163,7 @@ class XmppServer:
         return host.startswith("127.") or host in ("::1", "[::1]")
 
     def _admin(self, method: str, path: str) -> HttpResponse:
-        """WebSocket administration (seed 001): dump, close, ping, disable/enable."""
+        """WebSocket administration (as Kamailio's websocket module): dump, close, ping, disable/enable."""
         parts = path.strip("/").split("/")
         if parts[:2] != ["admin", "ws"]:
             return HttpResponse.json(404, {"error": "unknown admin path"})

@@ -1,6 +1,6 @@
 """Headless Chromium for integration tests, driven by Playwright.
 
-Launches Debian's ``/usr/bin/chromium`` with the flags of DESIGN.md section 6: fake camera and
+Launches Debian's ``/usr/bin/chromium`` with the flags that work headless on a machine without a GPU or network: fake camera and
 microphone (a test pattern and a beep), permission prompts accepted, loopback ICE candidates allowed,
 a fresh user-data-dir per browser. Artifacts (screenshots) go under ``artifacts/`` at the repository
 root.

@@ -42,7 +42,7 @@ def offer_sdp(endpoint: str, allocated: colibri.Conference) -> tuple[offer.Alloc
 
 def accept_patch(conference_id: str, endpoint: str, allocation: offer.Allocation, answer_sdp: str) -> bytes:
     """What the focus PATCHes from the session-accept of an SDP answer: transport, sources,
-    codecs, and the sctpconnection kept (seed 003, step 6)."""
+    codecs, and the sctpconnection kept (Colibri REST v1 join example, step 6; docs/protocols.md#colibri-rest)."""
     answered = jingle.parse_sdp_answer(answer_sdp, owner=endpoint, name_prefix=endpoint)
     contents = []
     for content in answered:

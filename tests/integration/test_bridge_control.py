@@ -1,4 +1,4 @@
-"""Colibri REST against a running bridge: seed 003 replayed byte for byte, errors, expiry, ops."""
+"""Colibri REST against a running bridge: jitsi-videobridge's doc/rest-colibri.md examples replayed byte for byte, errors, expiry, ops."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pytest
 
 from tests.integration.harness import REPO, free_port
 from tests.integration.test_bridge_control_support import (
-    SEED_CONFERENCE,
+    EXAMPLE_CONFERENCE,
     SEED_ENDPOINT,
     IceDtlsPeer,
     RunningBridge,
     dumps,
-    seed,
+    example,
     start_bridge,
 )
 
@@ -42,22 +42,22 @@ def http(bridge: RunningBridge) -> Iterator[httpx.Client]:
 
 
 def replay_allocation(http: httpx.Client) -> tuple[str, dict]:
-    """Seed 003 steps 1-4: POST "[]", then the allocation PATCH with the conference id it got."""
+    """The Colibri REST join example, steps 1-4: POST "[]", then the allocation PATCH with the conference id it got."""
     r = http.post("/colibri/conferences/", content=b"[]", headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     created = r.json()
     assert list(created) == ["id"]
     cid = created["id"]
-    body = seed("seed003_allocate_patch.json").replace(SEED_CONFERENCE, cid.encode())
+    body = example("rest_colibri_allocate_patch.json").replace(EXAMPLE_CONFERENCE, cid.encode())
     r = http.patch(f"/colibri/conferences/{cid}", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     return cid, r.json()
 
 
 def answer_body(cid: str, allocated: dict, transport: dict | None = None) -> bytes:
-    """Seed 003 step 6 with the ids this bridge assigned (and optionally a real transport)."""
+    """The Colibri REST join example, step 6 with the ids this bridge assigned (and optionally a real transport)."""
     audio, video, data = allocated["contents"]
-    body = seed("seed003_answer_patch.json").replace(SEED_CONFERENCE, cid.encode())
+    body = example("rest_colibri_answer_patch.json").replace(EXAMPLE_CONFERENCE, cid.encode())
     body = body.replace(b"e4023f2a35c47d57", audio["channels"][0]["id"].encode())
     body = body.replace(b"f52e248a094d3334", video["channels"][0]["id"].encode())
     body = body.replace(b"5c258c1a66d1c021", data["sctpconnections"][0]["id"].encode())
@@ -70,7 +70,7 @@ def answer_body(cid: str, allocated: dict, transport: dict | None = None) -> byt
     return dumps(obj)
 
 
-def test_seed_example_replayed_step_by_step(bridge: RunningBridge, http: httpx.Client) -> None:
+def test_documented_example_replayed_step_by_step(bridge: RunningBridge, http: httpx.Client) -> None:
     cid, out = replay_allocation(http)
     # step 4's response shape
     assert out["id"] == cid
@@ -88,7 +88,7 @@ def test_seed_example_replayed_step_by_step(bridge: RunningBridge, http: httpx.C
     ):
         assert key in audio
     assert audio["endpoint"] == SEED_ENDPOINT and audio["rtp-level-relay-type"] == "mixer"
-    # a mixer channel receives one mixed stream; its SSRC is the channel's sources (seed 003 step 4)
+    # a mixer channel receives one mixed stream; its SSRC is the channel's sources (Colibri REST v1 join example, step 4)
     assert len(audio["sources"]) == 1 and 0 < audio["sources"][0] < 2**32
     video = out["contents"][1]["channels"][0]
     assert video["last-n"] == 2 and video["rtp-level-relay-type"] == "translator"
@@ -127,8 +127,8 @@ def test_seed_example_replayed_step_by_step(bridge: RunningBridge, http: httpx.C
     assert conf["endpoints"][0]["streams"]["video_ssrcs"] == [1, 2, 3]
 
 
-def test_seed_post_example(http: httpx.Client) -> None:
-    r = http.post("/colibri/conferences", content=seed("seed003_post_request.json"))
+def test_documented_post_example(http: httpx.Client) -> None:
+    r = http.post("/colibri/conferences", content=example("rest_colibri_post_request.json"))
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["id"] and [c["name"] for c in out["contents"]] == ["audio", "video"]
@@ -140,13 +140,13 @@ def test_seed_post_example(http: httpx.Client) -> None:
 
 
 async def test_allocated_transport_connects() -> None:
-    """The seed's join, with a real endpoint's transport in step 6: ICE and DTLS complete."""
+    """The Colibri REST document's join, with a real endpoint's transport in step 6: ICE and DTLS complete."""
     b = start_bridge("bridge-connect")
     peer = IceDtlsPeer()
     try:
         async with httpx.AsyncClient(base_url=b.url, timeout=10) as http:
             cid = (await http.post("/colibri/conferences/", content=b"[]")).json()["id"]
-            body = seed("seed003_allocate_patch.json").replace(SEED_CONFERENCE, cid.encode())
+            body = example("rest_colibri_allocate_patch.json").replace(EXAMPLE_CONFERENCE, cid.encode())
             out = (await http.patch(f"/colibri/conferences/{cid}", content=body)).json()
             await peer.gather()
             r = await http.patch(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect as ws_connect
 
 from services.common import bridge_channel as bc
-from tests.integration.test_bridge_control_support import RunningBridge, seed, start_bridge
+from tests.integration.test_bridge_control_support import RunningBridge, example, start_bridge
 
 JSON = st.recursive(
     st.none()
@@ -153,7 +153,7 @@ def http(bridge: RunningBridge) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def conference_id(http: httpx.Client) -> str:
     cid = http.post("/colibri/conferences", content=b"[]").json()["id"]
-    body = seed("seed003_allocate_patch.json").replace(b"a439deb315b4128c", cid.encode())
+    body = example("rest_colibri_allocate_patch.json").replace(b"a439deb315b4128c", cid.encode())
     assert http.patch(f"/colibri/conferences/{cid}", content=body).status_code == 200
     return cid
 

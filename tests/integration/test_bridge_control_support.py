@@ -29,12 +29,12 @@ from aiortc import (
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port
 
 SEEDS = Path(__file__).resolve().parents[2] / "services" / "common" / "tests" / "data"
-SEED_CONFERENCE = b"a439deb315b4128c"
+EXAMPLE_CONFERENCE = b"a439deb315b4128c"
 SEED_ENDPOINT = "9f537ebb-1c2a-4ee9-9940-373304f9b260"
 
 
-def seed(name: str) -> bytes:
-    """A JSON example of seed 003, byte for byte."""
+def example(name: str) -> bytes:
+    """A JSON example of jitsi-videobridge's doc/rest-colibri.md, byte for byte."""
     return (SEEDS / name).read_bytes()
 
 

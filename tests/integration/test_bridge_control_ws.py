@@ -1,4 +1,4 @@
-"""Colibri WebSocket (seed 000) against a running bridge: rejections, hello, relaying, expiry, admin."""
+"""Colibri WebSocket (jitsi-videobridge doc/web-sockets.md) against a running bridge: rejections, hello, relaying, expiry, admin."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Four senders (VP8 160x120 at 10 fps and Opus, pre-encoded) and one receiver, all light WebRTC
 peers (``bench/bridge_peer.py``: real ICE, DTLS and SRTP), are allocated with one Colibri REST
-request as seed 003 allocates them: the receiver's video channel has ``"last-n": 2`` and its audio
+request as the Colibri REST join example allocates them: the receiver's video channel has ``"last-n": 2`` and its audio
 channel ``"rtp-level-relay-type": "mixer"``. The receiver never sends a ``LastNChangedEvent``;
 it only listens on its Colibri WebSocket. It must get exactly two videos -- the two its
 ``ForwardedSources`` names -- and, for audio, only the bridge's mixed stream. When the channels

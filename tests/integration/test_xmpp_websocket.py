@@ -1,4 +1,4 @@
-"""XMPP over WebSocket (RFC 7395) and its administration (seed 001) against a real broker."""
+"""XMPP over WebSocket (RFC 7395) and its administration (as Kamailio's websocket module) against a real broker."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ applied:
 2. The I/O layer carries the effects out on the media engine (storing each created endpoint's
    local transport in the plan) and then calls :meth:`ConferenceBook.commit`.
 
-Expiry (seed 003 / jvb semantics): ``expire`` is seconds of inactivity. A channel's activity is the
+Expiry (Colibri REST v1 / jvb semantics): ``expire`` is seconds of inactivity. A channel's activity is the
 later of the last Colibri request naming it and the last packet from its endpoint (the media
 engine knows that). ``expire: 0`` frees the channel in the same request. An endpoint whose
 channels and SCTP connections are all gone is freed; a conference without endpoints is freed

@@ -1,4 +1,4 @@
-"""Colibri REST (seed 003) on FastAPI: ``/colibri/conferences`` and ``/colibri/conferences/{id}``.
+"""Colibri REST v1 (docs/protocols.md#colibri-rest) on FastAPI: ``/colibri/conferences`` and ``/colibri/conferences/{id}``.
 
 Bodies are read raw and parsed with :func:`services.common.colibri.parse_conference`, so a bad body
 gets ``400 {"error": ..., "field": ...}`` naming the field (not FastAPI's generic 422); an unknown

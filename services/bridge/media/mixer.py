@@ -1,4 +1,4 @@
-"""Mix-minus Opus audio mixer for channels with ``"rtp-level-relay-type": "mixer"`` (seed 003).
+"""Mix-minus Opus audio mixer for channels with ``"rtp-level-relay-type": "mixer"`` (Colibri REST v1, docs/protocols.md#colibri-rest).
 
 A mixer channel receives one Opus stream: everyone else's audio mixed, without its own. The
 forwarding loop only hands packets over (:meth:`MixMinusMixer.push`: one ``deque.append``, no

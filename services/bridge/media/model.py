@@ -1,6 +1,6 @@
 """Value types the media plane exchanges with the control plane (no I/O, no behaviour).
 
-They mirror the Colibri/Jingle transport and source descriptions (seed 003) in the shape the
+They mirror the Colibri/Jingle transport and source descriptions (Colibri REST v1, docs/protocols.md#colibri-rest) in the shape the
 media engine needs; the control plane converts its Colibri models into these.
 """
 

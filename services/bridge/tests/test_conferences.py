@@ -1,4 +1,4 @@
-"""Colibri request semantics of the conference book, with seed 003's requests."""
+"""Colibri request semantics of the conference book, with the Colibri REST document's requests."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ LOCAL = LocalTransport(
 )
 
 
-def seed(name: str) -> bytes:
+def example(name: str) -> bytes:
     return (SEEDS / name).read_bytes()
 
 
@@ -58,20 +58,20 @@ def run(book: ConferenceBook, conf_id: str | None, body: bytes, now: float = 0.0
     return dump(render(conf, lambda c, e, p: f"wss://h/colibri-ws/jvb1/{c}/{e}?pwd={p}", plan))
 
 
-def seed_conference(book: ConferenceBook) -> str:
+def example_conference(book: ConferenceBook) -> str:
     created = run(book, None, b"[]")
     assert set(created) == {"id"}
-    body = seed("seed003_allocate_patch.json").replace(b"a439deb315b4128c", created["id"].encode())
+    body = example("rest_colibri_allocate_patch.json").replace(b"a439deb315b4128c", created["id"].encode())
     run(book, created["id"], body)
     return created["id"]
 
 
-def test_seed_replay_shapes() -> None:
+def test_documented_replay_shapes() -> None:
     book = ConferenceBook()
     created = run(book, None, b"[]")
     cid = created["id"]
     assert len(cid) == 16
-    body = seed("seed003_allocate_patch.json").replace(b"a439deb315b4128c", cid.encode())
+    body = example("rest_colibri_allocate_patch.json").replace(b"a439deb315b4128c", cid.encode())
     plan = book.prepare(cid, parse_conference(body), 1.0)
     # the Colibri channel settings that steer the conference policy come along
     # and the sctpconnection enables the endpoint's data channel
@@ -89,7 +89,7 @@ def test_seed_replay_shapes() -> None:
     audio = out["contents"][0]["channels"][0]
     assert audio["rtp-level-relay-type"] == "mixer" and audio["endpoint"] == EP and len(audio["id"]) == 16
     assert audio["expire"] == 10 and audio["initiator"] is True and audio["channel-bundle-id"] == EP
-    assert audio["sources"] == [3816478770]  # as in seed 003 step 4: the mixed stream's SSRC
+    assert audio["sources"] == [3816478770]  # as in the Colibri REST join example, step 4: the mixed stream's SSRC
     assert out["contents"][1]["channels"][0]["last-n"] == 2
     sctp = out["contents"][2]["sctpconnections"][0]
     assert sctp["port"] == 5000 and sctp["expire"] == 20
@@ -102,7 +102,7 @@ def test_seed_replay_shapes() -> None:
     assert t["web-socket"] == f"wss://h/colibri-ws/jvb1/{cid}/{EP}?pwd=bridgepwd"
 
     # step 6: the answer, with the channel ids the bridge gave
-    answer = seed("seed003_answer_patch.json").replace(b"a439deb315b4128c", cid.encode())
+    answer = example("rest_colibri_answer_patch.json").replace(b"a439deb315b4128c", cid.encode())
     answer = answer.replace(b"e4023f2a35c47d57", audio["id"].encode())
     answer = answer.replace(b"f52e248a094d3334", out["contents"][1]["channels"][0]["id"].encode())
     answer = answer.replace(b"5c258c1a66d1c021", sctp["id"].encode())
@@ -157,7 +157,7 @@ def test_unknown_conference() -> None:
 )
 def test_bad_requests_name_the_field_and_change_nothing(body: bytes, field: str) -> None:
     book = ConferenceBook()
-    cid = seed_conference(book)
+    cid = example_conference(book)
     before = dump(render(book.get(cid)))
     with pytest.raises(ColibriRequestError) as err:
         book.prepare(cid, parse_conference(body.replace(b'"other"', b'"other"')), 5.0)
@@ -171,9 +171,9 @@ def test_post_with_id_is_rejected() -> None:
     assert err.value.field == "id"
 
 
-def test_seed_post_example_creates_two_channels_without_endpoint() -> None:
+def test_documented_post_example_creates_two_channels_without_endpoint() -> None:
     book = ConferenceBook()
-    out = run(book, None, seed("seed003_post_request.json"))
+    out = run(book, None, example("rest_colibri_post_request.json"))
     audio, _video = out["contents"]
     assert (
         audio["channels"][0]["expire"] == 60 and audio["channels"][0]["rtp-level-relay-type"] == "translator"
@@ -183,7 +183,7 @@ def test_seed_post_example_creates_two_channels_without_endpoint() -> None:
 
 def test_expire_zero_frees_now() -> None:
     book = ConferenceBook()
-    cid = seed_conference(book)
+    cid = example_conference(book)
     ep = book.get(cid).endpoints[EP]
     ids = [*ep.channels, *ep.sctp]
     audio_id, video_id, sctp_id = ids
@@ -206,7 +206,7 @@ def test_expire_zero_frees_now() -> None:
 
 def test_expiry_counts_media_activity() -> None:
     book = ConferenceBook(conference_idle_timeout=60)
-    cid = seed_conference(book)  # audio/video expire 10, sctp 20, touched at t=0
+    cid = example_conference(book)  # audio/video expire 10, sctp 20, touched at t=0
     last_packet = {"t": None}
     activity = lambda c, e: last_packet["t"]  # noqa: E731
     assert book.sweep(9.9, activity).expired_endpoints == []
@@ -229,15 +229,15 @@ def test_empty_conference_lives_until_idle_timeout() -> None:
 
 def test_stats_helpers() -> None:
     book = ConferenceBook()
-    seed_conference(book)
-    run(book, None, seed("seed003_post_request.json"))
+    example_conference(book)
+    run(book, None, example("rest_colibri_post_request.json"))
     assert book.endpoint_count() == 3 and book.largest_conference() == 2 and book.channel_count() == 5
 
 
 def test_an_uncommitted_plan_leaves_the_book_untouched() -> None:
     """If the media engine fails after prepare(), nothing of the request may remain."""
     book = ConferenceBook()
-    cid = seed_conference(book)
+    cid = example_conference(book)
     before = dump(render(book.get(cid)))
     ep = book.get(cid).endpoints[EP]
     audio_id = next(iter(ep.channels))
@@ -255,7 +255,7 @@ def test_an_uncommitted_plan_leaves_the_book_untouched() -> None:
 
 def test_sctpconnection_added_later_and_removed_alone() -> None:
     book = ConferenceBook()
-    cid = seed_conference(book)
+    cid = example_conference(book)
     ep = book.get(cid).endpoints[EP]
     (sctp_id,) = ep.sctp
     untouched = book.prepare(cid, parse_conference(b'{"contents": [{"name": "data", "sctpconnections": [{"id": "'

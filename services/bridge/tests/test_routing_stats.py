@@ -71,7 +71,7 @@ def test_stats_report_keys_and_values() -> None:
         "current_timestamp",
         "threads",
     ):
-        assert key in stats  # seed 003's keys
+        assert key in stats  # Colibri REST stats keys
     assert stats["bit_rate_download"] == "812" and stats["conferences"] == 2 and stats["participants"] == 4
     assert stats["current_timestamp"] == "2014-08-14 23:26:14.782"
     assert stats["stress_level"] == 0.1 and stats["largest_conference"] == 3 and stats["endpoints"] == 4

@@ -1,4 +1,4 @@
-"""The Colibri WebSocket server (seed 000) on the bridge's public HTTP port.
+"""The Colibri WebSocket server (jitsi-videobridge doc/web-sockets.md) on the bridge's public HTTP port.
 
 ``GET /colibri-ws/<server-id>/<conference-id>/<endpoint-id>?pwd=<ICE pwd>`` upgrades to the
 endpoint's bridge channel. Wrong server id -> 404; unknown conference or endpoint, or a wrong pwd
@@ -10,7 +10,7 @@ opens. Keep-alive: a ping every
 may be compressed (permessage-deflate, negotiated by the client). When the endpoint expires the
 socket is closed with :data:`CLOSE_ENDPOINT_EXPIRED`.
 
-Also serves ``GET /about/health`` for a front door's health check. Administration (seed 001:
+Also serves ``GET /about/health`` for a front door's health check. Administration (as Kamailio's websocket module:
 list, close, ping a connection; refuse and re-accept new ones) is exposed as methods that the
 private HTTP API calls.
 """
@@ -236,7 +236,7 @@ class ColibriWebSocketServer:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    # --- administration (seed 001) ---------------------------------------------------------------
+    # --- administration (as Kamailio's websocket module) ---------------------------------------------------------------
 
     def dump(self) -> dict[str, Any]:
         return {

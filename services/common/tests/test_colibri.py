@@ -1,4 +1,4 @@
-"""The Colibri models against seed 003's JSON, verbatim."""
+"""The Colibri models against the Colibri REST document's JSON, verbatim."""
 
 from __future__ import annotations
 
@@ -20,35 +20,35 @@ from services.common.colibri import (
 DATA = Path(__file__).parent / "data"
 
 
-def seed(name: str) -> bytes:
+def example(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
 @pytest.mark.parametrize(
     "name",
     [
-        "seed003_post_request.json",
-        "seed003_post_response.json",
-        "seed003_get_response.json",
-        "seed003_create_response.json",
-        "seed003_allocate_patch.json",
-        "seed003_allocate_response.json",
-        "seed003_answer_patch.json",
+        "rest_colibri_post_request.json",
+        "rest_colibri_post_response.json",
+        "rest_colibri_get_response.json",
+        "rest_colibri_create_response.json",
+        "rest_colibri_allocate_patch.json",
+        "rest_colibri_allocate_response.json",
+        "rest_colibri_answer_patch.json",
     ],
 )
-def test_every_seed_example_parses(name: str) -> None:
-    conf = parse_conference(seed(name))
+def test_every_documented_example_parses(name: str) -> None:
+    conf = parse_conference(example(name))
     assert isinstance(conf, Conference)
 
 
 def test_empty_array_is_an_empty_conference() -> None:
-    # seed 003 step 1: 'Post "[]" to <bridge_base_url>/colibri/conferences/'
+    # the Colibri REST join example, step 1: 'Post "[]" to <bridge_base_url>/colibri/conferences/'
     assert parse_conference(b"[]") == Conference()
     assert parse_conference(b"") == Conference()
 
 
 def test_allocate_patch_fields() -> None:
-    conf = parse_conference(seed("seed003_allocate_patch.json"))
+    conf = parse_conference(example("rest_colibri_allocate_patch.json"))
     assert conf.id == "a439deb315b4128c"
     audio, video, data = conf.contents or []
     ch = (audio.channels or [])[0]
@@ -63,10 +63,10 @@ def test_allocate_patch_fields() -> None:
 
 
 def test_allocate_response_round_trips_to_the_same_json() -> None:
-    raw = json.loads(seed("seed003_allocate_response.json"))
+    raw = json.loads(example("rest_colibri_allocate_response.json"))
     conf = parse_conference(raw)
     out = dump(conf)
-    # the seed shows "receive-simulcast-layer": null; Parley omits None fields
+    # the document shows "receive-simulcast-layer": null; Parley omits None fields
     del raw["contents"][1]["channels"][0]["receive-simulcast-layer"]
     assert out == raw
     transport = (conf.channel_bundles or [])[0].transport
@@ -76,7 +76,7 @@ def test_allocate_response_round_trips_to_the_same_json() -> None:
 
 
 def test_answer_patch_round_trips() -> None:
-    raw = json.loads(seed("seed003_answer_patch.json"))
+    raw = json.loads(example("rest_colibri_answer_patch.json"))
     conf = parse_conference(raw)
     assert dump(conf) == raw
     video = (conf.contents or [])[1]
@@ -92,7 +92,7 @@ def test_answer_patch_round_trips() -> None:
     assert audio_pt[0].parameters == {"minptime": 10, "useinbandfec": 1}
 
 
-def test_web_socket_is_serialized_under_its_seed_name() -> None:
+def test_web_socket_is_serialized_under_its_documented_name() -> None:
     t = IceUdpTransport(ufrag="u", pwd="p", web_socket="wss://x/colibri-ws/jvb1/c/e?pwd=p")
     assert dump(t)["web-socket"] == "wss://x/colibri-ws/jvb1/c/e?pwd=p"
     assert dump(t)["xmlns"] == ICE_UDP_XMLNS

@@ -1,4 +1,4 @@
-"""Jingle XML <-> models <-> Colibri <-> SDP, against seed 003 shapes and Jicofo's offer layout."""
+"""Jingle XML <-> models <-> Colibri <-> SDP, against the Colibri REST document's shapes and Jicofo's offer layout."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ OWNER_A = "room@muc.meet.jitsi/aaaa"
 
 
 def bridge_transport() -> colibri.IceUdpTransport:
-    resp = colibri.parse_conference((DATA / "seed003_allocate_response.json").read_bytes())
+    resp = colibri.parse_conference((DATA / "rest_colibri_allocate_response.json").read_bytes())
     return resp.channel_bundles[0].transport  # type: ignore[index,return-value]
 
 
@@ -151,12 +151,12 @@ def test_entities_are_refused() -> None:
         jingle.parse_xml(bomb)
 
 
-def test_transport_to_colibri_matches_seed_answer_shape() -> None:
+def test_transport_to_colibri_matches_documented_answer_shape() -> None:
     t = Transport(ufrag="CBdMLgEmFdIJ9xjJ", pwd="qZ6ehCjUjOS04MxUq+ahdctA", rtcp_mux=True,
                   fingerprints=[Fingerprint(hash="sha-256", fingerprint="49:37")])  # fmt: skip
-    seed = json.loads((DATA / "seed003_answer_patch.json").read_text())["channel-bundles"][0]["transport"]
+    doc = json.loads((DATA / "rest_colibri_answer_patch.json").read_text())["channel-bundles"][0]["transport"]
     out = colibri.dump(jingle.transport_to_colibri(t))
-    assert out["xmlns"] == seed["xmlns"] and out["rtcp-mux"] is True and out["ufrag"] == seed["ufrag"]
+    assert out["xmlns"] == doc["xmlns"] and out["rtcp-mux"] is True and out["ufrag"] == doc["ufrag"]
     assert out["fingerprints"] == [{"fingerprint": "49:37", "hash": "sha-256"}]
 
 

@@ -10,14 +10,14 @@ from services.common.jingle import Jingle, JingleContent, RtpDescription, Source
 from services.focus import flows
 from services.focus.conference import Conference, ParticipantState
 
-SEED = Path(__file__).parents[2] / "common" / "tests" / "data"
+EXAMPLES = Path(__file__).parents[2] / "common" / "tests" / "data"
 ROOM = "r@muc.meet.jitsi"
 S = flows.OfferSettings(initiator="focus@auth.meet.jitsi/focus", ice_lite=True, channel_expire=60)
 
 
 def bridge_response(endpoint: str, conf_id: str = "conf1") -> colibri.Conference:
-    """What a bridge answers to an allocation for ``endpoint`` (seed 003's answer, renamed)."""
-    text = (SEED / "seed003_allocate_response.json").read_text()
+    """What a bridge answers to an allocation for ``endpoint`` (the Colibri REST example's answer, renamed)."""
+    text = (EXAMPLES / "rest_colibri_allocate_response.json").read_text()
     text = text.replace("9f537ebb-1c2a-4ee9-9940-373304f9b260", endpoint).replace("a439deb315b4128c", conf_id)
     return colibri.parse_conference(text)
 

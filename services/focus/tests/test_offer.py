@@ -1,4 +1,4 @@
-"""The focus's Colibri requests and Jingle messages, against seed 003's shapes."""
+"""The focus's Colibri requests and Jingle messages, against the Colibri REST document's shapes."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ from services.common.jingle import Jingle, JingleContent, RtpDescription, Source
 from services.focus import offer
 from services.focus.conference import MediaSources, Participant
 
-SEED = Path(__file__).parents[2] / "common" / "tests" / "data"
+EXAMPLES = Path(__file__).parents[2] / "common" / "tests" / "data"
 EP = "9f537ebb-1c2a-4ee9-9940-373304f9b260"
 
 
-def seed_response() -> colibri.Conference:
-    return colibri.parse_conference((SEED / "seed003_allocate_response.json").read_bytes())
+def example_response() -> colibri.Conference:
+    return colibri.parse_conference((EXAMPLES / "rest_colibri_allocate_response.json").read_bytes())
 
 
-def test_allocation_request_is_the_seed_request_shape() -> None:
+def test_allocation_request_is_the_documented_request_shape() -> None:
     body = colibri.dump(offer.allocation_request(EP, colibri_id="a439deb315b4128c", expire=10, enable_sctp=True,
                                                  last_n=2))  # fmt: skip
-    seed = colibri.dump(colibri.parse_conference((SEED / "seed003_allocate_patch.json").read_bytes()))
-    assert body["id"] == seed["id"]
+    doc = colibri.dump(colibri.parse_conference((EXAMPLES / "rest_colibri_allocate_patch.json").read_bytes()))
+    assert body["id"] == doc["id"]
     assert [c["name"] for c in body["contents"]] == ["audio", "video", "data"]
-    for ours, theirs in zip(body["contents"], seed["contents"], strict=True):
+    for ours, theirs in zip(body["contents"], doc["contents"], strict=True):
         key = "sctpconnections" if ours["name"] == "data" else "channels"
         mine, ref = ours[key][0], theirs[key][0]
         for field in ("initiator", "endpoint", "channel-bundle-id"):
@@ -44,8 +44,8 @@ def test_create_request_has_no_id_and_no_data_by_default() -> None:
     assert "id" not in body and [c["name"] for c in body["contents"]] == ["audio", "video"]
 
 
-def test_read_allocation_from_seed_response() -> None:
-    alloc = offer.read_allocation(seed_response(), EP)
+def test_read_allocation_from_documented_response() -> None:
+    alloc = offer.read_allocation(example_response(), EP)
     assert alloc.channels == {
         "audio": "e4023f2a35c47d57",
         "video": "f52e248a094d3334",
@@ -56,8 +56,8 @@ def test_read_allocation_from_seed_response() -> None:
 
 def test_read_allocation_errors_are_clear() -> None:
     with pytest.raises(offer.AllocationError, match="no audio/video channel for endpoint other"):
-        offer.read_allocation(seed_response(), "other")
-    resp = seed_response()
+        offer.read_allocation(example_response(), "other")
+    resp = example_response()
     resp.channel_bundles[0].transport.fingerprints = None  # type: ignore[index,union-attr]
     with pytest.raises(offer.AllocationError, match="lacks ufrag/pwd/fingerprint"):
         offer.read_allocation(resp, EP)
@@ -73,7 +73,7 @@ def other_sources() -> dict[str, MediaSources]:
 
 
 def test_session_initiate_carries_transport_sources_codecs_bundle() -> None:
-    alloc = offer.read_allocation(seed_response(), EP)
+    alloc = offer.read_allocation(example_response(), EP)
     msg = offer.session_initiate("sid1", "focus@auth.meet.jitsi/focus", alloc, other_sources(), ice_lite=True)
     again = jingle.parse_xml(jingle.to_xml(msg))
     assert again == msg
@@ -124,7 +124,7 @@ def test_owned_sources_override_owner_and_name_and_drop_foreign_groups() -> None
     assert owned["video"].groups == [SsrcGroup(semantics="FID", sources=[32, 33])]
 
 
-def test_accept_patch_is_the_seed_answer_shape() -> None:
+def test_accept_patch_is_the_documented_answer_shape() -> None:
     p = participant()
     p.sources = offer.owned_sources(accept(), p)
     body = colibri.dump(offer.accept_patch("conf1", p, accept(), expire=60))

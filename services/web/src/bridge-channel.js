@@ -1,4 +1,4 @@
-// The Colibri bridge channel (DESIGN.md section 2): JSON messages with a `colibriClass`, carried
+// The Colibri bridge channel (docs/protocols.md#bridge-channel): JSON messages with a `colibriClass`, carried
 // over the WebSocket the bridge advertises in the Jingle transport. Mirrors
 // services/common/bridge_channel.py. The message functions are pure; BridgeChannel is the thin
 // I/O part (one WebSocket, reconnecting with backoff 1, 2, 4 … 60 s).

@@ -1,4 +1,4 @@
-// What video this page asks the bridge for (DESIGN.md section 2, ReceiverVideoConstraints), derived
+// What video this page asks the bridge for (docs/protocols.md#bridge-channel, ReceiverVideoConstraints), derived
 // from the layout: each remote tile's height picks a quality level, the pinned tile is on stage,
 // and last-N comes from the settings. Pure: main.js measures the tiles and sends the message.
 

@@ -1,5 +1,5 @@
 // Stanzas and SDP shaped like the real ones: a session-initiate as jicofo's JingleOfferFactory
-// builds it (DESIGN.md section 5), and an answer as Chrome produces it for that offer.
+// builds it (docs/protocols.md#join), and an answer as Chrome produces it for that offer.
 
 export const ROOM = 'standup@muc.meet.jitsi';
 export const ALICE = `${ROOM}/a1b2c3d4`;

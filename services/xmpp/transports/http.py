@@ -2,7 +2,7 @@
 
 HTTP/1.1 is parsed by ``h11`` and WebSocket framing by ``websockets``' sans-I/O protocol, both
 driven from one asyncio protocol per connection: the broker owns the socket, so it can ping,
-close and count each WebSocket connection itself (the administration of seed 001).
+close and count each WebSocket connection itself (the administration of Kamailio's websocket module).
 """
 
 from __future__ import annotations
