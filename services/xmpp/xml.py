@@ -375,7 +375,9 @@ class StreamParser(_Builder):
                     )
             elif self._fed - self._idle_mark > self.max_size:
                 self._drop()
-                raise XmlStreamError("policy-violation", f"unterminated tag larger than {self.max_size} bytes")
+                raise XmlStreamError(
+                    "policy-violation", f"unterminated tag larger than {self.max_size} bytes"
+                )
         return events
 
     def _drop(self) -> None:
