@@ -384,6 +384,7 @@ class StreamParser(_Builder):
         """Let go of everything held for a stream that is being closed."""
         self._stack = []
         self._events = []
+        self._fed = self._stanza_start = self._idle_mark = 0
         self.parser = self._new_parser()
 
     def _start(self, qname: str, attrs: dict[str, str]) -> None:

@@ -31,6 +31,7 @@ def make_broker() -> tuple[Broker, MucService, MucService]:
     brew = MucService(BREWERY_HOST, broker.send_to, broker.route, admins=[FOCUS], presence_domains={AUTH})
     broker.add_component(conf)
     broker.add_component(brew)
+    broker.guest_blocked = {AUTH, BREWERY_HOST}
     broker.add_component(
         ClientProxy(
             f"focus.{DOMAIN}",
