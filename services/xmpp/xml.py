@@ -380,6 +380,11 @@ class StreamParser(_Builder):
                 )
         return events
 
+    def discard(self) -> None:
+        """The connection is gone: free the partial stanza now, not at the next full garbage
+        collection (the expat parser and this object refer to each other)."""
+        self._drop()
+
     def _drop(self) -> None:
         """Let go of everything held for a stream that is being closed."""
         self._stack = []
@@ -474,6 +479,10 @@ def parse_document(
         doc.parser.Parse(raw, True)
     except pyexpat.ExpatError as exc:
         raise XmlStreamError("not-well-formed", str(exc)) from None
+    finally:
+        # break the parser <-> handlers cycle so the tree is freed by reference counting, now
+        doc._stack = []
+        del doc.parser
     if doc.root is None:
         raise XmlStreamError("not-well-formed", "no element")
     if default_ns and not doc.root.ns:

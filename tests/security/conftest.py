@@ -4,6 +4,8 @@ client that goes through nginx like a browser would, but sends whatever an attac
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import socket
 import time
@@ -54,22 +56,28 @@ class Stack:
     def log(self) -> str:
         return self.launcher.log()
 
-    def pid_of(self, module: str) -> int:
-        """The process id of one service of this stack (``services.xmpp``...)."""
-        assert self.launcher.proc is not None
-        group = self.launcher.proc.pid
+    def pid_listening(self, port: int) -> int:
+        """The process listening on a loopback TCP port of this stack."""
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                        inodes.add(f"socket:[{fields[9]}]")
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            pgrp = int(stat.rsplit(")", 1)[1].split()[2])
-            if pgrp == group and module.encode() in cmdline:
-                return int(entry.name)
-        raise LookupError(f"{module} is not running in this stack")
+            with contextlib.suppress(OSError):
+                for fd in (entry / "fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        if os.readlink(fd) in inodes:
+                            return int(entry.name)
+        raise LookupError(f"nothing listens on port {port}")
+
+    @property
+    def xmpp_pid(self) -> int:
+        return self.pid_listening(self.c2s_port)
 
     def conferences(self) -> list[dict]:
         return httpx.get(f"{self.focus_http}/conferences", timeout=5).json()

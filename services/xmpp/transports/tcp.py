@@ -105,6 +105,8 @@ class TcpConnection(asyncio.Protocol):
         if self.tls_pending:
             return
         self.closing = True
+        self.parser.discard()
+        self.out = []
         self.server.connection_closed(self)
         session = self.link.session
         if session is not None:
