@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING
 
+from .limits import log_limited
 from .session import ClientSession, Link
 from .xml import STREAM_NS, Element, StreamOpened, XmlStreamError, escape_attr, parse_document
 
@@ -51,17 +53,20 @@ class BoshFraming:
 class BoshSession:
     transport_name = "bosh"
 
-    def __init__(self, service: BoshService, sid: str, rid: int, wait: float, hold: int) -> None:
+    def __init__(
+        self, service: BoshService, sid: str, rid: int, wait: float, hold: int, address: str = ""
+    ) -> None:
         self.service = service
         self.sid = sid
         self.rid = rid
         self.wait = wait
         self.hold = hold
         self.pending: list[bytes] = []
+        self.pending_bytes = 0
         self.held: asyncio.Future[None] | None = None
         self.terminated = False
         self.last_request = time.monotonic()
-        self.link = Link(BoshFraming(), self.write, self.close, secure=False)
+        self.link = Link(BoshFraming(), self.write, self.close, secure=False, address=address)
         server = service.server
         self.session = ClientSession(
             server.broker,
@@ -73,8 +78,11 @@ class BoshSession:
         )
 
     def write(self, data: bytes) -> None:
-        if data:
+        if data and not self.terminated:
             self.pending.append(data)
+            self.pending_bytes += len(data)
+            if self.pending_bytes > self.service.server.limits.max_outbound_bytes:
+                self.session.overflow("policy-violation", "the client does not poll for what it is sent")
             self._wake()
 
     def close(self) -> None:
@@ -88,6 +96,7 @@ class BoshSession:
     def take_body(self) -> bytes:
         payload = b"".join(self.pending)
         self.pending.clear()
+        self.pending_bytes = 0
         if self.terminated:
             self.service.sessions.pop(self.sid, None)
             return (f"<body xmlns='{BOSH_NS}' type='terminate'>").encode() + payload + b"</body>"
@@ -105,13 +114,17 @@ class BoshService:
 
         return HttpResponse(status, body, "text/xml; charset=utf-8", list(CORS))
 
-    def handle_http(self, method: str, headers: dict[str, str], body: bytes):  # type: ignore[no-untyped-def]
+    def handle_http(self, method: str, headers: dict[str, str], body: bytes, address: str = ""):  # type: ignore[no-untyped-def]
         if method == "OPTIONS":
             return self._response(200, b"")
         if method != "POST":
             return self._response(405, b"BOSH wants POST")
+        lim = self.server.limits
         try:
-            root = parse_document(body, self.server.limits.max_stanza_size)
+            # the <body/> wrapper is one level above the stanzas
+            root = parse_document(
+                body, lim.max_stanza_size, max_depth=lim.max_depth + 1, max_elements=lim.max_elements
+            )
         except XmlStreamError as err:
             return self._terminate("bad-request", err.text)
         if root.name != "body" or root.ns != BOSH_NS:
@@ -124,25 +137,25 @@ class BoshService:
             return self._terminate("bad-request", "rid missing")
         sid = root.get("sid")
         if sid is None:
-            return self._create(root, rid)
+            return self._create(root, rid, address)
         bs = self.sessions.get(sid)
         if bs is None:
             return self._terminate("item-not-found", "unknown sid")
         return self._request(bs, root, rid)
 
     def _terminate(self, condition: str, text: str = "") -> HttpResponse:
-        log.info("BOSH request refused: %s %s", condition, text)
+        log_limited(log, logging.INFO, "bosh:" + condition, "BOSH request refused: %s %s", condition, text)
         return self._response(
             200 if condition != "bad-request" else 400,
             f"<body xmlns='{BOSH_NS}' type='terminate' condition='{condition}'/>".encode(),
         )
 
-    def _create(self, root: Element, rid: int) -> HttpResponse:
+    def _create(self, root: Element, rid: int, address: str = "") -> HttpResponse:
         to = root.get("to") or ""
-        wait = min(float(root.get("wait") or self.config.max_wait), self.config.max_wait)
-        hold = min(int(root.get("hold") or 1), self.config.hold)
+        wait = _bounded(root.get("wait"), self.config.max_wait, 1.0, self.config.max_wait)
+        hold = int(_bounded(root.get("hold"), 1, 1, self.config.hold))
         sid = secrets.token_hex(16)
-        bs = BoshSession(self, sid, rid, wait, hold)
+        bs = BoshSession(self, sid, rid, wait, hold, address)
         self.sessions[sid] = bs
         bs.session.stream_opened(StreamOpened(STREAM_NS, "stream", {"to": to, "version": "1.0"}))
         if bs.terminated:
@@ -171,19 +184,20 @@ class BoshService:
             self.sessions.pop(bs.sid, None)
             return self._response(200, f"<body xmlns='{BOSH_NS}' type='terminate'/>".encode())
         restart = root.get(f"{{{XBOSH_NS}}}restart") in ("true", "1")
-        if restart:
-            bs.session.stream_opened(
-                StreamOpened(
-                    STREAM_NS,
-                    "stream",
-                    {
-                        "to": root.get("to") or bs.session.host.domain,  # type: ignore[union-attr]
-                        "version": "1.0",
-                    },
+        session = bs.session
+        try:
+            if restart:
+                host = session.host.domain if session.host is not None else ""
+                session.stream_opened(
+                    StreamOpened(STREAM_NS, "stream", {"to": root.get("to") or host, "version": "1.0"})
                 )
-            )
-        for child in root.elements():
-            bs.session.element(child)
+            for child in root.elements():
+                if session.closed:
+                    break
+                session.element(child)
+        except Exception:  # a bug handling one request ends this session only, with a stream error
+            log_limited(log, logging.ERROR, "bosh-internal", "internal error in BOSH session", exc_info=True)
+            session.fail("internal-server-error")
         if bs.pending or bs.terminated:
             return self._response(200, bs.take_body())
         if bs.held is not None and not bs.held.done():
@@ -207,3 +221,15 @@ class BoshService:
             if bs.held is None and now - bs.last_request > self.config.inactivity:
                 self.sessions.pop(bs.sid, None)
                 bs.session.transport_lost()
+
+
+def _bounded(text: str | None, default: float, lo: float, hi: float) -> float:
+    """A numeric BOSH attribute (``wait``, ``hold``) clamped to [lo, hi]; garbage, NaN and
+    infinities mean the default."""
+    try:
+        value = float(text) if text is not None else default
+    except ValueError:
+        value = default
+    if not math.isfinite(value):
+        value = default
+    return min(max(value, lo), hi)

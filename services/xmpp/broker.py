@@ -93,6 +93,9 @@ class Broker:
         self.server_name = server_name
         self.version = version
         self.cluster: Cluster | None = None
+        # domains a guest (a session on an anonymous host) may not address: the service accounts'
+        # host and the internal MUC. Guests reach the focus only through its client-proxy address.
+        self.guest_blocked: set[str] = set()
         self.session_listeners: list[Callable[[Deliverable, bool], None]] = []
         # plain counters read by the metrics collector (cheaper than Prometheus objects per stanza)
         self.stanzas_routed = 0
@@ -172,6 +175,11 @@ class Broker:
         except InvalidJid:
             self.bounce(stanza, "jid-malformed")
             return
+        if to.domain in self.guest_blocked:
+            host = self.hosts.get(frm.domain)
+            if host is not None and host.anonymous:
+                self.bounce(stanza, "service-unavailable")
+                return
         component = self.components.get(to.domain)
         if component is not None:
             if self.cluster is not None:

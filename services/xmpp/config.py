@@ -25,10 +25,12 @@ class C2SConfig(Section):
     tls_certificate: str
     tls_key: str
     allow_plain_without_tls: bool
+    internal_networks: list[str]
 
 
 class HttpConfig(Section):
     port: int = Field(ge=0, le=65535)
+    trusted_proxies: list[str]
 
 
 class LimitsConfig(Section):
@@ -37,6 +39,14 @@ class LimitsConfig(Section):
     burst_bytes: int = Field(ge=1)
     auth_timeout: float = Field(gt=0)
     idle_timeout: float = Field(ge=0)
+    max_depth: int = Field(ge=4, le=1000)
+    max_elements: int = Field(ge=16)
+    max_header_size: int = Field(ge=512)
+    max_outbound_bytes: int = Field(ge=65536)
+    max_unacked_stanzas: int = Field(ge=10)
+    login_failures_per_address: int = Field(ge=1)
+    login_failures_per_account: int = Field(ge=1)
+    login_failure_window: float = Field(gt=0)
 
 
 class WebSocketConfig(Section):
@@ -114,6 +124,12 @@ ENV = [
     EnvVar("XMPP_WS_KEEPALIVE_TIMEOUT", "xmpp.websocket.keepalive-timeout", float),
     EnvVar("XMPP_RATE_BYTES_PER_SECOND", "xmpp.limits.rate-bytes-per-second", int),
     EnvVar("XMPP_IDLE_TIMEOUT", "xmpp.limits.idle-timeout", float),
+    EnvVar("XMPP_MAX_OUTBOUND_BYTES", "xmpp.limits.max-outbound-bytes", int),
+    EnvVar("XMPP_MAX_UNACKED_STANZAS", "xmpp.limits.max-unacked-stanzas", int),
+    EnvVar("XMPP_LOGIN_FAILURES_PER_ADDRESS", "xmpp.limits.login-failures-per-address", int),
+    EnvVar("XMPP_LOGIN_FAILURES_PER_ACCOUNT", "xmpp.limits.login-failures-per-account", int),
+    EnvVar("XMPP_INTERNAL_NETWORKS", "xmpp.c2s.internal-networks", split_list),
+    EnvVar("XMPP_TRUSTED_PROXIES", "xmpp.http.trusted-proxies", split_list),
     EnvVar("XMPP_ADMIN_TOKEN", "xmpp.admin.token"),
     EnvVar("REDIS_URL", "xmpp.cluster.redis-url"),
     EnvVar("XMPP_NODE_ID", "xmpp.cluster.node-id"),

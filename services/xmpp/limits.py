@@ -1,6 +1,12 @@
-"""Per-connection rate limiting: a token bucket over received bytes (Prosody's mod_limits idea)."""
+"""Limits without I/O: the per-connection read token bucket (Prosody's mod_limits idea), failed
+login counters per address and per account, and rate-limited logging."""
 
 from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections import deque
 
 
 class TokenBucket:
@@ -20,3 +26,115 @@ class TokenBucket:
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate
+
+
+class FailureLimiter:
+    """Failed logins per key (client address, account): at most ``limit`` failures within
+    ``window`` seconds, then every attempt is refused until the oldest failure ages out.
+
+    Sliding window of timestamps, bounded: at most ``limit`` entries per key and ``max_keys``
+    keys (the oldest key is forgotten first), so a flood of addresses cannot grow it without bound.
+    """
+
+    def __init__(self, limit: int, window: float, max_keys: int = 65536) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+
+    def blocked(self, key: str, now: float) -> bool:
+        times = self._failures.get(key)
+        if times is None:
+            return False
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return False
+        return len(times) >= self.limit
+
+    def failed(self, key: str, now: float) -> None:
+        times = self._failures.pop(key, None)
+        if times is None:
+            if len(self._failures) >= self.max_keys:
+                del self._failures[next(iter(self._failures))]
+            times = deque(maxlen=self.limit)
+        times.append(now)
+        self._failures[key] = times  # re-inserted: dict order is least recently failed first
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
+class LoginGuard:
+    """The broker's failed-login policy: per client address and per account (RFC 6120 section
+    6.4.5 leaves the number of retries to the server; Prosody's mod_limit_auth does the same)."""
+
+    def __init__(
+        self, per_address: int = 5, per_account: int = 20, window: float = 60.0, max_keys: int = 65536
+    ) -> None:
+        self.addresses = FailureLimiter(per_address, window, max_keys)
+        self.accounts = FailureLimiter(per_account, window, max_keys)
+
+    def allowed(self, address: str, account: str | None, now: float) -> bool:
+        if address and self.addresses.blocked(address, now):
+            return False
+        return not (account and self.accounts.blocked(account, now))
+
+    def failed(self, address: str, account: str | None, now: float) -> None:
+        if address:
+            self.addresses.failed(address, now)
+        if account:
+            self.accounts.failed(account, now)
+
+
+class LogLimiter:
+    """One log line per key per ``interval`` seconds; says how many were held back."""
+
+    def __init__(self, interval: float = 10.0, max_keys: int = 4096) -> None:
+        self.interval = interval
+        self.max_keys = max_keys
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def should_log(self, key: str, now: float) -> tuple[bool, int]:
+        """(log now?, lines suppressed since the last one for this key)."""
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.interval:
+            self._last[key] = (last[0], last[1] + 1)
+            return False, 0
+        if last is None and len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        return True, last[1] if last is not None else 0
+
+
+_LOG_LIMITER = LogLimiter()
+
+
+def log_limited(
+    logger: logging.Logger, level: int, key: str, msg: str, *args: object, exc_info: bool = False
+) -> None:
+    """Log ``msg`` unless a line with the same ``key`` was logged in the last few seconds."""
+    ok, suppressed = _LOG_LIMITER.should_log(key, time.monotonic())
+    if not ok:
+        return
+    if suppressed:
+        msg += f" ({suppressed} similar suppressed)"
+    logger.log(level, msg, *args, exc_info=exc_info)
+
+
+def in_networks(address: str, networks: list[str]) -> bool:
+    """Whether an IP address is in one of the CIDR ``networks``."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for net in networks:
+        try:
+            if ip in ipaddress.ip_network(net, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False

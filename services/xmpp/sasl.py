@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from scramp import ScramException, ScramMechanism
@@ -70,8 +70,12 @@ class SaslStep:
     additional: bytes | None = None
 
 
+TOO_MANY = "too many failed attempts; try again later"
+
+
 class Mechanism:
     name = ""
+    user: str | None = None  # the account tried, once known (for failed-login limits)
 
     def start(self, initial: bytes | None) -> SaslStep:  # pragma: no cover - interface
         raise NotImplementedError
@@ -90,8 +94,11 @@ class Anonymous(Mechanism):
 class Plain(Mechanism):
     name = "PLAIN"
 
-    def __init__(self, accounts: Mapping[str, ScramCredential]) -> None:
+    def __init__(
+        self, accounts: Mapping[str, ScramCredential], gate: Callable[[str], bool] | None = None
+    ) -> None:
         self.accounts = accounts
+        self.gate = gate
 
     def start(self, initial: bytes | None) -> SaslStep:
         if initial is None:
@@ -106,7 +113,9 @@ class Plain(Mechanism):
             authzid, user, password = (p.decode() for p in parts)
         except UnicodeDecodeError:
             raise SaslFailure("malformed-request", "not UTF-8") from None
-        user = user.lower()
+        user = self.user = user.lower()
+        if self.gate is not None and not self.gate(user):
+            raise SaslFailure("temporary-auth-failure", TOO_MANY)
         cred = self.accounts.get(user)
         if cred is None or not cred.check_password(password):
             raise SaslFailure("not-authorized")
@@ -115,16 +124,29 @@ class Plain(Mechanism):
         return SaslStep(success=True, username=user)
 
 
+class _Refused(ScramException):
+    """The account is locked out for now (raised inside scramp's lookup)."""
+
+    def __init__(self) -> None:
+        super().__init__(TOO_MANY)
+
+
 class ScramSha1(Mechanism):
     name = "SCRAM-SHA-1"
 
-    def __init__(self, accounts: Mapping[str, ScramCredential]) -> None:
+    def __init__(
+        self, accounts: Mapping[str, ScramCredential], gate: Callable[[str], bool] | None = None
+    ) -> None:
         self.accounts = accounts
+        self.gate = gate
         self._user: str | None = None
         self._server = _SCRAM.make_server(self._lookup)
         self._stage = 0
 
     def _lookup(self, username: str) -> tuple[bytes, bytes, bytes, int]:
+        self.user = username.lower()
+        if self.gate is not None and not self.gate(self.user):
+            raise _Refused()
         cred = self.accounts.get(username.lower())
         if cred is None:
             raise ScramException("unknown user")
@@ -152,6 +174,8 @@ class ScramSha1(Mechanism):
                 return SaslStep(
                     success=True, username=self._user, additional=self._server.get_server_final().encode()
                 )
+        except _Refused:
+            raise SaslFailure("temporary-auth-failure", TOO_MANY) from None
         except ScramException as exc:
             if self._user is None or "proof" in str(exc).lower() or "unknown" in str(exc).lower():
                 raise SaslFailure("not-authorized") from None

@@ -17,6 +17,7 @@ from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
+from .limits import LoginGuard, in_networks
 from .metrics import BrokerCollector
 from .modules.client_proxy import ClientProxy
 from .modules.muc import MucService
@@ -49,7 +50,14 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
     )
     focus = JID(cfg.focus_user.lower(), cfg.auth_domain, "")
     conference = MucService(
-        cfg.muc_domain, broker.send_to, broker.route, admins=[focus], creators=[focus], name="Conferences"
+        cfg.muc_domain,
+        broker.send_to,
+        broker.route,
+        admins=[focus],
+        creators=[focus],
+        name="Conferences",
+        fixed_whois="moderators",  # semi-anonymous: real JIDs for the focus only
+        reserved_nicks={cfg.focus_resource: focus},
     )
     brewery = MucService(
         cfg.internal_muc_domain,
@@ -61,6 +69,7 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
     )
     broker.add_component(conference)
     broker.add_component(brewery)
+    broker.guest_blocked = {cfg.auth_domain, cfg.internal_muc_domain}
 
     def resources_of(bare: JID) -> list[JID]:
         return broker._available(bare) or [s.jid for s in broker.sessions.get(bare, {}).values()]
@@ -75,10 +84,19 @@ class XmppServer:
     def __init__(self, cfg: XmppConfig) -> None:
         self.config = cfg
         self.broker, self.mucs = build_broker(cfg)
+        lim = cfg.limits
         self.limits = SessionLimits(
-            max_stanza_size=cfg.limits.max_stanza_size,
+            max_stanza_size=lim.max_stanza_size,
             allow_plain_without_tls=cfg.c2s.allow_plain_without_tls,
             sm_resume_timeout=cfg.stream_management.resume_timeout,
+            max_unacked=lim.max_unacked_stanzas,
+            max_depth=lim.max_depth,
+            max_elements=lim.max_elements,
+            max_header_size=lim.max_header_size,
+            max_outbound_bytes=lim.max_outbound_bytes,
+            login_guard=LoginGuard(
+                lim.login_failures_per_address, lim.login_failures_per_account, lim.login_failure_window
+            ),
         )
         self.resumption = ResumptionRegistry()
         self.tls_context: ssl.SSLContext | None = None
@@ -101,6 +119,20 @@ class XmppServer:
         self.started = time.monotonic()
 
     # -- hooks used by transports ------------------------------------------------------------
+    def is_internal(self, peer_ip: str) -> bool:
+        """A c2s TCP peer on the internal listener's networks (service accounts may log in)."""
+        return in_networks(peer_ip, self.config.c2s.internal_networks)
+
+    def client_address(self, peer_ip: str, headers: dict[str, str]) -> str:
+        """The HTTP client's address: the forwarded one only when the peer is a trusted proxy."""
+        if in_networks(peer_ip, self.config.http.trusted_proxies):
+            forwarded = headers.get("x-real-ip") or headers.get("x-forwarded-for", "")
+            # the right-most entry is the one our proxy added; the others are the client's say
+            last = forwarded.split(",")[-1].strip()
+            if last:
+                return last[:64]
+        return peer_ip
+
     def schedule(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(delay, fn)
 
@@ -138,14 +170,14 @@ class XmppServer:
 
     # -- HTTP routes -------------------------------------------------------------------------
     def http_request(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, peer: str
+        self, method: str, path: str, headers: dict[str, str], body: bytes, peer: str, address: str = ""
     ) -> HttpResponse | Awaitable[HttpResponse]:
         if path == "/health" and method in ("GET", "HEAD"):
             return HttpResponse.json(200, {"status": "ok", "sessions": self.broker.session_count()})
         if path == "/metrics" and method == "GET":
             return HttpResponse(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         if path == self.bosh_path and self.bosh is not None:
-            return self.bosh.handle_http(method, headers, body)
+            return self.bosh.handle_http(method, headers, body, address)
         if path.startswith("/admin/"):
             if not self._admin_allowed(headers, peer):
                 return HttpResponse.json(403, {"error": "admin access denied"})

@@ -11,6 +11,7 @@ counts the stream's own stanzas.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 from .broker import Broker, HostPolicy
 from .jid import JID, InvalidJid, parse_jid
+from .limits import LoginGuard, log_limited
 from .sasl import Anonymous, Mechanism, Plain, SaslFailure, ScramSha1, decode_payload, encode_payload
 from .stanza import (
     BIND_NS,
@@ -91,13 +93,27 @@ class Link:
     starttls: Callable[[], bool] | None = None  # returns True if it will upgrade after <proceed/>
     secure: bool = False
     session: ClientSession | None = None
+    # a connection to the internal listener (c2s TCP from a trusted network): service accounts
+    # may log in here without TLS
+    internal: bool = False
+    # the client's address for failed-login limits (the forwarded one behind a trusted proxy)
+    address: str = ""
 
 
 @dataclass(frozen=True)
 class SessionLimits:
     max_stanza_size: int = 262144
-    allow_plain_without_tls: bool = True
+    allow_plain_without_tls: bool = False
     sm_resume_timeout: float = 60.0
+    # XEP-0198: stanzas sent and not acknowledged before the stream is closed (Prosody's
+    # smacks_max_unacked_stanzas idea); bounds a client that never acks, or a detached session
+    max_unacked: int = 500
+    max_depth: int = 32
+    max_elements: int = 10000
+    max_header_size: int = 8192
+    # bytes queued towards one client (not yet taken by the kernel) before it is cut off
+    max_outbound_bytes: int = 2 * 1024 * 1024
+    login_guard: LoginGuard | None = None
 
 
 class ClientSession:
@@ -136,15 +152,19 @@ class ClientSession:
         self.stream_id = ""
         self._expiry: Any = None
         self.stanzas_in = 0
+        self.overflowed = False
 
     # -- output ------------------------------------------------------------------------------
     def deliver(self, data: bytes) -> None:
         """A routed stanza for this client (already serialized with its ``to``)."""
-        if self.closed:
+        if self.closed or self.overflowed:
             return
         sm = self.sm
         if sm is not None:
             request = sm.stanza_sent(data)
+            if len(sm.unacked) > self.limits.max_unacked:
+                self.overflow("policy-violation", "too many unacknowledged stanzas")
+                return
             if self.detached:
                 return
             self.link.write(data)
@@ -169,7 +189,16 @@ class ClientSession:
         """Close this stream with a stream error (RFC 6120 section 4.9)."""
         if self.closed:
             return
-        log.info("closing stream %s: %s %s", self.jid or "(unbound)", condition, text or "")
+        log_limited(
+            log,
+            logging.INFO,
+            "fail:" + condition,
+            "closing stream %s (%s): %s %s",
+            self.jid or "(unbound)",
+            self.link.address or "?",
+            condition,
+            text or "",
+        )
         STREAM_ERRORS[condition] += 1
         if not self.header_sent:
             self._open_header()
@@ -178,6 +207,23 @@ class ClientSession:
         self.link.write(framing.close())
         self._finish(resumable=False)
         self.link.close()
+
+    def overflow(self, condition: str, text: str) -> None:
+        """Too much is queued towards this client: stop queueing now, close the stream soon.
+
+        Called while the broker is delivering (perhaps in the middle of a room's fan-out), so the
+        close that changes rooms and routes is deferred to the next loop turn.
+        """
+        if self.closed or self.overflowed:
+            return
+        self.overflowed = True
+        if self.sm is not None:
+            self.sm.unacked.clear()
+        log_limited(log, logging.INFO, "overflow", "closing stream %s: %s", self.jid or "(unbound)", text)
+        if self.schedule is not None:
+            self.schedule(0, lambda: self.fail(condition, text))
+        else:
+            self.fail(condition, text)
 
     def close(self) -> None:
         """Orderly close from our side (server shutdown, admin action)."""
@@ -206,12 +252,17 @@ class ClientSession:
         if opened.attrs.get("version") != "1.0":
             self.fail("unsupported-version", "version 1.0 required")
             return
+        if self.username is None and not self._login_possible() and self.link.starttls is None:
+            self.fail("policy-violation", "service accounts log in only on the internal listener or over TLS")
+            return
         self._open_header()
         features = Element("features", STREAM_NS)
         if self.username is None:
             self.state = "sasl"
             if self.link.starttls is not None and not self.link.secure:
-                features.sub("starttls", TLS_NS)
+                tls = features.sub("starttls", TLS_NS)
+                if not self._login_possible():
+                    tls.sub("required")
             mechs = features.sub("mechanisms", SASL_NS)
             for name in self._mechanisms():
                 mechs.sub("mechanism", text=name)
@@ -222,11 +273,18 @@ class ClientSession:
             features.sub("sm", SM_NS)
         self.link.write(self.link.framing.stream_element(features))
 
+    def _login_possible(self) -> bool:
+        """Guests log in anywhere; service accounts only on the internal listener or over TLS."""
+        assert self.host is not None
+        return self.host.anonymous or self.link.secure or self.link.internal
+
     def _mechanisms(self) -> list[str]:
         assert self.host is not None
+        if not self._login_possible():
+            return []
         mechs = self.host.mechanisms
         if not self.link.secure and not self.limits.allow_plain_without_tls:
-            mechs = [m for m in mechs if m != "PLAIN"]
+            mechs = [m for m in mechs if m != "PLAIN"]  # a password in the clear: TLS only
         return mechs
 
     def stream_closed(self) -> None:
@@ -274,7 +332,11 @@ class ClientSession:
         if el.ns != SASL_NS:
             self.fail("not-authorized", "authenticate first")
             return
+        guard = self.limits.login_guard
+        now = time.monotonic()
         try:
+            if guard is not None and not guard.allowed(self.link.address, None, now):
+                raise SaslFailure("temporary-auth-failure", "too many failed attempts; try again later")
             if el.name == "auth":
                 self.mechanism = self._make_mechanism(el.get("mechanism") or "")
                 step = self.mechanism.start(decode_payload(el.text))
@@ -287,8 +349,12 @@ class ClientSession:
             else:
                 raise SaslFailure("malformed-request", f"unexpected <{el.name}>")
         except SaslFailure as failure:
-            self.mechanism = None
+            mech, self.mechanism = self.mechanism, None
             self.sasl_failures += 1
+            if guard is not None and failure.condition == "not-authorized":
+                guard.failed(self.link.address, mech.user if mech is not None else None, now)
+            if failure.condition == "temporary-auth-failure":
+                self.sasl_failures = MAX_SASL_FAILURES
             out = Element("failure", SASL_NS)
             out.sub(failure.condition)
             if failure.text:
@@ -322,9 +388,15 @@ class ClientSession:
             raise SaslFailure("invalid-mechanism", f"{name} is not offered here")
         if name == "ANONYMOUS":
             return Anonymous()
+        guard = self.limits.login_guard
+        address = self.link.address
+
+        def gate(user: str) -> bool:
+            return guard is None or guard.allowed(address, user, time.monotonic())
+
         if name == "PLAIN":
-            return Plain(self.host.accounts)
-        return ScramSha1(self.host.accounts)
+            return Plain(self.host.accounts, gate)
+        return ScramSha1(self.host.accounts, gate)
 
     # -- binding -----------------------------------------------------------------------------
     def _bind(self, iq: Element) -> None:

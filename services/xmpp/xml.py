@@ -2,8 +2,23 @@
 
 The parser is expat (C) driven incrementally. XMPP forbids DTDs, entity declarations, comments and
 processing instructions (RFC 6120 section 11.1), so each of those stops the parse with
-:class:`XmlStreamError` carrying the stream error condition to send. A stanza larger than the
-configured limit is refused while it is still arriving, before it is held in memory whole.
+:class:`XmlStreamError` carrying the stream error condition to send. Every input is bounded while
+it is still arriving, before it is held in memory whole:
+
+* a stanza (complete or partial, including an unterminated start tag inside it) larger than
+  ``max_size`` bytes;
+* the stream header (and anything before it) larger than ``max_header`` bytes;
+* anything pending between stanzas (an unterminated top-level start tag) larger than
+  ``max_size`` bytes;
+* more than ``max_elements`` elements in one stanza (each costs a few hundred bytes of Python
+  objects, a hundred times its wire size);
+* elements nested deeper than ``max_depth`` (the stanza itself is depth 1), so nothing recursive
+  downstream (serializer, copies, services' XML libraries) can run out of stack.
+
+Input is fed to expat in pieces of at most :attr:`StreamParser.CHUNK` bytes and the limits are
+checked after each piece, so the cost of an unterminated token (expat 2.5 re-scans a pending
+token on every ``Parse`` call, CVE-2023-52425) is bounded by ``max_size`` times the number of
+pieces it takes to reach the limit.
 
 Elements carry their namespace URI and local name; the serializer declares a default namespace
 only where it changes, so a stanza serializes identically for TCP and WebSocket streams.
@@ -229,12 +244,31 @@ def _refuse(what: str) -> NoReturn:
     raise XmlStreamError("restricted-xml", f"{what} not allowed in XMPP")
 
 
+DEFAULT_MAX_DEPTH = 32
+DEFAULT_MAX_HEADER = 8192
+DEFAULT_MAX_ELEMENTS = 10000
+
+
+def _too_deep(limit: int) -> NoReturn:
+    raise XmlStreamError("policy-violation", f"elements nested deeper than {limit}")
+
+
 class _Builder:
     """Shared expat callbacks; subclasses decide what depth means."""
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(
+        self, max_size: int, max_depth: int = DEFAULT_MAX_DEPTH, max_elements: int = DEFAULT_MAX_ELEMENTS
+    ) -> None:
         self.max_size = max_size
+        self.max_depth = max_depth
+        self.max_elements = max_elements
+        self._count = 0  # elements in the stanza (or document) being built
         self.parser = self._new_parser()
+
+    def _counted(self) -> None:
+        self._count += 1
+        if self._count > self.max_elements:
+            raise XmlStreamError("policy-violation", f"more than {self.max_elements} elements in a stanza")
 
     def _new_parser(self) -> pyexpat.XMLParserType:
         p = pyexpat.ParserCreate("UTF-8", namespace_separator=_SEP)
@@ -283,13 +317,21 @@ class StreamParser(_Builder):
 
     CHUNK = 16384
 
-    def __init__(self, max_stanza_size: int = 262144) -> None:
+    def __init__(
+        self,
+        max_stanza_size: int = 262144,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_header: int = DEFAULT_MAX_HEADER,
+        max_elements: int = DEFAULT_MAX_ELEMENTS,
+    ) -> None:
         self._events: list[StreamEvent] = []
         self._stack: list[Element] = []
         self._opened = False
         self._fed = 0
         self._stanza_start = 0
-        super().__init__(max_stanza_size)
+        self._idle_mark = 0  # where the last top-level event ended: bytes after it are pending
+        self.max_header = max_header
+        super().__init__(max_stanza_size, max_depth, max_elements)
 
     def reset(self) -> None:
         self.parser = self._new_parser()
@@ -297,6 +339,15 @@ class StreamParser(_Builder):
         self._opened = False
         self._fed = 0
         self._stanza_start = 0
+        self._idle_mark = 0
+        self._events = []
+
+    @property
+    def pending(self) -> int:
+        """Bytes fed that belong to no finished event yet (what an attacker can make us hold)."""
+        if self._stack:
+            return self._fed - self._stanza_start
+        return self._fed - self._idle_mark
 
     def feed(self, data: bytes) -> list[StreamEvent]:
         events = self._events = []
@@ -307,23 +358,59 @@ class StreamParser(_Builder):
             try:
                 parser.Parse(piece, False)
             except pyexpat.ExpatError as exc:
+                self._drop()
                 raise XmlStreamError("not-well-formed", str(exc)) from None
-            if self._stack and self._fed - self._stanza_start > self.max_size:
-                raise XmlStreamError("policy-violation", f"stanza larger than {self.max_size} bytes")
+            except XmlStreamError:
+                self._drop()
+                raise
+            if self._stack:
+                if self._fed - self._stanza_start > self.max_size:
+                    self._drop()
+                    raise XmlStreamError("policy-violation", f"stanza larger than {self.max_size} bytes")
+            elif not self._opened:
+                if self._fed > self.max_header:
+                    self._drop()
+                    raise XmlStreamError(
+                        "policy-violation", f"stream header larger than {self.max_header} bytes"
+                    )
+            elif self._fed - self._idle_mark > self.max_size:
+                self._drop()
+                raise XmlStreamError(
+                    "policy-violation", f"unterminated tag larger than {self.max_size} bytes"
+                )
         return events
+
+    def discard(self) -> None:
+        """The connection is gone: free the partial stanza now, not at the next full garbage
+        collection (the expat parser and this object refer to each other)."""
+        self._drop()
+
+    def _drop(self) -> None:
+        """Let go of everything held for a stream that is being closed."""
+        self._stack = []
+        self._events = []
+        self._fed = self._stanza_start = self._idle_mark = 0
+        self.parser = self._new_parser()
 
     def _start(self, qname: str, attrs: dict[str, str]) -> None:
         if not self._opened:
             ns, local = _split_name(qname)
             self._opened = True
+            self._idle_mark = self.parser.CurrentByteIndex
             self._events.append(StreamOpened(ns, local, {_attr_name(k): v for k, v in attrs.items()}))
             return
-        el = self._element(qname, attrs)
-        if self._stack:
-            self._stack[-1].children.append(el)
+        stack = self._stack
+        if len(stack) >= self.max_depth:
+            _too_deep(self.max_depth)
+        if stack:
+            self._counted()
+            el = self._element(qname, attrs)
+            stack[-1].children.append(el)
         else:
+            self._count = 1
             self._stanza_start = self.parser.CurrentByteIndex
-        self._stack.append(el)
+            el = self._element(qname, attrs)
+        stack.append(el)
 
     def _end(self, qname: str) -> None:
         if not self._stack:
@@ -331,23 +418,32 @@ class StreamParser(_Builder):
             return
         el = self._stack.pop()
         if not self._stack:
-            if self.parser.CurrentByteIndex - self._stanza_start > self.max_size:
+            end = self.parser.CurrentByteIndex
+            if end - self._stanza_start > self.max_size:
                 raise XmlStreamError("policy-violation", f"stanza larger than {self.max_size} bytes")
+            self._idle_mark = end
             self._events.append(el)
 
     def _chars(self, data: str) -> None:
         if self._stack:
             self._stack[-1].children.append(data)
-        # whitespace between stanzas (keep-alives) is ignored
+        else:
+            # whitespace between stanzas (keep-alives) is ignored, and is not pending input
+            self._idle_mark = self.parser.CurrentByteIndex
 
 
 class _DocumentParser(_Builder):
-    def __init__(self, max_size: int) -> None:
+    def __init__(
+        self, max_size: int, max_depth: int = DEFAULT_MAX_DEPTH, max_elements: int = DEFAULT_MAX_ELEMENTS
+    ) -> None:
         self._stack: list[Element] = []
         self.root: Element | None = None
-        super().__init__(max_size)
+        super().__init__(max_size, max_depth, max_elements)
 
     def _start(self, qname: str, attrs: dict[str, str]) -> None:
+        if len(self._stack) >= self.max_depth:
+            _too_deep(self.max_depth)
+        self._counted()
         el = self._element(qname, attrs)
         if self._stack:
             self._stack[-1].children.append(el)
@@ -363,20 +459,30 @@ class _DocumentParser(_Builder):
             self._stack[-1].children.append(data)
 
 
-def parse_document(data: bytes | str, max_size: int = 262144, default_ns: str = "") -> Element:
+def parse_document(
+    data: bytes | str,
+    max_size: int = 262144,
+    default_ns: str = "",
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> Element:
     """Parse one complete XML document (a WebSocket frame, a BOSH body) with the same hardening.
 
     ``default_ns`` fills in elements that declared no namespace (WebSocket clients that omit
-    ``xmlns='jabber:client'`` on stanzas).
+    ``xmlns='jabber:client'`` on stanzas). ``max_depth`` counts the document element as 1.
     """
     raw = data.encode() if isinstance(data, str) else data
     if len(raw) > max_size:
         raise XmlStreamError("policy-violation", f"stanza larger than {max_size} bytes")
-    doc = _DocumentParser(max_size)
+    doc = _DocumentParser(max_size, max_depth, max_elements)
     try:
         doc.parser.Parse(raw, True)
     except pyexpat.ExpatError as exc:
         raise XmlStreamError("not-well-formed", str(exc)) from None
+    finally:
+        # break the parser <-> handlers cycle so the tree is freed by reference counting, now
+        doc._stack = []
+        del doc.parser
     if doc.root is None:
         raise XmlStreamError("not-well-formed", "no element")
     if default_ns and not doc.root.ns:
@@ -384,10 +490,11 @@ def parse_document(data: bytes | str, max_size: int = 262144, default_ns: str = 
     return doc.root
 
 
-def _fill_ns(el: Element, ns: str) -> None:
-    if el.ns:
-        return
-    el.ns = ns
-    for c in el.children:
-        if isinstance(c, Element):
-            _fill_ns(c, ns)
+def _fill_ns(root: Element, ns: str) -> None:
+    todo = [root]  # iterative: depth is bounded by the parser, but never trust a recursion
+    while todo:
+        el = todo.pop()
+        if el.ns:
+            continue
+        el.ns = ns
+        todo.extend(c for c in el.children if isinstance(c, Element))

@@ -8,6 +8,18 @@ Policy knobs match Jitsi's Prosody setup: ``creators`` limits who may create roo
 the conference host), ``presence_domains`` limits who may join (service accounts on the brewery
 host), ``admins`` are owners of every room, rooms are unlocked on creation
 (``muc_room_locking = false``) and destroyed when the last occupant leaves.
+
+Guests are hostile, so the service stamps what only it may say, the way Prosody's mod_muc does:
+
+* a client's own presence payload loses every element in a server-only namespace (``muc#user``,
+  ``muc#admin``, ``muc#owner``, delays, occupant ids) and the server's ``<x xmlns='muc#user'>``
+  with the true affiliation, role and (for those allowed to see it) real JID comes first;
+* forwarded messages lose a client's own ``muc#user`` payload;
+* IQs between occupants pass only to or from a service admin (the focus: it sends Jingle to
+  occupant JIDs), so one guest cannot send another a forged Jingle offer through the room;
+* ``fixed_whois`` pins who sees real JIDs (``moderators``: semi-anonymous rooms, XEP-0045
+  section 4.2), whatever the owner's configuration form says;
+* ``reserved_nicks`` keeps a nick (the focus's) for one account.
 """
 
 from __future__ import annotations
@@ -41,6 +53,11 @@ ROLE_FOR_AFFILIATION = {
 }
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 ROLES = ("moderator", "participant", "visitor", "none")
+
+# payloads only the MUC service may put in an occupant's presence
+SERVER_ONLY_NS = frozenset(
+    {MUC, MUC_USER, MUC_ADMIN, MUC_OWNER, "urn:xmpp:delay", "jabber:x:delay", "urn:xmpp:occupant-id:0"}
+)
 
 
 @dataclass
@@ -182,6 +199,8 @@ class MucService:
         presence_domains: Iterable[str] | None = None,
         name: str = "Chatrooms",
         default_config: RoomConfig | None = None,
+        fixed_whois: str | None = None,
+        reserved_nicks: dict[str, JID] | None = None,
     ) -> None:
         self.domain = domain
         self.send = send
@@ -191,6 +210,10 @@ class MucService:
         self.presence_domains = None if presence_domains is None else set(presence_domains)
         self.name = name
         self.default_config = default_config or RoomConfig()
+        self.fixed_whois = fixed_whois
+        if fixed_whois is not None:
+            self.default_config.whois = fixed_whois
+        self.reserved_nicks = {n: j.bare for n, j in (reserved_nicks or {}).items()}
         self.rooms: dict[JID, Room] = {}
         self.room_listeners: list[Callable[[Room, bool], None]] = []
 
@@ -294,6 +317,10 @@ class MucService:
             for listener in self.room_listeners:
                 listener(room, True)
         nick = to.resource
+        reserved = self.reserved_nicks.get(nick)
+        if reserved is not None and reserved != frm.bare:
+            self._maybe_destroy(room)
+            raise MucError("conflict", "That nickname is reserved")
         other = room.occupants.get(nick)
         if other is not None:
             if other.real_jid.bare != frm.bare:
@@ -343,7 +370,8 @@ class MucService:
 
     def _change_nick(self, room: Room, occupant: Occupant, nick: str) -> None:
         """XEP-0045 7.6: unavailable with 303 and the new nick, then available under it."""
-        if nick in room.occupants:
+        reserved = self.reserved_nicks.get(nick)
+        if nick in room.occupants or (reserved is not None and reserved != occupant.real_jid.bare):
             raise MucError("conflict", "That nickname is already in use by another occupant")
         payload = occupant.payload
         occupant.payload = []
@@ -427,8 +455,9 @@ class MucService:
         attrs = {"from": room.occupant_jid(occupant.nick)}
         if kind:
             attrs["type"] = kind
-        pres = Element("presence", CLIENT_NS, attrs, list(occupant.payload))
-        x = pres.sub("x", MUC_USER)
+        # the server's muc#user element first, then the occupant's (already filtered) payload
+        x = Element("x", MUC_USER)
+        pres = Element("presence", CLIENT_NS, attrs, [x, *occupant.payload])
         item_attrs = {"affiliation": occupant.affiliation, "role": occupant.role}
         if with_jid:
             item_attrs["jid"] = str(occupant.real_jid)
@@ -472,9 +501,8 @@ class MucService:
                 "message",
                 CLIENT_NS,
                 _fwd_attrs(stanza, room.occupant_jid(sender.nick)),
-                list(stanza.children),
+                [Element("x", MUC_USER), *_client_payload(stanza)],
             )
-            out.sub("x", MUC_USER)
             self.send(target.real_jid, _with_to(out, target.real_to))
             return
         if kind != "groupchat":
@@ -489,7 +517,7 @@ class MucService:
             room.subject = subject.text
             room.subject_from = sender.nick
         out = Element(
-            "message", CLIENT_NS, _fwd_attrs(stanza, room.occupant_jid(sender.nick)), stanza.children
+            "message", CLIENT_NS, _fwd_attrs(stanza, room.occupant_jid(sender.nick)), _client_payload(stanza)
         )
         head, tail = out.split_at_to()
         send = self.send
@@ -563,6 +591,12 @@ class MucService:
             if kind in ("get", "set"):
                 raise MucError("item-not-found", "No such occupant")
             return
+        if sender.real_jid.bare not in self.admins and target.real_jid.bare not in self.admins:
+            # only the focus talks IQ with occupants (Jingle): a guest's forged session-initiate
+            # to another guest stops here
+            if kind in ("get", "set"):
+                raise MucError("not-allowed", "IQs between occupants are not relayed")
+            return
         attrs = dict(stanza.attrs)
         attrs["from"] = room.occupant_jid(sender.nick)
         out = Element("iq", CLIENT_NS, attrs, stanza.children)
@@ -607,6 +641,8 @@ class MucService:
             raise MucError("bad-request", "expected a data form")
         if form.get("type") == "submit":
             room.config.apply(form)
+            if self.fixed_whois is not None:
+                room.config.whois = self.fixed_whois
         self.route_from_component(iq_result(stanza))
 
     def destroy(self, room: Room, reason: Element | None = None) -> None:
@@ -728,8 +764,14 @@ class MucService:
 
 
 def _presence_payload(stanza: Element) -> list[Element | str]:
-    """The client's presence children, minus the MUC join element: rebroadcast verbatim."""
-    return [c for c in stanza.children if isinstance(c, Element) and not (c.ns == MUC and c.name == "x")]
+    """The client's presence children minus the MUC join element and anything only the server
+    may say (its ``muc#user`` item above all): the rest is rebroadcast verbatim."""
+    return [c for c in stanza.children if isinstance(c, Element) and c.ns not in SERVER_ONLY_NS]
+
+
+def _client_payload(stanza: Element) -> list[Element | str]:
+    """A message's children without a ``muc#user`` payload the client made up."""
+    return [c for c in stanza.children if not (isinstance(c, Element) and c.ns == MUC_USER)]
 
 
 def _fwd_attrs(stanza: Element, frm: str) -> dict[str, str]:

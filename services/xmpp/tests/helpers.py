@@ -9,7 +9,7 @@ from services.xmpp.jid import JID
 from services.xmpp.modules.client_proxy import ClientProxy
 from services.xmpp.modules.muc import MucService
 from services.xmpp.sasl import ScramCredential
-from services.xmpp.session import ClientSession, Link, TcpFraming
+from services.xmpp.session import ClientSession, Link, SessionLimits, TcpFraming
 from services.xmpp.stream_management import ResumptionRegistry
 from services.xmpp.xml import Element, StreamOpened, StreamParser, parse_document
 
@@ -31,6 +31,7 @@ def make_broker() -> tuple[Broker, MucService, MucService]:
     brew = MucService(BREWERY_HOST, broker.send_to, broker.route, admins=[FOCUS], presence_domains={AUTH})
     broker.add_component(conf)
     broker.add_component(brew)
+    broker.guest_blocked = {AUTH, BREWERY_HOST}
     broker.add_component(
         ClientProxy(
             f"focus.{DOMAIN}",
@@ -46,15 +47,33 @@ def make_broker() -> tuple[Broker, MucService, MucService]:
 class Wire:
     """A client's end of an in-memory stream: what the server wrote, parsed back as elements."""
 
-    def __init__(self, broker: Broker, resumption: ResumptionRegistry | None = None, timers=None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        resumption: ResumptionRegistry | None = None,
+        timers=None,
+        limits: SessionLimits | None = None,
+        internal: bool = True,
+        secure: bool = False,
+        address: str = "192.0.2.1",
+    ) -> None:
         self.raw = bytearray()
         self.closed = False
         self.parser = StreamParser()
         self.timers = timers if timers is not None else []
-        self.link = Link(TcpFraming(), self.raw.extend, self._close, restart=lambda: None)
+        self.link = Link(
+            TcpFraming(),
+            self.raw.extend,
+            self._close,
+            restart=lambda: None,
+            internal=internal,
+            secure=secure,
+            address=address,
+        )
         self.session = ClientSession(
             broker,
             self.link,
+            limits if limits is not None else SessionLimits(allow_plain_without_tls=True),
             resumption=resumption,
             schedule=lambda d, fn: self.timers.append(_Timer(fn)) or self.timers[-1],
         )

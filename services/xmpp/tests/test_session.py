@@ -45,7 +45,7 @@ def test_stanzas_before_binding_close_the_stream():
 def test_message_routing_full_bare_and_spoofed_from():
     broker, *_ = make_broker()
     a = login(broker, AUTH, "focus", "focus")
-    b = login(broker)
+    b = login(broker, AUTH, "jvb", "jvb1")
     b.send(f"<message to='focus@{AUTH}/focus' from='evil@x/y' type='chat'><body>1</body></message>")
     got = a.drain()
     assert got[0].find("body").text == "1" and got[0].get("from") == str(b.session.jid)
@@ -107,7 +107,7 @@ def test_stream_management_acks_and_resume_replays_unacked():
     out = a.send(f"<enable xmlns='{SM_NS}' resume='true'/>")
     token = out[0].get("id")
     assert out[0].name == "enabled" and token
-    b = login(broker)
+    b = login(broker, AUTH, "jvb", "jvb1")
     for i in range(3):
         b.send(f"<message to='focus@{AUTH}/focus' type='chat'><body>{i}</body></message>")
     a.drain()

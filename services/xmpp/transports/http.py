@@ -24,7 +24,7 @@ from websockets.http11 import Request
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
-from ..limits import TokenBucket
+from ..limits import TokenBucket, log_limited
 from ..session import ClientSession, Link, WebSocketFraming
 from ..xml import CLIENT_NS, FRAMING_NS, StreamOpened, XmlStreamError, parse_document
 
@@ -59,7 +59,9 @@ class WebSocketSession:
 
     transport_name = "websocket"
 
-    def __init__(self, conn: HttpConnection, proto: ServerProtocol, origin: str | None) -> None:
+    def __init__(
+        self, conn: HttpConnection, proto: ServerProtocol, origin: str | None, address: str = ""
+    ) -> None:
         self.conn = conn
         self.server = conn.server
         self.proto = proto
@@ -71,7 +73,10 @@ class WebSocketSession:
         self.last_pong: float | None = None
         self.closing = False
         self.fragments: list[bytes] = []
-        self.link = Link(WebSocketFraming(), self.write, self.close_transport, secure=conn.secure)
+        self.fragment_bytes = 0
+        self.link = Link(
+            WebSocketFraming(), self.write, self.close_transport, secure=conn.secure, address=address
+        )
         self.session = ClientSession(
             self.server.broker,
             self.link,
@@ -100,15 +105,18 @@ class WebSocketSession:
         if op is Opcode.TEXT or op is Opcode.BINARY:
             if not frame.fin:
                 self.fragments = [bytes(frame.data)]
+                self.fragment_bytes = len(frame.data)
                 return
             self._message(bytes(frame.data))
         elif op is Opcode.CONT:
             self.fragments.append(bytes(frame.data))
-            if sum(map(len, self.fragments)) > self.server.limits.max_stanza_size:
+            self.fragment_bytes += len(frame.data)
+            if self.fragment_bytes > self.server.limits.max_stanza_size:
+                self.fragments, self.fragment_bytes = [], 0
                 self.session_obj.fail("policy-violation", "stanza too large")  # type: ignore[union-attr]
                 return
             if frame.fin:
-                data, self.fragments = b"".join(self.fragments), []
+                data, self.fragments, self.fragment_bytes = b"".join(self.fragments), [], 0
                 self._message(data)
         elif op is Opcode.PONG:
             self.ping_sent = None
@@ -122,8 +130,12 @@ class WebSocketSession:
     def _message(self, data: bytes) -> None:
         session = self.link.session
         assert session is not None
+        lim = self.server.limits
         try:
-            el = parse_document(data, self.server.limits.max_stanza_size, default_ns=CLIENT_NS)
+            el = parse_document(
+                data, lim.max_stanza_size, default_ns=CLIENT_NS, max_depth=lim.max_depth,
+                max_elements=lim.max_elements,
+            )  # fmt: skip
         except XmlStreamError as err:
             session.fail(err.condition, err.text)
             return
@@ -135,7 +147,10 @@ class WebSocketSession:
             else:
                 session.element(el)
         except Exception:  # a bug handling one stanza ends this stream only, with a stream error
-            log.exception("internal error handling input from %s", self.peer)
+            log_limited(
+                log, logging.ERROR, "ws-internal", "internal error handling input from %s", self.peer,
+                exc_info=True,
+            )  # fmt: skip
             session.fail("internal-server-error")
 
     # -- link --------------------------------------------------------------------------------
@@ -144,6 +159,14 @@ class WebSocketSession:
             return
         self.proto.send_text(data)
         self.conn.schedule_flush()
+        transport = self.conn.transport
+        if (
+            transport is not None
+            and transport.get_write_buffer_size() > self.server.limits.max_outbound_bytes
+        ):
+            session = self.link.session
+            if session is not None and not session.overflowed and not session.closed:
+                session.overflow("policy-violation", "the client does not read what it is sent")
 
     def close_transport(self, code: int = 1000) -> None:
         if self.closing:
@@ -198,6 +221,7 @@ class HttpConnection(asyncio.Protocol):
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=65536)
         self.ws: WebSocketSession | None = None
         self.peer = ""
+        self.peer_ip = ""
         self.request: h11.Request | None = None
         self.body: list[bytes] = []
         self.busy = False
@@ -212,6 +236,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_ip = str(peer[0]) if peer else ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -279,7 +304,8 @@ class HttpConnection(asyncio.Protocol):
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in req.headers}
         body = b"".join(self.body)
         self.busy = True
-        result = self.server.http_request(method, path, headers, body, self.peer)
+        address = self.server.client_address(self.peer_ip, headers)
+        result = self.server.http_request(method, path, headers, body, self.peer, address)
         if isinstance(result, HttpResponse):
             self.respond(result)
         else:  # an awaitable (BOSH long poll)
@@ -291,7 +317,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if task.cancelled() or task.exception() is not None:
             if not task.cancelled():
-                log.warning("request failed: %r", task.exception())
+                log_limited(log, logging.WARNING, "http-failed", "request failed: %r", task.exception())
             self.respond(HttpResponse(500, b"internal error", "text/plain"))
         else:
             self.respond(task.result())
@@ -369,7 +395,8 @@ class HttpConnection(asyncio.Protocol):
         # frames up to twice the stanza limit reach the XML layer, which answers with the
         # policy-violation stream error; larger ones are cut off by the WebSocket layer (1009)
         proto = ServerProtocol(state=OPEN, max_size=self.server.limits.max_stanza_size * 2)
-        self.ws = WebSocketSession(self, proto, origin)
+        lowered = {k.lower(): v for k, v in headers.raw_items()}
+        self.ws = WebSocketSession(self, proto, origin, self.server.client_address(self.peer_ip, lowered))
         self.server.connection_opened(self.ws)
         trailing, _closed = self.h11.trailing_data
         if trailing:
@@ -391,7 +418,10 @@ class HttpConnection(asyncio.Protocol):
     def close_soon(self) -> None:
         if self.transport is not None and not self.closed:
             self.flush_ws()
-            self.transport.close()
+            if self.transport.get_write_buffer_size() > self.server.limits.max_outbound_bytes:
+                self.transport.abort()  # it does not read: drop its backlog instead of waiting
+            else:
+                self.transport.close()
 
 
 Handler = Callable[[str, str, dict[str, str], bytes, str], Any]

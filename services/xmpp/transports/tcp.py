@@ -8,7 +8,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
-from ..limits import TokenBucket
+from ..limits import TokenBucket, log_limited
 from ..session import ClientSession, Link, TcpFraming
 from ..xml import StreamClosed, StreamOpened, StreamParser, XmlStreamError
 
@@ -24,8 +24,10 @@ class TcpConnection(asyncio.Protocol):
     def __init__(self, server: XmppServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.parser = StreamParser(server.limits.max_stanza_size)
+        lim = server.limits
+        self.parser = StreamParser(lim.max_stanza_size, lim.max_depth, lim.max_header_size, lim.max_elements)
         self.out: list[bytes] = []
+        self.out_bytes = 0
         self.flush_scheduled = False
         self.closing = False
         self.started = self.last_rx = time.monotonic()
@@ -57,6 +59,9 @@ class TcpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        ip = str(peer[0]) if peer else ""
+        self.link.address = ip
+        self.link.internal = self.server.is_internal(ip)
         self.server.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -83,7 +88,10 @@ class TcpConnection(asyncio.Protocol):
                 else:
                     session.element(event)
             except Exception:  # a bug handling one stanza ends this stream only, with a stream error
-                log.exception("internal error handling input from %s", self.peer)
+                log_limited(
+                    log, logging.ERROR, "tcp-internal", "internal error handling input from %s", self.peer,
+                    exc_info=True,
+                )  # fmt: skip
                 session.fail("internal-server-error")
             if self.closing:
                 break
@@ -97,6 +105,8 @@ class TcpConnection(asyncio.Protocol):
         if self.tls_pending:
             return
         self.closing = True
+        self.parser.discard()
+        self.out = []
         self.server.connection_closed(self)
         session = self.link.session
         if session is not None:
@@ -107,6 +117,13 @@ class TcpConnection(asyncio.Protocol):
         if self.closing:
             return
         self.out.append(data)
+        self.out_bytes += len(data)
+        if self.transport is not None:
+            queued = self.out_bytes + self.transport.get_write_buffer_size()
+            if queued > self.server.limits.max_outbound_bytes:
+                session = self.link.session
+                if session is not None and not session.overflowed and not session.closed:
+                    session.overflow("policy-violation", "the client does not read what it is sent")
         if not self.flush_scheduled:
             self.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -116,6 +133,7 @@ class TcpConnection(asyncio.Protocol):
         if self.out and self.transport is not None:
             data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
             self.out.clear()
+            self.out_bytes = 0
             self.transport.write(data)
 
     def close_transport(self) -> None:
@@ -124,7 +142,11 @@ class TcpConnection(asyncio.Protocol):
         self.flush()
         self.closing = True
         if self.transport is not None:
-            self.transport.close()
+            if self.transport.get_write_buffer_size() > self.server.limits.max_outbound_bytes:
+                self.transport.abort()  # it does not read: drop its backlog instead of waiting
+            else:
+                self.transport.close()
+        self.out = []
 
     def restart(self) -> None:
         self.parser.reset()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import re
 import socket
+
+from scramp import ScramClient
 
 from tests.integration.xmpp_interop.servers import recv_until
 
@@ -34,14 +37,24 @@ class RawClient:
         if user is None:
             self.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>")
         else:
-            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-            self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+            self.scram(user, password)
         self.expect("<success")
         self.open()
         self.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
         out = self.expect("</iq>")
         self.jid = out.split("<jid>")[1].split("</jid>")[0]
         return self
+
+    def scram(self, user: str, password: str) -> None:
+        """SCRAM-SHA-1 (RFC 5802): the broker offers PLAIN only over TLS."""
+        client = ScramClient(["SCRAM-SHA-1"], user, password)
+        first = base64.b64encode(client.get_client_first().encode()).decode()
+        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>{first}</auth>")
+        challenge = self.expect("</challenge>")
+        text = re.search(r"<challenge[^>]*>([^<]*)</challenge>", challenge).group(1)  # type: ignore[union-attr]
+        client.set_server_first(base64.b64decode(text).decode())
+        final = base64.b64encode(client.get_client_final().encode()).decode()
+        self.send(f"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{final}</response>")
 
     def ping(self, ident: str = "p1") -> bool:
         self.send(f"<iq type='get' id='{ident}' to='{self.host}'><ping xmlns='urn:xmpp:ping'/></iq>")

@@ -1,0 +1,270 @@
+"""What a hostile guest may not do, and the limits that bound it, against the sans-I/O core.
+
+Each test shows the attack failing and the well-behaved path next to it still working."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from services.xmpp.limits import FailureLimiter, LoginGuard, LogLimiter, in_networks
+from services.xmpp.modules.muc import MucService
+from services.xmpp.session import SessionLimits
+from services.xmpp.stanza import MUC_USER, SASL_NS, SM_NS, STREAMS_NS
+from services.xmpp.tests.helpers import AUTH, BREWERY_HOST, DOMAIN, FOCUS, MUC_HOST, Wire, login, make_broker
+from services.xmpp.xml import StreamParser, XmlStreamError, parse_document
+
+JOIN = "<presence to='{to}'><x xmlns='http://jabber.org/protocol/muc'/>{extra}</presence>"
+HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' to='meet.jitsi' version='1.0'>"
+)
+
+
+def room_with_two_guests(fixed_whois: str | None = "moderators"):
+    broker, conf, _ = make_broker()
+    conf.fixed_whois = fixed_whois
+    if fixed_whois:
+        conf.default_config.whois = fixed_whois
+    focus = login(broker, AUTH, "focus", "focus")
+    focus.send(JOIN.format(to=f"room@{MUC_HOST}/focus", extra=""))
+    alice, mallory = login(broker, resource="a"), login(broker, resource="m")
+    alice.send(JOIN.format(to=f"room@{MUC_HOST}/alice", extra=""))
+    for w in (focus, alice):
+        w.drain()
+    return broker, conf, focus, alice, mallory
+
+
+def items(presence):
+    return [x.find("item") for x in presence.find_all("x", MUC_USER)]
+
+
+# -- MUC -------------------------------------------------------------------------------------
+def test_forged_muc_user_item_is_stripped_and_the_server_item_comes_first():
+    _b, _c, focus, alice, mallory = room_with_two_guests()
+    forged = (
+        f"<x xmlns='{MUC_USER}'><item jid='{FOCUS}/focus' affiliation='owner' role='moderator'/></x>"
+        "<delay xmlns='urn:xmpp:delay' stamp='2000-01-01T00:00:00Z'/><nick xmlns='http://jabber.org/protocol/nick'>M</nick>"
+    )
+    mallory.send(JOIN.format(to=f"room@{MUC_HOST}/mallory", extra=forged))
+    for viewer, expect_jid in ((focus, str(mallory.session.jid)), (alice, None)):
+        pres = next(p for p in viewer.drain() if p.get("from") == f"room@{MUC_HOST}/mallory")
+        assert pres.first_element().ns == MUC_USER  # the server's element is the first child
+        (item,) = items(pres)  # exactly one muc#user element: the server's
+        assert item.get("jid") == expect_jid and item.get("affiliation") == "none"
+        assert item.get("role") == "participant"
+        assert pres.find("delay") is None and pres.find("nick").text == "M"  # other payload kept
+
+
+def test_rooms_stay_semi_anonymous_whatever_the_owner_configures():
+    _b, conf, focus, _alice, mallory = room_with_two_guests()
+    focus.send(
+        f"<iq type='set' id='s' to='room@{MUC_HOST}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+        "<x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_whois'><value>anyone</value></field>"
+        "</x></query></iq>"
+    )
+    assert conf.rooms[next(iter(conf.rooms))].config.whois == "moderators"
+    out = mallory.send(JOIN.format(to=f"room@{MUC_HOST}/mallory", extra=""))
+    seen = [items(p)[0].get("jid") for p in out if p.name == "presence"]
+    assert seen[:2] == [None, None]  # focus and alice: no real JIDs for a guest
+    assert items(focus.drain()[0])[0].get("jid") == str(mallory.session.jid)  # the focus sees it
+
+
+def test_guest_iq_to_another_occupant_is_refused_and_the_focus_iq_still_passes():
+    _b, _c, focus, alice, mallory = room_with_two_guests()
+    mallory.send(JOIN.format(to=f"room@{MUC_HOST}/mallory", extra=""))
+    for w in (focus, alice, mallory):
+        w.drain()
+    jingle = "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='x'/>"
+    out = mallory.send(f"<iq type='set' id='evil' to='room@{MUC_HOST}/alice'>{jingle}</iq>")
+    assert out[0].get("type") == "error" and out[0].find("error").first_element().name == "not-allowed"
+    assert alice.drain() == []
+    focus.send(f"<iq type='set' id='good' to='room@{MUC_HOST}/alice'>{jingle}</iq>")
+    (iq,) = alice.drain()
+    assert iq.get("id") == "good" and iq.get("from") == f"room@{MUC_HOST}/focus"
+    alice.send(f"<iq type='result' id='good' to='room@{MUC_HOST}/focus'/>")
+    assert focus.drain()[0].get("id") == "good"
+
+
+def test_the_focus_nick_is_reserved_for_the_focus():
+    broker, conf, _ = make_broker()
+    conf.reserved_nicks = {"focus": FOCUS}
+    focus = login(broker, AUTH, "focus", "focus")
+    focus.send(JOIN.format(to=f"room@{MUC_HOST}/boss", extra=""))
+    guest = login(broker)
+    out = guest.send(JOIN.format(to=f"room@{MUC_HOST}/focus", extra=""))
+    assert out[0].get("type") == "error" and out[0].find("error").first_element().name == "conflict"
+    assert guest.send(JOIN.format(to=f"room@{MUC_HOST}/guest", extra=""))[0].get("type") is None
+
+
+def test_forged_muc_user_payload_is_dropped_from_messages():
+    _b, _c, focus, alice, mallory = room_with_two_guests()
+    mallory.send(JOIN.format(to=f"room@{MUC_HOST}/mallory", extra=""))
+    for w in (focus, alice):
+        w.drain()
+    mallory.send(
+        f"<message to='room@{MUC_HOST}' type='groupchat'><body>hi</body>"
+        f"<x xmlns='{MUC_USER}'><status code='110'/></x></message>"
+    )
+    got = alice.drain()[0]
+    assert got.find("body").text == "hi" and got.find("x", MUC_USER) is None
+
+
+# -- routing ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "target", [f"{FOCUS}/focus", f"jvb@{AUTH}/x", str(FOCUS), f"jvbbrewery@{BREWERY_HOST}"]
+)
+def test_guests_cannot_address_service_accounts_or_the_internal_muc(target):
+    broker, _conf, _ = make_broker()
+    focus = login(broker, AUTH, "focus", "focus")
+    guest = login(broker)
+    deep = "<a>" * 20 + "</a>" * 20
+    out = guest.send(f"<iq type='get' id='q' to='{target}'><query xmlns='urn:x'>{deep}</query></iq>")
+    assert out[0].get("type") == "error"
+    assert out[0].find("error").first_element().name == "service-unavailable"
+    assert focus.drain() == []
+    # the focus stays reachable through its client-proxy address
+    guest.send(f"<iq type='get' id='ok' to='focus.{DOMAIN}'><query xmlns='urn:x'/></iq>")
+    assert focus.drain()[0].get("id") == "ok"
+
+
+# -- logins ----------------------------------------------------------------------------------
+def test_service_accounts_log_in_only_on_the_internal_listener_or_over_tls():
+    broker, *_ = make_broker()
+    public = Wire(broker, internal=False)
+    out = public.open(AUTH)
+    assert out[-1].name == "error" and out[-1].first_element().name == "policy-violation"
+    assert public.closed
+    assert Wire(broker, internal=False).open(DOMAIN)[-1].name == "features"  # guests are fine
+    over_tls = Wire(broker, internal=False, secure=True, limits=SessionLimits())
+    mechs = [m.text for m in over_tls.open(AUTH)[-1].find("mechanisms", SASL_NS).elements()]
+    assert mechs == ["SCRAM-SHA-1", "PLAIN"]
+
+
+def test_plain_is_not_offered_without_tls_by_default():
+    broker, *_ = make_broker()
+    wire = Wire(broker, limits=SessionLimits())
+    mechs = [m.text for m in wire.open(AUTH)[-1].find("mechanisms", SASL_NS).elements()]
+    assert mechs == ["SCRAM-SHA-1"]
+    token = base64.b64encode(b"\0focus\0pw").decode()
+    out = wire.send(f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{token}</auth>")
+    assert out[0].name == "failure" and out[0].first_element().name == "invalid-mechanism"
+
+
+def test_failed_logins_are_limited_per_address_and_per_account():
+    broker, *_ = make_broker()
+    guard = LoginGuard(per_address=2, per_account=3, window=60)
+    limits = SessionLimits(allow_plain_without_tls=True, login_guard=guard)
+
+    def attempt(password: str, address: str) -> str:
+        wire = Wire(broker, limits=limits, address=address)
+        wire.open(AUTH)
+        token = base64.b64encode(f"\0focus\0{password}".encode()).decode()
+        out = wire.send(f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{token}</auth>")
+        return out[0].name if out[0].name == "success" else out[0].first_element().name
+
+    assert attempt("wrong", "198.51.100.1") == "not-authorized"
+    assert attempt("wrong", "198.51.100.1") == "not-authorized"
+    assert attempt("pw", "198.51.100.1") == "temporary-auth-failure"  # this address is blocked
+    assert attempt("wrong", "198.51.100.2") == "not-authorized"  # third failure for the account
+    assert attempt("pw", "198.51.100.3") == "temporary-auth-failure"  # the account is blocked
+    assert attempt("pw", "") == "temporary-auth-failure"
+    assert len(guard.addresses) == 2 and len(guard.accounts) == 1
+
+
+def test_failure_limiter_forgets_with_time_and_stays_bounded():
+    lim = FailureLimiter(limit=2, window=10, max_keys=3)
+    lim.failed("a", 0)
+    lim.failed("a", 1)
+    assert lim.blocked("a", 5) and not lim.blocked("a", 10.5)
+    for key in "bcdef":
+        lim.failed(key, 20)
+    assert len(lim) == 3
+
+
+def test_log_limiter_says_how_many_lines_it_held_back():
+    lim = LogLimiter(interval=10)
+    assert lim.should_log("k", 0) == (True, 0)
+    assert lim.should_log("k", 1) == (False, 0)
+    assert lim.should_log("k", 2) == (False, 0)
+    assert lim.should_log("k", 11) == (True, 2)
+
+
+def test_networks():
+    assert in_networks("127.0.0.5", ["127.0.0.0/8"]) and in_networks("::ffff:127.0.0.1", ["127.0.0.0/8"])
+    assert not in_networks("10.0.0.1", ["127.0.0.0/8", "::1/128"]) and not in_networks("junk", ["0.0.0.0/0"])
+
+
+# -- outbound queues -------------------------------------------------------------------------
+def test_a_client_that_never_acks_is_closed_when_its_queue_passes_the_bound():
+    broker, *_ = make_broker()
+    timers: list = []
+    lazy = Wire(broker, timers=timers, limits=SessionLimits(max_unacked=10))
+    login_wire(lazy)
+    lazy.send(f"<enable xmlns='{SM_NS}'/>")
+    sender = login(broker, resource="s")
+    for i in range(11):
+        sender.send(f"<message to='{lazy.session.jid}' type='chat'><body>{i}</body></message>")
+    assert lazy.session.overflowed and not lazy.session.sm.unacked
+    for t in timers:
+        t.fire()
+    out = lazy.drain()
+    assert out[-1].name == "error" and out[-1].first_element().name == "policy-violation"
+    assert lazy.closed and broker.session_for(lazy.session.jid) is None
+    # the sender is unaffected
+    assert (
+        sender.send(f"<iq type='get' id='p' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")[0].get("type")
+        == "result"
+    )
+
+
+def login_wire(wire: Wire) -> None:
+    wire.open(DOMAIN)
+    wire.send(f"<auth xmlns='{SASL_NS}' mechanism='ANONYMOUS'/>")
+    wire.open(DOMAIN)
+    wire.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    wire.drain()
+
+
+# -- parser limits ---------------------------------------------------------------------------
+def test_nesting_beyond_the_depth_limit_is_a_policy_violation_and_just_below_is_fine():
+    ok = HEADER + b"<iq>" + b"<a>" * 30 + b"</a>" * 30 + b"</iq>"
+    assert len(StreamParser(max_depth=31).feed(ok)) == 2
+    with pytest.raises(XmlStreamError) as err:
+        StreamParser(max_depth=31).feed(HEADER + b"<iq>" + b"<a>" * 31)
+    assert err.value.condition == "policy-violation"
+    with pytest.raises(XmlStreamError):
+        parse_document(b"<iq>" + b"<a>" * 2000 + b"</a>" * 2000 + b"</iq>")  # WebSocket frame, no xmlns
+    assert parse_document(b"<iq><a/></iq>", default_ns="jabber:client").ns == "jabber:client"
+
+
+def test_unterminated_start_tag_and_stream_header_are_bounded_while_arriving():
+    parser = StreamParser(max_stanza_size=4096)
+    parser.feed(HEADER)
+    parser.feed(b"<message to='")
+    with pytest.raises(XmlStreamError) as err:
+        for _ in range(100):
+            parser.feed(b"x" * 1024)
+    assert err.value.condition == "policy-violation" and parser.pending == 0
+    with pytest.raises(XmlStreamError):
+        header = StreamParser(max_header=1024)
+        header.feed(b"<stream:stream a='")
+        header.feed(b"x" * 2048)
+    keepalive = StreamParser(max_stanza_size=4096)
+    keepalive.feed(HEADER)
+    for _ in range(100):
+        assert keepalive.feed(b" " * 1024) == []  # whitespace keep-alives are not pending input
+
+
+def test_too_many_elements_in_one_stanza_is_refused():
+    with pytest.raises(XmlStreamError) as err:
+        StreamParser(max_elements=100).feed(HEADER + b"<message>" + b"<a/>" * 100)
+    assert "elements" in err.value.text
+    assert len(StreamParser(max_elements=100).feed(HEADER + b"<message>" + b"<a/>" * 99 + b"</message>")) == 2
+
+
+def test_muc_service_defaults_keep_owner_configured_whois():
+    svc = MucService("m.example", lambda j, d: True, lambda e: None)
+    assert svc.fixed_whois is None and svc.default_config.whois == "moderators"
+    assert STREAMS_NS
