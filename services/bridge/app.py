@@ -255,6 +255,13 @@ class Bridge:
             "data_channels": self.data_channels.dump(),
             "stats": self.stats(),
             "threads": sorted(thread.name for thread in threading.enumerate()),
+            "xmpp": None
+            if self.presence is None
+            else {
+                "sessions": self.presence.connections,
+                "joined": self.presence.joined,
+                "stanzas_refused": self.presence.stanzas_refused,
+            },
         }
 
     # --- HTTP --------------------------------------------------------------------------------------

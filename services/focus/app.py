@@ -25,7 +25,9 @@ async def main(settings: FocusSettings) -> None:
     await focus.restore()
     client = FocusXmpp(settings, focus)
     focus.signaling = client
-    server = await serve_http(create_app(focus, client.ready.is_set), settings.rest.host, settings.rest.port)
+    server = await serve_http(
+        create_app(focus, client.ready.is_set, client.session_stats), settings.rest.host, settings.rest.port
+    )
     log.info("focus HTTP API on %s:%d", settings.rest.host, settings.rest.port)
     await client.start()
     health = asyncio.ensure_future(focus.health_loop())

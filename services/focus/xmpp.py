@@ -20,6 +20,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.common import brewery, jingle
 from services.common.brewery import BridgeStats
+from services.common.xmpp_guard import GuardedStreamMixin
 
 from .config import FocusSettings
 
@@ -72,7 +73,7 @@ def _real_jid(presence: ET.Element) -> str | None:
     return item.get("jid") if item is not None else None
 
 
-class FocusXmpp(slixmpp.ClientXMPP):
+class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
     def __init__(self, settings: FocusSettings, events: FocusEvents) -> None:
         x = settings.xmpp
         super().__init__(x.jid, x.password)
@@ -86,6 +87,7 @@ class FocusXmpp(slixmpp.ClientXMPP):
         self.ready = asyncio.Event()
         self._pending: set[asyncio.Future[None]] = set()
         self._closing = False
+        self.sessions = 0  # XMPP sessions started (1 unless the connection was lost)
         self._rooms: dict[str, asyncio.Task[set[str]]] = {}
         self._joins: dict[str, tuple[asyncio.Future[set[int]], set[str]]] = {}
         self.add_event_handler("session_start", self._session_start)
@@ -118,8 +120,16 @@ class FocusXmpp(slixmpp.ClientXMPP):
             with contextlib.suppress(RoomError, TimeoutError):
                 await self.ensure_room(room)
         self.ready.set()
+        self.sessions += 1
         log.info("xmpp session started jid=%s", self.boundjid)
         self.events.xmpp_ready()
+
+    def session_stats(self) -> dict[str, object]:
+        return {
+            "sessions": self.sessions,
+            "ready": self.ready.is_set(),
+            "stanzas_refused": getattr(self, "stanzas_refused", 0),
+        }
 
     def _disconnected(self, _event: object) -> None:
         self.ready.clear()
@@ -251,7 +261,10 @@ class FocusXmpp(slixmpp.ClientXMPP):
         reply.send()
 
     def _conference_iq(self, iq: slixmpp.Iq) -> None:
-        if iq["type"] != "set":
+        if iq["type"] in ("result", "error"):
+            return
+        if iq["type"] != "set":  # every IQ get/set is answered (RFC 6120 section 8.2.3)
+            self._error(iq, "bad-request", "a conference request is an IQ set")
             return
         request = iq.xml.find(f"{{{NS_FOCUS}}}conference")
         room = (request.get("room") or "").strip() if request is not None else ""
@@ -282,7 +295,10 @@ class FocusXmpp(slixmpp.ClientXMPP):
         reply.send()
 
     def _jingle_iq(self, iq: slixmpp.Iq) -> None:
+        if iq["type"] in ("result", "error"):
+            return
         if iq["type"] != "set":
+            self._error(iq, "bad-request", "Jingle is an IQ set")
             return
         el = iq.xml.find(f"{{{jingle.NS_JINGLE}}}jingle")
         try:
