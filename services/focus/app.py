@@ -30,13 +30,14 @@ async def main(settings: FocusSettings) -> None:
     )
     log.info("focus HTTP API on %s:%d", settings.rest.host, settings.rest.port)
     await client.start()
-    health = asyncio.ensure_future(focus.health_loop())
+    loops = [asyncio.ensure_future(focus.health_loop()), asyncio.ensure_future(focus.expiry_loop())]
     try:
         await asyncio.Event().wait()
     finally:
-        health.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await health
+        for loop in loops:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
         await focus.close()
         client.close()
         await stop_http(server)

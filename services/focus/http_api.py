@@ -43,6 +43,8 @@ def create_app(
         return {
             "xmpp_ready": xmpp_ready(),
             "xmpp": xmpp_stats() if xmpp_stats else None,
+            "conferences_expired": focus.conferences_expired,
+            "conference_requests_refused": focus.requests_refused,
             "conferences": focus.conferences_view(),
             "bridges": focus.bridges_view(),
         }

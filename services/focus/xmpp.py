@@ -20,9 +20,11 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.common import brewery, jingle
 from services.common.brewery import BridgeStats
+from services.common.logging import RateLimitedLogger
 from services.common.xmpp_guard import GuardedStreamMixin
 
 from .config import FocusSettings
+from .limits import RequestRefused
 
 log = logging.getLogger("focus.xmpp")
 
@@ -88,6 +90,7 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         self._pending: set[asyncio.Future[None]] = set()
         self._closing = False
         self.sessions = 0  # XMPP sessions started (1 unless the connection was lost)
+        self._refused_log = RateLimitedLogger(log)
         self._rooms: dict[str, asyncio.Task[set[str]]] = {}
         self._joins: dict[str, tuple[asyncio.Future[set[int]], set[str]]] = {}
         self.add_event_handler("session_start", self._session_start)
@@ -196,6 +199,22 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         except (IqError, IqTimeout) as exc:
             raise RoomError(f"configuring {room} failed: {exc}") from exc
 
+    async def destroy_room(self, room: str, reason: str) -> None:
+        """Destroy ``room`` as its owner (XEP-0045 section 10.9): its occupants are told and it is
+        gone from the broker. Falls back to leaving it."""
+        self._rooms.pop(room, None)
+        iq = self.make_iq_set(ito=room)
+        query = ET.Element(f"{{{NS_MUC_OWNER}}}query")
+        destroy = ET.SubElement(query, f"{{{NS_MUC_OWNER}}}destroy")
+        ET.SubElement(destroy, f"{{{NS_MUC_OWNER}}}reason").text = reason
+        iq.append(query)
+        try:
+            await iq.send(timeout=self.settings.xmpp.iq_timeout)
+            log.info("room destroyed room=%s (%s)", room, reason)
+        except (IqError, IqTimeout) as exc:
+            log.warning("destroying room=%s failed (%s); leaving it", room, exc)
+            self.make_presence(pto=f"{room}/{self.settings.xmpp.nick}", ptype="unavailable").send()
+
     def leave_room(self, room: str) -> None:
         if self._rooms.pop(room, None) is not None:
             self.make_presence(pto=f"{room}/{self.settings.xmpp.nick}", ptype="unavailable").send()
@@ -278,6 +297,12 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
     async def _answer_conference(self, iq: slixmpp.Iq, room: str) -> None:
         try:
             await self.events.conference_request(room, str(iq["from"]))
+        except RequestRefused as exc:
+            self._refused_log.warning(
+                exc.condition, "conference request from %s refused: %s", iq["from"], exc
+            )
+            self._error(iq, exc.condition, str(exc), "wait")
+            return
         except Exception as exc:
             log.warning("conference request for %s failed: %s", room, exc)
             self._error(iq, "internal-server-error", f"cannot create {room}: {exc}", "wait")
