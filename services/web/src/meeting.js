@@ -471,6 +471,9 @@ export class Meeting extends EventTarget {
       case ColibriClass.CONNECTION_STATS:
         if (typeof msg.estimatedDownlinkBandwidth === 'number') this.downlinkBps = msg.estimatedDownlinkBandwidth;
         break;
+      case ColibriClass.ERROR:
+        this.rejectLog.warn('bridge-error', `the bridge refused a message: ${String(msg.field ?? '')} ${String(msg.reason ?? '')}`.slice(0, 300));
+        break;
       default:
         break;
     }
