@@ -280,6 +280,7 @@ class ColibriWebSocketServer:
     def dump(self) -> dict[str, Any]:
         return {
             "accepting": self.accepting,
+            "closed_for_backlog": self.closed_for_backlog,
             "connections": [c.describe() for c in self.connections.values() if not c.closing],
         }
 
