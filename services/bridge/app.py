@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -84,6 +85,7 @@ class Bridge:
             conference_idle_timeout=vb.colibri.conference_idle_timeout.total_seconds(),
         )
         ws = vb.websockets
+        vb_channel = vb.bridge_channel
         self.colibri = ColibriService(
             self.book, self.engine, self.web_socket_url if ws.enabled else None, policy_of=self.policies.get
         )
@@ -95,6 +97,8 @@ class Bridge:
             ),
             to_engine=self.engine.on_bridge_channel_message,
             version=VERSION,
+            max_message_bytes=vb_channel.max_message_size,
+            max_depth=vb_channel.max_depth,
         )
         self.ws = ColibriWebSocketServer(
             server_id=self.server_id,
@@ -105,6 +109,7 @@ class Bridge:
             ping_interval=ws.ping_interval.total_seconds(),
             idle_timeout=ws.idle_timeout.total_seconds(),
             max_message_size=ws.max_message_size,
+            max_queued_bytes=ws.max_queued_bytes,
             health=self.health_problem,
         )
         self.data_channels = DataChannelTransport(
@@ -169,7 +174,9 @@ class Bridge:
     def web_socket_url(self, conference_id: str, endpoint_id: str, pwd: str) -> str:
         ws = self.config.videobridge.websockets
         scheme = "wss" if ws.tls else "ws"
-        return f"{scheme}://{ws.domain}/colibri-ws/{self.server_id}/{conference_id}/{endpoint_id}?pwd={pwd}"
+        # every id is percent-encoded: an endpoint id is a MUC nick a guest chose
+        path = "/".join(quote(part, safe="") for part in (self.server_id, conference_id, endpoint_id))
+        return f"{scheme}://{ws.domain}/colibri-ws/{path}?pwd={quote(pwd, safe='')}"
 
     @property
     def colibri_url(self) -> str:
@@ -255,6 +262,13 @@ class Bridge:
             "data_channels": self.data_channels.dump(),
             "stats": self.stats(),
             "threads": sorted(thread.name for thread in threading.enumerate()),
+            "xmpp": None
+            if self.presence is None
+            else {
+                "sessions": self.presence.connections,
+                "joined": self.presence.joined,
+                "stanzas_refused": self.presence.stanzas_refused,
+            },
         }
 
     # --- HTTP --------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ PortSpec = Annotated[tuple[int, int], BeforeValidator(_port_range)]
 
 
 class PublicHttp(Section):
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: PortSpec = (9090, 9090)
     tls_port: int | None = Field(None, ge=0, le=65535)
     key_store_path: str | None = None
@@ -101,6 +101,7 @@ class WebSockets(Section):
     ping_interval: timedelta = timedelta(seconds=15)
     idle_timeout: timedelta = timedelta(seconds=60)
     max_message_size: int = Field(1 << 20, ge=1024)
+    max_queued_bytes: int = Field(1 << 20, ge=4096)
 
     @field_validator("server_id")
     @classmethod
@@ -108,6 +109,11 @@ class WebSockets(Section):
         if value is not None and not _SERVER_ID.match(value):
             raise ValueError("must be letters, digits, '.', '_' or '-' (it is a URL path segment)")
         return value
+
+
+class BridgeChannel(Section):
+    max_message_size: int = Field(64 * 1024, ge=1024)
+    max_depth: int = Field(32, ge=4, le=256)
 
 
 class Ice(Section):
@@ -153,6 +159,7 @@ class Apis(Section):
 class Videobridge(Section):
     http_servers: HttpServers
     websockets: WebSockets
+    bridge_channel: BridgeChannel = Field(default_factory=lambda: BridgeChannel.model_validate({}))
     ice: Ice
     forwarding: Forwarding
     colibri: Colibri
@@ -209,6 +216,7 @@ ENV_VARS = [
     EnvVar("JVB_COLIBRI_PORT", "videobridge.http-servers.private.port"),
     EnvVar("JVB_COLIBRI_HOST", "videobridge.http-servers.private.host"),
     EnvVar("JVB_PUBLIC_PORT", "videobridge.http-servers.public.port"),
+    EnvVar("JVB_PUBLIC_HOST", "videobridge.http-servers.public.host"),
     EnvVar("XMPP_SERVER", "videobridge.apis.xmpp-client.host"),
     EnvVar("XMPP_PORT", "videobridge.apis.xmpp-client.port", int),
     EnvVar("XMPP_DOMAIN", "videobridge.apis.xmpp-client.domain"),

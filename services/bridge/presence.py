@@ -21,13 +21,14 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.common import brewery
+from services.common.xmpp_guard import GuardedStreamMixin
 
 log = logging.getLogger("bridge.presence")
 
 MUC_NS = "http://jabber.org/protocol/muc"
 
 
-class _BrewerClient(slixmpp.ClientXMPP):
+class _BrewerClient(GuardedStreamMixin, slixmpp.ClientXMPP):
     def __init__(self, jid: str, password: str, use_tls: bool) -> None:
         plugin_config = {"feature_mechanisms": {"unencrypted_scram": True, "unencrypted_plain": not use_tls}}
         super().__init__(jid, password, plugin_config=plugin_config)
@@ -63,6 +64,7 @@ class BreweryPresence:
         self.use_tls = use_tls
         self.joined = False
         self.connections = 0
+        self._refused_before = 0
         self._client: _BrewerClient | None = None
         self._wake = asyncio.Event()
 
@@ -72,6 +74,12 @@ class BreweryPresence:
             ET.SubElement(pres.xml, f"{{{MUC_NS}}}x")
         pres.xml.append(brewery.encode_stats(self.stats()))
         return pres
+
+    @property
+    def stanzas_refused(self) -> int:
+        """Stanzas the guarded reader refused or could not handle (services/common/xmpp_guard.py)."""
+        current = getattr(self._client, "stanzas_refused", 0) if self._client is not None else 0
+        return self._refused_before + current
 
     def publish_now(self) -> None:
         """Send fresh stats now (e.g. after drain or graceful shutdown changed)."""
@@ -133,6 +141,7 @@ class BreweryPresence:
                 raise
             finally:
                 self.joined = False
+                self._refused_before += getattr(client, "stanzas_refused", 0)
                 client.abort()
                 self._client = None
             await asyncio.sleep(backoff)
@@ -163,7 +172,15 @@ class BreweryPresence:
             self.joined = False
 
     def _on_healthcheck(self, client: _BrewerClient, iq: Any) -> None:
-        if iq["type"] != "get":
+        if iq["type"] in ("result", "error"):
+            return
+        if iq["type"] != "get":  # every IQ get/set is answered (RFC 6120 section 8.2.3)
+            reply = iq.reply(clear=True)
+            reply["type"] = "error"
+            reply["error"]["type"] = "modify"
+            reply["error"]["condition"] = "bad-request"
+            reply["error"]["text"] = "a health check is an IQ get"
+            reply.send()
             return
         problem = self.healthy()
         if problem is None:

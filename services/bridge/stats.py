@@ -70,6 +70,7 @@ def colibri_stats(
         "packets_forwarded": media.packets_forwarded,
         "forwarding_loop": media.forwarding_loop,
         "packets_left_to_python_loop": media.packets_left_to_python_loop,
+        "stun_errors": media.stun_errors,
         "colibri_web_socket_connections": websockets,
         brewery.GRACEFUL_SHUTDOWN: status.graceful_shutdown,
         brewery.SHUTTING_DOWN: status.shutting_down,

@@ -7,6 +7,11 @@ field on bad input; :func:`serialize` renders a model as compact JSON text.
 
 Fields are camelCase on the wire (``msgPayload``, ``lastN``) and snake_case in Python. Unknown
 extra fields are kept (clients add their own, e.g. inside endpoint messages) and written back out.
+
+Every message comes from a client, so :func:`parse` bounds what it costs before decoding: at most
+``max_bytes`` (:data:`MAX_MESSAGE_BYTES`) of text and ``max_depth`` (:data:`MAX_DEPTH`) nested
+arrays/objects; deeper JSON would otherwise reach Python's recursion limit in the decoder or the
+validator. :class:`BridgeChannelError` is the only exception it raises.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
+
+MAX_MESSAGE_BYTES = 64 * 1024
+"""Largest bridge-channel message accepted (chat and endpoint stats are a few hundred bytes)."""
+MAX_DEPTH = 32
+"""Deepest nesting of JSON arrays/objects accepted (the deepest message class needs 4)."""
 
 
 class BridgeChannelError(ValueError):
@@ -144,6 +154,16 @@ class SenderSourceConstraints(BridgeChannelMessage):
     max_height: int = Field(ge=-1)
 
 
+class Error(BridgeChannelMessage):
+    """Bridge -> client: the client's last message was refused (``field`` names the problem,
+    '' when the message as a whole was; ``reason`` says why). Sent at most once a second per
+    endpoint; clients that do not know it ignore it, as with any unknown class."""
+
+    colibri_class: Literal["Error"] = "Error"
+    field: str = ""
+    reason: str = ""
+
+
 class ConnectionStats(BridgeChannelMessage):
     """Bridge -> client: the bridge's estimate of the client's downlink (bps)."""
 
@@ -164,7 +184,8 @@ AnyMessage = Annotated[
     | EndpointConnectivityStatusChangeEvent
     | ForwardedSources
     | SenderSourceConstraints
-    | ConnectionStats,
+    | ConnectionStats
+    | Error,
     Field(discriminator="colibri_class"),
 ]
 
@@ -184,6 +205,7 @@ MESSAGE_CLASSES: dict[str, type[BridgeChannelMessage]] = {
         ForwardedSources,
         SenderSourceConstraints,
         ConnectionStats,
+        Error,
     )
 }
 
@@ -195,12 +217,51 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-def parse(data: str | bytes | dict[str, Any]) -> BridgeChannelMessage:
-    """Text, bytes or a decoded JSON object -> the message model for its ``colibriClass``."""
+def nesting_depth(text: str) -> int:
+    """How deeply JSON arrays/objects nest in ``text`` (brackets inside strings do not count).
+    Linear, no recursion; stops counting once past :data:`MAX_DEPTH` * 4."""
+    if text.count("[") + text.count("{") <= 1:
+        return text.count("[") + text.count("{")
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH * 4:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse(
+    data: str | bytes | dict[str, Any], *, max_bytes: int = MAX_MESSAGE_BYTES, max_depth: int = MAX_DEPTH
+) -> BridgeChannelMessage:
+    """Text, bytes or a decoded JSON object -> the message model for its ``colibriClass``.
+    Raises :class:`BridgeChannelError` (and nothing else) on any bad input."""
     if isinstance(data, bytes | str):
+        if len(data) > max_bytes:
+            raise BridgeChannelError("", f"message of {len(data)} bytes is larger than {max_bytes}")
         try:
-            obj = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = data.decode() if isinstance(data, bytes) else data
+        except UnicodeDecodeError as exc:
+            raise BridgeChannelError("", f"malformed JSON: {exc}") from exc
+        if nesting_depth(text) > max_depth:
+            raise BridgeChannelError("", f"JSON nested deeper than {max_depth}")
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise BridgeChannelError("", f"malformed JSON: {exc}") from exc
     else:
         obj = data
@@ -210,12 +271,14 @@ def parse(data: str | bytes | dict[str, Any]) -> BridgeChannelMessage:
     if cls is None:
         raise BridgeChannelError("colibriClass", "missing")
     if not isinstance(cls, str) or cls not in MESSAGE_CLASSES:
-        raise BridgeChannelError("colibriClass", f"unknown message class {cls!r}")
+        raise BridgeChannelError("colibriClass", f"unknown message class {str(cls)[:64]!r}")
     try:
         message: BridgeChannelMessage = _ADAPTER.validate_python(obj)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BridgeChannelError(_loc(first["loc"]) or "colibriClass", first["msg"]) from exc
+    except RecursionError as exc:  # a decoded object handed in directly
+        raise BridgeChannelError("", f"JSON nested deeper than {max_depth}") from exc
     return message
 
 

@@ -25,16 +25,19 @@ async def main(settings: FocusSettings) -> None:
     await focus.restore()
     client = FocusXmpp(settings, focus)
     focus.signaling = client
-    server = await serve_http(create_app(focus, client.ready.is_set), settings.rest.host, settings.rest.port)
+    server = await serve_http(
+        create_app(focus, client.ready.is_set, client.session_stats), settings.rest.host, settings.rest.port
+    )
     log.info("focus HTTP API on %s:%d", settings.rest.host, settings.rest.port)
     await client.start()
-    health = asyncio.ensure_future(focus.health_loop())
+    loops = [asyncio.ensure_future(focus.health_loop()), asyncio.ensure_future(focus.expiry_loop())]
     try:
         await asyncio.Event().wait()
     finally:
-        health.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await health
+        for loop in loops:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
         await focus.close()
         client.close()
         await stop_http(server)

@@ -65,6 +65,10 @@ class ColibriClient:
         """PATCH /colibri/conferences/{id}."""
         return await self._conference("PATCH", f"{base}/colibri/conferences/{body.id}", body)
 
+    async def expire(self, base: str, conference_id: str) -> None:
+        """DELETE /colibri/conferences/{id}: the bridge frees the conference now."""
+        await self._send("DELETE", f"{base}/colibri/conferences/{conference_id}")
+
     async def get(self, base: str, conference_id: str) -> colibri.Conference:
         return await self._conference("GET", f"{base}/colibri/conferences/{conference_id}")
 

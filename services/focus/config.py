@@ -56,6 +56,9 @@ class ConferenceSettings(Section):
     channel_expire: int = Field(ge=1)
     enable_sctp: bool
     last_n: int = Field(ge=-1)
+    empty_timeout: float = Field(default=60.0, gt=0)
+    request_burst: int = Field(default=10, ge=1)
+    requests_per_minute: float = Field(default=20.0, gt=0)
 
 
 class RestSettings(Section):
@@ -100,6 +103,9 @@ ENV_VARS = [
     EnvVar("JICOFO_AUTH_PASSWORD", "jicofo.xmpp.password"),
     EnvVar("JVB_BREWERY_MUC", "jicofo.bridge.brewery-muc"),
     EnvVar("JICOFO_BRIDGE_COLIBRI_URLS", "jicofo.bridge.colibri-urls", _url_map),
+    EnvVar("JICOFO_CONFERENCE_EMPTY_TIMEOUT", "jicofo.conference.empty-timeout", float),
+    EnvVar("JICOFO_CONFERENCE_REQUEST_BURST", "jicofo.conference.request-burst", int),
+    EnvVar("JICOFO_CONFERENCE_REQUESTS_PER_MINUTE", "jicofo.conference.requests-per-minute", float),
     EnvVar("JICOFO_HTTP_PORT", "jicofo.rest.port", int),
     EnvVar("JICOFO_HTTP_HOST", "jicofo.rest.host"),
     EnvVar("REDIS_URL", "jicofo.redis-url"),

@@ -24,6 +24,7 @@ from .bridges import BridgeRegistry, HealthOutcome
 from .colibri_client import ColibriClient, ColibriError
 from .conference import Conference, Participant, ParticipantState
 from .config import FocusSettings
+from .limits import EmptyConferences, RequestLimiter, RequestRefused
 from .store import ConferenceStore
 
 log = logging.getLogger("focus")
@@ -32,6 +33,7 @@ log = logging.getLogger("focus")
 class Signaling(Protocol):
     async def ensure_room(self, room: str) -> set[str]: ...
     def leave_room(self, room: str) -> None: ...
+    async def destroy_room(self, room: str, reason: str) -> None: ...
     async def send_jingle(self, to: str, message: jingle.Jingle) -> bool: ...
 
 
@@ -68,6 +70,10 @@ class Focus:
             enable_sctp=c.enable_sctp,
             last_n=c.last_n,
         )
+        self.limiter = RequestLimiter(c.request_burst, c.requests_per_minute)
+        self.empty = EmptyConferences(c.empty_timeout)
+        self.requests_refused = 0
+        self.conferences_expired = 0
 
     # ------------------------------------------------------------------ plumbing
     def _spawn(self, coro: object, what: str) -> None:
@@ -88,6 +94,12 @@ class Focus:
         if lock is None:
             lock = self._locks[room] = asyncio.Lock()
         return lock
+
+    def _drop_lock(self, room: str) -> None:
+        """Forget an ended conference's lock (when nobody holds it)."""
+        lock = self._locks.get(room)
+        if room not in self.conferences and lock is not None and not lock.locked():
+            del self._locks[room]
 
     def _send(self, to: str, message: jingle.Jingle) -> None:
         assert self.signaling is not None
@@ -112,6 +124,7 @@ class Focus:
         """Load conferences a previous focus process left in the store (before XMPP is up)."""
         for conf in await self.store.load_all():
             self.conferences[conf.room] = conf
+            self._observe(conf)
             for participant in conf.participants.values():
                 if participant.sid:
                     self._session_rooms[participant.sid] = conf.room
@@ -153,18 +166,30 @@ class Focus:
 
     # ------------------------------------------------------------------ XMPP events
     async def conference_request(self, room: str, requester: str) -> None:
+        """Raises :class:`RequestRefused` when ``requester`` asks too often."""
         assert self.signaling is not None
+        wait = self.limiter.check(requester, self.clock())
+        if wait is not None:
+            self.requests_refused += 1
+            raise RequestRefused(
+                "resource-constraint", f"too many conference requests; retry in {wait:.0f} s", wait
+            )
         await self.signaling.ensure_room(room)
         if room not in self.conferences:
             conf = self.conferences[room] = Conference(room=room)
             log.info("conference room=%s requested by %s", room, requester)
+            self._observe(conf)
             await self._save(conf)
+
+    def _observe(self, conf: Conference) -> None:
+        self.empty.observe(conf.room, len(conf.participants), self.clock())
 
     def occupant_joined(self, room: str, nick: str, occupant_jid: str, real_jid: str | None) -> None:
         conf = self.conferences.get(room)
         if conf is None:
             conf = self.conferences[room] = Conference(room=room)
         participant = conf.occupant_joined(nick, occupant_jid, real_jid)
+        self._observe(conf)
         if participant is None:
             return
         log.info("participant joined room=%s endpoint=%s jid=%s", room, nick, real_jid or "?")
@@ -329,6 +354,7 @@ class Focus:
             if conf is None:
                 return
             out = flows.left(conf, nick)
+            self._observe(conf)
             if out is None:
                 return
             log.info("participant left room=%s endpoint=%s", room, nick)
@@ -337,14 +363,53 @@ class Focus:
                 await self._end(conf)
             else:
                 await self._save(conf)
+        self._drop_lock(room)
 
-    async def _end(self, conf: Conference) -> None:
-        log.info("conference ended room=%s bridge=%s", conf.room, conf.bridge_id)
+    async def _end(self, conf: Conference, why: str = "the last participant left") -> None:
+        """Forget the conference, expire it on its bridge and destroy its room (conference lock held)."""
+        log.info("conference ended room=%s bridge=%s (%s)", conf.room, conf.bridge_id, why)
         self.conferences.pop(conf.room, None)
+        self.empty.forget(conf.room)
+        for sid in [sid for sid, room in self._session_rooms.items() if room == conf.room]:
+            del self._session_rooms[sid]
+
         await self.store.delete(conf.room)
         self._update_gauges()
+        url = self.registry.colibri_url(conf.bridge_id) if conf.bridge_id else None
+        if url is not None and conf.colibri_id is not None:
+            try:
+                await self.colibri.expire(url, conf.colibri_id)
+            except ColibriError as exc:  # the bridge's own idle expiry frees it later
+                log.info("expiring room=%s on %s: %s", conf.room, conf.bridge_id, exc)
         if self.signaling is not None:
-            self.signaling.leave_room(conf.room)
+            await self.signaling.destroy_room(conf.room, why)
+
+    async def expire_empty(self) -> None:
+        """End every conference that has had no participant for ``conference.empty-timeout``."""
+        now = self.clock()
+        for known in list(self.conferences.values()):
+            self._observe(known)
+        for room in self.empty.due(now):
+            async with self._lock(room):
+                conf = self.conferences.get(room)
+                if conf is None:
+                    self.empty.forget(room)
+                    continue
+                if not conf.empty:
+                    self._observe(conf)
+                    continue
+                self.conferences_expired += 1
+                await self._end(conf, f"no participant for {self.empty.timeout:.0f} s")
+            self._drop_lock(room)
+
+    async def expiry_loop(self) -> None:
+        interval = min(5.0, max(0.5, self.empty.timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_empty()
+            except Exception:
+                log.exception("conference expiry round failed")
 
     async def _move(self, room: str, from_bridge: str, started: float) -> None:
         async with self._lock(room):

@@ -12,7 +12,9 @@ from services.common.runtime import metrics_body
 from .focus import Focus
 
 
-def create_app(focus: Focus, xmpp_ready: Callable[[], bool]) -> FastAPI:
+def create_app(
+    focus: Focus, xmpp_ready: Callable[[], bool], xmpp_stats: Callable[[], dict[str, object]] | None = None
+) -> FastAPI:
     app = FastAPI(title="Parley focus", docs_url=None, redoc_url=None, openapi_url=None)
 
     def health() -> Response:
@@ -40,6 +42,9 @@ def create_app(focus: Focus, xmpp_ready: Callable[[], bool]) -> FastAPI:
     def debug() -> dict[str, object]:
         return {
             "xmpp_ready": xmpp_ready(),
+            "xmpp": xmpp_stats() if xmpp_stats else None,
+            "conferences_expired": focus.conferences_expired,
+            "conference_requests_refused": focus.requests_refused,
             "conferences": focus.conferences_view(),
             "bridges": focus.bridges_view(),
         }

@@ -20,8 +20,11 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.common import brewery, jingle
 from services.common.brewery import BridgeStats
+from services.common.logging import RateLimitedLogger
+from services.common.xmpp_guard import GuardedStreamMixin
 
 from .config import FocusSettings
+from .limits import RequestRefused
 
 log = logging.getLogger("focus.xmpp")
 
@@ -72,7 +75,7 @@ def _real_jid(presence: ET.Element) -> str | None:
     return item.get("jid") if item is not None else None
 
 
-class FocusXmpp(slixmpp.ClientXMPP):
+class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
     def __init__(self, settings: FocusSettings, events: FocusEvents) -> None:
         x = settings.xmpp
         super().__init__(x.jid, x.password)
@@ -86,6 +89,8 @@ class FocusXmpp(slixmpp.ClientXMPP):
         self.ready = asyncio.Event()
         self._pending: set[asyncio.Future[None]] = set()
         self._closing = False
+        self.sessions = 0  # XMPP sessions started (1 unless the connection was lost)
+        self._refused_log = RateLimitedLogger(log)
         self._rooms: dict[str, asyncio.Task[set[str]]] = {}
         self._joins: dict[str, tuple[asyncio.Future[set[int]], set[str]]] = {}
         self.add_event_handler("session_start", self._session_start)
@@ -118,8 +123,16 @@ class FocusXmpp(slixmpp.ClientXMPP):
             with contextlib.suppress(RoomError, TimeoutError):
                 await self.ensure_room(room)
         self.ready.set()
+        self.sessions += 1
         log.info("xmpp session started jid=%s", self.boundjid)
         self.events.xmpp_ready()
+
+    def session_stats(self) -> dict[str, object]:
+        return {
+            "sessions": self.sessions,
+            "ready": self.ready.is_set(),
+            "stanzas_refused": getattr(self, "stanzas_refused", 0),
+        }
 
     def _disconnected(self, _event: object) -> None:
         self.ready.clear()
@@ -186,6 +199,22 @@ class FocusXmpp(slixmpp.ClientXMPP):
         except (IqError, IqTimeout) as exc:
             raise RoomError(f"configuring {room} failed: {exc}") from exc
 
+    async def destroy_room(self, room: str, reason: str) -> None:
+        """Destroy ``room`` as its owner (XEP-0045 section 10.9): its occupants are told and it is
+        gone from the broker. Falls back to leaving it."""
+        self._rooms.pop(room, None)
+        iq = self.make_iq_set(ito=room)
+        query = ET.Element(f"{{{NS_MUC_OWNER}}}query")
+        destroy = ET.SubElement(query, f"{{{NS_MUC_OWNER}}}destroy")
+        ET.SubElement(destroy, f"{{{NS_MUC_OWNER}}}reason").text = reason
+        iq.append(query)
+        try:
+            await iq.send(timeout=self.settings.xmpp.iq_timeout)
+            log.info("room destroyed room=%s (%s)", room, reason)
+        except (IqError, IqTimeout) as exc:
+            log.warning("destroying room=%s failed (%s); leaving it", room, exc)
+            self.make_presence(pto=f"{room}/{self.settings.xmpp.nick}", ptype="unavailable").send()
+
     def leave_room(self, room: str) -> None:
         if self._rooms.pop(room, None) is not None:
             self.make_presence(pto=f"{room}/{self.settings.xmpp.nick}", ptype="unavailable").send()
@@ -251,7 +280,10 @@ class FocusXmpp(slixmpp.ClientXMPP):
         reply.send()
 
     def _conference_iq(self, iq: slixmpp.Iq) -> None:
-        if iq["type"] != "set":
+        if iq["type"] in ("result", "error"):
+            return
+        if iq["type"] != "set":  # every IQ get/set is answered (RFC 6120 section 8.2.3)
+            self._error(iq, "bad-request", "a conference request is an IQ set")
             return
         request = iq.xml.find(f"{{{NS_FOCUS}}}conference")
         room = (request.get("room") or "").strip() if request is not None else ""
@@ -265,6 +297,12 @@ class FocusXmpp(slixmpp.ClientXMPP):
     async def _answer_conference(self, iq: slixmpp.Iq, room: str) -> None:
         try:
             await self.events.conference_request(room, str(iq["from"]))
+        except RequestRefused as exc:
+            self._refused_log.warning(
+                exc.condition, "conference request from %s refused: %s", iq["from"], exc
+            )
+            self._error(iq, exc.condition, str(exc), "wait")
+            return
         except Exception as exc:
             log.warning("conference request for %s failed: %s", room, exc)
             self._error(iq, "internal-server-error", f"cannot create {room}: {exc}", "wait")
@@ -282,7 +320,10 @@ class FocusXmpp(slixmpp.ClientXMPP):
         reply.send()
 
     def _jingle_iq(self, iq: slixmpp.Iq) -> None:
+        if iq["type"] in ("result", "error"):
+            return
         if iq["type"] != "set":
+            self._error(iq, "bad-request", "Jingle is an IQ set")
             return
         el = iq.xml.find(f"{{{jingle.NS_JINGLE}}}jingle")
         try:

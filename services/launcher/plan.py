@@ -208,18 +208,26 @@ def build_plan(s: StackSettings) -> StackPlan:
 
 
 def _bridge_locations(bridges: list[BridgeRoute]) -> str:
-    """jitsi-videobridge's doc/web-sockets.md shape: one location per bridge server id, WebSocket upgrade, tcp_nodelay."""
+    """jitsi-videobridge's doc/web-sockets.md shape: one location per bridge server id, WebSocket upgrade, tcp_nodelay.
+
+    Each is a prefix location proxied without a URI part, so nginx passes the request line as the
+    client sent it (the conference and endpoint ids stay percent-encoded; a regex capture would
+    hand the bridge decoded bytes). Any other ``/colibri-ws/…`` is no bridge of ours: 404, not the
+    web page."""
     out = []
     for b in bridges:
         out.append(f"""
         # Colibri WebSockets of bridge {b.server_id}
-        location ~ ^/colibri-ws/{b.server_id}/(.*) {{
-            proxy_pass http://127.0.0.1:{b.public_port}/colibri-ws/{b.server_id}/$1$is_args$args;
+        location ^~ /colibri-ws/{b.server_id}/ {{
+            proxy_pass http://127.0.0.1:{b.public_port};
             include {{{{ws_proxy}}}};
         }}
         location = /health/bridge/{b.server_id} {{
             proxy_pass http://127.0.0.1:{b.public_port}/about/health;
         }}""")
+    out.append("""
+        # a server id no bridge here has
+        location ^~ /colibri-ws/ { return 404; }""")
     return "\n".join(out)
 
 

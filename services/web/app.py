@@ -21,14 +21,19 @@ PAGE_VIEWS = Counter("parley_web_page_views_total", "Meeting pages served")
 CONFIG_VIEWS = Counter("parley_web_config_js_total", "config.js served")
 
 NO_STORE = {"Cache-Control": "no-store"}
-# The page loads nothing but its own files; it talks XMPP and the bridge channel over WebSockets
-# (the bridge's URL comes from the Jingle offer, so any ws:/wss: origin).
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' ws: wss:; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'self'"
-)
-PAGE_HEADERS = {**NO_STORE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+
+
+def content_security_policy(web: Web) -> str:
+    """The page loads nothing but its own files. It talks XMPP and the bridge channel over
+    WebSockets to its own origin (nginx routes ``/xmpp-websocket`` and ``/colibri-ws/``) and to
+    the origins its settings name (``Web.connect_src``), never to any host: a forged Jingle
+    offer naming an attacker's bridge-channel URL cannot be followed even if it got through."""
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src {' '.join(web.connect_src())}; media-src 'self' blob:; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+    )
+
 # Asset URLs carry the build's content hash (``?v=``), so a browser may keep them.
 ASSET_CACHE = "public, max-age=86400"
 
@@ -47,6 +52,7 @@ def create_app(web: Web) -> FastAPI:
     check_dist(dist)
     index = dist / "index.html"
     script = config_js(web)
+    page_headers = {**NO_STORE, "Content-Security-Policy": content_security_policy(web)}
     build = (dist / "BUILD").read_text().strip() if (dist / "BUILD").exists() else "dev"
     app = FastAPI(title="parley-web", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -81,6 +87,6 @@ def create_app(web: Web) -> FastAPI:
         if "." in path.rsplit("/", 1)[-1]:
             return Response("not found\n", status_code=404, media_type="text/plain")
         PAGE_VIEWS.inc()
-        return FileResponse(index, media_type="text/html", headers=PAGE_HEADERS)
+        return FileResponse(index, media_type="text/html", headers=page_headers)
 
     return app

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from services.common.config import EnvVar, Section, load_config
+from services.common.config import EnvVar, Section, load_config, split_list
 
 REFERENCE = Path(__file__).with_name("reference.conf")
 DEFAULT_DIST = Path(__file__).with_name("dist")
@@ -24,6 +25,7 @@ class Xmpp(Section):
     muc_domain: str = Field(min_length=1)
     auth_domain: str = Field(min_length=1)
     focus: str = ""
+    focus_nick: str = Field(default="focus", min_length=1, pattern=r"^[^\s/@<>'\"&]+$")
     websocket_url: str = ""
     bosh_url: str = ""
 
@@ -43,7 +45,16 @@ class Web(Section):
     media_timeout: float = Field(gt=0, le=600)
     channel_last_n: int = Field(ge=-1)
     disable_simulcast: bool = False
+    connect_origins: list[str] = []
     dist_dir: str = ""
+
+    @field_validator("connect_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not _CSP_ORIGIN.match(origin):
+                raise ValueError(f"not a scheme://host[:port] origin: {origin!r}")
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -77,6 +88,24 @@ class Web(Section):
         return f"{self.public_url}/http-bind" if self.public_url else None
 
 
+    def connect_src(self) -> list[str]:
+        """The page's CSP connect-src: its own origin, the XMPP URLs' origins, the public URL's
+        ws/wss twin and ``connect-origins``; never a whole scheme."""
+        out = ["'self'"]
+        for url in (self.websocket_url, self.bosh_url, self.public_url):
+            if url:
+                parts = urlsplit(url)
+                out.append(f"{parts.scheme}://{parts.netloc}")
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            out.append(f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}")
+        out.extend(self.connect_origins)
+        return list(dict.fromkeys(out))
+
+
+_CSP_ORIGIN = re.compile(r"^(https?|wss?)://[A-Za-z0-9.\-\[\]:*]+$")
+
+
 class WebConfig(Section):
     web: Web
 
@@ -95,6 +124,7 @@ ENV = [
     EnvVar("WEB_MEDIA_TIMEOUT", "web.media-timeout", float),
     EnvVar("WEB_CHANNEL_LAST_N", "web.channel-last-n", int),
     EnvVar("WEB_DISABLE_SIMULCAST", "web.disable-simulcast"),
+    EnvVar("WEB_CONNECT_ORIGINS", "web.connect-origins", split_list),
     EnvVar("WEB_DIST_DIR", "web.dist-dir"),
 ]
 
@@ -116,6 +146,7 @@ def config_js(web: Web) -> str:
             "focus": web.focus_address,
         },
         "focusUserJid": f"focus@{web.xmpp.auth_domain}",
+        "focusNick": web.xmpp.focus_nick,
         "websocket": web.websocket_url,
         "bosh": web.bosh_url,
         "connectTimeoutMs": int(web.connect_timeout * 1000),

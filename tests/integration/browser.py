@@ -248,7 +248,8 @@ class DirectStack:
             health_url=f"{self.focus}/about/health"))  # fmt: skip
         self._run(ServiceProcess.python_module(
             "web", "services.web",
-            {**DIRECT_STACK_NAMES, "WEB_HTTP_PORT": str(web_http), "XMPP_WEBSOCKET_URL": f"ws://127.0.0.1:{xmpp_http}/xmpp-websocket"},
+            {**DIRECT_STACK_NAMES, "WEB_HTTP_PORT": str(web_http), "XMPP_WEBSOCKET_URL": f"ws://127.0.0.1:{xmpp_http}/xmpp-websocket",
+             "WEB_CONNECT_ORIGINS": "ws://127.0.0.1:*"},  # the bridges' WebSockets, no nginx in front
             health_url=f"http://127.0.0.1:{web_http}/health"))  # fmt: skip
         self.web = f"http://127.0.0.1:{web_http}"
         deadline = time.monotonic() + 20

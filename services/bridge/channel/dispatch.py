@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from services.common import bridge_channel as bc
+from services.common.logging import RateLimitedLogger
 
 from .routing import route
 
 log = logging.getLogger("bridge.channel")
+
+ERROR_INTERVAL = 1.0
+"""At most one ``Error`` message a second to an endpoint (a client cannot make the bridge amplify)."""
 
 
 class ChannelTransport(Protocol):
@@ -41,12 +46,21 @@ class BridgeChannels:
         endpoints_of: Callable[[str], Collection[str]],
         to_engine: Callable[[str, str, dict[str, Any]], None],
         version: str,
+        max_message_bytes: int = bc.MAX_MESSAGE_BYTES,
+        max_depth: int = bc.MAX_DEPTH,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoints_of = endpoints_of
         self.to_engine = to_engine
         self.version = version
+        self.max_message_bytes = max_message_bytes
+        self.max_depth = max_depth
+        self.clock = clock
         self.transports: dict[str, ChannelTransport] = {}
         self._preferred: dict[tuple[str, str], str] = {}
+        self._last_error: dict[tuple[str, str], float] = {}
+        self.refused = 0
+        self._log = RateLimitedLogger(log)
 
     def add_transport(self, transport: ChannelTransport) -> None:
         self.transports[transport.name] = transport
@@ -65,9 +79,9 @@ class BridgeChannels:
         """One message from an endpoint, as the transport ``via`` received it."""
         self._preferred[(conference_id, endpoint_id)] = via
         try:
-            message = bc.parse(frame)
+            message = bc.parse(frame, max_bytes=self.max_message_bytes, max_depth=self.max_depth)
         except bc.BridgeChannelError as exc:
-            log.info("bad bridge-channel message from endpoint=%s via %s: %s", endpoint_id, via, exc)
+            self._refuse(conference_id, endpoint_id, exc.field, exc.message, via)
             return
         routing = route(message, endpoint_id, self.endpoints_of(conference_id), self.version)
         for target, out in routing.deliveries:
@@ -75,8 +89,23 @@ class BridgeChannels:
         if routing.to_engine is not None:
             try:
                 self.to_engine(conference_id, endpoint_id, routing.to_engine)
-            except Exception:
-                log.exception("media engine rejected a bridge-channel message")
+            except Exception as exc:  # e.g. a value the engine cannot apply: that endpoint's problem
+                self._refuse(conference_id, endpoint_id, "", f"not applied: {type(exc).__name__}: {exc}", via)
+
+    def _refuse(self, conference_id: str, endpoint_id: str, field: str, reason: str, via: str) -> None:
+        """A message we do not act on: one rate-limited log line, an ``Error`` back (rate-limited)."""
+        self.refused += 1
+        self._log.info(
+            ("refused", field), "bridge-channel message from endpoint=%s via %s refused: %s%s",
+            endpoint_id, via, f"{field}: " if field else "", reason[:200],
+        )  # fmt: skip
+        key = (conference_id, endpoint_id)
+        now = self.clock()
+        last = self._last_error.get(key)
+        if last is not None and now - last < ERROR_INTERVAL:
+            return
+        self._last_error[key] = now
+        self.send(conference_id, endpoint_id, bc.Error(field=field, reason=reason[:200]))
 
     # --- to endpoints --------------------------------------------------------------------------
 
@@ -99,6 +128,7 @@ class BridgeChannels:
     def forget(self, conference_id: str, endpoint_id: str) -> None:
         """The endpoint expired."""
         self._preferred.pop((conference_id, endpoint_id), None)
+        self._last_error.pop((conference_id, endpoint_id), None)
 
     def _order(self, conference_id: str, endpoint_id: str) -> list[ChannelTransport]:
         preferred = self.transports.get(self._preferred.get((conference_id, endpoint_id), ""))

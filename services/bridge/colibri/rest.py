@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.common.colibri import ColibriFormatError, parse_conference
@@ -59,5 +59,15 @@ def colibri_router(service: ColibriService, accepting_conferences: Callable[[], 
     async def patch_conference(conference_id: str, request: Request) -> JSONResponse:
         body = await request.body()
         return guarded(lambda: service.patch_conference(conference_id, parse_conference(body)))
+
+    @router.delete("/colibri/conferences/{conference_id}")
+    async def delete_conference(conference_id: str) -> Response:
+        """Expire the conference now (Colibri v1 only expires channels; the focus ends a
+        conference nobody is in with this, as colibri2's conference ``expire`` does)."""
+        try:
+            service.expire_conference(conference_id)
+        except UnknownConference as exc:
+            return error(404, str(exc))
+        return Response(status_code=204)
 
     return router

@@ -28,6 +28,7 @@ from .conferences import (
     SetRemoteTransport,
     SetSctp,
     SetSources,
+    UnknownConference,
     WebSocketUrlFn,
     render,
 )
@@ -152,6 +153,19 @@ class ColibriService:
             log.info("conference expired id=%s", cid)
             for listener in self.conference_expired_listeners:
                 listener(cid)
+
+    def expire_conference(self, conference_id: str) -> None:
+        """Free a conference now, with all its endpoints (the focus ended it). Raises
+        :class:`UnknownConference` when there is no such conference."""
+        conf = self.book.remove_conference(conference_id)
+        if conf is None:
+            raise UnknownConference(conference_id)
+        for eid in list(conf.endpoints):
+            self._expire_endpoint(conference_id, eid)
+        self.engine.expire_conference(conference_id)
+        log.info("conference expired id=%s (ended by the focus)", conference_id)
+        for listener in self.conference_expired_listeners:
+            listener(conference_id)
 
     def expire_all(self) -> None:
         for cid in list(self.book.conferences):

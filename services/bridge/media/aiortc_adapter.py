@@ -364,8 +364,10 @@ def parse_binding_request(datagram: bytes) -> StunBindingRequest:
     """Parse a STUN binding request and split its USERNAME (``local:remote`` from our side)."""
     try:
         message = stun.parse_message(datagram)
-    except ValueError as exc:
-        raise StunError(f"malformed STUN message: {exc}") from exc
+    except (ValueError, struct.error, IndexError, KeyError, TypeError) as exc:
+        # aioice decodes each attribute with struct/ipaddress/codecs: a short or garbled one
+        # raises whichever of these its decoder hits (struct.error is not a ValueError)
+        raise StunError(f"malformed STUN message: {type(exc).__name__}: {exc}") from exc
     if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
         raise StunError("not a binding request")
     username = message.attributes.get("USERNAME")
@@ -385,8 +387,12 @@ def parse_binding_request(datagram: bytes) -> StunBindingRequest:
 
 
 def verify_integrity(request: StunBindingRequest, local_pwd: str) -> bool:
-    """MESSAGE-INTEGRITY with our password (short-term credentials, RFC 8489 section 9.1)."""
-    return bool(request.message.check_message_integrity(local_pwd.encode()))
+    """MESSAGE-INTEGRITY with our password (short-term credentials, RFC 8489 section 9.1); a
+    malformed MESSAGE-INTEGRITY attribute fails the check."""
+    try:
+        return bool(request.message.check_message_integrity(local_pwd.encode()))
+    except (ValueError, struct.error, IndexError, KeyError, TypeError):
+        return False
 
 
 def binding_success(request: StunBindingRequest, address: tuple[str, int], local_pwd: str) -> bytes:

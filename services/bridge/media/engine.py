@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.logging import RateLimitedLogger
+
 from . import aiortc_adapter as adapter
 from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
 from .forwarder import ConferenceForwarder, EndpointMedia
@@ -184,6 +186,8 @@ class MediaEngine:
         self._rx_packets = 0
         self._rx_bytes = 0
         self._dropped = 0
+        self._stun_errors = 0
+        self._bad_input_log = RateLimitedLogger(log)  # what peers send: a line now and then
         self._forwarded_expired = 0
         self._rates = (0.0, 0.0, 0.0, 0.0)  # pkt/s down, pkt/s up, kbps down, kbps up
         self._rate_mark: tuple[float, int, int, int, int] | None = None
@@ -435,6 +439,7 @@ class MediaEngine:
             total_ice_succeeded=self._ice_succeeded,
             total_ice_failed=self._ice_failed,
             forwarding_loop="python" if self._native is None else "native",
+            stun_errors=self._stun_errors,
             packets_left_to_python_loop=0 if self._native is None else self._native.packets_to_python,
             endpoint_details=details,
         )
@@ -483,14 +488,25 @@ class MediaEngine:
     def _on_stun(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             request = adapter.parse_binding_request(data)
-        except adapter.StunError:
+        except adapter.StunError as exc:
             self._dropped += 1
+            self._stun_errors += 1
+            self._bad_input_log.info(("stun", addr[0]), "dropped a STUN datagram from %s: %s", addr[0], exc)
             return
         endpoint = self._by_ufrag.get(request.local_ufrag)
         if endpoint is None:
             self._sendto(adapter.binding_error(request, 401, "Unauthorized"), addr)
             return
-        outcome = endpoint.ice.handle(request, addr)
+        try:
+            outcome = endpoint.ice.handle(request, addr)
+        except Exception as exc:  # a request the checks above let through but ICE cannot use
+            self._dropped += 1
+            self._stun_errors += 1
+            self._bad_input_log.warning(
+                ("stun-handle", type(exc).__name__), "STUN request from %s not handled: %s: %s",
+                addr[0], type(exc).__name__, exc,
+            )  # fmt: skip
+            return
         if outcome.response is not None:
             self._sendto(outcome.response, addr)
         if not outcome.authenticated:

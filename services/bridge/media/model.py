@@ -163,4 +163,6 @@ class MediaStats:
     packets_left_to_python_loop: int = 0
     """Packets (one per receiver) the C loop handed to the Python loop: payload rewrites (VP8
     picture ids after a simulcast switch), a full socket buffer."""
+    stun_errors: int = 0
+    """STUN datagrams dropped as malformed (or unusable by ICE)."""
     endpoint_details: list[EndpointStats] = field(default_factory=list)

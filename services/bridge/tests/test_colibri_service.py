@@ -32,3 +32,23 @@ def test_sctpconnection_listeners_follow_requests_and_expiry() -> None:
     now[0] = 200.0
     service.sweep()
     assert expired == [(cid, "e")] and len(told) == 2
+
+
+def test_a_conference_is_expired_on_request_with_its_endpoints() -> None:
+    import pytest
+
+    from services.bridge.colibri.conferences import UnknownConference
+
+    engine = MediaEngine(MediaConfig(port=0))
+    service = ColibriService(ConferenceBook(), engine, None, clock=lambda: 0.0)
+    expired: list[str] = []
+    service.conference_expired_listeners.append(expired.append)
+    cid = service.create_conference(
+        parse_conference(b'{"contents": [{"name": "audio", "channels": [{"endpoint": "e", "expire": 100}]}]}')
+    )["id"]
+    assert engine.has_endpoint(cid, "e")
+    service.expire_conference(cid)
+    assert expired == [cid] and not engine.has_endpoint(cid, "e")
+    assert service.list_conferences() == []
+    with pytest.raises(UnknownConference):
+        service.expire_conference(cid)

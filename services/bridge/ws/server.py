@@ -29,21 +29,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from services.common import bridge_channel as bc
+from services.common.logging import RateLimitedLogger
 
 log = logging.getLogger("bridge.ws")
+_bad_input = RateLimitedLogger(log)
 
 CLOSE_ENDPOINT_EXPIRED = 1001
 """Going Away, reason ``endpoint expired``: the endpoint's channels expired; do not reconnect."""
 CLOSE_REPLACED = 1000
 CLOSE_BY_ADMIN = 1000
 CLOSE_SHUTDOWN = 1001
+CLOSE_BACKLOG = 1008
+"""An endpoint with more than ``max_queued_bytes`` waiting to be sent (it does not read): its TCP
+connection is aborted (no closing handshake: it would wait behind the unread data)."""
 
 _PATH = re.compile(r"^/colibri-ws/([^/]+)/([^/]+)/([^/]+)/?$")
 
@@ -65,6 +70,7 @@ class BridgeChannelConnection:
     messages_out: int = 0
     closing: bool = False
     queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    queued_bytes: int = 0
 
     def describe(self) -> dict[str, Any]:
         remote = self.socket.remote_address
@@ -76,6 +82,7 @@ class BridgeChannelConnection:
             "opened": self.opened_wall,
             "messages_in": self.messages_in,
             "messages_out": self.messages_out,
+            "queued_bytes": self.queued_bytes,
             "compression": self.socket.response.headers.get("Sec-WebSocket-Extensions")
             if self.socket.response
             else None,
@@ -96,6 +103,7 @@ class ColibriWebSocketServer:
         ping_interval: float = 15.0,
         idle_timeout: float = 60.0,
         max_message_size: int = 1 << 20,
+        max_queued_bytes: int = 1 << 20,
         health: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.server_id = server_id
@@ -106,6 +114,8 @@ class ColibriWebSocketServer:
         self.ping_interval = ping_interval
         self.idle_timeout = idle_timeout
         self.max_message_size = max_message_size
+        self.max_queued_bytes = max_queued_bytes
+        self.closed_for_backlog = 0
         self.health = health
         self.accepting = True
         self.connections: dict[int, BridgeChannelConnection] = {}
@@ -155,7 +165,7 @@ class ColibriWebSocketServer:
         match = _PATH.match(url.path)
         if match is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
-        server_id, conference_id, endpoint_id = match.groups()
+        server_id, conference_id, endpoint_id = (unquote(g) for g in match.groups())
         if server_id != self.server_id:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no bridge {server_id!r} here\n")
         if not self.accepting:
@@ -170,7 +180,7 @@ class ColibriWebSocketServer:
     async def _handle(self, socket: ServerConnection) -> None:
         match = _PATH.match(urlsplit(socket.request.path).path if socket.request else "")
         assert match is not None  # _process_request let only these through
-        _, conference_id, endpoint_id = match.groups()
+        _, conference_id, endpoint_id = (unquote(g) for g in match.groups())
         conn = BridgeChannelConnection(next(self._ids), conference_id, endpoint_id, socket)
         old = self.by_endpoint.get((conference_id, endpoint_id))
         if old is not None:
@@ -186,8 +196,11 @@ class ColibriWebSocketServer:
                 conn.messages_in += 1
                 try:
                     self.on_frame(conference_id, endpoint_id, frame)
-                except Exception:
-                    log.exception("bridge-channel message from endpoint=%s failed", endpoint_id)
+                except Exception as exc:  # the dispatch refuses bad input itself; this is a bug
+                    _bad_input.warning(
+                        ("frame", type(exc).__name__), "bridge-channel message from endpoint=%s failed: %s: %s",
+                        endpoint_id, type(exc).__name__, exc,
+                    )  # fmt: skip
         except ConnectionClosed:
             pass
         finally:
@@ -204,6 +217,7 @@ class ColibriWebSocketServer:
             text = await conn.queue.get()
             if text is None:
                 return
+            conn.queued_bytes -= len(text)
             try:
                 await conn.socket.send(text)
                 conn.messages_out += 1
@@ -211,7 +225,28 @@ class ColibriWebSocketServer:
                 return
 
     def _enqueue(self, conn: BridgeChannelConnection, text: str) -> None:
+        """Queue for the writer. An endpoint that does not read its socket stops the writer (the
+        send waits for the kernel buffer to drain); once ``max_queued_bytes`` wait behind it the
+        connection is closed and its queue dropped, so its backlog never grows the bridge."""
+        if conn.closing:
+            return
+        if conn.queued_bytes + len(text) > self.max_queued_bytes:
+            self.closed_for_backlog += 1
+            _bad_input.warning(
+                "backlog", "bridge channel id=%d endpoint=%s does not read: %d bytes queued; closing it",
+                conn.id, conn.endpoint_id, conn.queued_bytes,
+            )  # fmt: skip
+            self._drop_queue(conn)
+            self._close(conn, CLOSE_BACKLOG, "not reading")
+            return
+        conn.queued_bytes += len(text)
         conn.queue.put_nowait(text)
+
+    @staticmethod
+    def _drop_queue(conn: BridgeChannelConnection) -> None:
+        while not conn.queue.empty():
+            conn.queue.get_nowait()
+        conn.queued_bytes = 0
 
     # --- used by the rest of the bridge ----------------------------------------------------------
 
@@ -232,6 +267,10 @@ class ColibriWebSocketServer:
         conn.closing = True
         if self.by_endpoint.get((conn.conference_id, conn.endpoint_id)) is conn:
             del self.by_endpoint[(conn.conference_id, conn.endpoint_id)]
+        if code == CLOSE_BACKLOG:
+            # the peer reads nothing, so a closing handshake would wait for close_timeout: drop it
+            conn.socket.transport.abort()
+            return
         task = asyncio.ensure_future(conn.socket.close(code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -241,6 +280,7 @@ class ColibriWebSocketServer:
     def dump(self) -> dict[str, Any]:
         return {
             "accepting": self.accepting,
+            "closed_for_backlog": self.closed_for_backlog,
             "connections": [c.describe() for c in self.connections.values() if not c.closing],
         }
 

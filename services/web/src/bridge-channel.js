@@ -15,6 +15,7 @@ export const ColibriClass = Object.freeze({
   FORWARDED_SOURCES: 'ForwardedSources',
   SENDER_SOURCE_CONSTRAINTS: 'SenderSourceConstraints',
   CONNECTION_STATS: 'ConnectionStats',
+  ERROR: 'Error', // the bridge refused our last message (field, reason)
 });
 
 export class BridgeMessageError extends Error {

@@ -41,6 +41,15 @@ const parley = {
   get forwardedSources() {
     return state.meeting?.forwardedSources ?? null;
   },
+  /** Jingle IQs refused (not from the focus, or not for our session). */
+  get jingleRejected() {
+    return state.meeting?.jingleRejected ?? 0;
+  },
+  /** Our media session's Jingle sid and who offered it (the focus). */
+  get session() {
+    const s = state.meeting?.session;
+    return s ? { sid: s.sid, from: s.from } : null;
+  },
   /** The bridge's estimate of our downlink (ConnectionStats), in bits per second. */
   get downlinkBps() {
     return state.meeting?.downlinkBps ?? null;

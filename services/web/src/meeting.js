@@ -8,6 +8,7 @@ import { $iq, $pres, Strophe } from 'strophe.js';
 import { BridgeChannel, chatFrom, chatMessage, ColibriClass, endpointStats } from './bridge-channel.js';
 import { encodingForConstraint, qualityLevel, summarizeStats } from './quality.js';
 import { Roster } from './roster.js';
+import { JingleGate, NS_JINGLE_ERRORS, RateLimitedLog } from './signalling/acceptance.js';
 import { appendContents, isMove, NS, parseJingle } from './signalling/jingle.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
@@ -52,6 +53,12 @@ export class Meeting extends EventTarget {
     this.pc = null;
     this.offer = null;
     this.session = null; // {sid, from, initiator}
+    // Jingle is taken from the focus only, and only for our session (signalling/acceptance.js)
+    this.jingleGate = new JingleGate({
+      roomJid: this.roomJid, focusNick: config.focusNick ?? 'focus', focusUserJid: config.focusUserJid,
+    });
+    this.rejectLog = new RateLimitedLog((m) => console.warn(m));
+    this.jingleRejected = 0;
     this.channel = null;
     this.work = Promise.resolve();
     this.left = false;
@@ -201,16 +208,34 @@ export class Meeting extends EventTarget {
 
   #onJingle(iq) {
     const from = iq.getAttribute('from');
-    this.conn.send($iq({ type: 'result', to: from, id: iq.getAttribute('id') }).tree());
+    const id = iq.getAttribute('id');
     let jingle;
     try {
       jingle = parseJingle(iq);
     } catch (e) {
-      console.warn('dropped a Jingle stanza:', e.message);
+      this.#jingleError(from, id, { type: 'modify', condition: 'bad-request', text: e.message }, `dropped a Jingle stanza from ${from}: ${e.message}`);
       return true;
     }
+    const refusal = this.jingleGate.check({ from, action: jingle.action, sid: jingle.sid }, this.session);
+    if (refusal) {
+      this.#jingleError(from, id, refusal, `refused Jingle ${jingle.action} (sid ${jingle.sid}) from ${from}: ${refusal.condition}`);
+      return true;
+    }
+    this.conn.send($iq({ type: 'result', to: from, id }).tree());
     this.#enqueue(() => this.#handleJingle(jingle, from));
     return true;
+  }
+
+  /** Answer a Jingle IQ we do not act on with an error (RFC 6120 section 8.3), log it rate-limited. */
+  #jingleError(from, id, { type, condition, jingleCondition, text }, logLine) {
+    this.jingleRejected += 1;
+    this.rejectLog.warn(`${condition}:${from}`, logLine);
+    if (!from) return;
+    const reply = $iq({ type: 'error', to: from, id }).c('error', { type })
+      .c(condition, { xmlns: 'urn:ietf:params:xml:ns:xmpp-stanzas' }).up();
+    if (jingleCondition) reply.c(jingleCondition, { xmlns: NS_JINGLE_ERRORS }).up();
+    if (text) reply.c('text', { xmlns: 'urn:ietf:params:xml:ns:xmpp-stanzas' }).t(text.slice(0, 200));
+    this.conn.send(reply.tree());
   }
 
   #enqueue(task) {
@@ -445,6 +470,9 @@ export class Meeting extends EventTarget {
         break;
       case ColibriClass.CONNECTION_STATS:
         if (typeof msg.estimatedDownlinkBandwidth === 'number') this.downlinkBps = msg.estimatedDownlinkBandwidth;
+        break;
+      case ColibriClass.ERROR:
+        this.rejectLog.warn('bridge-error', `the bridge refused a message: ${String(msg.field ?? '')} ${String(msg.reason ?? '')}`.slice(0, 300));
         break;
       default:
         break;

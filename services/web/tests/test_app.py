@@ -61,3 +61,35 @@ def test_health_and_metrics(dist: Path) -> None:
 def test_refuses_to_start_without_a_build(tmp_path: Path) -> None:
     with pytest.raises(DistMissing, match=r"build\.sh"):
         create_app(load(environ={"WEB_DIST_DIR": str(tmp_path)}))
+
+
+def _connect_src(csp: str) -> list[str]:
+    directive = next(d.strip() for d in csp.split(";") if d.strip().startswith("connect-src"))
+    return directive.split()[1:]
+
+
+def test_csp_connects_to_own_and_configured_origins_only(dist: Path) -> None:
+    plain = _connect_src(client_for(dist).get("/room").headers["content-security-policy"])
+    assert plain == ["'self'"]
+    public = client_for(dist, PUBLIC_URL="https://meet.example.com").get("/room")
+    sources = _connect_src(public.headers["content-security-policy"])
+    assert sources == ["'self'", "wss://meet.example.com", "https://meet.example.com"]
+    extra = client_for(
+        dist,
+        XMPP_WEBSOCKET_URL="ws://127.0.0.1:5280/xmpp-websocket",
+        WEB_CONNECT_ORIGINS="wss://jvb1.example.org, ws://127.0.0.1:*",
+    ).get("/room")
+    sources = _connect_src(extra.headers["content-security-policy"])
+    assert sources == ["'self'", "ws://127.0.0.1:5280", "wss://jvb1.example.org", "ws://127.0.0.1:*"]
+    for sources in (plain, _connect_src(public.headers["content-security-policy"])):
+        assert not {"ws:", "wss:", "*", "http:", "https:"} & set(sources)
+
+
+@pytest.mark.parametrize("origin", ["ws:", "*", "wss://a.example/path", "javascript:alert(1)", "wss://x y"])
+def test_connect_origins_must_be_origins(dist: Path, origin: str) -> None:
+    with pytest.raises(Exception, match="connect-origins"):
+        load(environ={"WEB_DIST_DIR": str(dist), "WEB_CONNECT_ORIGINS": origin})
+
+
+def test_config_js_names_the_focus_nick(dist: Path) -> None:
+    assert '"focusNick": "focus"' in client_for(dist).get("/config.js").text
