@@ -202,6 +202,37 @@ def accept_patch(
     return colibri.Conference(id=colibri_id, contents=contents, channel_bundles=bundles or None)
 
 
+MAX_CANDIDATES = 32
+"""Candidates of one transport-info relayed to the bridge (the bridge keeps as many in all)."""
+
+
+def transport_patch(colibri_id: str, participant: Participant, message: Jingle) -> colibri.Conference | None:
+    """PATCH body carrying the candidates of a participant's ``transport-info`` (with the ufrag and
+    pwd it names, no fingerprint: the bridge adds them to the participant's answer). ``None`` when
+    it has no candidate."""
+    transport = message.transport()
+    candidates: list[colibri.Candidate] = []
+    for content in message.contents:  # with BUNDLE usually one content; each may carry some
+        for candidate in content.transport.candidates if content.transport is not None else ():
+            if candidate not in candidates:
+                candidates.append(candidate)
+    if transport is None or not candidates:
+        return None
+    return colibri.Conference(
+        id=colibri_id,
+        channel_bundles=[
+            colibri.ChannelBundle(
+                id=participant.endpoint_id,
+                transport=colibri.IceUdpTransport(
+                    ufrag=transport.ufrag or None,
+                    pwd=transport.pwd or None,
+                    candidates=candidates[:MAX_CANDIDATES],
+                ),
+            )
+        ],
+    )
+
+
 def sources_patch(colibri_id: str, participant: Participant, expire: int) -> colibri.Conference:
     """PATCH body setting a participant's current sources (after source-add/-remove from it)."""
     contents = []
