@@ -430,13 +430,17 @@ def _xor_mapped_address(address: tuple[str, int], transaction_id: bytes) -> byte
     return struct.pack("!HH", 0x0020, len(value)) + value
 
 
-def binding_error(request: StunBindingRequest, code: int, reason: str) -> bytes:
+def binding_error(request: StunBindingRequest, code: int, reason: str, local_pwd: str | None = None) -> bytes:
+    """An error response; signed with ``local_pwd`` when the request was authenticated (a 487
+    Role Conflict must be: ICE agents ignore unsigned answers to their checks)."""
     response = stun.Message(
         message_method=stun.Method.BINDING,
         message_class=stun.Class.ERROR,
         transaction_id=request.transaction_id,
     )
     response.attributes["ERROR-CODE"] = (code, reason)
+    if local_pwd is not None:
+        response.add_message_integrity(local_pwd.encode())
     response.add_fingerprint()
     return bytes(response)
 

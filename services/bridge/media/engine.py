@@ -500,6 +500,9 @@ class MediaEngine:
                 retransmissions_dropped=e.media.retransmissions_dropped,
                 retransmissions_not_forwarded=e.media.retransmissions_not_forwarded,
                 rtt_ms=None if e.media.rtt is None else round(e.media.rtt * 1000, 1),
+                local_address=self._local_address(e),
+                ice_controlling=e.ice.controlling,
+                ice_nominated=e.ice.nominated,
             )
             for e in self._endpoints.values()
         ]
@@ -835,6 +838,12 @@ class MediaEngine:
                 self.send_to_endpoint(conference_id, endpoint_id, message)
 
         return send
+
+    def _local_address(self, endpoint: _Endpoint) -> str | None:
+        if endpoint.address is None or endpoint.local >= len(self._local_addresses):
+            return None
+        ip, port = self._local_addresses[endpoint.local]
+        return f"{ip}:{port}"
 
     def _advertised_ips(self) -> list[str]:
         if self.config.advertise_ips:

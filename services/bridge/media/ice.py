@@ -93,6 +93,7 @@ class CandidatePair:
     nominating: bool = False
     nominated: bool = False
     triggered: bool = False
+    sent_controlling: bool = True  # the role our current check claims
     authenticated: bool = field(default=False)
     """The endpoint sent an authenticated check on this pair (our response proves nothing about
     the path back, but the peer can send on it)."""
@@ -197,7 +198,8 @@ class IceAgent:
         if isinstance(theirs, int):  # both claim the same role (RFC 8445 section 7.3.1.1)
             self.role_conflicts += 1
             if (self.tie_breaker >= theirs) == self.controlling:
-                return StunOutcome(adapter.binding_error(request, 487, "Role Conflict"), True, False)
+                response = adapter.binding_error(request, 487, "Role Conflict", self.local_pwd)
+                return StunOutcome(response, True, False)
             self._switch_role()
         self.checks += 1
         pair = self.pairs.get((local, addr))
@@ -245,8 +247,9 @@ class IceAgent:
         pair.transaction = None
         if message.message_class == stun.Class.ERROR:
             code = message.attributes.get("ERROR-CODE", (0, ""))[0]
-            if code == 487:  # role conflict: take the other role and check again
-                self._switch_role()
+            if code == 487:  # role conflict: take the other role (unless taken since) and check again
+                if self.controlling == pair.sent_controlling:
+                    self._switch_role()
                 pair.state, pair.transmissions, pair.triggered = "frozen", 0, True
             else:
                 pair.state = "failed"
@@ -345,6 +348,7 @@ class IceAgent:
     def _start(self, pair: CandidatePair, now: float, *, use_candidate: bool) -> tuple[int, Address, bytes]:
         assert self.remote_ufrag is not None and self.remote_pwd is not None
         pair.transaction = self.transaction_prefix + secrets.token_bytes(8)
+        pair.sent_controlling = self.controlling
         pair.request = adapter.binding_request(
             self.local_ufrag,
             self.remote_ufrag,

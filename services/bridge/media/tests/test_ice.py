@@ -106,7 +106,8 @@ def test_role_conflict_with_a_smaller_tie_breaker_is_answered_487() -> None:
     agent = bridge(tie_breaker=1000)
     outcome = agent.handle_request(request(agent, tie_breaker=999), 0, ("10.0.0.1", 5000))
     assert outcome.authenticated and not outcome.address_selected and agent.controlling
-    assert stun.parse_message(outcome.response).error_code == 487  # type: ignore[arg-type]
+    conflict = stun.parse_message(outcome.response)  # type: ignore[arg-type]
+    assert conflict.error_code == 487 and conflict.check_message_integrity(agent.local_pwd.encode())
     # a controlled peer is answered, and its check triggers one of ours on that pair
     outcome = agent.handle_request(request(agent, controlling=False, tie_breaker=5), 0, ("10.0.0.1", 5000))
     assert adapter.is_binding_success(outcome.response)  # type: ignore[arg-type]
@@ -233,3 +234,21 @@ def test_ice_restart_checks_again_with_the_new_credentials() -> None:
     assert not agent.nominated and agent.pairs[(0, ("10.0.0.1", 5000))].state == "frozen"
     ((_, _, datagram),) = agent.poll(2.0)
     assert adapter.parse_binding_request(datagram).local_ufrag == "peer2"
+
+
+def test_a_late_role_conflict_answer_does_not_switch_back() -> None:
+    """The check went out controlling, the peer's own check made the bridge controlled meanwhile;
+    the peer's 487 to the old check must leave the bridge controlled."""
+    agent = bridge()
+    agent.add_remote_candidates([("10.0.0.1", 5000, 100)])
+    ((local, remote, datagram),) = agent.poll(0.0)
+    agent.handle_request(request(agent), local, remote)  # the peer wins the tie-break
+    assert not agent.controlling
+    check = adapter.parse_binding_request(datagram)
+    conflict = stun.Message(
+        message_method=stun.Method.BINDING, message_class=stun.Class.ERROR, transaction_id=check.transaction_id
+    )
+    conflict.attributes["ERROR-CODE"] = (487, "Role Conflict")
+    conflict.add_message_integrity(PEER_PWD.encode())
+    agent.handle_response(bytes(conflict), local, remote, 0.0)
+    assert not agent.controlling
