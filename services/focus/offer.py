@@ -278,10 +278,33 @@ def expire_request(colibri_id: str, participant: Participant) -> colibri.Confere
 # ------------------------------------------------------------------------------------- Jingle
 
 
+def strip_simulcast(ms: MediaSources) -> MediaSources:
+    """What a receiver is told of a simulcast sender, as Jicofo does: of each ``SIM`` group only
+    the first SSRC (the bridge forwards whichever layer it picks under that one, see
+    ``services/bridge/media/simulcast.py``) and its RTX (the ``FID`` group pairing them); the
+    other layers, their RTX and the ``SIM`` group are left out. Senders without simulcast are
+    unchanged."""
+    dropped: set[int] = set()
+    for group in ms.groups:
+        if group.semantics == "SIM":
+            dropped.update(group.sources[1:])
+    if not dropped:
+        return ms
+    groups = []
+    for group in ms.groups:
+        if group.semantics == "SIM":
+            continue
+        if group.semantics == "FID" and group.sources and group.sources[0] in dropped:
+            dropped.update(group.sources[1:])
+            continue
+        groups.append(group)
+    return MediaSources(sources=[s for s in ms.sources if s.ssrc not in dropped], groups=groups)
+
+
 def _descriptions(sources: dict[str, MediaSources], *, with_codecs: bool) -> list[JingleContent]:
     contents = []
     for media in RTP_MEDIA:
-        ms = sources.get(media, MediaSources())
+        ms = strip_simulcast(sources.get(media, MediaSources()))
         if not with_codecs and not ms.sources:
             continue
         desc = RtpDescription(
