@@ -14,7 +14,9 @@ Events and what follows:
 * ``left`` - an occupant left: its channels expire, the others get ``source-remove``;
 * ``bridge_lost`` - the bridge failed or left: every session ends with ``session-terminate``
   (``success``, ``moving``) and everyone waits for a new allocation;
-* ``ice_failed`` - ``session-info`` with ICE failed: expire, terminate (``moving``), re-invite.
+* ``ice_failed`` - ``session-info`` with ICE failed: expire, terminate (``moving``), re-invite;
+* ``transport_info`` - candidates the participant found after its answer: PATCHed to the bridge,
+  whose ICE agent checks them (Jicofo relays them the same way).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ MOVING = "moving"
 @dataclass(frozen=True)
 class OfferSettings:
     initiator: str
-    ice_lite: bool = True
+    ice_lite: bool = False
     channel_expire: int = 60
     enable_sctp: bool = False
     last_n: int = -1
@@ -136,6 +138,16 @@ def sources_changed(conf: Conference, participant: Participant, message: Jingle,
         patches=[offer.sources_patch(conf.colibri_id, participant, s.channel_expire)],
         jingle=_announce(conf, message.action, changed, participant.endpoint_id),
     )
+
+
+def transport_info(conf: Conference, participant: Participant, message: Jingle) -> Outbox:
+    """``transport-info`` from a participant with an accepted session: its new candidates go to
+    the bridge. Before the answer (or without candidates) there is nothing to send: the bridge
+    learns those addresses from the participant's own checks (peer-reflexive candidates)."""
+    if participant.state is not ParticipantState.ACTIVE or conf.colibri_id is None:
+        return Outbox()
+    patch = offer.transport_patch(conf.colibri_id, participant, message)
+    return Outbox(patches=[patch] if patch is not None else [])
 
 
 def drop_session(conf: Conference, participant: Participant) -> Outbox:

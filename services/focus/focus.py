@@ -463,7 +463,8 @@ class Focus:
                 log.info("%s ended its session in room=%s", nick, room)
                 await self._perform(conf, flows.drop_session(conf, participant))
             elif action == "transport-info":
-                return  # the ICE-lite bridge learns addresses from STUN; candidates are not needed
+                await self._perform(conf, flows.transport_info(conf, participant, message))
+                return
             else:
                 log.info("ignoring jingle %s from %s/%s", action, room, nick)
                 return

@@ -202,6 +202,37 @@ def accept_patch(
     return colibri.Conference(id=colibri_id, contents=contents, channel_bundles=bundles or None)
 
 
+MAX_CANDIDATES = 32
+"""Candidates of one transport-info relayed to the bridge (the bridge keeps as many in all)."""
+
+
+def transport_patch(colibri_id: str, participant: Participant, message: Jingle) -> colibri.Conference | None:
+    """PATCH body carrying the candidates of a participant's ``transport-info`` (with the ufrag and
+    pwd it names, no fingerprint: the bridge adds them to the participant's answer). ``None`` when
+    it has no candidate."""
+    transport = message.transport()
+    candidates: list[colibri.Candidate] = []
+    for content in message.contents:  # with BUNDLE usually one content; each may carry some
+        for candidate in content.transport.candidates if content.transport is not None else ():
+            if candidate not in candidates:
+                candidates.append(candidate)
+    if transport is None or not candidates:
+        return None
+    return colibri.Conference(
+        id=colibri_id,
+        channel_bundles=[
+            colibri.ChannelBundle(
+                id=participant.endpoint_id,
+                transport=colibri.IceUdpTransport(
+                    ufrag=transport.ufrag or None,
+                    pwd=transport.pwd or None,
+                    candidates=candidates[:MAX_CANDIDATES],
+                ),
+            )
+        ],
+    )
+
+
 def sources_patch(colibri_id: str, participant: Participant, expire: int) -> colibri.Conference:
     """PATCH body setting a participant's current sources (after source-add/-remove from it)."""
     contents = []
@@ -247,10 +278,33 @@ def expire_request(colibri_id: str, participant: Participant) -> colibri.Confere
 # ------------------------------------------------------------------------------------- Jingle
 
 
+def strip_simulcast(ms: MediaSources) -> MediaSources:
+    """What a receiver is told of a simulcast sender, as Jicofo does: of each ``SIM`` group only
+    the first SSRC (the bridge forwards whichever layer it picks under that one, see
+    ``services/bridge/media/simulcast.py``) and its RTX (the ``FID`` group pairing them); the
+    other layers, their RTX and the ``SIM`` group are left out. Senders without simulcast are
+    unchanged."""
+    dropped: set[int] = set()
+    for group in ms.groups:
+        if group.semantics == "SIM":
+            dropped.update(group.sources[1:])
+    if not dropped:
+        return ms
+    groups = []
+    for group in ms.groups:
+        if group.semantics == "SIM":
+            continue
+        if group.semantics == "FID" and group.sources and group.sources[0] in dropped:
+            dropped.update(group.sources[1:])
+            continue
+        groups.append(group)
+    return MediaSources(sources=[s for s in ms.sources if s.ssrc not in dropped], groups=groups)
+
+
 def _descriptions(sources: dict[str, MediaSources], *, with_codecs: bool) -> list[JingleContent]:
     contents = []
     for media in RTP_MEDIA:
-        ms = sources.get(media, MediaSources())
+        ms = strip_simulcast(sources.get(media, MediaSources()))
         if not with_codecs and not ms.sources:
             continue
         desc = RtpDescription(

@@ -34,6 +34,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> StackSet
         run_dir=Path(args.run_dir),
         nginx_binary=args.nginx,
         log_level=environ.get("LOG_LEVEL", "INFO"),
+        advertise_ips=environ.get("JVB_ADVERTISE_IPS") or "127.0.0.1",
         **extra,
     )
 

@@ -32,6 +32,7 @@ class StackSettings:
     nginx_binary: str = "/usr/sbin/nginx"
     python: str = sys.executable
     log_level: str = "INFO"
+    advertise_ips: str = "127.0.0.1"  # the bridges' host candidates (JVB_ADVERTISE_IPS)
 
     def port(self, base: int) -> int:
         return base + self.port_offset
@@ -136,7 +137,7 @@ def build_plan(s: StackSettings) -> StackPlan:
                     "JVB_WS_DOMAIN": front.netloc,
                     "JVB_WS_TLS": str(ws_tls).lower(),
                     "JVB_PORT": str(udp),
-                    "JVB_ADVERTISE_IPS": "127.0.0.1",
+                    "JVB_ADVERTISE_IPS": s.advertise_ips,
                     "JVB_COLIBRI_HOST": "127.0.0.1",
                     "JVB_COLIBRI_PORT": str(private),
                     "JVB_PUBLIC_PORT": str(public),

@@ -32,6 +32,9 @@ from services.common import colibri
 
 from . import convert
 
+MAX_REMOTE_CANDIDATES = 32
+"""Candidates of one endpoint kept from its answer and later transport-info updates."""
+
 ActivityFn = Callable[[str, str], float | None]
 """(conference id, endpoint id) -> monotonic time of the endpoint's last packet, or None."""
 
@@ -368,14 +371,24 @@ class ConferenceBook:
             if bundle.id not in plan.touched_bundles:
                 plan.touched_bundles.append(bundle.id)
             t = bundle.transport
-            if t is None or not (t.ufrag or t.pwd or t.fingerprints):
+            if t is None or not (t.ufrag or t.pwd or t.fingerprints or t.candidates):
                 continue  # an allocation request: only asks for the bridge's transport
+            if not t.fingerprints and t.candidates and ep.remote is not None:
+                # candidates the endpoint found later (Jingle transport-info): added to its answer
+                remote = convert.add_candidates(ep.remote, t, MAX_REMOTE_CANDIDATES)
+                if ep.remote != remote:
+                    ep.remote = remote
+                    remotes.append(SetRemoteTransport(ep.id, remote))
+                continue
             if not t.ufrag:
                 raise ColibriRequestError(f"{where}.transport.ufrag", "required with pwd/fingerprints")
             if not t.pwd:
                 raise ColibriRequestError(f"{where}.transport.pwd", "required with ufrag/fingerprints")
             if not t.fingerprints:
-                raise ColibriRequestError(f"{where}.transport.fingerprints", "at least one DTLS fingerprint")
+                raise ColibriRequestError(
+                    f"{where}.transport.fingerprints",
+                    "at least one DTLS fingerprint (candidates alone only after the endpoint's answer)",
+                )
             remote = convert.remote_transport(t)
             if ep.remote != remote:
                 ep.remote = remote

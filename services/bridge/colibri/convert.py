@@ -66,6 +66,24 @@ def remote_transport(t: colibri.IceUdpTransport) -> RemoteTransport:
     )
 
 
+def add_candidates(remote: RemoteTransport, t: colibri.IceUdpTransport, limit: int) -> RemoteTransport:
+    """``remote`` with the candidates of ``t`` it lacks (at most ``limit`` in all) and, when ``t``
+    has them, its ICE credentials (a Jingle ``transport-info`` carries ufrag and pwd)."""
+    candidates = list(remote.candidates)
+    known = {(c.ip, c.port, c.protocol) for c in candidates}
+    for c in t.candidates or []:
+        media = candidate_to_media(c)
+        if (media.ip, media.port, media.protocol) not in known and len(candidates) < limit:
+            known.add((media.ip, media.port, media.protocol))
+            candidates.append(media)
+    return RemoteTransport(
+        ufrag=t.ufrag or remote.ufrag,
+        pwd=t.pwd or remote.pwd,
+        fingerprints=remote.fingerprints,
+        candidates=candidates,
+    )
+
+
 def local_transport(t: LocalTransport, web_socket: str | None) -> colibri.IceUdpTransport:
     """What the bridge advertises for a channel-bundle."""
     return colibri.IceUdpTransport(

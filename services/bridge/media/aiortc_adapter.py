@@ -436,13 +436,17 @@ def _xor_mapped_address(address: tuple[str, int], transaction_id: bytes) -> byte
     return struct.pack("!HH", 0x0020, len(value)) + value
 
 
-def binding_error(request: StunBindingRequest, code: int, reason: str) -> bytes:
+def binding_error(request: StunBindingRequest, code: int, reason: str, local_pwd: str | None = None) -> bytes:
+    """An error response; signed with ``local_pwd`` when the request was authenticated (a 487
+    Role Conflict must be: ICE agents ignore unsigned answers to their checks)."""
     response = stun.Message(
         message_method=stun.Method.BINDING,
         message_class=stun.Class.ERROR,
         transaction_id=request.transaction_id,
     )
     response.attributes["ERROR-CODE"] = (code, reason)
+    if local_pwd is not None:
+        response.add_message_integrity(local_pwd.encode())
     response.add_fingerprint()
     return bytes(response)
 
@@ -454,14 +458,24 @@ def binding_request(
     *,
     use_candidate: bool = True,
     priority: int = 1853817087,
-    tie_breaker: int | None = None,
+    tie_breaker: int = (1 << 64) - 1,
+    controlling: bool = True,
+    transaction_id: bytes | None = None,
 ) -> bytes:
-    """A signed binding request as a controlling ICE agent sends it (used by test clients and
-    the benchmark's light clients). ``local_ufrag`` is the *sender's* ufrag."""
-    message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    """A signed binding request (RFC 8445 section 7.2.2). ``local_ufrag`` is the *sender's* ufrag.
+
+    The defaults are those of the test clients and the benchmark's light clients: controlling,
+    nominating, with the largest tie-breaker, so the bridge (whose tie-breaker is always smaller)
+    yields the controlling role to them (RFC 8445 section 7.3.1.1) and follows their nomination.
+    The bridge's own checks pass its role, tie-breaker and transaction id."""
+    message = stun.Message(
+        message_method=stun.Method.BINDING,
+        message_class=stun.Class.REQUEST,
+        transaction_id=transaction_id or secrets.token_bytes(12),
+    )
     message.attributes["USERNAME"] = f"{remote_ufrag}:{local_ufrag}"
     message.attributes["PRIORITY"] = priority
-    message.attributes["ICE-CONTROLLING"] = tie_breaker if tie_breaker is not None else secrets.randbits(63)
+    message.attributes["ICE-CONTROLLING" if controlling else "ICE-CONTROLLED"] = tie_breaker
     if use_candidate:
         message.attributes[STUN_USE_CANDIDATE] = None
     message.add_message_integrity(remote_pwd.encode())

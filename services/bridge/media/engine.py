@@ -11,10 +11,13 @@ The control plane (Colibri REST, bridge channel) drives it through this API::
     engine.expire_endpoint("conf", "ep1")
     await engine.stop()
 
-Everything about packets lives below. This module is the UDP mux: one datagram protocol for the
-port, demultiplexing by first byte (RFC 7983), routing STUN by the ICE username fragment and
-everything else by the remote address ICE selected. ICE-lite answers binding requests
-(``ice.py``), DTLS-SRTP comes from the aiortc adapter (``aiortc_adapter.py``), the per-conference
+Everything about packets lives below. This module is the UDP mux: one socket per advertised
+address (so every reply leaves from the address the endpoint sent to; one wildcard socket when an
+advertised address is not local, behind NAT), all on the same port, demultiplexing by first byte
+(RFC 7983), routing STUN requests by the ICE username fragment, STUN responses by their
+transaction id and everything else by the remote addresses ICE validated. A full ICE agent per
+endpoint, controlling as jitsi-videobridge is (``ice.py``), checks and nominates the candidate
+pairs; DTLS-SRTP comes from the aiortc adapter (``aiortc_adapter.py``), the per-conference
 forwarder fans RTP out and terminates RTCP (``forwarder.py``, ``rtp.py``, ``rtcp.py``), and each
 conference's ``policy.py`` object decides who receives what.
 """
@@ -35,7 +38,7 @@ from services.common.logging import RateLimitedLogger
 from . import aiortc_adapter as adapter
 from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
 from .forwarder import ConferenceForwarder, EndpointMedia
-from .ice import IceLiteAgent
+from .ice import IceAgent
 from .model import (
     DtlsFingerprint,
     EndpointState,
@@ -81,7 +84,9 @@ class MediaConfig:
     ``port``: the one UDP port (``JVB_PORT``, 0 = pick a free one, see :attr:`MediaEngine.port`).
     ``bind_address``: where the UDP socket binds. ``advertise_ips``: addresses put in the host
     candidates (``JVB_ADVERTISE_IPS``); empty means the bind address, or 127.0.0.1 when binding
-    to 0.0.0.0. ``consent_timeout``: an endpoint that sent nothing (no STUN consent, no media)
+    to 0.0.0.0. With the wildcard bind address and advertised addresses that are all local, the
+    engine binds one socket per advertised address instead (replies leave from the address the
+    endpoint sent to). ``consent_timeout``: an endpoint that sent nothing (no STUN consent, no media)
     for this long is failed and expired. ``connect_timeout``: an endpoint whose ICE/DTLS has not
     completed this long after it got its remote transport is failed and expired.
     ``packet_cache_size``: packets kept per incoming stream to answer NACKs.
@@ -110,6 +115,7 @@ DtlsDataCallback = Callable[[str, str, bytes], None]
 
 _HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255  # RFC 8445 5.1.2.1, host, component 1
 _MAX_EARLY_DTLS = 8
+_MAX_ADDRESSES = 8  # remote addresses routed to one endpoint (its validated candidates)
 
 
 class _Endpoint:
@@ -121,12 +127,15 @@ class _Endpoint:
         self.conference = conference
         self.conference_id = conference.id
         self.id = endpoint_id
-        self.ice = IceLiteAgent()
+        self.ice = IceAgent()
         self.media = media
         self.remote: RemoteTransport | None = None
         self.dtls: DtlsSession | None = None
         self.early_dtls: list[bytes] = []
         self.address: tuple[str, int] | None = None
+        self.local = 0  # the socket (local candidate) of the media pair
+        self.addresses: set[tuple[str, int]] = set()  # remote addresses routed to it
+        self.ice_timer: asyncio.TimerHandle | None = None
         self.created = now
         self.remote_set_at: float | None = None
         self.last_activity: float | None = None
@@ -134,17 +143,51 @@ class _Endpoint:
         self.dtls_timer: asyncio.TimerHandle | None = None
 
 
-class _MuxProtocol(asyncio.DatagramProtocol):
-    """The one UDP socket: every datagram goes to the engine."""
+class _Socket(asyncio.DatagramProtocol):
+    """One UDP socket of the engine (index ``index`` = the ICE local candidate it carries)."""
 
-    def __init__(self, engine: MediaEngine) -> None:
+    def __init__(self, engine: MediaEngine, index: int) -> None:
         self.engine = engine
-        # the engine's bound method itself, found by the loop on the instance: no extra Python
-        # frame per datagram
-        self.datagram_received = engine.datagram_received  # type: ignore[method-assign]
+        self.index = index
+        self.transport: asyncio.DatagramTransport | None = None
+        self._by_address = engine._by_address
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """One datagram: STUN, DTLS or SRTP/SRTCP (RFC 7983 first-byte demux)."""
+        if not data:
+            return
+        first = data[0]
+        if first < 4:
+            self.engine._on_stun(data, addr, self.index)
+            return
+        endpoint = self._by_address.get(addr)
+        if endpoint is None:
+            self.engine._dropped += 1
+            return
+        now = time.monotonic()
+        endpoint.last_activity = now
+        media = endpoint.media
+        media.packets_received += 1
+        media.bytes_received += len(data)
+        if 127 < first < 192:
+            srtp = media.srtp
+            if srtp is None:
+                return
+            try:
+                if 191 < data[1] < 224:
+                    endpoint.conference.handle_rtcp(media, srtp.unprotect_rtcp(data), now)
+                else:
+                    endpoint.conference.handle_rtp(media, srtp.unprotect(data), now)
+            except SrtpError:
+                media.srtp_errors += 1
+        elif 19 < first < 64:
+            self.engine._on_dtls(endpoint, data, self.index, addr)
 
 
 class MediaEngine:
@@ -177,7 +220,9 @@ class MediaEngine:
         self._endpoints: dict[tuple[str, str], _Endpoint] = {}
         self._by_ufrag: dict[str, _Endpoint] = {}
         self._by_address: dict[tuple[str, int], _Endpoint] = {}
-        self._transport: asyncio.DatagramTransport | None = None
+        self._by_prefix: dict[bytes, _Endpoint] = {}  # STUN transaction id prefix of its checks
+        self._sockets: list[_Socket] = []
+        self._local_addresses: list[tuple[str, int]] = []
         self._native: NativeFanout | None = None
         self._port = config.port
         self._timer: asyncio.Task[None] | None = None
@@ -204,41 +249,64 @@ class MediaEngine:
         return self._certificate.fingerprint("sha-256")
 
     async def start(self) -> None:
-        """Bind the UDP port and start the periodic work (RTCP, consent, rates). Raises
-        ``OSError`` naming the port when it cannot bind."""
+        """Bind the UDP port (one socket per advertised address when they are all local and the
+        bind address is the wildcard, else one on the bind address) and start the periodic work
+        (RTCP, consent, rates). Raises ``OSError`` naming the port when it cannot bind."""
         loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _MuxProtocol(self), local_addr=(self.config.bind_address, self.config.port)
-            )
-        except OSError as exc:
-            raise OSError(
-                f"cannot bind media UDP port {self.config.bind_address}:{self.config.port}: {exc}"
-            ) from exc
-        self.connection_made(transport)  # type: ignore[arg-type]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-            # uvloop's and asyncio's datagram transports both have it, but not the abstract class
-            queued = getattr(transport, "get_write_buffer_size", None)
-            if self.config.native_forwarding and queued is not None:
-                try:
-                    self._native = NativeFanout(sock.fileno(), queued)
-                except NativeUnavailable as exc:
-                    log.warning("forwarding loop in Python: %s", exc)
+        bind = self.config.bind_address
+        addresses = [bind]
+        advertised = list(dict.fromkeys(self._advertised_ips()))
+        if bind in ("0.0.0.0", "::", "") and advertised and all(map(_is_local, advertised)):
+            addresses = advertised
+        port = self.config.port
+        for address in addresses:
+            index = len(self._sockets)
+            try:
+                _, sock = await loop.create_datagram_endpoint(
+                    lambda index=index: _Socket(self, index),  # type: ignore[misc]
+                    local_addr=(address, port),
+                )
+            except OSError as exc:
+                for sock in self._sockets:
+                    if sock.transport is not None:
+                        sock.transport.close()
+                self._sockets.clear()
+                raise OSError(f"cannot bind media UDP port {address}:{port}: {exc}") from exc
+            self._add_socket(sock)
+            port = self._port
+        transports = [s.transport for s in self._sockets if s.transport is not None]
+        for transport in transports:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        first = transports[0].get_extra_info("socket")
+        # uvloop's and asyncio's datagram transports both have it, but not the abstract class
+        queued = getattr(transports[0], "get_write_buffer_size", None)
+        if len(transports) > 1 and queued is not None:
+            sizes = [t.get_write_buffer_size for t in transports]  # type: ignore[attr-defined]
+
+            def queued_anywhere() -> int:
+                return sum(size() for size in sizes)
+
+            queued = queued_anywhere
+        if self.config.native_forwarding and queued is not None and first is not None:
+            try:
+                self._native = NativeFanout(first.fileno(), queued)
+            except NativeUnavailable as exc:
+                log.warning("forwarding loop in Python: %s", exc)
         log.info("forwarding loop: %s", "C (native_fanout.so)" if self._native is not None else "Python")
         self._timer = asyncio.ensure_future(self._periodic())
         log.info(
             "media port udp %s:%d, advertising %s",
-            self.config.bind_address,
+            ",".join(addresses),
             self._port,
             ",".join(self._advertised_ips()),
         )
 
     async def stop(self) -> None:
-        """Expire every conference and close the socket."""
+        """Expire every conference and close the sockets."""
         for conference_id in list(self._conferences):
             self.expire_conference(conference_id)
         if self._timer is not None:
@@ -246,9 +314,11 @@ class MediaEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
             self._timer = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        for sock in self._sockets:
+            if sock.transport is not None:
+                sock.transport.close()
+        self._sockets.clear()
+        self._local_addresses.clear()
         self._native = None
 
     # ---- control API -----------------------------------------------------------------------
@@ -274,10 +344,12 @@ class MediaEngine:
             endpoint = _Endpoint(
                 conference, endpoint_id, conference.add_endpoint(endpoint_id, _discard), time.monotonic()
             )
-            while endpoint.ice.local_ufrag in self._by_ufrag:
-                endpoint.ice = IceLiteAgent()
+            while endpoint.ice.local_ufrag in self._by_ufrag or endpoint.ice.transaction_prefix in self._by_prefix:
+                endpoint.ice = IceAgent()
+            endpoint.ice.set_local_candidates(self._local_addresses)
             self._endpoints[key] = endpoint
             self._by_ufrag[endpoint.ice.local_ufrag] = endpoint
+            self._by_prefix[endpoint.ice.transaction_prefix] = endpoint
         return self._local_transport(endpoint)
 
     def set_remote_transport(self, conference_id: str, endpoint_id: str, remote: RemoteTransport) -> None:
@@ -285,7 +357,8 @@ class MediaEngine:
         setup: ``active`` -> the bridge is the DTLS server, ``passive``/``actpass`` -> client.
         Raises :class:`UnknownEndpoint`, ``ValueError`` for a transport without a usable
         fingerprint. Setting the same transport again is a no-op; new ICE credentials with the same
-        fingerprint keep the DTLS association; a new fingerprint starts a new one."""
+        fingerprint keep the DTLS association; a new fingerprint starts a new one. The transport's
+        candidates (UDP, component 1) are added to the endpoint's ICE agent, which checks them."""
         endpoint = self._get(conference_id, endpoint_id)
         if endpoint.remote == remote:
             return
@@ -298,6 +371,7 @@ class MediaEngine:
         ):
             endpoint.remote = remote  # an ICE restart or candidate update; DTLS stays
             endpoint.ice.set_remote(remote.ufrag, remote.pwd)
+            self._add_candidates(endpoint, remote)
             return
         role = "server" if remote.fingerprints[0].setup == "active" else "client"
         session = DtlsSession(self._certificate, role, [(f.hash, f.fingerprint) for f in remote.fingerprints])
@@ -312,6 +386,7 @@ class MediaEngine:
         endpoint.remote = remote
         endpoint.remote_set_at = time.monotonic()
         endpoint.ice.set_remote(remote.ufrag, remote.pwd)
+        self._add_candidates(endpoint, remote)
         endpoint.dtls = session
         if role == "client" and endpoint.address is not None:
             self._send_dtls(endpoint, session.start())
@@ -333,8 +408,15 @@ class MediaEngine:
         endpoint.state = "expired"
         if self._by_ufrag.get(endpoint.ice.local_ufrag) is endpoint:
             del self._by_ufrag[endpoint.ice.local_ufrag]
-        if endpoint.address is not None and self._by_address.get(endpoint.address) is endpoint:
-            del self._by_address[endpoint.address]
+        if self._by_prefix.get(endpoint.ice.transaction_prefix) is endpoint:
+            del self._by_prefix[endpoint.ice.transaction_prefix]
+        for address in endpoint.addresses:
+            if self._by_address.get(address) is endpoint:
+                del self._by_address[address]
+        endpoint.addresses.clear()
+        if endpoint.ice_timer is not None:
+            endpoint.ice_timer.cancel()
+            endpoint.ice_timer = None
         if endpoint.dtls_timer is not None:
             endpoint.dtls_timer.cancel()
         endpoint.dtls = None
@@ -382,7 +464,7 @@ class MediaEngine:
         if endpoint is None or endpoint.dtls is None or endpoint.address is None:
             raise ConnectionError(f"no DTLS association with {endpoint_id!r} in {conference_id!r}")
         for datagram in endpoint.dtls.send_application_data(data):
-            self._sendto(datagram, endpoint.address)
+            self._sendto(datagram, endpoint.address, endpoint.local)
 
     def endpoint_last_activity(self, conference_id: str, endpoint_id: str) -> float | None:
         """``time.monotonic()`` of the last packet (STUN, DTLS, RTP, RTCP) from the endpoint, or
@@ -422,6 +504,9 @@ class MediaEngine:
                 retransmissions_dropped=e.media.retransmissions_dropped,
                 retransmissions_not_forwarded=e.media.retransmissions_not_forwarded,
                 rtt_ms=None if e.media.rtt is None else round(e.media.rtt * 1000, 1),
+                local_address=self._local_address(e),
+                ice_controlling=e.ice.controlling,
+                ice_nominated=e.ice.nominated,
             )
             for e in self._endpoints.values()
         ]
@@ -446,46 +531,44 @@ class MediaEngine:
 
     # ---- packet path -----------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.DatagramTransport) -> None:
-        """Use ``transport`` (anything with ``sendto(data, addr)``) for every datagram sent;
-        :meth:`start` passes the UDP socket's transport."""
-        self._transport = transport
-        sockname = transport.get_extra_info("sockname")
+    def connection_made(self, transport: asyncio.DatagramTransport) -> _Socket:
+        """Use ``transport`` (anything with ``sendto(data, addr)``) as the next socket (the next
+        ICE local candidate, its address the next advertised one); :meth:`start` passes each UDP
+        socket's transport, tests a recording one."""
+        sock = _Socket(self, len(self._sockets))
+        sock.transport = transport
+        self._add_socket(sock)
+        return sock
+
+    def _add_socket(self, sock: _Socket) -> None:
+        index = len(self._sockets)
+        self._sockets.append(sock)
+        assert sock.transport is not None and sock.index == index
+        sockname = sock.transport.get_extra_info("sockname")
         if sockname:
             self._port = sockname[1]
+        advertised = self._advertised_ips()
+        ip = advertised[index] if index < len(advertised) else str(sockname[0] if sockname else "0.0.0.0")
+        self._local_addresses.append((ip, self._port))
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        """One datagram from the UDP port: STUN, DTLS or SRTP/SRTCP (RFC 7983 first-byte demux)."""
-        if not data:
-            return
-        first = data[0]
-        if first < 4:
-            self._on_stun(data, addr)
-            return
-        endpoint = self._by_address.get(addr)
-        if endpoint is None:
-            self._dropped += 1
-            return
-        now = time.monotonic()
-        endpoint.last_activity = now
-        media = endpoint.media
-        media.packets_received += 1
-        media.bytes_received += len(data)
-        if 127 < first < 192:
-            srtp = media.srtp
-            if srtp is None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int], local: int = 0) -> None:
+        """One datagram from socket ``local`` (the first by default)."""
+        self._sockets[local].datagram_received(data, addr)
+
+    def _on_stun(self, data: bytes, addr: tuple[str, int], local: int) -> None:
+        if len(data) >= 20 and data[0] == 0x01 and data[1] in (0x01, 0x11):  # binding response
+            endpoint = self._by_prefix.get(data[8:12])
+            if endpoint is None:
+                self._dropped += 1
                 return
-            try:
-                if 191 < data[1] < 224:
-                    endpoint.conference.handle_rtcp(media, srtp.unprotect_rtcp(data), now)
-                else:
-                    endpoint.conference.handle_rtp(media, srtp.unprotect(data), now)
-            except SrtpError:
-                media.srtp_errors += 1
-        elif 19 < first < 64:
-            self._on_dtls(endpoint, data)
-
-    def _on_stun(self, data: bytes, addr: tuple[str, int]) -> None:
+            now = time.monotonic()
+            if endpoint.ice.handle_response(data, local, addr, now):
+                self._select(endpoint)
+            if endpoint.ice.owns(local, addr):
+                endpoint.last_activity = now
+                self._route(endpoint, addr)
+            self._schedule_ice(endpoint)
+            return
         try:
             request = adapter.parse_binding_request(data)
         except adapter.StunError as exc:
@@ -495,10 +578,11 @@ class MediaEngine:
             return
         endpoint = self._by_ufrag.get(request.local_ufrag)
         if endpoint is None:
-            self._sendto(adapter.binding_error(request, 401, "Unauthorized"), addr)
+            self._sendto(adapter.binding_error(request, 401, "Unauthorized"), addr, local)
             return
+        now = time.monotonic()
         try:
-            outcome = endpoint.ice.handle(request, addr)
+            outcome = endpoint.ice.handle_request(request, local, addr, now)
         except Exception as exc:  # a request the checks above let through but ICE cannot use
             self._dropped += 1
             self._stun_errors += 1
@@ -508,21 +592,101 @@ class MediaEngine:
             )  # fmt: skip
             return
         if outcome.response is not None:
-            self._sendto(outcome.response, addr)
+            self._sendto(outcome.response, addr, local)
         if not outcome.authenticated:
             return
-        endpoint.last_activity = time.monotonic()
+        endpoint.last_activity = now
+        self._route(endpoint, addr)
         if outcome.address_selected:
-            if endpoint.address is not None and self._by_address.get(endpoint.address) is endpoint:
-                del self._by_address[endpoint.address]
-            endpoint.address = addr
-            self._by_address[addr] = endpoint
-            endpoint.media.set_transmit(self._transmitter(addr), addr)
-            dtls = endpoint.dtls
-            if dtls is not None and dtls.role == "client" and dtls.state is DtlsState.NEW:
-                self._send_dtls(endpoint, dtls.start())
+            self._select(endpoint)
+        self._schedule_ice(endpoint)
 
-    def _on_dtls(self, endpoint: _Endpoint, data: bytes) -> None:
+    def _route(self, endpoint: _Endpoint, addr: tuple[str, int]) -> None:
+        """Datagrams from ``addr`` (which the endpoint proved it owns) go to the endpoint, unless
+        it is another endpoint's media address."""
+        if addr in endpoint.addresses:
+            return
+        owner = self._by_address.get(addr)
+        if owner is not None and owner is not endpoint and owner.address == addr:
+            return
+        if len(endpoint.addresses) >= _MAX_ADDRESSES:
+            return
+        if owner is not None:
+            owner.addresses.discard(addr)
+        endpoint.addresses.add(addr)
+        self._by_address[addr] = endpoint
+
+    def _select(self, endpoint: _Endpoint) -> None:
+        """The endpoint's ICE agent picked a (new) media pair: send everything there."""
+        selected = endpoint.ice.selected
+        if selected is None or selected == (endpoint.local, endpoint.address):
+            return
+        local, addr = selected
+        first = endpoint.address is None
+        endpoint.local, endpoint.address = local, addr
+        self._route(endpoint, addr)
+        if self._by_address.get(addr) is not endpoint:
+            self._by_address[addr] = endpoint  # its media address: taken from a stale owner
+            endpoint.addresses.add(addr)
+        sock = self._sockets[local] if local < len(self._sockets) else None
+        fd = None
+        if sock is not None and sock.transport is not None:
+            raw = sock.transport.get_extra_info("socket")
+            fd = raw.fileno() if raw is not None else None
+        endpoint.media.set_transmit(self._transmitter(addr, local), addr, fd)
+        if not first:
+            log.info(
+                "endpoint media pair moved conference=%s endpoint=%s local=%s remote=%s nominated=%s",
+                endpoint.conference_id,
+                endpoint.id,
+                self._local_addresses[local] if local < len(self._local_addresses) else local,
+                addr,
+                endpoint.ice.nominated,
+            )
+        dtls = endpoint.dtls
+        if dtls is not None and dtls.role == "client" and dtls.state is DtlsState.NEW:
+            self._send_dtls(endpoint, dtls.start())
+
+    def _add_candidates(self, endpoint: _Endpoint, remote: RemoteTransport) -> None:
+        endpoint.ice.add_remote_candidates(
+            (c.ip, c.port, c.priority)
+            for c in remote.candidates
+            if c.component == 1 and c.protocol.lower() == "udp"
+        )
+        self._schedule_ice(endpoint)
+
+    def _schedule_ice(self, endpoint: _Endpoint) -> None:
+        """Arm the endpoint's ICE timer for the agent's next check (none outside an event loop)."""
+        if endpoint.state == "expired":
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        now = time.monotonic()
+        due = endpoint.ice.next_time(now)
+        timer = endpoint.ice_timer
+        if timer is not None:
+            if due is not None and timer.when() <= loop.time() + (due - now):
+                return  # armed early enough
+            timer.cancel()
+            endpoint.ice_timer = None
+        if due is not None:
+            endpoint.ice_timer = loop.call_later(max(due - now, 0.0), self._on_ice_timer, endpoint)
+
+    def _on_ice_timer(self, endpoint: _Endpoint) -> None:
+        endpoint.ice_timer = None
+        if endpoint.state == "expired":
+            return
+        for local, addr, datagram in endpoint.ice.poll(time.monotonic()):
+            self._sendto(datagram, addr, local)
+        self._schedule_ice(endpoint)
+
+    def _on_dtls(self, endpoint: _Endpoint, data: bytes, local: int = 0, addr: tuple[str, int] | None = None) -> None:
+        if addr is not None and (addr != endpoint.address or local != endpoint.local):
+            # DTLS on another validated pair: the endpoint selected that one (RFC 8445 12.1)
+            if endpoint.ice.dtls_from(local, addr):
+                self._select(endpoint)
         dtls = endpoint.dtls
         if dtls is None:
             if len(endpoint.early_dtls) < _MAX_EARLY_DTLS:
@@ -540,7 +704,7 @@ class MediaEngine:
     def _send_dtls(self, endpoint: _Endpoint, datagrams: list[bytes]) -> None:
         if endpoint.address is not None:
             for datagram in datagrams:
-                self._sendto(datagram, endpoint.address)
+                self._sendto(datagram, endpoint.address, endpoint.local)
         dtls = endpoint.dtls
         if dtls is None:
             return
@@ -552,10 +716,12 @@ class MediaEngine:
             self._ice_succeeded += 1
             self._conferences[endpoint.conference_id].set_srtp(endpoint.id, dtls.srtp, time.monotonic())
             log.info(
-                "endpoint connected conference=%s endpoint=%s address=%s srtp=%s",
+                "endpoint connected conference=%s endpoint=%s address=%s local=%s nominated=%s srtp=%s",
                 endpoint.conference_id,
                 endpoint.id,
                 endpoint.address,
+                self._local_addresses[endpoint.local] if endpoint.local < len(self._local_addresses) else None,
+                endpoint.ice.nominated,
                 dtls.srtp.profile if dtls.srtp else None,
             )
             self._notify(endpoint, "connected")
@@ -581,10 +747,11 @@ class MediaEngine:
         if endpoint.dtls is not None and endpoint.state == "new":
             self._send_dtls(endpoint, endpoint.dtls.handle_timeout())
 
-    def _transmitter(self, addr: tuple[str, int]) -> Callable[[bytes], None]:
-        if self._transport is None:
+    def _transmitter(self, addr: tuple[str, int], local: int = 0) -> Callable[[bytes], None]:
+        transport = self._sockets[local].transport if local < len(self._sockets) else None
+        if transport is None:
             return _discard
-        sendto = self._transport.sendto
+        sendto = transport.sendto
 
         # a closure rather than functools.partial(sendto, addr=addr): a partial holding a keyword
         # copies its keyword dict on every call, which costs more than this one frame
@@ -593,9 +760,11 @@ class MediaEngine:
 
         return transmit
 
-    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._transport is not None:
-            self._transport.sendto(data, addr)
+    def _sendto(self, data: bytes, addr: tuple[str, int], local: int = 0) -> None:
+        if local < len(self._sockets):
+            transport = self._sockets[local].transport
+            if transport is not None:
+                transport.sendto(data, addr)
 
     # ---- timers ----------------------------------------------------------------------------
 
@@ -686,6 +855,12 @@ class MediaEngine:
 
         return send
 
+    def _local_address(self, endpoint: _Endpoint) -> str | None:
+        if endpoint.address is None or endpoint.local >= len(self._local_addresses):
+            return None
+        ip, port = self._local_addresses[endpoint.local]
+        return f"{ip}:{port}"
+
     def _advertised_ips(self) -> list[str]:
         if self.config.advertise_ips:
             return list(self.config.advertise_ips)
@@ -713,6 +888,17 @@ class MediaEngine:
             fingerprints=[DtlsFingerprint("sha-256", self.fingerprint, "actpass")],
             candidates=candidates,
         )
+
+
+def _is_local(ip: str) -> bool:
+    """Whether ``ip`` is an address of this host (a socket can bind it)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _discard(data: bytes) -> None:

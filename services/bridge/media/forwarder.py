@@ -375,11 +375,14 @@ class EndpointMedia:
             self.native.set_srtp(srtp)
         self._srtp = srtp
 
-    def set_transmit(self, transmit: Transmit, address: tuple[Any, ...] | None = None) -> None:
-        """Send to it with ``transmit``, which sends to ``address`` (for the C loop)."""
+    def set_transmit(
+        self, transmit: Transmit, address: tuple[Any, ...] | None = None, fd: int | None = None
+    ) -> None:
+        """Send to it with ``transmit``, which sends to ``address`` from socket ``fd`` (for the C
+        loop; ``None``: the socket it was created with)."""
         self.transmit = transmit
         if self.native is not None:
-            self.native.set_address(address)
+            self.native.set_address(address, fd)
 
     @property
     def connected(self) -> bool:

@@ -141,6 +141,11 @@ class EndpointStats:
     retransmissions_dropped: int = 0
     retransmissions_not_forwarded: int = 0
     rtt_ms: float | None = None  # round trip to the endpoint, from its reports on relayed SRs
+    # ICE: the bridge's side of the media pair (the advertised address its socket is bound to),
+    # the bridge's role and whether the pair was nominated
+    local_address: str | None = None
+    ice_controlling: bool = True
+    ice_nominated: bool = False
 
 
 @dataclass

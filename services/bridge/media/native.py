@@ -156,7 +156,10 @@ class NativeReceiver:
         self.struct.srtp = _NULL if srtp is None else _ffi.cast("void *", srtp.tx_session)
         self._srtp = srtp
 
-    def set_address(self, address: tuple[Any, ...] | None) -> None:
+    def set_address(self, address: tuple[Any, ...] | None, fd: int | None = None) -> None:
+        """Send to ``address`` from socket ``fd`` (``None``: keep the socket)."""
+        if fd is not None:
+            self.struct.fd = fd
         if address is None:
             self.struct.address_length = 0
             return

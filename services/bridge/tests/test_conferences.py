@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,49 @@ def test_sctpconnection_added_later_and_removed_alone() -> None:
     again = book.prepare(cid, parse_conference(b'{"contents": [{"name": "data", "sctpconnections": '
                          b'[{"endpoint": "' + EP.encode() + b'", "port": 5001}]}]}'), 4.0)  # fmt: skip
     assert again.effects == [SetSctp(EP, 5001)]
+
+
+def test_candidates_alone_add_to_the_answer_like_jingle_transport_info() -> None:
+    book = ConferenceBook()
+    cid = seed_conference(book)
+    answer = {
+        "channel-bundles": [
+            {
+                "id": EP,
+                "transport": {
+                    "ufrag": "u1",
+                    "pwd": "p" * 22,
+                    "fingerprints": [{"hash": "sha-256", "fingerprint": "AA:BB", "setup": "active"}],
+                },
+            }
+        ]
+    }
+
+    run(book, cid, json.dumps(answer).encode())
+    candidate = {"foundation": "1", "component": 1, "protocol": "udp", "priority": 9, "ip": "10.0.0.7",
+                 "port": 4000, "type": "host", "generation": 0, "id": "x"}  # fmt: skip
+    info = {"channel-bundles": [{"id": EP, "transport": {"ufrag": "u1", "pwd": "p" * 22, "candidates": [candidate]}}]}
+    plan = book.prepare(cid, parse_conference(json.dumps(info).encode()), 1.0)
+    (effect,) = plan.effects
+    assert isinstance(effect, SetRemoteTransport)
+    assert [(c.ip, c.port) for c in effect.remote.candidates] == [("10.0.0.7", 4000)]
+    assert effect.remote.fingerprints[0].setup == "active"  # kept from the answer
+    book.commit(plan)
+    # the same candidates again change nothing; a flood is capped
+    assert book.prepare(cid, parse_conference(json.dumps(info).encode()), 2.0).effects == []
+    flood = [{**candidate, "port": 5000 + i} for i in range(100)]
+    info["channel-bundles"][0]["transport"]["candidates"] = flood  # type: ignore[index]
+    plan = book.prepare(cid, parse_conference(json.dumps(info).encode()), 3.0)
+    (effect,) = plan.effects
+    assert len(effect.remote.candidates) == 32  # type: ignore[union-attr]
+
+
+def test_candidates_alone_before_an_answer_are_refused() -> None:
+    book = ConferenceBook()
+    cid = seed_conference(book)
+    candidate = {"foundation": "1", "component": 1, "protocol": "udp", "priority": 9, "ip": "10.0.0.7",
+                 "port": 4000, "type": "host", "generation": 0}  # fmt: skip
+
+    info = {"channel-bundles": [{"id": EP, "transport": {"candidates": [candidate]}}]}
+    with pytest.raises(ColibriRequestError, match="ufrag"):
+        book.prepare(cid, parse_conference(json.dumps(info).encode()), 1.0)

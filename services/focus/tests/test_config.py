@@ -12,7 +12,7 @@ def test_defaults_follow_docker_jitsi_meet() -> None:
     s = config.load(environ=BASE)
     assert s.xmpp.jid == "focus@auth.meet.jitsi/focus"
     assert s.brewery_jid == "jvbbrewery@internal-muc.meet.jitsi"
-    assert s.rest.port == 8888 and s.redis_url == "" and s.bridge.ice_lite is True
+    assert s.rest.port == 8888 and s.redis_url == "" and s.bridge.ice_lite is False
 
 
 def test_environment_overrides() -> None:

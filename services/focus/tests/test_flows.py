@@ -155,3 +155,26 @@ def test_ice_failure_expires_terminates_and_leaves_participant_waiting() -> None
     assert actions == [(f"{ROOM}/a", "source-remove"), (f"{ROOM}/b", "session-terminate")]
     assert len(out.patches) == 1 and [p.endpoint_id for p in flows.waiting(conf)] == ["b"]
     assert conf.bridge_id == "jvb1"  # the conference stays where it is
+
+
+def test_transport_info_candidates_are_patched_to_the_bridge_after_the_answer() -> None:
+    conf = Conference(room=ROOM)
+    p = conf.occupant_joined("a", f"{ROOM}/a", "a@meet.jitsi/x")
+    assert p is not None
+    request = flows.allocation_request(conf, p, "jvb1", S)
+    flows.allocated(conf, p, "jvb1", request, bridge_response("a"), "sid-a", S)
+    candidate = colibri.Candidate(foundation="1", component=1, protocol="udp", priority=7, ip="10.0.0.7",
+                                  port=4000, type="host", generation=0)  # fmt: skip
+    t = Transport(ufrag="uf", pwd="p" * 22, candidates=[candidate])
+    info = Jingle(action="transport-info", sid="sid-a",
+                  contents=[JingleContent(name="audio", transport=t), JingleContent(name="video", transport=t)])  # fmt: skip
+    assert flows.transport_info(conf, p, info).patches == []  # not answered yet: nothing to add to
+    flows.accepted(conf, p, accept("sid-a", {"audio": [1]}), S)
+    (patch,) = flows.transport_info(conf, p, info).patches
+    body = colibri.dump(patch)
+    (bundle,) = body["channel-bundles"]
+    assert bundle["id"] == "a" and body["id"] == "conf1"
+    assert bundle["transport"]["ufrag"] == "uf" and "fingerprints" not in bundle["transport"]
+    assert [(c["ip"], c["port"]) for c in bundle["transport"]["candidates"]] == [("10.0.0.7", 4000)]
+    empty = Jingle(action="transport-info", sid="sid-a", contents=[JingleContent(name="audio", transport=Transport())])
+    assert flows.transport_info(conf, p, empty).patches == []

@@ -171,3 +171,29 @@ def test_merge_and_remove_sources() -> None:
 def test_terminate_moving() -> None:
     msg = offer.session_terminate("s", "success", "moving")
     assert jingle.parse_xml(jingle.to_xml(msg)).reason == jingle.JingleReason("success", "moving")
+
+
+def test_receivers_get_the_first_simulcast_ssrc_and_its_rtx_only() -> None:
+    """Jicofo strips simulcast for receivers: lib-jitsi-meet turns every SSRC it is given into
+    an m-line of one msid and Chrome refuses duplicate a=msid lines."""
+    sim = MediaSources(
+        sources=[Source(ssrc=n, name="ep-v0", owner="r@muc/ep") for n in (1, 2, 3, 11, 12, 13)],
+        groups=[
+            SsrcGroup(semantics="SIM", sources=[1, 2, 3]),
+            SsrcGroup(semantics="FID", sources=[1, 11]),
+            SsrcGroup(semantics="FID", sources=[2, 12]),
+            SsrcGroup(semantics="FID", sources=[3, 13]),
+        ],
+    )
+    plain = MediaSources(sources=[Source(ssrc=7, name="other-v0")], groups=[])
+    for message in (
+        offer.source_update("source-add", "sid", {"video": sim}),
+        offer.source_update("source-remove", "sid", {"video": sim}),
+    ):
+        (content,) = message.contents
+        assert content.description is not None
+        assert [s.ssrc for s in content.description.sources] == [1, 11]
+        assert [(g.semantics, g.sources) for g in content.description.ssrc_groups] == [("FID", [1, 11])]
+    assert offer.strip_simulcast(plain) is plain
+    # what the focus keeps for the bridge is untouched: it needs every layer
+    assert len(sim.sources) == 6 and len(sim.groups) == 4

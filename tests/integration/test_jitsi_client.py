@@ -1,0 +1,194 @@
+"""Jitsi's clients and Parley's own against the stack as the launcher starts it, on a host with two
+addresses, in real Chromium through nginx.
+
+The whole module runs in a private network namespace (``tests/integration/netns.py``) whose host
+has loopback and a second address on a veth; the bridge advertises both, Chromium gathers both,
+so ICE has a real choice among four candidate pairs (some of which do not work the way they are
+signalled). The bridge is a full ICE agent and controls, as jitsi-videobridge does: it checks and
+nominates, and media must flow on the pair Chromium selected, from the address Chromium sent to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page
+
+from tests.integration import netns
+from tests.integration.browser import BROWSER_MARKS, DESKTOP, Browsers, LauncherStack, browsers, console_log
+
+pytestmark = [
+    *BROWSER_MARKS,
+    pytest.mark.peer,
+    pytest.mark.skipif(not netns.available(), reason="needs root and iproute2 for a private network namespace"),
+]
+
+# Every RTCPeerConnection a page creates, for the tests to read its selected candidate pair.
+RECORD_PEER_CONNECTIONS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__peerConnections = [];
+  function Recorded(...args) {
+    const pc = new Native(...args);
+    window.__peerConnections.push(pc);
+    return pc;
+  }
+  Recorded.prototype = Native.prototype;
+  Object.setPrototypeOf(Recorded, Native);
+  window.RTCPeerConnection = Recorded;
+})();
+"""
+
+SELECTED_PAIRS = """
+async () => {
+  const out = [];
+  for (const pc of window.__peerConnections || []) {
+    if (pc.connectionState === 'closed') continue;
+    const stats = await pc.getStats();
+    let id = null;
+    stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) id = s.selectedCandidatePairId; });
+    const pair = id && stats.get(id);
+    if (!pair) continue;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    out.push({
+      local: `${local.address}:${local.port}`,
+      remote: `${remote.address}:${remote.port}`,
+      nominated: !!pair.nominated,
+      state: pair.state,
+      bytesReceived: pair.bytesReceived,
+    });
+  }
+  return out;
+}
+"""
+
+
+@dataclass
+class Stack:
+    launcher: LauncherStack
+    pool: Browsers
+    second_address: str
+
+    @property
+    def front(self) -> str:
+        return self.launcher.front
+
+    @property
+    def bridge(self) -> str:
+        """The bridge's private REST base (port 8080 shifted like the front door's 8000)."""
+        offset = int(self.front.rsplit(":", 1)[1]) - 8000
+        return f"http://127.0.0.1:{8080 + offset}"
+
+    def bridge_endpoints(self) -> dict[str, dict[str, Any]]:
+        debug = httpx.get(f"{self.bridge}/debug", timeout=5).json()
+        return {ep["id"]: ep for conf in debug["conferences"] for ep in conf["endpoints"]}
+
+    def open(self) -> tuple[Page, list[str]]:
+        page = self.pool.open(DESKTOP)
+        page.add_init_script(RECORD_PEER_CONNECTIONS)
+        return page, console_log(page)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    run_dir = tmp_path_factory.mktemp("jitsi-stack") / "run"
+    with netns.multi_homed() as second:
+        previous = os.environ.get("JVB_ADVERTISE_IPS")
+        os.environ["JVB_ADVERTISE_IPS"] = f"{second},127.0.0.1"
+        try:
+            launcher = LauncherStack(run_dir, bridges=1).start()
+        finally:
+            if previous is None:
+                os.environ.pop("JVB_ADVERTISE_IPS", None)
+            else:
+                os.environ["JVB_ADVERTISE_IPS"] = previous
+        try:
+            with browsers() as pool:
+                yield Stack(launcher, pool, second)
+        finally:
+            launcher.stop()
+
+
+def wait_until(what: str, cond: Any, logs: list[list[str]], timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n" + "\n--\n".join("\n".join(x[-40:]) for x in logs))
+        time.sleep(0.25)
+
+
+def selected_pairs(page: Page) -> list[dict[str, Any]]:
+    return list(page.evaluate(SELECTED_PAIRS))
+
+
+def assert_media_on_the_selected_pair(stack: Stack, page: Page, endpoint: str) -> dict[str, Any]:
+    """Chromium's selected pair is the bridge's media pair for ``endpoint``, seen from both ends,
+    nominated by the bridge, which is the controlling agent."""
+    pairs = [p for p in selected_pairs(page) if p["state"] == "succeeded"]
+    assert pairs, "no selected candidate pair in the page"
+    media = stack.bridge_endpoints()[endpoint]["media"]
+    assert media is not None and media["state"] == "connected", media
+    assert media["ice_controlling"] and media["ice_nominated"], media
+    browser_pair = pairs[-1]
+    assert browser_pair["nominated"], browser_pair
+    assert media["remote_address"] == browser_pair["local"], (media, browser_pair)
+    assert media["local_address"] == browser_pair["remote"], (media, browser_pair)
+    return browser_pair
+
+
+# ---- Parley's own web client ------------------------------------------------------------------
+
+
+@dataclass
+class ParleyPerson:
+    page: Page
+    log: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.page.evaluate("window.parley.endpointId"))
+
+    def decoded(self) -> dict[str, int]:
+        stats = self.page.evaluate("window.parley.videoStats()")
+        return {ep: s["framesDecoded"] for ep, s in stats.items()}
+
+
+def parley_join(stack: Stack, room: str, name: str) -> ParleyPerson:
+    page, log = stack.open()
+    page.goto(f"{stack.front}/{room}?name={name}")
+    page.wait_for_selector("#meeting:not([hidden])", timeout=30_000)
+    return ParleyPerson(page, log)
+
+
+def test_parley_clients_on_a_multi_homed_host_use_the_pair_the_bridge_nominated(stack: Stack) -> None:
+    room = f"mh-{uuid.uuid4().hex[:8]}"
+    people = [parley_join(stack, room, name) for name in ("Ada", "Bob")]
+    logs = [p.log for p in people]
+    try:
+        endpoints = [p.endpoint for p in people]
+        for person, other in ((people[0], endpoints[1]), (people[1], endpoints[0])):
+            wait_until(
+                "video decoded from the other participant",
+                lambda person=person, other=other: person.decoded().get(other, 0) > 10,
+                logs,
+            )
+        used = set()
+        for person, endpoint in zip(people, endpoints, strict=True):
+            pair = assert_media_on_the_selected_pair(stack, person.page, endpoint)
+            print("selected pair", endpoint, pair)
+            used.add(pair["remote"].rsplit(":", 1)[0])
+        # the bridge advertised both addresses and listens on both
+        assert used <= {stack.second_address, "127.0.0.1"}
+    finally:
+        for person in people:
+            with contextlib.suppress(Exception):
+                person.page.close()
