@@ -58,6 +58,12 @@ class ConferenceSettings(Section):
     last_n: int = Field(ge=-1)
 
 
+class JibriSettings(Section):
+    brewery_muc: str = Field(min_length=1)
+    iq_timeout: float = Field(gt=0)
+    start_attempts: int = Field(ge=1, le=10)
+
+
 class RestSettings(Section):
     host: str
     port: int = Field(ge=0, le=65535)
@@ -68,11 +74,16 @@ class FocusSettings(Section):
     bridge: BridgeSettings
     conference: ConferenceSettings
     rest: RestSettings
+    jibri: JibriSettings
     redis_url: str
 
     @property
     def brewery_jid(self) -> str:
         return f"{self.bridge.brewery_muc}@{self.xmpp.internal_muc_domain}"
+
+    @property
+    def jibri_brewery_jid(self) -> str:
+        return f"{self.jibri.brewery_muc}@{self.xmpp.internal_muc_domain}"
 
 
 class FocusConfig(Section):
@@ -100,6 +111,7 @@ ENV_VARS = [
     EnvVar("JICOFO_AUTH_PASSWORD", "jicofo.xmpp.password"),
     EnvVar("JVB_BREWERY_MUC", "jicofo.bridge.brewery-muc"),
     EnvVar("JICOFO_BRIDGE_COLIBRI_URLS", "jicofo.bridge.colibri-urls", _url_map),
+    EnvVar("JIBRI_BREWERY_MUC", "jicofo.jibri.brewery-muc"),
     EnvVar("JICOFO_HTTP_PORT", "jicofo.rest.port", int),
     EnvVar("JICOFO_HTTP_HOST", "jicofo.rest.host"),
     EnvVar("REDIS_URL", "jicofo.redis-url"),

@@ -10,13 +10,14 @@ IQ answers are awaited outside the lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-from services.common import jingle
+from services.common import jibri, jingle
 from services.common.brewery import BridgeStats
 
 from . import flows, metrics, offer
@@ -24,6 +25,7 @@ from .bridges import BridgeRegistry, HealthOutcome
 from .colibri_client import ColibriClient, ColibriError
 from .conference import Conference, Participant, ParticipantState
 from .config import FocusSettings
+from .jibri import JibriService
 from .store import ConferenceStore
 
 log = logging.getLogger("focus")
@@ -68,6 +70,7 @@ class Focus:
             enable_sctp=c.enable_sctp,
             last_n=c.last_n,
         )
+        self.jibri = JibriService(self)
 
     # ------------------------------------------------------------------ plumbing
     def _spawn(self, coro: object, what: str) -> None:
@@ -137,7 +140,7 @@ class Focus:
             conf = self.conferences.get(room)
             if conf is None:
                 return
-            gone = [ep for ep in conf.participants if ep not in present]
+            gone = [ep for ep, p in conf.participants.items() if ep not in present and not p.hidden]
         for ep in gone:
             await self._leave(room, ep)
         async with self._lock(room):
@@ -284,17 +287,22 @@ class Focus:
                 return
             url = self.registry.colibri_url(bridge_id)
             assert url is not None
-            request = flows.allocation_request(conf, participant, bridge_id, self.offer_settings)
+            settings = self.offer_settings
+            if participant.hidden:  # a recorder receives everyone: no last-N
+                settings = dataclasses.replace(settings, last_n=-1)
+            request = flows.allocation_request(conf, participant, bridge_id, settings)
             started = time.perf_counter()
             try:
                 if request.id is None:
                     response = await self.colibri.create(url, request)
                 else:
                     response = await self.colibri.patch(url, request)
-                sid = secrets.token_hex(8)
-                out = flows.allocated(
-                    conf, participant, bridge_id, request, response, sid, self.offer_settings
+                sid = (
+                    jibri.media_sid(participant.recording, participant.invites)
+                    if participant.recording
+                    else secrets.token_hex(8)
                 )
+                out = flows.allocated(conf, participant, bridge_id, request, response, sid, settings)
             except (ColibriError, offer.AllocationError) as exc:
                 flows.allocation_failed(participant)
                 log.warning("allocation on %s for %s failed: %s", bridge_id, participant.endpoint_id, exc)
@@ -340,6 +348,7 @@ class Focus:
 
     async def _end(self, conf: Conference) -> None:
         log.info("conference ended room=%s bridge=%s", conf.room, conf.bridge_id)
+        await self.jibri.conference_ended(conf)
         self.conferences.pop(conf.room, None)
         await self.store.delete(conf.room)
         self._update_gauges()
