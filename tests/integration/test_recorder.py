@@ -266,6 +266,8 @@ async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
     info = ffprobe(composed)
     assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"], info
     assert RECORD_SECONDS - 3 <= float(info["format"]["duration"]) <= RECORD_SECONDS + 15, info["format"]
+    print("tones", tone_strengths(composed, 4.0, 10.0), "tiles", tile_colours(composed, [6.0, 12.0, 18.0], 3))
+    shutil.copytree(directory, "/tmp/rec-debug", dirs_exist_ok=True)
     for colours in tile_colours(composed, [6.0, 12.0, 18.0], 3):
         assert colours == set(COLOURS), colours
     strengths = tone_strengths(composed, 4.0, 10.0)
