@@ -10,10 +10,12 @@ audio is correlated with the three tones. Kill -9 of the recorder leaves playabl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +96,13 @@ class RecorderStack(Stack):
         return httpx.get(f"http://127.0.0.1:{self.recorder_http}/recordings", timeout=5).json()  # type: ignore[no-any-return]
 
     def wait_recorder_registered(self, within: float = 20.0) -> None:
-        ok = asyncio.run(
-            wait_until(lambda: "rec1" in self.get("/recordings")["recorders"], within, interval=0.2)
-        )
-        assert ok, self.logs()
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if "rec1" in self.get("/recordings")["recorders"]:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"the recorder did not register\n{self.logs()}")
 
 
 @pytest.fixture(scope="module")
@@ -266,10 +271,54 @@ async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
     info = ffprobe(composed)
     assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"], info
     assert RECORD_SECONDS - 3 <= float(info["format"]["duration"]) <= RECORD_SECONDS + 15, info["format"]
-    print("tones", tone_strengths(composed, 4.0, 10.0), "tiles", tile_colours(composed, [6.0, 12.0, 18.0], 3))
-    shutil.copytree(directory, "/tmp/rec-debug", dirs_exist_ok=True)
     for colours in tile_colours(composed, [6.0, 12.0, 18.0], 3):
         assert colours == set(COLOURS), colours
     strengths = tone_strengths(composed, 4.0, 10.0)
     for nick in TONES:
         assert strengths[nick] > 5 * strengths["control"], strengths
+
+
+def decodable_frames(path: Path, kind: str, limit: int = 1000) -> int:
+    n = 0
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+        for _ in c.decode(stream):
+            n += 1
+            if n >= limit:
+                break
+    return n
+
+
+async def test_kill_9_leaves_playable_files_and_the_room_is_told(stack: RecorderStack) -> None:
+    room = f"killed@{MUC_DOMAIN}"
+    people = await meeting(stack, room, ["alice", "bob"])
+    watcher = StatusWatcher(people[0], room)
+    try:
+        answer = await jibri_iq(people[0], room, jibri.JibriIq(action=jibri.Action.START))
+        session_id = answer.session_id
+        assert session_id
+        assert await wait_until(lambda: watcher.last is jibri.Status.ON, 20), (watcher.seen, stack.logs())
+        await asyncio.sleep(8)
+        directory = next(stack.output.glob(f"killed-{session_id}"))
+        assert stack.recorder is not None
+        stack.recorder.kill()  # SIGKILL: nothing is finalised
+        # the broker drops the recorder from the brewery; the focus tells the room
+        assert await wait_until(lambda: watcher.last is jibri.Status.OFF, 30), (watcher.seen, stack.logs())
+        assert watcher.seen[-1].failure_reason
+    finally:
+        await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
+        stack.start_recorder()
+        stack.wait_recorder_registered()
+    for name in ("alice.webm", "bob.webm", "composed.mkv"):
+        path = directory / name
+        info = ffprobe(path)
+        assert len(info["streams"]) == 2, (name, info)
+        assert duration_of(path) > 4, (name, duration_of(path))
+        assert decodable_frames(path, "video") > 30, name
+        assert decodable_frames(path, "audio") > 30, name
+    # the new recorder process lists it, marked interrupted
+    [view] = [r for r in stack.recordings() if r["session_id"] == session_id]
+    assert view["state"] == "interrupted" and {f["name"] for f in view["files"]} >= {
+        "alice.webm",
+        "composed.mkv",
+    }
