@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -322,3 +323,92 @@ async def test_kill_9_leaves_playable_files_and_the_room_is_told(stack: Recorder
         "alice.webm",
         "composed.mkv",
     }
+
+
+RTMP_NGINX_CONF = """
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+{user}
+worker_processes 1;
+daemon off;
+error_log {dir}/error.log info;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{port};
+        application live {{
+            live on;
+            record all;
+            record_path {dir}/flv;
+            record_unique off;
+        }}
+    }}
+}}
+"""
+
+
+class RtmpServer:
+    """Debian's nginx with libnginx-mod-rtmp: receives the stream and records what it got."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="parley-rtmp-"))
+        (self.dir / "flv").mkdir()
+        self.dir.chmod(0o777)
+        (self.dir / "flv").chmod(0o777)
+        self.port = free_port()
+        user = "user root;" if os.geteuid() == 0 else ""
+        (self.dir / "nginx.conf").write_text(RTMP_NGINX_CONF.format(dir=self.dir, port=self.port, user=user))
+        self.proc = ServiceProcess(
+            "nginx-rtmp", ["/usr/sbin/nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")], {},
+            tcp_port=self.port,
+        )  # fmt: skip
+
+    def __enter__(self) -> RtmpServer:
+        self.proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, key: str) -> str:
+        return f"rtmp://127.0.0.1:{self.port}/live/{key}"
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(
+    not Path("/usr/lib/nginx/modules/ngx_rtmp_module.so").exists(), reason="libnginx-mod-rtmp missing"
+)
+async def test_stream_mode_pushes_the_composed_meeting_over_rtmp(stack: RecorderStack) -> None:
+    room = f"live@{MUC_DOMAIN}"
+    with RtmpServer() as rtmp:
+        people = await meeting(stack, room, ["alice", "bob"])
+        watcher = StatusWatcher(people[1], room)
+        try:
+            start = jibri.JibriIq(action=jibri.Action.START, recording_mode=jibri.RecordingMode.STREAM,
+                                  stream_id=rtmp.url("meeting"))  # fmt: skip
+            answer = await jibri_iq(people[0], room, start)
+            assert answer.session_id and answer.recording_mode is jibri.RecordingMode.STREAM
+            assert await wait_until(lambda: watcher.last is jibri.Status.ON, 20), (watcher.seen, stack.logs())
+            assert watcher.seen[-1].recording_mode is jibri.RecordingMode.STREAM
+            await asyncio.sleep(8)
+            # a viewer of the live stream (ffprobe pulls it from nginx)
+            live = await asyncio.to_thread(
+                subprocess.run,
+                ["ffprobe", "-v", "error", "-show_streams", "-of", "json", rtmp.url("meeting")],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            codecs = sorted(s["codec_name"] for s in json.loads(live.stdout or "{}").get("streams", []))
+            assert codecs == ["aac", "h264"], (live.stderr, stack.logs())
+            await jibri_iq(
+                people[0], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id)
+            )
+            assert await wait_until(lambda: watcher.last is jibri.Status.OFF, 20), watcher.seen
+        finally:
+            await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
+        recorded = rtmp.dir / "flv" / "meeting.flv"
+        assert await wait_until(recorded.exists, 10), list((rtmp.dir / "flv").iterdir())
+        assert sorted(s["codec_name"] for s in ffprobe(recorded)["streams"]) == ["aac", "h264"]
+        assert duration_of(recorded) > 6
+        for colours in tile_colours(recorded, [3.0, 6.0], 2):
+            assert colours == {"alice", "bob"}, colours
