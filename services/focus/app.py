@@ -23,8 +23,9 @@ async def main(settings: FocusSettings) -> None:
     colibri = ColibriClient(timeout=settings.bridge.colibri_timeout)
     focus = Focus(settings, colibri, store)
     await focus.restore()
-    client = FocusXmpp(settings, focus)
+    client = FocusXmpp(settings, focus, focus.jibri)
     focus.signaling = client
+    focus.jibri.signaling = client
     server = await serve_http(
         create_app(focus, client.ready.is_set, client.session_stats), settings.rest.host, settings.rest.port
     )

@@ -45,6 +45,10 @@ class Participant(BaseModel):
     channels: dict[str, str] = Field(default_factory=dict)
     sources: dict[str, MediaSources] = Field(default_factory=dict)
     invites: int = 0
+    # a recorder's media session (services/focus/jibri.py): not a room occupant, receives only,
+    # does not keep the conference alive; ``recording`` is its Jibri session id
+    hidden: bool = False
+    recording: str | None = None
 
     @property
     def has_session(self) -> bool:
@@ -118,4 +122,5 @@ class Conference(BaseModel):
 
     @property
     def empty(self) -> bool:
-        return not self.participants
+        """No one left but recorders."""
+        return all(p.hidden for p in self.participants.values())

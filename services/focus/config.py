@@ -61,6 +61,12 @@ class ConferenceSettings(Section):
     requests_per_minute: float = Field(default=20.0, gt=0)
 
 
+class JibriSettings(Section):
+    brewery_muc: str = Field(min_length=1)
+    iq_timeout: float = Field(gt=0)
+    start_attempts: int = Field(ge=1, le=10)
+
+
 class RestSettings(Section):
     host: str
     port: int = Field(ge=0, le=65535)
@@ -71,11 +77,16 @@ class FocusSettings(Section):
     bridge: BridgeSettings
     conference: ConferenceSettings
     rest: RestSettings
+    jibri: JibriSettings
     redis_url: str
 
     @property
     def brewery_jid(self) -> str:
         return f"{self.bridge.brewery_muc}@{self.xmpp.internal_muc_domain}"
+
+    @property
+    def jibri_brewery_jid(self) -> str:
+        return f"{self.jibri.brewery_muc}@{self.xmpp.internal_muc_domain}"
 
 
 class FocusConfig(Section):
@@ -106,6 +117,7 @@ ENV_VARS = [
     EnvVar("JICOFO_CONFERENCE_EMPTY_TIMEOUT", "jicofo.conference.empty-timeout", float),
     EnvVar("JICOFO_CONFERENCE_REQUEST_BURST", "jicofo.conference.request-burst", int),
     EnvVar("JICOFO_CONFERENCE_REQUESTS_PER_MINUTE", "jicofo.conference.requests-per-minute", float),
+    EnvVar("JIBRI_BREWERY_MUC", "jicofo.jibri.brewery-muc"),
     EnvVar("JICOFO_HTTP_PORT", "jicofo.rest.port", int),
     EnvVar("JICOFO_HTTP_HOST", "jicofo.rest.host"),
     EnvVar("REDIS_URL", "jicofo.redis-url"),

@@ -10,13 +10,14 @@ IQ answers are awaited outside the lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-from services.common import jingle
+from services.common import jibri, jingle
 from services.common.brewery import BridgeStats
 
 from . import flows, metrics, offer
@@ -24,6 +25,7 @@ from .bridges import BridgeRegistry, HealthOutcome
 from .colibri_client import ColibriClient, ColibriError
 from .conference import Conference, Participant, ParticipantState
 from .config import FocusSettings
+from .jibri import JibriService
 from .limits import EmptyConferences, RequestLimiter, RequestRefused
 from .store import ConferenceStore
 
@@ -74,6 +76,7 @@ class Focus:
         self.empty = EmptyConferences(c.empty_timeout)
         self.requests_refused = 0
         self.conferences_expired = 0
+        self.jibri = JibriService(self)
 
     # ------------------------------------------------------------------ plumbing
     def _spawn(self, coro: object, what: str) -> None:
@@ -150,7 +153,7 @@ class Focus:
             conf = self.conferences.get(room)
             if conf is None:
                 return
-            gone = [ep for ep in conf.participants if ep not in present]
+            gone = [ep for ep, p in conf.participants.items() if ep not in present and not p.hidden]
         for ep in gone:
             await self._leave(room, ep)
         async with self._lock(room):
@@ -309,17 +312,22 @@ class Focus:
                 return
             url = self.registry.colibri_url(bridge_id)
             assert url is not None
-            request = flows.allocation_request(conf, participant, bridge_id, self.offer_settings)
+            settings = self.offer_settings
+            if participant.hidden:  # a recorder receives everyone: no last-N
+                settings = dataclasses.replace(settings, last_n=-1)
+            request = flows.allocation_request(conf, participant, bridge_id, settings)
             started = time.perf_counter()
             try:
                 if request.id is None:
                     response = await self.colibri.create(url, request)
                 else:
                     response = await self.colibri.patch(url, request)
-                sid = secrets.token_hex(8)
-                out = flows.allocated(
-                    conf, participant, bridge_id, request, response, sid, self.offer_settings
+                sid = (
+                    jibri.media_sid(participant.recording, participant.invites)
+                    if participant.recording
+                    else secrets.token_hex(8)
                 )
+                out = flows.allocated(conf, participant, bridge_id, request, response, sid, settings)
             except (ColibriError, offer.AllocationError) as exc:
                 flows.allocation_failed(participant)
                 log.warning("allocation on %s for %s failed: %s", bridge_id, participant.endpoint_id, exc)
@@ -366,8 +374,10 @@ class Focus:
         self._drop_lock(room)
 
     async def _end(self, conf: Conference, why: str = "the last participant left") -> None:
-        """Forget the conference, expire it on its bridge and destroy its room (conference lock held)."""
+        """Forget the conference, stop its recordings, expire it on its bridge and destroy its room
+        (conference lock held)."""
         log.info("conference ended room=%s bridge=%s (%s)", conf.room, conf.bridge_id, why)
+        await self.jibri.conference_ended(conf)
         self.conferences.pop(conf.room, None)
         self.empty.forget(conf.room)
         for sid in [sid for sid, room in self._session_rooms.items() if room == conf.room]:

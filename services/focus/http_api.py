@@ -38,6 +38,10 @@ def create_app(
     def bridges() -> list[dict[str, object]]:
         return focus.bridges_view()
 
+    @app.get("/recordings")
+    def recordings() -> dict[str, object]:
+        return focus.jibri.view()
+
     @app.get("/debug")
     def debug() -> dict[str, object]:
         return {

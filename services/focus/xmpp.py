@@ -18,7 +18,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from services.common import brewery, jingle
+from services.common import brewery, jibri, jingle
 from services.common.brewery import BridgeStats
 from services.common.logging import RateLimitedLogger
 from services.common.xmpp_guard import GuardedStreamMixin
@@ -56,6 +56,15 @@ class FocusEvents(Protocol):
     def xmpp_ready(self) -> None: ...
 
 
+class JibriEvents(Protocol):
+    """The recorder side of the orchestrator (:class:`services.focus.jibri.JibriService`)."""
+
+    def recorder_presence(self, nick: str, status: jibri.RecorderStatus) -> None: ...
+    def recorder_left(self, nick: str) -> None: ...
+    def recorder_update(self, nick: str, iq: jibri.JibriIq) -> None: ...
+    async def request(self, room: str, requester_nick: str, iq: jibri.JibriIq) -> jibri.JibriIq: ...
+
+
 class RoomError(Exception):
     pass
 
@@ -76,11 +85,15 @@ def _real_jid(presence: ET.Element) -> str | None:
 
 
 class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
-    def __init__(self, settings: FocusSettings, events: FocusEvents) -> None:
+    def __init__(
+        self, settings: FocusSettings, events: FocusEvents, recorders: JibriEvents | None = None
+    ) -> None:
         x = settings.xmpp
         super().__init__(x.jid, x.password)
         self.settings = settings
         self.events = events
+        self.recorders = recorders
+        self._room_extensions: dict[str, dict[str, ET.Element]] = {}  # room -> tag -> element
         self.enable_direct_tls = False
         self.enable_starttls = False
         self.enable_plaintext = True
@@ -106,6 +119,9 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
             Callback("jingle", MatchXPath(f"{{{NS_CLIENT}}}iq/{{{jingle.NS_JINGLE}}}jingle"), self._jingle_iq)  # type: ignore[arg-type]
         )
         self.register_handler(
+            Callback("jibri", MatchXPath(f"{{{NS_CLIENT}}}iq/{jibri.JIBRI_TAG}"), self._jibri_iq)  # type: ignore[arg-type]
+        )
+        self.register_handler(
             Callback("muc presence", MatchXPath(f"{{{NS_CLIENT}}}presence"), self._presence)  # type: ignore[arg-type]
         )
 
@@ -119,6 +135,9 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         rooms = list(self._rooms)
         self._rooms.clear()
         await self._join(self.settings.brewery_jid)
+        if self.recorders is not None:
+            with contextlib.suppress(RoomError, TimeoutError):
+                await self._join(self.settings.jibri_brewery_jid)
         for room in rooms:  # a reconnect: be in our rooms again
             with contextlib.suppress(RoomError, TimeoutError):
                 await self.ensure_room(room)
@@ -176,6 +195,8 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         self._joins[room] = (fut, present)
         presence = self.make_presence(pto=f"{room}/{nick}")
         presence.append(ET.Element(f"{{{NS_MUC}}}x"))
+        for element in self._room_extensions.get(room, {}).values():
+            presence.append(element)
         presence.send()
         try:
             codes = await asyncio.wait_for(fut, self.settings.xmpp.iq_timeout)
@@ -203,6 +224,7 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         """Destroy ``room`` as its owner (XEP-0045 section 10.9): its occupants are told and it is
         gone from the broker. Falls back to leaving it."""
         self._rooms.pop(room, None)
+        self._room_extensions.pop(room, None)
         iq = self.make_iq_set(ito=room)
         query = ET.Element(f"{{{NS_MUC_OWNER}}}query")
         destroy = ET.SubElement(query, f"{{{NS_MUC_OWNER}}}destroy")
@@ -215,7 +237,23 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
             log.warning("destroying room=%s failed (%s); leaving it", room, exc)
             self.make_presence(pto=f"{room}/{self.settings.xmpp.nick}", ptype="unavailable").send()
 
+    def set_room_extension(self, room: str, tag: str, element: ET.Element | None) -> None:
+        """Put ``element`` in (or, when None, take ``tag`` out of) the focus's presence in
+        ``room``, and send it: the MUC relays it to every occupant and keeps it for joiners."""
+        extensions = self._room_extensions.setdefault(room, {})
+        if element is None:
+            extensions.pop(tag, None)
+        else:
+            extensions[tag] = element
+        if room not in self._rooms:
+            return
+        presence = self.make_presence(pto=f"{room}/{self.settings.xmpp.nick}")
+        for el in extensions.values():
+            presence.append(el)
+        presence.send()
+
     def leave_room(self, room: str) -> None:
+        self._room_extensions.pop(room, None)
         if self._rooms.pop(room, None) is not None:
             self.make_presence(pto=f"{room}/{self.settings.xmpp.nick}", ptype="unavailable").send()
             log.info("left room=%s", room)
@@ -229,6 +267,9 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         ptype = el.get("type")
         if room == self.settings.brewery_jid:
             self._brewery_presence(nick, ptype, el)
+            return
+        if room == self.settings.jibri_brewery_jid:
+            self._jibri_brewery_presence(nick, ptype, el)
             return
         join = self._joins.get(room)
         if nick == self.settings.xmpp.nick and (110 in _status_codes(el) or ptype == "error"):
@@ -270,7 +311,73 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
             return
         self.events.bridge_presence(nick, stats)
 
+    def _jibri_brewery_presence(self, nick: str, ptype: str | None, el: ET.Element) -> None:
+        if nick == self.settings.xmpp.nick:
+            join = self._joins.get(self.settings.jibri_brewery_jid)
+            if join is not None and not join[0].done():
+                join[0].set_result(_status_codes(el))
+            return
+        if self.recorders is None:
+            return
+        if ptype == "unavailable":
+            self.recorders.recorder_left(nick)
+            return
+        status_el = jibri.find_status(el)
+        if ptype not in (None, "available") or status_el is None:
+            return
+        try:
+            self.recorders.recorder_presence(nick, jibri.RecorderStatus.from_element(status_el))
+        except jibri.JibriFormatError as exc:
+            log.warning("bad recorder presence from %s: %s", nick, exc)
+
     # ---------------------------------------------------------------- IQs in
+    def _jibri_iq(self, iq: slixmpp.Iq) -> None:
+        """Jibri IQs: a participant's start/stop (sent to ``room@muc/focus``, so the broker
+        stamps the sender's occupant JID) or a recorder's status (from the recorders' brewery)."""
+        if iq["type"] != "set":
+            return
+        sender = iq["from"]
+        try:
+            request = jibri.JibriIq.from_element(jibri.find_jibri(iq.xml))  # type: ignore[arg-type]
+        except jibri.JibriFormatError as exc:
+            self._error(iq, "bad-request", str(exc))
+            return
+        if self.recorders is None:
+            self._error(iq, "service-unavailable", "recording is not enabled", "cancel")
+        elif sender.bare == self.settings.jibri_brewery_jid and sender.resource:
+            iq.reply(clear=True).send()
+            self.recorders.recorder_update(sender.resource, request)
+        elif sender.domain == self.settings.xmpp.muc_domain and sender.resource:
+            task = asyncio.ensure_future(self._answer_jibri(iq, sender.bare, sender.resource, request))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        else:
+            self._error(iq, "forbidden", "send recording requests to the focus in the room", "auth")
+
+    async def _answer_jibri(self, iq: slixmpp.Iq, room: str, nick: str, request: jibri.JibriIq) -> None:
+        from .jibri import JibriRefused
+
+        assert self.recorders is not None
+        try:
+            answer = await self.recorders.request(room, nick, request)
+        except JibriRefused as exc:
+            etype = (
+                "auth"
+                if exc.condition == "forbidden"
+                else "wait"
+                if exc.condition == "service-unavailable"
+                else "cancel"
+            )
+            self._error(iq, exc.condition, exc.text, etype)
+            return
+        except Exception as exc:
+            log.exception("recording request in %s failed", room)
+            self._error(iq, "internal-server-error", f"recording request failed: {exc}", "wait")
+            return
+        reply = iq.reply(clear=True)
+        reply.append(answer.to_element())
+        reply.send()
+
     def _error(self, iq: slixmpp.Iq, condition: str, text: str, etype: str = "modify") -> None:
         reply = iq.reply(clear=False)
         reply["type"] = "error"
@@ -336,6 +443,17 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         self.events.jingle_received(str(iq["from"]), message)
 
     # ---------------------------------------------------------------- IQs out
+    async def send_jibri(self, recorder: str, request: jibri.JibriIq) -> jibri.JibriIq:
+        """A start/stop IQ to a recorder; its answer, or an exception (error, timeout)."""
+        iq = self.make_iq_set(ito=recorder)
+        iq.append(request.to_element())
+        try:
+            result = await iq.send(timeout=self.settings.jibri.iq_timeout)
+        except IqError as exc:
+            raise RuntimeError(f"{exc.iq['error']['condition']}: {exc.iq['error']['text']}") from None
+        el = jibri.find_jibri(result.xml)
+        return jibri.JibriIq.from_element(el) if el is not None else jibri.JibriIq()
+
     async def send_jingle(self, to: str, message: jingle.Jingle) -> bool:
         """Send a Jingle IQ; True when the peer answered ``result``."""
         iq = self.make_iq_set(ito=to)

@@ -29,6 +29,7 @@ class StackSettings:
     run_dir: Path = REPO / "run"
     focus_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     jvb_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    recorder_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     nginx_binary: str = "/usr/sbin/nginx"
     python: str = sys.executable
     log_level: str = "INFO"
@@ -96,6 +97,8 @@ def build_plan(s: StackSettings) -> StackPlan:
         "JICOFO_AUTH_PASSWORD": s.focus_password,
         "JVB_AUTH_USER": "jvb",
         "JVB_AUTH_PASSWORD": s.jvb_password,
+        "JIBRI_XMPP_USER": "jibri",
+        "JIBRI_XMPP_PASSWORD": s.recorder_password,
     }
     c2s, xmpp_http = s.port(5222), s.port(5280)
     focus_http, web_http = s.port(8888), s.port(8100)
@@ -170,6 +173,30 @@ def build_plan(s: StackSettings) -> StackPlan:
             [],
             f"http://127.0.0.1:{focus_http}/about/health",
             "/health/focus",
+        )
+    )
+    recorder_http = s.port(8300)
+    procs.append(
+        ProcessSpec(
+            "recorder",
+            [py, "-m", "services.recorder"],
+            {
+                **common,
+                **xmpp_client,
+                "JIBRI_XMPP_USER": "jibri",
+                "JIBRI_XMPP_PASSWORD": s.recorder_password,
+                "JIBRI_BREWERY_MUC": "jibribrewery",
+                "JIBRI_INSTANCE_ID": "recorder1",
+                "JIBRI_RECORDING_DIR": str(s.run_dir / "recordings"),
+                # the local bridges advertise 127.0.0.1: the recorder must offer it too
+                "RECORDER_ICE_HOST_ADDRESSES": "127.0.0.1",
+                "RECORDER_HTTP_HOST": "127.0.0.1",
+                "RECORDER_HTTP_PORT": str(recorder_http),
+            },
+            [recorder_http],
+            [],
+            f"http://127.0.0.1:{recorder_http}/health",
+            "/health/recorder",
         )
     )
     procs.append(

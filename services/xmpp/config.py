@@ -88,6 +88,8 @@ class XmppConfig(Section):
     focus_password: str
     jvb_user: str
     jvb_password: str
+    recorder_user: str
+    recorder_password: str
     accounts: list[AccountConfig]
     c2s: C2SConfig
     http: HttpConfig
@@ -116,6 +118,8 @@ ENV = [
     EnvVar("JICOFO_AUTH_PASSWORD", "xmpp.focus-password"),
     EnvVar("JVB_AUTH_USER", "xmpp.jvb-user"),
     EnvVar("JVB_AUTH_PASSWORD", "xmpp.jvb-password"),
+    EnvVar("JIBRI_XMPP_USER", "xmpp.recorder-user"),
+    EnvVar("JIBRI_XMPP_PASSWORD", "xmpp.recorder-password"),
     EnvVar("XMPP_C2S_PORT", "xmpp.c2s.port", int),
     EnvVar("XMPP_HTTP_PORT", "xmpp.http.port", int),
     EnvVar("XMPP_BIND_ADDRESS", "xmpp.c2s.bind-address"),

@@ -35,7 +35,11 @@ Connection = TcpConnection | WebSocketSession
 def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
     """The sans-I/O core for a config: hosts, accounts, MUC hosts, the focus proxy."""
     accounts: dict[str, ScramCredential] = {}
-    for user, password in ((cfg.focus_user, cfg.focus_password), (cfg.jvb_user, cfg.jvb_password)):
+    for user, password in (
+        (cfg.focus_user, cfg.focus_password),
+        (cfg.jvb_user, cfg.jvb_password),
+        (cfg.recorder_user, cfg.recorder_password),
+    ):
         if password:
             accounts[user.lower()] = ScramCredential.from_password(password)
     for acct in cfg.accounts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from tests.integration.harness import REPO
 
-SERVICES = ["xmpp", "jvb1", "jvb2", "focus", "web", "nginx"]
+SERVICES = ["xmpp", "jvb1", "jvb2", "focus", "recorder", "web", "nginx"]
 
 
 def _offset() -> int:
@@ -73,7 +74,7 @@ def test_stack_is_healthy_through_nginx_and_stops_cleanly(stack) -> None:
     text = log.read_text()
     assert f"open http://localhost:{front.rsplit(':', 1)[1]}/" in text
     for name in SERVICES:
-        assert f"{name.ljust(5)} | healthy" in text, f"{name} never reported healthy"
+        assert re.search(rf"^{name} +\| healthy", text, re.M), f"{name} never reported healthy"
     paths = [
         "/nginx-health",
         "/health/xmpp",

@@ -274,7 +274,7 @@ def test_sctpconnection_added_later_and_removed_alone() -> None:
 
 def test_candidates_alone_add_to_the_answer_like_jingle_transport_info() -> None:
     book = ConferenceBook()
-    cid = seed_conference(book)
+    cid = example_conference(book)
     answer = {
         "channel-bundles": [
             {
@@ -309,7 +309,7 @@ def test_candidates_alone_add_to_the_answer_like_jingle_transport_info() -> None
 
 def test_candidates_alone_before_an_answer_are_refused() -> None:
     book = ConferenceBook()
-    cid = seed_conference(book)
+    cid = example_conference(book)
     candidate = {"foundation": "1", "component": 1, "protocol": "udp", "priority": 9, "ip": "10.0.0.7",
                  "port": 4000, "type": "host", "generation": 0}  # fmt: skip
 

@@ -19,7 +19,7 @@ def load() -> dict:
 
 def test_services_and_healthchecks() -> None:
     services = load()["services"]
-    assert set(services) == {"nginx", "xmpp", "focus", "bridge", "web", "redis"}
+    assert set(services) == {"nginx", "xmpp", "focus", "bridge", "web", "redis", "recorder"}
     for name, svc in services.items():
         assert "healthcheck" in svc, f"{name} has no healthcheck"
 

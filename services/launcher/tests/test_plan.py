@@ -15,7 +15,7 @@ def settings(tmp_path: Path, **kw: object) -> StackSettings:
 
 def test_default_stack_has_every_service_in_start_order(tmp_path: Path) -> None:
     plan = build_plan(settings(tmp_path))
-    assert [p.name for p in plan.processes] == ["xmpp", "jvb1", "jvb2", "focus", "web", "nginx"]
+    assert [p.name for p in plan.processes] == ["xmpp", "jvb1", "jvb2", "focus", "recorder", "web", "nginx"]
     assert [b.server_id for b in plan.bridges] == ["jvb1", "jvb2"]
 
 
@@ -33,6 +33,8 @@ def test_services_share_accounts_and_names(tmp_path: Path) -> None:
     env = {p.name: p.env for p in plan.processes}
     assert env["xmpp"]["JICOFO_AUTH_PASSWORD"] == env["focus"]["JICOFO_AUTH_PASSWORD"] == "f"
     assert env["xmpp"]["JVB_AUTH_PASSWORD"] == env["jvb1"]["JVB_AUTH_PASSWORD"] == "j"
+    assert env["xmpp"]["JIBRI_XMPP_PASSWORD"] == env["recorder"]["JIBRI_XMPP_PASSWORD"]
+    assert env["recorder"]["JIBRI_RECORDING_DIR"] == str(tmp_path / "recordings")
     assert env["jvb2"]["JVB_WS_SERVER_ID"] == "jvb2"
     assert env["jvb1"]["JVB_WS_DOMAIN"] == "localhost:8000"
     assert env["jvb1"]["JVB_WS_TLS"] == "false"

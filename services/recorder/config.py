@@ -1,0 +1,91 @@
+"""The recorder's settings: ``reference.conf`` (root ``recorder``), an operator file, environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.config import EnvVar, Section, load_config, split_list
+
+REFERENCE = Path(__file__).with_name("reference.conf")
+
+
+class XmppSettings(Section):
+    server: str
+    port: int = Field(ge=1, le=65535)
+    auth_domain: str = Field(min_length=1)
+    internal_muc_domain: str = Field(min_length=1)
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+    brewery_muc: str = Field(min_length=1)
+    nick: str
+    iq_timeout: float = Field(gt=0)
+
+    @property
+    def jid(self) -> str:
+        return f"{self.username}@{self.auth_domain}/{self.the_nick}"
+
+    @property
+    def the_nick(self) -> str:
+        return self.nick or socket.gethostname().split(".")[0] or "recorder"
+
+    @property
+    def brewery_jid(self) -> str:
+        return f"{self.brewery_muc}@{self.internal_muc_domain}"
+
+
+class CompositeSettings(Section):
+    width: int = Field(ge=64, le=3840, multiple_of=2)
+    height: int = Field(ge=64, le=2160, multiple_of=2)
+    fps: int = Field(ge=1, le=60)
+    latency: float = Field(ge=0.1, le=10)
+    video_bitrate: int = Field(ge=50_000)
+
+
+class HttpSettings(Section):
+    host: str
+    port: int = Field(ge=0, le=65535)
+    public_url: str
+
+
+class RecorderSettings(Section):
+    xmpp: XmppSettings
+    capacity: int = Field(ge=1, le=1000)
+    output_dir: Path
+    rtmp_base_url: str
+    ice_host_addresses: list[str]
+    composite: CompositeSettings
+    http: HttpSettings
+
+
+class RecorderConfig(Section):
+    recorder: RecorderSettings
+
+
+ENV_VARS = [
+    EnvVar("XMPP_SERVER", "recorder.xmpp.server"),
+    EnvVar("XMPP_PORT", "recorder.xmpp.port", int),
+    EnvVar("XMPP_AUTH_DOMAIN", "recorder.xmpp.auth-domain"),
+    EnvVar("XMPP_INTERNAL_MUC_DOMAIN", "recorder.xmpp.internal-muc-domain"),
+    EnvVar("JIBRI_XMPP_USER", "recorder.xmpp.username"),
+    EnvVar("JIBRI_XMPP_PASSWORD", "recorder.xmpp.password"),
+    EnvVar("JIBRI_BREWERY_MUC", "recorder.xmpp.brewery-muc"),
+    EnvVar("JIBRI_INSTANCE_ID", "recorder.xmpp.nick"),
+    EnvVar("RECORDER_CAPACITY", "recorder.capacity", int),
+    EnvVar("JIBRI_RECORDING_DIR", "recorder.output-dir"),
+    EnvVar("RECORDER_RTMP_BASE_URL", "recorder.rtmp-base-url"),
+    EnvVar("RECORDER_ICE_HOST_ADDRESSES", "recorder.ice-host-addresses", split_list),
+    EnvVar("RECORDER_HTTP_HOST", "recorder.http.host"),
+    EnvVar("RECORDER_HTTP_PORT", "recorder.http.port", int),
+    EnvVar("RECORDER_PUBLIC_HTTP_URL", "recorder.http.public-url"),
+]
+
+
+def load(config_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> RecorderSettings:
+    env = os.environ if environ is None else environ
+    config_file = config_file or env.get("RECORDER_CONFIG") or None
+    return load_config(RecorderConfig, REFERENCE, ENV_VARS, config_file=config_file, environ=env).recorder

@@ -1,0 +1,185 @@
+"""The recorder's media session: one receive-only WebRTC peer of the bridge per recording.
+
+The focus invites the recorder like a participant that sends nothing (:mod:`services.focus.jibri`):
+a Jingle ``session-initiate`` whose offer (:class:`services.common.jingle.SdpOffer`) has one
+``sendonly`` line per remote participant and media. aiortc answers it (``recvonly``, no sources:
+nobody sees the recorder) and receives every stream over ICE/DTLS-SRTP, as a browser would.
+
+Two hooks on each aiortc receiver give the recorder what it needs without decoding twice:
+
+* every RTP packet's arrival time and timestamp feed that track's :class:`~.sync.TrackClock`
+  (the receiver's own timestamp mapping is replaced by a plain unwrapper, so the decoded frames'
+  ``pts`` are on the same scale);
+* every complete frame the jitter buffer hands to the decoder is copied out as it is (VP8 frame,
+  Opus packet) for the per-participant WebM files, then decoded by aiortc as usual for the
+  composed output.
+
+Both hooks use aiortc internals (name-mangled attributes of ``RTCRtpReceiver`` in aiortc 1.16,
+pinned in ``pyproject.toml``); :func:`hook_receiver` checks they exist and fails loudly if not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from services.common import jingle
+from services.common.jingle import Jingle, SdpOffer
+
+from .sync import TrackClock, Unwrapper
+
+log = logging.getLogger("recorder.media")
+
+EncodedSink = Callable[[str, str, bytes, float], None]  # owner, kind, frame, capture time
+DecodedSink = Callable[[str, str, float, Any], None]  # owner, kind, capture time, av frame
+
+
+class _UnwrappingMapper:
+    """Stands in for aiortc's TimestampMapper: the unwrapped RTP timestamp itself."""
+
+    def __init__(self) -> None:
+        self.unwrap = Unwrapper()
+
+    def map(self, timestamp: int) -> int:
+        return self.unwrap(timestamp)
+
+
+class _TeeQueue(queue.Queue):  # type: ignore[type-arg]
+    """The receiver's decoder queue: hands each encoded frame to ``sink`` first."""
+
+    def __init__(self, sink: Callable[[str, bytes, int], None]) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None:
+            codec, frame = item
+            with contextlib.suppress(Exception):
+                self.sink(codec.name, bytes(frame.data), frame.timestamp)
+        super().put(item, block, timeout)
+
+
+def hook_receiver(
+    receiver: RTCRtpReceiver, clock: TrackClock, on_frame: Callable[[str, bytes, int], None]
+) -> None:
+    """Install both hooks (before the receiver starts, i.e. from the ``track`` event)."""
+    for name in ("_RTCRtpReceiver__timestamp_mapper", "_RTCRtpReceiver__decoder_queue"):
+        if not hasattr(receiver, name):
+            raise RuntimeError(f"aiortc changed: RTCRtpReceiver has no {name}")
+    receiver._RTCRtpReceiver__timestamp_mapper = _UnwrappingMapper()  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_queue = _TeeQueue(on_frame)  # type: ignore[attr-defined]
+    original = receiver._handle_rtp_packet
+    unwrap = Unwrapper()
+
+    async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
+        clock.observe(time.monotonic(), unwrap(packet.timestamp))
+        await original(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+class MediaSession:
+    """One Jingle session with the bridge for one recording."""
+
+    def __init__(
+        self, sid: str, offer: Jingle, on_encoded: EncodedSink, on_decoded: DecodedSink, decode: bool = True
+    ) -> None:
+        self.sid = sid
+        self.offer = SdpOffer(offer)
+        self.on_encoded, self.on_decoded = on_encoded, on_decoded
+        self.decode = decode
+        self.pc: RTCPeerConnection | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.tracks: dict[str, str] = {}  # mid -> owner nick
+        self.packets = 0
+
+    async def answer(self, responder: str) -> Jingle:
+        """Build the peer connection and the ``session-accept``."""
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self.pc = pc = RTCPeerConnection(config)
+        pc.on("track", self._on_track)
+        await pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
+        for transceiver in pc.getTransceivers():
+            transceiver.direction = "recvonly"
+        await pc.setLocalDescription(await pc.createAnswer())
+        contents = jingle.parse_sdp_answer(pc.localDescription.sdp)
+        names = {c.name for c in self.offer.offer.contents}
+        own = []
+        for content in contents:
+            if content.name not in names:
+                continue
+            if content.description is not None:  # the recorder sends nothing: announce no source
+                content = replace(
+                    content, description=replace(content.description, sources=[], ssrc_groups=[])
+                )
+            own.append(content)
+        return Jingle(action="session-accept", sid=self.sid, responder=responder, contents=own,
+                      bundle=[c.name for c in self.offer.offer.contents])  # fmt: skip
+
+    async def sources(self, message: Jingle) -> None:
+        """``source-add`` / ``source-remove``: renegotiate."""
+        if message.action == "source-add":
+            self.offer.add_sources(message)
+        else:
+            self.offer.remove_sources(message)
+        if self.pc is None:
+            return
+        await self.pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.direction != "inactive":
+                transceiver.direction = "recvonly"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+
+    def _owner(self, mid: str | None) -> str | None:
+        for slot in self.offer.slots:
+            if slot.mid == mid:
+                return slot.owner.rsplit("/", 1)[-1]
+        return None
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if self.pc is None:
+            return
+        transceiver = next((t for t in self.pc.getTransceivers() if t.receiver.track is track), None)
+        owner = self._owner(transceiver.mid if transceiver else None)
+        if transceiver is None or owner is None:
+            return  # our own (unused) lines
+        kind = track.kind
+        clock = TrackClock(rate=90000 if kind == "video" else 48000)
+
+        def on_frame(_codec: str, data: bytes, ts: int) -> None:
+            at = clock.wall(ts)
+            if at is not None:
+                self.on_encoded(owner, kind, data, at)
+
+        hook_receiver(transceiver.receiver, clock, on_frame)
+        log.info("receiving %s of %s (mid %s)", kind, owner, transceiver.mid)
+        task = asyncio.ensure_future(self._consume(owner, kind, track, clock))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _consume(self, owner: str, kind: str, track: MediaStreamTrack, clock: TrackClock) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await track.recv()
+                if not self.decode or frame.pts is None:
+                    continue
+                at = clock.wall(frame.pts)
+                if at is not None:
+                    self.on_decoded(owner, kind, at, frame)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        pc, self.pc = self.pc, None
+        if pc is not None:
+            await pc.close()

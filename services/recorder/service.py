@@ -1,0 +1,183 @@
+"""The recorder's core: recordings by Jibri session id, their media sessions by Jingle sid.
+
+It takes Jibri IQs (start/stop from the focus), Jingle from the focus (the media session of a
+recording, :mod:`.media`), and says through :class:`Signaling` what to send back. Several
+recordings run at once, up to ``recorder.capacity``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from services.common import jibri
+from services.common.jibri import Action, JibriIq, RecorderStatus, RecordingMode, Status
+from services.common.jingle import Jingle
+
+from . import metrics
+from .config import RecorderSettings
+from .media import MediaSession
+from .recording import CompositeSettings, Recording, recover, safe_name
+
+log = logging.getLogger("recorder")
+
+
+class Signaling(Protocol):
+    def publish_status(self, status: RecorderStatus) -> None: ...
+    async def send_jingle(self, to: str, message: Jingle) -> bool: ...
+    async def send_status(self, to: str, iq: JibriIq) -> bool: ...
+
+
+class Refused(Exception):
+    def __init__(self, condition: str, text: str) -> None:
+        super().__init__(text)
+        self.condition, self.text = condition, text
+
+
+class Recorder:
+    def __init__(self, settings: RecorderSettings, http_url: str) -> None:
+        self.settings = settings
+        self.http_url = http_url
+        self.signaling: Signaling | None = None
+        self.recordings: dict[str, Recording] = {}
+        self.finished: list[Recording] = []
+        self.sessions: dict[str, MediaSession] = {}  # Jingle sid -> session
+        self.focus_of: dict[str, str] = {}  # session id -> the focus's JID that started it
+        self.on_disk = recover(settings.output_dir)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: object, what: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro  # type: ignore[misc]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> RecorderStatus:
+        active = len(self.recordings)
+        return RecorderStatus(
+            busy=active >= self.settings.capacity, capacity=self.settings.capacity, active=active,
+            http_url=self.http_url,
+        )  # fmt: skip
+
+    def _publish(self) -> None:
+        metrics.ACTIVE.set(len(self.recordings))
+        if self.signaling is not None:
+            self.signaling.publish_status(self.status())
+
+    # ------------------------------------------------------------------ Jibri IQs
+    async def jibri_request(self, sender: str, iq: JibriIq) -> JibriIq:
+        if iq.action is Action.START:
+            return self._start(sender, iq)
+        if iq.action is Action.STOP:
+            if not iq.session_id or iq.session_id not in self.recordings:
+                raise Refused("item-not-found", "no such recording")
+            await self.stop(iq.session_id)
+            return JibriIq(status=Status.OFF, session_id=iq.session_id)
+        raise Refused("bad-request", "action must be start or stop")
+
+    def _start(self, sender: str, iq: JibriIq) -> JibriIq:
+        session_id, room = iq.session_id, iq.room
+        if not session_id or not room:
+            raise Refused("bad-request", "start needs session_id and room")
+        if session_id in self.recordings:
+            return JibriIq(status=Status.PENDING, session_id=session_id)
+        if len(self.recordings) >= self.settings.capacity:
+            metrics.REFUSED.labels("busy").inc()
+            raise Refused("resource-constraint", "recorder busy")
+        try:
+            iq = iq.checked_start()
+        except jibri.JibriFormatError as exc:
+            raise Refused("bad-request", str(exc)) from None
+        assert iq.recording_mode is not None
+        stream_url = None
+        if iq.recording_mode is RecordingMode.STREAM:
+            assert iq.stream_id is not None
+            stream_url = (
+                iq.stream_id
+                if "://" in iq.stream_id
+                else f"{self.settings.rtmp_base_url.rstrip('/')}/{iq.stream_id}"
+            )
+        directory = Path(self.settings.output_dir) / f"{safe_name(room.split('@')[0])}-{session_id}"
+        c = self.settings.composite
+        recording = Recording(
+            session_id, room, iq.recording_mode, directory, stream_url,
+            CompositeSettings(c.width, c.height, c.fps, c.latency, c.video_bitrate),
+            on_first_media=self._first_media,
+        )  # fmt: skip
+        self.recordings[session_id] = recording
+        self.focus_of[session_id] = sender
+        metrics.STARTED.labels(iq.recording_mode.value).inc()
+        log.info(
+            "recording %s of %s started (%s) in %s",
+            session_id,
+            room,
+            iq.recording_mode.value,
+            directory,
+        )
+        self._publish()
+        return JibriIq(status=Status.PENDING, session_id=iq.session_id, recording_mode=iq.recording_mode)
+
+    def _first_media(self, recording: Recording) -> None:
+        focus = self.focus_of.get(recording.session_id)
+        if focus is not None and self.signaling is not None:
+            update = JibriIq(status=Status.ON, session_id=recording.session_id, recording_mode=recording.mode)
+            self._spawn(self.signaling.send_status(focus, update), f"status on {recording.session_id}")
+
+    async def stop(self, session_id: str, state: str = "finished", failure: str | None = None) -> None:
+        recording = self.recordings.pop(session_id, None)
+        if recording is None:
+            return
+        for sid in [sid for sid in self.sessions if jibri.session_of_sid(sid) == session_id]:
+            await self.sessions.pop(sid).close()
+        await asyncio.to_thread(recording.finish, state, failure)
+        self.finished.append(recording)
+        metrics.ENDED.labels(recording.state).inc()
+        self.focus_of.pop(session_id, None)
+        self._publish()
+
+    # ------------------------------------------------------------------ Jingle
+    async def jingle(self, sender: str, message: Jingle) -> None:
+        session_id = jibri.session_of_sid(message.sid)
+        recording = self.recordings.get(session_id or "")
+        if recording is None:
+            log.warning("jingle %s for no recording (sid %s)", message.action, message.sid)
+            return
+        if message.action == "session-initiate":
+            for sid in [s for s in self.sessions if jibri.session_of_sid(s) == session_id]:
+                await self.sessions.pop(sid).close()  # a new placement (bridge move, ICE restart)
+            session = MediaSession(message.sid, message, recording.encoded, recording.decoded)
+            self.sessions[message.sid] = session
+            accept = await session.answer(responder=sender)
+            if self.signaling is not None:
+                await self.signaling.send_jingle(sender, accept)
+        elif message.action in ("source-add", "source-remove"):
+            current = self.sessions.get(message.sid)
+            if current is not None:
+                await current.sources(message)
+        elif message.action == "session-terminate":
+            ended = self.sessions.pop(message.sid, None)
+            if ended is not None:
+                await ended.close()
+
+    # ------------------------------------------------------------------ views
+    def view(self) -> list[dict[str, object]]:
+        live = [r.view() for r in list(self.recordings.values()) + self.finished]
+        seen = {v["session_id"] for v in live}
+        return live + [m for m in self.on_disk if m.get("session_id") not in seen]
+
+    async def close(self) -> None:
+        for session_id in list(self.recordings):
+            await self.stop(session_id, "stopped", "recorder shut down")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

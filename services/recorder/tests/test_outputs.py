@@ -1,0 +1,127 @@
+"""The writers without a network: WebM remux of real VP8/Opus frames, the composer's picture and
+mix at a given instant, and a cut file that still plays."""
+
+from __future__ import annotations
+
+import fractions
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from services.recorder import layout
+from services.recorder.composite import Composer
+from services.recorder.tracks import TrackWriter, vp8_keyframe_size
+
+
+def vp8_frames(n: int, rgb: tuple[int, int, int], w: int = 160, h: int = 120) -> list[bytes]:
+    enc = av.CodecContext.create("libvpx", "w")
+    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"  # type: ignore[attr-defined]
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.options = {"deadline": "realtime", "cpu-used": "8", "g": "10"}
+    out = []
+    for i in range(n):
+        image = np.full((h, w, 3), rgb, np.uint8)
+        image[:, (i * 4) % w : (i * 4) % w + 4] = 255
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        out += [bytes(p) for p in enc.encode(frame)]  # type: ignore[attr-defined]
+    out += [bytes(p) for p in enc.encode(None)]  # type: ignore[attr-defined]
+    return out
+
+
+def opus_packets(n: int, freq: float = 440.0) -> list[bytes]:
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format = 48000, "stereo", "s16"  # type: ignore[attr-defined]
+    enc.time_base = fractions.Fraction(1, 48000)
+    out = []
+    for i in range(n):
+        t = (np.arange(960) + i * 960) / 48000
+        wave = (np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.repeat(wave, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, i * 960
+        out += [bytes(p) for p in enc.encode(frame)]  # type: ignore[attr-defined]
+    return out
+
+
+def probe(path: Path) -> str:
+    return subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=False, timeout=30,
+    ).stdout  # fmt: skip
+
+
+def test_keyframe_size_is_read_from_the_vp8_header() -> None:
+    frames = vp8_frames(3, (10, 20, 30), 320, 240)
+    assert vp8_keyframe_size(frames[0]) == (320, 240)
+    assert vp8_keyframe_size(frames[1]) is None
+    assert vp8_keyframe_size(b"\x00" * 3) is None
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe missing")
+def test_webm_remux_without_decoding_and_a_cut_file_still_plays(tmp_path: Path) -> None:
+    path = tmp_path / "p.webm"
+    writer = TrackWriter(path, origin=0.0)
+    video, audio = vp8_frames(60, (200, 30, 30)), opus_packets(100)
+    # audio starts before the first key frame (which comes after 0.2 s): kept and written
+    for i, packet in enumerate(audio[:10]):
+        writer.audio(packet, i * 0.02)
+    for i, frame in enumerate(video):
+        writer.video(frame, 0.2 + i / 30)
+        for j in range(10 + i * 3 // 2, min(len(audio), 10 + (i + 1) * 3 // 2)):
+            writer.audio(audio[j], j * 0.02)
+    size_before_close = path.stat().st_size
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(path.read_bytes()[: max(size_before_close, 4096)])
+    writer.close()
+    assert writer.frames["video"] == 60 and writer.frames["audio"] == len(audio)
+    assert sorted(probe(path).split()) == ["opus", "vp8"]
+    with av.open(str(path)) as c:
+        decoded = sum(1 for _ in c.decode(video=0))
+    assert decoded == 60
+    # what was on disk before the file was finalised (a crash) opens and decodes
+    assert "vp8" in probe(cut)
+    with av.open(str(cut)) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 10
+
+
+def test_audio_only_when_no_video_comes(tmp_path: Path) -> None:
+    writer = TrackWriter(tmp_path / "a.webm", origin=0.0)
+    for i, packet in enumerate(opus_packets(250)):
+        writer.audio(packet, i * 0.02)
+    writer.close()
+    assert writer.video_stream is None and writer.frames["audio"] > 100
+
+
+def test_composer_takes_the_frame_and_the_audio_of_the_instant() -> None:
+    composer = Composer("unused", "matroska", width=320, height=180, fps=10)
+    red = av.VideoFrame.from_ndarray(np.full((120, 160, 3), (220, 30, 30), np.uint8), format="rgb24")
+    blue = av.VideoFrame.from_ndarray(np.full((120, 160, 3), (30, 30, 220), np.uint8), format="rgb24")
+    composer.video("alice", 10.0, red)
+    composer.video("alice", 11.0, blue)
+    composer.video("bob", 10.0, blue)
+    # alice: a click of 1 at exactly t=10.5 s; bob: nothing (lost) -> silence
+    click = np.zeros(960, np.int16)
+    click[0] = 1000
+    frame = av.AudioFrame.from_ndarray(click.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 48000
+    composer.audio("alice", 10.5, frame)
+    tiles = layout.grid(2, 320, 180)
+
+    def colour(picture: np.ndarray, tile: layout.Rect) -> tuple[int, ...]:
+        return tuple(int(v) for v in picture[tile.y + tile.h // 2, tile.x + tile.w // 2])
+
+    picture, mix = composer.render(10.45, 4800)  # [10.45, 10.55): the click is 50 ms in
+    assert colour(picture, tiles[0])[0] > 150  # alice still red at 10.45
+    assert colour(picture, tiles[1])[2] > 150
+    assert int(np.argmax(np.abs(mix))) == 2400 and mix[2400] == 1000
+    picture, mix = composer.render(11.0, 4800)
+    assert colour(picture, tiles[0])[2] > 150  # alice's frame of 11.0
+    assert not mix.any()
+    # audio that arrives after its instant was rendered is dropped, not played one ring later
+    composer.audio("alice", 10.5, frame)
+    _, mix = composer.render(10.5 + 8.0, 4800)
+    assert not mix.any()
