@@ -123,3 +123,55 @@ def test_a_taken_port_is_named_and_nothing_starts(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"TCP port {port} (needed by nginx) is already in use" in result.stderr
     assert not (tmp_path / "nginx" / "nginx.conf").exists()  # nothing was started
+
+
+# --- supervision: kill -9 of each service under ./parley up ----------------------------------------
+
+
+def _children(launcher_pid: int) -> dict[str, int]:
+    """service name -> pid of the launcher's children (bridges by their server id)."""
+    out: dict[str, int] = {}
+    pids = subprocess.run(["pgrep", "-P", str(launcher_pid)], capture_output=True, text=True).stdout.split()
+    for pid in map(int, pids):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"services.bridge" in argv:
+            server_id = next((e.split(b"=", 1)[1] for e in environ if e.startswith(b"JVB_WS_SERVER_ID=")), b"")
+            out[server_id.decode()] = pid
+        elif argv and b"nginx" in argv[0]:
+            out["nginx"] = pid
+        else:
+            for name in ("xmpp", "focus", "web"):
+                if f"services.{name}".encode() in argv:
+                    out[name] = pid
+    return out
+
+
+def _wait_log(log: Path, text: str, after: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text()[after:]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} in the launcher's log:\n" + log.read_text()[-5000:])
+        time.sleep(0.25)
+
+
+@pytest.mark.peer
+def test_every_service_killed_with_sigkill_is_restarted_and_the_stack_keeps_running(stack) -> None:
+    proc, front, _run_dir, log = stack
+    for name in SERVICES:
+        pid = _children(proc.pid)[name]
+        mark = len(log.read_text())
+        os.kill(pid, signal.SIGKILL)
+        _wait_log(log, f"{name.ljust(5)} | exited with status -9", mark)
+        _wait_log(log, f"{name.ljust(5)} | restarted (restart 1)", mark)
+        assert proc.poll() is None, "the launcher stopped when a service died"
+        assert _children(proc.pid)[name] != pid
+        health = "/nginx-health" if name == "nginx" else f"/health/{name.replace('jvb', 'bridge/jvb')}"
+        response = httpx.get(front + health, timeout=5)
+        assert response.status_code == 200, f"{name} after its restart: {response.status_code}"
+    assert "stopping the stack" not in log.read_text()
+    proc.send_signal(signal.SIGTERM)  # only a signal stops it
+    assert proc.wait(30) == 0
