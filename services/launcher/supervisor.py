@@ -3,7 +3,10 @@
 - refuses to start when a port of the plan is taken, naming the port and the service;
 - starts the services in dependency order, each after the previous one is healthy;
 - prefixes every output line with the service's name (``jvb1  | ...``);
-- stops everything in reverse order on SIGINT/SIGTERM, or when any service dies (exit status 1).
+- restarts a service that exits, like compose's ``restart: unless-stopped``: after a back-off
+  (:class:`RestartBackoff`: 1 s doubling to 30 s, back to 1 s once it ran 30 s) and with a log line,
+  killing whatever its process group left behind (nginx workers still holding the port) first;
+- stops everything in reverse order on SIGINT/SIGTERM, and only then.
 """
 
 from __future__ import annotations
@@ -61,16 +64,45 @@ class Running:
     spec: ProcessSpec
     proc: asyncio.subprocess.Process
     pump: asyncio.Task[None]
+    started: float = 0.0
+    restarts: int = 0
+
+
+@dataclass
+class RestartBackoff:
+    """How long to wait before restarting a service that exited (pure).
+
+    Doubles from ``initial`` up to ``maximum`` while the service keeps failing; a run of at least
+    ``reset_after`` seconds counts as healthy and starts again from ``initial``.
+    """
+
+    initial: float = 1.0
+    maximum: float = 30.0
+    reset_after: float = 30.0
+    _next: float = 0.0
+
+    def delay(self, uptime: float) -> float:
+        if uptime >= self.reset_after or self._next == 0.0:
+            self._next = self.initial
+        delay = self._next
+        self._next = min(self.maximum, self._next * 2)
+        return delay
 
 
 class Supervisor:
     def __init__(
-        self, plan: StackPlan, out: Callable[[str], None] | None = None, start_timeout: float = 40.0
+        self,
+        plan: StackPlan,
+        out: Callable[[str], None] | None = None,
+        start_timeout: float = 40.0,
+        backoff: Callable[[], RestartBackoff] = RestartBackoff,
     ) -> None:
         self.plan = plan
         self.out = out or (lambda line: print(line, flush=True))
         self.start_timeout = start_timeout
+        self.backoff = backoff
         self.running: list[Running] = []
+        self.stopping = False
         self._width = max(len(p.name) for p in plan.processes)
 
     def say(self, name: str, line: str) -> None:
@@ -91,9 +123,11 @@ class Supervisor:
             raise StackError(f"nginx not found at {self.plan.settings.nginx_binary} (apt-get install nginx)")
         prepare_run_dir(self.plan)
         for spec in self.plan.processes:
-            await self._start_one(spec)
+            running = await self._spawn(spec)
+            self.running.append(running)
+            await self._wait_healthy(running)
 
-    async def _start_one(self, spec: ProcessSpec) -> None:
+    async def _spawn(self, spec: ProcessSpec) -> Running:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
         proc = await asyncio.create_subprocess_exec(
             *spec.argv,
@@ -103,7 +137,11 @@ class Supervisor:
             start_new_session=True,
         )
         assert proc.stdout is not None
-        self.running.append(Running(spec, proc, asyncio.create_task(self._pump(spec, proc.stdout))))
+        pump = asyncio.create_task(self._pump(spec, proc.stdout))
+        return Running(spec, proc, pump, started=time.monotonic())
+
+    async def _wait_healthy(self, running: Running) -> None:
+        spec, proc = running.spec, running.proc
         deadline = time.monotonic() + self.start_timeout
         async with httpx.AsyncClient(timeout=1.0) as http:
             while True:
@@ -123,17 +161,53 @@ class Supervisor:
                     )
                 await asyncio.sleep(0.2)
 
-    async def wait_for_failure(self) -> Running:
-        """Returns the first service that exits on its own."""
-        waits = {asyncio.create_task(r.proc.wait()): r for r in self.running}
+    async def supervise(self) -> None:
+        """Restart every service that exits, until cancelled (compose's ``unless-stopped``)."""
+        watchers = [asyncio.create_task(self._watch(i)) for i in range(len(self.running))]
         try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            return waits[next(iter(done))]
+            await asyncio.gather(*watchers)
         finally:
-            for task in waits:
+            for task in watchers:
                 task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def _watch(self, index: int) -> None:
+        backoff = self.backoff()
+        while not self.stopping:
+            running = self.running[index]
+            status = await running.proc.wait()
+            if self.stopping:
+                return
+            uptime = time.monotonic() - running.started
+            delay = backoff.delay(uptime)
+            self.say(
+                running.spec.name,
+                f"exited with status {status} after {uptime:.1f}s; restarting in {delay:.0f}s "
+                f"(restart {running.restarts + 1})",
+            )
+            _kill_group(running.proc.pid)  # e.g. nginx workers of a killed master still hold the port
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(running.pump, 2)
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            try:
+                fresh = await self._spawn(running.spec)
+            except OSError as exc:
+                self.say(running.spec.name, f"cannot restart: {exc}")
+                continue
+            fresh.restarts = running.restarts + 1
+            self.running[index] = fresh
+            try:
+                await self._wait_healthy(fresh)
+                self.say(running.spec.name, f"restarted (restart {fresh.restarts})")
+            except StackError as exc:
+                self.say(running.spec.name, f"restart failed: {exc}")
+                if fresh.proc.returncode is None:
+                    _kill_group(fresh.proc.pid)
 
     async def stop(self, grace: float = 10.0) -> None:
+        self.stopping = True
         for r in reversed(self.running):
             if r.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -142,18 +216,25 @@ class Supervisor:
                     await asyncio.wait_for(r.proc.wait(), grace)
                 except TimeoutError:
                     self.say(r.spec.name, f"did not stop within {grace:.0f}s; killing it")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(r.proc.pid, signal.SIGKILL)
+                    _kill_group(r.proc.pid)
                     await r.proc.wait()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(r.proc.pid, signal.SIGKILL)  # anything left in its group
+            _kill_group(r.proc.pid)  # anything left in its group
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(r.pump, 2)
         self.running.clear()
 
 
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 async def run_stack(plan: StackPlan) -> int:
-    """Start the stack, print where to open it, run until Ctrl-C or a failure. Returns exit status."""
+    """Start the stack, print where to open it, keep it running until Ctrl-C or SIGTERM.
+
+    Returns the exit status: 0 after Ctrl-C/SIGTERM, 1 when the stack could not start, 130 when
+    interrupted during start.
+    """
     sup = Supervisor(plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -172,15 +253,15 @@ async def run_stack(plan: StackPlan) -> int:
             return 130
         starting.result()
         sup.say("parley", f"the stack is up: open {plan.settings.url}/ (Ctrl-C stops it)")
-        failed = asyncio.create_task(sup.wait_for_failure())
-        await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if failed.done() and not stop.is_set():
-            r = failed.result()
-            sup.say("parley", f"{r.spec.name} exited with status {r.proc.returncode}; stopping the stack")
-            status = 1
-        else:
-            failed.cancel()
-            sup.say("parley", "stopping")
+        supervising = asyncio.create_task(sup.supervise())
+        await asyncio.wait({supervising, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        sup.stopping = True
+        if supervising.done() and supervising.exception() is not None:
+            sup.say("parley", f"supervision failed: {supervising.exception()!r}")
+        supervising.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervising
+        sup.say("parley", "stopping")
     except StackError as exc:
         print(f"parley: {exc}", file=sys.stderr, flush=True)
         status = 1

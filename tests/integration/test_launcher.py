@@ -124,3 +124,118 @@ def test_a_taken_port_is_named_and_nothing_starts(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"TCP port {port} (needed by nginx) is already in use" in result.stderr
     assert not (tmp_path / "nginx" / "nginx.conf").exists()  # nothing was started
+
+
+# --- supervision: kill -9 of each service under ./parley up ----------------------------------------
+
+
+def _children(launcher_pid: int) -> dict[str, int]:
+    """service name -> pid of the launcher's children (bridges by their server id)."""
+    out: dict[str, int] = {}
+    pids = subprocess.run(["pgrep", "-P", str(launcher_pid)], capture_output=True, text=True).stdout.split()
+    for pid in map(int, pids):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"services.bridge" in argv:
+            server_id = next((e.split(b"=", 1)[1] for e in environ if e.startswith(b"JVB_WS_SERVER_ID=")), b"")
+            out[server_id.decode()] = pid
+        elif argv and b"nginx" in argv[0]:
+            out["nginx"] = pid
+        else:
+            for name in ("xmpp", "focus", "web"):
+                if f"services.{name}".encode() in argv:
+                    out[name] = pid
+    return out
+
+
+def _wait_log(log: Path, text: str, after: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text()[after:]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} in the launcher's log:\n" + log.read_text()[-5000:])
+        time.sleep(0.25)
+
+
+@pytest.mark.peer
+def test_every_service_killed_with_sigkill_is_restarted_and_the_stack_keeps_running(stack) -> None:
+    proc, front, _run_dir, log = stack
+    for name in SERVICES:
+        pid = _children(proc.pid)[name]
+        mark = len(log.read_text())
+        os.kill(pid, signal.SIGKILL)
+        _wait_log(log, f"{name.ljust(5)} | exited with status -9", mark)
+        _wait_log(log, f"{name.ljust(5)} | restarted (restart 1)", mark)
+        assert proc.poll() is None, "the launcher stopped when a service died"
+        assert _children(proc.pid)[name] != pid
+        health = "/nginx-health" if name == "nginx" else f"/health/{name.replace('jvb', 'bridge/jvb')}"
+        response = httpx.get(front + health, timeout=5)
+        assert response.status_code == 200, f"{name} after its restart: {response.status_code}"
+    assert "stopping the stack" not in log.read_text()
+    proc.send_signal(signal.SIGTERM)  # only a signal stops it
+    assert proc.wait(30) == 0
+
+
+@pytest.mark.peer
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")
+def test_a_meeting_recovers_from_kill_9_of_its_bridge_the_focus_and_the_broker(tmp_path: Path) -> None:
+    """Two people in a meeting through ./parley up's front door; the bridge carrying it, then the
+    focus, then the broker are killed with SIGKILL; the launcher restarts each, and the pages play
+    each other's video again without a reload (and a late joiner still gets in after all that)."""
+    import uuid
+
+    from tests.integration.browser import DESKTOP, LauncherStack, browsers, console_log, wait_with_logs
+
+    stack = LauncherStack(tmp_path / "run", bridges=2).start()
+    launcher = stack.proc
+    assert launcher is not None
+    log = stack.log_path
+    room = f"sup-{uuid.uuid4().hex[:8]}"
+    logs: list[list[str]] = []
+    focus = f"http://127.0.0.1:{int(stack.front.rsplit(':', 1)[1]) - 8000 + 8888}"
+
+    def frames(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
+        return {ep: s["framesDecoded"] for ep, s in page.evaluate("window.parley.videoStats()").items()}
+
+    def playing(page, remotes: int = 1) -> bool:  # type: ignore[no-untyped-def]
+        before = frames(page)
+        time.sleep(0.6)
+        after = frames(page)
+        return len(after) >= remotes and all(after[ep] > before.get(ep, 0) for ep in after)
+
+    def bridge_of_room() -> str:
+        confs = httpx.get(f"{focus}/conferences", timeout=3).json()
+        return str(next(c for c in confs if str(c["room"]).startswith(room))["bridge"])
+
+    try:
+        with browsers() as pool:
+            pages = []
+            for name in ("Ada", "Bob"):
+                page = pool.open(DESKTOP)
+                logs.append(console_log(page))
+                page.goto(f"{stack.front}/{room}?name={name}")
+                pages.append(page)
+            for page in pages:
+                wait_with_logs("video at first", lambda p=page: playing(p), logs, timeout=60)
+            for victim in ("bridge", "focus", "xmpp"):
+                name = bridge_of_room() if victim == "bridge" else victim
+                mark = len(log.read_text())
+                os.kill(_children(launcher.pid)[name], signal.SIGKILL)
+                _wait_log(log, f"{name.ljust(5)} | restarted", mark)
+                for page in pages:
+                    wait_with_logs(
+                        f"video again after kill -9 of {name}", lambda p=page: playing(p), logs, timeout=90
+                    )
+                    assert page.is_visible("#meeting") and not page.is_visible("#left")
+            late = pool.open(DESKTOP)
+            logs.append(console_log(late))
+            late.goto(f"{stack.front}/{room}?name=Late")
+            wait_with_logs("the late joiner's video", lambda: playing(late, 2), logs, timeout=90)
+            for page in pages:
+                wait_with_logs("everyone's video", lambda p=page: playing(p, 2), logs, timeout=90)
+        assert launcher.poll() is None
+    finally:
+        stack.stop()

@@ -1,6 +1,7 @@
 """docker-compose.yml: the shape users rely on, checked by a real Compose parser when present."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,16 +25,29 @@ def test_services_and_healthchecks() -> None:
         assert "healthcheck" in svc, f"{name} has no healthcheck"
 
 
-def test_every_built_service_has_its_dockerfile() -> None:
+def test_every_service_is_a_target_of_the_one_dockerfile() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", dockerfile, re.M)
+    names = {alias for _, alias in stages}
+    assert stages[0][0] == "${DEBIAN_IMAGE}" and "ARG DEBIAN_IMAGE=debian:bookworm-slim" in dockerfile
+    # every other stage starts from a stage of this file: one base for every image
+    assert all(parent in names for parent, _ in stages[1:]), stages
     for name, svc in load()["services"].items():
-        if "build" in svc:
-            assert (REPO / svc["build"]["dockerfile"]).is_file(), name
+        assert svc["build"] == {"context": ".", "target": name}, name
+        assert name in names, name
+
+
+def test_healthchecks_are_plain_arguments_any_engine_runs_as_given() -> None:
+    for name, svc in load()["services"].items():
+        test = svc["healthcheck"]["test"]
+        assert test[0] == "CMD", name
+        assert all(" " not in arg for arg in test[1:]), f"{name}: {test}"
 
 
 def test_bridges_take_port_slots_so_they_can_scale() -> None:
     env = load()["services"]["bridge"]["environment"]
-    assert env["JVB_PORT"] == "10000-10019"
-    assert env["JVB_PUBLIC_PORT"] == "9090-9109"
+    assert env["JVB_PORT"] == "${JVB_PORT:-10000-10019}"
+    assert env["JVB_PUBLIC_PORT"] == "${JVB_PUBLIC_PORT:-9090-9109}"
     assert "JVB_WS_SERVER_ID" not in env  # derived per replica
 
 

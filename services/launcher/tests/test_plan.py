@@ -95,16 +95,3 @@ def test_port_conflicts_name_the_port_and_service(tmp_path: Path) -> None:
         plan = build_plan(settings(tmp_path, http_port=taken))
         problems = port_conflicts(plan)
     assert any(f"TCP port {taken} (needed by nginx)" in p for p in problems)
-
-
-def test_compose_nginx_routes_any_bridge_by_the_port_in_its_server_id(tmp_path: Path) -> None:
-    from services.launcher.nginx_compose import render
-
-    conf = render({"NGINX_PREFIX": str(tmp_path)})
-    assert "listen 80;" in conf and "ssl_certificate" not in conf
-    assert "proxy_pass http://127.0.0.1:$2/colibri-ws/$1/$3$is_args$args;" in conf
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("x")
-    key.write_text("x")
-    tls = render({"NGINX_PREFIX": str(tmp_path), "TLS_CERT": str(cert), "TLS_KEY": str(key)})
-    assert "listen 443 ssl;" in tls and f"ssl_certificate {cert};" in tls

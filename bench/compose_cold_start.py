@@ -1,0 +1,151 @@
+"""Compose cold start and bridge failover, as a user sees them in Chromium.
+
+1. ``docker compose up -d`` with the images already built (they are built first, not timed here
+   but printed) to the first remote video frame decoded by a browser in a two-party meeting
+   joined through the nginx container as soon as the front door answers;
+2. ``kill`` of the bridge container carrying a three-party meeting (two bridges running) to every
+   page decoding every remote video again, ``--kills`` times.
+
+Runs on podman's Docker API with Debian's docker-compose, like ``tests/compose/`` (root needed;
+free ports of its own; the project is taken down at the end):
+
+    sudo .venv/bin/python -m bench.compose_cold_start [--kills 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.compose.conftest import (
+    BRIDGE_SLOTS,
+    SERVICES,
+    edit_env_file,
+    free_block,
+    project_files,
+    test_env,
+)
+from tests.compose.engine import ComposeProject, PodmanService, ensure_debian_base
+from tests.compose.test_stack import frames, open_page
+from tests.integration.browser import browsers
+
+
+def first_frame(pages: list, timeout: float = 180) -> float:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if any(any(v > 0 for v in frames(p).values()) for p in pages):
+                return time.monotonic()
+        time.sleep(0.05)
+    raise TimeoutError("no remote frame decoded")
+
+
+def all_flowing(pages: list, remotes: int, since: dict[int, dict[str, int]]) -> bool:  # type: ignore[type-arg]
+    """Every page decodes ``remotes`` videos, each past what it had decoded at ``since``."""
+    for i, page in enumerate(pages):
+        now = frames(page)
+        if len(now) < remotes or not all(now[ep] > since.get(i, {}).get(ep, 0) for ep in now):
+            return False
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kills", type=int, default=3, help="bridge kills to time (default 3)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="parley-bench-compose-"))
+    ensure_debian_base(workdir)
+    engine = PodmanService(workdir).start()
+    project_dir = workdir / "parley"
+    project_files(project_dir)
+    (project_dir / ".env.example").replace(project_dir / ".env")
+    env = test_env(free_block(7 + 3 * BRIDGE_SLOTS))
+    edit_env_file(project_dir / ".env", env)
+    project = ComposeProject(engine, project_dir, f"parleybench{os.getpid()}")
+    front = f"https://localhost:{env['HTTPS_PORT']}"
+    focus = f"http://127.0.0.1:{env['JICOFO_HTTP_PORT']}"
+    try:
+        started = time.monotonic()
+        project.compose("build", timeout=3600)
+        print(f"images built in {time.monotonic() - started:.1f} s (layer cache as it was)")
+        project.start_healthchecks(interval=1.0)
+        t0 = time.monotonic()
+        project.compose("up", "-d", "--scale", "bridge=2", timeout=900)
+        t_up = time.monotonic() - t0
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(front + "/nginx-health", verify=False, timeout=2).status_code == 200:
+                    break
+            time.sleep(0.1)
+        t_door = time.monotonic() - t0
+        nginx = project.container_names("nginx")[0]
+        cert = workdir / "cert.pem"
+        cert.write_text(project.podman("exec", nginx, "cat", "/var/lib/parley-tls/cert.pem"))
+        room = f"bench-{uuid.uuid4().hex[:8]}"
+        with browsers() as pool:
+            pages = []
+            for name in ("Ada", "Bob"):
+                page = open_page(pool, cert)
+                page.goto(f"{front}/{room}?name={name}")
+                pages.append(page)
+            t_frame = first_frame(pages) - t0
+            print(
+                f"cold start: `up -d` returned after {t_up:.1f} s, front door answered at {t_door:.1f} s, "
+                f"first remote frame at {t_frame:.1f} s"
+            )
+            project.wait_healthy(SERVICES, count={"bridge": 2})
+            third = open_page(pool, cert)
+            third.goto(f"{front}/{room}?name=Cy")
+            pages.append(third)
+            deadline = time.monotonic() + 120
+            while not all_flowing(pages, 2, {}):
+                assert time.monotonic() < deadline, "the three-party meeting never flowed"
+                time.sleep(0.3)
+            recoveries = []
+            for kill in range(args.kills):
+                project.wait_healthy(["bridge"], count={"bridge": 2})
+                confs = httpx.get(f"{focus}/conferences", timeout=5).json()
+                carrying = next(c for c in confs if str(c["room"]).startswith(room))["bridge"]
+                ids = {}
+                for name in project.container_names("bridge"):
+                    state = project.podman("exec", name, "cat", "/tmp/parley-bridge.json")
+                    ids[json.loads(state)["server_id"]] = name
+                since = {i: frames(p) for i, p in enumerate(pages)}
+                t_kill = time.monotonic()
+                project.podman("kill", "--signal", "KILL", ids[carrying])
+                while not all_flowing(pages, 2, since):
+                    assert time.monotonic() - t_kill < 120, "media did not come back"
+                    time.sleep(0.05)
+                recoveries.append(time.monotonic() - t_kill)
+                print(
+                    f"kill {kill + 1}: bridge {carrying} killed, media flowing again after {recoveries[-1]:.2f} s"
+                )
+                with contextlib.suppress(Exception):  # the killed replica, back for the next round
+                    project.compose("up", "-d", "--scale", "bridge=2", "--no-recreate", timeout=300)
+            if recoveries:
+                print(
+                    f"bridge kill to media flowing again: p50 {statistics.median(recoveries):.2f} s, "
+                    f"max {max(recoveries):.2f} s over {len(recoveries)} kills"
+                )
+    finally:
+        project.down()
+        project.remove_images()
+        engine.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
