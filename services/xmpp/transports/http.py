@@ -202,6 +202,7 @@ class WebSocketSession:
         return {
             "id": self.id,
             "peer": self.peer,
+            "address": self.link.address,
             "origin": self.origin,
             "jid": str(s.jid) if s is not None and s.bound else None,
             "age": round(now - self.started, 3),
