@@ -17,7 +17,7 @@ from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
-from .limits import LoginGuard, in_networks
+from .limits import LoginGuard, MemoryTrimmer, in_networks
 from .metrics import BrokerCollector
 from .modules.client_proxy import ClientProxy
 from .modules.muc import MucService
@@ -117,6 +117,7 @@ class XmppServer:
         self.bosh: BoshService | None = None
         self.cluster: Any = None
         self.started = time.monotonic()
+        self.trimmer = MemoryTrimmer()
 
     # -- hooks used by transports ------------------------------------------------------------
     def is_internal(self, peer_ip: str) -> bool:
@@ -145,6 +146,7 @@ class XmppServer:
             self.websockets[conn.id] = conn
 
     def connection_closed(self, conn: Connection) -> None:
+        self.trimmer.freed()
         self.connections.pop(id(conn), None)
         if isinstance(conn, WebSocketSession):
             self.websockets.pop(conn.id, None)
@@ -238,6 +240,7 @@ class XmppServer:
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
+            self.trimmer.maybe_trim(now)
             if self.bosh is not None:
                 self.bosh.sweep(now)
             for conn in list(self.connections.values()):

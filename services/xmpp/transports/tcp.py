@@ -36,6 +36,8 @@ class TcpConnection(asyncio.Protocol):
             server.config.limits.rate_bytes_per_second, server.config.limits.burst_bytes, self.started
         )
         self.paused = False
+        self.slicing = False
+        self.backlog = bytearray()
         self.tls_pending = False
         tls = server.tls_context
         self.link = Link(
@@ -64,17 +66,51 @@ class TcpConnection(asyncio.Protocol):
         self.link.internal = self.server.is_internal(ip)
         self.server.connection_opened(self)
 
+    # input is parsed in slices of at most this many bytes, one slice per event-loop turn, so a
+    # connection that sends many small elements at once cannot hold the loop for long
+    SLICE = 8192
+
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         self.last_rx = now
         delay = self.bucket.consume(len(data), now)
-        if delay > 0 and not self.paused and self.transport is not None:
+        if delay > 0 and not self.paused:
             self.paused = True
-            self.transport.pause_reading()
             asyncio.get_running_loop().call_later(delay, self._resume_reading)
+        self.backlog += data
+        if not self.slicing:
+            self._next_slice()
+        self._update_reading()
+
+    def _next_slice(self) -> None:
+        self.slicing = False
+        if self.closing or not self.backlog:
+            self._update_reading()
+            return
+        data = bytes(self.backlog[: self.SLICE])
+        del self.backlog[: self.SLICE]
+        self._input(data)
+        if self.backlog and not self.closing:
+            self.slicing = True
+            asyncio.get_running_loop().call_soon(self._next_slice)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read from the socket only while neither the rate limit nor a backlog holds it."""
+        transport = self.transport
+        if transport is None or self.closing or self.tls_pending:
+            return
+        want = not self.paused and not self.slicing
+        if want and not transport.is_reading():
+            transport.resume_reading()
+        elif not want and transport.is_reading():
+            transport.pause_reading()
+
+    def _input(self, data: bytes) -> None:
         try:
             events = self.parser.feed(data)
         except XmlStreamError as err:
+            self.backlog.clear()
             self.link.session.fail(err.condition, err.text)  # type: ignore[union-attr]
             return
         for event in events:
@@ -94,12 +130,12 @@ class TcpConnection(asyncio.Protocol):
                 )  # fmt: skip
                 session.fail("internal-server-error")
             if self.closing:
+                self.backlog.clear()
                 break
 
     def _resume_reading(self) -> None:
         self.paused = False
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        self._update_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.tls_pending:
@@ -107,6 +143,7 @@ class TcpConnection(asyncio.Protocol):
         self.closing = True
         self.parser.discard()
         self.out = []
+        self.backlog = bytearray()
         self.server.connection_closed(self)
         session = self.link.session
         if session is not None:
