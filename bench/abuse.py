@@ -317,6 +317,13 @@ async def bench(args: argparse.Namespace) -> None:
             after_samples = await sample_rss(pid, args.after)
             after = after_samples[-1]
             p50, p99 = pct(pings, 0.5), pct(pings, 0.99)
+            if args.verbose:
+                slow = [
+                    (round(t - start, 2), round(rtt * 1000))
+                    for t, rtt in pingers.samples
+                    if start <= t < end and rtt > 0.3
+                ]
+                print(f"  slow pings (s after start, ms): {slow[:40]}")
             back = after - before <= 5 * 2**20
             print(f"{name:8} {p50:8.1f} {p99:8.1f} {p99 / q99:9.2f} {before / 2**20:10.1f} {max(during) / 2**20:10.1f} "
                   f"{after / 2**20:8.1f} {'yes' if back else 'NO':>5} {cpu1 - cpu0:6.2f}")  # fmt: skip
@@ -336,6 +343,7 @@ def main() -> None:
     parser.add_argument("--attack-seconds", type=float, default=10.0)
     parser.add_argument("--after", type=float, default=30.0)
     parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--verbose", action="store_true", help="list the pings slower than 300 ms")
     asyncio.run(bench(parser.parse_args()))
 
 

@@ -124,7 +124,8 @@ class LeanClient(asyncio.Protocol):
             self.waiter = None
             out = bytes(self.buf)
             self.buf.clear()
-            fut.set_result(out)
+            if not fut.done():  # a waiter that timed out is already cancelled
+                fut.set_result(out)
 
     def send(self, text: str) -> None:
         data = text.encode()

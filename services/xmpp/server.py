@@ -25,7 +25,7 @@ from .sasl import ScramCredential
 from .session import ClientSession, SessionLimits
 from .stream_management import ResumptionRegistry
 from .transports.http import HttpConnection, HttpResponse, WebSocketSession
-from .transports.tcp import TcpConnection
+from .transports.tcp import SliceScheduler, TcpConnection
 
 log = logging.getLogger("xmpp.server")
 
@@ -118,6 +118,7 @@ class XmppServer:
         self.cluster: Any = None
         self.started = time.monotonic()
         self.trimmer = MemoryTrimmer()
+        self.slices = SliceScheduler()
 
     # -- hooks used by transports ------------------------------------------------------------
     def is_internal(self, peer_ip: str) -> bool:

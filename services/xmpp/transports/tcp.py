@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from ..limits import TokenBucket, log_limited
@@ -66,9 +67,10 @@ class TcpConnection(asyncio.Protocol):
         self.link.internal = self.server.is_internal(ip)
         self.server.connection_opened(self)
 
-    # input is parsed in slices of at most this many bytes, one slice per event-loop turn, so a
-    # connection that sends many small elements at once cannot hold the loop for long
-    SLICE = 8192
+    # input beyond this many bytes at once is parsed in slices of this size, handed out by the
+    # server's SliceScheduler under a time budget per event-loop turn: a connection that sends
+    # many small elements at once cannot hold the loop, and other clients' input runs in between
+    SLICE = 4096
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -77,23 +79,30 @@ class TcpConnection(asyncio.Protocol):
         if delay > 0 and not self.paused:
             self.paused = True
             asyncio.get_running_loop().call_later(delay, self._resume_reading)
-        self.backlog += data
-        if not self.slicing:
-            self._next_slice()
+        if not self.slicing and len(data) <= self.SLICE:
+            self._input(data)  # the common case: a few stanzas, parsed at once
+        else:
+            self.backlog += data
+            if not self.slicing:
+                self.slicing = True
+                self.server.slices.add(self)
         self._update_reading()
 
-    def _next_slice(self) -> None:
-        self.slicing = False
+    def next_slice(self) -> bool:
+        """Parse one slice of the backlog; True if more is left (called by the scheduler)."""
         if self.closing or not self.backlog:
+            self.slicing = False
+            self.backlog.clear()
             self._update_reading()
-            return
+            return False
         data = bytes(self.backlog[: self.SLICE])
         del self.backlog[: self.SLICE]
         self._input(data)
         if self.backlog and not self.closing:
-            self.slicing = True
-            asyncio.get_running_loop().call_soon(self._next_slice)
+            return True
+        self.slicing = False
         self._update_reading()
+        return False
 
     def _update_reading(self) -> None:
         """Read from the socket only while neither the rate limit nor a backlog holds it."""
@@ -215,3 +224,33 @@ class TcpConnection(asyncio.Protocol):
     @property
     def session_obj(self) -> ClientSession | None:
         return self.link.session
+
+
+class SliceScheduler:
+    """Round-robin over connections with a backlog, at most ``budget`` seconds of parsing per
+    event-loop turn (at least one slice), so heavy input is spread over turns."""
+
+    def __init__(self, budget: float = 0.004) -> None:
+        self.budget = budget
+        self.queue: deque[TcpConnection] = deque()
+        self.scheduled = False
+
+    def add(self, conn: TcpConnection) -> None:
+        self.queue.append(conn)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        start = time.perf_counter()
+        queue = self.queue
+        while queue:
+            conn = queue.popleft()
+            if conn.next_slice():
+                queue.append(conn)
+            if time.perf_counter() - start > self.budget:
+                break
+        if queue:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.run)
