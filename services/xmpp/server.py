@@ -17,7 +17,7 @@ from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
-from .limits import LoginGuard, MemoryTrimmer, in_networks
+from .limits import LoginGuard, MemoryTrimmer, in_networks, log_limited
 from .metrics import BrokerCollector
 from .modules.client_proxy import ClientProxy
 from .modules.muc import MucService
@@ -254,7 +254,13 @@ class XmppServer:
                 if isinstance(conn, WebSocketSession) and ws_cfg.keepalive_interval > 0:
                     if conn.ping_sent is not None:
                         if now - conn.ping_sent > ws_cfg.keepalive_timeout:
-                            log.info("WebSocket %s did not answer a ping; closing", conn.id)
+                            log_limited(
+                                log,
+                                logging.INFO,
+                                "ws-ping",
+                                "WebSocket %s did not answer a ping; closing",
+                                conn.id,
+                            )
                             conn.close_transport(1011)
                             session.transport_lost()
                         continue

@@ -212,7 +212,7 @@ class TcpConnection(asyncio.Protocol):
         try:
             new = await loop.start_tls(self.transport, self, ctx, server_side=True)
         except (OSError, ssl.SSLError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            log_limited(log, logging.INFO, "tls-failed", "TLS handshake with %s failed: %s", self.peer, exc)
             self.tls_pending = False
             self.connection_lost(exc)
             return
