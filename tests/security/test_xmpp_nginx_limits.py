@@ -51,11 +51,12 @@ def test_a_page_flood_gets_429_and_the_page_comes_back(stack):
 def test_bridge_channel_handshakes_are_rate_limited(stack):
     statuses = []
     with httpx.Client(timeout=10) as http:
-        for i in range(60):
+        for i in range(300):
             r = http.get(
                 f"{stack.front}/colibri-ws/jvb1/conf/ep{i}?pwd=x",
                 headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="},
             )  # fmt: skip
             statuses.append(r.status_code)
-    assert 429 in statuses and statuses[0] != 429
+    # the first handshake reaches the bridge (which refuses the unknown endpoint), later ones stop at nginx
+    assert statuses[0] != 429 and 429 in statuses
