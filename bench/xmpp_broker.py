@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from scramp import ScramClient  # noqa: E402
 from websockets.client import ClientProtocol  # noqa: E402
 from websockets.frames import Frame, Opcode  # noqa: E402
 from websockets.uri import parse_uri  # noqa: E402
@@ -123,7 +124,8 @@ class LeanClient(asyncio.Protocol):
             self.waiter = None
             out = bytes(self.buf)
             self.buf.clear()
-            fut.set_result(out)
+            if not fut.done():  # a waiter that timed out is already cancelled
+                fut.set_result(out)
 
     def send(self, text: str) -> None:
         data = text.encode()
@@ -157,9 +159,15 @@ async def connect(
     await client.expect("features>")
     if user is None:
         client.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>")
-    else:
-        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        client.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    else:  # SCRAM-SHA-1: the broker offers PLAIN only over TLS
+        scram = ScramClient(["SCRAM-SHA-1"], user, password)
+        first = base64.b64encode(scram.get_client_first().encode()).decode()
+        client.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>{first}</auth>")
+        challenge = (await client.expect("</challenge>")).decode()
+        text = challenge.split("</challenge>")[0].rsplit(">", 1)[1]
+        scram.set_server_first(base64.b64decode(text).decode())
+        final = base64.b64encode(scram.get_client_final().encode()).decode()
+        client.send(f"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{final}</response>")
     await client.expect("success")
     client.send(header.format(host=host))
     await client.expect("features>")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 
 from ..common.config import load_or_exit
 from ..common.logging import setup_logging
@@ -13,7 +14,18 @@ from .config import load
 from .server import XmppServer
 
 
+def _use_c_allocator() -> None:
+    """Run on the C allocator so that memory freed after an attack goes back to the system
+    (``MemoryTrimmer`` in ``limits.py``). Python reads ``PYTHONMALLOC`` only at start, so the
+    process re-executes itself once; an operator's own ``PYTHONMALLOC`` is left alone."""
+    if "PYTHONMALLOC" in os.environ or sys.platform != "linux":
+        return
+    os.environ["PYTHONMALLOC"] = "malloc"
+    os.execv(sys.executable, [sys.executable, "-m", "services.xmpp", *sys.argv[1:]])
+
+
 def main() -> None:
+    _use_c_allocator()
     parser = argparse.ArgumentParser(prog="python -m services.xmpp", description=__doc__)
     parser.add_argument("--config", default=os.environ.get("XMPP_CONFIG"), help="operator HOCON file")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .jid import JID, InvalidJid, parse_jid
+from .limits import log_limited
 from .sasl import ScramCredential
 from .stanza import (
     DISCO_INFO,
@@ -165,7 +166,7 @@ class Broker:
         try:
             frm = parse_jid(frm_text)
         except InvalidJid:
-            log.warning("dropping stanza with bad from %r", frm_text[:100])
+            log_limited(log, logging.WARNING, "bad-from", "dropping stanza with bad from %r", frm_text[:100])
             return
         if to_text is None:
             self._to_own_account(stanza, frm)

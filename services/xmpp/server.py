@@ -17,7 +17,7 @@ from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
-from .limits import LoginGuard, in_networks
+from .limits import LoginGuard, MemoryTrimmer, in_networks, log_limited
 from .metrics import BrokerCollector
 from .modules.client_proxy import ClientProxy
 from .modules.muc import MucService
@@ -25,7 +25,7 @@ from .sasl import ScramCredential
 from .session import ClientSession, SessionLimits
 from .stream_management import ResumptionRegistry
 from .transports.http import HttpConnection, HttpResponse, WebSocketSession
-from .transports.tcp import TcpConnection
+from .transports.tcp import SliceScheduler, TcpConnection
 
 log = logging.getLogger("xmpp.server")
 
@@ -121,6 +121,8 @@ class XmppServer:
         self.bosh: BoshService | None = None
         self.cluster: Any = None
         self.started = time.monotonic()
+        self.trimmer = MemoryTrimmer()
+        self.slices = SliceScheduler()
 
     # -- hooks used by transports ------------------------------------------------------------
     def is_internal(self, peer_ip: str) -> bool:
@@ -149,6 +151,7 @@ class XmppServer:
             self.websockets[conn.id] = conn
 
     def connection_closed(self, conn: Connection) -> None:
+        self.trimmer.freed()
         self.connections.pop(id(conn), None)
         if isinstance(conn, WebSocketSession):
             self.websockets.pop(conn.id, None)
@@ -242,6 +245,7 @@ class XmppServer:
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
+            self.trimmer.maybe_trim(now)
             if self.bosh is not None:
                 self.bosh.sweep(now)
             for conn in list(self.connections.values()):
@@ -254,7 +258,13 @@ class XmppServer:
                 if isinstance(conn, WebSocketSession) and ws_cfg.keepalive_interval > 0:
                     if conn.ping_sent is not None:
                         if now - conn.ping_sent > ws_cfg.keepalive_timeout:
-                            log.info("WebSocket %s did not answer a ping; closing", conn.id)
+                            log_limited(
+                                log,
+                                logging.INFO,
+                                "ws-ping",
+                                "WebSocket %s did not answer a ping; closing",
+                                conn.id,
+                            )
                             conn.close_transport(1011)
                             session.transport_lost()
                         continue

@@ -268,3 +268,16 @@ def test_muc_service_defaults_keep_owner_configured_whois():
     svc = MucService("m.example", lambda j, d: True, lambda e: None)
     assert svc.fixed_whois is None and svc.default_config.whois == "moderators"
     assert STREAMS_NS
+
+
+def test_the_forwarded_client_address_is_believed_only_from_a_trusted_proxy():
+    from services.xmpp.config import load
+    from services.xmpp.server import XmppServer
+
+    server = XmppServer(load(environ={"XMPP_TRUSTED_PROXIES": "127.0.0.1/32"}))
+    # nginx appends the address it saw: the right-most entry is the real one
+    headers = {"x-forwarded-for": "203.0.113.9, 198.51.100.7"}
+    assert server.client_address("127.0.0.1", headers) == "198.51.100.7"
+    assert server.client_address("192.0.2.50", headers) == "192.0.2.50"  # not a proxy: its own address
+    assert server.client_address("127.0.0.1", {}) == "127.0.0.1"
+    assert server.is_internal("127.0.0.1") and not server.is_internal("192.0.2.50")

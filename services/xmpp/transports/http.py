@@ -202,6 +202,7 @@ class WebSocketSession:
         return {
             "id": self.id,
             "peer": self.peer,
+            "address": self.link.address,
             "origin": self.origin,
             "jid": str(s.jid) if s is not None and s.bound else None,
             "age": round(now - self.started, 3),
@@ -388,7 +389,14 @@ class HttpConnection(asyncio.Protocol):
             self.transport.writelines(handshake.data_to_send())
         if response.status_code != 101:
             if isinstance(handshake.handshake_exc, InvalidOrigin):
-                log.info("refused WebSocket from %s: origin %r not allowed", self.peer, origin)
+                log_limited(
+                    log,
+                    logging.INFO,
+                    "ws-origin",
+                    "refused WebSocket from %s: origin %r not allowed",
+                    self.peer,
+                    origin[:100] if origin else origin,
+                )
             if self.transport is not None:
                 self.transport.close()
             return

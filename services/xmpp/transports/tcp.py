@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from ..limits import TokenBucket, log_limited
@@ -36,6 +37,8 @@ class TcpConnection(asyncio.Protocol):
             server.config.limits.rate_bytes_per_second, server.config.limits.burst_bytes, self.started
         )
         self.paused = False
+        self.slicing = False
+        self.backlog = bytearray()
         self.tls_pending = False
         tls = server.tls_context
         self.link = Link(
@@ -64,17 +67,59 @@ class TcpConnection(asyncio.Protocol):
         self.link.internal = self.server.is_internal(ip)
         self.server.connection_opened(self)
 
+    # input beyond this many bytes at once is parsed in slices of this size, handed out by the
+    # server's SliceScheduler under a time budget per event-loop turn: a connection that sends
+    # many small elements at once cannot hold the loop, and other clients' input runs in between
+    SLICE = 4096
+
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         self.last_rx = now
         delay = self.bucket.consume(len(data), now)
-        if delay > 0 and not self.paused and self.transport is not None:
+        if delay > 0 and not self.paused:
             self.paused = True
-            self.transport.pause_reading()
             asyncio.get_running_loop().call_later(delay, self._resume_reading)
+        if not self.slicing and len(data) <= self.SLICE:
+            self._input(data)  # the common case: a few stanzas, parsed at once
+        else:
+            self.backlog += data
+            if not self.slicing:
+                self.slicing = True
+                self.server.slices.add(self)
+        self._update_reading()
+
+    def next_slice(self) -> bool:
+        """Parse one slice of the backlog; True if more is left (called by the scheduler)."""
+        if self.closing or not self.backlog:
+            self.slicing = False
+            self.backlog.clear()
+            self._update_reading()
+            return False
+        data = bytes(self.backlog[: self.SLICE])
+        del self.backlog[: self.SLICE]
+        self._input(data)
+        if self.backlog and not self.closing:
+            return True
+        self.slicing = False
+        self._update_reading()
+        return False
+
+    def _update_reading(self) -> None:
+        """Read from the socket only while neither the rate limit nor a backlog holds it."""
+        transport = self.transport
+        if transport is None or self.closing or self.tls_pending:
+            return
+        want = not self.paused and not self.slicing
+        if want and not transport.is_reading():
+            transport.resume_reading()
+        elif not want and transport.is_reading():
+            transport.pause_reading()
+
+    def _input(self, data: bytes) -> None:
         try:
             events = self.parser.feed(data)
         except XmlStreamError as err:
+            self.backlog.clear()
             self.link.session.fail(err.condition, err.text)  # type: ignore[union-attr]
             return
         for event in events:
@@ -94,12 +139,12 @@ class TcpConnection(asyncio.Protocol):
                 )  # fmt: skip
                 session.fail("internal-server-error")
             if self.closing:
+                self.backlog.clear()
                 break
 
     def _resume_reading(self) -> None:
         self.paused = False
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        self._update_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.tls_pending:
@@ -107,6 +152,7 @@ class TcpConnection(asyncio.Protocol):
         self.closing = True
         self.parser.discard()
         self.out = []
+        self.backlog = bytearray()
         self.server.connection_closed(self)
         session = self.link.session
         if session is not None:
@@ -166,7 +212,7 @@ class TcpConnection(asyncio.Protocol):
         try:
             new = await loop.start_tls(self.transport, self, ctx, server_side=True)
         except (OSError, ssl.SSLError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            log_limited(log, logging.INFO, "tls-failed", "TLS handshake with %s failed: %s", self.peer, exc)
             self.tls_pending = False
             self.connection_lost(exc)
             return
@@ -178,3 +224,33 @@ class TcpConnection(asyncio.Protocol):
     @property
     def session_obj(self) -> ClientSession | None:
         return self.link.session
+
+
+class SliceScheduler:
+    """Round-robin over connections with a backlog, at most ``budget`` seconds of parsing per
+    event-loop turn (at least one slice), so heavy input is spread over turns."""
+
+    def __init__(self, budget: float = 0.004) -> None:
+        self.budget = budget
+        self.queue: deque[TcpConnection] = deque()
+        self.scheduled = False
+
+    def add(self, conn: TcpConnection) -> None:
+        self.queue.append(conn)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        start = time.perf_counter()
+        queue = self.queue
+        while queue:
+            conn = queue.popleft()
+            if conn.next_slice():
+                queue.append(conn)
+            if time.perf_counter() - start > self.budget:
+                break
+        if queue:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.run)
