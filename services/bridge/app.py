@@ -145,6 +145,8 @@ class Bridge:
                 reconnect_min=xmpp.reconnect_min.total_seconds(),
                 reconnect_max=xmpp.reconnect_max.total_seconds(),
                 use_tls=xmpp.use_tls,
+                max_stanza_depth=xmpp.max_stanza_depth,
+                max_stanza_size=xmpp.max_stanza_size,
             )
         self.started = False
         self.shutdown_requested = asyncio.Event()

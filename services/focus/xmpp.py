@@ -81,6 +81,7 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         super().__init__(x.jid, x.password)
         self.settings = settings
         self.events = events
+        self.max_stanza_depth, self.max_stanza_bytes = x.max_stanza_depth, x.max_stanza_size
         self.enable_direct_tls = False
         self.enable_starttls = False
         self.enable_plaintext = True
