@@ -60,9 +60,17 @@ class RoomError(Exception):
     pass
 
 
+def _muc_user(presence: ET.Element) -> ET.Element | None:
+    """The server's ``muc#user`` payload: the last one. A MUC service appends its own after the
+    occupant's payload; an occupant's forged one (with someone else's real JID) comes first, should
+    a server relay it (Prosody strips it)."""
+    found = presence.findall(f"{{{NS_MUC_USER}}}x")
+    return found[-1] if found else None
+
+
 def _status_codes(presence: ET.Element) -> set[int]:
     codes: set[int] = set()
-    x = presence.find(f"{{{NS_MUC_USER}}}x")
+    x = _muc_user(presence)
     if x is not None:
         for status in x.findall(f"{{{NS_MUC_USER}}}status"):
             with contextlib.suppress(TypeError, ValueError):
@@ -71,7 +79,8 @@ def _status_codes(presence: ET.Element) -> set[int]:
 
 
 def _real_jid(presence: ET.Element) -> str | None:
-    item = presence.find(f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}item")
+    x = _muc_user(presence)
+    item = x.find(f"{{{NS_MUC_USER}}}item") if x is not None else None
     return item.get("jid") if item is not None else None
 
 
