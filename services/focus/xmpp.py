@@ -35,6 +35,7 @@ NS_MUC_USER = "http://jabber.org/protocol/muc#user"
 NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 NS_DATA = "jabber:x:data"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_JINGLE_ERRORS = "urn:xmpp:jingle:errors:1"
 
 RECONNECT_DELAY = 1.0
 
@@ -52,7 +53,7 @@ class FocusEvents(Protocol):
     def occupant_left(self, room: str, nick: str) -> None: ...
     def bridge_presence(self, bridge_id: str, stats: BridgeStats) -> None: ...
     def bridge_left(self, bridge_id: str) -> None: ...
-    def jingle_received(self, sender: str, message: jingle.Jingle) -> None: ...
+    def jingle_received(self, sender: str, message: jingle.Jingle) -> bool: ...
     def xmpp_ready(self) -> None: ...
 
 
@@ -339,11 +340,19 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         try:
             message = jingle.parse_element(el)  # type: ignore[arg-type]
         except jingle.JingleError as exc:
-            log.warning("bad jingle from %s: %s", iq["from"], exc)
-            self._error(iq, "bad-request", str(exc))
+            self._refused_log.warning("bad-jingle", "bad jingle from %s: %s", iq["from"], str(exc)[:200])
+            self._error(iq, "bad-request", str(exc)[:200])
+            return
+        if not self.events.jingle_received(str(iq["from"]), message):
+            # XEP-0166 section 7.2: item-not-found with <unknown-session/>
+            reply = iq.reply(clear=False)
+            reply["type"] = "error"
+            reply["error"]["type"] = "cancel"
+            reply["error"]["condition"] = "item-not-found"
+            reply["error"].xml.append(ET.Element(f"{{{NS_JINGLE_ERRORS}}}unknown-session"))
+            reply.send()
             return
         iq.reply(clear=True).send()
-        self.events.jingle_received(str(iq["from"]), message)
 
     # ---------------------------------------------------------------- IQs out
     async def send_jingle(self, to: str, message: jingle.Jingle) -> bool:
