@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import platform
 import ssl
 import threading
@@ -41,6 +42,16 @@ from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
 from services.common.runtime import freeze_heap, metrics_body, serve_http, stop_http
 
 log = logging.getLogger("bridge")
+
+
+def _rss_bytes() -> int | None:
+    """The process's resident set now (Linux), for /debug."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
 
 try:
     VERSION = package_version("parley")
@@ -145,6 +156,8 @@ class Bridge:
                 reconnect_min=xmpp.reconnect_min.total_seconds(),
                 reconnect_max=xmpp.reconnect_max.total_seconds(),
                 use_tls=xmpp.use_tls,
+                max_stanza_depth=xmpp.max_stanza_depth,
+                max_stanza_size=xmpp.max_stanza_size,
             )
         self.started = False
         self.shutdown_requested = asyncio.Event()
@@ -262,6 +275,7 @@ class Bridge:
             "data_channels": self.data_channels.dump(),
             "stats": self.stats(),
             "threads": sorted(thread.name for thread in threading.enumerate()),
+            "rss_bytes": _rss_bytes(),
             "xmpp": None
             if self.presence is None
             else {

@@ -150,6 +150,8 @@ class XmppClient(Section):
     reconnect_min: timedelta = timedelta(seconds=1)
     reconnect_max: timedelta = timedelta(seconds=30)
     use_tls: bool = False
+    max_stanza_depth: int = Field(32, ge=8, le=1000)
+    max_stanza_size: int = Field(1 << 20, ge=4096)
 
 
 class Apis(Section):

@@ -21,7 +21,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.common import brewery
-from services.common.xmpp_guard import GuardedStreamMixin
+from services.common.xmpp_guard import MAX_STANZA_BYTES, MAX_STANZA_DEPTH, GuardedStreamMixin
 
 log = logging.getLogger("bridge.presence")
 
@@ -55,6 +55,8 @@ class BreweryPresence:
         reconnect_min: float = 1.0,
         reconnect_max: float = 30.0,
         use_tls: bool = False,
+        max_stanza_depth: int = MAX_STANZA_DEPTH,
+        max_stanza_size: int = MAX_STANZA_BYTES,
     ) -> None:
         self.jid, self.password, self.host, self.port = jid, password, host, port
         self.room, self.nick = room, nick
@@ -62,6 +64,7 @@ class BreweryPresence:
         self.interval = interval
         self.reconnect_min, self.reconnect_max = reconnect_min, reconnect_max
         self.use_tls = use_tls
+        self.max_stanza_depth, self.max_stanza_size = max_stanza_depth, max_stanza_size
         self.joined = False
         self.connections = 0
         self._refused_before = 0
@@ -89,6 +92,7 @@ class BreweryPresence:
         backoff = self.reconnect_min
         while True:
             client = _BrewerClient(f"{self.jid}/{self.nick}", self.password, self.use_tls)
+            client.max_stanza_depth, client.max_stanza_bytes = self.max_stanza_depth, self.max_stanza_size
             self._client = client
             session = asyncio.get_running_loop().create_future()
             failed = asyncio.get_running_loop().create_future()

@@ -17,6 +17,7 @@ validator. :class:`BridgeChannelError` is the only exception it raises.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -217,30 +218,23 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')  # (unrolled: linear, no backtracking)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
 def nesting_depth(text: str) -> int:
     """How deeply JSON arrays/objects nest in ``text`` (brackets inside strings do not count).
-    Linear, no recursion; stops counting once past :data:`MAX_DEPTH` * 4."""
+    Linear and without recursion: strings are cut out by a regular expression, then only the
+    brackets are walked."""
     if text.count("[") + text.count("{") <= 1:
         return text.count("[") + text.count("{")
     depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    for ch in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        if ch in "[{":
             depth += 1
             if depth > deepest:
                 deepest = depth
-                if deepest > MAX_DEPTH * 4:
-                    return deepest
-        elif ch in "]}":
+        else:
             depth -= 1
     return deepest
 
@@ -257,7 +251,7 @@ def parse(
             text = data.decode() if isinstance(data, bytes) else data
         except UnicodeDecodeError as exc:
             raise BridgeChannelError("", f"malformed JSON: {exc}") from exc
-        if nesting_depth(text) > max_depth:
+        if text.count("[") + text.count("{") > max_depth and nesting_depth(text) > max_depth:
             raise BridgeChannelError("", f"JSON nested deeper than {max_depth}")
         try:
             obj = json.loads(text)

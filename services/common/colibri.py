@@ -212,7 +212,7 @@ def parse_conference(body: bytes | str | Any) -> Conference:
         else:
             try:
                 data = json.loads(body)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
                 raise ColibriFormatError("", f"malformed JSON: {exc}") from exc
     else:
         data = body
@@ -225,6 +225,8 @@ def parse_conference(body: bytes | str | Any) -> Conference:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ColibriFormatError(_loc(first["loc"]) or "conference", first["msg"]) from exc
+    except RecursionError as exc:
+        raise ColibriFormatError("", "JSON nested too deep") from exc
 
 
 def dump(model: ColibriModel) -> dict[str, Any]:

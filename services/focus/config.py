@@ -24,6 +24,8 @@ class XmppSettings(Section):
     resource: str = Field(min_length=1)
     nick: str = Field(min_length=1)
     iq_timeout: float = Field(gt=0)
+    max_stanza_depth: int = Field(default=32, ge=8, le=1000)
+    max_stanza_size: int = Field(default=1 << 20, ge=4096)
 
     @property
     def jid(self) -> str:

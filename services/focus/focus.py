@@ -19,6 +19,7 @@ from typing import Protocol
 
 from services.common import jibri, jingle
 from services.common.brewery import BridgeStats
+from services.common.logging import RateLimitedLogger
 
 from . import flows, metrics, offer
 from .bridges import BridgeRegistry, HealthOutcome
@@ -75,6 +76,7 @@ class Focus:
         self.limiter = RequestLimiter(c.request_burst, c.requests_per_minute)
         self.empty = EmptyConferences(c.empty_timeout)
         self.requests_refused = 0
+        self._guest_log = RateLimitedLogger(log)  # what guests send: a line now and then
         self.conferences_expired = 0
         self.jibri = JibriService(self)
 
@@ -223,14 +225,19 @@ class Focus:
         for room in rooms:
             self._spawn(self._move(room, bridge_id, started), f"move {room}")
 
-    def jingle_received(self, sender: str, message: jingle.Jingle) -> None:
+    def jingle_received(self, sender: str, message: jingle.Jingle) -> bool:
         """Jingle from a participant: its session is found by sid (participants send from their
-        real JID, or through the room from their occupant JID)."""
+        real JID, or through the room from their occupant JID). False for an unknown session
+        (the adapter answers ``unknown-session``)."""
         room = self._session_rooms.get(message.sid)
         if room is None:
-            log.warning("jingle %s from %s for unknown session sid=%s", message.action, sender, message.sid)
-            return
+            self._guest_log.warning(
+                "unknown-session", "jingle %s from %s for unknown session sid=%s", message.action, sender,
+                message.sid[:64],
+            )  # fmt: skip
+            return False
         self._spawn(self._jingle(room, sender, message), f"jingle {message.action} from {sender}")
+        return True
 
     # ------------------------------------------------------------------ health
     async def check_health(self) -> None:
@@ -455,8 +462,8 @@ class Focus:
                 )
                 return
             if participant.real_jid and sender not in (participant.real_jid, participant.occupant_jid):
-                log.warning("jingle %s for %s's session from %s: refused", message.action, participant.endpoint_id,
-                            sender)  # fmt: skip
+                self._guest_log.warning("foreign-session", "jingle %s for %s's session from %s: refused",
+                                        message.action, participant.endpoint_id, sender)  # fmt: skip
                 return
             nick, action = participant.endpoint_id, message.action
             if action == "session-accept":

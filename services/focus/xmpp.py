@@ -35,6 +35,7 @@ NS_MUC_USER = "http://jabber.org/protocol/muc#user"
 NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 NS_DATA = "jabber:x:data"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_JINGLE_ERRORS = "urn:xmpp:jingle:errors:1"
 
 RECONNECT_DELAY = 1.0
 
@@ -52,7 +53,7 @@ class FocusEvents(Protocol):
     def occupant_left(self, room: str, nick: str) -> None: ...
     def bridge_presence(self, bridge_id: str, stats: BridgeStats) -> None: ...
     def bridge_left(self, bridge_id: str) -> None: ...
-    def jingle_received(self, sender: str, message: jingle.Jingle) -> None: ...
+    def jingle_received(self, sender: str, message: jingle.Jingle) -> bool: ...
     def xmpp_ready(self) -> None: ...
 
 
@@ -69,9 +70,17 @@ class RoomError(Exception):
     pass
 
 
+def _muc_user(presence: ET.Element) -> ET.Element | None:
+    """The server's ``muc#user`` payload: the last one. A MUC service appends its own after the
+    occupant's payload; an occupant's forged one (with someone else's real JID) comes first, should
+    a server relay it (Prosody strips it)."""
+    found = presence.findall(f"{{{NS_MUC_USER}}}x")
+    return found[-1] if found else None
+
+
 def _status_codes(presence: ET.Element) -> set[int]:
     codes: set[int] = set()
-    x = presence.find(f"{{{NS_MUC_USER}}}x")
+    x = _muc_user(presence)
     if x is not None:
         for status in x.findall(f"{{{NS_MUC_USER}}}status"):
             with contextlib.suppress(TypeError, ValueError):
@@ -80,7 +89,8 @@ def _status_codes(presence: ET.Element) -> set[int]:
 
 
 def _real_jid(presence: ET.Element) -> str | None:
-    item = presence.find(f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}item")
+    x = _muc_user(presence)
+    item = x.find(f"{{{NS_MUC_USER}}}item") if x is not None else None
     return item.get("jid") if item is not None else None
 
 
@@ -94,6 +104,7 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         self.events = events
         self.recorders = recorders
         self._room_extensions: dict[str, dict[str, ET.Element]] = {}  # room -> tag -> element
+        self.max_stanza_depth, self.max_stanza_bytes = x.max_stanza_depth, x.max_stanza_size
         self.enable_direct_tls = False
         self.enable_starttls = False
         self.enable_plaintext = True
@@ -436,11 +447,19 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         try:
             message = jingle.parse_element(el)  # type: ignore[arg-type]
         except jingle.JingleError as exc:
-            log.warning("bad jingle from %s: %s", iq["from"], exc)
-            self._error(iq, "bad-request", str(exc))
+            self._refused_log.warning("bad-jingle", "bad jingle from %s: %s", iq["from"], str(exc)[:200])
+            self._error(iq, "bad-request", str(exc)[:200])
+            return
+        if not self.events.jingle_received(str(iq["from"]), message):
+            # XEP-0166 section 7.2: item-not-found with <unknown-session/>
+            reply = iq.reply(clear=False)
+            reply["type"] = "error"
+            reply["error"]["type"] = "cancel"
+            reply["error"]["condition"] = "item-not-found"
+            reply["error"].xml.append(ET.Element(f"{{{NS_JINGLE_ERRORS}}}unknown-session"))
+            reply.send()
             return
         iq.reply(clear=True).send()
-        self.events.jingle_received(str(iq["from"]), message)
 
     # ---------------------------------------------------------------- IQs out
     async def send_jibri(self, recorder: str, request: jibri.JibriIq) -> jibri.JibriIq:

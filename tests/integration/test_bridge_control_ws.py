@@ -118,11 +118,14 @@ async def test_hello_relay_and_broadcast(http: httpx.AsyncClient) -> None:
     for ws in (a, b):
         m = await recv_json(ws)
         assert m == {"colibriClass": "EndpointStats", "bitrate": {"upload": 10}, "from": "c"}
-    # garbage is ignored, the socket stays up
+    # garbage is refused with an Error (at most one a second), the socket stays up
     await a.send("{not json")
     await a.send(json.dumps({"colibriClass": "NoSuchClass"}))
     await a.send(json.dumps({"colibriClass": "ClientHello"}))
+    error = await recv_json(a)
+    assert error["colibriClass"] == "Error" and "malformed JSON" in error["reason"], error
     assert (await recv_json(a))["colibriClass"] == "ServerHello"
+    assert await quiet(b, 0.1) and await quiet(c, 0.1)
     for ws in (a, b, c):
         await ws.close()
 

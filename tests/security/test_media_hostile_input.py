@@ -199,6 +199,8 @@ def raw_websocket(url: str) -> socket.socket:
 
 async def test_an_endpoint_that_never_reads_is_disconnected(stack: Stack) -> None:
     urls = create(stack, "sleeper", "talker")
+    async with httpx.AsyncClient(timeout=5) as http:
+        rss_before = (await http.get(f"{stack.bridge}/debug")).json()["rss_bytes"]
     sleeper = raw_websocket(urls["sleeper"])
     try:
         async with connect(urls["talker"]) as talker:
@@ -206,8 +208,11 @@ async def test_an_endpoint_that_never_reads_is_disconnected(stack: Stack) -> Non
             chunk = json.dumps(
                 {"colibriClass": "EndpointMessage", "to": "sleeper", "msgPayload": "x" * 60_000}
             )
-            for _ in range(120):  # ~7 MB for an endpoint that reads nothing
+            for i in range(500):  # ~30 MB for an endpoint that reads nothing
                 await talker.send(chunk)
+                if i % 50 == 0:  # let the bridge keep up
+                    await talker.send(json.dumps({"colibriClass": "ClientHello"}))
+                    await recv_class(talker, "ServerHello")
             deadline = time.monotonic() + 20
             while True:
                 async with httpx.AsyncClient(timeout=5) as http:
@@ -218,6 +223,10 @@ async def test_an_endpoint_that_never_reads_is_disconnected(stack: Stack) -> Non
                 await asyncio.sleep(0.3)
             assert dump["closed_for_backlog"] >= 1
             assert all(c["queued_bytes"] <= 1 << 20 for c in dump["connections"])
+            async with httpx.AsyncClient(timeout=5) as http:
+                rss_after = (await http.get(f"{stack.bridge}/debug")).json()["rss_bytes"]
+            # the 30 MB never piled up in the bridge (its queue for the sleeper is bounded at 1 MiB)
+            assert rss_after - rss_before < 15 << 20, (rss_before, rss_after)
             # the talker is still served
             await talker.send(json.dumps({"colibriClass": "ClientHello"}))
             await recv_class(talker, "ServerHello")

@@ -92,7 +92,10 @@ def payload_bounds(packet: bytes | bytearray | memoryview) -> tuple[int, int]:
 
 
 def header_length(packet: bytes | bytearray) -> int:
-    """Fixed header, CSRCs and the header extension block."""
+    """Fixed header, CSRCs and the header extension block. Raises :class:`RtpError` when the
+    packet is shorter than that."""
+    if len(packet) < RTP_HEADER_SIZE:
+        raise RtpError("truncated RTP header")
     length = RTP_HEADER_SIZE + 4 * (packet[0] & 0x0F)
     if packet[0] & 0x10:
         if len(packet) < length + 4:

@@ -131,7 +131,10 @@ def test_a_handler_exception_does_not_end_the_session() -> None:
 
 def test_a_broken_stream_is_still_closed(caplog: pytest.LogCaptureFixture) -> None:
     client, _transport, seen = make(Guarded)
+    disconnects: list[object] = []
+    client.disconnect = lambda *a, **k: disconnects.append(a)  # type: ignore[method-assign,assignment,return-value]
     client.data_received("<iq type='get' id='x'></oops>")
     client.data_received(ping("p5"))
     assert seen == []
+    assert disconnects, "a stream that is not well-formed ends"
     assert "not well-formed" in caplog.text

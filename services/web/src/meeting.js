@@ -53,6 +53,7 @@ export class Meeting extends EventTarget {
     this.pc = null;
     this.offer = null;
     this.session = null; // {sid, from, initiator}
+    this.signalledSid = null; // the session the focus's accepted Jingle has put us in (or is about to)
     // Jingle is taken from the focus only, and only for our session (signalling/acceptance.js)
     this.jingleGate = new JingleGate({
       roomJid: this.roomJid, focusNick: config.focusNick ?? 'focus', focusUserJid: config.focusUserJid,
@@ -216,11 +217,16 @@ export class Meeting extends EventTarget {
       this.#jingleError(from, id, { type: 'modify', condition: 'bad-request', text: e.message }, `dropped a Jingle stanza from ${from}: ${e.message}`);
       return true;
     }
-    const refusal = this.jingleGate.check({ from, action: jingle.action, sid: jingle.sid }, this.session);
+    // Checked on arrival, against the session the focus has signalled so far (the queued
+    // session-initiate may not have been applied yet when its first source-add arrives).
+    const signalled = this.signalledSid ? { sid: this.signalledSid } : null;
+    const refusal = this.jingleGate.check({ from, action: jingle.action, sid: jingle.sid }, signalled);
     if (refusal) {
       this.#jingleError(from, id, refusal, `refused Jingle ${jingle.action} (sid ${jingle.sid}) from ${from}: ${refusal.condition}`);
       return true;
     }
+    if (jingle.action === 'session-initiate') this.signalledSid = jingle.sid;
+    else if (jingle.action === 'session-terminate') this.signalledSid = null;
     this.conn.send($iq({ type: 'result', to: from, id }).tree());
     this.#enqueue(() => this.#handleJingle(jingle, from));
     return true;

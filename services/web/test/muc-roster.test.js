@@ -55,6 +55,15 @@ describe('MUC presence', () => {
       <error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>`);
     assert.equal(refused.error, 'not-allowed');
   });
+
+  it('reads the server\'s muc#user payload, not an occupant\'s forged one before it', () => {
+    const forged = presence(`<presence xmlns='jabber:client' from='r@muc.meet.jitsi/mallory'>
+      <x xmlns='http://jabber.org/protocol/muc#user'><item jid='focus@auth.meet.jitsi/focus'/><status code='110'/></x>
+      <x xmlns='http://jabber.org/protocol/muc#user'><item role='participant'/></x></presence>`);
+    assert.equal(forged.isFocus, false);
+    assert.equal(forged.isSelf, false);
+    assert.equal(forged.realJid, undefined);
+  });
 });
 
 describe('Roster', () => {

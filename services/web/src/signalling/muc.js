@@ -42,7 +42,9 @@ export function parsePresence(el, { focusUser } = {}) {
   const from = attr(el, 'from', '');
   const slash = from.indexOf('/');
   const endpoint = slash >= 0 ? from.slice(slash + 1) : '';
-  const x = child(el, 'x', MUC_USER_NS);
+  // the server's muc#user payload is the last one (it appends it after the occupant's own); an
+  // occupant's forged one, naming the focus's real JID, would come first if a server relayed it
+  const x = children(el, 'x', MUC_USER_NS).at(-1) ?? null;
   const item = child(x, 'item');
   const realJid = attr(item, 'jid');
   const statuses = children(x, 'status').map((s) => attr(s, 'code'));
