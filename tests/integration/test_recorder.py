@@ -579,3 +579,42 @@ async def test_stream_mode_pushes_the_composed_meeting_over_rtmp(stack: Recorder
         assert duration_of(recorded) > 6
         for colours in tile_colours(recorded, [3.0, 6.0], 2):
             assert colours == {"alice", "bob"}, colours
+
+
+async def test_two_meetings_recorded_at_once_by_one_recorder(stack: RecorderStack) -> None:
+    rooms = [f"twin{i}@{MUC_DOMAIN}" for i in range(2)]
+    groups = [
+        await meeting(stack, room, nicks)
+        for room, nicks in zip(rooms, (["alice", "bob"], ["carol", "bob"]), strict=True)
+    ]
+    try:
+        answers = [
+            await jibri_iq(g[0], room, jibri.JibriIq(action=jibri.Action.START))
+            for g, room in zip(groups, rooms, strict=True)
+        ]
+        ids = [a.session_id for a in answers]
+        assert all(ids) and ids[0] != ids[1]
+        # one recorder process runs both, and says so in its presence
+        view = stack.get("/recordings")
+        assert {r["recorder"] for r in view["recordings"] if r["session_id"] in ids} == {"rec1"}
+        assert await wait_until(lambda: stack.get("/recordings")["recorders"]["rec1"]["active"] == 2, 10), (
+            stack.get("/recordings")
+        )
+        await asyncio.sleep(6)
+        # the last participant leaving ends the meeting: the focus stops its recording
+        await asyncio.gather(*(p.stop() for p in groups[0]))
+        assert await wait_until(
+            lambda: any(r["session_id"] == ids[0] and r["state"] == "finished" for r in stack.recordings()),
+            30,
+        ), stack.logs()
+        assert any(r["session_id"] == ids[1] and r["state"] == "recording" for r in stack.recordings())
+        await jibri_iq(groups[1][0], rooms[1], jibri.JibriIq(action=jibri.Action.STOP, session_id=ids[1]))
+    finally:
+        await asyncio.gather(*(p.stop() for g in groups for p in g), return_exceptions=True)
+    views = {r["session_id"]: r for r in stack.recordings() if r["session_id"] in ids}
+    assert {v["state"] for v in views.values()} == {"finished"}
+    names = [{f["name"] for f in v["files"]} for v in (views[ids[0]], views[ids[1]])]
+    assert names[0] >= {"alice.webm", "bob.webm", "composed.mkv"}, names
+    assert names[1] >= {"carol.webm", "bob.webm", "composed.mkv"}, names
+    for v in views.values():
+        assert duration_of(Path(v["directory"]) / "composed.mkv") > 4
