@@ -37,6 +37,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.common import jibri
@@ -154,13 +156,25 @@ async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> j
 
 
 async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, window: float,  # type: ignore[valid-type]
-                     mode: jibri.RecordingMode, stream: str | None) -> Sample:  # fmt: skip
+                     mode: jibri.RecordingMode, stream: str | None, recorder_url: str) -> Sample:  # fmt: skip
+    def frames(session_id: str | None) -> int:
+        try:
+            views = httpx.get(f"{recorder_url}/recordings", timeout=5).json()
+        except httpx.HTTPError:
+            return -1
+        return next((int(v["composed_frames"]) for v in views if v["session_id"] == session_id), -1)
+
     before = sum(_rss(x) for x in recorder_pids())
     answer = await jibri_iq(
         p, room, jibri.JibriIq(action=jibri.Action.START, recording_mode=mode, stream_id=stream)
     )
-    await asyncio.sleep(4)  # media flowing, composer running
+    print(f"   {mode.value} recording {answer.session_id}: {answer.status.value}", flush=True)
+    if not await wait_until(lambda: frames(answer.session_id) > 30, 30):
+        print("   the composed output did not start within 30 s", flush=True)
+    start_frames = frames(answer.session_id)
     sample = await measure(recorder_pids, window)
+    written = frames(answer.session_id) - start_frames
+    print(f"   composed output: {written / window:.1f} frames/s over the window", flush=True)
     await jibri_iq(p, room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
     await asyncio.sleep(2)
     return Sample(sample.cpu, sample.rss - before)
@@ -235,6 +249,7 @@ def main() -> int:
     offset = int(stack.front.rsplit(":", 1)[1]) - 8000
     c2s = 5222 + offset
     run_dir = str(work / "run" / "recordings")
+    recorder_url = f"http://127.0.0.1:{8300 + offset}"
 
     def recorder_pids() -> list[int]:
         return tree(
@@ -256,10 +271,16 @@ def main() -> int:
                 ) -> tuple[Sample, Sample, list[JingleParticipant]]:
                     people = await meeting(c2s, room, n)
                     file = await parley_run(
-                        people[0], room, recorder_pids, args.window, jibri.RecordingMode.FILE, None
+                        people[0],
+                        room,
+                        recorder_pids,
+                        args.window,
+                        jibri.RecordingMode.FILE,
+                        None,
+                        recorder_url,
                     )
                     stream = await parley_run(people[0], room, recorder_pids, args.window, jibri.RecordingMode.STREAM,
-                                              rtmp.url(room))  # fmt: skip
+                                              rtmp.url(room), recorder_url)  # fmt: skip
                     return file, stream, people
 
                 loop = asyncio.new_event_loop()

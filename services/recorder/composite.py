@@ -207,6 +207,7 @@ class Composer:
         s16) of ``instant``. The picture is kept between calls: only tiles whose frame changed are
         drawn again (sources send 15-30 fps, most output frames repeat most tiles)."""
         mix = np.zeros(samples, np.int32)
+        half_period = 0.5 / self.fps
         start = round(instant * RATE)
         index = (np.arange(samples) + start) % (RATE * RING_SECONDS)
         with self._lock:
@@ -215,7 +216,7 @@ class Composer:
             for p in people:
                 frame: tuple[float, av.VideoFrame] | None = None
                 for at, f in p.frames:
-                    if at <= instant:
+                    if at <= instant + half_period:  # the frame nearest the instant
                         frame = (at, f)
                     else:
                         break
