@@ -56,8 +56,8 @@ class _Participant:
         default_factory=lambda: collections.deque(maxlen=90)
     )
     ring: np.ndarray = field(default_factory=lambda: np.zeros(RATE * RING_SECONDS, np.int32))
-    label: np.ndarray | None = None
-    cached: tuple[int, layout.Rect, np.ndarray] | None = None  # (id(frame), rect, pixels)
+    label: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # YUV planes
+    drawn: tuple[int | None, layout.Rect, bool] | None = None  # what its tile shows now
     last_audio: float = 0.0
 
 
@@ -90,6 +90,8 @@ class Composer:
         self._resamplers: dict[str, AudioResampler] = {}
         self.frames_written = 0
         self.error: str | None = None
+        self._canvas = YuvCanvas(width, height)
+        self._layout: list[layout.Rect] | None = None
 
     # ------------------------------------------------------------------ input (any thread)
     def _person(self, owner: str) -> _Participant:
@@ -174,7 +176,7 @@ class Composer:
                 if self._stop.is_set():
                     break
                 picture, mixed = self.render(instant, samples_per_tick)
-                vf = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+                vf = av.VideoFrame.from_ndarray(picture, format="yuv420p")
                 vf.pts = tick
                 vf.time_base = fractions.Fraction(1, self.fps)
                 for packet in vs.encode(vf):  # type: ignore[union-attr]
@@ -200,20 +202,21 @@ class Composer:
 
     # ------------------------------------------------------------------ rendering
     def render(self, instant: float, samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """The picture (H x W x 3) and mono audio (``samples`` s16) of ``instant``."""
-        canvas = np.empty((self.height, self.width, 3), np.uint8)
-        canvas[:] = BACKGROUND
+        """The picture (a YUV 4:2:0 buffer, ``height * 3 / 2`` rows of ``width``, what
+        ``av.VideoFrame.from_ndarray(..., format="yuv420p")`` takes) and mono audio (``samples``
+        s16) of ``instant``. The picture is kept between calls: only tiles whose frame changed are
+        drawn again (sources send 15-30 fps, most output frames repeat most tiles)."""
         mix = np.zeros(samples, np.int32)
+        half_period = 0.5 / self.fps
         start = round(instant * RATE)
         index = (np.arange(samples) + start) % (RATE * RING_SECONDS)
         with self._lock:
-            order = list(self._order)
-            people = [self._people[o] for o in order]
+            people = [self._people[o] for o in self._order]
             chosen = []
             for p in people:
                 frame: tuple[float, av.VideoFrame] | None = None
                 for at, f in p.frames:
-                    if at <= instant:
+                    if at <= instant + half_period:  # the frame nearest the instant
                         frame = (at, f)
                     else:
                         break
@@ -221,34 +224,89 @@ class Composer:
                 mix += p.ring[index]
                 p.ring[index] = 0  # consumed: a gap later reads silence, not old audio
             self._rendered_until = start + samples
-        for p, frame, rect in zip(
-            people, chosen, layout.grid(len(people), self.width, self.height), strict=True
-        ):
-            self._draw(canvas, p, frame, rect, instant)
-        return canvas, np.clip(mix, -32768, 32767).astype(np.int16)
+        tiles = layout.grid(len(people), self.width, self.height)
+        canvas = self._canvas
+        if self._layout != tiles:  # someone came or went: repaint everything
+            self._layout = tiles
+            canvas.fill(layout.Rect(0, 0, self.width, self.height), BACKGROUND)
+            for p in people:
+                p.drawn = None
+        for p, frame, tile in zip(people, chosen, tiles, strict=True):
+            stale = frame is not None and instant - frame[0] > STALE_AFTER
+            key = (id(frame[1]) if frame else None, tile, stale)
+            if p.drawn != key:
+                self._draw(p, frame[1] if frame else None, tile, stale)
+                p.drawn = key
+        return canvas.buf, np.clip(mix, -32768, 32767).astype(np.int16)
 
-    def _draw(
-        self,
-        canvas: np.ndarray,
-        p: _Participant,
-        frame: tuple[float, av.VideoFrame] | None,
-        tile: layout.Rect,
-        instant: float,
-    ) -> None:
-        canvas[tile.y : tile.y + tile.h, tile.x : tile.x + tile.w] = (0, 0, 0)
+    def _draw(self, p: _Participant, frame: av.VideoFrame | None, tile: layout.Rect, stale: bool) -> None:
+        canvas = self._canvas
+        canvas.fill(tile, (0, 0, 0))
         if frame is not None:
-            at, f = frame
-            box = layout.fit(f.width, f.height, tile)
-            if p.cached is not None and p.cached[0] == id(f) and p.cached[1] == box:
-                pixels = p.cached[2]
-            else:
-                pixels = f.reformat(width=box.w, height=box.h, format="rgb24").to_ndarray()
-                p.cached = (id(f), box, pixels)
-            if instant - at > STALE_AFTER:
-                pixels = (pixels // 3).astype(np.uint8)
-            canvas[box.y : box.y + box.h, box.x : box.x + box.w] = pixels
+            box = layout.fit(frame.width, frame.height, tile)
+            canvas.put(
+                box, yuv_planes(frame.reformat(width=box.w, height=box.h, format="yuv420p")), dim=stale
+            )
         if p.label is None:
-            p.label = label_bitmap(p.name)
-        label = p.label[: max(0, tile.h - 4), : max(0, tile.w - 4)]
-        y = tile.y + tile.h - label.shape[0] - 2
-        canvas[y : y + label.shape[0], tile.x + 2 : tile.x + 2 + label.shape[1]] = label
+            p.label = yuv_planes(rgb_frame(label_bitmap(p.name)))
+        h, w = p.label[0].shape
+        h, w = min(h, tile.h - 4) // 2 * 2, min(w, tile.w - 4) // 2 * 2
+        if h > 0 and w > 0:
+            y = tile.y + tile.h - h - 2
+            planes = (p.label[0][:h, :w], p.label[1][: h // 2, : w // 2], p.label[2][: h // 2, : w // 2])
+            canvas.put(layout.Rect(tile.x + 2, y // 2 * 2, w, h), planes)
+
+
+def rgb_frame(image: np.ndarray) -> av.VideoFrame:
+    """An RGB image (cropped to even sizes) as a YUV 4:2:0 frame."""
+    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24").reformat(
+        format="yuv420p"
+    )
+
+
+def yuv_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U and V planes of a yuv420p frame as arrays (line padding removed)."""
+    out = []
+    for i, plane in enumerate(frame.planes):
+        w, h = (frame.width, frame.height) if i == 0 else ((frame.width + 1) // 2, (frame.height + 1) // 2)
+        out.append(np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)[:h, :w])
+    return out[0], out[1], out[2]
+
+
+def rgb_to_yuv(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    y, u, v = yuv_planes(rgb_frame(np.full((2, 2, 3), rgb, np.uint8)))
+    return int(y[0, 0]), int(u[0, 0]), int(v[0, 0])
+
+
+class YuvCanvas:
+    """A persistent YUV 4:2:0 picture: one buffer, with the three planes as views into it."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.buf = np.zeros((height * 3 // 2, width), np.uint8)
+        quarter = height // 4
+        self.y = self.buf[:height]
+        self.u = self.buf[height : height + quarter].reshape(height // 2, width // 2)
+        self.v = self.buf[height + quarter :].reshape(height // 2, width // 2)
+        self._colours: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+
+    def fill(self, r: layout.Rect, rgb: tuple[int, int, int]) -> None:
+        yuv = self._colours.get(rgb)
+        if yuv is None:
+            yuv = self._colours[rgb] = rgb_to_yuv(rgb)
+        self.y[r.y : r.y + r.h, r.x : r.x + r.w] = yuv[0]
+        self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = yuv[1]
+        self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = yuv[2]
+
+    def put(
+        self, r: layout.Rect, planes: tuple[np.ndarray, np.ndarray, np.ndarray], dim: bool = False
+    ) -> None:
+        y, u, v = planes
+        if dim:  # a picture that stopped coming: a third of its brightness, grey-ish
+            y = (y // 3).astype(np.uint8)
+            u = (128 + (u.astype(np.int16) - 128) // 3).astype(np.uint8)
+            v = (128 + (v.astype(np.int16) - 128) // 3).astype(np.uint8)
+        self.y[r.y : r.y + r.h, r.x : r.x + r.w] = y[: r.h, : r.w]
+        self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = u[: r.h // 2, : r.w // 2]
+        self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = v[: r.h // 2, : r.w // 2]

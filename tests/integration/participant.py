@@ -26,6 +26,7 @@ import json
 import logging
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import slixmpp
@@ -82,8 +83,10 @@ class JingleParticipant(slixmpp.ClientXMPP):
         rgb: tuple[int, int, int] = (200, 30, 30),
         tone: float = 440.0,
         media: bool = True,
+        make_track: Callable[[str], MediaStreamTrack] | None = None,
     ) -> None:
         super().__init__(domain, None)
+        self.make_track = make_track  # "audio"/"video" -> the track to send (default: tone, colour)
         self.nick = nick
         self.port = port
         self.muc_domain = muc_domain
@@ -249,9 +252,11 @@ class JingleParticipant(slixmpp.ClientXMPP):
         if self.media:
             for transceiver in pc.getTransceivers():
                 if transceiver.mid in ("audio", "video"):
-                    track: MediaStreamTrack = (
-                        ToneTrack(self.tone) if transceiver.mid == "audio" else ColourTrack(self.rgb)
-                    )
+                    track: MediaStreamTrack
+                    if self.make_track is not None:
+                        track = self.make_track(transceiver.mid)
+                    else:
+                        track = ToneTrack(self.tone) if transceiver.mid == "audio" else ColourTrack(self.rgb)
                     self._tracks.append(track)
                     transceiver.sender.replaceTrack(track)
                     transceiver.direction = "sendrecv"

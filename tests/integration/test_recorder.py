@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import httpx
 import numpy as np
 import pytest
 import slixmpp
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from services.common import jibri
 from services.recorder import layout
@@ -133,6 +136,125 @@ class StatusWatcher:
         return self.seen[-1].status if self.seen else None
 
 
+FLASH_EVERY, FLASH_FOR, BEEP = 2.0, 0.3, 3000.0
+
+
+class FlashTrack(MediaStreamTrack):
+    """Carol's video: her colour, the right quarter white while a flash is on (times on the
+    wall clock shared with :class:`BeepTrack`, so the two mark the same instants)."""
+
+    kind = "video"
+
+    def __init__(self, epoch: float, rgb: tuple[int, int, int], fps: int = 30) -> None:
+        super().__init__()
+        self.epoch, self.rgb, self.fps = epoch, rgb, fps
+        self._start: float | None = None
+        self._count = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        at = self._start + self._count / self.fps
+        await asyncio.sleep(max(0.0, at - time.time()))
+        image = np.empty((120, 160, 3), np.uint8)
+        image[:] = self.rgb
+        if (at - self.epoch) % FLASH_EVERY < FLASH_FOR:
+            image[:, 120:] = 255
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = round(self._count * 90000 / self.fps)
+        frame.time_base = fractions.Fraction(1, 90000)
+        self._count += 1
+        return frame
+
+
+class BeepTrack(MediaStreamTrack):
+    """Carol's audio: her tone, replaced by a 3 kHz beep while a flash is on."""
+
+    kind = "audio"
+
+    def __init__(self, epoch: float, tone: float) -> None:
+        super().__init__()
+        self.epoch, self.tone = epoch, tone
+        self._start: float | None = None
+        self._samples = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        await asyncio.sleep(max(0.0, self._start + self._samples / 48000 - time.time()))
+        t = self._start + (np.arange(960) + self._samples) / 48000
+        on = ((t - self.epoch) % FLASH_EVERY) < FLASH_FOR
+        wave = np.where(on, np.sin(2 * np.pi * BEEP * t), np.sin(2 * np.pi * self.tone * t)) * 0.3
+        frame = av.AudioFrame.from_ndarray(
+            (wave * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 48000, self._samples
+        frame.time_base = fractions.Fraction(1, 48000)
+        self._samples += 960
+        return frame
+
+
+def onsets(times: list[float], values: list[float], threshold: float) -> list[float]:
+    """Times where ``values`` rise above ``threshold`` (a stream that starts above it has no
+    onset there: it began mid-flash)."""
+    out: list[float] = []
+    on = bool(values) and values[0] > threshold
+    for t, v in zip(times, values, strict=True):
+        if v > threshold and not on:
+            out.append(t)
+        on = v > threshold
+    return out
+
+
+def flash_onsets(path: Path, region: Callable[[np.ndarray], np.ndarray]) -> list[float]:
+    times, values = [], []
+    with av.open(str(path)) as c:
+        for frame in c.decode(c.streams.video[0]):
+            if frame.time is not None:
+                times.append(float(frame.time))
+                values.append(float(region(frame.to_ndarray(format="rgb24")).mean()))
+    return onsets(times, values, 200.0)
+
+
+def beep_onsets(path: Path) -> list[float]:
+    """Onsets of the 3 kHz beep: its share of the energy in 5 ms windows."""
+    times, values = [], []
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        chunks, first = [], None
+        for frame in c.decode(stream):
+            if frame.time is None:
+                continue
+            for f in resampler.resample(frame):
+                if first is None:
+                    first = float(frame.time)
+                chunks.append(f.to_ndarray().reshape(-1).astype(np.float64))
+    signal = np.concatenate(chunks)
+    n = 240
+    t = np.arange(n) / 48000
+    probe = np.exp(-2j * np.pi * BEEP * t)
+    for i in range(0, len(signal) - n, n):
+        w = signal[i : i + n]
+        times.append((first or 0.0) + i / 48000)
+        values.append(float(np.abs(np.sum(w * probe)) / (np.sqrt(np.sum(w**2) * n / 2) + 1e-9)))
+    return onsets(times, values, 0.5)
+
+
+def av_offsets(video: list[float], audio: list[float]) -> list[float]:
+    """For each flash, the distance to the nearest beep onset (video minus audio)."""
+    out = []
+    for v in video:
+        nearest_audio = min(audio, key=lambda a: abs(a - v))
+        if abs(nearest_audio - v) < FLASH_EVERY / 2:
+            out.append(v - nearest_audio)
+    return out
+
+
 async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> jibri.JibriIq:
     iq = p.make_iq_set(ito=f"{room}/focus")
     iq.append(request.to_element())
@@ -142,10 +264,21 @@ async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> j
     return jibri.JibriIq.from_element(el)
 
 
-async def meeting(stack: RecorderStack, room: str, nicks: list[str]) -> list[JingleParticipant]:
+async def meeting(
+    stack: RecorderStack, room: str, nicks: list[str], sync: str | None = None
+) -> list[JingleParticipant]:
+    """``nicks`` meet; ``sync`` (one of them) sends flashes and beeps at the same instants."""
     people = []
+    epoch = time.time()
     for nick in nicks:
-        p = stack.participant(nick, rgb=COLOURS[nick], tone=TONES[nick])
+        make: Callable[[str], MediaStreamTrack] | None = None
+        if nick == sync:
+            rgb, tone = COLOURS[nick], TONES[nick]
+
+            def make(kind: str, rgb: tuple[int, int, int] = rgb, tone: float = tone) -> MediaStreamTrack:
+                return FlashTrack(epoch, rgb) if kind == "video" else BeepTrack(epoch, tone)
+
+        p = stack.participant(nick, rgb=COLOURS[nick], tone=TONES[nick], make_track=make)
         await p.start()
         await p.join(room)
         people.append(p)
@@ -203,6 +336,19 @@ def tile_colours(
     return found
 
 
+def nearest_tile_colour(path: Path, tile: layout.Rect, at: float = 6.0) -> str:
+    with av.open(str(path)) as c:
+        for frame in c.decode(c.streams.video[0]):
+            if frame.time is not None and frame.time >= at:
+                image = frame.to_ndarray(format="rgb24")
+                patch = image[
+                    tile.y + tile.h // 3 : tile.y + 2 * tile.h // 3,
+                    tile.x + tile.w // 8 : tile.x + tile.w // 2,
+                ]
+                return nearest(np.median(patch.reshape(-1, 3), axis=0))
+    raise AssertionError("no frame")
+
+
 def tone_strengths(path: Path, start: float, seconds: float) -> dict[str, float]:
     """Normalised correlation of the composed audio with each participant's tone (and with a
     frequency nobody sends, as a control)."""
@@ -230,7 +376,7 @@ def tone_strengths(path: Path, start: float, seconds: float) -> dict[str, float]
 
 async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
     room = f"rec3@{MUC_DOMAIN}"
-    people = await meeting(stack, room, ["alice", "bob", "carol"])
+    people = await meeting(stack, room, ["alice", "bob", "carol"], sync="carol")
     watcher = StatusWatcher(people[1], room)
     try:
         # a stranger cannot start a recording in a room it is not in
@@ -262,21 +408,53 @@ async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
     names = {f["name"] for f in views[0]["files"]}
     assert {"alice.webm", "bob.webm", "carol.webm", "composed.mkv"} <= names, (names, stack.logs())
 
+    # the files cover the recording: at least the 20 s we waited, at most its whole wall time
+    wall = views[0]["ended_at"] - views[0]["started_at"]
     for nick in COLOURS:
         info = ffprobe(directory / f"{nick}.webm")
         codecs = sorted(s["codec_name"] for s in info["streams"])
         assert codecs == ["opus", "vp8"], info
-        assert RECORD_SECONDS - 3 <= float(info["format"]["duration"]) <= RECORD_SECONDS + 15, info["format"]
+        duration = float(info["format"]["duration"])
+        assert RECORD_SECONDS - 3 <= duration <= wall + 1, (nick, duration, wall)
 
     composed = directory / "composed.mkv"
     info = ffprobe(composed)
     assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"], info
-    assert RECORD_SECONDS - 3 <= float(info["format"]["duration"]) <= RECORD_SECONDS + 15, info["format"]
+    assert RECORD_SECONDS - 3 <= float(info["format"]["duration"]) <= wall + 1, (info["format"], wall)
     for colours in tile_colours(composed, [6.0, 12.0, 18.0], 3):
         assert colours == set(COLOURS), colours
     strengths = tone_strengths(composed, 4.0, 10.0)
     for nick in TONES:
         assert strengths[nick] > 5 * strengths["control"], strengths
+
+    # lip sync: carol flashes and beeps at the same instants, every 2 s
+    beeps = beep_onsets(directory / "carol.webm")
+    flashes = flash_onsets(directory / "carol.webm", lambda image: image[:, -image.shape[1] // 8 :])
+    offsets = av_offsets(flashes, beeps)
+    assert len(offsets) >= RECORD_SECONDS / FLASH_EVERY - 3, (flashes, beeps)
+    print("lip sync, carol.webm (video - audio, ms):", [round(o * 1000) for o in offsets])
+    assert all(abs(o) <= 0.080 for o in offsets), offsets  # carol's own file: at most 80 ms
+    carol = next(t for t in layout.grid(3, 640, 360) if nearest_tile_colour(composed, t) == "carol")
+    fitted = layout.fit(160, 120, carol)
+    flashes = flash_onsets(
+        composed,
+        lambda image: image[
+            fitted.y : fitted.y + fitted.h, fitted.x + fitted.w * 7 // 8 : fitted.x + fitted.w
+        ],
+    )
+    offsets = av_offsets(flashes, beep_onsets(composed))
+    assert len(offsets) >= RECORD_SECONDS / FLASH_EVERY - 3, offsets
+    print("lip sync, composed.mkv (video - audio, ms):", [round(o * 1000) for o in offsets])
+    # a picture shows in the output frame nearest its capture: up to half a frame early or late
+    assert all(abs(o) <= 0.080 + 0.5 / 15 for o in offsets), offsets
+
+
+def composed_frames(stack: RecorderStack, session_id: str | None) -> int:
+    with contextlib.suppress(httpx.HTTPError):
+        for view in stack.recordings():
+            if view["session_id"] == session_id:
+                return int(view["composed_frames"])
+    return 0
 
 
 def decodable_frames(path: Path, kind: str, limit: int = 1000) -> int:
@@ -299,7 +477,7 @@ async def test_kill_9_leaves_playable_files_and_the_room_is_told(stack: Recorder
         session_id = answer.session_id
         assert session_id
         assert await wait_until(lambda: watcher.last is jibri.Status.ON, 20), (watcher.seen, stack.logs())
-        await asyncio.sleep(8)
+        assert await wait_until(lambda: composed_frames(stack, session_id) >= 8 * 15, 60), stack.logs()
         directory = next(stack.output.glob(f"killed-{session_id}"))
         assert stack.recorder is not None
         stack.recorder.kill()  # SIGKILL: nothing is finalised
@@ -314,9 +492,9 @@ async def test_kill_9_leaves_playable_files_and_the_room_is_told(stack: Recorder
         path = directory / name
         info = ffprobe(path)
         assert len(info["streams"]) == 2, (name, info)
-        assert duration_of(path) > 4, (name, duration_of(path))
-        assert decodable_frames(path, "video") > 30, name
-        assert decodable_frames(path, "audio") > 30, name
+        assert duration_of(path) > 2, (name, duration_of(path))
+        assert decodable_frames(path, "video") > 20, name
+        assert decodable_frames(path, "audio") > 20, name
     # the new recorder process lists it, marked interrupted
     [view] = [r for r in stack.recordings() if r["session_id"] == session_id]
     assert view["state"] == "interrupted" and {f["name"] for f in view["files"]} >= {
@@ -412,3 +590,44 @@ async def test_stream_mode_pushes_the_composed_meeting_over_rtmp(stack: Recorder
         assert duration_of(recorded) > 6
         for colours in tile_colours(recorded, [3.0, 6.0], 2):
             assert colours == {"alice", "bob"}, colours
+
+
+async def test_two_meetings_recorded_at_once_by_one_recorder(stack: RecorderStack) -> None:
+    rooms = [f"twin{i}@{MUC_DOMAIN}" for i in range(2)]
+    groups = [
+        await meeting(stack, room, nicks)
+        for room, nicks in zip(rooms, (["alice", "bob"], ["carol", "bob"]), strict=True)
+    ]
+    try:
+        answers = [
+            await jibri_iq(g[0], room, jibri.JibriIq(action=jibri.Action.START))
+            for g, room in zip(groups, rooms, strict=True)
+        ]
+        ids = [a.session_id for a in answers]
+        assert all(ids) and ids[0] != ids[1]
+        # one recorder process runs both, and says so in its presence
+        view = stack.get("/recordings")
+        assert {r["recorder"] for r in view["recordings"] if r["session_id"] in ids} == {"rec1"}
+        assert await wait_until(lambda: stack.get("/recordings")["recorders"]["rec1"]["active"] == 2, 10), (
+            stack.get("/recordings")
+        )
+        assert await wait_until(lambda: min(composed_frames(stack, i) for i in ids) >= 6 * 15, 60), (
+            stack.logs()
+        )
+        # the last participant leaving ends the meeting: the focus stops its recording
+        await asyncio.gather(*(p.stop() for p in groups[0]))
+        assert await wait_until(
+            lambda: any(r["session_id"] == ids[0] and r["state"] == "finished" for r in stack.recordings()),
+            30,
+        ), stack.logs()
+        assert any(r["session_id"] == ids[1] and r["state"] == "recording" for r in stack.recordings())
+        await jibri_iq(groups[1][0], rooms[1], jibri.JibriIq(action=jibri.Action.STOP, session_id=ids[1]))
+    finally:
+        await asyncio.gather(*(p.stop() for g in groups for p in g), return_exceptions=True)
+    views = {r["session_id"]: r for r in stack.recordings() if r["session_id"] in ids}
+    assert {v["state"] for v in views.values()} == {"finished"}
+    names = [{f["name"] for f in v["files"]} for v in (views[ids[0]], views[ids[1]])]
+    assert names[0] >= {"alice.webm", "bob.webm", "composed.mkv"}, names
+    assert names[1] >= {"carol.webm", "bob.webm", "composed.mkv"}, names
+    for v in views.values():
+        assert duration_of(Path(v["directory"]) / "composed.mkv") > 3

@@ -59,6 +59,17 @@ const parley = {
     state.lastN = n;
     constraints.schedule();
   },
+  /** The room's recording status as the focus publishes it ({status, mode, sessionId, on}), or null. */
+  get recording() {
+    return state.meeting?.recording ?? null;
+  },
+  /** Start ('file', or 'stream' with an RTMP URL) or stop recording, as the Record button does. */
+  startRecording(mode = 'file', streamId = undefined) {
+    return state.meeting.startRecording(mode, streamId);
+  },
+  stopRecording() {
+    return state.meeting.stopRecording();
+  },
   /** Show `endpoint` large (null: back to the grid); clicking a tile does the same. */
   pin(endpoint) {
     pin(endpoint);
@@ -285,6 +296,7 @@ function watchFirstFrame(video) {
 function createMeeting(room, name) {
   const meeting = new Meeting(config, { room, displayName: name, stream: state.stream });
   const current = () => state.meeting === meeting;
+  renderRecording(null); // a new meeting learns the status from the focus's presence
   meeting.setAudioMuted(state.audioMuted || !state.stream?.getAudioTracks().length);
   meeting.setVideoMuted(state.videoMuted || !state.stream?.getVideoTracks().length);
   meeting.roster.onChange((...args) => current() && onRosterChange(...args));
@@ -326,6 +338,9 @@ function createMeeting(room, name) {
     q.title = detail.rttMs !== undefined ? `${label}: ${Math.round(detail.rttMs)} ms round trip` : label;
     const local = tiles.get(meeting.endpointId);
     if (local) updateTile(local, { quality: detail.level });
+  });
+  meeting.addEventListener('recording', ({ detail }) => {
+    if (current()) renderRecording(detail);
   });
   meeting.addEventListener('chat', ({ detail }) => {
     if (!current()) return;
@@ -453,6 +468,19 @@ function leave(detail, title = 'You left the meeting') {
   show('left');
 }
 
+/** Everyone sees whether the meeting is recorded or streamed; the button starts and stops it. */
+function renderRecording(recording) {
+  const on = !!recording?.on;
+  const indicator = $('recording-indicator');
+  indicator.hidden = !on;
+  indicator.textContent = recording?.mode === 'stream' ? '● LIVE' : '● REC';
+  indicator.title = recording?.status === 'pending' ? 'Recording is starting' : 'This meeting is being recorded';
+  const button = $('record-button');
+  button.setAttribute('aria-pressed', String(on));
+  button.querySelector('.tool-label').textContent = on ? 'Stop recording' : 'Record';
+  if (recording?.status === 'off' && recording.failureReason) banner.show(`Recording stopped: ${recording.failureReason}`, 'info');
+}
+
 function setupMeetingControls() {
   $('chat-button').querySelector('.tool-icon').innerHTML = ICONS.chat;
   $('leave-button').querySelector('.tool-icon').innerHTML = ICONS.leave;
@@ -468,6 +496,16 @@ function setupMeetingControls() {
     renderControls();
   });
   $('leave-button').addEventListener('click', () => leave());
+  $('record-button').addEventListener('click', async () => {
+    const meeting = state.meeting;
+    if (!meeting) return;
+    try {
+      if (meeting.recording?.on) await meeting.stopRecording();
+      else await meeting.startRecording('file');
+    } catch (e) {
+      banner.show(e.message, 'info');
+    }
+  });
   $('chat-close').addEventListener('click', () => ($('chat').hidden = true));
   $('chat-form').addEventListener('submit', (event) => {
     event.preventDefault();

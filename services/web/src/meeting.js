@@ -11,6 +11,7 @@ import { Roster } from './roster.js';
 import { JingleGate, NS_JINGLE_ERRORS, RateLimitedLog } from './signalling/acceptance.js';
 import { appendContents, isMove, NS, parseJingle } from './signalling/jingle.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
+import { appendJibriRequest, parseJibriResult, parseRecordingStatus } from './signalling/recording.js';
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
 import { activeLayers, layerHeights, Simulcast } from './signalling/simulcast.js';
 import { sameConstraints } from './video-constraints.js';
@@ -72,6 +73,7 @@ export class Meeting extends EventTarget {
     this.videoConstraints = null; // the ReceiverVideoConstraints the page wants
     this.sentConstraints = null; // … and what the current bridge channel was sent
     this.timings = { joinStarted: performance.now() };
+    this.recording = null; // the focus's <jibri-recording-status/>, parsed
   }
 
   #emit(type, detail = {}) {
@@ -201,8 +203,38 @@ export class Meeting extends EventTarget {
       }
       return true;
     }
+    if (p.isFocus && !p.unavailable) {
+      const recording = parseRecordingStatus(el);
+      if (recording) {
+        this.recording = recording;
+        this.#emit('recording', recording);
+      }
+    }
     this.roster.applyPresence(p);
     return true;
+  }
+
+  // -------------------------------------------------------------------------------- recording
+
+  /**
+   * Ask the focus to start (mode 'file' or 'stream' with an RTMP URL or key) or stop recording.
+   * Resolves with the focus's answer ({status, sessionId}); rejects with its error text.
+   */
+  async #jibri(request) {
+    const iq = $iq({ to: `${this.roomJid}/focus`, type: 'set' });
+    appendJibriRequest(iq, request);
+    return new Promise((resolve, reject) => this.conn.sendIQ(iq.tree(), (result) => resolve(parseJibriResult(result)), (error) => {
+      const text = error?.getElementsByTagName?.('text')?.[0]?.textContent;
+      reject(new Error(text || 'The recording service refused the request.'));
+    }, 20000));
+  }
+
+  startRecording(mode = 'file', streamId = undefined) {
+    return this.#jibri({ action: 'start', mode, streamId });
+  }
+
+  stopRecording() {
+    return this.#jibri({ action: 'stop', sessionId: this.recording?.sessionId });
   }
 
   // ----------------------------------------------------------------------------------- jingle

@@ -1,0 +1,337 @@
+"""Recording cost: Parley's recorder against recording the way Jibri does, side by side.
+
+Starts the whole stack with the launcher (one bridge, the recorder), puts ``--sizes`` aiortc
+participants in a room (each sending a colour pattern at 15 fps and a tone), then, for each size:
+
+* **parley file**: a file recording (per-participant WebM remuxed + the composed MKV) started
+  with Jibri's IQ through the focus; the recorder process's CPU and memory are sampled for
+  ``--window`` seconds while it records;
+* **parley stream**: the composed output only, pushed over RTMP to a local Debian nginx with
+  libnginx-mod-rtmp (per-track cost = file minus stream);
+* **browser (Jibri's way)**: Chromium, not headless, in an Xvfb X server, joins the room through
+  the web client as a participant without camera or microphone, and ffmpeg captures the screen
+  with Jibri's settings (x11grab, 30 fps, libx264 veryfast, CRF 25); Chromium's processes, Xvfb
+  and ffmpeg are sampled the same way. (Jibri also captures the audio through an ALSA loopback;
+  that part is left out, so the browser figure is, if anything, low.)
+
+The composed output is rendered at ``--size`` (default 1280x720) and ``--fps`` (default 30), as
+Jibri records, so the two produce the same picture. CPU is the share of one core
+(``utime + stime`` from ``/proc``), memory the resident set at the end of the window minus the
+process's before the recording (for the recorder) or the whole resident set (browser tree).
+Numbers only; it never fails on timing. The machine's load average is printed with each line.
+
+    .venv/bin/python bench/recorder.py --sizes 3 10 --window 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.common import jibri
+from tests.integration.browser import LauncherStack, browsers
+from tests.integration.participant import JingleParticipant, allow_loopback_ice, wait_until
+from tests.integration.test_recorder import RtmpServer
+
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+DOMAIN = "meet.jitsi"
+
+
+# ---------------------------------------------------------------------------------------- /proc
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of ``pid``."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def tree(roots: list[int]) -> list[int]:
+    """``roots`` and all their descendants."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _stat(int(entry.name))
+            if st is not None:
+                parents[int(entry.name)] = st[0]
+    out, frontier = set(roots), list(roots)
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in out:
+                out.add(child)
+                frontier.append(child)
+    return sorted(out)
+
+
+def find(pattern: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if pattern in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+@dataclass
+class Sample:
+    cpu: float  # cores
+    rss: int  # bytes at the end
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum((_stat(p) or (0, 0.0))[1] for p in pids)
+
+
+async def measure(pids_of: callable, window: float) -> Sample:  # type: ignore[valid-type]
+    pids = pids_of()
+    start, t0 = cpu_seconds(pids), time.monotonic()
+    await asyncio.sleep(window)
+    pids = pids_of()
+    return Sample((cpu_seconds(pids) - start) / (time.monotonic() - t0), sum(_rss(p) for p in pids))
+
+
+def measure_sync(pids_of: callable, window: float) -> Sample:  # type: ignore[valid-type]
+    pids = pids_of()
+    start, t0 = cpu_seconds(pids), time.monotonic()
+    time.sleep(window)
+    pids = pids_of()
+    return Sample((cpu_seconds(pids) - start) / (time.monotonic() - t0), sum(_rss(p) for p in pids))
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+# ---------------------------------------------------------------------------------------- meeting
+COLOURS = [(220, 30, 30), (30, 200, 30), (40, 60, 230), (200, 200, 30), (200, 30, 200), (30, 200, 200),
+           (240, 140, 20), (120, 120, 120), (250, 250, 250), (90, 40, 10)]  # fmt: skip
+
+
+async def meeting(c2s: int, room: str, n: int) -> list[JingleParticipant]:
+    people = []
+    for i in range(n):
+        p = JingleParticipant(f"p{i}", port=c2s, domain=DOMAIN, muc_domain=f"muc.{DOMAIN}",
+                              focus_jid=f"focus.{DOMAIN}", rgb=COLOURS[i % len(COLOURS)], tone=300.0 + 70 * i)  # fmt: skip
+        await p.start()
+        await p.join(f"{room}@muc.{DOMAIN}")
+        people.append(p)
+    await wait_until(lambda: all(min(p.frames_from(people[0].nick)) > 3 for p in people[1:]), 60)
+    return people
+
+
+async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> jibri.JibriIq:
+    iq = p.make_iq_set(ito=f"{room}@muc.{DOMAIN}/focus")
+    iq.append(request.to_element())
+    result = await iq.send(timeout=30)
+    el = jibri.find_jibri(result.xml)
+    return jibri.JibriIq.from_element(el) if el is not None else jibri.JibriIq()
+
+
+async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, window: float,  # type: ignore[valid-type]
+                     mode: jibri.RecordingMode, stream: str | None, recorder_url: str) -> Sample:  # fmt: skip
+    def frames(session_id: str | None) -> int:
+        try:
+            views = httpx.get(f"{recorder_url}/recordings", timeout=5).json()
+        except httpx.HTTPError:
+            return -1
+        return next((int(v["composed_frames"]) for v in views if v["session_id"] == session_id), -1)
+
+    before = sum(_rss(x) for x in recorder_pids())
+    answer = await jibri_iq(
+        p, room, jibri.JibriIq(action=jibri.Action.START, recording_mode=mode, stream_id=stream)
+    )
+    print(f"   {mode.value} recording {answer.session_id}: {answer.status.value}", flush=True)
+    if not await wait_until(lambda: frames(answer.session_id) > 30, 30):
+        print("   the composed output did not start within 30 s", flush=True)
+    start_frames = frames(answer.session_id)
+    sample = await measure(recorder_pids, window)
+    written = frames(answer.session_id) - start_frames
+    print(f"   composed output: {written / window:.1f} frames/s over the window", flush=True)
+    await jibri_iq(p, room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
+    await asyncio.sleep(2)
+    return Sample(sample.cpu, sample.rss - before)
+
+
+def browser_run(front: str, room: str, window: float, width: int, height: int, fps: int, out: Path) -> Sample:
+    display = f":{90 + os.getpid() % 9}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(1.0)
+    os.environ["DISPLAY"] = display
+    ffmpeg = None
+    try:
+        with browsers() as pool:
+            from tests.integration import browser as b
+
+            profile = Path(tempfile.mkdtemp(prefix="parley-jibri-"))
+            context = pool.playwright.chromium.launch_persistent_context(
+                str(profile), executable_path=b.CHROMIUM, headless=False,
+                args=[f for f in b.CHROMIUM_FLAGS if f != b.FAKE_DEVICES and not f.startswith("--headless")] + ["--kiosk", f"--window-size={width},{height}"],
+                viewport={"width": width, "height": height}, ignore_default_args=["--mute-audio"],
+            )  # fmt: skip
+            pool.contexts.append(context)
+            pool.profiles.append(profile)
+            page = context.pages[0] if context.pages else context.new_page()
+            page.goto(f"{front}/{room}?name=Recorder")
+            page.wait_for_selector("#meeting:not([hidden])", timeout=60_000)
+            time.sleep(4)
+            ffmpeg = subprocess.Popen(
+                ["ffmpeg", "-v", "error", "-y", "-f", "x11grab", "-draw_mouse", "0", "-framerate", str(fps),
+                 "-video_size", f"{width}x{height}", "-i", display, "-c:v", "libx264", "-preset", "veryfast",
+                 "-profile:v", "main", "-pix_fmt", "yuv420p", "-crf", "25", "-g", str(2 * fps),
+                 "-tune", "zerolatency", str(out)],
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            browser_pids = find(str(profile))
+
+            def pids() -> list[int]:
+                return tree([*browser_pids, xvfb.pid, ffmpeg.pid])  # type: ignore[union-attr]
+
+            time.sleep(2)
+            sample = measure_sync(pids, window)
+            ffmpeg.terminate()
+            ffmpeg.wait(20)
+            page.goto("about:blank")
+            return sample
+    finally:
+        if ffmpeg is not None and ffmpeg.poll() is None:
+            ffmpeg.kill()
+        xvfb.terminate()
+        xvfb.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[3, 10])
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--no-browser", action="store_true")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    if not args.no_browser and shutil.which("Xvfb") is None:
+        parser.error("Xvfb is missing (apt-get install xvfb), or pass --no-browser")
+    os.environ.update(RECORDER_COMPOSITE_WIDTH=str(width), RECORDER_COMPOSITE_HEIGHT=str(height),
+                      RECORDER_COMPOSITE_FPS=str(args.fps))  # fmt: skip
+    allow_loopback_ice()
+    work = Path(tempfile.mkdtemp(prefix="parley-bench-rec-"))
+    stack = LauncherStack(work / "run", bridges=1).start()
+    offset = int(stack.front.rsplit(":", 1)[1]) - 8000
+    c2s = 5222 + offset
+    run_dir = str(work / "run" / "recordings")
+    recorder_url = f"http://127.0.0.1:{8300 + offset}"
+
+    def recorder_pids() -> list[int]:
+        return tree(
+            [
+                p
+                for p in find("services.recorder")
+                if run_dir in Path(f"/proc/{p}/environ").read_bytes().decode(errors="replace")
+            ]
+        )
+
+    results = []
+    try:
+        with RtmpServer() as rtmp:
+            for n in args.sizes:
+                room = f"bench-{uuid.uuid4().hex[:6]}"
+
+                async def parley(
+                    n: int = n, room: str = room
+                ) -> tuple[Sample, Sample, list[JingleParticipant]]:
+                    people = await meeting(c2s, room, n)
+                    file = await parley_run(
+                        people[0],
+                        room,
+                        recorder_pids,
+                        args.window,
+                        jibri.RecordingMode.FILE,
+                        None,
+                        recorder_url,
+                    )
+                    stream = await parley_run(people[0], room, recorder_pids, args.window, jibri.RecordingMode.STREAM,
+                                              rtmp.url(room), recorder_url)  # fmt: skip
+                    return file, stream, people
+
+                loop = asyncio.new_event_loop()
+                file, stream, people = loop.run_until_complete(parley())
+                print(f"{n:2d} participants  parley file (tracks+composed): cpu {file.cpu * 100:5.1f} %  mem +{file.rss / 2**20:5.1f} MB"
+                      f"   (load {load()})", flush=True)  # fmt: skip
+                print(f"{n:2d} participants  parley stream (composed only):  cpu {stream.cpu * 100:5.1f} %  mem +{stream.rss / 2**20:5.1f} MB"
+                      f"   (load {load()})", flush=True)  # fmt: skip
+                browser = None
+                if not args.no_browser:
+                    # the participants keep their media flowing while the browser records them
+                    import threading
+
+                    stop = threading.Event()
+                    runner = threading.Thread(
+                        target=loop.run_until_complete, args=(_idle(stop),), daemon=True
+                    )
+                    runner.start()
+                    browser = browser_run(
+                        stack.front, room, args.window, width, height, args.fps, work / f"jibri-{n}.mp4"
+                    )
+                    stop.set()
+                    runner.join(10)
+                    print(f"{n:2d} participants  browser + ffmpeg (Jibri's way):  cpu {browser.cpu * 100:5.1f} %  mem  {browser.rss / 2**20:5.1f} MB"
+                          f"   (load {load()})", flush=True)  # fmt: skip
+                loop.run_until_complete(_stop_all(people))
+                loop.close()
+                results.append((n, file, stream, browser))
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        "\nparticipants | parley file cpu / mem | parley composed cpu / mem | browser+ffmpeg cpu / mem | composed / browser cpu"
+    )
+    for n, file, stream, browser in results:
+        ratio = f"{stream.cpu / browser.cpu * 100:.0f} %" if browser and browser.cpu > 0 else "-"
+        b = f"{browser.cpu * 100:.1f} % / {browser.rss / 2**20:.0f} MB" if browser else "-"
+        print(
+            f"{n} | {file.cpu * 100:.1f} % / +{file.rss / 2**20:.0f} MB | {stream.cpu * 100:.1f} % / +{stream.rss / 2**20:.0f} MB | {b} | {ratio}"
+        )
+    return 0
+
+
+async def _stop_all(people: list[JingleParticipant]) -> None:
+    await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
+
+
+async def _idle(stop: object) -> None:
+    """Keeps the participants' event loop turning (their media flows) until ``stop`` is set."""
+    await asyncio.to_thread(stop.wait)  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
