@@ -331,7 +331,9 @@ class ComposeProject:
 
     def remove_images(self) -> None:
         """Untag this run's images (``parley/<service>:<project>``); the build cache keeps the layers."""
-        out = self.podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=*/parley/*")
+        out = self.podman(
+            "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=*/parley/*"
+        )
         tags = [t for t in out.split() if t.endswith(f":{self.name}")]
         if tags:
             with contextlib.suppress(EngineError):

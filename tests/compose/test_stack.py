@@ -275,6 +275,34 @@ def test_participants_reconnect_after_the_broker_container_restarts(stack: Stack
         wait_until("the late joiner's video", lambda: playing(late, 2), stack, pages, timeout=120)
 
 
+# --- a certificate of the operator's ------------------------------------------------------------
+
+
+def test_a_provided_certificate_replaces_the_generated_one(stack: Stack, certificate: Path) -> None:
+    from services.launcher.tls import self_signed
+
+    pair = self_signed("localhost")
+    (stack.dir / "fullchain.pem").write_bytes(pair.cert_pem)
+    (stack.dir / "privkey.pem").write_bytes(pair.key_pem)
+    block = next(b for b in readme_blocks() if any("config/tls/cert.pem" in line for line in b))
+    for line in block:
+        stack.run_readme_line(line, timeout=300)
+    stack.project.wait_healthy(["nginx"])
+    provided = stack.dir / "fullchain.pem"
+    context = ssl.create_default_context(cafile=str(provided))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = httpx.get(stack.front + "/", verify=context, timeout=10)
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, "nginx does not serve the provided certificate"
+            time.sleep(1)
+    assert response.status_code == 200
+    with pytest.raises(httpx.HTTPError):  # and no longer the generated one
+        httpx.get(stack.front + "/", verify=ssl.create_default_context(cafile=str(certificate)), timeout=10)
+
+
 # --- down ------------------------------------------------------------------------------------------
 
 
