@@ -151,7 +151,9 @@ def test_every_image_starts_from_debian_bookworm_slim(stack: Stack) -> None:
 def test_every_container_is_healthy_by_its_own_healthcheck(stack: Stack) -> None:
     for service in SERVICES:
         for name in stack.project.container_names(service):
-            assert stack.project.run_healthcheck(name), f"{name} unhealthy:\n{stack.project.logs(30)}"
+            # a loaded machine may stretch one probe past its timeout: three tries
+            ok = any(stack.project.run_healthcheck(name) or time.sleep(2) for _ in range(3))
+            assert ok, f"{name} unhealthy:\n{stack.project.logs(30)}"
             assert stack.project.health(name) == "healthy", name
     for path in ("/health/xmpp", "/health/focus", "/health/web"):
         assert httpx.get(stack.front + path, verify=False, timeout=5).status_code == 200, path
