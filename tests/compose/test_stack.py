@@ -12,6 +12,8 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
+import signal
 import ssl
 import tempfile
 import time
@@ -275,6 +277,29 @@ def test_participants_reconnect_after_the_broker_container_restarts(stack: Stack
         late = join(pool, stack, certificate, room, ["Late"])[0]
         pages.append(late)
         wait_until("the late joiner's video", lambda: playing(late, 2), stack, pages, timeout=120)
+
+
+# --- a crash inside a container -------------------------------------------------------------------
+
+
+def test_a_crashed_service_is_restarted_by_its_restart_policy(stack: Stack) -> None:
+    """The web service's process dies (SIGKILL from outside, as the kernel's OOM killer would):
+    ``restart: unless-stopped`` brings that one container back, the others keep running."""
+    web = stack.project.container_names("web")[0]
+    others = {n: stack.project.podman("inspect", "--format", "{{.State.Pid}}", n).strip()
+              for n in stack.project.container_names() if n != web}  # fmt: skip
+    pid = int(stack.project.podman("inspect", "--format", "{{.State.Pid}}", web).strip())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        state = json.loads(stack.project.podman("inspect", "--format", "{{json .State}}", web))
+        if state.get("Running") and state.get("Pid") not in (0, pid) and stack.project.run_healthcheck(web):
+            break
+        assert time.monotonic() < deadline, f"web was not restarted: {state}\n{stack.project.logs(20)}"
+        time.sleep(1)
+    assert httpx.get(stack.front + "/health/web", verify=False, timeout=10).status_code == 200
+    for name, before in others.items():
+        assert stack.project.podman("inspect", "--format", "{{.State.Pid}}", name).strip() == before, name
 
 
 # --- a certificate of the operator's ------------------------------------------------------------
