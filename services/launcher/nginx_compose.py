@@ -137,8 +137,12 @@ def main(argv: list[str]) -> int:
     prefix = Path(os.environ.get("NGINX_PREFIX", "/var/lib/parley-nginx"))
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-    tls = ensure_certificate(os.environ)
-    out.write_text(render(os.environ, tls))
+    try:
+        tls = ensure_certificate(os.environ)
+        out.write_text(render(os.environ, tls))
+    except (ValueError, OSError) as exc:
+        print(f"nginx: cannot start: {exc}", file=sys.stderr)
+        return 1
     if do_exec:
         sys.stdout.flush()
         nginx = ["nginx", "-p", str(prefix), "-c", str(out), "-e", "stderr", "-g", "daemon off;"]

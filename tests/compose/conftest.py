@@ -125,12 +125,17 @@ class Stack:
 
 def project_files(target: Path) -> None:
     """The repository's tracked files (what a user's checkout has), plus the build CA bundle."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
+    result = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True
+    )
+    if result.returncode != 0:  # not a git checkout: the tree without what builds and runs leave
+        skip = shutil.ignore_patterns(
+            ".git", ".venv", "node_modules", "dist", "run", "artifacts", "__pycache__"
+        )
+        shutil.copytree(REPO, target, ignore=skip, symlinks=True, dirs_exist_ok=True)
+        listed = []
+    else:
+        listed = result.stdout.split(b"\0")
     for raw in listed:
         if not raw:
             continue
@@ -142,7 +147,9 @@ def project_files(target: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
     host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    if host_ca.is_file():  # image builds reach the registries through this machine's egress proxy
+    if (
+        host_ca.is_file() and (target / "config" / "build-ca").is_dir()
+    ):  # image builds reach the registries through this machine's egress proxy
         shutil.copyfile(host_ca, target / "config" / "build-ca" / "host-ca-bundle.crt")
 
 
@@ -195,6 +202,8 @@ def compose_stack() -> Iterator[Stack]:
     missing = missing_tools()
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (./parley test installs them)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: debootstrap builds the base image, podman runs host-network containers")
     workdir = Path(tempfile.mkdtemp(prefix="parley-compose-"))
     ensure_debian_base(workdir)
     engine = PodmanService(workdir).start()

@@ -246,14 +246,18 @@ class ComposeProject:
         out = self.podman("inspect", "--format", "{{.State.Health.Status}}", container)
         return out.strip()
 
-    def run_healthcheck(self, container: str) -> bool:
-        result = subprocess.run(
-            ["podman", "healthcheck", "run", container],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={**os.environ, **self.engine.env},
-        )
+    def run_healthcheck(self, container: str, timeout: float = 90) -> bool:
+        """One run of the container's own healthcheck (which also updates its health status)."""
+        try:
+            result = subprocess.run(
+                ["podman", "healthcheck", "run", container],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, **self.engine.env},
+            )
+        except subprocess.TimeoutExpired:  # a very loaded machine: unhealthy for now, try again later
+            return False
         return result.returncode == 0
 
     def start_healthchecks(self, interval: float = 2.0) -> None:
@@ -331,7 +335,9 @@ class ComposeProject:
 
     def remove_images(self) -> None:
         """Untag this run's images (``parley/<service>:<project>``); the build cache keeps the layers."""
-        out = self.podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=*/parley/*")
+        out = self.podman(
+            "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=*/parley/*"
+        )
         tags = [t for t in out.split() if t.endswith(f":{self.name}")]
         if tags:
             with contextlib.suppress(EngineError):

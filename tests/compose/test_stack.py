@@ -12,6 +12,8 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
+import signal
 import ssl
 import tempfile
 import time
@@ -151,7 +153,9 @@ def test_every_image_starts_from_debian_bookworm_slim(stack: Stack) -> None:
 def test_every_container_is_healthy_by_its_own_healthcheck(stack: Stack) -> None:
     for service in SERVICES:
         for name in stack.project.container_names(service):
-            assert stack.project.run_healthcheck(name), f"{name} unhealthy:\n{stack.project.logs(30)}"
+            # a loaded machine may stretch one probe past its timeout: three tries
+            ok = any(stack.project.run_healthcheck(name) or time.sleep(2) for _ in range(3))
+            assert ok, f"{name} unhealthy:\n{stack.project.logs(30)}"
             assert stack.project.health(name) == "healthy", name
     for path in ("/health/xmpp", "/health/focus", "/health/web"):
         assert httpx.get(stack.front + path, verify=False, timeout=5).status_code == 200, path
@@ -273,6 +277,57 @@ def test_participants_reconnect_after_the_broker_container_restarts(stack: Stack
         late = join(pool, stack, certificate, room, ["Late"])[0]
         pages.append(late)
         wait_until("the late joiner's video", lambda: playing(late, 2), stack, pages, timeout=120)
+
+
+# --- a crash inside a container -------------------------------------------------------------------
+
+
+def test_a_crashed_service_is_restarted_by_its_restart_policy(stack: Stack) -> None:
+    """The web service's process dies (SIGKILL from outside, as the kernel's OOM killer would):
+    ``restart: unless-stopped`` brings that one container back, the others keep running."""
+    web = stack.project.container_names("web")[0]
+    others = {n: stack.project.podman("inspect", "--format", "{{.State.Pid}}", n).strip()
+              for n in stack.project.container_names() if n != web}  # fmt: skip
+    pid = int(stack.project.podman("inspect", "--format", "{{.State.Pid}}", web).strip())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        state = json.loads(stack.project.podman("inspect", "--format", "{{json .State}}", web))
+        if state.get("Running") and state.get("Pid") not in (0, pid) and stack.project.run_healthcheck(web):
+            break
+        assert time.monotonic() < deadline, f"web was not restarted: {state}\n{stack.project.logs(20)}"
+        time.sleep(1)
+    assert httpx.get(stack.front + "/health/web", verify=False, timeout=10).status_code == 200
+    for name, before in others.items():
+        assert stack.project.podman("inspect", "--format", "{{.State.Pid}}", name).strip() == before, name
+
+
+# --- a certificate of the operator's ------------------------------------------------------------
+
+
+def test_a_provided_certificate_replaces_the_generated_one(stack: Stack, certificate: Path) -> None:
+    from services.launcher.tls import self_signed
+
+    pair = self_signed("localhost")
+    (stack.dir / "fullchain.pem").write_bytes(pair.cert_pem)
+    (stack.dir / "privkey.pem").write_bytes(pair.key_pem)
+    block = next(b for b in readme_blocks() if any("config/tls/cert.pem" in line for line in b))
+    for line in block:
+        stack.run_readme_line(line, timeout=300)
+    stack.project.wait_healthy(["nginx"])
+    provided = stack.dir / "fullchain.pem"
+    context = ssl.create_default_context(cafile=str(provided))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = httpx.get(stack.front + "/", verify=context, timeout=10)
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, "nginx does not serve the provided certificate"
+            time.sleep(1)
+    assert response.status_code == 200
+    with pytest.raises(httpx.HTTPError):  # and no longer the generated one
+        httpx.get(stack.front + "/", verify=ssl.create_default_context(cafile=str(certificate)), timeout=10)
 
 
 # --- down ------------------------------------------------------------------------------------------

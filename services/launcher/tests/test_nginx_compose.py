@@ -91,3 +91,10 @@ def test_real_nginx_accepts_the_config_with_the_generated_certificate(tmp_path: 
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_bad_setting_stops_the_entrypoint_with_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    for key, value in env(tmp_path, JVB_PUBLIC_PORT="9000-9999").items():
+        monkeypatch.setenv(key, value)
+    assert nginx_compose.main(["nginx_compose", str(tmp_path / "nginx.conf")]) == 1
+    assert "nginx: cannot start: JVB_PUBLIC_PORT: '9000-9999'" in capsys.readouterr().err
