@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, Route
 
 from tests.integration import netns
 from tests.integration.browser import BROWSER_MARKS, DESKTOP, Browsers, LauncherStack, browsers, console_log
@@ -30,6 +34,37 @@ pytestmark = [
     pytest.mark.peer,
     pytest.mark.skipif(not netns.available(), reason="needs root and iproute2 for a private network namespace"),
 ]
+
+LIB_JITSI_MEET = "@lyno/lib-jitsi-meet@2.6726.2"
+"""The npm build of lib-jitsi-meet (one script, lib-jitsi-meet.min.js, with jQuery external)."""
+JQUERY = "jquery@3.7.1"
+"""What that build expects as the global ``jquery`` (lib-jitsi-meet depends on jQuery 3)."""
+CLIENT_DIR = Path(__file__).parent / "jitsi_client"
+PACKAGES = CLIENT_DIR / "node_modules"
+FILES = {
+    "lib-jitsi-meet.min.js": (LIB_JITSI_MEET, "package/lib-jitsi-meet.min.js"),
+    "jquery.min.js": (JQUERY, "package/dist/jquery.min.js"),
+}
+PAGE_PATH = "/jitsi-client/"
+
+
+def install_lib_jitsi_meet() -> None:
+    """``npm pack`` the library and jQuery from the registry (once; kept under node_modules/) and
+    unpack the one file of each the page loads: none of their build dependencies are needed."""
+    for name, (package, member) in FILES.items():
+        target = PACKAGES / name
+        if target.exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(["npm", "pack", "--silent", package], cwd=tmp, check=True, timeout=300,
+                           capture_output=True)  # fmt: skip
+            (tarball,) = Path(tmp).glob("*.tgz")
+            with tarfile.open(tarball) as archive:
+                source = archive.extractfile(archive.getmember(member))
+                assert source is not None
+                PACKAGES.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(source.read())
+
 
 # Every RTCPeerConnection a page creates, for the tests to read its selected candidate pair.
 RECORD_PEER_CONNECTIONS = """
@@ -93,14 +128,30 @@ class Stack:
         return {ep["id"]: ep for conf in debug["conferences"] for ep in conf["endpoints"]}
 
     def open(self) -> tuple[Page, list[str]]:
-        page = self.pool.open(DESKTOP)
+        # pages fulfilled by the test (the lib-jitsi-meet page) have no address, so Chromium's
+        # Local Network Access checks would count them public and refuse their loopback requests
+        page = self.pool.open(DESKTOP, extra_args=["--disable-features=LocalNetworkAccessChecks"])
         page.add_init_script(RECORD_PEER_CONNECTIONS)
+        page.route(f"{self.front}{PAGE_PATH}**", serve_client_page)
         return page, console_log(page)
+
+
+def serve_client_page(route: Route) -> None:
+    """The lib-jitsi-meet page and the library, as if the front door served them (same origin as
+    /xmpp-websocket and /http-bind); nothing else is reachable from the namespace anyway."""
+    name = route.request.url.split(PAGE_PATH, 1)[1].split("?", 1)[0] or "index.html"
+    files = {"index.html": CLIENT_DIR / "index.html", **{n: PACKAGES / n for n in FILES}}
+    if name not in files:
+        route.fulfill(status=404, body="not here")
+        return
+    kind = "text/html" if name.endswith(".html") else "application/javascript"
+    route.fulfill(status=200, body=files[name].read_bytes(), content_type=kind)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("jitsi-stack") / "run"
+    install_lib_jitsi_meet()  # from the registry, before the namespace (which has no network)
     with netns.multi_homed() as second:
         previous = os.environ.get("JVB_ADVERTISE_IPS")
         os.environ["JVB_ADVERTISE_IPS"] = f"{second},127.0.0.1"
@@ -188,6 +239,56 @@ def test_parley_clients_on_a_multi_homed_host_use_the_pair_the_bridge_nominated(
             used.add(pair["remote"].rsplit(":", 1)[0])
         # the bridge advertised both addresses and listens on both
         assert used <= {stack.second_address, "127.0.0.1"}
+    finally:
+        for person in people:
+            with contextlib.suppress(Exception):
+                person.page.close()
+
+
+# ---- lib-jitsi-meet ---------------------------------------------------------------------------
+
+
+@dataclass
+class JitsiPerson:
+    page: Page
+    log: list[str]
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return dict(self.page.evaluate("window.jitsi"))
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.page.evaluate("window.jitsi.myId"))
+
+    def media(self) -> dict[str, dict[str, Any]]:
+        return dict(self.page.evaluate("window.jitsiMedia()"))
+
+
+def jitsi_join(stack: Stack, room: str, name: str, transport: str = "websocket") -> JitsiPerson:
+    page, log = stack.open()
+    page.goto(f"{stack.front}{PAGE_PATH}index.html?room={room}&name={name}&transport={transport}")
+    person = JitsiPerson(page, log)
+    wait_until(f"{name} to join", lambda: person.state["status"] == "joined", [log])
+    return person
+
+
+def test_two_lib_jitsi_meet_clients_see_and_hear_each_other(stack: Stack) -> None:
+    room = f"jitsi-{uuid.uuid4().hex[:8]}"
+    people = [jitsi_join(stack, room, name) for name in ("Ada", "Bob")]
+    logs = [p.log for p in people]
+    try:
+        ids = [p.endpoint for p in people]
+        for person, other in ((people[0], ids[1]), (people[1], ids[0])):
+            wait_until(
+                "video and audio from the other participant",
+                lambda person=person, other=other: (m := person.media().get(other)) is not None
+                and m["frames"] > 10 and m["width"] > 0 and m["audioEnergy"] > 0,
+                logs,
+            )
+        for person, endpoint in zip(people, ids, strict=True):
+            assert_media_on_the_selected_pair(stack, person.page, endpoint)
+            assert person.state["errors"] == []
     finally:
         for person in people:
             with contextlib.suppress(Exception):
