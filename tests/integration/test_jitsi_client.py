@@ -169,11 +169,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             launcher.stop()
 
 
-def wait_until(what: str, cond: Any, logs: list[list[str]], timeout: float = 40.0) -> None:
+def wait_until(
+    what: str, cond: Any, logs: list[list[str]], timeout: float = 40.0, detail: Any = None
+) -> None:
+    """Poll ``cond()``; on timeout fail naming ``what``, with ``detail()`` and the pages' logs."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n" + "\n--\n".join("\n".join(x[-40:]) for x in logs))
+            extra = f"\n{detail()}" if detail is not None else ""
+            pages = "\n--\n".join("\n".join(x[-40:]) for x in logs)
+            raise AssertionError(f"timed out waiting for {what}{extra}\n{pages}")
         time.sleep(0.25)
 
 
@@ -289,6 +294,81 @@ def test_two_lib_jitsi_meet_clients_see_and_hear_each_other(stack: Stack) -> Non
         for person, endpoint in zip(people, ids, strict=True):
             assert_media_on_the_selected_pair(stack, person.page, endpoint)
             assert person.state["errors"] == []
+    finally:
+        for person in people:
+            with contextlib.suppress(Exception):
+                person.page.close()
+
+
+def remote_tiles(person: ParleyPerson) -> set[str]:
+    return set(person.page.eval_on_selector_all(".tile:not(.local)", "ts => ts.map(t => t.dataset.endpoint)"))
+
+
+def test_jitsi_clients_and_parleys_meet_chat_see_the_speaker_and_a_leaver_goes(stack: Stack) -> None:
+    room = f"mixed-{uuid.uuid4().hex[:8]}"
+    ada, bob = (jitsi_join(stack, room, name) for name in ("Ada", "Bob"))
+    cy = parley_join(stack, room, "Cy")
+    logs = [ada.log, bob.log, cy.log]
+    try:
+        ids = {"ada": ada.endpoint, "bob": bob.endpoint, "cy": cy.endpoint}
+        # everyone is in everyone's roster, by the MUC nick that is also the bridge's endpoint id
+        for me, person in (("ada", ada), ("bob", bob)):
+            others = {v for k, v in ids.items() if k != me}
+            wait_until(f"{me} to list the others", lambda p=person, o=others: set(p.state["participants"]) == o, logs)
+        wait_until("Cy to show both Jitsi clients", lambda: remote_tiles(cy) == {ids["ada"], ids["bob"]}, logs)
+        # video decoded and audio heard, both ways, between every pair
+        for me, person in (("ada", ada), ("bob", bob)):
+            for other in (v for k, v in ids.items() if k != me):
+                wait_until(
+                    f"{me} to decode video and hear audio of {other}",
+                    lambda p=person, o=other: (m := p.media().get(o)) is not None
+                    and m["frames"] > 10 and m["width"] > 0 and m["audioEnergy"] > 0,
+                    logs,
+                    detail=lambda p=person: (ids, p.media(), p.state["remoteTracks"]),
+                )
+        for other in (ids["ada"], ids["bob"]):
+            wait_until(f"Cy to decode {other}", lambda o=other: cy.decoded().get(o, 0) > 10, logs)
+        for person, me in ((ada, "ada"), (bob, "bob"), (cy, "cy")):
+            assert_media_on_the_selected_pair(stack, person.page, ids[me])
+        # the bridge names a dominant speaker (every fake microphone beeps) over the bridge channel
+        for person in (ada, bob):
+            wait_until("a dominant speaker", lambda p=person: p.state["dominant"] in ids.values(), logs)
+        # chat: MUC groupchat between the Jitsi clients
+        ada.page.evaluate("window.jitsiSend('hello from Ada')")
+        wait_until(
+            "Bob to get Ada's message",
+            lambda: {"from": ids["ada"], "text": "hello from Ada"} in bob.state["messages"],
+            logs,
+        )
+        # Bob leaves: gone from Ada's roster and from Cy's tiles
+        bob.page.evaluate("window.jitsiLeave()")
+        wait_until("Ada to see Bob leave", lambda: ids["bob"] not in ada.state["participants"], logs)
+        wait_until("Cy to drop Bob's tile", lambda: remote_tiles(cy) == {ids["ada"]}, logs)
+        for person in (ada, bob):
+            assert person.state["errors"] == [], person.state["errors"]
+    finally:
+        for page in (ada.page, bob.page, cy.page):
+            with contextlib.suppress(Exception):
+                page.close()
+
+
+def test_lib_jitsi_meet_over_bosh(stack: Stack) -> None:
+    room = f"bosh-{uuid.uuid4().hex[:8]}"
+    people = [jitsi_join(stack, room, name, transport="bosh") for name in ("Dee", "Eve")]
+    logs = [p.log for p in people]
+    try:
+        ids = [p.endpoint for p in people]
+        for person, other in ((people[0], ids[1]), (people[1], ids[0])):
+            wait_until(
+                "video and audio from the other participant over BOSH",
+                lambda person=person, other=other: (m := person.media().get(other)) is not None
+                and m["frames"] > 10 and m["audioEnergy"] > 0,
+                logs,
+            )
+        people[0].page.evaluate("window.jitsiSend('over BOSH')")
+        wait_until("the message over BOSH", lambda: {"from": ids[0], "text": "over BOSH"} in people[1].state["messages"], logs)
+        people[1].page.evaluate("window.jitsiLeave()")
+        wait_until("the leaver to go", lambda: ids[1] not in people[0].state["participants"], logs)
     finally:
         for person in people:
             with contextlib.suppress(Exception):
