@@ -340,6 +340,17 @@ def test_jitsi_clients_and_parleys_meet_chat_see_the_speaker_and_a_leaver_goes(s
             lambda: {"from": ids["ada"], "text": "hello from Ada"} in bob.state["messages"],
             logs,
         )
+        # and between Jitsi's clients and Parley's, both ways
+        cy.page.click("#chat-button")
+        cy.page.fill("#chat-input", "hello from Cy")
+        cy.page.press("#chat-input", "Enter")
+        for person in (ada, bob):
+            wait_until(
+                "Cy's message at a Jitsi client",
+                lambda p=person: {"from": ids["cy"], "text": "hello from Cy"} in p.state["messages"],
+                logs,
+            )
+        wait_until("Ada's message at Cy", lambda: "hello from Ada" in cy.page.inner_text("#chat-log"), logs)
         # Bob leaves: gone from Ada's roster and from Cy's tiles
         bob.page.evaluate("window.jitsiLeave()")
         wait_until("Ada to see Bob leave", lambda: ids["bob"] not in ada.state["participants"], logs)
