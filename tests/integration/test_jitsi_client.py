@@ -123,6 +123,16 @@ class Stack:
         offset = int(self.front.rsplit(":", 1)[1]) - 8000
         return f"http://127.0.0.1:{8080 + offset}"
 
+    @property
+    def focus(self) -> str:
+        offset = int(self.front.rsplit(":", 1)[1]) - 8000
+        return f"http://127.0.0.1:{8888 + offset}"
+
+    def rooms(self) -> dict[str, list[str]]:
+        """The focus's conferences: room name -> endpoints."""
+        conferences = httpx.get(f"{self.focus}/conferences", timeout=5).json()
+        return {c["room"].split("@")[0]: [p["endpoint"] for p in c["participants"]] for c in conferences}
+
     def bridge_endpoints(self) -> dict[str, dict[str, Any]]:
         debug = httpx.get(f"{self.bridge}/debug", timeout=5).json()
         return {ep["id"]: ep for conf in debug["conferences"] for ep in conf["endpoints"]}
@@ -384,3 +394,29 @@ def test_lib_jitsi_meet_over_bosh(stack: Stack) -> None:
         for person in people:
             with contextlib.suppress(Exception):
                 person.page.close()
+
+
+def test_a_client_that_closes_its_peer_connection_before_leaving_leaves_nothing_behind(stack: Stack) -> None:
+    """Closing the peer connection sends a DTLS close_notify: the bridge frees the endpoint at
+    once, before the client leaves the room and the focus expires its channels. That expiry must
+    succeed, and once everyone has left the focus has no conference left."""
+    room = f"close-{uuid.uuid4().hex[:8]}"
+    fay, gus = (jitsi_join(stack, room, name) for name in ("Fay", "Gus"))
+    logs = [fay.log, gus.log]
+    try:
+        ids = {"fay": fay.endpoint, "gus": gus.endpoint}
+        wait_until("media between them", lambda: (fay.media().get(ids["gus"]) or {}).get("frames", 0) > 5, logs)
+        log_mark = len(stack.launcher.log())
+        fay.page.evaluate("window.__peerConnections.forEach((pc) => pc.close())")
+        wait_until("the bridge to free Fay", lambda: ids["fay"] not in stack.bridge_endpoints(), logs)
+        fay.page.evaluate("window.jitsiLeave()")
+        wait_until("Gus to see Fay leave", lambda: ids["fay"] not in gus.state["participants"], logs)
+        wait_until("the focus to forget Fay", lambda: stack.rooms().get(room) == [ids["gus"]], logs)
+        gus.page.evaluate("window.jitsiLeave()")
+        wait_until("the conference to end", lambda: room not in stack.rooms(), logs)
+        after = stack.launcher.log()[log_mark:]
+        assert "failed" not in "\n".join(line for line in after.splitlines() if "PATCH of room" in line), after[-3000:]
+    finally:
+        for page in (fay.page, gus.page):
+            with contextlib.suppress(Exception):
+                page.close()
