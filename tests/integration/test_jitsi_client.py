@@ -304,6 +304,8 @@ def test_two_lib_jitsi_meet_clients_see_and_hear_each_other(stack: Stack) -> Non
         for person, endpoint in zip(people, ids, strict=True):
             assert_media_on_the_selected_pair(stack, person.page, endpoint)
             assert person.state["errors"] == []
+            # the room's disco#info has the meeting id Jitsi's Prosody module gives it
+            assert not any("No meeting ID from backend" in line for line in person.log)
     finally:
         for person in people:
             with contextlib.suppress(Exception):
