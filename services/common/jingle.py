@@ -196,8 +196,12 @@ class Jingle:
     reason: JingleReason | None = None
     # session-info from a participant: ``<ice-state xmlns='http://jitsi.org/protocol/focus'>failed``
     ice_state: str | None = None
-    # ``<bridge-session xmlns='http://jitsi.org/protocol/focus' id=.../>``: which bridge placement
+    # ``<bridge-session xmlns='http://jitsi.org/protocol/focus' id=... region=... restart=.../>``:
+    # which bridge placement (Jicofo puts it in offers); a client's session-terminate with
+    # ``restart='true'`` asks for a new offer (after an ICE failure)
     bridge_session: str | None = None
+    bridge_session_region: str | None = None
+    bridge_session_restart: bool = False
 
     def content(self, name: str) -> JingleContent | None:
         for content in self.contents:
@@ -326,7 +330,12 @@ def to_element(jingle: Jingle) -> ET.Element:
     if jingle.ice_state is not None:
         _sub(root, NS_FOCUS, "ice-state").text = jingle.ice_state
     if jingle.bridge_session is not None:
-        _sub(root, NS_FOCUS, "bridge-session", id=jingle.bridge_session)
+        attributes = {"id": jingle.bridge_session}
+        if jingle.bridge_session_region:
+            attributes["region"] = jingle.bridge_session_region
+        if jingle.bridge_session_restart:
+            attributes["restart"] = "true"
+        _sub(root, NS_FOCUS, "bridge-session", **attributes)
     if jingle.reason is not None:
         reason = _sub(root, NS_JINGLE, "reason")
         _sub(reason, NS_JINGLE, jingle.reason.condition)
@@ -504,6 +513,8 @@ def parse_element(el: ET.Element) -> Jingle:
     bridge_session = el.find(_q(NS_FOCUS, "bridge-session"))
     if bridge_session is not None:
         jingle.bridge_session = bridge_session.get("id")
+        jingle.bridge_session_region = bridge_session.get("region")
+        jingle.bridge_session_restart = bridge_session.get("restart") == "true"
     reason = el.find(_q(NS_JINGLE, "reason"))
     if reason is not None:
         condition = next(

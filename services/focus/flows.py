@@ -80,6 +80,8 @@ def allocated(
     response: colibri.Conference,
     sid: str,
     s: OfferSettings,
+    *,
+    region: str | None = None,
 ) -> Outbox:
     """The bridge's answer to ``request``: place the conference (when the request created it) and
     send the participant its offer. Raises :class:`offer.AllocationError` on an unusable answer."""
@@ -94,6 +96,9 @@ def allocated(
     message = offer.session_initiate(
         sid, s.initiator, allocation, conf.sources_of_others(participant.endpoint_id), ice_lite=s.ice_lite
     )
+    # the bridge placement, as Jicofo names it: a restart request must name the current one
+    message.bridge_session = conf.colibri_id
+    message.bridge_session_region = region or None
     return Outbox(jingle=[(participant.occupant_jid, message)])
 
 
@@ -138,6 +143,16 @@ def sources_changed(conf: Conference, participant: Participant, message: Jingle,
         patches=[offer.sources_patch(conf.colibri_id, participant, s.channel_expire)],
         jingle=_announce(conf, message.action, changed, participant.endpoint_id),
     )
+
+
+def restart_requested(conf: Conference, participant: Participant, terminate: Jingle) -> Outbox | None:
+    """``session-terminate`` with ``<bridge-session restart='true'>`` (lib-jitsi-meet after an ICE
+    failure, when the focus advertises ``support-terminate-restart``): the session's channels
+    expire and the participant waits for a new offer, which the caller sends. ``None`` when the
+    named bridge session is not the current one (a stale request: nothing to restart)."""
+    if terminate.bridge_session != conf.colibri_id:
+        return None
+    return drop_session(conf, participant)
 
 
 def transport_info(conf: Conference, participant: Participant, message: Jingle) -> Outbox:

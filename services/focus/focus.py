@@ -334,7 +334,11 @@ class Focus:
                     if participant.recording
                     else secrets.token_hex(8)
                 )
-                out = flows.allocated(conf, participant, bridge_id, request, response, sid, settings)
+                known = self.registry.get(bridge_id)
+                out = flows.allocated(
+                    conf, participant, bridge_id, request, response, sid, settings,
+                    region=known.stats.region if known is not None else None,
+                )  # fmt: skip
             except (ColibriError, offer.AllocationError) as exc:
                 flows.allocation_failed(participant)
                 log.warning("allocation on %s for %s failed: %s", bridge_id, participant.endpoint_id, exc)
@@ -475,6 +479,14 @@ class Focus:
             elif action == "session-info" and message.ice_state == "failed":
                 log.warning("ICE failed for %s in room=%s: re-inviting", nick, room)
                 await self._perform(conf, flows.ice_failed(conf, participant))
+                await self._invite_locked(conf, participant)
+            elif action == "session-terminate" and message.bridge_session_restart:
+                restart = flows.restart_requested(conf, participant, message)
+                if restart is None:
+                    log.info("stale restart request from %s in room=%s: ignored", nick, room)
+                    return
+                log.warning("%s asked for a new session in room=%s: re-inviting", nick, room)
+                await self._perform(conf, restart)
                 await self._invite_locked(conf, participant)
             elif action == "session-terminate":
                 log.info("%s ended its session in room=%s", nick, room)

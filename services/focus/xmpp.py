@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import xml.etree.ElementTree as ET
 from typing import Protocol
 
@@ -76,6 +77,16 @@ def _muc_user(presence: ET.Element) -> ET.Element | None:
     a server relay it (Prosody strips it)."""
     found = presence.findall(f"{{{NS_MUC_USER}}}x")
     return found[-1] if found else None
+
+
+def conference_properties(created_ms: int) -> ET.Element:
+    """The focus's ``<conference-properties xmlns='http://jitsi.org/protocol/focus'>`` in its MUC
+    presence, as Jicofo sends it: clients read ``support-terminate-restart`` (they may then answer
+    an ICE failure with a ``session-terminate`` asking for a new offer) and the room's creation time."""
+    element = ET.Element(f"{{{NS_FOCUS}}}conference-properties")
+    for key, value in (("support-terminate-restart", "true"), ("created-ms", str(created_ms))):
+        ET.SubElement(element, f"{{{NS_FOCUS}}}property", {"key": key, "value": value})
+    return element
 
 
 def _status_codes(presence: ET.Element) -> set[int]:
@@ -206,7 +217,9 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         self._joins[room] = (fut, present)
         presence = self.make_presence(pto=f"{room}/{nick}")
         presence.append(ET.Element(f"{{{NS_MUC}}}x"))
-        for element in self._room_extensions.get(room, {}).values():
+        extensions = self._room_extensions.setdefault(room, {})
+        extensions["conference-properties"] = conference_properties(created_ms=int(time.time() * 1000))
+        for element in extensions.values():
             presence.append(element)
         presence.send()
         try:

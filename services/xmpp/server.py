@@ -190,7 +190,10 @@ class XmppServer:
                 return HttpResponse.json(403, {"error": "admin access denied"})
             return self._admin(method, path)
         if path == self.websocket_path:
-            return HttpResponse(400, b"WebSocket upgrade required", "text/plain")
+            # a plain GET (a reachability probe, a browser) is answered like Prosody's mod_websocket
+            return HttpResponse(
+                200, b"It works! Now point your WebSocket client to this URL to connect.", "text/plain"
+            )
         return HttpResponse(404, b"not found", "text/plain")
 
     def _admin_allowed(self, headers: dict[str, str], peer: str) -> bool:

@@ -69,15 +69,18 @@ class Browsers:
         self.contexts: list[BrowserContext] = []
         self.profiles: list[Path] = []
 
-    def open(self, viewport: dict[str, int] | None = None, fake_media: bool = True) -> Page:
-        """A new browser; ``fake_media=False`` leaves it without camera or microphone."""
+    def open(
+        self, viewport: dict[str, int] | None = None, fake_media: bool = True, extra_args: list[str] | None = None
+    ) -> Page:
+        """A new browser; ``fake_media=False`` leaves it without camera or microphone;
+        ``extra_args`` are more command-line flags."""
         profile = Path(tempfile.mkdtemp(prefix="parley-chromium-"))
         self.profiles.append(profile)
         context = self.playwright.chromium.launch_persistent_context(
             str(profile),
             executable_path=CHROMIUM,
             headless=True,
-            args=[f for f in CHROMIUM_FLAGS if fake_media or f != FAKE_DEVICES],
+            args=[f for f in CHROMIUM_FLAGS if fake_media or f != FAKE_DEVICES] + (extra_args or []),
             viewport=viewport or DESKTOP,
             ignore_default_args=["--mute-audio"],
         )

@@ -38,7 +38,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.common import jingle
-from services.common.jingle import Jingle, JingleContent, SdpOffer
+from services.common.jingle import Jingle, JingleContent, JingleReason, SdpOffer
 from tests.integration.media_client import ColourTrack, ToneTrack, allow_loopback_ice
 
 log = logging.getLogger("parley.tests.participant")
@@ -99,6 +99,7 @@ class JingleParticipant(slixmpp.ClientXMPP):
         self.pc: RTCPeerConnection | None = None
         self.offer: SdpOffer | None = None
         self.sid: str | None = None
+        self.bridge_session: str | None = None  # the <bridge-session id> of the current offer
         self.focus_full_jid: str | None = None
         self.received: dict[str, Received] = {}
         self.log_ = SessionLog()
@@ -240,6 +241,7 @@ class JingleParticipant(slixmpp.ClientXMPP):
     async def _on_initiate(self, message: Jingle) -> None:
         await self._close_pc()
         self.sid = message.sid
+        self.bridge_session = message.bridge_session
         self.received = {}  # what arrives from now on belongs to this session
         self.offer = SdpOffer(message)
         # no ICE servers: aiortc's default is a public STUN server, and tests stay on loopback
@@ -301,6 +303,23 @@ class JingleParticipant(slixmpp.ClientXMPP):
         if self.sid is None:
             return False
         return await self._send_jingle(Jingle(action="session-info", sid=self.sid, ice_state="failed"))
+
+    async def request_restart(self, bridge_session: str | None = None, close_pc: bool = True) -> bool:
+        """What lib-jitsi-meet sends when ICE fails and the focus supports it: ``session-terminate``
+        naming the bridge session with ``restart='true'``, after closing the peer connection."""
+        if self.sid is None:
+            return False
+        message = Jingle(
+            action="session-terminate",
+            sid=self.sid,
+            reason=JingleReason("connectivity-error", "ICE FAILED"),
+            bridge_session=bridge_session or self.bridge_session,
+            bridge_session_restart=True,
+        )
+        if close_pc:
+            async with self._lock:
+                await self._close_pc()
+        return await self._send_jingle(message)
 
     async def _send_jingle(self, message: Jingle) -> bool:
         iq = self.make_iq_set(ito=self.focus_full_jid or self.focus_jid)

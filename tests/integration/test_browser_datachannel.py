@@ -1,7 +1,8 @@
 """The page's bridge channel over the bridge's SCTP data channel (focus ``enable-sctp``): the offer
 carries a ``data`` content, Chromium answers it, takes the channel the bridge opens and moves its
-bridge-channel messages there (the Colibri WebSocket stays as the fallback). Chat between two pages
-and last-N (a ReceiverVideoConstraints out, ForwardedSources back) go over it."""
+bridge-channel messages there (the Colibri WebSocket stays as the fallback). Last-N (a
+ReceiverVideoConstraints out, ForwardedSources back) goes over it; chat between the two pages,
+which is MUC groupchat as Jitsi's, keeps working beside it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Three people meet in headless Chromium, through the stack the launcher starts (nginx front
 door, XMPP broker, focus, bridge, web service): everyone sees the two others' video playing, a
-muted microphone, chat over the bridge channel, and a tile going away when someone leaves.
+muted microphone, chat (MUC groupchat, as Jitsi clients send it), and a tile going away when
+someone leaves.
 
 Artifacts: ``artifacts/meeting-desktop.png``, ``artifacts/meeting-phone.png`` and
 ``artifacts/join-to-first-frame.json`` (join click to first decoded remote frame, per browser).
@@ -173,7 +174,7 @@ def test_muted_microphone_and_camera_show_for_the_others(meeting: list[Person]) 
         )
 
 
-def test_chat_reaches_everyone_over_the_bridge_channel(meeting: list[Person]) -> None:
+def test_chat_reaches_everyone_over_muc_groupchat(meeting: list[Person]) -> None:
     ada = meeting[0]
     wait_until(
         "the bridge channel to open",

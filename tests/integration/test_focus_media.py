@@ -81,7 +81,8 @@ async def test_three_participants_receive_each_others_media(shared_stack: Stack)
         await wait_media(stack, people)
         for p in people:
             assert len(p.log_.initiated_at) == 1
-            assert p.offer is not None and p.offer.transport.ice_lite
+            # the bridge is a full, controlling ICE agent, as jitsi-videobridge: no ICE-lite marker
+            assert p.offer is not None and not p.offer.transport.ice_lite
             ws = p.offer.transport.web_socket or ""
             assert "/colibri-ws/" in ws and f"/{p.nick}?pwd=" in ws  # the bridge channel URL, per endpoint
             for o in people:
@@ -276,3 +277,25 @@ async def test_restarted_focus_resumes_conferences_from_redis() -> None:
                 assert len(p.log_.initiated_at) == 1  # nobody was re-invited
         finally:
             await stop_all(people)
+
+
+async def test_a_restart_request_naming_the_bridge_session_gets_a_new_offer(shared_stack: Stack) -> None:
+    """lib-jitsi-meet's recovery when the focus advertises support-terminate-restart: a
+    session-terminate with <bridge-session restart='true'> naming the current session is answered
+    with a new session-initiate; one naming another session is not."""
+    stack = shared_stack
+    room = f"restart@{MUC_DOMAIN}"
+    people = await joined(stack, room, "alice", "bob")
+    alice, bob = people
+    try:
+        await wait_media(stack, people)
+        assert bob.bridge_session  # the offer names the bridge session
+        assert await bob.request_restart(bridge_session="not-the-current-one", close_pc=False)
+        await asyncio.sleep(2.0)
+        assert len(bob.log_.initiated_at) == 1  # a stale restart request is ignored
+        assert await bob.request_restart()
+        assert await wait_until(lambda: len(bob.log_.initiated_at) == 2, 10), stack.logs()
+        await wait_media(stack, people)  # media flows again on the new session
+        assert len(alice.log_.initiated_at) == 1
+    finally:
+        await stop_all(people)

@@ -15,9 +15,13 @@ from tests.integration.xmpp_interop.servers import start_parley
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 
 
+BROKER_PROCS: list = []  # the module's broker process, for tests that read its log
+
+
 @pytest.fixture(scope="module")
 def broker():
     proc, endpoint = start_parley("xmpp-ws", XMPP_WS_KEEPALIVE_INTERVAL="1", XMPP_WS_KEEPALIVE_TIMEOUT="2")
+    BROKER_PROCS.append(proc)
     try:
         yield endpoint
     finally:
@@ -116,3 +120,24 @@ async def test_websocket_that_never_answers_pings_is_closed(broker):
     with pytest.raises(websockets.ConnectionClosed):
         while True:
             await asyncio.wait_for(ws.recv(), 3)
+
+
+async def test_plain_get_answers_200_and_close_then_hang_up_logs_no_error(broker):
+    """As Prosody: a GET without the upgrade is answered 200 (reachability probes, Jitsi's
+    connection checks). A client that sends ``<close/>`` and drops the socket at once (what
+    lib-jitsi-meet does when it leaves) ends quietly."""
+    async with httpx.AsyncClient() as http:
+        response = await http.get(broker.ws_url.replace("ws://", "http://"))
+    assert response.status_code == 200
+    for i in range(10):
+        ws, _, _ = await ws_login(broker.ws_url)
+        await ws.send(f"<close xmlns='{FRAMING}'/>")
+        if i % 2:
+            ws.transport.abort()  # no closing handshake
+        else:
+            await ws.close()  # the WebSocket close right behind the stream's
+    await asyncio.sleep(1.0)
+    ws, _, _ = await ws_login(broker.ws_url)  # still serving
+    await ws.close()
+    log = BROKER_PROCS[-1].log(tail=2000)
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]

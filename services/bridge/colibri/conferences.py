@@ -448,6 +448,8 @@ class ConferenceBook:
         conf = plan.conference
         if ch.id is not None:
             rec = conf.find_channel(ch.id)
+            if rec is None and ch.expire == 0:
+                return  # already gone (its endpoint failed or expired): expiring it again is done
             if rec is None or rec.content != content:
                 raise ColibriRequestError(f"{where}.id", f"no {content} channel {ch.id!r} in this conference")
             ep = plan.own(rec.endpoint_id)
@@ -500,6 +502,8 @@ class ConferenceBook:
         conf = plan.conference
         if sc.id is not None:
             rec = conf.find_sctp(sc.id)
+            if rec is None and sc.expire == 0:
+                return  # already gone with its endpoint
             if rec is None:
                 raise ColibriRequestError(f"{where}.id", f"no sctpconnection {sc.id!r} in this conference")
             ep = plan.own(rec.endpoint_id)

@@ -316,3 +316,21 @@ def test_candidates_alone_before_an_answer_are_refused() -> None:
     info = {"channel-bundles": [{"id": EP, "transport": {"candidates": [candidate]}}]}
     with pytest.raises(ColibriRequestError, match="ufrag"):
         book.prepare(cid, parse_conference(json.dumps(info).encode()), 1.0)
+
+
+def test_expiring_channels_that_are_already_gone_succeeds() -> None:
+    """A participant that closed its peer connection before leaving: the bridge failed and freed
+    its endpoint, then the focus expires the channels; that is not a bad request."""
+    book = ConferenceBook()
+    cid = example_conference(book)
+    body = {
+        "contents": [
+            {"name": "audio", "channels": [{"id": "0123456789abcdef", "expire": 0}]},
+            {"name": "data", "sctpconnections": [{"id": "fedcba9876543210", "expire": 0}]},
+        ]
+    }
+    plan = book.prepare(cid, parse_conference(json.dumps(body).encode()), 1.0)
+    assert plan.effects == []
+    body["contents"][0]["channels"][0]["expire"] = 5  # type: ignore[index]
+    with pytest.raises(ColibriRequestError):
+        book.prepare(cid, parse_conference(json.dumps(body).encode()), 1.0)

@@ -275,3 +275,14 @@ def test_candidate_sdp_round_trip() -> None:
     assert jingle.candidate_from_sdp(jingle.candidate_to_sdp(c)) == c
     with pytest.raises(JingleError):
         jingle.candidate_from_sdp("candidate:1 1 udp")
+
+
+def test_bridge_session_with_region_and_restart_round_trips() -> None:
+    message = jingle.Jingle(action="session-terminate", sid="s1", bridge_session="b1",
+                            bridge_session_region="eu", bridge_session_restart=True)  # fmt: skip
+    text = jingle.to_xml(message)
+    assert "http://jitsi.org/protocol/focus" in text and 'restart="true"' in text and 'region="eu"' in text
+    back = jingle.parse_xml(text)
+    assert (back.bridge_session, back.bridge_session_region, back.bridge_session_restart) == ("b1", "eu", True)
+    plain = jingle.parse_xml(jingle.to_xml(jingle.Jingle(action="session-initiate", sid="s2", bridge_session="b2")))
+    assert (plain.bridge_session, plain.bridge_session_region, plain.bridge_session_restart) == ("b2", None, False)

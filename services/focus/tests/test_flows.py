@@ -178,3 +178,21 @@ def test_transport_info_candidates_are_patched_to_the_bridge_after_the_answer() 
     assert [(c["ip"], c["port"]) for c in bundle["transport"]["candidates"]] == [("10.0.0.7", 4000)]
     empty = Jingle(action="transport-info", sid="sid-a", contents=[JingleContent(name="audio", transport=Transport())])
     assert flows.transport_info(conf, p, empty).patches == []
+
+
+def test_offers_name_the_bridge_session_and_a_restart_request_gets_a_new_one() -> None:
+    conf = Conference(room=ROOM)
+    p = conf.occupant_joined("a", f"{ROOM}/a", "a@meet.jitsi/x")
+    assert p is not None
+    request = flows.allocation_request(conf, p, "jvb1", S)
+    out = flows.allocated(conf, p, "jvb1", request, bridge_response("a"), "sid-a", S, region="eu")
+    ((_, initiate),) = out.jingle
+    assert (initiate.bridge_session, initiate.bridge_session_region) == ("conf1", "eu")
+    flows.accepted(conf, p, accept("sid-a", {"audio": [1]}), S)
+    stale = Jingle(action="session-terminate", sid="sid-a", bridge_session="old", bridge_session_restart=True)
+    assert flows.restart_requested(conf, p, stale) is None
+    assert p.state is ParticipantState.ACTIVE
+    restart = Jingle(action="session-terminate", sid="sid-a", bridge_session="conf1", bridge_session_restart=True)
+    out = flows.restart_requested(conf, p, restart)
+    assert out is not None and len(out.patches) == 1  # its channels expire
+    assert p.state is ParticipantState.JOINED and p.sid is None  # waits for the new offer

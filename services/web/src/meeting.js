@@ -3,9 +3,9 @@
 // RTCPeerConnection to the bridge, applies source-add/remove, and keeps the Colibri bridge channel
 // open. It emits DOM events the page renders; everything it knows about people lives in `roster`.
 
-import { $iq, $pres, Strophe } from 'strophe.js';
+import { $iq, $msg, $pres, Strophe } from 'strophe.js';
 
-import { BridgeChannel, chatFrom, chatMessage, ColibriClass, endpointStats } from './bridge-channel.js';
+import { BridgeChannel, chatFrom, ColibriClass, endpointStats } from './bridge-channel.js';
 import { encodingForConstraint, qualityLevel, summarizeStats } from './quality.js';
 import { Roster } from './roster.js';
 import { JingleGate, NS_JINGLE_ERRORS, RateLimitedLog } from './signalling/acceptance.js';
@@ -91,6 +91,7 @@ export class Meeting extends EventTarget {
     await this.#connect();
     this.conn.addHandler((el) => this.#onPresence(el), null, 'presence');
     this.conn.addHandler((el) => this.#onJingle(el), NS.JINGLE, 'iq', 'set');
+    this.conn.addHandler((el) => this.#onGroupchat(el), null, 'message', 'groupchat');
     this.#status('focus', 'Setting up the room…');
     await this.#askFocus();
     this.#status('joining', 'Joining the room…');
@@ -187,6 +188,21 @@ export class Meeting extends EventTarget {
       statsId: `${this.displayName}-${this.endpointId}`, join,
     });
     this.conn.send(pres.tree());
+  }
+
+  // Chat is MUC groupchat (XEP-0045 section 7.4), as Jitsi clients send it; our own messages
+  // come back from the room and are shown when sent, so the echo is skipped.
+  #onGroupchat(el) {
+    const from = el.getAttribute('from') ?? '';
+    if (!from.startsWith(`${this.roomJid}/`)) return true;
+    const nick = from.slice(this.roomJid.length + 1);
+    const body = [...el.children].find((c) => c.tagName === 'body')?.textContent ?? '';
+    const delayed = [...el.children].some((c) => c.tagName === 'delay');
+    if (!body || nick === this.endpointId || delayed) return true;
+    const person = this.roster.people.get(nick);
+    const named = [...el.children].find((c) => c.tagName === 'nick')?.textContent;
+    this.#emit('chat', { from: nick, text: body.slice(0, 10000), displayName: person?.nick ?? named ?? nick, mine: false });
+    return true;
   }
 
   #onPresence(el) {
@@ -541,8 +557,9 @@ export class Meeting extends EventTarget {
   sendChat(text) {
     const body = text.trim();
     if (!body) return false;
-    if (!this.channel) throw new MeetingError('bridge', 'Chat is not connected yet.');
-    this.channel.send(chatMessage(body, this.displayName));
+    if (!this.conn?.connected) throw new MeetingError('bridge', 'Chat is not connected yet.');
+    this.conn.send($msg({ to: this.roomJid, type: 'groupchat' }).c('body').t(body).up()
+      .c('nick', { xmlns: 'http://jabber.org/protocol/nick' }).t(this.displayName ?? ''));
     this.#emit('chat', { from: this.endpointId, text: body, displayName: this.displayName, mine: true });
     return true;
   }

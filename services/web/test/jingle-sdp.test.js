@@ -192,6 +192,13 @@ describe('session-accept from the browser answer', () => {
     assert.deepEqual(back.contents[0].transport.fingerprints, c[0].transport.fingerprints);
   });
 
+  it('names sources with the media-level a=msid when the answer has no a=ssrc msid lines', () => {
+    const modern = CHROME_ANSWER.split('\r\n').filter((l) => !/^a=ssrc:\d+ msid:/.test(l)).join('\r\n');
+    const [audio, video] = answerToContents(modern, { contentNames: ['audio', 'video'], owner: ME, endpointId: 'me000001' });
+    assert.equal(audio.description.sources[0].msid, 'stream-1 track-a');
+    assert.deepEqual(video.description.sources.map((s) => s.msid), ['stream-1 track-v', 'stream-1 track-v']);
+  });
+
   it('rejects an answer that lacks the offered contents', () => {
     assert.throws(() => answerToContents(CHROME_ANSWER, { contentNames: ['data'], owner: ME, endpointId: 'x' }),
       /none of the offered contents/);

@@ -25,6 +25,7 @@ Guests are hostile, so the service stamps what only it may say, the way Prosody'
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -172,6 +173,8 @@ class Room:
         self.affiliations: dict[JID, str] = {}
         self.subject = ""
         self.subject_from = ""
+        # what Jitsi's mod_muc_meeting_id gives every room: clients read it from disco#info
+        self.meeting_id = str(uuid.uuid4())
 
     def occupant_jid(self, nick: str) -> str:
         return f"{self.jid_str}/{nick}"
@@ -624,6 +627,8 @@ class MucService:
         f.sub("value", text="http://jabber.org/protocol/muc#roominfo")
         f = form.sub("field", attrs={"var": "muc#roominfo_occupants"})
         f.sub("value", text=str(len(room.occupants)))
+        f = form.sub("field", attrs={"var": "muc#roominfo_meetingId", "type": "text-single"})
+        f.sub("value", text=room.meeting_id)
         return q
 
     def _owner(self, stanza: Element, payload: Element, room: Room, kind: str | None) -> None:

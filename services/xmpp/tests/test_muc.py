@@ -162,3 +162,16 @@ def test_nick_change_is_unavailable_303_then_available():
     assert [p.get("from") for p in seen] == [f"room@{MUC_HOST}/alice", f"room@{MUC_HOST}/alicia"]
     out = guest.send(f"<presence to='room@{MUC_HOST}/focus'/>")
     assert out[0].find("error").first_element().name == "conflict"
+
+
+def test_room_disco_info_carries_a_meeting_id_like_jitsis_prosody() -> None:
+    _broker, conf, _focus, guest = setup_room()
+    guest.send(JOIN.format(to=f"room@{MUC_HOST}/alice", extra=""))
+    query = "<iq type='get' id='d' to='{to}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    (answer,) = guest.send(query.format(to=f"room@{MUC_HOST}"))
+    fields = {f.get("var"): f.find("value").text for f in answer.first_element().find("x").find_all("field")}
+    meeting_id = fields["muc#roominfo_meetingId"]
+    assert meeting_id == conf.rooms[next(iter(conf.rooms))].meeting_id and len(meeting_id) == 36
+    (again,) = guest.send(query.format(to=f"room@{MUC_HOST}"))
+    fields = {f.get("var"): f.find("value").text for f in again.first_element().find("x").find_all("field")}
+    assert fields["muc#roominfo_meetingId"] == meeting_id  # stable for the room's life

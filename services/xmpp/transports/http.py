@@ -157,6 +157,11 @@ class WebSocketSession:
     def write(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.proto.state is not OPEN:
+            # the peer's close frame came in the same read as its last message (a <close/>
+            # followed at once by the socket's close): nothing more can be sent
+            self.closing = True
+            return
         self.proto.send_text(data)
         self.conn.schedule_flush()
         transport = self.conn.transport
@@ -180,7 +185,7 @@ class WebSocketSession:
         self.conn.close_soon()
 
     def ping(self) -> None:
-        if self.closing:
+        if self.closing or self.proto.state is not OPEN:
             return
         self.ping_sent = time.monotonic()
         self.proto.send_ping(b"parley")

@@ -342,8 +342,12 @@ export function answerToContents(answerSdp, { contentNames, owner, endpointId })
     const groups = (m.ssrcGroups ?? []).map((g) => ({ semantics: g.semantics, ssrcs: g.ssrcs.split(' ').map(Number) }));
     const letter = m.type === 'audio' ? 'a' : 'v';
     const name = `${endpointId}-${letter}${counters[m.type] ?? 0}`;
+    // Chrome names the stream and track with a media-level a=msid only (RFC 8830); Jitsi clients
+    // need it on every source to make a remote track of it
+    const firstMsid = Array.isArray(m.msid) ? m.msid[0] : null;
+    const mediaMsid = firstMsid ? `${firstMsid.id} ${firstMsid.appdata}` : (typeof m.msid === 'string' ? m.msid : undefined);
     const sources = ssrcIds.map((ssrc) => {
-      const msid = (m.ssrcs ?? []).find((s) => Number(s.id) === ssrc && s.attribute === 'msid')?.value;
+      const msid = (m.ssrcs ?? []).find((s) => Number(s.id) === ssrc && s.attribute === 'msid')?.value ?? mediaMsid;
       const source = { ssrc, name, owner };
       if (msid) source.msid = msid;
       if (m.type === 'video') source.videoType = 'camera';
