@@ -183,6 +183,8 @@ def attack_noack(port: int, http_port: int, until: float) -> None:
                         break
             except BlockingIOError:
                 pass
+            except OSError:  # the broker cut it off (and reset the socket)
+                closed = True
             time.sleep(0.01)
         victim.close()
     sender.close()

@@ -281,3 +281,17 @@ def test_the_forwarded_client_address_is_believed_only_from_a_trusted_proxy():
     assert server.client_address("192.0.2.50", headers) == "192.0.2.50"  # not a proxy: its own address
     assert server.client_address("127.0.0.1", {}) == "127.0.0.1"
     assert server.is_internal("127.0.0.1") and not server.is_internal("192.0.2.50")
+
+
+def test_memory_trimmer_runs_only_after_a_free_and_at_most_once_per_interval():
+    from services.xmpp.limits import MemoryTrimmer
+
+    trimmer = MemoryTrimmer(interval=1.0)
+    calls: list[int] = []
+    trimmer._trim = lambda pad: calls.append(pad) or 1  # type: ignore[assignment]
+    assert not trimmer.maybe_trim(10.0)  # nothing freed yet
+    trimmer.freed()
+    assert trimmer.maybe_trim(10.0) and calls == [0]
+    trimmer.freed()
+    assert not trimmer.maybe_trim(10.5)  # too soon: stays pending
+    assert trimmer.maybe_trim(11.1) and trimmer.trims == 2
