@@ -41,6 +41,7 @@ class LimitsConfig(Section):
     idle_timeout: float = Field(ge=0)
     max_depth: int = Field(ge=4, le=1000)
     max_elements: int = Field(ge=16)
+    max_pending_elements: int = Field(ge=1000)
     max_header_size: int = Field(ge=512)
     max_outbound_bytes: int = Field(ge=65536)
     max_unacked_stanzas: int = Field(ge=10)
@@ -130,6 +131,7 @@ ENV = [
     EnvVar("XMPP_IDLE_TIMEOUT", "xmpp.limits.idle-timeout", float),
     EnvVar("XMPP_MAX_OUTBOUND_BYTES", "xmpp.limits.max-outbound-bytes", int),
     EnvVar("XMPP_MAX_UNACKED_STANZAS", "xmpp.limits.max-unacked-stanzas", int),
+    EnvVar("XMPP_MAX_PENDING_ELEMENTS", "xmpp.limits.max-pending-elements", int),
     EnvVar("XMPP_LOGIN_FAILURES_PER_ADDRESS", "xmpp.limits.login-failures-per-address", int),
     EnvVar("XMPP_LOGIN_FAILURES_PER_ACCOUNT", "xmpp.limits.login-failures-per-account", int),
     EnvVar("XMPP_INTERNAL_NETWORKS", "xmpp.c2s.internal-networks", split_list),

@@ -26,6 +26,7 @@ from .session import ClientSession, SessionLimits
 from .stream_management import ResumptionRegistry
 from .transports.http import HttpConnection, HttpResponse, WebSocketSession
 from .transports.tcp import SliceScheduler, TcpConnection
+from .xml import ElementBudget
 
 log = logging.getLogger("xmpp.server")
 
@@ -103,6 +104,8 @@ class XmppServer:
             ),
         )
         self.resumption = ResumptionRegistry()
+        # elements in unfinished stanzas over every TCP stream (services/xmpp/xml.py)
+        self.element_budget = ElementBudget(lim.max_pending_elements)
         self.tls_context: ssl.SSLContext | None = None
         if cfg.c2s.tls_certificate and cfg.c2s.tls_key:
             self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

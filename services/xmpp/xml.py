@@ -13,7 +13,12 @@ it is still arriving, before it is held in memory whole:
 * more than ``max_elements`` elements in one stanza (each costs a few hundred bytes of Python
   objects, a hundred times its wire size);
 * elements nested deeper than ``max_depth`` (the stanza itself is depth 1), so nothing recursive
-  downstream (serializer, copies, services' XML libraries) can run out of stack.
+  downstream (serializer, copies, services' XML libraries) can run out of stack;
+* across every stream of the server, the elements held in stanzas still arriving
+  (:class:`ElementBudget`): past its limit, a stream whose unfinished stanza holds more than
+  :attr:`ElementBudget.small` elements is closed with ``resource-constraint``, so many connections
+  each holding a partial stanza cannot fill the memory (or make every garbage collection pass walk
+  hundreds of thousands of objects), while small stanzas still get through.
 
 Input is fed to expat in pieces of at most :attr:`StreamParser.CHUNK` bytes and the limits are
 checked after each piece, so the cost of an unterminated token (expat 2.5 re-scans a pending
@@ -253,6 +258,24 @@ def _too_deep(limit: int) -> NoReturn:
     raise XmlStreamError("policy-violation", f"elements nested deeper than {limit}")
 
 
+class ElementBudget:
+    """Elements held in unfinished stanzas across all the streams that share it (one per server).
+
+    A stream takes one unit per element as it is parsed and gives its stanza's units back when the
+    stanza is complete or the stream is dropped. Over ``limit``, a stanza that already holds more
+    than ``small`` elements is refused: the connections holding big partial stanzas are the ones cut
+    off, an ordinary stanza arriving meanwhile is not.
+    """
+
+    __slots__ = ("held", "limit", "refused", "small")
+
+    def __init__(self, limit: int = 50000, small: int = 1000) -> None:
+        self.limit = limit
+        self.small = small
+        self.held = 0
+        self.refused = 0
+
+
 class _Builder:
     """Shared expat callbacks; subclasses decide what depth means."""
 
@@ -323,7 +346,9 @@ class StreamParser(_Builder):
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_header: int = DEFAULT_MAX_HEADER,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
+        budget: ElementBudget | None = None,
     ) -> None:
+        self.budget = budget
         self._events: list[StreamEvent] = []
         self._stack: list[Element] = []
         self._opened = False
@@ -334,6 +359,7 @@ class StreamParser(_Builder):
         super().__init__(max_stanza_size, max_depth, max_elements)
 
     def reset(self) -> None:
+        self._give_back()
         self.parser = self._new_parser()
         self._stack = []
         self._opened = False
@@ -385,8 +411,15 @@ class StreamParser(_Builder):
         collection (the expat parser and this object refer to each other)."""
         self._drop()
 
+    def _give_back(self) -> None:
+        """The stanza being built is complete or gone: its elements leave the shared budget."""
+        if self.budget is not None:
+            self.budget.held -= self._count
+        self._count = 0
+
     def _drop(self) -> None:
         """Let go of everything held for a stream that is being closed."""
+        self._give_back()
         self._stack = []
         self._events = []
         self._fed = self._stanza_start = self._idle_mark = 0
@@ -402,12 +435,23 @@ class StreamParser(_Builder):
         stack = self._stack
         if len(stack) >= self.max_depth:
             _too_deep(self.max_depth)
+        budget = self.budget
         if stack:
+            if budget is not None:
+                budget.held += 1  # before the per-stanza check, so giving back stays exact
             self._counted()
+            if budget is not None:
+                if budget.held > budget.limit and self._count > budget.small:
+                    budget.refused += 1
+                    raise XmlStreamError(
+                        "resource-constraint", "too many elements held in unfinished stanzas; try again"
+                    )
             el = self._element(qname, attrs)
             stack[-1].children.append(el)
         else:
             self._count = 1
+            if budget is not None:
+                budget.held += 1
             self._stanza_start = self.parser.CurrentByteIndex
             el = self._element(qname, attrs)
         stack.append(el)
@@ -418,6 +462,7 @@ class StreamParser(_Builder):
             return
         el = self._stack.pop()
         if not self._stack:
+            self._give_back()
             end = self.parser.CurrentByteIndex
             if end - self._stanza_start > self.max_size:
                 raise XmlStreamError("policy-violation", f"stanza larger than {self.max_size} bytes")

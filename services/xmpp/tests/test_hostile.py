@@ -295,3 +295,47 @@ def test_memory_trimmer_runs_only_after_a_free_and_at_most_once_per_interval():
     trimmer.freed()
     assert not trimmer.maybe_trim(10.5)  # too soon: stays pending
     assert trimmer.maybe_trim(11.1) and trimmer.trims == 2
+
+
+HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='x'>"
+
+
+def test_partial_stanzas_share_one_element_budget_and_the_big_holders_are_cut_off():
+    from services.xmpp.xml import ElementBudget
+
+    budget = ElementBudget(limit=5000, small=100)
+    holders = []
+    for _ in range(3):  # 3 x 2,000 elements held: the third passes the limit and is refused
+        p = StreamParser(budget=budget)
+        p.feed(HEADER)
+        holders.append(p)
+    holders[0].feed(b"<message>" + b"<a/>" * 2000)
+    holders[1].feed(b"<message>" + b"<a/>" * 2000)
+    with pytest.raises(XmlStreamError) as refused:
+        holders[2].feed(b"<message>" + b"<a/>" * 2000)
+    assert refused.value.condition == "resource-constraint"
+    assert budget.held <= 5000 + 100 and budget.refused == 1
+    # over the limit, an ordinary stanza still gets through on another stream
+    small = StreamParser(budget=budget)
+    small.feed(HEADER)
+    (msg,) = small.feed(b"<message><body>hi</body><x/><y/></message>")
+    assert msg.name == "message"
+    # a finished stanza and a dropped stream give their elements back, to the unit
+    holders[0].feed(b"</message>")
+    holders[1].discard()
+    assert budget.held == 0
+
+
+def test_element_budget_accounting_survives_every_error_path():
+    from services.xmpp.xml import ElementBudget
+
+    budget = ElementBudget(limit=10**6)
+    for tail in (b"<a/>" * 20 + b"</wrong>", b"<a>" * 40, b"<a/>" * 20000, b"<b/></message><message><c/>"):
+        p = StreamParser(max_elements=10000, budget=budget)
+        p.feed(HEADER)
+        try:
+            p.feed(b"<message>" + tail)
+        except XmlStreamError:
+            pass
+        p.discard()
+        assert budget.held == 0, tail[:20]

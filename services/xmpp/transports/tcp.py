@@ -26,7 +26,9 @@ class TcpConnection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         lim = server.limits
-        self.parser = StreamParser(lim.max_stanza_size, lim.max_depth, lim.max_header_size, lim.max_elements)
+        self.parser = StreamParser(
+            lim.max_stanza_size, lim.max_depth, lim.max_header_size, lim.max_elements, server.element_budget
+        )
         self.out: list[bytes] = []
         self.out_bytes = 0
         self.flush_scheduled = False
