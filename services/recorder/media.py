@@ -100,6 +100,7 @@ class MediaSession:
         self.pc: RTCPeerConnection | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.tracks: dict[str, str] = {}  # mid -> owner nick
+        self._lock = asyncio.Lock()  # renegotiations and close, one at a time
         self.packets = 0
 
     async def answer(self, responder: str) -> Jingle:
@@ -126,18 +127,20 @@ class MediaSession:
                       bundle=[c.name for c in self.offer.offer.contents])  # fmt: skip
 
     async def sources(self, message: Jingle) -> None:
-        """``source-add`` / ``source-remove``: renegotiate."""
-        if message.action == "source-add":
-            self.offer.add_sources(message)
-        else:
-            self.offer.remove_sources(message)
-        if self.pc is None:
-            return
-        await self.pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
-        for transceiver in self.pc.getTransceivers():
-            if transceiver.direction != "inactive":
-                transceiver.direction = "recvonly"
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        """``source-add`` / ``source-remove``: renegotiate (one at a time, never after close)."""
+        async with self._lock:
+            if message.action == "source-add":
+                self.offer.add_sources(message)
+            else:
+                self.offer.remove_sources(message)
+            pc = self.pc
+            if pc is None:
+                return
+            await pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
+            for transceiver in pc.getTransceivers():
+                if transceiver.direction != "inactive":
+                    transceiver.direction = "recvonly"
+            await pc.setLocalDescription(await pc.createAnswer())
 
     def _owner(self, mid: str | None) -> str | None:
         for slot in self.offer.slots:
@@ -177,9 +180,10 @@ class MediaSession:
                     self.on_decoded(owner, kind, at, frame)
 
     async def close(self) -> None:
+        pc, self.pc = self.pc, None  # renegotiations from now on do nothing
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        pc, self.pc = self.pc, None
-        if pc is not None:
-            await pc.close()
+        async with self._lock:
+            if pc is not None:
+                await pc.close()
