@@ -14,12 +14,13 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from services.common import jibri, jingle
 from services.common.brewery import BridgeStats
 from services.common.logging import RateLimitedLogger
+from services.common.tasks import Background
 
 from . import flows, metrics, offer
 from .bridges import BridgeRegistry, HealthOutcome
@@ -63,7 +64,7 @@ class Focus:
         self.signaling: Signaling | None = None
         self.conferences: dict[str, Conference] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.background = Background(log)
         self._session_rooms: dict[str, str] = {}  # Jingle sid -> room (stale entries are harmless)
         c = settings.conference
         self.offer_settings = flows.OfferSettings(
@@ -81,18 +82,8 @@ class Focus:
         self.jibri = JibriService(self)
 
     # ------------------------------------------------------------------ plumbing
-    def _spawn(self, coro: object, what: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro  # type: ignore[misc]
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s failed", what)
-
-        task = asyncio.ensure_future(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        self.background.spawn(coro, what)
 
     def _lock(self, room: str) -> asyncio.Lock:
         lock = self._locks.get(room)
@@ -120,9 +111,7 @@ class Focus:
         metrics.PARTICIPANTS.set(sum(len(c.participants) for c in self.conferences.values()))
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.close()
 
     # ------------------------------------------------------------------ restore (Redis)
     async def restore(self) -> None:

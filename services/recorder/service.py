@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.common import jibri
 from services.common.jibri import Action, JibriIq, RecorderStatus, RecordingMode, Status
 from services.common.jingle import Jingle
+from services.common.tasks import Background
 
 from . import metrics
 from .config import RecorderSettings
@@ -46,20 +48,10 @@ class Recorder:
         self.sessions: dict[str, MediaSession] = {}  # Jingle sid -> session
         self.focus_of: dict[str, str] = {}  # session id -> the focus's JID that started it
         self.on_disk = recover(settings.output_dir)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.background = Background(log)
 
-    def _spawn(self, coro: object, what: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro  # type: ignore[misc]
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s failed", what)
-
-        task = asyncio.ensure_future(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        self.background.spawn(coro, what)
 
     # ------------------------------------------------------------------ status
     def status(self) -> RecorderStatus:
@@ -178,6 +170,4 @@ class Recorder:
     async def close(self) -> None:
         for session_id in list(self.recordings):
             await self.stop(session_id, "stopped", "recorder shut down")
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.close()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Coroutine
-from typing import Any
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
@@ -22,6 +20,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.common import jibri, jingle
 from services.common.jibri import JibriIq, RecorderStatus
+from services.common.tasks import Background
 
 from .config import RecorderSettings
 from .service import Recorder, Refused
@@ -47,7 +46,7 @@ class RecorderXmpp(slixmpp.ClientXMPP):
         self.ready = asyncio.Event()
         self._closing = False
         self._status = recorder.status()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.background = Background(log)
         self.add_event_handler("session_start", self._session_start)
         self.add_event_handler("disconnected", self._disconnected)
         self.register_handler(
@@ -105,11 +104,6 @@ class RecorderXmpp(slixmpp.ClientXMPP):
         reply["error"]["text"] = text
         reply.send()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _jibri_iq(self, iq: slixmpp.Iq) -> None:
         if iq["type"] != "set":
             return
@@ -121,7 +115,7 @@ class RecorderXmpp(slixmpp.ClientXMPP):
         except jibri.JibriFormatError as exc:
             self._error(iq, "bad-request", str(exc), "modify")
             return
-        self._spawn(self._answer_jibri(iq, request))
+        self.background.spawn(self._answer_jibri(iq, request), "recording request")
 
     async def _answer_jibri(self, iq: slixmpp.Iq, request: JibriIq) -> None:
         try:
@@ -151,7 +145,7 @@ class RecorderXmpp(slixmpp.ClientXMPP):
             self._error(iq, "bad-request", str(exc), "modify")
             return
         iq.reply(clear=True).send()
-        self._spawn(self._jingle(str(iq["from"]), message))
+        self.background.spawn(self._jingle(str(iq["from"]), message), "jingle from the focus")
 
     async def _jingle(self, sender: str, message: jingle.Jingle) -> None:
         try:
