@@ -33,7 +33,7 @@ from tests.compose.conftest import (
     edit_env_file,
     free_block,
     project_files,
-    test_env,
+    stack_env,
 )
 from tests.compose.engine import ComposeProject, PodmanService, ensure_debian_base
 from tests.compose.test_stack import frames, open_page
@@ -72,7 +72,7 @@ def main() -> int:
     project_dir = workdir / "parley"
     project_files(project_dir)
     (project_dir / ".env.example").replace(project_dir / ".env")
-    env = test_env(free_block(7 + 3 * BRIDGE_SLOTS))
+    env = stack_env(free_block(7 + 3 * BRIDGE_SLOTS))
     edit_env_file(project_dir / ".env", env)
     project = ComposeProject(engine, project_dir, f"parleybench{os.getpid()}")
     front = f"https://localhost:{env['HTTPS_PORT']}"
