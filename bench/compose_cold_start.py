@@ -140,9 +140,16 @@ def main() -> int:
                 since = {i: frames(p) for i, p in enumerate(pages)}
                 t_kill = time.monotonic()
                 project.podman("kill", "--signal", "KILL", ids[carrying])
-                while not all_flowing(pages, 2, since):
-                    assert time.monotonic() - t_kill < 120, "media did not come back"
+                while not all_flowing(pages, 2, since) and time.monotonic() - t_kill < 120:
                     time.sleep(0.05)
+                if not all_flowing(pages, 2, since):
+                    stuck = [
+                        {ep: n - since[i].get(ep, 0) for ep, n in frames(p).items()}
+                        for i, p in enumerate(pages)
+                    ]
+                    print(f"kill {kill + 1}: bridge {carrying} killed, media NOT flowing on every page after 120 s "
+                          f"(new frames per page and remote: {stuck})")  # fmt: skip
+                    continue
                 recoveries.append(time.monotonic() - t_kill)
                 print(
                     f"kill {kill + 1}: bridge {carrying} killed, media flowing again after {recoveries[-1]:.2f} s"
