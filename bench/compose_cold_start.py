@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -163,6 +164,7 @@ def main() -> int:
         project.down()
         project.remove_images()
         engine.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
