@@ -153,7 +153,7 @@ def project_files(target: Path) -> None:
         shutil.copyfile(host_ca, target / "config" / "build-ca" / "host-ca-bundle.crt")
 
 
-def test_env(base: int) -> dict[str, str]:
+def stack_env(base: int) -> dict[str, str]:
     ports = {
         "HTTP_PORT": base,
         "HTTPS_PORT": base + 1,
@@ -210,7 +210,7 @@ def compose_stack() -> Iterator[Stack]:
     project_dir = workdir / "parley"
     project_files(project_dir)
     project = ComposeProject(engine, project_dir, f"parleytest{os.getpid()}")
-    stack = Stack(project, project_dir, test_env(free_block(7 + 3 * BRIDGE_SLOTS)), docker_compose_word())
+    stack = Stack(project, project_dir, stack_env(free_block(7 + 3 * BRIDGE_SLOTS)), docker_compose_word())
     try:
         project.start_healthchecks()
         first = readme_blocks()[0]
