@@ -28,11 +28,16 @@ from services.launcher.plan import NGINX_TEMPLATE, REPO, fill_template
 
 DYNAMIC_BRIDGES = r"""
         # Colibri WebSockets of every bridge: the server id's last part is its public port, one of
-        # the bridges' range (JVB_PUBLIC_PORT) and no other
-        location ~ "^/colibri-ws/([A-Za-z0-9.-]+-(@PORTS@))/(.*)$" {
-            proxy_pass http://127.0.0.1:$2/colibri-ws/$1/$3$is_args$args;
+        # the bridges' range (JVB_PUBLIC_PORT) and no other. The request line goes on as the client
+        # sent it ($request_uri): conference and endpoint ids stay percent-encoded, where a regex
+        # capture would hand the bridge decoded bytes.
+        location ~ "^/colibri-ws/[A-Za-z0-9.-]+-(@PORTS@)/" {
+            proxy_pass http://127.0.0.1:$1$request_uri;
             include {{ws_proxy}};
         }
+        # any other server id is no bridge of ours: 404, not the web page (a plain prefix, so the
+        # regular expression above still wins where it matches)
+        location /colibri-ws/ { return 404; }
         location ~ "^/health/bridge/[A-Za-z0-9.-]+-(@PORTS@)$" {
             proxy_pass http://127.0.0.1:$1/about/health;
         }"""

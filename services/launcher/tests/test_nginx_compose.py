@@ -61,8 +61,10 @@ def test_https_beside_http_and_the_redirect_when_asked(tmp_path: Path) -> None:
 
 def test_bridges_are_routed_by_the_port_in_their_server_id_and_only_those_ports(tmp_path: Path) -> None:
     conf = render(env(tmp_path, JVB_PUBLIC_PORT="9090-9092"))
-    assert '"^/colibri-ws/([A-Za-z0-9.-]+-(9090|9091|9092))/(.*)$"' in conf
-    assert "proxy_pass http://127.0.0.1:$2/colibri-ws/$1/$3$is_args$args;" in conf
+    assert '"^/colibri-ws/[A-Za-z0-9.-]+-(9090|9091|9092)/"' in conf
+    # the request line as the client sent it: ids stay percent-encoded on the way to the bridge
+    assert "proxy_pass http://127.0.0.1:$1$request_uri;" in conf
+    assert "location /colibri-ws/ { return 404; }" in conf  # any other server id
     assert bridge_ports("9090") == [9090]
     for bad in ("1-99999", "9000-9500", "x"):
         with pytest.raises(ValueError):
@@ -98,3 +100,64 @@ def test_a_bad_setting_stops_the_entrypoint_with_one_line(tmp_path: Path, monkey
         monkeypatch.setenv(key, value)
     assert nginx_compose.main(["nginx_compose", str(tmp_path / "nginx.conf")]) == 1
     assert "nginx: cannot start: JVB_PUBLIC_PORT: '9000-9999'" in capsys.readouterr().err
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(not Path("/usr/sbin/nginx").exists(), reason="nginx not installed")
+def test_real_nginx_passes_encoded_ids_to_the_bridge_and_404s_unknown_server_ids(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import socket
+    import threading
+
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    bridge = socket.socket()
+    bridge.bind(("127.0.0.1", 0))
+    bridge.listen(1)
+    bridge_port = bridge.getsockname()[1]
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = bridge.accept()
+        with conn:
+            seen.append(conn.recv(4096).split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    http_port = free()
+    e = env(tmp_path, HTTP_PORT=str(http_port), HTTPS_PORT=str(free()), ENABLE_HTTP_REDIRECT="0",
+            ENABLE_IPV6="0", JVB_PUBLIC_PORT=str(bridge_port))  # fmt: skip
+    for key, value in e.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "nginx.conf"
+    assert nginx_compose.main(["nginx_compose", str(out)]) == 0
+    nginx = subprocess.Popen(
+        ["/usr/sbin/nginx", "-e", "stderr", "-p", e["NGINX_PREFIX"], "-c", str(out), "-g", "daemon off;"],
+        cwd=REPO,
+    )
+
+    def get(path: str) -> bytes:
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", http_port), timeout=5) as c:
+                    c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                    return c.recv(4096).split(b"\r\n", 1)[0]
+            except ConnectionRefusedError:
+                import time
+
+                time.sleep(0.05)
+        raise AssertionError("nginx did not start")
+
+    try:
+        sid = f"host-{bridge_port}"
+        assert b" 404 " in get("/colibri-ws/nobody-1/conf/ep?pwd=x")
+        assert b" 204 " in get(f"/colibri-ws/{sid}/conf%2F1/a%20b%3Fc?pwd=p%26q")
+        assert seen == [f"GET /colibri-ws/{sid}/conf%2F1/a%20b%3Fc?pwd=p%26q HTTP/1.1".encode()]
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        bridge.close()
