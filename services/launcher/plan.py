@@ -30,6 +30,11 @@ class StackSettings:
     focus_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     jvb_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     nginx_binary: str = "/usr/sbin/nginx"
+    # coturn (services/turn): TURN/STUN on turn_port (+ offset), UDP and TCP, relaying from
+    # turn_relay_ports; the broker hands out credentials for it (XEP-0215)
+    turn: bool = True
+    turn_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    turn_relay_ports: tuple[int, int] = (49152, 65535)
     python: str = sys.executable
     log_level: str = "INFO"
 
@@ -97,6 +102,16 @@ def build_plan(s: StackSettings) -> StackPlan:
         "JVB_AUTH_PASSWORD": s.jvb_password,
     }
     c2s, xmpp_http = s.port(5222), s.port(5280)
+    turn_port = s.port(3478)
+    turn_client = (
+        {
+            "TURN_CREDENTIALS": s.turn_secret,
+            "TURN_HOST": urlparse(s.url).hostname or "localhost",
+            "TURN_PORT": str(turn_port),
+        }
+        if s.turn
+        else {}
+    )
     focus_http, web_http = s.port(8888), s.port(8100)
     xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
     procs = [
@@ -106,6 +121,7 @@ def build_plan(s: StackSettings) -> StackPlan:
             {
                 **common,
                 **accounts,
+                **turn_client,
                 "XMPP_C2S_PORT": str(c2s),
                 "XMPP_HTTP_PORT": str(xmpp_http),
                 "XMPP_BIND_ADDRESS": "127.0.0.1",
@@ -182,6 +198,27 @@ def build_plan(s: StackSettings) -> StackPlan:
             "/health/web",
         )
     )
+    if s.turn:
+        procs.append(
+            ProcessSpec(
+                "turn",
+                [py, "-m", "services.turn"],
+                {
+                    "TURN_CREDENTIALS": s.turn_secret,
+                    "TURN_REALM": s.xmpp_domain,
+                    "TURN_PORT": str(turn_port),
+                    "TURN_LISTEN_IPS": "127.0.0.1",
+                    "TURN_RELAY_PORTS": f"{s.turn_relay_ports[0]}-{s.turn_relay_ports[1]}",
+                    # the bridges advertise 127.0.0.1: the only loopback address the relay may reach
+                    "TURN_ALLOWED_PEER_IPS": "127.0.0.1",
+                    "TURN_RUN_DIR": str(s.run_dir / "turn"),
+                },
+                [turn_port],
+                [turn_port],
+                f"stun:127.0.0.1:{turn_port}",
+                "",
+            )
+        )
     nginx_conf = s.run_dir / "nginx" / "nginx.conf"
     procs.append(
         ProcessSpec(
