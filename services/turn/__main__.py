@@ -16,7 +16,9 @@ def main() -> int:
     except TurnConfigError as exc:
         print(f"turn: {exc}", file=sys.stderr)
         return 2
-    if settings.tls_cert and not (os.path.exists(settings.tls_cert) and os.path.exists(str(settings.tls_key))):
+    if settings.tls_cert and not (
+        os.path.exists(settings.tls_cert) and os.path.exists(str(settings.tls_key))
+    ):
         # compose points at nginx's certificate, which an operator may not have installed yet
         print(f"turn: no certificate at {settings.tls_cert}; TURN over TLS is off", file=sys.stderr)
         settings = dataclasses.replace(settings, tls_cert=None, tls_key=None)
