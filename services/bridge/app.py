@@ -75,6 +75,7 @@ class Bridge:
                 port=config.udp_port,
                 bind_address=vb.ice.bind_address,
                 advertise_ips=tuple(vb.ice.advertise_ips),
+                stun_servers=tuple(vb.ice.stun_servers),
                 native_forwarding=vb.forwarding.native_loop,
             ),
             policy_factory=self._policy_for,

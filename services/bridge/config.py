@@ -114,6 +114,7 @@ class Ice(Section):
     udp_port: PortSpec = (10000, 10000)
     bind_address: str = "0.0.0.0"
     advertise_ips: list[str] = Field(default_factory=list)
+    stun_servers: list[str] = Field(default_factory=list)
 
 
 class Forwarding(Section):
@@ -202,6 +203,7 @@ def _public_url(value: str) -> str:
 ENV_VARS = [
     EnvVar("JVB_PORT", "videobridge.ice.udp-port"),
     EnvVar("JVB_ADVERTISE_IPS", "videobridge.ice.advertise-ips", split_list),
+    EnvVar("JVB_STUN_SERVERS", "videobridge.ice.stun-servers", split_list),
     EnvVar("JVB_NATIVE_FORWARDING", "videobridge.forwarding.native-loop", _bool),
     EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
     EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),

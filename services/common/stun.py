@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from dataclasses import dataclass
 
 from aioice import stun
 
@@ -48,9 +49,18 @@ class _Client(asyncio.DatagramProtocol):
             self.answer.set_result(message)
 
 
-async def binding_request(server: tuple[str, int], wait: float = 3.0, attempts: int = 3) -> tuple[str, int]:
-    """The XOR-MAPPED-ADDRESS the server returns for a request from a fresh UDP socket, sent up
-    to ``attempts`` times within ``wait`` seconds."""
+@dataclass(frozen=True)
+class StunMapping:
+    """What one Binding exchange showed: ``mapped``, the address the server saw us at, and
+    ``local``, the address the kernel sent from (the interface facing the server)."""
+
+    mapped: tuple[str, int]
+    local: tuple[str, int]
+
+
+async def binding_request(server: tuple[str, int], wait: float = 3.0, attempts: int = 3) -> StunMapping:
+    """Ask ``server`` from a fresh UDP socket, sending up to ``attempts`` times within ``wait``
+    seconds."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(server[0], server[1], type=socket.SOCK_DGRAM)
     if not infos:
@@ -58,13 +68,14 @@ async def binding_request(server: tuple[str, int], wait: float = 3.0, attempts: 
     family, _, _, _, address = infos[0]
     request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
     transport, proto = await loop.create_datagram_endpoint(
-        lambda: _Client(request.transaction_id), family=family
+        lambda: _Client(request.transaction_id), remote_addr=(str(address[0]), int(address[1])), family=family
     )
     answer: stun.Message | None = None
     try:
+        local = transport.get_extra_info("sockname")
         data = bytes(request)
         for _ in range(attempts):
-            transport.sendto(data, address)
+            transport.sendto(data)
             with contextlib.suppress(TimeoutError):
                 answer = await asyncio.wait_for(asyncio.shield(proto.answer), wait / attempts)
                 break
@@ -77,4 +88,4 @@ async def binding_request(server: tuple[str, int], wait: float = 3.0, attempts: 
     mapped = answer.attributes.get("XOR-MAPPED-ADDRESS") or answer.attributes.get("MAPPED-ADDRESS")
     if not mapped:
         raise StunError(f"no mapped address in the answer of {server[0]}:{server[1]}")
-    return str(mapped[0]), int(mapped[1])
+    return StunMapping((str(mapped[0]), int(mapped[1])), (str(local[0]), int(local[1])))

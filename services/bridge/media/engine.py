@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import aiortc_adapter as adapter
+from . import stun_discovery
 from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
 from .forwarder import ConferenceForwarder, EndpointMedia
 from .ice import IceLiteAgent
@@ -85,7 +86,8 @@ class MediaConfig:
     ``packet_cache_size``: packets kept per incoming stream to answer NACKs.
     ``remb_max_bps``/``remb_min_bps``: bounds of the estimate sent to senders.
     ``native_forwarding``: forward with the C per-receiver loop (native.py) when it is built;
-    off, or when it is not, the Python loop does it all.
+    off, or when it is not, the Python loop does it all. ``stun_servers``: when ``advertise_ips``
+    is empty, where to learn the bridge's public address at start (``stun_discovery.py``).
     """
 
     port: int = 10000
@@ -99,6 +101,7 @@ class MediaConfig:
     rtcp_interval: float = 1.0
     expire_failed_endpoints: bool = True
     native_forwarding: bool = True
+    stun_servers: tuple[str, ...] = ()
 
 
 StateCallback = Callable[[str, str, EndpointState], None]
@@ -107,6 +110,7 @@ DtlsDataCallback = Callable[[str, str, bytes], None]
 
 
 _HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255  # RFC 8445 5.1.2.1, host, component 1
+_SRFLX_PRIORITY = (100 << 24) | (65535 << 8) | 255  # server reflexive
 _MAX_EARLY_DTLS = 8
 
 
@@ -178,6 +182,7 @@ class MediaEngine:
         self._transport: asyncio.DatagramTransport | None = None
         self._native: NativeFanout | None = None
         self._port = config.port
+        self._addresses = stun_discovery.plan_candidates(config.advertise_ips, config.bind_address, [])
         self._timer: asyncio.Task[None] | None = None
         self._ice_succeeded = 0
         self._ice_failed = 0
@@ -212,6 +217,12 @@ class MediaEngine:
                 f"cannot bind media UDP port {self.config.bind_address}:{self.config.port}: {exc}"
             ) from exc
         self.connection_made(transport)  # type: ignore[arg-type]
+        mappings = []
+        if self.config.stun_servers and not self.config.advertise_ips:
+            mappings = await stun_discovery.discover(self.config.stun_servers)
+        self._addresses = stun_discovery.plan_candidates(
+            self.config.advertise_ips, self.config.bind_address, mappings
+        )
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -230,7 +241,7 @@ class MediaEngine:
             "media port udp %s:%d, advertising %s",
             self.config.bind_address,
             self._port,
-            ",".join(self._advertised_ips()),
+            ",".join(self._advertised_ips() + [m for m, _ in self._addresses.srflx]),
         )
 
     async def stop(self) -> None:
@@ -671,11 +682,7 @@ class MediaEngine:
         return send
 
     def _advertised_ips(self) -> list[str]:
-        if self.config.advertise_ips:
-            return list(self.config.advertise_ips)
-        if self.config.bind_address in ("0.0.0.0", "::", ""):
-            return ["127.0.0.1"]
-        return [self.config.bind_address]
+        return list(self._addresses.host)
 
     def _local_transport(self, endpoint: _Endpoint) -> LocalTransport:
         candidates = [
@@ -690,6 +697,22 @@ class MediaEngine:
                 id=f"{endpoint.ice.local_ufrag}{i}",
             )
             for i, ip in enumerate(self._advertised_ips())
+        ]
+        hosts = len(candidates)
+        candidates += [  # STUN-mapped public addresses, with the local one as related address
+            IceCandidate(
+                foundation=str(hosts + i + 1),
+                component=1,
+                protocol="udp",
+                priority=_SRFLX_PRIORITY - i,
+                ip=mapped,
+                port=self._port,
+                type="srflx",
+                id=f"{endpoint.ice.local_ufrag}{hosts + i}",
+                rel_addr=local,
+                rel_port=self._port,
+            )
+            for i, (mapped, local) in enumerate(self._addresses.srflx)
         ]
         return LocalTransport(
             ufrag=endpoint.ice.local_ufrag,
