@@ -592,6 +592,7 @@ export class Meeting extends EventTarget {
       relayProtocol: c.relayProtocol ?? null,
       address: c.address ?? c.ip,
       port: c.port,
+      relatedAddress: c.relatedAddress ?? null,
       url: c.url ?? null,
     };
     return {
