@@ -76,6 +76,7 @@ class Bridge:
                 bind_address=vb.ice.bind_address,
                 advertise_ips=tuple(vb.ice.advertise_ips),
                 stun_servers=tuple(vb.ice.stun_servers),
+                tcp_port=vb.ice.tcp.port if vb.ice.tcp.enabled else None,
                 native_forwarding=vb.forwarding.native_loop,
             ),
             policy_factory=self._policy_for,

@@ -110,11 +110,17 @@ class WebSockets(Section):
         return value
 
 
+class IceTcp(Section):
+    enabled: bool = False
+    port: int = Field(default=4443, ge=0, le=65535)
+
+
 class Ice(Section):
     udp_port: PortSpec = (10000, 10000)
     bind_address: str = "0.0.0.0"
     advertise_ips: list[str] = Field(default_factory=list)
     stun_servers: list[str] = Field(default_factory=list)
+    tcp: IceTcp = IceTcp()
 
 
 class Forwarding(Section):
@@ -204,6 +210,8 @@ ENV_VARS = [
     EnvVar("JVB_PORT", "videobridge.ice.udp-port"),
     EnvVar("JVB_ADVERTISE_IPS", "videobridge.ice.advertise-ips", split_list),
     EnvVar("JVB_STUN_SERVERS", "videobridge.ice.stun-servers", split_list),
+    EnvVar("JVB_TCP_HARVESTER_DISABLED", "videobridge.ice.tcp.enabled", lambda v: not _bool(v)),
+    EnvVar("JVB_TCP_PORT", "videobridge.ice.tcp.port", int),
     EnvVar("JVB_NATIVE_FORWARDING", "videobridge.forwarding.native-loop", _bool),
     EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
     EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),

@@ -35,6 +35,7 @@ from . import stun_discovery
 from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
 from .forwarder import ConferenceForwarder, EndpointMedia
 from .ice import IceLiteAgent
+from .ice_tcp import IceTcpServer, TcpPeer
 from .model import (
     DtlsFingerprint,
     EndpointState,
@@ -88,6 +89,7 @@ class MediaConfig:
     ``native_forwarding``: forward with the C per-receiver loop (native.py) when it is built;
     off, or when it is not, the Python loop does it all. ``stun_servers``: when ``advertise_ips``
     is empty, where to learn the bridge's public address at start (``stun_discovery.py``).
+    ``tcp_port``: ICE over TCP (``ice_tcp.py``) on this port (0 = any free one), None = off.
     """
 
     port: int = 10000
@@ -102,6 +104,7 @@ class MediaConfig:
     expire_failed_endpoints: bool = True
     native_forwarding: bool = True
     stun_servers: tuple[str, ...] = ()
+    tcp_port: int | None = None
 
 
 StateCallback = Callable[[str, str, EndpointState], None]
@@ -111,6 +114,8 @@ DtlsDataCallback = Callable[[str, str, bytes], None]
 
 _HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255  # RFC 8445 5.1.2.1, host, component 1
 _SRFLX_PRIORITY = (100 << 24) | (65535 << 8) | 255  # server reflexive
+# RFC 6544 section 4.2: TCP candidates rank below UDP ones (jvb advertises them the same way)
+_TCP_PRIORITY = (90 << 24) | (((6 << 13) | 8191) << 8) | 255
 _MAX_EARLY_DTLS = 8
 
 
@@ -183,6 +188,7 @@ class MediaEngine:
         self._native: NativeFanout | None = None
         self._port = config.port
         self._addresses = stun_discovery.plan_candidates(config.advertise_ips, config.bind_address, [])
+        self._tcp: IceTcpServer | None = None
         self._timer: asyncio.Task[None] | None = None
         self._ice_succeeded = 0
         self._ice_failed = 0
@@ -236,6 +242,11 @@ class MediaEngine:
                 except NativeUnavailable as exc:
                     log.warning("forwarding loop in Python: %s", exc)
         log.info("forwarding loop: %s", "C (native_fanout.so)" if self._native is not None else "Python")
+        if self.config.tcp_port is not None:
+            # ICE-TCP frames enter the same per-packet path as UDP datagrams
+            self._tcp = IceTcpServer(self.datagram_received, lambda peer: peer in self._by_address)
+            await self._tcp.start(self.config.bind_address, self.config.tcp_port)
+            log.info("ICE-TCP port tcp %s:%d", self.config.bind_address, self._tcp.port)
         self._timer = asyncio.ensure_future(self._periodic())
         log.info(
             "media port udp %s:%d, advertising %s",
@@ -256,6 +267,9 @@ class MediaEngine:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if self._tcp is not None:
+            await self._tcp.stop()
+            self._tcp = None
         self._native = None
 
     # ---- control API -----------------------------------------------------------------------
@@ -512,7 +526,8 @@ class MediaEngine:
                 del self._by_address[endpoint.address]
             endpoint.address = addr
             self._by_address[addr] = endpoint
-            endpoint.media.set_transmit(self._transmitter(addr), addr)
+            # the C loop sends with sendto on the UDP socket: TCP receivers stay with Python
+            endpoint.media.set_transmit(self._transmitter(addr), None if type(addr) is TcpPeer else addr)
             dtls = endpoint.dtls
             if dtls is not None and dtls.role == "client" and dtls.state is DtlsState.NEW:
                 self._send_dtls(endpoint, dtls.start())
@@ -577,6 +592,8 @@ class MediaEngine:
             self._send_dtls(endpoint, endpoint.dtls.handle_timeout())
 
     def _transmitter(self, addr: tuple[str, int]) -> Callable[[bytes], None]:
+        if type(addr) is TcpPeer:
+            return self._tcp.transmitter(addr) if self._tcp is not None else _discard
         if self._transport is None:
             return _discard
         sendto = self._transport.sendto
@@ -589,7 +606,10 @@ class MediaEngine:
         return transmit
 
     def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._transport is not None:
+        if type(addr) is TcpPeer:
+            if self._tcp is not None:
+                self._tcp.send(data, addr)
+        elif self._transport is not None:
             self._transport.sendto(data, addr)
 
     # ---- timers ----------------------------------------------------------------------------
@@ -714,6 +734,22 @@ class MediaEngine:
             )
             for i, (mapped, local) in enumerate(self._addresses.srflx)
         ]
+        if self._tcp is not None:  # RFC 6544 passive candidates, after (below) every UDP one
+            udp = len(candidates)
+            candidates += [
+                IceCandidate(
+                    foundation=str(udp + i + 1),
+                    component=1,
+                    protocol="tcp",
+                    priority=_TCP_PRIORITY - i,
+                    ip=ip,
+                    port=self._tcp.port,
+                    type="host",
+                    id=f"{endpoint.ice.local_ufrag}{udp + i}",
+                    tcptype="passive",
+                )
+                for i, ip in enumerate(self._advertised_ips())
+            ]
         return LocalTransport(
             ufrag=endpoint.ice.local_ufrag,
             pwd=endpoint.ice.local_pwd,

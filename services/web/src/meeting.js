@@ -590,6 +590,7 @@ export class Meeting extends EventTarget {
       candidateType: c.candidateType,
       protocol: c.protocol,
       relayProtocol: c.relayProtocol ?? null,
+      tcpType: c.tcpType ?? null,
       address: c.address ?? c.ip,
       port: c.port,
       relatedAddress: c.relatedAddress ?? null,
