@@ -43,6 +43,7 @@ class Web(Section):
     media_timeout: float = Field(gt=0, le=600)
     channel_last_n: int = Field(ge=-1)
     disable_simulcast: bool = False
+    force_turn_relay: bool = False
     dist_dir: str = ""
 
     @field_validator("public_url")
@@ -95,6 +96,7 @@ ENV = [
     EnvVar("WEB_MEDIA_TIMEOUT", "web.media-timeout", float),
     EnvVar("WEB_CHANNEL_LAST_N", "web.channel-last-n", int),
     EnvVar("WEB_DISABLE_SIMULCAST", "web.disable-simulcast"),
+    EnvVar("WEB_FORCE_TURN_RELAY", "web.force-turn-relay"),
     EnvVar("WEB_DIST_DIR", "web.dist-dir"),
 ]
 
@@ -122,6 +124,7 @@ def config_js(web: Web) -> str:
         "mediaTimeoutMs": int(web.media_timeout * 1000),
         "channelLastN": web.channel_last_n,
         "disableSimulcast": web.disable_simulcast,
+        "forceTurnRelay": web.force_turn_relay,
     }
     body = json.dumps(settings, indent=2).replace("</", "<\\/")
     return (

@@ -44,9 +44,10 @@ def start_meeting_stack(
     turn: tuple[str, int, str] | None = None,
     ice_tcp: bool = False,
     stack: MeetingStack | None = None,
+    force_turn_relay: bool = False,
 ) -> MeetingStack:
     """``turn``: (host, port, secret) the broker hands out over XEP-0215. ``ice_tcp`` turns the
-    bridge's ICE-TCP port on. Pass ``stack`` to have processes recorded (for cleanup) as they
+    bridge's ICE-TCP port on; ``force_turn_relay`` makes every page relay through TURN. Pass ``stack`` to have processes recorded (for cleanup) as they
     start."""
     stack = stack or MeetingStack()
     c2s, xmpp_http, focus_http, web_http = free_port(), free_port(), free_port(), free_port()
@@ -79,6 +80,7 @@ def start_meeting_stack(
         f"http://127.0.0.1:{focus_http}/about/health")  # fmt: skip
     run("web", "services.web",
         {"WEB_HTTP_HOST": "0.0.0.0", "WEB_HTTP_PORT": str(web_http), "WEB_DISABLE_SIMULCAST": "true",
+         "WEB_FORCE_TURN_RELAY": str(force_turn_relay).lower(),
          "XMPP_WEBSOCKET_URL": f"ws://{public}:{xmpp_http}/xmpp-websocket"},
         f"http://127.0.0.1:{web_http}/health")  # fmt: skip
     deadline = time.monotonic() + 30

@@ -103,11 +103,15 @@ class NetLab:
             table ip parley_nat {{
               chain postrouting {{
                 type nat hook postrouting priority srcnat; policy accept;
-                ip saddr {lan}.0/24 oifname "{self.tag}{name}rb" masquerade
+                ip saddr {lan}.0/24 oifname "{self.tag}{name}rb" counter masquerade
               }}
             }}""",
         )
         return router, Site(ns, f"{lan}.2", f"{lan}.1")
+
+    def masqueraded(self, router: Site) -> int:
+        """Connections (first packets) the NAT router masqueraded so far."""
+        return self.counted(router, "ip", "parley_nat")
 
     def nft(self, ns: str, ruleset: str) -> None:
         self.sh("nft", "-f", "-", ns=ns, stdin=ruleset)
@@ -131,7 +135,11 @@ class NetLab:
 
     def udp_dropped(self, site: Site) -> int:
         """Packets the site's UDP firewall dropped so far (out and in)."""
-        out = self.sh("nft", "list", "table", "inet", "parley_fw", ns=site.ns)
+        return self.counted(site, "inet", "parley_fw")
+
+    def counted(self, site: Site, family: str, table: str) -> int:
+        """Packets every ``counter`` of an nftables table in ``site`` counted so far."""
+        out = self.sh("nft", "list", "table", family, table, ns=site.ns)
         return sum(int(w.split()[0]) for w in out.split("counter packets")[1:])
 
     # -- Chromium in a site -----------------------------------------------------------------
