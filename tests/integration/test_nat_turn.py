@@ -130,3 +130,34 @@ async def test_the_launcher_sees_coturn_healthy_through_stun(turn: tuple[str, in
     async with httpx.AsyncClient() as http:
         assert await _healthy(http, f"stun:127.0.0.1:{turn[1]}")
         assert not await _healthy(http, f"stun:127.0.0.1:{free_port(socket.SOCK_DGRAM)}")
+
+
+async def test_turn_over_tls_with_a_certificate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """TURNS (RFC 8656 over TLS) on its own port once a certificate is configured."""
+    import ssl
+
+    from tests.integration.harness import free_port
+    from tests.integration.test_bridge_control_ws import self_signed
+
+    cert, key = self_signed(tmp_path)
+    tls_port = free_port()
+    proc, _ = await asyncio.to_thread(
+        start_coturn,
+        SECRET,
+        extra_env={"TURN_TLS_CERT": str(cert), "TURN_TLS_KEY": str(key), "TURNS_PORT": str(tls_port)},
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        client = await TurnClient.open(
+            ("127.0.0.1", tls_port), *credential(SECRET), transport="tcp", tls=context
+        )
+        try:
+            relayed = await client.allocate()
+            assert relayed[0] == "127.0.0.1"
+            tls = client.transport.get_extra_info("ssl_object")
+            assert tls is not None and tls.version() in ("TLSv1.2", "TLSv1.3")
+        finally:
+            client.close()
+    finally:
+        stop_coturn(proc)

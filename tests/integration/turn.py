@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -86,13 +87,18 @@ class TurnClient:
 
     @classmethod
     async def open(
-        cls, server: tuple[str, int], username: str, password: str, transport: str = "udp"
+        cls,
+        server: tuple[str, int],
+        username: str,
+        password: str,
+        transport: str = "udp",
+        tls: ssl.SSLContext | None = None,
     ) -> TurnClient:
         loop = asyncio.get_running_loop()
         kw = {"username": username, "password": password, "lifetime": 600, "channel_refresh_time": 500}
         if transport == "tcp":
             t, p = await loop.create_connection(
-                lambda: TurnClientTcpProtocol(server, **kw), host=server[0], port=server[1]
+                lambda: TurnClientTcpProtocol(server, **kw), host=server[0], port=server[1], ssl=tls
             )
         else:
             t, p = await loop.create_datagram_endpoint(

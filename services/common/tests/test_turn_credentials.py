@@ -22,3 +22,15 @@ def test_the_ident_cannot_forge_another_expiry() -> None:
 def test_empty_secret_refused() -> None:
     with pytest.raises(ValueError):
         turn_credential("", "a", 60, 0)
+
+
+def test_stun_server_specs() -> None:
+    from services.common.stun import parse_server
+
+    assert parse_server("stun.example.org") == ("stun.example.org", 3478)
+    assert parse_server("stun:192.0.2.1:3479") == ("192.0.2.1", 3479)
+    assert parse_server("[2001:db8::1]:5000") == ("2001:db8::1", 5000)
+    assert parse_server("2001:db8::1") == ("2001:db8::1", 3478)
+    for bad in ("", ":3478", "host:0", "host:99999"):
+        with pytest.raises(ValueError):
+            parse_server(bad)

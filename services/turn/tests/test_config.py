@@ -100,3 +100,31 @@ def test_ip_range_forms() -> None:
     assert ip_range("10.0.0.1 - 10.0.0.9") == "10.0.0.1-10.0.0.9"
     with pytest.raises(ValueError):
         ip_range("10.0.0.9-10.0.0.1")
+
+
+def test_main_writes_a_private_config_and_drops_tls_without_the_certificate(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "TURN_CREDENTIALS": "s3",
+        "TURN_RUN_DIR": str(tmp_path),
+        "TURN_TLS_CERT": str(tmp_path / "missing.pem"),
+        "TURN_TLS_KEY": str(tmp_path / "missing.key"),
+        "TURN_BINARY": "/bin/true",  # exec'd with "-c <config>" in coturn's place
+    }
+    done = subprocess.run([sys.executable, "-m", "services.turn"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "TURN over TLS is off" in done.stderr
+    conf = tmp_path / "turnserver.conf"
+    assert conf.stat().st_mode & 0o077 == 0  # it holds the secret
+    assert "no-tls" in options(conf.read_text())
+    bad = subprocess.run(
+        [sys.executable, "-m", "services.turn"],
+        env={**env, "TURN_CREDENTIALS": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "TURN_CREDENTIALS" in bad.stderr
