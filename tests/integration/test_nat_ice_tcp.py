@@ -60,3 +60,33 @@ def test_udp_blocked_site_joins_through_the_bridges_ice_tcp(
         home_pair = selected_pair(home, people)
         assert home_pair["remote"]["protocol"] == "udp", home_pair
         assert home_pair["remote"]["port"] == meeting.bridge_udp, home_pair
+
+
+def test_hostile_tcp_connections_are_closed(office: tuple[NetLab, MeetingStack, Site]) -> None:
+    """Not ICE (no STUN first): closed at once. Silent, or never completing ICE: closed after the
+    handshake timeout (10 s). The bridge keeps serving."""
+    import socket
+
+    from services.bridge.media import aiortc_adapter as adapter
+    from services.bridge.media.ice_tcp import Rfc4571Framer, frame
+
+    _, meeting, site = office
+    assert meeting.bridge_tcp is not None
+    address = (site.gateway, meeting.bridge_tcp)
+
+    def received_until_closed(sock: socket.socket, seconds: float = 60) -> bytes:
+        sock.settimeout(seconds)  # generous: the machine may be busy; a timeout fails the test
+        out = b""
+        while chunk := sock.recv(4096):
+            out += chunk
+        return out
+
+    with socket.create_connection(address) as http:
+        http.sendall(frame(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        assert received_until_closed(http) == b""
+    with socket.create_connection(address) as silent, socket.create_connection(address) as stranger:
+        # a well-formed check for an endpoint that does not exist: answered (401), never selected
+        stranger.sendall(frame(adapter.binding_request("them", "nobody", "x" * 24)))
+        reply = Rfc4571Framer().feed(received_until_closed(stranger))
+        assert len(reply) == 1 and reply[0][:2] == b"\x01\x11"  # Binding error response
+        assert received_until_closed(silent) == b""
