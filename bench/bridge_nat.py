@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -223,6 +224,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await sfu.stop()
             turn.stop()
+            shutil.rmtree(turn.env["TURN_RUN_DIR"], ignore_errors=True)
     print("\nsummary (per round):")
     for label, found in rows.items():
         cpu = [r["cpu_us_per_packet"] for r in found]
