@@ -25,6 +25,7 @@ class MeetingStack:
     ``public`` address every site reaches); the bridge advertises ``bridge_ips``."""
 
     front: str = ""
+    colibri: str = ""  # the bridge's private REST API (/colibri/stats)
     bridge_udp: int = 0
     bridge_tcp: int | None = None
     procs: list[ServiceProcess] = field(default_factory=list)
@@ -53,6 +54,7 @@ def start_meeting_stack(
     c2s, xmpp_http, focus_http, web_http = free_port(), free_port(), free_port(), free_port()
     colibri, ws_port, udp = free_port(), free_port(), free_tcp_udp_port()
     stack.bridge_udp = udp
+    stack.colibri = f"http://127.0.0.1:{colibri}"
 
     def run(name: str, module: str, env: dict[str, str], health: str) -> None:
         proc = ServiceProcess.python_module(name, module, {**DIRECT_STACK_NAMES, **env}, health_url=health)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.integration.browser import BROWSER_MARKS
@@ -57,6 +58,12 @@ def test_udp_blocked_site_joins_through_the_bridges_ice_tcp(
         assert (pair["local"]["protocol"], pair["local"]["tcpType"]) == ("tcp", "active"), pair
         assert pair["bytesReceived"] > 10_000, pair
         assert lab.udp_dropped(site) > 0  # Chromium tried the UDP candidate first
+        stats = httpx.get(f"{meeting.colibri}/colibri/stats", timeout=5).json()
+        assert stats["ice_tcp_connections"] >= 1, stats
+        debug = httpx.get(f"{meeting.colibri}/debug", timeout=5).json()
+        endpoints = [e for c in debug["conferences"] for e in c["endpoints"]]
+        on_tcp = sorted(e["media"]["remote_address"].startswith("tcp:") for e in endpoints)
+        assert on_tcp == [False, True], endpoints  # Home on UDP, Office on TCP
         home_pair = selected_pair(home, people)
         assert home_pair["remote"]["protocol"] == "udp", home_pair
         assert home_pair["remote"]["port"] == meeting.bridge_udp, home_pair

@@ -428,7 +428,13 @@ class MediaEngine:
                 conference_id=e.conference_id,
                 endpoint_id=e.id,
                 state=e.state,
-                remote_address=f"{e.address[0]}:{e.address[1]}" if e.address else None,
+                remote_address=(
+                    f"tcp:{e.address[0]}:{e.address[1]}"
+                    if type(e.address) is TcpPeer
+                    else f"{e.address[0]}:{e.address[1]}"
+                )
+                if e.address
+                else None,
                 packets_received=e.media.packets_received,
                 bytes_received=e.media.bytes_received,
                 packets_sent=e.media.packets_sent,
@@ -461,6 +467,9 @@ class MediaEngine:
             total_ice_failed=self._ice_failed,
             forwarding_loop="python" if self._native is None else "native",
             packets_left_to_python_loop=0 if self._native is None else self._native.packets_to_python,
+            ice_tcp_connections=0 if self._tcp is None else len(self._tcp.connections),
+            ice_tcp_refused=0 if self._tcp is None else self._tcp.refused,
+            ice_tcp_timed_out=0 if self._tcp is None else self._tcp.timed_out,
             endpoint_details=details,
         )
 

@@ -163,4 +163,9 @@ class MediaStats:
     packets_left_to_python_loop: int = 0
     """Packets (one per receiver) the C loop handed to the Python loop: payload rewrites (VP8
     picture ids after a simulcast switch), a full socket buffer."""
+    ice_tcp_connections: int = 0
+    """Open ICE-TCP connections (``ice_tcp.py``), and those refused or closed for not completing
+    ICE in time or going silent since start."""
+    ice_tcp_refused: int = 0
+    ice_tcp_timed_out: int = 0
     endpoint_details: list[EndpointStats] = field(default_factory=list)
