@@ -174,6 +174,7 @@ async def main(args: argparse.Namespace) -> None:
     rows: dict[str, list[dict[str, Any]]] = {}
 
     async def scenario(sfu: bf.BridgeSfu, label: str, subscribers: int, **peers: Any) -> None:
+        drops = bf.udp_drops()
         result = await bf.run_scenario(
             sfu,
             f"fanout{subscribers}",
@@ -187,6 +188,8 @@ async def main(args: argparse.Namespace) -> None:
             **peers,
         )
         row = result.row()
+        # datagrams the kernel dropped at full receive buffers here (bridge, coturn, clients)
+        row["udp_socket_drops"] = bf.udp_drops() - drops
         rows.setdefault(label, []).append(row)
         show(label, row)
 
@@ -231,7 +234,11 @@ async def main(args: argparse.Namespace) -> None:
         p50 = [r["latency_p50_ms"] for r in found]
         p95 = [r["latency_p95_ms"] for r in found]
         loss = [r["loss_percent"] for r in found]
-        print(f"  {label:18} µs/packet {cpu}  latency p50 {p50} ms  p95 {p95} ms  loss {loss} %")
+        drops = [r["udp_socket_drops"] for r in found]
+        print(
+            f"  {label:18} µs/packet {cpu}  latency p50 {p50} ms  p95 {p95} ms  loss {loss} %"
+            f"  socket drops {drops}"
+        )
 
 
 def enter_namespace() -> None:
