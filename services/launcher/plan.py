@@ -89,6 +89,10 @@ def _xmpp_names(domain: str) -> dict[str, str]:
     }
 
 
+def _turn_host(front_host: str | None) -> str:
+    return "127.0.0.1" if front_host in (None, "", "localhost") else front_host
+
+
 def build_plan(s: StackSettings) -> StackPlan:
     py = s.python
     names = _xmpp_names(s.xmpp_domain)
@@ -106,7 +110,8 @@ def build_plan(s: StackSettings) -> StackPlan:
     turn_client = (
         {
             "TURN_CREDENTIALS": s.turn_secret,
-            "TURN_HOST": urlparse(s.url).hostname or "localhost",
+            # coturn listens on 127.0.0.1 here; "localhost" may resolve to ::1 first in a browser
+            "TURN_HOST": _turn_host(urlparse(s.url).hostname),
             "TURN_PORT": str(turn_port),
         }
         if s.turn

@@ -116,7 +116,9 @@ def test_coturn_and_the_broker_share_the_turn_secret(tmp_path: Path) -> None:
     assert turn.argv[1:] == ["-m", "services.turn"]
     assert env["turn"]["TURN_CREDENTIALS"] == env["xmpp"]["TURN_CREDENTIALS"] == "t0p"
     assert env["xmpp"]["TURN_PORT"] == env["turn"]["TURN_PORT"] == "3488"
-    assert env["xmpp"]["TURN_HOST"] == "localhost"
+    assert env["xmpp"]["TURN_HOST"] == "127.0.0.1"  # what coturn listens on locally
+    public = build_plan(settings(tmp_path, public_url="https://meet.example.org"))
+    assert public.processes[0].env["TURN_HOST"] == "meet.example.org"
     assert turn.health_url == "stun:127.0.0.1:3488"
     assert env["turn"]["TURN_ALLOWED_PEER_IPS"] == "127.0.0.1"  # the bridges' advertised address
 
