@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aioice.stun import TransactionFailed
@@ -161,3 +162,50 @@ async def test_turn_over_tls_with_a_certificate(tmp_path) -> None:  # type: igno
             client.close()
     finally:
         stop_coturn(proc)
+
+
+GATHER_RELAY = """
+async ([url, username, credential]) => {
+  const pc = new RTCPeerConnection({
+    iceServers: [{ urls: url, username, credential }], iceTransportPolicy: 'relay' });
+  const candidates = [];
+  const errors = [];
+  pc.onicecandidate = (e) => { if (e.candidate) candidates.push(e.candidate.candidate); };
+  pc.onicecandidateerror = (e) => errors.push(e.errorCode);
+  pc.createDataChannel('probe');
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') resolve();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+    setTimeout(resolve, 20000);
+  });
+  pc.close();
+  return { candidates, errors };
+}
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_chromium_gets_a_relay_only_with_valid_credentials(turn: tuple[str, int], transport: str) -> None:
+    """Real Chromium against real coturn: a relay candidate with fresh credentials, none (and a
+    401 candidate error) with an expired or a wrong one."""
+    from tests.integration.browser import browsers
+
+    url = f"turn:127.0.0.1:{turn[1]}?transport={transport}"
+    valid = credential(SECRET)
+    cases = {
+        "valid": valid,
+        "expired": credential(SECRET, lifetime=-60),
+        "wrong": (valid[0], "bm90IHRoZSBwYXNzd29yZA=="),
+    }
+    with browsers() as pool:
+        page = pool.open(fake_media=False)
+        page.goto("about:blank")
+        got = {name: page.evaluate(GATHER_RELAY, [url, *cred]) for name, cred in cases.items()}
+    relays = {name: [c for c in g["candidates"] if " typ relay " in c] for name, g in got.items()}
+    assert relays["valid"] and all(" 127.0.0.1 " in c for c in relays["valid"]), got["valid"]
+    for name in ("expired", "wrong"):
+        assert relays[name] == [], got[name]
+        assert 401 in got[name]["errors"], got[name]
