@@ -77,6 +77,7 @@ class Bridge:
                 advertise_ips=tuple(vb.ice.advertise_ips),
                 stun_servers=tuple(vb.ice.stun_servers),
                 tcp_port=vb.ice.tcp.port if vb.ice.tcp.enabled else None,
+                tcp_advertise_port=vb.ice.tcp.mapped_port,
                 native_forwarding=vb.forwarding.native_loop,
             ),
             policy_factory=self._policy_for,

@@ -113,6 +113,7 @@ class WebSockets(Section):
 class IceTcp(Section):
     enabled: bool = False
     port: int = Field(default=4443, ge=0, le=65535)
+    mapped_port: int | None = Field(default=None, ge=1, le=65535)
 
 
 class Ice(Section):
@@ -212,6 +213,7 @@ ENV_VARS = [
     EnvVar("JVB_STUN_SERVERS", "videobridge.ice.stun-servers", split_list),
     EnvVar("JVB_TCP_HARVESTER_DISABLED", "videobridge.ice.tcp.enabled", lambda v: not _bool(v)),
     EnvVar("JVB_TCP_PORT", "videobridge.ice.tcp.port", int),
+    EnvVar("JVB_TCP_MAPPED_PORT", "videobridge.ice.tcp.mapped-port", int),
     EnvVar("JVB_NATIVE_FORWARDING", "videobridge.forwarding.native-loop", _bool),
     EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
     EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),

@@ -89,7 +89,9 @@ class MediaConfig:
     ``native_forwarding``: forward with the C per-receiver loop (native.py) when it is built;
     off, or when it is not, the Python loop does it all. ``stun_servers``: when ``advertise_ips``
     is empty, where to learn the bridge's public address at start (``stun_discovery.py``).
-    ``tcp_port``: ICE over TCP (``ice_tcp.py``) on this port (0 = any free one), None = off.
+    ``tcp_port``: ICE over TCP (``ice_tcp.py``) on this port (0 = any free one), None = off;
+    ``tcp_advertise_port``: the port put in the TCP candidates when a NAT or firewall forwards
+    another one to it (e.g. 443 to 4443); None = ``tcp_port``.
     """
 
     port: int = 10000
@@ -105,6 +107,7 @@ class MediaConfig:
     native_forwarding: bool = True
     stun_servers: tuple[str, ...] = ()
     tcp_port: int | None = None
+    tcp_advertise_port: int | None = None
 
 
 StateCallback = Callable[[str, str, EndpointState], None]
@@ -752,7 +755,7 @@ class MediaEngine:
                     protocol="tcp",
                     priority=_TCP_PRIORITY - i,
                     ip=ip,
-                    port=self._tcp.port,
+                    port=self.config.tcp_advertise_port or self._tcp.port,
                     type="host",
                     id=f"{endpoint.ice.local_ufrag}{udp + i}",
                     tcptype="passive",
