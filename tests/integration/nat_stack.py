@@ -74,7 +74,8 @@ def start_meeting_stack(
         {**xmpp_client, "JVB_WS_SERVER_ID": "jvb1", "JVB_WS_DOMAIN": f"{public}:{ws_port}",
          "JVB_WS_TLS": "false", "JVB_PORT": str(udp), "JVB_ADVERTISE_IPS": bridge_ips,
          "JVB_COLIBRI_HOST": "127.0.0.1", "JVB_COLIBRI_PORT": str(colibri),
-         "JVB_PUBLIC_PORT": str(ws_port), "JVB_BREWERY_MUC": "jvbbrewery", **tcp_env},
+         "JVB_PUBLIC_PORT": str(ws_port), "JVB_PUBLIC_HOST": "0.0.0.0",  # the sites reach it directly
+         "JVB_BREWERY_MUC": "jvbbrewery", **tcp_env},
         f"http://127.0.0.1:{colibri}/about/health")  # fmt: skip
     run("focus", "services.focus",
         {**xmpp_client, "JICOFO_HTTP_HOST": "127.0.0.1", "JICOFO_HTTP_PORT": str(focus_http),
@@ -83,7 +84,8 @@ def start_meeting_stack(
     run("web", "services.web",
         {"WEB_HTTP_HOST": "0.0.0.0", "WEB_HTTP_PORT": str(web_http), "WEB_DISABLE_SIMULCAST": "true",
          "WEB_FORCE_TURN_RELAY": str(force_turn_relay).lower(),
-         "XMPP_WEBSOCKET_URL": f"ws://{public}:{xmpp_http}/xmpp-websocket"},
+         "XMPP_WEBSOCKET_URL": f"ws://{public}:{xmpp_http}/xmpp-websocket",
+         "WEB_CONNECT_ORIGINS": f"ws://{public}:{ws_port}"},  # the bridge's WebSocket, no nginx
         f"http://127.0.0.1:{web_http}/health")  # fmt: skip
     deadline = time.monotonic() + 30
     while not httpx.get(f"http://127.0.0.1:{focus_http}/bridges", timeout=2).json():

@@ -154,7 +154,8 @@ class _Endpoint:
         self.address: tuple[str, int] | None = None
         self.local = 0  # the socket (local candidate) of the media pair
         self.addresses: set[tuple[str, int]] = set()  # remote addresses routed to it
-        self.ice_timer: asyncio.TimerHandle | None = None
+        self.ice_timer: asyncio.Handle | None = None
+        self.ice_due = 0.0  # time.monotonic() the ICE timer fires at
         self.created = now
         self.remote_set_at: float | None = None
         self.last_activity: float | None = None
@@ -724,11 +725,13 @@ class MediaEngine:
         due = endpoint.ice.next_time(now)
         timer = endpoint.ice_timer
         if timer is not None:
-            if due is not None and timer.when() <= loop.time() + (due - now):
+            # (uvloop's call_later with no delay returns a plain Handle, which has no when())
+            if due is not None and endpoint.ice_due <= due:
                 return  # armed early enough
             timer.cancel()
             endpoint.ice_timer = None
         if due is not None:
+            endpoint.ice_due = max(due, now)
             endpoint.ice_timer = loop.call_later(max(due - now, 0.0), self._on_ice_timer, endpoint)
 
     def _on_ice_timer(self, endpoint: _Endpoint) -> None:
