@@ -92,6 +92,15 @@ COPY nginx ./nginx
 ENV NGINX_PREFIX=/var/lib/parley-nginx
 CMD ["python", "-m", "services.launcher.nginx_compose", "--exec"]
 
+# TURN/STUN: Debian's coturn with a config generated from the environment (services/turn)
+FROM base AS turn
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends coturn \
+ && rm -rf /var/lib/apt/lists/*
+USER parley
+ENV TURN_RUN_DIR=/tmp/parley-turn
+CMD ["python", "-m", "services.turn"]
+
 FROM os AS redis
 RUN apt-get update \
  && apt-get install -y --no-install-recommends redis-server \

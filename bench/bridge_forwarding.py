@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -765,17 +766,22 @@ async def run_scenario(
     window: float,
     certificate: DtlsCertificate,
     idle: float = 0.0,
+    publisher_peer: Callable[[], LightPeer] | None = None,
+    subscriber_peer: Callable[[], LightPeer] | None = None,
 ) -> Result:
     """``publishers`` participants send (and, in a meeting, receive each other); ``subscribers``
-    extra participants only receive."""
+    extra participants only receive. ``publisher_peer``/``subscriber_peer`` make other peers than
+    UDP ones (``bench/bridge_nat.py``: ICE-TCP, TURN)."""
     room = f"{scenario}-{sfu.name}-{time.monotonic_ns()}"
     receipts = Receipts()
     all_peers: list[LightPeer] = []
     pubs: list[Publisher] = []
     feed_ids: list[str] = []
     meeting = subscribers == 0
+    publisher_peer = publisher_peer or (lambda: LightPeer(certificate, MEDIA_IP))
+    subscriber_peer = subscriber_peer or (lambda: LightPeer(certificate, MEDIA_IP))
     for i in range(publishers):
-        peers = [LightPeer(certificate, MEDIA_IP) for _ in range(sfu.peers_per_participant)]
+        peers = [publisher_peer() for _ in range(sfu.peers_per_participant)]
         for peer in peers:
             await peer.open()
             peer.on_rtp = receipts.on_rtp
@@ -785,7 +791,7 @@ async def run_scenario(
         all_peers += peers
         pubs.append(pub)
     for i in range(subscribers):
-        peer = LightPeer(certificate, MEDIA_IP)
+        peer = subscriber_peer()
         await peer.open()
         peer.on_rtp = receipts.on_rtp
         await sfu.join(room, f"s{i}", [peer], None, feed_ids)

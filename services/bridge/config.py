@@ -116,10 +116,18 @@ class BridgeChannel(Section):
     max_depth: int = Field(32, ge=4, le=256)
 
 
+class IceTcp(Section):
+    enabled: bool = False
+    port: int = Field(default=4443, ge=0, le=65535)
+    mapped_port: int | None = Field(default=None, ge=1, le=65535)
+
+
 class Ice(Section):
     udp_port: PortSpec = (10000, 10000)
     bind_address: str = "0.0.0.0"
     advertise_ips: list[str] = Field(default_factory=list)
+    stun_servers: list[str] = Field(default_factory=list)
+    tcp: IceTcp = IceTcp()
 
 
 class Forwarding(Section):
@@ -211,6 +219,10 @@ def _public_url(value: str) -> str:
 ENV_VARS = [
     EnvVar("JVB_PORT", "videobridge.ice.udp-port"),
     EnvVar("JVB_ADVERTISE_IPS", "videobridge.ice.advertise-ips", split_list),
+    EnvVar("JVB_STUN_SERVERS", "videobridge.ice.stun-servers", split_list),
+    EnvVar("JVB_TCP_HARVESTER_DISABLED", "videobridge.ice.tcp.enabled", lambda v: not _bool(v)),
+    EnvVar("JVB_TCP_PORT", "videobridge.ice.tcp.port", int),
+    EnvVar("JVB_TCP_MAPPED_PORT", "videobridge.ice.tcp.mapped-port", int),
     EnvVar("JVB_NATIVE_FORWARDING", "videobridge.forwarding.native-loop", _bool),
     EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
     EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),

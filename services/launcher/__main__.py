@@ -1,9 +1,10 @@
 """``python -m services.launcher up``: the whole Parley stack as local processes.
 
-Starts the XMPP broker, two bridges (server ids jvb1, jvb2), the focus, the web service and Debian's
-nginx as the front door, then prints the URL to open. Settings come from flags and the same
+Starts the XMPP broker, two bridges (server ids jvb1, jvb2), the focus, the web service, coturn
+(TURN/STUN on 3478) and Debian's nginx as the front door, then prints the URL to open. Settings come from flags and the same
 environment variables the services read (PUBLIC_URL, REDIS_URL, XMPP_DOMAIN, JICOFO_AUTH_PASSWORD,
-JVB_AUTH_PASSWORD); service passwords are generated per run when unset.
+JVB_AUTH_PASSWORD, TURN_CREDENTIALS); service passwords and the TURN secret are generated per run
+when unset.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from services.launcher.plan import REPO, StackSettings, build_plan
 from services.launcher.supervisor import run_stack
 
 
+def _port_range(value: str) -> tuple[int, int]:
+    lo, _, hi = value.partition("-")
+    return int(lo), int(hi or lo)
+
+
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> StackSettings:
     extra = {}
     if environ.get("JICOFO_AUTH_PASSWORD"):
         extra["focus_password"] = environ["JICOFO_AUTH_PASSWORD"]
     if environ.get("JVB_AUTH_PASSWORD"):
         extra["jvb_password"] = environ["JVB_AUTH_PASSWORD"]
+    if environ.get("TURN_CREDENTIALS"):
+        extra["turn_secret"] = environ["TURN_CREDENTIALS"]
     return StackSettings(
         http_port=args.http_port,
         port_offset=args.port_offset,
@@ -35,6 +43,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> StackSet
         nginx_binary=args.nginx,
         log_level=environ.get("LOG_LEVEL", "INFO"),
         advertise_ips=environ.get("JVB_ADVERTISE_IPS") or "127.0.0.1",
+        turn=not args.no_turn,
+        turn_relay_ports=_port_range(args.turn_relay_ports),
         **extra,
     )
 
@@ -67,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--public-url", help="URL users open (default http://localhost:<http-port>)")
         p.add_argument("--run-dir", default=str(REPO / "run"), help="where nginx config and state go")
         p.add_argument("--nginx", default="/usr/sbin/nginx", help="nginx binary")
+        p.add_argument("--no-turn", action="store_true", help="do not start coturn (TURN/STUN)")
+        p.add_argument(
+            "--turn-relay-ports",
+            default="49152-65535",
+            help="UDP ports coturn relays from (default 49152-65535)",
+        )
     args = parser.parse_args(argv)
     plan = build_plan(settings_from(args, dict(os.environ)))
     if args.command == "plan":

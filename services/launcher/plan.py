@@ -31,6 +31,11 @@ class StackSettings:
     jvb_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     recorder_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     nginx_binary: str = "/usr/sbin/nginx"
+    # coturn (services/turn): TURN/STUN on turn_port (+ offset), UDP and TCP, relaying from
+    # turn_relay_ports; the broker hands out credentials for it (XEP-0215)
+    turn: bool = True
+    turn_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    turn_relay_ports: tuple[int, int] = (49152, 65535)
     python: str = sys.executable
     log_level: str = "INFO"
     advertise_ips: str = "127.0.0.1"  # the bridges' host candidates (JVB_ADVERTISE_IPS)
@@ -86,6 +91,10 @@ def _xmpp_names(domain: str) -> dict[str, str]:
     }
 
 
+def _turn_host(front_host: str | None) -> str:
+    return "127.0.0.1" if front_host in (None, "", "localhost") else front_host
+
+
 def build_plan(s: StackSettings) -> StackPlan:
     py = s.python
     names = _xmpp_names(s.xmpp_domain)
@@ -101,6 +110,17 @@ def build_plan(s: StackSettings) -> StackPlan:
         "JIBRI_XMPP_PASSWORD": s.recorder_password,
     }
     c2s, xmpp_http = s.port(5222), s.port(5280)
+    turn_port = s.port(3478)
+    turn_client = (
+        {
+            "TURN_CREDENTIALS": s.turn_secret,
+            # coturn listens on 127.0.0.1 here; "localhost" may resolve to ::1 first in a browser
+            "TURN_HOST": _turn_host(urlparse(s.url).hostname),
+            "TURN_PORT": str(turn_port),
+        }
+        if s.turn
+        else {}
+    )
     focus_http, web_http = s.port(8888), s.port(8100)
     xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
     procs = [
@@ -110,6 +130,7 @@ def build_plan(s: StackSettings) -> StackPlan:
             {
                 **common,
                 **accounts,
+                **turn_client,
                 "XMPP_C2S_PORT": str(c2s),
                 "XMPP_HTTP_PORT": str(xmpp_http),
                 "XMPP_BIND_ADDRESS": "127.0.0.1",
@@ -210,6 +231,27 @@ def build_plan(s: StackSettings) -> StackPlan:
             "/health/web",
         )
     )
+    if s.turn:
+        procs.append(
+            ProcessSpec(
+                "turn",
+                [py, "-m", "services.turn"],
+                {
+                    "TURN_CREDENTIALS": s.turn_secret,
+                    "TURN_REALM": s.xmpp_domain,
+                    "TURN_PORT": str(turn_port),
+                    "TURN_LISTEN_IPS": "127.0.0.1",
+                    "TURN_RELAY_PORTS": f"{s.turn_relay_ports[0]}-{s.turn_relay_ports[1]}",
+                    # the bridges' advertised addresses: the only private ones the relay may reach
+                    "TURN_ALLOWED_PEER_IPS": s.advertise_ips,
+                    "TURN_RUN_DIR": str(s.run_dir / "turn"),
+                },
+                [turn_port],
+                [turn_port],
+                f"stun:127.0.0.1:{turn_port}",
+                "",
+            )
+        )
     nginx_conf = s.run_dir / "nginx" / "nginx.conf"
     procs.append(
         ProcessSpec(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from services.common.stun import StunError, binding_request, parse_server
 from services.launcher.plan import ProcessSpec, StackPlan
 
 
@@ -57,6 +58,18 @@ def prepare_run_dir(plan: StackPlan) -> None:
         with contextlib.suppress(OSError):
             path.chmod(0o777 if "tmp" in path.parts else 0o755)
     (nginx_dir / "nginx.conf").write_text(plan.nginx_config())
+
+
+async def _healthy(http: httpx.AsyncClient, url: str) -> bool:
+    """HTTP 200 from an ``http://`` URL, or a STUN Binding answer from a ``stun:`` one (coturn)."""
+    if url.startswith("stun:"):
+        with contextlib.suppress(StunError, OSError, ValueError):
+            await binding_request(parse_server(url), wait=1.0, attempts=1)
+            return True
+        return False
+    with contextlib.suppress(httpx.HTTPError):
+        return (await http.get(url)).status_code == 200
+    return False
 
 
 @dataclass
@@ -150,10 +163,9 @@ class Supervisor:
                         f"{spec.name} exited with status {proc.returncode} during start "
                         f"(see its log lines above)"
                     )
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(spec.health_url)).status_code == 200:
-                        self.say(spec.name, f"healthy ({spec.health_url})")
-                        return
+                if await _healthy(http, spec.health_url):
+                    self.say(spec.name, f"healthy ({spec.health_url})")
+                    return
                 if time.monotonic() > deadline:
                     raise StackError(
                         f"{spec.name} did not become healthy within {self.start_timeout:.0f}s "

@@ -46,6 +46,7 @@ class Web(Section):
     channel_last_n: int = Field(ge=-1)
     disable_simulcast: bool = False
     connect_origins: list[str] = []
+    force_turn_relay: bool = False
     dist_dir: str = ""
 
     @field_validator("connect_origins")
@@ -125,6 +126,7 @@ ENV = [
     EnvVar("WEB_CHANNEL_LAST_N", "web.channel-last-n", int),
     EnvVar("WEB_DISABLE_SIMULCAST", "web.disable-simulcast"),
     EnvVar("WEB_CONNECT_ORIGINS", "web.connect-origins", split_list),
+    EnvVar("WEB_FORCE_TURN_RELAY", "web.force-turn-relay"),
     EnvVar("WEB_DIST_DIR", "web.dist-dir"),
 ]
 
@@ -153,6 +155,7 @@ def config_js(web: Web) -> str:
         "mediaTimeoutMs": int(web.media_timeout * 1000),
         "channelLastN": web.channel_last_n,
         "disableSimulcast": web.disable_simulcast,
+        "forceTurnRelay": web.force_turn_relay,
     }
     body = json.dumps(settings, indent=2).replace("</", "<\\/")
     return (

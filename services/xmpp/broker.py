@@ -45,6 +45,17 @@ class Deliverable(Protocol):
     def deliver(self, data: bytes) -> None: ...
 
 
+class ServerIqHandler(Protocol):
+    """A feature module answering IQs addressed to the server's domain (``modules/``)."""
+
+    @property
+    def features(self) -> tuple[str, ...]: ...
+
+    def handles(self, payload: Element) -> bool: ...
+
+    def handle(self, iq: Element, payload: Element, frm: JID) -> Element | None: ...
+
+
 class Component(Protocol):
     domain: str
 
@@ -98,6 +109,7 @@ class Broker:
         # host and the internal MUC. Guests reach the focus only through its client-proxy address.
         self.guest_blocked: set[str] = set()
         self.session_listeners: list[Callable[[Deliverable, bool], None]] = []
+        self.server_iq_handlers: list[ServerIqHandler] = []
         # plain counters read by the metrics collector (cheaper than Prometheus objects per stanza)
         self.stanzas_routed = 0
         self.deliveries = 0
@@ -271,6 +283,9 @@ class Broker:
         elif stanza.name == "message" and stanza.get("type") not in ("error", "groupchat", "headline"):
             self.bounce(stanza, "service-unavailable")
 
+    def _iq_handler(self, payload: Element) -> ServerIqHandler | None:
+        return next((h for h in self.server_iq_handlers if h.handles(payload)), None)
+
     def _server_iq(self, iq: Element, to: JID, frm: JID) -> None:
         """IQs the server answers for its domain and for accounts' bare JIDs."""
         kind = iq.get("type")
@@ -282,6 +297,8 @@ class Broker:
         answer: Element | None = None
         if payload is None:
             pass
+        elif not to.node and (handler := self._iq_handler(payload)) is not None:
+            answer = handler.handle(iq, payload, frm)
         elif payload.ns == PING_NS and kind == "get":
             answer = iq_result(iq)
         elif payload.ns == DISCO_INFO and kind == "get":
@@ -293,7 +310,7 @@ class Broker:
                 query.sub("feature", attrs={"var": DISCO_INFO})
             else:
                 query.sub("identity", attrs={"category": "server", "type": "im", "name": self.server_name})
-                for var in SERVER_FEATURES:
+                for var in (*SERVER_FEATURES, *(f for h in self.server_iq_handlers for f in h.features)):
                     query.sub("feature", attrs={"var": var})
             answer = iq_result(iq, query)
         elif payload.ns == DISCO_ITEMS and kind == "get":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..common.config import EnvVar, Section, load_config, split_list
 
@@ -78,6 +78,23 @@ class ClusterConfig(Section):
     dead_after: float = Field(gt=0)
 
 
+class ExtDiscoConfig(Section):
+    secret: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    turns_port: int = Field(ge=0, le=65535)
+    transports: list[str]
+    ttl: int = Field(ge=60)
+    stun: bool
+
+    @field_validator("transports")
+    @classmethod
+    def _known_transports(cls, value: list[str]) -> list[str]:
+        if not set(value) <= {"udp", "tcp"}:
+            raise ValueError("transports are udp and/or tcp")
+        return value
+
+
 class XmppConfig(Section):
     domain: str = Field(min_length=1)
     auth_domain: str = Field(min_length=1)
@@ -100,6 +117,7 @@ class XmppConfig(Section):
     stream_management: StreamManagementConfig
     admin: AdminConfig
     cluster: ClusterConfig
+    extdisco: ExtDiscoConfig
 
     @property
     def focus_address(self) -> str:
@@ -139,6 +157,12 @@ ENV = [
     EnvVar("XMPP_ADMIN_TOKEN", "xmpp.admin.token"),
     EnvVar("REDIS_URL", "xmpp.cluster.redis-url"),
     EnvVar("XMPP_NODE_ID", "xmpp.cluster.node-id"),
+    EnvVar("TURN_CREDENTIALS", "xmpp.extdisco.secret"),
+    EnvVar("TURN_HOST", "xmpp.extdisco.host"),
+    EnvVar("TURN_PORT", "xmpp.extdisco.port", int),
+    EnvVar("TURNS_PORT", "xmpp.extdisco.turns-port", int),
+    EnvVar("TURN_TRANSPORT", "xmpp.extdisco.transports", split_list),
+    EnvVar("TURN_TTL", "xmpp.extdisco.ttl", int),
 ]
 
 

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -20,6 +22,7 @@ from .jid import JID
 from .limits import LoginGuard, MemoryTrimmer, in_networks, log_limited
 from .metrics import BrokerCollector
 from .modules.client_proxy import ClientProxy
+from .modules.extdisco import ExtDiscoSettings, ExternalServices
 from .modules.muc import MucService
 from .sasl import ScramCredential
 from .session import ClientSession, SessionLimits
@@ -82,7 +85,18 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
     broker.add_component(
         ClientProxy(cfg.focus_address, focus, cfg.focus_resource, resources_of, broker.send_to)
     )
+    broker.server_iq_handlers.append(external_services(cfg, broker))
     return broker, [conference, brewery]
+
+
+def external_services(cfg: XmppConfig, broker: Broker) -> ExternalServices:
+    """XEP-0215 for the broker's bound client sessions (off without a TURN secret)."""
+    ed = cfg.extdisco
+    host = ed.host or urlparse(os.environ.get("PUBLIC_URL", "")).hostname or ""
+    settings = ExtDiscoSettings(
+        ed.secret, host, ed.port, ed.turns_port, tuple(ed.transports), ed.ttl, ed.stun
+    )
+    return ExternalServices(settings, lambda jid: broker.session_for(jid) is not None)
 
 
 class XmppServer:

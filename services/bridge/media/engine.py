@@ -20,6 +20,13 @@ endpoint, controlling as jitsi-videobridge is (``ice.py``), checks and nominates
 pairs; DTLS-SRTP comes from the aiortc adapter (``aiortc_adapter.py``), the per-conference
 forwarder fans RTP out and terminates RTCP (``forwarder.py``, ``rtp.py``, ``rtcp.py``), and each
 conference's ``policy.py`` object decides who receives what.
+
+Optionally (``tcp_port``) the bridge also accepts ICE over TCP (RFC 6544, ``ice_tcp.py``): the TCP
+port is one more local candidate of every agent, each connection a remote address (a ``TcpPeer``)
+whose frames take the same per-packet path; a receiver whose media pair is a TCP connection is
+served by the Python loop (the C loop only sends UDP). Without ``advertise_ips`` the bridge can ask
+STUN servers for its public address at start (``stun_discovery.py``) and advertise it as a
+server-reflexive candidate whose base is the local socket the NAT forwards to.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from typing import Any
 from services.common.logging import RateLimitedLogger
 
 from . import aiortc_adapter as adapter
+from . import stun_discovery
 from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
 from .forwarder import ConferenceForwarder, EndpointMedia
-from .ice import IceAgent
+from .ice import IceAgent, tcp_host_priority
+from .ice_tcp import IceTcpServer, TcpPeer
 from .model import (
     DtlsFingerprint,
     EndpointState,
@@ -92,7 +101,11 @@ class MediaConfig:
     ``packet_cache_size``: packets kept per incoming stream to answer NACKs.
     ``remb_max_bps``/``remb_min_bps``: bounds of the estimate sent to senders.
     ``native_forwarding``: forward with the C per-receiver loop (native.py) when it is built;
-    off, or when it is not, the Python loop does it all.
+    off, or when it is not, the Python loop does it all. ``stun_servers``: when ``advertise_ips``
+    is empty, where to learn the bridge's public address at start (``stun_discovery.py``).
+    ``tcp_port``: ICE over TCP (``ice_tcp.py``) on this port (0 = any free one), None = off;
+    ``tcp_advertise_port``: the port put in the TCP candidates when a NAT or firewall forwards
+    another one to it (e.g. 443 to 4443); None = ``tcp_port``.
     """
 
     port: int = 10000
@@ -106,6 +119,9 @@ class MediaConfig:
     rtcp_interval: float = 1.0
     expire_failed_endpoints: bool = True
     native_forwarding: bool = True
+    stun_servers: tuple[str, ...] = ()
+    tcp_port: int | None = None
+    tcp_advertise_port: int | None = None
 
 
 StateCallback = Callable[[str, str, EndpointState], None]
@@ -114,6 +130,9 @@ DtlsDataCallback = Callable[[str, str, bytes], None]
 
 
 _HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255  # RFC 8445 5.1.2.1, host, component 1
+_SRFLX_PRIORITY = (100 << 24) | (65535 << 8) | 255  # server reflexive
+# RFC 6544 section 4.2: TCP candidates rank below UDP ones (jvb advertises them the same way)
+_TCP_PRIORITY = tcp_host_priority()
 _MAX_EARLY_DTLS = 8
 _MAX_ADDRESSES = 8  # remote addresses routed to one endpoint (its validated candidates)
 
@@ -136,7 +155,7 @@ class _Endpoint:
         self.local = 0  # the socket (local candidate) of the media pair
         self.addresses: set[tuple[str, int]] = set()  # remote addresses routed to it
         self.ice_timer: asyncio.Handle | None = None
-        self.ice_due = 0.0  # time.monotonic() the ICE timer is armed for
+        self.ice_due = 0.0  # time.monotonic() the ICE timer fires at
         self.created = now
         self.remote_set_at: float | None = None
         self.last_activity: float | None = None
@@ -226,6 +245,9 @@ class MediaEngine:
         self._local_addresses: list[tuple[str, int]] = []
         self._native: NativeFanout | None = None
         self._port = config.port
+        self._addresses = stun_discovery.plan_candidates(config.advertise_ips, config.bind_address, [])
+        self._tcp: IceTcpServer | None = None
+        self._tcp_socket: _Socket | None = None  # the ICE-TCP local candidate (ice_tcp.py)
         self._timer: asyncio.Task[None] | None = None
         self._ice_succeeded = 0
         self._ice_failed = 0
@@ -254,6 +276,12 @@ class MediaEngine:
         bind address is the wildcard, else one on the bind address) and start the periodic work
         (RTCP, consent, rates). Raises ``OSError`` naming the port when it cannot bind."""
         loop = asyncio.get_running_loop()
+        if self.config.stun_servers and not self.config.advertise_ips:
+            # the public address, asked from a fresh socket before the media sockets are bound
+            mappings = await stun_discovery.discover(self.config.stun_servers)
+            self._addresses = stun_discovery.plan_candidates(
+                self.config.advertise_ips, self.config.bind_address, mappings
+            )
         bind = self.config.bind_address
         addresses = [bind]
         advertised = list(dict.fromkeys(self._advertised_ips()))
@@ -298,12 +326,25 @@ class MediaEngine:
             except NativeUnavailable as exc:
                 log.warning("forwarding loop in Python: %s", exc)
         log.info("forwarding loop: %s", "C (native_fanout.so)" if self._native is not None else "Python")
+        if self.config.tcp_port is not None:
+            # ICE-TCP: one more local candidate of every endpoint's ICE agent (after the UDP
+            # sockets); its frames enter the same per-packet path as UDP datagrams
+            self._tcp_socket = _Socket(self, len(self._sockets))
+            self._tcp = IceTcpServer(self._tcp_socket.datagram_received, self._tcp_selected)
+            try:
+                await self._tcp.start(self.config.bind_address, self.config.tcp_port)
+            except OSError:
+                await self.stop()
+                raise
+            # the agents' one TCP local candidate (index len(self._sockets)): any connection
+            self._local_addresses.append((self._advertised_ips()[0], self._tcp.port))
+            log.info("ICE-TCP port tcp %s:%d", self.config.bind_address, self._tcp.port)
         self._timer = asyncio.ensure_future(self._periodic())
         log.info(
             "media port udp %s:%d, advertising %s",
             ",".join(addresses),
             self._port,
-            ",".join(self._advertised_ips()),
+            ",".join(self._advertised_ips() + [m for m, _ in self._addresses.srflx]),
         )
 
     async def stop(self) -> None:
@@ -320,6 +361,10 @@ class MediaEngine:
                 sock.transport.close()
         self._sockets.clear()
         self._local_addresses.clear()
+        if self._tcp is not None:
+            await self._tcp.stop()
+            self._tcp = None
+        self._tcp_socket = None
         self._native = None
 
     # ---- control API -----------------------------------------------------------------------
@@ -347,7 +392,8 @@ class MediaEngine:
             )
             while endpoint.ice.local_ufrag in self._by_ufrag or endpoint.ice.transaction_prefix in self._by_prefix:
                 endpoint.ice = IceAgent()
-            endpoint.ice.set_local_candidates(self._local_addresses)
+            udp = self._local_addresses[: len(self._sockets)]
+            endpoint.ice.set_local_candidates(udp, self._local_addresses[len(self._sockets) :])
             self._endpoints[key] = endpoint
             self._by_ufrag[endpoint.ice.local_ufrag] = endpoint
             self._by_prefix[endpoint.ice.transaction_prefix] = endpoint
@@ -490,7 +536,13 @@ class MediaEngine:
                 conference_id=e.conference_id,
                 endpoint_id=e.id,
                 state=e.state,
-                remote_address=f"{e.address[0]}:{e.address[1]}" if e.address else None,
+                remote_address=(
+                    f"tcp:{e.address[0]}:{e.address[1]}"
+                    if type(e.address) is TcpPeer
+                    else f"{e.address[0]}:{e.address[1]}"
+                )
+                if e.address
+                else None,
                 packets_received=e.media.packets_received,
                 bytes_received=e.media.bytes_received,
                 packets_sent=e.media.packets_sent,
@@ -527,6 +579,9 @@ class MediaEngine:
             forwarding_loop="python" if self._native is None else "native",
             stun_errors=self._stun_errors,
             packets_left_to_python_loop=0 if self._native is None else self._native.packets_to_python,
+            ice_tcp_connections=0 if self._tcp is None else len(self._tcp.connections),
+            ice_tcp_refused=0 if self._tcp is None else self._tcp.refused,
+            ice_tcp_timed_out=0 if self._tcp is None else self._tcp.timed_out,
             endpoint_details=details,
         )
 
@@ -629,12 +684,14 @@ class MediaEngine:
         if self._by_address.get(addr) is not endpoint:
             self._by_address[addr] = endpoint  # its media address: taken from a stale owner
             endpoint.addresses.add(addr)
-        sock = self._sockets[local] if local < len(self._sockets) else None
+        tcp = type(addr) is TcpPeer
+        sock = self._sockets[local] if local < len(self._sockets) and not tcp else None
         fd = None
         if sock is not None and sock.transport is not None:
             raw = sock.transport.get_extra_info("socket")
             fd = raw.fileno() if raw is not None else None
-        endpoint.media.set_transmit(self._transmitter(addr, local), addr, fd)
+        # the C loop sends with sendto on a UDP socket: receivers over ICE-TCP stay with Python
+        endpoint.media.set_transmit(self._transmitter(addr, local), None if tcp else addr, fd)
         if not first:
             log.info(
                 "endpoint media pair moved conference=%s endpoint=%s local=%s remote=%s nominated=%s",
@@ -668,12 +725,13 @@ class MediaEngine:
         due = endpoint.ice.next_time(now)
         timer = endpoint.ice_timer
         if timer is not None:
+            # (uvloop's call_later with no delay returns a plain Handle, which has no when())
             if due is not None and endpoint.ice_due <= due:
-                return  # armed early enough (uvloop's handles have no when())
+                return  # armed early enough
             timer.cancel()
             endpoint.ice_timer = None
         if due is not None:
-            endpoint.ice_due = due
+            endpoint.ice_due = max(due, now)
             endpoint.ice_timer = loop.call_later(max(due - now, 0.0), self._on_ice_timer, endpoint)
 
     def _on_ice_timer(self, endpoint: _Endpoint) -> None:
@@ -750,6 +808,8 @@ class MediaEngine:
             self._send_dtls(endpoint, endpoint.dtls.handle_timeout())
 
     def _transmitter(self, addr: tuple[str, int], local: int = 0) -> Callable[[bytes], None]:
+        if type(addr) is TcpPeer:
+            return self._tcp.transmitter(addr) if self._tcp is not None else _discard
         transport = self._sockets[local].transport if local < len(self._sockets) else None
         if transport is None:
             return _discard
@@ -763,7 +823,10 @@ class MediaEngine:
         return transmit
 
     def _sendto(self, data: bytes, addr: tuple[str, int], local: int = 0) -> None:
-        if local < len(self._sockets):
+        if type(addr) is TcpPeer:
+            if self._tcp is not None:
+                self._tcp.send(data, addr)
+        elif local < len(self._sockets):
             transport = self._sockets[local].transport
             if transport is not None:
                 transport.sendto(data, addr)
@@ -857,6 +920,12 @@ class MediaEngine:
 
         return send
 
+    def _tcp_selected(self, peer: TcpPeer) -> bool:
+        """Whether ICE made this ICE-TCP connection an endpoint's media pair (``ice_tcp.py``
+        closes connections that are not within their handshake timeout)."""
+        endpoint = self._by_address.get(peer)
+        return endpoint is not None and endpoint.address == peer
+
     def _local_address(self, endpoint: _Endpoint) -> str | None:
         if endpoint.address is None or endpoint.local >= len(self._local_addresses):
             return None
@@ -864,11 +933,7 @@ class MediaEngine:
         return f"{ip}:{port}"
 
     def _advertised_ips(self) -> list[str]:
-        if self.config.advertise_ips:
-            return list(self.config.advertise_ips)
-        if self.config.bind_address in ("0.0.0.0", "::", ""):
-            return ["127.0.0.1"]
-        return [self.config.bind_address]
+        return list(self._addresses.host)
 
     def _local_transport(self, endpoint: _Endpoint) -> LocalTransport:
         candidates = [
@@ -884,6 +949,38 @@ class MediaEngine:
             )
             for i, ip in enumerate(self._advertised_ips())
         ]
+        hosts = len(candidates)
+        candidates += [  # STUN-mapped public addresses, with the local one as related address
+            IceCandidate(
+                foundation=str(hosts + i + 1),
+                component=1,
+                protocol="udp",
+                priority=_SRFLX_PRIORITY - i,
+                ip=mapped,
+                port=self._port,
+                type="srflx",
+                id=f"{endpoint.ice.local_ufrag}{hosts + i}",
+                rel_addr=local,
+                rel_port=self._port,
+            )
+            for i, (mapped, local) in enumerate(self._addresses.srflx)
+        ]
+        if self._tcp is not None:  # RFC 6544 passive candidates, after (below) every UDP one
+            udp = len(candidates)
+            candidates += [
+                IceCandidate(
+                    foundation=str(udp + i + 1),
+                    component=1,
+                    protocol="tcp",
+                    priority=_TCP_PRIORITY - i,
+                    ip=ip,
+                    port=self.config.tcp_advertise_port or self._tcp.port,
+                    type="host",
+                    id=f"{endpoint.ice.local_ufrag}{udp + i}",
+                    tcptype="passive",
+                )
+                for i, ip in enumerate(self._advertised_ips())
+            ]
         return LocalTransport(
             ufrag=endpoint.ice.local_ufrag,
             pwd=endpoint.ice.local_pwd,

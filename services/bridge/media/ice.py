@@ -6,7 +6,7 @@ they arrived on and their source address, asks :meth:`IceAgent.poll` for the che
 media uses.
 
 The agent pairs every local host candidate (one per advertised address, each its own socket)
-with every remote candidate it learns: from the endpoint's answer and Jingle ``transport-info``
+with every remote UDP candidate it learns: from the endpoint's answer and Jingle ``transport-info``
 (:meth:`IceAgent.add_remote_candidates`) and as peer-reflexive candidates from the checks the
 endpoint sends (RFC 8445 section 7.3.1.3, which also covers the mDNS names browsers put in their
 signalled candidates). Checks are paced and retransmitted; a request from the endpoint triggers
@@ -21,6 +21,13 @@ pair carries DTLS. Controlled (the peer insists on controlling and wins the tie-
 ``USE-CANDIDATE`` check, or the first authenticated check until one arrives. In both roles the pair
 DTLS arrives on (:meth:`IceAgent.dtls_from`) becomes the media pair: a peer sends DTLS on the pair
 it selected.
+
+ICE over TCP (RFC 6544): the bridge's passive TCP candidate is one more local candidate (flagged
+``tcp``, ranked below every UDP one). It is never paired with signalled candidates (a passive
+candidate cannot connect out; a browser's active ones have no address to reach): each connection a
+browser opens is a peer-reflexive remote candidate, a :class:`~.ice_tcp.TcpPeer`, paired with it
+when an authenticated check arrives on the connection, and then checked and nominated like any
+other pair.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from dataclasses import dataclass, field
 from aioice import stun
 
 from . import aiortc_adapter as adapter
+from .ice_tcp import TcpPeer
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -53,6 +61,7 @@ better pairs are still being checked."""
 
 _HOST_TYPE_PREFERENCE = 126
 _PRFLX_TYPE_PREFERENCE = 110
+_TCP_HOST_TYPE_PREFERENCE = 90
 
 
 def random_token(length: int) -> str:
@@ -99,10 +108,20 @@ class CandidatePair:
     the path back, but the peer can send on it)."""
 
 
+# RFC 6544 section 4.2: local preference (2^13 * direction preference + other preference), passive
+TCP_LOCAL_PREFERENCE = (6 << 13) | 8191
+
+
+def tcp_host_priority(index: int = 0) -> int:
+    """The priority of the ``index``-th passive TCP host candidate: below every UDP candidate."""
+    return candidate_priority(_TCP_HOST_TYPE_PREFERENCE, TCP_LOCAL_PREFERENCE) - index
+
+
 @dataclass(frozen=True)
 class LocalCandidate:
     address: Address
     priority: int
+    tcp: bool = False
 
 
 class IceAgent:
@@ -141,12 +160,13 @@ class IceAgent:
 
     # ---- configuration ----------------------------------------------------------------------
 
-    def set_local_candidates(self, addresses: Sequence[Address]) -> None:
-        """The bridge's host candidates, index = the socket they are bound to."""
+    def set_local_candidates(self, addresses: Sequence[Address], tcp: Sequence[Address] = ()) -> None:
+        """The bridge's UDP host candidates, index = the socket they are bound to, then its
+        passive ICE-TCP candidates (their indexes follow the UDP ones)."""
         self.local = [
             LocalCandidate(address, candidate_priority(_HOST_TYPE_PREFERENCE, 65535 - i))
             for i, address in enumerate(addresses)
-        ]
+        ] + [LocalCandidate(address, tcp_host_priority(i), tcp=True) for i, address in enumerate(tcp)]
 
     def set_remote(self, ufrag: str, pwd: str) -> None:
         if (ufrag, pwd) != (self.remote_ufrag, self.remote_pwd) and self.remote_ufrag is not None:
@@ -177,7 +197,10 @@ class IceAgent:
 
     def _pair_with(self, remote: Address, priority: int) -> None:
         family = ":" in remote[0]
+        tcp = type(remote) is TcpPeer
         for index, local in enumerate(self.local):
+            if local.tcp != tcp:
+                continue
             if (":" in local.address[0]) == family and (index, remote) not in self.pairs:
                 self.pairs[(index, remote)] = CandidatePair(index, remote, priority)
 
@@ -187,6 +210,8 @@ class IceAgent:
         self, request: adapter.StunBindingRequest, local: int, addr: Address, now: float = 0.0
     ) -> StunOutcome:
         """An endpoint's binding request, received on local candidate ``local`` from ``addr``."""
+        if 0 <= local < len(self.local) and self.local[local].tcp != (type(addr) is TcpPeer):
+            return StunOutcome(None, False, False)  # a UDP source on the TCP candidate, or back
         if request.local_ufrag != self.local_ufrag:
             return StunOutcome(adapter.binding_error(request, 401, "Unauthorized"), False, False)
         if self.remote_ufrag is not None and request.remote_ufrag != self.remote_ufrag:

@@ -170,4 +170,9 @@ class MediaStats:
     picture ids after a simulcast switch), a full socket buffer."""
     stun_errors: int = 0
     """STUN datagrams dropped as malformed (or unusable by ICE)."""
+    ice_tcp_connections: int = 0
+    """Open ICE-TCP connections (``ice_tcp.py``), and those refused or closed for not completing
+    ICE in time or going silent since start."""
+    ice_tcp_refused: int = 0
+    ice_tcp_timed_out: int = 0
     endpoint_details: list[EndpointStats] = field(default_factory=list)

@@ -131,3 +131,20 @@ def test_port_range_errors() -> None:
     with pytest.raises(ConfigError) as err:
         config.load(environ={"JVB_PORT": "10019-10000"})
     assert err.value.setting == "videobridge.ice.udp-port"
+
+
+def test_nat_settings() -> None:
+    ice = config.load(environ={}).videobridge.ice
+    assert ice.stun_servers == [] and ice.tcp.enabled is False and ice.tcp.port == 4443
+    ice = config.load(
+        environ={
+            "JVB_STUN_SERVERS": "stun.example.org:3478, 192.0.2.5",
+            "JVB_TCP_HARVESTER_DISABLED": "false",
+            "JVB_TCP_PORT": "4443",
+            "JVB_TCP_MAPPED_PORT": "443",
+        }
+    ).videobridge.ice
+    assert ice.stun_servers == ["stun.example.org:3478", "192.0.2.5"]
+    assert ice.tcp.enabled is True and (ice.tcp.port, ice.tcp.mapped_port) == (4443, 443)
+    with pytest.raises(ConfigError, match="JVB_TCP_PORT"):
+        config.load(environ={"JVB_TCP_PORT": "70000"})

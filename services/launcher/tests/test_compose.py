@@ -20,7 +20,7 @@ def load() -> dict:
 
 def test_services_and_healthchecks() -> None:
     services = load()["services"]
-    assert set(services) == {"nginx", "xmpp", "focus", "bridge", "web", "redis", "recorder"}
+    assert set(services) == {"nginx", "xmpp", "focus", "bridge", "web", "redis", "recorder", "turn"}
     for name, svc in services.items():
         assert "healthcheck" in svc, f"{name} has no healthcheck"
 
@@ -65,7 +65,7 @@ def test_only_nginx_and_media_listen_publicly() -> None:
 @pytest.mark.peer
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose (Debian) not installed")
 def test_compose_parses(tmp_path: Path) -> None:
-    env = {**os.environ, "JICOFO_AUTH_PASSWORD": "x", "JVB_AUTH_PASSWORD": "y"}
+    env = {**os.environ, "JICOFO_AUTH_PASSWORD": "x", "JVB_AUTH_PASSWORD": "y", "TURN_CREDENTIALS": "z"}
     result = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
         env=env,
@@ -83,3 +83,11 @@ def test_compose_parses(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert result.returncode != 0 and "JVB_AUTH_PASSWORD" in result.stderr
+
+
+def test_turn_shares_its_secret_with_the_broker_and_only_allows_the_bridges() -> None:
+    services = load()["services"]
+    turn, xmpp = services["turn"]["environment"], services["xmpp"]["environment"]
+    assert turn["TURN_CREDENTIALS"] == xmpp["TURN_CREDENTIALS"]
+    assert turn["TURN_ALLOWED_PEER_IPS"] == "${JVB_ADVERTISE_IPS:-}"
+    assert turn["TURN_TLS_CERT"] == "/config/tls/cert.pem"

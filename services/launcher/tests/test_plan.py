@@ -15,7 +15,7 @@ def settings(tmp_path: Path, **kw: object) -> StackSettings:
 
 def test_default_stack_has_every_service_in_start_order(tmp_path: Path) -> None:
     plan = build_plan(settings(tmp_path))
-    assert [p.name for p in plan.processes] == ["xmpp", "jvb1", "jvb2", "focus", "recorder", "web", "nginx"]
+    assert [p.name for p in plan.processes] == ["xmpp", "jvb1", "jvb2", "focus", "recorder", "web", "turn", "nginx"]
     assert [b.server_id for b in plan.bridges] == ["jvb1", "jvb2"]
 
 
@@ -25,7 +25,7 @@ def test_ports_are_distinct_and_shift_with_the_offset(tmp_path: Path) -> None:
     ports = [p for proc in base.processes for p in proc.tcp_ports]
     assert len(ports) == len(set(ports))
     assert [p + 100 for p in ports] == [p for proc in shifted.processes for p in proc.tcp_ports]
-    assert [p.udp_ports for p in base.processes if p.udp_ports] == [[10000], [10001]]
+    assert [p.udp_ports for p in base.processes if p.udp_ports] == [[10000], [10001], [3478]]
 
 
 def test_services_share_accounts_and_names(tmp_path: Path) -> None:
@@ -42,7 +42,9 @@ def test_services_share_accounts_and_names(tmp_path: Path) -> None:
     assert (
         env["focus"]["JICOFO_BRIDGE_COLIBRI_URLS"] == "jvb1=http://127.0.0.1:8080,jvb2=http://127.0.0.1:8081"
     )
-    assert all(e.get("REDIS_URL") == "redis://127.0.0.1:6379/0" for n, e in env.items() if n != "nginx")
+    assert all(
+        e.get("REDIS_URL") == "redis://127.0.0.1:6379/0" for n, e in env.items() if n not in ("nginx", "turn")
+    )
     assert "REDIS_URL" not in build_plan(settings(tmp_path)).processes[0].env
 
 
@@ -95,3 +97,23 @@ def test_port_conflicts_name_the_port_and_service(tmp_path: Path) -> None:
         plan = build_plan(settings(tmp_path, http_port=taken))
         problems = port_conflicts(plan)
     assert any(f"TCP port {taken} (needed by nginx)" in p for p in problems)
+
+
+def test_coturn_and_the_broker_share_the_turn_secret(tmp_path: Path) -> None:
+    plan = build_plan(settings(tmp_path, turn_secret="t0p", port_offset=10))
+    env = {p.name: p.env for p in plan.processes}
+    turn = next(p for p in plan.processes if p.name == "turn")
+    assert turn.argv[1:] == ["-m", "services.turn"]
+    assert env["turn"]["TURN_CREDENTIALS"] == env["xmpp"]["TURN_CREDENTIALS"] == "t0p"
+    assert env["xmpp"]["TURN_PORT"] == env["turn"]["TURN_PORT"] == "3488"
+    assert env["xmpp"]["TURN_HOST"] == "127.0.0.1"  # what coturn listens on locally
+    public = build_plan(settings(tmp_path, public_url="https://meet.example.org"))
+    assert public.processes[0].env["TURN_HOST"] == "meet.example.org"
+    assert turn.health_url == "stun:127.0.0.1:3488"
+    assert env["turn"]["TURN_ALLOWED_PEER_IPS"] == "127.0.0.1"  # the bridges' advertised address
+
+
+def test_turn_can_be_left_out(tmp_path: Path) -> None:
+    plan = build_plan(settings(tmp_path, turn=False))
+    assert "turn" not in [p.name for p in plan.processes]
+    assert "TURN_CREDENTIALS" not in plan.processes[0].env

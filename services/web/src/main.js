@@ -30,6 +30,14 @@ const parley = {
   async sendStats() {
     return state.meeting ? state.meeting.sendStats() : [];
   },
+  /** The candidate pair that carries the media (types, protocols, addresses), or null. */
+  async candidatePair() {
+    return state.meeting ? state.meeting.selectedCandidatePair() : null;
+  },
+  /** The STUN/TURN URLs the XMPP server offered (XEP-0215). */
+  get iceServers() {
+    return (state.meeting?.iceServers ?? []).map((s) => s.urls);
+  },
   /** The ReceiverVideoConstraints last asked of the bridge. */
   get videoConstraints() {
     return state.meeting?.videoConstraints ?? null;

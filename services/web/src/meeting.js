@@ -10,6 +10,7 @@ import { encodingForConstraint, qualityLevel, summarizeStats } from './quality.j
 import { Roster } from './roster.js';
 import { JingleGate, NS_JINGLE_ERRORS, RateLimitedLog } from './signalling/acceptance.js';
 import { appendContents, isMove, NS, parseJingle } from './signalling/jingle.js';
+import { appendServicesRequest, parseServices } from './signalling/extdisco.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
 import { appendJibriRequest, parseJibriResult, parseRecordingStatus } from './signalling/recording.js';
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
@@ -92,6 +93,7 @@ export class Meeting extends EventTarget {
     this.conn.addHandler((el) => this.#onPresence(el), null, 'presence');
     this.conn.addHandler((el) => this.#onJingle(el), NS.JINGLE, 'iq', 'set');
     this.conn.addHandler((el) => this.#onGroupchat(el), null, 'message', 'groupchat');
+    this.iceServers = await this.#externalServices();
     this.#status('focus', 'Setting up the room…');
     await this.#askFocus();
     this.#status('joining', 'Joining the room…');
@@ -148,6 +150,17 @@ export class Meeting extends EventTarget {
         }
       });
     });
+  }
+
+  /** STUN/TURN servers from the XMPP server (XEP-0215); none when it offers none or is slow. */
+  async #externalServices() {
+    const iq = appendServicesRequest($iq({ to: this.config.hosts.domain, type: 'get' }));
+    try {
+      const result = await new Promise((resolve, reject) => this.conn.sendIQ(iq, resolve, reject, 5000));
+      return parseServices(result);
+    } catch {
+      return [];
+    }
   }
 
   async #askFocus() {
@@ -342,7 +355,13 @@ export class Meeting extends EventTarget {
     this.#closeMedia();
     this.session = { sid: jingle.sid, from, initiator: jingle.initiator };
     this.offer = new RemoteOffer(jingle, { localOwner: this.occupantJid });
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new RTCPeerConnection({
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+      iceServers: this.iceServers ?? [],
+      // config.forceTurnRelay: media only through TURN (jitsi-meet's option of the same name)
+      iceTransportPolicy: this.config.forceTurnRelay ? 'relay' : 'all',
+    });
     this.pc = pc;
     // the bridge opens the data channel (focus `enable-sctp`); it carries the bridge channel
     pc.ondatachannel = (event) => {
@@ -631,6 +650,41 @@ export class Meeting extends EventTarget {
     this.quality = level;
     this.#emit('quality', { level, rttMs: summary.rttMs, lossRatio: summary.lossRatio, downlinkBps: this.downlinkBps });
     if (this.channel?.isOpen) this.channel.send(endpointStats({ connectionQuality: level }));
+  }
+
+  /** The candidate pair carrying our media (getStats: transport -> selected candidate-pair ->
+   * local-candidate / remote-candidate), or null before ICE has selected one. */
+  async selectedCandidatePair() {
+    const pc = this.pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    let pair = null;
+    for (const r of report.values()) {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
+    }
+    if (!pair) {
+      for (const r of report.values()) {
+        if (r.type === 'candidate-pair' && r.state === 'succeeded' && r.nominated) pair = r;
+      }
+    }
+    if (!pair) return null;
+    const side = (c) => c && {
+      candidateType: c.candidateType,
+      protocol: c.protocol,
+      relayProtocol: c.relayProtocol ?? null,
+      tcpType: c.tcpType ?? null,
+      address: c.address ?? c.ip,
+      port: c.port,
+      relatedAddress: c.relatedAddress ?? null,
+      url: c.url ?? null,
+    };
+    return {
+      state: pair.state,
+      bytesSent: pair.bytesSent,
+      bytesReceived: pair.bytesReceived,
+      local: side(report.get(pair.localCandidateId)),
+      remote: side(report.get(pair.remoteCandidateId)),
+    };
   }
 
   /** Per remote endpoint: frames decoded of its video (for the page's own diagnostics and tests). */

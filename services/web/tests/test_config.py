@@ -27,6 +27,7 @@ def test_defaults_follow_docker_jitsi_meet() -> None:
     assert settings["connectTimeoutMs"] == 8000
     assert settings["channelLastN"] == -1
     assert settings["disableSimulcast"] is False
+    assert settings["forceTurnRelay"] is False
 
 
 def test_last_n_and_simulcast_reach_the_page() -> None:
@@ -35,6 +36,7 @@ def test_last_n_and_simulcast_reach_the_page() -> None:
     )
     assert settings["channelLastN"] == 2
     assert settings["disableSimulcast"] is True
+    assert settings_of(config_js(load(environ={"WEB_FORCE_TURN_RELAY": "true"})))["forceTurnRelay"] is True
 
 
 def test_public_url_gives_websocket_and_bosh_urls() -> None:

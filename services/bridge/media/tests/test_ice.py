@@ -252,3 +252,36 @@ def test_a_late_role_conflict_answer_does_not_switch_back() -> None:
     conflict.add_message_integrity(PEER_PWD.encode())
     agent.handle_response(bytes(conflict), local, remote, 0.0)
     assert not agent.controlling
+
+
+def test_ice_tcp_connections_pair_only_with_the_tcp_candidate_and_rank_below_udp() -> None:
+    from services.bridge.media.ice_tcp import TcpPeer
+
+    agent = IceAgent()
+    agent.set_local_candidates(LOCAL, tcp=[("127.0.0.1", 4443)])
+    agent.set_remote(PEER_UFRAG, PEER_PWD)
+    tcp = len(LOCAL)
+    assert agent.local[tcp].tcp and agent.local[tcp].priority < min(c.priority for c in agent.local[:tcp])
+    # a signalled (UDP) candidate is paired with the UDP sockets only
+    agent.add_remote_candidates([("127.0.0.1", 5000, 2130706431)])
+    assert {local for local, _ in agent.pairs} == set(range(tcp))
+    # a UDP source on the TCP candidate, or a connection on a UDP socket: not authenticated, no pair
+    check = request(agent, controlling=False, tie_breaker=1)
+    assert not agent.handle_request(check, tcp, ("10.0.0.7", 40000)).authenticated
+    assert not agent.handle_request(check, 0, TcpPeer("10.0.0.7", 40001)).authenticated
+    # a connection's check: a peer-reflexive pair with the TCP candidate, checked back at once
+    peer = TcpPeer("10.0.0.7", 40002)
+    outcome = agent.handle_request(check, tcp, peer)
+    assert outcome.authenticated and (tcp, peer) in agent.pairs
+    due = [(local, remote) for local, remote, _ in agent.poll(0.0)]
+    assert due[0] == (tcp, peer) and type(due[0][1]) is TcpPeer
+    # only the TCP pair works (UDP blocked): it is selected, then nominated
+    response, _ = answer(agent.pairs[(tcp, peer)].request, peer)
+    agent.handle_response(response, tcp, peer, 0.0)
+    assert agent.selected == (tcp, peer)
+    for local, remote, datagram in agent.poll(1.0):
+        if (local, remote) == (tcp, peer):
+            response, sent = answer(datagram, peer)
+            if sent.use_candidate:
+                agent.handle_response(response, tcp, peer, 1.0)
+    assert agent.nominated and agent.selected == (tcp, peer)
