@@ -5,6 +5,7 @@ stream with a stream error; the bystander keeps being served; memory comes back.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -89,15 +90,23 @@ def test_partial_stanzas_held_open_cost_bounded_memory_that_comes_back(stack):
     holders = []
     try:
         base = rss_mb(pid)
-        for _ in range(10):
-            c = RawClient(stack.c2s_port).login()
-            c.send("<message to='x@meet.jitsi'>" + "<a/>" * 9000)  # many elements, just under the limits
-            holders.append(c)
         # the next element over the per-stanza element limit is a policy-violation for that client
         over = RawClient(stack.c2s_port).login()
         over.send("<message to='x@meet.jitsi'>" + "<a/>" * 20000)
         assert "policy-violation" in over.expect("</stream:stream>")
         over.close()
+        for _ in range(10):
+            c = RawClient(stack.c2s_port).login()
+            c.send("<message to='x@meet.jitsi'>" + "<a/>" * 9000)  # many elements, just under the limits
+            holders.append(c)
+        # five of them fill the server's budget for elements in unfinished stanzas
+        # (limits.max-pending-elements, 50,000): the connections after that are cut off
+        refused = 0
+        for c in holders[5:]:
+            with contextlib.suppress(TimeoutError, OSError):
+                if "resource-constraint" in c.expect("</stream:stream>"):
+                    refused += 1
+        assert refused >= 4, f"{refused} of the 5 holders past the budget were refused"
         assert bystander.ping("while-held")
         during = rss_mb(pid)
         assert during - base < 60, f"{during - base:.1f} MB for 10 partial stanzas"
