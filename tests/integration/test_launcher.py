@@ -151,11 +151,13 @@ def _children(launcher_pid: int) -> dict[str, int]:
     return out
 
 
-def _wait_log(log: Path, text: str, after: int, timeout: float = 90) -> None:
+def _wait_log(log: Path, name: str, text: str, after: int, timeout: float = 90) -> None:
+    """Wait for the launcher's line ``<name> | <text>…`` (names are padded to the longest one)."""
+    line = re.compile(rf"^{re.escape(name)} +\| {re.escape(text)}", re.M)
     deadline = time.monotonic() + timeout
-    while text not in log.read_text()[after:]:
+    while not line.search(log.read_text()[after:]):
         if time.monotonic() > deadline:
-            pytest.fail(f"no {text!r} in the launcher's log:\n" + log.read_text()[-5000:])
+            pytest.fail(f"no {name!r} line {text!r} in the launcher's log:\n" + log.read_text()[-5000:])
         time.sleep(0.25)
 
 
@@ -166,8 +168,8 @@ def test_every_service_killed_with_sigkill_is_restarted_and_the_stack_keeps_runn
         pid = _children(proc.pid)[name]
         mark = len(log.read_text())
         os.kill(pid, signal.SIGKILL)
-        _wait_log(log, f"{name.ljust(5)} | exited with status -9", mark)
-        _wait_log(log, f"{name.ljust(5)} | restarted (restart 1)", mark)
+        _wait_log(log, name, "exited with status -9", mark)
+        _wait_log(log, name, "restarted (restart 1)", mark)
         assert proc.poll() is None, "the launcher stopped when a service died"
         assert _children(proc.pid)[name] != pid
         health = "/nginx-health" if name == "nginx" else f"/health/{name.replace('jvb', 'bridge/jvb')}"
@@ -224,7 +226,7 @@ def test_a_meeting_recovers_from_kill_9_of_its_bridge_the_focus_and_the_broker(t
                 name = bridge_of_room() if victim == "bridge" else victim
                 mark = len(log.read_text())
                 os.kill(_children(launcher.pid)[name], signal.SIGKILL)
-                _wait_log(log, f"{name.ljust(5)} | restarted", mark)
+                _wait_log(log, name, "restarted", mark)
                 for page in pages:
                     wait_with_logs(
                         f"video again after kill -9 of {name}", lambda p=page: playing(p), logs, timeout=90

@@ -435,9 +435,12 @@ class MucService:
     ) -> None:
         """``occupant``'s presence to each recipient: one serialization per variant."""
         cache: dict[tuple[bool, bool], tuple[bytes, bytes]] = {}
+        # A service account's real JID (the focus's) is no one's secret, and Jitsi's clients need it:
+        # lib-jitsi-meet takes Jingle only from the occupant whose real JID is the focus's.
+        public = occupant.real_jid.bare in self.admins
         for r in recipients:
             is_self = r is occupant
-            with_jid = is_self or room.sees_real_jids(r)
+            with_jid = is_self or public or room.sees_real_jids(r)
             key = (is_self, with_jid)
             parts = cache.get(key)
             if parts is None:

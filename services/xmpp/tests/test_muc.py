@@ -32,9 +32,11 @@ def test_join_rebroadcasts_extensions_verbatim_with_real_jid_to_moderators():
     _broker, _conf, focus, guest = setup_room()
     extra = "<stats-id>Abc</stats-id><audiomuted xmlns='http://jitsi.org/jitmeet/audio'>true</audiomuted>"
     out = guest.send(JOIN.format(to=f"room@{MUC_HOST}/alice", extra=extra))
-    # the guest sees the focus (without real JID: semi-anonymous), itself with 110, then the subject
+    # the guest sees the focus (with its real JID: a service account's is public, and Jitsi
+    # clients take Jingle only from the occupant whose real JID is the focus's), itself with 110,
+    # then the subject
     assert out[0].get("from") == f"room@{MUC_HOST}/focus"
-    assert out[0].find("x", MUC_USER).find("item").get("jid") is None
+    assert out[0].find("x", MUC_USER).find("item").get("jid") == str(focus.session.jid)
     assert out[1].get("from") == f"room@{MUC_HOST}/alice" and "110" in codes(out[1])
     assert out[2].name == "message" and out[2].find("subject") is not None
     seen = focus.drain()[0]
