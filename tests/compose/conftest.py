@@ -33,8 +33,9 @@ from tests.compose.engine import (
     missing_tools,
 )
 
-SERVICES = ["redis", "xmpp", "bridge", "focus", "web", "nginx"]
+SERVICES = ["redis", "xmpp", "bridge", "focus", "web", "turn", "nginx"]
 BRIDGE_SLOTS = 5  # three replicas, and room for a restarted one
+TURN_RELAY_SLOTS = 20  # coturn's relay ports in the tests
 
 
 def readme_blocks() -> list[list[str]]:
@@ -174,6 +175,10 @@ def stack_env(base: int) -> dict[str, str]:
             "JVB_ADVERTISE_IPS": "127.0.0.1",
             "JICOFO_AUTH_PASSWORD": secrets.token_hex(16),
             "JVB_AUTH_PASSWORD": secrets.token_hex(16),
+            "TURN_CREDENTIALS": secrets.token_hex(16),
+            "TURN_PORT": str(base + 7 + 3 * BRIDGE_SLOTS),
+            "TURNS_PORT": str(base + 8 + 3 * BRIDGE_SLOTS),
+            "TURN_RELAY_PORTS": f"{base + 9 + 3 * BRIDGE_SLOTS}-{base + 8 + 3 * BRIDGE_SLOTS + TURN_RELAY_SLOTS}",
             "ENABLE_HTTP_REDIRECT": "1",
             "ENABLE_IPV6": "1" if Path("/proc/net/if_inet6").exists() else "0",
         }
@@ -210,7 +215,7 @@ def compose_stack() -> Iterator[Stack]:
     project_dir = workdir / "parley"
     project_files(project_dir)
     project = ComposeProject(engine, project_dir, f"parleytest{os.getpid()}")
-    stack = Stack(project, project_dir, stack_env(free_block(7 + 3 * BRIDGE_SLOTS)), docker_compose_word())
+    stack = Stack(project, project_dir, stack_env(free_block(9 + 3 * BRIDGE_SLOTS + TURN_RELAY_SLOTS)), docker_compose_word())
     try:
         project.start_healthchecks()
         first = readme_blocks()[0]
