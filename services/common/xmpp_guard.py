@@ -142,3 +142,13 @@ class GuardedStreamMixin:
         ET.SubElement(error, f"{{{_NS_STANZAS}}}policy-violation")
         ET.SubElement(error, f"{{{_NS_STANZAS}}}text").text = f"stanza {why}"
         self.send_raw(tostring(reply, xmlns=self.default_ns, stream=cast(Any, self), top_level=True))  # type: ignore[attr-defined]
+
+
+def send_iq_error(iq: Any, condition: str, text: str, etype: str) -> None:
+    """Answer a slixmpp IQ with an error (RFC 6120 section 8.3): the request echoed, then the error."""
+    reply = iq.reply(clear=False)
+    reply["type"] = "error"
+    reply["error"]["type"] = etype
+    reply["error"]["condition"] = condition
+    reply["error"]["text"] = text
+    reply.send()

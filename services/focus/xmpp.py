@@ -22,7 +22,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from services.common import brewery, jibri, jingle
 from services.common.brewery import BridgeStats
 from services.common.logging import RateLimitedLogger
-from services.common.xmpp_guard import GuardedStreamMixin
+from services.common.xmpp_guard import GuardedStreamMixin, send_iq_error
 
 from .config import FocusSettings
 from .limits import RequestRefused
@@ -403,12 +403,7 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         reply.send()
 
     def _error(self, iq: slixmpp.Iq, condition: str, text: str, etype: str = "modify") -> None:
-        reply = iq.reply(clear=False)
-        reply["type"] = "error"
-        reply["error"]["type"] = etype
-        reply["error"]["condition"] = condition
-        reply["error"]["text"] = text
-        reply.send()
+        send_iq_error(iq, condition, text, etype)
 
     def _conference_iq(self, iq: slixmpp.Iq) -> None:
         if iq["type"] in ("result", "error"):

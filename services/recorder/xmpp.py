@@ -21,6 +21,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from services.common import jibri, jingle
 from services.common.jibri import JibriIq, RecorderStatus
 from services.common.tasks import Background
+from services.common.xmpp_guard import send_iq_error
 
 from .config import RecorderSettings
 from .service import Recorder, Refused
@@ -97,12 +98,7 @@ class RecorderXmpp(slixmpp.ClientXMPP):
         return bool(iq["from"].bare == self.settings.xmpp.brewery_jid and iq["from"].resource)
 
     def _error(self, iq: slixmpp.Iq, condition: str, text: str, etype: str = "cancel") -> None:
-        reply = iq.reply(clear=False)
-        reply["type"] = "error"
-        reply["error"]["type"] = etype
-        reply["error"]["condition"] = condition
-        reply["error"]["text"] = text
-        reply.send()
+        send_iq_error(iq, condition, text, etype)
 
     def _jibri_iq(self, iq: slixmpp.Iq) -> None:
         if iq["type"] != "set":
