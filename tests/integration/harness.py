@@ -79,7 +79,7 @@ class ServiceProcess:
     def python_module(cls, name: str, module: str, env: dict[str, str], **kw: object) -> ServiceProcess:
         return cls(name, [PYTHON, "-m", module], env, **kw)  # type: ignore[arg-type]
 
-    def start(self, timeout: float = 20.0) -> ServiceProcess:
+    def start(self, timeout: float = 60.0) -> ServiceProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             self.argv,

@@ -86,7 +86,14 @@ def allow_loopback_ice() -> None:
 
 
 class IceDtlsPeer:
-    """One endpoint's transport: ICE (controlling, the bridge is ICE-lite) and DTLS (server)."""
+    """One endpoint's transport as a browser answering the bridge's offer has it: ICE controlled
+    (the bridge is a full, controlling agent) and DTLS server (``setup: passive`` in its answer).
+
+    The DTLS role is the one the answer declared, never derived from the ICE role (aiortc's ORTC
+    default): the ICE roles may still change through a role conflict (RFC 8445 section 7.3.1.1),
+    and a peer that derived its DTLS role from them could end up a DTLS client facing the bridge's
+    client, a handshake that never completes.
+    """
 
     def __init__(self) -> None:
         allow_loopback_ice()
@@ -105,7 +112,7 @@ class IceDtlsPeer:
             "ufrag": ice.usernameFragment,
             "pwd": ice.password,
             "rtcp-mux": True,
-            # the peer is ICE-controlling, so aiortc makes it the DTLS server: the bridge is the client
+            # the peer is the DTLS server (see connect): the bridge is the client
             "fingerprints": [
                 {"fingerprint": f.value, "hash": f.algorithm, "setup": "passive"}
                 for f in self.dtls.getLocalParameters().fingerprints
@@ -127,13 +134,13 @@ class IceDtlsPeer:
                 )
             )
         await self.ice.addRemoteCandidate(None)
-        # Facing an ICE-lite agent a full agent must be controlling (RFC 8445 6.1.1); aiortc only
-        # decides this inside RTCPeerConnection, so the ORTC transport is told directly.
-        self.ice._connection.ice_controlling = True
+        # The bridge controls and nominates; aiortc decides the ICE role only inside
+        # RTCPeerConnection, so the ORTC transport is told directly, and so is the DTLS role the
+        # answer declared (aiortc's ORTC "auto" would follow the ICE role).
+        self.ice._connection.ice_controlling = False
+        self.dtls._set_role("server")
         await self.ice.start(
-            RTCIceParameters(
-                usernameFragment=bridge_transport["ufrag"], password=bridge_transport["pwd"], iceLite=True
-            )
+            RTCIceParameters(usernameFragment=bridge_transport["ufrag"], password=bridge_transport["pwd"])
         )
         await self.dtls.start(
             RTCDtlsParameters(
