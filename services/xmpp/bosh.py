@@ -13,6 +13,7 @@ import logging
 import math
 import secrets
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from .limits import log_limited
@@ -98,7 +99,7 @@ class BoshSession:
         self.pending.clear()
         self.pending_bytes = 0
         if self.terminated:
-            self.service.sessions.pop(self.sid, None)
+            self.service.forget(self)
             return (f"<body xmlns='{BOSH_NS}' type='terminate'>").encode() + payload + b"</body>"
         return f"<body xmlns='{BOSH_NS}'>".encode() + payload + b"</body>"
 
@@ -108,6 +109,21 @@ class BoshService:
         self.server = server
         self.sessions: dict[str, BoshSession] = {}
         self.config = server.config.bosh
+        self.per_address: Counter[str] = Counter()
+        self.refused_sessions = 0
+
+    def _add(self, bs: BoshSession) -> None:
+        self.sessions[bs.sid] = bs
+        self.per_address[bs.link.address] += 1
+
+    def forget(self, bs: BoshSession) -> None:
+        """The session is over: it no longer counts against its address."""
+        if self.sessions.pop(bs.sid, None) is not None:
+            left = self.per_address[bs.link.address] - 1
+            if left > 0:
+                self.per_address[bs.link.address] = left
+            else:
+                del self.per_address[bs.link.address]
 
     def _response(self, status: int, body: bytes) -> HttpResponse:
         from .transports.http import HttpResponse
@@ -152,11 +168,15 @@ class BoshService:
 
     def _create(self, root: Element, rid: int, address: str = "") -> HttpResponse:
         to = root.get("to") or ""
+        if self.per_address[address] >= self.config.max_sessions_per_address:
+            # XEP-0124 section 17.2: a condition that ends only this request's would-be session
+            self.refused_sessions += 1
+            return self._terminate("policy-violation", f"too many BOSH sessions from {address}")
         wait = _bounded(root.get("wait"), self.config.max_wait, 1.0, self.config.max_wait)
         hold = int(_bounded(root.get("hold"), 1, 1, self.config.hold))
         sid = secrets.token_hex(16)
         bs = BoshSession(self, sid, rid, wait, hold, address)
-        self.sessions[sid] = bs
+        self._add(bs)
         bs.session.stream_opened(StreamOpened(STREAM_NS, "stream", {"to": to, "version": "1.0"}))
         if bs.terminated:
             return self._response(200, bs.take_body())
@@ -181,7 +201,7 @@ class BoshService:
                 bs.session.element(child)
             bs.session.stream_closed()
             bs.terminated = True
-            self.sessions.pop(bs.sid, None)
+            self.forget(bs)
             return self._response(200, f"<body xmlns='{BOSH_NS}' type='terminate'/>".encode())
         restart = root.get(f"{{{XBOSH_NS}}}restart") in ("true", "1")
         session = bs.session
@@ -219,7 +239,7 @@ class BoshService:
         """End sessions whose client stopped polling."""
         for bs in list(self.sessions.values()):
             if bs.held is None and now - bs.last_request > self.config.inactivity:
-                self.sessions.pop(bs.sid, None)
+                self.forget(bs)
                 bs.session.transport_lost()
 
 

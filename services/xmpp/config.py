@@ -48,6 +48,8 @@ class LimitsConfig(Section):
     login_failures_per_address: int = Field(ge=1)
     login_failures_per_account: int = Field(ge=1)
     login_failure_window: float = Field(gt=0)
+    presence_interval: float = Field(ge=0)
+    presence_burst: int = Field(ge=1)
 
 
 class WebSocketConfig(Section):
@@ -61,6 +63,7 @@ class BoshConfig(Section):
     max_wait: float = Field(gt=0)
     inactivity: float = Field(gt=0)
     hold: int = Field(ge=1)
+    max_sessions_per_address: int = Field(ge=1)
 
 
 class StreamManagementConfig(Section):
@@ -152,6 +155,9 @@ ENV = [
     EnvVar("XMPP_MAX_PENDING_ELEMENTS", "xmpp.limits.max-pending-elements", int),
     EnvVar("XMPP_LOGIN_FAILURES_PER_ADDRESS", "xmpp.limits.login-failures-per-address", int),
     EnvVar("XMPP_LOGIN_FAILURES_PER_ACCOUNT", "xmpp.limits.login-failures-per-account", int),
+    EnvVar("XMPP_PRESENCE_INTERVAL", "xmpp.limits.presence-interval", float),
+    EnvVar("XMPP_PRESENCE_BURST", "xmpp.limits.presence-burst", int),
+    EnvVar("XMPP_BOSH_MAX_SESSIONS_PER_ADDRESS", "xmpp.bosh.max-sessions-per-address", int),
     EnvVar("XMPP_INTERNAL_NETWORKS", "xmpp.c2s.internal-networks", split_list),
     EnvVar("XMPP_TRUSTED_PROXIES", "xmpp.http.trusted-proxies", split_list),
     EnvVar("XMPP_ADMIN_TOKEN", "xmpp.admin.token"),

@@ -24,6 +24,7 @@ from .metrics import BrokerCollector
 from .modules.client_proxy import ClientProxy
 from .modules.extdisco import ExtDiscoSettings, ExternalServices
 from .modules.muc import MucService
+from .modules.presence_throttle import PresenceThrottle
 from .sasl import ScramCredential
 from .session import ClientSession, SessionLimits
 from .stream_management import ResumptionRegistry
@@ -66,6 +67,8 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
         name="Conferences",
         fixed_whois="moderators",  # semi-anonymous: real JIDs for the focus only
         reserved_nicks={cfg.focus_resource: focus},
+        presence_throttle=PresenceThrottle(cfg.limits.presence_interval, cfg.limits.presence_burst),
+        schedule=_call_later,
     )
     brewery = MucService(
         cfg.internal_muc_domain,
@@ -87,6 +90,10 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
     )
     broker.server_iq_handlers.append(external_services(cfg, broker))
     return broker, [conference, brewery]
+
+
+def _call_later(delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_later(delay, fn)
 
 
 def external_services(cfg: XmppConfig, broker: Broker) -> ExternalServices:

@@ -19,15 +19,19 @@ Guests are hostile, so the service stamps what only it may say, the way Prosody'
   occupant JIDs), so one guest cannot send another a forged Jingle offer through the room;
 * ``fixed_whois`` pins who sees real JIDs (``moderators``: semi-anonymous rooms, XEP-0045
   section 4.2), whatever the owner's configuration form says;
-* ``reserved_nicks`` keeps a nick (the focus's) for one account.
+* ``reserved_nicks`` keeps a nick (the focus's) for one account;
+* ``presence_throttle`` bounds how often one occupant's presence updates go to the whole room,
+  coalescing the excess (last state wins, ``presence_throttle.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..jid import JID, InvalidJid, parse_jid
 from ..stanza import (
@@ -43,6 +47,7 @@ from ..stanza import (
     iq_result,
 )
 from ..xml import CLIENT_NS, Element, escape_attr
+from .presence_throttle import PresenceThrottle
 
 log = logging.getLogger("xmpp.muc")
 
@@ -204,6 +209,9 @@ class MucService:
         default_config: RoomConfig | None = None,
         fixed_whois: str | None = None,
         reserved_nicks: dict[str, JID] | None = None,
+        presence_throttle: PresenceThrottle | None = None,
+        schedule: Callable[[float, Callable[[], None]], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.domain = domain
         self.send = send
@@ -219,6 +227,11 @@ class MucService:
         self.reserved_nicks = {n: j.bare for n, j in (reserved_nicks or {}).items()}
         self.rooms: dict[JID, Room] = {}
         self.room_listeners: list[Callable[[Room, bool], None]] = []
+        # a throttle needs a timer to send the coalesced presence later
+        self.presence_throttle = presence_throttle if schedule is not None else None
+        self.schedule = schedule
+        self.clock = clock
+        self._coalesced: dict[tuple[JID, str], Any] = {}  # (room, nick) -> timer handle
 
     def disco_identity(self) -> tuple[str, str, str]:
         return ("conference", "text", self.name)
@@ -302,9 +315,33 @@ class MucService:
             if occupant.nick != to.resource:
                 self._change_nick(room, occupant, to.resource)
                 return
-            self._broadcast_presence(room, occupant)
+            if not self._throttled(room, occupant):
+                self._broadcast_presence(room, occupant)
             return
         self._join(stanza, to, frm, room)
+
+    def _throttled(self, room: Room, occupant: Occupant) -> bool:
+        """True when this update waits: the occupant's latest presence goes out once its budget
+        allows (service admins, the focus, are not throttled)."""
+        throttle = self.presence_throttle
+        if throttle is None or self.schedule is None or occupant.real_jid.bare in self.admins:
+            return False
+        key = (room.jid, occupant.nick)
+        if key in self._coalesced:
+            return True  # already waiting: it will carry this (latest) payload
+        delay = throttle.admit(key, self.clock())
+        if delay is None:
+            return False
+        self._coalesced[key] = self.schedule(delay, lambda: self._send_coalesced(room, occupant))
+        return True
+
+    def _send_coalesced(self, room: Room, occupant: Occupant) -> None:
+        key = (room.jid, occupant.nick)
+        self._coalesced.pop(key, None)
+        if self.rooms.get(room.jid) is not room or room.occupants.get(occupant.nick) is not occupant:
+            return  # left (or renamed) meanwhile: that presence was broadcast instead
+        if not self._throttled(room, occupant):
+            self._broadcast_presence(room, occupant)
 
     def _join(self, stanza: Element, to: JID, frm: JID, room: Room | None) -> None:
         if self.presence_domains is not None and frm.domain not in self.presence_domains:
@@ -387,6 +424,7 @@ class MucService:
             item_extra={"nick": nick},
         )
         del room.occupants[occupant.nick]
+        self._forget_presence(room, occupant.nick)  # the broadcast below carries the latest payload
         occupant.nick = nick
         occupant.payload = payload
         room.occupants[nick] = occupant
@@ -413,6 +451,16 @@ class MucService:
     def _remove(self, room: Room, occupant: Occupant) -> None:
         room.occupants.pop(occupant.nick, None)
         room.by_real.pop(occupant.real_jid, None)
+        self._forget_presence(room, occupant.nick)
+
+    def _forget_presence(self, room: Room, nick: str) -> None:
+        """A waiting coalesced presence and the throttle's bucket of ``nick`` go."""
+        key = (room.jid, nick)
+        handle = self._coalesced.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+        if self.presence_throttle is not None:
+            self.presence_throttle.forget(key)
 
     def _maybe_destroy(self, room: Room) -> None:
         if not room.occupants and not room.config.persistent and self.rooms.get(room.jid) is room:
@@ -664,6 +712,7 @@ class MucService:
             if reason is not None:
                 d.sub("reason", text=reason.text)
             self.send(occ.real_jid, _with_to(pres, occ.real_to))
+            self._forget_presence(room, occ.nick)
         room.occupants.clear()
         room.by_real.clear()
         room.config.persistent = False

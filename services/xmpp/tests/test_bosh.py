@@ -64,3 +64,25 @@ def test_bad_requests_are_terminated_with_a_condition():
     assert bosh.handle_http("POST", {}, b"<not-bosh/>").status == 400
     assert bosh.handle_http("POST", {}, b"<body xmlns='http://jabber.org/protocol/httpbind'").status == 400
     assert bosh.handle_http("OPTIONS", {}, b"").status == 200
+
+
+async def test_sessions_per_address_are_capped_and_freed_when_they_end():
+    bosh = make_service()
+    cap = bosh.config.max_sessions_per_address
+    sids = []
+    for _ in range(cap):
+        created = bosh.handle_http("POST", {}, body(1, to="meet.jitsi"), address="203.0.113.7")
+        sids.append(re.search(r"sid='([^']+)'", created.body.decode()).group(1))
+    refused = bosh.handle_http("POST", {}, body(1, to="meet.jitsi"), address="203.0.113.7")
+    assert b"type='terminate'" in refused.body and b"policy-violation" in refused.body
+    assert len(bosh.sessions) == cap and bosh.refused_sessions == 1
+    # another address is not affected
+    other = bosh.handle_http("POST", {}, body(1, to="meet.jitsi"), address="203.0.113.8")
+    assert b"sid=" in other.body
+    # one session ends (terminate): one more may open
+    await bosh.handle_http("POST", {}, body(2, sid=sids[0], type="terminate"), address="203.0.113.7")
+    again = bosh.handle_http("POST", {}, body(1, to="meet.jitsi"), address="203.0.113.7")
+    assert b"sid=" in again.body
+    # sessions that stop polling are swept and stop counting
+    bosh.sweep(10**12)
+    assert not bosh.sessions and not bosh.per_address
