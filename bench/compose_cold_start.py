@@ -79,6 +79,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--kills", type=int, default=3, help="bridge kills to time (default 3)")
+    parser.add_argument(
+        "--trace", action="store_true", help="after each kill, print the pages' console and the focus's log"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-compose-"))
@@ -112,8 +115,15 @@ def main() -> int:
         room = f"bench-{uuid.uuid4().hex[:8]}"
         with browsers() as pool:
             pages = []
+            console: list[tuple[float, int, str]] = []
+
+            def traced(page):  # type: ignore[no-untyped-def]
+                index = len(pages)
+                page.on("console", lambda msg: console.append((time.monotonic(), index, msg.text)))
+                return page
+
             for name in ("Ada", "Bob"):
-                page = open_page(pool, cert)
+                page = traced(open_page(pool, cert))
                 page.goto(f"{front}/{room}?name={name}")
                 pages.append(page)
             t_frame = first_frame(pages) - t0
@@ -122,7 +132,7 @@ def main() -> int:
                 f"first remote frame at {t_frame:.1f} s"
             )
             scale_bridges(project, focus, 2)
-            third = open_page(pool, cert)
+            third = traced(open_page(pool, cert))
             third.goto(f"{front}/{room}?name=Cy")
             pages.append(third)
             deadline = time.monotonic() + 120
@@ -143,6 +153,12 @@ def main() -> int:
                 project.podman("kill", "--signal", "KILL", ids[carrying])
                 while not all_flowing(pages, 2, since) and time.monotonic() - t_kill < 120:
                     time.sleep(0.05)
+                if args.trace:
+                    print(f"kill at {time.strftime('%H:%M:%S', time.gmtime(time.time() - (time.monotonic() - t_kill)))} UTC")
+                    for at, index, text in console:
+                        if at >= t_kill - 1:
+                            print(f"  +{at - t_kill:6.2f} s page {index}: {text[:200]}")
+                    print(project.compose("logs", "--no-color", "--tail=80", "focus", timeout=60))
                 if not all_flowing(pages, 2, since):
                     stuck = [
                         {ep: n - since[i].get(ep, 0) for ep, n in frames(p).items()}
