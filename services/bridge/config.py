@@ -264,6 +264,40 @@ def ports_free(udp: int, private: int, public: int) -> bool:
     return True
 
 
+_CLAIMS: list[socket.socket] = []
+"""The claims of the slot this process took (held until it exits; the kernel then frees them)."""
+
+
+def claim_ports(udp: int, private: int, public: int) -> bool:
+    """Claim a slot atomically, then check its ports are free.
+
+    Replicas started together (``docker compose up --scale bridge=3``) would otherwise all see
+    slot 0 free and race to bind it. Each port of the slot is claimed by binding an abstract
+    UNIX socket named after it (Linux: one namespace per network namespace, which host-network
+    containers and the launcher's processes share; binding is atomic and the name is freed when
+    the process dies, however it dies). A slot claimed by another bridge is skipped at once.
+    """
+    held: list[socket.socket] = []
+    for kind, port in (("udp", udp), ("tcp", private), ("tcp", public)):
+        if port == 0:
+            continue
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(f"\0parley-bridge-port-{kind}-{port}")
+        except OSError:
+            s.close()
+            for h in held:
+                h.close()
+            return False
+        held.append(s)
+    if not ports_free(udp, private, public):
+        for h in held:
+            h.close()
+        return False
+    _CLAIMS.extend(held)
+    return True
+
+
 def port_ranges(vb: Videobridge) -> list[tuple[int, int]]:
     """(first, last) of the UDP media, private HTTP and public HTTP ports."""
     return [vb.ice.udp_port, vb.http_servers.private.port, vb.http_servers.public.port]
@@ -274,7 +308,8 @@ STATE_FILE = Path("/tmp/parley-bridge.json")
 
 
 def choose_slot(vb: Videobridge, free: PortsFree) -> tuple[int, int, int]:
-    """The first slot i whose UDP, private and public ports (``first + i`` of each range) are free."""
+    """The first slot i whose UDP, private and public ports (``first + i`` of each range) are free
+    (by default: claimed for this process, :func:`claim_ports`)."""
     ranges = port_ranges(vb)
     sizes = {last - first + 1 for first, last in ranges if last != first}
     if not sizes:
@@ -292,7 +327,7 @@ def choose_slot(vb: Videobridge, free: PortsFree) -> tuple[int, int, int]:
 
 
 def load(
-    config_file: str | None = None, environ: Mapping[str, str] | None = None, free: PortsFree = ports_free
+    config_file: str | None = None, environ: Mapping[str, str] | None = None, free: PortsFree = claim_ports
 ) -> BridgeConfig:
     """Read and validate the bridge's settings and fill in the derived ones.
 
@@ -311,7 +346,7 @@ def read(config_file: str | None = None, environ: Mapping[str, str] | None = Non
     return load_config(BridgeConfig, REFERENCE, ENV_VARS, config_file=config_file, environ=environ)
 
 
-def resolve(cfg: BridgeConfig, environ: Mapping[str, str], free: PortsFree = ports_free) -> BridgeConfig:
+def resolve(cfg: BridgeConfig, environ: Mapping[str, str], free: PortsFree = claim_ports) -> BridgeConfig:
     """Pick the port slot and fill in server id, web-socket domain/TLS and XMPP domains."""
     vb = cfg.videobridge
     ranged = vb.http_servers.public.port[0] != vb.http_servers.public.port[1]

@@ -1,0 +1,67 @@
+"""Bridge replicas started together (``docker compose up --scale bridge=N``) each take their own
+port slot: the claim is atomic (services/bridge/config.py:claim_ports), not a bind-and-release
+check that every replica passes at once."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import socket
+
+SLOTS = 6
+REPLICAS = 5
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                return False
+    return True
+
+
+def _block(size: int) -> int:
+    rng = random.Random()
+    for _ in range(400):
+        base = rng.randrange(20000, 30000 - size)
+        if all(_free(p) for p in range(base, base + size)):
+            return base
+    raise RuntimeError("no free block of ports")
+
+
+def _replica(env: dict[str, str], go, done, out) -> None:  # type: ignore[no-untyped-def]
+    from services.bridge import config
+
+    go.wait()  # every replica resolves its slot at the same moment
+    cfg = config.load(environ=env)
+    out.put((cfg.udp_port, cfg.private_port, cfg.public_port, cfg.server_id))
+    done.wait()  # hold the claim like a running bridge until everyone has chosen
+
+
+def test_replicas_started_together_take_distinct_slots() -> None:
+    base = _block(3 * SLOTS)
+    env = {
+        "JVB_PORT": f"{base}-{base + SLOTS - 1}",
+        "JVB_COLIBRI_PORT": f"{base + SLOTS}-{base + 2 * SLOTS - 1}",
+        "JVB_PUBLIC_PORT": f"{base + 2 * SLOTS}-{base + 3 * SLOTS - 1}",
+    }
+    ctx = mp.get_context("fork")
+    go, done, out = ctx.Barrier(REPLICAS), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_replica, args=(env, go, done, out)) for _ in range(REPLICAS)]
+    for p in procs:
+        p.start()
+    try:
+        chosen = [out.get(timeout=60) for _ in procs]
+    finally:
+        done.set()
+        for p in procs:
+            p.join(30)
+    assert len({c[0] for c in chosen}) == REPLICAS, chosen
+    assert len({c[3] for c in chosen}) == REPLICAS, chosen
+    assert sorted(c[0] - base for c in chosen) == list(range(REPLICAS))  # the first free slots
+    # and once they are gone, slot 0 is free again
+    from services.bridge import config
+
+    assert config.load(environ=env).udp_port == base
