@@ -1,21 +1,26 @@
-"""Benchmark: what each attack on the XMPP broker costs the well-behaved clients.
+"""Benchmark: what each attack on the XMPP broker costs the well-behaved clients and a meeting.
 
-50 clients (``--clients``) log in to a real Parley broker over TCP and ping it every 100 ms.
-After a quiet window, each attack runs for 10 s (``--attack-seconds``) from another process,
-then the broker gets 30 s (``--after``) to give memory back. The script prints the clients'
-ping p50/p99 during each attack against the quiet figures, the broker's RSS before, at most
-during and after, and the broker's CPU seconds during the attack.
+The whole stack runs as ``./parley up`` starts it (nginx, broker, focus, a bridge, web) on free
+ports; a three-party meeting runs in real Chromium (fake camera) through nginx, and 50 clients
+(``--clients``) log in to the broker over TCP and ping it every 100 ms. After a quiet window,
+each attack runs for 10 s (``--attack-seconds``) from another process, then the stack gets 30 s
+(``--after``) to give memory back. The script prints, for each attack against the quiet figures:
+the clients' ping p50/p99, the meeting's received frame rate (frames decoded per second from the
+pages' getStats, mean and lowest over the six remote videos), and each service's RSS before, at
+most during and 30 s after (plus the broker's CPU seconds). ``--no-meeting`` runs the broker alone.
 
-Targets (docs/security.md): p99 within 2x of the quiet p99; RSS back within 5 MB.
+Targets (docs/security.md): p99 within 2x of the quiet p99; no frame-rate drop; RSS back within 5 MB.
 
 Attacks: ``tag`` (an unterminated start tag of 20 MB), ``header`` (a stream header of 20 MB),
 ``deep`` (IQs nested 2,000 deep to the focus address), ``wsdeep`` (WebSocket frames nested 2,000
 deep without xmlns), ``partial`` (20 connections holding a partial stanza of 9,000 elements),
 ``noread`` (a client that never reads while it is flooded), ``noack`` (a client that never
-acknowledges XEP-0198 while it is flooded), ``guess`` (service-account password guessing).
+acknowledges XEP-0198 while it is flooded), ``guess`` (service-account password guessing),
+``presence`` (a guest in the meeting's room sending presence updates as fast as it can),
+``bosh`` (BOSH sessions opened from one address as fast as they are answered, and held).
 
 Usage: .venv/bin/python bench/abuse.py [--clients 50] [--attack-seconds 10] [--after 30]
-       [--attacks tag,header,...]
+       [--attacks tag,header,...] [--no-meeting]
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import multiprocessing
 import socket
+import statistics
 import sys
+import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +52,8 @@ from xmpp_broker import HEADER, connect, rss_bytes, sched_times  # noqa: E402
 from tests.integration.xmpp_interop.servers import start_parley  # noqa: E402
 
 DOMAIN = "meet.jitsi"
+MUC = "muc.meet.jitsi"
+ROOM = ""  # the meeting's room, for the attacks that go into it
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 LOADAVG = Path("/proc/loadavg")
 
@@ -218,6 +230,51 @@ def attack_guess(port: int, http_port: int, until: float) -> None:
             sock.close()
 
 
+def attack_presence(port: int, http_port: int, until: float) -> None:
+    sock, _ = login(port)
+    room = ROOM or "abuse-room"
+    sock.sendall(
+        f"<presence to='{room}@{MUC}/flooder'><x xmlns='http://jabber.org/protocol/muc'/></presence>".encode()
+    )
+    recv_until(sock, b"code='110'", 10)
+    sock.setblocking(False)
+    n = 0
+    while time.monotonic() < until:
+        n += 1
+        update = f"<presence to='{room}@{MUC}/flooder'><status>{n}</status><audiomuted>{n % 2}</audiomuted></presence>"
+        try:
+            sock.sendall(update.encode() * 20)
+            while sock.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            time.sleep(0.001)
+        except OSError:
+            break
+    sock.close()
+
+
+def attack_bosh(port: int, http_port: int, until: float) -> None:
+    body = (
+        b"<body xmlns='http://jabber.org/protocol/httpbind' rid='1' to='meet.jitsi' wait='60' hold='1' "
+        b"ver='1.6' xmlns:xmpp='urn:xmpp:xbosh' xmpp:version='1.0'/>"
+    )
+    request = (
+        f"POST /http-bind HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    held = []
+    while time.monotonic() < until:
+        try:
+            sock = socket.create_connection(("127.0.0.1", http_port), timeout=5)
+            sock.sendall(request)
+            sock.recv(65536)
+            held.append(sock)
+        except OSError:
+            time.sleep(0.01)
+    for sock in held:
+        sock.close()
+
+
 ATTACKS: dict[str, Callable[[int, int, float], None]] = {
     "tag": attack_tag,
     "header": attack_header,
@@ -227,10 +284,14 @@ ATTACKS: dict[str, Callable[[int, int, float], None]] = {
     "noread": attack_noread,
     "noack": attack_noack,
     "guess": attack_guess,
+    "presence": attack_presence,
+    "bosh": attack_bosh,
 }
 
 
-def run_attack(name: str, port: int, http_port: int, seconds: float) -> None:
+def run_attack(name: str, port: int, http_port: int, seconds: float, room: str = "") -> None:
+    global ROOM
+    ROOM = room
     until = time.monotonic() + seconds
     try:
         ATTACKS[name](port, http_port, until)
@@ -274,50 +335,167 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-async def sample_rss(pid: int, seconds: float) -> list[int]:
-    out = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        out.append(rss_bytes(pid))
-        await asyncio.sleep(0.5)
-    return out
+class Services:
+    """The processes whose memory is sampled: the broker alone, or every service of the stack."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.samples: dict[str, list[int]] = {name: [] for name in pids}
+
+    def sample(self) -> dict[str, int]:
+        now = {}
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError, StopIteration):
+                now[name] = rss_bytes(pid)
+        return now
+
+    async def during(self, seconds: float) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {name: [] for name in self.pids}
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for name, value in self.sample().items():
+                out[name].append(value)
+            await asyncio.sleep(0.5)
+        return out
+
+
+class Meeting(threading.Thread):
+    """A three-party meeting in Chromium through nginx; samples every page's frames decoded per
+    remote video (Playwright's sync API, all from this thread)."""
+
+    def __init__(self, front: str, room: str, parties: int = 3) -> None:
+        super().__init__(daemon=True)
+        self.front, self.room, self.parties = front, room, parties
+        self.samples: list[tuple[float, list[dict[str, int]]]] = []
+        self.ready = threading.Event()
+        self.failed: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from tests.integration.browser import browsers
+
+        try:
+            with browsers() as pool:
+                pages = []
+                for i in range(self.parties):
+                    page = pool.open()
+                    page.goto(f"{self.front}/{self.room}?name=p{i}")
+                    pages.append(page)
+                deadline = time.monotonic() + 180
+                while not self.stop.is_set():
+                    counts = [self._frames(p) for p in pages]
+                    self.samples.append((time.monotonic(), counts))
+                    if not self.ready.is_set():
+                        flowing = len(self.samples) > 2 and all(
+                            len(c) >= self.parties - 1 and all(v > 0 for v in c.values()) for c in counts
+                        )
+                        if flowing:
+                            self.ready.set()
+                        elif time.monotonic() > deadline:
+                            self.failed = "the meeting never had every video decoding"
+                            self.ready.set()
+                    time.sleep(0.5)
+        except Exception as exc:  # reported by the bench, which carries on without frame rates
+            self.failed = repr(exc)
+            self.ready.set()
+
+    @staticmethod
+    def _frames(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
+        stats = page.evaluate("window.parley ? window.parley.videoStats() : {}")
+        return {ep: int(s.get("framesDecoded", 0)) for ep, s in stats.items()}
+
+    def fps(self, start: float, end: float) -> tuple[float, float]:
+        """(mean, lowest) frames decoded per second over every page's remote videos in the window."""
+        inside = [(t, c) for t, c in self.samples if start <= t <= end]
+        if len(inside) < 2:
+            return float("nan"), float("nan")
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        rates = []
+        for before, after in zip(first, last, strict=True):
+            for ep, n in after.items():
+                rates.append((n - before.get(ep, 0)) / (t1 - t0))
+        if not rates:
+            return float("nan"), float("nan")
+        return statistics.mean(rates), min(rates)
+
+
+def start_stack(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The stack (or the broker alone) and what to sample: (stop, c2s port, http port, Services, front)."""
+    if not args.meeting:
+        proc, endpoint = start_parley("abuse")
+        assert proc.proc is not None
+        return proc.stop, endpoint.c2s_port, endpoint.http_port, Services({"xmpp": proc.proc.pid}), ""
+    from tests.integration.browser import LauncherStack
+    from tests.security.conftest import Stack
+
+    launcher = LauncherStack(Path(tempfile.mkdtemp(prefix="parley-abuse-")) / "run", bridges=1).start()
+    stack = Stack(launcher)
+    off = stack.offset
+    ports = {"xmpp": 5222, "focus": 8888, "bridge": 8080, "web": 8100, "nginx": 8000}
+    pids = {}
+    for name, port in ports.items():
+        with contextlib.suppress(LookupError):
+            pids[name] = stack.pid_listening(port + off)
+    return launcher.stop, 5222 + off, 5280 + off, Services(pids), launcher.front
+
+
+def mb(value: float) -> str:
+    return f"{value / 2**20:.0f}"
 
 
 async def bench(args: argparse.Namespace) -> None:
-    proc, endpoint = start_parley("abuse")
-    assert proc.proc is not None
-    pid = proc.proc.pid
-    port, http_port = endpoint.c2s_port, endpoint.http_port
+    stop_stack, port, http_port, services, front = start_stack(args)
+    broker_pid = services.pids["xmpp"]
+    room = f"abuse-{uuid.uuid4().hex[:8]}"
+    meeting: Meeting | None = None
     pingers = Pingers()
-    tasks = [asyncio.ensure_future(pingers.one(port, http_port, i)) for i in range(args.clients)]
+    tasks: list[asyncio.Future[None]] = []
     try:
+        if front:
+            meeting = Meeting(front, room)
+            meeting.start()
+            await asyncio.get_running_loop().run_in_executor(None, meeting.ready.wait)
+            if meeting.failed:
+                print(f"meeting: {meeting.failed}; frame rates left out")
+        tasks = [asyncio.ensure_future(pingers.one(port, http_port, i)) for i in range(args.clients)]
         await asyncio.sleep(3)  # everyone logged in and pinging
         t0 = time.monotonic()
-        rss_quiet = await sample_rss(pid, args.attack_seconds)
-        quiet = pingers.window(t0, time.monotonic())
+        rss_quiet = await services.during(args.attack_seconds)
+        t1 = time.monotonic()
+        quiet = pingers.window(t0, t1)
         q50, q99 = pct(quiet, 0.5), pct(quiet, 0.99)
-        print(f"{args.clients} clients pinging every 100 ms; load {load_average()}")
+        qfps = meeting.fps(t0, t1) if meeting else (float("nan"), float("nan"))
         print(
-            f"quiet: ping p50={q50:.1f}ms p99={q99:.1f}ms ({len(quiet)} pings)  rss={max(rss_quiet) / 2**20:.1f}MB"
+            f"{args.clients} clients pinging every 100 ms; meeting: {3 if meeting else 0} Chromium; load {load_average()}"
         )
-        print(f"{'attack':8} {'p50 ms':>8} {'p99 ms':>8} {'p99/quiet':>9} {'rss before':>10} {'max during':>10} "
-              f"{'after':>8} {'back?':>5} {'cpu s':>6}")  # fmt: skip
+        print(
+            f"quiet: ping p50={q50:.1f}ms p99={q99:.1f}ms ({len(quiet)} pings)  fps mean={qfps[0]:.1f} "
+            f"lowest={qfps[1]:.1f}  rss MB "
+            + " ".join(f"{n}={mb(max(v))}" for n, v in rss_quiet.items() if v)
+        )
+        names = list(services.pids)
+        rss_head = " ".join(f"{n + ' MB':>18}" for n in names)
+        print(f"{'attack':8} {'p50 ms':>7} {'p99 ms':>7} {'p99/q':>6} {'fps':>5} {'low':>5} {'load':>5} "
+              f"{'cpu s':>6} {rss_head}   (RSS: before/max during/after --after s)")  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
         for name in args.attacks.split(","):
-            before = rss_bytes(pid)
-            cpu0, _ = sched_times(pid)
+            before = services.sample()
+            cpu0, _ = sched_times(broker_pid)
             start = time.monotonic()
-            attacker = ctx.Process(target=run_attack, args=(name, port, http_port, args.attack_seconds))
+            attacker = ctx.Process(target=run_attack, args=(name, port, http_port, args.attack_seconds, room))
             attacker.start()
-            during = await sample_rss(pid, args.attack_seconds)
+            during = await services.during(args.attack_seconds)
             while attacker.is_alive():
-                during.append(rss_bytes(pid))
+                for n, v in services.sample().items():
+                    during[n].append(v)
                 await asyncio.sleep(0.5)
             end = time.monotonic()
-            cpu1, _ = sched_times(pid)
+            load = load_average()
+            cpu1, _ = sched_times(broker_pid)
             pings = pingers.window(start, end)
-            after_samples = await sample_rss(pid, args.after)
-            after = after_samples[-1]
+            fps = meeting.fps(start, end) if meeting else (float("nan"), float("nan"))
+            await services.during(args.after)
+            after = services.sample()
             p50, p99 = pct(pings, 0.5), pct(pings, 0.99)
             if args.verbose:
                 slow = [
@@ -326,15 +504,27 @@ async def bench(args: argparse.Namespace) -> None:
                     if start <= t < end and rtt > 0.3
                 ]
                 print(f"  slow pings (s after start, ms): {slow[:40]}")
-            back = after - before <= 5 * 2**20
-            print(f"{name:8} {p50:8.1f} {p99:8.1f} {p99 / q99:9.2f} {before / 2**20:10.1f} {max(during) / 2**20:10.1f} "
-                  f"{after / 2**20:8.1f} {'yes' if back else 'NO':>5} {cpu1 - cpu0:6.2f}")  # fmt: skip
+            cells = []
+            for n in names:
+                if n in before and n in after and during[n]:
+                    back = "" if after[n] - before[n] <= 5 * 2**20 else "!"
+                    cells.append(
+                        f"{mb(before[n]) + '/' + mb(max(during[n])) + '/' + mb(after[n]) + back:>18}"
+                    )
+                else:
+                    cells.append(f"{'-':>18}")
+            print(f"{name:8} {p50:7.1f} {p99:7.1f} {p99 / q99:6.2f} {fps[0]:5.1f} {fps[1]:5.1f} {load:>5} "
+                  f"{cpu1 - cpu0:6.2f} {' '.join(cells)}")  # fmt: skip
+        print("('!': RSS not back within 5 MB of before, --after seconds after the attack)")
     finally:
         pingers.stop = True
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        proc.stop()
+        if meeting is not None:
+            meeting.stop.set()
+            meeting.join(60)
+        stop_stack()
 
 
 def main() -> None:
@@ -346,6 +536,9 @@ def main() -> None:
     parser.add_argument("--after", type=float, default=30.0)
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--verbose", action="store_true", help="list the pings slower than 300 ms")
+    parser.add_argument(
+        "--no-meeting", dest="meeting", action="store_false", help="the broker alone, no stack or browsers"
+    )
     asyncio.run(bench(parser.parse_args()))
 
 
