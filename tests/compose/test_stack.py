@@ -239,13 +239,16 @@ def test_killing_the_bridge_carrying_a_meeting_moves_it(stack: Stack, certificat
         first = conference_of(stack, room)["bridge"]
         container = stack.bridge_ids()[first]
         stack.project.podman("kill", "--signal", "KILL", container)  # what `docker kill` does
+        killed = time.monotonic()
         for page in pages:
+            # a correctness bound, generous for a loaded machine: the focus notices the bridge's
+            # departure at once and every page renegotiates within seconds when all is well
             wait_until(
-                "video again from another bridge",
+                "video again from another bridge within 60 s of the kill",
                 lambda p=page: conference_of(stack, room)["bridge"] != first and playing(p, 2),
                 stack,
                 pages,
-                timeout=120,
+                timeout=max(1.0, killed + 60 - time.monotonic()),
             )
         assert conference_of(stack, room)["moves"] >= 1
 
