@@ -139,7 +139,7 @@ class LauncherStack:
         self.proc: subprocess.Popen[bytes] | None = None
         self.front = ""
 
-    def start(self, timeout: float = 120.0) -> LauncherStack:
+    def start(self, timeout: float = 300.0) -> LauncherStack:
         from services.launcher.plan import StackSettings, build_plan
         from services.launcher.supervisor import port_conflicts
 
