@@ -302,7 +302,7 @@ class SfuProcess:
 
 
 class EngineSfu(SfuProcess):
-    """The media engine alone (``services.bridge.media.devserver``): the same packet path with the
+    """The media engine alone (``tests.integration.media_devserver``): the same packet path with the
     default forward-everything policy, without Colibri, the intelligence policy or the bridge's
     servers and timers."""
 
@@ -312,7 +312,7 @@ class EngineSfu(SfuProcess):
         self.http_port = free_port()
         self.proc = ServiceProcess.python_module(
             "bench-parley",
-            "services.bridge.media.devserver",
+            "tests.integration.media_devserver",
             {
                 "MEDIA_HTTP_PORT": str(self.http_port),
                 "JVB_PORT": "0",

@@ -46,7 +46,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common import jibri
+from services.common import jibri, xmpp_names
 from tests.integration.browser import LauncherStack, browsers
 from tests.integration.participant import JingleParticipant, allow_loopback_ice, wait_until
 from tests.integration.test_recorder import RtmpServer
@@ -143,17 +143,17 @@ COLOURS = [(220, 30, 30), (30, 200, 30), (40, 60, 230), (200, 200, 30), (200, 30
 async def meeting(c2s: int, room: str, n: int) -> list[JingleParticipant]:
     people = []
     for i in range(n):
-        p = JingleParticipant(f"p{i}", port=c2s, domain=DOMAIN, muc_domain=f"muc.{DOMAIN}",
-                              focus_jid=f"focus.{DOMAIN}", rgb=COLOURS[i % len(COLOURS)], tone=300.0 + 70 * i)  # fmt: skip
+        p = JingleParticipant(f"p{i}", port=c2s, domain=DOMAIN, muc_domain=xmpp_names.muc_domain(DOMAIN),
+                              focus_jid=xmpp_names.focus_component(DOMAIN), rgb=COLOURS[i % len(COLOURS)], tone=300.0 + 70 * i)  # fmt: skip
         await p.start()
-        await p.join(f"{room}@muc.{DOMAIN}")
+        await p.join(f"{room}@{xmpp_names.muc_domain(DOMAIN)}")
         people.append(p)
     await wait_until(lambda: all(min(p.frames_from(people[0].nick)) > 3 for p in people[1:]), 60)
     return people
 
 
 async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> jibri.JibriIq:
-    iq = p.make_iq_set(ito=f"{room}@muc.{DOMAIN}/focus")
+    iq = p.make_iq_set(ito=f"{room}@{xmpp_names.muc_domain(DOMAIN)}/focus")
     iq.append(request.to_element())
     result = await iq.send(timeout=30)
     el = jibri.find_jibri(result.xml)

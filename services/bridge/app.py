@@ -1,9 +1,12 @@
-"""The bridge process: media engine + Colibri REST + Colibri WebSocket + brewery presence.
+"""The bridge process: builds its parts, routes their events, runs and stops them.
 
-Private HTTP (``videobridge.http-servers.private``, loopback by default; for the focus and the
-operator only): Colibri REST, ``/colibri/stats``, ``/about/health``, ``/about/version``,
-``/metrics``, ``/debug``, drain, shutdown and WebSocket administration. Public HTTP
-(``...public``): only ``/colibri-ws/...`` and ``/about/health``.
+Parts, each given what it uses in its constructor: the media engine (``media/``), the Colibri
+service and its conference book (``colibri/``), each conference's policy
+(:class:`~services.bridge.policies.ConferencePolicies`), the bridge channel and its two
+transports (``channel/``, ``ws/``), brewery presence (``presence.py``) and the private HTTP API
+(``http_api.py``). :class:`Bridge` is the one place where the engine's and the Colibri service's
+events reach the parts that act on them (:class:`~services.bridge.media.engine.EngineEvents`,
+:class:`~services.bridge.colibri.service.ColibriEvents`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import platform
 import ssl
 import threading
 import time
@@ -23,55 +24,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import Gauge
-
 from services.bridge.channel.datachannel import DataChannelTransport
 from services.bridge.channel.dispatch import BridgeChannels
-from services.bridge.colibri.conferences import ConferenceBook, render
-from services.bridge.colibri.rest import colibri_router, error
+from services.bridge.colibri.conferences import ConferenceBook
 from services.bridge.colibri.service import ColibriService
 from services.bridge.config import BridgeConfig
-from services.bridge.media.engine import MediaConfig, MediaEngine
-from services.bridge.media.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
-from services.bridge.media.policy import SendMessage
+from services.bridge.http_api import PrivateApi
+from services.bridge.media.engine import EndpointState, MediaConfig, MediaEngine
+from services.bridge.policies import ConferencePolicies
 from services.bridge.presence import BreweryPresence
 from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats
 from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
-from services.common.runtime import freeze_heap, metrics_body, serve_http, stop_http
+from services.common.runtime import freeze_heap, serve_http, stop_http
 
 log = logging.getLogger("bridge")
-
-
-def _rss_bytes() -> int | None:
-    """The process's resident set now (Linux), for /debug."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
 
 try:
     VERSION = package_version("parley")
 except PackageNotFoundError:  # running from a checkout that was not pip-installed
     VERSION = "0.1.0"
-
-_GAUGES = {
-    key: Gauge(f"parley_bridge_{key}", help_text)
-    for key, help_text in {
-        "conferences": "Conferences on this bridge",
-        "endpoints": "Endpoints on this bridge",
-        "largest_conference": "Endpoints in the largest conference",
-        "stress_level": "Packet rate as a fraction of the configured maximum",
-        "packet_rate_download": "RTP/RTCP packets per second received",
-        "packet_rate_upload": "RTP/RTCP packets per second sent",
-        "total_ice_succeeded": "Endpoints whose ICE/DTLS connected since start",
-        "total_ice_failed": "Endpoints whose ICE/DTLS failed since start",
-        "colibri_web_socket_connections": "Open Colibri WebSocket connections",
-    }.items()
-}
 
 
 class Bridge:
@@ -81,7 +52,9 @@ class Bridge:
         vb = config.videobridge
         self.server_id = config.server_id
         self.status = BridgeStatus(drain=vb.drain)
-        self.policies: dict[str, ConferenceIntelligencePolicy] = {}
+        self.shutdown_requested = asyncio.Event()
+        self.public_port: int | None = None
+        self.policies = ConferencePolicies()
         self.engine = MediaEngine(
             MediaConfig(
                 port=config.udp_port,
@@ -92,7 +65,8 @@ class Bridge:
                 tcp_advertise_port=vb.ice.tcp.mapped_port,
                 native_forwarding=vb.forwarding.native_loop,
             ),
-            policy_factory=self._policy_for,
+            policy_factory=self.policies.create,
+            events=self,
         )
         self.book = ConferenceBook(
             default_expire=int(vb.colibri.default_expire.total_seconds()),
@@ -101,9 +75,12 @@ class Bridge:
         ws = vb.websockets
         vb_channel = vb.bridge_channel
         self.colibri = ColibriService(
-            self.book, self.engine, self.web_socket_url if ws.enabled else None, policy_of=self.policies.get
+            self.book,
+            self.engine,
+            self.web_socket_url if ws.enabled else None,
+            policy_of=self.policies.get,
+            events=self,
         )
-        self.colibri.conference_expired_listeners.append(self._forget_policy)
         # one bridge channel per endpoint, over the Colibri WebSocket or an SCTP data channel
         self.channels = BridgeChannels(
             endpoints_of=lambda cid: (
@@ -124,7 +101,7 @@ class Bridge:
             idle_timeout=ws.idle_timeout.total_seconds(),
             max_message_size=ws.max_message_size,
             max_queued_bytes=ws.max_queued_bytes,
-            health=self.health_problem,
+            health=self.status.problem,
         )
         self.data_channels = DataChannelTransport(
             self.engine,
@@ -134,15 +111,6 @@ class Bridge:
         )
         self.channels.add_transport(self.ws)
         self.channels.add_transport(self.data_channels)
-        self.engine.on_dtls_data = self.data_channels.dtls_data
-        self.colibri.sctp_listeners.append(self.data_channels.set_sctp)
-        self.colibri.endpoint_connected_listeners.append(self.data_channels.dtls_connected)
-        self.colibri.endpoint_expired_listeners += [
-            self.ws.endpoint_expired,
-            self.data_channels.endpoint_expired,
-            self.channels.forget,
-        ]
-        self.engine.send_to_endpoint = self._deliver_from_engine
         self.presence: BreweryPresence | None = None
         xmpp = config.xmpp
         if xmpp.enabled and xmpp.password:
@@ -154,7 +122,7 @@ class Bridge:
                 room=f"{xmpp.brewery_muc}@{xmpp.internal_muc_domain}",
                 nick=self.server_id,
                 stats=lambda: presence_stats(self.stats()),
-                healthy=self.health_problem,
+                healthy=self.status.problem,
                 interval=xmpp.presence_interval.total_seconds(),
                 reconnect_min=xmpp.reconnect_min.total_seconds(),
                 reconnect_max=xmpp.reconnect_max.total_seconds(),
@@ -162,28 +130,48 @@ class Bridge:
                 max_stanza_depth=xmpp.max_stanza_depth,
                 max_stanza_size=xmpp.max_stanza_size,
             )
-        self.started = False
-        self.shutdown_requested = asyncio.Event()
-        self.public_port: int | None = None
+        self.api = PrivateApi(
+            server_id=self.server_id,
+            version=VERSION,
+            status=self.status,
+            colibri=self.colibri,
+            book=self.book,
+            engine=self.engine,
+            ws=self.ws,
+            data_channels=self.data_channels,
+            channels=self.channels,
+            presence=self.presence,
+            stats=self.stats,
+            shutdown_requested=self.shutdown_requested,
+        )
 
-    def _policy_for(self, conference_id: str, send: SendMessage) -> ConferenceIntelligencePolicy:
-        """The engine builds one forwarding policy per conference; Colibri channel settings
-        (``last-n``, ``rtp-level-relay-type``) are applied to it. The engine builds a new one when
-        a conference it had dropped (its last endpoint left) gets endpoints again."""
-        old = self.policies.get(conference_id)
-        if old is not None:
-            old.close()
-        policy = self.policies[conference_id] = intelligence_policy_factory(conference_id, send)
-        return policy
+    # --- events: the media engine (EngineEvents) ------------------------------------------------
 
-    def _forget_policy(self, conference_id: str) -> None:
-        """The Colibri conference expired: its policy goes, mixer thread and all."""
-        policy = self.policies.pop(conference_id, None)
-        if policy is not None:
-            policy.close()
+    def endpoint_state(self, conference_id: str, endpoint_id: str, state: EndpointState) -> None:
+        self.colibri.engine_state(conference_id, endpoint_id, state)
 
-    def _deliver_from_engine(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None:
+    def send_to_endpoint(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None:
         self.channels.send(conference_id, endpoint_id, message)
+
+    def dtls_data(self, conference_id: str, endpoint_id: str, data: bytes) -> None:
+        self.data_channels.dtls_data(conference_id, endpoint_id, data)
+
+    # --- events: the Colibri service (ColibriEvents) --------------------------------------------
+
+    def endpoint_connected(self, conference_id: str, endpoint_id: str) -> None:
+        self.data_channels.dtls_connected(conference_id, endpoint_id)
+
+    def endpoint_expired(self, conference_id: str, endpoint_id: str) -> None:
+        self.ws.endpoint_expired(conference_id, endpoint_id)
+        self.data_channels.endpoint_expired(conference_id, endpoint_id)
+        self.channels.forget(conference_id, endpoint_id)
+
+    def sctp_changed(self, conference_id: str, endpoint_id: str, port: int | None) -> None:
+        self.data_channels.set_sctp(conference_id, endpoint_id, port)
+
+    def conference_expired(self, conference_id: str) -> None:
+        """The Colibri conference expired: its policy goes, mixer thread and all."""
+        self.policies.forget(conference_id)
 
     # --- derived values --------------------------------------------------------------------------
 
@@ -206,15 +194,6 @@ class Bridge:
         ep = self.book.endpoint(conference_id, endpoint_id)
         return ep.local.pwd if ep is not None and ep.local is not None else None
 
-    def health_problem(self) -> str | None:
-        if not self.started:
-            return "starting"
-        if self.status.shutting_down:
-            return "shutting down"
-        if not self.status.healthy:
-            return self.status.unhealthy_reason or "unhealthy"
-        return None
-
     def stats(self) -> dict[str, Any]:
         return colibri_stats(
             media=self.engine.stats(),
@@ -229,187 +208,6 @@ class Bridge:
             websockets=len(self.ws.connections),
             colibri_url=self.colibri_url,
         )
-
-    def refusal(self) -> str | None:
-        if self.status.shutting_down:
-            return "bridge is shutting down"
-        if self.status.graceful_shutdown:
-            return "bridge is in graceful shutdown"
-        return None
-
-    def debug(self) -> dict[str, Any]:
-        media = {(d.conference_id, d.endpoint_id): d for d in self.engine.stats().endpoint_details}
-        conferences = []
-        for conf in self.book.conferences.values():
-            endpoints = []
-            for ep in conf.endpoints.values():
-                detail = media.get((conf.id, ep.id))
-                sources = ep.sources()
-                endpoints.append(
-                    {
-                        "id": ep.id,
-                        "state": ep.state,
-                        "bundle": ep.bundle_id,
-                        "remote_transport_set": ep.remote is not None,
-                        "ice_ufrag": ep.local.ufrag if ep.local else None,
-                        "streams": {
-                            "audio_ssrcs": sources.audio_ssrcs,
-                            "video_ssrcs": sources.video_ssrcs,
-                            "ssrc_groups": sources.ssrc_groups,
-                        },
-                        "media": None
-                        if detail is None
-                        else {
-                            k: v for k, v in vars(detail).items() if k not in ("conference_id", "endpoint_id")
-                        },
-                        "web_socket": (conf.id, ep.id) in self.ws.by_endpoint,
-                        "data_channel": self.data_channels.is_open(conf.id, ep.id),
-                        "bridge_channel": self.channels.transport_of(conf.id, ep.id),
-                    }
-                )
-            conferences.append(
-                {"id": conf.id, "name": conf.name, "endpoints": endpoints, "colibri": render(conf).to_json()}
-            )
-        return {
-            "server_id": self.server_id,
-            "status": vars(self.status),
-            "conferences": conferences,
-            "web_sockets": self.ws.dump(),
-            "data_channels": self.data_channels.dump(),
-            "stats": self.stats(),
-            "threads": sorted(thread.name for thread in threading.enumerate()),
-            "rss_bytes": _rss_bytes(),
-            "xmpp": None
-            if self.presence is None
-            else {
-                "sessions": self.presence.connections,
-                "joined": self.presence.joined,
-                "stanzas_refused": self.presence.stanzas_refused,
-            },
-        }
-
-    # --- HTTP --------------------------------------------------------------------------------------
-
-    def private_app(self) -> FastAPI:
-        app = FastAPI(title="Parley bridge (private)", docs_url=None, redoc_url=None, openapi_url=None)
-        app.include_router(colibri_router(self.colibri, self.refusal))
-
-        @app.get("/colibri/stats")
-        async def stats() -> JSONResponse:
-            return JSONResponse(self.stats())
-
-        @app.get("/about/health")
-        async def health() -> Response:
-            problem = self.health_problem()
-            if problem:
-                return JSONResponse({"error": problem}, status_code=503)
-            return Response(status_code=200)
-
-        @app.get("/about/version")
-        async def about_version() -> JSONResponse:
-            return JSONResponse(
-                {
-                    "name": "parley-bridge",
-                    "version": VERSION,
-                    "os": f"{platform.system()} {platform.release()}",
-                }
-            )
-
-        @app.get("/metrics")
-        async def metrics() -> Response:
-            current = self.stats()
-            for key, gauge in _GAUGES.items():
-                gauge.set(float(current[key]))
-            body, content_type = metrics_body()
-            return Response(body, media_type=content_type)
-
-        @app.get("/debug")
-        async def debug() -> JSONResponse:
-            return JSONResponse(self.debug())
-
-        @app.get("/colibri/drain")
-        async def drain_state() -> JSONResponse:
-            return JSONResponse({"drain": self.status.drain})
-
-        @app.post("/colibri/drain/enable")
-        async def drain_enable() -> JSONResponse:
-            self._set_drain(True)
-            return JSONResponse({"drain": True})
-
-        @app.post("/colibri/drain/disable")
-        async def drain_disable() -> JSONResponse:
-            self._set_drain(False)
-            return JSONResponse({"drain": False})
-
-        @app.post("/colibri/shutdown")
-        async def shutdown(request: Request) -> Response:
-            raw = await request.body()
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError as exc:
-                return error(400, f"malformed JSON: {exc}")
-            if not isinstance(body, dict):
-                return error(400, "expected a JSON object", "graceful-shutdown")
-            graceful = body.get("graceful-shutdown", False)
-            if isinstance(graceful, str) and graceful.lower() in ("true", "false"):
-                graceful = graceful.lower() == "true"
-            if not isinstance(graceful, bool):
-                return error(400, "must be true or false", "graceful-shutdown")
-            if graceful:
-                self.status.graceful_shutdown = True
-                log.info("graceful shutdown requested: exiting when the last conference ends")
-            else:
-                self.status.shutting_down = True
-                log.info("shutdown requested")
-                self.shutdown_requested.set()
-            if self.presence:
-                self.presence.publish_now()
-            return JSONResponse(
-                {
-                    "graceful-shutdown": self.status.graceful_shutdown,
-                    "shutting-down": self.status.shutting_down,
-                }
-            )
-
-        @app.get("/colibri/ws")
-        async def ws_list() -> JSONResponse:
-            return JSONResponse(self.ws.dump())
-
-        @app.post("/colibri/ws/disable")
-        async def ws_disable() -> JSONResponse:
-            self.ws.accepting = False
-            return JSONResponse({"accepting": False})
-
-        @app.post("/colibri/ws/enable")
-        async def ws_enable() -> JSONResponse:
-            self.ws.accepting = True
-            return JSONResponse({"accepting": True})
-
-        @app.post("/colibri/ws/{connection_id}/close")
-        async def ws_close(connection_id: int) -> JSONResponse:
-            if not self.ws.close_connection(connection_id):
-                return error(404, f"no connection {connection_id}")
-            return JSONResponse({"closed": connection_id})
-
-        @app.post("/colibri/ws/{connection_id}/ping")
-        async def ws_ping(connection_id: int) -> JSONResponse:
-            try:
-                rtt = await self.ws.ping_connection(connection_id)
-            except TimeoutError:
-                return error(504, "no pong within 5 s")
-            except Exception as exc:  # the connection closed meanwhile
-                return error(409, f"connection {connection_id} cannot be pinged: {exc}")
-            if rtt is None:
-                return error(404, f"no connection {connection_id}")
-            return JSONResponse({"id": connection_id, "rtt_ms": round(rtt * 1000, 3)})
-
-        return app
-
-    def _set_drain(self, drain: bool) -> None:
-        self.status.drain = drain
-        log.info("drain %s", "enabled" if drain else "disabled")
-        if self.presence:
-            self.presence.publish_now()
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -437,7 +235,7 @@ class Bridge:
             )
             self.public_port = await self.ws.start(public.host, port, tls)
             priv = vb.http_servers.private
-            private = await serve_http(self.private_app(), priv.host, self.config.private_port)
+            private = await serve_http(self.api.app(), priv.host, self.config.private_port)
             tasks.append(
                 asyncio.ensure_future(
                     self.colibri.run_expiry(vb.colibri.expire_check_interval.total_seconds())
@@ -458,7 +256,7 @@ class Bridge:
                     )
                 )
             freeze_heap()
-            self.started = True
+            self.status.started = True
             log.info(
                 "bridge %s up: colibri http://%s:%d, colibri-ws on %s:%d%s, media udp %d",
                 self.server_id,

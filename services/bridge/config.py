@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator
 
+from services.common import xmpp_names
 from services.common.config import ConfigError, EnvVar, Section, load_config, split_list
 
 REFERENCE = Path(__file__).with_name("reference.conf")
@@ -381,8 +382,8 @@ def resolve(cfg: BridgeConfig, environ: Mapping[str, str], free: PortsFree = cla
     xmpp = vb.apis.xmpp_client
     xmpp = xmpp.model_copy(
         update={
-            "auth_domain": xmpp.auth_domain or f"auth.{xmpp.domain}",
-            "internal_muc_domain": xmpp.internal_muc_domain or f"internal-muc.{xmpp.domain}",
+            "auth_domain": xmpp.auth_domain or xmpp_names.auth_domain(xmpp.domain),
+            "internal_muc_domain": xmpp.internal_muc_domain or xmpp_names.internal_muc_domain(xmpp.domain),
         }
     )
     vb = vb.model_copy(

@@ -24,6 +24,25 @@ class BridgeStatus:
     shutting_down: bool = False
     healthy: bool = True
     unhealthy_reason: str = ""
+    started: bool = False
+
+    def problem(self) -> str | None:
+        """Why the bridge is not healthy (``/about/health``, brewery presence), or None."""
+        if not self.started:
+            return "starting"
+        if self.shutting_down:
+            return "shutting down"
+        if not self.healthy:
+            return self.unhealthy_reason or "unhealthy"
+        return None
+
+    def refusal(self) -> str | None:
+        """Why new conferences are refused (Colibri POST answers 503), or None."""
+        if self.shutting_down:
+            return "bridge is shutting down"
+        if self.graceful_shutdown:
+            return "bridge is in graceful shutdown"
+        return None
 
 
 def stress_level(media: MediaStats, max_packet_rate: int) -> float:

@@ -9,6 +9,8 @@ bridge dies. Layout, core first:
 * :mod:`.offer` - Colibri request bodies and Jingle messages built from the shared wire formats;
 * :mod:`.flows` - what each event (allocation, accept, sources, leave, bridge lost, ICE failed)
   sends, as pure functions returning an outbox;
+* :mod:`.failover` - the failure policy: where to place a participant, and whether a failed
+  allocation means another bridge, a move of the conference, or giving up (pure);
 * adapters: :mod:`.xmpp` (slixmpp session: conference IQ, MUC rooms as owner, brewery, Jingle),
   :mod:`.colibri_client` (httpx), :mod:`.store` (memory or Redis), :mod:`.http_api` (FastAPI),
   :mod:`.focus` (the orchestrator: one lock per conference, performs the outboxes), :mod:`.app`.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from services.common import xmpp_names
 from services.common.config import EnvVar, Section, load_config, split_list
 
 REFERENCE = Path(__file__).with_name("reference.conf")
@@ -26,6 +28,11 @@ class XmppSettings(Section):
     iq_timeout: float = Field(gt=0)
     max_stanza_depth: int = Field(default=32, ge=8, le=1000)
     max_stanza_size: int = Field(default=1 << 20, ge=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_hosts(cls, data: Any) -> Any:
+        return xmpp_names.fill_hosts(data, "auth-domain", "muc-domain", "internal-muc-domain")
 
     @property
     def jid(self) -> str:

@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from services.common import jibri, jingle
+from services.common import colibri, jibri, jingle
 from services.common.brewery import BridgeStats
 from services.common.logging import RateLimitedLogger
 from services.common.tasks import Background
 
-from . import flows, metrics, offer
+from . import failover, flows, metrics, offer
 from .bridges import BridgeRegistry, HealthOutcome
-from .colibri_client import ColibriClient, ColibriError
+from .colibri_client import ColibriError
 from .conference import Conference, Participant, ParticipantState
 from .config import FocusSettings
 from .jibri import JibriService
@@ -41,11 +41,20 @@ class Signaling(Protocol):
     async def send_jingle(self, to: str, message: jingle.Jingle) -> bool: ...
 
 
+class Colibri(Protocol):
+    """The Colibri REST calls the focus makes (implemented by :class:`~.colibri_client.ColibriClient`)."""
+
+    async def create(self, base: str, body: colibri.Conference) -> colibri.Conference: ...
+    async def patch(self, base: str, body: colibri.Conference) -> colibri.Conference: ...
+    async def expire(self, base: str, conference_id: str) -> None: ...
+    async def health(self, base: str, within: float) -> tuple[bool, bool, str]: ...
+
+
 class Focus:
     def __init__(
         self,
         settings: FocusSettings,
-        colibri: ColibriClient,
+        colibri: Colibri,
         store: ConferenceStore,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -151,7 +160,7 @@ class Focus:
             conf = self.conferences.get(room)
             if conf is None:
                 return
-            if conf.bridge_id is not None and conf.bridge_id not in self.registry:
+            if failover.bridge_gone(conf.bridge_id, self.registry.__contains__):
                 log.warning("restored conference room=%s: bridge %s is gone", room, conf.bridge_id)
                 await self._move_locked(conf, started=self.clock())
             for participant in list(conf.participants.values()):
@@ -292,17 +301,22 @@ class Focus:
                 for participant in flows.waiting(conf):
                     await self._invite_locked(conf, participant)
 
-    def _place(self, conf: Conference, refused: set[str]) -> str | None:
-        if conf.bridge_id is not None and self.registry.is_usable(conf.bridge_id):
-            return conf.bridge_id
+    def _place(self, conf: Conference, avoid: set[str]) -> str | None:
         region = self.settings.bridge.region or None
-        return self.registry.select(self.clock(), region=region, exclude=tuple(refused))
+        current_usable = conf.bridge_id is not None and self.registry.is_usable(conf.bridge_id)
+        return failover.place(
+            conf.bridge_id,
+            current_usable,
+            lambda exclude: self.registry.select(self.clock(), region=region, exclude=exclude),
+            avoid,
+        )
 
-    async def _invite_locked(self, conf: Conference, participant: Participant, attempts: int = 3) -> None:
-        """Allocate channels for ``participant`` and send it session-initiate (conference lock held)."""
-        refused: set[str] = set()  # bridges that turned down a new conference (graceful shutdown)
-        for _ in range(attempts):
-            bridge_id = self._place(conf, refused)
+    async def _invite_locked(self, conf: Conference, participant: Participant) -> None:
+        """Allocate channels for ``participant`` and send it session-initiate (conference lock held).
+        What a failure leads to is decided by :mod:`.failover`."""
+        invitation = failover.Invitation()
+        while invitation.next_attempt():
+            bridge_id = self._place(conf, invitation.avoid)
             if bridge_id is None:
                 log.error("no bridge available for room=%s; %s waits", conf.room, participant.endpoint_id)
                 return
@@ -331,16 +345,19 @@ class Focus:
             except (ColibriError, offer.AllocationError) as exc:
                 flows.allocation_failed(participant)
                 log.warning("allocation on %s for %s failed: %s", bridge_id, participant.endpoint_id, exc)
-                if isinstance(exc, ColibriError) and exc.status == 503 and request.id is None:
-                    refused.add(bridge_id)  # it takes no new conferences, but keeps its others
-                    continue
-                if isinstance(exc, ColibriError) and exc.unreachable:
-                    if self.registry.mark_failed(bridge_id, str(exc)):
-                        self.bridge_failed(bridge_id, str(exc))
-                elif not (isinstance(exc, ColibriError) and exc.status == 404):
-                    return
-                if conf.bridge_id == bridge_id:  # the bridge failed or forgot the conference
+                if isinstance(exc, ColibriError):
+                    failure = failover.AllocationFailure(
+                        creating=request.id is None, status=exc.status, unreachable=exc.unreachable
+                    )
+                else:
+                    failure = failover.AllocationFailure(creating=request.id is None, bad_answer=True)
+                decision = invitation.failed(bridge_id, failure, conf.bridge_id)
+                if decision.fail_bridge and self.registry.mark_failed(bridge_id, str(exc)):
+                    self.bridge_failed(bridge_id, str(exc))
+                if decision.move_conference:
                     await self._move_locked(conf, started=self.clock(), except_for=participant)
+                if not decision.retry:
+                    return
                 continue
             metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - started)
             if request.id is None:

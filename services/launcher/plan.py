@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from services.common import xmpp_names
+
 REPO = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = REPO / "nginx" / "parley.conf.template"
 
@@ -85,9 +87,9 @@ class StackPlan:
 def _xmpp_names(domain: str) -> dict[str, str]:
     return {
         "XMPP_DOMAIN": domain,
-        "XMPP_AUTH_DOMAIN": f"auth.{domain}",
-        "XMPP_MUC_DOMAIN": f"muc.{domain}",
-        "XMPP_INTERNAL_MUC_DOMAIN": f"internal-muc.{domain}",
+        "XMPP_AUTH_DOMAIN": xmpp_names.auth_domain(domain),
+        "XMPP_MUC_DOMAIN": xmpp_names.muc_domain(domain),
+        "XMPP_INTERNAL_MUC_DOMAIN": xmpp_names.internal_muc_domain(domain),
     }
 
 

@@ -6,9 +6,11 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from services.common import xmpp_names
 from services.common.config import EnvVar, Section, load_config, split_list
 
 REFERENCE = Path(__file__).with_name("reference.conf")
@@ -17,6 +19,7 @@ REFERENCE = Path(__file__).with_name("reference.conf")
 class XmppSettings(Section):
     server: str
     port: int = Field(ge=1, le=65535)
+    domain: str = Field(min_length=1)
     auth_domain: str = Field(min_length=1)
     internal_muc_domain: str = Field(min_length=1)
     username: str = Field(min_length=1)
@@ -24,6 +27,11 @@ class XmppSettings(Section):
     brewery_muc: str = Field(min_length=1)
     nick: str
     iq_timeout: float = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_hosts(cls, data: Any) -> Any:
+        return xmpp_names.fill_hosts(data, "auth-domain", "internal-muc-domain")
 
     @property
     def jid(self) -> str:
@@ -69,6 +77,7 @@ class RecorderConfig(Section):
 ENV_VARS = [
     EnvVar("XMPP_SERVER", "recorder.xmpp.server"),
     EnvVar("XMPP_PORT", "recorder.xmpp.port", int),
+    EnvVar("XMPP_DOMAIN", "recorder.xmpp.domain"),
     EnvVar("XMPP_AUTH_DOMAIN", "recorder.xmpp.auth-domain"),
     EnvVar("XMPP_INTERNAL_MUC_DOMAIN", "recorder.xmpp.internal-muc-domain"),
     EnvVar("JIBRI_XMPP_USER", "recorder.xmpp.username"),

@@ -1,7 +1,7 @@
 """The recorder's media session: one receive-only WebRTC peer of the bridge per recording.
 
 The focus invites the recorder like a participant that sends nothing (:mod:`services.focus.jibri`):
-a Jingle ``session-initiate`` whose offer (:class:`services.common.jingle.SdpOffer`) has one
+a Jingle ``session-initiate`` whose offer (:class:`services.common.jingle_sdp.SdpOffer`) has one
 ``sendonly`` line per remote participant and media. aiortc answers it (``recvonly``, no sources:
 nobody sees the recorder) and receives every stream over ICE/DTLS-SRTP, as a browser would.
 
@@ -32,8 +32,9 @@ from typing import Any
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from services.common import jingle
-from services.common.jingle import Jingle, SdpOffer
+from services.common import jingle_sdp
+from services.common.jingle import Jingle
+from services.common.jingle_sdp import SdpOffer
 
 from .sync import TrackClock, Unwrapper
 
@@ -112,7 +113,7 @@ class MediaSession:
         for transceiver in pc.getTransceivers():
             transceiver.direction = "recvonly"
         await pc.setLocalDescription(await pc.createAnswer())
-        contents = jingle.parse_sdp_answer(pc.localDescription.sdp)
+        contents = jingle_sdp.parse_sdp_answer(pc.localDescription.sdp)
         names = {c.name for c in self.offer.offer.contents}
         own = []
         for content in contents:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from services.common import xmpp_names
 from services.common.config import EnvVar, Section, load_config, split_list
 
 REFERENCE = Path(__file__).with_name("reference.conf")
@@ -28,6 +30,11 @@ class Xmpp(Section):
     focus_nick: str = Field(default="focus", min_length=1, pattern=r"^[^\s/@<>'\"&]+$")
     websocket_url: str = ""
     bosh_url: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_hosts(cls, data: Any) -> Any:
+        return xmpp_names.fill_hosts(data, "auth-domain", "muc-domain")
 
     @field_validator("websocket_url")
     @classmethod
@@ -70,7 +77,7 @@ class Web(Section):
 
     @property
     def focus_address(self) -> str:
-        return self.xmpp.focus or f"focus.{self.xmpp.domain}"
+        return self.xmpp.focus or xmpp_names.focus_component(self.xmpp.domain)
 
     @property
     def websocket_url(self) -> str | None:

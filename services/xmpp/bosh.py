@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from .limits import log_limited
 from .session import ClientSession, Link
-from .xml import STREAM_NS, Element, StreamOpened, XmlStreamError, escape_attr, parse_document
+from .xml import STREAM_NS, Element, StreamClosed, StreamOpened, XmlStreamError, escape_attr, parse_document
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import XmppServer
+    from .context import ServerContext
     from .transports.http import HttpResponse
 
 log = logging.getLogger("xmpp.bosh")
@@ -68,15 +68,7 @@ class BoshSession:
         self.terminated = False
         self.last_request = time.monotonic()
         self.link = Link(BoshFraming(), self.write, self.close, secure=False, address=address)
-        server = service.server
-        self.session = ClientSession(
-            server.broker,
-            self.link,
-            server.limits,
-            server.resumption,
-            server.schedule,
-            on_end=server.session_ended,
-        )
+        self.session: ClientSession = service.server.open_session(self.link)
 
     def write(self, data: bytes) -> None:
         if data and not self.terminated:
@@ -105,7 +97,7 @@ class BoshSession:
 
 
 class BoshService:
-    def __init__(self, server: XmppServer) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.sessions: dict[str, BoshSession] = {}
         self.config = server.config.bosh
@@ -177,7 +169,7 @@ class BoshService:
         sid = secrets.token_hex(16)
         bs = BoshSession(self, sid, rid, wait, hold, address)
         self._add(bs)
-        bs.session.stream_opened(StreamOpened(STREAM_NS, "stream", {"to": to, "version": "1.0"}))
+        bs.session.receive(StreamOpened(STREAM_NS, "stream", {"to": to, "version": "1.0"}))
         if bs.terminated:
             return self._response(200, bs.take_body())
         payload = b"".join(bs.pending)
@@ -198,26 +190,22 @@ class BoshService:
         bs.last_request = time.monotonic()
         if root.get("type") == "terminate":
             for child in root.elements():
-                bs.session.element(child)
-            bs.session.stream_closed()
+                bs.session.receive(child)
+            bs.session.receive(StreamClosed())
             bs.terminated = True
             self.forget(bs)
             return self._response(200, f"<body xmlns='{BOSH_NS}' type='terminate'/>".encode())
         restart = root.get(f"{{{XBOSH_NS}}}restart") in ("true", "1")
         session = bs.session
-        try:
-            if restart:
-                host = session.host.domain if session.host is not None else ""
-                session.stream_opened(
-                    StreamOpened(STREAM_NS, "stream", {"to": root.get("to") or host, "version": "1.0"})
-                )
-            for child in root.elements():
-                if session.closed:
-                    break
-                session.element(child)
-        except Exception:  # a bug handling one request ends this session only, with a stream error
-            log_limited(log, logging.ERROR, "bosh-internal", "internal error in BOSH session", exc_info=True)
-            session.fail("internal-server-error")
+        if restart:
+            host = session.host.domain if session.host is not None else ""
+            session.receive(
+                StreamOpened(STREAM_NS, "stream", {"to": root.get("to") or host, "version": "1.0"})
+            )
+        for child in root.elements():
+            if session.closed:
+                break
+            session.receive(child)
         if bs.pending or bs.terminated:
             return self._response(200, bs.take_body())
         if bs.held is not None and not bs.held.done():

@@ -2,7 +2,8 @@
 
 No I/O happens here. Sessions hand in stanzas whose ``from`` they have stamped; the broker decides
 where each goes: a bound client session, a component (MUC host, the focus client proxy), the
-server itself (disco, ping, version), another cluster node, or back as an error.
+server itself (its features: ``modules/disco.py``, ``ping.py``, ``version.py``... hooking
+:class:`~.hooks.ServerIq`), another cluster node, or back as an error.
 
 A delivery is bytes: stanzas are serialized once and spliced per recipient, so fan-out costs one
 write per recipient.
@@ -15,24 +16,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .hooks import ServerFeature, ServerIq, default_features
 from .jid import JID, InvalidJid, parse_jid
 from .limits import log_limited
 from .sasl import ScramCredential
-from .stanza import (
-    DISCO_INFO,
-    DISCO_ITEMS,
-    PING_NS,
-    ROSTER_NS,
-    SESSION_NS,
-    VERSION_NS,
-    error_reply,
-    iq_result,
-)
+from .stanza import error_reply
 from .xml import CLIENT_NS, Element, escape_attr
 
 log = logging.getLogger("xmpp.broker")
-
-SERVER_FEATURES = (DISCO_INFO, DISCO_ITEMS, PING_NS, VERSION_NS, "urn:xmpp:sm:3")
 
 
 class Deliverable(Protocol):
@@ -110,6 +101,7 @@ class Broker:
         self.guest_blocked: set[str] = set()
         self.session_listeners: list[Callable[[Deliverable, bool], None]] = []
         self.server_iq_handlers: list[ServerIqHandler] = []
+        self.features: list[ServerFeature] = default_features()
         # plain counters read by the metrics collector (cheaper than Prometheus objects per stanza)
         self.stanzas_routed = 0
         self.deliveries = 0
@@ -283,6 +275,14 @@ class Broker:
         elif stanza.name == "message" and stanza.get("type") not in ("error", "groupchat", "headline"):
             self.bounce(stanza, "service-unavailable")
 
+    # -- what server features read (hooks.ServerView) ----------------------------------------
+    def disco_features(self) -> list[str]:
+        own = [var for feature in self.features for var in feature.features]
+        return own + [var for handler in self.server_iq_handlers for var in handler.features]
+
+    def disco_items(self) -> list[tuple[str, str]]:
+        return [(domain, comp.disco_identity()[2]) for domain, comp in self.components.items()]
+
     def _iq_handler(self, payload: Element) -> ServerIqHandler | None:
         return next((h for h in self.server_iq_handlers if h.handles(payload)), None)
 
@@ -299,35 +299,12 @@ class Broker:
             pass
         elif not to.node and (handler := self._iq_handler(payload)) is not None:
             answer = handler.handle(iq, payload, frm)
-        elif payload.ns == PING_NS and kind == "get":
-            answer = iq_result(iq)
-        elif payload.ns == DISCO_INFO and kind == "get":
-            query = Element(
-                "query", DISCO_INFO, {"node": payload.attrs["node"]} if "node" in payload.attrs else {}
-            )
-            if to.node:
-                query.sub("identity", attrs={"category": "account", "type": "registered"})
-                query.sub("feature", attrs={"var": DISCO_INFO})
-            else:
-                query.sub("identity", attrs={"category": "server", "type": "im", "name": self.server_name})
-                for var in (*SERVER_FEATURES, *(f for h in self.server_iq_handlers for f in h.features)):
-                    query.sub("feature", attrs={"var": var})
-            answer = iq_result(iq, query)
-        elif payload.ns == DISCO_ITEMS and kind == "get":
-            query = Element("query", DISCO_ITEMS)
-            if not to.node:
-                for domain, comp in self.components.items():
-                    query.sub("item", attrs={"jid": domain, "name": comp.disco_identity()[2]})
-            answer = iq_result(iq, query)
-        elif payload.ns == VERSION_NS and kind == "get" and not to.node:
-            query = Element("query", VERSION_NS)
-            query.sub("name", text=self.server_name)
-            query.sub("version", text=self.version)
-            answer = iq_result(iq, query)
-        elif payload.ns == ROSTER_NS and kind == "get" and to.node and frm.bare == to:
-            answer = iq_result(iq, Element("query", ROSTER_NS))
-        elif payload.ns == SESSION_NS and kind == "set":
-            answer = iq_result(iq)
+        else:
+            event = ServerIq(iq, payload, to, frm, kind, self)
+            for feature in self.features:
+                answer = feature.on_iq(event)
+                if answer is not None:
+                    break
         if answer is None:
             self.bounce(iq, "service-unavailable")
             return

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -30,10 +31,9 @@ from .jid import JID, InvalidJid, parse_jid
 from .xml import Element, XmlStreamError, parse_document
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .broker import Deliverable
+    from .broker import Broker, Deliverable
     from .config import ClusterConfig
-    from .modules.muc import Room
-    from .server import XmppServer
+    from .modules.muc import MucService, Room
 
 log = logging.getLogger("xmpp.cluster")
 
@@ -95,9 +95,9 @@ class ClusterDirectory:
 
 
 class RedisCluster:
-    def __init__(self, server: XmppServer, cfg: ClusterConfig) -> None:
-        self.server = server
-        self.broker = server.broker
+    def __init__(self, broker: Broker, mucs: Sequence[MucService], cfg: ClusterConfig) -> None:
+        self.mucs = mucs
+        self.broker = broker
         self.cfg = cfg
         self.node = cfg.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.redis = aioredis.from_url(cfg.redis_url)
@@ -105,7 +105,7 @@ class RedisCluster:
         self.outbox: list[tuple[str, bytes]] = []
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
-        self.muc_domains = {m.domain for m in server.mucs}
+        self.muc_domains = {m.domain for m in mucs}
 
     # -- the broker's view -------------------------------------------------------------------
     def locate(self, jid: JID) -> str | None:
@@ -157,7 +157,7 @@ class RedisCluster:
     def _node_dead(self, node: str) -> None:
         gone = self.directory.drop_node(node)
         log.warning("node %s is gone: dropping %d sessions and its rooms", node, len(gone))
-        for muc in self.server.mucs:
+        for muc in self.mucs:
             for room in list(muc.rooms.values()):
                 for occ in [o for o in room.occupants.values() if o.real_jid in gone]:
                     muc.handle(
@@ -186,7 +186,7 @@ class RedisCluster:
         await self.pubsub.subscribe(PREFIX + "events", PREFIX + "node:" + self.node)
         self.broker.cluster = self
         self.broker.session_listeners.append(self.session_changed)
-        for muc in self.server.mucs:
+        for muc in self.mucs:
             muc.room_listeners.append(self.room_changed)
         self.tasks = [
             asyncio.ensure_future(self._reader()),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from ..common import xmpp_names
 from ..common.config import EnvVar, Section, load_config, split_list
 
 REFERENCE = Path(__file__).with_name("reference.conf")
@@ -122,9 +124,14 @@ class XmppConfig(Section):
     cluster: ClusterConfig
     extdisco: ExtDiscoConfig
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_hosts(cls, data: Any) -> Any:
+        return xmpp_names.fill_hosts(data, "auth-domain", "muc-domain", "internal-muc-domain")
+
     @property
     def focus_address(self) -> str:
-        return self.focus_component or f"focus.{self.domain}"
+        return self.focus_component or xmpp_names.focus_component(self.domain)
 
 
 class Root(Section):

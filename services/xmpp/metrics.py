@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -11,15 +11,25 @@ from prometheus_client.registry import Collector
 from .session import STREAM_ERRORS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import XmppServer
+    from .broker import Broker
+    from .modules.muc import MucService
 
 
 class BrokerCollector(Collector):
-    def __init__(self, server: XmppServer) -> None:
-        self.server = server
+    def __init__(
+        self,
+        broker: Broker,
+        mucs: Sequence[MucService],
+        connection_counts: Callable[[], dict[str, int]],
+        stanzas_received: Callable[[], int],
+    ) -> None:
+        self.broker = broker
+        self.mucs = mucs
+        self.connection_counts = connection_counts
+        self.stanzas_received = stanzas_received
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        s = self.server
+        s = self
         conns = GaugeMetricFamily(
             "xmpp_connections", "Open client connections by transport", labels=["transport"]
         )

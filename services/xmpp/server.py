@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from . import context
 from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
@@ -26,10 +27,11 @@ from .modules.extdisco import ExtDiscoSettings, ExternalServices
 from .modules.muc import MucService
 from .modules.presence_throttle import PresenceThrottle
 from .sasl import ScramCredential
-from .session import ClientSession, SessionLimits
+from .session import ClientSession, Link, SessionLimits
 from .stream_management import ResumptionRegistry
 from .transports.http import HttpConnection, HttpResponse, WebSocketSession
-from .transports.tcp import SliceScheduler, TcpConnection
+from .transports.slices import SliceScheduler
+from .transports.tcp import TcpConnection
 from .xml import ElementBudget
 
 log = logging.getLogger("xmpp.server")
@@ -139,7 +141,9 @@ class XmppServer:
         self.bosh_path = "/http-bind"
         self._stanzas_closed = 0
         self.registry = CollectorRegistry()
-        self.registry.register(BrokerCollector(self))
+        self.registry.register(
+            BrokerCollector(self.broker, self.mucs, self.connection_counts, self.stanzas_received)
+        )
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.bosh: BoshService | None = None
@@ -148,7 +152,12 @@ class XmppServer:
         self.trimmer = MemoryTrimmer()
         self.slices = SliceScheduler()
 
-    # -- hooks used by transports ------------------------------------------------------------
+    # -- the transports' context (context.ServerContext) ---------------------------------------
+    def open_session(self, link: Link) -> ClientSession:
+        return ClientSession(
+            self.broker, link, self.limits, self.resumption, self.schedule, on_end=self.session_ended
+        )
+
     def is_internal(self, peer_ip: str) -> bool:
         """A c2s TCP peer on the internal listener's networks (service accounts may log in)."""
         return in_networks(peer_ip, self.config.c2s.internal_networks)
@@ -169,19 +178,21 @@ class XmppServer:
     def session_ended(self, session: ClientSession) -> None:
         self._stanzas_closed += session.stanzas_in
 
-    def connection_opened(self, conn: Connection) -> None:
+    def connection_opened(self, conn: context.Connection) -> None:
+        assert isinstance(conn, TcpConnection | WebSocketSession)
         self.connections[id(conn)] = conn
         if isinstance(conn, WebSocketSession):
             self.websockets[conn.id] = conn
 
-    def connection_closed(self, conn: Connection) -> None:
+    def connection_closed(self, conn: context.Connection) -> None:
         self.trimmer.freed()
         self.connections.pop(id(conn), None)
         if isinstance(conn, WebSocketSession):
             self.websockets.pop(conn.id, None)
 
-    def http_connection_lost(self, conn: HttpConnection) -> None:
-        self.http_connections.discard(conn)
+    def http_connection_lost(self, conn: object) -> None:
+        if isinstance(conn, HttpConnection):
+            self.http_connections.discard(conn)
 
     def connection_counts(self) -> dict[str, int]:
         counts = {"tcp": 0, "websocket": 0, "bosh": 0}
@@ -321,7 +332,7 @@ class XmppServer:
         if self.config.cluster.redis_url:
             from .cluster import RedisCluster
 
-            self.cluster = RedisCluster(self, self.config.cluster)
+            self.cluster = RedisCluster(self.broker, self.mucs, self.config.cluster)
             await self.cluster.start()
         self.bosh = BoshService(self)
         log.info(

@@ -33,7 +33,16 @@ from .stanza import (
     stream_error,
 )
 from .stream_management import SM_NS, ResumptionRegistry, StreamManagement
-from .xml import CLIENT_NS, FRAMING_NS, STREAM_NS, Element, StreamOpened, escape_attr
+from .xml import (
+    CLIENT_NS,
+    FRAMING_NS,
+    STREAM_NS,
+    Element,
+    StreamClosed,
+    StreamEvent,
+    StreamOpened,
+    escape_attr,
+)
 
 log = logging.getLogger("xmpp.session")
 
@@ -236,6 +245,23 @@ class ClientSession:
         self.link.close()
 
     # -- input -------------------------------------------------------------------------------
+    def receive(self, event: StreamEvent) -> None:
+        """The one entry point of every transport: a stream header, the stream's end, or a
+        top-level element. A bug handling one ends this stream only, with a stream error."""
+        try:
+            if isinstance(event, StreamOpened):
+                self.stream_opened(event)
+            elif isinstance(event, StreamClosed):
+                self.stream_closed()
+            else:
+                self.element(event)
+        except Exception:
+            log_limited(
+                log, logging.ERROR, "internal", "internal error handling input from %s", self.link.address,
+                exc_info=True,
+            )  # fmt: skip
+            self.fail("internal-server-error")
+
     def stream_opened(self, opened: StreamOpened) -> None:
         if self.closed:
             return

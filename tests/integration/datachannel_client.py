@@ -2,7 +2,7 @@
 
 It joins the way the focus would have it join: a Colibri allocation with an ``sctpconnection``,
 the focus's Jingle offer (:mod:`services.focus.offer`) rendered as SDP by
-:class:`services.common.jingle.SdpOffer` (audio, video and ``m=application ... webrtc-datachannel``
+:class:`services.common.jingle_sdp.SdpOffer` (audio, video and ``m=application ... webrtc-datachannel``
 BUNDLEd on one transport), an aiortc answer PATCHed back as the focus would. Used by
 ``test_bridge_sctp.py`` and ``bench/bridge_datachannel.py``.
 """
@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
-from services.common import colibri, jingle
-from services.common.jingle import Jingle, SdpOffer
+from services.common import colibri, jingle, jingle_sdp
+from services.common.jingle import Jingle
+from services.common.jingle_sdp import SdpOffer
 from services.focus import offer
 from tests.integration.media_client import ColourTrack, ToneTrack
 from tests.integration.participant import wait_until
@@ -43,7 +44,7 @@ def offer_sdp(endpoint: str, allocated: colibri.Conference) -> tuple[offer.Alloc
 def accept_patch(conference_id: str, endpoint: str, allocation: offer.Allocation, answer_sdp: str) -> bytes:
     """What the focus PATCHes from the session-accept of an SDP answer: transport, sources,
     codecs, and the sctpconnection kept (Colibri REST v1 join example, step 6; docs/protocols.md#colibri-rest)."""
-    answered = jingle.parse_sdp_answer(answer_sdp, owner=endpoint, name_prefix=endpoint)
+    answered = jingle_sdp.parse_sdp_answer(answer_sdp, owner=endpoint, name_prefix=endpoint)
     contents = []
     for content in answered:
         channel_id = allocation.channels[content.name]

@@ -2,7 +2,7 @@
 
 Each participant sends video of one solid colour and audio of one sine tone, so a receiver can
 tell who it decoded. It talks to the bridge's media engine through the engine's dev server
-(``services.bridge.media.devserver``): it creates its endpoint, offers its own SDP (sendonly
+(``tests.integration.media_devserver``): it creates its endpoint, offers its own SDP (sendonly
 audio+video, one recvonly audio+video pair per other participant), and turns the bridge's
 ``LocalTransport`` plus the others' sources into the answer — the translation the focus and
 Jingle do in the full stack.

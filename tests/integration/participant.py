@@ -6,7 +6,7 @@ It does what the web client does, in Python:
 2. asks the focus for the room (``<conference xmlns='http://jitsi.org/protocol/focus' room=.../>``);
 3. joins the MUC room with Jitsi's presence extensions (nick, stats-id, audio/video muted);
 4. answers the focus's ``session-initiate``: the Jingle offer becomes an SDP offer
-   (:class:`services.common.jingle.SdpOffer`), an ``RTCPeerConnection`` answers it sending one
+   (:class:`services.common.jingle_sdp.SdpOffer`), an ``RTCPeerConnection`` answers it sending one
    Opus tone and one VP8 colour, and the SDP answer goes back as ``session-accept``;
 5. applies ``source-add`` / ``source-remove`` by renegotiating, follows ``session-terminate``
    (reason ``moving``: a new ``session-initiate`` follows), reports ICE failure with
@@ -37,8 +37,9 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from services.common import jingle
-from services.common.jingle import Jingle, JingleContent, JingleReason, SdpOffer
+from services.common import jingle, jingle_sdp
+from services.common.jingle import Jingle, JingleContent, JingleReason
+from services.common.jingle_sdp import SdpOffer
 from tests.integration.media_client import ColourTrack, ToneTrack, allow_loopback_ice
 
 log = logging.getLogger("parley.tests.participant")
@@ -263,7 +264,7 @@ class JingleParticipant(slixmpp.ClientXMPP):
                     transceiver.sender.replaceTrack(track)
                     transceiver.direction = "sendrecv"
         await pc.setLocalDescription(await pc.createAnswer())
-        contents = jingle.parse_sdp_answer(
+        contents = jingle_sdp.parse_sdp_answer(
             pc.localDescription.sdp, owner=self.occupant_jid, name_prefix=self.nick
         )
         accept = Jingle(

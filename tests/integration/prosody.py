@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from services.common import xmpp_names
 from tests.integration.harness import free_port, wait_tcp
 
 # Parley's broker default (services/xmpp/reference.conf: xmpp.limits): 1 MiB/s, 2 MiB of burst.
@@ -118,9 +119,9 @@ class Prosody:
         """``extra_config``: more global Lua settings, appended after the defaults (a later
         assignment of the same name wins)."""
         self.domain = domain
-        self.auth_domain = auth_domain or f"auth.{domain}"
-        self.muc_domain = muc_domain or f"muc.{domain}"
-        self.internal_muc_domain = internal_muc_domain or f"internal-muc.{domain}"
+        self.auth_domain = auth_domain or xmpp_names.auth_domain(domain)
+        self.muc_domain = muc_domain or xmpp_names.muc_domain(domain)
+        self.internal_muc_domain = internal_muc_domain or xmpp_names.internal_muc_domain(domain)
         self.accounts = dict(accounts or {})
         self.focus_creates_rooms = focus_creates_rooms
         self.extra_modules = extra_modules

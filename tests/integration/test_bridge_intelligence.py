@@ -3,7 +3,7 @@ loudness) through one media engine process running :class:`ConferenceIntelligenc
 NACK negotiated and loss that only NACK recovery repairs.
 
 The bridge's Colibri/WebSocket control plane is not part of this test; the process under test is
-the media engine's dev server (``services.bridge.media.devserver``) with the intelligence policy
+the media engine's dev server (``tests.integration.media_devserver``) with the intelligence policy
 and three more routes, started from this module (``python -m tests.integration.test_bridge_intelligence``):
 
 * ``GET  /conferences/{c}/endpoints/{e}/messages``  -- bridge-channel messages sent to ``e``;
@@ -48,11 +48,11 @@ QUIET = 0.0002  # about -77 dBov: background noise, below the detector's voice l
 async def serve() -> None:  # pragma: no cover - runs in the child process
     from fastapi import HTTPException
 
-    from services.bridge.media.devserver import build_app, config_from_env
     from services.bridge.media.engine import MediaEngine
     from services.bridge.media.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
     from services.bridge.media.policy import SendMessage
     from services.common.runtime import serve_http, stop_http
+    from tests.integration.media_devserver import build_app, config_from_env
 
     config, http_port = config_from_env(os.environ)
     policies: dict[str, ConferenceIntelligencePolicy] = {}

@@ -24,7 +24,7 @@ def bridge() -> Iterator[ServiceProcess]:
     media_port = free_tcp_udp_port()
     proc = ServiceProcess.python_module(
         "bridge-media",
-        "services.bridge.media.devserver",
+        "tests.integration.media_devserver",
         {
             "MEDIA_HTTP_PORT": str(http_port),
             "JVB_PORT": str(media_port),

@@ -35,8 +35,31 @@ from .conferences import (
 
 log = logging.getLogger("bridge.colibri")
 
-ExpiredListener = Callable[[str, str], None]
-SctpListener = Callable[[str, str, int | None], None]
+
+
+class ColibriEvents(Protocol):
+    """What the Colibri service tells the rest of the bridge (the bridge channel's transports)."""
+
+    def endpoint_connected(self, conference_id: str, endpoint_id: str) -> None: ...
+    def endpoint_expired(self, conference_id: str, endpoint_id: str) -> None: ...
+    def sctp_changed(self, conference_id: str, endpoint_id: str, port: int | None) -> None:
+        """An endpoint's ``sctpconnection`` appeared (its port) or went (None)."""
+
+    def conference_expired(self, conference_id: str) -> None: ...
+
+
+class NoEvents:
+    def endpoint_connected(self, conference_id: str, endpoint_id: str) -> None:
+        pass
+
+    def endpoint_expired(self, conference_id: str, endpoint_id: str) -> None:
+        pass
+
+    def sctp_changed(self, conference_id: str, endpoint_id: str, port: int | None) -> None:
+        pass
+
+    def conference_expired(self, conference_id: str) -> None:
+        pass
 
 
 class ConferencePolicy(Protocol):
@@ -55,18 +78,15 @@ class ColibriService:
         ws_url: WebSocketUrlFn | None,
         clock: Callable[[], float] = time.monotonic,
         policy_of: Callable[[str], ConferencePolicy | None] = lambda conference_id: None,
+        events: ColibriEvents | None = None,
     ) -> None:
+        """The engine's endpoint states reach :meth:`engine_state` (the bridge routes them)."""
         self.book = book
         self.engine = engine
         self.ws_url = ws_url
         self.clock = clock
         self.policy_of = policy_of
-        self.endpoint_expired_listeners: list[ExpiredListener] = []
-        self.endpoint_connected_listeners: list[ExpiredListener] = []
-        self.sctp_listeners: list[SctpListener] = []
-        """Told when an endpoint's ``sctpconnection`` appears (its port) or goes (None)."""
-        self.conference_expired_listeners: list[Callable[[str], None]] = []
-        engine.on_endpoint_state = self._on_engine_state
+        self.events: ColibriEvents = events if events is not None else NoEvents()
 
     # --- REST operations -------------------------------------------------------------------------
 
@@ -122,18 +142,14 @@ class ColibriService:
             if isinstance(effect, ExpireEndpoint):
                 self._expire_endpoint(cid, effect.endpoint_id)
             elif isinstance(effect, SetSctp):
-                self._tell(self.sctp_listeners, cid, effect.endpoint_id, effect.port)
+                self._tell(self.events.sctp_changed, cid, effect.endpoint_id, effect.port)
 
     # --- expiry --------------------------------------------------------------------------------------
 
     def _expire_endpoint(self, conference_id: str, endpoint_id: str) -> None:
         self.engine.expire_endpoint(conference_id, endpoint_id)
         log.info("endpoint expired conference=%s endpoint=%s", conference_id, endpoint_id)
-        for listener in self.endpoint_expired_listeners:
-            try:
-                listener(conference_id, endpoint_id)
-            except Exception:
-                log.exception("endpoint-expired listener failed")
+        self._tell(self.events.endpoint_expired, conference_id, endpoint_id)
 
     def sweep(self) -> None:
         with_sctp = [
@@ -145,14 +161,13 @@ class ColibriService:
         result = self.book.sweep(self.clock(), self.engine.endpoint_last_activity)
         for cid, ep in with_sctp:
             if ep.sctp_port is None and self.book.endpoint(cid, ep.id) is ep:
-                self._tell(self.sctp_listeners, cid, ep.id, None)  # its sctpconnection expired alone
+                self._tell(self.events.sctp_changed, cid, ep.id, None)  # its sctpconnection expired alone
         for cid, eid in result.expired_endpoints:
             self._expire_endpoint(cid, eid)
         for cid in result.expired_conferences:
             self.engine.expire_conference(cid)
             log.info("conference expired id=%s", cid)
-            for listener in self.conference_expired_listeners:
-                listener(cid)
+            self._tell(self.events.conference_expired, cid)
 
     def expire_conference(self, conference_id: str) -> None:
         """Free a conference now, with all its endpoints (the focus ended it). Raises
@@ -164,8 +179,7 @@ class ColibriService:
             self._expire_endpoint(conference_id, eid)
         self.engine.expire_conference(conference_id)
         log.info("conference expired id=%s (ended by the focus)", conference_id)
-        for listener in self.conference_expired_listeners:
-            listener(conference_id)
+        self._tell(self.events.conference_expired, conference_id)
 
     def expire_all(self) -> None:
         for cid in list(self.book.conferences):
@@ -173,8 +187,7 @@ class ColibriService:
             for eid in list(conf.endpoints if conf else ()):
                 self._expire_endpoint(cid, eid)
             self.engine.expire_conference(cid)
-            for listener in self.conference_expired_listeners:
-                listener(cid)
+            self._tell(self.events.conference_expired, cid)
 
     async def run_expiry(self, interval: float) -> None:
         while True:
@@ -185,18 +198,18 @@ class ColibriService:
                 log.exception("expiry sweep failed")
 
     @staticmethod
-    def _tell(listeners: list[Any], *args: Any) -> None:
-        for listener in listeners:
-            try:
-                listener(*args)
-            except Exception:
-                log.exception("Colibri listener failed")
+    def _tell(event: Callable[..., None], *args: Any) -> None:
+        try:
+            event(*args)
+        except Exception:
+            log.exception("Colibri event %s failed", getattr(event, "__name__", event))
 
-    def _on_engine_state(self, conference_id: str, endpoint_id: str, state: str) -> None:
+    def engine_state(self, conference_id: str, endpoint_id: str, state: str) -> None:
+        """The media engine's endpoint state changed (``connected``, ``failed``, ``expired``)."""
         if state == "connected":
             self.book.set_endpoint_state(conference_id, endpoint_id, "connected")
             log.info("endpoint connected conference=%s endpoint=%s", conference_id, endpoint_id)
-            self._tell(self.endpoint_connected_listeners, conference_id, endpoint_id)
+            self._tell(self.events.endpoint_connected, conference_id, endpoint_id)
         elif state in ("failed", "expired"):
             self.book.set_endpoint_state(conference_id, endpoint_id, state)
             if self.book.remove_endpoint(conference_id, endpoint_id):
@@ -204,8 +217,4 @@ class ColibriService:
                 if state == "failed":
                     with contextlib.suppress(UnknownEndpoint):
                         self.engine.expire_endpoint(conference_id, endpoint_id)
-                for listener in self.endpoint_expired_listeners:
-                    try:
-                        listener(conference_id, endpoint_id)
-                    except Exception:
-                        log.exception("endpoint-expired listener failed")
+                self._tell(self.events.endpoint_expired, conference_id, endpoint_id)

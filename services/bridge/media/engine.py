@@ -38,7 +38,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from services.common.logging import RateLimitedLogger
 
@@ -127,6 +127,14 @@ class MediaConfig:
 StateCallback = Callable[[str, str, EndpointState], None]
 MessageCallback = Callable[[str, str, dict[str, Any]], None]
 DtlsDataCallback = Callable[[str, str, bytes], None]
+
+
+class EngineEvents(Protocol):
+    """What the engine tells the rest of the bridge (see :class:`MediaEngine`)."""
+
+    def endpoint_state(self, conference_id: str, endpoint_id: str, state: EndpointState) -> None: ...
+    def send_to_endpoint(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None: ...
+    def dtls_data(self, conference_id: str, endpoint_id: str, data: bytes) -> None: ...
 
 
 _HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255  # RFC 8445 5.1.2.1, host, component 1
@@ -227,14 +235,21 @@ class MediaEngine:
 
     ``policy_factory(conference_id, send_message)`` builds each conference's forwarding policy
     (default: forward everything); the conference-intelligence code plugs in here.
+
+    The bridge passes all three callbacks at construction as one :class:`EngineEvents` object.
     """
 
-    def __init__(self, config: MediaConfig, policy_factory: PolicyFactory = default_policy_factory) -> None:
+    def __init__(
+        self,
+        config: MediaConfig,
+        policy_factory: PolicyFactory = default_policy_factory,
+        events: EngineEvents | None = None,
+    ) -> None:
         self.config = config
         self.policy_factory = policy_factory
-        self.on_endpoint_state: StateCallback | None = None
-        self.send_to_endpoint: MessageCallback | None = None
-        self.on_dtls_data: DtlsDataCallback | None = None
+        self.on_endpoint_state: StateCallback | None = events.endpoint_state if events else None
+        self.send_to_endpoint: MessageCallback | None = events.send_to_endpoint if events else None
+        self.on_dtls_data: DtlsDataCallback | None = events.dtls_data if events else None
         self._certificate = DtlsCertificate()
         self._conferences: dict[str, ConferenceForwarder] = {}
         self._endpoints: dict[tuple[str, str], _Endpoint] = {}

@@ -14,7 +14,8 @@ Build (gcc only, no Python headers): ``python -m services.bridge.media.native``;
 and the bridge image run it. The library is loaded with cffi's ABI mode and calls libsrtp
 through the ``srtp_protect`` of pylibsrtp's own copy, whose sessions the bridge creates.
 
-State shared with C lives in cffi structures owned here: one ``parley_receiver`` per endpoint
+The structures and the function are declared once, in ``native_fanout.h``: the C file includes
+it and cffi reads it here. State shared with C lives in cffi structures owned here: one ``parley_receiver`` per endpoint
 (:class:`NativeReceiver`: SRTP session, address, socket) and one ``parley_subscription`` per
 subscription (rewrite offsets, counters, and pointers into the :class:`~.forwarder.SentLog`
 arrays).
@@ -47,34 +48,17 @@ log = logging.getLogger("parley.bridge.media.native")
 SOURCE = Path(__file__).with_name("native_fanout.c")
 LIBRARY = Path(__file__).with_name("native_fanout.so")
 
-DECLARATIONS = """
-typedef int (*parley_protect_fn)(void *session, void *packet, int *length);
-struct parley_receiver {
-    void *srtp;
-    int fd;
-    int address_length;
-    unsigned char address[28];
-    int64_t send_errors;
-};
-struct parley_subscription {
-    struct parley_receiver *receiver;
-    int64_t *sent;
-    double *resent;
-    uint32_t sent_mask;
-    uint32_t out_ssrc;
-    uint32_t seq_delta;
-    uint32_t ts_delta;
-    int32_t rewrite;
-    int32_t python_only;
-    int64_t packets;
-    int64_t octets;
-};
-int parley_fanout(parley_protect_fn protect, const char *packet, int length,
-                  struct parley_subscription **subscriptions, int n, unsigned char *fallback);
-"""
+HEADER = Path(__file__).with_name("native_fanout.h")
+
+
+def declarations(header: Path = HEADER) -> str:
+    """The C declarations shared with ``native_fanout.c``, for cffi's ``cdef``: the header
+    without its preprocessor lines (include guard, ``#include``), which cdef does not take."""
+    return "\n".join(line for line in header.read_text().splitlines() if not line.lstrip().startswith("#"))
+
 
 _ffi = cffi.FFI()
-_ffi.cdef(DECLARATIONS)
+_ffi.cdef(declarations())
 _NULL = _ffi.NULL
 
 
@@ -116,10 +100,12 @@ def load(path: Path = LIBRARY) -> Any:
     """The built library, checked to be newer than its source."""
     if not path.exists():
         raise NativeUnavailable(f"{path} is not built (python -m services.bridge.media.native)")
-    if path == LIBRARY and SOURCE.exists() and SOURCE.stat().st_mtime > path.stat().st_mtime:
-        raise NativeUnavailable(
-            f"{path} is older than {SOURCE.name} (python -m services.bridge.media.native)"
-        )
+    if path == LIBRARY:
+        for source in (SOURCE, HEADER):
+            if source.exists() and source.stat().st_mtime > path.stat().st_mtime:
+                raise NativeUnavailable(
+                    f"{path} is older than {source.name} (python -m services.bridge.media.native)"
+                )
     try:
         return _ffi.dlopen(str(path))
     except OSError as exc:

@@ -20,33 +20,11 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "native_fanout.h"
+
 #define PARLEY_MAX_PACKET 1500 /* what the Python path accepts too (_SRTP_BUFFER - trailer) */
 #define PARLEY_SRTP_TRAILER 148
 #define PARLEY_NEVER_RESENT (-1e9)
-
-typedef int (*parley_protect_fn)(void *session, void *packet, int *length);
-
-struct parley_receiver {
-    void *srtp;                 /* libsrtp session for what is sent to it, NULL: not connected */
-    int fd;                     /* the bridge's UDP socket */
-    int address_length;         /* 0: no address selected yet */
-    unsigned char address[28];  /* struct sockaddr_in or sockaddr_in6 */
-    int64_t send_errors;        /* sendto failures other than a full socket buffer */
-};
-
-struct parley_subscription {
-    struct parley_receiver *receiver;
-    int64_t *sent;              /* sent log: (out_seq << 16) | seq per slot, -1 empty */
-    double *resent;             /* when each slot's packet was last resent */
-    uint32_t sent_mask;         /* slots - 1 (a power of two) */
-    uint32_t out_ssrc;
-    uint32_t seq_delta;         /* added mod 2^16 */
-    uint32_t ts_delta;          /* added mod 2^32 */
-    int32_t rewrite;            /* the header changes on the way */
-    int32_t python_only;        /* the payload changes too (VP8 picture ids): Python sends it */
-    int64_t packets;
-    int64_t octets;             /* RTP payload bytes (packet - 12) */
-};
 
 /*
  * Forward `packet` (`length` bytes of decrypted RTP) to each of the `n` subscriptions.

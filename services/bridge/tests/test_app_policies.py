@@ -35,7 +35,8 @@ async def test_colibri_settings_reach_the_policy_and_expiry_closes_it() -> None:
     before = len(mixer_threads())
     created = bridge.colibri.create_conference(parse_conference(allocation("a", "b", mixer="a", last_n=2)))
     cid = created["id"]
-    policy = bridge.policies[cid]
+    policy = bridge.policies.get(cid)
+    assert policy is not None
     assert policy.video.settings("a").colibri_last_n == 2
     assert policy.video.settings("b").colibri_last_n == 2
     audio = next(c for c in created["contents"] if c["name"] == "audio")["channels"]
@@ -52,10 +53,10 @@ async def test_forgetting_a_conference_closes_its_policy() -> None:
     """The expiry listener closes the policy even when its endpoints left no trace on it."""
     bridge = Bridge(config.load(environ={}))
     before = len(mixer_threads())
-    policy = bridge._policy_for("c1", lambda endpoint, message: None)
+    policy = bridge.policies.create("c1", lambda endpoint, message: None)
     policy.set_audio_mixing("x", True)
     assert len(mixer_threads()) == before + 1
-    bridge._forget_policy("c1")
+    bridge.conference_expired("c1")
     assert "c1" not in bridge.policies
     assert len(mixer_threads()) == before
 
@@ -63,8 +64,8 @@ async def test_forgetting_a_conference_closes_its_policy() -> None:
 async def test_a_conference_rebuilt_by_the_engine_replaces_and_closes_the_old_policy() -> None:
     bridge = Bridge(config.load(environ={}))
     before = len(mixer_threads())
-    old = bridge._policy_for("c2", lambda endpoint, message: None)
+    old = bridge.policies.create("c2", lambda endpoint, message: None)
     old.set_audio_mixing("x", True)
-    new = bridge._policy_for("c2", lambda endpoint, message: None)
-    assert bridge.policies["c2"] is new
+    new = bridge.policies.create("c2", lambda endpoint, message: None)
+    assert bridge.policies.get("c2") is new
     assert len(mixer_threads()) == before

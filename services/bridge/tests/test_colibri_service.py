@@ -3,20 +3,36 @@ and of expiry reaches its listeners."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from services.bridge.colibri.conferences import ConferenceBook
-from services.bridge.colibri.service import ColibriService
+from services.bridge.colibri.service import ColibriService, NoEvents
 from services.bridge.media.engine import MediaConfig, MediaEngine
 from services.common.colibri import parse_conference
 
 
-def test_sctpconnection_listeners_follow_requests_and_expiry() -> None:
+@dataclass
+class Recorder(NoEvents):
+    sctp: list[tuple[str, str, int | None]] = field(default_factory=list)
+    expired: list[tuple[str, str]] = field(default_factory=list)
+    conferences_expired: list[str] = field(default_factory=list)
+
+    def sctp_changed(self, conference_id: str, endpoint_id: str, port: int | None) -> None:
+        self.sctp.append((conference_id, endpoint_id, port))
+
+    def endpoint_expired(self, conference_id: str, endpoint_id: str) -> None:
+        self.expired.append((conference_id, endpoint_id))
+
+    def conference_expired(self, conference_id: str) -> None:
+        self.conferences_expired.append(conference_id)
+
+
+def test_sctpconnection_events_follow_requests_and_expiry() -> None:
     now = [0.0]
     engine = MediaEngine(MediaConfig(port=0))
-    service = ColibriService(ConferenceBook(), engine, None, clock=lambda: now[0])
-    told: list[tuple[str, str, int | None]] = []
-    expired: list[tuple[str, str]] = []
-    service.sctp_listeners.append(lambda c, e, port: told.append((c, e, port)))
-    service.endpoint_expired_listeners.append(lambda c, e: expired.append((c, e)))
+    events = Recorder()
+    service = ColibriService(ConferenceBook(), engine, None, clock=lambda: now[0], events=events)
+    told, expired = events.sctp, events.expired
     out = service.create_conference(
         parse_conference(
             b'{"contents": [{"name": "audio", "channels": [{"endpoint": "e", "expire": 100}]},'
@@ -40,9 +56,9 @@ def test_a_conference_is_expired_on_request_with_its_endpoints() -> None:
     from services.bridge.colibri.conferences import UnknownConference
 
     engine = MediaEngine(MediaConfig(port=0))
-    service = ColibriService(ConferenceBook(), engine, None, clock=lambda: 0.0)
-    expired: list[str] = []
-    service.conference_expired_listeners.append(expired.append)
+    events = Recorder()
+    service = ColibriService(ConferenceBook(), engine, None, clock=lambda: 0.0, events=events)
+    expired = events.conferences_expired
     cid = service.create_conference(
         parse_conference(b'{"contents": [{"name": "audio", "channels": [{"endpoint": "e", "expire": 100}]}]}')
     )["id"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common import colibri, jingle
+from services.common import colibri, jingle, jingle_sdp
 from services.common.colibri import Candidate, Fingerprint, PayloadType, RtcpFb, RtpHdrExt, SsrcGroup
 from services.common.jingle import (
     Jingle,
@@ -15,10 +15,10 @@ from services.common.jingle import (
     JingleError,
     JingleReason,
     RtpDescription,
-    SdpOffer,
     Source,
     Transport,
 )
+from services.common.jingle_sdp import SdpOffer
 
 DATA = Path(__file__).parent / "data"
 OWNER_A = "room@muc.meet.jitsi/aaaa"
@@ -242,7 +242,7 @@ CHROME_LIKE_ANSWER = "\r\n".join([
 
 
 def test_parse_sdp_answer_to_session_accept() -> None:
-    contents = jingle.parse_sdp_answer(CHROME_LIKE_ANSWER, owner=OWNER_A, name_prefix="aaaa")
+    contents = jingle_sdp.parse_sdp_answer(CHROME_LIKE_ANSWER, owner=OWNER_A, name_prefix="aaaa")
     assert [c.name for c in contents] == ["audio", "video"]
     audio, video = contents
     t = audio.transport
@@ -264,17 +264,17 @@ def test_parse_sdp_answer_to_session_accept() -> None:
 
 def test_parse_sdp_answer_rejects_incomplete() -> None:
     with pytest.raises(JingleError, match="ice-ufrag"):
-        jingle.parse_sdp_answer("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio\r\n")
+        jingle_sdp.parse_sdp_answer("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio\r\n")
     with pytest.raises(JingleError, match="no audio/video/data"):
-        jingle.parse_sdp_answer("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:r0\r\n")
+        jingle_sdp.parse_sdp_answer("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:r0\r\n")
 
 
 def test_candidate_sdp_round_trip() -> None:
     c = Candidate(foundation="3", component=1, protocol="udp", priority=2113932031, ip="10.0.0.1", port=10000,
                   type="srflx", rel_addr="192.168.1.2", rel_port=5000)  # fmt: skip
-    assert jingle.candidate_from_sdp(jingle.candidate_to_sdp(c)) == c
+    assert jingle_sdp.candidate_from_sdp(jingle_sdp.candidate_to_sdp(c)) == c
     with pytest.raises(JingleError):
-        jingle.candidate_from_sdp("candidate:1 1 udp")
+        jingle_sdp.candidate_from_sdp("candidate:1 1 udp")
 
 
 def test_bridge_session_with_region_and_restart_round_trips() -> None:

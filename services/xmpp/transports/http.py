@@ -26,10 +26,10 @@ from websockets.server import ServerProtocol
 
 from ..limits import TokenBucket, log_limited
 from ..session import ClientSession, Link, WebSocketFraming
-from ..xml import CLIENT_NS, FRAMING_NS, StreamOpened, XmlStreamError, parse_document
+from ..xml import CLIENT_NS, FRAMING_NS, StreamClosed, StreamOpened, XmlStreamError, parse_document
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..server import XmppServer
+    from ..context import ServerContext
 
 log = logging.getLogger("xmpp.http")
 
@@ -77,14 +77,7 @@ class WebSocketSession:
         self.link = Link(
             WebSocketFraming(), self.write, self.close_transport, secure=conn.secure, address=address
         )
-        self.session = ClientSession(
-            self.server.broker,
-            self.link,
-            self.server.limits,
-            self.server.resumption,
-            self.server.schedule,
-            on_end=self.server.session_ended,
-        )
+        self.session = self.server.open_session(self.link)
 
     def receive(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -139,19 +132,13 @@ class WebSocketSession:
         except XmlStreamError as err:
             session.fail(err.condition, err.text)
             return
-        try:
-            if el.ns == FRAMING_NS and el.name == "open":
-                session.stream_opened(StreamOpened(el.ns, el.name, el.attrs))
-            elif el.ns == FRAMING_NS and el.name == "close":
-                session.stream_closed()
-            else:
-                session.element(el)
-        except Exception:  # a bug handling one stanza ends this stream only, with a stream error
-            log_limited(
-                log, logging.ERROR, "ws-internal", "internal error handling input from %s", self.peer,
-                exc_info=True,
-            )  # fmt: skip
-            session.fail("internal-server-error")
+        # RFC 7395's <open/> and <close/> are the stream's header and end
+        if el.ns == FRAMING_NS and el.name == "open":
+            session.receive(StreamOpened(el.ns, el.name, el.attrs))
+        elif el.ns == FRAMING_NS and el.name == "close":
+            session.receive(StreamClosed())
+        else:
+            session.receive(el)
 
     # -- link --------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -220,7 +207,7 @@ class WebSocketSession:
 class HttpConnection(asyncio.Protocol):
     """One TCP connection on the HTTP port: requests until (maybe) a WebSocket upgrade."""
 
-    def __init__(self, server: XmppServer, secure: bool = False) -> None:
+    def __init__(self, server: ServerContext, secure: bool = False) -> None:
         self.server = server
         self.secure = secure
         self.transport: asyncio.Transport | None = None

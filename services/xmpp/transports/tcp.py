@@ -6,15 +6,14 @@ import asyncio
 import logging
 import ssl
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 from ..limits import TokenBucket, log_limited
 from ..session import ClientSession, Link, TcpFraming
-from ..xml import StreamClosed, StreamOpened, StreamParser, XmlStreamError
+from ..xml import StreamParser, XmlStreamError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..server import XmppServer
+    from ..context import ServerContext
 
 log = logging.getLogger("xmpp.tcp")
 
@@ -22,7 +21,7 @@ log = logging.getLogger("xmpp.tcp")
 class TcpConnection(asyncio.Protocol):
     transport_name = "tcp"
 
-    def __init__(self, server: XmppServer) -> None:
+    def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         lim = server.limits
@@ -50,14 +49,7 @@ class TcpConnection(asyncio.Protocol):
             self.restart,
             self.starttls if tls is not None else None,
         )
-        self.session = ClientSession(
-            server.broker,
-            self.link,
-            server.limits,
-            server.resumption,
-            server.schedule,
-            on_end=server.session_ended,
-        )
+        self.session = server.open_session(self.link)
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,19 +119,7 @@ class TcpConnection(asyncio.Protocol):
         for event in events:
             session = self.link.session
             assert session is not None
-            try:
-                if isinstance(event, StreamOpened):
-                    session.stream_opened(event)
-                elif isinstance(event, StreamClosed):
-                    session.stream_closed()
-                else:
-                    session.element(event)
-            except Exception:  # a bug handling one stanza ends this stream only, with a stream error
-                log_limited(
-                    log, logging.ERROR, "tcp-internal", "internal error handling input from %s", self.peer,
-                    exc_info=True,
-                )  # fmt: skip
-                session.fail("internal-server-error")
+            session.receive(event)
             if self.closing:
                 self.backlog.clear()
                 break
@@ -226,33 +206,3 @@ class TcpConnection(asyncio.Protocol):
     @property
     def session_obj(self) -> ClientSession | None:
         return self.link.session
-
-
-class SliceScheduler:
-    """Round-robin over connections with a backlog, at most ``budget`` seconds of parsing per
-    event-loop turn (at least one slice), so heavy input is spread over turns."""
-
-    def __init__(self, budget: float = 0.004) -> None:
-        self.budget = budget
-        self.queue: deque[TcpConnection] = deque()
-        self.scheduled = False
-
-    def add(self, conn: TcpConnection) -> None:
-        self.queue.append(conn)
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.run)
-
-    def run(self) -> None:
-        self.scheduled = False
-        start = time.perf_counter()
-        queue = self.queue
-        while queue:
-            conn = queue.popleft()
-            if conn.next_slice():
-                queue.append(conn)
-            if time.perf_counter() - start > self.budget:
-                break
-        if queue:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.run)

@@ -1,9 +1,9 @@
-"""The media engine alone in a process, with a small JSON control API.
+"""The media engine alone in a process, with a small JSON control API (test and benchmark support).
 
 This runs the same :class:`MediaEngine` the bridge runs, without Colibri, XMPP or the bridge
 channel, so the packet path can be tested and benchmarked by itself::
 
-    MEDIA_HTTP_PORT=18080 JVB_PORT=20000 python -m services.bridge.media.devserver
+    MEDIA_HTTP_PORT=18080 JVB_PORT=20000 python -m tests.integration.media_devserver
 
 ``POST /conferences/{c}/endpoints/{e}`` -> the endpoint's LocalTransport;
 ``PUT .../transport`` (RemoteTransport JSON), ``PUT .../sources`` (MediaSources JSON),
@@ -25,12 +25,11 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import TypeAdapter, ValidationError
 
+from services.bridge.media.engine import MediaConfig, MediaEngine, UnknownEndpoint
+from services.bridge.media.model import MediaSources, RemoteTransport
 from services.common.config import ConfigError, split_list
 from services.common.logging import setup_logging
 from services.common.runtime import freeze_heap, run, serve_http, stop_http
-
-from .engine import MediaConfig, MediaEngine, UnknownEndpoint
-from .model import MediaSources, RemoteTransport
 
 log = logging.getLogger("parley.bridge.media")
 

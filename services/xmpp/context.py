@@ -1,0 +1,61 @@
+"""What a transport may use of the server: the context object the TCP, WebSocket and BOSH
+adapters are given (and nothing else of :class:`~.server.XmppServer`).
+
+The transports turn bytes into stream events and hand them to a :class:`~.session.ClientSession`
+through its one entry point, :meth:`~.session.ClientSession.receive`; the session answers
+through its :class:`~.session.Link`. Sessions are made in one place, :meth:`ServerContext.open_session`,
+whatever carries them. This module imports no transport and not the server, so there is no import
+cycle between them: the server implements the protocol and hands itself to the transports.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import XmppConfig
+    from .session import ClientSession, Link, SessionLimits
+    from .transports.http import HttpResponse
+    from .transports.slices import SliceScheduler
+    from .xml import ElementBudget
+
+
+class Connection(Protocol):
+    """A client connection as the server tracks it (TCP stream or WebSocket)."""
+
+    transport_name: str
+    started: float
+    last_rx: float
+
+    @property
+    def session_obj(self) -> ClientSession | None: ...
+
+
+class ServerContext(Protocol):
+    config: XmppConfig
+    limits: SessionLimits
+    element_budget: ElementBudget  # elements in unfinished stanzas over every TCP stream
+    tls_context: ssl.SSLContext | None
+    slices: SliceScheduler
+    ws_enabled: bool
+    websocket_path: str
+
+    def open_session(self, link: Link) -> ClientSession:
+        """A new client session speaking over ``link`` (the only place sessions are made)."""
+        ...
+
+    def is_internal(self, peer_ip: str) -> bool: ...
+
+    def client_address(self, peer_ip: str, headers: dict[str, str]) -> str: ...
+
+    def connection_opened(self, conn: Connection) -> None: ...
+
+    def connection_closed(self, conn: Connection) -> None: ...
+
+    def http_connection_lost(self, conn: object) -> None: ...
+
+    def http_request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, peer: str, address: str = ""
+    ) -> HttpResponse | Awaitable[HttpResponse]: ...
