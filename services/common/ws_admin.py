@@ -249,7 +249,7 @@ class WsConnection:
         local: Endpoint,
         sub_protocol: str | None,
         now: float,
-        info: dict[str, Any],
+        info: dict[str, Any] | Callable[[], dict[str, Any]],
     ) -> None:
         self.admin = admin
         self.id = conn_id
@@ -267,7 +267,8 @@ class WsConnection:
         self.removed_at: float | None = None
         self.frames_in = 0
         self.info = info
-        """Adapter-specific fields shown by ``ws.dump`` (JID, conference, endpoint...)."""
+        """Adapter-specific fields shown by ``ws.dump`` (JID, conference, endpoint...), or a
+        function returning them when they change (a JID bound after the handshake)."""
 
     # -- reported by the adapter ------------------------------------------------------------------
 
@@ -309,10 +310,9 @@ class WsConnection:
 
     def summary(self, now: float) -> str:
         """Kamailio's ``ws.dump`` line for this connection."""
-        pong = "awaiting Pong, " if self.awaiting_pong else ""
-        state = "CLOSING" if self.state is State.CLOSING else self.state.value
+        pong = "awaiting Pong, " if self.awaiting_pong else ""  # two spaces follow, as in Kamailio
         return (
-            f"{self.id}: {self.remote} -> {self.local} (state: {state}, {pong}"
+            f"{self.id}: {self.remote} -> {self.local} (state: {self.state.value}, {pong} "
             f"last used {int(now - self.last_used)}s ago, sub-protocol: {self.sub_protocol or '**UNKNOWN**'})"
         )
 
@@ -332,8 +332,14 @@ class WsConnection:
             "sub_protocol": self.sub_protocol,
             "age": round(now - self.opened, 3),
             "frames_in": self.frames_in,
-            **self.info,
+            **self.extra(),
         }
+
+    def extra(self) -> dict[str, Any]:
+        try:
+            return dict(self.info() if callable(self.info) else self.info)
+        except Exception:  # the adapter's view of a half-torn-down connection
+            return {}
 
 
 class WsAdmin:
@@ -421,7 +427,7 @@ class WsAdmin:
         local: Endpoint,
         now: float,
         sub_protocol: str | None = None,
-        info: dict[str, Any] | None = None,
+        info: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     ) -> WsConnection:
         """Add an upgraded connection; the returned object is how the adapter reports on it."""
         conn = WsConnection(self, next(self._ids), transport, remote, local, sub_protocol, now, info or {})
@@ -515,7 +521,7 @@ class WsAdmin:
         event = ClosedEvent(
             self.server, conn.id, conn.remote, conn.local, conn.sub_protocol, conn.close_code,
             conn.close_reason, conn.closed_by or "lost", (conn.removed_at or now) - conn.opened,
-            dict(conn.info),
+            conn.extra(),
         )  # fmt: skip
         for hook in self.on_closed:
             try:

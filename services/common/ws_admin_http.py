@@ -30,13 +30,55 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+from pydantic import Field
 
-from .ws_admin import WsAdmin, WsAdminError
+from .config import EnvVar, Section, split_list
+from .ws_admin import WsAdmin, WsAdminError, WsAdminSettings
 
 log = logging.getLogger("ws.admin")
 
 PREFIX = "/admin/ws/"
 MAX_BODY = 4096
+
+
+class WsAdminConfig(Section):
+    """A WebSocket server's HOCON block (``websocket { ... }``) with Kamailio's parameter names
+    and defaults; services/<name>/reference.conf documents each key."""
+
+    keepalive_mechanism: int = Field(1, ge=0, le=2)
+    keepalive_timeout: float = Field(180.0, gt=0)
+    keepalive_processes: int = Field(1, ge=1, le=64)
+    keepalive_interval: float = Field(1.0, gt=0)
+    timer_interval: float = Field(1.0, gt=0)
+    rm_delay_interval: float = Field(5.0, ge=0)
+    sub_protocols: list[str] = []
+    origins: list[str] = []
+    hosts: list[str] = []
+    cors_mode: int = Field(0, ge=0, le=2)
+    enabled: bool = True
+
+    def settings(self) -> WsAdminSettings:
+        return WsAdminSettings.from_mapping(self.model_dump())
+
+
+def ws_env(prefix: str, path: str) -> list[EnvVar]:
+    """The environment variables of a WebSocket block: ``<prefix>_KEEPALIVE_MECHANISM`` ->
+    ``<path>.keepalive-mechanism`` and so on (e.g. ``ws_env("XMPP_WS", "xmpp.websocket")``)."""
+    out = []
+    for name, kind in (
+        ("keepalive_mechanism", int),
+        ("keepalive_timeout", float),
+        ("keepalive_processes", int),
+        ("keepalive_interval", float),
+        ("timer_interval", float),
+        ("rm_delay_interval", float),
+        ("sub_protocols", split_list),
+        ("origins", split_list),
+        ("hosts", split_list),
+        ("cors_mode", int),
+    ):
+        out.append(EnvVar(f"{prefix}_{name.upper()}", f"{path}.{name.replace('_', '-')}", kind))
+    return out
 
 
 def handle(

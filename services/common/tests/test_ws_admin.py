@@ -95,11 +95,11 @@ def test_dump_line_is_kamailios() -> None:
     conn, _ = open_conn(admin, 100.0, port=51000)
     out = admin.dump(103.5)
     assert out["connections"] == [
-        f"{conn.id}: ws:127.0.0.1:51000 -> ws:127.0.0.1:5280 (state: OPEN, last used 3s ago, sub-protocol: sip)"
+        f"{conn.id}: ws:127.0.0.1:51000 -> ws:127.0.0.1:5280 (state: OPEN,  last used 3s ago, sub-protocol: sip)"
     ]
     assert out["info"] == {"wscounter": 1, "truncated": "no", "total": 1}
     admin.ping(conn.id)
-    assert "awaiting Pong, last used" in admin.dump(104)["connections"][0]
+    assert "awaiting Pong,  last used" in admin.dump(104)["connections"][0]
     detail = admin.dump(104)["details"][0]
     assert detail["state"] == "OPEN" and detail["awaiting_pong"] and detail["last_used"] == 4
 
