@@ -39,6 +39,7 @@ from services.bridge.media.policy import SendMessage
 from services.bridge.presence import BreweryPresence
 from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats
 from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
+from services.common import ws_admin_http
 from services.common.runtime import freeze_heap, metrics_body, serve_http, stop_http
 
 log = logging.getLogger("bridge")
@@ -120,12 +121,12 @@ class Bridge:
             on_frame=lambda cid, eid, frame: self.channels.receive(cid, eid, frame, "websocket"),
             on_open=lambda cid, eid: self.channels.opened(cid, eid, "websocket"),
             version=VERSION,
-            ping_interval=ws.ping_interval.total_seconds(),
-            idle_timeout=ws.idle_timeout.total_seconds(),
+            admin=ws.settings(),
             max_message_size=ws.max_message_size,
             max_queued_bytes=ws.max_queued_bytes,
             health=self.health_problem,
         )
+        ws_admin_http.export_metrics(self.ws.admin)
         self.data_channels = DataChannelTransport(
             self.engine,
             on_frame=lambda cid, eid, text: self.channels.receive(cid, eid, text, "datachannel"),
@@ -371,37 +372,15 @@ class Bridge:
                 }
             )
 
-        @app.get("/colibri/ws")
-        async def ws_list() -> JSONResponse:
-            return JSONResponse(self.ws.dump())
-
-        @app.post("/colibri/ws/disable")
-        async def ws_disable() -> JSONResponse:
-            self.ws.accepting = False
-            return JSONResponse({"accepting": False})
-
-        @app.post("/colibri/ws/enable")
-        async def ws_enable() -> JSONResponse:
-            self.ws.accepting = True
-            return JSONResponse({"accepting": True})
-
-        @app.post("/colibri/ws/{connection_id}/close")
-        async def ws_close(connection_id: int) -> JSONResponse:
-            if not self.ws.close_connection(connection_id):
-                return error(404, f"no connection {connection_id}")
-            return JSONResponse({"closed": connection_id})
-
-        @app.post("/colibri/ws/{connection_id}/ping")
-        async def ws_ping(connection_id: int) -> JSONResponse:
-            try:
-                rtt = await self.ws.ping_connection(connection_id)
-            except TimeoutError:
-                return error(504, "no pong within 5 s")
-            except Exception as exc:  # the connection closed meanwhile
-                return error(409, f"connection {connection_id} cannot be pinged: {exc}")
-            if rtt is None:
-                return error(404, f"no connection {connection_id}")
-            return JSONResponse({"id": connection_id, "rtt_ms": round(rtt * 1000, 3)})
+        @app.api_route("/admin/ws/{command:path}", methods=["GET", "POST"])
+        async def ws_admin(command: str, request: Request) -> JSONResponse:
+            """The WebSocket admin of /colibri-ws (Kamailio's ws.* RPCs): services/common/ws_admin_http.py."""
+            body = await request.body()
+            status, answer = ws_admin_http.handle(
+                self.ws.admin, request.method, f"/admin/ws/{command}", dict(request.query_params), body,
+                time.monotonic(),
+            )  # fmt: skip
+            return JSONResponse(answer, status_code=status)
 
         return app
 

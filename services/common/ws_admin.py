@@ -294,6 +294,13 @@ class WsConnection:
             self.close_code, self.close_reason = code, reason
         self.state = State.CLOSING
 
+    def closing(self, code: int, reason: str) -> None:
+        """The server itself started the closing handshake (not the operator: see :meth:`WsAdmin.close`)."""
+        if self.state is State.OPEN:
+            self.state = State.CLOSING
+            self.closed_by = "local"
+            self.close_code, self.close_reason = code, reason
+
     def lost(self, now: float, code: int | None = None, reason: str = "") -> None:
         """The TCP connection is gone: the connection is removed after ``rm_delay_interval``."""
         if self.state is State.REMOVING:

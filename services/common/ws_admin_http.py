@@ -58,7 +58,8 @@ class WsAdminConfig(Section):
     enabled: bool = True
 
     def settings(self) -> WsAdminSettings:
-        return WsAdminSettings.from_mapping(self.model_dump())
+        own = WsAdminConfig.model_fields  # a service's block may carry more keys (the bridge's)
+        return WsAdminSettings.from_mapping({k: v for k, v in self.model_dump().items() if k in own})
 
 
 def ws_env(prefix: str, path: str) -> list[EnvVar]:
