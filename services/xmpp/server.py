@@ -235,10 +235,47 @@ class XmppServer:
 
     def _admin(self, method: str, path: str, query: dict[str, str], body: bytes) -> HttpResponse:
         """WebSocket administration (Kamailio's websocket module RPCs): services/common/ws_admin_http.py."""
+        if path == "/admin/sessions" and method == "GET":
+            return HttpResponse.json(200, self.sessions_view())
+        if path == "/admin/rooms" and method == "GET":
+            return HttpResponse.json(200, self.rooms_view())
         if not path.startswith(ws_admin_http.PREFIX):
             return HttpResponse.json(404, {"error": "unknown admin path"})
         status, answer = ws_admin_http.handle(self.ws_admin, method, path, query, body, time.monotonic())
         return HttpResponse.json(status, answer)
+
+    def sessions_view(self, limit: int = 1000) -> dict[str, Any]:
+        """Read-only, for the ops console: this node's client streams (first ``limit``)."""
+        now = time.monotonic()
+        out = []
+        for conn in list(self.connections.values())[:limit]:
+            session = conn.session_obj
+            out.append(
+                {
+                    "transport": conn.transport_name,
+                    "jid": str(session.jid) if session is not None and session.bound else None,
+                    "peer": getattr(conn, "peer", ""),
+                    "age": round(now - conn.started, 1),
+                    "stanzas_in": session.stanzas_in if session is not None else 0,
+                }
+            )
+        return {"counts": self.connection_counts(), "bound": self.broker.session_count(), "sessions": out}
+
+    def rooms_view(self, limit: int = 1000) -> dict[str, Any]:
+        """Read-only, for the ops console: MUC rooms and their occupants (first ``limit`` rooms)."""
+        rooms = []
+        for muc in self.mucs:
+            for room in list(muc.rooms.values())[:limit]:
+                rooms.append(
+                    {
+                        "jid": str(room.jid),
+                        "occupants": [
+                            {"nick": o.nick, "role": o.role, "affiliation": o.affiliation}
+                            for o in room.occupants.values()
+                        ],
+                    }
+                )
+        return {"rooms": rooms}
 
     # -- housekeeping ------------------------------------------------------------------------
     async def sweep(self) -> None:
