@@ -69,7 +69,7 @@ class Kamailio:
         )
 
     def __enter__(self) -> Kamailio:
-        self.process.start()
+        self.process.start(timeout=120)
         wait_tcp("127.0.0.1", self.port)
         for _ in range(100):
             if self.ctl.exists():
