@@ -33,6 +33,7 @@ def require_kamailio() -> None:
 class Kamailio:
     def __init__(
         self, *, keepalive_mechanism: int = 1, keepalive_timeout: int = 180, rm_delay_interval: int = 1,
+        keepalive_interval: int = 1,
         origin: str = "http://127.0.0.1",
     ) -> None:  # fmt: skip
         require_kamailio()
@@ -46,6 +47,7 @@ class Kamailio:
             "CTL_SOCKET": self.ctl,
             "KEEPALIVE_MECHANISM": keepalive_mechanism,
             "KEEPALIVE_TIMEOUT": keepalive_timeout,
+            "KEEPALIVE_INTERVAL": keepalive_interval,
             "RM_DELAY_INTERVAL": rm_delay_interval,
             "ORIGIN": origin,
         }.items():

@@ -328,7 +328,7 @@ async def test_parley_close_with_status_and_reason(kind: str) -> None:
         assert (client.close_code, client.close_reason) == (4000, "Because I say so")
         text = server.cli("dump").stdout  # the text form is kamcmd's layout
         assert "\tinfo: {" in text and "wscounter:" in text
-        closed = re.compile(r'parley_ws_closed_total\{server="\w+",closed_by="local"\} 1\.0')
+        closed = re.compile(r'parley_ws_closed_total\{closed_by="local",server="\w+"\} 1\.0')
         await eventually(
             lambda: closed.search(httpx.get(f"{server.api}/metrics", timeout=10).text),
             what="the closed metric",
@@ -339,8 +339,10 @@ async def test_parley_close_with_status_and_reason(kind: str) -> None:
 
 def start(kind: str, mechanism: int) -> Any:
     if kind == "kamailio":
-        return Kamailio(keepalive_mechanism=mechanism, keepalive_timeout=2)
-    env = {"KEEPALIVE_MECHANISM": str(mechanism), "KEEPALIVE_TIMEOUT": "2"}
+        return Kamailio(keepalive_mechanism=mechanism, keepalive_timeout=2, keepalive_interval=2)
+    # a Ping must be answered before the next keep-alive run: 2 s apart, as a loaded test machine
+    # may take more than 1 s to run the client that answers
+    env = {"KEEPALIVE_MECHANISM": str(mechanism), "KEEPALIVE_TIMEOUT": "2", "KEEPALIVE_INTERVAL": "2"}
     if kind == "xmpp":
         return BrokerServer(**{f"XMPP_WS_{k}": v for k, v in env.items()})
     return BridgeServer(**{f"JVB_WS_{k}": v for k, v in env.items()})
@@ -361,7 +363,7 @@ async def test_keepalive_modes(kind: str, mechanism: int) -> None:
         client = await server.connect()
         mute = await server.connect()
         mute.transport.pause_reading()  # reads nothing, so it answers no Ping
-        await asyncio.sleep(5.5)
+        await asyncio.sleep(7)
         kinds = {kind for kind, _ in client.control}
         lines = by_port(server.dump())
         assert client.port in lines
