@@ -381,3 +381,28 @@ async def test_keepalive_modes(kind: str, mechanism: int) -> None:
             handle.__exit__(None, None, None)
         else:
             handle.process.stop()
+
+
+JSSIP = Path(__file__).with_name("jssip")
+
+
+async def test_jssip_registers_over_kamailios_websocket() -> None:
+    """JsSIP (npm), a browser SIP stack run in node, registers through Kamailio's WebSocket
+    (RFC 7118): ``ws.dump`` lists its connection with the sip sub-protocol, the registrar
+    records the WebSocket connection it came from, and it unregisters."""
+    require_kamailio()
+    if not (JSSIP / "node_modules" / "jssip").is_dir():
+        pytest.skip("npm packages of tests/integration/jssip are not installed (npm ci there)")
+    with Kamailio() as k:
+        node = await asyncio.create_subprocess_exec(
+            "node", "register.mjs", k.url, "sip:alice@127.0.0.1", "secret", "8",
+            cwd=JSSIP, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert node.stdout is not None
+        line = (await asyncio.wait_for(node.stdout.readline(), 60)).decode()
+        assert line.startswith("registered "), line
+        assert ";transport=ws" in line and "received=" in line  # fix_nated_register(): the WS connection
+        dump = KamailioServer(k).dump()
+        assert any(line.endswith("sub-protocol: sip)") for line in dump["connections"]), dump
+        rest = (await asyncio.wait_for(node.stdout.read(), 60)).decode()
+        assert "unregistered" in rest and await node.wait() == 0
