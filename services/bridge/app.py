@@ -35,6 +35,7 @@ from services.bridge.policies import ConferencePolicies
 from services.bridge.presence import BreweryPresence
 from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats
 from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
+from services.common import ws_admin_http
 from services.common.runtime import freeze_heap, serve_http, stop_http
 
 log = logging.getLogger("bridge")
@@ -97,12 +98,12 @@ class Bridge:
             on_frame=lambda cid, eid, frame: self.channels.receive(cid, eid, frame, "websocket"),
             on_open=lambda cid, eid: self.channels.opened(cid, eid, "websocket"),
             version=VERSION,
-            ping_interval=ws.ping_interval.total_seconds(),
-            idle_timeout=ws.idle_timeout.total_seconds(),
+            admin=ws.settings(),
             max_message_size=ws.max_message_size,
             max_queued_bytes=ws.max_queued_bytes,
             health=self.status.problem,
         )
+        ws_admin_http.export_metrics(self.ws.admin)
         self.data_channels = DataChannelTransport(
             self.engine,
             on_frame=lambda cid, eid, text: self.channels.receive(cid, eid, text, "datachannel"),

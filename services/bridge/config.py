@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, field_validator
 
 from services.common import xmpp_names
 from services.common.config import ConfigError, EnvVar, Section, load_config, split_list
+from services.common.ws_admin_http import WsAdminConfig, ws_env
 
 REFERENCE = Path(__file__).with_name("reference.conf")
 
@@ -94,13 +95,14 @@ class HttpServers(Section):
 _SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
-class WebSockets(Section):
+class WebSockets(WsAdminConfig):
+    """jitsi-videobridge's ``websockets`` block, plus the WebSocket admin's settings (Kamailio's
+    websocket module names: keepalive-mechanism, keepalive-timeout, ..., origins, hosts)."""
+
     enabled: bool = True
     tls: bool = False
     domain: str | None = None
     server_id: str | None = None
-    ping_interval: timedelta = timedelta(seconds=15)
-    idle_timeout: timedelta = timedelta(seconds=60)
     max_message_size: int = Field(1 << 20, ge=1024)
     max_queued_bytes: int = Field(1 << 20, ge=4096)
 
@@ -228,6 +230,7 @@ ENV_VARS = [
     EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
     EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),
     EnvVar("JVB_WS_TLS", "videobridge.websockets.tls", _bool),
+    *ws_env("JVB_WS", "videobridge.websockets"),
     EnvVar("JVB_COLIBRI_PORT", "videobridge.http-servers.private.port"),
     EnvVar("JVB_COLIBRI_HOST", "videobridge.http-servers.private.host"),
     EnvVar("JVB_PUBLIC_PORT", "videobridge.http-servers.public.port"),

@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from services.bridge.media.engine import MediaEngine
 from services.bridge.presence import BreweryPresence
 from services.bridge.stats import BridgeStatus
 from services.bridge.ws.server import ColibriWebSocketServer
+from services.common import ws_admin_http
 from services.common.runtime import metrics_body
 
 log = logging.getLogger("bridge")
@@ -237,36 +239,14 @@ class PrivateApi:
                 }
             )
 
-        @app.get("/colibri/ws")
-        async def ws_list() -> JSONResponse:
-            return JSONResponse(self.ws.dump())
-
-        @app.post("/colibri/ws/disable")
-        async def ws_disable() -> JSONResponse:
-            self.ws.accepting = False
-            return JSONResponse({"accepting": False})
-
-        @app.post("/colibri/ws/enable")
-        async def ws_enable() -> JSONResponse:
-            self.ws.accepting = True
-            return JSONResponse({"accepting": True})
-
-        @app.post("/colibri/ws/{connection_id}/close")
-        async def ws_close(connection_id: int) -> JSONResponse:
-            if not self.ws.close_connection(connection_id):
-                return error(404, f"no connection {connection_id}")
-            return JSONResponse({"closed": connection_id})
-
-        @app.post("/colibri/ws/{connection_id}/ping")
-        async def ws_ping(connection_id: int) -> JSONResponse:
-            try:
-                rtt = await self.ws.ping_connection(connection_id)
-            except TimeoutError:
-                return error(504, "no pong within 5 s")
-            except Exception as exc:  # the connection closed meanwhile
-                return error(409, f"connection {connection_id} cannot be pinged: {exc}")
-            if rtt is None:
-                return error(404, f"no connection {connection_id}")
-            return JSONResponse({"id": connection_id, "rtt_ms": round(rtt * 1000, 3)})
+        @app.api_route("/admin/ws/{command:path}", methods=["GET", "POST"])
+        async def ws_admin(command: str, request: Request) -> JSONResponse:
+            """The WebSocket admin of /colibri-ws (Kamailio's ws.* RPCs): services/common/ws_admin_http.py."""
+            body = await request.body()
+            status, answer = ws_admin_http.handle(
+                self.ws.admin, request.method, f"/admin/ws/{command}", dict(request.query_params), body,
+                time.monotonic(),
+            )  # fmt: skip
+            return JSONResponse(answer, status_code=status)
 
         return app

@@ -279,6 +279,30 @@ def build_plan(s: StackSettings) -> StackPlan:
     return StackPlan(s, procs, bridges)
 
 
+STATE_FILE = "stack.json"
+"""Written by ``./parley up`` into its run directory: how ``./parley ws|stats|console`` find the
+running services' private HTTP APIs."""
+
+
+def service_kind(spec: ProcessSpec) -> str:
+    """``xmpp``, ``bridge``, ``focus``, ``recorder``, ``web``, ``sip``...: the ``services.<kind>`` module run."""
+    for i, arg in enumerate(spec.argv[:-1]):
+        if arg == "-m" and spec.argv[i + 1].startswith("services."):
+            return spec.argv[i + 1].split(".")[1]
+    return spec.name
+
+
+def stack_state(plan: StackPlan) -> dict[str, object]:
+    """Each service's private HTTP API (the base of its health URL), for the operator's tools."""
+    services = []
+    for spec in plan.processes:
+        url = urlparse(spec.health_url)
+        if url.scheme != "http" or spec.name == "nginx":
+            continue
+        services.append({"name": spec.name, "kind": service_kind(spec), "api": f"http://{url.netloc}"})
+    return {"front": plan.settings.url, "services": services}
+
+
 def _bridge_locations(bridges: list[BridgeRoute]) -> str:
     """jitsi-videobridge's doc/web-sockets.md shape: one location per bridge server id, WebSocket upgrade, tcp_nodelay.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import httpx
 
 from services.common.stun import StunError, binding_request, parse_server
-from services.launcher.plan import ProcessSpec, StackPlan
+from services.launcher.plan import STATE_FILE, ProcessSpec, StackPlan, stack_state
 
 
 class StackError(Exception):
@@ -58,6 +59,7 @@ def prepare_run_dir(plan: StackPlan) -> None:
         with contextlib.suppress(OSError):
             path.chmod(0o777 if "tmp" in path.parts else 0o755)
     (nginx_dir / "nginx.conf").write_text(plan.nginx_config())
+    (plan.settings.run_dir / STATE_FILE).write_text(json.dumps(stack_state(plan), indent=1) + "\n")
 
 
 async def _healthy(http: httpx.AsyncClient, url: str) -> bool:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..common import xmpp_names
 from ..common.config import EnvVar, Section, load_config, split_list
+from ..common.ws_admin_http import WsAdminConfig, ws_env
 
 REFERENCE = Path(__file__).with_name("reference.conf")
 
@@ -52,13 +53,6 @@ class LimitsConfig(Section):
     login_failure_window: float = Field(gt=0)
     presence_interval: float = Field(ge=0)
     presence_burst: int = Field(ge=1)
-
-
-class WebSocketConfig(Section):
-    keepalive_interval: float = Field(ge=0)
-    keepalive_timeout: float = Field(gt=0)
-    origins: list[str]
-    enabled: bool
 
 
 class BoshConfig(Section):
@@ -117,7 +111,7 @@ class XmppConfig(Section):
     c2s: C2SConfig
     http: HttpConfig
     limits: LimitsConfig
-    websocket: WebSocketConfig
+    websocket: WsAdminConfig
     bosh: BoshConfig
     stream_management: StreamManagementConfig
     admin: AdminConfig
@@ -152,9 +146,7 @@ ENV = [
     EnvVar("XMPP_C2S_PORT", "xmpp.c2s.port", int),
     EnvVar("XMPP_HTTP_PORT", "xmpp.http.port", int),
     EnvVar("XMPP_BIND_ADDRESS", "xmpp.c2s.bind-address"),
-    EnvVar("XMPP_WS_ORIGINS", "xmpp.websocket.origins", split_list),
-    EnvVar("XMPP_WS_KEEPALIVE_INTERVAL", "xmpp.websocket.keepalive-interval", float),
-    EnvVar("XMPP_WS_KEEPALIVE_TIMEOUT", "xmpp.websocket.keepalive-timeout", float),
+    *ws_env("XMPP_WS", "xmpp.websocket"),
     EnvVar("XMPP_RATE_BYTES_PER_SECOND", "xmpp.limits.rate-bytes-per-second", int),
     EnvVar("XMPP_IDLE_TIMEOUT", "xmpp.limits.idle-timeout", float),
     EnvVar("XMPP_MAX_OUTBOUND_BYTES", "xmpp.limits.max-outbound-bytes", int),

@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..common.ws_admin import WsAdmin
     from .config import XmppConfig
     from .session import ClientSession, Link, SessionLimits
     from .transports.http import HttpResponse
@@ -39,7 +40,7 @@ class ServerContext(Protocol):
     element_budget: ElementBudget  # elements in unfinished stanzas over every TCP stream
     tls_context: ssl.SSLContext | None
     slices: SliceScheduler
-    ws_enabled: bool
+    ws_admin: WsAdmin  # /xmpp-websocket's connections and the operator's ws.* commands
     websocket_path: str
 
     def open_session(self, link: Link) -> ClientSession:
@@ -57,5 +58,12 @@ class ServerContext(Protocol):
     def http_connection_lost(self, conn: object) -> None: ...
 
     def http_request(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, peer: str, address: str = ""
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        peer: str,
+        address: str = "",
+        query: dict[str, str] | None = None,
     ) -> HttpResponse | Awaitable[HttpResponse]: ...

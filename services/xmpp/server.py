@@ -15,12 +15,15 @@ from urllib.parse import urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ..common import ws_admin_http
+from ..common.ws_admin import WsAdmin
+from ..common.ws_admin_http import export_metrics
 from . import context
 from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
-from .limits import LoginGuard, MemoryTrimmer, in_networks, log_limited
+from .limits import LoginGuard, MemoryTrimmer, in_networks
 from .metrics import BrokerCollector
 from .modules.client_proxy import ClientProxy
 from .modules.extdisco import ExtDiscoSettings, ExternalServices
@@ -136,7 +139,8 @@ class XmppServer:
         self.connections: dict[int, Connection] = {}
         self.websockets: dict[int, WebSocketSession] = {}
         self.http_connections: set[HttpConnection] = set()
-        self.ws_enabled = cfg.websocket.enabled
+        # /xmpp-websocket's connections, keep-alive and the operator's ws.* commands
+        self.ws_admin = WsAdmin("xmpp", cfg.websocket.settings())
         self.websocket_path = "/xmpp-websocket"
         self.bosh_path = "/http-bind"
         self._stanzas_closed = 0
@@ -144,6 +148,7 @@ class XmppServer:
         self.registry.register(
             BrokerCollector(self.broker, self.mucs, self.connection_counts, self.stanzas_received)
         )
+        export_metrics(self.ws_admin, self.registry)
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.bosh: BoshService | None = None
@@ -212,7 +217,14 @@ class XmppServer:
 
     # -- HTTP routes -------------------------------------------------------------------------
     def http_request(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, peer: str, address: str = ""
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        peer: str,
+        address: str = "",
+        query: dict[str, str] | None = None,
     ) -> HttpResponse | Awaitable[HttpResponse]:
         if path == "/health" and method in ("GET", "HEAD"):
             return HttpResponse.json(200, {"status": "ok", "sessions": self.broker.session_count()})
@@ -223,7 +235,7 @@ class XmppServer:
         if path.startswith("/admin/"):
             if not self._admin_allowed(headers, peer):
                 return HttpResponse.json(403, {"error": "admin access denied"})
-            return self._admin(method, path)
+            return self._admin(method, path, query or {}, body)
         if path == self.websocket_path:
             # a plain GET (a reachability probe, a browser) is answered like Prosody's mod_websocket
             return HttpResponse(
@@ -239,47 +251,54 @@ class XmppServer:
         host = peer.rsplit(":", 1)[0]
         return host.startswith("127.") or host in ("::1", "[::1]")
 
-    def _admin(self, method: str, path: str) -> HttpResponse:
-        """WebSocket administration (as Kamailio's websocket module): dump, close, ping, disable/enable."""
-        parts = path.strip("/").split("/")
-        if parts[:2] != ["admin", "ws"]:
+    def _admin(self, method: str, path: str, query: dict[str, str], body: bytes) -> HttpResponse:
+        """WebSocket administration (Kamailio's websocket module RPCs): services/common/ws_admin_http.py."""
+        if path == "/admin/sessions" and method == "GET":
+            return HttpResponse.json(200, self.sessions_view())
+        if path == "/admin/rooms" and method == "GET":
+            return HttpResponse.json(200, self.rooms_view())
+        if not path.startswith(ws_admin_http.PREFIX):
             return HttpResponse.json(404, {"error": "unknown admin path"})
-        rest = parts[2:]
-        if rest == ["connections"] and method == "GET":
-            return HttpResponse.json(
-                200,
+        status, answer = ws_admin_http.handle(self.ws_admin, method, path, query, body, time.monotonic())
+        return HttpResponse.json(status, answer)
+
+    def sessions_view(self, limit: int = 1000) -> dict[str, Any]:
+        """Read-only, for the ops console: this node's client streams (first ``limit``)."""
+        now = time.monotonic()
+        out = []
+        for conn in list(self.connections.values())[:limit]:
+            session = conn.session_obj
+            out.append(
                 {
-                    "enabled": self.ws_enabled,
-                    "connections": [ws.describe() for ws in self.websockets.values()],
-                },
+                    "transport": conn.transport_name,
+                    "jid": str(session.jid) if session is not None and session.bound else None,
+                    "peer": getattr(conn, "peer", ""),
+                    "age": round(now - conn.started, 1),
+                    "stanzas_in": session.stanzas_in if session is not None else 0,
+                }
             )
-        if rest in (["disable"], ["enable"]) and method == "POST":
-            self.ws_enabled = rest[0] == "enable"
-            log.info("new WebSocket connections %s", "enabled" if self.ws_enabled else "disabled")
-            return HttpResponse.json(200, {"enabled": self.ws_enabled})
-        if rest == ["status"] and method == "GET":
-            return HttpResponse.json(200, {"enabled": self.ws_enabled, "connections": len(self.websockets)})
-        if len(rest) == 3 and rest[0] == "connections" and method == "POST" and rest[1].isdigit():
-            ws = self.websockets.get(int(rest[1]))
-            if ws is None:
-                return HttpResponse.json(404, {"error": f"no WebSocket connection {rest[1]}"})
-            if rest[2] == "close":
-                session = ws.session_obj
-                if session is not None and not session.closed:
-                    session.fail("policy-violation", "closed by the administrator")
-                else:
-                    ws.close_transport()
-                return HttpResponse.json(200, {"closed": ws.id})
-            if rest[2] == "ping":
-                ws.ping()
-                return HttpResponse.json(200, {"pinged": ws.id})
-        return HttpResponse.json(404, {"error": "unknown admin command"})
+        return {"counts": self.connection_counts(), "bound": self.broker.session_count(), "sessions": out}
+
+    def rooms_view(self, limit: int = 1000) -> dict[str, Any]:
+        """Read-only, for the ops console: MUC rooms and their occupants (first ``limit`` rooms)."""
+        rooms = []
+        for muc in self.mucs:
+            for room in list(muc.rooms.values())[:limit]:
+                rooms.append(
+                    {
+                        "jid": str(room.jid),
+                        "occupants": [
+                            {"nick": o.nick, "role": o.role, "affiliation": o.affiliation}
+                            for o in room.occupants.values()
+                        ],
+                    }
+                )
+        return {"rooms": rooms}
 
     # -- housekeeping ------------------------------------------------------------------------
     async def sweep(self) -> None:
         """Idle and authentication timeouts, WebSocket keep-alive pings."""
         lim = self.config.limits
-        ws_cfg = self.config.websocket
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
@@ -293,22 +312,6 @@ class XmppServer:
                 if not session.bound and now - conn.started > lim.auth_timeout:
                     session.fail("connection-timeout", "authentication took too long")
                     continue
-                if isinstance(conn, WebSocketSession) and ws_cfg.keepalive_interval > 0:
-                    if conn.ping_sent is not None:
-                        if now - conn.ping_sent > ws_cfg.keepalive_timeout:
-                            log_limited(
-                                log,
-                                logging.INFO,
-                                "ws-ping",
-                                "WebSocket %s did not answer a ping; closing",
-                                conn.id,
-                            )
-                            conn.close_transport(1011)
-                            session.transport_lost()
-                        continue
-                    if now - conn.last_rx > ws_cfg.keepalive_interval:
-                        conn.ping()
-                        continue
                 if lim.idle_timeout and now - conn.last_rx > lim.idle_timeout:
                     session.fail("connection-timeout", "idle for too long")
 
@@ -329,6 +332,7 @@ class XmppServer:
         )
         self.servers = [tcp, http]
         self.tasks.append(asyncio.ensure_future(self.sweep()))
+        self.tasks.append(asyncio.ensure_future(ws_admin_http.run_ticks(self.ws_admin)))
         if self.config.cluster.redis_url:
             from .cluster import RedisCluster
 

@@ -20,7 +20,9 @@ BROKER_PROCS: list = []  # the module's broker process, for tests that read its 
 
 @pytest.fixture(scope="module")
 def broker():
-    proc, endpoint = start_parley("xmpp-ws", XMPP_WS_KEEPALIVE_INTERVAL="1", XMPP_WS_KEEPALIVE_TIMEOUT="2")
+    proc, endpoint = start_parley(
+        "xmpp-ws", XMPP_WS_KEEPALIVE_TIMEOUT="2", XMPP_WS_RM_DELAY_INTERVAL="0.5"
+    )
     BROKER_PROCS.append(proc)
     try:
         yield endpoint
@@ -80,12 +82,13 @@ async def test_admin_lists_pings_closes_and_refuses(broker):
     admin = f"http://127.0.0.1:{broker.http_port}/admin/ws"
     ws, jid, recv_until = await ws_login(broker.ws_url)
     async with httpx.AsyncClient() as http, ws:
-        listing = (await http.get(f"{admin}/connections")).json()
-        mine = next(c for c in listing["connections"] if c["jid"] == jid)
-        assert (await http.post(f"{admin}/connections/{mine['id']}/ping")).status_code == 200
+        listing = (await http.get(f"{admin}/dump")).json()
+        mine = next(c for c in listing["details"] if c["jid"] == jid)
+        assert mine["sub_protocol"] == "xmpp" and mine["state"] == "OPEN"
+        assert (await http.post(f"{admin}/ping/{mine['id']}")).status_code == 200
         await asyncio.sleep(0.3)  # the client library answers with a pong
-        listing = (await http.get(f"{admin}/connections")).json()
-        assert next(c for c in listing["connections"] if c["id"] == mine["id"])["last_pong_ago"] is not None
+        listing = (await http.get(f"{admin}/dump")).json()
+        assert not next(c for c in listing["details"] if c["id"] == mine["id"])["awaiting_pong"]
         # refuse new connections, then accept them again
         assert (await http.post(f"{admin}/disable")).json() == {"enabled": False}
         with pytest.raises(websockets.InvalidStatus) as err:
@@ -94,21 +97,26 @@ async def test_admin_lists_pings_closes_and_refuses(broker):
         assert (await http.post(f"{admin}/enable")).json() == {"enabled": True}
         other = await websockets.connect(broker.ws_url, subprotocols=["xmpp"])
         await other.close()
-        # close one connection: it gets a stream error and the close
-        assert (await http.post(f"{admin}/connections/{mine['id']}/close")).status_code == 200
-        assert "policy-violation" in await recv_until("error")
+        # close one connection: the stream's <close/>, then the WebSocket Close with the status given
+        r = await http.post(f"{admin}/close/{mine['id']}", json={"status": 4000, "reason": "maintenance"})
+        assert r.status_code == 200
         assert "<close" in await recv_until("close")
-        assert (await http.post(f"{admin}/connections/999999/close")).status_code == 404
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert (ws.close_code, ws.close_reason) == (4000, "maintenance")
+        assert (await http.post(f"{admin}/close/999999")).status_code == 404
 
 
 async def test_keepalive_pings_idle_connections(broker):
+    """keepalive_timeout 2 s: an idle client is pinged; its library answers, so it stays."""
     admin = f"http://127.0.0.1:{broker.http_port}/admin/ws"
     ws, jid, _ = await ws_login(broker.ws_url)
     async with httpx.AsyncClient() as http, ws:
-        await asyncio.sleep(2.5)  # keep-alive interval is 1 s; the library pongs automatically
-        listing = (await http.get(f"{admin}/connections")).json()
-        mine = next(c for c in listing["connections"] if c["jid"] == jid)
-        assert mine["last_pong_ago"] is not None
+        await asyncio.sleep(4.5)
+        listing = (await http.get(f"{admin}/dump")).json()
+        mine = next(c for c in listing["details"] if c["jid"] == jid)
+        assert mine["frames_in"] >= 5  # the login's frames and at least one pong
+        assert mine["last_used"] <= 3
 
 
 async def test_websocket_that_never_answers_pings_is_closed(broker):

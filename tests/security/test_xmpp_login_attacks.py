@@ -104,8 +104,8 @@ def test_service_accounts_cannot_log_in_through_the_public_paths(stack):
 def test_forged_forwarded_for_does_not_change_the_address_the_broker_sees(stack):
     ws = WsGuest(stack.ws_url, headers={"X-Forwarded-For": "203.0.113.66"}).login()
     try:
-        conns = httpx.get(f"http://127.0.0.1:{5280 + stack.offset}/admin/ws/connections", timeout=5).json()
-        mine = [c for c in conns["connections"] if c["jid"] == ws.jid]
+        conns = httpx.get(f"http://127.0.0.1:{5280 + stack.offset}/admin/ws/dump", timeout=5).json()
+        mine = [c for c in conns["details"] if c["jid"] == ws.jid]
         assert mine and mine[0]["address"] == "127.0.0.1"  # nginx's view of the client, not the header's
     finally:
         ws.close()

@@ -18,9 +18,9 @@ def test_reference_defaults() -> None:
     assert cfg.public_port == 9090 and cfg.udp_port == 10000
     assert vb.websockets.enabled and vb.websockets.tls is False
     assert vb.websockets.domain == "127.0.0.1:9090"
-    assert (
-        vb.websockets.ping_interval.total_seconds() == 15 and vb.websockets.idle_timeout.total_seconds() == 60
-    )
+    # the WebSocket admin's settings: Kamailio websocket module names and defaults
+    ws = vb.websockets.settings()
+    assert (ws.keepalive_mechanism, ws.keepalive_timeout, ws.rm_delay_interval) == (1, 180, 5)
     assert (
         cfg.xmpp.auth_domain == "auth.meet.jitsi"
         and cfg.xmpp.internal_muc_domain == "internal-muc.meet.jitsi"
@@ -83,12 +83,12 @@ def test_config_file_overrides_reference(tmp_path: Path) -> None:
     f = tmp_path / "jvb.conf"
     f.write_text(
         "videobridge { http-servers { public { tls-port = 8443, tls-certificate-path = /c.pem, "
-        "tls-private-key-path = /k.pem } }, websockets { server-id = jvb9, ping-interval = 2 seconds } }"
+        "tls-private-key-path = /k.pem } }, websockets { server-id = jvb9, keepalive-timeout = 2 } }"
     )
     cfg = config.load(environ={"JVB_CONFIG": str(f)})
     public = cfg.videobridge.http_servers.public
     assert public.tls and public.certificate_files == ("/c.pem", "/k.pem")
-    assert cfg.server_id == "jvb9" and cfg.videobridge.websockets.ping_interval.total_seconds() == 2
+    assert cfg.server_id == "jvb9" and cfg.videobridge.websockets.keepalive_timeout == 2
 
 
 @pytest.mark.parametrize(

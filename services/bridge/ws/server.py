@@ -1,18 +1,20 @@
 """The Colibri WebSocket server (jitsi-videobridge doc/web-sockets.md) on the bridge's public HTTP port.
 
 ``GET /colibri-ws/<server-id>/<conference-id>/<endpoint-id>?pwd=<ICE pwd>`` upgrades to the
-endpoint's bridge channel. Wrong server id -> 404; unknown conference or endpoint, or a wrong pwd
--> 403; new connections disabled by the operator -> 503. On connect the bridge sends
-``ServerHello``. Every message received goes to ``on_frame`` (the transport-independent
-dispatch, :mod:`services.bridge.channel.dispatch`); ``on_open`` is told when an endpoint's socket
-opens. Keep-alive: a ping every
-``ping_interval``; a connection that has not answered within ``idle_timeout`` is dropped. Frames
-may be compressed (permessage-deflate, negotiated by the client). When the endpoint expires the
-socket is closed with :data:`CLOSE_ENDPOINT_EXPIRED`.
+endpoint's bridge channel. Wrong server id -> 404; new connections disabled by the operator
+(``ws.disable``) -> 503; a Host or Origin not allowed -> 403; unknown conference or endpoint, or
+a wrong pwd -> 403. On connect the bridge sends ``ServerHello``. Every message received goes to
+``on_frame`` (the transport-independent dispatch, :mod:`services.bridge.channel.dispatch`);
+``on_open`` is told when an endpoint's socket opens. Frames may be compressed
+(permessage-deflate, negotiated by the client). When the endpoint expires the socket is closed
+with :data:`CLOSE_ENDPOINT_EXPIRED`.
 
-Also serves ``GET /about/health`` for a front door's health check. Administration (as Kamailio's websocket module:
-list, close, ping a connection; refuse and re-accept new ones) is exposed as methods that the
-private HTTP API calls.
+Every connection is registered with the shared WebSocket admin (``services/common/ws_admin.py``):
+keep-alive (Kamailio's ``keepalive_mechanism``/``keepalive_timeout``...), ``ws.dump``,
+``ws.close``, ``ws.ping``, ``ws.pong``, ``ws.disable``/``ws.enable`` and the closed event; the
+private HTTP API serves them under ``/admin/ws/``.
+
+Also serves ``GET /about/health`` for a front door's health check.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import itertools
 import logging
 import re
 import ssl
@@ -33,10 +34,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State as ProtocolState
 
 from services.common import bridge_channel as bc
 from services.common.logging import RateLimitedLogger
+from services.common.ws_admin import Endpoint, WsAdmin, WsAdminSettings, WsConnection
+from services.common.ws_admin_http import run_ticks
 
 log = logging.getLogger("bridge.ws")
 _bad_input = RateLimitedLogger(log)
@@ -44,7 +49,6 @@ _bad_input = RateLimitedLogger(log)
 CLOSE_ENDPOINT_EXPIRED = 1001
 """Going Away, reason ``endpoint expired``: the endpoint's channels expired; do not reconnect."""
 CLOSE_REPLACED = 1000
-CLOSE_BY_ADMIN = 1000
 CLOSE_SHUTDOWN = 1001
 CLOSE_BACKLOG = 1008
 """An endpoint with more than ``max_queued_bytes`` waiting to be sent (it does not read): its TCP
@@ -59,12 +63,53 @@ FrameHandler = Callable[[str, str, str | bytes], None]
 """(conference id, endpoint id, frame): one message an endpoint sent."""
 
 
+class AdministeredConnection(ServerConnection):
+    """A websockets connection that reports its frames to the WebSocket admin and carries out
+    its keep-alive and commands (:class:`services.common.ws_admin.WsTransport`)."""
+
+    admin: WsConnection | None = None
+    cors_headers: tuple[tuple[str, str], ...] = ()
+
+    def process_event(self, event: Any) -> None:
+        super().process_event(event)
+        admin = self.admin
+        if admin is None or not isinstance(event, Frame):
+            return
+        now = time.monotonic()
+        if event.opcode is Opcode.PONG:
+            admin.pong_received(bytes(event.data), now)
+        elif event.opcode is Opcode.CLOSE:
+            close = Close.parse(bytes(event.data)) if len(event.data) >= 2 else None
+            admin.close_received(close.code if close else None, close.reason if close else "", now)
+        else:
+            admin.received(now)
+
+    def send_ping(self, data: bytes) -> None:
+        if self.protocol.state is ProtocolState.OPEN:
+            self.protocol.send_ping(data)
+            self.send_data()
+
+    def send_pong(self, data: bytes) -> None:
+        if self.protocol.state is ProtocolState.OPEN:
+            self.protocol.send_pong(data)
+            self.send_data()
+
+    def send_close(self, code: int, reason: str) -> None:
+        if self.protocol.state is ProtocolState.OPEN:
+            # the closing handshake; the TCP connection ends when the client answers
+            self.protocol.send_close(code, reason)
+            self.send_data()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+
 @dataclass
 class BridgeChannelConnection:
     id: int
     conference_id: str
     endpoint_id: str
-    socket: ServerConnection
+    socket: AdministeredConnection
     opened_wall: float = field(default_factory=time.time)
     messages_in: int = 0
     messages_out: int = 0
@@ -73,12 +118,10 @@ class BridgeChannelConnection:
     queued_bytes: int = 0
 
     def describe(self) -> dict[str, Any]:
-        remote = self.socket.remote_address
+        """The bridge's fields in ``ws.dump``'s details."""
         return {
-            "id": self.id,
             "conference": self.conference_id,
             "endpoint": self.endpoint_id,
-            "remote": f"{remote[0]}:{remote[1]}" if remote else None,
             "opened": self.opened_wall,
             "messages_in": self.messages_in,
             "messages_out": self.messages_out,
@@ -100,8 +143,7 @@ class ColibriWebSocketServer:
         on_frame: FrameHandler,
         on_open: Callable[[str, str], None] = lambda conference_id, endpoint_id: None,
         version: str,
-        ping_interval: float = 15.0,
-        idle_timeout: float = 60.0,
+        admin: WsAdminSettings | None = None,
         max_message_size: int = 1 << 20,
         max_queued_bytes: int = 1 << 20,
         health: Callable[[], str | None] = lambda: None,
@@ -111,17 +153,16 @@ class ColibriWebSocketServer:
         self.on_frame = on_frame
         self.on_open = on_open
         self.version = version
-        self.ping_interval = ping_interval
-        self.idle_timeout = idle_timeout
+        self.admin = WsAdmin("bridge", admin)
         self.max_message_size = max_message_size
         self.max_queued_bytes = max_queued_bytes
         self.closed_for_backlog = 0
         self.health = health
-        self.accepting = True
+        self.tls = False
         self.connections: dict[int, BridgeChannelConnection] = {}
         self.by_endpoint: dict[tuple[str, str], BridgeChannelConnection] = {}
-        self._ids = itertools.count(1)
         self._server: Server | None = None
+        self._ticks: asyncio.Future[None] | None = None
         self._closing: set[asyncio.Future[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -133,8 +174,11 @@ class ColibriWebSocketServer:
                 host,
                 port,
                 process_request=self._process_request,
-                ping_interval=self.ping_interval,
-                ping_timeout=self.idle_timeout,
+                process_response=self._process_response,
+                create_connection=AdministeredConnection,
+                # the WebSocket admin runs the keep-alive (keepalive_mechanism...)
+                ping_interval=None,
+                ping_timeout=None,
                 max_size=self.max_message_size,
                 compression="deflate",
                 ssl=tls,
@@ -142,10 +186,14 @@ class ColibriWebSocketServer:
             )
         except OSError as exc:
             raise OSError(f"cannot listen on {host}:{port} for Colibri WebSockets: {exc}") from exc
+        self.tls = tls is not None
+        self._ticks = asyncio.ensure_future(run_ticks(self.admin))
         sock = next(iter(self._server.sockets))
         return int(sock.getsockname()[1])
 
     async def stop(self) -> None:
+        if self._ticks is not None:
+            self._ticks.cancel()
         for conn in list(self.connections.values()):
             self._close(conn, CLOSE_SHUTDOWN, "bridge shutting down")
         if self._server is not None:
@@ -168,20 +216,47 @@ class ColibriWebSocketServer:
         server_id, conference_id, endpoint_id = (unquote(g) for g in match.groups())
         if server_id != self.server_id:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no bridge {server_id!r} here\n")
-        if not self.accepting:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "new connections are disabled\n")
+        decision = self.admin.check_handshake(
+            host=request.headers.get("Host"),
+            origin=request.headers.get("Origin"),
+            protocols=",".join(request.headers.get_all("Sec-WebSocket-Protocol")).split(","),
+        )
+        if not decision.accepted:
+            _bad_input.info(("refused", decision.status), "bridge channel refused: %s", decision.reason)
+            return connection.respond(HTTPStatus(decision.status), decision.reason + "\n")
+        if isinstance(connection, AdministeredConnection):
+            connection.cors_headers = decision.headers
         pwd = (parse_qs(url.query).get("pwd") or [""])[0]
         if not pwd or not self.authorize(conference_id, endpoint_id, pwd):
             return connection.respond(HTTPStatus.FORBIDDEN, "unknown conference or endpoint, or wrong pwd\n")
         return None
+
+    @staticmethod
+    def _process_response(connection: ServerConnection, request: Request, response: Response) -> Response:
+        if response.status_code == 101 and isinstance(connection, AdministeredConnection):
+            for name, value in connection.cors_headers:
+                response.headers[name] = value
+        return response
 
     # --- connection ------------------------------------------------------------------------------
 
     async def _handle(self, socket: ServerConnection) -> None:
         match = _PATH.match(urlsplit(socket.request.path).path if socket.request else "")
         assert match is not None  # _process_request let only these through
+        assert isinstance(socket, AdministeredConnection)
         _, conference_id, endpoint_id = (unquote(g) for g in match.groups())
-        conn = BridgeChannelConnection(next(self._ids), conference_id, endpoint_id, socket)
+        info: dict[str, Any] = {}
+        admin = self.admin.register(
+            socket,
+            remote=Endpoint.of(socket.remote_address, self.tls),
+            local=Endpoint.of(socket.local_address, self.tls),
+            now=time.monotonic(),
+            info=lambda: info,
+        )
+        socket.admin = admin
+        conn = BridgeChannelConnection(admin.id, conference_id, endpoint_id, socket)
+        info.update(conference=conference_id, endpoint=endpoint_id)
+        admin.info = conn.describe
         old = self.by_endpoint.get((conference_id, endpoint_id))
         if old is not None:
             self._close(old, CLOSE_REPLACED, "replaced by a new connection")
@@ -210,6 +285,7 @@ class ColibriWebSocketServer:
             self.connections.pop(conn.id, None)
             if self.by_endpoint.get((conference_id, endpoint_id)) is conn:
                 del self.by_endpoint[(conference_id, endpoint_id)]
+            admin.lost(time.monotonic(), socket.close_code, socket.close_reason or "")
             log.info("bridge channel closed id=%d code=%s", conn.id, socket.close_code)
 
     async def _write(self, conn: BridgeChannelConnection) -> None:
@@ -265,6 +341,8 @@ class ColibriWebSocketServer:
 
     def _close(self, conn: BridgeChannelConnection, code: int, reason: str) -> None:
         conn.closing = True
+        if conn.socket.admin is not None:
+            conn.socket.admin.closing(code, reason)
         if self.by_endpoint.get((conn.conference_id, conn.endpoint_id)) is conn:
             del self.by_endpoint[(conn.conference_id, conn.endpoint_id)]
         if code == CLOSE_BACKLOG:
@@ -275,29 +353,12 @@ class ColibriWebSocketServer:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    # --- administration (as Kamailio's websocket module) ---------------------------------------------------------------
-
     def dump(self) -> dict[str, Any]:
+        """For ``/debug``: ``ws.dump`` and the backlog counter."""
         return {
-            "accepting": self.accepting,
+            **self.admin.dump(time.monotonic()),
             "closed_for_backlog": self.closed_for_backlog,
-            "connections": [c.describe() for c in self.connections.values() if not c.closing],
         }
-
-    def close_connection(self, connection_id: int) -> bool:
-        conn = self.connections.get(connection_id)
-        if conn is None or conn.closing:
-            return False
-        self._close(conn, CLOSE_BY_ADMIN, "closed by administrator")
-        return True
-
-    async def ping_connection(self, connection_id: int, pong_within: float = 5.0) -> float | None:
-        """Round-trip time of a WebSocket ping in seconds; None if unknown; TimeoutError if no pong."""
-        conn = self.connections.get(connection_id)
-        if conn is None or conn.closing:
-            return None
-        waiter = await conn.socket.ping()
-        return float(await asyncio.wait_for(waiter, pong_within))
 
 
 def authorize_with(lookup: Callable[[str, str], str | None]) -> Authorize:

@@ -8,22 +8,21 @@ close and count each WebSocket connection itself (the administration of Kamailio
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import h11
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidOrigin
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
+from ...common.ws_admin import Endpoint, WsConnection
 from ..limits import TokenBucket, log_limited
 from ..session import ClientSession, Link, WebSocketFraming
 from ..xml import CLIENT_NS, FRAMING_NS, StreamClosed, StreamOpened, XmlStreamError, parse_document
@@ -33,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("xmpp.http")
 
-_ids = itertools.count(1)
 
 
 class HttpResponse:
@@ -55,7 +53,8 @@ class HttpResponse:
 
 
 class WebSocketSession:
-    """One XMPP-over-WebSocket connection after the upgrade."""
+    """One XMPP-over-WebSocket connection after the upgrade; registered with the server's
+    WebSocket admin (``services/common/ws_admin.py``), for which it is the transport."""
 
     transport_name = "websocket"
 
@@ -65,12 +64,9 @@ class WebSocketSession:
         self.conn = conn
         self.server = conn.server
         self.proto = proto
-        self.id = next(_ids)
         self.origin = origin
         self.peer = conn.peer
         self.started = self.last_rx = time.monotonic()
-        self.ping_sent: float | None = None
-        self.last_pong: float | None = None
         self.closing = False
         self.fragments: list[bytes] = []
         self.fragment_bytes = 0
@@ -78,13 +74,30 @@ class WebSocketSession:
             WebSocketFraming(), self.write, self.close_transport, secure=conn.secure, address=address
         )
         self.session = self.server.open_session(self.link)
+        transport = conn.transport
+        self.admin: WsConnection = self.server.ws_admin.register(
+            self,
+            remote=Endpoint.of(transport.get_extra_info("peername") if transport else None, conn.secure),
+            local=Endpoint.of(transport.get_extra_info("sockname") if transport else None, conn.secure),
+            now=self.started,
+            sub_protocol="xmpp",
+            info=self.describe,
+        )
+        self.id = self.admin.id
 
     def receive(self, data: bytes) -> None:
-        self.last_rx = time.monotonic()
+        self.last_rx = now = time.monotonic()
         self.proto.receive_data(data)
         for frame in self.proto.events_received():
             if not isinstance(frame, Frame):
                 continue
+            if frame.opcode is Opcode.PONG:
+                self.admin.pong_received(bytes(frame.data), now)
+            elif frame.opcode is Opcode.CLOSE:
+                close = Close.parse(bytes(frame.data)) if len(frame.data) >= 2 else None
+                self.admin.close_received(close.code if close else None, close.reason if close else "", now)
+            else:
+                self.admin.received(now)
             self._frame(frame)
             if self.closing:
                 break
@@ -111,9 +124,6 @@ class WebSocketSession:
             if frame.fin:
                 data, self.fragments, self.fragment_bytes = b"".join(self.fragments), [], 0
                 self._message(data)
-        elif op is Opcode.PONG:
-            self.ping_sent = None
-            self.last_pong = time.monotonic()
         elif op is Opcode.CLOSE:
             self.closing = True
             session = self.link.session
@@ -171,15 +181,36 @@ class WebSocketSession:
         self.conn.flush_ws()
         self.conn.close_soon()
 
-    def ping(self) -> None:
+    # -- the WebSocket admin's transport (services/common/ws_admin.py) -----------------------------
+    def send_ping(self, data: bytes) -> None:
+        if not self.closing and self.proto.state is OPEN:
+            self.proto.send_ping(data)
+            self.conn.flush_ws()
+
+    def send_pong(self, data: bytes) -> None:
+        if not self.closing and self.proto.state is OPEN:
+            self.proto.send_pong(data)
+            self.conn.flush_ws()
+
+    def send_close(self, code: int, reason: str) -> None:
+        """The operator's ``ws.close``: the stream's ``<close/>`` (RFC 7395 section 3.6), then the
+        WebSocket Close; the TCP connection ends when the client answers (or the keep-alive drops it)."""
         if self.closing or self.proto.state is not OPEN:
             return
-        self.ping_sent = time.monotonic()
-        self.proto.send_ping(b"parley")
+        session = self.link.session
+        if session is not None and not session.closed:
+            self.proto.send_text(f"<close xmlns='{FRAMING_NS}'/>".encode())
+        self.proto.send_close(code, reason)
         self.conn.flush_ws()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.conn.transport is not None:
+            self.conn.transport.abort()
 
     def lost(self) -> None:
         self.closing = True
+        self.admin.lost(time.monotonic(), self.proto.close_rcvd.code if self.proto.close_rcvd else None)
         session = self.link.session
         if session is not None:
             session.transport_lost()
@@ -189,18 +220,12 @@ class WebSocketSession:
         return self.link.session
 
     def describe(self) -> dict[str, Any]:
+        """The broker's fields in ``ws.dump``'s details."""
         s = self.link.session
-        now = time.monotonic()
         return {
-            "id": self.id,
-            "peer": self.peer,
             "address": self.link.address,
             "origin": self.origin,
             "jid": str(s.jid) if s is not None and s.bound else None,
-            "age": round(now - self.started, 3),
-            "idle": round(now - self.last_rx, 3),
-            "ping_outstanding": self.ping_sent is not None,
-            "last_pong_ago": None if self.last_pong is None else round(now - self.last_pong, 3),
         }
 
 
@@ -298,7 +323,8 @@ class HttpConnection(asyncio.Protocol):
         body = b"".join(self.body)
         self.busy = True
         address = self.server.client_address(self.peer_ip, headers)
-        result = self.server.http_request(method, path, headers, body, self.peer, address)
+        query = dict(parse_qsl(urlsplit(target).query))
+        result = self.server.http_request(method, path, headers, body, self.peer, address, query)
         if isinstance(result, HttpResponse):
             self.respond(result)
         else:  # an awaitable (BOSH long poll)
@@ -357,38 +383,33 @@ class HttpConnection(asyncio.Protocol):
             headers[k.decode()] = v.decode("latin-1")
         origin = headers.get("Origin")
         protocols = ",".join(headers.get_all("Sec-WebSocket-Protocol")).replace(" ", "").split(",")
-        reason = None
-        status = 400
         if path != self.server.websocket_path:
-            reason, status = "no WebSocket endpoint here", 404
-        elif not self.server.ws_enabled:
-            reason, status = "new WebSocket connections are disabled", 503
-        elif "xmpp" not in protocols:
-            reason = "the 'xmpp' sub-protocol is required (RFC 7395)"
-        if reason is not None:
-            self._send_simple(status, reason.encode(), close=True)
+            self._send_simple(404, b"no WebSocket endpoint here", close=True)
             return
-        origins = self.server.config.websocket.origins
+        # enabled, Host, Origin and sub-protocol: the WebSocket admin's policy (ws.disable -> 503)
+        decision = self.server.ws_admin.check_handshake(
+            host=headers.get("Host"), origin=origin, protocols=protocols
+        )
+        if not decision.accepted:
+            log_limited(
+                log, logging.INFO, f"ws-refused-{decision.status}", "refused WebSocket from %s: %s",
+                self.peer, decision.reason,
+            )  # fmt: skip
+            self._send_simple(decision.status, decision.reason.encode(), close=True)
+            return
         # the handshake is validated by one protocol object; frames are parsed by a second one
         # that starts OPEN (h11 has already consumed the request bytes)
         handshake = ServerProtocol(
-            origins=list(origins) if origins else None,  # type: ignore[arg-type]
-            subprotocols=["xmpp"],  # type: ignore[list-item]
+            subprotocols=[decision.subprotocol] if decision.subprotocol else None,  # type: ignore[list-item]
         )
         response = handshake.accept(Request(target, headers))
+        if response.status_code == 101:
+            for name, value in decision.headers:
+                response.headers[name] = value
         handshake.send_response(response)
         if self.transport is not None:
             self.transport.writelines(handshake.data_to_send())
         if response.status_code != 101:
-            if isinstance(handshake.handshake_exc, InvalidOrigin):
-                log_limited(
-                    log,
-                    logging.INFO,
-                    "ws-origin",
-                    "refused WebSocket from %s: origin %r not allowed",
-                    self.peer,
-                    origin[:100] if origin else origin,
-                )
             if self.transport is not None:
                 self.transport.close()
             return
