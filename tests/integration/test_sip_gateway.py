@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +246,39 @@ def test_cancel_while_joining(stack: SipStack) -> None:
     finally:
         phone.stop()
         c.close()
+
+
+SIPP = shutil.which("sipp")
+SIPP_SCENARIO = Path(__file__).with_name("sipp") / "uac_room.xml"
+
+
+def run_sipp(port: int, calls: int, rooms: int, rate: float, work: Path, hold: float,
+             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """SIPp (Debian's sip-tester) placing ``calls`` G.711 calls, all at once at most, into
+    ``rooms`` rooms of the gateway on 127.0.0.1:``port``."""
+    inject = work / "rooms.csv"
+    inject.write_text("SEQUENTIAL\n" + "".join(f"sipp{i % rooms};\n" for i in range(calls)))
+    argv = [SIPP or "sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_SCENARIO), "-inf", str(inject),
+            "-i", "127.0.0.1", "-p", str(free_tcp_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_tcp_udp_port()),
+            "-m", str(calls), "-l", str(calls), "-r", str(rate), "-d", str(int(hold * 1000)),
+            "-timeout", f"{int(timeout)}s",
+            "-timeout_error", "-recv_timeout", "60000", "-nostdin", "-trace_stat", "-trace_err",
+            "-stf", str(work / "stat.csv"), "-error_file", str(work / "errors.log")]
+    return subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=timeout + 60)
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(SIPP is None, reason="needs Debian's sip-tester (sipp)")
+def test_sipp_50_concurrent_calls_answered_and_torn_down(stack: SipStack, tmp_path: Path) -> None:
+    before = get_json(stack.sip_ports["http"], "/calls")
+    assert before == []
+    # 2 calls/s held 40 s: all 50 are up at once for 15 s (a loaded 2-core machine joins slowly)
+    result = run_sipp(stack.sip_ports["sip"], calls=50, rooms=10, rate=2, hold=40, work=tmp_path)
+    errors = (tmp_path / "errors.log").read_text()[-3000:] if (tmp_path / "errors.log").exists() else ""
+    assert result.returncode == 0, f"sipp rc={result.returncode}\n{result.stdout[-3000:]}\n{errors}\n{stack.logs()}"
+    stats = (tmp_path / "stat.csv").read_text().splitlines()
+    header, last = stats[0].split(";"), stats[-1].split(";")
+    row = dict(zip(header, last, strict=False))
+    assert row["SuccessfulCall(C)"] == "50" and row["FailedCall(C)"] == "0", row
+    # every call left its meeting and the gateway holds nothing
+    assert asyncio.run(wait_until(lambda: get_json(stack.sip_ports["http"], "/calls") == [], 30))
