@@ -253,9 +253,9 @@ SIPP_SCENARIO = Path(__file__).with_name("sipp") / "uac_room.xml"
 
 
 def run_sipp(port: int, calls: int, rooms: int, rate: float, work: Path, hold: float,
-             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+             timeout: float = 300, echo: bool = False) -> subprocess.CompletedProcess[str]:
     """SIPp (Debian's sip-tester) placing ``calls`` G.711 calls, all at once at most, into
-    ``rooms`` rooms of the gateway on 127.0.0.1:``port``."""
+    ``rooms`` rooms of the gateway on 127.0.0.1:``port``; ``echo`` sends back the RTP it gets."""
     inject = work / "rooms.csv"
     inject.write_text("SEQUENTIAL\n" + "".join(f"sipp{i % rooms};\n" for i in range(calls)))
     argv = [SIPP or "sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_SCENARIO), "-inf", str(inject),
@@ -264,6 +264,8 @@ def run_sipp(port: int, calls: int, rooms: int, rate: float, work: Path, hold: f
             "-timeout", f"{int(timeout)}s",
             "-timeout_error", "-recv_timeout", "60000", "-nostdin", "-trace_stat", "-trace_err",
             "-stf", str(work / "stat.csv"), "-error_file", str(work / "errors.log")]
+    if echo:
+        argv.append("-rtp_echo")
     return subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=timeout + 60)
 
 
