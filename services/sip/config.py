@@ -44,6 +44,7 @@ class Limits(Section):
     default_expires: int = Field(ge=1)
     max_auth_failures: int = Field(ge=1)
     offer_timeout: float = Field(gt=0)
+    max_joining: int = Field(ge=1, le=1000)
 
 
 class XmppSettings(Section):

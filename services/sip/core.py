@@ -198,7 +198,7 @@ class CoreSettings:
     max_bindings: int = 10000
     max_contacts_per_aor: int = 10
     max_auth_failures: int = 20  # per source address per minute, then 403 without a challenge
-    offer_timeout: float = 30.0  # an INVITE the media side has not answered by then gets 480
+    offer_timeout: float = 60.0  # an INVITE the media side has not answered by then gets 480
 
 
 class SipCore:

@@ -438,6 +438,8 @@ class MeetingMedia:
         self.settings = settings
         self.sessions: dict[str, CallSession] = {}
         self.hangup: Callable[[str, str], None] = lambda key, reason: None
+        # joins at once: a burst of calls queues here rather than starving every join of CPU
+        self._joining = asyncio.Semaphore(settings.limits.max_joining)
 
     def view(self, key: str) -> dict[str, object]:
         session = self.sessions.get(key)
@@ -461,7 +463,8 @@ class MeetingMedia:
         session = CallSession(call, self.settings, lambda reason: self.hangup(call.key, reason))
         self.sessions[call.key] = session
         try:
-            await session.leg.join(call.room, self.settings.limits.offer_timeout * 0.8)
+            async with self._joining:
+                await session.leg.join(call.room, self.settings.limits.offer_timeout * 0.8)
             if plain is not None and pt is not None:
                 return (await self._plain(session, plain, pt)).encode()
             return (await self._webrtc(session, sdp)).encode()
