@@ -292,12 +292,15 @@ class MeetingLeg(slixmpp.ClientXMPP):
         wanted = {c.name for c in message.contents if c.name != "video"}
         accept = Jingle(action="session-accept", sid=message.sid, responder=str(self.boundjid),
                         contents=[c for c in contents if c.name in wanted], bundle=sorted(wanted))
+        if self._closing:  # the call ended while this answer was being made
+            return
         iq = self.make_iq_set(ito=self.focus_full_jid or self.settings.xmpp.focus)
         iq.append(jingle.to_element(accept))
         try:
             await iq.send(timeout=self.settings.xmpp.iq_timeout)
         except (IqError, IqTimeout) as exc:
-            log.warning("%s: session-accept not accepted: %s", self.nick, exc)
+            if not self._closing:
+                rl.warning("accept", "%s: session-accept not accepted: %s", self.nick, str(exc)[:200])
             return
         self.session.set()
 
