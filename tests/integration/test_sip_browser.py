@@ -93,7 +93,7 @@ def stack() -> Iterator[LauncherStack]:
     saved = os.environ.get("SIP_ACCOUNTS")
     os.environ["SIP_ACCOUNTS"] = "alice:alice-browser-secret"
     try:
-        s = LauncherStack(run / "run").start(timeout=180)
+        s = LauncherStack(run / "run").start(timeout=300)
     finally:
         if saved is None:
             os.environ.pop("SIP_ACCOUNTS", None)
@@ -113,6 +113,7 @@ def test_jssip_in_chromium_calls_into_a_meeting_of_two_and_both_sides_hear(stack
     wav = tmp_path / "tone.wav"
     tone_wav(wav, BROWSER_TONE)
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # slixmpp binds to the current loop when a client is made
     people = [Listener(nick, port=5222 + offset, domain="meet.jitsi", muc_domain="muc.meet.jitsi",
                        focus_jid="focus.meet.jitsi", tone=tone) for nick, tone in ROOM_TONES.items()]
 
@@ -162,3 +163,4 @@ def test_jssip_in_chromium_calls_into_a_meeting_of_two_and_both_sides_hear(stack
     finally:
         loop.run_until_complete(asyncio.gather(*(p.stop() for p in people), return_exceptions=True))
         loop.close()
+        asyncio.set_event_loop(None)
