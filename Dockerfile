@@ -77,6 +77,11 @@ RUN mkdir -p /recordings && chown parley /recordings
 USER parley
 CMD ["python", "-m", "services.recorder"]
 
+# the SIP gateway: aiortc and PyAV from the virtualenv, nothing from apt
+FROM base AS sip
+USER parley
+CMD ["python", "-m", "services.sip"]
+
 FROM base AS web
 COPY --from=client /build/services/web/dist ./services/web/dist
 USER parley

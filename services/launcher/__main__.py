@@ -32,6 +32,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> StackSet
         extra["jvb_password"] = environ["JVB_AUTH_PASSWORD"]
     if environ.get("TURN_CREDENTIALS"):
         extra["turn_secret"] = environ["TURN_CREDENTIALS"]
+    if environ.get("SIP_ACCOUNTS"):
+        extra["sip_accounts"] = environ["SIP_ACCOUNTS"]
     return StackSettings(
         http_port=args.http_port,
         port_offset=args.port_offset,

@@ -122,6 +122,8 @@ def render(env: Mapping[str, str], tls: TlsFiles | None = None) -> str:
         "xmpp_http": env.get("XMPP_HTTP", "127.0.0.1:5280"),
         "focus_http": env.get("FOCUS_HTTP", "127.0.0.1:8888"),
         "web_http": env.get("WEB_HTTP", "127.0.0.1:8100"),
+        "sip_http": env.get("SIP_HTTP", "127.0.0.1:8400"),
+        "sip_ws": env.get("SIP_WS", "127.0.0.1:8401"),
         "bridge_locations": DYNAMIC_BRIDGES.replace(
             "@PORTS@", "|".join(map(str, bridge_ports(env.get("JVB_PUBLIC_PORT", "9090-9109"))))
         ),

@@ -38,6 +38,8 @@ class StackSettings:
     turn: bool = True
     turn_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     turn_relay_ports: tuple[int, int] = (49152, 65535)
+    # SIP gateway accounts allowed to REGISTER, "user:password,…" ($SIP_ACCOUNTS; none by default)
+    sip_accounts: str = ""
     python: str = sys.executable
     log_level: str = "INFO"
     advertise_ips: str = "127.0.0.1"  # the bridges' host candidates (JVB_ADVERTISE_IPS)
@@ -222,6 +224,32 @@ def build_plan(s: StackSettings) -> StackPlan:
             "/health/recorder",
         )
     )
+    sip_port, sip_ws, sip_http = s.port(5060), s.port(8401), s.port(8400)
+    procs.append(
+        ProcessSpec(
+            "sip",
+            [py, "-m", "services.sip"],
+            {
+                **common,
+                **xmpp_client,
+                "SIP_PORT": str(sip_port),
+                "SIP_UDP_HOST": "127.0.0.1",
+                "SIP_TCP_HOST": "127.0.0.1",
+                "SIP_WS_HOST": "127.0.0.1",
+                "SIP_WS_PORT": str(sip_ws),
+                "SIP_HTTP_HOST": "127.0.0.1",
+                "SIP_HTTP_PORT": str(sip_http),
+                "SIP_ACCOUNTS": s.sip_accounts,
+                # the local bridges advertise 127.0.0.1: the gateway must offer it too
+                "SIP_ICE_HOST_ADDRESSES": "127.0.0.1",
+                "SIP_RTP_HOST": "127.0.0.1",
+            },
+            [sip_http, sip_ws, sip_port],
+            [sip_port],
+            f"http://127.0.0.1:{sip_http}/health",
+            "/health/sip",
+        )
+    )
     procs.append(
         ProcessSpec(
             "web",
@@ -337,6 +365,8 @@ def render_nginx_config(plan: StackPlan) -> str:
         "xmpp_http": f"127.0.0.1:{by_name['xmpp'].tcp_ports[1]}",
         "focus_http": f"127.0.0.1:{by_name['focus'].tcp_ports[0]}",
         "web_http": f"127.0.0.1:{by_name['web'].tcp_ports[0]}",
+        "sip_http": f"127.0.0.1:{by_name['sip'].tcp_ports[0]}",
+        "sip_ws": f"127.0.0.1:{by_name['sip'].tcp_ports[1]}",
         "bridge_locations": _bridge_locations(plan.bridges),
         "ws_proxy": str(REPO / "nginx" / "ws-proxy.conf"),
         "mime_types": "/etc/nginx/mime.types",

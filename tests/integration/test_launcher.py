@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.harness import REPO
 
-SERVICES = ["xmpp", "jvb1", "jvb2", "focus", "recorder", "web", "nginx"]
+SERVICES = ["xmpp", "jvb1", "jvb2", "focus", "recorder", "sip", "web", "nginx"]
 
 
 def _offset() -> int:
@@ -145,7 +145,7 @@ def _children(launcher_pid: int) -> dict[str, int]:
         elif argv and b"nginx" in argv[0]:
             out["nginx"] = pid
         else:
-            for name in ("xmpp", "focus", "web", "recorder"):
+            for name in ("xmpp", "focus", "web", "recorder", "sip"):
                 if f"services.{name}".encode() in argv:
                     out[name] = pid
     return out

@@ -20,7 +20,7 @@ def load() -> dict:
 
 def test_services_and_healthchecks() -> None:
     services = load()["services"]
-    assert set(services) == {"nginx", "xmpp", "focus", "bridge", "web", "redis", "recorder", "turn"}
+    assert set(services) == {"nginx", "xmpp", "focus", "bridge", "web", "redis", "recorder", "turn", "sip"}
     for name, svc in services.items():
         assert "healthcheck" in svc, f"{name} has no healthcheck"
 

@@ -15,7 +15,7 @@ def settings(tmp_path: Path, **kw: object) -> StackSettings:
 
 def test_default_stack_has_every_service_in_start_order(tmp_path: Path) -> None:
     plan = build_plan(settings(tmp_path))
-    assert [p.name for p in plan.processes] == ["xmpp", "jvb1", "jvb2", "focus", "recorder", "web", "turn", "nginx"]
+    assert [p.name for p in plan.processes] == ["xmpp", "jvb1", "jvb2", "focus", "recorder", "sip", "web", "turn", "nginx"]
     assert [b.server_id for b in plan.bridges] == ["jvb1", "jvb2"]
 
 
@@ -25,7 +25,7 @@ def test_ports_are_distinct_and_shift_with_the_offset(tmp_path: Path) -> None:
     ports = [p for proc in base.processes for p in proc.tcp_ports]
     assert len(ports) == len(set(ports))
     assert [p + 100 for p in ports] == [p for proc in shifted.processes for p in proc.tcp_ports]
-    assert [p.udp_ports for p in base.processes if p.udp_ports] == [[10000], [10001], [3478]]
+    assert [p.udp_ports for p in base.processes if p.udp_ports] == [[10000], [10001], [5060], [3478]]
 
 
 def test_services_share_accounts_and_names(tmp_path: Path) -> None:

@@ -1,0 +1,107 @@
+"""SIP gateway benchmark: concurrent G.711 calls into meetings, CPU per call and audio loss.
+
+``.venv/bin/python bench/sip_gateway.py [--calls 50] [--rooms 10] [--rate 2] [--hold 40]``
+
+Starts the broker, one bridge, the focus and the SIP gateway as processes (the integration
+tests' stack), then SIPp (Debian's sip-tester) places ``--calls`` calls at ``--rate`` per second
+into ``--rooms`` rooms, each held ``--hold`` seconds, with SIPp echoing the RTP it receives
+(``-rtp_echo``): the gateway sends each caller the room's mix and gets it back, so the
+gateway's own receive counters give the loss of the plain-RTP path on loopback. While every
+call is up the gateway's process is sampled from ``/proc``:
+
+* CPU per call: the gateway's CPU time (user + system, all threads) over the window in which all
+  calls were up, divided by the window and the number of calls (% of one core per call);
+* audio loss: packets the gateway counted missing (RTP sequence gaps) over those expected, summed
+  over the calls (``/calls``: ``rtp_in``, ``rtp_lost``);
+* SIPp's successful / failed calls and its response-time repartition.
+
+Kamailio as a reference relay (registrations/s over WebSocket) is not part of this script.
+It prints figures and never fails on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.test_sip_gateway import SipStack, run_sipp
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=2.0)
+    parser.add_argument("--hold", type=float, default=40.0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="parley-sip-bench-"))
+    with SipStack() as stack:
+        assert stack.sip is not None and stack.sip.proc is not None
+        pid = stack.sip.proc.pid
+        api = f"http://127.0.0.1:{stack.sip_ports['http']}"
+        samples: list[tuple[float, float, int, list[dict[str, object]]]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                try:
+                    calls = httpx.get(api + "/calls", timeout=5).json()
+                    samples.append((time.monotonic(), cpu_seconds(pid), len(calls), calls))
+                except (httpx.HTTPError, OSError):
+                    pass
+                stop.wait(1.0)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.monotonic()
+        result = run_sipp(stack.sip_ports["sip"], args.calls, args.rooms, args.rate, work, args.hold,
+                          timeout=args.calls / args.rate + args.hold + 240, echo=True)
+        stop.set()
+        sampler.join()
+        elapsed = time.monotonic() - started
+        full = [s for s in samples if s[2] >= args.calls]
+        print(f"SIPp: rc={result.returncode} after {elapsed:.0f} s")
+        stat = (work / "stat.csv").read_text().splitlines() if (work / "stat.csv").exists() else []
+        if len(stat) >= 2:
+            row = dict(zip(stat[0].split(";"), stat[-1].split(";"), strict=False))
+            print(f"calls: {row.get('SuccessfulCall(C)')} successful, {row.get('FailedCall(C)')} failed; "
+                  f"answer time (ms): {row.get('ResponseTime1(C)')}")
+        peak = max((s[2] for s in samples), default=0)
+        print(f"calls up at once: at most {peak} of {args.calls}")
+        if len(full) >= 2:
+            window = full[-1][0] - full[0][0]
+            cpu = full[-1][1] - full[0][1]
+            print(f"gateway CPU with all {args.calls} calls up: {100 * cpu / window:.1f} % of a core over "
+                  f"{window:.0f} s = {100 * cpu / window / args.calls:.2f} % of a core per call")
+            last = full[-1][3]
+            got = sum(int(c.get("rtp_in", 0)) for c in last)  # type: ignore[call-overload]
+            lost = sum(int(c.get("rtp_lost", 0)) for c in last)  # type: ignore[call-overload]
+            if got + lost:
+                print(f"audio loss (RTP echoed back to the gateway): {lost} of {got + lost} packets "
+                      f"= {100 * lost / (got + lost):.2f} %")
+        else:
+            print("never had every call up at once: no CPU-per-call figure (see SIPp's errors in "
+                  f"{work / 'errors.log'})")
+        load = os.getloadavg()
+        print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The SIP gateway's settings: ``reference.conf`` (root ``sip``), an operator file, environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from services.common.config import EnvVar, Section, load_config, split_list
+
+REFERENCE = Path(__file__).with_name("reference.conf")
+
+
+class Listener(Section):
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+
+class TcpSettings(Listener):
+    max_connections: int = Field(ge=1, le=100_000)
+    idle_timeout: float = Field(gt=0)
+
+
+class WebSocketSettings(Listener):
+    keepalive_mechanism: int = Field(ge=0, le=2)
+    keepalive_timeout: float = Field(gt=0)
+    keepalive_processes: int = Field(ge=1)
+    keepalive_interval: float = Field(gt=0)
+    timer_interval: float = Field(gt=0)
+    rm_delay_interval: float = Field(ge=0)
+    origins: list[str]
+    hosts: list[str]
+
+
+class Limits(Section):
+    max_message_size: int = Field(ge=1024, le=1 << 20)
+    max_headers: int = Field(ge=8, le=1000)
+    max_calls: int = Field(ge=1, le=100_000)
+    max_transactions: int = Field(ge=16)
+    min_expires: int = Field(ge=1)
+    max_expires: int = Field(ge=1)
+    default_expires: int = Field(ge=1)
+    max_auth_failures: int = Field(ge=1)
+    offer_timeout: float = Field(gt=0)
+    max_joining: int = Field(ge=1, le=1000)
+
+
+class XmppSettings(Section):
+    server: str
+    port: int = Field(ge=1, le=65535)
+    domain: str = Field(min_length=1)
+    muc_domain: str = Field(min_length=1)
+    focus_address: str
+    iq_timeout: float = Field(gt=0)
+
+    @property
+    def focus(self) -> str:
+        return self.focus_address or f"focus.{self.domain}"
+
+
+class MediaSettings(Section):
+    ice_host_addresses: list[str]
+    rtp_host: str
+
+
+class SipSettings(Section):
+    domains: list[str] = Field(min_length=1)
+    realm: str = Field(min_length=1)
+    public_host: str = Field(min_length=1)
+    accounts: list[str]
+    register_auth: bool
+    invite_auth: bool
+    udp: Listener
+    tcp: TcpSettings
+    websocket: WebSocketSettings
+    http: Listener
+    limits: Limits
+    xmpp: XmppSettings
+    media: MediaSettings
+
+    @field_validator("accounts")
+    @classmethod
+    def _accounts(cls, value: list[str]) -> list[str]:
+        for item in value:
+            user, colon, password = item.partition(":")
+            if not colon or not user or not password:
+                raise ValueError("each account is user:password")
+        return value
+
+    @property
+    def account_map(self) -> dict[str, str]:
+        return dict(item.split(":", 1) for item in self.accounts)  # type: ignore[misc]
+
+
+class SipConfig(Section):
+    sip: SipSettings
+
+
+def _bool(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+ENV_VARS = [
+    EnvVar("XMPP_DOMAIN", "sip.xmpp.domain"),
+    EnvVar("XMPP_DOMAIN", "sip.realm"),
+    EnvVar("XMPP_DOMAIN", "sip.domains", lambda v: [v]),
+    EnvVar("SIP_DOMAINS", "sip.domains", split_list),
+    EnvVar("SIP_REALM", "sip.realm"),
+    EnvVar("SIP_PUBLIC_HOST", "sip.public-host"),
+    EnvVar("SIP_ACCOUNTS", "sip.accounts", split_list),
+    EnvVar("SIP_REGISTER_AUTH", "sip.register-auth", _bool),
+    EnvVar("SIP_INVITE_AUTH", "sip.invite-auth", _bool),
+    EnvVar("SIP_UDP_HOST", "sip.udp.host"),
+    EnvVar("SIP_PORT", "sip.udp.port", int),
+    EnvVar("SIP_TCP_HOST", "sip.tcp.host"),
+    EnvVar("SIP_PORT", "sip.tcp.port", int),
+    EnvVar("SIP_WS_HOST", "sip.websocket.host"),
+    EnvVar("SIP_WS_PORT", "sip.websocket.port", int),
+    EnvVar("SIP_WS_KEEPALIVE_MECHANISM", "sip.websocket.keepalive-mechanism", int),
+    EnvVar("SIP_WS_ORIGINS", "sip.websocket.origins", split_list),
+    EnvVar("SIP_WS_HOSTS", "sip.websocket.hosts", split_list),
+    EnvVar("SIP_HTTP_HOST", "sip.http.host"),
+    EnvVar("SIP_HTTP_PORT", "sip.http.port", int),
+    EnvVar("SIP_MAX_CALLS", "sip.limits.max-calls", int),
+    EnvVar("XMPP_SERVER", "sip.xmpp.server"),
+    EnvVar("XMPP_PORT", "sip.xmpp.port", int),
+    EnvVar("XMPP_MUC_DOMAIN", "sip.xmpp.muc-domain"),
+    EnvVar("XMPP_FOCUS_ADDRESS", "sip.xmpp.focus-address"),
+    EnvVar("SIP_ICE_HOST_ADDRESSES", "sip.media.ice-host-addresses", split_list),
+    EnvVar("SIP_RTP_HOST", "sip.media.rtp-host"),
+]
+
+
+def load(config_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> SipSettings:
+    env = os.environ if environ is None else environ
+    config_file = config_file or env.get("SIP_CONFIG") or None
+    return load_config(SipConfig, REFERENCE, ENV_VARS, config_file=config_file, environ=env).sip

@@ -1,0 +1,553 @@
+"""The media side of calls: each call joins its meeting as a visible participant and carries
+audio both ways.
+
+The meeting leg does what the web client does: an anonymous XMPP session on the client host, the
+conference IQ to the focus, a MUC join with the caller's display name as nick, and a Jingle answer
+(aiortc) to the focus's ``session-initiate`` sending one audio source: the caller's voice. Video
+m-lines are answered ``inactive``. What the bridge sends (every other participant's Opus) is
+decoded by aiortc and mixed here (``audio.mix``) for the caller.
+
+The caller leg is either WebRTC (a browser SIP client such as JsSIP: ICE + DTLS-SRTP + Opus,
+answered by a second aiortc peer connection) or plain RTP with G.711 (a desk phone, baresip,
+SIPp): one UDP socket per call, μ-law/A-law through numpy tables, 8 kHz ⇄ 48 kHz.
+
+A moderator's mute (Jicofo's ``<mute xmlns='http://jitsi.org/jitmeet/audio'>``) silences the
+caller's voice and is shown in the leg's presence (``audiomuted``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import slixmpp
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from services.common import jingle
+from services.common.jingle import Jingle, SdpOffer
+from services.common.logging import RateLimitedLogger
+
+from . import audio
+from .config import SipSettings
+from .core import Call
+from .transport import CallRefused
+
+log = logging.getLogger("sip.meeting")
+rl = RateLimitedLogger(log)
+
+NS_FOCUS = "http://jitsi.org/protocol/focus"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_NICK = "http://jabber.org/protocol/nick"
+NS_AUDIO_MUTE = "http://jitsi.org/jitmeet/audio"
+MAX_QUEUED_FRAMES = 8  # 160 ms per source: older audio is dropped rather than delayed
+
+
+class Pacer:
+    """20 ms ticks on the wall clock (as aiortc's own audio tracks pace themselves)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.frames = 0
+
+    async def wait(self) -> int:
+        if self.start is None:
+            self.start = time.monotonic()
+        else:
+            due = self.start + self.frames * 0.02
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.2:  # fell far behind (a loaded machine): skip ahead, do not burst
+                self.start = time.monotonic() - self.frames * 0.02
+        self.frames += 1
+        return self.frames - 1
+
+
+def _frame(pcm: np.ndarray, index: int) -> AudioFrame:
+    frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = audio.RATE
+    frame.pts = index * audio.FRAME
+    frame.time_base = fractions.Fraction(1, audio.RATE)
+    return frame
+
+
+def _pcm(frame: Any) -> np.ndarray:
+    """Mono int16 of a decoded aiortc audio frame."""
+    return audio.to_mono(frame.to_ndarray(), len(frame.layout.channels))
+
+
+class Mixer:
+    """Queues of 48 kHz mono frames, one per source; :meth:`pull` takes one frame of each."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, deque[np.ndarray]] = {}
+        self.frames_in = 0
+        self.frames_dropped = 0
+
+    def push(self, source: str, pcm: np.ndarray) -> None:
+        queue = self.sources.setdefault(source, deque())
+        for start in range(0, len(pcm) - audio.FRAME + 1, audio.FRAME):
+            if len(queue) >= MAX_QUEUED_FRAMES:
+                queue.popleft()
+                self.frames_dropped += 1
+            queue.append(pcm[start : start + audio.FRAME])
+            self.frames_in += 1
+
+    def remove(self, source: str) -> None:
+        self.sources.pop(source, None)
+
+    def pull(self) -> np.ndarray:
+        return audio.mix([q.popleft() for q in self.sources.values() if q])
+
+
+class MixTrack(MediaStreamTrack):
+    """An audio track playing what :class:`Mixer` pulls, every 20 ms."""
+
+    kind = "audio"
+
+    def __init__(self, mixer: Mixer) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self.pacer = Pacer()
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        index = await self.pacer.wait()
+        return _frame(self.mixer.pull(), index)
+
+
+class MeetingLeg(slixmpp.ClientXMPP):
+    """The call's participant in the meeting: XMPP, Jingle, one aiortc peer connection."""
+
+    def __init__(self, settings: SipSettings, nick: str, voice: Mixer, heard: Mixer,
+                 on_gone: Callable[[str], None]) -> None:
+        super().__init__(settings.xmpp.domain, None)  # type: ignore[arg-type]
+        self.settings = settings
+        self.nick = nick
+        self.voice = voice  # the caller's voice, sent into the meeting
+        self.heard = heard  # everyone else, for the caller
+        self.on_gone = on_gone
+        self.enable_direct_tls = False
+        self.enable_starttls = False
+        self.enable_plaintext = True
+        self.room: str | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.offer: SdpOffer | None = None
+        self.sid: str | None = None
+        self.focus_full_jid: str | None = None
+        self.muted = False
+        self.session = asyncio.Event()
+        self._started = asyncio.Event()
+        self._joined: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._track: MixTrack | None = None
+        self.add_event_handler("session_start", lambda _e: self._started.set())
+        self.add_event_handler("disconnected", lambda _e: self._gone("XMPP session lost"))
+        self.register_handler(Callback(
+            "jingle", MatchXPath(f"{{jabber:client}}iq/{{{jingle.NS_JINGLE}}}jingle"), self._jingle_iq))  # type: ignore[arg-type]
+        self.register_handler(Callback(
+            "mute", MatchXPath(f"{{jabber:client}}iq/{{{NS_AUDIO_MUTE}}}mute"), self._mute_iq))  # type: ignore[arg-type]
+        self.register_handler(Callback("presence", MatchXPath("{jabber:client}presence"), self._presence))  # type: ignore[arg-type]
+        self._closing = False
+
+    @property
+    def occupant_jid(self) -> str:
+        return f"{self.room}/{self.nick}"
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _gone(self, reason: str) -> None:
+        if not self._closing:
+            self._closing = True
+            self.on_gone(reason)
+
+    async def join(self, room: str, within: float) -> None:
+        x = self.settings.xmpp
+        self.connect(x.server, x.port)
+        await asyncio.wait_for(self._started.wait(), within)
+        iq = self.make_iq_set(ito=x.focus)
+        iq.append(ET.Element(f"{{{NS_FOCUS}}}conference", {"room": f"{room}@{x.muc_domain}",
+                                                            "machine-uid": secrets.token_hex(8)}))
+        result = await iq.send(timeout=within)
+        answer = result.xml.find(f"{{{NS_FOCUS}}}conference")
+        if answer is None or answer.get("ready") != "true":
+            raise CallRefused(480, "The meeting is not available")
+        self.room = f"{room}@{x.muc_domain}"
+        self._joined = asyncio.get_running_loop().create_future()
+        self._send_presence(join=True)
+        await asyncio.wait_for(self._joined, within)
+        await asyncio.wait_for(self.session.wait(), within)
+
+    def _send_presence(self, join: bool = False) -> None:
+        presence = self.make_presence(pto=self.occupant_jid)
+        if join:
+            presence.append(ET.Element(f"{{{NS_MUC}}}x"))
+        nick = ET.Element(f"{{{NS_NICK}}}nick")
+        nick.text = self.nick
+        presence.append(nick)
+        for tag, text in (("audiomuted", "true" if self.muted else "false"), ("videomuted", "true")):
+            el = ET.Element(f"{{jabber:client}}{tag}")
+            el.text = text
+            presence.append(el)
+        presence.send()
+
+    def _presence(self, stanza: slixmpp.Presence) -> None:
+        sender = stanza["from"]
+        if self.room is None or sender.bare != self.room or sender.resource != self.nick:
+            return
+        if self._joined is not None and not self._joined.done():
+            if stanza.xml.get("type") == "error":
+                self._joined.set_exception(CallRefused(480, "The meeting refused the caller"))
+            else:
+                self._joined.set_result(None)
+        elif stanza.xml.get("type") == "unavailable":
+            self._gone("removed from the meeting")
+
+    def _mute_iq(self, iq: slixmpp.Iq) -> None:
+        if iq["type"] != "set" or self.room is None or iq["from"].bare != self.room:
+            return
+        el = iq.xml.find(f"{{{NS_AUDIO_MUTE}}}mute")
+        self.muted = (el is not None and (el.text or "").strip() == "true")
+        iq.reply(clear=True).send()
+        log.info("%s in %s %s by the meeting", self.nick, self.room, "muted" if self.muted else "unmuted")
+        self._send_presence()
+
+    def _jingle_iq(self, iq: slixmpp.Iq) -> None:
+        if iq["type"] != "set":
+            return
+        try:
+            message = jingle.parse_element(iq.xml.find(f"{{{jingle.NS_JINGLE}}}jingle"))  # type: ignore[arg-type]
+        except jingle.JingleError as exc:
+            reply = iq.reply(clear=False)
+            reply["type"] = "error"
+            reply["error"]["condition"] = "bad-request"
+            reply["error"]["text"] = str(exc)[:200]
+            reply.send()
+            return
+        iq.reply(clear=True).send()
+        self.focus_full_jid = str(iq["from"])
+        self._spawn(self._handle(message))
+
+    async def _handle(self, message: Jingle) -> None:
+        async with self._lock:
+            if message.action == "session-initiate":
+                await self._initiate(message)
+            elif message.sid != self.sid or self.offer is None or self.pc is None:
+                return
+            elif message.action in ("source-add", "source-remove"):
+                if message.action == "source-add":
+                    self.offer.add_sources(message)
+                else:
+                    self.offer.remove_sources(message)
+                await self.pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
+                self._inactivate_video()
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
+            elif message.action == "session-terminate":
+                reason = message.reason
+                await self._close_pc()
+                self.sid = None
+                if not (reason and reason.text == "moving"):
+                    self._gone("the meeting ended the session")
+
+    def _inactivate_video(self) -> None:
+        assert self.pc is not None
+        for t in self.pc.getTransceivers():
+            if t.kind == "video":
+                t.direction = "inactive"
+
+    async def _initiate(self, message: Jingle) -> None:
+        await self._close_pc()
+        self.sid = message.sid
+        self.offer = SdpOffer(message)
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc.on("track", self._on_track)
+        await pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
+        self._track = MixTrack(self.voice)
+        for t in pc.getTransceivers():
+            if t.mid == "audio":
+                t.sender.replaceTrack(self._track)
+                t.direction = "sendrecv"
+        self._inactivate_video()
+        await pc.setLocalDescription(await pc.createAnswer())
+        contents = jingle.parse_sdp_answer(pc.localDescription.sdp, owner=self.occupant_jid, name_prefix=self.nick)
+        wanted = {c.name for c in message.contents if c.name != "video"}
+        accept = Jingle(action="session-accept", sid=message.sid, responder=str(self.boundjid),
+                        contents=[c for c in contents if c.name in wanted], bundle=sorted(wanted))
+        if self._closing:  # the call ended while this answer was being made
+            return
+        iq = self.make_iq_set(ito=self.focus_full_jid or self.settings.xmpp.focus)
+        iq.append(jingle.to_element(accept))
+        try:
+            await iq.send(timeout=self.settings.xmpp.iq_timeout)
+        except (IqError, IqTimeout) as exc:
+            if not self._closing:
+                rl.warning("accept", "%s: session-accept not accepted: %s", self.nick, str(exc)[:200])
+            return
+        self.session.set()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._consume(track))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        key = f"t{id(track)}"
+        try:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    frame = await track.recv()
+                    pcm = _pcm(frame)
+                    self.heard.push(key, pcm)
+        finally:
+            self.heard.remove(key)
+
+    async def _close_pc(self) -> None:
+        pc, self.pc = self.pc, None
+        if self._track is not None:
+            self._track.stop()
+            self._track = None
+        if pc is not None:
+            await pc.close()
+
+    async def leave(self) -> None:
+        self._closing = True
+        if self.room is not None and self.is_connected():
+            self.make_presence(pto=self.occupant_jid, ptype="unavailable").send()
+        async with self._lock:
+            await self._close_pc()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.disconnect()
+
+
+class PlainRtp(asyncio.DatagramProtocol):
+    """One plain-RTP (G.711) caller: decode what it sends into the voice mixer, send it the mix."""
+
+    def __init__(self, pt: int, remote: tuple[str, int], voice: Mixer, heard: Mixer,
+                 muted: Callable[[], bool]) -> None:
+        self.pt = pt
+        self.remote = remote
+        self.voice, self.heard, self.muted = voice, heard, muted
+        self.transport: asyncio.DatagramTransport | None = None
+        self.ssrc = secrets.randbits(32)
+        self.seq = secrets.randbits(16)
+        self.ts = secrets.randbits(32)
+        self.packets_in = 0
+        self.packets_out = 0
+        self.lost = 0
+        self._expected: int | None = None
+        self._source_ssrc: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._task = asyncio.ensure_future(self._send_loop())
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if addr[0] != self.remote[0]:  # only the caller's media address (its port may differ: NAT)
+            return
+        packet = audio.parse_rtp(data)
+        if packet is None or packet.pt not in (audio.PCMU, audio.PCMA) or len(packet.payload) > 1920:
+            return
+        if self._source_ssrc != packet.ssrc:
+            self._source_ssrc, self._expected = packet.ssrc, None
+        if self._expected is not None:
+            gap = (packet.seq - self._expected) & 0xFFFF
+            if gap < 1000:
+                self.lost += gap
+            elif gap > 0xFFFF - 100:  # late or duplicate: dropped
+                return
+        self._expected = (packet.seq + 1) & 0xFFFF
+        self.remote = (addr[0], addr[1])  # symmetric RTP
+        self.packets_in += 1
+        if self.muted():
+            return
+        self.voice.push("caller", audio.up_8k_to_48k(audio.g711_decode(packet.payload, packet.pt)))
+
+    async def _send_loop(self) -> None:
+        pacer = Pacer()
+        while self.transport is not None:
+            await pacer.wait()
+            pcm = audio.down_48k_to_8k(self.heard.pull())
+            payload = audio.g711_encode(pcm, self.pt)
+            self.transport.sendto(audio.rtp_packet(self.pt, self.seq, self.ts, self.ssrc, payload,
+                                                   marker=self.packets_out == 0), self.remote)
+            self.seq = (self.seq + 1) & 0xFFFF
+            self.ts = (self.ts + audio.G711_FRAME) & 0xFFFFFFFF
+            self.packets_out += 1
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+class CallSession:
+    def __init__(self, call: Call, settings: SipSettings, on_gone: Callable[[str], None]) -> None:
+        self.call = call
+        self.voice = Mixer()
+        self.heard = Mixer()
+        self.leg = MeetingLeg(settings, call.display_name, self.voice, self.heard, on_gone)
+        self.kind = audio.sdp_kind(call.offer.decode("utf-8", "replace"))
+        self.caller_pc: RTCPeerConnection | None = None
+        self.rtp: PlainRtp | None = None
+        self.session_id = secrets.randbits(40)
+        self.version = 1
+        self.plain_offer: audio.PlainOffer | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def view(self) -> dict[str, object]:
+        out: dict[str, object] = {"media": self.kind, "muted": self.leg.muted,
+                                  "heard_sources": len(self.heard.sources)}
+        if self.rtp is not None:
+            out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_lost=self.rtp.lost)
+        return out
+
+    async def close(self) -> None:
+        if self.rtp is not None:
+            self.rtp.close()
+        if self.caller_pc is not None:
+            await self.caller_pc.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await self.leg.leave()
+
+
+class MeetingMedia:
+    """:class:`~services.sip.transport.CallMedia` joining meetings through the focus."""
+
+    def __init__(self, settings: SipSettings) -> None:
+        self.settings = settings
+        self.sessions: dict[str, CallSession] = {}
+        self.hangup: Callable[[str, str], None] = lambda key, reason: None
+        # joins at once: a burst of calls queues here rather than starving every join of CPU
+        self._joining = asyncio.Semaphore(settings.limits.max_joining)
+
+    def view(self, key: str) -> dict[str, object]:
+        session = self.sessions.get(key)
+        return session.view() if session else {}
+
+    async def offered(self, call: Call) -> bytes:
+        sdp = call.offer.decode("utf-8", "replace")
+        kind = audio.sdp_kind(sdp)
+        if kind == "unsupported":
+            raise CallRefused(488, "Offer audio over RTP/AVP (G.711) or WebRTC (DTLS-SRTP)")
+        plain: audio.PlainOffer | None = None
+        pt: int | None = None
+        if kind == "plain":
+            try:
+                plain = audio.parse_plain_offer(sdp)
+            except ValueError as exc:
+                raise CallRefused(488, f"Bad SDP: {exc}") from exc
+            pt = audio.choose_g711(plain)
+            if pt is None:
+                raise CallRefused(488, "Offer PCMU or PCMA")
+        session = CallSession(call, self.settings, lambda reason: self.hangup(call.key, reason))
+        self.sessions[call.key] = session
+        try:
+            async with self._joining:
+                await session.leg.join(call.room, self.settings.limits.offer_timeout * 0.8)
+            if plain is not None and pt is not None:
+                return (await self._plain(session, plain, pt)).encode()
+            return (await self._webrtc(session, sdp)).encode()
+        except BaseException:
+            self.sessions.pop(call.key, None)
+            await session.close()
+            raise
+
+    async def _plain(self, session: CallSession, offer: audio.PlainOffer, pt: int) -> str:
+        loop = asyncio.get_running_loop()
+        host = self.settings.media.rtp_host
+        _, proto = await loop.create_datagram_endpoint(
+            lambda: PlainRtp(pt, (offer.address, offer.port), session.voice, session.heard,
+                             lambda: session.leg.muted),
+            local_addr=(host, 0),
+        )
+        session.rtp = proto
+        session.plain_offer = offer
+        port = proto.transport.get_extra_info("sockname")[1] if proto.transport else 0
+        return audio.plain_answer(offer, pt, self.settings.public_host, port, session.session_id)
+
+    async def _webrtc(self, session: CallSession, sdp: str) -> str:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        session.caller_pc = pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                task = asyncio.ensure_future(self._caller_voice(session, track))
+                session.tasks.add(task)
+                task.add_done_callback(session.tasks.discard)
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        for t in pc.getTransceivers():
+            if t.kind == "audio":
+                t.sender.replaceTrack(MixTrack(session.heard))
+                t.direction = "sendrecv"
+            else:
+                t.direction = "inactive"
+        await pc.setLocalDescription(await pc.createAnswer())
+        return pc.localDescription.sdp
+
+    async def _caller_voice(self, session: CallSession, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if session.leg.muted:
+                    continue
+                pcm = _pcm(frame)
+                session.voice.push("caller", pcm)
+
+    async def reoffered(self, call: Call, sdp: bytes) -> bytes:
+        session = self.sessions.get(call.key)
+        if session is None:
+            raise CallRefused(481, "No such call")
+        text = sdp.decode("utf-8", "replace")
+        if session.rtp is not None:
+            try:
+                offer = audio.parse_plain_offer(text)
+            except ValueError as exc:
+                raise CallRefused(488, f"Bad SDP: {exc}") from exc
+            pt = audio.choose_g711(offer)
+            if pt is None or pt != session.rtp.pt:
+                raise CallRefused(488, "The codec cannot change in this call")
+            session.rtp.remote = (offer.address, offer.port)
+            session.version += 1
+            port = session.rtp.transport.get_extra_info("sockname")[1] if session.rtp.transport else 0
+            return audio.plain_answer(offer, pt, self.settings.public_host, port, session.session_id,
+                                      session.version).encode()
+        if session.caller_pc is None:
+            raise CallRefused(488, "No media session")
+        await session.caller_pc.setRemoteDescription(RTCSessionDescription(text, "offer"))
+        await session.caller_pc.setLocalDescription(await session.caller_pc.createAnswer())
+        return session.caller_pc.localDescription.sdp.encode()
+
+    async def ended(self, call: Call, reason: str) -> None:
+        session = self.sessions.pop(call.key, None)
+        if session is not None:
+            await session.close()
+
+    async def close(self) -> None:
+        sessions, self.sessions = list(self.sessions.values()), {}
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)

@@ -1,0 +1,58 @@
+"""G.711, resampling, mixing, RTP and the plain-RTP SDP answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.sip import audio
+
+OFFER = (
+    "v=0\r\no=phone 1 1 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\n"
+    "m=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    "a=sendrecv\r\n"
+)
+
+
+@pytest.mark.parametrize("pt", [audio.PCMU, audio.PCMA])
+def test_g711_round_trip_keeps_a_tone(pt: int) -> None:
+    t = np.arange(160) / 8000
+    pcm = (np.sin(2 * np.pi * 1000 * t) * 10000).astype(np.int16)
+    back = audio.g711_decode(audio.g711_encode(pcm, pt), pt)
+    assert len(back) == 160
+    assert np.max(np.abs(back.astype(np.int32) - pcm)) < 10000 * 0.07  # companding error, a few %
+    # every code decodes to a value that encodes back to itself
+    codes = np.arange(256, dtype=np.uint8)
+    decoded = audio.g711_decode(codes.tobytes(), pt)
+    assert audio.g711_decode(audio.g711_encode(decoded, pt), pt).tolist() == decoded.tolist()
+
+
+def test_resampling_and_mix() -> None:
+    t = np.arange(960) / 48000
+    tone = (np.sin(2 * np.pi * 500 * t) * 8000).astype(np.int16)
+    down = audio.down_48k_to_8k(tone)
+    assert len(down) == 160 and len(audio.up_8k_to_48k(down)) == 960
+    loud = np.full(960, 30000, np.int16)
+    assert audio.mix([loud, loud]).max() == 32767  # clipped, not wrapped
+    assert not audio.mix([]).any()
+
+
+def test_rtp_round_trip_and_rtcp_ignored() -> None:
+    packet = audio.rtp_packet(0, 65535, 123, 0xABCDEF, b"\x01\x02")
+    parsed = audio.parse_rtp(packet)
+    assert parsed is not None and (parsed.seq, parsed.timestamp, parsed.payload) == (65535, 123, b"\x01\x02")
+    assert audio.parse_rtp(b"\x80\xc8" + b"\x00" * 10) is None  # RTCP SR
+    assert audio.parse_rtp(b"\x90\x00" + b"\x00" * 10 + b"\x00\x00\xff\xff") is None  # extension past the end
+
+
+def test_plain_offer_and_answer() -> None:
+    assert audio.sdp_kind(OFFER) == "plain"
+    offer = audio.parse_plain_offer(OFFER)
+    assert (offer.address, offer.port, offer.telephone_event) == ("10.1.1.1", 4000, 101)
+    assert audio.choose_g711(offer) == audio.PCMA
+    answer = audio.plain_answer(offer, audio.PCMA, "192.0.2.5", 30000, 7)
+    assert "m=audio 30000 RTP/AVP 8 101" in answer and "c=IN IP4 192.0.2.5" in answer
+    assert audio.sdp_kind("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=fingerprint:sha-256 AA\r\n") == "webrtc"
+    assert audio.sdp_kind("v=0\r\nm=video 9 RTP/AVP 96\r\n") == "unsupported"
+    with pytest.raises(ValueError):
+        audio.parse_plain_offer("v=0\r\nm=audio x RTP/AVP 0\r\n")

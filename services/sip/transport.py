@@ -1,0 +1,435 @@
+"""The gateway's I/O: SIP over UDP, TCP (RFC 3261 §18) and WebSocket (RFC 7118), around the
+sans-I/O :class:`~services.sip.core.SipCore`, and the bridge to the media side.
+
+Each adapter turns bytes into :class:`SipMessage` (``message.parse`` / ``StreamFramer``), hands
+them to the core with their :class:`Flow`, then :meth:`SipGateway.flush` writes what the core
+queued to the flow it names: a UDP ``sendto`` to the source address, or the TCP/WebSocket
+connection the flow is. WebSocket connections are registered with the shared WebSocket admin
+(``services/common/ws_admin.py``: keep-alive, ``ws.dump``/``ws.close``/…, the closed event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any, Protocol
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from services.common.logging import RateLimitedLogger
+from services.common.tasks import Background
+from services.common.ws_admin import Endpoint, WsAdmin, WsConnection
+
+from . import metrics
+from .core import (
+    Call,
+    CallConfirmed,
+    CallEnded,
+    CallOffered,
+    CallReoffered,
+    Close,
+    Flow,
+    Registered,
+    Send,
+    SipCore,
+)
+from .message import SipParseError, StreamFramer, parse
+
+log = logging.getLogger("sip.transport")
+rl = RateLimitedLogger(log)
+
+
+class CallRefused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class CallMedia(Protocol):
+    """The media side: joins the meeting for a call and answers the caller's SDP."""
+
+    async def offered(self, call: Call) -> bytes:
+        """The SDP answer once the call is in the meeting; raise :class:`CallRefused` to refuse."""
+        ...
+
+    async def reoffered(self, call: Call, sdp: bytes) -> bytes: ...
+
+    async def ended(self, call: Call, reason: str) -> None: ...
+
+
+class _WsTransport:
+    """ws_admin's view of one WebSocket connection (control frames, abort)."""
+
+    def __init__(self, ws: ServerConnection, tasks: Background) -> None:
+        self.ws = ws
+        self.tasks = tasks
+        self.admin_conn: WsConnection | None = None
+
+    def send_ping(self, data: bytes) -> None:
+        async def ping() -> None:
+            with contextlib.suppress(ConnectionClosed, RuntimeError):
+                waiter = await self.ws.ping(data)
+                await waiter
+                if self.admin_conn is not None:
+                    self.admin_conn.pong_received(data, time.monotonic())
+
+        self.tasks.spawn(ping(), "WebSocket ping")
+
+    def send_pong(self, data: bytes) -> None:
+        async def pong() -> None:
+            with contextlib.suppress(ConnectionClosed, RuntimeError):
+                await self.ws.pong(data)
+
+        self.tasks.spawn(pong(), "WebSocket pong")
+
+    def send_close(self, code: int, reason: str) -> None:
+        async def close() -> None:
+            with contextlib.suppress(ConnectionClosed, RuntimeError):
+                await self.ws.close(code, reason)
+
+        self.tasks.spawn(close(), "WebSocket close")
+
+    def abort(self) -> None:
+        transport = self.ws.transport
+        if transport is not None:
+            transport.abort()
+
+
+class SipGateway:
+    def __init__(self, core: SipCore, media: CallMedia, admin: WsAdmin, *, max_message_size: int,
+                 max_headers: int, max_tcp_connections: int = 1000, tcp_idle_timeout: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.core = core
+        self.media = media
+        self.admin = admin
+        self.max_size = max_message_size
+        self.max_headers = max_headers
+        self.max_tcp = max_tcp_connections
+        self.tcp_idle = tcp_idle_timeout
+        self.clock = clock
+        self.tasks = Background(log)
+        self._conn_ids = itertools.count(1)
+        self._udp: asyncio.DatagramTransport | None = None
+        self._streams: dict[Flow, Callable[[bytes], None]] = {}
+        self._closers: dict[Flow, Callable[[], Awaitable[None] | None]] = {}
+        self._call_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._wake = asyncio.Event()
+        self._servers: list[Any] = []
+        self.ports: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ core plumbing
+
+    def handle(self, flow: Flow, data: bytes) -> None:
+        """One whole message from a datagram or a WebSocket frame."""
+        now = self.clock()
+        try:
+            msg = parse(data, max_size=self.max_size, max_headers=self.max_headers)
+        except SipParseError as exc:
+            metrics.MALFORMED.labels(flow.transport).inc()
+            rl.warning(("malformed", flow.host), "malformed SIP from %s %s:%d: %s", flow.transport,
+                       flow.host, flow.port, exc.reason)
+            self.core.receive_error(flow, exc, now)
+        else:
+            self._receive(flow, msg, now)
+        self.flush()
+
+    def _receive(self, flow: Flow, msg: Any, now: float) -> None:
+        try:
+            self.core.receive(flow, msg, now)
+        except Exception:  # a bug on one message must not stop the gateway
+            log.exception("SIP message from %s %s:%d failed", flow.transport, flow.host, flow.port)
+
+    def flush(self) -> None:
+        out, self.core.outbox = self.core.outbox, []
+        for item in out:
+            if isinstance(item, Send):
+                self._write(item.flow, item.data)
+            elif isinstance(item, Close):
+                closer = self._closers.get(item.flow)
+                if closer is not None:
+                    result = closer()
+                    if asyncio.iscoroutine(result):
+                        self.tasks.spawn(result, "close SIP connection")
+        events, self.core.events = self.core.events, []
+        for event in events:
+            self._event(event)
+        self._wake.set()
+
+    def _write(self, flow: Flow, data: bytes) -> None:
+        metrics.MESSAGES_OUT.labels(flow.transport).inc()
+        if flow.transport == "udp":
+            if self._udp is not None:
+                self._udp.sendto(data, (flow.host, flow.port))
+            return
+        writer = self._streams.get(flow)
+        if writer is None:
+            metrics.UNROUTABLE.inc()
+            rl.info(("noflow", flow.token), "no connection for %s any more, message dropped", flow.token)
+            return
+        writer(data)
+
+    def _event(self, event: Any) -> None:
+        if isinstance(event, CallOffered):
+            call = event.call
+            metrics.CALLS.inc()
+            log.info("call %s from %r into room %s over %s", call.call_id[:40], call.display_name, call.room,
+                     call.flow.transport)
+            task = asyncio.ensure_future(self._join(call))
+            self._call_tasks[call.key] = task
+        elif isinstance(event, CallReoffered):
+            self.tasks.spawn(self._reoffer(event.call, event.sdp), "re-INVITE")
+        elif isinstance(event, CallEnded):
+            call = event.call
+            metrics.CALLS.dec()
+            metrics.CALLS_ENDED.labels(event.reason.split(" ")[0]).inc()
+            log.info("call %s in room %s ended: %s", call.call_id[:40], call.room, event.reason)
+            joining = self._call_tasks.pop(call.key, None)
+            if joining is not None and not joining.done():
+                joining.cancel()
+            self.tasks.spawn(self.media.ended(call, event.reason), "end call media")
+        elif isinstance(event, CallConfirmed):
+            metrics.CALLS_CONFIRMED.inc()
+        elif isinstance(event, Registered):
+            metrics.REGISTRATIONS.set(sum(len(v) for v in self.core.bindings.values()))
+
+    async def _join(self, call: Call) -> None:
+        try:
+            answer = await self.media.offered(call)
+        except CallRefused as exc:
+            self.core.reject(call.key, exc.status, exc.reason, self.clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("call %s into %s failed: %s", call.call_id[:40], call.room, exc)
+            self.core.reject(call.key, 480, "Cannot join the meeting", self.clock())
+        else:
+            if not self.core.answer(call.key, answer, self.clock()):
+                await self.media.ended(call, "gone before the answer")
+        finally:
+            self._call_tasks.pop(call.key, None)
+        self.flush()
+
+    async def _reoffer(self, call: Call, sdp: bytes) -> None:
+        try:
+            answer = await self.media.reoffered(call, sdp)
+        except CallRefused as exc:
+            self.core.reject(call.key, exc.status, exc.reason, self.clock())
+        except Exception as exc:
+            log.warning("re-INVITE of %s failed: %s", call.call_id[:40], exc)
+            self.core.reject(call.key, 488, "Cannot apply this offer", self.clock())
+        else:
+            self.core.answer(call.key, answer, self.clock())
+        self.flush()
+
+    def hangup(self, key: str, reason: str) -> None:
+        """The media side ends a call (the meeting ended, the gateway stops)."""
+        self.core.hangup(key, reason, self.clock())
+        self.flush()
+
+    async def run_timers(self) -> None:
+        while True:
+            deadline = self.core.next_deadline()
+            timeout = 5.0 if deadline is None else max(0.0, deadline - self.clock())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            try:
+                self.core.tick(self.clock())
+            except Exception:
+                log.exception("SIP timers failed")
+            out = self.core.outbox or self.core.events
+            if out:
+                self.flush()
+                self._wake.clear()
+
+    # ------------------------------------------------------------------ UDP
+
+    async def start_udp(self, host: str, port: int) -> None:
+        gateway = self
+
+        class Udp(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+                metrics.MESSAGES_IN.labels("udp").inc()
+                if data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):  # keep-alives
+                    return
+                gateway.handle(Flow("udp", addr[0], addr[1]), data)
+
+            def error_received(self, exc: Exception) -> None:
+                rl.info("udp-error", "UDP error: %s", exc)
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=(host, port))
+        self._udp = transport
+        self.ports["udp"] = transport.get_extra_info("sockname")[1]
+        log.info("SIP over UDP on %s:%d", host, self.ports["udp"])
+
+    # ------------------------------------------------------------------ TCP
+
+    async def start_tcp(self, host: str, port: int) -> None:
+        server = await asyncio.start_server(self._tcp_client, host, port, limit=self.max_size)
+        self._servers.append(server)
+        self.ports["tcp"] = server.sockets[0].getsockname()[1]
+        log.info("SIP over TCP on %s:%d", host, self.ports["tcp"])
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("", 0)
+        if sum(1 for f in self._streams if f.transport == "tcp") >= self.max_tcp:
+            rl.warning("tcp-full", "refusing a SIP TCP connection from %s: %d open", peer[0], self.max_tcp)
+            writer.close()
+            return
+        flow = Flow("tcp", peer[0], peer[1], conn=next(self._conn_ids))
+        framer = StreamFramer(self.max_size, self.max_headers)
+
+        def write(data: bytes) -> None:
+            if not writer.is_closing():
+                writer.write(data)
+
+        def close() -> None:
+            writer.close()
+
+        self._streams[flow] = write
+        self._closers[flow] = close
+        metrics.CONNECTIONS.labels("tcp").inc()
+        try:
+            while not writer.is_closing():
+                data = await asyncio.wait_for(reader.read(65536), self.tcp_idle)
+                if not data:
+                    break
+                metrics.MESSAGES_IN.labels("tcp").inc()
+                before = framer.keepalives
+                try:
+                    for msg in framer.feed(data):
+                        self._receive(flow, msg, self.clock())
+                except SipParseError as exc:
+                    metrics.MALFORMED.labels("tcp").inc()
+                    rl.warning(("malformed", flow.host), "malformed SIP over TCP from %s: %s", flow.host, exc.reason)
+                    self.core.receive_error(flow, exc, self.clock())
+                    if not exc.fatal:
+                        exc.fatal = True
+                        self.core.outbox.append(Close(flow, exc.reason))
+                if framer.keepalives > before:  # RFC 5626 §4.4.1: CRLFCRLF is answered with CRLF
+                    write(b"\r\n")
+                self.flush()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            metrics.CONNECTIONS.labels("tcp").dec()
+            self._streams.pop(flow, None)
+            self._closers.pop(flow, None)
+            self.core.flow_closed(flow, self.clock())
+            self.flush()
+            writer.close()
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def start_websocket(self, host: str, port: int) -> Server:
+        server = await serve(
+            self._ws_client,
+            host,
+            port,
+            process_request=self._ws_handshake,
+            subprotocols=["sip"],  # type: ignore[list-item]
+            ping_interval=None,  # the WebSocket admin runs the keep-alive
+            max_size=self.max_size,
+            max_queue=16,
+            compression=None,
+            server_header=None,
+        )
+        self._servers.append(server)
+        self.ports["ws"] = next(iter(server.sockets)).getsockname()[1]
+        log.info("SIP over WebSocket on %s:%d", host, self.ports["ws"])
+        return server
+
+    def _ws_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path not in ("/sip-ws", "/sip-ws/", "/"):
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        headers: Headers = request.headers
+        protocols: list[str] = []
+        for value in headers.get_all("Sec-WebSocket-Protocol"):
+            protocols.extend(p.strip() for p in value.split(","))
+        decision = self.admin.check_handshake(
+            host=headers.get("Host"), origin=headers.get("Origin"), protocols=protocols
+        )
+        if not decision.accepted:
+            rl.info(("ws-refused", decision.status), "refused a SIP WebSocket: %s", decision.reason)
+            return connection.respond(HTTPStatus(decision.status), decision.reason + "\n")
+        return None
+
+    async def _ws_client(self, ws: ServerConnection) -> None:
+        remote = ws.remote_address or ("", 0)
+        flow = Flow("ws", str(remote[0]), int(remote[1]), conn=next(self._conn_ids))
+        transport = _WsTransport(ws, self.tasks)
+        conn = self.admin.register(
+            transport, remote=Endpoint.of(remote), local=Endpoint.of(ws.local_address),
+            now=self.clock(), sub_protocol=ws.subprotocol, info={"flow": flow.token},
+        )
+        transport.admin_conn = conn
+
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=256)
+
+        def write(data: bytes) -> None:
+            try:
+                queue.put_nowait(data)
+            except asyncio.QueueFull:  # a peer that does not read: drop it rather than buffer
+                rl.warning("ws-full", "SIP WebSocket %s does not read, closing it", flow.token)
+                transport.abort()
+
+        sender = asyncio.ensure_future(self._ws_sender(ws, queue))
+
+        async def close() -> None:
+            await ws.close(1008, "malformed SIP")
+
+        self._streams[flow] = write
+        self._closers[flow] = close
+        metrics.CONNECTIONS.labels("ws").inc()
+        try:
+            async for message in ws:
+                conn.received(self.clock())
+                metrics.MESSAGES_IN.labels("ws").inc()
+                data = message.encode() if isinstance(message, str) else bytes(message)
+                self.handle(flow, data)
+        except ConnectionClosed:
+            pass
+        finally:
+            sender.cancel()
+            metrics.CONNECTIONS.labels("ws").dec()
+            now = self.clock()
+            if ws.protocol.close_rcvd is not None:
+                conn.close_received(ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason, now)
+            conn.lost(now, ws.close_code, ws.close_reason or "")
+            self._streams.pop(flow, None)
+            self._closers.pop(flow, None)
+            self.core.flow_closed(flow, now)
+            self.flush()
+
+    @staticmethod
+    async def _ws_sender(ws: ServerConnection, queue: asyncio.Queue[bytes]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                data = await queue.get()
+                await ws.send(data.decode("utf-8", "replace"))
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def close(self) -> None:
+        for key in list(self.core.calls):
+            self.core.hangup(key, "gateway shutting down", self.clock())
+        self.flush()
+        await asyncio.sleep(0)
+        for server in self._servers:
+            server.close()
+        if self._udp is not None:
+            self._udp.close()
+        for task in self._call_tasks.values():
+            task.cancel()
+        await self.tasks.close()

@@ -1,0 +1,166 @@
+"""JsSIP in real Chromium calls into a meeting through the whole stack as a user starts it
+(``python -m services.launcher up``: nginx ``/sip-ws`` in front of the SIP gateway): it registers
+with digest credentials over SIP-over-WebSocket, calls ``sip:<room>@meet.jitsi`` where two
+participants (aiortc, each sending its own tone) are, and both sides hear each other — tones
+found in the decoded audio: the participants find the browser's tone (a WAV fed as its fake
+microphone), the page finds the participants' tones in what it plays (WebAudio analyser)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import tempfile
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.integration.browser import BROWSER_MARKS, LauncherStack, browsers, console_log
+from tests.integration.participant import allow_loopback_ice, wait_until
+from tests.integration.test_sip_gateway import Listener, dominant_frequency
+
+pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
+
+JSSIP_DIR = Path(__file__).with_name("jssip_client")
+BUNDLE = JSSIP_DIR / "node_modules" / "jssip.bundle.js"
+BROWSER_TONE = 700.0
+ROOM_TONES = {"bob": 440.0, "dave": 1200.0}
+
+PAGE_SCRIPT = """
+async ([wsUrl, room, password]) => {
+  const state = window.sipState = {registered: false, confirmed: false, ended: null, freqs: [], errors: []};
+  const socket = new JsSIP.WebSocketInterface(wsUrl);
+  const ua = new JsSIP.UA({sockets: [socket], uri: 'sip:alice@meet.jitsi', password,
+                           display_name: 'Alice Browser', register: true, session_timers: false});
+  ua.on('registered', () => { state.registered = true; });
+  ua.on('registrationFailed', (e) => state.errors.push('registration: ' + e.cause));
+  ua.start();
+  await new Promise((resolve) => { const t = setInterval(() => {
+    if (state.registered || state.errors.length) { clearInterval(t); resolve(); } }, 100); });
+  if (!state.registered) return state;
+  const session = ua.call(`sip:${room}@meet.jitsi`, {
+    mediaConstraints: {audio: true, video: false}, pcConfig: {iceServers: []}});
+  session.on('confirmed', () => { state.confirmed = true; });
+  session.on('failed', (e) => { state.ended = 'failed: ' + e.cause; });
+  session.on('ended', (e) => { state.ended = 'ended: ' + e.cause; });
+  window.sipSession = session;
+  const watch = () => {
+    const pc = session.connection;
+    if (!pc) { setTimeout(watch, 100); return; }
+    const attach = (stream) => {
+      const el = new Audio(); el.srcObject = stream; el.muted = true; el.play().catch(() => {});
+      const ctx = new AudioContext();
+      const analyser = ctx.createAnalyser();
+      analyser.fftSize = 8192;
+      ctx.createMediaStreamSource(stream).connect(analyser);
+      const data = new Float32Array(analyser.frequencyBinCount);
+      setInterval(() => {
+        analyser.getFloatFrequencyData(data);
+        let best = 0;
+        for (let i = 8; i < data.length; i++) if (data[i] > data[best]) best = i;
+        if (data[best] > -80) state.freqs.push(best * ctx.sampleRate / analyser.fftSize);
+        if (state.freqs.length > 200) state.freqs.shift();
+      }, 100);
+    };
+    const receivers = pc.getReceivers().filter((r) => r.track && r.track.kind === 'audio');
+    if (receivers.length) attach(new MediaStream([receivers[0].track]));
+    else pc.addEventListener('track', (e) => attach(new MediaStream([e.track])));
+  };
+  watch();
+  return state;
+}
+"""
+
+
+def tone_wav(path: Path, frequency: float, seconds: float = 10.0) -> None:
+    rate = 48000
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (np.sin(2 * np.pi * frequency * t) * 12000).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LauncherStack]:
+    subprocess.run([str(JSSIP_DIR / "install.sh")], check=True, capture_output=True, timeout=300)
+    run = Path(tempfile.mkdtemp(prefix="parley-sip-browser-"))
+    saved = os.environ.get("SIP_ACCOUNTS")
+    os.environ["SIP_ACCOUNTS"] = "alice:alice-browser-secret"
+    try:
+        s = LauncherStack(run / "run").start(timeout=300)
+    finally:
+        if saved is None:
+            os.environ.pop("SIP_ACCOUNTS", None)
+        else:
+            os.environ["SIP_ACCOUNTS"] = saved
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_jssip_in_chromium_calls_into_a_meeting_of_two_and_both_sides_hear(stack: LauncherStack,
+                                                                          tmp_path: Path) -> None:
+    allow_loopback_ice()
+    offset = int(stack.front.rsplit(":", 1)[1]) - 8000
+    room = "sipbrowser"
+    wav = tmp_path / "tone.wav"
+    tone_wav(wav, BROWSER_TONE)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # slixmpp binds to the current loop when a client is made
+    people = [Listener(nick, port=5222 + offset, domain="meet.jitsi", muc_domain="muc.meet.jitsi",
+                       focus_jid="focus.meet.jitsi", tone=tone) for nick, tone in ROOM_TONES.items()]
+
+    async def join_all() -> None:
+        for p in people:
+            await p.start(30)
+            await p.join(f"{room}@muc.meet.jitsi", 30)
+
+    loop.run_until_complete(join_all())
+    try:
+        with browsers() as pool:
+            page = pool.open(extra_args=[f"--use-file-for-fake-audio-capture={wav}"])
+            lines = console_log(page)
+            page.goto(stack.front + "/nginx-health")
+            page.add_script_tag(path=str(BUNDLE))
+            ws_url = stack.front.replace("http://", "ws://") + "/sip-ws"
+            state = page.evaluate(PAGE_SCRIPT, [ws_url, room, "alice-browser-secret"])
+            assert state["registered"], f"{state}\n{lines[-20:]}\n{stack.log()[-3000:]}"
+
+            def page_state() -> dict:  # type: ignore[type-arg]
+                return page.evaluate("window.sipState")  # type: ignore[no-any-return]
+
+            def heard_browser() -> bool:
+                return all(
+                    len(p.pcm.get("Alice Browser", [])) > 100
+                    and abs(dominant_frequency(np.concatenate(p.pcm["Alice Browser"][-50:]), 48000) - BROWSER_TONE) < 30
+                    for p in people)
+
+            def browser_heard_room() -> bool:
+                freqs = page_state()["freqs"][-20:]
+                near = [f for f in freqs if any(abs(f - t) < 30 for t in ROOM_TONES.values())]
+                return len(freqs) >= 10 and len(near) >= len(freqs) // 2
+
+            deadline = 60.0
+            ok = False
+            while deadline > 0 and not ok:
+                loop.run_until_complete(asyncio.sleep(1.0))  # the participants' media runs meanwhile
+                deadline -= 1.0
+                ok = page_state()["confirmed"] and heard_browser() and browser_heard_room()
+            state = page_state()
+            assert ok, (f"page: confirmed={state['confirmed']} ended={state['ended']} freqs={state['freqs'][-10:]}; "
+                        f"participants heard the browser: {heard_browser()}\n{lines[-20:]}\n{stack.log()[-4000:]}")
+            page.evaluate("window.sipSession.terminate()")
+            left = loop.run_until_complete(wait_until(
+                lambda: all("Alice Browser" not in p.received or True for p in people), 5))
+            assert left
+    finally:
+        loop.run_until_complete(asyncio.gather(*(p.stop() for p in people), return_exceptions=True))
+        loop.close()
+        asyncio.set_event_loop(None)

@@ -1,0 +1,286 @@
+"""The SIP gateway in a running stack (broker, bridge, focus, gateway as processes): a SIP call
+into a room makes a visible participant that hears the room and is heard, over plain RTP with
+G.711; REGISTER over UDP, TCP and WebSocket with the WebSocket admin listing the connection;
+CANCEL, re-INVITE and BYE on a real call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from services.sip import audio
+from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port
+from tests.integration.participant import JingleParticipant, wait_until
+from tests.integration.sip_client import ACCOUNTS, DOMAIN, SipClient, get_json, request
+from tests.integration.test_focus_stack import MUC_DOMAIN, Stack, bridge_missing, xmpp_names
+
+pytestmark = pytest.mark.skipif(bridge_missing() is not None, reason=bridge_missing() or "")
+
+ROOM_TONE = 550.0  # what the browser-side participant sends
+CALLER_TONE = 1000.0  # what the SIP caller sends
+
+
+def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
+    if len(pcm) < rate // 10:
+        return 0.0
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    spectrum[:10] = 0
+    return float(np.argmax(spectrum) * rate / len(pcm))
+
+
+class SipStack(Stack):
+    def __init__(self) -> None:
+        super().__init__(bridges=1)
+        self.sip: ServiceProcess | None = None
+        self.sip_ports: dict[str, int] = {}
+
+    def start(self) -> None:
+        super().start()
+        self.sip_ports = {"sip": free_tcp_udp_port(), "ws": free_port(), "http": free_port()}
+        env = {
+            **xmpp_names(),
+            "XMPP_SERVER": "127.0.0.1",
+            "XMPP_PORT": str(self.c2s_port),
+            "SIP_ACCOUNTS": ACCOUNTS,
+            "SIP_PORT": str(self.sip_ports["sip"]),
+            "SIP_UDP_HOST": "127.0.0.1",
+            "SIP_TCP_HOST": "127.0.0.1",
+            "SIP_WS_PORT": str(self.sip_ports["ws"]),
+            "SIP_HTTP_PORT": str(self.sip_ports["http"]),
+            "SIP_ICE_HOST_ADDRESSES": "127.0.0.1",
+            "SIP_RTP_HOST": "127.0.0.1",
+        }
+        self.sip = ServiceProcess.python_module(
+            "sip", "services.sip", env, health_url=f"http://127.0.0.1:{self.sip_ports['http']}/health")
+        self.sip.start()
+
+    def stop(self) -> None:
+        if self.sip is not None:
+            self.sip.stop()
+        super().stop()
+
+    def logs(self) -> str:
+        sip = f"----- sip\n{self.sip.log(120)}\n" if self.sip else ""
+        return sip + super().logs()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[SipStack]:
+    with SipStack() as s:
+        yield s
+
+
+class Listener(JingleParticipant):
+    """A participant that keeps the audio it decodes, per sender."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.pcm: dict[str, list[np.ndarray]] = {}
+
+    async def _consume(self, track: MediaStreamTrack, into: object) -> None:  # type: ignore[override]
+        owner = next((o for o, r in self.received.items() if r is into), "?")
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await track.recv()
+                if frame.__class__.__name__ == "AudioFrame":
+                    into.audio_frames += 1  # type: ignore[attr-defined]
+                    self.pcm.setdefault(owner, []).append(audio.to_mono(frame.to_ndarray(), len(frame.layout.channels)))  # type: ignore[attr-defined]
+
+
+class RtpPhone:
+    """A plain-RTP G.711 phone: sends a tone, keeps what it receives."""
+
+    def __init__(self, tone: float) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.tone = tone
+        self.remote: tuple[str, int] | None = None
+        self.received: list[np.ndarray] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def offer(self) -> bytes:
+        return (f"v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {self.port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+                f"a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n").encode()
+
+    def start(self, answer: bytes) -> int:
+        offer = audio.parse_plain_offer(answer.decode())
+        pt = audio.choose_g711(offer)
+        assert pt is not None
+        self.remote = (offer.address, offer.port)
+        self._task = asyncio.ensure_future(self._run(pt))
+        return pt
+
+    async def _run(self, pt: int) -> None:
+        loop = asyncio.get_running_loop()
+        seq, ts, n = 0, 0, 0
+        start = time.monotonic()
+        while True:
+            t = (np.arange(160) + n * 160) / 8000
+            pcm = (np.sin(2 * np.pi * self.tone * t) * 8000).astype(np.int16)
+            assert self.remote is not None
+            self.sock.sendto(audio.rtp_packet(pt, seq, ts, 0x1234, audio.g711_encode(pcm, pt)), self.remote)
+            seq, ts, n = seq + 1, ts + 160, n + 1
+            while True:
+                try:
+                    data = self.sock.recv(2048)
+                except BlockingIOError:
+                    break
+                packet = audio.parse_rtp(data)
+                if packet is not None:
+                    self.received.append(audio.g711_decode(packet.payload, packet.pt))
+            await asyncio.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
+            await loop.run_in_executor(None, lambda: None) if n % 500 == 0 else None
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.sock.close()
+
+
+def ack_for(ok: object, c: SipClient, call_id: str, from_tag: str, room: str, cseq: int = 1) -> None:
+    c.send(request("ACK", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=from_tag, cseq=cseq,
+                   to=ok.get("To")))  # type: ignore[attr-defined]
+
+
+async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: SipStack) -> None:
+    room = "siproom"
+    listener = Listener("bob", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    phone = RtpPhone(CALLER_TONE)
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    try:
+        c.send(request("INVITE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                       display="Carol Phone", to=f"<sip:{room}@{DOMAIN}>",
+                       extra=[("Contact", f"<sip:carol@{c.local}>")], body=phone.offer()))
+        ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(60))
+        assert ok is not None and ok.status == 200, f"{ok}\n{stack.logs()}"
+        ack_for(ok, c, call_id, tag, room)
+        assert phone.start(ok.body) == audio.PCMU
+        # the caller is an occupant with its display name, and a participant of the conference
+        assert await wait_until(lambda: "Carol Phone" in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20), \
+            stack.participants_of(f"{room}@{MUC_DOMAIN}")
+        # both sides hear each other
+        def heard_caller() -> bool:
+            chunks = listener.pcm.get("Carol Phone", [])
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+
+        def caller_heard_room() -> bool:
+            chunks = phone.received
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 8000) - ROOM_TONE) < 30
+
+        ok_both = await wait_until(lambda: heard_caller() and caller_heard_room(), 40)
+        assert ok_both, (
+            f"room heard caller: {heard_caller()} (frames {len(listener.pcm.get('Carol Phone', []))}), "
+            f"caller heard room: {caller_heard_room()} (packets {len(phone.received)})\n{stack.logs()}")
+        [call] = get_json(stack.sip_ports["http"], "/calls")
+        assert call["room"] == room and call["media"] == "plain" and call["state"] == "confirmed"
+        # BYE ends it and the occupant leaves
+        c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                       to=ok.get("To")))
+        bye_ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(10))
+        assert bye_ok is not None and bye_ok.status == 200
+        assert await wait_until(lambda: "Carol Phone" not in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20)
+        assert get_json(stack.sip_ports["http"], "/calls") == []
+    finally:
+        phone.stop()
+        c.close()
+        await listener.stop()
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp", "ws"])
+def test_register_options_and_ws_admin(stack: SipStack, kind: str) -> None:
+    port = stack.sip_ports["ws" if kind == "ws" else "sip"]
+    c = SipClient(kind, "127.0.0.1", port)
+    try:
+        params = ';+sip.instance="<urn:uuid:00000000-0000-0000-0000-000000000001>";reg-id=1' if kind == "ws" else ""
+        resp = c.register("alice", "alice-secret", contact_params=params)
+        assert resp is not None and resp.status == 200, resp
+        regs = get_json(stack.sip_ports["http"], "/registrations")
+        assert any(r["aor"] == f"sip:alice@{DOMAIN}" and r["transport"] == kind for r in regs)
+        c.send(request("OPTIONS", f"sip:{DOMAIN}", transport=c.via_transport, host=c.local))
+        resp = c.recv_final()
+        assert resp is not None and resp.status == 200 and "INVITE" in (resp.get("Allow") or "")
+        if kind == "ws":
+            assert resp.get("Via") and "WS" in resp.get("Via")  # type: ignore[operator]
+            dump = get_json(stack.sip_ports["http"], "/admin/ws/dump")
+            assert any("sub-protocol: sip" in str(conn) for conn in dump["connections"]), dump
+    finally:
+        c.close()
+    if kind in ("tcp", "ws"):  # the binding dies with its connection (RFC 5626 flow)
+        assert asyncio.run(wait_until(lambda: not any(
+            r["transport"] == kind for r in get_json(stack.sip_ports["http"], "/registrations")), 10))
+
+
+def test_cancel_while_joining(stack: SipStack) -> None:
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    phone = RtpPhone(CALLER_TONE)
+    try:
+        call_id, tag, branch = secrets.token_hex(8), secrets.token_hex(4), "z9hG4bK" + secrets.token_hex(6)
+        invite = request("INVITE", f"sip:cancelroom@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                         branch=branch, to=f"<sip:cancelroom@{DOMAIN}>",
+                         extra=[("Contact", f"<sip:carol@{c.local}>")], body=phone.offer())
+        c.send(invite)
+        trying = c.recv(10)
+        assert trying is not None and trying.status == 100
+        c.send(request("CANCEL", f"sip:cancelroom@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                       branch=branch, to=f"<sip:cancelroom@{DOMAIN}>"))
+        got = sorted((m.status, m.cseq[1]) for m in (c.recv_final(10), c.recv_final(10)) if m is not None)
+        assert got == [(200, "CANCEL"), (487, "INVITE")]
+    finally:
+        phone.stop()
+        c.close()
+
+
+SIPP = shutil.which("sipp")
+SIPP_SCENARIO = Path(__file__).with_name("sipp") / "uac_room.xml"
+
+
+def run_sipp(port: int, calls: int, rooms: int, rate: float, work: Path, hold: float,
+             timeout: float = 300, echo: bool = False) -> subprocess.CompletedProcess[str]:
+    """SIPp (Debian's sip-tester) placing ``calls`` G.711 calls, all at once at most, into
+    ``rooms`` rooms of the gateway on 127.0.0.1:``port``; ``echo`` sends back the RTP it gets."""
+    inject = work / "rooms.csv"
+    inject.write_text("SEQUENTIAL\n" + "".join(f"sipp{i % rooms};\n" for i in range(calls)))
+    argv = [SIPP or "sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_SCENARIO), "-inf", str(inject),
+            "-i", "127.0.0.1", "-p", str(free_tcp_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_tcp_udp_port()),
+            "-m", str(calls), "-l", str(calls), "-r", str(rate), "-d", str(int(hold * 1000)),
+            "-timeout", f"{int(timeout)}s",
+            "-timeout_error", "-recv_timeout", "60000", "-nostdin", "-trace_stat", "-trace_err",
+            "-stf", str(work / "stat.csv"), "-error_file", str(work / "errors.log")]
+    if echo:
+        argv.append("-rtp_echo")
+    return subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=timeout + 60)
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(SIPP is None, reason="needs Debian's sip-tester (sipp)")
+def test_sipp_50_concurrent_calls_answered_and_torn_down(stack: SipStack, tmp_path: Path) -> None:
+    before = get_json(stack.sip_ports["http"], "/calls")
+    assert before == []
+    # 2 calls/s held 40 s: all 50 are up at once for 15 s (a loaded 2-core machine joins slowly)
+    result = run_sipp(stack.sip_ports["sip"], calls=50, rooms=10, rate=2, hold=40, work=tmp_path)
+    errors = (tmp_path / "errors.log").read_text()[-3000:] if (tmp_path / "errors.log").exists() else ""
+    assert result.returncode == 0, f"sipp rc={result.returncode}\n{result.stdout[-3000:]}\n{errors}\n{stack.logs()}"
+    stats = (tmp_path / "stat.csv").read_text().splitlines()
+    header, last = stats[0].split(";"), stats[-1].split(";")
+    row = dict(zip(header, last, strict=False))
+    assert row["SuccessfulCall(C)"] == "50" and row["FailedCall(C)"] == "0", row
+    # every call left its meeting and the gateway holds nothing
+    assert asyncio.run(wait_until(lambda: get_json(stack.sip_ports["http"], "/calls") == [], 30))

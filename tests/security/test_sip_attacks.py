@@ -1,0 +1,144 @@
+"""Hostile SIP against the gateway process (``python -m services.sip``), over UDP, TCP and
+WebSocket: malformed messages get a 400 and nothing else (a stream is then closed), floods and
+guessing are bounded, and the gateway keeps serving an honest client throughout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.sip_client import DOMAIN, SipClient, gateway_process, get_json, request
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[dict[str, int]]:
+    proc, ports = gateway_process({"SIP_WS_ORIGINS": "https://meet.example", })
+    with proc:
+        yield ports
+
+
+def client(kind: str, ports: dict[str, int], **kw: object) -> SipClient:
+    port = ports["ws"] if kind == "ws" else ports["sip"]
+    headers = {"Origin": "https://meet.example"} if kind == "ws" else None
+    return SipClient(kind, "127.0.0.1", port, ws_headers=headers, **kw)  # type: ignore[arg-type]
+
+
+def options(c: SipClient) -> bytes:
+    return request("OPTIONS", f"sip:{DOMAIN}", transport=c.via_transport, host=c.local).to_bytes()
+
+
+def still_serves(ports: dict[str, int]) -> None:
+    c = client("udp", ports)
+    try:
+        c.send_raw(options(c))
+        resp = c.recv()
+        assert resp is not None and resp.status == 200
+    finally:
+        c.close()
+
+
+MALFORMED = {
+    "content-length-too-big": lambda raw: raw.replace(b"Content-Length: 0", b"Content-Length: 99999"),
+    "content-length-negative": lambda raw: raw.replace(b"Content-Length: 0", b"Content-Length: -4"),
+    "content-length-junk": lambda raw: raw.replace(b"Content-Length: 0", b"Content-Length: 1e3"),
+    "no-call-id": lambda raw: b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"Call-ID")),
+    "no-cseq": lambda raw: b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"CSeq")),
+    "no-from": lambda raw: b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"From")),
+    "cseq-method-mismatch": lambda raw: raw.replace(b"1 OPTIONS", b"1 INVITE"),
+    "too-many-headers": lambda raw: raw.replace(b"Max-Forwards: 70\r\n", b"X-A: 1\r\n" * 200),
+    "oversized": lambda raw: raw.replace(b"Max-Forwards: 70\r\n", b"X-Pad: " + b"a" * 30000 + b"\r\n"),
+}
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp", "ws"])
+@pytest.mark.parametrize("attack", sorted(MALFORMED))
+def test_malformed_request_gets_400_and_nothing_else(gateway: dict[str, int], kind: str, attack: str) -> None:
+    if kind == "ws" and attack == "oversized":
+        pytest.skip("covered by test_oversized_websocket_message_closes_the_connection")
+    c = client(kind, gateway)
+    try:
+        raw = MALFORMED[attack](options(c))
+        c.send_raw(raw)
+        resp = c.recv(10)
+        assert resp is not None and resp.status == 400, resp
+        assert resp.call_id == "" or resp.call_id in raw.decode(errors="replace")
+        if kind in ("tcp", "ws") and attack.startswith(("content-length", "oversized")):
+            assert c.closed(10)  # the stream cannot be trusted after a bad length
+        else:
+            assert c.recv(1.0) is None  # nothing else
+    finally:
+        c.close()
+    still_serves(gateway)
+
+
+def test_oversized_websocket_message_closes_the_connection(gateway: dict[str, int]) -> None:
+    c = client("ws", gateway)
+    try:
+        c.send_raw(options(c).replace(b"Max-Forwards: 70\r\n", b"X-Pad: " + b"a" * 40000 + b"\r\n"))
+        assert c.closed(10)  # over the WebSocket message limit: 1009, no SIP answer
+    finally:
+        c.close()
+    still_serves(gateway)
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_garbage_gets_nothing(gateway: dict[str, int], kind: str) -> None:
+    c = client(kind, gateway)
+    try:
+        c.send_raw(b"\x16\x03\x01\x02\x00GARBAGE\r\n\r\n")
+        assert c.recv(1.5) is None
+    finally:
+        c.close()
+    still_serves(gateway)
+
+
+def test_response_never_answered(gateway: dict[str, int]) -> None:
+    c = client("udp", gateway)
+    try:
+        c.send_raw(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\n"
+                   b"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n")
+        assert c.recv(1.5) is None
+    finally:
+        c.close()
+
+
+def test_password_guessing_is_cut_off(gateway: dict[str, int]) -> None:
+    c = client("tcp", gateway)
+    try:
+        statuses = []
+        for i in range(25):
+            resp = c.register("alice", f"guess-{i}")
+            statuses.append(resp.status if resp else None)
+        assert statuses[0] == 401
+        assert statuses[-1] == 403  # blocked for this source, without a new challenge
+        assert get_json(gateway["http"], "/registrations") == []
+    finally:
+        c.close()
+
+
+def test_websocket_without_sip_subprotocol_or_from_foreign_origin_refused(gateway: dict[str, int]) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as info:
+        SipClient("ws", "127.0.0.1", gateway["ws"], subprotocols=["xmpp"],
+                  ws_headers={"Origin": "https://meet.example"})
+    assert info.value.response.status_code == 400
+    with pytest.raises(InvalidStatus) as info:
+        SipClient("ws", "127.0.0.1", gateway["ws"], ws_headers={"Origin": "https://evil.example"})
+    assert info.value.response.status_code == 403
+
+
+def test_invite_without_sdp_or_to_bad_room_refused(gateway: dict[str, int]) -> None:
+    c = client("udp", gateway)
+    try:
+        c.send(request("INVITE", f"sip:room@{DOMAIN}", host=c.local, to=f"<sip:room@{DOMAIN}>",
+                       extra=[("Contact", f"<sip:alice@{c.local}>")]))
+        resp = c.recv_final()
+        assert resp is not None and resp.status == 488
+        c.send(request("INVITE", f"sip:..%2f..@{DOMAIN}", host=c.local, to=f"<sip:x@{DOMAIN}>",
+                       extra=[("Contact", f"<sip:alice@{c.local}>")], body=b"v=0\r\n"))
+        resp = c.recv_final()
+        assert resp is not None and resp.status == 404
+    finally:
+        c.close()
