@@ -219,6 +219,12 @@ class MucService:
         self.reserved_nicks = {n: j.bare for n, j in (reserved_nicks or {}).items()}
         self.rooms: dict[JID, Room] = {}
         self.room_listeners: list[Callable[[Room, bool], None]] = []
+        # features hook here (services/xmpp/modules/): a check may refuse a join by raising
+        # MucError (the room is None before it exists); a stamp adds elements only the server
+        # may put in an occupant's presence (a client's own elements of those names are dropped)
+        self.join_checks: list[Callable[[Room | None, JID, JID, Element], None]] = []
+        self.presence_stamps: list[Callable[[JID], list[Element]]] = []
+        self.stamped: set[tuple[str, str]] = set()
 
     def disco_identity(self) -> tuple[str, str, str]:
         return ("conference", "text", self.name)
@@ -298,7 +304,7 @@ class MucService:
             raise MucError("jid-malformed", "join with room@host/nick")
         if occupant is not None:
             assert room is not None
-            occupant.payload = _presence_payload(stanza)
+            occupant.payload = self._payload(stanza, frm)
             if occupant.nick != to.resource:
                 self._change_nick(room, occupant, to.resource)
                 return
@@ -306,9 +312,20 @@ class MucService:
             return
         self._join(stanza, to, frm, room)
 
+    def _payload(self, stanza: Element, frm: JID) -> list[Element | str]:
+        payload = _presence_payload(stanza)
+        if not self.presence_stamps:
+            return payload
+        payload = [c for c in payload if not (isinstance(c, Element) and (c.name, c.ns) in self.stamped)]
+        for stamp in self.presence_stamps:
+            payload.extend(stamp(frm))
+        return payload
+
     def _join(self, stanza: Element, to: JID, frm: JID, room: Room | None) -> None:
         if self.presence_domains is not None and frm.domain not in self.presence_domains:
             raise MucError("forbidden", "only service accounts may join rooms here")
+        for check in self.join_checks:
+            check(room, frm, to, stanza)
         created = False
         if room is None:
             if self.creators is not None and frm.bare not in self.creators:
@@ -353,7 +370,7 @@ class MucService:
         role = ROLE_FOR_AFFILIATION.get(affiliation, "participant")
         if room.config.moderated and role == "participant" and affiliation == "none":
             role = "visitor"
-        occupant = Occupant(nick, frm, affiliation, role, _presence_payload(stanza))
+        occupant = Occupant(nick, frm, affiliation, role, self._payload(stanza, frm))
         # existing occupants to the newcomer
         for existing in list(room.occupants.values()):
             self._send_presence(room, existing, [occupant], codes=())
