@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .sasl import ScramCredential
 
-DEFAULT_FILE = "config/xmpp-users.json"
+DEFAULT_FILE = "config/xmpp/users.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}$")
 
 
