@@ -355,7 +355,7 @@ class MucService:
         if room.config.members_only and affiliation == "none":
             self._maybe_destroy(room)
             raise MucError("registration-required", "Members only")
-        if room.config.password:
+        if room.config.password and frm.bare not in self.admins:
             x = stanza.find("x", MUC)
             given = x.find("password", MUC) if x is not None else None
             if given is None or given.text != room.config.password:
@@ -734,6 +734,8 @@ class MucService:
         target = room.occupants.get(nick)
         if target is None:
             raise MucError("item-not-found", "No such occupant")
+        if target.real_jid.bare in self.admins and target is not actor:
+            raise MucError("not-allowed", "The focus cannot be kicked or demoted")
         rank = AFFILIATIONS.index
         if target.affiliation in ("owner", "admin") and rank(actor_aff) > rank(target.affiliation):
             raise MucError("not-allowed", "Cannot change the role of a higher affiliation")
