@@ -71,6 +71,14 @@ class Moderator:
             )
         )
 
+    def _requester(self, iq: slixmpp.Iq) -> str:
+        """The real JID behind an IQ: the broker's client proxy (``focus.<domain>``) sends it to
+        us from ``focus.<domain>/<the sender's full JID>``."""
+        sender = iq["from"]
+        if sender.bare == f"focus.{self.client.settings.xmpp.domain}" and sender.resource:
+            return str(sender.resource)
+        return str(sender)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -131,7 +139,7 @@ class Moderator:
         try:
             if not nick:
                 raise Refused("bad-request", "jid must be room@muc/nick")
-            action = self.core.mute_request(room, str(iq["from"]), nick, kind, mute)
+            action = self.core.mute_request(room, self._requester(iq), nick, kind, mute)
         except Refused as refused:
             self._log.info(refused.condition, "mute request from %s refused: %s", iq["from"], refused.text)
             send_iq_error(
@@ -181,7 +189,7 @@ class Moderator:
             if not isinstance(body, dict) or body.get("type") != "av_moderation":
                 raise Refused("feature-not-implemented", "only av_moderation messages are handled")
             room, kind = str(body.get("room", "")), str(body.get("kind", ""))
-            actor = str(iq["from"])
+            actor = self._requester(iq)
             if "jidToWhitelist" in body:
                 target_room, _, nick = str(body["jidToWhitelist"]).partition("/")
                 if target_room != room or not nick:
