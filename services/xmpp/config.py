@@ -131,6 +131,7 @@ class XmppConfig(Section):
     auth_domain: str = Field(min_length=1)
     muc_domain: str = Field(min_length=1)
     internal_muc_domain: str = Field(min_length=1)
+    lobby_domain: str = ""
     focus_component: str
     focus_resource: str
     focus_user: str
@@ -152,6 +153,10 @@ class XmppConfig(Section):
     auth: AuthConfig
 
     @property
+    def lobby_address(self) -> str:
+        return self.lobby_domain or f"lobby.{self.domain}"
+
+    @property
     def guest_domain(self) -> str:
         return self.auth.guest_domain or f"guest.{self.domain}"
 
@@ -169,6 +174,7 @@ ENV = [
     EnvVar("XMPP_AUTH_DOMAIN", "xmpp.auth-domain"),
     EnvVar("XMPP_MUC_DOMAIN", "xmpp.muc-domain"),
     EnvVar("XMPP_INTERNAL_MUC_DOMAIN", "xmpp.internal-muc-domain"),
+    EnvVar("XMPP_LOBBY_MUC_DOMAIN", "xmpp.lobby-domain"),
     EnvVar("JICOFO_AUTH_USER", "xmpp.focus-user"),
     EnvVar("JICOFO_AUTH_PASSWORD", "xmpp.focus-password"),
     EnvVar("JVB_AUTH_USER", "xmpp.jvb-user"),

@@ -25,6 +25,7 @@ from .metrics import BrokerCollector
 from .modules import guests, presence_identity, token_verification
 from .modules.client_proxy import ClientProxy
 from .modules.extdisco import ExtDiscoSettings, ExternalServices
+from .modules.lobby import Lobby
 from .modules.muc import MucService
 from .sasl import ScramCredential
 from .session import ClientSession, SessionLimits
@@ -101,6 +102,7 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
             guests.install(conference, cfg.guest_domain, cfg.domain)
     broker.add_component(conference)
     broker.add_component(brewery)
+    broker.add_component(Lobby(cfg.lobby_address, conference, broker.send_to))
     broker.guest_blocked = {cfg.auth_domain, cfg.internal_muc_domain}
 
     def resources_of(bare: JID) -> list[JID]:

@@ -24,6 +24,7 @@ Guests are hostile, so the service stamps what only it may say, the way Prosody'
 
 from __future__ import annotations
 
+import hmac
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -157,10 +158,11 @@ def _b(v: bool) -> str:
 
 
 class MucError(Exception):
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    def __init__(self, condition: str, text: str | None = None, extra: list[Element] | None = None) -> None:
         super().__init__(condition)
         self.condition = condition
         self.text = text
+        self.extra = extra or []  # more children of the <error/> (e.g. Jitsi's <lobbyroom/>)
 
 
 class Room:
@@ -225,6 +227,10 @@ class MucService:
         self.join_checks: list[Callable[[Room | None, JID, JID, Element], None]] = []
         self.presence_stamps: list[Callable[[JID], list[Element]]] = []
         self.stamped: set[tuple[str, str]] = set()
+        # told of refusals of members-only rooms (the lobby adds where to knock) and of
+        # affiliation changes (room, bare JID, new affiliation, actor)
+        self.members_only_refusal: Callable[[Room], list[Element]] | None = None
+        self.affiliation_listeners: list[Callable[[Room, JID, str, Occupant], None]] = []
 
     def disco_identity(self) -> tuple[str, str, str]:
         return ("conference", "text", self.name)
@@ -247,11 +253,17 @@ class MucService:
             elif kind == "iq":
                 self._iq(stanza, to, frm, room)
         except MucError as err:
-            self._error(stanza, err.condition, err.text)
+            self._error(stanza, err.condition, err.text, err.extra)
 
-    def _error(self, stanza: Element, condition: str, text: str | None = None) -> None:
+    def _error(
+        self, stanza: Element, condition: str, text: str | None = None, extra: list[Element] | None = None
+    ) -> None:
         reply = error_reply(stanza, condition, text)
         if reply is not None:
+            if extra:
+                error = reply.find("error")
+                if error is not None:
+                    error.children.extend(extra)
             self.route_from_component(reply)
 
     def route_from_component(self, stanza: Element) -> None:
@@ -352,15 +364,21 @@ class MucService:
         if affiliation == "outcast":
             self._maybe_destroy(room)
             raise MucError("forbidden", "You are banned from this room")
-        if room.config.members_only and affiliation == "none":
-            self._maybe_destroy(room)
-            raise MucError("registration-required", "Members only")
+        password_ok = False
         if room.config.password and frm.bare not in self.admins:
             x = stanza.find("x", MUC)
             given = x.find("password", MUC) if x is not None else None
-            if given is None or given.text != room.config.password:
-                self._maybe_destroy(room)
-                raise MucError("not-authorized", "Password required")
+            password_ok = given is not None and hmac.compare_digest(
+                given.text.encode(), room.config.password.encode()
+            )
+        if room.config.members_only and affiliation == "none" and not password_ok:
+            # (the room's password lets one past the lobby, as mod_muc_lobby_rooms)
+            self._maybe_destroy(room)
+            extra = self.members_only_refusal(room) if self.members_only_refusal is not None else []
+            raise MucError("registration-required", "Members only: knock in the lobby", extra)
+        if room.config.password and frm.bare not in self.admins and not password_ok:
+            self._maybe_destroy(room)
+            raise MucError("not-authorized", "Password required")
         if (
             room.config.max_users
             and len(room.occupants) >= room.config.max_users
@@ -775,6 +793,8 @@ class MucService:
             room.affiliations.pop(bare, None)
         else:
             room.affiliations[bare] = affiliation
+        for listener in self.affiliation_listeners:
+            listener(room, bare, affiliation, actor)
         for occ in [o for o in room.occupants.values() if o.real_jid.bare == bare]:
             occ.affiliation = affiliation
             if affiliation == "outcast":
