@@ -82,6 +82,23 @@ const parley = {
   stopRecording() {
     return state.meeting.stopRecording();
   },
+  /** Audio received per remote endpoint (getStats inbound-rtp): {endpoint: {packetsReceived, bytesReceived}}. */
+  async audioStats() {
+    const m = state.meeting;
+    if (!m?.pc) return {};
+    const owner = new Map();
+    for (const [endpoint, person] of m.roster.people) {
+      const track = person.tracks.get('audio');
+      if (track) owner.set(track.id, endpoint);
+    }
+    const out = {};
+    (await m.pc.getStats()).forEach((r) => {
+      if (r.type !== 'inbound-rtp' || r.kind !== 'audio') return;
+      const endpoint = owner.get(r.trackIdentifier);
+      if (endpoint) out[endpoint] = { packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived };
+    });
+    return out;
+  },
   /** Our role, the others' roles, moderator mutes and knockers (moderation.js). */
   get moderation() {
     const m = state.moderation;
