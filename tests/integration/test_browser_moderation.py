@@ -69,7 +69,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    stack = LauncherStack(tmp_path_factory.mktemp("moderation") / "run", bridges=1).start()
+    stack = LauncherStack(tmp_path_factory.mktemp("moderation") / "run", bridges=1).start(timeout=400)
     try:
         with browsers() as pool:
             yield Env(stack, pool)
