@@ -372,6 +372,8 @@ function createMeeting(room, name) {
   meeting.roster.onChange((...args) => current() && onRosterChange(...args));
   meeting.addEventListener('status', ({ detail }) => {
     if (!current()) return;
+    // from the MUC join on: roles arrive with the room's first presences
+    if (detail.phase === 'joining') attachModeration(meeting);
     parley.phase = detail.phase;
     const line = $('status-line');
     line.hidden = !detail.text;
@@ -440,10 +442,15 @@ function renderMeeting(meeting) {
   renderControls();
 }
 
-/** The page's moderation for a joined meeting (moderation.js, moderation-ui.js). */
-function attachModeration(meeting) {
+function detachModeration() {
   state.moderationUi?.close();
   state.moderation?.close();
+  state.moderationUi = state.moderation = null;
+}
+
+/** The page's moderation for a meeting joining its room (moderation.js, moderation-ui.js). */
+function attachModeration(meeting) {
+  detachModeration();
   const moderation = new Moderation(meeting);
   state.moderation = moderation;
   state.moderationUi = new ModerationUi(moderation, {
@@ -498,10 +505,10 @@ async function join(room, name) {
       state.authFailure = e.message;
     }
     if (parley.state !== 'prejoin' && parley.state !== 'left') show('prejoin');
+    detachModeration();
     fail(e.kind ?? 'server', e.message);
     return;
   }
-  attachModeration(meeting);
   parley.timings.joinedMs = Math.round(performance.now() - parley.timings.joinClicked);
   $('room-title').textContent = room;
   $('chat-log').replaceChildren();
@@ -546,7 +553,6 @@ async function reconnect(why) {
     }
     parley.endpointId = meeting.endpointId;
     renderMeeting(meeting);
-    attachModeration(meeting);
     banner.hide();
     break;
   }
@@ -554,9 +560,7 @@ async function reconnect(why) {
 }
 
 function leave(detail, title = 'You left the meeting') {
-  state.moderationUi?.close();
-  state.moderation?.close();
-  state.moderationUi = state.moderation = null;
+  detachModeration();
   state.meeting?.leave();
   state.meeting = null;
   state.pinned = null;
