@@ -44,7 +44,7 @@ class Person:
         return int(stats.get(endpoint, {}).get("packetsReceived", 0))
 
 
-def wait_until(what: str, cond, timeout: float = 30.0, people: list[Person] | None = None) -> None:  # type: ignore[no-untyped-def]
+def wait_until(what: str, cond, timeout: float = 90.0, people: list[Person] | None = None) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -63,7 +63,7 @@ class Env:
         log = console_log(page)
         page.goto(f"{self.stack.front}/{room}?name={name}")
         if wait_meeting:
-            page.wait_for_selector("#meeting:not([hidden])", timeout=45_000)
+            page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
         return Person(name, page, log)
 
 
@@ -134,15 +134,15 @@ def test_lobby_admit_and_deny(env: Env) -> None:
                people=[host])
     guest = env.person(room, "Guest", wait_meeting=False)
     people = [host, guest]
-    guest.page.wait_for_selector("#lobby:not([hidden])", timeout=45_000)
-    host.page.wait_for_selector(".knock:has-text('Guest wants to join')", timeout=30_000)
+    guest.page.wait_for_selector("#lobby:not([hidden])", timeout=120_000)
+    host.page.wait_for_selector(".knock:has-text('Guest wants to join')", timeout=90_000)
     host.page.click(".knock:has-text('Guest') .admit")
-    guest.page.wait_for_selector("#meeting:not([hidden])", timeout=45_000)
+    guest.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
     assert guest.page.evaluate("window.parley.lobby") == "admitted"
     troll = env.person(room, "Troll", wait_meeting=False)
     people.append(troll)
-    troll.page.wait_for_selector("#lobby:not([hidden])", timeout=45_000)
-    host.page.wait_for_selector(".knock:has-text('Troll wants to join')", timeout=30_000)
+    troll.page.wait_for_selector("#lobby:not([hidden])", timeout=120_000)
+    host.page.wait_for_selector(".knock:has-text('Troll wants to join')", timeout=90_000)
     host.page.click(".knock:has-text('Troll') .deny")
     wait_until("the troll to be told", lambda: troll.page.evaluate("window.parley.lobby") == "denied", people=people)
     wait_until("the denial to show", lambda: "did not let you in" in troll.page.inner_text("#banner"), people=people)

@@ -152,3 +152,43 @@ def test_conference_request_needs_a_logged_in_session(stack: Stack) -> None:
         assert g.closed_by_server() or "not-authorized" in "".join(g.seen)
     finally:
         g.close()
+
+
+def test_only_moderators_run_the_lobby(stack: Stack) -> None:
+    room = "doorway"
+    host = guest(stack, room=room, moderator=True)
+    troll = guest(stack, room=room, moderator=False)
+    knocker = guest(stack, room=room, moderator=False)
+    try:
+        host.request_conference(room)
+        host.join(room, "host")
+        host.recv_until(re.compile(r"from='doorway@muc.meet.jitsi/host'[^>]*>.*role='moderator'"), timeout=15)
+        troll.join(room, "troll")
+        form = (
+            "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>"
+            "<field var='muc#roomconfig_membersonly'><value>1</value></field></x></query>"
+        )
+        ident = uuid.uuid4().hex[:8]
+        troll.send(f"<iq xmlns='jabber:client' type='set' id='{ident}' to='{room}@{MUC}'>{form}</iq>")
+        assert "forbidden" in troll.recv_until(f"id='{ident}'")
+        host.send(f"<iq xmlns='jabber:client' type='set' id='lobby-on' to='{room}@{MUC}'>{form}</iq>")
+        assert "type='result'" in host.recv_until("id='lobby-on'")
+        answer = knocker.join(room, "knocker")
+        assert "registration-required" in answer and "lobbyroom" in answer, answer
+        knocker.send(f"<presence xmlns='jabber:client' to='{room}@lobby.meet.jitsi/knocker'/>")
+        knocker.recv_until("code='110'")
+        # a participant can neither deny nor admit
+        ident = uuid.uuid4().hex[:8]
+        troll.send(
+            f"<iq xmlns='jabber:client' type='set' id='{ident}' to='{room}@lobby.meet.jitsi'>"
+            "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='knocker' role='none'/></query></iq>"
+        )
+        assert "forbidden" in troll.recv_until(f"id='{ident}'")
+        grant = admin_iq(troll, room, f"<item affiliation='member' jid='{knocker.jid.split('/')[0]}'/>")
+        assert "forbidden" in grant, grant
+        # a knocker cannot slip in under another name either
+        again = knocker.join(room, "someone-else")
+        assert "registration-required" in again
+    finally:
+        for g in (host, troll, knocker):
+            g.close()
