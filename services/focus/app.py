@@ -12,6 +12,7 @@ from .colibri_client import ColibriClient
 from .config import FocusSettings
 from .focus import Focus
 from .http_api import create_app
+from .moderator import Moderator
 from .store import open_store
 from .xmpp import FocusXmpp
 
@@ -26,6 +27,7 @@ async def main(settings: FocusSettings) -> None:
     client = FocusXmpp(settings, focus, focus.jibri)
     focus.signaling = client
     focus.jibri.signaling = client
+    Moderator(client, focus, settings.authentication.enabled)
     server = await serve_http(
         create_app(focus, client.ready.is_set, client.session_stats), settings.rest.host, settings.rest.port
     )

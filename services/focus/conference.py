@@ -49,6 +49,9 @@ class Participant(BaseModel):
     # does not keep the conference alive; ``recording`` is its Jibri session id
     hidden: bool = False
     recording: str | None = None
+    # kinds ("audio", "video") a moderator muted: the bridge forwards none of them (its channel
+    # is recvonly, services/focus/moderation.py), across bridge moves too
+    muted: list[str] = Field(default_factory=list)
 
     @property
     def has_session(self) -> bool:

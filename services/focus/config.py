@@ -81,7 +81,16 @@ class RestSettings(Section):
     port: int = Field(ge=0, le=65535)
 
 
+class AuthenticationSettings(Section):
+    enabled: bool = False
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 class FocusSettings(Section):
+    authentication: AuthenticationSettings = AuthenticationSettings()
     xmpp: XmppSettings
     bridge: BridgeSettings
     conference: ConferenceSettings
@@ -130,6 +139,7 @@ ENV_VARS = [
     EnvVar("JICOFO_HTTP_PORT", "jicofo.rest.port", int),
     EnvVar("JICOFO_HTTP_HOST", "jicofo.rest.host"),
     EnvVar("REDIS_URL", "jicofo.redis-url"),
+    EnvVar("ENABLE_AUTH", "jicofo.authentication.enabled", _flag),
 ]
 
 

@@ -65,6 +65,7 @@ def allocation_request(
         expire=s.channel_expire,
         enable_sctp=s.enable_sctp,
         last_n=s.last_n,
+        muted=participant.muted,
     )
 
 

@@ -167,6 +167,22 @@ class Focus:
                 if participant.state is ParticipantState.JOINED:
                     await self._invite_locked(conf, participant)
 
+    async def set_muted(self, room: str, nick: str, kinds: list[str]) -> bool:
+        """Force-mute ``kinds`` of a participant at the bridge (and only those): its channels
+        become receive-only (services/focus/moderation.py). False if it has no participant."""
+        async with self._lock(room):
+            conf = self.conferences.get(room)
+            participant = conf.participants.get(nick) if conf is not None else None
+            if conf is None or participant is None:
+                return False
+            participant.muted = sorted(kinds)
+            if conf.colibri_id is not None and participant.channels:
+                await self._perform(
+                    conf, flows.Outbox(patches=[offer.mute_patch(conf.colibri_id, participant)])
+                )
+            await self._save(conf)
+            return True
+
     # ------------------------------------------------------------------ XMPP events
     async def conference_request(self, room: str, requester: str) -> None:
         """Raises :class:`RequestRefused` when ``requester`` asks too often."""

@@ -8,6 +8,7 @@ browsers share), source ownership, and the Colibri fields of an answer.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from services.common import colibri
@@ -71,6 +72,7 @@ def allocation_request(
     expire: int,
     enable_sctp: bool = False,
     last_n: int = -1,
+    muted: Collection[str] = (),
 ) -> colibri.Conference:
     """Audio, video (and data) for one endpoint in one channel-bundle (Colibri REST v1 join example, step 3; docs/protocols.md#colibri-rest).
 
@@ -84,7 +86,7 @@ def allocation_request(
                     expire=expire,
                     initiator=True,
                     endpoint=endpoint_id,
-                    direction="sendrecv",
+                    direction="recvonly" if media in muted else "sendrecv",
                     channel_bundle_id=endpoint_id,
                     last_n=last_n if media == "video" and last_n >= 0 else None,
                 )
@@ -109,6 +111,27 @@ def allocation_request(
         )
     bundle = colibri.ChannelBundle(id=endpoint_id, transport=colibri.IceUdpTransport(rtcp_mux=True))
     return colibri.Conference(id=colibri_id, contents=contents, channel_bundles=[bundle])
+
+
+def mute_patch(colibri_id: str, participant: Participant) -> colibri.Conference:
+    """PATCH body making each of a participant's channels receive-only when its kind is muted
+    (and send-receive again when not): Jicofo's mute over Colibri; the bridge then forwards
+    nothing of that kind from it, whatever its client sends."""
+    contents = [
+        colibri.Content(
+            name=media,  # type: ignore[arg-type]
+            channels=[
+                colibri.Channel(
+                    id=participant.channels[media],
+                    endpoint=participant.endpoint_id,
+                    direction="recvonly" if media in participant.muted else "sendrecv",
+                )
+            ],
+        )
+        for media in RTP_MEDIA
+        if media in participant.channels
+    ]
+    return colibri.Conference(id=colibri_id, contents=contents)
 
 
 def read_allocation(response: colibri.Conference, endpoint_id: str) -> Allocation:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Protocol
 
 import slixmpp
@@ -128,6 +129,9 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         self._refused_log = RateLimitedLogger(log)
         self._rooms: dict[str, asyncio.Task[set[str]]] = {}
         self._joins: dict[str, tuple[asyncio.Future[set[int]], set[str]]] = {}
+        # called with (room, nick, presence type, presence) after the orchestrator saw an
+        # occupant's presence (services/focus/moderator.py)
+        self.occupant_listeners: list[Callable[[str, str, str | None, ET.Element], None]] = []
         self.add_event_handler("session_start", self._session_start)
         self.add_event_handler("disconnected", self._disconnected)
         self.register_handler(
@@ -315,6 +319,10 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
             if join is not None:
                 join[1].add(nick)
             self.events.occupant_joined(room, nick, str(sender), _real_jid(el))
+        else:
+            return
+        for listener in self.occupant_listeners:
+            listener(room, nick, ptype, el)
 
     def _brewery_presence(self, nick: str, ptype: str | None, el: ET.Element) -> None:
         if nick == self.settings.xmpp.nick:

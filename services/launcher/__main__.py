@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from services.launcher.plan import REPO, StackSettings, build_plan
+from services.launcher.plan import AUTH_VARIABLES, REPO, StackSettings, build_plan
 from services.launcher.supervisor import run_stack
 
 
@@ -47,6 +47,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> StackSet
         advertise_ips=environ.get("JVB_ADVERTISE_IPS") or "127.0.0.1",
         turn=not args.no_turn,
         turn_relay_ports=_port_range(args.turn_relay_ports),
+        auth={k: environ[k] for k in AUTH_VARIABLES if environ.get(k)},
         **extra,
     )
 

@@ -43,6 +43,8 @@ class StackSettings:
     python: str = sys.executable
     log_level: str = "INFO"
     advertise_ips: str = "127.0.0.1"  # the bridges' host candidates (JVB_ADVERTISE_IPS)
+    # authentication (docs/authentication.md): AUTH_VARIABLES taken from the launcher's environment
+    auth: dict[str, str] = field(default_factory=dict)
 
     def port(self, base: int) -> int:
         return base + self.port_offset
@@ -86,6 +88,25 @@ class StackPlan:
         return render_nginx_config(self)
 
 
+# docker-jitsi-meet's authentication variables, passed to the broker, the focus and the web client
+AUTH_VARIABLES = (
+    "ENABLE_AUTH",
+    "AUTH_TYPE",
+    "ENABLE_GUESTS",
+    "XMPP_GUEST_DOMAIN",
+    "XMPP_USERS_FILE",
+    "JWT_APP_ID",
+    "JWT_APP_SECRET",
+    "JWT_ACCEPTED_ISSUERS",
+    "JWT_ACCEPTED_AUDIENCES",
+    "JWT_ASAP_KEYSERVER",
+    "JWT_PUBLIC_KEY_FILE",
+    "JWT_ALLOW_EMPTY",
+)
+# what the focus and the web client need of them (never the secret)
+PUBLIC_AUTH_VARIABLES = ("ENABLE_AUTH", "AUTH_TYPE", "ENABLE_GUESTS", "XMPP_GUEST_DOMAIN")
+
+
 def _xmpp_names(domain: str) -> dict[str, str]:
     return {
         "XMPP_DOMAIN": domain,
@@ -127,6 +148,7 @@ def build_plan(s: StackSettings) -> StackPlan:
     )
     focus_http, web_http = s.port(8888), s.port(8100)
     xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
+    public_auth = {k: v for k, v in s.auth.items() if k in PUBLIC_AUTH_VARIABLES}
     procs = [
         ProcessSpec(
             "xmpp",
@@ -135,6 +157,7 @@ def build_plan(s: StackSettings) -> StackPlan:
                 **common,
                 **accounts,
                 **turn_client,
+                **s.auth,
                 "XMPP_C2S_PORT": str(c2s),
                 "XMPP_HTTP_PORT": str(xmpp_http),
                 "XMPP_BIND_ADDRESS": "127.0.0.1",
@@ -188,6 +211,7 @@ def build_plan(s: StackSettings) -> StackPlan:
                 "JICOFO_AUTH_PASSWORD": s.focus_password,
                 "JICOFO_HTTP_HOST": "127.0.0.1",
                 "JICOFO_HTTP_PORT": str(focus_http),
+                **public_auth,
                 "JVB_BREWERY_MUC": "jvbbrewery",
                 # also published by each bridge in its brewery stats; this covers older bridges
                 "JICOFO_BRIDGE_COLIBRI_URLS": ",".join(
@@ -254,7 +278,7 @@ def build_plan(s: StackSettings) -> StackPlan:
         ProcessSpec(
             "web",
             [py, "-m", "services.web"],
-            {**common, "WEB_HTTP_HOST": "127.0.0.1", "WEB_HTTP_PORT": str(web_http)},
+            {**common, **public_auth, "WEB_HTTP_HOST": "127.0.0.1", "WEB_HTTP_PORT": str(web_http)},
             [web_http],
             [],
             f"http://127.0.0.1:{web_http}/health",

@@ -37,8 +37,9 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from services.common import jingle
-from services.common.jingle import Jingle, SdpOffer
+from services.common import jingle, jingle_sdp
+from services.common.jingle import Jingle
+from services.common.jingle_sdp import SdpOffer
 from services.common.logging import RateLimitedLogger
 
 from . import audio
@@ -288,7 +289,7 @@ class MeetingLeg(slixmpp.ClientXMPP):
                 t.direction = "sendrecv"
         self._inactivate_video()
         await pc.setLocalDescription(await pc.createAnswer())
-        contents = jingle.parse_sdp_answer(pc.localDescription.sdp, owner=self.occupant_jid, name_prefix=self.nick)
+        contents = jingle_sdp.parse_sdp_answer(pc.localDescription.sdp, owner=self.occupant_jid, name_prefix=self.nick)
         wanted = {c.name for c in message.contents if c.name != "video"}
         accept = Jingle(action="session-accept", sid=message.sid, responder=str(self.boundjid),
                         contents=[c for c in contents if c.name in wanted], bundle=sorted(wanted))

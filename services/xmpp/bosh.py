@@ -55,7 +55,14 @@ class BoshSession:
     transport_name = "bosh"
 
     def __init__(
-        self, service: BoshService, sid: str, rid: int, wait: float, hold: int, address: str = ""
+        self,
+        service: BoshService,
+        sid: str,
+        rid: int,
+        wait: float,
+        hold: int,
+        address: str = "",
+        token: str = "",
     ) -> None:
         self.service = service
         self.sid = sid
@@ -67,7 +74,7 @@ class BoshSession:
         self.held: asyncio.Future[None] | None = None
         self.terminated = False
         self.last_request = time.monotonic()
-        self.link = Link(BoshFraming(), self.write, self.close, secure=False, address=address)
+        self.link = Link(BoshFraming(), self.write, self.close, secure=False, address=address, token=token)
         self.session: ClientSession = service.server.open_session(self.link)
 
     def write(self, data: bytes) -> None:
@@ -122,7 +129,9 @@ class BoshService:
 
         return HttpResponse(status, body, "text/xml; charset=utf-8", list(CORS))
 
-    def handle_http(self, method: str, headers: dict[str, str], body: bytes, address: str = ""):  # type: ignore[no-untyped-def]
+    def handle_http(  # type: ignore[no-untyped-def]
+        self, method: str, headers: dict[str, str], body: bytes, address: str = "", token: str = ""
+    ):
         if method == "OPTIONS":
             return self._response(200, b"")
         if method != "POST":
@@ -145,7 +154,8 @@ class BoshService:
             return self._terminate("bad-request", "rid missing")
         sid = root.get("sid")
         if sid is None:
-            return self._create(root, rid, address)
+            self.server.token_seen(token)
+            return self._create(root, rid, address, token)
         bs = self.sessions.get(sid)
         if bs is None:
             return self._terminate("item-not-found", "unknown sid")
@@ -158,7 +168,7 @@ class BoshService:
             f"<body xmlns='{BOSH_NS}' type='terminate' condition='{condition}'/>".encode(),
         )
 
-    def _create(self, root: Element, rid: int, address: str = "") -> HttpResponse:
+    def _create(self, root: Element, rid: int, address: str = "", token: str = "") -> HttpResponse:
         to = root.get("to") or ""
         if self.per_address[address] >= self.config.max_sessions_per_address:
             # XEP-0124 section 17.2: a condition that ends only this request's would-be session
@@ -167,7 +177,7 @@ class BoshService:
         wait = _bounded(root.get("wait"), self.config.max_wait, 1.0, self.config.max_wait)
         hold = int(_bounded(root.get("hold"), 1, 1, self.config.hold))
         sid = secrets.token_hex(16)
-        bs = BoshSession(self, sid, rid, wait, hold, address)
+        bs = BoshSession(self, sid, rid, wait, hold, address, token)
         self._add(bs)
         bs.session.receive(StreamOpened(STREAM_NS, "stream", {"to": to, "version": "1.0"}))
         if bs.terminated:

@@ -12,7 +12,7 @@ write per recipient.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +21,7 @@ from .jid import JID, InvalidJid, parse_jid
 from .limits import log_limited
 from .sasl import ScramCredential
 from .stanza import error_reply
+from .tokens import TokenVerifier
 from .xml import CLIENT_NS, Element, escape_attr
 
 log = logging.getLogger("xmpp.broker")
@@ -61,7 +62,17 @@ class HostPolicy:
 
     domain: str
     anonymous: bool = False
-    accounts: dict[str, ScramCredential] = field(default_factory=dict)
+    accounts: Mapping[str, ScramCredential] = field(default_factory=dict)
+    # anonymous logins need a valid JWT (?token= on the URL; services/xmpp/tokens.py)
+    tokens: TokenVerifier | None = None
+    allow_empty_token: bool = False
+    # people's accounts (AUTH_TYPE=internal): log in from anywhere, unlike the service accounts
+    public_login: bool = False
+
+    @property
+    def guest(self) -> bool:
+        """Sessions here may not address the service accounts' host or the internal MUC."""
+        return self.anonymous or self.public_login
 
     @property
     def mechanisms(self) -> list[str]:
@@ -182,7 +193,7 @@ class Broker:
             return
         if to.domain in self.guest_blocked:
             host = self.hosts.get(frm.domain)
-            if host is not None and host.anonymous:
+            if host is not None and host.guest:
                 self.bounce(stanza, "service-unavailable")
                 return
         component = self.components.get(to.domain)

@@ -94,11 +94,43 @@ class ExtDiscoConfig(Section):
         return value
 
 
+class JwtConfig(Section):
+    app_id: str
+    app_secret: str
+    accepted_issuers: list[str]
+    accepted_audiences: list[str]
+    asap_keyserver: str
+    public_key_file: str
+    allow_empty: bool
+
+
+class AuthConfig(Section):
+    enabled: bool
+    type: str
+    guests: bool
+    guest_domain: str
+    users_file: str
+    jwt: JwtConfig
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in ("internal", "jwt"):
+            raise ValueError("AUTH_TYPE is internal or jwt")
+        return value
+
+
+def flag(value: str) -> bool:
+    """docker-jitsi-meet's booleans: ``1``/``true``/``yes`` (any case) are true."""
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 class XmppConfig(Section):
     domain: str = Field(min_length=1)
     auth_domain: str = Field(min_length=1)
     muc_domain: str = Field(min_length=1)
     internal_muc_domain: str = Field(min_length=1)
+    lobby_domain: str = ""
     focus_component: str
     focus_resource: str
     focus_user: str
@@ -117,6 +149,15 @@ class XmppConfig(Section):
     admin: AdminConfig
     cluster: ClusterConfig
     extdisco: ExtDiscoConfig
+    auth: AuthConfig
+
+    @property
+    def lobby_address(self) -> str:
+        return self.lobby_domain or f"lobby.{self.domain}"
+
+    @property
+    def guest_domain(self) -> str:
+        return self.auth.guest_domain or f"guest.{self.domain}"
 
     @model_validator(mode="before")
     @classmethod
@@ -137,6 +178,7 @@ ENV = [
     EnvVar("XMPP_AUTH_DOMAIN", "xmpp.auth-domain"),
     EnvVar("XMPP_MUC_DOMAIN", "xmpp.muc-domain"),
     EnvVar("XMPP_INTERNAL_MUC_DOMAIN", "xmpp.internal-muc-domain"),
+    EnvVar("XMPP_LOBBY_MUC_DOMAIN", "xmpp.lobby-domain"),
     EnvVar("JICOFO_AUTH_USER", "xmpp.focus-user"),
     EnvVar("JICOFO_AUTH_PASSWORD", "xmpp.focus-password"),
     EnvVar("JVB_AUTH_USER", "xmpp.jvb-user"),
@@ -168,6 +210,18 @@ ENV = [
     EnvVar("TURNS_PORT", "xmpp.extdisco.turns-port", int),
     EnvVar("TURN_TRANSPORT", "xmpp.extdisco.transports", split_list),
     EnvVar("TURN_TTL", "xmpp.extdisco.ttl", int),
+    EnvVar("ENABLE_AUTH", "xmpp.auth.enabled", flag),
+    EnvVar("AUTH_TYPE", "xmpp.auth.type"),
+    EnvVar("ENABLE_GUESTS", "xmpp.auth.guests", flag),
+    EnvVar("XMPP_GUEST_DOMAIN", "xmpp.auth.guest-domain"),
+    EnvVar("XMPP_USERS_FILE", "xmpp.auth.users-file"),
+    EnvVar("JWT_APP_ID", "xmpp.auth.jwt.app-id"),
+    EnvVar("JWT_APP_SECRET", "xmpp.auth.jwt.app-secret"),
+    EnvVar("JWT_ACCEPTED_ISSUERS", "xmpp.auth.jwt.accepted-issuers", split_list),
+    EnvVar("JWT_ACCEPTED_AUDIENCES", "xmpp.auth.jwt.accepted-audiences", split_list),
+    EnvVar("JWT_ASAP_KEYSERVER", "xmpp.auth.jwt.asap-keyserver"),
+    EnvVar("JWT_PUBLIC_KEY_FILE", "xmpp.auth.jwt.public-key-file"),
+    EnvVar("JWT_ALLOW_EMPTY", "xmpp.auth.jwt.allow-empty", flag),
 ]
 
 

@@ -49,6 +49,10 @@ class ServerContext(Protocol):
 
     def is_internal(self, peer_ip: str) -> bool: ...
 
+    def token_seen(self, token: str) -> None:
+        """A connection brought a token (``?token=``): its signing key may be fetched ahead of SASL."""
+        ...
+
     def client_address(self, peer_ip: str, headers: dict[str, str]) -> str: ...
 
     def connection_opened(self, conn: Connection) -> None: ...
@@ -66,4 +70,5 @@ class ServerContext(Protocol):
         peer: str,
         address: str = "",
         query: dict[str, str] | None = None,
+        token: str = "",
     ) -> HttpResponse | Awaitable[HttpResponse]: ...

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from scramp import ScramException, ScramMechanism
 
+from .tokens import KeyPending, TokenClaims, TokenError, TokenVerifier
+
 SCRAM_ITERATIONS = 4096
 _SCRAM = ScramMechanism("SCRAM-SHA-1")
 
@@ -88,6 +90,30 @@ class Anonymous(Mechanism):
     name = "ANONYMOUS"
 
     def start(self, initial: bytes | None) -> SaslStep:
+        return SaslStep(success=True, username=str(uuid.uuid4()))
+
+
+class TokenAnonymous(Mechanism):
+    """ANONYMOUS that succeeds only with a valid JWT from the connection's URL (Jitsi's
+    mod_auth_token: lib-jitsi-meet logs in anonymously and puts ``?token=`` on the URL)."""
+
+    name = "ANONYMOUS"
+
+    def __init__(self, verifier: TokenVerifier, token: str, allow_empty: bool = False) -> None:
+        self.verifier = verifier
+        self.token = token
+        self.allow_empty = allow_empty
+        self.claims: TokenClaims | None = None
+
+    def start(self, initial: bytes | None) -> SaslStep:
+        if not self.token and self.allow_empty:
+            return SaslStep(success=True, username=str(uuid.uuid4()))
+        try:
+            self.claims = self.verifier.verify(self.token)
+        except KeyPending as pending:
+            raise SaslFailure("temporary-auth-failure", pending.reason) from None
+        except TokenError as err:
+            raise SaslFailure("not-authorized", err.reason) from None
         return SaslStep(success=True, username=str(uuid.uuid4()))
 
 

@@ -10,6 +10,7 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,18 +24,22 @@ from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
-from .limits import LoginGuard, MemoryTrimmer, in_networks
+from .limits import LoginGuard, MemoryTrimmer, in_networks, log_limited
 from .metrics import BrokerCollector
+from .modules import guests, presence_identity, token_verification
 from .modules.client_proxy import ClientProxy
 from .modules.extdisco import ExtDiscoSettings, ExternalServices
+from .modules.lobby import Lobby
 from .modules.muc import MucService
 from .modules.presence_throttle import PresenceThrottle
 from .sasl import ScramCredential
 from .session import ClientSession, Link, SessionLimits
 from .stream_management import ResumptionRegistry
+from .tokens import TokenClaims, TokenSettings, TokenVerifier, keyserver_url
 from .transports.http import HttpConnection, HttpResponse, WebSocketSession
 from .transports.slices import SliceScheduler
 from .transports.tcp import TcpConnection
+from .users import UserStore, users_path
 from .xml import ElementBudget
 
 log = logging.getLogger("xmpp.server")
@@ -56,12 +61,19 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
         accounts[acct.user.lower()] = ScramCredential.from_config(
             acct.salt, acct.stored_key, acct.server_key, acct.iterations
         )
-    broker = Broker(
-        [
-            HostPolicy(cfg.domain, anonymous=True),
-            HostPolicy(cfg.auth_domain, anonymous=False, accounts=accounts),
-        ]
-    )
+    auth = cfg.auth
+    verifier = token_verifier(cfg) if auth.enabled and auth.type == "jwt" else None
+    if auth.enabled and auth.type == "internal":
+        # people's accounts on the client host; service accounts stay on the auth host
+        login = HostPolicy(cfg.domain, accounts=UserStore(users_path(auth.users_file)), public_login=True)
+    else:
+        login = HostPolicy(
+            cfg.domain, anonymous=True, tokens=verifier, allow_empty_token=auth.jwt.allow_empty
+        )
+    hosts = [login, HostPolicy(cfg.auth_domain, anonymous=False, accounts=accounts)]
+    if auth.enabled and auth.guests:
+        hosts.append(HostPolicy(cfg.guest_domain, anonymous=True))
+    broker = Broker(hosts)
     focus = JID(cfg.focus_user.lower(), cfg.auth_domain, "")
     conference = MucService(
         cfg.muc_domain,
@@ -83,8 +95,22 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
         presence_domains={cfg.auth_domain},
         name="Internal",
     )
+    if auth.enabled:
+
+        def claims_of(jid: JID) -> TokenClaims | None:
+            session = broker.session_for(jid)
+            return getattr(session, "claims", None)
+
+        def account_of(jid: JID) -> str | None:
+            return jid.node if jid.domain == cfg.domain and login.public_login else None
+
+        token_verification.install(conference, claims_of)
+        presence_identity.install(conference, claims_of, account_of)
+        if auth.guests:
+            guests.install(conference, cfg.guest_domain, cfg.domain)
     broker.add_component(conference)
     broker.add_component(brewery)
+    broker.add_component(Lobby(cfg.lobby_address, conference, broker.send_to))
     broker.guest_blocked = {cfg.auth_domain, cfg.internal_muc_domain}
 
     def resources_of(bare: JID) -> list[JID]:
@@ -99,6 +125,21 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
 
 def _call_later(delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
     return asyncio.get_running_loop().call_later(delay, fn)
+def token_verifier(cfg: XmppConfig) -> TokenVerifier:
+    """The JWT settings (``JWT_*``) as a verifier; a local public key file is read here."""
+    jwt_cfg = cfg.auth.jwt
+    keys: dict[str, str] = {}
+    if jwt_cfg.public_key_file:
+        keys[""] = Path(jwt_cfg.public_key_file).read_text()
+    settings = TokenSettings(
+        app_id=jwt_cfg.app_id,
+        app_secret=jwt_cfg.app_secret,
+        accepted_issuers=tuple(jwt_cfg.accepted_issuers),
+        accepted_audiences=tuple(jwt_cfg.accepted_audiences) or ("*",),
+        public_keys=keys,
+        keyserver=jwt_cfg.asap_keyserver,
+    )
+    return TokenVerifier(settings)
 
 
 def external_services(cfg: XmppConfig, broker: Broker) -> ExternalServices:
@@ -156,6 +197,49 @@ class XmppServer:
         self.started = time.monotonic()
         self.trimmer = MemoryTrimmer()
         self.slices = SliceScheduler()
+        login = self.broker.hosts.get(cfg.domain)
+        self.verifier = login.tokens if login is not None else None
+        self.key_fetches: dict[str, asyncio.Task[None]] = {}
+        if self.verifier is not None:
+            self.verifier.want_key = self._fetch_key
+
+    # -- RS256 keys from the ASAP key server ---------------------------------------------------
+    def token_seen(self, token: str) -> None:
+        """A connection brought a token: fetch its key now, so it is there at SASL time."""
+        verifier = self.verifier
+        if verifier is None or not token:
+            return
+        kid = verifier.header_kid(token)
+        if kid is not None and verifier.cache.get(kid) is None:
+            self._fetch_key(kid)
+
+    def _fetch_key(self, kid: str) -> None:
+        verifier = self.verifier
+        if verifier is None or kid in self.key_fetches or len(self.key_fetches) >= 8:
+            return
+        if verifier.cache.recently_failed(kid, verifier.clock()):
+            return
+        self.key_fetches[kid] = asyncio.ensure_future(self._fetch(kid))
+
+    async def _fetch(self, kid: str) -> None:
+        import httpx
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        verifier = self.verifier
+        assert verifier is not None
+        url = keyserver_url(verifier.settings.keyserver, kid)
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                resp = await client.get(url)
+                resp.raise_for_status()
+                pem = resp.text[:16384]
+            load_pem_public_key(pem.encode())
+            verifier.cache.put(kid, pem)
+        except Exception as exc:  # any failure: remembered, retried after a while
+            verifier.cache.fail(kid, verifier.clock())
+            log_limited(log, logging.WARNING, "asap-key", "no public key for kid %r from %s: %s", kid, url, exc)
+        finally:
+            self.key_fetches.pop(kid, None)
 
     # -- the transports' context (context.ServerContext) ---------------------------------------
     def open_session(self, link: Link) -> ClientSession:
@@ -225,13 +309,14 @@ class XmppServer:
         peer: str,
         address: str = "",
         query: dict[str, str] | None = None,
+        token: str = "",
     ) -> HttpResponse | Awaitable[HttpResponse]:
         if path == "/health" and method in ("GET", "HEAD"):
             return HttpResponse.json(200, {"status": "ok", "sessions": self.broker.session_count()})
         if path == "/metrics" and method == "GET":
             return HttpResponse(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         if path == self.bosh_path and self.bosh is not None:
-            return self.bosh.handle_http(method, headers, body, address)
+            return self.bosh.handle_http(method, headers, body, address, token)
         if path.startswith("/admin/"):
             if not self._admin_allowed(headers, peer):
                 return HttpResponse.json(403, {"error": "admin access denied"})

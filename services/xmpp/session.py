@@ -21,7 +21,16 @@ from typing import Any
 from .broker import Broker, HostPolicy
 from .jid import JID, InvalidJid, parse_jid
 from .limits import LoginGuard, log_limited
-from .sasl import Anonymous, Mechanism, Plain, SaslFailure, ScramSha1, decode_payload, encode_payload
+from .sasl import (
+    Anonymous,
+    Mechanism,
+    Plain,
+    SaslFailure,
+    ScramSha1,
+    TokenAnonymous,
+    decode_payload,
+    encode_payload,
+)
 from .stanza import (
     BIND_NS,
     SASL_NS,
@@ -33,6 +42,7 @@ from .stanza import (
     stream_error,
 )
 from .stream_management import SM_NS, ResumptionRegistry, StreamManagement
+from .tokens import TokenClaims
 from .xml import (
     CLIENT_NS,
     FRAMING_NS,
@@ -107,6 +117,8 @@ class Link:
     internal: bool = False
     # the client's address for failed-login limits (the forwarded one behind a trusted proxy)
     address: str = ""
+    # a JWT from the connection's URL (``?token=``), checked at SASL ANONYMOUS on token hosts
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,8 @@ class ClientSession:
         self.priority = 0
         self.directed: set[str] = set()
         self.mechanism: Mechanism | None = None
+        # the verified token of a session on a token host (room claim, user, moderator)
+        self.claims: TokenClaims | None = None
         self.sasl_failures = 0
         self.sm: StreamManagement | None = None
         self.detached = False
@@ -302,7 +316,7 @@ class ClientSession:
     def _login_possible(self) -> bool:
         """Guests log in anywhere; service accounts only on the internal listener or over TLS."""
         assert self.host is not None
-        return self.host.anonymous or self.link.secure or self.link.internal
+        return self.host.anonymous or self.host.public_login or self.link.secure or self.link.internal
 
     def _mechanisms(self) -> list[str]:
         assert self.host is not None
@@ -393,6 +407,8 @@ class ClientSession:
         if step.success:
             assert self.host is not None and step.username is not None
             self.username = step.username
+            if isinstance(self.mechanism, TokenAnonymous):
+                self.claims = self.mechanism.claims
             self.mechanism = None
             self.link.write(
                 Element(
@@ -414,6 +430,8 @@ class ClientSession:
         if name not in self._mechanisms():
             raise SaslFailure("invalid-mechanism", f"{name} is not offered here")
         if name == "ANONYMOUS":
+            if self.host.tokens is not None:
+                return TokenAnonymous(self.host.tokens, self.link.token, self.host.allow_empty_token)
             return Anonymous()
         guard = self.limits.login_guard
         address = self.link.address

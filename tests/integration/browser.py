@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -132,9 +133,10 @@ class LauncherStack:
     ``front`` is the nginx front door. The launcher's process group is killed at exit.
     """
 
-    def __init__(self, run_dir: Path, bridges: int = 1) -> None:
+    def __init__(self, run_dir: Path, bridges: int = 1, env: dict[str, str] | None = None) -> None:
         self.run_dir = run_dir
         self.bridges = bridges
+        self.env = env or {}  # more variables for the launcher (e.g. ENABLE_AUTH, AUTH_TYPE)
         self.log_path = run_dir.parent / "launcher.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.front = ""
@@ -143,9 +145,11 @@ class LauncherStack:
         from services.launcher.plan import StackSettings, build_plan
         from services.launcher.supervisor import port_conflicts
 
+        # a random free range: stacks of concurrent test runs on one machine rarely pick the same
+        offsets = random.sample(range(21000, 45000, 613), k=len(range(21000, 45000, 613)))
         offset = next(
             off
-            for off in range(21000, 45000, 613)
+            for off in offsets
             if not port_conflicts(build_plan(StackSettings(port_offset=off, bridges=self.bridges)))
         )
         self.front = f"http://127.0.0.1:{8000 + offset}"
@@ -169,7 +173,7 @@ class LauncherStack:
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout

@@ -100,11 +100,17 @@ class Stack:
     repo = REPO
 
     def __init__(
-        self, bridges: int = 2, *, redis: bool = False, focus_env: dict[str, str] | None = None
+        self,
+        bridges: int = 2,
+        *,
+        redis: bool = False,
+        focus_env: dict[str, str] | None = None,
+        xmpp_env: dict[str, str] | None = None,
     ) -> None:
         self.n_bridges = bridges
         self.with_redis = redis
         self.focus_env = focus_env or {}
+        self.xmpp_env = xmpp_env or {}
         self.xmpp: ServiceProcess | None = None
         self.bridges: dict[str, ServiceProcess] = {}
         self.bridge_ports: dict[str, dict[str, int]] = {}
@@ -160,7 +166,7 @@ class Stack:
 
     def start_xmpp(self) -> ServiceProcess:
         env = {**xmpp_names(), "XMPP_C2S_PORT": str(self.c2s_port), "XMPP_HTTP_PORT": str(self.xmpp_http),
-               "XMPP_BIND_ADDRESS": "127.0.0.1"}  # fmt: skip
+               "XMPP_BIND_ADDRESS": "127.0.0.1", **self.xmpp_env}  # fmt: skip
         url = f"http://127.0.0.1:{self.xmpp_http}/health"
         self.xmpp = ServiceProcess.python_module("xmpp", "services.xmpp", env, health_url=url)
         self.xmpp.start()

@@ -153,7 +153,9 @@ class EndpointRecord:
                 if ch.content == content:
                     yield ch.sources, ch.ssrc_groups, ch.payload_types, ch.rtp_hdrexts
 
-        return convert.media_sources(described("audio"), described("video"))
+        # Jicofo mutes over Colibri by making the sender's channel receive-only
+        muted = {ch.content for ch in self.channels.values() if ch.direction in ("recvonly", "inactive")}
+        return convert.media_sources(described("audio"), described("video"), muted)
 
 
 @dataclass
@@ -468,6 +470,8 @@ class ConferenceBook:
             )
             ep.channels[cid] = rec
         rec.last_touched = now
+        if ch.direction is not None and ch.direction != rec.direction:
+            sources_changed.add(ep.id)  # a (force-)mute or unmute reaches the media engine
         for name in (
             "expire",
             "initiator",

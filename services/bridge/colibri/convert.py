@@ -116,6 +116,7 @@ def media_sources(
     video: Iterable[
         tuple[list[int], list[colibri.SsrcGroup], list[colibri.PayloadType], list[colibri.RtpHdrExt]]
     ],
+    muted: Iterable[str] = (),
 ) -> MediaSources:
     """What one endpoint sends, from its audio and video channels' descriptions.
 
@@ -149,4 +150,5 @@ def media_sources(
         ssrc_groups=groups,
         payload_types=list(pts.values()),
         rtp_hdrexts=list(exts.values()),
+        muted=frozenset(muted),
     )

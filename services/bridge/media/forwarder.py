@@ -198,6 +198,7 @@ class IncomingStream:
         "last_keyframe_request",
         "last_sr",
         "media",
+        "muted",
         "nack_requests",
         "reception",
         "rtx",
@@ -223,6 +224,7 @@ class IncomingStream:
         self.last_keyframe_request = -1e9
         self.highest_seq: int | None = None
         self.nack_requests: dict[int, float] = {}  # seq -> when the bridge last asked the sender
+        self.muted = False  # force-muted by the focus: dropped on arrival
 
     @property
     def endpoint_id(self) -> str:
@@ -337,6 +339,7 @@ class EndpointMedia:
         self.rtx_seqs: dict[int, int] = {}  # next RTX sequence number per RTX SSRC sent to it
         self.packets_received = 0
         self.bytes_received = 0
+        self.muted_packets = 0  # packets of a force-muted kind, dropped
         # what the bridge sent besides the fan-out (RTCP, retransmissions); the fan-out itself is
         # counted once per subscription to keep the hot loop short (see packets_sent)
         self.other_packets_sent = 0
@@ -496,6 +499,7 @@ class ConferenceForwarder:
             rtx_stream.media = media
         for stream in streams.values():
             stream.audio_level_ext = level_ext if stream.kind == "audio" else None
+            stream.muted = stream.kind in sources.muted
         endpoint.streams = streams
         self._rebuild()
 
@@ -554,6 +558,9 @@ class ConferenceForwarder:
         stream = sender.streams.get(ssrc)
         if stream is None:
             sender.unknown_ssrc_packets += 1
+            return
+        if stream.muted:  # force-muted (its RTX too): reaches no one, counts for no speaker
+            sender.muted_packets += 1
             return
         media = stream.media
         if media is not None:

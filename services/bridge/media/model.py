@@ -92,6 +92,9 @@ class MediaSources:
     ssrc_groups: list[tuple[str, list[int]]] = field(default_factory=list)
     payload_types: list[PayloadType] = field(default_factory=list)
     rtp_hdrexts: list[RtpHeaderExtension] = field(default_factory=list)
+    # kinds ("audio", "video") the focus force-muted (its channel's direction is recvonly or
+    # inactive, as Jicofo mutes over Colibri): nothing of that kind is forwarded, whatever it sends
+    muted: frozenset[str] = frozenset()
 
     def rtx_pairs(self) -> dict[int, int]:
         """``{media_ssrc: rtx_ssrc}`` from the ``FID`` groups."""

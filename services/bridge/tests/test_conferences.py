@@ -90,7 +90,9 @@ def test_documented_replay_shapes() -> None:
     audio = out["contents"][0]["channels"][0]
     assert audio["rtp-level-relay-type"] == "mixer" and audio["endpoint"] == EP and len(audio["id"]) == 16
     assert audio["expire"] == 10 and audio["initiator"] is True and audio["channel-bundle-id"] == EP
-    assert audio["sources"] == [3816478770]  # as in the Colibri REST join example, step 4: the mixed stream's SSRC
+    assert audio["sources"] == [
+        3816478770
+    ]  # as in the Colibri REST join example, step 4: the mixed stream's SSRC
     assert out["contents"][1]["channels"][0]["last-n"] == 2
     sctp = out["contents"][2]["sctpconnections"][0]
     assert sctp["port"] == 5000 and sctp["expire"] == 20
@@ -291,7 +293,11 @@ def test_candidates_alone_add_to_the_answer_like_jingle_transport_info() -> None
     run(book, cid, json.dumps(answer).encode())
     candidate = {"foundation": "1", "component": 1, "protocol": "udp", "priority": 9, "ip": "10.0.0.7",
                  "port": 4000, "type": "host", "generation": 0, "id": "x"}  # fmt: skip
-    info = {"channel-bundles": [{"id": EP, "transport": {"ufrag": "u1", "pwd": "p" * 22, "candidates": [candidate]}}]}
+    info = {
+        "channel-bundles": [
+            {"id": EP, "transport": {"ufrag": "u1", "pwd": "p" * 22, "candidates": [candidate]}}
+        ]
+    }
     plan = book.prepare(cid, parse_conference(json.dumps(info).encode()), 1.0)
     (effect,) = plan.effects
     assert isinstance(effect, SetRemoteTransport)
@@ -334,3 +340,30 @@ def test_expiring_channels_that_are_already_gone_succeeds() -> None:
     body["contents"][0]["channels"][0]["expire"] = 5  # type: ignore[index]
     with pytest.raises(ColibriRequestError):
         book.prepare(cid, parse_conference(json.dumps(body).encode()), 1.0)
+
+
+def test_channel_direction_recvonly_mutes_that_kind_at_the_engine() -> None:
+    """Jicofo's Colibri mute: the sender's audio channel becomes recvonly; sources re-sent."""
+    book = ConferenceBook()
+    body = {
+        "contents": [
+            {"name": "audio", "channels": [{"endpoint": "e1", "channel-bundle-id": "e1", "sources": [11]}]},
+            {"name": "video", "channels": [{"endpoint": "e1", "channel-bundle-id": "e1", "sources": [12]}]},
+        ]
+    }
+    created = run(book, None, json.dumps(body).encode())
+    audio = (
+        created["contents"][0]["channels"][0]["id"]
+        if created["contents"][0]["name"] == "audio"
+        else (created["contents"][1]["channels"][0]["id"])
+    )
+    mute = {"contents": [{"name": "audio", "channels": [{"id": audio, "direction": "recvonly"}]}]}
+    plan = book.prepare(created["id"], parse_conference(json.dumps(mute).encode()), 1.0)
+    effects = [e for e in plan.effects if isinstance(e, SetSources)]
+    assert len(effects) == 1 and effects[0].sources.muted == frozenset({"audio"})
+    assert effects[0].sources.audio_ssrcs == [11]
+    book.commit(plan)
+    unmute = {"contents": [{"name": "audio", "channels": [{"id": audio, "direction": "sendrecv"}]}]}
+    plan = book.prepare(created["id"], parse_conference(json.dumps(unmute).encode()), 2.0)
+    effects = [e for e in plan.effects if isinstance(e, SetSources)]
+    assert effects and effects[0].sources.muted == frozenset()

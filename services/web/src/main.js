@@ -1,8 +1,12 @@
 // The meeting page: pre-join (preview, names), the meeting (tiles, controls, chat), and the
 // screen after leaving. Behaviour lives in Meeting (meeting.js); this file wires it to the DOM.
 
+import { credentials, roomPassword } from './auth.js';
 import { bestGrid } from './layout.js';
-import { Meeting } from './meeting.js';
+import { knock } from './lobby.js';
+import { Meeting, MeetingError } from './meeting.js';
+import { Moderation } from './moderation.js';
+import { ModerationUi } from './moderation-ui.js';
 import { parseDisplayName, parseRoomName, roomFromPath } from './room.js';
 import { reconnectDelay } from './bridge-channel.js';
 import { Banner, chatLine, createTile, ICONS, setTileTrack, updateTile } from './ui.js';
@@ -78,6 +82,34 @@ const parley = {
   stopRecording() {
     return state.meeting.stopRecording();
   },
+  /** Audio received per remote endpoint (getStats inbound-rtp): {endpoint: {packetsReceived, bytesReceived}}. */
+  async audioStats() {
+    const m = state.meeting;
+    if (!m?.pc) return {};
+    const owner = new Map();
+    for (const [endpoint, person] of m.roster.people) {
+      const track = person.tracks.get('audio');
+      if (track) owner.set(track.id, endpoint);
+    }
+    const out = {};
+    (await m.pc.getStats()).forEach((r) => {
+      if (r.type !== 'inbound-rtp' || r.kind !== 'audio') return;
+      const endpoint = owner.get(r.trackIdentifier);
+      if (endpoint) out[endpoint] = { packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived };
+    });
+    return out;
+  },
+  /** Our role, the others' roles, moderator mutes and knockers (moderation.js). */
+  get moderation() {
+    const m = state.moderation;
+    if (!m) return null;
+    return {
+      role: m.role,
+      members: Object.fromEntries([...m.members].map(([n, v]) => [n, v.role])),
+      forceMuted: { ...m.forceMuted },
+      knockers: [...m.knockers.values()].map((k) => k.name),
+    };
+  },
   /** Show `endpoint` large (null: back to the grid); clicking a tile does the same. */
   pin(endpoint) {
     pin(endpoint);
@@ -86,7 +118,7 @@ const parley = {
 window.parley = parley;
 
 function show(screen) {
-  for (const id of ['prejoin', 'meeting', 'left']) $(id).hidden = id !== screen;
+  for (const id of ['prejoin', 'meeting', 'left', 'lobby']) if ($(id)) $(id).hidden = id !== screen;
   parley.state = screen;
 }
 
@@ -253,6 +285,7 @@ function renderControls() {
 function onRosterChange(kind, endpoint, person) {
   const meeting = state.meeting;
   if (kind === 'left') {
+    state.moderationUi?.forget(endpoint);
     tiles.get(endpoint)?.remove();
     tiles.delete(endpoint);
     layout();
@@ -261,6 +294,7 @@ function onRosterChange(kind, endpoint, person) {
   let tile = tiles.get(endpoint);
   if (!tile && person) {
     tile = createTile({ endpoint, nick: person.nick });
+    state.moderationUi?.decorate(tile, endpoint);
     tile.addEventListener('click', () => pin(endpoint));
     tile.title = 'Click to show large';
     tiles.set(endpoint, tile);
@@ -302,7 +336,35 @@ function watchFirstFrame(video) {
 
 /** A Meeting wired to the page (its events update the screen while it is the current one). */
 function createMeeting(room, name) {
-  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream });
+  const status = (text) => {
+    const line = $('status-line');
+    line.hidden = false;
+    line.textContent = text;
+  };
+  const auth = {
+    ...(state.auth ?? {}),
+    onPassword: (retry) => roomPassword(retry),
+    onWaitForHost: async () => {
+      parley.phase = 'waiting-for-host';
+      status('Waiting for the host to start the meeting…');
+      await new Promise((r) => setTimeout(r, 3000));
+    },
+    onLobby: async (conn, lobbyJid) => {
+      parley.phase = 'lobby';
+      parley.lobby = 'knocking';
+      show('lobby');
+      try {
+        await knock(conn, lobbyJid, { nick: meeting.endpointId, name, roomJid: meeting.roomJid, cancelled: () => meeting.left });
+        parley.lobby = 'admitted';
+      } catch (e) {
+        parley.lobby = e.denied ? 'denied' : 'closed';
+        throw new MeetingError('room', e.message);
+      } finally {
+        if (parley.state === 'lobby') show('prejoin');
+      }
+    },
+  };
+  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream, auth });
   const current = () => state.meeting === meeting;
   renderRecording(null); // a new meeting learns the status from the focus's presence
   meeting.setAudioMuted(state.audioMuted || !state.stream?.getAudioTracks().length);
@@ -310,6 +372,8 @@ function createMeeting(room, name) {
   meeting.roster.onChange((...args) => current() && onRosterChange(...args));
   meeting.addEventListener('status', ({ detail }) => {
     if (!current()) return;
+    // from the MUC join on: roles arrive with the room's first presences
+    if (detail.phase === 'joining') attachModeration(meeting);
     parley.phase = detail.phase;
     const line = $('status-line');
     line.hidden = !detail.text;
@@ -378,10 +442,37 @@ function renderMeeting(meeting) {
   renderControls();
 }
 
+function detachModeration() {
+  state.moderationUi?.close();
+  state.moderation?.close();
+  state.moderationUi = state.moderation = null;
+}
+
+/** The page's moderation for a meeting joining its room (moderation.js, moderation-ui.js). */
+function attachModeration(meeting) {
+  detachModeration();
+  const moderation = new Moderation(meeting);
+  state.moderation = moderation;
+  state.moderationUi = new ModerationUi(moderation, {
+    banner,
+    toolbar: $('mic-button').parentElement,
+    onKicked: ({ actor }) => {
+      if (state.meeting !== meeting) return;
+      parley.kicked = true;
+      leave(`${actor ? 'A moderator' : 'The meeting'} removed you from “${state.room}”.`, 'You were removed from the meeting');
+    },
+  });
+  for (const [endpoint, tile] of tiles) if (endpoint !== meeting.endpointId) state.moderationUi.decorate(tile, endpoint);
+}
+
 async function join(room, name) {
   state.room = room;
   state.name = name;
   banner.hide();
+  if (!state.auth) {
+    state.auth = await credentials(config, state.authFailure);
+    if (!state.auth) return;
+  }
   parley.timings = { joinClicked: performance.now() };
   if (location.pathname !== `/${encodeURIComponent(room)}`) history.replaceState(null, '', `/${encodeURIComponent(room)}`);
   document.title = `${room} · Parley`;
@@ -409,6 +500,12 @@ async function join(room, name) {
     state.meeting = null;
     joinButton.disabled = false;
     joinButton.textContent = 'Join meeting';
+    if (meeting.authFailure !== undefined && config.authentication === 'internal') {
+      state.auth = null; // ask again, saying why
+      state.authFailure = e.message;
+    }
+    if (parley.state !== 'prejoin' && parley.state !== 'left') show('prejoin');
+    detachModeration();
     fail(e.kind ?? 'server', e.message);
     return;
   }
@@ -463,6 +560,7 @@ async function reconnect(why) {
 }
 
 function leave(detail, title = 'You left the meeting') {
+  detachModeration();
   state.meeting?.leave();
   state.meeting = null;
   state.pinned = null;
@@ -493,12 +591,28 @@ function setupMeetingControls() {
   $('chat-button').querySelector('.tool-icon').innerHTML = ICONS.chat;
   $('leave-button').querySelector('.tool-icon').innerHTML = ICONS.leave;
   // state.audioMuted/videoMuted outlive a reconnect (the next Meeting starts with them)
-  $('mic-button').addEventListener('click', () => {
+  $('mic-button').addEventListener('click', async () => {
+    if (state.meeting.audioMuted && state.moderation?.forceMuted.audio) {
+      try {
+        await state.moderation.requestUnmute('audio'); // a moderator muted us: the focus decides
+      } catch (e) {
+        banner.show(`You cannot unmute yet: ${e.message}`, 'info');
+        return;
+      }
+    }
     state.audioMuted = !state.meeting.audioMuted;
     state.meeting.setAudioMuted(state.audioMuted);
     renderControls();
   });
-  $('cam-button').addEventListener('click', () => {
+  $('cam-button').addEventListener('click', async () => {
+    if (state.meeting.videoMuted && state.moderation?.forceMuted.video) {
+      try {
+        await state.moderation.requestUnmute('video');
+      } catch (e) {
+        banner.show(`You cannot turn your camera on yet: ${e.message}`, 'info');
+        return;
+      }
+    }
     state.videoMuted = !state.meeting.videoMuted;
     state.meeting.setVideoMuted(state.videoMuted);
     renderControls();

@@ -3,7 +3,7 @@
 // RTCPeerConnection to the bridge, applies source-add/remove, and keeps the Colibri bridge channel
 // open. It emits DOM events the page renders; everything it knows about people lives in `roster`.
 
-import { $iq, $msg, $pres, Strophe } from 'strophe.js';
+import { $build, $iq, $msg, $pres, Strophe } from 'strophe.js';
 
 import { BridgeChannel, chatFrom, ColibriClass, endpointStats } from './bridge-channel.js';
 import { encodingForConstraint, qualityLevel, summarizeStats } from './quality.js';
@@ -39,8 +39,13 @@ export class Meeting extends EventTarget {
    * @param {object} config window.config (hosts, websocket, …)
    * @param {{room: string, displayName: string, stream: MediaStream|null}} options
    */
-  constructor(config, { room, displayName, stream }) {
+  constructor(config, { room, displayName, stream, auth = {} }) {
     super();
+    // docs/authentication.md: {token} from ?jwt=, {jid, password} of an account, {guest: true}
+    // for the guests' host; hooks asked when the room wants a password, has a lobby, or waits
+    // for its host (auth.js, lobby.js)
+    this.auth = auth;
+    this.roomPassword = '';
     this.config = config;
     this.room = room;
     this.displayName = displayName;
@@ -97,7 +102,7 @@ export class Meeting extends EventTarget {
     this.#status('focus', 'Setting up the room…');
     await this.#askFocus();
     this.#status('joining', 'Joining the room…');
-    await this.#joinMuc();
+    await this.#joinWithAuth();
     this.#status('waiting-media', 'Waiting for the media bridge…');
     const mediaTimeoutMs = this.config.mediaTimeoutMs ?? 15000;
     this.mediaTimer = setTimeout(() => {
@@ -108,8 +113,35 @@ export class Meeting extends EventTarget {
     }, mediaTimeoutMs);
   }
 
+  /** The MUC join, through a password prompt, the lobby, or waiting for the host (auth hooks). */
+  async #joinWithAuth() {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.#joinMuc();
+        return;
+      } catch (e) {
+        const refusal = e.refusal;
+        if (!refusal || this.left || attempt > 1000) throw e;
+        if (refusal.condition === 'not-authorized' && /host/i.test(refusal.text) && this.auth.onWaitForHost) {
+          await this.auth.onWaitForHost(refusal.text);
+        } else if (refusal.condition === 'not-authorized' && this.auth.onPassword) {
+          const password = await this.auth.onPassword(attempt > 0);
+          if (password == null) throw e;
+          this.roomPassword = password;
+        } else if (refusal.condition === 'registration-required' && refusal.lobbyroom && this.auth.onLobby) {
+          await this.auth.onLobby(this.conn, refusal.lobbyroom, this.roomPassword);
+        } else {
+          throw e;
+        }
+      }
+    }
+  }
+
   #connect() {
-    const { websocket, hosts } = this.config;
+    const { hosts } = this.config;
+    const token = this.auth.token;
+    // Jitsi's clients carry the token as ?token= on the XMPP URL (the broker checks it at login)
+    const websocket = token ? `${this.config.websocket}?token=${encodeURIComponent(token)}` : this.config.websocket;
     const timeoutMs = this.config.connectTimeoutMs ?? 8000;
     return new Promise((resolve, reject) => {
       const conn = new Strophe.Connection(websocket);
@@ -130,7 +162,8 @@ export class Meeting extends EventTarget {
         fail(`The meeting server did not answer within ${Math.round(timeoutMs / 1000)} s.`);
         conn.disconnect('timeout');
       }, timeoutMs);
-      conn.connect(hosts.domain, null, (status, condition) => {
+      const login = this.auth.jid ? this.auth.jid : (this.auth.guest && hosts.anonymousdomain) || hosts.domain;
+      conn.connect(login, this.auth.password ?? null, (status, condition, elem) => {
         const broken = [STATUS.CONNFAIL, STATUS.ERROR, STATUS.CONNTIMEOUT, STATUS.DISCONNECTED].includes(status);
         if (status === STATUS.CONNECTED) {
           if (settled) return;
@@ -139,7 +172,10 @@ export class Meeting extends EventTarget {
           clearTimeout(timer);
           resolve();
         } else if (status === STATUS.AUTHFAIL) {
-          fail('The meeting server refused guest access.');
+          // the broker names its reason (an expired token, a wrong password…) in the SASL failure
+          const reason = elem?.getElementsByTagName?.('text')?.[0]?.textContent || condition || '';
+          this.authFailure = reason;
+          fail(`The meeting server refused the login${reason ? `: ${reason}` : ''}.`);
         } else if (broken && !settled) {
           console.warn('xmpp connection failed:', condition);
           fail('Cannot reach the meeting server. Check your network connection and try again.');
@@ -200,6 +236,10 @@ export class Meeting extends EventTarget {
       nick: this.displayName, audioMuted: this.audioMuted, videoMuted: this.videoMuted,
       statsId: `${this.displayName}-${this.endpointId}`, join,
     });
+    if (join && this.roomPassword) {
+      const x = [...pres.tree().children].find((c) => c.localName === 'x');
+      if (x) x.appendChild($build('password').t(this.roomPassword).tree());
+    }
     this.conn.send(pres.tree());
   }
 
@@ -224,7 +264,12 @@ export class Meeting extends EventTarget {
     const p = parsePresence(el, { focusUser: this.config.focusUserJid });
     if (p.endpoint === this.endpointId) {
       if (p.error && this.joinWaiter) {
-        this.joinWaiter.reject(new MeetingError('room', `The room refused us (${p.error}).`));
+        const errorEl = [...el.children].find((c) => c.localName === 'error');
+        const text = errorEl ? [...errorEl.children].find((c) => c.localName === 'text')?.textContent ?? '' : '';
+        const lobbyroom = errorEl ? [...errorEl.children].find((c) => c.localName === 'lobbyroom')?.textContent : undefined;
+        const failure = new MeetingError('room', `The room refused us (${p.error}${text ? `: ${text}` : ''}).`);
+        failure.refusal = { condition: p.error, text, lobbyroom };
+        this.joinWaiter.reject(failure);
         this.joinWaiter = null;
       } else if (!p.error && this.joinWaiter) {
         this.joinWaiter.resolve();

@@ -26,6 +26,7 @@ Guests are hostile, so the service stamps what only it may say, the way Prosody'
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -162,10 +163,11 @@ def _b(v: bool) -> str:
 
 
 class MucError(Exception):
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    def __init__(self, condition: str, text: str | None = None, extra: list[Element] | None = None) -> None:
         super().__init__(condition)
         self.condition = condition
         self.text = text
+        self.extra = extra or []  # more children of the <error/> (e.g. Jitsi's <lobbyroom/>)
 
 
 class Room:
@@ -232,6 +234,16 @@ class MucService:
         self.schedule = schedule
         self.clock = clock
         self._coalesced: dict[tuple[JID, str], Any] = {}  # (room, nick) -> timer handle
+        # features hook here (services/xmpp/modules/): a check may refuse a join by raising
+        # MucError (the room is None before it exists); a stamp adds elements only the server
+        # may put in an occupant's presence (a client's own elements of those names are dropped)
+        self.join_checks: list[Callable[[Room | None, JID, JID, Element], None]] = []
+        self.presence_stamps: list[Callable[[JID], list[Element]]] = []
+        self.stamped: set[tuple[str, str]] = set()
+        # told of refusals of members-only rooms (the lobby adds where to knock) and of
+        # affiliation changes (room, bare JID, new affiliation, actor)
+        self.members_only_refusal: Callable[[Room], list[Element]] | None = None
+        self.affiliation_listeners: list[Callable[[Room, JID, str, Occupant], None]] = []
 
     def disco_identity(self) -> tuple[str, str, str]:
         return ("conference", "text", self.name)
@@ -254,11 +266,17 @@ class MucService:
             elif kind == "iq":
                 self._iq(stanza, to, frm, room)
         except MucError as err:
-            self._error(stanza, err.condition, err.text)
+            self._error(stanza, err.condition, err.text, err.extra)
 
-    def _error(self, stanza: Element, condition: str, text: str | None = None) -> None:
+    def _error(
+        self, stanza: Element, condition: str, text: str | None = None, extra: list[Element] | None = None
+    ) -> None:
         reply = error_reply(stanza, condition, text)
         if reply is not None:
+            if extra:
+                error = reply.find("error")
+                if error is not None:
+                    error.children.extend(extra)
             self.route_from_component(reply)
 
     def route_from_component(self, stanza: Element) -> None:
@@ -311,7 +329,7 @@ class MucService:
             raise MucError("jid-malformed", "join with room@host/nick")
         if occupant is not None:
             assert room is not None
-            occupant.payload = _presence_payload(stanza)
+            occupant.payload = self._payload(stanza, frm)
             if occupant.nick != to.resource:
                 self._change_nick(room, occupant, to.resource)
                 return
@@ -342,10 +360,20 @@ class MucService:
             return  # left (or renamed) meanwhile: that presence was broadcast instead
         if not self._throttled(room, occupant):
             self._broadcast_presence(room, occupant)
+    def _payload(self, stanza: Element, frm: JID) -> list[Element | str]:
+        payload = _presence_payload(stanza)
+        if not self.presence_stamps:
+            return payload
+        payload = [c for c in payload if not (isinstance(c, Element) and (c.name, c.ns) in self.stamped)]
+        for stamp in self.presence_stamps:
+            payload.extend(stamp(frm))
+        return payload
 
     def _join(self, stanza: Element, to: JID, frm: JID, room: Room | None) -> None:
         if self.presence_domains is not None and frm.domain not in self.presence_domains:
             raise MucError("forbidden", "only service accounts may join rooms here")
+        for check in self.join_checks:
+            check(room, frm, to, stanza)
         created = False
         if room is None:
             if self.creators is not None and frm.bare not in self.creators:
@@ -372,15 +400,21 @@ class MucService:
         if affiliation == "outcast":
             self._maybe_destroy(room)
             raise MucError("forbidden", "You are banned from this room")
-        if room.config.members_only and affiliation == "none":
-            self._maybe_destroy(room)
-            raise MucError("registration-required", "Members only")
-        if room.config.password:
+        password_ok = False
+        if room.config.password and frm.bare not in self.admins:
             x = stanza.find("x", MUC)
             given = x.find("password", MUC) if x is not None else None
-            if given is None or given.text != room.config.password:
-                self._maybe_destroy(room)
-                raise MucError("not-authorized", "Password required")
+            password_ok = given is not None and hmac.compare_digest(
+                given.text.encode(), room.config.password.encode()
+            )
+        if room.config.members_only and affiliation == "none" and not password_ok:
+            # (the room's password lets one past the lobby, as mod_muc_lobby_rooms)
+            self._maybe_destroy(room)
+            extra = self.members_only_refusal(room) if self.members_only_refusal is not None else []
+            raise MucError("registration-required", "Members only: knock in the lobby", extra)
+        if room.config.password and frm.bare not in self.admins and not password_ok:
+            self._maybe_destroy(room)
+            raise MucError("not-authorized", "Password required")
         if (
             room.config.max_users
             and len(room.occupants) >= room.config.max_users
@@ -390,7 +424,7 @@ class MucService:
         role = ROLE_FOR_AFFILIATION.get(affiliation, "participant")
         if room.config.moderated and role == "participant" and affiliation == "none":
             role = "visitor"
-        occupant = Occupant(nick, frm, affiliation, role, _presence_payload(stanza))
+        occupant = Occupant(nick, frm, affiliation, role, self._payload(stanza, frm))
         # existing occupants to the newcomer
         for existing in list(room.occupants.values()):
             self._send_presence(room, existing, [occupant], codes=())
@@ -766,6 +800,8 @@ class MucService:
         target = room.occupants.get(nick)
         if target is None:
             raise MucError("item-not-found", "No such occupant")
+        if target.real_jid.bare in self.admins and target is not actor:
+            raise MucError("not-allowed", "The focus cannot be kicked or demoted")
         rank = AFFILIATIONS.index
         if target.affiliation in ("owner", "admin") and rank(actor_aff) > rank(target.affiliation):
             raise MucError("not-allowed", "Cannot change the role of a higher affiliation")
@@ -805,6 +841,8 @@ class MucService:
             room.affiliations.pop(bare, None)
         else:
             room.affiliations[bare] = affiliation
+        for listener in self.affiliation_listeners:
+            listener(room, bare, affiliation, actor)
         for occ in [o for o in room.occupants.values() if o.real_jid.bare == bare]:
             occ.affiliation = affiliation
             if affiliation == "outcast":

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import h11
 from websockets.datastructures import Headers
@@ -59,7 +59,12 @@ class WebSocketSession:
     transport_name = "websocket"
 
     def __init__(
-        self, conn: HttpConnection, proto: ServerProtocol, origin: str | None, address: str = ""
+        self,
+        conn: HttpConnection,
+        proto: ServerProtocol,
+        origin: str | None,
+        address: str = "",
+        token: str = "",
     ) -> None:
         self.conn = conn
         self.server = conn.server
@@ -71,7 +76,12 @@ class WebSocketSession:
         self.fragments: list[bytes] = []
         self.fragment_bytes = 0
         self.link = Link(
-            WebSocketFraming(), self.write, self.close_transport, secure=conn.secure, address=address
+            WebSocketFraming(),
+            self.write,
+            self.close_transport,
+            secure=conn.secure,
+            address=address,
+            token=token,
         )
         self.session = self.server.open_session(self.link)
         transport = conn.transport
@@ -324,7 +334,8 @@ class HttpConnection(asyncio.Protocol):
         self.busy = True
         address = self.server.client_address(self.peer_ip, headers)
         query = dict(parse_qsl(urlsplit(target).query))
-        result = self.server.http_request(method, path, headers, body, self.peer, address, query)
+        token = url_token(target)
+        result = self.server.http_request(method, path, headers, body, self.peer, address, query, token=token)
         if isinstance(result, HttpResponse):
             self.respond(result)
         else:  # an awaitable (BOSH long poll)
@@ -417,7 +428,11 @@ class HttpConnection(asyncio.Protocol):
         # policy-violation stream error; larger ones are cut off by the WebSocket layer (1009)
         proto = ServerProtocol(state=OPEN, max_size=self.server.limits.max_stanza_size * 2)
         lowered = {k.lower(): v for k, v in headers.raw_items()}
-        self.ws = WebSocketSession(self, proto, origin, self.server.client_address(self.peer_ip, lowered))
+        token = url_token(target)
+        self.server.token_seen(token)
+        self.ws = WebSocketSession(
+            self, proto, origin, self.server.client_address(self.peer_ip, lowered), token=token
+        )
         self.server.connection_opened(self.ws)
         trailing, _closed = self.h11.trailing_data
         if trailing:
@@ -443,6 +458,15 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.abort()  # it does not read: drop its backlog instead of waiting
             else:
                 self.transport.close()
+
+
+def url_token(target: str) -> str:
+    """``?token=`` of a request target, as Jitsi's clients send their JWT (empty if absent)."""
+    query = urlsplit(target).query
+    if "token=" not in query:
+        return ""
+    values = parse_qs(query, max_num_fields=16).get("token")
+    return values[0] if values else ""
 
 
 Handler = Callable[[str, str, dict[str, str], bytes, str], Any]

@@ -205,6 +205,22 @@ def test_unsignalled_ssrc_is_dropped() -> None:
     assert a.endpoint.unknown_ssrc_packets == 1
 
 
+def test_force_muted_kind_reaches_nobody_whatever_the_sender_does() -> None:
+    from dataclasses import replace
+
+    conference, (a, b, c) = meeting()
+    conference.set_sources("p0", replace(sources(1000), muted=frozenset({"audio"})))
+    for i in range(3):
+        a.send_rtp(audio(i, 1001, level=0))  # loud, muted: dropped before speaker detection
+        a.send_rtp(video(i, 1002))
+    assert [p for p in b.take_rtp() if p[1] & 0x7F == 111] == []
+    assert len(c.take_rtp()) == 3  # video still flows
+    assert a.endpoint.muted_packets == 3
+    conference.set_sources("p0", sources(1000))  # unmuted by the focus
+    a.send_rtp(audio(9, 1001))
+    assert len(b.take_rtp()) == 1
+
+
 def test_not_connected_receiver_gets_nothing_until_connected() -> None:
     conference = new_conference()
     a = Peer("a", conference, sources(1000))

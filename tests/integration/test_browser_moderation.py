@@ -1,0 +1,151 @@
+"""Moderation in real Chromium through the launcher's stack (no authentication: the first person
+in a room moderates): a moderator mutes a participant (the others stop receiving its audio, in
+getStats), removes one (it is told and does not come back on its own), the moderator's rights
+pass on when it leaves, and the lobby admits and denies."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.integration.browser import (
+    BROWSER_MARKS,
+    DESKTOP,
+    Browsers,
+    LauncherStack,
+    browsers,
+    console_log,
+)
+
+pytestmark = [*BROWSER_MARKS, pytest.mark.peer, pytest.mark.timeout(900)]
+
+
+@dataclass
+class Person:
+    name: str
+    page: Page
+    log: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.page.evaluate("window.parley.endpointId"))
+
+    @property
+    def moderation(self) -> dict:
+        return self.page.evaluate("window.parley.moderation") or {}
+
+    def audio_packets(self, endpoint: str) -> int:
+        stats = self.page.evaluate("window.parley.audioStats()")
+        return int(stats.get(endpoint, {}).get("packetsReceived", 0))
+
+
+def wait_until(what: str, cond, timeout: float = 90.0, people: list[Person] | None = None) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            logs = "\n\n".join(f"--- {p.name}\n" + "\n".join(p.log[-40:]) for p in people or [])
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.25)
+
+
+@dataclass
+class Env:
+    stack: LauncherStack
+    pool: Browsers
+
+    def person(self, room: str, name: str, wait_meeting: bool = True) -> Person:
+        page = self.pool.open(DESKTOP)
+        log = console_log(page)
+        page.goto(f"{self.stack.front}/{room}?name={name}")
+        if wait_meeting:
+            page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
+        return Person(name, page, log)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    stack = LauncherStack(tmp_path_factory.mktemp("moderation") / "run", bridges=1).start(timeout=400)
+    try:
+        with browsers() as pool:
+            yield Env(stack, pool)
+    finally:
+        stack.stop()
+
+
+def menu_action(moderator: Person, endpoint: str, action: str) -> None:
+    tile = f".tile[data-endpoint='{endpoint}']"
+    moderator.page.click(f"{tile} .moderator-menu-button")
+    moderator.page.click(f"{tile} .moderator-menu-items [data-action='{action}']")
+
+
+def test_mute_kick_and_handover(env: Env) -> None:
+    room = f"mod-{uuid.uuid4().hex[:6]}"
+    ada = env.person(room, "Ada")
+    wait_until("Ada to moderate", lambda: ada.moderation.get("role") == "moderator", people=[ada])
+    bob = env.person(room, "Bob")
+    cy = env.person(room, "Cy")
+    people = [ada, bob, cy]
+    b = bob.endpoint
+    wait_until("Bob to be a participant", lambda: bob.moderation.get("role") == "participant", people=people)
+    assert not bob.page.is_visible("#mute-all-button") and ada.page.is_visible("#mute-all-button")
+    wait_until("Cy to receive Bob's audio", lambda: cy.audio_packets(b) > 50, timeout=45, people=people)
+    wait_until("Ada to see the menu on Bob's tile",
+               lambda: ada.page.is_visible(f".tile[data-endpoint='{b}'] .moderator-menu-button"), people=people)
+    assert not cy.page.is_visible(f".tile[data-endpoint='{b}'] .moderator-menu-button")
+    menu_action(ada, b, "mute")
+    wait_until("Bob to be told", lambda: bob.moderation.get("forceMuted", {}).get("audio") is True, people=people)
+    assert "turned off your microphone" in bob.page.inner_text("#banner")
+    time.sleep(2.0)  # what was in flight
+    before = cy.audio_packets(b), ada.audio_packets(b)
+    time.sleep(3.0)
+    after = cy.audio_packets(b), ada.audio_packets(b)
+    assert after == before, f"Bob's audio still arrives after the mute: {before} -> {after}"
+    # Bob unmutes himself: the focus lets his audio through again
+    bob.page.click("#mic-button")
+    wait_until("Cy to receive Bob's audio again", lambda: cy.audio_packets(b) > after[0] + 20, people=people)
+    # Ada removes Cy: Cy is told, gone from the others, and stays out
+    c = cy.endpoint
+    menu_action(ada, c, "kick")
+    wait_until("Cy to see the removal", lambda: cy.page.evaluate("window.parley.state") == "left", people=people)
+    assert "removed" in cy.page.inner_text("#left-title")
+    wait_until("Cy's tile to go", lambda: not bob.page.is_visible(f".tile[data-endpoint='{c}']"), people=people)
+    time.sleep(3.0)
+    assert cy.page.evaluate("window.parley.state") == "left"  # no silent rejoin
+    assert not ada.page.is_visible(f".tile[data-endpoint='{c}']")
+    # Ada leaves: Bob is made moderator
+    ada.page.click("#leave-button")
+    wait_until("Bob to become moderator", lambda: bob.moderation.get("role") == "moderator", people=people)
+    wait_until("Bob to see the moderator tools", lambda: bob.page.is_visible("#mute-all-button"), people=people)
+    for p in people:
+        p.page.close()
+
+
+def test_lobby_admit_and_deny(env: Env) -> None:
+    room = f"lobby-{uuid.uuid4().hex[:6]}"
+    host = env.person(room, "Host")
+    wait_until("the host to moderate", lambda: host.moderation.get("role") == "moderator", people=[host])
+    host.page.click("#lobby-button")
+    wait_until("the lobby to be on", lambda: host.page.get_attribute("#lobby-button", "aria-pressed") == "true",
+               people=[host])
+    guest = env.person(room, "Guest", wait_meeting=False)
+    people = [host, guest]
+    guest.page.wait_for_selector("#lobby:not([hidden])", timeout=120_000)
+    host.page.wait_for_selector(".knock:has-text('Guest wants to join')", timeout=90_000)
+    host.page.click(".knock:has-text('Guest') .admit")
+    guest.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
+    assert guest.page.evaluate("window.parley.lobby") == "admitted"
+    troll = env.person(room, "Troll", wait_meeting=False)
+    people.append(troll)
+    troll.page.wait_for_selector("#lobby:not([hidden])", timeout=120_000)
+    host.page.wait_for_selector(".knock:has-text('Troll wants to join')", timeout=90_000)
+    host.page.click(".knock:has-text('Troll') .deny")
+    wait_until("the troll to be told", lambda: troll.page.evaluate("window.parley.lobby") == "denied", people=people)
+    wait_until("the denial to show", lambda: "did not let you in" in troll.page.inner_text("#banner"), people=people)
+    assert troll.page.evaluate("window.parley.state") != "meeting"
+    for p in people:
+        p.page.close()
