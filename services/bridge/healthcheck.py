@@ -8,13 +8,25 @@ took (:data:`services.bridge.config.STATE_FILE`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.request
+from pathlib import Path
 
-from services.bridge import config
+STATE_FILE = Path("/tmp/parley-bridge.json")  # services.bridge.config.STATE_FILE
 
 
 def private_url() -> str:
+    # A port range in the environment (compose): the state file first, as reading the settings
+    # imports pydantic and parses HOCON, seconds of CPU on a loaded host, past the engine's
+    # healthcheck timeout.
+    if "-" in os.environ.get("JVB_COLIBRI_PORT", ""):
+        try:
+            return str(json.loads(STATE_FILE.read_text())["private_url"])
+        except (OSError, ValueError, KeyError):
+            pass
+    from services.bridge import config
+
     cfg = config.read()
     host = cfg.videobridge.http_servers.private.host
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
