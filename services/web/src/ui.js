@@ -27,7 +27,10 @@ export function createTile({ endpoint, nick, local = false }) {
     <div class="tile-footer">
       <span class="tile-name"><span class="mic-off" title="Microphone muted">${ICONS.micOff}</span><span class="nick"></span></span>
       <span class="tile-quality" data-level="unknown" title="Connection quality"></span>
-    </div>`;
+    </div>
+    <span class="tile-hand" title="Hand raised" hidden>✋</span>
+    <span class="tile-moderator" title="Moderator" hidden>★</span>
+    <div class="tile-interrupted" hidden>Connection interrupted</div>`;
   if (!local) {
     const audio = document.createElement('audio');
     audio.autoplay = true;
@@ -37,7 +40,13 @@ export function createTile({ endpoint, nick, local = false }) {
   return tile;
 }
 
-export function updateTile(tile, { nick, audioMuted, videoMuted, quality, speaking, forwarded, pinned }) {
+export function updateTile(tile, { nick, audioMuted, videoMuted, quality, speaking, forwarded, pinned, hand, moderator, interrupted }) {
+  if (hand !== undefined) tile.querySelector('.tile-hand').hidden = !hand;
+  if (moderator !== undefined) tile.querySelector('.tile-moderator').hidden = !moderator;
+  if (interrupted !== undefined) {
+    tile.dataset.interrupted = String(interrupted);
+    tile.querySelector('.tile-interrupted').hidden = !interrupted;
+  }
   if (nick !== undefined) {
     tile.querySelector('.nick').textContent = nick;
     tile.querySelector('.avatar').textContent = initials(nick);
@@ -91,4 +100,33 @@ export class Banner {
   hide() {
     this.el.hidden = true;
   }
+}
+
+/** One row of the participant list. */
+export function participantRow({ endpoint, nick, audioMuted, videoMuted, raisedHand, moderator, speaking, self }) {
+  const li = document.createElement('li');
+  li.className = `participant${speaking ? ' speaking' : ''}`;
+  li.dataset.endpoint = endpoint;
+  li.dataset.hand = String(!!raisedHand);
+  const name = document.createElement('span');
+  name.className = 'participant-name';
+  name.textContent = self ? `${nick} (you)` : nick;
+  const badges = document.createElement('span');
+  badges.className = 'participant-badges';
+  if (moderator) badges.append(badge('★', 'Moderator', 'moderator'));
+  if (raisedHand) badges.append(badge('✋', 'Hand raised', 'hand'));
+  if (speaking) badges.append(badge('🔊', 'Speaking', 'speaking'));
+  badges.append(badge(audioMuted ? '🔇' : '🎤', audioMuted ? 'Microphone muted' : 'Microphone on', audioMuted ? 'mic-muted' : 'mic-on'));
+  if (videoMuted) badges.append(badge('🚫', 'Camera off', 'cam-off'));
+  li.append(name, badges);
+  return li;
+}
+
+function badge(text, title, kind) {
+  const el = document.createElement('span');
+  el.className = `participant-badge ${kind}`;
+  el.dataset.kind = kind;
+  el.title = title;
+  el.textContent = text;
+  return el;
 }
