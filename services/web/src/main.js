@@ -111,6 +111,10 @@ const parley = {
   get sharingScreen() {
     return !!state.meeting?.screenTrack;
   },
+  /** Our screen share's capture settings (width, height, frameRate), or null. */
+  screenSettings() {
+    return state.meeting?.screenTrack?.getSettings() ?? null;
+  },
   raiseHand(raised = true) {
     setHand(raised);
   },
