@@ -127,7 +127,7 @@ def test_a_shared_screen_is_on_stage_at_full_resolution_while_the_camera_still_f
             lambda v=viewer, b=before_screen: v.frames(screen) > b,
             meeting,
         )
-    bob.page.wait_for_selector(f'.tile.screen[data-endpoint="{screen}"].pinned', timeout=30_000)
+    bob.page.wait_for_selector(f'.tile.screen-share[data-endpoint="{screen}"].pinned', timeout=30_000)
     shoot(bob, "shared-screen.png")
     # stopping the share takes the tile away and the stage back
     ada.js("window.parley.stopScreenShare()")

@@ -295,6 +295,7 @@ function setView(view) {
   localStorage.setItem('parley.view', view);
   const next = { tile: 'Stage view', stage: 'Audio only', 'audio-only': 'Tile view' }[view];
   $('view-button').querySelector('.tool-label').textContent = next;
+  $('view-button').querySelector('.tool-icon').innerHTML = ICONS[{ tile: 'stage', stage: 'speaker', 'audio-only': 'grid' }[view]];
   $('view-button').dataset.view = view;
   layout();
 }
@@ -501,7 +502,7 @@ function syncScreenTile(endpoint, person) {
   }
   if (!tile) {
     tile = createTile({ endpoint: key, nick: `${person.nick}'s screen` });
-    tile.classList.add('screen');
+    tile.classList.add('screen-share');
     tile.addEventListener('click', () => pin(key));
     tiles.set(key, tile);
     stage().append(tile);
@@ -722,6 +723,8 @@ function renderRecording(recording) {
 function setupMeetingControls() {
   $('chat-button').querySelector('.tool-icon').innerHTML = ICONS.chat;
   $('leave-button').querySelector('.tool-icon').innerHTML = ICONS.leave;
+  for (const [id, icon] of [['screen-button', 'screen'], ['hand-button', 'hand'], ['reactions-button', 'smile'],
+    ['participants-button', 'people'], ['settings-button', 'settings']]) $(id).querySelector('.tool-icon').innerHTML = ICONS[icon];
   // state.audioMuted/videoMuted outlive a reconnect (the next Meeting starts with them)
   $('mic-button').addEventListener('click', () => {
     state.audioMuted = !state.meeting.audioMuted;
