@@ -66,6 +66,7 @@ export class Roster {
     if (!endpoint || endpoint === this.selfEndpoint) return;
     const p = this.#person(endpoint);
     p.tracks.set(kind, track);
+    p.interrupted = false; // newly negotiated media (e.g. after its session was restarted)
     if (kind === 'video' && source) p.videoSource = source;
     if (kind === 'screen') {
       p.screenSource = source ?? `${endpoint}-v1`;
