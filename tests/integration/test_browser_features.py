@@ -45,7 +45,7 @@ class Person:
         return self.page.evaluate(expression)
 
 
-def wait_until(what: str, cond, people: list[Person], timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+def wait_until(what: str, cond, people: list[Person], timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -76,13 +76,13 @@ def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
                 page.goto(f"{stack.front}/{room}?name={name}")
                 people.append(Person(name, page, log))
             for p in people:
-                p.page.wait_for_selector("#meeting:not([hidden])", timeout=45_000)
+                p.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
             for p in people:
                 wait_until(
                     f"{p.name} to decode both others",
                     lambda p=p: sum(1 for s in p.received().values() if s["framesDecoded"] > 0) == 2,
                     people,
-                    timeout=60,
+                    timeout=120,
                 )
             yield people
     finally:

@@ -768,7 +768,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     def select(
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
-        self.connectivity.on_media(stream.endpoint_id, self._clock())
+        now = self._clock()
+        self.connectivity.on_media(stream.endpoint_id, now)
         if stream.kind != "video":
             if self.mixer is not None:
                 subscriptions = self._mix_audio(stream, packet, subscriptions)
@@ -781,7 +782,6 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                     or self._audio_subscriptions[sub.receiver.id].wants(source)
                 ]
             return subscriptions
-        now = self._clock()
         sender = stream.sender
         if self._known_sources.get(sender.id) is not sender.sources:
             self._learn_sources(sender.id, sender.sources, now)
