@@ -26,6 +26,7 @@ from tests.integration.netns import NetLab, Site, netns_available
 pytestmark = [
     *BROWSER_MARKS,
     pytest.mark.skipif(not netns_available(), reason="needs root, iproute2 and nftables"),
+    pytest.mark.timeout(900),
 ]
 
 

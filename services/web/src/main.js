@@ -500,15 +500,20 @@ function syncScreenTile(endpoint, person) {
     }
     return;
   }
+  let changed = false;
   if (!tile) {
     tile = createTile({ endpoint: key, nick: `${person.nick}'s screen` });
     tile.classList.add('screen-share');
     tile.addEventListener('click', () => pin(key));
     tiles.set(key, tile);
     stage().append(tile);
+    changed = true;
   }
-  if ((tile.querySelector('video').srcObject?.getTracks()[0] ?? null) !== track) setTileTrack(tile, 'video', track);
-  layout();
+  if ((tile.querySelector('video').srcObject?.getTracks()[0] ?? null) !== track) {
+    setTileTrack(tile, 'video', track);
+    changed = true;
+  }
+  if (changed) layout();
 }
 
 function watchFirstFrame(video) {
