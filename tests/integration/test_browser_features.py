@@ -69,7 +69,7 @@ def shoot(person: Person, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
-    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start()
+    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start(timeout=300)
     room = f"ft-{uuid.uuid4().hex[:8]}"
     try:
         with browsers() as pool:
