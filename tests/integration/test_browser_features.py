@@ -80,7 +80,12 @@ def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
                 page.goto(f"{stack.front}/{room}?name={name}")
                 people.append(Person(name, page, log))
             for p in people:
-                p.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
+                wait_until(
+                    f"{p.name} to join",
+                    lambda p=p: p.js("window.parley.state") == "meeting",
+                    people,
+                    timeout=180,
+                )
             for p in people:
                 wait_until(
                     f"{p.name} to decode both others",
