@@ -76,6 +76,7 @@ def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
             people = []
             for name in ("Ada", "Bob", "Cy"):
                 page = pool.open(DESKTOP, extra_args=[CAPTURE])
+                page.set_default_timeout(120_000)  # a loaded machine: minutes, not seconds
                 log = console_log(page)
                 page.goto(f"{stack.front}/{room}?name={name}")
                 people.append(Person(name, page, log))
