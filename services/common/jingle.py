@@ -137,6 +137,11 @@ class Source:
     name: str | None = None
     owner: str | None = None
     msid: str | None = None
+    video_type: str | None = None
+    """Jitsi's ``videoType`` attribute: ``camera`` or ``desktop`` (a screen share)."""
+
+
+VIDEO_TYPES = frozenset({"camera", "desktop", "desktop_high_fps"})
 
 
 @dataclass
@@ -261,6 +266,8 @@ def _description_el(parent: ET.Element, desc: RtpDescription) -> None:
         _sub(el, NS_RTP, "rtcp-mux")
     for src in desc.sources:
         s = _sub(el, NS_SSMA, "source", ssrc=src.ssrc, name=src.name)
+        if src.video_type:
+            s.set("videoType", src.video_type)
         if src.msid:
             _sub(s, NS_SSMA, "parameter", name="msid", value=src.msid)
         if src.owner:
@@ -419,6 +426,7 @@ def _parse_description(el: ET.Element, where: str) -> RtpDescription:
                 name=src.get("name"),
                 owner=info.get("owner") if info is not None else None,
                 msid=msid,
+                video_type=src.get("videoType") if src.get("videoType") in VIDEO_TYPES else None,
             )
         )
     for i, grp in enumerate(el.findall(_q(NS_SSMA, "ssrc-group"))):

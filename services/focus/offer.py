@@ -388,6 +388,12 @@ def session_terminate(sid: str, condition: str = "success", text: str | None = N
     return Jingle(action="session-terminate", sid=sid, reason=JingleReason(condition, text))
 
 
+def _own_source_name(endpoint_id: str, letter: str, name: str) -> bool:
+    prefix = f"{endpoint_id}-{letter}"
+    rest = name[len(prefix) :]
+    return name.startswith(prefix) and rest.isdigit() and len(rest) <= 2
+
+
 def owned_sources(jingle: Jingle, participant: Participant) -> dict[str, MediaSources]:
     """The sources a participant announced, owned by it whatever it claimed: the owner is its
     occupant JID and unnamed sources get Jitsi's ``<endpoint>-a0`` / ``-v0`` names."""
@@ -399,12 +405,18 @@ def owned_sources(jingle: Jingle, participant: Participant) -> dict[str, MediaSo
         letter = "a" if desc.media == "audio" else "v"
         ms = out.setdefault(desc.media, MediaSources())
         for src in desc.sources:
+            # a name that is not the participant's own (``<endpoint>-a<n>``/``-v<n>``) would let
+            # it pose as someone else's source: it gets the default name instead
+            name = (
+                src.name if src.name and _own_source_name(participant.endpoint_id, letter, src.name) else None
+            )
             ms.sources.append(
                 Source(
                     ssrc=src.ssrc,
-                    name=src.name or f"{participant.endpoint_id}-{letter}0",
+                    name=name or f"{participant.endpoint_id}-{letter}0",
                     owner=participant.occupant_jid,
                     msid=src.msid,
+                    video_type=src.video_type if desc.media == "video" else None,
                 )
             )
         ssrcs = {s.ssrc for s in desc.sources}

@@ -18,8 +18,11 @@ policy seam (``policy.py``) with the cores of this package -- speaker detection,
 simulcast projections and bandwidth estimates -- and is built per conference by
 :func:`intelligence_policy_factory` (``MediaEngine(config, policy_factory=...)``).
 
-Order of preference for a receiver: on-stage sources, then selected sources, then everyone else by
-speaker order (dominant speaker first). The effective last-N is the smallest non-negative value of
+Order of preference for a receiver: on-stage sources, then screen shares (sources whose sender said
+``videoType`` desktop with ``SourceVideoTypeMessage``), then selected sources, then everyone else
+by speaker order (dominant speaker first). A screen share is never dropped by last-N (it is not
+counted) and, unless the receiver constrains that source by name, gets its highest layer: text on
+a shared screen needs its full resolution, a low frame rate is acceptable. The effective last-N is the smallest non-negative value of
 the Colibri ``last-n`` and the receiver's own ``lastN`` (-1 = unlimited); a source constrained to
 ``maxHeight`` 0 is neither forwarded nor counted. Bandwidth is shared greedily in preference
 order: every chosen source gets its lowest layer, then each is raised, in the same order, as high
@@ -51,15 +54,18 @@ from services.common import bridge_channel
 from services.common.bridge_channel import (
     BridgeChannelMessage,
     DominantSpeakerEndpointChangeEvent,
+    EndpointConnectivityStatusChangeEvent,
     ForwardedSources,
     LastNChangedEvent,
     ReceiverAudioSubscription,
     ReceiverVideoConstraints,
     SenderSourceConstraints,
+    SourceVideoTypeMessage,
 )
 
 from . import rtp
 from .bandwidth import DownlinkEstimator
+from .connectivity import ConnectivityMonitor
 from .mixer import MixedRtpStream, MixerThread, MixMinusMixer
 from .model import MediaSources
 from .policy import ForwardingPolicy, SendMessage
@@ -83,6 +89,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.bridge.intelligence")
 
 UNLIMITED = -1
+MAX_DESKTOP_SOURCES = 4
+"""Screen-share source names remembered per endpoint (a client cannot grow the bridge's state)."""
 
 
 @dataclass
@@ -137,6 +145,17 @@ class SourceLayers:
     endpoint: str
     heights: tuple[int, ...]
     bitrates: tuple[float, ...]
+    desktop: bool = False
+    """A screen share (``SourceVideoTypeMessage`` desktop): preferred, outside last-N."""
+
+
+DESKTOP_TYPES = frozenset({"desktop", "desktop_high_fps"})
+
+
+def source_owned_by(endpoint: str, source: str) -> bool:
+    """Whether ``source`` is one of ``endpoint``'s video source names (``<endpoint>-v<n>``)."""
+    prefix = f"{endpoint}-v"
+    return source.startswith(prefix) and source[len(prefix) :].isdigit()
 
 
 @dataclass(frozen=True)
@@ -160,12 +179,14 @@ class ReceiverAllocation:
 def preference_order(
     receiver: str, settings: ReceiverSettings, sources: Sequence[SourceLayers]
 ) -> list[SourceLayers]:
-    """Other endpoints' sources: on-stage first, then selected, then the given (speaker) order."""
+    """Other endpoints' sources: on-stage first, then screen shares, then selected, then the
+    given (speaker) order."""
     others = [s for s in sources if s.endpoint != receiver]
     by_name = {s.name: s for s in others}
     ordered: list[SourceLayers] = []
     seen: set[str] = set()
-    for name in (*settings.on_stage, *settings.selected):
+    desktop = tuple(s.name for s in others if s.desktop)
+    for name in (*settings.on_stage, *desktop, *settings.selected):
         if name in by_name and name not in seen:
             ordered.append(by_name[name])
             seen.add(name)
@@ -177,16 +198,28 @@ def constrained_targets(
     receiver: str, settings: ReceiverSettings, sources: Sequence[SourceLayers]
 ) -> list[tuple[SourceLayers, int]]:
     """The last-N sources the receiver wants, in preference order, each with the highest layer
-    its constraint allows (bandwidth not considered)."""
+    its constraint allows (bandwidth not considered). Screen shares are not counted by last-N."""
     last_n = settings.effective_last_n
     chosen: list[tuple[SourceLayers, int]] = []
+    counted = 0
     for source in preference_order(receiver, settings, sources):
-        if last_n >= 0 and len(chosen) >= last_n:
-            break
-        target = highest_layer_within(source.heights, settings.max_height_of(source.name))
+        if not source.desktop and last_n >= 0 and counted >= last_n:
+            continue
+        target = highest_layer_within(source.heights, max_height_for(settings, source))
         if target >= 0:
             chosen.append((source, target))
+            if not source.desktop:
+                counted += 1
     return chosen
+
+
+def max_height_for(settings: ReceiverSettings, source: SourceLayers) -> int:
+    """A source's height limit for a receiver. A screen share's is its own constraint when the
+    receiver names it, else unlimited -- unless the receiver takes no video by default
+    (audio-only: 0)."""
+    if not source.desktop or source.name in settings.max_heights:
+        return settings.max_height_of(source.name)
+    return 0 if settings.default_max_height == 0 else UNLIMITED
 
 
 def allocate(
@@ -330,6 +363,7 @@ class ConferenceVideoPolicy:
         self._allocations: dict[str, ReceiverAllocation] = {}
         self._announced_forwarded: dict[str, list[str]] = {}
         self._announced_sender: dict[str, int] = {}
+        self._desktop: dict[str, set[str]] = {}  # endpoint -> its sources it says are screen shares
         self.routes: dict[int, dict[str, Route]] = {}
         """SSRC -> {receiver: route} for that stream, rebuilt on every recomputation."""
 
@@ -345,6 +379,7 @@ class ConferenceVideoPolicy:
     def remove_endpoint(self, endpoint: str) -> None:
         self._receivers.pop(endpoint, None)
         self._probes.pop(endpoint, None)
+        self._desktop.pop(endpoint, None)
         gone = {source.name for source in self._sources.pop(endpoint, [])}
         for name in gone:
             self._heights.pop(name, None)
@@ -377,6 +412,26 @@ class ConferenceVideoPolicy:
 
     def set_colibri_last_n(self, endpoint: str, last_n: int) -> None:
         self.add_endpoint(endpoint, last_n)
+
+    def set_video_type(self, endpoint: str, source: str, video_type: str) -> bool:
+        """``SourceVideoTypeMessage`` from ``endpoint``: whether ``source`` is a screen share.
+        Only the endpoint's own sources (``<endpoint>-v<n>``) are taken; returns whether that
+        changed anything (then :meth:`recompute`). Kept for a source announced later."""
+        if not source_owned_by(endpoint, source) or endpoint not in self._receivers:
+            return False
+        desktop = self._desktop.setdefault(endpoint, set())
+        if (video_type in DESKTOP_TYPES) == (source in desktop):
+            return False
+        if video_type in DESKTOP_TYPES:
+            if len(desktop) >= MAX_DESKTOP_SOURCES:
+                return False
+            desktop.add(source)
+        else:
+            desktop.discard(source)
+        return True
+
+    def is_desktop(self, source: str) -> bool:
+        return any(source in names for names in self._desktop.values())
 
     def on_message(self, endpoint: str, message: LastNChangedEvent | ReceiverVideoConstraints) -> None:
         self._settings(endpoint).apply(message)
@@ -437,7 +492,7 @@ class ConferenceVideoPolicy:
             allocation = allocate(receiver, settings, ordered, self._probes[receiver].floors)
             self._allocations[receiver] = allocation
             for source, _ in constrained_targets(receiver, settings, ordered):
-                wanted[source.name].append(settings.max_height_of(source.name))
+                wanted[source.name].append(max_height_for(settings, source))
             forwarded = allocation.forwarded
             if self._announced_forwarded.get(receiver) != forwarded:
                 self._announced_forwarded[receiver] = forwarded
@@ -467,7 +522,13 @@ class ConferenceVideoPolicy:
 
     def _source_layers(self) -> list[SourceLayers]:
         return [
-            SourceLayers(s.name, s.endpoint, self._heights[s.name], self._bitrates[s.name])
+            SourceLayers(
+                s.name,
+                s.endpoint,
+                self._heights[s.name],
+                self._bitrates[s.name],
+                s.name in self._desktop.get(s.endpoint, ()),
+            )
             for s in self.video_sources()
         ]
 
@@ -575,6 +636,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         super().__init__(send_message)
         self.video = ConferenceVideoPolicy(default_max_height)
         self.speakers = DominantSpeakerDetector(speaker_settings)
+        self.connectivity = ConnectivityMonitor()
         self.meter = LayerMeter()
         self.estimators: dict[str, DownlinkEstimator] = {}
         self.decision_interval = decision_interval
@@ -602,6 +664,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     def on_endpoint_added(self, endpoint_id: str) -> None:
         self.video.add_endpoint(endpoint_id)
         self.speakers.add_endpoint(endpoint_id)
+        self.connectivity.add(endpoint_id, self._clock())
         self.estimators.setdefault(endpoint_id, DownlinkEstimator())
 
     def on_endpoint_removed(self, endpoint_id: str) -> None:
@@ -612,6 +675,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self.mixer.remove_endpoint(endpoint_id)
         self.video.remove_endpoint(endpoint_id)
         self.speakers.remove_endpoint(endpoint_id)
+        self.connectivity.remove(endpoint_id)
         self.estimators.pop(endpoint_id, None)
         self._known_sources.pop(endpoint_id, None)
         self._vp8_payload_types.pop(endpoint_id, None)
@@ -682,6 +746,12 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         if isinstance(parsed, LastNChangedEvent | ReceiverVideoConstraints):
             self.video.on_message(endpoint_id, parsed)
             self._reallocate(self._clock())
+        elif isinstance(parsed, SourceVideoTypeMessage):
+            if self.video.set_video_type(endpoint_id, parsed.source_name, parsed.video_type):
+                log.info(
+                    "endpoint %s: source %s is now %s", endpoint_id, parsed.source_name, parsed.video_type
+                )
+                self._reallocate(self._clock())
         elif isinstance(parsed, ReceiverAudioSubscription):
             audio = AudioSubscription.of(parsed)
             if audio.everything:
@@ -698,6 +768,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     def select(
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
+        now = self._clock()
+        self.connectivity.on_media(stream.endpoint_id, now)
         if stream.kind != "video":
             if self.mixer is not None:
                 subscriptions = self._mix_audio(stream, packet, subscriptions)
@@ -710,7 +782,6 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                     or self._audio_subscriptions[sub.receiver.id].wants(source)
                 ]
             return subscriptions
-        now = self._clock()
         sender = stream.sender
         if self._known_sources.get(sender.id) is not sender.sources:
             self._learn_sources(sender.id, sender.sources, now)
@@ -786,6 +857,14 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
 
     def _tick(self, now: float) -> None:
         self._next_decision = now + self.decision_interval
+        for endpoint, active in self.connectivity.check(now):
+            log.info("endpoint %s: media %s", endpoint, "flowing again" if active else "stopped")
+            status = EndpointConnectivityStatusChangeEvent(
+                endpoint=endpoint, active="true" if active else "false"
+            )
+            for other in self.estimators:
+                if other != endpoint:
+                    self._send(other, status)
         change = self.speakers.decide(now)
         if change is not None:
             event = DominantSpeakerEndpointChangeEvent(

@@ -12,6 +12,7 @@ export const ColibriClass = Object.freeze({
   RECEIVER_VIDEO_CONSTRAINTS: 'ReceiverVideoConstraints',
   DOMINANT_SPEAKER: 'DominantSpeakerEndpointChangeEvent',
   ENDPOINT_CONNECTIVITY: 'EndpointConnectivityStatusChangeEvent',
+  SOURCE_VIDEO_TYPE: 'SourceVideoTypeMessage',
   FORWARDED_SOURCES: 'ForwardedSources',
   SENDER_SOURCE_CONSTRAINTS: 'SenderSourceConstraints',
   CONNECTION_STATS: 'ConnectionStats',

@@ -9,8 +9,12 @@ import { Moderation } from './moderation.js';
 import { ModerationUi } from './moderation-ui.js';
 import { parseDisplayName, parseRoomName, roomFromPath } from './room.js';
 import { reconnectDelay } from './bridge-channel.js';
-import { Banner, chatLine, createTile, ICONS, setTileTrack, updateTile } from './ui.js';
-import { Debouncer, receiverVideoConstraints } from './video-constraints.js';
+import { Banner, chatLine, createTile, ICONS, participantRow, setTileTrack, updateTile } from './ui.js';
+import { Debouncer } from './video-constraints.js';
+import { DevicePicker, mediaConstraints, rememberedDevice } from './devices.js';
+import { handQueue, REACTIONS } from './reactions.js';
+import { screenSourceName } from './screenshare.js';
+import { stageTile, VIEWS, viewConstraints } from './views.js';
 
 const $ = (id) => document.getElementById(id);
 const config = window.config;
@@ -21,7 +25,12 @@ const state = {
   reconnecting: false,
   unread: 0,
   lastN: Number.isInteger(config?.channelLastN) ? config.channelLastN : -1,
+  view: VIEWS.includes(localStorage.getItem('parley.view')) ? localStorage.getItem('parley.view') : 'tile',
+  stageKey: null, // the tile shown large (pinned, a screen share, or the speaker in stage view)
+  reactions: [], // reactions seen (for the page's diagnostics)
+  speaker: rememberedDevice('audiooutput'), // the audio output device ('' = default)
 };
+const SCREEN = '#screen'; // a screen-share tile's key: `<endpoint>#screen`
 
 /** Diagnostics the page exposes (timings, per-endpoint video stats) for operators and tests. */
 const parley = {
@@ -114,6 +123,60 @@ const parley = {
   pin(endpoint) {
     pin(endpoint);
   },
+  /** 'tile', 'stage' (follows the dominant speaker) or 'audio-only' (no video received). */
+  get view() {
+    return state.view;
+  },
+  setView(view) {
+    setView(view);
+  },
+  /** The tile key on stage (an endpoint, or `<endpoint>#screen`), or null in a plain grid. */
+  get stage() {
+    return state.stageKey;
+  },
+  startScreenShare() {
+    return state.meeting.startScreenShare();
+  },
+  stopScreenShare() {
+    state.meeting?.stopScreenShare();
+  },
+  get sharingScreen() {
+    return !!state.meeting?.screenTrack;
+  },
+  /** Our screen share's capture settings (width, height, frameRate), or null. */
+  screenSettings() {
+    return state.meeting?.screenTrack?.getSettings() ?? null;
+  },
+  raiseHand(raised = true) {
+    setHand(raised);
+  },
+  react(name) {
+    return state.meeting?.sendReaction(name) ?? false;
+  },
+  /** Reactions seen: [{from, reactions, mine}]. */
+  get reactions() {
+    return state.reactions;
+  },
+  /** The participant list as shown: [{endpoint, nick, raisedHand, moderator, audioMuted, speaking}]. */
+  participants() {
+    return participantEntries();
+  },
+  /** Endpoints whose tile says "connection interrupted". */
+  interrupted() {
+    return [...tiles].filter(([, t]) => t.dataset.interrupted === 'true').map(([k]) => k);
+  },
+  /** Use the camera/microphone/speaker `deviceId` ('' = default); kind: videoinput, audioinput, audiooutput. */
+  useDevice(kind, deviceId) {
+    return useDevice(kind, deviceId);
+  },
+  /** The local camera track's device and settings. */
+  cameraSettings() {
+    const t = state.stream?.getVideoTracks()[0];
+    return t ? { label: t.label, ...t.getSettings() } : null;
+  },
+  async devices() {
+    return navigator.mediaDevices.enumerateDevices().then((ds) => ds.map((d) => ({ kind: d.kind, deviceId: d.deviceId, label: d.label })));
+  },
 };
 window.parley = parley;
 
@@ -138,7 +201,10 @@ async function startPreview() {
     return;
   }
   try {
-    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 1280, height: 720 } });
+    state.stream = await navigator.mediaDevices.getUserMedia({
+      ...mediaConstraints('audioinput', rememberedDevice('audioinput')),
+      ...mediaConstraints('videoinput', rememberedDevice('videoinput')),
+    });
   } catch (e) {
     try {
       state.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
@@ -154,6 +220,7 @@ async function startPreview() {
   $('preview-video').srcObject = state.stream;
   placeholder.hidden = true;
   renderPreviewButtons();
+  await pickers.refresh();
 }
 
 function renderPreviewButtons() {
@@ -228,10 +295,16 @@ const PHONE_WIDTH = 720;
 function layout() {
   const el = stage();
   el.dataset.count = String(tiles.size);
+  el.dataset.view = state.view;
   if (state.pinned && !tiles.has(state.pinned)) state.pinned = null;
-  el.classList.toggle('has-pinned', !!state.pinned);
-  for (const [endpoint, tile] of tiles) updateTile(tile, { pinned: endpoint === state.pinned });
-  if (state.pinned) {
+  const meeting = state.meeting;
+  state.stageKey = meeting ? stageTile({
+    view: state.view, pinned: state.pinned, screens: meeting.roster.screenOrder.map((e) => `${e}${SCREEN}`),
+    dominant: meeting.roster.dominant, self: meeting.endpointId, tiles: [...tiles.keys()],
+  }) : null;
+  el.classList.toggle('has-pinned', !!state.stageKey);
+  for (const [key, tile] of tiles) updateTile(tile, { pinned: key === state.stageKey });
+  if (state.stageKey) {
     el.style.removeProperty('--columns');
     el.style.removeProperty('--tile-width');
   } else if (window.innerWidth > PHONE_WIDTH && el.clientWidth > 0) {
@@ -242,8 +315,110 @@ function layout() {
     el.style.removeProperty('--columns');
     el.style.removeProperty('--tile-width');
   }
-  $('participant-count').textContent = `${tiles.size} ${tiles.size === 1 ? 'person' : 'people'}`;
+  const people = meeting ? meeting.roster.size + 1 : tiles.size;
+  $('participant-count').textContent = `${people} ${people === 1 ? 'person' : 'people'}`;
+  renderParticipants();
   constraints.schedule();
+}
+
+function setView(view) {
+  if (!VIEWS.includes(view)) return;
+  state.view = view;
+  localStorage.setItem('parley.view', view);
+  const next = { tile: 'Stage view', stage: 'Audio only', 'audio-only': 'Tile view' }[view];
+  $('view-button').querySelector('.tool-label').textContent = next;
+  $('view-button').querySelector('.tool-icon').innerHTML = ICONS[{ tile: 'stage', stage: 'speaker', 'audio-only': 'grid' }[view]];
+  $('view-button').dataset.view = view;
+  layout();
+}
+
+function setHand(raised) {
+  const meeting = state.meeting;
+  if (!meeting) return;
+  meeting.setRaisedHand(raised);
+  const button = $('hand-button');
+  button.setAttribute('aria-pressed', String(!!raised));
+  button.querySelector('.tool-label').textContent = raised ? 'Lower hand' : 'Raise hand';
+  const local = tiles.get(meeting.endpointId);
+  if (local) updateTile(local, { hand: !!raised });
+  renderParticipants();
+}
+
+/** Everyone in the meeting for the participant list: raised hands first (earliest first). */
+function participantEntries() {
+  const meeting = state.meeting;
+  if (!meeting) return [];
+  const self = {
+    endpoint: meeting.endpointId, nick: state.name, audioMuted: meeting.audioMuted, videoMuted: meeting.videoMuted,
+    raisedHand: meeting.raisedHand, moderator: false, self: true,
+  };
+  const all = [self, ...[...meeting.roster.people.values()].map((p) => ({
+    endpoint: p.endpoint, nick: p.nick, audioMuted: p.audioMuted, videoMuted: p.videoMuted,
+    raisedHand: p.raisedHand ?? null, moderator: !!p.moderator, self: false,
+  }))];
+  for (const p of all) p.speaking = meeting.roster.dominant === p.endpoint;
+  const hands = handQueue(all);
+  const rank = (p) => (p.raisedHand ? hands.indexOf(p.endpoint) : hands.length);
+  return all.sort((a, b) => rank(a) - rank(b) || a.nick.localeCompare(b.nick));
+}
+
+function renderParticipants() {
+  const list = $('participant-list');
+  if (!list) return;
+  list.replaceChildren(...participantEntries().map(participantRow));
+}
+
+/** Switch camera, microphone (getUserMedia + replaceTrack) or speaker (setSinkId). */
+async function useDevice(kind, deviceId) {
+  if (kind === 'audiooutput') {
+    state.speaker = deviceId;
+    await Promise.all([...document.querySelectorAll('audio')].map((a) => a.setSinkId?.(deviceId).catch(() => {})));
+    return true;
+  }
+  const media = await navigator.mediaDevices.getUserMedia(mediaConstraints(kind, deviceId));
+  const track = media.getTracks()[0];
+  if (state.meeting) {
+    await state.meeting.replaceLocalTrack(track);
+    state.stream = state.meeting.stream;
+  } else {
+    if (!state.stream) state.stream = new MediaStream();
+    for (const old of kind === 'audioinput' ? state.stream.getAudioTracks() : state.stream.getVideoTracks()) {
+      state.stream.removeTrack(old);
+      old.stop();
+    }
+    state.stream.addTrack(track);
+    renderPreviewButtons();
+  }
+  if (kind === 'videoinput') {
+    $('preview-video').srcObject = state.stream;
+    const local = state.meeting && tiles.get(state.meeting.endpointId);
+    if (local) setTileTrack(local, 'video', track);
+  }
+  return true;
+}
+
+const pickers = {
+  list: [],
+  async refresh() {
+    await Promise.all(this.list.map((p) => p.refresh()));
+  },
+};
+
+function showReaction({ from, reactions, mine }) {
+  state.reactions.push({ from, reactions, mine });
+  if (state.reactions.length > 100) state.reactions.shift();
+  const layer = $('reaction-layer');
+  const who = mine ? 'You' : state.meeting?.roster.people.get(from)?.nick ?? from;
+  for (const r of reactions) {
+    const el = document.createElement('div');
+    el.className = 'reaction';
+    el.dataset.reaction = r;
+    el.dataset.from = from;
+    el.textContent = `${REACTIONS[r]} ${who}`;
+    el.style.left = `${10 + Math.random() * 60}%`;
+    layer.append(el);
+    setTimeout(() => el.remove(), 4000);
+  }
 }
 
 function pin(endpoint) {
@@ -251,14 +426,25 @@ function pin(endpoint) {
   layout();
 }
 
-/** Tell the bridge what video the layout needs: tile heights, the pinned tile, last-N. */
+/** The video source a tile shows (a camera `-v0`, a screen share `-v1`). */
+function sourceOfTile(key) {
+  const meeting = state.meeting;
+  if (key.endsWith(SCREEN)) {
+    const endpoint = key.slice(0, -SCREEN.length);
+    return meeting.roster.people.get(endpoint)?.screenSource ?? screenSourceName(endpoint);
+  }
+  return meeting.roster.videoSourceOf(key);
+}
+
+/** Tell the bridge what video the view needs: tile heights, the stage tile, last-N. */
 function sendVideoConstraints() {
   const meeting = state.meeting;
   if (!meeting) return;
-  const remote = [...tiles].filter(([endpoint]) => endpoint !== meeting.endpointId);
-  const msg = receiverVideoConstraints({
-    tiles: remote.map(([endpoint, tile]) => ({ source: meeting.roster.videoSourceOf(endpoint), height: tile.clientHeight })),
-    onStage: state.pinned ? [meeting.roster.videoSourceOf(state.pinned)] : [],
+  const remote = [...tiles].filter(([key]) => key !== meeting.endpointId);
+  const msg = viewConstraints({
+    view: state.view,
+    tiles: remote.map(([key, tile]) => ({ source: sourceOfTile(key), height: tile.clientHeight, screen: key.endsWith(SCREEN) })),
+    stage: state.stageKey && state.stageKey !== meeting.endpointId ? sourceOfTile(state.stageKey) : null,
     lastN: state.lastN,
   });
   meeting.setReceiverVideoConstraints(msg);
@@ -286,11 +472,14 @@ function onRosterChange(kind, endpoint, person) {
   const meeting = state.meeting;
   if (kind === 'left') {
     state.moderationUi?.forget(endpoint);
-    tiles.get(endpoint)?.remove();
-    tiles.delete(endpoint);
+    for (const key of [endpoint, `${endpoint}${SCREEN}`]) {
+      tiles.get(key)?.remove();
+      tiles.delete(key);
+    }
     layout();
     return;
   }
+  if (person) syncScreenTile(endpoint, person);
   let tile = tiles.get(endpoint);
   if (!tile && person) {
     tile = createTile({ endpoint, nick: person.nick });
@@ -300,6 +489,10 @@ function onRosterChange(kind, endpoint, person) {
     tiles.set(endpoint, tile);
     stage().append(tile);
     layout();
+  }
+  if (kind === 'speaker') {
+    renderParticipants();
+    if (state.view === 'stage') layout(); // the stage follows the speaker
   }
   if (!tile) {
     if (kind === 'speaker') tiles.get(meeting.endpointId)?.classList.toggle('speaking', meeting.roster.dominant === endpoint);
@@ -312,17 +505,49 @@ function onRosterChange(kind, endpoint, person) {
       if (el && (el.srcObject?.getTracks()[0] ?? null) !== track) {
         setTileTrack(tile, k, track);
         if (k === 'video' && track) watchFirstFrame(tile.querySelector('video'));
+        if (k === 'audio' && track && state.speaker) tile.querySelector('audio')?.setSinkId?.(state.speaker).catch(() => {});
       }
     }
   }
   if (person) {
     updateTile(tile, {
       nick: person.nick, audioMuted: person.audioMuted, videoMuted: person.videoMuted, quality: person.quality,
-      forwarded: meeting.roster.isForwarded(endpoint),
+      forwarded: meeting.roster.isForwarded(endpoint), hand: !!person.raisedHand, moderator: !!person.moderator,
+      interrupted: !!person.interrupted,
     });
+    if (kind === 'updated') renderParticipants();
   }
   if (kind === 'track') constraints.schedule();
   updateTile(tile, { speaking: meeting.roster.dominant === endpoint });
+}
+
+/** A screen share gets its own tile, `<endpoint>#screen`, which goes on stage. */
+function syncScreenTile(endpoint, person) {
+  const key = `${endpoint}${SCREEN}`;
+  const track = person.tracks.get('screen') ?? null;
+  let tile = tiles.get(key);
+  if (!track) {
+    if (tile) {
+      tile.remove();
+      tiles.delete(key);
+      layout();
+    }
+    return;
+  }
+  let changed = false;
+  if (!tile) {
+    tile = createTile({ endpoint: key, nick: `${person.nick}'s screen` });
+    tile.classList.add('screen-share');
+    tile.addEventListener('click', () => pin(key));
+    tiles.set(key, tile);
+    stage().append(tile);
+    changed = true;
+  }
+  if ((tile.querySelector('video').srcObject?.getTracks()[0] ?? null) !== track) {
+    setTileTrack(tile, 'video', track);
+    changed = true;
+  }
+  if (changed) layout();
 }
 
 function watchFirstFrame(video) {
@@ -414,6 +639,15 @@ function createMeeting(room, name) {
   meeting.addEventListener('recording', ({ detail }) => {
     if (current()) renderRecording(detail);
   });
+  meeting.addEventListener('reaction', ({ detail }) => {
+    if (current()) showReaction(detail);
+  });
+  meeting.addEventListener('screen', ({ detail }) => {
+    if (!current()) return;
+    const button = $('screen-button');
+    button.setAttribute('aria-pressed', String(detail.on));
+    button.querySelector('.tool-label').textContent = detail.on ? 'Stop sharing' : 'Share screen';
+  });
   meeting.addEventListener('chat', ({ detail }) => {
     if (!current()) return;
     const log = $('chat-log');
@@ -440,6 +674,8 @@ function renderMeeting(meeting) {
   for (const [endpoint, person] of meeting.roster.people) onRosterChange('joined', endpoint, person);
   layout();
   renderControls();
+  setHand(false);
+  if (state.speaker) useDevice('audiooutput', state.speaker);
 }
 
 function detachModeration() {
@@ -590,6 +826,8 @@ function renderRecording(recording) {
 function setupMeetingControls() {
   $('chat-button').querySelector('.tool-icon').innerHTML = ICONS.chat;
   $('leave-button').querySelector('.tool-icon').innerHTML = ICONS.leave;
+  for (const [id, icon] of [['screen-button', 'screen'], ['hand-button', 'hand'], ['reactions-button', 'smile'],
+    ['participants-button', 'people'], ['settings-button', 'settings']]) $(id).querySelector('.tool-icon').innerHTML = ICONS[icon];
   // state.audioMuted/videoMuted outlive a reconnect (the next Meeting starts with them)
   $('mic-button').addEventListener('click', async () => {
     if (state.meeting.audioMuted && state.moderation?.forceMuted.audio) {
@@ -618,6 +856,60 @@ function setupMeetingControls() {
     renderControls();
   });
   $('leave-button').addEventListener('click', () => leave());
+  $('screen-button').disabled = !navigator.mediaDevices?.getDisplayMedia;
+  $('screen-button').addEventListener('click', async () => {
+    const meeting = state.meeting;
+    if (!meeting) return;
+    if (meeting.screenTrack) {
+      meeting.stopScreenShare();
+      return;
+    }
+    try {
+      await meeting.startScreenShare();
+    } catch (e) {
+      if (e.name !== 'NotAllowedError') banner.show(`Cannot share the screen: ${e.message}`, 'info');
+    }
+  });
+  $('hand-button').addEventListener('click', () => setHand(!state.meeting?.raisedHand));
+  const menu = $('reactions-menu');
+  for (const [name, emoji] of Object.entries(REACTIONS)) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'reaction-choice';
+    b.dataset.reaction = name;
+    b.title = name;
+    b.textContent = emoji;
+    b.addEventListener('click', () => {
+      state.meeting?.sendReaction(name);
+      menu.hidden = true;
+      $('reactions-button').setAttribute('aria-expanded', 'false');
+    });
+    menu.append(b);
+  }
+  $('reactions-button').addEventListener('click', () => {
+    menu.hidden = !menu.hidden;
+    $('reactions-button').setAttribute('aria-expanded', String(!menu.hidden));
+  });
+  const panel = (id) => () => {
+    for (const other of ['chat', 'participants', 'settings']) if (other !== id) $(other).hidden = true;
+    $(id).hidden = !$(id).hidden;
+    if (id === 'participants') renderParticipants();
+    if (id === 'settings') pickers.refresh();
+  };
+  $('participants-button').addEventListener('click', panel('participants'));
+  $('participants-close').addEventListener('click', () => ($('participants').hidden = true));
+  $('settings-button').addEventListener('click', panel('settings'));
+  $('settings-close').addEventListener('click', () => ($('settings').hidden = true));
+  $('view-button').addEventListener('click', () => {
+    const next = { tile: 'stage', stage: 'audio-only', 'audio-only': 'tile' }[state.view];
+    setView(next);
+  });
+  const onChoose = (kind, deviceId) => useDevice(kind, deviceId).catch((e) => banner.show(`Cannot use that device: ${e.message}`, 'info'));
+  pickers.list.push(
+    new DevicePicker({ videoinput: $('prejoin-camera'), audioinput: $('prejoin-mic'), audiooutput: $('prejoin-speaker') }, onChoose),
+    new DevicePicker({ videoinput: $('meeting-camera'), audioinput: $('meeting-mic'), audiooutput: $('meeting-speaker') }, onChoose),
+  );
+  setView(state.view);
   $('record-button').addEventListener('click', async () => {
     const meeting = state.meeting;
     if (!meeting) return;

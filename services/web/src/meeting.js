@@ -16,6 +16,8 @@ import { appendJibriRequest, parseJibriResult, parseRecordingStatus } from './si
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
 import { activeLayers, layerHeights, Simulcast } from './signalling/simulcast.js';
 import { sameConstraints } from './video-constraints.js';
+import { localSourceContents, SCREEN_MID, screenSourceName, sourceVideoType, trackKind } from './screenshare.js';
+import { ReactionLimiter, reactionMessage, reactionsFrom } from './reactions.js';
 
 /** A failure the page explains to the user; `kind` picks the message. */
 export class MeetingError extends Error {
@@ -80,6 +82,10 @@ export class Meeting extends EventTarget {
     this.sentConstraints = null; // … and what the current bridge channel was sent
     this.timings = { joinStarted: performance.now() };
     this.recording = null; // the focus's <jibri-recording-status/>, parsed
+    this.screenTrack = null; // our screen share (getDisplayMedia), sent as <endpoint>-v1
+    this.screenContents = null; // … and the Jingle contents its source-add announced
+    this.raisedHand = null; // when we raised our hand (ms since the epoch), null when lowered
+    this.reactionLimiter = new ReactionLimiter();
   }
 
   #emit(type, detail = {}) {
@@ -234,13 +240,24 @@ export class Meeting extends EventTarget {
     const pres = $pres({ to: this.occupantJid });
     appendPresence(pres, {
       nick: this.displayName, audioMuted: this.audioMuted, videoMuted: this.videoMuted,
-      statsId: `${this.displayName}-${this.endpointId}`, join,
+      statsId: `${this.displayName}-${this.endpointId}`, join, raisedHand: this.raisedHand,
+      sourceInfo: this.#sourceInfo(),
     });
     if (join && this.roomPassword) {
       const x = [...pres.tree().children].find((c) => c.localName === 'x');
       if (x) x.appendChild($build('password').t(this.roomPassword).tree());
     }
     this.conn.send(pres.tree());
+  }
+
+  /** Jitsi's <SourceInfo> presence: each source's mute state and video type. */
+  #sourceInfo() {
+    const info = {
+      [`${this.endpointId}-a0`]: { muted: !!this.audioMuted },
+      [`${this.endpointId}-v0`]: { muted: !!this.videoMuted, videoType: 'camera' },
+    };
+    if (this.screenTrack) info[screenSourceName(this.endpointId)] = { muted: false, videoType: 'desktop' };
+    return info;
   }
 
   // Chat is MUC groupchat (XEP-0045 section 7.4), as Jitsi clients send it; our own messages
@@ -371,7 +388,7 @@ export class Meeting extends EventTarget {
         return this.#renegotiate();
       case 'source-remove': {
         if (!this.offer) return undefined;
-        for (const t of this.offer.removeSources(jingle)) this.roster.removeTrack(t.endpoint, t.media);
+        for (const t of this.offer.removeSources(jingle)) this.roster.removeTrack(t.endpoint, trackKind(t));
         return this.#renegotiate();
       }
       case 'transport-info': {
@@ -416,7 +433,7 @@ export class Meeting extends EventTarget {
     pc.ontrack = (event) => {
       const track = this.offer?.trackForMid(event.transceiver.mid);
       if (track?.endpoint) {
-        this.roster.addTrack(track.endpoint, track.media, event.track, track.name);
+        this.roster.addTrack(track.endpoint, trackKind(track), event.track, track.name);
       }
     };
     pc.oniceconnectionstatechange = () => {
@@ -428,9 +445,15 @@ export class Meeting extends EventTarget {
         this.#status('joined', '');
       }
     };
+    if (this.screenTrack) this.offer.addLocalSlot(SCREEN_MID); // sharing across a bridge move
     await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
     for (const transceiver of pc.getTransceivers()) {
       const kind = transceiver.receiver.track.kind;
+      if (transceiver.mid === SCREEN_MID && this.screenTrack) {
+        await transceiver.sender.replaceTrack(this.screenTrack);
+        transceiver.direction = 'sendonly';
+        continue;
+      }
       const base = this.offer.base.find((c) => c.name === transceiver.mid);
       if (!base || !this.stream) continue;
       const local = kind === 'audio' ? this.stream.getAudioTracks()[0] : this.stream.getVideoTracks()[0];
@@ -460,6 +483,7 @@ export class Meeting extends EventTarget {
     }
     this.#openChannel(this.offer.webSocketUrl, !!this.offer.data);
     this.#startStats();
+    if (this.screenTrack) this.#announceScreen();
   }
 
   /** Tell the focus (it re-invites us, maybe onto another bridge); give up after a few tries. */
@@ -541,6 +565,7 @@ export class Meeting extends EventTarget {
       onState: (state, detail) => this.#emit('channel', { state, ...detail }),
     }).open();
     if (this.dataChannel && this.dataChannel.readyState !== 'closed') this.channel.useDataChannel(this.dataChannel);
+    if (this.screenTrack) this.channel.send(sourceVideoType(screenSourceName(this.endpointId), 'desktop'));
     this.sentConstraints = null;
     if (this.videoConstraints) this.setReceiverVideoConstraints(this.videoConstraints);
   }
@@ -564,7 +589,15 @@ export class Meeting extends EventTarget {
         this.roster.setDominantSpeaker(msg.dominantSpeakerEndpoint === this.endpointId ? this.endpointId : msg.dominantSpeakerEndpoint);
         this.#emit('speaker', { endpoint: msg.dominantSpeakerEndpoint });
         break;
+      case ColibriClass.ENDPOINT_CONNECTIVITY:
+        if (typeof msg.endpoint === 'string') this.roster.setConnectivity(msg.endpoint, String(msg.active) !== 'false');
+        break;
       case ColibriClass.ENDPOINT_MESSAGE: {
+        const reaction = reactionsFrom(msg);
+        if (reaction && reaction.from && reaction.from !== this.endpointId && this.reactionLimiter.allow(reaction.from)) {
+          this.#emit('reaction', { ...reaction, mine: false });
+          break;
+        }
         const chat = chatFrom(msg);
         if (chat && chat.from !== this.endpointId) {
           const person = this.roster.people.get(chat.from);
@@ -599,8 +632,8 @@ export class Meeting extends EventTarget {
 
   /** Follow the bridge's SenderSourceConstraints for our camera (pause it when nobody watches). */
   async #constrainCamera(maxHeight) {
-    const sender = this.pc?.getSenders().find((s) => s.track?.kind === 'video');
-    if (!sender) return;
+    const sender = this.#baseSender('video');
+    if (!sender?.track) return;
     const params = sender.getParameters();
     if (params.encodings?.length > 1) {
       // simulcast: keep the layers someone receives, stop the others
@@ -630,6 +663,108 @@ export class Meeting extends EventTarget {
 
   // ------------------------------------------------------------------------------ controls
 
+  /** The sender of our own camera or microphone (the offer's first m-line of that media). */
+  #baseSender(kind) {
+    const mid = this.offer?.base.find((c) => c.description.media === kind)?.name;
+    return this.pc?.getTransceivers().find((t) => t.mid === mid)?.sender ?? null;
+  }
+
+  /**
+   * Use another camera or microphone (a device chosen in the settings): the new track replaces
+   * the old one in our stream and on the peer connection (no renegotiation), keeping mute state.
+   */
+  async replaceLocalTrack(track) {
+    const kind = track.kind;
+    if (!this.stream) this.stream = new MediaStream();
+    const old = kind === 'audio' ? this.stream.getAudioTracks() : this.stream.getVideoTracks();
+    track.enabled = !(kind === 'audio' ? this.audioMuted : this.videoMuted);
+    const sender = this.#baseSender(kind);
+    if (sender) await sender.replaceTrack(track);
+    for (const t of old) {
+      this.stream.removeTrack(t);
+      t.stop();
+    }
+    this.stream.addTrack(track);
+  }
+
+  /** Share the screen (getDisplayMedia) as our second video source, `<endpoint>-v1`. */
+  async startScreenShare() {
+    if (this.screenTrack) return;
+    const display = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15, max: 30 } }, audio: false });
+    const track = display.getVideoTracks()[0];
+    if (!track) throw new MeetingError('media', 'The browser shared no screen.');
+    if ('contentHint' in track) track.contentHint = 'detail'; // sharp text over frame rate
+    this.screenTrack = track;
+    track.addEventListener('ended', () => this.stopScreenShare());
+    this.#emit('screen', { on: true, track });
+    if (this.conn?.connected && !this.connectionLost) this.#sendPresence();
+    this.#enqueue(() => this.#attachScreen());
+  }
+
+  async #attachScreen() {
+    const pc = this.pc;
+    if (!pc || !this.offer || !this.screenTrack) return; // sent once the session starts
+    if (this.offer.addLocalSlot(SCREEN_MID)) {
+      await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
+      const transceiver = pc.getTransceivers().find((t) => t.mid === SCREEN_MID);
+      await transceiver.sender.replaceTrack(this.screenTrack);
+      transceiver.direction = 'sendonly';
+      await pc.setLocalDescription(await this.#localAnswer(pc));
+    } else {
+      await pc.getTransceivers().find((t) => t.mid === SCREEN_MID)?.sender.replaceTrack(this.screenTrack);
+    }
+    this.#announceScreen();
+  }
+
+  /** source-add our screen to the focus (which tells the others and the bridge). */
+  #announceScreen() {
+    if (!this.session || !this.pc?.localDescription) return;
+    const contents = localSourceContents(this.pc.localDescription.sdp, SCREEN_MID, {
+      owner: this.occupantJid, name: screenSourceName(this.endpointId), videoType: 'desktop',
+    });
+    if (!contents.length) return;
+    this.screenContents = contents;
+    this.#sourceUpdate('source-add', contents);
+    this.channel?.send(sourceVideoType(screenSourceName(this.endpointId), 'desktop'));
+  }
+
+  #sourceUpdate(action, contents) {
+    const iq = $iq({ to: this.session.from, type: 'set' }).c('jingle', {
+      xmlns: NS.JINGLE, action, sid: this.session.sid, initiator: this.session.initiator ?? this.session.from,
+    });
+    appendContents(iq, contents);
+    this.conn.sendIQ(iq.tree(), () => {}, () => console.warn(`the focus refused our ${action}`), 10000);
+  }
+
+  stopScreenShare() {
+    const track = this.screenTrack;
+    if (!track) return;
+    this.screenTrack = null;
+    track.stop();
+    this.#emit('screen', { on: false });
+    if (this.conn?.connected && !this.connectionLost) this.#sendPresence();
+    this.#enqueue(async () => {
+      await this.pc?.getTransceivers().find((t) => t.mid === SCREEN_MID)?.sender.replaceTrack(null);
+      if (this.screenContents && this.session) this.#sourceUpdate('source-remove', this.screenContents);
+      this.screenContents = null;
+      this.channel?.send(sourceVideoType(screenSourceName(this.endpointId), 'none'));
+    });
+  }
+
+  /** Raise or lower our hand (Jitsi's <jitsi_participant_raisedHand> presence). */
+  setRaisedHand(raised) {
+    this.raisedHand = raised ? Date.now() : null;
+    if (this.conn?.connected && !this.connectionLost) this.#sendPresence();
+  }
+
+  /** Send a reaction ('like', 'clap', …) to everyone; false when there is no bridge channel. */
+  sendReaction(name) {
+    if (!this.channel) return false;
+    this.channel.send(reactionMessage([name]));
+    this.#emit('reaction', { from: this.endpointId, reactions: [name], mine: true });
+    return true;
+  }
+
   setAudioMuted(muted) {
     this.audioMuted = muted;
     for (const t of this.stream?.getAudioTracks() ?? []) t.enabled = !muted;
@@ -648,6 +783,8 @@ export class Meeting extends EventTarget {
     clearInterval(this.statsTimer);
     clearTimeout(this.mediaTimer);
     this.#closeMedia();
+    this.screenTrack?.stop();
+    this.screenTrack = null;
     if (this.conn?.connected && !this.connectionLost) {
       try {
         this.conn.send($pres({ to: this.occupantJid, type: 'unavailable' }).tree());
@@ -742,8 +879,10 @@ export class Meeting extends EventTarget {
       if (r.type !== 'inbound-rtp' || r.kind !== 'video') continue;
       const track = offer.trackForMid(r.mid);
       if (track?.endpoint) {
-        out[track.endpoint] = {
-          framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, bytesReceived: r.bytesReceived ?? 0,
+        // a screen share is listed apart from the camera: `<endpoint>#screen`
+        out[trackKind(track) === 'screen' ? `${track.endpoint}#screen` : track.endpoint] = {
+          framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, frameWidth: r.frameWidth ?? 0,
+          bytesReceived: r.bytesReceived ?? 0,
         };
       }
     }

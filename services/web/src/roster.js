@@ -12,6 +12,8 @@ export class Roster {
     /** Video sources the bridge forwards to us (ForwardedSources); null until it says. */
     this.forwarded = null;
     this.listeners = new Set();
+    /** Endpoints sharing their screen, in the order they started. */
+    this.screenOrder = [];
   }
 
   onChange(listener) {
@@ -41,14 +43,19 @@ export class Roster {
       this.remove(endpoint);
       return;
     }
-    const fields = { nick: presence.nick, audioMuted: presence.audioMuted, videoMuted: presence.videoMuted };
+    const fields = {
+      nick: presence.nick, audioMuted: presence.audioMuted, videoMuted: presence.videoMuted,
+      raisedHand: presence.raisedHand ?? null,
+      moderator: presence.role === 'moderator' || presence.affiliation === 'owner',
+    };
     const p = this.#person(endpoint, fields);
-    const changed = p.nick !== presence.nick || p.audioMuted !== presence.audioMuted || p.videoMuted !== presence.videoMuted;
+    const changed = Object.entries(fields).some(([k, v]) => p[k] !== v);
     Object.assign(p, fields);
     if (changed) this.#emit('updated', endpoint);
   }
 
   remove(endpoint) {
+    this.screenOrder = this.screenOrder.filter((e) => e !== endpoint);
     if (!this.people.delete(endpoint)) return;
     if (this.dominant === endpoint) this.dominant = null;
     this.#emit('left', endpoint);
@@ -59,7 +66,12 @@ export class Roster {
     if (!endpoint || endpoint === this.selfEndpoint) return;
     const p = this.#person(endpoint);
     p.tracks.set(kind, track);
+    p.interrupted = false; // newly negotiated media (e.g. after its session was restarted)
     if (kind === 'video' && source) p.videoSource = source;
+    if (kind === 'screen') {
+      p.screenSource = source ?? `${endpoint}-v1`;
+      this.screenOrder = [...this.screenOrder.filter((e) => e !== endpoint), endpoint];
+    }
     this.#emit('track', endpoint);
   }
 
@@ -82,6 +94,7 @@ export class Roster {
 
   removeTrack(endpoint, kind) {
     const p = this.people.get(endpoint);
+    if (kind === 'screen') this.screenOrder = this.screenOrder.filter((e) => e !== endpoint);
     if (p && p.tracks.delete(kind)) this.#emit('track', endpoint);
   }
 
@@ -92,6 +105,14 @@ export class Roster {
     this.dominant = endpoint;
     if (previous) this.#emit('speaker', previous);
     this.#emit('speaker', endpoint);
+  }
+
+  /** EndpointConnectivityStatusChangeEvent: whether the bridge receives `endpoint`'s media. */
+  setConnectivity(endpoint, active) {
+    const p = this.people.get(endpoint);
+    if (!p || (p.interrupted ?? false) === !active) return;
+    p.interrupted = !active;
+    this.#emit('updated', endpoint);
   }
 
   setQuality(endpoint, quality) {

@@ -697,3 +697,88 @@ def test_receivers_that_join_leave_or_pause_mid_stream_get_video_accordingly() -
     assert len(resumed) == 20
     assert resumed[0] == (b_before[-1] + 1) & 0xFFFF  # no gap in what b sees
     assert all((y - x) & 0xFFFF == 1 for x, y in itertools.pairwise(resumed))
+
+
+def camera_and_screen(base: int) -> MediaSources:
+    """A simulcast camera (``-v0``) and a one-layer screen share with RTX (``-v1``)."""
+    return MediaSources(
+        video_ssrcs=[base, base + 1, base + 2, base + 50, base + 51],
+        ssrc_groups=[("SIM", [base, base + 1, base + 2]), ("FID", [base + 50, base + 51])],
+    )
+
+
+def test_a_screen_share_is_on_stage_first_in_high_resolution_and_outside_last_n() -> None:
+    policy = ConferenceVideoPolicy()
+    for i, ep in enumerate("abcd"):
+        policy.add_endpoint(ep, colibri_last_n=1)
+        policy.set_sources(
+            ep, video_sources(ep, camera_and_screen(100 * (i + 1)) if ep == "d" else simulcast(100 * (i + 1)))
+        )
+    policy.set_speaker_order(["a", "b", "c", "d"])
+    for ep in "abc":  # a thumbnail layout: 180 lines for everything by default
+        policy.on_message(ep, constraints(defaultConstraints={"maxHeight": 180}))
+    policy.recompute()
+    assert policy.allocation("b").forwarded == ["a-v0"]  # d's second source is a camera so far
+    assert not policy.set_video_type("a", "d-v1", "desktop")  # not a's source: refused
+    assert not policy.set_video_type("d", "d-v1x", "desktop")
+    assert policy.set_video_type("d", "d-v1", "desktop")
+    assert not policy.set_video_type("d", "d-v1", "desktop")  # no change
+    update = policy.recompute()
+    for receiver in "abc":
+        allocation = policy.allocation(receiver)
+        # first, beyond last-N 1, and not held to the default 180 lines
+        assert allocation.forwarded[0] == "d-v1"
+        assert allocation.layers["d-v1"] == 0 and len(allocation.forwarded) == 2
+    assert forwarded(update.messages, "b") == ["d-v1", "a-v0"]
+    assert ("d", SenderSourceConstraints(source_name="d-v1", max_height=UNLIMITED)) in update.messages
+    assert set(policy.routes[450]) == {"a", "b", "c"}
+    # a receiver that names the source keeps its say; audio-only (default 0) gets no screen either
+    policy.on_message("b", constraints(constraints={"d-v1": {"maxHeight": 0}}))
+    policy.on_message("c", constraints(lastN=0, defaultConstraints={"maxHeight": 0}, constraints={}))
+    policy.recompute()
+    assert "d-v1" not in policy.allocation("b").forwarded
+    assert policy.allocation("c").forwarded == []
+    # pinned (on stage) sources still come before the screen share
+    policy.on_message("a", constraints(onStageSources=["b-v0"]))
+    policy.recompute()
+    assert policy.allocation("a").forwarded == ["b-v0", "d-v1"]
+    # the share stops: back to a camera source, counted by last-N again
+    assert policy.set_video_type("d", "d-v1", "camera")
+    policy.on_message("a", constraints(onStageSources=[]))
+    policy.recompute()
+    assert policy.allocation("a").forwarded == ["b-v0"]
+
+
+def test_source_video_type_message_reaches_the_allocation_and_media_stops_are_announced() -> None:
+    clock = Clock()
+    messages: list = []
+    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    for ep in "ab":
+        policy.on_endpoint_added(ep)
+    policy.on_message(
+        "a", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "a-v1", "videoType": "desktop"}
+    )
+    policy.on_message(
+        "a", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "b-v1", "videoType": "desktop"}
+    )
+    assert policy.video.is_desktop("a-v1") and not policy.video.is_desktop("b-v1")
+    policy.connectivity.on_media("a", clock())
+    policy.connectivity.on_media("b", clock())
+    clock.now += 4.0
+    policy.connectivity.on_media("a", clock())
+    policy._tick(clock())
+    status = [
+        (ep, m) for ep, m in messages if m.get("colibriClass") == "EndpointConnectivityStatusChangeEvent"
+    ]
+    assert status == [
+        ("a", {"colibriClass": "EndpointConnectivityStatusChangeEvent", "endpoint": "b", "active": "false"})
+    ]
+    policy.connectivity.on_media("b", clock())
+    policy._tick(clock() + 1)
+    status = [
+        (ep, m) for ep, m in messages if m.get("colibriClass") == "EndpointConnectivityStatusChangeEvent"
+    ]
+    assert status[-1] == (
+        "a",
+        {"colibriClass": "EndpointConnectivityStatusChangeEvent", "endpoint": "b", "active": "true"},
+    )

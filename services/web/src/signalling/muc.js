@@ -2,6 +2,7 @@
 // presence with Jitsi's extensions. Builders append to a Strophe builder; parsers read DOM
 // elements. No I/O.
 
+import { parseRaisedHand, RAISED_HAND } from '../reactions.js';
 import { attr, child, children, text } from './xml.js';
 
 export const FOCUS_NS = 'http://jitsi.org/protocol/focus';
@@ -25,12 +26,16 @@ export function parseConferenceResult(iq) {
 }
 
 /** MUC join/update presence with the extensions Jitsi clients send. */
-export function appendPresence(builder, { nick, audioMuted, videoMuted, statsId, join = false }) {
+export function appendPresence(builder, { nick, audioMuted, videoMuted, statsId, join = false, raisedHand = null, sourceInfo = null }) {
   if (join) builder.c('x', { xmlns: MUC_NS }).up();
   builder.c('nick', { xmlns: NICK_NS }).t(nick).up();
   builder.c('audiomuted').t(String(!!audioMuted)).up();
   builder.c('videomuted').t(String(!!videoMuted)).up();
   if (statsId) builder.c('stats-id').t(statsId).up();
+  // Jitsi Meet: the time the hand went up; no element while it is down
+  if (raisedHand) builder.c(RAISED_HAND).t(String(raisedHand)).up();
+  // Jitsi's per-source mute state and video type (lib-jitsi-meet reads it for remote tracks)
+  if (sourceInfo) builder.c('SourceInfo').t(JSON.stringify(sourceInfo)).up();
   return builder;
 }
 
@@ -58,10 +63,13 @@ export function parsePresence(el, { focusUser } = {}) {
     nick: text(child(el, 'nick', NICK_NS)) || endpoint,
     audioMuted: bool('audiomuted'),
     videoMuted: bool('videomuted'),
+    raisedHand: parseRaisedHand(text(child(el, RAISED_HAND))),
     unavailable: attr(el, 'type') === 'unavailable',
     isSelf: statuses.includes('110'),
     isFocus: endpoint === 'focus' || (!!focusUser && !!realJid && realJid.split('/')[0] === focusUser),
     error: attr(el, 'type') === 'error' ? condition || 'error' : undefined,
     realJid,
+    role: attr(item, 'role'),
+    affiliation: attr(item, 'affiliation'),
   };
 }

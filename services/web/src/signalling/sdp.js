@@ -106,6 +106,7 @@ export class RemoteOffer {
     const foreign = sources.filter((s) => !this.localOwner || s.owner !== this.localOwner);
     for (const track of groupTracks(foreign, groups)) {
       const existing = this.tracks.get(track.key);
+      if (existing && existing.local) continue;
       if (existing && existing.active) {
         // more SSRCs of a known track (e.g. its RTX arriving late): regroup with what we have
         const merged = groupTracks(
@@ -126,13 +127,26 @@ export class RemoteOffer {
     return added;
   }
 
+  /**
+   * A receive-only m-line (from the bridge's side) on which the browser sends one more video
+   * source of ours, e.g. a screen share; appended after every m-line so far (their order never
+   * changes). Returns false when it is already there.
+   */
+  addLocalSlot(mid) {
+    const key = `local|${mid}`;
+    if (this.tracks.has(key)) return false;
+    this.tracks.set(key, { key, media: 'video', mid, local: true, active: true, all: [], ssrcs: [], groups: [] });
+    this.version += 1;
+    return true;
+  }
+
   /** Apply a source-remove; returns the tracks that went away (their m-lines become inactive). */
   removeSources(fragment) {
     const gone = new Set();
     for (const content of fragment.contents) for (const s of content.description?.sources ?? []) gone.add(s.ssrc);
     const removed = [];
     for (const track of this.tracks.values()) {
-      if (!track.active) continue;
+      if (!track.active || track.local) continue;
       track.all = track.all.filter((ssrc) => !gone.has(ssrc));
       if (track.all.length === 0 || gone.has(track.ssrcs[0])) {
         track.active = false;
@@ -150,13 +164,13 @@ export class RemoteOffer {
 
   /** The track received on `mid`, or undefined for the base (sending) m-lines. */
   trackForMid(mid) {
-    for (const t of this.tracks.values()) if (t.mid === mid) return t;
+    for (const t of this.tracks.values()) if (t.mid === mid && !t.local) return t;
     return undefined;
   }
 
   /** Tracks currently received. */
   activeTracks() {
-    return [...this.tracks.values()].filter((t) => t.active);
+    return [...this.tracks.values()].filter((t) => t.active && !t.local);
   }
 
   /** The SDP offer text. */
@@ -170,6 +184,10 @@ export class RemoteOffer {
     for (const track of this.tracks.values()) {
       const content = baseByMedia.get(track.media);
       if (!content) continue; // a source for a media the offer has no content for
+      if (track.local) {
+        media.push(this.#mline(content, track.mid, 'recvonly', null, false));
+        continue;
+      }
       media.push(this.#mline(content, track.mid, track.active ? 'sendonly' : 'inactive', track.active ? track : null, false));
     }
     const session = {

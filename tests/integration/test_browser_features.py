@@ -1,0 +1,243 @@
+"""The meeting people expect, in three headless Chromiums through the launcher's stack: Ada shares
+her screen (Chromium's fake capture) beside her camera, Bob and Cy get it on stage at its full
+resolution while her camera still flows; hands, reactions, the participant list; a stage that
+follows the dominant speaker; a camera switched mid-meeting. Screenshots of the tile view, the
+stage view and a shared screen go to ``docs/screenshots/`` (linked from the web client's README).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.integration.browser import BROWSER_MARKS, DESKTOP, LauncherStack, browsers, console_log
+from tests.integration.harness import REPO
+
+pytestmark = [
+    *BROWSER_MARKS,
+    pytest.mark.peer,
+    pytest.mark.timeout(900),
+]  # three Chromiums on a shared machine
+
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CAPTURE = "--auto-select-desktop-capture-source=Entire screen"
+
+
+@dataclass
+class Person:
+    name: str
+    page: Page
+    log: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.page.evaluate("window.parley.endpointId"))
+
+    def received(self) -> dict[str, dict[str, Any]]:
+        return dict(self.page.evaluate("window.parley.videoStats()"))
+
+    def frames(self, key: str) -> int:
+        return int(self.received().get(key, {}).get("framesDecoded", 0))
+
+    def js(self, expression: str) -> Any:
+        return self.page.evaluate(expression)
+
+
+def wait_until(what: str, cond, people: list[Person], timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            logs = "\n\n".join(
+                f"--- {p.name} ({p.endpoint})\nreceives {p.received()}\nasks {p.js('window.parley.videoConstraints')}\n"
+                f"stage {p.js('window.parley.stage')}\n" + "\n".join(p.log[-30:])
+                for p in people
+            )
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.3)
+
+
+def shoot(person: Person, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    person.page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
+
+
+@pytest.fixture(scope="module")
+def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
+    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start(timeout=300)
+    room = f"ft-{uuid.uuid4().hex[:8]}"
+    try:
+        with browsers() as pool:
+            people = []
+            for name in ("Ada", "Bob", "Cy"):
+                page = pool.open(DESKTOP, extra_args=[CAPTURE])
+                page.set_default_timeout(120_000)  # a loaded machine: minutes, not seconds
+                log = console_log(page)
+                page.goto(f"{stack.front}/{room}?name={name}")
+                people.append(Person(name, page, log))
+            for p in people:
+                wait_until(
+                    f"{p.name} to join",
+                    lambda p=p: p.js("window.parley.state") == "meeting",
+                    people,
+                    timeout=180,
+                )
+            for p in people:
+                wait_until(
+                    f"{p.name} to decode both others",
+                    lambda p=p: sum(1 for s in p.received().values() if s["framesDecoded"] > 0) == 2,
+                    people,
+                    timeout=120,
+                )
+            yield people
+    finally:
+        stack.stop()
+
+
+def test_a_shared_screen_is_on_stage_at_full_resolution_while_the_camera_still_flows(
+    meeting: list[Person],
+) -> None:
+    ada, bob, cy = meeting
+    ada_ep = ada.endpoint
+    screen = f"{ada_ep}#screen"
+    ada.js("window.parley.startScreenShare()")
+    height = int(ada.js("window.parley.screenSettings().height"))
+    assert height > 0
+    for viewer in (bob, cy):
+        wait_until(
+            f"{viewer.name} to decode Ada's screen at {height} lines",
+            lambda v=viewer: (
+                v.received().get(screen, {}).get("frameHeight") == height and v.frames(screen) > 0
+            ),
+            meeting,
+        )
+        wait_until(
+            f"{viewer.name} to put the screen on stage",
+            lambda v=viewer: v.js("window.parley.stage") == screen,
+            meeting,
+        )
+        wait_until(
+            f"{viewer.name} to ask for the screen on stage",
+            lambda v=viewer: (
+                (v.js("window.parley.videoConstraints") or {}).get("onStageSources") == [f"{ada_ep}-v1"]
+            ),
+            meeting,
+        )
+    # the camera still flows beside it
+    for viewer in (bob, cy):
+        before = viewer.frames(ada_ep)
+        wait_until(
+            f"{viewer.name} to keep decoding Ada's camera",
+            lambda v=viewer, b=before: v.frames(ada_ep) > b + 5,
+            meeting,
+        )
+        before_screen = viewer.frames(screen)
+        wait_until(
+            f"{viewer.name} to keep decoding the screen",
+            lambda v=viewer, b=before_screen: v.frames(screen) > b,
+            meeting,
+        )
+    bob.page.wait_for_selector(f'.tile.screen-share[data-endpoint="{screen}"].pinned', timeout=30_000)
+    shoot(bob, "shared-screen.png")
+    # stopping the share takes the tile away and the stage back
+    ada.js("window.parley.stopScreenShare()")
+    for viewer in (bob, cy):
+        wait_until(
+            f"{viewer.name} to drop the screen tile",
+            lambda v=viewer: v.js("window.parley.stage") != screen,
+            meeting,
+        )
+        viewer.page.wait_for_selector(f'.tile[data-endpoint="{screen}"]', state="detached", timeout=30_000)
+
+
+def test_hands_and_reactions_are_seen_by_the_others(meeting: list[Person]) -> None:
+    ada, bob, cy = meeting
+    bob_ep, cy_ep = bob.endpoint, cy.endpoint
+    bob.js("window.parley.raiseHand(true)")
+    time.sleep(0.05)
+    cy.js("window.parley.raiseHand(true)")
+    for viewer in (ada,):
+        viewer.page.wait_for_selector(
+            f'.tile[data-endpoint="{bob_ep}"] .tile-hand:not([hidden])', timeout=30_000
+        )
+        viewer.page.wait_for_selector(
+            f'.tile[data-endpoint="{cy_ep}"] .tile-hand:not([hidden])', timeout=30_000
+        )
+        order = [p["endpoint"] for p in viewer.js("window.parley.participants()")]
+        assert order[:2] == [bob_ep, cy_ep], order  # by raise time, first raised first
+    bob.js("window.parley.raiseHand(false)")
+    ada.page.wait_for_selector(
+        f'.tile[data-endpoint="{bob_ep}"] .tile-hand[hidden]', state="attached", timeout=30_000
+    )
+    cy.js("window.parley.raiseHand(false)")
+    assert cy.js("window.parley.react('clap')") is True
+    for viewer in (ada, bob):
+        wait_until(
+            f"{viewer.name} to see Cy's clap",
+            lambda v=viewer: any(
+                r["from"] == cy_ep and r["reactions"] == ["clap"] for r in v.js("window.parley.reactions")
+            ),
+            meeting,
+        )
+        viewer.page.wait_for_selector(
+            f'.reaction[data-from="{cy_ep}"][data-reaction="clap"]', state="attached", timeout=10_000
+        )
+
+
+def test_the_stage_follows_the_speaker_and_tile_view_shows_everyone(meeting: list[Person]) -> None:
+    ada, bob, cy = meeting
+    bob_ep, cy_ep = bob.endpoint, cy.endpoint
+    for p in meeting:
+        p.js("window.parley.pin(null)")
+    shoot(ada, "tile-view.png")
+    ada.js("window.parley.setView('stage')")
+    # only Cy's (fake, beeping) microphone is open: Cy becomes the dominant speaker
+    ada.page.click("#mic-button")
+    bob.page.click("#mic-button")
+    wait_until("Ada's stage to show Cy", lambda: ada.js("window.parley.stage") == cy_ep, meeting, timeout=90)
+    wait_until(
+        "Ada to ask for Cy on stage",
+        lambda: (ada.js("window.parley.videoConstraints") or {}).get("onStageSources") == [f"{cy_ep}-v0"],
+        meeting,
+    )
+    shoot(ada, "stage-view.png")
+    # Cy stops, Bob speaks: the stage follows
+    cy.page.click("#mic-button")
+    bob.page.click("#mic-button")
+    wait_until(
+        "Ada's stage to follow Bob", lambda: ada.js("window.parley.stage") == bob_ep, meeting, timeout=90
+    )
+    # audio-only: no video asked for at all
+    ada.js("window.parley.setView('audio-only')")
+    wait_until(
+        "audio-only constraints",
+        lambda: (ada.js("window.parley.videoConstraints") or {}).get("lastN") == 0,
+        meeting,
+    )
+    ada.js("window.parley.setView('tile')")
+    ada.page.click("#mic-button")
+    cy.page.click("#mic-button")
+
+
+def test_switching_the_camera_mid_meeting_keeps_the_others_decoding(meeting: list[Person]) -> None:
+    ada, bob, cy = meeting
+    ada_ep = ada.endpoint
+    cameras = [d for d in ada.js("window.parley.devices()") if d["kind"] == "videoinput"]
+    assert cameras, "Chromium's fake devices include a camera"
+    before = ada.js("window.parley.cameraSettings()")
+    other = next((c for c in cameras if c["deviceId"] != before.get("deviceId")), cameras[0])
+    ada.js(f"window.parley.useDevice('videoinput', {other['deviceId']!r})")
+    after = ada.js("window.parley.cameraSettings()")
+    assert after["deviceId"] == other["deviceId"]
+    for viewer in (bob, cy):
+        start = viewer.frames(ada_ep)
+        wait_until(
+            f"{viewer.name} to keep decoding Ada after the switch",
+            lambda v=viewer, s=start: v.frames(ada_ep) > s + 10,
+            meeting,
+        )

@@ -1,0 +1,58 @@
+"""Hostile inputs to the meeting features (screen sharing, connection status), at the cores that
+decide: a participant cannot pose as another's source in a source-add, nor make the bridge treat
+another endpoint's video as its screen share, nor grow the bridge's state with video-type
+messages; a forged ``videoType`` is dropped at the Jingle parser. The page's side (unknown or
+flooding reactions, a garbage raised-hand value) is in ``services/web/test/features.test.js``."""
+
+from __future__ import annotations
+
+from services.bridge.media.lastn import MAX_DESKTOP_SOURCES, ConferenceIntelligencePolicy
+from services.common.jingle import Jingle, JingleContent, RtpDescription, Source, parse_xml
+from services.focus import flows
+from services.focus.conference import Conference
+from services.focus.tests.test_flows import ROOM, S, join_and_accept
+
+
+def test_a_source_add_naming_someone_elses_source_is_renamed_to_the_senders() -> None:
+    conf = Conference(room=ROOM)
+    join_and_accept(conf, "a", {"video": [1]})
+    join_and_accept(conf, "b", {"audio": [2]})
+    forged = Jingle(action="source-add", sid="sid-b", contents=[JingleContent(name="video", description=RtpDescription(
+        media="video", sources=[Source(7, name="a-v1", video_type="desktop"), Source(8, name="b-v1x")]))])  # fmt: skip
+    out = flows.sources_changed(conf, conf.participants["b"], forged, S)
+    sent = out.jingle[0][1].sources()["video"]
+    assert [(s.ssrc, s.name, s.owner) for s in sent] == [(7, "b-v0", f"{ROOM}/b"), (8, "b-v0", f"{ROOM}/b")]
+    assert sent[0].video_type == "desktop"  # the type stays: it is the sender's own claim about itself
+
+
+def test_an_unknown_video_type_is_dropped_by_the_parser() -> None:
+    jingle = parse_xml(
+        "<jingle xmlns='urn:xmpp:jingle:1' action='source-add' sid='s'>"
+        "<content name='video' creator='initiator'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'>"
+        "<source xmlns='urn:xmpp:jingle:apps:rtp:ssma:0' ssrc='5' name='b-v1' videoType='&lt;script&gt;'/>"
+        "<source xmlns='urn:xmpp:jingle:apps:rtp:ssma:0' ssrc='6' name='b-v1' videoType='desktop'/>"
+        "</description></content></jingle>"
+    )
+    assert [s.video_type for s in jingle.contents[0].description.sources] == [None, "desktop"]  # type: ignore[union-attr]
+
+
+def test_video_type_messages_only_touch_the_senders_own_sources_and_are_bounded() -> None:
+    policy = ConferenceIntelligencePolicy(mixer_thread=False)
+    for ep in ("a", "b"):
+        policy.on_endpoint_added(ep)
+    for name in ("a-v0", "a-v1", "a-v", "a-v1 ", "../a-v1", "a-v99999"):
+        policy.on_message(
+            "b", {"colibriClass": "SourceVideoTypeMessage", "sourceName": name, "videoType": "desktop"}
+        )
+    assert not policy.video.is_desktop("a-v0") and not policy.video.is_desktop("a-v1")
+    for i in range(100):
+        policy.on_message(
+            "b", {"colibriClass": "SourceVideoTypeMessage", "sourceName": f"b-v{i}", "videoType": "desktop"}
+        )
+    assert sum(policy.video.is_desktop(f"b-v{i}") for i in range(100)) == MAX_DESKTOP_SOURCES
+    policy.on_message(
+        "b", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "b-v1", "videoType": "3d"}
+    )
+    assert policy.video.is_desktop("b-v1")  # refused by the message schema: nothing changed
+    policy.on_endpoint_removed("b")
+    assert not policy.video.is_desktop("b-v1")
