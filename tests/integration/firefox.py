@@ -41,6 +41,8 @@ PREFS: dict[str, Any] = {
     "media.peerconnection.ice.no_host": False,
     "media.peerconnection.ice.obfuscate_host_addresses": False,  # plain addresses, not mDNS names
     "media.peerconnection.ice.link_local": True,
+    # every interface, not only the one with the default route (a test namespace has none)
+    "media.peerconnection.ice.default_address_only": False,
     "media.peerconnection.use_document_iceservers": True,
     "network.dns.disableIPv6": True,
     "browser.shell.checkDefaultBrowser": False,

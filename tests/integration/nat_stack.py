@@ -46,9 +46,10 @@ def start_meeting_stack(
     ice_tcp: bool = False,
     stack: MeetingStack | None = None,
     force_turn_relay: bool = False,
+    simulcast: bool = False,
 ) -> MeetingStack:
     """``turn``: (host, port, secret) the broker hands out over XEP-0215. ``ice_tcp`` turns the
-    bridge's ICE-TCP port on; ``force_turn_relay`` makes every page relay through TURN. Pass ``stack`` to have processes recorded (for cleanup) as they
+    bridge's ICE-TCP port on; ``force_turn_relay`` makes every page relay through TURN; ``simulcast`` leaves the client's simulcast on. Pass ``stack`` to have processes recorded (for cleanup) as they
     start."""
     stack = stack or MeetingStack()
     c2s, xmpp_http, focus_http, web_http = free_port(), free_port(), free_port(), free_port()
@@ -82,7 +83,7 @@ def start_meeting_stack(
          "JVB_BREWERY_MUC": "jvbbrewery", "JICOFO_BRIDGE_COLIBRI_URLS": f"jvb1=http://127.0.0.1:{colibri}"},
         f"http://127.0.0.1:{focus_http}/about/health")  # fmt: skip
     run("web", "services.web",
-        {"WEB_HTTP_HOST": "0.0.0.0", "WEB_HTTP_PORT": str(web_http), "WEB_DISABLE_SIMULCAST": "true",
+        {"WEB_HTTP_HOST": "0.0.0.0", "WEB_HTTP_PORT": str(web_http), "WEB_DISABLE_SIMULCAST": str(not simulcast).lower(),
          "WEB_FORCE_TURN_RELAY": str(force_turn_relay).lower(),
          "XMPP_WEBSOCKET_URL": f"ws://{public}:{xmpp_http}/xmpp-websocket",
          "WEB_CONNECT_ORIGINS": f"ws://{public}:{ws_port}"},  # the bridge's WebSocket, no nginx

@@ -43,6 +43,10 @@ const parley = {
     return state.meeting?.videoConstraints ?? null;
   },
   /** Our local description as applied (with the simulcast layers). */
+  /** The remote description as applied. */
+  remoteSdp() {
+    return state.meeting?.pc?.remoteDescription?.sdp ?? "";
+  },
   localSdp() {
     return state.meeting?.pc?.localDescription?.sdp ?? '';
   },

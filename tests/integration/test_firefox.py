@@ -1,0 +1,138 @@
+"""Firefox in the meeting: Debian's ``firefox-esr`` (driven over WebDriver BiDi, ``firefox.py``)
+and two Chromium in one room, in a private network namespace where the host has a second address
+(``netns.multi_homed``) that the bridge advertises beside 127.0.0.1: Firefox never gathers a
+loopback candidate, so it reaches the bridge on the second address, and the bridge answers from
+the address each check came to (one socket per advertised address).
+
+Everyone decodes everyone; Firefox sends RID-signalled simulcast (``a=rid``/``a=simulcast``), which
+the bridge identifies by the RTP stream id header extensions and forwards as plain single-SSRC
+streams, and a Firefox receiver sees the layer change with what it asks the bridge for.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pytest
+
+from tests.integration import netns
+from tests.integration.browser import BROWSER_MARKS, DESKTOP, browsers, console_log
+from tests.integration.firefox import FIREFOX_MARKS, FirefoxPage, install_driver
+from tests.integration.nat_stack import MeetingStack, build_web_client, start_meeting_stack
+
+pytestmark = [
+    *BROWSER_MARKS,
+    *FIREFOX_MARKS,
+    pytest.mark.skipif(not netns.available(), reason="needs root and iproute2 (a network namespace)"),
+]
+
+
+class AnyPage(Protocol):
+    def evaluate(self, expr: str) -> Any: ...
+
+    def goto(self, url: str) -> Any: ...
+
+    def wait_for_selector(self, selector: str, timeout: float = ...) -> Any: ...
+
+
+@dataclass
+class Person:
+    name: str
+    page: AnyPage
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.page.evaluate("window.parley.endpointId"))
+
+    def received(self) -> dict[str, dict[str, Any]]:
+        return dict(self.page.evaluate("window.parley.videoStats()"))
+
+    def sent(self) -> list[dict[str, Any]]:
+        return list(self.page.evaluate("window.parley.sendStats()"))
+
+    def height_of(self, endpoint: str) -> int:
+        return int(self.received().get(endpoint, {}).get("frameHeight") or 0)
+
+    def decoding(self) -> set[str]:
+        return {ep for ep, s in self.received().items() if s.get("framesDecoded", 0) > 0}
+
+
+@dataclass
+class Meeting:
+    stack: MeetingStack
+    firefox: Person
+    chromium: list[Person]
+
+    @property
+    def people(self) -> list[Person]:
+        return [self.firefox, *self.chromium]
+
+
+def wait_until(what: str, cond: Any, people: list[Person], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            detail = []
+            for p in people:
+                try:
+                    state = f"sends {p.sent()}\nreceives {p.received()}\n"
+                except Exception as exc:  # the page may be what failed
+                    state = f"(no stats: {exc})\n"
+                detail.append(f"--- {p.name}\n{state}" + "\n".join(p.log[-30:]))
+            raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(detail))
+        time.sleep(0.4)
+
+
+@pytest.fixture(scope="module")
+def meeting() -> Iterator[Meeting]:
+    # before the namespace, which has no network: the client and the driver's npm packages
+    build_web_client()
+    install_driver()
+    with netns.multi_homed(default_route=True) as second:
+        stack = MeetingStack()
+        try:
+            # the bridge advertises the second address first: the one Firefox can use
+            start_meeting_stack("127.0.0.1", f"{second},127.0.0.1", stack=stack, simulcast=True)
+            room = f"ff-{uuid.uuid4().hex[:8]}"
+            fox = FirefoxPage()
+            try:
+                firefox = Person("Firefox", fox, fox.log)
+                with browsers() as pool:
+                    chromium = []
+                    for name in ("Ada", "Bob"):
+                        page = pool.open(DESKTOP)
+                        log = console_log(page)
+                        page.goto(f"{stack.front}/{room}?name={name}")
+                        chromium.append(Person(name, page, log))
+                    fox.goto(f"{stack.front}/{room}?name=Firefox")
+                    people = [firefox, *chromium]
+                    for p in people:
+                        p.page.wait_for_selector("#meeting:not([hidden])", timeout=60_000)
+                    yield Meeting(stack, firefox, chromium)
+            finally:
+                fox.close()
+        finally:
+            stack.stop()
+
+
+def test_firefox_and_two_chromium_decode_each_other(meeting: Meeting) -> None:
+    people = meeting.people
+    endpoints = {p.name: p.endpoint for p in people}
+    for p in people:
+        others = {endpoints[o.name] for o in people if o is not p}
+        wait_until(f"{p.name} to decode the others' video", lambda p=p, o=others: o <= p.decoding(), people)
+    # and the video keeps coming
+    for p in people:
+        before = {ep: s["framesDecoded"] for ep, s in p.received().items()}
+        wait_until(
+            f"{p.name}'s decoded frames to advance",
+            lambda p=p, b=before: all(
+                p.received().get(ep, {}).get("framesDecoded", 0) > n for ep, n in b.items() if ep in endpoints.values()
+            ),
+            people,
+        )
