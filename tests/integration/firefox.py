@@ -130,7 +130,7 @@ class FirefoxPage:
                 return message
             if message.get("id") == wanted:
                 if not message.get("ok"):
-                    raise RuntimeError(f"Firefox: {message.get('error')}")
+                    raise RuntimeError(f"Firefox: {message.get('error')}\n" + "\n".join(self.log[-30:]))
                 return message
 
     def _call(self, op: str, timeout: float = 60.0, **fields: Any) -> Any:
