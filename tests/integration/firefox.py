@@ -78,7 +78,7 @@ def install_driver() -> None:
 class FirefoxPage:
     """One Firefox process (its own profile) with one page."""
 
-    def __init__(self, timeout: float = 90.0) -> None:
+    def __init__(self, timeout: float = 300.0) -> None:
         self.log: list[str] = []
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self._next = 0
@@ -133,7 +133,7 @@ class FirefoxPage:
                     raise RuntimeError(f"Firefox: {message.get('error')}\n" + "\n".join(self.log[-30:]))
                 return message
 
-    def _call(self, op: str, timeout: float = 60.0, **fields: Any) -> Any:
+    def _call(self, op: str, timeout: float = 120.0, **fields: Any) -> Any:
         self._next += 1
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"id": self._next, "op": op, **fields}) + "\n")

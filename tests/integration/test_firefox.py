@@ -73,7 +73,7 @@ class Meeting:
         return [self.firefox, *self.chromium]
 
 
-def wait_until(what: str, cond: Any, people: list[Person], timeout: float = 60.0) -> None:
+def wait_until(what: str, cond: Any, people: list[Person], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -112,7 +112,7 @@ def meeting() -> Iterator[Meeting]:
                     fox.goto(f"{stack.front}/{room}?name=Firefox")
                     people = [firefox, *chromium]
                     for p in people:
-                        p.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
+                        p.page.wait_for_selector("#meeting:not([hidden])", timeout=240_000)
                     yield Meeting(stack, firefox, chromium)
             finally:
                 fox.close()
