@@ -140,15 +140,15 @@ class FirefoxPage:
         self.proc.stdin.flush()
         return self._reply(self._next, timeout).get("value")
 
-    def goto(self, url: str) -> None:
-        self._call("goto", url=url)
+    def goto(self, url: str, timeout: float = 180.0) -> None:
+        self._call("goto", timeout=timeout + 10, url=url, timeout_ms=timeout * 1000)
 
     def evaluate(self, expr: str) -> Any:
         """The JSON value of a JavaScript expression in the page (promises awaited)."""
         return self._call("eval", expr=expr)
 
     def wait_for_selector(self, selector: str, timeout: float = 30_000) -> None:
-        self._call("wait", timeout=timeout / 1000 + 10, selector=selector)
+        self._call("wait", timeout=timeout / 1000 + 10, selector=selector, timeout_ms=timeout)
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -97,7 +97,9 @@ def meeting() -> Iterator[Meeting]:
         stack = MeetingStack()
         try:
             # the bridge advertises the second address first: the one Firefox can use
-            start_meeting_stack("127.0.0.1", f"{second},127.0.0.1", stack=stack, simulcast=True)
+            start_meeting_stack(
+                "127.0.0.1", f"{second},127.0.0.1", stack=stack, simulcast=True, start_timeout=180
+            )
             room = f"ff-{uuid.uuid4().hex[:8]}"
             fox = FirefoxPage()
             try:

@@ -1,7 +1,7 @@
 // Debian's firefox-esr driven over WebDriver BiDi with puppeteer-core (no browser download), one
 // browser per process, controlled line by line over stdin/stdout by tests/integration/firefox.py (this directory is its node side):
-//   in:  {"id": 1, "op": "goto", "url": "..."} | {"id": 2, "op": "eval", "expr": "..."}
-//        | {"id": 3, "op": "wait", "selector": "...", "timeout": 30000} | {"id": 4, "op": "close"}
+//   in:  {"id": 1, "op": "goto", "url": "...", "timeout_ms": 180000} | {"id": 2, "op": "eval", "expr": "..."}
+//        | {"id": 3, "op": "wait", "selector": "...", "timeout_ms": 30000} | {"id": 4, "op": "close"}
 //   out: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}
 //        and {"console": "..."} for every console message of the page.
 // Argument: a JSON object {"executable": "/usr/bin/firefox-esr", "prefs": {...}}.
@@ -31,7 +31,7 @@ send({ ready: true, version: await browser.version() });
 async function run(command) {
   switch (command.op) {
     case 'goto':
-      await page.goto(command.url, { waitUntil: 'load', timeout: command.timeout ?? 60_000 });
+      await page.goto(command.url, { waitUntil: 'load', timeout: command.timeout_ms ?? 180_000 });
       return null;
     case 'eval':
       // an expression evaluated in the page; promises are awaited, the value must be JSON
@@ -39,7 +39,7 @@ async function run(command) {
         (text) => (text === undefined ? null : JSON.parse(text)),
       );
     case 'wait':
-      await page.waitForSelector(command.selector, { timeout: command.timeout ?? 30_000 });
+      await page.waitForSelector(command.selector, { timeout: command.timeout_ms ?? 30_000 });
       return null;
     case 'close':
       await browser.close();
