@@ -92,6 +92,10 @@ class MediaSources:
     ssrc_groups: list[tuple[str, list[int]]] = field(default_factory=list)
     payload_types: list[PayloadType] = field(default_factory=list)
     rtp_hdrexts: list[RtpHeaderExtension] = field(default_factory=list)
+    forward_ssrcs: dict[int, int] = field(default_factory=dict)
+    """``{lowest layer's SSRC: the SSRC receivers know the source by}`` where they differ: set when
+    the bridge reorders a ``SIM`` group from the RIDs it sees (``rid.py``), so receivers keep
+    getting the source on the SSRC they were told."""
 
     def rtx_pairs(self) -> dict[int, int]:
         """``{media_ssrc: rtx_ssrc}`` from the ``FID`` groups."""

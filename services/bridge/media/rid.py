@@ -12,7 +12,9 @@ endpoint that negotiated ``rtp-stream-id``, a :class:`RidBinder` reads the RID o
 of each SSRC and, when what it learnt disagrees with the signalled sources (layers in another
 order, or SSRCs and RTX pairs nobody signalled), returns corrected :class:`MediaSources`: the
 layers ordered by RID (:func:`rid_rank`), RTX SSRCs paired with the layer whose RID they repair.
-Receivers are never told: they get each source as one plain SSRC stream either way.
+Receivers are never told: they get each source as one plain SSRC stream either way, on the SSRC
+they were told (the signalled group's first, kept in ``MediaSources.forward_ssrcs`` when the RIDs
+put another SSRC first).
 
 No I/O; header extensions are read with :func:`.rtp.find_extension`.
 """
@@ -129,6 +131,7 @@ def bind(sources: MediaSources, media_rids: dict[int, str], repaired_rids: dict[
     tagged = [s for s in media_rids if s not in audio and s not in fid_rtx]
     # the SIM group that holds a tagged SSRC takes every other tagged one (one camera per RID set)
     stale: list[int] = []
+    forward = dict(sources.forward_ssrcs)
     sim_index = next(
         (i for i, (sem, ssrcs) in enumerate(groups) if sem == "SIM" and set(ssrcs) & set(tagged)), None
     )
@@ -148,7 +151,12 @@ def bind(sources: MediaSources, media_rids: dict[int, str], repaired_rids: dict[
         ordered = [by_rid[r] for r in sorted(by_rid, key=rid_rank)]
         stale = [s for s in known if s not in ordered]
         in_sim.update(members)
-        groups[sim_index] = ("SIM", ordered + unknown)
+        new_members = ordered + unknown
+        if members and new_members and new_members[0] != members[0] and members[0] not in stale:
+            # receivers were told the group's first SSRC: they keep getting the source on it
+            told = forward.pop(members[0], members[0])
+            forward[new_members[0]] = told
+        groups[sim_index] = ("SIM", new_members)
         groups = [(sem, ssrcs) for sem, ssrcs in groups if not (sem == "FID" and ssrcs[0] in stale)]
         video = [s for s in video if s not in stale]
     for s in tagged:
@@ -164,4 +172,5 @@ def bind(sources: MediaSources, media_rids: dict[int, str], repaired_rids: dict[
         fid_rtx.add(rtx)
         if rtx not in video:
             video.append(rtx)
-    return dataclasses.replace(sources, video_ssrcs=video, ssrc_groups=groups)
+    forward = {first: told for first, told in forward.items() if first != told}
+    return dataclasses.replace(sources, video_ssrcs=video, ssrc_groups=groups, forward_ssrcs=forward)

@@ -101,6 +101,8 @@ def test_signalled_order_that_disagrees_with_the_rids_is_corrected() -> None:
     [source] = video_sources("ep", out)
     assert [layer.ssrc for layer in source.layers] == [101, 102, 103]
     assert [layer.rtx_ssrc for layer in source.layers] == [201, 202, 203]
+    # receivers were told 103 (the group's first): they keep getting the source on it
+    assert source.primary_ssrc == 103
 
 
 def test_rid_layers_nobody_signalled_become_a_source_with_rtx() -> None:
