@@ -28,6 +28,8 @@ pytestmark = [
     *BROWSER_MARKS,
     *FIREFOX_MARKS,
     pytest.mark.skipif(not netns.available(), reason="needs root and iproute2 (a network namespace)"),
+    # three browsers and a stack on a loaded machine: the module's setup alone may take minutes
+    pytest.mark.timeout(1200),
 ]
 
 
