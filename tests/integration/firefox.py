@@ -57,7 +57,9 @@ def firefox_available() -> bool:
 
 FIREFOX_MARKS = [
     pytest.mark.browser,
-    pytest.mark.skipif(not firefox_available(), reason="needs /usr/bin/firefox-esr (apt firefox-esr) and node"),
+    pytest.mark.skipif(
+        not firefox_available(), reason="needs /usr/bin/firefox-esr (apt firefox-esr) and node"
+    ),
 ]
 
 
@@ -119,7 +121,9 @@ class FirefoxPage:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"Firefox did not answer within {timeout:.0f} s\n" + "\n".join(self.log[-30:]))
+                raise TimeoutError(
+                    f"Firefox did not answer within {timeout:.0f} s\n" + "\n".join(self.log[-30:])
+                )
             try:
                 message = self._replies.get(timeout=left)
             except queue.Empty:

@@ -136,17 +136,16 @@ def test_firefox_and_two_chromium_decode_each_other(meeting: Meeting) -> None:
         wait_until(
             f"{p.name}'s decoded frames to advance",
             lambda p=p, b=before: all(
-                p.received().get(ep, {}).get("framesDecoded", 0) > n for ep, n in b.items() if ep in endpoints.values()
+                p.received().get(ep, {}).get("framesDecoded", 0) > n
+                for ep, n in b.items()
+                if ep in endpoints.values()
             ),
             people,
         )
 
 
-def pin(person: Person, endpoint: str) -> None:
-    """Show ``endpoint`` large on ``person``'s page (the others become thumbnails)."""
-    stage = (person.page.evaluate("window.parley.videoConstraints") or {}).get("onStageSources") or []
-    if stage != [f"{endpoint}-v0"]:
-        person.page.evaluate(f"window.parley.pin({endpoint!r})")
+def sender_heights(person: Person) -> list[int]:
+    return sorted(s["frameHeight"] for s in person.sent() if s["frameHeight"])
 
 
 def test_firefox_sends_three_rid_layers_and_the_bridge_forwards_them_by_the_receivers_constraints(
@@ -158,41 +157,49 @@ def test_firefox_sends_three_rid_layers_and_the_bridge_forwards_them_by_the_rece
     assert "a=simulcast:send q;h;f" in sdp, sdp
     assert "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" in sdp, sdp
     fox = firefox.endpoint
-    # Ada shows Firefox large, Bob shows Ada large (Firefox a thumbnail)
-    pin(ada, fox)
-    pin(bob, ada.endpoint)
     wait_until(
-        "Firefox to send its layers at three sizes",
-        lambda: len({s["frameHeight"] for s in firefox.sent() if s["frameHeight"]}) == 3,
+        "Firefox to send its layers at three sizes", lambda: len(set(sender_heights(firefox))) == 3, people
+    )
+    # Firefox scales its layers down when the machine is busy: the limits follow what it sends
+    low = sender_heights(firefox)[0]
+    ada.page.evaluate(f"window.parley.limitVideo({fox!r}, {low})")
+    bob.page.evaluate(f"window.parley.limitVideo({fox!r}, 2160)")
+    wait_until(
+        "Ada to receive Firefox's low layer and Bob a higher one",
+        lambda: 0 < ada.height_of(fox) <= sender_heights(firefox)[0] < bob.height_of(fox),
         people,
     )
-    wait_until("Bob to receive Firefox's low layer", lambda: 0 < bob.height_of(fox) <= 180, people)
-    wait_until("Ada to receive a higher layer of Firefox", lambda: ada.height_of(fox) > 180, people)
     print("Firefox sends", firefox.sent(), "Ada receives", ada.received()[fox], "Bob", bob.received()[fox])
     # the other way round: the same receivers switch layers
-    pin(bob, fox)
-    pin(ada, bob.endpoint)
-    wait_until("Bob to receive a higher layer of Firefox", lambda: bob.height_of(fox) > 180, people)
-    wait_until("Ada to receive Firefox's low layer", lambda: 0 < ada.height_of(fox) <= 180, people)
+    low = sender_heights(firefox)[0]
+    ada.page.evaluate(f"window.parley.limitVideo({fox!r}, 2160)")
+    bob.page.evaluate(f"window.parley.limitVideo({fox!r}, {low})")
+    wait_until(
+        "Bob to receive Firefox's low layer and Ada a higher one",
+        lambda: 0 < bob.height_of(fox) <= sender_heights(firefox)[0] < ada.height_of(fox),
+        people,
+    )
     # each receiver got Firefox as one stream (the source's SSRC) whichever layer it was sent
     assert ada.received()[fox]["ssrc"] == bob.received()[fox]["ssrc"]
+    for p in (ada, bob):
+        p.page.evaluate(f"window.parley.limitVideo({fox!r}, null)")
 
 
 def test_a_firefox_receiver_sees_the_layer_change_with_what_it_asks_for(meeting: Meeting) -> None:
-    firefox, (ada, bob) = meeting.firefox, meeting.chromium
+    firefox, (ada, _bob) = meeting.firefox, meeting.chromium
     people = meeting.people
-    pin(firefox, bob.endpoint)
-    wait_until("Firefox to receive Ada's low layer", lambda: 0 < firefox.height_of(ada.endpoint) <= 180, people)
-    wait_until("Firefox to receive a higher layer of Bob", lambda: firefox.height_of(bob.endpoint) > 180, people)
-    low = firefox.height_of(ada.endpoint)
-    pin(firefox, ada.endpoint)
-    wait_until("Firefox to receive a higher layer of Ada", lambda: firefox.height_of(ada.endpoint) > 180, people)
-    wait_until("Firefox to receive Bob's low layer", lambda: 0 < firefox.height_of(bob.endpoint) <= 180, people)
-    assert firefox.height_of(ada.endpoint) > low
-    # and it keeps decoding Ada on the new layer
-    before = firefox.received()[ada.endpoint]["framesDecoded"]
+    ep = ada.endpoint
+    firefox.page.evaluate(f"window.parley.limitVideo({ep!r}, 180)")
+    wait_until("Firefox to receive Ada's low layer", lambda: 0 < firefox.height_of(ep) <= 180, people)
+    low = firefox.height_of(ep)
+    firefox.page.evaluate(f"window.parley.limitVideo({ep!r}, 2160)")
     wait_until(
-        "Firefox to decode more of Ada",
-        lambda: firefox.received()[ada.endpoint]["framesDecoded"] > before,
-        people,
+        "Firefox to receive a higher layer of Ada", lambda: firefox.height_of(ep) > max(low, 180), people
+    )
+    # and back down, decoding all along
+    firefox.page.evaluate(f"window.parley.limitVideo({ep!r}, 180)")
+    wait_until("Firefox to receive Ada's low layer again", lambda: 0 < firefox.height_of(ep) <= 180, people)
+    before = firefox.received()[ep]["framesDecoded"]
+    wait_until(
+        "Firefox to decode more of Ada", lambda: firefox.received()[ep]["framesDecoded"] > before, people
     )

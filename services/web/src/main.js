@@ -14,6 +14,7 @@ const banner = new Banner($('banner'));
 const state = {
   stream: null, audioMuted: false, videoMuted: false, meeting: null, room: undefined, name: '',
   pinned: null, // the endpoint shown large, the others as thumbnails
+  heightLimits: {}, // endpoint -> the most lines of its video to ask for (parley.limitVideo)
   reconnecting: false,
   unread: 0,
   lastN: Number.isInteger(config?.channelLastN) ? config.channelLastN : -1,
@@ -81,6 +82,13 @@ const parley = {
   },
   stopRecording() {
     return state.meeting.stopRecording();
+  },
+  /** Ask for at most `height` lines of `endpoint`'s video whatever its tile's size (null: what the
+   * layout asks); diagnostics and tests. */
+  limitVideo(endpoint, height) {
+    if (height === null) delete state.heightLimits[endpoint];
+    else state.heightLimits[endpoint] = Math.max(0, Math.floor(Number(height)) || 0);
+    constraints.schedule();
   },
   /** Show `endpoint` large (null: back to the grid); clicking a tile does the same. */
   pin(endpoint) {
@@ -233,6 +241,10 @@ function sendVideoConstraints() {
     onStage: state.pinned ? [meeting.roster.videoSourceOf(state.pinned)] : [],
     lastN: state.lastN,
   });
+  for (const [endpoint, maxHeight] of Object.entries(state.heightLimits)) {
+    const source = meeting.roster.videoSourceOf(endpoint);
+    if (source && msg.constraints?.[source]) msg.constraints[source] = { ...msg.constraints[source], maxHeight };
+  }
   meeting.setReceiverVideoConstraints(msg);
 }
 
