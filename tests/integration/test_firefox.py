@@ -157,10 +157,12 @@ def test_firefox_sends_three_rid_layers_and_the_bridge_forwards_them_by_the_rece
     assert "a=simulcast:send q;h;f" in sdp, sdp
     assert "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" in sdp, sdp
     fox = firefox.endpoint
+    # three layers, but Firefox scales them down when the machine is busy and stops encoding one
+    # that would be too small: at least two sizes; the limits follow what it sends
     wait_until(
-        "Firefox to send its layers at three sizes", lambda: len(set(sender_heights(firefox))) == 3, people
+        "Firefox to send layers at two sizes or more", lambda: len(set(sender_heights(firefox))) >= 2, people
     )
-    # Firefox scales its layers down when the machine is busy: the limits follow what it sends
+    assert len(firefox.sent()) == 3, firefox.sent()
     low = sender_heights(firefox)[0]
     ada.page.evaluate(f"window.parley.limitVideo({fox!r}, {low})")
     bob.page.evaluate(f"window.parley.limitVideo({fox!r}, 2160)")
