@@ -46,9 +46,11 @@ def start_meeting_stack(
     ice_tcp: bool = False,
     stack: MeetingStack | None = None,
     force_turn_relay: bool = False,
+    simulcast: bool = False,
+    start_timeout: float = 30.0,
 ) -> MeetingStack:
     """``turn``: (host, port, secret) the broker hands out over XEP-0215. ``ice_tcp`` turns the
-    bridge's ICE-TCP port on; ``force_turn_relay`` makes every page relay through TURN. Pass ``stack`` to have processes recorded (for cleanup) as they
+    bridge's ICE-TCP port on; ``force_turn_relay`` makes every page relay through TURN; ``simulcast`` leaves the client's simulcast on. Pass ``stack`` to have processes recorded (for cleanup) as they
     start."""
     stack = stack or MeetingStack()
     c2s, xmpp_http, focus_http, web_http = free_port(), free_port(), free_port(), free_port()
@@ -59,7 +61,7 @@ def start_meeting_stack(
     def run(name: str, module: str, env: dict[str, str], health: str) -> None:
         proc = ServiceProcess.python_module(name, module, {**DIRECT_STACK_NAMES, **env}, health_url=health)
         stack.procs.append(proc)
-        proc.start(30)
+        proc.start(start_timeout)
 
     xmpp_client = {"XMPP_SERVER": "127.0.0.1", "XMPP_PORT": str(c2s)}
     turn_env = {"TURN_CREDENTIALS": turn[2], "TURN_HOST": turn[0], "TURN_PORT": str(turn[1])} if turn else {}
@@ -82,12 +84,12 @@ def start_meeting_stack(
          "JVB_BREWERY_MUC": "jvbbrewery", "JICOFO_BRIDGE_COLIBRI_URLS": f"jvb1=http://127.0.0.1:{colibri}"},
         f"http://127.0.0.1:{focus_http}/about/health")  # fmt: skip
     run("web", "services.web",
-        {"WEB_HTTP_HOST": "0.0.0.0", "WEB_HTTP_PORT": str(web_http), "WEB_DISABLE_SIMULCAST": "true",
+        {"WEB_HTTP_HOST": "0.0.0.0", "WEB_HTTP_PORT": str(web_http), "WEB_DISABLE_SIMULCAST": str(not simulcast).lower(),
          "WEB_FORCE_TURN_RELAY": str(force_turn_relay).lower(),
          "XMPP_WEBSOCKET_URL": f"ws://{public}:{xmpp_http}/xmpp-websocket",
          "WEB_CONNECT_ORIGINS": f"ws://{public}:{ws_port}"},  # the bridge's WebSocket, no nginx
         f"http://127.0.0.1:{web_http}/health")  # fmt: skip
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + start_timeout
     while not httpx.get(f"http://127.0.0.1:{focus_http}/bridges", timeout=2).json():
         assert time.monotonic() < deadline, "the focus never saw the bridge"
         time.sleep(0.2)

@@ -32,6 +32,7 @@ from .aiortc_adapter import SrtpContext, SrtpError
 from .model import MediaSources
 from .native import subscription_struct, update_mapping
 from .policy import ForwardingPolicy
+from .rid import RidBinder
 
 if TYPE_CHECKING:
     from .native import NativeFanout, NativeReceiver
@@ -333,6 +334,9 @@ class EndpointMedia:
         self._srtp: SrtpContext | None = None
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.sources = MediaSources()
+        self.rid_binder: RidBinder | None = None
+        """Learns RID simulcast layers from the RTP stream id header extensions (rid.py), when
+        the endpoint negotiated them."""
         self.streams: dict[int, IncomingStream] = {}
         self.subscriptions_by_out_ssrc: dict[int, Subscription] = {}
         self.subscriptions: dict[int, Subscription] = {}  # by incoming stream ssrc
@@ -470,9 +474,16 @@ class ConferenceForwarder:
         self.policy.on_endpoint_removed(endpoint_id)
         self._rebuild()
 
-    def set_sources(self, endpoint_id: str, sources: MediaSources, now: float = 0.0) -> None:
+    def set_sources(
+        self, endpoint_id: str, sources: MediaSources, now: float = 0.0, *, learnt: bool = False
+    ) -> None:
+        """What the endpoint sends, as signalled (or, ``learnt``, as corrected from the RIDs its
+        packets carry)."""
         endpoint = self.endpoints[endpoint_id]
         endpoint.sources = sources
+        if not learnt:
+            binder = RidBinder(sources)
+            endpoint.rid_binder = binder if binder.active else None
         clock = {"audio": 48000, "video": 90000}
         for pt in sources.payload_types:
             if pt.name.lower() not in ("rtx", "red", "ulpfec", "telephone-event", "cn"):
@@ -556,6 +567,12 @@ class ConferenceForwarder:
             return
         _, _, seq, ts, ssrc = _HEADER.unpack_from(packet)
         stream = sender.streams.get(ssrc)
+        binder = sender.rid_binder
+        if binder is not None and binder.wants(ssrc) and (stream is None or stream.kind == "video"):
+            corrected = binder.observe(ssrc, packet)
+            if corrected is not None:  # RID-tagged layers signalled out of order, or not at all
+                self.set_sources(sender.id, corrected, now, learnt=True)
+                stream = sender.streams.get(ssrc)
         if stream is None:
             sender.unknown_ssrc_packets += 1
             return

@@ -95,6 +95,10 @@ class MediaSources:
     # kinds ("audio", "video") the focus force-muted (its channel's direction is recvonly or
     # inactive, as Jicofo mutes over Colibri): nothing of that kind is forwarded, whatever it sends
     muted: frozenset[str] = frozenset()
+    forward_ssrcs: dict[int, int] = field(default_factory=dict)
+    """``{lowest layer's SSRC: the SSRC receivers know the source by}`` where they differ: set when
+    the bridge reorders a ``SIM`` group from the RIDs it sees (``rid.py``), so receivers keep
+    getting the source on the SSRC they were told."""
 
     def rtx_pairs(self) -> dict[int, int]:
         """``{media_ssrc: rtx_ssrc}`` from the ``FID`` groups."""

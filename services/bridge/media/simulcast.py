@@ -53,11 +53,15 @@ class VideoSource:
     name: str
     endpoint: str
     layers: tuple[SimulcastLayer, ...]
+    forward_ssrc: int | None = None
+    """The SSRC receivers know the source by when it is not the lowest layer's (RID layers the
+    bridge reordered, ``rid.py``)."""
 
     @property
     def primary_ssrc(self) -> int:
-        """The SSRC receivers see for this source whatever layer they get (the lowest layer's)."""
-        return self.layers[0].ssrc
+        """The SSRC receivers see for this source whatever layer they get (the lowest layer's,
+        unless ``forward_ssrc`` says otherwise)."""
+        return self.forward_ssrc if self.forward_ssrc is not None else self.layers[0].ssrc
 
     @property
     def ssrcs(self) -> tuple[int, ...]:
@@ -103,7 +107,8 @@ def video_sources(endpoint: str, sources: MediaSources) -> list[VideoSource]:
             raise ValueError(f"ssrc-group SIM {ssrcs}: contains an RTX SSRC")
         grouped.update(ssrcs)
         layers = tuple(SimulcastLayer(i, s, rtx_of.get(s)) for i, s in enumerate(ssrcs))
-        result.append(VideoSource(video_source_name(endpoint, len(result)), endpoint, layers))
+        forward = sources.forward_ssrcs.get(ssrcs[0]) if ssrcs else None
+        result.append(VideoSource(video_source_name(endpoint, len(result)), endpoint, layers, forward))
     for ssrc in sources.video_ssrcs:
         if ssrc in grouped or ssrc in rtx:
             continue

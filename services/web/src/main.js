@@ -22,6 +22,7 @@ const banner = new Banner($('banner'));
 const state = {
   stream: null, audioMuted: false, videoMuted: false, meeting: null, room: undefined, name: '',
   pinned: null, // the endpoint shown large, the others as thumbnails
+  heightLimits: {}, // endpoint -> the most lines of its video to ask for (parley.limitVideo)
   reconnecting: false,
   unread: 0,
   lastN: Number.isInteger(config?.channelLastN) ? config.channelLastN : -1,
@@ -56,6 +57,10 @@ const parley = {
     return state.meeting?.videoConstraints ?? null;
   },
   /** Our local description as applied (with the simulcast layers). */
+  /** The remote description as applied. */
+  remoteSdp() {
+    return state.meeting?.pc?.remoteDescription?.sdp ?? "";
+  },
   localSdp() {
     return state.meeting?.pc?.localDescription?.sdp ?? '';
   },
@@ -118,6 +123,13 @@ const parley = {
       forceMuted: { ...m.forceMuted },
       knockers: [...m.knockers.values()].map((k) => k.name),
     };
+  },
+  /** Ask for at most `height` lines of `endpoint`'s video whatever its tile's size (null: what the
+   * layout asks); diagnostics and tests. */
+  limitVideo(endpoint, height) {
+    if (height === null) delete state.heightLimits[endpoint];
+    else state.heightLimits[endpoint] = Math.max(0, Math.floor(Number(height)) || 0);
+    constraints.schedule();
   },
   /** Show `endpoint` large (null: back to the grid); clicking a tile does the same. */
   pin(endpoint) {
@@ -447,6 +459,10 @@ function sendVideoConstraints() {
     stage: state.stageKey && state.stageKey !== meeting.endpointId ? sourceOfTile(state.stageKey) : null,
     lastN: state.lastN,
   });
+  for (const [endpoint, maxHeight] of Object.entries(state.heightLimits)) {
+    const source = meeting.roster.videoSourceOf(endpoint);
+    if (source && msg.constraints?.[source]) msg.constraints[source] = { ...msg.constraints[source], maxHeight };
+  }
   meeting.setReceiverVideoConstraints(msg);
 }
 

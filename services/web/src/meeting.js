@@ -14,7 +14,10 @@ import { appendServicesRequest, parseServices } from './signalling/extdisco.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
 import { appendJibriRequest, parseJibriResult, parseRecordingStatus } from './signalling/recording.js';
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
-import { activeLayers, layerHeights, Simulcast } from './signalling/simulcast.js';
+import {
+  activeLayers, layerHeights, layerScales, offerRidSimulcast, Simulcast, signalRidSimulcast,
+} from './signalling/simulcast.js';
+import { detectBrowser } from './browser.js';
 import { sameConstraints } from './video-constraints.js';
 import { localSourceContents, SCREEN_MID, screenSourceName, sourceVideoType, trackKind } from './screenshare.js';
 import { ReactionLimiter, reactionMessage, reactionsFrom } from './reactions.js';
@@ -78,6 +81,9 @@ export class Meeting extends EventTarget {
     this.quality = 'unknown';
     // SSRC-signalled simulcast of our camera (config.disableSimulcast turns it off)
     this.simulcast = config.disableSimulcast ? null : new Simulcast();
+    // Firefox and Safari simulcast with RIDs instead (the same layers, signalled the standard way)
+    this.ridSimulcast = !config.disableSimulcast && detectBrowser().simulcast === 'rid';
+    if (this.ridSimulcast) this.simulcast = null;
     this.videoConstraints = null; // the ReceiverVideoConstraints the page wants
     this.sentConstraints = null; // … and what the current bridge channel was sent
     this.timings = { joinStarted: performance.now() };
@@ -446,7 +452,7 @@ export class Meeting extends EventTarget {
       }
     };
     if (this.screenTrack) this.offer.addLocalSlot(SCREEN_MID); // sharing across a bridge move
-    await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
+    await pc.setRemoteDescription({ type: 'offer', sdp: this.#remoteOffer() });
     for (const transceiver of pc.getTransceivers()) {
       const kind = transceiver.receiver.track.kind;
       if (transceiver.mid === SCREEN_MID && this.screenTrack) {
@@ -461,12 +467,14 @@ export class Meeting extends EventTarget {
       await transceiver.sender.replaceTrack(local);
       transceiver.sender.setStreams?.(this.stream);
       transceiver.direction = 'sendonly';
+      if (kind === 'video') await this.#scaleRidLayers(transceiver.sender);
     }
     await pc.setLocalDescription(await this.#localAnswer(pc));
     // The bridge is ICE-lite and learns our address from our checks: do not hold the answer back
     // for slow interfaces; candidates found later go out as transport-info.
     await this.#gathered(pc, 250);
-    const contents = answerToContents(pc.localDescription.sdp, {
+    const signalled = this.ridSimulcast ? signalRidSimulcast(pc.localDescription.sdp) : pc.localDescription.sdp;
+    const contents = answerToContents(signalled, {
       contentNames: this.offer.answeredContents, owner: this.occupantJid, endpointId: this.endpointId,
     });
     const iq = $iq({ to: from, type: 'set' }).c('jingle', {
@@ -539,8 +547,31 @@ export class Meeting extends EventTarget {
   async #renegotiate() {
     const pc = this.pc;
     if (!pc) return;
-    await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
+    await pc.setRemoteDescription({ type: 'offer', sdp: this.#remoteOffer() });
     await pc.setLocalDescription(await this.#localAnswer(pc));
+  }
+
+  /** The focus's offer as SDP; for RID simulcast, asking for our camera's layers. */
+  #remoteOffer() {
+    const sdp = this.offer.toSdp();
+    if (!this.ridSimulcast) return sdp;
+    return offerRidSimulcast(sdp, this.offer.base.filter((c) => c.description.media === 'video').map((c) => c.name));
+  }
+
+  /** RID simulcast: the layers the offer asked for, scaled 1/4, 1/2 and 1 (low to high). */
+  async #scaleRidLayers(sender) {
+    if (!this.ridSimulcast) return;
+    const params = sender.getParameters();
+    const encodings = params.encodings ?? [];
+    if (encodings.length < 2) return;
+    const scales = layerScales(encodings.length);
+    if (encodings.every((e, i) => e.scaleResolutionDownBy === scales[i])) return;
+    encodings.forEach((e, i) => (e.scaleResolutionDownBy = scales[i]));
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      console.warn('simulcast layers not scaled:', e.message);
+    }
   }
 
   /** The browser's answer, with our camera's simulcast layers added (the same on every call). */
