@@ -169,7 +169,7 @@ class Stack:
                "XMPP_BIND_ADDRESS": "127.0.0.1", **self.xmpp_env}  # fmt: skip
         url = f"http://127.0.0.1:{self.xmpp_http}/health"
         self.xmpp = ServiceProcess.python_module("xmpp", "services.xmpp", env, health_url=url)
-        self.xmpp.start()
+        self.xmpp.start(timeout=60)  # a loaded machine starts it slowly
         return self.xmpp
 
     def start_bridge(self, server_id: str) -> ServiceProcess:
@@ -219,7 +219,7 @@ class Stack:
         self.focus = ServiceProcess.python_module(
             "focus", "services.focus", env, health_url=f"{self.focus_url}/about/health"
         )
-        self.focus.start()
+        self.focus.start(timeout=60)
         return self.focus
 
     def stop(self) -> None:

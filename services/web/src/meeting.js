@@ -231,10 +231,12 @@ export class Meeting extends EventTarget {
 
   #joinMuc() {
     return new Promise((resolve, reject) => {
-      this.joinWaiter = { resolve, reject };
+      const waiter = { resolve, reject };
+      this.joinWaiter = waiter;
       this.#sendPresence(true);
       setTimeout(() => {
-        if (this.joinWaiter) {
+        // (only this attempt's: a retry after a password or the lobby has its own)
+        if (this.joinWaiter === waiter) {
           this.joinWaiter = null;
           reject(new MeetingError('room', 'Joining the room timed out.'));
         }
