@@ -86,13 +86,15 @@ class Console(cmd.Cmd):
         if arg.strip():
             wanted = arg.strip()
             self.last["endpoints"] = [
-                e for e in self.last["endpoints"] if wanted in (e["conference"], e["conference_name"])
+                e
+                for e in self.last["endpoints"]
+                if wanted in (e["conference"], e["conference_name"], e["room"])
             ]
         self.stdout.write(snapshot.render(self.last, "endpoints") + "\n")
 
     def complete_endpoints(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         snap = self.last or take(self.api, self.services)
-        names = {e["conference_name"] or e["conference"] for e in snap["endpoints"]}
+        names = {e["room"] or e["conference"] for e in snap["endpoints"]}
         return self._names(text, sorted(names))
 
     def do_bridges(self, arg: str) -> None:

@@ -106,6 +106,10 @@ def summarize(
             calls = answers.get("/calls")
             if calls is not None and _ok(calls):
                 snap["sip_calls"] = calls
+    # the focus knows each bridge conference's room
+    rooms = {c.get("colibri_id"): c.get("room") for c in snap["conferences"] if c.get("colibri_id")}
+    for e in snap["endpoints"]:
+        e["room"] = rooms.get(e["conference"]) or e["conference_name"]
     return snap
 
 
@@ -197,7 +201,7 @@ def render(snap: dict[str, Any], section: str | None = None) -> str:
         ),
     )
     add("endpoints", _table(
-        [[e["conference_name"] or e["conference"], e["endpoint"], e["bridge"], e["state"], len(e["audio_ssrcs"]), len(e["video_ssrcs"]), e["kbps_in"], e["kbps_out"], e["bridge_channel"]] for e in snap["endpoints"]],
+        [[e["room"] or e["conference"], e["endpoint"], e["bridge"], e["state"], len(e["audio_ssrcs"]), len(e["video_ssrcs"]), e["kbps_in"], e["kbps_out"], e["bridge_channel"]] for e in snap["endpoints"]],
         ["conference", "endpoint", "bridge", "state", "audio", "video", "kbps in", "kbps out", "channel"],
     ))  # fmt: skip
     loads = {b["id"]: b for b in snap.get("focus_bridges", [])}

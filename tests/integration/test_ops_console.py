@@ -76,7 +76,7 @@ async def check_stats(launcher: LauncherStack) -> None:
     assert all(s["up"] for s in snap["services"]), snap["services"]
     (conference,) = [c for c in snap["conferences"] if c["room"] == ROOM]
     assert len(conference["participants"]) == 2 and conference["bridge"] == "jvb1"
-    mine = [e for e in snap["endpoints"] if e["conference_name"] == ROOM]
+    mine = [e for e in snap["endpoints"] if e["room"] == ROOM]
     assert len(mine) == 2
     for e in mine:  # each sends a tone and a colour, and receives the other's
         assert e["audio_ssrcs"] and e["video_ssrcs"] and e["kbps_in"] > 0 and e["kbps_out"] > 0, e

@@ -4,12 +4,33 @@ clear 400/404/413 and change nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 import websockets.sync.client as ws_client
 from websockets.exceptions import InvalidStatus
 
+from tests.integration.harness import ServiceProcess, free_port
+from tests.integration.xmpp_interop.servers import parley_env
 from tests.security.conftest import Stack, WsGuest
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    """A broker alone (its private admin API), for the malformed commands."""
+    c2s, http = free_port(), free_port()
+    proc = ServiceProcess.python_module(
+        "xmpp-admin-attacks",
+        "services.xmpp",
+        parley_env(c2s, http),
+        health_url=f"http://127.0.0.1:{http}/health",
+    )
+    proc.start(timeout=120)
+    try:
+        yield f"http://127.0.0.1:{http}"
+    finally:
+        proc.stop()
 
 
 @pytest.mark.parametrize(
@@ -54,19 +75,21 @@ def test_disable_cannot_be_reached_by_a_guest(stack: Stack) -> None:
         ("/admin/ws/dump/../../sessions", b"", 404),
     ],
 )
-def test_malformed_admin_commands_are_refused(stack: Stack, path: str, body: bytes, status: int) -> None:
-    api = f"http://127.0.0.1:{5280 + stack.offset}"
-    guest = WsGuest(stack.ws_url).login()
+def test_malformed_admin_commands_are_refused(broker: str, path: str, body: bytes, status: int) -> None:
+    api = broker
+    guest = ws_client.connect(
+        api.replace("http", "ws") + "/xmpp-websocket", subprotocols=["xmpp"], open_timeout=30
+    )  # type: ignore[list-item]
     try:
-        r = httpx.post(f"{api}{path}", content=body, timeout=10)
+        r = httpx.post(f"{api}{path}", content=body, timeout=30)
         assert r.status_code == status, r.text
         assert "error" in r.json()
-        assert httpx.get(f"{api}/admin/ws/status", timeout=10).json()["enabled"] is True
-        dump = httpx.get(f"{api}/admin/ws/dump", params={"order": "x" * 5000}, timeout=10)
+        assert httpx.get(f"{api}/admin/ws/status", timeout=30).json()["enabled"] is True
+        dump = httpx.get(f"{api}/admin/ws/dump", params={"order": "x" * 5000}, timeout=30)
         assert dump.status_code == 400
+        assert len(httpx.get(f"{api}/admin/ws/dump", timeout=30).json()["connections"]) == 1  # still open
     finally:
         guest.close()
-    WsGuest(stack.ws_url).login().close()
 
 
 def test_handshake_without_the_sub_protocol_is_refused(stack: Stack) -> None:

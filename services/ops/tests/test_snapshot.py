@@ -20,7 +20,7 @@ def debug(rx: int, tx: int) -> dict:
         "conferences": [
             {
                 "id": "c1",
-                "name": "room@muc.meet.jitsi",
+                "name": None,
                 "endpoints": [
                     {
                         "id": "ep1",
@@ -57,7 +57,7 @@ def raw(rx: int, tx: int) -> snapshot.Raw:
             "/admin/ws/status": WS,
         },
         "jvb1": {"/colibri/stats": {"conferences": 1, "participants": 1, "stress_level": 0.1}, "/debug": debug(rx, tx), "/admin/ws/status": {**WS, "enabled": False}},
-        "focus": {"/conferences": [{"room": "room@muc.meet.jitsi", "bridge": "jvb1", "participants": [{}]}], "/bridges": [{"id": "jvb1", "state": "healthy"}], "/recordings": {"recorders": {}, "recordings": []}},
+        "focus": {"/conferences": [{"room": "room@muc.meet.jitsi", "bridge": "jvb1", "colibri_id": "c1", "participants": [{}]}], "/bridges": [{"id": "jvb1", "state": "healthy"}], "/recordings": {"recorders": {}, "recordings": []}},
         "sip": {"/health": {"error": "sip: cannot reach"}, "/admin/ws/status": {"error": "x"}, "/calls": {"error": "404"}},
     }  # fmt: skip
 
@@ -66,7 +66,7 @@ def test_summarize_two_readings_gives_bitrates() -> None:
     snap = snapshot.summarize(KINDS, raw(2000, 4000), raw(1000, 1000), 2.0)
     (ep,) = snap["endpoints"]
     assert (ep["kbps_in"], ep["kbps_out"]) == (4.0, 12.0)
-    assert ep["conference_name"] == "room@muc.meet.jitsi" and len(ep["video_ssrcs"]) == 2
+    assert ep["room"] == "room@muc.meet.jitsi" and len(ep["video_ssrcs"]) == 2
     up = {s["name"]: s["up"] for s in snap["services"]}
     assert up == {"xmpp": True, "jvb1": True, "focus": True, "sip": False}
     assert snap["xmpp"]["rooms"][0]["occupants"][0]["nick"] == "ada"
