@@ -111,9 +111,11 @@ def test_stack_description_from_the_launcher(tmp_path: Path) -> None:
     (tmp_path / "stack.json").write_text(json.dumps(state))
     services = find_services(tmp_path)
     assert [s.name for s in select(services, "bridge", ws_only=True)] == ["jvb1", "jvb2"]
-    assert [s.name for s in select(services, None, ws_only=True)] == ["xmpp", "jvb1", "jvb2"]
-    with pytest.raises(OpsError, match="no service 'sip'"):
-        select(services, "sip", ws_only=True)
+    # the SIP gateway's /sip-ws is administered like the others
+    assert [s.name for s in select(services, None, ws_only=True)] == ["xmpp", "jvb1", "jvb2", "sip"]
+    assert apis["sip"][0] == "sip" and [s.name for s in select(services, "sip", ws_only=True)] == ["sip"]
+    with pytest.raises(OpsError, match="no service 'recorder'"):
+        select(services, "recorder", ws_only=True)
     assert find_services(tmp_path, port_offset=0)[0] == Service("xmpp", "xmpp", "http://127.0.0.1:5280")
     (tmp_path / "stack.json").write_text("[1]")
     with pytest.raises(OpsError, match="not a stack description"):
