@@ -36,17 +36,17 @@ def test_jwt_from_the_page_url(stack: LauncherStack) -> None:
         page = pool.open(DESKTOP)
         log = console_log(page)
         page.goto(f"{stack.front}/{room}?name=Nobody")
-        page.wait_for_function("window.parley.errors.length > 0", timeout=120_000)
+        page.wait_for_function("() => window.parley.errors.length > 0", timeout=120_000)
         assert "a token is required" in page.inner_text("#banner"), log[-20:]
         # an expired token
         expired = mint(SECRET, APP, room, now=time.time() - 7200, ttl=60)
         page.goto(f"{stack.front}/{room}?name=Late&jwt={expired}")
-        page.wait_for_function("window.parley.errors.length > 0", timeout=120_000)
+        page.wait_for_function("() => window.parley.errors.length > 0", timeout=120_000)
         assert "token expired" in page.inner_text("#banner")
         # a token for another room: refused at the room
         other = mint(SECRET, APP, "elsewhere", name="Mallory")
         page.goto(f"{stack.front}/{room}?name=Mallory&jwt={other}")
-        page.wait_for_function("window.parley.errors.length > 0", timeout=120_000)
+        page.wait_for_function("() => window.parley.errors.length > 0", timeout=120_000)
         assert "room claim" in page.inner_text("#banner")
         # a valid token with the moderator claim: in, and moderator
         good = mint(SECRET, APP, room, name="Ada", moderator=True)
@@ -54,7 +54,7 @@ def test_jwt_from_the_page_url(stack: LauncherStack) -> None:
         host_log = console_log(host)
         host.goto(f"{stack.front}/{room}?name=Ada&jwt={good}")
         host.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
-        host.wait_for_function("window.parley.moderation?.role === 'moderator'", timeout=90_000)
+        host.wait_for_function("() => window.parley.moderation?.role === 'moderator'", timeout=90_000)
         # a token without the claim (everyone with a token moderates, as Jitsi), and one saying no
         plain = mint(SECRET, APP, "*", name="Bo", moderator=False)
         guest = pool.open(DESKTOP)
