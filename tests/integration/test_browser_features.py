@@ -142,7 +142,7 @@ def test_a_shared_screen_is_on_stage_at_full_resolution_while_the_camera_still_f
             lambda v=viewer, b=before_screen: v.frames(screen) > b,
             meeting,
         )
-    bob.page.wait_for_selector(f'.tile.screen-share[data-endpoint="{screen}"].pinned', timeout=30_000)
+    bob.page.wait_for_selector(f'.tile.screen-share[data-endpoint="{screen}"].pinned', timeout=120_000)
     shoot(bob, "shared-screen.png")
     # stopping the share takes the tile away and the stage back
     ada.js("window.parley.stopScreenShare()")
@@ -152,7 +152,7 @@ def test_a_shared_screen_is_on_stage_at_full_resolution_while_the_camera_still_f
             lambda v=viewer: v.js("window.parley.stage") != screen,
             meeting,
         )
-        viewer.page.wait_for_selector(f'.tile[data-endpoint="{screen}"]', state="detached", timeout=30_000)
+        viewer.page.wait_for_selector(f'.tile[data-endpoint="{screen}"]', state="detached", timeout=120_000)
 
 
 def test_hands_and_reactions_are_seen_by_the_others(meeting: list[Person]) -> None:
@@ -163,18 +163,27 @@ def test_hands_and_reactions_are_seen_by_the_others(meeting: list[Person]) -> No
     cy.js("window.parley.raiseHand(true)")
     for viewer in (ada,):
         viewer.page.wait_for_selector(
-            f'.tile[data-endpoint="{bob_ep}"] .tile-hand:not([hidden])', timeout=30_000
+            f'.tile[data-endpoint="{bob_ep}"] .tile-hand:not([hidden])', timeout=120_000
         )
         viewer.page.wait_for_selector(
-            f'.tile[data-endpoint="{cy_ep}"] .tile-hand:not([hidden])', timeout=30_000
+            f'.tile[data-endpoint="{cy_ep}"] .tile-hand:not([hidden])', timeout=120_000
         )
         order = [p["endpoint"] for p in viewer.js("window.parley.participants()")]
         assert order[:2] == [bob_ep, cy_ep], order  # by raise time, first raised first
     bob.js("window.parley.raiseHand(false)")
     ada.page.wait_for_selector(
-        f'.tile[data-endpoint="{bob_ep}"] .tile-hand[hidden]', state="attached", timeout=30_000
+        f'.tile[data-endpoint="{bob_ep}"] .tile-hand[hidden]', state="attached", timeout=120_000
     )
     cy.js("window.parley.raiseHand(false)")
+    # a reaction is shown for a few seconds only: record the elements the page adds, so a slow
+    # machine cannot miss it between two polls
+    for viewer in (ada, bob):
+        viewer.page.evaluate(
+            """() => { window.shownReactions = [];
+            new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => {
+              if (n.dataset && n.dataset.reaction) window.shownReactions.push(`${n.dataset.from}:${n.dataset.reaction}`);
+            }))).observe(document.body, { subtree: true, childList: true }); }"""
+        )
     assert cy.js("window.parley.react('clap')") is True
     for viewer in (ada, bob):
         wait_until(
@@ -184,8 +193,10 @@ def test_hands_and_reactions_are_seen_by_the_others(meeting: list[Person]) -> No
             ),
             meeting,
         )
-        viewer.page.wait_for_selector(
-            f'.reaction[data-from="{cy_ep}"][data-reaction="clap"]', state="attached", timeout=10_000
+        wait_until(
+            f"{viewer.name} to show Cy's clap",
+            lambda v=viewer: f"{cy_ep}:clap" in v.page.evaluate("window.shownReactions"),
+            meeting,
         )
 
 
