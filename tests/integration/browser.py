@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,30 @@ def console_log(page: Page) -> list[str]:
     page.on("console", record)
     page.on("pageerror", lambda exc: lines.append(f"pageerror: {exc}"))
     return lines
+
+
+@dataclass
+class Person:
+    """One participant of a browser test: its name, its page and that page's console log."""
+
+    name: str
+    page: Page
+    log: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.page.evaluate("window.parley.endpointId"))
+
+    def js(self, expression: str) -> Any:
+        return self.page.evaluate(expression)
+
+    def received(self) -> dict[str, dict[str, Any]]:
+        """getStats of each decoded video, by tile key (window.parley.videoStats())."""
+        return dict(self.page.evaluate("window.parley.videoStats()"))
+
+    def frames(self, key: str) -> int:
+        return int(self.received().get(key, {}).get("framesDecoded", 0))
+
 
 
 class LauncherStack:

@@ -10,13 +10,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from playwright.sync_api import Page
 
-from tests.integration.browser import BROWSER_MARKS, DESKTOP, LauncherStack, browsers, console_log
+from tests.integration.browser import BROWSER_MARKS, DESKTOP, LauncherStack, Person, browsers, console_log
 from tests.integration.harness import REPO
 
 pytestmark = [
@@ -27,26 +24,6 @@ pytestmark = [
 
 SCREENSHOTS = REPO / "docs" / "screenshots"
 CAPTURE = "--auto-select-desktop-capture-source=Entire screen"
-
-
-@dataclass
-class Person:
-    name: str
-    page: Page
-    log: list[str]
-
-    @property
-    def endpoint(self) -> str:
-        return str(self.page.evaluate("window.parley.endpointId"))
-
-    def received(self) -> dict[str, dict[str, Any]]:
-        return dict(self.page.evaluate("window.parley.videoStats()"))
-
-    def frames(self, key: str) -> int:
-        return int(self.received().get(key, {}).get("framesDecoded", 0))
-
-    def js(self, expression: str) -> Any:
-        return self.page.evaluate(expression)
 
 
 def wait_until(what: str, cond, people: list[Person], timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]

@@ -13,10 +13,8 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Page
 
 from tests.integration.browser import (
     ARTIFACTS,
@@ -28,21 +26,15 @@ from tests.integration.browser import (
     console_log,
     screenshot,
 )
+from tests.integration.browser import Person as BasePerson
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 NAMES = ("Ada Lovelace", "Bob Kahn", "Cy Young")
 
 
-@dataclass
-class Person:
-    name: str
-    page: Page
-    log: list[str]
-
-    @property
-    def endpoint(self) -> str:
-        return str(self.page.evaluate("window.parley.endpointId"))
+class Person(BasePerson):
+    """A participant, with what this test reads of its page."""
 
     def remote_tiles(self) -> list[str]:
         return list(

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Page
 
 from tests.integration.browser import (
     BROWSER_MARKS,
@@ -21,19 +20,13 @@ from tests.integration.browser import (
     browsers,
     console_log,
 )
+from tests.integration.browser import Person as BasePerson
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.peer, pytest.mark.timeout(900)]
 
 
-@dataclass
-class Person:
-    name: str
-    page: Page
-    log: list[str]
-
-    @property
-    def endpoint(self) -> str:
-        return str(self.page.evaluate("window.parley.endpointId"))
+class Person(BasePerson):
+    """A participant, with what this test reads of its page."""
 
     @property
     def moderation(self) -> dict:

@@ -12,11 +12,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from playwright.sync_api import Page
 
 from tests.integration.browser import (
     BROWSER_MARKS,
@@ -26,22 +23,13 @@ from tests.integration.browser import (
     console_log,
     screenshot,
 )
+from tests.integration.browser import Person as BasePerson
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 
-@dataclass
-class Person:
-    name: str
-    page: Page
-    log: list[str]
-
-    @property
-    def endpoint(self) -> str:
-        return str(self.page.evaluate("window.parley.endpointId"))
-
-    def received(self) -> dict[str, dict[str, Any]]:
-        return dict(self.page.evaluate("window.parley.videoStats()"))
+class Person(BasePerson):
+    """A participant, with what this test reads of its page."""
 
     def height_of(self, endpoint: str) -> int:
         return int(self.received().get(endpoint, {}).get("frameHeight", 0))
