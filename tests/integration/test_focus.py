@@ -43,9 +43,9 @@ async def test_conference_request_creates_room_and_occupants_are_tracked(stack: 
         conf = stack.conference(room)
         assert conf is not None and conf["bridge"] is None  # no bridge in this stack: they wait
         await bob.leave()
-        assert await wait_until(lambda: stack.participants_of(room) == {"alice": "joined"}, 5)
+        assert await wait_until(lambda: stack.participants_of(room) == {"alice": "joined"}, 30)
         await alice.leave()
-        assert await wait_until(lambda: stack.conference(room) is None, 5)
+        assert await wait_until(lambda: stack.conference(room) is None, 30)
     finally:
         await alice.stop()
         await bob.stop()
@@ -82,15 +82,15 @@ async def test_focus_reconnects_after_the_broker_restarts() -> None:
     with Stack(bridges=0) as stack:
         assert stack.xmpp is not None
         stack.xmpp.kill()
-        assert await wait_until(lambda: httpx.get(stack.focus_url + "/about/health").status_code == 503, 5)
+        assert await wait_until(lambda: httpx.get(stack.focus_url + "/about/health").status_code == 503, 30)
         stack.start_xmpp()
-        assert await wait_until(lambda: httpx.get(stack.focus_url + "/about/health").status_code == 200, 10)
+        assert await wait_until(lambda: httpx.get(stack.focus_url + "/about/health").status_code == 200, 60)
         guest = stack.participant("late", media=False)
         await guest.start()
         room = f"after-restart@{MUC_DOMAIN}"
         try:
             await guest.join(room)
-            assert await wait_until(lambda: stack.participants_of(room) == {"late": "joined"}, 5)
+            assert await wait_until(lambda: stack.participants_of(room) == {"late": "joined"}, 30)
         finally:
             await guest.stop()
 
@@ -103,13 +103,13 @@ async def test_after_a_broker_restart_the_focus_forgets_who_is_gone() -> None:
         await alice.start()
         try:
             await alice.join(room)
-            assert await wait_until(lambda: stack.participants_of(room) == {"alice": "joined"}, 5)
+            assert await wait_until(lambda: stack.participants_of(room) == {"alice": "joined"}, 30)
             stack.xmpp.kill()  # the rooms go with the broker; alice's client does not come back
             stack.start_xmpp()
             assert await wait_until(
                 lambda: httpx.get(stack.focus_url + "/about/health").status_code == 200, 10
             )
-            assert await wait_until(lambda: stack.conference(room) is None, 10)
+            assert await wait_until(lambda: stack.conference(room) is None, 60)
         finally:
             await alice.stop()
 
@@ -122,7 +122,7 @@ async def test_conference_state_survives_a_focus_restart_in_redis() -> None:
         await alice.start()
         try:
             await alice.join(room)
-            assert await wait_until(lambda: stack.participants_of(room) == {"alice": "joined"}, 5)
+            assert await wait_until(lambda: stack.participants_of(room) == {"alice": "joined"}, 30)
             assert stack.redis is not None and stack.focus is not None
             stored = redis.Redis(port=stack.redis.port).hkeys(REDIS_KEY)
             assert stored == [room.encode()]
@@ -130,7 +130,7 @@ async def test_conference_state_survives_a_focus_restart_in_redis() -> None:
             stack.start_focus()
             assert stack.participants_of(room) == {"alice": "joined"}  # restored before anyone spoke
             await alice.leave()
-            assert await wait_until(lambda: stack.conference(room) is None, 5)
+            assert await wait_until(lambda: stack.conference(room) is None, 30)
             assert redis.Redis(port=stack.redis.port).hkeys(REDIS_KEY) == []
         finally:
             await alice.stop()
