@@ -84,7 +84,7 @@ async def check_stats(launcher: LauncherStack) -> None:
     (room,) = [r for r in snap["xmpp"]["rooms"] if r["jid"] == ROOM]
     assert {"ada", "bob"} <= {o["nick"] for o in room["occupants"]}
     assert snap["xmpp"]["bound"] >= 4  # the two participants, the focus, the bridge, the recorder
-    assert {w["service"] for w in snap["websockets"]} == {"xmpp", "jvb1"}
+    assert {w["service"] for w in snap["websockets"]} == {"xmpp", "jvb1", "sip"}  # every WebSocket server
     text = await asyncio.to_thread(ops, launcher.run_dir, "stats", "--interval", "0")
     assert "== endpoints" in text.stdout and "opsroom" in text.stdout
 
