@@ -39,10 +39,12 @@ def wait_participants(stack, room: str, count: int, timeout: float = 20.0) -> li
 
 def test_forged_muc_item_is_replaced_by_the_servers_and_the_focus_invites_an_ordinary_occupant(stack):
     room = f"sec-{uuid.uuid4().hex[:8]}"
-    alice, mallory = WsGuest(stack.ws_url).login(), WsGuest(stack.ws_url).login()
+    alice, bob, mallory = (WsGuest(stack.ws_url).login() for _ in range(3))
     try:
         alice.request_conference(room)
-        alice.join(room, "alice")
+        alice.join(room, "alice")  # the first participant: made moderator by the focus, as Jicofo does
+        bob.request_conference(room)
+        bob.join(room, "bob")  # an ordinary participant
         mallory.request_conference(room)
         own = mallory.join(room, "mallory", FORGED_ITEM)
         # the attacker's own presence: one muc#user element, the server's, first
@@ -50,13 +52,16 @@ def test_forged_muc_item_is_replaced_by_the_servers_and_the_focus_invites_an_ord
         assert "affiliation='none'" in own and "role='participant'" in own
         seen = alice.recv_until(f"{room}@{MUC}/mallory'")
         assert seen.count("muc#user") == 1 and "focus@auth" not in seen
-        assert "jid=" not in seen  # semi-anonymous: guests never see real JIDs
+        seen = bob.recv_until(f"{room}@{MUC}/mallory'")
+        assert seen.count("muc#user") == 1 and "focus@auth" not in seen
+        assert "jid=" not in seen  # semi-anonymous: only moderators see real JIDs (whois moderators)
         # the focus sees an ordinary occupant and invites it like anyone else
         offer = mallory.recv_until("session-initiate", timeout=30)
         assert f"from='{room}@{MUC}/focus'" in offer
-        assert "mallory" in wait_participants(stack, room, 2)
+        assert "mallory" in wait_participants(stack, room, 3)
     finally:
         alice.close()
+        bob.close()
         mallory.close()
 
 
