@@ -41,6 +41,7 @@ from services.common import jingle, jingle_sdp
 from services.common.jingle import Jingle
 from services.common.jingle_sdp import SdpOffer
 from services.common.logging import RateLimitedLogger
+from services.common.xmpp_guard import send_iq_error
 
 from . import audio
 from .config import SipSettings
@@ -224,7 +225,7 @@ class MeetingLeg(slixmpp.ClientXMPP):
             self._gone("removed from the meeting")
 
     def _mute_iq(self, iq: slixmpp.Iq) -> None:
-        if iq["type"] != "set" or self.room is None or iq["from"].bare != self.room:
+        if iq["type"] != "set" or not self._from_focus(iq):
             return
         el = iq.xml.find(f"{{{NS_AUDIO_MUTE}}}mute")
         self.muted = (el is not None and (el.text or "").strip() == "true")
@@ -232,17 +233,20 @@ class MeetingLeg(slixmpp.ClientXMPP):
         log.info("%s in %s %s by the meeting", self.nick, self.room, "muted" if self.muted else "unmuted")
         self._send_presence()
 
+    def _from_focus(self, iq: slixmpp.Iq) -> bool:
+        """Only the room's focus occupant (the reserved nick) mutes us or sends Jingle."""
+        return self.room is not None and iq["from"].bare == self.room and iq["from"].resource == "focus"
+
     def _jingle_iq(self, iq: slixmpp.Iq) -> None:
         if iq["type"] != "set":
+            return
+        if not self._from_focus(iq):
+            send_iq_error(iq, "not-allowed", "Jingle is taken from the room's focus only", "cancel")
             return
         try:
             message = jingle.parse_element(iq.xml.find(f"{{{jingle.NS_JINGLE}}}jingle"))  # type: ignore[arg-type]
         except jingle.JingleError as exc:
-            reply = iq.reply(clear=False)
-            reply["type"] = "error"
-            reply["error"]["condition"] = "bad-request"
-            reply["error"]["text"] = str(exc)[:200]
-            reply.send()
+            send_iq_error(iq, "bad-request", str(exc)[:200], "modify")
             return
         iq.reply(clear=True).send()
         self.focus_full_jid = str(iq["from"])

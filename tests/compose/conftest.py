@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +30,7 @@ from tests.compose.engine import (
     ensure_debian_base,
     missing_tools,
 )
+from tests.integration.harness import free_block
 
 SERVICES = ["redis", "xmpp", "bridge", "focus", "web", "turn", "nginx"]
 BRIDGE_SLOTS = 5  # three replicas, and room for a restarted one
@@ -53,26 +52,6 @@ def docker_compose_word() -> str:
         if ok:
             return "docker compose"
     return "docker-compose"
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_block(size: int) -> int:
-    """The first port of ``size`` consecutive ports free for TCP and UDP (below the ephemeral range)."""
-    rng = random.Random()
-    for _ in range(400):
-        base = rng.randrange(12000, 30000 - size)
-        if all(_free(p) for p in range(base, base + size)):
-            return base
-    raise RuntimeError("no free block of ports")
 
 
 @dataclass

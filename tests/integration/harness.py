@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -156,3 +157,23 @@ class ServiceProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _tcp_udp_free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_block(size: int, low: int = 12000, high: int = 30000) -> int:
+    """The first port of ``size`` consecutive ports free for TCP and UDP (below the ephemeral range)."""
+    rng = random.Random()
+    for _ in range(400):
+        base = rng.randrange(low, high - size)
+        if all(_tcp_udp_free(p) for p in range(base, base + size)):
+            return base
+    raise RuntimeError("no free block of ports")

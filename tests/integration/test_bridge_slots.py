@@ -5,30 +5,11 @@ check that every replica passes at once."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import random
-import socket
+
+from tests.integration.harness import free_block
 
 SLOTS = 6
 REPLICAS = 5
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                return False
-    return True
-
-
-def _block(size: int) -> int:
-    rng = random.Random()
-    for _ in range(400):
-        base = rng.randrange(20000, 30000 - size)
-        if all(_free(p) for p in range(base, base + size)):
-            return base
-    raise RuntimeError("no free block of ports")
 
 
 def _replica(env: dict[str, str], go, done, out) -> None:  # type: ignore[no-untyped-def]
@@ -41,7 +22,7 @@ def _replica(env: dict[str, str], go, done, out) -> None:  # type: ignore[no-unt
 
 
 def test_replicas_started_together_take_distinct_slots() -> None:
-    base = _block(3 * SLOTS)
+    base = free_block(3 * SLOTS, 20000)
     env = {
         "JVB_PORT": f"{base}-{base + SLOTS - 1}",
         "JVB_COLIBRI_PORT": f"{base + SLOTS}-{base + 2 * SLOTS - 1}",
