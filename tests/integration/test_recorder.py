@@ -486,8 +486,12 @@ async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
     skew = sync_tracks["video"].lags.fastest(recording_from, recording_to) - sync_tracks[
         "audio"
     ].lags.fastest(recording_from, recording_to)
-    print("lip sync, carol.webm (video - audio, ms):", [round(o * 1000) for o in offsets],
-          "sender skew (ms):", round(skew * 1000))
+    print(
+        "lip sync, carol.webm (video - audio, ms):",
+        [round(o * 1000) for o in offsets],
+        "sender skew (ms):",
+        round(skew * 1000),
+    )
     assert abs(statistics.median(offsets) - skew) <= SYNC_BOUND, (offsets, skew)
     assert max(offsets) - min(offsets) <= 0.040, offsets  # and the offset does not wander
     carol = next(t for t in layout.grid(3, 640, 360) if nearest_tile_colour(composed, t) == "carol")
