@@ -26,7 +26,7 @@ from tests.integration.test_sip_gateway import Listener, dominant_frequency
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
-JSSIP_DIR = Path(__file__).with_name("jssip_client")
+JSSIP_DIR = Path(__file__).with_name("jssip")
 BUNDLE = JSSIP_DIR / "node_modules" / "jssip.bundle.js"
 BROWSER_TONE = 700.0
 ROOM_TONES = {"bob": 440.0, "dave": 1200.0}
