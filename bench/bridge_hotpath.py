@@ -142,7 +142,7 @@ def measure(
             pass
 
     policy = (
-        ConferenceIntelligencePolicy(mixer_thread=False)
+        ConferenceIntelligencePolicy()
         if policy_name == "intelligence"
         else ForwardingPolicy()
     )

@@ -42,6 +42,7 @@ from services.bridge.media.lastn import ConferenceIntelligencePolicy  # noqa: E4
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension  # noqa: E402
 from services.bridge.media.policy import ForwardingPolicy  # noqa: E402
 from services.bridge.media.rtp import AUDIO_LEVEL_URI  # noqa: E402
+from services.common import bridge_channel  # noqa: E402
 
 FPS = 15
 LAYERS = ((320, 180, 150_000), (640, 360, 500_000), (1280, 720, 1_500_000))
@@ -107,7 +108,9 @@ def run(
     outbox: list[tuple[str, dict]] = []
     policy: ForwardingPolicy
     if scenario == "last-n":
-        policy = ConferenceIntelligencePolicy(lambda ep, m: outbox.append((ep, m)), clock=clock)
+        policy = ConferenceIntelligencePolicy(
+            lambda ep, m: outbox.append((ep, bridge_channel.to_dict(m))), clock=clock
+        )
     else:
         policy = ForwardingPolicy()
     forwarder = ConferenceForwarder("bench", policy, cache_size=512)
@@ -155,13 +158,15 @@ def run(
         for p in people:
             policy.on_message(
                 p.name,
-                {
-                    "colibriClass": "ReceiverVideoConstraints",
-                    "lastN": last_n,
-                    "onStageSources": [f"{dominant}-v0"],
-                    "defaultConstraints": {"maxHeight": 180},
-                    "constraints": {f"{dominant}-v0": {"maxHeight": 720}},
-                },
+                bridge_channel.parse(
+                    {
+                        "colibriClass": "ReceiverVideoConstraints",
+                        "lastN": last_n,
+                        "onStageSources": [f"{dominant}-v0"],
+                        "defaultConstraints": {"maxHeight": 180},
+                        "constraints": {f"{dominant}-v0": {"maxHeight": 720}},
+                    }
+                ),
             )
 
     talkers = people[:3]

@@ -51,6 +51,7 @@ async def serve() -> None:  # pragma: no cover - runs in the child process
     from services.bridge.media.engine import MediaEngine
     from services.bridge.media.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
     from services.bridge.media.policy import SendMessage
+    from services.common import bridge_channel
     from services.common.runtime import serve_http, stop_http
     from tests.integration.media_devserver import build_app, config_from_env
 
@@ -63,7 +64,7 @@ async def serve() -> None:  # pragma: no cover - runs in the child process
 
     engine = MediaEngine(config, policy_factory=factory)
     outbox: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    engine.send_to_endpoint = lambda c, e, m: outbox[(c, e)].append(m)
+    engine.send_to_endpoint = lambda c, e, m: outbox[(c, e)].append(bridge_channel.to_dict(m))
     app = build_app(engine)
 
     @app.get("/conferences/{conference_id}/endpoints/{endpoint_id}/messages")
@@ -73,7 +74,7 @@ async def serve() -> None:  # pragma: no cover - runs in the child process
     # async routes: they run on the event loop, like the packet path they steer
     @app.post("/conferences/{conference_id}/endpoints/{endpoint_id}/messages")
     async def message(conference_id: str, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        engine.on_bridge_channel_message(conference_id, endpoint_id, body)
+        engine.on_bridge_channel_message(conference_id, endpoint_id, bridge_channel.parse(body))
         return {}
 
     def policy_of(conference_id: str) -> ConferenceIntelligencePolicy:

@@ -14,7 +14,7 @@ reports has no estimate (``None``) and is not limited by bandwidth.
 
 RTCP parsing itself is ``rtcp.py``'s; this module takes the numbers (the latest REMB the receiver
 sent, whichever streams it names, and each new receiver report once). The estimate feeds the
-allocator (``lastn.py``, layer choice), the upward probe that lets a receiver go one layer beyond
+allocator (``allocator.py``, layer choice), the upward probe that lets a receiver go one layer beyond
 it (``probing.py``) and the ``ConnectionStats`` message.
 """
 

@@ -38,8 +38,9 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from services.common.bridge_channel import BridgeChannelMessage
 from services.common.logging import RateLimitedLogger
 
 from . import aiortc_adapter as adapter
@@ -125,7 +126,7 @@ class MediaConfig:
 
 
 StateCallback = Callable[[str, str, EndpointState], None]
-MessageCallback = Callable[[str, str, dict[str, Any]], None]
+MessageCallback = Callable[[str, str, BridgeChannelMessage], None]
 DtlsDataCallback = Callable[[str, str, bytes], None]
 
 
@@ -133,7 +134,7 @@ class EngineEvents(Protocol):
     """What the engine tells the rest of the bridge (see :class:`MediaEngine`)."""
 
     def endpoint_state(self, conference_id: str, endpoint_id: str, state: EndpointState) -> None: ...
-    def send_to_endpoint(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None: ...
+    def send_to_endpoint(self, conference_id: str, endpoint_id: str, message: BridgeChannelMessage) -> None: ...
     def dtls_data(self, conference_id: str, endpoint_id: str, data: bytes) -> None: ...
 
 
@@ -227,8 +228,8 @@ class MediaEngine:
     DTLS done, media can flow), ``"failed"`` (ICE/DTLS failed or consent lost; the engine then
     expires the endpoint itself when ``expire_failed_endpoints``), ``"expired"`` (resources freed).
 
-    ``send_to_endpoint(conference_id, endpoint_id, message)``: a bridge-channel message (a dict
-    with ``colibriClass``) the media side wants delivered to that endpoint.
+    ``send_to_endpoint(conference_id, endpoint_id, message)``: a typed bridge-channel message
+    the media side wants delivered to that endpoint.
 
     ``on_dtls_data(conference_id, endpoint_id, data)``: application data (an SCTP packet) the
     endpoint sent on its DTLS association; :meth:`send_dtls_data` sends some back.
@@ -489,7 +490,6 @@ class MediaEngine:
             if not conference.endpoints:
                 self._forwarded_expired += conference.packets_forwarded
                 del self._conferences[conference_id]
-                conference.policy.close()
         log.info("endpoint expired conference=%s endpoint=%s", conference_id, endpoint_id)
         self._notify(endpoint, "expired")
 
@@ -497,12 +497,10 @@ class MediaEngine:
         """Expire every endpoint of the conference and the conference itself (idempotent)."""
         for conf, endpoint_id in [k for k in self._endpoints if k[0] == conference_id]:
             self.expire_endpoint(conf, endpoint_id)
-        conference = self._conferences.pop(conference_id, None)
-        if conference is not None:
-            conference.policy.close()
+        self._conferences.pop(conference_id, None)
 
     def on_bridge_channel_message(
-        self, conference_id: str, endpoint_id: str, message: dict[str, Any]
+        self, conference_id: str, endpoint_id: str, message: BridgeChannelMessage
     ) -> None:
         """A bridge-channel message from the endpoint that steers media (``LastNChangedEvent``,
         ``ReceiverVideoConstraints``, ``ReceiverAudioSubscription``…), handed to the conference's
@@ -757,7 +755,9 @@ class MediaEngine:
             self._sendto(datagram, addr, local)
         self._schedule_ice(endpoint)
 
-    def _on_dtls(self, endpoint: _Endpoint, data: bytes, local: int = 0, addr: tuple[str, int] | None = None) -> None:
+    def _on_dtls(
+        self, endpoint: _Endpoint, data: bytes, local: int = 0, addr: tuple[str, int] | None = None
+    ) -> None:
         if addr is not None and (addr != endpoint.address or local != endpoint.local):
             # DTLS on another validated pair: the endpoint selected that one (RFC 8445 12.1)
             if endpoint.ice.dtls_from(local, addr):
@@ -795,7 +795,9 @@ class MediaEngine:
                 endpoint.conference_id,
                 endpoint.id,
                 endpoint.address,
-                self._local_addresses[endpoint.local] if endpoint.local < len(self._local_addresses) else None,
+                self._local_addresses[endpoint.local]
+                if endpoint.local < len(self._local_addresses)
+                else None,
                 endpoint.ice.nominated,
                 dtls.srtp.profile if dtls.srtp else None,
             )
@@ -928,8 +930,8 @@ class MediaEngine:
             except Exception:
                 log.exception("on_endpoint_state callback failed")
 
-    def _message_sender(self, conference_id: str) -> Callable[[str, dict[str, Any]], None]:
-        def send(endpoint_id: str, message: dict[str, Any]) -> None:
+    def _message_sender(self, conference_id: str) -> Callable[[str, BridgeChannelMessage], None]:
+        def send(endpoint_id: str, message: BridgeChannelMessage) -> None:
             if self.send_to_endpoint is not None:
                 self.send_to_endpoint(conference_id, endpoint_id, message)
 

@@ -4,7 +4,7 @@
   ``FID`` ssrc-groups) into :class:`VideoSource` objects, one per camera/screen, named
   ``<endpoint>-v0``, ``-v1``… with their layers ordered low to high (the order of the SIM group).
 * :class:`LayerMeter` measures each layer's bitrate and learns its resolution from VP8 key frames
-  (O(1) per packet), so the allocator (``lastn.py``) knows what each layer costs and shows.
+  (O(1) per packet), so the allocator (``allocator.py``) knows what each layer costs and shows.
 * :class:`SimulcastProjection` is one receiver's view of one source: it forwards one layer at a
   time, switches to the target layer only at a key frame of that layer, and rewrites SSRC,
   sequence number, RTP timestamp and the VP8 picture id / TL0PICIDX so the receiver sees a single

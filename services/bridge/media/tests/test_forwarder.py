@@ -701,7 +701,7 @@ def vp8(seq: int, ssrc: int, key: bool) -> bytes:
 
 
 def test_last_n_receiver_is_not_sent_what_it_is_not_forwarded() -> None:
-    policy = ConferenceIntelligencePolicy(mixer_thread=False)
+    policy = ConferenceIntelligencePolicy()
     conference = new_conference(policy)
     a, b, c = (
         Peer(n, conference, sources(base, False)) for n, base in (("a", 1000), ("b", 2000), ("c", 3000))
@@ -722,7 +722,7 @@ def test_last_n_receiver_is_not_sent_what_it_is_not_forwarded() -> None:
 def test_simulcast_receiver_is_not_sent_a_layer_or_stretch_it_was_not_forwarded() -> None:
     """Two layers; the receiver is switched to the high one at its key frame: NACKs for the
     high layer's packets before that point (cached, never forwarded to it) get nothing."""
-    policy = ConferenceIntelligencePolicy(mixer_thread=False)
+    policy = ConferenceIntelligencePolicy()
     conference = new_conference(policy)
     layered = MediaSources(
         video_ssrcs=[1002, 1004], ssrc_groups=[("SIM", [1002, 1004])], payload_types=VIDEO_PTS

@@ -6,14 +6,9 @@ from __future__ import annotations
 import pytest
 
 from services.bridge.media import rtcp
-from services.bridge.media.lastn import (
-    ConferenceVideoPolicy,
-    ReceiverSettings,
-    SourceLayers,
-    allocate,
-    smoothed_layer_rates,
-)
+from services.bridge.media.allocator import SourceLayers, allocate, smoothed_layer_rates
 from services.bridge.media.probing import StepUpProbe
+from services.bridge.media.settings import ReceiverSettings
 from services.bridge.media.simulcast import video_sources
 from services.bridge.media.tests.test_lastn import (
     HEIGHTS,
@@ -24,6 +19,7 @@ from services.bridge.media.tests.test_lastn import (
     simulcast_call,
     sources,
 )
+from services.bridge.media.video_policy import ConferenceVideoPolicy
 
 CLEAN = 0.0
 LOSSY = 30 / 256  # about 12 %
