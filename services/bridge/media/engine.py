@@ -46,7 +46,7 @@ from services.common.logging import RateLimitedLogger
 from . import aiortc_adapter as adapter
 from . import stun_discovery
 from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
-from .forwarder import ConferenceForwarder, EndpointMedia
+from .forwarder import ConferenceForwarder
 from .ice import IceAgent, tcp_host_priority
 from .ice_tcp import IceTcpServer, TcpPeer
 from .model import (
@@ -63,6 +63,7 @@ from .model import (
 )
 from .native import NativeFanout, NativeUnavailable
 from .policy import PolicyFactory, default_policy_factory
+from .streams import EndpointMedia
 
 log = logging.getLogger("parley.bridge.media")
 

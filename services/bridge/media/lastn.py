@@ -40,7 +40,7 @@ from . import rtp
 from .allocator import smoothed_layer_rates
 from .bandwidth import DownlinkEstimator
 from .connectivity import ConnectivityMonitor
-from .fanout import StreamFanout, follow
+from .fanout import StreamFanout
 from .mixer import MixedRtpStream, MixMinusMixer
 from .model import MediaSources
 from .policy import ForwardingPolicy, SendMessage
@@ -51,7 +51,7 @@ from .video_policy import ConferenceVideoPolicy
 from .vp8 import is_keyframe_start
 
 if TYPE_CHECKING:
-    from .forwarder import EndpointMedia, IncomingStream, Subscription
+    from .streams import EndpointMedia, IncomingStream, Subscription
 
 log = logging.getLogger("parley.bridge.intelligence")
 
@@ -94,7 +94,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
       whose changes go out as ``ForwardedSources``, ``SenderSourceConstraints`` and
       ``ConnectionStats``;
     * per video packet, :meth:`select` keeps the subscriptions whose receiver's projection
-      accepts it and remaps their SSRC/sequence/timestamp to the projection's;
+      accepts it, each forwarding under the projection's mapping (SSRC, sequence numbers,
+      timestamps, picture ids);
     * per audio packet, when some endpoint has a mixer channel (:meth:`set_audio_mixing`), the
       Opus payload goes to the :class:`MixMinusMixer` and mixer channels are left out; the
       mixer's output (:meth:`deliver_mix`, on the event loop) is sent as RTP on each mixer
@@ -286,9 +287,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             if not projection.accept(packet, target.layer, now, parsed):
                 continue
             sub = target.subscription
-            if target.switches != projection.switches:  # the mapping may have changed
-                target.switches = projection.switches
-                follow(sub, projection)
+            if sub.mapping is not projection.mapping:  # the projection switched layers
+                sub.follow(projection.mapping)
             # the receiver's REMB and loss are read from a subscription it is being sent now
             feedback[target.receiver] = sub
             selected.append(sub)

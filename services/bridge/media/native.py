@@ -17,8 +17,8 @@ through the ``srtp_protect`` of pylibsrtp's own copy, whose sessions the bridge 
 The structures and the function are declared once, in ``native_fanout.h``: the C file includes
 it and cffi reads it here. State shared with C lives in cffi structures owned here: one ``parley_receiver`` per endpoint
 (:class:`NativeReceiver`: SRTP session, address, socket) and one ``parley_subscription`` per
-subscription (rewrite offsets, counters, and pointers into the :class:`~.forwarder.SentLog`
-arrays).
+subscription (a mirror of its :class:`~.mapping.ForwardingMapping`, counters, and pointers into
+the :class:`~.nack.SentLog` arrays).
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ from pylibsrtp._binding import lib as _srtp_lib
 
 if TYPE_CHECKING:
     from .aiortc_adapter import SrtpContext
-    from .forwarder import SentLog, Subscription
+    from .mapping import ForwardingMapping
+    from .nack import SentLog
+    from .streams import Subscription
 
 log = logging.getLogger("parley.bridge.media.native")
 
@@ -176,14 +178,14 @@ def subscription_struct(receiver: NativeReceiver, sent: SentLog) -> Any:
     return sub
 
 
-def update_mapping(
-    sub: Any, out_ssrc: int, seq_delta: int, ts_delta: int, rewrite: bool, python_only: bool
-) -> None:
-    sub.out_ssrc = out_ssrc & 0xFFFFFFFF
-    sub.seq_delta = seq_delta & 0xFFFF
-    sub.ts_delta = ts_delta & 0xFFFFFFFF
-    sub.rewrite = rewrite
-    sub.python_only = python_only
+def write_mapping(sub: Any, mapping: ForwardingMapping) -> None:
+    """Mirror ``mapping`` into the ``parley_subscription`` ``sub`` (only ``Subscription`` calls
+    this, whenever its mapping changes: the C copy is never written anywhere else)."""
+    sub.out_ssrc = mapping.out_ssrc & 0xFFFFFFFF
+    sub.seq_delta = mapping.seq_delta & 0xFFFF
+    sub.ts_delta = mapping.ts_delta & 0xFFFFFFFF
+    sub.rewrite = mapping.rewrite
+    sub.python_only = mapping.payload_rewrite is not None
 
 
 class NativeFanout:

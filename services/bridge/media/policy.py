@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from services.common.bridge_channel import BridgeChannelMessage
 
 if TYPE_CHECKING:
-    from .forwarder import IncomingStream, Subscription
+    from .streams import IncomingStream, Subscription
 
 SendMessage = Callable[[str, BridgeChannelMessage], None]  # (endpoint_id, bridge-channel message)
 

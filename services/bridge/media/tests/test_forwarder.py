@@ -20,19 +20,14 @@ import pytest
 
 from services.bridge.media import rtcp, rtp
 from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext, SrtpError
-from services.bridge.media.forwarder import (
-    ConferenceForwarder,
-    IncomingStream,
-    PacketCache,
-    RetransmissionBudget,
-    RetransmissionLimits,
-    SentLog,
-    Subscription,
-)
+from services.bridge.media.forwarder import ConferenceForwarder
 from services.bridge.media.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.mapping import ForwardingMapping
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
+from services.bridge.media.nack import PacketCache, RetransmissionBudget, RetransmissionLimits, SentLog
 from services.bridge.media.native import NativeFanout, build, load
 from services.bridge.media.policy import ForwardingPolicy
+from services.bridge.media.streams import IncomingStream, Subscription
 
 BRIDGE_CERT = DtlsCertificate()
 PEER_CERT = DtlsCertificate()
@@ -296,7 +291,7 @@ def test_sender_rtx_of_a_packet_the_bridge_has_is_dropped() -> None:
     a.send_rtp(rtp.wrap_rtx(original, 97, 9, 1003, 50))
     a.send_rtp(rtp.wrap_rtx(original, 97, 10, 1003, 50))
     assert b.take_rtp() == [] and c.take_rtp() == []
-    assert conference.redundant_rtx_dropped == 2 and conference.packets_forwarded == forwarded
+    assert conference.retransmitter.redundant_rtx_dropped == 2 and conference.packets_forwarded == forwarded
     # a receiver that lost the original still gets it, from the cache
     b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [50]))
     (packet,) = b.take_rtp()
@@ -386,8 +381,8 @@ class OnlyTo(ForwardingPolicy):
     ) -> Sequence[Subscription]:
         chosen = [s for s in subscriptions if s.receiver.id == self.receiver]
         for sub in chosen:
-            if stream.kind == "video" and sub.out_ssrc != 77:
-                sub.remap(77, 1000, 5)
+            if stream.kind == "video" and sub.mapping.out_ssrc != 77:
+                sub.follow(ForwardingMapping(stream.ssrc, 77, 1000, 5))
         return chosen
 
     def observe_audio_level(self, stream: IncomingStream, level: int, voice: bool, now: float) -> None:
@@ -463,8 +458,8 @@ class ShowAs(ForwardingPolicy):
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         for sub in subscriptions:
-            if stream.kind == "video" and sub.out_ssrc != self.shown:
-                sub.remap(self.shown, 0, 0)
+            if stream.kind == "video" and sub.mapping.out_ssrc != self.shown:
+                sub.follow(ForwardingMapping(stream.ssrc, self.shown))
         return subscriptions
 
 
@@ -687,8 +682,8 @@ class Shift(ForwardingPolicy):
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         for sub in subscriptions:
-            if stream.kind == "video" and sub.seq_delta != self.delta:
-                sub.remap(sub.stream.ssrc, self.delta, 0)
+            if stream.kind == "video" and sub.mapping.seq_delta != self.delta:
+                sub.follow(ForwardingMapping(sub.stream.ssrc, seq_delta=self.delta))
         return subscriptions
 
 
