@@ -190,7 +190,7 @@ class Retransmitter:
         redundant RTX as bandwidth-probe padding (old payloads again); relaying it would cost
         every receiver that much bandwidth, and the policy would meter it as the layer's bitrate.
         """
-        pt = packet[1] & 0x7F
+        pt = rtp.payload_type(packet)
         media_pt = next((m for m, r in media.rtx_payload_types.items() if r == pt), None)
         if media_pt is None:
             return
@@ -198,7 +198,7 @@ class Retransmitter:
             original = rtp.unwrap_rtx(packet, media_pt, media.ssrc)
         except rtp.RtpError:
             return
-        seq = rtp.unpack_header(original)[2]
+        seq = rtp.sequence_number(original)
         if media.cache.get(seq) is not None:
             self.redundant_rtx_dropped += 1
             return
@@ -219,7 +219,7 @@ class Retransmitter:
         """
         stream = sub.stream
         mapping = sub.mapping
-        _, b1, seq, ts, _ = rtp.unpack_header(original)
+        seq, ts = rtp.sequence_number_and_timestamp(original)
         if out_seq is None:
             out_seq = (seq + mapping.seq_delta) & 0xFFFF
         if out_seq == (seq + mapping.seq_delta) & 0xFFFF:
@@ -234,7 +234,7 @@ class Retransmitter:
             return
         shown = stream if mapping.out_ssrc == stream.ssrc else stream.sender.streams.get(mapping.out_ssrc)
         rtx_stream = shown.rtx if shown is not None else None
-        rtx_pt = stream.rtx_payload_types.get(b1 & 0x7F) if rtx_stream is not None else None
+        rtx_pt = stream.rtx_payload_types.get(rtp.payload_type(original)) if rtx_stream is not None else None
         if rtx_stream is not None and rtx_pt is not None:
             rtx_seqs = sub.receiver.rtx_seqs
             rtx_seq = rtx_seqs.get(rtx_stream.ssrc)
