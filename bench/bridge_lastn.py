@@ -36,13 +36,13 @@ sys.path.insert(0, str(REPO))
 import pylibsrtp  # noqa: E402
 
 from bench.bridge_peer import encode_vp8  # noqa: E402
-from services.bridge.media.aiortc_adapter import SrtpContext  # noqa: E402
-from services.bridge.media.forwarder import ConferenceForwarder  # noqa: E402
-from services.bridge.media.lastn import ConferenceIntelligencePolicy  # noqa: E402
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy  # noqa: E402
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder  # noqa: E402
+from services.bridge.media.forwarding.policy import ForwardingPolicy  # noqa: E402
+from services.bridge.media.forwarding.streams import EndpointMedia, IncomingStream  # noqa: E402
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension  # noqa: E402
-from services.bridge.media.policy import ForwardingPolicy  # noqa: E402
-from services.bridge.media.rtp import AUDIO_LEVEL_URI  # noqa: E402
-from services.bridge.media.streams import EndpointMedia, IncomingStream  # noqa: E402
+from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI  # noqa: E402
+from services.bridge.media.transport.aiortc_adapter import SrtpContext  # noqa: E402
 from services.common import bridge_channel  # noqa: E402
 
 FPS = 15

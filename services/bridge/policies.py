@@ -1,4 +1,4 @@
-"""The one owner of each conference's forwarding policy (conference intelligence, ``media/lastn.py``).
+"""The one owner of each conference's forwarding policy (conference intelligence, ``media/allocation/lastn.py``).
 
 The media engine asks :meth:`ConferencePolicies.create` for a conference's policy when the
 conference gets its first endpoint (again); the Colibri service reaches it with :meth:`get` to
@@ -7,7 +7,7 @@ Colibri conference expires. Nothing else creates or closes a policy.
 
 The registry also owns each conference's mixing clock: a policy starts no thread, it reports
 through ``on_mixing`` when its first mixer channel appears (then a
-:class:`~services.bridge.media.mixer.MixerThread` ticks its mixer every 20 ms and hands the output
+:class:`~services.bridge.media.allocation.mixer.MixerThread` ticks its mixer every 20 ms and hands the output
 back to the event loop, :meth:`ConferenceIntelligencePolicy.deliver_mix`) and when its last one
 goes (the thread stops). Closing a policy stops its thread.
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 
-from services.bridge.media.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
-from services.bridge.media.mixer import MixerThread, MixMinusMixer
-from services.bridge.media.policy import SendMessage
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
+from services.bridge.media.allocation.mixer import MixerThread, MixMinusMixer
+from services.bridge.media.forwarding.policy import SendMessage
 
 
 class ConferencePolicies:

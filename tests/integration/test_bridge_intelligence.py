@@ -48,9 +48,12 @@ QUIET = 0.0002  # about -77 dBov: background noise, below the detector's voice l
 async def serve() -> None:  # pragma: no cover - runs in the child process
     from fastapi import HTTPException
 
+    from services.bridge.media.allocation.lastn import (
+        ConferenceIntelligencePolicy,
+        intelligence_policy_factory,
+    )
     from services.bridge.media.engine import MediaEngine
-    from services.bridge.media.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
-    from services.bridge.media.policy import SendMessage
+    from services.bridge.media.forwarding.policy import SendMessage
     from services.common import bridge_channel
     from services.common.runtime import serve_http, stop_http
     from tests.integration.media_devserver import build_app, config_from_env

@@ -6,8 +6,8 @@ flooding reactions, a garbage raised-hand value) is in ``services/web/test/featu
 
 from __future__ import annotations
 
-from services.bridge.media.lastn import ConferenceIntelligencePolicy
-from services.bridge.media.video_policy import MAX_DESKTOP_SOURCES
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.allocation.video_policy import MAX_DESKTOP_SOURCES
 from services.common import bridge_channel
 from services.common.jingle import Jingle, JingleContent, RtpDescription, Source, parse_xml
 from services.focus import flows

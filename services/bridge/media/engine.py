@@ -43,12 +43,10 @@ from typing import Protocol
 from services.common.bridge_channel import BridgeChannelMessage
 from services.common.logging import RateLimitedLogger
 
-from . import aiortc_adapter as adapter
-from . import stun_discovery
-from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
-from .forwarder import ConferenceForwarder
-from .ice import IceAgent, tcp_host_priority
-from .ice_tcp import IceTcpServer, TcpPeer
+from .forwarding.forwarder import ConferenceForwarder
+from .forwarding.native import NativeFanout, NativeUnavailable
+from .forwarding.policy import PolicyFactory, default_policy_factory
+from .forwarding.streams import EndpointMedia
 from .model import (
     DtlsFingerprint,
     EndpointState,
@@ -61,9 +59,11 @@ from .model import (
     RemoteTransport,
     RtpHeaderExtension,
 )
-from .native import NativeFanout, NativeUnavailable
-from .policy import PolicyFactory, default_policy_factory
-from .streams import EndpointMedia
+from .transport import aiortc_adapter as adapter
+from .transport import stun_discovery
+from .transport.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
+from .transport.ice import IceAgent, tcp_host_priority
+from .transport.ice_tcp import IceTcpServer, TcpPeer
 
 log = logging.getLogger("parley.bridge.media")
 

@@ -18,16 +18,26 @@ from typing import Any
 
 import pytest
 
-from services.bridge.media import rtcp, rtp
-from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext, SrtpError
-from services.bridge.media.forwarder import ConferenceForwarder
-from services.bridge.media.lastn import ConferenceIntelligencePolicy
-from services.bridge.media.mapping import ForwardingMapping
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.mapping import ForwardingMapping
+from services.bridge.media.forwarding.nack import (
+    PacketCache,
+    RetransmissionBudget,
+    RetransmissionLimits,
+    SentLog,
+)
+from services.bridge.media.forwarding.native import NativeFanout, build, load
+from services.bridge.media.forwarding.policy import ForwardingPolicy
+from services.bridge.media.forwarding.streams import IncomingStream, Subscription
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
-from services.bridge.media.nack import PacketCache, RetransmissionBudget, RetransmissionLimits, SentLog
-from services.bridge.media.native import NativeFanout, build, load
-from services.bridge.media.policy import ForwardingPolicy
-from services.bridge.media.streams import IncomingStream, Subscription
+from services.bridge.media.packets import rtcp, rtp
+from services.bridge.media.transport.aiortc_adapter import (
+    DtlsCertificate,
+    DtlsSession,
+    SrtpContext,
+    SrtpError,
+)
 
 BRIDGE_CERT = DtlsCertificate()
 PEER_CERT = DtlsCertificate()

@@ -6,18 +6,18 @@ import struct
 import pylibsrtp
 import pytest
 
-from services.bridge.media import rtcp
-from services.bridge.media.aiortc_adapter import SrtpContext
-from services.bridge.media.allocator import SourceLayers, allocate, sender_max_height
-from services.bridge.media.forwarder import ConferenceForwarder
-from services.bridge.media.lastn import AudioSubscription, ConferenceIntelligencePolicy
-from services.bridge.media.mixer import OpusEncoder
+from services.bridge.media.allocation.allocator import SourceLayers, allocate, sender_max_height
+from services.bridge.media.allocation.lastn import AudioSubscription, ConferenceIntelligencePolicy
+from services.bridge.media.allocation.mixer import OpusEncoder
+from services.bridge.media.allocation.settings import UNLIMITED, ReceiverSettings
+from services.bridge.media.allocation.video_policy import ConferenceVideoPolicy
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.simulcast import video_sources
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
-from services.bridge.media.rtp import AUDIO_LEVEL_URI
-from services.bridge.media.settings import UNLIMITED, ReceiverSettings
-from services.bridge.media.simulcast import video_sources
+from services.bridge.media.packets import rtcp
+from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI
 from services.bridge.media.tests.test_mixer import decode_all, energy_at, tone_frames
-from services.bridge.media.video_policy import ConferenceVideoPolicy
+from services.bridge.media.transport.aiortc_adapter import SrtpContext
 from services.common import bridge_channel
 from services.common.bridge_channel import (
     ForwardedSources,

@@ -17,13 +17,19 @@ from typing import Any
 import pylibsrtp
 import pytest
 
-from services.bridge.media.aiortc_adapter import SrtpContext
-from services.bridge.media.forwarder import ConferenceForwarder
-from services.bridge.media.mapping import ForwardingMapping
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.mapping import ForwardingMapping
+from services.bridge.media.forwarding.native import (
+    NativeFanout,
+    NativeUnavailable,
+    build,
+    load,
+    socket_address,
+)
+from services.bridge.media.forwarding.policy import ForwardingPolicy
+from services.bridge.media.forwarding.streams import EndpointMedia, Subscription
 from services.bridge.media.model import MediaSources, PayloadType
-from services.bridge.media.native import NativeFanout, NativeUnavailable, build, load, socket_address
-from services.bridge.media.policy import ForwardingPolicy
-from services.bridge.media.streams import EndpointMedia, Subscription
+from services.bridge.media.transport.aiortc_adapter import SrtpContext
 
 GCM = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
 SENDER_SSRC = 1002
@@ -201,7 +207,7 @@ def test_socket_addresses_are_what_the_kernel_reports() -> None:
 
 
 def test_a_missing_or_failed_build_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(NativeUnavailable, match=r"not built.*services\.bridge\.media\.native"):
+    with pytest.raises(NativeUnavailable, match=r"not built.*services\.bridge\.media\.forwarding\.native"):
         load(tmp_path / "absent.so")
     monkeypatch.setenv("CC", "false")
     with pytest.raises(NativeUnavailable, match="failed"):

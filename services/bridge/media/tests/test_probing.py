@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from services.bridge.media import rtcp
-from services.bridge.media.allocator import SourceLayers, allocate, smoothed_layer_rates
-from services.bridge.media.probing import StepUpProbe
-from services.bridge.media.settings import ReceiverSettings
-from services.bridge.media.simulcast import video_sources
+from services.bridge.media.allocation.allocator import SourceLayers, allocate, smoothed_layer_rates
+from services.bridge.media.allocation.probing import StepUpProbe
+from services.bridge.media.allocation.settings import ReceiverSettings
+from services.bridge.media.allocation.video_policy import ConferenceVideoPolicy
+from services.bridge.media.forwarding.simulcast import video_sources
+from services.bridge.media.packets import rtcp
 from services.bridge.media.tests.test_lastn import (
     HEIGHTS,
     RATES,
@@ -19,7 +20,6 @@ from services.bridge.media.tests.test_lastn import (
     simulcast_call,
     sources,
 )
-from services.bridge.media.video_policy import ConferenceVideoPolicy
 
 CLEAN = 0.0
 LOSSY = 30 / 256  # about 12 %

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor, vp8_depayload
 
-from services.bridge.media.model import MediaSources
-from services.bridge.media.rtp import payload_bounds
-from services.bridge.media.simulcast import (
+from services.bridge.media.forwarding.simulcast import (
     LayerMeter,
     SimulcastLayer,
     SimulcastProjection,
@@ -21,6 +19,8 @@ from services.bridge.media.simulcast import (
     parse_packet,
     video_sources,
 )
+from services.bridge.media.model import MediaSources
+from services.bridge.media.packets.rtp import payload_bounds
 
 CHROME_SIMULCAST = MediaSources(
     video_ssrcs=[1, 2, 3, 11, 12, 13],
@@ -333,7 +333,7 @@ def test_reordered_duplicate_and_late_packets_around_the_in_order_path() -> None
 def test_the_vp8_descriptor_is_read_only_when_a_receiver_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Steady forwarding reads no payload descriptor; a picture-id rewrite reads it once per
     packet, whatever the number of receivers."""
-    import services.bridge.media.simulcast as simulcast
+    import services.bridge.media.forwarding.simulcast as simulcast
 
     reads = 0
     real_parse = simulcast.parse_descriptor

@@ -29,6 +29,7 @@ from services.common.bridge_channel import (
     SenderSourceConstraints,
 )
 
+from ..forwarding.simulcast import SimulcastProjection, VideoSource, default_layer_heights
 from .allocator import (
     DESKTOP_TYPES,
     ReceiverAllocation,
@@ -41,7 +42,6 @@ from .allocator import (
 )
 from .probing import StepUpProbe
 from .settings import UNLIMITED, ReceiverSettings
-from .simulcast import SimulcastProjection, VideoSource, default_layer_heights
 
 log = logging.getLogger("parley.bridge.intelligence")
 

@@ -23,8 +23,8 @@ from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import rtcp, rtp
-from .aiortc_adapter import SrtpError
+from ..packets import rtcp, rtp
+from ..transport.aiortc_adapter import SrtpError
 
 if TYPE_CHECKING:
     from .policy import ForwardingPolicy

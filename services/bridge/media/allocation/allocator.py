@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..forwarding.simulcast import highest_layer_within
 from .settings import UNLIMITED, ReceiverSettings
-from .simulcast import highest_layer_within
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
-from . import rtcp
-from .aiortc_adapter import SrtpError
+from ..packets import rtcp
+from ..transport.aiortc_adapter import SrtpError
 from .nack import Retransmitter
 from .streams import EndpointMedia, IncomingStream
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .video_policy import Route
 
 if TYPE_CHECKING:
-    from .streams import Subscription
+    from ..forwarding.streams import Subscription
 
 
 class FanoutTarget:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import rtp
+from ..packets import rtp
 
 PayloadRewrite = Callable[[bytearray], None]
 """Rewrites the payload of a packet whose header is already rewritten, in place."""

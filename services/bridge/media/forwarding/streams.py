@@ -10,13 +10,13 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import rtcp
-from .aiortc_adapter import SrtpContext
+from ..model import MediaSources
+from ..packets import rtcp
+from ..packets.rid import RidBinder
+from ..transport.aiortc_adapter import SrtpContext
 from .mapping import ForwardingMapping
-from .model import MediaSources
 from .nack import PacketCache, RetransmissionBudget, RetransmissionLimits, SentLog
 from .native import subscription_struct, write_mapping
-from .rid import RidBinder
 
 if TYPE_CHECKING:
     from .native import NativeReceiver

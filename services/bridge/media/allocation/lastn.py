@@ -36,22 +36,22 @@ from services.common.bridge_channel import (
     SourceVideoTypeMessage,
 )
 
-from . import rtp
+from ..forwarding.policy import ForwardingPolicy, SendMessage
+from ..forwarding.simulcast import LayerMeter, audio_source_name, parse_packet, video_sources
+from ..model import MediaSources
+from ..packets import rtp
+from ..packets.vp8 import is_keyframe_start
 from .allocator import smoothed_layer_rates
 from .bandwidth import DownlinkEstimator
 from .connectivity import ConnectivityMonitor
 from .fanout import StreamFanout
 from .mixer import MixedRtpStream, MixMinusMixer
-from .model import MediaSources
-from .policy import ForwardingPolicy, SendMessage
 from .settings import UNLIMITED
-from .simulcast import LayerMeter, audio_source_name, parse_packet, video_sources
 from .speaker import DominantSpeakerDetector, SpeakerDetectorSettings
 from .video_policy import ConferenceVideoPolicy
-from .vp8 import is_keyframe_start
 
 if TYPE_CHECKING:
-    from .streams import EndpointMedia, IncomingStream, Subscription
+    from ..forwarding.streams import EndpointMedia, IncomingStream, Subscription
 
 log = logging.getLogger("parley.bridge.intelligence")
 

@@ -10,7 +10,7 @@ simulcast, NACKs, RTCP, retransmissions) stays in Python. The Python loop in
 (VP8 picture ids after a simulcast switch), for a socket whose buffer is full, and whenever the
 library is not built.
 
-Build (gcc only, no Python headers): ``python -m services.bridge.media.native``; ``./parley``
+Build (gcc only, no Python headers): ``python -m services.bridge.media.forwarding.native``; ``./parley``
 and the bridge image run it. The library is loaded with cffi's ABI mode and calls libsrtp
 through the ``srtp_protect`` of pylibsrtp's own copy, whose sessions the bridge creates.
 
@@ -40,7 +40,7 @@ from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
 if TYPE_CHECKING:
-    from .aiortc_adapter import SrtpContext
+    from ..transport.aiortc_adapter import SrtpContext
     from .mapping import ForwardingMapping
     from .nack import SentLog
     from .streams import Subscription
@@ -101,12 +101,12 @@ def build(output: Path = LIBRARY) -> Path:
 def load(path: Path = LIBRARY) -> Any:
     """The built library, checked to be newer than its source."""
     if not path.exists():
-        raise NativeUnavailable(f"{path} is not built (python -m services.bridge.media.native)")
+        raise NativeUnavailable(f"{path} is not built (python -m services.bridge.media.forwarding.native)")
     if path == LIBRARY:
         for source in (SOURCE, HEADER):
             if source.exists() and source.stat().st_mtime > path.stat().st_mtime:
                 raise NativeUnavailable(
-                    f"{path} is older than {source.name} (python -m services.bridge.media.native)"
+                    f"{path} is older than {source.name} (python -m services.bridge.media.forwarding.native)"
                 )
     try:
         return _ffi.dlopen(str(path))

@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from . import rtp
-from .aiortc_adapter import SrtpContext, SrtpError
-from .model import MediaSources
+from ..model import MediaSources
+from ..packets import rtp
+from ..packets.rid import RidBinder
+from ..transport.aiortc_adapter import SrtpContext, SrtpError
 from .nack import UPSTREAM_NACK_MAX_GAP, RetransmissionLimits, Retransmitter
 from .policy import ForwardingPolicy
-from .rid import RidBinder
 from .rtcp_termination import RtcpTerminator
 from .streams import EndpointMedia, IncomingStream, Subscription, Transmit
 

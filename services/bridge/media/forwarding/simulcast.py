@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import rtp
+from ..model import MediaSources
+from ..packets import rtp
+from ..packets.vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
 from .mapping import ForwardingMapping
-from .model import MediaSources
-from .vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
 
 VIDEO_CLOCK_RATE = 90_000
 DEFAULT_TOP_HEIGHT = 720
