@@ -16,16 +16,16 @@ address (so every reply leaves from the address the endpoint sent to; one wildca
 advertised address is not local, behind NAT), all on the same port, demultiplexing by first byte
 (RFC 7983), routing STUN requests by the ICE username fragment, STUN responses by their
 transaction id and everything else by the remote addresses ICE validated. A full ICE agent per
-endpoint, controlling as jitsi-videobridge is (``ice.py``), checks and nominates the candidate
-pairs; DTLS-SRTP comes from the aiortc adapter (``aiortc_adapter.py``), the per-conference
-forwarder fans RTP out and terminates RTCP (``forwarder.py``, ``rtp.py``, ``rtcp.py``), and each
-conference's ``policy.py`` object decides who receives what.
+endpoint, controlling as jitsi-videobridge is (``transport/ice.py``), checks and nominates the candidate
+pairs; DTLS-SRTP comes from the aiortc adapter (``transport/aiortc_adapter.py``), the per-conference
+forwarder fans RTP out and terminates RTCP (``forwarding/forwarder.py``, ``packets/rtp.py``, ``packets/rtcp.py``), and each
+conference's ``forwarding/policy.py`` object decides who receives what.
 
-Optionally (``tcp_port``) the bridge also accepts ICE over TCP (RFC 6544, ``ice_tcp.py``): the TCP
+Optionally (``tcp_port``) the bridge also accepts ICE over TCP (RFC 6544, ``transport/ice_tcp.py``): the TCP
 port is one more local candidate of every agent, each connection a remote address (a ``TcpPeer``)
 whose frames take the same per-packet path; a receiver whose media pair is a TCP connection is
 served by the Python loop (the C loop only sends UDP). Without ``advertise_ips`` the bridge can ask
-STUN servers for its public address at start (``stun_discovery.py``) and advertise it as a
+STUN servers for its public address at start (``transport/stun_discovery.py``) and advertise it as a
 server-reflexive candidate whose base is the local socket the NAT forwards to.
 """
 
@@ -104,8 +104,8 @@ class MediaConfig:
     ``remb_max_bps``/``remb_min_bps``: bounds of the estimate sent to senders.
     ``native_forwarding``: forward with the C per-receiver loop (native.py) when it is built;
     off, or when it is not, the Python loop does it all. ``stun_servers``: when ``advertise_ips``
-    is empty, where to learn the bridge's public address at start (``stun_discovery.py``).
-    ``tcp_port``: ICE over TCP (``ice_tcp.py``) on this port (0 = any free one), None = off;
+    is empty, where to learn the bridge's public address at start (``transport/stun_discovery.py``).
+    ``tcp_port``: ICE over TCP (``transport/ice_tcp.py``) on this port (0 = any free one), None = off;
     ``tcp_advertise_port``: the port put in the TCP candidates when a NAT or firewall forwards
     another one to it (e.g. 443 to 4443); None = ``tcp_port``.
     """
@@ -939,7 +939,7 @@ class MediaEngine:
         return send
 
     def _tcp_selected(self, peer: TcpPeer) -> bool:
-        """Whether ICE made this ICE-TCP connection an endpoint's media pair (``ice_tcp.py``
+        """Whether ICE made this ICE-TCP connection an endpoint's media pair (``transport/ice_tcp.py``
         closes connections that are not within their handshake timeout)."""
         endpoint = self._by_address.get(peer)
         return endpoint is not None and endpoint.address == peer

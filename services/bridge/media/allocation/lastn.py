@@ -1,6 +1,6 @@
 """One conference's intelligence: the forwarding policy the bridge runs per conference. No I/O.
 
-:class:`ConferenceIntelligencePolicy` fills the forwarder's policy seam (``policy.py``) with the
+:class:`ConferenceIntelligencePolicy` fills the forwarder's policy seam (``forwarding/policy.py``) with the
 cores of this package, each owning one concept:
 
 * the video allocation (``video_policy.py`` over ``allocator.py`` and ``settings.py``: last-N,
@@ -84,7 +84,7 @@ class AudioSubscription:
 
 
 class ConferenceIntelligencePolicy(ForwardingPolicy):
-    """The forwarder's policy seam (``policy.py``) filled with this package's cores.
+    """The forwarder's policy seam (``forwarding/policy.py``) filled with this package's cores.
 
     * audio levels -> :class:`DominantSpeakerDetector`; a new dominant speaker is announced to
       every endpoint (``DominantSpeakerEndpointChangeEvent``) and reorders last-N;

@@ -7,7 +7,7 @@ may also give the forwarder a :class:`~.native.NativeFanout`: the same per-recei
 sending on the engine's socket; the subscriptions keep the state it reads in step.
 
 Per incoming RTP packet (cf. mediasoup's ``Router::OnTransportProducerRtpPacketReceived``): read
-the header (``rtp.py``), cache it for NACKs, ask the policy who gets it, and hand the packet to
+the header (``packets/rtp.py``), cache it for NACKs, ask the policy who gets it, and hand the packet to
 each selected subscription: rewritten under its :class:`~.mapping.ForwardingMapping` when that
 changes anything, noted in its sent log, protected once per receiver, transmitted.
 

@@ -4,13 +4,13 @@
   ``FID`` ssrc-groups) into :class:`VideoSource` objects, one per camera/screen, named
   ``<endpoint>-v0``, ``-v1``… with their layers ordered low to high (the order of the SIM group).
 * :class:`LayerMeter` measures each layer's bitrate and learns its resolution from VP8 key frames
-  (O(1) per packet), so the allocator (``allocator.py``) knows what each layer costs and shows.
+  (O(1) per packet), so the allocator (``allocation/allocator.py``) knows what each layer costs and shows.
 * :class:`SimulcastProjection` is one receiver's view of one source: it forwards one layer at a
   time, switches to the target layer only at a key frame of that layer, and rewrites SSRC,
   sequence number, RTP timestamp and the VP8 picture id / TL0PICIDX so the receiver sees a single
   continuous stream on the source's first SSRC.
 
-No I/O; RTP headers are read and written with ``rtp.py``, VP8 payload descriptors with ``vp8.py``. Retransmissions (RTX) are not projected: the bridge answers NACKs from its own packet
+No I/O; RTP headers are read and written with ``packets/rtp.py``, VP8 payload descriptors with ``vp8.py``. Retransmissions (RTX) are not projected: the bridge answers NACKs from its own packet
 cache with the projected packets.
 """
 
@@ -56,7 +56,7 @@ class VideoSource:
     layers: tuple[SimulcastLayer, ...]
     forward_ssrc: int | None = None
     """The SSRC receivers know the source by when it is not the lowest layer's (RID layers the
-    bridge reordered, ``rid.py``)."""
+    bridge reordered, ``packets/rid.py``)."""
 
     @property
     def primary_ssrc(self) -> int:
