@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import threading
 
 import pylibsrtp
 import pytest
@@ -407,6 +408,25 @@ def test_audio_subscription(fields: dict, wanted: set[str]) -> None:
     assert isinstance(message, ReceiverAudioSubscription)
     subscription = AudioSubscription.of(message)
     assert {s for s in ("a-a0", "b-a0", "c-a0") if subscription.wants(s)} == wanted
+
+
+def test_the_policy_starts_no_thread_and_tells_its_owner_when_mixing_starts_and_stops() -> None:
+    """The mixing clock belongs to the policies registry: the policy only says when it needs one."""
+    threads_before = {t.ident for t in threading.enumerate()}
+    policy = ConferenceIntelligencePolicy(clock=Clock())
+    told: list[object] = []
+    policy.on_mixing = told.append
+    for ep in ("a", "b", "c"):
+        policy.on_endpoint_added(ep)
+    first = policy.set_audio_mixing("a", True)
+    assert policy.set_audio_mixing("a", True) == first  # idempotent: one stream, one report
+    policy.set_audio_mixing("b", True)
+    assert told == [policy.mixer] and policy.mixer is not None
+    policy.set_audio_mixing("a", False)
+    assert told == [policy.mixer]  # b still mixes
+    policy.on_endpoint_removed("b")
+    assert told == [policy.mixer, None]
+    assert {t.ident for t in threading.enumerate()} <= threads_before
 
 
 def test_receiver_audio_subscription_filters_the_audio_it_gets() -> None:
