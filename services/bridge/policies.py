@@ -40,6 +40,11 @@ class ConferencePolicies:
     def forget(self, conference_id: str) -> None:
         self._close(conference_id)
 
+    def forget_all(self) -> None:
+        """Close every policy (the bridge stops without its conferences expiring one by one)."""
+        for conference_id in list(self._policies):
+            self._close(conference_id)
+
     def _close(self, conference_id: str) -> None:
         policy = self._policies.pop(conference_id, None)
         if policy is not None:
