@@ -756,9 +756,7 @@ class MediaEngine:
             self._sendto(datagram, addr, local)
         self._schedule_ice(endpoint)
 
-    def _on_dtls(
-        self, endpoint: _Endpoint, data: bytes, local: int = 0, addr: tuple[str, int] | None = None
-    ) -> None:
+    def _on_dtls(self, endpoint: _Endpoint, data: bytes, local: int = 0, addr: tuple[str, int] | None = None) -> None:
         if addr is not None and (addr != endpoint.address or local != endpoint.local):
             # DTLS on another validated pair: the endpoint selected that one (RFC 8445 12.1)
             if endpoint.ice.dtls_from(local, addr):
@@ -796,9 +794,7 @@ class MediaEngine:
                 endpoint.conference_id,
                 endpoint.id,
                 endpoint.address,
-                self._local_addresses[endpoint.local]
-                if endpoint.local < len(self._local_addresses)
-                else None,
+                self._local_addresses[endpoint.local] if endpoint.local < len(self._local_addresses) else None,
                 endpoint.ice.nominated,
                 dtls.srtp.profile if dtls.srtp else None,
             )
