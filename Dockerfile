@@ -33,7 +33,7 @@ RUN python3 -m venv /opt/parley \
  && /opt/parley/bin/pip install -r /src/requirements.txt
 WORKDIR /app
 COPY services ./services
-RUN /opt/parley/bin/python -m services.bridge.media.native
+RUN /opt/parley/bin/python -m services.bridge.media.forwarding.native
 
 # --- build stage: the web client (Debian's nodejs and npm) ---------------------------------------
 FROM os AS client
@@ -67,7 +67,7 @@ USER parley
 CMD ["python", "-m", "services.focus"]
 
 FROM base AS bridge
-COPY --from=venv /app/services/bridge/media/native_fanout.so ./services/bridge/media/
+COPY --from=venv /app/services/bridge/media/forwarding/native_fanout.so ./services/bridge/media/forwarding/
 USER parley
 CMD ["python", "-m", "services.bridge"]
 

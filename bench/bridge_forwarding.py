@@ -85,8 +85,8 @@ from bench.bridge_peer import (  # noqa: E402
     encode_vp8_layer,
     send_time,
 )
-from services.bridge.media.aiortc_adapter import DtlsCertificate  # noqa: E402
-from services.bridge.media.rtp import AUDIO_LEVEL_URI  # noqa: E402
+from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI  # noqa: E402
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate  # noqa: E402
 from services.common import bridge_channel, colibri  # noqa: E402
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port  # noqa: E402
 
@@ -415,7 +415,7 @@ class BridgeSfu(SfuProcess):
         if running != {"c": "native", "python": "python"}[self.loop]:
             raise SystemExit(
                 f"the bridge forwards with its {running} loop, not {self.loop}"
-                " (build it: python -m services.bridge.media.native)"
+                " (build it: python -m services.bridge.media.forwarding.native)"
             )
 
     async def stop(self) -> None:

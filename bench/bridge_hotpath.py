@@ -19,8 +19,8 @@ live bridge at a small fan-out, which sleeps between a publisher's packet bursts
 video at 30 fps: ~3-4 packets every 33 ms). What each wake-up costs on top of the work (cold caches
 and TLB, the timer) then shows in both figures.
 
-``--loop c`` forwards with the bridge's C per-receiver loop (``services/bridge/media/native.py``,
-built with ``python -m services.bridge.media.native``) as deployed; ``python`` (the default)
+``--loop c`` forwards with the bridge's C per-receiver loop (``services/bridge/media/forwarding/native.py``,
+built with ``python -m services.bridge.media.forwarding.native``) as deployed; ``python`` (the default)
 with the Python loop.
 """
 
@@ -39,12 +39,12 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
-from services.bridge.media.forwarder import ConferenceForwarder
-from services.bridge.media.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.native import NativeFanout
+from services.bridge.media.forwarding.policy import ForwardingPolicy
 from services.bridge.media.model import MediaSources, PayloadType
-from services.bridge.media.native import NativeFanout
-from services.bridge.media.policy import ForwardingPolicy
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
 
 BRIDGE, PEER = DtlsCertificate(), DtlsCertificate()
 # VP8 payload descriptor (RFC 7741) with a 15-bit picture id: (middle of a frame, start of a frame)
@@ -142,7 +142,7 @@ def measure(
             pass
 
     policy = (
-        ConferenceIntelligencePolicy(mixer_thread=False)
+        ConferenceIntelligencePolicy()
         if policy_name == "intelligence"
         else ForwardingPolicy()
     )

@@ -36,12 +36,14 @@ sys.path.insert(0, str(REPO))
 import pylibsrtp  # noqa: E402
 
 from bench.bridge_peer import encode_vp8  # noqa: E402
-from services.bridge.media.aiortc_adapter import SrtpContext  # noqa: E402
-from services.bridge.media.forwarder import ConferenceForwarder, EndpointMedia, IncomingStream  # noqa: E402
-from services.bridge.media.lastn import ConferenceIntelligencePolicy  # noqa: E402
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy  # noqa: E402
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder  # noqa: E402
+from services.bridge.media.forwarding.policy import ForwardingPolicy  # noqa: E402
+from services.bridge.media.forwarding.streams import EndpointMedia, IncomingStream  # noqa: E402
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension  # noqa: E402
-from services.bridge.media.policy import ForwardingPolicy  # noqa: E402
-from services.bridge.media.rtp import AUDIO_LEVEL_URI  # noqa: E402
+from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI  # noqa: E402
+from services.bridge.media.transport.aiortc_adapter import SrtpContext  # noqa: E402
+from services.common import bridge_channel  # noqa: E402
 
 FPS = 15
 LAYERS = ((320, 180, 150_000), (640, 360, 500_000), (1280, 720, 1_500_000))
@@ -107,7 +109,9 @@ def run(
     outbox: list[tuple[str, dict]] = []
     policy: ForwardingPolicy
     if scenario == "last-n":
-        policy = ConferenceIntelligencePolicy(lambda ep, m: outbox.append((ep, m)), clock=clock)
+        policy = ConferenceIntelligencePolicy(
+            lambda ep, m: outbox.append((ep, bridge_channel.to_dict(m))), clock=clock
+        )
     else:
         policy = ForwardingPolicy()
     forwarder = ConferenceForwarder("bench", policy, cache_size=512)
@@ -155,13 +159,15 @@ def run(
         for p in people:
             policy.on_message(
                 p.name,
-                {
-                    "colibriClass": "ReceiverVideoConstraints",
-                    "lastN": last_n,
-                    "onStageSources": [f"{dominant}-v0"],
-                    "defaultConstraints": {"maxHeight": 180},
-                    "constraints": {f"{dominant}-v0": {"maxHeight": 720}},
-                },
+                bridge_channel.parse(
+                    {
+                        "colibriClass": "ReceiverVideoConstraints",
+                        "lastN": last_n,
+                        "onStageSources": [f"{dominant}-v0"],
+                        "defaultConstraints": {"maxHeight": 180},
+                        "constraints": {f"{dominant}-v0": {"maxHeight": 720}},
+                    }
+                ),
             )
 
     talkers = people[:3]

@@ -36,8 +36,8 @@ from aioice.turn import TurnClientUdpProtocol  # noqa: E402
 
 from bench import bridge_forwarding as bf  # noqa: E402
 from bench.bridge_peer import LightPeer, Remote, encode_vp8  # noqa: E402
-from services.bridge.media.aiortc_adapter import DtlsCertificate  # noqa: E402
-from services.bridge.media.ice_tcp import Rfc4571Framer, frame  # noqa: E402
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate  # noqa: E402
+from services.bridge.media.transport.ice_tcp import Rfc4571Framer, frame  # noqa: E402
 from services.common.turn import turn_credential  # noqa: E402
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port  # noqa: E402
 

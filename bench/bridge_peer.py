@@ -2,7 +2,7 @@
 pre-encoded RTP, on one UDP socket each — no encoder or decoder in the loop, so one Python process
 can drive 40 subscribers on 2 cores.
 
-They use the bridge's own sans-I/O adapter (``services.bridge.media.aiortc_adapter``) for STUN,
+They use the bridge's own sans-I/O adapter (``services.bridge.media.transport.aiortc_adapter``) for STUN,
 DTLS and SRTP, and talk to any SFU that gives them an ICE ufrag/pwd, a fingerprint and a
 candidate (Parley's media engine or Janus).
 
@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.bridge.media import aiortc_adapter as adapter
-from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
-from services.bridge.media.ice import random_token
+from services.bridge.media.transport import aiortc_adapter as adapter
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
+from services.bridge.media.transport.ice import random_token
 
 TRAILER = struct.Struct("!2sId")
 MAGIC = b"PB"

@@ -34,8 +34,8 @@ from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
 from bench.bridge_hotpath import udp_sink
-from services.bridge.media.aiortc_adapter import SrtpContext
-from services.bridge.media.native import socket_address
+from services.bridge.media.forwarding.native import socket_address
+from services.bridge.media.transport.aiortc_adapter import SrtpContext
 
 C_SOURCE = r"""
 #include <string.h>

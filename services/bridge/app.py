@@ -36,6 +36,7 @@ from services.bridge.presence import BreweryPresence
 from services.bridge.stats import BridgeStatus, colibri_stats, presence_stats
 from services.bridge.ws.server import ColibriWebSocketServer, authorize_with
 from services.common import ws_admin_http
+from services.common.bridge_channel import BridgeChannelMessage
 from services.common.runtime import freeze_heap, serve_http, stop_http
 
 log = logging.getLogger("bridge")
@@ -151,7 +152,7 @@ class Bridge:
     def endpoint_state(self, conference_id: str, endpoint_id: str, state: EndpointState) -> None:
         self.colibri.engine_state(conference_id, endpoint_id, state)
 
-    def send_to_endpoint(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None:
+    def send_to_endpoint(self, conference_id: str, endpoint_id: str, message: BridgeChannelMessage) -> None:
         self.channels.send(conference_id, endpoint_id, message)
 
     def dtls_data(self, conference_id: str, endpoint_id: str, data: bytes) -> None:

@@ -1,6 +1,6 @@
 """A STUN Binding client (RFC 8489 section 3): ask a STUN server which address it sees us at.
 
-Used by the bridge to discover its public address (``services/bridge/media/stun_discovery.py``,
+Used by the bridge to discover its public address (``services/bridge/media/transport/stun_discovery.py``,
 like jitsi-videobridge's STUN mapping harvester) and by the launcher to check that coturn answers.
 Messages are aioice's STUN codec; only the request/response exchange lives here.
 """

@@ -304,7 +304,7 @@ def expire_request(colibri_id: str, participant: Participant) -> colibri.Confere
 def strip_simulcast(ms: MediaSources) -> MediaSources:
     """What a receiver is told of a simulcast sender, as Jicofo does: of each ``SIM`` group only
     the first SSRC (the bridge forwards whichever layer it picks under that one, see
-    ``services/bridge/media/simulcast.py``) and its RTX (the ``FID`` group pairing them); the
+    ``services/bridge/media/forwarding/simulcast.py``) and its RTX (the ``FID`` group pairing them); the
     other layers, their RTX and the ``SIM`` group are left out. Senders without simulcast are
     unchanged."""
     dropped: set[int] = set()

@@ -48,22 +48,19 @@ QUIET = 0.0002  # about -77 dBov: background noise, below the detector's voice l
 async def serve() -> None:  # pragma: no cover - runs in the child process
     from fastapi import HTTPException
 
+    from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
     from services.bridge.media.engine import MediaEngine
-    from services.bridge.media.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
-    from services.bridge.media.policy import SendMessage
+    from services.bridge.policies import ConferencePolicies
+    from services.common import bridge_channel
     from services.common.runtime import serve_http, stop_http
     from tests.integration.media_devserver import build_app, config_from_env
 
     config, http_port = config_from_env(os.environ)
-    policies: dict[str, ConferenceIntelligencePolicy] = {}
-
-    def factory(conference_id: str, send: SendMessage) -> ConferenceIntelligencePolicy:
-        policy = policies[conference_id] = intelligence_policy_factory(conference_id, send)
-        return policy
-
-    engine = MediaEngine(config, policy_factory=factory)
+    # the bridge's own registry: it creates each conference's policy and owns its mixer thread
+    policies = ConferencePolicies()
+    engine = MediaEngine(config, policy_factory=policies.create)
     outbox: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    engine.send_to_endpoint = lambda c, e, m: outbox[(c, e)].append(m)
+    engine.send_to_endpoint = lambda c, e, m: outbox[(c, e)].append(bridge_channel.to_dict(m))
     app = build_app(engine)
 
     @app.get("/conferences/{conference_id}/endpoints/{endpoint_id}/messages")
@@ -73,13 +70,14 @@ async def serve() -> None:  # pragma: no cover - runs in the child process
     # async routes: they run on the event loop, like the packet path they steer
     @app.post("/conferences/{conference_id}/endpoints/{endpoint_id}/messages")
     async def message(conference_id: str, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        engine.on_bridge_channel_message(conference_id, endpoint_id, body)
+        engine.on_bridge_channel_message(conference_id, endpoint_id, bridge_channel.parse(body))
         return {}
 
     def policy_of(conference_id: str) -> ConferenceIntelligencePolicy:
-        if conference_id not in policies:
+        policy = policies.get(conference_id)
+        if policy is None:
             raise HTTPException(404, f"no conference {conference_id!r}")
-        return policies[conference_id]
+        return policy
 
     @app.put("/conferences/{conference_id}/endpoints/{endpoint_id}/last-n")
     async def last_n(conference_id: str, endpoint_id: str, body: dict[str, int]) -> dict[str, Any]:
@@ -97,6 +95,7 @@ async def serve() -> None:  # pragma: no cover - runs in the child process
     finally:
         await stop_http(server)
         await engine.stop()
+        policies.forget_all()
 
 
 # --- the test -----------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.bridge_peer import LightPeer, Remote, encode_vp8
-from services.bridge.media.aiortc_adapter import DtlsCertificate
-from services.bridge.media.mixer import FRAME_SAMPLES, SAMPLE_RATE, OpusEncoder
-from services.bridge.media.rtp import AUDIO_LEVEL_URI
+from services.bridge.media.allocation.mixer import FRAME_SAMPLES, SAMPLE_RATE, OpusEncoder
+from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate
 from tests.integration.test_bridge_control_support import RunningBridge, start_bridge
 
 SENDERS = ["s1", "s2", "s3", "s4"]

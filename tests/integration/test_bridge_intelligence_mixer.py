@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from bench.bridge_peer import LightPeer
-from services.bridge.media.mixer import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
-from services.bridge.media.rtp import AUDIO_LEVEL_URI
+from services.bridge.media.allocation.mixer import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
+from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI
 from tests.integration.harness import ServiceProcess
 from tests.integration.test_bridge_intelligence import start_bridge
 from tests.integration.test_bridge_intelligence_simulcast import Endpoint

@@ -27,8 +27,8 @@ import pytest
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 from bench.bridge_peer import LightPeer, Remote, encode_vp8
-from services.bridge.media.aiortc_adapter import DtlsCertificate
-from services.bridge.media.rtp import payload_bounds
+from services.bridge.media.packets.rtp import payload_bounds
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate
 from tests.integration.harness import ServiceProcess
 from tests.integration.test_bridge_intelligence import messages_to, start_bridge
 

@@ -186,7 +186,7 @@ async def test_three_participants_loss_recovery_and_expiry(bridge: ServiceProces
     assert s["endpoints"] == 3 and s["total_ice_succeeded"] == 3
     assert s["packets_forwarded"] > 0
     # the bridge as deployed forwards with the C loop; this meeting is its end-to-end test
-    assert s["forwarding_loop"] == "native", "native_fanout.so not built: python -m services.bridge.media.native"
+    assert s["forwarding_loop"] == "native", "native_fanout.so not built: python -m services.bridge.media.forwarding.native"
 
     # 2. blue's downlink loses 1 packet in 20: NACKs are answered from the cache, and blue's
     # video keeps flowing at close to the rate the others see. green's uplink loses 1 in 25:

@@ -74,8 +74,8 @@ def test_hostile_tcp_connections_are_closed(office: tuple[NetLab, MeetingStack, 
     handshake timeout (10 s). The bridge keeps serving."""
     import socket
 
-    from services.bridge.media import aiortc_adapter as adapter
-    from services.bridge.media.ice_tcp import Rfc4571Framer, frame
+    from services.bridge.media.transport import aiortc_adapter as adapter
+    from services.bridge.media.transport.ice_tcp import Rfc4571Framer, frame
 
     _, meeting, site = office
     assert meeting.bridge_tcp is not None

@@ -6,11 +6,26 @@ flooding reactions, a garbage raised-hand value) is in ``services/web/test/featu
 
 from __future__ import annotations
 
-from services.bridge.media.lastn import MAX_DESKTOP_SOURCES, ConferenceIntelligencePolicy
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.allocation.video_policy import MAX_DESKTOP_SOURCES
+from services.common import bridge_channel
 from services.common.jingle import Jingle, JingleContent, RtpDescription, Source, parse_xml
 from services.focus import flows
 from services.focus.conference import Conference
 from services.focus.tests.test_flows import ROOM, S, join_and_accept
+
+
+def steer(policy: ConferenceIntelligencePolicy, endpoint: str, message: object) -> None:
+    """A bridge-channel message as the bridge channel hands it to the policy: parsed once (one
+    the schema refuses never reaches the policy)."""
+    if isinstance(message, bridge_channel.BridgeChannelMessage):
+        policy.on_message(endpoint, message)
+        return
+    try:
+        parsed = bridge_channel.parse(message)  # type: ignore[arg-type]
+    except bridge_channel.BridgeChannelError:
+        return
+    policy.on_message(endpoint, parsed)
 
 
 def test_a_source_add_naming_someone_elses_source_is_renamed_to_the_senders() -> None:
@@ -37,22 +52,24 @@ def test_an_unknown_video_type_is_dropped_by_the_parser() -> None:
 
 
 def test_video_type_messages_only_touch_the_senders_own_sources_and_are_bounded() -> None:
-    policy = ConferenceIntelligencePolicy(mixer_thread=False)
+    policy = ConferenceIntelligencePolicy()
     for ep in ("a", "b"):
         policy.on_endpoint_added(ep)
     for name in ("a-v0", "a-v1", "a-v", "a-v1 ", "../a-v1", "a-v99999"):
-        policy.on_message(
-            "b", {"colibriClass": "SourceVideoTypeMessage", "sourceName": name, "videoType": "desktop"}
+        steer(
+            policy,
+            "b",
+            {"colibriClass": "SourceVideoTypeMessage", "sourceName": name, "videoType": "desktop"},
         )
     assert not policy.video.is_desktop("a-v0") and not policy.video.is_desktop("a-v1")
     for i in range(100):
-        policy.on_message(
-            "b", {"colibriClass": "SourceVideoTypeMessage", "sourceName": f"b-v{i}", "videoType": "desktop"}
+        steer(
+            policy,
+            "b",
+            {"colibriClass": "SourceVideoTypeMessage", "sourceName": f"b-v{i}", "videoType": "desktop"},
         )
     assert sum(policy.video.is_desktop(f"b-v{i}") for i in range(100)) == MAX_DESKTOP_SOURCES
-    policy.on_message(
-        "b", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "b-v1", "videoType": "3d"}
-    )
+    steer(policy, "b", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "b-v1", "videoType": "3d"})
     assert policy.video.is_desktop("b-v1")  # refused by the message schema: nothing changed
     policy.on_endpoint_removed("b")
     assert not policy.video.is_desktop("b-v1")

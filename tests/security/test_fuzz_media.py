@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.bridge.channel.dispatch import BridgeChannels
-from services.bridge.media import rtcp, rtp, vp8
-from services.bridge.media.aiortc_adapter import StunError, parse_binding_request, verify_integrity
+from services.bridge.media.packets import rtcp, rtp, vp8
+from services.bridge.media.transport.aiortc_adapter import StunError, parse_binding_request, verify_integrity
 from services.common import bridge_channel as bc
 from services.common import colibri
 from services.common.logging import RateLimitedLogger

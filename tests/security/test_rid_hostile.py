@@ -1,4 +1,4 @@
-"""Hostile RID-tagged RTP against the bridge's forwarder (``services/bridge/media/rid.py``): an
+"""Hostile RID-tagged RTP against the bridge's forwarder (``services/bridge/media/packets/rid.py``): an
 endpoint that negotiated the RTP stream id header extensions sends forged, oversized, malformed
 and endless RIDs. The bridge learns at most a bounded number of SSRCs, ignores values that are
 not short tokens, never raises on a broken extension block, keeps one layer per RID, and the
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import struct
 
-from services.bridge.media import rtp
-from services.bridge.media.forwarder import ConferenceForwarder
-from services.bridge.media.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.simulcast import video_sources
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
-from services.bridge.media.rid import MAX_BOUND_SSRCS, RTP_STREAM_ID_URI
-from services.bridge.media.simulcast import video_sources
+from services.bridge.media.packets import rtp
+from services.bridge.media.packets.rid import MAX_BOUND_SSRCS, RTP_STREAM_ID_URI
 from services.bridge.media.tests.test_forwarder import srtp_pair
 
 RID_EXT = 10

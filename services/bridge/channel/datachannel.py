@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.bridge.media.aiortc_adapter import DataChannel, SctpAssociation
+from services.bridge.media.transport.aiortc_adapter import DataChannel, SctpAssociation
 from services.common import bridge_channel as bc
 
 log = logging.getLogger("bridge.datachannel")

@@ -44,7 +44,7 @@ class BridgeChannels:
         self,
         *,
         endpoints_of: Callable[[str], Collection[str]],
-        to_engine: Callable[[str, str, dict[str, Any]], None],
+        to_engine: Callable[[str, str, bc.BridgeChannelMessage], None],
         version: str,
         max_message_bytes: int = bc.MAX_MESSAGE_BYTES,
         max_depth: int = bc.MAX_DEPTH,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 from services.common import bridge_channel as bc
 
@@ -29,7 +28,8 @@ MEDIA_CONTROL = (
 @dataclass
 class Routing:
     deliveries: list[tuple[str, bc.BridgeChannelMessage]] = field(default_factory=list)
-    to_engine: dict[str, Any] | None = None
+    to_engine: bc.BridgeChannelMessage | None = None
+    """A media-steering message, typed as parsed: the engine's policy takes it as it is."""
 
 
 def route(message: bc.BridgeChannelMessage, sender: str, endpoints: Collection[str], version: str) -> Routing:
@@ -44,5 +44,5 @@ def route(message: bc.BridgeChannelMessage, sender: str, endpoints: Collection[s
         else:
             out.deliveries.extend((ep, relayed) for ep in endpoints if ep != sender)
     elif isinstance(message, MEDIA_CONTROL):
-        out.to_engine = bc.to_dict(message)
+        out.to_engine = message
     return out

@@ -63,7 +63,7 @@ class NoEvents:
 
 
 class ConferencePolicy(Protocol):
-    """What Colibri channel settings steer in a conference's forwarding policy (media/lastn.py)."""
+    """What Colibri channel settings steer in a conference's forwarding policy (media/allocation/lastn.py)."""
 
     def set_colibri_last_n(self, endpoint_id: str, last_n: int) -> None: ...
 

@@ -16,16 +16,16 @@ address (so every reply leaves from the address the endpoint sent to; one wildca
 advertised address is not local, behind NAT), all on the same port, demultiplexing by first byte
 (RFC 7983), routing STUN requests by the ICE username fragment, STUN responses by their
 transaction id and everything else by the remote addresses ICE validated. A full ICE agent per
-endpoint, controlling as jitsi-videobridge is (``ice.py``), checks and nominates the candidate
-pairs; DTLS-SRTP comes from the aiortc adapter (``aiortc_adapter.py``), the per-conference
-forwarder fans RTP out and terminates RTCP (``forwarder.py``, ``rtp.py``, ``rtcp.py``), and each
-conference's ``policy.py`` object decides who receives what.
+endpoint, controlling as jitsi-videobridge is (``transport/ice.py``), checks and nominates the candidate
+pairs; DTLS-SRTP comes from the aiortc adapter (``transport/aiortc_adapter.py``), the per-conference
+forwarder fans RTP out and terminates RTCP (``forwarding/forwarder.py``, ``packets/rtp.py``, ``packets/rtcp.py``), and each
+conference's ``forwarding/policy.py`` object decides who receives what.
 
-Optionally (``tcp_port``) the bridge also accepts ICE over TCP (RFC 6544, ``ice_tcp.py``): the TCP
+Optionally (``tcp_port``) the bridge also accepts ICE over TCP (RFC 6544, ``transport/ice_tcp.py``): the TCP
 port is one more local candidate of every agent, each connection a remote address (a ``TcpPeer``)
 whose frames take the same per-packet path; a receiver whose media pair is a TCP connection is
 served by the Python loop (the C loop only sends UDP). Without ``advertise_ips`` the bridge can ask
-STUN servers for its public address at start (``stun_discovery.py``) and advertise it as a
+STUN servers for its public address at start (``transport/stun_discovery.py``) and advertise it as a
 server-reflexive candidate whose base is the local socket the NAT forwards to.
 """
 
@@ -38,16 +38,15 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from services.common.bridge_channel import BridgeChannelMessage
 from services.common.logging import RateLimitedLogger
 
-from . import aiortc_adapter as adapter
-from . import stun_discovery
-from .aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
-from .forwarder import ConferenceForwarder, EndpointMedia
-from .ice import IceAgent, tcp_host_priority
-from .ice_tcp import IceTcpServer, TcpPeer
+from .forwarding.forwarder import ConferenceForwarder
+from .forwarding.native import NativeFanout, NativeUnavailable
+from .forwarding.policy import PolicyFactory, default_policy_factory
+from .forwarding.streams import EndpointMedia
 from .model import (
     DtlsFingerprint,
     EndpointState,
@@ -60,8 +59,11 @@ from .model import (
     RemoteTransport,
     RtpHeaderExtension,
 )
-from .native import NativeFanout, NativeUnavailable
-from .policy import PolicyFactory, default_policy_factory
+from .transport import aiortc_adapter as adapter
+from .transport import stun_discovery
+from .transport.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState, SrtpError
+from .transport.ice import IceAgent, tcp_host_priority
+from .transport.ice_tcp import IceTcpServer, TcpPeer
 
 log = logging.getLogger("parley.bridge.media")
 
@@ -102,8 +104,8 @@ class MediaConfig:
     ``remb_max_bps``/``remb_min_bps``: bounds of the estimate sent to senders.
     ``native_forwarding``: forward with the C per-receiver loop (native.py) when it is built;
     off, or when it is not, the Python loop does it all. ``stun_servers``: when ``advertise_ips``
-    is empty, where to learn the bridge's public address at start (``stun_discovery.py``).
-    ``tcp_port``: ICE over TCP (``ice_tcp.py``) on this port (0 = any free one), None = off;
+    is empty, where to learn the bridge's public address at start (``transport/stun_discovery.py``).
+    ``tcp_port``: ICE over TCP (``transport/ice_tcp.py``) on this port (0 = any free one), None = off;
     ``tcp_advertise_port``: the port put in the TCP candidates when a NAT or firewall forwards
     another one to it (e.g. 443 to 4443); None = ``tcp_port``.
     """
@@ -125,7 +127,7 @@ class MediaConfig:
 
 
 StateCallback = Callable[[str, str, EndpointState], None]
-MessageCallback = Callable[[str, str, dict[str, Any]], None]
+MessageCallback = Callable[[str, str, BridgeChannelMessage], None]
 DtlsDataCallback = Callable[[str, str, bytes], None]
 
 
@@ -133,7 +135,7 @@ class EngineEvents(Protocol):
     """What the engine tells the rest of the bridge (see :class:`MediaEngine`)."""
 
     def endpoint_state(self, conference_id: str, endpoint_id: str, state: EndpointState) -> None: ...
-    def send_to_endpoint(self, conference_id: str, endpoint_id: str, message: dict[str, Any]) -> None: ...
+    def send_to_endpoint(self, conference_id: str, endpoint_id: str, message: BridgeChannelMessage) -> None: ...
     def dtls_data(self, conference_id: str, endpoint_id: str, data: bytes) -> None: ...
 
 
@@ -227,8 +229,8 @@ class MediaEngine:
     DTLS done, media can flow), ``"failed"`` (ICE/DTLS failed or consent lost; the engine then
     expires the endpoint itself when ``expire_failed_endpoints``), ``"expired"`` (resources freed).
 
-    ``send_to_endpoint(conference_id, endpoint_id, message)``: a bridge-channel message (a dict
-    with ``colibriClass``) the media side wants delivered to that endpoint.
+    ``send_to_endpoint(conference_id, endpoint_id, message)``: a typed bridge-channel message
+    the media side wants delivered to that endpoint.
 
     ``on_dtls_data(conference_id, endpoint_id, data)``: application data (an SCTP packet) the
     endpoint sent on its DTLS association; :meth:`send_dtls_data` sends some back.
@@ -489,7 +491,6 @@ class MediaEngine:
             if not conference.endpoints:
                 self._forwarded_expired += conference.packets_forwarded
                 del self._conferences[conference_id]
-                conference.policy.close()
         log.info("endpoint expired conference=%s endpoint=%s", conference_id, endpoint_id)
         self._notify(endpoint, "expired")
 
@@ -497,12 +498,10 @@ class MediaEngine:
         """Expire every endpoint of the conference and the conference itself (idempotent)."""
         for conf, endpoint_id in [k for k in self._endpoints if k[0] == conference_id]:
             self.expire_endpoint(conf, endpoint_id)
-        conference = self._conferences.pop(conference_id, None)
-        if conference is not None:
-            conference.policy.close()
+        self._conferences.pop(conference_id, None)
 
     def on_bridge_channel_message(
-        self, conference_id: str, endpoint_id: str, message: dict[str, Any]
+        self, conference_id: str, endpoint_id: str, message: BridgeChannelMessage
     ) -> None:
         """A bridge-channel message from the endpoint that steers media (``LastNChangedEvent``,
         ``ReceiverVideoConstraints``, ``ReceiverAudioSubscription``…), handed to the conference's
@@ -928,15 +927,15 @@ class MediaEngine:
             except Exception:
                 log.exception("on_endpoint_state callback failed")
 
-    def _message_sender(self, conference_id: str) -> Callable[[str, dict[str, Any]], None]:
-        def send(endpoint_id: str, message: dict[str, Any]) -> None:
+    def _message_sender(self, conference_id: str) -> Callable[[str, BridgeChannelMessage], None]:
+        def send(endpoint_id: str, message: BridgeChannelMessage) -> None:
             if self.send_to_endpoint is not None:
                 self.send_to_endpoint(conference_id, endpoint_id, message)
 
         return send
 
     def _tcp_selected(self, peer: TcpPeer) -> bool:
-        """Whether ICE made this ICE-TCP connection an endpoint's media pair (``ice_tcp.py``
+        """Whether ICE made this ICE-TCP connection an endpoint's media pair (``transport/ice_tcp.py``
         closes connections that are not within their handshake timeout)."""
         endpoint = self._by_address.get(peer)
         return endpoint is not None and endpoint.address == peer

@@ -97,7 +97,7 @@ class MediaSources:
     muted: frozenset[str] = frozenset()
     forward_ssrcs: dict[int, int] = field(default_factory=dict)
     """``{lowest layer's SSRC: the SSRC receivers know the source by}`` where they differ: set when
-    the bridge reorders a ``SIM`` group from the RIDs it sees (``rid.py``), so receivers keep
+    the bridge reorders a ``SIM`` group from the RIDs it sees (``packets/rid.py``), so receivers keep
     getting the source on the SSRC they were told."""
 
     def rtx_pairs(self) -> dict[int, int]:
@@ -178,7 +178,7 @@ class MediaStats:
     stun_errors: int = 0
     """STUN datagrams dropped as malformed (or unusable by ICE)."""
     ice_tcp_connections: int = 0
-    """Open ICE-TCP connections (``ice_tcp.py``), and those refused or closed for not completing
+    """Open ICE-TCP connections (``transport/ice_tcp.py``), and those refused or closed for not completing
     ICE in time or going silent since start."""
     ice_tcp_refused: int = 0
     ice_tcp_timed_out: int = 0

@@ -69,3 +69,13 @@ async def test_a_conference_rebuilt_by_the_engine_replaces_and_closes_the_old_po
     new = bridge.policies.create("c2", lambda endpoint, message: None)
     assert bridge.policies.get("c2") is new
     assert len(mixer_threads()) == before
+
+
+async def test_forget_all_stops_every_mixer_thread() -> None:
+    bridge = Bridge(config.load(environ={}))
+    before = len(mixer_threads())
+    for cid in ("c3", "c4"):
+        bridge.policies.create(cid, lambda endpoint, message: None).set_audio_mixing("x", True)
+    assert len(mixer_threads()) == before + 2
+    bridge.policies.forget_all()
+    assert len(bridge.policies) == 0 and len(mixer_threads()) == before

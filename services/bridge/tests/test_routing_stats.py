@@ -39,7 +39,7 @@ def test_endpoint_stats_broadcast_and_unknown_target_dropped() -> None:
 
 def test_media_control_goes_to_the_engine() -> None:
     r = route(bc.parse({"colibriClass": "LastNChangedEvent", "lastN": 2}), "a", EPS, "v")
-    assert r.to_engine == {"colibriClass": "LastNChangedEvent", "lastN": 2} and r.deliveries == []
+    assert r.to_engine == bc.LastNChangedEvent(last_n=2) and r.deliveries == []
     r = route(bc.ForwardedSources(forwarded_sources=["x-v0"]), "a", EPS, "v")
     assert r.to_engine is None and r.deliveries == []
 

@@ -8,10 +8,15 @@ import json
 from typing import Any
 
 from services.bridge.channel.datachannel import LABEL, DataChannelTransport
-from services.bridge.media import aiortc_adapter as adapter
-from services.bridge.media.aiortc_adapter import DataChannel, DtlsCertificate, DtlsSession, SctpAssociation
 from services.bridge.media.engine import MediaConfig, MediaEngine
 from services.bridge.media.model import DtlsFingerprint, RemoteTransport
+from services.bridge.media.transport import aiortc_adapter as adapter
+from services.bridge.media.transport.aiortc_adapter import (
+    DataChannel,
+    DtlsCertificate,
+    DtlsSession,
+    SctpAssociation,
+)
 
 PEER_CERT = DtlsCertificate()
 ADDR = ("127.0.0.1", 5001)

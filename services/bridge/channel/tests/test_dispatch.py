@@ -26,7 +26,7 @@ class Outbox:
 
 
 def channels(*transports: Outbox) -> tuple[BridgeChannels, list[tuple[str, str, dict[str, Any]]]]:
-    engine: list[tuple[str, str, dict[str, Any]]] = []
+    engine: list[tuple[str, str, bc.BridgeChannelMessage]] = []
     hub = BridgeChannels(
         endpoints_of=lambda cid: ["a", "b", "c"] if cid == "conf" else [],
         to_engine=lambda c, e, m: engine.append((c, e, m)),
@@ -52,7 +52,7 @@ def test_media_control_goes_to_the_engine_and_hello_is_answered_on_the_same_chan
     ws, dc = Outbox("websocket", "a"), Outbox("datachannel", "a")
     hub, engine = channels(ws, dc)
     hub.receive("conf", "a", '{"colibriClass":"ReceiverVideoConstraints","lastN":1}', "datachannel")
-    assert engine == [("conf", "a", {"colibriClass": "ReceiverVideoConstraints", "lastN": 1})]
+    assert engine == [("conf", "a", bc.ReceiverVideoConstraints(last_n=1))]
     hub.receive("conf", "a", '{"colibriClass":"ClientHello"}', "datachannel")
     assert dc.sent == [("a", {"colibriClass": "ServerHello", "version": "9.9"})] and ws.sent == []
     hub.receive("conf", "a", "not json", "datachannel")  # dropped, nothing breaks

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aioice import stun
 
-from services.bridge.media import aiortc_adapter as adapter
-from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
+from services.bridge.media.transport import aiortc_adapter as adapter
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
 
 
 def handshake(server: DtlsSession, client: DtlsSession) -> None:

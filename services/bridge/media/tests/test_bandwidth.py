@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.bridge.media.bandwidth import DownlinkEstimator
+from services.bridge.media.allocation.bandwidth import DownlinkEstimator
 from services.common.bridge_channel import ConnectionStats, serialize
 
 

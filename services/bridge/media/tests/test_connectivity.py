@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from services.bridge.media.connectivity import ConnectivityMonitor
+from services.bridge.media.allocation.connectivity import ConnectivityMonitor
 
 
 def test_media_that_stops_and_resumes_is_reported_once_each_way() -> None:

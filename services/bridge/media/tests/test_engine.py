@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from services.bridge.media import aiortc_adapter as adapter
-from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
 from services.bridge.media.engine import MediaConfig, MediaEngine, UnknownEndpoint
 from services.bridge.media.model import DtlsFingerprint, MediaSources, PayloadType, RemoteTransport
+from services.bridge.media.transport import aiortc_adapter as adapter
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
 
 PEER_CERT = DtlsCertificate()
 

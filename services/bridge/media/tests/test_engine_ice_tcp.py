@@ -12,10 +12,7 @@ from collections.abc import Callable
 import pytest
 import uvloop
 
-from services.bridge.media import aiortc_adapter as adapter
-from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
 from services.bridge.media.engine import MediaConfig, MediaEngine
-from services.bridge.media.ice_tcp import Rfc4571Framer, frame
 from services.bridge.media.model import (
     DtlsFingerprint,
     IceCandidate,
@@ -23,6 +20,9 @@ from services.bridge.media.model import (
     PayloadType,
     RemoteTransport,
 )
+from services.bridge.media.transport import aiortc_adapter as adapter
+from services.bridge.media.transport.aiortc_adapter import DtlsCertificate, DtlsSession, DtlsState
+from services.bridge.media.transport.ice_tcp import Rfc4571Framer, frame
 
 PEER_CERT = DtlsCertificate()
 VP8 = [PayloadType(96, "VP8", 90000)]

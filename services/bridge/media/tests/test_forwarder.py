@@ -18,21 +18,26 @@ from typing import Any
 
 import pytest
 
-from services.bridge.media import rtcp, rtp
-from services.bridge.media.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext, SrtpError
-from services.bridge.media.forwarder import (
-    ConferenceForwarder,
-    IncomingStream,
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.mapping import ForwardingMapping
+from services.bridge.media.forwarding.nack import (
     PacketCache,
     RetransmissionBudget,
     RetransmissionLimits,
     SentLog,
-    Subscription,
 )
-from services.bridge.media.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.forwarding.native import NativeFanout, build, load
+from services.bridge.media.forwarding.policy import ForwardingPolicy
+from services.bridge.media.forwarding.streams import IncomingStream, Subscription
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
-from services.bridge.media.native import NativeFanout, build, load
-from services.bridge.media.policy import ForwardingPolicy
+from services.bridge.media.packets import rtcp, rtp
+from services.bridge.media.transport.aiortc_adapter import (
+    DtlsCertificate,
+    DtlsSession,
+    SrtpContext,
+    SrtpError,
+)
 
 BRIDGE_CERT = DtlsCertificate()
 PEER_CERT = DtlsCertificate()
@@ -296,7 +301,7 @@ def test_sender_rtx_of_a_packet_the_bridge_has_is_dropped() -> None:
     a.send_rtp(rtp.wrap_rtx(original, 97, 9, 1003, 50))
     a.send_rtp(rtp.wrap_rtx(original, 97, 10, 1003, 50))
     assert b.take_rtp() == [] and c.take_rtp() == []
-    assert conference.redundant_rtx_dropped == 2 and conference.packets_forwarded == forwarded
+    assert conference.retransmitter.redundant_rtx_dropped == 2 and conference.packets_forwarded == forwarded
     # a receiver that lost the original still gets it, from the cache
     b.send_rtcp(rtcp.build_nack(b.endpoint.rtcp_ssrc, 1002, [50]))
     (packet,) = b.take_rtp()
@@ -386,8 +391,8 @@ class OnlyTo(ForwardingPolicy):
     ) -> Sequence[Subscription]:
         chosen = [s for s in subscriptions if s.receiver.id == self.receiver]
         for sub in chosen:
-            if stream.kind == "video" and sub.out_ssrc != 77:
-                sub.remap(77, 1000, 5)
+            if stream.kind == "video" and sub.mapping.out_ssrc != 77:
+                sub.follow(ForwardingMapping(stream.ssrc, 77, 1000, 5))
         return chosen
 
     def observe_audio_level(self, stream: IncomingStream, level: int, voice: bool, now: float) -> None:
@@ -463,8 +468,8 @@ class ShowAs(ForwardingPolicy):
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         for sub in subscriptions:
-            if stream.kind == "video" and sub.out_ssrc != self.shown:
-                sub.remap(self.shown, 0, 0)
+            if stream.kind == "video" and sub.mapping.out_ssrc != self.shown:
+                sub.follow(ForwardingMapping(stream.ssrc, self.shown))
         return subscriptions
 
 
@@ -687,8 +692,8 @@ class Shift(ForwardingPolicy):
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         for sub in subscriptions:
-            if stream.kind == "video" and sub.seq_delta != self.delta:
-                sub.remap(sub.stream.ssrc, self.delta, 0)
+            if stream.kind == "video" and sub.mapping.seq_delta != self.delta:
+                sub.follow(ForwardingMapping(sub.stream.ssrc, seq_delta=self.delta))
         return subscriptions
 
 
@@ -701,7 +706,7 @@ def vp8(seq: int, ssrc: int, key: bool) -> bytes:
 
 
 def test_last_n_receiver_is_not_sent_what_it_is_not_forwarded() -> None:
-    policy = ConferenceIntelligencePolicy(mixer_thread=False)
+    policy = ConferenceIntelligencePolicy()
     conference = new_conference(policy)
     a, b, c = (
         Peer(n, conference, sources(base, False)) for n, base in (("a", 1000), ("b", 2000), ("c", 3000))
@@ -722,7 +727,7 @@ def test_last_n_receiver_is_not_sent_what_it_is_not_forwarded() -> None:
 def test_simulcast_receiver_is_not_sent_a_layer_or_stretch_it_was_not_forwarded() -> None:
     """Two layers; the receiver is switched to the high one at its key frame: NACKs for the
     high layer's packets before that point (cached, never forwarded to it) get nothing."""
-    policy = ConferenceIntelligencePolicy(mixer_thread=False)
+    policy = ConferenceIntelligencePolicy()
     conference = new_conference(policy)
     layered = MediaSources(
         video_ssrcs=[1002, 1004], ssrc_groups=[("SIM", [1002, 1004])], payload_types=VIDEO_PTS

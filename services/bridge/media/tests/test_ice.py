@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aioice import stun
 
-from services.bridge.media import aiortc_adapter as adapter
-from services.bridge.media import ice
-from services.bridge.media.ice import IceAgent
+from services.bridge.media.transport import aiortc_adapter as adapter
+from services.bridge.media.transport import ice
+from services.bridge.media.transport.ice import IceAgent
 
 LOCAL = [("127.0.0.1", 10000), ("10.99.0.1", 10000)]
 PEER_UFRAG, PEER_PWD = "peer", "peer-password-0123456789"
@@ -255,7 +255,7 @@ def test_a_late_role_conflict_answer_does_not_switch_back() -> None:
 
 
 def test_ice_tcp_connections_pair_only_with_the_tcp_candidate_and_rank_below_udp() -> None:
-    from services.bridge.media.ice_tcp import TcpPeer
+    from services.bridge.media.transport.ice_tcp import TcpPeer
 
     agent = IceAgent()
     agent.set_local_candidates(LOCAL, tcp=[("127.0.0.1", 4443)])

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from services.bridge.media import aiortc_adapter as adapter
-from services.bridge.media.ice_tcp import (
+from services.bridge.media.transport import aiortc_adapter as adapter
+from services.bridge.media.transport.ice_tcp import (
     IceTcpLimits,
     IceTcpServer,
     Rfc4571Framer,

@@ -2,28 +2,24 @@ from __future__ import annotations
 
 import itertools
 import struct
+import threading
 
 import pylibsrtp
 import pytest
 
-from services.bridge.media import rtcp
-from services.bridge.media.aiortc_adapter import SrtpContext
-from services.bridge.media.forwarder import ConferenceForwarder
-from services.bridge.media.lastn import (
-    UNLIMITED,
-    AudioSubscription,
-    ConferenceIntelligencePolicy,
-    ConferenceVideoPolicy,
-    ReceiverSettings,
-    SourceLayers,
-    allocate,
-    sender_max_height,
-)
-from services.bridge.media.mixer import OpusEncoder
+from services.bridge.media.allocation.allocator import SourceLayers, allocate, sender_max_height
+from services.bridge.media.allocation.lastn import AudioSubscription, ConferenceIntelligencePolicy
+from services.bridge.media.allocation.mixer import OpusEncoder
+from services.bridge.media.allocation.settings import UNLIMITED, ReceiverSettings
+from services.bridge.media.allocation.video_policy import ConferenceVideoPolicy
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.simulcast import video_sources
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
-from services.bridge.media.rtp import AUDIO_LEVEL_URI
-from services.bridge.media.simulcast import video_sources
+from services.bridge.media.packets import rtcp
+from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI
 from services.bridge.media.tests.test_mixer import decode_all, energy_at, tone_frames
+from services.bridge.media.transport.aiortc_adapter import SrtpContext
+from services.common import bridge_channel
 from services.common.bridge_channel import (
     ForwardedSources,
     LastNChangedEvent,
@@ -35,6 +31,19 @@ from services.common.bridge_channel import (
 
 HEIGHTS = (180, 360, 720)
 RATES = (150_000.0, 500_000.0, 1_500_000.0)
+
+
+def steer(policy: ConferenceIntelligencePolicy, endpoint: str, message: object) -> None:
+    """A bridge-channel message as the bridge channel hands it to the policy: parsed once (one
+    the schema refuses never reaches the policy)."""
+    if isinstance(message, bridge_channel.BridgeChannelMessage):
+        policy.on_message(endpoint, message)
+        return
+    try:
+        parsed = bridge_channel.parse(message)  # type: ignore[arg-type]
+    except bridge_channel.BridgeChannelError:
+        return
+    policy.on_message(endpoint, parsed)
 
 
 def sources(*endpoints: str) -> list[SourceLayers]:
@@ -180,12 +189,12 @@ def test_sender_constraints_follow_the_receivers() -> None:
     first = policy.recompute()
     assert ("a", SenderSourceConstraints(source_name="a-v0", max_height=UNLIMITED)) in first.messages
     for ep in "bcdef":
-        policy.on_message(ep, constraints(defaultConstraints={"maxHeight": 180}))
+        steer(policy, ep, constraints(defaultConstraints={"maxHeight": 180}))
     update = policy.recompute()
     assert ("a", SenderSourceConstraints(source_name="a-v0", max_height=180)) in update.messages
     assert policy.allocation("b").layers["a-v0"] == 0
     for ep in "bcdef":
-        policy.on_message(ep, constraints(constraints={"a-v0": {"maxHeight": 0}}))
+        steer(policy, ep, constraints(constraints={"a-v0": {"maxHeight": 0}}))
     update = policy.recompute()
     assert ("a", SenderSourceConstraints(source_name="a-v0", max_height=0)) in update.messages
     assert 100 not in policy.routes and 101 not in policy.routes
@@ -204,7 +213,7 @@ def test_bandwidth_and_measured_layers_drive_the_layer() -> None:
     assert policy.pending_keyframes() >= {101}
     projection = policy.routes[101]["b"].projection
     assert projection.target == 1
-    policy.on_message("b", constraints(defaultConstraints={"maxHeight": 90}))
+    steer(policy, "b", constraints(defaultConstraints={"maxHeight": 90}))
     policy.recompute()
     assert policy.allocation("b").layers == {"a-v0": 0}
 
@@ -287,7 +296,9 @@ class Participant:
 def test_six_participants_loudest_is_dominant_and_last_n_two_forwards_the_two_speakers() -> None:
     clock = Clock()
     messages: list[tuple[str, dict]] = []
-    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    policy = ConferenceIntelligencePolicy(
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+    )
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abcdef")}
     for p in people.values():
@@ -338,15 +349,15 @@ def test_six_participants_loudest_is_dominant_and_last_n_two_forwards_the_two_sp
 def test_bad_and_unrelated_messages_are_ignored() -> None:
     policy = ConferenceIntelligencePolicy(clock=Clock())
     policy.on_endpoint_added("a")
-    policy.on_message("a", {"colibriClass": "LastNChangedEvent", "lastN": "many"})
-    policy.on_message("a", {"colibriClass": "EndpointMessage", "to": "", "msgPayload": {}})
-    policy.on_message("a", {"colibriClass": "LastNChangedEvent", "lastN": 1})
+    steer(policy, "a", {"colibriClass": "LastNChangedEvent", "lastN": "many"})
+    steer(policy, "a", {"colibriClass": "EndpointMessage", "to": "", "msgPayload": {}})
+    steer(policy, "a", {"colibriClass": "LastNChangedEvent", "lastN": 1})
     assert policy.video.settings("a").last_n == 1
 
 
 def test_mixer_channel_gets_one_mixed_stream_of_the_others() -> None:
     clock = Clock()
-    policy = ConferenceIntelligencePolicy(clock=clock, mixer_thread=False)
+    policy = ConferenceIntelligencePolicy(clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abm")}
     for p in people.values():
@@ -399,9 +410,28 @@ def test_audio_subscription(fields: dict, wanted: set[str]) -> None:
     assert {s for s in ("a-a0", "b-a0", "c-a0") if subscription.wants(s)} == wanted
 
 
+def test_the_policy_starts_no_thread_and_tells_its_owner_when_mixing_starts_and_stops() -> None:
+    """The mixing clock belongs to the policies registry: the policy only says when it needs one."""
+    threads_before = {t.ident for t in threading.enumerate()}
+    policy = ConferenceIntelligencePolicy(clock=Clock())
+    told: list[object] = []
+    policy.on_mixing = told.append
+    for ep in ("a", "b", "c"):
+        policy.on_endpoint_added(ep)
+    first = policy.set_audio_mixing("a", True)
+    assert policy.set_audio_mixing("a", True) == first  # idempotent: one stream, one report
+    policy.set_audio_mixing("b", True)
+    assert told == [policy.mixer] and policy.mixer is not None
+    policy.set_audio_mixing("a", False)
+    assert told == [policy.mixer]  # b still mixes
+    policy.on_endpoint_removed("b")
+    assert told == [policy.mixer, None]
+    assert {t.ident for t in threading.enumerate()} <= threads_before
+
+
 def test_receiver_audio_subscription_filters_the_audio_it_gets() -> None:
     clock = Clock()
-    policy = ConferenceIntelligencePolicy(clock=clock, mixer_thread=False)
+    policy = ConferenceIntelligencePolicy(clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abc")}
     for p in people.values():
@@ -411,14 +441,14 @@ def test_receiver_audio_subscription_filters_the_audio_it_gets() -> None:
         forwarder.set_srtp(
             p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
         )
-    policy.on_message("a", {"colibriClass": "ReceiverAudioSubscription", "include": ["c-a0"]})
+    steer(policy, "a", {"colibriClass": "ReceiverAudioSubscription", "include": ["c-a0"]})
     mark = len(people["a"].sent)
     for _ in range(5):
         clock.now += 0.02
         for p in people.values():
             forwarder.handle_rtp(forwarder.endpoints[p.name], p.audio(100), clock.now)
     assert people["a"].received_ssrcs(mark) == {people["c"].audio_ssrc}
-    policy.on_message("a", {"colibriClass": "ReceiverAudioSubscription", "all": True})
+    steer(policy, "a", {"colibriClass": "ReceiverAudioSubscription", "all": True})
     mark = len(people["a"].sent)
     clock.now += 0.02
     for p in people.values():
@@ -462,7 +492,9 @@ def simulcast_call(
 ) -> tuple[ConferenceIntelligencePolicy, ConferenceForwarder, Participant, Participant]:
     """Sender ``s`` with three VP8 layers (``SIMULCAST_SSRCS``, SIM group) and receiver ``r``,
     both connected; bridge-channel messages go to ``messages``."""
-    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    policy = ConferenceIntelligencePolicy(
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+    )
     forwarder = ConferenceForwarder("conf", policy)
     sender, receiver = Participant(0, "s"), Participant(1, "r")
     ssrcs = SIMULCAST_SSRCS
@@ -533,8 +565,10 @@ def test_vp8_picture_ids_stay_continuous_for_a_receiver_across_layer_switches() 
             frame += 1
 
     def constrain(height: int) -> None:
-        policy.on_message(
-            "r", {"colibriClass": "ReceiverVideoConstraints", "defaultConstraints": {"maxHeight": height}}
+        steer(
+            policy,
+            "r",
+            {"colibriClass": "ReceiverVideoConstraints", "defaultConstraints": {"maxHeight": height}},
         )
 
     constrain(180)
@@ -609,7 +643,9 @@ def test_bandwidth_feedback_follows_the_streams_a_receiver_gets_now() -> None:
     when the sender it first got video from leaves, its REMB for another stream still counts."""
     clock = Clock()
     messages: list[tuple[str, dict]] = []
-    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    policy = ConferenceIntelligencePolicy(
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+    )
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abr")}
     for p in people.values():
@@ -688,10 +724,10 @@ def test_receivers_that_join_leave_or_pause_mid_stream_get_video_accordingly() -
     marks = send(1.0)
     assert len(video_seqs("b", marks["b"])) == len(video_seqs("d", marks["d"])) == 20
     b_before = video_seqs("b", 0)
-    policy.on_message("b", {"colibriClass": "LastNChangedEvent", "lastN": 0})
+    steer(policy, "b", {"colibriClass": "LastNChangedEvent", "lastN": 0})
     marks = send(1.0)
     assert video_seqs("b", marks["b"]) == [] and len(video_seqs("d", marks["d"])) == 20
-    policy.on_message("b", {"colibriClass": "LastNChangedEvent", "lastN": -1})
+    steer(policy, "b", {"colibriClass": "LastNChangedEvent", "lastN": -1})
     marks = send(1.0)
     resumed = video_seqs("b", marks["b"])
     assert len(resumed) == 20
@@ -716,7 +752,7 @@ def test_a_screen_share_is_on_stage_first_in_high_resolution_and_outside_last_n(
         )
     policy.set_speaker_order(["a", "b", "c", "d"])
     for ep in "abc":  # a thumbnail layout: 180 lines for everything by default
-        policy.on_message(ep, constraints(defaultConstraints={"maxHeight": 180}))
+        steer(policy, ep, constraints(defaultConstraints={"maxHeight": 180}))
     policy.recompute()
     assert policy.allocation("b").forwarded == ["a-v0"]  # d's second source is a camera so far
     assert not policy.set_video_type("a", "d-v1", "desktop")  # not a's source: refused
@@ -733,18 +769,18 @@ def test_a_screen_share_is_on_stage_first_in_high_resolution_and_outside_last_n(
     assert ("d", SenderSourceConstraints(source_name="d-v1", max_height=UNLIMITED)) in update.messages
     assert set(policy.routes[450]) == {"a", "b", "c"}
     # a receiver that names the source keeps its say; audio-only (default 0) gets no screen either
-    policy.on_message("b", constraints(constraints={"d-v1": {"maxHeight": 0}}))
-    policy.on_message("c", constraints(lastN=0, defaultConstraints={"maxHeight": 0}, constraints={}))
+    steer(policy, "b", constraints(constraints={"d-v1": {"maxHeight": 0}}))
+    steer(policy, "c", constraints(lastN=0, defaultConstraints={"maxHeight": 0}, constraints={}))
     policy.recompute()
     assert "d-v1" not in policy.allocation("b").forwarded
     assert policy.allocation("c").forwarded == []
     # pinned (on stage) sources still come before the screen share
-    policy.on_message("a", constraints(onStageSources=["b-v0"]))
+    steer(policy, "a", constraints(onStageSources=["b-v0"]))
     policy.recompute()
     assert policy.allocation("a").forwarded == ["b-v0", "d-v1"]
     # the share stops: back to a camera source, counted by last-N again
     assert policy.set_video_type("d", "d-v1", "camera")
-    policy.on_message("a", constraints(onStageSources=[]))
+    steer(policy, "a", constraints(onStageSources=[]))
     policy.recompute()
     assert policy.allocation("a").forwarded == ["b-v0"]
 
@@ -752,14 +788,16 @@ def test_a_screen_share_is_on_stage_first_in_high_resolution_and_outside_last_n(
 def test_source_video_type_message_reaches_the_allocation_and_media_stops_are_announced() -> None:
     clock = Clock()
     messages: list = []
-    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    policy = ConferenceIntelligencePolicy(
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+    )
     for ep in "ab":
         policy.on_endpoint_added(ep)
-    policy.on_message(
-        "a", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "a-v1", "videoType": "desktop"}
+    steer(
+        policy, "a", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "a-v1", "videoType": "desktop"}
     )
-    policy.on_message(
-        "a", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "b-v1", "videoType": "desktop"}
+    steer(
+        policy, "a", {"colibriClass": "SourceVideoTypeMessage", "sourceName": "b-v1", "videoType": "desktop"}
     )
     assert policy.video.is_desktop("a-v1") and not policy.video.is_desktop("b-v1")
     policy.connectivity.on_media("a", clock())

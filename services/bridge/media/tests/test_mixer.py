@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from services.bridge.media.mixer import (
+from services.bridge.media.allocation.mixer import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
     MixedRtpStream,

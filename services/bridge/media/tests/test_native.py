@@ -17,11 +17,19 @@ from typing import Any
 import pylibsrtp
 import pytest
 
-from services.bridge.media.aiortc_adapter import SrtpContext
-from services.bridge.media.forwarder import ConferenceForwarder, EndpointMedia, Subscription
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.mapping import ForwardingMapping
+from services.bridge.media.forwarding.native import (
+    NativeFanout,
+    NativeUnavailable,
+    build,
+    load,
+    socket_address,
+)
+from services.bridge.media.forwarding.policy import ForwardingPolicy
+from services.bridge.media.forwarding.streams import EndpointMedia, Subscription
 from services.bridge.media.model import MediaSources, PayloadType
-from services.bridge.media.native import NativeFanout, NativeUnavailable, build, load, socket_address
-from services.bridge.media.policy import ForwardingPolicy
+from services.bridge.media.transport.aiortc_adapter import SrtpContext
 
 GCM = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
 SENDER_SSRC = 1002
@@ -122,9 +130,9 @@ def test_the_c_loop_sends_what_the_python_loop_sends(library: Any, sockets: list
     # receiver 1 sees the stream remapped, across both wraps; receiver 2 with a payload rewrite
     for conference in (twins.python, twins.native):
         r1 = conference.endpoints["r1"].subscriptions[SENDER_SSRC]
-        r1.remap(0xDEADBEEF, -3, 2**32 - 5)
+        r1.follow(ForwardingMapping(SENDER_SSRC, 0xDEADBEEF, -3, 2**32 - 5))
         r2 = conference.endpoints["r2"].subscriptions[SENDER_SSRC]
-        r2.remap(SENDER_SSRC, 7, 0, payload_rewrite=lambda packet: packet.__setitem__(12, 0x90))
+        r2.follow(ForwardingMapping(SENDER_SSRC, seq_delta=7, payload_rewrite=lambda p: p.__setitem__(12, 0x90)))
     packets = [rtp_packet((0xFFFE + i) & 0xFFFF, (0xFFFFFFF0 + 3000 * i) & 0xFFFFFFFF) for i in range(6)]
     for packet in packets:
         twins.send(packet)
@@ -199,7 +207,7 @@ def test_socket_addresses_are_what_the_kernel_reports() -> None:
 
 
 def test_a_missing_or_failed_build_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(NativeUnavailable, match=r"not built.*services\.bridge\.media\.native"):
+    with pytest.raises(NativeUnavailable, match=r"not built.*services\.bridge\.media\.forwarding\.native"):
         load(tmp_path / "absent.so")
     monkeypatch.setenv("CC", "false")
     with pytest.raises(NativeUnavailable, match="failed"):

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from services.bridge.media import rtcp
-from services.bridge.media.lastn import (
-    ConferenceVideoPolicy,
-    ReceiverSettings,
-    SourceLayers,
-    allocate,
-    smoothed_layer_rates,
-)
-from services.bridge.media.probing import StepUpProbe
-from services.bridge.media.simulcast import video_sources
+from services.bridge.media.allocation.allocator import SourceLayers, allocate, smoothed_layer_rates
+from services.bridge.media.allocation.probing import StepUpProbe
+from services.bridge.media.allocation.settings import ReceiverSettings
+from services.bridge.media.allocation.video_policy import ConferenceVideoPolicy
+from services.bridge.media.forwarding.simulcast import video_sources
+from services.bridge.media.packets import rtcp
 from services.bridge.media.tests.test_lastn import (
     HEIGHTS,
     RATES,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import struct
 
-from services.bridge.media import rtp
-from services.bridge.media.forwarder import ConferenceForwarder
-from services.bridge.media.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.simulcast import video_sources
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
-from services.bridge.media.rid import (
+from services.bridge.media.packets import rtp
+from services.bridge.media.packets.rid import (
     MAX_BOUND_SSRCS,
     REPAIRED_RTP_STREAM_ID_URI,
     RTP_STREAM_ID_URI,
@@ -18,7 +19,6 @@ from services.bridge.media.rid import (
     rid_rank,
     sdes_value,
 )
-from services.bridge.media.simulcast import video_sources
 from services.bridge.media.tests.test_forwarder import srtp_pair
 
 RID_EXT, REPAIRED_EXT, MID_EXT = 10, 11, 9

@@ -10,7 +10,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.bridge.media import rtcp, rtp
+from services.bridge.media.packets import rtcp, rtp
 
 
 def packet(

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor, vp8_depayload
 
-from services.bridge.media.model import MediaSources
-from services.bridge.media.rtp import payload_bounds
-from services.bridge.media.simulcast import (
+from services.bridge.media.forwarding.simulcast import (
     LayerMeter,
     SimulcastLayer,
     SimulcastProjection,
@@ -21,6 +19,8 @@ from services.bridge.media.simulcast import (
     parse_packet,
     video_sources,
 )
+from services.bridge.media.model import MediaSources
+from services.bridge.media.packets.rtp import payload_bounds, sequence_number_and_timestamp
 
 CHROME_SIMULCAST = MediaSources(
     video_ssrcs=[1, 2, 3, 11, 12, 13],
@@ -257,16 +257,9 @@ def test_accept_with_the_parsed_descriptor_then_rewrite_payload_continues_pictur
         )
 
     def rewritten(original: bytearray) -> bytearray:
-        out = bytearray(original)
-        out[2:12] = struct.pack(
-            "!HII",
-            ((original[2] << 8 | original[3]) + projection.seq_offset) & 0xFFFF,
-            (int.from_bytes(original[4:8], "big") + projection.ts_offset) & 0xFFFFFFFF,
-            projection.out_ssrc,
-        )
-        if projection.rewrites_payload:
-            projection.rewrite_payload(out)
-        return out
+        # as a subscription forwards it: under the projection's mapping
+        seq, ts = sequence_number_and_timestamp(original)
+        return bytearray(projection.mapping.apply(bytes(original), seq, ts))
 
     def forward(original: bytearray, layer: int, now: float) -> bytearray | None:
         if not projection.accept(original, layer, now, parse_packet(original)):
@@ -284,11 +277,21 @@ def test_accept_with_the_parsed_descriptor_then_rewrite_payload_continues_pictur
     ]
     assert [ids(p) for p in low if p] == [(32_766, 254), (32_767, 255), (0, 0)]
     assert not projection.rewrites_payload
+    low_mapping = projection.mapping
+    assert (low_mapping.source_ssrc, low_mapping.out_ssrc, low_mapping.rewrite) == (1, 1, False)
     projection.set_target(1)
     assert forward(packet(500, 2, 7, 90, False), 1, 0.1) is None  # waits for a key frame
+    assert projection.mapping is low_mapping  # nothing switched yet
     high = [forward(packet(501 + i, 2, 8 + i, 91 + i, i == 0), 1, 0.13 + i / 30) for i in range(3)]
     assert [ids(p) for p in high if p] == [(1, 1), (2, 2), (3, 3)]
     assert projection.rewrites_payload
+    # the switch made a new mapping, for layer 1's stream; the old one still says how layer 0's
+    # packets went out (retransmissions of them use it)
+    high_mapping = projection.mapping
+    assert high_mapping is not low_mapping
+    assert (high_mapping.source_ssrc, high_mapping.out_ssrc, high_mapping.rewrite) == (2, 1, True)
+    assert (high_mapping.seq_delta, high_mapping.ts_delta) == (projection.seq_offset, projection.ts_offset)
+    assert (low_mapping.seq_delta, low_mapping.ts_delta, low_mapping.payload_rewrite) == (0, 0, None)
     # a retransmission of the second one from the bridge's cache: no accept, its own descriptor
     assert ids(rewritten(packet(502, 2, 9, 92, False))) == (2, 2)
 
@@ -333,7 +336,7 @@ def test_reordered_duplicate_and_late_packets_around_the_in_order_path() -> None
 def test_the_vp8_descriptor_is_read_only_when_a_receiver_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Steady forwarding reads no payload descriptor; a picture-id rewrite reads it once per
     packet, whatever the number of receivers."""
-    import services.bridge.media.simulcast as simulcast
+    import services.bridge.media.forwarding.simulcast as simulcast
 
     reads = 0
     real_parse = simulcast.parse_descriptor

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.bridge.media.speaker import (
+from services.bridge.media.allocation.speaker import (
     DominantSpeakerDetector,
     SpeakerChange,
     SpeakerDetectorSettings,

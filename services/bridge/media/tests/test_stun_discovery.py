@@ -1,4 +1,4 @@
-from services.bridge.media.stun_discovery import AddressPlan, plan_candidates
+from services.bridge.media.transport.stun_discovery import AddressPlan, plan_candidates
 
 
 def test_configured_addresses_win_over_stun() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 
-from services.bridge.media.vp8 import (
+from services.bridge.media.packets.vp8 import (
     Vp8Descriptor,
     is_keyframe_start,
     keyframe_size,

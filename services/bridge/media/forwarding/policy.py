@@ -9,12 +9,14 @@ forwarding loop. Policies do no I/O: bridge-channel messages go out through ``se
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from services.common.bridge_channel import BridgeChannelMessage
 
 if TYPE_CHECKING:
-    from .forwarder import IncomingStream, Subscription
+    from .streams import IncomingStream, Subscription
 
-SendMessage = Callable[[str, dict[str, Any]], None]  # (endpoint_id, bridge-channel message)
+SendMessage = Callable[[str, BridgeChannelMessage], None]  # (endpoint_id, bridge-channel message)
 
 
 class ForwardingPolicy:
@@ -41,11 +43,9 @@ class ForwardingPolicy:
     def on_endpoint_removed(self, endpoint_id: str) -> None:
         """An endpoint left (expired)."""
 
-    def on_message(self, endpoint_id: str, message: dict[str, Any]) -> None:
-        """A media-steering bridge-channel message from ``endpoint_id`` (LastNChangedEvent…)."""
-
-    def close(self) -> None:
-        """The conference is gone: release what the policy holds (threads). Idempotent."""
+    def on_message(self, endpoint_id: str, message: BridgeChannelMessage) -> None:
+        """A media-steering bridge-channel message from ``endpoint_id`` (LastNChangedEvent…),
+        parsed and validated once by the bridge channel."""
 
 
 PolicyFactory = Callable[[str, SendMessage], ForwardingPolicy]  # (conference_id, send) -> policy

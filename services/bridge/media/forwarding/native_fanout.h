@@ -1,7 +1,7 @@
 /*
  * Parley bridge: the structures and the function the C forwarding loop (native_fanout.c) shares
  * with Python. This file is the one declaration of both sides: native_fanout.c includes it, and
- * services/bridge/media/native.py hands it to cffi's cdef (which reads C declarations and
+ * services/bridge/media/forwarding/native.py hands it to cffi's cdef (which reads C declarations and
  * comments; native.py drops the preprocessor lines first), so the two can never disagree.
  * Every structure is allocated and owned by Python (cffi); C only reads and updates it.
  */

@@ -1,7 +1,7 @@
 """Audio levels (RFC 6464) and dominant-speaker identification. No I/O.
 
 The levels come from the ``urn:ietf:params:rtp-hdrext:ssrc-audio-level`` header extension, read
-by the forwarder with :func:`services.bridge.media.rtp.audio_level`. :class:`DominantSpeakerDetector`
+by the forwarder with :func:`services.bridge.media.packets.rtp.audio_level`. :class:`DominantSpeakerDetector`
 is fed ``(endpoint, level, now)`` per audio packet (O(1): one ring-buffer write) and asked every
 decision interval (:meth:`~DominantSpeakerDetector.decide`) whether the dominant speaker changed.
 

@@ -2,7 +2,7 @@
 
 A receiver's bandwidth estimate (``bandwidth.py``: its REMB scaled by a loss factor) follows what
 it receives: Chrome's receive-side estimator never announces much more than about 1.5 times its
-incoming bitrate. The allocator (``lastn.py``) only sends what the estimate covers, so a receiver
+incoming bitrate. The allocator (``allocator.py``) only sends what the estimate covers, so a receiver
 put on low layers (at start-up, or after a loss or CPU episode) would stay there: its estimate
 has no reason to grow. The bridge sends no padding; instead it tries the next layer.
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from .bandwidth import LOW_LOSS
 
 if TYPE_CHECKING:
-    from .lastn import ReceiverAllocation
+    from .allocator import ReceiverAllocation
 
 
 class StepUpProbe:

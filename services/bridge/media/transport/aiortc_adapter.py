@@ -17,7 +17,7 @@ uses the pieces underneath, some of which are private:
 - ``pylibsrtp`` (aiortc's SRTP binding): ``Session``/``Policy``, and its private cffi binding
   (``pylibsrtp._binding``: ``srtp_protect``/``srtp_unprotect`` called with a reused buffer, the
   session handle ``Session._srtp``) for the per-packet path; the addresses of that
-  ``srtp_protect`` and of each outbound session go to the C forwarding loop (``native.py``).
+  ``srtp_protect`` and of each outbound session go to the C forwarding loop (``forwarding/native.py``).
 
 aiortc, aioice and pylibsrtp are pinned exactly in ``pyproject.toml``; ``tests/test_aiortc_adapter.py`` checks
 the hooks still exist and behave. Everything here but :class:`SctpAssociation` is sans-I/O:

@@ -4,13 +4,13 @@
   ``FID`` ssrc-groups) into :class:`VideoSource` objects, one per camera/screen, named
   ``<endpoint>-v0``, ``-v1``… with their layers ordered low to high (the order of the SIM group).
 * :class:`LayerMeter` measures each layer's bitrate and learns its resolution from VP8 key frames
-  (O(1) per packet), so the allocator (``lastn.py``) knows what each layer costs and shows.
+  (O(1) per packet), so the allocator (``allocation/allocator.py``) knows what each layer costs and shows.
 * :class:`SimulcastProjection` is one receiver's view of one source: it forwards one layer at a
   time, switches to the target layer only at a key frame of that layer, and rewrites SSRC,
   sequence number, RTP timestamp and the VP8 picture id / TL0PICIDX so the receiver sees a single
   continuous stream on the source's first SSRC.
 
-No I/O; RTP headers are read and written with ``rtp.py``, VP8 payload descriptors with ``vp8.py``. Retransmissions (RTX) are not projected: the bridge answers NACKs from its own packet
+No I/O; RTP headers are read and written with ``packets/rtp.py``, VP8 payload descriptors with ``vp8.py``. Retransmissions (RTX) are not projected: the bridge answers NACKs from its own packet
 cache with the projected packets.
 """
 
@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import rtp
-from .model import MediaSources
-from .vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
+from ..model import MediaSources
+from ..packets import rtp
+from ..packets.vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
+from .mapping import ForwardingMapping
 
 VIDEO_CLOCK_RATE = 90_000
 DEFAULT_TOP_HEIGHT = 720
@@ -55,7 +56,7 @@ class VideoSource:
     layers: tuple[SimulcastLayer, ...]
     forward_ssrc: int | None = None
     """The SSRC receivers know the source by when it is not the lowest layer's (RID layers the
-    bridge reordered, ``rid.py``)."""
+    bridge reordered, ``packets/rid.py``)."""
 
     @property
     def primary_ssrc(self) -> int:
@@ -257,10 +258,13 @@ class SimulcastProjection:
 
     * :meth:`project` takes a packet, decides and rewrites it in place;
     * the forwarder's way, which parses each packet once for all its receivers: :meth:`accept`
-      with the packet's :func:`parse_packet` decides; the forwarder rewrites the RTP header with
-      :attr:`out_ssrc`, :attr:`seq_offset` and :attr:`ts_offset`, and, while
-      :attr:`rewrites_payload`, calls :meth:`rewrite_payload` on its copy of the packet just
-      accepted.
+      with the packet's :func:`parse_packet` decides; the receiver's subscription forwards it
+      under :attr:`mapping` (SSRC, offsets and, while :attr:`rewrites_payload`,
+      :meth:`rewrite_payload` on its copy of the packet just accepted).
+
+    The projection is the one owner of that mapping: it makes a new
+    :class:`~.mapping.ForwardingMapping` at every switch, and the subscription of the layer it
+    now forwards points at it (``Subscription.follow``).
 
     Picture ids (7 or 15 bits) and TL0PICIDX continue from the last ones the receiver got, +1, at
     every switch, as sequence numbers and timestamps do; the offsets then hold until the next one.
@@ -279,6 +283,7 @@ class SimulcastProjection:
         "_ts_offset",
         "current",
         "layer_ssrcs",
+        "mapping",
         "out_ssrc",
         "switches",
         "target",
@@ -292,6 +297,8 @@ class SimulcastProjection:
         self.wait_for_keyframe = len(source.layers) > 1 if wait_for_keyframe is None else wait_for_keyframe
         self.out_ssrc = source.primary_ssrc
         self.layer_ssrcs = source.ssrcs
+        self.mapping = ForwardingMapping(self.out_ssrc)
+        """What the receiver sees of the current layer; replaced (never changed) at each switch."""
         self.target = -1
         self.current = -1
         self.switches = 0
@@ -469,4 +476,11 @@ class SimulcastProjection:
         self._switch_seq_due = (parsed.seq + 0x4000) & 0xFFFF
         self.current = self.target
         self.switches += 1
+        self.mapping = ForwardingMapping(
+            self.layer_ssrcs[self.current],
+            self.out_ssrc,
+            self._seq_offset,
+            self._ts_offset,
+            self.rewrite_payload if self.rewrites_payload else None,
+        )
         return True

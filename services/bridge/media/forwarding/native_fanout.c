@@ -12,7 +12,7 @@
  * updated here. libsrtp is not linked: its srtp_protect is passed in as a function pointer (the
  * copy inside pylibsrtp, whose sessions these are).
  *
- * Build: python -m services.bridge.media.native (gcc -O2 -shared -fPIC).
+ * Build: python -m services.bridge.media.forwarding.native (gcc -O2 -shared -fPIC).
  */
 #include <errno.h>
 #include <stdint.h>

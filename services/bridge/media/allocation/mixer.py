@@ -27,7 +27,7 @@ from collections.abc import Callable
 import av
 import numpy as np
 
-from . import rtp
+from ..packets import rtp
 
 log = logging.getLogger("parley.bridge.mixer")
 

@@ -12,9 +12,9 @@ it holds. Transport-wide congestion control feedback is not used (it needs a
 send-side delay estimator the bridge does not have); a receiver that sends neither REMB nor
 reports has no estimate (``None``) and is not limited by bandwidth.
 
-RTCP parsing itself is ``rtcp.py``'s; this module takes the numbers (the latest REMB the receiver
+RTCP parsing itself is ``packets/rtcp.py``'s; this module takes the numbers (the latest REMB the receiver
 sent, whichever streams it names, and each new receiver report once). The estimate feeds the
-allocator (``lastn.py``, layer choice), the upward probe that lets a receiver go one layer beyond
+allocator (``allocator.py``, layer choice), the upward probe that lets a receiver go one layer beyond
 it (``probing.py``) and the ``ConnectionStats`` message.
 """
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from ..model import MediaSources
 from . import rtp
-from .model import MediaSources
 
 RTP_STREAM_ID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 REPAIRED_RTP_STREAM_ID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"

@@ -24,6 +24,10 @@ TWO_BYTE_PROFILE = 0x1000
 """RFC 8285 two-byte form (the low four bits are application bits)."""
 
 RTP_HEADER_SIZE = 12
+
+unpack_header = _HEADER.unpack_from
+"""``(v_p_x_cc, m_pt, sequence_number, timestamp, ssrc)`` of a packet of at least 12 bytes, without
+a Python call: for the packet path, which checks the length itself."""
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 

@@ -10,15 +10,15 @@ simulcast, NACKs, RTCP, retransmissions) stays in Python. The Python loop in
 (VP8 picture ids after a simulcast switch), for a socket whose buffer is full, and whenever the
 library is not built.
 
-Build (gcc only, no Python headers): ``python -m services.bridge.media.native``; ``./parley``
+Build (gcc only, no Python headers): ``python -m services.bridge.media.forwarding.native``; ``./parley``
 and the bridge image run it. The library is loaded with cffi's ABI mode and calls libsrtp
 through the ``srtp_protect`` of pylibsrtp's own copy, whose sessions the bridge creates.
 
 The structures and the function are declared once, in ``native_fanout.h``: the C file includes
 it and cffi reads it here. State shared with C lives in cffi structures owned here: one ``parley_receiver`` per endpoint
 (:class:`NativeReceiver`: SRTP session, address, socket) and one ``parley_subscription`` per
-subscription (rewrite offsets, counters, and pointers into the :class:`~.forwarder.SentLog`
-arrays).
+subscription (a mirror of its :class:`~.mapping.ForwardingMapping`, counters, and pointers into
+the :class:`~.nack.SentLog` arrays).
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
 if TYPE_CHECKING:
-    from .aiortc_adapter import SrtpContext
-    from .forwarder import SentLog, Subscription
+    from ..transport.aiortc_adapter import SrtpContext
+    from .mapping import ForwardingMapping
+    from .nack import SentLog
+    from .streams import Subscription
 
 log = logging.getLogger("parley.bridge.media.native")
 
@@ -99,12 +101,12 @@ def build(output: Path = LIBRARY) -> Path:
 def load(path: Path = LIBRARY) -> Any:
     """The built library, checked to be newer than its source."""
     if not path.exists():
-        raise NativeUnavailable(f"{path} is not built (python -m services.bridge.media.native)")
+        raise NativeUnavailable(f"{path} is not built (python -m services.bridge.media.forwarding.native)")
     if path == LIBRARY:
         for source in (SOURCE, HEADER):
             if source.exists() and source.stat().st_mtime > path.stat().st_mtime:
                 raise NativeUnavailable(
-                    f"{path} is older than {source.name} (python -m services.bridge.media.native)"
+                    f"{path} is older than {source.name} (python -m services.bridge.media.forwarding.native)"
                 )
     try:
         return _ffi.dlopen(str(path))
@@ -176,14 +178,14 @@ def subscription_struct(receiver: NativeReceiver, sent: SentLog) -> Any:
     return sub
 
 
-def update_mapping(
-    sub: Any, out_ssrc: int, seq_delta: int, ts_delta: int, rewrite: bool, python_only: bool
-) -> None:
-    sub.out_ssrc = out_ssrc & 0xFFFFFFFF
-    sub.seq_delta = seq_delta & 0xFFFF
-    sub.ts_delta = ts_delta & 0xFFFFFFFF
-    sub.rewrite = rewrite
-    sub.python_only = python_only
+def write_mapping(sub: Any, mapping: ForwardingMapping) -> None:
+    """Mirror ``mapping`` into the ``parley_subscription`` ``sub`` (only ``Subscription`` calls
+    this, whenever its mapping changes: the C copy is never written anywhere else)."""
+    sub.out_ssrc = mapping.out_ssrc & 0xFFFFFFFF
+    sub.seq_delta = mapping.seq_delta & 0xFFFF
+    sub.ts_delta = mapping.ts_delta & 0xFFFFFFFF
+    sub.rewrite = mapping.rewrite
+    sub.python_only = mapping.payload_rewrite is not None
 
 
 class NativeFanout:
