@@ -43,7 +43,7 @@ from services.common.jingle_sdp import SdpOffer
 from services.common.logging import RateLimitedLogger
 from services.common.xmpp_guard import send_iq_error
 
-from . import audio
+from . import audio, dtmf
 from .config import SipSettings
 from .core import Call
 from .transport import CallRefused
@@ -99,6 +99,11 @@ class Mixer:
         self.sources: dict[str, deque[np.ndarray]] = {}
         self.frames_in = 0
         self.frames_dropped = 0
+        self.prompt: deque[np.ndarray] = deque()  # an announcement played over the mix
+
+    def play(self, frames: list[np.ndarray]) -> None:
+        """Play ``frames`` (replacing what was playing) over the mix."""
+        self.prompt = deque(frames)
 
     def push(self, source: str, pcm: np.ndarray) -> None:
         queue = self.sources.setdefault(source, deque())
@@ -113,7 +118,10 @@ class Mixer:
         self.sources.pop(source, None)
 
     def pull(self) -> np.ndarray:
-        return audio.mix([q.popleft() for q in self.sources.values() if q])
+        frames = [q.popleft() for q in self.sources.values() if q]
+        if self.prompt:
+            frames.append(self.prompt.popleft())
+        return audio.mix(frames)
 
 
 class MixTrack(MediaStreamTrack):
@@ -167,6 +175,7 @@ class MeetingLeg(slixmpp.ClientXMPP):
             "mute", MatchXPath(f"{{jabber:client}}iq/{{{NS_AUDIO_MUTE}}}mute"), self._mute_iq))  # type: ignore[arg-type]
         self.register_handler(Callback("presence", MatchXPath("{jabber:client}presence"), self._presence))  # type: ignore[arg-type]
         self._closing = False
+        self._connected_once = False
 
     @property
     def occupant_jid(self) -> str:
@@ -184,6 +193,7 @@ class MeetingLeg(slixmpp.ClientXMPP):
 
     async def join(self, room: str, within: float) -> None:
         x = self.settings.xmpp
+        self._connected_once = True
         self.connect(x.server, x.port)
         await asyncio.wait_for(self._started.wait(), within)
         iq = self.make_iq_set(ito=x.focus)
@@ -341,15 +351,20 @@ class MeetingLeg(slixmpp.ClientXMPP):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.disconnect()
+        if self._connected_once:  # a dial-in caller that never got past the PIN has no session
+            self.disconnect()
 
 
 class PlainRtp(asyncio.DatagramProtocol):
     """One plain-RTP (G.711) caller: decode what it sends into the voice mixer, send it the mix."""
 
     def __init__(self, pt: int, remote: tuple[str, int], voice: Mixer, heard: Mixer,
-                 muted: Callable[[], bool]) -> None:
+                 muted: Callable[[], bool], telephone_event: int | None = None,
+                 on_digit: Callable[[str], None] | None = None) -> None:
         self.pt = pt
+        self.telephone_event = telephone_event
+        self.on_digit = on_digit
+        self.events = dtmf.EventDecoder()
         self.remote = remote
         self.voice, self.heard, self.muted = voice, heard, muted
         self.transport: asyncio.DatagramTransport | None = None
@@ -371,7 +386,15 @@ class PlainRtp(asyncio.DatagramProtocol):
         if addr[0] != self.remote[0]:  # only the caller's media address (its port may differ: NAT)
             return
         packet = audio.parse_rtp(data)
-        if packet is None or packet.pt not in (audio.PCMU, audio.PCMA) or len(packet.payload) > 1920:
+        if packet is None or len(packet.payload) > 1920:
+            return
+        if packet.pt == self.telephone_event and self.telephone_event is not None:
+            self.remote = (addr[0], addr[1])
+            digit = self.events.feed(packet.ssrc, packet.timestamp, packet.payload)
+            if digit is not None and self.on_digit is not None:
+                self.on_digit(digit)
+            return
+        if packet.pt not in (audio.PCMU, audio.PCMA):
             return
         if self._source_ssrc != packet.ssrc:
             self._source_ssrc, self._expected = packet.ssrc, None
@@ -421,12 +444,28 @@ class CallSession:
         self.version = 1
         self.plain_offer: audio.PlainOffer | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        # dial-in: the PIN entry, then the room it named
+        self.pin: dtmf.PinEntry | None = None
+        self.digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self.room: str | None = None if call.room == settings.dial_in.number else call.room
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def digit(self, d: str) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a flood of events: the entry is bounded anyway
+            self.digits.put_nowait(d)
 
     def view(self) -> dict[str, object]:
         out: dict[str, object] = {"media": self.kind, "muted": self.leg.muted,
                                   "heard_sources": len(self.heard.sources)}
+        if self.pin is not None:
+            out.update(dial_in=True, pin_attempt=self.pin.attempt, room=self.room or self.call.room)
         if self.rtp is not None:
-            out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_lost=self.rtp.lost)
+            out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_lost=self.rtp.lost,
+                       dtmf_events=self.rtp.events.events)
         return out
 
     async def close(self) -> None:
@@ -469,6 +508,8 @@ class MeetingMedia:
             if pt is None:
                 raise CallRefused(488, "Offer PCMU or PCMA")
         session = CallSession(call, self.settings, lambda reason: self.hangup(call.key, reason))
+        if session.room is None:
+            return await self._dial_in(session, plain, pt)
         self.sessions[call.key] = session
         try:
             async with self._joining:
@@ -481,12 +522,62 @@ class MeetingMedia:
             await session.close()
             raise
 
+    async def _dial_in(self, session: CallSession, plain: audio.PlainOffer | None, pt: int | None) -> bytes:
+        """Answer at once, prompt for the PIN, join the room it names (or hang up)."""
+        dial_in = self.settings.dial_in
+        if plain is None or pt is None or plain.telephone_event is None:
+            raise CallRefused(488, "Dial-in needs G.711 with telephone-event/8000 (RFC 4733)")
+        if not dial_in.pins:
+            raise CallRefused(404, "No dial-in PINs are configured")
+        self.sessions[session.call.key] = session
+        try:
+            answer = await self._plain(session, plain, pt)
+        except BaseException:
+            self.sessions.pop(session.call.key, None)
+            await session.close()
+            raise
+        session.pin = dtmf.PinEntry(dial_in.rules)
+        session.spawn(self._collect_pin(session, session.pin))
+        return answer.encode()
+
+    async def _collect_pin(self, session: CallSession, entry: dtmf.PinEntry) -> None:
+        key = session.call.key
+        loop = asyncio.get_running_loop()
+        decision: dtmf.Decision | None = entry.start(loop.time())
+        while True:
+            if isinstance(decision, dtmf.Prompt):
+                session.heard.play(audio.prompt_frames(*((330.0, 3) if decision.retry else (440.0, 2))))
+            elif isinstance(decision, dtmf.HangUp):
+                log.info("dial-in call %s: %s, hanging up", session.call.call_id[:40], decision.reason)
+                self.hangup(key, f"dial-in: {decision.reason}")
+                return
+            elif isinstance(decision, dtmf.Join):
+                session.heard.play([])
+                session.room = decision.room
+                log.info("dial-in call %s: PIN accepted, joining %s", session.call.call_id[:40], decision.room)
+                try:
+                    async with self._joining:
+                        await session.leg.join(decision.room, self.settings.limits.offer_timeout * 0.8)
+                except (Exception, TimeoutError) as exc:
+                    log.warning("dial-in call %s cannot join %s: %s", session.call.call_id[:40], decision.room,
+                                str(exc)[:200])
+                    self.hangup(key, "dial-in: cannot join the meeting")
+                return
+            deadline = entry.next_deadline()
+            timeout = 0.0 if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                digit = await asyncio.wait_for(session.digits.get(), timeout)
+            except TimeoutError:
+                decision = entry.tick(loop.time())
+            else:
+                decision = entry.digit(digit, loop.time())
+
     async def _plain(self, session: CallSession, offer: audio.PlainOffer, pt: int) -> str:
         loop = asyncio.get_running_loop()
         host = self.settings.media.rtp_host
         _, proto = await loop.create_datagram_endpoint(
             lambda: PlainRtp(pt, (offer.address, offer.port), session.voice, session.heard,
-                             lambda: session.leg.muted),
+                             lambda: session.leg.muted, offer.telephone_event, session.digit),
             local_addr=(host, 0),
         )
         session.rtp = proto

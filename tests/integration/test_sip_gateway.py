@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from services.sip import audio
+from services.sip import audio, dtmf
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port
 from tests.integration.participant import JingleParticipant, wait_until
 from tests.integration.sip_client import ACCOUNTS, DOMAIN, SipClient, get_json, request
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(bridge_missing() is not None, reason=bridge_miss
 
 ROOM_TONE = 550.0  # what the browser-side participant sends
 CALLER_TONE = 1000.0  # what the SIP caller sends
+DIAL_IN_PINS = "4321:pinroom"
 
 
 def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
@@ -60,6 +61,7 @@ class SipStack(Stack):
             "SIP_HTTP_PORT": str(self.sip_ports["http"]),
             "SIP_ICE_HOST_ADDRESSES": "127.0.0.1",
             "SIP_RTP_HOST": "127.0.0.1",
+            "SIP_DIALIN_PINS": DIAL_IN_PINS,
         }
         self.sip = ServiceProcess.python_module(
             "sip", "services.sip", env, health_url=f"http://127.0.0.1:{self.sip_ports['http']}/health")
@@ -110,6 +112,10 @@ class RtpPhone:
         self.remote: tuple[str, int] | None = None
         self.received: list[np.ndarray] = []
         self._task: asyncio.Task[None] | None = None
+        self.keyed: list[str] = []  # digits to send as RFC 4733 telephone-events
+
+    def key(self, digits: str) -> None:
+        self.keyed.extend(digits)
 
     def offer(self) -> bytes:
         return (f"v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -128,12 +134,32 @@ class RtpPhone:
         loop = asyncio.get_running_loop()
         seq, ts, n = 0, 0, 0
         start = time.monotonic()
+        event_packets = 0
+        event_ts = 0
         while True:
-            t = (np.arange(160) + n * 160) / 8000
-            pcm = (np.sin(2 * np.pi * self.tone * t) * 8000).astype(np.int16)
             assert self.remote is not None
-            self.sock.sendto(audio.rtp_packet(pt, seq, ts, 0x1234, audio.g711_encode(pcm, pt)), self.remote)
-            seq, ts, n = seq + 1, ts + 160, n + 1
+            if self.keyed and event_packets == 0:
+                event_packets, event_ts = 1, ts
+            if event_packets:
+                # RFC 4733 §2.5: one timestamp per event, growing duration, the end sent three times;
+                # audio paused for the event and a gap after it
+                digit = self.keyed[0]
+                if event_packets <= 7:
+                    end = event_packets >= 5
+                    payload = dtmf.event_payload(dtmf.DIGITS.index(digit), end, min(event_packets, 5) * 160)
+                    self.sock.sendto(audio.rtp_packet(101, seq, event_ts, 0x1234, payload,
+                                                      marker=event_packets == 1), self.remote)
+                    seq = seq + 1
+                event_packets += 1
+                if event_packets > 12:
+                    self.keyed.pop(0)
+                    event_packets = 0
+            else:
+                t = (np.arange(160) + n * 160) / 8000
+                pcm = (np.sin(2 * np.pi * self.tone * t) * 8000).astype(np.int16)
+                self.sock.sendto(audio.rtp_packet(pt, seq, ts, 0x1234, audio.g711_encode(pcm, pt)), self.remote)
+                seq = seq + 1
+            ts, n = ts + 160, n + 1
             while True:
                 try:
                     data = self.sock.recv(2048)
@@ -202,6 +228,91 @@ async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: Si
         phone.stop()
         c.close()
         await listener.stop()
+
+
+def heard_since(phone: RtpPhone, start: int, frequency: float) -> bool:
+    """The phone heard ``frequency`` (±30 Hz) in some 200 ms of what it got after chunk ``start``."""
+    chunks = phone.received[start:]
+    for i in range(0, max(0, len(chunks) - 10), 5):
+        if abs(dominant_frequency(np.concatenate(chunks[i : i + 10]), 8000) - frequency) < 30:
+            return True
+    return False
+
+
+async def dial_in(c: SipClient, phone: RtpPhone, call_id: str, tag: str, display: str) -> object:
+    c.send(request("INVITE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                   display=display, to=f"<sip:dialin@{DOMAIN}>",
+                   extra=[("Contact", f"<sip:erin@{c.local}>")], body=phone.offer()))
+    ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(30))
+    assert ok is not None and ok.status == 200, ok
+    ack_for(ok, c, call_id, tag, "dialin")
+    phone.start(ok.body)  # type: ignore[attr-defined]
+    return ok
+
+
+async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipStack) -> None:
+    room = "pinroom"
+    listener = Listener("dave", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    phone = RtpPhone(CALLER_TONE)
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    try:
+        # answered at once, before any room: the caller hears the prompt (two 440 Hz beeps)
+        ok = await dial_in(c, phone, call_id, tag, "Erin Dialin")
+        assert await wait_until(lambda: heard_since(phone, 0, 440.0), 20), stack.logs()
+        [call] = get_json(stack.sip_ports["http"], "/calls")
+        assert call["dial_in"] and call["pin_attempt"] == 1 and call["room"] == "dialin"
+        # a wrong PIN: the retry prompt (330 Hz), second attempt
+        mark = len(phone.received)
+        phone.key("99#")
+        assert await wait_until(lambda: heard_since(phone, mark, 330.0), 20), stack.logs()
+        assert get_json(stack.sip_ports["http"], "/calls")[0]["pin_attempt"] == 2
+        assert "Erin Dialin" not in stack.participants_of(f"{room}@{MUC_DOMAIN}")
+        # the right PIN joins the room it maps to; both sides hear each other
+        phone.key("4321#")
+        assert await wait_until(lambda: "Erin Dialin" in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 40), \
+            stack.logs()
+
+        def heard_caller() -> bool:
+            chunks = listener.pcm.get("Erin Dialin", [])
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+
+        def caller_heard_room() -> bool:
+            chunks = phone.received
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 8000) - ROOM_TONE) < 30
+
+        assert await wait_until(lambda: heard_caller() and caller_heard_room(), 40), \
+            f"room heard caller: {heard_caller()}, caller heard room: {caller_heard_room()}\n{stack.logs()}"
+        [call] = get_json(stack.sip_ports["http"], "/calls")
+        assert call["room"] == room and call["dtmf_events"] == 8, call
+        c.send(request("BYE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                       to=ok.get("To")))  # type: ignore[attr-defined]
+        bye_ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(10))
+        assert bye_ok is not None and bye_ok.status == 200
+        assert await wait_until(lambda: "Erin Dialin" not in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20)
+    finally:
+        phone.stop()
+        c.close()
+        await listener.stop()
+
+
+async def test_dial_in_hangs_up_after_three_wrong_pins(stack: SipStack) -> None:
+    phone = RtpPhone(CALLER_TONE)
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    try:
+        await dial_in(c, phone, call_id, tag, "Mallory")
+        phone.key("1#2#" + "5" * 40 + "#")  # two wrong PINs and one far too long
+        bye = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv(40))
+        assert bye is not None and bye.method == "BYE", bye
+        assert "3 times" in (bye.get("Reason") or ""), bye.get("Reason")
+        assert await wait_until(lambda: get_json(stack.sip_ports["http"], "/calls") == [], 10)
+    finally:
+        phone.stop()
+        c.close()
 
 
 @pytest.mark.parametrize("kind", ["udp", "tcp", "ws"])
