@@ -88,6 +88,14 @@ class DialInSettings(Section):
                                 total_timeout=self.total_timeout)
 
 
+class MsrpSettings(Section):
+    max_message_size: int = Field(ge=256, le=1 << 20)
+    max_partial_messages: int = Field(ge=1, le=64)
+    rate: float = Field(gt=0)
+    burst: float = Field(ge=1)
+    bind_timeout: float = Field(gt=0)
+
+
 class SipSettings(Section):
     domains: list[str] = Field(min_length=1)
     realm: str = Field(min_length=1)
@@ -103,6 +111,7 @@ class SipSettings(Section):
     xmpp: XmppSettings
     media: MediaSettings
     dial_in: DialInSettings
+    msrp: MsrpSettings
 
     @field_validator("accounts")
     @classmethod

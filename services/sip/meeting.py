@@ -43,7 +43,7 @@ from services.common.jingle_sdp import SdpOffer
 from services.common.logging import RateLimitedLogger
 from services.common.xmpp_guard import send_iq_error
 
-from . import audio, dtmf
+from . import audio, dtmf, msrp
 from .config import SipSettings
 from .core import Call
 from .transport import CallRefused
@@ -174,6 +174,8 @@ class MeetingLeg(slixmpp.ClientXMPP):
         self.register_handler(Callback(
             "mute", MatchXPath(f"{{jabber:client}}iq/{{{NS_AUDIO_MUTE}}}mute"), self._mute_iq))  # type: ignore[arg-type]
         self.register_handler(Callback("presence", MatchXPath("{jabber:client}presence"), self._presence))  # type: ignore[arg-type]
+        self.register_handler(Callback("chat", MatchXPath("{jabber:client}message"), self._message))  # type: ignore[arg-type]
+        self.on_chat: Callable[[str, str], None] | None = None  # (nick, text) of the room's live chat
         self._closing = False
         self._connected_once = False
 
@@ -233,6 +235,22 @@ class MeetingLeg(slixmpp.ClientXMPP):
                 self._joined.set_result(None)
         elif stanza.xml.get("type") == "unavailable":
             self._gone("removed from the meeting")
+
+    def _message(self, stanza: slixmpp.Message) -> None:
+        sender = stanza["from"]
+        if (self.on_chat is None or self.room is None or stanza.xml.get("type") != "groupchat"
+                or sender.bare != self.room or not sender.resource or sender.resource in (self.nick, "focus")):
+            return
+        if stanza.xml.find("{urn:xmpp:delay}delay") is not None:  # history replayed on join
+            return
+        body = stanza.xml.find("{jabber:client}body")
+        if body is not None and body.text:
+            self.on_chat(sender.resource, body.text[:4096])
+
+    def send_chat(self, text: str) -> None:
+        """A groupchat message into the room, from this participant (the caller's nick)."""
+        if self.room is not None and self.is_connected() and text:
+            self.make_message(mto=self.room, mbody=text, mtype="groupchat").send()
 
     def _mute_iq(self, iq: slixmpp.Iq) -> None:
         if iq["type"] != "set" or not self._from_focus(iq):
@@ -448,6 +466,8 @@ class CallSession:
         self.pin: dtmf.PinEntry | None = None
         self.digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
         self.room: str | None = None if call.room == settings.dial_in.number else call.room
+        self.msrp: msrp.MsrpLink | None = None
+        self.msrp_id = ""
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -461,6 +481,10 @@ class CallSession:
     def view(self) -> dict[str, object]:
         out: dict[str, object] = {"media": self.kind, "muted": self.leg.muted,
                                   "heard_sources": len(self.heard.sources)}
+        if self.msrp is not None:
+            m = self.msrp.session
+            out.update(msrp_connected=self.msrp.writer is not None, msrp_in=m.received_messages,
+                       msrp_out=m.sent_messages, msrp_refused=m.refused)
         if self.pin is not None:
             out.update(dial_in=True, pin_attempt=self.pin.attempt, room=self.room or self.call.room)
         if self.rtp is not None:
@@ -487,6 +511,15 @@ class MeetingMedia:
         self.hangup: Callable[[str, str], None] = lambda key, reason: None
         # joins at once: a burst of calls queues here rather than starving every join of CPU
         self._joining = asyncio.Semaphore(settings.limits.max_joining)
+        # MSRP sessions by the session id in the gateway's a=path, for the WebSocket that names it
+        self.msrp_links: dict[str, msrp.MsrpLink] = {}
+        self.msrp_authority = f"{settings.public_host}:{settings.websocket.port}"  # set once listening
+        self.msrp_limits = msrp.SessionLimits(
+            max_message=settings.msrp.max_message_size, max_partial=settings.msrp.max_partial_messages,
+            rate=settings.msrp.rate, burst=settings.msrp.burst)
+
+    def msrp_link(self, session_id: str) -> msrp.MsrpLink | None:
+        return self.msrp_links.get(session_id)
 
     def view(self, key: str) -> dict[str, object]:
         session = self.sessions.get(key)
@@ -495,6 +528,13 @@ class MeetingMedia:
     async def offered(self, call: Call) -> bytes:
         sdp = call.offer.decode("utf-8", "replace")
         kind = audio.sdp_kind(sdp)
+        if kind == "unsupported" and "m=audio" not in sdp:
+            try:
+                message = msrp.parse_message_offer(sdp)
+            except ValueError as exc:
+                raise CallRefused(488, f"Bad SDP: {exc}") from exc
+            if message is not None:
+                return await self._chat(call, message)
         if kind == "unsupported":
             raise CallRefused(488, "Offer audio over RTP/AVP (G.711) or WebRTC (DTLS-SRTP)")
         plain: audio.PlainOffer | None = None
@@ -521,6 +561,33 @@ class MeetingMedia:
             self.sessions.pop(call.key, None)
             await session.close()
             raise
+
+    async def _chat(self, call: Call, offer: msrp.MessageOffer) -> bytes:
+        """An MSRP session (RFC 4975 over WebSocket, RFC 7977) relayed to and from the room's chat:
+        the caller joins as a participant (muted: no voice) and its messages carry its nick."""
+        if not offer.proto.startswith("TCP/WS"):
+            raise CallRefused(488, "MSRP is offered over WebSocket only (TCP/WS/MSRP, TCP/WSS/MSRP)")
+        if not msrp.accepts_text(offer):
+            raise CallRefused(488, "MSRP sessions carry text/plain")
+        session = CallSession(call, self.settings, lambda reason: self.hangup(call.key, reason))
+        session.kind = "msrp"
+        session.leg.muted = True
+        session.msrp_id = secrets.token_urlsafe(12)
+        local_path = f"msrp://{self.msrp_authority}/{session.msrp_id};ws"
+        link = msrp.MsrpLink(msrp.MsrpSession(local_path, offer.path, self.msrp_limits), session.leg.send_chat)
+        session.msrp = link
+        session.leg.on_chat = lambda nick, text: link.send_text(f"{nick}: {text}")
+        self.sessions[call.key] = session
+        try:
+            async with self._joining:
+                await session.leg.join(call.room, self.settings.limits.offer_timeout * 0.8)
+        except BaseException:
+            self.sessions.pop(call.key, None)
+            await session.close()
+            raise
+        self.msrp_links[session.msrp_id] = link
+        host = self.settings.public_host
+        return msrp.message_answer(offer, local_path, host, session.session_id).encode()
 
     async def _dial_in(self, session: CallSession, plain: audio.PlainOffer | None, pt: int | None) -> bytes:
         """Answer at once, prompt for the PIN, join the room it names (or hang up)."""
@@ -641,6 +708,9 @@ class MeetingMedia:
 
     async def ended(self, call: Call, reason: str) -> None:
         session = self.sessions.pop(call.key, None)
+        if session is not None and session.msrp is not None:
+            session.msrp.closed = True
+            self.msrp_links.pop(session.msrp_id, None)
         if session is not None:
             await session.close()
 
