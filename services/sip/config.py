@@ -169,6 +169,7 @@ ENV_VARS = [
     EnvVar("SIP_ICE_HOST_ADDRESSES", "sip.media.ice-host-addresses", split_list),
     EnvVar("SIP_RTP_HOST", "sip.media.rtp-host"),
     EnvVar("SIP_DIALIN_NUMBER", "sip.dial-in.number"),
+    EnvVar("SIP_MSRP_BIND_TIMEOUT", "sip.msrp.bind-timeout", float),
     EnvVar("SIP_DIALIN_PINS", "sip.dial-in.pins", split_list),
 ]
 

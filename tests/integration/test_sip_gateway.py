@@ -12,14 +12,18 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import slixmpp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+from websockets.asyncio.client import connect as ws_connect
 
-from services.sip import audio, dtmf
+from services.sip import audio, dtmf, msrp
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port
 from tests.integration.participant import JingleParticipant, wait_until
 from tests.integration.sip_client import ACCOUNTS, DOMAIN, SipClient, get_json, request
@@ -313,6 +317,106 @@ async def test_dial_in_hangs_up_after_three_wrong_pins(stack: SipStack) -> None:
     finally:
         phone.stop()
         c.close()
+
+
+class ChatListener(Listener):
+    """A participant that also keeps the room's groupchat messages: (nick, body)."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)
+        self.chat: list[tuple[str, str]] = []
+        self.register_handler(Callback("chat", MatchXPath("{jabber:client}message"), self._chat))  # type: ignore[arg-type]
+
+    def _chat(self, stanza: slixmpp.Message) -> None:
+        body = stanza.xml.find("{jabber:client}body")
+        if stanza.xml.get("type") == "groupchat" and body is not None and body.text:
+            self.chat.append((stanza["from"].resource, body.text))
+
+    def say(self, text: str) -> None:
+        self.make_message(mto=self.room_jid, mbody=text, mtype="groupchat").send()
+
+
+MSRP_CLIENT_PATH = "msrp://df7jal23ls0d.invalid:2855/c1ientsess;ws"
+
+
+def msrp_send(to_path: str, text: str, tid: str | None = None) -> bytes:
+    tid = tid or secrets.token_hex(6)
+    body = text.encode()
+    return (f"MSRP {tid} SEND\r\nTo-Path: {to_path}\r\nFrom-Path: {MSRP_CLIENT_PATH}\r\n"
+            f"Message-ID: {secrets.token_hex(6)}\r\nByte-Range: 1-{len(body)}/{len(body)}\r\n"
+            f"Content-Type: text/plain\r\n\r\n").encode() + body + f"\r\n-------{tid}$\r\n".encode()
+
+
+async def test_msrp_over_websocket_is_relayed_to_and_from_the_room_chat(stack: SipStack) -> None:
+    room = "chatroom"
+    listener = ChatListener("frank", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                            focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    listener.room_jid = f"{room}@{MUC_DOMAIN}"  # type: ignore[attr-defined]
+    c = SipClient("ws", "127.0.0.1", stack.sip_ports["ws"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    offer = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 df7jal23ls0d.invalid\r\nt=0 0\r\n"
+             "m=message 9 TCP/WS/MSRP *\r\na=accept-types:text/plain\r\n"
+             f"a=path:{MSRP_CLIENT_PATH}\r\na=setup:active\r\n").encode()
+    loop = asyncio.get_running_loop()
+    try:
+        c.send(request("INVITE", f"sip:{room}@{DOMAIN}", transport="WS", host=c.local, call_id=call_id,
+                       from_tag=tag, display="Grace Chat", to=f"<sip:{room}@{DOMAIN}>",
+                       extra=[("Contact", f"<sip:grace@{c.local};transport=ws>")], body=offer))
+        ok = await loop.run_in_executor(None, lambda: c.recv_final(60))
+        assert ok is not None and ok.status == 200, f"{ok}\n{stack.logs()}"
+        c.send(request("ACK", f"sip:{room}@{DOMAIN}", transport="WS", host=c.local, call_id=call_id,
+                       from_tag=tag, to=ok.get("To")))
+        answer = ok.body.decode()
+        assert "m=message" in answer and "TCP/WS/MSRP" in answer, answer
+        gw_path = next(line[7:] for line in answer.splitlines() if line.startswith("a=path:"))
+        assert await wait_until(lambda: "Grace Chat" in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20)
+        # room chat sent before the caller's MSRP socket is up waits for it
+        listener.say("welcome grace")
+        await asyncio.sleep(0.5)
+        async with ws_connect(f"ws://127.0.0.1:{stack.sip_ports['ws']}/msrp-ws", subprotocols=["msrp"],  # type: ignore[list-item]
+                              open_timeout=10) as ws:
+            await ws.send(msrp_send(gw_path, "hello from msrp", tid="tid00001").decode())
+            got: list[msrp.Frame] = []
+
+            async def until(pred: Callable[[msrp.Frame], bool], within: float = 20) -> msrp.Frame:
+                deadline = loop.time() + within
+                while True:
+                    for f in got:
+                        if pred(f):
+                            return f
+                    raw = await asyncio.wait_for(ws.recv(), max(0.1, deadline - loop.time()))
+                    got.append(msrp.parse_frame(raw.encode() if isinstance(raw, str) else raw))
+
+            ok_frame = await until(lambda f: f.tid == "tid00001")
+            assert ok_frame.status == 200 and ok_frame.get("To-Path") == MSRP_CLIENT_PATH
+            assert await wait_until(lambda: ("Grace Chat", "hello from msrp") in listener.chat, 20), listener.chat
+            welcome = await until(lambda f: f.method == "SEND" and b"welcome" in f.body)
+            assert welcome.body == b"frank: welcome grace" and welcome.get("To-Path") == MSRP_CLIENT_PATH
+            listener.say("and now live")
+            live = await until(lambda f: f.method == "SEND" and b"live" in f.body)
+            assert live.body == b"frank: and now live"
+            # a flood is cut by the session's rate (burst 10): refused with 403, never reaches the room
+            for i in range(30):
+                await ws.send(msrp_send(gw_path, f"flood {i}", tid=f"flood{i:03d}").decode())
+            await until(lambda f: f.tid == "flood029")
+            statuses = [f.status for f in got if f.tid.startswith("flood")]
+            assert statuses.count(403) >= 5 and len(statuses) == 30, statuses
+            await asyncio.sleep(1)
+            flooded = [b for n, b in listener.chat if n == "Grace Chat" and b.startswith("flood")]
+            assert len(flooded) == statuses.count(200)
+            [call] = get_json(stack.sip_ports["http"], "/calls")
+            assert call["media"] == "msrp" and call["msrp_connected"] and call["muted"], call
+            assert call["msrp_refused"] == statuses.count(403)
+        c.send(request("BYE", f"sip:{room}@{DOMAIN}", transport="WS", host=c.local, call_id=call_id,
+                       from_tag=tag, cseq=2, to=ok.get("To")))
+        bye_ok = await loop.run_in_executor(None, lambda: c.recv_final(10))
+        assert bye_ok is not None and bye_ok.status == 200
+        assert await wait_until(lambda: "Grace Chat" not in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20)
+    finally:
+        c.close()
+        await listener.stop()
 
 
 @pytest.mark.parametrize("kind", ["udp", "tcp", "ws"])
