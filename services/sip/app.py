@@ -68,6 +68,7 @@ async def main(settings: SipSettings) -> None:
         await gateway.start_tcp(settings.tcp.host, settings.tcp.port)
     await gateway.start_websocket(settings.websocket.host, settings.websocket.port)
     media.msrp_authority = f"{settings.public_host}:{gateway.ports['ws']}"
+    core.settings.ports = dict(gateway.ports)
     gateway.msrp_bind_timeout = settings.msrp.bind_timeout
     server = await serve_http(create_app(core, admin, gateway.ports, media.view), settings.http.host,
                               settings.http.port)

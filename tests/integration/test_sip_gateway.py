@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -416,6 +417,94 @@ async def test_msrp_over_websocket_is_relayed_to_and_from_the_room_chat(stack: S
         assert await wait_until(lambda: "Grace Chat" not in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20)
     finally:
         c.close()
+        await listener.stop()
+
+
+BARESIP = shutil.which("baresip")
+
+
+def write_tone_wav(path: Path, frequency: float, seconds: float, rate: int = 8000) -> None:
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (np.sin(2 * np.pi * frequency * t) * 8000).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def read_wav_pcm(path: Path) -> np.ndarray:
+    """The samples of a 16-bit WAV that may still be open for writing (header sizes not final)."""
+    data = path.read_bytes()
+    start = data.find(b"data")
+    return np.frombuffer(data[start + 8 : len(data) // 2 * 2 - (start % 2)], dtype="<i2") if start >= 0 else \
+        np.zeros(0, np.int16)
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(BARESIP is None, reason="needs Debian's baresip (baresip-core)")
+async def test_baresip_calls_into_a_meeting_over_udp_with_g711(stack: SipStack, tmp_path: Path) -> None:
+    """Debian's baresip, a real softphone: G.711 over UDP, its source a 1 kHz WAV (aufile), what it
+    decodes saved by its sndfile module; the room hears the tone and baresip hears the room."""
+    room = "bareroom"
+    listener = Listener("heidi", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    conf = tmp_path / "baresip"
+    dumps = tmp_path / "dumps"
+    conf.mkdir()
+    dumps.mkdir()
+    write_tone_wav(tmp_path / "tone.wav", CALLER_TONE, 120)
+    sip_port = free_tcp_udp_port()
+    (conf / "config").write_text("\n".join([
+        "poll_method epoll", "net_interface 127.0.0.1", f"sip_listen 127.0.0.1:{sip_port}", f"audio_source aufile,{tmp_path / 'tone.wav'}",
+        "audio_player aubridge,sink", "audio_alert aubridge,sink", "ausrc_srate 8000", "auplay_srate 8000",
+        "rtp_tos 0", "module_path /usr/lib/baresip/modules", "module g711.so", "module aufile.so",
+        "module aubridge.so", "module sndfile.so", "module_tmp uuid.so", "module_tmp account.so",
+        "module_app menu.so", f"snd_path {dumps}", "",
+    ]))
+    gateway = f"127.0.0.1:{stack.sip_ports['sip']}"
+    (conf / "accounts").write_text(
+        f'"Bare Phone" <sip:barephone@{DOMAIN}>;regint=0;outbound="sip:{gateway};transport=udp";'
+        "audio_codecs=PCMU\n")
+    log = (tmp_path / "baresip.log").open("w")
+    proc = await asyncio.create_subprocess_exec(
+        BARESIP or "baresip", "-f", str(conf), "-e", f"/dial sip:{room}@{DOMAIN}",
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert await wait_until(lambda: "Bare Phone" in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 60), \
+            (tmp_path / "baresip.log").read_text()[-3000:] + stack.logs()
+
+        def heard_caller() -> bool:
+            chunks = listener.pcm.get("Bare Phone", [])
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+
+        def decoded() -> np.ndarray:
+            files = sorted(dumps.glob("*dec*.wav"))
+            return read_wav_pcm(files[0]) if files else np.zeros(0, np.int16)
+
+        def baresip_heard_room() -> bool:
+            pcm = decoded()
+            return len(pcm) > 16000 and abs(dominant_frequency(pcm[-8000:], 8000) - ROOM_TONE) < 30
+
+        ok = await wait_until(lambda: heard_caller() and baresip_heard_room(), 60, interval=0.5)
+        assert ok, (f"room heard baresip: {heard_caller()}, baresip heard room: {baresip_heard_room()} "
+                    f"({len(decoded())} samples, {sorted(p.name for p in dumps.iterdir())})\n"
+                    + (tmp_path / "baresip.log").read_text()[-3000:] + stack.logs())
+        [call] = get_json(stack.sip_ports["http"], "/calls")
+        assert call["media"] == "plain" and call["room"] == room and call["state"] == "confirmed"
+        assert call["display_name"] == "Bare Phone"
+        # baresip hangs up when it stops (SIGTERM): its BYE ends the call and the occupant leaves
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)
+        assert await wait_until(lambda: "Bare Phone" not in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 30)
+        assert await wait_until(lambda: get_json(stack.sip_ports["http"], "/calls") == [], 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        log.close()
         await listener.stop()
 
 
