@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import wave
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -233,6 +234,49 @@ async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: Si
         phone.stop()
         c.close()
         await listener.stop()
+
+
+async def test_moderator_mute_silences_the_sip_participant(stack: SipStack) -> None:
+    """Jicofo's mute IQ from the room's moderator: the focus tells the gateway's leg (which shows
+    ``audiomuted``) and the bridge, and nobody hears the caller, although its phone keeps sending."""
+    room = "muteroom"
+    moderator = Listener("judy", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                         focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await moderator.start()
+    await moderator.join(f"{room}@{MUC_DOMAIN}")
+    phone = RtpPhone(CALLER_TONE)
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    try:
+        c.send(request("INVITE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                       display="Ivan Phone", to=f"<sip:{room}@{DOMAIN}>",
+                       extra=[("Contact", f"<sip:ivan@{c.local}>")], body=phone.offer()))
+        ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(60))
+        assert ok is not None and ok.status == 200, f"{ok}\n{stack.logs()}"
+        ack_for(ok, c, call_id, tag, room)
+        phone.start(ok.body)
+
+        def heard() -> int:
+            return len(moderator.pcm.get("Ivan Phone", []))
+
+        assert await wait_until(lambda: heard() > 100 and abs(dominant_frequency(
+            np.concatenate(moderator.pcm["Ivan Phone"][-50:]), 48000) - CALLER_TONE) < 30, 40), stack.logs()
+        iq = moderator.make_iq_set(ito=stack.focus_jid)
+        el = ET.Element("{http://jitsi.org/jitmeet/audio}mute", {"jid": f"{room}@{MUC_DOMAIN}/Ivan Phone"})
+        el.text = "true"
+        iq.append(el)
+        await iq.send(timeout=15)
+        assert await wait_until(lambda: get_json(stack.sip_ports["http"], "/calls")[0]["muted"] is True, 15)
+        await asyncio.sleep(1.5)  # what was in flight
+        before, rtp_before = heard(), get_json(stack.sip_ports["http"], "/calls")[0]["rtp_in"]
+        await asyncio.sleep(3)
+        after, rtp_after = heard(), get_json(stack.sip_ports["http"], "/calls")[0]["rtp_in"]
+        assert rtp_after > rtp_before + 50  # the phone still talks
+        assert after == before, (before, after)  # nobody decodes it
+    finally:
+        phone.stop()
+        c.close()
+        await moderator.stop()
 
 
 def heard_since(phone: RtpPhone, start: int, frequency: float) -> bool:
