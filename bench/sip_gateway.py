@@ -90,7 +90,7 @@ def registrations(connections: int, seconds: float) -> int:
         before = cpu_tree(pid)
         rate, failed = register_rate(kam.port, connections, seconds, auth=False,
                                      headers={"Origin": "http://127.0.0.1"})
-        rows.append(("Kamailio 5 (websocket + registrar, no auth)", rate, failed, cpu_tree(pid) - before))
+        rows.append(("Kamailio 5.6 (websocket + registrar, no auth)", rate, failed, cpu_tree(pid) - before))
     for label, auth in (("Parley gateway (no auth)", False), ("Parley gateway (digest)", True)):
         proc, ports = gateway_process({"SIP_ACCOUNTS": accounts, "SIP_REGISTER_AUTH": "true" if auth else "false",
                                        "LOG_LEVEL": "WARNING"})
