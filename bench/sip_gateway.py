@@ -31,6 +31,7 @@ It prints figures and never fails on timing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -173,14 +174,27 @@ def main() -> int:
             cpu = full[-1][1] - full[0][1]
             print(f"gateway CPU with all {args.calls} calls up: {100 * cpu / window:.1f} % of a core over "
                   f"{window:.0f} s = {100 * cpu / window / args.calls:.2f} % of a core per call")
-            last = full[-1][3]
-            got = sum(int(c.get("rtp_in", 0)) for c in last)  # type: ignore[call-overload]
-            lost = sum(int(c.get("rtp_lost", 0)) for c in last)  # type: ignore[call-overload]
-            if got + lost:
-                print(f"audio loss (RTP echoed back to the gateway): {lost} of {got + lost} packets "
-                      f"= {100 * lost / (got + lost):.2f} %")
-        else:
-            print("never had every call up at once: no CPU-per-call figure (see SIPp's errors in "
+        # over every second with calls up, weighted by how many were: CPU seconds per call-second
+        cpu_used = call_seconds = 0.0
+        for a, b in itertools.pairwise(samples):
+            if a[2] and b[2]:
+                cpu_used += b[1] - a[1]
+                call_seconds += (b[0] - a[0]) * (a[2] + b[2]) / 2
+        if call_seconds:
+            print(f"gateway CPU per call (all samples with calls up, {call_seconds:.0f} call-seconds): "
+                  f"{100 * cpu_used / call_seconds:.2f} % of a core per call")
+        # audio loss: the last view of each call (RTP echoed back by SIPp, counted by the gateway)
+        last_seen: dict[str, dict[str, object]] = {}
+        for s_ in samples:
+            for c in s_[3]:
+                last_seen[str(c.get("call_id"))] = c
+        got = sum(int(c.get("rtp_in", 0)) for c in last_seen.values())  # type: ignore[call-overload]
+        lost = sum(int(c.get("rtp_lost", 0)) for c in last_seen.values())  # type: ignore[call-overload]
+        if got + lost:
+            print(f"audio loss (RTP echoed back to the gateway, {len(last_seen)} calls): {lost} of {got + lost} "
+                  f"packets = {100 * lost / (got + lost):.2f} %")
+        if len(full) < 2:
+            print("never had every call up at once (see SIPp's errors in "
                   f"{work / 'errors.log'})")
         load = os.getloadavg()
         print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")

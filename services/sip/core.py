@@ -601,7 +601,9 @@ class SipCore:
         bye = SipMessage(method="BYE", uri=call.remote_target)
         branch = new_branch()
         via_transport = {"udp": "UDP", "tcp": "TCP", "ws": "WS", "wss": "WSS"}[call.flow.transport]
-        bye.add("Via", f"SIP/2.0/{via_transport} {self.settings.host};branch={branch};rport")
+        port = self.settings.ports.get(call.flow.transport) if call.flow.transport in ("udp", "tcp") else None
+        sent_by = f"{self.settings.host}:{port}" if port else self.settings.host
+        bye.add("Via", f"SIP/2.0/{via_transport} {sent_by};branch={branch};rport")
         bye.add("Max-Forwards", "70")
         for route in call.route_set:
             bye.add("Route", route)
