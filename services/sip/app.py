@@ -39,7 +39,7 @@ def ws_settings(settings: SipSettings) -> WsAdminSettings:
         keepalive_mechanism=ws.keepalive_mechanism, keepalive_timeout=ws.keepalive_timeout,
         keepalive_processes=ws.keepalive_processes, keepalive_interval=ws.keepalive_interval,
         timer_interval=ws.timer_interval, rm_delay_interval=ws.rm_delay_interval,
-        sub_protocols=("sip",), origins=tuple(ws.origins), hosts=tuple(ws.hosts),
+        sub_protocols=("sip", "msrp"), origins=tuple(ws.origins), hosts=tuple(ws.hosts),
     )
 
 
@@ -67,6 +67,9 @@ async def main(settings: SipSettings) -> None:
     if settings.tcp.port:
         await gateway.start_tcp(settings.tcp.host, settings.tcp.port)
     await gateway.start_websocket(settings.websocket.host, settings.websocket.port)
+    media.msrp_authority = f"{settings.public_host}:{gateway.ports['ws']}"
+    core.settings.ports = dict(gateway.ports)
+    gateway.msrp_bind_timeout = settings.msrp.bind_timeout
     server = await serve_http(create_app(core, admin, gateway.ports, media.view), settings.http.host,
                               settings.http.port)
     log.info("SIP gateway for %s: HTTP API on %s:%d", ", ".join(settings.domains), settings.http.host,

@@ -91,6 +91,18 @@ def mix(frames: list[np.ndarray], size: int = FRAME) -> np.ndarray:
     return np.clip(total, -32768, 32767).astype(np.int16)
 
 
+def prompt_frames(frequency: float, beeps: int, beep_ms: int = 250, gap_ms: int = 150,
+                  level: int = 8000) -> list[np.ndarray]:
+    """A generated announcement: ``beeps`` tones of ``frequency`` Hz, as 20 ms frames at 48 kHz."""
+    beep = int(RATE * beep_ms / 1000)
+    gap = int(RATE * gap_ms / 1000)
+    t = np.arange(beep) / RATE
+    tone = (np.sin(2 * np.pi * frequency * t) * level).astype(np.int16)
+    pcm = np.concatenate([np.concatenate([tone, np.zeros(gap, np.int16)]) for _ in range(beeps)])
+    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME, np.int16)])
+    return [pcm[i : i + FRAME] for i in range(0, len(pcm), FRAME)]
+
+
 def to_mono(samples: np.ndarray, channels: int) -> np.ndarray:
     """aiortc's decoded frames are packed s16, interleaved when stereo."""
     flat = samples.reshape(-1)

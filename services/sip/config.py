@@ -10,6 +10,8 @@ from pydantic import Field, field_validator
 
 from services.common.config import EnvVar, Section, load_config, split_list
 
+from . import dtmf
+
 REFERENCE = Path(__file__).with_name("reference.conf")
 
 
@@ -65,6 +67,35 @@ class MediaSettings(Section):
     rtp_host: str
 
 
+class DialInSettings(Section):
+    number: str
+    pins: list[str]
+    max_attempts: int = Field(ge=1, le=10)
+    max_digits: int = Field(ge=1, le=32)
+    digit_timeout: float = Field(gt=0)
+    total_timeout: float = Field(gt=0)
+
+    @field_validator("pins")
+    @classmethod
+    def _pins(cls, value: list[str]) -> list[str]:
+        dtmf.parse_pins(value)
+        return value
+
+    @property
+    def rules(self) -> dtmf.DialInRules:
+        return dtmf.DialInRules(dtmf.parse_pins(self.pins), max_attempts=self.max_attempts,
+                                max_digits=self.max_digits, digit_timeout=self.digit_timeout,
+                                total_timeout=self.total_timeout)
+
+
+class MsrpSettings(Section):
+    max_message_size: int = Field(ge=256, le=1 << 20)
+    max_partial_messages: int = Field(ge=1, le=64)
+    rate: float = Field(gt=0)
+    burst: float = Field(ge=1)
+    bind_timeout: float = Field(gt=0)
+
+
 class SipSettings(Section):
     domains: list[str] = Field(min_length=1)
     realm: str = Field(min_length=1)
@@ -79,6 +110,8 @@ class SipSettings(Section):
     limits: Limits
     xmpp: XmppSettings
     media: MediaSettings
+    dial_in: DialInSettings
+    msrp: MsrpSettings
 
     @field_validator("accounts")
     @classmethod
@@ -135,6 +168,9 @@ ENV_VARS = [
     EnvVar("XMPP_FOCUS_ADDRESS", "sip.xmpp.focus-address"),
     EnvVar("SIP_ICE_HOST_ADDRESSES", "sip.media.ice-host-addresses", split_list),
     EnvVar("SIP_RTP_HOST", "sip.media.rtp-host"),
+    EnvVar("SIP_DIALIN_NUMBER", "sip.dial-in.number"),
+    EnvVar("SIP_MSRP_BIND_TIMEOUT", "sip.msrp.bind-timeout", float),
+    EnvVar("SIP_DIALIN_PINS", "sip.dial-in.pins", split_list),
 ]
 
 

@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .digest import DigestAuth
@@ -198,6 +198,9 @@ class CoreSettings:
     max_bindings: int = 10000
     max_contacts_per_aor: int = 10
     max_auth_failures: int = 20  # per source address per minute, then 403 without a challenge
+    # the listening port of each transport ("udp", "tcp", "ws"), in Contact and Via when known: a
+    # UAC sends its ACK and in-dialog requests to the Contact (RFC 3261 §12.1.1)
+    ports: dict[str, int] = field(default_factory=dict)
     offer_timeout: float = 60.0  # an INVITE the media side has not answered by then gets 480
 
 
@@ -538,7 +541,9 @@ class SipCore:
 
     def _contact(self, call: Call) -> str:
         transport = {"udp": "", "tcp": ";transport=tcp", "ws": ";transport=ws", "wss": ";transport=wss"}
-        return f"<sip:{call.room}@{self.settings.host}{transport[call.flow.transport]}>"
+        port = self.settings.ports.get("ws" if call.flow.transport == "wss" else call.flow.transport)
+        hostport = f"{self.settings.host}:{port}" if port and call.flow.transport in ("udp", "tcp") else self.settings.host
+        return f"<sip:{call.room}@{hostport}{transport[call.flow.transport]}>"
 
     def answer(self, key: str, sdp: bytes, now: float) -> bool:
         """200 OK with the gateway's SDP answer to an offered call (or a pending re-INVITE)."""
@@ -596,7 +601,9 @@ class SipCore:
         bye = SipMessage(method="BYE", uri=call.remote_target)
         branch = new_branch()
         via_transport = {"udp": "UDP", "tcp": "TCP", "ws": "WS", "wss": "WSS"}[call.flow.transport]
-        bye.add("Via", f"SIP/2.0/{via_transport} {self.settings.host};branch={branch};rport")
+        port = self.settings.ports.get(call.flow.transport) if call.flow.transport in ("udp", "tcp") else None
+        sent_by = f"{self.settings.host}:{port}" if port else self.settings.host
+        bye.add("Via", f"SIP/2.0/{via_transport} {sent_by};branch={branch};rport")
         bye.add("Max-Forwards", "70")
         for route in call.route_set:
             bye.add("Route", route)

@@ -80,7 +80,9 @@ class DigestAuth:
         return hmac.new(self.secret, f"{issued}:{self.realm}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def new_nonce(self, now: float | None = None) -> str:
-        issued = format(int((time.time() if now is None else now) * 1000), "x")
+        # the issue time (for staleness) and a random salt: two challenges in the same millisecond
+        # must not share a nonce, or the second client's nc=1 would look like a replay
+        issued = format(int((time.time() if now is None else now) * 1000), "x") + "-" + secrets.token_hex(6)
         return f"{issued}.{self._sign(issued)}"
 
     def challenges(self, *, stale: bool = False, now: float | None = None) -> list[str]:
@@ -95,10 +97,10 @@ class DigestAuth:
 
     def _nonce_age(self, nonce: str, now: float) -> float | None:
         issued, dot, sig = nonce.partition(".")
-        if not dot or len(issued) > 16 or not hmac.compare_digest(sig, self._sign(issued)):
+        if not dot or len(issued) > 32 or not hmac.compare_digest(sig, self._sign(issued)):
             return None
         try:
-            return now - int(issued, 16) / 1000.0
+            return now - int(issued.split("-", 1)[0], 16) / 1000.0
         except ValueError:
             return None
 

@@ -43,7 +43,7 @@ from services.common.jingle_sdp import SdpOffer
 from services.common.logging import RateLimitedLogger
 from services.common.xmpp_guard import send_iq_error
 
-from . import audio
+from . import audio, dtmf, msrp
 from .config import SipSettings
 from .core import Call
 from .transport import CallRefused
@@ -99,6 +99,11 @@ class Mixer:
         self.sources: dict[str, deque[np.ndarray]] = {}
         self.frames_in = 0
         self.frames_dropped = 0
+        self.prompt: deque[np.ndarray] = deque()  # an announcement played over the mix
+
+    def play(self, frames: list[np.ndarray]) -> None:
+        """Play ``frames`` (replacing what was playing) over the mix."""
+        self.prompt = deque(frames)
 
     def push(self, source: str, pcm: np.ndarray) -> None:
         queue = self.sources.setdefault(source, deque())
@@ -113,7 +118,10 @@ class Mixer:
         self.sources.pop(source, None)
 
     def pull(self) -> np.ndarray:
-        return audio.mix([q.popleft() for q in self.sources.values() if q])
+        frames = [q.popleft() for q in self.sources.values() if q]
+        if self.prompt:
+            frames.append(self.prompt.popleft())
+        return audio.mix(frames)
 
 
 class MixTrack(MediaStreamTrack):
@@ -166,7 +174,10 @@ class MeetingLeg(slixmpp.ClientXMPP):
         self.register_handler(Callback(
             "mute", MatchXPath(f"{{jabber:client}}iq/{{{NS_AUDIO_MUTE}}}mute"), self._mute_iq))  # type: ignore[arg-type]
         self.register_handler(Callback("presence", MatchXPath("{jabber:client}presence"), self._presence))  # type: ignore[arg-type]
+        self.register_handler(Callback("chat", MatchXPath("{jabber:client}message"), self._message))  # type: ignore[arg-type]
+        self.on_chat: Callable[[str, str], None] | None = None  # (nick, text) of the room's live chat
         self._closing = False
+        self._connected_once = False
 
     @property
     def occupant_jid(self) -> str:
@@ -184,6 +195,7 @@ class MeetingLeg(slixmpp.ClientXMPP):
 
     async def join(self, room: str, within: float) -> None:
         x = self.settings.xmpp
+        self._connected_once = True
         self.connect(x.server, x.port)
         await asyncio.wait_for(self._started.wait(), within)
         iq = self.make_iq_set(ito=x.focus)
@@ -223,6 +235,22 @@ class MeetingLeg(slixmpp.ClientXMPP):
                 self._joined.set_result(None)
         elif stanza.xml.get("type") == "unavailable":
             self._gone("removed from the meeting")
+
+    def _message(self, stanza: slixmpp.Message) -> None:
+        sender = stanza["from"]
+        if (self.on_chat is None or self.room is None or stanza.xml.get("type") != "groupchat"
+                or sender.bare != self.room or not sender.resource or sender.resource in (self.nick, "focus")):
+            return
+        if stanza.xml.find("{urn:xmpp:delay}delay") is not None:  # history replayed on join
+            return
+        body = stanza.xml.find("{jabber:client}body")
+        if body is not None and body.text:
+            self.on_chat(sender.resource, body.text[:4096])
+
+    def send_chat(self, text: str) -> None:
+        """A groupchat message into the room, from this participant (the caller's nick)."""
+        if self.room is not None and self.is_connected() and text:
+            self.make_message(mto=self.room, mbody=text, mtype="groupchat").send()
 
     def _mute_iq(self, iq: slixmpp.Iq) -> None:
         if iq["type"] != "set" or not self._from_focus(iq):
@@ -341,15 +369,20 @@ class MeetingLeg(slixmpp.ClientXMPP):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.disconnect()
+        if self._connected_once:  # a dial-in caller that never got past the PIN has no session
+            self.disconnect()
 
 
 class PlainRtp(asyncio.DatagramProtocol):
     """One plain-RTP (G.711) caller: decode what it sends into the voice mixer, send it the mix."""
 
     def __init__(self, pt: int, remote: tuple[str, int], voice: Mixer, heard: Mixer,
-                 muted: Callable[[], bool]) -> None:
+                 muted: Callable[[], bool], telephone_event: int | None = None,
+                 on_digit: Callable[[str], None] | None = None) -> None:
         self.pt = pt
+        self.telephone_event = telephone_event
+        self.on_digit = on_digit
+        self.events = dtmf.EventDecoder()
         self.remote = remote
         self.voice, self.heard, self.muted = voice, heard, muted
         self.transport: asyncio.DatagramTransport | None = None
@@ -371,7 +404,15 @@ class PlainRtp(asyncio.DatagramProtocol):
         if addr[0] != self.remote[0]:  # only the caller's media address (its port may differ: NAT)
             return
         packet = audio.parse_rtp(data)
-        if packet is None or packet.pt not in (audio.PCMU, audio.PCMA) or len(packet.payload) > 1920:
+        if packet is None or len(packet.payload) > 1920:
+            return
+        if packet.pt == self.telephone_event and self.telephone_event is not None:
+            self.remote = (addr[0], addr[1])
+            digit = self.events.feed(packet.ssrc, packet.timestamp, packet.payload)
+            if digit is not None and self.on_digit is not None:
+                self.on_digit(digit)
+            return
+        if packet.pt not in (audio.PCMU, audio.PCMA):
             return
         if self._source_ssrc != packet.ssrc:
             self._source_ssrc, self._expected = packet.ssrc, None
@@ -421,12 +462,34 @@ class CallSession:
         self.version = 1
         self.plain_offer: audio.PlainOffer | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        # dial-in: the PIN entry, then the room it named
+        self.pin: dtmf.PinEntry | None = None
+        self.digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self.room: str | None = None if call.room == settings.dial_in.number else call.room
+        self.msrp: msrp.MsrpLink | None = None
+        self.msrp_id = ""
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def digit(self, d: str) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a flood of events: the entry is bounded anyway
+            self.digits.put_nowait(d)
 
     def view(self) -> dict[str, object]:
         out: dict[str, object] = {"media": self.kind, "muted": self.leg.muted,
                                   "heard_sources": len(self.heard.sources)}
+        if self.msrp is not None:
+            m = self.msrp.session
+            out.update(msrp_connected=self.msrp.writer is not None, msrp_in=m.received_messages,
+                       msrp_out=m.sent_messages, msrp_refused=m.refused)
+        if self.pin is not None:
+            out.update(dial_in=True, pin_attempt=self.pin.attempt, room=self.room or self.call.room)
         if self.rtp is not None:
-            out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_lost=self.rtp.lost)
+            out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_lost=self.rtp.lost,
+                       dtmf_events=self.rtp.events.events)
         return out
 
     async def close(self) -> None:
@@ -448,6 +511,15 @@ class MeetingMedia:
         self.hangup: Callable[[str, str], None] = lambda key, reason: None
         # joins at once: a burst of calls queues here rather than starving every join of CPU
         self._joining = asyncio.Semaphore(settings.limits.max_joining)
+        # MSRP sessions by the session id in the gateway's a=path, for the WebSocket that names it
+        self.msrp_links: dict[str, msrp.MsrpLink] = {}
+        self.msrp_authority = f"{settings.public_host}:{settings.websocket.port}"  # set once listening
+        self.msrp_limits = msrp.SessionLimits(
+            max_message=settings.msrp.max_message_size, max_partial=settings.msrp.max_partial_messages,
+            rate=settings.msrp.rate, burst=settings.msrp.burst)
+
+    def msrp_link(self, session_id: str) -> msrp.MsrpLink | None:
+        return self.msrp_links.get(session_id)
 
     def view(self, key: str) -> dict[str, object]:
         session = self.sessions.get(key)
@@ -456,6 +528,13 @@ class MeetingMedia:
     async def offered(self, call: Call) -> bytes:
         sdp = call.offer.decode("utf-8", "replace")
         kind = audio.sdp_kind(sdp)
+        if kind == "unsupported" and "m=audio" not in sdp:
+            try:
+                message = msrp.parse_message_offer(sdp)
+            except ValueError as exc:
+                raise CallRefused(488, f"Bad SDP: {exc}") from exc
+            if message is not None:
+                return await self._chat(call, message)
         if kind == "unsupported":
             raise CallRefused(488, "Offer audio over RTP/AVP (G.711) or WebRTC (DTLS-SRTP)")
         plain: audio.PlainOffer | None = None
@@ -469,6 +548,8 @@ class MeetingMedia:
             if pt is None:
                 raise CallRefused(488, "Offer PCMU or PCMA")
         session = CallSession(call, self.settings, lambda reason: self.hangup(call.key, reason))
+        if session.room is None:
+            return await self._dial_in(session, plain, pt)
         self.sessions[call.key] = session
         try:
             async with self._joining:
@@ -481,12 +562,89 @@ class MeetingMedia:
             await session.close()
             raise
 
+    async def _chat(self, call: Call, offer: msrp.MessageOffer) -> bytes:
+        """An MSRP session (RFC 4975 over WebSocket, RFC 7977) relayed to and from the room's chat:
+        the caller joins as a participant (muted: no voice) and its messages carry its nick."""
+        if not offer.proto.startswith("TCP/WS"):
+            raise CallRefused(488, "MSRP is offered over WebSocket only (TCP/WS/MSRP, TCP/WSS/MSRP)")
+        if not msrp.accepts_text(offer):
+            raise CallRefused(488, "MSRP sessions carry text/plain")
+        session = CallSession(call, self.settings, lambda reason: self.hangup(call.key, reason))
+        session.kind = "msrp"
+        session.leg.muted = True
+        session.msrp_id = secrets.token_urlsafe(12)
+        local_path = f"msrp://{self.msrp_authority}/{session.msrp_id};ws"
+        link = msrp.MsrpLink(msrp.MsrpSession(local_path, offer.path, self.msrp_limits), session.leg.send_chat)
+        session.msrp = link
+        session.leg.on_chat = lambda nick, text: link.send_text(f"{nick}: {text}")
+        self.sessions[call.key] = session
+        try:
+            async with self._joining:
+                await session.leg.join(call.room, self.settings.limits.offer_timeout * 0.8)
+        except BaseException:
+            self.sessions.pop(call.key, None)
+            await session.close()
+            raise
+        self.msrp_links[session.msrp_id] = link
+        host = self.settings.public_host
+        return msrp.message_answer(offer, local_path, host, session.session_id).encode()
+
+    async def _dial_in(self, session: CallSession, plain: audio.PlainOffer | None, pt: int | None) -> bytes:
+        """Answer at once, prompt for the PIN, join the room it names (or hang up)."""
+        dial_in = self.settings.dial_in
+        if plain is None or pt is None or plain.telephone_event is None:
+            raise CallRefused(488, "Dial-in needs G.711 with telephone-event/8000 (RFC 4733)")
+        if not dial_in.pins:
+            raise CallRefused(404, "No dial-in PINs are configured")
+        self.sessions[session.call.key] = session
+        try:
+            answer = await self._plain(session, plain, pt)
+        except BaseException:
+            self.sessions.pop(session.call.key, None)
+            await session.close()
+            raise
+        session.pin = dtmf.PinEntry(dial_in.rules)
+        session.spawn(self._collect_pin(session, session.pin))
+        return answer.encode()
+
+    async def _collect_pin(self, session: CallSession, entry: dtmf.PinEntry) -> None:
+        key = session.call.key
+        loop = asyncio.get_running_loop()
+        decision: dtmf.Decision | None = entry.start(loop.time())
+        while True:
+            if isinstance(decision, dtmf.Prompt):
+                session.heard.play(audio.prompt_frames(*((330.0, 3) if decision.retry else (440.0, 2))))
+            elif isinstance(decision, dtmf.HangUp):
+                log.info("dial-in call %s: %s, hanging up", session.call.call_id[:40], decision.reason)
+                self.hangup(key, f"dial-in: {decision.reason}")
+                return
+            elif isinstance(decision, dtmf.Join):
+                session.heard.play([])
+                session.room = decision.room
+                log.info("dial-in call %s: PIN accepted, joining %s", session.call.call_id[:40], decision.room)
+                try:
+                    async with self._joining:
+                        await session.leg.join(decision.room, self.settings.limits.offer_timeout * 0.8)
+                except (Exception, TimeoutError) as exc:
+                    log.warning("dial-in call %s cannot join %s: %s", session.call.call_id[:40], decision.room,
+                                str(exc)[:200])
+                    self.hangup(key, "dial-in: cannot join the meeting")
+                return
+            deadline = entry.next_deadline()
+            timeout = 0.0 if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                digit = await asyncio.wait_for(session.digits.get(), timeout)
+            except TimeoutError:
+                decision = entry.tick(loop.time())
+            else:
+                decision = entry.digit(digit, loop.time())
+
     async def _plain(self, session: CallSession, offer: audio.PlainOffer, pt: int) -> str:
         loop = asyncio.get_running_loop()
         host = self.settings.media.rtp_host
         _, proto = await loop.create_datagram_endpoint(
             lambda: PlainRtp(pt, (offer.address, offer.port), session.voice, session.heard,
-                             lambda: session.leg.muted),
+                             lambda: session.leg.muted, offer.telephone_event, session.digit),
             local_addr=(host, 0),
         )
         session.rtp = proto
@@ -550,6 +708,9 @@ class MeetingMedia:
 
     async def ended(self, call: Call, reason: str) -> None:
         session = self.sessions.pop(call.key, None)
+        if session is not None and session.msrp is not None:
+            session.msrp.closed = True
+            self.msrp_links.pop(session.msrp_id, None)
         if session is not None:
             await session.close()
 

@@ -28,7 +28,7 @@ from services.common.logging import RateLimitedLogger
 from services.common.tasks import Background
 from services.common.ws_admin import Endpoint, WsAdmin, WsConnection
 
-from . import metrics
+from . import metrics, msrp
 from .core import (
     Call,
     CallConfirmed,
@@ -125,6 +125,7 @@ class SipGateway:
         self._wake = asyncio.Event()
         self._servers: list[Any] = []
         self.ports: dict[str, int] = {}
+        self.msrp_bind_timeout = 30.0
 
     # ------------------------------------------------------------------ core plumbing
 
@@ -337,7 +338,7 @@ class SipGateway:
             host,
             port,
             process_request=self._ws_handshake,
-            subprotocols=["sip"],  # type: ignore[list-item]
+            select_subprotocol=self._ws_subprotocol,
             ping_interval=None,  # the WebSocket admin runs the keep-alive
             max_size=self.max_size,
             max_queue=16,
@@ -349,9 +350,23 @@ class SipGateway:
         log.info("SIP over WebSocket on %s:%d", host, self.ports["ws"])
         return server
 
+    @staticmethod
+    def _wanted_subprotocol(path: str) -> str | None:
+        """``sip`` at /sip-ws (and /), ``msrp`` at /msrp-ws (RFC 7977 §4), None elsewhere."""
+        path = path.split("?", 1)[0]
+        if path in ("/sip-ws", "/sip-ws/", "/"):
+            return "sip"
+        if path in ("/msrp-ws", "/msrp-ws/"):
+            return "msrp"
+        return None
+
+    def _ws_subprotocol(self, connection: ServerConnection, offered: Any) -> Any:
+        wanted = self._wanted_subprotocol(connection.request.path if connection.request else "")
+        return wanted if wanted is not None and wanted in offered else None
+
     def _ws_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path not in ("/sip-ws", "/sip-ws/", "/"):
+        wanted = self._wanted_subprotocol(request.path)
+        if wanted is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         headers: Headers = request.headers
         protocols: list[str] = []
@@ -360,12 +375,20 @@ class SipGateway:
         decision = self.admin.check_handshake(
             host=headers.get("Host"), origin=headers.get("Origin"), protocols=protocols
         )
+        if decision.accepted and wanted not in {p.lower() for p in protocols}:
+            rl.info(("ws-refused", wanted), "refused a WebSocket at %s without the %s sub-protocol",
+                    request.path[:40], wanted)
+            return connection.respond(HTTPStatus.BAD_REQUEST,
+                                      f"Bad Request: Sec-WebSocket-Protocol must offer {wanted}\n")
         if not decision.accepted:
             rl.info(("ws-refused", decision.status), "refused a SIP WebSocket: %s", decision.reason)
             return connection.respond(HTTPStatus(decision.status), decision.reason + "\n")
         return None
 
     async def _ws_client(self, ws: ServerConnection) -> None:
+        if ws.subprotocol == "msrp":
+            await self._msrp_client(ws)
+            return
         remote = ws.remote_address or ("", 0)
         flow = Flow("ws", str(remote[0]), int(remote[1]), conn=next(self._conn_ids))
         transport = _WsTransport(ws, self.tasks)
@@ -411,6 +434,84 @@ class SipGateway:
             self._closers.pop(flow, None)
             self.core.flow_closed(flow, now)
             self.flush()
+
+    async def _msrp_client(self, ws: ServerConnection) -> None:
+        """An MSRP session's WebSocket (RFC 7977): the first frame's To-Path names a session the
+        media side set up for a call; every frame after that goes to that session."""
+        remote = ws.remote_address or ("", 0)
+        transport = _WsTransport(ws, self.tasks)
+        info = {"msrp": "unbound"}
+        conn = self.admin.register(
+            transport, remote=Endpoint.of(remote), local=Endpoint.of(ws.local_address),
+            now=self.clock(), sub_protocol=ws.subprotocol, info=info,
+        )
+        transport.admin_conn = conn
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=256)
+
+        def write(data: bytes) -> None:
+            try:
+                queue.put_nowait(data)
+            except asyncio.QueueFull:
+                rl.warning("msrp-full", "MSRP WebSocket from %s does not read, closing it", remote[0])
+                transport.abort()
+
+        sender = asyncio.ensure_future(self._ws_sender(ws, queue))
+        link: Any = None
+        find_link = getattr(self.media, "msrp_link", None)
+        metrics.CONNECTIONS.labels("msrp").inc()
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(ws.recv(), None if link is not None else self.msrp_bind_timeout)
+                except TimeoutError:
+                    await ws.close(1008, "no MSRP session named")
+                    break
+                now = self.clock()
+                conn.received(now)
+                metrics.MESSAGES_IN.labels("msrp").inc()
+                data = message.encode() if isinstance(message, str) else bytes(message)
+                try:
+                    frame = msrp.parse_frame(data, self.max_size)
+                except msrp.MsrpError as exc:
+                    metrics.MALFORMED.labels("msrp").inc()
+                    rl.warning(("msrp-malformed", remote[0]), "malformed MSRP from %s: %s", remote[0], exc.reason)
+                    reply = msrp.Frame(exc.tid, status=exc.status, comment=exc.reason[:80]).to_bytes()
+                    if link is not None:
+                        if exc.tid:
+                            write(reply)
+                        continue
+                    if exc.tid:  # nothing to resynchronise with: answer, then refuse the connection
+                        await ws.send(reply.decode())
+                    await ws.close(1008, "malformed MSRP")
+                    break
+                if link is None:
+                    sid = msrp.session_id_of(frame.get("To-Path") or "")
+                    found = find_link(sid) if (find_link is not None and sid) else None
+                    if found is None or not found.attach(write):
+                        rl.info(("msrp-unknown", remote[0]), "MSRP from %s names no session of a call", remote[0])
+                        if frame.is_request:
+                            await ws.send(msrp.Frame(frame.tid, status=481, comment="Session Does Not Exist")
+                                          .to_bytes().decode())
+                        await ws.close(1008, "no such MSRP session")
+                        break
+                    link = found
+                    info["msrp"] = sid or ""
+                replies, texts = link.session.receive(frame, now)
+                for reply in replies:
+                    write(reply)
+                for text in texts:
+                    link.on_text(text)
+        except ConnectionClosed:
+            pass
+        finally:
+            if link is not None:
+                link.detach(write)
+            sender.cancel()
+            metrics.CONNECTIONS.labels("msrp").dec()
+            now = self.clock()
+            if ws.protocol.close_rcvd is not None:
+                conn.close_received(ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason, now)
+            conn.lost(now, ws.close_code, ws.close_reason or "")
 
     @staticmethod
     async def _ws_sender(ws: ServerConnection, queue: asyncio.Queue[bytes]) -> None:

@@ -12,14 +12,21 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import wave
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import slixmpp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+from websockets.asyncio.client import connect as ws_connect
 
-from services.sip import audio
+from services.sip import audio, dtmf, msrp
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port
 from tests.integration.participant import JingleParticipant, wait_until
 from tests.integration.sip_client import ACCOUNTS, DOMAIN, SipClient, get_json, request
@@ -29,6 +36,7 @@ pytestmark = pytest.mark.skipif(bridge_missing() is not None, reason=bridge_miss
 
 ROOM_TONE = 550.0  # what the browser-side participant sends
 CALLER_TONE = 1000.0  # what the SIP caller sends
+DIAL_IN_PINS = "4321:pinroom"
 
 
 def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
@@ -60,6 +68,7 @@ class SipStack(Stack):
             "SIP_HTTP_PORT": str(self.sip_ports["http"]),
             "SIP_ICE_HOST_ADDRESSES": "127.0.0.1",
             "SIP_RTP_HOST": "127.0.0.1",
+            "SIP_DIALIN_PINS": DIAL_IN_PINS,
         }
         self.sip = ServiceProcess.python_module(
             "sip", "services.sip", env, health_url=f"http://127.0.0.1:{self.sip_ports['http']}/health")
@@ -110,6 +119,10 @@ class RtpPhone:
         self.remote: tuple[str, int] | None = None
         self.received: list[np.ndarray] = []
         self._task: asyncio.Task[None] | None = None
+        self.keyed: list[str] = []  # digits to send as RFC 4733 telephone-events
+
+    def key(self, digits: str) -> None:
+        self.keyed.extend(digits)
 
     def offer(self) -> bytes:
         return (f"v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -128,12 +141,32 @@ class RtpPhone:
         loop = asyncio.get_running_loop()
         seq, ts, n = 0, 0, 0
         start = time.monotonic()
+        event_packets = 0
+        event_ts = 0
         while True:
-            t = (np.arange(160) + n * 160) / 8000
-            pcm = (np.sin(2 * np.pi * self.tone * t) * 8000).astype(np.int16)
             assert self.remote is not None
-            self.sock.sendto(audio.rtp_packet(pt, seq, ts, 0x1234, audio.g711_encode(pcm, pt)), self.remote)
-            seq, ts, n = seq + 1, ts + 160, n + 1
+            if self.keyed and event_packets == 0:
+                event_packets, event_ts = 1, ts
+            if event_packets:
+                # RFC 4733 §2.5: one timestamp per event, growing duration, the end sent three times;
+                # audio paused for the event and a gap after it
+                digit = self.keyed[0]
+                if event_packets <= 7:
+                    end = event_packets >= 5
+                    payload = dtmf.event_payload(dtmf.DIGITS.index(digit), end, min(event_packets, 5) * 160)
+                    self.sock.sendto(audio.rtp_packet(101, seq, event_ts, 0x1234, payload,
+                                                      marker=event_packets == 1), self.remote)
+                    seq = seq + 1
+                event_packets += 1
+                if event_packets > 12:
+                    self.keyed.pop(0)
+                    event_packets = 0
+            else:
+                t = (np.arange(160) + n * 160) / 8000
+                pcm = (np.sin(2 * np.pi * self.tone * t) * 8000).astype(np.int16)
+                self.sock.sendto(audio.rtp_packet(pt, seq, ts, 0x1234, audio.g711_encode(pcm, pt)), self.remote)
+                seq = seq + 1
+            ts, n = ts + 160, n + 1
             while True:
                 try:
                     data = self.sock.recv(2048)
@@ -149,6 +182,11 @@ class RtpPhone:
         if self._task is not None:
             self._task.cancel()
         self.sock.close()
+
+
+def call_view(stack: SipStack, call_id: str) -> dict[str, Any]:
+    """The gateway's view of one call (``/calls``), {} when it is not there."""
+    return next((c for c in get_json(stack.sip_ports["http"], "/calls") if c["call_id"] == call_id), {})
 
 
 def ack_for(ok: object, c: SipClient, call_id: str, from_tag: str, room: str, cseq: int = 1) -> None:
@@ -201,6 +239,326 @@ async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: Si
     finally:
         phone.stop()
         c.close()
+        await listener.stop()
+
+
+async def test_moderator_mute_silences_the_sip_participant(stack: SipStack) -> None:
+    """Jicofo's mute IQ from the room's moderator: the focus tells the gateway's leg (which shows
+    ``audiomuted``) and the bridge, and nobody hears the caller, although its phone keeps sending."""
+    room = "muteroom"
+    moderator = Listener("judy", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                         focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await moderator.start()
+    await moderator.join(f"{room}@{MUC_DOMAIN}")
+    phone = RtpPhone(CALLER_TONE)
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    try:
+        c.send(request("INVITE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                       display="Ivan Phone", to=f"<sip:{room}@{DOMAIN}>",
+                       extra=[("Contact", f"<sip:ivan@{c.local}>")], body=phone.offer()))
+        ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(60))
+        assert ok is not None and ok.status == 200, f"{ok}\n{stack.logs()}"
+        ack_for(ok, c, call_id, tag, room)
+        phone.start(ok.body)
+
+        def heard() -> int:
+            return len(moderator.pcm.get("Ivan Phone", []))
+
+        assert await wait_until(lambda: heard() > 100 and abs(dominant_frequency(
+            np.concatenate(moderator.pcm["Ivan Phone"][-50:]), 48000) - CALLER_TONE) < 30, 40), stack.logs()
+        iq = moderator.make_iq_set(ito=stack.focus_jid)
+        el = ET.Element("{http://jitsi.org/jitmeet/audio}mute", {"jid": f"{room}@{MUC_DOMAIN}/Ivan Phone"})
+        el.text = "true"
+        iq.append(el)
+        await iq.send(timeout=15)
+        assert await wait_until(lambda: call_view(stack, call_id)["muted"] is True, 15)
+        await asyncio.sleep(1.5)  # what was in flight
+        before, rtp_before = heard(), call_view(stack, call_id)["rtp_in"]
+        await asyncio.sleep(3)
+        after, rtp_after = heard(), call_view(stack, call_id)["rtp_in"]
+        assert rtp_after > rtp_before + 50  # the phone still talks
+        assert after == before, (before, after)  # nobody decodes it
+        c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                       to=ok.get("To")))
+        assert await wait_until(lambda: not call_view(stack, call_id), 20)
+    finally:
+        phone.stop()
+        c.close()
+        await moderator.stop()
+
+
+def heard_since(phone: RtpPhone, start: int, frequency: float) -> bool:
+    """The phone heard ``frequency`` (±30 Hz) in some 200 ms of what it got after chunk ``start``."""
+    chunks = phone.received[start:]
+    for i in range(0, max(0, len(chunks) - 10), 5):
+        if abs(dominant_frequency(np.concatenate(chunks[i : i + 10]), 8000) - frequency) < 30:
+            return True
+    return False
+
+
+async def dial_in(c: SipClient, phone: RtpPhone, call_id: str, tag: str, display: str) -> object:
+    c.send(request("INVITE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                   display=display, to=f"<sip:dialin@{DOMAIN}>",
+                   extra=[("Contact", f"<sip:erin@{c.local}>")], body=phone.offer()))
+    ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(30))
+    assert ok is not None and ok.status == 200, ok
+    ack_for(ok, c, call_id, tag, "dialin")
+    phone.start(ok.body)  # type: ignore[attr-defined]
+    return ok
+
+
+async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipStack) -> None:
+    room = "pinroom"
+    listener = Listener("dave", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    phone = RtpPhone(CALLER_TONE)
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    try:
+        # answered at once, before any room: the caller hears the prompt (two 440 Hz beeps)
+        ok = await dial_in(c, phone, call_id, tag, "Erin Dialin")
+        assert await wait_until(lambda: heard_since(phone, 0, 440.0), 20), stack.logs()
+        call = call_view(stack, call_id)
+        assert call["dial_in"] and call["pin_attempt"] == 1 and call["room"] == "dialin"
+        # a wrong PIN: the retry prompt (330 Hz), second attempt
+        mark = len(phone.received)
+        phone.key("99#")
+        assert await wait_until(lambda: heard_since(phone, mark, 330.0), 20), stack.logs()
+        assert call_view(stack, call_id)["pin_attempt"] == 2
+        assert "Erin Dialin" not in stack.participants_of(f"{room}@{MUC_DOMAIN}")
+        # the right PIN joins the room it maps to; both sides hear each other
+        phone.key("4321#")
+        assert await wait_until(lambda: "Erin Dialin" in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 40), \
+            stack.logs()
+
+        def heard_caller() -> bool:
+            chunks = listener.pcm.get("Erin Dialin", [])
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+
+        def caller_heard_room() -> bool:
+            chunks = phone.received
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 8000) - ROOM_TONE) < 30
+
+        assert await wait_until(lambda: heard_caller() and caller_heard_room(), 40), \
+            f"room heard caller: {heard_caller()}, caller heard room: {caller_heard_room()}\n{stack.logs()}"
+        call = call_view(stack, call_id)
+        assert call["room"] == room and call["dtmf_events"] == 8, call
+        c.send(request("BYE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                       to=ok.get("To")))  # type: ignore[attr-defined]
+        bye_ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(10))
+        assert bye_ok is not None and bye_ok.status == 200
+        assert await wait_until(lambda: "Erin Dialin" not in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20)
+    finally:
+        phone.stop()
+        c.close()
+        await listener.stop()
+
+
+async def test_dial_in_hangs_up_after_three_wrong_pins(stack: SipStack) -> None:
+    phone = RtpPhone(CALLER_TONE)
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    try:
+        await dial_in(c, phone, call_id, tag, "Mallory")
+        phone.key("1#2#" + "5" * 40 + "#")  # two wrong PINs and one far too long
+        bye = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv(40))
+        assert bye is not None and bye.method == "BYE", bye
+        assert "3 times" in (bye.get("Reason") or ""), bye.get("Reason")
+        assert await wait_until(lambda: not call_view(stack, call_id), 10)
+    finally:
+        phone.stop()
+        c.close()
+
+
+class ChatListener(Listener):
+    """A participant that also keeps the room's groupchat messages: (nick, body)."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)
+        self.chat: list[tuple[str, str]] = []
+        self.room_jid = ""
+        self.register_handler(Callback("chat", MatchXPath("{jabber:client}message"), self._chat))  # type: ignore[arg-type]
+
+    def _chat(self, stanza: slixmpp.Message) -> None:
+        body = stanza.xml.find("{jabber:client}body")
+        if stanza.xml.get("type") == "groupchat" and body is not None and body.text:
+            self.chat.append((stanza["from"].resource, body.text))
+
+    def say(self, text: str) -> None:
+        self.make_message(mto=self.room_jid, mbody=text, mtype="groupchat").send()
+
+
+MSRP_CLIENT_PATH = "msrp://df7jal23ls0d.invalid:2855/c1ientsess;ws"
+
+
+def msrp_send(to_path: str, text: str, tid: str | None = None) -> bytes:
+    tid = tid or secrets.token_hex(6)
+    body = text.encode()
+    return (f"MSRP {tid} SEND\r\nTo-Path: {to_path}\r\nFrom-Path: {MSRP_CLIENT_PATH}\r\n"
+            f"Message-ID: {secrets.token_hex(6)}\r\nByte-Range: 1-{len(body)}/{len(body)}\r\n"
+            f"Content-Type: text/plain\r\n\r\n").encode() + body + f"\r\n-------{tid}$\r\n".encode()
+
+
+async def test_msrp_over_websocket_is_relayed_to_and_from_the_room_chat(stack: SipStack) -> None:
+    room = "chatroom"
+    listener = ChatListener("frank", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                            focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    listener.room_jid = f"{room}@{MUC_DOMAIN}"
+    c = SipClient("ws", "127.0.0.1", stack.sip_ports["ws"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    offer = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 df7jal23ls0d.invalid\r\nt=0 0\r\n"
+             "m=message 9 TCP/WS/MSRP *\r\na=accept-types:text/plain\r\n"
+             f"a=path:{MSRP_CLIENT_PATH}\r\na=setup:active\r\n").encode()
+    loop = asyncio.get_running_loop()
+    try:
+        c.send(request("INVITE", f"sip:{room}@{DOMAIN}", transport="WS", host=c.local, call_id=call_id,
+                       from_tag=tag, display="Grace Chat", to=f"<sip:{room}@{DOMAIN}>",
+                       extra=[("Contact", f"<sip:grace@{c.local};transport=ws>")], body=offer))
+        ok = await loop.run_in_executor(None, lambda: c.recv_final(60))
+        assert ok is not None and ok.status == 200, f"{ok}\n{stack.logs()}"
+        c.send(request("ACK", f"sip:{room}@{DOMAIN}", transport="WS", host=c.local, call_id=call_id,
+                       from_tag=tag, to=ok.get("To")))
+        answer = ok.body.decode()
+        assert "m=message" in answer and "TCP/WS/MSRP" in answer, answer
+        gw_path = next(line[7:] for line in answer.splitlines() if line.startswith("a=path:"))
+        assert await wait_until(lambda: "Grace Chat" in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20)
+        # room chat sent before the caller's MSRP socket is up waits for it
+        listener.say("welcome grace")
+        await asyncio.sleep(0.5)
+        async with ws_connect(f"ws://127.0.0.1:{stack.sip_ports['ws']}/msrp-ws", subprotocols=["msrp"],  # type: ignore[list-item]
+                              open_timeout=10) as ws:
+            await ws.send(msrp_send(gw_path, "hello from msrp", tid="tid00001").decode())
+            got: list[msrp.Frame] = []
+
+            async def until(pred: Callable[[msrp.Frame], bool], within: float = 20) -> msrp.Frame:
+                deadline = loop.time() + within
+                while True:
+                    for f in got:
+                        if pred(f):
+                            return f
+                    raw = await asyncio.wait_for(ws.recv(), max(0.1, deadline - loop.time()))
+                    got.append(msrp.parse_frame(raw.encode() if isinstance(raw, str) else raw))
+
+            ok_frame = await until(lambda f: f.tid == "tid00001")
+            assert ok_frame.status == 200 and ok_frame.get("To-Path") == MSRP_CLIENT_PATH
+            assert await wait_until(lambda: ("Grace Chat", "hello from msrp") in listener.chat, 20), listener.chat
+            welcome = await until(lambda f: f.method == "SEND" and b"welcome" in f.body)
+            assert welcome.body == b"frank: welcome grace" and welcome.get("To-Path") == MSRP_CLIENT_PATH
+            listener.say("and now live")
+            live = await until(lambda f: f.method == "SEND" and b"live" in f.body)
+            assert live.body == b"frank: and now live"
+            # a flood is cut by the session's rate (burst 10): refused with 403, never reaches the room
+            for i in range(30):
+                await ws.send(msrp_send(gw_path, f"flood {i}", tid=f"flood{i:03d}").decode())
+            await until(lambda f: f.tid == "flood029")
+            statuses = [f.status for f in got if f.tid.startswith("flood")]
+            assert statuses.count(403) >= 5 and len(statuses) == 30, statuses
+            await asyncio.sleep(1)
+            flooded = [b for n, b in listener.chat if n == "Grace Chat" and b.startswith("flood")]
+            assert len(flooded) == statuses.count(200)
+            call = call_view(stack, call_id)
+            assert call["media"] == "msrp" and call["msrp_connected"] and call["muted"], call
+            assert call["msrp_refused"] == statuses.count(403)
+        c.send(request("BYE", f"sip:{room}@{DOMAIN}", transport="WS", host=c.local, call_id=call_id,
+                       from_tag=tag, cseq=2, to=ok.get("To")))
+        bye_ok = await loop.run_in_executor(None, lambda: c.recv_final(10))
+        assert bye_ok is not None and bye_ok.status == 200
+        assert await wait_until(lambda: "Grace Chat" not in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20)
+    finally:
+        c.close()
+        await listener.stop()
+
+
+BARESIP = shutil.which("baresip")
+
+
+def write_tone_wav(path: Path, frequency: float, seconds: float, rate: int = 8000) -> None:
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (np.sin(2 * np.pi * frequency * t) * 8000).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def read_wav_pcm(path: Path) -> np.ndarray:
+    """The samples of a 16-bit WAV that may still be open for writing (header sizes not final)."""
+    data = path.read_bytes()
+    start = data.find(b"data")
+    return np.frombuffer(data[start + 8 : len(data) // 2 * 2 - (start % 2)], dtype="<i2") if start >= 0 else \
+        np.zeros(0, np.int16)
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(BARESIP is None, reason="needs Debian's baresip (baresip-core)")
+async def test_baresip_calls_into_a_meeting_over_udp_with_g711(stack: SipStack, tmp_path: Path) -> None:
+    """Debian's baresip, a real softphone: G.711 over UDP, its source a 1 kHz WAV (aufile), what it
+    decodes saved by its sndfile module; the room hears the tone and baresip hears the room."""
+    room = "bareroom"
+    listener = Listener("heidi", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    conf = tmp_path / "baresip"
+    dumps = tmp_path / "dumps"
+    conf.mkdir()
+    dumps.mkdir()
+    write_tone_wav(tmp_path / "tone.wav", CALLER_TONE, 120)
+    sip_port = free_tcp_udp_port()
+    (conf / "config").write_text("\n".join([
+        "poll_method epoll", "net_interface 127.0.0.1", f"sip_listen 127.0.0.1:{sip_port}", f"audio_source aufile,{tmp_path / 'tone.wav'}",
+        "audio_player aubridge,sink", "audio_alert aubridge,sink", "ausrc_srate 8000", "auplay_srate 8000",
+        "rtp_tos 0", "module_path /usr/lib/baresip/modules", "module g711.so", "module aufile.so",
+        "module aubridge.so", "module sndfile.so", "module_tmp uuid.so", "module_tmp account.so",
+        "module_app menu.so", f"snd_path {dumps}", "",
+    ]))
+    gateway = f"127.0.0.1:{stack.sip_ports['sip']}"
+    (conf / "accounts").write_text(
+        f'"Bare Phone" <sip:barephone@{DOMAIN}>;regint=0;outbound="sip:{gateway};transport=udp";'
+        "audio_codecs=PCMU\n")
+    log = (tmp_path / "baresip.log").open("w")
+    proc = await asyncio.create_subprocess_exec(
+        BARESIP or "baresip", "-f", str(conf), "-e", f"/dial sip:{room}@{DOMAIN}",
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert await wait_until(lambda: "Bare Phone" in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 60), \
+            (tmp_path / "baresip.log").read_text()[-3000:] + stack.logs()
+
+        def heard_caller() -> bool:
+            chunks = listener.pcm.get("Bare Phone", [])
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+
+        def decoded() -> np.ndarray:
+            files = sorted(dumps.glob("*dec*.wav"))
+            return read_wav_pcm(files[0]) if files else np.zeros(0, np.int16)
+
+        def baresip_heard_room() -> bool:
+            pcm = decoded()
+            return len(pcm) > 16000 and abs(dominant_frequency(pcm[-8000:], 8000) - ROOM_TONE) < 30
+
+        ok = await wait_until(lambda: heard_caller() and baresip_heard_room(), 60, interval=0.5)
+        assert ok, (f"room heard baresip: {heard_caller()}, baresip heard room: {baresip_heard_room()} "
+                    f"({len(decoded())} samples, {sorted(p.name for p in dumps.iterdir())})\n"
+                    + (tmp_path / "baresip.log").read_text()[-3000:] + stack.logs())
+        [call] = [c for c in get_json(stack.sip_ports["http"], "/calls") if c["display_name"] == "Bare Phone"]
+        assert call["media"] == "plain" and call["room"] == room and call["state"] == "confirmed"
+        assert call["display_name"] == "Bare Phone"
+        # baresip hangs up when it stops (SIGTERM): its BYE ends the call and the occupant leaves
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)
+        assert await wait_until(lambda: "Bare Phone" not in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 30)
+        assert await wait_until(lambda: not any(c["display_name"] == "Bare Phone" for c in get_json(stack.sip_ports["http"], "/calls")), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        log.close()
         await listener.stop()
 
 

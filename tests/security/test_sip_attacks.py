@@ -4,16 +4,22 @@ guessing are bounded, and the gateway keeps serving an honest client throughout.
 
 from __future__ import annotations
 
+import secrets
+import socket
 from collections.abc import Iterator
 
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
+from services.sip import audio, dtmf
 from tests.integration.sip_client import DOMAIN, SipClient, gateway_process, get_json, request
 
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[dict[str, int]]:
-    proc, ports = gateway_process({"SIP_WS_ORIGINS": "https://meet.example", })
+    proc, ports = gateway_process({"SIP_WS_ORIGINS": "https://meet.example", "SIP_MSRP_BIND_TIMEOUT": "3"})
     with proc:
         yield ports
 
@@ -118,8 +124,6 @@ def test_password_guessing_is_cut_off(gateway: dict[str, int]) -> None:
 
 
 def test_websocket_without_sip_subprotocol_or_from_foreign_origin_refused(gateway: dict[str, int]) -> None:
-    from websockets.exceptions import InvalidStatus
-
     with pytest.raises(InvalidStatus) as info:
         SipClient("ws", "127.0.0.1", gateway["ws"], subprotocols=["xmpp"],
                   ws_headers={"Origin": "https://meet.example"})
@@ -142,3 +146,115 @@ def test_invite_without_sdp_or_to_bad_room_refused(gateway: dict[str, int]) -> N
         assert resp is not None and resp.status == 404
     finally:
         c.close()
+
+
+# ------------------------------------------------------------------------- MSRP over WebSocket
+
+
+def msrp_socket(gateway: dict[str, int], subprotocol: str = "msrp", path: str = "/msrp-ws") -> ClientConnection:
+    return ws_connect(f"ws://127.0.0.1:{gateway['ws']}{path}", subprotocols=[subprotocol],  # type: ignore[list-item]
+                      additional_headers={"Origin": "https://meet.example"}, open_timeout=10)
+
+
+def closed_with(ws: ClientConnection, within: float = 10) -> int | None:
+    """The close code once the gateway closed the socket (None if it did not within ``within``)."""
+    try:
+        while True:
+            ws.recv(timeout=within)
+    except TimeoutError:
+        return None
+    except ConnectionClosed:
+        return ws.close_code
+
+
+def test_msrp_websocket_needs_its_subprotocol_on_its_path(gateway: dict[str, int]) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        msrp_socket(gateway, subprotocol="sip")  # /msrp-ws offering only sip
+    assert info.value.response.status_code == 400
+    with pytest.raises(InvalidStatus) as info:
+        msrp_socket(gateway, path="/sip-ws")  # /sip-ws offering only msrp
+    assert info.value.response.status_code == 400
+
+
+@pytest.mark.parametrize("frame, status", [
+    (b"MSRP abcd1234 SEND\r\nTo-Path: msrp://x/y;ws\r\n", 400),  # no end line: answered, then closed
+    (b"MSRP abcd1234 SEND\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(100)) + b"-------abcd1234$\r\n", 400),
+    (b"\x00\xff garbage", None),  # not MSRP at all: closed without an answer
+    (b"MSRP abcd1234 SEND\r\nTo-Path: msrp://127.0.0.1:1/nosuchsession;ws\r\nFrom-Path: msrp://a.invalid/b;ws\r\n"
+     b"Message-ID: m1234567\r\nByte-Range: 1-2/2\r\nContent-Type: text/plain\r\n\r\nhi\r\n-------abcd1234$\r\n", 481),
+])
+def test_malformed_or_unknown_msrp_is_answered_then_closed(gateway: dict[str, int], frame: bytes,
+                                                           status: int | None) -> None:
+    with msrp_socket(gateway) as ws:
+        ws.send(frame)
+        if status is not None:
+            reply = ws.recv(timeout=10)
+            reply_bytes = reply.encode() if isinstance(reply, str) else reply
+            assert reply_bytes.startswith(f"MSRP abcd1234 {status}".encode()), reply_bytes[:80]
+        assert closed_with(ws) == 1008
+    still_serves(gateway)
+
+
+def test_oversized_msrp_frame_closes_the_connection(gateway: dict[str, int]) -> None:
+    with msrp_socket(gateway) as ws:
+        ws.send(b"MSRP abcd1234 SEND\r\nX: " + b"a" * 40000 + b"\r\n-------abcd1234$\r\n")
+        assert closed_with(ws) == 1009  # over the WebSocket message limit, nothing parsed
+    still_serves(gateway)
+
+
+def test_silent_msrp_socket_is_closed_after_the_bind_timeout(gateway: dict[str, int]) -> None:
+    with msrp_socket(gateway) as ws:
+        assert closed_with(ws, within=20) == 1008  # SIP_MSRP_BIND_TIMEOUT=3 in this gateway
+
+
+# ------------------------------------------------------------------------- dial-in DTMF
+
+
+@pytest.fixture(scope="module")
+def dial_in_gateway() -> Iterator[dict[str, int]]:
+    proc, ports = gateway_process({"SIP_DIALIN_PINS": "1234:room"})
+    with proc:
+        yield ports
+
+
+def test_telephone_event_flood_and_garbage_rtp_end_the_dial_in_call(dial_in_gateway: dict[str, int]) -> None:
+    """A dial-in caller (answered before any meeting: no XMPP needed) floods its RTP socket with
+    garbage, malformed and unknown events and endless digits: what it cannot take is dropped (a
+    bounded digit queue), three wrong attempts (over-long, or timed out once the queue dropped
+    their '#') end the call with a BYE, and the gateway keeps serving."""
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    c = client("udp", dial_in_gateway)
+    try:
+        offer = (f"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                 f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
+        call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+        c.send(request("INVITE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                       to=f"<sip:dialin@{DOMAIN}>", extra=[("Contact", f"<sip:m@{c.local}>")], body=offer))
+        ok = c.recv_final(20)
+        assert ok is not None and ok.status == 200, ok
+        c.send(request("ACK", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, to=ok.get("To")))
+        answer = audio.parse_plain_offer(ok.body.decode())
+        target = (answer.address, answer.port)
+        for i in range(300):  # garbage, truncated RTP, truncated and unknown events, oversized
+            rtp.sendto(secrets.token_bytes(i % 40), target)
+            rtp.sendto(audio.rtp_packet(101, i, i, 7, b"\x01"), target)
+            rtp.sendto(audio.rtp_packet(101, i, 10_000 + i, 7, dtmf.event_payload(200, True, 160)), target)
+        rtp.sendto(audio.rtp_packet(0, 1, 1, 7, b"\xff" * 4000), target)
+        ts = 100_000
+        for _attempt in range(3):  # 3 PINs of 200 digits each
+            for d in "5" * 200 + "#":
+                ts += 160
+                for _ in range(3):  # each event's end packet sent three times: counted once
+                    rtp.sendto(audio.rtp_packet(101, ts & 0xFFFF, ts, 7,
+                                                dtmf.event_payload(dtmf.DIGITS.index(d), True, 160)), target)
+        still_serves(dial_in_gateway)
+        bye = c.recv(90)  # at most 3 digit timeouts of 15 s
+        assert bye is not None and bye.method == "BYE", bye
+        assert "3 times" in (bye.get("Reason") or ""), bye.get("Reason")
+        calls = get_json(dial_in_gateway["http"], "/calls")
+        assert calls == [], calls
+    finally:
+        rtp.close()
+        c.close()
+    still_serves(dial_in_gateway)

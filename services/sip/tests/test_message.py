@@ -95,3 +95,12 @@ def test_digest_round_trip_sha256_md5_stale_and_replay() -> None:
     assert not auth.check(header.replace("alice", "mallory"), "REGISTER", now=1001.0).ok
     forged = header.replace('nonce="', 'nonce="1')
     assert auth.check(forged, "REGISTER", now=1001.0).reason == "bad nonce"
+
+
+def test_digest_nonces_of_the_same_millisecond_differ() -> None:
+    """Two clients challenged at once each answer with nc=1: neither is a replay of the other."""
+    auth = digest.DigestAuth("meet.jitsi", {"alice": "pw", "bob": "pw2"})
+    first, second = auth.challenges(now=1000.0)[0], auth.challenges(now=1000.0)[0]
+    assert first != second
+    assert auth.check(digest.answer(first, "alice", "pw", "REGISTER", "sip:meet.jitsi"), "REGISTER", now=1000.5).ok
+    assert auth.check(digest.answer(second, "bob", "pw2", "REGISTER", "sip:meet.jitsi"), "REGISTER", now=1000.5).ok
