@@ -224,6 +224,28 @@ class Moderation:
             raise Refused("item-not-found", f"no participant {nick!r} in the room")
         state.approved.setdefault(kind, set()).add(nick)
 
+    def reject(self, room: str, actor_jid: str, kind: str, nick: str) -> MuteAction | None:
+        """A moderator turns down ``nick``'s request to unmute ``kind`` (or withdraws an approval,
+        Jitsi's ``jidToBlacklist``): the approval goes and, when it had unmuted, it is muted again."""
+        state = self.rooms.get(room)
+        actor = state.by_real_jid(actor_jid) if state is not None else None
+        if state is None or actor is None or actor.role != "moderator":
+            raise Refused("forbidden", "only moderators may reject")
+        if kind not in state.av_moderation:
+            raise Refused("not-allowed", f"{kind} moderation is off")
+        target = state.members.get(nick)
+        if target is None:
+            raise Refused("item-not-found", f"no participant {nick!r} in the room")
+        state.approved.get(kind, set()).discard(nick)
+        if target.role == "moderator" or kind in state.muted.get(nick, set()):
+            return None
+        return self.mute_request(room, actor_jid, nick, kind, True)
+
+    def av_moderation_of(self, room: str) -> dict[str, bool]:
+        state = self.rooms.get(room)
+        on = state.av_moderation if state is not None else set()
+        return {kind: kind in on for kind in KINDS}
+
     def join_mutes(self, room: str, nick: str) -> list[MuteAction]:
         """A newcomer who is not to moderate joins muted in every kind under AV moderation."""
         state = self.rooms.get(room)
