@@ -21,7 +21,7 @@ from .jid import JID, InvalidJid, parse_jid
 from .limits import log_limited
 from .sasl import ScramCredential
 from .stanza import error_reply
-from .tokens import TokenVerifier
+from .tokens import TokenClaims, TokenVerifier
 from .xml import CLIENT_NS, Element, escape_attr
 
 log = logging.getLogger("xmpp.broker")
@@ -93,6 +93,10 @@ class Cluster(Protocol):
     def resources_of(self, bare: JID) -> list[JID]: ...
 
     def component_node(self, stanza: Element, to: JID) -> str | None: ...
+
+    def known(self, jid: JID) -> bool: ...
+
+    def claims_of(self, jid: JID) -> TokenClaims | None: ...
 
 
 class Broker:
