@@ -66,6 +66,8 @@ class HostPolicy:
     # anonymous logins need a valid JWT (?token= on the URL; services/xmpp/tokens.py)
     tokens: TokenVerifier | None = None
     allow_empty_token: bool = False
+    # close a token session's stream when its token's ``exp`` passes (Jitsi lets it outlive it)
+    end_session_on_expiry: bool = False
     # people's accounts (AUTH_TYPE=internal): log in from anywhere, unlike the service accounts
     public_login: bool = False
 

@@ -68,7 +68,11 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
         login = HostPolicy(cfg.domain, accounts=UserStore(users_path(auth.users_file)), public_login=True)
     else:
         login = HostPolicy(
-            cfg.domain, anonymous=True, tokens=verifier, allow_empty_token=auth.jwt.allow_empty
+            cfg.domain,
+            anonymous=True,
+            tokens=verifier,
+            allow_empty_token=auth.jwt.allow_empty,
+            end_session_on_expiry=auth.jwt.end_session_on_expiry,
         )
     hosts = [login, HostPolicy(cfg.auth_domain, anonymous=False, accounts=accounts)]
     if auth.enabled and auth.guests:
