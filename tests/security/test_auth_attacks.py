@@ -192,3 +192,58 @@ def test_only_moderators_run_the_lobby(stack: Stack) -> None:
     finally:
         for g in (host, troll, knocker):
             g.close()
+
+
+def av_message(g: WsGuest, room: str, **body: object) -> str:
+    import json
+
+    payload = json.dumps({"type": "av_moderation", "room": f"{room}@{MUC}", **body})
+    return focus_iq(g, f"<json-message xmlns='http://jitsi.org/jitmeet'>{payload}</json-message>")
+
+
+def test_forged_av_moderation_and_self_approval_are_refused(stack: Stack) -> None:
+    room = "hushed"
+    host = guest(stack, room=room, moderator=True, name="Host")
+    troll = guest(stack, room=room, moderator=False, name="Troll")
+    victim = guest(stack, room=room, moderator=False, name="Victim")
+    try:
+        host.request_conference(room)
+        host.join(room, "host")
+        host.recv_until(re.compile(rf"from='{room}@muc.meet.jitsi/host'[^>]*>.*role='moderator'"), timeout=15)
+        troll.join(room, "troll")
+        victim.join(room, "victim")
+        time.sleep(1.0)
+        # only moderators switch it on, approve, or reject
+        assert "forbidden" in av_message(troll, room, kind="audio", enable=True)
+        assert "type='result'" in av_message(host, room, kind="audio", enable=True)
+        host.recv_until("av-moderation", timeout=15)
+        for body in ({"jidToWhitelist": f"{room}@{MUC}/troll"}, {"jidToBlacklist": f"{room}@{MUC}/victim"},
+                     {"jidToWhitelist": f"{room}@{MUC}/victim"}):  # fmt: skip
+            answer = av_message(troll, room, kind="audio", **body)
+            assert "type='error'" in answer and "forbidden" in answer, (body, answer)
+        # approving oneself by naming the room differently, or an occupant of another room
+        answer = av_message(troll, room, kind="audio", jidToWhitelist=f"elsewhere@{MUC}/troll")
+        assert "type='error'" in answer, answer
+        # and so the troll still cannot unmute itself
+        unmute = focus_iq(troll, f"<mute xmlns='http://jitsi.org/jitmeet/audio' jid='{room}@{MUC}/troll'>false</mute>")
+        assert "type='error'" in unmute and "forbidden" in unmute and "approval" in unmute, unmute
+        # junk in the JSON: refused with bad-request, the focus keeps serving
+        for junk in ("{", "[1,2]", "x" * 5000, "{" * 2000 + "}" * 2000):
+            answer = focus_iq(troll, f"<json-message xmlns='http://jitsi.org/jitmeet'>{junk}</json-message>")
+            assert "type='error'" in answer, (junk[:20], answer)
+        # a forged "you are approved" message to the victim comes from the troll's occupant JID,
+        # never from the focus's (the client trusts only the latter)
+        troll.send(
+            f"<message xmlns='jabber:client' type='chat' to='{room}@{MUC}/victim' from='{room}@{MUC}/focus'>"
+            "<json-message xmlns='http://jitsi.org/jitmeet'>"
+            '{"type":"av_moderation","approved":true,"kind":"audio"}</json-message></message>'
+        )
+        forged = victim.recv_until("approved", timeout=10)
+        assert f"from='{room}@{MUC}/troll'" in forged and f"from='{room}@{MUC}/focus'" not in forged, forged
+        # the host approves the victim: that one comes from the focus
+        assert "type='result'" in av_message(host, room, kind="audio", jidToWhitelist=f"{room}@{MUC}/victim")
+        real = victim.recv_until("approved", timeout=15)
+        assert f"from='{room}@{MUC}/focus'" in real, real
+    finally:
+        for g in (host, troll, victim):
+            g.close()
