@@ -156,8 +156,9 @@ def test_av_moderation_ask_reject_and_allow(env: Env) -> None:
     wait_until("Cy to receive Bob's audio", lambda: cy.audio_packets(b) > 50, timeout=45, people=people)
     assert not bob.page.is_visible("#av-moderation-audio")  # a participant has no switch
     # Ada starts audio moderation from the participants panel
-    ada.page.click("#participants-button")
-    ada.page.click("#av-moderation-audio")
+    ada.page.click("#participants-button", no_wait_after=True)
+    ada.page.wait_for_selector("#av-moderation-audio", state="visible", timeout=60_000)
+    ada.page.click("#av-moderation-audio", no_wait_after=True)
     wait_until("the switch to show it on",
                lambda: ada.page.get_attribute("#av-moderation-audio", "aria-pressed") == "true", people=people)
     wait_until("Bob to be muted by the moderation",
