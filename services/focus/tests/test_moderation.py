@@ -82,6 +82,9 @@ def test_av_moderation_needs_approval_to_unmute() -> None:
     assert "approval" in err.value.text
     m.approve(R, "mod@meet.jitsi/x", "audio", "p")
     assert not m.mute_request(R, "p@meet.jitsi/x", "p", "audio", False).mute
+    # its next presence (now unmuted) does not mute it again; nor does the latecomer's
+    assert m.join_mutes(R, "p") == [] and m.join_mutes(R, "late") == []
+    assert m.muted_kinds(R, "p") == []
     m.set_av_moderation(R, "mod@meet.jitsi/x", "audio", False)
     assert not m.mute_request(R, "late@meet.jitsi/x", "late", "audio", False).mute
 
