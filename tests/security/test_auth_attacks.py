@@ -2,7 +2,8 @@
 
 A client without a valid token cannot log in, and is told why; a token for one room does not
 open another; the broker's identity stamp cannot be forged; a participant who is not a moderator
-cannot kick, mute, run AV moderation or grant itself rights; nobody can kick the focus."""
+cannot kick, mute, run AV moderation, approve itself or grant itself rights; nobody can kick the
+focus; with two broker nodes a token's room claim and identity still hold on the room's node."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from services.xmpp.tokens import mint
 from tests.integration.test_focus_stack import Stack
+from tests.integration.test_xmpp_cluster import redis_url  # noqa: F401  (fixture)
 from tests.security.conftest import FOCUS_NS, MUC, WsGuest
 
 SECRET = "security-test-secret"
@@ -247,3 +249,36 @@ def test_forged_av_moderation_and_self_approval_are_refused(stack: Stack) -> Non
     finally:
         for g in (host, troll, victim):
             g.close()
+
+
+async def test_a_token_for_one_room_does_not_open_another_on_another_node(redis_url: str) -> None:  # noqa: F811
+    """Two broker nodes: the room lives on node a, the attacker's session on node b. Node a must
+    still check b's token (its room claim travels with the bind) and drop a forged identity."""
+    import asyncio
+
+    from tests.integration.test_xmpp_cluster import AUTH_ENV, ws_guest
+    from tests.integration.xmpp_interop.servers import AUTH_DOMAIN, FOCUS_PASSWORD, MUC_DOMAIN, start_parley
+    from tests.integration.xmpp_interop.slix import JID, connected, next_matching
+
+    node_a, ep_a = start_parley("xmpp-attack-a", REDIS_URL=redis_url, XMPP_NODE_ID="attack-a", **AUTH_ENV)
+    node_b, ep_b = start_parley("xmpp-attack-b", REDIS_URL=redis_url, XMPP_NODE_ID="attack-b", **AUTH_ENV)
+    guests: list[WsGuest] = []
+    try:
+        room = JID(f"vault@{MUC_DOMAIN}")
+        async with connected(ep_a.c2s_port, f"focus@{AUTH_DOMAIN}/focus", FOCUS_PASSWORD) as focus:
+            await focus.plugin["xep_0045"].join_muc_wait(room, "focus", timeout=5)
+            await asyncio.sleep(0.5)
+            mallory = await asyncio.to_thread(ws_guest, ep_b.http_port, "lobby-of-elsewhere", name="Mallory")
+            plain = await asyncio.to_thread(ws_guest, ep_b.http_port, "vault", name="Plain", moderator=False)
+            guests += [mallory, plain]
+            refused = await asyncio.to_thread(mallory.join, "vault", "mallory")
+            assert "type='error'" in refused and "room claim" in refused, refused
+            forged = "<identity><user><name>Boss</name><moderator>true</moderator></user></identity>"
+            assert "code='110'" in await asyncio.to_thread(plain.join, "vault", "plain", forged)
+            seen = str(await next_matching(focus.presences, lambda p: p["from"] == JID(f"{room}/plain"), wait=10))
+            assert "Boss" not in seen and "<moderator>false</moderator>" in seen, seen
+    finally:
+        for g in guests:
+            g.close()
+        node_b.stop()
+        node_a.stop()
