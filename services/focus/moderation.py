@@ -42,6 +42,8 @@ class Member:
     authenticated: bool = False
     moderator_claim: bool | None = None
     order: int = 0
+    # AV moderation's mutes were applied at its join (later presences must not mute it again)
+    join_muted: bool = False
 
 
 @dataclass
@@ -207,6 +209,8 @@ class Moderation:
             return []
         state.av_moderation.add(kind)
         state.approved[kind] = set()
+        for member in state.members.values():
+            member.join_muted = True  # muted here, not again by their next presence
         return [
             self.mute_request(room, actor_jid, m.nick, kind, True)
             for m in list(state.members.values())
@@ -224,11 +228,37 @@ class Moderation:
             raise Refused("item-not-found", f"no participant {nick!r} in the room")
         state.approved.setdefault(kind, set()).add(nick)
 
+    def reject(self, room: str, actor_jid: str, kind: str, nick: str) -> MuteAction | None:
+        """A moderator turns down ``nick``'s request to unmute ``kind`` (or withdraws an approval,
+        Jitsi's ``jidToBlacklist``): the approval goes and, when it had unmuted, it is muted again."""
+        state = self.rooms.get(room)
+        actor = state.by_real_jid(actor_jid) if state is not None else None
+        if state is None or actor is None or actor.role != "moderator":
+            raise Refused("forbidden", "only moderators may reject")
+        if kind not in state.av_moderation:
+            raise Refused("not-allowed", f"{kind} moderation is off")
+        target = state.members.get(nick)
+        if target is None:
+            raise Refused("item-not-found", f"no participant {nick!r} in the room")
+        state.approved.get(kind, set()).discard(nick)
+        if target.role == "moderator" or kind in state.muted.get(nick, set()):
+            return None
+        return self.mute_request(room, actor_jid, nick, kind, True)
+
+    def av_moderation_of(self, room: str) -> dict[str, bool]:
+        state = self.rooms.get(room)
+        on = state.av_moderation if state is not None else set()
+        return {kind: kind in on for kind in KINDS}
+
     def join_mutes(self, room: str, nick: str) -> list[MuteAction]:
-        """A newcomer who is not to moderate joins muted in every kind under AV moderation."""
+        """A newcomer who is not to moderate joins muted in every kind under AV moderation (once:
+        the presences that follow, e.g. after an approved unmute, change nothing)."""
         state = self.rooms.get(room)
         member = state.members.get(nick) if state is not None else None
-        if state is None or member is None or member.role == "moderator" or nick in state.granted:
+        if state is None or member is None or member.join_muted:
+            return []
+        member.join_muted = True
+        if member.role == "moderator" or nick in state.granted:
             return []
         out = []
         for kind in sorted(state.av_moderation):

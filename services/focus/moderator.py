@@ -13,7 +13,8 @@
   ``mod_av_moderation_component``, sent here to the room's owner). The state is published in the
   focus's room presence as ``<av-moderation xmlns='http://jitsi.org/jitmeet/av-moderation'
   audio='true|false' video='true|false'/>``; an approved participant gets a private message with
-  ``{"type": "av_moderation", "approved": true, "kind": …}``.
+  ``{"type": "av_moderation", "approved": true, "kind": …}``. ``{…, "jidToBlacklist": …}`` turns a
+  request down (or withdraws an approval, muting again): the participant gets ``"removed": true``.
 """
 
 from __future__ import annotations
@@ -195,8 +196,18 @@ class Moderator:
                 if target_room != room or not nick:
                     raise Refused("bad-request", "jidToWhitelist must be an occupant of the room")
                 self.core.approve(room, actor, kind, nick)
-                self._tell_approved(room, nick, kind)
+                self._tell(room, nick, {"type": "av_moderation", "approved": True, "kind": kind, "room": room})
                 iq.reply(clear=True).send()
+                return
+            if "jidToBlacklist" in body:
+                target_room, _, nick = str(body["jidToBlacklist"]).partition("/")
+                if target_room != room or not nick:
+                    raise Refused("bad-request", "jidToBlacklist must be an occupant of the room")
+                again = self.core.reject(room, actor, kind, nick)
+                self._tell(room, nick, {"type": "av_moderation", "removed": True, "kind": kind, "room": room})
+                iq.reply(clear=True).send()
+                if again is not None:
+                    self._spawn(self._apply(again))
                 return
             if not isinstance(body.get("enable"), bool):
                 raise Refused("bad-request", "enable must be true or false")
@@ -220,9 +231,10 @@ class Moderator:
         )
         self.client.set_room_extension(room, "av-moderation", el)
 
-    def _tell_approved(self, room: str, nick: str, kind: str) -> None:
+    def _tell(self, room: str, nick: str, body: dict[str, Any]) -> None:
+        """A private message from the focus's occupant to ``nick`` (approved, or removed)."""
         msg = self.client.make_message(mto=f"{room}/{nick}", mtype="chat")
         el = ET.Element(f"{{{NS_JITMEET}}}json-message")
-        el.text = json.dumps({"type": "av_moderation", "approved": True, "kind": kind, "room": room})
+        el.text = json.dumps(body)
         msg.append(el)
         msg.send()

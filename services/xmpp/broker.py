@@ -21,7 +21,7 @@ from .jid import JID, InvalidJid, parse_jid
 from .limits import log_limited
 from .sasl import ScramCredential
 from .stanza import error_reply
-from .tokens import TokenVerifier
+from .tokens import TokenClaims, TokenVerifier
 from .xml import CLIENT_NS, Element, escape_attr
 
 log = logging.getLogger("xmpp.broker")
@@ -66,6 +66,8 @@ class HostPolicy:
     # anonymous logins need a valid JWT (?token= on the URL; services/xmpp/tokens.py)
     tokens: TokenVerifier | None = None
     allow_empty_token: bool = False
+    # close a token session's stream when its token's ``exp`` passes (Jitsi lets it outlive it)
+    end_session_on_expiry: bool = False
     # people's accounts (AUTH_TYPE=internal): log in from anywhere, unlike the service accounts
     public_login: bool = False
 
@@ -93,6 +95,10 @@ class Cluster(Protocol):
     def resources_of(self, bare: JID) -> list[JID]: ...
 
     def component_node(self, stanza: Element, to: JID) -> str | None: ...
+
+    def known(self, jid: JID) -> bool: ...
+
+    def claims_of(self, jid: JID) -> TokenClaims | None: ...
 
 
 class Broker:

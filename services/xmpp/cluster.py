@@ -12,7 +12,11 @@ drop its rooms.
 
 Wire: channel ``<prefix>node:<id>`` carries ``D<full-jid>\\n<stanza bytes>`` (deliver to a local
 session) and ``S<stanza bytes>`` (route a stanza for a room homed on that node); channel
-``<prefix>events`` carries ``bind|unbind|room|unroom <jid> <node>``.
+``<prefix>events`` carries ``bind|unbind|room|unroom <jid> <node>``; a session that logged in with
+a token binds with ``bind <jid> <node> <claims json>`` (:meth:`TokenClaims.to_json`), so that the
+node homing a room checks the ``room`` claim and stamps the identity of an occupant whose session
+is elsewhere (hash ``claims`` keeps them for nodes that start later). The lobby's addresses
+(``room@lobby.<domain>``) are served by the node homing ``room@<muc>``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from .jid import JID, InvalidJid, parse_jid
+from .tokens import TokenClaims
 from .xml import Element, XmlStreamError, parse_document
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,12 +53,16 @@ class ClusterDirectory:
         self.sessions: dict[JID, str] = {}
         self.by_bare: dict[JID, set[JID]] = {}
         self.room_homes: dict[JID, str] = {}
+        self.claims: dict[JID, TokenClaims] = {}  # token claims of other nodes' sessions
 
     def apply(self, event: str) -> bool:
-        """Apply ``bind|unbind|room|unroom <jid> <node>``; False if the event is malformed."""
+        """Apply ``bind|unbind|room|unroom <jid> <node>`` (``bind`` may end with the session's
+        token claims); False if the event is malformed."""
         try:
-            kind, jid_text, node = event.split(" ", 2)
+            kind, jid_text, rest = event.split(" ", 2)
             jid = parse_jid(jid_text)
+            node, _, extra = rest.partition(" ") if kind == "bind" else (rest, "", "")
+            claims = TokenClaims.from_json(extra) if extra else None
         except (ValueError, InvalidJid):
             return False
         if node == self.node:
@@ -61,6 +70,10 @@ class ClusterDirectory:
         if kind == "bind":
             self.sessions[jid] = node
             self.by_bare.setdefault(jid.bare, set()).add(jid)
+            if claims is not None:
+                self.claims[jid] = claims
+            else:
+                self.claims.pop(jid, None)
         elif kind == "unbind":
             if self.sessions.get(jid) == node:
                 self.forget(jid)
@@ -75,6 +88,7 @@ class ClusterDirectory:
 
     def forget(self, jid: JID) -> None:
         self.sessions.pop(jid, None)
+        self.claims.pop(jid, None)
         peers = self.by_bare.get(jid.bare)
         if peers is not None:
             peers.discard(jid)
@@ -95,8 +109,17 @@ class ClusterDirectory:
 
 
 class RedisCluster:
-    def __init__(self, broker: Broker, mucs: Sequence[MucService], cfg: ClusterConfig) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        mucs: Sequence[MucService],
+        cfg: ClusterConfig,
+        satellites: dict[str, str] | None = None,
+    ) -> None:
+        """``satellites``: a domain whose ``node@domain`` lives with ``node@<muc domain>`` (the
+        lobby: ``{lobby domain: conference domain}``)."""
         self.mucs = mucs
+        self.satellites = dict(satellites or {})
         self.broker = broker
         self.cfg = cfg
         self.node = cfg.node_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -114,10 +137,22 @@ class RedisCluster:
     def resources_of(self, bare: JID) -> list[JID]:
         return list(self.directory.by_bare.get(bare, ()))
 
+    def known(self, jid: JID) -> bool:
+        return jid in self.directory.sessions
+
+    def claims_of(self, jid: JID) -> TokenClaims | None:
+        """The token claims of another node's session (None: it logged in without a token)."""
+        return self.directory.claims.get(jid)
+
     def component_node(self, stanza: Element, to: JID) -> str | None:
-        if to.domain not in self.muc_domains or not to.node:
+        if not to.node:
             return None
-        home = self.directory.room_homes.get(to.bare)
+        bare = to.bare
+        if to.domain in self.satellites:
+            bare = JID(to.node, self.satellites[to.domain], "")
+        elif to.domain not in self.muc_domains:
+            return None
+        home = self.directory.room_homes.get(bare)
         return home if home is not None and home != self.node else None
 
     def forward(self, node: str, jid: JID, data: bytes) -> None:
@@ -134,10 +169,15 @@ class RedisCluster:
     def session_changed(self, session: Deliverable, bound: bool) -> None:
         jid = str(session.jid)
         if bound:
+            claims: TokenClaims | None = getattr(session, "claims", None)
+            extra = f" {claims.to_json()}" if claims is not None else ""
             self._queue("hset", f"{PREFIX}sessions {jid} {self.node}".encode())
-            self._queue(PREFIX + "events", f"bind {jid} {self.node}".encode())
+            if claims is not None:
+                self._queue("hset", f"{PREFIX}claims {jid} {self.node}{extra}".encode())
+            self._queue(PREFIX + "events", f"bind {jid} {self.node}{extra}".encode())
         else:
             self._queue("hdel", f"{PREFIX}sessions {jid}".encode())
+            self._queue("hdel", f"{PREFIX}claims {jid}".encode())
             self._queue(PREFIX + "events", f"unbind {jid} {self.node}".encode())
 
     def room_changed(self, room: Room, created: bool) -> None:
@@ -178,8 +218,12 @@ class RedisCluster:
     async def start(self) -> None:
         await self.redis.ping()
         await self.redis.set(PREFIX + "alive:" + self.node, b"1", px=int(self.cfg.dead_after * 1000))
+        claims = await self.redis.hgetall(PREFIX + "claims")
         for jid_b, node_b in (await self.redis.hgetall(PREFIX + "sessions")).items():
-            self._apply_event(f"bind {_text(jid_b)} {_text(node_b)}")
+            held = _text(claims.get(jid_b, b""))
+            node = _text(node_b)
+            extra = held[len(node) :] if held.startswith(node + " ") else ""
+            self._apply_event(f"bind {_text(jid_b)} {node}{extra}")
         for jid_b, node_b in (await self.redis.hgetall(PREFIX + "rooms")).items():
             self._apply_event(f"room {_text(jid_b)} {_text(node_b)}")
         self.pubsub = self.redis.pubsub()
@@ -283,9 +327,9 @@ class RedisCluster:
 
     async def _purge(self, node: str) -> None:
         """Remove a dead node's entries from the shared hashes (every node may do it; idempotent)."""
-        for key in ("sessions", "rooms"):
+        for key in ("sessions", "rooms", "claims"):
             entries = await self.redis.hgetall(PREFIX + key)
-            dead = [k for k, v in entries.items() if _text(v) == node]
+            dead = [k for k, v in entries.items() if _text(v).split(" ", 1)[0] == node]
             if dead:
                 await self.redis.hdel(PREFIX + key, *dead)
 

@@ -102,6 +102,7 @@ class JwtConfig(Section):
     asap_keyserver: str
     public_key_file: str
     allow_empty: bool
+    end_session_on_expiry: bool
 
 
 class AuthConfig(Section):
@@ -222,6 +223,7 @@ ENV = [
     EnvVar("JWT_ASAP_KEYSERVER", "xmpp.auth.jwt.asap-keyserver"),
     EnvVar("JWT_PUBLIC_KEY_FILE", "xmpp.auth.jwt.public-key-file"),
     EnvVar("JWT_ALLOW_EMPTY", "xmpp.auth.jwt.allow-empty", flag),
+    EnvVar("JWT_END_SESSION_ON_EXPIRY", "xmpp.auth.jwt.end-session-on-expiry", flag),
 ]
 
 

@@ -68,7 +68,11 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
         login = HostPolicy(cfg.domain, accounts=UserStore(users_path(auth.users_file)), public_login=True)
     else:
         login = HostPolicy(
-            cfg.domain, anonymous=True, tokens=verifier, allow_empty_token=auth.jwt.allow_empty
+            cfg.domain,
+            anonymous=True,
+            tokens=verifier,
+            allow_empty_token=auth.jwt.allow_empty,
+            end_session_on_expiry=auth.jwt.end_session_on_expiry,
         )
     hosts = [login, HostPolicy(cfg.auth_domain, anonymous=False, accounts=accounts)]
     if auth.enabled and auth.guests:
@@ -98,8 +102,14 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
     if auth.enabled:
 
         def claims_of(jid: JID) -> TokenClaims | None:
+            """The claims of a session here or, with several nodes, on another node (told with
+            its bind); a session no node knows of is refused rather than taken as token-less."""
             session = broker.session_for(jid)
-            return getattr(session, "claims", None)
+            if session is not None:
+                return getattr(session, "claims", None)
+            if broker.cluster is not None and broker.cluster.known(jid):
+                return broker.cluster.claims_of(jid)
+            raise LookupError(f"session {jid} is not known to this node")
 
         def account_of(jid: JID) -> str | None:
             return jid.node if jid.domain == cfg.domain and login.public_login else None
@@ -421,7 +431,12 @@ class XmppServer:
         if self.config.cluster.redis_url:
             from .cluster import RedisCluster
 
-            self.cluster = RedisCluster(self.broker, self.mucs, self.config.cluster)
+            self.cluster = RedisCluster(
+                self.broker,
+                self.mucs,
+                self.config.cluster,
+                satellites={self.config.lobby_address: self.config.muc_domain},
+            )
             await self.cluster.start()
         self.bosh = BoshService(self)
         log.info(

@@ -174,6 +174,7 @@ class ClientSession:
         self.header_sent = False
         self.stream_id = ""
         self._expiry: Any = None
+        self._token_timer: Any = None
         self.stanzas_in = 0
         self.overflowed = False
 
@@ -409,6 +410,9 @@ class ClientSession:
             self.username = step.username
             if isinstance(self.mechanism, TokenAnonymous):
                 self.claims = self.mechanism.claims
+                if self.claims is not None and self.host.end_session_on_expiry and self.schedule is not None:
+                    left = max(0.0, self.claims.expires - time.time())
+                    self._token_timer = self.schedule(left, self._token_expired)
             self.mechanism = None
             self.link.write(
                 Element(
@@ -604,7 +608,18 @@ class ClientSession:
             return
         self._end_for_good()
 
+    def _token_expired(self) -> None:
+        """``end-session-on-expiry``: the token's ``exp`` passed; the client must log in again."""
+        self._token_timer = None
+        if self.detached:  # parked for XEP-0198 resumption: it may not come back on an old token
+            self._end_for_good()
+        else:
+            self.fail("policy-violation", "token expired: log in again with a new token")
+
     def _end_for_good(self) -> None:
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
         if self.closed and not self.bound:
             return
         self.closed = True

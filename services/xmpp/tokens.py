@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import sys
 import time
@@ -74,6 +75,41 @@ class TokenClaims:
     def allows_room(self, room_node: str) -> bool:
         """The ``room`` claim against a room's name, case-insensitively as Jitsi does."""
         return self.room == "*" or self.room.lower() == room_node.lower()
+
+    def to_json(self) -> str:
+        """The one wire form of verified claims between broker nodes (services/xmpp/cluster.py)."""
+        return json.dumps(
+            {
+                "iss": self.issuer,
+                "room": self.room,
+                "sub": self.subject,
+                "exp": self.expires,
+                "moderator": self.moderator,
+                "user": {"id": self.user.id, "name": self.user.name, "email": self.user.email,
+                         "avatar": self.user.avatar},
+            },
+            separators=(",", ":"),
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> TokenClaims:
+        """Claims another node verified; ``ValueError`` when the text is not what :meth:`to_json` makes."""
+        try:
+            d = json.loads(text)
+            user = d.get("user") or {}
+            moderator = d.get("moderator")
+            if moderator is not None and not isinstance(moderator, bool):
+                raise ValueError("moderator")
+            return cls(
+                issuer=str(d["iss"]),
+                room=str(d["room"]),
+                subject=str(d["sub"]),
+                expires=float(d["exp"]),
+                moderator=moderator,
+                user=UserContext(*(_text(user.get(k)) for k in ("id", "name", "email", "avatar"))),
+            )
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"bad claims: {exc}") from None
 
 
 def _truthy(value: Any) -> bool | None:

@@ -142,3 +142,60 @@ def test_lobby_admit_and_deny(env: Env) -> None:
     assert troll.page.evaluate("window.parley.state") != "meeting"
     for p in people:
         p.page.close()
+
+
+def test_av_moderation_ask_reject_and_allow(env: Env) -> None:
+    room = f"avmod-{uuid.uuid4().hex[:6]}"
+    ada = env.person(room, "Ada")
+    wait_until("Ada to moderate", lambda: ada.moderation.get("role") == "moderator", people=[ada])
+    bob = env.person(room, "Bob")
+    cy = env.person(room, "Cy")
+    people = [ada, bob, cy]
+    b = bob.endpoint
+    wait_until("Bob to be a participant", lambda: bob.moderation.get("role") == "participant", people=people)
+    wait_until("Cy to receive Bob's audio", lambda: cy.audio_packets(b) > 50, timeout=45, people=people)
+    assert not bob.page.is_visible("#av-moderation-audio")  # a participant has no switch
+    # Ada starts audio moderation from the participants panel
+    ada.page.click("#participants-button", no_wait_after=True)
+    ada.page.wait_for_selector("#av-moderation-audio", state="visible", timeout=60_000)
+    ada.page.click("#av-moderation-audio", no_wait_after=True)
+    wait_until("the switch to show it on",
+               lambda: ada.page.get_attribute("#av-moderation-audio", "aria-pressed") == "true", people=people)
+    wait_until("Bob to be muted by the moderation",
+               lambda: bob.moderation.get("avModeration", {}).get("audio") is True
+               and bob.moderation.get("forceMuted", {}).get("audio") is True, people=people)
+    wait_until("Bob's microphone to be locked", lambda: bob.page.is_disabled("#mic-button"), people=people)
+    assert bob.page.is_visible("#ask-unmute-button")
+    assert not ada.page.is_disabled("#mic-button")  # moderators are not moderated
+    # Bob's client asks the focus anyway: refused, and the bridge keeps dropping his audio
+    refused = bob.page.evaluate("window.parley.requestUnmute('audio').then(() => 'ok', (e) => e.message)")
+    assert "approval" in refused, refused
+    time.sleep(2.0)  # what was in flight
+    before = cy.audio_packets(b), ada.audio_packets(b)
+    time.sleep(3.0)
+    after = cy.audio_packets(b), ada.audio_packets(b)
+    assert after == before, f"Bob is heard before any approval: {before} -> {after}"
+    # Bob asks; Ada turns him down: told, hand lowered, still locked
+    request = f"#unmute-requests .unmute-request[data-nick='{b}']"
+    bob.page.click("#ask-unmute-button")
+    ada.page.wait_for_selector(request, timeout=60_000)
+    assert "Bob asks to unmute" in ada.page.inner_text(request)
+    ada.page.click(f"{request} .reject")
+    wait_until("Bob to be told no", lambda: "did not allow you" in bob.page.inner_text("#banner"), people=people)
+    wait_until("Bob's hand to go down", lambda: not ada.page.is_visible(request), people=people)
+    assert bob.page.is_disabled("#mic-button") and bob.moderation["approved"]["audio"] is False
+    # asked again and allowed: Bob unmutes and is heard
+    bob.page.click("#ask-unmute-button")
+    ada.page.wait_for_selector(request, timeout=60_000)
+    ada.page.click(f"{request} .approve")
+    wait_until("Bob to be allowed", lambda: bob.moderation.get("approved", {}).get("audio") is True, people=people)
+    wait_until("Bob's microphone to be unlocked", lambda: not bob.page.is_disabled("#mic-button"), people=people)
+    assert "allowed you" in bob.page.inner_text("#banner")
+    assert cy.audio_packets(b) == after[0]  # allowed is not yet unmuted
+    bob.page.click("#mic-button")
+    wait_until("Cy to hear Bob", lambda: cy.audio_packets(b) > after[0] + 20, people=people)
+    wait_until("Ada to hear Bob", lambda: ada.audio_packets(b) > after[1] + 20, people=people)
+    # Cy was never allowed: still locked
+    assert cy.page.is_disabled("#mic-button")
+    for p in people:
+        p.page.close()

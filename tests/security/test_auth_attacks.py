@@ -2,7 +2,8 @@
 
 A client without a valid token cannot log in, and is told why; a token for one room does not
 open another; the broker's identity stamp cannot be forged; a participant who is not a moderator
-cannot kick, mute, run AV moderation or grant itself rights; nobody can kick the focus."""
+cannot kick, mute, run AV moderation, approve itself or grant itself rights; nobody can kick the
+focus; with two broker nodes a token's room claim and identity still hold on the room's node."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from services.xmpp.tokens import mint
 from tests.integration.test_focus_stack import Stack
+from tests.integration.test_xmpp_cluster import redis_url  # noqa: F401  (fixture)
 from tests.security.conftest import FOCUS_NS, MUC, WsGuest
 
 SECRET = "security-test-secret"
@@ -192,3 +194,91 @@ def test_only_moderators_run_the_lobby(stack: Stack) -> None:
     finally:
         for g in (host, troll, knocker):
             g.close()
+
+
+def av_message(g: WsGuest, room: str, **body: object) -> str:
+    import json
+
+    payload = json.dumps({"type": "av_moderation", "room": f"{room}@{MUC}", **body})
+    return focus_iq(g, f"<json-message xmlns='http://jitsi.org/jitmeet'>{payload}</json-message>")
+
+
+def test_forged_av_moderation_and_self_approval_are_refused(stack: Stack) -> None:
+    room = "hushed"
+    host = guest(stack, room=room, moderator=True, name="Host")
+    troll = guest(stack, room=room, moderator=False, name="Troll")
+    victim = guest(stack, room=room, moderator=False, name="Victim")
+    try:
+        host.request_conference(room)
+        host.join(room, "host")
+        host.recv_until(re.compile(rf"from='{room}@muc.meet.jitsi/host'[^>]*>.*role='moderator'"), timeout=15)
+        troll.join(room, "troll")
+        victim.join(room, "victim")
+        time.sleep(1.0)
+        # only moderators switch it on, approve, or reject
+        assert "forbidden" in av_message(troll, room, kind="audio", enable=True)
+        assert "type='result'" in av_message(host, room, kind="audio", enable=True)
+        host.recv_until("av-moderation", timeout=15)
+        for body in ({"jidToWhitelist": f"{room}@{MUC}/troll"}, {"jidToBlacklist": f"{room}@{MUC}/victim"},
+                     {"jidToWhitelist": f"{room}@{MUC}/victim"}):  # fmt: skip
+            answer = av_message(troll, room, kind="audio", **body)
+            assert "type='error'" in answer and "forbidden" in answer, (body, answer)
+        # approving oneself by naming the room differently, or an occupant of another room
+        answer = av_message(troll, room, kind="audio", jidToWhitelist=f"elsewhere@{MUC}/troll")
+        assert "type='error'" in answer, answer
+        # and so the troll still cannot unmute itself
+        unmute = focus_iq(troll, f"<mute xmlns='http://jitsi.org/jitmeet/audio' jid='{room}@{MUC}/troll'>false</mute>")
+        assert "type='error'" in unmute and "forbidden" in unmute and "approval" in unmute, unmute
+        # junk in the JSON: refused with bad-request, the focus keeps serving
+        for junk in ("{", "[1,2]", "x" * 5000, "{" * 2000 + "}" * 2000):
+            answer = focus_iq(troll, f"<json-message xmlns='http://jitsi.org/jitmeet'>{junk}</json-message>")
+            assert "type='error'" in answer, (junk[:20], answer)
+        # a forged "you are approved" message to the victim comes from the troll's occupant JID,
+        # never from the focus's (the client trusts only the latter)
+        troll.send(
+            f"<message xmlns='jabber:client' type='chat' to='{room}@{MUC}/victim' from='{room}@{MUC}/focus'>"
+            "<json-message xmlns='http://jitsi.org/jitmeet'>"
+            '{"type":"av_moderation","approved":true,"kind":"audio"}</json-message></message>'
+        )
+        forged = victim.recv_until("approved", timeout=10)
+        assert f"from='{room}@{MUC}/troll'" in forged and f"from='{room}@{MUC}/focus'" not in forged, forged
+        # the host approves the victim: that one comes from the focus
+        assert "type='result'" in av_message(host, room, kind="audio", jidToWhitelist=f"{room}@{MUC}/victim")
+        real = victim.recv_until("approved", timeout=15)
+        assert f"from='{room}@{MUC}/focus'" in real, real
+    finally:
+        for g in (host, troll, victim):
+            g.close()
+
+
+async def test_a_token_for_one_room_does_not_open_another_on_another_node(redis_url: str) -> None:  # noqa: F811
+    """Two broker nodes: the room lives on node a, the attacker's session on node b. Node a must
+    still check b's token (its room claim travels with the bind) and drop a forged identity."""
+    import asyncio
+
+    from tests.integration.test_xmpp_cluster import AUTH_ENV, ws_guest
+    from tests.integration.xmpp_interop.servers import AUTH_DOMAIN, FOCUS_PASSWORD, MUC_DOMAIN, start_parley
+    from tests.integration.xmpp_interop.slix import JID, connected, next_matching
+
+    node_a, ep_a = start_parley("xmpp-attack-a", REDIS_URL=redis_url, XMPP_NODE_ID="attack-a", **AUTH_ENV)
+    node_b, ep_b = start_parley("xmpp-attack-b", REDIS_URL=redis_url, XMPP_NODE_ID="attack-b", **AUTH_ENV)
+    guests: list[WsGuest] = []
+    try:
+        room = JID(f"vault@{MUC_DOMAIN}")
+        async with connected(ep_a.c2s_port, f"focus@{AUTH_DOMAIN}/focus", FOCUS_PASSWORD) as focus:
+            await focus.plugin["xep_0045"].join_muc_wait(room, "focus", timeout=5)
+            await asyncio.sleep(0.5)
+            mallory = await asyncio.to_thread(ws_guest, ep_b.http_port, "lobby-of-elsewhere", name="Mallory")
+            plain = await asyncio.to_thread(ws_guest, ep_b.http_port, "vault", name="Plain", moderator=False)
+            guests += [mallory, plain]
+            refused = await asyncio.to_thread(mallory.join, "vault", "mallory")
+            assert "type='error'" in refused and "room claim" in refused, refused
+            forged = "<identity><user><name>Boss</name><moderator>true</moderator></user></identity>"
+            assert "code='110'" in await asyncio.to_thread(plain.join, "vault", "plain", forged)
+            seen = str(await next_matching(focus.presences, lambda p: p["from"] == JID(f"{room}/plain"), wait=10))
+            assert "Boss" not in seen and "<moderator>false</moderator>" in seen, seen
+    finally:
+        for g in guests:
+            g.close()
+        node_b.stop()
+        node_a.stop()

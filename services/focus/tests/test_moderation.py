@@ -82,5 +82,43 @@ def test_av_moderation_needs_approval_to_unmute() -> None:
     assert "approval" in err.value.text
     m.approve(R, "mod@meet.jitsi/x", "audio", "p")
     assert not m.mute_request(R, "p@meet.jitsi/x", "p", "audio", False).mute
+    # its next presence (now unmuted) does not mute it again; nor does the latecomer's
+    assert m.join_mutes(R, "p") == [] and m.join_mutes(R, "late") == []
+    assert m.muted_kinds(R, "p") == []
     m.set_av_moderation(R, "mod@meet.jitsi/x", "audio", False)
     assert not m.mute_request(R, "late@meet.jitsi/x", "late", "audio", False).mute
+
+
+def test_av_moderation_reject_withdraws_the_approval_and_mutes_again() -> None:
+    m = Moderation()
+    join(m, "mod")
+    promote(m, "mod")
+    join(m, "p")
+    join(m, "q")
+    with pytest.raises(Refused) as err:
+        m.reject(R, "mod@meet.jitsi/x", "audio", "p")
+    assert err.value.condition == "not-allowed"  # moderation is off
+    m.set_av_moderation(R, "mod@meet.jitsi/x", "audio", True)
+    # a participant can neither approve itself nor turn down someone else
+    with pytest.raises(Refused) as err:
+        m.approve(R, "p@meet.jitsi/x", "audio", "p")
+    assert err.value.condition == "forbidden"
+    with pytest.raises(Refused) as err:
+        m.reject(R, "p@meet.jitsi/x", "audio", "q")
+    assert err.value.condition == "forbidden"
+    # a pending request turned down: still muted, nothing for the bridge to do
+    assert m.reject(R, "mod@meet.jitsi/x", "audio", "p") is None
+    with pytest.raises(Refused):
+        m.mute_request(R, "p@meet.jitsi/x", "p", "audio", False)
+    # approved, unmuted, then the approval withdrawn: muted again by the moderator
+    m.approve(R, "mod@meet.jitsi/x", "audio", "p")
+    m.mute_request(R, "p@meet.jitsi/x", "p", "audio", False)
+    again = m.reject(R, "mod@meet.jitsi/x", "audio", "p")
+    assert again is not None and again.mute and again.actor == "mod" and again.bridge_changed
+    assert m.muted_kinds(R, "p") == ["audio"]
+    with pytest.raises(Refused):
+        m.mute_request(R, "p@meet.jitsi/x", "p", "audio", False)
+    with pytest.raises(Refused) as err:
+        m.reject(R, "mod@meet.jitsi/x", "audio", "nobody")
+    assert err.value.condition == "item-not-found"
+    assert m.av_moderation_of(R) == {"audio": True, "video": False}

@@ -121,8 +121,14 @@ const parley = {
       role: m.role,
       members: Object.fromEntries([...m.members].map(([n, v]) => [n, v.role])),
       forceMuted: { ...m.forceMuted },
+      avModeration: { ...m.avModeration },
+      approved: { ...m.approved },
       knockers: [...m.knockers.values()].map((k) => k.name),
     };
+  },
+  /** Ask the focus to lift a moderator's mute of `kind`, as the microphone button does (it may refuse). */
+  requestUnmute(kind = 'audio') {
+    return state.moderation.requestUnmute(kind);
   },
   /** Ask for at most `height` lines of `endpoint`'s video whatever its tile's size (null: what the
    * layout asks); diagnostics and tests. */
@@ -478,8 +484,10 @@ function renderControls() {
   mic.querySelector('.tool-label').textContent = m.audioMuted ? 'Unmute' : 'Mute';
   cam.querySelector('.tool-icon').innerHTML = m.videoMuted ? ICONS.camOff : ICONS.cam;
   cam.querySelector('.tool-label').textContent = m.videoMuted ? 'Start video' : 'Stop video';
-  mic.disabled = !state.stream?.getAudioTracks().length;
-  cam.disabled = !state.stream?.getVideoTracks().length;
+  // AV moderation: locked until a moderator allows it (the bridge drops the media meanwhile)
+  mic.disabled = !state.stream?.getAudioTracks().length || !!state.moderation?.locked('audio');
+  cam.disabled = !state.stream?.getVideoTracks().length || !!state.moderation?.locked('video');
+  mic.title = state.moderation?.locked('audio') ? 'A moderator must allow you to unmute' : '';
   const local = tiles.get(m.endpointId);
   if (local) updateTile(local, { audioMuted: m.audioMuted, videoMuted: m.videoMuted });
 }
@@ -708,6 +716,9 @@ function attachModeration(meeting) {
   state.moderationUi = new ModerationUi(moderation, {
     banner,
     toolbar: $('mic-button').parentElement,
+    panel: $('participants'),
+    raiseHand: (raised) => state.meeting === meeting && setHand(raised),
+    onChange: () => state.meeting === meeting && renderControls(),
     onKicked: ({ actor }) => {
       if (state.meeting !== meeting) return;
       parley.kicked = true;

@@ -1,8 +1,10 @@
 // Moderation of a meeting over XMPP, as Jitsi clients do it (docs/authentication.md): roles from
 // the room's presences, moderator actions as XEP-0045 admin/owner IQs (kick = role none, make
 // moderator = affiliation owner, password and lobby in the room's configuration form), mutes as
-// Jitsi's mute IQs to the focus (which has the bridge drop the media), and the lobby's knockers.
-// No DOM: the page renders the events (moderation-ui.js).
+// Jitsi's mute IQs to the focus (which has the bridge drop the media), the lobby's knockers, and
+// AV moderation (Jitsi's `av_moderation` JSON messages, sent to the focus: on/off per kind, approve
+// or reject a participant; its state in the focus's presence, approvals as private messages from
+// the focus's occupant; lib-jitsi-meet's AVModeration). No DOM: the page renders the events (moderation-ui.js).
 
 import { $iq, $pres } from 'strophe.js';
 
@@ -11,6 +13,9 @@ const NS_MUC_ADMIN = 'http://jabber.org/protocol/muc#admin';
 const NS_MUC_OWNER = 'http://jabber.org/protocol/muc#owner';
 const NS_DATA = 'jabber:x:data';
 const NS_NICK = 'http://jabber.org/protocol/nick';
+const NS_JITMEET = 'http://jitsi.org/jitmeet';
+const NS_AV_MODERATION = 'http://jitsi.org/jitmeet/av-moderation';
+export const KINDS = ['audio', 'video'];
 export const MUTE = {
   audio: { ns: 'http://jitsi.org/jitmeet/audio', name: 'mute' },
   video: { ns: 'http://jitsi.org/jitmeet/video', name: 'mute-video' },
@@ -58,7 +63,10 @@ export class Moderation extends EventTarget {
     this.forceMuted = { audio: false, video: false };
     this.knockers = new Map(); // nick -> {name, jid}
     this.watchingLobby = false;
+    this.avModeration = { audio: false, video: false }; // kinds under AV moderation (the focus's presence)
+    this.approved = { audio: false, video: false }; // a moderator let us unmute that kind
     this.handlers = [
+      this.conn.addHandler((el) => this.#focusMessage(el), null, 'message', 'chat'),
       this.conn.addHandler((el) => this.#presence(el), null, 'presence'),
       this.conn.addHandler((iq) => this.#muteIq(iq, 'audio'), MUTE.audio.ns, 'iq', 'set'),
       this.conn.addHandler((iq) => this.#muteIq(iq, 'video'), MUTE.video.ns, 'iq', 'set'),
@@ -85,6 +93,7 @@ export class Moderation extends EventTarget {
     if (from.startsWith(`${this.lobbyJid}/`)) return this.#lobbyPresence(el, from.slice(this.lobbyJid.length + 1));
     if (!from.startsWith(`${this.roomJid}/`) || el.getAttribute('type') === 'error') return true;
     const nick = from.slice(this.roomJid.length + 1);
+    if (from === this.focusOccupant) this.#focusPresence(el);
     const user = mucUser(el);
     if (!user) return true;
     const gone = el.getAttribute('type') === 'unavailable';
@@ -102,6 +111,47 @@ export class Moderation extends EventTarget {
     else this.members.set(nick, { role: user.role, affiliation: user.affiliation, jid: user.jid });
     this.#emit('change', { nick });
     return true;
+  }
+
+  /** The focus's presence carries the AV moderation state (its <av-moderation/> element). */
+  #focusPresence(el) {
+    if (el.getAttribute('type') === 'unavailable') return;
+    const av = [...el.children].find((c) => c.localName === 'av-moderation' && c.namespaceURI === NS_AV_MODERATION);
+    const next = { audio: av?.getAttribute('audio') === 'true', video: av?.getAttribute('video') === 'true' };
+    for (const kind of KINDS) {
+      if (next[kind] === this.avModeration[kind]) continue;
+      this.avModeration[kind] = next[kind];
+      this.approved[kind] = false; // a new round of moderation: ask again
+      this.#emit('av-moderation', { kind, enabled: next[kind] });
+    }
+  }
+
+  /** Approved / turned down: a private message, trusted only from the focus's occupant. */
+  #focusMessage(el) {
+    if (el.getAttribute('from') !== this.focusOccupant) return true;
+    const json = [...el.children].find((c) => c.localName === 'json-message' && c.namespaceURI === NS_JITMEET);
+    if (!json) return true;
+    let body;
+    try {
+      body = JSON.parse(json.textContent ?? '');
+    } catch {
+      return true;
+    }
+    if (body?.type !== 'av_moderation' || !KINDS.includes(body.kind)) return true;
+    if (body.approved === true) {
+      this.approved[body.kind] = true;
+      this.#emit('approved', { kind: body.kind });
+    } else if (body.removed === true) {
+      this.approved[body.kind] = false;
+      this.#emit('rejected', { kind: body.kind });
+    }
+    return true;
+  }
+
+  /** True when we may not unmute `kind`: AV moderation is on, a moderator has not let us, and
+   * the focus holds our media (the bridge drops it). */
+  locked(kind) {
+    return !this.isModerator && this.avModeration[kind] && !this.approved[kind] && this.forceMuted[kind];
   }
 
   #lobbyPresence(el, nick) {
@@ -175,6 +225,26 @@ export class Moderation extends EventTarget {
     const { ns, name } = MUTE[kind];
     await this.#send($iq({ to: this.focus, type: 'set' }).c(name, { xmlns: ns, jid: `${this.roomJid}/${this.self}` }).t('false'));
     this.forceMuted[kind] = false;
+  }
+
+  #avModeration(body) {
+    return this.#send($iq({ to: this.focus, type: 'set' }).c('json-message', { xmlns: NS_JITMEET })
+      .t(JSON.stringify({ type: 'av_moderation', room: this.roomJid, ...body })));
+  }
+
+  /** Moderators: AV moderation of `kind` on or off (on mutes everyone but moderators). */
+  setAvModeration(kind, enable) {
+    return this.#avModeration({ kind, enable: !!enable });
+  }
+
+  /** Moderators: let `nick` unmute `kind`. */
+  approve(nick, kind = 'audio') {
+    return this.#avModeration({ kind, jidToWhitelist: `${this.roomJid}/${nick}` });
+  }
+
+  /** Moderators: turn down `nick`'s request (or withdraw its approval: muted again). */
+  reject(nick, kind = 'audio') {
+    return this.#avModeration({ kind, jidToBlacklist: `${this.roomJid}/${nick}` });
   }
 
   kick(nick, reason = '') {

@@ -40,7 +40,11 @@ def install(
     account_of: Callable[[JID], str | None],
 ) -> None:
     def stamp(frm: JID) -> list[Element]:
-        el = identity_element(claims_of(frm), account_of(frm))
+        try:
+            claims = claims_of(frm)
+        except LookupError:  # a session gone with its node: nothing to say about it
+            return []
+        el = identity_element(claims, account_of(frm))
         return [el] if el is not None else []
 
     muc.stamped.add(("identity", CLIENT_NS))

@@ -2,6 +2,9 @@
 
 A session that logged in with a token (services/xmpp/tokens.py) may join only the room its
 token names (or any room with ``room: "*"``); the refusal says why, as XEP-0045 ``not-allowed``.
+With several broker nodes the session may live on another node: ``claims_of`` then answers
+from what that node told at bind, and raises ``LookupError`` for a session no node knows of,
+which is refused too (never taken as a login without a token).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from .muc import MucError, MucService, Room
 
 def install(muc: MucService, claims_of: Callable[[JID], TokenClaims | None]) -> None:
     def check(room: Room | None, frm: JID, to: JID, stanza: Element) -> None:
-        claims = claims_of(frm)
+        try:
+            claims = claims_of(frm)
+        except LookupError:
+            raise MucError("not-allowed", "your session is not known to the server yet; try again") from None
         if claims is not None and not claims.allows_room(to.node):
             raise MucError("not-allowed", f"token not valid for room {to.node!r} (room claim)")
 

@@ -75,7 +75,7 @@ class Wire:
             self.link,
             limits if limits is not None else SessionLimits(allow_plain_without_tls=True),
             resumption=resumption,
-            schedule=lambda d, fn: self.timers.append(_Timer(fn)) or self.timers[-1],
+            schedule=lambda d, fn: self.timers.append(_Timer(fn, d)) or self.timers[-1],
         )
         self._client_parser = StreamParser()
         self.received: list[Element] = []
@@ -109,8 +109,9 @@ class Wire:
 
 
 class _Timer:
-    def __init__(self, fn) -> None:
+    def __init__(self, fn, delay: float = 0.0) -> None:
         self.fn = fn
+        self.delay = delay
         self.cancelled = False
 
     def cancel(self) -> None:

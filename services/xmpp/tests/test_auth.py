@@ -171,3 +171,27 @@ def test_internal_accounts_and_guests_wait_for_a_host(tmp_path: Path) -> None:
         + "</auth>"
     )
     bind(bob, resource="b")
+
+
+def test_a_session_outlives_its_token_unless_end_session_on_expiry() -> None:
+    broker, _ = jwt_broker()
+    wire = token_login(broker, mint(SECRET, "app", "r", ttl=600))
+    bind(wire)
+    assert not wire.timers  # Jitsi's behaviour: nothing happens at exp
+    broker, _ = jwt_broker(JWT_END_SESSION_ON_EXPIRY="1")
+    wire = token_login(broker, mint(SECRET, "app", "r", ttl=600))
+    bind(wire)
+    [timer] = wire.timers
+    assert 590 < timer.delay <= 600  # at the token's exp
+    assert wire.session.state == "active" and not wire.closed
+    timer.fire()
+    out = wire.drain()
+    error = next(e for e in out if e.name == "error")
+    assert error.find("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams") is not None
+    assert "token expired" in error.serialize()
+    assert wire.closed and not wire.session.bound
+    # a session that ends first takes its timer with it
+    other = token_login(broker, mint(SECRET, "app", "r", ttl=600))
+    bind(other)
+    other.session.close()
+    assert other.timers[0].cancelled
