@@ -1,10 +1,11 @@
 // Debian's firefox-esr driven over WebDriver BiDi with puppeteer-core (no browser download), one
 // browser per process, controlled line by line over stdin/stdout by tests/integration/firefox.py (this directory is its node side):
 //   in:  {"id": 1, "op": "goto", "url": "...", "timeout_ms": 180000} | {"id": 2, "op": "eval", "expr": "..."}
-//        | {"id": 3, "op": "wait", "selector": "...", "timeout_ms": 30000} | {"id": 4, "op": "close"}
+//        | {"id": 3, "op": "wait", "selector": "...", "timeout_ms": 30000} | {"id": 4, "op": "click", "selector": "..."}
+//        | {"id": 5, "op": "close"}
 //   out: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}
 //        and {"console": "..."} for every console message of the page.
-// Argument: a JSON object {"executable": "/usr/bin/firefox-esr", "prefs": {...}}.
+// Argument: a JSON object {"executable": "/usr/bin/firefox-esr", "prefs": {...}, "display": ":N"?}.
 
 import readline from 'node:readline';
 import puppeteer from 'puppeteer-core';
@@ -19,7 +20,9 @@ const browser = await puppeteer.launch({
   browser: 'firefox',
   protocol: 'webDriverBiDi',
   executablePath: options.executable ?? '/usr/bin/firefox-esr',
-  headless: true,
+  // headless unless the test gives Firefox an X display (screen capture needs one: Xvfb)
+  headless: !options.display,
+  ...(options.display ? { env: { ...process.env, DISPLAY: options.display } } : {}),
   extraPrefsFirefox: options.prefs ?? {},
   args: options.args ?? [],
 });
@@ -38,6 +41,10 @@ async function run(command) {
       return await page.evaluate(`(async () => JSON.stringify(await (${command.expr})))()`).then(
         (text) => (text === undefined ? null : JSON.parse(text)),
       );
+    case 'click':
+      // a real click (WebDriver BiDi input actions): a user gesture, as getDisplayMedia requires
+      await page.click(command.selector);
+      return null;
     case 'wait':
       await page.waitForSelector(command.selector, { timeout: command.timeout_ms ?? 30_000 });
       return null;
