@@ -24,6 +24,9 @@ import av
 import numpy as np
 from av.audio.fifo import AudioFifo
 from av.audio.resampler import AudioResampler
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from services.common.bridge_channel import ReceiverVideoConstraints
 
 from . import layout
 
@@ -59,6 +62,9 @@ class _Participant:
     label: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # YUV planes
     drawn: tuple[int | None, layout.Rect, bool] | None = None  # what its tile shows now
     last_audio: float = 0.0
+    # one scaler per participant: its swscale context is kept while the sizes stay the same
+    # (VideoFrame.reformat builds a new one for every frame)
+    scaler: VideoReformatter = field(default_factory=VideoReformatter)
 
 
 class Composer:
@@ -74,12 +80,17 @@ class Composer:
         latency: float = 0.6,
         clock: Callable[[], float] = time.monotonic,
         video_bitrate: int = 800_000,
+        mode: str = "grid",
+        preset: str = "ultrafast",
+        crf: int | None = None,
+        on_arrangement: Callable[[list[tuple[str, layout.Rect]]], None] | None = None,
     ) -> None:
         self.target, self.fmt = target, fmt
         self.width, self.height, self.fps = width, height, fps
         self.latency = latency
         self.clock = clock
         self.video_bitrate = video_bitrate
+        self.preset, self.crf = preset, crf
         self._lock = threading.Lock()
         self._people: dict[str, _Participant] = {}
         self._order: list[str] = []
@@ -91,7 +102,9 @@ class Composer:
         self.frames_written = 0
         self.error: str | None = None
         self._canvas = YuvCanvas(width, height)
-        self._layout: list[layout.Rect] | None = None
+        self._stage = layout.Stage(mode, width, height)
+        self._layout: list[tuple[str, layout.Rect]] | None = None
+        self.on_arrangement = on_arrangement  # called from the composer's thread
 
     # ------------------------------------------------------------------ input (any thread)
     def _person(self, owner: str) -> _Participant:
@@ -127,6 +140,22 @@ class Composer:
             if self._start is None:
                 self._start = at
 
+    def speaker_changed(self, dominant: str, previous: list[str]) -> None:
+        """The bridge's dominant speaker (used by the ``speaker`` layout)."""
+        with self._lock:
+            self._stage.speaker_changed(dominant, previous)
+
+    def arrangement(self) -> list[tuple[str, layout.Rect]]:
+        """Who is shown where now."""
+        with self._lock:
+            return self._stage.arrange(list(self._order))
+
+    def constraints_for(
+        self, arranged: list[tuple[str, layout.Rect]], sources: dict[str, list[str]]
+    ) -> ReceiverVideoConstraints:
+        """What to ask the bridge for, for ``arranged`` (:meth:`layout.Stage.constraints`)."""
+        return self._stage.constraints(arranged, sources, self.fps, len(sources))
+
     def remove(self, owner: str) -> None:
         with self._lock:
             if owner in self._people:
@@ -158,8 +187,9 @@ class Composer:
         container = av.open(self.target, "w", format=self.fmt, options=options)
         vs = container.add_stream("libx264", rate=self.fps)
         vs.width, vs.height, vs.pix_fmt = self.width, self.height, "yuv420p"  # type: ignore[union-attr]
-        vs.bit_rate = self.video_bitrate
-        vs.options = {"preset": "veryfast", "tune": "zerolatency", "g": str(self.fps * 2)}  # type: ignore[union-attr]
+        vs.options = encoder_options(self.preset, self.fps, self.crf)  # type: ignore[union-attr,assignment]
+        if self.crf is None:
+            vs.bit_rate = self.video_bitrate
         aus = container.add_stream("aac", rate=RATE)
         aus.layout = "mono"  # type: ignore[union-attr]
         aus.bit_rate = 64_000
@@ -175,8 +205,7 @@ class Composer:
                     break
                 if self._stop.is_set():
                     break
-                picture, mixed = self.render(instant, samples_per_tick)
-                vf = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+                vf, mixed = self.render(instant, samples_per_tick)
                 vf.pts = tick
                 vf.time_base = fractions.Fraction(1, self.fps)
                 for packet in vs.encode(vf):  # type: ignore[union-attr]
@@ -201,17 +230,18 @@ class Composer:
             container.close()
 
     # ------------------------------------------------------------------ rendering
-    def render(self, instant: float, samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """The picture (a YUV 4:2:0 buffer, ``height * 3 / 2`` rows of ``width``, what
-        ``av.VideoFrame.from_ndarray(..., format="yuv420p")`` takes) and mono audio (``samples``
-        s16) of ``instant``. The picture is kept between calls: only tiles whose frame changed are
-        drawn again (sources send 15-30 fps, most output frames repeat most tiles)."""
+    def render(self, instant: float, samples: int) -> tuple[av.VideoFrame, np.ndarray]:
+        """The picture (a YUV 4:2:0 frame) and mono audio (``samples`` s16) of ``instant``.
+        The picture is one frame kept between calls and drawn into in place (the encoder copies
+        what it is given before :meth:`render` is called again): only tiles whose frame changed
+        are drawn again (sources send 15-30 fps, most output frames repeat most tiles)."""
         mix = np.zeros(samples, np.int32)
         half_period = 0.5 / self.fps
         start = round(instant * RATE)
         index = (np.arange(samples) + start) % (RATE * RING_SECONDS)
         with self._lock:
-            people = [self._people[o] for o in self._order]
+            arranged = self._stage.arrange(list(self._order))
+            people = [self._people[o] for o, _ in arranged]
             chosen = []
             for p in people:
                 frame: tuple[float, av.VideoFrame] | None = None
@@ -224,29 +254,32 @@ class Composer:
                 mix += p.ring[index]
                 p.ring[index] = 0  # consumed: a gap later reads silence, not old audio
             self._rendered_until = start + samples
-        tiles = layout.grid(len(people), self.width, self.height)
+        tiles = [tile for _, tile in arranged]
         canvas = self._canvas
-        if self._layout != tiles:  # someone came or went: repaint everything
-            self._layout = tiles
+        if self._layout != arranged:  # someone came, went or took the floor: repaint everything
+            self._layout = arranged
             canvas.fill(layout.Rect(0, 0, self.width, self.height), BACKGROUND)
             for p in people:
                 p.drawn = None
+            if self.on_arrangement is not None:
+                self.on_arrangement(arranged)
         for p, frame, tile in zip(people, chosen, tiles, strict=True):
             stale = frame is not None and instant - frame[0] > STALE_AFTER
             key = (id(frame[1]) if frame else None, tile, stale)
             if p.drawn != key:
                 self._draw(p, frame[1] if frame else None, tile, stale)
                 p.drawn = key
-        return canvas.buf, np.clip(mix, -32768, 32767).astype(np.int16)
+        return canvas.frame, np.clip(mix, -32768, 32767).astype(np.int16)
 
     def _draw(self, p: _Participant, frame: av.VideoFrame | None, tile: layout.Rect, stale: bool) -> None:
         canvas = self._canvas
         canvas.fill(tile, (0, 0, 0))
         if frame is not None:
             box = layout.fit(frame.width, frame.height, tile)
-            canvas.put(
-                box, yuv_planes(frame.reformat(width=box.w, height=box.h, format="yuv420p")), dim=stale
+            scaled = p.scaler.reformat(
+                frame, width=box.w, height=box.h, format="yuv420p", interpolation=Interpolation.BILINEAR
             )
+            canvas.put(box, yuv_planes(scaled), dim=stale)
         if p.label is None:
             p.label = yuv_planes(rgb_frame(label_bitmap(p.name)))
         h, w = p.label[0].shape
@@ -279,16 +312,26 @@ def rgb_to_yuv(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return int(y[0, 0]), int(u[0, 0]), int(v[0, 0])
 
 
+def encoder_options(preset: str, fps: int, crf: int | None) -> dict[str, str]:
+    """libx264's options. No ``tune=zerolatency``: nobody watches a file live, and an RTMP
+    viewer is seconds behind anyway; one thread, since a recorder runs beside others on a
+    machine (threads add work, not speed, when every core is busy); a key frame every two
+    seconds (what RTMP services ask for). ``crf``: constant quality (files), else the bit rate
+    set on the stream (live streams)."""
+    options = {"preset": preset, "g": str(fps * 2), "threads": "1"}
+    if crf is not None:
+        options["crf"] = str(crf)
+    return options
+
+
 class YuvCanvas:
-    """A persistent YUV 4:2:0 picture: one buffer, with the three planes as views into it."""
+    """A persistent YUV 4:2:0 picture: one ``av.VideoFrame``, its three planes as array views
+    (line padding left out), drawn into in place and handed to the encoder as it is."""
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.buf = np.zeros((height * 3 // 2, width), np.uint8)
-        quarter = height // 4
-        self.y = self.buf[:height]
-        self.u = self.buf[height : height + quarter].reshape(height // 2, width // 2)
-        self.v = self.buf[height + quarter :].reshape(height // 2, width // 2)
+        self.frame = av.VideoFrame(width, height, "yuv420p")
+        self.y, self.u, self.v = yuv_planes(self.frame)
         self._colours: dict[tuple[int, int, int], tuple[int, int, int]] = {}
 
     def fill(self, r: layout.Rect, rgb: tuple[int, int, int]) -> None:

@@ -103,7 +103,8 @@ class Recorder:
         c = self.settings.composite
         recording = Recording(
             session_id, room, iq.recording_mode, directory, stream_url,
-            CompositeSettings(c.width, c.height, c.fps, c.latency, c.video_bitrate),
+            CompositeSettings(c.width, c.height, c.fps, c.latency, c.video_bitrate, c.preset, c.crf,
+                              self.settings.layout),
             on_first_media=self._first_media,
         )  # fmt: skip
         self.recordings[session_id] = recording
@@ -147,11 +148,16 @@ class Recorder:
         if message.action == "session-initiate":
             for sid in [s for s in self.sessions if jibri.session_of_sid(s) == session_id]:
                 await self.sessions.pop(sid).close()  # a new placement (bridge move, ICE restart)
-            session = MediaSession(message.sid, message, recording.encoded, recording.decoded)
+            session = MediaSession(
+                message.sid, message, recording.encoded, recording.decoded,
+                on_speaker=recording.speaker_changed, constraints=recording.constraints,
+            )  # fmt: skip
             self.sessions[message.sid] = session
             accept = await session.answer(responder=sender)
+            recording.composer.on_arrangement = session.arrangement_changed
             if self.signaling is not None:
                 await self.signaling.send_jingle(sender, accept)
+            session.open_bridge_channel(self.settings.bridge_channel_origin)
         elif message.action in ("source-add", "source-remove"):
             current = self.sessions.get(message.sid)
             if current is not None:

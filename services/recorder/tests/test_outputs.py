@@ -111,8 +111,8 @@ def test_composer_takes_the_frame_and_the_audio_of_the_instant() -> None:
     composer.audio("alice", 10.5, frame)
     tiles = layout.grid(2, 320, 180)
 
-    def colour(picture: np.ndarray, tile: layout.Rect) -> tuple[int, ...]:
-        rgb = av.VideoFrame.from_ndarray(picture, format="yuv420p").to_ndarray(format="rgb24")
+    def colour(picture: av.VideoFrame, tile: layout.Rect) -> tuple[int, ...]:
+        rgb = picture.to_ndarray(format="rgb24")
         return tuple(int(v) for v in rgb[tile.y + tile.h // 2, tile.x + tile.w // 2])
 
     picture, mix = composer.render(10.45, 4800)  # [10.45, 10.55): the click is 50 ms in
