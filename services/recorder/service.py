@@ -168,8 +168,17 @@ class Recorder:
                 await ended.close()
 
     # ------------------------------------------------------------------ views
+    def _bridge_channel(self, session_id: str) -> str:
+        links = [s.bridge for sid, s in self.sessions.items() if jibri.session_of_sid(sid) == session_id]
+        if any(link is not None and link.connected.is_set() for link in links):
+            return "open"
+        return "connecting" if any(link is not None for link in links) else "none"
+
     def view(self) -> list[dict[str, object]]:
         live = [r.view() for r in list(self.recordings.values()) + self.finished]
+        for v in live:
+            if v["state"] == "recording":
+                v["bridge_channel"] = self._bridge_channel(str(v["session_id"]))
         seen = {v["session_id"] for v in live}
         return live + [m for m in self.on_disk if m.get("session_id") not in seen]
 
