@@ -8,9 +8,10 @@
   the latest is sent again after every reconnection, since the bridge forgets a closed socket's.
 
 The URL is the ``web-socket`` of the Jingle offer's transport, which names the bridge's public
-address (through the front door). ``origin`` (``recorder.bridge-channel.origin``) replaces its
+address (through the front door). ``origin`` (``recorder.bridge-channel-origin``) replaces its
 scheme and host when the recorder reaches the bridges another way (``ws://nginx:80`` inside a
-container network); the path, which says which bridge, conference and endpoint, stays. A lost
+container network, or each bridge's own public port: ``jvb1=ws://127.0.0.1:9090,jvb2=...``); the
+path, which says which bridge, conference and endpoint, stays. A lost
 socket is opened again after 1, 2, 4 … 60 s, as the web client does.
 """
 
@@ -36,10 +37,17 @@ MAX_BACKOFF = 60.0
 
 def channel_url(offered: str, origin: str = "") -> str:
     """The URL to open: ``offered`` (``ws``/``wss`` only), its scheme and host replaced by
-    ``origin``'s when given. Raises ValueError for anything else."""
+    ``origin``'s when given. ``origin`` is one base URL for every bridge, or
+    ``<server-id>=<base URL>`` pairs separated by commas, one per bridge (as the front door routes
+    ``/colibri-ws/<server-id>/``); a bridge without a pair keeps the offered URL. Raises
+    ValueError for anything else."""
     parts = urlsplit(offered)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc or "/colibri-ws/" not in parts.path:
+    if parts.scheme not in ("ws", "wss") or not parts.netloc or not parts.path.startswith("/colibri-ws/"):
         raise ValueError(f"not a Colibri WebSocket URL: {offered[:200]!r}")
+    if "=" in origin:
+        server_id = parts.path.split("/")[2]
+        pairs = dict(p.strip().split("=", 1) for p in origin.split(",") if "=" in p)
+        origin = pairs.get(server_id, "").strip()
     if origin:
         base = urlsplit(origin)
         scheme = {"http": "ws", "https": "wss"}.get(base.scheme, base.scheme)

@@ -27,10 +27,14 @@ def test_only_colibri_websocket_urls_are_opened() -> None:
     assert channel_url(good) == good
     assert channel_url(good, "ws://nginx:80") == "ws://nginx:80/colibri-ws/jvb1/c1/ep1?pwd=x"
     assert channel_url(good, "https://front.example") == "wss://front.example/colibri-ws/jvb1/c1/ep1?pwd=x"
+    per_bridge = "jvb1=ws://127.0.0.1:9090, jvb2=ws://127.0.0.1:9091"
+    assert channel_url(good, per_bridge) == "ws://127.0.0.1:9090/colibri-ws/jvb1/c1/ep1?pwd=x"
+    assert channel_url(good, "jvb7=ws://127.0.0.1:9096") == good  # no pair: as offered
     for bad in (
         "http://meet.example/colibri-ws/jvb1/c1/ep1",  # not a WebSocket
         "file:///etc/passwd",
         "ws://meet.example/admin",  # not the Colibri WebSocket path
+        "ws://meet.example/x/colibri-ws/jvb1/c1/ep1",
         "ws:///colibri-ws/jvb1/c1/ep1",  # no host
         "",
     ):
