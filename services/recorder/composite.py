@@ -121,12 +121,14 @@ class Composer:
                 self._start = at
 
     def audio(self, owner: str, at: float, frame: av.AudioFrame) -> None:
-        resampler = self._resamplers.get(owner)
-        if resampler is None:
-            resampler = self._resamplers[owner] = AudioResampler(format="s16", layout="mono", rate=RATE)
-        samples = np.concatenate(
-            [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)] or [np.zeros(0, np.int16)]
-        )
+        samples = mono_s16(frame)
+        if samples is None:  # not 48 kHz packed s16 (what the Opus decoder gives): resample
+            resampler = self._resamplers.get(owner)
+            if resampler is None:
+                resampler = self._resamplers[owner] = AudioResampler(format="s16", layout="mono", rate=RATE)
+            samples = np.concatenate(
+                [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)] or [np.zeros(0, np.int16)]
+            )
         if not len(samples):
             return
         start = round(at * RATE)
@@ -291,6 +293,18 @@ class Composer:
             y = tile.y + tile.h - h - 2
             planes = (p.label[0][:h, :w], p.label[1][: h // 2, : w // 2], p.label[2][: h // 2, : w // 2])
             canvas.put(layout.Rect(tile.x + 2, y // 2 * 2, w, h), planes)
+
+
+def mono_s16(frame: av.AudioFrame) -> np.ndarray | None:
+    """A 48 kHz packed s16 frame (mono or stereo) as mono samples, without a resampler; None for
+    any other format."""
+    if frame.format.name != "s16" or frame.sample_rate != RATE:
+        return None
+    channels = len(frame.layout.channels)
+    data = frame.to_ndarray().reshape(-1)
+    if channels == 1:
+        return data
+    return (data.reshape(-1, channels).astype(np.int32).sum(axis=1) // channels).astype(np.int16)
 
 
 def rgb_frame(image: np.ndarray) -> av.VideoFrame:
