@@ -70,6 +70,7 @@ class RecorderSettings(Section):
     ice_host_addresses: list[str]
     composite: CompositeSettings
     layout: Literal["grid", "speaker"]
+    bridge_channel: Literal["speaker", "always", "never"]
     bridge_channel_origin: str
     http: HttpSettings
 
@@ -96,6 +97,7 @@ ENV_VARS = [
     EnvVar("RECORDER_COMPOSITE_HEIGHT", "recorder.composite.height", int),
     EnvVar("RECORDER_COMPOSITE_FPS", "recorder.composite.fps", int),
     EnvVar("RECORDER_LAYOUT", "recorder.layout"),
+    EnvVar("RECORDER_BRIDGE_CHANNEL", "recorder.bridge-channel"),
     EnvVar("RECORDER_BRIDGE_CHANNEL_ORIGIN", "recorder.bridge-channel-origin"),
     EnvVar("RECORDER_HTTP_HOST", "recorder.http.host"),
     EnvVar("RECORDER_HTTP_PORT", "recorder.http.port", int),

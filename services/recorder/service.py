@@ -157,7 +157,9 @@ class Recorder:
             recording.composer.on_arrangement = session.arrangement_changed
             if self.signaling is not None:
                 await self.signaling.send_jingle(sender, accept)
-            session.open_bridge_channel(self.settings.bridge_channel_origin)
+            wanted = self.settings.bridge_channel
+            if wanted == "always" or (wanted == "speaker" and self.settings.layout == "speaker"):
+                session.open_bridge_channel(self.settings.bridge_channel_origin)
         elif message.action in ("source-add", "source-remove"):
             current = self.sessions.get(message.sid)
             if current is not None:
