@@ -109,6 +109,7 @@ def find(pattern: str) -> list[int]:
 class Sample:
     cpu: float  # cores
     rss: int  # bytes at the end
+    fps: float = 0.0  # composed frames written per second (parley runs)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -182,7 +183,7 @@ async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, w
     print(f"   composed output: {written / window:.1f} frames/s over the window", flush=True)
     await jibri_iq(p, room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
     await asyncio.sleep(2)
-    return Sample(sample.cpu, sample.rss - before)
+    return Sample(sample.cpu, sample.rss - before, written / window)
 
 
 def browser_run(front: str, room: str, window: float, width: int, height: int, fps: int, out: Path) -> Sample:
@@ -317,14 +318,17 @@ def main() -> int:
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
+    # A starved recorder (a loaded machine) writes fewer frames than --fps and so spends less:
+    # the frame rate it kept is printed next to its CPU.
     print(
-        "\nparticipants | parley file cpu / mem | parley composed cpu / mem | browser+ffmpeg cpu / mem | composed / browser cpu"
+        "\nparticipants | parley file cpu / mem / fps | parley composed cpu / mem / fps | browser+ffmpeg cpu / mem | composed / browser cpu"
     )
     for n, file, stream, browser in results:
         ratio = f"{stream.cpu / browser.cpu * 100:.0f} %" if browser and browser.cpu > 0 else "-"
         b = f"{browser.cpu * 100:.1f} % / {browser.rss / 2**20:.0f} MB" if browser else "-"
         print(
-            f"{n} | {file.cpu * 100:.1f} % / +{file.rss / 2**20:.0f} MB | {stream.cpu * 100:.1f} % / +{stream.rss / 2**20:.0f} MB | {b} | {ratio}"
+            f"{n} | {file.cpu * 100:.1f} % / +{file.rss / 2**20:.0f} MB / {file.fps:.1f} | "
+            f"{stream.cpu * 100:.1f} % / +{stream.rss / 2**20:.0f} MB / {stream.fps:.1f} | {b} | {ratio}"
         )
     return 0
 

@@ -241,6 +241,11 @@ def build_plan(s: StackSettings) -> StackPlan:
                 "RECORDER_ICE_HOST_ADDRESSES": "127.0.0.1",
                 "RECORDER_HTTP_HOST": "127.0.0.1",
                 "RECORDER_HTTP_PORT": str(recorder_http),
+                # each recording's bridge channel straight to its bridge's public port on
+                # loopback, rather than through the front door (its certificate may be self-signed)
+                "RECORDER_BRIDGE_CHANNEL_ORIGIN": ",".join(
+                    f"{b.server_id}=ws://127.0.0.1:{b.public_port}" for b in bridges
+                ),
             },
             [recorder_http],
             [],

@@ -24,6 +24,9 @@ import av
 import numpy as np
 from av.audio.fifo import AudioFifo
 from av.audio.resampler import AudioResampler
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from services.common.bridge_channel import ReceiverVideoConstraints
 
 from . import layout
 
@@ -59,6 +62,9 @@ class _Participant:
     label: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # YUV planes
     drawn: tuple[int | None, layout.Rect, bool] | None = None  # what its tile shows now
     last_audio: float = 0.0
+    # one scaler per participant: its swscale context is kept while the sizes stay the same
+    # (VideoFrame.reformat builds a new one for every frame)
+    scaler: VideoReformatter = field(default_factory=VideoReformatter)
 
 
 class Composer:
@@ -74,12 +80,17 @@ class Composer:
         latency: float = 0.6,
         clock: Callable[[], float] = time.monotonic,
         video_bitrate: int = 800_000,
+        mode: str = "grid",
+        preset: str = "ultrafast",
+        crf: int | None = None,
+        on_arrangement: Callable[[list[tuple[str, layout.Rect]]], None] | None = None,
     ) -> None:
         self.target, self.fmt = target, fmt
         self.width, self.height, self.fps = width, height, fps
         self.latency = latency
         self.clock = clock
         self.video_bitrate = video_bitrate
+        self.preset, self.crf = preset, crf
         self._lock = threading.Lock()
         self._people: dict[str, _Participant] = {}
         self._order: list[str] = []
@@ -91,7 +102,9 @@ class Composer:
         self.frames_written = 0
         self.error: str | None = None
         self._canvas = YuvCanvas(width, height)
-        self._layout: list[layout.Rect] | None = None
+        self._stage = layout.Stage(mode, width, height)
+        self._layout: list[tuple[str, layout.Rect]] | None = None
+        self.on_arrangement = on_arrangement  # called from the composer's thread
 
     # ------------------------------------------------------------------ input (any thread)
     def _person(self, owner: str) -> _Participant:
@@ -108,12 +121,14 @@ class Composer:
                 self._start = at
 
     def audio(self, owner: str, at: float, frame: av.AudioFrame) -> None:
-        resampler = self._resamplers.get(owner)
-        if resampler is None:
-            resampler = self._resamplers[owner] = AudioResampler(format="s16", layout="mono", rate=RATE)
-        samples = np.concatenate(
-            [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)] or [np.zeros(0, np.int16)]
-        )
+        samples = mono_s16(frame)
+        if samples is None:  # not 48 kHz packed s16 (what the Opus decoder gives): resample
+            resampler = self._resamplers.get(owner)
+            if resampler is None:
+                resampler = self._resamplers[owner] = AudioResampler(format="s16", layout="mono", rate=RATE)
+            samples = np.concatenate(
+                [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)] or [np.zeros(0, np.int16)]
+            )
         if not len(samples):
             return
         start = round(at * RATE)
@@ -126,6 +141,22 @@ class Composer:
             p.last_audio = max(p.last_audio, at + len(samples) / RATE)
             if self._start is None:
                 self._start = at
+
+    def speaker_changed(self, dominant: str, previous: list[str]) -> None:
+        """The bridge's dominant speaker (used by the ``speaker`` layout)."""
+        with self._lock:
+            self._stage.speaker_changed(dominant, previous)
+
+    def arrangement(self) -> list[tuple[str, layout.Rect]]:
+        """Who is shown where now."""
+        with self._lock:
+            return self._stage.arrange(list(self._order))
+
+    def constraints_for(
+        self, arranged: list[tuple[str, layout.Rect]], sources: dict[str, list[str]]
+    ) -> ReceiverVideoConstraints:
+        """What to ask the bridge for, for ``arranged`` (:meth:`layout.Stage.constraints`)."""
+        return self._stage.constraints(arranged, sources, self.fps, len(sources))
 
     def remove(self, owner: str) -> None:
         with self._lock:
@@ -158,11 +189,13 @@ class Composer:
         container = av.open(self.target, "w", format=self.fmt, options=options)
         vs = container.add_stream("libx264", rate=self.fps)
         vs.width, vs.height, vs.pix_fmt = self.width, self.height, "yuv420p"  # type: ignore[union-attr]
-        vs.bit_rate = self.video_bitrate
-        vs.options = {"preset": "veryfast", "tune": "zerolatency", "g": str(self.fps * 2)}  # type: ignore[union-attr]
+        vs.options = encoder_options(self.preset, self.fps, self.crf)  # type: ignore[union-attr,assignment]
+        if self.crf is None:
+            vs.bit_rate = self.video_bitrate
         aus = container.add_stream("aac", rate=RATE)
         aus.layout = "mono"  # type: ignore[union-attr]
         aus.bit_rate = 64_000
+        aus.options = {"aac_coder": "fast"}  # FFmpeg's AAC encoder at 2/5 of its default's CPU
         fifo = AudioFifo()
         samples_per_tick = RATE // self.fps
         tick = 0
@@ -175,8 +208,7 @@ class Composer:
                     break
                 if self._stop.is_set():
                     break
-                picture, mixed = self.render(instant, samples_per_tick)
-                vf = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+                vf, mixed = self.render(instant, samples_per_tick)
                 vf.pts = tick
                 vf.time_base = fractions.Fraction(1, self.fps)
                 for packet in vs.encode(vf):  # type: ignore[union-attr]
@@ -201,52 +233,58 @@ class Composer:
             container.close()
 
     # ------------------------------------------------------------------ rendering
-    def render(self, instant: float, samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """The picture (a YUV 4:2:0 buffer, ``height * 3 / 2`` rows of ``width``, what
-        ``av.VideoFrame.from_ndarray(..., format="yuv420p")`` takes) and mono audio (``samples``
-        s16) of ``instant``. The picture is kept between calls: only tiles whose frame changed are
-        drawn again (sources send 15-30 fps, most output frames repeat most tiles)."""
+    def render(self, instant: float, samples: int) -> tuple[av.VideoFrame, np.ndarray]:
+        """The picture (a YUV 4:2:0 frame) and mono audio (``samples`` s16) of ``instant``.
+        The picture is one frame kept between calls and drawn into in place (the encoder copies
+        what it is given before :meth:`render` is called again): only tiles whose frame changed
+        are drawn again (sources send 15-30 fps, most output frames repeat most tiles)."""
         mix = np.zeros(samples, np.int32)
         half_period = 0.5 / self.fps
         start = round(instant * RATE)
         index = (np.arange(samples) + start) % (RATE * RING_SECONDS)
         with self._lock:
-            people = [self._people[o] for o in self._order]
+            arranged = self._stage.arrange(list(self._order))
+            people = [self._people[o] for o, _ in arranged]
             chosen = []
             for p in people:
                 frame: tuple[float, av.VideoFrame] | None = None
-                for at, f in p.frames:
-                    if at <= instant + half_period:  # the frame nearest the instant
-                        frame = (at, f)
-                    else:
-                        break
+                frames = p.frames
+                # the frame nearest the instant; the ones before it are never shown again
+                # (instants only grow), so they go and the next tick looks at a few only
+                while len(frames) > 1 and frames[1][0] <= instant + half_period:
+                    frames.popleft()
+                if frames and frames[0][0] <= instant + half_period:
+                    frame = frames[0]
                 chosen.append(frame)
                 mix += p.ring[index]
                 p.ring[index] = 0  # consumed: a gap later reads silence, not old audio
             self._rendered_until = start + samples
-        tiles = layout.grid(len(people), self.width, self.height)
+        tiles = [tile for _, tile in arranged]
         canvas = self._canvas
-        if self._layout != tiles:  # someone came or went: repaint everything
-            self._layout = tiles
+        if self._layout != arranged:  # someone came, went or took the floor: repaint everything
+            self._layout = arranged
             canvas.fill(layout.Rect(0, 0, self.width, self.height), BACKGROUND)
             for p in people:
                 p.drawn = None
+            if self.on_arrangement is not None:
+                self.on_arrangement(arranged)
         for p, frame, tile in zip(people, chosen, tiles, strict=True):
             stale = frame is not None and instant - frame[0] > STALE_AFTER
             key = (id(frame[1]) if frame else None, tile, stale)
             if p.drawn != key:
                 self._draw(p, frame[1] if frame else None, tile, stale)
                 p.drawn = key
-        return canvas.buf, np.clip(mix, -32768, 32767).astype(np.int16)
+        return canvas.frame, np.clip(mix, -32768, 32767).astype(np.int16)
 
     def _draw(self, p: _Participant, frame: av.VideoFrame | None, tile: layout.Rect, stale: bool) -> None:
         canvas = self._canvas
         canvas.fill(tile, (0, 0, 0))
         if frame is not None:
             box = layout.fit(frame.width, frame.height, tile)
-            canvas.put(
-                box, yuv_planes(frame.reformat(width=box.w, height=box.h, format="yuv420p")), dim=stale
+            scaled = p.scaler.reformat(
+                frame, width=box.w, height=box.h, format="yuv420p", interpolation=Interpolation.BILINEAR
             )
+            canvas.put(box, yuv_planes(scaled), dim=stale)
         if p.label is None:
             p.label = yuv_planes(rgb_frame(label_bitmap(p.name)))
         h, w = p.label[0].shape
@@ -255,6 +293,18 @@ class Composer:
             y = tile.y + tile.h - h - 2
             planes = (p.label[0][:h, :w], p.label[1][: h // 2, : w // 2], p.label[2][: h // 2, : w // 2])
             canvas.put(layout.Rect(tile.x + 2, y // 2 * 2, w, h), planes)
+
+
+def mono_s16(frame: av.AudioFrame) -> np.ndarray | None:
+    """A 48 kHz packed s16 frame (mono or stereo) as mono samples, without a resampler; None for
+    any other format."""
+    if frame.format.name != "s16" or frame.sample_rate != RATE:
+        return None
+    channels = len(frame.layout.channels)
+    data = frame.to_ndarray().reshape(-1)
+    if channels == 1:
+        return data
+    return (data.reshape(-1, channels).astype(np.int32).sum(axis=1) // channels).astype(np.int16)
 
 
 def rgb_frame(image: np.ndarray) -> av.VideoFrame:
@@ -279,16 +329,26 @@ def rgb_to_yuv(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return int(y[0, 0]), int(u[0, 0]), int(v[0, 0])
 
 
+def encoder_options(preset: str, fps: int, crf: int | None) -> dict[str, str]:
+    """libx264's options. No ``tune=zerolatency``: nobody watches a file live, and an RTMP
+    viewer is seconds behind anyway; one thread, since a recorder runs beside others on a
+    machine (threads add work, not speed, when every core is busy); a key frame every two
+    seconds (what RTMP services ask for). ``crf``: constant quality (files), else the bit rate
+    set on the stream (live streams)."""
+    options = {"preset": preset, "g": str(fps * 2), "threads": "1"}
+    if crf is not None:
+        options["crf"] = str(crf)
+    return options
+
+
 class YuvCanvas:
-    """A persistent YUV 4:2:0 picture: one buffer, with the three planes as views into it."""
+    """A persistent YUV 4:2:0 picture: one ``av.VideoFrame``, its three planes as array views
+    (line padding left out), drawn into in place and handed to the encoder as it is."""
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.buf = np.zeros((height * 3 // 2, width), np.uint8)
-        quarter = height // 4
-        self.y = self.buf[:height]
-        self.u = self.buf[height : height + quarter].reshape(height // 2, width // 2)
-        self.v = self.buf[height + quarter :].reshape(height // 2, width // 2)
+        self.frame = av.VideoFrame(width, height, "yuv420p")
+        self.y, self.u, self.v = yuv_planes(self.frame)
         self._colours: dict[tuple[int, int, int], tuple[int, int, int]] = {}
 
     def fill(self, r: layout.Rect, rgb: tuple[int, int, int]) -> None:

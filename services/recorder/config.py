@@ -6,7 +6,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -52,6 +52,8 @@ class CompositeSettings(Section):
     fps: int = Field(ge=1, le=60)
     latency: float = Field(ge=0.1, le=10)
     video_bitrate: int = Field(ge=50_000)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
+    crf: int = Field(ge=0, le=51)
 
 
 class HttpSettings(Section):
@@ -67,6 +69,9 @@ class RecorderSettings(Section):
     rtmp_base_url: str
     ice_host_addresses: list[str]
     composite: CompositeSettings
+    layout: Literal["grid", "speaker"]
+    bridge_channel: Literal["speaker", "always", "never"]
+    bridge_channel_origin: str
     http: HttpSettings
 
 
@@ -91,6 +96,9 @@ ENV_VARS = [
     EnvVar("RECORDER_COMPOSITE_WIDTH", "recorder.composite.width", int),
     EnvVar("RECORDER_COMPOSITE_HEIGHT", "recorder.composite.height", int),
     EnvVar("RECORDER_COMPOSITE_FPS", "recorder.composite.fps", int),
+    EnvVar("RECORDER_LAYOUT", "recorder.layout"),
+    EnvVar("RECORDER_BRIDGE_CHANNEL", "recorder.bridge-channel"),
+    EnvVar("RECORDER_BRIDGE_CHANNEL_ORIGIN", "recorder.bridge-channel-origin"),
     EnvVar("RECORDER_HTTP_HOST", "recorder.http.host"),
     EnvVar("RECORDER_HTTP_PORT", "recorder.http.port", int),
     EnvVar("RECORDER_PUBLIC_HTTP_URL", "recorder.http.public-url"),

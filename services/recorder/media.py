@@ -32,10 +32,12 @@ from typing import Any
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from services.common import bridge_channel as bc
 from services.common import jingle_sdp
 from services.common.jingle import Jingle
 from services.common.jingle_sdp import SdpOffer
 
+from .bridge_link import BridgeLink, channel_url
 from .sync import TrackClock, Unwrapper
 
 log = logging.getLogger("recorder.media")
@@ -92,12 +94,23 @@ class MediaSession:
     """One Jingle session with the bridge for one recording."""
 
     def __init__(
-        self, sid: str, offer: Jingle, on_encoded: EncodedSink, on_decoded: DecodedSink, decode: bool = True
+        self,
+        sid: str,
+        offer: Jingle,
+        on_encoded: EncodedSink,
+        on_decoded: DecodedSink,
+        decode: bool = True,
+        on_speaker: Callable[[bc.DominantSpeakerEndpointChangeEvent], None] | None = None,
+        constraints: Callable[[dict[str, list[str]]], bc.ReceiverVideoConstraints] | None = None,
     ) -> None:
         self.sid = sid
         self.offer = SdpOffer(offer)
         self.on_encoded, self.on_decoded = on_encoded, on_decoded
         self.decode = decode
+        self.on_speaker = on_speaker
+        self.constraints = constraints
+        self.bridge: BridgeLink | None = None
+        self._loop = asyncio.get_running_loop()
         self.pc: RTCPeerConnection | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.tracks: dict[str, str] = {}  # mid -> owner nick
@@ -143,6 +156,48 @@ class MediaSession:
                     transceiver.direction = "recvonly"
             await pc.setLocalDescription(await pc.createAnswer())
 
+    # ------------------------------------------------------------------ bridge channel
+    def open_bridge_channel(self, origin: str = "") -> None:
+        """Open the bridge channel the offer names (:mod:`.bridge_link`), if it names one."""
+        offered = self.offer.transport.web_socket
+        if not offered or self.pc is None:
+            log.info("session %s: no bridge channel offered; no speaker events, no constraints", self.sid)
+            return
+        try:
+            url = channel_url(offered, origin)
+        except ValueError as exc:
+            log.warning("session %s: %s", self.sid, exc)
+            return
+        self.bridge = BridgeLink(url, self._speaker)
+        self.bridge.start()
+        self.refresh_constraints()
+
+    def _speaker(self, event: bc.DominantSpeakerEndpointChangeEvent) -> None:
+        if self.on_speaker is not None:
+            self.on_speaker(event)
+
+    def video_sources(self) -> dict[str, list[str]]:
+        """Video source names (``<endpoint>-v0``) by owner nick, from the offer."""
+        out: dict[str, list[str]] = {}
+        for slot in self.offer.slots:
+            if slot.media == "video" and slot.active:
+                owner = slot.owner.rsplit("/", 1)[-1]
+                names = out.setdefault(owner, [])
+                for source in slot.sources:
+                    if source.name and source.name not in names:
+                        names.append(source.name)
+        return out
+
+    def refresh_constraints(self) -> None:
+        """Send the constraints for the current picture (event loop only)."""
+        if self.bridge is not None and self.constraints is not None:
+            self.bridge.send_constraints(self.constraints(self.video_sources()))
+
+    def arrangement_changed(self, _arranged: object) -> None:
+        """The composer's picture changed (its thread): refresh the constraints on the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the recorder is going away
+            self._loop.call_soon_threadsafe(self.refresh_constraints)
+
     def _owner(self, mid: str | None) -> str | None:
         for slot in self.offer.slots:
             if slot.mid == mid:
@@ -182,6 +237,9 @@ class MediaSession:
 
     async def close(self) -> None:
         pc, self.pc = self.pc, None  # renegotiations from now on do nothing
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            await bridge.close()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

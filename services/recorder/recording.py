@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common.bridge_channel import DominantSpeakerEndpointChangeEvent, ReceiverVideoConstraints
 from services.common.jibri import RecordingMode
 
 from .composite import Composer
@@ -47,6 +48,9 @@ class CompositeSettings:
     fps: int = 15
     latency: float = 0.6
     video_bitrate: int = 800_000
+    preset: str = "ultrafast"
+    crf: int = 25  # files; live streams go at video_bitrate
+    layout: str = "grid"
 
 
 @dataclass
@@ -75,8 +79,9 @@ class Recording:
         c = self.composite
         self.directory.mkdir(parents=True, exist_ok=True)
         self.composer = Composer(
-            target or "", fmt, c.width, c.height, c.fps, c.latency, video_bitrate=c.video_bitrate
-        )
+            target or "", fmt, c.width, c.height, c.fps, c.latency, video_bitrate=c.video_bitrate,
+            mode=c.layout, preset=c.preset, crf=c.crf if self.mode is RecordingMode.FILE else None,
+        )  # fmt: skip
         self.composer.start()
         self.save()
 
@@ -108,6 +113,15 @@ class Recording:
             self.composer.video(owner, at, frame)
         else:
             self.composer.audio(owner, at, frame)
+
+    def speaker_changed(self, event: DominantSpeakerEndpointChangeEvent) -> None:
+        """The bridge's dominant speaker (its endpoint id is the participant's nick, as owners
+        are named here)."""
+        self.composer.speaker_changed(event.dominant_speaker_endpoint, event.previous_speakers)
+
+    def constraints(self, sources: dict[str, list[str]]) -> ReceiverVideoConstraints:
+        """What video to ask the bridge for now (``sources``: video source names by owner)."""
+        return self.composer.constraints_for(self.composer.arrangement(), sources)
 
     def _first_media(self) -> None:
         if not self._media_seen:

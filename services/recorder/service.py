@@ -103,7 +103,8 @@ class Recorder:
         c = self.settings.composite
         recording = Recording(
             session_id, room, iq.recording_mode, directory, stream_url,
-            CompositeSettings(c.width, c.height, c.fps, c.latency, c.video_bitrate),
+            CompositeSettings(c.width, c.height, c.fps, c.latency, c.video_bitrate, c.preset, c.crf,
+                              self.settings.layout),
             on_first_media=self._first_media,
         )  # fmt: skip
         self.recordings[session_id] = recording
@@ -147,11 +148,18 @@ class Recorder:
         if message.action == "session-initiate":
             for sid in [s for s in self.sessions if jibri.session_of_sid(s) == session_id]:
                 await self.sessions.pop(sid).close()  # a new placement (bridge move, ICE restart)
-            session = MediaSession(message.sid, message, recording.encoded, recording.decoded)
+            session = MediaSession(
+                message.sid, message, recording.encoded, recording.decoded,
+                on_speaker=recording.speaker_changed, constraints=recording.constraints,
+            )  # fmt: skip
             self.sessions[message.sid] = session
             accept = await session.answer(responder=sender)
+            recording.composer.on_arrangement = session.arrangement_changed
             if self.signaling is not None:
                 await self.signaling.send_jingle(sender, accept)
+            wanted = self.settings.bridge_channel
+            if wanted == "always" or (wanted == "speaker" and self.settings.layout == "speaker"):
+                session.open_bridge_channel(self.settings.bridge_channel_origin)
         elif message.action in ("source-add", "source-remove"):
             current = self.sessions.get(message.sid)
             if current is not None:
@@ -162,8 +170,17 @@ class Recorder:
                 await ended.close()
 
     # ------------------------------------------------------------------ views
+    def _bridge_channel(self, session_id: str) -> str:
+        links = [s.bridge for sid, s in self.sessions.items() if jibri.session_of_sid(sid) == session_id]
+        if any(link is not None and link.connected.is_set() for link in links):
+            return "open"
+        return "connecting" if any(link is not None for link in links) else "none"
+
     def view(self) -> list[dict[str, object]]:
         live = [r.view() for r in list(self.recordings.values()) + self.finished]
+        for v in live:
+            if v["state"] == "recording":
+                v["bridge_channel"] = self._bridge_channel(str(v["session_id"]))
         seen = {v["session_id"] for v in live}
         return live + [m for m in self.on_disk if m.get("session_id") not in seen]
 

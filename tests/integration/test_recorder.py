@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import itertools
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from services.common import jibri
 from services.recorder import layout
 from tests.integration.harness import ServiceProcess, free_port
+from tests.integration.media_client import ColourTrack, ToneTrack
 from tests.integration.participant import JingleParticipant, wait_until
 from tests.integration.test_focus_stack import MUC_DOMAIN, Stack, bridge_missing, xmpp_names
 
@@ -69,7 +71,7 @@ class RecorderStack(Stack):
         super().start()
         self.start_recorder()
 
-    def start_recorder(self) -> ServiceProcess:
+    def start_recorder(self, extra: dict[str, str] | None = None) -> ServiceProcess:
         self.recorder_http = free_port()
         env = {
             **xmpp_names(),
@@ -81,6 +83,10 @@ class RecorderStack(Stack):
             "RECORDER_ICE_HOST_ADDRESSES": "127.0.0.1",
             "RECORDER_HTTP_HOST": "127.0.0.1",
             "RECORDER_HTTP_PORT": str(self.recorder_http),
+            # the bridge advertises an unreachable WebSocket host here (the focus stack's):
+            # the recorder opens its bridge channel on the bridge's public port instead
+            "RECORDER_BRIDGE_CHANNEL_ORIGIN": f"ws://127.0.0.1:{self.bridge_ports['jvb1']['public']}",
+            **(extra or {}),
         }
         self.recorder = ServiceProcess.python_module(
             "recorder", "services.recorder", env, health_url=f"http://127.0.0.1:{self.recorder_http}/health"
@@ -257,27 +263,25 @@ def flash_onsets(path: Path, region: Callable[[np.ndarray], np.ndarray]) -> list
 
 
 def beep_onsets(path: Path) -> list[float]:
-    """Onsets of the 3 kHz beep: its share of the energy in 5 ms windows."""
+    """Onsets of the 3 kHz beep: its share of the energy in 5 ms windows, each window placed at
+    its own frame's time (a gap in the stream, lost packets or a starved sender, stays a gap)."""
     times, values = [], []
+    n = 240
+    probe = np.exp(-2j * np.pi * BEEP * np.arange(n) / 48000)
     with av.open(str(path)) as c:
         stream = c.streams.audio[0]
         resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
-        chunks, first = [], None
         for frame in c.decode(stream):
             if frame.time is None:
                 continue
+            at = float(frame.time)
             for f in resampler.resample(frame):
-                if first is None:
-                    first = float(frame.time)
-                chunks.append(f.to_ndarray().reshape(-1).astype(np.float64))
-    signal = np.concatenate(chunks)
-    n = 240
-    t = np.arange(n) / 48000
-    probe = np.exp(-2j * np.pi * BEEP * t)
-    for i in range(0, len(signal) - n, n):
-        w = signal[i : i + n]
-        times.append((first or 0.0) + i / 48000)
-        values.append(float(np.abs(np.sum(w * probe)) / (np.sqrt(np.sum(w**2) * n / 2) + 1e-9)))
+                signal = f.to_ndarray().reshape(-1).astype(np.float64)
+                for i in range(0, len(signal) - n + 1, n):
+                    w = signal[i : i + n]
+                    times.append(at + i / 48000)
+                    values.append(float(np.abs(np.sum(w * probe)) / (np.sqrt(np.sum(w**2) * n / 2) + 1e-9)))
+                at += len(signal) / 48000
     return onsets(times, values, 0.5)
 
 
@@ -493,7 +497,12 @@ async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
         round(skew * 1000),
     )
     assert abs(statistics.median(offsets) - skew) <= SYNC_BOUND, (offsets, skew)
-    assert max(offsets) - min(offsets) <= 0.040, offsets  # and the offset does not wander
+    # and the offset does not wander. One flash may be seen a few frames late: on a starved
+    # machine a video frame is lost now and then on loopback, and the picture stays broken until
+    # the next key frame (measured: one flash of ten at +100 ms at load 15-40); that is loss,
+    # not drift, and the audio and the other flashes keep their place.
+    centre = statistics.median(offsets)
+    assert sum(abs(o - centre) > 0.020 for o in offsets) <= 1, offsets
     carol = next(t for t in layout.grid(3, 640, 360) if nearest_tile_colour(composed, t) == "carol")
     fitted = layout.fit(160, 120, carol)
     flashes = flash_onsets(
@@ -691,3 +700,126 @@ async def test_two_meetings_recorded_at_once_by_one_recorder(stack: RecorderStac
     assert names[1] >= {"carol.webm", "bob.webm", "composed.mkv"}, names
     for v in views.values():
         assert duration_of(Path(v["directory"]) / "composed.mkv") > 3
+
+
+def recording_view(stack: RecorderStack, session_id: str | None) -> dict[str, Any]:
+    with contextlib.suppress(httpx.HTTPError):
+        for view in stack.recordings():
+            if view["session_id"] == session_id:
+                return view
+    return {}
+
+
+LOUD, QUIET = 0.3, 0.0002  # about -13 and -77 dBov: voiced, and below the bridge's voice level
+
+
+async def test_speaker_layout_follows_the_bridge_dominant_speaker(stack: RecorderStack) -> None:
+    """recorder.layout = speaker: carol (the last to join, so not the layout's fallback) starts
+    speaking once the recording runs; the bridge names her dominant speaker over the recorder's
+    bridge channel, and her colour fills the large tile of the composed file."""
+    assert stack.recorder is not None
+    stack.recorder.stop()
+    stack.start_recorder({"RECORDER_LAYOUT": "speaker"})
+    stack.wait_recorder_registered()
+    room = f"speak@{MUC_DOMAIN}"
+    people: list[JingleParticipant] = []
+    try:
+        for nick in ("alice", "bob", "carol"):
+
+            def make(kind: str, nick: str = nick) -> MediaStreamTrack:
+                return ToneTrack(TONES[nick], QUIET) if kind == "audio" else ColourTrack(COLOURS[nick])
+
+            p = stack.participant(nick, rgb=COLOURS[nick], tone=TONES[nick], make_track=make)
+            await p.start()
+            await p.join(room)
+            people.append(p)
+        ok = await wait_until(
+            lambda: all(min(p.frames_from(o.nick)) >= 5 for p in people for o in people if o is not p), 30
+        )
+        assert ok, stack.logs()
+        watcher = StatusWatcher(people[0], room)
+        answer = await jibri_iq(people[0], room, jibri.JibriIq(action=jibri.Action.START))
+        session_id = answer.session_id
+        assert await wait_until(lambda: watcher.last is jibri.Status.ON, 20), (watcher.seen, stack.logs())
+        assert await wait_until(
+            lambda: recording_view(stack, session_id).get("bridge_channel") == "open", 20
+        ), (
+            recording_view(stack, session_id),
+            stack.logs(),
+        )
+        carol = people[2]
+        assert carol.pc is not None
+        audio = next(t for t in carol.pc.getTransceivers() if t.mid == "audio")
+        audio.sender.replaceTrack(ToneTrack(TONES["carol"], LOUD))
+        await asyncio.sleep(12)
+        await jibri_iq(people[0], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=session_id))
+        assert await wait_until(lambda: recording_view(stack, session_id).get("state") == "finished", 30)
+    finally:
+        await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
+        stack.recorder.stop()
+        stack.start_recorder()
+        stack.wait_recorder_registered()
+    composed = Path(recording_view(stack, session_id)["directory"]) / "composed.mkv"
+    end = duration_of(composed)
+    tiles = layout.speaker(3, 640, 360)
+    for at in (end - 4.0, end - 2.0):
+        assert nearest_tile_colour(composed, tiles[0], at) == "carol", (at, end, stack.logs())
+        assert {nearest_tile_colour(composed, t, at) for t in tiles[1:]} == {"alice", "bob"}
+
+
+async def test_a_second_of_packet_loss_keeps_its_place_on_the_timeline(stack: RecorderStack) -> None:
+    """Carol's sender drops every RTP packet for one second that covers one of her beeps (and
+    flashes); in her WebM and in the composed file the beeps after the gap stay on their
+    2-second grid (the gap is not closed up), and the beep inside the gap is missing."""
+    room = f"lossy@{MUC_DOMAIN}"
+    sync_tracks: dict[str, FlashTrack | BeepTrack] = {}
+    people = await meeting(stack, room, ["alice", "carol"], sync="carol", sync_tracks=sync_tracks)
+    epoch = sync_tracks["video"].epoch
+    watcher = StatusWatcher(people[0], room)
+    carol = people[1]
+    assert carol.pc is not None
+    transport = carol.pc.getSenders()[0].transport
+    send_rtp = transport._send_rtp
+    dropping = False
+    dropped = 0
+
+    async def lossy_send_rtp(data: bytes) -> None:
+        nonlocal dropped
+        if dropping:
+            dropped += 1
+            return
+        await send_rtp(data)
+
+    transport._send_rtp = lossy_send_rtp  # type: ignore[method-assign]
+    try:
+        answer = await jibri_iq(people[0], room, jibri.JibriIq(action=jibri.Action.START))
+        session_id = answer.session_id
+        assert await wait_until(lambda: watcher.last is jibri.Status.ON, 20), (watcher.seen, stack.logs())
+        await asyncio.sleep(6)
+        # from 0.3 s before a beep to 0.7 s after its start: that beep is never sent
+        now = time.time()
+        beep = epoch + (int((now - epoch) / FLASH_EVERY) + 2) * FLASH_EVERY
+        await asyncio.sleep(beep - 0.3 - time.time())
+        dropping = True
+        await asyncio.sleep(1.0)
+        dropping = False
+        await asyncio.sleep(8)
+        await jibri_iq(people[0], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=session_id))
+        assert await wait_until(lambda: recording_view(stack, session_id).get("state") == "finished", 30)
+    finally:
+        await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
+    assert dropped > 10, dropped  # the sender really went quiet (fewer than 50 a second when starved)
+    directory = Path(recording_view(stack, session_id)["directory"])
+    for name in ("carol.webm", "composed.mkv"):
+        found = beep_onsets(directory / name)
+        onsets = [o for i, o in enumerate(found) if i == 0 or o - found[i - 1] > 1.0]  # one per beep
+        assert len(onsets) >= 5, (name, onsets)
+        # on one grid: every onset a whole number of periods from the others. A gap closed up
+        # would move the later ones half a period off it; what is allowed is the jitter of the
+        # arrival-time mapping on a starved machine (measured up to 0.25 s at load 35).
+        phases = [((o - onsets[0]) + FLASH_EVERY / 2) % FLASH_EVERY - FLASH_EVERY / 2 for o in onsets]
+        centre = statistics.median(phases)
+        assert max(abs(p - centre) for p in phases) <= 0.4, (name, [round(p, 3) for p in phases], onsets)
+        # and one period has no beep: the one that was never sent
+        steps = [round((b - a) / FLASH_EVERY) for a, b in itertools.pairwise(onsets)]
+        assert steps.count(2) == 1 and set(steps) <= {1, 2}, (name, steps, onsets)

@@ -16,6 +16,8 @@ def test_defaults_and_jibri_variables() -> None:
     assert s.capacity == 4 and s.http.port == 8300
     assert s.ice_host_addresses == ["127.0.0.1", "10.0.0.2"]
     assert (s.composite.width, s.composite.height, s.composite.fps) == (640, 360, 15)
+    assert (s.layout, s.bridge_channel, s.bridge_channel_origin) == ("grid", "speaker", "")
+    assert (s.composite.preset, s.composite.crf) == ("ultrafast", 25)
 
 
 def test_a_password_is_required() -> None:
@@ -29,6 +31,8 @@ def test_a_password_is_required() -> None:
         ("RECORDER_COMPOSITE_WIDTH", "641", "recorder.composite.width"),
         ("RECORDER_CAPACITY", "0", "recorder.capacity"),
         ("RECORDER_HTTP_PORT", "x", "recorder.http.port"),
+        ("RECORDER_LAYOUT", "mosaic", "recorder.layout"),
+        ("RECORDER_BRIDGE_CHANNEL", "sometimes", "recorder.bridge-channel"),
     ],
 )
 def test_bad_values_name_the_setting(var: str, value: str, setting: str) -> None:

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from services.recorder.layout import Rect, fit, grid, speaker
+from services.recorder.layout import Rect, Stage, fit, grid, layer_for, speaker
 
 
 def overlap(a: Rect, b: Rect) -> bool:
@@ -48,3 +48,54 @@ def test_fit_keeps_the_aspect_ratio_and_centres() -> None:
     box = fit(160, 120, tile)  # 4:3 into 16:9: pillarboxed
     assert box.h == 180 and box.w == 240 and box.x == 140 and box.y == 50
     assert fit(0, 0, tile) == tile
+
+
+def test_layer_for_a_tile_is_the_smallest_that_fills_it() -> None:
+    assert [layer_for(h) for h in (100, 180, 181, 354, 360, 500, 1080)] == [180, 180, 360, 360, 360, 720, 720]
+
+
+def test_grid_stage_keeps_the_order_of_arrival_whoever_speaks() -> None:
+    stage = Stage("grid", 1280, 720)
+    assert stage.speaker_changed("carol", ["bob"])
+    arranged = stage.arrange(["alice", "bob", "carol"])
+    assert [o for o, _ in arranged] == ["alice", "bob", "carol"]
+    assert [t for _, t in arranged] == grid(3, 1280, 720)
+
+
+def test_speaker_stage_puts_the_dominant_speaker_in_the_large_tile() -> None:
+    stage = Stage("speaker", 1280, 720)
+    owners = ["alice", "bob", "carol"]
+    # nobody named yet: the first to come
+    assert [o for o, _ in stage.arrange(owners)] == ["alice", "bob", "carol"]
+    assert stage.speaker_changed("carol", ["bob"])
+    arranged = stage.arrange(owners)
+    assert [o for o, _ in arranged] == ["carol", "alice", "bob"]
+    assert [t for _, t in arranged] == speaker(3, 1280, 720)
+    assert not stage.speaker_changed("carol", ["bob"])  # the same event again changes nothing
+    # the speaker is not shown (no video yet, or gone): the most recent earlier speaker who is
+    assert [o for o, _ in stage.arrange(["alice", "bob"])] == ["bob", "alice"]
+    assert [o for o, _ in stage.arrange(["dave"])] == ["dave"]
+    with pytest.raises(ValueError):
+        Stage("mosaic", 640, 360)
+
+
+def test_constraints_ask_for_the_layer_each_tile_needs() -> None:
+    sources = {n: [f"{n}-v0"] for n in ("alice", "bob", "carol")}
+    grid_stage = Stage("grid", 1280, 720)
+    c = grid_stage.constraints(grid_stage.arrange(list(sources)), sources, fps=15, expected=3)
+    assert c.last_n == -1 and c.on_stage_sources == []
+    assert c.constraints is not None and c.default_constraints is not None
+    assert {k: v.max_height for k, v in c.constraints.items()} == dict.fromkeys(
+        ["alice-v0", "bob-v0", "carol-v0"], 360
+    )
+    assert all(v.max_frame_rate == 15 for v in c.constraints.values())
+    assert c.default_constraints.max_height == 360
+    ten = {f"p{i}": [f"p{i}-v0"] for i in range(10)}
+    c = grid_stage.constraints(grid_stage.arrange(list(ten)), ten, fps=30, expected=10)
+    assert c.constraints is not None and {v.max_height for v in c.constraints.values()} == {180}
+    stage = Stage("speaker", 1280, 720)
+    stage.speaker_changed("bob", [])
+    c = stage.constraints(stage.arrange(list(sources)), sources, fps=15, expected=3)
+    assert c.constraints is not None and c.constraints["bob-v0"].max_height == 720
+    assert c.constraints["alice-v0"].max_height == c.constraints["carol-v0"].max_height == 180
+    assert c.on_stage_sources == ["bob-v0"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from services.recorder import layout
-from services.recorder.composite import Composer
+from services.recorder.composite import Composer, mono_s16
 from services.recorder.tracks import TrackWriter, vp8_keyframe_size
 
 
@@ -111,8 +111,8 @@ def test_composer_takes_the_frame_and_the_audio_of_the_instant() -> None:
     composer.audio("alice", 10.5, frame)
     tiles = layout.grid(2, 320, 180)
 
-    def colour(picture: np.ndarray, tile: layout.Rect) -> tuple[int, ...]:
-        rgb = av.VideoFrame.from_ndarray(picture, format="yuv420p").to_ndarray(format="rgb24")
+    def colour(picture: av.VideoFrame, tile: layout.Rect) -> tuple[int, ...]:
+        rgb = picture.to_ndarray(format="rgb24")
         return tuple(int(v) for v in rgb[tile.y + tile.h // 2, tile.x + tile.w // 2])
 
     picture, mix = composer.render(10.45, 4800)  # [10.45, 10.55): the click is 50 ms in
@@ -126,3 +126,15 @@ def test_composer_takes_the_frame_and_the_audio_of_the_instant() -> None:
     composer.audio("alice", 10.5, frame)
     _, mix = composer.render(10.5 + 8.0, 4800)
     assert not mix.any()
+
+
+def test_stereo_s16_is_mixed_down_without_a_resampler() -> None:
+    stereo = np.array([[1000, 3000, -2000, -4000, 10, 20]], np.int16)  # L R L R L R
+    frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+    frame.sample_rate = 48000
+    assert list(mono_s16(frame)) == [2000, -3000, 15]  # type: ignore[arg-type]
+    mono = av.AudioFrame.from_ndarray(np.array([[5, 6]], np.int16), format="s16", layout="mono")
+    mono.sample_rate = 48000
+    assert list(mono_s16(mono)) == [5, 6]  # type: ignore[arg-type]
+    mono.sample_rate = 16000
+    assert mono_s16(mono) is None  # another rate: the resampler's job
