@@ -176,12 +176,23 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._reallocate(self._clock())
 
     def on_channel_open(self, endpoint_id: str) -> None:
-        """``endpoint_id``'s bridge channel opened: tell it who is interrupted now (it missed the
-        change events)."""
+        """``endpoint_id``'s bridge channel opened: tell it what it missed, since both are sent
+        only on change: who is interrupted now, and who holds the floor (as jitsi-videobridge
+        tells a new endpoint the dominant speaker)."""
         for other, active in self.connectivity.status_for_new_channel(endpoint_id):
             self._send(
                 endpoint_id,
                 EndpointConnectivityStatusChangeEvent(endpoint=other, active="true" if active else "false"),
+            )
+        floor = self.speakers.current()
+        if floor is not None:
+            self._send(
+                endpoint_id,
+                DominantSpeakerEndpointChangeEvent(
+                    dominant_speaker_endpoint=floor.dominant,
+                    previous_speakers=list(floor.previous_speakers),
+                    silence=floor.silence,
+                ),
             )
 
     def set_colibri_last_n(self, endpoint_id: str, last_n: int) -> None:

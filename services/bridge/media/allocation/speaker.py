@@ -239,15 +239,19 @@ class DominantSpeakerDetector:
                 self._set_dominant(best)
         latest_voice = max((a.last_voiced for a in self._speakers.values()), default=float("-inf"))
         self._silence = self.dominant is not None and now - latest_voice >= s.silence_timeout
-        if self.dominant is None:
-            return None
-        change = SpeakerChange(
-            self._history[0], tuple(self._history[1 : 1 + s.max_previous_speakers]), self._silence
-        )
-        if change == self._announced:
+        change = self.current()
+        if change is None or change == self._announced:
             return None
         self._announced = change
         return change
+
+    def current(self) -> SpeakerChange | None:
+        """The floor as it stands (what an endpoint that arrives now should be told), or None
+        before anyone has spoken."""
+        if not self._history:
+            return None
+        previous = tuple(self._history[1 : 1 + self.settings.max_previous_speakers])
+        return SpeakerChange(self._history[0], previous, self._silence)
 
     def _beats(self, challenger: SpeakerScores, dominant: SpeakerScores) -> bool:
         s = self.settings

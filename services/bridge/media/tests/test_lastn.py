@@ -345,6 +345,11 @@ def test_six_participants_loudest_is_dominant_and_last_n_two_forwards_the_two_sp
         assert got & video == {people[s].video_ssrc for s in expected_speakers}
         assert got - video == {other.audio_ssrc for other in people.values() if other.name != name}
 
+    # the floor is announced on change only: a channel that (re)opens now is told who holds it
+    messages.clear()
+    policy.on_channel_open("f")
+    assert messages == [("f", last)]
+
 
 def test_bad_and_unrelated_messages_are_ignored() -> None:
     policy = ConferenceIntelligencePolicy(clock=Clock())
