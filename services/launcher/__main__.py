@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from services.launcher.addresses import host_advertise_ips
 from services.launcher.plan import AUTH_VARIABLES, REPO, StackSettings, build_plan
 from services.launcher.supervisor import run_stack
 
@@ -44,7 +45,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> StackSet
         run_dir=Path(args.run_dir),
         nginx_binary=args.nginx,
         log_level=environ.get("LOG_LEVEL", "INFO"),
-        advertise_ips=environ.get("JVB_ADVERTISE_IPS") or "127.0.0.1",
+        # unset: the host's own addresses, then 127.0.0.1 (Firefox has no loopback candidate)
+        advertise_ips=environ.get("JVB_ADVERTISE_IPS") or ",".join(host_advertise_ips()),
         turn=not args.no_turn,
         turn_relay_ports=_port_range(args.turn_relay_ports),
         auth={k: environ[k] for k in AUTH_VARIABLES if environ.get(k)},
