@@ -88,6 +88,7 @@ class Bridge:
                 list(self.book.conferences[cid].endpoints) if cid in self.book.conferences else []
             ),
             to_engine=self.engine.on_bridge_channel_message,
+            on_open=self._channel_opened,
             version=VERSION,
             max_message_bytes=vb_channel.max_message_size,
             max_depth=vb_channel.max_depth,
@@ -169,6 +170,13 @@ class Bridge:
 
     def sctp_changed(self, conference_id: str, endpoint_id: str, port: int | None) -> None:
         self.data_channels.set_sctp(conference_id, endpoint_id, port)
+
+    def _channel_opened(self, conference_id: str, endpoint_id: str) -> None:
+        """An endpoint's bridge channel opened: its conference's policy tells it the state it
+        missed (who is interrupted)."""
+        policy = self.policies.get(conference_id)
+        if policy is not None:
+            policy.on_channel_open(endpoint_id)
 
     def conference_expired(self, conference_id: str) -> None:
         """The Colibri conference expired: its policy goes, mixer thread and all."""

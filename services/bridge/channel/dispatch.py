@@ -49,8 +49,11 @@ class BridgeChannels:
         max_message_bytes: int = bc.MAX_MESSAGE_BYTES,
         max_depth: int = bc.MAX_DEPTH,
         clock: Callable[[], float] = time.monotonic,
+        on_open: Callable[[str, str], None] | None = None,
     ) -> None:
         self.endpoints_of = endpoints_of
+        # (conference, endpoint) whose channel just opened: the state it missed is sent to it
+        self.on_open = on_open
         self.to_engine = to_engine
         self.version = version
         self.max_message_bytes = max_message_bytes
@@ -74,6 +77,11 @@ class BridgeChannels:
         key = (conference_id, endpoint_id)
         if take_over or key not in self._preferred:
             self._preferred[key] = via
+        if self.on_open is not None:
+            try:
+                self.on_open(conference_id, endpoint_id)
+            except Exception:  # a bug in what is sent: the channel itself stays open
+                log.exception("bridge channel open of endpoint=%s: sending its state failed", endpoint_id)
 
     def receive(self, conference_id: str, endpoint_id: str, frame: str | bytes, via: str) -> None:
         """One message from an endpoint, as the transport ``via`` received it."""

@@ -5,7 +5,9 @@ An endpoint is *inactive* when the bridge has received no RTP from it for ``max_
 seconds (or none at all ``first_transfer_timeout`` seconds after it joined), and *active* again
 with its next packet. Each change is announced to the other endpoints as
 ``EndpointConnectivityStatusChangeEvent`` (docs/protocols.md#bridge-channel); the clients show
-"connection interrupted" on that participant's tile.
+"connection interrupted" on that participant's tile. An endpoint whose bridge channel opens later
+(a late joiner, a reconnect) is told the current status of every endpoint that is interrupted then
+(:meth:`ConnectivityMonitor.status_for_new_channel`), as it missed the change.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class ConnectivityMonitor:
     def inactive(self) -> list[str]:
         """Endpoints now inactive (to tell an endpoint that just joined)."""
         return [endpoint for endpoint, state in self._endpoints.items() if not state.active]
+
+    def status_for_new_channel(self, endpoint: str) -> list[tuple[str, bool]]:
+        """What ``endpoint``'s newly opened bridge channel is told: ``(other, False)`` for every
+        other endpoint that is inactive now (active ones need no word: active is the default)."""
+        return [(other, False) for other in self.inactive() if other != endpoint]
 
     def is_active(self, endpoint: str) -> bool:
         state = self._endpoints.get(endpoint)

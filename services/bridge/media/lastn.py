@@ -685,6 +685,15 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._fanouts = {ssrc: f for ssrc, f in self._fanouts.items() if ssrc in self._streams}
         self._reallocate(self._clock())
 
+    def on_channel_open(self, endpoint_id: str) -> None:
+        """``endpoint_id``'s bridge channel opened: tell it who is interrupted now (it missed the
+        change events)."""
+        for other, active in self.connectivity.status_for_new_channel(endpoint_id):
+            self._send(
+                endpoint_id,
+                EndpointConnectivityStatusChangeEvent(endpoint=other, active="true" if active else "false"),
+            )
+
     def set_colibri_last_n(self, endpoint_id: str, last_n: int) -> None:
         """The ``last-n`` of the endpoint's Colibri video channel (-1 = unlimited)."""
         self.video.set_colibri_last_n(endpoint_id, last_n)

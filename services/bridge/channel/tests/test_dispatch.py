@@ -96,3 +96,24 @@ def test_a_data_channel_opening_beside_a_web_socket_does_not_take_over_until_use
     hub.opened("conf", "a", "websocket")  # a (re)connected socket takes over again
     hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=[]))
     assert len(ws.sent) == 2
+
+
+def test_each_channel_open_is_reported_once_and_a_failing_hook_keeps_the_channel() -> None:
+    ws = Outbox("websocket", "a")
+    opened: list[tuple[str, str]] = []
+    hub = BridgeChannels(
+        endpoints_of=lambda cid: ["a"], to_engine=lambda c, e, m: None, version="9.9",
+        on_open=lambda c, e: opened.append((c, e)),
+    )  # fmt: skip
+    hub.add_transport(ws)
+    hub.opened("conf", "a", "websocket")
+    hub.opened("conf", "a", "datachannel", take_over=False)
+    assert opened == [("conf", "a"), ("conf", "a")]
+    assert hub.transport_of("conf", "a") == "websocket"
+
+    def broken(c: str, e: str) -> None:
+        raise RuntimeError("bug")
+
+    hub.on_open = broken
+    hub.opened("conf", "a", "websocket")  # logged, not raised
+    assert hub.send("conf", "a", bc.ServerHello(version="9.9"))

@@ -34,3 +34,19 @@ def test_packets_from_unknown_endpoints_change_nothing() -> None:
     monitor = ConnectivityMonitor()
     monitor.on_media("stranger", 1.0)
     assert monitor.check(100.0) == [] and monitor.inactive() == []
+
+
+def test_a_new_channel_is_told_who_is_interrupted_now_but_not_about_itself() -> None:
+    monitor = ConnectivityMonitor(max_inactivity=3.0, first_transfer_timeout=15.0)
+    for ep in ("a", "b", "c"):
+        monitor.add(ep, 0.0)
+        monitor.on_media(ep, 1.0)
+    assert monitor.status_for_new_channel("late") == []  # everyone flows: nothing to say
+    monitor.on_media("a", 4.5)
+    monitor.on_media("late", 4.5)
+    assert monitor.check(4.5) == [("b", False), ("c", False)]
+    assert monitor.status_for_new_channel("late") == [("b", False), ("c", False)]
+    assert monitor.status_for_new_channel("b") == [("c", False)]  # a reconnecting b: c only
+    monitor.on_media("c", 5.0)
+    monitor.check(5.0)
+    assert monitor.status_for_new_channel("late") == [("b", False)]  # c came back

@@ -782,3 +782,33 @@ def test_source_video_type_message_reaches_the_allocation_and_media_stops_are_an
         "a",
         {"colibriClass": "EndpointConnectivityStatusChangeEvent", "endpoint": "b", "active": "true"},
     )
+
+
+def test_a_channel_that_opens_during_an_interruption_is_told_of_it() -> None:
+    clock = Clock()
+    messages: list = []
+    policy = ConferenceIntelligencePolicy(lambda ep, m: messages.append((ep, m)), clock=clock)
+    for ep in "ab":
+        policy.on_endpoint_added(ep)
+        policy.connectivity.on_media(ep, clock())
+    clock.now += 4.0
+    policy.connectivity.on_media("a", clock())
+    policy._tick(clock())  # b's media stopped: a is told (a change)
+    policy.on_endpoint_added("late")
+    policy.connectivity.on_media("late", clock())
+    messages.clear()
+    policy.on_channel_open("late")
+    assert messages == [
+        (
+            "late",
+            {"colibriClass": "EndpointConnectivityStatusChangeEvent", "endpoint": "b", "active": "false"},
+        )
+    ]
+    messages.clear()
+    policy.on_channel_open("b")  # b itself (reconnecting) is not told about itself
+    assert messages == []
+    policy.connectivity.on_media("b", clock())
+    policy._tick(clock() + 1)
+    messages.clear()
+    policy.on_channel_open("late")  # flowing again: nothing to tell
+    assert messages == []
