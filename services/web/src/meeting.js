@@ -19,7 +19,7 @@ import {
 } from './signalling/simulcast.js';
 import { detectBrowser } from './browser.js';
 import { sameConstraints } from './video-constraints.js';
-import { localSourceContents, SCREEN_MID, screenSourceName, sourceVideoType, trackKind } from './screenshare.js';
+import { localSourceContents, SCREEN_MID, screenSourceIndex, screenSourceName, sourceVideoType, trackKind } from './screenshare.js';
 import { ReactionLimiter, reactionMessage, reactionsFrom } from './reactions.js';
 
 /** A failure the page explains to the user; `kind` picks the message. */
@@ -88,7 +88,8 @@ export class Meeting extends EventTarget {
     this.sentConstraints = null; // … and what the current bridge channel was sent
     this.timings = { joinStarted: performance.now() };
     this.recording = null; // the focus's <jibri-recording-status/>, parsed
-    this.screenTrack = null; // our screen share (getDisplayMedia), sent as <endpoint>-v1
+    this.screenTrack = null; // our screen share (getDisplayMedia), sent as <endpoint>-v1 (-v0 without a camera)
+    this.screenName = null; // … the source name its source-add announced
     this.screenContents = null; // … and the Jingle contents its source-add announced
     this.raisedHand = null; // when we raised our hand (ms since the epoch), null when lowered
     this.reactionLimiter = new ReactionLimiter();
@@ -264,8 +265,20 @@ export class Meeting extends EventTarget {
       [`${this.endpointId}-a0`]: { muted: !!this.audioMuted },
       [`${this.endpointId}-v0`]: { muted: !!this.videoMuted, videoType: 'camera' },
     };
-    if (this.screenTrack) info[screenSourceName(this.endpointId)] = { muted: false, videoType: 'desktop' };
+    // without a camera the screen is `-v0` itself (screenshare.js)
+    if (this.screenTrack) info[this.#screenSourceName()] = { muted: false, videoType: 'desktop' };
     return info;
+  }
+
+  /**
+   * Our screen share's source name: `-v1` beside a camera we send, `-v0` when we send none (as
+   * lib-jitsi-meet and the bridge number an endpoint's video sources).
+   */
+  #screenSourceName() {
+    if (this.screenName) return this.screenName;
+    const mids = this.offer?.base.filter((c) => c.description.media === 'video').map((c) => c.name) ?? [];
+    const fallback = this.stream?.getVideoTracks().length ? 1 : 0;
+    return screenSourceName(this.endpointId, screenSourceIndex(this.pc?.localDescription?.sdp, mids, fallback));
   }
 
   // Chat is MUC groupchat (XEP-0045 section 7.4), as Jitsi clients send it; our own messages
@@ -598,7 +611,7 @@ export class Meeting extends EventTarget {
       onState: (state, detail) => this.#emit('channel', { state, ...detail }),
     }).open();
     if (this.dataChannel && this.dataChannel.readyState !== 'closed') this.channel.useDataChannel(this.dataChannel);
-    if (this.screenTrack) this.channel.send(sourceVideoType(screenSourceName(this.endpointId), 'desktop'));
+    if (this.screenTrack) this.channel.send(sourceVideoType(this.#screenSourceName(), 'desktop'));
     this.sentConstraints = null;
     if (this.videoConstraints) this.setReceiverVideoConstraints(this.videoConstraints);
   }
@@ -720,7 +733,7 @@ export class Meeting extends EventTarget {
     this.stream.addTrack(track);
   }
 
-  /** Share the screen (getDisplayMedia) as our second video source, `<endpoint>-v1`. */
+  /** Share the screen (getDisplayMedia) as our next video source, `<endpoint>-v1` (`-v0` without a camera). */
   async startScreenShare() {
     if (this.screenTrack) return;
     const display = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15, max: 30 } }, audio: false });
@@ -738,7 +751,8 @@ export class Meeting extends EventTarget {
     const pc = this.pc;
     if (!pc || !this.offer || !this.screenTrack) return; // sent once the session starts
     if (this.offer.addLocalSlot(SCREEN_MID)) {
-      await pc.setRemoteDescription({ type: 'offer', sdp: this.offer.toSdp() });
+      // #remoteOffer: with RID simulcast the offer keeps asking for our camera's layers
+      await pc.setRemoteDescription({ type: 'offer', sdp: this.#remoteOffer() });
       const transceiver = pc.getTransceivers().find((t) => t.mid === SCREEN_MID);
       await transceiver.sender.replaceTrack(this.screenTrack);
       transceiver.direction = 'sendonly';
@@ -752,13 +766,17 @@ export class Meeting extends EventTarget {
   /** source-add our screen to the focus (which tells the others and the bridge). */
   #announceScreen() {
     if (!this.session || !this.pc?.localDescription) return;
+    this.screenName = null; // named again for this answer (a bridge move may have changed it)
+    const name = this.#screenSourceName();
     const contents = localSourceContents(this.pc.localDescription.sdp, SCREEN_MID, {
-      owner: this.occupantJid, name: screenSourceName(this.endpointId), videoType: 'desktop',
+      owner: this.occupantJid, name, videoType: 'desktop',
     });
     if (!contents.length) return;
+    this.screenName = name;
     this.screenContents = contents;
     this.#sourceUpdate('source-add', contents);
-    this.channel?.send(sourceVideoType(screenSourceName(this.endpointId), 'desktop'));
+    this.channel?.send(sourceVideoType(name, 'desktop'));
+    if (this.conn?.connected && !this.connectionLost) this.#sendPresence(); // SourceInfo with that name
   }
 
   #sourceUpdate(action, contents) {
@@ -780,7 +798,8 @@ export class Meeting extends EventTarget {
       await this.pc?.getTransceivers().find((t) => t.mid === SCREEN_MID)?.sender.replaceTrack(null);
       if (this.screenContents && this.session) this.#sourceUpdate('source-remove', this.screenContents);
       this.screenContents = null;
-      this.channel?.send(sourceVideoType(screenSourceName(this.endpointId), 'none'));
+      if (this.screenName) this.channel?.send(sourceVideoType(this.screenName, 'none'));
+      this.screenName = null;
     });
   }
 

@@ -11,9 +11,28 @@ import { ColibriClass } from './bridge-channel.js';
 /** The m-line (mid) our screen is sent on. */
 export const SCREEN_MID = 'screen';
 
-/** The source name of an endpoint's screen share. */
-export function screenSourceName(endpoint) {
-  return `${endpoint}-v1`;
+/**
+ * The source name of an endpoint's screen share: `<endpoint>-v<index>`, where the index counts the
+ * video sources the endpoint already sends (lib-jitsi-meet names a new local track by the number of
+ * local tracks of its kind): `-v1` beside a camera, `-v0` without one. The bridge numbers an
+ * endpoint's video sources the same way, in the order they were signalled.
+ */
+export function screenSourceName(endpoint, index = 1) {
+  return `${endpoint}-v${index}`;
+}
+
+/**
+ * The index our screen share takes (see screenSourceName): the number of our camera m-lines
+ * (`cameraMids`) that the answer `answerSdp` sends on with SSRCs. With no answer yet, `fallback`.
+ */
+export function screenSourceIndex(answerSdp, cameraMids, fallback = 1) {
+  if (!answerSdp) return fallback;
+  const mids = new Set(cameraMids.map(String));
+  const sending = sdpTransform.parse(answerSdp).media.filter((m) => (
+    mids.has(String(m.mid)) && m.type === 'video'
+    && (m.direction === 'sendonly' || m.direction === 'sendrecv') && (m.ssrcs ?? []).length > 0
+  ));
+  return sending.length;
 }
 
 /** Whether a received track (from RemoteOffer) is a screen share rather than a camera. */

@@ -42,10 +42,15 @@ export function viewConstraints({ view, tiles, stage, lastN = -1 }) {
     };
   }
   const constraints = {};
-  for (const t of [...tiles].sort((a, b) => (a.source < b.source ? -1 : a.source > b.source ? 1 : 0))) {
-    if (!t.source) continue;
-    if (t.source === stage) constraints[t.source] = { maxHeight: t.screen ? SCREEN_STAGE_HEIGHT : VIDEO_LEVELS.at(-1) };
-    else constraints[t.source] = { maxHeight: levelForHeight(t.height) };
+  const sorted = [...tiles].sort((a, b) => (a.source < b.source ? -1 : a.source > b.source ? 1 : 0));
+  for (const t of sorted) {
+    if (t.source && t.source !== stage) constraints[t.source] = { maxHeight: levelForHeight(t.height) };
+  }
+  // the stage wins over a tile with the same source name (someone sharing a screen without a
+  // camera: the screen is their `-v0`, which their camera tile would also ask for)
+  const onStage = sorted.filter((t) => t.source && t.source === stage);
+  if (onStage.length) {
+    constraints[stage] = { maxHeight: onStage.some((t) => t.screen) ? SCREEN_STAGE_HEIGHT : VIDEO_LEVELS.at(-1) };
   }
   return {
     colibriClass: ColibriClass.RECEIVER_VIDEO_CONSTRAINTS,

@@ -7,7 +7,9 @@ import sdpTransform from 'sdp-transform';
 import { chooseDevice, deviceOptions, mediaConstraints } from '../src/devices.js';
 import { handQueue, parseRaisedHand, ReactionLimiter, reactionMessage, reactionsFrom } from '../src/reactions.js';
 import { Roster } from '../src/roster.js';
-import { isScreenTrack, localSourceContents, SCREEN_MID, sourceVideoType, trackKind } from '../src/screenshare.js';
+import {
+  isScreenTrack, localSourceContents, SCREEN_MID, screenSourceIndex, screenSourceName, sourceVideoType, trackKind,
+} from '../src/screenshare.js';
 import { parseJingle } from '../src/signalling/jingle.js';
 import { appendPresence, parsePresence } from '../src/signalling/muc.js';
 import { RemoteOffer } from '../src/signalling/sdp.js';
@@ -48,6 +50,34 @@ describe('screen share', () => {
     assert.deepEqual(d.ssrcGroups, [{ semantics: 'FID', ssrcs: [21, 22] }]);
     assert.deepEqual(localSourceContents(answer, 'nope', { owner: ME, name: 'x' }), []);
     assert.deepEqual(sourceVideoType('me000001-v1', 'desktop'), { colibriClass: 'SourceVideoTypeMessage', sourceName: 'me000001-v1', videoType: 'desktop' });
+  });
+
+  it('names the screen by the video sources sent before it: -v1 beside a camera, -v0 without one', () => {
+    const head = ['v=0', 'o=- 1 2 IN IP4 127.0.0.1', 's=-', 't=0 0'];
+    const camera = (direction, ssrcs) => [
+      'm=video 9 UDP/TLS/RTP/SAVPF 100', 'c=IN IP4 0.0.0.0', 'a=mid:video', `a=${direction}`, 'a=rtpmap:100 VP8/90000',
+      ...ssrcs.map((s) => `a=ssrc:${s} cname:x`),
+    ];
+    const screen = [
+      'm=video 9 UDP/TLS/RTP/SAVPF 100', 'c=IN IP4 0.0.0.0', 'a=mid:screen', 'a=sendonly', 'a=rtpmap:100 VP8/90000',
+      'a=ssrc:21 cname:x',
+    ];
+    const sdp = (lines) => [...head, ...lines, ''].join('\r\n');
+    assert.equal(screenSourceIndex(sdp([...camera('sendonly', [11, 12]), ...screen]), ['video']), 1);
+    // joined without a camera: the camera m-line only receives (Firefox may still list an SSRC)
+    assert.equal(screenSourceIndex(sdp([...camera('recvonly', []), ...screen]), ['video']), 0);
+    assert.equal(screenSourceIndex(sdp([...camera('recvonly', [11]), ...screen]), ['video']), 0);
+    assert.equal(screenSourceIndex(sdp([...camera('inactive', []), ...screen]), ['video']), 0);
+    // no answer yet: the caller's guess (whether it has a camera track)
+    assert.equal(screenSourceIndex(undefined, ['video'], 0), 0);
+    assert.equal(screenSourceIndex(null, ['video']), 1);
+    assert.equal(screenSourceName('ep', 0), 'ep-v0');
+    assert.equal(screenSourceName('ep'), 'ep-v1');
+  });
+
+  it('takes a -v0 typed desktop for a screen share (shared without a camera)', () => {
+    assert.equal(isScreenTrack({ media: 'video', name: 'a-v0', videoType: 'desktop' }), true);
+    assert.equal(trackKind({ media: 'video', name: 'a-v0', videoType: 'desktop' }), 'screen');
   });
 
   it('tells a received screen share from a camera by videoType, else by source name', () => {
@@ -91,6 +121,13 @@ describe('views', () => {
     assert.deepEqual(stage.onStageSources, ['b-v1']);
     const speaker = viewConstraints({ view: 'stage', tiles, stage: 'a-v0' });
     assert.equal(speaker.constraints['a-v0'].maxHeight, 720);
+    // a screen shared without a camera is the sharer's -v0, which its camera tile asks for too
+    const shared = [{ source: 'c-v0', height: 500, screen: true }, { source: 'c-v0', height: 100 }, { source: 'a-v0', height: 100 }];
+    for (const order of [shared, [...shared].reverse()]) {
+      const c = viewConstraints({ view: 'tile', tiles: order, stage: 'c-v0' });
+      assert.deepEqual(c.constraints, { 'a-v0': { maxHeight: 180 }, 'c-v0': { maxHeight: SCREEN_STAGE_HEIGHT } });
+      assert.deepEqual(c.onStageSources, ['c-v0']);
+    }
     const audioOnly = viewConstraints({ view: 'audio-only', tiles, stage: null });
     assert.equal(audioOnly.lastN, 0);
     assert.deepEqual(audioOnly.defaultConstraints, { maxHeight: 0 });
