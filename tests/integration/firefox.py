@@ -9,6 +9,12 @@ candidate: tests run it where the bridge advertises a non-loopback address, see 
 
 The driver's npm packages are installed (``npm ci``) into ``firefox_driver/node_modules`` on first
 use, before any network namespace is entered.
+
+Screen sharing: headless Firefox has no screen to capture and no fake display source
+(``media.navigator.streams.fake`` fakes cameras and microphones only: ``getDisplayMedia`` fails
+with ``NotFoundError``), so :func:`xvfb` starts a virtual X display (Debian's ``xvfb``) and a
+:class:`FirefoxPage` given ``display`` runs on it with a window; ``getDisplayMedia`` then captures
+that display ("Primary Monitor", its full size), Firefox's own window included.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import json
 import os
 import queue
+import select
 import shutil
 import subprocess
 import threading
@@ -30,6 +37,7 @@ import pytest
 from tests.integration.harness import REPO
 
 FIREFOX = "/usr/bin/firefox-esr"
+XVFB = "/usr/bin/Xvfb"
 DRIVER_DIR = REPO / "tests" / "integration" / "firefox_driver"
 
 PREFS: dict[str, Any] = {
@@ -80,11 +88,13 @@ def install_driver() -> None:
 class FirefoxPage:
     """One Firefox process (its own profile) with one page."""
 
-    def __init__(self, timeout: float = 300.0) -> None:
+    def __init__(self, timeout: float = 300.0, display: str | None = None) -> None:
         self.log: list[str] = []
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self._next = 0
-        options = {"executable": FIREFOX, "prefs": PREFS}
+        options: dict[str, Any] = {"executable": FIREFOX, "prefs": PREFS}
+        if display:
+            options["display"] = display  # a window on that X display, not headless
         self.proc = subprocess.Popen(
             ["node", str(DRIVER_DIR / "driver.mjs"), json.dumps(options)],
             cwd=DRIVER_DIR,
@@ -163,6 +173,46 @@ class FirefoxPage:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def xvfb_available() -> bool:
+    return Path(XVFB).exists()
+
+
+@contextlib.contextmanager
+def xvfb(width: int = 1280, height: int = 720) -> Iterator[str]:
+    """A virtual X display of ``width`` x ``height`` (no TCP listener); yields its name (``:N``).
+    ``-displayfd`` lets the server pick a display number no other X server uses."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [XVFB, "-displayfd", str(write_end), "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    os.close(write_end)
+    try:
+        number = b""
+        deadline = time.monotonic() + 60
+        while not number.endswith(b"\n"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("Xvfb did not start")
+            if not select.select([read_end], [], [], 1.0)[0]:
+                continue
+            chunk = os.read(read_end, 16)
+            if not chunk:
+                raise RuntimeError("Xvfb did not say which display it uses")
+            number += chunk
+        yield f":{number.decode().strip()}"
+    finally:
+        os.close(read_end)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @contextlib.contextmanager

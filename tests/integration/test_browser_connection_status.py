@@ -1,23 +1,25 @@
 """Connection status, as jitsi-videobridge reports it: a participant whose network (its own
 namespace, ``netns.py``) starts dropping every UDP packet stops sending media; the bridge tells the
 others (``EndpointConnectivityStatusChangeEvent`` active=false) and their page shows "Connection
-interrupted" on that tile. When the network comes back, so do the media and the tile."""
+interrupted" on that tile. Someone who joins while the media is still stopped is told too (the
+bridge sends the current status on every new bridge channel), so the late joiner's page shows
+it as well. When the network comes back, so do the media and the tile."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.browser import BROWSER_MARKS
+from tests.integration.browser import BROWSER_MARKS, browsers, console_log
 from tests.integration.harness import REPO
 from tests.integration.nat_stack import (
     MeetingStack,
     Person,
     build_web_client,
     decode_each_other,
-    meet,
     start_meeting_stack,
     wait_until,
 )
@@ -48,11 +50,26 @@ def test_a_participant_whose_network_drops_packets_is_shown_as_interrupted(
     site_stack: tuple[NetLab, MeetingStack, Site],
 ) -> None:
     lab, meeting, site = site_stack
-    for people in meet(lab, meeting.front, {"Cut": site, "Home": None}):
-        check_interruption(lab, site, people)
+    room = f"{meeting.front}/cs-{uuid.uuid4().hex[:8]}"
+    with browsers() as pool:
+        people = []
+        for name, where in (("Cut", site), ("Home", None)):
+            page = lab.open_browser(pool, where, meeting.front)
+            log = console_log(page)
+            page.goto(f"{room}?name={name}")
+            people.append(Person(name, page, log))
+        for p in people:
+            p.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
+
+        # Late waits on the pre-join screen (its browser started now, not during the interruption)
+        page = lab.open_browser(pool, None, meeting.front)
+        late = Person("Late", page, console_log(page))
+        page.goto(room)
+        page.wait_for_selector("#join-button", timeout=120_000)
+        check_interruption(lab, site, people, late)
 
 
-def check_interruption(lab: NetLab, site: Site, people: list[Person]) -> None:
+def check_interruption(lab: NetLab, site: Site, people: list[Person], late: Person) -> None:
     cut, home = people
     decode_each_other(people)
     cut_ep = cut.endpoint
@@ -67,14 +84,37 @@ def check_interruption(lab: NetLab, site: Site, people: list[Person]) -> None:
     )
     home.page.wait_for_selector(f"{tile}:not([hidden])", timeout=10_000)
     assert lab.udp_dropped(site) > 0
+    # Someone joining now missed the change: the bridge tells their new bridge channel. Home's
+    # tile must stay interrupted meanwhile: had Cut's media come back (or Cut been invited anew)
+    # and stopped again, Late could have learnt it from a change instead.
+    home.page.evaluate(
+        """(ep) => { window.cutTileChanges = [];
+        const tile = document.querySelector(`.tile[data-endpoint="${ep}"]`);
+        new MutationObserver(() => { if (tile.dataset.interrupted !== 'true') window.cutTileChanges.push('active'); })
+          .observe(tile, { attributes: true, attributeFilter: ['data-interrupted'] }); }""",
+        cut_ep,
+    )
+    everyone = [*people, late]
+    late.page.fill("#name-input", "Late")
+    late.page.click("#join-button")
+    late.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
+    wait_until(
+        "Late, who joined during the interruption, to show Cut as interrupted",
+        lambda: cut_ep in late.page.evaluate("window.parley.interrupted()"),
+        everyone,
+        timeout=120,
+    )
+    late.page.wait_for_selector(f"{tile}:not([hidden])", timeout=10_000)
+    assert home.page.evaluate("window.cutTileChanges") == [], "Cut's status changed meanwhile"
+    assert cut_ep in home.page.evaluate("window.parley.interrupted()")  # still cut off
     shots = REPO / "docs" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     home.page.screenshot(path=str(shots / "connection-interrupted.png"))
     lab.sh("nft", "delete", "table", "inet", "parley_fw", ns=site.ns)
     wait_until(
-        "Home to show Cut's media back",
-        lambda: cut_ep not in home.page.evaluate("window.parley.interrupted()"),
-        people,
+        "Home and Late to show Cut's media back",
+        lambda: all(cut_ep not in p.page.evaluate("window.parley.interrupted()") for p in (home, late)),
+        everyone,
         timeout=120,
     )
     before = home.frames().get(cut_ep, 0)
@@ -83,3 +123,4 @@ def check_interruption(lab: NetLab, site: Site, people: list[Person]) -> None:
         "Cut's video to advance again", lambda: home.frames().get(cut_ep, 0) > before, people, timeout=60
     )
     home.page.wait_for_selector(tile, state="hidden", timeout=10_000)
+    late.page.wait_for_selector(tile, state="hidden", timeout=10_000)

@@ -1,7 +1,9 @@
 """The meeting people expect, in three headless Chromiums through the launcher's stack: Ada shares
 her screen (Chromium's fake capture) beside her camera, Bob and Cy get it on stage at its full
 resolution while her camera still flows; hands, reactions, the participant list; a stage that
-follows the dominant speaker; a camera switched mid-meeting. Screenshots of the tile view, the
+follows the dominant speaker; a camera switched mid-meeting; Dee, on a machine without a camera,
+shares her screen, which is then her first video source (``-v0``) at the page and at the bridge
+alike. Screenshots of the tile view, the
 stage view and a shared screen go to ``docs/screenshots/`` (linked from the web client's README).
 """
 
@@ -13,7 +15,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.browser import BROWSER_MARKS, DESKTOP, LauncherStack, Person, browsers, console_log
+from tests.integration.browser import (
+    BROWSER_MARKS,
+    DESKTOP,
+    Browsers,
+    LauncherStack,
+    Person,
+    browsers,
+    console_log,
+)
 from tests.integration.harness import REPO
 
 pytestmark = [
@@ -24,6 +34,24 @@ pytestmark = [
 
 SCREENSHOTS = REPO / "docs" / "screenshots"
 CAPTURE = "--auto-select-desktop-capture-source=Entire screen"
+# a machine without a camera: getUserMedia finds no video device (the microphone and the screen
+# capture stay Chromium's fake ones)
+NO_CAMERA = """(() => {
+  const devices = navigator.mediaDevices;
+  const getUserMedia = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = (c) => (c && c.video
+    ? Promise.reject(new DOMException('Requested device not found', 'NotFoundError'))
+    : getUserMedia(c));
+})();"""
+
+
+class Meeting(list[Person]):
+    """Ada, Bob and Cy, and what it takes to bring someone else in."""
+
+    def __init__(self, people: list[Person], pool: Browsers, url: str) -> None:
+        super().__init__(people)
+        self.pool = pool
+        self.url = url  # the room's address
 
 
 def wait_until(what: str, cond, people: list[Person], timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +73,7 @@ def shoot(person: Person, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
+def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Meeting]:
     stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start(timeout=300)
     room = f"ft-{uuid.uuid4().hex[:8]}"
     try:
@@ -71,7 +99,7 @@ def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
                     people,
                     timeout=120,
                 )
-            yield people
+            yield Meeting(people, pool, f"{stack.front}/{room}")
     finally:
         stack.stop()
 
@@ -229,3 +257,55 @@ def test_switching_the_camera_mid_meeting_keeps_the_others_decoding(meeting: lis
             lambda v=viewer, s=start: v.frames(ada_ep) > s + 10,
             meeting,
         )
+
+
+def test_a_screen_shared_without_a_camera_is_the_sharers_first_video_source(meeting: Meeting) -> None:
+    ada, bob, _cy = meeting
+    page = meeting.pool.open(DESKTOP, extra_args=[CAPTURE])
+    page.set_default_timeout(120_000)
+    page.add_init_script(NO_CAMERA)
+    dee = Person("Dee", page, console_log(page))
+    people = [ada, bob, dee]
+    try:
+        page.goto(f"{meeting.url}?name=Dee")
+        wait_until("Dee to join", lambda: dee.js("window.parley.state") == "meeting", people, timeout=180)
+        assert dee.js("window.parley.cameraSettings()") in (None, {}), "Dee has no camera"
+        dee_ep = dee.endpoint
+        screen, source = f"{dee_ep}#screen", f"{dee_ep}-v0"
+        dee.js("window.parley.startScreenShare()")
+        height = int(dee.js("window.parley.screenSettings().height"))
+        for viewer in (ada, bob):
+            wait_until(
+                f"{viewer.name} to decode Dee's screen at {height} lines",
+                lambda v=viewer: (
+                    v.received().get(screen, {}).get("frameHeight") == height and v.frames(screen) > 0
+                ),
+                people,
+                timeout=180,
+            )
+            wait_until(
+                f"{viewer.name} to put Dee's screen on stage and ask for {source} there",
+                lambda v=viewer: (
+                    v.js("window.parley.stage") == screen
+                    and (v.js("window.parley.videoConstraints") or {}).get("onStageSources") == [source]
+                ),
+                people,
+            )
+            # the bridge knows it by the same name: it says it forwards it
+            wait_until(
+                f"the bridge to tell {viewer.name} it forwards {source}",
+                lambda v=viewer: source in (v.js("window.parley.forwardedSources") or []),
+                people,
+            )
+            assert dee_ep not in viewer.received(), "no camera video from Dee"
+            constraints = viewer.js("window.parley.videoConstraints")["constraints"]
+            assert constraints[source]["maxHeight"] >= height, constraints
+        dee.js("window.parley.stopScreenShare()")
+        for viewer in (ada, bob):
+            wait_until(
+                f"{viewer.name} to take Dee's screen off stage",
+                lambda v=viewer: v.js("window.parley.stage") != screen,
+                people,
+            )
+    finally:
+        page.context.close()

@@ -7,10 +7,15 @@ the address each check came to (one socket per advertised address).
 Everyone decodes everyone; Firefox sends RID-signalled simulcast (``a=rid``/``a=simulcast``), which
 the bridge identifies by the RTP stream id header extensions and forwards as plain single-SSRC
 streams, and a Firefox receiver sees the layer change with what it asks the bridge for.
+
+Firefox runs with a window on a virtual X display (``firefox.xvfb``) so that it can share its
+screen: the two Chromium pages get the screen on stage at its full height while Firefox's camera
+keeps flowing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +26,7 @@ import pytest
 
 from tests.integration import netns
 from tests.integration.browser import BROWSER_MARKS, DESKTOP, browsers, console_log
-from tests.integration.firefox import FIREFOX_MARKS, FirefoxPage, install_driver
+from tests.integration.firefox import FIREFOX_MARKS, FirefoxPage, install_driver, xvfb, xvfb_available
 from tests.integration.nat_stack import MeetingStack, build_web_client, start_meeting_stack
 
 pytestmark = [
@@ -69,6 +74,7 @@ class Meeting:
     stack: MeetingStack
     firefox: Person
     chromium: list[Person]
+    display: str | None = None  # Firefox's X display (None: headless, no screen to share)
 
     @property
     def people(self) -> list[Person]:
@@ -95,7 +101,8 @@ def meeting() -> Iterator[Meeting]:
     # before the namespace, which has no network: the client and the driver's npm packages
     build_web_client()
     install_driver()
-    with netns.multi_homed(default_route=True) as second:
+    with netns.multi_homed(default_route=True) as second, contextlib.ExitStack() as x:
+        display = x.enter_context(xvfb()) if xvfb_available() else None
         stack = MeetingStack()
         try:
             # the bridge advertises the second address first: the one Firefox can use
@@ -103,7 +110,7 @@ def meeting() -> Iterator[Meeting]:
                 "127.0.0.1", f"{second},127.0.0.1", stack=stack, simulcast=True, start_timeout=180
             )
             room = f"ff-{uuid.uuid4().hex[:8]}"
-            fox = FirefoxPage()
+            fox = FirefoxPage(display=display)
             try:
                 firefox = Person("Firefox", fox, fox.log)
                 with browsers() as pool:
@@ -117,7 +124,7 @@ def meeting() -> Iterator[Meeting]:
                     people = [firefox, *chromium]
                     for p in people:
                         p.page.wait_for_selector("#meeting:not([hidden])", timeout=240_000)
-                    yield Meeting(stack, firefox, chromium)
+                    yield Meeting(stack, firefox, chromium, display)
             finally:
                 fox.close()
         finally:
@@ -205,3 +212,57 @@ def test_a_firefox_receiver_sees_the_layer_change_with_what_it_asks_for(meeting:
     wait_until(
         "Firefox to decode more of Ada", lambda: firefox.received()[ep]["framesDecoded"] > before, people
     )
+
+
+def test_firefox_shares_its_screen_on_stage_at_full_height_while_its_camera_flows(meeting: Meeting) -> None:
+    if meeting.display is None:
+        pytest.skip("needs Xvfb (apt xvfb): headless Firefox has no screen to share")
+    firefox, (ada, bob) = meeting.firefox, meeting.chromium
+    people = meeting.people
+    fox = firefox.endpoint
+    screen, source = f"{fox}#screen", f"{fox}-v1"  # beside its camera: the second video source
+    firefox.page.evaluate("window.parley.startScreenShare()")
+    height = int(firefox.page.evaluate("window.parley.screenSettings().height"))
+    assert height == 720, height  # the whole virtual display
+    for viewer in (ada, bob):
+        wait_until(
+            f"{viewer.name} to decode Firefox's screen at {height} lines",
+            lambda v=viewer: v.height_of(screen) == height and v.received()[screen]["framesDecoded"] > 0,
+            people,
+            timeout=240,
+        )
+        wait_until(
+            f"{viewer.name} to put the screen on stage and ask for it there",
+            lambda v=viewer: (
+                v.page.evaluate("window.parley.stage") == screen
+                and (v.page.evaluate("window.parley.videoConstraints") or {}).get("onStageSources")
+                == [source]
+            ),
+            people,
+        )
+        # the bridge forwards it under the name the page gave it
+        wait_until(
+            f"the bridge to tell {viewer.name} it forwards {source}",
+            lambda v=viewer: source in (v.page.evaluate("window.parley.forwardedSources") or []),
+            people,
+        )
+    # Firefox's camera still flows, and still as RID simulcast
+    assert "a=simulcast:send q;h;f" in str(firefox.page.evaluate("window.parley.localSdp()"))
+    for viewer in (ada, bob):
+        before = viewer.received()[fox]["framesDecoded"]
+        before_screen = viewer.received()[screen]["framesDecoded"]
+        wait_until(
+            f"{viewer.name} to keep decoding Firefox's camera and screen",
+            lambda v=viewer, b=before, s=before_screen: (
+                v.received()[fox]["framesDecoded"] > b + 5 and v.received()[screen]["framesDecoded"] > s
+            ),
+            people,
+        )
+    print("Firefox's screen at Ada", ada.received()[screen], "camera", ada.received()[fox])
+    firefox.page.evaluate("window.parley.stopScreenShare()")
+    for viewer in (ada, bob):
+        wait_until(
+            f"{viewer.name} to take the screen off stage",
+            lambda v=viewer: v.page.evaluate("window.parley.stage") != screen,
+            people,
+        )

@@ -4,7 +4,7 @@
 //        | {"id": 3, "op": "wait", "selector": "...", "timeout_ms": 30000} | {"id": 4, "op": "close"}
 //   out: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}
 //        and {"console": "..."} for every console message of the page.
-// Argument: a JSON object {"executable": "/usr/bin/firefox-esr", "prefs": {...}}.
+// Argument: a JSON object {"executable": "/usr/bin/firefox-esr", "prefs": {...}, "display": ":N"?}.
 
 import readline from 'node:readline';
 import puppeteer from 'puppeteer-core';
@@ -19,7 +19,9 @@ const browser = await puppeteer.launch({
   browser: 'firefox',
   protocol: 'webDriverBiDi',
   executablePath: options.executable ?? '/usr/bin/firefox-esr',
-  headless: true,
+  // headless unless the test gives Firefox an X display (screen capture needs one: Xvfb)
+  headless: !options.display,
+  ...(options.display ? { env: { ...process.env, DISPLAY: options.display } } : {}),
   extraPrefsFirefox: options.prefs ?? {},
   args: options.args ?? [],
 });
