@@ -2,7 +2,7 @@
 
 ``firefox_driver/driver.mjs`` runs puppeteer-core (``protocol: 'webDriverBiDi'``) against
 ``/usr/bin/firefox-esr``; this module starts it as a child process and speaks JSON lines with it
-(``goto``, ``eval``, ``wait``), so a test reads a Firefox page the way it reads a Playwright one:
+(``goto``, ``eval``, ``wait``, ``click``), so a test reads a Firefox page the way it reads a Playwright one:
 ``FirefoxPage.evaluate("window.parley.videoStats()")``. The prefs give Firefox a fake camera and
 microphone without a prompt and let ICE use every address (Firefox never gathers a loopback
 candidate: tests run it where the bridge advertises a non-loopback address, see ``netns.py``).
@@ -163,6 +163,10 @@ class FirefoxPage:
 
     def wait_for_selector(self, selector: str, timeout: float = 30_000) -> None:
         self._call("wait", timeout=timeout / 1000 + 10, selector=selector, timeout_ms=timeout)
+
+    def click(self, selector: str) -> None:
+        """Click the element like a user (a user gesture: ``getDisplayMedia`` needs one)."""
+        self._call("click", selector=selector)
 
     def close(self) -> None:
         if self.proc.poll() is None:

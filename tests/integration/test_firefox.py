@@ -88,7 +88,11 @@ def wait_until(what: str, cond: Any, people: list[Person], timeout: float = 120.
             detail = []
             for p in people:
                 try:
-                    state = f"sends {p.sent()}\nreceives {p.received()}\n"
+                    state = (
+                        f"sends {p.sent()}\nreceives {p.received()}\n"
+                        f"forwarded {p.page.evaluate('window.parley.forwardedSources')}\n"
+                        f"asks {p.page.evaluate('window.parley.videoConstraints')}\n"
+                    )
                 except Exception as exc:  # the page may be what failed
                     state = f"(no stats: {exc})\n"
                 detail.append(f"--- {p.name}\n{state}" + "\n".join(p.log[-30:]))
@@ -221,7 +225,13 @@ def test_firefox_shares_its_screen_on_stage_at_full_height_while_its_camera_flow
     people = meeting.people
     fox = firefox.endpoint
     screen, source = f"{fox}#screen", f"{fox}-v1"  # beside its camera: the second video source
-    firefox.page.evaluate("window.parley.startScreenShare()")
+    # Firefox lets a page capture the screen only from a user gesture: the Share screen button
+    fox_page = meeting.firefox.page
+    assert isinstance(fox_page, FirefoxPage)
+    fox_page.click("#screen-button")
+    wait_until(
+        "Firefox to share its screen", lambda: fox_page.evaluate("window.parley.sharingScreen"), people
+    )
     height = int(firefox.page.evaluate("window.parley.screenSettings().height"))
     assert height == 720, height  # the whole virtual display
     for viewer in (ada, bob):

@@ -1,7 +1,8 @@
 // Debian's firefox-esr driven over WebDriver BiDi with puppeteer-core (no browser download), one
 // browser per process, controlled line by line over stdin/stdout by tests/integration/firefox.py (this directory is its node side):
 //   in:  {"id": 1, "op": "goto", "url": "...", "timeout_ms": 180000} | {"id": 2, "op": "eval", "expr": "..."}
-//        | {"id": 3, "op": "wait", "selector": "...", "timeout_ms": 30000} | {"id": 4, "op": "close"}
+//        | {"id": 3, "op": "wait", "selector": "...", "timeout_ms": 30000} | {"id": 4, "op": "click", "selector": "..."}
+//        | {"id": 5, "op": "close"}
 //   out: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}
 //        and {"console": "..."} for every console message of the page.
 // Argument: a JSON object {"executable": "/usr/bin/firefox-esr", "prefs": {...}, "display": ":N"?}.
@@ -40,6 +41,10 @@ async function run(command) {
       return await page.evaluate(`(async () => JSON.stringify(await (${command.expr})))()`).then(
         (text) => (text === undefined ? null : JSON.parse(text)),
       );
+    case 'click':
+      // a real click (WebDriver BiDi input actions): a user gesture, as getDisplayMedia requires
+      await page.click(command.selector);
+      return null;
     case 'wait':
       await page.waitForSelector(command.selector, { timeout: command.timeout_ms ?? 30_000 });
       return null;
