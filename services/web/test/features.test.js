@@ -14,7 +14,7 @@ import { parseJingle } from '../src/signalling/jingle.js';
 import { appendPresence, parsePresence } from '../src/signalling/muc.js';
 import { RemoteOffer } from '../src/signalling/sdp.js';
 import { SCREEN_STAGE_HEIGHT, stageTile, viewConstraints } from '../src/views.js';
-import { ME, SESSION_INITIATE, xml } from './fixtures.js';
+import { ME, SESSION_INITIATE, SOURCE_ADD_BOB, xml } from './fixtures.js';
 
 describe('screen share', () => {
   it('adds a receive-only m-line after the others for the screen, and keeps it', () => {
@@ -78,6 +78,25 @@ describe('screen share', () => {
   it('takes a -v0 typed desktop for a screen share (shared without a camera)', () => {
     assert.equal(isScreenTrack({ media: 'video', name: 'a-v0', videoType: 'desktop' }), true);
     assert.equal(trackKind({ media: 'video', name: 'a-v0', videoType: 'desktop' }), 'screen');
+  });
+
+  it('receives a screen shared without a camera (-v0, videoType desktop) as a screen share', () => {
+    const offer = new RemoteOffer(parseJingle(xml(SESSION_INITIATE)), { localOwner: ME });
+    // Bob has no camera: his only video source is his screen, named -v0 and typed desktop
+    const desktop = SOURCE_ADD_BOB.replaceAll("name='b0b0b0b0-v0'", "name='b0b0b0b0-v0' videoType='desktop'");
+    const added = offer.addSources(parseJingle(xml(desktop)));
+    const video = added.find((t) => t.media === 'video');
+    assert.equal(video.name, 'b0b0b0b0-v0');
+    assert.equal(video.videoType, 'desktop');
+    assert.equal(trackKind(offer.trackForMid(video.mid)), 'screen');
+    // its RTX arriving in a later source-add keeps it a screen share
+    const rtxLater = desktop.replace(/<content name='audio'>[\s\S]*?<\/content>/, '');
+    offer.addSources(parseJingle(xml(rtxLater)));
+    assert.equal(trackKind(offer.trackForMid(video.mid)), 'screen');
+    // the same source-add without videoType: a -v0 is a camera
+    const plain = new RemoteOffer(parseJingle(xml(SESSION_INITIATE)), { localOwner: ME });
+    const camera = plain.addSources(parseJingle(xml(SOURCE_ADD_BOB))).find((t) => t.media === 'video');
+    assert.equal(trackKind(camera), 'video');
   });
 
   it('tells a received screen share from a camera by videoType, else by source name', () => {

@@ -36,6 +36,8 @@ export function groupTracks(sources, ssrcGroups) {
       track = { key, media: s.media, name: s.name, owner: s.owner, endpoint: endpointOf(s.owner), all: [], groups: [] };
       byKey.set(key, track);
     }
+    // Jitsi's videoType (camera/desktop): what tells a screen share from a camera, whatever its name
+    if (s.videoType && !track.videoType) track.videoType = s.videoType;
     if (!track.all.includes(s.ssrc)) track.all.push(s.ssrc);
   }
   for (const g of ssrcGroups) {
@@ -111,7 +113,7 @@ export class RemoteOffer {
         // more SSRCs of a known track (e.g. its RTX arriving late): regroup with what we have
         const merged = groupTracks(
           [...new Set([...existing.all, ...track.all])].map((ssrc) => ({
-            ssrc, media: track.media, name: track.name, owner: track.owner,
+            ssrc, media: track.media, name: track.name, owner: track.owner, videoType: track.videoType ?? existing.videoType,
           })),
           [...existing.groups, ...track.groups],
         )[0];
