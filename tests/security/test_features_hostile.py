@@ -56,3 +56,26 @@ def test_video_type_messages_only_touch_the_senders_own_sources_and_are_bounded(
     assert policy.video.is_desktop("b-v1")  # refused by the message schema: nothing changed
     policy.on_endpoint_removed("b")
     assert not policy.video.is_desktop("b-v1")
+
+
+def test_reopening_a_bridge_channel_tells_only_the_opener_and_only_who_is_interrupted() -> None:
+    """A client that reconnects its bridge channel in a loop gets one status message per
+    interrupted endpoint per open, sent to itself alone: nothing reaches the others (no
+    amplification) and nothing is said about endpoints whose media flows."""
+    sent: list[tuple[str, dict[str, object]]] = []
+    policy = ConferenceIntelligencePolicy(
+        lambda ep, m: sent.append((ep, m)), mixer_thread=False, clock=lambda: 0.0
+    )
+    for ep in ("hostile", "quiet", "busy"):
+        policy.on_endpoint_added(ep)
+    policy.connectivity.on_media("busy", 100.0)
+    policy.connectivity.on_media("hostile", 100.0)
+    policy.connectivity.check(101.0)  # quiet never sent anything: inactive after the first timeout
+    assert policy.connectivity.inactive() == ["quiet"]
+    sent.clear()
+    for _ in range(1000):
+        policy.on_channel_open("hostile")
+    assert {ep for ep, _ in sent} == {"hostile"}
+    assert len(sent) == 1000
+    assert all(m == {"colibriClass": "EndpointConnectivityStatusChangeEvent", "endpoint": "quiet", "active": "false"}
+               for _, m in sent)  # fmt: skip
