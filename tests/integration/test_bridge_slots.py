@@ -28,7 +28,9 @@ def test_replicas_started_together_take_distinct_slots() -> None:
         "JVB_COLIBRI_PORT": f"{base + SLOTS}-{base + 2 * SLOTS - 1}",
         "JVB_PUBLIC_PORT": f"{base + 2 * SLOTS}-{base + 3 * SLOTS - 1}",
     }
-    ctx = mp.get_context("fork")
+    # spawned, not forked: the test process has threads by now (browser drivers, podman clients),
+    # and a forked child can inherit one of their locks held and wait on it forever
+    ctx = mp.get_context("spawn")
     go, done, out = ctx.Barrier(REPLICAS), ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_replica, args=(env, go, done, out)) for _ in range(REPLICAS)]
     for p in procs:

@@ -76,15 +76,21 @@ def menu_action(moderator: Person, endpoint: str, action: str) -> None:
     moderator.page.click(f"{tile} .moderator-menu-items [data-action='{action}']")
 
 
-def test_mute_kick_and_handover(env: Env) -> None:
-    room = f"mod-{uuid.uuid4().hex[:6]}"
+def moderated_meeting(env: Env, prefix: str) -> list[Person]:
+    """Ada (the first, so the moderator), then Bob and Cy (participants) in a new room."""
+    room = f"{prefix}-{uuid.uuid4().hex[:6]}"
     ada = env.person(room, "Ada")
     wait_until("Ada to moderate", lambda: ada.moderation.get("role") == "moderator", people=[ada])
     bob = env.person(room, "Bob")
     cy = env.person(room, "Cy")
     people = [ada, bob, cy]
-    b = bob.endpoint
     wait_until("Bob to be a participant", lambda: bob.moderation.get("role") == "participant", people=people)
+    return people
+
+
+def test_mute_kick_and_handover(env: Env) -> None:
+    people = ada, bob, cy = moderated_meeting(env, "mod")
+    b = bob.endpoint
     assert not bob.page.is_visible("#mute-all-button") and ada.page.is_visible("#mute-all-button")
     wait_until("Cy to receive Bob's audio", lambda: cy.audio_packets(b) > 50, timeout=45, people=people)
     wait_until("Ada to see the menu on Bob's tile",
@@ -145,14 +151,8 @@ def test_lobby_admit_and_deny(env: Env) -> None:
 
 
 def test_av_moderation_ask_reject_and_allow(env: Env) -> None:
-    room = f"avmod-{uuid.uuid4().hex[:6]}"
-    ada = env.person(room, "Ada")
-    wait_until("Ada to moderate", lambda: ada.moderation.get("role") == "moderator", people=[ada])
-    bob = env.person(room, "Bob")
-    cy = env.person(room, "Cy")
-    people = [ada, bob, cy]
+    people = ada, bob, cy = moderated_meeting(env, "avmod")
     b = bob.endpoint
-    wait_until("Bob to be a participant", lambda: bob.moderation.get("role") == "participant", people=people)
     wait_until("Cy to receive Bob's audio", lambda: cy.audio_packets(b) > 50, timeout=45, people=people)
     assert not bob.page.is_visible("#av-moderation-audio")  # a participant has no switch
     # Ada starts audio moderation from the participants panel

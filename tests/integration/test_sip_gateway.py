@@ -117,6 +117,7 @@ class RtpPhone:
         self.port = self.sock.getsockname()[1]
         self.tone = tone
         self.remote: tuple[str, int] | None = None
+        self.payload_type: int | None = None  # the G.711 payload type of the answer
         self.received: list[np.ndarray] = []
         self._task: asyncio.Task[None] | None = None
         self.keyed: list[str] = []  # digits to send as RFC 4733 telephone-events
@@ -133,6 +134,7 @@ class RtpPhone:
         offer = audio.parse_plain_offer(answer.decode())
         pt = audio.choose_g711(offer)
         assert pt is not None
+        self.payload_type = pt
         self.remote = (offer.address, offer.port)
         self._task = asyncio.ensure_future(self._run(pt))
         return pt
@@ -204,13 +206,8 @@ async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: Si
     c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
     call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
     try:
-        c.send(request("INVITE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
-                       display="Carol Phone", to=f"<sip:{room}@{DOMAIN}>",
-                       extra=[("Contact", f"<sip:carol@{c.local}>")], body=phone.offer()))
-        ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(60))
-        assert ok is not None and ok.status == 200, f"{ok}\n{stack.logs()}"
-        ack_for(ok, c, call_id, tag, room)
-        assert phone.start(ok.body) == audio.PCMU
+        ok = await place_call(c, phone, call_id, tag, room, "Carol Phone", logs=stack.logs)
+        assert phone.payload_type == audio.PCMU
         # the caller is an occupant with its display name, and a participant of the conference
         assert await wait_until(lambda: "Carol Phone" in stack.participants_of(f"{room}@{MUC_DOMAIN}"), 20), \
             stack.participants_of(f"{room}@{MUC_DOMAIN}")
@@ -254,13 +251,7 @@ async def test_moderator_mute_silences_the_sip_participant(stack: SipStack) -> N
     c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
     call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
     try:
-        c.send(request("INVITE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
-                       display="Ivan Phone", to=f"<sip:{room}@{DOMAIN}>",
-                       extra=[("Contact", f"<sip:ivan@{c.local}>")], body=phone.offer()))
-        ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(60))
-        assert ok is not None and ok.status == 200, f"{ok}\n{stack.logs()}"
-        ack_for(ok, c, call_id, tag, room)
-        phone.start(ok.body)
+        ok = await place_call(c, phone, call_id, tag, room, "Ivan Phone", logs=stack.logs)
 
         def heard() -> int:
             return len(moderator.pcm.get("Ivan Phone", []))
@@ -297,15 +288,24 @@ def heard_since(phone: RtpPhone, start: int, frequency: float) -> bool:
     return False
 
 
-async def dial_in(c: SipClient, phone: RtpPhone, call_id: str, tag: str, display: str) -> object:
-    c.send(request("INVITE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
-                   display=display, to=f"<sip:dialin@{DOMAIN}>",
-                   extra=[("Contact", f"<sip:erin@{c.local}>")], body=phone.offer()))
-    ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(30))
-    assert ok is not None and ok.status == 200, ok
-    ack_for(ok, c, call_id, tag, "dialin")
-    phone.start(ok.body)  # type: ignore[attr-defined]
+async def place_call(
+    c: SipClient, phone: RtpPhone, call_id: str, tag: str, user: str, display: str,
+    within: float = 60, logs: Callable[[], str] = lambda: "",
+) -> Any:
+    """A plain-RTP INVITE from ``c`` to ``sip:<user>@<domain>``, answered 200 and ACKed; the phone
+    starts its media towards the answer (the codec chosen: ``phone.payload_type``). Returns the 200."""
+    c.send(request("INVITE", f"sip:{user}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                   display=display, to=f"<sip:{user}@{DOMAIN}>",
+                   extra=[("Contact", f"<sip:caller@{c.local}>")], body=phone.offer()))
+    ok = await asyncio.get_running_loop().run_in_executor(None, lambda: c.recv_final(within))
+    assert ok is not None and ok.status == 200, f"{ok}\n{logs()}"
+    ack_for(ok, c, call_id, tag, user)
+    phone.start(ok.body)
     return ok
+
+
+async def dial_in(c: SipClient, phone: RtpPhone, call_id: str, tag: str, display: str) -> Any:
+    return await place_call(c, phone, call_id, tag, "dialin", display, within=30)
 
 
 async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipStack) -> None:

@@ -8,24 +8,12 @@ from __future__ import annotations
 
 from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.allocation.video_policy import MAX_DESKTOP_SOURCES
+from services.bridge.media.tests.test_lastn import steer
 from services.common import bridge_channel
 from services.common.jingle import Jingle, JingleContent, RtpDescription, Source, parse_xml
 from services.focus import flows
 from services.focus.conference import Conference
 from services.focus.tests.test_flows import ROOM, S, join_and_accept
-
-
-def steer(policy: ConferenceIntelligencePolicy, endpoint: str, message: object) -> None:
-    """A bridge-channel message as the bridge channel hands it to the policy: parsed once (one
-    the schema refuses never reaches the policy)."""
-    if isinstance(message, bridge_channel.BridgeChannelMessage):
-        policy.on_message(endpoint, message)
-        return
-    try:
-        parsed = bridge_channel.parse(message)  # type: ignore[arg-type]
-    except bridge_channel.BridgeChannelError:
-        return
-    policy.on_message(endpoint, parsed)
 
 
 def test_a_source_add_naming_someone_elses_source_is_renamed_to_the_senders() -> None:
