@@ -165,7 +165,9 @@ def session_id_of(path: str) -> str | None:
     if "/" not in rest:
         return None
     sid = rest.split("/", 1)[1].split(";", 1)[0]
-    return sid if re.match(r"^[A-Za-z0-9.+%=-]{1,64}$", sid) else None
+    # RFC 4975 section 9: session-id = 1*( unreserved / "+" / "=" / "/" ), unreserved being RFC
+    # 3986's ALPHA DIGIT "-" "." "_" "~" (the gateway's own ids come from token_urlsafe: "_", "-")
+    return sid if re.match(r"^[A-Za-z0-9._~+%=-]{1,64}$", sid) else None
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from services.sip.msrp import (
@@ -201,3 +203,9 @@ def test_sdp_offer_and_answer() -> None:
         parse_message_offer("v=0\r\nm=message 9 TCP/WS/MSRP *\r\n")  # no path
     assert session_id_of(f"msrp://a:1/x {REMOTE}") == "c1ient99"
     assert session_id_of("http://x/y") is None
+    # every id the gateway makes (secrets.token_urlsafe: "-" and "_") is one it finds again
+    for _ in range(200):
+        sid = secrets.token_urlsafe(12)
+        assert session_id_of(f"msrp://gw:443/{sid};ws") == sid
+    assert session_id_of("msrp://gw:443/a~b.c_d;ws") == "a~b.c_d"  # RFC 4975 unreserved
+    assert session_id_of("msrp://gw:443/a b;ws") is None and session_id_of("msrp://gw:443/a<b>;ws") is None
