@@ -186,6 +186,25 @@ class WsTransport(Protocol):
         """Drop the TCP connection now, without a closing handshake."""
 
 
+class _Gone:
+    """The transport of a connection whose TCP connection is gone: every call does nothing."""
+
+    def send_ping(self, data: bytes) -> None:
+        return None
+
+    def send_pong(self, data: bytes) -> None:
+        return None
+
+    def send_close(self, code: int, reason: str) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
+
+
+_GONE = _Gone()
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One side of a connection as ``ws.dump`` prints it: ``ws:127.0.0.1:5060``."""
@@ -311,6 +330,15 @@ class WsConnection:
             self.close_code, self.close_reason = code, reason
         self.state = State.REMOVING
         self.removed_at = now
+        # kept for ``rm_delay_interval`` as a record only: let go of the adapter's connection (its
+        # buffers, parser and session) now rather than when the record goes, which under a flood
+        # of short connections held seconds' worth of them
+        if callable(self.info):
+            try:
+                self.info = self.info()
+            except Exception:  # the adapter's fields are for display only
+                self.info = {}
+        self.transport = _GONE
         self.admin._detach(self)
 
     # -- shown by ws.dump -------------------------------------------------------------------------

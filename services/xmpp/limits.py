@@ -152,20 +152,30 @@ class MemoryTrimmer:
     seconds, and only after something was freed (a connection closed).
     """
 
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(self, interval: float = 1.0, linger: float = 10.0) -> None:
         self.interval = interval
+        self.linger = linger
         self.pending = False
         self.last = 0.0
         self.trims = 0
+        self._freed_at: float | None = None
         self._trim = _malloc_trim()
 
     def freed(self) -> None:
         self.pending = True
+        self._freed_at = None  # stamped at the next check: this needs no clock
 
     def maybe_trim(self, now: float) -> bool:
+        """Trim if something was freed, at most once per ``interval``, and keep trimming for
+        ``linger`` seconds after the last free: what a closed connection held is often let go a
+        little later (the WebSocket admin keeps a closed connection's record for
+        ``rm_delay_interval``, a XEP-0198 session waits to be resumed)."""
         if not self.pending or self._trim is None or now - self.last < self.interval:
             return False
-        self.pending = False
+        if self._freed_at is None:
+            self._freed_at = now
+        if now - self._freed_at >= self.linger:
+            self.pending = False
         self.last = now
         self._trim(0)
         self.trims += 1

@@ -290,6 +290,7 @@ class XmppServer:
             self.websockets.pop(conn.id, None)
 
     def http_connection_lost(self, conn: object) -> None:
+        self.trimmer.freed()
         if isinstance(conn, HttpConnection):
             self.http_connections.discard(conn)
 

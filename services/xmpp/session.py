@@ -120,6 +120,26 @@ class Link:
     # a JWT from the connection's URL (``?token=``), checked at SASL ANONYMOUS on token hosts
     token: str = ""
 
+    def detach(self) -> None:
+        """The transport is gone: its callbacks become no-ops, so the link no longer refers to
+        the connection (whose methods they were) and the connection, its parser and buffers are
+        freed by reference counting as soon as it closes, not at the next full garbage
+        collection. A session kept for XEP-0198 resumption writes into nothing until resumed
+        onto a new link."""
+        self.write = _drop_bytes
+        self.close = _nothing
+        self.restart = _nothing
+        self.starttls = None
+        self.session = None  # the session refers to its link: no cycle is left to collect
+
+
+def _drop_bytes(data: bytes) -> None:
+    return None
+
+
+def _nothing() -> None:
+    return None
+
 
 @dataclass(frozen=True)
 class SessionLimits:

@@ -331,6 +331,31 @@ class _Builder:
         return Element(local, ns, attrs)
 
 
+_HANDLERS = (
+    "StartDoctypeDeclHandler",
+    "EntityDeclHandler",
+    "UnparsedEntityDeclHandler",
+    "ExternalEntityRefHandler",
+    "NotationDeclHandler",
+    "CommentHandler",
+    "ProcessingInstructionHandler",
+    "StartElementHandler",
+    "EndElementHandler",
+    "CharacterDataHandler",
+)
+
+
+def _unhook(parser: pyexpat.XMLParserType) -> None:
+    """Take every handler off an expat parser that will not be fed again, so it no longer refers
+    to its builder and is freed (with its buffers) as soon as the builder lets go of it."""
+    for name in _HANDLERS:
+        setattr(parser, name, None)
+
+
+_DEAD_PARSER = pyexpat.ParserCreate()
+"""What a discarded :class:`StreamParser` points at: never fed, holds no handler and no buffer."""
+
+
 class StreamParser(_Builder):
     """Incremental parser of one XMPP TCP stream: feed bytes, get stream events.
 
@@ -355,6 +380,7 @@ class StreamParser(_Builder):
         self._fed = 0
         self._stanza_start = 0
         self._idle_mark = 0  # where the last top-level event ended: bytes after it are pending
+        self._discarded = False
         self.max_header = max_header
         super().__init__(max_stanza_size, max_depth, max_elements)
 
@@ -376,6 +402,8 @@ class StreamParser(_Builder):
         return self._fed - self._idle_mark
 
     def feed(self, data: bytes) -> list[StreamEvent]:
+        if self._discarded:
+            return []
         events = self._events = []
         parser = self.parser
         for i in range(0, len(data), self.CHUNK):
@@ -407,9 +435,17 @@ class StreamParser(_Builder):
         return events
 
     def discard(self) -> None:
-        """The connection is gone: free the partial stanza now, not at the next full garbage
-        collection (the expat parser and this object refer to each other)."""
-        self._drop()
+        """The connection is gone: free the partial stanza and the expat parser now, not at the
+        next full garbage collection. The parser's handlers are this object's bound methods, so
+        the two refer to each other; each expat parser also holds its 64 KiB text buffer
+        (``buffer_size``). Clearing the handlers breaks that cycle, and no new parser is made:
+        a stream that is gone is fed nothing more (:meth:`feed` then returns no events)."""
+        self._give_back()
+        self._stack = []
+        self._events = []
+        self._discarded = True
+        _unhook(self.parser)
+        self.parser = _DEAD_PARSER  # this object may outlive the stream (its connection's cycle)
 
     def _give_back(self) -> None:
         """The stanza being built is complete or gone: its elements leave the shared budget."""
@@ -423,6 +459,7 @@ class StreamParser(_Builder):
         self._stack = []
         self._events = []
         self._fed = self._stanza_start = self._idle_mark = 0
+        _unhook(self.parser)
         self.parser = self._new_parser()
 
     def _start(self, qname: str, attrs: dict[str, str]) -> None:

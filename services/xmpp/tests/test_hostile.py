@@ -298,6 +298,51 @@ def test_memory_trimmer_runs_only_after_a_free_and_at_most_once_per_interval():
     assert trimmer.maybe_trim(11.1) and trimmer.trims == 2
 
 
+def test_memory_trimmer_keeps_trimming_for_a_while_after_the_last_free():
+    """What a closed connection held is often let go seconds later (the WebSocket admin's
+    rm_delay record, a session waiting for XEP-0198 resumption): trims go on for ``linger``."""
+    from services.xmpp.limits import MemoryTrimmer
+
+    trimmer = MemoryTrimmer(interval=1.0, linger=5.0)
+    trimmer._trim = lambda pad: 1  # type: ignore[assignment]
+    trimmer.freed()
+    assert trimmer.maybe_trim(100.0)
+    assert trimmer.maybe_trim(103.0)  # no new free, still within linger
+    assert trimmer.maybe_trim(105.0)  # the last one
+    assert not trimmer.maybe_trim(107.0) and trimmer.trims == 3
+    trimmer.freed()
+    assert trimmer.maybe_trim(108.0) and trimmer.maybe_trim(112.0) and trimmer.trims == 5
+
+
+def test_a_closed_stream_parser_lets_go_of_expat_and_its_buffer_without_the_collector():
+    """A connection's parser and expat refer to each other through expat's handlers; each
+    expat parser holds a 64 KiB text buffer. Under a flood of short connections that waited for
+    a full collection (rare in the broker: see ``GC_THRESHOLDS``), it held tens of MB."""
+    import gc
+
+    from services.xmpp.xml import StreamParser, XmlStreamError
+
+    def one(data: bytes) -> None:
+        parser = StreamParser(max_stanza_size=65536, max_header=8192)
+        try:
+            parser.feed(data)
+        except XmlStreamError:
+            pass
+        parser.discard()
+        assert parser.feed(b"<more/>") == []  # a discarded stream is fed nothing more
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            one(b"<stream:stream to='x' a='" + b"x" * 20000)  # header over its limit
+            one(HEADER + b"<message a='" + b"x" * 70000)  # unterminated tag over its limit
+            one(HEADER + b"<message><body>hi")  # a partial stanza, then the connection goes
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
 HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='x'>"
 
 

@@ -224,6 +224,7 @@ class WebSocketSession:
         session = self.link.session
         if session is not None:
             session.transport_lost()
+        self.link.detach()
 
     @property
     def session_obj(self) -> ClientSession | None:
@@ -271,6 +272,7 @@ class HttpConnection(asyncio.Protocol):
         if self.ws is not None:
             self.server.connection_closed(self.ws)
             self.ws.lost()
+            self.ws = None  # the session and this connection refer to each other: let both go now
         self.server.http_connection_lost(self)
 
     def data_received(self, data: bytes) -> None:

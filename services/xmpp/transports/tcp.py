@@ -139,6 +139,7 @@ class TcpConnection(asyncio.Protocol):
         session = self.link.session
         if session is not None:
             session.transport_lost()
+        self.link.detach()
 
     # -- link --------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
