@@ -84,6 +84,41 @@ def test_unterminated_start_tag_and_stream_header_of_20_mb_are_cut_off_early(sta
         bystander.close()
 
 
+def test_a_flood_of_short_hostile_connections_leaves_no_memory_behind(stack):
+    """Hundreds of short connections, each ended by the broker (a WebSocket frame nested 2,000
+    deep; a stream header over its limit; a BOSH session refused or left): what each held is
+    freed when it closes, not at the broker's rare full garbage collection. Before, each closed
+    WebSocket connection kept its HTTP connection, WebSocket protocol and session alive in
+    reference cycles: a flood of them at 600/s kept 80 MB after it ended. Straight to the
+    broker's own ports, as from inside the network: nginx would rate-limit it first."""
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect as ws_connect
+
+    pid = stack.xmpp_pid
+    http_port = 5280 + stack.offset
+    deep = "<iq type='get' id='d' to='focus.meet.jitsi'>" + "<a>" * 2000 + "</a>" * 2000 + "</iq>"
+    bystander = RawClient(stack.c2s_port).login()
+    try:
+        base = rss_mb(pid)
+        for _ in range(300):
+            with contextlib.suppress(WebSocketException, TimeoutError, OSError):
+                with ws_connect(f"ws://127.0.0.1:{http_port}/xmpp-websocket", subprotocols=["xmpp"]) as ws:  # type: ignore[list-item]
+                    ws.send("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='meet.jitsi' version='1.0'/>")
+                    ws.send(deep)
+                    while True:
+                        ws.recv(timeout=5)
+            header = socket.create_connection(("127.0.0.1", stack.c2s_port), timeout=10)
+            header.sendall(b"<?xml version='1.0'?><stream:stream to='meet.jitsi' a='")
+            push(header, 1 << 20)
+            header.close()
+        during = rss_mb(pid)
+        assert bystander.ping("after-flood")
+        after = settle_rss(pid, base + 5)
+        assert after <= base + 5, f"RSS {base:.1f} MB before, {during:.1f} after the flood, {after:.1f} 30 s later"
+    finally:
+        bystander.close()
+
+
 def test_partial_stanzas_held_open_cost_bounded_memory_that_comes_back(stack):
     pid = stack.xmpp_pid
     bystander = RawClient(stack.c2s_port).login()
