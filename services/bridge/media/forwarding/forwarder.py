@@ -23,13 +23,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..model import MediaSources
-from ..packets import rtp
+from ..packets import rtp, twcc
 from ..packets.rid import RidBinder
 from ..transport.aiortc_adapter import SrtpContext, SrtpError
 from .nack import UPSTREAM_NACK_MAX_GAP, RetransmissionLimits, Retransmitter
 from .policy import ForwardingPolicy
 from .rtcp_termination import RtcpTerminator
 from .streams import EndpointMedia, IncomingStream, Subscription, Transmit
+from .transport_cc import FeedbackGenerator
 
 if TYPE_CHECKING:
     from .native import NativeFanout
@@ -113,6 +114,11 @@ class ConferenceForwarder:
             streams[ssrc] = stream
         rtx_pts = {media_pt: rtx_pt for rtx_pt, media_pt in sources.rtx_payload_types().items()}
         level_ext = sources.header_extension_id(rtp.AUDIO_LEVEL_URI)
+        endpoint.transport_cc_ext = sources.header_extension_id(twcc.URI)
+        if endpoint.transport_cc_ext is None:
+            endpoint.transport_cc = None
+        elif endpoint.transport_cc is None:
+            endpoint.transport_cc = FeedbackGenerator()
         for media_ssrc, rtx_ssrc in sources.rtx_pairs().items():
             media = streams.get(media_ssrc)
             rtx_stream = streams.get(rtx_ssrc)
@@ -179,6 +185,14 @@ class ConferenceForwarder:
         if len(packet) < 12:
             return
         _, _, seq, ts, ssrc = _unpack_header(packet)
+        feedback = sender.transport_cc
+        if feedback is not None:
+            # every packet on the transport counts, whatever its stream (RTX, probes, unknown)
+            transport_seq, packet = twcc.take_sequence(packet, sender.transport_cc_ext)  # type: ignore[arg-type]
+            if transport_seq is not None:
+                feedback.on_packet(transport_seq, int(now * 1_000_000))
+                if feedback.due(now):
+                    self.rtcp.send_transport_feedback(sender, ssrc, now)
         stream = sender.streams.get(ssrc)
         binder = sender.rid_binder
         if binder is not None and binder.wants(ssrc) and (stream is None or stream.kind == "video"):

@@ -114,6 +114,18 @@ class RtcpTerminator:
             endpoint.video_fraction_lost = video_lost
             endpoint.video_loss_reports += 1
 
+    def send_transport_feedback(self, endpoint: EndpointMedia, media_ssrc: int, now: float) -> None:
+        """Transport-cc feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01) to
+        ``endpoint`` for what arrived from it since the last."""
+        generator = endpoint.transport_cc
+        if generator is None:
+            return
+        for packet in generator.feedback(endpoint.rtcp_ssrc, media_ssrc, now):
+            try:
+                endpoint.send_rtcp(packet)
+            except SrtpError:
+                return
+
     def request_keyframe(self, stream: IncomingStream, now: float) -> None:
         """PLI to the stream's sender, at most one per ``KEYFRAME_REQUEST_INTERVAL``."""
         if now - stream.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL or not stream.sender.connected:

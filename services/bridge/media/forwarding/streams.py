@@ -17,6 +17,7 @@ from ..transport.aiortc_adapter import SrtpContext
 from .mapping import ForwardingMapping
 from .nack import PacketCache, RetransmissionBudget, RetransmissionLimits, SentLog
 from .native import subscription_struct, write_mapping
+from .transport_cc import FeedbackGenerator
 
 if TYPE_CHECKING:
     from .native import NativeReceiver
@@ -184,6 +185,10 @@ class EndpointMedia:
         self.unknown_ssrc_packets = 0
         self.srtp_errors = 0
         self.last_upstream_nack = -1e9
+        self.transport_cc_ext: int | None = None
+        """The transport-wide sequence number's header extension id, when it negotiated one."""
+        self.transport_cc: FeedbackGenerator | None = None
+        """Arrival times of what it sends, for the transport-cc feedback the bridge sends it."""
 
     def set_srtp(self, srtp: SrtpContext | None) -> None:
         if self.native is not None:

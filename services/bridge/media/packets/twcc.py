@@ -63,39 +63,61 @@ class Feedback:
 # ---------------------------------------------------------------------------- header extension
 
 
-def read_sequence(value: bytes | None) -> int | None:
-    """The transport-wide sequence number carried by an extension element's value (from
-    :func:`.rtp.find_extension`), ``None`` when absent or not two bytes long."""
-    if value is None or len(value) != 2:
-        return None
-    return (value[0] << 8) | value[1]
-
-
-def extension_offset(packet: bytes | bytearray, ext_id: int) -> int:
-    """Where the two value bytes of element ``ext_id`` (one-byte form, RFC 8285 4.2) sit in
-    ``packet``, or -1: what the forwarding loops overwrite with their own sequence number."""
+def find_sequence(packet: bytes | bytearray, ext_id: int) -> tuple[int, int]:
+    """``(element start, value offset)`` of the two-byte element ``ext_id`` in ``packet``'s
+    header extension block (one-byte or two-byte form, RFC 8285), or ``(-1, -1)`` when absent,
+    of another length, or the block is malformed. Never raises."""
     n = len(packet)
     if n < 12 or not packet[0] & 0x10:
-        return -1
+        return -1, -1
     start = 12 + 4 * (packet[0] & 0x0F)
-    if n < start + 4 or packet[start] != 0xBE or packet[start + 1] != 0xDE:
-        return -1
+    if n < start + 4:
+        return -1, -1
+    profile = (packet[start] << 8) | packet[start + 1]
     pos = start + 4
     end = pos + 4 * ((packet[start + 2] << 8) | packet[start + 3])
     if end > n:
-        return -1
-    while pos < end:
-        byte = packet[pos]
-        if byte == 0:
-            pos += 1
-            continue
-        eid, length = byte >> 4, (byte & 0x0F) + 1
-        if eid == 15 or pos + 1 + length > end:
-            return -1
-        if eid == ext_id:
-            return pos + 1 if length == 2 else -1
-        pos += 1 + length
-    return -1
+        return -1, -1
+    if profile == 0xBEDE:
+        while pos < end:
+            byte = packet[pos]
+            if byte == 0:
+                pos += 1
+                continue
+            eid, length = byte >> 4, (byte & 0x0F) + 1
+            if eid == 15 or pos + 1 + length > end:
+                return -1, -1
+            if eid == ext_id:
+                return (pos, pos + 1) if length == 2 else (-1, -1)
+            pos += 1 + length
+    elif profile & 0xFFF0 == 0x1000:
+        while pos < end:
+            eid = packet[pos]
+            if eid == 0:
+                pos += 1
+                continue
+            if pos + 1 >= end:
+                return -1, -1
+            length = packet[pos + 1]
+            if pos + 2 + length > end:
+                return -1, -1
+            if eid == ext_id:
+                return (pos, pos + 2) if length == 2 else (-1, -1)
+            pos += 2 + length
+    return -1, -1
+
+
+def take_sequence(packet: bytes, ext_id: int) -> tuple[int | None, bytes]:
+    """The transport-wide sequence number ``packet`` carries in element ``ext_id`` (``None``
+    without one), and the packet with that element turned into padding (RFC 8285 4.2/4.3: zero
+    bytes between elements): the number counts the sender's own transport, so what the bridge
+    forwards must not carry it to a receiver, whose feedback would then be about someone else's
+    numbering."""
+    element, value = find_sequence(packet, ext_id)
+    if value < 0:
+        return None, packet
+    seq = (packet[value] << 8) | packet[value + 1]
+    return seq, packet[:element] + bytes(value + 2 - element) + packet[value + 2 :]
 
 
 # ---------------------------------------------------------------------------- parsing

@@ -748,3 +748,34 @@ def test_simulcast_receiver_is_not_sent_a_layer_or_stretch_it_was_not_forwarded(
     assert b.endpoint.retransmissions_not_forwarded == 2
     (resent,) = nack(b, [506], now=0.1)
     assert rtp.header_fields(resent)[2:] == (506, 506 * 3000, 1002)
+
+
+TWCC_EXT = RtpHeaderExtension(5, "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
+
+
+def with_transport_seq(seq: int, transport_seq: int, ssrc: int) -> bytes:
+    ext = struct.pack("!HH", 0xBEDE, 1) + bytes([0x51, transport_seq >> 8, transport_seq & 0xFF, 0])
+    return struct.pack("!BBHII", 0x90, 96, seq, seq * 3000, ssrc) + ext + b"\x10\x00frame"
+
+
+def test_transport_cc_feedback_goes_to_the_sender_and_the_numbers_go_no_further() -> None:
+    from dataclasses import replace
+
+    from services.bridge.media.packets import twcc
+
+    conference, (a, b, c) = meeting()
+    conference.set_sources("p0", replace(sources(1000), rtp_hdrexts=[*LEVEL, TWCC_EXT]))
+    arrivals = {0: 1.000, 1: 1.004, 3: 1.0125, 4: 1.030}  # transport seq 2 lost
+    for seq, (tseq, t) in enumerate(arrivals.items()):
+        a.send_rtp(with_transport_seq(seq, tseq, 1002), now=t)
+    a.send_rtp(with_transport_seq(9, 5, 555), now=1.07)  # unknown SSRC: still counted
+    feedback = [twcc.parse_feedback(p) for t, f, p in a.take_rtcp() if (t, f) == (rtcp.RTPFB, 15)]
+    received = [r for fb in feedback for r in fb.received]
+    assert feedback[0].base_seq == 0 and sum(fb.count for fb in feedback) == 6
+    assert [s for s, _ in received] == [0, 1, 3, 4, 5]
+    times = dict(received)
+    for tseq, t in arrivals.items():  # relative arrival times kept to the 250 µs tick
+        assert abs((times[tseq] - times[0]) - (t - 1.0) * 1e6) <= 250
+    assert not b.take_rtcp() and not c.take_rtcp()  # nothing about it to the receivers
+    for packet in b.take_rtp():
+        assert rtp.find_extension(packet, 5) is None and packet.endswith(b"\x10\x00frame")

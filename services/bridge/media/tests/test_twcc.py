@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.bridge.media.forwarding.transport_cc import MAX_WINDOW, FeedbackGenerator
-from services.bridge.media.packets import rtcp, twcc
+from services.bridge.media.packets import rtcp, rtp, twcc
 
 
 def hexbytes(text: str) -> bytes:
@@ -120,17 +120,29 @@ def test_parse_empty_feedback() -> None:  # pion example7
     assert fb.count == 0 and fb.received == ()
 
 
-def test_extension_offset_and_sequence() -> None:
+def test_take_sequence_one_byte_form() -> None:
     header = struct.pack("!BBHII", 0x90, 96, 1, 2, 3)
     ext = bytes([0x10, 0x7F, 0x51, 0x12, 0x34]) + b"\x00" * 3  # id 1 (1 byte), id 5 (2 bytes)
     packet = header + struct.pack("!HH", 0xBEDE, 2) + ext + b"payload"
-    offset = twcc.extension_offset(packet, 5)
-    assert packet[offset : offset + 2] == b"\x12\x34"
-    assert twcc.extension_offset(packet, 1) == -1  # one byte long: not a sequence number
-    assert twcc.extension_offset(packet, 7) == -1
-    assert twcc.extension_offset(header + b"x", 5) == -1
-    assert twcc.read_sequence(b"\x12\x34") == 0x1234
-    assert twcc.read_sequence(b"\x12") is None and twcc.read_sequence(None) is None
+    seq, erased = twcc.take_sequence(packet, 5)
+    assert seq == 0x1234
+    assert len(erased) == len(packet) and erased.endswith(b"payload")
+    assert rtp.find_extension(erased, 5) is None and rtp.find_extension(erased, 1) == b"\x7f"
+    assert rtp.payload_bounds(erased) == rtp.payload_bounds(packet)
+    assert twcc.take_sequence(packet, 1) == (None, packet)  # one byte long: not a sequence number
+    assert twcc.take_sequence(packet, 7) == (None, packet)
+    assert twcc.take_sequence(header + b"x", 5) == (None, header + b"x")
+
+
+def test_take_sequence_two_byte_form() -> None:
+    header = struct.pack("!BBHII", 0x90, 96, 1, 2, 3)
+    ext = bytes([20, 1, 0x7F, 0, 5, 2, 0xAB, 0xCD])  # id 20 (1 byte), padding, id 5 (2 bytes)
+    packet = header + struct.pack("!HH", 0x1000, 2) + ext + b"payload"
+    seq, erased = twcc.take_sequence(packet, 5)
+    assert seq == 0xABCD
+    assert rtp.find_extension(erased, 5) is None and rtp.find_extension(erased, 20) == b"\x7f"
+    truncated = header + struct.pack("!HH", 0x1000, 3) + ext
+    assert twcc.find_sequence(truncated, 5) == (-1, -1)
 
 
 # ---------------------------------------------------------------------------- generator
