@@ -117,9 +117,7 @@ class FeedbackGenerator:
                 expected = seq + 1
                 i += 1
             packets.append(
-                twcc.build_feedback(
-                    sender_ssrc, media_ssrc, base, reference, self._feedback_count, statuses
-                )
+                twcc.build_feedback(sender_ssrc, media_ssrc, base, reference, self._feedback_count, statuses)
             )
             self._feedback_count = (self._feedback_count + 1) & 0xFF
             if i < len(received):

@@ -281,13 +281,16 @@ def build_feedback(
     if pad:
         first |= 0x20
         body += b"\x00" * (pad - 1) + bytes([pad])
-    return _HEAD.pack(
-        first,
-        RTPFB,
-        (size + pad) // 4 - 1,
-        sender_ssrc,
-        media_ssrc,
-        base_seq & 0xFFFF,
-        len(statuses),
-        ((reference_time & 0xFFFFFF) << 8) | (feedback_count & 0xFF),
-    ) + body
+    return (
+        _HEAD.pack(
+            first,
+            RTPFB,
+            (size + pad) // 4 - 1,
+            sender_ssrc,
+            media_ssrc,
+            base_seq & 0xFFFF,
+            len(statuses),
+            ((reference_time & 0xFFFFFF) << 8) | (feedback_count & 0xFF),
+        )
+        + body
+    )
