@@ -102,6 +102,28 @@ def test_the_camera_goes_out_as_three_simulcast_layers(meeting: list[Person]) ->
     assert len(sim) == 1 and len(sim[0].split()) == 4, sim
 
 
+TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+def test_the_senders_estimate_is_healthy_with_transport_cc(meeting: list[Person]) -> None:
+    """Transport-cc is negotiated, so Chrome's send-side estimate runs on the bridge's feedback:
+    wrong arrival times or statuses would hold it far below what a 720p simulcast camera needs
+    on loopback."""
+    cy = meeting[2]
+    sdp = str(cy.page.evaluate("window.parley.localSdp()"))
+    assert f"a=extmap:5 {TRANSPORT_CC}" in sdp, sdp
+    assert "a=rtcp-fb:100 transport-cc" in sdp, sdp
+
+    def estimate() -> float:
+        pair = cy.page.evaluate("window.parley.candidatePair()") or {}
+        return float(pair.get("availableOutgoingBitrate") or 0)
+
+    wait_until("Cy's outgoing estimate to pass 1 Mbps", lambda: estimate() > 1_000_000, meeting, timeout=45)
+    time.sleep(3)  # and it stays there
+    print("Cy's availableOutgoingBitrate", estimate())
+    assert estimate() > 1_000_000
+
+
 def test_a_thumbnail_gets_the_low_layer_and_the_stage_a_higher_one(meeting: list[Person]) -> None:
     ada, bob, cy = meeting
     cy_ep = cy.endpoint
