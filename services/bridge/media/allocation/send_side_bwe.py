@@ -46,7 +46,7 @@ class SendHistory:
     slots (a power of two), each ``seq`` (-1: empty), send time (µs) and size (bytes). Plain
     arrays, so the C forwarding loop can write them as well."""
 
-    __slots__ = ("mask", "next_seq", "sent_us", "seqs", "sizes")
+    __slots__ = ("mask", "next_seq", "recorded", "sent_us", "seqs", "sizes")
 
     def __init__(self, size: int = 4096) -> None:
         if size & (size - 1) or size <= 0:
@@ -56,16 +56,26 @@ class SendHistory:
         self.sent_us = array("q", [0]) * size
         self.sizes = array("q", [0]) * size
         self.next_seq = 0
+        self.recorded = 0
 
     def record(self, send_us: int, size: int) -> int:
         """Number one more packet sent now; returns its 16-bit sequence number."""
         seq = self.next_seq
         self.next_seq = (seq + 1) & 0xFFFF
+        self.recorded += 1
         slot = seq & self.mask
         self.seqs[slot] = seq
         self.sent_us[slot] = send_us
         self.sizes[slot] = size
         return seq
+
+    def known(self, base: int, count: int) -> int:
+        """How many of the ``count`` sequence numbers from ``base`` on are still in the ring
+        (arithmetic: a feedback claiming 65535 statuses costs no more than one claiming 1)."""
+        filled = min(self.recorded, self.mask + 1)
+        offset = (base - (self.next_seq - filled)) & 0xFFFF  # relative to the oldest held
+        end = offset + count
+        return max(0, min(end, filled) - offset) + max(0, min(end, 0x10000 + filled) - 0x10000)
 
     def get(self, seq: int) -> tuple[int, int] | None:
         """``(send µs, size)`` of ``seq`` while it is still in the ring."""
@@ -186,22 +196,15 @@ class SendSideEstimator:
     def on_feedback(self, feedback: Feedback, now: float) -> None:
         """One feedback packet from the receiver."""
         history = self.history
-        arrivals = dict(feedback.received)
-        known = lost = 0
+        known = history.known(feedback.base_seq, feedback.count)
         packets: list[tuple[int, int, int]] = []  # (send µs, arrival µs, size) of received ones
-        for i in range(feedback.count):
-            seq = (feedback.base_seq + i) & 0xFFFF
+        for seq, arrival in feedback.received:  # as many as the packet had bytes for
             sent = history.get(seq)
-            if sent is None:
-                continue
-            known += 1
-            arrival = arrivals.get(seq)
-            if arrival is None:
-                lost += 1
-            else:
+            if sent is not None:
                 packets.append((sent[0], arrival, sent[1]))
         if not known:
             return
+        lost = max(0, known - len(packets))
         self.feedbacks += 1
         packets.sort(key=lambda p: p[1])
         for send_us, arrival_us, size in packets:

@@ -143,47 +143,57 @@ def parse_feedback(packet: bytes) -> Feedback:
     reference = ref_fb >> 8
     if reference & 0x800000:
         reference -= 0x1000000
-    symbols: list[int] = []
+    # statuses as runs, so that a long run of lost packets costs nothing: the work is bounded
+    # by the packet's bytes (two per chunk, at least one per received packet), not by the count
+    runs: list[tuple[int, int]] = []  # (symbol, length)
+    covered = 0
     pos = 20
-    # a run-length chunk may cover up to 8191 statuses: the count bounds the list, not the bytes
-    while len(symbols) < count:
+    while covered < count:
         if pos + 2 > end:
             raise RtcpError("transport-cc chunks run past the packet")
         chunk = (packet[pos] << 8) | packet[pos + 1]
         pos += 2
-        left = count - len(symbols)
         if not chunk & 0x8000:
             symbol = (chunk >> 13) & 0x3
-            run = chunk & 0x1FFF
-            if symbol == 3 and run:
+            length = min(chunk & 0x1FFF, count - covered)
+            if symbol == 3 and length:
                 raise RtcpError("reserved transport-cc status")
-            symbols.extend([symbol] * min(run, left))
+            if length:
+                runs.append((symbol, length))
+                covered += length
         elif not chunk & 0x4000:
             for bit in range(13, -1, -1):
-                symbols.append((chunk >> bit) & 1)
+                if covered < count:
+                    runs.append(((chunk >> bit) & 1, 1))
+                    covered += 1
         else:
             for shift in range(12, -1, -2):
-                symbol = (chunk >> shift) & 3
-                if symbol == 3 and len(symbols) < count:
-                    raise RtcpError("reserved transport-cc status")
-                symbols.append(symbol)
-    del symbols[count:]
+                if covered < count:
+                    symbol = (chunk >> shift) & 3
+                    if symbol == 3:
+                        raise RtcpError("reserved transport-cc status")
+                    runs.append((symbol, 1))
+                    covered += 1
     time_us = reference * REFERENCE_TICK_US
     received: list[tuple[int, int]] = []
-    for i, symbol in enumerate(symbols):
-        if symbol == SMALL_DELTA:
-            if pos + 1 > end:
-                raise RtcpError("transport-cc deltas run past the packet")
-            time_us += packet[pos] * DELTA_TICK_US
-            pos += 1
-        elif symbol == LARGE_DELTA:
-            if pos + 2 > end:
-                raise RtcpError("transport-cc deltas run past the packet")
-            time_us += _LARGE.unpack_from(packet, pos)[0] * DELTA_TICK_US
-            pos += 2
-        else:
+    index = 0
+    for symbol, length in runs:
+        if symbol == NOT_RECEIVED:
+            index += length
             continue
-        received.append(((base + i) & 0xFFFF, time_us))
+        for _ in range(length):
+            if symbol == SMALL_DELTA:
+                if pos + 1 > end:
+                    raise RtcpError("transport-cc deltas run past the packet")
+                time_us += packet[pos] * DELTA_TICK_US
+                pos += 1
+            else:
+                if pos + 2 > end:
+                    raise RtcpError("transport-cc deltas run past the packet")
+                time_us += _LARGE.unpack_from(packet, pos)[0] * DELTA_TICK_US
+                pos += 2
+            received.append(((base + index) & 0xFFFF, time_us))
+            index += 1
     return Feedback(sender, media, base, count, reference, ref_fb & 0xFF, tuple(received))
 
 

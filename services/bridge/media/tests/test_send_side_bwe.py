@@ -105,3 +105,20 @@ def test_history_ring() -> None:
     assert history.get(0) is None and history.get(5) == (5, 105) and history.get(2) == (2, 102)
     with pytest.raises(ValueError):
         SendHistory(6)
+
+
+def test_history_counts_what_a_feedback_range_covers() -> None:
+    history = SendHistory(8)
+    for _ in range(65530):
+        history.record(0, 1)
+    # holds 65522..65529
+    assert history.known(65522, 8) == 8
+    assert history.known(65520, 4) == 2
+    assert history.known(65529, 65535) == 7  # all but 65528, on the way round
+    assert history.known(0, 65535) == 8
+    for _ in range(10):
+        history.record(0, 1)
+    # holds 65532..65535, 0..3 (wrapped)
+    assert history.known(65534, 4) == 4
+    assert history.known(2, 10) == 2
+    assert history.known(100, 1000) == 0
