@@ -121,6 +121,7 @@ class MediaConfig:
     rtcp_interval: float = 1.0
     expire_failed_endpoints: bool = True
     native_forwarding: bool = True
+    send_side_bwe: bool = False
     stun_servers: tuple[str, ...] = ()
     tcp_port: int | None = None
     tcp_advertise_port: int | None = None
@@ -401,6 +402,7 @@ class MediaEngine:
                     cache_size=self.config.packet_cache_size,
                     remb_min_bps=self.config.remb_min_bps,
                     remb_max_bps=self.config.remb_max_bps,
+                    send_side_bwe=self.config.send_side_bwe,
                     native=self._native,
                 )
                 self._conferences[conference_id] = conference
@@ -574,6 +576,14 @@ class MediaEngine:
                 local_address=self._local_address(e),
                 ice_controlling=e.ice.controlling,
                 ice_nominated=e.ice.nominated,
+                transport_cc_feedback_sent=0 if e.media.transport_cc is None else e.media.transport_cc.packets_sent,
+                transport_cc_feedback_received=e.media.transport_cc_feedback_received,
+                send_side_estimate_bps=None
+                if e.media.send_side is None or not e.media.send_side.feedbacks
+                else e.media.send_side.estimate,
+                downlink_estimate_source="transport-cc"
+                if e.media.send_side is not None and e.media.send_side.feedbacks
+                else ("remb" if e.media.remb_bps else None),
             )
             for e in self._endpoints.values()
         ]

@@ -43,10 +43,11 @@ NORMAL, OVERUSE, UNDERUSE = "normal", "overuse", "underuse"
 
 class SendHistory:
     """What was sent to one receiver, by transport-wide sequence number: a ring of ``size``
-    slots (a power of two), each ``seq`` (-1: empty), send time (µs) and size (bytes). Plain
-    arrays, so the C forwarding loop can write them as well."""
+    slots (a power of two), each ``seq`` (-1: empty), send time (µs) and size (bytes), and the
+    counters ``state`` = [next sequence number, packets recorded]. Plain arrays, so the C
+    forwarding loop (``native_fanout.c``) records into the same ones."""
 
-    __slots__ = ("mask", "next_seq", "recorded", "sent_us", "seqs", "sizes")
+    __slots__ = ("mask", "sent_us", "seqs", "sizes", "state")
 
     def __init__(self, size: int = 4096) -> None:
         if size & (size - 1) or size <= 0:
@@ -55,14 +56,22 @@ class SendHistory:
         self.seqs = array("q", [-1]) * size
         self.sent_us = array("q", [0]) * size
         self.sizes = array("q", [0]) * size
-        self.next_seq = 0
-        self.recorded = 0
+        self.state = array("q", [0, 0])
+
+    @property
+    def next_seq(self) -> int:
+        return self.state[0]
+
+    @property
+    def recorded(self) -> int:
+        return self.state[1]
 
     def record(self, send_us: int, size: int) -> int:
         """Number one more packet sent now; returns its 16-bit sequence number."""
-        seq = self.next_seq
-        self.next_seq = (seq + 1) & 0xFFFF
-        self.recorded += 1
+        state = self.state
+        seq = state[0]
+        state[0] = (seq + 1) & 0xFFFF
+        state[1] += 1
         slot = seq & self.mask
         self.seqs[slot] = seq
         self.sent_us[slot] = send_us

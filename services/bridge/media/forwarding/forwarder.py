@@ -53,8 +53,13 @@ class ConferenceForwarder:
         remb_max_bps: int = 2_500_000,
         retransmission: RetransmissionLimits | None = None,
         native: NativeFanout | None = None,
+        send_side_bwe: bool = False,
     ) -> None:
         self.id = conference_id
+        self.send_side_bwe = send_side_bwe
+        """Number what is forwarded to receivers that negotiated transport-cc and estimate their
+        downlinks from their feedback (allocation/send_side_bwe.py); off: their numbers are
+        stripped and they keep sending REMB."""
         self.native = native
         """The per-receiver loop in C, or None: Python does it (see handle_rtp)."""
         self.retransmission = retransmission or RetransmissionLimits()
@@ -119,6 +124,7 @@ class ConferenceForwarder:
             endpoint.transport_cc = None
         elif endpoint.transport_cc is None:
             endpoint.transport_cc = FeedbackGenerator()
+        endpoint.set_send_side(self.send_side_bwe and endpoint.transport_cc_ext is not None)
         for media_ssrc, rtx_ssrc in sources.rtx_pairs().items():
             media = streams.get(media_ssrc)
             rtx_stream = streams.get(rtx_ssrc)
@@ -186,13 +192,23 @@ class ConferenceForwarder:
             return
         _, _, seq, ts, ssrc = _unpack_header(packet)
         feedback = sender.transport_cc
+        forwarded = packet
+        stamp_at = -1
         if feedback is not None:
             # every packet on the transport counts, whatever its stream (RTX, probes, unknown)
-            transport_seq, packet = twcc.take_sequence(packet, sender.transport_cc_ext)  # type: ignore[arg-type]
-            if transport_seq is not None:
-                feedback.on_packet(transport_seq, int(now * 1_000_000))
+            element, value = twcc.find_sequence(packet, sender.transport_cc_ext)  # type: ignore[arg-type]
+            if value >= 0:
+                feedback.on_packet((packet[value] << 8) | packet[value + 1], int(now * 1_000_000))
                 if feedback.due(now):
                     self.rtcp.send_transport_feedback(sender, ssrc, now)
+                # the sender's number goes no further: padding in what is kept for repairs, and
+                # either padding or each receiver's own number in what is forwarded
+                stripped = packet[:element] + bytes(value + 2 - element) + packet[value + 2 :]
+                if self.send_side_bwe:
+                    stamp_at = value
+                else:
+                    forwarded = stripped
+                packet = stripped
         stream = sender.streams.get(ssrc)
         binder = sender.rid_binder
         if binder is not None and binder.wants(ssrc) and (stream is None or stream.kind == "video"):
@@ -230,9 +246,10 @@ class ConferenceForwarder:
                 self.policy.observe_audio_level(stream, level[0], level[1], now)
         subscriptions = self.policy.select(stream, packet, stream.subscriptions)
         self.packets_forwarded += len(subscriptions)
+        packet = forwarded
         if self.native is not None and subscriptions:
             # the same loop in C; it leaves payload rewrites and a full socket buffer to this one
-            subscriptions = self.native.forward(packet, subscriptions)
+            subscriptions = self.native.forward(packet, subscriptions, stamp_at)
         octets = len(packet) - 12
         # protect for every receiver, then send them all: the interpreter and SRTP on one side and
         # the kernel's send path on the other do not evict each other's caches once per receiver
@@ -244,8 +261,16 @@ class ConferenceForwarder:
             if srtp is None:
                 continue
             mapping = sub.mapping
+            out = mapping.apply(packet, seq, ts) if mapping.rewrite else packet
+            history = receiver.send_history
+            if stamp_at >= 0 and history is not None:
+                out = bytearray(out)
+                number = history.record(int(now * 1_000_000), len(out))
+                out[stamp_at] = number >> 8
+                out[stamp_at + 1] = number & 0xFF
+                out = bytes(out)
             try:
-                data = srtp.protect(mapping.apply(packet, seq, ts) if mapping.rewrite else packet)
+                data = srtp.protect(out)
             except SrtpError:
                 continue
             sub.sent.record((seq + mapping.seq_delta) & 0xFFFF, seq)

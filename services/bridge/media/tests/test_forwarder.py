@@ -779,3 +779,42 @@ def test_transport_cc_feedback_goes_to_the_sender_and_the_numbers_go_no_further(
     assert not b.take_rtcp() and not c.take_rtcp()  # nothing about it to the receivers
     for packet in b.take_rtp():
         assert rtp.find_extension(packet, 5) is None and packet.endswith(b"\x10\x00frame")
+
+
+def test_send_side_numbers_each_receivers_packets_and_reads_its_feedback() -> None:
+    from dataclasses import replace
+
+    from services.bridge.media.packets import twcc
+
+    conference = new_conference(send_side_bwe=True)
+    with_ext = replace(sources(1000), rtp_hdrexts=[*LEVEL, TWCC_EXT])
+    a = Peer("a", conference, with_ext)
+    b = Peer("b", conference, replace(sources(2000), rtp_hdrexts=[*LEVEL, TWCC_EXT]))
+    c = Peer("c", conference, replace(sources(3000), rtp_hdrexts=[*LEVEL, TWCC_EXT]))
+    for peer in (a, b, c):
+        peer.connect()
+        peer.take_rtcp()
+    for seq in range(6):
+        a.send_rtp(with_transport_seq(seq, 1000 + seq, 1002), now=1.0 + seq * 0.01)
+    for peer in (b, c):
+        got = peer.take_rtp()
+        numbers = [twcc.find_sequence(p, 5) for p in got]
+        assert [(p[v] << 8) | p[v + 1] for p, (_, v) in zip(got, numbers, strict=True)] == list(range(6))
+        assert all(p.endswith(b"\x10\x00frame") for p in got)
+    history = b.endpoint.send_history
+    assert history is not None and history.recorded == 6
+    a.take_rtcp()
+    # b got 0, 1, 2, 4, 5 (3 lost), each 10 ms apart
+    statuses: list[int | None] = [40, 40, 40, None, 80, 40]
+    b.send_rtcp(twcc.build_feedback(b.endpoint.rtcp_ssrc, 0, 0, 20, 0, statuses), now=1.1)
+    estimator = b.endpoint.send_side
+    assert (
+        estimator is not None and estimator.feedbacks == 1 and b.endpoint.transport_cc_feedback_received == 1
+    )
+    assert abs(estimator.last_loss - 1 / 6) < 1e-9
+    # terminated: the sender hears only about its own numbers
+    to_a = [twcc.parse_feedback(p) for t, f, p in a.take_rtcp() if (t, f) == (rtcp.RTPFB, 15)]
+    assert all(fb.base_seq >= 1000 for fb in to_a)
+    # the cache keeps the packets without any number: a retransmission carries none
+    cached = a.endpoint.streams[1002].cache.get(2)
+    assert cached is not None and twcc.find_sequence(cached, 5) == (-1, -1)
