@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.integration.browser import (
@@ -122,6 +123,12 @@ def test_the_senders_estimate_is_healthy_with_transport_cc(meeting: list[Person]
     sdp = str(cy.page.evaluate("window.parley.localSdp()"))
     assert f"a=extmap:5 {TRANSPORT_CC}" in sdp, sdp
     assert "a=rtcp-fb:100 transport-cc" in sdp, sdp
+    # and the bridge is the one answering it (its /debug, on the launcher's bridge port)
+    offset = int(cy.page.url.split("/")[2].rsplit(":", 1)[1]) - 8000
+    debug = httpx.get(f"http://127.0.0.1:{8080 + offset}/debug", timeout=5).json()
+    media = [e["media"] for c in debug["conferences"] for e in c["endpoints"] if e["id"] == cy.endpoint]
+    print("the bridge on Cy:", media)
+    assert media and media[0]["transport_cc_feedback_sent"] > 0
 
 
 def test_a_thumbnail_gets_the_low_layer_and_the_stage_a_higher_one(meeting: list[Person]) -> None:
