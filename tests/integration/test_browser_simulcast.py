@@ -117,9 +117,12 @@ def test_the_senders_estimate_is_healthy_with_transport_cc(meeting: list[Person]
         return float(pair.get("availableOutgoingBitrate") or 0)
 
     wait_until("Cy's outgoing estimate to pass 1 Mbps", lambda: estimate() > 1_000_000, meeting, timeout=45)
-    time.sleep(3)  # and it stays there
-    print("Cy's availableOutgoingBitrate", estimate())
-    assert estimate() > 1_000_000
+    samples = []
+    for _ in range(6):  # and it stays there (arrival times taken when the event loop got to the
+        time.sleep(1)  # datagrams, not the kernel's, held it at 0.3-0.9 Mbps on this test)
+        samples.append(estimate())
+    print("Cy's availableOutgoingBitrate", samples)
+    assert min(samples) > 1_000_000, samples
     sdp = str(cy.page.evaluate("window.parley.localSdp()"))
     assert f"a=extmap:5 {TRANSPORT_CC}" in sdp, sdp
     assert "a=rtcp-fb:100 transport-cc" in sdp, sdp
