@@ -262,13 +262,12 @@ class ConferenceForwarder:
                 continue
             mapping = sub.mapping
             out = mapping.apply(packet, seq, ts) if mapping.rewrite else packet
-            history = receiver.send_history
-            if stamp_at >= 0 and history is not None:
-                out = bytearray(out)
-                number = history.record(int(now * 1_000_000), len(out))
-                out[stamp_at] = number >> 8
-                out[stamp_at + 1] = number & 0xFF
-                out = bytes(out)
+            if stamp_at >= 0 and receiver.send_history is not None:  # its own transport-wide number
+                numbered = bytearray(out)
+                number = receiver.send_history.record(int(now * 1_000_000), len(numbered))
+                numbered[stamp_at] = number >> 8
+                numbered[stamp_at + 1] = number & 0xFF
+                out = bytes(numbered)
             try:
                 data = srtp.protect(out)
             except SrtpError:
