@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bridge_hotpath [--subscribers 10] [--packets 20000] [--profile]
         [--policy default|intelligence] [--opcodes] [--burst 3 --gap-ms 25] [--loop c|python]
+        [--transport-cc [--send-side]]
 
 One sender, N receivers, real SRTP (AES-GCM from an in-memory DTLS handshake) and a real
 ``sendto`` on a UDP socket to a loopback sink read by another process (as a live bridge's
@@ -22,6 +23,12 @@ and TLB, the timer) then shows in both figures.
 ``--loop c`` forwards with the bridge's C per-receiver loop (``services/bridge/media/forwarding/native.py``,
 built with ``python -m services.bridge.media.forwarding.native``) as deployed; ``python`` (the default)
 with the Python loop.
+
+``--transport-cc``: the sender negotiated transport-wide sequence numbers
+(draft-holmer-rmcat-transport-wide-cc-extensions-01) and every packet carries one: the bridge
+records its arrival, sends feedback every 50 ms and strips the number from what it forwards.
+``--send-side`` as well: every receiver negotiated them too and the bridge numbers what it sends
+each (``videobridge.forwarding.send-side-bwe``).
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.forwarding.forwarder import ConferenceForwarder
 from services.bridge.media.forwarding.native import NativeFanout
 from services.bridge.media.forwarding.policy import ForwardingPolicy
-from services.bridge.media.model import MediaSources, PayloadType
+from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
+from services.bridge.media.packets import twcc
 from services.bridge.media.transport.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
 
 BRIDGE, PEER = DtlsCertificate(), DtlsCertificate()
@@ -99,9 +107,23 @@ def run(
     burst: int = 3,
     gap: float = 0.0,
     loop: str = "python",
+    transport_cc: bool = False,
+    send_side: bool = False,
 ) -> None:
     with udp_sink() as address:
-        measure(address, subscribers, packets, profile, policy_name, opcodes, burst, gap, loop)
+        measure(
+            address,
+            subscribers,
+            packets,
+            profile,
+            policy_name,
+            opcodes,
+            burst,
+            gap,
+            loop,
+            transport_cc,
+            send_side,
+        )
 
 
 @contextlib.contextmanager
@@ -131,6 +153,8 @@ def measure(
     burst: int,
     gap: float,
     loop_name: str,
+    transport_cc: bool = False,
+    send_side: bool = False,
 ) -> None:
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     out.setblocking(False)
@@ -141,29 +165,31 @@ def measure(
         except BlockingIOError:
             pass
 
-    policy = (
-        ConferenceIntelligencePolicy()
-        if policy_name == "intelligence"
-        else ForwardingPolicy()
-    )
+    policy = ConferenceIntelligencePolicy() if policy_name == "intelligence" else ForwardingPolicy()
     native = NativeFanout(out.fileno(), lambda: 0) if loop_name == "c" else None
-    conference = ConferenceForwarder("bench", policy, native=native)
+    conference = ConferenceForwarder("bench", policy, native=native, send_side_bwe=send_side)
     sender = conference.add_endpoint("sender", transmit)
     bridge_rx, peer_tx = srtp_pair()
+    exts = [RtpHeaderExtension(5, twcc.URI)] if transport_cc else []
     conference.set_sources(
-        "sender", MediaSources(video_ssrcs=[1], payload_types=[PayloadType(96, "VP8", 90000)])
+        "sender",
+        MediaSources(video_ssrcs=[1], payload_types=[PayloadType(96, "VP8", 90000)], rtp_hdrexts=exts),
     )
     conference.set_srtp("sender", bridge_rx, 0.0)
     for i in range(subscribers):
         conference.add_endpoint(f"r{i}", transmit).set_transmit(transmit, address)
+        if send_side:
+            conference.set_sources(f"r{i}", MediaSources(rtp_hdrexts=exts))
         conference.set_srtp(f"r{i}", srtp_pair()[0], 0.0)
+
+    def header(seq: int) -> bytes:
+        if not transport_cc:
+            return struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, (seq // 4) * 3000, 1)
+        ext = struct.pack("!HHBHB", 0xBEDE, 1, 0x51, seq & 0xFFFF, 0)
+        return struct.pack("!BBHII", 0x90, 96, seq & 0xFFFF, (seq // 4) * 3000, 1) + ext
+
     wire = [
-        peer_tx.protect(
-            struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, (seq // 4) * 3000, 1)
-            + VP8_DESCRIPTOR[seq % 4 == 0]
-            + bytes(1100)
-        )
-        for seq in range(packets)
+        peer_tx.protect(header(seq) + VP8_DESCRIPTOR[seq % 4 == 0] + bytes(1100)) for seq in range(packets)
     ]
 
     if opcodes:
@@ -243,6 +269,8 @@ if __name__ == "__main__":
         "--gap-ms", type=float, default=0.0, help="sleep this long every --burst packets (default: none)"
     )
     parser.add_argument("--loop", choices=("c", "python"), default="python", help="per-receiver loop")
+    parser.add_argument("--transport-cc", action="store_true", help="packets carry transport-wide numbers")
+    parser.add_argument("--send-side", action="store_true", help="and the bridge numbers what it sends")
     args = parser.parse_args()
     run(
         args.subscribers,
@@ -253,4 +281,6 @@ if __name__ == "__main__":
         args.burst,
         args.gap_ms / 1000,
         args.loop,
+        args.transport_cc,
+        args.send_side or False,
     )

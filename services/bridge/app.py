@@ -66,6 +66,7 @@ class Bridge:
                 tcp_port=vb.ice.tcp.port if vb.ice.tcp.enabled else None,
                 tcp_advertise_port=vb.ice.tcp.mapped_port,
                 native_forwarding=vb.forwarding.native_loop,
+                send_side_bwe=vb.forwarding.send_side_bwe,
             ),
             policy_factory=self.policies.create,
             events=self,

@@ -135,6 +135,7 @@ class Ice(Section):
 
 class Forwarding(Section):
     native_loop: bool = True
+    send_side_bwe: bool = False
 
 
 class Colibri(Section):
@@ -227,6 +228,7 @@ ENV_VARS = [
     EnvVar("JVB_TCP_PORT", "videobridge.ice.tcp.port", int),
     EnvVar("JVB_TCP_MAPPED_PORT", "videobridge.ice.tcp.mapped-port", int),
     EnvVar("JVB_NATIVE_FORWARDING", "videobridge.forwarding.native-loop", _bool),
+    EnvVar("JVB_SEND_SIDE_BWE", "videobridge.forwarding.send-side-bwe", _bool),
     EnvVar("JVB_WS_SERVER_ID", "videobridge.websockets.server-id"),
     EnvVar("JVB_WS_DOMAIN", "videobridge.websockets.domain"),
     EnvVar("JVB_WS_TLS", "videobridge.websockets.tls", _bool),

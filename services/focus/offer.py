@@ -31,23 +31,27 @@ RTP_MEDIA = ("audio", "video")
 
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+"""Transport-wide sequence numbers (one numbering for the whole bundle: the same id in every
+m-line, 5 as Jicofo offers it); the bridge answers them with transport-cc feedback."""
 
 OFFERED_PAYLOAD_TYPES: dict[str, list[PayloadType]] = {
     "audio": [
         PayloadType(id=111, name="opus", clockrate=48000, channels=2,
-                    parameters={"minptime": "10", "useinbandfec": "1"}),
+                    parameters={"minptime": "10", "useinbandfec": "1"},
+                    rtcp_fbs=[RtcpFb(type="transport-cc")]),
     ],
     "video": [
         PayloadType(id=100, name="VP8", clockrate=90000, rtcp_fbs=[
             RtcpFb(type="ccm", subtype="fir"), RtcpFb(type="nack"), RtcpFb(type="nack", subtype="pli"),
-            RtcpFb(type="goog-remb"),
+            RtcpFb(type="goog-remb"), RtcpFb(type="transport-cc"),
         ]),
         PayloadType(id=96, name="rtx", clockrate=90000, parameters={"apt": "100"}),
     ],
 }  # fmt: skip
 OFFERED_HDREXTS: dict[str, list[RtpHdrExt]] = {
-    "audio": [RtpHdrExt(id=1, uri=AUDIO_LEVEL)],
-    "video": [RtpHdrExt(id=3, uri=ABS_SEND_TIME)],
+    "audio": [RtpHdrExt(id=1, uri=AUDIO_LEVEL), RtpHdrExt(id=5, uri=TRANSPORT_CC)],
+    "video": [RtpHdrExt(id=3, uri=ABS_SEND_TIME), RtpHdrExt(id=5, uri=TRANSPORT_CC)],
 }
 
 

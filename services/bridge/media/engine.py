@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +123,7 @@ class MediaConfig:
     rtcp_interval: float = 1.0
     expire_failed_endpoints: bool = True
     native_forwarding: bool = True
+    send_side_bwe: bool = False
     stun_servers: tuple[str, ...] = ()
     tcp_port: int | None = None
     tcp_advertise_port: int | None = None
@@ -173,6 +176,28 @@ class _Endpoint:
         self.dtls_timer: asyncio.TimerHandle | None = None
 
 
+_SIOCGSTAMP = 0x8906  # Linux sockios.h: the kernel's receive time of the last datagram read
+_TIMEVAL = struct.Struct("@qq")
+_TIMEVAL_BUFFER = bytes(_TIMEVAL.size)
+
+
+def receive_time(fd: int, now: float) -> float:
+    """When the datagram just read from ``fd`` reached the host, on the ``time.monotonic()``
+    clock ``now`` is on: the kernel's receive timestamp (``SIOCGSTAMP``, socket(7)), so the time
+    it waited in the socket buffer while the event loop was busy is not taken for network delay
+    (transport-cc feedback reports it to the sender's delay-based estimate). ``now`` when the
+    kernel has none (the first datagram on a socket, no ``fd``) or it is off by a second or more
+    (the wall clock stepped)."""
+    if fd < 0:
+        return now
+    try:
+        sec, usec = _TIMEVAL.unpack(fcntl.ioctl(fd, _SIOCGSTAMP, _TIMEVAL_BUFFER))
+    except OSError:
+        return now
+    lag = time.time() - sec - usec / 1e6
+    return now - lag if 0.0 <= lag < 1.0 else now
+
+
 class _Socket(asyncio.DatagramProtocol):
     """One UDP socket of the engine (index ``index`` = the ICE local candidate it carries)."""
 
@@ -181,9 +206,13 @@ class _Socket(asyncio.DatagramProtocol):
         self.index = index
         self.transport: asyncio.DatagramTransport | None = None
         self._by_address = engine._by_address
+        self.fd = -1  # the UDP socket's descriptor (receive_time), -1: not a UDP socket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and getattr(sock, "type", None) == socket.SOCK_DGRAM:
+            self.fd = sock.fileno()
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
@@ -212,6 +241,8 @@ class _Socket(asyncio.DatagramProtocol):
             try:
                 if 191 < data[1] < 224:
                     endpoint.conference.handle_rtcp(media, srtp.unprotect_rtcp(data), now)
+                elif media.transport_cc is not None:  # its arrival time is reported back
+                    endpoint.conference.handle_rtp(media, srtp.unprotect(data), receive_time(self.fd, now))
                 else:
                     endpoint.conference.handle_rtp(media, srtp.unprotect(data), now)
             except SrtpError:
@@ -401,6 +432,7 @@ class MediaEngine:
                     cache_size=self.config.packet_cache_size,
                     remb_min_bps=self.config.remb_min_bps,
                     remb_max_bps=self.config.remb_max_bps,
+                    send_side_bwe=self.config.send_side_bwe,
                     native=self._native,
                 )
                 self._conferences[conference_id] = conference
@@ -574,6 +606,14 @@ class MediaEngine:
                 local_address=self._local_address(e),
                 ice_controlling=e.ice.controlling,
                 ice_nominated=e.ice.nominated,
+                transport_cc_feedback_sent=0 if e.media.transport_cc is None else e.media.transport_cc.packets_sent,
+                transport_cc_feedback_received=e.media.transport_cc_feedback_received,
+                send_side_estimate_bps=None
+                if e.media.send_side is None or not e.media.send_side.feedbacks
+                else e.media.send_side.estimate,
+                downlink_estimate_source="transport-cc"
+                if e.media.send_side is not None and e.media.send_side.feedbacks
+                else ("remb" if e.media.remb_bps else None),
             )
             for e in self._endpoints.values()
         ]

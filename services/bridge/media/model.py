@@ -153,6 +153,12 @@ class EndpointStats:
     local_address: str | None = None
     ice_controlling: bool = True
     ice_nominated: bool = False
+    # transport-cc: feedback the bridge sent it on what it sends, feedback it sent on what the
+    # bridge numbered for it, and what its downlink estimate comes from ("transport-cc", "remb")
+    transport_cc_feedback_sent: int = 0
+    transport_cc_feedback_received: int = 0
+    send_side_estimate_bps: int | None = None
+    downlink_estimate_source: str | None = None
 
 
 @dataclass

@@ -916,6 +916,8 @@ export class Meeting extends EventTarget {
       state: pair.state,
       bytesSent: pair.bytesSent,
       bytesReceived: pair.bytesReceived,
+      // the sender's own bandwidth estimate (transport-cc feedback or REMB), when it has one
+      availableOutgoingBitrate: pair.availableOutgoingBitrate ?? null,
       local: side(report.get(pair.localCandidateId)),
       remote: side(report.get(pair.remoteCandidateId)),
     };

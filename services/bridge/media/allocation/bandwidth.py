@@ -8,9 +8,10 @@ What a receiver tells the bridge about the streams the bridge sends it:
 :class:`DownlinkEstimator` combines them the way the loss-based half of Google Congestion Control
 does (draft-ietf-rmcat-gcc-02 section 6), applied to the REMB: above 10 % loss the estimate drops
 by half the loss ratio per report, below 2 % it recovers 5 % per report up to the REMB, in between
-it holds. Transport-wide congestion control feedback is not used (it needs a
-send-side delay estimator the bridge does not have); a receiver that sends neither REMB nor
-reports has no estimate (``None``) and is not limited by bandwidth.
+it holds. When the bridge numbers what it sends the receiver and the receiver answers with
+transport-cc feedback, the send-side estimate (``send_side_bwe.py``, delay trend and loss of its
+own) replaces both (:meth:`DownlinkEstimator.on_send_side`); a receiver that sends none of these
+has no estimate (``None``) and is not limited by bandwidth.
 
 RTCP parsing itself is ``packets/rtcp.py``'s; this module takes the numbers (the latest REMB the receiver
 sent, whichever streams it names, and each new receiver report once). The estimate feeds the
@@ -35,6 +36,7 @@ class DownlinkEstimator:
         "_last_report",
         "_loss_factor",
         "_remb",
+        "_send_side",
         "max_bps",
         "min_bps",
         "report_interval",
@@ -49,6 +51,7 @@ class DownlinkEstimator:
         self.max_bps = max_bps
         self.report_interval = report_interval
         self._remb: int | None = None
+        self._send_side: int | None = None
         self._loss_factor = 1.0
         self._announced: int | None = None
         self._last_report = float("-inf")
@@ -56,6 +59,17 @@ class DownlinkEstimator:
     def on_remb(self, bps: int, now: float) -> None:
         """A REMB from the receiver (its delay-based estimate for everything we send it)."""
         self._remb = bps
+
+    def on_send_side(self, bps: int, now: float) -> None:
+        """The send-side estimate from the receiver's transport-cc feedback: used from now on."""
+        self._send_side = bps
+
+    @property
+    def source(self) -> str | None:
+        """What the estimate comes from: ``"transport-cc"``, ``"remb"`` or ``None``."""
+        if self._send_side is not None:
+            return "transport-cc"
+        return None if self._remb is None else "remb"
 
     def on_loss(self, fraction_lost: int, now: float) -> None:
         """A report block's ``fraction lost`` (0..255, RFC 3550 6.4.1) for a stream we send."""
@@ -69,6 +83,8 @@ class DownlinkEstimator:
 
     def estimate(self, now: float) -> int | None:
         """The current estimate (bps), ``None`` while the receiver has sent no REMB."""
+        if self._send_side is not None:  # its own loss-based half already applied
+            return max(self.min_bps, min(self.max_bps, self._send_side))
         if self._remb is None:
             return None
         return max(self.min_bps, min(self.max_bps, int(self._remb * self._loss_factor)))

@@ -387,6 +387,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                 # loses now; the estimate and the probe count each report once
                 fresh = media.video_loss_reports != self._reports_read.get(receiver, 0)
                 self._reports_read[receiver] = media.video_loss_reports
+                send_side = media.send_side
+                if send_side is not None and send_side.feedbacks:
+                    estimator.on_send_side(send_side.estimate, now)
                 if media.remb_bps:
                     estimator.on_remb(media.remb_bps, now)
                     if fresh:

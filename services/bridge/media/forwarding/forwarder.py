@@ -23,13 +23,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..model import MediaSources
-from ..packets import rtp
+from ..packets import rtp, twcc
 from ..packets.rid import RidBinder
 from ..transport.aiortc_adapter import SrtpContext, SrtpError
 from .nack import UPSTREAM_NACK_MAX_GAP, RetransmissionLimits, Retransmitter
 from .policy import ForwardingPolicy
 from .rtcp_termination import RtcpTerminator
 from .streams import EndpointMedia, IncomingStream, Subscription, Transmit
+from .transport_cc import FeedbackGenerator
 
 if TYPE_CHECKING:
     from .native import NativeFanout
@@ -52,8 +53,13 @@ class ConferenceForwarder:
         remb_max_bps: int = 2_500_000,
         retransmission: RetransmissionLimits | None = None,
         native: NativeFanout | None = None,
+        send_side_bwe: bool = False,
     ) -> None:
         self.id = conference_id
+        self.send_side_bwe = send_side_bwe
+        """Number what is forwarded to receivers that negotiated transport-cc and estimate their
+        downlinks from their feedback (allocation/send_side_bwe.py); off: their numbers are
+        stripped and they keep sending REMB."""
         self.native = native
         """The per-receiver loop in C, or None: Python does it (see handle_rtp)."""
         self.retransmission = retransmission or RetransmissionLimits()
@@ -113,6 +119,12 @@ class ConferenceForwarder:
             streams[ssrc] = stream
         rtx_pts = {media_pt: rtx_pt for rtx_pt, media_pt in sources.rtx_payload_types().items()}
         level_ext = sources.header_extension_id(rtp.AUDIO_LEVEL_URI)
+        endpoint.transport_cc_ext = sources.header_extension_id(twcc.URI)
+        if endpoint.transport_cc_ext is None:
+            endpoint.transport_cc = None
+        elif endpoint.transport_cc is None:
+            endpoint.transport_cc = FeedbackGenerator()
+        endpoint.set_send_side(self.send_side_bwe and endpoint.transport_cc_ext is not None)
         for media_ssrc, rtx_ssrc in sources.rtx_pairs().items():
             media = streams.get(media_ssrc)
             rtx_stream = streams.get(rtx_ssrc)
@@ -179,6 +191,24 @@ class ConferenceForwarder:
         if len(packet) < 12:
             return
         _, _, seq, ts, ssrc = _unpack_header(packet)
+        feedback = sender.transport_cc
+        forwarded = packet
+        stamp_at = -1
+        if feedback is not None:
+            # every packet on the transport counts, whatever its stream (RTX, probes, unknown)
+            element, value = twcc.find_sequence(packet, sender.transport_cc_ext)  # type: ignore[arg-type]
+            if value >= 0:
+                feedback.on_packet((packet[value] << 8) | packet[value + 1], int(now * 1_000_000))
+                if feedback.due(now):
+                    self.rtcp.send_transport_feedback(sender, ssrc, now)
+                # the sender's number goes no further: padding in what is kept for repairs, and
+                # either padding or each receiver's own number in what is forwarded
+                stripped = packet[:element] + bytes(value + 2 - element) + packet[value + 2 :]
+                if self.send_side_bwe:
+                    stamp_at = value
+                else:
+                    forwarded = stripped
+                packet = stripped
         stream = sender.streams.get(ssrc)
         binder = sender.rid_binder
         if binder is not None and binder.wants(ssrc) and (stream is None or stream.kind == "video"):
@@ -216,9 +246,10 @@ class ConferenceForwarder:
                 self.policy.observe_audio_level(stream, level[0], level[1], now)
         subscriptions = self.policy.select(stream, packet, stream.subscriptions)
         self.packets_forwarded += len(subscriptions)
+        packet = forwarded
         if self.native is not None and subscriptions:
             # the same loop in C; it leaves payload rewrites and a full socket buffer to this one
-            subscriptions = self.native.forward(packet, subscriptions)
+            subscriptions = self.native.forward(packet, subscriptions, stamp_at)
         octets = len(packet) - 12
         # protect for every receiver, then send them all: the interpreter and SRTP on one side and
         # the kernel's send path on the other do not evict each other's caches once per receiver
@@ -230,8 +261,15 @@ class ConferenceForwarder:
             if srtp is None:
                 continue
             mapping = sub.mapping
+            out = mapping.apply(packet, seq, ts) if mapping.rewrite else packet
+            if stamp_at >= 0 and receiver.send_history is not None:  # its own transport-wide number
+                numbered = bytearray(out)
+                number = receiver.send_history.record(int(now * 1_000_000), len(numbered))
+                numbered[stamp_at] = number >> 8
+                numbered[stamp_at + 1] = number & 0xFF
+                out = bytes(numbered)
             try:
-                data = srtp.protect(mapping.apply(packet, seq, ts) if mapping.rewrite else packet)
+                data = srtp.protect(out)
             except SrtpError:
                 continue
             sub.sent.record((seq + mapping.seq_delta) & 0xFFFF, seq)

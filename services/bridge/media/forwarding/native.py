@@ -40,6 +40,7 @@ from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
 if TYPE_CHECKING:
+    from ..allocation.send_side_bwe import SendHistory
     from ..transport.aiortc_adapter import SrtpContext
     from .mapping import ForwardingMapping
     from .nack import SentLog
@@ -133,12 +134,27 @@ class NativeReceiver:
     """One endpoint as the C loop sees it: where to send and with which SRTP session. Holds the
     :class:`SrtpContext` whose session the structure points to, so it cannot be freed first."""
 
-    __slots__ = ("_srtp", "struct")
+    __slots__ = ("_history", "_srtp", "struct")
 
     def __init__(self, fd: int) -> None:
         self.struct = _ffi.new("struct parley_receiver *")
         self.struct.fd = fd
         self._srtp: SrtpContext | None = None
+        self._history: SendHistory | None = None
+
+    def set_send_history(self, history: SendHistory | None) -> None:
+        """Number what the C loop sends it into ``history`` (``None``: do not number); the
+        arrays stay alive with it here."""
+        struct = self.struct
+        if history is None:
+            struct.twcc_state = _NULL
+        else:
+            struct.twcc_seqs = _ffi.cast("int64_t *", _ffi.from_buffer(history.seqs))
+            struct.twcc_sent_us = _ffi.cast("int64_t *", _ffi.from_buffer(history.sent_us))
+            struct.twcc_sizes = _ffi.cast("int64_t *", _ffi.from_buffer(history.sizes))
+            struct.twcc_mask = history.mask
+            struct.twcc_state = _ffi.cast("int64_t *", _ffi.from_buffer(history.state))
+        self._history = history
 
     def set_srtp(self, srtp: SrtpContext | None) -> None:
         self.struct.srtp = _NULL if srtp is None else _ffi.cast("void *", srtp.tx_session)
@@ -208,9 +224,12 @@ class NativeFanout:
     def receiver(self) -> NativeReceiver:
         return NativeReceiver(self.fd)
 
-    def forward(self, packet: bytes, subscriptions: Sequence[Subscription]) -> Sequence[Subscription]:
+    def forward(
+        self, packet: bytes, subscriptions: Sequence[Subscription], twcc_offset: int = -1
+    ) -> Sequence[Subscription]:
         """Send ``packet`` to every subscription the C loop can serve; return the rest (usually
-        none) for the Python loop."""
+        none) for the Python loop. ``twcc_offset``: where each numbered receiver's transport-wide
+        sequence number goes (-1: nowhere)."""
         if self._queued():
             return subscriptions
         n = len(subscriptions)
@@ -220,7 +239,7 @@ class NativeFanout:
         targets = self._new("struct parley_subscription *[]", [sub.native for sub in subscriptions])
         if type(packet) is not bytes:
             packet = bytes(packet)
-        if not self._fanout(self._protect, packet, len(packet), targets, n, flags):
+        if not self._fanout(self._protect, packet, len(packet), targets, n, flags, twcc_offset):
             return ()
         rest = [sub for sub, flag in zip(subscriptions, flags[0:n], strict=True) if flag]
         self.packets_to_python += len(rest)

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "native_fanout.h"
 
@@ -32,13 +33,26 @@
  * receivers without SRTP or address, and every one from the first send that would block (the
  * socket buffer is full: Python queues it behind what the event loop already holds). A packet
  * libsrtp refuses is dropped for that receiver and not counted, as in Python.
+ * `twcc_offset` >= 0: where the packet's transport-wide sequence number sits; each receiver with
+ * a send history gets its own next number there, recorded with the send time and size
+ * (draft-holmer-rmcat-transport-wide-cc-extensions-01; allocation/send_side_bwe.py).
  * Returns how many were left to Python.
  */
 int parley_fanout(parley_protect_fn protect, const unsigned char *packet, int length,
-                  struct parley_subscription **subscriptions, int n, unsigned char *fallback)
+                  struct parley_subscription **subscriptions, int n, unsigned char *fallback,
+                  int twcc_offset)
 {
     unsigned char buffer[PARLEY_MAX_PACKET + PARLEY_SRTP_TRAILER];
     int left = 0, blocked = 0;
+    int64_t now_us = 0;
+
+    if (twcc_offset > length - 2)
+        twcc_offset = -1;
+    if (twcc_offset >= 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    }
 
     if (length < 12 || length > PARLEY_MAX_PACKET) {
         memset(fallback, 1, (size_t)n);
@@ -74,6 +88,13 @@ int parley_fanout(parley_protect_fn protect, const unsigned char *packet, int le
             buffer[10] = (unsigned char)(ssrc >> 8);
             buffer[11] = (unsigned char)ssrc;
         }
+        int64_t *twcc = receiver->twcc_state;
+        uint32_t twcc_seq = 0;
+        if (twcc_offset >= 0 && twcc != NULL) {
+            twcc_seq = (uint32_t)twcc[0] & 0xFFFF;
+            buffer[twcc_offset] = (unsigned char)(twcc_seq >> 8);
+            buffer[twcc_offset + 1] = (unsigned char)twcc_seq;
+        }
         int size = length;
         if (protect(receiver->srtp, buffer, &size) != 0)
             continue;
@@ -88,6 +109,14 @@ int parley_fanout(parley_protect_fn protect, const unsigned char *packet, int le
                 continue;
             }
             receiver->send_errors++;
+        }
+        if (twcc_offset >= 0 && twcc != NULL) {
+            uint32_t slot = twcc_seq & receiver->twcc_mask;
+            receiver->twcc_seqs[slot] = twcc_seq;
+            receiver->twcc_sent_us[slot] = now_us;
+            receiver->twcc_sizes[slot] = length;
+            twcc[0] = (twcc_seq + 1) & 0xFFFF;
+            twcc[1]++;
         }
         uint32_t slot = out_seq & sub->sent_mask;
         sub->sent[slot] = ((int64_t)out_seq << 16) | seq;

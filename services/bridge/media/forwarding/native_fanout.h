@@ -18,6 +18,12 @@ struct parley_receiver {
     int address_length;         /* 0: no address selected yet */
     unsigned char address[28];  /* struct sockaddr_in or sockaddr_in6 */
     int64_t send_errors;        /* sendto failures other than a full socket buffer */
+    /* transport-cc send history (allocation/send_side_bwe.py SendHistory), NULL: not numbered */
+    int64_t *twcc_state;        /* [next transport-wide sequence number, packets recorded] */
+    int64_t *twcc_seqs;         /* per slot: its sequence number, -1 empty */
+    int64_t *twcc_sent_us;      /* per slot: send time, CLOCK_MONOTONIC microseconds */
+    int64_t *twcc_sizes;        /* per slot: bytes */
+    uint32_t twcc_mask;         /* slots - 1 (a power of two) */
 };
 
 struct parley_subscription {
@@ -36,6 +42,7 @@ struct parley_subscription {
 
 /* Forward `packet` to each of the `n` subscriptions; see native_fanout.c. */
 int parley_fanout(parley_protect_fn protect, const unsigned char *packet, int length,
-                  struct parley_subscription **subscriptions, int n, unsigned char *fallback);
+                  struct parley_subscription **subscriptions, int n, unsigned char *fallback,
+                  int twcc_offset);
 
 #endif

@@ -3,9 +3,11 @@
 cf. jitsi-videobridge's RTCP termination and mediasoup's ``KeyFrameRequestManager``: from
 receivers, receiver reports (loss and round trip per subscription), REMB (their estimate), PLI
 and FIR (a key frame asked of the sender, at most one per ``KEYFRAME_REQUEST_INTERVAL``) and
-NACKs (handed to the :class:`~.nack.Retransmitter`); from senders, sender reports, relayed to
+NACKs (handed to the :class:`~.nack.Retransmitter`), transport-cc feedback (the send-side
+estimate's, ``allocation/send_side_bwe.py``; never forwarded); from senders, sender reports, relayed to
 each receiver rewritten to what it sees (RFC 3550 6.4.1). Towards senders, periodic receiver
-reports and REMB (:meth:`RtcpTerminator.send_reports`).
+reports and REMB (:meth:`RtcpTerminator.send_reports`), and transport-cc feedback on what they send
+(:meth:`RtcpTerminator.send_transport_feedback`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
-from ..packets import rtcp
+from ..packets import rtcp, twcc
 from ..transport.aiortc_adapter import SrtpError
 from .nack import Retransmitter
 from .streams import EndpointMedia, IncomingStream
@@ -51,6 +53,12 @@ class RtcpTerminator:
                     self._on_report_blocks(endpoint, rtcp.parse_report_blocks(packet, fmt, 8), now)
                 elif ptype == rtcp.RTPFB and fmt == rtcp.FMT_NACK:
                     self.retransmitter.on_nack(endpoint, packet, now)
+                elif ptype == rtcp.RTPFB and fmt == twcc.FMT_TRANSPORT_CC:
+                    # about the bridge's own numbering of what it sends: terminated here
+                    estimator = endpoint.send_side
+                    if estimator is not None:
+                        endpoint.transport_cc_feedback_received += 1
+                        estimator.on_feedback(twcc.parse_feedback(packet), now)
                 elif ptype == rtcp.PSFB and fmt == rtcp.FMT_PLI:
                     sub = endpoint.subscriptions_by_out_ssrc.get(rtcp.feedback_ssrcs(packet)[1])
                     if sub is not None:
@@ -113,6 +121,18 @@ class RtcpTerminator:
         if video_lost >= 0:
             endpoint.video_fraction_lost = video_lost
             endpoint.video_loss_reports += 1
+
+    def send_transport_feedback(self, endpoint: EndpointMedia, media_ssrc: int, now: float) -> None:
+        """Transport-cc feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01) to
+        ``endpoint`` for what arrived from it since the last."""
+        generator = endpoint.transport_cc
+        if generator is None:
+            return
+        for packet in generator.feedback(endpoint.rtcp_ssrc, media_ssrc, now):
+            try:
+                endpoint.send_rtcp(packet)
+            except SrtpError:
+                return
 
     def request_keyframe(self, stream: IncomingStream, now: float) -> None:
         """PLI to the stream's sender, at most one per ``KEYFRAME_REQUEST_INTERVAL``."""

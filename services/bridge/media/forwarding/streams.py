@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..allocation.send_side_bwe import SendHistory, SendSideEstimator
 from ..model import MediaSources
 from ..packets import rtcp
 from ..packets.rid import RidBinder
@@ -17,6 +18,7 @@ from ..transport.aiortc_adapter import SrtpContext
 from .mapping import ForwardingMapping
 from .nack import PacketCache, RetransmissionBudget, RetransmissionLimits, SentLog
 from .native import subscription_struct, write_mapping
+from .transport_cc import FeedbackGenerator
 
 if TYPE_CHECKING:
     from .native import NativeReceiver
@@ -184,6 +186,25 @@ class EndpointMedia:
         self.unknown_ssrc_packets = 0
         self.srtp_errors = 0
         self.last_upstream_nack = -1e9
+        self.transport_cc_ext: int | None = None
+        """The transport-wide sequence number's header extension id, when it negotiated one."""
+        self.transport_cc: FeedbackGenerator | None = None
+        """Arrival times of what it sends, for the transport-cc feedback the bridge sends it."""
+        self.send_history: SendHistory | None = None
+        """The bridge's transport-wide numbering of what it forwards to it (send-side estimate)."""
+        self.send_side: SendSideEstimator | None = None
+        """Its downlink estimate from its transport-cc feedback on that numbering."""
+        self.transport_cc_feedback_received = 0
+
+    def set_send_side(self, enabled: bool) -> None:
+        """Number what is forwarded to it and estimate its downlink from its feedback (or stop)."""
+        if enabled and self.send_history is None:
+            self.send_history = SendHistory()
+            self.send_side = SendSideEstimator(self.send_history)
+        elif not enabled:
+            self.send_history = self.send_side = None
+        if self.native is not None:
+            self.native.set_send_history(self.send_history)
 
     def set_srtp(self, srtp: SrtpContext | None) -> None:
         if self.native is not None:

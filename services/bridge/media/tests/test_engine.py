@@ -209,3 +209,24 @@ async def test_dtls_application_data_in_and_out(engine) -> None:  # type: ignore
     e.expire_endpoint("conf", "a")
     with pytest.raises(ConnectionError):
         e.send_dtls_data("conf", "a", b"after expiry")
+
+
+def test_receive_time_is_the_kernels_not_when_the_loop_got_to_it() -> None:
+    import socket as socket_module
+    import time as time_module
+
+    from services.bridge.media.engine import receive_time
+
+    with (
+        socket_module.socket(socket_module.AF_INET, socket_module.SOCK_DGRAM) as rx,
+        socket_module.socket(socket_module.AF_INET, socket_module.SOCK_DGRAM) as tx,
+    ):
+        rx.bind(("127.0.0.1", 0))
+        for _ in range(3):  # the first read turns the kernel's timestamps on
+            tx.sendto(b"x", rx.getsockname())
+            time_module.sleep(0.05)  # the event loop busy elsewhere
+            rx.recv(16)
+            now = time_module.monotonic()
+            arrival = receive_time(rx.fileno(), now)
+        assert 0.04 < now - arrival < 0.5
+    assert receive_time(-1, 12.5) == 12.5

@@ -748,3 +748,73 @@ def test_simulcast_receiver_is_not_sent_a_layer_or_stretch_it_was_not_forwarded(
     assert b.endpoint.retransmissions_not_forwarded == 2
     (resent,) = nack(b, [506], now=0.1)
     assert rtp.header_fields(resent)[2:] == (506, 506 * 3000, 1002)
+
+
+TWCC_EXT = RtpHeaderExtension(5, "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
+
+
+def with_transport_seq(seq: int, transport_seq: int, ssrc: int) -> bytes:
+    ext = struct.pack("!HH", 0xBEDE, 1) + bytes([0x51, transport_seq >> 8, transport_seq & 0xFF, 0])
+    return struct.pack("!BBHII", 0x90, 96, seq, seq * 3000, ssrc) + ext + b"\x10\x00frame"
+
+
+def test_transport_cc_feedback_goes_to_the_sender_and_the_numbers_go_no_further() -> None:
+    from dataclasses import replace
+
+    from services.bridge.media.packets import twcc
+
+    conference, (a, b, c) = meeting()
+    conference.set_sources("p0", replace(sources(1000), rtp_hdrexts=[*LEVEL, TWCC_EXT]))
+    arrivals = {0: 1.000, 1: 1.004, 3: 1.0125, 4: 1.030}  # transport seq 2 lost
+    for seq, (tseq, t) in enumerate(arrivals.items()):
+        a.send_rtp(with_transport_seq(seq, tseq, 1002), now=t)
+    a.send_rtp(with_transport_seq(9, 5, 555), now=1.07)  # unknown SSRC: still counted
+    feedback = [twcc.parse_feedback(p) for t, f, p in a.take_rtcp() if (t, f) == (rtcp.RTPFB, 15)]
+    received = [r for fb in feedback for r in fb.received]
+    assert feedback[0].base_seq == 0 and sum(fb.count for fb in feedback) == 6
+    assert [s for s, _ in received] == [0, 1, 3, 4, 5]
+    times = dict(received)
+    for tseq, t in arrivals.items():  # relative arrival times kept to the 250 µs tick
+        assert abs((times[tseq] - times[0]) - (t - 1.0) * 1e6) <= 250
+    assert not b.take_rtcp() and not c.take_rtcp()  # nothing about it to the receivers
+    for packet in b.take_rtp():
+        assert rtp.find_extension(packet, 5) is None and packet.endswith(b"\x10\x00frame")
+
+
+def test_send_side_numbers_each_receivers_packets_and_reads_its_feedback() -> None:
+    from dataclasses import replace
+
+    from services.bridge.media.packets import twcc
+
+    conference = new_conference(send_side_bwe=True)
+    with_ext = replace(sources(1000), rtp_hdrexts=[*LEVEL, TWCC_EXT])
+    a = Peer("a", conference, with_ext)
+    b = Peer("b", conference, replace(sources(2000), rtp_hdrexts=[*LEVEL, TWCC_EXT]))
+    c = Peer("c", conference, replace(sources(3000), rtp_hdrexts=[*LEVEL, TWCC_EXT]))
+    for peer in (a, b, c):
+        peer.connect()
+        peer.take_rtcp()
+    for seq in range(6):
+        a.send_rtp(with_transport_seq(seq, 1000 + seq, 1002), now=1.0 + seq * 0.01)
+    for peer in (b, c):
+        got = peer.take_rtp()
+        numbers = [twcc.find_sequence(p, 5) for p in got]
+        assert [(p[v] << 8) | p[v + 1] for p, (_, v) in zip(got, numbers, strict=True)] == list(range(6))
+        assert all(p.endswith(b"\x10\x00frame") for p in got)
+    history = b.endpoint.send_history
+    assert history is not None and history.recorded == 6
+    a.take_rtcp()
+    # b got 0, 1, 2, 4, 5 (3 lost), each 10 ms apart
+    statuses: list[int | None] = [40, 40, 40, None, 80, 40]
+    b.send_rtcp(twcc.build_feedback(b.endpoint.rtcp_ssrc, 0, 0, 20, 0, statuses), now=1.1)
+    estimator = b.endpoint.send_side
+    assert (
+        estimator is not None and estimator.feedbacks == 1 and b.endpoint.transport_cc_feedback_received == 1
+    )
+    assert abs(estimator.last_loss - 1 / 6) < 1e-9
+    # terminated: the sender hears only about its own numbers
+    to_a = [twcc.parse_feedback(p) for t, f, p in a.take_rtcp() if (t, f) == (rtcp.RTPFB, 15)]
+    assert all(fb.base_seq >= 1000 for fb in to_a)
+    # the cache keeps the packets without any number: a retransmission carries none
+    cached = a.endpoint.streams[1002].cache.get(2)
+    assert cached is not None and twcc.find_sequence(cached, 5) == (-1, -1)

@@ -857,3 +857,91 @@ def test_a_channel_that_opens_during_an_interruption_is_told_of_it() -> None:
     messages.clear()
     policy.on_channel_open("late")  # flowing again: nothing to tell
     assert messages == []
+
+
+def test_a_receivers_transport_cc_feedback_drives_its_layer_when_its_link_is_limited() -> None:
+    """With the send-side estimate on, the bridge numbers what it forwards to the receiver; the
+    test plays a 400 kbps bottleneck between them (a queue: arrival times drift further behind
+    the send times while the bridge sends more) and answers with transport-cc feedback. The
+    delay trend makes the estimate fall and the receiver goes down from the top layer; its
+    estimate comes from transport-cc, not REMB (it sends none)."""
+    from services.bridge.media.packets import twcc
+
+    clock = Clock()
+    messages: list[tuple[str, dict]] = []
+    policy = ConferenceIntelligencePolicy(
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+    )
+    forwarder = ConferenceForwarder("conf", policy, send_side_bwe=True)
+    sender, receiver = Participant(0, "s"), Participant(1, "r")
+    ssrcs = SIMULCAST_SSRCS
+    ext = [RtpHeaderExtension(5, twcc.URI)]
+    forwarder.add_endpoint("s", sender.sent.append)
+    forwarder.add_endpoint("r", receiver.sent.append)
+    forwarder.set_sources(
+        "s",
+        MediaSources(video_ssrcs=ssrcs, ssrc_groups=[("SIM", ssrcs)], payload_types=[VP8], rtp_hdrexts=ext),
+        clock.now,
+    )
+    forwarder.set_sources("r", MediaSources(payload_types=[VP8], rtp_hdrexts=ext), clock.now)
+    for p in (sender, receiver):
+        forwarder.set_srtp(
+            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+    frame_bytes = [625, 2083, 5000]  # ~150 kbps, 500 kbps, 1.2 Mbps at 30 fps
+    seqs = [0, 0, 0]
+    state = {"frame": 0, "tseq": 0, "free_at": 0.0, "read": 0, "next_feedback": 0.1}
+    arrivals: dict[int, float] = {}
+
+    def send(seconds: float, capacity_bps: float) -> None:
+        for _ in range(round(seconds * 30)):
+            clock.now += 1 / 30
+            frame = state["frame"]
+            for layer, ssrc in enumerate(ssrcs):
+                key = SIMULCAST_SIZES[layer] if (frame + 3 * layer) % 15 == 0 else None
+                count = -(-frame_bytes[layer] // 1100)
+                for i in range(count):
+                    packet = vp8_packet(seqs[layer], frame * 3000, ssrc, frame & 0x7FFF, frame & 0xFF, key,
+                                        size=frame_bytes[layer] // count, start=i == 0, marker=i == count - 1)  # fmt: skip
+                    tseq = int(state["tseq"]) & 0xFFFF
+                    state["tseq"] += 1
+                    packet = bytes([packet[0] | 0x10]) + packet[1:12] + bytes([0xBE, 0xDE, 0, 1, 0x51, tseq >> 8, tseq & 0xFF, 0]) + packet[12:]  # fmt: skip
+                    forwarder.handle_rtp(forwarder.endpoints["s"], packet, clock.now)
+                    seqs[layer] = (seqs[layer] + 1) & 0xFFFF
+            state["frame"] = frame + 1
+            # the bottleneck: what the bridge sent the receiver, queued at capacity_bps
+            for datagram in receiver.sent[int(state["read"]) :]:
+                if 192 <= datagram[1] <= 223:
+                    continue
+                got = receiver.receiver_side.unprotect(datagram)
+                _, value = twcc.find_sequence(got, 5)
+                assert value >= 0
+                start = max(clock.now, state["free_at"])
+                state["free_at"] = start + len(datagram) * 8 / capacity_bps
+                arrivals[(got[value] << 8) | got[value + 1]] = state["free_at"] + 0.02
+            state["read"] = len(receiver.sent)
+            if clock.now >= state["next_feedback"] and arrivals:
+                state["next_feedback"] = clock.now + 0.1
+                base = min(arrivals)
+                ref = int(arrivals[base] * 1e6) // 64_000
+                last = ref * 64_000
+                statuses: list[int | None] = []
+                for seq in range(base, max(arrivals) + 1):
+                    ticks = round((arrivals[seq] * 1e6 - last) / 250)
+                    last += ticks * 250
+                    statuses.append(ticks)
+                feedback = twcc.build_feedback(77, 0, base, ref, 0, statuses)
+                forwarder.handle_rtcp(forwarder.endpoints["r"], feedback, clock.now)
+                arrivals.clear()
+
+    send(4.0, 20_000_000)  # a fast link: a higher layer and a growing estimate
+    media = forwarder.endpoints["r"]
+    assert media.send_side is not None and media.send_side.feedbacks > 10
+    assert policy.estimators["r"].source == "transport-cc"
+    assert policy.video.allocation("r").layers["s-v0"] >= 1 and media.send_side.estimate > 800_000
+    send(8.0, 400_000)
+    assert policy.video.allocation("r").layers["s-v0"] == 0
+    assert media.send_side.estimate < 500_000
+    assert media.remb_bps is None
+    stats = [m for ep, m in messages if ep == "r" and m["colibriClass"] == "ConnectionStats"]
+    assert stats and stats[-1]["estimatedDownlinkBandwidth"] < 500_000
