@@ -80,17 +80,6 @@ def up_8k_to_48k(pcm: np.ndarray) -> np.ndarray:
     return np.interp(x, np.arange(len(pcm)), pcm.astype(np.float32)).astype(np.int16)
 
 
-def mix(frames: list[np.ndarray], size: int = FRAME) -> np.ndarray:
-    """Sum of mono int16 frames, clipped to 16 bits; silence when there is none."""
-    if not frames:
-        return np.zeros(size, np.int16)
-    total = np.zeros(size, np.int32)
-    for f in frames:
-        n = min(size, len(f))
-        total[:n] += f[:n]
-    return np.clip(total, -32768, 32767).astype(np.int16)
-
-
 def prompt_frames(frequency: float, beeps: int, beep_ms: int = 250, gap_ms: int = 150,
                   level: int = 8000) -> list[np.ndarray]:
     """A generated announcement: ``beeps`` tones of ``frequency`` Hz, as 20 ms frames at 48 kHz."""

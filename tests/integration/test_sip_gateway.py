@@ -47,9 +47,12 @@ def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
     return float(np.argmax(spectrum) * rate / len(pcm))
 
 
+GATEWAY_PASSWORD = secrets.token_urlsafe(12)  # the gateway's account jigasi@auth.<domain>
+
+
 class SipStack(Stack):
     def __init__(self) -> None:
-        super().__init__(bridges=1)
+        super().__init__(bridges=1, xmpp_env={"JIGASI_XMPP_PASSWORD": GATEWAY_PASSWORD})
         self.sip: ServiceProcess | None = None
         self.sip_ports: dict[str, int] = {}
 
@@ -69,6 +72,7 @@ class SipStack(Stack):
             "SIP_ICE_HOST_ADDRESSES": "127.0.0.1",
             "SIP_RTP_HOST": "127.0.0.1",
             "SIP_DIALIN_PINS": DIAL_IN_PINS,
+            "JIGASI_XMPP_PASSWORD": GATEWAY_PASSWORD,
         }
         self.sip = ServiceProcess.python_module(
             "sip", "services.sip", env, health_url=f"http://127.0.0.1:{self.sip_ports['http']}/health")

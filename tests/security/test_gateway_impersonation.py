@@ -39,7 +39,7 @@ def test_the_gateway_account_from_any_resource_is() -> None:
 
 
 async def test_a_guest_named_like_the_gateway_gets_everyones_sources_and_a_translator_channel(setup) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    focus, signaling, fake = setup
+    focus, signaling, _fake = setup
     await bridges(focus, jvb1=0.1)
     await focus.conference_request(ROOM, "a@meet.jitsi/x")
     for nick, real in (("jigasi", "jigasi@meet.jitsi/x"), ("sip", "x@auth.meet.jitsi/jigasi")):
@@ -55,7 +55,7 @@ async def test_a_guest_named_like_the_gateway_gets_everyones_sources_and_a_trans
 
 
 async def test_the_gateway_account_is_recognised(setup) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    focus, signaling, fake = setup
+    focus, _signaling, _fake = setup
     await focus.conference_request(ROOM, "a@meet.jitsi/x")
     focus.occupant_joined(ROOM, "caller", f"{ROOM}/caller", f"{GATEWAY}/sip-1")
     assert focus.conferences[ROOM].participants["caller"].mixed_audio

@@ -27,14 +27,23 @@ def test_g711_round_trip_keeps_a_tone(pt: int) -> None:
     assert audio.g711_decode(audio.g711_encode(decoded, pt), pt).tolist() == decoded.tolist()
 
 
-def test_resampling_and_mix() -> None:
+def test_resampling() -> None:
     t = np.arange(960) / 48000
     tone = (np.sin(2 * np.pi * 500 * t) * 8000).astype(np.int16)
     down = audio.down_48k_to_8k(tone)
     assert len(down) == 160 and len(audio.up_8k_to_48k(down)) == 960
-    loud = np.full(960, 30000, np.int16)
-    assert audio.mix([loud, loud]).max() == 32767  # clipped, not wrapped
-    assert not audio.mix([]).any()
+
+
+def test_frame_queue_is_bounded_and_a_prompt_plays_instead_of_the_stream() -> None:
+    from services.sip.meeting import MAX_QUEUED_FRAMES, FrameQueue
+
+    q = FrameQueue()
+    assert not q.pull().any()  # nothing queued: silence
+    q.push(np.full(audio.FRAME * (MAX_QUEUED_FRAMES + 3), 7, np.int16))
+    assert (q.frames_in, q.frames_dropped, len(q.frames)) == (MAX_QUEUED_FRAMES + 3, 3, MAX_QUEUED_FRAMES)
+    q.play([np.full(audio.FRAME, 9, np.int16)])
+    assert (q.pull() == 9).all() and len(q.frames) == MAX_QUEUED_FRAMES - 1  # the stream is consumed meanwhile
+    assert (q.pull() == 7).all()
 
 
 def test_rtp_round_trip_and_rtcp_ignored() -> None:
