@@ -141,6 +141,29 @@ class QueueTrack(MediaStreamTrack):
         return _frame(self.queue.pull(), index)
 
 
+def tap_telephone_events(pc: RTCPeerConnection, pt: int, on_event: Callable[[int, int, bytes], None]) -> bool:
+    """RFC 4733 events from a WebRTC caller, which aiortc neither negotiates nor delivers: the
+    decrypted RTP of payload type ``pt`` is routed to the audio receiver and taken there, before
+    aiortc looks for a decoder (``on_event(ssrc, timestamp, payload)``); every other packet goes
+    on to aiortc. False when the connection has no audio receiver with a transport yet."""
+    receiver = next((t.receiver for t in pc.getTransceivers()
+                     if t.kind == "audio" and t.receiver.transport is not None), None)
+    if receiver is None:
+        return False
+    router = receiver.transport._rtp_router  # aiortc's SSRC/payload-type demultiplexer (BUNDLE)
+    router.payload_type_table.setdefault(pt, set()).add(receiver)
+    original = receiver._handle_rtp_packet
+
+    async def handle(packet: Any, arrival_time_ms: int) -> None:
+        if packet.payload_type == pt:
+            on_event(packet.ssrc, packet.timestamp, bytes(packet.payload[:16]))
+            return
+        await original(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    return True
+
+
 class MeetingLeg(slixmpp.ClientXMPP):
     """The call's participant in the meeting: XMPP, Jingle, one aiortc peer connection."""
 
@@ -469,6 +492,9 @@ class CallSession:
         # dial-in: the PIN entry, then the room it named
         self.pin: dtmf.PinEntry | None = None
         self.digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self.digit_rate = dtmf.DigitRate()  # whatever carries them: RTP events, INFO
+        self.webrtc_events = dtmf.EventDecoder()  # RFC 4733 from a WebRTC caller (tapped)
+        self.telephone_event: int | None = None  # its payload type, when negotiated
         self.room: str | None = None if call.room == settings.dial_in.number else call.room
         self.msrp: msrp.MsrpLink | None = None
         self.msrp_id = ""
@@ -479,8 +505,17 @@ class CallSession:
         task.add_done_callback(self.tasks.discard)
 
     def digit(self, d: str) -> None:
+        if not self.digit_rate.allow(time.monotonic()):
+            rl.warning("dtmf-rate", "call %s: DTMF beyond %.0f digits/s dropped", self.call.call_id[:40],
+                       dtmf.RATE)
+            return
         with contextlib.suppress(asyncio.QueueFull):  # a flood of events: the entry is bounded anyway
             self.digits.put_nowait(d)
+
+    def webrtc_event(self, ssrc: int, timestamp: int, payload: bytes) -> None:
+        digit = self.webrtc_events.feed(ssrc, timestamp, payload)
+        if digit is not None:
+            self.digit(digit)
 
     def view(self) -> dict[str, object]:
         out: dict[str, object] = {"media": self.kind, "muted": self.leg.muted,
@@ -494,6 +529,9 @@ class CallSession:
         if self.rtp is not None:
             out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_lost=self.rtp.lost,
                        dtmf_events=self.rtp.events.events)
+        elif self.telephone_event is not None:
+            out.update(dtmf_events=self.webrtc_events.events)
+        out.update(dtmf_dropped=self.digit_rate.dropped)
         return out
 
     async def close(self) -> None:
@@ -529,6 +567,12 @@ class MeetingMedia:
         session = self.sessions.get(key)
         return session.view() if session else {}
 
+    def digit(self, call: Call, digit: str) -> None:
+        """A digit the caller sent as SIP INFO (RFC 6086): to its PIN entry, if it has one."""
+        session = self.sessions.get(call.key)
+        if session is not None and session.pin is not None:
+            session.digit(digit)
+
     async def offered(self, call: Call) -> bytes:
         sdp = call.offer.decode("utf-8", "replace")
         kind = audio.sdp_kind(sdp)
@@ -553,7 +597,7 @@ class MeetingMedia:
                 raise CallRefused(488, "Offer PCMU or PCMA")
         session = CallSession(call, self.settings, lambda reason: self.hangup(call.key, reason))
         if session.room is None:
-            return await self._dial_in(session, plain, pt)
+            return await self._dial_in(session, sdp, plain, pt)
         self.sessions[call.key] = session
         try:
             async with self._joining:
@@ -593,16 +637,21 @@ class MeetingMedia:
         host = self.settings.public_host
         return msrp.message_answer(offer, local_path, host, session.session_id).encode()
 
-    async def _dial_in(self, session: CallSession, plain: audio.PlainOffer | None, pt: int | None) -> bytes:
-        """Answer at once, prompt for the PIN, join the room it names (or hang up)."""
+    async def _dial_in(self, session: CallSession, sdp: str, plain: audio.PlainOffer | None,
+                       pt: int | None) -> bytes:
+        """Answer at once, prompt for the PIN, join the room it names (or hang up). Digits come as
+        RFC 4733 events (G.711: telephone-event/8000; WebRTC: telephone-event/48000) or SIP INFO."""
         dial_in = self.settings.dial_in
-        if plain is None or pt is None or plain.telephone_event is None:
+        if plain is not None and (pt is None or plain.telephone_event is None):
             raise CallRefused(488, "Dial-in needs G.711 with telephone-event/8000 (RFC 4733)")
         if not dial_in.pins:
             raise CallRefused(404, "No dial-in PINs are configured")
         self.sessions[session.call.key] = session
         try:
-            answer = await self._plain(session, plain, pt)
+            if plain is not None and pt is not None:
+                answer = await self._plain(session, plain, pt)
+            else:
+                answer = await self._webrtc(session, sdp)
         except BaseException:
             self.sessions.pop(session.call.key, None)
             await session.close()
@@ -675,7 +724,18 @@ class MeetingMedia:
             else:
                 t.direction = "inactive"
         await pc.setLocalDescription(await pc.createAnswer())
-        return pc.localDescription.sdp
+        return self._with_dtmf(session, sdp, pc.localDescription.sdp)
+
+    def _with_dtmf(self, session: CallSession, offer: str, answer: str) -> str:
+        """Accept the caller's telephone-event/48000 (RFC 4733) in the answer and tap its events."""
+        pt = audio.telephone_event_pt(offer)
+        if pt is None or session.caller_pc is None:
+            return answer
+        if session.telephone_event != pt:
+            if not tap_telephone_events(session.caller_pc, pt, session.webrtc_event):
+                return answer
+            session.telephone_event = pt
+        return audio.with_telephone_event(answer, pt)
 
     async def _caller_voice(self, session: CallSession, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
@@ -708,7 +768,7 @@ class MeetingMedia:
             raise CallRefused(488, "No media session")
         await session.caller_pc.setRemoteDescription(RTCSessionDescription(text, "offer"))
         await session.caller_pc.setLocalDescription(await session.caller_pc.createAnswer())
-        return session.caller_pc.localDescription.sdp.encode()
+        return self._with_dtmf(session, text, session.caller_pc.localDescription.sdp).encode()
 
     async def ended(self, call: Call, reason: str) -> None:
         session = self.sessions.pop(call.key, None)

@@ -65,3 +65,27 @@ def test_plain_offer_and_answer() -> None:
     assert audio.sdp_kind("v=0\r\nm=video 9 RTP/AVP 96\r\n") == "unsupported"
     with pytest.raises(ValueError):
         audio.parse_plain_offer("v=0\r\nm=audio x RTP/AVP 0\r\n")
+
+
+WEBRTC_OFFER = (
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 126 13\r\nc=IN IP4 0.0.0.0\r\n"
+    "a=rtpmap:111 opus/48000/2\r\na=rtpmap:63 red/48000/2\r\n"
+    "a=rtpmap:126 telephone-event/8000\r\na=rtpmap:13 CN/8000\r\na=fingerprint:sha-256 AA\r\n"
+)
+
+
+def test_telephone_event_at_48k_found_and_added_to_the_answer() -> None:
+    assert audio.telephone_event_pt(WEBRTC_OFFER) is None  # only the 8 kHz one
+    offer = WEBRTC_OFFER.replace("m=audio 9 UDP/TLS/RTP/SAVPF 111 63 126 13",
+                                 "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 110 126 13")
+    offer = offer.replace("a=rtpmap:126", "a=rtpmap:110 telephone-event/48000\r\na=rtpmap:126")
+    assert audio.telephone_event_pt(offer) == 110
+    # a telephone-event not in the m-line's formats, or outside the dynamic range, is not taken
+    assert audio.telephone_event_pt(offer.replace(" 110 126", " 126")) is None
+    answer = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+              "c=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\na=fingerprint:sha-256 BB\r\n")
+    out = audio.with_telephone_event(answer, 110)
+    assert "m=audio 9 UDP/TLS/RTP/SAVPF 111 110\r\n" in out
+    assert "a=rtpmap:111 opus/48000/2\r\na=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n" in out
+    assert audio.with_telephone_event(out, 110) == out
