@@ -546,6 +546,7 @@ class Focus:
                         "endpoint": p.endpoint_id,
                         "state": p.state.value,
                         "sources": sum(len(m.sources) for m in p.sources.values()),
+                        "mixed_audio": p.mixed_audio,
                     }
                     for p in c.participants.values()
                 ],
