@@ -291,6 +291,8 @@ async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack:
         assert await wait_until(lambda: caller_heard_both() and heard_caller("bob") and heard_caller("eve"), 40), (
             f"caller heard both: {caller_heard_both()} (packets {len(phone.received)}), room heard caller: "
             f"{heard_caller('bob')}, {heard_caller('eve')}\n{stack.logs()}")
+        # mix-minus: the phone's own tone is not in what it hears
+        assert not peaks(np.concatenate(phone.received[-50:]), 8000, [CALLER_TONE])[0]
         # the gateway decodes one stream: the bridge's mix (not one per participant)
         call = call_view(stack, call_id)
         assert call["heard_frames"] > 100, call
