@@ -294,8 +294,7 @@ async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack:
         # mix-minus: the phone's own tone is not in what it hears
         assert not peaks(np.concatenate(phone.received[-50:]), 8000, [CALLER_TONE])[0]
         # the gateway decodes one stream: the bridge's mix (not one per participant)
-        call = call_view(stack, call_id)
-        assert call["heard_frames"] > 100, call
+        assert await wait_until(lambda: call_view(stack, call_id)["heard_frames"] > 100, 10), call_view(stack, call_id)
         c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
                        to=ok.get("To")))
         assert await wait_until(lambda: not call_view(stack, call_id), 20)
