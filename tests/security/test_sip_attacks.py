@@ -304,7 +304,8 @@ def test_hostile_sip_info_dtmf_is_refused_and_bounded(dial_in_gateway: dict[str,
         statuses = []
         while len(statuses) < 200 and (resp := c.recv_final(10)) is not None:
             statuses.append(resp.status)
-        assert len(statuses) == 200 and statuses.count(403) > 100, statuses
+        # UDP may drop some of a burst; of those answered, all but the burst and refill are refused
+        assert len(statuses) >= 100 and statuses.count(200) <= 60 and set(statuses) <= {200, 403}, statuses
         still_serves(dial_in_gateway)
         [call] = [x for x in get_json(dial_in_gateway["http"], "/calls") if x["call_id"] == call_id]
         assert call["state"] == "confirmed" and call["pin_attempt"] >= 1, call
