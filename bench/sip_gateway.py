@@ -10,7 +10,9 @@ gateway's own receive counters give the loss of the plain-RTP path on loopback. 
 call is up the gateway's process is sampled from ``/proc``:
 
 * CPU per call: the gateway's CPU time (user + system, all threads) over the window in which all
-  calls were up, divided by the window and the number of calls (% of one core per call);
+  calls were up, divided by the window and the number of calls (% of one core per call); the
+  bridge's the same way (it forwards each call's voice to the room and, for the gateway's
+  endpoints, runs the mix-minus mixer: one Opus stream per call instead of one per other caller);
 * audio loss: packets the gateway counted missing (RTP sequence gaps) over those expected, summed
   over the calls (``/calls``: ``rtp_in``, ``rtp_lost``);
 * SIPp's successful / failed calls and its response-time repartition.
@@ -139,6 +141,10 @@ def main() -> int:
     with SipStack() as stack:
         assert stack.sip is not None and stack.sip.proc is not None
         pid = stack.sip.proc.pid
+        bridge = next(iter(stack.bridges.values())).proc
+        assert bridge is not None
+        bridge_pid = bridge.pid
+        bridge_cpu: list[float] = []  # beside each sample
         api = f"http://127.0.0.1:{stack.sip_ports['http']}"
         samples: list[tuple[float, float, int, list[dict[str, object]]]] = []
         stop = threading.Event()
@@ -148,6 +154,7 @@ def main() -> int:
                 try:
                     calls = httpx.get(api + "/calls", timeout=5).json()
                     samples.append((time.monotonic(), cpu_seconds(pid), len(calls), calls))
+                    bridge_cpu.append(cpu_seconds(bridge_pid))
                 except (httpx.HTTPError, OSError):
                     pass
                 stop.wait(1.0)
@@ -160,7 +167,8 @@ def main() -> int:
         stop.set()
         sampler.join()
         elapsed = time.monotonic() - started
-        full = [s for s in samples if s[2] >= args.calls]
+        full_at = [i for i, s in enumerate(samples) if s[2] >= args.calls]
+        full = [samples[i] for i in full_at]
         print(f"SIPp: rc={result.returncode} after {elapsed:.0f} s")
         stat = (work / "stat.csv").read_text().splitlines() if (work / "stat.csv").exists() else []
         if len(stat) >= 2:
@@ -174,6 +182,9 @@ def main() -> int:
             cpu = full[-1][1] - full[0][1]
             print(f"gateway CPU with all {args.calls} calls up: {100 * cpu / window:.1f} % of a core over "
                   f"{window:.0f} s = {100 * cpu / window / args.calls:.2f} % of a core per call")
+            b_cpu = bridge_cpu[full_at[-1]] - bridge_cpu[full_at[0]]
+            print(f"bridge CPU with all {args.calls} calls up: {100 * b_cpu / window:.1f} % of a core = "
+                  f"{100 * b_cpu / window / args.calls:.2f} % of a core per call")
         # over every second with calls up, weighted by how many were: CPU seconds per call-second
         cpu_used = call_seconds = 0.0
         for a, b in itertools.pairwise(samples):

@@ -52,6 +52,10 @@ class Participant(BaseModel):
     # kinds ("audio", "video") a moderator muted: the bridge forwards none of them (its channel
     # is recvonly, services/focus/moderation.py), across bridge moves too
     muted: list[str] = Field(default_factory=list)
+    # the SIP gateway (its real JID is the gateway's account, services/focus/config.py): its audio
+    # channel is a mixer channel and its offer carries the bridge's one mixed stream, no one's
+    # sources; it gets no source-add/-remove (others still get its voice)
+    mixed_audio: bool = False
 
     @property
     def has_session(self) -> bool:
@@ -93,8 +97,12 @@ class Conference(BaseModel):
         return [p for p in self.participants.values() if p.endpoint_id != endpoint_id]
 
     def with_session(self, exclude: str | None = None) -> list[Participant]:
-        """Participants who hold a Jingle session (they get source updates)."""
-        return [p for p in self.participants.values() if p.has_session and p.endpoint_id != exclude]
+        """Participants who hold a Jingle session and hear sources (they get source updates; the
+        gateway, hearing the bridge's mix, does not)."""
+        return [
+            p for p in self.participants.values()
+            if p.has_session and p.endpoint_id != exclude and not p.mixed_audio
+        ]  # fmt: skip
 
     def sources_of_others(self, endpoint_id: str) -> dict[str, MediaSources]:
         """Everything the others send, per media: what a session-initiate advertises."""

@@ -25,6 +25,7 @@ class XmppSettings(Section):
     password: str = Field(min_length=1)
     resource: str = Field(min_length=1)
     nick: str = Field(min_length=1)
+    gateway_user: str = Field(default="jigasi", min_length=1)
     iq_timeout: float = Field(gt=0)
     max_stanza_depth: int = Field(default=32, ge=8, le=1000)
     max_stanza_size: int = Field(default=1 << 20, ge=4096)
@@ -37,6 +38,12 @@ class XmppSettings(Section):
     @property
     def jid(self) -> str:
         return f"{self.username}@{self.auth_domain}/{self.resource}"
+
+    @property
+    def gateway_jid(self) -> str:
+        """The SIP gateway's bare JID (Jigasi's account on the auth host): an occupant whose
+        real JID has it gets the bridge's mix-minus audio."""
+        return f"{self.gateway_user}@{self.auth_domain}".lower()
 
 
 class BridgeSettings(Section):
@@ -130,6 +137,7 @@ ENV_VARS = [
     EnvVar("XMPP_INTERNAL_MUC_DOMAIN", "jicofo.xmpp.internal-muc-domain"),
     EnvVar("JICOFO_AUTH_USER", "jicofo.xmpp.username"),
     EnvVar("JICOFO_AUTH_PASSWORD", "jicofo.xmpp.password"),
+    EnvVar("JIGASI_XMPP_USER", "jicofo.xmpp.gateway-user"),
     EnvVar("JVB_BREWERY_MUC", "jicofo.bridge.brewery-muc"),
     EnvVar("JICOFO_BRIDGE_COLIBRI_URLS", "jicofo.bridge.colibri-urls", _url_map),
     EnvVar("JICOFO_CONFERENCE_EMPTY_TIMEOUT", "jicofo.conference.empty-timeout", float),

@@ -66,6 +66,7 @@ def allocation_request(
         enable_sctp=s.enable_sctp,
         last_n=s.last_n,
         muted=participant.muted,
+        mixer=participant.mixed_audio,
     )
 
 
@@ -86,7 +87,7 @@ def allocated(
 ) -> Outbox:
     """The bridge's answer to ``request``: place the conference (when the request created it) and
     send the participant its offer. Raises :class:`offer.AllocationError` on an unusable answer."""
-    allocation = offer.read_allocation(response, participant.endpoint_id)
+    allocation = offer.read_allocation(response, participant.endpoint_id, mixer=participant.mixed_audio)
     if request.id is None:
         conf.bridge_id = bridge_id
         conf.colibri_id = response.id
@@ -94,9 +95,12 @@ def allocated(
     participant.sid = sid
     participant.state = ParticipantState.INVITED
     participant.invites += 1
-    message = offer.session_initiate(
-        sid, s.initiator, allocation, conf.sources_of_others(participant.endpoint_id), ice_lite=s.ice_lite
+    heard = (
+        offer.mixed_sources(allocation)
+        if participant.mixed_audio
+        else conf.sources_of_others(participant.endpoint_id)
     )
+    message = offer.session_initiate(sid, s.initiator, allocation, heard, ice_lite=s.ice_lite)
     # the bridge placement, as Jicofo names it: a restart request must name the current one
     message.bridge_session = conf.colibri_id
     message.bridge_session_region = region or None

@@ -34,6 +34,16 @@ from .store import ConferenceStore
 log = logging.getLogger("focus")
 
 
+def is_gateway(real_jid: str | None, gateway_jid: str) -> bool:
+    """Whether an occupant is the SIP gateway: its real JID, as the broker stamps it in the
+    room's ``muc#user`` item (a client's own is stripped), has the gateway account's bare JID.
+    Never the nick or anything else the occupant says about itself."""
+    if not real_jid:
+        return False
+    bare = real_jid.partition("/")[0].lower()
+    return bare == gateway_jid.lower()
+
+
 class Signaling(Protocol):
     async def ensure_room(self, room: str) -> set[str]: ...
     def leave_room(self, room: str) -> None: ...
@@ -211,7 +221,9 @@ class Focus:
         self._observe(conf)
         if participant is None:
             return
-        log.info("participant joined room=%s endpoint=%s jid=%s", room, nick, real_jid or "?")
+        participant.mixed_audio = is_gateway(real_jid, self.settings.xmpp.gateway_jid)
+        log.info("participant joined room=%s endpoint=%s jid=%s%s", room, nick, real_jid or "?",
+                 " (SIP gateway: mix-minus audio)" if participant.mixed_audio else "")  # fmt: skip
         self._spawn(self._invite(room, nick), f"invite {occupant_jid}")
 
     def occupant_left(self, room: str, nick: str) -> None:
@@ -534,6 +546,7 @@ class Focus:
                         "endpoint": p.endpoint_id,
                         "state": p.state.value,
                         "sources": sum(len(m.sources) for m in p.sources.values()),
+                        "mixed_audio": p.mixed_audio,
                     }
                     for p in c.participants.values()
                 ],

@@ -28,6 +28,9 @@ from .conference import MediaSources, Participant
 
 SCTP_PORT = 5000
 RTP_MEDIA = ("audio", "video")
+MIX_SOURCE_NAME = "jvb-mix-a0"
+"""The name (and msid) the gateway's offer gives the bridge's mixed audio stream."""
+MIX_MSID = "mixedmslabel mixedlabelaudio0"
 
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -64,6 +67,7 @@ class Allocation:
     channels: dict[str, str]
     transport: colibri.IceUdpTransport
     sctp: bool = False
+    mixed_ssrc: int | None = None  # the bridge's mix-minus stream, for a mixer audio channel
 
 
 # ------------------------------------------------------------------------------------ Colibri
@@ -77,10 +81,14 @@ def allocation_request(
     enable_sctp: bool = False,
     last_n: int = -1,
     muted: Collection[str] = (),
+    mixer: bool = False,
 ) -> colibri.Conference:
     """Audio, video (and data) for one endpoint in one channel-bundle (Colibri REST v1 join example, step 3; docs/protocols.md#colibri-rest).
 
-    With ``colibri_id`` None this is the body of the POST that creates the conference.
+    With ``colibri_id`` None this is the body of the POST that creates the conference. ``mixer``
+    (the SIP gateway, as Jicofo allocates for Jigasi): the audio channel is
+    ``"rtp-level-relay-type": "mixer"`` (one mix-minus stream instead of everyone's) and the
+    video channel has ``last-n`` 0 (no video).
     """
     contents = [
         colibri.Content(
@@ -92,7 +100,8 @@ def allocation_request(
                     endpoint=endpoint_id,
                     direction="recvonly" if media in muted else "sendrecv",
                     channel_bundle_id=endpoint_id,
-                    last_n=last_n if media == "video" and last_n >= 0 else None,
+                    last_n=(0 if mixer else last_n if last_n >= 0 else None) if media == "video" else None,
+                    rtp_level_relay_type="mixer" if mixer and media == "audio" else None,
                 )
             ],
         )
@@ -138,16 +147,20 @@ def mute_patch(colibri_id: str, participant: Participant) -> colibri.Conference:
     return colibri.Conference(id=colibri_id, contents=contents)
 
 
-def read_allocation(response: colibri.Conference, endpoint_id: str) -> Allocation:
-    """The channel ids and the bundle transport the bridge gave ``endpoint_id``."""
+def read_allocation(response: colibri.Conference, endpoint_id: str, *, mixer: bool = False) -> Allocation:
+    """The channel ids and the bundle transport the bridge gave ``endpoint_id`` (and with
+    ``mixer``, the SSRC of the mixed stream: the audio channel's one source)."""
     channels: dict[str, str] = {}
     sctp = False
+    mixed_ssrc: int | None = None
     for content in response.contents or ():
         mine = [
             c for c in content.channels or () if endpoint_id in (c.endpoint, c.channel_bundle_id) and c.id
         ]
         if mine:
             channels[content.name] = mine[-1].id  # type: ignore[assignment]
+            if mixer and content.name == "audio" and mine[-1].sources:
+                mixed_ssrc = mine[-1].sources[0]
         conns = [
             c
             for c in content.sctpconnections or ()
@@ -174,7 +187,17 @@ def read_allocation(response: colibri.Conference, endpoint_id: str) -> Allocatio
     t = bundle.transport
     if not t.ufrag or not t.pwd or not t.fingerprints:
         raise AllocationError(f"the transport for endpoint {endpoint_id} lacks ufrag/pwd/fingerprint")
-    return Allocation(channels=channels, transport=t, sctp=sctp)
+    if mixer and mixed_ssrc is None:
+        raise AllocationError(f"no mixed audio source for endpoint {endpoint_id} in the response")
+    return Allocation(channels=channels, transport=t, sctp=sctp, mixed_ssrc=mixed_ssrc)
+
+
+def mixed_sources(allocation: Allocation) -> dict[str, MediaSources]:
+    """What the gateway's offer carries instead of everyone's sources: the bridge's mixed audio
+    stream, one SSRC, owned by no occupant."""
+    assert allocation.mixed_ssrc is not None
+    return {"audio": MediaSources(sources=[Source(ssrc=allocation.mixed_ssrc, name=MIX_SOURCE_NAME,
+                                                  msid=MIX_MSID)])}
 
 
 def accept_patch(

@@ -32,6 +32,7 @@ class StackSettings:
     focus_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     jvb_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     recorder_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    gateway_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     nginx_binary: str = "/usr/sbin/nginx"
     # coturn (services/turn): TURN/STUN on turn_port (+ offset), UDP and TCP, relaying from
     # turn_relay_ports; the broker hands out credentials for it (XEP-0215)
@@ -133,6 +134,8 @@ def build_plan(s: StackSettings) -> StackPlan:
         "JVB_AUTH_PASSWORD": s.jvb_password,
         "JIBRI_XMPP_USER": "jibri",
         "JIBRI_XMPP_PASSWORD": s.recorder_password,
+        "JIGASI_XMPP_USER": "jigasi",
+        "JIGASI_XMPP_PASSWORD": s.gateway_password,
     }
     c2s, xmpp_http = s.port(5222), s.port(5280)
     turn_port = s.port(3478)
@@ -209,6 +212,7 @@ def build_plan(s: StackSettings) -> StackPlan:
                 **xmpp_client,
                 "JICOFO_AUTH_USER": "focus",
                 "JICOFO_AUTH_PASSWORD": s.focus_password,
+                "JIGASI_XMPP_USER": "jigasi",
                 "JICOFO_HTTP_HOST": "127.0.0.1",
                 "JICOFO_HTTP_PORT": str(focus_http),
                 **public_auth,
@@ -269,6 +273,8 @@ def build_plan(s: StackSettings) -> StackPlan:
                 "SIP_HTTP_HOST": "127.0.0.1",
                 "SIP_HTTP_PORT": str(sip_http),
                 "SIP_ACCOUNTS": s.sip_accounts,
+                "JIGASI_XMPP_USER": "jigasi",
+                "JIGASI_XMPP_PASSWORD": s.gateway_password,
                 # the local bridges advertise 127.0.0.1: the gateway must offer it too
                 "SIP_ICE_HOST_ADDRESSES": "127.0.0.1",
                 "SIP_RTP_HOST": "127.0.0.1",

@@ -80,17 +80,6 @@ def up_8k_to_48k(pcm: np.ndarray) -> np.ndarray:
     return np.interp(x, np.arange(len(pcm)), pcm.astype(np.float32)).astype(np.int16)
 
 
-def mix(frames: list[np.ndarray], size: int = FRAME) -> np.ndarray:
-    """Sum of mono int16 frames, clipped to 16 bits; silence when there is none."""
-    if not frames:
-        return np.zeros(size, np.int16)
-    total = np.zeros(size, np.int32)
-    for f in frames:
-        n = min(size, len(f))
-        total[:n] += f[:n]
-    return np.clip(total, -32768, 32767).astype(np.int16)
-
-
 def prompt_frames(frequency: float, beeps: int, beep_ms: int = 250, gap_ms: int = 150,
                   level: int = 8000) -> list[np.ndarray]:
     """A generated announcement: ``beeps`` tones of ``frequency`` Hz, as 20 ms frames at 48 kHz."""
@@ -259,3 +248,44 @@ def plain_answer(offer: PlainOffer, pt: int, address: str, port: int, session_id
                   f"a=fmtp:{offer.telephone_event} 0-15"]
     lines += ["a=ptime:20", f"a={direction}"]
     return "\r\n".join(lines) + "\r\n"
+
+
+def _audio_section(lines: list[str]) -> tuple[int, int]:
+    """[start, end) of the first ``m=audio`` section of SDP lines; (-1, -1) without one."""
+    start = next((i for i, line in enumerate(lines) if line.startswith("m=audio ")), -1)
+    if start < 0:
+        return -1, -1
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("m=")), len(lines))
+    return start, end
+
+
+def telephone_event_pt(sdp: str, clock: int = 48000) -> int | None:
+    """The payload type of ``telephone-event/<clock>`` (RFC 4733) offered in the first audio
+    m-line (a WebRTC caller's is at 48 kHz, Opus's clock), or None."""
+    lines = sdp.splitlines()[:400]
+    start, end = _audio_section(lines)
+    if start < 0:
+        return None
+    formats = set(lines[start].split()[3:])
+    for line in lines[start + 1 : end]:
+        if line.startswith("a=rtpmap:"):
+            pt_text, _, enc = line[len("a=rtpmap:") :].partition(" ")
+            if (pt_text in formats and pt_text.isdigit() and 96 <= int(pt_text) <= 127
+                    and enc.strip().lower() == f"telephone-event/{clock}"):
+                return int(pt_text)
+    return None
+
+
+def with_telephone_event(answer: str, pt: int, clock: int = 48000) -> str:
+    """``answer`` (an aiortc answer, which knows no telephone-event) accepting the offer's
+    ``telephone-event/<clock>`` as ``pt`` on its audio m-line, events 0-15 (RFC 4733 §7.1.1)."""
+    eol = "\r\n" if "\r\n" in answer else "\n"
+    lines = answer.splitlines()
+    start, end = _audio_section(lines)
+    if start < 0 or str(pt) in lines[start].split()[3:]:
+        return answer
+    lines[start] = f"{lines[start]} {pt}"
+    last_rtp = max((i for i in range(start + 1, end) if lines[i].startswith(("a=rtpmap:", "a=fmtp:",
+                                                                             "a=rtcp-fb:"))), default=start)
+    lines[last_rtp + 1 : last_rtp + 1] = [f"a=rtpmap:{pt} telephone-event/{clock}", f"a=fmtp:{pt} 0-15"]
+    return eol.join(lines) + eol

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from services.common import xmpp_names
 from services.common.config import EnvVar, Section, load_config, split_list
 
 from . import dtmf
@@ -53,9 +55,22 @@ class XmppSettings(Section):
     server: str
     port: int = Field(ge=1, le=65535)
     domain: str = Field(min_length=1)
+    auth_domain: str = Field(min_length=1)
     muc_domain: str = Field(min_length=1)
     focus_address: str
+    username: str = Field(min_length=1)
+    password: str
     iq_timeout: float = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_hosts(cls, data: Any) -> Any:
+        return xmpp_names.fill_hosts(data, "auth-domain")
+
+    @property
+    def account(self) -> str:
+        """The gateway's bare JID, ``jigasi@auth.<domain>`` as Jigasi's."""
+        return f"{self.username}@{self.auth_domain}"
 
     @property
     def focus(self) -> str:
@@ -165,6 +180,9 @@ ENV_VARS = [
     EnvVar("XMPP_SERVER", "sip.xmpp.server"),
     EnvVar("XMPP_PORT", "sip.xmpp.port", int),
     EnvVar("XMPP_MUC_DOMAIN", "sip.xmpp.muc-domain"),
+    EnvVar("XMPP_AUTH_DOMAIN", "sip.xmpp.auth-domain"),
+    EnvVar("JIGASI_XMPP_USER", "sip.xmpp.username"),
+    EnvVar("JIGASI_XMPP_PASSWORD", "sip.xmpp.password"),
     EnvVar("XMPP_FOCUS_ADDRESS", "sip.xmpp.focus-address"),
     EnvVar("SIP_ICE_HOST_ADDRESSES", "sip.media.ice-host-addresses", split_list),
     EnvVar("SIP_RTP_HOST", "sip.media.rtp-host"),

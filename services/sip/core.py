@@ -27,6 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
+from . import dtmf
 from .digest import DigestAuth
 from .message import (
     NameAddr,
@@ -44,7 +45,7 @@ log = logging.getLogger("sip.core")
 T1 = 0.5  # RFC 3261 §17.1.1.1
 T2 = 4.0
 T4 = 5.0
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO"
 ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 TransportName = Literal["udp", "tcp", "ws", "wss"]
@@ -121,6 +122,7 @@ class Call:
     ok_give_up: float = 0.0
     reinvite: SipMessage | None = None
     created: float = 0.0
+    dtmf_rate: dtmf.DigitRate = field(default_factory=dtmf.DigitRate)  # INFO digits (RFC 6086)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,14 @@ class CallReoffered:
 
 
 @dataclass(frozen=True)
+class CallDigit:
+    """A DTMF digit the caller sent as SIP INFO (RFC 6086)."""
+
+    call: Call
+    digit: str
+
+
+@dataclass(frozen=True)
 class CallEnded:
     call: Call
     reason: str
@@ -151,7 +161,7 @@ class Registered:
     removed: bool
 
 
-Event = CallOffered | CallConfirmed | CallReoffered | CallEnded | Registered
+Event = CallOffered | CallConfirmed | CallReoffered | CallDigit | CallEnded | Registered
 
 
 @dataclass
@@ -345,6 +355,8 @@ class SipCore:
             self._invite(txn, flow, req, uri, now)
         elif method == "BYE":
             self._bye(txn, flow, req, now)
+        elif method == "INFO":
+            self._info(txn, flow, req, now)
         else:
             self._respond(txn, flow, req, 405, extra=[("Allow", ALLOW)], now=now)
 
@@ -689,6 +701,40 @@ class SipCore:
             self._respond(itxn, call.flow, call.invite, 487, to_tag=call.local_tag, now=now)
         self._end(call, "remote hangup")
         self.calls.pop(call.key, None)
+
+    def _info(self, txn: _ServerTxn, flow: Flow, req: SipMessage, now: float) -> None:
+        """INFO in a dialog (RFC 6086) carrying a DTMF digit, ``application/dtmf-relay`` or
+        ``application/dtmf`` (:func:`dtmf.parse_info`): 200 and a :class:`CallDigit`; 415 for
+        another body, 400 for a malformed one, 403 beyond the caller's digit rate. An INFO without
+        a body is answered 200 (a keep-alive)."""
+        call = self._find_dialog(req)
+        if call is None or call.state not in ("answered", "confirmed"):
+            self._respond(txn, flow, req, 481, now=now)
+            return
+        if req.cseq[0] <= call.remote_cseq:
+            self._respond(txn, flow, req, 500, "CSeq out of order", to_tag=call.local_tag, now=now)
+            return
+        call.remote_cseq = req.cseq[0]
+        if not req.body:
+            self._respond(txn, flow, req, 200, to_tag=call.local_tag, now=now)
+            return
+        content_type = req.get("Content-Type") or ""
+        if content_type.split(";", 1)[0].strip().lower() not in dtmf.INFO_TYPES:
+            self._respond(txn, flow, req, 415, to_tag=call.local_tag,
+                          extra=[("Accept", ", ".join(dtmf.INFO_TYPES))], now=now)
+            return
+        try:
+            digit = dtmf.parse_info(content_type, req.body)
+        except ValueError as exc:
+            self._count("bad_dtmf")
+            self._respond(txn, flow, req, 400, f"Bad DTMF: {str(exc)[:60]}", to_tag=call.local_tag, now=now)
+            return
+        if not call.dtmf_rate.allow(now):
+            self._count("dtmf_rate")
+            self._respond(txn, flow, req, 403, "Too many DTMF digits", to_tag=call.local_tag, now=now)
+            return
+        self._respond(txn, flow, req, 200, to_tag=call.local_tag, now=now)
+        self.events.append(CallDigit(call, digit))
 
     def _reinvite(self, txn: _ServerTxn, flow: Flow, req: SipMessage, frm: NameAddr, to: NameAddr,
                   now: float) -> None:

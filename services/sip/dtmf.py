@@ -8,6 +8,11 @@ decides. The PIN table is the operator's (``sip.dial-in.pins``, ``"PIN:room"``):
 conference mapper answers the same question (numeric id → conference) over HTTP; a table keeps
 the gateway self-contained.
 
+Digits also come as SIP INFO (RFC 6086) with ``application/dtmf-relay`` (``Signal=5`` and
+``Duration=160`` lines, what JsSIP sends by default) or ``application/dtmf`` (the digit, or its
+event number): :func:`parse_info`. Whatever the source, a caller's digits pass a
+:class:`DigitRate` (``RATE`` per second, ``BURST`` at once); beyond it they are dropped.
+
 Bounds: at most ``max_digits`` digits per attempt (more end the attempt as a wrong PIN), a digit
 within ``digit_timeout`` seconds of the prompt or the previous digit, ``max_attempts`` attempts,
 and the whole entry within ``total_timeout`` seconds.
@@ -20,6 +25,57 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DIGITS = "0123456789*#ABCD"  # RFC 4733 §3.2: events 0-15
+INFO_TYPES = ("application/dtmf-relay", "application/dtmf")
+MAX_INFO_BODY = 256
+RATE = 10.0  # digits per second a caller may key, after a burst of
+BURST = 20.0
+
+
+class DigitRate:
+    """A token bucket of digits for one caller (a person keys a few per second)."""
+
+    def __init__(self, rate: float = RATE, burst: float = BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at: float | None = None
+        self.dropped = 0
+
+    def allow(self, now: float) -> bool:
+        if self.at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.dropped += 1
+        return False
+
+
+def parse_info(content_type: str, body: bytes) -> str:
+    """The digit of a SIP INFO body (RFC 6086) of ``content_type`` (one of :data:`INFO_TYPES`,
+    parameters ignored); raises ``ValueError`` for anything else or a malformed body."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind not in INFO_TYPES:
+        raise ValueError(f"not a DTMF content type: {kind[:64]!r}")
+    if len(body) > MAX_INFO_BODY:
+        raise ValueError("DTMF body too long")
+    text = body.decode("ascii", "strict").strip()
+    if kind == "application/dtmf-relay":
+        signal = None
+        for line in text.splitlines():
+            name, eq, value = line.partition("=")
+            if eq and name.strip().lower() == "signal":
+                if signal is not None:
+                    raise ValueError("more than one Signal")
+                signal = value.strip()
+        if signal is None:
+            raise ValueError("no Signal line")
+        text = signal
+    if len(text) == 1 and text.upper() in DIGITS:
+        return text.upper()
+    if text.isdigit() and int(text) < len(DIGITS):  # the event number (RFC 4733 §3.2)
+        return DIGITS[int(text)]
+    raise ValueError(f"not a DTMF digit: {text[:16]!r}")
 
 
 @dataclass(frozen=True)

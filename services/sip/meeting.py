@@ -1,11 +1,14 @@
 """The media side of calls: each call joins its meeting as a visible participant and carries
 audio both ways.
 
-The meeting leg does what the web client does: an anonymous XMPP session on the client host, the
-conference IQ to the focus, a MUC join with the caller's display name as nick, and a Jingle answer
-(aiortc) to the focus's ``session-initiate`` sending one audio source: the caller's voice. Video
-m-lines are answered ``inactive``. What the bridge sends (every other participant's Opus) is
-decoded by aiortc and mixed here (``audio.mix``) for the caller.
+The meeting leg does what Jigasi does: an XMPP session with the gateway's own account
+(``jigasi@auth.<domain>``), the conference IQ to the focus, a MUC join with the caller's display
+name as nick, and a Jingle answer (aiortc) to the focus's ``session-initiate`` sending one audio
+source: the caller's voice, which the bridge forwards to everyone. The focus recognises the
+account (by the real JID the broker stamps) and gives the leg a mixer audio channel
+(``"rtp-level-relay-type": "mixer"``, Colibri): its offer carries one audio source, the bridge's
+mix-minus of everyone else (``jvb-mix-a0``), and no video (last-n 0; video m-lines are answered
+``inactive``). aiortc decodes that one stream for the caller; the gateway mixes nothing itself.
 
 The caller leg is either WebRTC (a browser SIP client such as JsSIP: ICE + DTLS-SRTP + Opus,
 answered by a second aiortc peer connection) or plain RTP with G.711 (a desk phone, baresip,
@@ -55,7 +58,7 @@ NS_FOCUS = "http://jitsi.org/protocol/focus"
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_NICK = "http://jabber.org/protocol/nick"
 NS_AUDIO_MUTE = "http://jitsi.org/jitmeet/audio"
-MAX_QUEUED_FRAMES = 8  # 160 ms per source: older audio is dropped rather than delayed
+MAX_QUEUED_FRAMES = 8  # 160 ms: older audio is dropped rather than delayed
 
 
 class Pacer:
@@ -92,69 +95,94 @@ def _pcm(frame: Any) -> np.ndarray:
     return audio.to_mono(frame.to_ndarray(), len(frame.layout.channels))
 
 
-class Mixer:
-    """Queues of 48 kHz mono frames, one per source; :meth:`pull` takes one frame of each."""
+class FrameQueue:
+    """One stream of 48 kHz mono audio in 20 ms frames, bounded (older audio is dropped rather
+    than delayed), and an announcement that is played instead of it while it lasts."""
 
     def __init__(self) -> None:
-        self.sources: dict[str, deque[np.ndarray]] = {}
+        self.frames: deque[np.ndarray] = deque()
         self.frames_in = 0
         self.frames_dropped = 0
-        self.prompt: deque[np.ndarray] = deque()  # an announcement played over the mix
+        self.prompt: deque[np.ndarray] = deque()
 
     def play(self, frames: list[np.ndarray]) -> None:
-        """Play ``frames`` (replacing what was playing) over the mix."""
+        """Play ``frames`` (replacing what was playing) instead of the stream."""
         self.prompt = deque(frames)
 
-    def push(self, source: str, pcm: np.ndarray) -> None:
-        queue = self.sources.setdefault(source, deque())
+    def push(self, pcm: np.ndarray) -> None:
         for start in range(0, len(pcm) - audio.FRAME + 1, audio.FRAME):
-            if len(queue) >= MAX_QUEUED_FRAMES:
-                queue.popleft()
+            if len(self.frames) >= MAX_QUEUED_FRAMES:
+                self.frames.popleft()
                 self.frames_dropped += 1
-            queue.append(pcm[start : start + audio.FRAME])
+            self.frames.append(pcm[start : start + audio.FRAME])
             self.frames_in += 1
 
-    def remove(self, source: str) -> None:
-        self.sources.pop(source, None)
-
     def pull(self) -> np.ndarray:
-        frames = [q.popleft() for q in self.sources.values() if q]
+        frame = self.frames.popleft() if self.frames else None
         if self.prompt:
-            frames.append(self.prompt.popleft())
-        return audio.mix(frames)
+            return self.prompt.popleft()
+        return frame if frame is not None else np.zeros(audio.FRAME, np.int16)
 
 
-class MixTrack(MediaStreamTrack):
-    """An audio track playing what :class:`Mixer` pulls, every 20 ms."""
+class QueueTrack(MediaStreamTrack):
+    """An audio track playing what :class:`FrameQueue` pulls, every 20 ms."""
 
     kind = "audio"
 
-    def __init__(self, mixer: Mixer) -> None:
+    def __init__(self, queue: FrameQueue) -> None:
         super().__init__()
-        self.mixer = mixer
+        self.queue = queue
         self.pacer = Pacer()
 
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         index = await self.pacer.wait()
-        return _frame(self.mixer.pull(), index)
+        return _frame(self.queue.pull(), index)
+
+
+def tap_telephone_events(pc: RTCPeerConnection, pt: int, on_event: Callable[[int, int, bytes], None]) -> bool:
+    """RFC 4733 events from a WebRTC caller, which aiortc neither negotiates nor delivers: the
+    decrypted RTP of payload type ``pt`` is routed to the audio receiver and taken there, before
+    aiortc looks for a decoder (``on_event(ssrc, timestamp, payload)``); every other packet goes
+    on to aiortc. False when the connection has no audio receiver with a transport yet."""
+    receiver = next((t.receiver for t in pc.getTransceivers()
+                     if t.kind == "audio" and t.receiver.transport is not None), None)
+    if receiver is None:
+        return False
+    router = receiver.transport._rtp_router  # aiortc's SSRC/payload-type demultiplexer (BUNDLE)
+    router.payload_type_table.setdefault(pt, set()).add(receiver)
+    original = receiver._handle_rtp_packet
+
+    async def handle(packet: Any, arrival_time_ms: int) -> None:
+        if packet.payload_type == pt:
+            on_event(packet.ssrc, packet.timestamp, bytes(packet.payload[:16]))
+            return
+        await original(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    return True
 
 
 class MeetingLeg(slixmpp.ClientXMPP):
     """The call's participant in the meeting: XMPP, Jingle, one aiortc peer connection."""
 
-    def __init__(self, settings: SipSettings, nick: str, voice: Mixer, heard: Mixer,
+    def __init__(self, settings: SipSettings, nick: str, voice: FrameQueue, heard: FrameQueue,
                  on_gone: Callable[[str], None]) -> None:
-        super().__init__(settings.xmpp.domain, None)  # type: ignore[arg-type]
+        x = settings.xmpp
+        # one session per call, each its own resource of the gateway's account
+        super().__init__(f"{x.account}/sip-{secrets.token_hex(6)}", x.password)
         self.settings = settings
         self.nick = nick
         self.voice = voice  # the caller's voice, sent into the meeting
-        self.heard = heard  # everyone else, for the caller
+        self.heard = heard  # the bridge's mix-minus of everyone else, for the caller
         self.on_gone = on_gone
         self.enable_direct_tls = False
         self.enable_starttls = False
         self.enable_plaintext = True
+        self["feature_mechanisms"].unencrypted_scram = True
+        self["feature_mechanisms"].unencrypted_plain = True
+        self._heard_track: MediaStreamTrack | None = None
         self.room: str | None = None
         self.pc: RTCPeerConnection | None = None
         self.offer: SdpOffer | None = None
@@ -166,7 +194,7 @@ class MeetingLeg(slixmpp.ClientXMPP):
         self._joined: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._track: MixTrack | None = None
+        self._track: QueueTrack | None = None
         self.add_event_handler("session_start", lambda _e: self._started.set())
         self.add_event_handler("disconnected", lambda _e: self._gone("XMPP session lost"))
         self.register_handler(Callback(
@@ -195,6 +223,8 @@ class MeetingLeg(slixmpp.ClientXMPP):
 
     async def join(self, room: str, within: float) -> None:
         x = self.settings.xmpp
+        if not x.password:
+            raise CallRefused(503, "The gateway has no meeting account (JIGASI_XMPP_PASSWORD)")
         self._connected_once = True
         self.connect(x.server, x.port)
         await asyncio.wait_for(self._started.wait(), within)
@@ -314,7 +344,7 @@ class MeetingLeg(slixmpp.ClientXMPP):
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         pc.on("track", self._on_track)
         await pc.setRemoteDescription(RTCSessionDescription(self.offer.render(), "offer"))
-        self._track = MixTrack(self.voice)
+        self._track = QueueTrack(self.voice)
         for t in pc.getTransceivers():
             if t.mid == "audio":
                 t.sender.replaceTrack(self._track)
@@ -342,15 +372,12 @@ class MeetingLeg(slixmpp.ClientXMPP):
             self._spawn(self._consume(track))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
-        key = f"t{id(track)}"
-        try:
-            with contextlib.suppress(MediaStreamError):
-                while True:
-                    frame = await track.recv()
-                    pcm = _pcm(frame)
-                    self.heard.push(key, pcm)
-        finally:
-            self.heard.remove(key)
+        """The bridge's mixed stream (the one audio source of the offer), decoded by aiortc; a
+        newer track (a new session) takes over."""
+        self._heard_track = track
+        with contextlib.suppress(MediaStreamError):
+            while self._heard_track is track:
+                self.heard.push(_pcm(await track.recv()))
 
     async def _close_pc(self) -> None:
         pc, self.pc = self.pc, None
@@ -376,7 +403,7 @@ class MeetingLeg(slixmpp.ClientXMPP):
 class PlainRtp(asyncio.DatagramProtocol):
     """One plain-RTP (G.711) caller: decode what it sends into the voice mixer, send it the mix."""
 
-    def __init__(self, pt: int, remote: tuple[str, int], voice: Mixer, heard: Mixer,
+    def __init__(self, pt: int, remote: tuple[str, int], voice: FrameQueue, heard: FrameQueue,
                  muted: Callable[[], bool], telephone_event: int | None = None,
                  on_digit: Callable[[str], None] | None = None) -> None:
         self.pt = pt
@@ -427,7 +454,7 @@ class PlainRtp(asyncio.DatagramProtocol):
         self.packets_in += 1
         if self.muted():
             return
-        self.voice.push("caller", audio.up_8k_to_48k(audio.g711_decode(packet.payload, packet.pt)))
+        self.voice.push(audio.up_8k_to_48k(audio.g711_decode(packet.payload, packet.pt)))
 
     async def _send_loop(self) -> None:
         pacer = Pacer()
@@ -452,8 +479,8 @@ class PlainRtp(asyncio.DatagramProtocol):
 class CallSession:
     def __init__(self, call: Call, settings: SipSettings, on_gone: Callable[[str], None]) -> None:
         self.call = call
-        self.voice = Mixer()
-        self.heard = Mixer()
+        self.voice = FrameQueue()
+        self.heard = FrameQueue()
         self.leg = MeetingLeg(settings, call.display_name, self.voice, self.heard, on_gone)
         self.kind = audio.sdp_kind(call.offer.decode("utf-8", "replace"))
         self.caller_pc: RTCPeerConnection | None = None
@@ -465,6 +492,9 @@ class CallSession:
         # dial-in: the PIN entry, then the room it named
         self.pin: dtmf.PinEntry | None = None
         self.digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self.digit_rate = dtmf.DigitRate()  # whatever carries them: RTP events, INFO
+        self.webrtc_events = dtmf.EventDecoder()  # RFC 4733 from a WebRTC caller (tapped)
+        self.telephone_event: int | None = None  # its payload type, when negotiated
         self.room: str | None = None if call.room == settings.dial_in.number else call.room
         self.msrp: msrp.MsrpLink | None = None
         self.msrp_id = ""
@@ -475,12 +505,21 @@ class CallSession:
         task.add_done_callback(self.tasks.discard)
 
     def digit(self, d: str) -> None:
+        if not self.digit_rate.allow(time.monotonic()):
+            rl.warning("dtmf-rate", "call %s: DTMF beyond %.0f digits/s dropped", self.call.call_id[:40],
+                       dtmf.RATE)
+            return
         with contextlib.suppress(asyncio.QueueFull):  # a flood of events: the entry is bounded anyway
             self.digits.put_nowait(d)
 
+    def webrtc_event(self, ssrc: int, timestamp: int, payload: bytes) -> None:
+        digit = self.webrtc_events.feed(ssrc, timestamp, payload)
+        if digit is not None:
+            self.digit(digit)
+
     def view(self) -> dict[str, object]:
         out: dict[str, object] = {"media": self.kind, "muted": self.leg.muted,
-                                  "heard_sources": len(self.heard.sources)}
+                                  "heard_frames": self.heard.frames_in, "heard_dropped": self.heard.frames_dropped}
         if self.msrp is not None:
             m = self.msrp.session
             out.update(msrp_connected=self.msrp.writer is not None, msrp_in=m.received_messages,
@@ -490,6 +529,9 @@ class CallSession:
         if self.rtp is not None:
             out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_lost=self.rtp.lost,
                        dtmf_events=self.rtp.events.events)
+        elif self.telephone_event is not None:
+            out.update(dtmf_events=self.webrtc_events.events)
+        out.update(dtmf_dropped=self.digit_rate.dropped)
         return out
 
     async def close(self) -> None:
@@ -525,6 +567,12 @@ class MeetingMedia:
         session = self.sessions.get(key)
         return session.view() if session else {}
 
+    def digit(self, call: Call, digit: str) -> None:
+        """A digit the caller sent as SIP INFO (RFC 6086): to its PIN entry, if it has one."""
+        session = self.sessions.get(call.key)
+        if session is not None and session.pin is not None:
+            session.digit(digit)
+
     async def offered(self, call: Call) -> bytes:
         sdp = call.offer.decode("utf-8", "replace")
         kind = audio.sdp_kind(sdp)
@@ -549,7 +597,7 @@ class MeetingMedia:
                 raise CallRefused(488, "Offer PCMU or PCMA")
         session = CallSession(call, self.settings, lambda reason: self.hangup(call.key, reason))
         if session.room is None:
-            return await self._dial_in(session, plain, pt)
+            return await self._dial_in(session, sdp, plain, pt)
         self.sessions[call.key] = session
         try:
             async with self._joining:
@@ -589,16 +637,21 @@ class MeetingMedia:
         host = self.settings.public_host
         return msrp.message_answer(offer, local_path, host, session.session_id).encode()
 
-    async def _dial_in(self, session: CallSession, plain: audio.PlainOffer | None, pt: int | None) -> bytes:
-        """Answer at once, prompt for the PIN, join the room it names (or hang up)."""
+    async def _dial_in(self, session: CallSession, sdp: str, plain: audio.PlainOffer | None,
+                       pt: int | None) -> bytes:
+        """Answer at once, prompt for the PIN, join the room it names (or hang up). Digits come as
+        RFC 4733 events (G.711: telephone-event/8000; WebRTC: telephone-event/48000) or SIP INFO."""
         dial_in = self.settings.dial_in
-        if plain is None or pt is None or plain.telephone_event is None:
+        if plain is not None and (pt is None or plain.telephone_event is None):
             raise CallRefused(488, "Dial-in needs G.711 with telephone-event/8000 (RFC 4733)")
         if not dial_in.pins:
             raise CallRefused(404, "No dial-in PINs are configured")
         self.sessions[session.call.key] = session
         try:
-            answer = await self._plain(session, plain, pt)
+            if plain is not None and pt is not None:
+                answer = await self._plain(session, plain, pt)
+            else:
+                answer = await self._webrtc(session, sdp)
         except BaseException:
             self.sessions.pop(session.call.key, None)
             await session.close()
@@ -666,12 +719,23 @@ class MeetingMedia:
         await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         for t in pc.getTransceivers():
             if t.kind == "audio":
-                t.sender.replaceTrack(MixTrack(session.heard))
+                t.sender.replaceTrack(QueueTrack(session.heard))
                 t.direction = "sendrecv"
             else:
                 t.direction = "inactive"
         await pc.setLocalDescription(await pc.createAnswer())
-        return pc.localDescription.sdp
+        return self._with_dtmf(session, sdp, pc.localDescription.sdp)
+
+    def _with_dtmf(self, session: CallSession, offer: str, answer: str) -> str:
+        """Accept the caller's telephone-event/48000 (RFC 4733) in the answer and tap its events."""
+        pt = audio.telephone_event_pt(offer)
+        if pt is None or session.caller_pc is None:
+            return answer
+        if session.telephone_event != pt:
+            if not tap_telephone_events(session.caller_pc, pt, session.webrtc_event):
+                return answer
+            session.telephone_event = pt
+        return audio.with_telephone_event(answer, pt)
 
     async def _caller_voice(self, session: CallSession, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
@@ -680,7 +744,7 @@ class MeetingMedia:
                 if session.leg.muted:
                     continue
                 pcm = _pcm(frame)
-                session.voice.push("caller", pcm)
+                session.voice.push(pcm)
 
     async def reoffered(self, call: Call, sdp: bytes) -> bytes:
         session = self.sessions.get(call.key)
@@ -704,7 +768,7 @@ class MeetingMedia:
             raise CallRefused(488, "No media session")
         await session.caller_pc.setRemoteDescription(RTCSessionDescription(text, "offer"))
         await session.caller_pc.setLocalDescription(await session.caller_pc.createAnswer())
-        return session.caller_pc.localDescription.sdp.encode()
+        return self._with_dtmf(session, text, session.caller_pc.localDescription.sdp).encode()
 
     async def ended(self, call: Call, reason: str) -> None:
         session = self.sessions.pop(call.key, None)

@@ -32,6 +32,7 @@ from . import metrics, msrp
 from .core import (
     Call,
     CallConfirmed,
+    CallDigit,
     CallEnded,
     CallOffered,
     CallReoffered,
@@ -62,6 +63,10 @@ class CallMedia(Protocol):
         ...
 
     async def reoffered(self, call: Call, sdp: bytes) -> bytes: ...
+
+    def digit(self, call: Call, digit: str) -> None:
+        """A DTMF digit the caller sent as SIP INFO (already rate-bounded by the core)."""
+        ...
 
     async def ended(self, call: Call, reason: str) -> None: ...
 
@@ -197,6 +202,8 @@ class SipGateway:
             if joining is not None and not joining.done():
                 joining.cancel()
             self.tasks.spawn(self.media.ended(call, event.reason), "end call media")
+        elif isinstance(event, CallDigit):
+            self.media.digit(event.call, event.digit)
         elif isinstance(event, CallConfirmed):
             metrics.CALLS_CONFIRMED.inc()
         elif isinstance(event, Registered):

@@ -140,6 +140,8 @@ class XmppConfig(Section):
     jvb_password: str
     recorder_user: str
     recorder_password: str
+    gateway_user: str = "jigasi"
+    gateway_password: str = ""
     accounts: list[AccountConfig]
     c2s: C2SConfig
     http: HttpConfig
@@ -186,6 +188,8 @@ ENV = [
     EnvVar("JVB_AUTH_PASSWORD", "xmpp.jvb-password"),
     EnvVar("JIBRI_XMPP_USER", "xmpp.recorder-user"),
     EnvVar("JIBRI_XMPP_PASSWORD", "xmpp.recorder-password"),
+    EnvVar("JIGASI_XMPP_USER", "xmpp.gateway-user"),
+    EnvVar("JIGASI_XMPP_PASSWORD", "xmpp.gateway-password"),
     EnvVar("XMPP_C2S_PORT", "xmpp.c2s.port", int),
     EnvVar("XMPP_HTTP_PORT", "xmpp.http.port", int),
     EnvVar("XMPP_BIND_ADDRESS", "xmpp.c2s.bind-address"),

@@ -54,6 +54,7 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
         (cfg.focus_user, cfg.focus_password),
         (cfg.jvb_user, cfg.jvb_password),
         (cfg.recorder_user, cfg.recorder_password),
+        (cfg.gateway_user, cfg.gateway_password),
     ):
         if password:
             accounts[user.lower()] = ScramCredential.from_password(password)

@@ -30,6 +30,7 @@ JSSIP_DIR = Path(__file__).with_name("jssip")
 BUNDLE = JSSIP_DIR / "node_modules" / "jssip.bundle.js"
 BROWSER_TONE = 700.0
 ROOM_TONES = {"bob": 440.0, "dave": 1200.0}
+PINS = {"pinrtp": "2468", "pininfo": "1357"}  # dial-in PIN of each room
 
 PAGE_SCRIPT = """
 async ([wsUrl, room, password]) => {
@@ -95,7 +96,8 @@ def stack() -> Iterator[LauncherStack]:
     saved = os.environ.get("SIP_ACCOUNTS")
     os.environ["SIP_ACCOUNTS"] = "alice:alice-browser-secret"
     try:
-        s = LauncherStack(run / "run").start(timeout=300)
+        s = LauncherStack(run / "run", env={"SIP_DIALIN_PINS": ",".join(f"{pin}:{room}" for room, pin in PINS.items())}
+                          ).start(timeout=300)
     finally:
         if saved is None:
             os.environ.pop("SIP_ACCOUNTS", None)
@@ -173,5 +175,78 @@ def test_jssip_in_chromium_calls_into_a_meeting_of_two_and_both_sides_hear(stack
             await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
 
         on_loop(stop_all())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@pytest.mark.parametrize(("transport", "room"), [("RFC2833", "pinrtp"), ("INFO", "pininfo")])
+def test_jssip_in_chromium_dials_in_with_a_pin(stack: LauncherStack, tmp_path: Path, transport: str,
+                                                room: str) -> None:
+    """JsSIP calls the dial-in number, is answered at once (Opus, telephone-event/48000 accepted),
+    and keys the room's PIN: as RFC 4733 events from Chromium's RTCDTMFSender (taken from the
+    decrypted RTP before aiortc's decoder) or as SIP INFO ``application/dtmf-relay`` (JsSIP's
+    default). The PIN joins that room: its participant hears the browser."""
+    allow_loopback_ice()
+    offset = int(stack.front.rsplit(":", 1)[1]) - 8000
+    wav = tmp_path / "tone.wav"
+    tone_wav(wav, BROWSER_TONE, seconds=30.0)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def on_loop(coro):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(120)
+
+    async def make() -> Listener:
+        return Listener("bob", port=5222 + offset, domain="meet.jitsi", muc_domain="muc.meet.jitsi",
+                        focus_jid="focus.meet.jitsi", tone=ROOM_TONES["bob"])
+
+    person: Listener = on_loop(make())
+
+    async def join() -> None:
+        await person.start(60)
+        await person.join(f"{room}@muc.meet.jitsi", 60)
+
+    on_loop(join())
+    try:
+        with browsers() as pool:
+            page = pool.open(extra_args=[f"--use-file-for-fake-audio-capture={wav}"])
+            lines = console_log(page)
+            page.goto(stack.front + "/nginx-health")
+            page.add_script_tag(path=str(BUNDLE))
+            ws_url = stack.front.replace("http://", "ws://") + "/sip-ws"
+            state = page.evaluate(PAGE_SCRIPT, [ws_url, "dialin", "alice-browser-secret"])
+            assert state["registered"], f"{state}\n{lines[-20:]}\n{stack.log()[-3000:]}"
+
+            def page_state() -> dict:  # type: ignore[type-arg]
+                return page.evaluate("window.sipState")  # type: ignore[no-any-return]
+
+            for _ in range(60):
+                if page_state()["confirmed"] or page_state()["ended"]:
+                    break
+                time.sleep(0.5)
+            assert page_state()["confirmed"], f"{page_state()}\n{lines[-20:]}\n{stack.log()[-3000:]}"
+            if transport == "RFC2833":  # the answer accepted telephone-event/48000: Chromium can send events
+                sdp = page.evaluate("window.sipSession.connection.remoteDescription.sdp")
+                assert "telephone-event/48000" in sdp, sdp
+            time.sleep(1.0)
+            page.evaluate("([pin, transport]) => window.sipSession.sendDTMF(pin + '#', "
+                          "{transportType: transport, duration: 160, interToneGap: 300})", [PINS[room], transport])
+
+            def heard_browser() -> bool:
+                chunks = person.pcm.get("Alice Browser", [])
+                return len(chunks) > 100 and abs(
+                    dominant_frequency(np.concatenate(chunks[-50:]), 48000) - BROWSER_TONE) < 30
+
+            deadline = 60.0
+            while deadline > 0 and not heard_browser():
+                time.sleep(1.0)
+                deadline -= 1.0
+            assert heard_browser(), (f"page: {page_state()['ended']}; frames from the browser: "
+                                     f"{len(person.pcm.get('Alice Browser', []))}\n{lines[-20:]}\n"
+                                     f"{stack.log()[-4000:]}")
+            page.evaluate("window.sipSession.terminate()")
+    finally:
+        on_loop(person.stop())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)

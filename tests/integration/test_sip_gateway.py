@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import slixmpp
@@ -47,9 +48,12 @@ def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
     return float(np.argmax(spectrum) * rate / len(pcm))
 
 
+GATEWAY_PASSWORD = secrets.token_urlsafe(12)  # the gateway's account jigasi@auth.<domain>
+
+
 class SipStack(Stack):
     def __init__(self) -> None:
-        super().__init__(bridges=1)
+        super().__init__(bridges=1, xmpp_env={"JIGASI_XMPP_PASSWORD": GATEWAY_PASSWORD})
         self.sip: ServiceProcess | None = None
         self.sip_ports: dict[str, int] = {}
 
@@ -69,6 +73,7 @@ class SipStack(Stack):
             "SIP_ICE_HOST_ADDRESSES": "127.0.0.1",
             "SIP_RTP_HOST": "127.0.0.1",
             "SIP_DIALIN_PINS": DIAL_IN_PINS,
+            "JIGASI_XMPP_PASSWORD": GATEWAY_PASSWORD,
         }
         self.sip = ServiceProcess.python_module(
             "sip", "services.sip", env, health_url=f"http://127.0.0.1:{self.sip_ports['http']}/health")
@@ -237,6 +242,67 @@ async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: Si
         phone.stop()
         c.close()
         await listener.stop()
+
+
+def peaks(pcm: np.ndarray, rate: int, near: list[float], within: float = 30.0) -> list[bool]:
+    """Whether each of ``near`` stands out (10x the median level) in the spectrum of ``pcm``."""
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    freqs = np.fft.rfftfreq(len(pcm), 1 / rate)
+    floor = float(np.median(spectrum)) or 1.0
+    return [float(spectrum[np.abs(freqs - f) < within].max()) > 10 * floor for f in near]
+
+
+async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack: SipStack) -> None:
+    """The gateway's leg logs in as its account and the focus gives it a mixer channel: the
+    bridge's conference shows ``"rtp-level-relay-type": "mixer"`` for its endpoint, its offer has
+    one audio source, and the phone hears both participants' tones (mixed by the bridge) while
+    both of them hear the phone."""
+    room = "mixroom"
+    tones = {"bob": ROOM_TONE, "eve": 1400.0}
+    listeners = {nick: Listener(nick, port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                                focus_jid=stack.focus_jid, tone=tone) for nick, tone in tones.items()}
+    for listener in listeners.values():
+        await listener.start()
+        await listener.join(f"{room}@{MUC_DOMAIN}")
+    phone = RtpPhone(CALLER_TONE)
+    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    try:
+        ok = await place_call(c, phone, call_id, tag, room, "Grace Phone", logs=stack.logs)
+        conf = stack.conference(f"{room}@{MUC_DOMAIN}")
+        assert conf is not None
+        flags = {p["endpoint"]: p["mixed_audio"] for p in conf["participants"]}
+        assert flags == {"bob": False, "eve": False, "Grace Phone": True}, flags
+        async with httpx.AsyncClient(timeout=5) as http:
+            url = f"{stack.colibri_url(conf['bridge'])}/colibri/conferences/{conf['colibri_id']}"
+            bridge = (await http.get(url)).json()
+        relay = {ch.get("endpoint"): ch.get("rtp-level-relay-type")
+                 for content in bridge["contents"] if content["name"] == "audio" for ch in content["channels"]}
+        assert relay.get("Grace Phone") == "mixer" and relay.get("bob") != "mixer", relay
+
+        def heard_caller(nick: str) -> bool:
+            chunks = listeners[nick].pcm.get("Grace Phone", [])
+            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+
+        def caller_heard_both() -> bool:
+            chunks = phone.received
+            return len(chunks) > 100 and all(peaks(np.concatenate(chunks[-50:]), 8000, list(tones.values())))
+
+        assert await wait_until(lambda: caller_heard_both() and heard_caller("bob") and heard_caller("eve"), 40), (
+            f"caller heard both: {caller_heard_both()} (packets {len(phone.received)}), room heard caller: "
+            f"{heard_caller('bob')}, {heard_caller('eve')}\n{stack.logs()}")
+        # mix-minus: the phone's own tone is not in what it hears
+        assert not peaks(np.concatenate(phone.received[-50:]), 8000, [CALLER_TONE])[0]
+        # the gateway decodes one stream: the bridge's mix (not one per participant)
+        assert await wait_until(lambda: call_view(stack, call_id)["heard_frames"] > 100, 10), call_view(stack, call_id)
+        c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                       to=ok.get("To")))
+        assert await wait_until(lambda: not call_view(stack, call_id), 20)
+    finally:
+        phone.stop()
+        c.close()
+        for listener in listeners.values():
+            await listener.stop()
 
 
 async def test_moderator_mute_silences_the_sip_participant(stack: SipStack) -> None:

@@ -258,3 +258,60 @@ def test_telephone_event_flood_and_garbage_rtp_end_the_dial_in_call(dial_in_gate
         rtp.close()
         c.close()
     still_serves(dial_in_gateway)
+
+
+def test_hostile_sip_info_dtmf_is_refused_and_bounded(dial_in_gateway: dict[str, int]) -> None:
+    """SIP INFO digits (RFC 6086; JsSIP's default DTMF) from a dial-in caller: malformed bodies
+    get 400, other content types 415, INFO outside the dialog 481, and a flood is cut at the
+    caller's digit rate (403) while the gateway keeps serving."""
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    c = client("udp", dial_in_gateway)
+    try:
+        offer = (f"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                 f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
+        call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+        c.send(request("INVITE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                       to=f"<sip:dialin@{DOMAIN}>", extra=[("Contact", f"<sip:m@{c.local}>")], body=offer))
+        ok = c.recv_final(20)
+        assert ok is not None and ok.status == 200, ok
+        c.send(request("ACK", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, to=ok.get("To")))
+        cseq = iter(range(2, 10_000))
+
+        def send_info(body: bytes, content_type: str = "application/dtmf-relay", dialog: str = call_id) -> None:
+            msg = request("INFO", f"sip:dialin@{DOMAIN}", host=c.local, call_id=dialog, from_tag=tag,
+                          cseq=next(cseq), to=ok.get("To"))
+            msg.add("Content-Type", content_type)
+            msg.body = body
+            c.send(msg)
+
+        def info(body: bytes, content_type: str = "application/dtmf-relay", dialog: str = call_id) -> int:
+            send_info(body, content_type, dialog)
+            resp = c.recv_final(10)
+            assert resp is not None
+            return resp.status
+
+        assert info(b"Signal=9\r\nDuration=160\r\n") == 200
+        assert info(b"Signal=\r\n") == 400
+        assert info(b"Signal=1\r\nSignal=2\r\n") == 400
+        assert info(b"Signal=" + b"9" * 5000) == 400
+        assert info(b"\x00\xff\xfe", "application/dtmf") == 400
+        assert info(b"99", "application/dtmf") == 400
+        assert info(b"<x/>", "application/x-evil") == 415
+        assert info(b"Signal=1", dialog="no-such-dialog") == 481
+        for _ in range(200):  # sent at once, answers read afterwards
+            send_info(b"Signal=5\r\n")
+        statuses = []
+        while len(statuses) < 200 and (resp := c.recv_final(10)) is not None:
+            statuses.append(resp.status)
+        # UDP may drop some of a burst; of those answered, all but the burst and refill are refused
+        assert len(statuses) >= 100 and statuses.count(200) <= 60 and set(statuses) <= {200, 403}, statuses
+        still_serves(dial_in_gateway)
+        [call] = [x for x in get_json(dial_in_gateway["http"], "/calls") if x["call_id"] == call_id]
+        assert call["state"] == "confirmed" and call["pin_attempt"] >= 1, call
+        c.send(request("BYE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                       cseq=next(cseq), to=ok.get("To")))
+    finally:
+        rtp.close()
+        c.close()
+    still_serves(dial_in_gateway)

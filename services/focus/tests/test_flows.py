@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from services.common import colibri
 from services.common.colibri import Fingerprint, SsrcGroup
 from services.common.jingle import Jingle, JingleContent, RtpDescription, Source, Transport
-from services.focus import flows
+from services.focus import flows, offer
 from services.focus.conference import Conference, ParticipantState
 
 EXAMPLES = Path(__file__).parents[2] / "common" / "tests" / "data"
@@ -196,3 +198,71 @@ def test_offers_name_the_bridge_session_and_a_restart_request_gets_a_new_one() -
     out = flows.restart_requested(conf, p, restart)
     assert out is not None and len(out.patches) == 1  # its channels expire
     assert p.state is ParticipantState.JOINED and p.sid is None  # waits for the new offer
+
+
+# ------------------------------------------------------------------------ the SIP gateway (mixer)
+
+GATEWAY_JID = "jigasi@auth.meet.jitsi"
+
+
+def mixer_response(endpoint: str, mixed_ssrc: int | None = 777) -> colibri.Conference:
+    """The bridge's answer to a mixer allocation: the audio channel's one source is its mix."""
+    response = bridge_response(endpoint)
+    for content in response.contents or ():
+        if content.name == "audio":
+            for channel in content.channels or ():
+                channel.sources = [mixed_ssrc] if mixed_ssrc is not None else None
+    return response
+
+
+def join_gateway(conf: Conference, ep: str = "sip") -> tuple[flows.Outbox, colibri.Conference]:
+    p = conf.occupant_joined(ep, f"{ROOM}/{ep}", f"{GATEWAY_JID}/sip-1")
+    assert p is not None
+    p.mixed_audio = True
+    request = flows.allocation_request(conf, p, "jvb1", S)
+    invite = flows.allocated(conf, p, "jvb1", request, mixer_response(ep), f"sid-{ep}", S)
+    return invite.extend(flows.accepted(conf, p, accept(f"sid-{ep}", {"audio": [50]}), S)), request
+
+
+def test_gateway_gets_a_mixer_channel_no_video_and_only_the_mix_in_its_offer() -> None:
+    conf = Conference(room=ROOM)
+    join_and_accept(conf, "a", {"audio": [1], "video": [2, 3]})
+    out, request = join_gateway(conf)
+    channels = {c.name: c.channels[0] for c in request.contents or () if c.channels}
+    assert channels["audio"].rtp_level_relay_type == "mixer"
+    assert channels["video"].last_n == 0 and channels["video"].rtp_level_relay_type is None
+    initiate = out.jingle[0][1]
+    assert initiate.action == "session-initiate"
+    offered = initiate.sources()
+    assert list(offered) == ["audio"] and [(s.ssrc, s.name) for s in offered["audio"]] == [(777, "jvb-mix-a0")]
+    # its own voice goes to the others
+    [(to, add)] = out.jingle[1:]
+    assert to == f"{ROOM}/a" and [s.ssrc for s in add.sources()["audio"]] == [50]
+
+
+def test_gateway_hears_no_source_updates_but_newcomers_get_its_voice() -> None:
+    conf = Conference(room=ROOM)
+    join_gateway(conf)
+    out_b = join_and_accept(conf, "b", {"audio": [11], "video": [12]})
+    assert [to for to, _ in out_b.jingle[1:]] == []  # no source-add to the gateway
+    assert [s.ssrc for s in out_b.jingle[0][1].sources()["audio"]] == [50]
+    assert flows.left(conf, "b") is not None
+    assert conf.with_session() == []  # and no source-remove either
+
+
+def test_ordinary_participants_get_translator_channels() -> None:
+    conf = Conference(room=ROOM)
+    a = conf.occupant_joined("a", f"{ROOM}/a", "a@meet.jitsi/x")
+    assert a is not None
+    request = flows.allocation_request(conf, a, "jvb1", S)
+    assert all(c.rtp_level_relay_type is None for content in request.contents or () for c in content.channels or ())
+
+
+def test_a_mixer_allocation_without_the_mixed_source_is_refused() -> None:
+    conf = Conference(room=ROOM)
+    p = conf.occupant_joined("sip", f"{ROOM}/sip", f"{GATEWAY_JID}/x")
+    assert p is not None
+    p.mixed_audio = True
+    request = flows.allocation_request(conf, p, "jvb1", S)
+    with pytest.raises(offer.AllocationError):
+        flows.allocated(conf, p, "jvb1", request, mixer_response("sip", None), "sid", S)

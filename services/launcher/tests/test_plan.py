@@ -34,6 +34,10 @@ def test_services_share_accounts_and_names(tmp_path: Path) -> None:
     assert env["xmpp"]["JICOFO_AUTH_PASSWORD"] == env["focus"]["JICOFO_AUTH_PASSWORD"] == "f"
     assert env["xmpp"]["JVB_AUTH_PASSWORD"] == env["jvb1"]["JVB_AUTH_PASSWORD"] == "j"
     assert env["xmpp"]["JIBRI_XMPP_PASSWORD"] == env["recorder"]["JIBRI_XMPP_PASSWORD"]
+    # the SIP gateway's account: the broker knows it, the gateway logs in with it, the focus knows its name
+    assert env["xmpp"]["JIGASI_XMPP_PASSWORD"] == env["sip"]["JIGASI_XMPP_PASSWORD"]
+    assert len(env["sip"]["JIGASI_XMPP_PASSWORD"]) >= 16
+    assert env["xmpp"]["JIGASI_XMPP_USER"] == env["sip"]["JIGASI_XMPP_USER"] == env["focus"]["JIGASI_XMPP_USER"]
     assert env["recorder"]["JIBRI_RECORDING_DIR"] == str(tmp_path / "recordings")
     assert env["jvb2"]["JVB_WS_SERVER_ID"] == "jvb2"
     assert env["jvb1"]["JVB_WS_DOMAIN"] == "localhost:8000"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from services.sip import digest
 from services.sip.core import (
     CallConfirmed,
+    CallDigit,
     CallEnded,
     CallOffered,
     CallReoffered,
@@ -30,7 +31,8 @@ def make_core(**kw: object) -> SipCore:
 
 def req(method: str, uri: str = "sip:meet.jitsi", *, branch: str = "z9hG4bK1", call_id: str = "c1",
         cseq: int = 1, from_tag: str = "ft", to: str = "<sip:alice@meet.jitsi>", via_transport: str = "UDP",
-        via_host: str = "10.0.0.2:5062", extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> bytes:
+        via_host: str = "10.0.0.2:5062", extra: list[tuple[str, str]] | None = None, body: bytes = b"",
+        content_type: str = "application/sdp") -> bytes:
     lines = [
         f"{method} {uri} SIP/2.0",
         f"Via: SIP/2.0/{via_transport} {via_host};branch={branch};rport",
@@ -43,7 +45,7 @@ def req(method: str, uri: str = "sip:meet.jitsi", *, branch: str = "z9hG4bK1", c
     for k, v in extra or []:
         lines.append(f"{k}: {v}")
     if body:
-        lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Type: {content_type}")
     lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -280,3 +282,48 @@ def test_transaction_table_is_bounded() -> None:
     core.tick(40.0)
     [resp] = feed(core, UDP, req("OPTIONS", branch="z9hG4bKlater"), 40.0)
     assert resp.status == 200
+
+
+def confirmed_call(core: SipCore) -> tuple[str, str]:
+    _, key = invite(core)
+    core.outbox.clear()
+    core.answer(key, b"v=0\r\n", 0.1)
+    [ok] = [parse(s.data) for s in core.outbox if isinstance(s, Send)]
+    to_tag = ok.get("To").split("tag=")[1]  # type: ignore[union-attr]
+    feed(core, UDP, req("ACK", "sip:myroom@127.0.0.1", branch="z9hG4bKack", to=f"<sip:myroom@meet.jitsi>;tag={to_tag}"))
+    return key, to_tag
+
+
+def test_info_dtmf_relay_and_dtmf_become_digits_bounded_and_checked() -> None:
+    core = make_core()
+    key, to_tag = confirmed_call(core)
+    to = f"<sip:myroom@meet.jitsi>;tag={to_tag}"
+    cseq = iter(range(2, 1000))
+
+    def info(body: bytes, content_type: str = "application/dtmf-relay", now: float = 1.0) -> int:
+        [resp] = feed(core, UDP, req("INFO", "sip:myroom@127.0.0.1", branch=f"z9hG4bKinfo{next(cseq)}",
+                                     cseq=next(cseq), to=to, body=body, content_type=content_type), now)
+        return resp.status
+
+    core.events.clear()
+    assert info(b"Signal=4\r\nDuration=160\r\n") == 200
+    assert info(b"#", "application/dtmf") == 200
+    assert info(b"11", "application/dtmf") == 200  # the event number of '#'
+    assert [(e.call.key, e.digit) for e in core.events if isinstance(e, CallDigit)] == [
+        (key, "4"), (key, "#"), (key, "#")]
+    core.events.clear()
+    assert info(b"Signal=Z\r\n") == 400
+    assert info(b"Duration=160\r\n") == 400
+    assert info(b"Signal=1\r\nSignal=2\r\n") == 400
+    assert info(b"\xff\xfe", "application/dtmf") == 400
+    assert info(b"Signal=1\r\n" + b"x" * 300) == 400
+    assert info(b"<xml/>", "application/xml") == 415
+    assert core.events == []
+    # a flood: the burst passes, the rest is refused until the bucket refills
+    statuses = [info(b"Signal=1\r\n", now=2.0) for _ in range(40)]
+    assert statuses.count(200) <= 21 and statuses[-1] == 403
+    assert info(b"Signal=1\r\n", now=10.0) == 200
+    # outside a dialog
+    [resp] = feed(core, UDP, req("INFO", "sip:myroom@127.0.0.1", branch="z9hG4bKinfoX", call_id="nope",
+                                 to=to, body=b"Signal=1", content_type="application/dtmf-relay"))
+    assert resp.status == 481
