@@ -583,6 +583,13 @@ function watchFirstFrame(video) {
   });
 }
 
+/** `?codec=VP9|H264` (the camera's codec, VP8 otherwise) and `?red=1` (Opus with RED) of the page. */
+function codecOptions() {
+  const params = new URLSearchParams(location.search);
+  const codec = (params.get('codec') ?? '').toUpperCase();
+  return { codec: ['VP8', 'VP9', 'H264'].includes(codec) ? codec : 'VP8', red: params.get('red') === '1' };
+}
+
 /** A Meeting wired to the page (its events update the screen while it is the current one). */
 function createMeeting(room, name) {
   const status = (text) => {
@@ -613,7 +620,7 @@ function createMeeting(room, name) {
       }
     },
   };
-  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream, auth });
+  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream, auth, ...codecOptions() });
   const current = () => state.meeting === meeting;
   renderRecording(null); // a new meeting learns the status from the focus's presence
   meeting.setAudioMuted(state.audioMuted || !state.stream?.getAudioTracks().length);

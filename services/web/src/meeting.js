@@ -44,8 +44,12 @@ export class Meeting extends EventTarget {
    * @param {object} config window.config (hosts, websocket, …)
    * @param {{room: string, displayName: string, stream: MediaStream|null}} options
    */
-  constructor(config, { room, displayName, stream, auth = {} }) {
+  constructor(config, { room, displayName, stream, auth = {}, codec = 'VP8', red = false }) {
     super();
+    // the camera's codec (VP8 unless the page asks for VP9, sent with spatial and temporal
+    // layers, or H264) and whether our audio goes out with RED (RFC 2198)
+    this.codec = codec;
+    this.red = red;
     // docs/authentication.md: {token} from ?jwt=, {jid, password} of an account, {guest: true}
     // for the guests' host; hooks asked when the room wants a password, has a lobby, or waits
     // for its host (auth.js, lobby.js)
@@ -84,6 +88,11 @@ export class Meeting extends EventTarget {
     // Firefox and Safari simulcast with RIDs instead (the same layers, signalled the standard way)
     this.ridSimulcast = !config.disableSimulcast && detectBrowser().simulcast === 'rid';
     if (this.ridSimulcast) this.simulcast = null;
+    // VP9 sends its layers inside one stream (SVC), not as simulcast
+    if (codec === 'VP9') {
+      this.simulcast = null;
+      this.ridSimulcast = false;
+    }
     this.videoConstraints = null; // the ReceiverVideoConstraints the page wants
     this.sentConstraints = null; // … and what the current bridge channel was sent
     this.timings = { joinStarted: performance.now() };
@@ -482,9 +491,11 @@ export class Meeting extends EventTarget {
       await transceiver.sender.replaceTrack(local);
       transceiver.sender.setStreams?.(this.stream);
       transceiver.direction = 'sendonly';
+      this.#preferCodecs(transceiver, kind);
       if (kind === 'video') await this.#scaleRidLayers(transceiver.sender);
     }
     await pc.setLocalDescription(await this.#localAnswer(pc));
+    await this.#svcLayers(pc);
     // The bridge is ICE-lite and learns our address from our checks: do not hold the answer back
     // for slow interfaces; candidates found later go out as transport-info.
     await this.#gathered(pc, 250);
@@ -586,6 +597,40 @@ export class Meeting extends EventTarget {
       await sender.setParameters(params);
     } catch (e) {
       console.warn('simulcast layers not scaled:', e.message);
+    }
+  }
+
+  /** Our codec first in the answer of a sending transceiver (the others stay, for receiving). */
+  #preferCodecs(transceiver, kind) {
+    const wanted = kind === 'video' ? (this.codec === 'VP8' ? null : `video/${this.codec}`) : (this.red ? 'audio/red' : null);
+    const caps = typeof RTCRtpSender.getCapabilities === 'function' ? RTCRtpSender.getCapabilities(kind) : null;
+    if (!wanted || !caps || typeof transceiver.setCodecPreferences !== 'function') return;
+    const rank = (c) => {
+      if (c.mimeType.toLowerCase() !== wanted.toLowerCase()) return 2;
+      // H.264: the offer's constrained baseline, packetization-mode 1
+      if (wanted === 'video/H264') return /profile-level-id=42e01f/.test(c.sdpFmtpLine ?? '') && /packetization-mode=1/.test(c.sdpFmtpLine ?? '') ? 0 : 1;
+      return 0;
+    };
+    const codecs = [...caps.codecs].sort((a, b) => rank(a) - rank(b));
+    try {
+      transceiver.setCodecPreferences(codecs);
+    } catch (e) {
+      console.warn(`${wanted} not preferred:`, e.message);
+    }
+  }
+
+  /** VP9: our camera sends three spatial and three temporal layers in one stream (L3T3_KEY). */
+  async #svcLayers(pc) {
+    if (this.codec !== 'VP9') return;
+    const sender = pc.getTransceivers().find((t) => t.mid === 'video')?.sender;
+    if (!sender?.track) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length || params.encodings[0].scalabilityMode === 'L3T3_KEY') return;
+    params.encodings[0].scalabilityMode = 'L3T3_KEY';
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      console.warn('VP9 layers not set:', e.message);
     }
   }
 
