@@ -1,0 +1,195 @@
+"""VP9 descriptor, H.264 key frames, RED (RFC 2198), codec lookup and the VP9 SVC projection."""
+
+from __future__ import annotations
+
+import struct
+
+from services.bridge.media.forwarding.simulcast import SimulcastLayer, VideoSource, parse_h264_packet, parse_packet
+from services.bridge.media.forwarding.svc import SvcProjection
+from services.bridge.media.model import PayloadType
+from services.bridge.media.packets import h264, red, rtp, vp9
+from services.bridge.media.packets.codecs import CodecMap
+
+SSRC = 0x1234
+
+
+def vp9_payload(
+    *, sid: int, tid: int = 0, pid: int = 1, start: bool = True, end: bool = True, inter: bool = True,
+    ss: tuple[tuple[int, int], ...] = (), switching_up: bool = False, body: bytes = b"\xaa" * 20,
+) -> bytes:  # fmt: skip
+    """A flexible-mode descriptor (I, L; P with one reference) and optionally an SS."""
+    first = 0x80 | 0x20 | 0x10  # I, L, F
+    if inter:
+        first |= 0x40
+    if start:
+        first |= 0x08
+    if end:
+        first |= 0x04
+    if ss:
+        first |= 0x02
+    out = bytes([first, 0x80 | (pid >> 8), pid & 0xFF, (tid << 5) | (0x10 if switching_up else 0) | (sid << 1)])
+    if inter:
+        out += bytes([1 << 1])  # P_DIFF 1, N=0
+    if ss:
+        out += bytes([((len(ss) - 1) << 5) | 0x10])
+        for w, h in ss:
+            out += struct.pack("!HH", w, h)
+    return out + body
+
+
+def rtp_packet(seq: int, payload: bytes, marker: bool = False, pt: int = 101, ts: int = 0) -> bytes:
+    return rtp.build_header(pt, marker, seq, ts, SSRC) + payload
+
+
+RES = ((320, 180), (640, 360), (1280, 720))
+
+
+def test_vp9_descriptor_fields_and_scalability_structure() -> None:
+    pkt = rtp_packet(1, vp9_payload(sid=0, tid=0, pid=300, inter=False, ss=RES))
+    d = vp9.parse_descriptor(pkt, 12, len(pkt))
+    assert d is not None and d.picture_id == 300 and d.picture_id_bits == 15
+    assert d.sid == 0 and d.tid == 0 and d.starts_key_picture and d.flexible
+    assert d.spatial_layers == 3 and d.resolutions == RES
+    assert d.size == 4 + 1 + 12
+    d2 = vp9.parse_descriptor(pkt := rtp_packet(2, vp9_payload(sid=2, tid=1, switching_up=True)), 12, len(pkt))
+    assert d2 is not None and d2.sid == 2 and d2.tid == 1 and d2.switching_up and d2.inter_picture
+    assert not d2.starts_key_picture and d2.size == 5
+
+
+def test_vp9_non_flexible_has_tl0picidx() -> None:
+    payload = bytes([0x80 | 0x20 | 0x08, 5, (1 << 5) | (1 << 1), 77]) + b"x"
+    d = vp9.parse_descriptor(payload, 0, len(payload))
+    assert d is not None and d.tl0picidx == 77 and d.sid == 1 and d.tid == 1 and d.size == 4
+
+
+def test_vp9_truncated_is_none() -> None:
+    payload = vp9_payload(sid=0, inter=False, ss=RES, body=b"")
+    for cut in range(len(payload)):
+        assert vp9.parse_descriptor(payload[:cut], 0, cut) is None
+    assert vp9.parse_descriptor(bytes([0x50, 0x03, 0x03, 0x03, 0x03]), 0, 5) is None  # 4 references
+
+
+def test_h264_key_frames() -> None:
+    assert h264.is_keyframe(bytes([0x65, 1, 2]), 0, 3)  # IDR
+    assert h264.is_keyframe(bytes([0x67, 1]), 0, 2)  # SPS
+    assert not h264.is_keyframe(bytes([0x41, 1]), 0, 2)  # non-IDR slice
+    stap = bytes([0x78]) + struct.pack("!H", 2) + bytes([0x67, 0]) + struct.pack("!H", 2) + bytes([0x68, 0])
+    assert h264.is_keyframe(stap, 0, len(stap))
+    bad = bytes([0x78]) + struct.pack("!H", 50) + bytes([0x67, 0])  # a unit past the end
+    assert not h264.is_keyframe(bad, 0, len(bad))
+    assert h264.is_keyframe(bytes([0x7C, 0x85, 9]), 0, 3)  # FU-A start of an IDR
+    assert not h264.is_keyframe(bytes([0x7C, 0x05, 9]), 0, 3)  # FU-A middle
+    assert not h264.is_keyframe(b"", 0, 0)
+
+
+def red_payload(primary: bytes, *redundant: tuple[int, bytes]) -> bytes:
+    out = b""
+    for ts_off, block in redundant:
+        out += bytes([0x80 | 111, (ts_off >> 6) & 0xFF, ((ts_off & 0x3F) << 2) | (len(block) >> 8), len(block) & 0xFF])
+    out += bytes([111])
+    for _, block in redundant:
+        out += block
+    return out + primary
+
+
+def test_red_parse_and_strip() -> None:
+    payload = red_payload(b"PRIMARY", (960, b"old1"), (1920, b"older"))
+    parsed = red.parse(payload, 0, len(payload))
+    assert parsed is not None and parsed.primary_pt == 111
+    assert [(pt, off, ln) for pt, off, _, ln in parsed.redundant] == [(111, 960, 4), (111, 1920, 5)]
+    assert red.primary_payload(payload, 0, len(payload)) == b"PRIMARY"
+    pkt = bytearray(rtp_packet(7, payload, pt=112, marker=True))
+    assert red.strip_to_primary(pkt, 12, len(pkt))
+    assert rtp.payload_type(pkt) == 111 and pkt[1] & 0x80 and bytes(pkt[12:]) == b"PRIMARY"
+    assert rtp.sequence_number(pkt) == 7
+    assert red.parse(payload[:3], 0, 3) is None
+    assert red.parse(bytes([0x80 | 111, 0, 0, 200, 111]), 0, 5) is None  # block past the end
+    assert red.parse(bytes([0xEF, 0, 0, 0]) * 20 + bytes([111]), 0, 81) is None  # too many blocks
+
+
+def test_codec_map() -> None:
+    codecs = CodecMap([PayloadType(100, "VP8", 90000), PayloadType(101, "VP9", 90000), PayloadType(112, "red", 48000)])
+    assert codecs.codec(101) == "vp9" and codecs.payload_types_of("red") == {112} and codecs.codec(5) is None
+
+
+def test_h264_parsed_packet_starts_a_simulcast_switch_at_idr() -> None:
+    from services.bridge.media.forwarding.simulcast import SimulcastProjection
+
+    source = VideoSource("a-v0", "a", (SimulcastLayer(0, 1), SimulcastLayer(1, 2)))
+    proj = SimulcastProjection(source)
+    proj.set_target(1)
+    delta = rtp.build_header(107, False, 10, 0, 2) + bytes([0x41, 0])
+    idr = rtp.build_header(107, False, 11, 0, 2) + bytes([0x65, 0])
+    assert not proj.accept(delta, 1, 0.0, parse_h264_packet(delta))
+    assert proj.accept(idr, 1, 0.0, parse_h264_packet(idr)) and proj.current == 1
+
+
+def svc_source() -> VideoSource:
+    return VideoSource("a-v0", "a", tuple(SimulcastLayer(i, SSRC) for i in range(3)), svc=True)
+
+
+def picture(seq: int, pid: int, *, key: bool = False, tid: int = 0, layers: int = 3) -> list[bytes]:
+    """One picture: two packets per spatial layer, the marker on the very last one."""
+    out = []
+    for sid in range(layers):
+        for part in range(2):
+            last = sid == layers - 1 and part == 1
+            payload = vp9_payload(sid=sid, tid=tid, pid=pid, start=part == 0, end=part == 1,
+                                  inter=not key, ss=RES if key and sid == 0 and part == 0 else ())  # fmt: skip
+            out.append(rtp_packet(seq + len(out), payload, marker=last, ts=pid * 3000))
+    return out
+
+
+def run(proj: SvcProjection, packets: list[bytes]) -> list[bytearray]:
+    sent = []
+    for pkt in packets:
+        parsed = parse_packet(pkt, False)
+        if proj.accept(pkt, 0, 0.0, parsed):
+            sent.append(proj.mapping.apply(pkt, parsed.seq, parsed.timestamp))
+    return sent
+
+
+def test_svc_projection_forwards_up_to_the_target_layer_gapless_with_marker() -> None:
+    proj = SvcProjection(svc_source())
+    assert proj.set_target(1) and proj.keyframe_wanted == SSRC
+    packets = picture(100, 1, key=False)  # no key picture yet: nothing
+    assert run(proj, packets) == []
+    packets = picture(106, 2, key=True) + picture(112, 3) + picture(118, 4)
+    sent = run(proj, packets)
+    assert proj.current == 1 and proj.keyframe_wanted is None
+    assert len(sent) == 12  # layers 0 and 1 of three pictures
+    seqs = [rtp.sequence_number(p) for p in sent]
+    assert seqs == list(range(seqs[0], seqs[0] + 12))  # gapless
+    markers = [bool(p[1] & 0x80) for p in sent]
+    assert markers == [False, False, False, True] * 3  # the end of layer 1 of each picture
+    sids = [vp9.parse_descriptor(p, 12, len(p)).sid for p in sent]  # type: ignore[union-attr]
+    assert max(sids) == 1
+
+
+def test_svc_switch_down_at_once_up_at_key_picture_only() -> None:
+    proj = SvcProjection(svc_source())
+    proj.set_target(2)
+    assert len(run(proj, picture(1, 1, key=True))) == 6
+    assert not proj.set_target(0)
+    assert len(run(proj, picture(7, 2))) == 2  # down at the next picture
+    assert proj.set_target(2)  # up needs a key picture
+    assert len(run(proj, picture(13, 3))) == 2
+    sent = run(proj, picture(19, 4, key=True))
+    assert len(sent) == 6 and proj.current == 2
+    assert [rtp.sequence_number(p) for p in sent][0] == (rtp.sequence_number(sent[-1]) - 5) & 0xFFFF
+
+
+def test_svc_temporal_target_drops_upper_temporal_layers() -> None:
+    proj = SvcProjection(svc_source())
+    proj.set_target(0, tid=0)
+    sent = run(proj, picture(1, 1, key=True) + picture(7, 2, tid=1) + picture(13, 3, tid=0))
+    assert len(sent) == 4
+    assert [rtp.sequence_number(p) for p in sent] == [1, 2, 3, 4]
+
+
+def test_svc_stop_forwards_nothing() -> None:
+    proj = SvcProjection(svc_source())
+    proj.set_target(0)
+    run(proj, picture(1, 1, key=True))
+    proj.set_target(-1)
+    assert run(proj, picture(7, 2)) == [] and proj.current == -1
