@@ -193,3 +193,58 @@ def test_svc_stop_forwards_nothing() -> None:
     run(proj, picture(1, 1, key=True))
     proj.set_target(-1)
     assert run(proj, picture(7, 2)) == [] and proj.current == -1
+
+
+# --- in the real forwarder and conference policy (no sockets: transmit appends to a list) --------
+
+def test_forwarder_sends_each_receiver_its_vp9_layers_and_red_or_plain_opus() -> None:
+    import pylibsrtp
+
+    from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+    from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+    from services.bridge.media.model import MediaSources
+    from services.bridge.media.transport.aiortc_adapter import SrtpContext
+    from services.common.bridge_channel import ReceiverVideoConstraints, VideoConstraints
+
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    now = [1000.0]
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=lambda: now[0])
+    forwarder = ConferenceForwarder("conf", policy)
+    opus, red_pt = PayloadType(111, "opus", 48000, 2), PayloadType(112, "red", 48000, 2, {"": "111/111"})
+    vp9_pt = PayloadType(101, "VP9", 90000)
+    keys = {name: (bytes([i + 1]) * 30, bytes([i + 101]) * 30) for i, name in enumerate("abc")}
+    sent: dict[str, list[bytes]] = {name: [] for name in "abc"}
+    for name in "abc":
+        forwarder.add_endpoint(name, sent[name].append)
+    forwarder.set_sources("a", MediaSources(audio_ssrcs=[77], video_ssrcs=[SSRC], payload_types=[opus, red_pt, vp9_pt]))
+    forwarder.set_sources("b", MediaSources(payload_types=[opus, red_pt, vp9_pt]))  # takes RED
+    forwarder.set_sources("c", MediaSources(payload_types=[opus, vp9_pt]))  # does not
+    for name in "abc":
+        to_bridge, from_bridge = keys[name]
+        forwarder.set_srtp(name, SrtpContext("AES_CM_128_HMAC_SHA1_80", from_bridge, to_bridge, profile), now[0])
+    policy.on_message("b", ReceiverVideoConstraints(default_constraints=VideoConstraints(max_height=180)))
+    seq = 1
+    for pid in range(1, 40):
+        for pkt in picture(seq, pid, key=pid % 10 == 1):
+            now[0] += 0.005
+            forwarder.handle_rtp(forwarder.endpoints["a"], pkt, now[0])
+        seq += 6
+        audio = rtp.build_header(112, False, pid, pid * 960, 77) + red_payload(b"OPUS", (960, b"prev"))
+        forwarder.handle_rtp(forwarder.endpoints["a"], audio, now[0])
+
+    def received(name: str) -> list[bytes]:
+        to_bridge, from_bridge = keys[name]
+        rx = SrtpContext("AES_CM_128_HMAC_SHA1_80", to_bridge, from_bridge, profile)
+        return [rx.unprotect(d) for d in sent[name] if not 192 <= d[1] <= 223]
+
+    def video_sids(packets: list[bytes]) -> set[int]:
+        return {vp9.parse_descriptor(p, 12, len(p)).sid for p in packets if p[8:12] == SSRC.to_bytes(4, "big")}  # type: ignore[union-attr]
+
+    b, c = received("b"), received("c")
+    assert video_sids(b) == {0} and video_sids(c) == {0, 1, 2}
+    b_video = [rtp.sequence_number(p) for p in b if rtp.payload_type(p) == 101]
+    assert b_video == list(range(b_video[0], b_video[0] + len(b_video)))  # gapless
+    b_audio = [p for p in b if p[8:12] == (77).to_bytes(4, "big")]
+    c_audio = [p for p in c if p[8:12] == (77).to_bytes(4, "big")]
+    assert b_audio and all(rtp.payload_type(p) == 112 for p in b_audio)
+    assert c_audio and all(rtp.payload_type(p) == 111 and p[12:] == b"OPUS" for p in c_audio)
