@@ -96,7 +96,8 @@ const parley = {
   stopRecording() {
     return state.meeting.stopRecording();
   },
-  /** Audio received per remote endpoint (getStats inbound-rtp): {endpoint: {packetsReceived, bytesReceived}}. */
+  /** Audio received per remote endpoint (getStats inbound-rtp): {endpoint: {packetsReceived, bytesReceived,
+   * audioLevel, totalAudioEnergy, codec}}. */
   async audioStats() {
     const m = state.meeting;
     if (!m?.pc) return {};
@@ -106,10 +107,16 @@ const parley = {
       if (track) owner.set(track.id, endpoint);
     }
     const out = {};
-    (await m.pc.getStats()).forEach((r) => {
+    const report = await m.pc.getStats();
+    report.forEach((r) => {
       if (r.type !== 'inbound-rtp' || r.kind !== 'audio') return;
       const endpoint = owner.get(r.trackIdentifier);
-      if (endpoint) out[endpoint] = { packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived };
+      if (endpoint) {
+        out[endpoint] = {
+          packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived, audioLevel: r.audioLevel ?? 0,
+          totalAudioEnergy: r.totalAudioEnergy ?? 0, codec: report.get(r.codecId)?.mimeType ?? '',
+        };
+      }
     });
     return out;
   },

@@ -979,7 +979,7 @@ export class Meeting extends EventTarget {
         // a screen share is listed apart from the camera: `<endpoint>#screen`
         out[trackKind(track) === 'screen' ? `${track.endpoint}#screen` : track.endpoint] = {
           framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, frameWidth: r.frameWidth ?? 0,
-          bytesReceived: r.bytesReceived ?? 0,
+          bytesReceived: r.bytesReceived ?? 0, codec: report.get(r.codecId)?.mimeType ?? '',
         };
       }
     }
@@ -991,11 +991,13 @@ export class Meeting extends EventTarget {
     const pc = this.pc;
     if (!pc) return [];
     const out = [];
-    for (const r of (await pc.getStats()).values()) {
+    const report = await pc.getStats();
+    for (const r of report.values()) {
       if (r.type === 'outbound-rtp' && r.kind === 'video') {
         out.push({
           ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active,
           limitation: r.qualityLimitationReason, targetBitrate: r.targetBitrate,
+          codec: report.get(r.codecId)?.mimeType ?? '', scalabilityMode: r.scalabilityMode ?? '',
         });
       }
     }
