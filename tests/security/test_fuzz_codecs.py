@@ -6,6 +6,9 @@ numbers gapless whatever the sender's descriptors claim."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,3 +64,27 @@ def test_svc_projection_on_hostile_descriptors_stays_gapless(bodies: list[bytes]
             sent = proj.mapping.apply(pkt, parsed.seq, parsed.timestamp)
             out.append(rtp.sequence_number(sent))
     assert out == list(range(out[0], out[0] + len(out))) if out else True
+
+
+def test_a_sender_flipping_its_scalability_structure_reallocates_at_most_every_two_seconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+    from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+    from services.bridge.media.model import MediaSources, PayloadType
+    from services.bridge.media.tests.test_codecs import picture
+
+    now = [100.0]
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=lambda: now[0])
+    forwarder = ConferenceForwarder("conf", policy)
+    forwarder.add_endpoint("a", lambda d: None)
+    forwarder.set_sources("a", MediaSources(video_ssrcs=[0x1234], payload_types=[PayloadType(101, "VP9", 90000)]))
+    caplog.set_level(logging.INFO, logger="parley.bridge.intelligence")
+    seq = 0
+    for i in range(400):  # 400 key pictures in 4 s, announcing 3 then 2 then 3… spatial layers
+        now[0] += 0.01
+        for pkt in picture(seq, i, key=True, layers=3 if i % 2 else 2):
+            forwarder.handle_rtp(forwarder.endpoints["a"], pkt, now[0])
+        seq += 6
+    changes = [r for r in caplog.records if "spatial layers" in r.getMessage()]
+    assert 2 <= len(changes) <= 3  # once at the start, then at most every 2 s

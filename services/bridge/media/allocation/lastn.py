@@ -67,6 +67,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parley.bridge.intelligence")
 
+SVC_RELEARN_INTERVAL = 2.0
+"""Seconds between two changes of a VP9 stream's spatial layer count taken from its key pictures."""
+
 
 @dataclass(frozen=True)
 class AudioSubscription:
@@ -150,6 +153,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._other_video_payload_types: dict[str, frozenset[int]] = {}
         self._codecs: dict[str, CodecMap] = {}  # endpoint -> its negotiated payload types
         self._svc_layers: dict[int, int] = {}  # VP9 SVC stream SSRC -> its spatial layers
+        self._svc_changed: dict[int, float] = {}  # VP9 stream SSRC -> when its layer count last changed
         self._red: dict[str, tuple[MediaSources, frozenset[int]]] = {}  # endpoint -> its RED payload types
         self._red_strip: dict[int, ForwardingMapping] = {}  # audio SSRC -> RED stripped to Opus
         self._streams: dict[int, IncomingStream] = {}
@@ -193,6 +197,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._feedback.pop(endpoint_id, None)
         self._reports_read.pop(endpoint_id, None)
         self._streams = {ssrc: s for ssrc, s in self._streams.items() if s.endpoint_id != endpoint_id}
+        self._svc_layers = {ssrc: n for ssrc, n in self._svc_layers.items() if ssrc in self._streams}
+        self._svc_changed = {ssrc: t for ssrc, t in self._svc_changed.items() if ssrc in self._streams}
+        self._red_strip = {}
         self._fanouts = {ssrc: f for ssrc, f in self._fanouts.items() if ssrc in self._streams}
         self._reallocate(self._clock())
 
@@ -357,7 +364,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             layers = desc.spatial_layers if len(desc.resolutions) == desc.spatial_layers else 1
             if layers > 1:
                 self.meter.on_svc_structure(ssrc, [h for _, h in desc.resolutions])
-            if self._svc_layers.get(ssrc, 1) != layers:
+            if self._svc_layers.get(ssrc, 1) != layers and now - self._svc_changed.get(ssrc, -1e9) >= SVC_RELEARN_INTERVAL:
+                # a sender alternating its structure re-runs the allocation at most this often
+                self._svc_changed[ssrc] = now
                 log.info("endpoint %s: VP9 stream %d sends %d spatial layers", endpoint_id, ssrc, layers)
                 if layers > 1:
                     self._svc_layers[ssrc] = layers

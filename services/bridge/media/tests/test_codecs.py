@@ -140,7 +140,7 @@ def picture(seq: int, pid: int, *, key: bool = False, tid: int = 0, layers: int 
         for part in range(2):
             last = sid == layers - 1 and part == 1
             payload = vp9_payload(sid=sid, tid=tid, pid=pid, start=part == 0, end=part == 1,
-                                  inter=not key, ss=RES if key and sid == 0 and part == 0 else ())  # fmt: skip
+                                  inter=not key, ss=RES[:layers] if key and sid == 0 and part == 0 else ())  # fmt: skip
             out.append(rtp_packet(seq + len(out), payload, marker=last, ts=pid * 3000))
     return out
 
