@@ -38,6 +38,9 @@ function randomHex(n) {
 }
 
 const STATUS = Strophe.Status;
+/** VP9 SVC: three spatial and three temporal layers, upper spatial layers predicted from lower
+ * ones only at key pictures (W3C webrtc-svc). */
+const SVC_MODE = 'L3T3_KEY';
 
 export class Meeting extends EventTarget {
   /**
@@ -625,8 +628,8 @@ export class Meeting extends EventTarget {
     const sender = pc.getTransceivers().find((t) => t.mid === 'video')?.sender;
     if (!sender?.track) return;
     const params = sender.getParameters();
-    if (!params.encodings?.length || params.encodings[0].scalabilityMode === 'L3T3_KEY') return;
-    params.encodings[0].scalabilityMode = 'L3T3_KEY';
+    if (!params.encodings?.length || params.encodings[0].scalabilityMode === SVC_MODE) return;
+    params.encodings[0].scalabilityMode = SVC_MODE;
     try {
       await sender.setParameters(params);
     } catch (e) {
@@ -739,6 +742,7 @@ export class Meeting extends EventTarget {
     const current = params.encodings[0];
     if (current.active === active && (current.scaleResolutionDownBy ?? 1) === scaleResolutionDownBy) return;
     Object.assign(current, { active, scaleResolutionDownBy });
+    if (this.codec === 'VP9') current.scalabilityMode = SVC_MODE; // kept whatever was read
     await sender.setParameters(params);
   }
 
