@@ -51,7 +51,7 @@ from ..forwarding.simulcast import (
 from ..forwarding.svc import vp9_descriptor
 from ..model import MediaSources
 from ..packets import red, rtp
-from ..packets.codecs import H264, RED, VP8, VP9, CodecMap
+from ..packets.codecs import H264, OPUS, RED, VP8, VP9, CodecMap
 from ..packets.vp8 import is_keyframe_start
 from .allocator import smoothed_layer_rates
 from .bandwidth import DownlinkEstimator
@@ -154,7 +154,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._codecs: dict[str, CodecMap] = {}  # endpoint -> its negotiated payload types
         self._svc_layers: dict[int, int] = {}  # VP9 SVC stream SSRC -> its spatial layers
         self._svc_changed: dict[int, float] = {}  # VP9 stream SSRC -> when its layer count last changed
-        self._red: dict[str, tuple[MediaSources, frozenset[int]]] = {}  # endpoint -> its RED payload types
+        # endpoint -> its RED and Opus payload types
+        self._red: dict[str, tuple[MediaSources, frozenset[int], frozenset[int]]] = {}
         self._red_strip: dict[int, ForwardingMapping] = {}  # audio SSRC -> RED stripped to Opus
         self._streams: dict[int, IncomingStream] = {}
         self._fanouts: dict[int, StreamFanout] = {}  # by stream SSRC
@@ -375,15 +376,16 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                 self._learn_sources(endpoint_id, self._known_sources[endpoint_id], now)
         return parsed
 
-    def _red_payload_types(self, media: EndpointMedia) -> frozenset[int]:
-        """The RED payload types ``media`` negotiated (kept until its sources change)."""
+    def _audio_payload_types(self, media: EndpointMedia) -> tuple[frozenset[int], frozenset[int]]:
+        """The RED and the Opus payload types ``media`` negotiated (kept until its sources change)."""
         known = self._red.get(media.id)
         if known is None or known[0] is not media.sources:
-            known = self._red[media.id] = (
-                media.sources,
-                CodecMap(media.sources.payload_types).payload_types_of(RED),
-            )
-        return known[1]
+            codecs = CodecMap(media.sources.payload_types)
+            known = self._red[media.id] = (media.sources, codecs.payload_types_of(RED), codecs.payload_types_of(OPUS))
+        return known[1], known[2]
+
+    def _red_payload_types(self, media: EndpointMedia) -> frozenset[int]:
+        return self._audio_payload_types(media)[0]
 
     def _red_audio(self, stream: IncomingStream, subscriptions: Sequence[Subscription]) -> Sequence[Subscription]:
         """A RED packet (RFC 2198): as it is to receivers that negotiated RED, stripped to its
@@ -406,11 +408,13 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         assert self.mixer is not None
         offset, end = rtp.payload_bounds(packet)
         if offset >= 0:
-            if packet[1] & 0x7F in self._red_payload_types(stream.sender):
+            red_pts, opus_pts = self._audio_payload_types(stream.sender)
+            pt = packet[1] & 0x7F
+            if pt in red_pts:
                 primary = red.primary_payload(packet, offset, end)
                 if primary is not None:
                     self.mixer.push(stream.endpoint_id, primary)
-            else:
+            elif pt in opus_pts or not opus_pts:  # not telephone-event (RFC 4733) or comfort noise
                 self.mixer.push(stream.endpoint_id, bytes(packet[offset:end]))
         selected = []
         for sub in subscriptions:
