@@ -254,3 +254,44 @@ def test_forwarder_sends_each_receiver_its_vp9_layers_and_red_or_plain_opus() ->
     c_audio = [p for p in c if p[8:12] == (77).to_bytes(4, "big")]
     assert b_audio and all(rtp.payload_type(p) == 112 for p in b_audio)
     assert c_audio and all(rtp.payload_type(p) == 111 and p[12:] == b"OPUS" for p in c_audio)
+
+
+def test_the_mixer_takes_the_primary_opus_block_of_red() -> None:
+    from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+    from services.bridge.media.allocation.mixer import OpusEncoder
+    from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+    from services.bridge.media.model import MediaSources, RtpHeaderExtension
+    from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI
+    from services.bridge.media.tests.test_lastn import PROFILE, Clock, Participant
+    from services.bridge.media.tests.test_mixer import decode_all, energy_at, tone_frames
+    from services.bridge.media.transport.aiortc_adapter import SrtpContext
+
+    clock = Clock()
+    policy = ConferenceIntelligencePolicy(clock=clock)
+    forwarder = ConferenceForwarder("conf", policy)
+    people = {name: Participant(i, name) for i, name in enumerate("am")}
+    opus, red_pt = PayloadType(111, "opus", 48000, 2), PayloadType(112, "red", 48000, 2, {"": "111/111"})
+    for p in people.values():
+        forwarder.add_endpoint(p.name, p.sent.append)
+        forwarder.set_sources(p.name, MediaSources(
+            audio_ssrcs=[p.audio_ssrc], payload_types=[opus, red_pt],
+            rtp_hdrexts=[RtpHeaderExtension(1, AUDIO_LEVEL_URI)],
+        ), clock.now)  # fmt: skip
+        forwarder.set_srtp(
+            p.name, SrtpContext("AES_CM_128_HMAC_SHA1_80", p.from_bridge, p.to_bridge, PROFILE), clock.now
+        )
+    mixed_ssrc = policy.set_audio_mixing("m", True)
+    encoder, tone = OpusEncoder(), tone_frames(440.0, 40)
+    previous = b"\xff" * 30  # a redundant block that is no Opus the mixer could decode as the tone
+    for i in range(40):
+        clock.now += 0.02
+        frame = encoder.encode(tone[i])
+        payload = red_payload(frame, (960, previous))
+        previous = frame
+        header = struct.pack("!BBHII", 0x80, 112, i, i * 960, people["a"].audio_ssrc)
+        forwarder.handle_rtp(forwarder.endpoints["a"], header + payload, clock.now)
+        policy.mix_once()
+    got = [people["m"].receiver_side.unprotect(d) for d in people["m"].sent if not 191 < d[1] < 224]
+    assert got and {struct.unpack_from("!I", d, 8)[0] for d in got} == {mixed_ssrc}
+    pcm = decode_all([d[12:] for d in got])[-20 * 960 :]
+    assert energy_at(pcm, 440.0) > 50 * energy_at(pcm, 660.0)
