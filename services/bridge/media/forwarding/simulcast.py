@@ -184,13 +184,15 @@ class LayerMeter:
         return self._heights.get(ssrc)
 
     def layer_bitrates(self, source: VideoSource, now: float) -> list[float]:
-        """Each layer's bitrate; for SVC what forwarding up to that spatial layer costs."""
+        """Each layer's bitrate; for SVC what forwarding up to that spatial layer costs (0 for
+        a spatial layer not sent, as for a simulcast layer)."""
         if not source.svc:
             return [self.bitrate(ssrc, now) for ssrc in source.ssrcs]
         ssrc, total, out = source.layers[0].ssrc, 0.0, []
         for layer in source.layers:
-            total += self.bitrate(self.svc_key(ssrc, layer.index), now)
-            out.append(total)
+            own = self.bitrate(self.svc_key(ssrc, layer.index), now)
+            total += own
+            out.append(total if own > 0 else 0.0)
         return out
 
     def layer_heights(self, source: VideoSource) -> list[int]:

@@ -295,3 +295,16 @@ def test_the_mixer_takes_the_primary_opus_block_of_red() -> None:
     assert got and {struct.unpack_from("!I", d, 8)[0] for d in got} == {mixed_ssrc}
     pcm = decode_all([d[12:] for d in got])[-20 * 960 :]
     assert energy_at(pcm, 440.0) > 50 * energy_at(pcm, 660.0)
+
+
+def test_svc_layer_bitrates_are_cumulative_and_zero_for_a_layer_not_sent() -> None:
+    from services.bridge.media.forwarding.simulcast import LayerMeter
+
+    meter = LayerMeter(window=0.5)
+    for i in range(11):
+        meter.on_packet(LayerMeter.svc_key(SSRC, 0), 100, i * 0.1)
+        meter.on_packet(LayerMeter.svc_key(SSRC, 1), 300, i * 0.1)
+    meter.on_svc_structure(SSRC, [180, 360, 720])
+    rates = meter.layer_bitrates(svc_source(), 1.0)
+    assert rates[0] > 0 and rates[1] == rates[0] * 4 and rates[2] == 0.0
+    assert meter.layer_heights(svc_source()) == [180, 360, 720]
