@@ -14,6 +14,7 @@ import { appendServicesRequest, parseServices } from './signalling/extdisco.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
 import { appendJibriRequest, parseJibriResult, parseRecordingStatus } from './signalling/recording.js';
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
+import { preferCodec } from './signalling/codecs.js';
 import {
   activeLayers, layerHeights, layerScales, offerRidSimulcast, Simulcast, signalRidSimulcast,
 } from './signalling/simulcast.js';
@@ -580,9 +581,12 @@ export class Meeting extends EventTarget {
     await pc.setLocalDescription(await this.#localAnswer(pc));
   }
 
-  /** The focus's offer as SDP; for RID simulcast, asking for our camera's layers. */
+  /** The focus's offer as SDP, our codecs first on our own m-lines; for RID simulcast, asking for
+   * our camera's layers. */
   #remoteOffer() {
-    const sdp = this.offer.toSdp();
+    let sdp = this.offer.toSdp();
+    if (this.codec !== 'VP8') sdp = preferCodec(sdp, ['video'], this.codec);
+    if (this.red) sdp = preferCodec(sdp, ['audio'], 'red');
     if (!this.ridSimulcast) return sdp;
     return offerRidSimulcast(sdp, this.offer.base.filter((c) => c.description.media === 'video').map((c) => c.name));
   }
