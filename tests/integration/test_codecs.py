@@ -14,6 +14,7 @@ and Vee's RED audio reaches both others and is heard.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -84,7 +85,8 @@ def test_each_page_sends_the_codec_its_url_asks_for(meeting: list[Person]) -> No
     sends = {p.name: p.page.evaluate("window.parley.sendStats()") for p in meeting}
     print("sends", sends)
     assert [s["codec"] for s in sends["Vee"]] == ["video/VP9"]  # one stream, no simulcast
-    assert sends["Vee"][0]["scalabilityMode"] == "L3T3_KEY"
+    # L3T3_KEY asked for; Chrome reports fewer spatial layers while its bandwidth estimate is low
+    assert re.fullmatch(r"L[23]T3_KEY", sends["Vee"][0]["scalabilityMode"]), sends["Vee"]
     assert {s["codec"] for s in sends["Hal"]} == {"video/H264"}
     assert {s["codec"] for s in sends["Ada"]} == {"video/VP8"}
 
@@ -139,7 +141,18 @@ def test_red_audio_flows_and_is_heard(meeting: list[Person]) -> None:
             meeting,
         )
         print(p.name, "hears Vee", p.audio_of(vee.endpoint))
+        # Chrome's receive statistics name RED's primary codec, Opus
         assert p.audio_of(vee.endpoint)["codec"] in ("audio/red", "audio/opus")
+    # Chrome's statistics name the encoder (Opus) on both ends; what shows RED on the wire is its
+    # size: every packet carries the previous frame again (RFC 2198), so Vee's audio packets are
+    # larger than Hal's plain Opus of the same fake microphone
+    heard = ada.page.evaluate("window.parley.audioStats()")
+    per_packet = {
+        name: heard[p.endpoint]["bytesReceived"] / max(1, heard[p.endpoint]["packetsReceived"])
+        for name, p in (("Vee", vee), ("Hal", hal))
+    }
+    print("Ada receives audio bytes per packet", per_packet, "Vee sends", vee.page.evaluate("window.parley.audioSendStats()"))
+    assert per_packet["Vee"] > 1.4 * per_packet["Hal"]
     vee_sdp = str(vee.page.evaluate("window.parley.localSdp()"))
     audio = vee_sdp.split("m=audio ")[1].split("\r\n")[0].split()
     assert audio[2] == "112", audio  # RED first: what Vee sends

@@ -44,6 +44,10 @@ const parley = {
   async sendStats() {
     return state.meeting ? state.meeting.sendStats() : [];
   },
+  /** Our microphone as sent: {codec, packetsSent} ('audio/red' with ?red=1). */
+  async audioSendStats() {
+    return state.meeting ? state.meeting.audioSendStats() : {};
+  },
   /** The candidate pair that carries the media (types, protocols, addresses), or null. */
   async candidatePair() {
     return state.meeting ? state.meeting.selectedCandidatePair() : null;

@@ -994,6 +994,19 @@ export class Meeting extends EventTarget {
     return out;
   }
 
+  /** Our microphone as sent: the codec (payload) and packets sent. */
+  async audioSendStats() {
+    const pc = this.pc;
+    if (!pc) return {};
+    const report = await pc.getStats();
+    for (const r of report.values()) {
+      if (r.type === 'outbound-rtp' && r.kind === 'audio') {
+        return { codec: report.get(r.codecId)?.mimeType ?? '', packetsSent: r.packetsSent ?? 0 };
+      }
+    }
+    return {};
+  }
+
   /** Our camera's encodings as sent (one per simulcast layer): SSRC, height, bytes sent. */
   async sendStats() {
     const pc = this.pc;
