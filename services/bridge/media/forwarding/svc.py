@@ -13,7 +13,8 @@ of that picture up to it, every temporal layer up to :attr:`SvcProjection.target
 * the RTP marker is set on the last packet (E bit) of the target spatial layer of each picture,
   which is where the receiver's picture ends (RFC 9628 section 4.1);
 * switching up to a higher spatial layer waits for a key picture (``L3T3_KEY``: the upper layers
-  depend on the lower ones only there); a higher temporal layer is taken at a switching-up point
+  depend on the lower ones only there) or a frame of the next layer up that is not predicted
+  from an earlier picture (P=0), only from the layer below; a higher temporal layer is taken at a switching-up point
   (U bit) or a base-layer picture; switching down happens at the next picture boundary.
 
 The SSRC, RTP timestamps and picture ids are not rewritten: it is the same stream throughout.
@@ -132,8 +133,14 @@ class SvcProjection:
             if self.current < 0 or desc is None or (drop is not None and ((seq - drop) & 0xFFFF) >= 0x8000):
                 return False
             return desc.layer <= self.current and desc.temporal <= self.current_tid and self._use(desc, packet)
-        if desc is not None and desc.start_of_layer_frame and desc.sid <= 0:
-            self._picture_boundary(desc)
+        if desc is not None and desc.start_of_layer_frame:
+            if desc.sid <= 0:
+                self._picture_boundary(desc)
+            elif 0 <= self.current == desc.sid - 1 < self.target and not desc.inter_picture:
+                # a layer frame predicted only from the layer below, which the receiver has in
+                # this picture: a switching point to that layer (full SVC modes, L3T3)
+                self.current = desc.sid
+                self.switches += 1
         forward = (
             self.current >= 0
             and desc is not None

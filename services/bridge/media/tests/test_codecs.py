@@ -308,3 +308,18 @@ def test_svc_layer_bitrates_are_cumulative_and_zero_for_a_layer_not_sent() -> No
     rates = meter.layer_bitrates(svc_source(), 1.0)
     assert rates[0] > 0 and rates[1] == rates[0] * 4 and rates[2] == 0.0
     assert meter.layer_heights(svc_source()) == [180, 360, 720]
+
+
+def test_svc_switches_up_at_a_layer_frame_predicted_only_from_the_layer_below() -> None:
+    proj = SvcProjection(svc_source())
+    proj.set_target(0)
+    run(proj, picture(1, 1, key=True))
+    proj.set_target(1)
+    # an ordinary picture whose layer-1 frame is inter-layer predicted only (P=0 on sid 1)
+    pkts = picture(7, 2)
+    for i in (2, 3):
+        body = vp9_payload(sid=1, pid=2, start=i == 2, end=i == 3, inter=False)
+        pkts[i] = rtp_packet(7 + i, body, ts=6000)
+    sent = run(proj, pkts)
+    assert proj.current == 1 and len(sent) == 4
+    assert bool(sent[-1][1] & 0x80)  # the receiver's picture now ends with layer 1
