@@ -115,16 +115,27 @@ def test_vp9_svc_receiver_constrained_to_180p_gets_the_low_spatial_layer(meeting
         meeting,
         timeout=60,
     )
-    first = {p.name: p.video_of(vee.endpoint) for p in (ada, hal)}
-    time.sleep(4)
-    last = {p.name: p.video_of(vee.endpoint) for p in (ada, hal)}
-    got = {name: last[name]["bytesReceived"] - first[name]["bytesReceived"] for name in last}
-    decoded = {name: last[name]["framesDecoded"] - first[name]["framesDecoded"] for name in last}
-    print("Vee's VP9 in 4 s: bytes", got, "frames", decoded, "heights", {n: s["frameHeight"] for n, s in last.items()})
+    # the loaded machine makes Chrome's bandwidth estimate and CPU adaptation move Vee's layers
+    # for a few seconds at a time: a 4 s window where Hal gets at least twice Ada's height is
+    # looked for (for a minute), and in it Hal must get at least twice Ada's bytes
+    windows = []
+    deadline = time.monotonic() + 60
+    while True:
+        first = {p.name: p.video_of(vee.endpoint) for p in (ada, hal)}
+        time.sleep(4)
+        last = {p.name: p.video_of(vee.endpoint) for p in (ada, hal)}
+        got = {name: last[name]["bytesReceived"] - first[name]["bytesReceived"] for name in last}
+        decoded = {name: last[name]["framesDecoded"] - first[name]["framesDecoded"] for name in last}
+        heights = {name: (first[name]["frameHeight"], last[name]["frameHeight"]) for name in last}
+        windows.append((got, decoded, heights, vee.page.evaluate("window.parley.sendStats()")))
+        if min(heights["Hal"]) >= 2 * max(heights["Ada"]) or time.monotonic() > deadline:
+            break
+    print("Vee's VP9 in 4 s: bytes", got, "frames", decoded, "heights", heights)
+    assert 0 < max(heights["Ada"]) <= 180
+    assert min(heights["Hal"]) >= 2 * max(heights["Ada"]), windows
     assert last["Ada"]["codec"] == last["Hal"]["codec"] == "video/VP9"
     assert decoded["Ada"] > 0 and decoded["Hal"] > 0  # both decode
-    assert last["Hal"]["frameHeight"] >= 2 * last["Ada"]["frameHeight"]
-    assert got["Hal"] >= 2 * got["Ada"] > 0
+    assert got["Hal"] >= 2 * got["Ada"] > 0, windows
     screenshot(ada.page, "codecs-vp9-180p.png")
 
 
