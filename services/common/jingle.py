@@ -250,8 +250,8 @@ def _payload_type_el(parent: ET.Element, pt: PayloadType) -> None:
         clockrate=pt.clockrate,
         channels=pt.channels,
     )
-    for name, value in pt.parameters.items():
-        _sub(el, NS_RTP, "parameter", name=name, value=value)
+    for name, value in pt.parameters.items():  # a nameless one (RED's ``111/111``) has no name
+        _sub(el, NS_RTP, "parameter", name=name or None, value=value)
     for fb in pt.rtcp_fbs or ():
         _sub(el, NS_RTCP_FB, "rtcp-fb", type=fb.type, subtype=fb.subtype)
 

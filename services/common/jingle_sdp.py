@@ -164,7 +164,7 @@ class SdpOffer:
             channels = f"/{pt.channels}" if desc.media == "audio" and pt.channels and pt.channels > 1 else ""
             lines.append(f"a=rtpmap:{pt.id} {pt.name}/{pt.clockrate}{channels}")
             if pt.parameters:
-                lines.append(f"a=fmtp:{pt.id} " + ";".join(f"{k}={v}" for k, v in pt.parameters.items()))
+                lines.append(f"a=fmtp:{pt.id} " + ";".join(f"{k}={v}" if k else str(v) for k, v in pt.parameters.items()))
             for fb in pt.rtcp_fbs or ():
                 lines.append(f"a=rtcp-fb:{pt.id} {fb.type}" + (f" {fb.subtype}" if fb.subtype else ""))
         # primary SSRCs first (aiortc takes the first a=ssrc as the media SSRC, the second as RTX)
@@ -353,8 +353,10 @@ def _parse_rtp_section(section: _SdpSection, owner: str | None, name_prefix: str
                 pt = pts.get(int(pt_id))
                 if pt is not None:
                     for item in _FMTP_SPLIT.split(params.strip()):
-                        k, _, v = item.partition("=")
-                        if k:
+                        k, eq, v = item.partition("=")
+                        if not eq and k:  # a nameless parameter (RFC 2198's ``111/111``)
+                            pt.parameters[""] = k
+                        elif k:
                             pt.parameters[k] = v
             elif key == "rtcp-fb":
                 pt_id, _, fb = value.partition(" ")

@@ -38,18 +38,34 @@ TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-exte
 """Transport-wide sequence numbers (one numbering for the whole bundle: the same id in every
 m-line, 5 as Jicofo offers it); the bridge answers them with transport-cc feedback."""
 
+
+def _video_fbs() -> list[RtcpFb]:
+    return [
+        RtcpFb(type="ccm", subtype="fir"), RtcpFb(type="nack"), RtcpFb(type="nack", subtype="pli"),
+        RtcpFb(type="goog-remb"), RtcpFb(type="transport-cc"),
+    ]
+
+
+# Jicofo's default codec set and payload types (jicofo ``Codecs``/``codec`` config): VP8 first
+# (what Parley's own client sends unless asked otherwise), then VP9 and H.264, each with its RTX
+# (RFC 4588); Opus with RED (RFC 2198, ``111/111``: redundancy of Opus itself) and telephone-event
+# (RFC 4733).
 OFFERED_PAYLOAD_TYPES: dict[str, list[PayloadType]] = {
     "audio": [
         PayloadType(id=111, name="opus", clockrate=48000, channels=2,
                     parameters={"minptime": "10", "useinbandfec": "1"},
                     rtcp_fbs=[RtcpFb(type="transport-cc")]),
+        PayloadType(id=112, name="red", clockrate=48000, channels=2, parameters={"": "111/111"}),
+        PayloadType(id=126, name="telephone-event", clockrate=8000),
     ],
     "video": [
-        PayloadType(id=100, name="VP8", clockrate=90000, rtcp_fbs=[
-            RtcpFb(type="ccm", subtype="fir"), RtcpFb(type="nack"), RtcpFb(type="nack", subtype="pli"),
-            RtcpFb(type="goog-remb"), RtcpFb(type="transport-cc"),
-        ]),
+        PayloadType(id=100, name="VP8", clockrate=90000, rtcp_fbs=_video_fbs()),
         PayloadType(id=96, name="rtx", clockrate=90000, parameters={"apt": "100"}),
+        PayloadType(id=101, name="VP9", clockrate=90000, rtcp_fbs=_video_fbs()),
+        PayloadType(id=97, name="rtx", clockrate=90000, parameters={"apt": "101"}),
+        PayloadType(id=107, name="H264", clockrate=90000, rtcp_fbs=_video_fbs(),
+                    parameters={"profile-level-id": "42e01f", "packetization-mode": "1"}),
+        PayloadType(id=99, name="rtx", clockrate=90000, parameters={"apt": "107"}),
     ],
 }  # fmt: skip
 OFFERED_HDREXTS: dict[str, list[RtpHdrExt]] = {

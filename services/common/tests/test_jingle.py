@@ -286,3 +286,25 @@ def test_bridge_session_with_region_and_restart_round_trips() -> None:
     assert (back.bridge_session, back.bridge_session_region, back.bridge_session_restart) == ("b1", "eu", True)
     plain = jingle.parse_xml(jingle.to_xml(jingle.Jingle(action="session-initiate", sid="s2", bridge_session="b2")))
     assert (plain.bridge_session, plain.bridge_session_region, plain.bridge_session_restart) == ("b2", None, False)
+
+
+RED = PayloadType(id=112, name="red", clockrate=48000, channels=2, parameters={"": "111/111"})
+
+
+def test_nameless_fmtp_parameter_survives_jingle_and_sdp() -> None:
+    """RFC 2198's ``a=fmtp:112 111/111`` has no name: a ``<parameter value='111/111'/>``."""
+    original = offer()
+    assert original.contents[0].description is not None
+    original.contents[0].description.payload_types.append(RED.model_copy(deep=True))
+    xml = jingle.to_xml(original)
+    assert "value=\"111/111\"" in xml and "name=\"\"" not in xml
+    back = jingle.parse_xml(xml)
+    assert back.contents[0].description is not None
+    assert back.contents[0].description.payload_types[-1].parameters == {"": "111/111"}
+    assert "a=fmtp:112 111/111\r\n" in SdpOffer(back).render()
+    answer = CHROME_LIKE_ANSWER.replace(
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=", "m=audio 9 UDP/TLS/RTP/SAVPF 111 112\r\nc="
+    ).replace("a=ssrc:555 cname:x", "a=rtpmap:112 red/48000/2\r\na=fmtp:112 111/111\r\na=ssrc:555 cname:x")
+    audio = jingle_sdp.parse_sdp_answer(answer, owner=OWNER_A, name_prefix="aaaa")[0]
+    assert audio.description is not None
+    assert audio.description.payload_types[1].parameters == {"": "111/111"}

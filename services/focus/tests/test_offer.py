@@ -80,7 +80,19 @@ def test_session_initiate_carries_transport_sources_codecs_bundle() -> None:
     assert msg.bundle == ["audio", "video", "data"]
     audio, video, data = msg.contents
     assert audio.transport is not None and audio.transport.ice_lite and len(audio.transport.candidates) == 4
-    assert audio.description is not None and [p.name for p in audio.description.payload_types] == ["opus"]
+    assert audio.description is not None
+    assert [(p.id, p.name) for p in audio.description.payload_types] == [
+        (111, "opus"), (112, "red"), (126, "telephone-event")
+    ]
+    assert audio.description.payload_types[1].parameters == {"": "111/111"}
+    assert video.description is not None
+    assert [(p.id, p.name, p.parameters.get("apt")) for p in video.description.payload_types] == [
+        (100, "VP8", None), (96, "rtx", "100"), (101, "VP9", None), (97, "rtx", "101"),
+        (107, "H264", None), (99, "rtx", "107"),
+    ]
+    h264 = video.description.payload_types[4]
+    assert h264.parameters == {"profile-level-id": "42e01f", "packetization-mode": "1"}
+    assert all(p.rtcp_fbs for p in video.description.payload_types if p.name != "rtx")
     assert video.description is not None and [s.ssrc for s in video.description.sources] == [22, 23]
     assert video.description.ssrc_groups[0].sources == [22, 23]
     assert data.transport is not None and data.transport.sctp_port == 5000

@@ -44,6 +44,10 @@ const parley = {
   async sendStats() {
     return state.meeting ? state.meeting.sendStats() : [];
   },
+  /** Our microphone as sent: {codec, packetsSent} ('audio/red' with ?red=1). */
+  async audioSendStats() {
+    return state.meeting ? state.meeting.audioSendStats() : {};
+  },
   /** The candidate pair that carries the media (types, protocols, addresses), or null. */
   async candidatePair() {
     return state.meeting ? state.meeting.selectedCandidatePair() : null;
@@ -96,7 +100,8 @@ const parley = {
   stopRecording() {
     return state.meeting.stopRecording();
   },
-  /** Audio received per remote endpoint (getStats inbound-rtp): {endpoint: {packetsReceived, bytesReceived}}. */
+  /** Audio received per remote endpoint (getStats inbound-rtp): {endpoint: {packetsReceived, bytesReceived,
+   * audioLevel, totalAudioEnergy, codec}}. */
   async audioStats() {
     const m = state.meeting;
     if (!m?.pc) return {};
@@ -106,10 +111,16 @@ const parley = {
       if (track) owner.set(track.id, endpoint);
     }
     const out = {};
-    (await m.pc.getStats()).forEach((r) => {
+    const report = await m.pc.getStats();
+    report.forEach((r) => {
       if (r.type !== 'inbound-rtp' || r.kind !== 'audio') return;
       const endpoint = owner.get(r.trackIdentifier);
-      if (endpoint) out[endpoint] = { packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived };
+      if (endpoint) {
+        out[endpoint] = {
+          packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived, audioLevel: r.audioLevel ?? 0,
+          totalAudioEnergy: r.totalAudioEnergy ?? 0, codec: report.get(r.codecId)?.mimeType ?? '',
+        };
+      }
     });
     return out;
   },
@@ -583,6 +594,13 @@ function watchFirstFrame(video) {
   });
 }
 
+/** `?codec=VP9|H264` (the camera's codec, VP8 otherwise) and `?red=1` (Opus with RED) of the page. */
+function codecOptions() {
+  const params = new URLSearchParams(location.search);
+  const codec = (params.get('codec') ?? '').toUpperCase();
+  return { codec: ['VP8', 'VP9', 'H264'].includes(codec) ? codec : 'VP8', red: params.get('red') === '1' };
+}
+
 /** A Meeting wired to the page (its events update the screen while it is the current one). */
 function createMeeting(room, name) {
   const status = (text) => {
@@ -613,7 +631,7 @@ function createMeeting(room, name) {
       }
     },
   };
-  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream, auth });
+  const meeting = new Meeting(config, { room, displayName: name, stream: state.stream, auth, ...codecOptions() });
   const current = () => state.meeting === meeting;
   renderRecording(null); // a new meeting learns the status from the focus's presence
   meeting.setAudioMuted(state.audioMuted || !state.stream?.getAudioTracks().length);

@@ -14,6 +14,7 @@ import { appendServicesRequest, parseServices } from './signalling/extdisco.js';
 import { appendConferenceRequest, appendPresence, parseConferenceResult, parsePresence } from './signalling/muc.js';
 import { appendJibriRequest, parseJibriResult, parseRecordingStatus } from './signalling/recording.js';
 import { answerToContents, candidateLine, parseCandidateLine, RemoteOffer } from './signalling/sdp.js';
+import { preferCodec } from './signalling/codecs.js';
 import {
   activeLayers, layerHeights, layerScales, offerRidSimulcast, Simulcast, signalRidSimulcast,
 } from './signalling/simulcast.js';
@@ -38,14 +39,21 @@ function randomHex(n) {
 }
 
 const STATUS = Strophe.Status;
+/** VP9 SVC: three spatial and three temporal layers, upper spatial layers predicted from lower
+ * ones only at key pictures (W3C webrtc-svc). */
+const SVC_MODE = 'L3T3_KEY';
 
 export class Meeting extends EventTarget {
   /**
    * @param {object} config window.config (hosts, websocket, …)
    * @param {{room: string, displayName: string, stream: MediaStream|null}} options
    */
-  constructor(config, { room, displayName, stream, auth = {} }) {
+  constructor(config, { room, displayName, stream, auth = {}, codec = 'VP8', red = false }) {
     super();
+    // the camera's codec (VP8 unless the page asks for VP9, sent with spatial and temporal
+    // layers, or H264) and whether our audio goes out with RED (RFC 2198)
+    this.codec = codec;
+    this.red = red;
     // docs/authentication.md: {token} from ?jwt=, {jid, password} of an account, {guest: true}
     // for the guests' host; hooks asked when the room wants a password, has a lobby, or waits
     // for its host (auth.js, lobby.js)
@@ -84,6 +92,11 @@ export class Meeting extends EventTarget {
     // Firefox and Safari simulcast with RIDs instead (the same layers, signalled the standard way)
     this.ridSimulcast = !config.disableSimulcast && detectBrowser().simulcast === 'rid';
     if (this.ridSimulcast) this.simulcast = null;
+    // VP9 sends its layers inside one stream (SVC), not as simulcast
+    if (codec === 'VP9') {
+      this.simulcast = null;
+      this.ridSimulcast = false;
+    }
     this.videoConstraints = null; // the ReceiverVideoConstraints the page wants
     this.sentConstraints = null; // … and what the current bridge channel was sent
     this.timings = { joinStarted: performance.now() };
@@ -482,9 +495,11 @@ export class Meeting extends EventTarget {
       await transceiver.sender.replaceTrack(local);
       transceiver.sender.setStreams?.(this.stream);
       transceiver.direction = 'sendonly';
+      this.#preferCodecs(transceiver, kind);
       if (kind === 'video') await this.#scaleRidLayers(transceiver.sender);
     }
     await pc.setLocalDescription(await this.#localAnswer(pc));
+    await this.#svcLayers(pc);
     // The bridge is ICE-lite and learns our address from our checks: do not hold the answer back
     // for slow interfaces; candidates found later go out as transport-info.
     await this.#gathered(pc, 250);
@@ -566,9 +581,12 @@ export class Meeting extends EventTarget {
     await pc.setLocalDescription(await this.#localAnswer(pc));
   }
 
-  /** The focus's offer as SDP; for RID simulcast, asking for our camera's layers. */
+  /** The focus's offer as SDP, our codecs first on our own m-lines; for RID simulcast, asking for
+   * our camera's layers. */
   #remoteOffer() {
-    const sdp = this.offer.toSdp();
+    let sdp = this.offer.toSdp();
+    if (this.codec !== 'VP8') sdp = preferCodec(sdp, ['video'], this.codec);
+    if (this.red) sdp = preferCodec(sdp, ['audio'], 'red');
     if (!this.ridSimulcast) return sdp;
     return offerRidSimulcast(sdp, this.offer.base.filter((c) => c.description.media === 'video').map((c) => c.name));
   }
@@ -586,6 +604,40 @@ export class Meeting extends EventTarget {
       await sender.setParameters(params);
     } catch (e) {
       console.warn('simulcast layers not scaled:', e.message);
+    }
+  }
+
+  /** Our codec first in the answer of a sending transceiver (the others stay, for receiving). */
+  #preferCodecs(transceiver, kind) {
+    const wanted = kind === 'video' ? (this.codec === 'VP8' ? null : `video/${this.codec}`) : (this.red ? 'audio/red' : null);
+    const caps = typeof RTCRtpSender.getCapabilities === 'function' ? RTCRtpSender.getCapabilities(kind) : null;
+    if (!wanted || !caps || typeof transceiver.setCodecPreferences !== 'function') return;
+    const rank = (c) => {
+      if (c.mimeType.toLowerCase() !== wanted.toLowerCase()) return 2;
+      // H.264: the offer's constrained baseline, packetization-mode 1
+      if (wanted === 'video/H264') return /profile-level-id=42e01f/.test(c.sdpFmtpLine ?? '') && /packetization-mode=1/.test(c.sdpFmtpLine ?? '') ? 0 : 1;
+      return 0;
+    };
+    const codecs = [...caps.codecs].sort((a, b) => rank(a) - rank(b));
+    try {
+      transceiver.setCodecPreferences(codecs);
+    } catch (e) {
+      console.warn(`${wanted} not preferred:`, e.message);
+    }
+  }
+
+  /** VP9: our camera sends three spatial and three temporal layers in one stream (L3T3_KEY). */
+  async #svcLayers(pc) {
+    if (this.codec !== 'VP9') return;
+    const sender = pc.getTransceivers().find((t) => t.mid === 'video')?.sender;
+    if (!sender?.track) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length || params.encodings[0].scalabilityMode === SVC_MODE) return;
+    params.encodings[0].scalabilityMode = SVC_MODE;
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      console.warn('VP9 layers not set:', e.message);
     }
   }
 
@@ -694,6 +746,7 @@ export class Meeting extends EventTarget {
     const current = params.encodings[0];
     if (current.active === active && (current.scaleResolutionDownBy ?? 1) === scaleResolutionDownBy) return;
     Object.assign(current, { active, scaleResolutionDownBy });
+    if (this.codec === 'VP9') current.scalabilityMode = SVC_MODE; // kept whatever was read
     await sender.setParameters(params);
   }
 
@@ -936,11 +989,24 @@ export class Meeting extends EventTarget {
         // a screen share is listed apart from the camera: `<endpoint>#screen`
         out[trackKind(track) === 'screen' ? `${track.endpoint}#screen` : track.endpoint] = {
           framesDecoded: r.framesDecoded ?? 0, ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, frameWidth: r.frameWidth ?? 0,
-          bytesReceived: r.bytesReceived ?? 0,
+          bytesReceived: r.bytesReceived ?? 0, codec: report.get(r.codecId)?.mimeType ?? '',
         };
       }
     }
     return out;
+  }
+
+  /** Our microphone as sent: the codec (payload) and packets sent. */
+  async audioSendStats() {
+    const pc = this.pc;
+    if (!pc) return {};
+    const report = await pc.getStats();
+    for (const r of report.values()) {
+      if (r.type === 'outbound-rtp' && r.kind === 'audio') {
+        return { codec: report.get(r.codecId)?.mimeType ?? '', packetsSent: r.packetsSent ?? 0 };
+      }
+    }
+    return {};
   }
 
   /** Our camera's encodings as sent (one per simulcast layer): SSRC, height, bytes sent. */
@@ -948,11 +1014,13 @@ export class Meeting extends EventTarget {
     const pc = this.pc;
     if (!pc) return [];
     const out = [];
-    for (const r of (await pc.getStats()).values()) {
+    const report = await pc.getStats();
+    for (const r of report.values()) {
       if (r.type === 'outbound-rtp' && r.kind === 'video') {
         out.push({
           ssrc: r.ssrc, frameHeight: r.frameHeight ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active,
           limitation: r.qualityLimitationReason, targetBitrate: r.targetBitrate,
+          codec: report.get(r.codecId)?.mimeType ?? '', scalabilityMode: r.scalabilityMode ?? '',
         });
       }
     }

@@ -221,3 +221,30 @@ describe('candidates', () => {
     assert.equal(endpointOf(undefined), undefined);
   });
 });
+
+describe('nameless fmtp parameters (RED, RFC 2198)', () => {
+  const RED = "<payload-type id='112' name='red' clockrate='48000' channels='2'><parameter value='111/111'/></payload-type>";
+
+  it('an offer with RED renders a=fmtp:112 111/111', () => {
+    const withRed = SESSION_INITIATE.replace("<payload-type id='126'", `${RED}<payload-type id='126'`);
+    const session = parseJingle(xml(withRed));
+    assert.deepEqual(session.contents[0].description.payloadTypes[1].parameters, { '': '111/111' });
+    const sdp = new RemoteOffer(session, { localOwner: ME }).toSdp();
+    assert.match(sdp, /a=fmtp:112 111\/111\r\n/);
+  });
+
+  it('an answer with RED goes back to Jingle as a parameter without a name', () => {
+    const answer = CHROME_ANSWER.replace('a=rtpmap:111 opus/48000/2', 'a=rtpmap:111 opus/48000/2\r\na=rtpmap:112 red/48000/2\r\na=fmtp:112 111/111')
+      .replace(/m=audio 9 UDP\/TLS\/RTP\/SAVPF 111/, 'm=audio 9 UDP/TLS/RTP/SAVPF 111 112');
+    const contents = answerToContents(answer, { contentNames: ['audio', 'video'], owner: ME, endpointId: 'me000001' });
+    const red = contents[0].description.payloadTypes.find((p) => p.name === 'red');
+    assert.deepEqual(red.parameters, { '': '111/111' });
+    const iq = $iq({ to: 'standup@muc.meet.jitsi/focus', type: 'set' })
+      .c('jingle', { xmlns: NS.JINGLE, action: 'session-accept', sid: '6d4k2j' });
+    appendContents(iq, contents, { bundle: ['audio', 'video'] });
+    const text = Strophe.serialize(iq.tree());
+    assert.match(text, /<parameter value="111\/111"\/>/);
+    assert.deepEqual(parseJingle(xml(text).getElementsByTagName('jingle')[0] ?? xml(text)).contents[0].description.payloadTypes
+      .find((p) => p.name === 'red').parameters, { '': '111/111' });
+  });
+});

@@ -36,10 +36,22 @@ from services.common.bridge_channel import (
     SourceVideoTypeMessage,
 )
 
+from ..forwarding.mapping import ForwardingMapping
 from ..forwarding.policy import ForwardingPolicy, SendMessage
-from ..forwarding.simulcast import LayerMeter, audio_source_name, parse_packet, video_sources
+from ..forwarding.simulcast import (
+    LayerMeter,
+    ParsedPacket,
+    SimulcastLayer,
+    VideoSource,
+    audio_source_name,
+    parse_h264_packet,
+    parse_packet,
+    video_sources,
+)
+from ..forwarding.svc import vp9_descriptor
 from ..model import MediaSources
-from ..packets import rtp
+from ..packets import red, rtp
+from ..packets.codecs import H264, OPUS, RED, VP8, VP9, CodecMap
 from ..packets.vp8 import is_keyframe_start
 from .allocator import smoothed_layer_rates
 from .bandwidth import DownlinkEstimator
@@ -54,6 +66,9 @@ if TYPE_CHECKING:
     from ..forwarding.streams import EndpointMedia, IncomingStream, Subscription
 
 log = logging.getLogger("parley.bridge.intelligence")
+
+SVC_RELEARN_INTERVAL = 2.0
+"""Seconds between two changes of a VP9 stream's spatial layer count taken from its key pictures."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,14 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._known_sources: dict[str, MediaSources] = {}
         self._simulcast_ssrcs: set[int] = set()
         self._vp8_payload_types: dict[str, frozenset[int]] = {}  # endpoint -> its VP8 payload types
+        # endpoint -> its VP9 and H.264 payload types, whose packets are looked into
+        self._other_video_payload_types: dict[str, frozenset[int]] = {}
+        self._codecs: dict[str, CodecMap] = {}  # endpoint -> its negotiated payload types
+        self._svc_layers: dict[int, int] = {}  # VP9 SVC stream SSRC -> its spatial layers
+        self._svc_changed: dict[int, float] = {}  # VP9 stream SSRC -> when its layer count last changed
+        # endpoint -> its RED and Opus payload types
+        self._red: dict[str, tuple[MediaSources, frozenset[int], frozenset[int]]] = {}
+        self._red_strip: dict[int, ForwardingMapping] = {}  # audio SSRC -> RED stripped to Opus
         self._streams: dict[int, IncomingStream] = {}
         self._fanouts: dict[int, StreamFanout] = {}  # by stream SSRC
         self._feedback: dict[str, Subscription] = {}  # receiver -> its latest forwarded video subscription
@@ -169,9 +192,15 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self.estimators.pop(endpoint_id, None)
         self._known_sources.pop(endpoint_id, None)
         self._vp8_payload_types.pop(endpoint_id, None)
+        self._other_video_payload_types.pop(endpoint_id, None)
+        self._codecs.pop(endpoint_id, None)
+        self._red.pop(endpoint_id, None)
         self._feedback.pop(endpoint_id, None)
         self._reports_read.pop(endpoint_id, None)
         self._streams = {ssrc: s for ssrc, s in self._streams.items() if s.endpoint_id != endpoint_id}
+        self._svc_layers = {ssrc: n for ssrc, n in self._svc_layers.items() if ssrc in self._streams}
+        self._svc_changed = {ssrc: t for ssrc, t in self._svc_changed.items() if ssrc in self._streams}
+        self._red_strip = {}
         self._fanouts = {ssrc: f for ssrc, f in self._fanouts.items() if ssrc in self._streams}
         self._reallocate(self._clock())
 
@@ -266,6 +295,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         now = self._clock()
         self.connectivity.on_media(stream.endpoint_id, now)
         if stream.kind != "video":
+            if packet[1] & 0x7F in self._red_payload_types(stream.sender):
+                subscriptions = self._red_audio(stream, subscriptions)
             if self.mixer is not None:
                 subscriptions = self._mix_audio(stream, packet, subscriptions)
             if self._audio_subscriptions:
@@ -282,7 +313,11 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._learn_sources(sender.id, sender.sources, now)
         ssrc = stream.ssrc
         self.meter.on_packet(ssrc, len(packet), now)
-        parsed = parse_packet(packet, rtp.payload_type(packet) in self._vp8_payload_types.get(sender.id, ()))
+        pt = packet[1] & 0x7F
+        if pt in self._other_video_payload_types.get(sender.id, ()):
+            parsed = self._other_codec(sender.id, ssrc, pt, packet, now)
+        else:
+            parsed = parse_packet(packet, pt in self._vp8_payload_types.get(sender.id, ()))
         if ssrc in self._simulcast_ssrcs:
             # learn layer heights from key frames (the first packet of a frame may start one)
             desc = parsed.vp8
@@ -314,6 +349,58 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             selected.append(sub)
         return selected
 
+    def _other_codec(self, endpoint_id: str, ssrc: int, pt: int, packet: bytes, now: float) -> ParsedPacket:
+        """Parse a VP9 or H.264 packet; VP9: meter its spatial layers and learn its scalability
+        structure (the spatial layers become the source's layers, ``svc.py``)."""
+        codecs = self._codecs.get(endpoint_id)
+        if codecs is not None and codecs.codec(pt) == H264:
+            return parse_h264_packet(packet)
+        parsed = parse_packet(packet, False)
+        desc = vp9_descriptor(parsed)
+        if desc is None:
+            return parsed
+        if ssrc in self._svc_layers:
+            self.meter.on_packet(LayerMeter.svc_key(ssrc, desc.layer), len(packet), now)
+        if desc.spatial_layers and desc.starts_key_picture:
+            layers = desc.spatial_layers if len(desc.resolutions) == desc.spatial_layers else 1
+            if layers > 1:
+                self.meter.on_svc_structure(ssrc, [h for _, h in desc.resolutions])
+            if self._svc_layers.get(ssrc, 1) != layers and now - self._svc_changed.get(ssrc, -1e9) >= SVC_RELEARN_INTERVAL:
+                # a sender alternating its structure re-runs the allocation at most this often
+                self._svc_changed[ssrc] = now
+                log.info("endpoint %s: VP9 stream %d sends %d spatial layers", endpoint_id, ssrc, layers)
+                if layers > 1:
+                    self._svc_layers[ssrc] = layers
+                else:
+                    self._svc_layers.pop(ssrc, None)
+                self._learn_sources(endpoint_id, self._known_sources[endpoint_id], now)
+        return parsed
+
+    def _audio_payload_types(self, media: EndpointMedia) -> tuple[frozenset[int], frozenset[int]]:
+        """The RED and the Opus payload types ``media`` negotiated (kept until its sources change)."""
+        known = self._red.get(media.id)
+        if known is None or known[0] is not media.sources:
+            codecs = CodecMap(media.sources.payload_types)
+            known = self._red[media.id] = (media.sources, codecs.payload_types_of(RED), codecs.payload_types_of(OPUS))
+        return known[1], known[2]
+
+    def _red_payload_types(self, media: EndpointMedia) -> frozenset[int]:
+        return self._audio_payload_types(media)[0]
+
+    def _red_audio(self, stream: IncomingStream, subscriptions: Sequence[Subscription]) -> Sequence[Subscription]:
+        """A RED packet (RFC 2198): as it is to receivers that negotiated RED, stripped to its
+        primary (Opus) block to the others."""
+        strip = self._red_strip.get(stream.ssrc)
+        if strip is None:
+            strip = self._red_strip[stream.ssrc] = ForwardingMapping(
+                stream.ssrc, stream.ssrc, 0, 0, _strip_red(self._red_payload_types(stream.sender))
+            )
+        for sub in subscriptions:
+            wanted = sub.mapping if self._red_payload_types(sub.receiver) else strip
+            if sub.mapping is not wanted:
+                sub.follow(wanted)
+        return subscriptions
+
     def _mix_audio(
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
@@ -321,7 +408,14 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         assert self.mixer is not None
         offset, end = rtp.payload_bounds(packet)
         if offset >= 0:
-            self.mixer.push(stream.endpoint_id, bytes(packet[offset:end]))
+            red_pts, opus_pts = self._audio_payload_types(stream.sender)
+            pt = packet[1] & 0x7F
+            if pt in red_pts:
+                primary = red.primary_payload(packet, offset, end)
+                if primary is not None:
+                    self.mixer.push(stream.endpoint_id, primary)
+            elif pt in opus_pts or not opus_pts:  # not telephone-event (RFC 4733) or comfort noise
+                self.mixer.push(stream.endpoint_id, bytes(packet[offset:end]))
         selected = []
         for sub in subscriptions:
             receiver = sub.receiver.id
@@ -335,11 +429,11 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     # --- decisions ------------------------------------------------------------------------------
     def _learn_sources(self, endpoint_id: str, sources: MediaSources, now: float) -> None:
         self._known_sources[endpoint_id] = sources
-        self._vp8_payload_types[endpoint_id] = frozenset(
-            pt.id for pt in sources.payload_types if pt.name.lower() == "vp8"
-        )
+        codecs = self._codecs[endpoint_id] = CodecMap(sources.payload_types)
+        self._vp8_payload_types[endpoint_id] = codecs.payload_types_of(VP8)
+        self._other_video_payload_types[endpoint_id] = codecs.payload_types_of(VP9) | codecs.payload_types_of(H264)
         try:
-            video = video_sources(endpoint_id, sources)
+            video = [self._svc(source) for source in video_sources(endpoint_id, sources)]
         except ValueError as exc:
             log.warning("endpoint %s: video sources ignored: %s", endpoint_id, exc)
             video = []
@@ -348,6 +442,16 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             layer.ssrc for s in self.video.video_sources() if len(s.layers) > 1 for layer in s.layers
         }
         self._reallocate(now)
+
+    def _svc(self, source: VideoSource) -> VideoSource:
+        """``source`` with its spatial layers when it is a VP9 SVC stream."""
+        if len(source.layers) != 1 or source.layers[0].ssrc not in self._svc_layers:
+            return source
+        base = source.layers[0]
+        layers = tuple(
+            SimulcastLayer(i, base.ssrc, base.rtx_ssrc) for i in range(self._svc_layers[base.ssrc])
+        )
+        return VideoSource(source.name, source.endpoint, layers, source.forward_ssrc, svc=True)
 
     def _tick(self, now: float) -> None:
         self._next_decision = now + self.decision_interval
@@ -374,7 +478,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._next_allocation = now + self.allocation_interval
             rates: dict[str, tuple[float, ...]] = {}
             for source in self.video.video_sources():
-                measured = [self.meter.bitrate(ssrc, now) for ssrc in source.ssrcs]
+                measured = self.meter.layer_bitrates(source, now)
                 rates[source.name] = smoothed_layer_rates(self._layer_rates.get(source.name), measured)
                 self.video.set_layer_info(source.name, self.meter.layer_heights(source), rates[source.name])
             self._layer_rates = rates
@@ -419,6 +523,16 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     def _send(self, endpoint_id: str, message: BridgeChannelMessage) -> None:
         if self.send_message is not None:
             self.send_message(endpoint_id, message)
+
+
+def _strip_red(red_payload_types: frozenset[int]) -> Callable[[bytearray], None]:
+    def strip(packet: bytearray) -> None:
+        if packet[1] & 0x7F in red_payload_types:
+            offset, end = rtp.payload_bounds(packet)
+            if offset >= 0:
+                red.strip_to_primary(packet, offset, end)
+
+    return strip
 
 
 def intelligence_policy_factory(

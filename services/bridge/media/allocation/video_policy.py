@@ -30,6 +30,7 @@ from services.common.bridge_channel import (
 )
 
 from ..forwarding.simulcast import SimulcastProjection, VideoSource, default_layer_heights
+from ..forwarding.svc import SvcProjection
 from .allocator import (
     DESKTOP_TYPES,
     ReceiverAllocation,
@@ -49,12 +50,20 @@ MAX_DESKTOP_SOURCES = 4
 """Screen-share source names remembered per endpoint (a client cannot grow the bridge's state)."""
 
 
+Projection = SimulcastProjection | SvcProjection
+
+
+def _projection(source: VideoSource) -> Projection:
+    """A receiver's view of ``source``: simulcast layers, or VP9 spatial layers of one stream."""
+    return SvcProjection(source) if source.svc else SimulcastProjection(source)
+
+
 @dataclass(frozen=True)
 class Route:
     """One receiver of a stream: the forwarder projects the packet for it and sends."""
 
     receiver: str
-    projection: SimulcastProjection
+    projection: Projection
     layer: int
     """The layer the packet's SSRC carries."""
 
@@ -85,7 +94,7 @@ class ConferenceVideoPolicy:
         self._bitrates: dict[str, tuple[float, ...]] = {}
         self._receivers: dict[str, ReceiverSettings] = {}
         self._speaker_order: list[str] = []
-        self._projections: dict[tuple[str, str], SimulcastProjection] = {}  # (receiver, source)
+        self._projections: dict[tuple[str, str], Projection] = {}  # (receiver, source)
         self._allocations: dict[str, ReceiverAllocation] = {}
         self._announced_forwarded: dict[str, list[str]] = {}
         self._announced_sender: dict[str, int] = {}
@@ -230,7 +239,7 @@ class ConferenceVideoPolicy:
                 if projection is None:
                     if layer < 0:
                         continue
-                    projection = self._projections[key] = SimulcastProjection(by_name[source.name])
+                    projection = self._projections[key] = _projection(by_name[source.name])
                 if projection.target != layer:
                     newly_forwarded = projection.target < 0 <= layer
                     if projection.set_target(layer) or newly_forwarded:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..model import MediaSources
-from ..packets import rtp
+from ..packets import h264, rtp
 from ..packets.vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
 from .mapping import ForwardingMapping
 
@@ -57,6 +57,9 @@ class VideoSource:
     forward_ssrc: int | None = None
     """The SSRC receivers know the source by when it is not the lowest layer's (RID layers the
     bridge reordered, ``packets/rid.py``)."""
+    svc: bool = False
+    """VP9 SVC: the layers are the spatial layers of one stream (all on the same SSRC),
+    forwarded by ``svc.SvcProjection``."""
 
     @property
     def primary_ssrc(self) -> int:
@@ -131,7 +134,7 @@ class LayerMeter:
     window of ``window`` seconds closes. A layer that sent nothing for two windows reads 0 bps.
     """
 
-    __slots__ = ("_heights", "_rates", "window")
+    __slots__ = ("_heights", "_rates", "_svc_heights", "window")
 
     def __init__(self, window: float = 0.5) -> None:
         if window <= 0:
@@ -139,6 +142,16 @@ class LayerMeter:
         self.window = window
         self._rates: dict[int, list[float]] = {}  # ssrc -> [window start, bytes, last rate bps]
         self._heights: dict[int, int] = {}
+        self._svc_heights: dict[int, tuple[int, ...]] = {}  # SVC stream SSRC -> spatial layer heights
+
+    @staticmethod
+    def svc_key(ssrc: int, sid: int) -> int:
+        """The key :meth:`on_packet` measures spatial layer ``sid`` of SVC stream ``ssrc`` under."""
+        return ssrc | ((sid + 1) << 32)
+
+    def on_svc_structure(self, ssrc: int, heights: Sequence[int]) -> None:
+        """The heights of an SVC stream's spatial layers (from its scalability structure)."""
+        self._svc_heights[ssrc] = tuple(heights)
 
     def on_packet(self, ssrc: int, size: int, now: float) -> None:
         state = self._rates.get(ssrc)
@@ -170,15 +183,33 @@ class LayerMeter:
     def height(self, ssrc: int) -> int | None:
         return self._heights.get(ssrc)
 
+    def layer_bitrates(self, source: VideoSource, now: float) -> list[float]:
+        """Each layer's bitrate; for SVC what forwarding up to that spatial layer costs (0 for
+        a spatial layer not sent, as for a simulcast layer)."""
+        if not source.svc:
+            return [self.bitrate(ssrc, now) for ssrc in source.ssrcs]
+        ssrc, total, out = source.layers[0].ssrc, 0.0, []
+        for layer in source.layers:
+            own = self.bitrate(self.svc_key(ssrc, layer.index), now)
+            total += own
+            out.append(total if own > 0 else 0.0)
+        return out
+
     def layer_heights(self, source: VideoSource) -> list[int]:
         """Learned heights where known, the default guess elsewhere."""
         guess = default_layer_heights(len(source.layers))
+        if source.svc:
+            known = self._svc_heights.get(source.layers[0].ssrc, ())
+            return [known[i] if i < len(known) else guess[i] for i in range(len(source.layers))]
         return [self._heights.get(layer.ssrc, guess[layer.index]) for layer in source.layers]
 
     def forget(self, ssrcs: Sequence[int]) -> None:
         for ssrc in ssrcs:
             self._rates.pop(ssrc, None)
             self._heights.pop(ssrc, None)
+            if self._svc_heights.pop(ssrc, None) is not None:
+                for sid in range(8):
+                    self._rates.pop(self.svc_key(ssrc, sid), None)
 
 
 def highest_layer_within(heights: Sequence[int], max_height: int) -> int:
@@ -232,8 +263,27 @@ class ParsedPacket:
             self._desc = parse_descriptor(self.packet, self.payload_offset, self.end)
         return self._desc
 
+    h264 = False
+    """An H.264 packet (:func:`parse_h264_packet`): key frames are found by ``packets/h264.py``."""
+
+
+class H264Packet(ParsedPacket):
+    """A parsed H.264 packet (no VP8 descriptor)."""
+
+    __slots__ = ()
+    h264 = True
+
 
 _MALFORMED = ParsedPacket(b"", -1, 0, -1, -1, False)
+
+
+def parse_h264_packet(packet: bytes | bytearray | memoryview) -> ParsedPacket:
+    """:func:`parse_packet` of an H.264 packet."""
+    offset, end = rtp.payload_bounds(packet)
+    if offset < 0:
+        return _MALFORMED
+    seq, timestamp = rtp.sequence_number_and_timestamp(packet)
+    return H264Packet(packet, seq, timestamp, offset, end, False)
 
 
 def parse_packet(packet: bytes | bytearray | memoryview, vp8: bool = True) -> ParsedPacket:
@@ -441,7 +491,10 @@ class SimulcastProjection:
 
     def _switch_here(self, packet: bytes | bytearray | memoryview, parsed: ParsedPacket, now: float) -> bool:
         desc = None
-        if self.wait_for_keyframe:
+        if self.wait_for_keyframe and parsed.h264:
+            if not h264.is_keyframe(packet, parsed.payload_offset, parsed.end):
+                return False
+        elif self.wait_for_keyframe:
             desc = parsed.vp8
             offset = parsed.payload_offset
             if desc is None and offset >= 0:  # a stream not declared VP8: look anyway

@@ -114,7 +114,8 @@ function parsePayloadType(el) {
     name: attr(el, 'name', ''),
     clockrate: intAttr(el, 'clockrate', 90000),
     ...(channels ? { channels: Number(channels) } : {}),
-    parameters: Object.fromEntries(children(el, 'parameter').map((p) => [attr(p, 'name'), attr(p, 'value', '')])),
+    // a nameless parameter (RED's `111/111`, RFC 2198) is kept under the name ''
+    parameters: Object.fromEntries(children(el, 'parameter').map((p) => [attr(p, 'name', ''), attr(p, 'value', '')])),
     rtcpFb: children(el, 'rtcp-fb', NS.RTCP_FB).map((f) => {
       const subtype = attr(f, 'subtype');
       return subtype ? { type: attr(f, 'type', ''), subtype } : { type: attr(f, 'type', '') };
@@ -211,7 +212,7 @@ function appendDescription(builder, desc) {
     const ptAttrs = { id: pt.id, name: pt.name, clockrate: pt.clockrate };
     if (pt.channels) ptAttrs.channels = pt.channels;
     builder.c('payload-type', ptAttrs);
-    for (const [name, value] of Object.entries(pt.parameters ?? {})) builder.c('parameter', { name, value }).up();
+    for (const [name, value] of Object.entries(pt.parameters ?? {})) builder.c('parameter', name ? { name, value } : { value }).up();
     for (const fb of pt.rtcpFb ?? []) {
       builder.c('rtcp-fb', fb.subtype ? { xmlns: NS.RTCP_FB, type: fb.type, subtype: fb.subtype } : { xmlns: NS.RTCP_FB, type: fb.type }).up();
     }

@@ -54,9 +54,20 @@ export function groupTracks(sources, ssrcGroups) {
   return [...byKey.values()];
 }
 
+/** An a=fmtp config as parameters; a nameless one (RED's `111/111`, RFC 2198) under ''. */
+function fmtpParams(config) {
+  const params = {};
+  for (const item of config.split(';').map((i) => i.trim()).filter(Boolean)) {
+    const eq = item.indexOf('=');
+    if (eq < 0) params[''] = item;
+    else params[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return params;
+}
+
 function fmtpConfig(parameters) {
   return Object.entries(parameters)
-    .map(([k, v]) => (v === '' ? k : `${k}=${v}`))
+    .map(([k, v]) => (k === '' ? v : v === '' ? k : `${k}=${v}`))
     .join(';');
 }
 
@@ -378,7 +389,7 @@ export function answerToContents(answerSdp, { contentNames, owner, endpointId })
       const fmtp = (m.fmtp ?? []).find((f) => f.payload === r.payload);
       const pt = {
         id: r.payload, name: r.codec, clockrate: r.rate ?? 90000,
-        parameters: fmtp ? sdpTransform.parseParams(fmtp.config) : {},
+        parameters: fmtp ? fmtpParams(fmtp.config) : {},
         rtcpFb: (m.rtcpFb ?? [])
           .filter((f) => String(f.payload) === String(r.payload))
           .map((f) => (f.subtype ? { type: f.type, subtype: f.subtype } : { type: f.type })),
