@@ -34,6 +34,8 @@ class C2SConfig(Section):
 class HttpConfig(Section):
     port: int = Field(ge=0, le=65535)
     trusted_proxies: list[str]
+    keepalive_timeout: float = Field(gt=0)
+    max_idle_connections: int = Field(ge=1)
 
 
 class LimitsConfig(Section):
@@ -206,6 +208,8 @@ ENV = [
     EnvVar("XMPP_BOSH_MAX_SESSIONS_PER_ADDRESS", "xmpp.bosh.max-sessions-per-address", int),
     EnvVar("XMPP_INTERNAL_NETWORKS", "xmpp.c2s.internal-networks", split_list),
     EnvVar("XMPP_TRUSTED_PROXIES", "xmpp.http.trusted-proxies", split_list),
+    EnvVar("XMPP_HTTP_KEEPALIVE_TIMEOUT", "xmpp.http.keepalive-timeout", float),
+    EnvVar("XMPP_HTTP_MAX_IDLE_CONNECTIONS", "xmpp.http.max-idle-connections", int),
     EnvVar("XMPP_ADMIN_TOKEN", "xmpp.admin.token"),
     EnvVar("REDIS_URL", "xmpp.cluster.redis-url"),
     EnvVar("XMPP_NODE_ID", "xmpp.cluster.node-id"),

@@ -61,6 +61,12 @@ class ServerContext(Protocol):
 
     def http_connection_lost(self, conn: object) -> None: ...
 
+    def http_idle(self, conn: object) -> None:
+        """An HTTP connection now waits for its next request (keep-alive)."""
+
+    def http_active(self, conn: object) -> None:
+        """An HTTP connection has a request in progress again."""
+
     def http_request(
         self,
         method: str,

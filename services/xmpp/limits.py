@@ -7,8 +7,8 @@ import ctypes
 import ipaddress
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 
 
 class TokenBucket:
@@ -188,3 +188,48 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return libc.malloc_trim  # type: ignore[no-any-return]
     except (OSError, AttributeError):  # not glibc: nothing to trim
         return None
+
+
+class IdleConnections:
+    """HTTP connections waiting for their next request (keep-alive), oldest first.
+
+    Each one costs a parser and buffers; a client that opens connections, makes one request and
+    leaves them open would otherwise grow the process without bound (and every full garbage
+    collection would walk them). One past ``limit`` closes the longest idle; one idle longer than
+    ``timeout`` is closed by :meth:`expired`. Pure bookkeeping: the caller closes what it is given.
+    """
+
+    def __init__(self, timeout: float, limit: int) -> None:
+        self.timeout = timeout
+        self.limit = limit
+        self._since: OrderedDict[Hashable, float] = OrderedDict()
+        self.evicted = 0
+
+    def idle(self, conn: Hashable, now: float) -> list[Hashable]:
+        """``conn`` now waits for a request; returns the connections to close to stay in bounds."""
+        self._since.pop(conn, None)
+        self._since[conn] = now
+        out = []
+        while len(self._since) > self.limit:
+            oldest, _ = self._since.popitem(last=False)
+            out.append(oldest)
+        self.evicted += len(out)
+        return out
+
+    def active(self, conn: Hashable) -> None:
+        """``conn`` has a request in progress, was upgraded, or is gone."""
+        self._since.pop(conn, None)
+
+    def expired(self, now: float) -> list[Hashable]:
+        out = []
+        while self._since:
+            conn, since = next(iter(self._since.items()))
+            if now - since < self.timeout:
+                break
+            del self._since[conn]
+            out.append(conn)
+        self.evicted += len(out)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._since)

@@ -24,7 +24,7 @@ from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
-from .limits import LoginGuard, MemoryTrimmer, in_networks, log_limited
+from .limits import IdleConnections, LoginGuard, MemoryTrimmer, in_networks, log_limited
 from .metrics import BrokerCollector
 from .modules import guests, presence_identity, token_verification
 from .modules.client_proxy import ClientProxy
@@ -207,6 +207,7 @@ class XmppServer:
         self.cluster: Any = None
         self.started = time.monotonic()
         self.trimmer = MemoryTrimmer()
+        self.idle_http = IdleConnections(cfg.http.keepalive_timeout, cfg.http.max_idle_connections)
         self.slices = SliceScheduler()
         login = self.broker.hosts.get(cfg.domain)
         self.verifier = login.tokens if login is not None else None
@@ -292,8 +293,17 @@ class XmppServer:
 
     def http_connection_lost(self, conn: object) -> None:
         self.trimmer.freed()
+        self.idle_http.active(conn)
         if isinstance(conn, HttpConnection):
             self.http_connections.discard(conn)
+
+    def http_idle(self, conn: object) -> None:
+        for old in self.idle_http.idle(conn, time.monotonic()):
+            assert isinstance(old, HttpConnection)
+            old.close_idle()
+
+    def http_active(self, conn: object) -> None:
+        self.idle_http.active(conn)
 
     def connection_counts(self) -> dict[str, int]:
         counts = {"tcp": 0, "websocket": 0, "bosh": 0}
@@ -400,6 +410,9 @@ class XmppServer:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             self.trimmer.maybe_trim(now)
+            for idle in self.idle_http.expired(now):
+                assert isinstance(idle, HttpConnection)
+                idle.close_idle()
             if self.bosh is not None:
                 self.bosh.sweep(now)
             for conn in list(self.connections.values()):

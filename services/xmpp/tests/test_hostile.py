@@ -385,3 +385,19 @@ def test_element_budget_accounting_survives_every_error_path():
             pass
         p.discard()
         assert budget.held == 0, tail[:20]
+
+
+def test_idle_http_connections_are_bounded_in_number_and_time():
+    """Keep-alive connections waiting for a request: past ``limit`` the longest idle is closed,
+    and any idle for ``timeout`` seconds; one with a request in progress is never counted."""
+    from services.xmpp.limits import IdleConnections
+
+    idle = IdleConnections(timeout=30.0, limit=3)
+    assert idle.idle("a", 0.0) == [] and idle.idle("b", 1.0) == [] and idle.idle("c", 2.0) == []
+    idle.active("b")  # a request came in on b
+    assert idle.idle("d", 3.0) == []
+    assert idle.idle("e", 4.0) == ["a"]  # the longest idle goes
+    assert idle.idle("c", 5.0) == []  # c waits again: now the youngest
+    assert idle.expired(34.5) == ["d", "e"] and len(idle) == 1
+    assert idle.expired(35.0) == ["c"] and idle.evicted == 4
+    idle.active("nobody")  # unknown or already gone: nothing happens

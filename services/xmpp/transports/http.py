@@ -277,6 +277,8 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
+        if self.ws is None:
+            self.server.http_active(self)
         delay = self.bucket.consume(len(data), now)
         if delay > 0 and not self.paused and self.transport is not None:
             self.paused = True
@@ -376,6 +378,8 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
             return
         self._pump()
+        if not self.busy and self.ws is None and not self.closed:
+            self.server.http_idle(self)  # waits for its next request
 
     def _send_simple(self, status: int, body: bytes, close: bool = False) -> None:
         if self.transport is None:
@@ -452,6 +456,11 @@ class HttpConnection(asyncio.Protocol):
         data = self.ws.proto.data_to_send()
         if data:
             self.transport.writelines(data)
+
+    def close_idle(self) -> None:
+        """Closed by the server while waiting for a request (keep-alive timeout or too many idle)."""
+        if self.transport is not None and not self.closed and not self.busy and self.ws is None:
+            self.transport.close()
 
     def close_soon(self) -> None:
         if self.transport is not None and not self.closed:
