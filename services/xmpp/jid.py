@@ -38,8 +38,21 @@ class JID(NamedTuple):
         return f"{s}/{self.resource}" if self.resource else s
 
 
-@lru_cache(maxsize=65536)
+JID_CACHE_SIZE = 8192
+JID_CACHE_MAX_LENGTH = 256
+"""Parsed JIDs are cached (the same room, focus and occupant addresses come again and again), but
+only short ones and only so many: every cached text stays in memory, and a guest can address
+stanzas to as many distinct JIDs of up to 3,071 characters as it likes. At most about 8,192 x
+256 characters (a few MB) are held; longer JIDs are parsed each time."""
+
+
 def parse_jid(text: str) -> JID:
+    if len(text) <= JID_CACHE_MAX_LENGTH:
+        return _parse_jid_cached(text)
+    return _parse_jid(text)
+
+
+def _parse_jid(text: str) -> JID:
     if not text or len(text) > 3071:
         raise InvalidJid(f"bad JID {text[:100]!r}")
     slash = text.find("/")
@@ -61,3 +74,6 @@ def parse_jid(text: str) -> JID:
     if not domain or len(domain) > 1023 or "@" in domain or any(c.isspace() for c in domain):
         raise InvalidJid(f"bad domain in {text[:100]!r}")
     return JID(node, domain, resource)
+
+
+_parse_jid_cached = lru_cache(maxsize=JID_CACHE_SIZE)(_parse_jid)

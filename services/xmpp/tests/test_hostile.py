@@ -401,3 +401,19 @@ def test_idle_http_connections_are_bounded_in_number_and_time():
     assert idle.expired(34.5) == ["d", "e"] and len(idle) == 1
     assert idle.expired(35.0) == ["c"] and idle.evicted == 4
     idle.active("nobody")  # unknown or already gone: nothing happens
+
+
+def test_the_jid_cache_holds_only_short_jids_and_only_so_many():
+    """Every stanza's addresses are parsed through a cache; a guest addressing stanzas to
+    distinct JIDs of up to 3,071 characters once filled 65,536 entries (about 200 MB) for good."""
+    from services.xmpp import jid as jids
+
+    jids._parse_jid_cached.cache_clear()
+    for i in range(200):
+        assert jids.parse_jid(f"n{i}" + "n" * 1000 + "@" + "d" * 1000 + "/" + "r" * 1000).domain == "d" * 1000
+    assert jids._parse_jid_cached.cache_info().currsize == 0
+    for i in range(jids.JID_CACHE_SIZE + 100):
+        jids.parse_jid(f"guest{i}@meet.jitsi/r")
+    info = jids._parse_jid_cached.cache_info()
+    assert info.currsize == jids.JID_CACHE_SIZE and info.maxsize == jids.JID_CACHE_SIZE
+    jids._parse_jid_cached.cache_clear()
