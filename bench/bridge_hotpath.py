@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bridge_hotpath [--subscribers 10] [--packets 20000] [--profile]
         [--policy default|intelligence] [--opcodes] [--burst 3 --gap-ms 25] [--loop c|python]
-        [--transport-cc [--send-side]]
+        [--transport-cc [--send-side]] [--audio]
 
 One sender, N receivers, real SRTP (AES-GCM from an in-memory DTLS handshake) and a real
 ``sendto`` on a UDP socket to a loopback sink read by another process (as a live bridge's
@@ -29,6 +29,10 @@ with the Python loop.
 records its arrival, sends feedback every 50 ms and strips the number from what it forwards.
 ``--send-side`` as well: every receiver negotiated them too and the bridge numbers what it sends
 each (``videobridge.forwarding.send-side-bwe``).
+
+``--audio``: the sender sends Opus (20 ms packets of ~100 bytes) with its RFC 6464 audio level in
+every packet instead of VP8, so the figures are those of the audio path: the level, the dominant
+speaker detector, the policy's audio selection (RED, mixer, audio subscriptions).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from services.bridge.media.forwarding.native import NativeFanout
 from services.bridge.media.forwarding.policy import ForwardingPolicy
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
 from services.bridge.media.packets import twcc
+from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI
 from services.bridge.media.transport.aiortc_adapter import DtlsCertificate, DtlsSession, SrtpContext
 
 BRIDGE, PEER = DtlsCertificate(), DtlsCertificate()
@@ -109,6 +114,7 @@ def run(
     loop: str = "python",
     transport_cc: bool = False,
     send_side: bool = False,
+    audio: bool = False,
 ) -> None:
     with udp_sink() as address:
         measure(
@@ -123,6 +129,7 @@ def run(
             loop,
             transport_cc,
             send_side,
+            audio,
         )
 
 
@@ -155,6 +162,7 @@ def measure(
     loop_name: str,
     transport_cc: bool = False,
     send_side: bool = False,
+    audio: bool = False,
 ) -> None:
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     out.setblocking(False)
@@ -171,10 +179,18 @@ def measure(
     sender = conference.add_endpoint("sender", transmit)
     bridge_rx, peer_tx = srtp_pair()
     exts = [RtpHeaderExtension(5, twcc.URI)] if transport_cc else []
-    conference.set_sources(
-        "sender",
-        MediaSources(video_ssrcs=[1], payload_types=[PayloadType(96, "VP8", 90000)], rtp_hdrexts=exts),
-    )
+    pt = 111 if audio else 96
+    if audio:
+        sources = MediaSources(
+            audio_ssrcs=[1],
+            payload_types=[PayloadType(pt, "opus", 48000, 2)],
+            rtp_hdrexts=[*exts, RtpHeaderExtension(1, AUDIO_LEVEL_URI)],
+        )
+    else:
+        sources = MediaSources(
+            video_ssrcs=[1], payload_types=[PayloadType(pt, "VP8", 90000)], rtp_hdrexts=exts
+        )
+    conference.set_sources("sender", sources)
     conference.set_srtp("sender", bridge_rx, 0.0)
     for i in range(subscribers):
         conference.add_endpoint(f"r{i}", transmit).set_transmit(transmit, address)
@@ -183,14 +199,19 @@ def measure(
         conference.set_srtp(f"r{i}", srtp_pair()[0], 0.0)
 
     def header(seq: int) -> bytes:
-        if not transport_cc:
-            return struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, (seq // 4) * 3000, 1)
-        ext = struct.pack("!HHBHB", 0xBEDE, 1, 0x51, seq & 0xFFFF, 0)
-        return struct.pack("!BBHII", 0x90, 96, seq & 0xFFFF, (seq // 4) * 3000, 1) + ext
+        ts = seq * 960 if audio else (seq // 4) * 3000
+        elements = struct.pack("!BHB", 0x51, seq & 0xFFFF, 0) if transport_cc else b""
+        if audio:  # RFC 6464: voice, -(30 + seq % 40) dBov, so the speaker detector has work
+            elements += bytes([0x10, 0x80 | (30 + seq % 40), 0, 0])
+        if not elements:
+            return struct.pack("!BBHII", 0x80, pt, seq & 0xFFFF, ts, 1)
+        ext = struct.pack("!HH", 0xBEDE, len(elements) // 4) + elements
+        return struct.pack("!BBHII", 0x90, pt, seq & 0xFFFF, ts, 1) + ext
 
-    wire = [
-        peer_tx.protect(header(seq) + VP8_DESCRIPTOR[seq % 4 == 0] + bytes(1100)) for seq in range(packets)
-    ]
+    def payload(seq: int) -> bytes:
+        return bytes(100) if audio else VP8_DESCRIPTOR[seq % 4 == 0] + bytes(1100)
+
+    wire = [peer_tx.protect(header(seq) + payload(seq)) for seq in range(packets)]
 
     if opcodes:
         now = time.monotonic()
@@ -200,7 +221,8 @@ def measure(
             lambda d: conference.handle_rtp(sender, bridge_rx.unprotect(d), now), wire[100:600]
         )
         print(
-            f"{subscribers} subscribers, {policy_name} policy: {per_packet:.0f} Python opcodes and "
+            f"{subscribers} subscribers, {policy_name} policy{', audio' if audio else ''}: "
+            f"{per_packet:.0f} Python opcodes and "
             f"{calls:.1f} Python calls per incoming packet ({per_packet / subscribers:.0f} opcodes "
             "per forwarded packet)"
         )
@@ -237,7 +259,7 @@ def measure(
 
     # the floor on this machine right now: protect + sendto alone, same count
     protect = srtp_pair()[0].protect
-    plain = struct.pack("!BBHII", 0x80, 96, 1, 3000, 1) + bytes(1100)
+    plain = struct.pack("!BBHII", 0x80, 96, 1, 3000, 1) + bytes(100 if audio else 1100)
     floor_start = time.process_time()
     for i in range(forwarded // subscribers):
         pause(i)
@@ -271,6 +293,7 @@ if __name__ == "__main__":
     parser.add_argument("--loop", choices=("c", "python"), default="python", help="per-receiver loop")
     parser.add_argument("--transport-cc", action="store_true", help="packets carry transport-wide numbers")
     parser.add_argument("--send-side", action="store_true", help="and the bridge numbers what it sends")
+    parser.add_argument("--audio", action="store_true", help="Opus with its audio level instead of VP8")
     args = parser.parse_args()
     run(
         args.subscribers,
@@ -283,4 +306,5 @@ if __name__ == "__main__":
         args.loop,
         args.transport_cc,
         args.send_side or False,
+        args.audio,
     )

@@ -284,8 +284,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                 self._audio_subscriptions[endpoint_id] = audio
 
     # --- packet path ----------------------------------------------------------------------------
+    # (``stream.sender.id`` rather than the ``endpoint_id`` property: one call less per packet)
     def observe_audio_level(self, stream: IncomingStream, level: int, voice: bool, now: float) -> None:
-        self.speakers.observe(stream.endpoint_id, level, now)
+        self.speakers.observe(stream.sender.id, level, now)
         if now >= self._next_decision:
             self._tick(now)
 
@@ -293,9 +294,16 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         now = self._clock()
-        self.connectivity.on_media(stream.endpoint_id, now)
+        sender = stream.sender
+        self.connectivity.on_media(sender.id, now)
         if stream.kind != "video":
-            if packet[1] & 0x7F in self._red_payload_types(stream.sender):
+            # the sender's RED payload types, read here without a call while its sources hold
+            known = self._red.get(sender.id)
+            if known is None or known[0] is not sender.sources:
+                red = self._audio_payload_types(sender)[0]
+            else:
+                red = known[1]
+            if packet[1] & 0x7F in red:
                 subscriptions = self._red_audio(stream, subscriptions)
             if self.mixer is not None:
                 subscriptions = self._mix_audio(stream, packet, subscriptions)
@@ -308,7 +316,6 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                     or self._audio_subscriptions[sub.receiver.id].wants(source)
                 ]
             return subscriptions
-        sender = stream.sender
         if self._known_sources.get(sender.id) is not sender.sources:
             self._learn_sources(sender.id, sender.sources, now)
         ssrc = stream.ssrc

@@ -249,7 +249,13 @@ class ConferenceForwarder:
         packet = forwarded
         if self.native is not None and subscriptions:
             # the same loop in C; it leaves payload rewrites and a full socket buffer to this one
-            subscriptions = self.native.forward(packet, subscriptions, stamp_at)
+            if subscriptions is stream.subscriptions:  # everyone: its C array is kept with it
+                kept = stream.native_targets
+                if kept is None or kept[0] is not subscriptions:
+                    kept = stream.native_targets = (stream.subscriptions, self.native.targets(subscriptions))
+                subscriptions = self.native.forward(packet, subscriptions, stamp_at, kept[1])
+            else:
+                subscriptions = self.native.forward(packet, subscriptions, stamp_at)
         octets = len(packet) - 12
         # protect for every receiver, then send them all: the interpreter and SRTP on one side and
         # the kernel's send path on the other do not evict each other's caches once per receiver

@@ -224,19 +224,31 @@ class NativeFanout:
     def receiver(self) -> NativeReceiver:
         return NativeReceiver(self.fd)
 
+    def targets(self, subscriptions: Sequence[Subscription]) -> Any:
+        """The C array of ``subscriptions``' structures, for :meth:`forward`: valid as long as
+        that sequence is neither changed nor freed (a subscription's structure is its own for
+        life)."""
+        return self._new("struct parley_subscription *[]", [sub.native for sub in subscriptions])
+
     def forward(
-        self, packet: bytes, subscriptions: Sequence[Subscription], twcc_offset: int = -1
+        self,
+        packet: bytes,
+        subscriptions: Sequence[Subscription],
+        twcc_offset: int = -1,
+        targets: Any = None,
     ) -> Sequence[Subscription]:
         """Send ``packet`` to every subscription the C loop can serve; return the rest (usually
         none) for the Python loop. ``twcc_offset``: where each numbered receiver's transport-wide
-        sequence number goes (-1: nowhere)."""
+        sequence number goes (-1: nowhere). ``targets``: :meth:`targets` of ``subscriptions``
+        when the caller keeps it (None: made here)."""
         if self._queued():
             return subscriptions
         n = len(subscriptions)
         flags = self._flags
         if n > len(flags):
             flags = self._flags = _ffi.new("unsigned char[]", 2 * n)
-        targets = self._new("struct parley_subscription *[]", [sub.native for sub in subscriptions])
+        if targets is None:
+            targets = self._new("struct parley_subscription *[]", [sub.native for sub in subscriptions])
         if type(packet) is not bytes:
             packet = bytes(packet)
         if not self._fanout(self._protect, packet, len(packet), targets, n, flags, twcc_offset):

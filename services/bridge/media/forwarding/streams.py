@@ -40,6 +40,7 @@ class IncomingStream:
         "media",
         "muted",
         "nack_requests",
+        "native_targets",
         "reception",
         "rtx",
         "rtx_payload_types",
@@ -56,6 +57,9 @@ class IncomingStream:
         self.cache = PacketCache(cache_size)
         self.reception = rtcp.ReceptionStats(ssrc, clock_rate)
         self.subscriptions: list[Subscription] = []  # replaced, never changed in place
+        # (subscriptions, the C loop's array of them) while those are what the policy selects:
+        # every packet of a stream everyone gets (audio) skips building that array again
+        self.native_targets: tuple[list[Subscription], Any] | None = None
         self.rtx: IncomingStream | None = None  # on a media stream: its RTX stream
         self.media: IncomingStream | None = None  # on an RTX stream: the media stream it repairs
         self.rtx_payload_types: dict[int, int] = {}  # media pt -> rtx pt

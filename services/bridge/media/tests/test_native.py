@@ -213,3 +213,27 @@ def test_a_missing_or_failed_build_says_what_to_do(tmp_path: Path, monkeypatch: 
     with pytest.raises(NativeUnavailable, match="failed"):
         build(tmp_path / "native_fanout.so")
     assert not (tmp_path / "native_fanout.so").exists()
+
+
+def test_the_kept_array_of_a_stream_follows_its_receivers(library: Any, sockets: list[socket.socket]) -> None:
+    """A stream everyone gets keeps the C loop's array of its subscriptions between packets; a
+    receiver joining or leaving replaces the subscription list, and the next packet goes by the
+    new one."""
+    twins = Twins(library, sockets, receivers=3)
+    stream = twins.native.endpoints["sender"].streams[SENDER_SSRC]
+    twins.send(rtp_packet(1, 0))
+    kept = stream.native_targets
+    assert kept is not None and kept[0] is stream.subscriptions
+    twins.send(rtp_packet(2, 3000))
+    assert stream.native_targets is kept  # not built again
+    twins.python.remove_endpoint("r1")
+    twins.native.remove_endpoint("r1")
+    twins.send(rtp_packet(3, 6000))
+    assert stream.native_targets is not kept and stream.native_targets[0] is stream.subscriptions
+    for i, expected in ((0, 3), (1, 2), (2, 3)):
+        python_wire, native_wire = twins.wires(i)
+        assert len(native_wire) == expected and native_wire == python_wire[: len(native_wire)]
+        assert len(python_wire) == expected
+    for i in (0, 2):
+        _, sub = twins.subscriptions(i)
+        assert (sub.packets_by_python, sub.native.packets) == (0, 3)
