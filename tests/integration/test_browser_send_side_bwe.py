@@ -1,5 +1,5 @@
 """The bridge's send-side bandwidth estimate with real Chromium receivers
-(``videobridge.forwarding.send-side-bwe`` on): the bridge numbers what it forwards to each receiver
+(``videobridge.forwarding.send-side-bwe``, on by default): the bridge numbers what it forwards to each receiver
 (transport-wide sequence numbers, draft-holmer-rmcat-transport-wide-cc-extensions-01), Chromium
 answers with transport-cc feedback instead of REMB, and that feedback is the receiver's downlink
 estimate (``/debug``: ``downlink_estimate_source``), which the layer choice follows.
@@ -23,9 +23,7 @@ pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 @pytest.fixture(scope="module")
 def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
-    stack = LauncherStack(
-        tmp_path_factory.mktemp("stack") / "run", bridges=1, env={"JVB_SEND_SIDE_BWE": "true"}
-    ).start()
+    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start()
     room = f"ssbwe-{uuid.uuid4().hex[:8]}"
     try:
         with browsers() as pool:
