@@ -59,7 +59,7 @@ def test_claims_of_65535_statuses() -> None:
     everything_lost = twcc.parse_feedback(header(0xFFFF, words=9) + struct.pack("!H", 0x1FFF) * 9 + bytes(2))
     estimator.on_feedback(everything_lost, 1.0)  # only the 64 numbers it sent count
     assert estimator.last_loss == 1.0
-    estimator.on_feedback(everything_lost, 1.6)  # loss is taken over half a second of feedback
+    estimator.on_feedback(everything_lost, 2.1)  # loss is taken over a second of feedback
     assert estimator.window_loss == 1.0 and estimator.estimate < 800_000
 
 

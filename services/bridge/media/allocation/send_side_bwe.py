@@ -50,8 +50,8 @@ BETA = 0.85
 INCREASE_PER_SECOND = 1.08
 ACKED_WINDOW_US = 1_000_000
 LOW_LOSS, HIGH_LOSS = 0.02, 0.10
-LOSS_INTERVAL = 0.5
-"""Seconds of feedback the loss ratio is taken over (a few packets say little)."""
+LOSS_INTERVAL = 1.0
+"""Seconds of feedback the loss ratio is taken over (libwebrtc's ``kLossUpdateInterval``)."""
 PROBE_GUARD = 2.0
 """Seconds without over-use or loss before an acknowledged rate above the estimate is taken."""
 RESPONSE_TIME = 0.3

@@ -183,7 +183,7 @@ def test_heavy_loss_lowers_the_estimate_light_loss_does_not() -> None:
     light = SendSideEstimator(SendHistory(), start_bps=1_000_000)
     run(light, Link(50_000_000, loss=0.01), 0.0, 5.0)
     heavy = SendSideEstimator(SendHistory(), start_bps=1_000_000)
-    run(heavy, Link(50_000_000, loss=0.3), 0.0, 5.0)
+    run(heavy, Link(50_000_000, loss=0.3), 0.0, 10.0)  # 15 % down per second of feedback
     assert light.estimate > 1_000_000
     assert heavy.estimate < 300_000
 
