@@ -135,7 +135,7 @@ class Ice(Section):
 
 class Forwarding(Section):
     native_loop: bool = True
-    send_side_bwe: bool = False
+    send_side_bwe: bool = True
 
 
 class Colibri(Section):

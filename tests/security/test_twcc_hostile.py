@@ -58,7 +58,9 @@ def test_claims_of_65535_statuses() -> None:
         estimator.history.record(i * 1000, 1200)
     everything_lost = twcc.parse_feedback(header(0xFFFF, words=9) + struct.pack("!H", 0x1FFF) * 9 + bytes(2))
     estimator.on_feedback(everything_lost, 1.0)  # only the 64 numbers it sent count
-    assert estimator.last_loss == 1.0 and estimator.estimate < 800_000
+    assert estimator.last_loss == 1.0
+    estimator.on_feedback(everything_lost, 2.1)  # loss is taken over a second of feedback
+    assert estimator.window_loss == 1.0 and estimator.estimate < 800_000
 
 
 def test_feedback_on_numbers_never_sent_is_ignored() -> None:

@@ -123,7 +123,7 @@ class MediaConfig:
     rtcp_interval: float = 1.0
     expire_failed_endpoints: bool = True
     native_forwarding: bool = True
-    send_side_bwe: bool = False
+    send_side_bwe: bool = True
     stun_servers: tuple[str, ...] = ()
     tcp_port: int | None = None
     tcp_advertise_port: int | None = None

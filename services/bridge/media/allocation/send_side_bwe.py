@@ -10,14 +10,27 @@ GoogCC, after draft-ietf-rmcat-gcc-02:
 * delay-based (section 5): packets are grouped in 5 ms send bursts; the change in one-way delay
   between groups is accumulated, smoothed, and the slope of its trend over the last 20 groups
   (libwebrtc's ``TrendlineEstimator``) compared with an adaptive threshold: over it the link is
-  over-used and the estimate drops to 85 % of the rate the receiver acknowledged; below minus it,
-  under-used (hold); in between it grows by 8 % a second, to at most 1.5 x the acknowledged rate
-  plus 10 kbps;
-* loss-based (section 6): above 10 % loss per feedback the estimate drops by half the loss ratio,
-  below 2 % it may recover, in between it holds.
+  over-used, below minus it under-used, in between normal;
+* rate control (section 5.5, libwebrtc's ``AimdRateControl``): on over-use the estimate drops to
+  85 % of the rate the receiver acknowledged (what arrived over the last second, by its arrival
+  times) and that rate is remembered as the link's capacity (an average with its deviation,
+  libwebrtc's ``LinkCapacityEstimator``); under-use holds; normal grows it -- by 8 % a second
+  while far from the remembered capacity (or with none), additively (about one packet per
+  response time) near it -- only on feedback that acknowledged packets, and to at most 1.5 x the
+  acknowledged rate plus 10 kbps (a receiver sent little says little about its link);
+* probing with media: the bridge sends no padding; it probes by forwarding a receiver one layer
+  beyond its estimate (``probing.py``). When what the receiver acknowledged is above the estimate
+  with no over-use or loss for ``PROBE_GUARD`` seconds, the estimate rises to it at once (as
+  libwebrtc takes a probe cluster's measured rate, ``ProbeBitrateEstimator``): the link carried
+  it without queueing;
+* loss-based (section 6, libwebrtc's ``SendSideBandwidthEstimation``): the loss ratio is taken
+  over ``LOSS_INTERVAL`` of feedback; above 10 % the estimate drops by half the loss ratio, below
+  2 % it grows 8 % a second, in between it holds.
 
-The estimate is the lower of the two. Everything is bounded per feedback: only sequence numbers
-in the history count, whatever the feedback claims.
+The estimate is the lower of the two; it starts at ``start_bps`` (jitsi-videobridge's
+``jmt.bwe.estimator.initial-bw``, 2.5 Mbps, or the receiver's REMB if it sent one before its
+first feedback: :meth:`SendSideEstimator.seed`). Everything is bounded per feedback: only sequence
+numbers in the history count, whatever the feedback claims.
 """
 
 from __future__ import annotations
@@ -37,6 +50,13 @@ BETA = 0.85
 INCREASE_PER_SECOND = 1.08
 ACKED_WINDOW_US = 1_000_000
 LOW_LOSS, HIGH_LOSS = 0.02, 0.10
+LOSS_INTERVAL = 1.0
+"""Seconds of feedback the loss ratio is taken over (libwebrtc's ``kLossUpdateInterval``)."""
+PROBE_GUARD = 2.0
+"""Seconds without over-use or loss before an acknowledged rate above the estimate is taken."""
+RESPONSE_TIME = 0.3
+"""Seconds: a round trip (200 ms assumed) plus 100 ms, for the additive increase."""
+START_BPS = 2_500_000
 
 NORMAL, OVERUSE, UNDERUSE = "normal", "overuse", "underuse"
 
@@ -162,6 +182,36 @@ class _Trendline:
         self.last_update = now_ms
 
 
+class _LinkCapacity:
+    """libwebrtc's ``LinkCapacityEstimator``: the acknowledged rate at over-use, averaged (kbps),
+    with its normalised variance; ``None`` until the first over-use and after a reset."""
+
+    __slots__ = ("estimate", "variance")
+
+    def __init__(self) -> None:
+        self.estimate: float | None = None
+        self.variance = 0.4
+
+    def on_overuse(self, acked_bps: float) -> None:
+        kbps = acked_bps / 1000
+        alpha = 0.05 if self.estimate is not None else 1.0
+        previous = kbps if self.estimate is None else self.estimate
+        self.estimate = (1 - alpha) * previous + alpha * kbps
+        norm = max(self.estimate, 1.0)
+        error = self.estimate - kbps
+        self.variance = min(2.5, max(0.4, (1 - alpha) * self.variance + alpha * error * error / norm))
+
+    def bounds(self) -> tuple[float, float] | None:
+        """``(lower, upper)`` in bps: three deviations either side."""
+        if self.estimate is None:
+            return None
+        spread = 3 * (self.variance * self.estimate) ** 0.5
+        return (self.estimate - spread) * 1000, (self.estimate + spread) * 1000
+
+    def reset(self) -> None:
+        self.estimate = None
+
+
 class SendSideEstimator:
     """The downlink estimate of one receiver (bps) from its transport-cc feedback on what the
     bridge numbered in ``history``."""
@@ -169,7 +219,7 @@ class SendSideEstimator:
     def __init__(
         self,
         history: SendHistory,
-        start_bps: int = 1_000_000,
+        start_bps: int = START_BPS,
         min_bps: int = 30_000,
         max_bps: int = 20_000_000,
     ) -> None:
@@ -178,19 +228,38 @@ class SendSideEstimator:
         self.max_bps = max_bps
         self.delay_bps = float(start_bps)
         self.loss_bps = float(start_bps)
+        self.capacity = _LinkCapacity()
         self._trend = _Trendline()
         self._group: list[int] | None = None  # first send, last send, last arrival, bytes
         self._previous: list[int] | None = None
         self._acked: deque[tuple[int, int]] = deque()  # (arrival µs, bytes)
         self._acked_bytes = 0
         self._last_update: float | None = None
+        self._last_trouble = float("-inf")  # the last over-use or lossy feedback
+        self._loss_window: list[float] = [0.0, 0.0, -1.0]  # lost, expected, start (s)
         self.feedbacks = 0
+        self.overuses = 0
         self.state = NORMAL
         self.last_loss = 0.0
+        """The loss ratio of the latest feedback."""
+        self.window_loss = 0.0
+        """The loss ratio of the latest ``LOSS_INTERVAL`` that is over."""
 
     @property
     def estimate(self) -> int:
         return int(max(self.min_bps, min(self.max_bps, self.delay_bps, self.loss_bps)))
+
+    @property
+    def near_capacity(self) -> bool:
+        """Whether the estimate is within the remembered link capacity's band (additive
+        increase there, multiplicative elsewhere)."""
+        bounds = self.capacity.bounds()
+        return bounds is not None and bounds[0] <= self.delay_bps <= bounds[1]
+
+    def seed(self, bps: int) -> None:
+        """Start from ``bps`` (the receiver's REMB) while no feedback has arrived yet."""
+        if not self.feedbacks and bps > 0:
+            self.delay_bps = self.loss_bps = float(max(self.min_bps, min(self.max_bps, bps)))
 
     def acknowledged_bps(self) -> float | None:
         """What arrived at the receiver over the last second of its arrival times."""
@@ -215,17 +284,23 @@ class SendSideEstimator:
             return
         lost = max(0, known - len(packets))
         self.feedbacks += 1
+        self.last_loss = lost / known
         packets.sort(key=lambda p: p[1])
+        overused = False
         for send_us, arrival_us, size in packets:
-            self._on_packet(send_us, arrival_us, size)
-        self._update_rates(lost / known, now)
+            overused = self._on_packet(send_us, arrival_us, size) or overused
+        if overused:
+            self.state = OVERUSE
+        self._update_rates(self._loss(lost, known, now), now, bool(packets))
 
-    def _on_packet(self, send_us: int, arrival_us: int, size: int) -> None:
+    def _on_packet(self, send_us: int, arrival_us: int, size: int) -> bool:
+        """Count one acknowledged packet; whether a group it closed was over-use."""
         acked = self._acked
         acked.append((arrival_us, size))
         self._acked_bytes += size
         while acked and acked[0][0] < arrival_us - ACKED_WINDOW_US:
             self._acked_bytes -= acked.popleft()[1]
+        overused = False
         group = self._group
         if group is None or send_us - group[0] > BURST_US:
             if group is not None:
@@ -237,29 +312,72 @@ class SendSideEstimator:
                         self.state = self._trend.update(
                             arrival_delta - send_delta, send_delta, group[2] / 1000
                         )
+                        overused = self.state == OVERUSE
                 self._previous = group
             self._group = [send_us, send_us, arrival_us, size]
         else:
             group[1] = max(group[1], send_us)
             group[2] = max(group[2], arrival_us)
             group[3] += size
+        return overused
 
-    def _update_rates(self, loss: float, now: float) -> None:
+    def _loss(self, lost: int, known: int, now: float) -> float | None:
+        """The loss ratio of the last ``LOSS_INTERVAL`` once it is over, else ``None``."""
+        window = self._loss_window
+        if window[2] < 0:
+            window[2] = now
+        window[0] += lost
+        window[1] += known
+        if now - window[2] < LOSS_INTERVAL:
+            return None
+        ratio = window[0] / window[1]
+        self._loss_window = [0.0, 0.0, now]
+        self.window_loss = ratio
+        return ratio
+
+    def _update_rates(self, loss: float | None, now: float, acknowledged: bool) -> None:
         elapsed = 0.0 if self._last_update is None else max(0.0, min(1.0, now - self._last_update))
         self._last_update = now
-        self.last_loss = loss
         acked = self.acknowledged_bps()
+        if acked is not None:
+            bounds = self.capacity.bounds()
+            if bounds is not None and acked > bounds[1]:
+                self.capacity.reset()  # the link carries more than it did: far from it again
         if self.state == OVERUSE:
-            self.delay_bps = BETA * (acked if acked is not None else self.delay_bps)
+            self.overuses += 1
+            self._last_trouble = now
+            if acked is not None:
+                self.delay_bps = min(self.delay_bps, BETA * acked)
+                self.capacity.on_overuse(acked)
+            else:
+                self.delay_bps *= BETA
             self._trend.state = NORMAL  # one decrease per detection
             self.state = NORMAL
-        elif self.state == NORMAL:
-            grown = self.delay_bps * INCREASE_PER_SECOND**elapsed
+        elif self.state == NORMAL and acknowledged:
+            if self.near_capacity:
+                grown = self.delay_bps + self._additive_rate() * elapsed
+            else:
+                grown = self.delay_bps * INCREASE_PER_SECOND**elapsed + 1000 * elapsed
             if acked is not None:
                 grown = min(grown, max(self.delay_bps, 1.5 * acked + 10_000))
             self.delay_bps = grown
+        # under-use: hold (the queues drain)
+        if loss is not None and loss > HIGH_LOSS:
+            self.loss_bps = min(self.loss_bps, self.delay_bps) * (1 - 0.5 * loss)
+        elif self.window_loss < LOW_LOSS and acknowledged:
+            self.loss_bps = self.loss_bps * INCREASE_PER_SECOND**elapsed + 1000 * elapsed
+        if self.window_loss >= LOW_LOSS:
+            self._last_trouble = now
+        elif acked is not None and now - self._last_trouble >= PROBE_GUARD:
+            # a probe (a layer beyond the estimate) went through without queueing or loss
+            self.delay_bps = max(self.delay_bps, acked)
+            self.loss_bps = max(self.loss_bps, acked)
         self.delay_bps = max(self.min_bps, min(self.max_bps, self.delay_bps))
-        if loss > HIGH_LOSS:
-            self.loss_bps = max(self.min_bps, self.loss_bps * (1 - 0.5 * loss))
-        elif loss < LOW_LOSS:
-            self.loss_bps = min(self.max_bps, self.loss_bps * 1.05)
+        self.loss_bps = max(self.min_bps, min(self.max_bps, self.loss_bps))
+
+    def _additive_rate(self) -> float:
+        """bps per second near the link's capacity: about one packet per response time
+        (libwebrtc's ``AimdRateControl::GetNearMaxIncreaseRateBpsPerSecond``)."""
+        bits_per_frame = self.delay_bps / 30
+        packets_per_frame = max(1.0, -(-bits_per_frame // (1200 * 8)))
+        return max(4000.0, bits_per_frame / packets_per_frame / RESPONSE_TIME)

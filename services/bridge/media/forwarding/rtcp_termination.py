@@ -72,6 +72,8 @@ class RtcpTerminator:
                     remb = rtcp.parse_remb(packet)
                     if remb is not None:
                         endpoint.remb_bps = remb[0]
+                        if endpoint.send_side is not None:  # its start, before any feedback
+                            endpoint.send_side.seed(remb[0])
                         for ssrc in remb[1]:
                             sub = endpoint.subscriptions_by_out_ssrc.get(ssrc)
                             if sub is not None:
