@@ -25,24 +25,48 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free on 127.0.0.1 for ``kind`` (TCP by default, ``socket.SOCK_DGRAM`` for UDP)."""
+# Ports handed to services come from below the kernel's ephemeral range (32768-60999 on Linux):
+# a port the kernel picked for ``bind(0)`` and released can be taken again by any outgoing
+# connection (a browser, a TURN allocation, an HTTP client) before the service binds it.
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+_rng = random.Random(os.getpid() ^ time.monotonic_ns())
+
+
+def _bindable(port: int, kind: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _fresh_port(kinds: tuple[int, ...]) -> int:
+    for _ in range(500):
+        port = _rng.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        if all(_bindable(port, kind) for kind in kinds):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on every address for ``kind`` (TCP by default, ``socket.SOCK_DGRAM`` for UDP).
+
+    Never the same port twice in one test run, and never one the kernel hands out for outgoing
+    connections, so nothing else takes it between this call and the service binding it.
+    """
+    return _fresh_port((kind,))
 
 
 def free_tcp_udp_port() -> int:
     """A port number free for both TCP and UDP (the bridge's media port wants UDP)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
+    return _fresh_port((socket.SOCK_STREAM, socket.SOCK_DGRAM))
 
 
 def wait_tcp(host: str, port: int, timeout: float = 15.0) -> None:
