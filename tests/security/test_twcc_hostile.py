@@ -84,3 +84,16 @@ def test_a_sender_jumping_its_numbers_gets_bounded_feedback() -> None:
                 assert len(packet) <= twcc.MAX_PACKET_BYTES
                 assert twcc.parse_feedback(packet).count <= MAX_WINDOW + 1
     assert len(generator._arrivals) <= 2 * MAX_WINDOW + 1
+
+
+def test_feedback_replayed_without_end_keeps_the_estimator_bounded() -> None:
+    # a receiver acknowledging the same numbers at the same arrival time, feedback after feedback:
+    # nothing ages out of the acknowledged-rate window by arrival time, so it must by count
+    estimator = SendSideEstimator(SendHistory(4096), start_bps=800_000)
+    for i in range(1000):
+        estimator.history.record(i * 1000, 1200)
+    replay = twcc.parse_feedback(twcc.build_feedback(1, 2, 0, 0, 0, [0] * 1000))
+    for n in range(2000):
+        estimator.on_feedback(replay, 1.0 + n * 0.001)
+    assert len(estimator._acked) <= 4096
+    assert estimator.estimate <= 20_000_000

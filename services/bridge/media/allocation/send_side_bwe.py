@@ -300,6 +300,10 @@ class SendSideEstimator:
         self._acked_bytes += size
         while acked and acked[0][0] < arrival_us - ACKED_WINDOW_US:
             self._acked_bytes -= acked.popleft()[1]
+        if len(acked) > self.history.mask + 1:
+            # more acknowledgements inside a second than the history holds packets: a receiver
+            # replaying feedback (arrival times that never advance); keep the window bounded
+            self._acked_bytes -= acked.popleft()[1]
         overused = False
         group = self._group
         if group is None or send_us - group[0] > BURST_US:
