@@ -13,46 +13,31 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.integration.browser import BROWSER_MARKS, DESKTOP, LauncherStack, browsers, console_log
-from tests.integration.test_browser_simulcast import Person, wait_until
+from tests.integration.browser import (
+    BROWSER_MARKS,
+    Person,
+    bridge_media,
+    browsers,
+    console_log,
+    launcher_colibri,
+    launcher_meeting,
+)
+from tests.integration.browser import wait_for as wait_until
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 
 @pytest.fixture  # one test; its browsers go before the next test starts its own
 def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
-    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start()
-    room = f"ssbwe-{uuid.uuid4().hex[:8]}"
-    try:
-        with browsers() as pool:
-            people = []
-            for name in ("Ada", "Bob"):
-                page = pool.open(DESKTOP)
-                log = console_log(page)
-                page.goto(f"{stack.front}/{room}?name={name}")
-                people.append(Person(name, page, log))
-            for p in people:
-                p.page.wait_for_selector("#meeting:not([hidden])", timeout=30_000)
-            for p in people:
-                wait_until(
-                    f"{p.name} to decode the other",
-                    lambda p=p: sum(1 for s in p.received().values() if s["framesDecoded"] > 0) == 1,
-                    people,
-                    timeout=45,
-                )
-            yield people
-    finally:
-        stack.stop()
+    run_dir = tmp_path_factory.mktemp("stack") / "run"
+    with launcher_meeting(run_dir, "ssbwe", [("Ada", ""), ("Bob", "")], Person) as people:
+        yield people
 
 
 def bridge_view(person: Person, endpoint: str) -> dict[str, Any]:
-    offset = int(person.page.url.split("/")[2].rsplit(":", 1)[1]) - 8000
-    debug = httpx.get(f"http://127.0.0.1:{8080 + offset}/debug", timeout=5).json()
-    media = [e["media"] for c in debug["conferences"] for e in c["endpoints"] if e["id"] == endpoint]
-    return media[0] if media and media[0] else {}
+    return bridge_media(launcher_colibri(person.page), endpoint)
 
 
 def test_a_chromium_receivers_feedback_is_its_downlink_estimate(meeting: list[Person]) -> None:
@@ -126,11 +111,7 @@ def test_a_limited_downlink_moves_the_receiver_down_and_back_up(limited_site: tu
         ada, bob = people
 
         def view() -> dict[str, Any]:
-            debug = httpx.get(f"{stack.colibri}/debug", timeout=5).json()
-            media = [
-                e["media"] for c in debug["conferences"] for e in c["endpoints"] if e["id"] == bob.endpoint
-            ]
-            return media[0] if media and media[0] else {}
+            return bridge_media(stack.colibri, bob.endpoint)
 
         def height() -> int:
             return int(bob.received().get(ada.endpoint, {}).get("frameHeight", 0))
