@@ -48,6 +48,11 @@ def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
     return float(np.argmax(spectrum) * rate / len(pcm))
 
 
+def hears(chunks: list[np.ndarray], rate: int, tone: float) -> bool:
+    """More than 100 chunks of audio, and ``tone`` dominates the last 50."""
+    return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), rate) - tone) < 30
+
+
 GATEWAY_PASSWORD = secrets.token_urlsafe(12)  # the gateway's account jigasi@auth.<domain>
 
 
@@ -219,11 +224,11 @@ async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: Si
         # both sides hear each other
         def heard_caller() -> bool:
             chunks = listener.pcm.get("Carol Phone", [])
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+            return hears(chunks, 48000, CALLER_TONE)
 
         def caller_heard_room() -> bool:
             chunks = phone.received
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 8000) - ROOM_TONE) < 30
+            return hears(chunks, 8000, ROOM_TONE)
 
         ok_both = await wait_until(lambda: heard_caller() and caller_heard_room(), 40)
         assert ok_both, (
@@ -282,7 +287,7 @@ async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack:
 
         def heard_caller(nick: str) -> bool:
             chunks = listeners[nick].pcm.get("Grace Phone", [])
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+            return hears(chunks, 48000, CALLER_TONE)
 
         def caller_heard_both() -> bool:
             chunks = phone.received
@@ -402,11 +407,11 @@ async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipSta
 
         def heard_caller() -> bool:
             chunks = listener.pcm.get("Erin Dialin", [])
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+            return hears(chunks, 48000, CALLER_TONE)
 
         def caller_heard_room() -> bool:
             chunks = phone.received
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 8000) - ROOM_TONE) < 30
+            return hears(chunks, 8000, ROOM_TONE)
 
         assert await wait_until(lambda: heard_caller() and caller_heard_room(), 40), \
             f"room heard caller: {heard_caller()}, caller heard room: {caller_heard_room()}\n{stack.logs()}"
@@ -598,7 +603,7 @@ async def test_baresip_calls_into_a_meeting_over_udp_with_g711(stack: SipStack, 
 
         def heard_caller() -> bool:
             chunks = listener.pcm.get("Bare Phone", [])
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+            return hears(chunks, 48000, CALLER_TONE)
 
         def decoded() -> np.ndarray:
             files = sorted(dumps.glob("*dec*.wav"))
