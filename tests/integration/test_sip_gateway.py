@@ -16,7 +16,7 @@ import wave
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import httpx
 import numpy as np
@@ -201,6 +201,29 @@ def call_view(stack: SipStack, call_id: str) -> dict[str, Any]:
     return next((c for c in get_json(stack.sip_ports["http"], "/calls") if c["call_id"] == call_id), {})
 
 
+L = TypeVar("L", bound=Listener)
+
+
+@overload
+async def in_room(stack: SipStack, nick: str, room: str, tone: float = ...) -> Listener: ...
+@overload
+async def in_room(stack: SipStack, nick: str, room: str, tone: float = ..., *, kind: type[L]) -> L: ...
+async def in_room(stack: SipStack, nick: str, room: str, tone: float = ROOM_TONE,
+                  kind: type[Listener] = Listener) -> Listener:
+    """A participant ``nick`` sending ``tone``, joined to ``room``."""
+    listener = kind(nick, port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                    focus_jid=stack.focus_jid, tone=tone)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    return listener
+
+
+def plain_caller(stack: SipStack) -> tuple[RtpPhone, SipClient, str, str]:
+    """A G.711 phone, a SIP client over UDP to the gateway, a new Call-ID and From tag."""
+    return RtpPhone(CALLER_TONE), SipClient("udp", "127.0.0.1", stack.sip_ports["sip"]), \
+        secrets.token_hex(8), secrets.token_hex(4)
+
+
 def ack_for(ok: object, c: SipClient, call_id: str, from_tag: str, room: str, cseq: int = 1) -> None:
     c.send(request("ACK", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=from_tag, cseq=cseq,
                    to=ok.get("To")))  # type: ignore[attr-defined]
@@ -208,13 +231,8 @@ def ack_for(ok: object, c: SipClient, call_id: str, from_tag: str, room: str, cs
 
 async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: SipStack) -> None:
     room = "siproom"
-    listener = Listener("bob", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await listener.start()
-    await listener.join(f"{room}@{MUC_DOMAIN}")
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    listener = await in_room(stack, "bob", room)
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         ok = await place_call(c, phone, call_id, tag, room, "Carol Phone", logs=stack.logs)
         assert phone.payload_type == audio.PCMU
@@ -264,14 +282,8 @@ async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack:
     both of them hear the phone."""
     room = "mixroom"
     tones = {"bob": ROOM_TONE, "eve": 1400.0}
-    listeners = {nick: Listener(nick, port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                                focus_jid=stack.focus_jid, tone=tone) for nick, tone in tones.items()}
-    for listener in listeners.values():
-        await listener.start()
-        await listener.join(f"{room}@{MUC_DOMAIN}")
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    listeners = {nick: await in_room(stack, nick, room, tone) for nick, tone in tones.items()}
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         ok = await place_call(c, phone, call_id, tag, room, "Grace Phone", logs=stack.logs)
         conf = stack.conference(f"{room}@{MUC_DOMAIN}")
@@ -314,13 +326,8 @@ async def test_moderator_mute_silences_the_sip_participant(stack: SipStack) -> N
     """Jicofo's mute IQ from the room's moderator: the focus tells the gateway's leg (which shows
     ``audiomuted``) and the bridge, and nobody hears the caller, although its phone keeps sending."""
     room = "muteroom"
-    moderator = Listener("judy", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                         focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await moderator.start()
-    await moderator.join(f"{room}@{MUC_DOMAIN}")
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    moderator = await in_room(stack, "judy", room)
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         ok = await place_call(c, phone, call_id, tag, room, "Ivan Phone", logs=stack.logs)
 
@@ -381,13 +388,8 @@ async def dial_in(c: SipClient, phone: RtpPhone, call_id: str, tag: str, display
 
 async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipStack) -> None:
     room = "pinroom"
-    listener = Listener("dave", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await listener.start()
-    await listener.join(f"{room}@{MUC_DOMAIN}")
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    listener = await in_room(stack, "dave", room)
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         # answered at once, before any room: the caller hears the prompt (two 440 Hz beeps)
         ok = await dial_in(c, phone, call_id, tag, "Erin Dialin")
@@ -429,9 +431,7 @@ async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipSta
 
 
 async def test_dial_in_hangs_up_after_three_wrong_pins(stack: SipStack) -> None:
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         await dial_in(c, phone, call_id, tag, "Mallory")
         phone.key("1#2#" + "5" * 40 + "#")  # two wrong PINs and one far too long
@@ -475,10 +475,7 @@ def msrp_send(to_path: str, text: str, tid: str | None = None) -> bytes:
 
 async def test_msrp_over_websocket_is_relayed_to_and_from_the_room_chat(stack: SipStack) -> None:
     room = "chatroom"
-    listener = ChatListener("frank", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                            focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await listener.start()
-    await listener.join(f"{room}@{MUC_DOMAIN}")
+    listener = await in_room(stack, "frank", room, kind=ChatListener)
     listener.room_jid = f"{room}@{MUC_DOMAIN}"
     c = SipClient("ws", "127.0.0.1", stack.sip_ports["ws"])
     call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
@@ -572,10 +569,7 @@ async def test_baresip_calls_into_a_meeting_over_udp_with_g711(stack: SipStack, 
     """Debian's baresip, a real softphone: G.711 over UDP, its source a 1 kHz WAV (aufile), what it
     decodes saved by its sndfile module; the room hears the tone and baresip hears the room."""
     room = "bareroom"
-    listener = Listener("heidi", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await listener.start()
-    await listener.join(f"{room}@{MUC_DOMAIN}")
+    listener = await in_room(stack, "heidi", room)
     conf = tmp_path / "baresip"
     dumps = tmp_path / "dumps"
     conf.mkdir()
