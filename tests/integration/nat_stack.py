@@ -4,10 +4,11 @@ candidate pair that carries the media."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,27 @@ def start_meeting_stack(
         time.sleep(0.2)
     stack.front = f"http://{public}:{web_http}"
     return stack
+
+
+@contextlib.contextmanager
+def one_site(
+    name: str, prepare: Callable[[NetLab, Site], None] | None = None, **start: Any
+) -> Iterator[tuple[NetLab, MeetingStack, Site]]:
+    """The web client built, a lab with one site ``name`` (``prepare`` may change its network
+    first) and a stack every page reaches, and whose bridge advertises, at the site's gateway
+    (``start``: more :func:`start_meeting_stack` arguments); stopped and removed afterwards."""
+    build_web_client()
+    lab = NetLab()
+    stack = MeetingStack()
+    try:
+        site = lab.site(name)
+        if prepare is not None:
+            prepare(lab, site)
+        start_meeting_stack(site.gateway, site.gateway, stack=stack, **start)
+        yield lab, stack, site
+    finally:
+        stack.stop()
+        lab.close()
 
 
 @dataclass

@@ -18,9 +18,8 @@ from tests.integration.harness import REPO
 from tests.integration.nat_stack import (
     MeetingStack,
     Person,
-    build_web_client,
     decode_each_other,
-    start_meeting_stack,
+    one_site,
     wait_until,
 )
 from tests.integration.netns import NetLab, Site, netns_available
@@ -34,16 +33,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def site_stack() -> Iterator[tuple[NetLab, MeetingStack, Site]]:
-    build_web_client()
-    lab = NetLab()
-    meeting = MeetingStack()
-    try:
-        site = lab.site("c")
-        start_meeting_stack(site.gateway, site.gateway, stack=meeting)
-        yield lab, meeting, site
-    finally:
-        meeting.stop()
-        lab.close()
+    with one_site("c") as lab_stack_site:
+        yield lab_stack_site
 
 
 def test_a_participant_whose_network_drops_packets_is_shown_as_interrupted(

@@ -72,19 +72,10 @@ TOP = 360  # what a tile in this two-person layout asks for (its constraint)
 
 @pytest.fixture(scope="module")
 def limited_site() -> Iterator[tuple[Any, Any, Any]]:
-    from tests.integration.nat_stack import MeetingStack, build_web_client, start_meeting_stack
-    from tests.integration.netns import NetLab
+    from tests.integration.nat_stack import one_site
 
-    build_web_client()
-    lab = NetLab()
-    stack = MeetingStack()
-    try:
-        site = lab.site("r")
-        start_meeting_stack(site.gateway, site.gateway, stack=stack, simulcast=True)
-        yield lab, stack, site
-    finally:
-        stack.stop()
-        lab.close()
+    with one_site("r", simulcast=True) as lab_stack_site:
+        yield lab_stack_site
 
 
 def test_a_limited_downlink_moves_the_receiver_down_and_back_up(limited_site: tuple[Any, Any, Any]) -> None:
