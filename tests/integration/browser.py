@@ -152,6 +152,10 @@ class Person:
     def frames(self, key: str) -> int:
         return int(self.received().get(key, {}).get("framesDecoded", 0))
 
+    def video_of(self, endpoint: str) -> dict[str, Any]:
+        """getStats of ``endpoint``'s decoded video, empty before there is any."""
+        return dict(self.received().get(endpoint, {}))
+
 
 P = TypeVar("P", bound=Person)
 

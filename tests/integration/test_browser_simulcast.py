@@ -32,7 +32,7 @@ class Person(BasePerson):
     """A participant, with what this test reads of its page."""
 
     def height_of(self, endpoint: str) -> int:
-        return int(self.received().get(endpoint, {}).get("frameHeight", 0))
+        return int(self.video_of(endpoint).get("frameHeight", 0))
 
     def tile(self, endpoint: str, attribute: str) -> str | None:
         return self.page.get_attribute(f'.tile[data-endpoint="{endpoint}"]', attribute)

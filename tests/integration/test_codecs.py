@@ -34,9 +34,6 @@ pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 
 class Person(BasePerson):
-    def video_of(self, endpoint: str) -> dict:
-        return dict(self.received().get(endpoint, {}))
-
     def audio_of(self, endpoint: str) -> dict:
         return dict(self.page.evaluate("window.parley.audioStats()").get(endpoint, {}))
 

@@ -224,6 +224,13 @@ def plain_caller(stack: SipStack) -> tuple[RtpPhone, SipClient, str, str]:
         secrets.token_hex(8), secrets.token_hex(4)
 
 
+async def hang_up(stack: SipStack, c: SipClient, ok: Any, call_id: str, tag: str, room: str) -> None:
+    """The caller's BYE (in the dialog ``ok`` confirmed); the gateway's ``/calls`` forgets the call."""
+    c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                   to=ok.get("To")))
+    assert await wait_until(lambda: not call_view(stack, call_id), 20)
+
+
 def ack_for(ok: object, c: SipClient, call_id: str, from_tag: str, room: str, cseq: int = 1) -> None:
     c.send(request("ACK", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=from_tag, cseq=cseq,
                    to=ok.get("To")))  # type: ignore[attr-defined]
@@ -312,9 +319,7 @@ async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack:
         assert not peaks(np.concatenate(phone.received[-50:]), 8000, [CALLER_TONE])[0]
         # the gateway decodes one stream: the bridge's mix (not one per participant)
         assert await wait_until(lambda: call_view(stack, call_id)["heard_frames"] > 100, 10), call_view(stack, call_id)
-        c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
-                       to=ok.get("To")))
-        assert await wait_until(lambda: not call_view(stack, call_id), 20)
+        await hang_up(stack, c, ok, call_id, tag, room)
     finally:
         phone.stop()
         c.close()
@@ -348,9 +353,7 @@ async def test_moderator_mute_silences_the_sip_participant(stack: SipStack) -> N
         after, rtp_after = heard(), call_view(stack, call_id)["rtp_in"]
         assert rtp_after > rtp_before + 50  # the phone still talks
         assert after == before, (before, after)  # nobody decodes it
-        c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
-                       to=ok.get("To")))
-        assert await wait_until(lambda: not call_view(stack, call_id), 20)
+        await hang_up(stack, c, ok, call_id, tag, room)
     finally:
         phone.stop()
         c.close()
