@@ -19,6 +19,7 @@ from tests.integration.nat_stack import (
     MeetingStack,
     Person,
     decode_each_other,
+    join_from,
     one_site,
     wait_until,
 )
@@ -43,14 +44,7 @@ def test_a_participant_whose_network_drops_packets_is_shown_as_interrupted(
     lab, meeting, site = site_stack
     room = f"{meeting.front}/cs-{uuid.uuid4().hex[:8]}"
     with browsers() as pool:
-        people = []
-        for name, where in (("Cut", site), ("Home", None)):
-            page = lab.open_browser(pool, where, meeting.front)
-            log = console_log(page)
-            page.goto(f"{room}?name={name}")
-            people.append(Person(name, page, log))
-        for p in people:
-            p.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
+        people = join_from(lab, pool, meeting.front, room, {"Cut": site, "Home": None}, Person, 120_000)
 
         # Late waits on the pre-join screen (its browser started now, not during the interruption)
         page = lab.open_browser(pool, None, meeting.front)

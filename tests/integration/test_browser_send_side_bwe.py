@@ -20,7 +20,6 @@ from tests.integration.browser import (
     Person,
     bridge_media,
     browsers,
-    console_log,
     launcher_colibri,
     launcher_meeting,
 )
@@ -83,6 +82,7 @@ def test_a_limited_downlink_moves_the_receiver_down_and_back_up(limited_site: tu
     bucket (``tc tbf``): the bridge's send-side estimate of it falls (the delay trend of his
     transport-cc feedback), the bridge forwards him a lower layer of Ada's camera; when the limit
     goes, the step-up probe and the estimate take him back up to the layer his tile asks for."""
+    from tests.integration.nat_stack import join_from
     from tests.integration.netns import netns_available
 
     if not netns_available() or not shutil.which("tc"):
@@ -91,14 +91,7 @@ def test_a_limited_downlink_moves_the_receiver_down_and_back_up(limited_site: tu
     veth = f"{lab.tag}ra"  # this namespace's end: what leaves it towards Bob
     room = f"{stack.front}/ssbwe-tc-{uuid.uuid4().hex[:8]}"
     with browsers() as pool:
-        people = []
-        for name, where in (("Ada", None), ("Bob", site)):
-            page = lab.open_browser(pool, where, stack.front)
-            log = console_log(page)
-            page.goto(f"{room}?name={name}")
-            people.append(Person(name, page, log))
-        for p in people:
-            p.page.wait_for_selector("#meeting:not([hidden])", timeout=60_000)
+        people = join_from(lab, pool, stack.front, room, {"Ada": None, "Bob": site}, Person, 60_000)
         ada, bob = people
 
         def view() -> dict[str, Any]:
