@@ -29,8 +29,9 @@ from .conference import MediaSources, Participant
 SCTP_PORT = 5000
 RTP_MEDIA = ("audio", "video")
 MIX_SOURCE_NAME = "jvb-mix-a0"
-"""The name (and msid) the gateway's offer gives the bridge's mixed audio stream."""
+"""The source name the gateway's offer gives the bridge's mixed audio stream."""
 MIX_MSID = "mixedmslabel mixedlabelaudio0"
+"""Its msid."""
 
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"

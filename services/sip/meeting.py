@@ -401,7 +401,8 @@ class MeetingLeg(slixmpp.ClientXMPP):
 
 
 class PlainRtp(asyncio.DatagramProtocol):
-    """One plain-RTP (G.711) caller: decode what it sends into the voice mixer, send it the mix."""
+    """One plain-RTP (G.711) caller: decode what it sends into the voice queue, send it what the
+    meeting leg hears (the bridge's mix-minus)."""
 
     def __init__(self, pt: int, remote: tuple[str, int], voice: FrameQueue, heard: FrameQueue,
                  muted: Callable[[], bool], telephone_event: int | None = None,

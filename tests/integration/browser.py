@@ -9,6 +9,7 @@ root.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -17,10 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -150,6 +152,59 @@ class Person:
     def frames(self, key: str) -> int:
         return int(self.received().get(key, {}).get("framesDecoded", 0))
 
+    def video_of(self, endpoint: str) -> dict[str, Any]:
+        """getStats of ``endpoint``'s decoded video, empty before there is any."""
+        return dict(self.received().get(endpoint, {}))
+
+
+P = TypeVar("P", bound=Person)
+
+# what a media test's failure message shows of each page (label -> expression), besides its console
+MEDIA_STATE = {
+    "sends": "window.parley.sendStats()",
+    "receives": "window.parley.videoStats()",
+    "asks": "window.parley.videoConstraints",
+    "forwarded": "window.parley.forwardedSources",
+    "bridge's downlink estimate": "window.parley.downlinkBps",
+}
+
+
+def wait_for(
+    what: str,
+    cond: Callable[[], Any],
+    people: Sequence[Person],
+    timeout: float = 30.0,
+    shows: dict[str, str] | None = None,
+) -> None:
+    """Poll ``cond()`` until true; on timeout fail naming ``what``, with each page's state
+    (``shows``: label -> JavaScript expression, :data:`MEDIA_STATE` by default) and last 30
+    console lines."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            state = MEDIA_STATE if shows is None else shows
+            logs = "\n\n".join(
+                f"--- {p.name}\n"
+                + "".join(f"{label} {p.page.evaluate(expression)}\n" for label, expression in state.items())
+                + "\n".join(p.log[-30:])
+                for p in people
+            )
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.3)
+
+
+def launcher_colibri(page: Page) -> str:
+    """The first bridge's private HTTP (``/debug``, ``/colibri``) of the :class:`LauncherStack`
+    whose front door ``page`` is on: the launcher puts it 80 ports above the front door."""
+    front_port = int(page.url.split("/")[2].rsplit(":", 1)[1])
+    return f"http://127.0.0.1:{front_port + 80}"
+
+
+def bridge_media(colibri: str, endpoint: str) -> dict[str, Any]:
+    """The bridge's media view of ``endpoint`` (its ``/debug``), empty when it has none."""
+    debug = httpx.get(f"{colibri}/debug", timeout=5).json()
+    media = [e["media"] for c in debug["conferences"] for e in c["endpoints"] if e["id"] == endpoint]
+    return dict(media[0]) if media and media[0] else {}
 
 
 class LauncherStack:
@@ -322,3 +377,45 @@ def wait_with_logs(what: str, cond: Any, logs: list[list[str]], timeout: float =
                 f"timed out waiting for {what}\n" + "\n--\n".join("\n".join(x[-30:]) for x in logs)
             )
         time.sleep(0.25)
+
+
+def decodes(person: Person, count: int) -> bool:
+    """``person``'s page decodes the video of exactly ``count`` others."""
+    return sum(1 for s in person.received().values() if s["framesDecoded"] > 0) == count
+
+
+@contextlib.contextmanager
+def launcher_meeting(
+    run_dir: Path,
+    room_prefix: str,
+    joins: Sequence[tuple[str, str]],
+    person: type[P],
+    shows: dict[str, str] | None = None,
+) -> Iterator[list[P]]:
+    """A :class:`LauncherStack` (one bridge) in ``run_dir`` and one desktop Chromium for each
+    ``(name, more URL query)`` of ``joins`` in a new room; yields the people (of type ``person``)
+    once each page shows the meeting and decodes every other's video. Closed afterwards."""
+    stack = LauncherStack(run_dir, bridges=1).start()
+    room = f"{room_prefix}-{uuid.uuid4().hex[:8]}"
+    try:
+        with browsers() as pool:
+            people = []
+            for name, query in joins:
+                page = pool.open(DESKTOP)
+                log = console_log(page)
+                page.goto(f"{stack.front}/{room}?name={name}{query}")
+                people.append(person(name, page, log))
+            for p in people:
+                p.page.wait_for_selector("#meeting:not([hidden])", timeout=30_000)
+            others = len(people) - 1
+            for p in people:
+                wait_for(
+                    f"{p.name} to decode {'the other' if others == 1 else f'the {others} others'}",
+                    functools.partial(decodes, p, others),
+                    people,
+                    timeout=45,
+                    shows=shows,
+                )
+            yield people
+    finally:
+        stack.stop()

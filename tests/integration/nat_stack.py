@@ -4,17 +4,18 @@ candidate pair that carries the media."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from playwright.sync_api import Page
 
-from tests.integration.browser import DIRECT_STACK_NAMES, browsers, console_log
+from tests.integration.browser import DIRECT_STACK_NAMES, Browsers, browsers, console_log
 from tests.integration.harness import REPO, ServiceProcess, free_port, free_tcp_udp_port
 from tests.integration.netns import NetLab, Site
 
@@ -97,6 +98,32 @@ def start_meeting_stack(
     return stack
 
 
+@contextlib.contextmanager
+def one_site(
+    name: str, prepare: Callable[[NetLab, Site], None] | None = None, **start: Any
+) -> Iterator[tuple[NetLab, MeetingStack, Site]]:
+    """The web client built, a lab with one site ``name`` (``prepare`` may change its network
+    first) and a stack every page reaches, and whose bridge advertises, at the site's gateway
+    (``start``: more :func:`start_meeting_stack` arguments); stopped and removed afterwards."""
+    build_web_client()
+    lab = NetLab()
+    stack = MeetingStack()
+    try:
+        site = lab.site(name)
+        if prepare is not None:
+            prepare(lab, site)
+        start_meeting_stack(site.gateway, site.gateway, stack=stack, **start)
+        yield lab, stack, site
+    finally:
+        stack.stop()
+        lab.close()
+
+
+class Joined(Protocol):
+    @property
+    def page(self) -> Page: ...
+
+
 @dataclass
 class Person:
     name: str
@@ -124,19 +151,36 @@ def wait_until(what: str, cond: Any, people: list[Person], timeout: float = 45.0
         time.sleep(0.3)
 
 
+P = TypeVar("P", bound=Joined)
+
+
+def join_from(
+    lab: NetLab,
+    pool: Browsers,
+    front: str,
+    room_url: str,
+    sites: dict[str, Site | None],
+    person: Callable[[str, Page, list[str]], P],
+    timeout_ms: int = 30_000,
+) -> list[P]:
+    """Everyone in ``sites`` (name -> site, None = the test's namespace) opens ``room_url`` in a
+    browser of ``pool`` on that site's network; each a ``person(name, page, console log)``, once
+    the page shows the meeting."""
+    people = []
+    for name, site in sites.items():
+        page = lab.open_browser(pool, site, front)
+        log = console_log(page)
+        page.goto(f"{room_url}?name={name}")
+        people.append(person(name, page, log))
+    for p in people:
+        p.page.wait_for_selector("#meeting:not([hidden])", timeout=timeout_ms)
+    return people
+
+
 def meet(lab: NetLab, front: str, sites: dict[str, Site | None]) -> Iterator[list[Person]]:
     """Everyone in ``sites`` (name -> site, None = the test's namespace) joins one new room."""
-    room = f"nat-{uuid.uuid4().hex[:8]}"
     with browsers() as pool:
-        people = []
-        for name, site in sites.items():
-            page = lab.open_browser(pool, site, front)
-            log = console_log(page)
-            page.goto(f"{front}/{room}?name={name}")
-            people.append(Person(name, page, log))
-        for p in people:
-            p.page.wait_for_selector("#meeting:not([hidden])", timeout=30_000)
-        yield people
+        yield join_from(lab, pool, front, f"{front}/nat-{uuid.uuid4().hex[:8]}", sites, Person)
 
 
 def decode_each_other(people: list[Person]) -> None:

@@ -18,9 +18,9 @@ from tests.integration.harness import REPO
 from tests.integration.nat_stack import (
     MeetingStack,
     Person,
-    build_web_client,
     decode_each_other,
-    start_meeting_stack,
+    join_from,
+    one_site,
     wait_until,
 )
 from tests.integration.netns import NetLab, Site, netns_available
@@ -34,16 +34,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def site_stack() -> Iterator[tuple[NetLab, MeetingStack, Site]]:
-    build_web_client()
-    lab = NetLab()
-    meeting = MeetingStack()
-    try:
-        site = lab.site("c")
-        start_meeting_stack(site.gateway, site.gateway, stack=meeting)
-        yield lab, meeting, site
-    finally:
-        meeting.stop()
-        lab.close()
+    with one_site("c") as lab_stack_site:
+        yield lab_stack_site
 
 
 def test_a_participant_whose_network_drops_packets_is_shown_as_interrupted(
@@ -52,14 +44,7 @@ def test_a_participant_whose_network_drops_packets_is_shown_as_interrupted(
     lab, meeting, site = site_stack
     room = f"{meeting.front}/cs-{uuid.uuid4().hex[:8]}"
     with browsers() as pool:
-        people = []
-        for name, where in (("Cut", site), ("Home", None)):
-            page = lab.open_browser(pool, where, meeting.front)
-            log = console_log(page)
-            page.goto(f"{room}?name={name}")
-            people.append(Person(name, page, log))
-        for p in people:
-            p.page.wait_for_selector("#meeting:not([hidden])", timeout=120_000)
+        people = join_from(lab, pool, meeting.front, room, {"Cut": site, "Home": None}, Person, 120_000)
 
         # Late waits on the pre-join screen (its browser started now, not during the interruption)
         page = lab.open_browser(pool, None, meeting.front)

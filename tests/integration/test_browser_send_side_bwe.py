@@ -13,46 +13,30 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.integration.browser import BROWSER_MARKS, DESKTOP, LauncherStack, browsers, console_log
-from tests.integration.test_browser_simulcast import Person, wait_until
+from tests.integration.browser import (
+    BROWSER_MARKS,
+    Person,
+    bridge_media,
+    browsers,
+    launcher_colibri,
+    launcher_meeting,
+)
+from tests.integration.browser import wait_for as wait_until
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 
 @pytest.fixture  # one test; its browsers go before the next test starts its own
 def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
-    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start()
-    room = f"ssbwe-{uuid.uuid4().hex[:8]}"
-    try:
-        with browsers() as pool:
-            people = []
-            for name in ("Ada", "Bob"):
-                page = pool.open(DESKTOP)
-                log = console_log(page)
-                page.goto(f"{stack.front}/{room}?name={name}")
-                people.append(Person(name, page, log))
-            for p in people:
-                p.page.wait_for_selector("#meeting:not([hidden])", timeout=30_000)
-            for p in people:
-                wait_until(
-                    f"{p.name} to decode the other",
-                    lambda p=p: sum(1 for s in p.received().values() if s["framesDecoded"] > 0) == 1,
-                    people,
-                    timeout=45,
-                )
-            yield people
-    finally:
-        stack.stop()
+    run_dir = tmp_path_factory.mktemp("stack") / "run"
+    with launcher_meeting(run_dir, "ssbwe", [("Ada", ""), ("Bob", "")], Person) as people:
+        yield people
 
 
 def bridge_view(person: Person, endpoint: str) -> dict[str, Any]:
-    offset = int(person.page.url.split("/")[2].rsplit(":", 1)[1]) - 8000
-    debug = httpx.get(f"http://127.0.0.1:{8080 + offset}/debug", timeout=5).json()
-    media = [e["media"] for c in debug["conferences"] for e in c["endpoints"] if e["id"] == endpoint]
-    return media[0] if media and media[0] else {}
+    return bridge_media(launcher_colibri(person.page), endpoint)
 
 
 def test_a_chromium_receivers_feedback_is_its_downlink_estimate(meeting: list[Person]) -> None:
@@ -87,19 +71,10 @@ TOP = 360  # what a tile in this two-person layout asks for (its constraint)
 
 @pytest.fixture(scope="module")
 def limited_site() -> Iterator[tuple[Any, Any, Any]]:
-    from tests.integration.nat_stack import MeetingStack, build_web_client, start_meeting_stack
-    from tests.integration.netns import NetLab
+    from tests.integration.nat_stack import one_site
 
-    build_web_client()
-    lab = NetLab()
-    stack = MeetingStack()
-    try:
-        site = lab.site("r")
-        start_meeting_stack(site.gateway, site.gateway, stack=stack, simulcast=True)
-        yield lab, stack, site
-    finally:
-        stack.stop()
-        lab.close()
+    with one_site("r", simulcast=True) as lab_stack_site:
+        yield lab_stack_site
 
 
 def test_a_limited_downlink_moves_the_receiver_down_and_back_up(limited_site: tuple[Any, Any, Any]) -> None:
@@ -107,6 +82,7 @@ def test_a_limited_downlink_moves_the_receiver_down_and_back_up(limited_site: tu
     bucket (``tc tbf``): the bridge's send-side estimate of it falls (the delay trend of his
     transport-cc feedback), the bridge forwards him a lower layer of Ada's camera; when the limit
     goes, the step-up probe and the estimate take him back up to the layer his tile asks for."""
+    from tests.integration.nat_stack import join_from
     from tests.integration.netns import netns_available
 
     if not netns_available() or not shutil.which("tc"):
@@ -115,22 +91,11 @@ def test_a_limited_downlink_moves_the_receiver_down_and_back_up(limited_site: tu
     veth = f"{lab.tag}ra"  # this namespace's end: what leaves it towards Bob
     room = f"{stack.front}/ssbwe-tc-{uuid.uuid4().hex[:8]}"
     with browsers() as pool:
-        people = []
-        for name, where in (("Ada", None), ("Bob", site)):
-            page = lab.open_browser(pool, where, stack.front)
-            log = console_log(page)
-            page.goto(f"{room}?name={name}")
-            people.append(Person(name, page, log))
-        for p in people:
-            p.page.wait_for_selector("#meeting:not([hidden])", timeout=60_000)
+        people = join_from(lab, pool, stack.front, room, {"Ada": None, "Bob": site}, Person, 60_000)
         ada, bob = people
 
         def view() -> dict[str, Any]:
-            debug = httpx.get(f"{stack.colibri}/debug", timeout=5).json()
-            media = [
-                e["media"] for c in debug["conferences"] for e in c["endpoints"] if e["id"] == bob.endpoint
-            ]
-            return media[0] if media and media[0] else {}
+            return bridge_media(stack.colibri, bob.endpoint)
 
         def height() -> int:
             return int(bob.received().get(ada.endpoint, {}).get("frameHeight", 0))

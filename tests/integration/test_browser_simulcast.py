@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.integration.browser import (
     BROWSER_MARKS,
-    DESKTOP,
-    LauncherStack,
-    browsers,
-    console_log,
+    bridge_media,
+    launcher_colibri,
+    launcher_meeting,
     screenshot,
 )
 from tests.integration.browser import Person as BasePerson
+from tests.integration.browser import wait_for as wait_until
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
@@ -34,52 +32,18 @@ class Person(BasePerson):
     """A participant, with what this test reads of its page."""
 
     def height_of(self, endpoint: str) -> int:
-        return int(self.received().get(endpoint, {}).get("frameHeight", 0))
+        return int(self.video_of(endpoint).get("frameHeight", 0))
 
     def tile(self, endpoint: str, attribute: str) -> str | None:
         return self.page.get_attribute(f'.tile[data-endpoint="{endpoint}"]', attribute)
 
 
-def wait_until(what: str, cond, people: list[Person], timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            logs = "\n\n".join(
-                f"--- {p.name}\nsends {p.page.evaluate('window.parley.sendStats()')}\n"
-                f"receives {p.received()}\nasks {p.page.evaluate('window.parley.videoConstraints')}\n"
-                f"forwarded {p.page.evaluate('window.parley.forwardedSources')}\n"
-                f"bridge's downlink estimate {p.page.evaluate('window.parley.downlinkBps')}\n"
-                + "\n".join(p.log[-30:])
-                for p in people
-            )
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
 def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
-    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start()
-    room = f"sc-{uuid.uuid4().hex[:8]}"
-    try:
-        with browsers() as pool:
-            people = []
-            for name in ("Ada", "Bob", "Cy"):
-                page = pool.open(DESKTOP)
-                log = console_log(page)
-                page.goto(f"{stack.front}/{room}?name={name}")
-                people.append(Person(name, page, log))
-            for p in people:
-                p.page.wait_for_selector("#meeting:not([hidden])", timeout=30_000)
-            for p in people:
-                wait_until(
-                    f"{p.name} to decode both others",
-                    lambda p=p: sum(1 for s in p.received().values() if s["framesDecoded"] > 0) == 2,
-                    people,
-                    timeout=45,
-                )
-            yield people
-    finally:
-        stack.stop()
+    with launcher_meeting(
+        tmp_path_factory.mktemp("stack") / "run", "sc", [("Ada", ""), ("Bob", ""), ("Cy", "")], Person
+    ) as people:
+        yield people
 
 
 def test_the_camera_goes_out_as_three_simulcast_layers(meeting: list[Person]) -> None:
@@ -130,11 +94,9 @@ def test_the_senders_estimate_is_healthy_with_transport_cc(meeting: list[Person]
     assert f"a=extmap:5 {TRANSPORT_CC}" in sdp, sdp
     assert "a=rtcp-fb:100 transport-cc" in sdp, sdp
     # and the bridge is the one answering it (its /debug, on the launcher's bridge port)
-    offset = int(cy.page.url.split("/")[2].rsplit(":", 1)[1]) - 8000
-    debug = httpx.get(f"http://127.0.0.1:{8080 + offset}/debug", timeout=5).json()
-    media = [e["media"] for c in debug["conferences"] for e in c["endpoints"] if e["id"] == cy.endpoint]
+    media = bridge_media(launcher_colibri(cy.page), cy.endpoint)
     print("the bridge on Cy:", media)
-    assert media and media[0]["transport_cc_feedback_sent"] > 0
+    assert media.get("transport_cc_feedback_sent", 0) > 0
 
 
 def test_a_thumbnail_gets_the_low_layer_and_the_stage_a_higher_one(meeting: list[Person]) -> None:

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.integration.browser import (
     BROWSER_MARKS,
-    DESKTOP,
-    LauncherStack,
-    browsers,
-    console_log,
+    MEDIA_STATE,
+    launcher_meeting,
     screenshot,
+    wait_for,
 )
 from tests.integration.browser import Person as BasePerson
 
@@ -35,50 +34,23 @@ pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
 
 class Person(BasePerson):
-    def video_of(self, endpoint: str) -> dict:
-        return dict(self.received().get(endpoint, {}))
-
     def audio_of(self, endpoint: str) -> dict:
         return dict(self.page.evaluate("window.parley.audioStats()").get(endpoint, {}))
 
 
-def wait_until(what: str, cond, people: list[Person], timeout: float = 45.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            logs = "\n\n".join(
-                f"--- {p.name}\nsends {p.page.evaluate('window.parley.sendStats()')}\n"
-                f"receives {p.received()}\naudio {p.page.evaluate('window.parley.audioStats()')}\n"
-                f"asks {p.page.evaluate('window.parley.videoConstraints')}\n" + "\n".join(p.log[-30:])
-                for p in people
-            )
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.3)
+# what a failure message shows of each page: the media state and what it hears
+SHOWS = {**MEDIA_STATE, "audio": "window.parley.audioStats()"}
+
+
+def wait_until(what: str, cond: Any, people: list[Person], timeout: float = 45.0) -> None:
+    wait_for(what, cond, people, timeout, SHOWS)
 
 
 @pytest.fixture(scope="module")
 def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Person]]:
-    stack = LauncherStack(tmp_path_factory.mktemp("stack") / "run", bridges=1).start()
-    room = f"codecs-{uuid.uuid4().hex[:8]}"
-    try:
-        with browsers() as pool:
-            people = []
-            for name, query in (("Vee", "&codec=VP9&red=1"), ("Hal", "&codec=H264"), ("Ada", "")):
-                page = pool.open(DESKTOP)
-                log = console_log(page)
-                page.goto(f"{stack.front}/{room}?name={name}{query}")
-                people.append(Person(name, page, log))
-            for p in people:
-                p.page.wait_for_selector("#meeting:not([hidden])", timeout=30_000)
-            for p in people:
-                wait_until(
-                    f"{p.name} to decode both others",
-                    lambda p=p: sum(1 for s in p.received().values() if s["framesDecoded"] > 0) == 2,
-                    people,
-                )
-            yield people
-    finally:
-        stack.stop()
+    joins = [("Vee", "&codec=VP9&red=1"), ("Hal", "&codec=H264"), ("Ada", "")]
+    with launcher_meeting(tmp_path_factory.mktemp("stack") / "run", "codecs", joins, Person, SHOWS) as people:
+        yield people
 
 
 def test_each_page_sends_the_codec_its_url_asks_for(meeting: list[Person]) -> None:

@@ -12,11 +12,10 @@ import pytest
 from tests.integration.browser import BROWSER_MARKS
 from tests.integration.nat_stack import (
     MeetingStack,
-    build_web_client,
     decode_each_other,
     meet,
+    one_site,
     selected_pair,
-    start_meeting_stack,
 )
 from tests.integration.netns import NetLab, Site, netns_available
 
@@ -28,18 +27,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def office() -> Iterator[tuple[NetLab, MeetingStack, Site]]:
-    build_web_client()
-    lab = NetLab()
-    meeting = MeetingStack()
-    try:
-        site = lab.site("t")
-        lab.drop_udp(site)
-        # the bridge advertises the address the site reaches, on UDP and (lower) on TCP
-        start_meeting_stack(site.gateway, site.gateway, ice_tcp=True, stack=meeting)
-        yield lab, meeting, site
-    finally:
-        meeting.stop()
-        lab.close()
+    # the site drops UDP; the bridge advertises the address it reaches, on UDP and (lower) on TCP
+    with one_site("t", NetLab.drop_udp, ice_tcp=True) as lab_stack_site:
+        yield lab_stack_site
 
 
 def test_udp_blocked_site_joins_through_the_bridges_ice_tcp(

@@ -8,6 +8,7 @@ microphone), the page finds the participants' tones in what it plays (WebAudio a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -16,13 +17,15 @@ import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from playwright.sync_api import Page
 
-from tests.integration.browser import BROWSER_MARKS, LauncherStack, browsers, console_log
+from tests.integration.browser import BROWSER_MARKS, Browsers, LauncherStack, browsers, console_log
 from tests.integration.participant import allow_loopback_ice
-from tests.integration.test_sip_gateway import Listener, dominant_frequency
+from tests.integration.test_sip_gateway import Listener, hears
 
 pytestmark = [*BROWSER_MARKS, pytest.mark.peer]
 
@@ -109,14 +112,11 @@ def stack() -> Iterator[LauncherStack]:
         s.stop()
 
 
-def test_jssip_in_chromium_calls_into_a_meeting_of_two_and_both_sides_hear(stack: LauncherStack,
-                                                                          tmp_path: Path) -> None:
-    allow_loopback_ice()
+@contextlib.contextmanager
+def participants(stack: LauncherStack, room: str, tones: dict[str, float]) -> Iterator[list[Listener]]:
+    """One aiortc participant per ``nick -> tone`` in ``room`` of ``stack``, joined; they run on
+    their own loop in a thread (Playwright's sync API holds this one) and leave afterwards."""
     offset = int(stack.front.rsplit(":", 1)[1]) - 8000
-    room = "sipbrowser"
-    wav = tmp_path / "tone.wav"
-    tone_wav(wav, BROWSER_TONE)
-    # the participants run on their own loop in a thread: Playwright's sync API holds this one
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -126,7 +126,7 @@ def test_jssip_in_chromium_calls_into_a_meeting_of_two_and_both_sides_hear(stack
 
     async def make() -> list[Listener]:
         return [Listener(nick, port=5222 + offset, domain="meet.jitsi", muc_domain="muc.meet.jitsi",
-                         focus_jid="focus.meet.jitsi", tone=tone) for nick, tone in ROOM_TONES.items()]
+                         focus_jid="focus.meet.jitsi", tone=tone) for nick, tone in tones.items()]
 
     people: list[Listener] = on_loop(make())
 
@@ -135,48 +135,65 @@ def test_jssip_in_chromium_calls_into_a_meeting_of_two_and_both_sides_hear(stack
             await p.start(60)
             await p.join(f"{room}@muc.meet.jitsi", 60)
 
-    on_loop(join_all())
+    async def stop_all() -> None:
+        await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
+
     try:
-        with browsers() as pool:
-            page = pool.open(extra_args=[f"--use-file-for-fake-audio-capture={wav}"])
-            lines = console_log(page)
-            page.goto(stack.front + "/nginx-health")
-            page.add_script_tag(path=str(BUNDLE))
-            ws_url = stack.front.replace("http://", "ws://") + "/sip-ws"
-            state = page.evaluate(PAGE_SCRIPT, [ws_url, room, "alice-browser-secret"])
-            assert state["registered"], f"{state}\n{lines[-20:]}\n{stack.log()[-3000:]}"
-
-            def page_state() -> dict:  # type: ignore[type-arg]
-                return page.evaluate("window.sipState")  # type: ignore[no-any-return]
-
-            def heard_browser() -> bool:
-                return all(
-                    len(p.pcm.get("Alice Browser", [])) > 100
-                    and abs(dominant_frequency(np.concatenate(p.pcm["Alice Browser"][-50:]), 48000) - BROWSER_TONE) < 30
-                    for p in people)
-
-            def browser_heard_room() -> bool:
-                freqs = page_state()["freqs"][-20:]
-                near = [f for f in freqs if any(abs(f - t) < 30 for t in ROOM_TONES.values())]
-                return len(freqs) >= 10 and len(near) >= len(freqs) // 2
-
-            deadline = 60.0
-            ok = False
-            while deadline > 0 and not ok:
-                time.sleep(1.0)  # the participants' media runs meanwhile on their loop
-                deadline -= 1.0
-                ok = page_state()["confirmed"] and heard_browser() and browser_heard_room()
-            state = page_state()
-            assert ok, (f"page: confirmed={state['confirmed']} ended={state['ended']} freqs={state['freqs'][-10:]}; "
-                        f"participants heard the browser: {heard_browser()}\n{lines[-20:]}\n{stack.log()[-4000:]}")
-            page.evaluate("window.sipSession.terminate()")
+        on_loop(join_all())
+        yield people
     finally:
-        async def stop_all() -> None:
-            await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
-
         on_loop(stop_all())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def jssip_call(pool: Browsers, stack: LauncherStack, wav: Path, user: str) -> tuple[Page, list[str]]:
+    """A Chromium whose microphone plays ``wav``, its JsSIP registered as alice over ``/sip-ws``
+    and calling ``sip:<user>@meet.jitsi``: the page and its console log."""
+    page = pool.open(extra_args=[f"--use-file-for-fake-audio-capture={wav}"])
+    lines = console_log(page)
+    page.goto(stack.front + "/nginx-health")
+    page.add_script_tag(path=str(BUNDLE))
+    ws_url = stack.front.replace("http://", "ws://") + "/sip-ws"
+    state = page.evaluate(PAGE_SCRIPT, [ws_url, user, "alice-browser-secret"])
+    assert state["registered"], f"{state}\n{lines[-20:]}\n{stack.log()[-3000:]}"
+    return page, lines
+
+
+def sip_state(page: Page) -> dict[str, Any]:
+    return page.evaluate("window.sipState")  # type: ignore[no-any-return]
+
+
+def test_jssip_in_chromium_calls_into_a_meeting_of_two_and_both_sides_hear(stack: LauncherStack,
+                                                                          tmp_path: Path) -> None:
+    allow_loopback_ice()
+    room = "sipbrowser"
+    wav = tmp_path / "tone.wav"
+    tone_wav(wav, BROWSER_TONE)
+    with participants(stack, room, ROOM_TONES) as people, browsers() as pool:
+        page, lines = jssip_call(pool, stack, wav, room)
+
+        def page_state() -> dict[str, Any]:
+            return sip_state(page)
+
+        def heard_browser() -> bool:
+            return all(hears(p.pcm.get("Alice Browser", []), 48000, BROWSER_TONE) for p in people)
+
+        def browser_heard_room() -> bool:
+            freqs = page_state()["freqs"][-20:]
+            near = [f for f in freqs if any(abs(f - t) < 30 for t in ROOM_TONES.values())]
+            return len(freqs) >= 10 and len(near) >= len(freqs) // 2
+
+        deadline = 60.0
+        ok = False
+        while deadline > 0 and not ok:
+            time.sleep(1.0)  # the participants' media runs meanwhile on their loop
+            deadline -= 1.0
+            ok = page_state()["confirmed"] and heard_browser() and browser_heard_room()
+        state = page_state()
+        assert ok, (f"page: confirmed={state['confirmed']} ended={state['ended']} freqs={state['freqs'][-10:]}; "
+                    f"participants heard the browser: {heard_browser()}\n{lines[-20:]}\n{stack.log()[-4000:]}")
+        page.evaluate("window.sipSession.terminate()")
 
 
 @pytest.mark.parametrize(("transport", "room"), [("RFC2833", "pinrtp"), ("INFO", "pininfo")])
@@ -187,66 +204,34 @@ def test_jssip_in_chromium_dials_in_with_a_pin(stack: LauncherStack, tmp_path: P
     decrypted RTP before aiortc's decoder) or as SIP INFO ``application/dtmf-relay`` (JsSIP's
     default). The PIN joins that room: its participant hears the browser."""
     allow_loopback_ice()
-    offset = int(stack.front.rsplit(":", 1)[1]) - 8000
     wav = tmp_path / "tone.wav"
     tone_wav(wav, BROWSER_TONE, seconds=30.0)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+    with participants(stack, room, {"bob": ROOM_TONES["bob"]}) as [person], browsers() as pool:
+        page, lines = jssip_call(pool, stack, wav, "dialin")
 
-    def on_loop(coro):  # type: ignore[no-untyped-def]
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(120)
+        def page_state() -> dict[str, Any]:
+            return sip_state(page)
 
-    async def make() -> Listener:
-        return Listener("bob", port=5222 + offset, domain="meet.jitsi", muc_domain="muc.meet.jitsi",
-                        focus_jid="focus.meet.jitsi", tone=ROOM_TONES["bob"])
+        for _ in range(60):
+            if page_state()["confirmed"] or page_state()["ended"]:
+                break
+            time.sleep(0.5)
+        assert page_state()["confirmed"], f"{page_state()}\n{lines[-20:]}\n{stack.log()[-3000:]}"
+        if transport == "RFC2833":  # the answer accepted telephone-event/48000: Chromium can send events
+            sdp = page.evaluate("window.sipSession.connection.remoteDescription.sdp")
+            assert "telephone-event/48000" in sdp, sdp
+        time.sleep(1.0)
+        page.evaluate("([pin, transport]) => window.sipSession.sendDTMF(pin + '#', "
+                      "{transportType: transport, duration: 160, interToneGap: 300})", [PINS[room], transport])
 
-    person: Listener = on_loop(make())
+        def heard_browser() -> bool:
+            return hears(person.pcm.get("Alice Browser", []), 48000, BROWSER_TONE)
 
-    async def join() -> None:
-        await person.start(60)
-        await person.join(f"{room}@muc.meet.jitsi", 60)
-
-    on_loop(join())
-    try:
-        with browsers() as pool:
-            page = pool.open(extra_args=[f"--use-file-for-fake-audio-capture={wav}"])
-            lines = console_log(page)
-            page.goto(stack.front + "/nginx-health")
-            page.add_script_tag(path=str(BUNDLE))
-            ws_url = stack.front.replace("http://", "ws://") + "/sip-ws"
-            state = page.evaluate(PAGE_SCRIPT, [ws_url, "dialin", "alice-browser-secret"])
-            assert state["registered"], f"{state}\n{lines[-20:]}\n{stack.log()[-3000:]}"
-
-            def page_state() -> dict:  # type: ignore[type-arg]
-                return page.evaluate("window.sipState")  # type: ignore[no-any-return]
-
-            for _ in range(60):
-                if page_state()["confirmed"] or page_state()["ended"]:
-                    break
-                time.sleep(0.5)
-            assert page_state()["confirmed"], f"{page_state()}\n{lines[-20:]}\n{stack.log()[-3000:]}"
-            if transport == "RFC2833":  # the answer accepted telephone-event/48000: Chromium can send events
-                sdp = page.evaluate("window.sipSession.connection.remoteDescription.sdp")
-                assert "telephone-event/48000" in sdp, sdp
+        deadline = 60.0
+        while deadline > 0 and not heard_browser():
             time.sleep(1.0)
-            page.evaluate("([pin, transport]) => window.sipSession.sendDTMF(pin + '#', "
-                          "{transportType: transport, duration: 160, interToneGap: 300})", [PINS[room], transport])
-
-            def heard_browser() -> bool:
-                chunks = person.pcm.get("Alice Browser", [])
-                return len(chunks) > 100 and abs(
-                    dominant_frequency(np.concatenate(chunks[-50:]), 48000) - BROWSER_TONE) < 30
-
-            deadline = 60.0
-            while deadline > 0 and not heard_browser():
-                time.sleep(1.0)
-                deadline -= 1.0
-            assert heard_browser(), (f"page: {page_state()['ended']}; frames from the browser: "
-                                     f"{len(person.pcm.get('Alice Browser', []))}\n{lines[-20:]}\n"
-                                     f"{stack.log()[-4000:]}")
-            page.evaluate("window.sipSession.terminate()")
-    finally:
-        on_loop(person.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+            deadline -= 1.0
+        assert heard_browser(), (f"page: {page_state()['ended']}; frames from the browser: "
+                                 f"{len(person.pcm.get('Alice Browser', []))}\n{lines[-20:]}\n"
+                                 f"{stack.log()[-4000:]}")
+        page.evaluate("window.sipSession.terminate()")

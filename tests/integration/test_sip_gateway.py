@@ -16,7 +16,7 @@ import wave
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import httpx
 import numpy as np
@@ -46,6 +46,11 @@ def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
     spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
     spectrum[:10] = 0
     return float(np.argmax(spectrum) * rate / len(pcm))
+
+
+def hears(chunks: list[np.ndarray], rate: int, tone: float) -> bool:
+    """More than 100 chunks of audio, and ``tone`` dominates the last 50."""
+    return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), rate) - tone) < 30
 
 
 GATEWAY_PASSWORD = secrets.token_urlsafe(12)  # the gateway's account jigasi@auth.<domain>
@@ -196,6 +201,36 @@ def call_view(stack: SipStack, call_id: str) -> dict[str, Any]:
     return next((c for c in get_json(stack.sip_ports["http"], "/calls") if c["call_id"] == call_id), {})
 
 
+L = TypeVar("L", bound=Listener)
+
+
+@overload
+async def in_room(stack: SipStack, nick: str, room: str, tone: float = ...) -> Listener: ...
+@overload
+async def in_room(stack: SipStack, nick: str, room: str, tone: float = ..., *, kind: type[L]) -> L: ...
+async def in_room(stack: SipStack, nick: str, room: str, tone: float = ROOM_TONE,
+                  kind: type[Listener] = Listener) -> Listener:
+    """A participant ``nick`` sending ``tone``, joined to ``room``."""
+    listener = kind(nick, port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
+                    focus_jid=stack.focus_jid, tone=tone)
+    await listener.start()
+    await listener.join(f"{room}@{MUC_DOMAIN}")
+    return listener
+
+
+def plain_caller(stack: SipStack) -> tuple[RtpPhone, SipClient, str, str]:
+    """A G.711 phone, a SIP client over UDP to the gateway, a new Call-ID and From tag."""
+    return RtpPhone(CALLER_TONE), SipClient("udp", "127.0.0.1", stack.sip_ports["sip"]), \
+        secrets.token_hex(8), secrets.token_hex(4)
+
+
+async def hang_up(stack: SipStack, c: SipClient, ok: Any, call_id: str, tag: str, room: str) -> None:
+    """The caller's BYE (in the dialog ``ok`` confirmed); the gateway's ``/calls`` forgets the call."""
+    c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                   to=ok.get("To")))
+    assert await wait_until(lambda: not call_view(stack, call_id), 20)
+
+
 def ack_for(ok: object, c: SipClient, call_id: str, from_tag: str, room: str, cseq: int = 1) -> None:
     c.send(request("ACK", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=from_tag, cseq=cseq,
                    to=ok.get("To")))  # type: ignore[attr-defined]
@@ -203,13 +238,8 @@ def ack_for(ok: object, c: SipClient, call_id: str, from_tag: str, room: str, cs
 
 async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: SipStack) -> None:
     room = "siproom"
-    listener = Listener("bob", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await listener.start()
-    await listener.join(f"{room}@{MUC_DOMAIN}")
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    listener = await in_room(stack, "bob", room)
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         ok = await place_call(c, phone, call_id, tag, room, "Carol Phone", logs=stack.logs)
         assert phone.payload_type == audio.PCMU
@@ -219,11 +249,11 @@ async def test_plain_rtp_call_joins_the_room_and_audio_flows_both_ways(stack: Si
         # both sides hear each other
         def heard_caller() -> bool:
             chunks = listener.pcm.get("Carol Phone", [])
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+            return hears(chunks, 48000, CALLER_TONE)
 
         def caller_heard_room() -> bool:
             chunks = phone.received
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 8000) - ROOM_TONE) < 30
+            return hears(chunks, 8000, ROOM_TONE)
 
         ok_both = await wait_until(lambda: heard_caller() and caller_heard_room(), 40)
         assert ok_both, (
@@ -259,14 +289,8 @@ async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack:
     both of them hear the phone."""
     room = "mixroom"
     tones = {"bob": ROOM_TONE, "eve": 1400.0}
-    listeners = {nick: Listener(nick, port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                                focus_jid=stack.focus_jid, tone=tone) for nick, tone in tones.items()}
-    for listener in listeners.values():
-        await listener.start()
-        await listener.join(f"{room}@{MUC_DOMAIN}")
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    listeners = {nick: await in_room(stack, nick, room, tone) for nick, tone in tones.items()}
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         ok = await place_call(c, phone, call_id, tag, room, "Grace Phone", logs=stack.logs)
         conf = stack.conference(f"{room}@{MUC_DOMAIN}")
@@ -282,7 +306,7 @@ async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack:
 
         def heard_caller(nick: str) -> bool:
             chunks = listeners[nick].pcm.get("Grace Phone", [])
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+            return hears(chunks, 48000, CALLER_TONE)
 
         def caller_heard_both() -> bool:
             chunks = phone.received
@@ -295,9 +319,7 @@ async def test_the_caller_hears_the_bridges_mix_minus_of_two_participants(stack:
         assert not peaks(np.concatenate(phone.received[-50:]), 8000, [CALLER_TONE])[0]
         # the gateway decodes one stream: the bridge's mix (not one per participant)
         assert await wait_until(lambda: call_view(stack, call_id)["heard_frames"] > 100, 10), call_view(stack, call_id)
-        c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
-                       to=ok.get("To")))
-        assert await wait_until(lambda: not call_view(stack, call_id), 20)
+        await hang_up(stack, c, ok, call_id, tag, room)
     finally:
         phone.stop()
         c.close()
@@ -309,13 +331,8 @@ async def test_moderator_mute_silences_the_sip_participant(stack: SipStack) -> N
     """Jicofo's mute IQ from the room's moderator: the focus tells the gateway's leg (which shows
     ``audiomuted``) and the bridge, and nobody hears the caller, although its phone keeps sending."""
     room = "muteroom"
-    moderator = Listener("judy", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                         focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await moderator.start()
-    await moderator.join(f"{room}@{MUC_DOMAIN}")
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    moderator = await in_room(stack, "judy", room)
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         ok = await place_call(c, phone, call_id, tag, room, "Ivan Phone", logs=stack.logs)
 
@@ -336,9 +353,7 @@ async def test_moderator_mute_silences_the_sip_participant(stack: SipStack) -> N
         after, rtp_after = heard(), call_view(stack, call_id)["rtp_in"]
         assert rtp_after > rtp_before + 50  # the phone still talks
         assert after == before, (before, after)  # nobody decodes it
-        c.send(request("BYE", f"sip:{room}@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
-                       to=ok.get("To")))
-        assert await wait_until(lambda: not call_view(stack, call_id), 20)
+        await hang_up(stack, c, ok, call_id, tag, room)
     finally:
         phone.stop()
         c.close()
@@ -376,13 +391,8 @@ async def dial_in(c: SipClient, phone: RtpPhone, call_id: str, tag: str, display
 
 async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipStack) -> None:
     room = "pinroom"
-    listener = Listener("dave", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await listener.start()
-    await listener.join(f"{room}@{MUC_DOMAIN}")
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    listener = await in_room(stack, "dave", room)
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         # answered at once, before any room: the caller hears the prompt (two 440 Hz beeps)
         ok = await dial_in(c, phone, call_id, tag, "Erin Dialin")
@@ -402,11 +412,11 @@ async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipSta
 
         def heard_caller() -> bool:
             chunks = listener.pcm.get("Erin Dialin", [])
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+            return hears(chunks, 48000, CALLER_TONE)
 
         def caller_heard_room() -> bool:
             chunks = phone.received
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 8000) - ROOM_TONE) < 30
+            return hears(chunks, 8000, ROOM_TONE)
 
         assert await wait_until(lambda: heard_caller() and caller_heard_room(), 40), \
             f"room heard caller: {heard_caller()}, caller heard room: {caller_heard_room()}\n{stack.logs()}"
@@ -424,9 +434,7 @@ async def test_dial_in_number_takes_a_dtmf_pin_then_joins_its_room(stack: SipSta
 
 
 async def test_dial_in_hangs_up_after_three_wrong_pins(stack: SipStack) -> None:
-    phone = RtpPhone(CALLER_TONE)
-    c = SipClient("udp", "127.0.0.1", stack.sip_ports["sip"])
-    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    phone, c, call_id, tag = plain_caller(stack)
     try:
         await dial_in(c, phone, call_id, tag, "Mallory")
         phone.key("1#2#" + "5" * 40 + "#")  # two wrong PINs and one far too long
@@ -470,10 +478,7 @@ def msrp_send(to_path: str, text: str, tid: str | None = None) -> bytes:
 
 async def test_msrp_over_websocket_is_relayed_to_and_from_the_room_chat(stack: SipStack) -> None:
     room = "chatroom"
-    listener = ChatListener("frank", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                            focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await listener.start()
-    await listener.join(f"{room}@{MUC_DOMAIN}")
+    listener = await in_room(stack, "frank", room, kind=ChatListener)
     listener.room_jid = f"{room}@{MUC_DOMAIN}"
     c = SipClient("ws", "127.0.0.1", stack.sip_ports["ws"])
     call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
@@ -567,10 +572,7 @@ async def test_baresip_calls_into_a_meeting_over_udp_with_g711(stack: SipStack, 
     """Debian's baresip, a real softphone: G.711 over UDP, its source a 1 kHz WAV (aufile), what it
     decodes saved by its sndfile module; the room hears the tone and baresip hears the room."""
     room = "bareroom"
-    listener = Listener("heidi", port=stack.c2s_port, domain=DOMAIN, muc_domain=MUC_DOMAIN,
-                        focus_jid=stack.focus_jid, tone=ROOM_TONE)
-    await listener.start()
-    await listener.join(f"{room}@{MUC_DOMAIN}")
+    listener = await in_room(stack, "heidi", room)
     conf = tmp_path / "baresip"
     dumps = tmp_path / "dumps"
     conf.mkdir()
@@ -598,7 +600,7 @@ async def test_baresip_calls_into_a_meeting_over_udp_with_g711(stack: SipStack, 
 
         def heard_caller() -> bool:
             chunks = listener.pcm.get("Bare Phone", [])
-            return len(chunks) > 100 and abs(dominant_frequency(np.concatenate(chunks[-50:]), 48000) - CALLER_TONE) < 30
+            return hears(chunks, 48000, CALLER_TONE)
 
         def decoded() -> np.ndarray:
             files = sorted(dumps.glob("*dec*.wav"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from services.focus.focus import is_gateway
+from services.focus.offer import MIX_SOURCE_NAME
 from services.focus.tests.test_focus import ROOM, bridges, settle, setup  # noqa: F401 (fixture)
 
 GATEWAY = "jigasi@auth.meet.jitsi"
@@ -39,7 +40,7 @@ def test_the_gateway_account_from_any_resource_is() -> None:
 
 
 async def test_a_guest_named_like_the_gateway_gets_everyones_sources_and_a_translator_channel(setup) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    focus, signaling, _fake = setup
+    focus, signaling, fake = setup
     await bridges(focus, jvb1=0.1)
     await focus.conference_request(ROOM, "a@meet.jitsi/x")
     for nick, real in (("jigasi", "jigasi@meet.jitsi/x"), ("sip", "x@auth.meet.jitsi/jigasi")):
@@ -48,9 +49,14 @@ async def test_a_guest_named_like_the_gateway_gets_everyones_sources_and_a_trans
         await settle(focus)
     conf = focus.conferences[ROOM]
     assert not any(p.mixed_audio for p in conf.participants.values())
-    # both got an offer and are told of each other's sources like any participant
+    # both got an ordinary offer: translator audio channels, and no mixed stream among its sources
     assert sorted(a for a in signaling.actions() if a[1] == "session-initiate") == [
         ("jigasi", "session-initiate"), ("sip", "session-initiate")]
+    relay = [ch.rtp_level_relay_type for body in fake.bodies for c in body.contents for ch in c.channels or ()]
+    assert relay and "mixer" not in relay, relay
+    offered = [s.name for _to, m in signaling.sent if m.action == "session-initiate"
+               for sources in m.sources().values() for s in sources]
+    assert MIX_SOURCE_NAME not in offered, offered
     await focus.close()
 
 

@@ -14,6 +14,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from services.sip import audio, dtmf
+from services.sip.message import SipMessage
 from tests.integration.sip_client import DOMAIN, SipClient, gateway_process, get_json, request
 
 
@@ -217,6 +218,20 @@ def dial_in_gateway() -> Iterator[dict[str, int]]:
         yield ports
 
 
+def dial_in_call(c: SipClient, rtp_port: int) -> tuple[str, str, SipMessage]:
+    """A dial-in INVITE from ``c`` offering PCMU and telephone-event (RFC 4733) on ``rtp_port``,
+    answered 200 and ACKed: its Call-ID, From tag and the 200."""
+    offer = (f"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+             f"m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
+    call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+    c.send(request("INVITE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
+                   to=f"<sip:dialin@{DOMAIN}>", extra=[("Contact", f"<sip:m@{c.local}>")], body=offer))
+    ok = c.recv_final(20)
+    assert ok is not None and ok.status == 200, ok
+    c.send(request("ACK", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, to=ok.get("To")))
+    return call_id, tag, ok
+
+
 def test_telephone_event_flood_and_garbage_rtp_end_the_dial_in_call(dial_in_gateway: dict[str, int]) -> None:
     """A dial-in caller (answered before any meeting: no XMPP needed) floods its RTP socket with
     garbage, malformed and unknown events and endless digits: what it cannot take is dropped (a
@@ -226,14 +241,7 @@ def test_telephone_event_flood_and_garbage_rtp_end_the_dial_in_call(dial_in_gate
     rtp.bind(("127.0.0.1", 0))
     c = client("udp", dial_in_gateway)
     try:
-        offer = (f"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-                 f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
-        call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
-        c.send(request("INVITE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
-                       to=f"<sip:dialin@{DOMAIN}>", extra=[("Contact", f"<sip:m@{c.local}>")], body=offer))
-        ok = c.recv_final(20)
-        assert ok is not None and ok.status == 200, ok
-        c.send(request("ACK", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, to=ok.get("To")))
+        _, _, ok = dial_in_call(c, rtp.getsockname()[1])
         answer = audio.parse_plain_offer(ok.body.decode())
         target = (answer.address, answer.port)
         for i in range(300):  # garbage, truncated RTP, truncated and unknown events, oversized
@@ -268,14 +276,7 @@ def test_hostile_sip_info_dtmf_is_refused_and_bounded(dial_in_gateway: dict[str,
     rtp.bind(("127.0.0.1", 0))
     c = client("udp", dial_in_gateway)
     try:
-        offer = (f"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-                 f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
-        call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
-        c.send(request("INVITE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag,
-                       to=f"<sip:dialin@{DOMAIN}>", extra=[("Contact", f"<sip:m@{c.local}>")], body=offer))
-        ok = c.recv_final(20)
-        assert ok is not None and ok.status == 200, ok
-        c.send(request("ACK", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, to=ok.get("To")))
+        call_id, tag, ok = dial_in_call(c, rtp.getsockname()[1])
         cseq = iter(range(2, 10_000))
 
         def send_info(body: bytes, content_type: str = "application/dtmf-relay", dialog: str = call_id) -> None:

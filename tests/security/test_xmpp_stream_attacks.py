@@ -86,7 +86,7 @@ def test_unterminated_start_tag_and_stream_header_of_20_mb_are_cut_off_early(sta
 
 def test_a_flood_of_short_hostile_connections_leaves_no_memory_behind(stack):
     """Hundreds of short connections, each ended by the broker (a WebSocket frame nested 2,000
-    deep; a stream header over its limit; a BOSH session refused or left): what each held is
+    deep; a stream header over its limit): what each held is
     freed when it closes, not at the broker's rare full garbage collection. Before, each closed
     WebSocket connection kept its HTTP connection, WebSocket protocol and session alive in
     reference cycles: a flood of them at 600/s kept 80 MB after it ended. Straight to the

@@ -51,6 +51,7 @@ class FakeColibri:
 
     errors: dict[str, list[ColibriError]] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (method, bridge, endpoint)
+    bodies: list[colibri.Conference] = field(default_factory=list)  # what each call asked for
     expired: list[tuple[str, str]] = field(default_factory=list)
     created: int = 0
 
@@ -58,6 +59,7 @@ class FakeColibri:
         bridge = base.removeprefix("http://")
         endpoint = body.contents[0].channels[0].endpoint or "?"
         self.calls.append((method, bridge, endpoint))
+        self.bodies.append(body)
         if self.errors.get(bridge):
             raise self.errors[bridge].pop(0)
         if body.id is None:

@@ -123,21 +123,22 @@ def rewrite_in_place(packet: bytearray, seq: int, ts: int, ssrc: int) -> None:
     _SEQ_TS_SSRC.pack_into(packet, 2, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
 
 
-def find_extension(packet: bytes | bytearray | memoryview, ext_id: int) -> bytes | None:
-    """The value of header extension element ``ext_id`` (one-byte or two-byte form, RFC 8285),
-    ``None`` when absent, when the block is malformed (an element running past it, a one-byte
-    id 15) or the packet is truncated. Never raises."""
+def locate_extension(packet: bytes | bytearray | memoryview, ext_id: int) -> tuple[int, int, int]:
+    """``(element start, value offset, value length)`` of header extension element ``ext_id``
+    (one-byte or two-byte form, RFC 8285), or ``(-1, -1, 0)`` when absent, when the block is
+    malformed (an element running past it, a one-byte id 15) or the packet is truncated. Never
+    raises."""
     n = len(packet)
     if n < RTP_HEADER_SIZE or not packet[0] & 0x10:
-        return None
+        return -1, -1, 0
     start = RTP_HEADER_SIZE + 4 * (packet[0] & 0x0F)
     if n < start + 4:
-        return None
+        return -1, -1, 0
     profile, words = _EXT_HEADER.unpack_from(packet, start)
     pos = start + 4
     end = pos + 4 * words
     if end > n:
-        return None
+        return -1, -1, 0
     if profile == ONE_BYTE_PROFILE:
         while pos < end:
             byte = packet[pos]
@@ -146,9 +147,9 @@ def find_extension(packet: bytes | bytearray | memoryview, ext_id: int) -> bytes
                 continue
             eid, length = byte >> 4, (byte & 0x0F) + 1
             if eid == 15 or pos + 1 + length > end:  # 15: stop parsing (RFC 8285 4.2)
-                return None
+                return -1, -1, 0
             if eid == ext_id:
-                return bytes(packet[pos + 1 : pos + 1 + length])
+                return pos, pos + 1, length
             pos += 1 + length
     elif profile & 0xFFF0 == TWO_BYTE_PROFILE:
         while pos < end:
@@ -157,14 +158,21 @@ def find_extension(packet: bytes | bytearray | memoryview, ext_id: int) -> bytes
                 pos += 1
                 continue
             if pos + 1 >= end:
-                return None
+                return -1, -1, 0
             length = packet[pos + 1]
             if pos + 2 + length > end:
-                return None
+                return -1, -1, 0
             if eid == ext_id:
-                return bytes(packet[pos + 2 : pos + 2 + length])
+                return pos, pos + 2, length
             pos += 2 + length
-    return None
+    return -1, -1, 0
+
+
+def find_extension(packet: bytes | bytearray | memoryview, ext_id: int) -> bytes | None:
+    """The value of header extension element ``ext_id`` (see :func:`locate_extension`), ``None``
+    when it has none. Never raises."""
+    _, value, length = locate_extension(packet, ext_id)
+    return None if value < 0 else bytes(packet[value : value + length])
 
 
 def audio_level(packet: bytes | bytearray | memoryview, ext_id: int) -> tuple[int, bool] | None:

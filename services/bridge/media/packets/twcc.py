@@ -23,6 +23,7 @@ import struct
 from dataclasses import dataclass
 
 from .rtcp import RTPFB, RtcpError
+from .rtp import locate_extension
 
 URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 FMT_TRANSPORT_CC = 15
@@ -67,44 +68,8 @@ def find_sequence(packet: bytes | bytearray, ext_id: int) -> tuple[int, int]:
     """``(element start, value offset)`` of the two-byte element ``ext_id`` in ``packet``'s
     header extension block (one-byte or two-byte form, RFC 8285), or ``(-1, -1)`` when absent,
     of another length, or the block is malformed. Never raises."""
-    n = len(packet)
-    if n < 12 or not packet[0] & 0x10:
-        return -1, -1
-    start = 12 + 4 * (packet[0] & 0x0F)
-    if n < start + 4:
-        return -1, -1
-    profile = (packet[start] << 8) | packet[start + 1]
-    pos = start + 4
-    end = pos + 4 * ((packet[start + 2] << 8) | packet[start + 3])
-    if end > n:
-        return -1, -1
-    if profile == 0xBEDE:
-        while pos < end:
-            byte = packet[pos]
-            if byte == 0:
-                pos += 1
-                continue
-            eid, length = byte >> 4, (byte & 0x0F) + 1
-            if eid == 15 or pos + 1 + length > end:
-                return -1, -1
-            if eid == ext_id:
-                return (pos, pos + 1) if length == 2 else (-1, -1)
-            pos += 1 + length
-    elif profile & 0xFFF0 == 0x1000:
-        while pos < end:
-            eid = packet[pos]
-            if eid == 0:
-                pos += 1
-                continue
-            if pos + 1 >= end:
-                return -1, -1
-            length = packet[pos + 1]
-            if pos + 2 + length > end:
-                return -1, -1
-            if eid == ext_id:
-                return (pos, pos + 2) if length == 2 else (-1, -1)
-            pos += 2 + length
-    return -1, -1
+    element, value, length = locate_extension(packet, ext_id)
+    return (element, value) if value >= 0 and length == 2 else (-1, -1)
 
 
 def take_sequence(packet: bytes, ext_id: int) -> tuple[int | None, bytes]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .picture_id import read_picture_id
+
 VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
 
 
@@ -60,18 +62,10 @@ def parse_descriptor(buf: bytes | bytearray | memoryview, offset: int, end: int)
         ext = buf[i]
         i += 1
         if ext & 0x80:  # I
-            if i >= end:
+            pid = read_picture_id(buf, i, end)
+            if pid is None:
                 return None
-            if buf[i] & 0x80:  # M: 15 bits
-                if i + 1 >= end:
-                    return None
-                picture_id = ((buf[i] & 0x7F) << 8) | buf[i + 1]
-                pid_bits = 15
-                i += 2
-            else:
-                picture_id = buf[i] & 0x7F
-                pid_bits = 7
-                i += 1
+            picture_id, pid_bits, i = pid
         if ext & 0x40:  # L
             if i >= end:
                 return None

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .picture_id import read_picture_id
+
 
 class Vp9Descriptor(NamedTuple):
     """The fields of one packet's VP9 payload descriptor (-1 where absent)."""
@@ -83,18 +85,10 @@ def parse_descriptor(buf: bytes | bytearray | memoryview, offset: int, end: int)
     picture_id = -1
     pid_bits = 0
     if first & 0x80:  # I
-        if i >= end:
+        pid = read_picture_id(buf, i, end)
+        if pid is None:
             return None
-        if buf[i] & 0x80:
-            if i + 1 >= end:
-                return None
-            picture_id = ((buf[i] & 0x7F) << 8) | buf[i + 1]
-            pid_bits = 15
-            i += 2
-        else:
-            picture_id = buf[i] & 0x7F
-            pid_bits = 7
-            i += 1
+        picture_id, pid_bits, i = pid
     tid = sid = tl0 = -1
     switching_up = inter_layer = False
     if first & 0x20:  # L
