@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bridge_hotpath [--subscribers 10] [--packets 20000] [--profile]
         [--policy default|intelligence] [--opcodes] [--burst 3 --gap-ms 25] [--loop c|python]
-        [--transport-cc [--send-side]] [--audio]
+        [--transport-cc [--send-side]] [--audio] [--instructions]
 
 One sender, N receivers, real SRTP (AES-GCM from an in-memory DTLS handshake) and a real
 ``sendto`` on a UDP socket to a loopback sink read by another process (as a live bridge's
@@ -30,6 +30,16 @@ records its arrival, sends feedback every 50 ms and strips the number from what 
 ``--send-side`` as well: every receiver negotiated them too and the bridge numbers what it sends
 each (``videobridge.forwarding.send-side-bwe``).
 
+``--instructions``: the machine instructions (user space: the interpreter, libsrtp, OpenSSL,
+cffi, the C loop; not the kernel's share of ``sendto``) executed per incoming and per forwarded
+packet, counted by valgrind's callgrind over the measured packets only (the script re-runs itself
+under ``valgrind --tool=callgrind --instr-atstart=no`` and switches instrumentation on around the
+loop with callgrind's client requests, from a few lines of C compiled here). Like ``--opcodes``
+it does not move with the machine's load, and it counts the C parts too; valgrind runs the loop
+~50 times slower, so keep ``--packets`` at a few thousand. Needs ``valgrind`` and ``gcc``
+(Debian packages). Used where ``perf stat -e instructions`` cannot count (a VM without a virtual
+PMU).
+
 ``--audio``: the sender sends Opus (20 ms packets of ~100 bytes) with its RFC 6464 audio level in
 every packet instead of VP8, so the figures are those of the audio path: the level, the dominant
 speaker detector, the policy's audio selection (RED, mixer, audio subscriptions).
@@ -40,13 +50,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import ctypes
+import os
 import pstats
+import re
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -101,6 +117,69 @@ def count_opcodes(step: Callable[[bytes], None], datagrams: list[bytes]) -> tupl
     finally:
         sys.settrace(None)
     return counts["opcode"] / len(datagrams), counts["call"] / len(datagrams)
+
+
+UNDER_CALLGRIND = "PARLEY_HOTPATH_UNDER_CALLGRIND"
+CALLGRIND_CONTROL = """
+#include <valgrind/callgrind.h>
+void start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
+void stop(void) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT("measured"); }
+"""
+
+
+def callgrind_control() -> Any:
+    """``start()``/``stop()`` around the measured code: callgrind's client requests (macros in
+    valgrind's callgrind.h, so compiled here; a no-op outside valgrind)."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None or not Path("/usr/include/valgrind/callgrind.h").exists():
+        raise SystemExit("--instructions needs gcc and valgrind (apt-get install gcc valgrind)")
+    build = Path(tempfile.mkdtemp(prefix="parley-callgrind-"))
+    (build / "control.c").write_text(CALLGRIND_CONTROL)
+    subprocess.run(
+        [compiler, "-O1", "-shared", "-fPIC", "-o", build / "control.so", build / "control.c"], check=True
+    )
+    library = ctypes.CDLL(str(build / "control.so"))
+    shutil.rmtree(build)
+    return library
+
+
+def count_instructions(argv: list[str]) -> None:
+    """Re-run this script with ``argv`` under callgrind (instrumenting only what ``start()`` /
+    ``stop()`` enclose) and print the instructions it counted per packet."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    out = Path(tempfile.mkdtemp(prefix="parley-callgrind-"))
+    proc = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}/callgrind.out",
+            sys.executable,
+            "-m",
+            "bench.bridge_hotpath",
+            *argv,
+        ],
+        env={**os.environ, UNDER_CALLGRIND: "1"},
+        capture_output=True,
+        text=True,
+    )
+    counted = re.search(r"measured (\d+) incoming packets, (\d+) forwarded", proc.stdout)
+    totals = []  # from the dump stop() asked for (the one at exit counted nothing)
+    for dump in out.iterdir():
+        text = dump.read_text(errors="replace")
+        found = re.search(r"^totals: (\d+)", text, re.M)
+        if found and "Client Request: measured" in text:
+            totals.append(int(found.group(1)))
+    shutil.rmtree(out)
+    if proc.returncode != 0 or counted is None or not totals:
+        raise SystemExit(f"callgrind run failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
+    incoming, forwarded = int(counted.group(1)), int(counted.group(2))
+    print(proc.stdout.strip().splitlines()[0])
+    print(
+        f"{totals[0] / incoming:.0f} instructions per incoming packet, "
+        f"{totals[0] / max(forwarded, 1):.0f} per forwarded packet ({incoming} incoming, {forwarded} forwarded)"
+    )
 
 
 def run(
@@ -213,6 +292,24 @@ def measure(
 
     wire = [peer_tx.protect(header(seq) + payload(seq)) for seq in range(packets)]
 
+    if os.environ.get(UNDER_CALLGRIND) == "1":
+        control = callgrind_control()
+        now = time.monotonic()
+        for datagram in wire[:100]:  # warm up: the policy learns the sources and allocates
+            conference.handle_rtp(sender, bridge_rx.unprotect(datagram), now)
+        forwarded_before = conference.packets_forwarded
+        handle, unprotect = conference.handle_rtp, bridge_rx.unprotect
+        control.start()
+        for datagram in wire[100:]:
+            handle(sender, unprotect(datagram), now)
+        control.stop()
+        print(
+            f"{loop_name} loop, {subscribers} subscribers, {policy_name} policy{', audio' if audio else ''}: "
+            f"measured {len(wire) - 100} incoming packets, "
+            f"{conference.packets_forwarded - forwarded_before} forwarded"
+        )
+        return
+
     if opcodes:
         now = time.monotonic()
         for datagram in wire[:100]:  # warm up: the policy learns the sources and allocates
@@ -294,7 +391,15 @@ if __name__ == "__main__":
     parser.add_argument("--transport-cc", action="store_true", help="packets carry transport-wide numbers")
     parser.add_argument("--send-side", action="store_true", help="and the bridge numbers what it sends")
     parser.add_argument("--audio", action="store_true", help="Opus with its audio level instead of VP8")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count machine instructions per packet under valgrind's callgrind instead of timing",
+    )
     args = parser.parse_args()
+    if args.instructions and os.environ.get(UNDER_CALLGRIND) != "1":
+        count_instructions([a for a in sys.argv[1:] if a != "--instructions"])
+        sys.exit(0)
     run(
         args.subscribers,
         args.packets,
