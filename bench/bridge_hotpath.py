@@ -234,13 +234,20 @@ def run(
         )
 
 
+SO_RCVBUFFORCE = 33  # Linux socket(7) (asm-generic/socket.h); Python's socket module lacks it
+
+
 @contextlib.contextmanager
 def udp_sink() -> Iterator[tuple[str, int]]:
     """A loopback UDP address whose datagrams another process reads and discards: the
     receivers' CPU is not the measuring process's, as in a call."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.0.1", 0))
-        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        try:  # root: room for a whole run, so a reader starved by the machine's load never makes
+            # a send block (which takes another, costlier path and would move --instructions)
+            sink.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 27)
+        except PermissionError:
+            sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         reader = subprocess.Popen(
             [sys.executable, "-c", SINK_READER, str(sink.fileno())], pass_fds=[sink.fileno()]
         )
