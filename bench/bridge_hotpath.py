@@ -234,6 +234,7 @@ def run(
         )
 
 
+PACKET_INTERVAL = 1 / 120  # s between incoming packets on the packet clock: ~1 Mbps of video
 SO_RCVBUFFORCE = 33  # Linux socket(7) (asm-generic/socket.h); Python's socket module lacks it
 
 
@@ -282,12 +283,23 @@ def measure(
         except BlockingIOError:
             pass
 
+    # --opcodes and --instructions run on a packet clock (PACKET_INTERVAL per incoming packet), so
+    # the policy's periodic work (speaker, allocation) comes as often per packet as in a call
+    # however slowly the counting runs, and every run counts the same thing
+    virtual_now = [time.monotonic()]
+    counting = opcodes or os.environ.get(UNDER_CALLGRIND) == "1"
+    clock: Callable[[], float] = (lambda: virtual_now[0]) if counting else time.monotonic
+
+    def tick() -> float:
+        virtual_now[0] += PACKET_INTERVAL
+        return virtual_now[0]
+
     policy: ForwardingPolicy = ForwardingPolicy()
     if policy_name == "intelligence":
         try:  # an older tree ran the audio mixer on a thread of its own unless told not to
-            policy = ConferenceIntelligencePolicy(mixer_thread=False)  # type: ignore[call-arg]
+            policy = ConferenceIntelligencePolicy(mixer_thread=False, clock=clock)  # type: ignore[call-arg]
         except TypeError:
-            policy = ConferenceIntelligencePolicy()
+            policy = ConferenceIntelligencePolicy(clock=clock)
     native = NativeFanout(out.fileno(), lambda: 0) if loop_name == "c" else None
     if send_side:
         conference = ConferenceForwarder("bench", policy, native=native, send_side_bwe=True)
@@ -338,14 +350,13 @@ def measure(
 
     if os.environ.get(UNDER_CALLGRIND) == "1":
         control = callgrind_control()
-        now = time.monotonic()
         for datagram in wire[:100]:  # warm up: the policy learns the sources and allocates
-            conference.handle_rtp(sender, bridge_rx.unprotect(datagram), now)
+            conference.handle_rtp(sender, bridge_rx.unprotect(datagram), tick())
         forwarded_before = conference.packets_forwarded
         handle, unprotect = conference.handle_rtp, bridge_rx.unprotect
         control.start()
         for datagram in wire[100:]:
-            handle(sender, unprotect(datagram), now)
+            handle(sender, unprotect(datagram), tick())
         control.stop()
         print(
             f"{loop_name} loop, {subscribers} subscribers, {policy_name} policy{', audio' if audio else ''}"
@@ -356,12 +367,11 @@ def measure(
         return
 
     if opcodes:
-        now = time.monotonic()
         for datagram in wire[:100]:  # warm up: the policy learns the sources and allocates
-            conference.handle_rtp(sender, bridge_rx.unprotect(datagram), now)
+            conference.handle_rtp(sender, bridge_rx.unprotect(datagram), tick())
         forwarded_before = conference.packets_forwarded
         per_packet, calls = count_opcodes(
-            lambda d: conference.handle_rtp(sender, bridge_rx.unprotect(d), now), wire[100:600]
+            lambda d: conference.handle_rtp(sender, bridge_rx.unprotect(d), tick()), wire[100:600]
         )
         fan_out = (conference.packets_forwarded - forwarded_before) / 500  # forwarded per incoming
         print(
