@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bridge_forwarding [--window 8] [--only fanout5,meeting10]
         [--parley bridge|engine|both] [--parley-loop c|python|both] [--no-janus] [--idle 4]
+        [--instructions]
     .venv/bin/python -m bench.bridge_forwarding --no-janus --only meeting20 [--meeting20-fps 15]
         [--meeting20-ptime 20]
 
@@ -27,6 +28,15 @@ What runs as Parley: by default the bridge as deployed (``python -m services.bri
 through Colibri REST like the focus does it, so the conference-intelligence policy, the HTTP and
 WebSocket servers and the timers are all in the figure; ``--parley engine`` measures the media
 engine's dev server instead (same packet path, forward-everything policy, nothing else).
+``--instructions`` also runs ``perf stat -e instructions,cycles,task-clock,context-switches -p``
+on each SFU over the window and prints instructions and cycles per forwarded packet (they barely
+move with the machine's load, unlike CPU time); where the CPU exposes no hardware counters (a VM
+without a virtual PMU) perf says so and the figures read "not supported": then
+``bench.bridge_hotpath --instructions`` counts the hot path's instructions under callgrind.
+``PARLEY_BENCH_TREE=<checkout> python <copy of this file>`` measures another checkout of the
+project (an older commit) with this script; it also runs trees from before the media package was
+regrouped.
+
 ``--parley-loop`` picks the bridge's per-receiver forwarding loop: C as deployed (default; the
 bench stops if the bridge reports another), Python, or both side by side as two bridges.
 
