@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bridge_forwarding [--window 8] [--only fanout5,meeting10]
         [--parley bridge|engine|both] [--parley-loop c|python|both] [--no-janus] [--idle 4]
+        [--instructions]
     .venv/bin/python -m bench.bridge_forwarding --no-janus --only meeting20 [--meeting20-fps 15]
         [--meeting20-ptime 20]
 
@@ -27,6 +28,15 @@ What runs as Parley: by default the bridge as deployed (``python -m services.bri
 through Colibri REST like the focus does it, so the conference-intelligence policy, the HTTP and
 WebSocket servers and the timers are all in the figure; ``--parley engine`` measures the media
 engine's dev server instead (same packet path, forward-everything policy, nothing else).
+``--instructions`` also runs ``perf stat -e instructions,cycles,task-clock,context-switches -p``
+on each SFU over the window and prints instructions and cycles per forwarded packet (they barely
+move with the machine's load, unlike CPU time); where the CPU exposes no hardware counters (a VM
+without a virtual PMU) perf says so and the figures read "not supported": then
+``bench.bridge_hotpath --instructions`` counts the hot path's instructions under callgrind.
+``PARLEY_BENCH_TREE=<checkout> python <copy of this file>`` measures another checkout of the
+project (an older commit) with this script; it also runs trees from before the media package was
+regrouped.
+
 ``--parley-loop`` picks the bridge's per-receiver forwarding loop: C as deployed (default; the
 bench stops if the bridge reports another), Python, or both side by side as two bridges.
 
@@ -55,6 +65,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -67,7 +78,9 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+# PARLEY_BENCH_TREE runs this script against another checkout of the project (a copy of this
+# file kept outside it, so the same measurement runs on an older tree)
+REPO = Path(os.environ.get("PARLEY_BENCH_TREE") or Path(__file__).resolve().parents[1]).resolve()
 sys.path.insert(0, str(REPO))
 
 from bench.bridge_peer import (  # noqa: E402
@@ -85,8 +98,13 @@ from bench.bridge_peer import (  # noqa: E402
     encode_vp8_layer,
     send_time,
 )
-from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI  # noqa: E402
-from services.bridge.media.transport.aiortc_adapter import DtlsCertificate  # noqa: E402
+
+try:
+    from services.bridge.media.packets.rtp import AUDIO_LEVEL_URI
+    from services.bridge.media.transport.aiortc_adapter import DtlsCertificate
+except ImportError:  # a tree from before the media package was regrouped into subpackages
+    from services.bridge.media.aiortc_adapter import DtlsCertificate  # type: ignore[no-redef]
+    from services.bridge.media.rtp import AUDIO_LEVEL_URI  # type: ignore[no-redef]
 from services.common import bridge_channel, colibri  # noqa: E402
 from tests.integration.harness import ServiceProcess, free_port, free_tcp_udp_port  # noqa: E402
 
@@ -122,10 +140,9 @@ def enter_namespace() -> None:
         ):
             subprocess.run(cmd.split(), check=True)
         return
-    env = {**os.environ, NETNS_ENV: "1"}
-    os.execvpe(
-        "unshare", ["unshare", "-n", sys.executable, "-m", "bench.bridge_forwarding", *sys.argv[1:]], env
-    )
+    env = {**os.environ, NETNS_ENV: "1", "PARLEY_BENCH_TREE": str(REPO)}
+    script = str(Path(__file__).resolve())
+    os.execvpe("unshare", ["unshare", "-n", sys.executable, script, *sys.argv[1:]], env)
 
 
 # ---- process figures ---------------------------------------------------------------------------
@@ -143,6 +160,54 @@ def cpu_seconds(pid: int) -> float:
         return time.clock_gettime(clock.value)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class PerfStat:
+    """Hardware counters of one process over a window: ``perf stat -e instructions,cycles -p``.
+    Instructions retired barely move with the machine's load, unlike CPU time. Where the CPU
+    exposes no counters (a VM without a virtual PMU) perf reports them as not supported and the
+    figures stay None; task-clock (CPU time, the same as ``cpu_seconds``) and context switches
+    are software events and always counted."""
+
+    EVENTS = ("instructions", "cycles", "task-clock", "context-switches")
+
+    def __init__(self, pid: int) -> None:
+        self.output = Path(tempfile.mkstemp(prefix="parley-bench-perf-", suffix=".csv")[1])
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x,", "-o", str(self.output), "-e", ",".join(self.EVENTS), "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> dict[str, float | None]:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(10)
+        counts: dict[str, float | None] = dict.fromkeys(self.EVENTS)
+        for line in self.output.read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) < 3 or line.startswith("#"):
+                continue
+            event = fields[2].split(":")[0]
+            if event in counts:
+                try:
+                    counts[event] = float(fields[0])
+                except ValueError:  # "<not supported>" / "<not counted>"
+                    counts[event] = None
+        self.output.unlink(missing_ok=True)
+        return counts
+
+
+def per_packet_counts(counts: dict[str, float | None] | None, packets: int) -> dict[str, Any]:
+    if counts is None:
+        return {}
+    row: dict[str, Any] = {}
+    for event, key in (("instructions", "instructions_per_packet"), ("cycles", "cycles_per_packet")):
+        value = counts.get(event)
+        row[key] = round(value / packets) if value is not None and packets else "not supported"
+    switches = counts.get("context-switches")
+    if switches is not None and packets:
+        row["context_switches_per_1000_packets"] = round(1000 * switches / packets, 1)
+    return row
 
 
 def pin_process(pid: int, cpus: set[int]) -> None:
@@ -734,6 +799,7 @@ class Result:
     endpoints: int = 0
     idle_cpu: float = 0.0
     idle_seconds: float = 0.0
+    counts: dict[str, float | None] | None = None  # perf stat over the window (--instructions)
 
     def row(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -752,6 +818,7 @@ class Result:
             "latency_p95_ms": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2) if lat else None,
             "rss_mb": round(self.rss_mb, 1),
             "rss_growth_mb": round(self.rss_mb - self.rss_start_mb, 1),
+            **per_packet_counts(self.counts, self.packets),
         }
 
 
@@ -768,6 +835,7 @@ async def run_scenario(
     idle: float = 0.0,
     publisher_peer: Callable[[], LightPeer] | None = None,
     subscriber_peer: Callable[[], LightPeer] | None = None,
+    instructions: bool = False,
 ) -> Result:
     """``publishers`` participants send (and, in a meeting, receive each other); ``subscribers``
     extra participants only receive. ``publisher_peer``/``subscriber_peer`` make other peers than
@@ -825,10 +893,12 @@ async def run_scenario(
     start = time.monotonic()
     receipts.window = (start, start + window)
     sent_before = [len(p.sent_log) for p in pubs]
+    perf = PerfStat(sfu.pid) if instructions else None
     cpu0 = cpu_seconds(sfu.pid)
     rss0 = rss_mb(sfu.pid)
     await asyncio.sleep(window)
     cpu1 = cpu_seconds(sfu.pid)
+    counts = perf.stop() if perf else None
     sent_in_window = [
         sum(1 for t in p.sent_log[b:] if t < start + window) for p, b in zip(pubs, sent_before, strict=True)
     ]
@@ -842,6 +912,7 @@ async def run_scenario(
     result.seconds = window
     result.idle_cpu = idle_cpu
     result.idle_seconds = idle
+    result.counts = counts
     result.latencies = receipts.latencies
     result.rss_mb = rss_mb(sfu.pid)
     result.rss_start_mb = rss0
@@ -953,6 +1024,7 @@ async def run_meeting20(
     window: float,
     certificate: DtlsCertificate,
     idle: float,
+    instructions: bool = False,
 ) -> dict[str, Any]:
     if window >= 60:
         raise SystemExit("the 20-party meeting counts packets by abs-send-time, which wraps at 64 s")
@@ -1019,6 +1091,7 @@ async def run_meeting20(
     for peer in peers:
         peer.video_ssrcs_received.clear()
     client0 = time.process_time()
+    perf = PerfStat(sfu.pid) if instructions else None
     cpu0 = cpu_seconds(sfu.pid)
     counters.counting = True
     start = time.monotonic()
@@ -1028,6 +1101,7 @@ async def run_meeting20(
     counters.counting = False
     seconds = time.monotonic() - start
     cpu = cpu_seconds(sfu.pid) - cpu0
+    counts = perf.stop() if perf else None
     client_cpu = time.process_time() - client0
     await asyncio.sleep(2.0)  # what was sent in the window and is still on its way
     drops = udp_drops() - drops0
@@ -1085,6 +1159,7 @@ async def run_meeting20(
         "client_cpu_percent": round(100 * client_cpu / seconds, 1),
         "rss_mb": round(rss_mb(sfu.pid), 1),
         "rss_growth_mb": round(rss_mb(sfu.pid) - rss0, 1),
+        **per_packet_counts(counts, counters.arrived_packets),
     }
     # since the bridge started: what its C loop handed to the Python loop (payload rewrites)
     report = (await sfu.http.get("/colibri/stats")).raise_for_status().json()
@@ -1107,11 +1182,12 @@ async def run_meeting20(
 def print_meeting20(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    header = (
+    header: tuple[str, ...] = (
         "variant",
         "forwarded_pps",
         "sent_mbps",
         "cpu_us_per_packet",
+        *(["instructions_per_packet", "cycles_per_packet"] if "instructions_per_packet" in rows[0] else []),
         "cpu_percent",
         "loss_percent",
         "udp_drops",
@@ -1225,6 +1301,7 @@ async def main(args: argparse.Namespace) -> None:
                         args.window,
                         certificate,
                         args.idle,
+                        args.instructions,
                     )
                     meeting20_rows.append(row)
                     print(json.dumps(row), flush=True)
@@ -1243,6 +1320,7 @@ async def main(args: argparse.Namespace) -> None:
                     args.window,
                     certificate,
                     args.idle,
+                    instructions=args.instructions,
                 )
                 row = result.row()
                 results.append(row)
@@ -1254,12 +1332,17 @@ async def main(args: argparse.Namespace) -> None:
     if not results:
         return
     print()
-    header = (
+    header: tuple[str, ...] = (
         "scenario",
         "sfu",
         "endpoints",
         "forwarded_pps",
         "cpu_us_per_packet",
+        *(
+            ["instructions_per_packet", "cycles_per_packet"]
+            if "instructions_per_packet" in results[0]
+            else []
+        ),
         "cpu_percent",
         "idle_cpu_ms_per_s",
         "loss_percent",
@@ -1304,6 +1387,12 @@ if __name__ == "__main__":
         help="the bridge's per-receiver forwarding loop: C (as deployed), Python, or both side by side",
     )
     parser.add_argument("--no-janus", action="store_true", help="measure Parley only")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count each SFU's instructions and cycles over the window with perf stat "
+        "(root; needs a CPU whose counters perf can read) and print them per forwarded packet",
+    )
     parser.add_argument(
         "--pin",
         action="store_true",

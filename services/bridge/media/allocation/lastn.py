@@ -52,7 +52,6 @@ from ..forwarding.svc import vp9_descriptor
 from ..model import MediaSources
 from ..packets import red, rtp
 from ..packets.codecs import H264, OPUS, RED, VP8, VP9, CodecMap
-from ..packets.vp8 import is_keyframe_start
 from .allocator import smoothed_layer_rates
 from .bandwidth import DownlinkEstimator
 from .connectivity import ConnectivityMonitor
@@ -325,13 +324,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             parsed = self._other_codec(sender.id, ssrc, pt, packet, now)
         else:
             parsed = parse_packet(packet, pt in self._vp8_payload_types.get(sender.id, ()))
-        if ssrc in self._simulcast_ssrcs:
-            # learn layer heights from key frames (the first packet of a frame may start one)
-            desc = parsed.vp8
-            if desc is not None and desc.start_of_frame:
-                offset, end = parsed.payload_offset, parsed.end
-                if is_keyframe_start(packet, offset, end):
-                    self.meter.on_keyframe(ssrc, packet, offset, end)
+        if ssrc in self._simulcast_ssrcs and parsed.vp8_keyframe() is not None:
+            # learn layer heights from key frames (the descriptor is read only at frame starts)
+            self.meter.on_keyframe(ssrc, packet, parsed.payload_offset, parsed.end)
         if ssrc not in self._streams:
             self._streams[ssrc] = stream
         if now >= self._next_decision:

@@ -263,6 +263,24 @@ class ParsedPacket:
             self._desc = parse_descriptor(self.packet, self.payload_offset, self.end)
         return self._desc
 
+    def vp8_keyframe(self, undeclared: bool = False) -> Vp8Descriptor | None:
+        """The VP8 payload descriptor when the packet starts a VP8 key frame, else ``None``.
+
+        Most packets are not the first of a frame: the descriptor's first byte tells (RFC 7741
+        section 4.2: S=1 and partition index 0, :attr:`Vp8Descriptor.start_of_frame`) before
+        the rest is read, so the others cost one byte read. Then the P bit of the VP8 payload
+        header (RFC 6386 section 9.1) says key frame. ``undeclared``: read a stream not declared
+        VP8 as VP8 anyway (not kept)."""
+        offset, end, packet = self.payload_offset, self.end, self.packet
+        if offset < 0 or offset >= end or packet[offset] & 0x1F != 0x10:
+            return None
+        desc = self.vp8
+        if desc is None and undeclared:
+            desc = parse_descriptor(packet, offset, end)
+        if desc is None or offset + desc.size >= end or packet[offset + desc.size] & 0x01:
+            return None
+        return desc
+
     h264 = False
     """An H.264 packet (:func:`parse_h264_packet`): key frames are found by ``packets/h264.py``."""
 
@@ -495,14 +513,8 @@ class SimulcastProjection:
             if not h264.is_keyframe(packet, parsed.payload_offset, parsed.end):
                 return False
         elif self.wait_for_keyframe:
-            desc = parsed.vp8
-            offset = parsed.payload_offset
-            if desc is None and offset >= 0:  # a stream not declared VP8: look anyway
-                desc = parse_descriptor(packet, offset, len(packet))
-            if desc is None or not desc.start_of_frame:
-                return False
-            vp8 = offset + desc.size
-            if vp8 >= len(packet) or packet[vp8] & 0x01:  # not a key frame
+            desc = parsed.vp8_keyframe(undeclared=True)  # a stream not declared VP8: look anyway
+            if desc is None:
                 return False
         newest, next_seq = self._newest, self._next_seq
         if newest is not None and next_seq is not None:

@@ -401,3 +401,38 @@ def test_late_packets_after_long_runs_are_judged_against_the_newest(jump: int) -
     assert accept(newest - 0x1000)
     assert accept(newest - 1)
     assert accept(newest + 1)
+
+
+def test_vp8_keyframe_reads_the_descriptor_only_at_frame_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 7741 4.2: S=1 and partition index 0 start a frame; RFC 6386 9.1: P=0 is a key frame.
+    A packet whose first descriptor byte says it starts no frame is not read further."""
+    import services.bridge.media.forwarding.simulcast as simulcast
+
+    reads = 0
+    real_parse = simulcast.parse_descriptor
+
+    def counting_parse(*args: object) -> object:
+        nonlocal reads
+        reads += 1
+        return real_parse(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(simulcast, "parse_descriptor", counting_parse)
+
+    def descriptor(start: bool, partition: int = 0) -> bytes:
+        return bytes(VpxPayloadDescriptor(partition_start=int(start), partition_id=partition, picture_id=300))
+
+    key, inter = b"\x10\x02\x00\x9d\x01\x2a", b"\x11\x02\x00"  # VP8 payload header, P bit 0 / 1
+    middle = parse_packet(rtp(1, 0, 9, descriptor(False) + key))
+    assert middle.vp8_keyframe() is None and reads == 0
+    second_partition = parse_packet(rtp(1, 0, 9, descriptor(True, 1) + key))
+    assert second_partition.vp8_keyframe() is None and reads == 0
+    desc = parse_packet(rtp(1, 0, 9, descriptor(True) + key)).vp8_keyframe()
+    assert desc is not None and desc.start_of_frame and desc.picture_id == 300 and reads == 1
+    assert parse_packet(rtp(1, 0, 9, descriptor(True) + inter)).vp8_keyframe() is None
+    assert parse_packet(rtp(1, 0, 9, descriptor(True))).vp8_keyframe() is None  # descriptor only
+    assert parse_packet(rtp(1, 0, 9, descriptor(True) + key, padding=4)).vp8_keyframe() is not None
+    assert parse_packet(rtp(1, 0, 9, b"\x10")).vp8_keyframe() is None  # truncated: no payload header
+    assert parse_packet(rtp(1, 0, 9, b"")).vp8_keyframe() is None
+    undeclared = parse_packet(rtp(1, 0, 9, descriptor(True) + key), vp8=False)
+    assert undeclared.vp8_keyframe() is None
+    assert undeclared.vp8_keyframe(undeclared=True) is not None
