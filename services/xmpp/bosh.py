@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from .limits import log_limited
+from .limits import TokenBucket, log_limited
 from .session import ClientSession, Link
 from .xml import STREAM_NS, Element, StreamClosed, StreamOpened, XmlStreamError, escape_attr, parse_document
 
@@ -74,6 +74,11 @@ class BoshSession:
         self.held: asyncio.Future[None] | None = None
         self.terminated = False
         self.last_request = time.monotonic()
+        # the guests' read budget (limits.guest-rate-bytes-per-second) over the session's request
+        # bodies: nginx opens an upstream connection per request, so no connection's bucket
+        # sees a BOSH session's whole input (service accounts never log in over BOSH)
+        lc = service.server.config.limits
+        self.bucket = TokenBucket(lc.guest_rate_bytes_per_second, lc.guest_burst_bytes, self.last_request)
         self.link = Link(BoshFraming(), self.write, self.close, secure=False, address=address, token=token)
         self.session: ClientSession = service.server.open_session(self.link)
 
@@ -159,7 +164,7 @@ class BoshService:
         bs = self.sessions.get(sid)
         if bs is None:
             return self._terminate("item-not-found", "unknown sid")
-        return self._request(bs, root, rid)
+        return self._request(bs, root, rid, len(body))
 
     def _terminate(self, condition: str, text: str = "") -> HttpResponse:
         log_limited(log, logging.INFO, "bosh:" + condition, "BOSH request refused: %s %s", condition, text)
@@ -192,12 +197,18 @@ class BoshService:
         )
         return self._response(200, head.encode() + payload + b"</body>")
 
-    async def _request(self, bs: BoshSession, root: Element, rid: int) -> HttpResponse:
+    async def _request(self, bs: BoshSession, root: Element, rid: int, size: int = 0) -> HttpResponse:
         if rid <= bs.rid - 2 or rid > bs.rid + bs.hold + 1:
             bs.session.fail("policy-violation", "BOSH rid out of window")
             return self._terminate("item-not-found", "rid out of window")
         bs.rid = max(bs.rid, rid)
         bs.last_request = time.monotonic()
+        delay = bs.bucket.consume(size, bs.last_request)
+        if delay > 0:  # over the read budget: the payload waits, as a TCP stream's reading would
+            await asyncio.sleep(delay)
+            if bs.terminated or bs.session.closed:
+                return self._response(200, bs.take_body())
+            bs.last_request = time.monotonic()
         if root.get("type") == "terminate":
             for child in root.elements():
                 bs.session.receive(child)

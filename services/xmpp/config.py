@@ -42,6 +42,8 @@ class LimitsConfig(Section):
     max_stanza_size: int = Field(ge=1024)
     rate_bytes_per_second: int = Field(ge=1)
     burst_bytes: int = Field(ge=1)
+    guest_rate_bytes_per_second: int = Field(ge=1)
+    guest_burst_bytes: int = Field(ge=1)
     auth_timeout: float = Field(gt=0)
     idle_timeout: float = Field(ge=0)
     max_depth: int = Field(ge=4, le=1000)
@@ -197,6 +199,8 @@ ENV = [
     EnvVar("XMPP_BIND_ADDRESS", "xmpp.c2s.bind-address"),
     *ws_env("XMPP_WS", "xmpp.websocket"),
     EnvVar("XMPP_RATE_BYTES_PER_SECOND", "xmpp.limits.rate-bytes-per-second", int),
+    EnvVar("XMPP_GUEST_RATE_BYTES_PER_SECOND", "xmpp.limits.guest-rate-bytes-per-second", int),
+    EnvVar("XMPP_GUEST_BURST_BYTES", "xmpp.limits.guest-burst-bytes", int),
     EnvVar("XMPP_IDLE_TIMEOUT", "xmpp.limits.idle-timeout", float),
     EnvVar("XMPP_MAX_OUTBOUND_BYTES", "xmpp.limits.max-outbound-bytes", int),
     EnvVar("XMPP_MAX_UNACKED_STANZAS", "xmpp.limits.max-unacked-stanzas", int),

@@ -30,6 +30,28 @@ class TokenBucket:
         return -self.tokens / self.rate
 
 
+class ReadBudget:
+    """A client connection's read budget: the guests' token bucket until its session has logged
+    in to a service account, then the service accounts' (Prosody's mod_limits ``c2s`` rate, with
+    Jitsi's ``unlimited_jids`` for the focus and the bridges). Guests never need much: a browser
+    sends a few KB when it joins and about 1 KB per presence update, so a guest that floods the
+    broker with stanzas is slowed to what the guests' rate allows, and the focus, bridges,
+    recorders and SIP gateways, which speak for many, are not."""
+
+    def __init__(self, guest: tuple[float, float], service: tuple[float, float], now: float) -> None:
+        self.bucket = TokenBucket(guest[0], guest[1], now)
+        self._service = service
+        self.service = False
+
+    def consume(self, amount: int, now: float, service_account: bool = False) -> float:
+        """Seconds to pause reading after ``amount`` bytes; ``service_account``: the connection's
+        session is logged in to one (its budget is raised from then on, never lowered)."""
+        if service_account and not self.service:
+            self.service = True
+            self.bucket = TokenBucket(self._service[0], self._service[1], now)
+        return self.bucket.consume(amount, now)
+
+
 class FailureLimiter:
     """Failed logins per key (client address, account): at most ``limit`` failures within
     ``window`` seconds, then every attempt is refused until the oldest failure ages out.

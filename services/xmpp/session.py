@@ -381,6 +381,13 @@ class ClientSession:
         else:
             self.fail("unsupported-stanza-type", f"<{el.name} xmlns='{el.ns}'>")
 
+    @property
+    def service_account(self) -> bool:
+        """Logged in to an account on a host that is not the guests' (the auth host: focus,
+        bridges, recorders, SIP gateways); such a session's reading is not throttled like a
+        guest's (``limits.rate-bytes-per-second`` instead of ``guest-rate-bytes-per-second``)."""
+        return self.username is not None and self.host is not None and not self.host.guest
+
     # -- SASL --------------------------------------------------------------------------------
     def _sasl_element(self, el: Element) -> None:
         if el.ns == TLS_NS and el.name == "starttls" and self.link.starttls is not None:

@@ -163,3 +163,12 @@ def test_client_proxy_without_focus_is_service_unavailable():
         f"<iq type='set' id='c1' to='focus.{DOMAIN}'><conference xmlns='http://jitsi.org/protocol/focus'/></iq>"
     )
     assert out[0].get("type") == "error"
+
+
+def test_only_a_session_logged_in_to_the_auth_host_is_a_service_account():
+    broker, *_ = make_broker()
+    unauthenticated = Wire(broker)
+    unauthenticated.open(AUTH)
+    assert not unauthenticated.session.service_account  # not before the password is checked
+    assert not login(broker).session.service_account  # a guest (SASL ANONYMOUS)
+    assert login(broker, AUTH, "focus").session.service_account

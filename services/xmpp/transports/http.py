@@ -440,6 +440,10 @@ class HttpConnection(asyncio.Protocol):
             self, proto, origin, self.server.client_address(self.peer_ip, lowered), token=token
         )
         self.server.connection_opened(self.ws)
+        # a WebSocket carries one guest's stream (service accounts never log in on this path):
+        # from here on it is read at the guests' rate (limits.guest-rate-bytes-per-second)
+        lc = self.server.config.limits
+        self.bucket = TokenBucket(lc.guest_rate_bytes_per_second, lc.guest_burst_bytes, time.monotonic())
         trailing, _closed = self.h11.trailing_data
         if trailing:
             self.ws.receive(bytes(trailing))

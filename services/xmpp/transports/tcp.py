@@ -8,7 +8,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
-from ..limits import TokenBucket, log_limited
+from ..limits import ReadBudget, log_limited
 from ..session import ClientSession, Link, TcpFraming
 from ..xml import StreamParser, XmlStreamError
 
@@ -34,8 +34,11 @@ class TcpConnection(asyncio.Protocol):
         self.closing = False
         self.started = self.last_rx = time.monotonic()
         self.peer = ""
-        self.bucket = TokenBucket(
-            server.config.limits.rate_bytes_per_second, server.config.limits.burst_bytes, self.started
+        lc = server.config.limits
+        self.budget = ReadBudget(
+            (lc.guest_rate_bytes_per_second, lc.guest_burst_bytes),
+            (lc.rate_bytes_per_second, lc.burst_bytes),
+            self.started,
         )
         self.paused = False
         self.slicing = False
@@ -69,7 +72,8 @@ class TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         self.last_rx = now
-        delay = self.bucket.consume(len(data), now)
+        session = self.link.session
+        delay = self.budget.consume(len(data), now, session is not None and session.service_account)
         if delay > 0 and not self.paused:
             self.paused = True
             asyncio.get_running_loop().call_later(delay, self._resume_reading)
