@@ -55,6 +55,8 @@ class LimitsConfig(Section):
     login_failures_per_address: int = Field(ge=1)
     login_failures_per_account: int = Field(ge=1)
     login_failure_window: float = Field(gt=0)
+    login_tarpit_delay: float = Field(ge=0, le=60)
+    login_tarpit_per_address: int = Field(ge=1)
     presence_interval: float = Field(ge=0)
     presence_burst: int = Field(ge=1)
 
@@ -207,6 +209,7 @@ ENV = [
     EnvVar("XMPP_MAX_PENDING_ELEMENTS", "xmpp.limits.max-pending-elements", int),
     EnvVar("XMPP_LOGIN_FAILURES_PER_ADDRESS", "xmpp.limits.login-failures-per-address", int),
     EnvVar("XMPP_LOGIN_FAILURES_PER_ACCOUNT", "xmpp.limits.login-failures-per-account", int),
+    EnvVar("XMPP_LOGIN_TARPIT_DELAY", "xmpp.limits.login-tarpit-delay", float),
     EnvVar("XMPP_PRESENCE_INTERVAL", "xmpp.limits.presence-interval", float),
     EnvVar("XMPP_PRESENCE_BURST", "xmpp.limits.presence-burst", int),
     EnvVar("XMPP_BOSH_MAX_SESSIONS_PER_ADDRESS", "xmpp.bosh.max-sessions-per-address", int),

@@ -95,10 +95,43 @@ class LoginGuard:
     6.4.5 leaves the number of retries to the server; Prosody's mod_limit_auth does the same)."""
 
     def __init__(
-        self, per_address: int = 5, per_account: int = 20, window: float = 60.0, max_keys: int = 65536
+        self,
+        per_address: int = 5,
+        per_account: int = 20,
+        window: float = 60.0,
+        max_keys: int = 65536,
+        tarpit_delay: float = 0.0,
+        tarpit_per_address: int = 8,
     ) -> None:
         self.addresses = FailureLimiter(per_address, window, max_keys)
         self.accounts = FailureLimiter(per_account, window, max_keys)
+        # A refused attempt (the address or account is over its limit) is answered only after
+        # ``tarpit_delay`` seconds (the idea of pam_fail_delay and Dovecot's auth_failure_delay):
+        # a guesser that retries as soon as it is answered is slowed to one attempt per delay
+        # and stream, instead of making the broker set up streams as fast as it can. At most
+        # ``tarpit_per_address`` streams of one address wait at once; past that the refusal is
+        # immediate (a waiting stream holds a connection and its parser).
+        self.tarpit_delay = tarpit_delay
+        self.tarpit_per_address = tarpit_per_address
+        self._held: dict[str, int] = {}
+
+    def hold(self, address: str) -> bool:
+        """Whether a refused attempt from ``address`` is to wait ``tarpit_delay`` seconds (and
+        is counted until :meth:`release`)."""
+        if self.tarpit_delay <= 0 or self._held.get(address, 0) >= self.tarpit_per_address:
+            return False
+        self._held[address] = self._held.get(address, 0) + 1
+        return True
+
+    def release(self, address: str) -> None:
+        left = self._held.get(address, 0) - 1
+        if left > 0:
+            self._held[address] = left
+        else:
+            self._held.pop(address, None)
+
+    def held(self, address: str) -> int:
+        return self._held.get(address, 0)
 
     def allowed(self, address: str, account: str | None, now: float) -> bool:
         if address and self.addresses.blocked(address, now):
