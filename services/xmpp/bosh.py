@@ -14,7 +14,8 @@ import math
 import secrets
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from .limits import TokenBucket, log_limited
 from .session import ClientSession, Link
@@ -115,6 +116,8 @@ class BoshService:
         self.config = server.config.bosh
         self.per_address: Counter[str] = Counter()
         self.refused_sessions = 0
+        # refusals of one address being held back (bosh.refusal-delay)
+        self.refusing: Counter[str] = Counter()
 
     def _add(self, bs: BoshSession) -> None:
         self.sessions[bs.sid] = bs
@@ -173,11 +176,16 @@ class BoshService:
             f"<body xmlns='{BOSH_NS}' type='terminate' condition='{condition}'/>".encode(),
         )
 
-    def _create(self, root: Element, rid: int, address: str = "", token: str = "") -> HttpResponse:
+    def _create(
+        self, root: Element, rid: int, address: str = "", token: str = ""
+    ) -> HttpResponse | Coroutine[Any, Any, HttpResponse]:
         to = root.get("to") or ""
         if self.per_address[address] >= self.config.max_sessions_per_address:
             # XEP-0124 section 17.2: a condition that ends only this request's would-be session
             self.refused_sessions += 1
+            if self.config.refusal_delay > 0 and self.refusing[address] < self.config.max_sessions_per_address:
+                self.refusing[address] += 1
+                return self._refuse_later(address)
             return self._terminate("policy-violation", f"too many BOSH sessions from {address}")
         wait = _bounded(root.get("wait"), self.config.max_wait, 1.0, self.config.max_wait)
         hold = int(_bounded(root.get("hold"), 1, 1, self.config.hold))
@@ -196,6 +204,22 @@ class BoshService:
             f"xmlns:stream='{STREAM_NS}'>"
         )
         return self._response(200, head.encode() + payload + b"</body>")
+
+    async def _refuse_later(self, address: str) -> HttpResponse:
+        """The refusal of one session too many, answered after ``bosh.refusal-delay`` seconds:
+        a client that opens sessions as fast as it is answered (each answer costs an HTTP
+        request's parsing and a response) gets one answer per delay and connection. At most
+        ``max-sessions-per-address`` refusals of one address wait at once; past that they are
+        answered at once."""
+        try:
+            await asyncio.sleep(self.config.refusal_delay)
+        finally:
+            left = self.refusing[address] - 1
+            if left > 0:
+                self.refusing[address] = left
+            else:
+                del self.refusing[address]
+        return self._terminate("policy-violation", f"too many BOSH sessions from {address}")
 
     async def _request(self, bs: BoshSession, root: Element, rid: int, size: int = 0) -> HttpResponse:
         if rid <= bs.rid - 2 or rid > bs.rid + bs.hold + 1:

@@ -66,6 +66,7 @@ class BoshConfig(Section):
     inactivity: float = Field(gt=0)
     hold: int = Field(ge=1)
     max_sessions_per_address: int = Field(ge=1)
+    refusal_delay: float = Field(ge=0, le=60)
 
 
 class StreamManagementConfig(Section):
@@ -213,6 +214,7 @@ ENV = [
     EnvVar("XMPP_PRESENCE_INTERVAL", "xmpp.limits.presence-interval", float),
     EnvVar("XMPP_PRESENCE_BURST", "xmpp.limits.presence-burst", int),
     EnvVar("XMPP_BOSH_MAX_SESSIONS_PER_ADDRESS", "xmpp.bosh.max-sessions-per-address", int),
+    EnvVar("XMPP_BOSH_REFUSAL_DELAY", "xmpp.bosh.refusal-delay", float),
     EnvVar("XMPP_INTERNAL_NETWORKS", "xmpp.c2s.internal-networks", split_list),
     EnvVar("XMPP_TRUSTED_PROXIES", "xmpp.http.trusted-proxies", split_list),
     EnvVar("XMPP_HTTP_KEEPALIVE_TIMEOUT", "xmpp.http.keepalive-timeout", float),
