@@ -183,7 +183,10 @@ class BoshService:
         if self.per_address[address] >= self.config.max_sessions_per_address:
             # XEP-0124 section 17.2: a condition that ends only this request's would-be session
             self.refused_sessions += 1
-            if self.config.refusal_delay > 0 and self.refusing[address] < self.config.max_sessions_per_address:
+            if (
+                self.config.refusal_delay > 0
+                and self.refusing[address] < self.config.max_sessions_per_address
+            ):
                 self.refusing[address] += 1
                 return self._refuse_later(address)
             return self._terminate("policy-violation", f"too many BOSH sessions from {address}")

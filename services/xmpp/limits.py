@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
@@ -50,6 +51,17 @@ class ReadBudget:
             self.service = True
             self.bucket = TokenBucket(self._service[0], self._service[1], now)
         return self.bucket.consume(amount, now)
+
+    def admit(self, amount: int, now: float, service_account: bool = False) -> tuple[int, float]:
+        """(how many of ``amount`` bytes just read may be handled now, seconds until the rest
+        may and reading may go on). One read can bring far more than the burst (a socket read
+        takes up to 256 KiB): the part over the budget waits, so the rate holds per byte, not
+        per read."""
+        delay = self.consume(amount, now, service_account)
+        if delay <= 0:
+            return amount, 0.0
+        later = min(amount, math.ceil(delay * self.bucket.rate))
+        return amount - later, delay
 
 
 class FailureLimiter:

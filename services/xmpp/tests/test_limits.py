@@ -25,3 +25,12 @@ def test_read_budget_is_the_guests_until_a_service_account_logs_in():
     assert budget.service
     # never lowered again, whatever a caller says later
     assert budget.consume(50_000, now=0.0) == 0.0
+
+
+def test_read_budget_holds_back_the_part_of_a_read_over_the_budget():
+    budget = ReadBudget(guest=(1000, 2000), service=(100_000, 200_000), now=0.0)
+    assert budget.admit(1500, now=0.0) == (1500, 0.0)
+    # one read of 4000 bytes: 500 are within the budget, 3500 wait 3.5 s (at 1000 B/s)
+    assert budget.admit(4000, now=0.0) == (500, 3.5)
+    # by then the held-back part has been paid for: the next byte starts from an empty bucket
+    assert budget.admit(1000, now=3.5) == (0, 1.0)

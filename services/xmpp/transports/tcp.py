@@ -41,6 +41,8 @@ class TcpConnection(asyncio.Protocol):
             self.started,
         )
         self.paused = False
+        self.resume_timer: asyncio.TimerHandle | None = None
+        self.deferred = b""  # read, over the read budget: handled when reading resumes
         self.slicing = False
         self.backlog = bytearray()
         self.tls_pending = False
@@ -73,11 +75,20 @@ class TcpConnection(asyncio.Protocol):
         now = time.monotonic()
         self.last_rx = now
         session = self.link.session
-        delay = self.budget.consume(len(data), now, session is not None and session.service_account)
-        if delay > 0 and not self.paused:
+        take, delay = self.budget.admit(len(data), now, session is not None and session.service_account)
+        if delay > 0:
+            self.deferred += data[take:]
+            data = data[:take]
             self.paused = True
-            asyncio.get_running_loop().call_later(delay, self._resume_reading)
-        if not self.slicing and len(data) <= self.SLICE:
+            if self.resume_timer is not None:
+                self.resume_timer.cancel()
+            self.resume_timer = asyncio.get_running_loop().call_later(delay, self._resume_reading)
+        self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
+        if not data:
+            self._update_reading()
+        elif not self.slicing and len(data) <= self.SLICE:
             self._input(data)  # the common case: a few stanzas, parsed at once
         else:
             self.backlog += data
@@ -130,7 +141,11 @@ class TcpConnection(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         self.paused = False
-        self._update_reading()
+        self.resume_timer = None
+        data, self.deferred = self.deferred, b""
+        if self.closing:
+            return
+        self._handle(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.tls_pending:
@@ -139,6 +154,10 @@ class TcpConnection(asyncio.Protocol):
         self.parser.discard()
         self.out = []
         self.backlog = bytearray()
+        self.deferred = b""
+        if self.resume_timer is not None:
+            self.resume_timer.cancel()
+            self.resume_timer = None
         self.server.connection_closed(self)
         session = self.link.session
         if session is not None:
