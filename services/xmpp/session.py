@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .broker import Broker, HostPolicy
-from .jid import JID, InvalidJid, parse_jid
+from .jid import JID, InvalidJid, parse_jid_uncached
 from .limits import LoginGuard, log_limited
 from .sasl import (
     TOO_MANY,
@@ -516,7 +516,7 @@ class ClientSession:
         requested = (bind.find("resource", BIND_NS) or Element("resource")).text.strip()
         resource = requested or uuid.uuid4().hex[:12]
         try:
-            jid = parse_jid(f"{self.username}@{self.host.domain}/{resource}")
+            jid = parse_jid_uncached(f"{self.username}@{self.host.domain}/{resource}")
         except InvalidJid:
             reply = error_reply(iq, "bad-request", "resource not acceptable")
             if reply is not None:
