@@ -18,6 +18,9 @@ deep without xmlns), ``partial`` (20 connections holding a partial stanza of 9,0
 acknowledges XEP-0198 while it is flooded), ``guess`` (service-account password guessing),
 ``presence`` (a guest in the meeting's room sending presence updates as fast as it can),
 ``bosh`` (BOSH sessions opened from one address as fast as they are answered, and held).
+Every attack connects to the broker's own ports (c2s TCP, or its HTTP port for ``wsdeep`` and
+``bosh``), not through nginx, whose per-address limits (docs/security.md) would stop most of them
+first; only the meeting goes through nginx.
 
 Usage: .venv/bin/python bench/abuse.py [--clients 50] [--attack-seconds 10] [--after 30]
        [--attacks tag,header,...] [--no-meeting]

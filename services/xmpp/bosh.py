@@ -14,9 +14,10 @@ import math
 import secrets
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
-from .limits import log_limited
+from .limits import TokenBucket, log_limited
 from .session import ClientSession, Link
 from .xml import STREAM_NS, Element, StreamClosed, StreamOpened, XmlStreamError, escape_attr, parse_document
 
@@ -74,6 +75,11 @@ class BoshSession:
         self.held: asyncio.Future[None] | None = None
         self.terminated = False
         self.last_request = time.monotonic()
+        # the guests' read budget (limits.guest-rate-bytes-per-second) over the session's request
+        # bodies: nginx opens an upstream connection per request, so no connection's bucket
+        # sees a BOSH session's whole input (service accounts never log in over BOSH)
+        lc = service.server.config.limits
+        self.bucket = TokenBucket(lc.guest_rate_bytes_per_second, lc.guest_burst_bytes, self.last_request)
         self.link = Link(BoshFraming(), self.write, self.close, secure=False, address=address, token=token)
         self.session: ClientSession = service.server.open_session(self.link)
 
@@ -110,6 +116,8 @@ class BoshService:
         self.config = server.config.bosh
         self.per_address: Counter[str] = Counter()
         self.refused_sessions = 0
+        # refusals of one address being held back (bosh.refusal-delay)
+        self.refusing: Counter[str] = Counter()
 
     def _add(self, bs: BoshSession) -> None:
         self.sessions[bs.sid] = bs
@@ -159,7 +167,7 @@ class BoshService:
         bs = self.sessions.get(sid)
         if bs is None:
             return self._terminate("item-not-found", "unknown sid")
-        return self._request(bs, root, rid)
+        return self._request(bs, root, rid, len(body))
 
     def _terminate(self, condition: str, text: str = "") -> HttpResponse:
         log_limited(log, logging.INFO, "bosh:" + condition, "BOSH request refused: %s %s", condition, text)
@@ -168,11 +176,19 @@ class BoshService:
             f"<body xmlns='{BOSH_NS}' type='terminate' condition='{condition}'/>".encode(),
         )
 
-    def _create(self, root: Element, rid: int, address: str = "", token: str = "") -> HttpResponse:
+    def _create(
+        self, root: Element, rid: int, address: str = "", token: str = ""
+    ) -> HttpResponse | Coroutine[Any, Any, HttpResponse]:
         to = root.get("to") or ""
         if self.per_address[address] >= self.config.max_sessions_per_address:
             # XEP-0124 section 17.2: a condition that ends only this request's would-be session
             self.refused_sessions += 1
+            if (
+                self.config.refusal_delay > 0
+                and self.refusing[address] < self.config.max_sessions_per_address
+            ):
+                self.refusing[address] += 1
+                return self._refuse_later(address)
             return self._terminate("policy-violation", f"too many BOSH sessions from {address}")
         wait = _bounded(root.get("wait"), self.config.max_wait, 1.0, self.config.max_wait)
         hold = int(_bounded(root.get("hold"), 1, 1, self.config.hold))
@@ -192,12 +208,34 @@ class BoshService:
         )
         return self._response(200, head.encode() + payload + b"</body>")
 
-    async def _request(self, bs: BoshSession, root: Element, rid: int) -> HttpResponse:
+    async def _refuse_later(self, address: str) -> HttpResponse:
+        """The refusal of one session too many, answered after ``bosh.refusal-delay`` seconds:
+        a client that opens sessions as fast as it is answered (each answer costs an HTTP
+        request's parsing and a response) gets one answer per delay and connection. At most
+        ``max-sessions-per-address`` refusals of one address wait at once; past that they are
+        answered at once."""
+        try:
+            await asyncio.sleep(self.config.refusal_delay)
+        finally:
+            left = self.refusing[address] - 1
+            if left > 0:
+                self.refusing[address] = left
+            else:
+                del self.refusing[address]
+        return self._terminate("policy-violation", f"too many BOSH sessions from {address}")
+
+    async def _request(self, bs: BoshSession, root: Element, rid: int, size: int = 0) -> HttpResponse:
         if rid <= bs.rid - 2 or rid > bs.rid + bs.hold + 1:
             bs.session.fail("policy-violation", "BOSH rid out of window")
             return self._terminate("item-not-found", "rid out of window")
         bs.rid = max(bs.rid, rid)
         bs.last_request = time.monotonic()
+        delay = bs.bucket.consume(size, bs.last_request)
+        if delay > 0:  # over the read budget: the payload waits, as a TCP stream's reading would
+            await asyncio.sleep(delay)
+            if bs.terminated or bs.session.closed:
+                return self._response(200, bs.take_body())
+            bs.last_request = time.monotonic()
         if root.get("type") == "terminate":
             for child in root.elements():
                 bs.session.receive(child)

@@ -42,6 +42,8 @@ class LimitsConfig(Section):
     max_stanza_size: int = Field(ge=1024)
     rate_bytes_per_second: int = Field(ge=1)
     burst_bytes: int = Field(ge=1)
+    guest_rate_bytes_per_second: int = Field(ge=1)
+    guest_burst_bytes: int = Field(ge=1)
     auth_timeout: float = Field(gt=0)
     idle_timeout: float = Field(ge=0)
     max_depth: int = Field(ge=4, le=1000)
@@ -53,6 +55,8 @@ class LimitsConfig(Section):
     login_failures_per_address: int = Field(ge=1)
     login_failures_per_account: int = Field(ge=1)
     login_failure_window: float = Field(gt=0)
+    login_tarpit_delay: float = Field(ge=0, le=60)
+    login_tarpit_per_address: int = Field(ge=1)
     presence_interval: float = Field(ge=0)
     presence_burst: int = Field(ge=1)
 
@@ -62,6 +66,7 @@ class BoshConfig(Section):
     inactivity: float = Field(gt=0)
     hold: int = Field(ge=1)
     max_sessions_per_address: int = Field(ge=1)
+    refusal_delay: float = Field(ge=0, le=60)
 
 
 class StreamManagementConfig(Section):
@@ -197,15 +202,19 @@ ENV = [
     EnvVar("XMPP_BIND_ADDRESS", "xmpp.c2s.bind-address"),
     *ws_env("XMPP_WS", "xmpp.websocket"),
     EnvVar("XMPP_RATE_BYTES_PER_SECOND", "xmpp.limits.rate-bytes-per-second", int),
+    EnvVar("XMPP_GUEST_RATE_BYTES_PER_SECOND", "xmpp.limits.guest-rate-bytes-per-second", int),
+    EnvVar("XMPP_GUEST_BURST_BYTES", "xmpp.limits.guest-burst-bytes", int),
     EnvVar("XMPP_IDLE_TIMEOUT", "xmpp.limits.idle-timeout", float),
     EnvVar("XMPP_MAX_OUTBOUND_BYTES", "xmpp.limits.max-outbound-bytes", int),
     EnvVar("XMPP_MAX_UNACKED_STANZAS", "xmpp.limits.max-unacked-stanzas", int),
     EnvVar("XMPP_MAX_PENDING_ELEMENTS", "xmpp.limits.max-pending-elements", int),
     EnvVar("XMPP_LOGIN_FAILURES_PER_ADDRESS", "xmpp.limits.login-failures-per-address", int),
     EnvVar("XMPP_LOGIN_FAILURES_PER_ACCOUNT", "xmpp.limits.login-failures-per-account", int),
+    EnvVar("XMPP_LOGIN_TARPIT_DELAY", "xmpp.limits.login-tarpit-delay", float),
     EnvVar("XMPP_PRESENCE_INTERVAL", "xmpp.limits.presence-interval", float),
     EnvVar("XMPP_PRESENCE_BURST", "xmpp.limits.presence-burst", int),
     EnvVar("XMPP_BOSH_MAX_SESSIONS_PER_ADDRESS", "xmpp.bosh.max-sessions-per-address", int),
+    EnvVar("XMPP_BOSH_REFUSAL_DELAY", "xmpp.bosh.refusal-delay", float),
     EnvVar("XMPP_INTERNAL_NETWORKS", "xmpp.c2s.internal-networks", split_list),
     EnvVar("XMPP_TRUSTED_PROXIES", "xmpp.http.trusted-proxies", split_list),
     EnvVar("XMPP_HTTP_KEEPALIVE_TIMEOUT", "xmpp.http.keepalive-timeout", float),

@@ -52,6 +52,13 @@ def parse_jid(text: str) -> JID:
     return _parse_jid(text)
 
 
+def parse_jid_uncached(text: str) -> JID:
+    """A JID parsed without going through the cache: for a text seen once, such as the full JID
+    a session binds (an anonymous guest's is new at every login, so a flood of logins would fill
+    the cache with JIDs nobody addresses again, a few MB kept for good)."""
+    return _parse_jid(text)
+
+
 def _parse_jid(text: str) -> JID:
     if not text or len(text) > 3071:
         raise InvalidJid(f"bad JID {text[:100]!r}")

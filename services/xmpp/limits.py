@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
@@ -28,6 +29,39 @@ class TokenBucket:
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate
+
+
+class ReadBudget:
+    """A client connection's read budget: the guests' token bucket until its session has logged
+    in to a service account, then the service accounts' (Prosody's mod_limits ``c2s`` rate, with
+    Jitsi's ``unlimited_jids`` for the focus and the bridges). Guests never need much: a browser
+    sends a few KB when it joins and about 1 KB per presence update, so a guest that floods the
+    broker with stanzas is slowed to what the guests' rate allows, and the focus, bridges,
+    recorders and SIP gateways, which speak for many, are not."""
+
+    def __init__(self, guest: tuple[float, float], service: tuple[float, float], now: float) -> None:
+        self.bucket = TokenBucket(guest[0], guest[1], now)
+        self._service = service
+        self.service = False
+
+    def consume(self, amount: int, now: float, service_account: bool = False) -> float:
+        """Seconds to pause reading after ``amount`` bytes; ``service_account``: the connection's
+        session is logged in to one (its budget is raised from then on, never lowered)."""
+        if service_account and not self.service:
+            self.service = True
+            self.bucket = TokenBucket(self._service[0], self._service[1], now)
+        return self.bucket.consume(amount, now)
+
+    def admit(self, amount: int, now: float, service_account: bool = False) -> tuple[int, float]:
+        """(how many of ``amount`` bytes just read may be handled now, seconds until the rest
+        may and reading may go on). One read can bring far more than the burst (a socket read
+        takes up to 256 KiB): the part over the budget waits, so the rate holds per byte, not
+        per read."""
+        delay = self.consume(amount, now, service_account)
+        if delay <= 0:
+            return amount, 0.0
+        later = min(amount, math.ceil(delay * self.bucket.rate))
+        return amount - later, delay
 
 
 class FailureLimiter:
@@ -73,10 +107,43 @@ class LoginGuard:
     6.4.5 leaves the number of retries to the server; Prosody's mod_limit_auth does the same)."""
 
     def __init__(
-        self, per_address: int = 5, per_account: int = 20, window: float = 60.0, max_keys: int = 65536
+        self,
+        per_address: int = 5,
+        per_account: int = 20,
+        window: float = 60.0,
+        max_keys: int = 65536,
+        tarpit_delay: float = 0.0,
+        tarpit_per_address: int = 8,
     ) -> None:
         self.addresses = FailureLimiter(per_address, window, max_keys)
         self.accounts = FailureLimiter(per_account, window, max_keys)
+        # A refused attempt (the address or account is over its limit) is answered only after
+        # ``tarpit_delay`` seconds (the idea of pam_fail_delay and Dovecot's auth_failure_delay):
+        # a guesser that retries as soon as it is answered is slowed to one attempt per delay
+        # and stream, instead of making the broker set up streams as fast as it can. At most
+        # ``tarpit_per_address`` streams of one address wait at once; past that the refusal is
+        # immediate (a waiting stream holds a connection and its parser).
+        self.tarpit_delay = tarpit_delay
+        self.tarpit_per_address = tarpit_per_address
+        self._held: dict[str, int] = {}
+
+    def hold(self, address: str) -> bool:
+        """Whether a refused attempt from ``address`` is to wait ``tarpit_delay`` seconds (and
+        is counted until :meth:`release`)."""
+        if self.tarpit_delay <= 0 or self._held.get(address, 0) >= self.tarpit_per_address:
+            return False
+        self._held[address] = self._held.get(address, 0) + 1
+        return True
+
+    def release(self, address: str) -> None:
+        left = self._held.get(address, 0) - 1
+        if left > 0:
+            self._held[address] = left
+        else:
+            self._held.pop(address, None)
+
+    def held(self, address: str) -> int:
+        return self._held.get(address, 0)
 
     def allowed(self, address: str, account: str | None, now: float) -> bool:
         if address and self.addresses.blocked(address, now):

@@ -178,7 +178,11 @@ class XmppServer:
             max_header_size=lim.max_header_size,
             max_outbound_bytes=lim.max_outbound_bytes,
             login_guard=LoginGuard(
-                lim.login_failures_per_address, lim.login_failures_per_account, lim.login_failure_window
+                lim.login_failures_per_address,
+                lim.login_failures_per_account,
+                lim.login_failure_window,
+                tarpit_delay=lim.login_tarpit_delay,
+                tarpit_per_address=lim.login_tarpit_per_address,
             ),
         )
         self.resumption = ResumptionRegistry()

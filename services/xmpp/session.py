@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .broker import Broker, HostPolicy
-from .jid import JID, InvalidJid, parse_jid
+from .jid import JID, InvalidJid, parse_jid_uncached
 from .limits import LoginGuard, log_limited
 from .sasl import (
+    TOO_MANY,
     Anonymous,
     Mechanism,
     Plain,
@@ -195,6 +196,7 @@ class ClientSession:
         self.stream_id = ""
         self._expiry: Any = None
         self._token_timer: Any = None
+        self._tarpit: Any = None  # a refused login's answer, delayed (LoginGuard.tarpit_delay)
         self.stanzas_in = 0
         self.overflowed = False
 
@@ -381,6 +383,13 @@ class ClientSession:
         else:
             self.fail("unsupported-stanza-type", f"<{el.name} xmlns='{el.ns}'>")
 
+    @property
+    def service_account(self) -> bool:
+        """Logged in to an account on a host that is not the guests' (the auth host: focus,
+        bridges, recorders, SIP gateways); such a session's reading is not throttled like a
+        guest's (``limits.rate-bytes-per-second`` instead of ``guest-rate-bytes-per-second``)."""
+        return self.username is not None and self.host is not None and not self.host.guest
+
     # -- SASL --------------------------------------------------------------------------------
     def _sasl_element(self, el: Element) -> None:
         if el.ns == TLS_NS and el.name == "starttls" and self.link.starttls is not None:
@@ -390,6 +399,8 @@ class ClientSession:
                 self.link.secure = True
                 self.link.restart()
             return
+        if self._tarpit is not None:
+            return  # a refused login waits for its answer: nothing more is looked at meanwhile
         if el.ns != SASL_NS:
             self.fail("not-authorized", "authenticate first")
             return
@@ -398,7 +409,7 @@ class ClientSession:
         try:
             anonymous = self.host is not None and self.host.anonymous  # guests never fail a login
             if guard is not None and not anonymous and not guard.allowed(self.link.address, None, now):
-                raise SaslFailure("temporary-auth-failure", "too many failed attempts; try again later")
+                raise SaslFailure("temporary-auth-failure", TOO_MANY)
             if el.name == "auth":
                 self.mechanism = self._make_mechanism(el.get("mechanism") or "")
                 step = self.mechanism.start(decode_payload(el.text))
@@ -421,6 +432,15 @@ class ClientSession:
             out.sub(failure.condition)
             if failure.text:
                 out.sub("text", text=failure.text)
+            if (
+                failure.condition == "temporary-auth-failure"
+                and failure.text == TOO_MANY
+                and guard is not None
+                and self.schedule is not None
+                and guard.hold(self.link.address)
+            ):
+                self._tarpit = self.schedule(guard.tarpit_delay, lambda: self._refused(out))
+                return
             self.link.write(out.to_bytes())
             if self.sasl_failures >= MAX_SASL_FAILURES:
                 self.fail("policy-violation", "too many failed authentication attempts")
@@ -448,6 +468,23 @@ class ClientSession:
                     "challenge", SASL_NS, children=[encode_payload(step.challenge)] if step.challenge else []
                 ).to_bytes()
             )
+
+    def _refused(self, failure: Element) -> None:
+        """A refused login's delayed answer: the failure, then the stream is closed."""
+        self._release_tarpit(cancel=False)
+        if self.closed:
+            return
+        self.link.write(failure.to_bytes())
+        self.fail("policy-violation", "too many failed authentication attempts")
+
+    def _release_tarpit(self, cancel: bool = True) -> None:
+        if self._tarpit is None:
+            return
+        if cancel:
+            self._tarpit.cancel()
+        self._tarpit = None
+        if self.limits.login_guard is not None:
+            self.limits.login_guard.release(self.link.address)
 
     def _make_mechanism(self, name: str) -> Mechanism:
         assert self.host is not None
@@ -479,7 +516,7 @@ class ClientSession:
         requested = (bind.find("resource", BIND_NS) or Element("resource")).text.strip()
         resource = requested or uuid.uuid4().hex[:12]
         try:
-            jid = parse_jid(f"{self.username}@{self.host.domain}/{resource}")
+            jid = parse_jid_uncached(f"{self.username}@{self.host.domain}/{resource}")
         except InvalidJid:
             reply = error_reply(iq, "bad-request", "resource not acceptable")
             if reply is not None:
@@ -637,6 +674,7 @@ class ClientSession:
             self.fail("policy-violation", "token expired: log in again with a new token")
 
     def _end_for_good(self) -> None:
+        self._release_tarpit()
         if self._token_timer is not None:
             self._token_timer.cancel()
             self._token_timer = None

@@ -20,8 +20,9 @@ c2s is allowed on loopback (no certificates in tests). HTTP serves BOSH and XMPP
 
 Server settings follow docker-jitsi-meet's production configuration: the epoll network backend
 with a listen backlog of 511, MUC rooms in memory, and ``mod_limits`` on c2s. The c2s rate limit
-is the same token bucket Parley's broker applies by default (1 MiB/s, 2 MiB of burst), so a
-side-by-side benchmark throttles both servers alike.
+is the same token bucket Parley's broker applies by default to service accounts (1 MiB/s, 2 MiB
+of burst); Parley reads guests at 32 KiB/s after 256 KiB, more than a benchmark client's share
+of a groupchat burst, so a side-by-side benchmark throttles both servers alike.
 
 Prosody and ``prosodyctl`` both run as the invoking user (``run_as_root``): as root, prosodyctl
 would otherwise switch to the ``prosody`` user and fail to read or write this temporary directory.

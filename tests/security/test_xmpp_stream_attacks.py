@@ -159,7 +159,10 @@ def test_partial_stanzas_held_open_cost_bounded_memory_that_comes_back(stack):
 
 def test_a_client_that_never_reads_is_cut_off_and_memory_returns(stack):
     pid = stack.xmpp_pid
-    sender = RawClient(stack.c2s_port).login()
+    # each guest's connection is read at limits.guest-rate-bytes-per-second after a burst of
+    # guest-burst-bytes (256 KiB): the flood comes from many guests, as it would have to now
+    senders = [RawClient(stack.c2s_port).login() for _ in range(24)]
+    sender = senders[0]
     sleeper = RawClient(stack.c2s_port)
     sleeper.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sleeper.login()
@@ -169,7 +172,9 @@ def test_a_client_that_never_reads_is_cut_off_and_memory_returns(stack):
         body = "y" * 8192
         bounced = False
         for i in range(3000):  # 24 MB if nobody cut it off
-            sender.send(f"<message to='{sleeper.jid}' type='chat' id='f{i}'><body>{body}</body></message>")
+            senders[i % len(senders)].send(
+                f"<message to='{sleeper.jid}' type='chat' id='f{i}'><body>{body}</body></message>"
+            )
             if i % 100 == 99:
                 sender.send(f"<iq type='get' id='sync{i}' to='meet.jitsi'><ping xmlns='urn:xmpp:ping'/></iq>")
                 sender.expect(f"id='sync{i}'", timeout=20)
@@ -183,7 +188,8 @@ def test_a_client_that_never_reads_is_cut_off_and_memory_returns(stack):
         after = settle_rss(pid, base + 5)
         assert after <= base + 5, f"RSS {base:.1f} MB before, {after:.1f} MB after"
     finally:
-        sender.close()
+        for c in senders:
+            c.close()
         sleeper.close()
 
 

@@ -8,8 +8,8 @@ from services.xmpp.config import load
 from services.xmpp.server import XmppServer
 
 
-def make_service() -> BoshService:
-    return BoshService(XmppServer(load(environ={})))
+def make_service(**environ: str) -> BoshService:
+    return BoshService(XmppServer(load(environ=environ)))
 
 
 def body(rid: int, inner: str = "", **attrs: str) -> bytes:
@@ -67,7 +67,7 @@ def test_bad_requests_are_terminated_with_a_condition():
 
 
 async def test_sessions_per_address_are_capped_and_freed_when_they_end():
-    bosh = make_service()
+    bosh = make_service(XMPP_BOSH_REFUSAL_DELAY="0")
     cap = bosh.config.max_sessions_per_address
     sids = []
     for _ in range(cap):
@@ -86,3 +86,19 @@ async def test_sessions_per_address_are_capped_and_freed_when_they_end():
     # sessions that stop polling are swept and stop counting
     bosh.sweep(10**12)
     assert not bosh.sessions and not bosh.per_address
+
+
+async def test_a_refused_session_is_answered_after_the_refusal_delay_and_few_wait_at_once():
+    bosh = make_service(XMPP_BOSH_MAX_SESSIONS_PER_ADDRESS="2", XMPP_BOSH_REFUSAL_DELAY="0.2")
+    create = lambda: bosh.handle_http("POST", {}, body(1, to="meet.jitsi"), address="203.0.113.9")  # noqa: E731
+    assert b"sid=" in create().body and b"sid=" in create().body
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    held = [asyncio.ensure_future(create()) for _ in range(2)]  # refusals, held back
+    assert bosh.refusing["203.0.113.9"] == 2
+    at_once = create()  # more refusals than sessions allowed are waiting: answered at once
+    assert b"policy-violation" in at_once.body
+    answers = await asyncio.gather(*held)
+    assert loop.time() - t0 >= 0.2
+    assert all(b"type='terminate'" in a.body and b"policy-violation" in a.body for a in answers)
+    assert not bosh.refusing and len(bosh.sessions) == 2 and bosh.refused_sessions == 3

@@ -417,3 +417,34 @@ def test_the_jid_cache_holds_only_short_jids_and_only_so_many():
     info = jids._parse_jid_cached.cache_info()
     assert info.currsize == jids.JID_CACHE_SIZE and info.maxsize == jids.JID_CACHE_SIZE
     jids._parse_jid_cached.cache_clear()
+
+
+def test_a_refused_login_is_answered_after_the_tarpit_delay_and_few_wait_at_once():
+    broker, *_ = make_broker()
+    guard = LoginGuard(per_address=1, per_account=100, window=60, tarpit_delay=2.0, tarpit_per_address=2)
+    limits = SessionLimits(allow_plain_without_tls=True, login_guard=guard)
+    token = base64.b64encode(b"\0focus\0wrong").decode()
+    auth = f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{token}</auth>"
+
+    def wire() -> Wire:
+        w = Wire(broker, limits=limits, address="198.51.100.7")
+        w.open(AUTH)
+        return w
+
+    first = wire()
+    assert first.send(auth)[0].first_element().name == "not-authorized"  # answered at once
+    waiting = [wire(), wire()]
+    for w in waiting:
+        assert w.send(auth) == [] and not w.closed  # refused: the answer waits
+        assert w.timers[-1].delay == 2.0
+        assert w.send(auth) == []  # nothing more is looked at meanwhile
+    assert guard.held("198.51.100.7") == 2
+    third = wire()  # past the per-address number of waiting streams: refused at once
+    out = third.send(auth)
+    assert out[0].first_element().name == "temporary-auth-failure" and third.closed
+    waiting[0].timers[-1].fire()
+    out = waiting[0].drain()
+    assert out[0].first_element().name == "temporary-auth-failure"
+    assert out[1].name == "error" and waiting[0].closed
+    waiting[1].session.transport_lost()  # the guesser gave up: its place is freed, the timer cancelled
+    assert waiting[1].timers[-1].cancelled and guard.held("198.51.100.7") == 0

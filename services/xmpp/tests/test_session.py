@@ -163,3 +163,22 @@ def test_client_proxy_without_focus_is_service_unavailable():
         f"<iq type='set' id='c1' to='focus.{DOMAIN}'><conference xmlns='http://jitsi.org/protocol/focus'/></iq>"
     )
     assert out[0].get("type") == "error"
+
+
+def test_only_a_session_logged_in_to_the_auth_host_is_a_service_account():
+    broker, *_ = make_broker()
+    unauthenticated = Wire(broker)
+    unauthenticated.open(AUTH)
+    assert not unauthenticated.session.service_account  # not before the password is checked
+    assert not login(broker).session.service_account  # a guest (SASL ANONYMOUS)
+    assert login(broker, AUTH, "focus").session.service_account
+
+
+def test_binding_does_not_fill_the_jid_cache():
+    from services.xmpp.jid import _parse_jid_cached
+
+    broker, *_ = make_broker()
+    before = _parse_jid_cached.cache_info().currsize
+    for i in range(50):  # every anonymous login binds a JID never seen before
+        login(broker, resource=f"r{i}")
+    assert _parse_jid_cached.cache_info().currsize == before

@@ -23,7 +23,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ...common.ws_admin import Endpoint, WsConnection
-from ..limits import TokenBucket, log_limited
+from ..limits import ReadBudget, log_limited
 from ..session import ClientSession, Link, WebSocketFraming
 from ..xml import CLIENT_NS, FRAMING_NS, StreamClosed, StreamOpened, XmlStreamError, parse_document
 
@@ -255,10 +255,12 @@ class HttpConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.busy = False
         self.flush_scheduled = False
-        self.bucket = TokenBucket(
-            server.config.limits.rate_bytes_per_second, server.config.limits.burst_bytes, time.monotonic()
-        )
+        lc = server.config.limits
+        full = (lc.rate_bytes_per_second, lc.burst_bytes)
+        self.budget = ReadBudget(full, full, time.monotonic())
         self.paused = False
+        self.resume_timer: asyncio.TimerHandle | None = None
+        self.deferred = b""  # read, over the read budget: handled when reading resumes
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -269,6 +271,10 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.deferred = b""
+        if self.resume_timer is not None:
+            self.resume_timer.cancel()
+            self.resume_timer = None
         if self.ws is not None:
             self.server.connection_closed(self.ws)
             self.ws.lost()
@@ -279,11 +285,20 @@ class HttpConnection(asyncio.Protocol):
         now = time.monotonic()
         if self.ws is None:
             self.server.http_active(self)
-        delay = self.bucket.consume(len(data), now)
-        if delay > 0 and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(delay, self._resume_reading)
+        take, delay = self.budget.admit(len(data), now)
+        if delay > 0 and self.transport is not None:
+            self.deferred += data[take:]
+            data = data[:take]
+            if not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+            if self.resume_timer is not None:
+                self.resume_timer.cancel()
+            self.resume_timer = asyncio.get_running_loop().call_later(delay, self._resume_reading)
+        if data:
+            self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
         if self.ws is not None:
             self.ws.receive(data)
             return
@@ -292,8 +307,13 @@ class HttpConnection(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         self.paused = False
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
+        self.resume_timer = None
+        data, self.deferred = self.deferred, b""
+        if self.transport is None or self.closed:
+            return
+        self.transport.resume_reading()
+        if data:
+            self._handle(data)
 
     def _pump(self) -> None:
         while not self.busy and self.ws is None:
@@ -440,6 +460,14 @@ class HttpConnection(asyncio.Protocol):
             self, proto, origin, self.server.client_address(self.peer_ip, lowered), token=token
         )
         self.server.connection_opened(self.ws)
+        # a WebSocket carries one guest's stream (service accounts never log in on this path):
+        # from here on it is read at the guests' rate (limits.guest-rate-bytes-per-second)
+        lc = self.server.config.limits
+        self.budget = ReadBudget(
+            (lc.guest_rate_bytes_per_second, lc.guest_burst_bytes),
+            (lc.rate_bytes_per_second, lc.burst_bytes),
+            time.monotonic(),
+        )
         trailing, _closed = self.h11.trailing_data
         if trailing:
             self.ws.receive(bytes(trailing))

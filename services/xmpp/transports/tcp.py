@@ -8,7 +8,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
-from ..limits import TokenBucket, log_limited
+from ..limits import ReadBudget, log_limited
 from ..session import ClientSession, Link, TcpFraming
 from ..xml import StreamParser, XmlStreamError
 
@@ -34,10 +34,15 @@ class TcpConnection(asyncio.Protocol):
         self.closing = False
         self.started = self.last_rx = time.monotonic()
         self.peer = ""
-        self.bucket = TokenBucket(
-            server.config.limits.rate_bytes_per_second, server.config.limits.burst_bytes, self.started
+        lc = server.config.limits
+        self.budget = ReadBudget(
+            (lc.guest_rate_bytes_per_second, lc.guest_burst_bytes),
+            (lc.rate_bytes_per_second, lc.burst_bytes),
+            self.started,
         )
         self.paused = False
+        self.resume_timer: asyncio.TimerHandle | None = None
+        self.deferred = b""  # read, over the read budget: handled when reading resumes
         self.slicing = False
         self.backlog = bytearray()
         self.tls_pending = False
@@ -69,11 +74,21 @@ class TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
         self.last_rx = now
-        delay = self.bucket.consume(len(data), now)
-        if delay > 0 and not self.paused:
+        session = self.link.session
+        take, delay = self.budget.admit(len(data), now, session is not None and session.service_account)
+        if delay > 0:
+            self.deferred += data[take:]
+            data = data[:take]
             self.paused = True
-            asyncio.get_running_loop().call_later(delay, self._resume_reading)
-        if not self.slicing and len(data) <= self.SLICE:
+            if self.resume_timer is not None:
+                self.resume_timer.cancel()
+            self.resume_timer = asyncio.get_running_loop().call_later(delay, self._resume_reading)
+        self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
+        if not data:
+            self._update_reading()
+        elif not self.slicing and len(data) <= self.SLICE:
             self._input(data)  # the common case: a few stanzas, parsed at once
         else:
             self.backlog += data
@@ -126,7 +141,11 @@ class TcpConnection(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         self.paused = False
-        self._update_reading()
+        self.resume_timer = None
+        data, self.deferred = self.deferred, b""
+        if self.closing:
+            return
+        self._handle(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.tls_pending:
@@ -135,6 +154,10 @@ class TcpConnection(asyncio.Protocol):
         self.parser.discard()
         self.out = []
         self.backlog = bytearray()
+        self.deferred = b""
+        if self.resume_timer is not None:
+            self.resume_timer.cancel()
+            self.resume_timer = None
         self.server.connection_closed(self)
         session = self.link.session
         if session is not None:
