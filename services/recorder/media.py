@@ -15,10 +15,6 @@ where it is needed (:mod:`.composite`), instead of in aiortc's decoder thread pe
   decoder thread gets nothing to do. When the composer wants a key frame (before the first one,
   after a frame that did not decode), the receiver's own "decoder error" flag is raised, on which
   aiortc sends the sender a PLI (RFC 4585 section 6.3.1), at most every :data:`PLI_INTERVAL`;
-* the receiver's remote bitrate estimator is switched off: the recorder sends no REMB, so the
-  bridge sees no estimate for it and does not limit what it forwards by bandwidth (what the
-  recorder gets is chosen by its receiver constraints, :mod:`.bridge_link`), and the estimator's
-  per-packet work is saved.
 
 The hooks use aiortc internals (name-mangled attributes of ``RTCRtpReceiver`` in aiortc 1.16,
 pinned in ``pyproject.toml``); :func:`hook_receiver` checks they exist and fails loudly if not.
@@ -92,13 +88,11 @@ def hook_receiver(
         "_RTCRtpReceiver__timestamp_mapper",
         "_RTCRtpReceiver__decoder_queue",
         "_RTCRtpReceiver__decoder_error",
-        "_RTCRtpReceiver__remote_bitrate_estimator",
     ):
         if not hasattr(receiver, name):
             raise RuntimeError(f"aiortc changed: RTCRtpReceiver has no {name}")
     receiver._RTCRtpReceiver__timestamp_mapper = _UnwrappingMapper()  # type: ignore[attr-defined]
     receiver._RTCRtpReceiver__decoder_queue = _FrameQueue(on_frame)  # type: ignore[attr-defined]
-    # receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
     decoder_error: threading.Event = receiver._RTCRtpReceiver__decoder_error  # type: ignore[attr-defined]
     original = receiver._handle_rtp_packet
     unwrap = Unwrapper()
