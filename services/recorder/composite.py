@@ -374,7 +374,12 @@ class Composer:
         if frame is not None:
             box = layout.fit(frame.width, frame.height, tile)
             scaled = p.scaler.reformat(
-                frame, width=box.w, height=box.h, format="yuv420p", interpolation=Interpolation.BILINEAR
+                frame,
+                width=box.w,
+                height=box.h,
+                format="yuv420p",
+                interpolation=Interpolation.BILINEAR,
+                threads=1,  # FFmpeg's default starts a pool of threads per scale: more work, not less
             )
             canvas.put(box, yuv_planes(scaled), dim=stale)
         if p.label is None:

@@ -14,7 +14,7 @@ where it is needed (:mod:`.composite`), instead of in aiortc's decoder thread pe
   Opus packet) and given to the recording (per-participant WebM files, composed output); aiortc's
   decoder thread gets nothing to do. When the composer wants a key frame (before the first one,
   after a frame that did not decode), the receiver's own "decoder error" flag is raised, on which
-  aiortc sends the sender a PLI (RFC 4585 section 6.3.1), at most every :data:`PLI_INTERVAL`;
+  aiortc sends the sender a PLI (RFC 4585 section 6.3.1), at most every :data:`PLI_INTERVAL`.
 
 The hooks use aiortc internals (name-mangled attributes of ``RTCRtpReceiver`` in aiortc 1.16,
 pinned in ``pyproject.toml``); :func:`hook_receiver` checks they exist and fails loudly if not.
