@@ -66,6 +66,7 @@ def feeder(
     vp8.width, vp8.height, vp8.pix_fmt = w, h, "yuv420p"  # type: ignore[attr-defined]
     vp8.time_base = fractions.Fraction(1, fps)
     vp8.options = {"deadline": "realtime", "cpu-used": "8", "g": str(fps * 10)}
+    vp8.thread_count = 1  # no encoder threads of its own: they would be counted as the composer's
     opus = av.CodecContext.create("libopus", "w")
     opus.sample_rate, opus.layout, opus.format = 48000, "mono", "s16"  # type: ignore[attr-defined]
     opus.time_base = fractions.Fraction(1, 48000)

@@ -29,11 +29,13 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from services.common.bridge_channel import ReceiverVideoConstraints
+from services.common.logging import RateLimitedLogger
 
 from . import layout
 from .tracks import vp8_keyframe_size
 
 log = logging.getLogger("recorder.composite")
+_limited = RateLimitedLogger(log)
 
 RATE = 48000
 RING_SECONDS = 8
@@ -41,6 +43,7 @@ STALE_AFTER = 2.0
 BACKGROUND = (24, 24, 28)
 MAX_PENDING_VIDEO = 60  # encoded frames waiting for their instant (2 s at 30 fps)
 MAX_PENDING_AUDIO = 250  # Opus packets waiting for the next tick (5 s of 20 ms packets)
+MAX_SOURCE_PIXELS = 4096 * 2304  # a key frame saying more (4K screen shares pass) is refused undecoded
 
 
 def video_decoder() -> VideoCodecContext:
@@ -151,11 +154,20 @@ class Composer:
 
     def video_packet(self, owner: str, at: float, data: bytes) -> bool:
         """One encoded VP8 frame (any thread); True when a key frame is wanted from the sender."""
-        key = vp8_keyframe_size(data) is not None
+        size = vp8_keyframe_size(data)
+        if size is not None and size[0] * size[1] > MAX_SOURCE_PIXELS:
+            # a hostile sender's 16383x16383 "key frame" would have the decoder allocate ~400 MB
+            _limited.warning(("size", owner), "%s: refused a %dx%d VP8 key frame", owner, *size)
+            size = None
+            data = b""
+        key = size is not None
         with self._lock:
             p = self._person(owner)
             if self._start is None:
                 self._start = at
+            if not data:
+                p.keyed = False
+                return True
             if not key and not p.keyed:
                 return True  # undecodable until a key frame
             if len(p.video_in) >= MAX_PENDING_VIDEO:  # the composer is far behind: start again
@@ -194,8 +206,9 @@ class Composer:
                     p.audio_decoder = audio_decoder()
                 try:
                     sound = p.audio_decoder.decode(av.Packet(data))
-                except av.FFmpegError:
-                    continue  # a broken packet: silence there
+                except (av.FFmpegError, ValueError) as exc:  # a broken packet: silence there
+                    _limited.info(("opus", owner), "%s: an Opus packet did not decode: %s", owner, exc)
+                    continue
                 for af in sound:
                     self.audio(owner, at, af)
             for at, data in frames:
@@ -203,7 +216,8 @@ class Composer:
                     p.video_decoder = video_decoder()
                 try:
                     pictures = p.video_decoder.decode(av.Packet(data))
-                except av.FFmpegError:
+                except (av.FFmpegError, ValueError) as exc:
+                    _limited.info(("vp8", owner), "%s: a VP8 frame did not decode: %s", owner, exc)
                     with self._lock:  # its successors cannot decode: wait for a key frame
                         p.keyed = False
                         p.video_in.clear()
