@@ -1,10 +1,11 @@
 """The composed recording's own cost, without a network: the recorder's Composer thread (layout,
-scaling, drawing, H.264 and AAC encoding) fed with decoded frames as the media session hands
-them over, timed by the CPU time of those threads alone (and libx264's) (``/proc/self/task/<tid>/stat``), so the
+VP8 and Opus decoding, scaling, drawing, H.264 and AAC encoding) fed with encoded frames as the
+media session hands them over (whole VP8 frames, Opus packets), timed by the CPU time of those threads alone (and libx264's) (``/proc/self/task/<tid>/stat``), so the
 figure does not move with the load of a shared machine the way a whole process's does.
 
 ``--participants`` feeders push ``--source`` frames (a colour with a moving bar, as the test
-participants send) at ``--source-fps`` and 20 ms of tone each, like aiortc's decoders; the
+participants send, encoded with libvpx in real time) at ``--source-fps`` and 20 ms Opus packets of
+a tone each, as the receivers' jitter buffers hand them over; the
 composer renders ``--size`` at ``--fps`` into a Matroska file for ``--seconds``.
 
     .venv/bin/python bench/recorder_composer.py --participants 3
@@ -61,6 +62,14 @@ def feeder(
     stop: threading.Event,
 ) -> None:
     w, h = size
+    vp8 = av.CodecContext.create("libvpx", "w")
+    vp8.width, vp8.height, vp8.pix_fmt = w, h, "yuv420p"  # type: ignore[attr-defined]
+    vp8.time_base = fractions.Fraction(1, fps)
+    vp8.options = {"deadline": "realtime", "cpu-used": "8", "g": str(fps * 10)}
+    vp8.thread_count = 1  # no encoder threads of its own: they would be counted as the composer's
+    opus = av.CodecContext.create("libopus", "w")
+    opus.sample_rate, opus.layout, opus.format = 48000, "mono", "s16"  # type: ignore[attr-defined]
+    opus.time_base = fractions.Fraction(1, 48000)
     start = time.monotonic()
     n = 0
     samples = 0
@@ -72,14 +81,18 @@ def feeder(
         bar = (n * 4) % w
         image[:, bar : bar + 4] = 255
         frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-        composer.video(name, start + n / fps, frame)
+        frame.pts = n
+        for packet in vp8.encode(frame):  # type: ignore[attr-defined]
+            composer.video_packet(name, start + n / fps, bytes(packet))
         while samples < (now - start + 0.1) * 48000:
             t = (np.arange(960) + samples) / 48000
             wave = (np.sin(2 * np.pi * tone * t) * 8000).astype(np.int16)
             af = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
             af.sample_rate = 48000
             af.time_base = fractions.Fraction(1, 48000)
-            composer.audio(name, start + samples / 48000, af)
+            af.pts = samples
+            for packet in opus.encode(af):  # type: ignore[attr-defined]
+                composer.audio_packet(name, start + samples / 48000, bytes(packet))
             samples += 960
         n += 1
         time.sleep(max(0.0, start + n / fps - time.monotonic()))

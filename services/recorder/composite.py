@@ -22,20 +22,46 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
+from av.audio.codeccontext import AudioCodecContext
 from av.audio.fifo import AudioFifo
 from av.audio.resampler import AudioResampler
+from av.video.codeccontext import VideoCodecContext
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from services.common.bridge_channel import ReceiverVideoConstraints
+from services.common.logging import RateLimitedLogger
 
 from . import layout
+from .tracks import vp8_keyframe_size
 
 log = logging.getLogger("recorder.composite")
+_limited = RateLimitedLogger(log)
 
 RATE = 48000
 RING_SECONDS = 8
 STALE_AFTER = 2.0
 BACKGROUND = (24, 24, 28)
+MAX_PENDING_VIDEO = 60  # encoded frames waiting for their instant (2 s at 30 fps)
+MAX_PENDING_AUDIO = 250  # Opus packets waiting for the next tick (5 s of 20 ms packets)
+MAX_SOURCE_PIXELS = 4096 * 2304  # a key frame saying more (4K screen shares pass) is refused undecoded
+
+
+def video_decoder() -> VideoCodecContext:
+    """FFmpeg's own VP8 decoder (RFC 6386), one thread: the composer's thread is the only one."""
+    ctx = av.CodecContext.create("vp8", "r")
+    assert isinstance(ctx, VideoCodecContext)
+    ctx.thread_count = 1
+    return ctx
+
+
+def audio_decoder() -> AudioCodecContext:
+    """Opus (RFC 6716) decoded straight to 48 kHz mono s16, what the mix adds up."""
+    ctx = av.CodecContext.create("libopus", "r")
+    assert isinstance(ctx, AudioCodecContext)
+    ctx.format = "s16"  # type: ignore[assignment]
+    ctx.layout = "mono"  # type: ignore[assignment]
+    ctx.sample_rate = RATE
+    return ctx
 
 
 def label_bitmap(text: str, height: int = 14) -> np.ndarray:
@@ -65,6 +91,12 @@ class _Participant:
     # one scaler per participant: its swscale context is kept while the sizes stay the same
     # (VideoFrame.reformat builds a new one for every frame)
     scaler: VideoReformatter = field(default_factory=VideoReformatter)
+    # encoded input (event loop thread in, composer thread out, under the composer's lock)
+    video_in: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
+    audio_in: collections.deque[tuple[float, bytes]] = field(default_factory=collections.deque)
+    keyed: bool = False  # a key frame was taken since the start or the last broken frame
+    video_decoder: VideoCodecContext | None = None  # composer thread only
+    audio_decoder: AudioCodecContext | None = None
 
 
 class Composer:
@@ -119,6 +151,79 @@ class Composer:
             self._person(owner).frames.append((at, frame))
             if self._start is None:
                 self._start = at
+
+    def video_packet(self, owner: str, at: float, data: bytes) -> bool:
+        """One encoded VP8 frame (any thread); True when a key frame is wanted from the sender."""
+        size = vp8_keyframe_size(data)
+        if size is not None and size[0] * size[1] > MAX_SOURCE_PIXELS:
+            # a hostile sender's 16383x16383 "key frame" would have the decoder allocate ~400 MB
+            _limited.warning(("size", owner), "%s: refused a %dx%d VP8 key frame", owner, *size)
+            size = None
+            data = b""
+        key = size is not None
+        with self._lock:
+            p = self._person(owner)
+            if self._start is None:
+                self._start = at
+            if not data:
+                p.keyed = False
+                return True
+            if not key and not p.keyed:
+                return True  # undecodable until a key frame
+            if len(p.video_in) >= MAX_PENDING_VIDEO:  # the composer is far behind: start again
+                p.video_in.clear()
+                p.keyed = False
+                return True
+            p.keyed = True
+            p.video_in.append((at, data))
+        return False
+
+    def audio_packet(self, owner: str, at: float, data: bytes) -> None:
+        """One encoded Opus packet (any thread)."""
+        with self._lock:
+            p = self._person(owner)
+            if self._start is None:
+                self._start = at
+            if len(p.audio_in) < MAX_PENDING_AUDIO:
+                p.audio_in.append((at, data))
+
+    def _decode_inputs(self, instant: float) -> None:
+        """Decode (composer thread) every participant's audio that came, and the video frames
+        up to ``instant``; the results go where :meth:`video` and :meth:`audio` put them."""
+        with self._lock:
+            work = []
+            for owner, p in self._people.items():
+                frames = []
+                while p.video_in and p.video_in[0][0] <= instant:
+                    frames.append(p.video_in.popleft())
+                packets = list(p.audio_in)
+                p.audio_in.clear()
+                if frames or packets:
+                    work.append((owner, p, frames, packets))
+        for owner, p, frames, packets in work:
+            for at, data in packets:
+                if p.audio_decoder is None:
+                    p.audio_decoder = audio_decoder()
+                try:
+                    sound = p.audio_decoder.decode(av.Packet(data))
+                except (av.FFmpegError, ValueError) as exc:  # a broken packet: silence there
+                    _limited.info(("opus", owner), "%s: an Opus packet did not decode: %s", owner, exc)
+                    continue
+                for af in sound:
+                    self.audio(owner, at, af)
+            for at, data in frames:
+                if p.video_decoder is None:
+                    p.video_decoder = video_decoder()
+                try:
+                    pictures = p.video_decoder.decode(av.Packet(data))
+                except (av.FFmpegError, ValueError) as exc:
+                    _limited.info(("vp8", owner), "%s: a VP8 frame did not decode: %s", owner, exc)
+                    with self._lock:  # its successors cannot decode: wait for a key frame
+                        p.keyed = False
+                        p.video_in.clear()
+                    break
+                if pictures:
+                    self.video(owner, at, pictures[-1])
 
     def audio(self, owner: str, at: float, frame: av.AudioFrame) -> None:
         samples = mono_s16(frame)
@@ -238,8 +343,9 @@ class Composer:
         The picture is one frame kept between calls and drawn into in place (the encoder copies
         what it is given before :meth:`render` is called again): only tiles whose frame changed
         are drawn again (sources send 15-30 fps, most output frames repeat most tiles)."""
-        mix = np.zeros(samples, np.int32)
         half_period = 0.5 / self.fps
+        self._decode_inputs(instant + half_period)
+        mix = np.zeros(samples, np.int32)
         start = round(instant * RATE)
         index = (np.arange(samples) + start) % (RATE * RING_SECONDS)
         with self._lock:
@@ -282,7 +388,12 @@ class Composer:
         if frame is not None:
             box = layout.fit(frame.width, frame.height, tile)
             scaled = p.scaler.reformat(
-                frame, width=box.w, height=box.h, format="yuv420p", interpolation=Interpolation.BILINEAR
+                frame,
+                width=box.w,
+                height=box.h,
+                format="yuv420p",
+                interpolation=Interpolation.BILINEAR,
+                threads=1,  # FFmpeg's default starts a pool of threads per scale: more work, not less
             )
             canvas.put(box, yuv_planes(scaled), dim=stale)
         if p.label is None:

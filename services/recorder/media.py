@@ -5,16 +5,18 @@ a Jingle ``session-initiate`` whose offer (:class:`services.common.jingle_sdp.Sd
 ``sendonly`` line per remote participant and media. aiortc answers it (``recvonly``, no sources:
 nobody sees the recorder) and receives every stream over ICE/DTLS-SRTP, as a browser would.
 
-Two hooks on each aiortc receiver give the recorder what it needs without decoding twice:
+Hooks on each aiortc receiver give the recorder the encoded media, which it decodes itself, once,
+where it is needed (:mod:`.composite`), instead of in aiortc's decoder thread per track:
 
 * every RTP packet's arrival time and timestamp feed that track's :class:`~.sync.TrackClock`
-  (the receiver's own timestamp mapping is replaced by a plain unwrapper, so the decoded frames'
-  ``pts`` are on the same scale);
-* every complete frame the jitter buffer hands to the decoder is copied out as it is (VP8 frame,
-  Opus packet) for the per-participant WebM files, then decoded by aiortc as usual for the
-  composed output.
+  (the receiver's own timestamp mapping is replaced by a plain unwrapper);
+* every complete frame the jitter buffer hands to the decoder is taken out as it is (VP8 frame,
+  Opus packet) and given to the recording (per-participant WebM files, composed output); aiortc's
+  decoder thread gets nothing to do. When the composer wants a key frame (before the first one,
+  after a frame that did not decode), the receiver's own "decoder error" flag is raised, on which
+  aiortc sends the sender a PLI (RFC 4585 section 6.3.1), at most every :data:`PLI_INTERVAL`.
 
-Both hooks use aiortc internals (name-mangled attributes of ``RTCRtpReceiver`` in aiortc 1.16,
+The hooks use aiortc internals (name-mangled attributes of ``RTCRtpReceiver`` in aiortc 1.16,
 pinned in ``pyproject.toml``); :func:`hook_receiver` checks they exist and fails loudly if not.
 """
 
@@ -24,13 +26,14 @@ import asyncio
 import contextlib
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from services.common import bridge_channel as bc
 from services.common import jingle_sdp
@@ -42,8 +45,9 @@ from .sync import TrackClock, Unwrapper
 
 log = logging.getLogger("recorder.media")
 
-EncodedSink = Callable[[str, str, bytes, float], None]  # owner, kind, frame, capture time
-DecodedSink = Callable[[str, str, float, Any], None]  # owner, kind, capture time, av frame
+# owner, kind, frame, capture time -> True when a key frame is wanted
+EncodedSink = Callable[[str, str, bytes, float], bool]
+PLI_INTERVAL = 0.3  # seconds between two key frame requests for one track
 
 
 class _UnwrappingMapper:
@@ -56,30 +60,40 @@ class _UnwrappingMapper:
         return self.unwrap(timestamp)
 
 
-class _TeeQueue(queue.Queue):  # type: ignore[type-arg]
-    """The receiver's decoder queue: hands each encoded frame to ``sink`` first."""
+class _FrameQueue(queue.Queue):  # type: ignore[type-arg]
+    """The receiver's decoder queue: each encoded frame goes to ``sink``, not to the decoder
+    thread, which only ever gets the final ``None`` (and ends)."""
 
     def __init__(self, sink: Callable[[str, bytes, int], None]) -> None:
         super().__init__()
         self.sink = sink
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is not None:
-            codec, frame = item
-            with contextlib.suppress(Exception):
-                self.sink(codec.name, bytes(frame.data), frame.timestamp)
-        super().put(item, block, timeout)
+        if item is None:
+            super().put(item, block, timeout)
+            return
+        codec, frame = item
+        try:
+            self.sink(codec.name, bytes(frame.data), frame.timestamp)
+        except Exception:  # one bad frame must not stop the receiver
+            log.exception("frame handler failed")
 
 
 def hook_receiver(
     receiver: RTCRtpReceiver, clock: TrackClock, on_frame: Callable[[str, bytes, int], None]
-) -> None:
-    """Install both hooks (before the receiver starts, i.e. from the ``track`` event)."""
-    for name in ("_RTCRtpReceiver__timestamp_mapper", "_RTCRtpReceiver__decoder_queue"):
+) -> Callable[[], None]:
+    """Install the hooks (before the receiver starts, i.e. from the ``track`` event); returns a
+    function asking the sender for a key frame (event loop thread)."""
+    for name in (
+        "_RTCRtpReceiver__timestamp_mapper",
+        "_RTCRtpReceiver__decoder_queue",
+        "_RTCRtpReceiver__decoder_error",
+    ):
         if not hasattr(receiver, name):
             raise RuntimeError(f"aiortc changed: RTCRtpReceiver has no {name}")
     receiver._RTCRtpReceiver__timestamp_mapper = _UnwrappingMapper()  # type: ignore[attr-defined]
-    receiver._RTCRtpReceiver__decoder_queue = _TeeQueue(on_frame)  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_queue = _FrameQueue(on_frame)  # type: ignore[attr-defined]
+    decoder_error: threading.Event = receiver._RTCRtpReceiver__decoder_error  # type: ignore[attr-defined]
     original = receiver._handle_rtp_packet
     unwrap = Unwrapper()
 
@@ -88,6 +102,15 @@ def hook_receiver(
         await original(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+    last_request = [-PLI_INTERVAL]
+
+    def want_key_frame() -> None:
+        now = time.monotonic()
+        if now - last_request[0] >= PLI_INTERVAL:
+            last_request[0] = now
+            decoder_error.set()  # aiortc sends a PLI with its next packet (video only)
+
+    return want_key_frame
 
 
 class MediaSession:
@@ -98,21 +121,17 @@ class MediaSession:
         sid: str,
         offer: Jingle,
         on_encoded: EncodedSink,
-        on_decoded: DecodedSink,
-        decode: bool = True,
         on_speaker: Callable[[bc.DominantSpeakerEndpointChangeEvent], None] | None = None,
         constraints: Callable[[dict[str, list[str]]], bc.ReceiverVideoConstraints] | None = None,
     ) -> None:
         self.sid = sid
         self.offer = SdpOffer(offer)
-        self.on_encoded, self.on_decoded = on_encoded, on_decoded
-        self.decode = decode
+        self.on_encoded = on_encoded
         self.on_speaker = on_speaker
         self.constraints = constraints
         self.bridge: BridgeLink | None = None
         self._loop = asyncio.get_running_loop()
         self.pc: RTCPeerConnection | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
         self.tracks: dict[str, str] = {}  # mid -> owner nick
         self._lock = asyncio.Lock()  # renegotiations and close, one at a time
         self.packets = 0
@@ -216,33 +235,17 @@ class MediaSession:
 
         def on_frame(_codec: str, data: bytes, ts: int) -> None:
             at = clock.wall(ts)
-            if at is not None:
-                self.on_encoded(owner, kind, data, at)
+            if at is not None and self.on_encoded(owner, kind, data, at):
+                want_key_frame()
 
-        hook_receiver(transceiver.receiver, clock, on_frame)
+        want_key_frame = hook_receiver(transceiver.receiver, clock, on_frame)
         log.info("receiving %s of %s (mid %s)", kind, owner, transceiver.mid)
-        task = asyncio.ensure_future(self._consume(owner, kind, track, clock))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _consume(self, owner: str, kind: str, track: MediaStreamTrack, clock: TrackClock) -> None:
-        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
-            while True:
-                frame = await track.recv()
-                if not self.decode or frame.pts is None:
-                    continue
-                at = clock.wall(frame.pts)
-                if at is not None:
-                    self.on_decoded(owner, kind, at, frame)
 
     async def close(self) -> None:
         pc, self.pc = self.pc, None  # renegotiations from now on do nothing
         bridge, self.bridge = self.bridge, None
         if bridge is not None:
             await bridge.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
         async with self._lock:
             if pc is not None:
                 await pc.close()

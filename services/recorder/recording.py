@@ -86,17 +86,24 @@ class Recording:
         self.save()
 
     # ------------------------------------------------------------------ media in
-    def encoded(self, owner: str, kind: str, data: bytes, at: float) -> None:
+    def encoded(self, owner: str, kind: str, data: bytes, at: float) -> bool:
+        """One encoded frame of ``owner`` (event loop): to its file (file mode) and to the
+        composer. True when the composer wants a key frame of this video."""
         if self.state != "recording":
-            return
+            return False
         self._first_media()
+        want_key = False
+        if kind == "video":
+            want_key = self.composer.video_packet(owner, at, data)
+        else:
+            self.composer.audio_packet(owner, at, data)
         if self.mode is not RecordingMode.FILE:
-            return
+            return want_key
         with self._lock:
             writer = self.writers.get(owner)
             if writer is None:
                 if len(self.writers) >= MAX_PARTICIPANTS:
-                    return
+                    return want_key
                 writer = self.writers[owner] = TrackWriter(
                     self.directory / f"{safe_name(owner)}.webm", self.origin
                 )
@@ -105,14 +112,7 @@ class Recording:
                 writer.video(data, at)
             else:
                 writer.audio(data, at)
-
-    def decoded(self, owner: str, kind: str, at: float, frame: Any) -> None:
-        if self.state != "recording":
-            return
-        if kind == "video":
-            self.composer.video(owner, at, frame)
-        else:
-            self.composer.audio(owner, at, frame)
+        return want_key
 
     def speaker_changed(self, event: DominantSpeakerEndpointChangeEvent) -> None:
         """The bridge's dominant speaker (its endpoint id is the participant's nick, as owners

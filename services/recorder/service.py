@@ -149,7 +149,7 @@ class Recorder:
             for sid in [s for s in self.sessions if jibri.session_of_sid(s) == session_id]:
                 await self.sessions.pop(sid).close()  # a new placement (bridge move, ICE restart)
             session = MediaSession(
-                message.sid, message, recording.encoded, recording.decoded,
+                message.sid, message, recording.encoded,
                 on_speaker=recording.speaker_changed, constraints=recording.constraints,
             )  # fmt: skip
             self.sessions[message.sid] = session

@@ -138,3 +138,26 @@ def test_stereo_s16_is_mixed_down_without_a_resampler() -> None:
     assert list(mono_s16(mono)) == [5, 6]  # type: ignore[arg-type]
     mono.sample_rate = 16000
     assert mono_s16(mono) is None  # another rate: the resampler's job
+
+
+def test_composer_decodes_encoded_input_from_the_first_key_frame() -> None:
+    """The receiver's frames go to the composer encoded; it decodes them in its own thread at
+    the instant they are shown, asks for a key frame until it has one and again after a frame
+    that does not decode, and mixes the Opus packets at their capture times."""
+    composer = Composer("unused", "matroska", width=320, height=180, fps=10)
+    frames = vp8_frames(12, (220, 30, 30))  # key frame every 10: 0 and 10
+    assert vp8_keyframe_size(frames[0]) and not vp8_keyframe_size(frames[1])
+    assert composer.video_packet("alice", 9.9, frames[1]) is True  # no key frame yet: ask for one
+    for i, data in enumerate(frames[:10]):
+        assert composer.video_packet("alice", 10.0 + i / 30, data) is False
+    for i, packet in enumerate(opus_packets(50)):
+        composer.audio_packet("alice", 10.0 + i * 0.02, packet)
+    tile = layout.grid(1, 320, 180)[0]
+    picture, mix = composer.render(10.1, 4800)
+    rgb = picture.to_ndarray(format="rgb24")[tile.y + tile.h // 2, tile.x + tile.w // 4]
+    assert rgb[0] > 150 and rgb[1] < 80  # the red pattern, decoded here
+    assert np.abs(mix).max() > 1000  # the tone, decoded and mixed at its instant
+    # a frame that does not decode: the stream waits for (and asks for) the next key frame
+    composer.video_packet("alice", 10.5, b"\x00" * 40)  # a key frame's flag, no start code
+    composer.render(10.6, 4800)
+    assert composer.video_packet("alice", 10.7, frames[11]) is True
