@@ -333,20 +333,25 @@ def test_reordered_duplicate_and_late_packets_around_the_in_order_path() -> None
     assert projection.project(following, 1, 0.13) and out_seq(following) == 6
 
 
-def test_the_vp8_descriptor_is_read_only_when_a_receiver_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Steady forwarding reads no payload descriptor; a picture-id rewrite reads it once per
-    packet, whatever the number of receivers."""
+
+def _count_descriptor_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the forwarding code's VP8 descriptor reads: the returned list's one item."""
     import services.bridge.media.forwarding.simulcast as simulcast
 
-    reads = 0
+    counter = [0]
     real_parse = simulcast.parse_descriptor
 
     def counting_parse(*args: object) -> object:
-        nonlocal reads
-        reads += 1
+        counter[0] += 1
         return real_parse(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(simulcast, "parse_descriptor", counting_parse)
+    return counter
+
+def test_the_vp8_descriptor_is_read_only_when_a_receiver_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steady forwarding reads no payload descriptor; a picture-id rewrite reads it once per
+    packet, whatever the number of receivers."""
+    reads_of = _count_descriptor_reads(monkeypatch)
     source = VideoSource("s-v0", "s", (SimulcastLayer(0, 9),))
     projections = [SimulcastProjection(source) for _ in range(5)]
     for p in projections:
@@ -358,11 +363,11 @@ def test_the_vp8_descriptor_is_read_only_when_a_receiver_needs_it(monkeypatch: p
     for seq in range(100):
         parsed = parse_packet(packet(seq))
         assert all(p.accept(parsed.packet, 0, seq / 30, parsed) for p in projections)
-    assert reads == 0
+    assert reads_of[0] == 0
     for p in projections:
         p.set_target(-1)
         p.set_target(0)
-    reads = 0
+    reads_of[0] = 0
     for seq in range(200, 210):  # restarted: picture ids continue after 99, so they are rewritten
         parsed = parse_packet(packet(seq))
         for p in projections:
@@ -371,7 +376,7 @@ def test_the_vp8_descriptor_is_read_only_when_a_receiver_needs_it(monkeypatch: p
             copy = bytearray(parsed.packet)
             p.rewrite(copy)
             assert VpxPayloadDescriptor.parse(bytes(copy[12:]))[0].picture_id == seq - 100
-    assert reads == 10 + 1  # one per packet, and the newest packet before the restart
+    assert reads_of[0] == 10 + 1  # one per packet, and the newest packet before the restart
 
 
 @pytest.mark.parametrize("jump", [0, 0x3000, 0x6F00])
@@ -406,28 +411,18 @@ def test_late_packets_after_long_runs_are_judged_against_the_newest(jump: int) -
 def test_vp8_keyframe_reads_the_descriptor_only_at_frame_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     """RFC 7741 4.2: S=1 and partition index 0 start a frame; RFC 6386 9.1: P=0 is a key frame.
     A packet whose first descriptor byte says it starts no frame is not read further."""
-    import services.bridge.media.forwarding.simulcast as simulcast
-
-    reads = 0
-    real_parse = simulcast.parse_descriptor
-
-    def counting_parse(*args: object) -> object:
-        nonlocal reads
-        reads += 1
-        return real_parse(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(simulcast, "parse_descriptor", counting_parse)
+    reads_of = _count_descriptor_reads(monkeypatch)
 
     def descriptor(start: bool, partition: int = 0) -> bytes:
         return bytes(VpxPayloadDescriptor(partition_start=int(start), partition_id=partition, picture_id=300))
 
     key, inter = b"\x10\x02\x00\x9d\x01\x2a", b"\x11\x02\x00"  # VP8 payload header, P bit 0 / 1
     middle = parse_packet(rtp(1, 0, 9, descriptor(False) + key))
-    assert middle.vp8_keyframe() is None and reads == 0
+    assert middle.vp8_keyframe() is None and reads_of[0] == 0
     second_partition = parse_packet(rtp(1, 0, 9, descriptor(True, 1) + key))
-    assert second_partition.vp8_keyframe() is None and reads == 0
+    assert second_partition.vp8_keyframe() is None and reads_of[0] == 0
     desc = parse_packet(rtp(1, 0, 9, descriptor(True) + key)).vp8_keyframe()
-    assert desc is not None and desc.start_of_frame and desc.picture_id == 300 and reads == 1
+    assert desc is not None and desc.start_of_frame and desc.picture_id == 300 and reads_of[0] == 1
     assert parse_packet(rtp(1, 0, 9, descriptor(True) + inter)).vp8_keyframe() is None
     assert parse_packet(rtp(1, 0, 9, descriptor(True))).vp8_keyframe() is None  # descriptor only
     assert parse_packet(rtp(1, 0, 9, descriptor(True) + key, padding=4)).vp8_keyframe() is not None
