@@ -212,7 +212,8 @@ def read_allocation(response: colibri.Conference, endpoint_id: str, *, mixer: bo
 def mixed_sources(allocation: Allocation) -> dict[str, MediaSources]:
     """What the gateway's offer carries instead of everyone's sources: the bridge's mixed audio
     stream, one SSRC, owned by no occupant."""
-    assert allocation.mixed_ssrc is not None
+    if allocation.mixed_ssrc is None:  # read_allocation refuses such an answer for a mixed endpoint
+        raise AllocationError("no mixed audio source in the allocation")
     return {"audio": MediaSources(sources=[Source(ssrc=allocation.mixed_ssrc, name=MIX_SOURCE_NAME,
                                                   msid=MIX_MSID)])}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -28,7 +27,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
-from tests.integration.harness import REPO, ServiceProcess, free_port, free_tcp_udp_port
+from tests.integration.harness import REPO, ServiceProcess, free_launcher_offset, free_port, free_tcp_udp_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "artifacts"
@@ -222,16 +221,8 @@ class LauncherStack:
         self.front = ""
 
     def start(self, timeout: float = 300.0) -> LauncherStack:
-        from services.launcher.plan import StackSettings, build_plan
-        from services.launcher.supervisor import port_conflicts
 
-        # a random free range: stacks of concurrent test runs on one machine rarely pick the same
-        offsets = random.sample(range(21000, 45000, 613), k=len(range(21000, 45000, 613)))
-        offset = next(
-            off
-            for off in offsets
-            if not port_conflicts(build_plan(StackSettings(port_offset=off, bridges=self.bridges)))
-        )
+        offset = free_launcher_offset(self.bridges)
         self.front = f"http://127.0.0.1:{8000 + offset}"
         log = self.log_path.open("wb")
         argv = [

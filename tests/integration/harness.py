@@ -69,6 +69,33 @@ def free_tcp_udp_port() -> int:
     return _fresh_port((socket.SOCK_STREAM, socket.SOCK_DGRAM))
 
 
+# A whole launcher stack (``python -m services.launcher up --port-offset N``) spans its plan's ports
+# plus N: 3478 (TURN) up to 10002 (the third bridge's media port) at offset 0. Offsets are picked so
+# that every port stays below the range above, hence below the ephemeral range too.
+_LAUNCHER_PORT_SPAN = 10100
+_offsets_handed_out: set[int] = set()
+
+
+def free_launcher_offset(bridges: int = 2) -> int:
+    """A ``--port-offset`` whose whole launcher plan is free, never the same twice in one run."""
+    from services.launcher.plan import StackSettings, build_plan
+    from services.launcher.supervisor import port_conflicts
+
+    candidates = [
+        o for o in range(1000, _PORT_RANGE[0] - _LAUNCHER_PORT_SPAN, 97) if o not in _offsets_handed_out
+    ]
+    _rng.shuffle(candidates)
+    for offset in candidates:
+        plan = build_plan(StackSettings(port_offset=offset, bridges=bridges))
+        if (
+            not port_conflicts(plan)
+            and max(p for pr in plan.processes for p in [*pr.tcp_ports, *pr.udp_ports]) < _PORT_RANGE[0]
+        ):
+            _offsets_handed_out.add(offset)
+            return offset
+    raise RuntimeError("no free port range for a launcher stack")
+
+
 def wait_tcp(host: str, port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while True:

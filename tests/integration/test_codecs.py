@@ -135,7 +135,9 @@ def test_red_audio_flows_and_is_heard(meeting: list[Person]) -> None:
         for name, p in (("Vee", vee), ("Hal", hal))
     }
     print("Ada receives audio bytes per packet", per_packet, "Vee sends", vee.page.evaluate("window.parley.audioSendStats()"))
-    assert per_packet["Vee"] > 1.4 * per_packet["Hal"]
+    # about 1.5-1.9x with one redundant frame; plain Opus would be about 1.0x (a DTX or silent frame
+    # carried again is small, hence the margin)
+    assert per_packet["Vee"] > 1.3 * per_packet["Hal"], per_packet
     vee_sdp = str(vee.page.evaluate("window.parley.localSdp()"))
     audio = vee_sdp.split("m=audio ")[1].split("\r\n")[0].split()
     assert audio[2] == "112", audio  # RED first: what Vee sends

@@ -13,20 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import REPO
+from tests.integration.harness import REPO, free_launcher_offset
 
 SERVICES = ["xmpp", "jvb1", "jvb2", "focus", "recorder", "sip", "web", "nginx"]
 
 
 def _offset() -> int:
     """A port offset whose whole plan is free (tests must not collide with a running stack)."""
-    from services.launcher.plan import StackSettings, build_plan
-    from services.launcher.supervisor import port_conflicts
-
-    for offset in range(20000, 40000, 731):
-        if not port_conflicts(build_plan(StackSettings(port_offset=offset))):
-            return offset
-    raise RuntimeError("no free port range")
+    return free_launcher_offset()
 
 
 def _pids_under(run_dir: Path) -> list[str]:
