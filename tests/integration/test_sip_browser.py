@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import Page
@@ -234,4 +235,10 @@ def test_jssip_in_chromium_dials_in_with_a_pin(stack: LauncherStack, tmp_path: P
         assert heard_browser(), (f"page: {page_state()['ended']}; frames from the browser: "
                                  f"{len(person.pcm.get('Alice Browser', []))}\n{lines[-20:]}\n"
                                  f"{stack.log()[-4000:]}")
+        # the PIN came the way this case sends it: every digit and '#' as RTP events, or none of them
+        sip_http = int(stack.front.rsplit(":", 1)[1]) + 400  # the launcher's SIP admin port (8400)
+        call = next(c for c in httpx.get(f"http://127.0.0.1:{sip_http}/calls", timeout=5).json()
+                    if c.get("room") == room)
+        expected = len(PINS[room]) + 1 if transport == "RFC2833" else 0
+        assert call.get("dtmf_events", 0) == expected, call
         page.evaluate("window.sipSession.terminate()")
