@@ -62,6 +62,7 @@ def test_what_is_pipelined_behind_a_held_bosh_request_is_not_all_read(broker) ->
         except OSError:  # the broker stopped reading: the socket buffers are full
             pass
         grown = rss_mb(proc.proc.pid) - before
+        print(f"taken behind a held request: {sent / 2**20:.1f} MB; broker RSS {grown:+.1f} MB")
         assert sent < 32 << 20, f"{sent >> 20} MB taken behind a held request"
         assert grown < 24, f"RSS grew by {grown:.1f} MB"
         # the held request is answered when its wait is over (XEP-0124 section 7); then the
