@@ -146,8 +146,12 @@ class Composer:
             self._order.append(owner)
         return p
 
-    def video(self, owner: str, at: float, frame: av.VideoFrame) -> None:
+    def video(self, owner: str, at: float, frame: av.VideoFrame, of: _Participant | None = None) -> None:
+        """A decoded frame of ``owner``; ``of``: only if ``owner`` is still that participant
+        (the composer thread decodes outside the lock: one removed meanwhile stays removed)."""
         with self._lock:
+            if of is not None and self._people.get(owner) is not of:
+                return
             self._person(owner).frames.append((at, frame))
             if self._start is None:
                 self._start = at
@@ -210,22 +214,32 @@ class Composer:
                     _limited.info(("opus", owner), "%s: an Opus packet did not decode: %s", owner, exc)
                     continue
                 for af in sound:
-                    self.audio(owner, at, af)
+                    self.audio(owner, at, af, of=p)
+            broken = False  # a frame did not decode: its successors cannot, up to a key frame
             for at, data in frames:
+                if broken:
+                    if vp8_keyframe_size(data) is None:
+                        continue
+                    broken = False
                 if p.video_decoder is None:
                     p.video_decoder = video_decoder()
                 try:
                     pictures = p.video_decoder.decode(av.Packet(data))
                 except (av.FFmpegError, ValueError) as exc:
                     _limited.info(("vp8", owner), "%s: a VP8 frame did not decode: %s", owner, exc)
-                    with self._lock:  # its successors cannot decode: wait for a key frame
-                        p.keyed = False
-                        p.video_in.clear()
-                    break
+                    broken = True
+                    continue
                 if pictures:
-                    self.video(owner, at, pictures[-1])
+                    self.video(owner, at, pictures[-1], of=p)
+            if broken:
+                with self._lock:  # wait for a key frame (one may have come meanwhile)
+                    while p.video_in and vp8_keyframe_size(p.video_in[0][1]) is None:
+                        p.video_in.popleft()
+                    if not p.video_in:
+                        p.keyed = False
 
-    def audio(self, owner: str, at: float, frame: av.AudioFrame) -> None:
+    def audio(self, owner: str, at: float, frame: av.AudioFrame, of: _Participant | None = None) -> None:
+        """Decoded sound of ``owner``; ``of`` as for :meth:`video`."""
         samples = mono_s16(frame)
         if samples is None:  # not 48 kHz packed s16 (what the Opus decoder gives): resample
             resampler = self._resamplers.get(owner)
@@ -241,6 +255,8 @@ class Composer:
         with self._lock:
             if start + len(samples) <= self._rendered_until:
                 return  # later than the output: it would be heard one ring turn later
+            if of is not None and self._people.get(owner) is not of:
+                return
             p = self._person(owner)
             p.ring[index] = samples
             p.last_audio = max(p.last_audio, at + len(samples) / RATE)

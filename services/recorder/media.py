@@ -39,11 +39,13 @@ from services.common import bridge_channel as bc
 from services.common import jingle_sdp
 from services.common.jingle import Jingle
 from services.common.jingle_sdp import SdpOffer
+from services.common.logging import RateLimitedLogger
 
 from .bridge_link import BridgeLink, channel_url
 from .sync import TrackClock, Unwrapper
 
 log = logging.getLogger("recorder.media")
+_limited = RateLimitedLogger(log)  # what a sender's frames cause: a line now and then
 
 # owner, kind, frame, capture time -> True when a key frame is wanted
 EncodedSink = Callable[[str, str, bytes, float], bool]
@@ -75,8 +77,8 @@ class _FrameQueue(queue.Queue):  # type: ignore[type-arg]
         codec, frame = item
         try:
             self.sink(codec.name, bytes(frame.data), frame.timestamp)
-        except Exception:  # one bad frame must not stop the receiver
-            log.exception("frame handler failed")
+        except Exception as exc:  # one bad frame must not stop the receiver
+            _limited.warning(("frame", type(exc)), "frame handler failed: %r", exc)
 
 
 def hook_receiver(

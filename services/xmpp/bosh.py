@@ -80,6 +80,7 @@ class BoshSession:
         # sees a BOSH session's whole input (service accounts never log in over BOSH)
         lc = service.server.config.limits
         self.bucket = TokenBucket(lc.guest_rate_bytes_per_second, lc.guest_burst_bytes, self.last_request)
+        self.throttled = 0  # requests waiting for that budget
         self.link = Link(BoshFraming(), self.write, self.close, secure=False, address=address, token=token)
         self.session: ClientSession = service.server.open_session(self.link)
 
@@ -232,7 +233,17 @@ class BoshService:
         bs.last_request = time.monotonic()
         delay = bs.bucket.consume(size, bs.last_request)
         if delay > 0:  # over the read budget: the payload waits, as a TCP stream's reading would
-            await asyncio.sleep(delay)
+            if bs.throttled > bs.hold:
+                # more requests waiting at once than the session's ``requests`` (hold + 1): each
+                # holds its parsed payload and lengthens the next one's wait (XEP-0124 section
+                # 11, overactivity: the session ends with policy-violation)
+                bs.session.fail("policy-violation", "too many simultaneous BOSH requests")
+                return self._terminate("policy-violation", "too many simultaneous requests")
+            bs.throttled += 1
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                bs.throttled -= 1
             if bs.terminated or bs.session.closed:
                 return self._response(200, bs.take_body())
             bs.last_request = time.monotonic()

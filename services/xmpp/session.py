@@ -392,6 +392,8 @@ class ClientSession:
 
     # -- SASL --------------------------------------------------------------------------------
     def _sasl_element(self, el: Element) -> None:
+        if self._tarpit is not None:
+            return  # a refused login waits for its answer: nothing more (STARTTLS too) is looked at
         if el.ns == TLS_NS and el.name == "starttls" and self.link.starttls is not None:
             self.link.write(Element("proceed", TLS_NS).to_bytes())
             if self.link.starttls():
@@ -399,8 +401,6 @@ class ClientSession:
                 self.link.secure = True
                 self.link.restart()
             return
-        if self._tarpit is not None:
-            return  # a refused login waits for its answer: nothing more is looked at meanwhile
         if el.ns != SASL_NS:
             self.fail("not-authorized", "authenticate first")
             return

@@ -11,6 +11,8 @@ broker process; ``bench/abuse.py`` measures the same attacks against a running m
   are answered at once; the focus logs in from another address meanwhile;
 * a BOSH session refused for ``bosh.max-sessions-per-address`` is answered after
   ``bosh.refusal-delay``; other addresses are not affected.
+* a BOSH session's requests re-sent at once over its read budget: past ``requests`` waiting,
+  the session ends with policy-violation.
 """
 
 from __future__ import annotations
@@ -170,3 +172,28 @@ def test_a_bosh_session_hoarder_is_answered_late_and_others_are_not(broker):
     # another client behind nginx (the address nginx forwards) gets its session at once
     other = create(broker.http_port, {"X-Real-IP": "203.0.113.5"})
     assert "sid=" in other.text
+
+
+def test_bosh_requests_resent_over_the_read_budget_end_the_session(broker):
+    """One BOSH session's request re-sent many times at once, each over the session's read
+    budget: at most ``requests`` (hold + 1) of them wait for it, one more ends the session with
+    policy-violation (XEP-0124 section 11), instead of all of them being kept parsed for ever
+    longer waits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = {"X-Real-IP": "203.0.113.77"}
+    sid = re.search(r"sid='([^']+)'", create(broker.http_port, headers).text).group(1)  # type: ignore[union-attr]
+    filler = "<presence xmlns='jabber:client'/>" * 600  # about 20 KB: the burst is 16 KB
+    body = f"<body xmlns='{BOSH}' rid='101' sid='{sid}'>{filler}</body>"
+
+    def send(_: int) -> str:
+        try:
+            url = f"http://127.0.0.1:{broker.http_port}/http-bind"
+            return httpx.post(url, content=body, headers=headers, timeout=3).text
+        except httpx.TimeoutException:
+            return "still waiting"
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(send, range(10)))
+    refused = [a for a in answers if "policy-violation" in a]
+    assert len(refused) >= 10 - 3, answers  # hold + 1 = 2 may wait, and the one that ended it

@@ -161,3 +161,42 @@ def test_composer_decodes_encoded_input_from_the_first_key_frame() -> None:
     composer.video_packet("alice", 10.5, b"\x00" * 40)  # a key frame's flag, no start code
     composer.render(10.6, 4800)
     assert composer.video_packet("alice", 10.7, frames[11]) is True
+
+
+def test_a_participant_removed_while_its_frames_decode_does_not_come_back() -> None:
+    """The composer thread decodes outside its lock; a participant removed meanwhile (the event
+    loop's :meth:`Composer.remove`) must stay removed: its decoded picture and sound are dropped,
+    not given a new tile for the rest of the recording."""
+    composer = Composer("unused", "matroska", width=320, height=180, fps=10)
+    frames = vp8_frames(2, (30, 220, 30))
+    assert composer.video_packet("alice", 10.0, frames[0]) is False
+    for i, packet in enumerate(opus_packets(5)):
+        composer.audio_packet("alice", 10.0 + i * 0.02, packet)
+    composer.video_packet("bob", 10.0, frames[0])
+
+    class Leaving:  # alice leaves while her audio is in the decoder
+        def __init__(self, real: object) -> None:
+            self.real = real
+
+        def decode(self, packet: av.Packet) -> object:
+            composer.remove("alice")
+            return self.real.decode(packet)  # type: ignore[attr-defined]
+
+    from services.recorder.composite import audio_decoder
+
+    composer._people["alice"].audio_decoder = Leaving(audio_decoder())  # type: ignore[assignment]
+    composer.render(10.1, 4800)
+    assert "alice" not in composer._people
+    assert [o for o, _ in composer.arrangement()] == ["bob"]
+
+
+def test_after_a_frame_that_does_not_decode_the_next_key_frame_already_received_is_used() -> None:
+    """A broken frame makes its successors undecodable up to the next key frame (RFC 6386
+    section 9.1), not that key frame: one already received is decoded, no new one asked for."""
+    composer = Composer("unused", "matroska", width=320, height=180, fps=10)
+    frames = vp8_frames(12, (220, 30, 30))  # key frames: 0 and 10
+    for at, data in ((10.0, frames[0]), (10.01, b"\x00" * 40), (10.02, frames[10]), (10.03, frames[11])):
+        assert composer.video_packet("alice", at, data) is False
+    composer.render(10.1, 4800)
+    assert [at for at, _ in composer._people["alice"].frames][-1] == 10.03  # decoded from frame 10 on
+    assert composer.video_packet("alice", 10.2, frames[1]) is False  # no key frame wanted

@@ -102,3 +102,29 @@ async def test_a_refused_session_is_answered_after_the_refusal_delay_and_few_wai
     assert loop.time() - t0 >= 0.2
     assert all(b"type='terminate'" in a.body and b"policy-violation" in a.body for a in answers)
     assert not bosh.refusing and len(bosh.sessions) == 2 and bosh.refused_sessions == 3
+
+
+async def test_requests_waiting_for_the_read_budget_are_at_most_the_sessions_requests():
+    """A request over the session's read budget waits; a client that sends many at once (the
+    same rid again and again, each on its own connection) must not have the broker keep them
+    all, parsed, for ever longer: past ``requests`` (hold + 1) waiting at once, the session ends
+    with policy-violation (XEP-0124 section 11, overactivity)."""
+    bosh = make_service(XMPP_GUEST_RATE_BYTES_PER_SECOND="1000", XMPP_GUEST_BURST_BYTES="1000")
+    created = bosh.handle_http("POST", {}, body(1, to="meet.jitsi", hold="1"), address="198.51.100.3")
+    sid = re.search(r"sid='([^']+)'", created.body.decode()).group(1)
+    filler = "<presence xmlns='jabber:client'/>" * 60  # about 2 KB: over the budget
+    requests = [
+        asyncio.ensure_future(bosh.handle_http("POST", {}, body(2, filler, sid=sid), address="198.51.100.3"))
+        for _ in range(20)
+    ]
+    await asyncio.sleep(0.05)
+    waiting = [r for r in requests if not r.done()]
+    try:
+        assert len(waiting) <= 2, len(waiting)
+        answered = [r.result() for r in requests if r.done()]
+        assert answered and all(b"policy-violation" in a.body for a in answered)
+        assert bosh.sessions[sid].session.closed if sid in bosh.sessions else True
+    finally:
+        for r in waiting:
+            r.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)

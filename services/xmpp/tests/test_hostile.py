@@ -448,3 +448,26 @@ def test_a_refused_login_is_answered_after_the_tarpit_delay_and_few_wait_at_once
     assert out[1].name == "error" and waiting[0].closed
     waiting[1].session.transport_lost()  # the guesser gave up: its place is freed, the timer cancelled
     assert waiting[1].timers[-1].cancelled and guard.held("198.51.100.7") == 0
+
+
+def test_a_refused_login_waiting_for_its_answer_cannot_start_tls():
+    """While a refused login waits (login-tarpit-delay) nothing more of its stream is looked at,
+    STARTTLS (RFC 6120 section 5) included: no TLS handshake to do for it, and the delayed
+    answer is not written into a restarted stream before its header."""
+    broker, *_ = make_broker()
+    guard = LoginGuard(per_address=1, per_account=100, window=60, tarpit_delay=2.0)
+    limits = SessionLimits(allow_plain_without_tls=True, login_guard=guard)
+    token = base64.b64encode(b"\0focus\0wrong").decode()
+    auth = f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{token}</auth>"
+    first = Wire(broker, limits=limits, address="198.51.100.8")
+    first.open(AUTH)
+    first.send(auth)  # the address's one failure
+    w = Wire(broker, limits=limits, address="198.51.100.8")
+    w.open(AUTH)
+    upgrades = []
+    w.link.starttls = lambda: upgrades.append(1) or True
+    assert w.send(auth) == []  # refused: the answer waits
+    assert w.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>") == []
+    assert not upgrades
+    w.timers[-1].fire()
+    assert w.drain()[0].first_element().name == "temporary-auth-failure" and w.closed

@@ -182,3 +182,19 @@ def test_binding_does_not_fill_the_jid_cache():
     for i in range(50):  # every anonymous login binds a JID never seen before
         login(broker, resource=f"r{i}")
     assert _parse_jid_cached.cache_info().currsize == before
+
+
+def test_a_persons_account_is_not_a_service_account():
+    """People's accounts (AUTH_TYPE=internal, on the client host) are read at the guests' rate
+    (docs/security.md): only the auth host's accounts are service accounts."""
+    from services.xmpp.broker import Broker, HostPolicy
+    from services.xmpp.tests.helpers import CRED
+
+    broker = Broker(
+        [
+            HostPolicy(DOMAIN, accounts={"alice": CRED}, public_login=True),
+            HostPolicy(AUTH, accounts={"focus": CRED}),
+        ]
+    )
+    assert not login(broker, DOMAIN, "alice").session.service_account
+    assert login(broker, AUTH, "focus").session.service_account

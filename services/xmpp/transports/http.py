@@ -261,6 +261,11 @@ class HttpConnection(asyncio.Protocol):
         self.paused = False
         self.resume_timer: asyncio.TimerHandle | None = None
         self.deferred = b""  # read, over the read budget: handled when reading resumes
+        # bytes read while a request is being answered (pipelined, RFC 9112 section 9.3): they
+        # wait in h11's buffer, so past one more request's worth reading stops until the answer
+        self.pipelined = 0
+        self.pipeline_limit = 2 * lc.max_stanza_size + 65536  # a body and its headers
+        self.held_back = False  # reading paused for that
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -303,6 +308,12 @@ class HttpConnection(asyncio.Protocol):
             self.ws.receive(data)
             return
         self.h11.receive_data(data)
+        if self.busy:
+            self.pipelined += len(data)
+            if self.pipelined > self.pipeline_limit and not self.held_back and self.transport is not None:
+                self.held_back = True
+                self.transport.pause_reading()
+            return
         self._pump()
 
     def _resume_reading(self) -> None:
@@ -311,7 +322,8 @@ class HttpConnection(asyncio.Protocol):
         data, self.deferred = self.deferred, b""
         if self.transport is None or self.closed:
             return
-        self.transport.resume_reading()
+        if not self.held_back:
+            self.transport.resume_reading()
         if data:
             self._handle(data)
 
@@ -389,6 +401,11 @@ class HttpConnection(asyncio.Protocol):
         out += self.h11.send(h11.EndOfMessage()) or b""
         self.transport.write(out)
         self.busy = False
+        self.pipelined = 0
+        if self.held_back:
+            self.held_back = False
+            if not self.paused:
+                self.transport.resume_reading()
         if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
             self.transport.close()
             return

@@ -272,7 +272,7 @@ class ParsedPacket:
         header (RFC 6386 section 9.1) says key frame. ``undeclared``: read a stream not declared
         VP8 as VP8 anyway (not kept)."""
         offset, end, packet = self.payload_offset, self.end, self.packet
-        if offset < 0 or offset >= end or packet[offset] & 0x1F != 0x10:
+        if offset < 0 or offset >= end or packet[offset] & 0x17 != 0x10:  # S=1, PID=0 (R ignored)
             return None
         desc = self.vp8
         if desc is None and undeclared:

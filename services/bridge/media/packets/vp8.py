@@ -78,7 +78,7 @@ def parse_descriptor(buf: bytes | bytearray | memoryview, offset: int, end: int)
                 tid = buf[i] >> 6
                 sync = bool(buf[i] & 0x20)
             i += 1
-    start = bool(first & 0x10) and (first & 0x0F) == 0
+    start = bool(first & 0x10) and (first & 0x07) == 0  # R bits ignored (RFC 7741 4.2)
     return Vp8Descriptor(i - offset, start, picture_id, pid_bits, tl0, tid, sync)
 
 

@@ -431,3 +431,14 @@ def test_vp8_keyframe_reads_the_descriptor_only_at_frame_starts(monkeypatch: pyt
     undeclared = parse_packet(rtp(1, 0, 9, descriptor(True) + key), vp8=False)
     assert undeclared.vp8_keyframe() is None
     assert undeclared.vp8_keyframe(undeclared=True) is not None
+
+
+def test_the_reserved_bits_of_the_vp8_descriptor_are_ignored() -> None:
+    """RFC 7741 section 4.2: the R bits "MUST be set to 0 and MUST be ignored by the receiver":
+    a sender setting them still starts frames and key frames where S=1 and PID=0 say so."""
+    key = b"\x10\x02\x00\x9d\x01\x2a"  # VP8 payload header, P bit 0
+    for first in (0x18, 0x50, 0x58):  # S=1, PID=0, with the reserved bit 3, bit 6, or both
+        parsed = parse_packet(rtp(1, 0, 9, bytes([first]) + key))
+        desc = parsed.vp8_keyframe()
+        assert desc is not None and desc.start_of_frame, hex(first)
+    assert parse_packet(rtp(1, 0, 9, b"\x19" + key)).vp8_keyframe() is None  # PID 1: not a start
