@@ -247,12 +247,12 @@ class Composer:
         if not len(samples):
             return
         start = round(at * RATE)
-        index = (np.arange(len(samples)) + start) % (RATE * RING_SECONDS)
         with self._lock:
             if start + len(samples) <= self._rendered_until:
                 return  # later than the output: it would be heard one ring turn later
             p = self._person(owner)
-            p.ring[index] = samples
+            for ring, part in ring_slices(p.ring, start, len(samples)):
+                ring[:] = samples[part]
             p.last_audio = max(p.last_audio, at + len(samples) / RATE)
             if self._start is None:
                 self._start = at
@@ -324,9 +324,9 @@ class Composer:
                     break
                 if self._stop.is_set():
                     break
-                draw = cadence.due(tick)
-                vf, mixed = self.render(instant, samples_per_tick, draw=draw)
-                if draw and (self.changed or cadence.idle(tick)):
+                vf = self.picture(instant)
+                span = 1  # instants this turn covers: an unchanged picture is looked at again next
+                if self.changed or cadence.idle(tick):
                     vf.pts = tick
                     vf.time_base = fractions.Fraction(1, self.fps)
                     vf.pict_type = PictureType.I if cadence.key_due(tick) else PictureType.NONE
@@ -334,6 +334,8 @@ class Composer:
                     for packet in vs.encode(vf):  # type: ignore[union-attr]
                         container.mux(packet)
                     self.pictures_written += 1
+                    span = cadence.step
+                mixed = self.mix(instant, samples_per_tick * span)
                 af = av.AudioFrame.from_ndarray(mixed.reshape(1, -1), format="s16", layout="mono")
                 af.sample_rate = RATE
                 af.pts = tick * samples_per_tick
@@ -342,7 +344,7 @@ class Composer:
                 while (chunk := fifo.read(1024)) is not None:
                     for packet in aus.encode(chunk):  # type: ignore[union-attr]
                         container.mux(packet)
-                tick += 1
+                tick += span
                 self.frames_written = tick
         finally:
             for stream in (vs, aus):
@@ -354,27 +356,24 @@ class Composer:
             container.close()
 
     # ------------------------------------------------------------------ rendering
-    def render(self, instant: float, samples: int, draw: bool = True) -> tuple[av.VideoFrame, np.ndarray]:
-        """The picture (a YUV 4:2:0 frame) and mono audio (``samples`` s16) of ``instant``.
-        The picture is one frame kept between calls and drawn into in place (the encoder copies
-        what it is given before :meth:`render` is called again): only tiles whose frame changed
-        are drawn again (sources send 15-30 fps, most output frames repeat most tiles), and
-        :attr:`changed` says whether any was. With ``draw`` False only the audio is made (an
-        instant whose picture is not encoded, :class:`Cadence`)."""
+    def render(self, instant: float, samples: int) -> tuple[av.VideoFrame, np.ndarray]:
+        """The picture of ``instant`` (:meth:`picture`) and the mono audio (``samples`` s16)
+        from it (:meth:`mix`)."""
+        return self.picture(instant), self.mix(instant, samples)
+
+    def picture(self, instant: float) -> av.VideoFrame:
+        """The picture (a YUV 4:2:0 frame) of ``instant``, after decoding what came up to it.
+        It is one frame kept between calls and drawn into in place (the encoder copies what it
+        is given before it is called again): only tiles whose frame changed are drawn again
+        (sources send 15-30 fps, most output frames repeat most tiles), and :attr:`changed`
+        says whether any was."""
         half_period = 0.5 / self.fps
         self._decode_inputs(instant + half_period)
-        mix = np.zeros(samples, np.int32)
-        start = round(instant * RATE)
-        index = (np.arange(samples) + start) % (RATE * RING_SECONDS)
         with self._lock:
             arranged = self._stage.arrange(list(self._order))
             people = [self._people[o] for o, _ in arranged]
             chosen: list[tuple[float, av.VideoFrame] | None] = []
             for p in people:
-                mix += p.ring[index]
-                p.ring[index] = 0  # consumed: a gap later reads silence, not old audio
-                if not draw:
-                    continue
                 frame: tuple[float, av.VideoFrame] | None = None
                 frames = p.frames
                 # the frame nearest the instant; the ones before it are never shown again
@@ -384,13 +383,9 @@ class Composer:
                 if frames and frames[0][0] <= instant + half_period:
                     frame = frames[0]
                 chosen.append(frame)
-            self._rendered_until = start + samples
             self.source_rate = max((1 / p.period for p in people if p.period), default=0.0)
-        audio = np.clip(mix, -32768, 32767).astype(np.int16)
         canvas = self._canvas
         self.changed = False
-        if not draw:
-            return canvas.frame, audio
         tiles = [tile for _, tile in arranged]
         if self._layout != arranged:  # someone came, went or took the floor: repaint everything
             self._layout = arranged
@@ -407,7 +402,20 @@ class Composer:
                 self._draw(p, frame[1] if frame else None, tile, stale)
                 p.drawn = key
                 self.changed = True
-        return canvas.frame, audio
+        return canvas.frame
+
+    def mix(self, instant: float, samples: int) -> np.ndarray:
+        """Everyone's audio of ``samples`` from ``instant``, added up (call :meth:`picture`
+        first: it decodes what came)."""
+        mix = np.zeros(samples, np.int32)
+        start = round(instant * RATE)
+        with self._lock:
+            for p in self._people.values():
+                for ring, part in ring_slices(p.ring, start, samples):
+                    mix[part] += ring
+                    ring[:] = 0  # consumed: a gap later reads silence, not old audio
+            self._rendered_until = start + samples
+        return np.clip(mix, -32768, 32767).astype(np.int16)
 
     def _draw(self, p: _Participant, frame: av.VideoFrame | None, tile: layout.Rect, stale: bool) -> None:
         canvas = self._canvas
@@ -431,6 +439,18 @@ class Composer:
             y = tile.y + tile.h - h - 2
             planes = (p.label[0][:h, :w], p.label[1][: h // 2, : w // 2], p.label[2][: h // 2, : w // 2])
             canvas.put(layout.Rect(tile.x + 2, y // 2 * 2, w, h), planes)
+
+
+def ring_slices(ring: np.ndarray, start: int, count: int) -> list[tuple[np.ndarray, slice]]:
+    """``count`` samples of ``ring`` from absolute sample ``start`` (wrapping around its end):
+    (view of the ring, the matching slice of a ``count``-long array), one or two of them."""
+    size = len(ring)
+    at = start % size
+    first = min(count, size - at)
+    out = [(ring[at : at + first], slice(0, first))]
+    if first < count:
+        out.append((ring[: count - first], slice(first, count)))
+    return out
 
 
 def mono_s16(frame: av.AudioFrame) -> np.ndarray | None:
@@ -484,14 +504,15 @@ KEY_EVERY = 2.0  # seconds between key frames (what RTMP services ask for)
 
 
 class Cadence:
-    """Which output instants get a picture encoded (no I/O). The output keeps its time base
-    (1/fps) and its audio at every instant, but a picture is only encoded when
-
-    * it changed (a tile has a new frame, someone came, went or took the floor), and
-    * at least :attr:`step` instants passed since the last one: the output's rate divided by
-      the fastest shown source's (15 fps sources on a 30 fps output: every second instant), so
-      each source frame is shown once and no picture repeats one that was just encoded, or
-    * :data:`KEEPALIVE` passed without one (players and RTMP servers see a live stream).
+    """Which output instants get a picture (no I/O). The output keeps its time base (1/fps) and
+    its audio throughout. A picture is encoded when it changed (a tile has a new frame,
+    someone came, went or took the floor), or when :data:`KEEPALIVE` passed without one
+    (players and RTMP servers see a live stream); after an encoded picture the composer looks
+    again :attr:`step` instants later (mixing the audio of those instants at once): the
+    output's rate divided by the fastest shown source's (15 fps sources on a 30 fps output:
+    every second instant), so each source frame is shown once and none is drawn or encoded
+    twice; after an unchanged one, at the next instant (so the pictures fall in step with
+    the sources' frames).
 
     The result is a variable frame rate stream (each picture lasts until the next; Matroska and
     FLV carry a time per frame), at most the configured rate and at least the sources' own, and a
@@ -502,11 +523,6 @@ class Cadence:
         self.step = 1
         self.last: int | None = None
         self.last_key: int | None = None
-
-    def due(self, tick: int) -> bool:
-        """Whether a picture may be encoded at ``tick`` (draw it, then ask :meth:`idle` if it
-        did not change)."""
-        return self.last is None or tick - self.last >= self.step
 
     def idle(self, tick: int) -> bool:
         return self.last is None or tick - self.last >= KEEPALIVE * self.fps
