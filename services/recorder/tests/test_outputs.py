@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from services.recorder import layout
-from services.recorder.composite import Cadence, Composer, mono_s16
+from services.recorder.composite import RATE, RING_SECONDS, Cadence, Composer, mono_s16, ring_slices
 from services.recorder.tracks import TrackWriter, vp8_keyframe_size
 
 
@@ -273,3 +273,19 @@ def wait_for(condition: Callable[[], bool], within: float = 20.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_audio_across_the_end_of_the_ring_is_mixed_in_order() -> None:
+    """The per-participant ring is read and written by slices: a packet and a mix that cross
+    its end wrap around to its start, sample for sample."""
+    ring = np.zeros(10, np.int32)
+    parts = ring_slices(ring, 27, 6)  # absolute 27..32: ring 7, 8, 9 then 0, 1, 2
+    assert [(len(view), part) for view, part in parts] == [(3, slice(0, 3)), (3, slice(3, 6))]
+    composer = Composer("unused", "matroska", width=320, height=180, fps=10)
+    ring_end = RATE * RING_SECONDS * 3  # an absolute sample where the ring starts again
+    ramp = np.arange(1, 961, dtype=np.int16)
+    frame = av.AudioFrame.from_ndarray(ramp.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = RATE
+    composer.audio("alice", (ring_end - 480) / RATE, frame)  # half before the end, half after
+    mix = composer.mix((ring_end - 1000) / RATE, 2000)
+    assert list(mix[520:1480]) == list(ramp) and not mix[:520].any() and not mix[1480:].any()
