@@ -163,12 +163,12 @@ async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> j
 
 async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, window: float,  # type: ignore[valid-type]
                      mode: jibri.RecordingMode, stream: str | None, recorder_url: str) -> Sample:  # fmt: skip
-    def frames(session_id: str | None) -> int:
+    def frames(session_id: str | None, field: str = "composed_frames") -> int:
         try:
             views = httpx.get(f"{recorder_url}/recordings", timeout=5).json()
         except httpx.HTTPError:
             return -1
-        return next((int(v["composed_frames"]) for v in views if v["session_id"] == session_id), -1)
+        return next((int(v.get(field, -1)) for v in views if v["session_id"] == session_id), -1)
 
     before = sum(_rss(x) for x in recorder_pids())
     answer = await jibri_iq(
@@ -178,9 +178,12 @@ async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, w
     if not await wait_until(lambda: frames(answer.session_id) > 30, 30):
         print("   the composed output did not start within 30 s", flush=True)
     start_frames = frames(answer.session_id)
+    start_pictures = frames(answer.session_id, "composed_pictures")
     sample = await measure(recorder_pids, window)
     written = frames(answer.session_id) - start_frames
-    print(f"   composed output: {written / window:.1f} frames/s over the window", flush=True)
+    pictures = frames(answer.session_id, "composed_pictures") - start_pictures
+    print(f"   composed output: {written / window:.1f} frames/s over the window, "
+          f"{pictures / window:.1f} pictures/s encoded", flush=True)  # fmt: skip
     await jibri_iq(p, room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
     await asyncio.sleep(2)
     return Sample(sample.cpu, sample.rss - before, written / window)

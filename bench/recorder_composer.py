@@ -140,15 +140,18 @@ def main() -> int:
     time.sleep(2.0)  # the latency and the first frames
     own = {f.native_id for f in feeders if f.native_id is not None}
     cpu0, frames0, t0 = composer_cpu(own), composer.frames_written, time.monotonic()
+    pictures0 = composer.pictures_written
     time.sleep(args.seconds)
     cpu1, frames1, t1 = composer_cpu(own), composer.frames_written, time.monotonic()
+    pictures1 = composer.pictures_written
     stop.set()
     composer.stop()
     load = Path("/proc/loadavg").read_text().split()[0]
     print(
         f"{args.participants} participants, {args.layout} {width}x{height}@{args.fps} {args.preset} "
         f"{'crf ' + str(args.crf) if args.crf is not None else '800 kbit/s'}: composer threads "
-        f"{(cpu1 - cpu0) / (t1 - t0) * 100:.1f} % of a core, {(frames1 - frames0) / (t1 - t0):.1f} frames/s, "
+        f"{(cpu1 - cpu0) / (t1 - t0) * 100:.1f} % of a core, {(frames1 - frames0) / (t1 - t0):.1f} frames/s "
+        f"({(pictures1 - pictures0) / (t1 - t0):.1f} pictures/s encoded), "
         f"{(cpu1 - cpu0) / max(1, frames1 - frames0) * 1000:.2f} ms CPU per output frame "
         f"(load {load}); {out.stat().st_size / 1e6:.1f} MB written"
     )

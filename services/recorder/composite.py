@@ -26,13 +26,14 @@ from av.audio.codeccontext import AudioCodecContext
 from av.audio.fifo import AudioFifo
 from av.audio.resampler import AudioResampler
 from av.video.codeccontext import VideoCodecContext
+from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from services.common.bridge_channel import ReceiverVideoConstraints
 from services.common.logging import RateLimitedLogger
 
 from . import layout
-from .tracks import vp8_keyframe_size
+from .tracks import MAX_SOURCE_PIXELS, vp8_keyframe_size
 
 log = logging.getLogger("recorder.composite")
 _limited = RateLimitedLogger(log)
@@ -43,7 +44,6 @@ STALE_AFTER = 2.0
 BACKGROUND = (24, 24, 28)
 MAX_PENDING_VIDEO = 60  # encoded frames waiting for their instant (2 s at 30 fps)
 MAX_PENDING_AUDIO = 250  # Opus packets waiting for the next tick (5 s of 20 ms packets)
-MAX_SOURCE_PIXELS = 4096 * 2304  # a key frame saying more (4K screen shares pass) is refused undecoded
 
 
 def video_decoder() -> VideoCodecContext:
@@ -88,6 +88,8 @@ class _Participant:
     label: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # YUV planes
     drawn: tuple[int | None, layout.Rect, bool] | None = None  # what its tile shows now
     last_audio: float = 0.0
+    last_frame_at: float | None = None  # capture time of its latest decoded frame
+    period: float = 0.0  # its frames' mean spacing (seconds; 0: not known yet)
     # one scaler per participant: its swscale context is kept while the sizes stay the same
     # (VideoFrame.reformat builds a new one for every frame)
     scaler: VideoReformatter = field(default_factory=VideoReformatter)
@@ -131,7 +133,10 @@ class Composer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._resamplers: dict[str, AudioResampler] = {}
-        self.frames_written = 0
+        self.frames_written = 0  # output instants rendered (audio and, when due, a picture)
+        self.pictures_written = 0  # pictures encoded (:class:`Cadence`)
+        self.changed = False  # whether the last render drew anything
+        self.source_rate = 0.0  # the fastest shown source's frame rate (0: not known yet)
         self.error: str | None = None
         self._canvas = YuvCanvas(width, height)
         self._stage = layout.Stage(mode, width, height)
@@ -152,7 +157,12 @@ class Composer:
         with self._lock:
             if of is not None and self._people.get(owner) is not of:
                 return
-            self._person(owner).frames.append((at, frame))
+            p = self._person(owner)
+            p.frames.append((at, frame))
+            if p.last_frame_at is not None and 0 < at - p.last_frame_at < 1.0:
+                gap = at - p.last_frame_at
+                p.period = gap if not p.period else p.period + (gap - p.period) / 8
+            p.last_frame_at = at
             if self._start is None:
                 self._start = at
 
@@ -251,14 +261,14 @@ class Composer:
         if not len(samples):
             return
         start = round(at * RATE)
-        index = (np.arange(len(samples)) + start) % (RATE * RING_SECONDS)
         with self._lock:
             if start + len(samples) <= self._rendered_until:
                 return  # later than the output: it would be heard one ring turn later
             if of is not None and self._people.get(owner) is not of:
                 return
             p = self._person(owner)
-            p.ring[index] = samples
+            for ring, part in ring_slices(p.ring, start, len(samples)):
+                ring[:] = samples[part]
             p.last_audio = max(p.last_audio, at + len(samples) / RATE)
             if self._start is None:
                 self._start = at
@@ -319,6 +329,7 @@ class Composer:
         aus.options = {"aac_coder": "fast"}  # FFmpeg's AAC encoder at 2/5 of its default's CPU
         fifo = AudioFifo()
         samples_per_tick = RATE // self.fps
+        cadence = Cadence(self.fps)
         tick = 0
         try:
             while True:
@@ -329,11 +340,18 @@ class Composer:
                     break
                 if self._stop.is_set():
                     break
-                vf, mixed = self.render(instant, samples_per_tick)
-                vf.pts = tick
-                vf.time_base = fractions.Fraction(1, self.fps)
-                for packet in vs.encode(vf):  # type: ignore[union-attr]
-                    container.mux(packet)
+                vf = self.picture(instant)
+                span = 1  # instants this turn covers: an unchanged picture is looked at again next
+                if self.changed or cadence.idle(tick):
+                    vf.pts = tick
+                    vf.time_base = fractions.Fraction(1, self.fps)
+                    vf.pict_type = PictureType.I if cadence.key_due(tick) else PictureType.NONE
+                    cadence.encoded(tick, vf.pict_type == PictureType.I, self.source_rate)
+                    for packet in vs.encode(vf):  # type: ignore[union-attr]
+                        container.mux(packet)
+                    self.pictures_written += 1
+                    span = cadence.step
+                mixed = self.mix(instant, samples_per_tick * span)
                 af = av.AudioFrame.from_ndarray(mixed.reshape(1, -1), format="s16", layout="mono")
                 af.sample_rate = RATE
                 af.pts = tick * samples_per_tick
@@ -342,7 +360,7 @@ class Composer:
                 while (chunk := fifo.read(1024)) is not None:
                     for packet in aus.encode(chunk):  # type: ignore[union-attr]
                         container.mux(packet)
-                tick += 1
+                tick += span
                 self.frames_written = tick
         finally:
             for stream in (vs, aus):
@@ -355,19 +373,22 @@ class Composer:
 
     # ------------------------------------------------------------------ rendering
     def render(self, instant: float, samples: int) -> tuple[av.VideoFrame, np.ndarray]:
-        """The picture (a YUV 4:2:0 frame) and mono audio (``samples`` s16) of ``instant``.
-        The picture is one frame kept between calls and drawn into in place (the encoder copies
-        what it is given before :meth:`render` is called again): only tiles whose frame changed
-        are drawn again (sources send 15-30 fps, most output frames repeat most tiles)."""
+        """The picture of ``instant`` (:meth:`picture`) and the mono audio (``samples`` s16)
+        from it (:meth:`mix`)."""
+        return self.picture(instant), self.mix(instant, samples)
+
+    def picture(self, instant: float) -> av.VideoFrame:
+        """The picture (a YUV 4:2:0 frame) of ``instant``, after decoding what came up to it.
+        It is one frame kept between calls and drawn into in place (the encoder copies what it
+        is given before it is called again): only tiles whose frame changed are drawn again
+        (sources send 15-30 fps, most output frames repeat most tiles), and :attr:`changed`
+        says whether any was."""
         half_period = 0.5 / self.fps
         self._decode_inputs(instant + half_period)
-        mix = np.zeros(samples, np.int32)
-        start = round(instant * RATE)
-        index = (np.arange(samples) + start) % (RATE * RING_SECONDS)
         with self._lock:
             arranged = self._stage.arrange(list(self._order))
             people = [self._people[o] for o, _ in arranged]
-            chosen = []
+            chosen: list[tuple[float, av.VideoFrame] | None] = []
             for p in people:
                 frame: tuple[float, av.VideoFrame] | None = None
                 frames = p.frames
@@ -378,13 +399,13 @@ class Composer:
                 if frames and frames[0][0] <= instant + half_period:
                     frame = frames[0]
                 chosen.append(frame)
-                mix += p.ring[index]
-                p.ring[index] = 0  # consumed: a gap later reads silence, not old audio
-            self._rendered_until = start + samples
-        tiles = [tile for _, tile in arranged]
+            self.source_rate = max((1 / p.period for p in people if p.period), default=0.0)
         canvas = self._canvas
+        self.changed = False
+        tiles = [tile for _, tile in arranged]
         if self._layout != arranged:  # someone came, went or took the floor: repaint everything
             self._layout = arranged
+            self.changed = True
             canvas.fill(layout.Rect(0, 0, self.width, self.height), BACKGROUND)
             for p in people:
                 p.drawn = None
@@ -396,7 +417,21 @@ class Composer:
             if p.drawn != key:
                 self._draw(p, frame[1] if frame else None, tile, stale)
                 p.drawn = key
-        return canvas.frame, np.clip(mix, -32768, 32767).astype(np.int16)
+                self.changed = True
+        return canvas.frame
+
+    def mix(self, instant: float, samples: int) -> np.ndarray:
+        """Everyone's audio of ``samples`` from ``instant``, added up (call :meth:`picture`
+        first: it decodes what came)."""
+        mix = np.zeros(samples, np.int32)
+        start = round(instant * RATE)
+        with self._lock:
+            for p in self._people.values():
+                for ring, part in ring_slices(p.ring, start, samples):
+                    mix[part] += ring
+                    ring[:] = 0  # consumed: a gap later reads silence, not old audio
+            self._rendered_until = start + samples
+        return np.clip(mix, -32768, 32767).astype(np.int16)
 
     def _draw(self, p: _Participant, frame: av.VideoFrame | None, tile: layout.Rect, stale: bool) -> None:
         canvas = self._canvas
@@ -420,6 +455,18 @@ class Composer:
             y = tile.y + tile.h - h - 2
             planes = (p.label[0][:h, :w], p.label[1][: h // 2, : w // 2], p.label[2][: h // 2, : w // 2])
             canvas.put(layout.Rect(tile.x + 2, y // 2 * 2, w, h), planes)
+
+
+def ring_slices(ring: np.ndarray, start: int, count: int) -> list[tuple[np.ndarray, slice]]:
+    """``count`` samples of ``ring`` from absolute sample ``start`` (wrapping around its end):
+    (view of the ring, the matching slice of a ``count``-long array), one or two of them."""
+    size = len(ring)
+    at = start % size
+    first = min(count, size - at)
+    out = [(ring[at : at + first], slice(0, first))]
+    if first < count:
+        out.append((ring[: count - first], slice(first, count)))
+    return out
 
 
 def mono_s16(frame: av.AudioFrame) -> np.ndarray | None:
@@ -466,6 +513,49 @@ def encoder_options(preset: str, fps: int, crf: int | None) -> dict[str, str]:
     if crf is not None:
         options["crf"] = str(crf)
     return options
+
+
+KEEPALIVE = 1.0  # seconds: an unchanged picture is encoded again this often
+KEY_EVERY = 2.0  # seconds between key frames (what RTMP services ask for)
+
+
+class Cadence:
+    """Which output instants get a picture (no I/O). The output keeps its time base (1/fps) and
+    its audio throughout. A picture is encoded when it changed (a tile has a new frame,
+    someone came, went or took the floor), or when :data:`KEEPALIVE` passed without one
+    (players and RTMP servers see a live stream); after an encoded picture the composer looks
+    again :attr:`step` instants later (mixing the audio of those instants at once): the
+    output's rate divided by the fastest shown source's (15 fps sources on a 30 fps output:
+    every second instant), so each source frame is shown once and none is drawn or encoded
+    twice; after an unchanged one, at the next instant (so the pictures fall in step with
+    the sources' frames).
+
+    The result is a variable frame rate stream (each picture lasts until the next; Matroska and
+    FLV carry a time per frame), at most the configured rate and at least the sources' own, and a
+    key frame every :data:`KEY_EVERY` seconds, counted in time rather than pictures."""
+
+    def __init__(self, fps: int) -> None:
+        self.fps = fps
+        self.step = 1
+        self.last: int | None = None
+        self.last_key: int | None = None
+
+    def idle(self, tick: int) -> bool:
+        return self.last is None or tick - self.last >= KEEPALIVE * self.fps
+
+    def key_due(self, tick: int) -> bool:
+        return self.last_key is None or tick - self.last_key >= KEY_EVERY * self.fps
+
+    def encoded(self, tick: int, key: bool, source_rate: float) -> None:
+        """A picture was encoded at ``tick``; ``source_rate``: the fastest shown source's frames
+        a second (0: not known, every instant may get one)."""
+        self.last = tick
+        if key:
+            self.last_key = tick
+        if source_rate <= 0:
+            self.step = 1
+        else:  # 15 fps (14.5-16 with jitter) on 30 -> 2; 20 on 30 -> 1; 10 on 30 -> 3
+            self.step = max(1, min(self.fps // 5 or 1, int(self.fps / source_rate + 0.15)))
 
 
 class YuvCanvas:

@@ -160,6 +160,7 @@ class Recording:
             "failure": self.failure,
             "stream": self.mode is RecordingMode.STREAM,
             "composed_frames": self.composer.frames_written,
+            "composed_pictures": self.composer.pictures_written,
             "participants": sorted(self.writers),
             "directory": str(self.directory),
             "files": self.files(),

@@ -24,6 +24,9 @@ AUDIO_ONLY_AFTER = 3.0
 MAX_EARLY_FRAMES = 500
 MUXER_OPTIONS = {"cluster_time_limit": "1000", "flush_packets": "1"}
 MS = fractions.Fraction(1, 1000)
+MAX_SOURCE_PIXELS = 4096 * 2304
+"""A VP8 key frame claiming a larger picture (up to 16383x16383, RFC 6386 section 9.1) is refused
+from its header: decoding it would allocate hundreds of MB (4K screen shares pass)."""
 
 
 def vp8_keyframe_size(frame: bytes) -> tuple[int, int] | None:
@@ -64,6 +67,8 @@ class TrackWriter:
 
     def video(self, data: bytes, at: float) -> None:
         size = vp8_keyframe_size(data)
+        if size is not None and size[0] * size[1] > MAX_SOURCE_PIXELS:
+            return  # a forged size: whoever plays the file would decode it
         if self.container is None and size is not None:
             self._open(size)
         self._add("video", data, at, size is not None)

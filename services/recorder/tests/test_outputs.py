@@ -4,8 +4,11 @@ mix at a given instant, and a cut file that still plays."""
 from __future__ import annotations
 
 import fractions
+import itertools
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -13,7 +16,7 @@ import numpy as np
 import pytest
 
 from services.recorder import layout
-from services.recorder.composite import Composer, mono_s16
+from services.recorder.composite import RATE, RING_SECONDS, Cadence, Composer, mono_s16, ring_slices
 from services.recorder.tracks import TrackWriter, vp8_keyframe_size
 
 
@@ -200,3 +203,128 @@ def test_after_a_frame_that_does_not_decode_the_next_key_frame_already_received_
     composer.render(10.1, 4800)
     assert [at for at, _ in composer._people["alice"].frames][-1] == 10.03  # decoded from frame 10 on
     assert composer.video_packet("alice", 10.2, frames[1]) is False  # no key frame wanted
+
+
+def forged_size(key_frame: bytes, width: int, height: int) -> bytes:
+    """``key_frame`` with the picture size of its header (RFC 6386 section 9.1) replaced."""
+    return key_frame[:6] + width.to_bytes(2, "little") + height.to_bytes(2, "little") + key_frame[10:]
+
+
+def test_a_key_frame_claiming_more_than_4096x2304_is_refused_before_the_decoder() -> None:
+    """A hostile sender's key frame header may claim up to 16383x16383 (about 400 MB of decoded
+    picture): the composer refuses it from the header alone, never hands it (or the inter frames
+    after it) to a decoder, asks for a real key frame, and takes the next genuine one."""
+    composer = Composer("unused", "matroska", width=320, height=180, fps=10)
+    frames = vp8_frames(12, (220, 30, 30))
+    for width, height in ((16383, 16383), (4098, 2304), (4096, 2306)):
+        forged = forged_size(frames[0], width, height)
+        assert vp8_keyframe_size(forged) == (width, height)
+        assert composer.video_packet("mallory", 10.0, forged) is True  # refused: asks for another
+        assert composer.video_packet("mallory", 10.03, frames[1]) is True  # its successors too
+    mallory = composer._people["mallory"]
+    assert not mallory.video_in and not mallory.keyed
+    composer.render(10.1, 4800)
+    assert mallory.video_decoder is None  # nothing reached a decoder, nothing was allocated for it
+    # the limit itself (a 4K screen share) passes the check
+    assert (
+        Composer("unused", "matroska").video_packet("carol", 10.0, forged_size(frames[0], 4096, 2304))
+        is False
+    )
+    # a genuine key frame afterwards is taken and shown
+    for i, data in enumerate(frames[:10]):
+        assert composer.video_packet("mallory", 10.2 + i / 30, data) is False
+    tile = layout.grid(1, 320, 180)[0]
+    picture, _ = composer.render(10.3, 4800)
+    rgb = picture.to_ndarray(format="rgb24")[tile.y + tile.h // 2, tile.x + tile.w // 4]
+    assert rgb[0] > 150 and rgb[1] < 80
+    assert mallory.video_decoder is not None
+
+
+def test_the_per_participant_file_drops_a_key_frame_claiming_more_than_4096x2304(tmp_path: Path) -> None:
+    """The remuxed file is not decoded here, but a player would be: a forged size never opens it."""
+    writer = TrackWriter(tmp_path / "m.webm", origin=0.0)
+    frames = vp8_frames(3, (30, 200, 30))
+    writer.video(forged_size(frames[0], 16383, 16383), 0.0)
+    assert writer.container is None and not writer._early
+    writer.video(frames[0], 0.1)
+    assert writer.video_stream is not None
+    assert (writer.video_stream.width, writer.video_stream.height) == (160, 120)  # type: ignore[attr-defined]
+    writer.close()
+
+
+def test_cadence_encodes_each_source_frame_once_at_most_the_output_rate() -> None:
+    """30 fps output, 15 fps sources: a picture every second instant, an unchanged one again
+    after a second, a key frame every two seconds; 30 fps sources (or an unknown rate): every
+    instant."""
+    cadence = Cadence(30)
+    assert cadence.step == 1 and cadence.idle(0) and cadence.key_due(0)
+    cadence.encoded(0, True, 15.0)
+    assert cadence.step == 2
+    cadence.encoded(2, False, 15.2)  # jitter around 15 fps keeps the step
+    assert cadence.step == 2
+    assert not cadence.idle(4) and cadence.idle(32)  # nothing changed for a second: sent again
+    assert not cadence.key_due(59) and cadence.key_due(60)
+    cadence.encoded(4, False, 30.0)
+    assert cadence.step == 1
+    cadence.encoded(5, False, 0.0)
+    assert cadence.step == 1
+    cadence.encoded(6, False, 20.0)  # 20 fps on 30: every instant, not every second one
+    assert cadence.step == 1
+    cadence.encoded(7, False, 1.0)  # a slide show: still at least 5 pictures a second
+    assert cadence.step == 6
+
+
+def test_composed_file_has_one_picture_per_source_frame_and_audio_throughout(tmp_path: Path) -> None:
+    """The encode loop with a 15 fps source on a 30 fps output: about 15 pictures a second,
+    every one of them a new source frame, key frames two seconds apart, the audio unbroken."""
+    start = 1000.0
+    clock = [start]
+    out = tmp_path / "composed.mkv"
+    composer = Composer(
+        str(out), "matroska", width=320, height=180, fps=30, latency=0.2, clock=lambda: clock[0]
+    )
+    frames = vp8_frames(58, (220, 30, 30))  # 3.9 s at 15 fps (the composer queues at most 60)
+    for i, data in enumerate(frames):
+        composer.video_packet("alice", start + i / 15, data)
+    for i, packet in enumerate(opus_packets(200)):
+        composer.audio_packet("alice", start + i * 0.02, packet)
+    clock[0] = start + 3.9  # every instant up to 3.7 s is due at once
+    composer.start()
+    assert wait_for(lambda: composer.frames_written >= 111)
+    composer.stop()
+    assert composer.error is None
+    assert 52 <= composer.pictures_written <= 60, composer.pictures_written  # 3.7 s at 15, plus the first
+    with av.open(str(out)) as c:
+        video = [(f.time, f.key_frame) for f in c.decode(video=0)]
+    with av.open(str(out)) as c:
+        audio_seconds = sum(f.samples for f in c.decode(audio=0)) / 48000
+    times = [t for t, _ in video]
+    assert all(0.06 <= b - a <= 0.07 for a, b in itertools.pairwise(times)), times  # every 2nd instant
+    keys = [t for t, key in video if key]
+    assert len(keys) >= 2 and all(abs(b - a - 2.0) < 0.04 for a, b in itertools.pairwise(keys)), keys
+    assert audio_seconds >= 3.5
+
+
+def wait_for(condition: Callable[[], bool], within: float = 20.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_audio_across_the_end_of_the_ring_is_mixed_in_order() -> None:
+    """The per-participant ring is read and written by slices: a packet and a mix that cross
+    its end wrap around to its start, sample for sample."""
+    ring = np.zeros(10, np.int32)
+    parts = ring_slices(ring, 27, 6)  # absolute 27..32: ring 7, 8, 9 then 0, 1, 2
+    assert [(len(view), part) for view, part in parts] == [(3, slice(0, 3)), (3, slice(3, 6))]
+    composer = Composer("unused", "matroska", width=320, height=180, fps=10)
+    ring_end = RATE * RING_SECONDS * 3  # an absolute sample where the ring starts again
+    ramp = np.arange(1, 961, dtype=np.int16)
+    frame = av.AudioFrame.from_ndarray(ramp.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = RATE
+    composer.audio("alice", (ring_end - 480) / RATE, frame)  # half before the end, half after
+    mix = composer.mix((ring_end - 1000) / RATE, 2000)
+    assert list(mix[520:1480]) == list(ramp) and not mix[:520].any() and not mix[1480:].any()
