@@ -5,10 +5,12 @@ cores of this package, each owning one concept:
 
 * the video allocation (``video_policy.py`` over ``allocator.py`` and ``settings.py``: last-N,
   receiver constraints, layers within each receiver's bandwidth);
-* the stream fan-out targets the packet path walks (``fanout.py``), each receiver's
-  :class:`~.simulcast.SimulcastProjection` owning what it sees of a stream;
-* dominant-speaker detection (``speaker.py``), the layer meter (``simulcast.LayerMeter``), each
-  receiver's downlink estimate (``bandwidth.py``), media connectivity (``connectivity.py``);
+* the stream fan-out targets the packet path walks (``fanout.py``), each receiver's projection
+  (:class:`~..forwarding.simulcast.SimulcastProjection`, or ``forwarding/svc.py``'s for VP9 SVC)
+  owning what it sees of a stream;
+* dominant-speaker detection (``speaker.py``), the layer meter (``forwarding/simulcast.py``'s
+  ``LayerMeter``), each receiver's downlink estimate (``bandwidth.py``), media connectivity
+  (``connectivity.py``);
 * audio subscriptions (:class:`AudioSubscription`) and, for mixer channels, the
   :class:`~.mixer.MixMinusMixer` the policy feeds (its thread is owned by the conference
   policies registry, ``services/bridge/policies.py``, which creates and closes every policy).
@@ -302,10 +304,11 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                 red = self._audio_payload_types(sender)[0]
             else:
                 red = known[1]
-            if packet[1] & 0x7F in red:
+            pt = rtp.payload_type(packet)
+            if pt in red:
                 subscriptions = self._red_audio(stream, subscriptions)
             if self.mixer is not None:
-                subscriptions = self._mix_audio(stream, packet, subscriptions)
+                subscriptions = self._mix_audio(stream, packet, pt, subscriptions)
             if self._audio_subscriptions:
                 source = audio_source_name(stream.endpoint_id)
                 subscriptions = [
@@ -319,7 +322,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._learn_sources(sender.id, sender.sources, now)
         ssrc = stream.ssrc
         self.meter.on_packet(ssrc, len(packet), now)
-        pt = packet[1] & 0x7F
+        pt = rtp.payload_type(packet)
         if pt in self._other_video_payload_types.get(sender.id, ()):
             parsed = self._other_codec(sender.id, ssrc, pt, packet, now)
         else:
@@ -404,14 +407,14 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         return subscriptions
 
     def _mix_audio(
-        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+        self, stream: IncomingStream, packet: bytes, pt: int, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
-        """Hand the Opus payload to the mixer; mixer channels do not get the stream itself."""
+        """Hand the Opus payload to the mixer (``pt``: the packet's payload type); mixer
+        channels do not get the stream itself."""
         assert self.mixer is not None
         offset, end = rtp.payload_bounds(packet)
         if offset >= 0:
             red_pts, opus_pts = self._audio_payload_types(stream.sender)
-            pt = packet[1] & 0x7F
             if pt in red_pts:
                 primary = red.primary_payload(packet, offset, end)
                 if primary is not None:
@@ -529,7 +532,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
 
 def _strip_red(red_payload_types: frozenset[int]) -> Callable[[bytearray], None]:
     def strip(packet: bytearray) -> None:
-        if packet[1] & 0x7F in red_payload_types:
+        if rtp.payload_type(packet) in red_payload_types:
             offset, end = rtp.payload_bounds(packet)
             if offset >= 0:
                 red.strip_to_primary(packet, offset, end)

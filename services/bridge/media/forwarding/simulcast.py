@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ..model import MediaSources
 from ..packets import h264, rtp
 from ..packets.vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
+from .layers import LayerSwitch
 from .mapping import ForwardingMapping
 
 VIDEO_CLOCK_RATE = 90_000
@@ -314,13 +315,14 @@ def parse_packet(packet: bytes | bytearray | memoryview, vp8: bool = True) -> Pa
     return ParsedPacket(packet, seq, timestamp, offset, end, vp8)
 
 
-class SimulcastProjection:
+class SimulcastProjection(LayerSwitch):
     """What one receiver gets of one video source: one layer, rewritten to look continuous.
 
-    ``target`` is set by the allocator (``-1`` = forward nothing). A switch to the target layer
-    happens on the first key frame of that layer; until then the current layer keeps flowing (or
-    nothing, at the start). :attr:`keyframe_wanted` names the SSRC the bridge should send a PLI to
-    while a switch waits.
+    ``target`` is set by the allocator (``-1`` = forward nothing; :class:`~.layers.LayerSwitch`
+    keeps target and current layer). A switch to the target layer, up or down, happens on the
+    first key frame of that layer; until then the current layer keeps flowing (or nothing, at the
+    start). :attr:`keyframe_wanted` names the SSRC the bridge should send a PLI to while a switch
+    waits.
 
     Two ways to use it, same decisions:
 
@@ -349,27 +351,17 @@ class SimulcastProjection:
         "_switch_seq_due",
         "_tl0_offset",
         "_ts_offset",
-        "current",
-        "layer_ssrcs",
-        "mapping",
-        "out_ssrc",
-        "switches",
-        "target",
-        "wait_for_keyframe",
     )
 
     def __init__(self, source: VideoSource, wait_for_keyframe: bool | None = None) -> None:
         """``wait_for_keyframe``: start and switch only at key frames (default: when the source
         has more than one layer; a single-layer stream starts at once and its receiver asks for
         a key frame itself)."""
-        self.wait_for_keyframe = len(source.layers) > 1 if wait_for_keyframe is None else wait_for_keyframe
-        self.out_ssrc = source.primary_ssrc
-        self.layer_ssrcs = source.ssrcs
-        self.mapping = ForwardingMapping(self.out_ssrc)
-        """What the receiver sees of the current layer; replaced (never changed) at each switch."""
-        self.target = -1
-        self.current = -1
-        self.switches = 0
+        super().__init__(
+            source,
+            len(source.layers) > 1 if wait_for_keyframe is None else wait_for_keyframe,
+            ForwardingMapping(source.primary_ssrc),
+        )
         self._seq_offset = 0
         self._ts_offset = 0
         self._pid_offset = 0
@@ -385,23 +377,6 @@ class SimulcastProjection:
         # as ``_next_seq - 1 + _seq_offset``)
         self._next_seq: int | None = None
         self._parsed: ParsedPacket | None = None  # the packet accepted last
-
-    @property
-    def keyframe_wanted(self) -> int | None:
-        """SSRC of the target layer while a switch to it waits for a key frame, else ``None``."""
-        if self.wait_for_keyframe and self.target >= 0 and self.target != self.current:
-            return self.layer_ssrcs[self.target]
-        return None
-
-    def set_target(self, layer: int) -> bool:
-        """Aim at ``layer`` (-1: stop forwarding at once). True when a key frame is now needed."""
-        if layer >= len(self.layer_ssrcs):
-            raise ValueError(f"layer {layer} out of range (source has {len(self.layer_ssrcs)})")
-        self.target = layer
-        if layer < 0:
-            self.current = -1
-            return False
-        return self.wait_for_keyframe and layer != self.current
 
     def project(self, packet: bytearray, layer: int, now: float) -> bool:
         """:meth:`accept` and, when accepted, :meth:`rewrite` ``packet`` (a VP8 RTP packet) in place."""
@@ -539,8 +514,7 @@ class SimulcastProjection:
                     self._tl0_offset = last_tl0 + 1 - desc.tl0picidx
         self._switch_seq = parsed.seq
         self._switch_seq_due = (parsed.seq + 0x4000) & 0xFFFF
-        self.current = self.target
-        self.switches += 1
+        self.switched(self.target)
         self.mapping = ForwardingMapping(
             self.layer_ssrcs[self.current],
             self.out_ssrc,

@@ -57,6 +57,21 @@ def payload_type(packet: bytes | bytearray | memoryview) -> int:
     return packet[1] & 0x7F
 
 
+def set_payload_type(packet: bytearray, pt: int) -> None:
+    """Change the payload type in place, keeping the marker bit."""
+    packet[1] = (packet[1] & 0x80) | (pt & 0x7F)
+
+
+def has_marker(packet: bytes | bytearray | memoryview) -> bool:
+    """The marker bit (M, RFC 3550 section 5.1)."""
+    return packet[1] & 0x80 != 0
+
+
+def set_marker(packet: bytearray) -> None:
+    """Set the marker bit in place (a payload rewrite: ``mapping.PayloadRewrite``)."""
+    packet[1] |= 0x80
+
+
 def sequence_number(packet: bytes | bytearray | memoryview) -> int:
     return _SEQ.unpack_from(packet, 2)[0]
 
