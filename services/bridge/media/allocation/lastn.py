@@ -137,6 +137,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         allocation_interval: float = 1.0,
         speaker_settings: SpeakerDetectorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_mixing: Callable[[MixMinusMixer | None], None] | None = None,
     ) -> None:
         super().__init__(send_message)
         self.video = ConferenceVideoPolicy(default_max_height)
@@ -167,7 +168,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._next_allocation = float("-inf")
         # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
         self.mixer: MixMinusMixer | None = None
-        self.on_mixing: Callable[[MixMinusMixer | None], None] | None = None
+        self.on_mixing = on_mixing
         """Told the mixer when the first mixer channel appears and ``None`` when the last one
         goes: the owner of the mixing clock (a thread) starts and stops it then."""
         self._mixed: dict[str, MixedRtpStream] = {}  # mixer receiver -> its mixed stream
@@ -292,7 +293,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._tick(now)
 
     def select(
-        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+        self, stream: IncomingStream, packet: bytes, payload_type: int, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         now = self._clock()
         sender = stream.sender
@@ -304,11 +305,10 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                 red = self._audio_payload_types(sender)[0]
             else:
                 red = known[1]
-            pt = rtp.payload_type(packet)
-            if pt in red:
+            if payload_type in red:
                 subscriptions = self._red_audio(stream, subscriptions)
             if self.mixer is not None:
-                subscriptions = self._mix_audio(stream, packet, pt, subscriptions)
+                subscriptions = self._mix_audio(stream, packet, payload_type, subscriptions)
             if self._audio_subscriptions:
                 source = audio_source_name(stream.endpoint_id)
                 subscriptions = [
@@ -322,11 +322,10 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._learn_sources(sender.id, sender.sources, now)
         ssrc = stream.ssrc
         self.meter.on_packet(ssrc, len(packet), now)
-        pt = rtp.payload_type(packet)
-        if pt in self._other_video_payload_types.get(sender.id, ()):
-            parsed = self._other_codec(sender.id, ssrc, pt, packet, now)
+        if payload_type in self._other_video_payload_types.get(sender.id, ()):
+            parsed = self._other_codec(sender.id, ssrc, payload_type, packet, now)
         else:
-            parsed = parse_packet(packet, pt in self._vp8_payload_types.get(sender.id, ()))
+            parsed = parse_packet(packet, payload_type in self._vp8_payload_types.get(sender.id, ()))
         if ssrc in self._simulcast_ssrcs and parsed.vp8_keyframe() is not None:
             # learn layer heights from key frames (the descriptor is read only at frame starts)
             self.meter.on_keyframe(ssrc, packet, parsed.payload_offset, parsed.end)
@@ -541,7 +540,10 @@ def _strip_red(red_payload_types: frozenset[int]) -> Callable[[bytearray], None]
 
 
 def intelligence_policy_factory(
-    conference_id: str, send_message: SendMessage
+    conference_id: str,
+    send_message: SendMessage,
+    on_mixing: Callable[[MixMinusMixer | None], None] | None = None,
 ) -> ConferenceIntelligencePolicy:
-    """A :data:`policy.PolicyFactory` for ``MediaEngine(config, policy_factory=...)``."""
-    return ConferenceIntelligencePolicy(send_message)
+    """A :data:`policy.PolicyFactory` for ``MediaEngine(config, policy_factory=...)``;
+    ``on_mixing``: see :attr:`ConferenceIntelligencePolicy.on_mixing`."""
+    return ConferenceIntelligencePolicy(send_message, on_mixing=on_mixing)

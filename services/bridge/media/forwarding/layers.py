@@ -42,29 +42,26 @@ class LayerSwitch:
         self.current = -1
         self.switches = 0
 
-    def _waits(self, layer: int) -> bool:
-        """Whether a switch from :attr:`current` to ``layer`` (>= 0) waits for a key frame."""
-        if not self.wait_for_keyframe or layer == self.current:
-            return False
-        return self.waits_on_down or layer > self.current
-
     @property
     def keyframe_wanted(self) -> int | None:
         """SSRC of the target layer while a switch to it waits for a key frame, else ``None``."""
-        target = self.target
-        if target >= 0 and self._waits(target):
+        target, current = self.target, self.current
+        if target < 0 or target == current or not self.wait_for_keyframe:
+            return None
+        if target > current or self.waits_on_down:
             return self.layer_ssrcs[target]
         return None
 
     def set_target(self, layer: int) -> bool:
-        """Aim at ``layer`` (-1: stop forwarding at once). True when a key frame is now needed."""
+        """Aim at ``layer`` (-1: stop forwarding at once). True when a key frame is now needed
+        (a switch that waits for one, as :attr:`keyframe_wanted` then says)."""
         if layer >= len(self.layer_ssrcs):
             raise ValueError(f"layer {layer} out of range (source has {len(self.layer_ssrcs)})")
         self.target = layer
         if layer < 0:
             self.current = -1
             return False
-        return self._waits(layer)
+        return self.wait_for_keyframe and layer != self.current and (layer > self.current or self.waits_on_down)
 
     def switched(self, layer: int) -> None:
         """The receiver gets ``layer`` from the packet being accepted on."""
