@@ -48,9 +48,9 @@ from ..forwarding.simulcast import (
     audio_source_name,
     parse_h264_packet,
     parse_packet,
+    parse_vp9_packet,
     video_sources,
 )
-from ..forwarding.svc import vp9_descriptor
 from ..model import MediaSources
 from ..packets import red, rtp
 from ..packets.codecs import H264, OPUS, RED, VP8, VP9, CodecMap
@@ -359,8 +359,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         codecs = self._codecs.get(endpoint_id)
         if codecs is not None and codecs.codec(pt) == H264:
             return parse_h264_packet(packet)
-        parsed = parse_packet(packet, False)
-        desc = vp9_descriptor(parsed)
+        parsed = parse_vp9_packet(packet)
+        desc = parsed.vp9
         if desc is None:
             return parsed
         if ssrc in self._svc_layers:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..model import MediaSources
-from ..packets import h264, rtp
+from ..packets import h264, rtp, vp9
 from ..packets.vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
 from .layers import LayerSwitch
 from .mapping import ForwardingMapping
@@ -282,6 +282,12 @@ class ParsedPacket:
             return None
         return desc
 
+    @property
+    def vp9(self) -> vp9.Vp9Descriptor | None:
+        """The VP9 payload descriptor (``packets/vp9.py``), read at each use: a
+        :class:`Vp9Packet` (:func:`parse_vp9_packet`) reads it once for all receivers."""
+        return vp9.parse_descriptor(self.packet, self.payload_offset, self.end)
+
     h264 = False
     """An H.264 packet (:func:`parse_h264_packet`): key frames are found by ``packets/h264.py``."""
 
@@ -291,6 +297,26 @@ class H264Packet(ParsedPacket):
 
     __slots__ = ()
     h264 = True
+
+
+class Vp9Packet(ParsedPacket):
+    """A parsed VP9 packet (no VP8 descriptor): its VP9 descriptor is read on first use and kept."""
+
+    __slots__ = ("_vp9", "_vp9_unread")
+
+    def __init__(
+        self, packet: bytes | bytearray | memoryview, seq: int, timestamp: int, payload_offset: int, end: int
+    ) -> None:
+        super().__init__(packet, seq, timestamp, payload_offset, end, False)
+        self._vp9: vp9.Vp9Descriptor | None = None
+        self._vp9_unread = True
+
+    @property
+    def vp9(self) -> vp9.Vp9Descriptor | None:
+        if self._vp9_unread:
+            self._vp9_unread = False
+            self._vp9 = vp9.parse_descriptor(self.packet, self.payload_offset, self.end)
+        return self._vp9
 
 
 _MALFORMED = ParsedPacket(b"", -1, 0, -1, -1, False)
@@ -303,6 +329,15 @@ def parse_h264_packet(packet: bytes | bytearray | memoryview) -> ParsedPacket:
         return _MALFORMED
     seq, timestamp = rtp.sequence_number_and_timestamp(packet)
     return H264Packet(packet, seq, timestamp, offset, end, False)
+
+
+def parse_vp9_packet(packet: bytes | bytearray | memoryview) -> ParsedPacket:
+    """:func:`parse_packet` of a VP9 packet (a :class:`Vp9Packet`, unless malformed)."""
+    offset, end = rtp.payload_bounds(packet)
+    if offset < 0:
+        return _MALFORMED
+    seq, timestamp = rtp.sequence_number_and_timestamp(packet)
+    return Vp9Packet(packet, seq, timestamp, offset, end)
 
 
 def parse_packet(packet: bytes | bytearray | memoryview, vp8: bool = True) -> ParsedPacket:

@@ -27,26 +27,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..packets import rtp
-from ..packets.vp9 import Vp9Descriptor, parse_descriptor
+from ..packets.vp9 import Vp9Descriptor
 from .layers import LayerSwitch
 from .mapping import ForwardingMapping
+from .simulcast import parse_vp9_packet
 
 if TYPE_CHECKING:
     from .simulcast import ParsedPacket, VideoSource
 
 ALL_TEMPORAL = 7
-
-
-_last: list[object] = [None, None]  # (the ParsedPacket, its descriptor): parsed once for all receivers
-
-
-def vp9_descriptor(parsed: ParsedPacket) -> Vp9Descriptor | None:
-    """The VP9 descriptor of a parsed packet, read once however many receivers ask."""
-    if _last[0] is parsed:
-        return _last[1]  # type: ignore[return-value]
-    desc = parse_descriptor(parsed.packet, parsed.payload_offset, parsed.end) if parsed.payload_offset >= 0 else None
-    _last[0], _last[1] = parsed, desc
-    return desc
 
 
 class SvcProjection(LayerSwitch):
@@ -98,12 +87,10 @@ class SvcProjection(LayerSwitch):
         """Whether this receiver gets ``packet``; when it does, :attr:`mapping` is what it is
         forwarded under. Does not modify the packet."""
         if parsed is None:
-            from .simulcast import parse_packet
-
-            parsed = parse_packet(bytes(packet), vp8=False)
+            parsed = parse_vp9_packet(bytes(packet))
         if parsed.payload_offset < 0:
             return False
-        desc = vp9_descriptor(parsed)
+        desc = parsed.vp9  # a Vp9Packet's: read once for all receivers
         seq = parsed.seq
         newest = self._newest_seq
         newer = newest is None or 0 < ((seq - newest) & 0xFFFF) < 0x8000
