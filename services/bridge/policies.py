@@ -30,8 +30,9 @@ class ConferencePolicies:
         """A new policy for ``conference_id``, closing the one the engine had dropped (its last
         endpoint left) before the conference got endpoints again."""
         self._close(conference_id)
-        policy = self._policies[conference_id] = intelligence_policy_factory(conference_id, send)
-        policy.on_mixing = lambda mixer: self._mixing(conference_id, policy, mixer)
+        policy = self._policies[conference_id] = intelligence_policy_factory(
+            conference_id, send, lambda mixer: self._mixing(conference_id, policy, mixer)
+        )
         return policy
 
     def get(self, conference_id: str) -> ConferenceIntelligencePolicy | None:
@@ -46,9 +47,7 @@ class ConferencePolicies:
             self._close(conference_id)
 
     def _close(self, conference_id: str) -> None:
-        policy = self._policies.pop(conference_id, None)
-        if policy is not None:
-            policy.on_mixing = None
+        self._policies.pop(conference_id, None)  # what it reports from now on is ignored (_mixing)
         self._stop_mixer(conference_id)
 
     def _mixing(

@@ -30,6 +30,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from services.common import xmpp_names
 from services.common.logging import RateLimitedLogger
 from services.common.xmpp_guard import send_iq_error
 
@@ -76,7 +77,7 @@ class Moderator:
         """The real JID behind an IQ: the broker's client proxy (``focus.<domain>``) sends it to
         us from ``focus.<domain>/<the sender's full JID>``."""
         sender = iq["from"]
-        if sender.bare == f"focus.{self.client.settings.xmpp.domain}" and sender.resource:
+        if sender.bare == xmpp_names.focus_component(self.client.settings.xmpp.domain) and sender.resource:
             return str(sender.resource)
         return str(sender)
 

@@ -74,7 +74,7 @@ class XmppSettings(Section):
 
     @property
     def focus(self) -> str:
-        return self.focus_address or f"focus.{self.domain}"
+        return self.focus_address or xmpp_names.focus_component(self.domain)
 
 
 class MediaSettings(Section):

@@ -2,8 +2,8 @@
 
 No I/O happens here. Sessions hand in stanzas whose ``from`` they have stamped; the broker decides
 where each goes: a bound client session, a component (MUC host, the focus client proxy), the
-server itself (its features: ``modules/disco.py``, ``ping.py``, ``version.py``... hooking
-:class:`~.hooks.ServerIq`), another cluster node, or back as an error.
+server itself (its features: ``modules/disco.py``, ``ping.py``, ``version.py``,
+``extdisco.py``... each hooking :class:`~.hooks.ServerIq`), another cluster node, or back as an error.
 
 A delivery is bytes: stanzas are serialized once and spliced per recipient, so fan-out costs one
 write per recipient.
@@ -35,17 +35,6 @@ class Deliverable(Protocol):
     available: bool
 
     def deliver(self, data: bytes) -> None: ...
-
-
-class ServerIqHandler(Protocol):
-    """A feature module answering IQs addressed to the server's domain (``modules/``)."""
-
-    @property
-    def features(self) -> tuple[str, ...]: ...
-
-    def handles(self, payload: Element) -> bool: ...
-
-    def handle(self, iq: Element, payload: Element, frm: JID) -> Element | None: ...
 
 
 class Component(Protocol):
@@ -117,7 +106,6 @@ class Broker:
         # host and the internal MUC. Guests reach the focus only through its client-proxy address.
         self.guest_blocked: set[str] = set()
         self.session_listeners: list[Callable[[Deliverable, bool], None]] = []
-        self.server_iq_handlers: list[ServerIqHandler] = []
         self.features: list[ServerFeature] = default_features()
         # plain counters read by the metrics collector (cheaper than Prometheus objects per stanza)
         self.stanzas_routed = 0
@@ -294,14 +282,10 @@ class Broker:
 
     # -- what server features read (hooks.ServerView) ----------------------------------------
     def disco_features(self) -> list[str]:
-        own = [var for feature in self.features for var in feature.features]
-        return own + [var for handler in self.server_iq_handlers for var in handler.features]
+        return [var for feature in self.features for var in feature.features]
 
     def disco_items(self) -> list[tuple[str, str]]:
         return [(domain, comp.disco_identity()[2]) for domain, comp in self.components.items()]
-
-    def _iq_handler(self, payload: Element) -> ServerIqHandler | None:
-        return next((h for h in self.server_iq_handlers if h.handles(payload)), None)
 
     def _server_iq(self, iq: Element, to: JID, frm: JID) -> None:
         """IQs the server answers for its domain and for accounts' bare JIDs."""
@@ -312,11 +296,7 @@ class Broker:
         if "to" not in iq.attrs:
             iq.attrs["to"] = str(to)
         answer: Element | None = None
-        if payload is None:
-            pass
-        elif not to.node and (handler := self._iq_handler(payload)) is not None:
-            answer = handler.handle(iq, payload, frm)
-        else:
+        if payload is not None:
             event = ServerIq(iq, payload, to, frm, kind, self)
             for feature in self.features:
                 answer = feature.on_iq(event)

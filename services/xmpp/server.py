@@ -130,7 +130,7 @@ def build_broker(cfg: XmppConfig) -> tuple[Broker, list[MucService]]:
     broker.add_component(
         ClientProxy(cfg.focus_address, focus, cfg.focus_resource, resources_of, broker.send_to)
     )
-    broker.server_iq_handlers.append(external_services(cfg, broker))
+    broker.features.append(external_services(cfg, broker))
     return broker, [conference, brewery]
 
 

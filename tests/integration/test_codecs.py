@@ -1,4 +1,4 @@
-"""Codecs besides VP8 through the whole stack, in three headless Chromiums (issue 16): the focus
+"""Codecs besides VP8 through the whole stack, in three headless Chromiums: the focus
 offers Jicofo's codec set (VP8, VP9, H264, Opus with RED, telephone-event) and each page picks its
 camera's codec from its URL.
 

@@ -1,4 +1,4 @@
-"""Call hijack (issue 14, point 1), in real Chromium through nginx: a raw XMPP guest in the room
+"""Call hijack (docs/security.md, "Who may drive a page's call"), in real Chromium through nginx: a raw XMPP guest in the room
 sends a victim page a forged Jingle ``session-initiate`` (its own ICE candidate, DTLS fingerprint
 and bridge-channel URL), and a forged ``session-terminate`` for the victim's real session.
 

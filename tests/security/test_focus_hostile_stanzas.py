@@ -1,4 +1,4 @@
-"""One stanza must not knock a service off (issue 14, point 3), against the stack the launcher
+"""One stanza must not knock a service off (docs/security.md), against the stack the launcher
 starts, through nginx: a guest sends the focus (by its account and by its component address)
 and the bridge stanzas nested hundreds and thousands of levels deep, large ones, and malformed
 Jingle and conference requests. Each gets an error (or is dropped); the focus and the bridge keep

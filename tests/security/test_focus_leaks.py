@@ -1,4 +1,4 @@
-"""Leaks (issue 14, point 5), against the stack the launcher starts, through nginx: conferences a
+"""Leaks (docs/security.md, "Conferences do not leak"), against the stack the launcher starts, through nginx: conferences a
 guest requested and never joined, or left, are ended (Colibri conference expired on the bridge,
 MUC room destroyed); conference requests are rate-limited per session with a clear error.
 

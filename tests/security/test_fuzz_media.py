@@ -1,5 +1,5 @@
 """Property-based fuzzing (hypothesis) of the parsers every guest's bytes reach on the media side
-and of the Colibri models (issue 14, point 5): the bridge-channel parser, STUN, RTP, RTCP, VP8
+and of the Colibri models (docs/security.md, "The bridge's inputs"): the bridge-channel parser, STUN, RTP, RTCP, VP8
 payload descriptors, Colibri JSON, and the services' guarded XMPP stream reader. For any input
 only the documented parse error escapes, and the state kept per peer stays bounded.
 """

@@ -1,4 +1,4 @@
-"""Bridge inputs (issue 14, points 4 and 6) against the stack the launcher starts, through nginx
+"""Bridge inputs (docs/security.md, "The bridge's inputs") against the stack the launcher starts, through nginx
 where a client would come from: malformed STUN on the media port, hostile bridge-channel
 messages, an endpoint that never reads its Colibri WebSocket, odd endpoint ids and unknown
 bridge server ids. Each gets a clear error for that client only, a rate-limited log line (never a

@@ -12,11 +12,10 @@ that is open.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Any, Protocol
+from typing import Protocol
 
 from services.common import bridge_channel as bc
 from services.common.logging import RateLimitedLogger
@@ -117,13 +116,10 @@ class BridgeChannels:
 
     # --- to endpoints --------------------------------------------------------------------------
 
-    def send(
-        self, conference_id: str, endpoint_id: str, message: bc.BridgeChannelMessage | dict[str, Any]
-    ) -> bool:
-        """Queue a message for the endpoint; False if no transport has an open channel to it."""
-        text = (
-            json.dumps(message, separators=(",", ":")) if isinstance(message, dict) else bc.serialize(message)
-        )
+    def send(self, conference_id: str, endpoint_id: str, message: bc.BridgeChannelMessage) -> bool:
+        """Queue a message for the endpoint (serialized here, once); False if no transport has an
+        open channel to it."""
+        text = bc.serialize(message)
         for transport in self._order(conference_id, endpoint_id):
             if transport.send_text(conference_id, endpoint_id, text):
                 return True

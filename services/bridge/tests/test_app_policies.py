@@ -69,6 +69,12 @@ async def test_a_conference_rebuilt_by_the_engine_replaces_and_closes_the_old_po
     new = bridge.policies.create("c2", lambda endpoint, message: None)
     assert bridge.policies.get("c2") is new
     assert len(mixer_threads()) == before
+    old.set_audio_mixing("x", False)
+    old.set_audio_mixing("y", True)  # what the closed policy reports starts no thread
+    assert len(mixer_threads()) == before
+    new.set_audio_mixing("x", True)
+    assert len(mixer_threads()) == before + 1
+    bridge.policies.forget_all()
 
 
 async def test_forget_all_stops_every_mixer_thread() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ...common.turn import turn_credential
+from ..hooks import ServerIq
 from ..jid import JID
 from ..stanza import error_reply, iq_result
 from ..xml import Element
@@ -55,8 +56,9 @@ class _Service:
 
 
 class ExternalServices:
-    """Answers extdisco IQs addressed to the server. ``is_client(jid)`` says whether ``jid`` is
-    a bound client session here; ``clock`` gives Unix time."""
+    """A server feature (``hooks.py``) answering extdisco IQs addressed to the server's domain.
+    ``is_client(jid)`` says whether ``jid`` is a bound client session here; ``clock`` gives Unix
+    time."""
 
     def __init__(
         self,
@@ -82,6 +84,12 @@ class ExternalServices:
 
     def handles(self, payload: Element) -> bool:
         return self.settings.enabled and payload.ns == EXTDISCO_NS
+
+    def on_iq(self, event: ServerIq) -> Element | None:
+        """The answer to an extdisco IQ to the server's domain; None for any other IQ."""
+        if event.to.node or not self.handles(event.payload):
+            return None
+        return self.handle(event.iq, event.payload, event.frm)
 
     def handle(self, iq: Element, payload: Element, frm: JID) -> Element | None:
         """The answer (result or error) to an extdisco IQ from ``frm``."""

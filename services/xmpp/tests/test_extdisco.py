@@ -15,7 +15,7 @@ SETTINGS = ExtDiscoSettings("sekrit", "turn.example.org", 3478, 5349, ("udp", "t
 
 def broker_with_extdisco(settings: ExtDiscoSettings = SETTINGS):
     broker, *_ = make_broker()
-    broker.server_iq_handlers.append(
+    broker.features.append(
         ExternalServices(settings, lambda jid: broker.session_for(jid) is not None, clock=lambda: NOW)
     )
     return broker
@@ -74,6 +74,13 @@ def test_disco_info_advertises_the_feature_only_when_configured() -> None:
         features = {f.get("var") for f in info.first_element().find_all("feature")}
         assert (EXTDISCO_NS in features) is advertised
     (reply,) = guest.send(f"<iq type='get' id='e' to='{DOMAIN}'><services xmlns='{EXTDISCO_NS}'/></iq>")
+    assert reply.find("error").first_element().name == "service-unavailable"
+
+
+def test_an_extdisco_iq_to_an_account_is_not_the_servers() -> None:
+    guest = login(broker_with_extdisco())
+    bare = f"{guest.session.jid.node}@{DOMAIN}"
+    (reply,) = guest.send(f"<iq type='get' id='e' to='{bare}'><services xmlns='{EXTDISCO_NS}'/></iq>")
     assert reply.find("error").first_element().name == "service-unavailable"
 
 

@@ -67,9 +67,7 @@ def test_the_transport_used_last_is_preferred_and_an_open_one_is_the_fallback() 
     assert hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=["b-v0"]))  # any open one
     hub.opened("conf", "a", "datachannel", take_over=False)  # nothing used yet: taken
     assert hub.transport_of("conf", "a") == "datachannel"
-    hub.send(
-        "conf", "a", {"colibriClass": "DominantSpeakerEndpointChangeEvent", "dominantSpeakerEndpoint": "b"}
-    )
+    hub.send("conf", "a", bc.DominantSpeakerEndpointChangeEvent(dominant_speaker_endpoint="b"))
     assert dc.sent[-1][1]["colibriClass"] == "DominantSpeakerEndpointChangeEvent"
     hub.opened("conf", "a", "websocket")
     hub.send("conf", "a", bc.ForwardedSources(forwarded_sources=[]))

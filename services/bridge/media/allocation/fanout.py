@@ -3,7 +3,7 @@ subscriptions, so the packet path does no lookup per receiver (cf. mediasoup's R
 each packet to the Consumers of its Producer).
 
 Per accepted packet a target's subscription follows its projection's mapping
-(:class:`~.mapping.ForwardingMapping`) by identity: the projection owns it and replaces it at a
+(:class:`~..forwarding.mapping.ForwardingMapping`) by identity: the projection owns it and replaces it at a
 switch, so ``sub.mapping is not projection.mapping`` is the whole check."""
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ cores of this package, each owning one concept:
 
 * the video allocation (``video_policy.py`` over ``allocator.py`` and ``settings.py``: last-N,
   receiver constraints, layers within each receiver's bandwidth);
-* the stream fan-out targets the packet path walks (``fanout.py``), each receiver's
-  :class:`~.simulcast.SimulcastProjection` owning what it sees of a stream;
-* dominant-speaker detection (``speaker.py``), the layer meter (``simulcast.LayerMeter``), each
-  receiver's downlink estimate (``bandwidth.py``), media connectivity (``connectivity.py``);
+* the stream fan-out targets the packet path walks (``fanout.py``), each receiver's projection
+  (:class:`~..forwarding.simulcast.SimulcastProjection`, or ``forwarding/svc.py``'s for VP9 SVC)
+  owning what it sees of a stream;
+* dominant-speaker detection (``speaker.py``), the layer meter (``forwarding/simulcast.py``'s
+  ``LayerMeter``), each receiver's downlink estimate (``bandwidth.py``), media connectivity
+  (``connectivity.py``);
 * audio subscriptions (:class:`AudioSubscription`) and, for mixer channels, the
   :class:`~.mixer.MixMinusMixer` the policy feeds (its thread is owned by the conference
   policies registry, ``services/bridge/policies.py``, which creates and closes every policy).
@@ -46,9 +48,9 @@ from ..forwarding.simulcast import (
     audio_source_name,
     parse_h264_packet,
     parse_packet,
+    parse_vp9_packet,
     video_sources,
 )
-from ..forwarding.svc import vp9_descriptor
 from ..model import MediaSources
 from ..packets import red, rtp
 from ..packets.codecs import H264, OPUS, RED, VP8, VP9, CodecMap
@@ -135,6 +137,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         allocation_interval: float = 1.0,
         speaker_settings: SpeakerDetectorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_mixing: Callable[[MixMinusMixer | None], None] | None = None,
     ) -> None:
         super().__init__(send_message)
         self.video = ConferenceVideoPolicy(default_max_height)
@@ -165,7 +168,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._next_allocation = float("-inf")
         # audio mixing for "rtp-level-relay-type": "mixer" channels (created on first use)
         self.mixer: MixMinusMixer | None = None
-        self.on_mixing: Callable[[MixMinusMixer | None], None] | None = None
+        self.on_mixing = on_mixing
         """Told the mixer when the first mixer channel appears and ``None`` when the last one
         goes: the owner of the mixing clock (a thread) starts and stops it then."""
         self._mixed: dict[str, MixedRtpStream] = {}  # mixer receiver -> its mixed stream
@@ -290,7 +293,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._tick(now)
 
     def select(
-        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+        self, stream: IncomingStream, packet: bytes, payload_type: int, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         now = self._clock()
         sender = stream.sender
@@ -302,10 +305,10 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
                 red = self._audio_payload_types(sender)[0]
             else:
                 red = known[1]
-            if packet[1] & 0x7F in red:
+            if payload_type in red:
                 subscriptions = self._red_audio(stream, subscriptions)
             if self.mixer is not None:
-                subscriptions = self._mix_audio(stream, packet, subscriptions)
+                subscriptions = self._mix_audio(stream, packet, payload_type, subscriptions)
             if self._audio_subscriptions:
                 source = audio_source_name(stream.endpoint_id)
                 subscriptions = [
@@ -319,11 +322,10 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             self._learn_sources(sender.id, sender.sources, now)
         ssrc = stream.ssrc
         self.meter.on_packet(ssrc, len(packet), now)
-        pt = packet[1] & 0x7F
-        if pt in self._other_video_payload_types.get(sender.id, ()):
-            parsed = self._other_codec(sender.id, ssrc, pt, packet, now)
+        if payload_type in self._other_video_payload_types.get(sender.id, ()):
+            parsed = self._other_codec(sender.id, ssrc, payload_type, packet, now)
         else:
-            parsed = parse_packet(packet, pt in self._vp8_payload_types.get(sender.id, ()))
+            parsed = parse_packet(packet, payload_type in self._vp8_payload_types.get(sender.id, ()))
         if ssrc in self._simulcast_ssrcs and parsed.vp8_keyframe() is not None:
             # learn layer heights from key frames (the descriptor is read only at frame starts)
             self.meter.on_keyframe(ssrc, packet, parsed.payload_offset, parsed.end)
@@ -357,8 +359,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         codecs = self._codecs.get(endpoint_id)
         if codecs is not None and codecs.codec(pt) == H264:
             return parse_h264_packet(packet)
-        parsed = parse_packet(packet, False)
-        desc = vp9_descriptor(parsed)
+        parsed = parse_vp9_packet(packet)
+        desc = parsed.vp9
         if desc is None:
             return parsed
         if ssrc in self._svc_layers:
@@ -404,14 +406,14 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         return subscriptions
 
     def _mix_audio(
-        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+        self, stream: IncomingStream, packet: bytes, pt: int, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
-        """Hand the Opus payload to the mixer; mixer channels do not get the stream itself."""
+        """Hand the Opus payload to the mixer (``pt``: the packet's payload type); mixer
+        channels do not get the stream itself."""
         assert self.mixer is not None
         offset, end = rtp.payload_bounds(packet)
         if offset >= 0:
             red_pts, opus_pts = self._audio_payload_types(stream.sender)
-            pt = packet[1] & 0x7F
             if pt in red_pts:
                 primary = red.primary_payload(packet, offset, end)
                 if primary is not None:
@@ -529,7 +531,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
 
 def _strip_red(red_payload_types: frozenset[int]) -> Callable[[bytearray], None]:
     def strip(packet: bytearray) -> None:
-        if packet[1] & 0x7F in red_payload_types:
+        if rtp.payload_type(packet) in red_payload_types:
             offset, end = rtp.payload_bounds(packet)
             if offset >= 0:
                 red.strip_to_primary(packet, offset, end)
@@ -538,7 +540,10 @@ def _strip_red(red_payload_types: frozenset[int]) -> Callable[[bytearray], None]
 
 
 def intelligence_policy_factory(
-    conference_id: str, send_message: SendMessage
+    conference_id: str,
+    send_message: SendMessage,
+    on_mixing: Callable[[MixMinusMixer | None], None] | None = None,
 ) -> ConferenceIntelligencePolicy:
-    """A :data:`policy.PolicyFactory` for ``MediaEngine(config, policy_factory=...)``."""
-    return ConferenceIntelligencePolicy(send_message)
+    """A :data:`policy.PolicyFactory` for ``MediaEngine(config, policy_factory=...)``;
+    ``on_mixing``: see :attr:`ConferenceIntelligencePolicy.on_mixing`."""
+    return ConferenceIntelligencePolicy(send_message, on_mixing=on_mixing)

@@ -6,8 +6,9 @@ sources in speaker order and their measured layers, recomputes on events (a mess
 change, new sources, a new bandwidth estimate, a layer-rate tick) with
 :func:`~.allocator.allocate`, and returns what changed: bridge-channel messages to send
 (``ForwardedSources`` to receivers, ``SenderSourceConstraints`` to senders) and key frames to ask
-for. It owns the per-receiver :class:`~.simulcast.SimulcastProjection` of every source; the
-forwarding loop reads :attr:`ConferenceVideoPolicy.routes` per packet: one dict lookup by SSRC
+for. It owns the per-receiver projection of every source
+(:class:`~..forwarding.simulcast.SimulcastProjection`, :class:`~..forwarding.svc.SvcProjection`,
+both a :class:`~..forwarding.layers.LayerSwitch`); the forwarding loop reads :attr:`ConferenceVideoPolicy.routes` per packet: one dict lookup by SSRC
 gives the receivers of that stream and their projections.
 
 Each receiver has a :class:`~.probing.StepUpProbe`, advanced at every allocation tick with the

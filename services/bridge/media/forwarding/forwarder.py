@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.bridge.media")
 
 _unpack_header = rtp.unpack_header
+_PAYLOAD_TYPE = rtp.PAYLOAD_TYPE_MASK
 
 
 class ConferenceForwarder:
@@ -190,7 +191,7 @@ class ConferenceForwarder:
         """A decrypted RTP packet from ``sender``: cache it and fan it out."""
         if len(packet) < 12:
             return
-        _, _, seq, ts, ssrc = _unpack_header(packet)
+        _, marker_pt, seq, ts, ssrc = _unpack_header(packet)
         feedback = sender.transport_cc
         forwarded = packet
         stamp_at = -1
@@ -244,7 +245,7 @@ class ConferenceForwarder:
             level = rtp.audio_level(packet, stream.audio_level_ext)
             if level is not None:
                 self.policy.observe_audio_level(stream, level[0], level[1], now)
-        subscriptions = self.policy.select(stream, packet, stream.subscriptions)
+        subscriptions = self.policy.select(stream, packet, marker_pt & _PAYLOAD_TYPE, stream.subscriptions)
         self.packets_forwarded += len(subscriptions)
         packet = forwarded
         if self.native is not None and subscriptions:

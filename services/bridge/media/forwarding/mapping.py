@@ -3,14 +3,14 @@
 A receiver may see a stream under another SSRC, with its sequence numbers and timestamps shifted
 and its VP8 picture ids rewritten: a simulcast layer shown as the source's one continuous stream
 (RFC 7667 section 3.7, a media-switching mixer). :class:`ForwardingMapping` is that mapping as a
-value. It is immutable: whoever decides it (the receiver's
-:class:`~.simulcast.SimulcastProjection`, at a layer switch) makes a new one, so a subscription
+value. It is immutable: whoever decides it (the receiver's projection, a
+:class:`~.layers.LayerSwitch`: simulcast or VP9 SVC, at a layer switch) makes a new one, so a subscription
 knows it must follow by identity alone (``sub.mapping is not projection.mapping``), and a mapping
 packets were sent under stays valid for retransmitting them.
 
-The projection owns the mapping; a :class:`~.forwarder.Subscription` points at the one its packets
+The projection owns the mapping; a :class:`~.streams.Subscription` points at the one its packets
 are forwarded under now (the identity until a policy says otherwise), and
-:meth:`~.forwarder.Subscription.follow` is the one place that mirrors it into the C loop's
+:meth:`~.streams.Subscription.follow` is the one place that mirrors it into the C loop's
 ``parley_subscription`` (``native.py``).
 """
 

@@ -203,7 +203,7 @@ class Retransmitter:
             self.redundant_rtx_dropped += 1
             return
         media.cache.put(seq, original, now)
-        for sub in self.policy.select(media, original, media.subscriptions):
+        for sub in self.policy.select(media, original, rtp.payload_type(original), media.subscriptions):
             out_seq = (seq + sub.mapping.seq_delta) & 0xFFFF
             sub.sent.record(out_seq, seq)
             sub.sent.mark_resent(out_seq, now)

@@ -28,10 +28,12 @@ class ForwardingPolicy:
         self.request_keyframe: Callable[[IncomingStream, float], None] | None = None
 
     def select(
-        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+        self, stream: IncomingStream, packet: bytes, payload_type: int, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         """The subscriptions (one per receiving endpoint) that get ``packet`` of ``stream``.
-        Called for every RTP packet: keep it cheap. ``packet`` is the decrypted RTP packet."""
+        Called for every RTP packet: keep it cheap. ``packet`` is the decrypted RTP packet,
+        ``payload_type`` the one its header carries (read once, by the forwarder, with
+        ``packets/rtp.py``)."""
         return subscriptions
 
     def observe_audio_level(self, stream: IncomingStream, level: int, voice: bool, now: float) -> None:

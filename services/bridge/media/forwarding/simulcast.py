@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..model import MediaSources
-from ..packets import h264, rtp
+from ..packets import h264, rtp, vp9
 from ..packets.vp8 import Vp8Descriptor, keyframe_size, parse_descriptor, rewrite_descriptor
+from .layers import LayerSwitch
 from .mapping import ForwardingMapping
 
 VIDEO_CLOCK_RATE = 90_000
@@ -281,6 +282,12 @@ class ParsedPacket:
             return None
         return desc
 
+    @property
+    def vp9(self) -> vp9.Vp9Descriptor | None:
+        """The VP9 payload descriptor (``packets/vp9.py``), read at each use: a
+        :class:`Vp9Packet` (:func:`parse_vp9_packet`) reads it once for all receivers."""
+        return vp9.parse_descriptor(self.packet, self.payload_offset, self.end)
+
     h264 = False
     """An H.264 packet (:func:`parse_h264_packet`): key frames are found by ``packets/h264.py``."""
 
@@ -290,6 +297,26 @@ class H264Packet(ParsedPacket):
 
     __slots__ = ()
     h264 = True
+
+
+class Vp9Packet(ParsedPacket):
+    """A parsed VP9 packet (no VP8 descriptor): its VP9 descriptor is read on first use and kept."""
+
+    __slots__ = ("_vp9", "_vp9_unread")
+
+    def __init__(
+        self, packet: bytes | bytearray | memoryview, seq: int, timestamp: int, payload_offset: int, end: int
+    ) -> None:
+        super().__init__(packet, seq, timestamp, payload_offset, end, False)
+        self._vp9: vp9.Vp9Descriptor | None = None
+        self._vp9_unread = True
+
+    @property
+    def vp9(self) -> vp9.Vp9Descriptor | None:
+        if self._vp9_unread:
+            self._vp9_unread = False
+            self._vp9 = vp9.parse_descriptor(self.packet, self.payload_offset, self.end)
+        return self._vp9
 
 
 _MALFORMED = ParsedPacket(b"", -1, 0, -1, -1, False)
@@ -304,6 +331,15 @@ def parse_h264_packet(packet: bytes | bytearray | memoryview) -> ParsedPacket:
     return H264Packet(packet, seq, timestamp, offset, end, False)
 
 
+def parse_vp9_packet(packet: bytes | bytearray | memoryview) -> ParsedPacket:
+    """:func:`parse_packet` of a VP9 packet (a :class:`Vp9Packet`, unless malformed)."""
+    offset, end = rtp.payload_bounds(packet)
+    if offset < 0:
+        return _MALFORMED
+    seq, timestamp = rtp.sequence_number_and_timestamp(packet)
+    return Vp9Packet(packet, seq, timestamp, offset, end)
+
+
 def parse_packet(packet: bytes | bytearray | memoryview, vp8: bool = True) -> ParsedPacket:
     """Sequence number, timestamp, payload bounds and (``vp8``, on first use) the VP8 payload
     descriptor of ``packet``, which must not change while the result is in use."""
@@ -314,13 +350,14 @@ def parse_packet(packet: bytes | bytearray | memoryview, vp8: bool = True) -> Pa
     return ParsedPacket(packet, seq, timestamp, offset, end, vp8)
 
 
-class SimulcastProjection:
+class SimulcastProjection(LayerSwitch):
     """What one receiver gets of one video source: one layer, rewritten to look continuous.
 
-    ``target`` is set by the allocator (``-1`` = forward nothing). A switch to the target layer
-    happens on the first key frame of that layer; until then the current layer keeps flowing (or
-    nothing, at the start). :attr:`keyframe_wanted` names the SSRC the bridge should send a PLI to
-    while a switch waits.
+    ``target`` is set by the allocator (``-1`` = forward nothing; :class:`~.layers.LayerSwitch`
+    keeps target and current layer). A switch to the target layer, up or down, happens on the
+    first key frame of that layer; until then the current layer keeps flowing (or nothing, at the
+    start). :attr:`keyframe_wanted` names the SSRC the bridge should send a PLI to while a switch
+    waits.
 
     Two ways to use it, same decisions:
 
@@ -349,27 +386,17 @@ class SimulcastProjection:
         "_switch_seq_due",
         "_tl0_offset",
         "_ts_offset",
-        "current",
-        "layer_ssrcs",
-        "mapping",
-        "out_ssrc",
-        "switches",
-        "target",
-        "wait_for_keyframe",
     )
 
     def __init__(self, source: VideoSource, wait_for_keyframe: bool | None = None) -> None:
         """``wait_for_keyframe``: start and switch only at key frames (default: when the source
         has more than one layer; a single-layer stream starts at once and its receiver asks for
         a key frame itself)."""
-        self.wait_for_keyframe = len(source.layers) > 1 if wait_for_keyframe is None else wait_for_keyframe
-        self.out_ssrc = source.primary_ssrc
-        self.layer_ssrcs = source.ssrcs
-        self.mapping = ForwardingMapping(self.out_ssrc)
-        """What the receiver sees of the current layer; replaced (never changed) at each switch."""
-        self.target = -1
-        self.current = -1
-        self.switches = 0
+        super().__init__(
+            source,
+            len(source.layers) > 1 if wait_for_keyframe is None else wait_for_keyframe,
+            ForwardingMapping(source.primary_ssrc),
+        )
         self._seq_offset = 0
         self._ts_offset = 0
         self._pid_offset = 0
@@ -385,23 +412,6 @@ class SimulcastProjection:
         # as ``_next_seq - 1 + _seq_offset``)
         self._next_seq: int | None = None
         self._parsed: ParsedPacket | None = None  # the packet accepted last
-
-    @property
-    def keyframe_wanted(self) -> int | None:
-        """SSRC of the target layer while a switch to it waits for a key frame, else ``None``."""
-        if self.wait_for_keyframe and self.target >= 0 and self.target != self.current:
-            return self.layer_ssrcs[self.target]
-        return None
-
-    def set_target(self, layer: int) -> bool:
-        """Aim at ``layer`` (-1: stop forwarding at once). True when a key frame is now needed."""
-        if layer >= len(self.layer_ssrcs):
-            raise ValueError(f"layer {layer} out of range (source has {len(self.layer_ssrcs)})")
-        self.target = layer
-        if layer < 0:
-            self.current = -1
-            return False
-        return self.wait_for_keyframe and layer != self.current
 
     def project(self, packet: bytearray, layer: int, now: float) -> bool:
         """:meth:`accept` and, when accepted, :meth:`rewrite` ``packet`` (a VP8 RTP packet) in place."""
@@ -539,8 +549,7 @@ class SimulcastProjection:
                     self._tl0_offset = last_tl0 + 1 - desc.tl0picidx
         self._switch_seq = parsed.seq
         self._switch_seq_due = (parsed.seq + 0x4000) & 0xFFFF
-        self.current = self.target
-        self.switches += 1
+        self.switched(self.target)
         self.mapping = ForwardingMapping(
             self.layer_ssrcs[self.current],
             self.out_ssrc,

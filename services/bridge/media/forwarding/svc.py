@@ -26,8 +26,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..packets.vp9 import Vp9Descriptor, parse_descriptor
+from ..packets import rtp
+from ..packets.vp9 import Vp9Descriptor
+from .layers import LayerSwitch
 from .mapping import ForwardingMapping
+from .simulcast import parse_vp9_packet
 
 if TYPE_CHECKING:
     from .simulcast import ParsedPacket, VideoSource
@@ -35,78 +38,44 @@ if TYPE_CHECKING:
 ALL_TEMPORAL = 7
 
 
-def _set_marker(packet: bytearray) -> None:
-    packet[1] |= 0x80
-
-
-_last: list[object] = [None, None]  # (the ParsedPacket, its descriptor): parsed once for all receivers
-
-
-def vp9_descriptor(parsed: ParsedPacket) -> Vp9Descriptor | None:
-    """The VP9 descriptor of a parsed packet, read once however many receivers ask."""
-    if _last[0] is parsed:
-        return _last[1]  # type: ignore[return-value]
-    desc = parse_descriptor(parsed.packet, parsed.payload_offset, parsed.end) if parsed.payload_offset >= 0 else None
-    _last[0], _last[1] = parsed, desc
-    return desc
-
-
-class SvcProjection:
+class SvcProjection(LayerSwitch):
     """What one receiver gets of one VP9 SVC source: spatial layers up to :attr:`current`.
 
-    Same interface as :class:`~.simulcast.SimulcastProjection` (``target``, ``current``,
-    ``set_target``, ``accept``, ``mapping``, ``keyframe_wanted``); the layer argument of
-    :meth:`accept` is ignored: the layer is in each packet's descriptor."""
+    A :class:`~.layers.LayerSwitch` as :class:`~.simulcast.SimulcastProjection` is (``target``,
+    ``current``, ``set_target``, ``accept``, ``mapping``, ``keyframe_wanted``); only a switch up
+    waits for a key picture. The layer argument of :meth:`accept` is ignored: the layer is in
+    each packet's descriptor."""
 
     __slots__ = (
         "_delta",
         "_last_drop_seq",
         "_mapping_marked",
         "_newest_seq",
-        "current",
         "current_tid",
-        "layer_ssrcs",
-        "mapping",
-        "out_ssrc",
-        "switches",
-        "target",
         "target_tid",
-        "wait_for_keyframe",
     )
 
+    waits_on_down = False
+
     def __init__(self, source: VideoSource, wait_for_keyframe: bool | None = None) -> None:
-        self.out_ssrc = source.primary_ssrc
-        self.layer_ssrcs = source.ssrcs
-        self.wait_for_keyframe = True if wait_for_keyframe is None else wait_for_keyframe
-        self.target = -1
-        self.current = -1
+        super().__init__(
+            source,
+            True if wait_for_keyframe is None else wait_for_keyframe,
+            ForwardingMapping(source.layers[0].ssrc, source.primary_ssrc),
+        )
         self.target_tid = ALL_TEMPORAL
         self.current_tid = ALL_TEMPORAL
-        self.switches = 0
         self._delta = 0
         self._newest_seq: int | None = None
         self._last_drop_seq: int | None = None
-        self.mapping = ForwardingMapping(source.layers[0].ssrc, self.out_ssrc)
         self._mapping_marked = False
-
-    @property
-    def keyframe_wanted(self) -> int | None:
-        """The stream's SSRC while a switch up waits for a key picture, else ``None``."""
-        if self.wait_for_keyframe and self.target > self.current:
-            return self.layer_ssrcs[0]
-        return None
 
     def set_target(self, layer: int, tid: int = ALL_TEMPORAL) -> bool:
         """Aim at spatial layer ``layer`` (-1: stop at once) and temporal layers up to ``tid``.
         True when a key picture is now needed (a switch up)."""
-        if layer >= len(self.layer_ssrcs):
-            raise ValueError(f"layer {layer} out of range (source has {len(self.layer_ssrcs)})")
-        self.target = layer
+        wanted = super().set_target(layer)
         self.target_tid = tid
-        if layer < 0:
-            self.current = -1
-            return False
-        return self.wait_for_keyframe and layer > self.current
+        return wanted
 
     def accept(
         self,
@@ -118,12 +87,10 @@ class SvcProjection:
         """Whether this receiver gets ``packet``; when it does, :attr:`mapping` is what it is
         forwarded under. Does not modify the packet."""
         if parsed is None:
-            from .simulcast import parse_packet
-
-            parsed = parse_packet(bytes(packet), vp8=False)
+            parsed = parse_vp9_packet(bytes(packet))
         if parsed.payload_offset < 0:
             return False
-        desc = vp9_descriptor(parsed)
+        desc = parsed.vp9  # a Vp9Packet's: read once for all receivers
         seq = parsed.seq
         newest = self._newest_seq
         newer = newest is None or 0 < ((seq - newest) & 0xFFFF) < 0x8000
@@ -139,8 +106,7 @@ class SvcProjection:
             elif 0 <= self.current == desc.sid - 1 < self.target and not desc.inter_picture:
                 # a layer frame predicted only from the layer below, which the receiver has in
                 # this picture: a switching point to that layer (full SVC modes, L3T3)
-                self.current = desc.sid
-                self.switches += 1
+                self.switched(desc.sid)
         forward = (
             self.current >= 0
             and desc is not None
@@ -159,11 +125,11 @@ class SvcProjection:
 
     def _use(self, desc: Vp9Descriptor, packet: bytes | bytearray | memoryview) -> bool:
         # the end of the receiver's picture: the last packet of its top layer frame
-        marked = desc.end_of_layer_frame and desc.layer == self.current and not packet[1] & 0x80
+        marked = desc.end_of_layer_frame and desc.layer == self.current and not rtp.has_marker(packet)
         mapping = self.mapping
         if mapping.seq_delta != self._delta or marked != self._mapping_marked:
             self.mapping = ForwardingMapping(
-                mapping.source_ssrc, self.out_ssrc, self._delta, 0, _set_marker if marked else None
+                mapping.source_ssrc, self.out_ssrc, self._delta, 0, rtp.set_marker if marked else None
             )
             self._mapping_marked = marked
         return True
@@ -177,13 +143,11 @@ class SvcProjection:
         key = desc.starts_key_picture
         if target != self.current:
             if target < self.current or key or (not self.wait_for_keyframe and self.current >= 0):
-                self.current = target
-                self.switches += 1
+                self.switched(target)
                 if key:
                     self.current_tid = self.target_tid
             elif self.current < 0 and not self.wait_for_keyframe:
-                self.current = target
-                self.switches += 1
+                self.switched(target)
         if self.target_tid != self.current_tid and self.current >= 0:
             if self.target_tid < self.current_tid or desc.temporal == 0 or key or desc.switching_up:
                 self.current_tid = self.target_tid

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from . import rtp
+
 MAX_BLOCKS = 16
 
 
@@ -73,6 +75,6 @@ def strip_to_primary(packet: bytearray, offset: int, end: int) -> bool:
     red = parse(packet, offset, end)
     if red is None:
         return False
-    packet[1] = (packet[1] & 0x80) | red.primary_pt
+    rtp.set_payload_type(packet, red.primary_pt)
     del packet[offset : red.primary_start]
     return True

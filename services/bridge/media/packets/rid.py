@@ -7,7 +7,7 @@ extension, or, for its retransmissions, in ``repaired-rtp-stream-id`` (RFC 8852)
 
 The focus signals what every endpoint sends as SSRCs with ``SIM`` and ``FID`` groups over Colibri,
 whatever the browser (as Jitsi does: lib-jitsi-meet groups the SSRCs Firefox lists as ``SIM``), and
-:mod:`.simulcast` turns a ``SIM`` group into a source whose layers are in group order. For an
+:mod:`..forwarding.simulcast` turns a ``SIM`` group into a source whose layers are in group order. For an
 endpoint that negotiated ``rtp-stream-id``, a :class:`RidBinder` reads the RID of the first packet
 of each SSRC and, when what it learnt disagrees with the signalled sources (layers in another
 order, or SSRCs and RTX pairs nobody signalled), returns corrected :class:`MediaSources`: the

@@ -27,7 +27,10 @@ RTP_HEADER_SIZE = 12
 
 unpack_header = _HEADER.unpack_from
 """``(v_p_x_cc, m_pt, sequence_number, timestamp, ssrc)`` of a packet of at least 12 bytes, without
-a Python call: for the packet path, which checks the length itself."""
+a Python call: for the packet path, which checks the length itself; the payload type is
+``m_pt & PAYLOAD_TYPE_MASK``."""
+PAYLOAD_TYPE_MASK = 0x7F
+"""The payload type's bits in the marker/payload-type byte (RFC 3550 section 5.1)."""
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
@@ -54,7 +57,22 @@ def build_header(payload_type: int, marker: bool, seq: int, ts: int, ssrc: int) 
 
 
 def payload_type(packet: bytes | bytearray | memoryview) -> int:
-    return packet[1] & 0x7F
+    return packet[1] & PAYLOAD_TYPE_MASK
+
+
+def set_payload_type(packet: bytearray, pt: int) -> None:
+    """Change the payload type in place, keeping the marker bit."""
+    packet[1] = (packet[1] & 0x80) | (pt & 0x7F)
+
+
+def has_marker(packet: bytes | bytearray | memoryview) -> bool:
+    """The marker bit (M, RFC 3550 section 5.1)."""
+    return packet[1] & 0x80 != 0
+
+
+def set_marker(packet: bytearray) -> None:
+    """Set the marker bit in place (a payload rewrite: ``mapping.PayloadRewrite``)."""
+    packet[1] |= 0x80
 
 
 def sequence_number(packet: bytes | bytearray | memoryview) -> int:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from services.bridge.media.forwarding.simulcast import (
     SimulcastLayer,
     VideoSource,
     parse_h264_packet,
     parse_packet,
+    parse_vp9_packet,
 )
 from services.bridge.media.forwarding.svc import SvcProjection
 from services.bridge.media.model import PayloadType
@@ -323,3 +326,22 @@ def test_svc_switches_up_at_a_layer_frame_predicted_only_from_the_layer_below() 
     sent = run(proj, pkts)
     assert proj.current == 1 and len(sent) == 4
     assert bool(sent[-1][1] & 0x80)  # the receiver's picture now ends with layer 1
+
+
+def test_a_vp9_packet_is_read_once_for_all_its_receivers(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = []
+    real = vp9.parse_descriptor
+
+    def counting(buf: bytes, offset: int, end: int) -> vp9.Vp9Descriptor | None:
+        reads.append(offset)
+        return real(buf, offset, end)
+
+    monkeypatch.setattr(vp9, "parse_descriptor", counting)
+    receivers = [SvcProjection(svc_source()) for _ in range(3)]
+    for proj in receivers:
+        proj.set_target(2)
+    for pkt in picture(1, 1, key=True):
+        parsed = parse_vp9_packet(pkt)
+        assert all(proj.accept(pkt, 0, 0.0, parsed) for proj in receivers)
+    assert len(reads) == 6  # one per packet, not per receiver
+    assert parse_packet(pkt, False).vp9 == parse_vp9_packet(pkt).vp9 is not None  # same reading, uncached

@@ -387,7 +387,7 @@ class OnlyTo(ForwardingPolicy):
         self.levels: list[tuple[str, int, bool]] = []
 
     def select(
-        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+        self, stream: IncomingStream, packet: bytes, payload_type: int, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         chosen = [s for s in subscriptions if s.receiver.id == self.receiver]
         for sub in chosen:
@@ -465,7 +465,7 @@ class ShowAs(ForwardingPolicy):
         self.shown = shown
 
     def select(
-        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+        self, stream: IncomingStream, packet: bytes, payload_type: int, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         for sub in subscriptions:
             if stream.kind == "video" and sub.mapping.out_ssrc != self.shown:
@@ -689,7 +689,7 @@ class Shift(ForwardingPolicy):
     delta = 0
 
     def select(
-        self, stream: IncomingStream, packet: bytes, subscriptions: Sequence[Subscription]
+        self, stream: IncomingStream, packet: bytes, payload_type: int, subscriptions: Sequence[Subscription]
     ) -> Sequence[Subscription]:
         for sub in subscriptions:
             if stream.kind == "video" and sub.mapping.seq_delta != self.delta:

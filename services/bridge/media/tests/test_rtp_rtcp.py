@@ -38,6 +38,16 @@ def test_header_fields_and_rewrite() -> None:
     assert q[12:] == p[12:]
 
 
+def test_marker_and_payload_type_written_in_place() -> None:
+    p = bytearray(packet(pt=111))
+    assert not rtp.has_marker(p) and rtp.payload_type(p) == 111
+    rtp.set_marker(p)
+    assert rtp.has_marker(p) and rtp.header_fields(bytes(p))[:2] == (111, 1)
+    rtp.set_payload_type(p, 96)
+    assert rtp.header_fields(bytes(p))[:2] == (96, 1)  # the marker stays
+    assert bytes(p[2:]) == packet(pt=111)[2:]
+
+
 def test_not_rtp() -> None:
     with pytest.raises(rtp.RtpError):
         rtp.header_fields(b"\x00" * 12)
