@@ -195,5 +195,8 @@ def test_bosh_requests_resent_over_the_read_budget_end_the_session(broker):
 
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(send, range(10)))
-    refused = [a for a in answers if "policy-violation" in a]
+    # the one that ended the session is refused with policy-violation; those arriving after it find
+    # no session (item-not-found): on a loaded machine the ten do not all arrive at once
+    assert any("policy-violation" in a for a in answers), answers
+    refused = [a for a in answers if "type='terminate'" in a]
     assert len(refused) >= 10 - 3, answers  # hold + 1 = 2 may wait, and the one that ended it
