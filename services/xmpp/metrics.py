@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .session import STREAM_ERRORS
+from .transports.http import WS_PROTOCOLS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .broker import Broker
@@ -36,6 +37,11 @@ class BrokerCollector(Collector):
         for transport, count in s.connection_counts().items():
             conns.add_metric([transport], count)
         yield conns
+        yield GaugeMetricFamily(
+            "xmpp_websocket_protocols",
+            "WebSocket protocol objects (frame parsers) in memory: one per open WebSocket connection",
+            value=len(WS_PROTOCOLS),
+        )
         yield GaugeMetricFamily(
             "xmpp_sessions", "Bound client sessions on this node", value=s.broker.session_count()
         )

@@ -454,13 +454,12 @@ class StreamParser(_Builder):
         self._count = 0
 
     def _drop(self) -> None:
-        """Let go of everything held for a stream that is being closed."""
-        self._give_back()
-        self._stack = []
-        self._events = []
+        """The stream is refused (every :class:`XmlStreamError` closes it): let go of everything
+        held for it. No new expat parser is made and nothing more is parsed: :meth:`feed` returns
+        no events from now on, so bytes still arriving from a refused client (the rest of a
+        stanza nested 2,000 deep, say) cost nothing."""
         self._fed = self._stanza_start = self._idle_mark = 0
-        _unhook(self.parser)
-        self.parser = self._new_parser()
+        self.discard()
 
     def _start(self, qname: str, attrs: dict[str, str]) -> None:
         if not self._opened:

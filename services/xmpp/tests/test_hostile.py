@@ -240,6 +240,51 @@ def test_nesting_beyond_the_depth_limit_is_a_policy_violation_and_just_below_is_
     assert parse_document(b"<iq><a/></iq>", default_ns="jabber:client").ns == "jabber:client"
 
 
+def test_a_stream_refused_for_its_xml_parses_nothing_more():
+    """Every parse error closes the stream: what the client still sends is not parsed (no new
+    expat parser is made for it), whatever it is."""
+    parser = StreamParser()
+    parser.feed(HEADER)
+    with pytest.raises(XmlStreamError) as err:
+        parser.feed(b"<iq>" + b"<a>" * 2000)
+    assert err.value.condition == "policy-violation" and parser.pending == 0
+    assert parser.feed(HEADER + b"<message><body>hi</body></message>") == []
+    assert parser.feed(b"<iq>" + b"<a>" * 2000) == []
+
+
+def test_a_websocket_frame_parser_is_freed_without_a_garbage_collection():
+    """websockets' protocol object and its parsing generator refer to each other; a closed
+    connection's is let go at once (with its buffer and last frame), not at a full collection."""
+    import gc
+    import weakref
+
+    from websockets.protocol import OPEN
+    from websockets.server import ServerProtocol
+
+    from services.xmpp.transports.http import release_protocol
+
+    def frame(payload: bytes) -> bytes:  # a masked text frame, as a browser sends
+        return bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + b"\0\0\0\0" + payload
+
+    gc.disable()
+    try:
+        kept = ServerProtocol(state=OPEN)
+        kept.receive_data(frame(b"<a/>" * 3000))
+        assert len(kept.events_received()) == 1
+        alive = weakref.ref(kept)
+        del kept
+        assert alive() is not None  # the cycle: only a collection would free it
+        freed = ServerProtocol(state=OPEN)
+        freed.receive_data(frame(b"<a/>" * 3000))
+        freed.events_received()
+        release_protocol(freed)
+        gone = weakref.ref(freed)
+        del freed
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
 def test_unterminated_start_tag_and_stream_header_are_bounded_while_arriving():
     parser = StreamParser(max_stanza_size=4096)
     parser.feed(HEADER)

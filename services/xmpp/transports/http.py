@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
@@ -31,6 +32,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..context import ServerContext
 
 log = logging.getLogger("xmpp.http")
+
+WS_PROTOCOLS: weakref.WeakSet[ServerProtocol] = weakref.WeakSet()
+"""The WebSocket protocol objects (frame parsers) in memory, for the ``xmpp_websocket_protocols``
+metric: the open WebSocket connections' only, once every closed one has been freed."""
+
+
+def release_protocol(proto: ServerProtocol) -> None:
+    """Free a WebSocket protocol object that will parse nothing more, now. ``websockets``' sans-I/O
+    protocol parses frames with a generator that refers to the protocol object, so the two form
+    a reference cycle that only a garbage collection frees, holding the read buffer and the last
+    frame received (up to the frame size limit). The broker's collections are rare (``__main__``),
+    and a connection still open at a young collection is moved to an older generation, where its
+    cycle waited for a full collection: a flood of short hostile connections left megabytes
+    behind. Closing the generator ends that reference."""
+    proto.parser.close()
 
 
 
@@ -225,6 +241,8 @@ class WebSocketSession:
         if session is not None:
             session.transport_lost()
         self.link.detach()
+        self.fragments, self.fragment_bytes = [], 0
+        release_protocol(self.proto)
 
     @property
     def session_obj(self) -> ClientSession | None:
@@ -463,6 +481,7 @@ class HttpConnection(asyncio.Protocol):
         handshake.send_response(response)
         if self.transport is not None:
             self.transport.writelines(handshake.data_to_send())
+        release_protocol(handshake)
         if response.status_code != 101:
             if self.transport is not None:
                 self.transport.close()
@@ -470,6 +489,7 @@ class HttpConnection(asyncio.Protocol):
         # frames up to twice the stanza limit reach the XML layer, which answers with the
         # policy-violation stream error; larger ones are cut off by the WebSocket layer (1009)
         proto = ServerProtocol(state=OPEN, max_size=self.server.limits.max_stanza_size * 2)
+        WS_PROTOCOLS.add(proto)
         lowered = {k.lower(): v for k, v in headers.raw_items()}
         token = url_token(target)
         self.server.token_seen(token)

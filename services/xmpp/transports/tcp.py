@@ -72,6 +72,8 @@ class TcpConnection(asyncio.Protocol):
     SLICE = 4096
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # the stream is closed (a stream error, say): what still arrives is not looked at
         now = time.monotonic()
         self.last_rx = now
         session = self.link.session
