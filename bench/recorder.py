@@ -179,11 +179,16 @@ async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, w
         print("   the composed output did not start within 30 s", flush=True)
     start_frames = frames(answer.session_id)
     start_pictures = frames(answer.session_id, "composed_pictures")
+    start_packets = frames(answer.session_id, "rtp_packets")
     sample = await measure(recorder_pids, window)
     written = frames(answer.session_id) - start_frames
     pictures = frames(answer.session_id, "composed_pictures") - start_pictures
+    packets = frames(answer.session_id, "rtp_packets") - start_packets
     print(f"   composed output: {written / window:.1f} frames/s over the window, "
           f"{pictures / window:.1f} pictures/s encoded", flush=True)  # fmt: skip
+    if packets > 0:  # the recorder's CPU (all its threads) per RTP packet received
+        print(f"   received {packets / window:.0f} RTP packets/s; recorder CPU "
+              f"{sample.cpu * window / packets * 1e6:.0f} us per packet", flush=True)  # fmt: skip
     await jibri_iq(p, room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
     await asyncio.sleep(2)
     return Sample(sample.cpu, sample.rss - before, written / window)

@@ -72,6 +72,7 @@ class RecorderSettings(Section):
     layout: Literal["grid", "speaker"]
     bridge_channel: Literal["speaker", "always", "never"]
     bridge_channel_origin: str
+    max_receive_bitrate: int = Field(ge=100_000, le=1_000_000_000)
     http: HttpSettings
 
 
@@ -99,6 +100,7 @@ ENV_VARS = [
     EnvVar("RECORDER_LAYOUT", "recorder.layout"),
     EnvVar("RECORDER_BRIDGE_CHANNEL", "recorder.bridge-channel"),
     EnvVar("RECORDER_BRIDGE_CHANNEL_ORIGIN", "recorder.bridge-channel-origin"),
+    EnvVar("RECORDER_MAX_RECEIVE_BITRATE", "recorder.max-receive-bitrate", int),
     EnvVar("RECORDER_HTTP_HOST", "recorder.http.host"),
     EnvVar("RECORDER_HTTP_PORT", "recorder.http.port", int),
     EnvVar("RECORDER_PUBLIC_HTTP_URL", "recorder.http.public-url"),

@@ -5,19 +5,14 @@ a Jingle ``session-initiate`` whose offer (:class:`services.common.jingle_sdp.Sd
 ``sendonly`` line per remote participant and media. aiortc answers it (``recvonly``, no sources:
 nobody sees the recorder) and receives every stream over ICE/DTLS-SRTP, as a browser would.
 
-Hooks on each aiortc receiver give the recorder the encoded media, which it decodes itself, once,
-where it is needed (:mod:`.composite`), instead of in aiortc's decoder thread per track:
-
-* every RTP packet's arrival time and timestamp feed that track's :class:`~.sync.TrackClock`
-  (the receiver's own timestamp mapping is replaced by a plain unwrapper);
-* every complete frame the jitter buffer hands to the decoder is taken out as it is (VP8 frame,
-  Opus packet) and given to the recording (per-participant WebM files, composed output); aiortc's
-  decoder thread gets nothing to do. When the composer wants a key frame (before the first one,
-  after a frame that did not decode), the receiver's own "decoder error" flag is raised, on which
-  aiortc sends the sender a PLI (RFC 4585 section 6.3.1), at most every :data:`PLI_INTERVAL`.
-
-The hooks use aiortc internals (name-mangled attributes of ``RTCRtpReceiver`` in aiortc 1.16,
-pinned in ``pyproject.toml``); :func:`hook_receiver` checks they exist and fails loudly if not.
+Each aiortc receiver's packet handling is replaced by the recorder's own (:mod:`.receive`), and
+the transport hands it the packets of known SSRCs with their fixed header parsed only: it keeps what a receiver owes its sender (receiver reports, NACK, PLI, a fixed REMB) and hands every
+complete encoded frame (VP8 frame, Opus packet) to the recording at once, which decodes it
+itself, once, where it is needed (:mod:`.composite`); aiortc's decoder threads get nothing to do.
+Every packet's arrival time and timestamp feed that track's :class:`~.sync.TrackClock`. When the
+composer wants a key frame (before the first one, after a frame that did not decode), the
+receiver sends the sender a PLI (RFC 4585 section 6.3.1) at most every
+:data:`.receive.PLI_INTERVAL`.
 """
 
 from __future__ import annotations
@@ -25,94 +20,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from services.common import bridge_channel as bc
 from services.common import jingle_sdp
 from services.common.jingle import Jingle
 from services.common.jingle_sdp import SdpOffer
-from services.common.logging import RateLimitedLogger
 
 from .bridge_link import BridgeLink, channel_url
-from .sync import TrackClock, Unwrapper
+from .receive import RecorderReceive, RecorderRoute
+from .sync import TrackClock
 
 log = logging.getLogger("recorder.media")
-_limited = RateLimitedLogger(log)  # what a sender's frames cause: a line now and then
 
 # owner, kind, frame, capture time -> True when a key frame is wanted
 EncodedSink = Callable[[str, str, bytes, float], bool]
-PLI_INTERVAL = 0.3  # seconds between two key frame requests for one track
-
-
-class _UnwrappingMapper:
-    """Stands in for aiortc's TimestampMapper: the unwrapped RTP timestamp itself."""
-
-    def __init__(self) -> None:
-        self.unwrap = Unwrapper()
-
-    def map(self, timestamp: int) -> int:
-        return self.unwrap(timestamp)
-
-
-class _FrameQueue(queue.Queue):  # type: ignore[type-arg]
-    """The receiver's decoder queue: each encoded frame goes to ``sink``, not to the decoder
-    thread, which only ever gets the final ``None`` (and ends)."""
-
-    def __init__(self, sink: Callable[[str, bytes, int], None]) -> None:
-        super().__init__()
-        self.sink = sink
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is None:
-            super().put(item, block, timeout)
-            return
-        codec, frame = item
-        try:
-            self.sink(codec.name, bytes(frame.data), frame.timestamp)
-        except Exception as exc:  # one bad frame must not stop the receiver
-            _limited.warning(("frame", type(exc)), "frame handler failed: %r", exc)
-
-
-def hook_receiver(
-    receiver: RTCRtpReceiver, clock: TrackClock, on_frame: Callable[[str, bytes, int], None]
-) -> Callable[[], None]:
-    """Install the hooks (before the receiver starts, i.e. from the ``track`` event); returns a
-    function asking the sender for a key frame (event loop thread)."""
-    for name in (
-        "_RTCRtpReceiver__timestamp_mapper",
-        "_RTCRtpReceiver__decoder_queue",
-        "_RTCRtpReceiver__decoder_error",
-    ):
-        if not hasattr(receiver, name):
-            raise RuntimeError(f"aiortc changed: RTCRtpReceiver has no {name}")
-    receiver._RTCRtpReceiver__timestamp_mapper = _UnwrappingMapper()  # type: ignore[attr-defined]
-    receiver._RTCRtpReceiver__decoder_queue = _FrameQueue(on_frame)  # type: ignore[attr-defined]
-    decoder_error: threading.Event = receiver._RTCRtpReceiver__decoder_error  # type: ignore[attr-defined]
-    original = receiver._handle_rtp_packet
-    unwrap = Unwrapper()
-
-    async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
-        clock.observe(time.monotonic(), unwrap(packet.timestamp))
-        await original(packet, arrival_time_ms)
-
-    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
-    last_request = [-PLI_INTERVAL]
-
-    def want_key_frame() -> None:
-        now = time.monotonic()
-        if now - last_request[0] >= PLI_INTERVAL:
-            last_request[0] = now
-            decoder_error.set()  # aiortc sends a PLI with its next packet (video only)
-
-    return want_key_frame
 
 
 class MediaSession:
@@ -123,10 +49,12 @@ class MediaSession:
         sid: str,
         offer: Jingle,
         on_encoded: EncodedSink,
+        receive_bitrate: int,
         on_speaker: Callable[[bc.DominantSpeakerEndpointChangeEvent], None] | None = None,
         constraints: Callable[[dict[str, list[str]]], bc.ReceiverVideoConstraints] | None = None,
     ) -> None:
         self.sid = sid
+        self.receive_bitrate = receive_bitrate
         self.offer = SdpOffer(offer)
         self.on_encoded = on_encoded
         self.on_speaker = on_speaker
@@ -136,7 +64,7 @@ class MediaSession:
         self.pc: RTCPeerConnection | None = None
         self.tracks: dict[str, str] = {}  # mid -> owner nick
         self._lock = asyncio.Lock()  # renegotiations and close, one at a time
-        self.packets = 0
+        self.receivers: list[RecorderReceive] = []
 
     async def answer(self, responder: str) -> Jingle:
         """Build the peer connection and the ``session-accept``."""
@@ -238,10 +166,18 @@ class MediaSession:
         def on_frame(_codec: str, data: bytes, ts: int) -> None:
             at = clock.wall(ts)
             if at is not None and self.on_encoded(owner, kind, data, at):
-                want_key_frame()
+                receive.want_key_frame()
 
-        want_key_frame = hook_receiver(transceiver.receiver, clock, on_frame)
+        receive = RecorderReceive(transceiver.receiver, clock, on_frame, self.receive_bitrate)
+        receive.install()
+        RecorderRoute.of(transceiver.receiver.transport).add(receive)
+        self.receivers.append(receive)
         log.info("receiving %s of %s (mid %s)", kind, owner, transceiver.mid)
+
+    @property
+    def packets(self) -> int:
+        """RTP packets received so far (all tracks)."""
+        return sum(r.packets for r in self.receivers)
 
     async def close(self) -> None:
         pc, self.pc = self.pc, None  # renegotiations from now on do nothing

@@ -149,7 +149,7 @@ class Recorder:
             for sid in [s for s in self.sessions if jibri.session_of_sid(s) == session_id]:
                 await self.sessions.pop(sid).close()  # a new placement (bridge move, ICE restart)
             session = MediaSession(
-                message.sid, message, recording.encoded,
+                message.sid, message, recording.encoded, self.settings.max_receive_bitrate,
                 on_speaker=recording.speaker_changed, constraints=recording.constraints,
             )  # fmt: skip
             self.sessions[message.sid] = session
@@ -176,11 +176,15 @@ class Recorder:
             return "open"
         return "connecting" if any(link is not None for link in links) else "none"
 
+    def _rtp_packets(self, session_id: str) -> int:
+        return sum(s.packets for sid, s in self.sessions.items() if jibri.session_of_sid(sid) == session_id)
+
     def view(self) -> list[dict[str, object]]:
         live = [r.view() for r in list(self.recordings.values()) + self.finished]
         for v in live:
             if v["state"] == "recording":
                 v["bridge_channel"] = self._bridge_channel(str(v["session_id"]))
+                v["rtp_packets"] = self._rtp_packets(str(v["session_id"]))
         seen = {v["session_id"] for v in live}
         return live + [m for m in self.on_disk if m.get("session_id") not in seen]
 

@@ -18,6 +18,7 @@ def test_defaults_and_jibri_variables() -> None:
     assert (s.composite.width, s.composite.height, s.composite.fps) == (640, 360, 15)
     assert (s.layout, s.bridge_channel, s.bridge_channel_origin) == ("grid", "speaker", "")
     assert (s.composite.preset, s.composite.crf) == ("ultrafast", 25)
+    assert s.max_receive_bitrate == 20_000_000
 
 
 def test_a_password_is_required() -> None:
@@ -33,6 +34,7 @@ def test_a_password_is_required() -> None:
         ("RECORDER_HTTP_PORT", "x", "recorder.http.port"),
         ("RECORDER_LAYOUT", "mosaic", "recorder.layout"),
         ("RECORDER_BRIDGE_CHANNEL", "sometimes", "recorder.bridge-channel"),
+        ("RECORDER_MAX_RECEIVE_BITRATE", "1000", "recorder.max-receive-bitrate"),
     ],
 )
 def test_bad_values_name_the_setting(var: str, value: str, setting: str) -> None:
