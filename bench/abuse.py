@@ -10,6 +10,12 @@ pages' getStats, mean and lowest over the six remote videos), and each service's
 most during and 30 s after (plus the broker's CPU seconds). ``--no-meeting`` runs the broker alone.
 
 Targets (docs/security.md): p99 within 2x of the quiet p99; no frame-rate drop; RSS back within 5 MB.
+Each attack is compared with two quiet windows: the one at the start (``p99/q``) and one of the same
+length just before the attack (``p99/pre``: the machine's state minutes later, and for ``presence``
+the room with the flooder already in it). For every attack the script prints the CPU each process on
+the machine used in both windows (the services, the benchmark's own process with the ping clients,
+each Chromium process, the attacker, anything else), and the run-queue wait of the broker and of the
+benchmark's process (``/proc/<pid>/schedstat``: time runnable but waiting for a core).
 
 Attacks: ``tag`` (an unterminated start tag of 20 MB), ``header`` (a stream header of 20 MB),
 ``deep`` (IQs nested 2,000 deep to the focus address), ``wsdeep`` (WebSocket frames nested 2,000
@@ -20,7 +26,9 @@ acknowledges XEP-0198 while it is flooded), ``guess`` (service-account password 
 ``bosh`` (BOSH sessions opened from one address as fast as they are answered, and held).
 Every attack connects to the broker's own ports (c2s TCP, or its HTTP port for ``wsdeep`` and
 ``bosh``), not through nginx, whose per-address limits (docs/security.md) would stop most of them
-first; only the meeting goes through nginx. The attacker process runs at nice 19
+first; only the meeting goes through nginx. They come from 127.0.0.2 (``--attacker-address``), not
+from the host's own 127.0.0.1, which the broker never limits (``limits.connection-exempt-networks``:
+the focus, the bridges and nginx connect from there). The attacker process runs at nice 19
 (``--attacker-nice``): it stands for a machine elsewhere, so its own CPU use must not be charged to
 the stack by competing with it for this machine's cores. ``presence`` joins the room first and its
 measured window starts 6 s later, once the pages have taken the new occupant in.
@@ -78,8 +86,16 @@ def recv_until(sock: socket.socket, needle: bytes, timeout: float = 10.0) -> byt
     return data
 
 
+SOURCE = "127.0.0.2"  # the attacker's address (--attacker-address): another machine's, not the host's
+
+
+def tcp(port: int, timeout: float | None = None) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(SOURCE, 0))
+
+
 def login(port: int, rcvbuf: int = 0) -> tuple[socket.socket, str]:
     sock = socket.socket()
+    sock.bind((SOURCE, 0))
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", port))
@@ -115,7 +131,7 @@ def attack_tag(port: int, http_port: int, until: float) -> None:
 
 def attack_header(port: int, http_port: int, until: float) -> None:
     while time.monotonic() < until:
-        sock = socket.create_connection(("127.0.0.1", port))
+        sock = tcp(port)
         sock.sendall(b"<?xml version='1.0'?><stream:stream to='meet.jitsi' a='")
         push(sock, 20 << 20)
 
@@ -133,7 +149,8 @@ def attack_wsdeep(port: int, http_port: int, until: float) -> None:
     deep = "<iq type='get' id='d' to='focus.meet.jitsi'>" + "<a>" * 2000 + "</a>" * 2000 + "</iq>"
     while time.monotonic() < until:
         try:
-            with ws_connect(f"ws://127.0.0.1:{http_port}/xmpp-websocket", subprotocols=["xmpp"]) as ws:  # type: ignore[list-item]
+            url = f"ws://127.0.0.1:{http_port}/xmpp-websocket"
+            with ws_connect(url, sock=tcp(http_port, 5), subprotocols=["xmpp"], proxy=None) as ws:  # type: ignore[list-item]
                 ws.send(f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>")
                 ws.send(deep)
                 while True:
@@ -212,7 +229,10 @@ def attack_noack(port: int, http_port: int, until: float) -> None:
 
 def attack_guess(port: int, http_port: int, until: float) -> None:
     while time.monotonic() < until:
-        sock = socket.create_connection(("127.0.0.1", port))
+        try:
+            sock = tcp(port)
+        except OSError:
+            continue
         try:
             sock.sendall(HEADER.format(host="auth.meet.jitsi").encode())
             recv_until(sock, b"</stream:features>")
@@ -280,7 +300,7 @@ def attack_bosh(port: int, http_port: int, until: float) -> None:
     held = []
     while time.monotonic() < until:
         try:
-            sock = socket.create_connection(("127.0.0.1", http_port), timeout=5)
+            sock = tcp(http_port, 5)
             sock.sendall(request)
             sock.recv(65536)
             held.append(sock)
@@ -308,21 +328,31 @@ ATTACKS: dict[str, Callable[[int, int, float], None]] = {
 # attacks that first join the meeting's room start their measured window only once the meeting has
 # taken the new occupant in (a joiner changes every page's layout, which is not the attack's doing)
 JOIN_SETTLE = 6.0
-READY: Any = None  # the parent's multiprocessing Event: the measured window starts
+READY: Any = None  # the parent's multiprocessing Events: the attacker is ready (joined, settled),
+GO: Any = None  # and the parent has measured its quiet window just before the attack: go
 SECONDS = 0.0
 
 
 def begin() -> float:
-    """Start the measured window now; returns when the attack ends."""
+    """Ready: wait for the parent's quiet window, then start; returns when the attack ends."""
     READY.set()
+    GO.wait(120)
     return time.monotonic() + SECONDS
 
 
 def run_attack(
-    name: str, port: int, http_port: int, seconds: float, room: str = "", nice: int = 19, ready: Any = None
+    name: str,
+    port: int,
+    http_port: int,
+    seconds: float,
+    room: str = "",
+    nice: int = 19,
+    ready: Any = None,
+    go: Any = None,
+    source: str = SOURCE,
 ) -> None:
-    global ROOM, READY, SECONDS
-    ROOM, READY, SECONDS = room, ready, seconds
+    global ROOM, READY, GO, SECONDS, SOURCE
+    ROOM, READY, GO, SECONDS, SOURCE = room, ready, go, seconds, source
     # the attacker stands for another machine: on this one it must not take the CPU the stack and the
     # well-behaved clients need (at the default priority a busy attacker process on a 2-core machine
     # slows everything by competing for cores, which says nothing about the server); ``--attacker-nice 0``
@@ -361,6 +391,108 @@ class Pingers:
 
     def window(self, start: float, end: float) -> list[float]:
         return sorted(rtt for t, rtt in self.samples if start <= t < end)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int) -> tuple[str, int, float]:
+    """(command name, parent pid, CPU seconds user+system of every thread) from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / TICK, steal / TICK
+
+
+class CpuTable:
+    """CPU seconds of every process on the machine over a window (``/proc/<pid>/stat``), labelled:
+    the stack's services, the benchmark's own process (the ping clients and the meeting's driver),
+    its Chromium processes by ``--type``, the attacker, and anything else by name; plus the
+    run-queue wait (``/proc/<pid>/task/*/schedstat``: time runnable but waiting for a CPU) of the
+    broker and of the benchmark's process."""
+
+    def __init__(self, labels: dict[int, str]) -> None:
+        self.labels = labels
+        self.bench = os.getpid()
+
+    def label(self, pid: int, comm: str, parents: dict[int, int]) -> str:
+        if pid in self.labels:
+            return self.labels[pid]
+        if pid == self.bench:
+            return "bench (pings, meeting driver)"
+        up, seen = parents.get(pid), 0
+        while up and seen < 20:
+            if up in self.labels and self.labels[up] != "attacker":
+                return f"{self.labels[up]} (child {comm})"
+            if up == self.bench:
+                if comm.startswith("chrom"):
+                    with contextlib.suppress(OSError):
+                        # Chromium rewrites its command line, separated by spaces
+                        args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+                        kind = next((a[7:].decode() for a in args if a.startswith(b"--type=")), "browser")
+                        return f"chromium {kind} {pid}"
+                return f"bench child {comm} {pid}"
+            up, seen = parents.get(up), seen + 1
+        return f"other: {comm}"
+
+    def snapshot(self) -> dict[str, Any]:
+        cpu: dict[int, tuple[str, float]] = {}
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    comm, ppid, seconds = proc_stat(int(entry))
+                    cpu[int(entry)] = (comm, seconds)
+                    parents[int(entry)] = ppid
+        waits = {}
+        for name, pid in (("xmpp", self.broker), ("bench", self.bench)):
+            with contextlib.suppress(OSError):
+                waits[name] = sched_times(pid)
+        return {"t": time.monotonic(), "cpu": cpu, "parents": parents, "waits": waits, "machine": machine_cpu()}
+
+    @property
+    def broker(self) -> int:
+        return next((pid for pid, name in self.labels.items() if name == "xmpp"), -1)
+
+    def usage(self, first: dict[str, Any], last: dict[str, Any]) -> dict[str, float]:
+        """CPU seconds per label between two snapshots (processes that ended in between are left out)."""
+        out: dict[str, float] = {}
+        for pid, (comm, seconds) in last["cpu"].items():
+            before = first["cpu"].get(pid, (comm, 0.0))[1] if pid in first["cpu"] else 0.0
+            name = self.label(pid, comm, last["parents"])
+            out[name] = out.get(name, 0.0) + seconds - before
+        return out
+
+    def report(self, quiet: tuple[dict[str, Any], dict[str, Any]], attack: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        q, a = self.usage(*quiet), self.usage(*attack)
+        qt, at = quiet[1]["t"] - quiet[0]["t"], attack[1]["t"] - attack[0]["t"]
+        rows = sorted(set(q) | set(a), key=lambda n: -max(q.get(n, 0.0) / qt, a.get(n, 0.0) / at))
+        print(f"  {'process':40} {'quiet %':>8} {'attack %':>8}   (% of one core)")
+        rest_q = rest_a = 0.0
+        for n in rows:
+            pq, pa = 100 * q.get(n, 0.0) / qt, 100 * a.get(n, 0.0) / at
+            if max(pq, pa) >= 0.5:
+                print(f"  {n:40} {pq:8.1f} {pa:8.1f}")
+            else:
+                rest_q, rest_a = rest_q + pq, rest_a + pa
+        print(f"  {'(everything else)':40} {rest_q:8.1f} {rest_a:8.1f}")
+        for label, (s0, s1), t in (("quiet", quiet, qt), ("attack", attack, at)):
+            busy = s1["machine"][0] - s0["machine"][0]
+            steal = s1["machine"][1] - s0["machine"][1]
+            waits = " ".join(
+                f"{n} on-cpu {100 * (s1['waits'][n][0] - s0['waits'][n][0]) / t:.1f}% "
+                f"run-queue wait {1000 * (s1['waits'][n][1] - s0['waits'][n][1]) / t:.1f} ms/s"
+                for n in s0["waits"] if n in s1["waits"]
+            )
+            print(f"  {label}: machine busy {100 * busy / t:.0f}% of one core (steal {100 * steal / t:.1f}%); {waits}")
 
 
 def load_average() -> str:
@@ -405,6 +537,7 @@ class Meeting(threading.Thread):
         super().__init__(daemon=True)
         self.front, self.room, self.parties = front, room, parties
         self.samples: list[tuple[float, list[dict[str, int]]]] = []
+        self.heights: list[tuple[float, list[int]]] = []  # every remote video's decoded frame height
         self.ready = threading.Event()
         self.failed: str | None = None
         self.stop = threading.Event()
@@ -421,8 +554,11 @@ class Meeting(threading.Thread):
                     pages.append(page)
                 deadline = time.monotonic() + 180
                 while not self.stop.is_set():
-                    counts = [self._frames(p) for p in pages]
-                    self.samples.append((time.monotonic(), counts))
+                    stats = [self._stats(p) for p in pages]
+                    counts = [{ep: int(s.get("framesDecoded", 0)) for ep, s in st.items()} for st in stats]
+                    now = time.monotonic()
+                    self.samples.append((now, counts))
+                    self.heights.append((now, [int(s.get("frameHeight", 0)) for st in stats for s in st.values()]))
                     if not self.ready.is_set():
                         flowing = len(self.samples) > 2 and all(
                             len(c) >= self.parties - 1 and all(v > 0 for v in c.values()) for c in counts
@@ -438,9 +574,13 @@ class Meeting(threading.Thread):
             self.ready.set()
 
     @staticmethod
-    def _frames(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
-        stats = page.evaluate("window.parley ? window.parley.videoStats() : {}")
-        return {ep: int(s.get("framesDecoded", 0)) for ep, s in stats.items()}
+    def _stats(page) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+        return page.evaluate("window.parley ? window.parley.videoStats() : {}")  # type: ignore[no-any-return]
+
+    def height(self, start: float, end: float) -> float:
+        """Mean decoded frame height of the remote videos in the window (the layer the bridge sends)."""
+        values = [h for t, hs in self.heights if start <= t <= end for h in hs]
+        return statistics.mean(values) if values else float("nan")
 
     def fps(self, start: float, end: float) -> tuple[float, float]:
         """(mean, lowest) frames decoded per second over every page's remote videos in the window."""
@@ -513,21 +653,36 @@ async def bench(args: argparse.Namespace) -> None:
         )
         names = list(services.pids)
         rss_head = " ".join(f"{n + ' MB':>18}" for n in names)
-        print(f"{'attack':8} {'p50 ms':>7} {'p99 ms':>7} {'p99/q':>6} {'fps':>5} {'low':>5} {'load':>5} "
-              f"{'cpu s':>6} {rss_head}   (RSS: before/max during/after --after s)")  # fmt: skip
+        # p99/q: against the quiet window at the start; p99/pre: against a quiet window of the same
+        # length just before this attack (for ``presence``: with the flooder joined and settled)
+        print(f"{'attack':8} {'p50 ms':>7} {'p99 ms':>7} {'p99/q':>6} {'pre p50':>7} {'pre p99':>7} "
+              f"{'p99/pre':>7} {'fps':>5} {'low':>5} {'load':>5} {'cpu s':>6} {rss_head}   "
+              "(RSS: before/max during/after --after s)")  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
+        tables = []
         for name in args.attacks.split(","):
-            ready = ctx.Event()
+            ready, go = ctx.Event(), ctx.Event()
             attacker = ctx.Process(
                 target=run_attack,
-                args=(name, port, http_port, args.attack_seconds, room, args.attacker_nice, ready),
+                args=(name, port, http_port, args.attack_seconds, room, args.attacker_nice, ready, go,
+                      args.attacker_address),
             )
             attacker.start()
             await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
+            cpus = CpuTable({**{pid: n for n, pid in services.pids.items()}, attacker.pid or -1: "attacker"})
+            pre0, pre_start = cpus.snapshot(), time.monotonic()
+            await asyncio.sleep(args.attack_seconds)
+            pre1, pre_end = cpus.snapshot(), time.monotonic()
+            pre = pingers.window(pre_start, pre_end)
+            go.set()
             before = services.sample()
             cpu0, _ = sched_times(broker_pid)
             start = time.monotonic()
+            snap0 = cpus.snapshot()
             during = await services.during(args.attack_seconds)
+            snap1 = cpus.snapshot()
+            windows = ((pre_start, pre_end), (start, time.monotonic()))
+            tables.append((name, cpus, (pre0, pre1), (snap0, snap1), windows))
             while attacker.is_alive():
                 for n, v in services.sample().items():
                     during[n].append(v)
@@ -556,9 +711,18 @@ async def bench(args: argparse.Namespace) -> None:
                     )
                 else:
                     cells.append(f"{'-':>18}")
-            print(f"{name:8} {p50:7.1f} {p99:7.1f} {p99 / q99:6.2f} {fps[0]:5.1f} {fps[1]:5.1f} {load:>5} "
-                  f"{cpu1 - cpu0:6.2f} {' '.join(cells)}")  # fmt: skip
+            r50, r99 = pct(pre, 0.5), pct(pre, 0.99)
+            print(f"{name:8} {p50:7.1f} {p99:7.1f} {p99 / q99:6.2f} {r50:7.1f} {r99:7.1f} {p99 / r99:7.2f} "
+                  f"{fps[0]:5.1f} {fps[1]:5.1f} {load:>5} {cpu1 - cpu0:6.2f} {' '.join(cells)}")  # fmt: skip
         print("('!': RSS not back within 5 MB of before, --after seconds after the attack)")
+        for name, cpus, quiet_snaps, attack_snaps, windows in tables:
+            print(f"CPU per process, {name}: the {args.attack_seconds:.0f} s before it and its first "
+                  f"{args.attack_seconds:.0f} s")
+            cpus.report(quiet_snaps, attack_snaps)
+            if meeting is not None:
+                (a, b), (c, d) = windows
+                print(f"  remote video frame height (mean): before {meeting.height(a, b):.0f}, "
+                      f"during {meeting.height(c, d):.0f}; at the start {meeting.height(t0, t1):.0f}")  # fmt: skip
     finally:
         pingers.stop = True
         for t in tasks:
@@ -582,6 +746,10 @@ def main() -> None:
     parser.add_argument(
         "--attacker-nice", type=int, default=19,
         help="the attacker process's nice value (19: it stands for another machine; 0: it competes for cores)",
+    )
+    parser.add_argument(
+        "--attacker-address", default=SOURCE,
+        help="the loopback address the attacks come from (not 127.0.0.1: the broker never limits the host itself)",
     )
     parser.add_argument(
         "--no-meeting", dest="meeting", action="store_false", help="the broker alone, no stack or browsers"

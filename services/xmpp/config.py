@@ -59,6 +59,10 @@ class LimitsConfig(Section):
     login_tarpit_per_address: int = Field(ge=1)
     presence_interval: float = Field(ge=0)
     presence_burst: int = Field(ge=1)
+    connections_per_second: float = Field(ge=0)
+    connections_burst: int = Field(ge=1)
+    max_connections_per_address: int = Field(ge=0)
+    connection_exempt_networks: list[str]
 
 
 class BoshConfig(Section):
@@ -213,6 +217,10 @@ ENV = [
     EnvVar("XMPP_LOGIN_TARPIT_DELAY", "xmpp.limits.login-tarpit-delay", float),
     EnvVar("XMPP_PRESENCE_INTERVAL", "xmpp.limits.presence-interval", float),
     EnvVar("XMPP_PRESENCE_BURST", "xmpp.limits.presence-burst", int),
+    EnvVar("XMPP_CONNECTIONS_PER_SECOND", "xmpp.limits.connections-per-second", float),
+    EnvVar("XMPP_CONNECTIONS_BURST", "xmpp.limits.connections-burst", int),
+    EnvVar("XMPP_MAX_CONNECTIONS_PER_ADDRESS", "xmpp.limits.max-connections-per-address", int),
+    EnvVar("XMPP_CONNECTION_EXEMPT_NETWORKS", "xmpp.limits.connection-exempt-networks", split_list),
     EnvVar("XMPP_BOSH_MAX_SESSIONS_PER_ADDRESS", "xmpp.bosh.max-sessions-per-address", int),
     EnvVar("XMPP_BOSH_REFUSAL_DELAY", "xmpp.bosh.refusal-delay", float),
     EnvVar("XMPP_INTERNAL_NETWORKS", "xmpp.c2s.internal-networks", split_list),

@@ -3,6 +3,7 @@ login counters per address and per account, and rate-limited logging."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import logging
@@ -300,3 +301,78 @@ class IdleConnections:
 
     def __len__(self) -> int:
         return len(self._since)
+
+
+class ConnectionLimiter:
+    """New connections per client address (a token bucket: ``burst`` at once, then ``rate`` a
+    second) and connections open at once per address, as nginx's ``limit_req`` and
+    ``limit_conn`` do in front, for the broker's own ports. Addresses in ``exempt`` networks (the
+    host itself, where the launcher runs the focus, the bridges and nginx) are never limited.
+
+    Pure bookkeeping: :meth:`admit` says whether a connection may be served and counts it open;
+    :meth:`closed` takes it off. The table holds an address while it has a connection open or its
+    bucket is not yet full again (:meth:`sweep` forgets the rested ones), so its size is bounded
+    by the open connections plus the addresses seen in the last ``burst / rate`` seconds.
+    """
+
+    def __init__(self, rate: float, burst: int, max_open: int, exempt: list[str]) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_open = max_open
+        self.exempt = []
+        for net in exempt:
+            with contextlib.suppress(ValueError):
+                self.exempt.append(ipaddress.ip_network(net, strict=False))
+        self._tokens: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+        self._open: dict[str, int] = {}
+        self.refused = 0
+
+    def is_exempt(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.exempt)
+
+    def admit(self, address: str, now: float) -> str | None:
+        """``None`` when a new connection from ``address`` may be served (it is counted open:
+        call :meth:`closed` when it ends); otherwise why it is refused."""
+        if self.is_exempt(address):
+            return None
+        if self.max_open and self._open.get(address, 0) >= self.max_open:
+            self.refused += 1
+            return f"more than {self.max_open} connections open"
+        if self.rate > 0:
+            tokens, at = self._tokens.get(address, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens < 1.0:
+                self._tokens[address] = (tokens, now)
+                self.refused += 1
+                return f"more than {self.rate:g} new connections a second"
+            self._tokens[address] = (tokens - 1.0, now)
+        self._open[address] = self._open.get(address, 0) + 1
+        return None
+
+    def closed(self, address: str) -> None:
+        """A connection :meth:`admit` let in has ended."""
+        n = self._open.get(address, 0)
+        if n > 1:
+            self._open[address] = n - 1
+        else:
+            self._open.pop(address, None)
+
+    def sweep(self, now: float) -> None:
+        """Forget the addresses whose bucket is full again."""
+        if self.rate <= 0:
+            return
+        full = [a for a, (t, at) in self._tokens.items() if t + (now - at) * self.rate >= self.burst]
+        for address in full:
+            del self._tokens[address]
+
+    def open_count(self, address: str) -> int:
+        return self._open.get(address, 0)
+
+    def __len__(self) -> int:
+        return len(self._tokens.keys() | self._open.keys())

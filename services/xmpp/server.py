@@ -24,7 +24,7 @@ from .bosh import BoshService
 from .broker import Broker, HostPolicy
 from .config import XmppConfig
 from .jid import JID
-from .limits import IdleConnections, LoginGuard, MemoryTrimmer, in_networks, log_limited
+from .limits import ConnectionLimiter, IdleConnections, LoginGuard, MemoryTrimmer, in_networks, log_limited
 from .metrics import BrokerCollector
 from .modules import guests, presence_identity, token_verification
 from .modules.client_proxy import ClientProxy
@@ -212,6 +212,12 @@ class XmppServer:
         self.started = time.monotonic()
         self.trimmer = MemoryTrimmer()
         self.idle_http = IdleConnections(cfg.http.keepalive_timeout, cfg.http.max_idle_connections)
+        self.connection_limits = ConnectionLimiter(
+            lim.connections_per_second,
+            lim.connections_burst,
+            lim.max_connections_per_address,
+            lim.connection_exempt_networks,
+        )
         self.slices = SliceScheduler()
         login = self.broker.hosts.get(cfg.domain)
         self.verifier = login.tokens if login is not None else None
@@ -276,6 +282,21 @@ class XmppServer:
             if last:
                 return last[:64]
         return peer_ip
+
+    def is_trusted_proxy(self, peer_ip: str) -> bool:
+        return in_networks(peer_ip, self.config.http.trusted_proxies)
+
+    def admit_connection(self, address: str, port: str) -> bool:
+        why = self.connection_limits.admit(address, time.monotonic())
+        if why is None:
+            return True
+        log_limited(
+            log, logging.WARNING, f"connection-refused-{port}", "refused %s connection from %s: %s", port, address, why
+        )
+        return False
+
+    def release_connection(self, address: str) -> None:
+        self.connection_limits.closed(address)
 
     def schedule(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(delay, fn)
@@ -414,6 +435,7 @@ class XmppServer:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             self.trimmer.maybe_trim(now)
+            self.connection_limits.sweep(now)
             for idle in self.idle_http.expired(now):
                 assert isinstance(idle, HttpConnection)
                 idle.close_idle()

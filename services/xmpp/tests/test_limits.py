@@ -1,6 +1,6 @@
-"""The per-connection token bucket."""
+"""The per-connection token bucket and the per-address connection limits."""
 
-from services.xmpp.limits import ReadBudget, TokenBucket
+from services.xmpp.limits import ConnectionLimiter, ReadBudget, TokenBucket
 
 
 def test_burst_is_free_then_reading_pauses_for_the_excess():
@@ -34,3 +34,50 @@ def test_read_budget_holds_back_the_part_of_a_read_over_the_budget():
     assert budget.admit(4000, now=0.0) == (500, 3.5)
     # by then the held-back part has been paid for: the next byte starts from an empty bucket
     assert budget.admit(1000, now=3.5) == (0, 1.0)
+
+
+# -- new connections per address (limits.connections-*) -----------------------------------------
+def test_connection_limiter_allows_a_burst_then_the_rate():
+    lim = ConnectionLimiter(rate=2, burst=3, max_open=0, exempt=[])
+    assert [lim.admit("192.0.2.1", 0.0) for _ in range(3)] == [None, None, None]
+    assert lim.admit("192.0.2.1", 0.0) is not None  # the burst is spent
+    assert lim.admit("192.0.2.2", 0.0) is None  # another address has its own bucket
+    assert lim.admit("192.0.2.1", 0.5) is None  # one token back after 1 / rate
+    assert lim.admit("192.0.2.1", 0.5) is not None
+    assert lim.refused == 2
+
+
+def test_connection_limiter_caps_open_connections_and_frees_them():
+    lim = ConnectionLimiter(rate=0, burst=1, max_open=2, exempt=[])
+    assert lim.admit("192.0.2.1", 0.0) is None
+    assert lim.admit("192.0.2.1", 0.0) is None
+    assert "open" in (lim.admit("192.0.2.1", 0.0) or "")
+    lim.closed("192.0.2.1")
+    assert lim.open_count("192.0.2.1") == 1
+    assert lim.admit("192.0.2.1", 0.0) is None
+    lim.closed("192.0.2.1")
+    lim.closed("192.0.2.1")
+    assert lim.open_count("192.0.2.1") == 0 and len(lim) == 0
+
+
+def test_connection_limiter_never_limits_exempt_networks():
+    lim = ConnectionLimiter(rate=1, burst=1, max_open=1, exempt=["127.0.0.1/32", "::1/128", "bad"])
+    for _ in range(50):
+        assert lim.admit("127.0.0.1", 0.0) is None
+        assert lim.admit("::ffff:127.0.0.1", 0.0) is None  # IPv4-mapped
+        assert lim.admit("::1", 0.0) is None
+    assert lim.admit("127.0.0.2", 0.0) is None
+    assert lim.admit("127.0.0.2", 0.0) is not None
+    assert len(lim) == 1  # exempt addresses are not even in the table
+
+
+def test_connection_limiter_forgets_rested_addresses():
+    lim = ConnectionLimiter(rate=10, burst=5, max_open=0, exempt=[])
+    for i in range(100):
+        lim.admit(f"192.0.2.{i}", 0.0)
+        lim.closed(f"192.0.2.{i}")
+    assert len(lim) == 100
+    lim.sweep(0.05)  # half a token back: not rested yet
+    assert len(lim) == 100
+    lim.sweep(0.1)
+    assert len(lim) == 0

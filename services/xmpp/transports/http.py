@@ -285,15 +285,29 @@ class HttpConnection(asyncio.Protocol):
         self.pipeline_limit = 2 * lc.max_stanza_size + 65536  # a body and its headers
         self.held_back = False  # reading paused for that
         self.closed = False
+        # the address counted against the per-address connection limits while this is open: the
+        # peer, or (a trusted proxy's connection) the forwarded client once it upgrades
+        self.limited_address = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.peer_ip = str(peer[0]) if peer else ""
+        if not self.server.is_trusted_proxy(self.peer_ip):
+            if not self.server.admit_connection(self.peer_ip, "http"):
+                # refused before its request is read or parsed (and before any handshake): reset
+                # at once (an answer written now would be lost to the reset its request causes)
+                self.closed = True
+                transport.abort()  # type: ignore[attr-defined]
+                return
+            self.limited_address = self.peer_ip
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.limited_address:
+            self.server.release_connection(self.limited_address)
+            self.limited_address = ""
         self.deferred = b""
         if self.resume_timer is not None:
             self.resume_timer.cancel()
@@ -305,6 +319,8 @@ class HttpConnection(asyncio.Protocol):
         self.server.http_connection_lost(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return  # refused (or closing): what it sends is not looked at
         now = time.monotonic()
         if self.ws is None:
             self.server.http_active(self)
@@ -469,6 +485,13 @@ class HttpConnection(asyncio.Protocol):
             )  # fmt: skip
             self._send_simple(decision.status, decision.reason.encode(), close=True)
             return
+        lowered = {k.lower(): v for k, v in headers.raw_items()}
+        if not self.limited_address:  # a trusted proxy's connection: count the client it names
+            address = self.server.client_address(self.peer_ip, lowered)
+            if not self.server.admit_connection(address, "websocket"):
+                self._send_simple(429, b"too many connections from your address", close=True)
+                return
+            self.limited_address = address
         # the handshake is validated by one protocol object; frames are parsed by a second one
         # that starts OPEN (h11 has already consumed the request bytes)
         handshake = ServerProtocol(
@@ -490,7 +513,6 @@ class HttpConnection(asyncio.Protocol):
         # policy-violation stream error; larger ones are cut off by the WebSocket layer (1009)
         proto = ServerProtocol(state=OPEN, max_size=self.server.limits.max_stanza_size * 2)
         WS_PROTOCOLS.add(proto)
-        lowered = {k.lower(): v for k, v in headers.raw_items()}
         token = url_token(target)
         self.server.token_seen(token)
         self.ws = WebSocketSession(

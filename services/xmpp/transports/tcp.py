@@ -24,6 +24,13 @@ class TcpConnection(asyncio.Protocol):
     def __init__(self, server: ServerContext) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
+        self.closing = False
+        self.refused = False  # over the per-address connection limits: nothing was set up
+        self.address = ""
+
+    def _setup(self) -> None:
+        """What an admitted connection needs (a refused one never pays for a parser or a session)."""
+        server = self.server
         lim = server.limits
         self.parser = StreamParser(
             lim.max_stanza_size, lim.max_depth, lim.max_header_size, lim.max_elements, server.element_budget
@@ -31,7 +38,6 @@ class TcpConnection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.out_bytes = 0
         self.flush_scheduled = False
-        self.closing = False
         self.started = self.last_rx = time.monotonic()
         self.peer = ""
         lc = server.config.limits
@@ -60,8 +66,15 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         ip = str(peer[0]) if peer else ""
+        if not self.server.admit_connection(ip, "c2s"):
+            # refused before anything is read or set up (and before STARTTLS): reset at once
+            self.refused = self.closing = True
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.address = ip
+        self._setup()
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.link.address = ip
         self.link.internal = self.server.is_internal(ip)
         self.server.connection_opened(self)
@@ -150,9 +163,15 @@ class TcpConnection(asyncio.Protocol):
         self._handle(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            self.transport = None
+            return
         if self.tls_pending:
             return
         self.closing = True
+        if self.address:
+            self.server.release_connection(self.address)
+            self.address = ""
         self.parser.discard()
         self.out = []
         self.backlog = bytearray()

@@ -1,0 +1,148 @@
+"""New connections per client address on the broker's own ports (``limits.connections-*``): an
+address that opens connections faster than allowed, or holds more than allowed open, is refused
+before anything is parsed (the connection is reset at once: no stream header, no HTTP answer;
+behind a trusted proxy, 429 before the WebSocket handshake), while another address is served as usual (nginx's
+``limit_req``/``limit_conn``, for deployments that expose the broker's ports). Behind a trusted
+proxy the forwarded client address is the one counted; a forwarded address from anyone else is
+not believed. The host itself (``connection-exempt-networks``: 127.0.0.1, where the focus, the
+bridges and nginx connect from) is never limited. A real broker process; the other clients come
+from other loopback addresses (127.0.0.2 and up stand for other machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosedError, InvalidMessage, InvalidStatus
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+
+from tests.integration.xmpp_interop.servers import recv_until, start_parley
+
+DOMAIN = "meet.jitsi"
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+HEADER = (
+    "<?xml version='1.0'?><stream:stream to='{host}' version='1.0' xmlns='jabber:client' "
+    "xmlns:stream='http://etherx.jabber.org/streams'>"
+)
+RATE, BURST, MAX_OPEN = 0.2, 5, 3
+
+
+@pytest.fixture(scope="module")
+def broker():
+    proc, endpoint = start_parley(
+        "xmpp-connection-limits",
+        XMPP_CONNECTIONS_PER_SECOND=str(RATE),
+        XMPP_CONNECTIONS_BURST=str(BURST),
+        XMPP_MAX_CONNECTIONS_PER_ADDRESS=str(MAX_OPEN),
+    )
+    try:
+        yield proc, endpoint
+    finally:
+        proc.stop()
+
+
+def c2s(port: int, source: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def c2s_served(port: int, source: str) -> bool:
+    """Whether a c2s connection from ``source`` gets its stream features (True), or is cut off
+    before a single byte (False)."""
+    sock = c2s(port, source)
+    try:
+        sock.sendall(HEADER.format(host=DOMAIN).encode())
+        return b"</stream:features>" in recv_until(sock, b"</stream:features>")
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+    finally:
+        sock.close()
+
+
+def websocket(port: int, source: str, headers: dict[str, str] | None = None) -> ClientConnection:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    return ws_connect(
+        f"ws://127.0.0.1:{port}/xmpp-websocket",
+        sock=sock,
+        subprotocols=["xmpp"],  # type: ignore[list-item]
+        additional_headers=headers,
+        proxy=None,
+    )
+
+
+def websocket_refusal(port: int, source: str, headers: dict[str, str] | None = None) -> int | str | None:
+    """None when a WebSocket from ``source`` opens and its XMPP stream is served, else the HTTP
+    status it was refused with, or "reset" when it had no answer at all."""
+    try:
+        with websocket(port, source, headers) as ws:
+            ws.send(f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>")
+            got = ""
+            while "</stream:features>" not in got:
+                got += str(ws.recv(timeout=5))
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    except (InvalidMessage, ConnectionClosedError, OSError):
+        return "reset"
+    return None
+
+
+def test_c2s_over_the_rate_is_cut_off_and_another_address_is_served(broker):
+    _proc, endpoint = broker
+    port = endpoint.c2s_port
+    served = [c2s_served(port, "127.0.0.2") for _ in range(BURST)]
+    assert served == [True] * BURST  # one after the other: never more than one open
+    assert not c2s_served(port, "127.0.0.2")  # the burst is spent: reset, no stream header
+    assert c2s_served(port, "127.0.0.3")  # another address has its own budget
+    for _ in range(BURST + 5):  # the host itself (the focus, bridges) is never limited
+        assert c2s_served(port, "127.0.0.1")
+
+
+def test_c2s_over_the_open_cap_is_cut_off_until_one_closes(broker):
+    _proc, endpoint = broker
+    port = endpoint.c2s_port
+    held = [c2s(port, "127.0.0.4") for _ in range(MAX_OPEN)]
+    for sock in held:  # each one served
+        sock.sendall(HEADER.format(host=DOMAIN).encode())
+        assert b"</stream:features>" in recv_until(sock, b"</stream:features>")
+    assert not c2s_served(port, "127.0.0.4")
+    held.pop().close()
+    deadline = time.monotonic() + 5
+    while not c2s_served(port, "127.0.0.4"):  # its place is free once the broker saw the close
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for sock in held:
+        sock.close()
+
+
+def test_websockets_over_the_rate_are_reset_before_the_handshake(broker):
+    proc, endpoint = broker
+    port = endpoint.http_port
+    assert [websocket_refusal(port, "127.0.0.5") for _ in range(BURST)] == [None] * BURST
+    assert websocket_refusal(port, "127.0.0.5") == "reset"
+    assert websocket_refusal(port, "127.0.0.6") is None
+    # one line for the refusals, not one per connection
+    deadline = time.monotonic() + 5
+    while "refused http connection from 127.0.0.5" not in proc.log():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(broker):
+    _proc, endpoint = broker
+    port = endpoint.http_port
+    # nginx on the host (a trusted proxy, 127.0.0.1) passes each client's address: one client's
+    # WebSockets are counted against it, another's against that other
+    one, two = {"X-Forwarded-For": "198.51.100.7"}, {"X-Real-IP": "198.51.100.8"}
+    with contextlib.ExitStack() as held:
+        for _ in range(MAX_OPEN):
+            held.enter_context(websocket(port, "127.0.0.1", one))
+        assert websocket_refusal(port, "127.0.0.1", one) == 429
+        assert websocket_refusal(port, "127.0.0.1", two) is None
+        assert websocket_refusal(port, "127.0.0.1") is None  # the proxy's own: the host, exempt
+    # anyone else's forwarding headers are not believed: its own address is counted
+    assert [websocket_refusal(port, "127.0.0.7", two) for _ in range(BURST)] == [None] * BURST
+    assert websocket_refusal(port, "127.0.0.7", two) == "reset"
+    assert websocket_refusal(port, "127.0.0.8", one) is None
