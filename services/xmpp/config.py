@@ -63,6 +63,7 @@ class LimitsConfig(Section):
     connections_burst: int = Field(ge=1)
     max_connections_per_address: int = Field(ge=0)
     connection_exempt_networks: list[str]
+    connection_refusal_delay: float = Field(ge=0, le=60)
 
 
 class BoshConfig(Section):
@@ -221,6 +222,7 @@ ENV = [
     EnvVar("XMPP_CONNECTIONS_BURST", "xmpp.limits.connections-burst", int),
     EnvVar("XMPP_MAX_CONNECTIONS_PER_ADDRESS", "xmpp.limits.max-connections-per-address", int),
     EnvVar("XMPP_CONNECTION_EXEMPT_NETWORKS", "xmpp.limits.connection-exempt-networks", split_list),
+    EnvVar("XMPP_CONNECTION_REFUSAL_DELAY", "xmpp.limits.connection-refusal-delay", float),
     EnvVar("XMPP_BOSH_MAX_SESSIONS_PER_ADDRESS", "xmpp.bosh.max-sessions-per-address", int),
     EnvVar("XMPP_BOSH_REFUSAL_DELAY", "xmpp.bosh.refusal-delay", float),
     EnvVar("XMPP_INTERNAL_NETWORKS", "xmpp.c2s.internal-networks", split_list),

@@ -10,6 +10,7 @@ cycle between them: the server implements the protocol and hands itself to the t
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
@@ -66,6 +67,11 @@ class ServerContext(Protocol):
         ...
 
     def release_connection(self, address: str) -> None: ...
+
+    def refuse_connection(self, transport: asyncio.BaseTransport, address: str) -> None:
+        """Reset a connection :meth:`admit_connection` refused, after ``limits.connection-refusal-delay``
+        (it is not read meanwhile) or at once when too many of its address wait."""
+        ...
 
     def connection_opened(self, conn: Connection) -> None: ...
 

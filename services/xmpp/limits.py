@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ipaddress
 import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 
 
 class TokenBucket:
@@ -194,20 +195,28 @@ def log_limited(
 
 
 def in_networks(address: str, networks: list[str]) -> bool:
-    """Whether an IP address is in one of the CIDR ``networks``."""
+    """Whether an IP address is in one of the CIDR ``networks`` (invalid ones are skipped)."""
+    return _in_parsed(address, _parsed_networks(tuple(networks)))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_networks(networks: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The settings' networks, parsed once (this is asked for every new connection)."""
+    out = []
+    for net in networks:
+        with contextlib.suppress(ValueError):
+            out.append(ipaddress.ip_network(net, strict=False))
+    return tuple(out)
+
+
+def _in_parsed(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address.strip("[]"))
     except ValueError:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for net in networks:
-        try:
-            if ip in ipaddress.ip_network(net, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
+    return any(ip in net for net in networks)
 
 
 class MemoryTrimmer:
@@ -315,26 +324,23 @@ class ConnectionLimiter:
     by the open connections plus the addresses seen in the last ``burst / rate`` seconds.
     """
 
+    # refused connections held before they are reset (see :meth:`hold`): per address, in all
+    HELD_PER_ADDRESS = 8
+    HELD_TOTAL = 1024
+
     def __init__(self, rate: float, burst: int, max_open: int, exempt: list[str]) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.max_open = max_open
-        self.exempt = []
-        for net in exempt:
-            with contextlib.suppress(ValueError):
-                self.exempt.append(ipaddress.ip_network(net, strict=False))
+        self._held: dict[str, int] = {}
+        self.held = 0
+        self.exempt = _parsed_networks(tuple(exempt))
         self._tokens: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
         self._open: dict[str, int] = {}
         self.refused = 0
 
     def is_exempt(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip("[]"))
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.exempt)
+        return _in_parsed(address, self.exempt)
 
     def admit(self, address: str, now: float) -> str | None:
         """``None`` when a new connection from ``address`` may be served (it is counted open:
@@ -362,6 +368,26 @@ class ConnectionLimiter:
             self._open[address] = n - 1
         else:
             self._open.pop(address, None)
+
+    def hold(self, address: str) -> bool:
+        """Whether a refused connection from ``address`` may be held (not read) for the refusal
+        delay before it is reset: a client that reconnects as soon as it is refused then gets one
+        refusal per delay, not as many as the broker can accept. At most ``HELD_PER_ADDRESS`` of
+        one address and ``HELD_TOTAL`` in all are held; past that a refusal is immediate.
+        :meth:`release` when it is reset."""
+        n = self._held.get(address, 0)
+        if n >= self.HELD_PER_ADDRESS or self.held >= self.HELD_TOTAL:
+            return False
+        self._held[address] = n + 1
+        self.held += 1
+        return True
+
+    def release(self, address: str) -> None:
+        n = self._held.pop(address, 0)
+        if n > 1:
+            self._held[address] = n - 1
+        if n:
+            self.held -= 1
 
     def sweep(self, now: float) -> None:
         """Forget the addresses whose bucket is full again."""

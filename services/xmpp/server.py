@@ -298,6 +298,20 @@ class XmppServer:
     def release_connection(self, address: str) -> None:
         self.connection_limits.closed(address)
 
+    def refuse_connection(self, transport: asyncio.BaseTransport, address: str) -> None:
+        limits = self.connection_limits
+        delay = self.config.limits.connection_refusal_delay
+        if delay <= 0 or not limits.hold(address):
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        transport.pause_reading()  # type: ignore[attr-defined]
+
+        def reset() -> None:
+            limits.release(address)
+            transport.abort()  # type: ignore[attr-defined]
+
+        self.schedule(delay, reset)
+
     def schedule(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(delay, fn)
 

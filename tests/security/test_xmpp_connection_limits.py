@@ -12,6 +12,7 @@ from other loopback addresses (127.0.0.2 and up stand for other machines).
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import time
 
@@ -29,6 +30,7 @@ HEADER = (
     "xmlns:stream='http://etherx.jabber.org/streams'>"
 )
 RATE, BURST, MAX_OPEN = 0.2, 5, 3
+DELAY, HELD = 1.0, 8  # limits.connection-refusal-delay; refusals held per address
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,7 @@ def broker():
         XMPP_CONNECTIONS_PER_SECOND=str(RATE),
         XMPP_CONNECTIONS_BURST=str(BURST),
         XMPP_MAX_CONNECTIONS_PER_ADDRESS=str(MAX_OPEN),
+        XMPP_CONNECTION_REFUSAL_DELAY=str(DELAY),
     )
     try:
         yield proc, endpoint
@@ -146,3 +149,28 @@ def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(broker):
     assert [websocket_refusal(port, "127.0.0.7", two) for _ in range(BURST)] == [None] * BURST
     assert websocket_refusal(port, "127.0.0.7", two) == "reset"
     assert websocket_refusal(port, "127.0.0.8", one) is None
+
+
+def test_refusals_are_held_for_the_delay_a_few_at_a_time(broker):
+    """A client that reconnects as soon as it is refused gets one refusal per delay: a refused
+    connection is reset only after ``connection-refusal-delay`` (nothing is read or answered
+    meanwhile); past a few held refusals of one address, the rest are reset at once."""
+    _proc, endpoint = broker
+    port = endpoint.c2s_port
+    while c2s_served(port, "127.0.0.9"):  # spend its budget
+        pass
+    start = time.monotonic()
+    waiting = {c2s(port, "127.0.0.9"): 0 for _ in range(HELD + 4)}
+    reset_after = []
+    while waiting and time.monotonic() - start < 10:
+        readable, _, _ = select.select(list(waiting), [], [], 1)
+        for sock in readable:
+            try:
+                assert sock.recv(1) == b""  # nothing is ever answered
+            except ConnectionResetError:
+                pass
+            reset_after.append(time.monotonic() - start)
+            del waiting[sock]
+            sock.close()
+    assert not waiting
+    assert sum(1 for t in reset_after if t >= DELAY * 0.8) == HELD, reset_after

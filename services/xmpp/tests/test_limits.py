@@ -81,3 +81,17 @@ def test_connection_limiter_forgets_rested_addresses():
     assert len(lim) == 100
     lim.sweep(0.1)
     assert len(lim) == 0
+
+
+def test_connection_limiter_holds_a_few_refusals_per_address():
+    lim = ConnectionLimiter(rate=1, burst=1, max_open=0, exempt=[])
+    held = [lim.hold("192.0.2.1") for _ in range(ConnectionLimiter.HELD_PER_ADDRESS + 2)]
+    assert held == [True] * ConnectionLimiter.HELD_PER_ADDRESS + [False, False]
+    assert lim.hold("192.0.2.2")  # another address has its own
+    lim.release("192.0.2.1")
+    assert lim.hold("192.0.2.1")
+    for _ in range(ConnectionLimiter.HELD_PER_ADDRESS):
+        lim.release("192.0.2.1")
+    lim.release("192.0.2.2")
+    lim.release("192.0.2.2")  # one too many: nothing goes negative
+    assert lim.held == 0

@@ -297,9 +297,9 @@ class HttpConnection(asyncio.Protocol):
         if not self.server.is_trusted_proxy(self.peer_ip):
             if not self.server.admit_connection(self.peer_ip, "http"):
                 # refused before its request is read or parsed (and before any handshake): reset
-                # at once (an answer written now would be lost to the reset its request causes)
+                # (an answer written now would be lost to the reset its request causes)
                 self.closed = True
-                transport.abort()  # type: ignore[attr-defined]
+                self.server.refuse_connection(transport, self.peer_ip)
                 return
             self.limited_address = self.peer_ip
 

@@ -68,9 +68,9 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if peer else ""
         if not self.server.admit_connection(ip, "c2s"):
-            # refused before anything is read or set up (and before STARTTLS): reset at once
+            # refused before anything is read or set up (and before STARTTLS): reset
             self.refused = self.closing = True
-            transport.abort()  # type: ignore[attr-defined]
+            self.server.refuse_connection(transport, ip)
             return
         self.address = ip
         self._setup()
