@@ -178,6 +178,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     # --- membership and control ---------------------------------------------------------------
     def on_endpoint_added(self, endpoint_id: str) -> None:
         self.video.add_endpoint(endpoint_id)
+        # nothing can be sent to it before its transport is up: until then it asks no sender
+        # for video (on_transport)
+        self.video.set_reachable(endpoint_id, False)
         self.speakers.add_endpoint(endpoint_id)
         self.connectivity.add(endpoint_id, self._clock())
         self.estimators.setdefault(endpoint_id, DownlinkEstimator())
@@ -205,6 +208,10 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._red_strip = {}
         self._fanouts = {ssrc: f for ssrc, f in self._fanouts.items() if ssrc in self._streams}
         self._reallocate(self._clock())
+
+    def on_transport(self, endpoint_id: str, connected: bool) -> None:
+        if self.video.set_reachable(endpoint_id, connected):
+            self._reallocate(self._clock())
 
     def on_channel_open(self, endpoint_id: str) -> None:
         """``endpoint_id``'s bridge channel opened: tell it what it missed, since both are sent

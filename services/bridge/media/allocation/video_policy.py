@@ -100,6 +100,7 @@ class ConferenceVideoPolicy:
         self._announced_forwarded: dict[str, list[str]] = {}
         self._announced_sender: dict[str, int] = {}
         self._desktop: dict[str, set[str]] = {}  # endpoint -> its sources it says are screen shares
+        self._unreachable: set[str] = set()  # receivers whose media transport is not up
         self.routes: dict[int, dict[str, Route]] = {}
         """SSRC -> {receiver: route} for that stream, rebuilt on every recomputation."""
 
@@ -112,8 +113,24 @@ class ConferenceVideoPolicy:
         if endpoint not in self._speaker_order:
             self._speaker_order.append(endpoint)
 
+    def set_reachable(self, endpoint: str, reachable: bool) -> bool:
+        """Whether media can be sent to ``endpoint`` (its transport is up); returns whether that
+        changed (then :meth:`recompute`). An unreachable receiver still gets its allocation, but
+        asks no sender for anything (``SenderSourceConstraints``): an occupant whose transport
+        never comes up (a guest in the room that never answers the focus, a failed ICE) would
+        otherwise keep every sender encoding its top layer for nobody, as a receiver that has not
+        sent its constraints yet is unlimited. Endpoints are reachable unless told otherwise."""
+        if endpoint not in self._receivers or (endpoint not in self._unreachable) == reachable:
+            return False
+        if reachable:
+            self._unreachable.discard(endpoint)
+        else:
+            self._unreachable.add(endpoint)
+        return True
+
     def remove_endpoint(self, endpoint: str) -> None:
         self._receivers.pop(endpoint, None)
+        self._unreachable.discard(endpoint)
         self._probes.pop(endpoint, None)
         self._desktop.pop(endpoint, None)
         gone = {source.name for source in self._sources.pop(endpoint, [])}
@@ -227,8 +244,9 @@ class ConferenceVideoPolicy:
         for receiver, settings in self._receivers.items():
             allocation = allocate(receiver, settings, ordered, self._probes[receiver].floors)
             self._allocations[receiver] = allocation
-            for source, _ in constrained_targets(receiver, settings, ordered):
-                wanted[source.name].append(max_height_for(settings, source))
+            if receiver not in self._unreachable:
+                for source, _ in constrained_targets(receiver, settings, ordered):
+                    wanted[source.name].append(max_height_for(settings, source))
             forwarded = allocation.forwarded
             if self._announced_forwarded.get(receiver) != forwarded:
                 self._announced_forwarded[receiver] = forwarded

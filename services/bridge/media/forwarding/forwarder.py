@@ -146,6 +146,7 @@ class ConferenceForwarder:
         endpoint = self.endpoints[endpoint_id]
         endpoint.set_srtp(srtp)
         self._rebuild()
+        self.policy.on_transport(endpoint_id, srtp is not None)
         if srtp is not None:
             for other in self.endpoints.values():
                 if other is not endpoint:

@@ -45,6 +45,10 @@ class ForwardingPolicy:
     def on_endpoint_removed(self, endpoint_id: str) -> None:
         """An endpoint left (expired)."""
 
+    def on_transport(self, endpoint_id: str, connected: bool) -> None:
+        """The endpoint's media transport finished DTLS (``connected``: media can be sent to it)
+        or went away."""
+
     def on_message(self, endpoint_id: str, message: BridgeChannelMessage) -> None:
         """A media-steering bridge-channel message from ``endpoint_id`` (LastNChangedEvent…),
         parsed and validated once by the bridge channel."""

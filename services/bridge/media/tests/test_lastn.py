@@ -945,3 +945,33 @@ def test_a_receivers_transport_cc_feedback_drives_its_layer_when_its_link_is_lim
     assert media.remb_bps is None
     stats = [m for ep, m in messages if ep == "r" and m["colibriClass"] == "ConnectionStats"]
     assert stats and stats[-1]["estimatedDownlinkBandwidth"] < 500_000
+
+
+def test_an_occupant_whose_transport_never_comes_up_asks_no_sender_for_video() -> None:
+    """A receiver that has not sent its constraints is unlimited, so an endpoint whose transport
+    never connects (a guest in the room that never answers the focus) made every sender keep its
+    top layer for nobody. It counts for the senders' constraints from when its DTLS completes."""
+    clock, messages = Clock(), []
+    policy, forwarder, _sender, _receiver = simulcast_call(clock, messages)
+    seqs = [1, 1000, 30_000]
+    for frame in range(30):  # the policy learns the source from its packets
+        clock.now += 1 / 30
+        send_simulcast_frame(forwarder, frame, seqs, [1200, 3000, 9000], clock.now)
+    steer(policy, "r", constraints(defaultConstraints={"maxHeight": 180}))
+
+    def sender_max() -> int:
+        found = [m["maxHeight"] for ep, m in messages if ep == "s" and m["colibriClass"] == "SenderSourceConstraints"]
+        return int(found[-1])
+
+    assert sender_max() == 180  # r, connected, needs the low layer only
+    silent = Participant(2, "g")
+    forwarder.add_endpoint("g", silent.sent.append)
+    forwarder.set_sources("g", MediaSources(payload_types=[VP8]), clock.now)
+    steer(policy, "r", constraints(defaultConstraints={"maxHeight": 180}))  # any recomputation
+    assert sender_max() == 180  # g, not connected, asks for nothing
+    forwarder.set_srtp(
+        "g", SrtpContext("AES_CM_128_HMAC_SHA1_80", silent.from_bridge, silent.to_bridge, PROFILE), clock.now
+    )
+    assert sender_max() == UNLIMITED  # connected, no constraints sent yet: unlimited, as before
+    forwarder.set_srtp("g", None, clock.now)
+    assert sender_max() == 180
