@@ -489,12 +489,6 @@ class CpuTable:
             else:
                 rest_q, rest_a = rest_q + pq, rest_a + pa
         print(f"  {'(everything else)':40} {rest_q:8.1f} {rest_a:8.1f}")
-        # what no process listed used: processes that started and ended within the window
-        # (another job's short-lived commands), the kernel's own work
-        busy_q = 100 * (quiet[1]["machine"][0] - quiet[0]["machine"][0]) / qt
-        busy_a = 100 * (attack[1]["machine"][0] - attack[0]["machine"][0]) / at
-        listed_q, listed_a = 100 * sum(q.values()) / qt, 100 * sum(a.values()) / at
-        print(f"  {'(ended processes, kernel)':40} {busy_q - listed_q:8.1f} {busy_a - listed_a:8.1f}")
         for label, (s0, s1), t in (("quiet", quiet, qt), ("attack", attack, at)):
             busy = s1["machine"][0] - s0["machine"][0]
             steal = s1["machine"][1] - s0["machine"][1]
