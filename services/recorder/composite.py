@@ -435,9 +435,12 @@ class Composer:
 
     def _draw(self, p: _Participant, frame: av.VideoFrame | None, tile: layout.Rect, stale: bool) -> None:
         canvas = self._canvas
-        canvas.fill(tile, (0, 0, 0))
-        if frame is not None:
+        if frame is None:
+            canvas.fill(tile, (0, 0, 0))
+        else:
             box = layout.fit(frame.width, frame.height, tile)
+            for margin in layout.margins(tile, box):  # the picture covers the rest
+                canvas.fill(margin, (0, 0, 0))
             scaled = p.scaler.reformat(
                 frame,
                 width=box.w,
@@ -475,7 +478,8 @@ def mono_s16(frame: av.AudioFrame) -> np.ndarray | None:
     if frame.format.name != "s16" or frame.sample_rate != RATE:
         return None
     channels = len(frame.layout.channels)
-    data = frame.to_ndarray().reshape(-1)
+    # the plane itself (interleaved samples, then padding), not to_ndarray's stacked copy
+    data = np.frombuffer(memoryview(frame.planes[0]), np.int16)[: frame.samples * channels]
     if channels == 1:
         return data
     return (data.reshape(-1, channels).astype(np.int32).sum(axis=1) // channels).astype(np.int16)
@@ -485,7 +489,8 @@ def rgb_frame(image: np.ndarray) -> av.VideoFrame:
     """An RGB image (cropped to even sizes) as a YUV 4:2:0 frame."""
     h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24").reformat(
-        format="yuv420p"
+        format="yuv420p",
+        threads=1,  # FFmpeg's default starts (and ends) a pool of threads per call
     )
 
 
