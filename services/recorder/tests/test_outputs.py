@@ -153,14 +153,26 @@ def test_stereo_s16_is_mixed_down_without_a_resampler() -> None:
     assert mono_s16(mono) is None  # another rate: the resampler's job
 
 
-def test_decoded_opus_is_taken_from_its_plane_without_the_padding() -> None:
-    decoder = audio_decoder()
-    frames = [f for packet in opus_packets(3) for f in decoder.decode(av.Packet(packet))]
-    assert frames
-    for frame in frames:
-        samples = mono_s16(frame)
-        assert samples is not None and len(samples) == frame.samples == 960
-        assert np.array_equal(samples, frame.to_ndarray().reshape(-1))
+def test_opus_decodes_to_the_samples_libopus_gives_without_delay() -> None:
+    """The composer's Opus decoder (FFmpeg's own) gives libopus's samples, at the same
+    instants, as mono s16 read from the frame's plane (not its padding)."""
+    packets = opus_packets(50)
+    ours = audio_decoder()
+    mine = [mono_s16(f) for packet in packets for f in ours.decode(av.Packet(packet))]
+    reference = av.CodecContext.create("libopus", "r")
+    reference.format, reference.layout, reference.sample_rate = "s16", "mono", RATE  # type: ignore[attr-defined]
+    theirs = [f.to_ndarray().reshape(-1) for packet in packets for f in reference.decode(av.Packet(packet))]
+    assert len(mine) == len(theirs) == 50
+    for a, b in zip(mine, theirs, strict=True):
+        assert a is not None and a.dtype == np.int16 and len(a) == len(b) == 960
+    got, want = np.concatenate(mine).astype(np.int32), np.concatenate(theirs).astype(np.int32)
+    assert np.abs(want).max() > 5000  # the tone
+    assert np.abs(got - want).max() <= 8  # same samples at the same instants (no lag)
+    clipped = av.AudioFrame.from_ndarray(
+        np.array([[1.5, -2.0, 0.5]], np.float32), format="flt", layout="mono"
+    )
+    clipped.sample_rate = RATE
+    assert list(mono_s16(clipped)) == [32767, -32768, 16384]  # type: ignore[arg-type]
 
 
 def test_each_tile_is_drawn_in_yuv_where_it_belongs_and_its_margins_follow_the_source() -> None:
