@@ -55,10 +55,12 @@ def video_decoder() -> VideoCodecContext:
 
 
 def audio_decoder() -> AudioCodecContext:
-    """Opus (RFC 6716) decoded straight to 48 kHz mono s16, what the mix adds up."""
-    ctx = av.CodecContext.create("libopus", "r")
+    """Opus (RFC 6716) decoded straight to 48 kHz mono (a stereo stream mixed down by the
+    decoder), planar float, which :func:`mono_s16` turns into the mix's samples. FFmpeg's own
+    Opus decoder: the same samples as libopus's (no delay between them, 76 dB apart) for about
+    two thirds of its CPU per packet (18 against 27 us for 20 ms on the test machine)."""
+    ctx = av.CodecContext.create("opus", "r")
     assert isinstance(ctx, AudioCodecContext)
-    ctx.format = "s16"  # type: ignore[assignment]
     ctx.layout = "mono"  # type: ignore[assignment]
     ctx.sample_rate = RATE
     return ctx
@@ -435,9 +437,12 @@ class Composer:
 
     def _draw(self, p: _Participant, frame: av.VideoFrame | None, tile: layout.Rect, stale: bool) -> None:
         canvas = self._canvas
-        canvas.fill(tile, (0, 0, 0))
-        if frame is not None:
+        if frame is None:
+            canvas.fill(tile, (0, 0, 0))
+        else:
             box = layout.fit(frame.width, frame.height, tile)
+            for margin in layout.margins(tile, box):  # the picture covers the rest
+                canvas.fill(margin, (0, 0, 0))
             scaled = p.scaler.reformat(
                 frame,
                 width=box.w,
@@ -470,12 +475,22 @@ def ring_slices(ring: np.ndarray, start: int, count: int) -> list[tuple[np.ndarr
 
 
 def mono_s16(frame: av.AudioFrame) -> np.ndarray | None:
-    """A 48 kHz packed s16 frame (mono or stereo) as mono samples, without a resampler; None for
-    any other format."""
-    if frame.format.name != "s16" or frame.sample_rate != RATE:
+    """A 48 kHz frame of packed s16 (mono or stereo, as libopus decodes) or mono float (as
+    FFmpeg's Opus decoder does) as mono s16 samples, without a resampler; None for any other
+    format or rate."""
+    if frame.sample_rate != RATE:
         return None
     channels = len(frame.layout.channels)
-    data = frame.to_ndarray().reshape(-1)
+    fmt = frame.format.name
+    # the plane itself (samples, then padding), not to_ndarray's stacked copy
+    if fmt in ("fltp", "flt") and channels == 1:
+        samples = np.frombuffer(memoryview(frame.planes[0]), np.float32, count=frame.samples) * 32768.0
+        np.minimum(samples, 32767.0, out=samples)  # (np.clip's wrapper costs more than the work)
+        np.maximum(samples, -32768.0, out=samples)
+        return samples.astype(np.int16)
+    if fmt != "s16":
+        return None
+    data = np.frombuffer(memoryview(frame.planes[0]), np.int16)[: frame.samples * channels]
     if channels == 1:
         return data
     return (data.reshape(-1, channels).astype(np.int32).sum(axis=1) // channels).astype(np.int16)
@@ -485,7 +500,8 @@ def rgb_frame(image: np.ndarray) -> av.VideoFrame:
     """An RGB image (cropped to even sizes) as a YUV 4:2:0 frame."""
     h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24").reformat(
-        format="yuv420p"
+        format="yuv420p",
+        threads=1,  # FFmpeg's default starts (and ends) a pool of threads per call
     )
 
 

@@ -71,6 +71,18 @@ def fit(src_w: int, src_h: int, tile: Rect) -> Rect:
     return Rect(tile.x + (tile.w - w) // 2 // 2 * 2, tile.y + (tile.h - h) // 2 // 2 * 2, w, h)
 
 
+def margins(tile: Rect, box: Rect) -> list[Rect]:
+    """The parts of ``tile`` outside ``box`` (a rectangle inside it, as :func:`fit` gives):
+    the bands above and below it, then left and right of it; empty ones left out."""
+    out = [
+        Rect(tile.x, tile.y, tile.w, box.y - tile.y),
+        Rect(tile.x, box.y + box.h, tile.w, tile.y + tile.h - box.y - box.h),
+        Rect(tile.x, box.y, box.x - tile.x, box.h),
+        Rect(box.x + box.w, box.y, tile.x + tile.w - box.x - box.w, box.h),
+    ]
+    return [r for r in out if r.w > 0 and r.h > 0]
+
+
 LAYER_HEIGHTS = (180, 360, 720)
 """The simulcast layers Jitsi clients send (heights); the bridge forwards at most what is asked."""
 

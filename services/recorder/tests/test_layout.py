@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from services.recorder.layout import Rect, Stage, fit, grid, layer_for, speaker
+from services.recorder.layout import Rect, Stage, fit, grid, layer_for, margins, speaker
 
 
 def overlap(a: Rect, b: Rect) -> bool:
@@ -48,6 +48,22 @@ def test_fit_keeps_the_aspect_ratio_and_centres() -> None:
     box = fit(160, 120, tile)  # 4:3 into 16:9: pillarboxed
     assert box.h == 180 and box.w == 240 and box.x == 140 and box.y == 50
     assert fit(0, 0, tile) == tile
+
+
+@pytest.mark.parametrize("source", [(160, 120), (320, 180), (120, 160), (1280, 720), (100, 1000), (2, 2)])
+@pytest.mark.parametrize("tile", [Rect(10, 20, 628, 354), Rect(0, 0, 1280, 576), Rect(4, 6, 2, 2)])
+def test_margins_and_the_fitted_box_cover_the_tile_exactly_once(source: tuple[int, int], tile: Rect) -> None:
+    box = fit(*source, tile)
+    parts = [box, *margins(tile, box)]
+    assert sum(r.w * r.h for r in parts) == tile.w * tile.h
+    for r in parts:
+        assert r.w > 0 and r.h > 0
+        assert (
+            tile.x <= r.x and tile.y <= r.y and r.x + r.w <= tile.x + tile.w and r.y + r.h <= tile.y + tile.h
+        )
+        assert r.x % 2 == 0 and r.y % 2 == 0 and r.w % 2 == 0 and r.h % 2 == 0
+    for a, b in itertools.combinations(parts, 2):
+        assert not overlap(a, b), (a, b)
 
 
 def test_layer_for_a_tile_is_the_smallest_that_fills_it() -> None:

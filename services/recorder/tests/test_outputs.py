@@ -16,7 +16,17 @@ import numpy as np
 import pytest
 
 from services.recorder import layout
-from services.recorder.composite import RATE, RING_SECONDS, Cadence, Composer, mono_s16, ring_slices
+from services.recorder.composite import (
+    BACKGROUND,
+    RATE,
+    RING_SECONDS,
+    Cadence,
+    Composer,
+    audio_decoder,
+    mono_s16,
+    rgb_to_yuv,
+    ring_slices,
+)
 from services.recorder.tracks import TrackWriter, vp8_keyframe_size
 
 
@@ -141,6 +151,70 @@ def test_stereo_s16_is_mixed_down_without_a_resampler() -> None:
     assert list(mono_s16(mono)) == [5, 6]  # type: ignore[arg-type]
     mono.sample_rate = 16000
     assert mono_s16(mono) is None  # another rate: the resampler's job
+
+
+def test_opus_decodes_to_the_samples_libopus_gives_without_delay() -> None:
+    """The composer's Opus decoder (FFmpeg's own) gives libopus's samples, at the same
+    instants, as mono s16 read from the frame's plane (not its padding)."""
+    packets = opus_packets(50)
+    ours = audio_decoder()
+    mine = [mono_s16(f) for packet in packets for f in ours.decode(av.Packet(packet))]
+    reference = av.CodecContext.create("libopus", "r")
+    reference.format, reference.layout, reference.sample_rate = "s16", "mono", RATE  # type: ignore[attr-defined]
+    theirs = [f.to_ndarray().reshape(-1) for packet in packets for f in reference.decode(av.Packet(packet))]
+    assert len(mine) == len(theirs) == 50
+    for a, b in zip(mine, theirs, strict=True):
+        assert a is not None and a.dtype == np.int16 and len(a) == len(b) == 960
+    got, want = np.concatenate(mine).astype(np.int32), np.concatenate(theirs).astype(np.int32)
+    assert np.abs(want).max() > 5000  # the tone
+    assert np.abs(got - want).max() <= 8  # same samples at the same instants (no lag)
+    clipped = av.AudioFrame.from_ndarray(
+        np.array([[1.5, -2.0, 0.5]], np.float32), format="flt", layout="mono"
+    )
+    clipped.sample_rate = RATE
+    assert list(mono_s16(clipped)) == [32767, -32768, 16384]  # type: ignore[arg-type]
+
+
+def test_each_tile_is_drawn_in_yuv_where_it_belongs_and_its_margins_follow_the_source() -> None:
+    """The picture is drawn in its YUV planes: a tile's picture inside its box, black bars in
+    the rest of the tile (again when the source's shape changes), the background between tiles
+    untouched, and a tile redrawn only when its frame changed."""
+    composer = Composer("unused", "matroska", width=640, height=360, fps=10)
+
+    def solid(w: int, h: int, rgb: tuple[int, int, int]) -> av.VideoFrame:
+        return av.VideoFrame.from_ndarray(np.full((h, w, 3), rgb, np.uint8), format="rgb24")
+
+    red, green, blue = (220, 30, 30), (30, 200, 30), (40, 60, 230)
+    composer.video("alice", 10.0, solid(320, 180, red))  # 16:9: fills its tile
+    composer.video("bob", 10.0, solid(160, 120, blue))  # 4:3: bars left and right
+    composer.video("alice", 11.0, solid(90, 160, green))  # portrait: wide bars
+    a, b = layout.grid(2, 640, 360)
+    canvas = composer._canvas
+
+    def yuv(x: int, y: int) -> tuple[int, int, int]:
+        return int(canvas.y[y, x]), int(canvas.u[y // 2, x // 2]), int(canvas.v[y // 2, x // 2])
+
+    def near(got: tuple[int, int, int], rgb: tuple[int, int, int]) -> bool:
+        return all(abs(g - w) <= 3 for g, w in zip(got, rgb_to_yuv(rgb), strict=True))
+
+    composer.picture(10.0)
+    assert composer.changed
+    bob_box = layout.fit(160, 120, b)
+    assert near(yuv(a.x + a.w // 2, a.y + a.h // 2), red) and near(yuv(a.x + 4, a.y + 4), red)
+    assert near(yuv(bob_box.x + bob_box.w // 2, b.y + b.h // 2), blue)
+    assert near(yuv(b.x + 2, b.y + b.h // 2), (0, 0, 0))  # bob's bar
+    assert near(yuv(bob_box.x + bob_box.w + 2, b.y + b.h // 2), (0, 0, 0))
+    assert near(yuv(2, 2), BACKGROUND) and near(yuv(a.x + a.w + 1, a.y + a.h // 2), BACKGROUND)
+    composer.picture(10.5)
+    assert not composer.changed  # nobody's frame changed: nothing drawn
+    composer.picture(11.0)
+    assert composer.changed
+    box = layout.fit(90, 160, a)
+    assert box.w < a.w // 2
+    assert near(yuv(a.x + a.w // 2, a.y + a.h // 2), green)
+    assert near(yuv(a.x + 4, a.y + a.h // 2), (0, 0, 0))  # red before, in the new bar now
+    assert near(yuv(a.x + a.w - 4, a.y + 4), (0, 0, 0))
+    assert near(yuv(bob_box.x + bob_box.w // 2, b.y + b.h // 2), blue)  # bob's tile kept
 
 
 def test_composer_decodes_encoded_input_from_the_first_key_frame() -> None:
