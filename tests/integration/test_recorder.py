@@ -86,6 +86,8 @@ class RecorderStack(Stack):
             # the bridge advertises an unreachable WebSocket host here (the focus stack's):
             # the recorder opens its bridge channel on the bridge's public port instead
             "RECORDER_BRIDGE_CHANNEL_ORIGIN": f"ws://127.0.0.1:{self.bridge_ports['jvb1']['public']}",
+            # the live-stream test's RTMP server (nginx-rtmp) listens on loopback
+            "RECORDER_RTMP_ALLOWED_NETWORKS": "127.0.0.1/32",
             **(extra or {}),
         }
         self.recorder = ServiceProcess.python_module(
