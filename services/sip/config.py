@@ -80,6 +80,8 @@ class XmppSettings(Section):
 class MediaSettings(Section):
     ice_host_addresses: list[str]
     rtp_host: str
+    unverified_send: float = Field(ge=0, le=60)
+    consent_timeout: float = Field(gt=0, le=3600)
 
 
 class DialInSettings(Section):
@@ -186,6 +188,8 @@ ENV_VARS = [
     EnvVar("XMPP_FOCUS_ADDRESS", "sip.xmpp.focus-address"),
     EnvVar("SIP_ICE_HOST_ADDRESSES", "sip.media.ice-host-addresses", split_list),
     EnvVar("SIP_RTP_HOST", "sip.media.rtp-host"),
+    EnvVar("SIP_MEDIA_UNVERIFIED_SEND", "sip.media.unverified-send", float),
+    EnvVar("SIP_MEDIA_CONSENT_TIMEOUT", "sip.media.consent-timeout", float),
     EnvVar("SIP_DIALIN_NUMBER", "sip.dial-in.number"),
     EnvVar("SIP_MSRP_BIND_TIMEOUT", "sip.msrp.bind-timeout", float),
     EnvVar("SIP_DIALIN_PINS", "sip.dial-in.pins", split_list),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -314,5 +315,43 @@ def test_hostile_sip_info_dtmf_is_refused_and_bounded(dial_in_gateway: dict[str,
                        cseq=next(cseq), to=ok.get("To")))
     finally:
         rtp.close()
+        c.close()
+    still_serves(dial_in_gateway)
+
+
+def test_media_goes_only_to_an_address_that_sends_rtp(dial_in_gateway: dict[str, int]) -> None:
+    """A caller's SDP can name any address (a forged INVITE, or a caller pointing its call at a
+    victim): the gateway sends G.711 at 50 packets a second there only for the first second, then
+    holds it until RTP arrives from that address (services/sip/consent.py), so one INVITE cannot
+    make it stream to someone who never asked for it."""
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("127.0.0.1", 0))
+    victim.settimeout(0.1)
+    c = client("udp", dial_in_gateway)
+
+    def received_for(seconds: float) -> int:
+        count, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                victim.recvfrom(4096)
+                count += 1
+            except TimeoutError:
+                pass
+        return count
+
+    try:
+        call_id, tag, ok = dial_in_call(c, victim.getsockname()[1])
+        got = received_for(4.0)
+        assert got <= 60, f"{got} packets sent to an address that sent none (50 a second unbounded)"
+        [call] = get_json(dial_in_gateway["http"], "/calls")
+        assert call["rtp_held"] > 100, call
+        # the address sends RTP: it is sent media from then on
+        answer = audio.parse_plain_offer(ok.body.decode())
+        victim.sendto(audio.rtp_packet(0, 1, 160, 9, b"\xff" * 160), (answer.address, answer.port))
+        assert received_for(1.0) >= 30
+        c.send(request("BYE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                       to=ok.get("To")))
+    finally:
+        victim.close()
         c.close()
     still_serves(dial_in_gateway)
