@@ -179,6 +179,7 @@ ENV_VARS = [
     EnvVar("SIP_HTTP_HOST", "sip.http.host"),
     EnvVar("SIP_HTTP_PORT", "sip.http.port", int),
     EnvVar("SIP_MAX_CALLS", "sip.limits.max-calls", int),
+    EnvVar("SIP_MAX_TRANSACTIONS", "sip.limits.max-transactions", int),
     EnvVar("XMPP_SERVER", "sip.xmpp.server"),
     EnvVar("XMPP_PORT", "sip.xmpp.port", int),
     EnvVar("XMPP_MUC_DOMAIN", "sip.xmpp.muc-domain"),

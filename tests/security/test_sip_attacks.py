@@ -355,3 +355,31 @@ def test_media_goes_only_to_an_address_that_sends_rtp(dial_in_gateway: dict[str,
         victim.close()
         c.close()
     still_serves(dial_in_gateway)
+
+
+def test_a_flood_of_requests_cannot_fill_the_transaction_table() -> None:
+    """Requests answered at once (OPTIONS with a new branch each, as from many spoofed sources)
+    used to stay in the transaction table for 64*T1 (32 s) each: a few thousand a second filled
+    it and every other caller got 503 for half a minute. Now the oldest answered ones make room."""
+    proc, ports = gateway_process({"SIP_MAX_TRANSACTIONS": "64"})
+    with proc:
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{flood.getsockname()[1]}"
+        try:
+            for i in range(400):
+                flood.sendto(request("OPTIONS", f"sip:{DOMAIN}", host=host, branch=f"z9hG4bKf{i}").to_bytes(),
+                             ("127.0.0.1", ports["sip"]))  # fmt: skip
+                if i % 50 == 49:
+                    time.sleep(0.05)  # let the gateway read them (UDP drops what overflows)
+            time.sleep(0.5)
+            c = client("udp", ports)
+            try:
+                for _ in range(3):
+                    c.send_raw(options(c))
+                    resp = c.recv()
+                    assert resp is not None and resp.status == 200, resp
+            finally:
+                c.close()
+        finally:
+            flood.close()
