@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -38,6 +39,7 @@ from services.common.jibri import Action, JibriIq, RecorderStatus, RecordingMode
 from services.common.logging import RateLimitedLogger
 
 from . import flows
+from .limits import RequestLimiter
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
@@ -140,6 +142,7 @@ class JibriService:
         self.state = RecordingDecisions()
         self.signaling: JibriSignaling | None = None
         self._log = RateLimitedLogger(log)
+        self.starts = RequestLimiter(self.settings.start_burst, self.settings.starts_per_minute)
         # (room, nick) -> is that occupant a moderator (the moderation adapter's answer); unset:
         # nobody is, and every request is refused
         self.is_moderator: Callable[[str, str], bool] = lambda _room, _nick: False
@@ -185,6 +188,10 @@ class JibriService:
                 start = iq.checked_start()
             except jibri.JibriFormatError as exc:
                 raise JibriRefused("bad-request", str(exc)) from None
+            wait = self.starts.check(room, time.monotonic())
+            if wait is not None:
+                self._log.info("starts", "recording start in %s refused: over the room's rate", room)
+                raise JibriRefused("resource-constraint", f"too many recording starts; retry in {wait:.0f} s")
             return await self._start(room, f"{room}/{requester_nick}", start)
         if iq.action is Action.STOP:
             return await self._stop_request(room, iq)

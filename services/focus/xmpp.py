@@ -393,8 +393,8 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         try:
             answer = await self.recorders.request(room, nick, request)
         except JibriRefused as exc:
-            etype = {"forbidden": "auth", "service-unavailable": "wait", "bad-request": "modify",
-                     "not-acceptable": "modify"}.get(exc.condition, "cancel")  # fmt: skip
+            etype = {"forbidden": "auth", "service-unavailable": "wait", "resource-constraint": "wait",
+                     "bad-request": "modify", "not-acceptable": "modify"}.get(exc.condition, "cancel")  # fmt: skip
             self._error(iq, exc.condition, exc.text, etype)
             return
         except Exception as exc:
