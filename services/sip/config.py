@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,14 @@ class WebSocketSettings(Listener):
     rm_delay_interval: float = Field(ge=0)
     origins: list[str]
     hosts: list[str]
+    trusted_proxies: list[str]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+        return value
 
 
 class Limits(Section):
@@ -189,6 +198,7 @@ ENV_VARS = [
     EnvVar("XMPP_FOCUS_ADDRESS", "sip.xmpp.focus-address"),
     EnvVar("SIP_ICE_HOST_ADDRESSES", "sip.media.ice-host-addresses", split_list),
     EnvVar("SIP_RTP_HOST", "sip.media.rtp-host"),
+    EnvVar("SIP_TRUSTED_PROXIES", "sip.websocket.trusted-proxies", split_list),
     EnvVar("SIP_MEDIA_UNVERIFIED_SEND", "sip.media.unverified-send", float),
     EnvVar("SIP_MEDIA_CONSENT_TIMEOUT", "sip.media.consent-timeout", float),
     EnvVar("SIP_DIALIN_NUMBER", "sip.dial-in.number"),

@@ -383,3 +383,34 @@ def test_a_flood_of_requests_cannot_fill_the_transaction_table() -> None:
                 c.close()
         finally:
             flood.close()
+
+
+def test_one_websocket_guesser_behind_nginx_does_not_lock_out_the_others() -> None:
+    """Every SIP WebSocket comes from nginx: the failed-authentication counter (20 a minute per
+    address) must count the client's address nginx forwards, or one guest guessing passwords over
+    /sip-ws locks every browser's registration out."""
+    proc, ports = gateway_process({"SIP_WS_ORIGINS": "https://meet.example"})
+    with proc:
+        def via_nginx(client_ip: str) -> SipClient:
+            headers = {"Origin": "https://meet.example", "X-Forwarded-For": f"10.9.9.9, {client_ip}"}
+            return SipClient("ws", "127.0.0.1", ports["ws"], ws_headers=headers)
+
+        guesser = via_nginx("203.0.113.7")
+        try:
+            statuses = [getattr(guesser.register("alice", f"guess-{i}"), "status", None) for i in range(25)]
+            assert statuses[0] == 401 and statuses[-1] == 403, statuses
+        finally:
+            guesser.close()
+        honest = via_nginx("198.51.100.9")
+        try:
+            resp = honest.register("alice", "alice-secret")
+            assert resp is not None and resp.status == 200, resp
+        finally:
+            honest.close()
+        # the left-most entries are the client's own say: a guesser cannot pick its address
+        again = SipClient("ws", "127.0.0.1", ports["ws"],
+                          ws_headers={"Origin": "https://meet.example", "X-Forwarded-For": "198.51.100.9, 203.0.113.7"})  # fmt: skip
+        try:
+            assert getattr(again.register("alice", "guess-x"), "status", None) == 403
+        finally:
+            again.close()
