@@ -146,6 +146,7 @@ async def test_only_a_moderator_starts_or_stops_recording(stack: DefaultPolicySt
         brewery_rec = f"jibribrewery@{INTERNAL_MUC_DOMAIN}/rec1"
         session = jibri.JibriIq(action=jibri.Action.START, session_id="forged1", room=room)
         assert (await refused(bob, brewery_rec, session))[0] == "service-unavailable"
+        assert (await refused(bob, "jibri@auth.meet.jitsi/rec1", session))[0] == "service-unavailable"
         assert (await refused(bob, "focus@auth.meet.jitsi", START))[0] == "service-unavailable"
         await asyncio.sleep(1)
         assert recording_now(stack, room) == [] and stack.get("/recordings")["recordings"] == []
