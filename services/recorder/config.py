@@ -70,6 +70,8 @@ class RecorderSettings(Section):
     rtmp_allowed_networks: list[str]
     rtmp_allowed_urls: list[str]
     rtmp_resolve_timeout: float = Field(gt=0, le=60)
+    max_duration: float = Field(ge=0)
+    min_free_bytes: int = Field(ge=0)
     ice_host_addresses: list[str]
     composite: CompositeSettings
     layout: Literal["grid", "speaker"]
@@ -101,6 +103,8 @@ ENV_VARS = [
     EnvVar("JIBRI_BREWERY_MUC", "recorder.xmpp.brewery-muc"),
     EnvVar("JIBRI_INSTANCE_ID", "recorder.xmpp.nick"),
     EnvVar("RECORDER_CAPACITY", "recorder.capacity", int),
+    EnvVar("RECORDER_MAX_DURATION", "recorder.max-duration", float),
+    EnvVar("RECORDER_MIN_FREE_BYTES", "recorder.min-free-bytes", int),
     EnvVar("JIBRI_RECORDING_DIR", "recorder.output-dir"),
     EnvVar("RECORDER_RTMP_BASE_URL", "recorder.rtmp-base-url"),
     EnvVar("RECORDER_RTMP_ALLOWED_NETWORKS", "recorder.rtmp-allowed-networks", split_list),

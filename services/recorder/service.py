@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import shutil
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
@@ -138,6 +140,12 @@ class Recorder:
         except jibri.JibriFormatError as exc:
             raise Refused("bad-request", str(exc)) from None
         assert iq.recording_mode is not None
+        free = self.free_bytes() if iq.recording_mode is RecordingMode.FILE else None
+        if free is not None and free < self.settings.min_free_bytes:
+            metrics.REFUSED.labels("disk").inc()
+            _refusals.warning("disk", "recording of %s refused: %d bytes free in %s", room, free,
+                              self.settings.output_dir)  # fmt: skip
+            raise Refused("resource-constraint", "the recorder's disk is full")
         if iq.recording_mode is RecordingMode.STREAM and stream_url is None:
             raise Refused("bad-request", "a stream needs its checked target")
         directory = Path(self.settings.output_dir) / f"{safe_name(room.split('@')[0])}-{session_id}"
@@ -166,6 +174,47 @@ class Recorder:
         if focus is not None and self.signaling is not None:
             update = JibriIq(status=Status.ON, session_id=recording.session_id, recording_mode=recording.mode)
             self._spawn(self.signaling.send_status(focus, update), f"status on {recording.session_id}")
+
+    # ------------------------------------------------------------------ bounds
+    def free_bytes(self) -> int | None:
+        """Free bytes where recordings are written (None if that cannot be told)."""
+        try:
+            return shutil.disk_usage(self.settings.output_dir).free
+        except OSError:
+            return None
+
+    def over_bounds(self, now: float, free: int | None) -> list[tuple[str, str]]:
+        """Recordings to end, and why: older than ``max-duration``, or writing files while the disk
+        has less than ``min-free-bytes`` left (a stream writes nothing locally)."""
+        out = []
+        limit = self.settings.max_duration
+        for session_id, recording in self.recordings.items():
+            if limit and now - recording.started_at >= limit:
+                out.append((session_id, f"the recording reached its maximum duration ({limit:.0f} s)"))
+            elif free is not None and free < self.settings.min_free_bytes and recording.mode is RecordingMode.FILE:
+                out.append((session_id, "the recorder's disk is full"))
+        return out
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """End what is over its bounds, telling the focus (``status='off'`` with the reason)."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.recordings:
+                continue
+            free = await asyncio.to_thread(self.free_bytes)
+            for session_id, why in self.over_bounds(time.time(), free):
+                log.warning("ending recording %s: %s", session_id, why)
+                await self.end(session_id, why)
+
+    async def end(self, session_id: str, why: str) -> None:
+        """The recorder ends a recording on its own and tells the focus that started it."""
+        focus = self.focus_of.get(session_id)
+        recording = self.recordings.get(session_id)
+        await self.stop(session_id, "stopped", why)
+        if focus is not None and recording is not None and self.signaling is not None:
+            update = JibriIq(status=Status.OFF, session_id=session_id, recording_mode=recording.mode,
+                             failure_reason=why)  # fmt: skip
+            await self.signaling.send_status(focus, update)
 
     async def stop(self, session_id: str, state: str = "finished", failure: str | None = None) -> None:
         recording = self.recordings.pop(session_id, None)

@@ -32,7 +32,7 @@ from slixmpp.exceptions import IqError
 from services.common import jibri
 from tests.integration.participant import JingleParticipant, wait_until
 from tests.integration.test_focus_stack import INTERNAL_MUC_DOMAIN, MUC_DOMAIN, bridge_missing
-from tests.integration.test_recorder import RecorderStack, jibri_iq, meeting
+from tests.integration.test_recorder import RecorderStack, StatusWatcher, jibri_iq, meeting
 
 pytestmark = pytest.mark.skipif(
     bridge_missing() is not None or shutil.which("ffprobe") is None, reason="bridge or ffprobe missing"
@@ -222,5 +222,32 @@ async def test_recording_starts_per_room_are_rate_limited(stack: DefaultPolicySt
         condition, text = await refused(alice, f"{room}/focus", START)
         assert condition == "resource-constraint" and "retry" in text, (condition, text)
         assert recording_now(stack, room) == []
+    finally:
+        await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
+
+
+@pytest.mark.peer
+async def test_a_recording_left_running_is_ended_at_its_maximum_duration(stack: DefaultPolicyStack) -> None:
+    """A moderator who starts a recording and never stops it cannot fill the recorder's disk:
+    past ``recorder.max-duration`` the recorder ends it and the room is told why (runs last: it
+    restarts the module's recorder with a short limit)."""
+    assert stack.recorder is not None
+    stack.recorder.stop()
+    stack.start_recorder({"RECORDER_RTMP_ALLOWED_NETWORKS": "", "RECORDER_MAX_DURATION": "3"})
+    stack.wait_recorder_registered()
+    room = f"forever@{MUC_DOMAIN}"
+    people = await meeting(stack, room, ["alice", "bob"])
+    alice = people[0]
+    watcher = StatusWatcher(people[1], room)
+    roles = Roles(people[1], room)
+    try:
+        presence_update(alice, room)
+        assert await wait_until(lambda: roles.of.get("alice") == "moderator", 20), (roles.of, stack.logs())
+        answer = await jibri_iq(alice, room, START)
+        assert await wait_until(lambda: watcher.last is jibri.Status.ON, 20), (watcher.seen, stack.logs())
+        assert await wait_until(lambda: watcher.last is jibri.Status.OFF, 20), (watcher.seen, stack.logs())
+        assert "maximum duration" in (watcher.seen[-1].failure_reason or ""), watcher.seen[-1]
+        [view] = [v for v in stack.recordings() if v.get("session_id") == answer.session_id]
+        assert view["state"] == "stopped" and view["ended_at"] - view["started_at"] < 10, view
     finally:
         await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)

@@ -117,3 +117,44 @@ async def test_the_recorder_refuses_before_it_starts_anything(tmp_path: Path) ->
     with pytest.raises(Refused, match="cannot resolve"):
         await recorder.jibri_request("brewery/focus", stream("rtmp://nowhere.example/x"))
     await recorder.close()
+
+
+async def test_recordings_are_ended_past_their_duration_or_when_the_disk_fills(tmp_path: Path) -> None:
+    recorder = make_recorder(tmp_path, RECORDER_MAX_DURATION="60", RECORDER_MIN_FREE_BYTES="1000")
+    sent: list[tuple[str, JibriIq]] = []
+
+    class Focus:
+        def publish_status(self, status: object) -> None:
+            pass
+
+        async def send_jingle(self, to: str, message: object) -> bool:
+            return True
+
+        async def send_status(self, to: str, iq: JibriIq) -> bool:
+            sent.append((to, iq))
+            return True
+
+    recorder.signaling = Focus()  # type: ignore[assignment]
+    file = JibriIq(action=Action.START, session_id="f1", room="a@muc.meet.jitsi")
+    await recorder.jibri_request("brewery/focus", file)
+    await recorder.jibri_request("brewery/focus", stream("rtmp://93.184.216.34/live/k", "s1"))
+    started = recorder.recordings["f1"].started_at
+    assert recorder.over_bounds(started + 10, free=10**9) == []
+    # a full disk ends file recordings only (a stream writes nothing here)
+    assert [sid for sid, _ in recorder.over_bounds(started + 10, free=10)] == ["f1"]
+    over = recorder.over_bounds(started + 61, free=10**9)
+    assert sorted(sid for sid, _ in over) == ["f1", "s1"] and "maximum duration" in over[0][1]
+    await recorder.end("f1", over[0][1])
+    assert "f1" not in recorder.recordings
+    [(to, update)] = sent
+    assert to == "brewery/focus" and update.status.value == "off" and "maximum duration" in (update.failure_reason or "")
+    await recorder.close()
+
+
+async def test_a_file_recording_needs_free_disk_to_start(tmp_path: Path) -> None:
+    recorder = make_recorder(tmp_path, RECORDER_MIN_FREE_BYTES=str(10**18))
+    with pytest.raises(Refused) as refused:
+        await recorder.jibri_request("brewery/focus", JibriIq(action=Action.START, session_id="f1", room="a@m"))
+    assert refused.value.condition == "resource-constraint" and "disk" in refused.value.text
+    assert recorder.recordings == {}
+    await recorder.close()
