@@ -446,8 +446,8 @@ async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
         await late.join(room)
         assert await wait_until(lambda: late_watcher.last is jibri.Status.ON, 10), late_watcher.seen
         await late.stop()
-        stopped = await jibri_iq(
-            people[2], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=session_id)
+        stopped = await jibri_iq(  # by the moderator (the room's first participant)
+            people[0], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=session_id)
         )
         assert stopped.status is jibri.Status.OFF
         assert await wait_until(lambda: watcher.last is jibri.Status.OFF, 20), watcher.seen
