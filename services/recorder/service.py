@@ -184,8 +184,9 @@ class Recorder:
             return None
 
     def over_bounds(self, now: float, free: int | None) -> list[tuple[str, str]]:
-        """Recordings to end, and why: older than ``max-duration``, or writing files while the disk
-        has less than ``min-free-bytes`` left (a stream writes nothing locally)."""
+        """Recordings to end, and why: older than ``max-duration``, writing files while the disk
+        has less than ``min-free-bytes`` left (a stream writes nothing locally), or streams whose
+        output failed (an RTMP server that refused or went away)."""
         out = []
         limit = self.settings.max_duration
         for session_id, recording in self.recordings.items():
@@ -193,6 +194,10 @@ class Recorder:
                 out.append((session_id, f"the recording reached its maximum duration ({limit:.0f} s)"))
             elif free is not None and free < self.settings.min_free_bytes and recording.mode is RecordingMode.FILE:
                 out.append((session_id, "the recorder's disk is full"))
+            elif recording.mode is RecordingMode.STREAM and recording.composer.error:
+                # (a file recording goes on: its per-participant files are still written) the
+                # error's text stays in the recorder's log and view: it may name the URL and key
+                out.append((session_id, "the live stream's connection failed"))
         return out
 
     async def watch(self, interval: float = 1.0) -> None:

@@ -144,6 +144,10 @@ async def test_recordings_are_ended_past_their_duration_or_when_the_disk_fills(t
     assert [sid for sid, _ in recorder.over_bounds(started + 10, free=10)] == ["f1"]
     over = recorder.over_bounds(started + 61, free=10**9)
     assert sorted(sid for sid, _ in over) == ["f1", "s1"] and "maximum duration" in over[0][1]
+    # an output that failed (the RTMP server went away): ended, without the error's text (the URL)
+    recorder.recordings["s1"].composer.error = "rtmp://93.184.216.34/live/k: Connection refused"
+    recorder.recordings["f1"].composer.error = "disk error"  # a file recording goes on
+    assert recorder.over_bounds(started + 10, free=10**9) == [("s1", "the live stream's connection failed")]
     await recorder.end("f1", over[0][1])
     assert "f1" not in recorder.recordings
     [(to, update)] = sent
