@@ -256,7 +256,8 @@ def main() -> int:
     if not args.no_browser and shutil.which("Xvfb") is None:
         parser.error("Xvfb is missing (apt-get install xvfb), or pass --no-browser")
     os.environ.update(RECORDER_COMPOSITE_WIDTH=str(width), RECORDER_COMPOSITE_HEIGHT=str(height),
-                      RECORDER_COMPOSITE_FPS=str(args.fps))  # fmt: skip
+                      RECORDER_COMPOSITE_FPS=str(args.fps),
+                      RECORDER_RTMP_ALLOWED_NETWORKS="127.0.0.1/32")  # the local nginx-rtmp  # fmt: skip
     allow_loopback_ice()
     work = Path(tempfile.mkdtemp(prefix="parley-bench-rec-"))
     stack = LauncherStack(work / "run", bridges=1).start()

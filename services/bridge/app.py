@@ -94,6 +94,8 @@ class Bridge:
             version=VERSION,
             max_message_bytes=vb_channel.max_message_size,
             max_depth=vb_channel.max_depth,
+            relay_bytes_per_second=vb_channel.relay_bytes_per_second,
+            relay_burst_bytes=vb_channel.relay_burst_bytes,
         )
         self.ws = ColibriWebSocketServer(
             server_id=self.server_id,
@@ -206,7 +208,7 @@ class Bridge:
         return ep.local.pwd if ep is not None and ep.local is not None else None
 
     def stats(self) -> dict[str, Any]:
-        return colibri_stats(
+        out = colibri_stats(
             media=self.engine.stats(),
             conference_sizes=self.book.conference_sizes(),
             status=self.status,
@@ -219,6 +221,9 @@ class Bridge:
             websockets=len(self.ws.connections),
             colibri_url=self.colibri_url,
         )
+        out["bridge_channel_messages_refused"] = self.channels.refused
+        out["bridge_channel_relay_dropped"] = self.channels.relay_dropped
+        return out
 
     # --- lifecycle ---------------------------------------------------------------------------------
 

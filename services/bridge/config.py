@@ -117,6 +117,8 @@ class WebSockets(WsAdminConfig):
 class BridgeChannel(Section):
     max_message_size: int = Field(64 * 1024, ge=1024)
     max_depth: int = Field(32, ge=4, le=256)
+    relay_bytes_per_second: int = Field(32 * 1024, ge=1024)
+    relay_burst_bytes: int = Field(128 * 1024, ge=1024)
 
 
 class IceTcp(Section):

@@ -31,10 +31,12 @@ that arrive from the network are checked and bounded here, once.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 NS_JIBRI = "http://jitsi.org/protocol/jibri"
 NS_HEALTH = "http://jitsi.org/protocol/health"
@@ -48,6 +50,11 @@ MAX_STREAM_ID = 1024
 MAX_ATTRIBUTE = 256
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _STREAM_SCHEMES = ("rtmp://", "rtmps://")
+_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
+# what a stream URL's path (application, stream key, query) may hold: RFC 3986's unreserved
+# characters and the few delimiters stream keys use; no quotes, spaces, controls, "@", "#", "\\"
+_STREAM_PATH = re.compile(r"^[A-Za-z0-9._~!$&()*+,;=:%/?-]*$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
 class JibriFormatError(ValueError):
@@ -156,11 +163,74 @@ class JibriIq:
         if mode is RecordingMode.STREAM:
             if not self.stream_id:
                 raise JibriFormatError("recording_mode='stream' needs a streamid")
-            if "://" in self.stream_id and not self.stream_id.startswith(_STREAM_SCHEMES):
-                raise JibriFormatError("streamid must be an rtmp:// or rtmps:// URL or a stream key")
-            if any(c.isspace() for c in self.stream_id):
-                raise JibriFormatError("streamid contains white space")
+            if "://" in self.stream_id:
+                parse_stream_url(self.stream_id)
+            elif not valid_stream_key(self.stream_id):
+                raise JibriFormatError("a stream key may hold only letters, digits and URL path characters")
         return replace(self, recording_mode=mode)
+
+
+@dataclass(frozen=True)
+class StreamTarget:
+    """A live stream's ``rtmp://`` / ``rtmps://`` URL taken apart and checked: the host is an IP
+    address or a DNS name of letters, digits and hyphens (RFC 1123 section 2.1), the port a
+    number, no user info, no fragment, the path of :data:`_STREAM_PATH` characters only. The URL
+    handed to FFmpeg is rebuilt from these parts (:meth:`url`), so what FFmpeg's URL parser sees
+    is what was checked (no ``user@host`` or backslash tricks read differently by two parsers)."""
+
+    scheme: str
+    host: str  # lower case; an IPv6 address without brackets
+    port: int
+    path: str  # "/app/key?query", or ""
+
+    @property
+    def address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """The host when it is an IP address literal."""
+        try:
+            return ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+
+    def url(self, host: str | None = None) -> str:
+        """The URL, to ``host`` (an address the name resolved to) instead of the name if given."""
+        name = host if host is not None else self.host
+        if ":" in name:
+            name = f"[{name}]"
+        return f"{self.scheme}://{name}:{self.port}{self.path}"
+
+
+def parse_stream_url(url: str) -> StreamTarget:
+    """Check a full stream URL (:class:`StreamTarget`); raises :class:`JibriFormatError`."""
+    if len(url) > MAX_STREAM_ID:
+        raise JibriFormatError(f"stream URL longer than {MAX_STREAM_ID} characters")
+    if not url.startswith(_STREAM_SCHEMES) or not url.isascii() or not url.isprintable():
+        raise JibriFormatError("streamid must be an rtmp:// or rtmps:// URL or a stream key")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise JibriFormatError(f"bad stream URL: {exc}") from None
+    if "@" in parts.netloc or parts.fragment or "#" in url:
+        raise JibriFormatError("a stream URL may not hold user info or a fragment")
+    host = (parts.hostname or "").lower()
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if not _STREAM_PATH.match(path):
+        raise JibriFormatError("the stream URL's path holds characters a stream URL does not use")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.rstrip(".").split(".")
+        if not host or len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+            raise JibriFormatError("the stream URL's host is not a DNS name or an IP address") from None
+        host = host.rstrip(".")
+    if port == 0:
+        raise JibriFormatError("the stream URL's port is 0")
+    return StreamTarget(parts.scheme, host, port or _DEFAULT_PORTS[parts.scheme], path)
+
+
+def valid_stream_key(key: str) -> bool:
+    """A stream key appended to the operator's base URL: path characters only, no ``..``."""
+    return 0 < len(key) <= MAX_STREAM_ID and ".." not in key and bool(_STREAM_PATH.match(key))
 
 
 def find_jibri(parent: ET.Element) -> ET.Element | None:

@@ -27,7 +27,8 @@ async def main(settings: FocusSettings) -> None:
     client = FocusXmpp(settings, focus, focus.jibri)
     focus.signaling = client
     focus.jibri.signaling = client
-    Moderator(client, focus, settings.authentication.enabled)
+    moderator = Moderator(client, focus, settings.authentication.enabled)
+    focus.jibri.is_moderator = moderator.is_moderator
     server = await serve_http(
         create_app(focus, client.ready.is_set, client.session_stats), settings.rest.host, settings.rest.port
     )

@@ -81,6 +81,8 @@ class JibriSettings(Section):
     brewery_muc: str = Field(min_length=1)
     iq_timeout: float = Field(gt=0)
     start_attempts: int = Field(ge=1, le=10)
+    start_burst: int = Field(default=5, ge=1)
+    starts_per_minute: float = Field(default=6.0, gt=0)
 
 
 class RestSettings(Section):

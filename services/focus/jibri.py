@@ -9,10 +9,11 @@ focus picks the recorder with the most free capacity, sends it the start IQ with
 ``<jibri-recording-status/>`` in its own room presence, so every participant and every joiner
 knows. The recorder reports ``status='on'`` once media is written and ``off`` when it ends.
 
-Who may ask: the focus has no moderator model yet, so any occupant of the room who is a
-participant of the conference may start and stop recordings there (the requester is the MUC
-occupant JID the broker stamps on the IQ, which cannot be forged by the client). Replace
-:meth:`RecordingDecisions.may_control` when moderators exist.
+Who may ask: a moderator of the room (:mod:`.moderation`; the role the MUC gives the occupant,
+as Jicofo's Jibri handling checks before anything else), who is a participant of the conference.
+The requester is the MUC occupant JID the broker stamps on the IQ, which the client cannot forge;
+anyone else is answered ``forbidden`` and nothing is started or stopped
+(docs/security.md, "Recording and streaming").
 
 Media: the recorder is not a room occupant. The focus adds it to the conference as a *hidden*
 participant (:attr:`~.conference.Participant.hidden`): a Colibri endpoint with no sources, last-N
@@ -28,13 +29,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from services.common import jibri
 from services.common.jibri import Action, JibriIq, RecorderStatus, RecordingMode, RecordingStatus, Status
+from services.common.logging import RateLimitedLogger
 
 from . import flows
+from .limits import RequestLimiter
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
@@ -48,6 +53,11 @@ log = logging.getLogger("focus.jibri")
 class JibriSignaling(Protocol):
     async def send_jibri(self, recorder: str, request: JibriIq) -> JibriIq: ...
     def set_room_extension(self, room: str, tag: str, element: ET.Element | None) -> None: ...
+
+
+# a recorder's errors that refuse the request itself (its stream target, its values), not that
+# recorder: the requester gets them as they are and no other recorder is tried
+REQUEST_REFUSED = ("bad-request", "not-acceptable")
 
 
 class JibriRefused(Exception):
@@ -104,8 +114,9 @@ class RecordingDecisions:
         return best[1] if best else None
 
     @staticmethod
-    def may_control(conf: Conference | None, requester_nick: str) -> bool:
-        if conf is None:
+    def may_control(conf: Conference | None, requester_nick: str, moderator: bool) -> bool:
+        """Only a moderator who is a (visible) participant of the conference."""
+        if conf is None or not moderator:
             return False
         participant = conf.participants.get(requester_nick)
         return participant is not None and not participant.hidden
@@ -130,6 +141,11 @@ class JibriService:
         self.settings = focus.settings.jibri
         self.state = RecordingDecisions()
         self.signaling: JibriSignaling | None = None
+        self._log = RateLimitedLogger(log)
+        self.starts = RequestLimiter(self.settings.start_burst, self.settings.starts_per_minute)
+        # (room, nick) -> is that occupant a moderator (the moderation adapter's answer); unset:
+        # nobody is, and every request is refused
+        self.is_moderator: Callable[[str, str], bool] = lambda _room, _nick: False
 
     def _brewery_jid(self, nick: str) -> str:
         return f"{self.focus.settings.jibri_brewery_jid}/{nick}"
@@ -163,13 +179,19 @@ class JibriService:
     async def request(self, room: str, requester_nick: str, iq: JibriIq) -> JibriIq:
         """A participant's start/stop; returns the answer or raises :class:`JibriRefused`."""
         conf = self.focus.conferences.get(room)
-        if not self.state.may_control(conf, requester_nick):
-            raise JibriRefused("forbidden", "only participants of this conference may control recording")
+        if not self.state.may_control(conf, requester_nick, self.is_moderator(room, requester_nick)):
+            self._log.info("forbidden", "recording %s by %s/%s refused: not a moderator", iq.action.value, room,
+                           requester_nick)  # fmt: skip
+            raise JibriRefused("forbidden", "only moderators may start or stop recording and streaming")
         if iq.action is Action.START:
             try:
                 start = iq.checked_start()
             except jibri.JibriFormatError as exc:
                 raise JibriRefused("bad-request", str(exc)) from None
+            wait = self.starts.check(room, time.monotonic())
+            if wait is not None:
+                self._log.info("starts", "recording start in %s refused: over the room's rate", room)
+                raise JibriRefused("resource-constraint", f"too many recording starts; retry in {wait:.0f} s")
             return await self._start(room, f"{room}/{requester_nick}", start)
         if iq.action is Action.STOP:
             return await self._stop_request(room, iq)
@@ -200,6 +222,12 @@ class JibriService:
                 answer = await asyncio.wait_for(
                     self.signaling.send_jibri(self._brewery_jid(nick), request), self.settings.iq_timeout
                 )
+            except JibriRefused as exc:
+                self.state.recordings.pop(session_id, None)
+                if exc.condition in REQUEST_REFUSED:  # any recorder would: tell the requester why
+                    raise
+                log.warning("recorder %s refused to start room=%s: %s", nick, room, exc)
+                continue
             except Exception as exc:
                 self.state.recordings.pop(session_id, None)
                 log.warning("recorder %s refused to start room=%s: %s", nick, room, exc)

@@ -73,6 +73,12 @@ class Moderator:
             )
         )
 
+    def is_moderator(self, room: str, nick: str) -> bool:
+        """Whether the room's occupant ``nick`` has the moderator role (as its last presence said)."""
+        state = self.core.rooms.get(room)
+        member = state.members.get(nick) if state is not None else None
+        return member is not None and member.role == "moderator"
+
     def _requester(self, iq: slixmpp.Iq) -> str:
         """The real JID behind an IQ: the broker's client proxy (``focus.<domain>``) sends it to
         us from ``focus.<domain>/<the sender's full JID>``."""

@@ -393,13 +393,8 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         try:
             answer = await self.recorders.request(room, nick, request)
         except JibriRefused as exc:
-            etype = (
-                "auth"
-                if exc.condition == "forbidden"
-                else "wait"
-                if exc.condition == "service-unavailable"
-                else "cancel"
-            )
+            etype = {"forbidden": "auth", "service-unavailable": "wait", "resource-constraint": "wait",
+                     "bad-request": "modify", "not-acceptable": "modify"}.get(exc.condition, "cancel")  # fmt: skip
             self._error(iq, exc.condition, exc.text, etype)
             return
         except Exception as exc:
@@ -485,7 +480,9 @@ class FocusXmpp(GuardedStreamMixin, slixmpp.ClientXMPP):
         try:
             result = await iq.send(timeout=self.settings.jibri.iq_timeout)
         except IqError as exc:
-            raise RuntimeError(f"{exc.iq['error']['condition']}: {exc.iq['error']['text']}") from None
+            from .jibri import JibriRefused
+
+            raise JibriRefused(str(exc.iq["error"]["condition"]), str(exc.iq["error"]["text"])[:256]) from None
         el = jibri.find_jibri(result.xml)
         return jibri.JibriIq.from_element(el) if el is not None else jibri.JibriIq()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 
@@ -51,11 +52,15 @@ async def main(settings: RecorderSettings) -> None:
         settings.output_dir,
     )
     await client.start()
+    watch = asyncio.ensure_future(recorder.watch())
     freeze_heap()
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         await asyncio.Event().wait()
     finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
         await recorder.close()
         client.close()
         await stop_http(server)

@@ -67,6 +67,11 @@ class RecorderSettings(Section):
     capacity: int = Field(ge=1, le=1000)
     output_dir: Path
     rtmp_base_url: str
+    rtmp_allowed_networks: list[str]
+    rtmp_allowed_urls: list[str]
+    rtmp_resolve_timeout: float = Field(gt=0, le=60)
+    max_duration: float = Field(ge=0)
+    min_free_bytes: int = Field(ge=0)
     ice_host_addresses: list[str]
     composite: CompositeSettings
     layout: Literal["grid", "speaker"]
@@ -74,6 +79,13 @@ class RecorderSettings(Section):
     bridge_channel_origin: str
     max_receive_bitrate: int = Field(ge=100_000, le=1_000_000_000)
     http: HttpSettings
+
+    @model_validator(mode="after")
+    def _stream_policy(self) -> RecorderSettings:
+        from .stream_policy import StreamPolicy
+
+        StreamPolicy.from_settings(self.rtmp_allowed_networks, self.rtmp_allowed_urls)  # ValueError
+        return self
 
 
 class RecorderConfig(Section):
@@ -91,8 +103,12 @@ ENV_VARS = [
     EnvVar("JIBRI_BREWERY_MUC", "recorder.xmpp.brewery-muc"),
     EnvVar("JIBRI_INSTANCE_ID", "recorder.xmpp.nick"),
     EnvVar("RECORDER_CAPACITY", "recorder.capacity", int),
+    EnvVar("RECORDER_MAX_DURATION", "recorder.max-duration", float),
+    EnvVar("RECORDER_MIN_FREE_BYTES", "recorder.min-free-bytes", int),
     EnvVar("JIBRI_RECORDING_DIR", "recorder.output-dir"),
     EnvVar("RECORDER_RTMP_BASE_URL", "recorder.rtmp-base-url"),
+    EnvVar("RECORDER_RTMP_ALLOWED_NETWORKS", "recorder.rtmp-allowed-networks", split_list),
+    EnvVar("RECORDER_RTMP_ALLOWED_URLS", "recorder.rtmp-allowed-urls", split_list),
     EnvVar("RECORDER_ICE_HOST_ADDRESSES", "recorder.ice-host-addresses", split_list),
     EnvVar("RECORDER_COMPOSITE_WIDTH", "recorder.composite.width", int),
     EnvVar("RECORDER_COMPOSITE_HEIGHT", "recorder.composite.height", int),

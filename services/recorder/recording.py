@@ -104,15 +104,24 @@ class Recording:
             if writer is None:
                 if len(self.writers) >= MAX_PARTICIPANTS:
                     return want_key
-                writer = self.writers[owner] = TrackWriter(
-                    self.directory / f"{safe_name(owner)}.webm", self.origin
-                )
+                writer = self.writers[owner] = TrackWriter(self.directory / self._file_name(owner), self.origin)
                 self.save()
             if kind == "video":
                 writer.video(data, at)
             else:
                 writer.audio(data, at)
         return want_key
+
+    def _file_name(self, owner: str) -> str:
+        """``<participant>.webm``, unique: nicks are the guests' choice, and two that differ only in
+        characters a file name cannot hold ("ada" and "ada!") must not write into one file."""
+        taken = {w.path.name for w in self.writers.values()}
+        base = safe_name(owner)
+        name, n = f"{base}.webm", 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}.webm"
+        return name
 
     def speaker_changed(self, event: DominantSpeakerEndpointChangeEvent) -> None:
         """The bridge's dominant speaker (its endpoint id is the participant's nick, as owners

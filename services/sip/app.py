@@ -59,7 +59,7 @@ async def main(settings: SipSettings) -> None:
     gateway = SipGateway(
         core, media, admin, max_message_size=settings.limits.max_message_size,
         max_headers=settings.limits.max_headers, max_tcp_connections=settings.tcp.max_connections,
-        tcp_idle_timeout=settings.tcp.idle_timeout,
+        tcp_idle_timeout=settings.tcp.idle_timeout, trusted_proxies=settings.websocket.trusted_proxies,
     )
     media.hangup = gateway.hangup
     if settings.udp.port:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,14 @@ class WebSocketSettings(Listener):
     rm_delay_interval: float = Field(ge=0)
     origins: list[str]
     hosts: list[str]
+    trusted_proxies: list[str]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+        return value
 
 
 class Limits(Section):
@@ -80,6 +89,8 @@ class XmppSettings(Section):
 class MediaSettings(Section):
     ice_host_addresses: list[str]
     rtp_host: str
+    unverified_send: float = Field(ge=0, le=60)
+    consent_timeout: float = Field(gt=0, le=3600)
 
 
 class DialInSettings(Section):
@@ -177,6 +188,7 @@ ENV_VARS = [
     EnvVar("SIP_HTTP_HOST", "sip.http.host"),
     EnvVar("SIP_HTTP_PORT", "sip.http.port", int),
     EnvVar("SIP_MAX_CALLS", "sip.limits.max-calls", int),
+    EnvVar("SIP_MAX_TRANSACTIONS", "sip.limits.max-transactions", int),
     EnvVar("XMPP_SERVER", "sip.xmpp.server"),
     EnvVar("XMPP_PORT", "sip.xmpp.port", int),
     EnvVar("XMPP_MUC_DOMAIN", "sip.xmpp.muc-domain"),
@@ -186,6 +198,9 @@ ENV_VARS = [
     EnvVar("XMPP_FOCUS_ADDRESS", "sip.xmpp.focus-address"),
     EnvVar("SIP_ICE_HOST_ADDRESSES", "sip.media.ice-host-addresses", split_list),
     EnvVar("SIP_RTP_HOST", "sip.media.rtp-host"),
+    EnvVar("SIP_TRUSTED_PROXIES", "sip.websocket.trusted-proxies", split_list),
+    EnvVar("SIP_MEDIA_UNVERIFIED_SEND", "sip.media.unverified-send", float),
+    EnvVar("SIP_MEDIA_CONSENT_TIMEOUT", "sip.media.consent-timeout", float),
     EnvVar("SIP_DIALIN_NUMBER", "sip.dial-in.number"),
     EnvVar("SIP_MSRP_BIND_TIMEOUT", "sip.msrp.bind-timeout", float),
     EnvVar("SIP_DIALIN_PINS", "sip.dial-in.pins", split_list),

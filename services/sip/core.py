@@ -266,6 +266,22 @@ class SipCore:
                 self._arm(txn.expires_at)
         return data
 
+    def _evict_completed(self) -> bool:
+        """The table is full: forget its oldest completed transaction that waits for nothing
+        (a final response sent, no retransmission running: kept only to answer a retransmitted
+        request, RFC 3261 section 17.2.2 timer J), so a flood of requests answered at once (from
+        any number of spoofed sources) cannot fill the table and shut out other callers for
+        64*T1. A retransmission of the forgotten request is then handled as a new one, which
+        every method the gateway answers at once tolerates. False when every one is in progress
+        (INVITEs waiting for the meeting, bounded by ``max_calls``; final non-2xx responses being
+        retransmitted until their ACK)."""
+        for key, txn in self._server.items():
+            if txn.final and txn.retransmit_at is None and txn.call_key is None:
+                del self._server[key]
+                self._count("transactions_evicted")
+                return True
+        return False
+
     @staticmethod
     def _stateless_tag(request: SipMessage) -> str:
         # the same To tag for retransmissions of one request (RFC 3261 §8.2.6.2)
@@ -328,7 +344,7 @@ class SipCore:
         if method == "CANCEL":
             self._cancel(flow, req, now)
             return
-        if len(self._server) >= self.settings.max_transactions:
+        if len(self._server) >= self.settings.max_transactions and not self._evict_completed():
             self._count("overload")
             self._respond(None, flow, req, 503, extra=[("Retry-After", "5")])
             return

@@ -48,6 +48,7 @@ from services.common.xmpp_guard import send_iq_error
 
 from . import audio, dtmf, msrp
 from .config import SipSettings
+from .consent import MediaConsent
 from .core import Call
 from .transport import CallRefused
 
@@ -406,8 +407,12 @@ class PlainRtp(asyncio.DatagramProtocol):
 
     def __init__(self, pt: int, remote: tuple[str, int], voice: FrameQueue, heard: FrameQueue,
                  muted: Callable[[], bool], telephone_event: int | None = None,
-                 on_digit: Callable[[str], None] | None = None) -> None:
+                 on_digit: Callable[[str], None] | None = None, unverified_send: float = 1.0,
+                 consent_timeout: float = 30.0) -> None:
         self.pt = pt
+        # no media to an address that sends none (services/sip/consent.py)
+        self.consent = MediaConsent(unverified_send, consent_timeout, time.monotonic())
+        self.packets_held = 0
         self.telephone_event = telephone_event
         self.on_digit = on_digit
         self.events = dtmf.EventDecoder()
@@ -434,6 +439,7 @@ class PlainRtp(asyncio.DatagramProtocol):
         packet = audio.parse_rtp(data)
         if packet is None or len(packet.payload) > 1920:
             return
+        self.consent.heard(time.monotonic())
         if packet.pt == self.telephone_event and self.telephone_event is not None:
             self.remote = (addr[0], addr[1])
             digit = self.events.feed(packet.ssrc, packet.timestamp, packet.payload)
@@ -462,6 +468,13 @@ class PlainRtp(asyncio.DatagramProtocol):
         while self.transport is not None:
             await pacer.wait()
             pcm = audio.down_48k_to_8k(self.heard.pull())
+            if not self.consent.may_send(time.monotonic()):
+                self.ts = (self.ts + audio.G711_FRAME) & 0xFFFFFFFF  # the clock runs on
+                self.packets_held += 1
+                if self.packets_held == 1:
+                    rl.info("no-rtp", "no RTP from %s:%d: its media held until some arrives",
+                            self.remote[0], self.remote[1])
+                continue
             payload = audio.g711_encode(pcm, self.pt)
             self.transport.sendto(audio.rtp_packet(self.pt, self.seq, self.ts, self.ssrc, payload,
                                                    marker=self.packets_out == 0), self.remote)
@@ -528,7 +541,7 @@ class CallSession:
         if self.pin is not None:
             out.update(dial_in=True, pin_attempt=self.pin.attempt, room=self.room or self.call.room)
         if self.rtp is not None:
-            out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_lost=self.rtp.lost,
+            out.update(rtp_in=self.rtp.packets_in, rtp_out=self.rtp.packets_out, rtp_held=self.rtp.packets_held, rtp_lost=self.rtp.lost,
                        dtmf_events=self.rtp.events.events)
         elif self.telephone_event is not None:
             out.update(dtmf_events=self.webrtc_events.events)
@@ -698,7 +711,8 @@ class MeetingMedia:
         host = self.settings.media.rtp_host
         _, proto = await loop.create_datagram_endpoint(
             lambda: PlainRtp(pt, (offer.address, offer.port), session.voice, session.heard,
-                             lambda: session.leg.muted, offer.telephone_event, session.digit),
+                             lambda: session.leg.muted, offer.telephone_event, session.digit,
+                             self.settings.media.unverified_send, self.settings.media.consent_timeout),
             local_addr=(host, 0),
         )
         session.rtp = proto

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -43,6 +44,8 @@ from .core import (
     SipCore,
 )
 from .message import SipParseError, StreamFramer, parse
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 log = logging.getLogger("sip.transport")
 rl = RateLimitedLogger(log)
@@ -109,10 +112,33 @@ class _WsTransport:
             transport.abort()
 
 
+def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """A WebSocket client's address: the right-most ``X-Forwarded-For`` entry (the one our own
+    proxy added; the others are the client's say) when the peer is a trusted proxy (nginx), else
+    the peer. Without it, every client behind nginx shared nginx's address, and one guest's failed
+    authentications (20 a minute per address) locked every WebSocket client out."""
+    try:
+        ip = ipaddress.ip_address(peer.strip("[]"))
+    except ValueError:
+        return peer
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if forwarded_for and any(ip in net for net in trusted):
+        last = forwarded_for.split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(last))
+        except ValueError:
+            return peer
+    return peer
+
+
 class SipGateway:
     def __init__(self, core: SipCore, media: CallMedia, admin: WsAdmin, *, max_message_size: int,
                  max_headers: int, max_tcp_connections: int = 1000, tcp_idle_timeout: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, trusted_proxies: Sequence[str] = ()) -> None:
+        self.trusted_proxies: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in trusted_proxies
+        )
         self.core = core
         self.media = media
         self.admin = admin
@@ -397,7 +423,9 @@ class SipGateway:
             await self._msrp_client(ws)
             return
         remote = ws.remote_address or ("", 0)
-        flow = Flow("ws", str(remote[0]), int(remote[1]), conn=next(self._conn_ids))
+        forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request is not None else None
+        flow = Flow("ws", client_address(str(remote[0]), forwarded, self.trusted_proxies), int(remote[1]),
+                    conn=next(self._conn_ids))
         transport = _WsTransport(ws, self.tasks)
         conn = self.admin.register(
             transport, remote=Endpoint.of(remote), local=Endpoint.of(ws.local_address),

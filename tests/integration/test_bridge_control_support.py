@@ -55,6 +55,10 @@ class RunningBridge:
         return f"ws://127.0.0.1:{self.public_port}"
 
 
+UNBUDGETED = "videobridge.bridge-channel { relay-bytes-per-second = 1000000000, relay-burst-bytes = 1000000000 }\n"
+"""A bridge configuration without a practical relay budget, for measuring relay throughput."""
+
+
 def start_bridge(
     name: str = "bridge", hocon: str = "", server_id: str = "jvbtest", **env: str
 ) -> RunningBridge:

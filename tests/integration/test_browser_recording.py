@@ -1,6 +1,7 @@
 """Recording from the web client, in headless Chromium, through the stack the launcher starts (with
-its recorder): a participant clicks Record, everyone - and a joiner - sees the indicator, the
-recorder writes the browsers' media, Stop ends it and the indicator goes away."""
+its recorder): the moderator clicks Record, everyone - and a joiner - sees the indicator, the
+recorder writes the browsers' media, another participant may not stop it, the moderator's Stop ends it
+and the indicator goes away."""
 
 from __future__ import annotations
 
@@ -61,7 +62,11 @@ def test_record_button_indicator_and_files(tmp_path: Path) -> None:
             carol.goto(f"{stack.front}/{room}?name=Carol")
             carol.wait_for_selector("#recording-indicator:not([hidden])", timeout=30_000)
             screenshot(ada, "recording-indicator.png")
-            bob.click("#record-button")  # anyone in the meeting may stop it (no moderator model yet)
+            # only a moderator may stop it (Ada, the room's first participant): Bob is refused
+            bob.click("#record-button")
+            bob.wait_for_selector("text=only moderators may start or stop", timeout=15_000)
+            assert (ada.evaluate("window.parley.recording") or {}).get("on"), "a participant stopped it"
+            ada.click("#record-button")
             for p in (ada, bob, carol):
                 p.wait_for_selector("#recording-indicator", state="hidden", timeout=30_000)
         views = httpx.get(f"{recorder}/recordings", timeout=5).json()

@@ -86,6 +86,8 @@ class RecorderStack(Stack):
             # the bridge advertises an unreachable WebSocket host here (the focus stack's):
             # the recorder opens its bridge channel on the bridge's public port instead
             "RECORDER_BRIDGE_CHANNEL_ORIGIN": f"ws://127.0.0.1:{self.bridge_ports['jvb1']['public']}",
+            # the live-stream test's RTMP server (nginx-rtmp) listens on loopback
+            "RECORDER_RTMP_ALLOWED_NETWORKS": "127.0.0.1/32",
             **(extra or {}),
         }
         self.recorder = ServiceProcess.python_module(
@@ -444,8 +446,8 @@ async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
         await late.join(room)
         assert await wait_until(lambda: late_watcher.last is jibri.Status.ON, 10), late_watcher.seen
         await late.stop()
-        stopped = await jibri_iq(
-            people[2], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=session_id)
+        stopped = await jibri_iq(  # by the moderator (the room's first participant)
+            people[0], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=session_id)
         )
         assert stopped.status is jibri.Status.OFF
         assert await wait_until(lambda: watcher.last is jibri.Status.OFF, 20), watcher.seen

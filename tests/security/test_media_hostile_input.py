@@ -197,22 +197,37 @@ def raw_websocket(url: str) -> socket.socket:
     return sock
 
 
+def masked_text_frame(text: str) -> bytes:
+    """One client-to-server WebSocket text frame (RFC 6455 section 5.2), payload under 126 bytes."""
+    payload = text.encode()
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 async def test_an_endpoint_that_never_reads_is_disconnected(stack: Stack) -> None:
     urls = create(stack, "sleeper", "talker")
     async with httpx.AsyncClient(timeout=5) as http:
         rss_before = (await http.get(f"{stack.bridge}/debug")).json()["rss_bytes"]
-    sleeper = raw_websocket(urls["sleeper"])
+    # straight to the bridge's public WebSocket port (nginx in between would buffer megabytes of
+    # answers in its own sockets before the bridge saw a backlog)
+    direct = f"ws://127.0.0.1:{9090 + int(stack.bridge.rsplit(':', 1)[1]) - 8080}"
+    sleeper = raw_websocket(urls["sleeper"].replace(stack.front.replace("http://", "ws://"), direct))
     try:
         async with connect(urls["talker"]) as talker:
             await recv_json(talker)
-            chunk = json.dumps(
-                {"colibriClass": "EndpointMessage", "to": "sleeper", "msgPayload": "x" * 60_000}
-            )
-            for i in range(500):  # ~30 MB for an endpoint that reads nothing
-                await talker.send(chunk)
-                if i % 50 == 0:  # let the bridge keep up
-                    await talker.send(json.dumps({"colibriClass": "ClientHello"}))
-                    await recv_class(talker, "ServerHello")
+            # Messages relayed to it are bounded by each sender's relay budget
+            # (tests/security/test_bridge_channel_flood.py); an endpoint asking the bridge itself
+            # for answers (ClientHello -> ServerHello) and never reading them is not: up to 10 MB
+            # of answers for 200,000 hellos (the kernel's send buffer takes the first few MB)
+            hellos = masked_text_frame(json.dumps({"colibriClass": "ClientHello"})) * 2000
+            for _ in range(100):
+                try:
+                    await asyncio.to_thread(sleeper.sendall, hellos)
+                except OSError:  # the bridge cut it off already
+                    break
+                await talker.send(json.dumps({"colibriClass": "ClientHello"}))  # let the bridge keep up
+                await recv_class(talker, "ServerHello")
             deadline = time.monotonic() + 20
             while True:
                 async with httpx.AsyncClient(timeout=5) as http:

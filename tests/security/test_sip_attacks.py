@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -316,3 +317,100 @@ def test_hostile_sip_info_dtmf_is_refused_and_bounded(dial_in_gateway: dict[str,
         rtp.close()
         c.close()
     still_serves(dial_in_gateway)
+
+
+def test_media_goes_only_to_an_address_that_sends_rtp(dial_in_gateway: dict[str, int]) -> None:
+    """A caller's SDP can name any address (a forged INVITE, or a caller pointing its call at a
+    victim): the gateway sends G.711 at 50 packets a second there only for the first second, then
+    holds it until RTP arrives from that address (services/sip/consent.py), so one INVITE cannot
+    make it stream to someone who never asked for it."""
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("127.0.0.1", 0))
+    victim.settimeout(0.1)
+    c = client("udp", dial_in_gateway)
+
+    def received_for(seconds: float) -> int:
+        count, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                victim.recvfrom(4096)
+                count += 1
+            except TimeoutError:
+                pass
+        return count
+
+    try:
+        call_id, tag, ok = dial_in_call(c, victim.getsockname()[1])
+        got = received_for(4.0)
+        assert got <= 60, f"{got} packets sent to an address that sent none (50 a second unbounded)"
+        [call] = get_json(dial_in_gateway["http"], "/calls")
+        assert call["rtp_held"] > 100, call
+        # the address sends RTP: it is sent media from then on
+        answer = audio.parse_plain_offer(ok.body.decode())
+        victim.sendto(audio.rtp_packet(0, 1, 160, 9, b"\xff" * 160), (answer.address, answer.port))
+        assert received_for(1.0) >= 30
+        c.send(request("BYE", f"sip:dialin@{DOMAIN}", host=c.local, call_id=call_id, from_tag=tag, cseq=2,
+                       to=ok.get("To")))
+    finally:
+        victim.close()
+        c.close()
+    still_serves(dial_in_gateway)
+
+
+def test_a_flood_of_requests_cannot_fill_the_transaction_table() -> None:
+    """Requests answered at once (OPTIONS with a new branch each, as from many spoofed sources)
+    used to stay in the transaction table for 64*T1 (32 s) each: a few thousand a second filled
+    it and every other caller got 503 for half a minute. Now the oldest answered ones make room."""
+    proc, ports = gateway_process({"SIP_MAX_TRANSACTIONS": "64"})
+    with proc:
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{flood.getsockname()[1]}"
+        try:
+            for i in range(400):
+                flood.sendto(request("OPTIONS", f"sip:{DOMAIN}", host=host, branch=f"z9hG4bKf{i}").to_bytes(),
+                             ("127.0.0.1", ports["sip"]))  # fmt: skip
+                if i % 50 == 49:
+                    time.sleep(0.05)  # let the gateway read them (UDP drops what overflows)
+            time.sleep(0.5)
+            c = client("udp", ports)
+            try:
+                for _ in range(3):
+                    c.send_raw(options(c))
+                    resp = c.recv()
+                    assert resp is not None and resp.status == 200, resp
+            finally:
+                c.close()
+        finally:
+            flood.close()
+
+
+def test_one_websocket_guesser_behind_nginx_does_not_lock_out_the_others() -> None:
+    """Every SIP WebSocket comes from nginx: the failed-authentication counter (20 a minute per
+    address) must count the client's address nginx forwards, or one guest guessing passwords over
+    /sip-ws locks every browser's registration out."""
+    proc, ports = gateway_process({"SIP_WS_ORIGINS": "https://meet.example"})
+    with proc:
+        def via_nginx(client_ip: str) -> SipClient:
+            headers = {"Origin": "https://meet.example", "X-Forwarded-For": f"10.9.9.9, {client_ip}"}
+            return SipClient("ws", "127.0.0.1", ports["ws"], ws_headers=headers)
+
+        guesser = via_nginx("203.0.113.7")
+        try:
+            statuses = [getattr(guesser.register("alice", f"guess-{i}"), "status", None) for i in range(25)]
+            assert statuses[0] == 401 and statuses[-1] == 403, statuses
+        finally:
+            guesser.close()
+        honest = via_nginx("198.51.100.9")
+        try:
+            resp = honest.register("alice", "alice-secret")
+            assert resp is not None and resp.status == 200, resp
+        finally:
+            honest.close()
+        # the left-most entries are the client's own say: a guesser cannot pick its address
+        again = SipClient("ws", "127.0.0.1", ports["ws"],
+                          ws_headers={"Origin": "https://meet.example", "X-Forwarded-For": "198.51.100.9, 203.0.113.7"})  # fmt: skip
+        try:
+            assert getattr(again.register("alice", "guess-x"), "status", None) == 403
+        finally:
+            again.close()

@@ -27,6 +27,14 @@ log = logging.getLogger("bridge.channel")
 ERROR_INTERVAL = 1.0
 """At most one ``Error`` message a second to an endpoint (a client cannot make the bridge amplify)."""
 
+RELAY_BYTES_PER_SECOND = 32 * 1024
+RELAY_BURST_BYTES = 128 * 1024
+"""Each endpoint's budget of relayed messages (``EndpointMessage``, ``EndpointStats``), counted in
+bytes as received. The bridge sends each one to every other endpoint, so without a budget one
+guest flooding 64 KB broadcasts filled every receiver's WebSocket queue until the bridge cut the
+slower ones off (``max-queued-bytes``). Chat lines, reactions, polls and statistics are a few
+hundred bytes each; a message over the budget is dropped and the sender told (``Error``)."""
+
 
 class ChannelTransport(Protocol):
     """A way to reach endpoints (the Colibri WebSocket, SCTP data channels)."""
@@ -49,6 +57,8 @@ class BridgeChannels:
         max_depth: int = bc.MAX_DEPTH,
         clock: Callable[[], float] = time.monotonic,
         on_open: Callable[[str, str], None] | None = None,
+        relay_bytes_per_second: float = RELAY_BYTES_PER_SECOND,
+        relay_burst_bytes: float = RELAY_BURST_BYTES,
     ) -> None:
         self.endpoints_of = endpoints_of
         # (conference, endpoint) whose channel just opened: the state it missed is sent to it
@@ -62,6 +72,9 @@ class BridgeChannels:
         self._preferred: dict[tuple[str, str], str] = {}
         self._last_error: dict[tuple[str, str], float] = {}
         self.refused = 0
+        self.relay_rate, self.relay_burst = relay_bytes_per_second, relay_burst_bytes
+        self._relay_budget: dict[tuple[str, str], tuple[float, float]] = {}  # -> (bytes left, at)
+        self.relay_dropped = 0
         self._log = RateLimitedLogger(log)
 
     def add_transport(self, transport: ChannelTransport) -> None:
@@ -90,6 +103,12 @@ class BridgeChannels:
         except bc.BridgeChannelError as exc:
             self._refuse(conference_id, endpoint_id, exc.field, exc.message, via)
             return
+        if isinstance(message, bc.EndpointMessage | bc.EndpointStats) and not self._relay_allowed(
+            conference_id, endpoint_id, len(frame)
+        ):
+            self.relay_dropped += 1
+            self._refuse(conference_id, endpoint_id, "", "relayed messages over the endpoint's rate: dropped", via)
+            return
         routing = route(message, endpoint_id, self.endpoints_of(conference_id), self.version)
         for target, out in routing.deliveries:
             self.send(conference_id, target, out)
@@ -98,6 +117,18 @@ class BridgeChannels:
                 self.to_engine(conference_id, endpoint_id, routing.to_engine)
             except Exception as exc:  # e.g. a value the engine cannot apply: that endpoint's problem
                 self._refuse(conference_id, endpoint_id, "", f"not applied: {type(exc).__name__}: {exc}", via)
+
+    def _relay_allowed(self, conference_id: str, endpoint_id: str, size: int) -> bool:
+        """Take ``size`` bytes from the endpoint's relay budget (a token bucket)."""
+        key = (conference_id, endpoint_id)
+        now = self.clock()
+        left, at = self._relay_budget.get(key, (self.relay_burst, now))
+        left = min(self.relay_burst, left + max(0.0, now - at) * self.relay_rate)
+        if size > left:
+            self._relay_budget[key] = (left, now)
+            return False
+        self._relay_budget[key] = (left - size, now)
+        return True
 
     def _refuse(self, conference_id: str, endpoint_id: str, field: str, reason: str, via: str) -> None:
         """A message we do not act on: one rate-limited log line, an ``Error`` back (rate-limited)."""
@@ -133,6 +164,7 @@ class BridgeChannels:
         """The endpoint expired."""
         self._preferred.pop((conference_id, endpoint_id), None)
         self._last_error.pop((conference_id, endpoint_id), None)
+        self._relay_budget.pop((conference_id, endpoint_id), None)
 
     def _order(self, conference_id: str, endpoint_id: str) -> list[ChannelTransport]:
         preferred = self.transports.get(self._preferred.get((conference_id, endpoint_id), ""))

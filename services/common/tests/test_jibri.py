@@ -61,11 +61,47 @@ def test_hostile_or_malformed_elements_are_refused(xml: str) -> None:
         JibriIq.from_element(parse(xml))
 
 
-@pytest.mark.parametrize("stream_id", [None, "http://x/y", "rtmp://a b"])
+@pytest.mark.parametrize(
+    "stream_id",
+    [
+        None,
+        "http://x/y",
+        "rtmp://a b",
+        "rtmp://user:pw@10.0.0.1/live/x",  # user info: parsers disagree on where the host is
+        "rtmp://live.example\\@10.0.0.1/live/x",
+        "rtmp://live.example/live/x#frag",
+        "rtmp://live.example/live/x y",
+        "rtmp://live.example/live/\"><script>",
+        "rtmp://live.example:0/live/x",
+        "rtmp://live.example:99999/live/x",
+        "rtmp://-bad-.example/live/x",
+        "rtmp:///live/x",
+        "rtmp://live.example/live/\x00",
+        "rtmp://liv\u00e9.example/live/x",
+        "rtmp://live.example/" + "k" * 1100,
+        "key with space",
+        "../../admin",
+        "key\nnext",
+    ],
+)
 def test_stream_mode_needs_an_rtmp_target(stream_id: str | None) -> None:
     iq = JibriIq(action=Action.START, recording_mode=RecordingMode.STREAM, stream_id=stream_id)
     with pytest.raises(JibriFormatError):
         iq.checked_start()
+
+
+def test_stream_urls_are_taken_apart_and_rebuilt_from_what_was_checked() -> None:
+    t = jibri.parse_stream_url("rtmp://Live.Example/live2/abcd-efgh?x=1")
+    assert (t.scheme, t.host, t.port, t.path) == ("rtmp", "live.example", 1935, "/live2/abcd-efgh?x=1")
+    assert t.url() == "rtmp://live.example:1935/live2/abcd-efgh?x=1"
+    assert t.url("203.0.113.5") == "rtmp://203.0.113.5:1935/live2/abcd-efgh?x=1"
+    assert t.address is None
+    v6 = jibri.parse_stream_url("rtmps://[2001:db8::1]/app/k")
+    assert (v6.host, v6.port, str(v6.address)) == ("2001:db8::1", 443, "2001:db8::1")
+    assert v6.url() == "rtmps://[2001:db8::1]:443/app/k"
+    assert jibri.parse_stream_url("rtmp://127.0.0.1:1936/live/m").url() == "rtmp://127.0.0.1:1936/live/m"
+    for key in ("abcd-efgh-ijkl-mnop", "live_123_abc", "app/key?token=1"):
+        assert JibriIq(action=Action.START, recording_mode=RecordingMode.STREAM, stream_id=key).checked_start()
 
 
 def test_recorder_status_presence_shape_and_capacity() -> None:

@@ -30,16 +30,18 @@ def test_pick_with_no_recorder_or_only_idle_jibris() -> None:
     assert d.pick(set()) == "a"  # stable order on ties
 
 
-def test_only_participants_may_control_recording() -> None:
+def test_only_moderators_among_the_participants_may_control_recording() -> None:
     conf = Conference(room=ROOM)
     conf.occupant_joined("alice", f"{ROOM}/alice")
+    conf.occupant_joined("bob", f"{ROOM}/bob")
     hidden = conf.occupant_joined("jibri-1", "brewery/rec1")
     assert hidden is not None
     hidden.hidden = True
-    assert RecordingDecisions.may_control(conf, "alice")
-    assert not RecordingDecisions.may_control(conf, "mallory")
-    assert not RecordingDecisions.may_control(conf, "jibri-1")
-    assert not RecordingDecisions.may_control(None, "alice")
+    assert RecordingDecisions.may_control(conf, "alice", moderator=True)
+    assert not RecordingDecisions.may_control(conf, "bob", moderator=False)  # a participant only
+    assert not RecordingDecisions.may_control(conf, "mallory", moderator=True)
+    assert not RecordingDecisions.may_control(conf, "jibri-1", moderator=True)
+    assert not RecordingDecisions.may_control(None, "alice", moderator=True)
 
 
 def test_a_conference_of_recorders_only_is_empty() -> None:

@@ -402,3 +402,19 @@ def test_audio_across_the_end_of_the_ring_is_mixed_in_order() -> None:
     composer.audio("alice", (ring_end - 480) / RATE, frame)  # half before the end, half after
     mix = composer.mix((ring_end - 1000) / RATE, 2000)
     assert list(mix[520:1480]) == list(ramp) and not mix[:520].any() and not mix[1480:].any()
+
+
+def test_nicks_that_name_the_same_file_get_files_of_their_own(tmp_path: Path) -> None:
+    from services.common.jibri import RecordingMode
+    from services.recorder.recording import Recording
+
+    recording = Recording("s1", "r@muc", RecordingMode.FILE, tmp_path / "r-s1")
+    try:
+        packets = opus_packets(5)
+        for nick in ("ada", "ada!", "ada?", "../ada"):
+            recording.encoded(nick, "audio", packets[0], time.monotonic())
+        names = sorted(w.path.name for w in recording.writers.values())
+        assert names == ["ada-2.webm", "ada-3.webm", "ada-4.webm", "ada.webm"], names
+        assert all(w.path.parent == tmp_path / "r-s1" for w in recording.writers.values())
+    finally:
+        recording.finish()

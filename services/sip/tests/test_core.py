@@ -273,15 +273,21 @@ def test_malformed_request_400_and_stream_closed() -> None:
     assert isinstance(close, Close)
 
 
-def test_transaction_table_is_bounded() -> None:
+def test_transaction_table_is_bounded_and_a_flood_of_answered_requests_cannot_fill_it() -> None:
     core = make_core(max_transactions=5)
-    for i in range(5):
-        feed(core, UDP, req("OPTIONS", branch=f"z9hG4bKb{i}"))
-    [resp] = feed(core, UDP, req("OPTIONS", branch="z9hG4bKover"))
+    _, key = invite(core)  # in progress (waiting for the meeting): never forgotten
+    for i in range(20):  # a flood answered at once: the oldest completed ones make room
+        [resp] = feed(core, UDP, req("OPTIONS", branch=f"z9hG4bKb{i}"))
+        assert resp.status == 200
+    assert len(core._server) == 5 and core.counters["transactions_evicted"] == 16
+    [again] = feed(core, UDP, req("OPTIONS", branch="z9hG4bKb19"))  # a retransmission: still known
+    assert again.status == 200
+    assert core.calls[key].state == "offered"
+    # every one in progress: 503 for one more
+    full = make_core(max_transactions=1)
+    invite(full)
+    [resp] = feed(full, UDP, req("OPTIONS", branch="z9hG4bKover"))
     assert resp.status == 503
-    core.tick(40.0)
-    [resp] = feed(core, UDP, req("OPTIONS", branch="z9hG4bKlater"), 40.0)
-    assert resp.status == 200
 
 
 def confirmed_call(core: SipCore) -> tuple[str, str]:

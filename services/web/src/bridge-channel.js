@@ -59,12 +59,17 @@ export function chatMessage(text, displayName) {
   return endpointMessage({ type: CHAT, text, displayName });
 }
 
+/** Longest chat text and display name a page shows (longer ones are cut; docs/security.md). */
+export const MAX_CHAT_TEXT = 10000;
+export const MAX_DISPLAY_NAME = 100;
+
 /** A chat message from an EndpointMessage, or null when the payload is something else. */
 export function chatFrom(msg) {
   const p = msg.msgPayload;
   if (msg.colibriClass !== ColibriClass.ENDPOINT_MESSAGE || !p || p.type !== CHAT) return null;
   if (typeof p.text !== 'string' || !p.text) return null;
-  return { from: msg.from ?? '', text: p.text, displayName: typeof p.displayName === 'string' ? p.displayName : '' };
+  const displayName = typeof p.displayName === 'string' ? p.displayName.slice(0, MAX_DISPLAY_NAME) : '';
+  return { from: String(msg.from ?? ''), text: p.text.slice(0, MAX_CHAT_TEXT), displayName };
 }
 
 /** Seconds to wait before reconnect attempt `attempt` (0-based): 1, 2, 4 … capped at 60. */

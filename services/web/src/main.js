@@ -9,7 +9,7 @@ import { Moderation } from './moderation.js';
 import { ModerationUi } from './moderation-ui.js';
 import { parseDisplayName, parseRoomName, roomFromPath } from './room.js';
 import { reconnectDelay } from './bridge-channel.js';
-import { Banner, chatLine, createTile, ICONS, participantRow, setTileTrack, updateTile } from './ui.js';
+import { appendBounded, Banner, chatLine, createTile, ICONS, MAX_CHAT_LINES, participantRow, setTileTrack, updateTile } from './ui.js';
 import { Debouncer } from './video-constraints.js';
 import { DevicePicker, mediaConstraints, rememberedDevice } from './devices.js';
 import { handQueue, REACTIONS } from './reactions.js';
@@ -693,7 +693,7 @@ function createMeeting(room, name) {
   meeting.addEventListener('chat', ({ detail }) => {
     if (!current()) return;
     const log = $('chat-log');
-    log.append(chatLine(detail));
+    appendBounded(log, chatLine(detail), MAX_CHAT_LINES);
     log.scrollTop = log.scrollHeight;
     if ($('chat').hidden && !detail.mine) {
       state.unread += 1;

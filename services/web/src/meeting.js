@@ -5,7 +5,7 @@
 
 import { $build, $iq, $msg, $pres, Strophe } from 'strophe.js';
 
-import { BridgeChannel, chatFrom, ColibriClass, endpointStats } from './bridge-channel.js';
+import { BridgeChannel, chatFrom, ColibriClass, endpointStats, MAX_CHAT_TEXT, MAX_DISPLAY_NAME } from './bridge-channel.js';
 import { encodingForConstraint, qualityLevel, summarizeStats } from './quality.js';
 import { Roster } from './roster.js';
 import { JingleGate, NS_JINGLE_ERRORS, RateLimitedLog } from './signalling/acceptance.js';
@@ -305,7 +305,8 @@ export class Meeting extends EventTarget {
     if (!body || nick === this.endpointId || delayed) return true;
     const person = this.roster.people.get(nick);
     const named = [...el.children].find((c) => c.tagName === 'nick')?.textContent;
-    this.#emit('chat', { from: nick, text: body.slice(0, 10000), displayName: person?.nick ?? named ?? nick, mine: false });
+    const displayName = (person?.nick ?? named ?? nick).slice(0, MAX_DISPLAY_NAME);
+    this.#emit('chat', { from: nick, text: body.slice(0, MAX_CHAT_TEXT), displayName, mine: false });
     return true;
   }
 

@@ -7,6 +7,7 @@
 // the focus's occupant; lib-jitsi-meet's AVModeration). No DOM: the page renders the events (moderation-ui.js).
 
 import { $iq, $pres } from 'strophe.js';
+import { MAX_DISPLAY_NAME } from './bridge-channel.js';
 
 export const NS_MUC_USER = 'http://jabber.org/protocol/muc#user';
 const NS_MUC_ADMIN = 'http://jabber.org/protocol/muc#admin';
@@ -163,7 +164,7 @@ export class Moderation extends EventTarget {
     if (el.getAttribute('type') === 'unavailable') {
       if (this.knockers.delete(nick)) this.#emit('knock-left', { nick });
     } else if (user?.jid) {
-      const name = [...el.children].find((c) => c.localName === 'nick' && c.namespaceURI === NS_NICK)?.textContent ?? nick;
+      const name = ([...el.children].find((c) => c.localName === 'nick' && c.namespaceURI === NS_NICK)?.textContent ?? nick).slice(0, MAX_DISPLAY_NAME);
       this.knockers.set(nick, { name, jid: user.jid });
       this.#emit('knock', { nick, name });
     }

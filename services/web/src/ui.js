@@ -80,6 +80,15 @@ export function setTileTrack(tile, kind, track) {
   updateTile(tile, {});
 }
 
+/** Most chat lines a page keeps: a guest flooding the room's chat cannot grow every page. */
+export const MAX_CHAT_LINES = 500;
+
+/** Append `node` to `list`, dropping the oldest children beyond `max`. */
+export function appendBounded(list, node, max) {
+  list.append(node);
+  while (list.children.length > max) list.firstElementChild.remove();
+}
+
 export function chatLine({ displayName, text, mine }) {
   const li = document.createElement('li');
   li.className = `chat-message${mine ? ' mine' : ''}`;

@@ -5,8 +5,8 @@ import { describe, it } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
 
 import {
-  BridgeChannel, BridgeMessageError, chatFrom, chatMessage, ColibriClass, endpointMessage, parseBridgeMessage,
-  reconnectDelay,
+  BridgeChannel, BridgeMessageError, chatFrom, chatMessage, ColibriClass, endpointMessage, MAX_CHAT_TEXT,
+  MAX_DISPLAY_NAME, parseBridgeMessage, reconnectDelay,
 } from '../src/bridge-channel.js';
 
 describe('bridge-channel messages', () => {
@@ -29,6 +29,14 @@ describe('bridge-channel messages', () => {
     assert.equal(chatFrom(endpointMessage({ type: 'other' })), null);
     assert.equal(chatFrom({ ...sent, msgPayload: { type: 'parley-chat', text: '' } }), null);
     assert.equal(chatFrom({ colibriClass: 'EndpointStats' }), null);
+  });
+
+  it('cuts a hostile chat message to what a page shows', () => {
+    const huge = { ...endpointMessage({ type: 'parley-chat', text: 'x'.repeat(60000), displayName: 'n'.repeat(5000) }), from: 'e1' };
+    const chat = chatFrom(huge);
+    assert.equal(chat.text.length, MAX_CHAT_TEXT);
+    assert.equal(chat.displayName.length, MAX_DISPLAY_NAME);
+    assert.equal(chatFrom({ ...huge, msgPayload: { type: 'parley-chat', text: 'hi', displayName: { toString: 1 } } }).displayName, '');
   });
 
   it('backs off 1, 2, 4 … 60 seconds', () => {

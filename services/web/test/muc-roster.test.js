@@ -42,6 +42,12 @@ describe('MUC presence', () => {
     assert.equal(back.endpoint, 'ab12cd34');
   });
 
+  it('cuts a hostile nick to what a page shows', () => {
+    const long = 'N'.repeat(50000);
+    const back = presence(`<presence xmlns="jabber:client" from="standup@muc.meet.jitsi/ab12cd34"><nick xmlns="http://jabber.org/protocol/nick">${long}</nick></presence>`);
+    assert.equal(back.nick.length, 100);
+  });
+
   it('recognizes the focus, our own presence, leaving and errors', () => {
     const focus = presence(`<presence xmlns='jabber:client' from='r@muc.meet.jitsi/focus'>
       <x xmlns='http://jabber.org/protocol/muc#user'><item jid='focus@auth.meet.jitsi/focus' role='moderator'/></x></presence>`);

@@ -115,3 +115,28 @@ def test_each_channel_open_is_reported_once_and_a_failing_hook_keeps_the_channel
     hub.on_open = broken
     hub.opened("conf", "a", "websocket")  # logged, not raised
     assert hub.send("conf", "a", bc.ServerHello(version="9.9"))
+
+
+def test_relayed_messages_are_bounded_per_endpoint_and_the_sender_told() -> None:
+    now = [0.0]
+    dc = Outbox("datachannel", "a", "b", "c")
+    hub = BridgeChannels(endpoints_of=lambda cid: ["a", "b", "c"], to_engine=lambda c, e, m: None, version="1",
+                         clock=lambda: now[0], relay_bytes_per_second=1000, relay_burst_bytes=4000)  # fmt: skip
+    hub.add_transport(dc)
+    big = json.dumps({"colibriClass": "EndpointMessage", "to": "", "msgPayload": {"t": "x" * 900}})
+    for _ in range(10):  # ~9.5 KB at once: the first four go out, the rest are dropped
+        hub.receive("conf", "a", big, "datachannel")
+    to_b = [m for to, m in dc.sent if to == "b"]
+    assert len(to_b) == 4 and hub.relay_dropped == 6
+    errors = [m for to, m in dc.sent if to == "a" and m["colibriClass"] == "Error"]
+    assert len(errors) == 1 and "rate" in errors[0]["reason"]  # one Error a second at most
+    hub.receive("conf", "b", big, "datachannel")  # another endpoint has its own budget
+    assert len([m for to, m in dc.sent if to == "c"]) == 5
+    # a ClientHello or media control is not relayed and costs nothing
+    hub.receive("conf", "a", '{"colibriClass":"ClientHello"}', "datachannel")
+    assert dc.sent[-1] == ("a", {"colibriClass": "ServerHello", "version": "1"})
+    now[0] = 1.0  # a second later, one more message's worth
+    hub.receive("conf", "a", big, "datachannel")
+    assert len([m for to, m in dc.sent if to == "b" and m.get("from") == "a"]) == 5
+    hub.forget("conf", "a")
+    assert ("conf", "a") not in hub._relay_budget

@@ -2,6 +2,7 @@
 // presence with Jitsi's extensions. Builders append to a Strophe builder; parsers read DOM
 // elements. No I/O.
 
+import { MAX_DISPLAY_NAME } from '../bridge-channel.js';
 import { parseRaisedHand, RAISED_HAND } from '../reactions.js';
 import { attr, child, children, text } from './xml.js';
 
@@ -60,7 +61,7 @@ export function parsePresence(el, { focusUser } = {}) {
     from,
     room: slash >= 0 ? from.slice(0, slash) : from,
     endpoint,
-    nick: text(child(el, 'nick', NICK_NS)) || endpoint,
+    nick: (text(child(el, 'nick', NICK_NS)) || endpoint).slice(0, MAX_DISPLAY_NAME),
     audioMuted: bool('audiomuted'),
     videoMuted: bool('videomuted'),
     raisedHand: parseRaisedHand(text(child(el, RAISED_HAND))),
