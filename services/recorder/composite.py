@@ -66,10 +66,23 @@ def audio_decoder() -> AudioCodecContext:
     return ctx
 
 
+LABEL_CHARACTERS = 64
+"""a name is drawn on one line of at most this many characters (a nick can be 1023 long)"""
+
+
+def label_text(name: str) -> str:
+    """What is drawn of a participant's (guest-chosen) name: its first line that is not blank,
+    control characters dropped, cut to :data:`LABEL_CHARACTERS` with an ellipsis."""
+    first = next((line for line in name.splitlines() if line.strip()), "")
+    line = "".join(c for c in first if c.isprintable())
+    return line if len(line) <= LABEL_CHARACTERS else line[: LABEL_CHARACTERS - 1] + "\u2026"
+
+
 def label_bitmap(text: str, height: int = 14) -> np.ndarray:
     """The participant's name as white text on a dark box (rendered once, H x W x 3)."""
     from PIL import Image, ImageDraw, ImageFont
 
+    text = label_text(text)
     font = ImageFont.load_default()
     left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
     w, h = right - left + 8, max(height, bottom - top + 6)

@@ -418,3 +418,17 @@ def test_nicks_that_name_the_same_file_get_files_of_their_own(tmp_path: Path) ->
         assert all(w.path.parent == tmp_path / "r-s1" for w in recording.writers.values())
     finally:
         recording.finish()
+
+
+def test_a_guest_chosen_name_is_drawn_on_one_short_line() -> None:
+    from services.recorder.composite import LABEL_CHARACTERS, label_bitmap, label_text
+
+    assert label_text("ada") == "ada"
+    assert label_text("\n \nada\nsecond line") == "ada"
+    assert label_text("a\x00\x1b[31mb") == "a[31mb"
+    long = label_text("x" * 1023)
+    assert len(long) == LABEL_CHARACTERS and long.endswith("\u2026")
+    # a 1023-character nick of many lines is one label no wider than the short cut
+    many = label_bitmap("\n".join(["w" * 40] * 25))
+    assert many.shape[0] <= 16 and many.shape[1] == label_bitmap("w" * 40).shape[1]
+    assert label_bitmap("x" * 1023).shape[1] <= label_bitmap("x" * LABEL_CHARACTERS).shape[1] + 8
