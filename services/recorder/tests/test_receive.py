@@ -5,6 +5,7 @@ taken where its DTLS transport would encrypt it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import AsyncIterator
@@ -137,6 +138,7 @@ def frame_data(f: int, per_frame: int = 3) -> bytes:
 async def feed(track: Track, packets: list[RtpPacket]) -> None:
     for p in packets:
         await track.receiver._handle_rtp_packet(p, arrival_time_ms=0)
+        await asyncio.sleep(0)  # the RTCP it asked for is sent from its own task
 
 
 async def test_frames_come_out_whole_in_order_with_unwrapped_timestamps(video: Track) -> None:
@@ -302,6 +304,7 @@ async def test_the_transport_hands_known_ssrcs_straight_to_their_track(video: Tr
     packets = vp8_packets(5)
     for p in packets:
         await transport._handle_rtp_data(p.serialize(), arrival_time_ms=0)
+        await asyncio.sleep(0)
     assert route.fast == len(packets)
     assert [d for _, d, _ in video.frames] == [frame_data(f) for f in range(4)]
     # an SSRC the router does not know yet takes aiortc's way (which learns it) to the same track
