@@ -9,7 +9,7 @@ recorder's ``/recordings`` view the RTP packets it received, and prints CPU per 
 
 With ``--perf FILE`` it also runs ``perf record -g`` on the event-loop thread for the window
 (read it with ``perf report -i FILE --no-children --sort dso,sym``); with ``--py-spy FILE``,
-``py-spy record --nonblocking -f raw`` on the process (collapsed stacks, one per line). Numbers only; it never
+``py-spy record --native --nonblocking -f raw`` on the process (collapsed stacks, one per line). Numbers only; it never
 fails on timing. Run it under the benchmark lock:
 
     flock -x /work/bench.lock .venv/bin/python bench/recorder_loop.py --participants 10 --window 20
@@ -31,10 +31,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.recorder import DOMAIN, TICK, _stop_all, find, jibri_iq, load, meeting  # noqa: E402
-from services.common import jibri  # noqa: E402
-from tests.integration.browser import LauncherStack  # noqa: E402
-from tests.integration.participant import allow_loopback_ice, wait_until  # noqa: E402
+from bench.recorder import DOMAIN, TICK, _stop_all, find, jibri_iq, load, meeting
+from services.common import jibri
+from tests.integration.browser import LauncherStack
+from tests.integration.participant import allow_loopback_ice, wait_until
 
 assert DOMAIN
 
@@ -96,7 +96,7 @@ def main() -> int:
                 )
             elif args.py_spy:
                 perf = subprocess.Popen(
-                    [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "100", "-f", "raw", "-d", str(int(args.window)),
+                    [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--native", "--nonblocking", "-r", "100", "-f", "raw", "-d", str(int(args.window)),
                      "-p", str(recorder), "-o", args.py_spy],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip

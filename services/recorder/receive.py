@@ -45,8 +45,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aiortc import RTCDtlsTransport, RTCRtpReceiver
 import pylibsrtp
+from aiortc import RTCDtlsTransport, RTCRtpReceiver
 from aiortc import clock as aiortc_clock
 from aiortc.codecs import depayload, is_rtx
 from aiortc.rtcdtlstransport import State
