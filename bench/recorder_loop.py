@@ -45,6 +45,12 @@ def thread_cpu(pid: int, tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def switches(pid: int, tid: int) -> int:
+    """Context switches of a thread so far (voluntary: it slept, e.g. in epoll_wait; involuntary)."""
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
+    return sum(int(line.split()[1]) for line in status if "ctxt_switches:" in line)
+
+
 def process_cpu(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
@@ -52,7 +58,9 @@ def process_cpu(pid: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--participants", type=int, default=10)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--perf", help="also perf record -g the event-loop thread into this file")
@@ -83,27 +91,43 @@ def main() -> int:
         people = await meeting(c2s, room, args.participants)
         try:
             answer = await jibri_iq(
-                people[0], room, jibri.JibriIq(action=jibri.Action.START, recording_mode=jibri.RecordingMode.FILE)
+                people[0],
+                room,
+                jibri.JibriIq(action=jibri.Action.START, recording_mode=jibri.RecordingMode.FILE),
             )
             print(f"file recording {answer.session_id}: {answer.status.value}", flush=True)
             if not await wait_until(lambda: int(view(answer.session_id).get("composed_frames", -1)) > 30, 30):  # type: ignore[call-overload]
                 print("the composed output did not start within 30 s", flush=True)
             perf = None
             if args.perf:
-                perf = subprocess.Popen(
-                    ["perf", "record", "-q", "-g", "-t", str(recorder), "-o", args.perf, "--", "sleep", str(args.window)],
+                perf = subprocess.Popen(  # noqa: ASYNC220 (a benchmark, started once)
+                    [
+                        "perf",
+                        "record",
+                        "-q",
+                        "-g",
+                        "-t",
+                        str(recorder),
+                        "-o",
+                        args.perf,
+                        "--",
+                        "sleep",
+                        str(args.window),
+                    ],
                     stdout=subprocess.DEVNULL,
                 )
             elif args.py_spy:
-                perf = subprocess.Popen(
+                perf = subprocess.Popen(  # noqa: ASYNC220 (a benchmark, started once)
                     [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--native", "--nonblocking", "-r", "100", "-f", "raw", "-d", str(int(args.window)),
                      "-p", str(recorder), "-o", args.py_spy],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
             start_view = view(answer.session_id)
+            sw0 = switches(recorder, recorder)
             loop0, proc0, t0 = thread_cpu(recorder, recorder), process_cpu(recorder), time.monotonic()
             await asyncio.sleep(args.window)
             loop1, proc1, t1 = thread_cpu(recorder, recorder), process_cpu(recorder), time.monotonic()
+            sw1 = switches(recorder, recorder)
             end_view = view(answer.session_id)
             if perf is not None:
                 await asyncio.to_thread(perf.wait, 60)
@@ -113,10 +137,13 @@ def main() -> int:
                   f"(load {load()})", flush=True)  # fmt: skip
             if packets > 0:
                 print(f"event-loop thread: {(loop1 - loop0) / elapsed * 100:.1f} % of a core, "
-                      f"{(loop1 - loop0) / packets * 1e6:.0f} us per packet", flush=True)  # fmt: skip
+                      f"{(loop1 - loop0) / packets * 1e6:.0f} us per packet, "
+                      f"{(sw1 - sw0) / packets:.2f} context switches per packet", flush=True)  # fmt: skip
                 print(f"whole process:     {(proc1 - proc0) / elapsed * 100:.1f} % of a core, "
                       f"{(proc1 - proc0) / packets * 1e6:.0f} us per packet", flush=True)  # fmt: skip
-            await jibri_iq(people[0], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
+            await jibri_iq(
+                people[0], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id)
+            )
         finally:
             await _stop_all(people)
 
