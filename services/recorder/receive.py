@@ -9,9 +9,10 @@ decoder thread through a locked queue. A recorder is a sink on the operator's ne
 no downlink to discover, plays nothing, and decodes in its composer (:mod:`.composite`).
 
 :class:`RecorderReceive` replaces that method on each receiver, and :class:`RecorderRoute` the
-transport's RTP hand-over (aiortc still does ICE, DTLS and SRTP; a packet of an SSRC its router
-knows has only its fixed header parsed, since the recorder reads no header extension, and goes
-straight to its track). aiortc's own pieces are reused where they do the job:
+transport's RTP hand-over (aiortc still does ICE, DTLS and the SRTP session; a packet of an SSRC
+its router knows is unprotected in the ICE connection's datagram callback, has only its fixed
+header parsed, since the recorder reads no header extension, and goes straight to its track,
+without aiortc's queue and receive task). aiortc's own pieces are reused where they do the job:
 
 * the packet's arrival time and timestamp feed the track's :class:`~.sync.TrackClock`;
 * receiver statistics per SSRC (aiortc's ``StreamStatistics``, read by the receiver's own RTCP
@@ -30,22 +31,27 @@ straight to its track). aiortc's own pieces are reused where they do the job:
 * each complete frame handed to the recording at once (no thread, no queue), its timestamp
   unwrapped.
 
-It reads name-mangled attributes of aiortc 1.16's ``RTCRtpReceiver`` (pinned exactly in
-``pyproject.toml``) and fails loudly at construction if one is gone.
+It reads name-mangled attributes of aiortc 1.16's ``RTCRtpReceiver`` and ``RTCDtlsTransport``
+and replaces aioice 0.13's ``Connection.data_received`` (both pinned exactly in
+``pyproject.toml``), and fails loudly at construction if one is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCRtpReceiver
+from aiortc import clock as aiortc_clock
 from aiortc.codecs import depayload, is_rtx
+from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unwrap_rtx
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, is_rtcp, pack_remb_fci, unwrap_rtx
 
 from services.common.logging import RateLimitedLogger
 
@@ -64,6 +70,9 @@ REMB_INTERVAL = 1.0
 MAX_SSRCS = 8
 """SSRCs one track keeps statistics for (its media SSRC and RTX SSRC, a few changes of them);
 packets of further SSRCs are dropped (a forged stream of new SSRCs would grow the table)."""
+
+MAX_PENDING_RTCP = 16
+"""RTCP packets (NACK, PLI, REMB) one track may have waiting to be sent."""
 
 NACK_HISTORY = 128
 """Sequence numbers behind the highest received that may still be asked for again (aiortc's
@@ -136,6 +145,7 @@ class RecorderReceive:
         self.packets = 0
         self.frames = 0
         self.rembs_sent = 0
+        self._pending: set[asyncio.Future[None]] = set()
 
     def install(self) -> None:
         """Take over the receiver's packet handling (before it starts: from the ``track`` event)."""
@@ -149,7 +159,28 @@ class RecorderReceive:
             self._pli_wanted = True
 
     async def handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        """One RTP packet the transport routed to this track (event loop)."""
+        """One RTP packet aiortc's transport routed to this receiver (event loop)."""
+        self.receive(packet, arrival_time_ms)
+
+    def _later(self, send: Coroutine[Any, Any, None]) -> None:
+        """Sends an RTCP packet from its own task: :meth:`receive` runs inside a datagram
+        callback (:class:`RecorderRoute`) and cannot wait. At most :data:`MAX_PENDING_RTCP`
+        are pending at once (a forged gap per packet would otherwise start a task per packet)."""
+        if len(self._pending) >= MAX_PENDING_RTCP:
+            send.close()
+            _limited.warning(("rtcp", id(self)), "too many RTCP packets pending for a track; dropped")
+            return
+        task = asyncio.ensure_future(send)
+        self._pending.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Future[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _limited.warning(("rtcp-send", id(self)), "RTCP send failed: %r", task.exception())
+
+    def receive(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        """One RTP packet of this track (event loop, synchronous)."""
         receiver = self.receiver
         if not receiver._enabled:
             return
@@ -181,7 +212,7 @@ class RecorderReceive:
             self.clock.observe(now, self._unwrap_packet(packet.timestamp))
 
         if self.nack is not None and self.nack.add(packet.sequence_number):
-            await receiver._send_rtcp_nack(packet.ssrc, sorted(self.nack.missing))
+            self._later(receiver._send_rtcp_nack(packet.ssrc, sorted(self.nack.missing)))
         try:
             packet._data = depayload(codec, packet.payload) if packet.payload else b""  # type: ignore[attr-defined]
         except ValueError:
@@ -192,10 +223,10 @@ class RecorderReceive:
                 self._pli_wanted = False
                 pli = True
             if pli:
-                await receiver._send_rtcp_pli(packet.ssrc)
+                self._later(receiver._send_rtcp_pli(packet.ssrc))
             if now >= self._next_remb:
                 self._next_remb = now + REMB_INTERVAL
-                await self._send_remb(packet.ssrc)
+                self._later(self._send_remb(packet.ssrc))
         if frame is not None:
             self.frames += 1
             try:
@@ -246,21 +277,44 @@ def parse_rtp(data: bytes) -> RtpPacket | None:
 
 
 class RecorderRoute:
-    """Stands in for a DTLS transport's ``_handle_rtp_data`` (aiortc 1.16): a packet whose SSRC
-    the transport's router already knows for one of the recorder's tracks is parsed by
-    :func:`parse_rtp` and handed to that track's :class:`RecorderReceive`; any other packet
-    takes aiortc's own way (full parse, routing by payload type, which learns new SSRCs)."""
+    """Stands in for the way an SRTP datagram takes through aiortc 1.16 / aioice 0.13 to a
+    recorder's track. aiortc queues every datagram in the ICE connection (``data_received``),
+    wakes the DTLS transport's receive task for it (``_recv_next``), unprotects it and parses it
+    in full (header extensions, RFC 8285) before routing it. Once the DTLS handshake is done
+    and the SRTP session is up (RFC 5764), a datagram arriving on the ICE connection that is
+    SRTP (RFC 7983 section 7: first byte 128-191), not SRTCP (RFC 5761 section 4: packet type
+    192-208), and whose SSRC the transport's router already knows for one of the recorder's
+    tracks, is unprotected and handed to that track's :class:`RecorderReceive` in the datagram
+    callback itself, with only its fixed header parsed (:func:`parse_rtp`). Everything else
+    (STUN, DTLS, SRTCP, packets of SSRCs not known yet, which aiortc's routing learns) takes
+    aiortc's own way. Fails loudly at construction if an internal it relies on is gone."""
 
     def __init__(self, transport: RTCDtlsTransport) -> None:
         router = getattr(transport, "_rtp_router", None)
-        if router is None or not hasattr(router, "ssrc_table") or not hasattr(transport, "_handle_rtp_data"):
+        connection = getattr(getattr(transport, "transport", None), "_connection", None)
+        if (
+            router is None
+            or not hasattr(router, "ssrc_table")
+            or not hasattr(transport, "_handle_rtp_data")
+            or not hasattr(transport, "_rx_srtp")
+            or not hasattr(transport, "_state")
+            or not hasattr(transport, "_RTCDtlsTransport__rx_packets")
+            or not hasattr(transport, "_RTCDtlsTransport__rx_bytes")
+            or connection is None
+            or not hasattr(connection, "data_received")
+        ):
             raise RuntimeError(
-                "aiortc changed: RTCDtlsTransport has no _rtp_router.ssrc_table or _handle_rtp_data"
+                "aiortc changed: RTCDtlsTransport has no _rtp_router.ssrc_table, _handle_rtp_data, "
+                "_rx_srtp, _state or rx counters, or its ICE transport no _connection.data_received"
             )
+        self.transport = transport
         self.ssrc_table: dict[int, object] = router.ssrc_table
         self.original = transport._handle_rtp_data
+        self.original_datagram: Callable[[bytes, int], None] = connection.data_received
         self.tracks: dict[object, RecorderReceive] = {}
         self.fast = 0
+        self.direct = 0
+        self.unprotect_failed = 0
 
     @classmethod
     def of(cls, transport: RTCDtlsTransport) -> RecorderRoute:
@@ -270,12 +324,42 @@ class RecorderRoute:
             route = cls(transport)
             transport._recorder_route = route  # type: ignore[attr-defined]
             transport._handle_rtp_data = route.handle  # type: ignore[method-assign]
+            transport.transport._connection.data_received = route.datagram  # type: ignore[method-assign]
         return route  # type: ignore[no-any-return]
 
     def add(self, track: RecorderReceive) -> None:
         self.tracks[track.receiver] = track
 
+    def datagram(self, data: bytes, component: int) -> None:
+        """One datagram from the ICE connection (aioice's ``data_received``; event loop)."""
+        transport = self.transport
+        if (
+            len(data) >= 12
+            and 127 < data[0] < 192
+            and transport._state is State.CONNECTED
+            and transport._rx_srtp is not None
+            and not is_rtcp(data)
+        ):
+            track = self.tracks.get(self.ssrc_table.get(int.from_bytes(data[8:12], "big")))
+            if track is not None:
+                arrival_time_ms = aiortc_clock.current_ms()  # as aiortc stamps it
+                try:
+                    plain = transport._rx_srtp.unprotect(data)
+                except pylibsrtp.Error:  # forged, replayed or damaged: what aiortc drops too
+                    self.unprotect_failed += 1
+                    return
+                transport._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+                transport._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+                packet = parse_rtp(plain)
+                if packet is not None:
+                    self.direct += 1
+                    track.receive(packet, arrival_time_ms)
+                return
+        self.original_datagram(data, component)
+
     async def handle(self, data: bytes, arrival_time_ms: int) -> None:
+        """Stands in for the DTLS transport's ``_handle_rtp_data`` (unprotected RTP that took
+        aiortc's way)."""
         track = (
             self.tracks.get(self.ssrc_table.get(int.from_bytes(data[8:12], "big")))
             if len(data) >= 12
@@ -287,4 +371,4 @@ class RecorderRoute:
         packet = parse_rtp(data)
         if packet is not None:
             self.fast += 1
-            await track.handle(packet, arrival_time_ms)
+            track.receive(packet, arrival_time_ms)

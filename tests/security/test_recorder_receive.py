@@ -7,15 +7,21 @@ packets are dropped one by one, and a good stream on the same receiver is still 
 * sequence numbers jumping by 32767 on every packet: the missing-packet list and each NACK stay
   within ``NACK_HISTORY`` (aiortc's generator walks all 32767 numbers per packet);
 * unknown payload types, empty and truncated payloads, RTX without its original sequence number
-  or from an unknown SSRC: dropped.
+  or from an unknown SSRC: dropped;
+* SRTP datagrams of a known SSRC that do not authenticate or replay a real one, on the path from
+  the ICE connection's datagram callback: dropped by SRTP before any parsing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 from aiortc.rtp import RtpPacket
+from pylibsrtp import Policy, Session
 
 from services.recorder import receive as rx
-from services.recorder.tests.test_receive import SSRC, feed, frame_data, make_track, vp8_packets
+from services.recorder.tests.test_receive import SSRC, feed, frame_data, make_track, srtp_up, vp8_packets
 
 
 async def test_a_forged_stream_is_bounded_and_the_real_one_still_recorded() -> None:
@@ -47,5 +53,35 @@ async def test_a_forged_stream_is_bounded_and_the_real_one_still_recorded() -> N
         await feed(video, vp8_packets(20, first_seq=40000, first_ts=10_000_000))
         got = [d for _, d, _ in video.frames[before:]]
         assert got[-5:] == [frame_data(f) for f in range(14, 19)]
+    finally:
+        await video.receiver.stop()
+
+
+async def test_forged_srtp_on_the_datagram_path_is_dropped_and_the_real_stream_recorded() -> None:
+    """Datagrams carrying a known SSRC that do not authenticate (a guessed key, a flipped tag,
+    random bytes) or replay a real packet are dropped by SRTP before any parsing, each costing
+    a counter; the sender's real stream on the same track is still recorded."""
+    video = await make_track("video")
+    try:
+        transport = video.receiver.transport
+        route = rx.RecorderRoute.of(transport)
+        route.add(video.receive)
+        sender = srtp_up(transport)
+        stranger = Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        real = [sender.protect(p.serialize()) for p in vp8_packets(20)]
+        header = real[0][:12]
+        forged = [stranger.protect(p.serialize()) for p in vp8_packets(300, first_seq=1000)]
+        forged += [header + os.urandom(200) for _ in range(300)]
+        forged += [real[0][:-1] + bytes([real[0][-1] ^ 0xFF])] * 300
+        route.datagram(real[0], 1)
+        for data in forged:
+            route.datagram(data, 1)
+        for data in [real[0], *real[1:]]:  # the first one again: a replay
+            route.datagram(data, 1)
+            await asyncio.sleep(0)
+        assert route.unprotect_failed == len(forged) + 1 and route.direct == len(real)
+        assert transport.transport._connection._queue.qsize() == 0  # none went to aiortc's queue
+        assert len(video.receiver._RTCRtpReceiver__remote_streams) == 1  # type: ignore[attr-defined]
+        assert [d for _, d, _ in video.frames] == [frame_data(f) for f in range(19)]
     finally:
         await video.receiver.stop()

@@ -5,6 +5,7 @@ taken where its DTLS transport would encrypt it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport, RTCRtpReceiver
+from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
@@ -28,6 +30,7 @@ from aiortc.rtp import (
     RtpPacket,
     unpack_remb_fci,
 )
+from pylibsrtp import Policy, Session
 
 from services.recorder import receive as rx
 from services.recorder.sync import TrackClock
@@ -137,6 +140,7 @@ def frame_data(f: int, per_frame: int = 3) -> bytes:
 async def feed(track: Track, packets: list[RtpPacket]) -> None:
     for p in packets:
         await track.receiver._handle_rtp_packet(p, arrival_time_ms=0)
+        await asyncio.sleep(0)  # the RTCP it asked for is sent from its own task
 
 
 async def test_frames_come_out_whole_in_order_with_unwrapped_timestamps(video: Track) -> None:
@@ -302,9 +306,68 @@ async def test_the_transport_hands_known_ssrcs_straight_to_their_track(video: Tr
     packets = vp8_packets(5)
     for p in packets:
         await transport._handle_rtp_data(p.serialize(), arrival_time_ms=0)
+        await asyncio.sleep(0)
     assert route.fast == len(packets)
     assert [d for _, d, _ in video.frames] == [frame_data(f) for f in range(4)]
     # an SSRC the router does not know yet takes aiortc's way (which learns it) to the same track
     other = RtpPacket(payload_type=100, sequence_number=9, timestamp=5, ssrc=0xABCD, payload=b"\x10xy")
     await transport._handle_rtp_data(other.serialize(), arrival_time_ms=0)
     assert route.fast == len(packets) and 0xABCD in video.receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+
+
+SRTP_KEY = bytes(range(30))  # master key + salt (RFC 3711, AES_CM_128_HMAC_SHA1_80)
+
+
+def srtp_up(transport: RTCDtlsTransport) -> Session:
+    """The transport as after its DTLS handshake (RFC 5764); the sender's SRTP session."""
+    transport._rx_srtp = Session(Policy(key=SRTP_KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    transport._state = State.CONNECTED
+    return Session(Policy(key=SRTP_KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+
+
+async def test_srtp_of_a_known_ssrc_goes_from_the_datagram_callback_to_its_track(video: Track) -> None:
+    transport = video.receiver.transport
+    route = rx.RecorderRoute.of(transport)
+    route.add(video.receive)
+    connection = transport.transport._connection
+    assert connection.data_received == route.datagram  # installed on the ICE connection
+    queue = connection._queue
+    sender = srtp_up(transport)
+    packets = vp8_packets(5)
+    for p in packets:
+        route.datagram(sender.protect(p.serialize()), 1)
+        await asyncio.sleep(0)
+    assert route.direct == len(packets) and queue.qsize() == 0
+    assert [d for _, d, _ in video.frames] == [frame_data(f) for f in range(4)]
+    assert transport._RTCDtlsTransport__rx_packets == len(packets)  # type: ignore[attr-defined]
+    # what is not SRTP of a known SSRC takes aiortc's way: SRTCP, an unknown SSRC, DTLS, STUN-less junk
+    rtcp = sender.protect_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=SSRC, media_ssrc=OUR_SSRC).__bytes__())
+    other = sender.protect(
+        RtpPacket(payload_type=100, sequence_number=9, ssrc=0xABCD, payload=b"\x10x").serialize()
+    )
+    for data in (rtcp, other, b"\x16\xfe\xfd" + b"\x00" * 20, b"", b"\x80"):
+        route.datagram(data, 1)
+    assert queue.qsize() == 5 and route.direct == len(packets)
+
+
+async def test_srtp_that_does_not_authenticate_or_is_replayed_is_dropped(video: Track) -> None:
+    transport = video.receiver.transport
+    route = rx.RecorderRoute.of(transport)
+    route.add(video.receive)
+    sender = srtp_up(transport)
+    packets = [sender.protect(p.serialize()) for p in vp8_packets(4)]
+    forged = packets[0][:-1] + bytes([packets[0][-1] ^ 1])  # a bad authentication tag
+    for data in (forged, packets[0], packets[0], *packets[1:]):  # the second packets[0] is a replay
+        route.datagram(data, 1)
+        await asyncio.sleep(0)
+    assert route.unprotect_failed == 2 and route.direct == len(packets)
+    assert [d for _, d, _ in video.frames] == [frame_data(f) for f in range(3)]
+    assert transport.transport._connection._queue.qsize() == 0
+
+
+async def test_before_the_handshake_every_datagram_takes_aiortcs_way(video: Track) -> None:
+    transport = video.receiver.transport
+    route = rx.RecorderRoute.of(transport)
+    route.add(video.receive)
+    route.datagram(vp8_packets(1)[0].serialize(), 1)
+    assert route.direct == 0 and transport.transport._connection._queue.qsize() == 1
