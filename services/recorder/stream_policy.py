@@ -27,10 +27,8 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from services.common.addresses import Address, Network, in_networks, unmapped
 from services.common.jibri import JibriFormatError, StreamTarget, parse_stream_url
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class StreamRefused(Exception):
@@ -40,8 +38,7 @@ class StreamRefused(Exception):
 def public(address: Address) -> bool:
     """An address on the public internet: not loopback, private, link-local, shared (CGNAT),
     documentation, reserved or multicast (IANA's special-purpose registries, RFC 6890)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = unmapped(address)
     return address.is_global and not address.is_multicast
 
 
@@ -70,9 +67,7 @@ class StreamPolicy:
         return target
 
     def allowed(self, address: Address) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return public(address) or any(address in net for net in self.allowed_networks)
+        return public(address) or in_networks(address, self.allowed_networks)
 
     def connect_url(self, target: StreamTarget, resolved: Sequence[Address]) -> str:
         """The URL to hand FFmpeg, once ``target.host`` resolved to ``resolved``."""

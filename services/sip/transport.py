@@ -25,6 +25,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from services.common import addresses
+from services.common.addresses import Network
 from services.common.logging import RateLimitedLogger
 from services.common.tasks import Background
 from services.common.ws_admin import Endpoint, WsAdmin, WsConnection
@@ -44,8 +46,6 @@ from .core import (
     SipCore,
 )
 from .message import SipParseError, StreamFramer, parse
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 log = logging.getLogger("sip.transport")
 rl = RateLimitedLogger(log)
@@ -113,23 +113,10 @@ class _WsTransport:
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
-    """A WebSocket client's address: the right-most ``X-Forwarded-For`` entry (the one our own
-    proxy added; the others are the client's say) when the peer is a trusted proxy (nginx), else
-    the peer. Without it, every client behind nginx shared nginx's address, and one guest's failed
-    authentications (20 a minute per address) locked every WebSocket client out."""
-    try:
-        ip = ipaddress.ip_address(peer.strip("[]"))
-    except ValueError:
-        return peer
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if forwarded_for and any(ip in net for net in trusted):
-        last = forwarded_for.split(",")[-1].strip()
-        try:
-            return str(ipaddress.ip_address(last))
-        except ValueError:
-            return peer
-    return peer
+    """A WebSocket client's address (:func:`services.common.addresses.forwarded_client`). Without
+    it, every client behind nginx shared nginx's address, and one guest's failed authentications
+    (20 a minute per address) locked every WebSocket client out."""
+    return addresses.forwarded_client(peer, forwarded_for, trusted)
 
 
 class SipGateway:

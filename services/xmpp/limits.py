@@ -3,15 +3,14 @@ login counters per address and per account, and rate-limited logging."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import functools
-import ipaddress
 import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
+
+from ..common import addresses
 
 
 class TokenBucket:
@@ -196,27 +195,7 @@ def log_limited(
 
 def in_networks(address: str, networks: list[str]) -> bool:
     """Whether an IP address is in one of the CIDR ``networks`` (invalid ones are skipped)."""
-    return _in_parsed(address, _parsed_networks(tuple(networks)))
-
-
-@functools.lru_cache(maxsize=64)
-def _parsed_networks(networks: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """The settings' networks, parsed once (this is asked for every new connection)."""
-    out = []
-    for net in networks:
-        with contextlib.suppress(ValueError):
-            out.append(ipaddress.ip_network(net, strict=False))
-    return tuple(out)
-
-
-def _in_parsed(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
+    return addresses.in_networks(address, addresses.parse_networks(tuple(networks)))
 
 
 class MemoryTrimmer:
@@ -334,13 +313,13 @@ class ConnectionLimiter:
         self.max_open = max_open
         self._held: dict[str, int] = {}
         self.held = 0
-        self.exempt = _parsed_networks(tuple(exempt))
+        self.exempt = addresses.parse_networks(tuple(exempt))
         self._tokens: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
         self._open: dict[str, int] = {}
         self.refused = 0
 
     def is_exempt(self, address: str) -> bool:
-        return _in_parsed(address, self.exempt)
+        return addresses.in_networks(address, self.exempt)
 
     def admit(self, address: str, now: float) -> str | None:
         """``None`` when a new connection from ``address`` may be served (it is counted open:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..common import ws_admin_http
+from ..common import addresses, ws_admin_http
 from ..common.ws_admin import WsAdmin
 from ..common.ws_admin_http import export_metrics
 from . import context
@@ -275,13 +275,10 @@ class XmppServer:
 
     def client_address(self, peer_ip: str, headers: dict[str, str]) -> str:
         """The HTTP client's address: the forwarded one only when the peer is a trusted proxy."""
-        if in_networks(peer_ip, self.config.http.trusted_proxies):
-            forwarded = headers.get("x-real-ip") or headers.get("x-forwarded-for", "")
-            # the right-most entry is the one our proxy added; the others are the client's say
-            last = forwarded.split(",")[-1].strip()
-            if last:
-                return last[:64]
-        return peer_ip
+        forwarded = headers.get("x-real-ip") or headers.get("x-forwarded-for")
+        return addresses.forwarded_client(
+            peer_ip, forwarded, addresses.parse_networks(tuple(self.config.http.trusted_proxies))
+        )
 
     def is_trusted_proxy(self, peer_ip: str) -> bool:
         return in_networks(peer_ip, self.config.http.trusted_proxies)
