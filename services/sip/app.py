@@ -15,6 +15,7 @@ from services.common.ws_admin import ClosedEvent, WsAdmin, WsAdminSettings
 from .config import SipSettings
 from .core import CoreSettings, SipCore
 from .digest import DigestAuth
+from .flood import SourceLimiter
 from .http_api import create_app
 from .meeting import MeetingMedia
 from .transport import SipGateway
@@ -60,6 +61,8 @@ async def main(settings: SipSettings) -> None:
         core, media, admin, max_message_size=settings.limits.max_message_size,
         max_headers=settings.limits.max_headers, max_tcp_connections=settings.tcp.max_connections,
         tcp_idle_timeout=settings.tcp.idle_timeout, trusted_proxies=settings.websocket.trusted_proxies,
+        sources=SourceLimiter(settings.limits.requests_per_second, settings.limits.requests_burst,
+                              settings.limits.request_exempt_networks),
     )
     media.hangup = gateway.hangup
     if settings.udp.port:

@@ -58,6 +58,16 @@ class Limits(Section):
     max_auth_failures: int = Field(ge=1)
     offer_timeout: float = Field(gt=0)
     max_joining: int = Field(ge=1, le=1000)
+    requests_per_second: float = Field(ge=0)
+    requests_burst: int = Field(ge=1)
+    request_exempt_networks: list[str]
+
+    @field_validator("request_exempt_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+        return value
 
 
 class XmppSettings(Section):
@@ -189,6 +199,9 @@ ENV_VARS = [
     EnvVar("SIP_HTTP_PORT", "sip.http.port", int),
     EnvVar("SIP_MAX_CALLS", "sip.limits.max-calls", int),
     EnvVar("SIP_MAX_TRANSACTIONS", "sip.limits.max-transactions", int),
+    EnvVar("SIP_REQUESTS_PER_SECOND", "sip.limits.requests-per-second", float),
+    EnvVar("SIP_REQUESTS_BURST", "sip.limits.requests-burst", int),
+    EnvVar("SIP_REQUEST_EXEMPT_NETWORKS", "sip.limits.request-exempt-networks", split_list),
     EnvVar("XMPP_SERVER", "sip.xmpp.server"),
     EnvVar("XMPP_PORT", "sip.xmpp.port", int),
     EnvVar("XMPP_MUC_DOMAIN", "sip.xmpp.muc-domain"),

@@ -7,6 +7,8 @@ from prometheus_client import Counter, Gauge
 MESSAGES_IN = Counter("sip_messages_received_total", "SIP messages (datagrams, frames, reads) received", ["transport"])
 MESSAGES_OUT = Counter("sip_messages_sent_total", "SIP messages sent", ["transport"])
 MALFORMED = Counter("sip_malformed_total", "Messages refused as malformed (answered 400 when a request)", ["transport"])
+FLOODED = Counter("sip_flood_dropped_total", "Messages dropped: their source was over its rate (sip.limits.requests-*)",
+                  ["transport"])
 UNROUTABLE = Counter("sip_unroutable_total", "Messages for a connection that is gone")
 CONNECTIONS = Gauge("sip_connections", "Open stream connections", ["transport"])
 CALLS = Gauge("sip_calls", "Calls in progress")

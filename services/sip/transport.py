@@ -45,6 +45,7 @@ from .core import (
     Send,
     SipCore,
 )
+from .flood import SourceLimiter
 from .message import SipParseError, StreamFramer, parse
 
 log = logging.getLogger("sip.transport")
@@ -122,7 +123,8 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[Netwo
 class SipGateway:
     def __init__(self, core: SipCore, media: CallMedia, admin: WsAdmin, *, max_message_size: int,
                  max_headers: int, max_tcp_connections: int = 1000, tcp_idle_timeout: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic, trusted_proxies: Sequence[str] = ()) -> None:
+                 clock: Callable[[], float] = time.monotonic, trusted_proxies: Sequence[str] = (),
+                 sources: SourceLimiter | None = None) -> None:
         self.trusted_proxies: tuple[Network, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in trusted_proxies
         )
@@ -134,11 +136,15 @@ class SipGateway:
         self.max_tcp = max_tcp_connections
         self.tcp_idle = tcp_idle_timeout
         self.clock = clock
+        # messages per source address (sip.limits.requests-*; off unless given)
+        self.sources = sources if sources is not None else SourceLimiter(0, 1)
+        self._swept = clock()
         self.tasks = Background(log)
         self._conn_ids = itertools.count(1)
         self._udp: asyncio.DatagramTransport | None = None
         self._streams: dict[Flow, Callable[[bytes], None]] = {}
-        self._closers: dict[Flow, Callable[[], Awaitable[None] | None]] = {}
+        self._closers: dict[Flow, Callable[[str], Awaitable[None] | None]] = {}
+        self._flooding: set[Flow] = set()  # stream connections being closed for their source's rate
         self._call_tasks: dict[str, asyncio.Task[Any]] = {}
         self._wake = asyncio.Event()
         self._servers: list[Any] = []
@@ -147,9 +153,30 @@ class SipGateway:
 
     # ------------------------------------------------------------------ core plumbing
 
+    def admit(self, flow: Flow, now: float) -> bool:
+        """Whether a message from ``flow`` may be handled: its source is within its rate
+        (:class:`~services.sip.flood.SourceLimiter`). Otherwise it is dropped unanswered (UDP: an
+        answer to a flood, perhaps from a spoofed source, would amplify it) and a TCP or WebSocket
+        connection is closed; one log line per source every 10 s."""
+        if self.sources.admit(flow.host, now):
+            return True
+        metrics.FLOODED.labels(flow.transport).inc()
+        rl.warning(("flood", flow.host), "%s sends SIP faster than %g messages a second: dropping them%s",
+                   flow.host, self.sources.rate, "" if flow.transport == "udp" else ", closing its connection")
+        if flow.transport != "udp" and flow not in self._flooding:
+            closer = self._closers.get(flow)
+            if closer is not None:
+                self._flooding.add(flow)
+                result = closer("too many requests")
+                if asyncio.iscoroutine(result):
+                    self.tasks.spawn(result, "close SIP connection")
+        return False
+
     def handle(self, flow: Flow, data: bytes) -> None:
         """One whole message from a datagram or a WebSocket frame."""
         now = self.clock()
+        if not self.admit(flow, now):
+            return
         try:
             msg = parse(data, max_size=self.max_size, max_headers=self.max_headers)
         except SipParseError as exc:
@@ -175,7 +202,7 @@ class SipGateway:
             elif isinstance(item, Close):
                 closer = self._closers.get(item.flow)
                 if closer is not None:
-                    result = closer()
+                    result = closer(item.reason)
                     if asyncio.iscoroutine(result):
                         self.tasks.spawn(result, "close SIP connection")
         events, self.core.events = self.core.events, []
@@ -263,10 +290,14 @@ class SipGateway:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            now = self.clock()
             try:
-                self.core.tick(self.clock())
+                self.core.tick(now)
             except Exception:
                 log.exception("SIP timers failed")
+            if now - self._swept >= 5.0:
+                self._swept = now
+                self.sources.sweep(now)
             out = self.core.outbox or self.core.events
             if out:
                 self.flush()
@@ -314,7 +345,7 @@ class SipGateway:
             if not writer.is_closing():
                 writer.write(data)
 
-        def close() -> None:
+        def close(reason: str) -> None:
             writer.close()
 
         self._streams[flow] = write
@@ -329,7 +360,10 @@ class SipGateway:
                 before = framer.keepalives
                 try:
                     for msg in framer.feed(data):
-                        self._receive(flow, msg, self.clock())
+                        now = self.clock()
+                        if not self.admit(flow, now):
+                            break
+                        self._receive(flow, msg, now)
                 except SipParseError as exc:
                     metrics.MALFORMED.labels("tcp").inc()
                     rl.warning(("malformed", flow.host), "malformed SIP over TCP from %s: %s", flow.host, exc.reason)
@@ -346,6 +380,7 @@ class SipGateway:
             metrics.CONNECTIONS.labels("tcp").dec()
             self._streams.pop(flow, None)
             self._closers.pop(flow, None)
+            self._flooding.discard(flow)
             self.core.flow_closed(flow, self.clock())
             self.flush()
             writer.close()
@@ -431,8 +466,8 @@ class SipGateway:
 
         sender = asyncio.ensure_future(self._ws_sender(ws, queue))
 
-        async def close() -> None:
-            await ws.close(1008, "malformed SIP")
+        async def close(reason: str) -> None:
+            await ws.close(1008, reason.encode()[:100].decode(errors="ignore"))  # RFC 6455 §5.5: 123 bytes
 
         self._streams[flow] = write
         self._closers[flow] = close
@@ -454,6 +489,7 @@ class SipGateway:
             conn.lost(now, ws.close_code, ws.close_reason or "")
             self._streams.pop(flow, None)
             self._closers.pop(flow, None)
+            self._flooding.discard(flow)
             self.core.flow_closed(flow, now)
             self.flush()
 

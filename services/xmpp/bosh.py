@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .limits import TokenBucket, log_limited
+from ..common.token_bucket import TokenBucket
+from .limits import log_limited
 from .session import ClientSession, Link
 from .xml import STREAM_NS, Element, StreamClosed, StreamOpened, XmlStreamError, escape_attr, parse_document
 

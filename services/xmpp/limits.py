@@ -1,5 +1,6 @@
-"""Limits without I/O: the per-connection read token bucket (Prosody's mod_limits idea), failed
-login counters per address and per account, and rate-limited logging."""
+"""Limits without I/O: the per-connection read budget (Prosody's mod_limits idea, on the shared
+token bucket of ``services/common/token_bucket.py``), failed login counters per address and per
+account, and rate-limited logging."""
 
 from __future__ import annotations
 
@@ -11,25 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
 from ..common import addresses
-
-
-class TokenBucket:
-    """``rate`` bytes per second with ``burst`` bytes of credit; :meth:`consume` says how long to
-    pause reading so the long-run rate stays at ``rate``."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.updated = now
-
-    def consume(self, amount: int, now: float) -> float:
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        self.tokens -= amount
-        if self.tokens >= 0:
-            return 0.0
-        return -self.tokens / self.rate
+from ..common.token_bucket import TokenBucket
 
 
 class ReadBudget:

@@ -63,7 +63,7 @@ class SipClient:
     """One transport to the gateway: ``udp``, ``tcp`` or ``ws``."""
 
     def __init__(self, kind: str, host: str, port: int, *, ws_headers: dict[str, str] | None = None,
-                 subprotocols: list[str] | None = None) -> None:
+                 subprotocols: list[str] | None = None, local_host: str = "127.0.0.1") -> None:
         self.kind = kind
         self.addr = (host, port)
         self.framer = StreamFramer(1 << 20)
@@ -72,9 +72,9 @@ class SipClient:
         self.ws: ClientConnection | None = None
         if kind == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind(("127.0.0.1", 0))
+            self.sock.bind((local_host, 0))
         elif kind == "tcp":
-            self.sock = socket.create_connection(self.addr, timeout=10)
+            self.sock = socket.create_connection(self.addr, timeout=10, source_address=(local_host, 0))
         else:
             self.ws = connect(f"ws://{host}:{port}/sip-ws", subprotocols=subprotocols or ["sip"],  # type: ignore[arg-type]
                               additional_headers=ws_headers or {}, open_timeout=10)

@@ -1,6 +1,7 @@
 """The per-connection token bucket and the per-address connection limits."""
 
-from services.xmpp.limits import ConnectionLimiter, ReadBudget, TokenBucket
+from services.common.token_bucket import TokenBucket
+from services.xmpp.limits import ConnectionLimiter, ReadBudget
 
 
 def test_burst_is_free_then_reading_pauses_for_the_excess():
