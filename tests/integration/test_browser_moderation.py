@@ -1,7 +1,7 @@
 """Moderation in real Chromium through the launcher's stack (no authentication: the first person
 in a room moderates): a moderator mutes a participant (the others stop receiving its audio, in
 getStats), removes one (it is told and does not come back on its own), the moderator's rights
-pass on when it leaves, and the lobby admits and denies."""
+pass on when it leaves, the lobby admits and denies, and only moderators have the Record control."""
 
 from __future__ import annotations
 
@@ -120,6 +120,31 @@ def test_mute_kick_and_handover(env: Env) -> None:
     ada.page.click("#leave-button")
     wait_until("Bob to become moderator", lambda: bob.moderation.get("role") == "moderator", people=people)
     wait_until("Bob to see the moderator tools", lambda: bob.page.is_visible("#mute-all-button"), people=people)
+    for p in people:
+        p.page.close()
+
+
+def test_record_control_only_for_moderators(env: Env) -> None:
+    """Only a moderator may start or stop recording (the focus answers others ``forbidden``): the
+    Record control is on a moderator's page only, and appears when a participant is made
+    moderator (everyone sees the recording indicator: test_browser_recording.py)."""
+    room = f"rec-ctl-{uuid.uuid4().hex[:6]}"
+    ada = env.person(room, "Ada")
+    wait_until("Ada to moderate", lambda: ada.moderation.get("role") == "moderator", people=[ada])
+    wait_until("Ada to see the Record control", lambda: ada.page.is_visible("#record-button"), people=[ada])
+    bob = env.person(room, "Bob")
+    people = [ada, bob]
+    wait_until("Bob to be a participant", lambda: bob.moderation.get("role") == "participant", people=people)
+    assert bob.page.is_hidden("#record-button")
+    assert bob.page.is_visible("#mic-button")  # the toolbar itself is there
+    b = bob.endpoint
+    wait_until("Ada to see the menu on Bob's tile",
+               lambda: ada.page.is_visible(f".tile[data-endpoint='{b}'] .moderator-menu-button"), people=people)
+    assert bob.page.is_hidden("#record-button")
+    menu_action(ada, b, "moderator")
+    wait_until("Bob to become moderator", lambda: bob.moderation.get("role") == "moderator", people=people)
+    wait_until("Bob to see the Record control", lambda: bob.page.is_visible("#record-button"), people=people)
+    assert ada.page.is_visible("#record-button")
     for p in people:
         p.page.close()
 

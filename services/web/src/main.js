@@ -499,6 +499,9 @@ function renderControls() {
   mic.disabled = !state.stream?.getAudioTracks().length || !!state.moderation?.locked('audio');
   cam.disabled = !state.stream?.getVideoTracks().length || !!state.moderation?.locked('video');
   mic.title = state.moderation?.locked('audio') ? 'A moderator must allow you to unmute' : '';
+  // only a moderator may start or stop recording (the focus answers others `forbidden`), as in
+  // jitsi-meet: the control follows our own role in the room (muc#user, XEP-0045 section 5.1)
+  $('record-button').hidden = !state.moderation?.isModerator;
   const local = tiles.get(m.endpointId);
   if (local) updateTile(local, { audioMuted: m.audioMuted, videoMuted: m.videoMuted });
 }
@@ -724,6 +727,7 @@ function detachModeration() {
   state.moderationUi?.close();
   state.moderation?.close();
   state.moderationUi = state.moderation = null;
+  $('record-button').hidden = true;
 }
 
 /** The page's moderation for a meeting joining its room (moderation.js, moderation-ui.js). */
@@ -855,7 +859,7 @@ function leave(detail, title = 'You left the meeting') {
   show('left');
 }
 
-/** Everyone sees whether the meeting is recorded or streamed; the button starts and stops it. */
+/** Everyone sees whether the meeting is recorded or streamed; the button (a moderator's) starts and stops it. */
 function renderRecording(recording) {
   const on = !!recording?.on;
   const indicator = $('recording-indicator');
