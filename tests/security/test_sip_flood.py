@@ -30,7 +30,7 @@ def gateway() -> Iterator[tuple[ServiceProcess, dict[str, int]]]:
 
 def udp_flood(ports: dict[str, int], source: str, method: str, count: int = 300) -> tuple[list[int], float]:
     """``count`` requests from ``source`` as fast as the gateway reads them: (the answers' statuses,
-    seconds sent for)."""
+    seconds from the first request to the end of the last answer's wait)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind((source, 0))
@@ -42,22 +42,23 @@ def udp_flood(ports: dict[str, int], source: str, method: str, count: int = 300)
             sock.sendto(request(method, f"sip:{DOMAIN}", host=host, extra=extra).to_bytes(), ("127.0.0.1", ports["sip"]))
             if i % 50 == 49:
                 time.sleep(0.05)  # let the gateway read them (UDP drops what overflows its buffer)
-        took = time.monotonic() - start
         answers = []
         sock.settimeout(1.0)
         while True:
             try:
                 data, _ = sock.recvfrom(65536)
             except TimeoutError:
-                return answers, took
+                return answers, time.monotonic() - start
             answers.append(parse(data, check=False).status)
     finally:
         sock.close()
 
 
 def at_most(took: float) -> float:
-    """What the limit lets through while a flood lasts (its burst, then its rate), and a little."""
-    return BURST + RATE * (took + 1.0) + 1
+    """What the limit can let through in ``took`` seconds from a source's first message: its
+    burst, then its rate (an answer counted was admitted before it arrived, however slowly the
+    gateway worked through the flood)."""
+    return BURST + RATE * took
 
 
 def answered(kind: str, ports: dict[str, int], **kw: object) -> int | None:
@@ -70,10 +71,12 @@ def answered(kind: str, ports: dict[str, int], **kw: object) -> int | None:
         c.close()
 
 
-def stream_flood(c: SipClient, count: int = 100) -> int:
-    """``count`` OPTIONS on one connection at once; the answers before the connection closed."""
+def stream_flood(c: SipClient, count: int = 100) -> tuple[int, float]:
+    """``count`` OPTIONS on one connection at once: (the answers before the connection closed or
+    went quiet, seconds from the first request to then)."""
     data = b"".join(request("OPTIONS", f"sip:{DOMAIN}", transport=c.via_transport, host=c.local).to_bytes()
                     for _ in range(count))  # fmt: skip
+    start = time.monotonic()
     if c.kind == "ws":
         for _ in range(count):
             c.send_raw(data[: len(data) // count])
@@ -82,7 +85,7 @@ def stream_flood(c: SipClient, count: int = 100) -> int:
     answers = 0
     while c.recv(3) is not None:
         answers += 1
-    return answers
+    return answers, time.monotonic() - start
 
 
 @pytest.mark.parametrize(("source", "method", "status"), [("127.0.0.3", "OPTIONS", 200), ("127.0.0.5", "REGISTER", 401)])
@@ -108,8 +111,9 @@ def test_tcp_flood_closes_the_connection(gateway: tuple[ServiceProcess, dict[str
     _, ports = gateway
     c = SipClient("tcp", "127.0.0.1", ports["sip"], local_host="127.0.0.4")
     try:
-        answers = stream_flood(c)
-        assert answers <= BURST + 2, answers
+        answers, took = stream_flood(c)
+        # (what was answered may be lost: closed with the flood unread, the socket is reset)
+        assert answers <= at_most(took), (answers, took)
         assert c.closed(5)
     finally:
         c.close()
@@ -120,8 +124,8 @@ def test_websocket_flood_counts_the_address_nginx_forwards(gateway: tuple[Servic
     _, ports = gateway
     flooder = SipClient("ws", "127.0.0.1", ports["ws"], ws_headers={**ORIGIN, "X-Forwarded-For": "203.0.113.7"})
     try:
-        answers = stream_flood(flooder)
-        assert answers <= BURST + 2, answers
+        answers, took = stream_flood(flooder)
+        assert BURST <= answers <= at_most(took), (answers, took)
         assert flooder.closed(5)
     finally:
         flooder.close()
@@ -130,7 +134,7 @@ def test_websocket_flood_counts_the_address_nginx_forwards(gateway: tuple[Servic
     # nginx's own address (the host) is never limited
     local = SipClient("ws", "127.0.0.1", ports["ws"], ws_headers=ORIGIN)
     try:
-        assert stream_flood(local, 60) == 60
+        assert stream_flood(local, 60)[0] == 60
     finally:
         local.close()
 
