@@ -1,7 +1,11 @@
-"""SIP messages per source address (services/sip/flood.py, Kamailio's pike)."""
+"""SIP messages per source address (services/sip/flood.py, Kamailio's pike) and its settings."""
 
 from __future__ import annotations
 
+import pytest
+
+from services.common.config import ConfigError
+from services.sip import config
 from services.sip.flood import SourceLimiter
 
 LOOPBACK = ("127.0.0.1/32", "::1/128")
@@ -53,3 +57,14 @@ def test_sweep_forgets_sources_that_rested() -> None:
     assert len(limiter) == 1
     limiter.sweep(10.0)
     assert len(limiter) == 0
+
+
+def test_settings_default_generous_and_refuse_a_bad_network() -> None:
+    limits = config.load(environ={}).limits
+    assert (limits.requests_per_second, limits.requests_burst) == (50, 200)
+    assert limits.request_exempt_networks == ["127.0.0.1/32", "::1/128"]
+    env = {"SIP_REQUESTS_PER_SECOND": "0", "SIP_REQUEST_EXEMPT_NETWORKS": "10.0.0.0/8, ::1/128"}
+    limits = config.load(environ=env).limits
+    assert limits.requests_per_second == 0 and limits.request_exempt_networks == ["10.0.0.0/8", "::1/128"]
+    with pytest.raises(ConfigError):
+        config.load(environ={"SIP_REQUEST_EXEMPT_NETWORKS": "not-a-network"})
