@@ -345,3 +345,66 @@ def test_a_vp9_packet_is_read_once_for_all_its_receivers(monkeypatch: pytest.Mon
         assert all(proj.accept(pkt, 0, 0.0, parsed) for proj in receivers)
     assert len(reads) == 6  # one per packet, not per receiver
     assert parse_packet(pkt, False).vp9 == parse_vp9_packet(pkt).vp9 is not None  # same reading, uncached
+
+
+def test_a_layer_count_change_held_back_by_the_relearn_interval_is_taken_when_it_is_over() -> None:
+    """Chrome re-encodes a key picture each time its VP9 structure changes (a new sender
+    constraint scales its camera: L3T3_KEY, then L1T3 at 180 lines, then L2T3_KEY at 360), often
+    less than ``SVC_RELEARN_INTERVAL`` apart, and then sends no key picture for as long as nobody
+    asks. The structure held back is the stream's from then on: taken once the interval is over,
+    not dropped (else a receiver constrained to 180 lines gets the 360-line layer of a stream the
+    bridge takes for a single layer, until the next key picture, which may never come)."""
+    import pylibsrtp
+
+    from services.bridge.media.allocation.lastn import SVC_RELEARN_INTERVAL, ConferenceIntelligencePolicy
+    from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+    from services.bridge.media.model import MediaSources
+    from services.bridge.media.transport.aiortc_adapter import SrtpContext
+    from services.common.bridge_channel import ReceiverVideoConstraints, VideoConstraints
+
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    now = [1000.0]
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=lambda: now[0])
+    forwarder = ConferenceForwarder("conf", policy)
+    vp9_pt = PayloadType(101, "VP9", 90000)
+    keys = {name: (bytes([i + 1]) * 30, bytes([i + 101]) * 30) for i, name in enumerate("abc")}
+    sent: dict[str, list[bytes]] = {name: [] for name in "abc"}
+    for name in "abc":
+        forwarder.add_endpoint(name, sent[name].append)
+    forwarder.set_sources("a", MediaSources(video_ssrcs=[SSRC], payload_types=[vp9_pt]))
+    for name in "bc":
+        forwarder.set_sources(name, MediaSources(payload_types=[vp9_pt]))
+    for name in "abc":
+        to_bridge, from_bridge = keys[name]
+        forwarder.set_srtp(name, SrtpContext("AES_CM_128_HMAC_SHA1_80", from_bridge, to_bridge, profile), now[0])
+    policy.on_message("b", ReceiverVideoConstraints(default_constraints=VideoConstraints(max_height=180)))
+    sender = forwarder.endpoints["a"]
+    seq, pid, answered = 1, 1, 0
+
+    def send(seconds: float, layers: int, key_first: bool = False) -> None:
+        """``seconds`` of 30 pictures a second; a key picture first, and after each PLI."""
+        nonlocal seq, pid, answered
+        key = key_first
+        for _ in range(round(seconds * 30)):
+            now[0] += 1 / 30
+            for pkt in picture(seq, pid, key=key, layers=layers):
+                forwarder.handle_rtp(sender, pkt, now[0])
+            seq, pid = seq + 2 * layers, pid + 1
+            key = sender.plis_forwarded > answered  # the sender answers a PLI at its next picture
+            answered = sender.plis_forwarded
+
+    send(3.0, 3, key_first=True)  # L3T3_KEY
+    send(SVC_RELEARN_INTERVAL - 1.0, 1, key_first=True)  # scaled to 180 lines: L1T3
+    send(8.0, 2, key_first=True)  # scaled to 360 lines: L2T3_KEY, within the interval
+
+    def video_sids(name: str) -> set[int]:
+        to_bridge, from_bridge = keys[name]
+        rx = SrtpContext("AES_CM_128_HMAC_SHA1_80", to_bridge, from_bridge, profile)
+        packets = [rx.unprotect(d) for d in sent[name][-60:] if not 192 <= d[1] <= 223]
+        return {vp9.parse_descriptor(p, 12, len(p)).sid for p in packets}  # type: ignore[union-attr]
+
+    for name in "bc":
+        sent[name].clear()
+    send(1.0, 2)
+    assert video_sids("b") == {0}  # 180 lines
+    assert video_sids("c") == {0, 1}
