@@ -39,7 +39,7 @@ from services.common.bridge_channel import (
 )
 
 from ..forwarding.mapping import ForwardingMapping
-from ..forwarding.policy import ForwardingPolicy, SendMessage
+from ..forwarding.policy import ForwardingPolicy, RequestKeyframe, SendMessage
 from ..forwarding.simulcast import (
     LayerMeter,
     ParsedPacket,
@@ -127,12 +127,13 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     ``allocation_interval`` (and on every message), driven by the packets' own clock.
 
     Key frames for streams a receiver starts, or waits to switch to, are asked for through
-    ``request_keyframe``, which the forwarder sets on its policy.
+    ``request_keyframe`` (``forwarding/rtcp_termination.py``'s, given at construction).
     """
 
     def __init__(
         self,
         send_message: SendMessage | None = None,
+        request_keyframe: RequestKeyframe | None = None,
         *,
         default_max_height: int = UNLIMITED,
         decision_interval: float = 0.3,
@@ -141,7 +142,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         clock: Callable[[], float] = time.monotonic,
         on_mixing: Callable[[MixMinusMixer | None], None] | None = None,
     ) -> None:
-        super().__init__(send_message)
+        super().__init__(send_message, request_keyframe)
         self.video = ConferenceVideoPolicy(default_max_height)
         self.speakers = DominantSpeakerDetector(speaker_settings)
         self.connectivity = ConnectivityMonitor()
@@ -573,8 +574,9 @@ def _strip_red(red_payload_types: frozenset[int]) -> Callable[[bytearray], None]
 def intelligence_policy_factory(
     conference_id: str,
     send_message: SendMessage,
+    request_keyframe: RequestKeyframe,
     on_mixing: Callable[[MixMinusMixer | None], None] | None = None,
 ) -> ConferenceIntelligencePolicy:
     """A :data:`policy.PolicyFactory` for ``MediaEngine(config, policy_factory=...)``;
     ``on_mixing``: see :attr:`ConferenceIntelligencePolicy.on_mixing`."""
-    return ConferenceIntelligencePolicy(send_message, on_mixing=on_mixing)
+    return ConferenceIntelligencePolicy(send_message, request_keyframe, on_mixing=on_mixing)

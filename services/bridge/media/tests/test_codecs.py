@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from services.bridge.media.forwarding.rtcp_termination import request_keyframe
 from services.bridge.media.forwarding.simulcast import (
     SimulcastLayer,
     VideoSource,
@@ -217,7 +218,7 @@ def test_forwarder_sends_each_receiver_its_vp9_layers_and_red_or_plain_opus() ->
 
     profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
     now = [1000.0]
-    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=lambda: now[0])
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, request_keyframe=request_keyframe, clock=lambda: now[0])
     forwarder = ConferenceForwarder("conf", policy)
     opus, red_pt = PayloadType(111, "opus", 48000, 2), PayloadType(112, "red", 48000, 2, {"": "111/111"})
     vp9_pt = PayloadType(101, "VP9", 90000)
@@ -270,7 +271,7 @@ def test_the_mixer_takes_the_primary_opus_block_of_red() -> None:
     from services.bridge.media.transport.aiortc_adapter import SrtpContext
 
     clock = Clock()
-    policy = ConferenceIntelligencePolicy(clock=clock)
+    policy = ConferenceIntelligencePolicy(request_keyframe=request_keyframe, clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("am")}
     opus, red_pt = PayloadType(111, "opus", 48000, 2), PayloadType(112, "red", 48000, 2, {"": "111/111"})
@@ -364,7 +365,7 @@ def test_a_layer_count_change_held_back_by_the_relearn_interval_is_taken_when_it
 
     profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
     now = [1000.0]
-    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=lambda: now[0])
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, request_keyframe=request_keyframe, clock=lambda: now[0])
     forwarder = ConferenceForwarder("conf", policy)
     vp9_pt = PayloadType(101, "VP9", 90000)
     keys = {name: (bytes([i + 1]) * 30, bytes([i + 101]) * 30) for i, name in enumerate("abc")}
