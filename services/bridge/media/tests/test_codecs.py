@@ -409,3 +409,61 @@ def test_a_layer_count_change_held_back_by_the_relearn_interval_is_taken_when_it
     send(1.0, 2)
     assert video_sids("b") == {0}  # 180 lines
     assert video_sids("c") == {0, 1}
+
+
+def test_a_switch_up_whose_pli_is_lost_asks_again_until_the_key_picture_comes() -> None:
+    """A receiver allowed more than the low spatial layer waits for a key picture (L3T3_KEY);
+    the bridge asks the sender (RFC 4585 PLI) and, while the switch is pending, asks again at
+    each allocation tick (at most one PLI per stream per ``KEYFRAME_REQUEST_INTERVAL``), as
+    jitsi-videobridge's ``KeyframeRequester`` does: a lost PLI does not leave it waiting."""
+    import pylibsrtp
+
+    from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+    from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+    from services.bridge.media.model import MediaSources
+    from services.bridge.media.transport.aiortc_adapter import SrtpContext
+    from services.common.bridge_channel import ReceiverVideoConstraints, VideoConstraints
+
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    now = [1000.0]
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, request_keyframe=request_keyframe, clock=lambda: now[0])
+    forwarder = ConferenceForwarder("conf", policy)
+    vp9_pt = PayloadType(101, "VP9", 90000)
+    keys = {name: (bytes([i + 1]) * 30, bytes([i + 101]) * 30) for i, name in enumerate("ab")}
+    sent: dict[str, list[bytes]] = {name: [] for name in "ab"}
+    for name in "ab":
+        forwarder.add_endpoint(name, sent[name].append)
+        forwarder.set_sources(name, MediaSources(video_ssrcs=[SSRC] if name == "a" else [], payload_types=[vp9_pt]))
+        to_bridge, from_bridge = keys[name]
+        forwarder.set_srtp(name, SrtpContext("AES_CM_128_HMAC_SHA1_80", from_bridge, to_bridge, profile), now[0])
+    policy.on_message("b", ReceiverVideoConstraints(default_constraints=VideoConstraints(max_height=180)))
+    sender = forwarder.endpoints["a"]
+    seq, pid = 1, 1
+
+    def send(seconds: float, key_first: bool = False) -> None:
+        nonlocal seq, pid
+        for i in range(round(seconds * 30)):
+            now[0] += 1 / 30
+            for pkt in picture(seq, pid, key=key_first and i == 0):
+                forwarder.handle_rtp(sender, pkt, now[0])
+            seq, pid = seq + 6, pid + 1
+
+    def video_sids() -> set[int]:
+        to_bridge, from_bridge = keys["b"]
+        rx = SrtpContext("AES_CM_128_HMAC_SHA1_80", to_bridge, from_bridge, profile)
+        packets = [rx.unprotect(d) for d in sent["b"] if not 192 <= d[1] <= 223]
+        return {vp9.parse_descriptor(p, 12, len(p)).sid for p in packets}  # type: ignore[union-attr]
+
+    send(3.0, key_first=True)
+    sent["b"].clear()
+    asked = sender.plis_forwarded
+    policy.on_message("b", ReceiverVideoConstraints(default_constraints=VideoConstraints(max_height=720)))
+    assert sender.plis_forwarded == asked + 1  # lost: the sender sends no key picture
+    send(3.0)
+    assert sender.plis_forwarded >= asked + 3  # asked again at the allocation ticks
+    assert video_sids() == {0}  # still waiting
+    send(1.0, key_first=True)  # one is answered
+    assert video_sids() == {0, 1, 2}
+    asked = sender.plis_forwarded
+    send(3.0)
+    assert sender.plis_forwarded == asked  # nothing pending: no more PLIs
