@@ -95,6 +95,10 @@ except ImportError:  # a tree from before the media package was regrouped (no tr
     from services.bridge.media.rtp import AUDIO_LEVEL_URI  # type: ignore[no-redef]
 
     from services.bridge.media.model import MediaSources, PayloadType  # type: ignore[no-redef]
+try:  # the policy's key-frame requests, given at its construction
+    from services.bridge.media.forwarding.rtcp_termination import request_keyframe
+except ImportError:  # a tree whose forwarder set them on its policy
+    request_keyframe = None  # type: ignore[assignment]
 
 BRIDGE, PEER = DtlsCertificate(), DtlsCertificate()
 # VP8 payload descriptor (RFC 7741) with a 15-bit picture id: (middle of a frame, start of a frame)
@@ -296,10 +300,11 @@ def measure(
 
     policy: ForwardingPolicy = ForwardingPolicy()
     if policy_name == "intelligence":
+        keyframes: dict[str, Any] = {"request_keyframe": request_keyframe} if request_keyframe is not None else {}
         try:  # an older tree ran the audio mixer on a thread of its own unless told not to
-            policy = ConferenceIntelligencePolicy(mixer_thread=False, clock=clock)  # type: ignore[call-arg]
+            policy = ConferenceIntelligencePolicy(mixer_thread=False, clock=clock, **keyframes)  # type: ignore[call-arg]
         except TypeError:
-            policy = ConferenceIntelligencePolicy(clock=clock)
+            policy = ConferenceIntelligencePolicy(clock=clock, **keyframes)
     native = NativeFanout(out.fileno(), lambda: 0) if loop_name == "c" else None
     if send_side:
         conference = ConferenceForwarder("bench", policy, native=native, send_side_bwe=True)

@@ -37,6 +37,7 @@ import pylibsrtp  # noqa: E402
 
 from bench.bridge_peer import encode_vp8  # noqa: E402
 from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy  # noqa: E402
+from services.bridge.media.forwarding import rtcp_termination  # noqa: E402
 from services.bridge.media.forwarding.forwarder import ConferenceForwarder  # noqa: E402
 from services.bridge.media.forwarding.policy import ForwardingPolicy  # noqa: E402
 from services.bridge.media.forwarding.streams import EndpointMedia, IncomingStream  # noqa: E402
@@ -107,14 +108,21 @@ def run(
     simulcast = scenario != "top-layer"
     clock = VirtualClock()
     outbox: list[tuple[str, dict]] = []
+    keyframe_due: set[int] = set()
+
+    def request_keyframe(stream: IncomingStream, now: float) -> None:
+        keyframe_due.add(stream.ssrc)  # the sender answers a PLI with a key frame
+        rtcp_termination.request_keyframe(stream, now)
+
     policy: ForwardingPolicy
     if scenario == "last-n":
         policy = ConferenceIntelligencePolicy(
-            lambda ep, m: outbox.append((ep, bridge_channel.to_dict(m))), clock=clock
+            lambda ep, m: outbox.append((ep, bridge_channel.to_dict(m))), request_keyframe, clock=clock
         )
     else:
-        policy = ForwardingPolicy()
+        policy = ForwardingPolicy(request_keyframe=request_keyframe)
     forwarder = ConferenceForwarder("bench", policy, cache_size=512)
+    forwarder.request_keyframe = request_keyframe  # type: ignore[method-assign]
     result = Result(scenario)
     people = [
         Party(i, f"p{i:02d}", 0x10000 + i, tuple(0x20000 + 16 * i + k for k in range(len(LAYERS))))
@@ -133,15 +141,6 @@ def run(
 
         return transmit
 
-    keyframe_due: set[int] = set()
-    original_request = forwarder.request_keyframe
-
-    def request_keyframe(stream: IncomingStream, now: float) -> None:
-        keyframe_due.add(stream.ssrc)  # the sender answers a PLI with a key frame
-        original_request(stream, now)
-
-    forwarder.request_keyframe = request_keyframe  # type: ignore[method-assign]
-    policy.request_keyframe = request_keyframe
     endpoints: dict[str, EndpointMedia] = {}
     for p in people:
         endpoints[p.name] = forwarder.add_endpoint(p.name, transmit_for(p.name))

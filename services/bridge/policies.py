@@ -18,7 +18,7 @@ import asyncio
 
 from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy, intelligence_policy_factory
 from services.bridge.media.allocation.mixer import MixerThread, MixMinusMixer
-from services.bridge.media.forwarding.policy import SendMessage
+from services.bridge.media.forwarding.policy import RequestKeyframe, SendMessage
 
 
 class ConferencePolicies:
@@ -26,12 +26,14 @@ class ConferencePolicies:
         self._policies: dict[str, ConferenceIntelligencePolicy] = {}
         self._mixer_threads: dict[str, MixerThread] = {}
 
-    def create(self, conference_id: str, send: SendMessage) -> ConferenceIntelligencePolicy:
+    def create(
+        self, conference_id: str, send: SendMessage, request_keyframe: RequestKeyframe
+    ) -> ConferenceIntelligencePolicy:
         """A new policy for ``conference_id``, closing the one the engine had dropped (its last
         endpoint left) before the conference got endpoints again."""
         self._close(conference_id)
         policy = self._policies[conference_id] = intelligence_policy_factory(
-            conference_id, send, lambda mixer: self._mixing(conference_id, policy, mixer)
+            conference_id, send, request_keyframe, lambda mixer: self._mixing(conference_id, policy, mixer)
         )
         return policy
 

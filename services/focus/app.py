@@ -12,6 +12,7 @@ from .colibri_client import ColibriClient
 from .config import FocusSettings
 from .focus import Focus
 from .http_api import create_app
+from .moderation import Moderation
 from .moderator import Moderator
 from .store import open_store
 from .xmpp import FocusXmpp
@@ -22,13 +23,13 @@ log = logging.getLogger("focus")
 async def main(settings: FocusSettings) -> None:
     store = open_store(settings.redis_url)
     colibri = ColibriClient(timeout=settings.bridge.colibri_timeout)
-    focus = Focus(settings, colibri, store)
+    moderation = Moderation(settings.authentication.enabled)
+    focus = Focus(settings, colibri, store, is_moderator=moderation.is_moderator)
     await focus.restore()
     client = FocusXmpp(settings, focus, focus.jibri)
     focus.signaling = client
     focus.jibri.signaling = client
-    moderator = Moderator(client, focus, settings.authentication.enabled)
-    focus.jibri.is_moderator = moderator.is_moderator
+    Moderator(client, focus, moderation)  # the XMPP side of moderation: it registers its handlers
     server = await serve_http(
         create_app(focus, client.ready.is_set, client.session_stats), settings.rest.host, settings.rest.port
     )

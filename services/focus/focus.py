@@ -67,7 +67,11 @@ class Focus:
         colibri: Colibri,
         store: ConferenceStore,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        is_moderator: Callable[[str, str], bool] = lambda _room, _nick: False,
     ) -> None:
+        """``is_moderator(room, nick)``: who may start and stop recordings (the moderation
+        core's answer, ``moderation.py``); by default nobody, and every request is refused."""
         self.settings = settings
         b = settings.bridge
         self.registry = BridgeRegistry(
@@ -98,7 +102,7 @@ class Focus:
         self.requests_refused = 0
         self._guest_log = RateLimitedLogger(log)  # what guests send: a line now and then
         self.conferences_expired = 0
-        self.jibri = JibriService(self)
+        self.jibri = JibriService(self, is_moderator)
 
     # ------------------------------------------------------------------ plumbing
     def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:

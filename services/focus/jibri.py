@@ -136,16 +136,16 @@ class RecordingDecisions:
 class JibriService:
     """Performs the decisions: IQs to recorders, hidden participants, room presence."""
 
-    def __init__(self, focus: Focus) -> None:
+    def __init__(self, focus: Focus, is_moderator: Callable[[str, str], bool]) -> None:
+        """``is_moderator(room, nick)``: whether that occupant is a moderator (the moderation
+        core's answer, ``moderation.py``); only moderators may start or stop a recording."""
         self.focus = focus
+        self.is_moderator = is_moderator
         self.settings = focus.settings.jibri
         self.state = RecordingDecisions()
         self.signaling: JibriSignaling | None = None
         self._log = RateLimitedLogger(log)
         self.starts = RequestLimiter(self.settings.start_burst, self.settings.starts_per_minute)
-        # (room, nick) -> is that occupant a moderator (the moderation adapter's answer); unset:
-        # nobody is, and every request is refused
-        self.is_moderator: Callable[[str, str], bool] = lambda _room, _nick: False
 
     def _brewery_jid(self, nick: str) -> str:
         return f"{self.focus.settings.jibri_brewery_jid}/{nick}"

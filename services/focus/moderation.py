@@ -91,6 +91,12 @@ class Moderation:
             state = self.rooms[room] = RoomModeration()
         return state
 
+    def is_moderator(self, room: str, nick: str) -> bool:
+        """Whether the room's occupant ``nick`` has the moderator role (as its last presence said)."""
+        state = self.rooms.get(room)
+        member = state.members.get(nick) if state is not None else None
+        return member is not None and member.role == "moderator"
+
     # -- moderator rights ----------------------------------------------------------------------
     def may_moderate(self, member: Member) -> bool:
         if member.moderator_claim is not None:

@@ -49,11 +49,12 @@ MAX_JSON = 4096
 
 
 class Moderator:
-    def __init__(self, client: FocusXmpp, focus: Any, auth_enabled: bool) -> None:
-        """``focus`` is the orchestrator (its ``set_muted`` tells the bridge)."""
+    def __init__(self, client: FocusXmpp, focus: Any, core: Moderation) -> None:
+        """``focus`` is the orchestrator (its ``set_muted`` tells the bridge); ``core`` the
+        moderation decisions, which the focus's recording service reads too (who is a moderator)."""
         self.client = client
         self.focus = focus
-        self.core = Moderation(auth_enabled)
+        self.core = core
         self._tasks: set[asyncio.Future[Any]] = set()
         self._log = RateLimitedLogger(log)
         client.occupant_listeners.append(self.occupant)
@@ -72,12 +73,6 @@ class Moderator:
                 self._json_iq,  # type: ignore[arg-type]
             )
         )
-
-    def is_moderator(self, room: str, nick: str) -> bool:
-        """Whether the room's occupant ``nick`` has the moderator role (as its last presence said)."""
-        state = self.core.rooms.get(room)
-        member = state.members.get(nick) if state is not None else None
-        return member is not None and member.role == "moderator"
 
     def _requester(self, iq: slixmpp.Iq) -> str:
         """The real JID behind an IQ: the broker's client proxy (``focus.<domain>``) sends it to

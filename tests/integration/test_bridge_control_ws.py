@@ -6,7 +6,7 @@ import asyncio
 import datetime
 import json
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,6 @@ def bridge() -> Iterator[RunningBridge]:
         yield b
     finally:
         b.process.stop()
-
-
-@pytest.fixture
-async def http(bridge: RunningBridge) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=bridge.url, timeout=10) as client:
-        yield client
 
 
 async def conference(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,12 +31,6 @@ def bridge() -> Iterator[RunningBridge]:
         yield b
     finally:
         b.process.stop()
-
-
-@pytest.fixture
-async def http(bridge: RunningBridge) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=bridge.url, timeout=10) as client:
-        yield client
 
 
 async def web_socket_endpoint(http: httpx.AsyncClient, conference_id: str, name: str) -> ClientConnection:

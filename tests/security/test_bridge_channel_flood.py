@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -36,12 +36,6 @@ def bridge() -> Iterator[RunningBridge]:
         yield b
     finally:
         b.process.stop()
-
-
-@pytest.fixture
-async def http(bridge: RunningBridge) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=bridge.url, timeout=10) as client:
-        yield client
 
 
 async def test_a_broadcast_flood_does_not_cut_the_others_off(http: httpx.AsyncClient) -> None:

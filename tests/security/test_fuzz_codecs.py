@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.bridge.media.forwarding.rtcp_termination import request_keyframe
 from services.bridge.media.forwarding.simulcast import SimulcastLayer, VideoSource, parse_packet
 from services.bridge.media.forwarding.svc import SvcProjection
 from services.bridge.media.packets import h264, red, rtp, vp9
@@ -75,7 +76,7 @@ def test_a_sender_flipping_its_scalability_structure_reallocates_at_most_every_t
     from services.bridge.media.tests.test_codecs import picture
 
     now = [100.0]
-    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=lambda: now[0])
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, request_keyframe=request_keyframe, clock=lambda: now[0])
     forwarder = ConferenceForwarder("conf", policy)
     forwarder.add_endpoint("a", lambda d: None)
     forwarder.set_sources("a", MediaSources(video_ssrcs=[0x1234], payload_types=[PayloadType(101, "VP9", 90000)]))

@@ -10,6 +10,7 @@ import struct
 
 from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.rtcp_termination import request_keyframe
 from services.bridge.media.forwarding.simulcast import video_sources
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
 from services.bridge.media.packets import rtp
@@ -42,7 +43,7 @@ def tagged(ssrc: int, value: bytes, seq: int = 1, two_byte: bool = True) -> byte
 
 
 def conference() -> tuple[ConferenceForwarder, list[bytes]]:
-    conf = ConferenceForwarder("c", ConferenceIntelligencePolicy())
+    conf = ConferenceForwarder("c", ConferenceIntelligencePolicy(request_keyframe=request_keyframe))
     conf.add_endpoint("evil", lambda data: None)
     wire: list[bytes] = []
     conf.add_endpoint("victim", wire.append)

@@ -48,6 +48,7 @@ from services.common.logging import RateLimitedLogger
 from .forwarding.forwarder import ConferenceForwarder
 from .forwarding.native import NativeFanout, NativeUnavailable
 from .forwarding.policy import PolicyFactory, default_policy_factory
+from .forwarding.rtcp_termination import request_keyframe
 from .forwarding.streams import EndpointMedia
 from .model import (
     DtlsFingerprint,
@@ -266,8 +267,9 @@ class MediaEngine:
     ``on_dtls_data(conference_id, endpoint_id, data)``: application data (an SCTP packet) the
     endpoint sent on its DTLS association; :meth:`send_dtls_data` sends some back.
 
-    ``policy_factory(conference_id, send_message)`` builds each conference's forwarding policy
-    (default: forward everything); the conference-intelligence code plugs in here.
+    ``policy_factory(conference_id, send_message, request_keyframe)`` builds each conference's
+    forwarding policy (default: forward everything); the conference-intelligence code plugs in
+    here. ``request_keyframe`` is ``forwarding/rtcp_termination.py``'s (PLI, rate-limited).
 
     The bridge passes all three callbacks at construction as one :class:`EngineEvents` object.
     """
@@ -428,7 +430,7 @@ class MediaEngine:
             if conference is None:
                 conference = ConferenceForwarder(
                     conference_id,
-                    self.policy_factory(conference_id, self._message_sender(conference_id)),
+                    self.policy_factory(conference_id, self._message_sender(conference_id), request_keyframe),
                     cache_size=self.config.packet_cache_size,
                     remb_min_bps=self.config.remb_min_bps,
                     remb_max_bps=self.config.remb_max_bps,

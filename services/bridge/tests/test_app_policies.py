@@ -7,6 +7,7 @@ import threading
 
 from services.bridge import config
 from services.bridge.app import Bridge
+from services.bridge.media.forwarding.rtcp_termination import request_keyframe
 from services.common.colibri import parse_conference
 
 
@@ -37,6 +38,8 @@ async def test_colibri_settings_reach_the_policy_and_expiry_closes_it() -> None:
     cid = created["id"]
     policy = bridge.policies.get(cid)
     assert policy is not None
+    # built with what asks a sender for key frames (RFC 4585 PLI), not given it afterwards
+    assert policy.request_keyframe is request_keyframe
     assert policy.video.settings("a").colibri_last_n == 2
     assert policy.video.settings("b").colibri_last_n == 2
     audio = next(c for c in created["contents"] if c["name"] == "audio")["channels"]
@@ -53,7 +56,7 @@ async def test_forgetting_a_conference_closes_its_policy() -> None:
     """The expiry listener closes the policy even when its endpoints left no trace on it."""
     bridge = Bridge(config.load(environ={}))
     before = len(mixer_threads())
-    policy = bridge.policies.create("c1", lambda endpoint, message: None)
+    policy = bridge.policies.create("c1", lambda endpoint, message: None, request_keyframe)
     policy.set_audio_mixing("x", True)
     assert len(mixer_threads()) == before + 1
     bridge.conference_expired("c1")
@@ -64,9 +67,9 @@ async def test_forgetting_a_conference_closes_its_policy() -> None:
 async def test_a_conference_rebuilt_by_the_engine_replaces_and_closes_the_old_policy() -> None:
     bridge = Bridge(config.load(environ={}))
     before = len(mixer_threads())
-    old = bridge.policies.create("c2", lambda endpoint, message: None)
+    old = bridge.policies.create("c2", lambda endpoint, message: None, request_keyframe)
     old.set_audio_mixing("x", True)
-    new = bridge.policies.create("c2", lambda endpoint, message: None)
+    new = bridge.policies.create("c2", lambda endpoint, message: None, request_keyframe)
     assert bridge.policies.get("c2") is new
     assert len(mixer_threads()) == before
     old.set_audio_mixing("x", False)
@@ -81,7 +84,7 @@ async def test_forget_all_stops_every_mixer_thread() -> None:
     bridge = Bridge(config.load(environ={}))
     before = len(mixer_threads())
     for cid in ("c3", "c4"):
-        bridge.policies.create(cid, lambda endpoint, message: None).set_audio_mixing("x", True)
+        bridge.policies.create(cid, lambda endpoint, message: None, request_keyframe).set_audio_mixing("x", True)
     assert len(mixer_threads()) == before + 2
     bridge.policies.forget_all()
     assert len(bridge.policies) == 0 and len(mixer_threads()) == before

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.common import colibri, jingle
+from services.common import colibri, jibri, jingle
 from services.common.brewery import BridgeStats
 from services.focus import config
 from services.focus.colibri_client import ColibriError
-from services.focus.conference import ParticipantState
+from services.focus.conference import Conference, ParticipantState
 from services.focus.focus import Focus
+from services.focus.jibri import JibriRefused
+from services.focus.moderation import Moderation
 from services.focus.store import MemoryStore
 from services.focus.tests.test_flows import bridge_response
 
@@ -228,3 +230,40 @@ async def test_the_last_one_leaving_ends_the_conference_on_its_bridge(setup) -> 
     assert ROOM not in focus.conferences
     assert fake.expired == [("http://jvb1", "jvb1-conf1")] and signaling.destroyed == [ROOM]
     await focus.close()
+
+
+@dataclass
+class NoRecorders:
+    """The recorders' brewery with nobody in it."""
+
+    async def send_jibri(self, recorder: str, request: jibri.JibriIq) -> jibri.JibriIq:
+        raise AssertionError("no recorder to ask")
+
+    def set_room_extension(self, room: str, tag: str, element: object) -> None:
+        pass
+
+
+async def test_the_focus_is_built_with_who_may_record_and_asks_the_moderation_core() -> None:
+    """Only a moderator (as the moderation core, given at construction, says) gets past the
+    recording service's check; the room's other occupants are refused."""
+    settings = config.load(environ={"JICOFO_AUTH_PASSWORD": "x"})
+    moderation = Moderation()
+    focus = Focus(settings, FakeColibri(), MemoryStore(), is_moderator=moderation.is_moderator)
+    focus.jibri.signaling = NoRecorders()
+    conf = focus.conferences[ROOM] = Conference(room=ROOM)
+    for nick, role in (("alice", "moderator"), ("bob", "participant")):
+        conf.occupant_joined(nick, f"{ROOM}/{nick}")
+        moderation.presence(ROOM, nick, f"{nick}@meet.jitsi/web", role, False, None)
+    start = jibri.JibriIq(action=jibri.Action.START, recording_mode=jibri.RecordingMode.FILE)
+    with pytest.raises(JibriRefused) as refused:
+        await focus.jibri.request(ROOM, "bob", start)
+    assert refused.value.condition == "forbidden"
+    with pytest.raises(JibriRefused) as refused:
+        await focus.jibri.request(ROOM, "alice", start)
+    assert refused.value.condition == "service-unavailable"  # allowed; no recorder in the brewery
+    without = Focus(settings, FakeColibri(), MemoryStore())
+    without.jibri.signaling = NoRecorders()
+    without.conferences[ROOM] = conf
+    with pytest.raises(JibriRefused) as refused:
+        await without.jibri.request(ROOM, "alice", start)
+    assert refused.value.condition == "forbidden"  # built without moderation: nobody may

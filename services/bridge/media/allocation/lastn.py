@@ -39,7 +39,7 @@ from services.common.bridge_channel import (
 )
 
 from ..forwarding.mapping import ForwardingMapping
-from ..forwarding.policy import ForwardingPolicy, SendMessage
+from ..forwarding.policy import ForwardingPolicy, RequestKeyframe, SendMessage
 from ..forwarding.simulcast import (
     LayerMeter,
     ParsedPacket,
@@ -69,7 +69,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.bridge.intelligence")
 
 SVC_RELEARN_INTERVAL = 2.0
-"""Seconds between two changes of a VP9 stream's spatial layer count taken from its key pictures."""
+"""Seconds between two changes of a VP9 stream's spatial layer count taken from its key pictures;
+a change that comes sooner is taken when the interval is over (the stream keeps the structure
+of its latest key picture until the next one, which may not come for minutes)."""
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,13 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
     ``allocation_interval`` (and on every message), driven by the packets' own clock.
 
     Key frames for streams a receiver starts, or waits to switch to, are asked for through
-    ``request_keyframe``, which the forwarder sets on its policy.
+    ``request_keyframe`` (``forwarding/rtcp_termination.py``'s, given at construction).
     """
 
     def __init__(
         self,
         send_message: SendMessage | None = None,
+        request_keyframe: RequestKeyframe | None = None,
         *,
         default_max_height: int = UNLIMITED,
         decision_interval: float = 0.3,
@@ -139,7 +142,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         clock: Callable[[], float] = time.monotonic,
         on_mixing: Callable[[MixMinusMixer | None], None] | None = None,
     ) -> None:
-        super().__init__(send_message)
+        super().__init__(send_message, request_keyframe)
         self.video = ConferenceVideoPolicy(default_max_height)
         self.speakers = DominantSpeakerDetector(speaker_settings)
         self.connectivity = ConnectivityMonitor()
@@ -156,6 +159,9 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._codecs: dict[str, CodecMap] = {}  # endpoint -> its negotiated payload types
         self._svc_layers: dict[int, int] = {}  # VP9 SVC stream SSRC -> its spatial layers
         self._svc_changed: dict[int, float] = {}  # VP9 stream SSRC -> when its layer count last changed
+        # VP9 stream SSRC -> (its endpoint, the layer count of its latest key picture) not taken
+        # yet because the previous change was less than SVC_RELEARN_INTERVAL ago
+        self._svc_pending: dict[int, tuple[str, int]] = {}
         # endpoint -> its RED and Opus payload types
         self._red: dict[str, tuple[MediaSources, frozenset[int], frozenset[int]]] = {}
         self._red_strip: dict[int, ForwardingMapping] = {}  # audio SSRC -> RED stripped to Opus
@@ -205,6 +211,7 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
         self._streams = {ssrc: s for ssrc, s in self._streams.items() if s.endpoint_id != endpoint_id}
         self._svc_layers = {ssrc: n for ssrc, n in self._svc_layers.items() if ssrc in self._streams}
         self._svc_changed = {ssrc: t for ssrc, t in self._svc_changed.items() if ssrc in self._streams}
+        self._svc_pending = {ssrc: p for ssrc, p in self._svc_pending.items() if p[0] != endpoint_id}
         self._red_strip = {}
         self._fanouts = {ssrc: f for ssrc, f in self._fanouts.items() if ssrc in self._streams}
         self._reallocate(self._clock())
@@ -376,16 +383,32 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
             layers = desc.spatial_layers if len(desc.resolutions) == desc.spatial_layers else 1
             if layers > 1:
                 self.meter.on_svc_structure(ssrc, [h for _, h in desc.resolutions])
-            if self._svc_layers.get(ssrc, 1) != layers and now - self._svc_changed.get(ssrc, -1e9) >= SVC_RELEARN_INTERVAL:
-                # a sender alternating its structure re-runs the allocation at most this often
-                self._svc_changed[ssrc] = now
-                log.info("endpoint %s: VP9 stream %d sends %d spatial layers", endpoint_id, ssrc, layers)
-                if layers > 1:
-                    self._svc_layers[ssrc] = layers
-                else:
-                    self._svc_layers.pop(ssrc, None)
-                self._learn_sources(endpoint_id, self._known_sources[endpoint_id], now)
+            if self._svc_layers.get(ssrc, 1) == layers:
+                self._svc_pending.pop(ssrc, None)
+            else:
+                self._svc_pending[ssrc] = (endpoint_id, layers)
+                if now - self._svc_changed.get(ssrc, -1e9) >= SVC_RELEARN_INTERVAL:
+                    self._take_svc_structure(ssrc, now)
+                # else taken by a later tick (_take_due_svc_structures): a sender alternating
+                # its structure re-runs the allocation at most every SVC_RELEARN_INTERVAL
         return parsed
+
+    def _take_svc_structure(self, ssrc: int, now: float) -> None:
+        """Make the spatial layer count of the stream's latest key picture its source's layers."""
+        endpoint_id, layers = self._svc_pending.pop(ssrc)
+        self._svc_changed[ssrc] = now
+        log.info("endpoint %s: VP9 stream %d sends %d spatial layers", endpoint_id, ssrc, layers)
+        if layers > 1:
+            self._svc_layers[ssrc] = layers
+        else:
+            self._svc_layers.pop(ssrc, None)
+        sources = self._known_sources.get(endpoint_id)
+        if sources is not None:
+            self._learn_sources(endpoint_id, sources, now)
+
+    def _take_due_svc_structures(self, now: float) -> None:
+        for ssrc in [s for s in self._svc_pending if now - self._svc_changed.get(s, -1e9) >= SVC_RELEARN_INTERVAL]:
+            self._take_svc_structure(ssrc, now)
 
     def _audio_payload_types(self, media: EndpointMedia) -> tuple[frozenset[int], frozenset[int]]:
         """The RED and the Opus payload types ``media`` negotiated (kept until its sources change)."""
@@ -466,6 +489,8 @@ class ConferenceIntelligencePolicy(ForwardingPolicy):
 
     def _tick(self, now: float) -> None:
         self._next_decision = now + self.decision_interval
+        if self._svc_pending:
+            self._take_due_svc_structures(now)
         for endpoint, active in self.connectivity.check(now):
             log.info("endpoint %s: media %s", endpoint, "flowing again" if active else "stopped")
             status = EndpointConnectivityStatusChangeEvent(
@@ -549,8 +574,9 @@ def _strip_red(red_payload_types: frozenset[int]) -> Callable[[bytearray], None]
 def intelligence_policy_factory(
     conference_id: str,
     send_message: SendMessage,
+    request_keyframe: RequestKeyframe,
     on_mixing: Callable[[MixMinusMixer | None], None] | None = None,
 ) -> ConferenceIntelligencePolicy:
     """A :data:`policy.PolicyFactory` for ``MediaEngine(config, policy_factory=...)``;
     ``on_mixing``: see :attr:`ConferenceIntelligencePolicy.on_mixing`."""
-    return ConferenceIntelligencePolicy(send_message, on_mixing=on_mixing)
+    return ConferenceIntelligencePolicy(send_message, request_keyframe, on_mixing=on_mixing)

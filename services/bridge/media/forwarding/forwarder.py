@@ -28,7 +28,7 @@ from ..packets.rid import RidBinder
 from ..transport.aiortc_adapter import SrtpContext, SrtpError
 from .nack import UPSTREAM_NACK_MAX_GAP, RetransmissionLimits, Retransmitter
 from .policy import ForwardingPolicy
-from .rtcp_termination import RtcpTerminator
+from .rtcp_termination import RtcpTerminator, request_keyframe
 from .streams import EndpointMedia, IncomingStream, Subscription, Transmit
 from .transport_cc import FeedbackGenerator
 
@@ -70,7 +70,6 @@ class ConferenceForwarder:
         self.packets_forwarded = 0
         self.retransmitter = Retransmitter(policy, self.retransmission)
         self.rtcp = RtcpTerminator(self.endpoints, self.retransmitter, remb_min_bps, remb_max_bps)
-        policy.request_keyframe = self.rtcp.request_keyframe
 
     # ---- membership ------------------------------------------------------------------------
 
@@ -295,7 +294,7 @@ class ConferenceForwarder:
 
     def request_keyframe(self, stream: IncomingStream, now: float) -> None:
         """PLI to the stream's sender (rate-limited)."""
-        self.rtcp.request_keyframe(stream, now)
+        request_keyframe(stream, now)
 
     def send_reports(self, now: float) -> None:
         """Periodic RTCP to each sender (receiver reports and REMB)."""

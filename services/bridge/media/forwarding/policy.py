@@ -17,15 +17,20 @@ if TYPE_CHECKING:
     from .streams import IncomingStream, Subscription
 
 SendMessage = Callable[[str, BridgeChannelMessage], None]  # (endpoint_id, bridge-channel message)
+RequestKeyframe = Callable[["IncomingStream", float], None]
+"""Ask a stream's sender for a key frame (RFC 4585 PLI, rate-limited):
+``rtcp_termination.request_keyframe``, given to each policy at construction."""
 
 
 class ForwardingPolicy:
     """Forward every stream to every other endpoint of the conference."""
 
-    def __init__(self, send_message: SendMessage | None = None) -> None:
+    def __init__(
+        self, send_message: SendMessage | None = None, request_keyframe: RequestKeyframe | None = None
+    ) -> None:
         self.send_message = send_message
-        # set by the conference's forwarder: ask a stream's sender for a key frame (rate-limited)
-        self.request_keyframe: Callable[[IncomingStream, float], None] | None = None
+        self.request_keyframe = request_keyframe
+        """Ask a stream's sender for a key frame; ``None``: the policy asks for none."""
 
     def select(
         self, stream: IncomingStream, packet: bytes, payload_type: int, subscriptions: Sequence[Subscription]
@@ -54,8 +59,11 @@ class ForwardingPolicy:
         parsed and validated once by the bridge channel."""
 
 
-PolicyFactory = Callable[[str, SendMessage], ForwardingPolicy]  # (conference_id, send) -> policy
+# (conference_id, send, request_keyframe) -> policy
+PolicyFactory = Callable[[str, SendMessage, RequestKeyframe], ForwardingPolicy]
 
 
-def default_policy_factory(conference_id: str, send_message: SendMessage) -> ForwardingPolicy:
-    return ForwardingPolicy(send_message)
+def default_policy_factory(
+    conference_id: str, send_message: SendMessage, request_keyframe: RequestKeyframe
+) -> ForwardingPolicy:
+    return ForwardingPolicy(send_message, request_keyframe)

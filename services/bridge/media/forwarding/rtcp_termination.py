@@ -24,6 +24,17 @@ KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between PLIs the bridge sends for one
 RTT_SMOOTHING = 0.2  # weight of a new round-trip sample
 
 
+def request_keyframe(stream: IncomingStream, now: float) -> None:
+    """PLI to the stream's sender, at most one per ``KEYFRAME_REQUEST_INTERVAL`` (the stream
+    keeps when it last asked): for a receiver's PLI or FIR, and the conference's policy
+    (:data:`~.policy.RequestKeyframe`)."""
+    if now - stream.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL or not stream.sender.connected:
+        return
+    stream.last_keyframe_request = now
+    stream.sender.plis_forwarded += 1
+    stream.sender.send_rtcp(rtcp.build_pli(stream.sender.rtcp_ssrc, stream.ssrc))
+
+
 class RtcpTerminator:
     """One conference's RTCP: ``endpoints`` is the forwarder's (read, never changed here)."""
 
@@ -62,12 +73,12 @@ class RtcpTerminator:
                 elif ptype == rtcp.PSFB and fmt == rtcp.FMT_PLI:
                     sub = endpoint.subscriptions_by_out_ssrc.get(rtcp.feedback_ssrcs(packet)[1])
                     if sub is not None:
-                        self.request_keyframe(sub.stream, now)
+                        request_keyframe(sub.stream, now)
                 elif ptype == rtcp.PSFB and fmt == rtcp.FMT_FIR:
                     for ssrc in rtcp.parse_fir_ssrcs(packet):
                         sub = endpoint.subscriptions_by_out_ssrc.get(ssrc)
                         if sub is not None:
-                            self.request_keyframe(sub.stream, now)
+                            request_keyframe(sub.stream, now)
                 elif ptype == rtcp.PSFB and fmt == rtcp.FMT_REMB:
                     remb = rtcp.parse_remb(packet)
                     if remb is not None:
@@ -135,14 +146,6 @@ class RtcpTerminator:
                 endpoint.send_rtcp(packet)
             except SrtpError:
                 return
-
-    def request_keyframe(self, stream: IncomingStream, now: float) -> None:
-        """PLI to the stream's sender, at most one per ``KEYFRAME_REQUEST_INTERVAL``."""
-        if now - stream.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL or not stream.sender.connected:
-            return
-        stream.last_keyframe_request = now
-        stream.sender.plis_forwarded += 1
-        stream.sender.send_rtcp(rtcp.build_pli(stream.sender.rtcp_ssrc, stream.ssrc))
 
     def send_reports(self, now: float) -> None:
         """Periodic RTCP to each sender: receiver reports for what it sends us, and REMB with the

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from services.bridge.media.forwarding.rtcp_termination import request_keyframe
 from services.bridge.media.forwarding.simulcast import (
     SimulcastLayer,
     VideoSource,
@@ -217,7 +218,7 @@ def test_forwarder_sends_each_receiver_its_vp9_layers_and_red_or_plain_opus() ->
 
     profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
     now = [1000.0]
-    policy = ConferenceIntelligencePolicy(lambda ep, m: None, clock=lambda: now[0])
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, request_keyframe=request_keyframe, clock=lambda: now[0])
     forwarder = ConferenceForwarder("conf", policy)
     opus, red_pt = PayloadType(111, "opus", 48000, 2), PayloadType(112, "red", 48000, 2, {"": "111/111"})
     vp9_pt = PayloadType(101, "VP9", 90000)
@@ -270,7 +271,7 @@ def test_the_mixer_takes_the_primary_opus_block_of_red() -> None:
     from services.bridge.media.transport.aiortc_adapter import SrtpContext
 
     clock = Clock()
-    policy = ConferenceIntelligencePolicy(clock=clock)
+    policy = ConferenceIntelligencePolicy(request_keyframe=request_keyframe, clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("am")}
     opus, red_pt = PayloadType(111, "opus", 48000, 2), PayloadType(112, "red", 48000, 2, {"": "111/111"})
@@ -345,3 +346,124 @@ def test_a_vp9_packet_is_read_once_for_all_its_receivers(monkeypatch: pytest.Mon
         assert all(proj.accept(pkt, 0, 0.0, parsed) for proj in receivers)
     assert len(reads) == 6  # one per packet, not per receiver
     assert parse_packet(pkt, False).vp9 == parse_vp9_packet(pkt).vp9 is not None  # same reading, uncached
+
+
+def test_a_layer_count_change_held_back_by_the_relearn_interval_is_taken_when_it_is_over() -> None:
+    """Chrome re-encodes a key picture each time its VP9 structure changes (a new sender
+    constraint scales its camera: L3T3_KEY, then L1T3 at 180 lines, then L2T3_KEY at 360), often
+    less than ``SVC_RELEARN_INTERVAL`` apart, and then sends no key picture for as long as nobody
+    asks. The structure held back is the stream's from then on: taken once the interval is over,
+    not dropped (else a receiver constrained to 180 lines gets the 360-line layer of a stream the
+    bridge takes for a single layer, until the next key picture, which may never come)."""
+    import pylibsrtp
+
+    from services.bridge.media.allocation.lastn import SVC_RELEARN_INTERVAL, ConferenceIntelligencePolicy
+    from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+    from services.bridge.media.model import MediaSources
+    from services.bridge.media.transport.aiortc_adapter import SrtpContext
+    from services.common.bridge_channel import ReceiverVideoConstraints, VideoConstraints
+
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    now = [1000.0]
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, request_keyframe=request_keyframe, clock=lambda: now[0])
+    forwarder = ConferenceForwarder("conf", policy)
+    vp9_pt = PayloadType(101, "VP9", 90000)
+    keys = {name: (bytes([i + 1]) * 30, bytes([i + 101]) * 30) for i, name in enumerate("abc")}
+    sent: dict[str, list[bytes]] = {name: [] for name in "abc"}
+    for name in "abc":
+        forwarder.add_endpoint(name, sent[name].append)
+    forwarder.set_sources("a", MediaSources(video_ssrcs=[SSRC], payload_types=[vp9_pt]))
+    for name in "bc":
+        forwarder.set_sources(name, MediaSources(payload_types=[vp9_pt]))
+    for name in "abc":
+        to_bridge, from_bridge = keys[name]
+        forwarder.set_srtp(name, SrtpContext("AES_CM_128_HMAC_SHA1_80", from_bridge, to_bridge, profile), now[0])
+    policy.on_message("b", ReceiverVideoConstraints(default_constraints=VideoConstraints(max_height=180)))
+    sender = forwarder.endpoints["a"]
+    seq, pid, answered = 1, 1, 0
+
+    def send(seconds: float, layers: int, key_first: bool = False) -> None:
+        """``seconds`` of 30 pictures a second; a key picture first, and after each PLI."""
+        nonlocal seq, pid, answered
+        key = key_first
+        for _ in range(round(seconds * 30)):
+            now[0] += 1 / 30
+            for pkt in picture(seq, pid, key=key, layers=layers):
+                forwarder.handle_rtp(sender, pkt, now[0])
+            seq, pid = seq + 2 * layers, pid + 1
+            key = sender.plis_forwarded > answered  # the sender answers a PLI at its next picture
+            answered = sender.plis_forwarded
+
+    send(3.0, 3, key_first=True)  # L3T3_KEY
+    send(SVC_RELEARN_INTERVAL - 1.0, 1, key_first=True)  # scaled to 180 lines: L1T3
+    send(8.0, 2, key_first=True)  # scaled to 360 lines: L2T3_KEY, within the interval
+
+    def video_sids(name: str) -> set[int]:
+        to_bridge, from_bridge = keys[name]
+        rx = SrtpContext("AES_CM_128_HMAC_SHA1_80", to_bridge, from_bridge, profile)
+        packets = [rx.unprotect(d) for d in sent[name][-60:] if not 192 <= d[1] <= 223]
+        return {vp9.parse_descriptor(p, 12, len(p)).sid for p in packets}  # type: ignore[union-attr]
+
+    for name in "bc":
+        sent[name].clear()
+    send(1.0, 2)
+    assert video_sids("b") == {0}  # 180 lines
+    assert video_sids("c") == {0, 1}
+
+
+def test_a_switch_up_whose_pli_is_lost_asks_again_until_the_key_picture_comes() -> None:
+    """A receiver allowed more than the low spatial layer waits for a key picture (L3T3_KEY);
+    the bridge asks the sender (RFC 4585 PLI) and, while the switch is pending, asks again at
+    each allocation tick (at most one PLI per stream per ``KEYFRAME_REQUEST_INTERVAL``), as
+    jitsi-videobridge's ``KeyframeRequester`` does: a lost PLI does not leave it waiting."""
+    import pylibsrtp
+
+    from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
+    from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+    from services.bridge.media.model import MediaSources
+    from services.bridge.media.transport.aiortc_adapter import SrtpContext
+    from services.common.bridge_channel import ReceiverVideoConstraints, VideoConstraints
+
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    now = [1000.0]
+    policy = ConferenceIntelligencePolicy(lambda ep, m: None, request_keyframe=request_keyframe, clock=lambda: now[0])
+    forwarder = ConferenceForwarder("conf", policy)
+    vp9_pt = PayloadType(101, "VP9", 90000)
+    keys = {name: (bytes([i + 1]) * 30, bytes([i + 101]) * 30) for i, name in enumerate("ab")}
+    sent: dict[str, list[bytes]] = {name: [] for name in "ab"}
+    for name in "ab":
+        forwarder.add_endpoint(name, sent[name].append)
+        forwarder.set_sources(name, MediaSources(video_ssrcs=[SSRC] if name == "a" else [], payload_types=[vp9_pt]))
+        to_bridge, from_bridge = keys[name]
+        forwarder.set_srtp(name, SrtpContext("AES_CM_128_HMAC_SHA1_80", from_bridge, to_bridge, profile), now[0])
+    policy.on_message("b", ReceiverVideoConstraints(default_constraints=VideoConstraints(max_height=180)))
+    sender = forwarder.endpoints["a"]
+    seq, pid = 1, 1
+
+    def send(seconds: float, key_first: bool = False) -> None:
+        nonlocal seq, pid
+        for i in range(round(seconds * 30)):
+            now[0] += 1 / 30
+            for pkt in picture(seq, pid, key=key_first and i == 0):
+                forwarder.handle_rtp(sender, pkt, now[0])
+            seq, pid = seq + 6, pid + 1
+
+    def video_sids() -> set[int]:
+        to_bridge, from_bridge = keys["b"]
+        rx = SrtpContext("AES_CM_128_HMAC_SHA1_80", to_bridge, from_bridge, profile)
+        packets = [rx.unprotect(d) for d in sent["b"] if not 192 <= d[1] <= 223]
+        return {vp9.parse_descriptor(p, 12, len(p)).sid for p in packets}  # type: ignore[union-attr]
+
+    send(3.0, key_first=True)
+    sent["b"].clear()
+    asked = sender.plis_forwarded
+    policy.on_message("b", ReceiverVideoConstraints(default_constraints=VideoConstraints(max_height=720)))
+    assert sender.plis_forwarded == asked + 1  # lost: the sender sends no key picture
+    send(3.0)
+    assert sender.plis_forwarded >= asked + 3  # asked again at the allocation ticks
+    assert video_sids() == {0}  # still waiting
+    send(1.0, key_first=True)  # one is answered
+    assert video_sids() == {0, 1, 2}
+    asked = sender.plis_forwarded
+    send(3.0)
+    assert sender.plis_forwarded == asked  # nothing pending: no more PLIs

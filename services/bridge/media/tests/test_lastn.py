@@ -13,6 +13,7 @@ from services.bridge.media.allocation.mixer import OpusEncoder
 from services.bridge.media.allocation.settings import UNLIMITED, ReceiverSettings
 from services.bridge.media.allocation.video_policy import ConferenceVideoPolicy
 from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.rtcp_termination import request_keyframe
 from services.bridge.media.forwarding.simulcast import video_sources
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
 from services.bridge.media.packets import rtcp
@@ -297,7 +298,7 @@ def test_six_participants_loudest_is_dominant_and_last_n_two_forwards_the_two_sp
     clock = Clock()
     messages: list[tuple[str, dict]] = []
     policy = ConferenceIntelligencePolicy(
-        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), request_keyframe=request_keyframe, clock=clock
     )
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abcdef")}
@@ -362,7 +363,7 @@ def test_bad_and_unrelated_messages_are_ignored() -> None:
 
 def test_mixer_channel_gets_one_mixed_stream_of_the_others() -> None:
     clock = Clock()
-    policy = ConferenceIntelligencePolicy(clock=clock)
+    policy = ConferenceIntelligencePolicy(request_keyframe=request_keyframe, clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abm")}
     for p in people.values():
@@ -436,7 +437,7 @@ def test_the_policy_starts_no_thread_and_tells_its_owner_when_mixing_starts_and_
 
 def test_receiver_audio_subscription_filters_the_audio_it_gets() -> None:
     clock = Clock()
-    policy = ConferenceIntelligencePolicy(clock=clock)
+    policy = ConferenceIntelligencePolicy(request_keyframe=request_keyframe, clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abc")}
     for p in people.values():
@@ -498,7 +499,7 @@ def simulcast_call(
     """Sender ``s`` with three VP8 layers (``SIMULCAST_SSRCS``, SIM group) and receiver ``r``,
     both connected; bridge-channel messages go to ``messages``."""
     policy = ConferenceIntelligencePolicy(
-        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), request_keyframe=request_keyframe, clock=clock
     )
     forwarder = ConferenceForwarder("conf", policy)
     sender, receiver = Participant(0, "s"), Participant(1, "r")
@@ -649,7 +650,7 @@ def test_bandwidth_feedback_follows_the_streams_a_receiver_gets_now() -> None:
     clock = Clock()
     messages: list[tuple[str, dict]] = []
     policy = ConferenceIntelligencePolicy(
-        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), request_keyframe=request_keyframe, clock=clock
     )
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abr")}
@@ -686,7 +687,7 @@ def test_receivers_that_join_leave_or_pause_mid_stream_get_video_accordingly() -
     leaves stops, one that asks for no video (lastN 0) stops and gets it back, continuing its
     sequence numbers."""
     clock = Clock()
-    policy = ConferenceIntelligencePolicy(clock=clock)
+    policy = ConferenceIntelligencePolicy(request_keyframe=request_keyframe, clock=clock)
     forwarder = ConferenceForwarder("conf", policy)
     people = {name: Participant(i, name) for i, name in enumerate("abcd")}
 
@@ -794,7 +795,7 @@ def test_source_video_type_message_reaches_the_allocation_and_media_stops_are_an
     clock = Clock()
     messages: list = []
     policy = ConferenceIntelligencePolicy(
-        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), request_keyframe=request_keyframe, clock=clock
     )
     for ep in "ab":
         policy.on_endpoint_added(ep)
@@ -831,7 +832,7 @@ def test_a_channel_that_opens_during_an_interruption_is_told_of_it() -> None:
     clock = Clock()
     messages: list = []
     policy = ConferenceIntelligencePolicy(
-        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), request_keyframe=request_keyframe, clock=clock
     )
     for ep in "ab":
         policy.on_endpoint_added(ep)
@@ -870,7 +871,7 @@ def test_a_receivers_transport_cc_feedback_drives_its_layer_when_its_link_is_lim
     clock = Clock()
     messages: list[tuple[str, dict]] = []
     policy = ConferenceIntelligencePolicy(
-        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), clock=clock
+        lambda ep, m: messages.append((ep, bridge_channel.to_dict(m))), request_keyframe=request_keyframe, clock=clock
     )
     forwarder = ConferenceForwarder("conf", policy, send_side_bwe=True)
     sender, receiver = Participant(0, "s"), Participant(1, "r")

@@ -7,6 +7,7 @@ import struct
 
 from services.bridge.media.allocation.lastn import ConferenceIntelligencePolicy
 from services.bridge.media.forwarding.forwarder import ConferenceForwarder
+from services.bridge.media.forwarding.rtcp_termination import request_keyframe
 from services.bridge.media.forwarding.simulcast import video_sources
 from services.bridge.media.model import MediaSources, PayloadType, RtpHeaderExtension
 from services.bridge.media.packets import rtp
@@ -154,7 +155,7 @@ class Wire:
 
 
 def test_forwarder_forwards_unsignalled_rid_layers_as_one_plain_stream() -> None:
-    policy = ConferenceIntelligencePolicy()
+    policy = ConferenceIntelligencePolicy(request_keyframe=request_keyframe)
     conference = ConferenceForwarder("c", policy)
     fox_wire, chrome_wire = Wire(), Wire()
     fox = conference.add_endpoint("fox", fox_wire)
