@@ -14,14 +14,15 @@ from one), and the service exits with status 2 before opening any socket.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pyhocon import ConfigFactory, ConfigTree
 from pyhocon.exceptions import ConfigException
 
@@ -51,6 +52,16 @@ class Section(BaseModel):
 def split_list(value: str) -> list[str]:
     """``"a, b,c"`` -> ``["a", "b", "c"]``; the form docker-jitsi-meet uses for list variables."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _networks(value: list[str]) -> list[str]:
+    for net in value:
+        ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+    return value
+
+
+NetworkList = Annotated[list[str], AfterValidator(_networks)]
+"""A setting that lists CIDR networks (host bits allowed): one that does not parse is an error."""
 
 
 @dataclass(frozen=True)

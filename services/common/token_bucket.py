@@ -7,7 +7,10 @@
   mod_limits).
 * :meth:`TokenBucket.take` spends only what is there: a refusal costs nothing, so a client sending
   faster than the rate still gets the rate through (a request limit: Kamailio's pike, nginx's
-  ``limit_req``).
+  ``limit_req``); :meth:`TokenBucket.wait` then says when to ask again.
+
+``rate`` and ``burst`` may be changed between calls (a budget that follows a measured rate): what
+accrued until the next call accrues at the rate set then.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ class TokenBucket:
             return False
         self.tokens -= amount
         return True
+
+    def wait(self, now: float, amount: float = 1.0) -> float:
+        """Seconds until the bucket holds ``amount`` (0.0 when it does now; infinite if it never
+        refills); nothing is spent."""
+        self.refill(now)
+        if self.tokens >= amount:
+            return 0.0
+        return (amount - self.tokens) / self.rate if self.rate > 0 else float("inf")
 
     def full(self, now: float) -> bool:
         """Whether the bucket is back to its whole burst (nothing about it is worth keeping)."""

@@ -1,9 +1,9 @@
 """What a guest may cost the focus (pure; the orchestrator and the XMPP adapter apply it).
 
 * :class:`RequestLimiter` - conference requests per requester (its full JID, i.e. one XMPP
-  session): a token bucket each, ``burst`` requests at once and ``per_minute`` after that. A
-  request over the limit is answered ``resource-constraint`` (RFC 6120 section 8.3.3.18, type
-  ``wait``) and does nothing. The table is bounded (``max_keys``; full buckets are forgotten
+  session): a token bucket each (``services/common/token_bucket.py``), ``burst`` requests at
+  once and ``per_minute`` after that. A request over the limit is answered
+  ``resource-constraint`` (RFC 6120 section 8.3.3.18, type ``wait``) and does nothing. The table is bounded (``max_keys``; full buckets are forgotten
   first), so guessing requester names cannot grow it.
 * :class:`EmptyConferences` - when each conference last had a participant; a conference with
   none for ``timeout`` seconds is due to be ended (Colibri conference expired on its bridge, MUC
@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from services.common.token_bucket import TokenBucket
 
 
 class RequestRefused(Exception):
@@ -22,27 +22,6 @@ class RequestRefused(Exception):
         super().__init__(text)
         self.condition = condition
         self.retry_after = retry_after
-
-
-@dataclass
-class TokenBucket:
-    capacity: float
-    rate: float  # tokens per second
-    tokens: float
-    stamp: float
-
-    def refill(self, now: float) -> None:
-        if now > self.stamp:
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def take(self, now: float) -> float | None:
-        """None when a token was taken, else the seconds until one is there."""
-        self.refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return None
-        return (1.0 - self.tokens) / self.rate if self.rate > 0 else float("inf")
 
 
 class RequestLimiter:
@@ -58,13 +37,12 @@ class RequestLimiter:
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
                 self._prune(now)
-            bucket = self._buckets[key] = TokenBucket(self.burst, self.rate, float(self.burst), now)
-        return bucket.take(now)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+        return None if bucket.take(now) else bucket.wait(now)
 
     def _prune(self, now: float) -> None:
         for key, bucket in list(self._buckets.items()):
-            bucket.refill(now)
-            if bucket.tokens >= bucket.capacity:
+            if bucket.full(now):
                 del self._buckets[key]  # as good as new: nothing to remember
         while len(self._buckets) >= self.max_keys:  # all busy: forget the oldest
             del self._buckets[next(iter(self._buckets))]

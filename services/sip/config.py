@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from services.common import xmpp_names
-from services.common.config import EnvVar, Section, load_config, split_list
+from services.common.config import EnvVar, NetworkList, Section, load_config, split_list
 
 from . import dtmf
 
@@ -37,14 +36,7 @@ class WebSocketSettings(Listener):
     rm_delay_interval: float = Field(ge=0)
     origins: list[str]
     hosts: list[str]
-    trusted_proxies: list[str]
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for net in value:
-            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
-        return value
+    trusted_proxies: NetworkList
 
 
 class Limits(Section):
@@ -60,14 +52,7 @@ class Limits(Section):
     max_joining: int = Field(ge=1, le=1000)
     requests_per_second: float = Field(ge=0)
     requests_burst: int = Field(ge=1)
-    request_exempt_networks: list[str]
-
-    @field_validator("request_exempt_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for net in value:
-            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
-        return value
+    request_exempt_networks: NetworkList
 
 
 class XmppSettings(Section):

@@ -24,6 +24,8 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.common.token_bucket import TokenBucket
+
 DIGITS = "0123456789*#ABCD"  # RFC 4733 §3.2: events 0-15
 INFO_TYPES = ("application/dtmf-relay", "application/dtmf")
 MAX_INFO_BODY = 256
@@ -32,20 +34,18 @@ BURST = 20.0
 
 
 class DigitRate:
-    """A token bucket of digits for one caller (a person keys a few per second)."""
+    """A token bucket of digits for one caller (a person keys a few per second), full at the
+    first digit (``services/common/token_bucket.py``)."""
 
     def __init__(self, rate: float = RATE, burst: float = BURST) -> None:
         self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.at: float | None = None
+        self.bucket: TokenBucket | None = None
         self.dropped = 0
 
     def allow(self, now: float) -> bool:
-        if self.at is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.bucket is None:
+            self.bucket = TokenBucket(self.rate, self.burst, now)
+        if self.bucket.take(now):
             return True
         self.dropped += 1
         return False

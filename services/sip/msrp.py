@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.common.token_bucket import TokenBucket
+
 TID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+%=-]{3,31}$")
 METHOD_RE = re.compile(r"^[A-Z]{1,16}$")
 HEADER_RE = re.compile(r"^([A-Za-z0-9-]{1,64}):[ \t]*(.*)$")
@@ -180,7 +182,7 @@ class _Partial:
 class SessionLimits:
     max_message: int = 16384  # bytes of one reassembled message
     max_partial: int = 4  # messages being reassembled at once
-    rate: float = 5.0  # messages per second (token bucket)
+    rate: float = 5.0  # new messages per second (services/common/token_bucket.py), after a burst of
     burst: float = 10.0
     chunk: int = 2048  # bytes per chunk the gateway sends
 
@@ -195,8 +197,7 @@ class MsrpSession:
         self.limits = limits or SessionLimits()
         self.local_id = session_id_of(local_path)
         self._partial: dict[str, _Partial] = {}
-        self._tokens = self.limits.burst
-        self._refilled: float | None = None
+        self._messages: TokenBucket | None = None  # new messages: full at the first
         self.received_messages = 0
         self.sent_messages = 0
         self.refused = 0
@@ -264,13 +265,9 @@ class MsrpSession:
         return clean_text(bytes(partial.data))
 
     def _take_token(self, now: float) -> bool:
-        if self._refilled is not None:
-            self._tokens = min(self.limits.burst, self._tokens + (now - self._refilled) * self.limits.rate)
-        self._refilled = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+        if self._messages is None:
+            self._messages = TokenBucket(self.limits.rate, self.limits.burst, now)
+        return self._messages.take(now)
 
     def _reply(self, frame: Frame, status: int, comment: str) -> list[bytes]:
         if not frame.is_request:

@@ -275,10 +275,11 @@ class IdleConnections:
 
 
 class ConnectionLimiter:
-    """New connections per client address (a token bucket: ``burst`` at once, then ``rate`` a
-    second) and connections open at once per address, as nginx's ``limit_req`` and
-    ``limit_conn`` do in front, for the broker's own ports. Addresses in ``exempt`` networks (the
-    host itself, where the launcher runs the focus, the bridges and nginx) are never limited.
+    """New connections per client address (a token bucket, ``services/common/token_bucket.py``:
+    ``burst`` at once, then ``rate`` a second) and connections open at once per address, as
+    nginx's ``limit_req`` and ``limit_conn`` do in front, for the broker's own ports. Addresses
+    in ``exempt`` networks (the host itself, where the launcher runs the focus, the bridges and
+    nginx) are never limited.
 
     Pure bookkeeping: :meth:`admit` says whether a connection may be served and counts it open;
     :meth:`closed` takes it off. The table holds an address while it has a connection open or its
@@ -297,7 +298,7 @@ class ConnectionLimiter:
         self._held: dict[str, int] = {}
         self.held = 0
         self.exempt = addresses.parse_networks(tuple(exempt))
-        self._tokens: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+        self._buckets: dict[str, TokenBucket] = {}  # new connections per address
         self._open: dict[str, int] = {}
         self.refused = 0
 
@@ -313,13 +314,12 @@ class ConnectionLimiter:
             self.refused += 1
             return f"more than {self.max_open} connections open"
         if self.rate > 0:
-            tokens, at = self._tokens.get(address, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate)
-            if tokens < 1.0:
-                self._tokens[address] = (tokens, now)
+            bucket = self._buckets.get(address)
+            if bucket is None:
+                bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, now)
+            if not bucket.take(now):
                 self.refused += 1
                 return f"more than {self.rate:g} new connections a second"
-            self._tokens[address] = (tokens - 1.0, now)
         self._open[address] = self._open.get(address, 0) + 1
         return None
 
@@ -355,12 +355,11 @@ class ConnectionLimiter:
         """Forget the addresses whose bucket is full again."""
         if self.rate <= 0:
             return
-        full = [a for a, (t, at) in self._tokens.items() if t + (now - at) * self.rate >= self.burst]
-        for address in full:
-            del self._tokens[address]
+        for address in [a for a, bucket in self._buckets.items() if bucket.full(now)]:
+            del self._buckets[address]
 
     def open_count(self, address: str) -> int:
         return self._open.get(address, 0)
 
     def __len__(self) -> int:
-        return len(self._tokens.keys() | self._open.keys())
+        return len(self._buckets.keys() | self._open.keys())

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from services.common import bridge_channel as bc
 from services.common.logging import RateLimitedLogger
+from services.common.token_bucket import TokenBucket
 
 from .routing import route
 
@@ -73,7 +74,7 @@ class BridgeChannels:
         self._last_error: dict[tuple[str, str], float] = {}
         self.refused = 0
         self.relay_rate, self.relay_burst = relay_bytes_per_second, relay_burst_bytes
-        self._relay_budget: dict[tuple[str, str], tuple[float, float]] = {}  # -> (bytes left, at)
+        self._relay_budget: dict[tuple[str, str], TokenBucket] = {}  # bytes, per endpoint
         self.relay_dropped = 0
         self._log = RateLimitedLogger(log)
 
@@ -119,16 +120,14 @@ class BridgeChannels:
                 self._refuse(conference_id, endpoint_id, "", f"not applied: {type(exc).__name__}: {exc}", via)
 
     def _relay_allowed(self, conference_id: str, endpoint_id: str, size: int) -> bool:
-        """Take ``size`` bytes from the endpoint's relay budget (a token bucket)."""
+        """Take ``size`` bytes from the endpoint's relay budget (a token bucket,
+        ``services/common/token_bucket.py``)."""
         key = (conference_id, endpoint_id)
         now = self.clock()
-        left, at = self._relay_budget.get(key, (self.relay_burst, now))
-        left = min(self.relay_burst, left + max(0.0, now - at) * self.relay_rate)
-        if size > left:
-            self._relay_budget[key] = (left, now)
-            return False
-        self._relay_budget[key] = (left - size, now)
-        return True
+        budget = self._relay_budget.get(key)
+        if budget is None:
+            budget = self._relay_budget[key] = TokenBucket(self.relay_rate, self.relay_burst, now)
+        return budget.take(now, size)
 
     def _refuse(self, conference_id: str, endpoint_id: str, field: str, reason: str, via: str) -> None:
         """A message we do not act on: one rate-limited log line, an ``Error`` back (rate-limited)."""

@@ -1,8 +1,17 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from services.common.config import ConfigError, EnvVar, Section, load_config, load_or_exit, split_list
+from services.common.config import (
+    ConfigError,
+    EnvVar,
+    NetworkList,
+    Section,
+    load_config,
+    load_or_exit,
+    split_list,
+)
 
 
 class Public(Section):
@@ -118,3 +127,13 @@ def test_load_or_exit_prints_one_line_and_exits_2(
     err = capsys.readouterr().err
     assert err.startswith("bridge: invalid setting videobridge.http-servers.public.port")
     assert err.count("\n") == 1
+
+
+class Networks(Section):
+    exempt: NetworkList = []
+
+
+def test_a_network_list_keeps_its_entries_and_refuses_one_that_does_not_parse() -> None:
+    assert Networks(exempt=["10.0.0.1/8", "::1/128"]).exempt == ["10.0.0.1/8", "::1/128"]
+    with pytest.raises(ValidationError, match="not-a-network"):
+        Networks(exempt=["127.0.0.1/32", "not-a-network"])

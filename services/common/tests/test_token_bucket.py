@@ -33,3 +33,24 @@ def test_time_going_backwards_adds_nothing() -> None:
     assert bucket.take(5.0)
     assert not bucket.take(4.0)
     assert not bucket.take(4.05)  # measured from the later stamp: nothing accrued yet
+
+
+def test_wait_says_when_a_refused_take_would_succeed_and_spends_nothing() -> None:
+    bucket = TokenBucket(rate=4, burst=2, now=0.0)
+    assert bucket.wait(0.0) == 0.0
+    assert bucket.take(0.0) and bucket.take(0.0)
+    assert bucket.wait(0.0) == 0.25
+    assert bucket.wait(0.0, amount=2) == 0.5
+    assert bucket.wait(0.125) == 0.125  # half a token accrued: half the wait is left
+    assert not bucket.take(0.2)
+    assert bucket.take(0.25)
+    assert TokenBucket(rate=0, burst=1, now=0.0).wait(0.0, amount=2) == float("inf")
+
+
+def test_a_changed_rate_and_burst_apply_from_the_next_refill() -> None:
+    bucket = TokenBucket(rate=1, burst=10, now=0.0)
+    bucket.consume(10, 0.0)
+    bucket.rate, bucket.burst = 4, 2
+    assert bucket.take(0.25)  # one token at the new rate
+    assert not bucket.take(0.25)
+    assert bucket.full(10.0) and bucket.tokens == 2  # capped at the new burst

@@ -7,6 +7,7 @@ import pytest
 from services.sip import audio
 from services.sip.dtmf import (
     DialInRules,
+    DigitRate,
     EventDecoder,
     HangUp,
     Join,
@@ -139,3 +140,13 @@ def test_prompts_are_whole_frames_of_the_tone() -> None:
     frames = audio.prompt_frames(440.0, 2)
     assert frames and all(len(f) == audio.FRAME for f in frames)
     assert max(int(abs(f).max()) for f in frames) > 4000
+
+
+def test_a_callers_digits_pass_a_burst_then_the_rate_and_the_rest_are_counted_dropped() -> None:
+    rate = DigitRate(rate=4, burst=3)
+    # full at the first digit, however late in the call it comes
+    assert [rate.allow(500.0) for _ in range(4)] == [True, True, True, False]
+    assert rate.dropped == 1
+    assert not rate.allow(500.125)  # half a digit's worth
+    assert rate.allow(500.25) and not rate.allow(500.25)
+    assert rate.dropped == 3

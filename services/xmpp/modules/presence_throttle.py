@@ -2,11 +2,11 @@
 
 A presence update from an occupant goes to every occupant of the room, so a guest that sends
 updates as fast as its connection allows makes the broker send N times as many (presence
-amplification). Each occupant gets a token bucket: ``burst`` updates at once, then one per
-``interval`` seconds. An update over the budget is not dropped but coalesced: the room keeps the
-occupant's latest presence and broadcasts it once, when the next token is due, so the last state
-always wins (as Jitsi's clients expect: a mute after ten quick toggles is still a mute) and a
-slow, honest client never notices.
+amplification). Each occupant gets a token bucket (``services/common/token_bucket.py``):
+``burst`` updates at once, then one per ``interval`` seconds. An update over the budget is not
+dropped but coalesced: the room keeps the occupant's latest presence and broadcasts it once, when
+the next token is due, so the last state always wins (as Jitsi's clients expect: a mute after
+ten quick toggles is still a mute) and a slow, honest client never notices.
 
 Joins, nick changes and departures are never throttled: they change who is in the room.
 """
@@ -14,13 +14,8 @@ Joins, nick changes and departures are never throttled: they change who is in th
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
 
-
-@dataclass
-class _Bucket:
-    tokens: float
-    at: float
+from ...common.token_bucket import TokenBucket
 
 
 class PresenceThrottle:
@@ -29,7 +24,7 @@ class PresenceThrottle:
             raise ValueError("interval must be >= 0 and burst >= 1")
         self.interval = interval
         self.burst = burst
-        self._buckets: dict[Hashable, _Bucket] = {}
+        self._buckets: dict[Hashable, TokenBucket] = {}
         self.coalesced = 0
 
     def admit(self, key: Hashable, now: float) -> float | None:
@@ -39,15 +34,11 @@ class PresenceThrottle:
             return None
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
-        else:
-            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) / self.interval)
-            bucket.at = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+            bucket = self._buckets[key] = TokenBucket(1.0 / self.interval, self.burst, now)
+        if bucket.take(now):
             return None
         self.coalesced += 1
-        return (1.0 - bucket.tokens) * self.interval
+        return bucket.wait(now)
 
     def forget(self, key: Hashable) -> None:
         """The occupant left: its bucket goes (the table holds one per present occupant)."""

@@ -23,6 +23,8 @@ from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from services.common.token_bucket import TokenBucket
+
 from ..packets import rtcp, rtp
 from ..transport.aiortc_adapter import SrtpError
 
@@ -135,41 +137,39 @@ class SentLog:
 class RetransmissionBudget:
     """A token bucket in bytes for one receiver's retransmissions: it fills at ``share`` of the
     rate the receiver is sent media at (measured from the byte count given to :meth:`take`),
-    at least ``min_bps``, and holds ``burst`` seconds of that rate."""
+    at least ``min_bps``, and holds ``burst`` seconds of that rate (the shared bucket of
+    ``services/common/token_bucket.py``, its rate and size set anew as the media rate changes)."""
 
-    __slots__ = ("_bytes", "_last", "_rate_bps", "_tokens", "burst", "min_bps", "share")
+    __slots__ = ("_bucket", "_bytes", "_last", "_rate_bps", "burst", "min_bps", "share")
 
     def __init__(self, share: float = 0.5, min_bps: float = 200_000, burst: float = 0.25) -> None:
         self.share, self.min_bps, self.burst = share, min_bps, burst
-        self._last: float | None = None
+        self._last = 0.0
         self._bytes = 0
         self._rate_bps = 0.0
-        self._tokens = self._capacity()
+        self._bucket: TokenBucket | None = None  # full at the first retransmission
 
     @property
     def rate_bps(self) -> float:
         """What the bucket fills at now."""
         return max(self.min_bps, self.share * self._rate_bps)
 
-    def _capacity(self) -> float:
-        return self.rate_bps / 8 * self.burst
-
     def take(self, size: int, now: float, media_bytes: int) -> bool:
         """Spend ``size`` bytes if the bucket holds them. ``media_bytes``: total bytes the
         receiver was sent so far (its media rate is measured from it)."""
-        if self._last is None:
+        bucket = self._bucket
+        if bucket is None:
+            bucket = self._bucket = TokenBucket(self.rate_bps / 8, self.rate_bps / 8 * self.burst, now)
             self._last, self._bytes = now, media_bytes
         elapsed = now - self._last
         if elapsed > 0:
             sample = (media_bytes - self._bytes) * 8 / elapsed
             weight = min(1.0, elapsed)  # about a one-second average
             self._rate_bps += weight * (sample - self._rate_bps)
-            self._tokens = min(self._capacity(), self._tokens + self.rate_bps / 8 * elapsed)
+            bucket.rate = self.rate_bps / 8
+            bucket.burst = bucket.rate * self.burst
             self._last, self._bytes = now, media_bytes
-        if self._tokens < size:
-            return False
-        self._tokens -= size
-        return True
+        return bucket.take(now, size)
 
 
 class Retransmitter:
