@@ -251,6 +251,7 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--keep", type=Path, help="copy the recordings (per-participant WebM, composed MKV) here")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     if not args.no_browser and shutil.which("Xvfb") is None:
@@ -326,6 +327,8 @@ def main() -> int:
                 results.append((n, file, stream, browser))
     finally:
         stack.stop()
+        if args.keep is not None and Path(run_dir).is_dir():
+            shutil.copytree(run_dir, args.keep, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     # A starved recorder (a loaded machine) writes fewer frames than --fps and so spends less:
     # the frame rate it kept is printed next to its CPU.
