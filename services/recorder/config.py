@@ -80,7 +80,6 @@ class RecorderSettings(Section):
     bridge_channel: Literal["speaker", "always", "never"]
     bridge_channel_origin: str
     max_receive_bitrate: int = Field(ge=100_000, le=1_000_000_000)
-    turn_period: float = Field(ge=0, le=0.05)
     http: HttpSettings
 
     @model_validator(mode="after")
@@ -123,7 +122,6 @@ ENV_VARS = [
     EnvVar("RECORDER_BRIDGE_CHANNEL", "recorder.bridge-channel"),
     EnvVar("RECORDER_BRIDGE_CHANNEL_ORIGIN", "recorder.bridge-channel-origin"),
     EnvVar("RECORDER_MAX_RECEIVE_BITRATE", "recorder.max-receive-bitrate", int),
-    EnvVar("RECORDER_TURN_PERIOD", "recorder.turn-period", float),
     EnvVar("RECORDER_HTTP_HOST", "recorder.http.host"),
     EnvVar("RECORDER_HTTP_PORT", "recorder.http.port", int),
     EnvVar("RECORDER_PUBLIC_HTTP_URL", "recorder.http.public-url"),

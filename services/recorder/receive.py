@@ -289,9 +289,6 @@ class RecorderRoute:
     (STUN, DTLS, SRTCP, packets of SSRCs not known yet, which aiortc's routing learns) takes
     aiortc's own way. Fails loudly at construction if an internal it relies on is gone."""
 
-    received = 0
-    """Datagrams every route's ICE connection received (:class:`.pacing.TurnPacer` reads it)."""
-
     def __init__(self, transport: RTCDtlsTransport) -> None:
         router = getattr(transport, "_rtp_router", None)
         connection = getattr(getattr(transport, "transport", None), "_connection", None)
@@ -335,7 +332,6 @@ class RecorderRoute:
 
     def datagram(self, data: bytes, component: int) -> None:
         """One datagram from the ICE connection (aioice's ``data_received``; event loop)."""
-        RecorderRoute.received += 1
         transport = self.transport
         if (
             len(data) >= 12

@@ -26,8 +26,6 @@ from services.common.tasks import Background
 from . import metrics
 from .config import RecorderSettings
 from .media import MediaSession
-from .pacing import TurnPacer
-from .receive import RecorderRoute
 from .recording import CompositeSettings, Recording, recover, safe_name
 from .stream_policy import Address, StreamPolicy, StreamRefused
 
@@ -64,7 +62,6 @@ class Recorder:
         self.http_url = http_url
         self.signaling: Signaling | None = None
         self.recordings: dict[str, Recording] = {}
-        self.pacer = TurnPacer(lambda: RecorderRoute.received, settings.turn_period)
         self.finished: list[Recording] = []
         self.sessions: dict[str, MediaSession] = {}  # Jingle sid -> session
         self.focus_of: dict[str, str] = {}  # session id -> the focus's JID that started it
@@ -86,8 +83,6 @@ class Recorder:
 
     def _publish(self) -> None:
         metrics.ACTIVE.set(len(self.recordings))
-        if self.settings.turn_period > 0:  # several datagrams per wake-up while recording
-            self.pacer.run(bool(self.recordings))
         if self.signaling is not None:
             self.signaling.publish_status(self.status())
 
@@ -291,5 +286,4 @@ class Recorder:
     async def close(self) -> None:
         for session_id in list(self.recordings):
             await self.stop(session_id, "stopped", "recorder shut down")
-        self.pacer.run(False)
         await self.background.close()
