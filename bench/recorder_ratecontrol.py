@@ -41,6 +41,7 @@ MODES: list[tuple[str, dict[str, object]]] = [
     ("crf 23", {"crf": 23}),
     ("qp 20", {"qp": 20}),
     ("qp 23", {"qp": 23}),
+    ("qp 25", {"qp": 25}),
     ("qp 26", {"qp": 26}),
     ("qp 29", {"qp": 29}),
     ("bitrate 800k", {"bitrate": 800_000}),
@@ -131,11 +132,14 @@ def encode(pictures: list[np.ndarray], rate: int, mode: dict[str, object], targe
 
 
 def quality(raw: Path, encoded: Path, width: int, height: int, rate: int) -> tuple[float, float]:
-    """(PSNR dB, SSIM) of ``encoded`` against the raw pictures, FFmpeg's filters."""
+    """(PSNR dB, SSIM) of ``encoded`` against the raw pictures, FFmpeg's filters (averages over
+    the pictures and the three planes)."""
     result = subprocess.run(
         ["ffmpeg", "-nostdin", "-hide_banner", "-f", "rawvideo", "-pix_fmt", "yuv420p",
          "-s", f"{width}x{height}", "-r", str(rate), "-i", str(raw), "-i", str(encoded),
-         "-lavfi", "[1:v]split[a][b];[0:v]split[c][d];[a][c]psnr;[b][d]ssim", "-f", "null", "-"],
+         # picture n against picture n (Matroska keeps milliseconds: 1/15 s would not pair)
+         "-lavfi", f"[0:v]settb=1/{rate},setpts=N,split[c][d];[1:v]settb=1/{rate},setpts=N,split[a][b];"
+                   "[a][c]psnr;[b][d]ssim", "-f", "null", "-"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     psnr = re.search(r"PSNR .*average:([0-9.inf]+)", result.stderr)
