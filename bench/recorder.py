@@ -23,6 +23,9 @@ Numbers only; it never fails on timing. The machine's load average is printed wi
     .venv/bin/python bench/recorder.py --sizes 3 --window 20
     .venv/bin/python bench/recorder.py --sizes 10 --window 20
 
+``--keep DIR`` copies the recordings (per-participant WebM, composed MKV) to ``DIR``, e.g. for
+``bench/recorder_ratecontrol.py``.
+
 One size per run: with several sizes in one run, the second meeting (participants on a second
 event loop of this process) was recorded with no media in two runs on the loaded machine; not
 diagnosed (the same 10-party recording works on its own and in tests/integration).
