@@ -23,6 +23,9 @@ Numbers only; it never fails on timing. The machine's load average is printed wi
     .venv/bin/python bench/recorder.py --sizes 3 --window 20
     .venv/bin/python bench/recorder.py --sizes 10 --window 20
 
+``--keep DIR`` copies the recordings (per-participant WebM, composed MKV) to ``DIR``, e.g. for
+``bench/recorder_ratecontrol.py``.
+
 One size per run: with several sizes in one run, the second meeting (participants on a second
 event loop of this process) was recorded with no media in two runs on the loaded machine; not
 diagnosed (the same 10-party recording works on its own and in tests/integration).
@@ -251,6 +254,7 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--keep", type=Path, help="copy the recordings (per-participant WebM, composed MKV) here")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     if not args.no_browser and shutil.which("Xvfb") is None:
@@ -326,6 +330,8 @@ def main() -> int:
                 results.append((n, file, stream, browser))
     finally:
         stack.stop()
+        if args.keep is not None and Path(run_dir).is_dir():
+            shutil.copytree(run_dir, args.keep, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     # A starved recorder (a loaded machine) writes fewer frames than --fps and so spends less:
     # the frame rate it kept is printed next to its CPU.

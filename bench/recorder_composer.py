@@ -111,12 +111,14 @@ def main() -> int:
     parser.add_argument("--layout", choices=["grid", "speaker"], default="grid")
     parser.add_argument("--preset", default="ultrafast")
     parser.add_argument("--crf", type=int, default=None, help="constant quality (files); default: 800 kbit/s")
+    parser.add_argument("--qp", type=int, default=None, help="constant quantizer (files' default); default: 800 kbit/s")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     source = tuple(int(v) for v in args.source.split("x"))
     out = Path(tempfile.mkdtemp(prefix="parley-composer-")) / "composed.mkv"
     composer = Composer(
-        str(out), "matroska", width, height, args.fps, mode=args.layout, preset=args.preset, crf=args.crf
+        str(out), "matroska", width, height, args.fps, mode=args.layout, preset=args.preset, crf=args.crf,
+        qp=args.qp,
     )
     stop = threading.Event()
     feeders = [
@@ -149,7 +151,7 @@ def main() -> int:
     load = Path("/proc/loadavg").read_text().split()[0]
     print(
         f"{args.participants} participants, {args.layout} {width}x{height}@{args.fps} {args.preset} "
-        f"{'crf ' + str(args.crf) if args.crf is not None else '800 kbit/s'}: composer threads "
+        f"{'qp ' + str(args.qp) if args.qp is not None else 'crf ' + str(args.crf) if args.crf is not None else '800 kbit/s'}: composer threads "
         f"{(cpu1 - cpu0) / (t1 - t0) * 100:.1f} % of a core, {(frames1 - frames0) / (t1 - t0):.1f} frames/s "
         f"({(pictures1 - pictures0) / (t1 - t0):.1f} pictures/s encoded), "
         f"{(cpu1 - cpu0) / max(1, frames1 - frames0) * 1000:.2f} ms CPU per output frame "

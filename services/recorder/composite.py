@@ -132,6 +132,7 @@ class Composer:
         mode: str = "grid",
         preset: str = "ultrafast",
         crf: int | None = None,
+        qp: int | None = None,
         on_arrangement: Callable[[list[tuple[str, layout.Rect]]], None] | None = None,
     ) -> None:
         self.target, self.fmt = target, fmt
@@ -139,7 +140,7 @@ class Composer:
         self.latency = latency
         self.clock = clock
         self.video_bitrate = video_bitrate
-        self.preset, self.crf = preset, crf
+        self.preset, self.crf, self.qp = preset, crf, qp
         self._lock = threading.Lock()
         self._people: dict[str, _Participant] = {}
         self._order: list[str] = []
@@ -335,8 +336,8 @@ class Composer:
         container = av.open(self.target, "w", format=self.fmt, options=options)
         vs = container.add_stream("libx264", rate=self.fps)
         vs.width, vs.height, vs.pix_fmt = self.width, self.height, "yuv420p"  # type: ignore[union-attr]
-        vs.options = encoder_options(self.preset, self.fps, self.crf)  # type: ignore[union-attr,assignment]
-        if self.crf is None:
+        vs.options = encoder_options(self.preset, self.fps, self.crf, self.qp)  # type: ignore[union-attr,assignment]
+        if self.crf is None and self.qp is None:
             vs.bit_rate = self.video_bitrate
         aus = container.add_stream("aac", rate=RATE)
         aus.layout = "mono"  # type: ignore[union-attr]
@@ -532,14 +533,23 @@ def rgb_to_yuv(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return int(y[0, 0]), int(u[0, 0]), int(v[0, 0])
 
 
-def encoder_options(preset: str, fps: int, crf: int | None) -> dict[str, str]:
+def encoder_options(preset: str, fps: int, crf: int | None, qp: int | None = None) -> dict[str, str]:
     """libx264's options. No ``tune=zerolatency``: nobody watches a file live, and an RTMP
     viewer is seconds behind anyway; one thread, since a recorder runs beside others on a
     machine (threads add work, not speed, when every core is busy); a key frame every two
-    seconds (what RTMP services ask for). ``crf``: constant quality (files), else the bit rate
-    set on the stream (live streams)."""
+    seconds (what RTMP services ask for).
+
+    Rate control, in this order: ``qp``, constant quantizer (files): with scene-cut detection
+    and weighted prediction off (``ultrafast`` has both off already; set here so that another
+    preset keeps it), libx264 builds no half-size lookahead copy of each picture
+    (``b_have_lowres``), which its CRF and bit-rate modes need for every picture to estimate
+    its cost; ``crf``, constant quality (files); neither: the bit rate set on the stream (live
+    streams: RTMP services ask for one, and libx264's bit-rate mode, with or without VBV and
+    ``nal-hrd``, always builds the lowres copy)."""
     options = {"preset": preset, "g": str(fps * 2), "threads": "1"}
-    if crf is not None:
+    if qp is not None:
+        options.update(qp=str(qp), sc_threshold="0", weightp="none")
+    elif crf is not None:
         options["crf"] = str(crf)
     return options
 

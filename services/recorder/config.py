@@ -53,6 +53,8 @@ class CompositeSettings(Section):
     latency: float = Field(ge=0.1, le=10)
     video_bitrate: int = Field(ge=50_000)
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
+    file_rate_control: Literal["qp", "crf"]
+    qp: int = Field(ge=0, le=51)
     crf: int = Field(ge=0, le=51)
 
 
@@ -113,6 +115,9 @@ ENV_VARS = [
     EnvVar("RECORDER_COMPOSITE_WIDTH", "recorder.composite.width", int),
     EnvVar("RECORDER_COMPOSITE_HEIGHT", "recorder.composite.height", int),
     EnvVar("RECORDER_COMPOSITE_FPS", "recorder.composite.fps", int),
+    EnvVar("RECORDER_COMPOSITE_FILE_RATE_CONTROL", "recorder.composite.file-rate-control"),
+    EnvVar("RECORDER_COMPOSITE_QP", "recorder.composite.qp", int),
+    EnvVar("RECORDER_COMPOSITE_CRF", "recorder.composite.crf", int),
     EnvVar("RECORDER_LAYOUT", "recorder.layout"),
     EnvVar("RECORDER_BRIDGE_CHANNEL", "recorder.bridge-channel"),
     EnvVar("RECORDER_BRIDGE_CHANNEL_ORIGIN", "recorder.bridge-channel-origin"),

@@ -47,7 +47,6 @@ from typing import Any
 
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCRtpReceiver
-from aiortc import clock as aiortc_clock
 from aiortc.codecs import depayload, is_rtx
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpreceiver import StreamStatistics
@@ -179,8 +178,9 @@ class RecorderReceive:
         if not task.cancelled() and task.exception() is not None:
             _limited.warning(("rtcp-send", id(self)), "RTCP send failed: %r", task.exception())
 
-    def receive(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        """One RTP packet of this track (event loop, synchronous)."""
+    def receive(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
+        """One RTP packet of this track (event loop, synchronous). ``arrival_time_ms`` (aiortc's
+        NTP-based stamp) is not read: the track's clock takes :func:`time.monotonic`."""
         receiver = self.receiver
         if not receiver._enabled:
             return
@@ -342,7 +342,6 @@ class RecorderRoute:
         ):
             track = self.tracks.get(self.ssrc_table.get(int.from_bytes(data[8:12], "big")))
             if track is not None:
-                arrival_time_ms = aiortc_clock.current_ms()  # as aiortc stamps it
                 try:
                     plain = transport._rx_srtp.unprotect(data)
                 except pylibsrtp.Error:  # forged, replayed or damaged: what aiortc drops too
@@ -353,7 +352,7 @@ class RecorderRoute:
                 packet = parse_rtp(plain)
                 if packet is not None:
                     self.direct += 1
-                    track.receive(packet, arrival_time_ms)
+                    track.receive(packet)  # (no datetime per packet for aiortc's unread stamp)
                 return
         self.original_datagram(data, component)
 

@@ -49,8 +49,10 @@ class CompositeSettings:
     latency: float = 0.6
     video_bitrate: int = 800_000
     preset: str = "ultrafast"
-    crf: int = 25  # files; live streams go at video_bitrate
+    crf: int = 25  # files with file_rate_control "crf"; live streams go at video_bitrate
     layout: str = "grid"
+    file_rate_control: str = "qp"  # "qp" (constant quantizer) or "crf" (constant quality)
+    qp: int = 23
 
 
 @dataclass
@@ -76,11 +78,14 @@ class Recording:
             self.stream_url if self.mode is RecordingMode.STREAM else str(self.directory / "composed.mkv")
         )
         fmt = "flv" if self.mode is RecordingMode.STREAM else "matroska"
+        file = self.mode is RecordingMode.FILE  # a live stream keeps a bit rate (RTMP services ask for one)
         c = self.composite
         self.directory.mkdir(parents=True, exist_ok=True)
         self.composer = Composer(
             target or "", fmt, c.width, c.height, c.fps, c.latency, video_bitrate=c.video_bitrate,
-            mode=c.layout, preset=c.preset, crf=c.crf if self.mode is RecordingMode.FILE else None,
+            mode=c.layout, preset=c.preset,
+            crf=c.crf if file and c.file_rate_control == "crf" else None,
+            qp=c.qp if file and c.file_rate_control == "qp" else None,
         )  # fmt: skip
         self.composer.start()
         self.save()

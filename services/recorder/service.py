@@ -153,7 +153,7 @@ class Recorder:
         recording = Recording(
             session_id, room, iq.recording_mode, directory, stream_url,
             CompositeSettings(c.width, c.height, c.fps, c.latency, c.video_bitrate, c.preset, c.crf,
-                              self.settings.layout),
+                              self.settings.layout, c.file_rate_control, c.qp),
             on_first_media=self._first_media,
         )  # fmt: skip
         self.recordings[session_id] = recording

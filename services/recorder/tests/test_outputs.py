@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 
+from services.common.jibri import RecordingMode
 from services.recorder import layout
 from services.recorder.composite import (
     BACKGROUND,
@@ -23,10 +24,12 @@ from services.recorder.composite import (
     Cadence,
     Composer,
     audio_decoder,
+    encoder_options,
     mono_s16,
     rgb_to_yuv,
     ring_slices,
 )
+from services.recorder.recording import CompositeSettings, Recording
 from services.recorder.tracks import TrackWriter, vp8_keyframe_size
 
 
@@ -405,9 +408,6 @@ def test_audio_across_the_end_of_the_ring_is_mixed_in_order() -> None:
 
 
 def test_nicks_that_name_the_same_file_get_files_of_their_own(tmp_path: Path) -> None:
-    from services.common.jibri import RecordingMode
-    from services.recorder.recording import Recording
-
     recording = Recording("s1", "r@muc", RecordingMode.FILE, tmp_path / "r-s1")
     try:
         packets = opus_packets(5)
@@ -432,3 +432,71 @@ def test_a_guest_chosen_name_is_drawn_on_one_short_line() -> None:
     many = label_bitmap("\n".join(["w" * 40] * 25))
     assert many.shape[0] <= 16 and many.shape[1] == label_bitmap("w" * 40).shape[1]
     assert label_bitmap("x" * 1023).shape[1] <= label_bitmap("x" * LABEL_CHARACTERS).shape[1] + 8
+
+
+def test_encoder_options_per_rate_control() -> None:
+    """Constant QP turns off what would make libx264 build a lowres copy of every picture
+    (scene-cut detection, weighted prediction); CRF and the stream's bit rate keep the preset's."""
+    qp = encoder_options("ultrafast", 30, None, 26)
+    assert qp == {"preset": "ultrafast", "g": "60", "threads": "1", "qp": "26", "sc_threshold": "0", "weightp": "none"}
+    assert encoder_options("ultrafast", 30, 25) == {"preset": "ultrafast", "g": "60", "threads": "1", "crf": "25"}
+    assert encoder_options("ultrafast", 15, None) == {"preset": "ultrafast", "g": "30", "threads": "1"}
+    assert encoder_options("veryfast", 30, 25, 20)["qp"] == "20"  # qp first
+    assert "crf" not in encoder_options("veryfast", 30, 25, 20)
+
+
+def x264_settings(path: Path) -> dict[str, str]:
+    """libx264's settings as it wrote them into the stream (its SEI "x264 - core ... options:")."""
+    text = path.read_bytes().split(b"options: ", 1)[1].split(b"\x00", 1)[0].split(b"\x80", 1)[0]
+    return dict(item.split("=", 1) for item in text.decode("ascii", "replace").split() if "=" in item)
+
+
+def composed(tmp_path: Path, name: str, **rate: int) -> Path:
+    """Two seconds of one participant composed into ``name`` with the rate control ``rate``."""
+    start = 1000.0
+    clock = [start]
+    out = tmp_path / name
+    composer = Composer(str(out), "matroska", width=320, height=180, fps=15, latency=0.2,
+                        clock=lambda: clock[0], **rate)  # type: ignore[arg-type]  # fmt: skip
+    for i, data in enumerate(vp8_frames(30, (30, 200, 30))):
+        composer.video_packet("alice", start + i / 15, data)
+    for i, packet in enumerate(opus_packets(100)):
+        composer.audio_packet("alice", start + i * 0.02, packet)
+    clock[0] = start + 2.5
+    composer.start()
+    assert wait_for(lambda: composer.frames_written >= 25)
+    composer.stop()
+    assert composer.error is None
+    return out
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe missing")
+def test_a_file_at_constant_qp_is_encoded_without_rate_control_and_plays(tmp_path: Path) -> None:
+    out = composed(tmp_path, "qp.mkv", qp=26)
+    assert probe(out).split() == ["h264", "aac"]
+    settings = x264_settings(out)
+    assert (settings["rc"], settings["qp"], settings["scenecut"], settings["weightp"]) == ("cqp", "26", "0", "0")
+    assert settings["mbtree"] == "0" and settings["bframes"] == "0"  # nothing else that needs a lowres copy
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) >= 25
+
+
+def test_crf_and_bit_rate_are_what_the_encoder_got(tmp_path: Path) -> None:
+    crf = x264_settings(composed(tmp_path, "crf.mkv", crf=25))
+    assert (crf["rc"], crf["crf"]) == ("crf", "25.0")
+    abr = x264_settings(composed(tmp_path, "abr.mkv"))
+    assert (abr["rc"], abr["bitrate"]) == ("abr", "800")
+
+
+def test_a_file_recording_encodes_at_constant_qp_and_a_stream_at_its_bit_rate(tmp_path: Path) -> None:
+    file = Recording("s1", "r@muc", RecordingMode.FILE, tmp_path / "r-s1")
+    stream = Recording("s2", "r@muc", RecordingMode.STREAM, tmp_path / "r-s2", "rtmp://127.0.0.1:1/x")
+    crf = Recording("s3", "r@muc", RecordingMode.FILE, tmp_path / "r-s3",
+                    composite=CompositeSettings(file_rate_control="crf"))  # fmt: skip
+    try:
+        assert (file.composer.qp, file.composer.crf) == (CompositeSettings().qp, None)
+        assert (stream.composer.qp, stream.composer.crf) == (None, None)
+        assert (crf.composer.qp, crf.composer.crf) == (None, 25)
+    finally:
+        for r in (file, stream, crf):
+            r.finish()
