@@ -3,19 +3,42 @@
 The whole stack runs as ``./parley up`` starts it (nginx, broker, focus, a bridge, web) on free
 ports; a three-party meeting runs in real Chromium (fake camera) through nginx, and 50 clients
 (``--clients``) log in to the broker over TCP and ping it every 100 ms. After a quiet window,
-each attack runs for 10 s (``--attack-seconds``) from another process, then the stack gets 30 s
-(``--after``) to give memory back. The script prints, for each attack against the quiet figures:
+each attack runs for 10 s (``--attack-seconds``) from another process, in rounds (below), and after
+its last round the stack gets 30 s (``--after``) to give memory back. The script prints, for each attack against the quiet figures:
 the clients' ping p50/p99, the meeting's received frame rate (frames decoded per second from the
 pages' getStats, mean and lowest over the six remote videos), and each service's RSS before, at
 most during and 30 s after (plus the broker's CPU seconds). ``--no-meeting`` runs the broker alone.
 
 Targets (docs/security.md): p99 within 2x of the quiet p99; no frame-rate drop; RSS back within 5 MB.
-Each attack is compared with two quiet windows: the one at the start (``p99/q``) and one of the same
-length just before the attack (``p99/pre``: the machine's state minutes later, and for ``presence``
-the room with the flooder already in it). For every attack the script prints the CPU each process on
-the machine used in both windows (the services, the benchmark's own process with the ping clients,
-each Chromium process, the attacker, anything else), and the run-queue wait of the broker and of the
-benchmark's process (``/proc/<pid>/schedstat``: time runnable but waiting for a core).
+
+What the ping ratio measures: the broker's cost to the others, not the attacker's. With the meeting
+keeping the 2 cores of the reference machine about 130 % busy, one 10 s window's p99 (its ~47th
+slowest ping of ~5,000) moves by several times from one quiet window to the next, so a single
+attack window against a single quiet window cannot tell a real slowdown from noise. Each attack
+therefore runs ``--rounds`` (3) rounds, each a quiet window of ``--attack-seconds`` immediately
+followed by the attack for as long (``--gap`` seconds, 5, between a round's end and the next
+round's quiet window), so quiet and attack windows interleave and share the machine's drift. The
+summary compares the median of the attack windows' p99 with the median of the quiet windows' p99
+(one bad window cannot decide it either way), and also pools the pings: the p99 of all the attack
+windows' pings against that of all the quiet windows' (a slowdown that shows in every attack
+window but stays under each window's p99 still shows there). Every window's own figures are
+printed too, with the old single-window ratios: ``p99/q`` against the quiet window at the start,
+``p99/pre`` against the quiet window just before (for ``presence``, with the flooder already in the
+room). An attack window lasts until the attacker process has ended (an attack blocked in a send
+ends after its 10 s are up), and the broker's CPU is given as % of one core over each window. For
+every attack the script prints the CPU each process on the machine used in the quiet and the attack
+windows summed over the rounds (the services, the benchmark's own process with the ping clients,
+each Chromium process, the attacker, anything else), and the run-queue wait of the broker and of
+the benchmark's process (``/proc/<pid>/schedstat``: time runnable but waiting for a core).
+
+The attacker stands for a machine elsewhere: on this one it must not take the CPU the stack and the
+clients need, or its own work would be charged to the broker. It runs under ``SCHED_IDLE`` (Linux
+sched(7); ``--attacker-policy``): it gets a core only when nothing else wants one, and any normal
+task that wakes up preempts it at once, where nice 19 still gets a share of a busy core and delays
+others' wake-ups (``--attacker-policy nice`` with ``--attacker-nice``, or ``none``). Its own CPU in
+each attack window is printed (``attacker %``, % of one core). ``--profile DIR`` has py-spy record
+the broker in every window (raw collapsed stacks, one file per window); it costs CPU itself, so
+figures taken with it are not comparable.
 
 Attacks: ``tag`` (an unterminated start tag of 20 MB), ``header`` (a stream header of 20 MB),
 ``deep`` (IQs nested 2,000 deep to the focus address), ``wsdeep`` (WebSocket frames nested 2,000
@@ -28,13 +51,12 @@ Every attack connects to the broker's own ports (c2s TCP, or its HTTP port for `
 ``bosh``), not through nginx, whose per-address limits (docs/security.md) would stop most of them
 first; only the meeting goes through nginx. They come from 127.0.0.2 (``--attacker-address``), not
 from the host's own 127.0.0.1, which the broker never limits (``limits.connection-exempt-networks``:
-the focus, the bridges and nginx connect from there). The attacker process runs at nice 19
-(``--attacker-nice``): it stands for a machine elsewhere, so its own CPU use must not be charged to
-the stack by competing with it for this machine's cores. ``presence`` joins the room first and its
-measured window starts 6 s later, once the pages have taken the new occupant in.
+the focus, the bridges and nginx connect from there). ``presence`` joins the room first and its
+quiet window starts 6 s later, once the pages have taken the new occupant in.
 
 Usage: .venv/bin/python bench/abuse.py [--clients 50] [--attack-seconds 10] [--after 30]
-       [--attacks tag,header,...] [--no-meeting]
+       [--rounds 3] [--gap 5] [--attacks tag,header,...] [--attacker-policy idle|nice|none]
+       [--profile DIR] [--no-meeting]
 """
 
 from __future__ import annotations
