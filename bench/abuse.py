@@ -3,19 +3,42 @@
 The whole stack runs as ``./parley up`` starts it (nginx, broker, focus, a bridge, web) on free
 ports; a three-party meeting runs in real Chromium (fake camera) through nginx, and 50 clients
 (``--clients``) log in to the broker over TCP and ping it every 100 ms. After a quiet window,
-each attack runs for 10 s (``--attack-seconds``) from another process, then the stack gets 30 s
-(``--after``) to give memory back. The script prints, for each attack against the quiet figures:
+each attack runs for 10 s (``--attack-seconds``) from another process, in rounds (below), and after
+its last round the stack gets 30 s (``--after``) to give memory back. The script prints, for each attack against the quiet figures:
 the clients' ping p50/p99, the meeting's received frame rate (frames decoded per second from the
 pages' getStats, mean and lowest over the six remote videos), and each service's RSS before, at
 most during and 30 s after (plus the broker's CPU seconds). ``--no-meeting`` runs the broker alone.
 
 Targets (docs/security.md): p99 within 2x of the quiet p99; no frame-rate drop; RSS back within 5 MB.
-Each attack is compared with two quiet windows: the one at the start (``p99/q``) and one of the same
-length just before the attack (``p99/pre``: the machine's state minutes later, and for ``presence``
-the room with the flooder already in it). For every attack the script prints the CPU each process on
-the machine used in both windows (the services, the benchmark's own process with the ping clients,
-each Chromium process, the attacker, anything else), and the run-queue wait of the broker and of the
-benchmark's process (``/proc/<pid>/schedstat``: time runnable but waiting for a core).
+
+What the ping ratio measures: the broker's cost to the others, not the attacker's. With the meeting
+keeping the 2 cores of the reference machine about 130 % busy, one 10 s window's p99 (its ~47th
+slowest ping of ~5,000) moves by several times from one quiet window to the next, so a single
+attack window against a single quiet window cannot tell a real slowdown from noise. Each attack
+therefore runs ``--rounds`` (3) rounds, each a quiet window of ``--attack-seconds`` immediately
+followed by the attack for as long (``--gap`` seconds, 5, between a round's end and the next
+round's quiet window), so quiet and attack windows interleave and share the machine's drift. The
+summary compares the median of the attack windows' p99 with the median of the quiet windows' p99
+(one bad window cannot decide it either way), and also pools the pings: the p99 of all the attack
+windows' pings against that of all the quiet windows' (a slowdown that shows in every attack
+window but stays under each window's p99 still shows there). Every window's own figures are
+printed too, with the old single-window ratios: ``p99/q`` against the quiet window at the start,
+``p99/pre`` against the quiet window just before (for ``presence``, with the flooder already in the
+room). An attack window lasts until the attacker process has ended (an attack blocked in a send
+ends after its 10 s are up), and the broker's CPU is given as % of one core over each window. For
+every attack the script prints the CPU each process on the machine used in the quiet and the attack
+windows summed over the rounds (the services, the benchmark's own process with the ping clients,
+each Chromium process, the attacker, anything else), and the run-queue wait of the broker and of
+the benchmark's process (``/proc/<pid>/schedstat``: time runnable but waiting for a core).
+
+The attacker stands for a machine elsewhere: on this one it must not take the CPU the stack and the
+clients need, or its own work would be charged to the broker. It runs under ``SCHED_IDLE`` (Linux
+sched(7); ``--attacker-policy``): it gets a core only when nothing else wants one, and any normal
+task that wakes up preempts it at once, where nice 19 still gets a share of a busy core and delays
+others' wake-ups (``--attacker-policy nice`` with ``--attacker-nice``, or ``none``). Its own CPU in
+each attack window is printed (``attacker %``, % of one core). ``--profile DIR`` has py-spy record
+the broker in every window (raw collapsed stacks, one file per window); it costs CPU itself, so
+figures taken with it are not comparable.
 
 Attacks: ``tag`` (an unterminated start tag of 20 MB), ``header`` (a stream header of 20 MB),
 ``deep`` (IQs nested 2,000 deep to the focus address), ``wsdeep`` (WebSocket frames nested 2,000
@@ -28,13 +51,12 @@ Every attack connects to the broker's own ports (c2s TCP, or its HTTP port for `
 ``bosh``), not through nginx, whose per-address limits (docs/security.md) would stop most of them
 first; only the meeting goes through nginx. They come from 127.0.0.2 (``--attacker-address``), not
 from the host's own 127.0.0.1, which the broker never limits (``limits.connection-exempt-networks``:
-the focus, the bridges and nginx connect from there). The attacker process runs at nice 19
-(``--attacker-nice``): it stands for a machine elsewhere, so its own CPU use must not be charged to
-the stack by competing with it for this machine's cores. ``presence`` joins the room first and its
-measured window starts 6 s later, once the pages have taken the new occupant in.
+the focus, the bridges and nginx connect from there). ``presence`` joins the room first and its
+quiet window starts 6 s later, once the pages have taken the new occupant in.
 
 Usage: .venv/bin/python bench/abuse.py [--clients 50] [--attack-seconds 10] [--after 30]
-       [--attacks tag,header,...] [--no-meeting]
+       [--rounds 3] [--gap 5] [--attacks tag,header,...] [--attacker-policy idle|nice|none]
+       [--profile DIR] [--no-meeting]
 """
 
 from __future__ import annotations
@@ -47,6 +69,7 @@ import multiprocessing
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -330,14 +353,31 @@ ATTACKS: dict[str, Callable[[int, int, float], None]] = {
 JOIN_SETTLE = 6.0
 READY: Any = None  # the parent's multiprocessing Events: the attacker is ready (joined, settled),
 GO: Any = None  # and the parent has measured its quiet window just before the attack: go
+CPU: Any = None  # the parent's shared double: the attacker's CPU seconds during its attack
 SECONDS = 0.0
+CPU_AT_GO = 0.0
 
 
 def begin() -> float:
     """Ready: wait for the parent's quiet window, then start; returns when the attack ends."""
+    global CPU_AT_GO
     READY.set()
     GO.wait(120)
+    CPU_AT_GO = time.process_time()
     return time.monotonic() + SECONDS
+
+
+def deprioritize(policy: str, nice: int) -> None:
+    """Make this process stand for a machine elsewhere: it must not take the CPU the stack and the
+    well-behaved clients need, or its own work would be charged to the server. ``idle``
+    (``SCHED_IDLE``, Linux sched(7)): it runs only when a core has nothing else to run, and any
+    normal task waking up preempts it at once; ``nice``: ``nice`` (19 still gets a share of a
+    busy core, about 1.5 % of a nice-0 task's weight, and delays others' wake-ups); ``none``:
+    it competes for the cores as a normal process."""
+    if policy == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif policy == "nice":
+        os.nice(nice)
 
 
 def run_attack(
@@ -346,18 +386,16 @@ def run_attack(
     http_port: int,
     seconds: float,
     room: str = "",
+    policy: str = "idle",
     nice: int = 19,
     ready: Any = None,
     go: Any = None,
     source: str = SOURCE,
+    cpu: Any = None,
 ) -> None:
-    global ROOM, READY, GO, SECONDS, SOURCE
-    ROOM, READY, GO, SECONDS, SOURCE = room, ready, go, seconds, source
-    # the attacker stands for another machine: on this one it must not take the CPU the stack and the
-    # well-behaved clients need (at the default priority a busy attacker process on a 2-core machine
-    # slows everything by competing for cores, which says nothing about the server); ``--attacker-nice 0``
-    # measures that too
-    os.nice(nice)
+    global ROOM, READY, GO, SECONDS, SOURCE, CPU
+    ROOM, READY, GO, SECONDS, SOURCE, CPU = room, ready, go, seconds, source, cpu
+    deprioritize(policy, nice)
     until = time.monotonic() + seconds
     if name not in JOINING:
         until = begin()
@@ -365,6 +403,8 @@ def run_attack(
         ATTACKS[name](port, http_port, until)
     except Exception as exc:
         print(f"attacker {name}: {exc!r}", file=sys.stderr)
+    if CPU is not None:
+        CPU.value = time.process_time() - CPU_AT_GO
 
 
 # -- the well-behaved side -------------------------------------------------------------------------
@@ -461,7 +501,13 @@ class CpuTable:
         for name, pid in (("xmpp", self.broker), ("bench", self.bench)):
             with contextlib.suppress(OSError):
                 waits[name] = sched_times(pid)
-        return {"t": time.monotonic(), "cpu": cpu, "parents": parents, "waits": waits, "machine": machine_cpu()}
+        return {
+            "t": time.monotonic(),
+            "cpu": cpu,
+            "parents": parents,
+            "waits": waits,
+            "machine": machine_cpu(),
+        }
 
     @property
     def broker(self) -> int:
@@ -476,28 +522,50 @@ class CpuTable:
             out[name] = out.get(name, 0.0) + seconds - before
         return out
 
-    def report(self, quiet: tuple[dict[str, Any], dict[str, Any]], attack: tuple[dict[str, Any], dict[str, Any]]) -> None:
-        q, a = self.usage(*quiet), self.usage(*attack)
-        qt, at = quiet[1]["t"] - quiet[0]["t"], attack[1]["t"] - attack[0]["t"]
-        rows = sorted(set(q) | set(a), key=lambda n: -max(q.get(n, 0.0) / qt, a.get(n, 0.0) / at))
-        print(f"  {'process':40} {'quiet %':>8} {'attack %':>8}   (% of one core)")
-        rest_q = rest_a = 0.0
-        for n in rows:
-            pq, pa = 100 * q.get(n, 0.0) / qt, 100 * a.get(n, 0.0) / at
-            if max(pq, pa) >= 0.5:
-                print(f"  {n:40} {pq:8.1f} {pa:8.1f}")
-            else:
-                rest_q, rest_a = rest_q + pq, rest_a + pa
-        print(f"  {'(everything else)':40} {rest_q:8.1f} {rest_a:8.1f}")
-        for label, (s0, s1), t in (("quiet", quiet, qt), ("attack", attack, at)):
-            busy = s1["machine"][0] - s0["machine"][0]
-            steal = s1["machine"][1] - s0["machine"][1]
-            waits = " ".join(
-                f"{n} on-cpu {100 * (s1['waits'][n][0] - s0['waits'][n][0]) / t:.1f}% "
-                f"run-queue wait {1000 * (s1['waits'][n][1] - s0['waits'][n][1]) / t:.1f} ms/s"
-                for n in s0["waits"] if n in s1["waits"]
-            )
-            print(f"  {label}: machine busy {100 * busy / t:.0f}% of one core (steal {100 * steal / t:.1f}%); {waits}")
+
+Snaps = tuple[dict[str, Any], dict[str, Any]]
+
+
+def report_cpu(rounds: list[tuple[CpuTable, Snaps, Snaps]]) -> None:
+    """The CPU per process over the quiet and the attack windows of every round, summed."""
+    q: dict[str, float] = {}
+    a: dict[str, float] = {}
+    qt = at = 0.0
+    for table, quiet, attack in rounds:
+        for total, pair in ((q, quiet), (a, attack)):
+            for n, v in table.usage(*pair).items():
+                total[n] = total.get(n, 0.0) + v
+        qt += quiet[1]["t"] - quiet[0]["t"]
+        at += attack[1]["t"] - attack[0]["t"]
+    rows = sorted(set(q) | set(a), key=lambda n: -max(q.get(n, 0.0) / qt, a.get(n, 0.0) / at))
+    print(f"  {'process':40} {'quiet %':>8} {'attack %':>8}   (% of one core)")
+    rest_q = rest_a = 0.0
+    for n in rows:
+        pq, pa = 100 * q.get(n, 0.0) / qt, 100 * a.get(n, 0.0) / at
+        if max(pq, pa) >= 0.5:
+            print(f"  {n:40} {pq:8.1f} {pa:8.1f}")
+        else:
+            rest_q, rest_a = rest_q + pq, rest_a + pa
+    print(f"  {'(everything else)':40} {rest_q:8.1f} {rest_a:8.1f}")
+    for label, index, t in (("quiet", 1, qt), ("attack", 2, at)):
+        busy = steal = 0.0
+        waits: dict[str, list[float]] = {}
+        for entry in rounds:
+            s0, s1 = entry[index]  # type: ignore[misc]
+            busy += s1["machine"][0] - s0["machine"][0]
+            steal += s1["machine"][1] - s0["machine"][1]
+            for n in s0["waits"]:
+                if n in s1["waits"]:
+                    w = waits.setdefault(n, [0.0, 0.0])
+                    w[0] += s1["waits"][n][0] - s0["waits"][n][0]
+                    w[1] += s1["waits"][n][1] - s0["waits"][n][1]
+        text = " ".join(
+            f"{n} on-cpu {100 * cpu / t:.1f}% run-queue wait {1000 * wait / t:.1f} ms/s"
+            for n, (cpu, wait) in waits.items()
+        )
+        print(
+            f"  {label}: machine busy {100 * busy / t:.0f}% of one core (steal {100 * steal / t:.1f}%); {text}"
+        )
 
 
 def load_average() -> str:
@@ -563,7 +631,9 @@ class Meeting(threading.Thread):
                     counts = [{ep: int(s.get("framesDecoded", 0)) for ep, s in st.items()} for st in stats]
                     now = time.monotonic()
                     self.samples.append((now, counts))
-                    self.heights.append((now, [int(s.get("frameHeight", 0)) for st in stats for s in st.values()]))
+                    self.heights.append(
+                        (now, [int(s.get("frameHeight", 0)) for st in stats for s in st.values()])
+                    )
                     if not self.ready.is_set():
                         flowing = len(self.samples) > 2 and all(
                             len(c) >= self.parties - 1 and all(v > 0 for v in c.values()) for c in counts
@@ -626,9 +696,90 @@ def mb(value: float) -> str:
     return f"{value / 2**20:.0f}"
 
 
+def profile(args: argparse.Namespace, pid: int, label: str) -> subprocess.Popen[bytes] | None:
+    """With ``--profile DIR``: py-spy samples the broker for one window (raw collapsed stacks)."""
+    if not args.profile:
+        return None
+    out = Path(args.profile) / f"{label}.txt"
+    spy = REPO / ".venv" / "bin" / "py-spy"
+    cmd = [str(spy), "record", "-p", str(pid), "-d", f"{args.attack_seconds:.0f}", "-r", "200", "-f", "raw",
+           "-o", str(out), "--nonblocking"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def one_round(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace,
+    name: str,
+    index: int,
+    ctx,
+    services: Services,
+    pingers: Pingers,
+    meeting: Meeting | None,
+    port: int,
+    http_port: int,
+    room: str,
+    during: dict[str, list[int]],
+    q99: float,
+) -> dict[str, Any]:
+    """One quiet window, then the attack from a new attacker process; prints the round's line."""
+    ready, go, cpu = ctx.Event(), ctx.Event(), ctx.Value("d", 0.0)
+    attacker = ctx.Process(
+        target=run_attack,
+        args=(name, port, http_port, args.attack_seconds, room, args.attacker_policy, args.attacker_nice,
+              ready, go, args.attacker_address, cpu),
+    )  # fmt: skip
+    attacker.start()
+    await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
+    broker_pid = services.pids["xmpp"]
+    cpus = CpuTable({**{pid: n for n, pid in services.pids.items()}, attacker.pid or -1: "attacker"})
+    spy = profile(args, broker_pid, f"{name}-{index + 1}-quiet")
+    pre0, pre_start, b0 = cpus.snapshot(), time.monotonic(), sched_times(broker_pid)[0]
+    await asyncio.sleep(args.attack_seconds)
+    pre1, pre_end, b1 = cpus.snapshot(), time.monotonic(), sched_times(broker_pid)[0]
+    pre = pingers.window(pre_start, pre_end)
+    if spy is not None:
+        await asyncio.get_running_loop().run_in_executor(None, spy.wait)
+    spy = profile(args, broker_pid, f"{name}-{index + 1}-attack")
+    go.set()
+    start = time.monotonic()
+    snap0 = cpus.snapshot()
+    for n, values in (await services.during(args.attack_seconds)).items():
+        during[n].extend(values)
+    snap1 = cpus.snapshot()
+    window_end = time.monotonic()
+    while attacker.is_alive():
+        for n, v in services.sample().items():
+            during[n].append(v)
+        await asyncio.sleep(0.5)
+    end = time.monotonic()
+    load = load_average()
+    b2 = sched_times(broker_pid)[0]
+    if spy is not None:
+        await asyncio.get_running_loop().run_in_executor(None, spy.wait)
+    pings = pingers.window(start, end)
+    fps = meeting.fps(start, end) if meeting else (float("nan"), float("nan"))
+    if args.verbose:
+        slow = [
+            (round(t - start, 2), round(rtt * 1000))
+            for t, rtt in pingers.samples
+            if start <= t < end and rtt > 0.3
+        ]
+        print(f"  slow pings (s after start, ms): {slow[:40]}")
+    p50, p99 = pct(pings, 0.5), pct(pings, 0.99)
+    r50, r99 = pct(pre, 0.5), pct(pre, 0.99)
+    attacker_cpu = float(cpu.value)
+    print(f"{name:8} {index + 1:5d} {r50:7.1f} {r99:7.1f} {p50:7.1f} {p99:7.1f} {p99 / q99:6.2f} {p99 / r99:7.2f} "
+          f"{fps[0]:5.1f} {fps[1]:5.1f} {load:>5} {b2 - b1:6.2f} {b1 - b0:6.2f} "
+          f"{100 * attacker_cpu / args.attack_seconds:10.1f}", flush=True)  # fmt: skip
+    return {
+        "pre": pre, "pings": pings, "fps": fps, "seconds": end - start, "broker": b2 - b1, "broker_pre": b1 - b0,
+        "attacker": attacker_cpu, "table": cpus, "quiet_snaps": (pre0, pre1), "attack_snaps": (snap0, snap1),
+        "windows": ((pre_start, pre_end), (start, window_end)),
+    }  # fmt: skip
+
+
 async def bench(args: argparse.Namespace) -> None:
     stop_stack, port, http_port, services, front = start_stack(args)
-    broker_pid = services.pids["xmpp"]
     room = f"abuse-{uuid.uuid4().hex[:8]}"
     meeting: Meeting | None = None
     pingers = Pingers()
@@ -658,55 +809,50 @@ async def bench(args: argparse.Namespace) -> None:
         )
         names = list(services.pids)
         rss_head = " ".join(f"{n + ' MB':>18}" for n in names)
-        # p99/q: against the quiet window at the start; p99/pre: against a quiet window of the same
-        # length just before this attack (for ``presence``: with the flooder joined and settled)
-        print(f"{'attack':8} {'p50 ms':>7} {'p99 ms':>7} {'p99/q':>6} {'pre p50':>7} {'pre p99':>7} "
-              f"{'p99/pre':>7} {'fps':>5} {'low':>5} {'load':>5} {'cpu s':>6} {rss_head}   "
-              "(RSS: before/max during/after --after s)")  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
-        tables = []
+        print(f"attacker: {args.attacker_policy}"
+              + (f" {args.attacker_nice}" if args.attacker_policy == "nice" else "")
+              + f" from {args.attacker_address}; {args.rounds} round(s) per attack, each a quiet window of "
+              f"{args.attack_seconds:.0f} s and then the attack for {args.attack_seconds:.0f} s")  # fmt: skip
+        print("Every window (p99/q: against the quiet window at the start; p99/pre: against the quiet "
+              "window just before it; attacker %: its CPU in its attack, % of one core):")  # fmt: skip
+        print(f"{'attack':8} {'round':>5} {'pre p50':>7} {'pre p99':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99/q':>6} "
+              f"{'p99/pre':>7} {'fps':>5} {'low':>5} {'load':>5} {'xmpp s':>6} {'pre s':>6} {'attacker %':>10}")  # fmt: skip
+        results = []
         for name in args.attacks.split(","):
-            ready, go = ctx.Event(), ctx.Event()
-            attacker = ctx.Process(
-                target=run_attack,
-                args=(name, port, http_port, args.attack_seconds, room, args.attacker_nice, ready, go,
-                      args.attacker_address),
-            )
-            attacker.start()
-            await asyncio.get_running_loop().run_in_executor(None, ready.wait, 60)
-            cpus = CpuTable({**{pid: n for n, pid in services.pids.items()}, attacker.pid or -1: "attacker"})
-            pre0, pre_start = cpus.snapshot(), time.monotonic()
-            await asyncio.sleep(args.attack_seconds)
-            pre1, pre_end = cpus.snapshot(), time.monotonic()
-            pre = pingers.window(pre_start, pre_end)
-            go.set()
             before = services.sample()
-            cpu0, _ = sched_times(broker_pid)
-            start = time.monotonic()
-            snap0 = cpus.snapshot()
-            during = await services.during(args.attack_seconds)
-            snap1 = cpus.snapshot()
-            windows = ((pre_start, pre_end), (start, time.monotonic()))
-            tables.append((name, cpus, (pre0, pre1), (snap0, snap1), windows))
-            while attacker.is_alive():
-                for n, v in services.sample().items():
-                    during[n].append(v)
-                await asyncio.sleep(0.5)
-            end = time.monotonic()
-            load = load_average()
-            cpu1, _ = sched_times(broker_pid)
-            pings = pingers.window(start, end)
-            fps = meeting.fps(start, end) if meeting else (float("nan"), float("nan"))
+            during: dict[str, list[int]] = {n: [] for n in names}
+            rounds = []
+            for r in range(args.rounds):
+                if r:
+                    await asyncio.sleep(args.gap)
+                rounds.append(
+                    await one_round(
+                        args, name, r, ctx, services, pingers, meeting, port, http_port, room, during, q99
+                    )
+                )
             await services.during(args.after)
             after = services.sample()
-            p50, p99 = pct(pings, 0.5), pct(pings, 0.99)
-            if args.verbose:
-                slow = [
-                    (round(t - start, 2), round(rtt * 1000))
-                    for t, rtt in pingers.samples
-                    if start <= t < end and rtt > 0.3
-                ]
-                print(f"  slow pings (s after start, ms): {slow[:40]}")
+            results.append((name, rounds, before, during, after))
+        print()
+        print("Each attack over its rounds: the median of the windows' p99 (quiet windows just before each "
+              "attack window, attack windows) and the p99 of all their pings pooled:")  # fmt: skip
+        print(f"{'attack':8} {'quiet p99 per window':>22} {'attack p99 per window':>22} {'median q':>8} "
+              f"{'median a':>8} {'ratio':>5} {'pool q':>7} {'pool a':>7} {'ratio':>5} {'fps':>5} {'low':>5} "
+              f"{'xmpp %':>11} {'attacker %':>10} {rss_head}   (xmpp %: broker CPU quiet/attack; "
+              "RSS: before/max during/after --after s)")  # fmt: skip
+        for name, rounds, before, during, after in results:
+            quiet_p99 = [pct(r["pre"], 0.99) for r in rounds]
+            attack_p99 = [pct(r["pings"], 0.99) for r in rounds]
+            mq, ma = statistics.median(quiet_p99), statistics.median(attack_p99)
+            pool_q = pct(sorted(x for r in rounds for x in r["pre"]), 0.99)
+            pool_a = pct(sorted(x for r in rounds for x in r["pings"]), 0.99)
+            fps = statistics.mean(r["fps"][0] for r in rounds)
+            low = min(r["fps"][1] for r in rounds)
+            span = sum(r["seconds"] for r in rounds)
+            xq = 100 * sum(r["broker_pre"] for r in rounds) / (args.attack_seconds * len(rounds))
+            xa = 100 * sum(r["broker"] for r in rounds) / span
+            atk = 100 * sum(r["attacker"] for r in rounds) / (args.attack_seconds * len(rounds))
             cells = []
             for n in names:
                 if n in before and n in after and during[n]:
@@ -716,18 +862,21 @@ async def bench(args: argparse.Namespace) -> None:
                     )
                 else:
                     cells.append(f"{'-':>18}")
-            r50, r99 = pct(pre, 0.5), pct(pre, 0.99)
-            print(f"{name:8} {p50:7.1f} {p99:7.1f} {p99 / q99:6.2f} {r50:7.1f} {r99:7.1f} {p99 / r99:7.2f} "
-                  f"{fps[0]:5.1f} {fps[1]:5.1f} {load:>5} {cpu1 - cpu0:6.2f} {' '.join(cells)}")  # fmt: skip
-        print("('!': RSS not back within 5 MB of before, --after seconds after the attack)")
-        for name, cpus, quiet_snaps, attack_snaps, windows in tables:
-            print(f"CPU per process, {name}: the {args.attack_seconds:.0f} s before it and its first "
-                  f"{args.attack_seconds:.0f} s")
-            cpus.report(quiet_snaps, attack_snaps)
+            print(f"{name:8} {' '.join(f'{v:.1f}' for v in quiet_p99):>22} {' '.join(f'{v:.1f}' for v in attack_p99):>22} "
+                  f"{mq:8.1f} {ma:8.1f} {ma / mq:5.2f} {pool_q:7.1f} {pool_a:7.1f} {pool_a / pool_q:5.2f} "
+                  f"{fps:5.1f} {low:5.1f} {xq:5.1f}/{xa:5.1f} {atk:10.1f} {' '.join(cells)}")  # fmt: skip
+        print("('!': RSS not back within 5 MB of before, --after seconds after the attack's last round)")
+        for name, rounds, *_ in results:
+            print(f"CPU per process, {name}: the {args.attack_seconds:.0f} s before each round's attack and its "
+                  f"first {args.attack_seconds:.0f} s, over {len(rounds)} round(s)")  # fmt: skip
+            report_cpu([(r["table"], r["quiet_snaps"], r["attack_snaps"]) for r in rounds])
             if meeting is not None:
-                (a, b), (c, d) = windows
-                print(f"  remote video frame height (mean): before {meeting.height(a, b):.0f}, "
-                      f"during {meeting.height(c, d):.0f}; at the start {meeting.height(t0, t1):.0f}")  # fmt: skip
+                heights = " ".join(
+                    f"{meeting.height(*r['windows'][0]):.0f}/{meeting.height(*r['windows'][1]):.0f}"
+                    for r in rounds
+                )
+                print(f"  remote video frame height (mean) before/during each round: {heights}; "
+                      f"at the start {meeting.height(t0, t1):.0f}")  # fmt: skip
     finally:
         pingers.stop = True
         for t in tasks:
@@ -747,13 +896,29 @@ def main() -> None:
     parser.add_argument("--attack-seconds", type=float, default=10.0)
     parser.add_argument("--after", type=float, default=30.0)
     parser.add_argument("--attacks", default=",".join(ATTACKS))
-    parser.add_argument("--verbose", action="store_true", help="list the pings slower than 300 ms")
     parser.add_argument(
-        "--attacker-nice", type=int, default=19,
-        help="the attacker process's nice value (19: it stands for another machine; 0: it competes for cores)",
+        "--profile", default="", help="a directory: py-spy records the broker in every window (raw stacks)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="list the pings slower than 300 ms")
+    parser.add_argument("--rounds", type=int, default=3, help="quiet/attack window pairs per attack")
+    parser.add_argument(
+        "--gap", type=float, default=5.0, help="seconds between an attack's end and the next round"
     )
     parser.add_argument(
-        "--attacker-address", default=SOURCE,
+        "--attacker-policy",
+        choices=("idle", "nice", "none"),
+        default="idle",
+        help="how the attacker process stays off the stack's cores: SCHED_IDLE (default), nice, or not at all",
+    )
+    parser.add_argument(
+        "--attacker-nice",
+        type=int,
+        default=19,
+        help="the attacker's nice value with --attacker-policy nice",
+    )
+    parser.add_argument(
+        "--attacker-address",
+        default=SOURCE,
         help="the loopback address the attacks come from (not 127.0.0.1: the broker never limits the host itself)",
     )
     parser.add_argument(

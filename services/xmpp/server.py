@@ -36,6 +36,7 @@ from .sasl import ScramCredential
 from .session import ClientSession, Link, SessionLimits
 from .stream_management import ResumptionRegistry
 from .tokens import TokenClaims, TokenSettings, TokenVerifier, keyserver_url
+from .transports import stop_reading
 from .transports.http import HttpConnection, HttpResponse, WebSocketSession
 from .transports.slices import SliceScheduler
 from .transports.tcp import TcpConnection
@@ -301,7 +302,7 @@ class XmppServer:
         if delay <= 0 or not limits.hold(address):
             transport.abort()  # type: ignore[attr-defined]
             return
-        transport.pause_reading()  # type: ignore[attr-defined]
+        stop_reading(transport)
 
         def reset() -> None:
             limits.release(address)

@@ -21,9 +21,15 @@ it is still arriving, before it is held in memory whole:
   hundreds of thousands of objects), while small stanzas still get through.
 
 Input is fed to expat in pieces of at most :attr:`StreamParser.CHUNK` bytes and the limits are
-checked after each piece, so the cost of an unterminated token (expat 2.5 re-scans a pending
-token on every ``Parse`` call, CVE-2023-52425) is bounded by ``max_size`` times the number of
-pieces it takes to reach the limit.
+checked after each piece. Expat 2.5 re-scans an unfinished token (a start tag whose attribute
+value is still arriving, say) from its beginning on every ``Parse`` call (CVE-2023-52425), so a
+token growing by one piece per call would cost its size squared over the piece size. Once expat
+holds an unfinished token of :attr:`StreamParser.HOLD_FROM` bytes or more, pieces without a ``>``
+are kept back until they add up to as much as that token, then handed over together: every
+re-scan at least doubles the token, so scanning it costs a few times its size. No event waits on
+what is kept back: every tag, so every stanza, the stream header and its end, needs a ``>`` to
+finish, and a piece with one is handed over at once (with what was kept before it). The limits
+count what is kept back as fed.
 
 Elements carry their namespace URI and local name; the serializer declares a default namespace
 only where it changes, so a stanza serializes identically for TCP and WebSocket streams.
@@ -364,6 +370,7 @@ class StreamParser(_Builder):
     """
 
     CHUNK = 16384
+    HOLD_FROM = 8192  # an unfinished token this large: keep back pieces that cannot finish it
 
     def __init__(
         self,
@@ -377,7 +384,10 @@ class StreamParser(_Builder):
         self._events: list[StreamEvent] = []
         self._stack: list[Element] = []
         self._opened = False
-        self._fed = 0
+        self._fed = 0  # bytes fed to this stream (since its last restart), kept back ones included
+        self._parsed = 0  # bytes handed to expat
+        self._held: list[bytes] = []  # pieces kept back (no '>'): the rest of an unfinished token
+        self._held_bytes = 0
         self._stanza_start = 0
         self._idle_mark = 0  # where the last top-level event ended: bytes after it are pending
         self._discarded = False
@@ -389,7 +399,8 @@ class StreamParser(_Builder):
         self.parser = self._new_parser()
         self._stack = []
         self._opened = False
-        self._fed = 0
+        self._fed = self._parsed = self._held_bytes = 0
+        self._held = []
         self._stanza_start = 0
         self._idle_mark = 0
         self._events = []
@@ -409,14 +420,29 @@ class StreamParser(_Builder):
         for i in range(0, len(data), self.CHUNK):
             piece = data[i : i + self.CHUNK]
             self._fed += len(piece)
-            try:
-                parser.Parse(piece, False)
-            except pyexpat.ExpatError as exc:
-                self._drop()
-                raise XmlStreamError("not-well-formed", str(exc)) from None
-            except XmlStreamError:
-                self._drop()
-                raise
+            # the unfinished token expat would re-scan: from the start of the event it is in
+            unfinished = self._parsed - max(parser.CurrentByteIndex, 0)
+            if (
+                unfinished >= self.HOLD_FROM
+                and b">" not in piece
+                and self._held_bytes + len(piece) < unfinished
+            ):
+                self._held.append(piece)
+                self._held_bytes += len(piece)
+            else:
+                if self._held:
+                    self._held.append(piece)
+                    piece = b"".join(self._held)
+                    self._held, self._held_bytes = [], 0
+                self._parsed += len(piece)
+                try:
+                    parser.Parse(piece, False)
+                except pyexpat.ExpatError as exc:
+                    self._drop()
+                    raise XmlStreamError("not-well-formed", str(exc)) from None
+                except XmlStreamError:
+                    self._drop()
+                    raise
             if self._stack:
                 if self._fed - self._stanza_start > self.max_size:
                     self._drop()
@@ -443,6 +469,7 @@ class StreamParser(_Builder):
         self._give_back()
         self._stack = []
         self._events = []
+        self._held, self._held_bytes = [], 0
         self._discarded = True
         _unhook(self.parser)
         self.parser = _DEAD_PARSER  # this object may outlive the stream (its connection's cycle)
@@ -458,7 +485,7 @@ class StreamParser(_Builder):
         held for it. No new expat parser is made and nothing more is parsed: :meth:`feed` returns
         no events from now on, so bytes still arriving from a refused client (the rest of a
         stanza nested 2,000 deep, say) cost nothing."""
-        self._fed = self._stanza_start = self._idle_mark = 0
+        self._fed = self._parsed = self._stanza_start = self._idle_mark = 0
         self.discard()
 
     def _start(self, qname: str, attrs: dict[str, str]) -> None:

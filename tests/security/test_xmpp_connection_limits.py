@@ -174,3 +174,26 @@ def test_refusals_are_held_for_the_delay_a_few_at_a_time(broker):
             sock.close()
     assert not waiting
     assert sum(1 for t in reset_after if t >= DELAY * 0.8) == HELD, reset_after
+
+
+@pytest.mark.parametrize("which, source", [("c2s_port", "127.0.0.10"), ("http_port", "127.0.0.11")])
+def test_a_held_refusal_is_not_read(broker, which, source):
+    """A refused connection held for the delay is not read: what its client sends stays in the
+    socket buffers and the client soon has to wait, instead of the broker reading (and dropping)
+    a 20 MB stream header as fast as it comes, for every held refusal."""
+    _proc, endpoint = broker
+    while c2s_served(endpoint.c2s_port, source):  # spend its budget (both ports share it)
+        pass
+    sock = socket.create_connection(("127.0.0.1", getattr(endpoint, which)), source_address=(source, 0))
+    sock.setblocking(False)
+    sent, chunk = 0, b"x" * 65536
+    deadline = time.monotonic() + DELAY * 0.6  # well before the reset
+    while time.monotonic() < deadline and sent < 64 << 20:
+        try:
+            sent += sock.send(chunk)
+        except BlockingIOError:
+            time.sleep(0.01)
+    sock.close()
+    # the client's send buffer (tcp_wmem, at most 4 MiB by default), the broker's unread receive
+    # buffer and at most one read before the broker stops reading
+    assert sent < 8 << 20, sent

@@ -27,6 +27,7 @@ from ...common.ws_admin import Endpoint, WsConnection
 from ..limits import ReadBudget, log_limited
 from ..session import ClientSession, Link, WebSocketFraming
 from ..xml import CLIENT_NS, FRAMING_NS, StreamClosed, StreamOpened, XmlStreamError, parse_document
+from . import stop_reading
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..context import ServerContext
@@ -320,7 +321,8 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
-            return  # refused (or closing): what it sends is not looked at
+            stop_reading(self.transport)  # refused (or closing): what it sends is not looked at
+            return
         now = time.monotonic()
         if self.ws is None:
             self.server.http_active(self)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..limits import ReadBudget, log_limited
 from ..session import ClientSession, Link, TcpFraming
 from ..xml import StreamParser, XmlStreamError
+from . import stop_reading
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..context import ServerContext
@@ -86,7 +87,10 @@ class TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
-            return  # the stream is closed (a stream error, say): what still arrives is not looked at
+            # the stream is closed (a stream error, say) or the connection refused: what still
+            # arrives is not looked at, and no more is read
+            stop_reading(self.transport)
+            return
         now = time.monotonic()
         self.last_rx = now
         session = self.link.session
