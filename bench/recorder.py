@@ -166,7 +166,10 @@ def complete(n: int, start: dict[str, int], end: dict[str, int]) -> bool:
     """Print how many of the ``n`` participants' media reached the recorder; False (no
     per-packet figure is printed then: it would be understated) when fewer than all did."""
     got = arrived(start, end)
-    print(f"   media of {len(got)} of {n} participants reached the recorder: {', '.join(got) or '-'}", flush=True)
+    print(
+        f"   media of {len(got)} of {n} participants reached the recorder: {', '.join(got) or '-'}",
+        flush=True,
+    )
     if len(got) < n:
         print(f"   fewer than all {n} participants' media arrived: no per-packet figure", flush=True)
     return len(got) >= n
