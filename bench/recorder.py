@@ -156,6 +156,34 @@ async def meeting(c2s: int, room: str, n: int) -> list[JingleParticipant]:
     return people
 
 
+def arrived(start: dict[str, int], end: dict[str, int]) -> list[str]:
+    """Participants whose RTP packets reached the recorder between two ``/recordings`` views
+    (``rtp_packets_by_participant``)."""
+    return sorted(p for p, n in end.items() if n > start.get(p, 0))
+
+
+def complete(n: int, start: dict[str, int], end: dict[str, int]) -> bool:
+    """Print how many of the ``n`` participants' media reached the recorder; False (no
+    per-packet figure is printed then: it would be understated) when fewer than all did."""
+    got = arrived(start, end)
+    print(
+        f"   media of {len(got)} of {n} participants reached the recorder: {', '.join(got) or '-'}",
+        flush=True,
+    )
+    if len(got) < n:
+        print(f"   fewer than all {n} participants' media arrived: no per-packet figure", flush=True)
+    return len(got) >= n
+
+
+def lost(people: list[JingleParticipant]) -> str:
+    """The participants whose peer connection closed, e.g. aioice's consent freshness check
+    (RFC 7675: one STUN request every ~5 s, no retransmission, 0.5 s to answer, closed after
+    6 misses in a row) failing when this process's event loop, which runs all the
+    participants, lags behind on a loaded machine."""
+    gone = [p.nick for p in people if p.pc is None or p.pc.iceConnectionState in ("closed", "failed")]
+    return f"   participants whose connection closed: {', '.join(gone)}" if gone else ""
+
+
 async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> jibri.JibriIq:
     iq = p.make_iq_set(ito=f"{room}@{xmpp_names.muc_domain(DOMAIN)}/focus")
     iq.append(request.to_element())
@@ -165,13 +193,21 @@ async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> j
 
 
 async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, window: float,  # type: ignore[valid-type]
-                     mode: jibri.RecordingMode, stream: str | None, recorder_url: str) -> Sample:  # fmt: skip
+                     mode: jibri.RecordingMode, stream: str | None, recorder_url: str, n: int) -> Sample:  # fmt: skip
     def frames(session_id: str | None, field: str = "composed_frames") -> int:
         try:
             views = httpx.get(f"{recorder_url}/recordings", timeout=5).json()
         except httpx.HTTPError:
             return -1
         return next((int(v.get(field, -1)) for v in views if v["session_id"] == session_id), -1)
+
+    def by_participant(session_id: str | None) -> dict[str, int]:
+        try:
+            views = httpx.get(f"{recorder_url}/recordings", timeout=5).json()
+        except httpx.HTTPError:
+            return {}
+        view = next((v for v in views if v["session_id"] == session_id), {})
+        return {str(k): int(c) for k, c in view.get("rtp_packets_by_participant", {}).items()}
 
     before = sum(_rss(x) for x in recorder_pids())
     answer = await jibri_iq(
@@ -183,13 +219,15 @@ async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, w
     start_frames = frames(answer.session_id)
     start_pictures = frames(answer.session_id, "composed_pictures")
     start_packets = frames(answer.session_id, "rtp_packets")
+    start_by = by_participant(answer.session_id)
     sample = await measure(recorder_pids, window)
     written = frames(answer.session_id) - start_frames
     pictures = frames(answer.session_id, "composed_pictures") - start_pictures
     packets = frames(answer.session_id, "rtp_packets") - start_packets
+    whole = complete(n, start_by, by_participant(answer.session_id))
     print(f"   composed output: {written / window:.1f} frames/s over the window, "
           f"{pictures / window:.1f} pictures/s encoded", flush=True)  # fmt: skip
-    if packets > 0:  # the recorder's CPU (all its threads) per RTP packet received
+    if packets > 0 and whole:  # the recorder's CPU (all its threads) per RTP packet received
         print(f"   received {packets / window:.0f} RTP packets/s; recorder CPU "
               f"{sample.cpu * window / packets * 1e6:.0f} us per packet", flush=True)  # fmt: skip
     await jibri_iq(p, room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
@@ -297,9 +335,12 @@ def main() -> int:
                         jibri.RecordingMode.FILE,
                         None,
                         recorder_url,
+                        n,
                     )
+                    if lost(people):
+                        print(lost(people), flush=True)
                     stream = await parley_run(people[0], room, recorder_pids, args.window, jibri.RecordingMode.STREAM,
-                                              rtmp.url(room), recorder_url)  # fmt: skip
+                                              rtmp.url(room), recorder_url, n)  # fmt: skip
                     return file, stream, people
 
                 loop = asyncio.new_event_loop()

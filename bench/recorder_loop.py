@@ -5,7 +5,9 @@ participants in a room (colour pattern at 15 fps and a tone each, as ``bench/rec
 starts a file recording with Jibri's IQ through the focus, waits for the composed output, then
 for ``--window`` seconds reads from ``/proc`` the CPU seconds (``utime + stime``) of the
 recorder's event-loop thread (its main thread) and of the whole process, and from the
-recorder's ``/recordings`` view the RTP packets it received, and prints CPU per packet.
+recorder's ``/recordings`` view the RTP packets it received, and prints CPU per packet. It also
+prints whose media reached the recorder in the window (``rtp_packets_by_participant``) and prints
+no per-packet figure when fewer than all ``--participants`` did: the figure would be understated.
 
 With ``--perf FILE`` it also runs ``perf record -g`` on the event-loop thread for the window
 (read it with ``perf report -i FILE --no-children --sort dso,sym``); with ``--py-spy FILE``,
@@ -31,7 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.recorder import DOMAIN, TICK, _stop_all, find, jibri_iq, load, meeting
+from bench.recorder import DOMAIN, TICK, _stop_all, complete, find, jibri_iq, load, lost, meeting
 from services.common import jibri
 from tests.integration.browser import LauncherStack
 from tests.integration.participant import allow_loopback_ice, wait_until
@@ -135,7 +137,14 @@ def main() -> int:
             elapsed = t1 - t0
             print(f"{args.participants} participants, {elapsed:.1f} s: {packets / elapsed:.0f} RTP packets/s received "
                   f"(load {load()})", flush=True)  # fmt: skip
-            if packets > 0:
+            whole = complete(
+                args.participants,
+                dict(start_view.get("rtp_packets_by_participant", {})),  # type: ignore[call-overload]
+                dict(end_view.get("rtp_packets_by_participant", {})),  # type: ignore[call-overload]
+            )
+            if lost(people):
+                print(lost(people), flush=True)
+            if packets > 0 and whole:
                 print(f"event-loop thread: {(loop1 - loop0) / elapsed * 100:.1f} % of a core, "
                       f"{(loop1 - loop0) / packets * 1e6:.0f} us per packet, "
                       f"{(sw1 - sw0) / packets:.2f} context switches per packet", flush=True)  # fmt: skip

@@ -65,6 +65,7 @@ class MediaSession:
         self.tracks: dict[str, str] = {}  # mid -> owner nick
         self._lock = asyncio.Lock()  # renegotiations and close, one at a time
         self.receivers: list[RecorderReceive] = []
+        self.owners: dict[int, str] = {}  # id(receiver) -> owner nick
 
     async def answer(self, responder: str) -> Jingle:
         """Build the peer connection and the ``session-accept``."""
@@ -172,12 +173,22 @@ class MediaSession:
         receive.install()
         RecorderRoute.of(transceiver.receiver.transport).add(receive)
         self.receivers.append(receive)
+        self.owners[id(receive)] = owner
         log.info("receiving %s of %s (mid %s)", kind, owner, transceiver.mid)
 
     @property
     def packets(self) -> int:
         """RTP packets received so far (all tracks)."""
         return sum(r.packets for r in self.receivers)
+
+    def packets_by_owner(self) -> dict[str, int]:
+        """RTP packets received so far by participant (audio and video): whose media reaches
+        the recording, e.g. for ``/recordings``."""
+        out: dict[str, int] = {}
+        for r in self.receivers:
+            owner = self.owners.get(id(r), "")
+            out[owner] = out.get(owner, 0) + r.packets
+        return out
 
     async def close(self) -> None:
         pc, self.pc = self.pc, None  # renegotiations from now on do nothing

@@ -274,12 +274,21 @@ class Recorder:
     def _rtp_packets(self, session_id: str) -> int:
         return sum(s.packets for sid, s in self.sessions.items() if jibri.session_of_sid(sid) == session_id)
 
+    def _rtp_packets_by_participant(self, session_id: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for sid, s in self.sessions.items():
+            if jibri.session_of_sid(sid) == session_id:
+                for owner, n in s.packets_by_owner().items():
+                    out[owner] = out.get(owner, 0) + n
+        return out
+
     def view(self) -> list[dict[str, object]]:
         live = [r.view() for r in list(self.recordings.values()) + self.finished]
         for v in live:
             if v["state"] == "recording":
                 v["bridge_channel"] = self._bridge_channel(str(v["session_id"]))
                 v["rtp_packets"] = self._rtp_packets(str(v["session_id"]))
+                v["rtp_packets_by_participant"] = self._rtp_packets_by_participant(str(v["session_id"]))
         seen = {v["session_id"] for v in live}
         return live + [m for m in self.on_disk if m.get("session_id") not in seen]
 

@@ -439,6 +439,9 @@ async def test_three_party_meeting_recorded(stack: RecorderStack) -> None:
         recording_from = time.time()
         await asyncio.sleep(RECORD_SECONDS)
         recording_to = time.time()
+        # every participant's media reaches the recorder, counted by participant
+        by_participant = recording_view(stack, session_id).get("rtp_packets_by_participant", {})
+        assert {p for p, n in by_participant.items() if n > 0} == {"alice", "bob", "carol"}, by_participant
         # a joiner is told that recording is on
         late = stack.participant("dave", rgb=(200, 200, 30), tone=990.0, media=False)
         late_watcher = StatusWatcher(late, room)
