@@ -1,7 +1,8 @@
 """Recording cost: Parley's recorder against recording the way Jibri does, side by side.
 
 Starts the whole stack with the launcher (one bridge, the recorder), puts ``--sizes`` aiortc
-participants in a room (each sending a colour pattern at 15 fps and a tone), then, for each size:
+participants in a room (each sending a colour pattern at 15 fps and a tone; one process each,
+``bench/meeting.py``), then, for each size:
 
 * **parley file**: a file recording (per-participant WebM remuxed + the composed MKV) started
   with Jibri's IQ through the focus; the recorder process's CPU and memory are sampled for
@@ -26,9 +27,9 @@ Numbers only; it never fails on timing. The machine's load average is printed wi
 ``--keep DIR`` copies the recordings (per-participant WebM, composed MKV) to ``DIR``, e.g. for
 ``bench/recorder_ratecontrol.py``.
 
-One size per run: with several sizes in one run, the second meeting (participants on a second
-event loop of this process) was recorded with no media in two runs on the loaded machine; not
-diagnosed (the same 10-party recording works on its own and in tests/integration).
+One size per run: with several sizes in one run, the second meeting was recorded with no media
+in two runs on the loaded machine, when all the participants still ran on event loops of this
+process; not diagnosed, and not tried again since they run in their own processes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +51,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common import jibri, xmpp_names
+from bench.meeting import Meeting
+from services.common import jibri
 from tests.integration.browser import LauncherStack, browsers
-from tests.integration.participant import JingleParticipant, allow_loopback_ice, wait_until
+from tests.integration.participant import wait_until
 from tests.integration.test_recorder import RtmpServer
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-DOMAIN = "meet.jitsi"
 
 
 # ---------------------------------------------------------------------------------------- /proc
@@ -140,22 +142,6 @@ def load() -> str:
 
 
 # ---------------------------------------------------------------------------------------- meeting
-COLOURS = [(220, 30, 30), (30, 200, 30), (40, 60, 230), (200, 200, 30), (200, 30, 200), (30, 200, 200),
-           (240, 140, 20), (120, 120, 120), (250, 250, 250), (90, 40, 10)]  # fmt: skip
-
-
-async def meeting(c2s: int, room: str, n: int) -> list[JingleParticipant]:
-    people = []
-    for i in range(n):
-        p = JingleParticipant(f"p{i}", port=c2s, domain=DOMAIN, muc_domain=xmpp_names.muc_domain(DOMAIN),
-                              focus_jid=xmpp_names.focus_component(DOMAIN), rgb=COLOURS[i % len(COLOURS)], tone=300.0 + 70 * i)  # fmt: skip
-        await p.start()
-        await p.join(f"{room}@{xmpp_names.muc_domain(DOMAIN)}")
-        people.append(p)
-    await wait_until(lambda: all(min(p.frames_from(people[0].nick)) > 3 for p in people[1:]), 60)
-    return people
-
-
 def arrived(start: dict[str, int], end: dict[str, int]) -> list[str]:
     """Participants whose RTP packets reached the recorder between two ``/recordings`` views
     (``rtp_packets_by_participant``)."""
@@ -175,24 +161,21 @@ def complete(n: int, start: dict[str, int], end: dict[str, int]) -> bool:
     return len(got) >= n
 
 
-def lost(people: list[JingleParticipant]) -> str:
+def lost(people: Meeting) -> str:
     """The participants whose peer connection closed, e.g. aioice's consent freshness check
     (RFC 7675: one STUN request every ~5 s, no retransmission, 0.5 s to answer, closed after
-    6 misses in a row) failing when this process's event loop, which runs all the
-    participants, lags behind on a loaded machine."""
-    gone = [p.nick for p in people if p.pc is None or p.pc.iceConnectionState in ("closed", "failed")]
+    6 misses in a row) failing when a participant's event loop lags behind on a loaded machine."""
+    gone = people.lost()
     return f"   participants whose connection closed: {', '.join(gone)}" if gone else ""
 
 
-async def jibri_iq(p: JingleParticipant, room: str, request: jibri.JibriIq) -> jibri.JibriIq:
-    iq = p.make_iq_set(ito=f"{room}@{xmpp_names.muc_domain(DOMAIN)}/focus")
-    iq.append(request.to_element())
-    result = await iq.send(timeout=30)
-    el = jibri.find_jibri(result.xml)
-    return jibri.JibriIq.from_element(el) if el is not None else jibri.JibriIq()
+async def jibri_iq(people: Meeting, request: jibri.JibriIq) -> jibri.JibriIq:
+    """A Jibri IQ from ``p0`` (the room's moderator) to the focus; the answer's ``<jibri/>``."""
+    answer = await people.jibri_iq(ET.tostring(request.to_element(), encoding="unicode"))
+    return jibri.JibriIq.from_element(ET.fromstring(answer)) if answer is not None else jibri.JibriIq()
 
 
-async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, window: float,  # type: ignore[valid-type]
+async def parley_run(people: Meeting, recorder_pids: callable, window: float,  # type: ignore[valid-type]
                      mode: jibri.RecordingMode, stream: str | None, recorder_url: str, n: int) -> Sample:  # fmt: skip
     def frames(session_id: str | None, field: str = "composed_frames") -> int:
         try:
@@ -211,7 +194,7 @@ async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, w
 
     before = sum(_rss(x) for x in recorder_pids())
     answer = await jibri_iq(
-        p, room, jibri.JibriIq(action=jibri.Action.START, recording_mode=mode, stream_id=stream)
+        people, jibri.JibriIq(action=jibri.Action.START, recording_mode=mode, stream_id=stream)
     )
     print(f"   {mode.value} recording {answer.session_id}: {answer.status.value}", flush=True)
     if not await wait_until(lambda: frames(answer.session_id) > 30, 30):
@@ -230,7 +213,7 @@ async def parley_run(p: JingleParticipant, room: str, recorder_pids: callable, w
     if packets > 0 and whole:  # the recorder's CPU (all its threads) per RTP packet received
         print(f"   received {packets / window:.0f} RTP packets/s; recorder CPU "
               f"{sample.cpu * window / packets * 1e6:.0f} us per packet", flush=True)  # fmt: skip
-    await jibri_iq(p, room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
+    await jibri_iq(people, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
     await asyncio.sleep(2)
     return Sample(sample.cpu, sample.rss - before, written / window)
 
@@ -292,7 +275,9 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--no-browser", action="store_true")
-    parser.add_argument("--keep", type=Path, help="copy the recordings (per-participant WebM, composed MKV) here")
+    parser.add_argument(
+        "--keep", type=Path, help="copy the recordings (per-participant WebM, composed MKV) here"
+    )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     if not args.no_browser and shutil.which("Xvfb") is None:
@@ -300,7 +285,6 @@ def main() -> int:
     os.environ.update(RECORDER_COMPOSITE_WIDTH=str(width), RECORDER_COMPOSITE_HEIGHT=str(height),
                       RECORDER_COMPOSITE_FPS=str(args.fps),
                       RECORDER_RTMP_ALLOWED_NETWORKS="127.0.0.1/32")  # the local nginx-rtmp  # fmt: skip
-    allow_loopback_ice()
     work = Path(tempfile.mkdtemp(prefix="parley-bench-rec-"))
     stack = LauncherStack(work / "run", bridges=1).start()
     offset = int(stack.front.rsplit(":", 1)[1]) - 8000
@@ -322,52 +306,35 @@ def main() -> int:
         with RtmpServer() as rtmp:
             for n in args.sizes:
                 room = f"bench-{uuid.uuid4().hex[:6]}"
+                people = Meeting(c2s, room, n).start()
+                try:
 
-                async def parley(
-                    n: int = n, room: str = room
-                ) -> tuple[Sample, Sample, list[JingleParticipant]]:
-                    people = await meeting(c2s, room, n)
-                    file = await parley_run(
-                        people[0],
-                        room,
-                        recorder_pids,
-                        args.window,
-                        jibri.RecordingMode.FILE,
-                        None,
-                        recorder_url,
-                        n,
-                    )
-                    if lost(people):
-                        print(lost(people), flush=True)
-                    stream = await parley_run(people[0], room, recorder_pids, args.window, jibri.RecordingMode.STREAM,
-                                              rtmp.url(room), recorder_url, n)  # fmt: skip
-                    return file, stream, people
+                    async def parley(
+                        people: Meeting = people, n: int = n, room: str = room
+                    ) -> tuple[Sample, Sample]:
+                        file = await parley_run(people, recorder_pids, args.window, jibri.RecordingMode.FILE, None,
+                                                recorder_url, n)  # fmt: skip
+                        if gone := lost(people):
+                            print(gone, flush=True)
+                        stream = await parley_run(people, recorder_pids, args.window, jibri.RecordingMode.STREAM,
+                                                  rtmp.url(room), recorder_url, n)  # fmt: skip
+                        return file, stream
 
-                loop = asyncio.new_event_loop()
-                file, stream, people = loop.run_until_complete(parley())
-                print(f"{n:2d} participants  parley file (tracks+composed): cpu {file.cpu * 100:5.1f} %  mem +{file.rss / 2**20:5.1f} MB"
-                      f"   (load {load()})", flush=True)  # fmt: skip
-                print(f"{n:2d} participants  parley stream (composed only):  cpu {stream.cpu * 100:5.1f} %  mem +{stream.rss / 2**20:5.1f} MB"
-                      f"   (load {load()})", flush=True)  # fmt: skip
-                browser = None
-                if not args.no_browser:
-                    # the participants keep their media flowing while the browser records them
-                    import threading
-
-                    stop = threading.Event()
-                    runner = threading.Thread(
-                        target=loop.run_until_complete, args=(_idle(stop),), daemon=True
-                    )
-                    runner.start()
-                    browser = browser_run(
-                        stack.front, room, args.window, width, height, args.fps, work / f"jibri-{n}.mp4"
-                    )
-                    stop.set()
-                    runner.join(10)
-                    print(f"{n:2d} participants  browser + ffmpeg (Jibri's way):  cpu {browser.cpu * 100:5.1f} %  mem  {browser.rss / 2**20:5.1f} MB"
+                    file, stream = asyncio.run(parley())
+                    print(f"{n:2d} participants  parley file (tracks+composed): cpu {file.cpu * 100:5.1f} %  mem +{file.rss / 2**20:5.1f} MB"
                           f"   (load {load()})", flush=True)  # fmt: skip
-                loop.run_until_complete(_stop_all(people))
-                loop.close()
+                    print(f"{n:2d} participants  parley stream (composed only):  cpu {stream.cpu * 100:5.1f} %  mem +{stream.rss / 2**20:5.1f} MB"
+                          f"   (load {load()})", flush=True)  # fmt: skip
+                    browser = None
+                    if not args.no_browser:
+                        # the participants' processes keep their media flowing meanwhile
+                        browser = browser_run(
+                            stack.front, room, args.window, width, height, args.fps, work / f"jibri-{n}.mp4"
+                        )
+                        print(f"{n:2d} participants  browser + ffmpeg (Jibri's way):  cpu {browser.cpu * 100:5.1f} %  mem  {browser.rss / 2**20:5.1f} MB"
+                              f"   (load {load()})", flush=True)  # fmt: skip
+                finally:
+                    people.stop()
                 results.append((n, file, stream, browser))
     finally:
         stack.stop()
@@ -387,15 +354,6 @@ def main() -> int:
             f"{stream.cpu * 100:.1f} % / +{stream.rss / 2**20:.0f} MB / {stream.fps:.1f} | {b} | {ratio}"
         )
     return 0
-
-
-async def _stop_all(people: list[JingleParticipant]) -> None:
-    await asyncio.gather(*(p.stop() for p in people), return_exceptions=True)
-
-
-async def _idle(stop: object) -> None:
-    """Keeps the participants' event loop turning (their media flows) until ``stop`` is set."""
-    await asyncio.to_thread(stop.wait)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The recorder's event-loop cost per received RTP packet, without a browser.
 
 Starts the stack with the launcher (one bridge, the recorder), puts ``--participants`` aiortc
-participants in a room (colour pattern at 15 fps and a tone each, as ``bench/recorder.py``),
+participants in a room (colour pattern at 15 fps and a tone each, one process each, as
+``bench/recorder.py``: ``bench/meeting.py``),
 starts a file recording with Jibri's IQ through the focus, waits for the composed output, then
 for ``--window`` seconds reads from ``/proc`` the CPU seconds (``utime + stime``) of the
 recorder's event-loop thread (its main thread) and of the whole process, and from the
@@ -33,12 +34,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.recorder import DOMAIN, TICK, _stop_all, complete, find, jibri_iq, load, lost, meeting
+from bench.meeting import Meeting
+from bench.recorder import TICK, complete, find, jibri_iq, load, lost
 from services.common import jibri
 from tests.integration.browser import LauncherStack
-from tests.integration.participant import allow_loopback_ice, wait_until
-
-assert DOMAIN
+from tests.integration.participant import wait_until
 
 
 def thread_cpu(pid: int, tid: int) -> float:
@@ -68,7 +68,6 @@ def main() -> int:
     parser.add_argument("--perf", help="also perf record -g the event-loop thread into this file")
     parser.add_argument("--py-spy", help="also py-spy record (raw, --nonblocking) the process into this file")
     args = parser.parse_args()
-    allow_loopback_ice()
     work = Path(tempfile.mkdtemp(prefix="parley-bench-recloop-"))
     stack = LauncherStack(work / "run", bridges=1).start()
     offset = int(stack.front.rsplit(":", 1)[1]) - 8000
@@ -88,76 +87,71 @@ def main() -> int:
             return {}
         return next((v for v in views if v["session_id"] == session_id), {})
 
-    async def run() -> None:
-        room = f"bench-{uuid.uuid4().hex[:6]}"
-        people = await meeting(c2s, room, args.participants)
-        try:
-            answer = await jibri_iq(
-                people[0],
-                room,
-                jibri.JibriIq(action=jibri.Action.START, recording_mode=jibri.RecordingMode.FILE),
+    async def run(people: Meeting) -> None:
+        answer = await jibri_iq(
+            people, jibri.JibriIq(action=jibri.Action.START, recording_mode=jibri.RecordingMode.FILE)
+        )
+        print(f"file recording {answer.session_id}: {answer.status.value}", flush=True)
+        if not await wait_until(lambda: int(view(answer.session_id).get("composed_frames", -1)) > 30, 30):  # type: ignore[call-overload]
+            print("the composed output did not start within 30 s", flush=True)
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(  # noqa: ASYNC220 (a benchmark, started once)
+                [
+                    "perf",
+                    "record",
+                    "-q",
+                    "-g",
+                    "-t",
+                    str(recorder),
+                    "-o",
+                    args.perf,
+                    "--",
+                    "sleep",
+                    str(args.window),
+                ],
+                stdout=subprocess.DEVNULL,
             )
-            print(f"file recording {answer.session_id}: {answer.status.value}", flush=True)
-            if not await wait_until(lambda: int(view(answer.session_id).get("composed_frames", -1)) > 30, 30):  # type: ignore[call-overload]
-                print("the composed output did not start within 30 s", flush=True)
-            perf = None
-            if args.perf:
-                perf = subprocess.Popen(  # noqa: ASYNC220 (a benchmark, started once)
-                    [
-                        "perf",
-                        "record",
-                        "-q",
-                        "-g",
-                        "-t",
-                        str(recorder),
-                        "-o",
-                        args.perf,
-                        "--",
-                        "sleep",
-                        str(args.window),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                )
-            elif args.py_spy:
-                perf = subprocess.Popen(  # noqa: ASYNC220 (a benchmark, started once)
-                    [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--native", "--nonblocking", "-r", "100", "-f", "raw", "-d", str(int(args.window)),
-                     "-p", str(recorder), "-o", args.py_spy],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-            start_view = view(answer.session_id)
-            sw0 = switches(recorder, recorder)
-            loop0, proc0, t0 = thread_cpu(recorder, recorder), process_cpu(recorder), time.monotonic()
-            await asyncio.sleep(args.window)
-            loop1, proc1, t1 = thread_cpu(recorder, recorder), process_cpu(recorder), time.monotonic()
-            sw1 = switches(recorder, recorder)
-            end_view = view(answer.session_id)
-            if perf is not None:
-                await asyncio.to_thread(perf.wait, 60)
-            packets = int(end_view.get("rtp_packets", 0)) - int(start_view.get("rtp_packets", 0))  # type: ignore[call-overload]
-            elapsed = t1 - t0
-            print(f"{args.participants} participants, {elapsed:.1f} s: {packets / elapsed:.0f} RTP packets/s received "
-                  f"(load {load()})", flush=True)  # fmt: skip
-            whole = complete(
-                args.participants,
-                dict(start_view.get("rtp_packets_by_participant", {})),  # type: ignore[call-overload]
-                dict(end_view.get("rtp_packets_by_participant", {})),  # type: ignore[call-overload]
-            )
-            if lost(people):
-                print(lost(people), flush=True)
-            if packets > 0 and whole:
-                print(f"event-loop thread: {(loop1 - loop0) / elapsed * 100:.1f} % of a core, "
-                      f"{(loop1 - loop0) / packets * 1e6:.0f} us per packet, "
-                      f"{(sw1 - sw0) / packets:.2f} context switches per packet", flush=True)  # fmt: skip
-                print(f"whole process:     {(proc1 - proc0) / elapsed * 100:.1f} % of a core, "
-                      f"{(proc1 - proc0) / packets * 1e6:.0f} us per packet", flush=True)  # fmt: skip
-            await jibri_iq(
-                people[0], room, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id)
-            )
-        finally:
-            await _stop_all(people)
+        elif args.py_spy:
+            perf = subprocess.Popen(  # noqa: ASYNC220 (a benchmark, started once)
+                [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--native", "--nonblocking", "-r", "100", "-f", "raw", "-d", str(int(args.window)),
+                 "-p", str(recorder), "-o", args.py_spy],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        start_view = view(answer.session_id)
+        sw0 = switches(recorder, recorder)
+        loop0, proc0, t0 = thread_cpu(recorder, recorder), process_cpu(recorder), time.monotonic()
+        await asyncio.sleep(args.window)
+        loop1, proc1, t1 = thread_cpu(recorder, recorder), process_cpu(recorder), time.monotonic()
+        sw1 = switches(recorder, recorder)
+        end_view = view(answer.session_id)
+        if perf is not None:
+            await asyncio.to_thread(perf.wait, 60)
+        packets = int(end_view.get("rtp_packets", 0)) - int(start_view.get("rtp_packets", 0))  # type: ignore[call-overload]
+        elapsed = t1 - t0
+        print(f"{args.participants} participants, {elapsed:.1f} s: {packets / elapsed:.0f} RTP packets/s received "
+              f"(load {load()})", flush=True)  # fmt: skip
+        whole = complete(
+            args.participants,
+            dict(start_view.get("rtp_packets_by_participant", {})),  # type: ignore[call-overload]
+            dict(end_view.get("rtp_packets_by_participant", {})),  # type: ignore[call-overload]
+        )
+        if gone := lost(people):
+            print(gone, flush=True)
+        if packets > 0 and whole:
+            print(f"event-loop thread: {(loop1 - loop0) / elapsed * 100:.1f} % of a core, "
+                  f"{(loop1 - loop0) / packets * 1e6:.0f} us per packet, "
+                  f"{(sw1 - sw0) / packets:.2f} context switches per packet", flush=True)  # fmt: skip
+            print(f"whole process:     {(proc1 - proc0) / elapsed * 100:.1f} % of a core, "
+                  f"{(proc1 - proc0) / packets * 1e6:.0f} us per packet", flush=True)  # fmt: skip
+        await jibri_iq(people, jibri.JibriIq(action=jibri.Action.STOP, session_id=answer.session_id))
 
     try:
-        asyncio.run(run())
+        people = Meeting(c2s, f"bench-{uuid.uuid4().hex[:6]}", args.participants).start()
+        try:
+            asyncio.run(run(people))
+        finally:
+            people.stop()
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
