@@ -120,9 +120,11 @@ def main() -> int:
             )  # fmt: skip
         start_view = view(answer.session_id)
         sw0 = switches(recorder, recorder)
+        peers0 = sum(process_cpu(pid) for pid in people.pids)
         loop0, proc0, t0 = thread_cpu(recorder, recorder), process_cpu(recorder), time.monotonic()
         await asyncio.sleep(args.window)
         loop1, proc1, t1 = thread_cpu(recorder, recorder), process_cpu(recorder), time.monotonic()
+        peers1 = sum(process_cpu(pid) for pid in people.pids)
         sw1 = switches(recorder, recorder)
         end_view = view(answer.session_id)
         if perf is not None:
@@ -131,6 +133,10 @@ def main() -> int:
         elapsed = t1 - t0
         print(f"{args.participants} participants, {elapsed:.1f} s: {packets / elapsed:.0f} RTP packets/s received "
               f"(load {load()})", flush=True)  # fmt: skip
+        pictures = int(end_view.get("composed_pictures", 0)) - int(start_view.get("composed_pictures", 0))  # type: ignore[call-overload]
+        print(f"   composed pictures encoded: {pictures / elapsed:.1f}/s", flush=True)
+        print(f"   the participants' {len(people.pids)} processes (not measured): {(peers1 - peers0) / elapsed * 100:.0f} % of a core",
+              flush=True)  # fmt: skip
         whole = complete(
             args.participants,
             dict(start_view.get("rtp_packets_by_participant", {})),  # type: ignore[call-overload]
