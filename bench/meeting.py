@@ -35,7 +35,7 @@ COLOURS = [(220, 30, 30), (30, 200, 30), (40, 60, 230), (200, 200, 30), (200, 30
            (240, 140, 20), (120, 120, 120), (250, 250, 250), (90, 40, 10)]  # fmt: skip
 DOMAIN = "meet.jitsi"
 NICE = 10  # the participants' processes' niceness (see _participant)
-DECODER = 1  # the participant that decodes (p0's frames); the others discard what they receive
+DECODER = 1  # the participant that decodes (p0's frames); the others drop the RTP they receive
 
 
 # ------------------------------------------------------------------------------ participant side
